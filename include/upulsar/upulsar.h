@@ -1,0 +1,465 @@
+/*
+ * upulsar.h -- a fast Apache Pulsar producer for C.
+ *
+ * upulsar publishes to Pulsar topics over the Pulsar binary protocol. One
+ * call, upulsar_producer_start(), returns ONE handle for a whole partitioned
+ * topic; underneath, the handle supervises one producer group per partition
+ * ("<topic>-partition-<i>"), and each group holds one or more real Pulsar
+ * producers.
+ *
+ * Data path: caller threads copy each message into a lock-free MPSC ring that
+ * belongs to one real producer; an io_uring loop thread drains the rings into
+ * batched SEND frames, writes them, reads SEND_RECEIPTs and resolves one
+ * future per message; a watchdog thread reconnects, re-creates producers,
+ * resends unacknowledged batches in order and fails what times out.
+ *
+ * Conventions used throughout this header:
+ *  - Functions that can fail return upulsar_err_t (UPULSAR_OK == 0); results
+ *    go out through the last pointer arguments. upulsar_err_str() names any
+ *    code. A failing call also leaves a human-readable explanation in a
+ *    thread-local buffer, read with upulsar_last_error().
+ *  - "Thread safety" says who may call a function concurrently; "Blocks" says
+ *    whether and for how long it may sleep; "Allocates" whether it may call
+ *    malloc. Functions marked HOT PATH allocate nothing and make no syscall
+ *    unless the loop thread is asleep and must be woken (one eventfd write).
+ *  - Nothing here calls abort() on bad input: invalid arguments get
+ *    UPULSAR_ERR__INVALID_ARG and leave every other state untouched.
+ */
+#ifndef UPULSAR_UPULSAR_H
+#define UPULSAR_UPULSAR_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define UPULSAR_VERSION_MAJOR 0
+#define UPULSAR_VERSION_MINOR 1
+#define UPULSAR_VERSION_PATCH 0
+#define UPULSAR_VERSION_STR "0.1.0"
+
+/** Library version string, e.g. "0.1.0". Thread safety: any. */
+const char *upulsar_version(void);
+
+/* ------------------------------------------------------------------------ *
+ * Errors
+ * ------------------------------------------------------------------------ */
+
+/**
+ * Error codes. Two ranges, as in librdkafka:
+ *  - library-local errors are negative and spelled with a double underscore
+ *    (UPULSAR_ERR__TIMED_OUT);
+ *  - errors reported by a broker are UPULSAR_ERR_BROKER_BASE + the wire value
+ *    of Pulsar's ServerError enum (UPULSAR_ERR_PRODUCER_BUSY = 1000 + 16).
+ */
+typedef enum upulsar_err {
+    UPULSAR_OK = 0,
+
+    UPULSAR_ERR__INVALID_ARG = -1,     /**< NULL where not allowed, bad value */
+    UPULSAR_ERR__NOMEM = -2,           /**< allocation failed */
+    UPULSAR_ERR__TIMED_OUT = -3,       /**< a wait or an operation timed out */
+    UPULSAR_ERR__QUEUE_FULL = -4,      /**< ring or pending limit reached (fail-fast mode) */
+    UPULSAR_ERR__CLOSED = -5,          /**< producer or client is stopped / stopping */
+    UPULSAR_ERR__MSG_TOO_LARGE = -6,   /**< message larger than the broker's max_message_size */
+    UPULSAR_ERR__INVALID_TOPIC = -7,   /**< topic name is not a valid Pulsar topic */
+    UPULSAR_ERR__INVALID_URL = -8,     /**< service URL cannot be parsed */
+    UPULSAR_ERR__CONNECT = -9,         /**< TCP connect or handshake failed */
+    UPULSAR_ERR__PROTOCOL = -10,       /**< peer violated the protocol; connection dropped */
+    UPULSAR_ERR__BAD_CHECKSUM = -11,   /**< CRC32C of a frame did not match */
+    UPULSAR_ERR__FRAME_TOO_LARGE = -12,/**< frame larger than the advertised maximum */
+    UPULSAR_ERR__DECODE = -13,         /**< protobuf or batch payload could not be decoded */
+    UPULSAR_ERR__MSG_TIMED_OUT = -14,  /**< message not acknowledged within send.timeout.ms */
+    UPULSAR_ERR__GROUP_FAILED = -15,   /**< partition group exceeded its restart intensity */
+    UPULSAR_ERR__IO = -16,             /**< socket or io_uring error */
+    UPULSAR_ERR__NOT_SUPPORTED = -17,  /**< feature not compiled in or not supported by peer */
+    UPULSAR_ERR__PENDING = -18,        /**< future not resolved yet (upulsar_future_poll) */
+    UPULSAR_ERR__LOOKUP = -19,         /**< topic lookup failed (too many redirects, loop...) */
+    UPULSAR_ERR__TLS = -20,            /**< TLS handshake or certificate failure */
+    UPULSAR_ERR__COMPRESSION = -21,    /**< compression or decompression failed */
+    UPULSAR_ERR__STATE = -22,          /**< call not valid in the object's current state */
+
+    UPULSAR_ERR_BROKER_BASE = 1000,
+    UPULSAR_ERR_UNKNOWN_ERROR = 1000,
+    UPULSAR_ERR_METADATA_ERROR = 1001,
+    UPULSAR_ERR_PERSISTENCE_ERROR = 1002,
+    UPULSAR_ERR_AUTHENTICATION_ERROR = 1003,
+    UPULSAR_ERR_AUTHORIZATION_ERROR = 1004,
+    UPULSAR_ERR_CONSUMER_BUSY = 1005,
+    UPULSAR_ERR_SERVICE_NOT_READY = 1006,
+    UPULSAR_ERR_PRODUCER_BLOCKED_QUOTA_EXCEEDED_ERROR = 1007,
+    UPULSAR_ERR_PRODUCER_BLOCKED_QUOTA_EXCEEDED_EXCEPTION = 1008,
+    UPULSAR_ERR_CHECKSUM_ERROR = 1009,
+    UPULSAR_ERR_UNSUPPORTED_VERSION_ERROR = 1010,
+    UPULSAR_ERR_TOPIC_NOT_FOUND = 1011,
+    UPULSAR_ERR_SUBSCRIPTION_NOT_FOUND = 1012,
+    UPULSAR_ERR_CONSUMER_NOT_FOUND = 1013,
+    UPULSAR_ERR_TOO_MANY_REQUESTS = 1014,
+    UPULSAR_ERR_TOPIC_TERMINATED = 1015,
+    UPULSAR_ERR_PRODUCER_BUSY = 1016,
+    UPULSAR_ERR_INVALID_TOPIC_NAME = 1017,
+    UPULSAR_ERR_INCOMPATIBLE_SCHEMA = 1018,
+    UPULSAR_ERR_CONSUMER_ASSIGN_ERROR = 1019,
+    UPULSAR_ERR_TRANSACTION_COORDINATOR_NOT_FOUND = 1020,
+    UPULSAR_ERR_INVALID_TXN_STATUS = 1021,
+    UPULSAR_ERR_NOT_ALLOWED = 1022,
+    UPULSAR_ERR_TRANSACTION_CONFLICT = 1023,
+    UPULSAR_ERR_TRANSACTION_NOT_FOUND = 1024,
+    UPULSAR_ERR_PRODUCER_FENCED = 1025,
+    UPULSAR_ERR_BROKER_MAX = 1025
+} upulsar_err_t;
+
+/** Human-readable description of @p err; never NULL (unknown codes get a
+ *  generic text). The string is static. Thread safety: any. */
+const char *upulsar_err_str(upulsar_err_t err);
+
+/** Symbolic name of @p err ("UPULSAR_ERR__TIMED_OUT"); never NULL. Static. */
+const char *upulsar_err_name(upulsar_err_t err);
+
+/** Non-zero if an operation that failed with @p err may succeed when retried
+ *  (after a reconnect or backoff); zero for terminal errors (fenced, topic
+ *  terminated, authorization, invalid argument...). Thread safety: any. */
+int upulsar_err_is_retriable(upulsar_err_t err);
+
+/** Detail of the last error reported to the calling thread by any upulsar
+ *  call ("batch.max.messages: must be between 1 and 100000"). Thread-local;
+ *  valid until the next failing upulsar call on the same thread. Never NULL
+ *  (empty string when nothing failed). Never contains credentials. */
+const char *upulsar_last_error(void);
+
+/* ------------------------------------------------------------------------ *
+ * Configuration
+ * ------------------------------------------------------------------------ */
+
+/** A string-keyed configuration object. One type serves both the client
+ *  ("client keys") and producers ("producer keys"); each consumer of a conf
+ *  reads the keys it knows. See CONFIGURATION.md, generated from the same
+ *  table upulsar_conf_set() validates against, for every key, its unit, its
+ *  default and the equivalent Java-client option. */
+typedef struct upulsar_conf upulsar_conf_t;
+
+typedef enum upulsar_conf_res {
+    UPULSAR_CONF_OK = 0,
+    UPULSAR_CONF_INVALID = -1, /**< known key, value rejected (see errstr) */
+    UPULSAR_CONF_UNKNOWN = -2  /**< no such key */
+} upulsar_conf_res_t;
+
+/** New configuration with every key at its default.
+ *  Ownership: the caller owns the result; free with upulsar_conf_destroy()
+ *  (unless a function documents that it takes ownership).
+ *  Returns NULL only if out of memory. Thread safety: any. */
+upulsar_conf_t *upulsar_conf_new(void);
+
+/** Deep copy of @p conf (NULL on out-of-memory). */
+upulsar_conf_t *upulsar_conf_dup(const upulsar_conf_t *conf);
+
+/** Free @p conf. NULL is accepted. */
+void upulsar_conf_destroy(upulsar_conf_t *conf);
+
+/**
+ * Set @p key to @p value (a string, parsed according to the key's type:
+ * integers accept decimal, booleans "true"/"false"/"1"/"0", enums their
+ * documented names). On UPULSAR_CONF_INVALID or UPULSAR_CONF_UNKNOWN @p errstr
+ * (if not NULL) receives a NUL-terminated reason, the conf is unchanged.
+ * Thread safety: a conf object must not be used from two threads at once.
+ */
+upulsar_conf_res_t upulsar_conf_set(upulsar_conf_t *conf, const char *key,
+                                    const char *value, char *errstr,
+                                    size_t errstr_size);
+
+/** Read @p key's current value as a string into @p buf (truncated to
+ *  @p size, NUL-terminated). Returns UPULSAR_CONF_UNKNOWN for unknown keys.
+ *  Values of secret keys (auth.token) read back as "***". */
+upulsar_conf_res_t upulsar_conf_get(const upulsar_conf_t *conf,
+                                    const char *key, char *buf, size_t size);
+
+/** Write the configuration reference (Markdown table: key, type, default,
+ *  range, unit, description, Java-client equivalent) to @p fp (a FILE*).
+ *  Used to generate CONFIGURATION.md. */
+void upulsar_conf_dump_doc(void *fp);
+
+/* ------------------------------------------------------------------------ *
+ * Client
+ * ------------------------------------------------------------------------ */
+
+/** A connection to one Pulsar cluster: owns the io_uring loop thread(s), the
+ *  watchdog thread, the connection pool and the future pool. */
+typedef struct upulsar_client upulsar_client_t;
+
+/**
+ * Create a client from @p conf (client keys: service.url, io.threads,
+ * operation.timeout.ms, keepalive.interval.ms, backoff.*...). No connection
+ * is made yet; producers connect when started.
+ *
+ * Ownership: @p conf stays owned by the caller (it is copied).
+ * Returns UPULSAR_OK and *@p out, or an error (INVALID_ARG, INVALID_URL,
+ * NOMEM, IO if io_uring cannot be set up) with upulsar_last_error() saying
+ * why. Thread safety: any. Blocks: no. Allocates: yes.
+ */
+upulsar_err_t upulsar_client_new(const upulsar_conf_t *conf,
+                                 upulsar_client_t **out);
+
+/**
+ * Stop every producer still running (as upulsar_producer_stop() with the
+ * client's operation.timeout.ms), stop the threads, close the connections and
+ * free the client. Every future obtained from this client must have been
+ * released before; futures still held become invalid.
+ * Thread safety: call once, from a thread that is not a upulsar callback.
+ * Blocks: up to operation.timeout.ms per producer still running.
+ */
+void upulsar_client_destroy(upulsar_client_t *client);
+
+/* ------------------------------------------------------------------------ *
+ * Message ids and futures
+ * ------------------------------------------------------------------------ */
+
+/** Where the broker stored a message. */
+typedef struct upulsar_msg_id {
+    uint64_t ledger_id;
+    uint64_t entry_id;
+    int32_t partition;   /**< partition index, -1 for a non-partitioned topic */
+    int32_t batch_index; /**< position in its batch entry, -1 if not batched */
+    int32_t batch_size;  /**< messages in the batch entry, 0 if not batched */
+} upulsar_msg_id_t;
+
+/** A per-message future: resolves exactly once, to a message id or an error. */
+typedef struct upulsar_future upulsar_future_t;
+
+/**
+ * Completion callback, set per message in upulsar_send_opts_t.
+ * Called exactly once per accepted message (success, broker error, timeout or
+ * stop), from the io loop or watchdog thread: it must not block and must not
+ * call upulsar_producer_stop()/upulsar_client_destroy(). @p id is NULL on
+ * error and only valid during the call.
+ */
+typedef void (*upulsar_delivery_cb_t)(upulsar_err_t err,
+                                      const upulsar_msg_id_t *id,
+                                      void *opaque);
+
+/**
+ * Wait until @p f resolves or @p timeout_ms passes (-1 = forever, 0 = poll).
+ * Returns the message's result (UPULSAR_OK and *@p id filled if @p id is not
+ * NULL, or the error it failed with), or UPULSAR_ERR__PENDING if the timeout
+ * passed first (the future stays valid and pending).
+ * Thread safety: any number of threads may wait on one future.
+ * Blocks: up to @p timeout_ms (futex). Allocates: no.
+ */
+upulsar_err_t upulsar_future_wait(upulsar_future_t *f, int timeout_ms,
+                                  upulsar_msg_id_t *id);
+
+/** Non-blocking upulsar_future_wait(f, 0, id). HOT PATH. */
+upulsar_err_t upulsar_future_poll(upulsar_future_t *f, upulsar_msg_id_t *id);
+
+/**
+ * Give @p f back to the pool. Allowed before it resolves (the message is not
+ * cancelled; its result is then simply dropped). After this call @p f must
+ * not be used. Every future must be released exactly once.
+ * Thread safety: any, but not concurrently with a wait on the same future.
+ * HOT PATH.
+ */
+void upulsar_future_release(upulsar_future_t *f);
+
+/* ------------------------------------------------------------------------ *
+ * Partitioned producer
+ * ------------------------------------------------------------------------ */
+
+/** One handle for a (partitioned or not) topic. */
+typedef struct upulsar_producer upulsar_producer_t;
+
+/**
+ * Start a producer for @p topic.
+ *
+ * @param client     a client from upulsar_client_new().
+ * @param name       base producer name, or NULL to let the broker name them.
+ *                   Each real producer gets a distinct, stable name:
+ *                   "<name>-<partition>-<index>" (index within its group),
+ *                   so broker de-duplication recognises it across restarts.
+ * @param topic      "persistent://tenant/ns/topic" or a short name
+ *                   ("my-topic" = persistent://public/default/my-topic).
+ * @param partitions >0: the topic has that many partitions and upulsar opens
+ *                   "<topic>-partition-0" ... "<topic>-partition-<n-1>";
+ *                   0: ask the broker (PARTITIONED_METADATA), where its
+ *                   answer 0 means a non-partitioned topic (one group).
+ * @param conf       producer keys (batching, routing, compression,
+ *                   producers.per.partition...); NULL = defaults. Copied.
+ * @param out        receives the handle.
+ *
+ * Every real producer is registered with its broker (lookup, PRODUCER)
+ * before this returns, bounded by operation.timeout.ms.
+ * Errors: INVALID_ARG, INVALID_TOPIC, TIMED_OUT, CONNECT, LOOKUP, or the
+ * broker's refusal (e.g. UPULSAR_ERR_PRODUCER_BUSY, _TOPIC_NOT_FOUND); on
+ * failure everything started so far is closed again.
+ * Thread safety: any. Blocks: yes (network round trips). Allocates: yes.
+ */
+upulsar_err_t upulsar_producer_start(upulsar_client_t *client,
+                                     const char *name, const char *topic,
+                                     int partitions,
+                                     const upulsar_conf_t *conf,
+                                     upulsar_producer_t **out);
+
+/** One message property (key and value are NUL-terminated UTF-8). */
+typedef struct upulsar_property {
+    const char *key;
+    const char *value;
+} upulsar_property_t;
+
+/** Send flags. */
+#define UPULSAR_SEND_NOCOPY 0x1 /**< do not copy the payload into the ring:
+                                     the caller keeps it valid until
+                                     free_cb(payload, opaque) is called
+                                     (from the io loop thread) */
+
+/** Per-message options. Zero-initialise, then set what you need. Every
+ *  pointer is only read during the upulsar_send() call, except a NOCOPY
+ *  payload (see UPULSAR_SEND_NOCOPY). */
+typedef struct upulsar_send_opts {
+    /** Message key (NUL-terminated). Routing: hash(key) mod partitions with
+     *  the configured hashing.scheme; the same key always goes to the same
+     *  partition and, within a group, the same real producer. NULL = none. */
+    const char *partition_key;
+    /** Ordering key for Key_Shared consumers (bytes); not used for routing. */
+    const void *ordering_key;
+    size_t ordering_key_len;
+    /** Application properties, copied. */
+    const upulsar_property_t *properties;
+    size_t properties_cnt;
+    /** Application event time, ms since the epoch; 0 = unset. */
+    uint64_t event_time_ms;
+    /** UPULSAR_SEND_* flags. */
+    int flags;
+    /** With UPULSAR_SEND_NOCOPY: releases the payload once it has been
+     *  encoded into a batch (or the send failed). */
+    void (*free_cb)(void *payload, void *opaque);
+    /** Completion callback (may be NULL); @p opaque is passed to it and to
+     *  free_cb. */
+    upulsar_delivery_cb_t cb;
+    void *opaque;
+} upulsar_send_opts_t;
+
+/**
+ * Send one message. HOT PATH.
+ *
+ * The payload (and key, properties) are copied into the chosen producer's
+ * ring before this returns, unless UPULSAR_SEND_NOCOPY. @p opts may be NULL
+ * (no key, no properties, no callback). If @p future is not NULL it receives
+ * a future the caller must release with upulsar_future_release(); pass NULL
+ * for fire-and-forget (a callback in @p opts still fires).
+ *
+ * Returns UPULSAR_OK once the message is queued: from then on it resolves
+ * exactly once (future and/or callback). Otherwise nothing was queued and no
+ * callback will fire:
+ *  INVALID_ARG (payload NULL with len > 0, producer NULL), CLOSED (stopped
+ *  producer), MSG_TOO_LARGE (over the broker's max_message_size), QUEUE_FULL
+ *  (ring full and block.if.queue.full=false, or the wait for room exceeded
+ *  send.timeout.ms), GROUP_FAILED (the chosen partition's group gave up).
+ * Thread safety: any number of threads. Blocks: only with
+ * block.if.queue.full=true and a full ring. Allocates: no.
+ */
+upulsar_err_t upulsar_send(upulsar_producer_t *p, const void *payload,
+                           size_t len, const upulsar_send_opts_t *opts,
+                           upulsar_future_t **future);
+
+/** One message for upulsar_send_many(). */
+typedef struct upulsar_msg {
+    const void *payload;
+    size_t len;
+    const upulsar_send_opts_t *opts; /**< may be NULL */
+} upulsar_msg_t;
+
+/**
+ * Send @p n messages (in order; with the same key they keep that order).
+ * @p futures, if not NULL, is an array of @p n slots receiving futures.
+ * *@p accepted receives how many messages (a prefix of @p msgs) were queued;
+ * the return value is the error that stopped the rest (UPULSAR_OK if all
+ * were queued). Thread safety and blocking as upulsar_send(). HOT PATH.
+ */
+upulsar_err_t upulsar_send_many(upulsar_producer_t *p, const upulsar_msg_t *msgs,
+                                size_t n, upulsar_future_t **futures,
+                                size_t *accepted);
+
+/**
+ * Push out every queued message now (do not wait for batch.max.delay.ms) and
+ * wait until every message queued before this call has resolved, or
+ * @p timeout_ms passed (-1 = forever). Returns OK or TIMED_OUT.
+ * Thread safety: any. Blocks: up to @p timeout_ms.
+ */
+upulsar_err_t upulsar_producer_flush(upulsar_producer_t *p, int timeout_ms);
+
+/**
+ * Stop @p p: refuse new sends (CLOSED), flush what is queued, wait up to
+ * @p timeout_ms (-1 = forever) for receipts, then fail every message still
+ * unresolved with UPULSAR_ERR__CLOSED, close every real producer
+ * (CLOSE_PRODUCER) and free the handle. When this returns, every future and
+ * callback of @p p has resolved. Returns OK if everything was acknowledged,
+ * TIMED_OUT if some messages had to be failed.
+ * Thread safety: once per handle, not concurrently with upulsar_send() on the
+ * same handle, not from a callback. Blocks: up to about @p timeout_ms.
+ */
+upulsar_err_t upulsar_producer_stop(upulsar_producer_t *p, int timeout_ms);
+
+/* ------------------------------------------------------------------------ *
+ * Introspection
+ * ------------------------------------------------------------------------ */
+
+typedef enum upulsar_producer_state {
+    UPULSAR_STATE_CONNECTING = 0, /**< looking up / connecting / creating */
+    UPULSAR_STATE_READY = 1,      /**< registered with its broker */
+    UPULSAR_STATE_BACKOFF = 2,    /**< waiting to reconnect */
+    UPULSAR_STATE_FAILED = 3,     /**< gave up (terminal error or restart limit) */
+    UPULSAR_STATE_CLOSED = 4
+} upulsar_producer_state_t;
+
+/** Name of a producer state ("READY"...). Static string. */
+const char *upulsar_state_name(upulsar_producer_state_t s);
+
+/** One partition's producer group: the (partition_topic, group) pair. */
+typedef struct upulsar_group_info {
+    char partition_topic[256]; /**< e.g. persistent://public/default/t-partition-3 */
+    int partition;             /**< index, -1 for a non-partitioned topic */
+    int producers;             /**< real producers in the group */
+    upulsar_producer_state_t state; /**< FAILED if the group gave up, else
+                                         the worst state of its producers */
+} upulsar_group_info_t;
+
+/** One real Pulsar producer. */
+typedef struct upulsar_producer_info {
+    char name[128];            /**< producer name (as assigned by the broker) */
+    char partition_topic[256];
+    int partition;
+    int index;                 /**< position within its group */
+    upulsar_producer_state_t state;
+    uint64_t pending;          /**< messages queued or in flight, not resolved */
+    int64_t last_sequence_id;  /**< last sequence id acknowledged (-1: none) */
+    uint64_t reconnects;       /**< times it was re-created */
+} upulsar_producer_info_t;
+
+/**
+ * Copy up to @p max group descriptions into @p out; *@p count receives the
+ * total number of groups (may exceed @p max). Thread safety: any.
+ * Blocks: briefly (a mutex). Allocates: no.
+ */
+upulsar_err_t upulsar_producer_groups(upulsar_producer_t *p,
+                                      upulsar_group_info_t *out, size_t max,
+                                      size_t *count);
+
+/** As upulsar_producer_groups(), for every real producer of every group,
+ *  ordered by partition then index. */
+upulsar_err_t upulsar_producer_list(upulsar_producer_t *p,
+                                    upulsar_producer_info_t *out, size_t max,
+                                    size_t *count);
+
+/** Number of partitions the handle currently routes over. */
+int upulsar_producer_partitions(const upulsar_producer_t *p);
+
+/**
+ * The partition a message with @p key would be routed to, under @p p's
+ * hashing scheme (or -1 for NULL key). Thread safety: any. HOT PATH.
+ */
+int upulsar_producer_partition_for_key(const upulsar_producer_t *p,
+                                       const char *key);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* UPULSAR_UPULSAR_H */

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Install dependencies, build, and run every test:
+#   1. Release build (-Wall -Wextra -Wpedantic, warnings are errors) + suite
+#   2. ASan+UBSan build + suite
+#   3. TSan build + the concurrency tests
+#   4. a bounded libFuzzer run of the frame decoder
+# Usage: scripts/test.sh            (everything)
+#        FUZZ_SECONDS=60 scripts/test.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/deps.sh
+JOBS=$(nproc)
+FUZZ_SECONDS=${FUZZ_SECONDS:-30}
+
+step() { printf '\n=== %s ===\n' "$*"; }
+
+step "release build"
+cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DCMAKE_C_FLAGS=-Werror >/dev/null
+cmake --build build -j"$JOBS"
+step "release tests"
+(cd build && ctest --output-on-failure -j"$JOBS")
+
+step "ASan+UBSan build"
+cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DUPULSAR_SANITIZE=address,undefined \
+      -DUPULSAR_PERF=OFF >/dev/null
+cmake --build build-asan -j"$JOBS"
+step "ASan+UBSan tests"
+(cd build-asan && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
+   ctest --output-on-failure -j"$JOBS")
+
+step "TSan build"
+cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DUPULSAR_SANITIZE=thread \
+      -DUPULSAR_PERF=OFF >/dev/null
+cmake --build build-tsan -j"$JOBS"
+step "TSan concurrency tests"
+(cd build-tsan && TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" \
+   ctest --output-on-failure -L concurrency --no-tests=ignore)
+
+step "fuzz decoder (${FUZZ_SECONDS}s)"
+if [ -d tests/fuzz ]; then
+  CC=clang cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DUPULSAR_FUZZ=ON \
+        -DUPULSAR_TESTS=OFF -DUPULSAR_PERF=OFF -DUPULSAR_SANITIZE=address,undefined >/dev/null
+  cmake --build build-fuzz -j"$JOBS"
+  for f in build-fuzz/fuzz_*; do
+    [ -x "$f" ] || continue
+    mkdir -p build-fuzz/corpus-"$(basename "$f")"
+    "$f" -max_total_time="$FUZZ_SECONDS" -rss_limit_mb=2048 \
+         build-fuzz/corpus-"$(basename "$f")" tests/fuzz/seeds 2>&1 | tail -n 3
+  done
+fi
+step "all tests passed"

@@ -1,0 +1,200 @@
+/* batch.c -- batch records (hand-encoded SingleMessageMetadata) and
+ * payload compression. */
+#include "batch.h"
+
+#include <lz4.h>
+#ifdef UPULSAR_HAVE_ZSTD
+#include <zstd.h>
+#endif
+
+/* Field tags: (field number << 3) | wire type. */
+#define TAG_PROPS 0x0a    /* 1, length-delimited */
+#define TAG_KEY 0x12      /* 2, length-delimited */
+#define TAG_PSIZE 0x18    /* 3, varint */
+#define TAG_EVTIME 0x28   /* 5, varint */
+#define TAG_OKEY 0x3a     /* 7, length-delimited */
+#define TAG_SEQ 0x40      /* 8, varint */
+#define TAG_KV_KEY 0x0a   /* KeyValue.key */
+#define TAG_KV_VALUE 0x12 /* KeyValue.value */
+
+size_t up_smm_size(const up_smm_t *m)
+{
+    size_t n = m->props_len;
+    if (m->key)
+        n += 1 + up_varint_size(m->key_len) + m->key_len;
+    n += 1 + up_varint_size(m->payload_size);
+    if (m->event_time)
+        n += 1 + up_varint_size(m->event_time);
+    if (m->okey)
+        n += 1 + up_varint_size(m->okey_len) + m->okey_len;
+    n += 1 + up_varint_size(m->sequence_id);
+    return n;
+}
+
+size_t up_record_put_header(uint8_t *dst, const up_smm_t *m)
+{
+    uint8_t *p = dst + 4;
+    if (m->props_len) {
+        memcpy(p, m->props, m->props_len);
+        p += m->props_len;
+    }
+    if (m->key) {
+        *p++ = TAG_KEY;
+        p += up_put_varint(p, m->key_len);
+        memcpy(p, m->key, m->key_len);
+        p += m->key_len;
+    }
+    *p++ = TAG_PSIZE;
+    p += up_put_varint(p, m->payload_size);
+    if (m->event_time) {
+        *p++ = TAG_EVTIME;
+        p += up_put_varint(p, m->event_time);
+    }
+    if (m->okey) {
+        *p++ = TAG_OKEY;
+        p += up_put_varint(p, m->okey_len);
+        memcpy(p, m->okey, m->okey_len);
+        p += m->okey_len;
+    }
+    *p++ = TAG_SEQ;
+    p += up_put_varint(p, m->sequence_id);
+    up_put_be32(dst, (uint32_t)(p - dst - 4));
+    return (size_t)(p - dst);
+}
+
+size_t up_record_put(uint8_t *dst, const up_smm_t *m, const void *payload)
+{
+    size_t h = up_record_put_header(dst, m);
+    if (m->payload_size)
+        memcpy(dst + h, payload, m->payload_size);
+    return h + m->payload_size;
+}
+
+static size_t kv_body_size(const upulsar_property_t *kv)
+{
+    size_t kl = strlen(kv->key), vl = strlen(kv->value);
+    return 1 + up_varint_size(kl) + kl + 1 + up_varint_size(vl) + vl;
+}
+
+size_t up_props_size(const upulsar_property_t *props, size_t n)
+{
+    size_t total = 0;
+    for (size_t i = 0; i < n; i++) {
+        size_t b = kv_body_size(&props[i]);
+        total += 1 + up_varint_size(b) + b;
+    }
+    return total;
+}
+
+size_t up_props_encode(uint8_t *dst, const upulsar_property_t *props, size_t n)
+{
+    uint8_t *p = dst;
+    for (size_t i = 0; i < n; i++) {
+        size_t kl = strlen(props[i].key), vl = strlen(props[i].value);
+        *p++ = TAG_PROPS;
+        p += up_put_varint(p, kv_body_size(&props[i]));
+        *p++ = TAG_KV_KEY;
+        p += up_put_varint(p, kl);
+        memcpy(p, props[i].key, kl);
+        p += kl;
+        *p++ = TAG_KV_VALUE;
+        p += up_put_varint(p, vl);
+        memcpy(p, props[i].value, vl);
+        p += vl;
+    }
+    return (size_t)(p - dst);
+}
+
+int up_batch_next(const uint8_t *buf, size_t len, size_t *off, up_batch_msg_t *out)
+{
+    size_t o = *off;
+    if (o >= len)
+        return 0;
+    if (len - o < 4)
+        return UPULSAR_ERR__DECODE;
+    uint32_t sl = up_get_be32(buf + o);
+    if (sl > len - o - 4)
+        return UPULSAR_ERR__DECODE;
+    Pulsar__Proto__SingleMessageMetadata *smm =
+        pulsar__proto__single_message_metadata__unpack(NULL, sl, buf + o + 4);
+    if (!smm)
+        return UPULSAR_ERR__DECODE;
+    size_t rest = len - o - 4 - sl;
+    if (smm->payload_size < 0 || (size_t)smm->payload_size > rest) {
+        pulsar__proto__single_message_metadata__free_unpacked(smm, NULL);
+        return UPULSAR_ERR__DECODE;
+    }
+    out->smm = smm;
+    out->payload = buf + o + 4 + sl;
+    out->payload_len = (uint32_t)smm->payload_size;
+    *off = o + 4 + sl + (size_t)smm->payload_size;
+    return 1;
+}
+
+size_t up_compress_bound(int codec, size_t n)
+{
+    switch (codec) {
+    case UP_COMP_LZ4:
+        return n > (size_t)LZ4_MAX_INPUT_SIZE ? 0 : (size_t)LZ4_compressBound((int)n);
+#ifdef UPULSAR_HAVE_ZSTD
+    case UP_COMP_ZSTD:
+        return ZSTD_compressBound(n);
+#endif
+    case UP_COMP_NONE:
+        return n;
+    default:
+        return 0;
+    }
+}
+
+long up_compress(int codec, const uint8_t *src, size_t n, uint8_t *dst, size_t dst_cap)
+{
+    switch (codec) {
+    case UP_COMP_NONE:
+        if (dst_cap < n)
+            return UPULSAR_ERR__INVALID_ARG;
+        memcpy(dst, src, n);
+        return (long)n;
+    case UP_COMP_LZ4: {
+        if (n > (size_t)LZ4_MAX_INPUT_SIZE || dst_cap > INT32_MAX)
+            return UPULSAR_ERR__INVALID_ARG;
+        int r = LZ4_compress_default((const char *)src, (char *)dst, (int)n, (int)dst_cap);
+        return r > 0 || n == 0 ? (long)r : UPULSAR_ERR__COMPRESSION;
+    }
+#ifdef UPULSAR_HAVE_ZSTD
+    case UP_COMP_ZSTD: {
+        size_t r = ZSTD_compress(dst, dst_cap, src, n, 3);
+        return ZSTD_isError(r) ? UPULSAR_ERR__COMPRESSION : (long)r;
+    }
+#endif
+    default:
+        return UPULSAR_ERR__NOT_SUPPORTED;
+    }
+}
+
+int up_decompress(int codec, const uint8_t *src, size_t n, uint8_t *dst,
+                  size_t uncompressed_size)
+{
+    switch (codec) {
+    case UP_COMP_NONE:
+        if (n != uncompressed_size)
+            return UPULSAR_ERR__COMPRESSION;
+        memcpy(dst, src, n);
+        return 0;
+    case UP_COMP_LZ4: {
+        if (n > INT32_MAX || uncompressed_size > INT32_MAX)
+            return UPULSAR_ERR__COMPRESSION;
+        int r = LZ4_decompress_safe((const char *)src, (char *)dst, (int)n,
+                                    (int)uncompressed_size);
+        return r >= 0 && (size_t)r == uncompressed_size ? 0 : UPULSAR_ERR__COMPRESSION;
+    }
+#ifdef UPULSAR_HAVE_ZSTD
+    case UP_COMP_ZSTD: {
+        size_t r = ZSTD_decompress(dst, uncompressed_size, src, n);
+        return !ZSTD_isError(r) && r == uncompressed_size ? 0 : UPULSAR_ERR__COMPRESSION;
+    }
+#endif
+    default:
+        return UPULSAR_ERR__NOT_SUPPORTED;
+    }
+}

@@ -1,0 +1,87 @@
+/* batch.h -- batch payload records and compression.
+ *
+ * A batch payload (before compression) is, per message in send order:
+ *   [4-byte BE size of SingleMessageMetadata][SingleMessageMetadata][payload]
+ * The per-message metadata is hand-encoded here (protobuf-c pack per message
+ * would cost several times more); decoding uses protobuf-c (tests, broker).
+ * @internal
+ */
+#ifndef UP_BATCH_H
+#define UP_BATCH_H
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "buf.h"
+#include "pb.h"
+#include "upulsar/upulsar.h"
+
+/** What goes into one SingleMessageMetadata. */
+typedef struct up_smm {
+    const char *key;          /**< partition_key (2), NULL = none */
+    uint32_t key_len;
+    const uint8_t *okey;      /**< ordering_key (7), NULL = none */
+    uint32_t okey_len;
+    const uint8_t *props;     /**< properties (1), pre-encoded with
+                                   up_props_encode(), NULL = none */
+    uint32_t props_len;
+    uint64_t event_time;      /**< (5), 0 = unset */
+    uint64_t sequence_id;     /**< (8), always written */
+    uint32_t payload_size;    /**< (3) */
+} up_smm_t;
+
+/** Encoded size of the SingleMessageMetadata alone. */
+size_t up_smm_size(const up_smm_t *m);
+
+/** Upper bound of one record: 4 + up_smm_size() + payload_size. */
+static inline size_t up_record_size(const up_smm_t *m)
+{
+    return 4 + up_smm_size(m) + m->payload_size;
+}
+
+/** Write one record ([size][SMM][payload]) at @p dst, which must have room
+ *  for up_record_size(m) bytes; returns the bytes written. HOT PATH. */
+size_t up_record_put(uint8_t *dst, const up_smm_t *m, const void *payload);
+
+/** Write only [size][SMM] (payload copied by the caller after it). */
+size_t up_record_put_header(uint8_t *dst, const up_smm_t *m);
+
+/** Encoded size of @p n properties as repeated KeyValue field 1 entries. */
+size_t up_props_size(const upulsar_property_t *props, size_t n);
+/** Encode them at @p dst (room for up_props_size()); returns bytes. */
+size_t up_props_encode(uint8_t *dst, const upulsar_property_t *props, size_t n);
+
+/** One message taken out of a batch payload. */
+typedef struct up_batch_msg {
+    Pulsar__Proto__SingleMessageMetadata *smm; /**< caller frees with
+        pulsar__proto__single_message_metadata__free_unpacked(smm, NULL) */
+    const uint8_t *payload;
+    uint32_t payload_len;
+} up_batch_msg_t;
+
+/** Take the record at *@p off of the (uncompressed) batch @p buf.
+ *  Returns 1 (and advances *@p off), 0 at the end, or UPULSAR_ERR__DECODE
+ *  for a truncated or malformed record. Never reads past @p len. */
+int up_batch_next(const uint8_t *buf, size_t len, size_t *off,
+                  up_batch_msg_t *out);
+
+/* Compression types, as Pulsar's CompressionType enum. */
+enum { UP_COMP_NONE = 0, UP_COMP_LZ4 = 1, UP_COMP_ZLIB = 2, UP_COMP_ZSTD = 3,
+       UP_COMP_SNAPPY = 4 };
+
+/** Worst-case compressed size of @p n bytes with @p codec. */
+size_t up_compress_bound(int codec, size_t n);
+
+/** Compress @p n bytes at @p src into @p dst (room for up_compress_bound());
+ *  returns the compressed size, or a negative upulsar_err_t
+ *  (NOT_SUPPORTED for codecs not compiled in, COMPRESSION). LZ4 writes the
+ *  raw LZ4 block format Pulsar uses (no frame header). */
+long up_compress(int codec, const uint8_t *src, size_t n, uint8_t *dst,
+                 size_t dst_cap);
+
+/** Decompress into @p dst, which must hold exactly @p uncompressed_size
+ *  bytes. Returns 0 or a negative upulsar_err_t (COMPRESSION when the input
+ *  is corrupt or does not expand to exactly that size). */
+int up_decompress(int codec, const uint8_t *src, size_t n, uint8_t *dst,
+                  size_t uncompressed_size);
+#endif

@@ -1,0 +1,21 @@
+/* crc32c.h -- CRC-32C (Castagnoli), as Pulsar frames use it. @internal */
+#ifndef UP_CRC32C_H
+#define UP_CRC32C_H
+#include <stddef.h>
+#include <stdint.h>
+
+/**
+ * Extend @p crc (0 to start) over @p len bytes. Chaining equals one pass:
+ * up_crc32c(up_crc32c(0, a, n), b, m) == CRC of a||b. Uses the SSE4.2 crc32
+ * instruction when the CPU has it (checked once), else slicing-by-8 tables.
+ * Thread safety: any. Allocates: no.
+ */
+uint32_t up_crc32c(uint32_t crc, const void *buf, size_t len);
+
+/** The portable implementation, always (for tests and benchmarks). */
+uint32_t up_crc32c_sw(uint32_t crc, const void *buf, size_t len);
+
+/** The hardware implementation; only call when up_crc32c_hw_available(). */
+uint32_t up_crc32c_hw(uint32_t crc, const void *buf, size_t len);
+int up_crc32c_hw_available(void);
+#endif
