@@ -1,0 +1,54 @@
+/* conf.h -- typed view of a upulsar_conf_t. The string-keyed table in
+ * conf.c maps every key onto one field here; the engine reads fields
+ * directly. @internal */
+#ifndef UP_CONF_H
+#define UP_CONF_H
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "upulsar/upulsar.h"
+
+typedef enum { UP_HASH_JAVA_STRING = 0, UP_HASH_MURMUR3_32 = 1 } up_hash_scheme_t;
+typedef enum { UP_ROUTE_ROUND_ROBIN = 0, UP_ROUTE_RANDOM = 1, UP_ROUTE_SINGLE = 2 } up_route_mode_t;
+
+struct upulsar_conf {
+    /* ---- client keys ---- */
+    char service_url[512];        /* service.url, default pulsar://localhost:6650 */
+    int io_threads;               /* io.threads, 1..64, default 1 */
+    int operation_timeout_ms;     /* operation.timeout.ms, default 30000 */
+    int connection_timeout_ms;    /* connection.timeout.ms, default 10000 */
+    int keepalive_interval_ms;    /* keepalive.interval.ms, default 30000, 0 = off */
+    int backoff_initial_ms;       /* backoff.initial.ms, default 100 */
+    int backoff_max_ms;           /* backoff.max.ms, default 60000 */
+    int lookup_max_redirects;     /* lookup.max.redirects, default 20 */
+    int stats_interval_ms;        /* stats.interval.ms, default 0 = off */
+    char auth_token[4096];        /* auth.token (secret), default "" */
+    /* ---- producer keys ---- */
+    int producers_per_partition;  /* producers.per.partition, 1..64, default 1 */
+    bool batching_enabled;        /* batching.enabled, default true */
+    int batch_max_messages;       /* batch.max.messages, 1..100000, default 1000 */
+    int batch_max_bytes;          /* batch.max.bytes, 1024..5242880, default 131072 */
+    int batch_max_delay_us;       /* batch.max.delay.ms (accepts fractions: "0.5"),
+                                     stored in microseconds; default 1 ms */
+    int compression;              /* compression: none|lz4|zstd, default none
+                                     (value = Pulsar CompressionType) */
+    up_hash_scheme_t hashing;     /* hashing.scheme: java_string|murmur3_32, default java_string */
+    up_route_mode_t routing;      /* routing.mode: round_robin|random|single, default round_robin */
+    int64_t queue_buffer_bytes;   /* queue.buffer.bytes: ring bytes per real producer,
+                                     64 KiB..1 GiB, default 4 MiB */
+    int max_pending_messages;     /* max.pending.messages per real producer (queued +
+                                     in flight), 0 = only ring-bounded, default 0 */
+    bool block_if_queue_full;     /* block.if.queue.full, default false */
+    int send_timeout_ms;          /* send.timeout.ms, default 30000, 0 = none */
+    int restart_intensity;        /* restart.intensity: re-creations of one producer
+                                     allowed within restart.period.ms before its group
+                                     fails; 0 = unlimited (default) */
+    int restart_period_ms;        /* restart.period.ms, default 60000 */
+    int64_t initial_sequence_id;  /* initial.sequence.id, default -1 (ask broker) */
+    int max_inflight_batches;     /* max.inflight.batches per real producer (written, not
+                                     acknowledged), 1..100000, default 1000 */
+};
+
+/** Fill @p c with defaults. */
+void up_conf_defaults(struct upulsar_conf *c);
+#endif
