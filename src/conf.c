@@ -1,0 +1,595 @@
+/* conf.c -- the configuration table. One row per key drives parsing and
+ * validation (upulsar_conf_set), formatting (upulsar_conf_get), the
+ * defaults (up_conf_defaults) and the reference (upulsar_conf_dump_doc). */
+#include "conf.h"
+
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "err.h"
+
+typedef enum {
+    K_STR,   /* char[size]; optional prefix check */
+    K_INT,   /* int */
+    K_INT64, /* int64_t */
+    K_BOOL,  /* bool */
+    K_ENUM,  /* int-sized enum, names in .enums */
+    K_MSFRAC /* milliseconds with up to 3 decimals, stored as int microseconds */
+} kind_t;
+
+typedef struct {
+    const char *name;
+    int value;
+} enum_name_t;
+
+#define F_SECRET 0x1 /* never printed; get returns "***" */
+#define F_URL 0x2    /* must start with pulsar:// or pulsar+ssl:// */
+
+typedef struct {
+    const char *key;
+    kind_t kind;
+    size_t off;
+    size_t size;      /* field size (K_STR: buffer size incl. NUL) */
+    const char *def;  /* default, as the string set() would accept */
+    int64_t min, max; /* K_INT/K_INT64; K_MSFRAC in microseconds */
+    const enum_name_t *enums;
+    int flags;
+    char scope;       /* 'C' client key, 'P' producer key */
+    const char *unit;
+    const char *desc;
+    const char *java; /* Java client equivalent */
+} conf_key_t;
+
+static const enum_name_t compression_names[] = {
+    {"none", 0}, {"lz4", 1}, {"zstd", 3}, {NULL, 0}};
+static const enum_name_t hashing_names[] = {
+    {"java_string", UP_HASH_JAVA_STRING}, {"murmur3_32", UP_HASH_MURMUR3_32}, {NULL, 0}};
+static const enum_name_t routing_names[] = {{"round_robin", UP_ROUTE_ROUND_ROBIN},
+                                            {"random", UP_ROUTE_RANDOM},
+                                            {"single", UP_ROUTE_SINGLE},
+                                            {NULL, 0}};
+
+_Static_assert(sizeof(up_hash_scheme_t) == sizeof(int), "enum fields are int-sized");
+_Static_assert(sizeof(up_route_mode_t) == sizeof(int), "enum fields are int-sized");
+
+#define FLD(f) offsetof(struct upulsar_conf, f), sizeof(((struct upulsar_conf *)0)->f)
+
+static const conf_key_t keys[] = {
+    /* ---- client ---- */
+    {"service.url", K_STR, FLD(service_url), "pulsar://localhost:6650", 0, 0, NULL, F_URL, 'C',
+     "URL",
+     "Broker or proxy to bootstrap from: pulsar://host:port (plain TCP) or "
+     "pulsar+ssl://host:port (TLS).",
+     "serviceUrl"},
+    {"io.threads", K_INT, FLD(io_threads), "1", 1, 64, NULL, 0, 'C', "threads",
+     "io_uring loop threads; connections are spread over them.", "numIoThreads"},
+    {"operation.timeout.ms", K_INT, FLD(operation_timeout_ms), "30000", 1, 3600000, NULL, 0,
+     'C', "ms",
+     "Bound on lookups, producer creation and other request/response operations.",
+     "operationTimeoutMs"},
+    {"connection.timeout.ms", K_INT, FLD(connection_timeout_ms), "10000", 1, 3600000, NULL, 0,
+     'C', "ms", "Bound on TCP connect plus the CONNECT/CONNECTED handshake.",
+     "connectionTimeoutMs"},
+    {"keepalive.interval.ms", K_INT, FLD(keepalive_interval_ms), "30000", 0, 3600000, NULL, 0,
+     'C', "ms",
+     "PING interval; a connection whose PING is still unanswered at the next tick is "
+     "closed. 0 disables keep-alive.",
+     "keepAliveIntervalSeconds (seconds)"},
+    {"backoff.initial.ms", K_INT, FLD(backoff_initial_ms), "100", 1, 3600000, NULL, 0, 'C',
+     "ms", "First reconnect / retry delay; doubles up to backoff.max.ms, with jitter.",
+     "initialBackoffIntervalNanos (nanoseconds)"},
+    {"backoff.max.ms", K_INT, FLD(backoff_max_ms), "60000", 1, 86400000, NULL, 0, 'C', "ms",
+     "Largest reconnect / retry delay.", "maxBackoffIntervalNanos (nanoseconds)"},
+    {"lookup.max.redirects", K_INT, FLD(lookup_max_redirects), "20", 0, 1000, NULL, 0, 'C',
+     "redirects", "Lookup redirects followed before the lookup fails.",
+     "maxLookupRedirects"},
+    {"stats.interval.ms", K_INT, FLD(stats_interval_ms), "0", 0, 86400000, NULL, 0, 'C', "ms",
+     "Interval of statistics reporting; 0 disables it.",
+     "statsIntervalSeconds (seconds)"},
+    {"auth.token", K_STR, FLD(auth_token), "", 0, 0, NULL, F_SECRET, 'C', "JWT",
+     "Token for token authentication (auth_method_name \"token\"); empty = no "
+     "authentication. Secret: read back as *** when set, never logged or echoed in errors.",
+     "authPluginClassName=AuthenticationToken, authParams=token:JWT"},
+    /* ---- producer ---- */
+    {"producers.per.partition", K_INT, FLD(producers_per_partition), "1", 1, 64, NULL, 0, 'P',
+     "producers",
+     "Real Pulsar producers per partition; keyed messages stick to one of them, so "
+     "per-key order holds.",
+     "(none)"},
+    {"batching.enabled", K_BOOL, FLD(batching_enabled), "true", 0, 0, NULL, 0, 'P', "",
+     "Group messages into batch entries (one SEND per batch).", "batchingEnabled"},
+    {"batch.max.messages", K_INT, FLD(batch_max_messages), "1000", 1, 100000, NULL, 0, 'P',
+     "messages", "A batch is sent once it holds this many messages.",
+     "batchingMaxMessages"},
+    {"batch.max.bytes", K_INT, FLD(batch_max_bytes), "131072", 1024, 5242880, NULL, 0, 'P',
+     "bytes", "A batch is sent once its uncompressed payload reaches this size.",
+     "batchingMaxBytes"},
+    {"batch.max.delay.ms", K_MSFRAC, FLD(batch_max_delay_us), "1", 0, 60000000, NULL, 0, 'P',
+     "ms",
+     "Longest time a message waits for its batch to fill. Fractions allowed down to "
+     "0.001 (\"0.5\" = 500 microseconds).",
+     "batchingMaxPublishDelayMicros (microseconds)"},
+    {"compression", K_ENUM, FLD(compression), "none", 0, 0, compression_names, 0, 'P', "",
+     "Payload compression of each batch (or unbatched message). zstd only if built "
+     "with libzstd.",
+     "compressionType"},
+    {"hashing.scheme", K_ENUM, FLD(hashing), "java_string", 0, 0, hashing_names, 0, 'P', "",
+     "Hash of the partition key used to pick a partition: java_string = Java "
+     "String.hashCode (the Java client's default), murmur3_32 = Murmur3 32-bit seed 0 "
+     "(same result in every client).",
+     "hashingScheme (JavaStringHash, Murmur3_32Hash)"},
+    {"routing.mode", K_ENUM, FLD(routing), "round_robin", 0, 0, routing_names, 0, 'P', "",
+     "Partition for messages without a key: round_robin rotates over the partitions, "
+     "random picks one at random, single sticks to one partition chosen at start.",
+     "messageRoutingMode (RoundRobinPartition, SinglePartition)"},
+    {"queue.buffer.bytes", K_INT64, FLD(queue_buffer_bytes), "4194304", 65536, 1073741824,
+     NULL, 0, 'P', "bytes",
+     "Size of the message ring of each real producer (payloads plus per-message "
+     "overhead).",
+     "(nearest: memoryLimitBytes, client-wide)"},
+    {"max.pending.messages", K_INT, FLD(max_pending_messages), "0", 0, 100000000, NULL, 0,
+     'P', "messages",
+     "Messages queued or in flight per real producer; 0 = bounded only by "
+     "queue.buffer.bytes.",
+     "maxPendingMessages"},
+    {"block.if.queue.full", K_BOOL, FLD(block_if_queue_full), "false", 0, 0, NULL, 0, 'P', "",
+     "When the queue is full, upulsar_send() waits (up to send.timeout.ms) instead of "
+     "failing with QUEUE_FULL.",
+     "blockIfQueueFull"},
+    {"send.timeout.ms", K_INT, FLD(send_timeout_ms), "30000", 0, 86400000, NULL, 0, 'P', "ms",
+     "A message not acknowledged within this time fails with MSG_TIMED_OUT; 0 = never.",
+     "sendTimeoutMs"},
+    {"restart.intensity", K_INT, FLD(restart_intensity), "0", 0, 1000000, NULL, 0, 'P',
+     "restarts",
+     "Re-creations of one producer allowed within restart.period.ms before its "
+     "partition group fails; 0 = unlimited.",
+     "(none)"},
+    {"restart.period.ms", K_INT, FLD(restart_period_ms), "60000", 1, 86400000, NULL, 0, 'P',
+     "ms", "Window over which restart.intensity is counted.", "(none)"},
+    {"initial.sequence.id", K_INT64, FLD(initial_sequence_id), "-1", -1, INT64_MAX, NULL, 0,
+     'P', "",
+     "Sequence id before the first message; -1 = continue from the broker's "
+     "last_sequence_id.",
+     "initialSequenceId"},
+    {"max.inflight.batches", K_INT, FLD(max_inflight_batches), "1000", 1, 100000, NULL, 0,
+     'P', "batches", "Batches written but not yet acknowledged, per real producer.",
+     "(none)"},
+};
+#define NKEYS (sizeof keys / sizeof keys[0])
+
+static const conf_key_t *find_key(const char *name)
+{
+    for (size_t i = 0; i < NKEYS; i++)
+        if (strcmp(keys[i].key, name) == 0)
+            return &keys[i];
+    return NULL;
+}
+
+/* ---- errors ------------------------------------------------------------ */
+
+static upulsar_conf_res_t err(upulsar_conf_res_t res, char *errstr, size_t errstr_size,
+                              const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
+static upulsar_conf_res_t err(upulsar_conf_res_t res, char *errstr, size_t errstr_size,
+                              const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    if (errstr && errstr_size)
+        snprintf(errstr, errstr_size, "%s", msg);
+    up_seterr(UPULSAR_ERR__INVALID_ARG, "%s", msg);
+    return res;
+}
+
+/* ---- parsing ----------------------------------------------------------- */
+
+/* Decimal integer, optional leading '-', nothing else. 0 or -1. */
+static int parse_i64(const char *s, int64_t *out)
+{
+    bool neg = false;
+    if (*s == '-') {
+        neg = true;
+        s++;
+    }
+    if (!*s)
+        return -1;
+    uint64_t v = 0;
+    for (; *s; s++) {
+        if (*s < '0' || *s > '9')
+            return -1;
+        unsigned d = (unsigned)(*s - '0');
+        if (v > (UINT64_MAX - d) / 10)
+            return -1;
+        v = v * 10 + d;
+    }
+    if (neg) {
+        if (v > (uint64_t)INT64_MAX + 1)
+            return -1;
+        *out = v == (uint64_t)INT64_MAX + 1 ? INT64_MIN : -(int64_t)v;
+    } else {
+        if (v > (uint64_t)INT64_MAX)
+            return -1;
+        *out = (int64_t)v;
+    }
+    return 0;
+}
+
+/* Milliseconds "123", "0.5", "2.125" (locale-independent) into
+ * microseconds; decimals beyond the third must be zeros. Values too large
+ * for int64 are reported as INT64_MAX (and then rejected by the range). */
+static int parse_ms_frac(const char *s, int64_t *us)
+{
+    int64_t ms = 0;
+    bool digits = false, big = false;
+    for (; *s >= '0' && *s <= '9'; s++) {
+        digits = true;
+        if (ms > INT64_MAX / 10000)
+            big = true;
+        else
+            ms = ms * 10 + (*s - '0');
+    }
+    int64_t frac = 0;
+    if (*s == '.') {
+        s++;
+        int n = 0;
+        for (; *s >= '0' && *s <= '9'; s++, n++) {
+            digits = true;
+            if (n < 3)
+                frac = frac * 10 + (*s - '0');
+            else if (*s != '0')
+                return -1; /* finer than a microsecond */
+        }
+        for (; n < 3; n++)
+            frac *= 10;
+    }
+    if (!digits || *s)
+        return -1;
+    *us = big ? INT64_MAX : ms * 1000 + frac;
+    return 0;
+}
+
+static void fmt_ms_frac(int64_t us, char *buf, size_t size)
+{
+    uint64_t u = us < 0 ? 0 : (uint64_t)us; /* the table's ranges start at 0 */
+    unsigned frac = (unsigned)(u % 1000);
+    if (frac == 0) {
+        snprintf(buf, size, "%" PRIu64, u / 1000);
+        return;
+    }
+    char f[4] = {(char)('0' + frac / 100), (char)('0' + frac / 10 % 10),
+                 (char)('0' + frac % 10), '\0'};
+    for (int i = 2; i > 0 && f[i] == '0'; i--)
+        f[i] = '\0';
+    snprintf(buf, size, "%" PRIu64 ".%s", u / 1000, f);
+}
+
+static void enum_list(const enum_name_t *e, char *buf, size_t size)
+{
+    size_t n = 0;
+    buf[0] = '\0';
+    for (; e->name; e++) {
+        int w = snprintf(buf + n, size - n, "%s%s", n ? ", " : "", e->name);
+        if (w < 0 || (size_t)w >= size - n)
+            break;
+        n += (size_t)w;
+    }
+}
+
+static bool compiled_in(const conf_key_t *k, int value)
+{
+#ifndef UPULSAR_HAVE_ZSTD
+    if (k->off == offsetof(struct upulsar_conf, compression) && value == 3)
+        return false;
+#else
+    (void)k;
+    (void)value;
+#endif
+    return true;
+}
+
+static void put_int(void *field, int v) { memcpy(field, &v, sizeof v); }
+static int get_int(const void *field)
+{
+    int v;
+    memcpy(&v, field, sizeof v);
+    return v;
+}
+
+/* Parse @p value for @p k into @p conf (only when valid). */
+static upulsar_conf_res_t set_key(struct upulsar_conf *conf, const conf_key_t *k,
+                                  const char *value, char *errstr, size_t errstr_size)
+{
+    char *field = (char *)conf + k->off;
+    switch (k->kind) {
+    case K_STR: {
+        size_t len = strlen(value);
+        if (len >= k->size) {
+            if (k->flags & F_SECRET)
+                return err(UPULSAR_CONF_INVALID, errstr, errstr_size,
+                           "%s: value is longer than %zu bytes", k->key, k->size - 1);
+            return err(UPULSAR_CONF_INVALID, errstr, errstr_size,
+                       "%s: value is longer than %zu bytes (got %zu)", k->key, k->size - 1,
+                       len);
+        }
+        if (k->flags & F_URL) {
+            const char *rest = NULL;
+            if (strncmp(value, "pulsar://", 9) == 0)
+                rest = value + 9;
+            else if (strncmp(value, "pulsar+ssl://", 13) == 0)
+                rest = value + 13;
+            if (!rest)
+                return err(UPULSAR_CONF_INVALID, errstr, errstr_size,
+                           "%s: must start with pulsar:// or pulsar+ssl:// (got \"%.64s\")",
+                           k->key, value);
+            if (!*rest || strpbrk(rest, " \t\r\n/?#"))
+                return err(UPULSAR_CONF_INVALID, errstr, errstr_size,
+                           "%s: expected pulsar[+ssl]://host[:port][,host[:port]...] "
+                           "(got \"%.64s\")",
+                           k->key, value);
+        }
+        memcpy(field, value, len + 1);
+        return UPULSAR_CONF_OK;
+    }
+    case K_INT:
+    case K_INT64: {
+        int64_t v;
+        if (parse_i64(value, &v) || v < k->min || v > k->max)
+            return err(UPULSAR_CONF_INVALID, errstr, errstr_size,
+                       "%s: must be an integer between %" PRId64 " and %" PRId64
+                       " (got \"%.64s\")",
+                       k->key, k->min, k->max, value);
+        if (k->kind == K_INT)
+            put_int(field, (int)v);
+        else
+            memcpy(field, &v, sizeof v);
+        return UPULSAR_CONF_OK;
+    }
+    case K_BOOL: {
+        bool b;
+        if (strcasecmp(value, "true") == 0 || strcmp(value, "1") == 0)
+            b = true;
+        else if (strcasecmp(value, "false") == 0 || strcmp(value, "0") == 0)
+            b = false;
+        else
+            return err(UPULSAR_CONF_INVALID, errstr, errstr_size,
+                       "%s: must be true, false, 1 or 0 (got \"%.64s\")", k->key, value);
+        *(bool *)field = b;
+        return UPULSAR_CONF_OK;
+    }
+    case K_ENUM: {
+        for (const enum_name_t *e = k->enums; e->name; e++) {
+            if (strcasecmp(value, e->name) != 0)
+                continue;
+            if (!compiled_in(k, e->value))
+                return err(UPULSAR_CONF_INVALID, errstr, errstr_size,
+                           "%s: %s is not supported by this build", k->key, e->name);
+            put_int(field, e->value);
+            return UPULSAR_CONF_OK;
+        }
+        char names[128];
+        enum_list(k->enums, names, sizeof names);
+        return err(UPULSAR_CONF_INVALID, errstr, errstr_size,
+                   "%s: must be one of %s (got \"%.64s\")", k->key, names, value);
+    }
+    case K_MSFRAC: {
+        int64_t us;
+        if (parse_ms_frac(value, &us) || us < k->min || us > k->max) {
+            char lo[32], hi[32];
+            fmt_ms_frac(k->min, lo, sizeof lo);
+            fmt_ms_frac(k->max, hi, sizeof hi);
+            return err(UPULSAR_CONF_INVALID, errstr, errstr_size,
+                       "%s: must be a number of milliseconds between %s and %s, "
+                       "at most 3 decimals (got \"%.64s\")",
+                       k->key, lo, hi, value);
+        }
+        put_int(field, (int)us);
+        return UPULSAR_CONF_OK;
+    }
+    }
+    return err(UPULSAR_CONF_INVALID, errstr, errstr_size, "%s: bad table entry", k->key);
+}
+
+static void get_key(const struct upulsar_conf *conf, const conf_key_t *k, char *buf,
+                    size_t size)
+{
+    const char *field = (const char *)conf + k->off;
+    switch (k->kind) {
+    case K_STR:
+        if ((k->flags & F_SECRET) && field[0])
+            snprintf(buf, size, "***");
+        else
+            snprintf(buf, size, "%s", field);
+        return;
+    case K_INT:
+        snprintf(buf, size, "%d", get_int(field));
+        return;
+    case K_INT64: {
+        int64_t v;
+        memcpy(&v, field, sizeof v);
+        snprintf(buf, size, "%" PRId64, v);
+        return;
+    }
+    case K_BOOL:
+        snprintf(buf, size, "%s", *(const bool *)field ? "true" : "false");
+        return;
+    case K_ENUM: {
+        int v = get_int(field);
+        for (const enum_name_t *e = k->enums; e->name; e++) {
+            if (e->value == v) {
+                snprintf(buf, size, "%s", e->name);
+                return;
+            }
+        }
+        snprintf(buf, size, "%d", v);
+        return;
+    }
+    case K_MSFRAC:
+        fmt_ms_frac(get_int(field), buf, size);
+        return;
+    }
+    snprintf(buf, size, "%s", "");
+}
+
+/* ---- public API ---------------------------------------------------------- */
+
+void up_conf_defaults(struct upulsar_conf *c)
+{
+    memset(c, 0, sizeof *c);
+    for (size_t i = 0; i < NKEYS; i++)
+        (void)set_key(c, &keys[i], keys[i].def, NULL, 0); /* tested to succeed */
+}
+
+upulsar_conf_t *upulsar_conf_new(void)
+{
+    upulsar_conf_t *c = malloc(sizeof *c);
+    if (c)
+        up_conf_defaults(c);
+    return c;
+}
+
+upulsar_conf_t *upulsar_conf_dup(const upulsar_conf_t *conf)
+{
+    if (!conf)
+        return NULL;
+    upulsar_conf_t *c = malloc(sizeof *c);
+    if (c)
+        memcpy(c, conf, sizeof *c);
+    return c;
+}
+
+void upulsar_conf_destroy(upulsar_conf_t *conf)
+{
+    if (conf)
+        memset(conf->auth_token, 0, sizeof conf->auth_token);
+    free(conf);
+}
+
+upulsar_conf_res_t upulsar_conf_set(upulsar_conf_t *conf, const char *key, const char *value,
+                                    char *errstr, size_t errstr_size)
+{
+    if (!key)
+        return err(UPULSAR_CONF_UNKNOWN, errstr, errstr_size, "configuration key is NULL");
+    const conf_key_t *k = find_key(key);
+    if (!k)
+        return err(UPULSAR_CONF_UNKNOWN, errstr, errstr_size,
+                   "unknown configuration key \"%.64s\"", key);
+    if (!conf)
+        return err(UPULSAR_CONF_INVALID, errstr, errstr_size, "%s: conf is NULL", k->key);
+    if (!value)
+        return err(UPULSAR_CONF_INVALID, errstr, errstr_size, "%s: value is NULL", k->key);
+    return set_key(conf, k, value, errstr, errstr_size);
+}
+
+upulsar_conf_res_t upulsar_conf_get(const upulsar_conf_t *conf, const char *key, char *buf,
+                                    size_t size)
+{
+    if (buf && size)
+        buf[0] = '\0';
+    const conf_key_t *k = key ? find_key(key) : NULL;
+    if (!k)
+        return UPULSAR_CONF_UNKNOWN;
+    if (!conf)
+        return UPULSAR_CONF_INVALID;
+    if (buf && size)
+        get_key(conf, k, buf, size);
+    return UPULSAR_CONF_OK;
+}
+
+/* Markdown cells must not contain '|' or line breaks; every text in the
+ * table is written by us, but defaults could change: escape anyway. */
+static void cell(FILE *fp, const char *s)
+{
+    for (; *s; s++) {
+        if (*s == '|')
+            fputs("\\|", fp);
+        else if (*s == '\n')
+            fputc(' ', fp);
+        else
+            fputc(*s, fp);
+    }
+}
+
+static void doc_row(FILE *fp, const conf_key_t *k)
+{
+    static const char *const type_names[] = {
+        [K_STR] = "string", [K_INT] = "integer", [K_INT64] = "integer",
+        [K_BOOL] = "boolean", [K_ENUM] = "enum", [K_MSFRAC] = "decimal"};
+    char range[160], def[64];
+    switch (k->kind) {
+    case K_INT:
+    case K_INT64:
+        snprintf(range, sizeof range, "%" PRId64 " .. %" PRId64, k->min, k->max);
+        break;
+    case K_MSFRAC: {
+        char lo[32], hi[32];
+        fmt_ms_frac(k->min, lo, sizeof lo);
+        fmt_ms_frac(k->max, hi, sizeof hi);
+        snprintf(range, sizeof range, "%s .. %s (step 0.001)", lo, hi);
+        break;
+    }
+    case K_BOOL:
+        snprintf(range, sizeof range, "true, false");
+        break;
+    case K_ENUM:
+        enum_list(k->enums, range, sizeof range);
+        break;
+    case K_STR:
+        if (k->flags & F_URL)
+            snprintf(range, sizeof range, "pulsar://... or pulsar+ssl://...");
+        else
+            snprintf(range, sizeof range, "up to %zu bytes", k->size - 1);
+        break;
+    }
+    snprintf(def, sizeof def, "%s", k->def[0] ? k->def : "(empty)");
+    fputs("| `", fp);
+    cell(fp, k->key);
+    fputs("` | ", fp);
+    cell(fp, type_names[k->kind]);
+    fputs(" | `", fp);
+    cell(fp, def);
+    fputs("` | ", fp);
+    cell(fp, range);
+    fputs(" | ", fp);
+    cell(fp, k->unit[0] ? k->unit : "-");
+    fputs(" | ", fp);
+    cell(fp, k->desc);
+    fputs(" | ", fp);
+    cell(fp, k->java);
+    fputs(" |\n", fp);
+}
+
+void upulsar_conf_dump_doc(void *fp_)
+{
+    FILE *fp = fp_;
+    if (!fp)
+        return;
+    fputs("# upulsar configuration\n\n"
+          "Generated from the key table in `src/conf.c` by `upulsar_conf_dump_doc()`; "
+          "do not edit by hand.\n\n"
+          "Set keys with `upulsar_conf_set(conf, key, value, errstr, size)`. Values are "
+          "strings: integers in decimal, booleans `true`/`false`/`1`/`0`, enums by name. "
+          "A value outside its range is rejected with `UPULSAR_CONF_INVALID` and the "
+          "configuration is left unchanged; an unknown key gives "
+          "`UPULSAR_CONF_UNKNOWN`.\n",
+          fp);
+    for (int pass = 0; pass < 2; pass++) {
+        char scope = pass == 0 ? 'C' : 'P';
+        fputs(pass == 0 ? "\n## Client keys\n\nRead by `upulsar_client_new()`.\n\n"
+                        : "\n## Producer keys\n\nRead by `upulsar_producer_start()`.\n\n",
+              fp);
+        fputs("| Key | Type | Default | Range | Unit | Description | Java client |\n"
+              "|---|---|---|---|---|---|---|\n",
+              fp);
+        for (size_t i = 0; i < NKEYS; i++)
+            if (keys[i].scope == scope)
+                doc_row(fp, &keys[i]);
+    }
+}
