@@ -1,0 +1,264 @@
+#!/usr/bin/env bash
+# Interoperability check against pulsar-flex 1.1.1, a Pulsar client for
+# Node.js written independently of upulsar.
+#
+#   tests/interop/run.sh [PATH/TO/upulsar-testbroker]
+#
+# Cases (each against a fresh topic on one test broker started here):
+#   b1  flex produces (one SEND per message, keys + properties),
+#       flex consumes (Exclusive, individual acks)
+#   b2  flex produces in batches (SingleMessageMetadata format), flex consumes
+#   b3  flex produces payload-only messages, flex consumes on a Shared
+#       subscription
+#   w   (w, w2) single sends and batches again, with both clients behind
+#       wiretap.js, which decodes every frame with pulsar-flex's protobuf code
+#       and checks the CRC32C of every payload frame independently
+#       (pulsar-flex itself never verifies checksums)
+#   a   upulsar produces, flex consumes -- needs an `upulsar-produce` CLI next
+#       to the broker binary (see README.md for its contract); SKIP until it
+#       exists
+# Consumers subscribe first (pulsar-flex always starts at the latest
+# position), then the producer runs; compare.js checks count, order,
+# payload bytes, key, properties and receipt id == delivered id.
+#
+# Environment:
+#   INTEROP_DEPS_DIR   where `npm ci` installs pulsar-flex (default build/interop-deps)
+#   INTEROP_COUNT      messages per case (default 50)
+#   INTEROP_TIMEOUT_MS bound on each client run (default 30000)
+#   INTEROP_KEEP=1     keep the work directory (logs, JSON lines) even on success
+#   INTEROP_CASES      space-separated subset of: b1 b2 b3 w a (default all)
+#   INTEROP_FLEX_LOG   pulsar-flex log level for both clients (default error)
+# Exit status: 0 all run cases passed (or a loud SKIP: no node/npm, registry
+# unreachable, no broker binary); 1 a case failed; 2 harness setup failed.
+set -uo pipefail
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+DEPS_DIR=${INTEROP_DEPS_DIR:-$ROOT/build/interop-deps}
+COUNT=${INTEROP_COUNT:-50}
+TIMEOUT_MS=${INTEROP_TIMEOUT_MS:-30000}
+CASES=${INTEROP_CASES:-b1 b2 b3 w a}
+FLEX_LOG=${INTEROP_FLEX_LOG:-error}
+FLEX_VERSION=1.1.1
+
+say() { printf '%s\n' "interop: $*" >&2; }
+skip() {
+  printf '\n%s\n%s\n%s\n\n' \
+    '######################################################################' \
+    "# SKIP interop (pulsar-flex): $*" \
+    '######################################################################' >&2
+  exit 0
+}
+die() { say "HARNESS ERROR: $*"; exit 2; }
+
+# ---------------------------------------------------------------- toolchain
+command -v node >/dev/null 2>&1 || skip "node is not installed"
+command -v npm >/dev/null 2>&1 || skip "npm is not installed"
+
+# ----------------------------------------------------------- npm dependencies
+deps_ok() {
+  [ -f "$DEPS_DIR/node_modules/pulsar-flex/package.json" ] &&
+    cmp -s "$HERE/package-lock.json" "$DEPS_DIR/package-lock.json" &&
+    [ "$(node -p "require('$DEPS_DIR/node_modules/pulsar-flex/package.json').version")" = "$FLEX_VERSION" ]
+}
+if ! deps_ok; then
+  say "installing pulsar-flex $FLEX_VERSION into $DEPS_DIR (npm ci)"
+  mkdir -p "$DEPS_DIR" || die "cannot create $DEPS_DIR"
+  cp "$HERE/package.json" "$HERE/package-lock.json" "$DEPS_DIR/" || die "cannot copy package files"
+  if ! (cd "$DEPS_DIR" && timeout 300 npm ci --no-audit --no-fund --ignore-scripts) \
+       >"$DEPS_DIR/npm-ci.log" 2>&1; then
+    if ! timeout 30 npm ping >/dev/null 2>&1; then
+      tail -n 5 "$DEPS_DIR/npm-ci.log" >&2
+      skip "npm registry unreachable, cannot install pulsar-flex $FLEX_VERSION"
+    fi
+    cat "$DEPS_DIR/npm-ci.log" >&2
+    die "npm ci failed although the registry answers (see above)"
+  fi
+  deps_ok || die "pulsar-flex $FLEX_VERSION not found in $DEPS_DIR after npm ci"
+fi
+export NODE_PATH="$DEPS_DIR/node_modules"
+
+# -------------------------------------------------------------- broker binary
+BROKER=${1:-}
+if [ -z "$BROKER" ]; then
+  for cand in "$ROOT/build/upulsar-testbroker" $(ls -t "$ROOT"/build*/upulsar-testbroker 2>/dev/null); do
+    if [ -x "$cand" ]; then BROKER=$cand; break; fi
+  done
+fi
+[ -n "$BROKER" ] || skip "no upulsar-testbroker binary in build/ or build*/ (pass its path as \$1)"
+[ -x "$BROKER" ] || die "broker binary '$BROKER' is not executable"
+BROKER=$(cd "$(dirname "$BROKER")" && pwd)/$(basename "$BROKER")
+BIN_DIR=$(dirname "$BROKER")
+say "broker: $BROKER"
+say "pulsar-flex: $(node -p "require('pulsar-flex/package.json').version") from $NODE_PATH"
+
+# ------------------------------------------------------------------ work dir
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/upulsar-interop.XXXXXX") || die "mktemp failed"
+PIDS=()
+cleanup() {
+  local p
+  for p in "${PIDS[@]}"; do
+    kill "$p" 2>/dev/null && wait "$p" 2>/dev/null
+  done
+  if [ "${INTEROP_KEEP:-0}" = 1 ] || [ "${FAILED:-0}" != 0 ]; then
+    say "logs kept in $WORK"
+  else
+    rm -rf "$WORK"
+  fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+free_port() {
+  node -e 'const s=require("net").createServer();s.listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})'
+}
+
+# wait_port PORT PID SECONDS: until 127.0.0.1:PORT accepts, PID is alive.
+wait_port() {
+  local port=$1 pid=$2 secs=$3 i
+  for ((i = 0; i < secs * 10; i++)); do
+    kill -0 "$pid" 2>/dev/null || return 1
+    if node -e 'const s=require("net").connect(+process.argv[1],"127.0.0.1",()=>{s.end();process.exit(0)});s.on("error",()=>process.exit(1))' "$port" 2>/dev/null; then
+      return 0
+    fi
+    sleep 0.1
+  done
+  return 1
+}
+
+# ------------------------------------------------------------ start broker
+PORT=$(free_port) || die "cannot find a free port"
+"$BROKER" --port "$PORT" >"$WORK/broker.log" 2>&1 &
+BROKER_PID=$!
+PIDS+=("$BROKER_PID")
+if ! wait_port "$PORT" "$BROKER_PID" 15; then
+  FAILED=1
+  tail -n 30 "$WORK/broker.log" >&2
+  die "test broker did not start listening on 127.0.0.1:$PORT"
+fi
+URL="pulsar://127.0.0.1:$PORT"
+say "test broker pid $BROKER_PID at $URL"
+
+RESULTS=()
+FAILED=0
+record() { # record CASE STATUS TEXT
+  RESULTS+=("$(printf '%-4s %-5s %s' "$1" "$2" "$3")")
+  [ "$2" = FAIL ] && FAILED=1
+  say "case $1: $2 $3"
+}
+
+TOPIC_BASE="persistent://public/default/interop-$$-$(date +%s)"
+
+# run_case NAME DESCRIPTION URL "CONSUMER ARGS" PRODUCER-COMMAND...
+# The producer command's stdout must be JSON lines (see flex_produce.js).
+run_case() {
+  local name=$1 desc=$2 url=$3 cargs=$4
+  shift 4
+  local dir="$WORK/$name" topic="$TOPIC_BASE-$name"
+  mkdir -p "$dir"
+  say "case $name: $desc"
+  # shellcheck disable=SC2086
+  node "$HERE/flex_consume.js" --url "$url" --topic "$topic" --count "$COUNT" \
+    --timeout-ms "$TIMEOUT_MS" --linger-ms 1000 --ready-file "$dir/ready" \
+    --log-level "$FLEX_LOG" $cargs >"$dir/consume.jsonl" 2>"$dir/consume.err" &
+  local cpid=$! i
+  PIDS+=("$cpid")
+  for ((i = 0; i < 150; i++)); do
+    [ -f "$dir/ready" ] && break
+    kill -0 "$cpid" 2>/dev/null || break
+    sleep 0.1
+  done
+  if [ ! -f "$dir/ready" ]; then
+    wait "$cpid"
+    record "$name" FAIL "consumer never became ready: $(grep -h FAIL "$dir/consume.err" | head -n 1)"
+    tail -n 5 "$dir/consume.err" >&2
+    return
+  fi
+  "$@" --url "$url" --topic "$topic" >"$dir/produce.jsonl" 2>"$dir/produce.err"
+  local prc=$?
+  wait "$cpid"
+  local crc=$?
+  if [ "$prc" != 0 ]; then
+    record "$name" FAIL "producer exit $prc: $(grep -h FAIL "$dir/produce.err" | head -n 1)"
+    tail -n 5 "$dir/produce.err" >&2
+    [ "$crc" = 0 ] || tail -n 3 "$dir/consume.err" >&2
+    return
+  fi
+  if [ "$crc" != 0 ]; then
+    record "$name" FAIL "consumer exit $crc: $(grep -h FAIL "$dir/consume.err" | head -n 1)"
+    tail -n 5 "$dir/consume.err" >&2
+    return
+  fi
+  if node "$HERE/compare.js" --label "$name" --sent "$dir/produce.jsonl" \
+       --received "$dir/consume.jsonl" 2>"$dir/compare.err"; then
+    record "$name" PASS "$(sed -e "s/^$name: //" "$dir/compare.err")"
+  else
+    record "$name" FAIL "$(head -n 1 "$dir/compare.err")"
+    cat "$dir/compare.err" >&2
+  fi
+}
+
+want() { case " $CASES " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
+
+FLEX_PRODUCE=(node "$HERE/flex_produce.js" --count "$COUNT" --timeout-ms "$TIMEOUT_MS"
+              --log-level "$FLEX_LOG")
+
+want b1 && run_case b1 "flex -> broker -> flex, single sends, keys + properties" "$URL" "" \
+  "${FLEX_PRODUCE[@]}" --prefix "flex-ü-" --key "key-%d" --prop "idx=%d" --prop "origin=pulsar-flex"
+
+want b2 && run_case b2 "flex -> broker -> flex, batches of 7 (SingleMessageMetadata)" "$URL" "" \
+  "${FLEX_PRODUCE[@]}" --batch 7 --prefix "batched-" --key "bkey-%d" --prop "idx=%d"
+
+want b3 && run_case b3 "flex -> broker -> flex, payload only, Shared subscription" "$URL" \
+  "--sub-type Shared" "${FLEX_PRODUCE[@]}" --prefix "plain-"
+
+if want w; then
+  TAP_PORT=$(free_port)
+  node "$HERE/wiretap.js" --listen "$TAP_PORT" --target "127.0.0.1:$PORT" \
+    --log "$WORK/wiretap.jsonl" >"$WORK/wiretap.out" 2>"$WORK/wiretap.err" &
+  TAP_PID=$!
+  PIDS+=("$TAP_PID")
+  if wait_port "$TAP_PORT" "$TAP_PID" 10; then
+    run_case w "b1 + b2 frames through wiretap.js (frame decoding, CRC32C of MESSAGE/SEND)" \
+      "pulsar://127.0.0.1:$TAP_PORT" "" \
+      "${FLEX_PRODUCE[@]}" --prefix "tapped-" --key "tkey-%d" --prop "idx=%d"
+    run_case w2 "batches through wiretap.js" "pulsar://127.0.0.1:$TAP_PORT" "" \
+      "${FLEX_PRODUCE[@]}" --batch 5 --prefix "tapped-batch-" --prop "idx=%d"
+    kill -TERM "$TAP_PID" 2>/dev/null
+    wait "$TAP_PID"
+    TAP_RC=$?
+    if [ "$TAP_RC" = 0 ]; then
+      record wire PASS "$(tail -n 1 "$WORK/wiretap.err")"
+    else
+      record wire FAIL "$(tail -n 1 "$WORK/wiretap.err")"
+      grep -h '"problems"' "$WORK/wiretap.jsonl" | head -n 10 >&2
+    fi
+  else
+    record w FAIL "wiretap.js did not start: $(tail -n 1 "$WORK/wiretap.err")"
+  fi
+fi
+
+if want a; then
+  UPRODUCE=""
+  for cand in "$BIN_DIR/upulsar-produce" "$ROOT/build/upulsar-produce"; do
+    if [ -x "$cand" ]; then UPRODUCE=$cand; break; fi
+  done
+  if [ -z "$UPRODUCE" ]; then
+    record a SKIP "PENDING: upulsar produces -> flex consumes needs an upulsar-produce CLI (not built yet)"
+  else
+    run_case a "upulsar ($UPRODUCE) -> broker -> flex" "$URL" "" \
+      "$UPRODUCE" --count "$COUNT" --prefix "upulsar-ü-" --key "ukey-%d" --prop "idx=%d" \
+      --prop "origin=upulsar"
+  fi
+fi
+
+# ------------------------------------------------------------------ summary
+kill -0 "$BROKER_PID" 2>/dev/null || { record broker FAIL "test broker died during the run"; tail -n 20 "$WORK/broker.log" >&2; }
+printf '\n== interop with pulsar-flex %s ==\n' "$FLEX_VERSION" >&2
+printf '%s\n' "${RESULTS[@]}" >&2
+if [ "$FAILED" != 0 ]; then
+  printf 'interop: FAILED\n' >&2
+  exit 1
+fi
+printf 'interop: OK\n' >&2
+exit 0
