@@ -1,0 +1,457 @@
+/*
+ * testbroker.h -- an in-process Pulsar broker for tests.
+ *
+ * upulsar_tb is a real TCP server on 127.0.0.1 that speaks the Pulsar binary
+ * protocol (the same wire format as a Java broker, restricted to what
+ * producers and simple consumers use) and keeps every published entry in an
+ * in-memory log that tests read back. Official Pulsar clients can talk to
+ * it. It also has knobs to inject the faults producers must survive
+ * (dropped connections, refused connects, slow or withheld receipts, broker
+ * errors, topic unloads, a broker that stops answering, restarts).
+ *
+ * What the broker does, in protocol terms (see pulsar-protocol.md §10):
+ *  - CONNECT -> CONNECTED{server_version, protocol_version = min(client, 21),
+ *    max_message_size}; PING -> PONG; it PINGs idle connections every
+ *    ping_interval_ms and closes those that stay silent for a whole interval
+ *    (and those whose handshake did not finish by then).
+ *  - PARTITIONED_METADATA -> partitions configured with
+ *    upulsar_tb_set_partitions() (0 = non-partitioned, the default).
+ *  - LOOKUP -> Connect to this broker, or Redirect to the URL given with
+ *    upulsar_tb_set_owner(); both authoritative.
+ *  - PRODUCER -> PRODUCER_SUCCESS (generated name if none; last_sequence_id
+ *    = last stored sequence id of that name on that topic, -1 if none), or
+ *    ERROR ProducerBusy when another producer with that name is active on
+ *    the topic (re-sending PRODUCER for the same connection + producer id is
+ *    answered with success again).
+ *  - SEND -> SEND_RECEIPT{sequence_id, highest_sequence_id, (ledger, entry)}
+ *    in arrival order; SEND_ERROR ChecksumError for a CRC mismatch,
+ *    NotAllowedError when metadata + payload exceed max_message_size;
+ *    de-duplication by producer name: a SEND whose highest sequence id is
+ *    <= the last stored one for that name is not stored and is answered with
+ *    ledger = entry = UINT64_MAX (-1), as a Pulsar broker with dedup does.
+ *    The highest sequence id of a SEND is CommandSend.highest_sequence_id
+ *    when set (and >= sequence_id), else MessageMetadata.highest_sequence_id
+ *    when set, else sequence_id + num_messages - 1. A SEND for a producer id
+ *    the connection never created closes the connection.
+ *  - SUBSCRIBE / FLOW / ACK / CLOSE_CONSUMER / UNSUBSCRIBE /
+ *    REDELIVER_UNACKNOWLEDGED_MESSAGES: stored entries are dispatched as
+ *    MESSAGE frames with exactly the metadata and payload bytes that were
+ *    published, in log order, while the consumer has permits (counted in
+ *    messages, an entry of N messages takes N).
+ *  - Each topic (each partition "<topic>-partition-<i>" is its own topic)
+ *    has one ledger id; entry ids count stored entries from 0.
+ *  - Topic names are normalised: "t" and "tenant/ns/t" mean
+ *    "persistent://public/default/t" and "persistent://tenant/ns/t".
+ *  - Malformed frames close that connection only; nothing a client sends
+ *    can crash the broker.
+ *
+ * Conventions: functions that can fail return upulsar_err_t (see upulsar.h)
+ * and leave a detail in upulsar_last_error(). Every function taking a
+ * upulsar_tb_t may be called from any thread, concurrently with each other
+ * and with the broker's own threads, except upulsar_tb_stop() (once, after
+ * every other call on that broker returned). Topic arguments accept any
+ * spelling listed above.
+ */
+#ifndef UPULSAR_TESTBROKER_H
+#define UPULSAR_TESTBROKER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "upulsar/upulsar.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ------------------------------------------------------------------------ *
+ * Lifecycle
+ * ------------------------------------------------------------------------ */
+
+/** A running test broker. */
+typedef struct upulsar_tb upulsar_tb_t;
+
+/** Broker options. Initialise with upulsar_tb_opts_init(), then override. */
+typedef struct upulsar_tb_opts {
+    /** TCP port on 127.0.0.1; 0 = an ephemeral port (see upulsar_tb_port()).
+     *  Default 0. */
+    int port;
+    /** CONNECTED.max_message_size and the SEND size limit, bytes. Frames
+     *  larger than this + 10 KiB close the connection. Default 5 MiB. */
+    int max_message_size;
+    /** Highest protocol version the broker speaks (answers min(client's,
+     *  this)). Default 21. Keep >= 6 or clients stop sending checksums. */
+    int protocol_version;
+    /** Keep-alive period: every interval the broker closes a connection
+     *  from which nothing arrived since the previous tick, else PINGs it.
+     *  Default 30000; <= 0 disables pings and idle closing. */
+    int ping_interval_ms;
+    /** Perf mode: store each entry as one unit (raw bytes and counts)
+     *  without looking inside batches; checksums are still verified.
+     *  Snapshots still decode entries, when read. Default 0. */
+    int perf;
+    /** Stop retaining entry bytes once this many are stored (counts, ids
+     *  and dedup continue; the entries beyond the limit cannot be read back
+     *  or dispatched). 0 = unlimited. Default 0. */
+    size_t max_retained_bytes;
+    /** Server version string sent in CONNECTED. NULL = "upulsar-testbroker
+     *  <version>". Copied. */
+    const char *server_version;
+} upulsar_tb_opts_t;
+
+/** Fill @p opts with the defaults listed above. */
+void upulsar_tb_opts_init(upulsar_tb_opts_t *opts);
+
+/**
+ * Start a broker: bind 127.0.0.1:port, start its accept thread.
+ * @p opts may be NULL (defaults). Several brokers may run in one process.
+ * Returns OK and *@p out (owned by the caller, release with
+ * upulsar_tb_stop()), or INVALID_ARG, NOMEM, IO (bind/listen failed, e.g.
+ * port in use). Blocks: no (until listening). Thread safety: any.
+ */
+upulsar_err_t upulsar_tb_start(const upulsar_tb_opts_t *opts, upulsar_tb_t **out);
+
+/**
+ * Close the listener and every connection, join every broker thread and
+ * free the broker with its log. Snapshots taken earlier stay valid (they are
+ * copies). NULL is accepted. Thread safety: call once, when no other call
+ * on @p tb is running. Blocks: until the threads have exited (milliseconds).
+ */
+void upulsar_tb_stop(upulsar_tb_t *tb);
+
+/** The TCP port the broker listens on. */
+int upulsar_tb_port(const upulsar_tb_t *tb);
+
+/** "pulsar://127.0.0.1:<port>", valid until upulsar_tb_stop(). */
+const char *upulsar_tb_url(const upulsar_tb_t *tb);
+
+/**
+ * Simulate a broker restart: close the listener and every connection (as a
+ * crash would: no CLOSE_PRODUCER, withheld receipts are lost), then listen
+ * again on the same port. The log, dedup state, subscriptions and every
+ * configuration and fault setting survive. Returns OK, or IO if the port
+ * could not be bound again within about two seconds (the broker then does
+ * not listen; calling upulsar_tb_restart() again retries).
+ * Blocks: until the old connections' threads have exited.
+ */
+upulsar_err_t upulsar_tb_restart(upulsar_tb_t *tb);
+
+/* ------------------------------------------------------------------------ *
+ * Topic configuration
+ * ------------------------------------------------------------------------ */
+
+/** Answer PARTITIONED_METADATA for @p topic with @p partitions (0 = not
+ *  partitioned, the default for every topic). Errors: INVALID_ARG (NULL,
+ *  negative), INVALID_TOPIC. */
+upulsar_err_t upulsar_tb_set_partitions(upulsar_tb_t *tb, const char *topic,
+                                        int partitions);
+
+/**
+ * Make @p topic owned by the broker at @p url ("pulsar://host:port"):
+ * LOOKUPs for it (and, unless set separately, for its partitions) get a
+ * Redirect to @p url, and PRODUCER/SUBSCRIBE for it get ERROR
+ * ServiceNotReady. @p url NULL makes this broker the owner again.
+ * Errors: INVALID_ARG, INVALID_TOPIC, NOMEM.
+ */
+upulsar_err_t upulsar_tb_set_owner(upulsar_tb_t *tb, const char *topic,
+                                   const char *url);
+
+/* ------------------------------------------------------------------------ *
+ * Reading the log
+ * ------------------------------------------------------------------------ */
+
+/** Counters of one topic. */
+typedef struct upulsar_tb_topic_stats {
+    uint64_t entries;        /**< stored entries (one per stored SEND) */
+    uint64_t messages;       /**< stored messages (sum over entries) */
+    uint64_t bytes;          /**< metadata + payload bytes stored */
+    uint64_t duplicates;     /**< SENDs dropped by de-duplication */
+    uint64_t checksum_errors;/**< SENDs refused with ChecksumError */
+    uint64_t send_errors;    /**< other SEND_ERRORs (size, injected) */
+    uint64_t decode_errors;  /**< stored entries whose metadata or batch did
+                                  not decode, or whose message count
+                                  disagreed with CommandSend.num_messages
+                                  (never counted in perf mode) */
+    uint64_t ledger_id;      /**< the topic's ledger */
+    int producers;           /**< producers currently active */
+    int consumers;           /**< consumers currently attached */
+} upulsar_tb_topic_stats_t;
+
+/** Fill *@p out for @p topic (all zero, ledger 0, if nothing ever touched
+ *  it). Errors: INVALID_ARG, INVALID_TOPIC. Blocks: a mutex. */
+upulsar_err_t upulsar_tb_topic_stats(upulsar_tb_t *tb, const char *topic,
+                                     upulsar_tb_topic_stats_t *out);
+
+/**
+ * Wait until @p topic holds at least @p messages messages, or @p timeout_ms
+ * passed (-1 = forever). Returns OK or TIMED_OUT (or INVALID_ARG,
+ * INVALID_TOPIC). Lets tests wait for effects without sleeping.
+ */
+upulsar_err_t upulsar_tb_wait_messages(upulsar_tb_t *tb, const char *topic,
+                                       uint64_t messages, int timeout_ms);
+
+/** One message of the log, as a snapshot holds it. Every pointer points
+ *  into the snapshot and is valid until upulsar_tb_snapshot_free(). */
+typedef struct upulsar_tb_msg {
+    const uint8_t *payload;     /**< uncompressed payload bytes */
+    size_t payload_len;
+    const char *partition_key;  /**< NULL when the message had none */
+    const uint8_t *ordering_key;/**< NULL when none */
+    size_t ordering_key_len;
+    const upulsar_property_t *properties; /**< properties_cnt entries */
+    size_t properties_cnt;
+    uint64_t event_time;        /**< 0 = not set */
+    uint64_t sequence_id;       /**< SingleMessageMetadata.sequence_id when
+                                     present, else the entry's sequence id
+                                     + batch index */
+    const char *producer_name;
+    uint64_t publish_time;
+    uint64_t ledger_id;
+    uint64_t entry_id;
+    int32_t batch_index;        /**< -1 for a non-batched entry */
+    int32_t batch_size;         /**< messages in the entry, 0 if not batched */
+    int compression;            /**< the entry's CompressionType */
+} upulsar_tb_msg_t;
+
+/** A copy of a topic's log at one moment. Not thread-safe by itself (use
+ *  from one thread at a time); independent of the broker once taken. */
+typedef struct upulsar_tb_snapshot upulsar_tb_snapshot_t;
+
+/**
+ * Copy every message stored on @p topic so far (decoding batches and
+ * LZ4/ZSTD compression) into a new snapshot, in log order.
+ * Entries whose bytes were not retained (max_retained_bytes) or that do not
+ * decode are skipped and counted in upulsar_tb_snapshot_skipped().
+ * Returns OK and *@p out (free with upulsar_tb_snapshot_free()), or
+ * INVALID_ARG, INVALID_TOPIC, NOMEM. An unknown topic gives an empty
+ * snapshot. Blocks: copies under the topic's mutex, decodes outside it.
+ */
+upulsar_err_t upulsar_tb_snapshot(upulsar_tb_t *tb, const char *topic,
+                                  upulsar_tb_snapshot_t **out);
+
+/** Number of messages in @p s. */
+size_t upulsar_tb_snapshot_count(const upulsar_tb_snapshot_t *s);
+
+/** Message @p i (0-based, log order), NULL if out of range. */
+const upulsar_tb_msg_t *upulsar_tb_snapshot_msg(const upulsar_tb_snapshot_t *s,
+                                                size_t i);
+
+/** Entries that could not be read back (see upulsar_tb_snapshot()). */
+size_t upulsar_tb_snapshot_skipped(const upulsar_tb_snapshot_t *s);
+
+/** Free @p s and everything it points to. NULL is accepted. */
+void upulsar_tb_snapshot_free(upulsar_tb_snapshot_t *s);
+
+/** Broker-wide counters. */
+typedef struct upulsar_tb_stats {
+    uint64_t connections_accepted; /**< TCP connections handshaken or not */
+    uint64_t connections_refused;  /**< reset by upulsar_tb_refuse_connections() */
+    int connections_active;
+    uint64_t entries;              /**< over all topics */
+    uint64_t messages;
+    uint64_t pings_sent;           /**< PINGs sent by the broker */
+    uint64_t pongs_received;
+    uint64_t protocol_errors;      /**< connections closed for a bad frame */
+    uint64_t receipts_queued;      /**< receipts currently delayed or withheld */
+    uint64_t restarts;
+} upulsar_tb_stats_t;
+
+/** Fill *@p out. Never fails on valid arguments. */
+upulsar_err_t upulsar_tb_stats(upulsar_tb_t *tb, upulsar_tb_stats_t *out);
+
+/* ------------------------------------------------------------------------ *
+ * Fault injection. @p topic NULL means every topic where documented.
+ * ------------------------------------------------------------------------ */
+
+/** Close (TCP shutdown, no goodbye) every connection, or with @p topic only
+ *  those with a producer or consumer on it. Returns the number of
+ *  connections closed (>= 0), or a negative error (INVALID_TOPIC). */
+int upulsar_tb_drop_connections(upulsar_tb_t *tb, const char *topic);
+
+/** For the next @p ms milliseconds, reset every new TCP connection right
+ *  after accepting it (the client sees the connect fail or the connection
+ *  reset before CONNECTED). 0 ends a refusal period early. */
+upulsar_err_t upulsar_tb_refuse_connections(upulsar_tb_t *tb, int ms);
+
+/** Send every SEND_RECEIPT (and SEND_ERROR) at least @p ms milliseconds
+ *  after the SEND arrived, keeping their order. 0 = no delay (default).
+ *  Applies to SENDs arriving from now on. */
+upulsar_err_t upulsar_tb_delay_receipts(upulsar_tb_t *tb, int ms);
+
+/** Withhold the receipts of SENDs to @p topic (NULL = every topic) from now
+ *  on: entries are stored, receipts are queued until
+ *  upulsar_tb_release_receipts(). Queued receipts are lost if their
+ *  connection closes. */
+upulsar_err_t upulsar_tb_hold_receipts(upulsar_tb_t *tb, const char *topic);
+
+/** End upulsar_tb_hold_receipts() for @p topic (NULL = end every hold) and
+ *  send the queued receipts, in order. */
+upulsar_err_t upulsar_tb_release_receipts(upulsar_tb_t *tb, const char *topic);
+
+/** Receipts currently queued (withheld or delayed), over all connections. */
+uint64_t upulsar_tb_queued_receipts(upulsar_tb_t *tb);
+
+/** Answer the next @p n SENDs to @p topic (NULL = any topic) with
+ *  SEND_ERROR @p server_error (a Pulsar ServerError value, e.g. 2 for
+ *  PersistenceError); those SENDs are not stored. n = 0 cancels. */
+upulsar_err_t upulsar_tb_fail_sends(upulsar_tb_t *tb, const char *topic, int n,
+                                    int server_error);
+
+/** Answer the next @p n PRODUCER requests for @p topic (NULL = any topic)
+ *  with ERROR @p server_error. n = 0 cancels. */
+upulsar_err_t upulsar_tb_fail_producers(upulsar_tb_t *tb, const char *topic,
+                                        int n, int server_error);
+
+/**
+ * Unload @p topic: send CLOSE_PRODUCER to each of its active producers (the
+ * TCP connections stay open); SENDs for a closed producer id are then
+ * ignored, without answer, until the client re-creates it with PRODUCER.
+ * Returns the number of producers closed (>= 0) or a negative error.
+ */
+int upulsar_tb_unload_topic(upulsar_tb_t *tb, const char *topic);
+
+/** While @p on, behave like a hung broker that keeps its sockets open: no
+ *  PONG for PINGs, no PINGs sent, no idle connection closed. Every other
+ *  command is still answered. */
+upulsar_err_t upulsar_tb_ignore_pings(upulsar_tb_t *tb, int on);
+
+/** While @p on, stop reading from every connection (new ones are still
+ *  accepted by the kernel but not handshaken): a broker that hangs entirely
+ *  with its TCP connections open. Turning it off resumes processing. */
+upulsar_err_t upulsar_tb_freeze(upulsar_tb_t *tb, int on);
+
+/* ------------------------------------------------------------------------ *
+ * Raw protocol client, for testing the broker (and anything else speaking
+ * the protocol) without a producer engine. One client = one TCP connection.
+ * Not thread-safe: use each client from one thread at a time.
+ * ------------------------------------------------------------------------ */
+
+typedef struct upulsar_tb_client upulsar_tb_client_t;
+
+/** protobuf-c's BaseCommand (PulsarApi.pb-c.h, built from the project's
+ *  proto); declared here so this header does not need the generated one. */
+struct Pulsar__Proto__BaseCommand;
+
+/** A frame read by upulsar_tb_client_read(). Valid until the next read or
+ *  close on the same client. */
+typedef struct upulsar_tb_frame {
+    int type;                                /**< BaseCommand.type */
+    const struct Pulsar__Proto__BaseCommand *cmd; /**< decoded command */
+    int has_payload;                         /**< MESSAGE (or SEND) frame */
+    int has_crc;
+    int crc_ok;                              /**< checksum matched (or none) */
+    const uint8_t *metadata;                 /**< raw MessageMetadata */
+    size_t metadata_len;
+    const uint8_t *payload;
+    size_t payload_len;
+} upulsar_tb_frame_t;
+
+/** Open a TCP connection to @p url ("pulsar://host:port"); no handshake.
+ *  Errors: INVALID_URL, CONNECT, TIMED_OUT, NOMEM. */
+upulsar_err_t upulsar_tb_client_open(const char *url, int timeout_ms,
+                                     upulsar_tb_client_t **out);
+
+/** upulsar_tb_client_open() + CONNECT (protocol_version 21) + wait for
+ *  CONNECTED. Errors as open, plus PROTOCOL (another answer) or the broker's
+ *  ERROR mapped to UPULSAR_ERR_*. */
+upulsar_err_t upulsar_tb_client_connect(const char *url, int timeout_ms,
+                                        upulsar_tb_client_t **out);
+
+/** Close the connection and free @p c. NULL is accepted. */
+void upulsar_tb_client_close(upulsar_tb_client_t *c);
+
+/** Send @p len bytes as they are (e.g. frames made with up_frame_put_cmd(),
+ *  or garbage). Errors: IO, CLOSED. */
+upulsar_err_t upulsar_tb_client_send_raw(upulsar_tb_client_t *c,
+                                         const void *bytes, size_t len);
+
+/** Frame and send @p cmd as a simple command frame. */
+upulsar_err_t upulsar_tb_client_send_cmd(upulsar_tb_client_t *c,
+                                         const struct Pulsar__Proto__BaseCommand *cmd);
+
+/**
+ * Read the next frame, waiting up to @p timeout_ms (-1 = forever).
+ * Returns OK and *@p f; TIMED_OUT (nothing complete yet; the connection
+ * stays usable); CLOSED (the peer closed the connection); or PROTOCOL /
+ * DECODE / FRAME_TOO_LARGE for a malformed stream. A frame whose checksum
+ * does not match is returned with crc_ok = 0.
+ */
+upulsar_err_t upulsar_tb_client_read(upulsar_tb_client_t *c, int timeout_ms,
+                                     upulsar_tb_frame_t *f);
+
+/** As upulsar_tb_client_read(), but answers and skips PINGs (with PONG)
+ *  and skips PONGs; if the next other frame is not of @p type, returns
+ *  UPULSAR_ERR__STATE with *@p f filled so the caller can look at it. */
+upulsar_err_t upulsar_tb_client_expect(upulsar_tb_client_t *c, int type,
+                                       int timeout_ms, upulsar_tb_frame_t *f);
+
+/** Next request id of this client's counter (starts at 1). The helpers
+ *  below take their request ids from it. */
+uint64_t upulsar_tb_client_next_request_id(upulsar_tb_client_t *c);
+
+/**
+ * Create a producer: PRODUCER{topic, producer_id, request_id, name (NULL =
+ * let the broker choose)} and wait for the answer. On OK the assigned name
+ * is copied to @p name_out (if not NULL, truncated to @p name_size) and the
+ * broker's last_sequence_id to *@p last_seq (if not NULL). A broker ERROR is
+ * returned as UPULSAR_ERR_BROKER_BASE + its ServerError.
+ */
+upulsar_err_t upulsar_tb_client_create_producer(upulsar_tb_client_t *c,
+                                                const char *topic,
+                                                uint64_t producer_id,
+                                                const char *name, int timeout_ms,
+                                                char *name_out, size_t name_size,
+                                                int64_t *last_seq);
+
+/** One message for upulsar_tb_client_send_messages(). Zero-initialise. */
+typedef struct upulsar_tb_out_msg {
+    const void *payload;
+    size_t len;
+    const char *key;                 /**< partition key, NULL = none */
+    const void *ordering_key;        /**< NULL = none */
+    size_t ordering_key_len;
+    const upulsar_property_t *properties;
+    size_t properties_cnt;
+    uint64_t event_time;             /**< 0 = unset */
+} upulsar_tb_out_msg_t;
+
+#define UPULSAR_TB_SEND_BATCH 0x1   /**< batch format even for one message */
+#define UPULSAR_TB_SEND_NO_CRC 0x2  /**< omit the checksum section */
+#define UPULSAR_TB_SEND_BAD_CRC 0x4 /**< write a wrong checksum */
+#define UPULSAR_TB_SEND_HIGHEST 0x8 /**< set highest_sequence_id (Java style) */
+
+/**
+ * Encode @p msgs[0..n) as ONE SEND (an entry) from @p producer_id with
+ * sequence ids @p first_seq.. and send it: a batch (SingleMessageMetadata
+ * records with sequence ids, num_messages_in_batch, CommandSend.num_messages)
+ * when n > 1 or UPULSAR_TB_SEND_BATCH, else a single message whose key,
+ * properties and event time go in MessageMetadata. @p compression is a
+ * Pulsar CompressionType (0 none, 1 LZ4, 3 ZSTD if compiled in).
+ * publish_time is the current wall clock. Errors: INVALID_ARG, NOMEM,
+ * NOT_SUPPORTED/COMPRESSION, IO.
+ */
+upulsar_err_t upulsar_tb_client_send_messages(upulsar_tb_client_t *c,
+                                              uint64_t producer_id,
+                                              const char *producer_name,
+                                              uint64_t first_seq,
+                                              const upulsar_tb_out_msg_t *msgs,
+                                              size_t n, int compression,
+                                              int flags);
+
+/** Subscribe: SUBSCRIBE{topic, subscription, Exclusive or Shared,
+ *  consumer_id, initial position Earliest if @p earliest else Latest} and
+ *  wait for SUCCESS. A broker ERROR is returned as UPULSAR_ERR_BROKER_BASE
+ *  + its ServerError. @p shared selects the Shared subscription type. */
+upulsar_err_t upulsar_tb_client_subscribe(upulsar_tb_client_t *c,
+                                          const char *topic, const char *sub,
+                                          uint64_t consumer_id, int earliest,
+                                          int shared, int timeout_ms);
+
+/** Send FLOW{consumer_id, permits}. */
+upulsar_err_t upulsar_tb_client_flow(upulsar_tb_client_t *c,
+                                     uint64_t consumer_id, uint32_t permits);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* UPULSAR_TESTBROKER_H */

@@ -1,0 +1,1221 @@
+/* conn.c -- one thread per client connection: reads frames, answers them,
+ * keeps the connection's receipt queue, pings, and dispatches entries to
+ * the connection's consumers. */
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "tb.h"
+
+/* Stop reading while this much output waits for the peer. */
+#define OUT_HIGH (32u * 1024 * 1024)
+/* Stop dispatching MESSAGE frames above this much pending output. */
+#define OUT_DISPATCH (4u * 1024 * 1024)
+
+/* Return value of handlers: keep going, or close the connection. */
+#define KEEP 0
+#define CLOSE (-1)
+
+static size_t out_pending(const tb_conn_t *c)
+{
+    return c->out.len - c->out_off;
+}
+
+/* Out of memory while answering: the connection cannot keep its promises
+ * (answers in order), so it is closed. */
+static int put_rc(int rc)
+{
+    return rc ? CLOSE : KEEP;
+}
+
+static bool is_held(upulsar_tb_t *tb, tb_topic_t *t)
+{
+    return atomic_load(&tb->hold_all) || (t && atomic_load(&t->hold));
+}
+
+/* ---- producers and consumers of this connection ------------------------ */
+
+static tb_producer_t *find_producer(tb_conn_t *c, uint64_t id)
+{
+    for (size_t i = 0; i < c->nprods; i++)
+        if (c->prods[i]->id == id)
+            return c->prods[i];
+    return NULL;
+}
+
+static tb_consumer_t *find_consumer(tb_conn_t *c, uint64_t id)
+{
+    for (size_t i = 0; i < c->ncons; i++)
+        if (c->cons[i]->id == id)
+            return c->cons[i];
+    return NULL;
+}
+
+static int ptr_push(void ***arr, size_t *n, size_t *cap, void *p)
+{
+    if (*n == *cap) {
+        size_t nc = *cap ? *cap * 2 : 8;
+        void **na = realloc(*arr, nc * sizeof *na);
+        if (!na)
+            return -1;
+        *arr = na;
+        *cap = nc;
+    }
+    (*arr)[(*n)++] = p;
+    return 0;
+}
+
+static void ptr_remove(void **arr, size_t *n, void *p)
+{
+    for (size_t i = 0; i < *n; i++)
+        if (arr[i] == p) {
+            memmove(&arr[i], &arr[i + 1], (*n - i - 1) * sizeof *arr);
+            (*n)--;
+            return;
+        }
+}
+
+/* caller holds t->mu */
+static void topic_remove_producer(tb_topic_t *t, tb_producer_t *p)
+{
+    if (p->active) {
+        ptr_remove((void **)t->prods, &t->nprods, p);
+        p->active = false;
+    }
+}
+
+static void producer_free(tb_producer_t *p)
+{
+    free(p->name);
+    free(p);
+}
+
+static void sub_unlink(tb_topic_t *t, tb_sub_t *s)
+{
+    for (tb_sub_t **pp = &t->subs; *pp; pp = &(*pp)->next)
+        if (*pp == s) {
+            *pp = s->next;
+            free(s->name);
+            free(s->acked);
+            free(s);
+            return;
+        }
+}
+
+/* Detach @p k from its topic (caller holds t->mu). The subscription goes
+ * back to its first unacknowledged entry once nobody is attached, so the
+ * next consumer gets what was dispatched but not acknowledged. */
+static void consumer_detach_locked(tb_consumer_t *k)
+{
+    tb_topic_t *t = k->topic;
+    ptr_remove((void **)t->cons, &t->ncons, k);
+    tb_sub_t *s = k->sub;
+    if (--s->consumers == 0) {
+        s->read_pos = s->low;
+        if (!s->durable)
+            sub_unlink(t, s);
+    }
+    t->st.consumers = (int)t->ncons;
+}
+
+/* ---- answers ----------------------------------------------------------- */
+
+static int emit_resp(tb_conn_t *c, const tb_resp_t *r)
+{
+    if (r->error >= 0) {
+        const char *msg = "";
+        switch (r->error) {
+        case UP_SERR(ChecksumError):
+            msg = "Checksum failed on the broker";
+            break;
+        case UP_SERR(NotAllowedError):
+            msg = "Exceed maximum message size";
+            break;
+        default:
+            msg = "Error injected by the test broker";
+            break;
+        }
+        return tb_put_send_error(&c->out, r->producer_id, r->sequence_id, r->error, msg);
+    }
+    return tb_put_receipt(&c->out, r->producer_id, r->sequence_id, r->highest_seq,
+                          r->has_highest, r->ledger, r->entry);
+}
+
+/* Answer a SEND now, or queue the answer behind earlier ones (delay, hold). */
+static int respond_send(tb_conn_t *c, const tb_resp_t *r0)
+{
+    upulsar_tb_t *tb = c->tb;
+    int delay = atomic_load(&tb->receipt_delay_ms);
+    if (c->qlen == 0 && delay <= 0 && !is_held(tb, r0->topic))
+        return emit_resp(c, r0);
+    if (c->qlen == c->qcap) {
+        size_t nc = c->qcap ? c->qcap * 2 : 64;
+        tb_resp_t *nq = realloc(c->q, nc * sizeof *nq);
+        if (!nq)
+            return UPULSAR_ERR__NOMEM;
+        c->q = nq;
+        c->qcap = nc;
+    }
+    tb_resp_t *r = &c->q[c->qlen++];
+    *r = *r0;
+    int64_t due = tb_now_ms() + (delay > 0 ? delay : 0);
+    if (due < c->q_last_due)
+        due = c->q_last_due;
+    r->due_ms = c->q_last_due = due;
+    atomic_fetch_add(&tb->receipts_queued, 1);
+    return 0;
+}
+
+/* Send every queued answer that is due and not held, keeping the order of
+ * the rest. Answers of one producer share a topic (same hold state) and
+ * have non-decreasing due times, so per-producer order is kept. */
+static int run_queue(tb_conn_t *c, int64_t now)
+{
+    size_t w = 0;
+    int rc = 0;
+    for (size_t i = 0; i < c->qlen; i++) {
+        tb_resp_t *r = &c->q[i];
+        if (!rc && r->due_ms <= now && !is_held(c->tb, r->topic)) {
+            rc = emit_resp(c, r);
+            if (!rc) {
+                atomic_fetch_sub(&c->tb->receipts_queued, 1);
+                continue;
+            }
+        }
+        c->q[w++] = *r;
+    }
+    c->qlen = w;
+    return rc;
+}
+
+/* Milliseconds until the first queued answer that could go out, -1 if none. */
+static int64_t queue_next_due(tb_conn_t *c)
+{
+    for (size_t i = 0; i < c->qlen; i++)
+        if (!is_held(c->tb, c->q[i].topic))
+            return c->q[i].due_ms;
+    return -1;
+}
+
+/* ---- command handlers -------------------------------------------------- */
+
+static int on_connect(tb_conn_t *c, const Pulsar__Proto__CommandConnect *in)
+{
+    upulsar_tb_t *tb = c->tb;
+    int pv = in->has_protocol_version ? in->protocol_version : 0;
+    if (pv < 0)
+        pv = 0;
+    if (pv > tb->opts.protocol_version)
+        pv = tb->opts.protocol_version;
+    c->proto = pv;
+    up_cmd_t cmd = PULSAR__PROTO__BASE_COMMAND__INIT;
+    Pulsar__Proto__CommandConnected cd = PULSAR__PROTO__COMMAND_CONNECTED__INIT;
+    cmd.type = UP_CMD(CONNECTED);
+    cmd.connected = &cd;
+    cd.server_version = tb->server_version;
+    cd.has_protocol_version = 1;
+    cd.protocol_version = pv;
+    cd.has_max_message_size = 1;
+    cd.max_message_size = tb->opts.max_message_size;
+    c->handshaken = true;
+    return put_rc(up_frame_put_cmd(&c->out, &cmd));
+}
+
+/* Owner URL of @p norm if another broker owns it (copied), else NULL. */
+static char *owner_of(upulsar_tb_t *tb, const char *norm)
+{
+    char *res = NULL;
+    pthread_mutex_lock(&tb->mu);
+    tb_topic_t *t = tb_topic_find_locked(tb, norm, false);
+    const char *url = t ? t->owner_url : NULL;
+    if (!t || !url) {
+        size_t bl = tb_partition_base_len(norm);
+        if (bl) {
+            char base[4200];
+            if (bl < sizeof base) {
+                memcpy(base, norm, bl);
+                base[bl] = 0;
+                tb_topic_t *bt = tb_topic_find_locked(tb, base, false);
+                url = bt ? bt->owner_url : NULL;
+            }
+        }
+    }
+    if (url && strcmp(url, tb->url))
+        res = strdup(url); /* NULL on ENOMEM: answer as owner, harmless */
+    pthread_mutex_unlock(&tb->mu);
+    return res;
+}
+
+static int on_partitioned_metadata(tb_conn_t *c,
+                                   const Pulsar__Proto__CommandPartitionedTopicMetadata *in)
+{
+    upulsar_tb_t *tb = c->tb;
+    up_cmd_t cmd = PULSAR__PROTO__BASE_COMMAND__INIT;
+    Pulsar__Proto__CommandPartitionedTopicMetadataResponse r =
+        PULSAR__PROTO__COMMAND_PARTITIONED_TOPIC_METADATA_RESPONSE__INIT;
+    cmd.type = UP_CMD(PARTITIONED_METADATA_RESPONSE);
+    cmd.partitionmetadataresponse = &r;
+    r.request_id = in->request_id;
+    r.has_response = 1;
+    upulsar_err_t err;
+    char *norm = tb_topic_normalize(in->topic, &err);
+    if (!norm) {
+        if (err == UPULSAR_ERR__NOMEM)
+            return CLOSE;
+        r.response = PULSAR__PROTO__COMMAND_PARTITIONED_TOPIC_METADATA_RESPONSE__LOOKUP_TYPE__Failed;
+        r.has_error = 1;
+        r.error = UP_SERR(InvalidTopicName);
+        r.message = "Invalid topic name";
+        return put_rc(up_frame_put_cmd(&c->out, &cmd));
+    }
+    int parts = 0;
+    if (!tb_partition_base_len(norm)) {
+        pthread_mutex_lock(&tb->mu);
+        tb_topic_t *t = tb_topic_find_locked(tb, norm, false);
+        parts = t ? t->partitions : 0;
+        pthread_mutex_unlock(&tb->mu);
+    }
+    free(norm);
+    r.response = PULSAR__PROTO__COMMAND_PARTITIONED_TOPIC_METADATA_RESPONSE__LOOKUP_TYPE__Success;
+    r.has_partitions = 1;
+    r.partitions = (uint32_t)parts;
+    return put_rc(up_frame_put_cmd(&c->out, &cmd));
+}
+
+static int on_lookup(tb_conn_t *c, const Pulsar__Proto__CommandLookupTopic *in)
+{
+    upulsar_tb_t *tb = c->tb;
+    up_cmd_t cmd = PULSAR__PROTO__BASE_COMMAND__INIT;
+    Pulsar__Proto__CommandLookupTopicResponse r =
+        PULSAR__PROTO__COMMAND_LOOKUP_TOPIC_RESPONSE__INIT;
+    cmd.type = UP_CMD(LOOKUP_RESPONSE);
+    cmd.lookuptopicresponse = &r;
+    r.request_id = in->request_id;
+    r.has_response = 1;
+    upulsar_err_t err;
+    char *norm = tb_topic_normalize(in->topic, &err);
+    if (!norm) {
+        if (err == UPULSAR_ERR__NOMEM)
+            return CLOSE;
+        r.response = PULSAR__PROTO__COMMAND_LOOKUP_TOPIC_RESPONSE__LOOKUP_TYPE__Failed;
+        r.has_error = 1;
+        r.error = UP_SERR(InvalidTopicName);
+        r.message = "Invalid topic name";
+        return put_rc(up_frame_put_cmd(&c->out, &cmd));
+    }
+    char *owner = owner_of(tb, norm);
+    free(norm);
+    r.has_authoritative = 1;
+    r.authoritative = 1;
+    if (owner) {
+        r.response = PULSAR__PROTO__COMMAND_LOOKUP_TOPIC_RESPONSE__LOOKUP_TYPE__Redirect;
+        r.brokerserviceurl = owner;
+    } else {
+        r.response = PULSAR__PROTO__COMMAND_LOOKUP_TOPIC_RESPONSE__LOOKUP_TYPE__Connect;
+        r.brokerserviceurl = tb->url;
+    }
+    int rc = up_frame_put_cmd(&c->out, &cmd);
+    free(owner);
+    return put_rc(rc);
+}
+
+static int producer_success(tb_conn_t *c, uint64_t request_id, const char *name,
+                            int64_t last_seq)
+{
+    up_cmd_t cmd = PULSAR__PROTO__BASE_COMMAND__INIT;
+    Pulsar__Proto__CommandProducerSuccess ps = PULSAR__PROTO__COMMAND_PRODUCER_SUCCESS__INIT;
+    cmd.type = UP_CMD(PRODUCER_SUCCESS);
+    cmd.producer_success = &ps;
+    ps.request_id = request_id;
+    ps.producer_name = (char *)name;
+    ps.has_last_sequence_id = 1;
+    ps.last_sequence_id = last_seq;
+    ps.has_producer_ready = 1;
+    ps.producer_ready = 1;
+    return put_rc(up_frame_put_cmd(&c->out, &cmd));
+}
+
+/* caller holds t->mu */
+static bool name_busy(tb_topic_t *t, const char *name, const tb_producer_t *self)
+{
+    for (size_t i = 0; i < t->nprods; i++)
+        if (t->prods[i] != self && !strcmp(t->prods[i]->name, name))
+            return true;
+    return false;
+}
+
+static int on_producer(tb_conn_t *c, const Pulsar__Proto__CommandProducer *in)
+{
+    upulsar_tb_t *tb = c->tb;
+    uint64_t rid = in->request_id;
+    upulsar_err_t err;
+    char *norm = tb_topic_normalize(in->topic, &err);
+    if (!norm)
+        return err == UPULSAR_ERR__NOMEM
+                   ? CLOSE
+                   : put_rc(tb_put_error(&c->out, rid, UP_SERR(InvalidTopicName),
+                                         "Invalid topic name"));
+    char *owner = owner_of(tb, norm);
+    if (owner) {
+        free(owner);
+        free(norm);
+        return put_rc(tb_put_error(&c->out, rid, UP_SERR(ServiceNotReady),
+                                   "Namespace bundle is not served by this broker"));
+    }
+    int inj = tb_take_fail_producer(tb);
+    tb_topic_t *t = tb_topic_get(tb, norm, true);
+    free(norm);
+    if (!t)
+        return CLOSE;
+    if (inj >= 0)
+        return put_rc(tb_put_error(&c->out, rid, inj, "Error injected by the test broker"));
+
+    pthread_mutex_lock(&t->mu);
+    if (t->fail_prods_n > 0) {
+        t->fail_prods_n--;
+        int e = t->fail_prods_err;
+        pthread_mutex_unlock(&t->mu);
+        return put_rc(tb_put_error(&c->out, rid, e, "Error injected by the test broker"));
+    }
+    tb_producer_t *p = find_producer(c, in->producer_id);
+    if (p) {
+        if (p->topic != t) {
+            pthread_mutex_unlock(&t->mu);
+            return put_rc(tb_put_error(&c->out, rid, UP_SERR(ServiceNotReady),
+                                       "Producer id already used on this connection"));
+        }
+        if (!p->active) { /* closed by the broker: the client re-creates it */
+            if (name_busy(t, p->name, p)) {
+                pthread_mutex_unlock(&t->mu);
+                return put_rc(tb_put_error(&c->out, rid, UP_SERR(ProducerBusy),
+                                           "Producer with this name is already connected"));
+            }
+            if (ptr_push((void ***)&t->prods, &t->nprods, &t->prods_cap, p)) {
+                pthread_mutex_unlock(&t->mu);
+                return CLOSE;
+            }
+            p->active = true;
+            p->closed = false;
+        }
+        int64_t last = p->dedup->last_seq;
+        pthread_mutex_unlock(&t->mu);
+        return producer_success(c, rid, p->name, last);
+    }
+
+    char gen[64];
+    const char *name = in->producer_name && *in->producer_name ? in->producer_name : NULL;
+    if (!name) {
+        tb_gen_name(tb, gen);
+        name = gen;
+    }
+    if (name_busy(t, name, NULL)) {
+        pthread_mutex_unlock(&t->mu);
+        return put_rc(tb_put_error(&c->out, rid, UP_SERR(ProducerBusy),
+                                   "Producer with this name is already connected"));
+    }
+    p = calloc(1, sizeof *p);
+    tb_dedup_t *d = tb_dedup_get(t, name);
+    if (!p || !d || !(p->name = strdup(name)) ||
+        ptr_push((void ***)&c->prods, &c->nprods, &c->prods_cap, p)) {
+        pthread_mutex_unlock(&t->mu);
+        if (p)
+            free(p->name);
+        free(p);
+        return CLOSE;
+    }
+    if (ptr_push((void ***)&t->prods, &t->nprods, &t->prods_cap, p)) {
+        c->nprods--;
+        pthread_mutex_unlock(&t->mu);
+        producer_free(p);
+        return CLOSE;
+    }
+    p->id = in->producer_id;
+    p->topic = t;
+    p->conn = c;
+    p->dedup = d;
+    p->active = true;
+    int64_t last = d->last_seq;
+    pthread_mutex_unlock(&t->mu);
+    return producer_success(c, rid, p->name, last);
+}
+
+static int on_close_producer(tb_conn_t *c, const Pulsar__Proto__CommandCloseProducer *in)
+{
+    tb_producer_t *p = find_producer(c, in->producer_id);
+    if (p) {
+        pthread_mutex_lock(&p->topic->mu);
+        topic_remove_producer(p->topic, p);
+        pthread_mutex_unlock(&p->topic->mu);
+        ptr_remove((void **)c->prods, &c->nprods, p);
+        producer_free(p);
+    }
+    return put_rc(tb_put_success(&c->out, in->request_id));
+}
+
+/* Wake the consumers of @p t that can take more (caller holds t->mu). */
+static void wake_consumers(tb_topic_t *t)
+{
+    for (size_t i = 0; i < t->ncons; i++)
+        if (t->cons[i]->permits > 0)
+            tb_conn_wake(t->cons[i]->conn);
+}
+
+static int on_send(tb_conn_t *c, const up_frame_t *f, bool bad_crc)
+{
+    upulsar_tb_t *tb = c->tb;
+    const Pulsar__Proto__CommandSend *in = f->cmd->send;
+    tb_producer_t *p = find_producer(c, in->producer_id);
+    if (!p) {
+        atomic_fetch_add(&tb->protocol_errors, 1);
+        return CLOSE; /* as Pulsar: SEND for a producer never created */
+    }
+    tb_topic_t *t = p->topic;
+    tb_resp_t r;
+    memset(&r, 0, sizeof r);
+    r.topic = t;
+    r.producer_id = in->producer_id;
+    r.sequence_id = in->sequence_id;
+    r.error = -1;
+    uint64_t nmsg = in->has_num_messages && in->num_messages > 0 ? (uint64_t)in->num_messages : 1;
+    bool sent_highest = in->has_highest_sequence_id && in->highest_sequence_id >= in->sequence_id;
+    /* the receipt echoes the SEND's highest id, or repeats sequence_id */
+    r.has_highest = true;
+    r.highest_seq = sent_highest ? in->highest_sequence_id : in->sequence_id;
+    /* dedup works on the entry's last id, inferred when not sent */
+    uint64_t dedup_high = sent_highest ? in->highest_sequence_id : in->sequence_id + nmsg - 1;
+
+    if (bad_crc || f->metadata_len + f->payload_len > (size_t)tb->opts.max_message_size) {
+        pthread_mutex_lock(&t->mu);
+        bool ignore = !p->active;
+        if (!ignore) {
+            if (bad_crc)
+                t->st.checksum_errors++;
+            else
+                t->st.send_errors++;
+        }
+        pthread_mutex_unlock(&t->mu);
+        if (ignore)
+            return KEEP;
+        r.error = bad_crc ? UP_SERR(ChecksumError) : UP_SERR(NotAllowedError);
+        return put_rc(respond_send(c, &r));
+    }
+
+    uint32_t count = (uint32_t)nmsg;
+    bool decode_err = false;
+    if (!tb->opts.perf) {
+        uint32_t n;
+        int rc = tb_decode_entry(f->metadata, f->metadata_len, f->payload, f->payload_len,
+                                 NULL, NULL, &n);
+        if (rc == UPULSAR_ERR__NOMEM)
+            return CLOSE;
+        if (rc)
+            decode_err = true;
+        else {
+            decode_err = n != nmsg;
+            count = n;
+        }
+    }
+
+    if (atomic_load(&tb->fail_sends_any) > 0) {
+        pthread_mutex_lock(&t->mu);
+        bool active = p->active;
+        pthread_mutex_unlock(&t->mu);
+        if (!active)
+            return KEEP;
+        int e = tb_take_fail_send(tb);
+        if (e >= 0) {
+            pthread_mutex_lock(&t->mu);
+            t->st.send_errors++;
+            pthread_mutex_unlock(&t->mu);
+            r.error = e;
+            return put_rc(respond_send(c, &r));
+        }
+    }
+
+    pthread_mutex_lock(&t->mu);
+    if (!p->active) { /* closed by the broker: ignored until re-created */
+        pthread_mutex_unlock(&t->mu);
+        return KEEP;
+    }
+    if (t->fail_sends_n > 0) {
+        t->fail_sends_n--;
+        t->st.send_errors++;
+        r.error = t->fail_sends_err;
+        pthread_mutex_unlock(&t->mu);
+        return put_rc(respond_send(c, &r));
+    }
+    tb_dedup_t *d = p->dedup;
+    if (d->last_seq >= 0 && (int64_t)dedup_high <= d->last_seq) {
+        t->st.duplicates++;
+        pthread_mutex_unlock(&t->mu);
+        r.ledger = r.entry = TB_ID_NONE;
+        return put_rc(respond_send(c, &r));
+    }
+    size_t bytes = f->metadata_len + f->payload_len;
+    bool retain = true;
+    if (tb->opts.max_retained_bytes) {
+        uint64_t now = atomic_fetch_add(&tb->retained_bytes, bytes);
+        if (now + bytes > tb->opts.max_retained_bytes) {
+            atomic_fetch_sub(&tb->retained_bytes, bytes);
+            retain = false;
+        }
+    }
+    tb_entry_t *e = tb_topic_append(t, f->metadata, f->metadata_len, f->payload,
+                                    f->payload_len, retain);
+    if (!e) {
+        pthread_mutex_unlock(&t->mu);
+        return CLOSE;
+    }
+    e->sequence_id = in->sequence_id;
+    e->highest_seq = dedup_high;
+    e->num_msgs = count;
+    d->last_seq = (int64_t)dedup_high;
+    t->st.entries++;
+    t->st.messages += count;
+    t->st.bytes += bytes;
+    if (decode_err)
+        t->st.decode_errors++;
+    pthread_cond_broadcast(&t->grew);
+    if (t->ncons)
+        wake_consumers(t);
+    r.ledger = t->ledger_id;
+    r.entry = e->entry_id;
+    pthread_mutex_unlock(&t->mu);
+    atomic_fetch_add(&tb->entries, 1);
+    atomic_fetch_add(&tb->messages, count);
+    return put_rc(respond_send(c, &r));
+}
+
+/* ---- consumer side ----------------------------------------------------- */
+
+static tb_sub_t *sub_find(tb_topic_t *t, const char *name)
+{
+    for (tb_sub_t *s = t->subs; s; s = s->next)
+        if (!strcmp(s->name, name))
+            return s;
+    return NULL;
+}
+
+static int on_subscribe(tb_conn_t *c, const Pulsar__Proto__CommandSubscribe *in)
+{
+    upulsar_tb_t *tb = c->tb;
+    uint64_t rid = in->request_id;
+    upulsar_err_t err;
+    char *norm = tb_topic_normalize(in->topic, &err);
+    if (!norm)
+        return err == UPULSAR_ERR__NOMEM
+                   ? CLOSE
+                   : put_rc(tb_put_error(&c->out, rid, UP_SERR(InvalidTopicName),
+                                         "Invalid topic name"));
+    char *owner = owner_of(tb, norm);
+    if (owner) {
+        free(owner);
+        free(norm);
+        return put_rc(tb_put_error(&c->out, rid, UP_SERR(ServiceNotReady),
+                                   "Namespace bundle is not served by this broker"));
+    }
+    tb_topic_t *t = tb_topic_get(tb, norm, true);
+    free(norm);
+    if (!t)
+        return CLOSE;
+    const char *subname = in->subscription ? in->subscription : "";
+    tb_consumer_t *k = find_consumer(c, in->consumer_id);
+    if (k) {
+        bool same = k->topic == t && !strcmp(k->sub->name, subname);
+        return put_rc(same ? tb_put_success(&c->out, rid)
+                           : tb_put_error(&c->out, rid, UP_SERR(ConsumerBusy),
+                                          "Consumer id already used on this connection"));
+    }
+    pthread_mutex_lock(&t->mu);
+    tb_sub_t *s = sub_find(t, subname);
+    bool created = false;
+    if (!s) {
+        s = calloc(1, sizeof *s);
+        if (!s || !(s->name = strdup(subname))) {
+            free(s);
+            pthread_mutex_unlock(&t->mu);
+            return CLOSE;
+        }
+        s->type = (int)in->subtype;
+        s->durable = !in->has_durable || in->durable;
+        const Pulsar__Proto__MessageIdData *sm = in->start_message_id;
+        uint64_t pos;
+        if (sm && sm->ledgerid == TB_ID_NONE)
+            pos = 0; /* MessageId.earliest */
+        else if (sm && sm->ledgerid == t->ledger_id)
+            pos = sm->entryid < t->n_entries ? sm->entryid : t->n_entries;
+        else if (sm && sm->ledgerid < t->ledger_id)
+            pos = 0;
+        else if (sm)
+            pos = t->n_entries; /* MessageId.latest or beyond */
+        else if (in->has_initialposition &&
+                 in->initialposition == PULSAR__PROTO__COMMAND_SUBSCRIBE__INITIAL_POSITION__Earliest)
+            pos = 0;
+        else
+            pos = t->n_entries;
+        s->read_pos = s->low = pos;
+        s->next = t->subs;
+        t->subs = s;
+        created = true;
+    } else if (s->consumers > 0 &&
+               (s->type == PULSAR__PROTO__COMMAND_SUBSCRIBE__SUB_TYPE__Exclusive ||
+                (int)in->subtype != s->type)) {
+        pthread_mutex_unlock(&t->mu);
+        return put_rc(tb_put_error(&c->out, rid, UP_SERR(ConsumerBusy),
+                                   "Exclusive consumer is already connected"));
+    }
+    if (s->consumers == 0)
+        s->type = (int)in->subtype;
+    k = calloc(1, sizeof *k);
+    if (!k || ptr_push((void ***)&t->cons, &t->ncons, &t->cons_cap, k)) {
+        free(k);
+        if (created)
+            sub_unlink(t, s);
+        pthread_mutex_unlock(&t->mu);
+        return CLOSE;
+    }
+    if (ptr_push((void ***)&c->cons, &c->ncons, &c->cons_cap, k)) {
+        t->ncons--;
+        free(k);
+        if (created)
+            sub_unlink(t, s);
+        pthread_mutex_unlock(&t->mu);
+        return CLOSE;
+    }
+    k->id = in->consumer_id;
+    k->topic = t;
+    k->sub = s;
+    k->conn = c;
+    s->consumers++;
+    t->st.consumers = (int)t->ncons;
+    pthread_mutex_unlock(&t->mu);
+    return put_rc(tb_put_success(&c->out, rid));
+}
+
+static int on_flow(tb_conn_t *c, const Pulsar__Proto__CommandFlow *in)
+{
+    tb_consumer_t *k = find_consumer(c, in->consumer_id);
+    if (!k)
+        return KEEP;
+    pthread_mutex_lock(&k->topic->mu);
+    k->permits += in->messagepermits;
+    pthread_mutex_unlock(&k->topic->mu);
+    return KEEP;
+}
+
+static bool any_bit_set(const int64_t *set, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (set[i])
+            return true;
+    return false;
+}
+
+static int on_ack(tb_conn_t *c, const Pulsar__Proto__CommandAck *in)
+{
+    tb_consumer_t *k = find_consumer(c, in->consumer_id);
+    if (k) {
+        tb_topic_t *t = k->topic;
+        int rc = 0;
+        pthread_mutex_lock(&t->mu);
+        for (size_t i = 0; i < in->n_message_id && !rc; i++) {
+            const Pulsar__Proto__MessageIdData *m = in->message_id[i];
+            if (m->ledgerid != t->ledger_id || m->entryid >= t->n_entries)
+                continue;
+            if (in->ack_type == PULSAR__PROTO__COMMAND_ACK__ACK_TYPE__Cumulative)
+                tb_sub_ack_upto(k->sub, m->entryid);
+            else if (!any_bit_set(m->ack_set, m->n_ack_set)) /* whole entry */
+                rc = tb_sub_ack(k->sub, m->entryid);
+        }
+        pthread_mutex_unlock(&t->mu);
+        if (rc)
+            return CLOSE;
+    }
+    if (!in->has_request_id)
+        return KEEP;
+    up_cmd_t cmd = PULSAR__PROTO__BASE_COMMAND__INIT;
+    Pulsar__Proto__CommandAckResponse ar = PULSAR__PROTO__COMMAND_ACK_RESPONSE__INIT;
+    cmd.type = UP_CMD(ACK_RESPONSE);
+    cmd.ackresponse = &ar;
+    ar.consumer_id = in->consumer_id;
+    ar.has_request_id = 1;
+    ar.request_id = in->request_id;
+    if (!k) {
+        ar.has_error = 1;
+        ar.error = UP_SERR(ConsumerNotFound);
+        ar.message = "Consumer not found";
+    }
+    return put_rc(up_frame_put_cmd(&c->out, &cmd));
+}
+
+static int on_close_consumer(tb_conn_t *c, uint64_t consumer_id, uint64_t rid)
+{
+    tb_consumer_t *k = find_consumer(c, consumer_id);
+    if (k) {
+        pthread_mutex_lock(&k->topic->mu);
+        consumer_detach_locked(k);
+        pthread_mutex_unlock(&k->topic->mu);
+        ptr_remove((void **)c->cons, &c->ncons, k);
+        free(k);
+    }
+    return put_rc(tb_put_success(&c->out, rid));
+}
+
+static int on_unsubscribe(tb_conn_t *c, const Pulsar__Proto__CommandUnsubscribe *in)
+{
+    tb_consumer_t *k = find_consumer(c, in->consumer_id);
+    if (!k)
+        return put_rc(tb_put_error(&c->out, in->request_id, UP_SERR(ConsumerNotFound),
+                                   "Consumer not found"));
+    tb_topic_t *t = k->topic;
+    pthread_mutex_lock(&t->mu);
+    tb_sub_t *s = k->sub;
+    if (s->consumers > 1) {
+        pthread_mutex_unlock(&t->mu);
+        return put_rc(tb_put_error(&c->out, in->request_id, UP_SERR(ConsumerBusy),
+                                   "Subscription has other active consumers"));
+    }
+    s->durable = false; /* detaching the last consumer drops it */
+    consumer_detach_locked(k);
+    pthread_mutex_unlock(&t->mu);
+    ptr_remove((void **)c->cons, &c->ncons, k);
+    free(k);
+    return put_rc(tb_put_success(&c->out, in->request_id));
+}
+
+static int on_redeliver(tb_conn_t *c,
+                        const Pulsar__Proto__CommandRedeliverUnacknowledgedMessages *in)
+{
+    tb_consumer_t *k = find_consumer(c, in->consumer_id);
+    if (!k)
+        return KEEP;
+    pthread_mutex_lock(&k->topic->mu);
+    if (k->sub->consumers == 1)
+        k->sub->read_pos = k->sub->low;
+    pthread_mutex_unlock(&k->topic->mu);
+    return KEEP;
+}
+
+/* Send stored entries to this connection's consumers while they have
+ * permits. Entry bytes are immutable: frames are built outside the lock. */
+static int dispatch(tb_conn_t *c)
+{
+    enum { BATCH = 32 };
+    for (size_t i = 0; i < c->ncons; i++) {
+        tb_consumer_t *k = c->cons[i];
+        tb_topic_t *t = k->topic;
+        for (;;) {
+            if (out_pending(c) > OUT_DISPATCH)
+                return 0;
+            const tb_entry_t *ents[BATCH];
+            int n = 0;
+            pthread_mutex_lock(&t->mu);
+            tb_sub_t *s = k->sub;
+            while (n < BATCH && k->permits > 0 && s->read_pos < t->n_entries) {
+                const tb_entry_t *e = tb_topic_entry(t, s->read_pos++);
+                if (!e->data || tb_sub_is_acked(s, e->entry_id))
+                    continue;
+                ents[n++] = e;
+                k->permits -= e->num_msgs ? e->num_msgs : 1;
+            }
+            uint64_t ledger = t->ledger_id;
+            pthread_mutex_unlock(&t->mu);
+            if (n == 0)
+                break;
+            for (int j = 0; j < n; j++) {
+                up_cmd_t cmd = PULSAR__PROTO__BASE_COMMAND__INIT;
+                Pulsar__Proto__CommandMessage m = PULSAR__PROTO__COMMAND_MESSAGE__INIT;
+                Pulsar__Proto__MessageIdData id = PULSAR__PROTO__MESSAGE_ID_DATA__INIT;
+                cmd.type = UP_CMD(MESSAGE);
+                cmd.message = &m;
+                m.consumer_id = k->id;
+                m.message_id = &id;
+                id.ledgerid = ledger;
+                id.entryid = ents[j]->entry_id;
+                struct iovec iov = {(void *)(ents[j]->data + ents[j]->md_len),
+                                    ents[j]->payload_len};
+                if (up_frame_put_payload_raw(&c->out, &cmd, ents[j]->data, ents[j]->md_len,
+                                             &iov, 1, true))
+                    return -1;
+            }
+        }
+    }
+    return 0;
+}
+
+/* ---- commands the proto subset does not model -------------------------- */
+
+/* Commands whose sub-message our generated code does not know arrive as an
+ * unknown field of BaseCommand. Answer the ones that carry a request id
+ * with ERROR so the client's request fails instead of hanging. Returns the
+ * request id field number for @p type, 0 if it has none we know. */
+static unsigned request_id_field(int type)
+{
+    switch (type) {
+    case 25: /* CONSUMER_STATS: request_id = 1 */
+    case 32: /* GET_TOPICS_OF_NAMESPACE */
+    case 34: /* GET_SCHEMA */
+    case 39: /* GET_OR_CREATE_SCHEMA */
+    case 50: /* NEW_TXN */
+    case 52: /* ADD_PARTITION_TO_TXN */
+    case 54: /* ADD_SUBSCRIPTION_TO_TXN */
+    case 56: /* END_TXN */
+    case 58: /* END_TXN_ON_PARTITION */
+    case 60: /* END_TXN_ON_SUBSCRIPTION */
+    case 62: /* TC_CLIENT_CONNECT_REQUEST */
+    case 64: /* WATCH_TOPIC_LIST */
+        return 1;
+    case 28: /* SEEK: consumer_id = 1, request_id = 2 */
+    case 29: /* GET_LAST_MESSAGE_ID */
+        return 2;
+    default:
+        return 0;
+    }
+}
+
+static bool read_varint(const uint8_t **p, const uint8_t *end, uint64_t *v)
+{
+    uint64_t r = 0;
+    for (int shift = 0; shift < 64 && *p < end; shift += 7) {
+        uint8_t b = *(*p)++;
+        r |= (uint64_t)(b & 0x7f) << shift;
+        if (!(b & 0x80)) {
+            *v = r;
+            return true;
+        }
+    }
+    return false;
+}
+
+/* Find varint field @p want in the protobuf message [p, end). */
+static bool find_varint_field(const uint8_t *p, const uint8_t *end, unsigned want,
+                              uint64_t *out)
+{
+    while (p < end) {
+        uint64_t key, v;
+        if (!read_varint(&p, end, &key))
+            return false;
+        unsigned wt = (unsigned)(key & 7);
+        uint64_t fn = key >> 3;
+        switch (wt) {
+        case 0:
+            if (!read_varint(&p, end, &v))
+                return false;
+            if (fn == want) {
+                *out = v;
+                return true;
+            }
+            break;
+        case 1:
+            if (end - p < 8)
+                return false;
+            p += 8;
+            break;
+        case 2:
+            if (!read_varint(&p, end, &v) || v > (uint64_t)(end - p))
+                return false;
+            p += v;
+            break;
+        case 5:
+            if (end - p < 4)
+                return false;
+            p += 4;
+            break;
+        default:
+            return false;
+        }
+    }
+    return false;
+}
+
+static int on_unmodelled(tb_conn_t *c, const up_cmd_t *cmd)
+{
+    unsigned fn = request_id_field((int)cmd->type);
+    if (!fn)
+        return KEEP; /* nothing to answer (e.g. AUTH_RESPONSE, acks of txns) */
+    for (size_t i = 0; i < cmd->base.n_unknown_fields; i++) {
+        const ProtobufCMessageUnknownField *u = &cmd->base.unknown_fields[i];
+        if (u->tag != (uint32_t)cmd->type || u->wire_type != PROTOBUF_C_WIRE_TYPE_LENGTH_PREFIXED)
+            continue;
+        uint64_t rid;
+        if (find_varint_field(u->data, u->data + u->len, fn, &rid))
+            return put_rc(tb_put_error(&c->out, rid, UP_SERR(NotAllowedError),
+                                       "Command not supported by the test broker"));
+    }
+    return KEEP;
+}
+
+/* ---- frame dispatch ---------------------------------------------------- */
+
+static int handle(tb_conn_t *c, const up_frame_t *f, bool bad_crc)
+{
+    upulsar_tb_t *tb = c->tb;
+    const up_cmd_t *cmd = f->cmd;
+    if (bad_crc && cmd->type != UP_CMD(SEND))
+        return CLOSE;
+    if (!c->handshaken) {
+        if (cmd->type != UP_CMD(CONNECT))
+            return CLOSE;
+        return on_connect(c, cmd->connect);
+    }
+    switch (cmd->type) {
+    case UP_CMD(CONNECT):
+        return CLOSE; /* a second handshake */
+    case UP_CMD(PING):
+        if (atomic_load(&tb->ignore_pings))
+            return KEEP;
+        return put_rc(tb_put_simple(&c->out, UP_CMD(PONG)));
+    case UP_CMD(PONG):
+        atomic_fetch_add(&tb->pongs_received, 1);
+        return KEEP;
+    case UP_CMD(PARTITIONED_METADATA):
+        return on_partitioned_metadata(c, cmd->partitionmetadata);
+    case UP_CMD(LOOKUP):
+        return on_lookup(c, cmd->lookuptopic);
+    case UP_CMD(PRODUCER):
+        return on_producer(c, cmd->producer);
+    case UP_CMD(SEND):
+        return on_send(c, f, bad_crc);
+    case UP_CMD(CLOSE_PRODUCER):
+        return on_close_producer(c, cmd->close_producer);
+    case UP_CMD(SUBSCRIBE):
+        return on_subscribe(c, cmd->subscribe);
+    case UP_CMD(FLOW):
+        return on_flow(c, cmd->flow);
+    case UP_CMD(ACK):
+        return on_ack(c, cmd->ack);
+    case UP_CMD(CLOSE_CONSUMER):
+        return on_close_consumer(c, cmd->close_consumer->consumer_id,
+                                 cmd->close_consumer->request_id);
+    case UP_CMD(UNSUBSCRIBE):
+        return on_unsubscribe(c, cmd->unsubscribe);
+    case UP_CMD(REDELIVER_UNACKNOWLEDGED_MESSAGES):
+        return on_redeliver(c, cmd->redeliverunacknowledgedmessages);
+    case UP_CMD(AUTH_RESPONSE):
+        return KEEP; /* no auth: nothing was asked */
+    case UP_CMD(CONNECTED):
+    case UP_CMD(SEND_RECEIPT):
+    case UP_CMD(SEND_ERROR):
+    case UP_CMD(MESSAGE):
+    case UP_CMD(SUCCESS):
+    case UP_CMD(ERROR):
+    case UP_CMD(PRODUCER_SUCCESS):
+    case UP_CMD(PARTITIONED_METADATA_RESPONSE):
+    case UP_CMD(LOOKUP_RESPONSE):
+    case UP_CMD(REACHED_END_OF_TOPIC):
+    case UP_CMD(AUTH_CHALLENGE):
+    case UP_CMD(ACK_RESPONSE):
+    case UP_CMD(TOPIC_MIGRATED):
+        return CLOSE; /* broker-to-client commands */
+    default:
+        return on_unmodelled(c, cmd);
+    }
+}
+
+static int process_frames(tb_conn_t *c)
+{
+    for (;;) {
+        up_frame_t f;
+        int rc = up_decoder_next(&c->dec, &f);
+        if (rc == 0)
+            return 0;
+        if (rc < 0 && rc != UPULSAR_ERR__BAD_CHECKSUM) {
+            atomic_fetch_add(&c->tb->protocol_errors, 1);
+            return -1;
+        }
+        if (handle(c, &f, rc == UPULSAR_ERR__BAD_CHECKSUM) == CLOSE)
+            return -1;
+    }
+}
+
+/* ---- I/O --------------------------------------------------------------- */
+
+/* Read what is available (in big chunks) and process it. -1: close. */
+static int conn_read(tb_conn_t *c)
+{
+    size_t want = c->tb->opts.perf ? 2u * 1024 * 1024 : 256u * 1024;
+    for (int round = 0; round < 8; round++) {
+        size_t avail;
+        uint8_t *w = up_decoder_wbuf(&c->dec, want, &avail);
+        if (!w)
+            return -1;
+        ssize_t n = recv(c->fd, w, avail, 0);
+        if (n == 0)
+            return -1;
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                return 0;
+            return -1;
+        }
+        up_decoder_commit(&c->dec, (size_t)n);
+        c->ping_outstanding = false;
+        if (process_frames(c))
+            return -1;
+        if ((size_t)n < avail || out_pending(c) > OUT_HIGH || atomic_load(&c->tb->frozen))
+            return 0;
+    }
+    return 0;
+}
+
+static int conn_flush(tb_conn_t *c)
+{
+    while (c->out_off < c->out.len) {
+        ssize_t n = send(c->fd, c->out.data + c->out_off, c->out.len - c->out_off,
+                         MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n > 0) {
+            c->out_off += (size_t)n;
+            continue;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            break;
+        return -1;
+    }
+    if (c->out_off == c->out.len) {
+        c->out.len = c->out_off = 0;
+        if (c->out.cap > 8u * 1024 * 1024) { /* do not keep a burst's buffer */
+            up_buf_free(&c->out);
+        }
+    } else if (c->out_off > (1u << 20)) {
+        up_buf_consume(&c->out, c->out_off);
+        c->out_off = 0;
+    }
+    return 0;
+}
+
+static int take_injected(tb_conn_t *c)
+{
+    int rc = 0;
+    pthread_mutex_lock(&c->mu);
+    if (c->inject.len) {
+        rc = up_buf_append(&c->out, c->inject.data, c->inject.len);
+        c->inject.len = 0;
+    }
+    pthread_mutex_unlock(&c->mu);
+    return rc;
+}
+
+/* Keep-alive tick. -1: close the connection. */
+static int tick(tb_conn_t *c, int64_t now)
+{
+    upulsar_tb_t *tb = c->tb;
+    int iv = tb->opts.ping_interval_ms;
+    if (iv <= 0 || now < c->next_tick_ms)
+        return 0;
+    c->next_tick_ms = now + iv;
+    if (atomic_load(&tb->ignore_pings)) {
+        c->ping_outstanding = false;
+        return 0;
+    }
+    if (!c->handshaken || c->ping_outstanding)
+        return -1;
+    if (tb_put_simple(&c->out, UP_CMD(PING)))
+        return -1;
+    atomic_fetch_add(&tb->pings_sent, 1);
+    c->ping_outstanding = true;
+    return 0;
+}
+
+static void conn_cleanup(tb_conn_t *c)
+{
+    for (size_t i = 0; i < c->nprods; i++) {
+        tb_producer_t *p = c->prods[i];
+        pthread_mutex_lock(&p->topic->mu);
+        topic_remove_producer(p->topic, p);
+        pthread_mutex_unlock(&p->topic->mu);
+        producer_free(p);
+    }
+    free(c->prods);
+    c->prods = NULL;
+    c->nprods = 0;
+    for (size_t i = 0; i < c->ncons; i++) {
+        tb_consumer_t *k = c->cons[i];
+        pthread_mutex_lock(&k->topic->mu);
+        consumer_detach_locked(k);
+        pthread_mutex_unlock(&k->topic->mu);
+        free(k);
+    }
+    free(c->cons);
+    c->cons = NULL;
+    c->ncons = 0;
+    if (c->qlen)
+        atomic_fetch_sub(&c->tb->receipts_queued, c->qlen);
+    free(c->q);
+    c->q = NULL;
+    c->qlen = 0;
+    up_decoder_free(&c->dec);
+    up_buf_free(&c->out);
+}
+
+void *tb_conn_main(void *arg)
+{
+    tb_conn_t *c = arg;
+    upulsar_tb_t *tb = c->tb;
+    int iv = tb->opts.ping_interval_ms;
+    c->next_tick_ms = tb_now_ms() + (iv > 0 ? iv : 0);
+    for (;;) {
+        if (atomic_load(&c->kill))
+            break;
+        bool frozen = atomic_load(&tb->frozen);
+        int64_t now = tb_now_ms();
+        int64_t timeout = -1;
+        if (!frozen) {
+            if (iv > 0)
+                timeout = c->next_tick_ms - now;
+            int64_t due = queue_next_due(c);
+            if (due >= 0 && (timeout < 0 || due - now < timeout))
+                timeout = due - now;
+            if (timeout < -1)
+                timeout = 0;
+            if (timeout > 60000)
+                timeout = 60000;
+        }
+        struct pollfd pfd[2];
+        pfd[0].fd = frozen ? -1 : c->fd;
+        pfd[0].events = (short)((out_pending(c) < OUT_HIGH ? POLLIN : 0) |
+                                (out_pending(c) ? POLLOUT : 0));
+        pfd[0].revents = 0;
+        pfd[1].fd = c->efd;
+        pfd[1].events = POLLIN;
+        pfd[1].revents = 0;
+        int pr = poll(pfd, 2, (int)timeout);
+        if (pr < 0 && errno != EINTR)
+            break;
+        if (pfd[1].revents & POLLIN) {
+            uint64_t v;
+            ssize_t rn = read(c->efd, &v, sizeof v);
+            (void)rn;
+            atomic_store(&c->wake_pending, 0);
+        }
+        if (atomic_load(&c->kill))
+            break;
+        if (atomic_load(&tb->frozen)) {
+            c->frozen_seen = true;
+            continue;
+        }
+        now = tb_now_ms();
+        if (c->frozen_seen) { /* a hang is not the client's silence */
+            c->frozen_seen = false;
+            c->ping_outstanding = false;
+            c->next_tick_ms = now + (iv > 0 ? iv : 0);
+        }
+        if (pfd[0].revents & (POLLIN | POLLHUP | POLLERR)) {
+            if (conn_read(c))
+                break;
+        }
+        if (take_injected(c) || run_queue(c, now) || tick(c, now) || dispatch(c) ||
+            conn_flush(c))
+            break;
+    }
+    conn_flush(c); /* best effort: answers to the last frames read */
+    conn_cleanup(c);
+    tb_conn_retire(c);
+    return NULL;
+}

@@ -1,0 +1,657 @@
+/* store.c -- the test broker's in-memory log: topic names and registry,
+ * entries, dedup records, subscription ack state, entry decoding and
+ * snapshots. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "batch.h"
+#include "err.h"
+#include "tb.h"
+
+/* ---- arena ------------------------------------------------------------- */
+
+void tb_arena_init(tb_arena_t *a, size_t chunk_size)
+{
+    a->head = NULL;
+    a->chunk_size = chunk_size ? chunk_size : 64 * 1024;
+    a->total = 0;
+}
+
+void *tb_arena_alloc(tb_arena_t *a, size_t n)
+{
+    n = (n + 7) & ~(size_t)7;
+    if (n == 0)
+        n = 8;
+    tb_chunk_t *c = a->head;
+    if (!c || c->cap - c->used < n) {
+        size_t cap = n > a->chunk_size / 4 ? n : a->chunk_size;
+        if (cap > SIZE_MAX - sizeof *c)
+            return NULL;
+        tb_chunk_t *nc = malloc(sizeof *nc + cap);
+        if (!nc)
+            return NULL;
+        nc->used = 0;
+        nc->cap = cap;
+        if (cap == n && c && c->cap - c->used >= 64) {
+            /* a big one-off: keep filling the current chunk afterwards */
+            nc->next = c->next;
+            c->next = nc;
+        } else {
+            nc->next = c;
+            a->head = nc;
+        }
+        c = nc;
+    }
+    void *p = c->data + c->used;
+    c->used += n;
+    a->total += n;
+    return p;
+}
+
+void *tb_arena_dup(tb_arena_t *a, const void *p, size_t n)
+{
+    if (n == SIZE_MAX)
+        return NULL;
+    uint8_t *d = tb_arena_alloc(a, n + 1);
+    if (!d)
+        return NULL;
+    if (n)
+        memcpy(d, p, n);
+    d[n] = 0;
+    return d;
+}
+
+void tb_arena_free(tb_arena_t *a)
+{
+    tb_chunk_t *c = a->head;
+    while (c) {
+        tb_chunk_t *n = c->next;
+        free(c);
+        c = n;
+    }
+    a->head = NULL;
+    a->total = 0;
+}
+
+/* ---- topic names ------------------------------------------------------- */
+
+static bool valid_part(const char *s, size_t n)
+{
+    if (n == 0)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        if (ch < 0x20 || ch == 0x7f)
+            return false;
+    }
+    return true;
+}
+
+/* "tenant/ns/topic" (or legacy "tenant/cluster/ns/topic") with non-empty
+ * parts; the topic part itself may contain further '/'. */
+static bool valid_path(const char *p)
+{
+    const char *s1 = strchr(p, '/');
+    if (!s1 || !valid_part(p, (size_t)(s1 - p)))
+        return false;
+    const char *s2 = strchr(s1 + 1, '/');
+    if (!s2 || !valid_part(s1 + 1, (size_t)(s2 - s1 - 1)))
+        return false;
+    return valid_part(s2 + 1, strlen(s2 + 1));
+}
+
+char *tb_topic_normalize(const char *in, upulsar_err_t *err)
+{
+    *err = UPULSAR_ERR__INVALID_TOPIC;
+    if (!in || !*in || strlen(in) > 4096)
+        return NULL;
+    const char *pfx = "";
+    const char *rest = in;
+    const char *sep = strstr(in, "://");
+    if (sep) {
+        size_t sl = (size_t)(sep - in);
+        if (!((sl == 10 && !memcmp(in, "persistent", 10)) ||
+              (sl == 14 && !memcmp(in, "non-persistent", 14))))
+            return NULL;
+        if (!valid_path(sep + 3))
+            return NULL;
+    } else if (!strchr(in, '/')) {
+        if (!valid_part(in, strlen(in)))
+            return NULL;
+        pfx = "persistent://public/default/";
+    } else {
+        if (!valid_path(in))
+            return NULL;
+        /* only the three-part short form is accepted without a scheme */
+        const char *s2 = strchr(strchr(in, '/') + 1, '/');
+        if (strchr(s2 + 1, '/'))
+            return NULL;
+        pfx = "persistent://";
+    }
+    size_t pl = strlen(pfx), rl = strlen(rest);
+    char *out = malloc(pl + rl + 1);
+    if (!out) {
+        *err = UPULSAR_ERR__NOMEM;
+        return NULL;
+    }
+    memcpy(out, pfx, pl);
+    memcpy(out + pl, rest, rl + 1);
+    *err = UPULSAR_OK;
+    return out;
+}
+
+size_t tb_partition_base_len(const char *name)
+{
+    static const char mark[] = "-partition-";
+    size_t n = strlen(name), ml = sizeof mark - 1;
+    size_t d = 0;
+    while (d < n && name[n - 1 - d] >= '0' && name[n - 1 - d] <= '9')
+        d++;
+    if (d == 0 || d > 9 || n - d < ml + 1)
+        return 0;
+    if (memcmp(name + n - d - ml, mark, ml))
+        return 0;
+    return n - d - ml;
+}
+
+/* ---- topic registry ---------------------------------------------------- */
+
+tb_topic_t *tb_topic_find_locked(upulsar_tb_t *tb, const char *norm, bool create)
+{
+    for (tb_topic_t *t = tb->topics; t; t = t->next)
+        if (!strcmp(t->name, norm))
+            return t;
+    if (!create)
+        return NULL;
+    tb_topic_t *t = calloc(1, sizeof *t);
+    if (!t)
+        return NULL;
+    t->name = strdup(norm);
+    if (!t->name || pthread_mutex_init(&t->mu, NULL)) {
+        free(t->name);
+        free(t);
+        return NULL;
+    }
+    if (pthread_cond_init(&t->grew, NULL)) {
+        pthread_mutex_destroy(&t->mu);
+        free(t->name);
+        free(t);
+        return NULL;
+    }
+    atomic_init(&t->hold, false);
+    t->ledger_id = tb->next_ledger++;
+    t->st.ledger_id = t->ledger_id;
+    tb_arena_init(&t->arena, tb->opts.perf ? 16u * 1024 * 1024 : 1024u * 1024);
+    t->next = tb->topics;
+    tb->topics = t;
+    return t;
+}
+
+tb_topic_t *tb_topic_get(upulsar_tb_t *tb, const char *norm, bool create)
+{
+    pthread_mutex_lock(&tb->mu);
+    tb_topic_t *t = tb_topic_find_locked(tb, norm, create);
+    pthread_mutex_unlock(&tb->mu);
+    return t;
+}
+
+void tb_topic_free(tb_topic_t *t)
+{
+    for (size_t i = 0; i < t->nblocks; i++)
+        free(t->blocks[i]);
+    free(t->blocks);
+    tb_arena_free(&t->arena);
+    for (tb_dedup_t *d = t->dedup, *n; d; d = n) {
+        n = d->next;
+        free(d);
+    }
+    for (tb_sub_t *s = t->subs, *n; s; s = n) {
+        n = s->next;
+        free(s->name);
+        free(s->acked);
+        free(s);
+    }
+    free(t->prods);
+    free(t->cons);
+    free(t->owner_url);
+    pthread_cond_destroy(&t->grew);
+    pthread_mutex_destroy(&t->mu);
+    free(t->name);
+    free(t);
+}
+
+tb_entry_t *tb_topic_append(tb_topic_t *t, const uint8_t *md, size_t md_len,
+                            const uint8_t *payload, size_t payload_len, bool retain)
+{
+    uint64_t idx = t->n_entries;
+    size_t b = (size_t)(idx >> TB_BLOCK_SHIFT);
+    if (b >= t->nblocks) {
+        if (t->nblocks == t->blocks_cap) {
+            size_t cap = t->blocks_cap ? t->blocks_cap * 2 : 16;
+            tb_entry_t **nb = realloc(t->blocks, cap * sizeof *nb);
+            if (!nb)
+                return NULL;
+            t->blocks = nb;
+            t->blocks_cap = cap;
+        }
+        tb_entry_t *blk = malloc(TB_BLOCK * sizeof *blk);
+        if (!blk)
+            return NULL;
+        t->blocks[t->nblocks++] = blk;
+    }
+    tb_entry_t *e = tb_topic_entry(t, idx);
+    memset(e, 0, sizeof *e);
+    e->entry_id = idx;
+    e->md_len = (uint32_t)md_len;
+    e->payload_len = (uint32_t)payload_len;
+    if (retain) {
+        uint8_t *d = tb_arena_alloc(&t->arena, md_len + payload_len);
+        if (!d)
+            return NULL;
+        memcpy(d, md, md_len);
+        if (payload_len)
+            memcpy(d + md_len, payload, payload_len);
+        e->data = d;
+    }
+    t->n_entries++;
+    return e;
+}
+
+tb_dedup_t *tb_dedup_get(tb_topic_t *t, const char *name)
+{
+    for (tb_dedup_t *d = t->dedup; d; d = d->next)
+        if (!strcmp(d->name, name))
+            return d;
+    size_t n = strlen(name);
+    tb_dedup_t *d = malloc(sizeof *d + n + 1);
+    if (!d)
+        return NULL;
+    d->last_seq = -1;
+    memcpy(d->name, name, n + 1);
+    d->next = t->dedup;
+    t->dedup = d;
+    return d;
+}
+
+/* ---- subscription acks ------------------------------------------------- */
+
+bool tb_sub_is_acked(const tb_sub_t *s, uint64_t id)
+{
+    if (id < s->low)
+        return true;
+    if (id / 8 >= s->acked_bytes)
+        return false;
+    return (s->acked[id / 8] >> (id % 8)) & 1;
+}
+
+int tb_sub_ack(tb_sub_t *s, uint64_t id)
+{
+    if (id < s->low)
+        return 0;
+    if (id / 8 >= s->acked_bytes) {
+        size_t nb = s->acked_bytes ? s->acked_bytes : 64;
+        while (nb <= id / 8)
+            nb *= 2;
+        uint8_t *p = realloc(s->acked, nb);
+        if (!p)
+            return UPULSAR_ERR__NOMEM;
+        memset(p + s->acked_bytes, 0, nb - s->acked_bytes);
+        s->acked = p;
+        s->acked_bytes = nb;
+    }
+    s->acked[id / 8] |= (uint8_t)(1u << (id % 8));
+    while (s->low / 8 < s->acked_bytes && tb_sub_is_acked(s, s->low))
+        s->low++;
+    return 0;
+}
+
+void tb_sub_ack_upto(tb_sub_t *s, uint64_t id)
+{
+    if (id + 1 > s->low)
+        s->low = id + 1;
+    while (s->low / 8 < s->acked_bytes && tb_sub_is_acked(s, s->low))
+        s->low++;
+}
+
+/* ---- decoding entries -------------------------------------------------- */
+
+int tb_decode_entry(const uint8_t *mdb, size_t md_len, const uint8_t *payload,
+                    size_t payload_len, tb_decode_cb cb, void *ctx, uint32_t *count)
+{
+    *count = 0;
+    up_md_t *md = pulsar__proto__message_metadata__unpack(NULL, md_len, mdb);
+    if (!md)
+        return UPULSAR_ERR__DECODE;
+    int rc = 0;
+    uint8_t *plain = NULL;
+    const uint8_t *body = payload;
+    size_t body_len = payload_len;
+    if (md->has_compression && md->compression != PULSAR__PROTO__COMPRESSION_TYPE__NONE) {
+        if (!md->has_uncompressed_size || md->uncompressed_size > TB_MAX_UNCOMPRESSED) {
+            rc = UPULSAR_ERR__DECODE;
+            goto out;
+        }
+        plain = malloc(md->uncompressed_size ? md->uncompressed_size : 1);
+        if (!plain) {
+            rc = UPULSAR_ERR__NOMEM;
+            goto out;
+        }
+        rc = up_decompress((int)md->compression, payload, payload_len, plain,
+                           md->uncompressed_size);
+        if (rc)
+            goto out;
+        body = plain;
+        body_len = md->uncompressed_size;
+    }
+    tb_decoded_t m;
+    memset(&m, 0, sizeof m);
+    m.md = md;
+    if (!md->has_num_messages_in_batch) {
+        m.payload = body;
+        m.payload_len = body_len;
+        m.sequence_id = md->sequence_id;
+        m.batch_index = -1;
+        m.batch_size = 0;
+        rc = cb ? cb(ctx, &m) : 0;
+        if (!rc)
+            *count = 1;
+        goto out;
+    }
+    if (md->num_messages_in_batch < 0) {
+        rc = UPULSAR_ERR__DECODE;
+        goto out;
+    }
+    size_t off = 0;
+    int32_t i = 0;
+    for (;;) {
+        up_batch_msg_t bm;
+        int r = up_batch_next(body, body_len, &off, &bm);
+        if (r == 0)
+            break;
+        if (r < 0) {
+            rc = r;
+            goto out;
+        }
+        if (i >= md->num_messages_in_batch) {
+            pulsar__proto__single_message_metadata__free_unpacked(bm.smm, NULL);
+            rc = UPULSAR_ERR__DECODE; /* more records than announced */
+            goto out;
+        }
+        m.smm = bm.smm;
+        m.payload = bm.payload;
+        m.payload_len = bm.payload_len;
+        m.sequence_id = bm.smm->has_sequence_id ? bm.smm->sequence_id
+                                                : md->sequence_id + (uint64_t)i;
+        m.batch_index = i;
+        m.batch_size = md->num_messages_in_batch;
+        int r2 = cb ? cb(ctx, &m) : 0;
+        pulsar__proto__single_message_metadata__free_unpacked(bm.smm, NULL);
+        if (r2) {
+            rc = r2;
+            goto out;
+        }
+        i++;
+        *count = (uint32_t)i;
+    }
+    if (i != md->num_messages_in_batch)
+        rc = UPULSAR_ERR__DECODE; /* fewer records than announced */
+out:
+    free(plain);
+    pulsar__proto__message_metadata__free_unpacked(md, NULL);
+    return rc;
+}
+
+/* ---- snapshots --------------------------------------------------------- */
+
+struct upulsar_tb_snapshot {
+    upulsar_tb_msg_t *msgs;
+    size_t n, cap;
+    size_t skipped;
+    tb_arena_t arena;
+};
+
+typedef struct snap_ctx {
+    upulsar_tb_snapshot_t *s;
+    const tb_entry_t *e;
+    uint64_t ledger;
+    const char *producer; /* interned per entry */
+} snap_ctx_t;
+
+static int snap_add(void *vctx, const tb_decoded_t *m)
+{
+    snap_ctx_t *x = vctx;
+    upulsar_tb_snapshot_t *s = x->s;
+    if (s->n == s->cap) {
+        size_t cap = s->cap ? s->cap * 2 : 256;
+        upulsar_tb_msg_t *nm = realloc(s->msgs, cap * sizeof *nm);
+        if (!nm)
+            return UPULSAR_ERR__NOMEM;
+        s->msgs = nm;
+        s->cap = cap;
+    }
+    upulsar_tb_msg_t *o = &s->msgs[s->n];
+    memset(o, 0, sizeof *o);
+    tb_arena_t *a = &s->arena;
+    if (!x->producer) {
+        const char *pn = m->md->producer_name ? m->md->producer_name : "";
+        x->producer = tb_arena_dup(a, pn, strlen(pn));
+        if (!x->producer)
+            return UPULSAR_ERR__NOMEM;
+    }
+    o->producer_name = x->producer;
+    o->publish_time = m->md->publish_time;
+    o->ledger_id = x->ledger;
+    o->entry_id = x->e->entry_id;
+    o->batch_index = m->batch_index;
+    o->batch_size = m->batch_size;
+    o->sequence_id = m->sequence_id;
+    o->compression = m->md->has_compression ? (int)m->md->compression : 0;
+    o->payload = tb_arena_dup(a, m->payload, m->payload_len);
+    if (!o->payload)
+        return UPULSAR_ERR__NOMEM;
+    o->payload_len = m->payload_len;
+
+    const char *key;
+    const ProtobufCBinaryData *okey = NULL;
+    size_t np;
+    Pulsar__Proto__KeyValue **props;
+    if (m->smm) {
+        key = m->smm->partition_key;
+        if (m->smm->has_ordering_key)
+            okey = &m->smm->ordering_key;
+        np = m->smm->n_properties;
+        props = m->smm->properties;
+        o->event_time = m->smm->has_event_time ? m->smm->event_time : 0;
+    } else {
+        key = m->md->partition_key;
+        if (m->md->has_ordering_key)
+            okey = &m->md->ordering_key;
+        np = m->md->n_properties;
+        props = m->md->properties;
+        o->event_time = m->md->has_event_time ? m->md->event_time : 0;
+    }
+    if (key && !(o->partition_key = tb_arena_dup(a, key, strlen(key))))
+        return UPULSAR_ERR__NOMEM;
+    if (okey) {
+        o->ordering_key = tb_arena_dup(a, okey->data, okey->len);
+        if (!o->ordering_key)
+            return UPULSAR_ERR__NOMEM;
+        o->ordering_key_len = okey->len;
+    }
+    if (np) {
+        upulsar_property_t *pa = tb_arena_alloc(a, np * sizeof *pa);
+        if (!pa)
+            return UPULSAR_ERR__NOMEM;
+        for (size_t i = 0; i < np; i++) {
+            const char *k = props[i]->key ? props[i]->key : "";
+            const char *v = props[i]->value ? props[i]->value : "";
+            pa[i].key = tb_arena_dup(a, k, strlen(k));
+            pa[i].value = tb_arena_dup(a, v, strlen(v));
+            if (!pa[i].key || !pa[i].value)
+                return UPULSAR_ERR__NOMEM;
+        }
+        o->properties = pa;
+        o->properties_cnt = np;
+    }
+    s->n++;
+    return 0;
+}
+
+upulsar_err_t upulsar_tb_snapshot(upulsar_tb_t *tb, const char *topic,
+                                  upulsar_tb_snapshot_t **out)
+{
+    if (!tb || !topic || !out)
+        return up_seterr(UPULSAR_ERR__INVALID_ARG, "upulsar_tb_snapshot: NULL argument");
+    *out = NULL;
+    upulsar_err_t err;
+    char *norm = tb_topic_normalize(topic, &err);
+    if (!norm)
+        return up_seterr(err, "invalid topic name \"%s\"", topic);
+    upulsar_tb_snapshot_t *s = calloc(1, sizeof *s);
+    if (!s) {
+        free(norm);
+        return up_seterr(UPULSAR_ERR__NOMEM, "snapshot");
+    }
+    tb_arena_init(&s->arena, 256 * 1024);
+    tb_topic_t *t = tb_topic_get(tb, norm, false);
+    free(norm);
+    if (!t) {
+        *out = s;
+        return UPULSAR_OK;
+    }
+    pthread_mutex_lock(&t->mu);
+    uint64_t n = t->n_entries;
+    uint64_t ledger = t->ledger_id;
+    tb_entry_t **ents = malloc((n ? n : 1) * sizeof *ents);
+    if (ents)
+        for (uint64_t i = 0; i < n; i++)
+            ents[i] = tb_topic_entry(t, i);
+    pthread_mutex_unlock(&t->mu);
+    if (!ents) {
+        upulsar_tb_snapshot_free(s);
+        return up_seterr(UPULSAR_ERR__NOMEM, "snapshot");
+    }
+    /* entries are immutable: decode them without the lock */
+    for (uint64_t i = 0; i < n; i++) {
+        const tb_entry_t *e = ents[i];
+        if (!e->data) {
+            s->skipped++;
+            continue;
+        }
+        snap_ctx_t x = {s, e, ledger, NULL};
+        size_t before = s->n;
+        uint32_t cnt;
+        int rc = tb_decode_entry(e->data, e->md_len, e->data + e->md_len, e->payload_len,
+                                 snap_add, &x, &cnt);
+        if (rc == UPULSAR_ERR__NOMEM) {
+            free(ents);
+            upulsar_tb_snapshot_free(s);
+            return up_seterr(UPULSAR_ERR__NOMEM, "snapshot");
+        }
+        if (rc) {
+            s->n = before; /* drop a partly decoded entry */
+            s->skipped++;
+        }
+    }
+    free(ents);
+    *out = s;
+    return UPULSAR_OK;
+}
+
+size_t upulsar_tb_snapshot_count(const upulsar_tb_snapshot_t *s)
+{
+    return s ? s->n : 0;
+}
+
+const upulsar_tb_msg_t *upulsar_tb_snapshot_msg(const upulsar_tb_snapshot_t *s, size_t i)
+{
+    return s && i < s->n ? &s->msgs[i] : NULL;
+}
+
+size_t upulsar_tb_snapshot_skipped(const upulsar_tb_snapshot_t *s)
+{
+    return s ? s->skipped : 0;
+}
+
+void upulsar_tb_snapshot_free(upulsar_tb_snapshot_t *s)
+{
+    if (!s)
+        return;
+    free(s->msgs);
+    tb_arena_free(&s->arena);
+    free(s);
+}
+
+/* ---- stats and waiting ------------------------------------------------- */
+
+static tb_topic_t *lookup_topic(upulsar_tb_t *tb, const char *topic, upulsar_err_t *err,
+                                bool create)
+{
+    char *norm = tb_topic_normalize(topic, err);
+    if (!norm) {
+        up_seterr(*err, "invalid topic name \"%s\"", topic);
+        return NULL;
+    }
+    tb_topic_t *t = tb_topic_get(tb, norm, create);
+    free(norm);
+    if (!t && create) {
+        *err = UPULSAR_ERR__NOMEM;
+        up_seterr(*err, "out of memory");
+    }
+    return t;
+}
+
+upulsar_err_t upulsar_tb_topic_stats(upulsar_tb_t *tb, const char *topic,
+                                     upulsar_tb_topic_stats_t *out)
+{
+    if (!tb || !topic || !out)
+        return up_seterr(UPULSAR_ERR__INVALID_ARG, "upulsar_tb_topic_stats: NULL argument");
+    memset(out, 0, sizeof *out);
+    upulsar_err_t err = UPULSAR_OK;
+    tb_topic_t *t = lookup_topic(tb, topic, &err, false);
+    if (!t)
+        return err;
+    pthread_mutex_lock(&t->mu);
+    *out = t->st;
+    out->producers = (int)t->nprods;
+    out->consumers = (int)t->ncons;
+    pthread_mutex_unlock(&t->mu);
+    return UPULSAR_OK;
+}
+
+upulsar_err_t upulsar_tb_wait_messages(upulsar_tb_t *tb, const char *topic,
+                                       uint64_t messages, int timeout_ms)
+{
+    if (!tb || !topic)
+        return up_seterr(UPULSAR_ERR__INVALID_ARG, "upulsar_tb_wait_messages: NULL argument");
+    upulsar_err_t err = UPULSAR_OK;
+    tb_topic_t *t = lookup_topic(tb, topic, &err, true);
+    if (!t)
+        return err;
+    struct timespec dl;
+    clock_gettime(CLOCK_REALTIME, &dl);
+    if (timeout_ms >= 0) {
+        dl.tv_sec += timeout_ms / 1000;
+        dl.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+        if (dl.tv_nsec >= 1000000000L) {
+            dl.tv_sec++;
+            dl.tv_nsec -= 1000000000L;
+        }
+    }
+    upulsar_err_t rc = UPULSAR_OK;
+    pthread_mutex_lock(&t->mu);
+    while (t->st.messages < messages) {
+        int w = timeout_ms < 0 ? pthread_cond_wait(&t->grew, &t->mu)
+                               : pthread_cond_timedwait(&t->grew, &t->mu, &dl);
+        if (w == ETIMEDOUT && t->st.messages < messages) {
+            rc = up_seterr(UPULSAR_ERR__TIMED_OUT, "%llu of %llu messages on %s",
+                           (unsigned long long)t->st.messages,
+                           (unsigned long long)messages, t->name);
+            break;
+        }
+    }
+    pthread_mutex_unlock(&t->mu);
+    return rc;
+}

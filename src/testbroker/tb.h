@@ -1,0 +1,301 @@
+/* tb.h -- test broker internals shared by its source files. @internal
+ *
+ * Threads: one accept thread per broker, one thread per connection. A
+ * connection's socket, decoder, output buffer, producer and consumer tables
+ * and receipt queue belong to its thread alone; other threads reach it only
+ * through tb_conn_inject() (frames appended under conn->mu), atomics and
+ * shutdown(2) of its socket.
+ *
+ * Locks, in acquisition order: tb->mu (topic registry, connection lists,
+ * broker-wide fault settings) -> topic->mu (log, dedup, producers,
+ * consumers, subscriptions of one topic) -> conn->mu (injected frames).
+ * Log entries are immutable once appended and live until the broker is
+ * freed, so a thread may read an entry after dropping topic->mu.
+ */
+#ifndef UP_TB_H
+#define UP_TB_H
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "buf.h"
+#include "frame.h"
+#include "pb.h"
+#include "upulsar/testbroker.h"
+
+#define TB_PROTOCOL_MAX 21
+#define TB_DEFAULT_MAX_MESSAGE (5 * 1024 * 1024)
+#define TB_DEFAULT_PING_MS 30000
+/** Cap on the uncompressed size of one entry the broker agrees to decode. */
+#define TB_MAX_UNCOMPRESSED (256u * 1024 * 1024)
+/** UINT64 form of -1, used for dedup receipts and "unset" ids. */
+#define TB_ID_NONE UINT64_MAX
+
+/* ---- arena: bump allocator, freed all at once ------------------------- */
+
+typedef struct tb_chunk {
+    struct tb_chunk *next;
+    size_t used, cap;
+    _Alignas(16) uint8_t data[];
+} tb_chunk_t;
+
+typedef struct tb_arena {
+    tb_chunk_t *head;
+    size_t chunk_size; /**< default size of new chunks */
+    size_t total;      /**< bytes handed out */
+} tb_arena_t;
+
+void tb_arena_init(tb_arena_t *a, size_t chunk_size);
+/** @p n bytes aligned to 8, NULL on out of memory. */
+void *tb_arena_alloc(tb_arena_t *a, size_t n);
+/** Copy of @p n bytes (plus a NUL after them), NULL on out of memory. */
+void *tb_arena_dup(tb_arena_t *a, const void *p, size_t n);
+void tb_arena_free(tb_arena_t *a);
+
+/* ---- the log ----------------------------------------------------------- */
+
+/** One stored entry (one SEND). Immutable once appended. */
+typedef struct tb_entry {
+    uint64_t entry_id;
+    uint64_t sequence_id;   /**< CommandSend.sequence_id */
+    uint64_t highest_seq;   /**< highest sequence id, as used by dedup */
+    const uint8_t *data;    /**< metadata then payload; NULL if not retained */
+    uint32_t md_len;
+    uint32_t payload_len;
+    uint32_t num_msgs;      /**< messages counted for this entry */
+} tb_entry_t;
+
+#define TB_BLOCK_SHIFT 12
+#define TB_BLOCK (1u << TB_BLOCK_SHIFT)
+
+/** Last stored sequence id of one producer name on one topic. */
+typedef struct tb_dedup {
+    struct tb_dedup *next;
+    int64_t last_seq; /**< -1: nothing stored yet */
+    char name[];
+} tb_dedup_t;
+
+typedef struct tb_conn tb_conn_t;
+typedef struct tb_topic tb_topic_t;
+
+typedef struct tb_sub {
+    struct tb_sub *next;
+    char *name;
+    int type;           /**< CommandSubscribe.SubType of its consumers */
+    bool durable;
+    int consumers;      /**< attached consumers */
+    uint64_t read_pos;  /**< next entry index to dispatch */
+    uint64_t low;       /**< every entry below is acknowledged */
+    uint8_t *acked;     /**< bit per entry id (>= low meaningful) */
+    size_t acked_bytes;
+} tb_sub_t;
+
+typedef struct tb_producer {
+    uint64_t id;
+    char *name;
+    tb_topic_t *topic;
+    tb_conn_t *conn;
+    tb_dedup_t *dedup;
+    bool active; /**< registered on the topic (topic->mu) */
+    bool closed; /**< closed by the broker (unload); SENDs ignored (topic->mu) */
+} tb_producer_t;
+
+typedef struct tb_consumer {
+    uint64_t id;
+    tb_topic_t *topic;
+    tb_sub_t *sub;
+    tb_conn_t *conn;
+    int64_t permits; /**< topic->mu */
+} tb_consumer_t;
+
+struct tb_topic {
+    struct tb_topic *next; /**< tb->topics */
+    char *name;            /**< normalised */
+    pthread_mutex_t mu;
+    pthread_cond_t grew;   /**< broadcast on every append */
+    uint64_t ledger_id;
+
+    /* configuration (tb->mu) */
+    int partitions;
+    char *owner_url;       /**< NULL: owned by this broker */
+
+    /* log (topic->mu) */
+    tb_entry_t **blocks;
+    size_t nblocks, blocks_cap;
+    uint64_t n_entries;
+    tb_arena_t arena;
+    tb_dedup_t *dedup;
+    upulsar_tb_topic_stats_t st;
+
+    /* producers / consumers / subscriptions (topic->mu) */
+    tb_producer_t **prods;
+    size_t nprods, prods_cap;
+    tb_consumer_t **cons;
+    size_t ncons, cons_cap;
+    tb_sub_t *subs;
+
+    /* faults (topic->mu, hold is atomic) */
+    int fail_sends_n, fail_sends_err;
+    int fail_prods_n, fail_prods_err;
+    atomic_bool hold;
+};
+
+/* ---- connections ------------------------------------------------------- */
+
+/** A SEND answer waiting in a connection's queue (delay or hold). */
+typedef struct tb_resp {
+    tb_topic_t *topic;
+    int64_t due_ms;
+    uint64_t producer_id, sequence_id, highest_seq, ledger, entry;
+    int error;          /**< -1: SEND_RECEIPT, else SEND_ERROR ServerError */
+    bool has_highest;
+} tb_resp_t;
+
+struct tb_conn {
+    upulsar_tb_t *tb;
+    tb_conn_t *next, *prev; /**< tb->conns or tb->zombies (tb->mu) */
+    uint64_t serial;
+    int fd, efd;
+    pthread_t thr;
+    atomic_int wake_pending;
+    atomic_bool kill;
+    pthread_mutex_t mu; /**< protects inject */
+    up_buf_t inject;
+
+    /* owned by the connection thread */
+    up_decoder_t dec;
+    up_buf_t out;
+    size_t out_off;
+    bool handshaken, frozen_seen;
+    int proto;
+    bool ping_outstanding;
+    int64_t next_tick_ms;
+    tb_producer_t **prods;
+    size_t nprods, prods_cap;
+    tb_consumer_t **cons;
+    size_t ncons, cons_cap;
+    tb_resp_t *q;
+    size_t qlen, qcap;
+    int64_t q_last_due;
+};
+
+/* ---- the broker -------------------------------------------------------- */
+
+struct upulsar_tb {
+    upulsar_tb_opts_t opts;
+    char *server_version;
+    int port;
+    char url[64];
+    unsigned instance;
+
+    pthread_mutex_t mu;
+    pthread_cond_t conns_changed;
+    int lfd, efd;
+    pthread_t acceptor;
+    bool acceptor_running;
+    atomic_bool acceptor_stop;
+    tb_conn_t *conns, *zombies;
+    int nconns;
+    uint64_t conn_serial;
+    tb_topic_t *topics;
+    uint64_t next_ledger;
+    uint64_t next_name;
+
+    /* broker-wide faults */
+    atomic_int receipt_delay_ms;
+    atomic_bool hold_all;
+    atomic_bool ignore_pings;
+    atomic_bool frozen;
+    atomic_llong refuse_until_ms;
+    atomic_int fail_sends_any; /**< fast check: fail_sends_n > 0 */
+    int fail_sends_n, fail_sends_err; /**< tb->mu */
+    int fail_prods_n, fail_prods_err; /**< tb->mu */
+    atomic_ullong next_request_id;    /**< broker-initiated requests */
+
+    /* counters */
+    atomic_ullong accepted, refused, pings_sent, pongs_received, protocol_errors,
+        receipts_queued, restarts, entries, messages;
+    atomic_ullong retained_bytes;
+};
+
+/* broker.c */
+int64_t tb_now_ms(void);
+/** Wake a connection's thread (coalesced). */
+void tb_conn_wake(tb_conn_t *c);
+/** Append a frame for @p c's thread to write; wakes it. 0 or -1 (NOMEM). */
+int tb_conn_inject(tb_conn_t *c, const void *frame, size_t len);
+/** Tell the broker @p c's thread is done (moves it to the zombie list). */
+void tb_conn_retire(tb_conn_t *c);
+/** Generate a unique producer name. @p out must hold 64 bytes. */
+void tb_gen_name(upulsar_tb_t *tb, char *out);
+/** Consume one broker-wide injected failure; returns the ServerError or -1. */
+int tb_take_fail_send(upulsar_tb_t *tb);
+int tb_take_fail_producer(upulsar_tb_t *tb);
+
+/* conn.c */
+void *tb_conn_main(void *arg);
+
+/* store.c */
+/** Normalise a topic name; returns a malloc'd string, or NULL when the name
+ *  is invalid (*@p err = INVALID_TOPIC) or out of memory (NOMEM). */
+char *tb_topic_normalize(const char *in, upulsar_err_t *err);
+/** Length of the base name if @p name is "<base>-partition-<n>", else 0. */
+size_t tb_partition_base_len(const char *name);
+/** Find @p norm (normalised) in the registry, creating it if @p create.
+ *  Caller holds tb->mu. NULL if absent (or out of memory). */
+tb_topic_t *tb_topic_find_locked(upulsar_tb_t *tb, const char *norm, bool create);
+/** Same, taking tb->mu itself. */
+tb_topic_t *tb_topic_get(upulsar_tb_t *tb, const char *norm, bool create);
+void tb_topic_free(tb_topic_t *t);
+/** Entry @p idx; caller holds topic->mu (pointer stays valid after). */
+static inline tb_entry_t *tb_topic_entry(tb_topic_t *t, uint64_t idx)
+{
+    return &t->blocks[idx >> TB_BLOCK_SHIFT][idx & (TB_BLOCK - 1)];
+}
+/** Append an entry (caller holds topic->mu). @p retain false stores no
+ *  bytes. Returns the entry or NULL on out of memory. */
+tb_entry_t *tb_topic_append(tb_topic_t *t, const uint8_t *md, size_t md_len,
+                            const uint8_t *payload, size_t payload_len,
+                            bool retain);
+/** Find or create the dedup record of @p name (caller holds topic->mu). */
+tb_dedup_t *tb_dedup_get(tb_topic_t *t, const char *name);
+
+/* ack bookkeeping of a subscription (topic->mu) */
+bool tb_sub_is_acked(const tb_sub_t *s, uint64_t id);
+int tb_sub_ack(tb_sub_t *s, uint64_t id);
+void tb_sub_ack_upto(tb_sub_t *s, uint64_t id);
+
+/** One message decoded from an entry. */
+typedef struct tb_decoded {
+    const Pulsar__Proto__MessageMetadata *md;
+    const Pulsar__Proto__SingleMessageMetadata *smm; /**< NULL if not batched */
+    const uint8_t *payload;
+    size_t payload_len;
+    uint64_t sequence_id;
+    int32_t batch_index, batch_size;
+} tb_decoded_t;
+
+typedef int (*tb_decode_cb)(void *ctx, const tb_decoded_t *m);
+
+/** Decode one entry's metadata and payload (decompressing, splitting a
+ *  batch) and call @p cb per message; a non-zero return from @p cb stops
+ *  and is returned. Returns 0, or a negative upulsar_err_t (DECODE,
+ *  COMPRESSION, NOT_SUPPORTED, NOMEM). *@p count receives the messages
+ *  delivered. */
+int tb_decode_entry(const uint8_t *md, size_t md_len, const uint8_t *payload,
+                    size_t payload_len, tb_decode_cb cb, void *ctx,
+                    uint32_t *count);
+
+/* proto.c: frame builders for the broker's answers */
+int tb_put_receipt(up_buf_t *out, uint64_t producer_id, uint64_t seq,
+                   uint64_t highest, bool has_highest, uint64_t ledger,
+                   uint64_t entry);
+int tb_put_send_error(up_buf_t *out, uint64_t producer_id, uint64_t seq,
+                      int error, const char *msg);
+int tb_put_error(up_buf_t *out, uint64_t request_id, int error, const char *msg);
+int tb_put_success(up_buf_t *out, uint64_t request_id);
+int tb_put_simple(up_buf_t *out, int type); /* PING, PONG */
+int tb_put_close_producer(up_buf_t *out, uint64_t producer_id, uint64_t request_id);
+#endif

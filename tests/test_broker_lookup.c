@@ -1,0 +1,177 @@
+/* test_broker_lookup.c -- discovery: PARTITIONED_METADATA counts, topic
+ * name normalisation, LOOKUP answered with Connect to self or Redirect to
+ * another broker instance. */
+#include <criterion/criterion.h>
+#include <string.h>
+
+#include "frame.h"
+#include "upulsar/testbroker.h"
+
+#define WAIT_MS 5000
+
+static upulsar_tb_t *start_broker(void)
+{
+    upulsar_tb_opts_t o;
+    upulsar_tb_opts_init(&o);
+    o.ping_interval_ms = 0;
+    upulsar_tb_t *tb = NULL;
+    cr_assert_eq(upulsar_tb_start(&o, &tb), UPULSAR_OK, "%s", upulsar_last_error());
+    return tb;
+}
+
+static const Pulsar__Proto__CommandPartitionedTopicMetadataResponse *
+ask_partitions(upulsar_tb_client_t *c, const char *topic, upulsar_tb_frame_t *f)
+{
+    up_cmd_t cmd = PULSAR__PROTO__BASE_COMMAND__INIT;
+    Pulsar__Proto__CommandPartitionedTopicMetadata pm =
+        PULSAR__PROTO__COMMAND_PARTITIONED_TOPIC_METADATA__INIT;
+    cmd.type = UP_CMD(PARTITIONED_METADATA);
+    cmd.partitionmetadata = &pm;
+    pm.topic = (char *)topic;
+    pm.request_id = upulsar_tb_client_next_request_id(c);
+    cr_assert_eq(upulsar_tb_client_send_cmd(c, &cmd), UPULSAR_OK);
+    cr_assert_eq(upulsar_tb_client_expect(c, UP_CMD(PARTITIONED_METADATA_RESPONSE), WAIT_MS, f),
+                 UPULSAR_OK);
+    const Pulsar__Proto__CommandPartitionedTopicMetadataResponse *r =
+        f->cmd->partitionmetadataresponse;
+    cr_assert_eq(r->request_id, pm.request_id);
+    cr_assert(r->has_response, "response must always be set");
+    return r;
+}
+
+static const Pulsar__Proto__CommandLookupTopicResponse *
+lookup(upulsar_tb_client_t *c, const char *topic, int authoritative, upulsar_tb_frame_t *f)
+{
+    up_cmd_t cmd = PULSAR__PROTO__BASE_COMMAND__INIT;
+    Pulsar__Proto__CommandLookupTopic lt = PULSAR__PROTO__COMMAND_LOOKUP_TOPIC__INIT;
+    cmd.type = UP_CMD(LOOKUP);
+    cmd.lookuptopic = &lt;
+    lt.topic = (char *)topic;
+    lt.request_id = upulsar_tb_client_next_request_id(c);
+    lt.has_authoritative = 1;
+    lt.authoritative = authoritative;
+    lt.advertised_listener_name = "";
+    cr_assert_eq(upulsar_tb_client_send_cmd(c, &cmd), UPULSAR_OK);
+    cr_assert_eq(upulsar_tb_client_expect(c, UP_CMD(LOOKUP_RESPONSE), WAIT_MS, f), UPULSAR_OK);
+    const Pulsar__Proto__CommandLookupTopicResponse *r = f->cmd->lookuptopicresponse;
+    cr_assert_eq(r->request_id, lt.request_id);
+    cr_assert(r->has_response, "response must always be set");
+    return r;
+}
+
+Test(broker_lookup, partitioned_metadata_reports_configured_counts)
+{
+    upulsar_tb_t *tb = start_broker();
+    cr_assert_eq(upulsar_tb_set_partitions(tb, "orders", 4), UPULSAR_OK);
+    cr_assert_eq(upulsar_tb_set_partitions(tb, "persistent://acme/prod/events", 16), UPULSAR_OK);
+    upulsar_tb_client_t *c;
+    cr_assert_eq(upulsar_tb_client_connect(upulsar_tb_url(tb), WAIT_MS, &c), UPULSAR_OK);
+    const struct {
+        const char *topic;
+        unsigned parts;
+    } cases[] = {
+        {"orders", 4},
+        {"persistent://public/default/orders", 4},
+        {"public/default/orders", 4},
+        {"acme/prod/events", 16},
+        {"persistent://acme/prod/events", 16},
+        {"never-configured", 0},
+        {"orders-partition-2", 0}, /* a partition is not itself partitioned */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        upulsar_tb_frame_t f;
+        const Pulsar__Proto__CommandPartitionedTopicMetadataResponse *r =
+            ask_partitions(c, cases[i].topic, &f);
+        cr_assert_eq(r->response,
+                     PULSAR__PROTO__COMMAND_PARTITIONED_TOPIC_METADATA_RESPONSE__LOOKUP_TYPE__Success,
+                     "%s", cases[i].topic);
+        cr_assert(r->has_partitions);
+        cr_assert_eq(r->partitions, cases[i].parts, "%s", cases[i].topic);
+    }
+    upulsar_tb_client_close(c);
+    upulsar_tb_stop(tb);
+}
+
+Test(broker_lookup, invalid_topic_names_fail_metadata_and_lookup)
+{
+    upulsar_tb_t *tb = start_broker();
+    upulsar_tb_client_t *c;
+    cr_assert_eq(upulsar_tb_client_connect(upulsar_tb_url(tb), WAIT_MS, &c), UPULSAR_OK);
+    const char *bad[] = {"", "a/b", "http://public/default/t", "persistent://public//t",
+                         "persistent://public/default/"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        upulsar_tb_frame_t f;
+        const Pulsar__Proto__CommandPartitionedTopicMetadataResponse *r =
+            ask_partitions(c, bad[i], &f);
+        cr_assert_eq(r->response,
+                     PULSAR__PROTO__COMMAND_PARTITIONED_TOPIC_METADATA_RESPONSE__LOOKUP_TYPE__Failed,
+                     "\"%s\"", bad[i]);
+        cr_assert_eq(r->error, UP_SERR(InvalidTopicName));
+        const Pulsar__Proto__CommandLookupTopicResponse *l = lookup(c, bad[i], 0, &f);
+        cr_assert_eq(l->response, PULSAR__PROTO__COMMAND_LOOKUP_TOPIC_RESPONSE__LOOKUP_TYPE__Failed);
+        cr_assert_eq(l->error, UP_SERR(InvalidTopicName));
+    }
+    cr_assert_eq(upulsar_tb_set_partitions(tb, "a/b", 3), UPULSAR_ERR__INVALID_TOPIC);
+    upulsar_tb_client_close(c);
+    upulsar_tb_stop(tb);
+}
+
+Test(broker_lookup, lookup_connects_to_self_authoritatively)
+{
+    upulsar_tb_t *tb = start_broker();
+    upulsar_tb_client_t *c;
+    cr_assert_eq(upulsar_tb_client_connect(upulsar_tb_url(tb), WAIT_MS, &c), UPULSAR_OK);
+    upulsar_tb_frame_t f;
+    const Pulsar__Proto__CommandLookupTopicResponse *r = lookup(c, "t", 0, &f);
+    cr_assert_eq(r->response, PULSAR__PROTO__COMMAND_LOOKUP_TOPIC_RESPONSE__LOOKUP_TYPE__Connect);
+    cr_assert_str_eq(r->brokerserviceurl, upulsar_tb_url(tb));
+    cr_assert(r->has_authoritative && r->authoritative);
+    upulsar_tb_client_close(c);
+    upulsar_tb_stop(tb);
+}
+
+Test(broker_lookup, lookup_redirects_to_the_owning_instance)
+{
+    upulsar_tb_t *a = start_broker(), *b = start_broker();
+    cr_assert_eq(upulsar_tb_set_owner(a, "moved", upulsar_tb_url(b)), UPULSAR_OK);
+    upulsar_tb_client_t *ca, *cb;
+    cr_assert_eq(upulsar_tb_client_connect(upulsar_tb_url(a), WAIT_MS, &ca), UPULSAR_OK);
+    upulsar_tb_frame_t f;
+    const Pulsar__Proto__CommandLookupTopicResponse *r =
+        lookup(ca, "persistent://public/default/moved", 0, &f);
+    cr_assert_eq(r->response, PULSAR__PROTO__COMMAND_LOOKUP_TOPIC_RESPONSE__LOOKUP_TYPE__Redirect);
+    cr_assert_str_eq(r->brokerserviceurl, upulsar_tb_url(b));
+    cr_assert(r->has_authoritative && r->authoritative);
+    /* partitions of the moved topic follow it */
+    r = lookup(ca, "moved-partition-3", 0, &f);
+    cr_assert_eq(r->response, PULSAR__PROTO__COMMAND_LOOKUP_TOPIC_RESPONSE__LOOKUP_TYPE__Redirect);
+    cr_assert_str_eq(r->brokerserviceurl, upulsar_tb_url(b));
+    /* other topics stay on a */
+    r = lookup(ca, "stays", 0, &f);
+    cr_assert_eq(r->response, PULSAR__PROTO__COMMAND_LOOKUP_TOPIC_RESPONSE__LOOKUP_TYPE__Connect);
+    cr_assert_str_eq(r->brokerserviceurl, upulsar_tb_url(a));
+
+    /* following the redirect: b owns it and says Connect */
+    cr_assert_eq(upulsar_tb_client_connect(upulsar_tb_url(b), WAIT_MS, &cb), UPULSAR_OK);
+    r = lookup(cb, "moved", 1, &f);
+    cr_assert_eq(r->response, PULSAR__PROTO__COMMAND_LOOKUP_TOPIC_RESPONSE__LOOKUP_TYPE__Connect);
+    cr_assert_str_eq(r->brokerserviceurl, upulsar_tb_url(b));
+
+    /* a refuses producers for the topic it does not own */
+    cr_assert_eq(upulsar_tb_client_create_producer(ca, "moved", 1, NULL, WAIT_MS, NULL, 0, NULL),
+                 UPULSAR_ERR_SERVICE_NOT_READY);
+    cr_assert_eq(upulsar_tb_client_create_producer(cb, "moved", 1, NULL, WAIT_MS, NULL, 0, NULL),
+                 UPULSAR_OK);
+
+    /* ownership can be taken back */
+    cr_assert_eq(upulsar_tb_set_owner(a, "moved", NULL), UPULSAR_OK);
+    r = lookup(ca, "moved", 0, &f);
+    cr_assert_eq(r->response, PULSAR__PROTO__COMMAND_LOOKUP_TOPIC_RESPONSE__LOOKUP_TYPE__Connect);
+    cr_assert_str_eq(r->brokerserviceurl, upulsar_tb_url(a));
+
+    cr_assert_eq(upulsar_tb_set_owner(a, "x", "http://nope"), UPULSAR_ERR__INVALID_URL);
+    upulsar_tb_client_close(ca);
+    upulsar_tb_client_close(cb);
+    upulsar_tb_stop(a);
+    upulsar_tb_stop(b);
+}
