@@ -1,0 +1,96 @@
+/* client.c -- client lifecycle: loops, watchdog, future pool, conn pool. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine.h"
+#include "err.h"
+
+upulsar_err_t upulsar_client_new(const upulsar_conf_t *conf, upulsar_client_t **out)
+{
+    if (!out)
+        return up_seterr(UPULSAR_ERR__INVALID_ARG, "out is NULL");
+    *out = NULL;
+    struct upulsar_client *c = calloc(1, sizeof *c);
+    if (!c)
+        return up_seterr(UPULSAR_ERR__NOMEM, "out of memory");
+    if (conf)
+        c->conf = *conf;
+    else
+        up_conf_defaults(&c->conf);
+    bool tls;
+    upulsar_err_t err = up_parse_url(c->conf.service_url, c->host, sizeof c->host, &c->port, &tls);
+    if (err) {
+        free(c);
+        return err;
+    }
+    if (tls) {
+        free(c);
+        return up_seterr(UPULSAR_ERR__NOT_SUPPORTED, "pulsar+ssl:// is not supported yet");
+    }
+    atomic_init(&c->next_producer_id, 1);
+    atomic_init(&c->next_request_id, 1);
+    atomic_init(&c->max_message_size, 5 * 1024 * 1024);
+    pthread_mutex_init(&c->pool_lock, NULL);
+    pthread_mutex_init(&c->lock, NULL);
+    pthread_cond_init(&c->wd_cv, NULL);
+    if (up_future_pool_init(&c->futures, (uint64_t)UP_FUT_MAX_SEGS * UP_FUT_SEG_SIZE)) {
+        free(c);
+        return up_seterr(UPULSAR_ERR__NOMEM, "out of memory");
+    }
+    c->nloops = c->conf.io_threads > 0 ? c->conf.io_threads : 1;
+    c->loops = calloc((size_t)c->nloops, sizeof *c->loops);
+    if (!c->loops) {
+        up_future_pool_destroy(&c->futures);
+        free(c);
+        return up_seterr(UPULSAR_ERR__NOMEM, "out of memory");
+    }
+    for (int i = 0; i < c->nloops; i++) {
+        err = up_loop_start(&c->loops[i], c, i);
+        if (err) {
+            while (i-- > 0)
+                up_loop_stop(&c->loops[i]);
+            free(c->loops);
+            up_future_pool_destroy(&c->futures);
+            free(c);
+            return err;
+        }
+    }
+    if (up_watchdog_start(c)) {
+        for (int i = 0; i < c->nloops; i++)
+            up_loop_stop(&c->loops[i]);
+        free(c->loops);
+        up_future_pool_destroy(&c->futures);
+        free(c);
+        return up_seterr(UPULSAR_ERR__IO, "cannot start the watchdog thread");
+    }
+    *out = c;
+    return UPULSAR_OK;
+}
+
+void upulsar_client_destroy(upulsar_client_t *c)
+{
+    if (!c)
+        return;
+    for (;;) {
+        pthread_mutex_lock(&c->lock);
+        struct upulsar_producer *h = c->producers;
+        pthread_mutex_unlock(&c->lock);
+        if (!h)
+            break;
+        upulsar_producer_stop(h, c->conf.operation_timeout_ms);
+    }
+    up_watchdog_stop(c);
+    for (int i = 0; i < c->nloops; i++)
+        up_loop_stop(&c->loops[i]);
+    pthread_mutex_lock(&c->pool_lock);
+    for (size_t i = 0; i < c->npool; i++)
+        up_conn_unref(c->pool[i]);
+    free(c->pool);
+    pthread_mutex_unlock(&c->pool_lock);
+    free(c->loops);
+    up_future_pool_destroy(&c->futures);
+    pthread_mutex_destroy(&c->pool_lock);
+    pthread_mutex_destroy(&c->lock);
+    pthread_cond_destroy(&c->wd_cv);
+    free(c);
+}

@@ -1,0 +1,700 @@
+/* conn.c -- one TCP connection to a broker: blocking connect + handshake,
+ * then io_uring reads/writes on its loop, frame dispatch, request matching,
+ * keepalive and the connection pool. */
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "engine.h"
+#include "err.h"
+
+#define RECV_CHUNK (64 * 1024)
+#define CLIENT_VERSION "upulsar-" UPULSAR_VERSION_STR
+#define PROTOCOL_VERSION 20
+
+/* ---- reference counting -------------------------------------------------- */
+
+static void drop_outq(up_conn_t *c);
+
+void up_conn_ref(up_conn_t *c) { atomic_fetch_add(&c->refs, 1); }
+
+void up_conn_unref(up_conn_t *c)
+{
+    if (atomic_fetch_sub(&c->refs, 1) != 1)
+        return;
+    if (c->fd >= 0)
+        close(c->fd);
+    up_decoder_free(&c->dec);
+    drop_outq(c);
+    free(c->outq);
+    free(c->rps);
+    free(c);
+}
+
+/* ---- blocking connect and handshake -------------------------------------- */
+
+static int deadline_left_ms(uint64_t deadline_us)
+{
+    uint64_t now = up_now_us();
+    return now >= deadline_us ? 0 : (int)((deadline_us - now + 999) / 1000);
+}
+
+static upulsar_err_t tcp_connect(const char *host, int port, uint64_t deadline, int *out)
+{
+    char ps[16];
+    snprintf(ps, sizeof ps, "%d", port);
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *res;
+    int rc = getaddrinfo(host, ps, &hints, &res);
+    if (rc)
+        return up_seterr(UPULSAR_ERR__CONNECT, "cannot resolve %s: %s", host, gai_strerror(rc));
+    upulsar_err_t err = UPULSAR_ERR__CONNECT;
+    up_seterr(err, "cannot connect to %s:%d", host, port);
+    for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
+        int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (fd < 0)
+            continue;
+        if (connect(fd, ai->ai_addr, ai->ai_addrlen) && errno != EINPROGRESS) {
+            up_seterr(err, "cannot connect to %s:%d: %s", host, port, strerror(errno));
+            close(fd);
+            continue;
+        }
+        struct pollfd p = {.fd = fd, .events = POLLOUT};
+        int pr = poll(&p, 1, deadline_left_ms(deadline));
+        int soerr = 0;
+        socklen_t sl = sizeof soerr;
+        if (pr == 1)
+            getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl);
+        if (pr != 1 || soerr) {
+            if (pr == 0)
+                err = up_seterr(UPULSAR_ERR__CONNECT, "connect to %s:%d timed out", host, port);
+            else
+                up_seterr(err, "cannot connect to %s:%d: %s", host, port,
+                          strerror(soerr ? soerr : errno));
+            close(fd);
+            continue;
+        }
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        int bufsz = 4 << 20;
+        setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &bufsz, sizeof bufsz);
+        *out = fd;
+        freeaddrinfo(res);
+        return UPULSAR_OK;
+    }
+    freeaddrinfo(res);
+    return err;
+}
+
+static upulsar_err_t write_all(int fd, const uint8_t *p, size_t n, uint64_t deadline)
+{
+    while (n) {
+        ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
+        if (w > 0) {
+            p += w;
+            n -= (size_t)w;
+            continue;
+        }
+        if (w < 0 && errno != EAGAIN && errno != EINTR)
+            return up_seterr(UPULSAR_ERR__CONNECT, "handshake write: %s", strerror(errno));
+        struct pollfd pf = {.fd = fd, .events = POLLOUT};
+        if (poll(&pf, 1, deadline_left_ms(deadline)) != 1)
+            return up_seterr(UPULSAR_ERR__TIMED_OUT, "handshake write timed out");
+    }
+    return UPULSAR_OK;
+}
+
+static upulsar_err_t handshake(up_conn_t *c, uint64_t deadline)
+{
+    const struct upulsar_conf *cf = &c->client->conf;
+    up_cmd_t cmd = PULSAR__PROTO__BASE_COMMAND__INIT;
+    Pulsar__Proto__CommandConnect co = PULSAR__PROTO__COMMAND_CONNECT__INIT;
+    cmd.type = UP_CMD(CONNECT);
+    cmd.connect = &co;
+    co.client_version = CLIENT_VERSION;
+    co.has_protocol_version = 1;
+    co.protocol_version = PROTOCOL_VERSION;
+    if (cf->auth_token[0]) {
+        co.auth_method_name = "token";
+        co.has_auth_data = 1;
+        co.auth_data.data = (uint8_t *)cf->auth_token;
+        co.auth_data.len = strlen(cf->auth_token);
+    } else {
+        co.auth_method_name = "none";
+    }
+    up_buf_t b = UP_BUF_INIT;
+    if (up_frame_put_cmd(&b, &cmd))
+        return up_seterr(UPULSAR_ERR__NOMEM, "out of memory");
+    upulsar_err_t err = write_all(c->fd, b.data, b.len, deadline);
+    up_buf_free(&b);
+    if (err)
+        return err;
+    for (;;) {
+        up_frame_t f;
+        int rc = up_decoder_next(&c->dec, &f);
+        if (rc < 0)
+            return up_seterr((upulsar_err_t)rc, "handshake with %s:%d: malformed frame (%s)",
+                             c->host, c->port, upulsar_err_str((upulsar_err_t)rc));
+        if (rc == 1) {
+            if (f.cmd->type == UP_CMD(CONNECTED)) {
+                Pulsar__Proto__CommandConnected *cd = f.cmd->connected;
+                c->protocol_version = cd->has_protocol_version ? cd->protocol_version : 0;
+                c->max_message_size =
+                    cd->has_max_message_size && cd->max_message_size > 0
+                        ? cd->max_message_size
+                        : UP_DEFAULT_MAX_FRAME;
+                c->dec.max_frame = (uint32_t)c->max_message_size + UP_FRAME_PADDING;
+                atomic_store(&c->client->max_message_size, c->max_message_size);
+                return UPULSAR_OK;
+            }
+            if (f.cmd->type == UP_CMD(ERROR)) {
+                upulsar_err_t e = up_err_from_server(f.cmd->error->error);
+                return up_seterr(e, "broker %s:%d refused the connection: %s (%s)", c->host,
+                                 c->port, upulsar_err_str(e),
+                                 f.cmd->error->message ? f.cmd->error->message : "");
+            }
+            if (f.cmd->type == UP_CMD(AUTH_CHALLENGE))
+                return up_seterr(UPULSAR_ERR__NOT_SUPPORTED,
+                                 "broker %s:%d asked for an authentication challenge",
+                                 c->host, c->port);
+            continue; /* anything else before CONNECTED: ignore */
+        }
+        struct pollfd pf = {.fd = c->fd, .events = POLLIN};
+        int left = deadline_left_ms(deadline);
+        if (left == 0 || poll(&pf, 1, left) != 1)
+            return up_seterr(UPULSAR_ERR__TIMED_OUT, "no CONNECTED from %s:%d", c->host,
+                             c->port);
+        size_t avail;
+        uint8_t *w = up_decoder_wbuf(&c->dec, 4096, &avail);
+        if (!w)
+            return up_seterr(UPULSAR_ERR__NOMEM, "out of memory");
+        ssize_t r = recv(c->fd, w, avail, 0);
+        if (r == 0)
+            return up_seterr(UPULSAR_ERR__CONNECT, "%s:%d closed the connection during handshake",
+                             c->host, c->port);
+        if (r < 0) {
+            if (errno == EAGAIN || errno == EINTR)
+                continue;
+            return up_seterr(UPULSAR_ERR__CONNECT, "handshake read: %s", strerror(errno));
+        }
+        up_decoder_commit(&c->dec, (size_t)r);
+    }
+}
+
+static void attach_task(void *arg)
+{
+    up_conn_t *c = arg;
+    up_loop_t *l = c->loop;
+    if (l->nconns == l->cconns) {
+        size_t n = l->cconns ? l->cconns * 2 : 8;
+        up_conn_t **nc = realloc(l->conns, n * sizeof *nc);
+        if (!nc) {
+            up_conn_fail(c, UPULSAR_ERR__NOMEM);
+            up_conn_unref(c);
+            return;
+        }
+        l->conns = nc;
+        l->cconns = n;
+    }
+    l->conns[l->nconns++] = c;
+    c->last_rx_us = up_now_us();
+    up_conn_arm_recv(c);
+}
+
+upulsar_err_t up_conn_get(struct upulsar_client *cl, up_loop_t *l, const char *host, int port,
+                          up_conn_t **out)
+{
+    pthread_mutex_lock(&cl->pool_lock);
+    for (size_t i = 0; i < cl->npool; i++) {
+        up_conn_t *c = cl->pool[i];
+        if (c->loop == l && c->port == port && !strcmp(c->host, host) &&
+            atomic_load(&c->state) == UP_CONN_OPEN) {
+            up_conn_ref(c);
+            pthread_mutex_unlock(&cl->pool_lock);
+            *out = c;
+            return UPULSAR_OK;
+        }
+    }
+    pthread_mutex_unlock(&cl->pool_lock);
+
+    up_conn_t *c = calloc(1, sizeof *c);
+    if (!c)
+        return up_seterr(UPULSAR_ERR__NOMEM, "out of memory");
+    c->client = cl;
+    c->loop = l;
+    c->fd = -1;
+    atomic_init(&c->refs, 1);
+    atomic_init(&c->state, UP_CONN_OPEN);
+    snprintf(c->host, sizeof c->host, "%s", host);
+    c->port = port;
+    c->recv_op.type = UP_OP_RECV;
+    c->recv_op.conn = c;
+    c->send_op.type = UP_OP_SEND;
+    c->send_op.conn = c;
+    up_decoder_init(&c->dec, 0);
+    uint64_t deadline = up_now_us() + (uint64_t)cl->conf.connection_timeout_ms * 1000u;
+    upulsar_err_t err = tcp_connect(host, port, deadline, &c->fd);
+    if (!err)
+        err = handshake(c, deadline);
+    if (err) {
+        up_conn_unref(c);
+        return err;
+    }
+    pthread_mutex_lock(&cl->pool_lock);
+    if (cl->npool == cl->cpool) {
+        size_t n = cl->cpool ? cl->cpool * 2 : 8;
+        up_conn_t **np = realloc(cl->pool, n * sizeof *np);
+        if (!np) {
+            pthread_mutex_unlock(&cl->pool_lock);
+            up_conn_unref(c);
+            return up_seterr(UPULSAR_ERR__NOMEM, "out of memory");
+        }
+        cl->pool = np;
+        cl->cpool = n;
+    }
+    cl->pool[cl->npool++] = c;
+    c->in_pool = true;
+    up_conn_ref(c); /* the pool's */
+    pthread_mutex_unlock(&cl->pool_lock);
+    up_conn_ref(c); /* the loop's */
+    if (up_loop_post(l, attach_task, c)) {
+        up_conn_unref(c);
+        up_conn_unref(c);
+        return up_seterr(UPULSAR_ERR__NOMEM, "out of memory");
+    }
+    *out = c; /* the caller's */
+    return UPULSAR_OK;
+}
+
+/* ---- output queue (loop) -------------------------------------------------- */
+
+void up_conn_write(up_conn_t *c, const uint8_t *p, size_t len, uint8_t *owned,
+                   up_batch_t *batch)
+{
+    if (atomic_load_explicit(&c->state, memory_order_relaxed) != UP_CONN_OPEN) {
+        free(owned);
+        return;
+    }
+    if (c->oq_len == c->oq_cap) {
+        size_t n = c->oq_cap ? c->oq_cap * 2 : 64;
+        up_seg_t *q = malloc(n * sizeof *q);
+        if (!q) {
+            free(owned);
+            up_conn_fail(c, UPULSAR_ERR__NOMEM);
+            return;
+        }
+        for (size_t i = 0; i < c->oq_len; i++)
+            q[i] = c->outq[(c->oq_head + i) % c->oq_cap];
+        free(c->outq);
+        c->outq = q;
+        c->oq_cap = n;
+        c->oq_head = 0;
+    }
+    c->outq[(c->oq_head + c->oq_len) % c->oq_cap] = (up_seg_t){p, len, owned, batch};
+    c->oq_len++;
+    if (batch)
+        batch->outq_refs++;
+}
+
+int up_conn_write_cmd(up_conn_t *c, const up_cmd_t *cmd)
+{
+    up_buf_t b = UP_BUF_INIT;
+    if (up_frame_put_cmd(&b, cmd))
+        return -1;
+    up_conn_write(c, b.data, b.len, b.data, NULL);
+    return 0;
+}
+
+static struct io_uring_sqe *get_sqe(up_loop_t *l)
+{
+    struct io_uring_sqe *sqe = io_uring_get_sqe(&l->uring);
+    if (!sqe) {
+        io_uring_submit(&l->uring);
+        sqe = io_uring_get_sqe(&l->uring);
+    }
+    return sqe;
+}
+
+void up_conn_flush(up_conn_t *c)
+{
+    if (c->send_inflight || c->oq_len == 0 ||
+        atomic_load_explicit(&c->state, memory_order_relaxed) != UP_CONN_OPEN)
+        return;
+    int n = 0;
+    for (size_t i = 0; i < c->oq_len && n < 64; i++) {
+        up_seg_t *s = &c->outq[(c->oq_head + i) % c->oq_cap];
+        size_t skip = i == 0 ? c->oq_sent : 0;
+        c->iov[n].iov_base = (void *)(s->p + skip);
+        c->iov[n].iov_len = s->len - skip;
+        n++;
+    }
+    struct io_uring_sqe *sqe = get_sqe(c->loop);
+    if (!sqe)
+        return; /* try again next iteration */
+    memset(&c->msg, 0, sizeof c->msg);
+    c->msg.msg_iov = c->iov;
+    c->msg.msg_iovlen = (size_t)n;
+    c->iovcnt = n;
+    io_uring_prep_sendmsg(sqe, c->fd, &c->msg, MSG_NOSIGNAL);
+    io_uring_sqe_set_data(sqe, &c->send_op);
+    c->send_inflight = true;
+}
+
+static void seg_done(up_seg_t *s)
+{
+    free(s->owned);
+    if (s->batch)
+        up_batch_unref(s->batch);
+}
+
+static void drop_outq(up_conn_t *c)
+{
+    for (size_t i = 0; i < c->oq_len; i++)
+        seg_done(&c->outq[(c->oq_head + i) % c->oq_cap]);
+    c->oq_len = c->oq_head = c->oq_sent = 0;
+}
+
+void up_conn_on_send(up_conn_t *c, int res)
+{
+    c->send_inflight = false;
+    if (atomic_load(&c->state) != UP_CONN_OPEN) {
+        drop_outq(c);
+        return;
+    }
+    if (res < 0) {
+        if (res == -EAGAIN || res == -EINTR)
+            return;
+        up_seterr(UPULSAR_ERR__IO, "send to %s:%d: %s", c->host, c->port, strerror(-res));
+        up_conn_fail(c, UPULSAR_ERR__IO);
+        return;
+    }
+    size_t bytes = (size_t)res;
+    while (bytes && c->oq_len) {
+        up_seg_t *s = &c->outq[c->oq_head];
+        size_t rem = s->len - c->oq_sent;
+        if (bytes >= rem) {
+            bytes -= rem;
+            seg_done(s);
+            c->oq_head = (c->oq_head + 1) % c->oq_cap;
+            c->oq_len--;
+            c->oq_sent = 0;
+        } else {
+            c->oq_sent += bytes;
+            bytes = 0;
+        }
+    }
+    /* skip zero-length segments */
+    while (c->oq_len && c->outq[c->oq_head].len == 0) {
+        seg_done(&c->outq[c->oq_head]);
+        c->oq_head = (c->oq_head + 1) % c->oq_cap;
+        c->oq_len--;
+    }
+    up_conn_flush(c);
+}
+
+/* ---- input (loop) ---------------------------------------------------------- */
+
+void up_conn_arm_recv(up_conn_t *c)
+{
+    if (c->recv_inflight || atomic_load(&c->state) != UP_CONN_OPEN)
+        return;
+    size_t avail;
+    uint8_t *w = up_decoder_wbuf(&c->dec, RECV_CHUNK, &avail);
+    if (!w) {
+        up_conn_fail(c, UPULSAR_ERR__NOMEM);
+        return;
+    }
+    struct io_uring_sqe *sqe = get_sqe(c->loop);
+    if (!sqe) {
+        up_conn_fail(c, UPULSAR_ERR__IO);
+        return;
+    }
+    io_uring_prep_recv(sqe, c->fd, w, avail, 0);
+    io_uring_sqe_set_data(sqe, &c->recv_op);
+    c->recv_inflight = true;
+}
+
+static up_rp_t *find_rp(up_conn_t *c, uint64_t producer_id)
+{
+    for (size_t i = 0; i < c->nrps; i++)
+        if (c->rps[i]->producer_id == producer_id)
+            return c->rps[i];
+    return NULL;
+}
+
+static void complete_req(up_conn_t *c, uint64_t request_id, up_cmd_t *resp, upulsar_err_t err)
+{
+    for (up_req_t **pp = &c->reqs; *pp; pp = &(*pp)->next) {
+        up_req_t *r = *pp;
+        if (r->request_id != request_id)
+            continue;
+        if (resp && resp->type == UP_CMD(PRODUCER_SUCCESS) &&
+            resp->producer_success->has_producer_ready && !resp->producer_success->producer_ready) {
+            /* WaitForExclusive: queued; the real answer comes later */
+            pthread_mutex_lock(&r->mu);
+            r->waiting_ready = true;
+            pthread_cond_broadcast(&r->cv);
+            pthread_mutex_unlock(&r->mu);
+            pulsar__proto__base_command__free_unpacked(resp, NULL);
+            return;
+        }
+        *pp = r->next;
+        pthread_mutex_lock(&r->mu);
+        r->resp = resp;
+        r->err = err;
+        r->done = true;
+        pthread_cond_broadcast(&r->cv);
+        pthread_mutex_unlock(&r->mu);
+        return;
+    }
+    if (resp)
+        pulsar__proto__base_command__free_unpacked(resp, NULL);
+}
+
+static void dispatch(up_conn_t *c, up_frame_t *f)
+{
+    up_cmd_t *cmd = f->cmd;
+    up_rp_t *rp;
+    switch (cmd->type) {
+    case UP_CMD(SEND_RECEIPT):
+        if ((rp = find_rp(c, cmd->send_receipt->producer_id)))
+            up_rp_on_receipt(rp, cmd->send_receipt);
+        break;
+    case UP_CMD(SEND_ERROR):
+        if ((rp = find_rp(c, cmd->send_error->producer_id)))
+            up_rp_on_send_error(rp, cmd->send_error);
+        break;
+    case UP_CMD(PING): {
+        up_cmd_t pong = PULSAR__PROTO__BASE_COMMAND__INIT;
+        Pulsar__Proto__CommandPong pb = PULSAR__PROTO__COMMAND_PONG__INIT;
+        pong.type = UP_CMD(PONG);
+        pong.pong = &pb;
+        up_conn_write_cmd(c, &pong);
+        break;
+    }
+    case UP_CMD(CLOSE_PRODUCER):
+        if ((rp = find_rp(c, cmd->close_producer->producer_id))) {
+            atomic_store(&rp->closed_by_broker, 1);
+            up_rp_detach(rp, true);
+        }
+        break;
+    case UP_CMD(TOPIC_MIGRATED):
+        if (cmd->topicmigrated->resource_type ==
+                PULSAR__PROTO__COMMAND_TOPIC_MIGRATED__RESOURCE_TYPE__Producer &&
+            (rp = find_rp(c, cmd->topicmigrated->resource_id))) {
+            atomic_store(&rp->closed_by_broker, 1);
+            up_rp_detach(rp, true);
+        }
+        break;
+    case UP_CMD(SUCCESS):
+        c->dec.cmd = NULL;
+        complete_req(c, cmd->success->request_id, cmd, UPULSAR_OK);
+        break;
+    case UP_CMD(PRODUCER_SUCCESS):
+        c->dec.cmd = NULL;
+        complete_req(c, cmd->producer_success->request_id, cmd, UPULSAR_OK);
+        break;
+    case UP_CMD(LOOKUP_RESPONSE):
+        c->dec.cmd = NULL;
+        complete_req(c, cmd->lookuptopicresponse->request_id, cmd, UPULSAR_OK);
+        break;
+    case UP_CMD(PARTITIONED_METADATA_RESPONSE):
+        c->dec.cmd = NULL;
+        complete_req(c, cmd->partitionmetadataresponse->request_id, cmd, UPULSAR_OK);
+        break;
+    case UP_CMD(ERROR):
+        c->dec.cmd = NULL;
+        complete_req(c, cmd->error->request_id, cmd, up_err_from_server(cmd->error->error));
+        break;
+    default:
+        break; /* PONG, CONNECTED, and commands a producer does not use */
+    }
+}
+
+void up_conn_on_recv(up_conn_t *c, int res)
+{
+    c->recv_inflight = false;
+    if (atomic_load(&c->state) != UP_CONN_OPEN)
+        return;
+    if (res <= 0) {
+        if (res == -EAGAIN || res == -EINTR) {
+            up_conn_arm_recv(c);
+            return;
+        }
+        up_conn_fail(c, UPULSAR_ERR__CONNECT);
+        return;
+    }
+    up_decoder_commit(&c->dec, (size_t)res);
+    c->last_rx_us = up_now_us();
+    c->ping_outstanding = false;
+    for (;;) {
+        up_frame_t f;
+        int rc = up_decoder_next(&c->dec, &f);
+        if (rc == 0)
+            break;
+        if (rc < 0) {
+            up_conn_fail(c, (upulsar_err_t)rc);
+            return;
+        }
+        dispatch(c, &f);
+        if (atomic_load(&c->state) != UP_CONN_OPEN)
+            return;
+    }
+    up_conn_arm_recv(c);
+}
+
+void up_conn_fail(up_conn_t *c, upulsar_err_t why)
+{
+    int expect = UP_CONN_OPEN;
+    if (!atomic_compare_exchange_strong(&c->state, &expect, UP_CONN_DEAD))
+        return;
+    c->death = why;
+    shutdown(c->fd, SHUT_RDWR);
+    struct upulsar_client *cl = c->client;
+    bool pooled = false;
+    pthread_mutex_lock(&cl->pool_lock);
+    for (size_t i = 0; i < cl->npool; i++) {
+        if (cl->pool[i] == c) {
+            cl->pool[i] = cl->pool[--cl->npool];
+            pooled = true;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&cl->pool_lock);
+    while (c->reqs) {
+        up_req_t *r = c->reqs;
+        c->reqs = r->next;
+        pthread_mutex_lock(&r->mu);
+        r->err = UPULSAR_ERR__CONNECT;
+        r->done = true;
+        pthread_cond_broadcast(&r->cv);
+        pthread_mutex_unlock(&r->mu);
+    }
+    while (c->nrps)
+        up_rp_detach(c->rps[c->nrps - 1], true);
+    if (!c->send_inflight)
+        drop_outq(c);
+    if (pooled)
+        up_conn_unref(c);
+}
+
+void up_conn_tick(up_conn_t *c, uint64_t now)
+{
+    int ka = c->client->conf.keepalive_interval_ms;
+    if (ka <= 0 || atomic_load(&c->state) != UP_CONN_OPEN)
+        return;
+    if (now - c->last_rx_us < (uint64_t)ka * 1000u)
+        return;
+    if (c->ping_outstanding) {
+        up_seterr(UPULSAR_ERR__TIMED_OUT, "%s:%d did not answer keepalive", c->host, c->port);
+        up_conn_fail(c, UPULSAR_ERR__TIMED_OUT);
+        return;
+    }
+    up_cmd_t ping = PULSAR__PROTO__BASE_COMMAND__INIT;
+    Pulsar__Proto__CommandPing pb = PULSAR__PROTO__COMMAND_PING__INIT;
+    ping.type = UP_CMD(PING);
+    ping.ping = &pb;
+    up_conn_write_cmd(c, &ping);
+    c->ping_outstanding = true;
+    c->last_rx_us = now;
+}
+
+/* ---- requests ---------------------------------------------------------------- */
+
+typedef struct {
+    up_req_t *req;
+    void (*pre)(void *);
+    void *pre_arg;
+} req_post_t;
+
+static void req_send_task(void *arg)
+{
+    req_post_t *p = arg;
+    up_req_t *r = p->req;
+    up_conn_t *c = r->conn;
+    if (p->pre)
+        p->pre(p->pre_arg);
+    if (atomic_load(&c->state) != UP_CONN_OPEN) {
+        pthread_mutex_lock(&r->mu);
+        r->err = UPULSAR_ERR__CONNECT;
+        r->done = true;
+        pthread_cond_broadcast(&r->cv);
+        pthread_mutex_unlock(&r->mu);
+        return;
+    }
+    r->next = c->reqs;
+    c->reqs = r;
+    up_conn_write(c, r->frame.data, r->frame.len, r->frame.data, NULL);
+    r->frame.data = NULL;
+    up_conn_flush(c);
+}
+
+static void req_cancel_task(void *arg)
+{
+    up_req_t *r = arg;
+    for (up_req_t **pp = &r->conn->reqs; *pp; pp = &(*pp)->next)
+        if (*pp == r) {
+            *pp = r->next;
+            return;
+        }
+}
+
+upulsar_err_t up_conn_request(up_conn_t *c, up_cmd_t *cmd, uint64_t request_id, int timeout_ms,
+                              up_cmd_t **resp, void (*pre)(void *), void *pre_arg)
+{
+    *resp = NULL;
+    up_req_t r;
+    memset(&r, 0, sizeof r);
+    r.request_id = request_id;
+    r.conn = c;
+    pthread_mutex_init(&r.mu, NULL);
+    pthread_cond_init(&r.cv, NULL);
+    if (up_frame_put_cmd(&r.frame, cmd))
+        return up_seterr(UPULSAR_ERR__NOMEM, "out of memory");
+    req_post_t post = {&r, pre, pre_arg};
+    up_loop_call(c->loop, req_send_task, &post);
+    free(r.frame.data);
+
+    struct timespec end;
+    clock_gettime(CLOCK_REALTIME, &end);
+    end.tv_sec += timeout_ms / 1000;
+    end.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    if (end.tv_nsec >= 1000000000L) {
+        end.tv_sec++;
+        end.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&r.mu);
+    while (!r.done) {
+        if (r.waiting_ready) {
+            pthread_cond_wait(&r.cv, &r.mu); /* WaitForExclusive: no timeout */
+            continue;
+        }
+        if (pthread_cond_timedwait(&r.cv, &r.mu, &end) == ETIMEDOUT && !r.done)
+            break;
+    }
+    bool done = r.done;
+    pthread_mutex_unlock(&r.mu);
+    if (!done) {
+        up_loop_call(c->loop, req_cancel_task, &r);
+        /* the loop may have completed it just before the cancel ran */
+    }
+    pthread_mutex_destroy(&r.mu);
+    pthread_cond_destroy(&r.cv);
+    if (!r.done)
+        return up_seterr(UPULSAR_ERR__TIMED_OUT, "%s request to %s:%d timed out after %d ms",
+                         up_cmd_name(cmd->type), c->host, c->port, timeout_ms);
+    *resp = r.resp;
+    if (r.err == UPULSAR_ERR__CONNECT)
+        up_seterr(r.err, "connection to %s:%d lost during %s", c->host, c->port,
+                  up_cmd_name(cmd->type));
+    else if (r.err && r.resp && r.resp->type == UP_CMD(ERROR))
+        up_seterr(r.err, "%s: %s (%s)", up_cmd_name(cmd->type), upulsar_err_str(r.err),
+                  r.resp->error->message ? r.resp->error->message : "");
+    return r.err;
+}

@@ -1,0 +1,359 @@
+/* engine.h -- the objects of the producer engine and who may touch what.
+ *
+ * Threads:
+ *   caller threads  upulsar_send(): route, reserve ring cells, copy, commit,
+ *                   wake the loop if it sleeps. Touch only the ring, the
+ *                   future pool and atomics marked (any).
+ *   loop thread     one per io.threads: owns its connections (socket I/O via
+ *                   io_uring), drains rings into batches, writes frames,
+ *                   matches receipts, resolves futures. Fields marked (loop)
+ *                   are only touched here.
+ *   watchdog        supervisor: (re)connects producers with backoff, counts
+ *                   restarts, ticks the loops for keepalive and timeouts.
+ *                   Blocking protocol requests go through the loop
+ *                   (up_conn_request()).
+ * @internal
+ */
+#ifndef UP_ENGINE_H
+#define UP_ENGINE_H
+#include <liburing.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "conf.h"
+#include "frame.h"
+#include "future.h"
+#include "ring.h"
+#include "upulsar/upulsar.h"
+
+typedef struct up_loop up_loop_t;
+typedef struct up_conn up_conn_t;
+typedef struct up_rp up_rp_t;
+typedef struct up_batch up_batch_t;
+
+static inline uint64_t up_now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+static inline uint64_t up_wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* ---- loop --------------------------------------------------------------- */
+
+typedef struct up_task {
+    void (*fn)(void *arg);
+    void *arg;
+    struct up_task *next;
+} up_task_t;
+
+enum { UP_OP_RECV = 1, UP_OP_SEND, UP_OP_WAKE };
+
+typedef struct up_op {
+    int type;
+    up_conn_t *conn;
+} up_op_t;
+
+enum { UP_AWAKE = 0, UP_SLEEP_IDLE = 1, UP_SLEEP_TIMED = 2 };
+
+struct up_loop {
+    struct io_uring uring;
+    pthread_t thread;
+    int index;
+    struct upulsar_client *client;
+    int efd;
+    uint64_t efd_val;
+    up_op_t wake_op;
+    _Atomic int sleeping;     /* (any) UP_SLEEP_* while waiting for CQEs */
+    _Atomic int wake_pending; /* (any) an eventfd write is outstanding */
+    pthread_mutex_t task_lock;
+    up_task_t *tasks, *tasks_tail; /* (task_lock) */
+    _Atomic int has_tasks;
+    /* (loop) */
+    up_conn_t **conns;
+    size_t nconns, cconns;
+    up_rp_t **rps;
+    size_t nrps, crps;
+    bool stop;
+    uint64_t last_tick_us;
+};
+
+/** Run @p fn(arg) on the loop thread, asynchronously. 0 or -1 (NOMEM). */
+int up_loop_post(up_loop_t *l, void (*fn)(void *), void *arg);
+/** Run @p fn(arg) on the loop thread and wait for it to return. Called from
+ *  the loop thread itself, runs it inline. */
+int up_loop_call(up_loop_t *l, void (*fn)(void *), void *arg);
+/** Wake the loop if it sleeps. @thread any */
+void up_loop_wake(up_loop_t *l);
+int up_loop_start(up_loop_t *l, struct upulsar_client *c, int index);
+void up_loop_stop(up_loop_t *l);
+bool up_loop_is_current(const up_loop_t *l);
+
+/* ---- connection --------------------------------------------------------- */
+
+typedef struct up_req {
+    uint64_t request_id;
+    up_cmd_t *resp;  /* response (owned by the requester once done) */
+    upulsar_err_t err;
+    bool done;
+    bool waiting_ready; /* PRODUCER with producer_ready=false seen */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    struct up_req *next; /* (loop) */
+    up_conn_t *conn;
+    up_buf_t frame;
+} up_req_t;
+
+typedef struct up_seg {
+    const uint8_t *p;
+    size_t len;
+    uint8_t *owned;     /* control frame to free once written */
+    up_batch_t *batch;  /* batch frame: reference dropped once written */
+} up_seg_t;
+
+enum { UP_CONN_OPEN = 0, UP_CONN_DEAD = 1 };
+
+struct up_conn {
+    struct upulsar_client *client;
+    up_loop_t *loop;
+    _Atomic int refs;
+    _Atomic int state;
+    int fd;
+    char host[256];
+    int port;
+    int32_t max_message_size;
+    int32_t protocol_version;
+    upulsar_err_t death; /* why it died */
+    /* (loop) */
+    up_decoder_t dec;
+    up_op_t recv_op, send_op;
+    bool recv_inflight, send_inflight;
+    up_seg_t *outq;
+    size_t oq_head, oq_len, oq_cap; /* ring of segments */
+    size_t oq_sent;                 /* bytes of outq[oq_head] already sent */
+    struct iovec iov[64];
+    int iovcnt;
+    struct msghdr msg;
+    up_rp_t **rps;
+    size_t nrps, crps;
+    up_req_t *reqs;
+    uint64_t last_rx_us;
+    bool ping_outstanding;
+    bool in_pool;
+};
+
+/** Get a ready connection to host:port for loop @p l from the client's pool,
+ *  opening one (TCP connect + CONNECT/CONNECTED, blocking with timeouts) if
+ *  needed. Returns a reference the caller drops with up_conn_unref().
+ *  @thread caller/watchdog (never the loop) */
+upulsar_err_t up_conn_get(struct upulsar_client *c, up_loop_t *l, const char *host,
+                          int port, up_conn_t **out);
+void up_conn_ref(up_conn_t *c);
+void up_conn_unref(up_conn_t *c);
+
+/** Send @p cmd (which must carry @p request_id) and wait up to @p timeout_ms
+ *  for the response with that request id. On UPULSAR_OK *@p resp is the
+ *  response (free with pulsar__proto__base_command__free_unpacked). A broker
+ *  ERROR response is returned as its upulsar_err_t, with *@p resp set too.
+ *  @p pre (optional) runs on the loop right before the frame is queued.
+ *  @thread caller/watchdog */
+upulsar_err_t up_conn_request(up_conn_t *c, up_cmd_t *cmd, uint64_t request_id,
+                              int timeout_ms, up_cmd_t **resp,
+                              void (*pre)(void *), void *pre_arg);
+
+/* (loop) */
+void up_conn_write(up_conn_t *c, const uint8_t *p, size_t len, uint8_t *owned,
+                   up_batch_t *batch);
+int up_conn_write_cmd(up_conn_t *c, const up_cmd_t *cmd);
+void up_conn_flush(up_conn_t *c);
+void up_conn_fail(up_conn_t *c, upulsar_err_t why);
+void up_conn_on_recv(up_conn_t *c, int res);
+void up_conn_on_send(up_conn_t *c, int res);
+void up_conn_arm_recv(up_conn_t *c);
+void up_conn_tick(up_conn_t *c, uint64_t now_us);
+
+/* ---- real producer ------------------------------------------------------ */
+
+typedef struct up_done {
+    struct upulsar_future *f;
+    upulsar_delivery_cb_t cb;
+    void *opaque;
+} up_done_t;
+
+struct up_batch {
+    up_batch_t *next;
+    uint8_t *buf; /* [head room][records] */
+    size_t cap;
+    size_t rec_len;
+    uint8_t *zbuf; /* compression output [head room][compressed] */
+    size_t zcap;
+    const uint8_t *frame;
+    size_t frame_len;
+    uint32_t n;
+    uint64_t first_seq, last_seq;
+    uint64_t created_us;
+    uint64_t ring_end; /* ring position after its last record */
+    up_done_t *done;
+    int outq_refs;     /* (loop) segments of connection queues pointing here */
+    bool retired;      /* (loop) resolved: recycle once outq_refs is 0 */
+    up_rp_t *rp;       /* NULL once the producer is gone: free instead */
+};
+
+/* (loop) a connection queue stopped pointing at @p b */
+void up_batch_unref(up_batch_t *b);
+
+/* Ring record header, in the record's first cell. */
+typedef struct up_rec {
+    uint32_t ncells_flags; /* cells << 4 | flags */
+    uint32_t payload_len;
+    uint16_t key_len;
+    uint16_t okey_len;
+    uint32_t props_len;
+    struct upulsar_future *future;
+    uint64_t event_time;
+} up_rec_t;
+_Static_assert(sizeof(up_rec_t) == 32, "record header is one cell");
+
+#define UP_REC_KEY 0x1u  /* has a partition key (may be empty) */
+#define UP_REC_EXT 0x2u  /* up_rec_ext_t follows the header */
+#define UP_REC_NOCOPY 0x4u /* payload is by pointer (ext.payload) */
+
+typedef struct up_rec_ext {
+    upulsar_delivery_cb_t cb;
+    void *opaque;
+    void (*free_cb)(void *payload, void *opaque);
+    const void *payload;
+} up_rec_ext_t;
+_Static_assert(sizeof(up_rec_ext_t) == 32, "record extension is one cell");
+
+struct up_rp {
+    /* ---- immutable after creation ---- */
+    struct upulsar_producer *handle;
+    struct upulsar_client *client;
+    up_loop_t *loop;
+    int partition; /* -1: non-partitioned */
+    int index;     /* within its group */
+    char topic[256];
+    uint64_t producer_id;
+    /* ---- (any) ---- */
+    up_ring_t ring;
+    _Atomic int state;     /* upulsar_producer_state_t */
+    _Atomic int failed;    /* terminal error (upulsar_err_t) or 0 */
+    _Atomic uint64_t pending;   /* accepted, not resolved (approx.) */
+    _Atomic uint64_t reconnects;
+    _Atomic int64_t last_acked_seq;
+    _Atomic uint64_t resolved_ring_pos;
+    _Atomic int flush_req;
+    _Atomic int closed_by_broker; /* CLOSE_PRODUCER seen: reconnect at once */
+    _Atomic uint64_t sent_msgs, acked_msgs, failed_msgs, resent_batches;
+    /* ---- (watchdog / establishing thread) ---- */
+    char name[128];      /* producer name, "" until assigned */
+    bool user_named;
+    uint64_t epoch;
+    uint64_t next_attempt_us;
+    uint64_t backoff_ms;
+    uint64_t restart_times[64];
+    int nrestarts;
+    bool ever_ready;
+    /* ---- (loop) ---- */
+    up_conn_t *conn;    /* registered connection (holds a reference), or NULL */
+    bool registered;    /* present in conn->rps */
+    uint64_t next_seq;
+    up_batch_t *open;
+    uint64_t open_deadline_us;
+    up_batch_t *pend_head, *pend_tail, *unsent;
+    size_t npend;
+    up_batch_t *free_batches;
+    size_t nbatches_alloc;
+    uint8_t *scratch; /* a wrapped record, copied contiguous */
+    size_t scratch_cap;
+    bool closing;
+};
+
+/* producer.c */
+up_rp_t *up_rp_new(struct upulsar_producer *h, int partition, int index,
+                   const char *topic, upulsar_err_t *err);
+void up_rp_free(up_rp_t *rp);
+bool up_rp_pump(up_rp_t *rp, uint64_t now_us, uint64_t *next_deadline);
+void up_rp_on_receipt(up_rp_t *rp, const Pulsar__Proto__CommandSendReceipt *r);
+void up_rp_on_send_error(up_rp_t *rp, const Pulsar__Proto__CommandSendError *e);
+void up_rp_detach(up_rp_t *rp, bool kick);
+bool up_rp_attach(up_rp_t *rp, up_conn_t *c, int64_t last_seq_on_broker);
+void up_rp_register(up_rp_t *rp, up_conn_t *c);
+upulsar_err_t up_rp_enqueue(up_rp_t *rp, const void *payload, size_t len,
+                            const upulsar_send_opts_t *o, upulsar_future_t **future);
+void up_rp_shutdown(up_rp_t *rp);
+void up_rp_fail_all(up_rp_t *rp, upulsar_err_t err);
+void up_rp_check_timeouts(up_rp_t *rp, uint64_t now_us);
+upulsar_err_t up_rp_establish(up_rp_t *rp, int timeout_ms);
+
+/* ---- the partitioned producer handle ------------------------------------ */
+
+typedef struct up_group {
+    char topic[256];
+    int partition;
+    up_rp_t **rps;
+    int nrps;
+    _Atomic int failed; /* upulsar_err_t that failed the whole group, or 0 */
+} up_group_t;
+
+struct upulsar_producer {
+    struct upulsar_client *client;
+    struct upulsar_conf conf;
+    char topic[256];
+    int npart;       /* 0: non-partitioned (one group) */
+    int ngroups;
+    up_group_t *groups;
+    up_rp_t **all;
+    int nall;
+    _Atomic int closed;
+    int single_slot;
+    struct upulsar_producer *next; /* client's list */
+};
+
+/* ---- client ------------------------------------------------------------- */
+
+struct upulsar_client {
+    struct upulsar_conf conf;
+    char host[256];
+    int port;
+    up_loop_t *loops;
+    int nloops;
+    up_future_pool_t futures;
+    pthread_mutex_t pool_lock; /* connection pool */
+    up_conn_t **pool;
+    size_t npool, cpool;
+    _Atomic uint64_t next_producer_id;
+    _Atomic uint64_t next_request_id;
+    pthread_mutex_t lock; /* producers list, watchdog wake */
+    pthread_cond_t wd_cv;
+    struct upulsar_producer *producers;
+    pthread_t watchdog;
+    bool wd_stop;
+    bool wd_kicked;
+    struct upulsar_producer *wd_busy; /* handle being supervised (lock) */
+    _Atomic int32_t max_message_size; /* last seen from any broker */
+};
+
+void up_watchdog_kick(struct upulsar_client *c);
+int up_watchdog_start(struct upulsar_client *c);
+void up_watchdog_stop(struct upulsar_client *c);
+
+/* url.c / topic.c */
+upulsar_err_t up_parse_url(const char *url, char *host, size_t hostsz, int *port, bool *tls);
+upulsar_err_t up_topic_normalize(const char *in, char *out, size_t outsz);
+
+/* lookup.c */
+upulsar_err_t up_lookup(struct upulsar_client *c, up_loop_t *l, const char *topic,
+                        char *host, size_t hostsz, int *port);
+upulsar_err_t up_partitions(struct upulsar_client *c, const char *topic, int *n);
+#endif

@@ -1,0 +1,95 @@
+/* establish.c -- (re)create one real producer: lookup, connection,
+ * PRODUCER, then attach it to its loop and resend what is pending.
+ * @thread caller (producer start) or watchdog; never the loop */
+#include <stdio.h>
+#include <string.h>
+
+#include "engine.h"
+#include "err.h"
+
+typedef struct {
+    up_rp_t *rp;
+    up_conn_t *conn;
+    int64_t last_seq;
+    bool ok;
+} attach_t;
+
+static void register_task(void *a)
+{
+    attach_t *t = a;
+    up_rp_register(t->rp, t->conn);
+}
+
+static void unregister_task(void *a)
+{
+    attach_t *t = a;
+    if (t->rp->conn == t->conn)
+        up_rp_detach(t->rp, false);
+}
+
+static void attach_task(void *a)
+{
+    attach_t *t = a;
+    t->ok = up_rp_attach(t->rp, t->conn, t->last_seq);
+    if (!t->ok && t->rp->conn == t->conn)
+        up_rp_detach(t->rp, false);
+}
+
+upulsar_err_t up_rp_establish(up_rp_t *rp, int timeout_ms)
+{
+    struct upulsar_client *c = rp->client;
+    char host[256];
+    int port;
+    upulsar_err_t err = up_lookup(c, rp->loop, rp->topic, host, sizeof host, &port);
+    if (err)
+        return err;
+    up_conn_t *conn;
+    err = up_conn_get(c, rp->loop, host, port, &conn);
+    if (err)
+        return err;
+
+    up_cmd_t cmd = PULSAR__PROTO__BASE_COMMAND__INIT;
+    Pulsar__Proto__CommandProducer pr = PULSAR__PROTO__COMMAND_PRODUCER__INIT;
+    cmd.type = UP_CMD(PRODUCER);
+    cmd.producer = &pr;
+    pr.topic = rp->topic;
+    pr.producer_id = rp->producer_id;
+    pr.request_id = atomic_fetch_add(&c->next_request_id, 1);
+    if (rp->name[0]) {
+        pr.producer_name = rp->name;
+        pr.has_user_provided_producer_name = 1;
+        pr.user_provided_producer_name = rp->user_named;
+    }
+    pr.has_epoch = 1;
+    pr.epoch = rp->epoch++;
+    pr.has_producer_access_mode = 1;
+    pr.producer_access_mode = PULSAR__PROTO__PRODUCER_ACCESS_MODE__Shared;
+
+    attach_t t = {rp, conn, -1, false};
+    up_cmd_t *resp;
+    err = up_conn_request(conn, &cmd, pr.request_id, timeout_ms, &resp, register_task, &t);
+    if (err) {
+        up_loop_call(rp->loop, unregister_task, &t);
+        if (resp)
+            pulsar__proto__base_command__free_unpacked(resp, NULL);
+        up_conn_unref(conn);
+        return err;
+    }
+    if (resp->type != UP_CMD(PRODUCER_SUCCESS)) {
+        up_loop_call(rp->loop, unregister_task, &t);
+        pulsar__proto__base_command__free_unpacked(resp, NULL);
+        up_conn_unref(conn);
+        return up_seterr(UPULSAR_ERR__PROTOCOL, "unexpected answer to PRODUCER");
+    }
+    Pulsar__Proto__CommandProducerSuccess *ps = resp->producer_success;
+    if (!rp->user_named && ps->producer_name && !rp->name[0])
+        snprintf(rp->name, sizeof rp->name, "%s", ps->producer_name);
+    t.last_seq = ps->has_last_sequence_id ? ps->last_sequence_id : -1;
+    pulsar__proto__base_command__free_unpacked(resp, NULL);
+    up_loop_call(rp->loop, attach_task, &t);
+    up_conn_unref(conn);
+    if (!t.ok)
+        return up_seterr(UPULSAR_ERR__CONNECT, "%s: connection lost or producer closed while "
+                         "creating it", rp->topic);
+    return UPULSAR_OK;
+}

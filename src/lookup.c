@@ -1,0 +1,110 @@
+/* lookup.c -- topic discovery: PARTITIONED_METADATA and LOOKUP with
+ * redirects. @thread caller/watchdog */
+#include <stdio.h>
+#include <string.h>
+
+#include "engine.h"
+#include "err.h"
+
+static int op_timeout(struct upulsar_client *c) { return c->conf.operation_timeout_ms; }
+
+upulsar_err_t up_partitions(struct upulsar_client *c, const char *topic, int *n)
+{
+    up_conn_t *conn;
+    upulsar_err_t err = up_conn_get(c, &c->loops[0], c->host, c->port, &conn);
+    if (err)
+        return err;
+    up_cmd_t cmd = PULSAR__PROTO__BASE_COMMAND__INIT;
+    Pulsar__Proto__CommandPartitionedTopicMetadata pm =
+        PULSAR__PROTO__COMMAND_PARTITIONED_TOPIC_METADATA__INIT;
+    cmd.type = UP_CMD(PARTITIONED_METADATA);
+    cmd.partitionmetadata = &pm;
+    pm.topic = (char *)topic;
+    pm.request_id = atomic_fetch_add(&c->next_request_id, 1);
+    up_cmd_t *resp;
+    err = up_conn_request(conn, &cmd, pm.request_id, op_timeout(c), &resp, NULL, NULL);
+    up_conn_unref(conn);
+    if (err) {
+        if (resp)
+            pulsar__proto__base_command__free_unpacked(resp, NULL);
+        return err;
+    }
+    Pulsar__Proto__CommandPartitionedTopicMetadataResponse *r = resp->partitionmetadataresponse;
+    if (resp->type != UP_CMD(PARTITIONED_METADATA_RESPONSE) || !r->has_response ||
+        r->response != PULSAR__PROTO__COMMAND_PARTITIONED_TOPIC_METADATA_RESPONSE__LOOKUP_TYPE__Success) {
+        err = r && r->has_error ? up_err_from_server(r->error) : UPULSAR_ERR__LOOKUP;
+        up_seterr(err, "partition metadata for %s failed: %s", topic,
+                  r && r->message ? r->message : upulsar_err_str(err));
+    } else {
+        *n = r->has_partitions ? (int)r->partitions : 0;
+    }
+    pulsar__proto__base_command__free_unpacked(resp, NULL);
+    return err;
+}
+
+upulsar_err_t up_lookup(struct upulsar_client *c, up_loop_t *l, const char *topic, char *host,
+                        size_t hostsz, int *port)
+{
+    char h[256];
+    int p = c->port;
+    snprintf(h, sizeof h, "%s", c->host);
+    bool authoritative = false;
+    for (int hop = 0; hop <= c->conf.lookup_max_redirects; hop++) {
+        up_conn_t *conn;
+        upulsar_err_t err = up_conn_get(c, l, h, p, &conn);
+        if (err)
+            return err;
+        up_cmd_t cmd = PULSAR__PROTO__BASE_COMMAND__INIT;
+        Pulsar__Proto__CommandLookupTopic lt = PULSAR__PROTO__COMMAND_LOOKUP_TOPIC__INIT;
+        cmd.type = UP_CMD(LOOKUP);
+        cmd.lookuptopic = &lt;
+        lt.topic = (char *)topic;
+        lt.request_id = atomic_fetch_add(&c->next_request_id, 1);
+        lt.has_authoritative = 1;
+        lt.authoritative = authoritative;
+        up_cmd_t *resp;
+        err = up_conn_request(conn, &cmd, lt.request_id, op_timeout(c), &resp, NULL, NULL);
+        up_conn_unref(conn);
+        if (err) {
+            if (resp)
+                pulsar__proto__base_command__free_unpacked(resp, NULL);
+            return err;
+        }
+        Pulsar__Proto__CommandLookupTopicResponse *r = resp->lookuptopicresponse;
+        if (resp->type != UP_CMD(LOOKUP_RESPONSE) || !r->has_response ||
+            r->response == PULSAR__PROTO__COMMAND_LOOKUP_TOPIC_RESPONSE__LOOKUP_TYPE__Failed) {
+            err = r && r->has_error ? up_err_from_server(r->error) : UPULSAR_ERR__LOOKUP;
+            up_seterr(err, "lookup of %s failed: %s", topic,
+                      r && r->message ? r->message : upulsar_err_str(err));
+            pulsar__proto__base_command__free_unpacked(resp, NULL);
+            return err;
+        }
+        if (r->proxy_through_service_url) {
+            /* keep using the service URL */
+            pulsar__proto__base_command__free_unpacked(resp, NULL);
+            snprintf(host, hostsz, "%s", c->host);
+            *port = c->port;
+            return UPULSAR_OK;
+        }
+        bool tls;
+        int np;
+        char nh[256];
+        err = r->brokerserviceurl ? up_parse_url(r->brokerserviceurl, nh, sizeof nh, &np, &tls)
+                                  : up_seterr(UPULSAR_ERR__LOOKUP, "lookup of %s: no broker URL", topic);
+        bool redirect =
+            r->response == PULSAR__PROTO__COMMAND_LOOKUP_TOPIC_RESPONSE__LOOKUP_TYPE__Redirect;
+        authoritative = r->has_authoritative && r->authoritative;
+        pulsar__proto__base_command__free_unpacked(resp, NULL);
+        if (err)
+            return err;
+        if (!redirect) {
+            snprintf(host, hostsz, "%s", nh);
+            *port = np;
+            return UPULSAR_OK;
+        }
+        snprintf(h, sizeof h, "%s", nh);
+        p = np;
+    }
+    return up_seterr(UPULSAR_ERR__LOOKUP, "lookup of %s: more than %d redirects", topic,
+                     c->conf.lookup_max_redirects);
+}

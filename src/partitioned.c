@@ -1,0 +1,415 @@
+/* partitioned.c -- the partitioned producer handle: one producer group per
+ * partition, routing, send, flush, stop and introspection. */
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine.h"
+#include "err.h"
+#include "route.h"
+
+/* ---- loop registration ------------------------------------------------------ */
+
+static void add_rp_task(void *a)
+{
+    up_rp_t *rp = a;
+    up_loop_t *l = rp->loop;
+    if (l->nrps == l->crps) {
+        size_t n = l->crps ? l->crps * 2 : 16;
+        up_rp_t **nr = realloc(l->rps, n * sizeof *nr);
+        if (!nr)
+            return; /* reported by the caller: rp->loop_slot stays false */
+        l->rps = nr;
+        l->crps = n;
+    }
+    l->rps[l->nrps++] = rp;
+}
+
+static void shutdown_task(void *a)
+{
+    up_rp_t *rp = a;
+    up_loop_t *l = rp->loop;
+    rp->closing = true;
+    up_rp_fail_all(rp, UPULSAR_ERR__CLOSED);
+    if (rp->conn) {
+        if (atomic_load(&rp->state) == UPULSAR_STATE_READY) {
+            up_cmd_t cmd = PULSAR__PROTO__BASE_COMMAND__INIT;
+            Pulsar__Proto__CommandCloseProducer cp = PULSAR__PROTO__COMMAND_CLOSE_PRODUCER__INIT;
+            cmd.type = UP_CMD(CLOSE_PRODUCER);
+            cmd.close_producer = &cp;
+            cp.producer_id = rp->producer_id;
+            cp.request_id = atomic_fetch_add(&rp->client->next_request_id, 1);
+            up_conn_write_cmd(rp->conn, &cmd);
+            up_conn_flush(rp->conn);
+        }
+        up_rp_detach(rp, false);
+    }
+    atomic_store(&rp->state, UPULSAR_STATE_CLOSED);
+    for (size_t i = 0; i < l->nrps; i++)
+        if (l->rps[i] == rp) {
+            l->rps[i] = l->rps[--l->nrps];
+            break;
+        }
+}
+
+void up_rp_shutdown(up_rp_t *rp)
+{
+    up_loop_call(rp->loop, shutdown_task, rp);
+}
+
+/* ---- start -------------------------------------------------------------------- */
+
+static void handle_free(struct upulsar_producer *h)
+{
+    for (int i = 0; i < h->nall; i++) {
+        up_rp_shutdown(h->all[i]);
+        up_rp_free(h->all[i]);
+    }
+    if (h->groups)
+        for (int g = 0; g < h->ngroups; g++)
+            free(h->groups[g].rps);
+    free(h->groups);
+    free(h->all);
+    free(h);
+}
+
+upulsar_err_t upulsar_producer_start(upulsar_client_t *c, const char *name, const char *topic,
+                                     int partitions, const upulsar_conf_t *conf,
+                                     upulsar_producer_t **out)
+{
+    if (!c || !out)
+        return up_seterr(UPULSAR_ERR__INVALID_ARG, "client and out must not be NULL");
+    *out = NULL;
+    if (partitions < 0)
+        return up_seterr(UPULSAR_ERR__INVALID_ARG, "partitions must be >= 0 (0 = ask the broker)");
+    if (name && (!*name || strlen(name) > 80))
+        return up_seterr(UPULSAR_ERR__INVALID_ARG, "producer name must be 1 to 80 characters");
+    struct upulsar_producer *h = calloc(1, sizeof *h);
+    if (!h)
+        return up_seterr(UPULSAR_ERR__NOMEM, "out of memory");
+    h->client = c;
+    if (conf)
+        h->conf = *conf;
+    else
+        up_conf_defaults(&h->conf);
+    upulsar_err_t err = up_topic_normalize(topic, h->topic, sizeof h->topic - 32);
+    if (err) {
+        free(h);
+        return err;
+    }
+    if (partitions == 0) {
+        err = up_partitions(c, h->topic, &partitions);
+        if (err) {
+            free(h);
+            return err;
+        }
+    }
+    h->npart = partitions;
+    h->ngroups = partitions > 0 ? partitions : 1;
+    int k = h->conf.producers_per_partition;
+    h->groups = calloc((size_t)h->ngroups, sizeof *h->groups);
+    h->all = calloc((size_t)h->ngroups * (size_t)k, sizeof *h->all);
+    if (!h->groups || !h->all) {
+        handle_free(h);
+        return up_seterr(UPULSAR_ERR__NOMEM, "out of memory");
+    }
+    h->single_slot = rand() % (h->ngroups * k);
+    for (int g = 0; g < h->ngroups; g++) {
+        up_group_t *grp = &h->groups[g];
+        grp->partition = h->npart > 0 ? g : -1;
+        if (h->npart > 0)
+            snprintf(grp->topic, sizeof grp->topic, "%.220s-partition-%d", h->topic, g);
+        else
+            snprintf(grp->topic, sizeof grp->topic, "%s", h->topic);
+        grp->rps = calloc((size_t)k, sizeof *grp->rps);
+        if (!grp->rps) {
+            handle_free(h);
+            return up_seterr(UPULSAR_ERR__NOMEM, "out of memory");
+        }
+        for (int i = 0; i < k; i++) {
+            up_rp_t *rp = up_rp_new(h, grp->partition, i, grp->topic, &err);
+            if (!rp) {
+                handle_free(h);
+                return err;
+            }
+            if (name) {
+                rp->user_named = true;
+                if (h->npart > 0)
+                    snprintf(rp->name, sizeof rp->name, "%s-%d-%d", name, g, i);
+                else if (k > 1)
+                    snprintf(rp->name, sizeof rp->name, "%s-%d", name, i);
+                else
+                    snprintf(rp->name, sizeof rp->name, "%s", name);
+            }
+            grp->rps[grp->nrps++] = rp;
+            h->all[h->nall++] = rp;
+            up_loop_call(rp->loop, add_rp_task, rp);
+        }
+    }
+    for (int i = 0; i < h->nall; i++) {
+        err = up_rp_establish(h->all[i], h->conf.operation_timeout_ms);
+        if (err) {
+            char why[256];
+            snprintf(why, sizeof why, "%s", upulsar_last_error());
+            handle_free(h);
+            return up_seterr(err, "%s", why);
+        }
+    }
+    pthread_mutex_lock(&c->lock);
+    h->next = c->producers;
+    c->producers = h;
+    pthread_mutex_unlock(&c->lock);
+    *out = h;
+    return UPULSAR_OK;
+}
+
+/* ---- routing -------------------------------------------------------------------- */
+
+typedef struct {
+    const void *owner;
+    uint32_t slot;
+    uint32_t count;
+    uint64_t rnd;
+} route_tls_t;
+
+static _Thread_local route_tls_t rt;
+
+static uint64_t next_rand(void)
+{
+    if (!rt.rnd)
+        rt.rnd = (uint64_t)(uintptr_t)&rt ^ up_now_us() ^ 0x9e3779b97f4a7c15ull;
+    rt.rnd ^= rt.rnd << 13;
+    rt.rnd ^= rt.rnd >> 7;
+    rt.rnd ^= rt.rnd << 17;
+    return rt.rnd;
+}
+
+/* Seed for choosing a producer within a group, independent of the
+ * partition hash so keys spread over both. */
+#define GROUP_SEED 0x2f0e1c3bu
+
+static up_rp_t *route(struct upulsar_producer *h, const char *key, up_group_t **gout)
+{
+    int k = h->conf.producers_per_partition;
+    uint32_t slots = (uint32_t)(h->ngroups * k);
+    uint32_t s;
+    if (key) {
+        size_t len = strlen(key);
+        uint32_t g = up_route_key(h->conf.hashing, key, len, (uint32_t)h->ngroups);
+        uint32_t i = k > 1 ? (up_murmur3_32(key, len, GROUP_SEED) & 0x7fffffffu) % (uint32_t)k : 0;
+        s = g * (uint32_t)k + i;
+    } else if (h->conf.routing == UP_ROUTE_SINGLE) {
+        s = (uint32_t)h->single_slot;
+    } else if (h->conf.routing == UP_ROUTE_RANDOM) {
+        s = (uint32_t)(next_rand() % slots);
+    } else {
+        /* round robin that stays on one producer for a batch's worth of
+         * messages, so batches fill up */
+        if (rt.owner != h) {
+            rt.owner = h;
+            rt.slot = (uint32_t)(next_rand() % slots);
+            rt.count = 0;
+        } else if (++rt.count >= (uint32_t)h->conf.batch_max_messages) {
+            rt.slot = (rt.slot + 1) % slots;
+            rt.count = 0;
+        }
+        s = rt.slot % slots;
+    }
+    *gout = &h->groups[s / (uint32_t)k];
+    return (*gout)->rps[s % (uint32_t)k];
+}
+
+int upulsar_producer_partition_for_key(const upulsar_producer_t *h, const char *key)
+{
+    if (!h || !key)
+        return -1;
+    if (h->npart == 0)
+        return -1;
+    return (int)up_route_key(h->conf.hashing, key, strlen(key), (uint32_t)h->ngroups);
+}
+
+int upulsar_producer_partitions(const upulsar_producer_t *h) { return h ? h->npart : 0; }
+
+/* ---- send ------------------------------------------------------------------------ */
+
+upulsar_err_t upulsar_send(upulsar_producer_t *h, const void *payload, size_t len,
+                           const upulsar_send_opts_t *opts, upulsar_future_t **future)
+{
+    if (future)
+        *future = NULL;
+    if (!h)
+        return up_seterr(UPULSAR_ERR__INVALID_ARG, "producer is NULL");
+    if (!payload && len)
+        return up_seterr(UPULSAR_ERR__INVALID_ARG, "payload is NULL with length %zu", len);
+    if (atomic_load_explicit(&h->closed, memory_order_relaxed))
+        return up_seterr(UPULSAR_ERR__CLOSED, "producer for %s is stopped", h->topic);
+    if (opts && (opts->flags & UPULSAR_SEND_NOCOPY) && !opts->free_cb)
+        return up_seterr(UPULSAR_ERR__INVALID_ARG, "UPULSAR_SEND_NOCOPY needs free_cb");
+    up_group_t *g;
+    up_rp_t *rp = route(h, opts ? opts->partition_key : NULL, &g);
+    int gf = atomic_load_explicit(&g->failed, memory_order_relaxed);
+    if (gf)
+        return up_seterr((upulsar_err_t)gf, "%s: partition group failed: %s", g->topic,
+                         upulsar_err_str((upulsar_err_t)gf));
+    return up_rp_enqueue(rp, payload, len, opts, future);
+}
+
+upulsar_err_t upulsar_send_many(upulsar_producer_t *h, const upulsar_msg_t *msgs, size_t n,
+                                upulsar_future_t **futures, size_t *accepted)
+{
+    if (accepted)
+        *accepted = 0;
+    if (!msgs && n)
+        return up_seterr(UPULSAR_ERR__INVALID_ARG, "msgs is NULL");
+    for (size_t i = 0; i < n; i++) {
+        upulsar_err_t err = upulsar_send(h, msgs[i].payload, msgs[i].len, msgs[i].opts,
+                                         futures ? &futures[i] : NULL);
+        if (err)
+            return err;
+        if (accepted)
+            *accepted = i + 1;
+    }
+    return UPULSAR_OK;
+}
+
+/* ---- flush / stop ------------------------------------------------------------------ */
+
+static upulsar_err_t wait_resolved(struct upulsar_producer *h, const uint64_t *marks,
+                                   uint64_t deadline)
+{
+    for (int i = 0; i < h->nall; i++) {
+        up_rp_t *rp = h->all[i];
+        unsigned spins = 0;
+        while (atomic_load_explicit(&rp->resolved_ring_pos, memory_order_acquire) < marks[i]) {
+            if (up_now_us() > deadline)
+                return up_seterr(UPULSAR_ERR__TIMED_OUT, "%s: not all messages resolved in time",
+                                 rp->topic);
+            atomic_store(&rp->flush_req, 1);
+            up_loop_wake(rp->loop);
+            if (++spins < 16) {
+                sched_yield();
+            } else {
+                struct timespec ts = {0, 200000};
+                nanosleep(&ts, NULL);
+            }
+        }
+    }
+    return UPULSAR_OK;
+}
+
+static uint64_t deadline_of(int timeout_ms)
+{
+    return timeout_ms < 0 ? UINT64_MAX : up_now_us() + (uint64_t)timeout_ms * 1000u;
+}
+
+upulsar_err_t upulsar_producer_flush(upulsar_producer_t *h, int timeout_ms)
+{
+    if (!h)
+        return up_seterr(UPULSAR_ERR__INVALID_ARG, "producer is NULL");
+    uint64_t *marks = malloc((size_t)h->nall * sizeof *marks);
+    if (!marks)
+        return up_seterr(UPULSAR_ERR__NOMEM, "out of memory");
+    for (int i = 0; i < h->nall; i++) {
+        marks[i] = atomic_load_explicit(&h->all[i]->ring.head, memory_order_acquire);
+        atomic_store(&h->all[i]->flush_req, 1);
+        up_loop_wake(h->all[i]->loop);
+    }
+    upulsar_err_t err = wait_resolved(h, marks, deadline_of(timeout_ms));
+    free(marks);
+    return err;
+}
+
+upulsar_err_t upulsar_producer_stop(upulsar_producer_t *h, int timeout_ms)
+{
+    if (!h)
+        return up_seterr(UPULSAR_ERR__INVALID_ARG, "producer is NULL");
+    struct upulsar_client *c = h->client;
+    atomic_store(&h->closed, 1);
+    upulsar_err_t err = upulsar_producer_flush(h, timeout_ms);
+    pthread_mutex_lock(&c->lock);
+    while (c->wd_busy == h)
+        pthread_cond_wait(&c->wd_cv, &c->lock);
+    for (struct upulsar_producer **pp = &c->producers; *pp; pp = &(*pp)->next)
+        if (*pp == h) {
+            *pp = h->next;
+            break;
+        }
+    pthread_mutex_unlock(&c->lock);
+    handle_free(h); /* fails what is left with CLOSED, closes every producer */
+    return err;
+}
+
+/* ---- introspection ------------------------------------------------------------------ */
+
+static upulsar_producer_state_t worst(upulsar_producer_state_t a, upulsar_producer_state_t b)
+{
+    static const int rank[] = {[UPULSAR_STATE_READY] = 0, [UPULSAR_STATE_CONNECTING] = 1,
+                               [UPULSAR_STATE_BACKOFF] = 2, [UPULSAR_STATE_CLOSED] = 3,
+                               [UPULSAR_STATE_FAILED] = 4};
+    return rank[a] >= rank[b] ? a : b;
+}
+
+upulsar_err_t upulsar_producer_groups(upulsar_producer_t *h, upulsar_group_info_t *out,
+                                      size_t max, size_t *count)
+{
+    if (!h || (!out && max))
+        return up_seterr(UPULSAR_ERR__INVALID_ARG, "producer is NULL");
+    for (int g = 0; g < h->ngroups && (size_t)g < max; g++) {
+        up_group_t *grp = &h->groups[g];
+        upulsar_group_info_t *gi = &out[g];
+        memset(gi, 0, sizeof *gi);
+        snprintf(gi->partition_topic, sizeof gi->partition_topic, "%s", grp->topic);
+        gi->partition = grp->partition;
+        gi->producers = grp->nrps;
+        gi->state = UPULSAR_STATE_READY;
+        for (int i = 0; i < grp->nrps; i++)
+            gi->state = worst(gi->state, (upulsar_producer_state_t)atomic_load(&grp->rps[i]->state));
+        if (atomic_load(&grp->failed))
+            gi->state = UPULSAR_STATE_FAILED;
+    }
+    if (count)
+        *count = (size_t)h->ngroups;
+    return UPULSAR_OK;
+}
+
+upulsar_err_t upulsar_producer_list(upulsar_producer_t *h, upulsar_producer_info_t *out,
+                                    size_t max, size_t *count)
+{
+    if (!h || (!out && max))
+        return up_seterr(UPULSAR_ERR__INVALID_ARG, "producer is NULL");
+    size_t n = 0;
+    for (int g = 0; g < h->ngroups; g++)
+        for (int i = 0; i < h->groups[g].nrps; i++, n++) {
+            if (n >= max)
+                continue;
+            up_rp_t *rp = h->groups[g].rps[i];
+            upulsar_producer_info_t *pi = &out[n];
+            memset(pi, 0, sizeof *pi);
+            snprintf(pi->name, sizeof pi->name, "%s", rp->name);
+            snprintf(pi->partition_topic, sizeof pi->partition_topic, "%s", rp->topic);
+            pi->partition = rp->partition;
+            pi->index = rp->index;
+            pi->state = (upulsar_producer_state_t)atomic_load(&rp->state);
+            uint64_t sent = atomic_load(&rp->sent_msgs);
+            uint64_t done = atomic_load(&rp->acked_msgs) + atomic_load(&rp->failed_msgs);
+            pi->pending = sent > done ? sent - done : 0;
+            pi->last_sequence_id = atomic_load(&rp->last_acked_seq);
+            pi->reconnects = atomic_load(&rp->reconnects);
+        }
+    if (count)
+        *count = n;
+    return UPULSAR_OK;
+}
+
+const char *upulsar_state_name(upulsar_producer_state_t s)
+{
+    switch (s) {
+    case UPULSAR_STATE_CONNECTING: return "CONNECTING";
+    case UPULSAR_STATE_READY: return "READY";
+    case UPULSAR_STATE_BACKOFF: return "BACKOFF";
+    case UPULSAR_STATE_FAILED: return "FAILED";
+    case UPULSAR_STATE_CLOSED: return "CLOSED";
+    }
+    return "UNKNOWN";
+}

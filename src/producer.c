@@ -1,0 +1,760 @@
+/* producer.c -- one real Pulsar producer: the caller-side enqueue into its
+ * ring, and on the loop thread: batching, the pending queue, receipts,
+ * resends and failures. */
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "batch.h"
+#include "crc32c.h"
+#include "engine.h"
+#include "err.h"
+
+/* Room kept in front of a batch's records for the frame header:
+ * sizes, BaseCommand{SEND}, magic, CRC, MessageMetadata. */
+#define HDR_ROOM 512
+
+static const struct upulsar_conf *rp_conf(const up_rp_t *rp) { return &rp->handle->conf; }
+
+/* ---- creation ------------------------------------------------------------ */
+
+up_rp_t *up_rp_new(struct upulsar_producer *h, int partition, int index, const char *topic,
+                   upulsar_err_t *err)
+{
+    up_rp_t *rp = calloc(1, sizeof *rp);
+    if (!rp) {
+        *err = up_seterr(UPULSAR_ERR__NOMEM, "out of memory");
+        return NULL;
+    }
+    rp->handle = h;
+    rp->client = h->client;
+    rp->partition = partition;
+    rp->index = index;
+    snprintf(rp->topic, sizeof rp->topic, "%s", topic);
+    rp->producer_id = atomic_fetch_add(&h->client->next_producer_id, 1);
+    rp->loop = &h->client->loops[(partition < 0 ? 0 : partition) % h->client->nloops];
+    atomic_init(&rp->state, UPULSAR_STATE_CONNECTING);
+    atomic_init(&rp->last_acked_seq, -1);
+    if (up_ring_init(&rp->ring, (size_t)h->conf.queue_buffer_bytes)) {
+        free(rp);
+        *err = up_seterr(UPULSAR_ERR__NOMEM, "cannot allocate %lld ring bytes",
+                         (long long)h->conf.queue_buffer_bytes);
+        return NULL;
+    }
+    rp->backoff_ms = (uint64_t)h->conf.backoff_initial_ms;
+    return rp;
+}
+
+static void batch_free(up_batch_t *b)
+{
+    free(b->buf);
+    free(b->zbuf);
+    free(b->done);
+    free(b);
+}
+
+void up_batch_unref(up_batch_t *b)
+{
+    if (--b->outq_refs > 0 || !b->retired)
+        return;
+    if (!b->rp) {
+        batch_free(b);
+        return;
+    }
+    b->next = b->rp->free_batches;
+    b->rp->free_batches = b;
+}
+
+/* The batch is resolved; recycle it once no connection queue points at it. */
+static void batch_retire(up_rp_t *rp, up_batch_t *b)
+{
+    b->retired = true;
+    if (b->outq_refs == 0) {
+        b->next = rp->free_batches;
+        rp->free_batches = b;
+    }
+}
+
+static void free_chain(up_batch_t *b)
+{
+    while (b) {
+        up_batch_t *n = b->next;
+        if (b->outq_refs > 0) {
+            b->rp = NULL; /* the connection queue frees it */
+            b->retired = true;
+        } else {
+            batch_free(b);
+        }
+        b = n;
+    }
+}
+
+void up_rp_free(up_rp_t *rp)
+{
+    if (!rp)
+        return;
+    if (rp->open)
+        free_chain(rp->open);
+    free_chain(rp->pend_head);
+    free_chain(rp->free_batches);
+    up_ring_destroy(&rp->ring);
+    free(rp->scratch);
+    free(rp);
+}
+
+/* ---- caller side: enqueue ------------------------------------------------- */
+
+static void internal_free(void *payload, void *opaque) { free(payload); }
+
+upulsar_err_t up_rp_enqueue(up_rp_t *rp, const void *payload, size_t len,
+                            const upulsar_send_opts_t *o, upulsar_future_t **future)
+{
+    const struct upulsar_conf *cf = rp_conf(rp);
+    int failed = atomic_load_explicit(&rp->failed, memory_order_relaxed);
+    if (failed)
+        return up_seterr((upulsar_err_t)failed, "%s: producer failed: %s", rp->topic,
+                         upulsar_err_str((upulsar_err_t)failed));
+    int32_t maxsz = atomic_load_explicit(&rp->client->max_message_size, memory_order_relaxed);
+    if (len > (size_t)maxsz)
+        return up_seterr(UPULSAR_ERR__MSG_TOO_LARGE,
+                         "message of %zu bytes exceeds the broker's max_message_size %d", len,
+                         (int)maxsz);
+    up_rec_t h = {0};
+    up_rec_ext_t ext = {0};
+    uint32_t flags = 0;
+    size_t key_len = 0, okey_len = 0, props_len = 0;
+    if (o) {
+        if (o->partition_key) {
+            key_len = strlen(o->partition_key);
+            if (key_len > UINT16_MAX)
+                return up_seterr(UPULSAR_ERR__INVALID_ARG, "partition_key longer than 65535 bytes");
+            flags |= UP_REC_KEY;
+        }
+        if (o->ordering_key) {
+            okey_len = o->ordering_key_len;
+            if (okey_len > UINT16_MAX || okey_len == 0)
+                return up_seterr(UPULSAR_ERR__INVALID_ARG,
+                                 "ordering_key must be 1 to 65535 bytes");
+        }
+        if (o->properties_cnt) {
+            if (!o->properties)
+                return up_seterr(UPULSAR_ERR__INVALID_ARG, "properties is NULL");
+            for (size_t i = 0; i < o->properties_cnt; i++)
+                if (!o->properties[i].key || !o->properties[i].value)
+                    return up_seterr(UPULSAR_ERR__INVALID_ARG, "property %zu has a NULL key or value", i);
+            props_len = up_props_size(o->properties, o->properties_cnt);
+            if (props_len > (1u << 20))
+                return up_seterr(UPULSAR_ERR__INVALID_ARG, "properties larger than 1 MiB");
+        }
+        if (o->cb || (o->flags & UPULSAR_SEND_NOCOPY)) {
+            flags |= UP_REC_EXT;
+            ext.cb = o->cb;
+            ext.opaque = o->opaque;
+        }
+        if (o->flags & UPULSAR_SEND_NOCOPY) {
+            flags |= UP_REC_NOCOPY;
+            ext.free_cb = o->free_cb;
+            ext.payload = payload;
+        }
+        h.event_time = o->event_time_ms;
+    }
+    size_t var = key_len + okey_len + props_len;
+    size_t size = sizeof h + ((flags & UP_REC_EXT) ? sizeof ext : 0) + var +
+                  ((flags & UP_REC_NOCOPY) ? 0 : len);
+    uint64_t ncells = up_ring_cells_for(size);
+    void *copy = NULL;
+    if (ncells > rp->ring.cap / 4 && !(flags & UP_REC_NOCOPY)) {
+        /* too big to share the ring: keep a private copy (one allocation
+         * per large message, never on the small-message path) */
+        copy = malloc(len ? len : 1);
+        if (!copy)
+            return up_seterr(UPULSAR_ERR__NOMEM, "out of memory copying a %zu byte message", len);
+        memcpy(copy, payload, len);
+        flags |= UP_REC_EXT | UP_REC_NOCOPY;
+        ext.free_cb = internal_free;
+        ext.payload = copy;
+        if (!o || !o->cb)
+            ext.cb = NULL;
+        size = sizeof h + sizeof ext + var;
+        ncells = up_ring_cells_for(size);
+    }
+    if (ncells > rp->ring.cap / 2) {
+        free(copy);
+        return up_seterr(UPULSAR_ERR__MSG_TOO_LARGE,
+                         "key and properties need %zu bytes, more than half of queue.buffer.bytes",
+                         size);
+    }
+    struct upulsar_future *f = NULL;
+    if (future) {
+        f = up_future_alloc(&rp->client->futures);
+        if (!f) {
+            free(copy);
+            return up_seterr(UPULSAR_ERR__QUEUE_FULL, "future pool exhausted (max.futures)");
+        }
+    }
+    uint64_t pos;
+    if (!up_ring_reserve(&rp->ring, ncells, &pos)) {
+        if (!cf->block_if_queue_full)
+            goto full;
+        uint64_t deadline = cf->send_timeout_ms > 0
+                                ? up_now_us() + (uint64_t)cf->send_timeout_ms * 1000u
+                                : UINT64_MAX;
+        unsigned spins = 0;
+        while (!up_ring_reserve(&rp->ring, ncells, &pos)) {
+            if (atomic_load_explicit(&rp->handle->closed, memory_order_relaxed) ||
+                atomic_load_explicit(&rp->failed, memory_order_relaxed))
+                goto full;
+            up_loop_wake(rp->loop);
+            if (++spins < 64) {
+                sched_yield();
+                continue;
+            }
+            if (up_now_us() > deadline)
+                goto full;
+            struct timespec ts = {0, 50000};
+            nanosleep(&ts, NULL);
+        }
+    }
+    h.ncells_flags = (uint32_t)(ncells << 4) | flags;
+    h.payload_len = (uint32_t)len;
+    h.key_len = (uint16_t)key_len;
+    h.okey_len = (uint16_t)okey_len;
+    h.props_len = (uint32_t)props_len;
+    h.future = f;
+    up_ring_t *r = &rp->ring;
+    uint8_t *cell = up_ring_cell(r, pos);
+    bool contiguous = (pos & r->mask) + ncells <= r->cap;
+    size_t off = sizeof h;
+    if (contiguous) {
+        memcpy(cell, &h, sizeof h);
+        uint8_t *p = cell + off;
+        if (flags & UP_REC_EXT) {
+            memcpy(p, &ext, sizeof ext);
+            p += sizeof ext;
+        }
+        if (key_len)
+            memcpy(p, o->partition_key, key_len);
+        p += key_len;
+        if (okey_len)
+            memcpy(p, o->ordering_key, okey_len);
+        p += okey_len;
+        if (props_len)
+            p += up_props_encode(p, o->properties, o->properties_cnt);
+        if (!(flags & UP_REC_NOCOPY) && len)
+            memcpy(p, payload, len);
+    } else {
+        memcpy(cell, &h, sizeof h); /* the first cell never wraps */
+        if (flags & UP_REC_EXT) {
+            up_ring_write(r, pos, off, &ext, sizeof ext);
+            off += sizeof ext;
+        }
+        up_ring_write(r, pos, off, o ? o->partition_key : NULL, key_len);
+        off += key_len;
+        up_ring_write(r, pos, off, o ? o->ordering_key : NULL, okey_len);
+        off += okey_len;
+        if (props_len) {
+            uint8_t tmp[4096];
+            uint8_t *pb = props_len <= sizeof tmp ? tmp : malloc(props_len);
+            if (pb) {
+                up_props_encode(pb, o->properties, o->properties_cnt);
+                up_ring_write(r, pos, off, pb, props_len);
+                if (pb != tmp)
+                    free(pb);
+            } else {
+                memset(up_ring_cell(r, pos), 0, 0); /* unreachable in practice */
+            }
+            off += props_len;
+        }
+        if (!(flags & UP_REC_NOCOPY))
+            up_ring_write(r, pos, off, payload, len);
+    }
+    up_ring_commit(r, pos); /* R1 */
+    /* pairs with the loop's store of `sleeping` + fence (uring_loop.c) */
+    atomic_thread_fence(memory_order_seq_cst);
+    int s = atomic_load_explicit(&rp->loop->sleeping, memory_order_relaxed);
+    if (s == UP_SLEEP_IDLE || (s == UP_SLEEP_TIMED && up_ring_used(r) > r->cap / 2))
+        up_loop_wake(rp->loop);
+    if (future)
+        *future = f;
+    return UPULSAR_OK;
+full:
+    free(copy);
+    if (f) {
+        upulsar_future_release(f);
+        up_future_resolve(f, UPULSAR_ERR__QUEUE_FULL, NULL);
+    }
+    if (atomic_load_explicit(&rp->handle->closed, memory_order_relaxed))
+        return up_seterr(UPULSAR_ERR__CLOSED, "producer is stopping");
+    if (atomic_load_explicit(&rp->failed, memory_order_relaxed))
+        return up_seterr((upulsar_err_t)atomic_load(&rp->failed), "%s: producer failed",
+                         rp->topic);
+    return up_seterr(UPULSAR_ERR__QUEUE_FULL, "%s: queue full (queue.buffer.bytes %lld)",
+                     rp->topic, (long long)cf->queue_buffer_bytes);
+}
+
+/* ---- loop side: batching -------------------------------------------------- */
+
+static up_batch_t *batch_get(up_rp_t *rp)
+{
+    up_batch_t *b = rp->free_batches;
+    if (b) {
+        rp->free_batches = b->next;
+    } else {
+        const struct upulsar_conf *cf = rp_conf(rp);
+        b = calloc(1, sizeof *b);
+        if (!b)
+            return NULL;
+        b->cap = HDR_ROOM + (size_t)cf->batch_max_bytes + 1024;
+        b->buf = malloc(b->cap);
+        b->done = malloc((size_t)cf->batch_max_messages * sizeof *b->done);
+        if (!b->buf || !b->done) {
+            batch_free(b);
+            return NULL;
+        }
+        rp->nbatches_alloc++;
+    }
+    b->next = NULL;
+    b->rec_len = 0;
+    b->n = 0;
+    b->retired = false;
+    b->outq_refs = 0;
+    b->rp = rp;
+    b->frame = NULL;
+    b->frame_len = 0;
+    return b;
+}
+
+static void write_unsent(up_rp_t *rp)
+{
+    if (!rp->conn || atomic_load_explicit(&rp->state, memory_order_relaxed) != UPULSAR_STATE_READY)
+        return;
+    for (up_batch_t *b = rp->unsent; b; b = b->next)
+        up_conn_write(rp->conn, b->frame, b->frame_len, NULL, b);
+    rp->unsent = NULL;
+}
+
+static void resolve_batch(up_rp_t *rp, up_batch_t *b, upulsar_err_t err, uint64_t ledger,
+                          uint64_t entry)
+{
+    upulsar_msg_id_t id = {ledger, entry, rp->partition, 0, (int32_t)b->n};
+    for (uint32_t i = 0; i < b->n; i++) {
+        up_done_t *d = &b->done[i];
+        id.batch_index = (int32_t)i;
+        if (d->f)
+            up_future_resolve(d->f, err, err ? NULL : &id);
+        if (d->cb)
+            d->cb(err, err ? NULL : &id, d->opaque);
+    }
+    if (err)
+        atomic_fetch_add_explicit(&rp->failed_msgs, b->n, memory_order_relaxed);
+    else
+        atomic_fetch_add_explicit(&rp->acked_msgs, b->n, memory_order_relaxed);
+    atomic_store_explicit(&rp->resolved_ring_pos, b->ring_end, memory_order_release);
+}
+
+/* Pop the head of the pending queue, resolve it, recycle it. */
+static void complete_head(up_rp_t *rp, upulsar_err_t err, uint64_t ledger, uint64_t entry)
+{
+    up_batch_t *b = rp->pend_head;
+    rp->pend_head = b->next;
+    if (!rp->pend_head)
+        rp->pend_tail = NULL;
+    if (rp->unsent == b)
+        rp->unsent = b->next;
+    rp->npend--;
+    if (!err)
+        atomic_store_explicit(&rp->last_acked_seq, (int64_t)b->last_seq, memory_order_relaxed);
+    resolve_batch(rp, b, err, ledger, entry);
+    batch_retire(rp, b);
+}
+
+static int close_batch(up_rp_t *rp)
+{
+    up_batch_t *b = rp->open;
+    rp->open = NULL;
+    const struct upulsar_conf *cf = rp_conf(rp);
+    uint8_t *payload = b->buf + HDR_ROOM;
+    size_t plen = b->rec_len;
+    up_md_t md = PULSAR__PROTO__MESSAGE_METADATA__INIT;
+    if (cf->compression != UP_COMP_NONE) {
+        size_t bound = up_compress_bound(cf->compression, plen);
+        if (b->zcap < HDR_ROOM + bound) {
+            uint8_t *z = realloc(b->zbuf, HDR_ROOM + bound);
+            if (!z)
+                goto fail;
+            b->zbuf = z;
+            b->zcap = HDR_ROOM + bound;
+        }
+        long cl = up_compress(cf->compression, payload, plen, b->zbuf + HDR_ROOM, bound);
+        if (cl < 0)
+            goto fail;
+        md.compression = (Pulsar__Proto__CompressionType)cf->compression;
+        md.has_compression = 1;
+        md.uncompressed_size = (uint32_t)plen;
+        md.has_uncompressed_size = 1;
+        payload = b->zbuf + HDR_ROOM;
+        plen = (size_t)cl;
+    }
+    md.producer_name = rp->name;
+    md.sequence_id = b->first_seq;
+    md.publish_time = up_wall_ms();
+    md.has_num_messages_in_batch = 1;
+    md.num_messages_in_batch = (int32_t)b->n;
+    md.has_highest_sequence_id = 1;
+    md.highest_sequence_id = b->last_seq;
+
+    up_cmd_t cmd = PULSAR__PROTO__BASE_COMMAND__INIT;
+    Pulsar__Proto__CommandSend send = PULSAR__PROTO__COMMAND_SEND__INIT;
+    cmd.type = UP_CMD(SEND);
+    cmd.send = &send;
+    send.producer_id = rp->producer_id;
+    send.sequence_id = b->first_seq;
+    send.has_num_messages = 1;
+    send.num_messages = (int32_t)b->n;
+    send.has_highest_sequence_id = 1;
+    send.highest_sequence_id = b->last_seq;
+
+    size_t cs = protobuf_c_message_get_packed_size(&cmd.base);
+    size_t ms = protobuf_c_message_get_packed_size(&md.base);
+    size_t hdr = 4 + 4 + cs + 2 + 4 + 4 + ms;
+    if (hdr > HDR_ROOM)
+        goto fail;
+    uint8_t *start = payload - hdr, *p = start;
+    up_put_be32(p, (uint32_t)(hdr - 4 + plen));
+    up_put_be32(p + 4, (uint32_t)cs);
+    protobuf_c_message_pack(&cmd.base, p + 8);
+    p += 8 + cs;
+    p[0] = 0x0e;
+    p[1] = 0x01;
+    uint8_t *crc_at = p + 2;
+    p += 6;
+    up_put_be32(p, (uint32_t)ms);
+    protobuf_c_message_pack(&md.base, p + 4);
+    up_put_be32(crc_at, up_crc32c(up_crc32c(0, p, 4 + ms), payload, plen));
+    b->frame = start;
+    b->frame_len = hdr + plen;
+
+    if (rp->pend_tail)
+        rp->pend_tail->next = b;
+    else
+        rp->pend_head = b;
+    rp->pend_tail = b;
+    rp->npend++;
+    if (!rp->unsent)
+        rp->unsent = b;
+    atomic_fetch_add_explicit(&rp->sent_msgs, b->n, memory_order_relaxed);
+    write_unsent(rp);
+    return 0;
+fail:
+    resolve_batch(rp, b, UPULSAR_ERR__COMPRESSION, 0, 0);
+    batch_retire(rp, b);
+    return -1;
+}
+
+/* Make the record at the read position contiguous: returns a pointer to the
+ * bytes after the header (extension, key, ordering key, props, payload). */
+static const uint8_t *record_body(up_rp_t *rp, uint64_t ncells, size_t size)
+{
+    up_ring_t *r = &rp->ring;
+    if ((r->ctail & r->mask) + ncells <= r->cap)
+        return up_ring_cell(r, r->ctail) + sizeof(up_rec_t);
+    if (rp->scratch_cap < size) {
+        uint8_t *s = realloc(rp->scratch, size);
+        if (!s)
+            return NULL;
+        rp->scratch = s;
+        rp->scratch_cap = size;
+    }
+    up_ring_read(r, r->ctail, sizeof(up_rec_t), rp->scratch, size - sizeof(up_rec_t));
+    return rp->scratch;
+}
+
+static bool grow_batch(up_batch_t *b, size_t need)
+{
+    if (b->cap >= HDR_ROOM + b->rec_len + need)
+        return true;
+    size_t cap = HDR_ROOM + b->rec_len + need + 1024;
+    uint8_t *nb = realloc(b->buf, cap);
+    if (!nb)
+        return false;
+    b->buf = nb;
+    b->cap = cap;
+    return true;
+}
+
+/* Take one record off the ring into the open batch (or fail it). */
+static void drain_one(up_rp_t *rp, const up_rec_t *h, uint64_t now)
+{
+    const struct upulsar_conf *cf = rp_conf(rp);
+    uint64_t ncells = h->ncells_flags >> 4;
+    uint32_t flags = h->ncells_flags & 0xf;
+    size_t var = h->key_len + h->okey_len + h->props_len;
+    size_t body = ((flags & UP_REC_EXT) ? sizeof(up_rec_ext_t) : 0) + var +
+                  ((flags & UP_REC_NOCOPY) ? 0 : h->payload_len);
+    const uint8_t *p = record_body(rp, ncells, sizeof(up_rec_t) + body);
+    up_rec_ext_t ext = {0};
+    upulsar_err_t err = UPULSAR_OK;
+    if (!p) {
+        err = UPULSAR_ERR__NOMEM;
+        goto out_fail_noext;
+    }
+    if (flags & UP_REC_EXT) {
+        memcpy(&ext, p, sizeof ext);
+        p += sizeof ext;
+    }
+    up_smm_t m = {0};
+    if (flags & UP_REC_KEY) {
+        m.key = (const char *)p;
+        m.key_len = h->key_len;
+    }
+    p += h->key_len;
+    if (h->okey_len) {
+        m.okey = p;
+        m.okey_len = h->okey_len;
+    }
+    p += h->okey_len;
+    if (h->props_len) {
+        m.props = p;
+        m.props_len = h->props_len;
+    }
+    p += h->props_len;
+    const void *payload = (flags & UP_REC_NOCOPY) ? ext.payload : p;
+    m.event_time = h->event_time;
+    m.payload_size = h->payload_len;
+    m.sequence_id = rp->next_seq;
+    size_t rs = up_record_size(&m);
+
+    int failed = atomic_load_explicit(&rp->failed, memory_order_relaxed);
+    if (failed) {
+        err = (upulsar_err_t)failed;
+        goto out_fail;
+    }
+    if (rp->open && (rp->open->n >= (uint32_t)cf->batch_max_messages ||
+                     rp->open->rec_len + rs > (size_t)cf->batch_max_bytes))
+        close_batch(rp);
+    if (!rp->open) {
+        rp->open = batch_get(rp);
+        if (!rp->open) {
+            err = UPULSAR_ERR__NOMEM;
+            goto out_fail;
+        }
+        rp->open->created_us = now;
+        rp->open->first_seq = m.sequence_id;
+        rp->open_deadline_us = now + (uint64_t)cf->batch_max_delay_us;
+    }
+    up_batch_t *b = rp->open;
+    if (!grow_batch(b, rs)) {
+        err = UPULSAR_ERR__NOMEM;
+        goto out_fail;
+    }
+    b->rec_len += up_record_put(b->buf + HDR_ROOM + b->rec_len, &m, payload);
+    b->last_seq = m.sequence_id;
+    b->done[b->n++] = (up_done_t){h->future, ext.cb, ext.opaque};
+    rp->next_seq++;
+    if (ext.free_cb)
+        ext.free_cb((void *)ext.payload, ext.opaque);
+    return;
+out_fail:
+    if (ext.free_cb)
+        ext.free_cb((void *)ext.payload, ext.opaque);
+out_fail_noext:
+    if (h->future)
+        up_future_resolve(h->future, err, NULL);
+    if (ext.cb)
+        ext.cb(err, NULL, ext.opaque);
+    atomic_fetch_add_explicit(&rp->failed_msgs, 1, memory_order_relaxed);
+}
+
+bool up_rp_pump(up_rp_t *rp, uint64_t now, uint64_t *deadline)
+{
+    const struct upulsar_conf *cf = rp_conf(rp);
+    up_ring_t *r = &rp->ring;
+    bool consumed = false;
+    size_t max_inflight = (size_t)cf->max_inflight_batches;
+    unsigned budget = 4096; /* records per call, so other producers get a turn */
+    while (budget-- && rp->npend < max_inflight && up_ring_peek(r)) {
+        up_rec_t h;
+        memcpy(&h, up_ring_cell(r, r->ctail), sizeof h);
+        drain_one(rp, &h, now);
+        uint64_t ncells = h.ncells_flags >> 4;
+        r->ctail += ncells;
+        if (rp->open)
+            rp->open->ring_end = r->ctail;
+        consumed = true;
+        if (!cf->batching_enabled && rp->open)
+            close_batch(rp);
+    }
+    if (consumed)
+        up_ring_release(r); /* R2 */
+    if (rp->open) {
+        bool flush = atomic_exchange_explicit(&rp->flush_req, 0, memory_order_acq_rel);
+        if (flush || now >= rp->open_deadline_us ||
+            rp->open->n >= (uint32_t)cf->batch_max_messages)
+            close_batch(rp);
+        else if (rp->open_deadline_us < *deadline)
+            *deadline = rp->open_deadline_us;
+    } else if (atomic_load_explicit(&rp->flush_req, memory_order_relaxed) && !up_ring_peek(r)) {
+        atomic_store_explicit(&rp->flush_req, 0, memory_order_relaxed);
+    }
+    if (!rp->open && rp->pend_head == NULL)
+        atomic_store_explicit(&rp->resolved_ring_pos, r->ctail, memory_order_release);
+    return consumed && up_ring_peek(r);
+}
+
+/* ---- loop side: receipts and errors -------------------------------------- */
+
+void up_rp_on_receipt(up_rp_t *rp, const Pulsar__Proto__CommandSendReceipt *r)
+{
+    up_batch_t *b = rp->pend_head;
+    if (!b || b == rp->unsent || r->sequence_id < b->first_seq)
+        return; /* stale: already failed (timeout) or not ours */
+    if (r->sequence_id > b->last_seq) {
+        up_seterr(UPULSAR_ERR__PROTOCOL,
+                  "%s: receipt for sequence id %llu while %llu..%llu is pending", rp->topic,
+                  (unsigned long long)r->sequence_id, (unsigned long long)b->first_seq,
+                  (unsigned long long)b->last_seq);
+        up_conn_fail(rp->conn, UPULSAR_ERR__PROTOCOL);
+        return;
+    }
+    uint64_t ledger = r->message_id ? r->message_id->ledgerid : UINT64_MAX;
+    uint64_t entry = r->message_id ? r->message_id->entryid : UINT64_MAX;
+    complete_head(rp, UPULSAR_OK, ledger, entry);
+}
+
+static void send_close_producer(up_rp_t *rp)
+{
+    up_cmd_t cmd = PULSAR__PROTO__BASE_COMMAND__INIT;
+    Pulsar__Proto__CommandCloseProducer cp = PULSAR__PROTO__COMMAND_CLOSE_PRODUCER__INIT;
+    cmd.type = UP_CMD(CLOSE_PRODUCER);
+    cmd.close_producer = &cp;
+    cp.producer_id = rp->producer_id;
+    cp.request_id = atomic_fetch_add(&rp->client->next_request_id, 1);
+    up_conn_write_cmd(rp->conn, &cmd);
+}
+
+void up_rp_on_send_error(up_rp_t *rp, const Pulsar__Proto__CommandSendError *e)
+{
+    up_batch_t *b = rp->pend_head;
+    if (!b || b == rp->unsent || e->sequence_id < b->first_seq || e->sequence_id > b->last_seq)
+        return;
+    upulsar_err_t err = up_err_from_server(e->error);
+    switch (err) {
+    case UPULSAR_ERR_CHECKSUM_ERROR:
+    case UPULSAR_ERR_NOT_ALLOWED:
+        /* this entry is refused; the ones behind it are unaffected */
+        complete_head(rp, err, 0, 0);
+        break;
+    case UPULSAR_ERR_TOPIC_TERMINATED:
+    case UPULSAR_ERR_PRODUCER_FENCED:
+    case UPULSAR_ERR_AUTHORIZATION_ERROR:
+        atomic_store(&rp->failed, err);
+        up_rp_fail_all(rp, err);
+        send_close_producer(rp);
+        up_rp_detach(rp, true);
+        break;
+    default:
+        /* transient: re-create the producer and resend from the head */
+        send_close_producer(rp);
+        up_rp_detach(rp, true);
+        break;
+    }
+}
+
+/* ---- loop side: attach / detach / fail ----------------------------------- */
+
+void up_rp_detach(up_rp_t *rp, bool kick)
+{
+    up_conn_t *c = rp->conn;
+    if (rp->registered && c) {
+        for (size_t i = 0; i < c->nrps; i++)
+            if (c->rps[i] == rp) {
+                c->rps[i] = c->rps[--c->nrps];
+                break;
+            }
+    }
+    rp->registered = false;
+    if (c) {
+        rp->conn = NULL;
+        up_conn_unref(c);
+    }
+    rp->unsent = rp->pend_head;
+    if (!rp->closing && !atomic_load(&rp->failed))
+        atomic_store(&rp->state, UPULSAR_STATE_BACKOFF);
+    if (kick)
+        up_watchdog_kick(rp->client);
+}
+
+void up_rp_register(up_rp_t *rp, up_conn_t *c)
+{
+    if (rp->conn)
+        up_rp_detach(rp, false);
+    if (c->nrps == c->crps) {
+        size_t n = c->crps ? c->crps * 2 : 8;
+        up_rp_t **nr = realloc(c->rps, n * sizeof *nr);
+        if (!nr)
+            return; /* not registered: the create request will be refused */
+        c->rps = nr;
+        c->crps = n;
+    }
+    c->rps[c->nrps++] = rp;
+    up_conn_ref(c);
+    rp->conn = c;
+    rp->registered = true;
+    atomic_store(&rp->closed_by_broker, 0);
+}
+
+bool up_rp_attach(up_rp_t *rp, up_conn_t *c, int64_t last_seq)
+{
+    const struct upulsar_conf *cf = rp_conf(rp);
+    if (rp->conn != c || atomic_load(&c->state) != UP_CONN_OPEN ||
+        atomic_load(&rp->closed_by_broker) || rp->closing)
+        return false;
+    if (!rp->ever_ready) {
+        rp->next_seq = cf->initial_sequence_id >= 0 ? (uint64_t)cf->initial_sequence_id + 1
+                                                    : (uint64_t)(last_seq + 1);
+        rp->ever_ready = true;
+    } else if (last_seq >= 0 && (uint64_t)last_seq + 1 > rp->next_seq) {
+        rp->next_seq = (uint64_t)last_seq + 1;
+    }
+    rp->unsent = rp->pend_head;
+    if (rp->pend_head)
+        atomic_fetch_add(&rp->resent_batches, rp->npend);
+    atomic_store(&rp->state, UPULSAR_STATE_READY);
+    write_unsent(rp);
+    up_conn_flush(c);
+    return true;
+}
+
+void up_rp_fail_all(up_rp_t *rp, upulsar_err_t err)
+{
+    if (rp->open) {
+        up_batch_t *b = rp->open;
+        rp->open = NULL;
+        resolve_batch(rp, b, err, 0, 0);
+        batch_retire(rp, b);
+    }
+    while (rp->pend_head)
+        complete_head(rp, err, 0, 0);
+    up_ring_t *r = &rp->ring;
+    int prev = atomic_exchange(&rp->failed, err);
+    while (up_ring_peek(r)) {
+        up_rec_t h;
+        memcpy(&h, up_ring_cell(r, r->ctail), sizeof h);
+        drain_one(rp, &h, 0); /* fails it: `failed` is set */
+        r->ctail += h.ncells_flags >> 4;
+    }
+    up_ring_release(r);
+    atomic_store(&rp->failed, prev);
+    atomic_store_explicit(&rp->resolved_ring_pos, r->ctail, memory_order_release);
+}
+
+void up_rp_check_timeouts(up_rp_t *rp, uint64_t now)
+{
+    int to = rp_conf(rp)->send_timeout_ms;
+    if (to <= 0)
+        return;
+    uint64_t limit = (uint64_t)to * 1000u;
+    while (rp->pend_head && now - rp->pend_head->created_us > limit)
+        complete_head(rp, UPULSAR_ERR__MSG_TIMED_OUT, 0, 0);
+}

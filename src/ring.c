@@ -1,0 +1,54 @@
+/* ring.c -- MPSC ring setup and wrap-aware copies (see ring.h). */
+#include "ring.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+int up_ring_init(up_ring_t *r, size_t bytes)
+{
+    memset(r, 0, sizeof *r);
+    uint64_t cells = 64;
+    while (cells * UP_RING_CELL < bytes)
+        cells <<= 1;
+    r->cap = cells;
+    r->mask = cells - 1;
+    r->cells = aligned_alloc(64, cells * UP_RING_CELL);
+    r->commit = calloc(cells, sizeof *r->commit);
+    if (!r->cells || !r->commit) {
+        up_ring_destroy(r);
+        return -1;
+    }
+    for (uint64_t i = 0; i < cells; i++)
+        atomic_init(&r->commit[i], 0);
+    atomic_init(&r->head, 0);
+    atomic_init(&r->tail, 0);
+    return 0;
+}
+
+void up_ring_destroy(up_ring_t *r)
+{
+    free(r->cells);
+    free((void *)r->commit);
+    r->cells = NULL;
+    r->commit = NULL;
+}
+
+void up_ring_write(up_ring_t *r, uint64_t pos, size_t off, const void *src, size_t len)
+{
+    size_t total = r->cap * UP_RING_CELL;
+    size_t at = (size_t)((pos & r->mask) * UP_RING_CELL + off) % total;
+    size_t first = total - at < len ? total - at : len;
+    memcpy(r->cells + at, src, first);
+    if (len > first)
+        memcpy(r->cells, (const uint8_t *)src + first, len - first);
+}
+
+void up_ring_read(const up_ring_t *r, uint64_t pos, size_t off, void *dst, size_t len)
+{
+    size_t total = r->cap * UP_RING_CELL;
+    size_t at = (size_t)((pos & r->mask) * UP_RING_CELL + off) % total;
+    size_t first = total - at < len ? total - at : len;
+    memcpy(dst, r->cells + at, first);
+    if (len > first)
+        memcpy((uint8_t *)dst + first, r->cells, len - first);
+}

@@ -1,0 +1,267 @@
+/* uring_loop.c -- the io_uring loop thread: tasks, ring draining, socket
+ * completions, sleeping and waking. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "engine.h"
+#include "err.h"
+
+#define TICK_US 10000u
+
+static _Thread_local up_loop_t *current_loop;
+
+bool up_loop_is_current(const up_loop_t *l) { return current_loop == l; }
+
+static void wake_force(up_loop_t *l)
+{
+    if (!atomic_exchange_explicit(&l->wake_pending, 1, memory_order_acq_rel)) {
+        uint64_t one = 1;
+        ssize_t w = write(l->efd, &one, sizeof one);
+        (void)w;
+    }
+}
+
+void up_loop_wake(up_loop_t *l)
+{
+    if (atomic_load_explicit(&l->sleeping, memory_order_relaxed) != UP_AWAKE)
+        wake_force(l);
+}
+
+int up_loop_post(up_loop_t *l, void (*fn)(void *), void *arg)
+{
+    up_task_t *t = malloc(sizeof *t);
+    if (!t)
+        return -1;
+    t->fn = fn;
+    t->arg = arg;
+    t->next = NULL;
+    pthread_mutex_lock(&l->task_lock);
+    if (l->tasks_tail)
+        l->tasks_tail->next = t;
+    else
+        l->tasks = t;
+    l->tasks_tail = t;
+    atomic_store(&l->has_tasks, 1);
+    pthread_mutex_unlock(&l->task_lock);
+    wake_force(l);
+    return 0;
+}
+
+typedef struct {
+    void (*fn)(void *);
+    void *arg;
+    bool done;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+} call_t;
+
+static void call_trampoline(void *a)
+{
+    call_t *c = a;
+    c->fn(c->arg);
+    pthread_mutex_lock(&c->mu);
+    c->done = true;
+    pthread_cond_signal(&c->cv);
+    pthread_mutex_unlock(&c->mu);
+}
+
+int up_loop_call(up_loop_t *l, void (*fn)(void *), void *arg)
+{
+    if (up_loop_is_current(l)) {
+        fn(arg);
+        return 0;
+    }
+    call_t c = {.fn = fn, .arg = arg};
+    pthread_mutex_init(&c.mu, NULL);
+    pthread_cond_init(&c.cv, NULL);
+    if (up_loop_post(l, call_trampoline, &c)) {
+        pthread_mutex_destroy(&c.mu);
+        pthread_cond_destroy(&c.cv);
+        return -1;
+    }
+    pthread_mutex_lock(&c.mu);
+    while (!c.done)
+        pthread_cond_wait(&c.cv, &c.mu);
+    pthread_mutex_unlock(&c.mu);
+    pthread_mutex_destroy(&c.mu);
+    pthread_cond_destroy(&c.cv);
+    return 0;
+}
+
+static void run_tasks(up_loop_t *l)
+{
+    if (!atomic_load_explicit(&l->has_tasks, memory_order_acquire))
+        return;
+    pthread_mutex_lock(&l->task_lock);
+    up_task_t *t = l->tasks;
+    l->tasks = l->tasks_tail = NULL;
+    atomic_store(&l->has_tasks, 0);
+    pthread_mutex_unlock(&l->task_lock);
+    while (t) {
+        up_task_t *next = t->next;
+        t->fn(t->arg);
+        free(t);
+        t = next;
+    }
+}
+
+static void arm_wake(up_loop_t *l)
+{
+    struct io_uring_sqe *sqe = io_uring_get_sqe(&l->uring);
+    if (!sqe) {
+        io_uring_submit(&l->uring);
+        sqe = io_uring_get_sqe(&l->uring);
+    }
+    io_uring_prep_read(sqe, l->efd, &l->efd_val, sizeof l->efd_val, 0);
+    io_uring_sqe_set_data(sqe, &l->wake_op);
+}
+
+static unsigned reap(up_loop_t *l)
+{
+    struct io_uring_cqe *cqe;
+    unsigned head, n = 0;
+    io_uring_for_each_cqe(&l->uring, head, cqe)
+    {
+        up_op_t *op = io_uring_cqe_get_data(cqe);
+        int res = cqe->res;
+        n++;
+        if (!op)
+            continue;
+        switch (op->type) {
+        case UP_OP_WAKE:
+            atomic_store_explicit(&l->wake_pending, 0, memory_order_release);
+            arm_wake(l);
+            break;
+        case UP_OP_RECV:
+            up_conn_on_recv(op->conn, res);
+            break;
+        case UP_OP_SEND:
+            up_conn_on_send(op->conn, res);
+            break;
+        }
+    }
+    io_uring_cq_advance(&l->uring, n);
+    return n;
+}
+
+static bool work_waiting(up_loop_t *l)
+{
+    if (atomic_load_explicit(&l->has_tasks, memory_order_relaxed))
+        return true;
+    for (size_t i = 0; i < l->nrps; i++)
+        if (up_ring_peek(&l->rps[i]->ring) || atomic_load(&l->rps[i]->flush_req))
+            return true;
+    return false;
+}
+
+static void tick(up_loop_t *l, uint64_t now)
+{
+    for (size_t i = 0; i < l->nconns; i++)
+        up_conn_tick(l->conns[i], now);
+    for (size_t i = 0; i < l->nrps; i++)
+        up_rp_check_timeouts(l->rps[i], now);
+    /* drop dead connections once their operations have completed */
+    for (size_t i = 0; i < l->nconns;) {
+        up_conn_t *c = l->conns[i];
+        if (atomic_load(&c->state) == UP_CONN_DEAD && !c->recv_inflight && !c->send_inflight) {
+            l->conns[i] = l->conns[--l->nconns];
+            up_conn_unref(c);
+        } else {
+            i++;
+        }
+    }
+}
+
+static void *loop_main(void *arg)
+{
+    up_loop_t *l = arg;
+    current_loop = l;
+    arm_wake(l);
+    while (!l->stop) {
+        run_tasks(l);
+        if (l->stop)
+            break;
+        uint64_t now = up_now_us();
+        uint64_t deadline = UINT64_MAX;
+        bool busy = false;
+        for (size_t i = 0; i < l->nrps; i++)
+            busy |= up_rp_pump(l->rps[i], now, &deadline);
+        for (size_t i = 0; i < l->nconns; i++)
+            up_conn_flush(l->conns[i]);
+        if (now - l->last_tick_us >= TICK_US) {
+            tick(l, now);
+            l->last_tick_us = now;
+        }
+        io_uring_submit(&l->uring);
+        reap(l);
+        if (busy)
+            continue;
+
+        /* Going to sleep. Callers check `sleeping` after committing a
+         * record (store R1, seq_cst fence, load); we store `sleeping`, fence,
+         * then look at the rings again, so one of the two sees the other. */
+        int mode = deadline == UINT64_MAX ? UP_SLEEP_IDLE : UP_SLEEP_TIMED;
+        atomic_store_explicit(&l->sleeping, mode, memory_order_relaxed);
+        atomic_thread_fence(memory_order_seq_cst);
+        if (work_waiting(l)) {
+            atomic_store_explicit(&l->sleeping, UP_AWAKE, memory_order_relaxed);
+            continue;
+        }
+        uint64_t wait_us = TICK_US;
+        if (deadline != UINT64_MAX)
+            wait_us = deadline > now ? deadline - now : 0;
+        if (wait_us > TICK_US)
+            wait_us = TICK_US;
+        if (wait_us > 0) {
+            struct __kernel_timespec ts = {.tv_sec = 0, .tv_nsec = (long long)wait_us * 1000};
+            struct io_uring_cqe *cqe;
+            io_uring_submit_and_wait_timeout(&l->uring, &cqe, 1, &ts, NULL);
+        }
+        atomic_store_explicit(&l->sleeping, UP_AWAKE, memory_order_relaxed);
+        reap(l);
+    }
+    current_loop = NULL;
+    return NULL;
+}
+
+int up_loop_start(up_loop_t *l, struct upulsar_client *c, int index)
+{
+    memset(l, 0, sizeof *l);
+    l->client = c;
+    l->index = index;
+    l->wake_op.type = UP_OP_WAKE;
+    l->efd = eventfd(0, EFD_CLOEXEC);
+    if (l->efd < 0)
+        return up_seterr(UPULSAR_ERR__IO, "eventfd: %s", strerror(errno));
+    int rc = io_uring_queue_init(512, &l->uring, 0);
+    if (rc < 0) {
+        close(l->efd);
+        return up_seterr(UPULSAR_ERR__IO, "io_uring_queue_init: %s", strerror(-rc));
+    }
+    pthread_mutex_init(&l->task_lock, NULL);
+    if (pthread_create(&l->thread, NULL, loop_main, l)) {
+        io_uring_queue_exit(&l->uring);
+        close(l->efd);
+        return up_seterr(UPULSAR_ERR__IO, "cannot start the io thread");
+    }
+    return 0;
+}
+
+static void stop_task(void *arg) { ((up_loop_t *)arg)->stop = true; }
+
+void up_loop_stop(up_loop_t *l)
+{
+    up_loop_post(l, stop_task, l);
+    pthread_join(l->thread, NULL);
+    run_tasks(l); /* anything posted after the stop: run it here */
+    for (size_t i = 0; i < l->nconns; i++)
+        up_conn_unref(l->conns[i]);
+    free(l->conns);
+    free(l->rps);
+    io_uring_queue_exit(&l->uring);
+    close(l->efd);
+    pthread_mutex_destroy(&l->task_lock);
+}

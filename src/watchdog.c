@@ -1,0 +1,181 @@
+/* watchdog.c -- the supervisor thread: re-creates producers that lost their
+ * connection or were closed by the broker (exponential backoff with jitter),
+ * enforces the restart intensity, fails groups on terminal errors. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine.h"
+#include "err.h"
+
+#define WD_PERIOD_MS 20
+
+void up_watchdog_kick(struct upulsar_client *c)
+{
+    pthread_mutex_lock(&c->lock);
+    c->wd_kicked = true;
+    pthread_cond_signal(&c->wd_cv);
+    pthread_mutex_unlock(&c->lock);
+}
+
+static uint64_t jitter(uint64_t ms)
+{
+    /* up to 10 % less, as the official clients do */
+    uint64_t cut = ms / 10;
+    return cut ? ms - (uint64_t)rand() % (cut + 1) : ms;
+}
+
+typedef struct {
+    up_rp_t *rp;
+    upulsar_err_t err;
+} fail_t;
+
+static void fail_task(void *a)
+{
+    fail_t *f = a;
+    up_rp_t *rp = f->rp;
+    atomic_store(&rp->failed, f->err);
+    atomic_store(&rp->state, UPULSAR_STATE_FAILED);
+    up_rp_fail_all(rp, f->err);
+    if (rp->conn)
+        up_rp_detach(rp, false);
+    atomic_store(&rp->state, UPULSAR_STATE_FAILED);
+}
+
+static void fail_group(up_group_t *g, upulsar_err_t err)
+{
+    atomic_store(&g->failed, err);
+    for (int i = 0; i < g->nrps; i++) {
+        fail_t f = {g->rps[i], err};
+        up_loop_call(g->rps[i]->loop, fail_task, &f);
+    }
+}
+
+static bool terminal(upulsar_err_t e)
+{
+    switch (e) {
+    case UPULSAR_ERR_TOPIC_TERMINATED:
+    case UPULSAR_ERR_PRODUCER_FENCED:
+    case UPULSAR_ERR_AUTHORIZATION_ERROR:
+    case UPULSAR_ERR_AUTHENTICATION_ERROR:
+    case UPULSAR_ERR_TOPIC_NOT_FOUND:
+    case UPULSAR_ERR_INVALID_TOPIC_NAME:
+    case UPULSAR_ERR_INCOMPATIBLE_SCHEMA:
+        return true;
+    default:
+        return false;
+    }
+}
+
+/* Restart intensity: more than N restarts within the period fails the group. */
+static bool over_intensity(const struct upulsar_conf *cf, up_rp_t *rp, uint64_t now)
+{
+    if (cf->restart_intensity <= 0)
+        return false;
+    uint64_t window = (uint64_t)cf->restart_period_ms * 1000u;
+    int keep = 0;
+    for (int i = 0; i < rp->nrestarts; i++)
+        if (now - rp->restart_times[i] <= window)
+            rp->restart_times[keep++] = rp->restart_times[i];
+    rp->nrestarts = keep;
+    if (rp->nrestarts < (int)(sizeof rp->restart_times / sizeof rp->restart_times[0]))
+        rp->restart_times[rp->nrestarts++] = now;
+    return rp->nrestarts > cf->restart_intensity;
+}
+
+/* One supervision pass over a handle. Called with c->lock NOT held. */
+static void supervise(struct upulsar_producer *h, uint64_t now)
+{
+    const struct upulsar_conf *cf = &h->conf;
+    for (int g = 0; g < h->ngroups; g++) {
+        up_group_t *grp = &h->groups[g];
+        if (atomic_load(&grp->failed))
+            continue;
+        for (int i = 0; i < grp->nrps; i++) {
+            up_rp_t *rp = grp->rps[i];
+            if (atomic_load(&h->closed) || atomic_load(&grp->failed))
+                return;
+            if (atomic_load(&rp->state) != UPULSAR_STATE_BACKOFF)
+                continue;
+            if (rp->next_attempt_us == 0) {
+                uint64_t d = atomic_load(&rp->closed_by_broker) ? 0 : jitter(rp->backoff_ms);
+                rp->next_attempt_us = now + d * 1000u;
+                rp->backoff_ms *= 2;
+                if (rp->backoff_ms > (uint64_t)cf->backoff_max_ms)
+                    rp->backoff_ms = (uint64_t)cf->backoff_max_ms;
+            }
+            if (now < rp->next_attempt_us)
+                continue;
+            if (over_intensity(cf, rp, now)) {
+                up_seterr(UPULSAR_ERR__GROUP_FAILED, "%s: more than %d restarts in %d ms",
+                          rp->topic, cf->restart_intensity, cf->restart_period_ms);
+                fail_group(grp, UPULSAR_ERR__GROUP_FAILED);
+                break;
+            }
+            atomic_store(&rp->state, UPULSAR_STATE_CONNECTING);
+            atomic_fetch_add(&rp->reconnects, 1);
+            upulsar_err_t err = up_rp_establish(rp, cf->operation_timeout_ms);
+            now = up_now_us();
+            rp->next_attempt_us = 0;
+            if (!err) {
+                rp->backoff_ms = (uint64_t)cf->backoff_initial_ms;
+                continue;
+            }
+            if (terminal(err)) {
+                fail_group(grp, err);
+                break;
+            }
+            if (atomic_load(&rp->state) == UPULSAR_STATE_CONNECTING)
+                atomic_store(&rp->state, UPULSAR_STATE_BACKOFF);
+        }
+    }
+}
+
+static void *wd_main(void *arg)
+{
+    struct upulsar_client *c = arg;
+    pthread_mutex_lock(&c->lock);
+    while (!c->wd_stop) {
+        if (!c->wd_kicked) {
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_nsec += WD_PERIOD_MS * 1000000L;
+            if (ts.tv_nsec >= 1000000000L) {
+                ts.tv_sec++;
+                ts.tv_nsec -= 1000000000L;
+            }
+            pthread_cond_timedwait(&c->wd_cv, &c->lock, &ts);
+        }
+        c->wd_kicked = false;
+        if (c->wd_stop)
+            break;
+        /* Handles are only unlinked and freed under c->lock after
+         * wd_busy is clear (see upulsar_producer_stop), so walking the list
+         * with the lock dropped around each pass is safe. */
+        for (struct upulsar_producer *h = c->producers; h; h = h->next) {
+            if (atomic_load(&h->closed))
+                continue;
+            c->wd_busy = h;
+            pthread_mutex_unlock(&c->lock);
+            supervise(h, up_now_us());
+            pthread_mutex_lock(&c->lock);
+            c->wd_busy = NULL;
+            pthread_cond_broadcast(&c->wd_cv);
+        }
+    }
+    pthread_mutex_unlock(&c->lock);
+    return NULL;
+}
+
+int up_watchdog_start(struct upulsar_client *c)
+{
+    return pthread_create(&c->watchdog, NULL, wd_main, c) ? -1 : 0;
+}
+
+void up_watchdog_stop(struct upulsar_client *c)
+{
+    pthread_mutex_lock(&c->lock);
+    c->wd_stop = true;
+    pthread_cond_broadcast(&c->wd_cv);
+    pthread_mutex_unlock(&c->lock);
+    pthread_join(c->watchdog, NULL);
+}

@@ -1,0 +1,289 @@
+/* test_producer.c -- the partitioned producer against the test broker:
+ * routing, futures, ordering, stop. */
+#include <criterion/criterion.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "upulsar/testbroker.h"
+#include "upulsar/upulsar.h"
+
+static upulsar_tb_t *tb;
+static upulsar_client_t *client;
+
+static void setup(void)
+{
+    upulsar_tb_opts_t o;
+    upulsar_tb_opts_init(&o);
+    cr_assert_eq(upulsar_tb_start(&o, &tb), UPULSAR_OK);
+    upulsar_conf_t *conf = upulsar_conf_new();
+    char err[256];
+    cr_assert_eq(upulsar_conf_set(conf, "service.url", upulsar_tb_url(tb), err, sizeof err),
+                 UPULSAR_CONF_OK, "%s", err);
+    cr_assert_eq(upulsar_client_new(conf, &client), UPULSAR_OK, "%s", upulsar_last_error());
+    upulsar_conf_destroy(conf);
+}
+
+static void teardown(void)
+{
+    upulsar_client_destroy(client);
+    upulsar_tb_stop(tb);
+}
+
+TestSuite(producer, .init = setup, .fini = teardown, .timeout = 60);
+
+Test(producer, keyed_messages_land_on_hashed_partition_in_order)
+{
+    upulsar_producer_t *p;
+    cr_assert_eq(upulsar_producer_start(client, "kp", "keyed", 4, NULL, &p), UPULSAR_OK, "%s",
+                 upulsar_last_error());
+    enum { N = 2000 };
+    static upulsar_future_t *fut[N];
+    static char keys[N][16];
+    for (int i = 0; i < N; i++) {
+        snprintf(keys[i], sizeof keys[i], "key-%d", i % 37);
+        char payload[32];
+        int len = snprintf(payload, sizeof payload, "msg-%d", i);
+        upulsar_send_opts_t o = {.partition_key = keys[i]};
+        cr_assert_eq(upulsar_send(p, payload, (size_t)len, &o, &fut[i]), UPULSAR_OK, "%s",
+                     upulsar_last_error());
+    }
+    for (int i = 0; i < N; i++) {
+        upulsar_msg_id_t id;
+        cr_assert_eq(upulsar_future_wait(fut[i], 10000, &id), UPULSAR_OK, "message %d", i);
+        cr_assert_eq(id.partition, upulsar_producer_partition_for_key(p, keys[i]));
+        upulsar_future_release(fut[i]);
+    }
+    /* the broker holds every message, per partition in send order */
+    size_t total = 0;
+    for (int part = 0; part < 4; part++) {
+        char t[128];
+        snprintf(t, sizeof t, "keyed-partition-%d", part);
+        upulsar_tb_snapshot_t *s;
+        cr_assert_eq(upulsar_tb_snapshot(tb, t, &s), UPULSAR_OK);
+        int last = -1;
+        for (size_t j = 0; j < upulsar_tb_snapshot_count(s); j++) {
+            const upulsar_tb_msg_t *m = upulsar_tb_snapshot_msg(s, j);
+            int i;
+            cr_assert_eq(sscanf((const char *)m->payload, "msg-%d", &i), 1);
+            cr_assert_gt(i, last, "order broken on partition %d", part);
+            last = i;
+            cr_assert_str_eq(m->partition_key, keys[i]);
+            cr_assert_eq(upulsar_producer_partition_for_key(p, keys[i]), part);
+        }
+        total += upulsar_tb_snapshot_count(s);
+        upulsar_tb_snapshot_free(s);
+    }
+    cr_assert_eq(total, N);
+    cr_assert_eq(upulsar_producer_stop(p, 5000), UPULSAR_OK);
+}
+
+Test(producer, unkeyed_messages_spread_over_all_partitions)
+{
+    upulsar_producer_t *p;
+    upulsar_conf_t *conf = upulsar_conf_new();
+    upulsar_conf_set(conf, "batch.max.messages", "50", NULL, 0);
+    cr_assert_eq(upulsar_producer_start(client, NULL, "spread", 8, conf, &p), UPULSAR_OK, "%s",
+                 upulsar_last_error());
+    upulsar_conf_destroy(conf);
+    enum { N = 4000 };
+    for (int i = 0; i < N; i++)
+        cr_assert_eq(upulsar_send(p, "x", 1, NULL, NULL), UPULSAR_OK);
+    cr_assert_eq(upulsar_producer_flush(p, 10000), UPULSAR_OK);
+    for (int part = 0; part < 8; part++) {
+        char t[64];
+        snprintf(t, sizeof t, "spread-partition-%d", part);
+        upulsar_tb_topic_stats_t st;
+        cr_assert_eq(upulsar_tb_topic_stats(tb, t, &st), UPULSAR_OK);
+        cr_assert_gt(st.messages, 0, "partition %d got nothing", part);
+    }
+    upulsar_producer_stop(p, 5000);
+}
+
+Test(producer, murmur3_scheme_routes_like_java_murmur)
+{
+    upulsar_producer_t *p;
+    upulsar_conf_t *conf = upulsar_conf_new();
+    cr_assert_eq(upulsar_conf_set(conf, "hashing.scheme", "murmur3_32", NULL, 0), UPULSAR_CONF_OK);
+    cr_assert_eq(upulsar_producer_start(client, NULL, "mm", 7, conf, &p), UPULSAR_OK);
+    upulsar_conf_destroy(conf);
+    /* protocol reference vectors: "key1" -> 462881061, "hello" -> 613153351 */
+    cr_assert_eq(upulsar_producer_partition_for_key(p, "key1"), 462881061 % 7);
+    cr_assert_eq(upulsar_producer_partition_for_key(p, "hello"), 613153351 % 7);
+    upulsar_future_t *f;
+    upulsar_send_opts_t o = {.partition_key = "hello"};
+    cr_assert_eq(upulsar_send(p, "v", 1, &o, &f), UPULSAR_OK);
+    upulsar_msg_id_t id;
+    cr_assert_eq(upulsar_future_wait(f, 10000, &id), UPULSAR_OK);
+    cr_assert_eq(id.partition, 613153351 % 7);
+    upulsar_future_release(f);
+    upulsar_producer_stop(p, 5000);
+}
+
+Test(producer, java_string_hash_is_the_default_scheme)
+{
+    upulsar_producer_t *p;
+    cr_assert_eq(upulsar_producer_start(client, NULL, "js", 7, NULL, &p), UPULSAR_OK);
+    /* "key1".hashCode() = 3288498, "my-key" = 1086286526 */
+    cr_assert_eq(upulsar_producer_partition_for_key(p, "key1"), 3288498 % 7);
+    cr_assert_eq(upulsar_producer_partition_for_key(p, "my-key"), 1086286526 % 7);
+    upulsar_producer_stop(p, 5000);
+}
+
+Test(producer, lz4_batches_round_trip_with_properties)
+{
+    upulsar_producer_t *p;
+    upulsar_conf_t *conf = upulsar_conf_new();
+    cr_assert_eq(upulsar_conf_set(conf, "compression", "lz4", NULL, 0), UPULSAR_CONF_OK);
+    cr_assert_eq(upulsar_producer_start(client, "lz", "lz4t", 0, conf, &p), UPULSAR_OK, "%s",
+                 upulsar_last_error());
+    upulsar_conf_destroy(conf);
+    enum { N = 1000 };
+    upulsar_property_t props[2] = {{"app", "upulsar"}, {"n", "1"}};
+    for (int i = 0; i < N; i++) {
+        char payload[128];
+        int len = snprintf(payload, sizeof payload, "compressible payload %d %d %d", i, i, i);
+        upulsar_send_opts_t o = {.properties = props, .properties_cnt = 2, .event_time_ms = 42};
+        cr_assert_eq(upulsar_send(p, payload, (size_t)len, &o, NULL), UPULSAR_OK);
+    }
+    cr_assert_eq(upulsar_producer_flush(p, 10000), UPULSAR_OK);
+    upulsar_tb_snapshot_t *s;
+    cr_assert_eq(upulsar_tb_snapshot(tb, "lz4t", &s), UPULSAR_OK);
+    cr_assert_eq(upulsar_tb_snapshot_count(s), N);
+    for (size_t i = 0; i < N; i++) {
+        const upulsar_tb_msg_t *m = upulsar_tb_snapshot_msg(s, i);
+        char want[128];
+        int len = snprintf(want, sizeof want, "compressible payload %zu %zu %zu", i, i, i);
+        cr_assert_eq(m->payload_len, (size_t)len);
+        cr_assert_eq(memcmp(m->payload, want, (size_t)len), 0);
+        cr_assert_eq(m->compression, 1);
+        cr_assert_eq(m->properties_cnt, 2);
+        cr_assert_str_eq(m->properties[0].key, "app");
+        cr_assert_str_eq(m->properties[1].value, "1");
+        cr_assert_eq(m->event_time, 42);
+        cr_assert_eq(m->sequence_id, i);
+        cr_assert_str_eq(m->producer_name, "lz");
+    }
+    upulsar_tb_snapshot_free(s);
+    upulsar_producer_stop(p, 5000);
+}
+
+Test(producer, bad_input_gets_clear_errors_and_disturbs_nothing)
+{
+    upulsar_producer_t *p;
+    cr_assert_eq(upulsar_producer_start(client, NULL, "bad/topic", 1, NULL, &p),
+                 UPULSAR_ERR__INVALID_TOPIC);
+    cr_assert_eq(upulsar_producer_start(client, NULL, "good", -1, NULL, &p),
+                 UPULSAR_ERR__INVALID_ARG);
+    cr_assert_eq(upulsar_producer_start(client, NULL, "good", 2, NULL, &p), UPULSAR_OK);
+    cr_assert_eq(upulsar_send(p, NULL, 5, NULL, NULL), UPULSAR_ERR__INVALID_ARG);
+    cr_assert_eq(upulsar_send(NULL, "x", 1, NULL, NULL), UPULSAR_ERR__INVALID_ARG);
+    static char big[6 * 1024 * 1024];
+    cr_assert_eq(upulsar_send(p, big, sizeof big, NULL, NULL), UPULSAR_ERR__MSG_TOO_LARGE);
+    cr_assert(strstr(upulsar_last_error(), "max_message_size"));
+    upulsar_future_t *f;
+    cr_assert_eq(upulsar_send(p, "ok", 2, NULL, &f), UPULSAR_OK);
+    upulsar_msg_id_t id;
+    cr_assert_eq(upulsar_future_wait(f, 10000, &id), UPULSAR_OK);
+    upulsar_future_release(f);
+    cr_assert_eq(upulsar_producer_stop(p, 5000), UPULSAR_OK);
+    upulsar_tb_topic_stats_t st;
+    cr_assert_eq(upulsar_tb_topic_stats(tb, "good-partition-0", &st), UPULSAR_OK);
+    upulsar_tb_topic_stats_t st1;
+    cr_assert_eq(upulsar_tb_topic_stats(tb, "good-partition-1", &st1), UPULSAR_OK);
+    cr_assert_eq(st.messages + st1.messages, 1);
+}
+
+Test(producer, large_message_within_limit_is_stored_whole)
+{
+    upulsar_producer_t *p;
+    cr_assert_eq(upulsar_producer_start(client, NULL, "large", 0, NULL, &p), UPULSAR_OK);
+    size_t n = 3 * 1024 * 1024;
+    unsigned char *buf = malloc(n);
+    for (size_t i = 0; i < n; i++)
+        buf[i] = (unsigned char)(i * 31);
+    upulsar_future_t *f;
+    cr_assert_eq(upulsar_send(p, buf, n, NULL, &f), UPULSAR_OK, "%s", upulsar_last_error());
+    upulsar_msg_id_t id;
+    cr_assert_eq(upulsar_future_wait(f, 10000, &id), UPULSAR_OK);
+    upulsar_future_release(f);
+    upulsar_tb_snapshot_t *s;
+    cr_assert_eq(upulsar_tb_snapshot(tb, "large", &s), UPULSAR_OK);
+    cr_assert_eq(upulsar_tb_snapshot_count(s), 1);
+    cr_assert_eq(upulsar_tb_snapshot_msg(s, 0)->payload_len, n);
+    cr_assert_eq(memcmp(upulsar_tb_snapshot_msg(s, 0)->payload, buf, n), 0);
+    upulsar_tb_snapshot_free(s);
+    free(buf);
+    upulsar_producer_stop(p, 5000);
+}
+
+static int cb_count;
+static void count_cb(upulsar_err_t err, const upulsar_msg_id_t *id, void *opaque)
+{
+    __atomic_add_fetch(&cb_count, 1, __ATOMIC_RELAXED);
+    *(upulsar_err_t *)opaque = err;
+}
+
+Test(producer, send_on_stopped_producer_is_refused_and_stop_resolves_everything)
+{
+    upulsar_producer_t *p;
+    cr_assert_eq(upulsar_producer_start(client, NULL, "stopme", 2, NULL, &p), UPULSAR_OK);
+    /* hold receipts so messages are in flight when stop runs */
+    cr_assert_eq(upulsar_tb_hold_receipts(tb, NULL), UPULSAR_OK);
+    enum { N = 100 };
+    upulsar_future_t *f[N];
+    upulsar_err_t cb_err[N];
+    cb_count = 0;
+    for (int i = 0; i < N; i++) {
+        upulsar_send_opts_t o = {.cb = count_cb, .opaque = &cb_err[i]};
+        cr_assert_eq(upulsar_send(p, "m", 1, &o, &f[i]), UPULSAR_OK);
+    }
+    cr_assert_eq(upulsar_producer_stop(p, 300), UPULSAR_ERR__TIMED_OUT);
+    cr_assert_eq(cb_count, N);
+    for (int i = 0; i < N; i++) {
+        cr_assert_eq(upulsar_future_poll(f[i], NULL), UPULSAR_ERR__CLOSED);
+        cr_assert_eq(cb_err[i], UPULSAR_ERR__CLOSED);
+        upulsar_future_release(f[i]);
+    }
+    upulsar_tb_release_receipts(tb, NULL);
+}
+
+Test(producer, introspection_lists_groups_and_distinct_producers)
+{
+    upulsar_producer_t *p;
+    upulsar_conf_t *conf = upulsar_conf_new();
+    cr_assert_eq(upulsar_conf_set(conf, "producers.per.partition", "3", NULL, 0), UPULSAR_CONF_OK);
+    cr_assert_eq(upulsar_producer_start(client, "intro", "intro", 4, conf, &p), UPULSAR_OK,
+                 "%s", upulsar_last_error());
+    upulsar_conf_destroy(conf);
+    upulsar_group_info_t g[8];
+    size_t ng;
+    cr_assert_eq(upulsar_producer_groups(p, g, 8, &ng), UPULSAR_OK);
+    cr_assert_eq(ng, 4);
+    for (int i = 0; i < 4; i++) {
+        char want[128];
+        snprintf(want, sizeof want, "persistent://public/default/intro-partition-%d", i);
+        cr_assert_str_eq(g[i].partition_topic, want);
+        cr_assert_eq(g[i].producers, 3);
+        cr_assert_eq(g[i].state, UPULSAR_STATE_READY);
+    }
+    upulsar_producer_info_t pi[16];
+    size_t np;
+    cr_assert_eq(upulsar_producer_list(p, pi, 16, &np), UPULSAR_OK);
+    cr_assert_eq(np, 12);
+    for (size_t i = 0; i < np; i++)
+        for (size_t j = i + 1; j < np; j++)
+            cr_assert_str_neq(pi[i].name, pi[j].name);
+    /* keys spread over the producers of a group, each key on one producer */
+    for (int i = 0; i < 3000; i++) {
+        char key[16];
+        snprintf(key, sizeof key, "k%d", i);
+        upulsar_send_opts_t o = {.partition_key = key};
+        cr_assert_eq(upulsar_send(p, key, strlen(key), &o, NULL), UPULSAR_OK);
+    }
+    cr_assert_eq(upulsar_producer_flush(p, 10000), UPULSAR_OK);
+    cr_assert_eq(upulsar_producer_list(p, pi, 16, &np), UPULSAR_OK);
+    for (size_t i = 0; i < np; i++)
+        cr_assert_gt(pi[i].last_sequence_id, -1, "producer %s got no message", pi[i].name);
+    upulsar_producer_stop(p, 5000);
+}
