@@ -40,6 +40,7 @@ const USAGE = `usage: ${PROG}.js --url pulsar://HOST:PORT --topic TOPIC [options
   --linger-ms MS       after N messages, keep listening MS for extra ones (default 0)
   --ready-file F       create F once subscribed and FLOW is sent
   --no-close           do not send CLOSE_CONSUMER at the end
+  --allow-reconnect    tolerate the broker closing the connection (default: fail)
   --timeout-ms MS      bound on the whole run (default 30000)
   --log-level L        pulsar-flex log level: nothing|error|warn|info|debug|trace
 `;
@@ -59,6 +60,7 @@ const args = c.parseArgs(
     'linger-ms': { type: 'int', default: 0 },
     'ready-file': { type: 'string', default: null },
     'no-close': { type: 'bool', default: false },
+    'allow-reconnect': { type: 'bool', default: false },
     'timeout-ms': { type: 'int', default: 30000 },
     'log-level': { type: 'string', default: 'error' },
   },
@@ -171,6 +173,15 @@ async function main() {
 
   phase = 'subscribing (CONNECT, LOOKUP, CONNECT, SUBSCRIBE unanswered?)';
   await consumer.subscribe();
+  // pulsar-flex silently reconnects and resubscribes when its socket closes;
+  // an unexpected close is a failure here unless --allow-reconnect.
+  let lost = 0;
+  consumer._client.getCnx().addCleanUpListener(() => {
+    if (finishing) return;
+    lost++;
+    c.note(PROG, 'the broker connection closed while consuming');
+    if (!args['allow-reconnect']) c.fatal('connection to the broker lost while consuming');
+  });
   phase = 'starting to consume (FLOW)';
   await consumer.run({ onMessage, autoAck: false });
   phase = 'waiting for messages';
@@ -195,7 +206,7 @@ async function main() {
       c.fatal(`close failed: ${e.message || JSON.stringify(e)}`);
     }
   }
-  c.emit({ event: 'done', received, acked, ackFailures: ackFailures.length, unexpected });
+  c.emit({ event: 'done', received, acked, ackFailures: ackFailures.length, unexpected, lost });
   if (ackFailures.length > 0) {
     ackFailures.sort((a, b) => a.n - b.n);
     const f = ackFailures[0];

@@ -88,6 +88,12 @@ async function main() {
 
   phase = 'creating the producer (CONNECT, LOOKUP, CONNECT, PRODUCER unanswered?)';
   await producer.create();
+  // pulsar-flex silently reconnects and re-creates the producer when its
+  // socket closes; an unexpected close is a failure here.
+  let closing = false;
+  producer._client.getCnx().addCleanUpListener(() => {
+    if (!closing) c.fatal('connection to the broker lost while producing');
+  });
   c.emit({
     event: 'created',
     producerName: producer._producerName,
@@ -106,6 +112,16 @@ async function main() {
     const r = receipts.get(seq);
     if (!r) c.fatal(`no SEND_RECEIPT recorded for sequence ${seq}`);
     if (!r.messageId) c.fatal(`SEND_RECEIPT for sequence ${seq} has no message_id`);
+    // ledger = entry = -1 (uint64 max) is how a broker with de-duplication
+    // answers a SEND it considers a duplicate: nothing was stored.
+    // pulsar-flex ignores the id and reports success.
+    const l = r.messageId.ledgerid;
+    if (l === -1 || l >= 2 ** 63) {
+      c.fatal(
+        `SEND_RECEIPT for sequence ${seq} has message id -1:-1, i.e. the broker ` +
+          `dropped the SEND as a duplicate (highest_sequence_id in receipt: ${r.highestSequenceId})`
+      );
+    }
     return r;
   };
 
@@ -163,6 +179,7 @@ async function main() {
     }
   }
 
+  closing = true;
   if (!args['no-close']) {
     phase = 'closing the producer';
     try {

@@ -9,7 +9,9 @@
 #       flex consumes (Exclusive, individual acks)
 #   b2  flex produces in batches (SingleMessageMetadata format), flex consumes
 #   b3  flex produces payload-only messages, flex consumes on a Shared
-#       subscription
+#       subscription; topic given in the short form "name"
+#   k   keep-alive: a second broker PINGs every 300 ms and closes silent
+#       connections; the consumer idles 2 s before messages arrive
 #   w   (w, w2) single sends and batches again, with both clients behind
 #       wiretap.js, which decodes every frame with pulsar-flex's protobuf code
 #       and checks the CRC32C of every payload frame independently
@@ -26,7 +28,7 @@
 #   INTEROP_COUNT      messages per case (default 50)
 #   INTEROP_TIMEOUT_MS bound on each client run (default 30000)
 #   INTEROP_KEEP=1     keep the work directory (logs, JSON lines) even on success
-#   INTEROP_CASES      space-separated subset of: b1 b2 b3 w a (default all)
+#   INTEROP_CASES      space-separated subset of: b1 b2 b3 k w a (default all)
 #   INTEROP_FLEX_LOG   pulsar-flex log level for both clients (default error)
 # Exit status: 0 all run cases passed (or a loud SKIP: no node/npm, registry
 # unreachable, no broker binary); 1 a case failed; 2 harness setup failed.
@@ -37,7 +39,7 @@ ROOT=$(cd "$HERE/../.." && pwd)
 DEPS_DIR=${INTEROP_DEPS_DIR:-$ROOT/build/interop-deps}
 COUNT=${INTEROP_COUNT:-50}
 TIMEOUT_MS=${INTEROP_TIMEOUT_MS:-30000}
-CASES=${INTEROP_CASES:-b1 b2 b3 w a}
+CASES=${INTEROP_CASES:-b1 b2 b3 k w a}
 FLEX_LOG=${INTEROP_FLEX_LOG:-error}
 FLEX_VERSION=1.1.1
 
@@ -127,15 +129,23 @@ wait_port() {
 }
 
 # ------------------------------------------------------------ start broker
-PORT=$(free_port) || die "cannot find a free port"
-"$BROKER" --port "$PORT" >"$WORK/broker.log" 2>&1 &
-BROKER_PID=$!
-PIDS+=("$BROKER_PID")
-if ! wait_port "$PORT" "$BROKER_PID" 15; then
-  FAILED=1
-  tail -n 30 "$WORK/broker.log" >&2
-  die "test broker did not start listening on 127.0.0.1:$PORT"
-fi
+# start_broker NAME [BROKER OPTIONS...]: sets B_PORT and B_PID.
+start_broker() {
+  local name=$1
+  shift
+  B_PORT=$(free_port) || die "cannot find a free port"
+  "$BROKER" --port "$B_PORT" "$@" >"$WORK/$name.log" 2>&1 &
+  B_PID=$!
+  PIDS+=("$B_PID")
+  if ! wait_port "$B_PORT" "$B_PID" 15; then
+    FAILED=1
+    tail -n 30 "$WORK/$name.log" >&2
+    die "test broker ($name) did not start listening on 127.0.0.1:$B_PORT"
+  fi
+}
+start_broker broker
+PORT=$B_PORT
+BROKER_PID=$B_PID
 URL="pulsar://127.0.0.1:$PORT"
 say "test broker pid $BROKER_PID at $URL"
 
@@ -155,6 +165,7 @@ run_case() {
   local name=$1 desc=$2 url=$3 cargs=$4
   shift 4
   local dir="$WORK/$name" topic="$TOPIC_BASE-$name"
+  [ "${TOPIC_SHORT:-0}" = 1 ] && topic=${topic#persistent://public/default/}
   mkdir -p "$dir"
   say "case $name: $desc"
   # shellcheck disable=SC2086
@@ -174,6 +185,7 @@ run_case() {
     tail -n 5 "$dir/consume.err" >&2
     return
   fi
+  [ -n "${IDLE_BEFORE_PRODUCE:-}" ] && sleep "$IDLE_BEFORE_PRODUCE"
   "$@" --url "$url" --topic "$topic" >"$dir/produce.jsonl" 2>"$dir/produce.err"
   local prc=$?
   wait "$cpid"
@@ -209,8 +221,20 @@ want b1 && run_case b1 "flex -> broker -> flex, single sends, keys + properties"
 want b2 && run_case b2 "flex -> broker -> flex, batches of 7 (SingleMessageMetadata)" "$URL" "" \
   "${FLEX_PRODUCE[@]}" --batch 7 --prefix "batched-" --key "bkey-%d" --prop "idx=%d"
 
-want b3 && run_case b3 "flex -> broker -> flex, payload only, Shared subscription" "$URL" \
-  "--sub-type Shared" "${FLEX_PRODUCE[@]}" --prefix "plain-"
+# b3 also uses the short topic name form ("t" = persistent://public/default/t):
+# pulsar-flex sends names as given, the broker must normalise them.
+want b3 && TOPIC_SHORT=1 run_case b3 "flex -> broker -> flex, payload only, Shared subscription, short topic name" \
+  "$URL" "--sub-type Shared" "${FLEX_PRODUCE[@]}" --prefix "plain-"
+
+# k: a broker that PINGs every 300 ms and drops silent connections; the
+# consumer idles 2 s (about 6 intervals) before anything is produced, so it
+# must answer the broker's PINGs with PONGs to keep its connection.
+if want k; then
+  start_broker broker-keepalive --ping-interval-ms 300
+  KEEPALIVE_URL="pulsar://127.0.0.1:$B_PORT"
+  IDLE_BEFORE_PRODUCE=2 run_case k "keep-alive: broker PINGs every 300 ms, consumer idles 2 s" \
+    "$KEEPALIVE_URL" "" "${FLEX_PRODUCE[@]}" --prefix "keepalive-" --prop "idx=%d"
+fi
 
 if want w; then
   TAP_PORT=$(free_port)

@@ -197,6 +197,11 @@ function inspect(dir, frame, st) {
     }
   }
 
+  if (name === 'SEND_RECEIPT' && cmd && cmd.messageId &&
+      (cmd.messageId.ledgerid === -1 || cmd.messageId.ledgerid >= 2 ** 63)) {
+    rec.note = 'receipt id -1:-1: the broker dropped this SEND as a duplicate';
+  }
+
   // ----- request / response bookkeeping
   if (cmd) track(dir, name, cmd, st, problems);
 
