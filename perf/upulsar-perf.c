@@ -1,0 +1,580 @@
+/* upulsar-perf -- producer throughput and latency harness, in the spirit of
+ * `pulsar-perf produce`.
+ *
+ * By default it forks the project's test broker (perf mode: entries stored
+ * as units, checksums verified) into a child process on a free port, so the
+ * client's CPU time, peak RSS and allocation counts are its own; --url
+ * points it at a real broker instead.
+ *
+ * Every second it prints a progress line; at the end a summary (and with
+ * --json one JSON object). Latency is send -> receipt, per message, from a
+ * log-bucket histogram (16 sub-buckets per power of two: <= 6.25 % error).
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <math.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/time.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "upulsar/testbroker.h"
+#include "upulsar/upulsar.h"
+
+/* ---- allocation counting: this process (the client) only ---------------- */
+
+extern void *__libc_malloc(size_t);
+extern void *__libc_calloc(size_t, size_t);
+extern void *__libc_realloc(void *, size_t);
+extern void *__libc_memalign(size_t, size_t);
+static _Atomic uint64_t n_allocs;
+
+void *malloc(size_t n)
+{
+    atomic_fetch_add_explicit(&n_allocs, 1, memory_order_relaxed);
+    return __libc_malloc(n);
+}
+void *calloc(size_t a, size_t b)
+{
+    atomic_fetch_add_explicit(&n_allocs, 1, memory_order_relaxed);
+    return __libc_calloc(a, b);
+}
+void *realloc(void *p, size_t n)
+{
+    atomic_fetch_add_explicit(&n_allocs, 1, memory_order_relaxed);
+    return __libc_realloc(p, n);
+}
+void *aligned_alloc(size_t al, size_t n)
+{
+    atomic_fetch_add_explicit(&n_allocs, 1, memory_order_relaxed);
+    return __libc_memalign(al, n);
+}
+
+/* ---- options -------------------------------------------------------------- */
+
+static struct {
+    const char *url;
+    const char *topic;
+    int partitions;
+    int threads;
+    int size;
+    double rate; /* msgs/s overall, 0 = max */
+    double seconds;
+    uint64_t messages; /* 0 = by time */
+    int batch_max_messages;
+    int batch_max_bytes;
+    const char *batch_delay_ms;
+    const char *compression;
+    int keyed;
+    int producers_per_partition;
+    int io_threads;
+    int json;
+    int quiet;
+    double warmup;
+} opt = {NULL, "perf", 4, 2, 100, 0, 10, 0, 1000, 131072, "1", "none", 0, 1, 1, 0, 0, 1.0};
+
+static void usage(FILE *fp)
+{
+    fputs("usage: upulsar-perf [options]\n"
+          "  --url URL              broker service URL (default: fork the embedded test broker)\n"
+          "  --topic NAME           topic (default perf)\n"
+          "  -p, --partitions N     partitions (default 4)\n"
+          "  -t, --threads N        sender threads (default 2)\n"
+          "  -s, --size BYTES       message size (default 100)\n"
+          "  -r, --rate MSGS        total messages per second, 0 = as fast as possible (default 0)\n"
+          "  -d, --seconds S        duration (default 10)\n"
+          "  -n, --messages N       stop after N messages instead of a duration\n"
+          "  --warmup S             seconds excluded from the figures (default 1)\n"
+          "  --batch-max-messages N (default 1000)\n"
+          "  --batch-max-bytes N    (default 131072)\n"
+          "  --batch-delay-ms MS    (default 1; fractions allowed)\n"
+          "  --compression C        none|lz4|zstd (default none)\n"
+          "  --keyed                give each message one of 1000 keys\n"
+          "  --producers-per-partition N (default 1)\n"
+          "  --io-threads N         (default 1)\n"
+          "  --json                 print the summary as one JSON object\n"
+          "  -q, --quiet            no progress lines\n",
+          fp);
+}
+
+/* ---- latency histogram ----------------------------------------------------- */
+
+#define SUB 16
+#define POW 40
+typedef struct {
+    _Atomic uint64_t b[POW * SUB];
+    _Atomic uint64_t max;
+} hist_t;
+
+static unsigned bucket_of(uint64_t v)
+{
+    if (v < SUB)
+        return (unsigned)v;
+    unsigned msb = 63u - (unsigned)__builtin_clzll(v);
+    unsigned sub = (unsigned)(v >> (msb - 4)) & (SUB - 1);
+    unsigned idx = (msb - 3) * SUB + sub;
+    return idx < POW * SUB ? idx : POW * SUB - 1;
+}
+
+static uint64_t bucket_value(unsigned idx)
+{
+    if (idx < SUB)
+        return idx;
+    unsigned msb = idx / SUB + 3, sub = idx % SUB;
+    return ((uint64_t)(SUB + sub) << (msb - 4)) + ((uint64_t)1 << (msb - 4)) / 2;
+}
+
+static void hist_add(hist_t *h, uint64_t v)
+{
+    atomic_fetch_add_explicit(&h->b[bucket_of(v)], 1, memory_order_relaxed);
+    uint64_t m = atomic_load_explicit(&h->max, memory_order_relaxed);
+    while (v > m && !atomic_compare_exchange_weak_explicit(&h->max, &m, v, memory_order_relaxed,
+                                                            memory_order_relaxed))
+        ;
+}
+
+/* percentiles of h (and optionally subtract a baseline snapshot) */
+static void hist_pct(const uint64_t *counts, const double *q, uint64_t *out, int nq)
+{
+    uint64_t total = 0;
+    for (unsigned i = 0; i < POW * SUB; i++)
+        total += counts[i];
+    for (int k = 0; k < nq; k++) {
+        out[k] = 0;
+        if (!total)
+            continue;
+        uint64_t want = (uint64_t)ceil(q[k] * (double)total), seen = 0;
+        if (want == 0)
+            want = 1;
+        for (unsigned i = 0; i < POW * SUB; i++) {
+            seen += counts[i];
+            if (seen >= want) {
+                out[k] = bucket_value(i);
+                break;
+            }
+        }
+    }
+}
+
+static void hist_snap(hist_t *h, uint64_t *out)
+{
+    for (unsigned i = 0; i < POW * SUB; i++)
+        out[i] = atomic_load_explicit(&h->b[i], memory_order_relaxed);
+}
+
+/* ---- shared state ------------------------------------------------------------ */
+
+static hist_t lat;              /* microseconds, measured part only */
+static _Atomic uint64_t acked, failed, sent_total;
+static _Atomic int measuring;
+static _Atomic int stop_flag;
+static struct timespec t0;
+static upulsar_producer_t *producer;
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)(ts.tv_sec - t0.tv_sec) * 1000000000u + (uint64_t)ts.tv_nsec -
+           (uint64_t)t0.tv_nsec;
+}
+
+/* Called on the io loop thread, in order, once per message. The clock is
+ * read once per batch entry (batch_index 0) to keep the loop cheap. */
+static _Thread_local uint64_t cb_now;
+static void on_delivery(upulsar_err_t err, const upulsar_msg_id_t *id, void *opaque)
+{
+    if (err) {
+        atomic_fetch_add_explicit(&failed, 1, memory_order_relaxed);
+        return;
+    }
+    if (id->batch_index <= 0 || !cb_now)
+        cb_now = now_ns();
+    uint64_t sent_at = (uint64_t)(uintptr_t)opaque;
+    if (sent_at && atomic_load_explicit(&measuring, memory_order_relaxed))
+        hist_add(&lat, cb_now > sent_at ? (cb_now - sent_at) / 1000u : 0);
+    atomic_fetch_add_explicit(&acked, 1, memory_order_relaxed);
+}
+
+typedef struct {
+    int id;
+    uint64_t quota; /* messages, 0 = until stop */
+    double rate;    /* this thread's msgs/s, 0 = max */
+    uint64_t sent;
+    uint64_t errors;
+    uint64_t enqueue_ns; /* time spent inside upulsar_send, measured part */
+    uint64_t enqueue_n;
+} sender_t;
+
+static char keys[1000][16];
+
+static void *sender_main(void *arg)
+{
+    sender_t *s = arg;
+    char *payload = malloc((size_t)opt.size + 1);
+    for (int i = 0; i < opt.size; i++)
+        payload[i] = (char)('a' + (i * 7 + s->id) % 26);
+    upulsar_send_opts_t o = {.cb = on_delivery};
+    uint64_t start = now_ns(), t = start;
+    double interval = s->rate > 0 ? 1e9 / s->rate : 0;
+    uint32_t rnd = (uint32_t)s->id * 2654435761u + 1;
+    for (uint64_t i = 0; !s->quota || i < s->quota; i++) {
+        if ((i & 15) == 0 || interval > 0) {
+            if (atomic_load_explicit(&stop_flag, memory_order_relaxed))
+                break;
+            t = now_ns();
+            if (interval > 0) {
+                uint64_t due = start + (uint64_t)((double)i * interval);
+                if (due > t) {
+                    struct timespec ts = {0, (long)(due - t)};
+                    if (due - t > 50000)
+                        nanosleep(&ts, NULL);
+                    while ((t = now_ns()) < due)
+                        ;
+                }
+            }
+        }
+        if (opt.keyed) {
+            rnd = rnd * 1664525u + 1013904223u;
+            o.partition_key = keys[(rnd >> 8) % 1000];
+        }
+        o.opaque = (void *)(uintptr_t)t;
+        upulsar_err_t err = upulsar_send(producer, payload, (size_t)opt.size, &o, NULL);
+        if (err) {
+            s->errors++;
+            if (err == UPULSAR_ERR__CLOSED)
+                break;
+            continue;
+        }
+        s->sent++;
+        atomic_fetch_add_explicit(&sent_total, 1, memory_order_relaxed);
+    }
+    free(payload);
+    return NULL;
+}
+
+/* ---- embedded broker in a child process -------------------------------------- */
+
+static pid_t broker_pid;
+
+static int fork_broker(char *url, size_t urlsz)
+{
+    int fds[2];
+    if (pipe(fds))
+        return -1;
+    pid_t pid = fork();
+    if (pid < 0)
+        return -1;
+    if (pid == 0) {
+        close(fds[0]);
+        upulsar_tb_opts_t o;
+        upulsar_tb_opts_init(&o);
+        o.perf = 1;
+        o.max_retained_bytes = 64u << 20; /* keep memory flat on long runs */
+        upulsar_tb_t *tb;
+        if (upulsar_tb_start(&o, &tb)) {
+            fprintf(stderr, "embedded broker: %s\n", upulsar_last_error());
+            _exit(1);
+        }
+        char line[256];
+        int n = snprintf(line, sizeof line, "%s\n", upulsar_tb_url(tb));
+        if (write(fds[1], line, (size_t)n) != n)
+            _exit(1);
+        close(fds[1]);
+        sigset_t ss;
+        sigemptyset(&ss);
+        sigaddset(&ss, SIGTERM);
+        sigprocmask(SIG_BLOCK, &ss, NULL);
+        int sig;
+        sigwait(&ss, &sig);
+        upulsar_tb_stop(tb);
+        _exit(0);
+    }
+    close(fds[1]);
+    broker_pid = pid;
+    ssize_t r = read(fds[0], url, urlsz - 1);
+    close(fds[0]);
+    if (r <= 0)
+        return -1;
+    url[r] = 0;
+    url[strcspn(url, "\n")] = 0;
+    return 0;
+}
+
+static double tv_s(struct timeval tv) { return (double)tv.tv_sec + (double)tv.tv_usec / 1e6; }
+
+static double cpu_self(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return tv_s(ru.ru_utime) + tv_s(ru.ru_stime);
+}
+
+static double proc_cpu(pid_t pid)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    char buf[1024];
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    char *p = strrchr(buf, ')');
+    if (!p)
+        return 0;
+    unsigned long ut = 0, st = 0;
+    /* fields after ")": state(3) ... utime(14) stime(15) */
+    if (sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) != 2)
+        return 0;
+    return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+}
+
+/* ---- main -------------------------------------------------------------------- */
+
+int main(int argc, char **argv)
+{
+    static const struct option lo[] = {
+        {"url", 1, 0, 'u'},       {"topic", 1, 0, 'T'},      {"partitions", 1, 0, 'p'},
+        {"threads", 1, 0, 't'},   {"size", 1, 0, 's'},        {"rate", 1, 0, 'r'},
+        {"seconds", 1, 0, 'd'},   {"messages", 1, 0, 'n'},    {"batch-max-messages", 1, 0, 1},
+        {"batch-max-bytes", 1, 0, 2}, {"batch-delay-ms", 1, 0, 3}, {"compression", 1, 0, 4},
+        {"keyed", 0, 0, 5},       {"producers-per-partition", 1, 0, 6},
+        {"io-threads", 1, 0, 7},  {"json", 0, 0, 8},          {"quiet", 0, 0, 'q'},
+        {"warmup", 1, 0, 9},      {"help", 0, 0, 'h'},        {0, 0, 0, 0}};
+    int c;
+    while ((c = getopt_long(argc, argv, "p:t:s:r:d:n:qh", lo, NULL)) != -1) {
+        switch (c) {
+        case 'u': opt.url = optarg; break;
+        case 'T': opt.topic = optarg; break;
+        case 'p': opt.partitions = atoi(optarg); break;
+        case 't': opt.threads = atoi(optarg); break;
+        case 's': opt.size = atoi(optarg); break;
+        case 'r': opt.rate = atof(optarg); break;
+        case 'd': opt.seconds = atof(optarg); break;
+        case 'n': opt.messages = strtoull(optarg, NULL, 10); break;
+        case 1: opt.batch_max_messages = atoi(optarg); break;
+        case 2: opt.batch_max_bytes = atoi(optarg); break;
+        case 3: opt.batch_delay_ms = optarg; break;
+        case 4: opt.compression = optarg; break;
+        case 5: opt.keyed = 1; break;
+        case 6: opt.producers_per_partition = atoi(optarg); break;
+        case 7: opt.io_threads = atoi(optarg); break;
+        case 8: opt.json = 1; break;
+        case 9: opt.warmup = atof(optarg); break;
+        case 'q': opt.quiet = 1; break;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 2;
+        }
+    }
+    if (opt.threads < 1 || opt.threads > 256 || opt.size < 0 || opt.partitions < 0 ||
+        opt.seconds <= 0 || opt.warmup < 0) {
+        usage(stderr);
+        return 2;
+    }
+    for (int i = 0; i < 1000; i++)
+        snprintf(keys[i], sizeof keys[i], "key-%d", i);
+
+    char url[256];
+    if (opt.url) {
+        snprintf(url, sizeof url, "%s", opt.url);
+    } else if (fork_broker(url, sizeof url)) {
+        fprintf(stderr, "cannot start the embedded broker\n");
+        return 1;
+    }
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+
+    upulsar_conf_t *conf = upulsar_conf_new();
+    char err[256], num[32];
+#define SET(k, v)                                                                    \
+    do {                                                                             \
+        if (upulsar_conf_set(conf, k, v, err, sizeof err) != UPULSAR_CONF_OK) {      \
+            fprintf(stderr, "%s\n", err);                                            \
+            goto fail;                                                               \
+        }                                                                            \
+    } while (0)
+    SET("service.url", url);
+    SET("block.if.queue.full", "true");
+    SET("compression", opt.compression);
+    SET("batch.max.delay.ms", opt.batch_delay_ms);
+    snprintf(num, sizeof num, "%d", opt.batch_max_messages);
+    SET("batch.max.messages", num);
+    snprintf(num, sizeof num, "%d", opt.batch_max_bytes);
+    SET("batch.max.bytes", num);
+    snprintf(num, sizeof num, "%d", opt.producers_per_partition);
+    SET("producers.per.partition", num);
+    snprintf(num, sizeof num, "%d", opt.io_threads);
+    SET("io.threads", num);
+
+    upulsar_client_t *client;
+    if (upulsar_client_new(conf, &client)) {
+        fprintf(stderr, "client: %s\n", upulsar_last_error());
+        goto fail;
+    }
+    if (upulsar_producer_start(client, "perf", opt.topic, opt.partitions, conf, &producer)) {
+        fprintf(stderr, "producer: %s\n", upulsar_last_error());
+        upulsar_client_destroy(client);
+        goto fail;
+    }
+
+    sender_t *snd = calloc((size_t)opt.threads, sizeof *snd);
+    pthread_t *th = calloc((size_t)opt.threads, sizeof *th);
+    for (int i = 0; i < opt.threads; i++) {
+        snd[i].id = i;
+        snd[i].rate = opt.rate > 0 ? opt.rate / opt.threads : 0;
+        snd[i].quota = opt.messages ? opt.messages / (uint64_t)opt.threads +
+                                          ((uint64_t)i < opt.messages % (uint64_t)opt.threads)
+                                    : 0;
+    }
+    for (int i = 0; i < opt.threads; i++)
+        pthread_create(&th[i], NULL, sender_main, &snd[i]);
+
+    /* warm-up, then measure */
+    uint64_t warm_end = (uint64_t)(opt.warmup * 1e9);
+    uint64_t end = warm_end + (uint64_t)(opt.seconds * 1e9);
+    uint64_t m_start_ns = 0, m_sent0 = 0, m_acked0 = 0, m_allocs0 = 0;
+    double m_cpu0 = 0, m_bcpu0 = 0;
+    uint64_t last_ns = now_ns(), last_acked = 0;
+    static uint64_t prev[POW * SUB], cur[POW * SUB], diff[POW * SUB];
+    bool done = false;
+    while (!done) {
+        struct timespec ts = {0, 100000000};
+        nanosleep(&ts, NULL);
+        uint64_t t = now_ns();
+        if (!m_start_ns && t >= warm_end) {
+            m_start_ns = t;
+            m_sent0 = atomic_load(&sent_total);
+            m_acked0 = atomic_load(&acked);
+            m_allocs0 = atomic_load(&n_allocs);
+            m_cpu0 = cpu_self();
+            m_bcpu0 = broker_pid ? proc_cpu(broker_pid) : 0;
+            atomic_store(&measuring, 1);
+            hist_snap(&lat, prev);
+        }
+        if (opt.messages) {
+            uint64_t a = atomic_load(&acked) + atomic_load(&failed);
+            done = a >= opt.messages;
+        } else {
+            done = t >= end;
+        }
+        if (!opt.quiet && (t - last_ns >= 1000000000u || done)) {
+            uint64_t a = atomic_load(&acked);
+            double dt = (double)(t - last_ns) / 1e9;
+            double rate = (double)(a - last_acked) / dt;
+            uint64_t pct[2] = {0, 0};
+            if (m_start_ns) {
+                hist_snap(&lat, cur);
+                for (unsigned i = 0; i < POW * SUB; i++)
+                    diff[i] = cur[i] - prev[i];
+                memcpy(prev, cur, sizeof prev);
+                const double q[2] = {0.5, 0.99};
+                hist_pct(diff, q, pct, 2);
+            }
+            uint64_t s = atomic_load(&sent_total);
+            fprintf(stderr,
+                    "%6.1fs  rate %9.0f msg/s  %7.2f MB/s  pending %8" PRIu64
+                    "  lat_us p50 %6" PRIu64 " p99 %7" PRIu64 "  err %" PRIu64 "%s\n",
+                    (double)t / 1e9, rate, rate * opt.size / 1e6, s - a - atomic_load(&failed),
+                    pct[0], pct[1], atomic_load(&failed), m_start_ns ? "" : "  (warm-up)");
+            last_ns = t;
+            last_acked = a;
+        }
+    }
+    atomic_store(&stop_flag, 1);
+    uint64_t m_end_ns = now_ns();
+    uint64_t m_sent = atomic_load(&sent_total) - m_sent0;
+    uint64_t m_acked = atomic_load(&acked) - m_acked0;
+    uint64_t m_allocs = atomic_load(&n_allocs) - m_allocs0;
+    double m_cpu = cpu_self() - m_cpu0;
+    double m_bcpu = broker_pid ? proc_cpu(broker_pid) - m_bcpu0 : 0;
+    atomic_store(&measuring, 0);
+    for (int i = 0; i < opt.threads; i++)
+        pthread_join(th[i], NULL);
+    upulsar_err_t serr = upulsar_producer_stop(producer, 10000);
+    uint64_t total_sent = atomic_load(&sent_total), total_acked = atomic_load(&acked),
+             total_failed = atomic_load(&failed);
+    upulsar_client_destroy(client);
+
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    long rss_kb = ru.ru_maxrss, broker_rss_kb = 0;
+    if (broker_pid) {
+        kill(broker_pid, SIGTERM);
+        struct rusage bru;
+        int st;
+        wait4(broker_pid, &st, 0, &bru);
+        broker_rss_kb = bru.ru_maxrss;
+    }
+
+    double secs = (double)(m_end_ns - (m_start_ns ? m_start_ns : 0)) / 1e9;
+    double rate = (double)m_acked / secs;
+    hist_snap(&lat, cur);
+    const double q[5] = {0.5, 0.95, 0.99, 0.999, 1.0};
+    uint64_t pct[5];
+    hist_pct(cur, q, pct, 5);
+    uint64_t lmax = atomic_load(&lat.max);
+    double cpu_per_msg_ns = m_acked ? m_cpu * 1e9 / (double)m_acked : 0;
+    double bcpu_per_msg_ns = m_acked ? m_bcpu * 1e9 / (double)m_acked : 0;
+    uint64_t enq_total = 0;
+    for (int i = 0; i < opt.threads; i++)
+        enq_total += snd[i].errors;
+    bool ok = serr == UPULSAR_OK && total_failed == 0 && total_acked == total_sent;
+
+    if (opt.json) {
+        printf("{\"messages_sent\":%" PRIu64 ",\"messages_acked\":%" PRIu64
+               ",\"messages_failed\":%" PRIu64 ",\"send_errors\":%" PRIu64
+               ",\"measured_seconds\":%.3f,\"msgs_per_sec\":%.0f,\"mb_per_sec\":%.2f,"
+               "\"latency_us\":{\"p50\":%" PRIu64 ",\"p95\":%" PRIu64 ",\"p99\":%" PRIu64
+               ",\"p999\":%" PRIu64 ",\"max\":%" PRIu64 "},"
+               "\"client_cpu_ns_per_msg\":%.1f,\"broker_cpu_ns_per_msg\":%.1f,"
+               "\"client_msgs_per_cpu_sec\":%.0f,\"allocs_per_msg\":%.4f,"
+               "\"client_peak_rss_kb\":%ld,\"broker_peak_rss_kb\":%ld,"
+               "\"partitions\":%d,\"threads\":%d,\"size\":%d,\"rate_limit\":%.0f,"
+               "\"compression\":\"%s\",\"keyed\":%s,\"embedded_broker\":%s}\n",
+               total_sent, total_acked, total_failed, enq_total, secs, rate,
+               rate * opt.size / 1e6, pct[0], pct[1], pct[2], pct[3], lmax, cpu_per_msg_ns,
+               bcpu_per_msg_ns, m_cpu > 0 ? (double)m_acked / m_cpu : 0,
+               m_acked ? (double)m_allocs / (double)m_acked : 0, rss_kb, broker_rss_kb,
+               opt.partitions, opt.threads, opt.size, opt.rate, opt.compression,
+               opt.keyed ? "true" : "false", broker_pid ? "true" : "false");
+    } else {
+        printf("%% %" PRIu64 " messages produced (%" PRIu64 " bytes), %" PRIu64 " acked, %" PRIu64
+               " failed in %.3f s measured: %.0f msgs/s and %.2f MB/s, %s compression\n",
+               m_sent, m_sent * (uint64_t)opt.size, m_acked, total_failed, secs, rate,
+               rate * opt.size / 1e6, opt.compression);
+        printf("%% latency send->receipt us: p50 %" PRIu64 "  p95 %" PRIu64 "  p99 %" PRIu64
+               "  p99.9 %" PRIu64 "  max %" PRIu64 "\n",
+               pct[0], pct[1], pct[2], pct[3], lmax);
+        printf("%% cpu per message: client %.0f ns (%.2fM msg/cpu-s), broker %.0f ns%s\n",
+               cpu_per_msg_ns, m_cpu > 0 ? (double)m_acked / m_cpu / 1e6 : 0, bcpu_per_msg_ns,
+               broker_pid ? "" : " (external broker: not measured)");
+        printf("%% allocations per message (client, measured part): %.4f\n",
+               m_acked ? (double)m_allocs / (double)m_acked : 0);
+        printf("%% peak RSS: client %.1f MiB, broker %.1f MiB\n", (double)rss_kb / 1024,
+               (double)broker_rss_kb / 1024);
+        printf("%% totals: sent %" PRIu64 ", acked %" PRIu64 ", failed %" PRIu64
+               ", send errors %" PRIu64 ", stop: %s\n",
+               total_sent, total_acked, total_failed, enq_total, upulsar_err_name(serr));
+    }
+    free(snd);
+    free(th);
+    upulsar_conf_destroy(conf);
+    return ok ? 0 : 1;
+fail:
+    upulsar_conf_destroy(conf);
+    if (broker_pid) {
+        kill(broker_pid, SIGTERM);
+        waitpid(broker_pid, NULL, 0);
+    }
+    return 1;
+}
