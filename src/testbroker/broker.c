@@ -200,8 +200,8 @@ static void *acceptor_main(void *arg)
         if (tb_now_ms() < atomic_load(&tb->refuse_until_ms)) {
             struct linger lg = {1, 0}; /* close with RST */
             setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+            atomic_fetch_add(&tb->refused, 1); /* counted before the peer can see it */
             close(fd);
-            atomic_fetch_add(&tb->refused, 1);
             continue;
         }
         int one = 1;

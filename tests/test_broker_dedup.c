@@ -1,0 +1,146 @@
+/* test_broker_dedup.c -- de-duplication by producer name and sequence id:
+ * resent entries are not stored again and are acknowledged with
+ * ledger/entry -1, across connections, per name and per topic. */
+#include <criterion/criterion.h>
+#include <string.h>
+#include <time.h>
+
+#include "frame.h"
+#include "upulsar/testbroker.h"
+
+#define WAIT_MS 5000
+
+static upulsar_tb_t *start_broker(void)
+{
+    upulsar_tb_opts_t o;
+    upulsar_tb_opts_init(&o);
+    o.ping_interval_ms = 0;
+    upulsar_tb_t *tb = NULL;
+    cr_assert_eq(upulsar_tb_start(&o, &tb), UPULSAR_OK, "%s", upulsar_last_error());
+    return tb;
+}
+
+static upulsar_tb_client_t *producer_on(upulsar_tb_t *tb, const char *topic, uint64_t pid,
+                                        const char *name, int64_t *last)
+{
+    upulsar_tb_client_t *c = NULL;
+    cr_assert_eq(upulsar_tb_client_connect(upulsar_tb_url(tb), WAIT_MS, &c), UPULSAR_OK);
+    cr_assert_eq(upulsar_tb_client_create_producer(c, topic, pid, name, WAIT_MS, NULL, 0, last),
+                 UPULSAR_OK, "%s", upulsar_last_error());
+    return c;
+}
+
+/* Send messages first..first+n-1 as one entry; return the receipt's entry
+ * id (UINT64_MAX for a duplicate) after checking the echoed ids. */
+static uint64_t send_entry(upulsar_tb_client_t *c, uint64_t pid, const char *name,
+                           uint64_t first, size_t n, int flags)
+{
+    upulsar_tb_out_msg_t m[16];
+    cr_assert_leq(n, 16);
+    for (size_t i = 0; i < n; i++)
+        m[i] = (upulsar_tb_out_msg_t){.payload = "d", .len = 1};
+    cr_assert_eq(upulsar_tb_client_send_messages(c, pid, name, first, m, n, 0, flags), UPULSAR_OK);
+    upulsar_tb_frame_t f;
+    cr_assert_eq(upulsar_tb_client_expect(c, UP_CMD(SEND_RECEIPT), WAIT_MS, &f), UPULSAR_OK, "%s",
+                 upulsar_last_error());
+    const Pulsar__Proto__CommandSendReceipt *r = f.cmd->send_receipt;
+    cr_assert_eq(r->producer_id, pid);
+    cr_assert_eq(r->sequence_id, first);
+    cr_assert_eq(r->message_id->ledgerid == UINT64_MAX, r->message_id->entryid == UINT64_MAX,
+                 "a duplicate has both ids -1");
+    return r->message_id->entryid;
+}
+
+static upulsar_tb_topic_stats_t stats(upulsar_tb_t *tb, const char *topic)
+{
+    upulsar_tb_topic_stats_t st;
+    cr_assert_eq(upulsar_tb_topic_stats(tb, topic, &st), UPULSAR_OK);
+    return st;
+}
+
+Test(broker_dedup, resent_message_is_acknowledged_with_minus_one_and_not_stored)
+{
+    upulsar_tb_t *tb = start_broker();
+    upulsar_tb_client_t *c = producer_on(tb, "t", 1, "p", NULL);
+    for (uint64_t s = 0; s < 3; s++)
+        cr_assert_eq(send_entry(c, 1, "p", s, 1, 0), s);
+    cr_assert_eq(send_entry(c, 1, "p", 1, 1, 0), UINT64_MAX);
+    cr_assert_eq(send_entry(c, 1, "p", 2, 1, 0), UINT64_MAX);
+    cr_assert_eq(send_entry(c, 1, "p", 3, 1, 0), 3);
+    upulsar_tb_topic_stats_t st = stats(tb, "t");
+    cr_assert_eq(st.entries, 4);
+    cr_assert_eq(st.messages, 4);
+    cr_assert_eq(st.duplicates, 2);
+    upulsar_tb_client_close(c);
+    upulsar_tb_stop(tb);
+}
+
+Test(broker_dedup, batches_dedup_on_their_last_sequence_id)
+{
+    upulsar_tb_t *tb = start_broker();
+    upulsar_tb_client_t *c = producer_on(tb, "t", 1, "p", NULL);
+    /* C++ style: no highest_sequence_id, [0..9] inferred from num_messages */
+    cr_assert_eq(send_entry(c, 1, "p", 0, 10, 0), 0);
+    cr_assert_eq(send_entry(c, 1, "p", 0, 10, 0), UINT64_MAX);
+    cr_assert_eq(send_entry(c, 1, "p", 5, 5, 0), UINT64_MAX); /* [5..9] */
+    cr_assert_eq(send_entry(c, 1, "p", 5, 10, 0), 1);         /* [5..14] reaches past 9 */
+    /* Java style: explicit highest */
+    cr_assert_eq(send_entry(c, 1, "p", 15, 4, UPULSAR_TB_SEND_HIGHEST), 2); /* [15..18] */
+    cr_assert_eq(send_entry(c, 1, "p", 15, 4, UPULSAR_TB_SEND_HIGHEST), UINT64_MAX);
+    upulsar_tb_topic_stats_t st = stats(tb, "t");
+    cr_assert_eq(st.entries, 3);
+    cr_assert_eq(st.messages, 24);
+    cr_assert_eq(st.duplicates, 3);
+    upulsar_tb_client_close(c);
+    upulsar_tb_stop(tb);
+}
+
+Test(broker_dedup, state_follows_the_name_across_connections)
+{
+    upulsar_tb_t *tb = start_broker();
+    int64_t last = 0;
+    upulsar_tb_client_t *c = producer_on(tb, "t", 1, "p", &last);
+    cr_assert_eq(last, -1);
+    cr_assert_eq(send_entry(c, 1, "p", 0, 5, 0), 0);
+    upulsar_tb_client_close(c);
+    /* wait until the broker saw the close, then come back as "p" */
+    for (int i = 0; i < 10000 && stats(tb, "t").producers; i++)
+        nanosleep(&(struct timespec){0, 1000000}, NULL);
+    c = producer_on(tb, "t", 8, "p", &last);
+    cr_assert_eq(last, 4);
+    cr_assert_eq(send_entry(c, 8, "p", 2, 3, 0), UINT64_MAX); /* resend of [2..4] */
+    cr_assert_eq(send_entry(c, 8, "p", 5, 1, 0), 1);
+    /* another name on the same topic has its own history */
+    cr_assert_eq(upulsar_tb_client_create_producer(c, "t", 9, "q", WAIT_MS, NULL, 0, &last),
+                 UPULSAR_OK);
+    cr_assert_eq(last, -1);
+    cr_assert_eq(send_entry(c, 9, "q", 0, 1, 0), 2);
+    /* the same name on another topic too */
+    cr_assert_eq(upulsar_tb_client_create_producer(c, "u", 10, "p", WAIT_MS, NULL, 0, &last),
+                 UPULSAR_OK);
+    cr_assert_eq(last, -1);
+    cr_assert_eq(send_entry(c, 10, "p", 0, 1, 0), 0);
+    upulsar_tb_client_close(c);
+    upulsar_tb_stop(tb);
+}
+
+Test(broker_dedup, duplicates_leave_the_log_unchanged)
+{
+    upulsar_tb_t *tb = start_broker();
+    upulsar_tb_client_t *c = producer_on(tb, "t", 1, "p", NULL);
+    upulsar_tb_out_msg_t a = {.payload = "first", .len = 5}, b = {.payload = "second", .len = 6};
+    upulsar_tb_frame_t f;
+    cr_assert_eq(upulsar_tb_client_send_messages(c, 1, "p", 0, &a, 1, 0, 0), UPULSAR_OK);
+    cr_assert_eq(upulsar_tb_client_expect(c, UP_CMD(SEND_RECEIPT), WAIT_MS, &f), UPULSAR_OK);
+    /* same sequence id, other content: still a duplicate, first one kept */
+    cr_assert_eq(upulsar_tb_client_send_messages(c, 1, "p", 0, &b, 1, 0, 0), UPULSAR_OK);
+    cr_assert_eq(upulsar_tb_client_expect(c, UP_CMD(SEND_RECEIPT), WAIT_MS, &f), UPULSAR_OK);
+    cr_assert_eq(f.cmd->send_receipt->message_id->entryid, UINT64_MAX);
+    upulsar_tb_snapshot_t *s;
+    cr_assert_eq(upulsar_tb_snapshot(tb, "t", &s), UPULSAR_OK);
+    cr_assert_eq(upulsar_tb_snapshot_count(s), 1);
+    cr_assert_eq(memcmp(upulsar_tb_snapshot_msg(s, 0)->payload, "first", 5), 0);
+    upulsar_tb_snapshot_free(s);
+    upulsar_tb_client_close(c);
+    upulsar_tb_stop(tb);
+}
