@@ -232,15 +232,14 @@ static void *sender_main(void *arg)
             if (atomic_load_explicit(&stop_flag, memory_order_relaxed))
                 break;
             t = now_ns();
-            if (interval > 0) {
-                uint64_t due = start + (uint64_t)((double)i * interval);
-                if (due > t) {
-                    struct timespec ts = {0, (long)(due - t)};
-                    if (due - t > 50000)
-                        nanosleep(&ts, NULL);
-                    while ((t = now_ns()) < due)
-                        ;
-                }
+            /* rate limit: send what is due, then sleep ~200 us (no spinning:
+             * the harness must not steal the cores it measures) */
+            while (interval > 0 && start + (uint64_t)((double)i * interval) > t) {
+                struct timespec ts = {0, 200000};
+                nanosleep(&ts, NULL);
+                t = now_ns();
+                if (atomic_load_explicit(&stop_flag, memory_order_relaxed))
+                    break;
             }
         }
         if (opt.keyed) {

@@ -27,6 +27,7 @@ upulsar_err_t upulsar_client_new(const upulsar_conf_t *conf, upulsar_client_t **
         free(c);
         return up_seterr(UPULSAR_ERR__NOT_SUPPORTED, "pulsar+ssl:// is not supported yet");
     }
+    up_fence_init();
     atomic_init(&c->next_producer_id, 1);
     atomic_init(&c->next_request_id, 1);
     atomic_init(&c->max_message_size, 5 * 1024 * 1024);

@@ -97,6 +97,11 @@ void up_loop_wake(up_loop_t *l);
 int up_loop_start(up_loop_t *l, struct upulsar_client *c, int index);
 void up_loop_stop(up_loop_t *l);
 bool up_loop_is_current(const up_loop_t *l);
+/** Register for membarrier once per process (client creation). */
+void up_fence_init(void);
+/** True when callers may use a compiler-only fence after committing a
+ *  record (the loop then uses membarrier before it sleeps). */
+bool up_fence_light_ok(void);
 
 /* ---- connection --------------------------------------------------------- */
 

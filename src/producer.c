@@ -206,14 +206,16 @@ upulsar_err_t up_rp_enqueue(up_rp_t *rp, const void *payload, size_t len,
                 atomic_load_explicit(&rp->failed, memory_order_relaxed))
                 goto full;
             up_loop_wake(rp->loop);
-            if (++spins < 64) {
+            if (++spins < 8) {
                 sched_yield();
                 continue;
             }
-            if (up_now_us() > deadline)
+            uint64_t now = up_now_us();
+            if (now > deadline)
                 goto full;
-            struct timespec ts = {0, 50000};
-            nanosleep(&ts, NULL);
+            /* sleep until the loop frees space (bounded, in case the loop
+             * is busy elsewhere) */
+            up_ring_wait_space(&rp->ring, ncells, deadline - now < 2000 ? deadline - now : 2000);
         }
     }
     h.ncells_flags = (uint32_t)(ncells << 4) | flags;
@@ -270,8 +272,11 @@ upulsar_err_t up_rp_enqueue(up_rp_t *rp, const void *payload, size_t len,
             up_ring_write(r, pos, off, payload, len);
     }
     up_ring_commit(r, pos); /* R1 */
-    /* pairs with the loop's store of `sleeping` + fence (uring_loop.c) */
-    atomic_thread_fence(memory_order_seq_cst);
+    /* pairs with the loop's store of `sleeping` + heavy fence (uring_loop.c) */
+    if (up_fence_light_ok())
+        atomic_signal_fence(memory_order_seq_cst);
+    else
+        atomic_thread_fence(memory_order_seq_cst);
     int s = atomic_load_explicit(&rp->loop->sleeping, memory_order_relaxed);
     if (s == UP_SLEEP_IDLE || (s == UP_SLEEP_TIMED && up_ring_used(r) > r->cap / 2))
         up_loop_wake(rp->loop);

@@ -1,7 +1,12 @@
 /* ring.c -- MPSC ring setup and wrap-aware copies (see ring.h). */
 #include "ring.h"
 
+#include <limits.h>
+#include <linux/futex.h>
 #include <stdlib.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
 #include <string.h>
 
 int up_ring_init(up_ring_t *r, size_t bytes)
@@ -22,6 +27,8 @@ int up_ring_init(up_ring_t *r, size_t bytes)
         atomic_init(&r->commit[i], 0);
     atomic_init(&r->head, 0);
     atomic_init(&r->tail, 0);
+    atomic_init(&r->space_seq, 0);
+    atomic_init(&r->waiters, 0);
     return 0;
 }
 
@@ -51,4 +58,23 @@ void up_ring_read(const up_ring_t *r, uint64_t pos, size_t off, void *dst, size_
     memcpy(dst, r->cells + at, first);
     if (len > first)
         memcpy((uint8_t *)dst + first, r->cells, len - first);
+}
+
+void up_ring_wake_space(up_ring_t *r)
+{
+    atomic_fetch_add_explicit(&r->space_seq, 1, memory_order_release);
+    syscall(SYS_futex, (uint32_t *)&r->space_seq, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
+}
+
+void up_ring_wait_space(up_ring_t *r, uint64_t n, uint64_t timeout_us)
+{
+    uint32_t seq = atomic_load_explicit(&r->space_seq, memory_order_acquire);
+    atomic_fetch_add_explicit(&r->waiters, 1, memory_order_seq_cst);
+    uint64_t h = atomic_load_explicit(&r->head, memory_order_relaxed);
+    uint64_t t = atomic_load_explicit(&r->tail, memory_order_seq_cst);
+    if (h + n - t > r->cap) {
+        struct timespec ts = {(time_t)(timeout_us / 1000000u), (long)(timeout_us % 1000000u) * 1000};
+        syscall(SYS_futex, (uint32_t *)&r->space_seq, FUTEX_WAIT_PRIVATE, seq, &ts, NULL, 0);
+    }
+    atomic_fetch_sub_explicit(&r->waiters, 1, memory_order_relaxed);
 }

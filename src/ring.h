@@ -36,6 +36,10 @@ typedef struct up_ring {
     char pad0[64 - sizeof(uint64_t)];
     _Alignas(64) _Atomic uint64_t tail; /* first position not yet released */
     char pad1[64 - sizeof(uint64_t)];
+    _Alignas(64) _Atomic uint32_t space_seq; /* bumped when space is freed and
+                                                someone waits (futex word) */
+    _Atomic uint32_t waiters;           /* producers sleeping for space */
+    char pad2[64 - 2 * sizeof(uint32_t)];
     _Alignas(64) uint64_t cap;          /* cells, power of two */
     uint64_t mask;
     uint8_t *cells;
@@ -52,6 +56,12 @@ static inline uint64_t up_ring_cells_for(size_t bytes)
 {
     return (bytes + UP_RING_CELL - 1) / UP_RING_CELL;
 }
+
+void up_ring_wake_space(up_ring_t *r);
+
+/** Producer: sleep until the consumer frees space (or @p timeout_us
+ *  passes); then retry up_ring_reserve(). @thread any */
+void up_ring_wait_space(up_ring_t *r, uint64_t n, uint64_t timeout_us);
 
 /** Reserve @p n cells. Returns true and *@p pos, or false if they do not fit
  *  now. @thread any @lock none */
@@ -99,10 +109,15 @@ static inline bool up_ring_peek(const up_ring_t *r)
            r->ctail + 1; /* A1 */
 }
 
-/** Consumer: make every cell before the read position reusable. @thread loop */
+/** Consumer: make every cell before the read position reusable, and wake
+ *  producers sleeping in up_ring_wait_space(). @thread loop */
 static inline void up_ring_release(up_ring_t *r)
 {
     atomic_store_explicit(&r->tail, r->ctail, memory_order_release); /* R2 */
+    /* pairs with the waiter's increment of `waiters` before it re-reads tail */
+    atomic_thread_fence(memory_order_seq_cst);
+    if (atomic_load_explicit(&r->waiters, memory_order_relaxed))
+        up_ring_wake_space(r);
 }
 
 /** Cells in use (reserved and not released); approximate from other threads. */

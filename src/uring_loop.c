@@ -3,7 +3,9 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/membarrier.h>
 #include <sys/eventfd.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "engine.h"
@@ -12,6 +14,35 @@
 #define TICK_US 10000u
 
 static _Thread_local up_loop_t *current_loop;
+
+/* Asymmetric fence. Callers commit a record, then read `sleeping`; the loop
+ * stores `sleeping`, then reads the rings. Each side needs a full fence
+ * between its store and its load (Dekker). Instead of a seq_cst fence on
+ * every send, callers use a compiler-only fence and the loop, on its rare
+ * way to sleep, runs membarrier(PRIVATE_EXPEDITED), which executes a full
+ * barrier on every running thread of the process. Without membarrier both
+ * sides fall back to seq_cst fences. */
+static _Atomic int heavy_fence_ok = -1;
+
+void up_fence_init(void)
+{
+    if (atomic_load(&heavy_fence_ok) >= 0)
+        return;
+    int ok = syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0;
+    atomic_store(&heavy_fence_ok, ok);
+}
+
+bool up_fence_light_ok(void)
+{
+    return atomic_load_explicit(&heavy_fence_ok, memory_order_relaxed) == 1;
+}
+
+static void fence_heavy(void)
+{
+    if (up_fence_light_ok() && syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) == 0)
+        return;
+    atomic_thread_fence(memory_order_seq_cst);
+}
 
 bool up_loop_is_current(const up_loop_t *l) { return current_loop == l; }
 
@@ -206,6 +237,7 @@ static void *loop_main(void *arg)
         int mode = deadline == UINT64_MAX ? UP_SLEEP_IDLE : UP_SLEEP_TIMED;
         atomic_store_explicit(&l->sleeping, mode, memory_order_relaxed);
         atomic_thread_fence(memory_order_seq_cst);
+        fence_heavy();
         if (work_waiting(l)) {
             atomic_store_explicit(&l->sleeping, UP_AWAKE, memory_order_relaxed);
             continue;
