@@ -411,6 +411,76 @@ Test(decoder, frame_pointers_stay_valid_until_next_call)
     up_buf_free(&b);
 }
 
+/* A SEND whose totalSize is exactly @p total (payload of 'a'+i%26). */
+static void put_send_total(up_buf_t *b, uint32_t total)
+{
+    up_buf_t probe = UP_BUF_INIT;
+    put_send(&probe, 7, "", true);
+    uint32_t base = up_get_be32(probe.data); /* totalSize with no payload */
+    up_buf_free(&probe);
+    cr_assert_geq(total, base);
+    size_t plen = total - base;
+    char *payload = malloc(plen + 1);
+    for (size_t i = 0; i < plen; i++)
+        payload[i] = (char)('a' + i % 26);
+    payload[plen] = '\0';
+    size_t at = b->len;
+    put_send(b, 7, payload, true);
+    cr_assert_eq(up_get_be32(b->data + at), total);
+    free(payload);
+}
+
+Test(decoder, large_frames_across_many_reads_decode_intact)
+{
+    /* 1.5 MiB then the largest frame accepted by default, read 64 KiB at a
+     * time: the decoder compacts and grows its buffer under the frames */
+    const uint32_t max = UP_DEFAULT_MAX_FRAME + UP_FRAME_PADDING;
+    up_buf_t b = UP_BUF_INIT;
+    put_send_total(&b, 3u << 19);
+    size_t first = b.len;
+    put_send_total(&b, max);
+    put_ping(&b);
+    up_decoder_t d;
+    up_decoder_init(&d, 0);
+    size_t pos = 0;
+    int frames = 0;
+    while (pos < b.len) {
+        size_t avail;
+        uint8_t *w = up_decoder_wbuf(&d, 65536, &avail);
+        cr_assert_not_null(w);
+        size_t n = b.len - pos < 65536 ? b.len - pos : 65536;
+        memcpy(w, b.data + pos, n);
+        up_decoder_commit(&d, n);
+        pos += n;
+        up_frame_t f;
+        int rc;
+        while ((rc = up_decoder_next(&d, &f)) == 1) {
+            const uint8_t *src = b.data + (frames == 0 ? 0 : first);
+            if (frames < 2) {
+                cr_assert_eq(f.cmd->type, UP_CMD(SEND));
+                cr_assert_eq(f.raw_len, up_get_be32(src) + 4);
+                cr_assert_eq(memcmp(f.raw, src, f.raw_len), 0, "frame %d", frames);
+            } else {
+                cr_assert_eq(f.cmd->type, UP_CMD(PING));
+            }
+            frames++;
+        }
+        cr_assert_eq(rc, 0);
+    }
+    cr_assert_eq(frames, 3);
+    up_decoder_free(&d);
+
+    /* one byte more than the limit is refused */
+    b.len = 0;
+    put_send_total(&b, max + 1);
+    up_decoder_init(&d, 0);
+    cr_assert_eq(up_decoder_feed(&d, b.data, b.len), 0);
+    up_frame_t f;
+    cr_assert_eq(up_decoder_next(&d, &f), UPULSAR_ERR__FRAME_TOO_LARGE);
+    up_decoder_free(&d);
+    up_buf_free(&b);
+}
+
 /* ---- malformed input ------------------------------------------------------ */
 
 Test(decoder, total_size_over_max_is_frame_too_large_from_the_header_alone)
