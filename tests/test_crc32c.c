@@ -113,6 +113,33 @@ Test(crc32c, hardware_equals_portable_on_random_buffers)
     free(buf);
 }
 
+/* Lengths on both sides of the sizes where block-wise implementations
+ * switch strategy (1 KiB blocks, 3 interleaved streams), all alignments. */
+Test(crc32c, lengths_around_block_boundaries_match_reference)
+{
+    static const size_t lens[] = {1023, 1024, 1025, 2047, 2048, 3071, 3072, 3073, 3080,
+                                  4096, 6143, 6144, 6145, 9215, 9216, 9217, 65543};
+    enum { MAX = 65543 + 8 };
+    uint8_t *buf = malloc(MAX);
+    cr_assert_not_null(buf);
+    for (size_t i = 0; i < MAX; i++)
+        buf[i] = (uint8_t)rnd();
+    for (size_t k = 0; k < sizeof lens / sizeof lens[0]; k++) {
+        for (size_t off = 0; off < 8; off++) {
+            uint32_t seed = (uint32_t)(k * 8 + off) * 0x9E3779B9u;
+            uint32_t want = crc_ref(seed, buf + off, lens[k]);
+            cr_assert_eq(up_crc32c_sw(seed, buf + off, lens[k]), want, "sw len %zu off %zu",
+                         lens[k], off);
+            cr_assert_eq(up_crc32c(seed, buf + off, lens[k]), want, "len %zu off %zu", lens[k],
+                         off);
+            if (up_crc32c_hw_available())
+                cr_assert_eq(up_crc32c_hw(seed, buf + off, lens[k]), want,
+                             "hw len %zu off %zu", lens[k], off);
+        }
+    }
+    free(buf);
+}
+
 Test(crc32c, chaining_equals_one_pass_at_every_split)
 {
     uint8_t buf[200];
