@@ -41,6 +41,10 @@ const USAGE = `usage: ${PROG}.js --url pulsar://HOST:PORT --topic TOPIC [options
   --ready-file F       create F once subscribed and FLOW is sent
   --no-close           do not send CLOSE_CONSUMER at the end
   --allow-reconnect    tolerate the broker closing the connection (default: fail)
+  --nack-first         negatively acknowledge the first delivery (pulsar-flex
+                       sends REDELIVER_UNACKNOWLEDGED_MESSAGES and, on Exclusive/
+                       Failover, drops its local queue); it is printed as
+                       {"event":"nacked"} and not counted
   --timeout-ms MS      bound on the whole run (default 30000)
   --log-level L        pulsar-flex log level: nothing|error|warn|info|debug|trace
 `;
@@ -61,6 +65,7 @@ const args = c.parseArgs(
     'ready-file': { type: 'string', default: null },
     'no-close': { type: 'bool', default: false },
     'allow-reconnect': { type: 'bool', default: false },
+    'nack-first': { type: 'bool', default: false },
     'timeout-ms': { type: 'int', default: 30000 },
     'log-level': { type: 'string', default: 'error' },
   },
@@ -123,12 +128,14 @@ async function main() {
   let resolveAll;
   const allReceived = new Promise((r) => (resolveAll = r));
 
+  let nacked = false;
   const onMessage = async ({ message, metadata, command, redeliveryCount, properties, ack }) => {
     pos = command === lastCommand ? pos + 1 : 0;
     lastCommand = command;
+    const nackNow = args['nack-first'] && !nacked;
     const entry = entries.get(command) || { metadata: {}, size: 1, batch: false };
     const line = {
-      event: finishing ? 'unexpected' : 'message',
+      event: nackNow ? 'nacked' : finishing ? 'unexpected' : 'message',
       n: finishing ? args.count + unexpected : received,
       payload: message.toString('utf8'),
       payloadBase64: message.toString('base64'),
@@ -146,6 +153,13 @@ async function main() {
     };
     if (entry.metadata.compression) line.compression = entry.metadata.compression;
     c.emit(line);
+    if (nackNow) {
+      nacked = true;
+      // Resolves at once: pulsar-flex expects no answer to REDELIVER_UNACKNOWLEDGED_MESSAGES.
+      await ack({ type: Consumer.ACK_TYPES.NEGATIVE });
+      lastCommand = null;
+      return;
+    }
     if (finishing) {
       unexpected++;
       return;

@@ -10,6 +10,8 @@
 #   b2  flex produces in batches (SingleMessageMetadata format), flex consumes
 #   b3  flex produces payload-only messages, flex consumes on a Shared
 #       subscription; topic given in the short form "name"
+#   r   the consumer negatively acknowledges its first delivery; everything
+#       must be redelivered in order (REDELIVER_UNACKNOWLEDGED_MESSAGES)
 #   k   keep-alive: a second broker PINGs every 300 ms and closes silent
 #       connections; the consumer idles 2 s before messages arrive
 #   w   (w, w2) single sends and batches again, with both clients behind
@@ -28,7 +30,7 @@
 #   INTEROP_COUNT      messages per case (default 50)
 #   INTEROP_TIMEOUT_MS bound on each client run (default 30000)
 #   INTEROP_KEEP=1     keep the work directory (logs, JSON lines) even on success
-#   INTEROP_CASES      space-separated subset of: b1 b2 b3 k w a (default all)
+#   INTEROP_CASES      space-separated subset of: b1 b2 b3 r k w a (default all)
 #   INTEROP_FLEX_LOG   pulsar-flex log level for both clients (default error)
 # Exit status: 0 all run cases passed (or a loud SKIP: no node/npm, registry
 # unreachable, no broker binary); 1 a case failed; 2 harness setup failed.
@@ -39,7 +41,7 @@ ROOT=$(cd "$HERE/../.." && pwd)
 DEPS_DIR=${INTEROP_DEPS_DIR:-$ROOT/build/interop-deps}
 COUNT=${INTEROP_COUNT:-50}
 TIMEOUT_MS=${INTEROP_TIMEOUT_MS:-30000}
-CASES=${INTEROP_CASES:-b1 b2 b3 k w a}
+CASES=${INTEROP_CASES:-b1 b2 b3 r k w a}
 FLEX_LOG=${INTEROP_FLEX_LOG:-error}
 FLEX_VERSION=1.1.1
 
@@ -225,6 +227,12 @@ want b2 && run_case b2 "flex -> broker -> flex, batches of 7 (SingleMessageMetad
 # pulsar-flex sends names as given, the broker must normalise them.
 want b3 && TOPIC_SHORT=1 run_case b3 "flex -> broker -> flex, payload only, Shared subscription, short topic name" \
   "$URL" "--sub-type Shared" "${FLEX_PRODUCE[@]}" --prefix "plain-"
+
+# r: pulsar-flex's negative ack sends REDELIVER_UNACKNOWLEDGED_MESSAGES and,
+# on Exclusive, discards what it has queued; the broker must redeliver every
+# unacknowledged message, in order.
+want r && run_case r "negative ack on Exclusive: broker redelivers all unacked, in order" "$URL" \
+  "--nack-first" "${FLEX_PRODUCE[@]}" --prefix "redeliver-" --prop "idx=%d"
 
 # k: a broker that PINGs every 300 ms and drops silent connections; the
 # consumer idles 2 s (about 6 intervals) before anything is produced, so it
