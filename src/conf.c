@@ -124,8 +124,9 @@ static const conf_key_t keys[] = {
      "(same result in every client).",
      "hashingScheme (JavaStringHash, Murmur3_32Hash)"},
     {"routing.mode", K_ENUM, FLD(routing), "round_robin", 0, 0, routing_names, 0, 'P', "",
-     "Partition for messages without a key: round_robin rotates over the partitions, "
-     "random picks one at random, single sticks to one partition chosen at start.",
+     "Partition for messages without a key: round_robin moves to the next partition "
+     "after each batch.max.messages messages, random picks one per message, single "
+     "sticks to one partition chosen at start.",
      "messageRoutingMode (RoundRobinPartition, SinglePartition)"},
     {"queue.buffer.bytes", K_INT64, FLD(queue_buffer_bytes), "4194304", 65536, 1073741824,
      NULL, 0, 'P', "bytes",
