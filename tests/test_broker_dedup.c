@@ -75,21 +75,61 @@ Test(broker_dedup, resent_message_is_acknowledged_with_minus_one_and_not_stored)
     upulsar_tb_stop(tb);
 }
 
-Test(broker_dedup, batches_dedup_on_their_last_sequence_id)
+Test(broker_dedup, batches_without_highest_id_dedup_on_their_first_id)
 {
     upulsar_tb_t *tb = start_broker();
     upulsar_tb_client_t *c = producer_on(tb, "t", 1, "p", NULL);
-    /* C++ style: no highest_sequence_id, [0..9] inferred from num_messages */
+    /* C++ style: no highest_sequence_id; like Pulsar the broker only knows
+     * the first id [0..9] -> last stored 0 */
     cr_assert_eq(send_entry(c, 1, "p", 0, 10, 0), 0);
-    cr_assert_eq(send_entry(c, 1, "p", 0, 10, 0), UINT64_MAX);
-    cr_assert_eq(send_entry(c, 1, "p", 5, 5, 0), UINT64_MAX); /* [5..9] */
-    cr_assert_eq(send_entry(c, 1, "p", 5, 10, 0), 1);         /* [5..14] reaches past 9 */
-    /* Java style: explicit highest */
-    cr_assert_eq(send_entry(c, 1, "p", 15, 4, UPULSAR_TB_SEND_HIGHEST), 2); /* [15..18] */
-    cr_assert_eq(send_entry(c, 1, "p", 15, 4, UPULSAR_TB_SEND_HIGHEST), UINT64_MAX);
+    cr_assert_eq(send_entry(c, 1, "p", 0, 10, 0), UINT64_MAX); /* resend */
+    cr_assert_eq(send_entry(c, 1, "p", 10, 10, 0), 1);
+    cr_assert_eq(send_entry(c, 1, "p", 10, 10, 0), UINT64_MAX);
+    upulsar_tb_topic_stats_t st = stats(tb, "t");
+    cr_assert_eq(st.entries, 2);
+    cr_assert_eq(st.messages, 20);
+    cr_assert_eq(st.duplicates, 2);
+    upulsar_tb_client_close(c);
+    /* and reports that first id as the name's last_sequence_id */
+    for (int i = 0; i < 10000 && stats(tb, "t").producers; i++)
+        nanosleep(&(struct timespec){0, 1000000}, NULL);
+    int64_t last = 0;
+    c = producer_on(tb, "t", 1, "p", &last);
+    cr_assert_eq(last, 10);
+    upulsar_tb_client_close(c);
+    upulsar_tb_stop(tb);
+}
+
+Test(broker_dedup, clients_numbering_batches_not_messages_are_not_deduplicated)
+{
+    /* pulsar-flex gives each batch one sequence id (1, 2, 3...) whatever
+     * its size: consecutive batches must all be stored */
+    upulsar_tb_t *tb = start_broker();
+    upulsar_tb_client_t *c = producer_on(tb, "t", 1, "p", NULL);
+    for (uint64_t s = 1; s <= 8; s++)
+        cr_assert_eq(send_entry(c, 1, "p", s, s == 8 ? 1 : 7, 0), s - 1);
+    upulsar_tb_topic_stats_t st = stats(tb, "t");
+    cr_assert_eq(st.entries, 8);
+    cr_assert_eq(st.messages, 50);
+    cr_assert_eq(st.duplicates, 0);
+    upulsar_tb_client_close(c);
+    upulsar_tb_stop(tb);
+}
+
+Test(broker_dedup, batches_with_highest_id_dedup_on_their_last_id)
+{
+    upulsar_tb_t *tb = start_broker();
+    upulsar_tb_client_t *c = producer_on(tb, "t", 1, "p", NULL);
+    /* Java style: highest_sequence_id sent */
+    cr_assert_eq(send_entry(c, 1, "p", 0, 10, UPULSAR_TB_SEND_HIGHEST), 0);     /* [0..9] */
+    cr_assert_eq(send_entry(c, 1, "p", 0, 10, UPULSAR_TB_SEND_HIGHEST), UINT64_MAX);
+    cr_assert_eq(send_entry(c, 1, "p", 5, 5, UPULSAR_TB_SEND_HIGHEST), UINT64_MAX); /* [5..9] */
+    cr_assert_eq(send_entry(c, 1, "p", 5, 10, UPULSAR_TB_SEND_HIGHEST), 1); /* [5..14] */
+    cr_assert_eq(send_entry(c, 1, "p", 15, 1, 0), 2);
+    cr_assert_eq(send_entry(c, 1, "p", 14, 1, 0), UINT64_MAX);
     upulsar_tb_topic_stats_t st = stats(tb, "t");
     cr_assert_eq(st.entries, 3);
-    cr_assert_eq(st.messages, 24);
+    cr_assert_eq(st.messages, 21);
     cr_assert_eq(st.duplicates, 3);
     upulsar_tb_client_close(c);
     upulsar_tb_stop(tb);
@@ -101,14 +141,14 @@ Test(broker_dedup, state_follows_the_name_across_connections)
     int64_t last = 0;
     upulsar_tb_client_t *c = producer_on(tb, "t", 1, "p", &last);
     cr_assert_eq(last, -1);
-    cr_assert_eq(send_entry(c, 1, "p", 0, 5, 0), 0);
+    cr_assert_eq(send_entry(c, 1, "p", 0, 5, UPULSAR_TB_SEND_HIGHEST), 0); /* [0..4] */
     upulsar_tb_client_close(c);
     /* wait until the broker saw the close, then come back as "p" */
     for (int i = 0; i < 10000 && stats(tb, "t").producers; i++)
         nanosleep(&(struct timespec){0, 1000000}, NULL);
     c = producer_on(tb, "t", 8, "p", &last);
     cr_assert_eq(last, 4);
-    cr_assert_eq(send_entry(c, 8, "p", 2, 3, 0), UINT64_MAX); /* resend of [2..4] */
+    cr_assert_eq(send_entry(c, 8, "p", 2, 3, UPULSAR_TB_SEND_HIGHEST), UINT64_MAX); /* [2..4] */
     cr_assert_eq(send_entry(c, 8, "p", 5, 1, 0), 1);
     /* another name on the same topic has its own history */
     cr_assert_eq(upulsar_tb_client_create_producer(c, "t", 9, "q", WAIT_MS, NULL, 0, &last),

@@ -30,9 +30,11 @@
  *    <= the last stored one for that name is not stored and is answered with
  *    ledger = entry = UINT64_MAX (-1), as a Pulsar broker with dedup does.
  *    The highest sequence id of a SEND is CommandSend.highest_sequence_id
- *    when set (and >= sequence_id), else MessageMetadata.highest_sequence_id
- *    when set, else sequence_id + num_messages - 1. A SEND for a producer id
- *    the connection never created closes the connection.
+ *    when set (and >= sequence_id), else its sequence_id: like Pulsar, the
+ *    broker infers nothing from num_messages (some clients number batches,
+ *    not messages). Receipts carry that value as highest_sequence_id.
+ *    A SEND for a producer id the connection never created closes the
+ *    connection.
  *  - SUBSCRIBE / FLOW / ACK / CLOSE_CONSUMER / UNSUBSCRIBE /
  *    REDELIVER_UNACKNOWLEDGED_MESSAGES: stored entries are dispatched as
  *    MESSAGE frames with exactly the metadata and payload bytes that were

@@ -485,8 +485,11 @@ static int on_send(tb_conn_t *c, const up_frame_t *f, bool bad_crc)
     /* the receipt echoes the SEND's highest id, or repeats sequence_id */
     r.has_highest = true;
     r.highest_seq = sent_highest ? in->highest_sequence_id : in->sequence_id;
-    /* dedup works on the entry's last id, inferred when not sent */
-    uint64_t dedup_high = sent_highest ? in->highest_sequence_id : in->sequence_id + nmsg - 1;
+    /* dedup keys on the SEND's highest id, which is sequence_id when the
+     * client did not send one (as a Pulsar broker: clients such as
+     * pulsar-flex number batches, not messages, so nothing is inferred
+     * from num_messages) */
+    uint64_t dedup_high = r.highest_seq;
 
     if (bad_crc || f->metadata_len + f->payload_len > (size_t)tb->opts.max_message_size) {
         pthread_mutex_lock(&t->mu);
