@@ -493,24 +493,23 @@ static void dispatch(up_conn_t *c, up_frame_t *f)
         }
         break;
     case UP_CMD(SUCCESS):
-        c->dec.cmd = NULL;
-        complete_req(c, cmd->success->request_id, cmd, UPULSAR_OK);
+        complete_req(c, cmd->success->request_id, up_decoder_steal(&c->dec), UPULSAR_OK);
         break;
     case UP_CMD(PRODUCER_SUCCESS):
-        c->dec.cmd = NULL;
-        complete_req(c, cmd->producer_success->request_id, cmd, UPULSAR_OK);
+        complete_req(c, cmd->producer_success->request_id, up_decoder_steal(&c->dec),
+                     UPULSAR_OK);
         break;
     case UP_CMD(LOOKUP_RESPONSE):
-        c->dec.cmd = NULL;
-        complete_req(c, cmd->lookuptopicresponse->request_id, cmd, UPULSAR_OK);
+        complete_req(c, cmd->lookuptopicresponse->request_id, up_decoder_steal(&c->dec),
+                     UPULSAR_OK);
         break;
     case UP_CMD(PARTITIONED_METADATA_RESPONSE):
-        c->dec.cmd = NULL;
-        complete_req(c, cmd->partitionmetadataresponse->request_id, cmd, UPULSAR_OK);
+        complete_req(c, cmd->partitionmetadataresponse->request_id, up_decoder_steal(&c->dec),
+                     UPULSAR_OK);
         break;
     case UP_CMD(ERROR):
-        c->dec.cmd = NULL;
-        complete_req(c, cmd->error->request_id, cmd, up_err_from_server(cmd->error->error));
+        complete_req(c, cmd->error->request_id, up_decoder_steal(&c->dec),
+                     up_err_from_server(cmd->error->error));
         break;
     default:
         break; /* PONG, CONNECTED, and commands a producer does not use */

@@ -87,12 +87,55 @@ void up_decoder_init(up_decoder_t *d, uint32_t max_frame)
     d->max_frame = max_frame ? max_frame : UP_DEFAULT_MAX_FRAME + UP_FRAME_PADDING;
 }
 
+static void *arena_alloc(void *ad, size_t n)
+{
+    up_decoder_t *d = ad;
+    size_t at = (d->arena_used + 15) & ~(size_t)15;
+    if (at + n <= sizeof d->arena) {
+        d->arena_used = at + n;
+        return d->arena + at;
+    }
+    return malloc(n);
+}
+
+static void arena_free(void *ad, void *p)
+{
+    up_decoder_t *d = ad;
+    if ((uint8_t *)p >= d->arena && (uint8_t *)p < d->arena + sizeof d->arena)
+        return; /* released wholesale when the command is dropped */
+    free(p);
+}
+
+static ProtobufCAllocator arena_of(up_decoder_t *d)
+{
+    ProtobufCAllocator a = {arena_alloc, arena_free, d};
+    return a;
+}
+
 static void drop_cmd(up_decoder_t *d)
 {
     if (d->cmd) {
-        pulsar__proto__base_command__free_unpacked(d->cmd, NULL);
+        ProtobufCAllocator a = arena_of(d);
+        pulsar__proto__base_command__free_unpacked(d->cmd, &a);
         d->cmd = NULL;
     }
+    d->arena_used = 0;
+}
+
+up_cmd_t *up_decoder_steal(up_decoder_t *d)
+{
+    if (!d->cmd)
+        return NULL;
+    size_t n = protobuf_c_message_get_packed_size(&d->cmd->base);
+    uint8_t stackbuf[1024];
+    uint8_t *b = n <= sizeof stackbuf ? stackbuf : malloc(n);
+    if (!b)
+        return NULL;
+    protobuf_c_message_pack(&d->cmd->base, b);
+    up_cmd_t *copy = pulsar__proto__base_command__unpack(NULL, n, b);
+    if (b != stackbuf)
+        free(b);
+    return copy;
 }
 
 void up_decoder_free(up_decoder_t *d)
@@ -178,7 +221,8 @@ int up_decoder_next(up_decoder_t *d, up_frame_t *f)
     uint32_t cs = up_get_be32(p + 4);
     if (cs > total - 4)
         return fail(d, UPULSAR_ERR__PROTOCOL);
-    up_cmd_t *cmd = pulsar__proto__base_command__unpack(NULL, cs, p + 8);
+    ProtobufCAllocator a = arena_of(d);
+    up_cmd_t *cmd = pulsar__proto__base_command__unpack(&a, cs, p + 8);
     if (!cmd)
         return fail(d, UPULSAR_ERR__DECODE);
     d->cmd = cmd;

@@ -61,12 +61,18 @@ typedef struct up_frame {
     size_t raw_len;
 } up_frame_t;
 
+#define UP_DECODER_ARENA 2048
+
 typedef struct up_decoder {
     up_buf_t buf;       /**< unread bytes start at buf.data + off */
     size_t off;
     uint32_t max_frame; /**< largest totalSize accepted */
     int failed;         /**< sticky error once the stream is unusable */
     up_cmd_t *cmd;      /**< last unpacked command, freed on next call */
+    /* Commands are unpacked into this bump arena (malloc only when a
+     * command does not fit), so steady-state decoding allocates nothing. */
+    size_t arena_used;
+    _Alignas(16) uint8_t arena[UP_DECODER_ARENA];
 } up_decoder_t;
 
 /** Initialise a decoder accepting frames whose totalSize is at most
@@ -97,6 +103,11 @@ void up_decoder_commit(up_decoder_t *d, size_t n);
  * Never reads outside the bytes it was given.
  */
 int up_decoder_next(up_decoder_t *d, up_frame_t *f);
+
+/** Take ownership of the last returned command: a heap copy the caller
+ *  frees with pulsar__proto__base_command__free_unpacked(cmd, NULL).
+ *  NULL if out of memory. */
+up_cmd_t *up_decoder_steal(up_decoder_t *d);
 
 /** Bytes buffered but not yet returned as frames. */
 static inline size_t up_decoder_pending(const up_decoder_t *d)

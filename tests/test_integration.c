@@ -19,8 +19,9 @@ Test(integration, real_broker_round_trip, .timeout = 120)
 {
     const char *url = getenv("UPULSAR_SERVICE_URL");
     if (!url || !*url) {
+        /* ctest reports this line as a skip (SKIP_REGULAR_EXPRESSION) */
         cr_log_warn("SKIP: UPULSAR_SERVICE_URL is not set; no real broker to test against");
-        cr_skip_test("UPULSAR_SERVICE_URL not set");
+        return;
     }
     upulsar_conf_t *conf = upulsar_conf_new();
     char err[256];
