@@ -111,7 +111,8 @@ for (let k = 0; k < n; k++) {
     if (spos !== undefined && spos !== null && spos >= 0 && spos !== rposOrIdx) {
       problems.push(`${where}: position in batch: sent ${spos}, received ${rposOrIdx}`);
     }
-    if (!s.batch && r.batch && r.batch.size > 1) {
+    const sentBatched = !!s.batch || (s.msgId.batchIndex !== undefined && s.msgId.batchIndex >= 0);
+    if (!sentBatched && r.batch && r.batch.size > 1) {
       problems.push(`${where}: sent as a single message, delivered inside a batch of ${r.batch.size}`);
     }
   }
