@@ -77,10 +77,11 @@ static struct {
     int keyed;
     int producers_per_partition;
     int io_threads;
+    const char *queue_bytes;
     int json;
     int quiet;
     double warmup;
-} opt = {NULL, "perf", 4, 2, 100, 0, 10, 0, 1000, 131072, "1", "none", 0, 1, 1, 0, 0, 1.0};
+} opt = {NULL, "perf", 4, 2, 100, 0, 10, 0, 1000, 131072, "1", "none", 0, 1, 1, NULL, 0, 0, 1.0};
 
 static void usage(FILE *fp)
 {
@@ -101,6 +102,7 @@ static void usage(FILE *fp)
           "  --keyed                give each message one of 1000 keys\n"
           "  --producers-per-partition N (default 1)\n"
           "  --io-threads N         (default 1)\n"
+          "  --queue-bytes N        ring bytes per producer (queue.buffer.bytes)\n"
           "  --json                 print the summary as one JSON object\n"
           "  -q, --quiet            no progress lines\n",
           fp);
@@ -350,7 +352,7 @@ int main(int argc, char **argv)
         {"batch-max-bytes", 1, 0, 2}, {"batch-delay-ms", 1, 0, 3}, {"compression", 1, 0, 4},
         {"keyed", 0, 0, 5},       {"producers-per-partition", 1, 0, 6},
         {"io-threads", 1, 0, 7},  {"json", 0, 0, 8},          {"quiet", 0, 0, 'q'},
-        {"warmup", 1, 0, 9},      {"help", 0, 0, 'h'},        {0, 0, 0, 0}};
+        {"warmup", 1, 0, 9},      {"queue-bytes", 1, 0, 10},      {"help", 0, 0, 'h'},        {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "p:t:s:r:d:n:qh", lo, NULL)) != -1) {
         switch (c) {
@@ -371,6 +373,7 @@ int main(int argc, char **argv)
         case 7: opt.io_threads = atoi(optarg); break;
         case 8: opt.json = 1; break;
         case 9: opt.warmup = atof(optarg); break;
+        case 10: opt.queue_bytes = optarg; break;
         case 'q': opt.quiet = 1; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
@@ -414,6 +417,8 @@ int main(int argc, char **argv)
     SET("producers.per.partition", num);
     snprintf(num, sizeof num, "%d", opt.io_threads);
     SET("io.threads", num);
+    if (opt.queue_bytes)
+        SET("queue.buffer.bytes", opt.queue_bytes);
 
     upulsar_client_t *client;
     if (upulsar_client_new(conf, &client)) {

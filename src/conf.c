@@ -128,10 +128,11 @@ static const conf_key_t keys[] = {
      "after each batch.max.messages messages, random picks one per message, single "
      "sticks to one partition chosen at start.",
      "messageRoutingMode (RoundRobinPartition, SinglePartition)"},
-    {"queue.buffer.bytes", K_INT64, FLD(queue_buffer_bytes), "4194304", 65536, 1073741824,
+    {"queue.buffer.bytes", K_INT64, FLD(queue_buffer_bytes), "1048576", 65536, 1073741824,
      NULL, 0, 'P', "bytes",
-     "Size of the message ring of each real producer (payloads plus per-message "
-     "overhead).",
+     "Size of the message ring of each real producer (payloads plus about 32 bytes "
+     "per message). Small rings stay in cache: 1 MiB measured faster than 4 MiB. "
+     "Messages larger than a quarter of it are kept in a private copy instead.",
      "(nearest: memoryLimitBytes, client-wide)"},
     {"max.pending.messages", K_INT, FLD(max_pending_messages), "0", 0, 100000000, NULL, 0,
      'P', "messages",

@@ -35,7 +35,7 @@ struct upulsar_conf {
     up_hash_scheme_t hashing;     /* hashing.scheme: java_string|murmur3_32, default java_string */
     up_route_mode_t routing;      /* routing.mode: round_robin|random|single, default round_robin */
     int64_t queue_buffer_bytes;   /* queue.buffer.bytes: ring bytes per real producer,
-                                     64 KiB..1 GiB, default 4 MiB */
+                                     64 KiB..1 GiB, default 1 MiB */
     int max_pending_messages;     /* max.pending.messages per real producer (queued +
                                      in flight), 0 = only ring-bounded, default 0 */
     bool block_if_queue_full;     /* block.if.queue.full, default false */

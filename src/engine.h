@@ -249,6 +249,7 @@ struct up_rp {
     int index;     /* within its group */
     char topic[256];
     uint64_t producer_id;
+    uint64_t wake_cells; /* ring cells worth a full batch: wake a timed loop */
     /* ---- (any) ---- */
     up_ring_t ring;
     _Atomic int state;     /* upulsar_producer_state_t */
@@ -275,6 +276,8 @@ struct up_rp {
     uint64_t next_seq;
     up_batch_t *open;
     uint64_t open_deadline_us;
+    uint64_t window_end_us; /* records seen, batch window not yet drained */
+    bool holding;           /* records left in the ring until the window ends */
     up_batch_t *pend_head, *pend_tail, *unsent;
     size_t npend;
     up_batch_t *free_batches;

@@ -43,6 +43,7 @@ up_rp_t *up_rp_new(struct upulsar_producer *h, int partition, int index, const c
         return NULL;
     }
     rp->backoff_ms = (uint64_t)h->conf.backoff_initial_ms;
+    rp->wake_cells = up_ring_cells_for((size_t)h->conf.batch_max_bytes);
     return rp;
 }
 
@@ -278,7 +279,7 @@ upulsar_err_t up_rp_enqueue(up_rp_t *rp, const void *payload, size_t len,
     else
         atomic_thread_fence(memory_order_seq_cst);
     int s = atomic_load_explicit(&rp->loop->sleeping, memory_order_relaxed);
-    if (s == UP_SLEEP_IDLE || (s == UP_SLEEP_TIMED && up_ring_used(r) > r->cap / 2))
+    if (s == UP_SLEEP_IDLE || (s == UP_SLEEP_TIMED && up_ring_used(r) >= rp->wake_cells))
         up_loop_wake(rp->loop);
     if (future)
         *future = f;
@@ -546,7 +547,9 @@ static void drain_one(up_rp_t *rp, const up_rec_t *h, uint64_t now)
         }
         rp->open->created_us = now;
         rp->open->first_seq = m.sequence_id;
-        rp->open_deadline_us = now + (uint64_t)cf->batch_max_delay_us;
+        rp->open_deadline_us = rp->window_end_us ? rp->window_end_us
+                                                 : now + (uint64_t)cf->batch_max_delay_us;
+        rp->window_end_us = 0;
     }
     up_batch_t *b = rp->open;
     if (!grow_batch(b, rs)) {
@@ -578,6 +581,22 @@ bool up_rp_pump(up_rp_t *rp, uint64_t now, uint64_t *deadline)
     bool consumed = false;
     size_t max_inflight = (size_t)cf->max_inflight_batches;
     unsigned budget = 4096; /* records per call, so other producers get a turn */
+    /* Batch window: the first record seen opens it; records stay in the
+     * ring until it ends or a full batch is there, and are then drained in
+     * one go. The loop does not chase the callers record by record (that
+     * bounces cache lines between cores for every message). */
+    rp->holding = false;
+    if (!rp->open && cf->batching_enabled && up_ring_peek(r) &&
+        !atomic_load_explicit(&rp->flush_req, memory_order_relaxed)) {
+        if (!rp->window_end_us)
+            rp->window_end_us = now + (uint64_t)cf->batch_max_delay_us;
+        if (now < rp->window_end_us && up_ring_used(r) < rp->wake_cells) {
+            rp->holding = true;
+            if (rp->window_end_us < *deadline)
+                *deadline = rp->window_end_us;
+            return false;
+        }
+    }
     while (budget-- && rp->npend < max_inflight && up_ring_peek(r)) {
         up_rec_t h;
         memcpy(&h, up_ring_cell(r, r->ctail), sizeof h);

@@ -31,7 +31,7 @@ static const struct {
     {"compression", "none"},
     {"hashing.scheme", "java_string"},
     {"routing.mode", "round_robin"},
-    {"queue.buffer.bytes", "4194304"},
+    {"queue.buffer.bytes", "1048576"},
     {"max.pending.messages", "0"},
     {"block.if.queue.full", "false"},
     {"send.timeout.ms", "30000"},
@@ -107,7 +107,7 @@ Test(conf, new_conf_has_documented_defaults_in_fields)
     cr_assert_eq(conf->compression, UP_COMP_NONE);
     cr_assert_eq(conf->hashing, UP_HASH_JAVA_STRING);
     cr_assert_eq(conf->routing, UP_ROUTE_ROUND_ROBIN);
-    cr_assert_eq(conf->queue_buffer_bytes, 4 * 1024 * 1024);
+    cr_assert_eq(conf->queue_buffer_bytes, 1024 * 1024);
     cr_assert_eq(conf->max_pending_messages, 0);
     cr_assert_eq(conf->block_if_queue_full, false);
     cr_assert_eq(conf->send_timeout_ms, 30000);

@@ -1,0 +1,170 @@
+/* ring-bench -- cost of getting a message into upulsar.
+ *
+ *  A. the MPSC ring alone: T producer threads reserve, copy a 100-byte
+ *     record (+ 32-byte header) and commit; one consumer drains.
+ *  B. upulsar_send() as an application calls it (routing, validation, ring
+ *     copy, commit, wake check) with the io loop draining into batches and
+ *     an in-process test broker (perf mode) acknowledging. Threads send in
+ *     bursts of 1000 and pause between bursts, so the ring never fills and
+ *     the figure is the enqueue cost, not back-pressure.
+ * Prints the median ns per message per thread over many samples, for
+ * 1..N threads.   usage: ring-bench [max_threads (default 4)] */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "ring.h"
+#include "upulsar/testbroker.h"
+#include "upulsar/upulsar.h"
+
+static uint64_t ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static int cmp_d(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+#define SAMPLES 200
+#define BURST 1000
+
+/* ---- A: raw ring ---- */
+static up_ring_t ring;
+static _Atomic int done_producers;
+typedef struct {
+    double s[SAMPLES];
+} samples_t;
+
+static void *ring_producer(void *a)
+{
+    samples_t *sm = a;
+    uint8_t rec[132];
+    memset(rec, 'r', sizeof rec);
+    for (int s = 0; s < SAMPLES; s++) {
+        uint64_t t = ns();
+        for (int i = 0; i < BURST; i++) {
+            uint64_t pos, n = up_ring_cells_for(sizeof rec);
+            while (!up_ring_reserve(&ring, n, &pos))
+                ;
+            up_ring_write(&ring, pos, 0, rec, sizeof rec);
+            up_ring_commit(&ring, pos);
+        }
+        sm->s[s] = (double)(ns() - t) / BURST;
+    }
+    atomic_fetch_add(&done_producers, 1);
+    return NULL;
+}
+
+static void *ring_consumer(void *a)
+{
+    int producers = *(int *)a;
+    uint8_t rec[132];
+    while (atomic_load(&done_producers) < producers || up_ring_peek(&ring)) {
+        if (!up_ring_peek(&ring))
+            continue;
+        up_ring_read(&ring, ring.ctail, 0, rec, sizeof rec);
+        ring.ctail += up_ring_cells_for(sizeof rec);
+        up_ring_release(&ring);
+    }
+    return NULL;
+}
+
+static double median_of(samples_t *sm, int threads)
+{
+    int n = threads * SAMPLES;
+    double *all = malloc((size_t)n * sizeof *all);
+    for (int t = 0; t < threads; t++)
+        memcpy(all + t * SAMPLES, sm[t].s, sizeof sm[t].s);
+    qsort(all, (size_t)n, sizeof *all, cmp_d);
+    double m = all[n / 2];
+    free(all);
+    return m;
+}
+
+/* ---- B: upulsar_send ---- */
+static upulsar_producer_t *prod;
+
+static void *send_thread(void *a)
+{
+    samples_t *sm = a;
+    char payload[100];
+    memset(payload, 'p', sizeof payload);
+    for (int s = 0; s < SAMPLES; s++) {
+        uint64_t t = ns();
+        for (int i = 0; i < BURST; i++)
+            if (upulsar_send(prod, payload, sizeof payload, NULL, NULL))
+                fprintf(stderr, "send: %s\n", upulsar_last_error());
+        sm->s[s] = (double)(ns() - t) / BURST;
+        struct timespec pause = {0, 2000000}; /* let the loop drain */
+        nanosleep(&pause, NULL);
+    }
+    return NULL;
+}
+
+int main(int argc, char **argv)
+{
+    int maxt = argc > 1 ? atoi(argv[1]) : 4;
+    if (maxt < 1 || maxt > 64)
+        maxt = 4;
+    samples_t *sm = calloc((size_t)maxt, sizeof *sm);
+    pthread_t th[64], cons;
+
+    printf("A. MPSC ring, 132-byte records, one consumer thread\n");
+    for (int t = 1; t <= maxt; t++) {
+        up_ring_init(&ring, 4u << 20);
+        atomic_store(&done_producers, 0);
+        pthread_create(&cons, NULL, ring_consumer, &t);
+        for (int i = 0; i < t; i++)
+            pthread_create(&th[i], NULL, ring_producer, &sm[i]);
+        for (int i = 0; i < t; i++)
+            pthread_join(th[i], NULL);
+        pthread_join(cons, NULL);
+        printf("   %d producer thread(s): median %.1f ns per message per thread\n", t,
+               median_of(sm, t));
+        up_ring_destroy(&ring);
+    }
+
+    printf("B. upulsar_send(), 100-byte messages, 4 partitions, embedded broker in-process\n");
+    upulsar_tb_opts_t o;
+    upulsar_tb_opts_init(&o);
+    o.perf = 1;
+    o.max_retained_bytes = 16u << 20;
+    upulsar_tb_t *tb;
+    if (upulsar_tb_start(&o, &tb)) {
+        fprintf(stderr, "broker: %s\n", upulsar_last_error());
+        return 1;
+    }
+    upulsar_conf_t *conf = upulsar_conf_new();
+    upulsar_conf_set(conf, "service.url", upulsar_tb_url(tb), NULL, 0);
+    if (getenv("QUEUE_BYTES"))
+        upulsar_conf_set(conf, "queue.buffer.bytes", getenv("QUEUE_BYTES"), NULL, 0);
+    upulsar_client_t *client;
+    if (upulsar_client_new(conf, &client) ||
+        upulsar_producer_start(client, NULL, "ring-bench", 4, conf, &prod)) {
+        fprintf(stderr, "client: %s\n", upulsar_last_error());
+        return 1;
+    }
+    for (int t = 1; t <= maxt; t++) {
+        for (int i = 0; i < t; i++)
+            pthread_create(&th[i], NULL, send_thread, &sm[i]);
+        for (int i = 0; i < t; i++)
+            pthread_join(th[i], NULL);
+        upulsar_producer_flush(prod, 10000);
+        printf("   %d sender thread(s): median %.1f ns per message per thread\n", t,
+               median_of(sm, t));
+    }
+    upulsar_producer_stop(prod, 10000);
+    upulsar_client_destroy(client);
+    upulsar_conf_destroy(conf);
+    upulsar_tb_stop(tb);
+    free(sm);
+    return 0;
+}
