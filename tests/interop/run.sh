@@ -14,13 +14,14 @@
 #       must be redelivered in order (REDELIVER_UNACKNOWLEDGED_MESSAGES)
 #   k   keep-alive: a second broker PINGs every 300 ms and closes silent
 #       connections; the consumer idles 2 s before messages arrive
-#   w   (w, w2) single sends and batches again, with both clients behind
-#       wiretap.js, which decodes every frame with pulsar-flex's protobuf code
-#       and checks the CRC32C of every payload frame independently
-#       (pulsar-flex itself never verifies checksums)
-#   a   upulsar produces, flex consumes -- needs an `upulsar-produce` CLI next
-#       to the broker binary (see README.md for its contract); SKIP until it
-#       exists
+#   a   upulsar produces (upulsar_produce.c, built here against the broker
+#       build's libupulsar.a, or an `upulsar-produce` binary next to the
+#       broker; see README.md), flex consumes; SKIP while there is no engine
+#   w   (w, w2) flex single sends and batches, and with case a also (aw, aw1)
+#       upulsar batches, through wiretap.js, which decodes every frame with
+#       pulsar-flex's protobuf code and checks the CRC32C of every payload
+#       frame independently (pulsar-flex itself never verifies checksums);
+#       "wire" reports its verdict
 # Consumers subscribe first (pulsar-flex always starts at the latest
 # position), then the producer runs; compare.js checks count, order,
 # payload bytes, key, properties and receipt id == delivered id.
@@ -244,18 +245,79 @@ if want k; then
     "$KEEPALIVE_URL" "" "${FLEX_PRODUCE[@]}" --prefix "keepalive-" --prop "idx=%d"
 fi
 
-if want w; then
+# ---------------------------------------------------- upulsar as producer
+# An `upulsar-produce` binary next to the broker (or in build/) is used as
+# is; otherwise upulsar_produce.c is compiled against the libupulsar.a of
+# the broker's build directory, if that library has the producer engine.
+UPRODUCE=""
+UPRODUCE_WHY=""
+find_uproduce() {
+  local cand lib libs san=""
+  for cand in "$BIN_DIR/upulsar-produce" "$ROOT/build/upulsar-produce"; do
+    if [ -x "$cand" ]; then UPRODUCE=$cand; return 0; fi
+  done
+  lib="$BIN_DIR/libupulsar.a"
+  [ -f "$lib" ] || lib="$ROOT/build/libupulsar.a"
+  if [ ! -f "$lib" ]; then
+    UPRODUCE_WHY="PENDING: no upulsar-produce binary and no libupulsar.a to build upulsar_produce.c"
+    return 1
+  fi
+  local syms
+  syms=$(nm "$lib" 2>/dev/null)
+  if ! grep -q ' T upulsar_producer_start$' <<<"$syms"; then
+    UPRODUCE_WHY="PENDING: $lib has no producer engine yet (upulsar_producer_start)"
+    return 1
+  fi
+  grep -q '__asan_' <<<"$syms" && san="-fsanitize=address,undefined"
+  grep -q '__tsan_' <<<"$syms" && san="-fsanitize=thread"
+  libs="$(pkg-config --libs liburing libprotobuf-c liblz4 libssl libcrypto 2>/dev/null)"
+  pkg-config --exists libzstd 2>/dev/null && libs="$libs $(pkg-config --libs libzstd)"
+  # shellcheck disable=SC2086
+  if ! ${CC:-cc} -std=c11 -O1 -Wall -Wextra $san -I"$ROOT/include" -o "$WORK/upulsar-produce" \
+       "$HERE/upulsar_produce.c" "$lib" $libs -lpthread >"$WORK/upulsar-produce.build.log" 2>&1; then
+    cat "$WORK/upulsar-produce.build.log" >&2
+    UPRODUCE_WHY="cannot build upulsar_produce.c against $lib (see above)"
+    return 2
+  fi
+  UPRODUCE="$WORK/upulsar-produce"
+}
+if want a; then
+  find_uproduce
+  case $? in
+    1) record a SKIP "$UPRODUCE_WHY" ;;
+    2) record a FAIL "$UPRODUCE_WHY" ;;
+  esac
+fi
+U_PRODUCE=("$UPRODUCE" --count "$COUNT" --timeout-ms "$TIMEOUT_MS" --prop "idx=%d")
+
+if [ -n "$UPRODUCE" ]; then
+  run_case a "upulsar -> broker -> flex (default batching, keys + properties)" "$URL" "" \
+    "${U_PRODUCE[@]}" --prefix "upulsar-ü-" --key "ukey-%d" --prop "origin=upulsar"
+fi
+
+# ------------------------------------------------------------- wire checks
+if want w || [ -n "$UPRODUCE" ]; then
   TAP_PORT=$(free_port)
   node "$HERE/wiretap.js" --listen "$TAP_PORT" --target "127.0.0.1:$PORT" \
     --log "$WORK/wiretap.jsonl" >"$WORK/wiretap.out" 2>"$WORK/wiretap.err" &
   TAP_PID=$!
   PIDS+=("$TAP_PID")
+  TAP_URL="pulsar://127.0.0.1:$TAP_PORT"
   if wait_port "$TAP_PORT" "$TAP_PID" 10; then
-    run_case w "b1 + b2 frames through wiretap.js (frame decoding, CRC32C of MESSAGE/SEND)" \
-      "pulsar://127.0.0.1:$TAP_PORT" "" \
-      "${FLEX_PRODUCE[@]}" --prefix "tapped-" --key "tkey-%d" --prop "idx=%d"
-    run_case w2 "batches through wiretap.js" "pulsar://127.0.0.1:$TAP_PORT" "" \
-      "${FLEX_PRODUCE[@]}" --batch 5 --prefix "tapped-batch-" --prop "idx=%d"
+    if want w; then
+      run_case w "flex single sends through wiretap.js" "$TAP_URL" "" \
+        "${FLEX_PRODUCE[@]}" --prefix "tapped-" --key "tkey-%d" --prop "idx=%d"
+      run_case w2 "flex batches of 5 through wiretap.js" "$TAP_URL" "" \
+        "${FLEX_PRODUCE[@]}" --batch 5 --prefix "tapped-batch-" --prop "idx=%d"
+    fi
+    if [ -n "$UPRODUCE" ]; then
+      # upulsar's own SEND frames, decoded and CRC-checked by wiretap.js
+      run_case aw "upulsar through wiretap.js, batches of at most 7" "$TAP_URL" "" \
+        "${U_PRODUCE[@]}" --prefix "upulsar-tapped-" --key "ukey-%d" \
+        --conf batch.max.messages=7
+      run_case aw1 "upulsar through wiretap.js, one message per batch" "$TAP_URL" "" \
+        "${U_PRODUCE[@]}" --prefix "upulsar-single-" --conf batch.max.messages=1
+    fi
     kill -TERM "$TAP_PID" 2>/dev/null
     wait "$TAP_PID"
     TAP_RC=$?
@@ -266,21 +328,7 @@ if want w; then
       grep -h '"problems"' "$WORK/wiretap.jsonl" | head -n 10 >&2
     fi
   else
-    record w FAIL "wiretap.js did not start: $(tail -n 1 "$WORK/wiretap.err")"
-  fi
-fi
-
-if want a; then
-  UPRODUCE=""
-  for cand in "$BIN_DIR/upulsar-produce" "$ROOT/build/upulsar-produce"; do
-    if [ -x "$cand" ]; then UPRODUCE=$cand; break; fi
-  done
-  if [ -z "$UPRODUCE" ]; then
-    record a SKIP "PENDING: upulsar produces -> flex consumes needs an upulsar-produce CLI (not built yet)"
-  else
-    run_case a "upulsar ($UPRODUCE) -> broker -> flex" "$URL" "" \
-      "$UPRODUCE" --count "$COUNT" --prefix "upulsar-ü-" --key "ukey-%d" --prop "idx=%d" \
-      --prop "origin=upulsar"
+    record wire FAIL "wiretap.js did not start: $(tail -n 1 "$WORK/wiretap.err")"
   fi
 fi
 
