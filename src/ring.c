@@ -25,8 +25,12 @@ int up_ring_init(up_ring_t *r, size_t bytes)
     }
     for (uint64_t i = 0; i < cells; i++)
         atomic_init(&r->commit[i], 0);
+    /* touch every page now: no page faults on the send path later, and the
+     * process's RSS shows the ring's real cost from the start */
+    memset(r->cells, 0, cells * UP_RING_CELL);
     atomic_init(&r->head, 0);
     atomic_init(&r->tail, 0);
+    atomic_init(&r->tail_cache, 0);
     atomic_init(&r->space_seq, 0);
     atomic_init(&r->waiters, 0);
     return 0;

@@ -33,18 +33,27 @@
 
 typedef struct up_ring {
     _Alignas(64) _Atomic uint64_t head; /* next position to reserve */
-    char pad0[64 - sizeof(uint64_t)];
+    /* Producers' copy of `tail`, on their own cache line: the real tail
+     * (written by the consumer) is only read when this one says "full".
+     * Stored with release after an acquire load of tail, loaded with
+     * acquire, so the consumer's reads still happen-before our writes. */
+    _Atomic uint64_t tail_cache;
+    char pad0[64 - 2 * sizeof(uint64_t)];
     _Alignas(64) _Atomic uint64_t tail; /* first position not yet released */
     char pad1[64 - sizeof(uint64_t)];
     _Alignas(64) _Atomic uint32_t space_seq; /* bumped when space is freed and
                                                 someone waits (futex word) */
     _Atomic uint32_t waiters;           /* producers sleeping for space */
     char pad2[64 - 2 * sizeof(uint32_t)];
-    _Alignas(64) uint64_t cap;          /* cells, power of two */
+    _Alignas(64) uint64_t cap;          /* cells, power of two (read-only) */
     uint64_t mask;
     uint8_t *cells;
     _Atomic uint64_t *commit;
-    uint64_t ctail;                     /* consumer's read position (loop only) */
+    char pad3[64 - 4 * sizeof(uint64_t)];
+    /* consumer's read position (loop only); its own line, since the loop
+     * writes it per record and producers read the line above per send */
+    _Alignas(64) uint64_t ctail;
+    char pad4[64 - sizeof(uint64_t)];
 } up_ring_t;
 
 /** Create a ring of at least @p bytes (rounded up to a power of two of
@@ -68,10 +77,14 @@ void up_ring_wait_space(up_ring_t *r, uint64_t n, uint64_t timeout_us);
 static inline bool up_ring_reserve(up_ring_t *r, uint64_t n, uint64_t *pos)
 {
     uint64_t h = atomic_load_explicit(&r->head, memory_order_relaxed);
+    uint64_t t = atomic_load_explicit(&r->tail_cache, memory_order_acquire);
     for (;;) {
-        uint64_t t = atomic_load_explicit(&r->tail, memory_order_acquire); /* A2 */
-        if (h + n - t > r->cap)
-            return false;
+        if (h + n - t > r->cap) {
+            t = atomic_load_explicit(&r->tail, memory_order_acquire); /* A2 */
+            if (h + n - t > r->cap)
+                return false;
+            atomic_store_explicit(&r->tail_cache, t, memory_order_release);
+        }
         /* relaxed: the reservation itself publishes nothing; data is
          * published by the commit store (R1). */
         if (atomic_compare_exchange_weak_explicit(&r->head, &h, h + n,
