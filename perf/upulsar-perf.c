@@ -527,6 +527,14 @@ int main(int argc, char **argv)
     uint64_t pct[5];
     hist_pct(cur, q, pct, 5);
     uint64_t lmax = atomic_load(&lat.max);
+    char qb[32], ib[32];
+    upulsar_conf_get(conf, "queue.buffer.bytes", qb, sizeof qb);
+    upulsar_conf_get(conf, "max.inflight.batches", ib, sizeof ib);
+    double qbytes = atof(qb);
+    int inflight = atoi(ib);
+    int nprod = (opt.partitions > 0 ? opt.partitions : 1) * opt.producers_per_partition;
+    double mem_bound =
+        nprod * (qbytes + (double)inflight * (double)(opt.batch_max_bytes + 1536));
     double cpu_per_msg_ns = m_acked ? m_cpu * 1e9 / (double)m_acked : 0;
     double bcpu_per_msg_ns = m_acked ? m_bcpu * 1e9 / (double)m_acked : 0;
     uint64_t enq_total = 0;
@@ -542,13 +550,13 @@ int main(int argc, char **argv)
                ",\"p999\":%" PRIu64 ",\"max\":%" PRIu64 "},"
                "\"client_cpu_ns_per_msg\":%.1f,\"broker_cpu_ns_per_msg\":%.1f,"
                "\"client_msgs_per_cpu_sec\":%.0f,\"allocs_per_msg\":%.4f,"
-               "\"client_peak_rss_kb\":%ld,\"broker_peak_rss_kb\":%ld,"
+               "\"client_peak_rss_kb\":%ld,\"broker_peak_rss_kb\":%ld,\"client_memory_bound_bytes\":%.0f,"
                "\"partitions\":%d,\"threads\":%d,\"size\":%d,\"rate_limit\":%.0f,"
                "\"compression\":\"%s\",\"keyed\":%s,\"embedded_broker\":%s}\n",
                total_sent, total_acked, total_failed, enq_total, secs, rate,
                rate * opt.size / 1e6, pct[0], pct[1], pct[2], pct[3], lmax, cpu_per_msg_ns,
                bcpu_per_msg_ns, m_cpu > 0 ? (double)m_acked / m_cpu : 0,
-               m_acked ? (double)m_allocs / (double)m_acked : 0, rss_kb, broker_rss_kb,
+               m_acked ? (double)m_allocs / (double)m_acked : 0, rss_kb, broker_rss_kb, mem_bound,
                opt.partitions, opt.threads, opt.size, opt.rate, opt.compression,
                opt.keyed ? "true" : "false", broker_pid ? "true" : "false");
     } else {
@@ -564,8 +572,11 @@ int main(int argc, char **argv)
                broker_pid ? "" : " (external broker: not measured)");
         printf("%% allocations per message (client, measured part): %.4f\n",
                m_acked ? (double)m_allocs / (double)m_acked : 0);
-        printf("%% peak RSS: client %.1f MiB, broker %.1f MiB\n", (double)rss_kb / 1024,
-               (double)broker_rss_kb / 1024);
+        printf("%% peak RSS: client %.1f MiB, broker %.1f MiB; client bound: %d producers x "
+               "(ring %.2f MiB + %d in-flight batches x %.0f KiB) = %.1f MiB + baseline\n",
+               (double)rss_kb / 1024, (double)broker_rss_kb / 1024, nprod,
+               (double)qbytes / 1048576, inflight, (double)(opt.batch_max_bytes + 1536) / 1024,
+               mem_bound / 1048576);
         printf("%% totals: sent %" PRIu64 ", acked %" PRIu64 ", failed %" PRIu64
                ", send errors %" PRIu64 ", stop: %s\n",
                total_sent, total_acked, total_failed, enq_total, upulsar_err_name(serr));

@@ -158,8 +158,11 @@ static const conf_key_t keys[] = {
      "Sequence id before the first message; -1 = continue from the broker's "
      "last_sequence_id.",
      "initialSequenceId"},
-    {"max.inflight.batches", K_INT, FLD(max_inflight_batches), "1000", 1, 100000, NULL, 0,
-     'P', "batches", "Batches written but not yet acknowledged, per real producer.",
+    {"max.inflight.batches", K_INT, FLD(max_inflight_batches), "32", 1, 100000, NULL, 0,
+     'P', "batches",
+     "Batches built but not yet acknowledged, per real producer (each holds up to "
+     "batch.max.bytes). With queue.buffer.bytes this bounds a producer's memory; when "
+     "reached, messages wait in the ring.",
      "(none)"},
 };
 #define NKEYS (sizeof keys / sizeof keys[0])

@@ -46,7 +46,7 @@ struct upulsar_conf {
     int restart_period_ms;        /* restart.period.ms, default 60000 */
     int64_t initial_sequence_id;  /* initial.sequence.id, default -1 (ask broker) */
     int max_inflight_batches;     /* max.inflight.batches per real producer (written, not
-                                     acknowledged), 1..100000, default 1000 */
+                                     acknowledged), 1..100000, default 32 */
 };
 
 /** Fill @p c with defaults. */

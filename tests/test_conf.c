@@ -38,7 +38,7 @@ static const struct {
     {"restart.intensity", "0"},
     {"restart.period.ms", "60000"},
     {"initial.sequence.id", "-1"},
-    {"max.inflight.batches", "1000"},
+    {"max.inflight.batches", "32"},
 };
 #define NKEYS (sizeof all_keys / sizeof all_keys[0])
 
@@ -114,7 +114,7 @@ Test(conf, new_conf_has_documented_defaults_in_fields)
     cr_assert_eq(conf->restart_intensity, 0);
     cr_assert_eq(conf->restart_period_ms, 60000);
     cr_assert_eq(conf->initial_sequence_id, -1);
-    cr_assert_eq(conf->max_inflight_batches, 1000);
+    cr_assert_eq(conf->max_inflight_batches, 32);
 
     struct upulsar_conf c;
     memset(&c, 0xa5, sizeof c);
