@@ -99,10 +99,11 @@ say "pulsar-flex: $(node -p "require('pulsar-flex/package.json').version") from 
 
 # ------------------------------------------------------------------ work dir
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/upulsar-interop.XXXXXX") || die "mktemp failed"
-PIDS=()
+# shellcheck disable=SC2317  # invoked by the EXIT trap
 cleanup() {
   local p
-  for p in "${PIDS[@]}"; do
+  # only this script's own background jobs that are still running
+  for p in $(jobs -p); do
     kill "$p" 2>/dev/null && wait "$p" 2>/dev/null
   done
   if [ "${INTEROP_KEEP:-0}" = 1 ] || [ "${FAILED:-0}" != 0 ]; then
@@ -139,7 +140,6 @@ start_broker() {
   B_PORT=$(free_port) || die "cannot find a free port"
   "$BROKER" --port "$B_PORT" "$@" >"$WORK/$name.log" 2>&1 &
   B_PID=$!
-  PIDS+=("$B_PID")
   if ! wait_port "$B_PORT" "$B_PID" 15; then
     FAILED=1
     tail -n 30 "$WORK/$name.log" >&2
@@ -154,6 +154,8 @@ say "test broker pid $BROKER_PID at $URL"
 
 RESULTS=()
 FAILED=0
+# First line of a client's stderr that says why it failed.
+why() { grep -h -m1 -E 'FAIL|ERROR|Sanitizer|error' "$1" 2>/dev/null || head -n 1 "$1"; }
 record() { # record CASE STATUS TEXT
   RESULTS+=("$(printf '%-4s %-5s %s' "$1" "$2" "$3")")
   [ "$2" = FAIL ] && FAILED=1
@@ -176,7 +178,6 @@ run_case() {
     --timeout-ms "$TIMEOUT_MS" --linger-ms 1000 --ready-file "$dir/ready" \
     --log-level "$FLEX_LOG" $cargs >"$dir/consume.jsonl" 2>"$dir/consume.err" &
   local cpid=$! i
-  PIDS+=("$cpid")
   for ((i = 0; i < 150; i++)); do
     [ -f "$dir/ready" ] && break
     kill -0 "$cpid" 2>/dev/null || break
@@ -184,7 +185,7 @@ run_case() {
   done
   if [ ! -f "$dir/ready" ]; then
     wait "$cpid"
-    record "$name" FAIL "consumer never became ready: $(grep -h FAIL "$dir/consume.err" | head -n 1)"
+    record "$name" FAIL "consumer never became ready: $(why "$dir/consume.err")"
     tail -n 5 "$dir/consume.err" >&2
     return
   fi
@@ -194,13 +195,13 @@ run_case() {
   wait "$cpid"
   local crc=$?
   if [ "$prc" != 0 ]; then
-    record "$name" FAIL "producer exit $prc: $(grep -h FAIL "$dir/produce.err" | head -n 1)"
+    record "$name" FAIL "producer exit $prc: $(why "$dir/produce.err")"
     tail -n 5 "$dir/produce.err" >&2
     [ "$crc" = 0 ] || tail -n 3 "$dir/consume.err" >&2
     return
   fi
   if [ "$crc" != 0 ]; then
-    record "$name" FAIL "consumer exit $crc: $(grep -h FAIL "$dir/consume.err" | head -n 1)"
+    record "$name" FAIL "consumer exit $crc: $(why "$dir/consume.err")"
     tail -n 5 "$dir/consume.err" >&2
     return
   fi
@@ -301,7 +302,6 @@ if want w || [ -n "$UPRODUCE" ]; then
   node "$HERE/wiretap.js" --listen "$TAP_PORT" --target "127.0.0.1:$PORT" \
     --log "$WORK/wiretap.jsonl" >"$WORK/wiretap.out" 2>"$WORK/wiretap.err" &
   TAP_PID=$!
-  PIDS+=("$TAP_PID")
   TAP_URL="pulsar://127.0.0.1:$TAP_PORT"
   if wait_port "$TAP_PORT" "$TAP_PID" 10; then
     if want w; then

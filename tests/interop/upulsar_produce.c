@@ -278,6 +278,16 @@ int main(int argc, char **argv)
         fail(1, "stop: %s", upulsar_err_name(err));
     upulsar_client_destroy(client);
     upulsar_conf_destroy(conf);
+    for (long i = 0; i < count; i++) {
+        free(m[i].payload);
+        free(m[i].key);
+        for (size_t k = 0; k < nprops; k++)
+            free((char *)m[i].props[k].value);
+    }
+    free(m);
+    for (size_t k = 0; k < nprops; k++)
+        free((char *)prop_k[k]);
     printf("{\"event\":\"done\",\"sent\":%ld}\n", count);
+    fflush(stdout);
     return 0;
 }
