@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install dependencies, build, and run every test:
 #   1. Release build (-Wall -Wextra -Wpedantic, warnings are errors) + suite
-#   2. ASan+UBSan build + suite
+#   2. interop with pulsar-flex (npm), against the release test broker
+#   2b. ASan+UBSan build + suite
 #   3. TSan build + the concurrency tests
 #   4. a bounded libFuzzer run of the frame decoder
 # Usage: scripts/test.sh            (everything)
@@ -19,6 +20,13 @@ cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DCMAKE_C_FLAGS=-Werror >/dev/nul
 cmake --build build -j"$JOBS"
 step "release tests"
 (cd build && ctest --output-on-failure -j"$JOBS")
+
+step "interop with pulsar-flex (independent Node.js Pulsar client)"
+if command -v node >/dev/null && command -v npm >/dev/null; then
+  tests/interop/run.sh build/upulsar-testbroker
+else
+  echo "SKIP: node/npm not installed; the interop check did not run"
+fi
 
 step "ASan+UBSan build"
 cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DUPULSAR_SANITIZE=address,undefined \
