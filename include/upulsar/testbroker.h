@@ -299,6 +299,16 @@ uint64_t upulsar_tb_queued_receipts(upulsar_tb_t *tb);
 upulsar_err_t upulsar_tb_fail_sends(upulsar_tb_t *tb, const char *topic, int n,
                                     int server_error);
 
+/** As upulsar_tb_fail_sends(), but the way a Pulsar broker reacts to a
+ *  failed ledger write: it fences the topic and disconnects its producers.
+ *  Each injected SEND_ERROR also closes every producer of the SEND's topic
+ *  (CLOSE_PRODUCER, as upulsar_tb_unload_topic()), so the SENDs already in
+ *  flight behind the failed one are ignored, not stored, until the client
+ *  re-creates its producer. (With upulsar_tb_fail_sends() they would be
+ *  stored, ahead of the failed SEND's resend.) */
+upulsar_err_t upulsar_tb_fail_writes(upulsar_tb_t *tb, const char *topic, int n,
+                                     int server_error);
+
 /** Answer the next @p n PRODUCER requests for @p topic (NULL = any topic)
  *  with ERROR @p server_error. n = 0 cancels. */
 upulsar_err_t upulsar_tb_fail_producers(upulsar_tb_t *tb, const char *topic,

@@ -55,13 +55,14 @@ void tb_gen_name(upulsar_tb_t *tb, char *out)
     snprintf(out, 64, "testbroker-%u-%llu", tb->instance, n);
 }
 
-int tb_take_fail_send(upulsar_tb_t *tb)
+int tb_take_fail_send(upulsar_tb_t *tb, bool *fence)
 {
     int e = -1;
     pthread_mutex_lock(&tb->mu);
     if (tb->fail_sends_n > 0) {
         tb->fail_sends_n--;
         e = tb->fail_sends_err;
+        *fence = tb->fail_sends_fence;
         atomic_store(&tb->fail_sends_any, tb->fail_sends_n);
     }
     pthread_mutex_unlock(&tb->mu);
@@ -592,8 +593,8 @@ uint64_t upulsar_tb_queued_receipts(upulsar_tb_t *tb)
     return tb ? atomic_load(&tb->receipts_queued) : 0;
 }
 
-upulsar_err_t upulsar_tb_fail_sends(upulsar_tb_t *tb, const char *topic, int n,
-                                    int server_error)
+static upulsar_err_t fail_sends(upulsar_tb_t *tb, const char *topic, int n, int server_error,
+                                bool fence)
 {
     if (!tb || n < 0 || server_error < 0 || server_error > UPULSAR_ERR_BROKER_MAX - UPULSAR_ERR_BROKER_BASE)
         return up_seterr(UPULSAR_ERR__INVALID_ARG, "upulsar_tb_fail_sends: bad argument");
@@ -601,6 +602,7 @@ upulsar_err_t upulsar_tb_fail_sends(upulsar_tb_t *tb, const char *topic, int n,
         pthread_mutex_lock(&tb->mu);
         tb->fail_sends_n = n;
         tb->fail_sends_err = server_error;
+        tb->fail_sends_fence = fence;
         atomic_store(&tb->fail_sends_any, n);
         pthread_mutex_unlock(&tb->mu);
         return UPULSAR_OK;
@@ -612,8 +614,21 @@ upulsar_err_t upulsar_tb_fail_sends(upulsar_tb_t *tb, const char *topic, int n,
     pthread_mutex_lock(&t->mu);
     t->fail_sends_n = n;
     t->fail_sends_err = server_error;
+    t->fail_sends_fence = fence;
     pthread_mutex_unlock(&t->mu);
     return UPULSAR_OK;
+}
+
+upulsar_err_t upulsar_tb_fail_sends(upulsar_tb_t *tb, const char *topic, int n,
+                                    int server_error)
+{
+    return fail_sends(tb, topic, n, server_error, false);
+}
+
+upulsar_err_t upulsar_tb_fail_writes(upulsar_tb_t *tb, const char *topic, int n,
+                                     int server_error)
+{
+    return fail_sends(tb, topic, n, server_error, true);
 }
 
 upulsar_err_t upulsar_tb_fail_producers(upulsar_tb_t *tb, const char *topic, int n,
@@ -649,8 +664,15 @@ int upulsar_tb_unload_topic(upulsar_tb_t *tb, const char *topic)
         return err;
     if (!t)
         return 0;
-    int n = 0;
     pthread_mutex_lock(&t->mu);
+    int n = tb_topic_close_producers_locked(tb, t);
+    pthread_mutex_unlock(&t->mu);
+    return n;
+}
+
+int tb_topic_close_producers_locked(upulsar_tb_t *tb, tb_topic_t *t)
+{
+    int n = 0;
     for (size_t i = 0; i < t->nprods; i++) {
         tb_producer_t *p = t->prods[i];
         p->active = false;
@@ -663,7 +685,6 @@ int upulsar_tb_unload_topic(upulsar_tb_t *tb, const char *topic)
         n++;
     }
     t->nprods = 0;
-    pthread_mutex_unlock(&t->mu);
     return n;
 }
 

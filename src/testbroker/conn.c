@@ -529,10 +529,13 @@ static int on_send(tb_conn_t *c, const up_frame_t *f, bool bad_crc)
         pthread_mutex_unlock(&t->mu);
         if (!active)
             return KEEP;
-        int e = tb_take_fail_send(tb);
+        bool fence = false;
+        int e = tb_take_fail_send(tb, &fence);
         if (e >= 0) {
             pthread_mutex_lock(&t->mu);
             t->st.send_errors++;
+            if (fence)
+                tb_topic_close_producers_locked(tb, t);
             pthread_mutex_unlock(&t->mu);
             r.error = e;
             return put_rc(respond_send(c, &r));
@@ -548,6 +551,8 @@ static int on_send(tb_conn_t *c, const up_frame_t *f, bool bad_crc)
         t->fail_sends_n--;
         t->st.send_errors++;
         r.error = t->fail_sends_err;
+        if (t->fail_sends_fence)
+            tb_topic_close_producers_locked(tb, t);
         pthread_mutex_unlock(&t->mu);
         return put_rc(respond_send(c, &r));
     }

@@ -138,6 +138,7 @@ struct tb_topic {
 
     /* faults (topic->mu, hold is atomic) */
     int fail_sends_n, fail_sends_err;
+    bool fail_sends_fence; /**< upulsar_tb_fail_writes(): close the producers */
     int fail_prods_n, fail_prods_err;
     atomic_bool hold;
 };
@@ -211,6 +212,7 @@ struct upulsar_tb {
     atomic_llong refuse_until_ms;
     atomic_int fail_sends_any; /**< fast check: fail_sends_n > 0 */
     int fail_sends_n, fail_sends_err; /**< tb->mu */
+    bool fail_sends_fence;            /**< tb->mu */
     int fail_prods_n, fail_prods_err; /**< tb->mu */
     atomic_ullong next_request_id;    /**< broker-initiated requests */
 
@@ -230,8 +232,13 @@ int tb_conn_inject(tb_conn_t *c, const void *frame, size_t len);
 void tb_conn_retire(tb_conn_t *c);
 /** Generate a unique producer name. @p out must hold 64 bytes. */
 void tb_gen_name(upulsar_tb_t *tb, char *out);
-/** Consume one broker-wide injected failure; returns the ServerError or -1. */
-int tb_take_fail_send(upulsar_tb_t *tb);
+/** Consume one broker-wide injected failure; returns the ServerError or -1,
+ *  and in *@p fence whether it fences the topic (upulsar_tb_fail_writes()). */
+int tb_take_fail_send(upulsar_tb_t *tb, bool *fence);
+/** Close every active producer of @p t as an unload does (CLOSE_PRODUCER,
+ *  their SENDs ignored until re-created). Caller holds t->mu. Returns how
+ *  many were closed. */
+int tb_topic_close_producers_locked(upulsar_tb_t *tb, tb_topic_t *t);
 int tb_take_fail_producer(upulsar_tb_t *tb);
 
 /* conn.c */
