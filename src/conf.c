@@ -95,6 +95,32 @@ static const conf_key_t keys[] = {
      "Token for token authentication (auth_method_name \"token\"); empty = no "
      "authentication. Secret: read back as *** when set, never logged or echoed in errors.",
      "authPluginClassName=AuthenticationToken, authParams=token:JWT"},
+    {"auth.token.file", K_STR, FLD(auth_token_file), "", 0, 0, NULL, 0, 'C', "path",
+     "File holding the token (surrounding whitespace ignored); read again at every "
+     "(re)connection, so a rotated token is picked up. Overrides auth.token.",
+     "authParams=file:///path"},
+    {"auth.token.env", K_STR, FLD(auth_token_env), "", 0, 0, NULL, 0, 'C', "name",
+     "Environment variable holding the token, read at every (re)connection. Used when "
+     "auth.token.file is empty.",
+     "(none)"},
+    {"tls.ca.file", K_STR, FLD(tls_ca_file), "", 0, 0, NULL, 0, 'C', "path",
+     "PEM file of CA certificates trusted for pulsar+ssl:// brokers; empty = the system "
+     "default store.",
+     "tlsTrustCertsFilePath"},
+    {"tls.ca.path", K_STR, FLD(tls_ca_path), "", 0, 0, NULL, 0, 'C', "path",
+     "Directory of hashed CA certificates (c_rehash layout), in addition to tls.ca.file.",
+     "(none)"},
+    {"tls.cert.file", K_STR, FLD(tls_cert_file), "", 0, 0, NULL, 0, 'C', "path",
+     "Client certificate (PEM) for mutual TLS; needs tls.key.file.",
+     "authParams tlsCertFile (AuthenticationTls)"},
+    {"tls.key.file", K_STR, FLD(tls_key_file), "", 0, 0, NULL, 0, 'C', "path",
+     "Private key (PEM) of tls.cert.file.", "authParams tlsKeyFile (AuthenticationTls)"},
+    {"tls.verify.hostname", K_BOOL, FLD(tls_verify_hostname), "true", 0, 0, NULL, 0, 'C', "",
+     "Check that the broker certificate names the host connected to.",
+     "enableTlsHostnameVerification"},
+    {"tls.allow.insecure", K_BOOL, FLD(tls_allow_insecure), "false", 0, 0, NULL, 0, 'C', "",
+     "Accept any broker certificate (no chain or host name check). Only for tests.",
+     "tlsAllowInsecureConnection"},
     /* ---- producer ---- */
     {"producers.per.partition", K_INT, FLD(producers_per_partition), "1", 1, 64, NULL, 0, 'P',
      "producers",

@@ -23,6 +23,14 @@ struct upulsar_conf {
     int lookup_max_redirects;     /* lookup.max.redirects, default 20 */
     int stats_interval_ms;        /* stats.interval.ms, default 0 = off */
     char auth_token[4096];        /* auth.token (secret), default "" */
+    char auth_token_file[512];    /* auth.token.file: read at every connect, default "" */
+    char auth_token_env[128];     /* auth.token.env: environment variable name, default "" */
+    char tls_ca_file[512];        /* tls.ca.file: PEM bundle of trusted CAs, default "" */
+    char tls_ca_path[512];        /* tls.ca.path: hashed CA directory, default "" */
+    char tls_cert_file[512];      /* tls.cert.file: client certificate (mTLS), default "" */
+    char tls_key_file[512];       /* tls.key.file: client private key (mTLS), default "" */
+    bool tls_verify_hostname;     /* tls.verify.hostname, default true */
+    bool tls_allow_insecure;      /* tls.allow.insecure: skip certificate checks, default false */
     /* ---- producer keys ---- */
     int producers_per_partition;  /* producers.per.partition, 1..64, default 1 */
     bool batching_enabled;        /* batching.enabled, default true */

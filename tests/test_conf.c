@@ -23,6 +23,14 @@ static const struct {
     {"lookup.max.redirects", "20"},
     {"stats.interval.ms", "0"},
     {"auth.token", ""},
+    {"auth.token.file", ""},
+    {"auth.token.env", ""},
+    {"tls.ca.file", ""},
+    {"tls.ca.path", ""},
+    {"tls.cert.file", ""},
+    {"tls.key.file", ""},
+    {"tls.verify.hostname", "true"},
+    {"tls.allow.insecure", "false"},
     {"producers.per.partition", "1"},
     {"batching.enabled", "true"},
     {"batch.max.messages", "1000"},
@@ -99,6 +107,10 @@ Test(conf, new_conf_has_documented_defaults_in_fields)
     cr_assert_eq(conf->lookup_max_redirects, 20);
     cr_assert_eq(conf->stats_interval_ms, 0);
     cr_assert_str_eq(conf->auth_token, "");
+    cr_assert_str_eq(conf->auth_token_file, "");
+    cr_assert_str_eq(conf->tls_ca_file, "");
+    cr_assert_eq(conf->tls_verify_hostname, true);
+    cr_assert_eq(conf->tls_allow_insecure, false);
     cr_assert_eq(conf->producers_per_partition, 1);
     cr_assert_eq(conf->batching_enabled, true);
     cr_assert_eq(conf->batch_max_messages, 1000);

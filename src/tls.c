@@ -1,0 +1,261 @@
+/* tls.c -- OpenSSL client sessions over memory BIOs (see tls.h). */
+#include "tls.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <openssl/err.h>
+#include <openssl/x509v3.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#include "err.h"
+
+struct up_tls {
+    SSL *ssl;
+    BIO *rbio; /* ciphertext in (we write, SSL reads) */
+    BIO *wbio; /* ciphertext out (SSL writes, we read) */
+};
+
+static uint64_t mono_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+static const char *ossl_reason(void)
+{
+    unsigned long e = ERR_peek_last_error();
+    const char *r = e ? ERR_reason_error_string(e) : NULL;
+    return r ? r : "unknown OpenSSL error";
+}
+
+upulsar_err_t up_tls_ctx_new(const struct upulsar_conf *cf, SSL_CTX **out)
+{
+    *out = NULL;
+    ERR_clear_error();
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    if (!ctx)
+        return up_seterr(UPULSAR_ERR__TLS, "TLS: cannot create a context: %s", ossl_reason());
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    if (cf->tls_ca_file[0] || cf->tls_ca_path[0]) {
+        if (!SSL_CTX_load_verify_locations(ctx, cf->tls_ca_file[0] ? cf->tls_ca_file : NULL,
+                                           cf->tls_ca_path[0] ? cf->tls_ca_path : NULL)) {
+            upulsar_err_t e = up_seterr(UPULSAR_ERR__TLS, "TLS: cannot load CA %s: %s",
+                                        cf->tls_ca_file[0] ? cf->tls_ca_file : cf->tls_ca_path,
+                                        ossl_reason());
+            SSL_CTX_free(ctx);
+            return e;
+        }
+    } else if (!SSL_CTX_set_default_verify_paths(ctx)) {
+        upulsar_err_t e = up_seterr(UPULSAR_ERR__TLS, "TLS: cannot load the system CA store: %s",
+                                    ossl_reason());
+        SSL_CTX_free(ctx);
+        return e;
+    }
+    if (cf->tls_cert_file[0] || cf->tls_key_file[0]) {
+        if (!cf->tls_cert_file[0] || !cf->tls_key_file[0]) {
+            SSL_CTX_free(ctx);
+            return up_seterr(UPULSAR_ERR__TLS,
+                             "TLS: tls.cert.file and tls.key.file must be set together");
+        }
+        if (SSL_CTX_use_certificate_chain_file(ctx, cf->tls_cert_file) != 1) {
+            upulsar_err_t e = up_seterr(UPULSAR_ERR__TLS, "TLS: cannot load certificate %s: %s",
+                                        cf->tls_cert_file, ossl_reason());
+            SSL_CTX_free(ctx);
+            return e;
+        }
+        if (SSL_CTX_use_PrivateKey_file(ctx, cf->tls_key_file, SSL_FILETYPE_PEM) != 1 ||
+            SSL_CTX_check_private_key(ctx) != 1) {
+            upulsar_err_t e = up_seterr(UPULSAR_ERR__TLS, "TLS: cannot use private key %s: %s",
+                                        cf->tls_key_file, ossl_reason());
+            SSL_CTX_free(ctx);
+            return e;
+        }
+    }
+    SSL_CTX_set_verify(ctx, cf->tls_allow_insecure ? SSL_VERIFY_NONE : SSL_VERIFY_PEER, NULL);
+    *out = ctx;
+    return UPULSAR_OK;
+}
+
+void up_tls_ctx_free(SSL_CTX *ctx) { SSL_CTX_free(ctx); }
+
+static bool is_ip(const char *host)
+{
+    unsigned char buf[16];
+    return inet_pton(AF_INET, host, buf) == 1 || inet_pton(AF_INET6, host, buf) == 1;
+}
+
+up_tls_t *up_tls_new(SSL_CTX *ctx, const char *host, const struct upulsar_conf *cf)
+{
+    up_tls_t *t = calloc(1, sizeof *t);
+    if (!t)
+        return NULL;
+    t->ssl = SSL_new(ctx);
+    t->rbio = BIO_new(BIO_s_mem());
+    t->wbio = BIO_new(BIO_s_mem());
+    if (!t->ssl || !t->rbio || !t->wbio) {
+        BIO_free(t->rbio);
+        BIO_free(t->wbio);
+        SSL_free(t->ssl);
+        free(t);
+        return NULL;
+    }
+    BIO_set_mem_eof_return(t->rbio, -1); /* empty = "retry", not EOF */
+    SSL_set_bio(t->ssl, t->rbio, t->wbio);
+    SSL_set_connect_state(t->ssl);
+    if (!is_ip(host))
+        SSL_set_tlsext_host_name(t->ssl, host);
+    if (!cf->tls_allow_insecure && cf->tls_verify_hostname) {
+        if (is_ip(host))
+            X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(t->ssl), host);
+        else
+            SSL_set1_host(t->ssl, host);
+    }
+    return t;
+}
+
+void up_tls_free(up_tls_t *t)
+{
+    if (!t)
+        return;
+    SSL_free(t->ssl); /* frees both BIOs */
+    free(t);
+}
+
+int up_tls_drain(up_tls_t *t, up_buf_t *out)
+{
+    size_t pending;
+    while ((pending = BIO_ctrl_pending(t->wbio)) > 0) {
+        if (up_buf_reserve(out, pending))
+            return UPULSAR_ERR__NOMEM;
+        int n = BIO_read(t->wbio, out->data + out->len, (int)pending);
+        if (n <= 0)
+            break;
+        out->len += (size_t)n;
+    }
+    return 0;
+}
+
+static upulsar_err_t send_all(int fd, up_buf_t *b, uint64_t deadline)
+{
+    size_t off = 0;
+    while (off < b->len) {
+        ssize_t w = send(fd, b->data + off, b->len - off, MSG_NOSIGNAL);
+        if (w > 0) {
+            off += (size_t)w;
+            continue;
+        }
+        if (w < 0 && errno != EAGAIN && errno != EINTR)
+            return up_seterr(UPULSAR_ERR__CONNECT, "TLS handshake write: %s", strerror(errno));
+        uint64_t now = mono_us();
+        struct pollfd pf = {.fd = fd, .events = POLLOUT};
+        if (now >= deadline || poll(&pf, 1, (int)((deadline - now + 999) / 1000)) != 1)
+            return up_seterr(UPULSAR_ERR__TIMED_OUT, "TLS handshake timed out");
+    }
+    b->len = 0;
+    return UPULSAR_OK;
+}
+
+static upulsar_err_t handshake_error(up_tls_t *t, const char *peer)
+{
+    long vr = SSL_get_verify_result(t->ssl);
+    if (vr != X509_V_OK)
+        return up_seterr(UPULSAR_ERR__TLS, "TLS handshake with %s failed: certificate verify "
+                         "failed: %s", peer, X509_verify_cert_error_string(vr));
+    return up_seterr(UPULSAR_ERR__TLS, "TLS handshake with %s failed: %s", peer, ossl_reason());
+}
+
+upulsar_err_t up_tls_handshake(up_tls_t *t, int fd, uint64_t deadline, const char *peer)
+{
+    up_buf_t out = UP_BUF_INIT;
+    upulsar_err_t err = UPULSAR_OK;
+    ERR_clear_error();
+    for (;;) {
+        int rc = SSL_do_handshake(t->ssl);
+        if (up_tls_drain(t, &out)) {
+            err = up_seterr(UPULSAR_ERR__NOMEM, "out of memory");
+            break;
+        }
+        if (out.len && (err = send_all(fd, &out, deadline)))
+            break;
+        if (rc == 1)
+            break;
+        int se = SSL_get_error(t->ssl, rc);
+        if (se != SSL_ERROR_WANT_READ && se != SSL_ERROR_WANT_WRITE) {
+            err = handshake_error(t, peer);
+            break;
+        }
+        if (se == SSL_ERROR_WANT_WRITE)
+            continue;
+        uint64_t now = mono_us();
+        struct pollfd pf = {.fd = fd, .events = POLLIN};
+        if (now >= deadline || poll(&pf, 1, (int)((deadline - now + 999) / 1000)) != 1) {
+            err = up_seterr(UPULSAR_ERR__TIMED_OUT, "TLS handshake with %s timed out", peer);
+            break;
+        }
+        uint8_t buf[16384];
+        ssize_t n = recv(fd, buf, sizeof buf, 0);
+        if (n == 0) {
+            err = up_seterr(UPULSAR_ERR__TLS, "TLS handshake with %s failed: connection closed "
+                            "by the peer (is it a TLS port?)", peer);
+            break;
+        }
+        if (n < 0) {
+            if (errno == EAGAIN || errno == EINTR)
+                continue;
+            err = up_seterr(UPULSAR_ERR__CONNECT, "TLS handshake read: %s", strerror(errno));
+            break;
+        }
+        if (up_tls_feed(t, buf, (size_t)n)) {
+            err = up_seterr(UPULSAR_ERR__NOMEM, "out of memory");
+            break;
+        }
+    }
+    up_buf_free(&out);
+    return err;
+}
+
+int up_tls_encrypt(up_tls_t *t, const void *p, size_t len, up_buf_t *out)
+{
+    const uint8_t *q = p;
+    while (len) {
+        int chunk = len > (1u << 30) ? 1 << 30 : (int)len;
+        int n = SSL_write(t->ssl, q, chunk);
+        if (n <= 0)
+            return up_seterr(UPULSAR_ERR__TLS, "TLS write failed: %s", ossl_reason());
+        q += n;
+        len -= (size_t)n;
+        if (up_tls_drain(t, out))
+            return UPULSAR_ERR__NOMEM;
+    }
+    return 0;
+}
+
+int up_tls_feed(up_tls_t *t, const void *p, size_t len)
+{
+    while (len) {
+        int n = BIO_write(t->rbio, p, len > INT32_MAX ? INT32_MAX : (int)len);
+        if (n <= 0)
+            return UPULSAR_ERR__NOMEM;
+        p = (const uint8_t *)p + n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+long up_tls_read(up_tls_t *t, void *dst, size_t cap)
+{
+    int n = SSL_read(t->ssl, dst, cap > INT32_MAX ? INT32_MAX : (int)cap);
+    if (n > 0)
+        return n;
+    int se = SSL_get_error(t->ssl, n);
+    if (se == SSL_ERROR_WANT_READ || se == SSL_ERROR_WANT_WRITE)
+        return 0;
+    if (se == SSL_ERROR_ZERO_RETURN)
+        return up_seterr(UPULSAR_ERR__CONNECT, "TLS: the broker closed the session");
+    return up_seterr(UPULSAR_ERR__TLS, "TLS read failed: %s", ossl_reason());
+}
