@@ -1,6 +1,7 @@
 /* test_broker_handshake.c -- the test broker's handshake and keep-alive:
  * CONNECTED fields, PING/PONG both ways, idle connections closed, bad first
- * frames and garbage closing only their own connection. */
+ * frames and garbage closing only their own connection.
+ * UPULSAR_TEST_LABEL_CONCURRENCY (connection threads, ticks, stop) */
 #include <criterion/criterion.h>
 #include <stdio.h>
 #include <string.h>

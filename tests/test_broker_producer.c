@@ -1,6 +1,7 @@
 /* test_broker_producer.c -- producer registration: generated names,
  * last_sequence_id, ProducerBusy, re-creation on the same connection,
- * CLOSE_PRODUCER, SEND for an unknown producer id. */
+ * CLOSE_PRODUCER, SEND for an unknown producer id.
+ * UPULSAR_TEST_LABEL_CONCURRENCY (names shared across connection threads) */
 #include <criterion/criterion.h>
 #include <string.h>
 #include <time.h>

@@ -949,8 +949,12 @@ static int on_unmodelled(tb_conn_t *c, const up_cmd_t *cmd)
         const ProtobufCMessageUnknownField *u = &cmd->base.unknown_fields[i];
         if (u->tag != (uint32_t)cmd->type || u->wire_type != PROTOBUF_C_WIRE_TYPE_LENGTH_PREFIXED)
             continue;
-        uint64_t rid;
-        if (find_varint_field(u->data, u->data + u->len, fn, &rid))
+        /* protobuf-c keeps the length prefix in the unknown field's data */
+        const uint8_t *p = u->data, *end = u->data + u->len;
+        uint64_t blen, rid;
+        if (!read_varint(&p, end, &blen) || blen > (uint64_t)(end - p))
+            continue;
+        if (find_varint_field(p, p + blen, fn, &rid))
             return put_rc(tb_put_error(&c->out, rid, UP_SERR(NotAllowedError),
                                        "Command not supported by the test broker"));
     }
