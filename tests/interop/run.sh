@@ -14,9 +14,10 @@
 #       must be redelivered in order (REDELIVER_UNACKNOWLEDGED_MESSAGES)
 #   k   keep-alive: a second broker PINGs every 300 ms and closes silent
 #       connections; the consumer idles 2 s before messages arrive
-#   a   upulsar produces (upulsar_produce.c, built here against the broker
-#       build's libupulsar.a, or an `upulsar-produce` binary next to the
-#       broker; see README.md), flex consumes; SKIP while there is no engine
+#   a   upulsar produces (the `upulsar-produce` command-line producer next
+#       to the broker or in build/, run with --json; else upulsar_produce.c,
+#       built here against the broker build's libupulsar.a; see README.md),
+#       flex consumes; SKIP while there is no engine
 #   w   (w, w2) flex single sends and batches, and with case a also (aw, aw1)
 #       upulsar batches, through wiretap.js, which decodes every frame with
 #       pulsar-flex's protobuf code and checks the CRC32C of every payload
@@ -251,11 +252,13 @@ fi
 # is; otherwise upulsar_produce.c is compiled against the libupulsar.a of
 # the broker's build directory, if that library has the producer engine.
 UPRODUCE=""
+UPRODUCE_ARGS=()
 UPRODUCE_WHY=""
 find_uproduce() {
   local cand lib libs san=""
   for cand in "$BIN_DIR/upulsar-produce" "$ROOT/build/upulsar-produce"; do
-    if [ -x "$cand" ]; then UPRODUCE=$cand; return 0; fi
+    # the command-line producer prints these JSON lines with --json
+    if [ -x "$cand" ]; then UPRODUCE=$cand; UPRODUCE_ARGS=(--json); return 0; fi
   done
   lib="$BIN_DIR/libupulsar.a"
   [ -f "$lib" ] || lib="$ROOT/build/libupulsar.a"
@@ -289,7 +292,7 @@ if want a; then
     2) record a FAIL "$UPRODUCE_WHY" ;;
   esac
 fi
-U_PRODUCE=("$UPRODUCE" --count "$COUNT" --timeout-ms "$TIMEOUT_MS" --prop "idx=%d")
+U_PRODUCE=("$UPRODUCE" "${UPRODUCE_ARGS[@]}" --count "$COUNT" --timeout-ms "$TIMEOUT_MS" --prop "idx=%d")
 
 if [ -n "$UPRODUCE" ]; then
   run_case a "upulsar -> broker -> flex (default batching, keys + properties)" "$URL" "" \
