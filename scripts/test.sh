@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Install dependencies, build, and run every test:
 #   1. Release build (-Wall -Wextra -Wpedantic, warnings are errors) + suite
+#   1b. cmake --install into build/install-check, examples built against it
+#       with find_package(upulsar) and with pkg-config, each run once
 #   2. interop with pulsar-flex (npm), against the release test broker
 #   2b. ASan+UBSan build + suite
 #   3. TSan build + the concurrency tests
@@ -20,6 +22,9 @@ cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DCMAKE_C_FLAGS=-Werror >/dev/nul
 cmake --build build -j"$JOBS"
 step "release tests"
 (cd build && ctest --output-on-failure -j"$JOBS")
+
+step "install, then build and run examples/ against the installed package"
+scripts/check-install.sh build
 
 step "interop with pulsar-flex (independent Node.js Pulsar client)"
 if command -v node >/dev/null && command -v npm >/dev/null; then

@@ -1,0 +1,46 @@
+/*
+ * hello.c -- send one message and print where the broker stored it.
+ *
+ *   ./hello [SERVICE_URL]     (no URL: an embedded test broker)
+ */
+#include <stdio.h>
+
+#include "example_broker.h"
+
+int main(int argc, char **argv)
+{
+    example_broker_t broker = example_broker_open(argc, argv, "hello", 0);
+    upulsar_client_t *client = example_client(broker.url);
+
+    /* one handle for the topic; partitions 0 = ask the broker how many */
+    upulsar_producer_t *producer;
+    upulsar_err_t err = upulsar_producer_start(client, NULL, "hello", 0, NULL, &producer);
+    if (err != UPULSAR_OK) {
+        fprintf(stderr, "producer: %s: %s\n", upulsar_err_name(err), upulsar_last_error());
+        return 1;
+    }
+
+    /* upulsar_send() copies the message into the producer's queue and
+     * returns at once; the future resolves when the broker's receipt comes */
+    upulsar_future_t *future;
+    err = upulsar_send(producer, "hello, pulsar", 13, NULL, &future);
+    if (err != UPULSAR_OK) {
+        fprintf(stderr, "send: %s: %s\n", upulsar_err_name(err), upulsar_last_error());
+        return 1;
+    }
+    upulsar_msg_id_t id;
+    err = upulsar_future_wait(future, 10000, &id);
+    upulsar_future_release(future);
+    if (err != UPULSAR_OK) {
+        fprintf(stderr, "message failed: %s\n", upulsar_err_str(err));
+        return 1;
+    }
+    printf("message id %llu:%llu (partition %d, batch index %d)\n",
+           (unsigned long long)id.ledger_id, (unsigned long long)id.entry_id, id.partition,
+           id.batch_index);
+
+    upulsar_producer_stop(producer, 10000);
+    upulsar_client_destroy(client);
+    example_broker_close(&broker);
+    return 0;
+}
