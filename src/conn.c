@@ -46,6 +46,27 @@ static int deadline_left_ms(uint64_t deadline_us)
     return now >= deadline_us ? 0 : (int)((deadline_us - now + 999) / 1000);
 }
 
+/* Blocking waits look at up_cancelled() at least this often. */
+#define CANCEL_SLICE_MS 10
+#define POLL_CANCELLED (-2)
+
+/* poll() one fd until an event, the deadline, or a cancellation of the
+ * calling thread (up_cancel_on()). Returns poll()'s result (0: deadline
+ * passed, -1: error) or POLL_CANCELLED. */
+static int poll_until(struct pollfd *p, uint64_t deadline_us)
+{
+    for (;;) {
+        if (up_cancelled())
+            return POLL_CANCELLED;
+        int left = deadline_left_ms(deadline_us);
+        int r = poll(p, 1, left < CANCEL_SLICE_MS ? left : CANCEL_SLICE_MS);
+        if (r > 0 || (r < 0 && errno != EINTR))
+            return r;
+        if (r == 0 && left <= CANCEL_SLICE_MS)
+            return 0;
+    }
+}
+
 static upulsar_err_t tcp_connect(const char *host, int port, uint64_t deadline, int *out)
 {
     char ps[16];
@@ -66,11 +87,17 @@ static upulsar_err_t tcp_connect(const char *host, int port, uint64_t deadline, 
             continue;
         }
         struct pollfd p = {.fd = fd, .events = POLLOUT};
-        int pr = poll(&p, 1, deadline_left_ms(deadline));
+        int pr = poll_until(&p, deadline);
         int soerr = 0;
         socklen_t sl = sizeof soerr;
         if (pr == 1)
             getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl);
+        if (pr == POLL_CANCELLED) {
+            close(fd);
+            freeaddrinfo(res);
+            return up_seterr(UPULSAR_ERR__CLOSED, "connect to %s:%d abandoned: stopping", host,
+                             port);
+        }
         if (pr != 1 || soerr) {
             if (pr == 0)
                 err = up_seterr(UPULSAR_ERR__CONNECT, "connect to %s:%d timed out", host, port);
@@ -104,7 +131,10 @@ static upulsar_err_t write_all(int fd, const uint8_t *p, size_t n, uint64_t dead
         if (w < 0 && errno != EAGAIN && errno != EINTR)
             return up_seterr(UPULSAR_ERR__CONNECT, "handshake write: %s", strerror(errno));
         struct pollfd pf = {.fd = fd, .events = POLLOUT};
-        if (poll(&pf, 1, deadline_left_ms(deadline)) != 1)
+        int pr = poll_until(&pf, deadline);
+        if (pr == POLL_CANCELLED)
+            return up_seterr(UPULSAR_ERR__CLOSED, "handshake abandoned: stopping");
+        if (pr != 1)
             return up_seterr(UPULSAR_ERR__TIMED_OUT, "handshake write timed out");
     }
     return UPULSAR_OK;
@@ -166,8 +196,11 @@ static upulsar_err_t handshake(up_conn_t *c, uint64_t deadline)
             continue; /* anything else before CONNECTED: ignore */
         }
         struct pollfd pf = {.fd = c->fd, .events = POLLIN};
-        int left = deadline_left_ms(deadline);
-        if (left == 0 || poll(&pf, 1, left) != 1)
+        int pr = poll_until(&pf, deadline);
+        if (pr == POLL_CANCELLED)
+            return up_seterr(UPULSAR_ERR__CLOSED, "handshake with %s:%d abandoned: stopping",
+                             c->host, c->port);
+        if (pr != 1)
             return up_seterr(UPULSAR_ERR__TIMED_OUT, "no CONNECTED from %s:%d", c->host,
                              c->port);
         size_t avail;
@@ -479,9 +512,12 @@ static void dispatch(up_conn_t *c, up_frame_t *f)
         break;
     }
     case UP_CMD(CLOSE_PRODUCER):
+        /* receipts for SENDs the broker took before may still follow (a
+         * Pulsar broker completes the writes in progress after telling us):
+         * stay registered for them */
         if ((rp = find_rp(c, cmd->close_producer->producer_id))) {
             atomic_store(&rp->closed_by_broker, 1);
-            up_rp_detach(rp, true);
+            up_rp_suspend(rp, true);
         }
         break;
     case UP_CMD(TOPIC_MIGRATED):
@@ -489,7 +525,7 @@ static void dispatch(up_conn_t *c, up_frame_t *f)
                 PULSAR__PROTO__COMMAND_TOPIC_MIGRATED__RESOURCE_TYPE__Producer &&
             (rp = find_rp(c, cmd->topicmigrated->resource_id))) {
             atomic_store(&rp->closed_by_broker, 1);
-            up_rp_detach(rp, true);
+            up_rp_suspend(rp, true);
         }
         break;
     case UP_CMD(SUCCESS):
@@ -660,22 +696,27 @@ upulsar_err_t up_conn_request(up_conn_t *c, up_cmd_t *cmd, uint64_t request_id, 
     up_loop_call(c->loop, req_send_task, &post);
     free(r.frame.data);
 
-    struct timespec end;
-    clock_gettime(CLOCK_REALTIME, &end);
-    end.tv_sec += timeout_ms / 1000;
-    end.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-    if (end.tv_nsec >= 1000000000L) {
-        end.tv_sec++;
-        end.tv_nsec -= 1000000000L;
-    }
+    /* wait in slices, so a cancellation (up_cancel_on()) is seen soon */
+    uint64_t deadline = up_now_us() + (uint64_t)timeout_ms * 1000u;
+    bool cancelled = false;
     pthread_mutex_lock(&r.mu);
     while (!r.done) {
-        if (r.waiting_ready) {
-            pthread_cond_wait(&r.cv, &r.mu); /* WaitForExclusive: no timeout */
-            continue;
-        }
-        if (pthread_cond_timedwait(&r.cv, &r.mu, &end) == ETIMEDOUT && !r.done)
+        if (up_cancelled()) {
+            cancelled = true;
             break;
+        }
+        uint64_t now = up_now_us();
+        if (!r.waiting_ready && now >= deadline) /* WaitForExclusive: no timeout */
+            break;
+        uint64_t slice = (uint64_t)CANCEL_SLICE_MS * 1000u;
+        if (!r.waiting_ready && deadline - now < slice)
+            slice = deadline - now;
+        struct timespec end;
+        clock_gettime(CLOCK_REALTIME, &end);
+        end.tv_nsec += (long)(slice * 1000u);
+        end.tv_sec += end.tv_nsec / 1000000000L;
+        end.tv_nsec %= 1000000000L;
+        pthread_cond_timedwait(&r.cv, &r.mu, &end);
     }
     bool done = r.done;
     pthread_mutex_unlock(&r.mu);
@@ -685,6 +726,9 @@ upulsar_err_t up_conn_request(up_conn_t *c, up_cmd_t *cmd, uint64_t request_id, 
     }
     pthread_mutex_destroy(&r.mu);
     pthread_cond_destroy(&r.cv);
+    if (!r.done && cancelled)
+        return up_seterr(UPULSAR_ERR__CLOSED, "%s request to %s:%d abandoned: stopping",
+                         up_cmd_name(cmd->type), c->host, c->port);
     if (!r.done)
         return up_seterr(UPULSAR_ERR__TIMED_OUT, "%s request to %s:%d timed out after %d ms",
                          up_cmd_name(cmd->type), c->host, c->port, timeout_ms);

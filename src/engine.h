@@ -232,6 +232,8 @@ _Static_assert(sizeof(up_rec_t) == 32, "record header is one cell");
 #define UP_REC_EXT 0x2u  /* up_rec_ext_t follows the header */
 #define UP_REC_NOCOPY 0x4u /* payload is by pointer (ext.payload) */
 
+#define UP_AGE_SAMPLES 16
+
 typedef struct up_rec_ext {
     upulsar_delivery_cb_t cb;
     void *opaque;
@@ -261,6 +263,8 @@ struct up_rp {
     _Atomic int flush_req;
     _Atomic int closed_by_broker; /* CLOSE_PRODUCER seen: reconnect at once */
     _Atomic uint64_t sent_msgs, acked_msgs, failed_msgs, resent_batches;
+    _Atomic uint64_t unknown_ids;   /* messages acknowledged as duplicates, no position */
+    _Atomic uint64_t timed_out;     /* messages failed by send.timeout.ms */
     /* ---- (watchdog / establishing thread) ---- */
     char name[128];      /* producer name, "" until assigned */
     bool user_named;
@@ -285,6 +289,11 @@ struct up_rp {
     uint8_t *scratch; /* a wrapped record, copied contiguous */
     size_t scratch_cap;
     bool closing;
+    /* send timeout of records still in the ring: ring head positions sampled
+     * with the time they were read; every record before a sample's position
+     * was accepted before its time */
+    uint64_t age_pos[UP_AGE_SAMPLES], age_us[UP_AGE_SAMPLES];
+    unsigned age_n, age_last; /* samples held, index of the newest */
 };
 
 /* producer.c */
@@ -295,6 +304,16 @@ bool up_rp_pump(up_rp_t *rp, uint64_t now_us, uint64_t *next_deadline);
 void up_rp_on_receipt(up_rp_t *rp, const Pulsar__Proto__CommandSendReceipt *r);
 void up_rp_on_send_error(up_rp_t *rp, const Pulsar__Proto__CommandSendError *e);
 void up_rp_detach(up_rp_t *rp, bool kick);
+/** The producer stopped existing on its connection (CLOSE_PRODUCER from the
+ *  broker, our own CLOSE_PRODUCER after a SEND_ERROR, a refused PRODUCER)
+ *  while the connection lives on: stop writing, stay registered there so
+ *  receipts of SENDs the broker took before still resolve their batches with
+ *  real positions, and let the watchdog re-create it (BACKOFF). (loop) */
+void up_rp_suspend(up_rp_t *rp, bool kick);
+/** Terminal failure of one producer: fail everything it holds with @p err,
+ *  close it on the broker, state FAILED; the watchdog then fails its group.
+ *  (loop) */
+void up_rp_fail(up_rp_t *rp, upulsar_err_t err);
 bool up_rp_attach(up_rp_t *rp, up_conn_t *c, int64_t last_seq_on_broker);
 void up_rp_register(up_rp_t *rp, up_conn_t *c);
 upulsar_err_t up_rp_enqueue(up_rp_t *rp, const void *payload, size_t len,
@@ -353,6 +372,13 @@ struct upulsar_client {
 };
 
 void up_watchdog_kick(struct upulsar_client *c);
+/** Make the calling thread's blocking network waits (TCP connect, handshake,
+ *  requests: conn.c) give up with UPULSAR_ERR__CLOSED within a few
+ *  milliseconds once *@p flag is non-zero; NULL (the default) = never. The
+ *  watchdog points it at the closed flag of the handle it works on, so
+ *  upulsar_producer_stop() never waits behind a reconnect attempt. */
+void up_cancel_on(const _Atomic int *flag);
+bool up_cancelled(void);
 int up_watchdog_start(struct upulsar_client *c);
 void up_watchdog_stop(struct upulsar_client *c);
 

@@ -20,10 +20,17 @@ static void register_task(void *a)
     up_rp_register(t->rp, t->conn);
 }
 
+/* The PRODUCER request failed (or its answer came too late). On a live
+ * connection the producer stays registered for receipts of what it wrote
+ * there before (see up_rp_suspend()); else it lets go of the connection. */
 static void unregister_task(void *a)
 {
     attach_t *t = a;
-    if (t->rp->conn == t->conn)
+    if (t->rp->conn != t->conn)
+        return;
+    if (atomic_load(&t->conn->state) == UP_CONN_OPEN)
+        up_rp_suspend(t->rp, false);
+    else
         up_rp_detach(t->rp, false);
 }
 
@@ -31,8 +38,8 @@ static void attach_task(void *a)
 {
     attach_t *t = a;
     t->ok = up_rp_attach(t->rp, t->conn, t->last_seq);
-    if (!t->ok && t->rp->conn == t->conn)
-        up_rp_detach(t->rp, false);
+    if (!t->ok)
+        unregister_task(t);
 }
 
 upulsar_err_t up_rp_establish(up_rp_t *rp, int timeout_ms)

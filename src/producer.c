@@ -369,8 +369,14 @@ static void complete_head(up_rp_t *rp, upulsar_err_t err, uint64_t ledger, uint6
     if (rp->unsent == b)
         rp->unsent = b->next;
     rp->npend--;
-    if (!err)
+    if (!err) {
         atomic_store_explicit(&rp->last_acked_seq, (int64_t)b->last_seq, memory_order_relaxed);
+        if (ledger == UPULSAR_ID_UNKNOWN || entry == UPULSAR_ID_UNKNOWN) {
+            /* a resend the broker had stored already (receipt lost) */
+            ledger = entry = UPULSAR_ID_UNKNOWN;
+            atomic_fetch_add_explicit(&rp->unknown_ids, b->n, memory_order_relaxed);
+        }
+    }
     resolve_batch(rp, b, err, ledger, entry);
     batch_retire(rp, b);
 }
@@ -630,10 +636,16 @@ bool up_rp_pump(up_rp_t *rp, uint64_t now, uint64_t *deadline)
 
 void up_rp_on_receipt(up_rp_t *rp, const Pulsar__Proto__CommandSendReceipt *r)
 {
+    /* The head may be waiting for its resend (not READY, or READY and not
+     * yet rewritten): a receipt naming it on this connection still proves it
+     * stored, from an earlier write of the same bytes, and carries its real
+     * position. */
     up_batch_t *b = rp->pend_head;
-    if (!b || b == rp->unsent || r->sequence_id < b->first_seq)
+    if (!b || r->sequence_id < b->first_seq)
         return; /* stale: already failed (timeout) or not ours */
     if (r->sequence_id > b->last_seq) {
+        if (atomic_load_explicit(&rp->state, memory_order_relaxed) != UPULSAR_STATE_READY)
+            return; /* the broker closed us: it may answer out of line */
         up_seterr(UPULSAR_ERR__PROTOCOL,
                   "%s: receipt for sequence id %llu while %llu..%llu is pending", rp->topic,
                   (unsigned long long)r->sequence_id, (unsigned long long)b->first_seq,
@@ -662,6 +674,10 @@ void up_rp_on_send_error(up_rp_t *rp, const Pulsar__Proto__CommandSendError *e)
     up_batch_t *b = rp->pend_head;
     if (!b || b == rp->unsent || e->sequence_id < b->first_seq || e->sequence_id > b->last_seq)
         return;
+    /* not attached (closed, being re-created): everything pending is resent
+     * anyway, and the resend gets its own answer */
+    if (atomic_load_explicit(&rp->state, memory_order_relaxed) != UPULSAR_STATE_READY)
+        return;
     upulsar_err_t err = up_err_from_server(e->error);
     switch (err) {
     case UPULSAR_ERR_CHECKSUM_ERROR:
@@ -672,15 +688,14 @@ void up_rp_on_send_error(up_rp_t *rp, const Pulsar__Proto__CommandSendError *e)
     case UPULSAR_ERR_TOPIC_TERMINATED:
     case UPULSAR_ERR_PRODUCER_FENCED:
     case UPULSAR_ERR_AUTHORIZATION_ERROR:
-        atomic_store(&rp->failed, err);
-        up_rp_fail_all(rp, err);
-        send_close_producer(rp);
-        up_rp_detach(rp, true);
+        up_rp_fail(rp, err); /* the watchdog fails the group */
+        up_watchdog_kick(rp->client);
         break;
     default:
         /* transient: re-create the producer and resend from the head */
         send_close_producer(rp);
-        up_rp_detach(rp, true);
+        up_conn_flush(rp->conn);
+        up_rp_suspend(rp, true);
         break;
     }
 }
@@ -709,8 +724,35 @@ void up_rp_detach(up_rp_t *rp, bool kick)
         up_watchdog_kick(rp->client);
 }
 
+void up_rp_suspend(up_rp_t *rp, bool kick)
+{
+    rp->unsent = rp->pend_head;
+    if (!rp->closing && !atomic_load(&rp->failed))
+        atomic_store(&rp->state, UPULSAR_STATE_BACKOFF);
+    if (kick)
+        up_watchdog_kick(rp->client);
+}
+
+void up_rp_fail(up_rp_t *rp, upulsar_err_t err)
+{
+    atomic_store(&rp->failed, err);
+    atomic_store(&rp->state, UPULSAR_STATE_FAILED);
+    up_rp_fail_all(rp, err);
+    if (rp->conn) {
+        if (atomic_load(&rp->conn->state) == UP_CONN_OPEN) {
+            send_close_producer(rp);
+            up_conn_flush(rp->conn);
+        }
+        up_rp_detach(rp, false);
+    }
+}
+
 void up_rp_register(up_rp_t *rp, up_conn_t *c)
 {
+    if (rp->conn == c && rp->registered) {
+        atomic_store(&rp->closed_by_broker, 0); /* re-created where it is */
+        return;
+    }
     if (rp->conn)
         up_rp_detach(rp, false);
     if (c->nrps == c->crps) {
@@ -750,27 +792,93 @@ bool up_rp_attach(up_rp_t *rp, up_conn_t *c, int64_t last_seq)
     return true;
 }
 
-void up_rp_fail_all(up_rp_t *rp, upulsar_err_t err)
+/* Resolve the record at the ring's read position with @p err (it never
+ * joins a batch, gets no sequence id) and step over it. */
+static void fail_ring_record(up_rp_t *rp, upulsar_err_t err)
 {
+    up_ring_t *r = &rp->ring;
+    up_rec_t h;
+    memcpy(&h, up_ring_cell(r, r->ctail), sizeof h);
+    up_rec_ext_t ext = {0};
+    if (h.ncells_flags & UP_REC_EXT)
+        up_ring_read(r, r->ctail, sizeof h, &ext, sizeof ext);
+    if (ext.free_cb)
+        ext.free_cb((void *)ext.payload, ext.opaque);
+    if (h.future)
+        up_future_resolve(h.future, err, NULL);
+    if (ext.cb)
+        ext.cb(err, NULL, ext.opaque);
+    atomic_fetch_add_explicit(&rp->failed_msgs, 1, memory_order_relaxed);
+    r->ctail += h.ncells_flags >> 4;
+}
+
+/* Fail the open batch and every pending batch, in order. */
+static void fail_batches(up_rp_t *rp, upulsar_err_t err)
+{
+    while (rp->pend_head)
+        complete_head(rp, err, 0, 0);
     if (rp->open) {
         up_batch_t *b = rp->open;
         rp->open = NULL;
         resolve_batch(rp, b, err, 0, 0);
         batch_retire(rp, b);
     }
-    while (rp->pend_head)
-        complete_head(rp, err, 0, 0);
+}
+
+void up_rp_fail_all(up_rp_t *rp, upulsar_err_t err)
+{
+    fail_batches(rp, err);
     up_ring_t *r = &rp->ring;
-    int prev = atomic_exchange(&rp->failed, err);
-    while (up_ring_peek(r)) {
-        up_rec_t h;
-        memcpy(&h, up_ring_cell(r, r->ctail), sizeof h);
-        drain_one(rp, &h, 0); /* fails it: `failed` is set */
-        r->ctail += h.ncells_flags >> 4;
-    }
+    while (up_ring_peek(r))
+        fail_ring_record(rp, err);
     up_ring_release(r);
-    atomic_store(&rp->failed, prev);
+    rp->age_n = 0;
     atomic_store_explicit(&rp->resolved_ring_pos, r->ctail, memory_order_release);
+}
+
+/* Records still in the ring (not drained because max.inflight.batches
+ * batches wait for receipts, e.g. while disconnected) expire too. Their
+ * acceptance time is not recorded per record (that would cost a clock read
+ * per message): every tick samples the ring's head with the time, and the
+ * records before a sample at least send.timeout.ms old are expired. A record
+ * thus fails between send.timeout.ms and about 1/8 more after it was
+ * accepted. Everything ahead of it (pending and open batches) was accepted
+ * earlier still and fails first, so results stay in order. */
+static void expire_ring(up_rp_t *rp, uint64_t now, uint64_t limit)
+{
+    up_ring_t *r = &rp->ring;
+    uint64_t head = atomic_load_explicit(&r->head, memory_order_relaxed);
+    if (head == r->ctail) {
+        rp->age_n = 0; /* empty: later records are younger than any sample */
+        return;
+    }
+    uint64_t step = limit / 8;
+    if (rp->age_n == 0 || now - rp->age_us[rp->age_last] >= step) {
+        rp->age_last = rp->age_n == 0 ? 0 : (rp->age_last + 1) % UP_AGE_SAMPLES;
+        rp->age_pos[rp->age_last] = head;
+        rp->age_us[rp->age_last] = now;
+        if (rp->age_n < UP_AGE_SAMPLES)
+            rp->age_n++;
+    }
+    uint64_t cutoff = 0;
+    for (unsigned k = 0, i = rp->age_last; k < rp->age_n;
+         k++, i = (i + UP_AGE_SAMPLES - 1) % UP_AGE_SAMPLES)
+        if (now - rp->age_us[i] >= limit) {
+            cutoff = rp->age_pos[i];
+            break;
+        }
+    if (cutoff <= r->ctail || !up_ring_peek(r))
+        return;
+    uint64_t before = atomic_load_explicit(&rp->failed_msgs, memory_order_relaxed);
+    fail_batches(rp, UPULSAR_ERR__MSG_TIMED_OUT);
+    while (r->ctail < cutoff && up_ring_peek(r))
+        fail_ring_record(rp, UPULSAR_ERR__MSG_TIMED_OUT);
+    up_ring_release(r);
+    atomic_fetch_add_explicit(&rp->timed_out,
+                              atomic_load_explicit(&rp->failed_msgs, memory_order_relaxed) - before,
+                              memory_order_relaxed);
+    if (!rp->open && !rp->pend_head)
+        atomic_store_explicit(&rp->resolved_ring_pos, r->ctail, memory_order_release);
 }
 
 void up_rp_check_timeouts(up_rp_t *rp, uint64_t now)
@@ -779,6 +887,9 @@ void up_rp_check_timeouts(up_rp_t *rp, uint64_t now)
     if (to <= 0)
         return;
     uint64_t limit = (uint64_t)to * 1000u;
-    while (rp->pend_head && now - rp->pend_head->created_us > limit)
+    while (rp->pend_head && now - rp->pend_head->created_us > limit) {
+        atomic_fetch_add_explicit(&rp->timed_out, rp->pend_head->n, memory_order_relaxed);
         complete_head(rp, UPULSAR_ERR__MSG_TIMED_OUT, 0, 0);
+    }
+    expire_ring(rp, now, limit);
 }

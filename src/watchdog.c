@@ -9,6 +9,15 @@
 
 #define WD_PERIOD_MS 20
 
+static _Thread_local const _Atomic int *cancel_flag;
+
+void up_cancel_on(const _Atomic int *flag) { cancel_flag = flag; }
+
+bool up_cancelled(void)
+{
+    return cancel_flag && atomic_load_explicit(cancel_flag, memory_order_relaxed);
+}
+
 void up_watchdog_kick(struct upulsar_client *c)
 {
     pthread_mutex_lock(&c->lock);
@@ -32,15 +41,11 @@ typedef struct {
 static void fail_task(void *a)
 {
     fail_t *f = a;
-    up_rp_t *rp = f->rp;
-    atomic_store(&rp->failed, f->err);
-    atomic_store(&rp->state, UPULSAR_STATE_FAILED);
-    up_rp_fail_all(rp, f->err);
-    if (rp->conn)
-        up_rp_detach(rp, false);
-    atomic_store(&rp->state, UPULSAR_STATE_FAILED);
+    up_rp_fail(f->rp, f->err);
 }
 
+/* Fail every producer of @p g with @p err; sends to it are refused from now
+ * on (upulsar_send() checks g->failed). */
 static void fail_group(up_group_t *g, upulsar_err_t err)
 {
     atomic_store(&g->failed, err);
@@ -48,6 +53,18 @@ static void fail_group(up_group_t *g, upulsar_err_t err)
         fail_t f = {g->rps[i], err};
         up_loop_call(g->rps[i]->loop, fail_task, &f);
     }
+}
+
+/* A producer of @p g failed on its own (a terminal SEND_ERROR): its error,
+ * or 0. */
+static upulsar_err_t member_failure(const up_group_t *g)
+{
+    for (int i = 0; i < g->nrps; i++) {
+        int e = atomic_load(&g->rps[i]->failed);
+        if (e)
+            return (upulsar_err_t)e;
+    }
+    return UPULSAR_OK;
 }
 
 static bool terminal(upulsar_err_t e)
@@ -90,6 +107,11 @@ static void supervise(struct upulsar_producer *h, uint64_t now)
         up_group_t *grp = &h->groups[g];
         if (atomic_load(&grp->failed))
             continue;
+        upulsar_err_t mf = member_failure(grp);
+        if (mf) {
+            fail_group(grp, mf);
+            continue;
+        }
         for (int i = 0; i < grp->nrps; i++) {
             up_rp_t *rp = grp->rps[i];
             if (atomic_load(&h->closed) || atomic_load(&grp->failed))
@@ -97,11 +119,16 @@ static void supervise(struct upulsar_producer *h, uint64_t now)
             if (atomic_load(&rp->state) != UPULSAR_STATE_BACKOFF)
                 continue;
             if (rp->next_attempt_us == 0) {
-                uint64_t d = atomic_load(&rp->closed_by_broker) ? 0 : jitter(rp->backoff_ms);
-                rp->next_attempt_us = now + d * 1000u;
-                rp->backoff_ms *= 2;
-                if (rp->backoff_ms > (uint64_t)cf->backoff_max_ms)
-                    rp->backoff_ms = (uint64_t)cf->backoff_max_ms;
+                if (atomic_load(&rp->closed_by_broker)) {
+                    /* graceful close (unload, failover): at once, and the
+                     * backoff sequence is not advanced */
+                    rp->next_attempt_us = now;
+                } else {
+                    rp->next_attempt_us = now + jitter(rp->backoff_ms) * 1000u;
+                    rp->backoff_ms *= 2;
+                    if (rp->backoff_ms > (uint64_t)cf->backoff_max_ms)
+                        rp->backoff_ms = (uint64_t)cf->backoff_max_ms;
+                }
             }
             if (now < rp->next_attempt_us)
                 continue;
@@ -156,7 +183,9 @@ static void *wd_main(void *arg)
                 continue;
             c->wd_busy = h;
             pthread_mutex_unlock(&c->lock);
+            up_cancel_on(&h->closed); /* stop must not wait behind an attempt */
             supervise(h, up_now_us());
+            up_cancel_on(NULL);
             pthread_mutex_lock(&c->lock);
             c->wd_busy = NULL;
             pthread_cond_broadcast(&c->wd_cv);

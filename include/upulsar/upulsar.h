@@ -214,7 +214,23 @@ void upulsar_client_destroy(upulsar_client_t *client);
  * Message ids and futures
  * ------------------------------------------------------------------------ */
 
-/** Where the broker stored a message. */
+/** ledger_id and entry_id of a message whose position the broker did not
+ *  report: see upulsar_msg_id_t. */
+#define UPULSAR_ID_UNKNOWN UINT64_MAX
+
+/**
+ * Where the broker stored a message.
+ *
+ * A message resent after a reconnect that the broker had already stored
+ * before the connection broke (its receipt was lost with the connection) is
+ * recognised by the broker's de-duplication and acknowledged without a
+ * position, as Pulsar does (ledger and entry -1). Such a message succeeds
+ * (it is stored exactly once) with ledger_id = entry_id = UPULSAR_ID_UNKNOWN;
+ * partition, batch_index and batch_size are still exact (a resent batch is
+ * byte-identical to the stored entry). upulsar keeps the real position
+ * whenever the original receipt still arrives, also after the producer was
+ * re-created on the same connection.
+ */
 typedef struct upulsar_msg_id {
     uint64_t ledger_id;
     uint64_t entry_id;

@@ -1,0 +1,473 @@
+/* fault_common.h -- shared harness of the fault-injection tests
+ * (tests/test_fault_*.c): a broker + client pair, sender threads that record
+ * every future and callback, and the check of the broker's stored log.
+ *
+ * Every message carries "<thread>:<index>:" at the start of its payload, so
+ * the log can be matched against what was sent. The log check proves, per
+ * partition:
+ *  - no duplicate: each sent message is stored at most once;
+ *  - per producer name, consecutive sequence ids: no gap, no repeat;
+ *  - per producer name and sender thread, log order == send order;
+ *  - each stored message whose future succeeded has the id the future
+ *    reported (partition, ledger, entry, batch index), or the "unknown
+ *    position" id of a de-duplicated resend (ledger = entry =
+ *    UPULSAR_ID_UNKNOWN, still the right partition and batch index);
+ * and over every message: its future and its callback resolved exactly once
+ * with the same result; a message whose future succeeded is stored.
+ *
+ * Helpers report problems through the return value or a counter; assertions
+ * run on the test's main thread only. */
+#ifndef UPULSAR_FAULT_COMMON_H
+#define UPULSAR_FAULT_COMMON_H
+#include <criterion/criterion.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "upulsar/testbroker.h"
+#include "upulsar/upulsar.h"
+
+#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
+#define FT_SCALE 10 /* sanitizers are slow: same shape, fewer messages */
+#else
+#define FT_SCALE 1
+#endif
+
+/* Generous bound for waits on conditions that must come true; a test that
+ * runs into it fails (it never decides a pass). */
+#define FT_WAIT_MS 60000
+
+static inline uint64_t ft_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static inline void ft_pause_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* Poll @p cond(arg) until it holds or FT_WAIT_MS pass; returns whether it
+ * held. */
+static inline int ft_wait_for(int (*cond)(void *), void *arg)
+{
+    uint64_t end = ft_now_ms() + FT_WAIT_MS;
+    while (!cond(arg)) {
+        if (ft_now_ms() > end)
+            return 0;
+        ft_pause_ms(2);
+    }
+    return 1;
+}
+
+/* ---- broker and client ------------------------------------------------- */
+
+static inline upulsar_tb_t *ft_broker(void)
+{
+    upulsar_tb_opts_t o;
+    upulsar_tb_opts_init(&o);
+    upulsar_tb_t *tb = NULL;
+    cr_assert_eq(upulsar_tb_start(&o, &tb), UPULSAR_OK, "%s", upulsar_last_error());
+    return tb;
+}
+
+/* A conf with @p kv (NULL-terminated key, value pairs) applied. */
+static inline upulsar_conf_t *ft_conf(const char *const *kv)
+{
+    upulsar_conf_t *conf = upulsar_conf_new();
+    cr_assert_not_null(conf);
+    for (size_t i = 0; kv && kv[i]; i += 2) {
+        char err[256];
+        cr_assert_eq(upulsar_conf_set(conf, kv[i], kv[i + 1], err, sizeof err), UPULSAR_CONF_OK,
+                     "%s=%s: %s", kv[i], kv[i + 1], err);
+    }
+    return conf;
+}
+
+/* A client of @p tb with short reconnect backoff, plus @p kv. */
+static inline upulsar_client_t *ft_client(upulsar_tb_t *tb, const char *const *kv)
+{
+    const char *base[] = {"service.url", upulsar_tb_url(tb), "backoff.initial.ms", "10",
+                          "backoff.max.ms", "200", NULL};
+    upulsar_conf_t *conf = ft_conf(base);
+    for (size_t i = 0; kv && kv[i]; i += 2) {
+        char err[256];
+        cr_assert_eq(upulsar_conf_set(conf, kv[i], kv[i + 1], err, sizeof err), UPULSAR_CONF_OK,
+                     "%s=%s: %s", kv[i], kv[i + 1], err);
+    }
+    upulsar_client_t *c = NULL;
+    cr_assert_eq(upulsar_client_new(conf, &c), UPULSAR_OK, "%s", upulsar_last_error());
+    upulsar_conf_destroy(conf);
+    return c;
+}
+
+/* ---- messages and senders ---------------------------------------------- */
+
+typedef struct ft_msg {
+    upulsar_future_t *f;
+    upulsar_err_t send_err;   /* upulsar_send() result */
+    upulsar_err_t err;        /* future result */
+    upulsar_msg_id_t id;
+    _Atomic int cb_calls;
+    upulsar_err_t cb_err;
+    upulsar_msg_id_t cb_id;
+    uint64_t cb_seq;          /* order in which callbacks ran (process-wide) */
+    int seen;                 /* times found in the log */
+    int part;                 /* partition it was stored on, -1: not stored */
+} ft_msg_t;
+
+typedef struct ft_run {
+    upulsar_producer_t *p;
+    int threads, per_thread;
+    int keyed;                /* 1: keys "k<i % 64>", 0: none; 2: every 2nd message */
+    size_t payload_len;       /* >= 24 */
+    ft_msg_t *msgs;           /* [threads][per_thread] */
+    _Atomic uint64_t sent;    /* accepted by upulsar_send() */
+    _Atomic uint64_t refused; /* refused by upulsar_send() with another error than QUEUE_FULL */
+    _Atomic int stop;         /* ask senders to stop early */
+    /* if non-zero: the senders together send no more than `limit` messages
+     * until a fault thread raises it (pacing the stream by the faults) */
+    _Atomic uint64_t limit;
+    _Atomic uint64_t tickets;
+    pthread_t th[16];
+    struct ft_sender {
+        struct ft_run *run;
+        int t;
+    } args[16];
+} ft_run_t;
+
+static inline ft_msg_t *ft_msg(ft_run_t *r, int t, int i)
+{
+    return &r->msgs[(size_t)t * (size_t)r->per_thread + (size_t)i];
+}
+
+/* Callbacks run so far, process-wide (also the progress fault threads
+ * watch: "every N resolved messages"). */
+static _Atomic uint64_t ft_cb_counter;
+
+static inline uint64_t ft_resolved_so_far(void)
+{
+    return atomic_load_explicit(&ft_cb_counter, memory_order_relaxed);
+}
+
+static inline void ft_cb(upulsar_err_t err, const upulsar_msg_id_t *id, void *opaque)
+{
+    ft_msg_t *m = opaque;
+    m->cb_seq = atomic_fetch_add_explicit(&ft_cb_counter, 1, memory_order_relaxed) + 1;
+    m->cb_err = err;
+    if (id)
+        m->cb_id = *id;
+    atomic_fetch_add_explicit(&m->cb_calls, 1, memory_order_release);
+}
+
+static inline void *ft_sender(void *a)
+{
+    struct ft_sender *s = a;
+    ft_run_t *r = s->run;
+    char payload[256];
+    char key[16];
+    for (int i = 0; i < r->per_thread && !atomic_load(&r->stop); i++) {
+        ft_msg_t *m = ft_msg(r, s->t, i);
+        memset(payload, 'x', r->payload_len);
+        int n = snprintf(payload, sizeof payload, "%d:%d:", s->t, i);
+        payload[n] = 'x';
+        upulsar_send_opts_t o = {.cb = ft_cb, .opaque = m};
+        if (r->keyed == 1 || (r->keyed == 2 && (i & 1))) {
+            snprintf(key, sizeof key, "k%d", i % 64);
+            o.partition_key = key;
+        }
+        if (atomic_load(&r->limit)) {
+            uint64_t ticket = atomic_fetch_add(&r->tickets, 1);
+            while (ticket >= atomic_load(&r->limit) && !atomic_load(&r->stop))
+                ft_pause_ms(1);
+        }
+        upulsar_err_t err;
+        while ((err = upulsar_send(r->p, payload, r->payload_len, &o, &m->f)) ==
+               UPULSAR_ERR__QUEUE_FULL) {
+            if (atomic_load(&r->stop))
+                break;
+            sched_yield();
+        }
+        m->send_err = err;
+        if (err == UPULSAR_OK)
+            atomic_fetch_add(&r->sent, 1);
+        else
+            atomic_fetch_add(&r->refused, 1);
+    }
+    return NULL;
+}
+
+static inline ft_run_t *ft_run_new(upulsar_producer_t *p, int threads, int per_thread, int keyed)
+{
+    cr_assert_leq(threads, 16);
+    ft_run_t *r = calloc(1, sizeof *r);
+    cr_assert_not_null(r);
+    r->p = p;
+    r->threads = threads;
+    r->per_thread = per_thread;
+    r->keyed = keyed;
+    r->payload_len = 48;
+    r->msgs = calloc((size_t)threads * (size_t)per_thread, sizeof *r->msgs);
+    cr_assert_not_null(r->msgs);
+    for (size_t i = 0; i < (size_t)threads * (size_t)per_thread; i++) {
+        r->msgs[i].send_err = UPULSAR_ERR__PENDING; /* not attempted */
+        r->msgs[i].part = -1;
+    }
+    return r;
+}
+
+static inline void ft_run_start(ft_run_t *r)
+{
+    for (int t = 0; t < r->threads; t++) {
+        r->args[t] = (struct ft_sender){r, t};
+        cr_assert_eq(pthread_create(&r->th[t], NULL, ft_sender, &r->args[t]), 0);
+    }
+}
+
+static inline void ft_run_join(ft_run_t *r)
+{
+    for (int t = 0; t < r->threads; t++)
+        pthread_join(r->th[t], NULL);
+}
+
+/* Wait for every accepted message's future (bounded by FT_WAIT_MS per
+ * future), record its result and release it. Returns the number of
+ * futures that did not resolve in time (0 expected). */
+static inline size_t ft_collect(ft_run_t *r)
+{
+    size_t pending = 0;
+    uint64_t end = ft_now_ms() + FT_WAIT_MS;
+    for (size_t k = 0; k < (size_t)r->threads * (size_t)r->per_thread; k++) {
+        ft_msg_t *m = &r->msgs[k];
+        if (m->send_err != UPULSAR_OK)
+            continue;
+        uint64_t now = ft_now_ms();
+        int left = now < end ? (int)(end - now) : 0;
+        m->err = upulsar_future_wait(m->f, left, &m->id);
+        if (m->err == UPULSAR_ERR__PENDING)
+            pending++;
+        upulsar_future_release(m->f);
+        m->f = NULL;
+    }
+    return pending;
+}
+
+static inline void ft_run_free(ft_run_t *r)
+{
+    free(r->msgs);
+    free(r);
+}
+
+/* Wait until every accepted message's callback has run (the futures may be
+ * resolved a moment before the callbacks of the same batch). */
+static inline int ft_cbs_done(void *a)
+{
+    ft_run_t *r = a;
+    for (size_t k = 0; k < (size_t)r->threads * (size_t)r->per_thread; k++)
+        if (r->msgs[k].send_err == UPULSAR_OK &&
+            atomic_load_explicit(&r->msgs[k].cb_calls, memory_order_acquire) == 0)
+            return 0;
+    return 1;
+}
+
+/* ---- the log check ------------------------------------------------------- */
+
+typedef struct ft_check_opts {
+    const char *topic;  /* base topic */
+    int partitions;     /* > 0: "<topic>-partition-<i>"; 0: the topic itself */
+    /* a message that failed may still be stored (timeouts of stored
+     * messages); otherwise a failed message must not be in the log */
+    int failed_may_be_stored;
+    /* sequence ids of one producer may skip ids whose messages failed
+     * without being stored (never reached the broker) */
+    int gaps_of_failed_allowed;
+    /* messages whose payload starts with "late:" were sent outside the run
+     * (their order and ids are the test's business): only their sequence
+     * ids are checked */
+    int late_allowed;
+} ft_check_opts_t;
+
+typedef struct ft_check_res {
+    size_t stored;         /* messages of this run found in the log */
+    size_t ok;             /* futures that succeeded */
+    size_t failed;         /* futures that failed */
+    size_t unknown_ids;    /* successes reported with the de-duplicated id */
+    size_t per_error[8];   /* failures counted by ft_err_slot() */
+} ft_check_res_t;
+
+#define FT_MAX_NAMES 64
+
+typedef struct {
+    char name[128];
+    int64_t last_seq;
+    int last_idx[16];
+    uint64_t last_cb[16];
+} ft_prod_track_t;
+
+/* Check the log against @p r (see the top of this file). Fails the test
+ * with a message on the first violation. */
+static inline ft_check_res_t ft_check(upulsar_tb_t *tb, ft_run_t *r, const ft_check_opts_t *o)
+{
+    ft_check_res_t res;
+    memset(&res, 0, sizeof res);
+    int nparts = o->partitions > 0 ? o->partitions : 1;
+    for (int part = 0; part < nparts; part++) {
+        char topic[256];
+        if (o->partitions > 0)
+            snprintf(topic, sizeof topic, "%s-partition-%d", o->topic, part);
+        else
+            snprintf(topic, sizeof topic, "%s", o->topic);
+        upulsar_tb_snapshot_t *s = NULL;
+        cr_assert_eq(upulsar_tb_snapshot(tb, topic, &s), UPULSAR_OK);
+        cr_assert_eq(upulsar_tb_snapshot_skipped(s), 0, "%s: undecodable entries", topic);
+        ft_prod_track_t *tr = calloc(FT_MAX_NAMES, sizeof *tr);
+        cr_assert_not_null(tr);
+        int ntr = 0;
+        for (size_t j = 0; j < upulsar_tb_snapshot_count(s); j++) {
+            const upulsar_tb_msg_t *sm = upulsar_tb_snapshot_msg(s, j);
+            int late = o->late_allowed && sm->payload_len >= 5 && !memcmp(sm->payload, "late:", 5);
+            int t = -1, i = -1;
+            if (late) {
+                /* sequence ids only */
+                int k = 0;
+                while (k < ntr && strcmp(tr[k].name, sm->producer_name))
+                    k++;
+                cr_assert_lt(k, ntr, "%s: late message first", topic);
+                cr_assert_gt((int64_t)sm->sequence_id, tr[k].last_seq);
+                if (!o->gaps_of_failed_allowed)
+                    cr_assert_eq((int64_t)sm->sequence_id, tr[k].last_seq + 1);
+                tr[k].last_seq = (int64_t)sm->sequence_id;
+                continue;
+            }
+            cr_assert_eq(sscanf((const char *)sm->payload, "%d:%d:", &t, &i), 2,
+                         "%s: foreign message at %zu", topic, j);
+            cr_assert(t >= 0 && t < r->threads && i >= 0 && i < r->per_thread,
+                      "%s: message %d:%d out of range", topic, t, i);
+            ft_msg_t *m = ft_msg(r, t, i);
+            cr_assert_eq(m->seen, 0, "%s: message %d:%d stored twice", topic, t, i);
+            m->seen = 1;
+            m->part = part;
+            res.stored++;
+            cr_assert_eq(sm->payload_len, r->payload_len, "%s: %d:%d payload length", topic, t, i);
+            cr_assert_eq(m->send_err, UPULSAR_OK, "%s: %d:%d stored though refused", topic, t, i);
+            /* per producer: consecutive sequence ids, send order */
+            int k = 0;
+            while (k < ntr && strcmp(tr[k].name, sm->producer_name))
+                k++;
+            if (k == ntr) {
+                cr_assert_lt(ntr, FT_MAX_NAMES);
+                snprintf(tr[k].name, sizeof tr[k].name, "%s", sm->producer_name);
+                tr[k].last_seq = -1;
+                for (int x = 0; x < 16; x++) {
+                    tr[k].last_idx[x] = -1;
+                    tr[k].last_cb[x] = 0;
+                }
+                ntr++;
+                if (!o->gaps_of_failed_allowed)
+                    cr_assert_eq(sm->sequence_id, 0, "%s: %s starts at sequence id %llu", topic,
+                                 sm->producer_name, (unsigned long long)sm->sequence_id);
+            } else if (o->gaps_of_failed_allowed) {
+                cr_assert_gt((int64_t)sm->sequence_id, tr[k].last_seq,
+                             "%s: %s sequence id %llu after %lld", topic, sm->producer_name,
+                             (unsigned long long)sm->sequence_id, (long long)tr[k].last_seq);
+            } else {
+                cr_assert_eq((int64_t)sm->sequence_id, tr[k].last_seq + 1,
+                             "%s: %s sequence id %llu after %lld (gap or repeat)", topic,
+                             sm->producer_name, (unsigned long long)sm->sequence_id,
+                             (long long)tr[k].last_seq);
+            }
+            tr[k].last_seq = (int64_t)sm->sequence_id;
+            cr_assert_gt(i, tr[k].last_idx[t], "%s: %s thread %d: %d stored after %d", topic,
+                         sm->producer_name, t, i, tr[k].last_idx[t]);
+            tr[k].last_idx[t] = i;
+            /* callbacks of one producer run in its send order */
+            cr_assert_gt(m->cb_seq, tr[k].last_cb[t], "%s: %s thread %d: callback of %d ran early",
+                         topic, sm->producer_name, t, i);
+            tr[k].last_cb[t] = m->cb_seq;
+            /* the id its future reported */
+            if (m->err == UPULSAR_OK) {
+                cr_assert_eq(m->id.partition, o->partitions > 0 ? part : -1,
+                             "%d:%d partition", t, i);
+                cr_assert_eq(m->id.batch_index, sm->batch_index, "%d:%d batch index", t, i);
+                cr_assert_eq(m->id.batch_size, sm->batch_size, "%d:%d batch size", t, i);
+                if (m->id.ledger_id == UPULSAR_ID_UNKNOWN) {
+                    cr_assert_eq(m->id.entry_id, UPULSAR_ID_UNKNOWN);
+                    res.unknown_ids++;
+                } else {
+                    cr_assert_eq(m->id.ledger_id, sm->ledger_id, "%d:%d ledger", t, i);
+                    cr_assert_eq(m->id.entry_id, sm->entry_id, "%d:%d entry", t, i);
+                }
+            } else {
+                cr_assert(o->failed_may_be_stored, "%s: %d:%d stored though its future failed (%s)",
+                          topic, t, i, upulsar_err_name(m->err));
+            }
+        }
+        free(tr);
+        upulsar_tb_snapshot_free(s);
+    }
+    /* every future and callback, once, the same way */
+    for (int t = 0; t < r->threads; t++)
+        for (int i = 0; i < r->per_thread; i++) {
+            ft_msg_t *m = ft_msg(r, t, i);
+            if (m->send_err != UPULSAR_OK) {
+                cr_assert_eq(atomic_load(&m->cb_calls), 0, "%d:%d refused but called back", t, i);
+                continue;
+            }
+            cr_assert_neq(m->err, UPULSAR_ERR__PENDING, "%d:%d future never resolved", t, i);
+            cr_assert_eq(atomic_load(&m->cb_calls), 1, "%d:%d callback ran %d times", t, i,
+                         atomic_load(&m->cb_calls));
+            cr_assert_eq(m->cb_err, m->err, "%d:%d callback %s, future %s", t, i,
+                         upulsar_err_name(m->cb_err), upulsar_err_name(m->err));
+            if (m->err == UPULSAR_OK) {
+                res.ok++;
+                cr_assert_eq(memcmp(&m->cb_id, &m->id, sizeof m->id), 0, "%d:%d callback id", t, i);
+                cr_assert_eq(m->seen, 1, "%d:%d acknowledged but not stored (lost)", t, i);
+            } else {
+                res.failed++;
+            }
+        }
+    return res;
+}
+
+/* Producer list helpers. */
+static inline uint64_t ft_reconnects(upulsar_producer_t *p)
+{
+    upulsar_producer_info_t pi[64];
+    size_t n = 0;
+    cr_assert_eq(upulsar_producer_list(p, pi, 64, &n), UPULSAR_OK);
+    uint64_t sum = 0;
+    for (size_t i = 0; i < n && i < 64; i++)
+        sum += pi[i].reconnects;
+    return sum;
+}
+
+static inline upulsar_producer_state_t ft_group_state(upulsar_producer_t *p, int g)
+{
+    upulsar_group_info_t gi[64];
+    size_t n = 0;
+    cr_assert_eq(upulsar_producer_groups(p, gi, 64, &n), UPULSAR_OK);
+    cr_assert_lt((size_t)g, n);
+    return gi[g].state;
+}
+
+/* Is every producer of @p p READY? */
+static inline int ft_all_ready(void *a)
+{
+    upulsar_producer_t *p = a;
+    upulsar_producer_info_t pi[64];
+    size_t n = 0;
+    if (upulsar_producer_list(p, pi, 64, &n) != UPULSAR_OK)
+        return 0;
+    for (size_t i = 0; i < n && i < 64; i++)
+        if (pi[i].state != UPULSAR_STATE_READY)
+            return 0;
+    return 1;
+}
+#endif

@@ -1,0 +1,125 @@
+/* test_fault_hold.c -- receipts withheld, then released; and withheld
+ * receipts lost with the connection (what a de-duplicated resend reports).
+ * UPULSAR_TEST_LABEL_CONCURRENCY (also run under ThreadSanitizer) */
+#include "fault_common.h"
+
+enum { THREADS = 2, TOTAL = 20000 / FT_SCALE, PER_THREAD = TOTAL / THREADS, PARTS = 4 };
+
+static upulsar_tb_t *tb;
+static upulsar_client_t *client;
+
+static void setup(void)
+{
+    tb = ft_broker();
+    client = ft_client(tb, NULL);
+}
+
+static void teardown(void)
+{
+    upulsar_client_destroy(client);
+    upulsar_tb_stop(tb);
+}
+
+TestSuite(fault_hold, .init = setup, .fini = teardown, .timeout = 60);
+
+typedef struct {
+    upulsar_tb_t *tb;
+    uint64_t n;
+} stored_t;
+
+static int all_stored(void *a)
+{
+    stored_t *s = a;
+    upulsar_tb_stats_t st;
+    upulsar_tb_stats(s->tb, &st);
+    return st.messages >= s->n;
+}
+
+static size_t resolved(ft_run_t *r)
+{
+    size_t n = 0;
+    for (size_t k = 0; k < (size_t)r->threads * (size_t)r->per_thread; k++)
+        if (r->msgs[k].send_err == UPULSAR_OK &&
+            upulsar_future_poll(r->msgs[k].f, NULL) != UPULSAR_ERR__PENDING)
+            n++;
+    return n;
+}
+
+/* Scenario:
+ *  1. Receipts are withheld for every topic; 2 threads send 20,000 messages
+ *     over 4 partitions.
+ *  2. The broker stores all of them; not one future has resolved (the
+ *     producers wait for receipts, nothing times out: send.timeout.ms 30 s).
+ *  3. The receipts are released.
+ *  4. Every future succeeds with the real position of its message (no
+ *     unknown id: nothing was resent), and the log check passes. */
+Test(fault_hold, released_receipts_resolve_every_future_with_its_real_id)
+{
+    cr_assert_eq(upulsar_tb_hold_receipts(tb, NULL), UPULSAR_OK);
+    upulsar_producer_t *p;
+    cr_assert_eq(upulsar_producer_start(client, "fh", "held", PARTS, NULL, &p), UPULSAR_OK, "%s",
+                 upulsar_last_error());
+    ft_run_t *run = ft_run_new(p, THREADS, PER_THREAD, 2);
+    ft_run_start(run);
+    ft_run_join(run);
+    cr_assert_eq(atomic_load(&run->sent), (uint64_t)TOTAL);
+    upulsar_producer_flush(p, 0); /* push the open batches out now */
+    stored_t s = {tb, TOTAL};
+    cr_assert(ft_wait_for(all_stored, &s), "the broker did not store everything");
+    cr_assert_eq(resolved(run), 0, "futures resolved while their receipts were withheld");
+    cr_assert_gt(upulsar_tb_queued_receipts(tb), 0);
+    cr_assert_eq(upulsar_tb_release_receipts(tb, NULL), UPULSAR_OK);
+    cr_assert_eq(ft_collect(run), 0, "futures left pending");
+    cr_assert(ft_wait_for(ft_cbs_done, run));
+    cr_assert_eq(upulsar_producer_stop(p, 10000), UPULSAR_OK);
+    ft_check_opts_t o = {.topic = "held", .partitions = PARTS};
+    ft_check_res_t res = ft_check(tb, run, &o);
+    cr_assert_eq(res.ok, (size_t)TOTAL);
+    cr_assert_eq(res.unknown_ids, 0, "positions lost without a reconnect");
+    ft_run_free(run);
+}
+
+/* Scenario:
+ *  1. Receipts are withheld; 2 threads send 20,000 messages over 4
+ *     partitions; the broker stores all of them.
+ *  2. Every connection is dropped: the withheld receipts are lost.
+ *  3. The hold ends. The producers are re-created and resend everything;
+ *     the broker recognises every resent batch as already stored and
+ *     acknowledges it with ledger/entry -1 (as Pulsar does).
+ *  4. Every future succeeds; each one reports the documented unknown
+ *     position (UPULSAR_ID_UNKNOWN) with its partition and batch index; the
+ *     log check passes (nothing stored twice) and the broker counted the
+ *     de-duplicated SENDs. */
+Test(fault_hold, receipts_lost_with_the_connection_resolve_as_deduplicated)
+{
+    cr_assert_eq(upulsar_tb_hold_receipts(tb, NULL), UPULSAR_OK);
+    upulsar_producer_t *p;
+    cr_assert_eq(upulsar_producer_start(client, "fl", "lost", PARTS, NULL, &p), UPULSAR_OK, "%s",
+                 upulsar_last_error());
+    ft_run_t *run = ft_run_new(p, THREADS, PER_THREAD, 2);
+    ft_run_start(run);
+    ft_run_join(run);
+    upulsar_producer_flush(p, 0);
+    stored_t s = {tb, TOTAL};
+    cr_assert(ft_wait_for(all_stored, &s), "the broker did not store everything");
+    cr_assert_eq(resolved(run), 0);
+    cr_assert_gt(upulsar_tb_drop_connections(tb, NULL), 0);
+    cr_assert_eq(upulsar_tb_release_receipts(tb, NULL), UPULSAR_OK);
+    cr_assert_eq(ft_collect(run), 0, "futures left pending");
+    cr_assert(ft_wait_for(ft_cbs_done, run));
+    cr_assert_eq(upulsar_producer_stop(p, 10000), UPULSAR_OK);
+    ft_check_opts_t o = {.topic = "lost", .partitions = PARTS};
+    ft_check_res_t res = ft_check(tb, run, &o);
+    cr_assert_eq(res.ok, (size_t)TOTAL);
+    cr_assert_eq(res.unknown_ids, (size_t)TOTAL);
+    uint64_t dups = 0;
+    for (int i = 0; i < PARTS; i++) {
+        char t[64];
+        snprintf(t, sizeof t, "lost-partition-%d", i);
+        upulsar_tb_topic_stats_t st;
+        upulsar_tb_topic_stats(tb, t, &st);
+        dups += st.duplicates;
+    }
+    cr_assert_gt(dups, 0);
+    ft_run_free(run);
+}

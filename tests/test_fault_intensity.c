@@ -1,0 +1,130 @@
+/* test_fault_intensity.c -- a producer re-created more often than
+ * restart.intensity allows within restart.period.ms fails its partition's
+ * group, and only that group.
+ * UPULSAR_TEST_LABEL_CONCURRENCY (also run under ThreadSanitizer)
+ *
+ * Scenario:
+ *  1. restart.intensity = 3, restart.period.ms = 60000; a producer over 4
+ *     partitions; 2 threads send 20,000 keyed messages.
+ *  2. When a third of them are stored, every PRODUCER request for
+ *     partition 2 starts being refused (ServiceNotReady, retriable) and
+ *     partition 2 is unloaded (CLOSE_PRODUCER).
+ *  3. The client tries to re-create that producer: three attempts are
+ *     allowed in the period; the fourth would exceed the intensity, so the
+ *     group fails with UPULSAR_ERR__GROUP_FAILED.
+ *  4. Every message of partition 2 not acknowledged before fails with
+ *     GROUP_FAILED (future and callback); later sends to it are refused
+ *     with GROUP_FAILED; group 2 reports FAILED after exactly 3 attempts;
+ *     groups 0, 1, 3 stay READY and all their messages succeed.
+ *  5. The log check: nothing that failed is stored, no gap, no duplicate;
+ *     on partition 2 the acknowledged messages precede the failed ones. */
+#include "fault_common.h"
+
+enum { PARTS = 4, THREADS = 2, TOTAL = 20000 / FT_SCALE, PER_THREAD = TOTAL / THREADS };
+
+typedef struct {
+    upulsar_tb_t *tb;
+    _Atomic int done;
+    int fired;
+} trigger_t;
+
+static void *trigger(void *a)
+{
+    trigger_t *tg = a;
+    while (!atomic_load(&tg->done)) {
+        upulsar_tb_stats_t st;
+        upulsar_tb_stats(tg->tb, &st);
+        if (st.messages >= TOTAL / 3) {
+            upulsar_tb_fail_producers(tg->tb, "intense-partition-2", 1000000, 6);
+            upulsar_tb_unload_topic(tg->tb, "intense-partition-2");
+            tg->fired = 1;
+            return NULL;
+        }
+        ft_pause_ms(1);
+    }
+    return NULL;
+}
+
+static int group2_failed(void *a)
+{
+    return ft_group_state(a, 2) == UPULSAR_STATE_FAILED;
+}
+
+Test(fault_intensity, exceeding_restart_intensity_fails_only_that_group, .timeout = 60)
+{
+    upulsar_tb_t *tb = ft_broker();
+    upulsar_client_t *client = ft_client(tb, NULL);
+    const char *kv[] = {"restart.intensity", "3", "restart.period.ms", "60000",
+                        "queue.buffer.bytes", "262144", NULL};
+    upulsar_conf_t *conf = ft_conf(kv);
+    upulsar_producer_t *p;
+    cr_assert_eq(upulsar_producer_start(client, "fi", "intense", PARTS, conf, &p), UPULSAR_OK,
+                 "%s", upulsar_last_error());
+    upulsar_conf_destroy(conf);
+    ft_run_t *run = ft_run_new(p, THREADS, PER_THREAD, 1);
+    trigger_t tg = {.tb = tb};
+    pthread_t tt;
+    pthread_create(&tt, NULL, trigger, &tg);
+    ft_run_start(run);
+    ft_run_join(run);
+    cr_assert_eq(ft_collect(run), 0, "futures left pending");
+    atomic_store(&tg.done, 1);
+    pthread_join(tt, NULL);
+    cr_assert(tg.fired, "the fault did not happen");
+    cr_assert(ft_wait_for(group2_failed, p));
+    cr_assert(ft_wait_for(ft_cbs_done, run));
+    upulsar_producer_info_t pi[PARTS];
+    size_t n = 0;
+    cr_assert_eq(upulsar_producer_list(p, pi, PARTS, &n), UPULSAR_OK);
+    for (int g = 0; g < PARTS; g++) {
+        cr_assert_eq(ft_group_state(p, g), g == 2 ? UPULSAR_STATE_FAILED : UPULSAR_STATE_READY,
+                     "group %d", g);
+        cr_assert_eq(pi[g].reconnects, g == 2 ? 3u : 0u, "group %d: %llu attempts", g,
+                     (unsigned long long)pi[g].reconnects);
+    }
+    upulsar_send_opts_t so = {.partition_key = NULL};
+    char key[16];
+    for (int i = 0; i < 64; i++) {
+        snprintf(key, sizeof key, "k%d", i);
+        so.partition_key = key;
+        upulsar_err_t e = upulsar_send(p, "late:", 5, &so, NULL);
+        cr_assert_eq(e, upulsar_producer_partition_for_key(p, key) == 2 ? UPULSAR_ERR__GROUP_FAILED
+                                                                        : UPULSAR_OK,
+                     "%s: %s", key, upulsar_err_name(e));
+    }
+    int part_of[64];
+    for (int i = 0; i < 64; i++) {
+        snprintf(key, sizeof key, "k%d", i);
+        part_of[i] = upulsar_producer_partition_for_key(p, key);
+    }
+    upulsar_producer_stop(p, 10000);
+
+    ft_check_opts_t o = {.topic = "intense", .partitions = PARTS, .late_allowed = 1};
+    ft_check_res_t res = ft_check(tb, run, &o);
+    size_t bad = 0;
+    for (int t = 0; t < THREADS; t++) {
+        int first_bad = PER_THREAD;
+        for (int i = 0; i < PER_THREAD; i++) {
+            ft_msg_t *m = ft_msg(run, t, i);
+            int part = part_of[i % 64];
+            upulsar_err_t e = m->send_err != UPULSAR_OK ? m->send_err : m->err;
+            if (part != 2) {
+                cr_assert_eq(e, UPULSAR_OK, "%d:%d on partition %d: %s", t, i, part,
+                             upulsar_err_name(e));
+            } else if (e != UPULSAR_OK) {
+                cr_assert_eq(e, UPULSAR_ERR__GROUP_FAILED, "%d:%d: %s", t, i, upulsar_err_name(e));
+                bad++;
+                if (first_bad == PER_THREAD)
+                    first_bad = i;
+            } else {
+                cr_assert_lt(i, first_bad, "%d:%d succeeded after a failed one", t, i);
+            }
+        }
+    }
+    cr_assert_gt(bad, 0);
+    cr_log_info("partition 2: %zu messages failed", bad);
+    cr_assert_eq(res.ok + res.failed + atomic_load(&run->refused), (size_t)TOTAL);
+    ft_run_free(run);
+    upulsar_client_destroy(client);
+    upulsar_tb_stop(tb);
+}

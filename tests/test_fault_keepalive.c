@@ -1,0 +1,145 @@
+/* test_fault_keepalive.c -- a broker that stops answering: keep-alive
+ * declares the connection dead, the producers reconnect, nothing is lost.
+ * UPULSAR_TEST_LABEL_CONCURRENCY (also run under ThreadSanitizer) */
+#include "fault_common.h"
+
+enum { PARTS = 2 };
+
+static upulsar_tb_t *tb;
+static upulsar_client_t *client;
+
+static void setup(void)
+{
+    tb = ft_broker();
+    /* ping every 50 ms; a connection silent for two intervals is dead */
+    const char *kv[] = {"keepalive.interval.ms", "50", "connection.timeout.ms", "500", NULL};
+    client = ft_client(tb, kv);
+}
+
+static void teardown(void)
+{
+    upulsar_client_destroy(client);
+    upulsar_tb_stop(tb);
+}
+
+TestSuite(fault_keepalive, .init = setup, .fini = teardown, .timeout = 60);
+
+typedef struct {
+    upulsar_producer_t *p;
+    uint64_t above;
+} reconn_t;
+
+static int reconnected(void *a)
+{
+    reconn_t *r = a;
+    return ft_reconnects(r->p) > r->above;
+}
+
+/* Scenario:
+ *  1. A producer over 2 partitions sends 10,000 messages while the broker
+ *     answers normally.
+ *  2. The broker stops answering PINGs (it still answers everything else).
+ *     The connection is idle: the client's PING goes unanswered for a whole
+ *     interval, so it declares the connection dead and every producer is
+ *     re-created on a new one.
+ *  3. Pings are answered again; 10,000 more messages are sent.
+ *  4. Every future succeeds; the log check passes; the broker received no
+ *     PONG while it was ignoring pings and the producers report
+ *     reconnects. */
+Test(fault_keepalive, unanswered_pings_make_the_client_reconnect)
+{
+    enum { N = 20000 / FT_SCALE };
+    upulsar_producer_t *p;
+    cr_assert_eq(upulsar_producer_start(client, "ka", "pings", PARTS, NULL, &p), UPULSAR_OK,
+                 "%s", upulsar_last_error());
+    ft_run_t *run = ft_run_new(p, 1, N, 0);
+    run->per_thread = N / 2; /* first half */
+    ft_run_start(run);
+    ft_run_join(run);
+    cr_assert_eq(upulsar_producer_flush(p, FT_WAIT_MS), UPULSAR_OK);
+    reconn_t rc = {p, ft_reconnects(p)};
+    cr_assert_eq(rc.above, 0);
+    cr_assert_eq(upulsar_tb_ignore_pings(tb, 1), UPULSAR_OK);
+    cr_assert(ft_wait_for(reconnected, &rc), "the silent connection was not declared dead");
+    cr_assert_eq(upulsar_tb_ignore_pings(tb, 0), UPULSAR_OK);
+    cr_assert(ft_wait_for(ft_all_ready, p));
+    /* second half: the sender continues where the first stopped */
+    run->per_thread = N;
+    for (int i = N / 2; i < N; i++) {
+        ft_msg_t *m = ft_msg(run, 0, i);
+        char payload[64];
+        memset(payload, 'x', run->payload_len);
+        int n = snprintf(payload, sizeof payload, "0:%d:", i);
+        payload[n] = 'x';
+        upulsar_send_opts_t o = {.cb = ft_cb, .opaque = m};
+        upulsar_err_t err;
+        while ((err = upulsar_send(p, payload, run->payload_len, &o, &m->f)) ==
+               UPULSAR_ERR__QUEUE_FULL)
+            sched_yield();
+        m->send_err = err;
+        cr_assert_eq(err, UPULSAR_OK);
+    }
+    cr_assert_eq(ft_collect(run), 0);
+    cr_assert(ft_wait_for(ft_cbs_done, run));
+    cr_assert_eq(upulsar_producer_stop(p, 10000), UPULSAR_OK);
+    ft_check_opts_t o = {.topic = "pings", .partitions = PARTS};
+    ft_check_res_t res = ft_check(tb, run, &o);
+    cr_assert_eq(res.ok, (size_t)N);
+    ft_run_free(run);
+}
+
+typedef struct {
+    upulsar_tb_t *tb;
+    uint64_t stored;
+} stored_t;
+
+static int stored_at_least(void *a)
+{
+    stored_t *s = a;
+    upulsar_tb_stats_t st;
+    upulsar_tb_stats(s->tb, &st);
+    return st.messages >= s->stored;
+}
+
+/* Scenario:
+ *  1. A producer over 2 partitions; a sender thread sends 40,000 messages.
+ *  2. When a quarter is stored, the broker hangs entirely (freeze: it reads
+ *     nothing, answers nothing, its sockets stay open). Batches are in
+ *     flight, unanswered.
+ *  3. The client's keep-alive declares the connection dead; reconnect
+ *     attempts connect at TCP level but get no CONNECTED and time out
+ *     (connection.timeout.ms 500), and are retried with backoff.
+ *  4. The broker resumes: it first reads what the old connections had
+ *     buffered (storing those SENDs), while the re-created producers resend
+ *     the same batches on new connections (de-duplicated).
+ *  5. Every future succeeds; the log check passes (no loss, no duplicate,
+ *     order kept despite two connections carrying the same batches). */
+Test(fault_keepalive, hung_broker_is_detected_and_nothing_is_lost)
+{
+    enum { N = 40000 / FT_SCALE };
+    const char *kv[] = {"queue.buffer.bytes", "262144", NULL};
+    upulsar_conf_t *conf = ft_conf(kv);
+    upulsar_producer_t *p;
+    cr_assert_eq(upulsar_producer_start(client, "kf", "frozen", PARTS, conf, &p), UPULSAR_OK,
+                 "%s", upulsar_last_error());
+    upulsar_conf_destroy(conf);
+    ft_run_t *run = ft_run_new(p, 1, N, 0);
+    ft_run_start(run);
+    stored_t s = {tb, N / 4};
+    cr_assert(ft_wait_for(stored_at_least, &s));
+    cr_assert_eq(upulsar_tb_freeze(tb, 1), UPULSAR_OK);
+    reconn_t rc = {p, ft_reconnects(p)};
+    cr_assert(ft_wait_for(reconnected, &rc), "the hung connection was not declared dead");
+    rc.above += 2 * PARTS; /* and a few attempts that time out */
+    cr_assert(ft_wait_for(reconnected, &rc));
+    cr_assert_eq(upulsar_tb_freeze(tb, 0), UPULSAR_OK);
+    ft_run_join(run);
+    cr_assert_eq(atomic_load(&run->refused), 0, "%s", upulsar_last_error());
+    cr_assert_eq(ft_collect(run), 0);
+    cr_assert(ft_wait_for(ft_cbs_done, run));
+    cr_assert_eq(upulsar_producer_stop(p, 10000), UPULSAR_OK);
+    ft_check_opts_t o = {.topic = "frozen", .partitions = PARTS};
+    ft_check_res_t res = ft_check(tb, run, &o);
+    cr_assert_eq(res.ok, (size_t)N);
+    ft_run_free(run);
+}

@@ -1,0 +1,82 @@
+/* test_fault_refused.c -- PRODUCER refused with a retriable error while
+ * re-creating: retried with exponential backoff until it succeeds.
+ * UPULSAR_TEST_LABEL_CONCURRENCY (also run under ThreadSanitizer)
+ *
+ * Scenario:
+ *  1. backoff.initial.ms = 50; a producer on a non-partitioned topic; a
+ *     thread sends 20,000 messages.
+ *  2. When a quarter is stored, the next 3 PRODUCER requests for the topic
+ *     are refused with ServiceNotReady and the topic is unloaded
+ *     (CLOSE_PRODUCER).
+ *  3. The client re-creates the producer at once (closed by the broker:
+ *     no delay), is refused, waits 50 ms (less up to 10 % jitter), is
+ *     refused, waits 100 ms, is refused, waits 200 ms, and succeeds: exactly
+ *     4 attempts; the messages sent meanwhile wait and are then sent.
+ *  4. The 4th attempt cannot come before the backoff allows: at least
+ *     0.9 x (50 + 100 + 200) ms after the unload (a lower bound, which no
+ *     scheduling delay can break).
+ *  5. Every future succeeds; the log check passes. */
+#include "fault_common.h"
+
+enum { TOTAL = 20000 / FT_SCALE };
+
+typedef struct {
+    upulsar_producer_t *p;
+    uint64_t n;
+} attempts_t;
+
+static int attempts_reached(void *a)
+{
+    attempts_t *at = a;
+    return ft_reconnects(at->p) >= at->n;
+}
+
+typedef struct {
+    upulsar_tb_t *tb;
+    uint64_t stored;
+} stored_t;
+
+static int stored_at_least(void *a)
+{
+    stored_t *s = a;
+    upulsar_tb_topic_stats_t st;
+    upulsar_tb_topic_stats(s->tb, "refused", &st);
+    return st.messages >= s->stored;
+}
+
+Test(fault_refused, refused_recreation_is_retried_with_backoff, .timeout = 60)
+{
+    upulsar_tb_t *tb = ft_broker();
+    const char *ckv[] = {"backoff.initial.ms", "50", "backoff.max.ms", "10000", NULL};
+    upulsar_client_t *client = ft_client(tb, ckv);
+    const char *kv[] = {"queue.buffer.bytes", "262144", NULL};
+    upulsar_conf_t *conf = ft_conf(kv);
+    upulsar_producer_t *p;
+    cr_assert_eq(upulsar_producer_start(client, "rf", "refused", 0, conf, &p), UPULSAR_OK, "%s",
+                 upulsar_last_error());
+    upulsar_conf_destroy(conf);
+    ft_run_t *run = ft_run_new(p, 1, TOTAL, 0);
+    ft_run_start(run);
+    stored_t s = {tb, TOTAL / 4};
+    cr_assert(ft_wait_for(stored_at_least, &s));
+    cr_assert_eq(upulsar_tb_fail_producers(tb, "refused", 3, 6 /* ServiceNotReady */), UPULSAR_OK);
+    uint64_t t0 = ft_now_ms();
+    cr_assert_eq(upulsar_tb_unload_topic(tb, "refused"), 1);
+    attempts_t at = {p, 4};
+    cr_assert(ft_wait_for(attempts_reached, &at));
+    uint64_t t4 = ft_now_ms();
+    cr_assert(ft_wait_for(ft_all_ready, p));
+    ft_run_join(run);
+    cr_assert_eq(ft_collect(run), 0);
+    cr_assert(ft_wait_for(ft_cbs_done, run));
+    cr_assert_eq(ft_reconnects(p), 4, "attempts: %llu", (unsigned long long)ft_reconnects(p));
+    cr_assert_geq(t4 - t0, 315, "4th attempt after %llu ms: no backoff between attempts",
+                  (unsigned long long)(t4 - t0));
+    cr_assert_eq(upulsar_producer_stop(p, 10000), UPULSAR_OK);
+    ft_check_opts_t o = {.topic = "refused"};
+    ft_check_res_t res = ft_check(tb, run, &o);
+    cr_assert_eq(res.ok, (size_t)TOTAL);
+    ft_run_free(run);
+    upulsar_client_destroy(client);
+    upulsar_tb_stop(tb);
+}

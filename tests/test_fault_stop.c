@@ -1,0 +1,165 @@
+/* test_fault_stop.c -- upulsar_producer_stop() during an outage resolves
+ * every future and callback within its own timeout, whatever the watchdog
+ * is doing.
+ * UPULSAR_TEST_LABEL_CONCURRENCY (also run under ThreadSanitizer) */
+#include "fault_common.h"
+
+enum { PARTS = 2, N = 5000 / FT_SCALE };
+
+/* Every accepted message resolved exactly once, with CLOSED (or OK for
+ * what was acknowledged before the outage). Returns how many were CLOSED. */
+static size_t check_all_closed(ft_run_t *run)
+{
+    cr_assert(ft_wait_for(ft_cbs_done, run)); /* already true: polled once */
+    size_t closed = 0;
+    for (int i = 0; i < run->per_thread; i++) {
+        ft_msg_t *m = ft_msg(run, 0, i);
+        if (m->send_err != UPULSAR_OK)
+            continue;
+        upulsar_err_t e = upulsar_future_poll(m->f, NULL);
+        cr_assert_neq(e, UPULSAR_ERR__PENDING, "message %d unresolved after stop", i);
+        cr_assert(e == UPULSAR_OK || e == UPULSAR_ERR__CLOSED, "message %d: %s", i,
+                  upulsar_err_name(e));
+        cr_assert_eq(atomic_load(&m->cb_calls), 1);
+        cr_assert_eq(m->cb_err, e);
+        if (e == UPULSAR_ERR__CLOSED)
+            closed++;
+        upulsar_future_release(m->f);
+    }
+    return closed;
+}
+
+static void send_all(ft_run_t *run)
+{
+    for (int i = 0; i < run->per_thread; i++) {
+        ft_msg_t *m = ft_msg(run, 0, i);
+        char payload[64];
+        memset(payload, 'x', run->payload_len);
+        int n = snprintf(payload, sizeof payload, "0:%d:", i);
+        payload[n] = 'x';
+        upulsar_send_opts_t o = {.cb = ft_cb, .opaque = m};
+        m->send_err = upulsar_send(run->p, payload, run->payload_len, &o, &m->f);
+        cr_assert_eq(m->send_err, UPULSAR_OK, "%s", upulsar_last_error());
+    }
+}
+
+static int all_backing_off(void *a)
+{
+    upulsar_producer_info_t pi[PARTS];
+    size_t n = 0;
+    upulsar_producer_list(a, pi, PARTS, &n);
+    for (size_t i = 0; i < n; i++)
+        if (pi[i].state == UPULSAR_STATE_READY || pi[i].reconnects == 0)
+            return 0;
+    return 1;
+}
+
+/* Scenario:
+ *  1. A producer over 2 partitions; the broker is stopped for good.
+ *  2. 5,000 messages are sent: they queue (the producers are in backoff,
+ *     reconnects fail).
+ *  3. upulsar_producer_stop(p, 200) returns TIMED_OUT, and by then every
+ *     future and callback resolved, with UPULSAR_ERR__CLOSED. */
+Test(fault_stop, stop_with_the_broker_gone_resolves_everything, .timeout = 60)
+{
+    upulsar_tb_t *tb = ft_broker();
+    upulsar_client_t *client = ft_client(tb, NULL);
+    upulsar_producer_t *p;
+    cr_assert_eq(upulsar_producer_start(client, "sg", "gone", PARTS, NULL, &p), UPULSAR_OK);
+    upulsar_tb_stop(tb);
+    cr_assert(ft_wait_for(all_backing_off, p));
+    ft_run_t *run = ft_run_new(p, 1, N, 0);
+    send_all(run);
+    cr_assert_eq(upulsar_producer_stop(p, 200), UPULSAR_ERR__TIMED_OUT);
+    cr_assert_eq(check_all_closed(run), (size_t)N);
+    ft_run_free(run);
+    upulsar_client_destroy(client);
+}
+
+/* Scenario:
+ *  1. A producer over 2 partitions; the broker resets every new
+ *     connection (refuse_connections) and the existing ones are dropped.
+ *  2. 5,000 messages are sent and queue.
+ *  3. upulsar_producer_stop(p, 200) returns TIMED_OUT with every future and
+ *     callback resolved (CLOSED); nothing of it reached the broker. */
+Test(fault_stop, stop_while_connections_are_refused_resolves_everything, .timeout = 60)
+{
+    upulsar_tb_t *tb = ft_broker();
+    upulsar_client_t *client = ft_client(tb, NULL);
+    upulsar_producer_t *p;
+    cr_assert_eq(upulsar_producer_start(client, "sr", "refusing", PARTS, NULL, &p), UPULSAR_OK);
+    cr_assert_eq(upulsar_tb_refuse_connections(tb, 3600000), UPULSAR_OK);
+    cr_assert_gt(upulsar_tb_drop_connections(tb, NULL), 0);
+    cr_assert(ft_wait_for(all_backing_off, p));
+    ft_run_t *run = ft_run_new(p, 1, N, 0);
+    send_all(run);
+    cr_assert_eq(upulsar_producer_stop(p, 200), UPULSAR_ERR__TIMED_OUT);
+    cr_assert_eq(check_all_closed(run), (size_t)N);
+    upulsar_tb_stats_t st;
+    upulsar_tb_stats(tb, &st);
+    cr_assert_eq(st.messages, 0);
+    cr_assert_gt(st.connections_refused, 0, "the fault did not happen");
+    ft_run_free(run);
+    upulsar_client_destroy(client);
+    upulsar_tb_stop(tb);
+}
+
+typedef struct {
+    upulsar_tb_t *tb;
+    upulsar_producer_t *p;
+    uint64_t accepted_before;
+} stuck_t;
+
+/* The watchdog is inside a reconnect attempt: a producer is CONNECTING and
+ * the (hung) broker has accepted a new TCP connection from it. */
+static int watchdog_stuck(void *a)
+{
+    stuck_t *s = a;
+    upulsar_tb_stats_t st;
+    upulsar_tb_stats(s->tb, &st);
+    if (st.connections_accepted <= s->accepted_before)
+        return 0;
+    upulsar_producer_info_t pi[PARTS];
+    size_t n = 0;
+    upulsar_producer_list(s->p, pi, PARTS, &n);
+    for (size_t i = 0; i < n; i++)
+        if (pi[i].state == UPULSAR_STATE_CONNECTING)
+            return 1;
+    return 0;
+}
+
+/* Scenario:
+ *  1. connection.timeout.ms and operation.timeout.ms are one hour. A
+ *     producer over 2 partitions; the broker hangs (freeze) and its
+ *     connections are dropped.
+ *  2. 5,000 messages are sent and queue. The watchdog starts a reconnect
+ *     attempt: TCP connects (the kernel accepts for the hung broker), then
+ *     it waits for CONNECTED, which would take an hour to time out.
+ *  3. upulsar_producer_stop(p, 200) returns (TIMED_OUT) while the broker is
+ *     still hung, i.e. without waiting for that attempt, and every future
+ *     and callback has resolved with CLOSED. (If stop waited for the
+ *     attempt, this test would hang until its timeout and fail.)
+ *  4. The broker resumes; the client is destroyed cleanly. */
+Test(fault_stop, stop_does_not_wait_for_a_reconnect_attempt, .timeout = 60)
+{
+    upulsar_tb_t *tb = ft_broker();
+    const char *kv[] = {"connection.timeout.ms", "3600000", "operation.timeout.ms", "3600000",
+                        NULL};
+    upulsar_client_t *client = ft_client(tb, kv);
+    upulsar_producer_t *p;
+    cr_assert_eq(upulsar_producer_start(client, "sw", "stuck", PARTS, NULL, &p), UPULSAR_OK);
+    upulsar_tb_stats_t st;
+    upulsar_tb_stats(tb, &st);
+    stuck_t s = {tb, p, st.connections_accepted};
+    cr_assert_eq(upulsar_tb_freeze(tb, 1), UPULSAR_OK);
+    cr_assert_gt(upulsar_tb_drop_connections(tb, NULL), 0);
+    ft_run_t *run = ft_run_new(p, 1, N, 0);
+    send_all(run);
+    cr_assert(ft_wait_for(watchdog_stuck, &s), "the watchdog never started an attempt");
+    cr_assert_eq(upulsar_producer_stop(p, 200), UPULSAR_ERR__TIMED_OUT);
+    cr_assert_eq(check_all_closed(run), (size_t)N);
+    cr_assert_eq(upulsar_tb_freeze(tb, 0), UPULSAR_OK);
+    ft_run_free(run);
+    upulsar_client_destroy(client);
+    upulsar_tb_stop(tb);
+}

@@ -1,0 +1,157 @@
+/* test_fault_timeout.c -- send.timeout.ms fails exactly the messages that
+ * expired, in order, including those still waiting in the ring; later
+ * messages succeed once the broker answers again.
+ * UPULSAR_TEST_LABEL_CONCURRENCY (also run under ThreadSanitizer) */
+#include "fault_common.h"
+
+static upulsar_tb_t *tb;
+static upulsar_client_t *client;
+
+static void setup(void)
+{
+    tb = ft_broker();
+    client = ft_client(tb, NULL);
+}
+
+static void teardown(void)
+{
+    upulsar_client_destroy(client);
+    upulsar_tb_stop(tb);
+}
+
+TestSuite(fault_timeout, .init = setup, .fini = teardown, .timeout = 60);
+
+typedef struct {
+    ft_run_t *run;
+    int from, to;
+} range_t;
+
+static int range_resolved(void *a)
+{
+    range_t *r = a;
+    for (int i = r->from; i < r->to; i++)
+        if (upulsar_future_poll(ft_msg(r->run, 0, i)->f, NULL) == UPULSAR_ERR__PENDING)
+            return 0;
+    return 1;
+}
+
+/* Send messages [from, to) of thread 0 of @p run from this thread. */
+static void send_range(ft_run_t *run, int from, int to)
+{
+    for (int i = from; i < to; i++) {
+        ft_msg_t *m = ft_msg(run, 0, i);
+        char payload[64];
+        memset(payload, 'x', run->payload_len);
+        int n = snprintf(payload, sizeof payload, "0:%d:", i);
+        payload[n] = 'x';
+        upulsar_send_opts_t o = {.cb = ft_cb, .opaque = m};
+        m->send_err = upulsar_send(run->p, payload, run->payload_len, &o, &m->f);
+        cr_assert_eq(m->send_err, UPULSAR_OK, "%s", upulsar_last_error());
+    }
+}
+
+/* Scenario:
+ *  1. send.timeout.ms = 1000; receipts for the topic are withheld.
+ *  2. 2,000 messages are sent; the broker stores them (receipts held).
+ *  3. They expire: every one fails with UPULSAR_ERR__MSG_TIMED_OUT, future
+ *     and callback, in send order, while the receipts are still withheld.
+ *  4. The receipts are released (they arrive late and are ignored), then
+ *     2,000 more messages are sent: every one succeeds with its real id.
+ *  5. The log check: all 4,000 stored once, consecutive sequence ids (the
+ *     expired messages were stored, their receipts just came too late). */
+Test(fault_timeout, expired_messages_fail_and_later_ones_succeed)
+{
+    enum { N = 2000 };
+    const char *kv[] = {"send.timeout.ms", "1000", NULL};
+    upulsar_conf_t *conf = ft_conf(kv);
+    upulsar_producer_t *p;
+    cr_assert_eq(upulsar_producer_start(client, "to", "expire", 0, conf, &p), UPULSAR_OK, "%s",
+                 upulsar_last_error());
+    upulsar_conf_destroy(conf);
+    cr_assert_eq(upulsar_tb_hold_receipts(tb, "expire"), UPULSAR_OK);
+    ft_run_t *run = ft_run_new(p, 1, 2 * N, 0);
+    send_range(run, 0, N);
+    range_t first = {run, 0, N};
+    cr_assert(ft_wait_for(range_resolved, &first));
+    cr_assert(upulsar_tb_queued_receipts(tb) > 0, "receipts were not withheld");
+    for (int i = 0; i < N; i++)
+        cr_assert_eq(upulsar_future_poll(ft_msg(run, 0, i)->f, NULL), UPULSAR_ERR__MSG_TIMED_OUT,
+                     "message %d", i);
+    cr_assert_eq(upulsar_tb_release_receipts(tb, "expire"), UPULSAR_OK);
+    send_range(run, N, 2 * N);
+    cr_assert_eq(ft_collect(run), 0);
+    cr_assert(ft_wait_for(ft_cbs_done, run));
+    for (int i = 0; i < 2 * N; i++) {
+        cr_assert_eq(ft_msg(run, 0, i)->err, i < N ? UPULSAR_ERR__MSG_TIMED_OUT : UPULSAR_OK,
+                     "message %d: %s", i, upulsar_err_name(ft_msg(run, 0, i)->err));
+        if (i > 0) /* callbacks in send order, failures included */
+            cr_assert_gt(ft_msg(run, 0, i)->cb_seq, ft_msg(run, 0, i - 1)->cb_seq, "%d", i);
+    }
+    cr_assert_eq(upulsar_producer_stop(p, 10000), UPULSAR_OK);
+    ft_check_opts_t o = {.topic = "expire", .failed_may_be_stored = 1};
+    ft_check_res_t res = ft_check(tb, run, &o);
+    cr_assert_eq(res.stored, 2 * N);
+    cr_assert_eq(res.unknown_ids, 0);
+    ft_run_free(run);
+}
+
+/* Scenario (messages that never left the ring):
+ *  1. send.timeout.ms = 1000, max.inflight.batches = 1, batch.max.messages
+ *     = 10; receipts for the topic are withheld.
+ *  2. 1,000 messages are sent: a batch of 10 goes out and waits for its
+ *     receipt; the others wait in the ring, since no more batches may be in
+ *     flight.
+ *  3. All 1,000 expire: every one fails with UPULSAR_ERR__MSG_TIMED_OUT,
+ *     in send order, while the receipts are still withheld.
+ *  4. Receipts are released; 1,000 more messages all succeed.
+ *  5. The log check: the first batch (and a few more, see below) and the
+ *     1,000 later messages are stored, with consecutive sequence ids
+ *     (messages that expired in the ring never got one); most of the
+ *     expired ones were never sent. */
+Test(fault_timeout, messages_waiting_in_the_ring_expire_too)
+{
+    enum { N = 1000 };
+    const char *kv[] = {"send.timeout.ms", "1000", "max.inflight.batches", "1",
+                        "batch.max.messages", "10", NULL};
+    upulsar_conf_t *conf = ft_conf(kv);
+    upulsar_producer_t *p;
+    cr_assert_eq(upulsar_producer_start(client, "tr", "ringexpire", 0, conf, &p), UPULSAR_OK,
+                 "%s", upulsar_last_error());
+    upulsar_conf_destroy(conf);
+    cr_assert_eq(upulsar_tb_hold_receipts(tb, "ringexpire"), UPULSAR_OK);
+    ft_run_t *run = ft_run_new(p, 1, 2 * N, 0);
+    send_range(run, 0, N);
+    range_t first = {run, 0, N};
+    cr_assert(ft_wait_for(range_resolved, &first), "messages in the ring never expired");
+    cr_assert(upulsar_tb_queued_receipts(tb) > 0, "receipts were not withheld");
+    for (int i = 0; i < N; i++)
+        cr_assert_eq(upulsar_future_poll(ft_msg(run, 0, i)->f, NULL), UPULSAR_ERR__MSG_TIMED_OUT,
+                     "message %d", i);
+    cr_assert_eq(upulsar_tb_release_receipts(tb, "ringexpire"), UPULSAR_OK);
+    send_range(run, N, 2 * N);
+    cr_assert_eq(ft_collect(run), 0);
+    cr_assert(ft_wait_for(ft_cbs_done, run));
+    for (int i = 0; i < 2 * N; i++) {
+        cr_assert_eq(ft_msg(run, 0, i)->err, i < N ? UPULSAR_ERR__MSG_TIMED_OUT : UPULSAR_OK,
+                     "message %d: %s", i, upulsar_err_name(ft_msg(run, 0, i)->err));
+        if (i > 0) /* callbacks in send order, failures included */
+            cr_assert_gt(ft_msg(run, 0, i)->cb_seq, ft_msg(run, 0, i - 1)->cb_seq, "%d", i);
+    }
+    cr_assert_eq(upulsar_producer_stop(p, 10000), UPULSAR_OK);
+    ft_check_opts_t o = {.topic = "ringexpire", .failed_may_be_stored = 1};
+    ft_check_res_t res = ft_check(tb, run, &o);
+    /* Most expired messages never left the ring. Some batches do reach the
+     * broker: the first (in flight), and in each tick from its expiry (by
+     * its age) until the ring's records expire (by samples of the ring's
+     * head, taken every tick, 1/8 timeout apart), at most one more is
+     * drained and sent, and expires in turn. Without the ring expiring, the
+     * messages would leave a batch per timeout period and take 100 s to
+     * fail (the wait above would fail first). */
+    int reached = 0;
+    for (int i = 0; i < N; i++)
+        reached += ft_msg(run, 0, i)->seen;
+    cr_assert(reached >= 10 && reached <= N / 2, "%d expired messages reached the broker",
+              reached);
+    cr_assert_eq(res.stored, (size_t)reached + N);
+    ft_run_free(run);
+}
