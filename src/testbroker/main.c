@@ -63,6 +63,8 @@ int main(int argc, char **argv)
     int nparts = 0, nowners = 0;
     if (!parts || !owners) {
         fputs("out of memory\n", stderr);
+        free(parts);
+        free(owners);
         return 1;
     }
     for (int i = 1; i < argc; i++) {
@@ -71,12 +73,16 @@ int main(int argc, char **argv)
         long n;
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             usage(stdout);
+            free(parts);
+            free(owners);
             return 0;
         } else if (!strcmp(a, "--perf")) {
             o.perf = 1;
         } else if (!v) {
             fprintf(stderr, "%s: missing value or unknown option\n", a);
             usage(stderr);
+            free(parts);
+            free(owners);
             return 2;
         } else if (!strcmp(a, "--port") && !parse_int(v, 0, 65535, &n)) {
             o.port = (int)n;
@@ -97,6 +103,8 @@ int main(int argc, char **argv)
         } else {
             fprintf(stderr, "bad option or value: %s %s\n", a, v);
             usage(stderr);
+            free(parts);
+            free(owners);
             return 2;
         }
     }
@@ -113,6 +121,8 @@ int main(int argc, char **argv)
     upulsar_tb_t *tb;
     if (upulsar_tb_start(&o, &tb)) {
         fprintf(stderr, "cannot start: %s\n", upulsar_last_error());
+        free(parts);
+        free(owners);
         return 1;
     }
     int rc = 0;
