@@ -38,8 +38,20 @@
  *  - SUBSCRIBE / FLOW / ACK / CLOSE_CONSUMER / UNSUBSCRIBE /
  *    REDELIVER_UNACKNOWLEDGED_MESSAGES: stored entries are dispatched as
  *    MESSAGE frames with exactly the metadata and payload bytes that were
- *    published, in log order, while the consumer has permits (counted in
- *    messages, an entry of N messages takes N).
+ *    published (with a CRC32C section), in log order, while the consumer
+ *    has permits (counted in messages: an entry of N messages takes N, and
+ *    may drive the permits negative). A subscription starts at the first
+ *    entry (Earliest) or the end of the log (Latest, the default) or at
+ *    start_message_id; Exclusive allows one consumer (ConsumerBusy
+ *    otherwise), the other types share one read position. An entry is
+ *    acknowledged by an Individual ACK without pending ack_set bits or by a
+ *    Cumulative ACK; when the last consumer leaves (or on REDELIVER with a
+ *    single consumer) dispatch restarts at the first unacknowledged entry.
+ *    Non-durable subscriptions vanish with their last consumer.
+ *  - Requests the project's proto subset does not model (GET_LAST_MESSAGE_ID,
+ *    SEEK, GET_SCHEMA, GET_TOPICS_OF_NAMESPACE, transactions...) are
+ *    answered with ERROR NotAllowedError carrying their request id;
+ *    broker-to-client commands sent by a client close its connection.
  *  - Each topic (each partition "<topic>-partition-<i>" is its own topic)
  *    has one ledger id; entry ids count stored entries from 0.
  *  - Topic names are normalised: "t" and "tenant/ns/t" mean
@@ -266,8 +278,10 @@ upulsar_err_t upulsar_tb_stats(upulsar_tb_t *tb, upulsar_tb_stats_t *out);
  * ------------------------------------------------------------------------ */
 
 /** Close (TCP shutdown, no goodbye) every connection, or with @p topic only
- *  those with a producer or consumer on it. Returns the number of
- *  connections closed (>= 0), or a negative error (INVALID_TOPIC). */
+ *  those with a producer or consumer on it, and wait until the broker has
+ *  finished with them (their producers and consumers are unregistered when
+ *  this returns). Returns the number of connections closed (>= 0), or a
+ *  negative error (INVALID_TOPIC). */
 int upulsar_tb_drop_connections(upulsar_tb_t *tb, const char *topic);
 
 /** For the next @p ms milliseconds, reset every new TCP connection right
@@ -318,7 +332,8 @@ upulsar_err_t upulsar_tb_fail_producers(upulsar_tb_t *tb, const char *topic,
  * Unload @p topic: send CLOSE_PRODUCER to each of its active producers (the
  * TCP connections stay open); SENDs for a closed producer id are then
  * ignored, without answer, until the client re-creates it with PRODUCER.
- * Returns the number of producers closed (>= 0) or a negative error.
+ * Consumers are not touched. Returns the number of producers closed (>= 0)
+ * or a negative error.
  */
 int upulsar_tb_unload_topic(upulsar_tb_t *tb, const char *topic);
 
