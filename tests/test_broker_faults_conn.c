@@ -4,6 +4,8 @@
  * UPULSAR_TEST_LABEL_CONCURRENCY (faults are driven from the test thread
  * while connection threads run) */
 #include <criterion/criterion.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <string.h>
 #include <time.h>
 
@@ -217,6 +219,52 @@ Test(broker_faults_conn, restart_keeps_the_log_and_listens_on_the_same_port)
     upulsar_tb_stats(tb, &st);
     cr_assert_eq(st.restarts, 1);
     cr_assert_eq(st.connections_active, 1);
+    upulsar_tb_client_close(c);
+    upulsar_tb_stop(tb);
+}
+
+typedef struct churn {
+    upulsar_tb_t *tb;
+    atomic_int stop;
+    int created;
+} churn_t;
+
+static void *producer_churn(void *arg)
+{
+    churn_t *ch = arg;
+    while (!atomic_load(&ch->stop)) {
+        upulsar_tb_client_t *c = NULL;
+        if (upulsar_tb_client_connect(upulsar_tb_url(ch->tb), WAIT_MS, &c))
+            continue;
+        /* broker-generated names, on the topic being dropped */
+        for (uint64_t id = 0; id < 4; id++)
+            if (upulsar_tb_client_create_producer(c, "churn", id, NULL, WAIT_MS, NULL, 0, NULL) ==
+                UPULSAR_OK)
+                ch->created++;
+        upulsar_tb_client_close(c);
+    }
+    return NULL;
+}
+
+Test(broker_faults_conn, dropping_a_topic_while_producers_are_created_on_it_is_safe)
+{
+    upulsar_tb_t *tb = start_broker(0);
+    churn_t ch = {.tb = tb};
+    atomic_init(&ch.stop, 0);
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, producer_churn, &ch), 0);
+    int dropped = 0;
+    for (int i = 0; i < 200; i++) {
+        int n = upulsar_tb_drop_connections(tb, "churn");
+        cr_assert_geq(n, 0);
+        dropped += n;
+        nanosleep(&(struct timespec){0, 500000}, NULL);
+    }
+    atomic_store(&ch.stop, 1);
+    pthread_join(th, NULL);
+    cr_assert_gt(ch.created, 0);
+    upulsar_tb_client_t *c = client(tb);
+    assert_alive(c);
     upulsar_tb_client_close(c);
     upulsar_tb_stop(tb);
 }

@@ -49,9 +49,8 @@ int tb_conn_inject(tb_conn_t *c, const void *frame, size_t len)
 
 void tb_gen_name(upulsar_tb_t *tb, char *out)
 {
-    pthread_mutex_lock(&tb->mu);
-    unsigned long long n = tb->next_name++;
-    pthread_mutex_unlock(&tb->mu);
+    /* lock-free: called with a topic's mutex held */
+    unsigned long long n = atomic_fetch_add(&tb->next_name, 1);
     snprintf(out, 64, "testbroker-%u-%llu", tb->instance, n);
 }
 
@@ -317,6 +316,7 @@ upulsar_err_t upulsar_tb_start(const upulsar_tb_opts_t *opts, upulsar_tb_t **out
     tb->opts.server_version = NULL;
     tb->next_ledger = 1000u * tb->instance + 1;
     atomic_init(&tb->next_request_id, 1);
+    atomic_init(&tb->next_name, 1);
     if (!tb->server_version) {
         free(tb);
         return up_seterr(UPULSAR_ERR__NOMEM, "upulsar_tb_start");

@@ -202,7 +202,7 @@ struct upulsar_tb {
     uint64_t conn_serial;
     tb_topic_t *topics;
     uint64_t next_ledger;
-    uint64_t next_name;
+    atomic_ullong next_name;
 
     /* broker-wide faults */
     atomic_int receipt_delay_ms;
@@ -230,7 +230,8 @@ void tb_conn_wake(tb_conn_t *c);
 int tb_conn_inject(tb_conn_t *c, const void *frame, size_t len);
 /** Tell the broker @p c's thread is done (moves it to the zombie list). */
 void tb_conn_retire(tb_conn_t *c);
-/** Generate a unique producer name. @p out must hold 64 bytes. */
+/** Generate a unique producer name. @p out must hold 64 bytes. Takes no
+ *  lock (callable under a topic's mutex). */
 void tb_gen_name(upulsar_tb_t *tb, char *out);
 /** Consume one broker-wide injected failure; returns the ServerError or -1,
  *  and in *@p fence whether it fences the topic (upulsar_tb_fail_writes()). */
