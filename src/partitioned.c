@@ -33,7 +33,9 @@ static void shutdown_task(void *a)
     rp->closing = true;
     up_rp_fail_all(rp, UPULSAR_ERR__CLOSED);
     if (rp->conn) {
-        if (atomic_load(&rp->state) == UPULSAR_STATE_READY) {
+        /* also when not READY: a PRODUCER abandoned by stop may still have
+         * created it on the broker (closing an unknown id is harmless) */
+        if (atomic_load(&rp->conn->state) == UP_CONN_OPEN) {
             up_cmd_t cmd = PULSAR__PROTO__BASE_COMMAND__INIT;
             Pulsar__Proto__CommandCloseProducer cp = PULSAR__PROTO__COMMAND_CLOSE_PRODUCER__INIT;
             cmd.type = UP_CMD(CLOSE_PRODUCER);
@@ -396,6 +398,9 @@ upulsar_err_t upulsar_producer_list(upulsar_producer_t *h, upulsar_producer_info
             pi->pending = sent > done ? sent - done : 0;
             pi->last_sequence_id = atomic_load(&rp->last_acked_seq);
             pi->reconnects = atomic_load(&rp->reconnects);
+            pi->resent_batches = atomic_load(&rp->resent_batches);
+            pi->unknown_ids = atomic_load(&rp->unknown_ids);
+            pi->timed_out = atomic_load(&rp->timed_out);
         }
     if (count)
         *count = n;

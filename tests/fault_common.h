@@ -437,6 +437,26 @@ static inline ft_check_res_t ft_check(upulsar_tb_t *tb, ft_run_t *r, const ft_ch
 }
 
 /* Producer list helpers. */
+typedef struct ft_stats {
+    uint64_t reconnects, resent_batches, unknown_ids, timed_out;
+} ft_stats_t;
+
+/* The per-producer counters of upulsar_producer_list(), summed. */
+static inline ft_stats_t ft_stats(upulsar_producer_t *p)
+{
+    upulsar_producer_info_t pi[64];
+    size_t n = 0;
+    cr_assert_eq(upulsar_producer_list(p, pi, 64, &n), UPULSAR_OK);
+    ft_stats_t s = {0, 0, 0, 0};
+    for (size_t i = 0; i < n && i < 64; i++) {
+        s.reconnects += pi[i].reconnects;
+        s.resent_batches += pi[i].resent_batches;
+        s.unknown_ids += pi[i].unknown_ids;
+        s.timed_out += pi[i].timed_out;
+    }
+    return s;
+}
+
 static inline uint64_t ft_reconnects(upulsar_producer_t *p)
 {
     upulsar_producer_info_t pi[64];

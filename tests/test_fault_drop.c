@@ -78,6 +78,7 @@ Test(fault_drop, repeated_drops_lose_and_duplicate_nothing, .timeout = 120)
     for (size_t i = 0; i < np; i++)
         cr_assert_geq(pi[i].reconnects, 1, "%s never re-created", pi[i].name);
     uint64_t reconnects = ft_reconnects(p);
+    ft_stats_t stats = ft_stats(p);
     cr_assert_eq(upulsar_producer_stop(p, 10000), UPULSAR_OK);
 
     ft_check_opts_t o = {.topic = "drops", .partitions = PARTS};
@@ -86,6 +87,8 @@ Test(fault_drop, repeated_drops_lose_and_duplicate_nothing, .timeout = 120)
                 (unsigned long long)reconnects, res.unknown_ids);
     cr_assert_eq(res.ok, (size_t)TOTAL, "failed futures: %zu", res.failed);
     cr_assert_eq(res.stored, (size_t)TOTAL);
+    cr_assert_eq(stats.unknown_ids, res.unknown_ids, "the producers' count of unknown ids");
+    cr_assert_gt(stats.resent_batches, 0, "nothing was resent");
     cr_assert_geq(d.drops, 10, "the faults did not happen");
     ft_run_free(run);
     upulsar_client_destroy(client);

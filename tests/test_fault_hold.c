@@ -107,6 +107,9 @@ Test(fault_hold, receipts_lost_with_the_connection_resolve_as_deduplicated)
     cr_assert_eq(upulsar_tb_release_receipts(tb, NULL), UPULSAR_OK);
     cr_assert_eq(ft_collect(run), 0, "futures left pending");
     cr_assert(ft_wait_for(ft_cbs_done, run));
+    ft_stats_t stats = ft_stats(p);
+    cr_assert_eq(stats.unknown_ids, (uint64_t)TOTAL);
+    cr_assert_gt(stats.resent_batches, 0);
     cr_assert_eq(upulsar_producer_stop(p, 10000), UPULSAR_OK);
     ft_check_opts_t o = {.topic = "lost", .partitions = PARTS};
     ft_check_res_t res = ft_check(tb, run, &o);

@@ -87,6 +87,7 @@ Test(fault_timeout, expired_messages_fail_and_later_ones_succeed)
         if (i > 0) /* callbacks in send order, failures included */
             cr_assert_gt(ft_msg(run, 0, i)->cb_seq, ft_msg(run, 0, i - 1)->cb_seq, "%d", i);
     }
+    cr_assert_eq(ft_stats(p).timed_out, (uint64_t)N);
     cr_assert_eq(upulsar_producer_stop(p, 10000), UPULSAR_OK);
     ft_check_opts_t o = {.topic = "expire", .failed_may_be_stored = 1};
     ft_check_res_t res = ft_check(tb, run, &o);
@@ -137,6 +138,7 @@ Test(fault_timeout, messages_waiting_in_the_ring_expire_too)
         if (i > 0) /* callbacks in send order, failures included */
             cr_assert_gt(ft_msg(run, 0, i)->cb_seq, ft_msg(run, 0, i - 1)->cb_seq, "%d", i);
     }
+    cr_assert_eq(ft_stats(p).timed_out, (uint64_t)N);
     cr_assert_eq(upulsar_producer_stop(p, 10000), UPULSAR_OK);
     ft_check_opts_t o = {.topic = "ringexpire", .failed_may_be_stored = 1};
     ft_check_res_t res = ft_check(tb, run, &o);

@@ -447,7 +447,11 @@ typedef struct upulsar_producer_info {
     upulsar_producer_state_t state;
     uint64_t pending;          /**< messages queued or in flight, not resolved */
     int64_t last_sequence_id;  /**< last sequence id acknowledged (-1: none) */
-    uint64_t reconnects;       /**< times it was re-created */
+    uint64_t reconnects;       /**< times it was re-created (attempts) */
+    uint64_t resent_batches;   /**< batches written again after re-creations */
+    uint64_t unknown_ids;      /**< messages acknowledged with the unknown
+                                    position (UPULSAR_ID_UNKNOWN) */
+    uint64_t timed_out;        /**< messages failed by send.timeout.ms */
 } upulsar_producer_info_t;
 
 /**
