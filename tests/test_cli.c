@@ -667,6 +667,64 @@ Test(cli, conflicting_options_are_usage_errors)
     assert_no_connection();
 }
 
+static void read_all(int fd, char **buf, size_t *len)
+{
+    char tmp[4096];
+    for (;;) {
+        ssize_t n = read(fd, tmp, sizeof tmp);
+        if (n > 0)
+            append(buf, len, tmp, (size_t)n);
+        else if (n == 0 || errno != EINTR)
+            break;
+    }
+    close(fd);
+}
+
+Test(cli, interrupt_stops_reading_and_still_resolves_what_was_sent)
+{
+    int pin[2], pout[2], perr[2];
+    cr_assert_eq(pipe(pin), 0);
+    cr_assert_eq(pipe(pout), 0);
+    cr_assert_eq(pipe(perr), 0);
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, pin[0], 0);
+    posix_spawn_file_actions_adddup2(&fa, pout[1], 1);
+    posix_spawn_file_actions_adddup2(&fa, perr[1], 2);
+    for (int i = 0; i < 2; i++) {
+        posix_spawn_file_actions_addclose(&fa, pin[i]);
+        posix_spawn_file_actions_addclose(&fa, pout[i]);
+        posix_spawn_file_actions_addclose(&fa, perr[i]);
+    }
+    const char *argv[] = {UPULSAR_CLI_PATH, "-b", upulsar_tb_url(tb), "-t", "cli-int", NULL};
+    pid_t pid;
+    cr_assert_eq(posix_spawn(&pid, UPULSAR_CLI_PATH, &fa, NULL, (char *const *)argv, environ), 0);
+    posix_spawn_file_actions_destroy(&fa);
+    close(pin[0]);
+    close(pout[1]);
+    close(perr[1]);
+
+    /* two lines, and stdin stays open: only the signal ends the input */
+    cr_assert_eq(write(pin[1], "a\nb\n", 4), 4);
+    cr_assert_eq(upulsar_tb_wait_messages(tb, "cli-int", 2, 30000), UPULSAR_OK);
+    cr_assert_eq(kill(pid, SIGINT), 0);
+
+    run_t r = {0};
+    append(&r.out, &r.out_len, "", 0);
+    append(&r.err, &r.err_len, "", 0);
+    read_all(pout[0], &r.out, &r.out_len);
+    read_all(perr[0], &r.err, &r.err_len);
+    int st;
+    cr_assert_eq(waitpid(pid, &st, 0), pid);
+    close(pin[1]);
+    cr_assert(WIFEXITED(st), "killed by the signal instead of handling it");
+    cr_assert_eq(WEXITSTATUS(st), 128 + SIGINT, "%s", r.err);
+    char *lines[4];
+    cr_assert_eq(lines_of(&r, lines, 4), 2, "both messages resolved and printed");
+    cr_assert(strstr(r.err, "2 messages acknowledged, 0 failed"), "%s", r.err);
+    run_free(&r);
+}
+
 Test(cli, help_lists_the_options_and_exits_zero)
 {
     const char *args[] = {"--help", NULL};
