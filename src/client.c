@@ -4,6 +4,7 @@
 
 #include "engine.h"
 #include "err.h"
+#include "tls.h"
 
 upulsar_err_t upulsar_client_new(const upulsar_conf_t *conf, upulsar_client_t **out)
 {
@@ -17,15 +18,15 @@ upulsar_err_t upulsar_client_new(const upulsar_conf_t *conf, upulsar_client_t **
         c->conf = *conf;
     else
         up_conf_defaults(&c->conf);
-    bool tls;
-    upulsar_err_t err = up_parse_url(c->conf.service_url, c->host, sizeof c->host, &c->port, &tls);
+    upulsar_err_t err =
+        up_parse_url(c->conf.service_url, c->host, sizeof c->host, &c->port, &c->tls);
     if (err) {
         free(c);
         return err;
     }
-    if (tls) {
+    if (c->tls && (err = up_tls_ctx_new(&c->conf, &c->ssl_ctx))) {
         free(c);
-        return up_seterr(UPULSAR_ERR__NOT_SUPPORTED, "pulsar+ssl:// is not supported yet");
+        return err;
     }
     up_fence_init();
     atomic_init(&c->next_producer_id, 1);
@@ -35,6 +36,7 @@ upulsar_err_t upulsar_client_new(const upulsar_conf_t *conf, upulsar_client_t **
     pthread_mutex_init(&c->lock, NULL);
     pthread_cond_init(&c->wd_cv, NULL);
     if (up_future_pool_init(&c->futures, (uint64_t)UP_FUT_MAX_SEGS * UP_FUT_SEG_SIZE)) {
+        up_tls_ctx_free(c->ssl_ctx);
         free(c);
         return up_seterr(UPULSAR_ERR__NOMEM, "out of memory");
     }
@@ -42,6 +44,7 @@ upulsar_err_t upulsar_client_new(const upulsar_conf_t *conf, upulsar_client_t **
     c->loops = calloc((size_t)c->nloops, sizeof *c->loops);
     if (!c->loops) {
         up_future_pool_destroy(&c->futures);
+        up_tls_ctx_free(c->ssl_ctx);
         free(c);
         return up_seterr(UPULSAR_ERR__NOMEM, "out of memory");
     }
@@ -52,6 +55,7 @@ upulsar_err_t upulsar_client_new(const upulsar_conf_t *conf, upulsar_client_t **
                 up_loop_stop(&c->loops[i]);
             free(c->loops);
             up_future_pool_destroy(&c->futures);
+            up_tls_ctx_free(c->ssl_ctx);
             free(c);
             return err;
         }
@@ -61,6 +65,7 @@ upulsar_err_t upulsar_client_new(const upulsar_conf_t *conf, upulsar_client_t **
             up_loop_stop(&c->loops[i]);
         free(c->loops);
         up_future_pool_destroy(&c->futures);
+        up_tls_ctx_free(c->ssl_ctx);
         free(c);
         return up_seterr(UPULSAR_ERR__IO, "cannot start the watchdog thread");
     }
@@ -90,8 +95,10 @@ void upulsar_client_destroy(upulsar_client_t *c)
     pthread_mutex_unlock(&c->pool_lock);
     free(c->loops);
     up_future_pool_destroy(&c->futures);
+    up_tls_ctx_free(c->ssl_ctx);
     pthread_mutex_destroy(&c->pool_lock);
     pthread_mutex_destroy(&c->lock);
     pthread_cond_destroy(&c->wd_cv);
-    free(c);
+    up_tls_ctx_free(c->ssl_ctx);
+        free(c);
 }

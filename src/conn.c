@@ -14,6 +14,7 @@
 
 #include "engine.h"
 #include "err.h"
+#include "tls.h"
 
 #define RECV_CHUNK (64 * 1024)
 #define CLIENT_VERSION "upulsar-" UPULSAR_VERSION_STR
@@ -22,6 +23,7 @@
 /* ---- reference counting -------------------------------------------------- */
 
 static void drop_outq(up_conn_t *c);
+static void seg_done(up_seg_t *s);
 
 void up_conn_ref(up_conn_t *c) { atomic_fetch_add(&c->refs, 1); }
 
@@ -34,6 +36,9 @@ void up_conn_unref(up_conn_t *c)
     up_decoder_free(&c->dec);
     drop_outq(c);
     free(c->outq);
+    up_tls_free(c->tls);
+    free(c->tls_rbuf);
+    up_buf_free(&c->tls_tx);
     free(c->rps);
     free(c);
 }
@@ -140,29 +145,91 @@ static upulsar_err_t write_all(int fd, const uint8_t *p, size_t n, uint64_t dead
     return UPULSAR_OK;
 }
 
+/* Write a command during the (blocking) handshake, through TLS if on. */
+static upulsar_err_t hs_write_cmd(up_conn_t *c, const up_cmd_t *cmd, uint64_t deadline)
+{
+    up_buf_t b = UP_BUF_INIT, enc = UP_BUF_INIT;
+    if (up_frame_put_cmd(&b, cmd))
+        return up_seterr(UPULSAR_ERR__NOMEM, "out of memory");
+    upulsar_err_t err = UPULSAR_OK;
+    if (c->tls) {
+        int rc = up_tls_encrypt(c->tls, b.data, b.len, &enc);
+        err = rc ? (upulsar_err_t)rc : write_all(c->fd, enc.data, enc.len, deadline);
+    } else {
+        err = write_all(c->fd, b.data, b.len, deadline);
+    }
+    /* the buffers may hold the token: wipe before freeing */
+    if (b.data)
+        memset(b.data, 0, b.len);
+    if (enc.data)
+        memset(enc.data, 0, enc.len);
+    up_buf_free(&b);
+    up_buf_free(&enc);
+    return err;
+}
+
+/* Fill AuthData / CONNECT credentials. @p tok must outlive the command. */
+static void set_auth(const char *tok, const char **method, protobuf_c_boolean *has,
+                     ProtobufCBinaryData *data)
+{
+    if (tok[0]) {
+        *method = "token";
+        *has = 1;
+        data->data = (uint8_t *)tok;
+        data->len = strlen(tok);
+    } else {
+        *method = "none";
+    }
+}
+
+/* Answer an AUTH_CHALLENGE with the current token (auth refresh). */
+static upulsar_err_t auth_response_cmd(up_conn_t *c, up_buf_t *out)
+{
+    char tok[sizeof c->client->conf.auth_token];
+    upulsar_err_t err = up_auth_token(&c->client->conf, tok, sizeof tok);
+    if (err)
+        return err;
+    up_cmd_t cmd = PULSAR__PROTO__BASE_COMMAND__INIT;
+    Pulsar__Proto__CommandAuthResponse ar = PULSAR__PROTO__COMMAND_AUTH_RESPONSE__INIT;
+    Pulsar__Proto__AuthData ad = PULSAR__PROTO__AUTH_DATA__INIT;
+    cmd.type = UP_CMD(AUTH_RESPONSE);
+    cmd.authresponse = &ar;
+    ar.client_version = CLIENT_VERSION;
+    ar.has_protocol_version = 1;
+    ar.protocol_version = PROTOCOL_VERSION;
+    ar.response = &ad;
+    const char *method;
+    set_auth(tok, &method, &ad.has_auth_data, &ad.auth_data);
+    ad.auth_method_name = (char *)method;
+    int rc = up_frame_put_cmd(out, &cmd);
+    memset(tok, 0, sizeof tok);
+    return rc ? UPULSAR_ERR__NOMEM : UPULSAR_OK;
+}
+
 static upulsar_err_t handshake(up_conn_t *c, uint64_t deadline)
 {
     const struct upulsar_conf *cf = &c->client->conf;
+    char tok[sizeof cf->auth_token];
+    upulsar_err_t err = up_auth_token(cf, tok, sizeof tok);
+    if (err)
+        return err;
     up_cmd_t cmd = PULSAR__PROTO__BASE_COMMAND__INIT;
     Pulsar__Proto__CommandConnect co = PULSAR__PROTO__COMMAND_CONNECT__INIT;
+    Pulsar__Proto__FeatureFlags ff = PULSAR__PROTO__FEATURE_FLAGS__INIT;
     cmd.type = UP_CMD(CONNECT);
     cmd.connect = &co;
     co.client_version = CLIENT_VERSION;
     co.has_protocol_version = 1;
     co.protocol_version = PROTOCOL_VERSION;
-    if (cf->auth_token[0]) {
-        co.auth_method_name = "token";
-        co.has_auth_data = 1;
-        co.auth_data.data = (uint8_t *)cf->auth_token;
-        co.auth_data.len = strlen(cf->auth_token);
-    } else {
-        co.auth_method_name = "none";
-    }
-    up_buf_t b = UP_BUF_INIT;
-    if (up_frame_put_cmd(&b, &cmd))
-        return up_seterr(UPULSAR_ERR__NOMEM, "out of memory");
-    upulsar_err_t err = write_all(c->fd, b.data, b.len, deadline);
-    up_buf_free(&b);
+    const char *method;
+    set_auth(tok, &method, &co.has_auth_data, &co.auth_data);
+    co.auth_method_name = (char *)method;
+    /* we answer the broker's AUTH_CHALLENGE refreshes (auth_response_cmd) */
+    ff.has_supports_auth_refresh = 1;
+    ff.supports_auth_refresh = 1;
+    co.feature_flags = &ff;
+    err = hs_write_cmd(c, &cmd, deadline);
+    memset(tok, 0, sizeof tok);
     if (err)
         return err;
     for (;;) {
@@ -189,10 +256,28 @@ static upulsar_err_t handshake(up_conn_t *c, uint64_t deadline)
                                  c->port, upulsar_err_str(e),
                                  f.cmd->error->message ? f.cmd->error->message : "");
             }
-            if (f.cmd->type == UP_CMD(AUTH_CHALLENGE))
-                return up_seterr(UPULSAR_ERR__NOT_SUPPORTED,
-                                 "broker %s:%d asked for an authentication challenge",
-                                 c->host, c->port);
+            if (f.cmd->type == UP_CMD(AUTH_CHALLENGE)) {
+                up_buf_t ab = UP_BUF_INIT;
+                err = auth_response_cmd(c, &ab);
+                if (!err) {
+                    up_buf_t enc = UP_BUF_INIT;
+                    if (c->tls) {
+                        int erc = up_tls_encrypt(c->tls, ab.data, ab.len, &enc);
+                        err = erc ? (upulsar_err_t)erc : write_all(c->fd, enc.data, enc.len, deadline);
+                    } else {
+                        err = write_all(c->fd, ab.data, ab.len, deadline);
+                    }
+                    if (enc.data)
+                        memset(enc.data, 0, enc.len);
+                    up_buf_free(&enc);
+                }
+                if (ab.data)
+                    memset(ab.data, 0, ab.len);
+                up_buf_free(&ab);
+                if (err)
+                    return err;
+                continue;
+            }
             continue; /* anything else before CONNECTED: ignore */
         }
         struct pollfd pf = {.fd = c->fd, .events = POLLIN};
@@ -207,7 +292,8 @@ static upulsar_err_t handshake(up_conn_t *c, uint64_t deadline)
         uint8_t *w = up_decoder_wbuf(&c->dec, 4096, &avail);
         if (!w)
             return up_seterr(UPULSAR_ERR__NOMEM, "out of memory");
-        ssize_t r = recv(c->fd, w, avail, 0);
+        uint8_t cipher[16384];
+        ssize_t r = recv(c->fd, c->tls ? cipher : w, c->tls ? sizeof cipher : avail, 0);
         if (r == 0)
             return up_seterr(UPULSAR_ERR__CONNECT, "%s:%d closed the connection during handshake",
                              c->host, c->port);
@@ -216,7 +302,23 @@ static upulsar_err_t handshake(up_conn_t *c, uint64_t deadline)
                 continue;
             return up_seterr(UPULSAR_ERR__CONNECT, "handshake read: %s", strerror(errno));
         }
-        up_decoder_commit(&c->dec, (size_t)r);
+        if (!c->tls) {
+            up_decoder_commit(&c->dec, (size_t)r);
+            continue;
+        }
+        if (up_tls_feed(c->tls, cipher, (size_t)r))
+            return up_seterr(UPULSAR_ERR__NOMEM, "out of memory");
+        for (;;) {
+            w = up_decoder_wbuf(&c->dec, 4096, &avail);
+            if (!w)
+                return up_seterr(UPULSAR_ERR__NOMEM, "out of memory");
+            long n = up_tls_read(c->tls, w, avail);
+            if (n < 0)
+                return (upulsar_err_t)n;
+            if (n == 0)
+                break;
+            up_decoder_commit(&c->dec, (size_t)n);
+        }
     }
 }
 
@@ -273,6 +375,14 @@ upulsar_err_t up_conn_get(struct upulsar_client *cl, up_loop_t *l, const char *h
     up_decoder_init(&c->dec, 0);
     uint64_t deadline = up_now_us() + (uint64_t)cl->conf.connection_timeout_ms * 1000u;
     upulsar_err_t err = tcp_connect(host, port, deadline, &c->fd);
+    if (!err && cl->tls) {
+        char peer[300];
+        snprintf(peer, sizeof peer, "%s:%d", host, port);
+        c->tls = up_tls_new(cl->ssl_ctx, host, &cl->conf);
+        c->tls_rbuf = malloc(RECV_CHUNK);
+        err = !c->tls || !c->tls_rbuf ? up_seterr(UPULSAR_ERR__NOMEM, "out of memory")
+                                      : up_tls_handshake(c->tls, c->fd, deadline, peer);
+    }
     if (!err)
         err = handshake(c, deadline);
     if (err) {
@@ -354,10 +464,49 @@ static struct io_uring_sqe *get_sqe(up_loop_t *l)
     return sqe;
 }
 
+/* TLS: encrypt everything queued into tls_tx (only while no send is in
+ * flight, so tls_tx never moves under the kernel) and send it. */
+static void tls_flush(up_conn_t *c)
+{
+    if (c->tls_tx_off >= c->tls_tx.len) {
+        c->tls_tx.len = c->tls_tx_off = 0;
+        while (c->oq_len) {
+            up_seg_t *s = &c->outq[c->oq_head];
+            int rc = up_tls_encrypt(c->tls, s->p + c->oq_sent, s->len - c->oq_sent, &c->tls_tx);
+            seg_done(s); /* copied into the TLS records: the frame may go */
+            c->oq_head = (c->oq_head + 1) % c->oq_cap;
+            c->oq_len--;
+            c->oq_sent = 0;
+            if (rc) {
+                up_conn_fail(c, (upulsar_err_t)rc);
+                return;
+            }
+        }
+        if (up_tls_drain(c->tls, &c->tls_tx)) { /* e.g. a key update answer */
+            up_conn_fail(c, UPULSAR_ERR__NOMEM);
+            return;
+        }
+        if (c->tls_tx.len == 0)
+            return;
+    }
+    struct io_uring_sqe *sqe = get_sqe(c->loop);
+    if (!sqe)
+        return; /* try again next iteration */
+    io_uring_prep_send(sqe, c->fd, c->tls_tx.data + c->tls_tx_off,
+                       c->tls_tx.len - c->tls_tx_off, MSG_NOSIGNAL);
+    io_uring_sqe_set_data(sqe, &c->send_op);
+    c->send_inflight = true;
+}
+
 void up_conn_flush(up_conn_t *c)
 {
-    if (c->send_inflight || c->oq_len == 0 ||
-        atomic_load_explicit(&c->state, memory_order_relaxed) != UP_CONN_OPEN)
+    if (c->send_inflight || atomic_load_explicit(&c->state, memory_order_relaxed) != UP_CONN_OPEN)
+        return;
+    if (c->tls) {
+        tls_flush(c);
+        return;
+    }
+    if (c->oq_len == 0)
         return;
     int n = 0;
     for (size_t i = 0; i < c->oq_len && n < 64; i++) {
@@ -407,6 +556,11 @@ void up_conn_on_send(up_conn_t *c, int res)
         up_conn_fail(c, UPULSAR_ERR__IO);
         return;
     }
+    if (c->tls) {
+        c->tls_tx_off += (size_t)res;
+        up_conn_flush(c);
+        return;
+    }
     size_t bytes = (size_t)res;
     while (bytes && c->oq_len) {
         up_seg_t *s = &c->outq[c->oq_head];
@@ -437,8 +591,8 @@ void up_conn_arm_recv(up_conn_t *c)
 {
     if (c->recv_inflight || atomic_load(&c->state) != UP_CONN_OPEN)
         return;
-    size_t avail;
-    uint8_t *w = up_decoder_wbuf(&c->dec, RECV_CHUNK, &avail);
+    size_t avail = RECV_CHUNK;
+    uint8_t *w = c->tls ? c->tls_rbuf : up_decoder_wbuf(&c->dec, RECV_CHUNK, &avail);
     if (!w) {
         up_conn_fail(c, UPULSAR_ERR__NOMEM);
         return;
@@ -547,6 +701,19 @@ static void dispatch(up_conn_t *c, up_frame_t *f)
         complete_req(c, cmd->error->request_id, up_decoder_steal(&c->dec),
                      up_err_from_server(cmd->error->error));
         break;
+    case UP_CMD(AUTH_CHALLENGE): {
+        /* credentials refresh: answer with the token as it is now (a file
+         * token is read again, so a rotated one is presented) */
+        up_buf_t ab = UP_BUF_INIT;
+        upulsar_err_t err = auth_response_cmd(c, &ab);
+        if (err) {
+            up_buf_free(&ab);
+            up_conn_fail(c, err);
+            break;
+        }
+        up_conn_write(c, ab.data, ab.len, ab.data, NULL);
+        break;
+    }
     default:
         break; /* PONG, CONNECTED, and commands a producer does not use */
     }
@@ -565,7 +732,31 @@ void up_conn_on_recv(up_conn_t *c, int res)
         up_conn_fail(c, UPULSAR_ERR__CONNECT);
         return;
     }
-    up_decoder_commit(&c->dec, (size_t)res);
+    if (c->tls) {
+        /* ciphertext: decrypt all of it into the decoder */
+        if (up_tls_feed(c->tls, c->tls_rbuf, (size_t)res)) {
+            up_conn_fail(c, UPULSAR_ERR__NOMEM);
+            return;
+        }
+        for (;;) {
+            size_t avail;
+            uint8_t *w = up_decoder_wbuf(&c->dec, RECV_CHUNK, &avail);
+            if (!w) {
+                up_conn_fail(c, UPULSAR_ERR__NOMEM);
+                return;
+            }
+            long n = up_tls_read(c->tls, w, avail);
+            if (n < 0) {
+                up_conn_fail(c, (upulsar_err_t)n);
+                return;
+            }
+            if (n == 0)
+                break;
+            up_decoder_commit(&c->dec, (size_t)n);
+        }
+    } else {
+        up_decoder_commit(&c->dec, (size_t)res);
+    }
     c->last_rx_us = up_now_us();
     c->ping_outstanding = false;
     for (;;) {

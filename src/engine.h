@@ -154,6 +154,12 @@ struct up_conn {
     uint64_t last_rx_us;
     bool ping_outstanding;
     bool in_pool;
+    /* TLS (pulsar+ssl://): plaintext frames are encrypted into tls_tx when
+     * no send is in flight; received ciphertext lands in tls_rbuf. */
+    struct up_tls *tls;
+    uint8_t *tls_rbuf;
+    up_buf_t tls_tx;
+    size_t tls_tx_off;
 };
 
 /** Get a ready connection to host:port for loop @p l from the client's pool,
@@ -369,6 +375,8 @@ struct upulsar_client {
     bool wd_kicked;
     struct upulsar_producer *wd_busy; /* handle being supervised (lock) */
     _Atomic int32_t max_message_size; /* last seen from any broker */
+    bool tls;                          /* pulsar+ssl:// service URL */
+    struct ssl_ctx_st *ssl_ctx;        /* shared by the client's TLS connections */
 };
 
 void up_watchdog_kick(struct upulsar_client *c);
@@ -381,6 +389,9 @@ void up_cancel_on(const _Atomic int *flag);
 bool up_cancelled(void);
 int up_watchdog_start(struct upulsar_client *c);
 void up_watchdog_stop(struct upulsar_client *c);
+
+/* auth.c: the token to present now (file, env or string); "" = none */
+upulsar_err_t up_auth_token(const struct upulsar_conf *cf, char *buf, size_t size);
 
 /* url.c / topic.c */
 upulsar_err_t up_parse_url(const char *url, char *host, size_t hostsz, int *port, bool *tls);

@@ -89,8 +89,15 @@ upulsar_err_t up_lookup(struct upulsar_client *c, up_loop_t *l, const char *topi
         bool tls;
         int np;
         char nh[256];
-        err = r->brokerserviceurl ? up_parse_url(r->brokerserviceurl, nh, sizeof nh, &np, &tls)
-                                  : up_seterr(UPULSAR_ERR__LOOKUP, "lookup of %s: no broker URL", topic);
+        /* a TLS client follows the broker's TLS address */
+        const char *burl = c->tls && r->brokerserviceurltls && r->brokerserviceurltls[0]
+                               ? r->brokerserviceurltls
+                               : r->brokerserviceurl;
+        err = burl ? up_parse_url(burl, nh, sizeof nh, &np, &tls)
+                   : up_seterr(UPULSAR_ERR__LOOKUP, "lookup of %s: no broker URL", topic);
+        if (!err && tls != c->tls)
+            err = up_seterr(UPULSAR_ERR__LOOKUP, "lookup of %s: broker answered %s, but the "
+                            "client %s TLS", topic, burl, c->tls ? "requires" : "is not using");
         bool redirect =
             r->response == PULSAR__PROTO__COMMAND_LOOKUP_TOPIC_RESPONSE__LOOKUP_TYPE__Redirect;
         authoritative = r->has_authoritative && r->authoritative;
