@@ -3,14 +3,15 @@
  * broker stored against what every callback and future reported.
  *
  *   upulsar-soak [--seconds N] [--messages M] [--threads T] [--partitions P]
- *                [--producers-per-partition K] [--fault-ms MS] [--seed S] [-v]
+ *                [--producers-per-partition K] [--fault-ms MS]
+ *                [--send-timeout-ms MS] [--seed S] [-v]
  *
  * The run is a sequence of rounds, until --seconds (default 60) have passed
  * (at least one round). A round:
  *  1. starts a test broker and a client (short backoff, 100 ms keep-alive,
- *     no send timeout: with only retriable faults every message must
- *     succeed), and a producer over P partitions (default 8, K producers per
- *     partition, default 2);
+ *     no send timeout by default: with only retriable faults every message
+ *     must succeed), and a producer over P partitions (default 8, K
+ *     producers per partition, default 2);
  *  2. T sender threads (default 4) send M messages in total (default
  *     1,000,000), half of them keyed (1,000 keys), of random sizes; every
  *     message has a delivery callback, every 8th also a future;
@@ -32,6 +33,10 @@
  *     exactly once (unresolved), the position each one reported equal to the
  *     stored one or the documented unknown position of a de-duplicated
  *     resend (id mismatches), no failure (failed).
+ * With --send-timeout-ms, messages may also fail with MSG_TIMED_OUT (counted
+ * as timed out, not failed); such a message may still be stored (once), and
+ * a producer's stored sequence ids may skip the ids of expired messages that
+ * were never sent (they must still increase).
  * It prints a line per round and a summary; the exit status is 1 if any of
  * lost, duplicated, out-of-order, unresolved, failed, id mismatches is not
  * 0, 2 on a setup error.
@@ -58,6 +63,7 @@ static int opt_threads = 4;
 static int opt_partitions = 8;
 static int opt_ppp = 2;
 static int opt_fault_ms = 50;
+static int opt_send_timeout_ms = 0;
 static uint64_t opt_seed;
 static int opt_verbose;
 
@@ -103,6 +109,7 @@ enum { ST_NONE = 0, ST_OK = 1, ST_FAILED = 2 };
 typedef struct {
     _Atomic uint8_t status;
     _Atomic uint8_t calls;
+    int32_t err;
     uint64_t pos;
 } rec_t;
 
@@ -142,6 +149,7 @@ struct round {
 static void on_delivery(upulsar_err_t err, const upulsar_msg_id_t *id, void *opaque)
 {
     rec_t *r = opaque;
+    r->err = err;
     if (!err)
         r->pos = pack_pos(id->entry_id, id->partition, id->batch_index);
     atomic_store_explicit(&r->status, err ? ST_FAILED : ST_OK, memory_order_relaxed);
@@ -196,7 +204,10 @@ static void *fault_main(void *a)
     upulsar_tb_t *tb = rd->tb;
     uint64_t rnd = rd->seed * 31 + 7;
     while (atomic_load(&rd->senders_done) < opt_threads) {
-        sleep_ms(opt_fault_ms / 2 + (int)(xorshift(&rnd) % (uint64_t)(opt_fault_ms + 1)));
+        uint64_t until = now_ms() + (uint64_t)opt_fault_ms / 2 +
+                         xorshift(&rnd) % (uint64_t)(opt_fault_ms + 1);
+        while (now_ms() < until && atomic_load(&rd->senders_done) < opt_threads)
+            sleep_ms(5);
         if (atomic_load(&rd->senders_done) >= opt_threads)
             break;
         char t[128];
@@ -291,7 +302,7 @@ static void *fault_main(void *a)
 
 typedef struct {
     uint64_t messages, stored, lost, duplicated, out_of_order, unresolved, failed,
-        id_mismatch, unknown_ids, foreign, twice;
+        id_mismatch, unknown_ids, foreign, twice, timed_out;
 } counts_t;
 
 #define MAX_NAMES 256
@@ -352,18 +363,19 @@ static void check_round(round_t *rd, counts_t *c)
                 k++;
             if (k == ntr && ntr < MAX_NAMES) {
                 snprintf(tr[k].name, sizeof tr[k].name, "%s", m->producer_name);
-                tr[k].last_seq = (int64_t)m->sequence_id - 1; /* fresh name: starts anywhere */
+                tr[k].last_seq = (int64_t)m->sequence_id - 1;
                 for (int x = 0; x < MAX_THREADS; x++)
                     tr[k].last_idx[x] = -1;
                 ntr++;
-                if (m->sequence_id != 0) {
+                if (m->sequence_id != 0 && opt_send_timeout_ms <= 0) {
                     c->out_of_order++;
                     fprintf(stderr, "%s: %s starts at sequence id %" PRIu64 "\n", topic,
                             m->producer_name, m->sequence_id);
                 }
             }
             if (k < ntr) {
-                if ((int64_t)m->sequence_id != tr[k].last_seq + 1) {
+                bool gap_ok = opt_send_timeout_ms > 0 && (int64_t)m->sequence_id > tr[k].last_seq;
+                if ((int64_t)m->sequence_id != tr[k].last_seq + 1 && !gap_ok) {
                     c->out_of_order++;
                     if (opt_verbose)
                         fprintf(stderr, "%s: %s sequence id %" PRIu64 " after %" PRId64 "\n",
@@ -409,7 +421,9 @@ static void check_round(round_t *rd, counts_t *c)
             }
             if (calls > 1)
                 c->twice++;
-            if (st == ST_FAILED)
+            if (st == ST_FAILED && r->err == UPULSAR_ERR__MSG_TIMED_OUT && opt_send_timeout_ms > 0)
+                c->timed_out++;
+            else if (st == ST_FAILED)
                 c->failed++;
             else if (!seen[t][i]) {
                 c->lost++;
@@ -497,9 +511,12 @@ static void run_round(int no, counts_t *total, uint64_t *faults_total)
               {"keepalive.interval.ms", "100"},
               {"connection.timeout.ms", "1000"},
               {"operation.timeout.ms", "2000"},
-              {"send.timeout.ms", "0"},
+              {"send.timeout.ms", NULL},
               {"queue.buffer.bytes", "1048576"},
               {"producers.per.partition", NULL}};
+    char sto[32];
+    snprintf(sto, sizeof sto, "%d", opt_send_timeout_ms);
+    kv[6].v = sto;
     snprintf(num, sizeof num, "%d", opt_ppp);
     kv[8].v = num;
     for (size_t i = 0; i < sizeof kv / sizeof kv[0]; i++) {
@@ -583,9 +600,9 @@ static void run_round(int no, counts_t *total, uint64_t *faults_total)
            upulsar_err_name(stop_err));
     printf("round %d: lost %" PRIu64 ", duplicated %" PRIu64 ", out-of-order %" PRIu64
            ", unresolved %" PRIu64 ", failed %" PRIu64 ", id mismatches %" PRIu64
-           ", resolved twice %" PRIu64 ", foreign %" PRIu64 "\n",
+           ", resolved twice %" PRIu64 ", foreign %" PRIu64 "; timed out %" PRIu64 "\n",
            no, c.lost, c.duplicated, c.out_of_order, c.unresolved, c.failed, c.id_mismatch,
-           c.twice, c.foreign);
+           c.twice, c.foreign, c.timed_out);
     fflush(stdout);
     total->messages += c.messages;
     total->stored += c.stored;
@@ -598,6 +615,7 @@ static void run_round(int no, counts_t *total, uint64_t *faults_total)
     total->unknown_ids += c.unknown_ids;
     total->foreign += c.foreign;
     total->twice += c.twice;
+    total->timed_out += c.timed_out;
     *faults_total += faults;
     upulsar_client_destroy(client);
     upulsar_tb_stop(rd->tb);
@@ -612,7 +630,8 @@ static void usage(void)
 {
     fprintf(stderr,
             "usage: upulsar-soak [--seconds N] [--messages M] [--threads T] [--partitions P]\n"
-            "                    [--producers-per-partition K] [--fault-ms MS] [--seed S] [-v]\n");
+            "                    [--producers-per-partition K] [--fault-ms MS]\n"
+            "                    [--send-timeout-ms MS] [--seed S] [-v]\n");
     exit(2);
 }
 
@@ -624,13 +643,14 @@ int main(int argc, char **argv)
                                        {"partitions", required_argument, NULL, 'p'},
                                        {"producers-per-partition", required_argument, NULL, 'k'},
                                        {"fault-ms", required_argument, NULL, 'f'},
+                                       {"send-timeout-ms", required_argument, NULL, 'T'},
                                        {"seed", required_argument, NULL, 's'},
                                        {"verbose", no_argument, NULL, 'v'},
                                        {"help", no_argument, NULL, 'h'},
                                        {NULL, 0, NULL, 0}};
     opt_seed = (uint64_t)time(NULL) ^ (uint64_t)getpid() << 20;
     int ch;
-    while ((ch = getopt_long(argc, argv, "d:n:t:p:k:f:s:vh", lo, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, "d:n:t:p:k:f:T:s:vh", lo, NULL)) != -1) {
         switch (ch) {
         case 'd': opt_seconds = atoi(optarg); break;
         case 'n': opt_messages = strtoull(optarg, NULL, 10); break;
@@ -638,6 +658,7 @@ int main(int argc, char **argv)
         case 'p': opt_partitions = atoi(optarg); break;
         case 'k': opt_ppp = atoi(optarg); break;
         case 'f': opt_fault_ms = atoi(optarg); break;
+        case 'T': opt_send_timeout_ms = atoi(optarg); break;
         case 's': opt_seed = strtoull(optarg, NULL, 0); break;
         case 'v': opt_verbose = 1; break;
         default: usage();
@@ -645,13 +666,15 @@ int main(int argc, char **argv)
     }
     if (opt_seconds < 0 || opt_threads < 1 || opt_threads > MAX_THREADS || opt_partitions < 1 ||
         opt_partitions > 255 || opt_ppp < 1 || opt_ppp > 8 || opt_fault_ms < 1 ||
+        opt_send_timeout_ms < 0 ||
         opt_messages < (uint64_t)opt_threads)
         usage();
     if (!opt_seed)
         opt_seed = 1;
     printf("upulsar-soak: %d s, rounds of %" PRIu64 " messages, %d threads, %d partitions x %d "
-           "producers, a fault every ~%d ms, seed %" PRIu64 "\n",
-           opt_seconds, opt_messages, opt_threads, opt_partitions, opt_ppp, opt_fault_ms, opt_seed);
+           "producers, a fault every ~%d ms, send timeout %d ms, seed %" PRIu64 "\n",
+           opt_seconds, opt_messages, opt_threads, opt_partitions, opt_ppp, opt_fault_ms,
+           opt_send_timeout_ms, opt_seed);
     counts_t total;
     memset(&total, 0, sizeof total);
     uint64_t faults = 0;
@@ -663,8 +686,8 @@ int main(int argc, char **argv)
     } while (now_ms() - start < (uint64_t)opt_seconds * 1000u);
     double secs = (double)(now_ms() - start) / 1000.0;
     printf("soak: %d rounds, %" PRIu64 " messages in %.1f s, %" PRIu64 " faults, %" PRIu64
-           " unknown ids\n",
-           rounds, total.messages, secs, faults, total.unknown_ids);
+           " unknown ids, %" PRIu64 " timed out\n",
+           rounds, total.messages, secs, faults, total.unknown_ids, total.timed_out);
     printf("soak: lost %" PRIu64 ", duplicated %" PRIu64 ", out-of-order %" PRIu64
            ", unresolved %" PRIu64 " (failed %" PRIu64 ", id mismatches %" PRIu64
            ", resolved twice %" PRIu64 ", foreign %" PRIu64 ")\n",

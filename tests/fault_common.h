@@ -223,6 +223,14 @@ static inline ft_run_t *ft_run_new(upulsar_producer_t *p, int threads, int per_t
     return r;
 }
 
+/* Let the senders send up to @p n messages in total (see ft_run_t.limit;
+ * n >= the run's total lifts the limit). */
+static inline void ft_run_allow(ft_run_t *r, uint64_t n)
+{
+    uint64_t total = (uint64_t)r->threads * (uint64_t)r->per_thread;
+    atomic_store(&r->limit, n < total ? n : total);
+}
+
 static inline void ft_run_start(ft_run_t *r)
 {
     for (int t = 0; t < r->threads; t++) {

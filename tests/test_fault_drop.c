@@ -8,8 +8,10 @@
  *  2. 4 threads send 200,000 messages in total (unkeyed, round robin; every
  *     message with a future and a callback).
  *  3. Meanwhile a fault thread drops every broker connection
- *     (upulsar_tb_drop_connections) each time another 2,500 messages have
- *     resolved: batches are in flight, half written, or waiting in the rings
+ *     (upulsar_tb_drop_connections) each time another 5,000 messages have
+ *     resolved (the senders may not run more than two such windows ahead,
+ *     so the drops cannot fall behind): batches are in flight, half
+ *     written, or waiting in the rings
  *     (256 KiB each, so the senders keep meeting back-pressure), and some
  *     producers are still being re-created; the watchdog re-creates them
  *     and resends the pending batches with their original sequence ids.
@@ -23,30 +25,35 @@
 #include "fault_common.h"
 
 enum { THREADS = 4, TOTAL = 200000 / FT_SCALE, PER_THREAD = TOTAL / THREADS, PARTS = 8,
-       DROP_EVERY = 2500 / FT_SCALE };
+       DROP_EVERY = 5000 / FT_SCALE };
 
 typedef struct {
     upulsar_tb_t *tb;
     upulsar_producer_t *p;
     ft_run_t *run;
     _Atomic int done;
-    int drops;
+    int drops, tries;
 } dropper_t;
 
+/* Drop k happens once k x DROP_EVERY messages have resolved; the senders
+ * may stay at most two windows ahead of the drops. */
 static void *dropper(void *a)
 {
     dropper_t *d = a;
-    uint64_t base = ft_resolved_so_far(), next = DROP_EVERY;
-    while (!atomic_load(&d->done)) {
-        uint64_t resolved = ft_resolved_so_far() - base;
-        if (resolved >= next) {
+    uint64_t base = ft_resolved_so_far();
+    uint64_t k = 1;
+    while (!atomic_load(&d->done) && k * DROP_EVERY < TOTAL) {
+        if (ft_resolved_so_far() - base >= k * DROP_EVERY) {
+            d->tries++;
             if (upulsar_tb_drop_connections(d->tb, NULL) > 0)
                 d->drops++;
-            next = resolved + DROP_EVERY;
+            k++;
+            ft_run_allow(d->run, (k + 1) * DROP_EVERY);
         } else {
             ft_pause_ms(1);
         }
     }
+    ft_run_allow(d->run, TOTAL);
     return NULL;
 }
 
@@ -62,6 +69,7 @@ Test(fault_drop, repeated_drops_lose_and_duplicate_nothing, .timeout = 120)
     upulsar_conf_destroy(conf);
     ft_run_t *run = ft_run_new(p, THREADS, PER_THREAD, 0);
     dropper_t d = {.tb = tb, .p = p, .run = run};
+    ft_run_allow(run, 2 * DROP_EVERY);
     pthread_t dt;
     pthread_create(&dt, NULL, dropper, &d);
     ft_run_start(run);
@@ -89,7 +97,8 @@ Test(fault_drop, repeated_drops_lose_and_duplicate_nothing, .timeout = 120)
     cr_assert_eq(res.stored, (size_t)TOTAL);
     cr_assert_eq(stats.unknown_ids, res.unknown_ids, "the producers' count of unknown ids");
     cr_assert_gt(stats.resent_batches, 0, "nothing was resent");
-    cr_assert_geq(d.drops, 10, "the faults did not happen");
+    cr_assert_eq(d.tries, TOTAL / DROP_EVERY - 1, "the faults did not happen");
+    cr_assert_geq(d.drops, d.tries / 2, "drops found no connection");
     ft_run_free(run);
     upulsar_client_destroy(client);
     upulsar_tb_stop(tb);

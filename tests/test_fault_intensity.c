@@ -24,6 +24,7 @@ enum { PARTS = 4, THREADS = 2, TOTAL = 20000 / FT_SCALE, PER_THREAD = TOTAL / TH
 
 typedef struct {
     upulsar_tb_t *tb;
+    ft_run_t *run;
     _Atomic int done;
     int fired;
 } trigger_t;
@@ -38,6 +39,7 @@ static void *trigger(void *a)
             upulsar_tb_fail_producers(tg->tb, "intense-partition-2", 1000000, 6);
             upulsar_tb_unload_topic(tg->tb, "intense-partition-2");
             tg->fired = 1;
+            ft_run_allow(tg->run, TOTAL);
             return NULL;
         }
         ft_pause_ms(1);
@@ -62,7 +64,8 @@ Test(fault_intensity, exceeding_restart_intensity_fails_only_that_group, .timeou
                  "%s", upulsar_last_error());
     upulsar_conf_destroy(conf);
     ft_run_t *run = ft_run_new(p, THREADS, PER_THREAD, 1);
-    trigger_t tg = {.tb = tb};
+    trigger_t tg = {.tb = tb, .run = run};
+    ft_run_allow(run, TOTAL / 2); /* the rest after the fault */
     pthread_t tt;
     pthread_create(&tt, NULL, trigger, &tg);
     ft_run_start(run);

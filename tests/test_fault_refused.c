@@ -56,12 +56,14 @@ Test(fault_refused, refused_recreation_is_retried_with_backoff, .timeout = 60)
                  upulsar_last_error());
     upulsar_conf_destroy(conf);
     ft_run_t *run = ft_run_new(p, 1, TOTAL, 0);
+    ft_run_allow(run, TOTAL / 2); /* the rest once the fault is in place */
     ft_run_start(run);
     stored_t s = {tb, TOTAL / 4};
     cr_assert(ft_wait_for(stored_at_least, &s));
     cr_assert_eq(upulsar_tb_fail_producers(tb, "refused", 3, 6 /* ServiceNotReady */), UPULSAR_OK);
     uint64_t t0 = ft_now_ms();
     cr_assert_eq(upulsar_tb_unload_topic(tb, "refused"), 1);
+    ft_run_allow(run, TOTAL);
     attempts_t at = {p, 4};
     cr_assert(ft_wait_for(attempts_reached, &at));
     uint64_t t4 = ft_now_ms();

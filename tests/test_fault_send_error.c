@@ -32,6 +32,7 @@ TestSuite(fault_send_error, .init = setup, .fini = teardown, .timeout = 60);
 
 typedef struct {
     upulsar_tb_t *tb;
+    ft_run_t *run;
     const char *topic;
     _Atomic int done;
     int injected;
@@ -48,8 +49,9 @@ static uint64_t send_errors_of(upulsar_tb_t *b, const char *topic)
 }
 
 /* Inject codes[k] on parts[k] once the broker has stored (k+1)/8 of the
- * messages (early enough that each partition still has much to send), and
- * once the previous injection was used. */
+ * messages and the previous injection was used; the senders may send
+ * (k+2)/8 of the messages until then (so each partition still has much to
+ * send when its fault comes). */
 static void *injector(void *a)
 {
     injector_t *in = a;
@@ -64,6 +66,9 @@ static void *injector(void *a)
             prev_errors = send_errors_of(in->tb, prev);
             upulsar_tb_fail_writes(in->tb, prev, 1, in->codes[in->injected]);
             in->injected++;
+            ft_run_allow(in->run, in->injected < in->steps
+                                      ? (uint64_t)TOTAL * (uint64_t)(in->injected + 2) / 8
+                                      : (uint64_t)TOTAL);
         } else {
             ft_pause_ms(1);
         }
@@ -98,7 +103,8 @@ Test(fault_send_error, retriable_errors_reconnect_and_resend_everything)
                  "%s", upulsar_last_error());
     upulsar_conf_destroy(conf);
     ft_run_t *run = ft_run_new(p, THREADS, PER_THREAD, 2);
-    injector_t in = {.tb = tb, .topic = "retriable", .steps = 3,
+    ft_run_allow(run, TOTAL * 2 / 8);
+    injector_t in = {.tb = tb, .run = run, .topic = "retriable", .steps = 3,
                      .codes = {2 /* PersistenceError */, 6 /* ServiceNotReady */, 0 /* UnknownError */},
                      .parts = {1, 2, 1}};
     pthread_t it;
@@ -143,7 +149,8 @@ Test(fault_send_error, terminal_error_fails_only_that_group)
                  "%s", upulsar_last_error());
     upulsar_conf_destroy(conf);
     ft_run_t *run = ft_run_new(p, THREADS, PER_THREAD, 1);
-    injector_t in = {.tb = tb, .topic = "terminal", .steps = 1,
+    ft_run_allow(run, TOTAL * 2 / 8);
+    injector_t in = {.tb = tb, .run = run, .topic = "terminal", .steps = 1,
                      .codes = {15 /* TopicTerminatedError */}, .parts = {3}};
     pthread_t it;
     pthread_create(&it, NULL, injector, &in);
