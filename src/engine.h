@@ -29,6 +29,8 @@
 #include "ring.h"
 #include "upulsar/upulsar.h"
 
+#define UP_HIST_BUCKETS 32
+
 typedef struct up_loop up_loop_t;
 typedef struct up_conn up_conn_t;
 typedef struct up_rp up_rp_t;
@@ -271,6 +273,9 @@ struct up_rp {
     _Atomic uint64_t sent_msgs, acked_msgs, failed_msgs, resent_batches;
     _Atomic uint64_t unknown_ids;   /* messages acknowledged as duplicates, no position */
     _Atomic uint64_t timed_out;     /* messages failed by send.timeout.ms */
+    /* histograms (stats.c), one writer (the loop), read by stats readers */
+    _Atomic uint64_t h_batch_msgs[UP_HIST_BUCKETS]; /* messages per acked batch, log2 */
+    _Atomic uint64_t h_batch_rtt[UP_HIST_BUCKETS];  /* batch built -> receipt, log2 us */
     /* ---- (watchdog / establishing thread) ---- */
     char name[128];      /* producer name, "" until assigned */
     bool user_named;
@@ -377,6 +382,9 @@ struct upulsar_client {
     _Atomic int32_t max_message_size; /* last seen from any broker */
     bool tls;                          /* pulsar+ssl:// service URL */
     struct ssl_ctx_st *ssl_ctx;        /* shared by the client's TLS connections */
+    upulsar_stats_cb_t stats_cb;       /* (lock) */
+    void *stats_opaque;
+    uint64_t stats_next_us;            /* (watchdog) */
 };
 
 void up_watchdog_kick(struct upulsar_client *c);
@@ -389,6 +397,10 @@ void up_cancel_on(const _Atomic int *flag);
 bool up_cancelled(void);
 int up_watchdog_start(struct upulsar_client *c);
 void up_watchdog_stop(struct upulsar_client *c);
+
+/* stats.c */
+void up_stats_batch_acked(up_rp_t *rp, uint32_t msgs, uint64_t rtt_us);
+void up_stats_tick(struct upulsar_client *c, uint64_t now_us);
 
 /* auth.c: the token to present now (file, env or string); "" = none */
 upulsar_err_t up_auth_token(const struct upulsar_conf *cf, char *buf, size_t size);

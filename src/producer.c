@@ -371,6 +371,7 @@ static void complete_head(up_rp_t *rp, upulsar_err_t err, uint64_t ledger, uint6
     rp->npend--;
     if (!err) {
         atomic_store_explicit(&rp->last_acked_seq, (int64_t)b->last_seq, memory_order_relaxed);
+        up_stats_batch_acked(rp, b->n, up_now_us() - b->created_us);
         if (ledger == UPULSAR_ID_UNKNOWN || entry == UPULSAR_ID_UNKNOWN) {
             /* a resend the broker had stored already (receipt lost) */
             ledger = entry = UPULSAR_ID_UNKNOWN;

@@ -190,6 +190,11 @@ static void *wd_main(void *arg)
             c->wd_busy = NULL;
             pthread_cond_broadcast(&c->wd_cv);
         }
+        if (c->conf.stats_interval_ms > 0) {
+            pthread_mutex_unlock(&c->lock);
+            up_stats_tick(c, up_now_us());
+            pthread_mutex_lock(&c->lock);
+        }
     }
     pthread_mutex_unlock(&c->lock);
     return NULL;

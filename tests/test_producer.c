@@ -2,6 +2,9 @@
  * routing, futures, ordering, stop. */
 #include <criterion/criterion.h>
 #include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <time.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -286,4 +289,51 @@ Test(producer, introspection_lists_groups_and_distinct_producers)
     for (size_t i = 0; i < np; i++)
         cr_assert_gt(pi[i].last_sequence_id, -1, "producer %s got no message", pi[i].name);
     upulsar_producer_stop(p, 5000);
+}
+
+static _Atomic int stats_calls;
+static char stats_seen[8192];
+static void on_stats(const char *json, void *opaque)
+{
+    if (atomic_fetch_add(&stats_calls, 1) == 0)
+        snprintf(stats_seen, sizeof stats_seen, "%s", json);
+    (void)opaque;
+}
+
+Test(producer, stats_json_counts_messages_and_batches)
+{
+    upulsar_conf_t *conf = upulsar_conf_new();
+    upulsar_conf_set(conf, "service.url", upulsar_tb_url(tb), NULL, 0);
+    cr_assert_eq(upulsar_conf_set(conf, "stats.interval.ms", "50", NULL, 0), UPULSAR_CONF_OK);
+    upulsar_client_t *c2;
+    cr_assert_eq(upulsar_client_new(conf, &c2), UPULSAR_OK);
+    cr_assert_eq(upulsar_client_set_stats_cb(c2, on_stats, NULL), UPULSAR_OK);
+    upulsar_producer_t *p;
+    cr_assert_eq(upulsar_producer_start(c2, "st", "stats", 2, conf, &p), UPULSAR_OK);
+    upulsar_conf_destroy(conf);
+    for (int i = 0; i < 500; i++) {
+        upulsar_send_opts_t so = {.partition_key = "one-key"};
+        cr_assert_eq(upulsar_send(p, "s", 1, &so, NULL), UPULSAR_OK);
+    }
+    cr_assert_eq(upulsar_producer_flush(p, 10000), UPULSAR_OK);
+    char *json;
+    cr_assert_eq(upulsar_producer_stats_json(p, &json), UPULSAR_OK);
+    int part = upulsar_producer_partition_for_key(p, "one-key");
+    char want[64];
+    snprintf(want, sizeof want, "\"name\":\"st-%d-0\"", part);
+    char *at = strstr(json, want);
+    cr_assert_not_null(at, "%s", json);
+    cr_assert(strstr(at, "\"sent\":500,\"acked\":500,\"failed\":0,\"pending\":0"), "%s", json);
+    cr_assert(strstr(json, "\"batch_msgs\":{\"count\":"), "%s", json);
+    free(json);
+    for (int i = 0; i < 200 && atomic_load(&stats_calls) == 0; i++) {
+        struct timespec ts = {0, 10000000};
+        nanosleep(&ts, NULL);
+    }
+    cr_assert_gt(atomic_load(&stats_calls), 0, "the periodic stats callback never ran");
+    cr_assert(strstr(stats_seen, "{\"ts_ms\":"), "%s", stats_seen);
+    cr_assert(strstr(stats_seen, "\"topic\":\"persistent://public/default/stats\""), "%s",
+              stats_seen);
+    upulsar_producer_stop(p, 5000);
+    upulsar_client_destroy(c2);
 }

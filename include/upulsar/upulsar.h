@@ -469,6 +469,48 @@ upulsar_err_t upulsar_producer_list(upulsar_producer_t *p,
                                     upulsar_producer_info_t *out, size_t max,
                                     size_t *count);
 
+/* ------------------------------------------------------------------------ *
+ * Statistics
+ * ------------------------------------------------------------------------ */
+
+/**
+ * Statistics of @p p as one JSON object, in the spirit of librdkafka's:
+ *
+ *   {"topic": "...", "partitions": N, "ts_ms": <wall clock>,
+ *    "groups": [{"partition": i, "topic": "...-partition-i", "state": "READY",
+ *      "producers": [{"name": "...", "state": "READY",
+ *        "sent": n, "acked": n, "failed": n, "pending": n, "timed_out": n,
+ *        "resent_batches": n, "reconnects": n, "unknown_ids": n,
+ *        "queue_bytes": n, "last_sequence_id": n,
+ *        "batch_msgs": {"p50": n, "p99": n, "buckets": [[upper, count]...]},
+ *        "batch_rtt_us": {"p50": n, "p99": n, "buckets": [...]}}]}]}
+ *
+ * Counters are messages since start unless named otherwise; queue_bytes is
+ * the ring in use; histograms have power-of-two buckets ("upper" = the
+ * bucket's upper bound, inclusive) and p50/p99 are those upper bounds.
+ * batch_rtt_us is the time from a batch being built to its receipt (the
+ * engine reads the clock once per batch, not per message). Figures are read
+ * without stopping the producer: each is exact, they are not a consistent
+ * snapshot of one instant.
+ * Ownership: *@p json is malloc'd; the caller frees it with free().
+ * Thread safety: any. Allocates: yes. Errors: INVALID_ARG, NOMEM.
+ */
+upulsar_err_t upulsar_producer_stats_json(upulsar_producer_t *p, char **json);
+
+/** Periodic statistics callback: @p json is {"ts_ms": ..., "producers":
+ *  [<upulsar_producer_stats_json() of each producer>...]}, valid during the
+ *  call only. */
+typedef void (*upulsar_stats_cb_t)(const char *json, void *opaque);
+
+/**
+ * Call @p cb every stats.interval.ms (client key; 0 = never) from the
+ * watchdog thread. @p cb must return quickly and must not call
+ * upulsar_producer_stop() or upulsar_client_destroy(). NULL removes it.
+ * Thread safety: any.
+ */
+upulsar_err_t upulsar_client_set_stats_cb(upulsar_client_t *client, upulsar_stats_cb_t cb,
+                                          void *opaque);
+
 /** Number of partitions the handle currently routes over. */
 int upulsar_producer_partitions(const upulsar_producer_t *p);
 

@@ -1,0 +1,206 @@
+/* stats.c -- statistics: per-producer histograms written by the loop, the
+ * JSON snapshot (upulsar_producer_stats_json) and the periodic callback run
+ * by the watchdog. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine.h"
+#include "err.h"
+
+static unsigned log2_bucket(uint64_t v)
+{
+    unsigned b = v ? 64u - (unsigned)__builtin_clzll(v) : 0; /* v in (2^(b-1), 2^b] */
+    return b < UP_HIST_BUCKETS ? b : UP_HIST_BUCKETS - 1;
+}
+
+/* one writer per producer (its loop): a relaxed load + store is exact */
+static void bump(_Atomic uint64_t *c)
+{
+    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + 1,
+                          memory_order_relaxed);
+}
+
+void up_stats_batch_acked(up_rp_t *rp, uint32_t msgs, uint64_t rtt_us)
+{
+    bump(&rp->h_batch_msgs[log2_bucket(msgs)]);
+    bump(&rp->h_batch_rtt[log2_bucket(rtt_us)]);
+}
+
+/* ---- a small JSON writer ---- */
+
+typedef struct {
+    up_buf_t b;
+    int oom;
+} js_t;
+
+static void js(js_t *j, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void js(js_t *j, const char *fmt, ...)
+{
+    if (j->oom)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (n < 0 || up_buf_reserve(&j->b, (size_t)n + 1)) {
+        j->oom = 1;
+        return;
+    }
+    va_start(ap, fmt);
+    vsnprintf((char *)j->b.data + j->b.len, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    j->b.len += (size_t)n;
+}
+
+/* JSON string: names and topics are printable ASCII in practice; escape
+ * quotes, backslashes and control characters anyway. */
+static void js_str(js_t *j, const char *s)
+{
+    js(j, "\"");
+    for (; *s; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (ch == '"' || ch == '\\')
+            js(j, "\\%c", ch);
+        else if (ch < 0x20)
+            js(j, "\\u%04x", ch);
+        else
+            js(j, "%c", ch);
+    }
+    js(j, "\"");
+}
+
+static void js_hist(js_t *j, const char *name, _Atomic uint64_t *h)
+{
+    uint64_t c[UP_HIST_BUCKETS], total = 0;
+    for (unsigned i = 0; i < UP_HIST_BUCKETS; i++)
+        total += c[i] = atomic_load_explicit(&h[i], memory_order_relaxed);
+    uint64_t p50 = 0, p99 = 0, seen = 0;
+    for (unsigned i = 0; i < UP_HIST_BUCKETS && total; i++) {
+        seen += c[i];
+        uint64_t upper = i ? (uint64_t)1 << (i - 1) : 0;
+        if (!p50 && seen * 2 >= total)
+            p50 = upper;
+        if (!p99 && seen * 100 >= total * 99)
+            p99 = upper;
+    }
+    js(j, "\"%s\":{\"count\":%llu,\"p50\":%llu,\"p99\":%llu,\"buckets\":[", name,
+       (unsigned long long)total, (unsigned long long)p50, (unsigned long long)p99);
+    int first = 1;
+    for (unsigned i = 0; i < UP_HIST_BUCKETS; i++)
+        if (c[i]) {
+            js(j, "%s[%llu,%llu]", first ? "" : ",",
+               (unsigned long long)(i ? (uint64_t)1 << (i - 1) : 0), (unsigned long long)c[i]);
+            first = 0;
+        }
+    js(j, "]}");
+}
+
+static void producer_json(js_t *j, struct upulsar_producer *h)
+{
+    js(j, "{\"topic\":");
+    js_str(j, h->topic);
+    js(j, ",\"partitions\":%d,\"ts_ms\":%llu,\"groups\":[", h->npart,
+       (unsigned long long)up_wall_ms());
+    for (int g = 0; g < h->ngroups; g++) {
+        up_group_t *grp = &h->groups[g];
+        int gf = atomic_load(&grp->failed);
+        js(j, "%s{\"partition\":%d,\"topic\":", g ? "," : "", grp->partition);
+        js_str(j, grp->topic);
+        js(j, ",\"failed\":");
+        js_str(j, gf ? upulsar_err_name((upulsar_err_t)gf) : "");
+        js(j, ",\"producers\":[");
+        for (int i = 0; i < grp->nrps; i++) {
+            up_rp_t *rp = grp->rps[i];
+            uint64_t sent = atomic_load(&rp->sent_msgs), acked = atomic_load(&rp->acked_msgs),
+                     failed = atomic_load(&rp->failed_msgs);
+            js(j, "%s{\"name\":", i ? "," : "");
+            js_str(j, rp->name);
+            js(j, ",\"state\":\"%s\",\"sent\":%llu,\"acked\":%llu,\"failed\":%llu,"
+                  "\"pending\":%llu,\"timed_out\":%llu,\"resent_batches\":%llu,"
+                  "\"reconnects\":%llu,\"unknown_ids\":%llu,\"queue_bytes\":%llu,"
+                  "\"last_sequence_id\":%lld,",
+               upulsar_state_name((upulsar_producer_state_t)atomic_load(&rp->state)),
+               (unsigned long long)sent, (unsigned long long)acked, (unsigned long long)failed,
+               (unsigned long long)(sent > acked + failed ? sent - acked - failed : 0),
+               (unsigned long long)atomic_load(&rp->timed_out),
+               (unsigned long long)atomic_load(&rp->resent_batches),
+               (unsigned long long)atomic_load(&rp->reconnects),
+               (unsigned long long)atomic_load(&rp->unknown_ids),
+               (unsigned long long)(up_ring_used(&rp->ring) * UP_RING_CELL),
+               (long long)atomic_load(&rp->last_acked_seq));
+            js_hist(j, "batch_msgs", rp->h_batch_msgs);
+            js(j, ",");
+            js_hist(j, "batch_rtt_us", rp->h_batch_rtt);
+            js(j, "}");
+        }
+        js(j, "]}");
+    }
+    js(j, "]}");
+}
+
+static upulsar_err_t finish(js_t *j, char **json)
+{
+    if (j->oom || up_buf_reserve(&j->b, 1)) {
+        up_buf_free(&j->b);
+        return up_seterr(UPULSAR_ERR__NOMEM, "out of memory");
+    }
+    j->b.data[j->b.len] = '\0';
+    *json = (char *)j->b.data;
+    return UPULSAR_OK;
+}
+
+upulsar_err_t upulsar_producer_stats_json(upulsar_producer_t *h, char **json)
+{
+    if (!h || !json)
+        return up_seterr(UPULSAR_ERR__INVALID_ARG, "producer and json must not be NULL");
+    js_t j = {UP_BUF_INIT, 0};
+    producer_json(&j, h);
+    return finish(&j, json);
+}
+
+upulsar_err_t upulsar_client_set_stats_cb(upulsar_client_t *c, upulsar_stats_cb_t cb,
+                                          void *opaque)
+{
+    if (!c)
+        return up_seterr(UPULSAR_ERR__INVALID_ARG, "client is NULL");
+    pthread_mutex_lock(&c->lock);
+    c->stats_cb = cb;
+    c->stats_opaque = opaque;
+    pthread_mutex_unlock(&c->lock);
+    return UPULSAR_OK;
+}
+
+/* @thread watchdog, c->lock NOT held */
+void up_stats_tick(struct upulsar_client *c, uint64_t now)
+{
+    int iv = c->conf.stats_interval_ms;
+    if (iv <= 0 || now < c->stats_next_us)
+        return;
+    c->stats_next_us = now + (uint64_t)iv * 1000u;
+    pthread_mutex_lock(&c->lock);
+    upulsar_stats_cb_t cb = c->stats_cb;
+    void *opaque = c->stats_opaque;
+    js_t j = {UP_BUF_INIT, 0};
+    if (cb) {
+        /* producers are unlinked (and freed) only under c->lock */
+        js(&j, "{\"ts_ms\":%llu,\"producers\":[", (unsigned long long)up_wall_ms());
+        for (struct upulsar_producer *h = c->producers; h; h = h->next) {
+            producer_json(&j, h);
+            if (h->next)
+                js(&j, ",");
+        }
+        js(&j, "]}");
+    }
+    pthread_mutex_unlock(&c->lock);
+    char *json = NULL;
+    if (!cb) {
+        up_buf_free(&j.b);
+        return;
+    }
+    if (finish(&j, &json) == UPULSAR_OK) {
+        cb(json, opaque);
+        free(json);
+    }
+}
