@@ -7,7 +7,8 @@
 enum { PARTS = 2, N = 5000 / FT_SCALE };
 
 /* Every accepted message resolved exactly once, with CLOSED (or OK for
- * what was acknowledged before the outage). Returns how many were CLOSED. */
+ * what was acknowledged before the outage); records the results for
+ * ft_check(). Returns how many were CLOSED. */
 static size_t check_all_closed(ft_run_t *run)
 {
     cr_assert(ft_wait_for(ft_cbs_done, run)); /* already true: polled once */
@@ -20,6 +21,7 @@ static size_t check_all_closed(ft_run_t *run)
         cr_assert_neq(e, UPULSAR_ERR__PENDING, "message %d unresolved after stop", i);
         cr_assert(e == UPULSAR_OK || e == UPULSAR_ERR__CLOSED, "message %d: %s", i,
                   upulsar_err_name(e));
+        m->err = e;
         cr_assert_eq(atomic_load(&m->cb_calls), 1);
         cr_assert_eq(m->cb_err, e);
         if (e == UPULSAR_ERR__CLOSED)
@@ -81,7 +83,8 @@ Test(fault_stop, stop_with_the_broker_gone_resolves_everything, .timeout = 60)
  *     connection (refuse_connections) and the existing ones are dropped.
  *  2. 5,000 messages are sent and queue.
  *  3. upulsar_producer_stop(p, 200) returns TIMED_OUT with every future and
- *     callback resolved (CLOSED); nothing of it reached the broker. */
+ *     callback resolved (CLOSED); the log check: nothing of it reached the
+ *     broker. */
 Test(fault_stop, stop_while_connections_are_refused_resolves_everything, .timeout = 60)
 {
     upulsar_tb_t *tb = ft_broker();
@@ -97,8 +100,11 @@ Test(fault_stop, stop_while_connections_are_refused_resolves_everything, .timeou
     cr_assert_eq(check_all_closed(run), (size_t)N);
     upulsar_tb_stats_t st;
     upulsar_tb_stats(tb, &st);
-    cr_assert_eq(st.messages, 0);
     cr_assert_gt(st.connections_refused, 0, "the fault did not happen");
+    ft_check_opts_t o = {.topic = "refusing", .partitions = PARTS};
+    ft_check_res_t res = ft_check(tb, run, &o);
+    cr_assert_eq(res.stored, 0);
+    cr_assert_eq(res.failed, (size_t)N);
     ft_run_free(run);
     upulsar_client_destroy(client);
     upulsar_tb_stop(tb);
@@ -139,7 +145,8 @@ static int watchdog_stuck(void *a)
  *     still hung, i.e. without waiting for that attempt, and every future
  *     and callback has resolved with CLOSED. (If stop waited for the
  *     attempt, this test would hang until its timeout and fail.)
- *  4. The broker resumes; the client is destroyed cleanly. */
+ *  4. The broker resumes; the client is destroyed cleanly; the log check:
+ *     none of the messages reached the broker. */
 Test(fault_stop, stop_does_not_wait_for_a_reconnect_attempt, .timeout = 60)
 {
     upulsar_tb_t *tb = ft_broker();
@@ -159,7 +166,11 @@ Test(fault_stop, stop_does_not_wait_for_a_reconnect_attempt, .timeout = 60)
     cr_assert_eq(upulsar_producer_stop(p, 200), UPULSAR_ERR__TIMED_OUT);
     cr_assert_eq(check_all_closed(run), (size_t)N);
     cr_assert_eq(upulsar_tb_freeze(tb, 0), UPULSAR_OK);
-    ft_run_free(run);
     upulsar_client_destroy(client);
+    ft_check_opts_t o = {.topic = "stuck", .partitions = PARTS};
+    ft_check_res_t res = ft_check(tb, run, &o);
+    cr_assert_eq(res.stored, 0);
+    cr_assert_eq(res.failed, (size_t)N);
+    ft_run_free(run);
     upulsar_tb_stop(tb);
 }
