@@ -3,7 +3,7 @@
  * broker stored against what every callback and future reported.
  *
  *   upulsar-soak [--seconds N] [--messages M] [--threads T] [--partitions P]
- *                [--producers-per-partition K] [--fault-ms MS]
+ *                [--producers-per-partition K] [--fault-ms MS] [--faults LIST]
  *                [--send-timeout-ms MS] [--seed S] [-v]
  *
  * The run is a sequence of rounds, until --seconds (default 60) have passed
@@ -23,7 +23,9 @@
  *     retriable SEND_ERROR (PersistenceError, ServiceNotReady, UnknownError;
  *     the broker closes the producers as Pulsar fences the topic), pings
  *     ignored, the broker frozen for a moment, connections refused for a
- *     moment;
+ *     moment (--faults drop,drop-partition,restart,unload,refuse-producer,
+ *     hold,delay,send-error,ignore-pings,freeze,refuse-conn picks some;
+ *     default all);
  *  4. faults end, every callback and future is awaited (bounded), the
  *     producer stops;
  *  5. the broker's log is read back and checked: each message stored at
@@ -37,6 +39,9 @@
  * as timed out, not failed); such a message may still be stored (once), and
  * a producer's stored sequence ids may skip the ids of expired messages that
  * were never sent (they must still increase).
+ * The 1,000,000-message version of tests/test_fault_drop.c is
+ *   upulsar-soak --faults drop --messages 1000000 --threads 4 --partitions 8
+ *                --producers-per-partition 1 --seconds 0
  * It prints a line per round and a summary; the exit status is 1 if any of
  * lost, duplicated, out-of-order, unresolved, failed, id mismatches is not
  * 0, 2 on a setup error.
@@ -64,6 +69,12 @@ static int opt_partitions = 8;
 static int opt_ppp = 2;
 static int opt_fault_ms = 50;
 static int opt_send_timeout_ms = 0;
+static const char *const fault_names[] = {"drop",      "drop-partition", "restart",
+                                          "unload",    "refuse-producer", "hold",
+                                          "hold",      "delay",          "send-error",
+                                          "ignore-pings", "freeze",      "refuse-conn"};
+#define NFAULTS 12
+static unsigned opt_faults = (1u << NFAULTS) - 1; /* bit per case of fault_main */
 static uint64_t opt_seed;
 static int opt_verbose;
 
@@ -213,7 +224,11 @@ static void *fault_main(void *a)
         char t[128];
         int part = (int)(xorshift(&rnd) % (uint64_t)opt_partitions);
         partition_topic(rd, part, t, sizeof t);
-        switch (xorshift(&rnd) % 12) {
+        unsigned kind;
+        do
+            kind = (unsigned)(xorshift(&rnd) % NFAULTS);
+        while (!(opt_faults & (1u << kind)));
+        switch (kind) {
         case 0:
             upulsar_tb_drop_connections(tb, NULL);
             rd->f_drop_all++;
@@ -630,7 +645,7 @@ static void usage(void)
 {
     fprintf(stderr,
             "usage: upulsar-soak [--seconds N] [--messages M] [--threads T] [--partitions P]\n"
-            "                    [--producers-per-partition K] [--fault-ms MS]\n"
+            "                    [--producers-per-partition K] [--fault-ms MS] [--faults LIST]\n"
             "                    [--send-timeout-ms MS] [--seed S] [-v]\n");
     exit(2);
 }
@@ -644,13 +659,14 @@ int main(int argc, char **argv)
                                        {"producers-per-partition", required_argument, NULL, 'k'},
                                        {"fault-ms", required_argument, NULL, 'f'},
                                        {"send-timeout-ms", required_argument, NULL, 'T'},
+                                       {"faults", required_argument, NULL, 'F'},
                                        {"seed", required_argument, NULL, 's'},
                                        {"verbose", no_argument, NULL, 'v'},
                                        {"help", no_argument, NULL, 'h'},
                                        {NULL, 0, NULL, 0}};
     opt_seed = (uint64_t)time(NULL) ^ (uint64_t)getpid() << 20;
     int ch;
-    while ((ch = getopt_long(argc, argv, "d:n:t:p:k:f:T:s:vh", lo, NULL)) != -1) {
+    while ((ch = getopt_long(argc, argv, "d:n:t:p:k:f:T:F:s:vh", lo, NULL)) != -1) {
         switch (ch) {
         case 'd': opt_seconds = atoi(optarg); break;
         case 'n': opt_messages = strtoull(optarg, NULL, 10); break;
@@ -659,6 +675,23 @@ int main(int argc, char **argv)
         case 'k': opt_ppp = atoi(optarg); break;
         case 'f': opt_fault_ms = atoi(optarg); break;
         case 'T': opt_send_timeout_ms = atoi(optarg); break;
+        case 'F': {
+            opt_faults = 0;
+            char *list = strdup(optarg);
+            for (char *save = NULL, *tok = strtok_r(list, ",", &save); tok;
+                 tok = strtok_r(NULL, ",", &save)) {
+                unsigned before = opt_faults;
+                for (int k = 0; k < NFAULTS; k++)
+                    if (!strcmp(tok, fault_names[k]))
+                        opt_faults |= 1u << k;
+                if (opt_faults == before) {
+                    fprintf(stderr, "upulsar-soak: unknown fault \"%s\"\n", tok);
+                    usage();
+                }
+            }
+            free(list);
+            break;
+        }
         case 's': opt_seed = strtoull(optarg, NULL, 0); break;
         case 'v': opt_verbose = 1; break;
         default: usage();
@@ -666,7 +699,7 @@ int main(int argc, char **argv)
     }
     if (opt_seconds < 0 || opt_threads < 1 || opt_threads > MAX_THREADS || opt_partitions < 1 ||
         opt_partitions > 255 || opt_ppp < 1 || opt_ppp > 8 || opt_fault_ms < 1 ||
-        opt_send_timeout_ms < 0 ||
+        opt_send_timeout_ms < 0 || opt_faults == 0 ||
         opt_messages < (uint64_t)opt_threads)
         usage();
     if (!opt_seed)
