@@ -10,18 +10,18 @@
  *  3. Meanwhile a fault thread drops every broker connection
  *     (upulsar_tb_drop_connections) each time another 5,000 messages have
  *     resolved (the senders may not run more than two such windows ahead,
- *     so the drops cannot fall behind): batches are in flight, half
- *     written, or waiting in the rings
- *     (256 KiB each, so the senders keep meeting back-pressure), and some
- *     producers are still being re-created; the watchdog re-creates them
- *     and resends the pending batches with their original sequence ids.
+ *     so the drops cannot fall behind): each time batches are in flight,
+ *     half written, or waiting in the rings (256 KiB each, so the senders
+ *     keep meeting back-pressure), and some producers may still be being
+ *     re-created; the watchdog re-creates them and resends the pending
+ *     batches with their original sequence ids.
  *  4. Every future resolves; every one succeeds.
  *  5. The log check (fault_common.h): 0 lost, 0 duplicated, per producer
  *     consecutive sequence ids, per partition and thread send order, every
  *     future's id equal to the stored message's (or the documented unknown
  *     position for a resend the broker de-duplicated); the reconnects
  *     happened (the producers report them).
- * The 1,000,000-message version of this runs in perf/upulsar-soak.c. */
+ * The 1,000,000-message version: perf/upulsar-soak --faults drop (see there). */
 #include "fault_common.h"
 
 enum { THREADS = 4, TOTAL = 200000 / FT_SCALE, PER_THREAD = TOTAL / THREADS, PARTS = 8,
