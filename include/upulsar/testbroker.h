@@ -225,6 +225,9 @@ typedef struct upulsar_tb_msg {
     int32_t batch_index;        /**< -1 for a non-batched entry */
     int32_t batch_size;         /**< messages in the entry, 0 if not batched */
     int compression;            /**< the entry's CompressionType */
+    uint64_t deliver_at_time;   /**< the entry's deliver_at_time, 0 = unset */
+    const char *const *replicate_to; /**< the entry's replicate_to names */
+    size_t replicate_to_cnt;
 } upulsar_tb_msg_t;
 
 /** A copy of a topic's log at one moment. Not thread-safe by itself (use

@@ -448,6 +448,19 @@ static int snap_add(void *vctx, const tb_decoded_t *m)
     o->batch_size = m->batch_size;
     o->sequence_id = m->sequence_id;
     o->compression = m->md->has_compression ? (int)m->md->compression : 0;
+    o->deliver_at_time = m->md->has_deliver_at_time ? (uint64_t)m->md->deliver_at_time : 0;
+    if (m->md->n_replicate_to) {
+        const char **ra = tb_arena_alloc(a, m->md->n_replicate_to * sizeof *ra);
+        if (!ra)
+            return UPULSAR_ERR__NOMEM;
+        for (size_t i = 0; i < m->md->n_replicate_to; i++) {
+            const char *r = m->md->replicate_to[i] ? m->md->replicate_to[i] : "";
+            if (!(ra[i] = tb_arena_dup(a, r, strlen(r))))
+                return UPULSAR_ERR__NOMEM;
+        }
+        o->replicate_to = ra;
+        o->replicate_to_cnt = m->md->n_replicate_to;
+    }
     o->payload = tb_arena_dup(a, m->payload, m->payload_len);
     if (!o->payload)
         return UPULSAR_ERR__NOMEM;
