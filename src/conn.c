@@ -53,16 +53,12 @@ static int deadline_left_ms(uint64_t deadline_us)
 
 /* Blocking waits look at up_cancelled() at least this often. */
 #define CANCEL_SLICE_MS 10
-#define POLL_CANCELLED (-2)
 
-/* poll() one fd until an event, the deadline, or a cancellation of the
- * calling thread (up_cancel_on()). Returns poll()'s result (0: deadline
- * passed, -1: error) or POLL_CANCELLED. */
-static int poll_until(struct pollfd *p, uint64_t deadline_us)
+int up_poll_until(struct pollfd *p, uint64_t deadline_us)
 {
     for (;;) {
         if (up_cancelled())
-            return POLL_CANCELLED;
+            return UP_POLL_CANCELLED;
         int left = deadline_left_ms(deadline_us);
         int r = poll(p, 1, left < CANCEL_SLICE_MS ? left : CANCEL_SLICE_MS);
         if (r > 0 || (r < 0 && errno != EINTR))
@@ -92,12 +88,12 @@ static upulsar_err_t tcp_connect(const char *host, int port, uint64_t deadline, 
             continue;
         }
         struct pollfd p = {.fd = fd, .events = POLLOUT};
-        int pr = poll_until(&p, deadline);
+        int pr = up_poll_until(&p, deadline);
         int soerr = 0;
         socklen_t sl = sizeof soerr;
         if (pr == 1)
             getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl);
-        if (pr == POLL_CANCELLED) {
+        if (pr == UP_POLL_CANCELLED) {
             close(fd);
             freeaddrinfo(res);
             return up_seterr(UPULSAR_ERR__CLOSED, "connect to %s:%d abandoned: stopping", host,
@@ -136,8 +132,8 @@ static upulsar_err_t write_all(int fd, const uint8_t *p, size_t n, uint64_t dead
         if (w < 0 && errno != EAGAIN && errno != EINTR)
             return up_seterr(UPULSAR_ERR__CONNECT, "handshake write: %s", strerror(errno));
         struct pollfd pf = {.fd = fd, .events = POLLOUT};
-        int pr = poll_until(&pf, deadline);
-        if (pr == POLL_CANCELLED)
+        int pr = up_poll_until(&pf, deadline);
+        if (pr == UP_POLL_CANCELLED)
             return up_seterr(UPULSAR_ERR__CLOSED, "handshake abandoned: stopping");
         if (pr != 1)
             return up_seterr(UPULSAR_ERR__TIMED_OUT, "handshake write timed out");
@@ -281,8 +277,8 @@ static upulsar_err_t handshake(up_conn_t *c, uint64_t deadline)
             continue; /* anything else before CONNECTED: ignore */
         }
         struct pollfd pf = {.fd = c->fd, .events = POLLIN};
-        int pr = poll_until(&pf, deadline);
-        if (pr == POLL_CANCELLED)
+        int pr = up_poll_until(&pf, deadline);
+        if (pr == UP_POLL_CANCELLED)
             return up_seterr(UPULSAR_ERR__CLOSED, "handshake with %s:%d abandoned: stopping",
                              c->host, c->port);
         if (pr != 1)

@@ -395,6 +395,13 @@ void up_watchdog_kick(struct upulsar_client *c);
  *  upulsar_producer_stop() never waits behind a reconnect attempt. */
 void up_cancel_on(const _Atomic int *flag);
 bool up_cancelled(void);
+struct pollfd;
+#define UP_POLL_CANCELLED (-2)
+/** poll() one fd until an event, @p deadline_us (up_now_us() clock), or a
+ *  cancellation of the calling thread (up_cancel_on()), looked at every
+ *  10 ms. Returns poll()'s result (0: deadline passed, -1: error) or
+ *  UP_POLL_CANCELLED. For every blocking wait of connection setup. (conn.c) */
+int up_poll_until(struct pollfd *p, uint64_t deadline_us);
 int up_watchdog_start(struct upulsar_client *c);
 void up_watchdog_stop(struct upulsar_client *c);
 

@@ -1,6 +1,8 @@
 /* tls.c -- OpenSSL client sessions over memory BIOs (see tls.h). */
 #include "tls.h"
 
+#include "engine.h"
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <openssl/err.h>
@@ -18,13 +20,6 @@ struct up_tls {
     BIO *rbio; /* ciphertext in (we write, SSL reads) */
     BIO *wbio; /* ciphertext out (SSL writes, we read) */
 };
-
-static uint64_t mono_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
-}
 
 static const char *ossl_reason(void)
 {
@@ -151,9 +146,11 @@ static upulsar_err_t send_all(int fd, up_buf_t *b, uint64_t deadline)
         }
         if (w < 0 && errno != EAGAIN && errno != EINTR)
             return up_seterr(UPULSAR_ERR__CONNECT, "TLS handshake write: %s", strerror(errno));
-        uint64_t now = mono_us();
         struct pollfd pf = {.fd = fd, .events = POLLOUT};
-        if (now >= deadline || poll(&pf, 1, (int)((deadline - now + 999) / 1000)) != 1)
+        int pr = up_poll_until(&pf, deadline); /* stop may cancel it */
+        if (pr == UP_POLL_CANCELLED)
+            return up_seterr(UPULSAR_ERR__CLOSED, "TLS handshake abandoned: stopping");
+        if (pr != 1)
             return up_seterr(UPULSAR_ERR__TIMED_OUT, "TLS handshake timed out");
     }
     b->len = 0;
@@ -191,9 +188,13 @@ upulsar_err_t up_tls_handshake(up_tls_t *t, int fd, uint64_t deadline, const cha
         }
         if (se == SSL_ERROR_WANT_WRITE)
             continue;
-        uint64_t now = mono_us();
         struct pollfd pf = {.fd = fd, .events = POLLIN};
-        if (now >= deadline || poll(&pf, 1, (int)((deadline - now + 999) / 1000)) != 1) {
+        int pr = up_poll_until(&pf, deadline); /* stop may cancel it */
+        if (pr == UP_POLL_CANCELLED) {
+            err = up_seterr(UPULSAR_ERR__CLOSED, "TLS handshake with %s abandoned: stopping", peer);
+            break;
+        }
+        if (pr != 1) {
             err = up_seterr(UPULSAR_ERR__TIMED_OUT, "TLS handshake with %s timed out", peer);
             break;
         }

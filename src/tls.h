@@ -29,7 +29,8 @@ void up_tls_free(up_tls_t *t);
  *  until @p deadline_us (monotonic). UPULSAR_ERR__TLS with the reason
  *  ("certificate has expired", "hostname mismatch", "unable to get local
  *  issuer certificate", a handshake alert...) in upulsar_last_error(),
- *  UPULSAR_ERR__TIMED_OUT, or UPULSAR_ERR__CONNECT. */
+ *  UPULSAR_ERR__TIMED_OUT, UPULSAR_ERR__CONNECT, or UPULSAR_ERR__CLOSED when
+ *  the calling thread's wait was cancelled (up_cancel_on()). */
 upulsar_err_t up_tls_handshake(up_tls_t *t, int fd, uint64_t deadline_us, const char *peer);
 
 /** Encrypt @p len bytes; the ciphertext is appended to @p out. 0 or a
