@@ -216,6 +216,12 @@ struct up_batch {
     uint64_t created_us;
     uint64_t ring_end; /* ring position after its last record */
     up_done_t *done;
+    uint64_t payload_bytes; /* uncompressed payload bytes (memory.limit.bytes) */
+    /* a message sent as an entry of its own (delayed, replicate_to): */
+    uint64_t deliver_at;    /* 0 = none */
+    char *repl;             /* replicate_to names, NUL-separated */
+    size_t repl_len, repl_cap;
+    uint32_t nrepl;
     int outq_refs;     /* (loop) segments of connection queues pointing here */
     bool retired;      /* (loop) resolved: recycle once outq_refs is 0 */
     up_rp_t *rp;       /* NULL once the producer is gone: free instead */
@@ -239,6 +245,7 @@ _Static_assert(sizeof(up_rec_t) == 32, "record header is one cell");
 #define UP_REC_KEY 0x1u  /* has a partition key (may be empty) */
 #define UP_REC_EXT 0x2u  /* up_rec_ext_t follows the header */
 #define UP_REC_NOCOPY 0x4u /* payload is by pointer (ext.payload) */
+#define UP_REC_META 0x8u /* up_rec_meta_t (+ repl_len bytes) follows the ext */
 
 #define UP_AGE_SAMPLES 16
 
@@ -249,6 +256,19 @@ typedef struct up_rec_ext {
     const void *payload;
 } up_rec_ext_t;
 _Static_assert(sizeof(up_rec_ext_t) == 32, "record extension is one cell");
+
+/* Per-message options off the common path (upulsar_send_opts_t fields added
+ * in 0.2); followed by repl_len bytes of NUL-terminated cluster names. */
+#define UP_META_SEQ 0x1u  /* seq is explicit */
+#define UP_META_SOLO 0x2u /* an entry of its own (deliver_at, replicate_to) */
+typedef struct up_rec_meta {
+    uint64_t deliver_at;
+    uint64_t seq;
+    uint32_t repl_len;
+    uint16_t nrepl;
+    uint16_t mflags;
+} up_rec_meta_t;
+_Static_assert(sizeof(up_rec_meta_t) == 24, "record meta size");
 
 struct up_rp {
     /* ---- immutable after creation ---- */

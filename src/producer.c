@@ -12,8 +12,10 @@
 #include "err.h"
 
 /* Room kept in front of a batch's records for the frame header:
- * sizes, BaseCommand{SEND}, magic, CRC, MessageMetadata. */
-#define HDR_ROOM 512
+ * sizes, BaseCommand{SEND}, magic, CRC, MessageMetadata (with up to
+ * UP_REPL_MAX_BYTES of replicate_to names). */
+#define UP_REPL_MAX_BYTES 512
+#define HDR_ROOM 1024
 
 static const struct upulsar_conf *rp_conf(const up_rp_t *rp) { return &rp->handle->conf; }
 
@@ -52,6 +54,7 @@ static void batch_free(up_batch_t *b)
     free(b->buf);
     free(b->zbuf);
     free(b->done);
+    free(b->repl);
     free(b);
 }
 
@@ -108,6 +111,69 @@ void up_rp_free(up_rp_t *rp)
 
 static void internal_free(void *payload, void *opaque) { free(payload); }
 
+/* The "do not replicate" marker of the Java client's disableReplication(). */
+static const char *const local_only[] = {"__local__"};
+
+static const char *const *repl_names(const upulsar_send_opts_t *o, size_t *n)
+{
+    if (o->disable_replication) {
+        *n = 1;
+        return local_only;
+    }
+    *n = o->replication_clusters_cnt;
+    return o->replication_clusters;
+}
+
+/* Validate the options that need a meta section and fill it. */
+static upulsar_err_t rec_meta(const upulsar_send_opts_t *o, up_rec_meta_t *m)
+{
+    size_t n;
+    const char *const *names = repl_names(o, &n);
+    if (n > UPULSAR_MAX_REPLICATION_CLUSTERS)
+        return up_seterr(UPULSAR_ERR__INVALID_ARG, "more than %d replication clusters",
+                         UPULSAR_MAX_REPLICATION_CLUSTERS);
+    if (n && !names)
+        return up_seterr(UPULSAR_ERR__INVALID_ARG, "replication_clusters is NULL");
+    for (size_t i = 0; i < n; i++) {
+        size_t l = names[i] ? strlen(names[i]) : 0;
+        if (l == 0 || l > 255)
+            return up_seterr(UPULSAR_ERR__INVALID_ARG,
+                             "replication cluster %zu must be 1 to 255 characters", i);
+        m->repl_len += (uint32_t)l + 1;
+    }
+    if (m->repl_len > UP_REPL_MAX_BYTES)
+        return up_seterr(UPULSAR_ERR__INVALID_ARG,
+                         "replication cluster names longer than %d bytes in total",
+                         UP_REPL_MAX_BYTES);
+    m->nrepl = (uint16_t)n;
+    if (o->flags & UPULSAR_SEND_SEQUENCE_ID) {
+        if (o->sequence_id < 0)
+            return up_seterr(UPULSAR_ERR__INVALID_ARG, "sequence_id must be >= 0");
+        m->seq = (uint64_t)o->sequence_id;
+        m->mflags |= UP_META_SEQ;
+    }
+    if (o->deliver_at_ms)
+        m->deliver_at = o->deliver_at_ms;
+    else if (o->deliver_after_ms)
+        m->deliver_at = up_wall_ms() + o->deliver_after_ms;
+    if (m->deliver_at || n)
+        m->mflags |= UP_META_SOLO;
+    return UPULSAR_OK;
+}
+
+/* Write the cluster names of rec_meta() at @p dst; returns their bytes. */
+static size_t rec_meta_names(uint8_t *dst, const upulsar_send_opts_t *o)
+{
+    size_t n, off = 0;
+    const char *const *names = repl_names(o, &n);
+    for (size_t i = 0; i < n; i++) {
+        size_t l = strlen(names[i]) + 1;
+        memcpy(dst + off, names[i], l);
+        off += l;
+    }
+    return off;
+}
+
 upulsar_err_t up_rp_enqueue(up_rp_t *rp, const void *payload, size_t len,
                             const upulsar_send_opts_t *o, upulsar_future_t **future)
 {
@@ -123,6 +189,8 @@ upulsar_err_t up_rp_enqueue(up_rp_t *rp, const void *payload, size_t len,
                          (int)maxsz);
     up_rec_t h = {0};
     up_rec_ext_t ext = {0};
+    up_rec_meta_t meta = {0};
+    size_t meta_len = 0;
     uint32_t flags = 0;
     size_t key_len = 0, okey_len = 0, props_len = 0;
     if (o) {
@@ -159,9 +227,17 @@ upulsar_err_t up_rp_enqueue(up_rp_t *rp, const void *payload, size_t len,
             ext.payload = payload;
         }
         h.event_time = o->event_time_ms;
+        if (o->deliver_at_ms | o->deliver_after_ms | o->replication_clusters_cnt |
+            (uint64_t)o->disable_replication | (uint64_t)(o->flags & UPULSAR_SEND_SEQUENCE_ID)) {
+            upulsar_err_t e = rec_meta(o, &meta);
+            if (e)
+                return e;
+            flags |= UP_REC_META;
+            meta_len = sizeof meta + meta.repl_len;
+        }
     }
     size_t var = key_len + okey_len + props_len;
-    size_t size = sizeof h + ((flags & UP_REC_EXT) ? sizeof ext : 0) + var +
+    size_t size = sizeof h + ((flags & UP_REC_EXT) ? sizeof ext : 0) + meta_len + var +
                   ((flags & UP_REC_NOCOPY) ? 0 : len);
     uint64_t ncells = up_ring_cells_for(size);
     void *copy = NULL;
@@ -177,7 +253,7 @@ upulsar_err_t up_rp_enqueue(up_rp_t *rp, const void *payload, size_t len,
         ext.payload = copy;
         if (!o || !o->cb)
             ext.cb = NULL;
-        size = sizeof h + sizeof ext + var;
+        size = sizeof h + sizeof ext + meta_len + var;
         ncells = up_ring_cells_for(size);
     }
     if (ncells > rp->ring.cap / 2) {
@@ -236,6 +312,11 @@ upulsar_err_t up_rp_enqueue(up_rp_t *rp, const void *payload, size_t len,
             memcpy(p, &ext, sizeof ext);
             p += sizeof ext;
         }
+        if (flags & UP_REC_META) {
+            memcpy(p, &meta, sizeof meta);
+            p += sizeof meta;
+            p += rec_meta_names(p, o);
+        }
         if (key_len)
             memcpy(p, o->partition_key, key_len);
         p += key_len;
@@ -251,6 +332,14 @@ upulsar_err_t up_rp_enqueue(up_rp_t *rp, const void *payload, size_t len,
         if (flags & UP_REC_EXT) {
             up_ring_write(r, pos, off, &ext, sizeof ext);
             off += sizeof ext;
+        }
+        if (flags & UP_REC_META) {
+            up_ring_write(r, pos, off, &meta, sizeof meta);
+            off += sizeof meta;
+            uint8_t names[UP_REPL_MAX_BYTES];
+            size_t nl = rec_meta_names(names, o);
+            up_ring_write(r, pos, off, names, nl);
+            off += nl;
         }
         up_ring_write(r, pos, off, o ? o->partition_key : NULL, key_len);
         off += key_len;
@@ -323,6 +412,10 @@ static up_batch_t *batch_get(up_rp_t *rp)
     b->next = NULL;
     b->rec_len = 0;
     b->n = 0;
+    b->payload_bytes = 0;
+    b->deliver_at = 0;
+    b->nrepl = 0;
+    b->repl_len = 0;
     b->retired = false;
     b->outq_refs = 0;
     b->rp = rp;
@@ -416,6 +509,20 @@ static int close_batch(up_rp_t *rp)
     md.num_messages_in_batch = (int32_t)b->n;
     md.has_highest_sequence_id = 1;
     md.highest_sequence_id = b->last_seq;
+    char *repl[UPULSAR_MAX_REPLICATION_CLUSTERS];
+    if (b->deliver_at) {
+        md.has_deliver_at_time = 1;
+        md.deliver_at_time = (int64_t)b->deliver_at;
+    }
+    if (b->nrepl) {
+        size_t off = 0;
+        for (uint32_t i = 0; i < b->nrepl && i < UPULSAR_MAX_REPLICATION_CLUSTERS; i++) {
+            repl[i] = b->repl + off;
+            off += strlen(repl[i]) + 1;
+        }
+        md.replicate_to = repl;
+        md.n_replicate_to = b->nrepl;
+    }
 
     up_cmd_t cmd = PULSAR__PROTO__BASE_COMMAND__INIT;
     Pulsar__Proto__CommandSend send = PULSAR__PROTO__COMMAND_SEND__INIT;
@@ -483,6 +590,25 @@ static const uint8_t *record_body(up_rp_t *rp, uint64_t ncells, size_t size)
     return rp->scratch;
 }
 
+/* The batch carries one message sent as an entry of its own: keep its
+ * entry-level metadata (the cluster names are copied out of the ring). */
+static bool batch_set_solo(up_batch_t *b, const up_rec_meta_t *meta, const char *names)
+{
+    if (b->repl_cap < meta->repl_len) {
+        char *r = realloc(b->repl, meta->repl_len);
+        if (!r)
+            return false;
+        b->repl = r;
+        b->repl_cap = meta->repl_len;
+    }
+    if (meta->repl_len)
+        memcpy(b->repl, names, meta->repl_len);
+    b->repl_len = meta->repl_len;
+    b->nrepl = meta->nrepl;
+    b->deliver_at = meta->deliver_at;
+    return true;
+}
+
 static bool grow_batch(up_batch_t *b, size_t need)
 {
     if (b->cap >= HDR_ROOM + b->rec_len + need)
@@ -502,11 +628,10 @@ static void drain_one(up_rp_t *rp, const up_rec_t *h, uint64_t now)
     const struct upulsar_conf *cf = rp_conf(rp);
     uint64_t ncells = h->ncells_flags >> 4;
     uint32_t flags = h->ncells_flags & 0xf;
-    size_t var = h->key_len + h->okey_len + h->props_len;
-    size_t body = ((flags & UP_REC_EXT) ? sizeof(up_rec_ext_t) : 0) + var +
-                  ((flags & UP_REC_NOCOPY) ? 0 : h->payload_len);
-    const uint8_t *p = record_body(rp, ncells, sizeof(up_rec_t) + body);
+    const uint8_t *p = record_body(rp, ncells, (size_t)ncells * UP_RING_CELL);
     up_rec_ext_t ext = {0};
+    up_rec_meta_t meta = {0};
+    const char *names = NULL;
     upulsar_err_t err = UPULSAR_OK;
     if (!p) {
         err = UPULSAR_ERR__NOMEM;
@@ -515,6 +640,11 @@ static void drain_one(up_rp_t *rp, const up_rec_t *h, uint64_t now)
     if (flags & UP_REC_EXT) {
         memcpy(&ext, p, sizeof ext);
         p += sizeof ext;
+    }
+    if (flags & UP_REC_META) {
+        memcpy(&meta, p, sizeof meta);
+        names = (const char *)p + sizeof meta;
+        p += sizeof meta + meta.repl_len;
     }
     up_smm_t m = {0};
     if (flags & UP_REC_KEY) {
@@ -536,6 +666,14 @@ static void drain_one(up_rp_t *rp, const up_rec_t *h, uint64_t now)
     m.event_time = h->event_time;
     m.payload_size = h->payload_len;
     m.sequence_id = rp->next_seq;
+    if (meta.mflags & UP_META_SEQ) {
+        /* explicit ids must increase (Pulsar de-duplication drops the rest) */
+        if (meta.seq < rp->next_seq) {
+            err = UPULSAR_ERR__INVALID_ARG;
+            goto out_fail;
+        }
+        m.sequence_id = meta.seq;
+    }
     size_t rs = up_record_size(&m);
 
     int failed = atomic_load_explicit(&rp->failed, memory_order_relaxed);
@@ -543,7 +681,8 @@ static void drain_one(up_rp_t *rp, const up_rec_t *h, uint64_t now)
         err = (upulsar_err_t)failed;
         goto out_fail;
     }
-    if (rp->open && (rp->open->n >= (uint32_t)cf->batch_max_messages ||
+    bool solo = meta.mflags & UP_META_SOLO;
+    if (rp->open && (solo || rp->open->n >= (uint32_t)cf->batch_max_messages ||
                      rp->open->rec_len + rs > (size_t)cf->batch_max_bytes))
         close_batch(rp);
     if (!rp->open) {
@@ -563,12 +702,23 @@ static void drain_one(up_rp_t *rp, const up_rec_t *h, uint64_t now)
         err = UPULSAR_ERR__NOMEM;
         goto out_fail;
     }
+    if (solo && !batch_set_solo(b, &meta, names)) {
+        rp->open = NULL;
+        batch_retire(rp, b);
+        err = UPULSAR_ERR__NOMEM;
+        goto out_fail;
+    }
     b->rec_len += up_record_put(b->buf + HDR_ROOM + b->rec_len, &m, payload);
     b->last_seq = m.sequence_id;
+    b->payload_bytes += h->payload_len;
     b->done[b->n++] = (up_done_t){h->future, ext.cb, ext.opaque};
-    rp->next_seq++;
+    rp->next_seq = m.sequence_id + 1;
     if (ext.free_cb)
         ext.free_cb((void *)ext.payload, ext.opaque);
+    if (solo) {
+        b->ring_end = rp->ring.ctail + ncells;
+        close_batch(rp);
+    }
     return;
 out_fail:
     if (ext.free_cb)

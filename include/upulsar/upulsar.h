@@ -325,6 +325,11 @@ typedef struct upulsar_property {
                                      the caller keeps it valid until
                                      free_cb(payload, opaque) is called
                                      (from the io loop thread) */
+#define UPULSAR_SEND_SEQUENCE_ID 0x2 /**< use upulsar_send_opts_t.sequence_id
+                                          instead of the producer's next one */
+
+/** Most entries upulsar_send_opts_t.replication_clusters may hold. */
+#define UPULSAR_MAX_REPLICATION_CLUSTERS 32
 
 /** Per-message options. Zero-initialise, then set what you need. Every
  *  pointer is only read during the upulsar_send() call, except a NOCOPY
@@ -351,6 +356,41 @@ typedef struct upulsar_send_opts {
      *  free_cb. */
     upulsar_delivery_cb_t cb;
     void *opaque;
+
+    /* ---- added in 0.2: zero keeps the behaviour of earlier versions ---- */
+
+    /** Delayed delivery (Java: deliverAt / deliverAfter): deliver to
+     *  consumers no earlier than this wall-clock time, ms since the epoch
+     *  (MessageMetadata.deliver_at_time); 0 = unset. The broker honours it
+     *  for Shared and Key_Shared subscriptions only. */
+    uint64_t deliver_at_ms;
+    /** Delayed delivery relative to now: deliver_at = the wall clock at
+     *  upulsar_send() + this many ms. Ignored when deliver_at_ms is set.
+     *  A message with either field (or with replication_clusters or
+     *  disable_replication) is never batched: the batch open before it is
+     *  sent first, then the message as an entry of its own, keeping the
+     *  order of the producer's messages. */
+    uint64_t deliver_after_ms;
+    /** With the UPULSAR_SEND_SEQUENCE_ID flag: this message's sequence id
+     *  (Java: TypedMessageBuilder.sequenceId), used by broker
+     *  de-duplication. Pulsar's rules apply per real producer: ids must
+     *  increase; a message whose id is not larger than the last id that
+     *  producer used (explicit or automatic) is not sent and resolves with
+     *  UPULSAR_ERR__INVALID_ARG. Messages without the flag continue after
+     *  the largest id used so far. Only meaningful with a single real
+     *  producer per key (keyed messages, routing.mode=single or one
+     *  partition), since each real producer has its own sequence. */
+    int64_t sequence_id;
+    /** Geo-replication: replicate only to these clusters (Java:
+     *  replicationClusters; MessageMetadata.replicate_to). Copied; at most
+     *  UPULSAR_MAX_REPLICATION_CLUSTERS non-empty names of 512 bytes in total
+     *  (including one terminating NUL each). */
+    const char *const *replication_clusters;
+    size_t replication_clusters_cnt;
+    /** Non-zero: do not replicate this message (Java:
+     *  disableReplication(), which sends replicate_to = ["__local__"]).
+     *  Overrides replication_clusters. */
+    int disable_replication;
 } upulsar_send_opts_t;
 
 /**
@@ -409,8 +449,10 @@ upulsar_err_t upulsar_producer_flush(upulsar_producer_t *p, int timeout_ms);
  * (CLOSE_PRODUCER) and free the handle. When this returns, every future and
  * callback of @p p has resolved. Returns OK if everything was acknowledged,
  * TIMED_OUT if some messages had to be failed.
+ * Each real producer is closed on its broker with CLOSE_PRODUCER, waiting for
+ * the broker's confirmation (all of them together at most 1 s more).
  * Thread safety: once per handle, not concurrently with upulsar_send() on the
- * same handle, not from a callback. Blocks: up to about @p timeout_ms.
+ * same handle, not from a callback. Blocks: up to about @p timeout_ms + 1 s.
  */
 upulsar_err_t upulsar_producer_stop(upulsar_producer_t *p, int timeout_ms);
 

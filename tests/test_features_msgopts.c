@@ -1,0 +1,202 @@
+/* test_features_msgopts.c -- per-message options against the test broker:
+ * delayed delivery, replication clusters, explicit sequence ids. */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "upulsar/testbroker.h"
+#include "upulsar/upulsar.h"
+
+static upulsar_tb_t *tb;
+static upulsar_client_t *client;
+
+static void setup(void)
+{
+    upulsar_tb_opts_t o;
+    upulsar_tb_opts_init(&o);
+    cr_assert_eq(upulsar_tb_start(&o, &tb), UPULSAR_OK);
+    upulsar_conf_t *conf = upulsar_conf_new();
+    cr_assert_eq(upulsar_conf_set(conf, "service.url", upulsar_tb_url(tb), NULL, 0),
+                 UPULSAR_CONF_OK);
+    cr_assert_eq(upulsar_client_new(conf, &client), UPULSAR_OK, "%s", upulsar_last_error());
+    upulsar_conf_destroy(conf);
+}
+
+static void teardown(void)
+{
+    upulsar_client_destroy(client);
+    upulsar_tb_stop(tb);
+}
+
+TestSuite(features_msgopts, .init = setup, .fini = teardown, .timeout = 60);
+
+static upulsar_producer_t *start(const char *topic, const char *k, const char *v)
+{
+    upulsar_conf_t *conf = upulsar_conf_new();
+    /* a long window, so that plain messages around a delayed one would
+     * share its batch if it were batched */
+    cr_assert_eq(upulsar_conf_set(conf, "batch.max.delay.ms", "50", NULL, 0), UPULSAR_CONF_OK);
+    if (k)
+        cr_assert_eq(upulsar_conf_set(conf, k, v, NULL, 0), UPULSAR_CONF_OK);
+    upulsar_producer_t *p;
+    cr_assert_eq(upulsar_producer_start(client, "mo", topic, 0, conf, &p), UPULSAR_OK, "%s",
+                 upulsar_last_error());
+    upulsar_conf_destroy(conf);
+    return p;
+}
+
+static upulsar_err_t send_wait(upulsar_producer_t *p, const char *payload,
+                               const upulsar_send_opts_t *o, upulsar_msg_id_t *id)
+{
+    upulsar_future_t *f;
+    upulsar_err_t e = upulsar_send(p, payload, strlen(payload), o, &f);
+    if (e)
+        return e;
+    e = upulsar_future_wait(f, 10000, id);
+    upulsar_future_release(f);
+    return e;
+}
+
+Test(features_msgopts, delayed_messages_are_entries_of_their_own_in_order)
+{
+    upulsar_producer_t *p = start("delayed", NULL, NULL);
+    upulsar_future_t *f[6];
+    const uint64_t at = 4102444800000ull; /* 2100-01-01 */
+    upulsar_send_opts_t plain = {0};
+    upulsar_send_opts_t d_at = {.deliver_at_ms = at};
+    upulsar_send_opts_t d_after = {.deliver_after_ms = 60000};
+    const upulsar_send_opts_t *opts[6] = {&plain, &plain, &d_at, &plain, &d_after, &plain};
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    uint64_t before = (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+    for (int i = 0; i < 6; i++) {
+        char pl[8];
+        snprintf(pl, sizeof pl, "m%d", i);
+        cr_assert_eq(upulsar_send(p, pl, strlen(pl), opts[i], &f[i]), UPULSAR_OK);
+    }
+    upulsar_msg_id_t ids[6];
+    for (int i = 0; i < 6; i++) {
+        cr_assert_eq(upulsar_future_wait(f[i], 10000, &ids[i]), UPULSAR_OK);
+        upulsar_future_release(f[i]);
+    }
+    cr_assert_eq(ids[2].batch_size, 1, "delayed message batched with others");
+    cr_assert_eq(ids[4].batch_size, 1);
+    cr_assert_neq(ids[1].entry_id, ids[2].entry_id);
+    cr_assert_neq(ids[2].entry_id, ids[3].entry_id);
+    cr_assert_lt(ids[1].entry_id, ids[2].entry_id);
+    cr_assert_lt(ids[2].entry_id, ids[3].entry_id);
+    cr_assert_lt(ids[3].entry_id, ids[4].entry_id);
+    cr_assert_lt(ids[4].entry_id, ids[5].entry_id);
+    cr_assert_eq(ids[0].entry_id, ids[1].entry_id, "plain messages still batch");
+
+    upulsar_tb_snapshot_t *s;
+    cr_assert_eq(upulsar_tb_snapshot(tb, "delayed", &s), UPULSAR_OK);
+    cr_assert_eq(upulsar_tb_snapshot_count(s), 6);
+    for (size_t j = 0; j < 6; j++) {
+        const upulsar_tb_msg_t *m = upulsar_tb_snapshot_msg(s, j);
+        char want[8];
+        snprintf(want, sizeof want, "m%zu", j);
+        cr_assert_eq(m->payload_len, strlen(want));
+        cr_assert_eq(memcmp(m->payload, want, m->payload_len), 0, "order broken at %zu", j);
+        if (j == 2)
+            cr_assert_eq(m->deliver_at_time, at);
+        else if (j == 4) {
+            /* deliver_after: the wall clock at send + 60 s; the entry's
+             * publish_time is taken later still, so it bounds it from above */
+            cr_assert_geq(m->deliver_at_time, before + 60000);
+            cr_assert_leq(m->deliver_at_time, m->publish_time + 60000);
+        } else
+            cr_assert_eq(m->deliver_at_time, 0, "message %zu delayed", j);
+    }
+    upulsar_tb_snapshot_free(s);
+    cr_assert_eq(upulsar_producer_stop(p, 5000), UPULSAR_OK);
+}
+
+Test(features_msgopts, replication_clusters_and_disable_replication)
+{
+    upulsar_producer_t *p = start("repl", NULL, NULL);
+    const char *const cl[] = {"us-east", "eu-west"};
+    upulsar_send_opts_t o1 = {.replication_clusters = cl, .replication_clusters_cnt = 2};
+    upulsar_send_opts_t o2 = {.disable_replication = 1, .replication_clusters = cl,
+                              .replication_clusters_cnt = 2};
+    upulsar_msg_id_t id;
+    cr_assert_eq(send_wait(p, "a", &o1, &id), UPULSAR_OK);
+    cr_assert_eq(send_wait(p, "b", &o2, &id), UPULSAR_OK);
+    cr_assert_eq(send_wait(p, "c", NULL, &id), UPULSAR_OK);
+    upulsar_tb_snapshot_t *s;
+    cr_assert_eq(upulsar_tb_snapshot(tb, "repl", &s), UPULSAR_OK);
+    cr_assert_eq(upulsar_tb_snapshot_count(s), 3);
+    const upulsar_tb_msg_t *m = upulsar_tb_snapshot_msg(s, 0);
+    cr_assert_eq(m->replicate_to_cnt, 2);
+    cr_assert_str_eq(m->replicate_to[0], "us-east");
+    cr_assert_str_eq(m->replicate_to[1], "eu-west");
+    m = upulsar_tb_snapshot_msg(s, 1);
+    cr_assert_eq(m->replicate_to_cnt, 1);
+    cr_assert_str_eq(m->replicate_to[0], "__local__");
+    cr_assert_eq(upulsar_tb_snapshot_msg(s, 2)->replicate_to_cnt, 0);
+    upulsar_tb_snapshot_free(s);
+
+    /* bad lists are refused before anything is queued */
+    const char *const bad[] = {"ok", ""};
+    upulsar_send_opts_t ob = {.replication_clusters = bad, .replication_clusters_cnt = 2};
+    cr_assert_eq(upulsar_send(p, "x", 1, &ob, NULL), UPULSAR_ERR__INVALID_ARG);
+    upulsar_send_opts_t on = {.replication_clusters_cnt = 1};
+    cr_assert_eq(upulsar_send(p, "x", 1, &on, NULL), UPULSAR_ERR__INVALID_ARG);
+    const char *many[UPULSAR_MAX_REPLICATION_CLUSTERS + 1];
+    for (int i = 0; i <= UPULSAR_MAX_REPLICATION_CLUSTERS; i++)
+        many[i] = "c";
+    upulsar_send_opts_t om = {.replication_clusters = many,
+                              .replication_clusters_cnt = UPULSAR_MAX_REPLICATION_CLUSTERS + 1};
+    cr_assert_eq(upulsar_send(p, "x", 1, &om, NULL), UPULSAR_ERR__INVALID_ARG);
+    cr_assert_eq(upulsar_producer_stop(p, 5000), UPULSAR_OK);
+}
+
+Test(features_msgopts, explicit_sequence_ids_must_increase)
+{
+    upulsar_producer_t *p = start("seq", NULL, NULL);
+    upulsar_send_opts_t o = {.flags = UPULSAR_SEND_SEQUENCE_ID};
+    upulsar_msg_id_t id;
+    o.sequence_id = 100;
+    cr_assert_eq(send_wait(p, "a", &o, &id), UPULSAR_OK);
+    cr_assert_eq(send_wait(p, "b", NULL, &id), UPULSAR_OK); /* 101 */
+    o.sequence_id = 101; /* already used */
+    cr_assert_eq(send_wait(p, "c", &o, &id), UPULSAR_ERR__INVALID_ARG);
+    o.sequence_id = 50;
+    cr_assert_eq(send_wait(p, "d", &o, &id), UPULSAR_ERR__INVALID_ARG);
+    o.sequence_id = 200;
+    cr_assert_eq(send_wait(p, "e", &o, &id), UPULSAR_OK);
+    cr_assert_eq(send_wait(p, "f", NULL, &id), UPULSAR_OK); /* 201 */
+    o.sequence_id = -1;
+    cr_assert_eq(upulsar_send(p, "g", 1, &o, NULL), UPULSAR_ERR__INVALID_ARG);
+    upulsar_tb_snapshot_t *s;
+    cr_assert_eq(upulsar_tb_snapshot(tb, "seq", &s), UPULSAR_OK);
+    cr_assert_eq(upulsar_tb_snapshot_count(s), 4);
+    const char *want_pl[] = {"a", "b", "e", "f"};
+    const uint64_t want_seq[] = {100, 101, 200, 201};
+    for (size_t j = 0; j < 4; j++) {
+        const upulsar_tb_msg_t *m = upulsar_tb_snapshot_msg(s, j);
+        cr_assert_eq(m->payload[0], (uint8_t)want_pl[j][0]);
+        cr_assert_eq(m->sequence_id, want_seq[j], "message %zu: seq %llu", j,
+                     (unsigned long long)m->sequence_id);
+    }
+    upulsar_tb_snapshot_free(s);
+    upulsar_producer_info_t pi;
+    size_t n;
+    cr_assert_eq(upulsar_producer_list(p, &pi, 1, &n), UPULSAR_OK);
+    cr_assert_eq(pi.last_sequence_id, 201);
+    cr_assert_eq(upulsar_producer_stop(p, 5000), UPULSAR_OK);
+}
+
+Test(features_msgopts, initial_sequence_id_is_honoured)
+{
+    upulsar_producer_t *p = start("initseq", "initial.sequence.id", "1000");
+    upulsar_msg_id_t id;
+    cr_assert_eq(send_wait(p, "a", NULL, &id), UPULSAR_OK);
+    upulsar_tb_snapshot_t *s;
+    cr_assert_eq(upulsar_tb_snapshot(tb, "initseq", &s), UPULSAR_OK);
+    cr_assert_eq(upulsar_tb_snapshot_count(s), 1);
+    cr_assert_eq(upulsar_tb_snapshot_msg(s, 0)->sequence_id, 1001);
+    upulsar_tb_snapshot_free(s);
+    cr_assert_eq(upulsar_producer_stop(p, 5000), UPULSAR_OK);
+}
