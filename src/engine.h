@@ -302,6 +302,8 @@ struct up_rp {
     uint64_t epoch;
     uint64_t next_attempt_us;
     uint64_t backoff_ms;
+    uint64_t outage_since_us; /* first backoff since the last success, 0 = none */
+    bool mandatory_stop_made; /* the one shortened delay of this outage */
     uint64_t restart_times[64];
     int nrestarts;
     bool ever_ready;
@@ -349,7 +351,8 @@ bool up_rp_attach(up_rp_t *rp, up_conn_t *c, int64_t last_seq_on_broker);
 void up_rp_register(up_rp_t *rp, up_conn_t *c);
 upulsar_err_t up_rp_enqueue(up_rp_t *rp, const void *payload, size_t len,
                             const upulsar_send_opts_t *o, upulsar_future_t **future);
-void up_rp_shutdown(up_rp_t *rp);
+/* close @p rp on its broker, waiting for the answer until @p deadline_us */
+void up_rp_shutdown(up_rp_t *rp, uint64_t deadline_us);
 void up_rp_fail_all(up_rp_t *rp, upulsar_err_t err);
 void up_rp_check_timeouts(up_rp_t *rp, uint64_t now_us);
 upulsar_err_t up_rp_establish(up_rp_t *rp, int timeout_ms);

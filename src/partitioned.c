@@ -26,27 +26,34 @@ static void add_rp_task(void *a)
     l->rps[l->nrps++] = rp;
 }
 
-static void shutdown_task(void *a)
+/* Closing a producer: fail what is left, ask the broker to close it
+ * (CLOSE_PRODUCER, answered by SUCCESS once the broker has finished the
+ * writes in progress), then forget it. */
+typedef struct {
+    up_rp_t *rp;
+    up_conn_t *conn; /* referenced while the CLOSE_PRODUCER is in flight */
+} shut_t;
+
+static void shutdown_begin(void *a)
 {
-    up_rp_t *rp = a;
-    up_loop_t *l = rp->loop;
+    shut_t *s = a;
+    up_rp_t *rp = s->rp;
     rp->closing = true;
     up_rp_fail_all(rp, UPULSAR_ERR__CLOSED);
-    if (rp->conn) {
-        /* also when not READY: a PRODUCER abandoned by stop may still have
-         * created it on the broker (closing an unknown id is harmless) */
-        if (atomic_load(&rp->conn->state) == UP_CONN_OPEN) {
-            up_cmd_t cmd = PULSAR__PROTO__BASE_COMMAND__INIT;
-            Pulsar__Proto__CommandCloseProducer cp = PULSAR__PROTO__COMMAND_CLOSE_PRODUCER__INIT;
-            cmd.type = UP_CMD(CLOSE_PRODUCER);
-            cmd.close_producer = &cp;
-            cp.producer_id = rp->producer_id;
-            cp.request_id = atomic_fetch_add(&rp->client->next_request_id, 1);
-            up_conn_write_cmd(rp->conn, &cmd);
-            up_conn_flush(rp->conn);
-        }
-        up_rp_detach(rp, false);
+    /* also when not READY: a PRODUCER abandoned by stop may still have
+     * created it on the broker (closing an unknown id is harmless) */
+    if (rp->conn && atomic_load(&rp->conn->state) == UP_CONN_OPEN) {
+        up_conn_ref(rp->conn);
+        s->conn = rp->conn;
     }
+}
+
+static void shutdown_end(void *a)
+{
+    up_rp_t *rp = ((shut_t *)a)->rp;
+    up_loop_t *l = rp->loop;
+    if (rp->conn)
+        up_rp_detach(rp, false);
     atomic_store(&rp->state, UPULSAR_STATE_CLOSED);
     for (size_t i = 0; i < l->nrps; i++)
         if (l->rps[i] == rp) {
@@ -55,17 +62,38 @@ static void shutdown_task(void *a)
         }
 }
 
-void up_rp_shutdown(up_rp_t *rp)
+void up_rp_shutdown(up_rp_t *rp, uint64_t deadline_us)
 {
-    up_loop_call(rp->loop, shutdown_task, rp);
+    shut_t s = {rp, NULL};
+    up_loop_call(rp->loop, shutdown_begin, &s);
+    if (s.conn) {
+        up_cmd_t cmd = PULSAR__PROTO__BASE_COMMAND__INIT;
+        Pulsar__Proto__CommandCloseProducer cp = PULSAR__PROTO__COMMAND_CLOSE_PRODUCER__INIT;
+        cmd.type = UP_CMD(CLOSE_PRODUCER);
+        cmd.close_producer = &cp;
+        cp.producer_id = rp->producer_id;
+        cp.request_id = atomic_fetch_add(&rp->client->next_request_id, 1);
+        uint64_t now = up_now_us();
+        /* the frame is sent even with no time left; only the wait is skipped */
+        int wait_ms = deadline_us > now ? (int)((deadline_us - now) / 1000u) : 0;
+        up_cmd_t *resp = NULL;
+        up_conn_request(s.conn, &cmd, cp.request_id, wait_ms, &resp, NULL, NULL);
+        if (resp)
+            pulsar__proto__base_command__free_unpacked(resp, NULL);
+        up_conn_unref(s.conn);
+    }
+    up_loop_call(rp->loop, shutdown_end, &s);
 }
 
 /* ---- start -------------------------------------------------------------------- */
 
 static void handle_free(struct upulsar_producer *h)
 {
+    /* all CLOSE_PRODUCER waits share one bound: a hung broker costs at most
+     * this once, not once per partition */
+    uint64_t deadline = up_now_us() + 1000000u;
     for (int i = 0; i < h->nall; i++) {
-        up_rp_shutdown(h->all[i]);
+        up_rp_shutdown(h->all[i], deadline);
         up_rp_free(h->all[i]);
     }
     if (h->groups)
