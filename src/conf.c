@@ -88,6 +88,14 @@ static const conf_key_t keys[] = {
     {"lookup.max.redirects", K_INT, FLD(lookup_max_redirects), "20", 0, 1000, NULL, 0, 'C',
      "redirects", "Lookup redirects followed before the lookup fails.",
      "maxLookupRedirects"},
+    {"memory.limit.bytes", K_INT64, FLD(memory_limit_bytes), "0", 0, INT64_MAX, NULL, 0, 'C',
+     "bytes",
+     "Client-wide bound on the payload bytes (uncompressed) of messages accepted and not "
+     "yet resolved, over every producer of the client. When reached, upulsar_send() fails "
+     "with QUEUE_FULL, or waits (up to send.timeout.ms) with block.if.queue.full; room "
+     "comes back as messages are acknowledged or fail. A message is always accepted when "
+     "nothing else is counted. 0 = no limit (the Java client defaults to 64 MiB).",
+     "memoryLimitBytes"},
     {"stats.interval.ms", K_INT, FLD(stats_interval_ms), "0", 0, 86400000, NULL, 0, 'C', "ms",
      "Interval of statistics reporting; 0 disables it.",
      "statsIntervalSeconds (seconds)"},
@@ -162,7 +170,9 @@ static const conf_key_t keys[] = {
      "(nearest: memoryLimitBytes, client-wide)"},
     {"max.pending.messages", K_INT, FLD(max_pending_messages), "0", 0, 100000000, NULL, 0,
      'P', "messages",
-     "Messages queued or in flight per real producer; 0 = bounded only by "
+     "Messages accepted and not yet resolved (queued or in flight), per real "
+     "producer. When reached, upulsar_send() fails with QUEUE_FULL, or waits (up to "
+     "send.timeout.ms) with block.if.queue.full. 0 = bounded only by "
      "queue.buffer.bytes.",
      "maxPendingMessages"},
     {"block.if.queue.full", K_BOOL, FLD(block_if_queue_full), "false", 0, 0, NULL, 0, 'P', "",

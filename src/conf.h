@@ -53,6 +53,7 @@ struct upulsar_conf {
                                      fails; 0 = unlimited (default) */
     int restart_period_ms;        /* restart.period.ms, default 60000 */
     int64_t initial_sequence_id;  /* initial.sequence.id, default -1 (ask broker) */
+    int64_t memory_limit_bytes;   /* memory.limit.bytes (client key), 0 = off */
     int max_inflight_batches;     /* max.inflight.batches per real producer (written, not
                                      acknowledged), 1..100000, default 32 */
 };

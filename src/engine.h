@@ -293,6 +293,9 @@ struct up_rp {
     _Atomic uint64_t sent_msgs, acked_msgs, failed_msgs, resent_batches;
     _Atomic uint64_t unknown_ids;   /* messages acknowledged as duplicates, no position */
     _Atomic uint64_t timed_out;     /* messages failed by send.timeout.ms */
+    /* max.pending.messages: accepted, not resolved; counted only when that
+     * key is set (added by callers, subtracted by the loop per batch) */
+    _Atomic int64_t lim_msgs;
     /* histograms (stats.c), one writer (the loop), read by stats readers */
     _Atomic uint64_t h_batch_msgs[UP_HIST_BUCKETS]; /* messages per acked batch, log2 */
     _Atomic uint64_t h_batch_rtt[UP_HIST_BUCKETS];  /* batch built -> receipt, log2 us */
@@ -403,6 +406,9 @@ struct upulsar_client {
     bool wd_kicked;
     struct upulsar_producer *wd_busy; /* handle being supervised (lock) */
     _Atomic int32_t max_message_size; /* last seen from any broker */
+    /* memory.limit.bytes: payload bytes accepted and not resolved, over
+     * every producer; counted only when that key is set */
+    _Atomic int64_t mem_used;
     bool tls;                          /* pulsar+ssl:// service URL */
     struct ssl_ctx_st *ssl_ctx;        /* shared by the client's TLS connections */
     upulsar_stats_cb_t stats_cb;       /* (lock) */

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "batch.h"
 #include "crc32c.h"
@@ -44,7 +45,7 @@ up_rp_t *up_rp_new(struct upulsar_producer *h, int partition, int index, const c
                          (long long)h->conf.queue_buffer_bytes);
         return NULL;
     }
-    rp->backoff_ms = (uint64_t)h->conf.backoff_initial_ms;
+    rp->backoff_ms = (uint64_t)h->client->conf.backoff_initial_ms; /* a client key */
     rp->wake_cells = up_ring_cells_for((size_t)h->conf.batch_max_bytes);
     return rp;
 }
@@ -105,6 +106,86 @@ void up_rp_free(up_rp_t *rp)
     up_ring_destroy(&rp->ring);
     free(rp->scratch);
     free(rp);
+}
+
+/* ---- limits: max.pending.messages, memory.limit.bytes --------------------- */
+
+/* Counted only when configured (the default path does no extra atomic).
+ * Callers add per message; the loop subtracts per resolved batch. */
+static inline bool rp_limited(const up_rp_t *rp)
+{
+    return rp->handle->conf.max_pending_messages > 0 || rp->client->conf.memory_limit_bytes > 0;
+}
+
+static void limits_release(up_rp_t *rp, uint64_t n, uint64_t bytes)
+{
+    if (!rp_limited(rp))
+        return;
+    if (rp->handle->conf.max_pending_messages > 0)
+        atomic_fetch_sub_explicit(&rp->lim_msgs, (int64_t)n, memory_order_relaxed);
+    if (rp->client->conf.memory_limit_bytes > 0)
+        atomic_fetch_sub_explicit(&rp->client->mem_used, (int64_t)bytes, memory_order_relaxed);
+}
+
+/* One attempt to count a message of @p len bytes: 0, or 1 if
+ * max.pending.messages, 2 if memory.limit.bytes is reached. */
+static int limits_try(up_rp_t *rp, size_t len)
+{
+    int64_t maxp = rp->handle->conf.max_pending_messages;
+    int64_t maxm = rp->client->conf.memory_limit_bytes;
+    if (maxp > 0 && atomic_fetch_add_explicit(&rp->lim_msgs, 1, memory_order_relaxed) >= maxp) {
+        atomic_fetch_sub_explicit(&rp->lim_msgs, 1, memory_order_relaxed);
+        return 1;
+    }
+    if (maxm > 0) {
+        int64_t was = atomic_fetch_add_explicit(&rp->client->mem_used, (int64_t)len,
+                                                memory_order_relaxed);
+        if (was > 0 && was + (int64_t)len > maxm) {
+            atomic_fetch_sub_explicit(&rp->client->mem_used, (int64_t)len, memory_order_relaxed);
+            if (maxp > 0)
+                atomic_fetch_sub_explicit(&rp->lim_msgs, 1, memory_order_relaxed);
+            return 2;
+        }
+    }
+    return 0;
+}
+
+static upulsar_err_t limits_reserve(up_rp_t *rp, size_t len)
+{
+    const struct upulsar_conf *cf = rp_conf(rp);
+    int why = limits_try(rp, len);
+    if (!why)
+        return UPULSAR_OK;
+    uint64_t deadline = UINT64_MAX;
+    if (cf->block_if_queue_full && cf->send_timeout_ms > 0)
+        deadline = up_now_us() + (uint64_t)cf->send_timeout_ms * 1000u;
+    unsigned spins = 0;
+    while (cf->block_if_queue_full && why) {
+        if (atomic_load_explicit(&rp->handle->closed, memory_order_relaxed))
+            return up_seterr(UPULSAR_ERR__CLOSED, "producer is stopping");
+        if (atomic_load_explicit(&rp->failed, memory_order_relaxed))
+            return up_seterr((upulsar_err_t)atomic_load(&rp->failed), "%s: producer failed",
+                             rp->topic);
+        if (up_now_us() > deadline)
+            break;
+        /* what is counted leaves only once acknowledged: push it out */
+        atomic_store_explicit(&rp->flush_req, 1, memory_order_relaxed);
+        up_loop_wake(rp->loop);
+        if (++spins < 8) {
+            sched_yield();
+        } else {
+            struct timespec ts = {0, 100000};
+            nanosleep(&ts, NULL);
+        }
+        why = limits_try(rp, len);
+    }
+    if (!why)
+        return UPULSAR_OK;
+    if (why == 1)
+        return up_seterr(UPULSAR_ERR__QUEUE_FULL, "%s: max.pending.messages %d reached",
+                         rp->topic, cf->max_pending_messages);
+    return up_seterr(UPULSAR_ERR__QUEUE_FULL, "memory.limit.bytes %lld reached",
+                     (long long)rp->client->conf.memory_limit_bytes);
 }
 
 /* ---- caller side: enqueue ------------------------------------------------- */
@@ -262,11 +343,21 @@ upulsar_err_t up_rp_enqueue(up_rp_t *rp, const void *payload, size_t len,
                          "key and properties need %zu bytes, more than half of queue.buffer.bytes",
                          size);
     }
+    bool limited = rp_limited(rp);
+    if (limited) {
+        upulsar_err_t e = limits_reserve(rp, len);
+        if (e) {
+            free(copy);
+            return e;
+        }
+    }
     struct upulsar_future *f = NULL;
     if (future) {
         f = up_future_alloc(&rp->client->futures);
         if (!f) {
             free(copy);
+            if (limited)
+                limits_release(rp, 1, len);
             return up_seterr(UPULSAR_ERR__QUEUE_FULL, "future pool exhausted (max.futures)");
         }
     }
@@ -375,6 +466,8 @@ upulsar_err_t up_rp_enqueue(up_rp_t *rp, const void *payload, size_t len,
     return UPULSAR_OK;
 full:
     free(copy);
+    if (limited)
+        limits_release(rp, 1, len);
     if (f) {
         upulsar_future_release(f);
         up_future_resolve(f, UPULSAR_ERR__QUEUE_FULL, NULL);
@@ -437,6 +530,8 @@ static void resolve_batch(up_rp_t *rp, up_batch_t *b, upulsar_err_t err, uint64_
                           uint64_t entry)
 {
     upulsar_msg_id_t id = {ledger, entry, rp->partition, 0, (int32_t)b->n};
+    /* room first: once a message resolved, its room is back */
+    limits_release(rp, b->n, b->payload_bytes);
     for (uint32_t i = 0; i < b->n; i++) {
         up_done_t *d = &b->done[i];
         id.batch_index = (int32_t)i;
@@ -724,6 +819,7 @@ out_fail:
     if (ext.free_cb)
         ext.free_cb((void *)ext.payload, ext.opaque);
 out_fail_noext:
+    limits_release(rp, 1, h->payload_len);
     if (h->future)
         up_future_resolve(h->future, err, NULL);
     if (ext.cb)
@@ -955,6 +1051,7 @@ static void fail_ring_record(up_rp_t *rp, upulsar_err_t err)
         up_ring_read(r, r->ctail, sizeof h, &ext, sizeof ext);
     if (ext.free_cb)
         ext.free_cb((void *)ext.payload, ext.opaque);
+    limits_release(rp, 1, h.payload_len);
     if (h.future)
         up_future_resolve(h.future, err, NULL);
     if (ext.cb)

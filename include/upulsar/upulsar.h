@@ -407,7 +407,8 @@ typedef struct upulsar_send_opts {
  * callback will fire:
  *  INVALID_ARG (payload NULL with len > 0, producer NULL), CLOSED (stopped
  *  producer), MSG_TOO_LARGE (over the broker's max_message_size), QUEUE_FULL
- *  (ring full and block.if.queue.full=false, or the wait for room exceeded
+ *  (ring full, max.pending.messages or the client's memory.limit.bytes
+ *  reached, and block.if.queue.full=false, or the wait for room exceeded
  *  send.timeout.ms), GROUP_FAILED (the chosen partition's group gave up).
  * Thread safety: any number of threads. Blocks: only with
  * block.if.queue.full=true and a full ring. Allocates: no.
