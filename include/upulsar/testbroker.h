@@ -204,6 +204,11 @@ upulsar_err_t upulsar_tb_topic_stats(upulsar_tb_t *tb, const char *topic,
 upulsar_err_t upulsar_tb_wait_messages(upulsar_tb_t *tb, const char *topic,
                                        uint64_t messages, int timeout_ms);
 
+/** The metadata of the last PRODUCER request for @p topic, as
+ *  "k=v,k2=v2" in request order ("" when it had none), into @p buf. */
+upulsar_err_t upulsar_tb_producer_metadata(upulsar_tb_t *tb, const char *topic, char *buf,
+                                          size_t size);
+
 /** One message of the log, as a snapshot holds it. Every pointer points
  *  into the snapshot and is valid until upulsar_tb_snapshot_free(). */
 typedef struct upulsar_tb_msg {

@@ -375,6 +375,15 @@ static int on_producer(tb_conn_t *c, const Pulsar__Proto__CommandProducer *in)
         return put_rc(tb_put_error(&c->out, rid, inj, "Error injected by the test broker"));
 
     pthread_mutex_lock(&t->mu);
+    size_t mdo = 0;
+    t->last_producer_metadata[0] = '\0';
+    for (size_t i = 0; i < in->n_metadata && mdo < sizeof t->last_producer_metadata; i++) {
+        const Pulsar__Proto__KeyValue *kv = in->metadata[i];
+        int w = snprintf(t->last_producer_metadata + mdo, sizeof t->last_producer_metadata - mdo,
+                         "%s%s=%s", i ? "," : "", kv->key ? kv->key : "",
+                         kv->value ? kv->value : "");
+        mdo += w > 0 ? (size_t)w : 0;
+    }
     if (t->fail_prods_n > 0) {
         t->fail_prods_n--;
         int e = t->fail_prods_err;

@@ -2,6 +2,7 @@
  * entries, dedup records, subscription ack state, entry decoding and
  * snapshots. */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -630,6 +631,21 @@ upulsar_err_t upulsar_tb_topic_stats(upulsar_tb_t *tb, const char *topic,
     *out = t->st;
     out->producers = (int)t->nprods;
     out->consumers = (int)t->ncons;
+    pthread_mutex_unlock(&t->mu);
+    return UPULSAR_OK;
+}
+
+upulsar_err_t upulsar_tb_producer_metadata(upulsar_tb_t *tb, const char *topic, char *buf,
+                                          size_t size)
+{
+    if (!tb || !topic || !buf || !size)
+        return up_seterr(UPULSAR_ERR__INVALID_ARG, "upulsar_tb_producer_metadata: bad argument");
+    upulsar_err_t err = UPULSAR_OK;
+    tb_topic_t *t = lookup_topic(tb, topic, &err, false);
+    if (!t)
+        return err;
+    pthread_mutex_lock(&t->mu);
+    snprintf(buf, size, "%s", t->last_producer_metadata);
     pthread_mutex_unlock(&t->mu);
     return UPULSAR_OK;
 }

@@ -130,6 +130,7 @@ struct tb_topic {
     upulsar_tb_topic_stats_t st;
 
     /* producers / consumers / subscriptions (topic->mu) */
+    char last_producer_metadata[512]; /**< of the last PRODUCER: "k=v,k2=v2" */
     tb_producer_t **prods;
     size_t nprods, prods_cap;
     tb_consumer_t **cons;
