@@ -29,6 +29,7 @@ typedef struct {
 
 #define F_SECRET 0x1 /* never printed; get returns "***" */
 #define F_URL 0x2    /* must start with pulsar:// or pulsar+ssl:// */
+#define F_KV 0x4     /* "k=v,k2=v2": non-empty keys, at most UP_MAX_PRODUCER_PROPS */
 
 typedef struct {
     const char *key;
@@ -194,6 +195,12 @@ static const conf_key_t keys[] = {
      "Sequence id before the first message; -1 = continue from the broker's "
      "last_sequence_id.",
      "initialSequenceId"},
+    {"producer.properties", K_STR, FLD(producer_properties), "", 0, 0, NULL, F_KV, 'P',
+     "k=v,...",
+     "Properties of each real producer, sent in its PRODUCER request (visible in the "
+     "broker's topic stats): comma-separated key=value pairs, keys non-empty and without "
+     "'=' or ',', at most 64 pairs.",
+     "properties / property(key, value)"},
     {"max.inflight.batches", K_INT, FLD(max_inflight_batches), "32", 1, 100000, NULL, 0,
      'P', "batches",
      "Batches built but not yet acknowledged, per real producer (each holds up to "
@@ -375,6 +382,25 @@ static upulsar_conf_res_t set_key(struct upulsar_conf *conf, const conf_key_t *k
                            "%s: expected pulsar[+ssl]://host[:port][,host[:port]...] "
                            "(got \"%.64s\")",
                            k->key, value);
+        }
+        if ((k->flags & F_KV) && *value) {
+            int pairs = 0;
+            for (const char *q = value; ; pairs++) {
+                const char *end = strchr(q, ',');
+                size_t il = end ? (size_t)(end - q) : strlen(q);
+                const char *eq = memchr(q, '=', il);
+                if (!eq || eq == q)
+                    return err(UPULSAR_CONF_INVALID, errstr, errstr_size,
+                               "%s: expected key=value[,key=value...] with non-empty keys "
+                               "(got \"%.64s\")",
+                               k->key, value);
+                if (!end)
+                    break;
+                q = end + 1;
+            }
+            if (pairs + 1 > UP_MAX_PRODUCER_PROPS)
+                return err(UPULSAR_CONF_INVALID, errstr, errstr_size,
+                           "%s: more than %d pairs", k->key, UP_MAX_PRODUCER_PROPS);
         }
         memcpy(field, value, len + 1);
         return UPULSAR_CONF_OK;

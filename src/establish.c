@@ -69,6 +69,23 @@ upulsar_err_t up_rp_establish(up_rp_t *rp, int timeout_ms)
     }
     pr.has_epoch = 1;
     pr.epoch = rp->epoch++;
+    /* producer.properties, validated by upulsar_conf_set() */
+    char props[sizeof rp->handle->conf.producer_properties];
+    Pulsar__Proto__KeyValue kv[UP_MAX_PRODUCER_PROPS], *kvp[UP_MAX_PRODUCER_PROPS];
+    snprintf(props, sizeof props, "%s", rp->handle->conf.producer_properties);
+    for (char *q = props, *save = NULL, *it; props[0] && (it = strtok_r(q, ",", &save)); q = NULL) {
+        char *eq = strchr(it, '=');
+        if (!eq || pr.n_metadata >= UP_MAX_PRODUCER_PROPS)
+            continue;
+        *eq = '\0';
+        Pulsar__Proto__KeyValue init = PULSAR__PROTO__KEY_VALUE__INIT;
+        kv[pr.n_metadata] = init;
+        kv[pr.n_metadata].key = it;
+        kv[pr.n_metadata].value = eq + 1;
+        kvp[pr.n_metadata] = &kv[pr.n_metadata];
+        pr.n_metadata++;
+    }
+    pr.metadata = kvp;
     pr.has_producer_access_mode = 1;
     pr.producer_access_mode = PULSAR__PROTO__PRODUCER_ACCESS_MODE__Shared;
 

@@ -47,6 +47,7 @@ static const struct {
     {"restart.intensity", "0"},
     {"restart.period.ms", "60000"},
     {"initial.sequence.id", "-1"},
+    {"producer.properties", ""},
     {"max.inflight.batches", "32"},
 };
 #define NKEYS (sizeof all_keys / sizeof all_keys[0])

@@ -200,3 +200,21 @@ Test(features_msgopts, initial_sequence_id_is_honoured)
     upulsar_tb_snapshot_free(s);
     cr_assert_eq(upulsar_producer_stop(p, 5000), UPULSAR_OK);
 }
+
+Test(features_msgopts, producer_properties_are_sent_in_producer)
+{
+    upulsar_producer_t *p = start("pprops", "producer.properties", "app=billing,team=core,x=a=b");
+    char md[256];
+    cr_assert_eq(upulsar_tb_producer_metadata(tb, "pprops", md, sizeof md), UPULSAR_OK);
+    cr_assert_str_eq(md, "app=billing,team=core,x=a=b");
+    cr_assert_eq(upulsar_producer_stop(p, 5000), UPULSAR_OK);
+    upulsar_conf_t *conf = upulsar_conf_new();
+    cr_assert_eq(upulsar_conf_set(conf, "producer.properties", "a=1,,b=2", NULL, 0),
+                 UPULSAR_CONF_INVALID);
+    cr_assert_eq(upulsar_conf_set(conf, "producer.properties", "=1", NULL, 0),
+                 UPULSAR_CONF_INVALID);
+    cr_assert_eq(upulsar_conf_set(conf, "producer.properties", "novalue", NULL, 0),
+                 UPULSAR_CONF_INVALID);
+    cr_assert_eq(upulsar_conf_set(conf, "producer.properties", "k=", NULL, 0), UPULSAR_CONF_OK);
+    upulsar_conf_destroy(conf);
+}
