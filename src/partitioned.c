@@ -87,13 +87,24 @@ void up_rp_shutdown(up_rp_t *rp, uint64_t deadline_us)
 
 /* ---- start -------------------------------------------------------------------- */
 
-static void handle_free(struct upulsar_producer *h)
+static void fail_left_task(void *a)
 {
-    /* all CLOSE_PRODUCER waits share one bound: a hung broker costs at most
-     * this once, not once per partition */
-    uint64_t deadline = up_now_us() + 1000000u;
+    up_rp_t *rp = a;
+    rp->closing = true;
+    up_rp_fail_all(rp, UPULSAR_ERR__CLOSED);
+}
+
+/* @p close_by: bound of the waits for the brokers' answers to
+ * CLOSE_PRODUCER, shared by all producers (a hung broker costs it once, not
+ * once per partition) */
+static void handle_free(struct upulsar_producer *h, uint64_t close_by)
+{
+    /* first every producer fails what it still holds, so every future and
+     * callback has resolved before any wait for a broker */
+    for (int i = 0; i < h->nall; i++)
+        up_loop_call(h->all[i]->loop, fail_left_task, h->all[i]);
     for (int i = 0; i < h->nall; i++) {
-        up_rp_shutdown(h->all[i], deadline);
+        up_rp_shutdown(h->all[i], close_by);
         up_rp_free(h->all[i]);
     }
     if (h->groups)
@@ -141,7 +152,7 @@ upulsar_err_t upulsar_producer_start(upulsar_client_t *c, const char *name, cons
     h->groups = calloc((size_t)h->ngroups, sizeof *h->groups);
     h->all = calloc((size_t)h->ngroups * (size_t)k, sizeof *h->all);
     if (!h->groups || !h->all) {
-        handle_free(h);
+        handle_free(h, up_now_us() + 1000000u);
         return up_seterr(UPULSAR_ERR__NOMEM, "out of memory");
     }
     h->single_slot = rand() % (h->ngroups * k);
@@ -154,13 +165,13 @@ upulsar_err_t upulsar_producer_start(upulsar_client_t *c, const char *name, cons
             snprintf(grp->topic, sizeof grp->topic, "%s", h->topic);
         grp->rps = calloc((size_t)k, sizeof *grp->rps);
         if (!grp->rps) {
-            handle_free(h);
+            handle_free(h, up_now_us() + 1000000u);
             return up_seterr(UPULSAR_ERR__NOMEM, "out of memory");
         }
         for (int i = 0; i < k; i++) {
             up_rp_t *rp = up_rp_new(h, grp->partition, i, grp->topic, &err);
             if (!rp) {
-                handle_free(h);
+                handle_free(h, up_now_us() + 1000000u);
                 return err;
             }
             if (name) {
@@ -178,11 +189,11 @@ upulsar_err_t upulsar_producer_start(upulsar_client_t *c, const char *name, cons
         }
     }
     for (int i = 0; i < h->nall; i++) {
-        err = up_rp_establish(h->all[i], h->conf.operation_timeout_ms);
+        err = up_rp_establish(h->all[i], c->conf.operation_timeout_ms); /* a client key */
         if (err) {
             char why[256];
             snprintf(why, sizeof why, "%s", upulsar_last_error());
-            handle_free(h);
+            handle_free(h, up_now_us() + 1000000u);
             return up_seterr(err, "%s", why);
         }
     }
@@ -355,6 +366,7 @@ upulsar_err_t upulsar_producer_stop(upulsar_producer_t *h, int timeout_ms)
     if (!h)
         return up_seterr(UPULSAR_ERR__INVALID_ARG, "producer is NULL");
     struct upulsar_client *c = h->client;
+    uint64_t stop_by = timeout_ms < 0 ? UINT64_MAX : up_now_us() + (uint64_t)timeout_ms * 1000u;
     atomic_store(&h->closed, 1);
     upulsar_err_t err = upulsar_producer_flush(h, timeout_ms);
     pthread_mutex_lock(&c->lock);
@@ -366,7 +378,12 @@ upulsar_err_t upulsar_producer_stop(upulsar_producer_t *h, int timeout_ms)
             break;
         }
     pthread_mutex_unlock(&c->lock);
-    handle_free(h); /* fails what is left with CLOSED, closes every producer */
+    /* the waits for CLOSE_PRODUCER answers get at most 1 s, and no more
+     * than what is left of timeout_ms */
+    uint64_t close_by = up_now_us() + 1000000u;
+    if (stop_by < close_by)
+        close_by = stop_by;
+    handle_free(h, close_by); /* fails what is left with CLOSED, closes every producer */
     return err;
 }
 

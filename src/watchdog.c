@@ -83,6 +83,37 @@ static bool terminal(upulsar_err_t e)
     }
 }
 
+/* Backoff delay before the next attempt of @p rp (backoff.* are client
+ * keys, send.timeout.ms a producer key): the current delay, with the
+ * "mandatory stop" of the official clients: once per outage it is
+ * shortened so that an attempt comes a little before send.timeout.ms has
+ * passed since the outage began, giving the pending messages a last chance
+ * to be resent before they expire. The margin is a tenth of the timeout
+ * (at least 100 ms, as Java and C++ use). */
+static uint64_t next_delay_ms(const struct upulsar_conf *cc, const struct upulsar_conf *pc,
+                              up_rp_t *rp, uint64_t now)
+{
+    uint64_t d = rp->backoff_ms;
+    rp->backoff_ms *= 2;
+    if (rp->backoff_ms > (uint64_t)cc->backoff_max_ms)
+        rp->backoff_ms = (uint64_t)cc->backoff_max_ms;
+    if (!rp->outage_since_us)
+        rp->outage_since_us = now;
+    if (pc->send_timeout_ms <= 0 || rp->mandatory_stop_made)
+        return d;
+    uint64_t to = (uint64_t)pc->send_timeout_ms, initial = (uint64_t)cc->backoff_initial_ms;
+    uint64_t margin = to / 10 > 100 ? to / 10 : 100;
+    uint64_t stop = to > margin + initial ? to - margin : initial;
+    uint64_t elapsed = (now - rp->outage_since_us) / 1000u;
+    if (elapsed + d > stop) {
+        rp->mandatory_stop_made = true;
+        d = stop > elapsed ? stop - elapsed : 0;
+        if (d < initial)
+            d = initial;
+    }
+    return d;
+}
+
 /* Restart intensity: more than N restarts within the period fails the group. */
 static bool over_intensity(const struct upulsar_conf *cf, up_rp_t *rp, uint64_t now)
 {
@@ -102,7 +133,8 @@ static bool over_intensity(const struct upulsar_conf *cf, up_rp_t *rp, uint64_t 
 /* One supervision pass over a handle. Called with c->lock NOT held. */
 static void supervise(struct upulsar_producer *h, uint64_t now)
 {
-    const struct upulsar_conf *cf = &h->conf;
+    const struct upulsar_conf *cf = &h->conf;         /* producer keys */
+    const struct upulsar_conf *cc = &h->client->conf; /* client keys: backoff, timeouts */
     for (int g = 0; g < h->ngroups; g++) {
         up_group_t *grp = &h->groups[g];
         if (atomic_load(&grp->failed))
@@ -124,10 +156,7 @@ static void supervise(struct upulsar_producer *h, uint64_t now)
                      * backoff sequence is not advanced */
                     rp->next_attempt_us = now;
                 } else {
-                    rp->next_attempt_us = now + jitter(rp->backoff_ms) * 1000u;
-                    rp->backoff_ms *= 2;
-                    if (rp->backoff_ms > (uint64_t)cf->backoff_max_ms)
-                        rp->backoff_ms = (uint64_t)cf->backoff_max_ms;
+                    rp->next_attempt_us = now + jitter(next_delay_ms(cc, cf, rp, now)) * 1000u;
                 }
             }
             if (now < rp->next_attempt_us)
@@ -140,11 +169,13 @@ static void supervise(struct upulsar_producer *h, uint64_t now)
             }
             atomic_store(&rp->state, UPULSAR_STATE_CONNECTING);
             atomic_fetch_add(&rp->reconnects, 1);
-            upulsar_err_t err = up_rp_establish(rp, cf->operation_timeout_ms);
+            upulsar_err_t err = up_rp_establish(rp, cc->operation_timeout_ms);
             now = up_now_us();
             rp->next_attempt_us = 0;
             if (!err) {
-                rp->backoff_ms = (uint64_t)cf->backoff_initial_ms;
+                rp->backoff_ms = (uint64_t)cc->backoff_initial_ms;
+                rp->outage_since_us = 0;
+                rp->mandatory_stop_made = false;
                 continue;
             }
             if (terminal(err)) {

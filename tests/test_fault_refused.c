@@ -82,3 +82,50 @@ Test(fault_refused, refused_recreation_is_retried_with_backoff, .timeout = 60)
     upulsar_client_destroy(client);
     upulsar_tb_stop(tb);
 }
+
+/* Scenario (the backoff's mandatory stop, as in the official clients):
+ *  1. send.timeout.ms = 5000, backoff.initial.ms = 2000, backoff.max.ms =
+ *     60000; a producer on a non-partitioned topic.
+ *  2. The next PRODUCER request for the topic will be refused
+ *     (ServiceNotReady); every connection is dropped; 100 messages are
+ *     sent and wait.
+ *  3. The first re-creation comes after the initial backoff (1.8-2 s) and
+ *     is refused. The next delay would be 4 s, past the messages' 5 s
+ *     timeout, so it is shortened, once, to land 4.5 s (the timeout less a
+ *     tenth) after the outage began.
+ *  4. That attempt succeeds and resends: every message succeeds, none
+ *     times out; exactly 2 attempts were made; the log check passes.
+ *  (Without the shortened delay the second attempt would come at 5.4-6 s
+ *  and every message would fail with MSG_TIMED_OUT.) */
+Test(fault_refused, backoff_leaves_a_last_attempt_before_the_send_timeout, .timeout = 60)
+{
+    enum { N = 100 };
+    upulsar_tb_t *tb = ft_broker();
+    const char *ckv[] = {"backoff.initial.ms", "2000", "backoff.max.ms", "60000", NULL};
+    upulsar_client_t *client = ft_client(tb, ckv);
+    const char *kv[] = {"send.timeout.ms", "5000", NULL};
+    upulsar_conf_t *conf = ft_conf(kv);
+    upulsar_producer_t *p;
+    cr_assert_eq(upulsar_producer_start(client, "ms", "laststop", 0, conf, &p), UPULSAR_OK, "%s",
+                 upulsar_last_error());
+    upulsar_conf_destroy(conf);
+    cr_assert_eq(upulsar_tb_fail_producers(tb, "laststop", 1, 6 /* ServiceNotReady */),
+                 UPULSAR_OK);
+    cr_assert_gt(upulsar_tb_drop_connections(tb, NULL), 0);
+    ft_run_t *run = ft_run_new(p, 1, N, 0);
+    ft_run_start(run);
+    ft_run_join(run);
+    cr_assert_eq(ft_collect(run), 0);
+    cr_assert(ft_wait_for(ft_cbs_done, run));
+    for (int i = 0; i < N; i++)
+        cr_assert_eq(ft_msg(run, 0, i)->err, UPULSAR_OK, "message %d: %s", i,
+                     upulsar_err_name(ft_msg(run, 0, i)->err));
+    cr_assert_eq(ft_reconnects(p), 2, "attempts: %llu", (unsigned long long)ft_reconnects(p));
+    cr_assert_eq(upulsar_producer_stop(p, 10000), UPULSAR_OK);
+    ft_check_opts_t o = {.topic = "laststop"};
+    ft_check_res_t res = ft_check(tb, run, &o);
+    cr_assert_eq(res.ok, (size_t)N);
+    ft_run_free(run);
+    upulsar_client_destroy(client);
+    upulsar_tb_stop(tb);
+}

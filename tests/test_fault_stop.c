@@ -174,3 +174,35 @@ Test(fault_stop, stop_does_not_wait_for_a_reconnect_attempt, .timeout = 60)
     ft_run_free(run);
     upulsar_tb_stop(tb);
 }
+
+/* Scenario:
+ *  1. A producer over 2 partitions; the broker hangs (freeze) with its
+ *     connections open (nothing tells the client: keep-alive is 30 s).
+ *  2. 5,000 messages are sent: written, never answered.
+ *  3. upulsar_producer_stop(p, 200) returns TIMED_OUT while the broker is
+ *     still hung, with every future and callback resolved (CLOSED): the
+ *     waits for the brokers' answers to CLOSE_PRODUCER get no more than
+ *     what is left of the timeout, and come after every producer failed
+ *     what it held. (Were they unbounded, this test would hang.)
+ *  4. The broker resumes and stores what it had read; the log check: no
+ *     duplicate, order kept (messages failed by stop may be stored: they
+ *     were on the wire). */
+Test(fault_stop, stop_with_a_hung_broker_and_open_connections, .timeout = 60)
+{
+    upulsar_tb_t *tb = ft_broker();
+    upulsar_client_t *client = ft_client(tb, NULL);
+    upulsar_producer_t *p;
+    cr_assert_eq(upulsar_producer_start(client, "sh", "hung", PARTS, NULL, &p), UPULSAR_OK);
+    cr_assert_eq(upulsar_tb_freeze(tb, 1), UPULSAR_OK);
+    ft_run_t *run = ft_run_new(p, 1, N, 0);
+    send_all(run);
+    cr_assert_eq(upulsar_producer_stop(p, 200), UPULSAR_ERR__TIMED_OUT);
+    cr_assert_eq(check_all_closed(run), (size_t)N);
+    cr_assert_eq(upulsar_tb_freeze(tb, 0), UPULSAR_OK);
+    upulsar_client_destroy(client);
+    ft_check_opts_t o = {.topic = "hung", .partitions = PARTS, .failed_may_be_stored = 1};
+    ft_check_res_t res = ft_check(tb, run, &o);
+    cr_assert_eq(res.failed, (size_t)N);
+    ft_run_free(run);
+    upulsar_tb_stop(tb);
+}
