@@ -46,6 +46,8 @@ void up_ring_destroy(up_ring_t *r)
 
 void up_ring_write(up_ring_t *r, uint64_t pos, size_t off, const void *src, size_t len)
 {
+    if (len == 0)
+        return; /* src may be NULL then (no key, no properties) */
     size_t total = r->cap * UP_RING_CELL;
     size_t at = (size_t)((pos & r->mask) * UP_RING_CELL + off) % total;
     size_t first = total - at < len ? total - at : len;
@@ -56,6 +58,8 @@ void up_ring_write(up_ring_t *r, uint64_t pos, size_t off, const void *src, size
 
 void up_ring_read(const up_ring_t *r, uint64_t pos, size_t off, void *dst, size_t len)
 {
+    if (len == 0)
+        return;
     size_t total = r->cap * UP_RING_CELL;
     size_t at = (size_t)((pos & r->mask) * UP_RING_CELL + off) % total;
     size_t first = total - at < len ? total - at : len;

@@ -337,3 +337,52 @@ Test(producer, stats_json_counts_messages_and_batches)
     upulsar_producer_stop(p, 5000);
     upulsar_client_destroy(c2);
 }
+
+Test(producer, records_wrapping_the_ring_end_arrive_intact)
+{
+    /* a 64 KiB ring and odd record sizes: thousands of records straddle the
+     * end of the ring (with and without key, ordering key, properties) */
+    upulsar_producer_t *p;
+    upulsar_conf_t *conf = upulsar_conf_new();
+    cr_assert_eq(upulsar_conf_set(conf, "queue.buffer.bytes", "65536", NULL, 0), UPULSAR_CONF_OK);
+    cr_assert_eq(upulsar_conf_set(conf, "block.if.queue.full", "true", NULL, 0), UPULSAR_CONF_OK);
+    cr_assert_eq(upulsar_producer_start(client, "wrap", "wrap", 0, conf, &p), UPULSAR_OK);
+    upulsar_conf_destroy(conf);
+    enum { N = 6000 };
+    upulsar_property_t props[1] = {{"p", "v"}};
+    for (int i = 0; i < N; i++) {
+        char payload[300];
+        int len = snprintf(payload, sizeof payload, "%d:", i);
+        while (len < 17 + (i * 37) % 251)
+            payload[len++] = (char)('a' + i % 26);
+        upulsar_send_opts_t o = {0};
+        if (i % 3 == 1)
+            o.partition_key = "k";
+        if (i % 5 == 2) {
+            o.ordering_key = "ok";
+            o.ordering_key_len = 2;
+            o.properties = props;
+            o.properties_cnt = 1;
+        }
+        cr_assert_eq(upulsar_send(p, payload, (size_t)len, &o, NULL), UPULSAR_OK, "%s",
+                     upulsar_last_error());
+    }
+    cr_assert_eq(upulsar_producer_flush(p, 20000), UPULSAR_OK);
+    upulsar_tb_snapshot_t *s;
+    cr_assert_eq(upulsar_tb_snapshot(tb, "wrap", &s), UPULSAR_OK);
+    cr_assert_eq(upulsar_tb_snapshot_count(s), N);
+    for (int i = 0; i < N; i++) {
+        const upulsar_tb_msg_t *m = upulsar_tb_snapshot_msg(s, (size_t)i);
+        cr_assert_eq(m->payload_len, (size_t)(17 + (i * 37) % 251), "message %d length", i);
+        int got;
+        cr_assert_eq(sscanf((const char *)m->payload, "%d:", &got), 1);
+        cr_assert_eq(got, i);
+        for (size_t k = (size_t)snprintf(NULL, 0, "%d:", i); k < m->payload_len; k++)
+            cr_assert_eq(m->payload[k], (uint8_t)('a' + i % 26), "message %d byte %zu", i, k);
+        cr_assert_eq(m->partition_key != NULL, i % 3 == 1, "message %d key", i);
+        cr_assert_eq(m->properties_cnt, (size_t)(i % 5 == 2), "message %d properties", i);
+        cr_assert_eq(m->ordering_key_len, (size_t)(i % 5 == 2 ? 2 : 0), "message %d okey", i);
+    }
+    upulsar_tb_snapshot_free(s);
+    upulsar_producer_stop(p, 5000);
+}
