@@ -195,6 +195,13 @@ static const conf_key_t keys[] = {
      "Sequence id before the first message; -1 = continue from the broker's "
      "last_sequence_id.",
      "initialSequenceId"},
+    {"partitions.update.interval.ms", K_INT, FLD(partitions_update_interval_ms), "60000", 0,
+     86400000, NULL, 0, 'P', "ms",
+     "How often a partitioned producer asks the broker for the partition count "
+     "(PARTITIONED_METADATA) and starts groups for new partitions; keyed routing then "
+     "uses the new count. A smaller count is refused (logged; partitions never shrink). "
+     "0 = never.",
+     "autoUpdatePartitions / autoUpdatePartitionsInterval"},
     {"producer.properties", K_STR, FLD(producer_properties), "", 0, 0, NULL, F_KV, 'P',
      "k=v,...",
      "Properties of each real producer, sent in its PRODUCER request (visible in the "

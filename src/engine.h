@@ -374,11 +374,22 @@ struct upulsar_producer {
     struct upulsar_client *client;
     struct upulsar_conf conf;
     char topic[256];
-    int npart;       /* 0: non-partitioned (one group) */
-    int ngroups;
-    up_group_t *groups;
-    up_rp_t **all;
-    int nall;
+    /* Partition growth (the watchdog, up_producer_poll_partitions()) replaces
+     * groups and all with larger copies while caller threads read them: it
+     * stores groups and all, then nall, ngroups and npart, each with
+     * memory_order_release; readers load a count (acquire) before its array
+     * (acquire), so an array is never shorter than the count read first.
+     * Replaced arrays stay allocated (retired) until the handle is freed. */
+    _Atomic int npart;       /* 0: non-partitioned (one group) */
+    _Atomic int ngroups;
+    up_group_t *_Atomic groups;
+    up_rp_t **_Atomic all;
+    _Atomic int nall;
+    void **retired;          /* (watchdog) replaced arrays */
+    int nretired;
+    char base_name[96];      /* name given to upulsar_producer_start, "" = none */
+    uint64_t next_poll_us;   /* (watchdog) next PARTITIONED_METADATA poll */
+    int shrink_seen;         /* (watchdog) smaller count last reported */
     _Atomic int closed;
     int single_slot;
     struct upulsar_producer *next; /* client's list */
@@ -417,6 +428,9 @@ struct upulsar_client {
 };
 
 void up_watchdog_kick(struct upulsar_client *c);
+/** partitions.update.interval.ms: poll the partition count and start groups
+ *  for new partitions. @thread watchdog, within its pass over @p h */
+void up_producer_poll_partitions(struct upulsar_producer *h, uint64_t now_us);
 /** Make the calling thread's blocking network waits (TCP connect, handshake,
  *  requests: conn.c) give up with UPULSAR_ERR__CLOSED within a few
  *  milliseconds once *@p flag is non-zero; NULL (the default) = never. The

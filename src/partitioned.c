@@ -112,7 +112,48 @@ static void handle_free(struct upulsar_producer *h, uint64_t close_by)
             free(h->groups[g].rps);
     free(h->groups);
     free(h->all);
+    for (int i = 0; i < h->nretired; i++)
+        free(h->retired[i]);
+    free(h->retired);
     free(h);
+}
+
+/* Set up group @p g (its real producers, registered with their loops, not
+ * yet established), appending them to @p all at *@p nall. On failure the
+ * producers created so far are in @p all and the group, for the caller to
+ * free. */
+static upulsar_err_t group_init(struct upulsar_producer *h, up_group_t *grp, int g,
+                                bool partitioned, up_rp_t **all, int *nall)
+{
+    int k = h->conf.producers_per_partition;
+    upulsar_err_t err = UPULSAR_OK;
+    grp->partition = partitioned ? g : -1;
+    if (partitioned)
+        snprintf(grp->topic, sizeof grp->topic, "%.220s-partition-%d", h->topic, g);
+    else
+        snprintf(grp->topic, sizeof grp->topic, "%s", h->topic);
+    grp->rps = calloc((size_t)k, sizeof *grp->rps);
+    if (!grp->rps)
+        return up_seterr(UPULSAR_ERR__NOMEM, "out of memory");
+    for (int i = 0; i < k; i++) {
+        up_rp_t *rp = up_rp_new(h, grp->partition, i, grp->topic, &err);
+        if (!rp)
+            return err;
+        const char *name = h->base_name[0] ? h->base_name : NULL;
+        if (name) {
+            rp->user_named = true;
+            if (partitioned)
+                snprintf(rp->name, sizeof rp->name, "%s-%d-%d", name, g, i);
+            else if (k > 1)
+                snprintf(rp->name, sizeof rp->name, "%s-%d", name, i);
+            else
+                snprintf(rp->name, sizeof rp->name, "%s", name);
+        }
+        grp->rps[grp->nrps++] = rp;
+        all[(*nall)++] = rp;
+        up_loop_call(rp->loop, add_rp_task, rp);
+    }
+    return UPULSAR_OK;
 }
 
 upulsar_err_t upulsar_producer_start(upulsar_client_t *c, const char *name, const char *topic,
@@ -156,38 +197,19 @@ upulsar_err_t upulsar_producer_start(upulsar_client_t *c, const char *name, cons
         return up_seterr(UPULSAR_ERR__NOMEM, "out of memory");
     }
     h->single_slot = rand() % (h->ngroups * k);
+    if (name)
+        snprintf(h->base_name, sizeof h->base_name, "%s", name);
     for (int g = 0; g < h->ngroups; g++) {
-        up_group_t *grp = &h->groups[g];
-        grp->partition = h->npart > 0 ? g : -1;
-        if (h->npart > 0)
-            snprintf(grp->topic, sizeof grp->topic, "%.220s-partition-%d", h->topic, g);
-        else
-            snprintf(grp->topic, sizeof grp->topic, "%s", h->topic);
-        grp->rps = calloc((size_t)k, sizeof *grp->rps);
-        if (!grp->rps) {
+        int nall = h->nall;
+        err = group_init(h, &h->groups[g], g, h->npart > 0, h->all, &nall);
+        h->nall = nall;
+        if (err) {
             handle_free(h, up_now_us() + 1000000u);
-            return up_seterr(UPULSAR_ERR__NOMEM, "out of memory");
-        }
-        for (int i = 0; i < k; i++) {
-            up_rp_t *rp = up_rp_new(h, grp->partition, i, grp->topic, &err);
-            if (!rp) {
-                handle_free(h, up_now_us() + 1000000u);
-                return err;
-            }
-            if (name) {
-                rp->user_named = true;
-                if (h->npart > 0)
-                    snprintf(rp->name, sizeof rp->name, "%s-%d-%d", name, g, i);
-                else if (k > 1)
-                    snprintf(rp->name, sizeof rp->name, "%s-%d", name, i);
-                else
-                    snprintf(rp->name, sizeof rp->name, "%s", name);
-            }
-            grp->rps[grp->nrps++] = rp;
-            h->all[h->nall++] = rp;
-            up_loop_call(rp->loop, add_rp_task, rp);
+            return err;
         }
     }
+    if (h->conf.partitions_update_interval_ms > 0)
+        h->next_poll_us = up_now_us() + (uint64_t)h->conf.partitions_update_interval_ms * 1000u;
     for (int i = 0; i < h->nall; i++) {
         err = up_rp_establish(h->all[i], c->conf.operation_timeout_ms); /* a client key */
         if (err) {
@@ -233,11 +255,14 @@ static uint64_t next_rand(void)
 static up_rp_t *route(struct upulsar_producer *h, const char *key, up_group_t **gout)
 {
     int k = h->conf.producers_per_partition;
-    uint32_t slots = (uint32_t)(h->ngroups * k);
+    /* count first, then the array (see struct upulsar_producer) */
+    uint32_t ngroups = (uint32_t)atomic_load_explicit(&h->ngroups, memory_order_acquire);
+    up_group_t *groups = atomic_load_explicit(&h->groups, memory_order_acquire);
+    uint32_t slots = ngroups * (uint32_t)k;
     uint32_t s;
     if (key) {
         size_t len = strlen(key);
-        uint32_t g = up_route_key(h->conf.hashing, key, len, (uint32_t)h->ngroups);
+        uint32_t g = up_route_key(h->conf.hashing, key, len, ngroups);
         uint32_t i = k > 1 ? (up_murmur3_32(key, len, GROUP_SEED) & 0x7fffffffu) % (uint32_t)k : 0;
         s = g * (uint32_t)k + i;
     } else if (h->conf.routing == UP_ROUTE_SINGLE) {
@@ -257,7 +282,7 @@ static up_rp_t *route(struct upulsar_producer *h, const char *key, up_group_t **
         }
         s = rt.slot % slots;
     }
-    *gout = &h->groups[s / (uint32_t)k];
+    *gout = &groups[s / (uint32_t)k];
     return (*gout)->rps[s % (uint32_t)k];
 }
 
@@ -267,7 +292,8 @@ int upulsar_producer_partition_for_key(const upulsar_producer_t *h, const char *
         return -1;
     if (h->npart == 0)
         return -1;
-    return (int)up_route_key(h->conf.hashing, key, strlen(key), (uint32_t)h->ngroups);
+    int n = atomic_load_explicit(&((struct upulsar_producer *)h)->ngroups, memory_order_acquire);
+    return (int)up_route_key(h->conf.hashing, key, strlen(key), (uint32_t)n);
 }
 
 int upulsar_producer_partitions(const upulsar_producer_t *h) { return h ? h->npart : 0; }
@@ -316,10 +342,10 @@ upulsar_err_t upulsar_send_many(upulsar_producer_t *h, const upulsar_msg_t *msgs
 
 /* ---- flush / stop ------------------------------------------------------------------ */
 
-static upulsar_err_t wait_resolved(struct upulsar_producer *h, const uint64_t *marks,
+static upulsar_err_t wait_resolved(struct upulsar_producer *h, int nall, const uint64_t *marks,
                                    uint64_t deadline)
 {
-    for (int i = 0; i < h->nall; i++) {
+    for (int i = 0; i < nall; i++) {
         up_rp_t *rp = h->all[i];
         unsigned spins = 0;
         while (atomic_load_explicit(&rp->resolved_ring_pos, memory_order_acquire) < marks[i]) {
@@ -348,15 +374,18 @@ upulsar_err_t upulsar_producer_flush(upulsar_producer_t *h, int timeout_ms)
 {
     if (!h)
         return up_seterr(UPULSAR_ERR__INVALID_ARG, "producer is NULL");
-    uint64_t *marks = malloc((size_t)h->nall * sizeof *marks);
+    /* producers started by a partition growth after this point hold only
+     * messages sent after the call: they are not waited for */
+    int nall = atomic_load_explicit(&h->nall, memory_order_acquire);
+    uint64_t *marks = malloc((size_t)(nall ? nall : 1) * sizeof *marks);
     if (!marks)
         return up_seterr(UPULSAR_ERR__NOMEM, "out of memory");
-    for (int i = 0; i < h->nall; i++) {
+    for (int i = 0; i < nall; i++) {
         marks[i] = atomic_load_explicit(&h->all[i]->ring.head, memory_order_acquire);
         atomic_store(&h->all[i]->flush_req, 1);
         up_loop_wake(h->all[i]->loop);
     }
-    upulsar_err_t err = wait_resolved(h, marks, deadline_of(timeout_ms));
+    upulsar_err_t err = wait_resolved(h, nall, marks, deadline_of(timeout_ms));
     free(marks);
     return err;
 }
@@ -462,4 +491,86 @@ const char *upulsar_state_name(upulsar_producer_state_t s)
     case UPULSAR_STATE_CLOSED: return "CLOSED";
     }
     return "UNKNOWN";
+}
+
+/* ---- partition growth -------------------------------------------------------------- */
+
+/* Start groups for partitions [ngroups, n): build larger copies of groups
+ * and all, establish the new producers, then publish (see struct
+ * upulsar_producer for the ordering). A new producer that cannot be
+ * established yet is left in BACKOFF for the supervisor; messages routed to
+ * it wait in its ring. */
+static void grow(struct upulsar_producer *h, int n)
+{
+    int oldn = atomic_load_explicit(&h->ngroups, memory_order_relaxed);
+    int oldall = atomic_load_explicit(&h->nall, memory_order_relaxed);
+    int k = h->conf.producers_per_partition;
+    up_group_t *ng = calloc((size_t)n, sizeof *ng);
+    up_rp_t **na = calloc((size_t)n * (size_t)k, sizeof *na);
+    void **nr = realloc(h->retired, (size_t)(h->nretired + 2) * sizeof *nr);
+    if (nr)
+        h->retired = nr;
+    if (!ng || !na || !nr) {
+        free(ng);
+        free(na);
+        fprintf(stderr, "upulsar: %s: out of memory starting partitions %d..%d\n", h->topic,
+                oldn, n - 1);
+        return;
+    }
+    memcpy(ng, h->groups, (size_t)oldn * sizeof *ng);
+    memcpy(na, h->all, (size_t)oldall * sizeof *na);
+    int nall = oldall;
+    for (int g = oldn; g < n; g++) {
+        upulsar_err_t err = group_init(h, &ng[g], g, true, na, &nall);
+        if (err) {
+            fprintf(stderr, "upulsar: %s: cannot start partition %d: %s\n", h->topic, g,
+                    upulsar_last_error());
+            for (int i = oldall; i < nall; i++) {
+                up_rp_shutdown(na[i], up_now_us());
+                up_rp_free(na[i]);
+            }
+            for (int j = oldn; j <= g; j++)
+                free(ng[j].rps);
+            free(ng);
+            free(na);
+            return;
+        }
+    }
+    for (int i = oldall; i < nall; i++) {
+        up_rp_t *rp = na[i];
+        if (up_rp_establish(rp, h->client->conf.operation_timeout_ms)) {
+            int st = UPULSAR_STATE_CONNECTING;
+            atomic_compare_exchange_strong(&rp->state, &st, UPULSAR_STATE_BACKOFF);
+        }
+    }
+    h->retired[h->nretired++] = h->groups;
+    h->retired[h->nretired++] = h->all;
+    atomic_store_explicit(&h->groups, ng, memory_order_release);
+    atomic_store_explicit(&h->all, na, memory_order_release);
+    atomic_store_explicit(&h->nall, nall, memory_order_release);
+    atomic_store_explicit(&h->ngroups, n, memory_order_release);
+    atomic_store_explicit(&h->npart, n, memory_order_release);
+}
+
+void up_producer_poll_partitions(struct upulsar_producer *h, uint64_t now)
+{
+    int iv = h->conf.partitions_update_interval_ms;
+    int cur = atomic_load_explicit(&h->npart, memory_order_relaxed);
+    if (iv <= 0 || cur == 0 || now < h->next_poll_us)
+        return;
+    h->next_poll_us = now + (uint64_t)iv * 1000u;
+    int n;
+    if (up_partitions(h->client, h->topic, &n))
+        return; /* try again at the next interval */
+    if (n < cur) {
+        if (h->shrink_seen != n)
+            fprintf(stderr,
+                    "upulsar: %s: the broker reports %d partitions, fewer than %d: "
+                    "partitions never shrink, keeping %d\n",
+                    h->topic, n, cur, cur);
+        h->shrink_seen = n;
+        return;
+    }
+    if (n > cur)
+        grow(h, n);
 }

@@ -215,6 +215,7 @@ static void *wd_main(void *arg)
             c->wd_busy = h;
             pthread_mutex_unlock(&c->lock);
             up_cancel_on(&h->closed); /* stop must not wait behind an attempt */
+            up_producer_poll_partitions(h, up_now_us());
             supervise(h, up_now_us());
             up_cancel_on(NULL);
             pthread_mutex_lock(&c->lock);

@@ -47,6 +47,7 @@ static const struct {
     {"restart.intensity", "0"},
     {"restart.period.ms", "60000"},
     {"initial.sequence.id", "-1"},
+    {"partitions.update.interval.ms", "60000"},
     {"producer.properties", ""},
     {"max.inflight.batches", "32"},
 };

@@ -1,0 +1,213 @@
+/* test_features_partitions.c -- partition growth: a topic grown from 4 to 8
+ * partitions while a thread sends keyed messages; the new groups start
+ * without a restart, keyed routing follows the new count, nothing is lost;
+ * shrinking is refused. */
+#include <criterion/criterion.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "upulsar/testbroker.h"
+#include "upulsar/upulsar.h"
+
+static upulsar_tb_t *tb;
+static upulsar_client_t *client;
+
+static void setup(void)
+{
+    upulsar_tb_opts_t o;
+    upulsar_tb_opts_init(&o);
+    cr_assert_eq(upulsar_tb_start(&o, &tb), UPULSAR_OK);
+    upulsar_conf_t *conf = upulsar_conf_new();
+    cr_assert_eq(upulsar_conf_set(conf, "service.url", upulsar_tb_url(tb), NULL, 0),
+                 UPULSAR_CONF_OK);
+    cr_assert_eq(upulsar_client_new(conf, &client), UPULSAR_OK, "%s", upulsar_last_error());
+    upulsar_conf_destroy(conf);
+}
+
+static void teardown(void)
+{
+    upulsar_client_destroy(client);
+    upulsar_tb_stop(tb);
+}
+
+TestSuite(features_partitions, .init = setup, .fini = teardown, .timeout = 120);
+
+/* Java String.hashCode of an ASCII key, made non-negative, mod n: the
+ * routing the official clients use (independent of the library's code) */
+static int java_partition(const char *k, int n)
+{
+    int32_t h = 0;
+    for (; *k; k++)
+        h = (int32_t)((uint32_t)h * 31u + (uint8_t)*k);
+    return (int)((uint32_t)(h & 0x7fffffff) % (uint32_t)n);
+}
+
+enum { MAXMSG = 200000, KEYS = 64 };
+
+typedef struct {
+    upulsar_producer_t *p;
+    atomic_int stop_after;     /* messages still to send once grown; -1 = not yet grown */
+    int sent;
+    int parts_at_send[MAXMSG]; /* partitions() observed right before each send */
+    upulsar_future_t *f[MAXMSG];
+} run_t;
+
+static void *sender(void *a)
+{
+    run_t *r = a;
+    for (int i = 0; i < MAXMSG; i++) {
+        char key[16], pl[32];
+        snprintf(key, sizeof key, "k%d", i % KEYS);
+        int len = snprintf(pl, sizeof pl, "%d", i);
+        r->parts_at_send[i] = upulsar_producer_partitions(r->p);
+        upulsar_send_opts_t o = {.partition_key = key};
+        cr_assert_eq(upulsar_send(r->p, pl, (size_t)len, &o, &r->f[i]), UPULSAR_OK, "%s",
+                     upulsar_last_error());
+        r->sent = i + 1;
+        if (r->parts_at_send[i] == 8 && atomic_fetch_sub(&r->stop_after, 1) <= 0)
+            break;
+        if (i % 64 == 63) {
+            struct timespec ts = {0, 200000};
+            nanosleep(&ts, NULL); /* keep the stream going across the poll */
+        }
+    }
+    return NULL;
+}
+
+Test(features_partitions, grow_from_4_to_8_mid_stream)
+{
+    cr_assert_eq(upulsar_tb_set_partitions(tb, "grow", 4), UPULSAR_OK);
+    upulsar_conf_t *conf = upulsar_conf_new();
+    cr_assert_eq(upulsar_conf_set(conf, "partitions.update.interval.ms", "50", NULL, 0),
+                 UPULSAR_CONF_OK);
+    static run_t r;
+    memset(&r, 0, sizeof r);
+    cr_assert_eq(upulsar_producer_start(client, "gp", "grow", 0, conf, &r.p), UPULSAR_OK, "%s",
+                 upulsar_last_error());
+    upulsar_conf_destroy(conf);
+    cr_assert_eq(upulsar_producer_partitions(r.p), 4);
+    atomic_store(&r.stop_after, 2000);
+    pthread_t th;
+    pthread_create(&th, NULL, sender, &r);
+    /* let the stream run on 4 partitions first */
+    cr_assert_eq(upulsar_tb_wait_messages(tb, "grow-partition-0", 50, 20000), UPULSAR_OK);
+    cr_assert_eq(upulsar_tb_set_partitions(tb, "grow", 8), UPULSAR_OK);
+    pthread_join(th, NULL);
+    cr_assert_eq(upulsar_producer_partitions(r.p), 8, "never grew");
+    cr_assert_lt(r.sent, MAXMSG, "the growth was not seen within %d messages", MAXMSG);
+
+    /* every message resolves; those sent once 8 partitions were seen go to
+     * the partition of the new count */
+    int before = 0, after = 0;
+    for (int i = 0; i < r.sent; i++) {
+        upulsar_msg_id_t id;
+        cr_assert_eq(upulsar_future_wait(r.f[i], 20000, &id), UPULSAR_OK, "message %d", i);
+        upulsar_future_release(r.f[i]);
+        char key[16];
+        snprintf(key, sizeof key, "k%d", i % KEYS);
+        if (r.parts_at_send[i] == 8) {
+            cr_assert_eq(id.partition, java_partition(key, 8), "message %d", i);
+            after++;
+        } else {
+            before++;
+        }
+    }
+    cr_assert_gt(before, 0);
+    cr_assert_gt(after, 2000);
+    for (int i = 0; i < KEYS; i++) {
+        char key[16];
+        snprintf(key, sizeof key, "k%d", i);
+        cr_assert_eq(upulsar_producer_partition_for_key(r.p, key), java_partition(key, 8));
+    }
+
+    /* the broker holds each message exactly once, on the partition it was
+     * acknowledged from, and the new partitions got traffic */
+    static unsigned char seen[MAXMSG];
+    memset(seen, 0, sizeof seen);
+    size_t total = 0;
+    for (int part = 0; part < 8; part++) {
+        char t[64];
+        snprintf(t, sizeof t, "grow-partition-%d", part);
+        upulsar_tb_snapshot_t *s;
+        cr_assert_eq(upulsar_tb_snapshot(tb, t, &s), UPULSAR_OK);
+        size_t n = upulsar_tb_snapshot_count(s);
+        if (part >= 4)
+            cr_assert_gt(n, 0, "new partition %d got nothing", part);
+        for (size_t j = 0; j < n; j++) {
+            const upulsar_tb_msg_t *m = upulsar_tb_snapshot_msg(s, j);
+            char pl[32] = {0};
+            memcpy(pl, m->payload, m->payload_len < 31 ? m->payload_len : 31);
+            int i = atoi(pl);
+            cr_assert(i >= 0 && i < r.sent);
+            cr_assert_eq(seen[i], 0, "message %d stored twice", i);
+            seen[i] = 1;
+            if (r.parts_at_send[i] == 8)
+                cr_assert_eq(part, java_partition(m->partition_key, 8));
+            else
+                cr_assert_eq(part, java_partition(m->partition_key, 4));
+        }
+        total += n;
+        upulsar_tb_snapshot_free(s);
+    }
+    cr_assert_eq(total, (size_t)r.sent, "stored %zu of %d", total, r.sent);
+
+    upulsar_group_info_t gi[16];
+    size_t ng;
+    cr_assert_eq(upulsar_producer_groups(r.p, gi, 16, &ng), UPULSAR_OK);
+    cr_assert_eq(ng, 8);
+    for (int g = 0; g < 8; g++) {
+        char want[128];
+        snprintf(want, sizeof want, "persistent://public/default/grow-partition-%d", g);
+        cr_assert_str_eq(gi[g].partition_topic, want);
+        cr_assert_eq(gi[g].partition, g);
+        cr_assert_eq(gi[g].state, UPULSAR_STATE_READY);
+    }
+    upulsar_producer_info_t pi[16];
+    cr_assert_eq(upulsar_producer_list(r.p, pi, 16, &ng), UPULSAR_OK);
+    cr_assert_eq(ng, 8);
+    cr_assert_str_eq(pi[7].name, "gp-7-0");
+    cr_assert_eq(upulsar_producer_flush(r.p, 10000), UPULSAR_OK);
+    cr_assert_eq(upulsar_producer_stop(r.p, 10000), UPULSAR_OK);
+}
+
+Test(features_partitions, shrinking_is_refused)
+{
+    cr_assert_eq(upulsar_tb_set_partitions(tb, "shrink", 4), UPULSAR_OK);
+    upulsar_conf_t *conf = upulsar_conf_new();
+    cr_assert_eq(upulsar_conf_set(conf, "partitions.update.interval.ms", "20", NULL, 0),
+                 UPULSAR_CONF_OK);
+    upulsar_producer_t *p;
+    cr_assert_eq(upulsar_producer_start(client, NULL, "shrink", 0, conf, &p), UPULSAR_OK);
+    upulsar_conf_destroy(conf);
+    cr_assert_eq(upulsar_tb_set_partitions(tb, "shrink", 2), UPULSAR_OK);
+    /* ten poll intervals at the smaller count (the poll refuses it: logged) */
+    for (int i = 0; i < 10; i++) {
+        struct timespec ts = {0, 20000000};
+        nanosleep(&ts, NULL);
+        cr_assert_eq(upulsar_producer_partitions(p), 4, "shrunk");
+    }
+    upulsar_future_t *f;
+    upulsar_msg_id_t id;
+    upulsar_send_opts_t o = {.partition_key = "k5"}; /* 2 under 4 partitions, 0 under 2 */
+    cr_assert_eq(upulsar_send(p, "x", 1, &o, &f), UPULSAR_OK);
+    cr_assert_eq(upulsar_future_wait(f, 10000, &id), UPULSAR_OK);
+    upulsar_future_release(f);
+    cr_assert_eq(id.partition, java_partition("k5", 4));
+    cr_assert_eq(upulsar_producer_partition_for_key(p, "k5"), 2);
+    size_t ng;
+    cr_assert_eq(upulsar_producer_groups(p, NULL, 0, &ng), UPULSAR_OK);
+    cr_assert_eq(ng, 4);
+    /* and growth still works after a refused shrink */
+    cr_assert_eq(upulsar_tb_set_partitions(tb, "shrink", 6), UPULSAR_OK);
+    for (int i = 0; i < 100000 && upulsar_producer_partitions(p) != 6; i++) {
+        cr_assert_geq(upulsar_producer_partitions(p), 4, "shrunk");
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+    }
+    cr_assert_eq(upulsar_producer_partitions(p), 6);
+    cr_assert_eq(upulsar_producer_stop(p, 5000), UPULSAR_OK);
+}
