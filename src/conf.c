@@ -202,6 +202,13 @@ static const conf_key_t keys[] = {
      "uses the new count. A smaller count is refused (logged; partitions never shrink). "
      "0 = never.",
      "autoUpdatePartitions / autoUpdatePartitionsInterval"},
+    {"lazy.start.partitions", K_BOOL, FLD(lazy_start_partitions), "false", 0, 0, NULL, 0, 'P',
+     "",
+     "Partitioned topics: upulsar_producer_start() creates no producer on the broker; "
+     "a partition's producers are created (by the supervisor) when the first message is "
+     "routed to that partition, which then waits in the ring until they are ready. Until "
+     "then introspection shows them CONNECTING.",
+     "(C++ client) lazyStartPartitionedProducers"},
     {"producer.properties", K_STR, FLD(producer_properties), "", 0, 0, NULL, F_KV, 'P',
      "k=v,...",
      "Properties of each real producer, sent in its PRODUCER request (visible in the "

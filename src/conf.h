@@ -54,6 +54,7 @@ struct upulsar_conf {
     int restart_period_ms;        /* restart.period.ms, default 60000 */
     int64_t initial_sequence_id;  /* initial.sequence.id, default -1 (ask broker) */
     int partitions_update_interval_ms; /* partitions.update.interval.ms, default 60000, 0 = off */
+    bool lazy_start_partitions;   /* lazy.start.partitions, default false */
     char producer_properties[1024]; /* producer.properties "k=v,k2=v2", default "" */
     int64_t memory_limit_bytes;   /* memory.limit.bytes (client key), 0 = off */
     int max_inflight_batches;     /* max.inflight.batches per real producer (written, not

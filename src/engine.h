@@ -284,6 +284,8 @@ struct up_rp {
     up_ring_t ring;
     _Atomic int state;     /* upulsar_producer_state_t */
     _Atomic int failed;    /* terminal error (upulsar_err_t) or 0 */
+    _Atomic int lazy;      /* lazy.start.partitions: 1 = not started until
+                              its first message, 2 = start requested */
     _Atomic uint64_t pending;   /* accepted, not resolved (approx.) */
     _Atomic uint64_t reconnects;
     _Atomic int64_t last_acked_seq;

@@ -210,7 +210,10 @@ upulsar_err_t upulsar_producer_start(upulsar_client_t *c, const char *name, cons
     }
     if (h->conf.partitions_update_interval_ms > 0)
         h->next_poll_us = up_now_us() + (uint64_t)h->conf.partitions_update_interval_ms * 1000u;
-    for (int i = 0; i < h->nall; i++) {
+    bool lazy = h->conf.lazy_start_partitions && h->npart > 0;
+    for (int i = 0; i < h->nall && lazy; i++)
+        atomic_store(&h->all[i]->lazy, 1);
+    for (int i = 0; i < h->nall && !lazy; i++) {
         err = up_rp_establish(h->all[i], c->conf.operation_timeout_ms); /* a client key */
         if (err) {
             char why[256];
@@ -538,6 +541,10 @@ static void grow(struct upulsar_producer *h, int n)
     }
     for (int i = oldall; i < nall; i++) {
         up_rp_t *rp = na[i];
+        if (h->conf.lazy_start_partitions) {
+            atomic_store(&rp->lazy, 1);
+            continue;
+        }
         if (up_rp_establish(rp, h->client->conf.operation_timeout_ms)) {
             int st = UPULSAR_STATE_CONNECTING;
             atomic_compare_exchange_strong(&rp->state, &st, UPULSAR_STATE_BACKOFF);

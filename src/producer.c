@@ -190,6 +190,19 @@ static upulsar_err_t limits_reserve(up_rp_t *rp, size_t len)
 
 /* ---- caller side: enqueue ------------------------------------------------- */
 
+/* lazy.start.partitions: the first message for a producer not started yet
+ * hands it to the supervisor, which creates it at once (as after a graceful
+ * close: no backoff). */
+static void lazy_start(up_rp_t *rp)
+{
+    int one = 1;
+    if (!atomic_compare_exchange_strong(&rp->lazy, &one, 2))
+        return;
+    atomic_store(&rp->closed_by_broker, 1);
+    atomic_store(&rp->state, UPULSAR_STATE_BACKOFF);
+    up_watchdog_kick(rp->client);
+}
+
 static void internal_free(void *payload, void *opaque) { free(payload); }
 
 /* The "do not replicate" marker of the Java client's disableReplication(). */
@@ -263,6 +276,8 @@ upulsar_err_t up_rp_enqueue(up_rp_t *rp, const void *payload, size_t len,
     if (failed)
         return up_seterr((upulsar_err_t)failed, "%s: producer failed: %s", rp->topic,
                          upulsar_err_str((upulsar_err_t)failed));
+    if (atomic_load_explicit(&rp->lazy, memory_order_relaxed) == 1)
+        lazy_start(rp);
     int32_t maxsz = atomic_load_explicit(&rp->client->max_message_size, memory_order_relaxed);
     if (len > (size_t)maxsz)
         return up_seterr(UPULSAR_ERR__MSG_TOO_LARGE,

@@ -211,3 +211,51 @@ Test(features_partitions, shrinking_is_refused)
     cr_assert_eq(upulsar_producer_partitions(p), 6);
     cr_assert_eq(upulsar_producer_stop(p, 5000), UPULSAR_OK);
 }
+
+Test(features_partitions, lazy_start_creates_a_partition_producer_on_first_send)
+{
+    cr_assert_eq(upulsar_tb_set_partitions(tb, "lazy", 4), UPULSAR_OK);
+    upulsar_conf_t *conf = upulsar_conf_new();
+    cr_assert_eq(upulsar_conf_set(conf, "lazy.start.partitions", "true", NULL, 0),
+                 UPULSAR_CONF_OK);
+    upulsar_producer_t *p;
+    cr_assert_eq(upulsar_producer_start(client, NULL, "lazy", 0, conf, &p), UPULSAR_OK);
+    upulsar_conf_destroy(conf);
+    for (int part = 0; part < 4; part++) {
+        char t[64];
+        snprintf(t, sizeof t, "lazy-partition-%d", part);
+        upulsar_tb_topic_stats_t st;
+        upulsar_err_t e = upulsar_tb_topic_stats(tb, t, &st);
+        cr_assert(e != UPULSAR_OK || st.producers == 0, "partition %d started eagerly", part);
+    }
+    int want = java_partition("k5", 4);
+    upulsar_future_t *f[10];
+    upulsar_send_opts_t o = {.partition_key = "k5"};
+    for (int i = 0; i < 10; i++)
+        cr_assert_eq(upulsar_send(p, "x", 1, &o, &f[i]), UPULSAR_OK);
+    for (int i = 0; i < 10; i++) {
+        upulsar_msg_id_t id;
+        cr_assert_eq(upulsar_future_wait(f[i], 10000, &id), UPULSAR_OK);
+        cr_assert_eq(id.partition, want);
+        upulsar_future_release(f[i]);
+    }
+    for (int part = 0; part < 4; part++) {
+        char t[64];
+        snprintf(t, sizeof t, "lazy-partition-%d", part);
+        upulsar_tb_topic_stats_t st;
+        upulsar_err_t e = upulsar_tb_topic_stats(tb, t, &st);
+        if (part == want) {
+            cr_assert_eq(e, UPULSAR_OK);
+            cr_assert_eq(st.producers, 1);
+            cr_assert_eq(st.messages, 10);
+        } else {
+            cr_assert(e != UPULSAR_OK || st.producers == 0, "partition %d started", part);
+        }
+    }
+    upulsar_group_info_t gi[4];
+    size_t ng;
+    cr_assert_eq(upulsar_producer_groups(p, gi, 4, &ng), UPULSAR_OK);
+    for (int g = 0; g < 4; g++)
+        cr_assert_eq(gi[g].state, g == want ? UPULSAR_STATE_READY : UPULSAR_STATE_CONNECTING);
+    cr_assert_eq(upulsar_producer_stop(p, 5000), UPULSAR_OK);
+}
