@@ -27,7 +27,8 @@ size_t up_smm_size(const up_smm_t *m)
         n += 1 + up_varint_size(m->event_time);
     if (m->okey)
         n += 1 + up_varint_size(m->okey_len) + m->okey_len;
-    n += 1 + up_varint_size(m->sequence_id);
+    if (!m->no_seq)
+        n += 1 + up_varint_size(m->sequence_id);
     return n;
 }
 
@@ -56,8 +57,10 @@ size_t up_record_put_header(uint8_t *dst, const up_smm_t *m)
         memcpy(p, m->okey, m->okey_len);
         p += m->okey_len;
     }
-    *p++ = TAG_SEQ;
-    p += up_put_varint(p, m->sequence_id);
+    if (!m->no_seq) {
+        *p++ = TAG_SEQ;
+        p += up_put_varint(p, m->sequence_id);
+    }
     up_put_be32(dst, (uint32_t)(p - dst - 4));
     return (size_t)(p - dst);
 }

@@ -26,7 +26,9 @@ typedef struct up_smm {
                                    up_props_encode(), NULL = none */
     uint32_t props_len;
     uint64_t event_time;      /**< (5), 0 = unset */
-    uint64_t sequence_id;     /**< (8), always written */
+    uint64_t sequence_id;     /**< (8), written unless no_seq */
+    bool no_seq;              /**< leave sequence_id out: the message's id is
+                                   the entry's sequence_id + its index */
     uint32_t payload_size;    /**< (3) */
 } up_smm_t;
 

@@ -48,6 +48,8 @@ typedef struct {
 
 static const enum_name_t compression_names[] = {
     {"none", 0}, {"lz4", 1}, {"zstd", 3}, {NULL, 0}};
+static const enum_name_t batching_type_names[] = {
+    {"default", UP_BATCH_DEFAULT}, {"key_based", UP_BATCH_KEY_BASED}, {NULL, 0}};
 static const enum_name_t hashing_names[] = {
     {"java_string", UP_HASH_JAVA_STRING}, {"murmur3_32", UP_HASH_MURMUR3_32}, {NULL, 0}};
 static const enum_name_t routing_names[] = {{"round_robin", UP_ROUTE_ROUND_ROBIN},
@@ -202,6 +204,14 @@ static const conf_key_t keys[] = {
      "uses the new count. A smaller count is refused (logged; partitions never shrink). "
      "0 = never.",
      "autoUpdatePartitions / autoUpdatePartitionsInterval"},
+    {"batching.type", K_ENUM, FLD(batching_type), "default", 0, 0, batching_type_names, 0, 'P',
+     "",
+     "default: a batch holds messages of any key. key_based: one batch per key (the "
+     "ordering key if set, else the partition key; keyless messages share one), so each "
+     "entry carries one key and Key_Shared consumers get whole batches; when the batches "
+     "together reach batch.max.messages / batch.max.bytes or the delay, each is sent as "
+     "its own entry, in ascending order of first sequence id.",
+     "batcherBuilder (BatcherBuilder.DEFAULT, KEY_BASED)"},
     {"lazy.start.partitions", K_BOOL, FLD(lazy_start_partitions), "false", 0, 0, NULL, 0, 'P',
      "",
      "Partitioned topics: upulsar_producer_start() creates no producer on the broker; "

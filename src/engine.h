@@ -222,6 +222,10 @@ struct up_batch {
     char *repl;             /* replicate_to names, NUL-separated */
     size_t repl_len, repl_cap;
     uint32_t nrepl;
+    /* batching.type=key_based: the key every message of the batch has */
+    int kkind;              /* 0 none, 1 partition key, 2 ordering key */
+    char *kkey;             /* NUL-terminated copy */
+    size_t kkey_len, kkey_cap;
     int outq_refs;     /* (loop) segments of connection queues pointing here */
     bool retired;      /* (loop) resolved: recycle once outq_refs is 0 */
     up_rp_t *rp;       /* NULL once the producer is gone: free instead */
@@ -316,7 +320,11 @@ struct up_rp {
     up_conn_t *conn;    /* registered connection (holds a reference), or NULL */
     bool registered;    /* present in conn->rps */
     uint64_t next_seq;
-    up_batch_t *open;
+    up_batch_t *open;   /* key_based: the first of the open per-key batches,
+                           linked by next in ascending first sequence id */
+    uint32_t kb_n;      /* key_based: messages and bytes of all open batches */
+    size_t kb_bytes;
+    uint64_t kb_start;  /* key_based: ring position of their first record */
     uint64_t open_deadline_us;
     uint64_t window_end_us; /* records seen, batch window not yet drained */
     bool holding;           /* records left in the ring until the window ends */

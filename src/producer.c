@@ -56,6 +56,7 @@ static void batch_free(up_batch_t *b)
     free(b->zbuf);
     free(b->done);
     free(b->repl);
+    free(b->kkey);
     free(b);
 }
 
@@ -524,6 +525,7 @@ static up_batch_t *batch_get(up_rp_t *rp)
     b->deliver_at = 0;
     b->nrepl = 0;
     b->repl_len = 0;
+    b->kkind = 0;
     b->retired = false;
     b->outq_refs = 0;
     b->rp = rp;
@@ -620,6 +622,13 @@ static int close_batch(up_rp_t *rp)
     md.has_highest_sequence_id = 1;
     md.highest_sequence_id = b->last_seq;
     char *repl[UPULSAR_MAX_REPLICATION_CLUSTERS];
+    if (b->kkind == 1) {
+        md.partition_key = b->kkey;
+    } else if (b->kkind == 2) {
+        md.has_ordering_key = 1;
+        md.ordering_key.data = (uint8_t *)b->kkey;
+        md.ordering_key.len = b->kkey_len;
+    }
     if (b->deliver_at) {
         md.has_deliver_at_time = 1;
         md.deliver_at_time = (int64_t)b->deliver_at;
@@ -719,6 +728,99 @@ static bool batch_set_solo(up_batch_t *b, const up_rec_meta_t *meta, const char 
     return true;
 }
 
+/* ---- key-based batching ---- */
+
+static inline bool key_based(const struct upulsar_conf *cf)
+{
+    return cf->batching_type == UP_BATCH_KEY_BASED && cf->batching_enabled;
+}
+
+/* Messages and bytes of what is open (rp->open is not NULL). */
+static inline uint32_t open_n(const up_rp_t *rp)
+{
+    return key_based(rp_conf(rp)) ? rp->kb_n : rp->open->n;
+}
+
+static inline size_t open_bytes(const up_rp_t *rp)
+{
+    return key_based(rp_conf(rp)) ? rp->kb_bytes : rp->open->rec_len;
+}
+
+/* Close what is open: the batch, or with key_based every per-key batch, each
+ * its own entry, in ascending order of first sequence id. All but the last
+ * resolve to the ring position where they began, so resolved_ring_pos
+ * never runs ahead of a batch still pending. */
+static void close_open(up_rp_t *rp)
+{
+    if (!key_based(rp_conf(rp))) {
+        close_batch(rp);
+        return;
+    }
+    up_batch_t *l = rp->open;
+    uint64_t end = rp->ring.ctail;
+    while (l) {
+        up_batch_t *n = l->next;
+        l->next = NULL;
+        l->ring_end = n ? rp->kb_start : end;
+        /* consecutive ids per entry, so that de-duplication (which keeps
+         * the highest id seen) accepts each entry after the previous one */
+        l->first_seq = rp->next_seq;
+        l->last_seq = rp->next_seq + l->n - 1;
+        rp->next_seq += l->n;
+        rp->open = l;
+        close_batch(rp);
+        l = n;
+    }
+    rp->open = NULL;
+    rp->kb_n = 0;
+    rp->kb_bytes = 0;
+}
+
+/* The open batch for @p m's key (ordering key, else partition key, else
+ * none), opened if needed. NULL on out of memory. */
+static up_batch_t *kb_batch(up_rp_t *rp, const up_smm_t *m, uint64_t now)
+{
+    int kind = m->okey ? 2 : m->key ? 1 : 0;
+    const char *k = kind == 2 ? (const char *)m->okey : m->key;
+    size_t klen = kind == 2 ? m->okey_len : kind == 1 ? m->key_len : 0;
+    up_batch_t *last = NULL;
+    for (up_batch_t *b = rp->open; b; last = b, b = b->next)
+        if (b->kkind == kind && b->kkey_len == klen && (!klen || memcmp(b->kkey, k, klen) == 0))
+            return b;
+    up_batch_t *b = batch_get(rp);
+    if (!b)
+        return NULL;
+    if (b->kkey_cap < klen + 1) {
+        char *nk = realloc(b->kkey, klen + 1);
+        if (!nk) {
+            batch_retire(rp, b);
+            return NULL;
+        }
+        b->kkey = nk;
+        b->kkey_cap = klen + 1;
+    }
+    if (klen)
+        memcpy(b->kkey, k, klen);
+    b->kkey[klen] = '\0';
+    b->kkey_len = klen;
+    b->kkind = kind;
+    b->created_us = now;
+    b->first_seq = m->sequence_id;
+    if (last) {
+        last->next = b;
+    } else {
+        const struct upulsar_conf *cf = rp_conf(rp);
+        rp->open = b;
+        rp->open_deadline_us = rp->window_end_us ? rp->window_end_us
+                                                 : now + (uint64_t)cf->batch_max_delay_us;
+        rp->window_end_us = 0;
+        rp->kb_start = rp->ring.ctail;
+        rp->kb_n = 0;
+        rp->kb_bytes = 0;
+    }
+    return b;
+}
+
 static bool grow_batch(up_batch_t *b, size_t need)
 {
     if (b->cap >= HDR_ROOM + b->rec_len + need)
@@ -776,6 +878,17 @@ static void drain_one(up_rp_t *rp, const up_rec_t *h, uint64_t now)
     m.event_time = h->event_time;
     m.payload_size = h->payload_len;
     m.sequence_id = rp->next_seq;
+    /* key_based: a message with its own sequence id or entry-level metadata
+     * is sent as an entry of its own, after what is open */
+    bool kb = key_based(cf) && !(meta.mflags & (UP_META_SEQ | UP_META_SOLO));
+    if (key_based(cf) && !kb) {
+        if (rp->open)
+            close_open(rp);
+        meta.mflags |= UP_META_SOLO;
+        m.sequence_id = rp->next_seq;
+    }
+    if (kb)
+        m.no_seq = true; /* ids are given per batch when they close */
     if (meta.mflags & UP_META_SEQ) {
         /* explicit ids must increase (Pulsar de-duplication drops the rest) */
         if (meta.seq < rp->next_seq) {
@@ -792,10 +905,17 @@ static void drain_one(up_rp_t *rp, const up_rec_t *h, uint64_t now)
         goto out_fail;
     }
     bool solo = meta.mflags & UP_META_SOLO;
-    if (rp->open && (solo || rp->open->n >= (uint32_t)cf->batch_max_messages ||
-                     rp->open->rec_len + rs > (size_t)cf->batch_max_bytes))
-        close_batch(rp);
-    if (!rp->open) {
+    if (rp->open && (solo || open_n(rp) >= (uint32_t)cf->batch_max_messages ||
+                     open_bytes(rp) + rs > (size_t)cf->batch_max_bytes))
+        close_open(rp);
+    up_batch_t *b;
+    if (kb) {
+        b = kb_batch(rp, &m, now);
+        if (!b) {
+            err = UPULSAR_ERR__NOMEM;
+            goto out_fail;
+        }
+    } else if (!rp->open) {
         rp->open = batch_get(rp);
         if (!rp->open) {
             err = UPULSAR_ERR__NOMEM;
@@ -807,7 +927,8 @@ static void drain_one(up_rp_t *rp, const up_rec_t *h, uint64_t now)
                                                  : now + (uint64_t)cf->batch_max_delay_us;
         rp->window_end_us = 0;
     }
-    up_batch_t *b = rp->open;
+    if (!kb)
+        b = rp->open;
     if (!grow_batch(b, rs)) {
         err = UPULSAR_ERR__NOMEM;
         goto out_fail;
@@ -822,7 +943,12 @@ static void drain_one(up_rp_t *rp, const up_rec_t *h, uint64_t now)
     b->last_seq = m.sequence_id;
     b->payload_bytes += h->payload_len;
     b->done[b->n++] = (up_done_t){h->future, ext.cb, ext.opaque};
-    rp->next_seq = m.sequence_id + 1;
+    if (!kb)
+        rp->next_seq = m.sequence_id + 1;
+    if (kb) {
+        rp->kb_n++;
+        rp->kb_bytes += rs;
+    }
     if (ext.free_cb)
         ext.free_cb((void *)ext.payload, ext.opaque);
     if (solo) {
@@ -875,15 +1001,15 @@ bool up_rp_pump(up_rp_t *rp, uint64_t now, uint64_t *deadline)
             rp->open->ring_end = r->ctail;
         consumed = true;
         if (!cf->batching_enabled && rp->open)
-            close_batch(rp);
+            close_open(rp);
     }
     if (consumed)
         up_ring_release(r); /* R2 */
     if (rp->open) {
         bool flush = atomic_exchange_explicit(&rp->flush_req, 0, memory_order_acq_rel);
         if (flush || now >= rp->open_deadline_us ||
-            rp->open->n >= (uint32_t)cf->batch_max_messages)
-            close_batch(rp);
+            open_n(rp) >= (uint32_t)cf->batch_max_messages)
+            close_open(rp);
         else if (rp->open_deadline_us < *deadline)
             *deadline = rp->open_deadline_us;
     } else if (atomic_load_explicit(&rp->flush_req, memory_order_relaxed) && !up_ring_peek(r)) {
@@ -1080,12 +1206,15 @@ static void fail_batches(up_rp_t *rp, upulsar_err_t err)
 {
     while (rp->pend_head)
         complete_head(rp, err, 0, 0);
-    if (rp->open) {
+    while (rp->open) { /* key_based: several */
         up_batch_t *b = rp->open;
-        rp->open = NULL;
+        rp->open = b->next;
+        b->next = NULL;
         resolve_batch(rp, b, err, 0, 0);
         batch_retire(rp, b);
     }
+    rp->kb_n = 0;
+    rp->kb_bytes = 0;
 }
 
 void up_rp_fail_all(up_rp_t *rp, upulsar_err_t err)
