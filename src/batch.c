@@ -3,6 +3,9 @@
 #include "batch.h"
 
 #include <lz4.h>
+#ifdef UPULSAR_HAVE_ZLIB
+#include <zlib.h>
+#endif
 #ifdef UPULSAR_HAVE_ZSTD
 #include <zstd.h>
 #endif
@@ -143,6 +146,10 @@ size_t up_compress_bound(int codec, size_t n)
     case UP_COMP_ZSTD:
         return ZSTD_compressBound(n);
 #endif
+#ifdef UPULSAR_HAVE_ZLIB
+    case UP_COMP_ZLIB:
+        return n > (size_t)UINT32_MAX / 2 ? 0 : (size_t)compressBound((uLong)n);
+#endif
     case UP_COMP_NONE:
         return n;
     default:
@@ -170,6 +177,17 @@ long up_compress(int codec, const uint8_t *src, size_t n, uint8_t *dst, size_t d
         return ZSTD_isError(r) ? UPULSAR_ERR__COMPRESSION : (long)r;
     }
 #endif
+#ifdef UPULSAR_HAVE_ZLIB
+    case UP_COMP_ZLIB: {
+        /* a complete zlib stream (header, deflate, Adler-32), as Java's
+         * Inflater and every Pulsar client read it */
+        uLongf out = (uLongf)dst_cap;
+        if (n > (size_t)UINT32_MAX / 2)
+            return UPULSAR_ERR__INVALID_ARG;
+        int r = compress2(dst, &out, src, (uLong)n, Z_DEFAULT_COMPRESSION);
+        return r == Z_OK ? (long)out : UPULSAR_ERR__COMPRESSION;
+    }
+#endif
     default:
         return UPULSAR_ERR__NOT_SUPPORTED;
     }
@@ -195,6 +213,36 @@ int up_decompress(int codec, const uint8_t *src, size_t n, uint8_t *dst,
     case UP_COMP_ZSTD: {
         size_t r = ZSTD_decompress(dst, uncompressed_size, src, n);
         return !ZSTD_isError(r) && r == uncompressed_size ? 0 : UPULSAR_ERR__COMPRESSION;
+    }
+#endif
+#ifdef UPULSAR_HAVE_ZLIB
+    case UP_COMP_ZLIB: {
+        /* The Java client ends its zlib output with a SYNC_FLUSH, not
+         * Z_STREAM_END: accept a stream that stops there, provided all of
+         * the input is used and it yields exactly uncompressed_size bytes. */
+        if (n > UINT32_MAX || uncompressed_size > UINT32_MAX)
+            return UPULSAR_ERR__COMPRESSION;
+        z_stream zs;
+        memset(&zs, 0, sizeof zs);
+        if (inflateInit(&zs) != Z_OK)
+            return UPULSAR_ERR__NOMEM;
+        zs.next_in = (Bytef *)(uintptr_t)src;
+        zs.avail_in = (uInt)n;
+        zs.next_out = dst;
+        zs.avail_out = (uInt)uncompressed_size;
+        int r = inflate(&zs, Z_SYNC_FLUSH);
+        bool ok = (r == Z_STREAM_END || ((r == Z_OK || r == Z_BUF_ERROR) && zs.avail_in == 0)) &&
+                  zs.total_out == uncompressed_size;
+        if (ok && r != Z_STREAM_END && zs.avail_out == 0) {
+            /* all output produced: anything more in the stream is an error */
+            uint8_t extra;
+            zs.next_out = &extra;
+            zs.avail_out = 1;
+            int r2 = inflate(&zs, Z_SYNC_FLUSH);
+            ok = (r2 == Z_OK || r2 == Z_BUF_ERROR || r2 == Z_STREAM_END) && zs.avail_out == 1;
+        }
+        inflateEnd(&zs);
+        return ok ? 0 : UPULSAR_ERR__COMPRESSION;
     }
 #endif
     default:

@@ -47,7 +47,7 @@ typedef struct {
 } conf_key_t;
 
 static const enum_name_t compression_names[] = {
-    {"none", 0}, {"lz4", 1}, {"zstd", 3}, {NULL, 0}};
+    {"none", 0}, {"lz4", 1}, {"zlib", 2}, {"zstd", 3}, {NULL, 0}};
 static const enum_name_t batching_type_names[] = {
     {"default", UP_BATCH_DEFAULT}, {"key_based", UP_BATCH_KEY_BASED}, {NULL, 0}};
 static const enum_name_t hashing_names[] = {
@@ -153,7 +153,7 @@ static const conf_key_t keys[] = {
      "batchingMaxPublishDelayMicros (microseconds)"},
     {"compression", K_ENUM, FLD(compression), "none", 0, 0, compression_names, 0, 'P', "",
      "Payload compression of each batch (or unbatched message). zstd only if built "
-     "with libzstd.",
+     "with libzstd, zlib only if built with zlib.",
      "compressionType"},
     {"hashing.scheme", K_ENUM, FLD(hashing), "java_string", 0, 0, hashing_names, 0, 'P', "",
      "Hash of the partition key used to pick a partition: java_string = Java "
@@ -357,13 +357,17 @@ static void enum_list(const enum_name_t *e, char *buf, size_t size)
 
 static bool compiled_in(const conf_key_t *k, int value)
 {
+    bool comp = k->off == offsetof(struct upulsar_conf, compression);
 #ifndef UPULSAR_HAVE_ZSTD
-    if (k->off == offsetof(struct upulsar_conf, compression) && value == 3)
+    if (comp && value == 3)
         return false;
-#else
-    (void)k;
-    (void)value;
 #endif
+#ifndef UPULSAR_HAVE_ZLIB
+    if (comp && value == 2)
+        return false;
+#endif
+    (void)comp;
+    (void)value;
     return true;
 }
 

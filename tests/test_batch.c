@@ -19,6 +19,7 @@ static uint32_t rnd(void)
 }
 
 static bool have_zstd(void) { return up_compress_bound(UP_COMP_ZSTD, 16) != 0; }
+static bool have_zlib(void) { return up_compress_bound(UP_COMP_ZLIB, 16) != 0; }
 
 /* protobuf-c's packing of the same SingleMessageMetadata. protobuf-c writes
  * fields in field-number order (1 properties, 2 partition_key,
@@ -510,14 +511,19 @@ Test(compression, output_buffer_too_small_fails_cleanly)
 Test(compression, codecs_not_built_in_are_not_supported)
 {
     uint8_t d[64];
-    cr_assert_eq(up_compress_bound(UP_COMP_ZLIB, 10), 0);
     cr_assert_eq(up_compress_bound(UP_COMP_SNAPPY, 10), 0);
-    cr_assert_eq(up_compress(UP_COMP_ZLIB, (const uint8_t *)"x", 1, d, sizeof d),
-                 UPULSAR_ERR__NOT_SUPPORTED);
     cr_assert_eq(up_compress(UP_COMP_SNAPPY, (const uint8_t *)"x", 1, d, sizeof d),
                  UPULSAR_ERR__NOT_SUPPORTED);
-    cr_assert_eq(up_decompress(UP_COMP_ZLIB, (const uint8_t *)"x", 1, d, 1),
-                 UPULSAR_ERR__NOT_SUPPORTED);
+    if (!have_zlib()) {
+        cr_assert_eq(up_compress(UP_COMP_ZLIB, (const uint8_t *)"x", 1, d, sizeof d),
+                     UPULSAR_ERR__NOT_SUPPORTED);
+        cr_assert_eq(up_decompress(UP_COMP_ZLIB, (const uint8_t *)"x", 1, d, 1),
+                     UPULSAR_ERR__NOT_SUPPORTED);
+    } else {
+        /* not a zlib stream */
+        cr_assert_eq(up_decompress(UP_COMP_ZLIB, (const uint8_t *)"x", 1, d, 1),
+                     UPULSAR_ERR__COMPRESSION);
+    }
     cr_assert_eq(up_decompress(99, (const uint8_t *)"x", 1, d, 1), UPULSAR_ERR__NOT_SUPPORTED);
     if (!have_zstd()) {
         cr_assert_eq(up_compress(UP_COMP_ZSTD, (const uint8_t *)"x", 1, d, sizeof d),

@@ -258,7 +258,7 @@ Test(conf, booleans_and_enums_reject_other_words)
     expect_invalid("batching.enabled", "", NULL);
     expect_invalid("batching.enabled", "truex", NULL);
     expect_invalid("block.if.queue.full", "2", NULL);
-    expect_invalid("compression", "gzip", "none, lz4, zstd");
+    expect_invalid("compression", "gzip", "none, lz4, zlib, zstd");
     expect_invalid("compression", "", NULL);
     expect_invalid("compression", "lz4 ", NULL);
     expect_invalid("hashing.scheme", "boost", "java_string, murmur3_32");
@@ -489,7 +489,7 @@ Test(conf, dump_doc_has_one_well_formed_row_per_key)
     cr_assert(strstr(doc, "1 .. 100000"));
     cr_assert(strstr(doc, "batchingMaxMessages"));
     cr_assert(strstr(doc, "batchingMaxPublishDelayMicros"));
-    cr_assert(strstr(doc, "none, lz4, zstd"));
+    cr_assert(strstr(doc, "none, lz4, zlib, zstd"));
     free(doc);
 }
 

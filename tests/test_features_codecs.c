@@ -1,0 +1,126 @@
+/* test_features_codecs.c -- ZSTD and ZLIB batches through the test broker
+ * (compressed by the producer, decoded by the broker's snapshot), and the
+ * ZLIB decoder on a stream ending in a SYNC_FLUSH (the Java client's form). */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "batch.h"
+#include "upulsar/testbroker.h"
+#include "upulsar/upulsar.h"
+
+static upulsar_tb_t *tb;
+static upulsar_client_t *client;
+
+static void setup(void)
+{
+    upulsar_tb_opts_t o;
+    upulsar_tb_opts_init(&o);
+    cr_assert_eq(upulsar_tb_start(&o, &tb), UPULSAR_OK);
+    upulsar_conf_t *conf = upulsar_conf_new();
+    cr_assert_eq(upulsar_conf_set(conf, "service.url", upulsar_tb_url(tb), NULL, 0),
+                 UPULSAR_CONF_OK);
+    cr_assert_eq(upulsar_client_new(conf, &client), UPULSAR_OK, "%s", upulsar_last_error());
+    upulsar_conf_destroy(conf);
+}
+
+static void teardown(void)
+{
+    upulsar_client_destroy(client);
+    upulsar_tb_stop(tb);
+}
+
+TestSuite(features_codecs, .init = setup, .fini = teardown, .timeout = 60);
+
+static void round_trip(const char *codec, int wire)
+{
+    upulsar_conf_t *conf = upulsar_conf_new();
+    if (upulsar_conf_set(conf, "compression", codec, NULL, 0) != UPULSAR_CONF_OK) {
+        upulsar_conf_destroy(conf);
+        cr_skip_test("SKIP: %s not compiled in", codec);
+    }
+    cr_assert_eq(upulsar_conf_set(conf, "batch.max.messages", "100", NULL, 0), UPULSAR_CONF_OK);
+    char topic[32];
+    snprintf(topic, sizeof topic, "codec-%s", codec);
+    upulsar_producer_t *p;
+    cr_assert_eq(upulsar_producer_start(client, NULL, topic, 0, conf, &p), UPULSAR_OK);
+    upulsar_conf_destroy(conf);
+    enum { N = 1000 };
+    static char pl[N][300];
+    for (int i = 0; i < N; i++) {
+        int len = snprintf(pl[i], sizeof pl[i], "message %d ", i);
+        for (; len < 64 + i % 200; len++)
+            pl[i][len] = (char)('a' + (len * 7 + i) % 5); /* compressible */
+        pl[i][len] = '\0';
+        char key[8];
+        snprintf(key, sizeof key, "k%d", i % 3);
+        upulsar_property_t prop = {"n", key};
+        upulsar_send_opts_t o = {.partition_key = key, .properties = &prop, .properties_cnt = 1};
+        cr_assert_eq(upulsar_send(p, pl[i], strlen(pl[i]), &o, NULL), UPULSAR_OK);
+    }
+    cr_assert_eq(upulsar_producer_flush(p, 10000), UPULSAR_OK);
+    cr_assert_eq(upulsar_producer_stop(p, 5000), UPULSAR_OK);
+    upulsar_tb_snapshot_t *s;
+    cr_assert_eq(upulsar_tb_snapshot(tb, topic, &s), UPULSAR_OK);
+    cr_assert_eq(upulsar_tb_snapshot_skipped(s), 0);
+    cr_assert_eq(upulsar_tb_snapshot_count(s), N);
+    for (size_t j = 0; j < N; j++) {
+        const upulsar_tb_msg_t *m = upulsar_tb_snapshot_msg(s, j);
+        cr_assert_eq(m->compression, wire);
+        cr_assert_gt(m->batch_size, 1);
+        cr_assert_eq(m->payload_len, strlen(pl[j]));
+        cr_assert_eq(memcmp(m->payload, pl[j], m->payload_len), 0, "message %zu", j);
+        cr_assert_eq(m->properties_cnt, 1);
+        cr_assert_str_eq(m->properties[0].value, m->partition_key);
+    }
+    upulsar_tb_snapshot_free(s);
+}
+
+Test(features_codecs, zstd_batches_round_trip) { round_trip("zstd", 3); }
+
+Test(features_codecs, zlib_batches_round_trip) { round_trip("zlib", 2); }
+
+#if defined(__has_include)
+#if __has_include(<zlib.h>)
+#include <zlib.h>
+#define HAVE_ZLIB_H 1
+#endif
+#endif
+
+Test(features_codecs, zlib_decoder_accepts_sync_flush_streams)
+{
+#ifndef HAVE_ZLIB_H
+    cr_skip_test("SKIP: no zlib.h");
+#else
+    upulsar_conf_t *conf = upulsar_conf_new();
+    upulsar_conf_res_t have = upulsar_conf_set(conf, "compression", "zlib", NULL, 0);
+    upulsar_conf_destroy(conf);
+    if (have != UPULSAR_CONF_OK)
+        cr_skip_test("SKIP: zlib not compiled in");
+    static uint8_t src[10000], z[12000], out[10000];
+    for (size_t i = 0; i < sizeof src; i++)
+        src[i] = (uint8_t)("pulsar"[i % 6] + (i / 1000));
+    z_stream zs;
+    memset(&zs, 0, sizeof zs);
+    cr_assert_eq(deflateInit(&zs, Z_DEFAULT_COMPRESSION), Z_OK);
+    zs.next_in = src;
+    zs.avail_in = sizeof src;
+    zs.next_out = z;
+    zs.avail_out = sizeof z;
+    cr_assert_eq(deflate(&zs, Z_SYNC_FLUSH), Z_OK); /* no Z_FINISH: no stream end */
+    size_t zn = sizeof z - zs.avail_out;
+    deflateEnd(&zs);
+    cr_assert_eq(up_decompress(UP_COMP_ZLIB, z, zn, out, sizeof src), 0);
+    cr_assert_eq(memcmp(out, src, sizeof src), 0);
+    /* wrong sizes and a truncated stream are refused */
+    cr_assert_neq(up_decompress(UP_COMP_ZLIB, z, zn, out, sizeof src - 1), 0);
+    static uint8_t big[10001];
+    cr_assert_neq(up_decompress(UP_COMP_ZLIB, z, zn, big, sizeof big), 0);
+    cr_assert_neq(up_decompress(UP_COMP_ZLIB, z, zn / 2, out, sizeof src), 0);
+    /* our own output (a complete stream) too */
+    long cn = up_compress(UP_COMP_ZLIB, src, sizeof src, z, sizeof z);
+    cr_assert_gt(cn, 0);
+    cr_assert_eq(up_decompress(UP_COMP_ZLIB, z, (size_t)cn, out, sizeof src), 0);
+    cr_assert_eq(memcmp(out, src, sizeof src), 0);
+#endif
+}
