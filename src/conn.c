@@ -141,27 +141,34 @@ static upulsar_err_t write_all(int fd, const uint8_t *p, size_t n, uint64_t dead
     return UPULSAR_OK;
 }
 
-/* Write a command during the (blocking) handshake, through TLS if on. */
-static upulsar_err_t hs_write_cmd(up_conn_t *c, const up_cmd_t *cmd, uint64_t deadline)
+/* Write an encoded frame during the (blocking) handshake, through TLS if
+ * on; the frame (it may hold the token) and its ciphertext are wiped and
+ * freed. */
+static upulsar_err_t hs_write_frame(up_conn_t *c, up_buf_t *frame, uint64_t deadline)
 {
-    up_buf_t b = UP_BUF_INIT, enc = UP_BUF_INIT;
-    if (up_frame_put_cmd(&b, cmd))
-        return up_seterr(UPULSAR_ERR__NOMEM, "out of memory");
-    upulsar_err_t err = UPULSAR_OK;
+    up_buf_t enc = UP_BUF_INIT;
+    upulsar_err_t err;
     if (c->tls) {
-        int rc = up_tls_encrypt(c->tls, b.data, b.len, &enc);
+        int rc = up_tls_encrypt(c->tls, frame->data, frame->len, &enc);
         err = rc ? (upulsar_err_t)rc : write_all(c->fd, enc.data, enc.len, deadline);
     } else {
-        err = write_all(c->fd, b.data, b.len, deadline);
+        err = write_all(c->fd, frame->data, frame->len, deadline);
     }
-    /* the buffers may hold the token: wipe before freeing */
-    if (b.data)
-        memset(b.data, 0, b.len);
+    if (frame->data)
+        memset(frame->data, 0, frame->len);
     if (enc.data)
         memset(enc.data, 0, enc.len);
-    up_buf_free(&b);
+    up_buf_free(frame);
     up_buf_free(&enc);
     return err;
+}
+
+static upulsar_err_t hs_write_cmd(up_conn_t *c, const up_cmd_t *cmd, uint64_t deadline)
+{
+    up_buf_t b = UP_BUF_INIT;
+    if (up_frame_put_cmd(&b, cmd))
+        return up_seterr(UPULSAR_ERR__NOMEM, "out of memory");
+    return hs_write_frame(c, &b, deadline);
 }
 
 /* Fill AuthData / CONNECT credentials. @p tok must outlive the command. */
@@ -255,20 +262,7 @@ static upulsar_err_t handshake(up_conn_t *c, uint64_t deadline)
             if (f.cmd->type == UP_CMD(AUTH_CHALLENGE)) {
                 up_buf_t ab = UP_BUF_INIT;
                 err = auth_response_cmd(c, &ab);
-                if (!err) {
-                    up_buf_t enc = UP_BUF_INIT;
-                    if (c->tls) {
-                        int erc = up_tls_encrypt(c->tls, ab.data, ab.len, &enc);
-                        err = erc ? (upulsar_err_t)erc : write_all(c->fd, enc.data, enc.len, deadline);
-                    } else {
-                        err = write_all(c->fd, ab.data, ab.len, deadline);
-                    }
-                    if (enc.data)
-                        memset(enc.data, 0, enc.len);
-                    up_buf_free(&enc);
-                }
-                if (ab.data)
-                    memset(ab.data, 0, ab.len);
+                err = err ? err : hs_write_frame(c, &ab, deadline);
                 up_buf_free(&ab);
                 if (err)
                     return err;
