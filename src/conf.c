@@ -50,6 +50,12 @@ static const enum_name_t compression_names[] = {
     {"none", 0}, {"lz4", 1}, {"zlib", 2}, {"zstd", 3}, {NULL, 0}};
 static const enum_name_t batching_type_names[] = {
     {"default", UP_BATCH_DEFAULT}, {"key_based", UP_BATCH_KEY_BASED}, {NULL, 0}};
+static const enum_name_t access_mode_names[] = {
+    {"shared", UP_ACCESS_SHARED},
+    {"exclusive", UP_ACCESS_EXCLUSIVE},
+    {"wait_for_exclusive", UP_ACCESS_WAIT_FOR_EXCLUSIVE},
+    {"exclusive_with_fencing", UP_ACCESS_EXCLUSIVE_WITH_FENCING},
+    {NULL, 0}};
 static const enum_name_t hashing_names[] = {
     {"java_string", UP_HASH_JAVA_STRING}, {"murmur3_32", UP_HASH_MURMUR3_32}, {NULL, 0}};
 static const enum_name_t routing_names[] = {{"round_robin", UP_ROUTE_ROUND_ROBIN},
@@ -204,6 +210,16 @@ static const conf_key_t keys[] = {
      "uses the new count. A smaller count is refused (logged; partitions never shrink). "
      "0 = never.",
      "autoUpdatePartitions / autoUpdatePartitionsInterval"},
+    {"producer.access.mode", K_ENUM, FLD(access_mode), "shared", 0, 0, access_mode_names, 0,
+     'P', "",
+     "Access mode sent in PRODUCER. shared: any number of producers. exclusive: refused "
+     "with UPULSAR_ERR_PRODUCER_BUSY while another producer is connected. "
+     "wait_for_exclusive: upulsar_producer_start() (and re-creation) waits, without "
+     "operation.timeout.ms, until the broker grants the topic. exclusive_with_fencing: "
+     "takes the topic, fencing the others (UPULSAR_ERR_PRODUCER_FENCED for them). Under "
+     "the exclusive modes the topic_epoch granted is sent again on re-creation, and "
+     "PRODUCER_BUSY and PRODUCER_FENCED fail the partition group instead of being retried.",
+     "accessMode (ProducerAccessMode)"},
     {"batching.type", K_ENUM, FLD(batching_type), "default", 0, 0, batching_type_names, 0, 'P',
      "",
      "default: a batch holds messages of any key. key_based: one batch per key (the "

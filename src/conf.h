@@ -10,6 +10,8 @@
 
 typedef enum { UP_HASH_JAVA_STRING = 0, UP_HASH_MURMUR3_32 = 1 } up_hash_scheme_t;
 enum { UP_BATCH_DEFAULT = 0, UP_BATCH_KEY_BASED = 1 };
+enum { UP_ACCESS_SHARED = 0, UP_ACCESS_EXCLUSIVE = 1, UP_ACCESS_WAIT_FOR_EXCLUSIVE = 2,
+       UP_ACCESS_EXCLUSIVE_WITH_FENCING = 3 };
 typedef enum { UP_ROUTE_ROUND_ROBIN = 0, UP_ROUTE_RANDOM = 1, UP_ROUTE_SINGLE = 2 } up_route_mode_t;
 
 struct upulsar_conf {
@@ -55,6 +57,8 @@ struct upulsar_conf {
     int restart_period_ms;        /* restart.period.ms, default 60000 */
     int64_t initial_sequence_id;  /* initial.sequence.id, default -1 (ask broker) */
     int partitions_update_interval_ms; /* partitions.update.interval.ms, default 60000, 0 = off */
+    int access_mode;              /* producer.access.mode (UP_ACCESS_*, Pulsar's
+                                     ProducerAccessMode values), default shared */
     int batching_type;            /* batching.type: default|key_based (UP_BATCH_*) */
     bool lazy_start_partitions;   /* lazy.start.partitions, default false */
     char producer_properties[1024]; /* producer.properties "k=v,k2=v2", default "" */

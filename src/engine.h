@@ -316,6 +316,8 @@ struct up_rp {
     uint64_t restart_times[64];
     int nrestarts;
     bool ever_ready;
+    bool has_topic_epoch;  /* from the last PRODUCER_SUCCESS (exclusive modes) */
+    uint64_t topic_epoch;  /* echoed when the producer is re-created */
     /* ---- (loop) ---- */
     up_conn_t *conn;    /* registered connection (holds a reference), or NULL */
     bool registered;    /* present in conn->rps */

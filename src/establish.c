@@ -87,7 +87,11 @@ upulsar_err_t up_rp_establish(up_rp_t *rp, int timeout_ms)
     }
     pr.metadata = kvp;
     pr.has_producer_access_mode = 1;
-    pr.producer_access_mode = PULSAR__PROTO__PRODUCER_ACCESS_MODE__Shared;
+    pr.producer_access_mode = (Pulsar__Proto__ProducerAccessMode)rp->handle->conf.access_mode;
+    if (rp->has_topic_epoch) {
+        pr.has_topic_epoch = 1;
+        pr.topic_epoch = rp->topic_epoch;
+    }
 
     attach_t t = {rp, conn, -1, false};
     up_cmd_t *resp;
@@ -109,6 +113,10 @@ upulsar_err_t up_rp_establish(up_rp_t *rp, int timeout_ms)
     if (!rp->user_named && ps->producer_name && !rp->name[0])
         snprintf(rp->name, sizeof rp->name, "%s", ps->producer_name);
     t.last_seq = ps->has_last_sequence_id ? ps->last_sequence_id : -1;
+    if (ps->has_topic_epoch) {
+        rp->has_topic_epoch = true;
+        rp->topic_epoch = ps->topic_epoch;
+    }
     pulsar__proto__base_command__free_unpacked(resp, NULL);
     up_loop_call(rp->loop, attach_task, &t);
     up_conn_unref(conn);

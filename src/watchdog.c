@@ -178,7 +178,12 @@ static void supervise(struct upulsar_producer *h, uint64_t now)
                 rp->mandatory_stop_made = false;
                 continue;
             }
-            if (terminal(err)) {
+            /* an exclusive producer refused because another holds the
+             * topic is not retried as if transient (Shared: a name clash
+             * while the broker still holds the previous incarnation, so it
+             * is retried) */
+            if (terminal(err) ||
+                (err == UPULSAR_ERR_PRODUCER_BUSY && cf->access_mode != UP_ACCESS_SHARED)) {
                 fail_group(grp, err);
                 break;
             }
