@@ -1,5 +1,6 @@
 /* test_features_limits.c -- max.pending.messages and memory.limit.bytes:
- * fail fast or block when reached, recover once messages are acknowledged. */
+ * fail fast or block when reached, recover once messages are acknowledged.
+ * UPULSAR_TEST_LABEL_CONCURRENCY (also run under ThreadSanitizer) */
 #include <criterion/criterion.h>
 #include <pthread.h>
 #include <stdatomic.h>

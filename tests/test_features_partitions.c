@@ -1,7 +1,8 @@
 /* test_features_partitions.c -- partition growth: a topic grown from 4 to 8
  * partitions while a thread sends keyed messages; the new groups start
  * without a restart, keyed routing follows the new count, nothing is lost;
- * shrinking is refused. */
+ * shrinking is refused.
+ * UPULSAR_TEST_LABEL_CONCURRENCY (also run under ThreadSanitizer) */
 #include <criterion/criterion.h>
 #include <pthread.h>
 #include <stdatomic.h>
