@@ -784,9 +784,16 @@ static up_batch_t *kb_batch(up_rp_t *rp, const up_smm_t *m, uint64_t now)
     const char *k = kind == 2 ? (const char *)m->okey : m->key;
     size_t klen = kind == 2 ? m->okey_len : kind == 1 ? m->key_len : 0;
     up_batch_t *last = NULL;
-    for (up_batch_t *b = rp->open; b; last = b, b = b->next)
+    size_t nopen = 0;
+    for (up_batch_t *b = rp->open; b; last = b, b = b->next, nopen++)
         if (b->kkind == kind && b->kkey_len == klen && (!klen || memcmp(b->kkey, k, klen) == 0))
             return b;
+    /* many keys: no more open batches than max.inflight.batches (each holds
+     * a batch.max.bytes buffer), so memory stays bounded as without keys */
+    if (nopen >= (size_t)rp_conf(rp)->max_inflight_batches) {
+        close_open(rp);
+        last = NULL;
+    }
     up_batch_t *b = batch_get(rp);
     if (!b)
         return NULL;

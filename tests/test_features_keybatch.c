@@ -34,12 +34,14 @@ TestSuite(features_keybatch, .init = setup, .fini = teardown, .timeout = 60);
 
 enum { N = 3000 };
 
-/* Send N messages cycling over 5 partition keys, 2 ordering keys (which
+/* Send N messages cycling over nkeys partition keys, 2 ordering keys (which
  * win over the partition key) and no key; returns the number of entries
  * holding more than one key. */
-static int run(const char *topic, const char *type)
+static int run_keys(const char *topic, const char *type, int nkeys, const char *inflight)
 {
     upulsar_conf_t *conf = upulsar_conf_new();
+    cr_assert_eq(upulsar_conf_set(conf, "max.inflight.batches", inflight, NULL, 0),
+                 UPULSAR_CONF_OK);
     cr_assert_eq(upulsar_conf_set(conf, "batching.type", type, NULL, 0), UPULSAR_CONF_OK);
     cr_assert_eq(upulsar_conf_set(conf, "batch.max.messages", "100", NULL, 0), UPULSAR_CONF_OK);
     cr_assert_eq(upulsar_conf_set(conf, "batch.max.delay.ms", "5", NULL, 0), UPULSAR_CONF_OK);
@@ -49,7 +51,7 @@ static int run(const char *topic, const char *type)
     static upulsar_future_t *f[N];
     for (int i = 0; i < N; i++) {
         char key[8], pl[16];
-        snprintf(key, sizeof key, "k%d", i % 5);
+        snprintf(key, sizeof key, "k%d", i % nkeys);
         int len = snprintf(pl, sizeof pl, "%d", i);
         upulsar_send_opts_t o = {0};
         switch (i % 8) {
@@ -73,8 +75,8 @@ static int run(const char *topic, const char *type)
     static unsigned char seen[N];
     memset(seen, 0, sizeof seen);
     int mixed = 0;
-    int last_of_key[16];
-    for (int k = 0; k < 16; k++)
+    int last_of_key[64];
+    for (int k = 0; k < 64; k++)
         last_of_key[k] = -1;
     uint64_t prev_first_seq = 0;
     bool have_prev = false;
@@ -106,7 +108,7 @@ static int run(const char *topic, const char *type)
             cr_assert_eq(seen[i], 0, "message %d twice", i);
             seen[i] = 1;
             /* per-key order: k0..k4 -> 0..4, oa -> 5, ob -> 6, none -> 7 */
-            int slot = k[0] == 'k' ? k[1] - '0' : strcmp(k, "oa") == 0 ? 5 : strcmp(k, "ob") == 0 ? 6 : 7;
+            int slot = k[0] == 'k' ? 3 + atoi(k + 1) : strcmp(k, "oa") == 0 ? 0 : strcmp(k, "ob") == 0 ? 1 : 2;
             cr_assert_gt(i, last_of_key[slot], "order broken for key %s", k);
             last_of_key[slot] = i;
         }
@@ -119,11 +121,18 @@ static int run(const char *topic, const char *type)
 
 Test(features_keybatch, key_based_batches_hold_one_key_each)
 {
-    cr_assert_eq(run("kb", "key_based"), 0, "an entry holds several keys");
+    cr_assert_eq(run_keys("kb", "key_based", 5, "32"), 0, "an entry holds several keys");
+}
+
+Test(features_keybatch, more_keys_than_inflight_batches)
+{
+    /* 50 keys, at most 4 batches open at once: still one key per entry,
+     * nothing lost, per-key order */
+    cr_assert_eq(run_keys("kb50", "key_based", 50, "4"), 0, "an entry holds several keys");
 }
 
 Test(features_keybatch, default_batches_mix_keys)
 {
     /* the control: the same stream with the default batcher mixes keys */
-    cr_assert_gt(run("def", "default"), 0);
+    cr_assert_gt(run_keys("def", "default", 5, "32"), 0);
 }
