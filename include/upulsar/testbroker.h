@@ -17,7 +17,23 @@
  *  - PARTITIONED_METADATA -> partitions configured with
  *    upulsar_tb_set_partitions() (0 = non-partitioned, the default).
  *  - LOOKUP -> Connect to this broker, or Redirect to the URL given with
- *    upulsar_tb_set_owner(); both authoritative.
+ *    upulsar_tb_set_owner() / upulsar_tb_move_topic(); both authoritative.
+ *    A pulsar:// URL is answered in brokerServiceUrl, a pulsar+ssl:// one
+ *    in brokerServiceUrlTls (a TLS broker has no plaintext port).
+ *  - TLS (opts.tls_cert_file): the port speaks TLS 1.2+ only (OpenSSL);
+ *    with tls_ca_file a client certificate is verified when presented, and
+ *    required with tls_require_client_cert. A client that does not speak
+ *    TLS, or fails the handshake, has its connection closed (counted in
+ *    upulsar_tb_stats_t.tls_failures).
+ *  - Token authentication (opts.auth_tokens, upulsar_tb_set_tokens()):
+ *    CONNECT must carry auth_method_name "token" and one of the tokens as
+ *    auth_data, else ERROR{request_id -1, AuthenticationError} and the
+ *    connection closes. AUTH_CHALLENGE{AuthData{"token",
+ *    "PulsarAuthRefresh"}} is sent on upulsar_tb_auth_challenge() (or
+ *    before CONNECTED with opts.auth_challenge_on_connect); the
+ *    AUTH_RESPONSE must carry a valid token within auth_response_timeout_ms,
+ *    else the same ERROR and close. Tokens never appear in anything the
+ *    broker sends or prints.
  *  - PRODUCER -> PRODUCER_SUCCESS (generated name if none; last_sequence_id
  *    = last stored sequence id of that name on that topic, -1 if none), or
  *    ERROR ProducerBusy when another producer with that name is active on
@@ -58,6 +74,18 @@
  *    "persistent://public/default/t" and "persistent://tenant/ns/t".
  *  - Malformed frames close that connection only; nothing a client sends
  *    can crash the broker.
+ *
+ * Several brokers in one process: each has its own port, connections,
+ * owner settings and broker-wide faults. By default each also has its own
+ * topics; brokers started with opts.shared_store_with = another running
+ * broker share that broker's store instead: one log, dedup state,
+ * subscriptions, partition counts and per-topic settings (holds, injected
+ * failures) per topic, whichever broker a client talks to. That is how a
+ * topic moved between brokers (upulsar_tb_move_topic()) keeps its sequence
+ * ids and entries: the producer's name and last sequence id are found on the
+ * new owner, duplicates of resent messages are recognised, and a snapshot
+ * from any of the brokers shows the whole topic. The store lives until the
+ * last broker sharing it stops.
  *
  * Conventions: functions that can fail return upulsar_err_t (see upulsar.h)
  * and leave a detail in upulsar_last_error(). Every function taking a
@@ -111,6 +139,40 @@ typedef struct upulsar_tb_opts {
     /** Server version string sent in CONNECTED. NULL = "upulsar-testbroker
      *  <version>". Copied. */
     const char *server_version;
+
+    /* ---- TLS (the strings are read during upulsar_tb_start() only) ---- */
+    /** PEM certificate (chain) of the broker; with tls_key_file the port
+     *  speaks TLS and upulsar_tb_url() is "pulsar+ssl://localhost:<port>"
+     *  (make the certificate for localhost / 127.0.0.1). NULL = plaintext. */
+    const char *tls_cert_file;
+    /** PEM private key of tls_cert_file. */
+    const char *tls_key_file;
+    /** PEM CA bundle trusted for client certificates. NULL = clients are not
+     *  asked for a certificate. */
+    const char *tls_ca_file;
+    /** Non-zero: a client without a certificate signed by tls_ca_file fails
+     *  the handshake (mutual TLS). Needs tls_ca_file. Default 0. */
+    int tls_require_client_cert;
+
+    /* ---- token authentication ---- */
+    /** Accepted tokens (copied; each non-empty). 0 tokens = authentication
+     *  off: any CONNECT is accepted. Replace later with
+     *  upulsar_tb_set_tokens(). */
+    const char *const *auth_tokens;
+    size_t auth_tokens_cnt;
+    /** Non-zero: after a CONNECT with valid credentials, send AUTH_CHALLENGE
+     *  and answer CONNECTED only once an AUTH_RESPONSE with a valid token
+     *  arrives. Default 0. */
+    int auth_challenge_on_connect;
+    /** Time a client has to answer an AUTH_CHALLENGE before its connection
+     *  is closed. Default 10000. */
+    int auth_response_timeout_ms;
+
+    /* ---- topology ---- */
+    /** A running broker whose store (topics, logs, dedup state) this one
+     *  shares, see "Several brokers in one process" above. NULL = a store of
+     *  its own. The other broker may stop first. Default NULL. */
+    upulsar_tb_t *shared_store_with;
 } upulsar_tb_opts_t;
 
 /** Fill @p opts with the defaults listed above. */
@@ -136,7 +198,8 @@ void upulsar_tb_stop(upulsar_tb_t *tb);
 /** The TCP port the broker listens on. */
 int upulsar_tb_port(const upulsar_tb_t *tb);
 
-/** "pulsar://127.0.0.1:<port>", valid until upulsar_tb_stop(). */
+/** "pulsar://127.0.0.1:<port>", or "pulsar+ssl://localhost:<port>" for a
+ *  TLS broker; valid until upulsar_tb_stop(). */
 const char *upulsar_tb_url(const upulsar_tb_t *tb);
 
 /**
@@ -161,14 +224,76 @@ upulsar_err_t upulsar_tb_set_partitions(upulsar_tb_t *tb, const char *topic,
                                         int partitions);
 
 /**
- * Make @p topic owned by the broker at @p url ("pulsar://host:port"):
- * LOOKUPs for it (and, unless set separately, for its partitions) get a
- * Redirect to @p url, and PRODUCER/SUBSCRIBE for it get ERROR
- * ServiceNotReady. @p url NULL makes this broker the owner again.
- * Errors: INVALID_ARG, INVALID_TOPIC, NOMEM.
+ * Tell @p tb that @p topic is owned by the broker at @p url
+ * ("pulsar://host:port" or "pulsar+ssl://host:port"): LOOKUPs for it (and,
+ * unless set separately, for its partitions) get a Redirect to @p url, and
+ * PRODUCER/SUBSCRIBE for it get ERROR ServiceNotReady. A partition may be
+ * given its own owner ("t-partition-5"), which overrides the partitioned
+ * topic's. @p url naming @p tb itself (its upulsar_tb_url(), or the same
+ * port on 127.0.0.1/localhost) makes @p tb the owner explicitly, also of a
+ * partition whose partitioned topic is owned elsewhere; NULL removes the
+ * setting (a partition then follows its partitioned topic's setting, and
+ * without any setting this broker owns the topic).
+ * Owner settings are per broker, even with a shared store: configure each
+ * broker's view (e.g. for a 16-partition topic over brokers A, B, C, give
+ * every broker the owner of every partition, see tests/
+ * test_broker_topology.c). Errors: INVALID_ARG, INVALID_URL, INVALID_TOPIC,
+ * NOMEM.
  */
 upulsar_err_t upulsar_tb_set_owner(upulsar_tb_t *tb, const char *topic,
                                    const char *url);
+
+/** Flag of upulsar_tb_move_topic_ex(): CLOSE_PRODUCER carries the new
+ *  owner in assignedBrokerServiceUrl (assignedBrokerServiceUrlTls for a
+ *  pulsar+ssl:// URL), as a Pulsar broker does on a bundle transfer. */
+#define UPULSAR_TB_MOVE_ASSIGNED 0x1
+
+/**
+ * Move @p topic (a partition, a non-partitioned topic, or a partitioned
+ * topic's base name = those of its partitions without an owner of their
+ * own) from @p from to the broker at @p to_url, as a bundle transfer does:
+ *  1. every running broker of this process whose URL is @p to_url becomes
+ *     the topic's owner explicitly (upulsar_tb_set_owner(to, topic, self));
+ *  2. @p from redirects the topic's LOOKUPs to @p to_url and answers its
+ *     PRODUCERs with ServiceNotReady from now on;
+ *  3. @p from sends CLOSE_PRODUCER to each of its producers of the topic
+ *     (their later SENDs are ignored, as after an unload), so clients look
+ *     the topic up again and follow it.
+ * For the new owner to continue the topic's log and dedup state, start the
+ * brokers with a shared store (opts.shared_store_with). Returns the number
+ * of producers closed (>= 0) or a negative error (INVALID_ARG when
+ * @p to_url is @p from itself, INVALID_URL, INVALID_TOPIC, NOMEM).
+ */
+int upulsar_tb_move_topic(upulsar_tb_t *from, const char *topic, const char *to_url);
+
+/** upulsar_tb_move_topic() with UPULSAR_TB_MOVE_* @p flags. */
+int upulsar_tb_move_topic_ex(upulsar_tb_t *from, const char *topic, const char *to_url,
+                             int flags);
+
+/* ------------------------------------------------------------------------ *
+ * Authentication
+ * ------------------------------------------------------------------------ */
+
+/** Replace the accepted tokens (copied; @p n = 0 turns authentication
+ *  off). Connections already authenticated stay; the next CONNECT or
+ *  AUTH_RESPONSE is checked against the new list. Errors: INVALID_ARG (an
+ *  empty or NULL token), NOMEM. */
+upulsar_err_t upulsar_tb_set_tokens(upulsar_tb_t *tb, const char *const *tokens,
+                                    size_t n);
+
+/**
+ * Ask every connection that completed its handshake for fresh credentials,
+ * as a Pulsar broker does when they expire: AUTH_CHALLENGE{server_version,
+ * challenge = AuthData{"token", "PulsarAuthRefresh"}, protocol_version}.
+ * The client must answer AUTH_RESPONSE{AuthData{"token", <valid token>}}
+ * within opts.auth_response_timeout_ms; a wrong token or no answer gets
+ * ERROR AuthenticationError and the connection closed. With authentication
+ * off any answer is accepted. A connection that still owes an answer is
+ * not asked again. Outcomes are counted in upulsar_tb_stats_t (auth_*).
+ * Returns the number of connections asked (including any still in their
+ * handshake, which ignore the request), or a negative error.
+ */
+int upulsar_tb_auth_challenge(upulsar_tb_t *tb);
 
 /* ------------------------------------------------------------------------ *
  * Reading the log
@@ -276,6 +401,15 @@ typedef struct upulsar_tb_stats {
     uint64_t protocol_errors;      /**< connections closed for a bad frame */
     uint64_t receipts_queued;      /**< receipts currently delayed or withheld */
     uint64_t restarts;
+    uint64_t tls_handshakes;       /**< TLS handshakes completed */
+    uint64_t tls_failures;         /**< connections closed in their TLS handshake
+                                        (not TLS, bad or missing certificate...) */
+    uint64_t auth_ok;              /**< CONNECTs / AUTH_RESPONSEs whose token was
+                                        accepted (counted with tokens set, or for
+                                        any answered challenge) */
+    uint64_t auth_failed;          /**< refused with AuthenticationError */
+    uint64_t auth_challenges;      /**< AUTH_CHALLENGEs sent */
+    uint64_t auth_unanswered;      /**< connections closed for not answering one */
 } upulsar_tb_stats_t;
 
 /** Fill *@p out. Never fails on valid arguments. */
@@ -381,16 +515,67 @@ typedef struct upulsar_tb_frame {
     size_t payload_len;
 } upulsar_tb_frame_t;
 
+/** Options of upulsar_tb_client_open_opts() / _connect_opts().
+ *  Initialise with upulsar_tb_client_opts_init(). Strings are read during
+ *  the call only. */
+typedef struct upulsar_tb_client_opts {
+    /** pulsar+ssl:// URLs: PEM CA bundle to verify the broker with. NULL =
+     *  the broker's certificate is not checked at all. */
+    const char *tls_ca_file;
+    /** Client certificate and key for mutual TLS. NULL = none. */
+    const char *tls_cert_file;
+    const char *tls_key_file;
+    /** Check the certificate against the URL's host name. Default 1. */
+    int tls_verify_hostname;
+    /** CONNECT auth_method_name; NULL = "token" when @p token is set, else
+     *  "none". */
+    const char *auth_method;
+    /** CONNECT auth_data (e.g. a token); NULL = none. */
+    const char *token;
+    /** connect: answer an AUTH_CHALLENGE that comes before CONNECTED with
+     *  AUTH_RESPONSE{"token", token}. Default 1. */
+    int answer_challenge;
+} upulsar_tb_client_opts_t;
+
+/** Fill @p o with the defaults listed above. */
+void upulsar_tb_client_opts_init(upulsar_tb_client_opts_t *o);
+
 /** Open a TCP connection to @p url ("pulsar://host:port"); no handshake.
- *  Errors: INVALID_URL, CONNECT, TIMED_OUT, NOMEM. */
+ *  A "pulsar+ssl://host:port" URL also runs the TLS handshake, without
+ *  checking the broker's certificate (see upulsar_tb_client_open_opts()).
+ *  Errors: INVALID_URL, CONNECT, TIMED_OUT, NOMEM, TLS. */
 upulsar_err_t upulsar_tb_client_open(const char *url, int timeout_ms,
                                      upulsar_tb_client_t **out);
+
+/** upulsar_tb_client_open() with options (NULL = defaults): for a
+ *  pulsar+ssl:// URL, the TLS handshake verifies the broker against
+ *  @p o->tls_ca_file and presents the client certificate if set. A failed
+ *  handshake returns UPULSAR_ERR__TLS with OpenSSL's reason in
+ *  upulsar_last_error() ("certificate has expired", "hostname mismatch",
+ *  "unable to get local issuer certificate", an alert...). Every later read
+ *  and send of the client goes through the TLS session. */
+upulsar_err_t upulsar_tb_client_open_opts(const char *url, const upulsar_tb_client_opts_t *o,
+                                          int timeout_ms, upulsar_tb_client_t **out);
 
 /** upulsar_tb_client_open() + CONNECT (protocol_version 21) + wait for
  *  CONNECTED. Errors as open, plus PROTOCOL (another answer) or the broker's
  *  ERROR mapped to UPULSAR_ERR_*. */
 upulsar_err_t upulsar_tb_client_connect(const char *url, int timeout_ms,
                                         upulsar_tb_client_t **out);
+
+/** upulsar_tb_client_open_opts() + CONNECT with @p o's credentials + wait
+ *  for CONNECTED (answering an AUTH_CHALLENGE on the way if
+ *  @p o->answer_challenge). A broker ERROR is returned mapped to
+ *  UPULSAR_ERR_* (e.g. UPULSAR_ERR_AUTHENTICATION_ERROR) with the broker's
+ *  message in upulsar_last_error(). */
+upulsar_err_t upulsar_tb_client_connect_opts(const char *url,
+                                             const upulsar_tb_client_opts_t *o,
+                                             int timeout_ms, upulsar_tb_client_t **out);
+
+/** Send AUTH_RESPONSE{client_version, protocol_version, AuthData{@p method
+ *  (NULL = "token"), @p data (NULL = none)}}. */
+upulsar_err_t upulsar_tb_client_auth_response(upulsar_tb_client_t *c, const char *method,
+                                              const char *data);
 
 /** Close the connection and free @p c. NULL is accepted. */
 void upulsar_tb_client_close(upulsar_tb_client_t *c);

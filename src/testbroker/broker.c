@@ -13,10 +13,16 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <openssl/err.h>
+
 #include "err.h"
 #include "tb.h"
 
 static atomic_uint g_instances;
+/* The process's running brokers, to find one by URL (upulsar_tb_move_topic)
+ * or to share a store with; also guards the stores' reference counts. */
+static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
+static upulsar_tb_t *g_brokers;
 
 int64_t tb_now_ms(void)
 {
@@ -149,6 +155,7 @@ static void spawn_conn(upulsar_tb_t *tb, int fd)
     }
     atomic_init(&c->wake_pending, 0);
     atomic_init(&c->kill, false);
+    atomic_init(&c->challenge_req, false);
     up_decoder_init(&c->dec, (uint32_t)tb->opts.max_message_size + UP_FRAME_PADDING);
     pthread_mutex_lock(&tb->mu);
     c->serial = ++tb->conn_serial;
@@ -283,6 +290,148 @@ void upulsar_tb_opts_init(upulsar_tb_opts_t *o)
     o->max_message_size = TB_DEFAULT_MAX_MESSAGE;
     o->protocol_version = TB_PROTOCOL_MAX;
     o->ping_interval_ms = TB_DEFAULT_PING_MS;
+    o->auth_response_timeout_ms = TB_DEFAULT_AUTH_RESPONSE_MS;
+}
+
+static const char *ossl_reason(void)
+{
+    unsigned long e = ERR_peek_last_error();
+    const char *r = e ? ERR_reason_error_string(e) : NULL;
+    return r ? r : "unknown OpenSSL error";
+}
+
+/* The listener's TLS context from the certificate options. */
+static upulsar_err_t tls_server_ctx(const upulsar_tb_opts_t *o, SSL_CTX **out)
+{
+    *out = NULL;
+    if (!o->tls_cert_file || !o->tls_key_file)
+        return up_seterr(UPULSAR_ERR__INVALID_ARG,
+                         "tls_cert_file and tls_key_file must be set together");
+    if (o->tls_require_client_cert && !o->tls_ca_file)
+        return up_seterr(UPULSAR_ERR__INVALID_ARG,
+                         "tls_require_client_cert needs tls_ca_file (the clients' CA)");
+    ERR_clear_error();
+    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+    if (!ctx)
+        return up_seterr(UPULSAR_ERR__TLS, "TLS: cannot create a context: %s", ossl_reason());
+    upulsar_err_t err = UPULSAR_OK;
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    if (SSL_CTX_use_certificate_chain_file(ctx, o->tls_cert_file) != 1)
+        err = up_seterr(UPULSAR_ERR__TLS, "TLS: cannot load certificate %s: %s",
+                        o->tls_cert_file, ossl_reason());
+    else if (SSL_CTX_use_PrivateKey_file(ctx, o->tls_key_file, SSL_FILETYPE_PEM) != 1 ||
+             SSL_CTX_check_private_key(ctx) != 1)
+        err = up_seterr(UPULSAR_ERR__TLS, "TLS: cannot use private key %s: %s", o->tls_key_file,
+                        ossl_reason());
+    if (!err && o->tls_ca_file) {
+        STACK_OF(X509_NAME) *names = SSL_load_client_CA_file(o->tls_ca_file);
+        if (!names || SSL_CTX_load_verify_locations(ctx, o->tls_ca_file, NULL) != 1) {
+            err = up_seterr(UPULSAR_ERR__TLS, "TLS: cannot load CA %s: %s", o->tls_ca_file,
+                            ossl_reason());
+            sk_X509_NAME_pop_free(names, X509_NAME_free);
+        } else {
+            SSL_CTX_set_client_CA_list(ctx, names); /* takes ownership */
+            SSL_CTX_set_verify(ctx,
+                               SSL_VERIFY_PEER | (o->tls_require_client_cert
+                                                      ? SSL_VERIFY_FAIL_IF_NO_PEER_CERT
+                                                      : 0),
+                               NULL);
+        }
+    }
+    if (err) {
+        SSL_CTX_free(ctx);
+        return err;
+    }
+    *out = ctx;
+    return UPULSAR_OK;
+}
+
+static void free_tokens(char **tokens, size_t n)
+{
+    for (size_t i = 0; tokens && i < n; i++) {
+        memset(tokens[i], 0, strlen(tokens[i])); /* secrets do not outlive their use */
+        free(tokens[i]);
+    }
+    free(tokens);
+}
+
+/* Copy @p n tokens (each non-empty) into *@p out. */
+static upulsar_err_t copy_tokens(const char *const *tokens, size_t n, char ***out)
+{
+    *out = NULL;
+    if (n == 0)
+        return UPULSAR_OK;
+    if (!tokens)
+        return up_seterr(UPULSAR_ERR__INVALID_ARG, "tokens: NULL list with a count");
+    char **v = calloc(n, sizeof *v);
+    if (!v)
+        return up_seterr(UPULSAR_ERR__NOMEM, "out of memory");
+    for (size_t i = 0; i < n; i++) {
+        if (!tokens[i] || !tokens[i][0]) {
+            free_tokens(v, i);
+            return up_seterr(UPULSAR_ERR__INVALID_ARG, "token %zu is empty", i);
+        }
+        if (!(v[i] = strdup(tokens[i]))) {
+            free_tokens(v, i);
+            return up_seterr(UPULSAR_ERR__NOMEM, "out of memory");
+        }
+    }
+    *out = v;
+    return UPULSAR_OK;
+}
+
+static tb_store_t *store_new(uint64_t first_ledger)
+{
+    tb_store_t *st = calloc(1, sizeof *st);
+    if (!st)
+        return NULL;
+    if (pthread_mutex_init(&st->mu, NULL)) {
+        free(st);
+        return NULL;
+    }
+    st->refs = 1;
+    st->next_ledger = first_ledger;
+    return st;
+}
+
+/* Drop one reference (caller holds g_mu); frees the store with the last. */
+static void store_release_locked(tb_store_t *st)
+{
+    if (--st->refs > 0)
+        return;
+    for (tb_topic_t *t = st->topics, *n; t; t = n) {
+        n = t->next;
+        tb_topic_free(t);
+    }
+    pthread_mutex_destroy(&st->mu);
+    free(st);
+}
+
+static bool broker_alive_locked(const upulsar_tb_t *tb)
+{
+    for (upulsar_tb_t *b = g_brokers; b; b = b->g_next)
+        if (b == tb)
+            return true;
+    return false;
+}
+
+/* Free what upulsar_tb_start() set up before the listener. */
+static void free_parts(upulsar_tb_t *tb)
+{
+    if (tb->store) {
+        pthread_mutex_lock(&g_mu);
+        store_release_locked(tb->store);
+        pthread_mutex_unlock(&g_mu);
+    }
+    for (tb_owner_t *o = tb->owners, *n; o; o = n) {
+        n = o->next;
+        free(o->url);
+        free(o);
+    }
+    free_tokens(tb->tokens, tb->ntokens);
+    SSL_CTX_free(tb->ssl_ctx);
+    free(tb->server_version);
+    free(tb);
 }
 
 upulsar_err_t upulsar_tb_start(const upulsar_tb_opts_t *opts, upulsar_tb_t **out)
@@ -303,40 +452,74 @@ upulsar_err_t upulsar_tb_start(const upulsar_tb_opts_t *opts, upulsar_tb_t **out
         return up_seterr(UPULSAR_ERR__INVALID_ARG, "max_message_size too large");
     if (o.protocol_version <= 0 || o.protocol_version > TB_PROTOCOL_MAX)
         o.protocol_version = TB_PROTOCOL_MAX;
+    if (o.auth_response_timeout_ms <= 0)
+        o.auth_response_timeout_ms = TB_DEFAULT_AUTH_RESPONSE_MS;
+    if ((o.tls_key_file || o.tls_ca_file || o.tls_require_client_cert) && !o.tls_cert_file)
+        return up_seterr(UPULSAR_ERR__INVALID_ARG, "TLS options need tls_cert_file");
 
     upulsar_tb_t *tb = calloc(1, sizeof *tb);
     if (!tb)
         return up_seterr(UPULSAR_ERR__NOMEM, "upulsar_tb_start");
     tb->lfd = tb->efd = -1;
     tb->opts = o;
+    /* the pointers belong to the caller: what is kept is copied */
+    tb->opts.server_version = NULL;
+    tb->opts.tls_cert_file = tb->opts.tls_key_file = tb->opts.tls_ca_file = NULL;
+    tb->opts.auth_tokens = NULL;
+    tb->opts.auth_tokens_cnt = 0;
+    tb->opts.shared_store_with = NULL;
     tb->instance = atomic_fetch_add(&g_instances, 1) + 1;
     char vbuf[64];
     snprintf(vbuf, sizeof vbuf, "upulsar-testbroker %s", upulsar_version());
     tb->server_version = strdup(o.server_version ? o.server_version : vbuf);
-    tb->opts.server_version = NULL;
-    tb->next_ledger = 1000u * tb->instance + 1;
     atomic_init(&tb->next_request_id, 1);
     atomic_init(&tb->next_name, 1);
     if (!tb->server_version) {
         free(tb);
         return up_seterr(UPULSAR_ERR__NOMEM, "upulsar_tb_start");
     }
+    upulsar_err_t err = copy_tokens(o.auth_tokens, o.auth_tokens_cnt, &tb->tokens);
+    if (!err)
+        tb->ntokens = o.auth_tokens_cnt;
+    if (!err && o.tls_cert_file)
+        err = tls_server_ctx(&o, &tb->ssl_ctx);
+    if (!err) {
+        pthread_mutex_lock(&g_mu);
+        if (o.shared_store_with) {
+            if (broker_alive_locked(o.shared_store_with)) {
+                tb->store = o.shared_store_with->store;
+                tb->store->refs++;
+            } else {
+                err = up_seterr(UPULSAR_ERR__INVALID_ARG,
+                                "shared_store_with is not a running broker");
+            }
+        } else if (!(tb->store = store_new(1000u * tb->instance + 1))) {
+            err = up_seterr(UPULSAR_ERR__NOMEM, "upulsar_tb_start");
+        }
+        pthread_mutex_unlock(&g_mu);
+    }
+    if (err) {
+        free_parts(tb);
+        return err;
+    }
     if (pthread_mutex_init(&tb->mu, NULL)) {
-        free(tb->server_version);
-        free(tb);
+        free_parts(tb);
         return up_seterr(UPULSAR_ERR__NOMEM, "upulsar_tb_start");
     }
     if (pthread_cond_init(&tb->conns_changed, NULL)) {
         pthread_mutex_destroy(&tb->mu);
-        free(tb->server_version);
-        free(tb);
+        free_parts(tb);
         return up_seterr(UPULSAR_ERR__NOMEM, "upulsar_tb_start");
     }
     tb->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    upulsar_err_t err = tb->efd < 0 ? up_seterr(UPULSAR_ERR__IO, "eventfd: %s", strerror(errno))
-                                    : listen_on(tb, o.port);
+    err = tb->efd < 0 ? up_seterr(UPULSAR_ERR__IO, "eventfd: %s", strerror(errno))
+                      : listen_on(tb, o.port);
     if (!err) {
-        snprintf(tb->url, sizeof tb->url, "pulsar://127.0.0.1:%d", tb->port);
+        /* a TLS URL names the host the certificates are made for */
+        if (tb->ssl_ctx)
+            snprintf(tb->url, sizeof tb->url, "pulsar+ssl://localhost:%d", tb->port);
+        else
+            snprintf(tb->url, sizeof tb->url, "pulsar://127.0.0.1:%d", tb->port);
         err = start_acceptor(tb);
     }
     if (err) {
@@ -346,10 +529,13 @@ upulsar_err_t upulsar_tb_start(const upulsar_tb_opts_t *opts, upulsar_tb_t **out
             close(tb->lfd);
         pthread_cond_destroy(&tb->conns_changed);
         pthread_mutex_destroy(&tb->mu);
-        free(tb->server_version);
-        free(tb);
+        free_parts(tb);
         return err;
     }
+    pthread_mutex_lock(&g_mu);
+    tb->g_next = g_brokers;
+    g_brokers = tb;
+    pthread_mutex_unlock(&g_mu);
     *out = tb;
     return UPULSAR_OK;
 }
@@ -358,16 +544,18 @@ void upulsar_tb_stop(upulsar_tb_t *tb)
 {
     if (!tb)
         return;
+    pthread_mutex_lock(&g_mu);
+    for (upulsar_tb_t **pp = &g_brokers; *pp; pp = &(*pp)->g_next)
+        if (*pp == tb) {
+            *pp = tb->g_next;
+            break;
+        }
+    pthread_mutex_unlock(&g_mu);
     stop_io(tb);
-    for (tb_topic_t *t = tb->topics, *n; t; t = n) {
-        n = t->next;
-        tb_topic_free(t);
-    }
     close(tb->efd);
     pthread_cond_destroy(&tb->conns_changed);
     pthread_mutex_destroy(&tb->mu);
-    free(tb->server_version);
-    free(tb);
+    free_parts(tb); /* the store goes with its last broker */
 }
 
 int upulsar_tb_port(const upulsar_tb_t *tb)
@@ -429,31 +617,198 @@ upulsar_err_t upulsar_tb_set_partitions(upulsar_tb_t *tb, const char *topic, int
     tb_topic_t *t = topic_arg(tb, topic, true, &err);
     if (!t)
         return err;
-    pthread_mutex_lock(&tb->mu);
+    pthread_mutex_lock(&tb->store->mu);
     t->partitions = partitions;
+    pthread_mutex_unlock(&tb->store->mu);
+    return UPULSAR_OK;
+}
+
+static bool valid_url(const char *url)
+{
+    return !strncmp(url, "pulsar://", 9) || !strncmp(url, "pulsar+ssl://", 13);
+}
+
+/* Set (url != NULL) or remove @p norm's owner entry; caller holds tb->mu.
+ * @p copy is consumed. */
+static void owner_set_locked(upulsar_tb_t *tb, tb_owner_t *fresh, const char *norm, char *copy)
+{
+    for (tb_owner_t **pp = &tb->owners; *pp; pp = &(*pp)->next) {
+        tb_owner_t *o = *pp;
+        if (strcmp(o->topic, norm))
+            continue;
+        if (copy) {
+            free(o->url);
+            o->url = copy;
+        } else {
+            *pp = o->next;
+            free(o->url);
+            free(o);
+        }
+        free(fresh);
+        return;
+    }
+    if (!copy) {
+        free(fresh);
+        return;
+    }
+    fresh->url = copy;
+    fresh->next = tb->owners;
+    tb->owners = fresh;
+}
+
+/* Set @p norm's owner on @p tb (NULL url = remove the entry). */
+static upulsar_err_t owner_set(upulsar_tb_t *tb, const char *norm, const char *url)
+{
+    char *copy = NULL;
+    size_t tl = strlen(norm);
+    tb_owner_t *fresh = NULL;
+    if (url && (!(copy = strdup(url)) || !(fresh = malloc(sizeof *fresh + tl + 1)))) {
+        free(copy);
+        return up_seterr(UPULSAR_ERR__NOMEM, "out of memory");
+    }
+    if (fresh)
+        memcpy(fresh->topic, norm, tl + 1);
+    pthread_mutex_lock(&tb->mu);
+    owner_set_locked(tb, fresh, norm, copy);
     pthread_mutex_unlock(&tb->mu);
     return UPULSAR_OK;
 }
 
 upulsar_err_t upulsar_tb_set_owner(upulsar_tb_t *tb, const char *topic, const char *url)
 {
-    if (!tb)
+    if (!tb || !topic)
         return up_seterr(UPULSAR_ERR__INVALID_ARG, "upulsar_tb_set_owner: NULL");
-    if (url && strncmp(url, "pulsar://", 9) && strncmp(url, "pulsar+ssl://", 13))
+    if (url && !valid_url(url))
         return up_seterr(UPULSAR_ERR__INVALID_URL, "owner URL \"%s\"", url);
     upulsar_err_t err;
-    tb_topic_t *t = topic_arg(tb, topic, true, &err);
-    if (!t)
-        return err;
-    char *copy = NULL;
-    if (url && !(copy = strdup(url)))
-        return up_seterr(UPULSAR_ERR__NOMEM, "out of memory");
+    char *norm = tb_topic_normalize(topic, &err);
+    if (!norm)
+        return up_seterr(err, "invalid topic name \"%s\"", topic);
+    err = owner_set(tb, norm, url);
+    free(norm);
+    return err;
+}
+
+static const char *owner_find_locked(const upulsar_tb_t *tb, const char *norm, size_t len)
+{
+    for (const tb_owner_t *o = tb->owners; o; o = o->next)
+        if (strlen(o->topic) == len && !memcmp(o->topic, norm, len))
+            return o->url;
+    return NULL;
+}
+
+char *tb_owner_of(upulsar_tb_t *tb, const char *norm)
+{
+    char *res = NULL;
     pthread_mutex_lock(&tb->mu);
-    char *old = t->owner_url;
-    t->owner_url = copy;
+    const char *url = owner_find_locked(tb, norm, strlen(norm));
+    if (!url) {
+        size_t bl = tb_partition_base_len(norm);
+        if (bl)
+            url = owner_find_locked(tb, norm, bl); /* the partitioned topic's owner */
+    }
+    if (url && !tb_url_is_self(tb, url))
+        res = strdup(url); /* NULL on ENOMEM: answer as owner, harmless */
     pthread_mutex_unlock(&tb->mu);
-    free(old);
-    return UPULSAR_OK;
+    return res;
+}
+
+bool tb_url_is_self(const upulsar_tb_t *tb, const char *url)
+{
+    if (!strcmp(url, tb->url))
+        return true;
+    bool tls = !strncmp(url, "pulsar+ssl://", 13);
+    if (!tls && strncmp(url, "pulsar://", 9))
+        return false;
+    if (tls != (tb->ssl_ctx != NULL))
+        return false;
+    const char *h = url + (tls ? 13 : 9);
+    const char *colon = strrchr(h, ':');
+    if (!colon)
+        return false;
+    size_t hl = (size_t)(colon - h);
+    if (!((hl == 9 && !memcmp(h, "127.0.0.1", 9)) || (hl == 9 && !memcmp(h, "localhost", 9))))
+        return false;
+    char *end;
+    long port = strtol(colon + 1, &end, 10);
+    return (*end == '\0' || *end == '/') && port == tb->port;
+}
+
+/* Close the producers @p from serves on @p t, and on every partition of @p t
+ * that now redirects (when @p t is a partitioned topic's base name). */
+static int close_moved_producers(upulsar_tb_t *from, const char *norm, const char *assigned)
+{
+    size_t nl = strlen(norm);
+    tb_topic_t **hits = NULL;
+    size_t n = 0, cap = 0;
+    pthread_mutex_lock(&from->store->mu);
+    for (tb_topic_t *t = from->store->topics; t; t = t->next) {
+        bool hit = !strcmp(t->name, norm) ||
+                   (tb_partition_base_len(t->name) == nl && !memcmp(t->name, norm, nl));
+        if (!hit)
+            continue;
+        if (n == cap) {
+            size_t nc = cap ? cap * 2 : 16;
+            tb_topic_t **nh = realloc(hits, nc * sizeof *nh);
+            if (!nh)
+                break; /* close what we can track */
+            hits = nh;
+            cap = nc;
+        }
+        hits[n++] = t;
+    }
+    pthread_mutex_unlock(&from->store->mu);
+    int closed = 0;
+    for (size_t i = 0; i < n; i++) {
+        tb_topic_t *t = hits[i];
+        if (strcmp(t->name, norm)) { /* a partition: only if it now redirects */
+            char *o = tb_owner_of(from, t->name);
+            bool moved = o != NULL;
+            free(o);
+            if (!moved)
+                continue;
+        }
+        pthread_mutex_lock(&t->mu);
+        closed += tb_topic_close_producers_locked(from, t, from, assigned);
+        pthread_mutex_unlock(&t->mu);
+    }
+    free(hits);
+    return closed;
+}
+
+int upulsar_tb_move_topic_ex(upulsar_tb_t *from, const char *topic, const char *to_url,
+                             int flags)
+{
+    if (!from || !topic || !to_url)
+        return up_seterr(UPULSAR_ERR__INVALID_ARG, "upulsar_tb_move_topic: NULL");
+    if (!valid_url(to_url))
+        return up_seterr(UPULSAR_ERR__INVALID_URL, "target URL \"%s\"", to_url);
+    if (tb_url_is_self(from, to_url))
+        return up_seterr(UPULSAR_ERR__INVALID_ARG, "cannot move %s to its own broker", topic);
+    upulsar_err_t err;
+    char *norm = tb_topic_normalize(topic, &err);
+    if (!norm)
+        return up_seterr(err, "invalid topic name \"%s\"", topic);
+    /* the new owner first, so the producers' next lookup finds it ready */
+    pthread_mutex_lock(&g_mu);
+    for (upulsar_tb_t *b = g_brokers; b && !err; b = b->g_next)
+        if (b != from && tb_url_is_self(b, to_url))
+            err = owner_set(b, norm, b->url);
+    pthread_mutex_unlock(&g_mu);
+    if (!err)
+        err = owner_set(from, norm, to_url);
+    if (err) {
+        free(norm);
+        return err;
+    }
+    int n = close_moved_producers(from, norm, (flags & UPULSAR_TB_MOVE_ASSIGNED) ? to_url : NULL);
+    free(norm);
+    return n;
+}
+
+int upulsar_tb_move_topic(upulsar_tb_t *from, const char *topic, const char *to_url)
+{
+    return upulsar_tb_move_topic_ex(from, topic, to_url, 0);
 }
 
 /* ---- fault injection --------------------------------------------------- */
@@ -483,8 +838,8 @@ int upulsar_tb_drop_connections(upulsar_tb_t *tb, const char *topic)
         free(norm);
         return up_seterr(UPULSAR_ERR__NOMEM, "out of memory");
     }
+    tb_topic_t *t = norm ? tb_topic_get(tb, norm, false) : NULL;
     pthread_mutex_lock(&tb->mu);
-    tb_topic_t *t = norm ? tb_topic_find_locked(tb, norm, false) : NULL;
     if (t)
         pthread_mutex_lock(&t->mu);
     for (tb_conn_t *c = tb->conns; c; c = c->next) {
@@ -542,12 +897,20 @@ upulsar_err_t upulsar_tb_delay_receipts(upulsar_tb_t *tb, int ms)
     return UPULSAR_OK;
 }
 
+/* Wake every connection of @p tb and of the brokers sharing its store
+ * (a topic's settings are the store's). */
 static void wake_all(upulsar_tb_t *tb)
 {
-    pthread_mutex_lock(&tb->mu);
-    for (tb_conn_t *c = tb->conns; c; c = c->next)
-        tb_conn_wake(c);
-    pthread_mutex_unlock(&tb->mu);
+    pthread_mutex_lock(&g_mu);
+    for (upulsar_tb_t *b = g_brokers; b; b = b->g_next) {
+        if (b != tb && b->store != tb->store)
+            continue;
+        pthread_mutex_lock(&b->mu);
+        for (tb_conn_t *c = b->conns; c; c = c->next)
+            tb_conn_wake(c);
+        pthread_mutex_unlock(&b->mu);
+    }
+    pthread_mutex_unlock(&g_mu);
 }
 
 upulsar_err_t upulsar_tb_hold_receipts(upulsar_tb_t *tb, const char *topic)
@@ -572,10 +935,10 @@ upulsar_err_t upulsar_tb_release_receipts(upulsar_tb_t *tb, const char *topic)
         return up_seterr(UPULSAR_ERR__INVALID_ARG, "upulsar_tb_release_receipts: NULL");
     if (!topic) {
         atomic_store(&tb->hold_all, false);
-        pthread_mutex_lock(&tb->mu);
-        for (tb_topic_t *t = tb->topics; t; t = t->next)
+        pthread_mutex_lock(&tb->store->mu);
+        for (tb_topic_t *t = tb->store->topics; t; t = t->next)
             atomic_store(&t->hold, false);
-        pthread_mutex_unlock(&tb->mu);
+        pthread_mutex_unlock(&tb->store->mu);
     } else {
         upulsar_err_t err;
         tb_topic_t *t = topic_arg(tb, topic, false, &err);
@@ -665,26 +1028,33 @@ int upulsar_tb_unload_topic(upulsar_tb_t *tb, const char *topic)
     if (!t)
         return 0;
     pthread_mutex_lock(&t->mu);
-    int n = tb_topic_close_producers_locked(tb, t);
+    int n = tb_topic_close_producers_locked(tb, t, tb, NULL);
     pthread_mutex_unlock(&t->mu);
     return n;
 }
 
-int tb_topic_close_producers_locked(upulsar_tb_t *tb, tb_topic_t *t)
+int tb_topic_close_producers_locked(upulsar_tb_t *tb, tb_topic_t *t, upulsar_tb_t *only,
+                                    const char *assigned_url)
 {
     int n = 0;
+    size_t w = 0;
     for (size_t i = 0; i < t->nprods; i++) {
         tb_producer_t *p = t->prods[i];
+        if (only && p->conn->tb != only) {
+            t->prods[w++] = p;
+            continue;
+        }
         p->active = false;
         p->closed = true;
         up_buf_t b = UP_BUF_INIT;
-        if (tb_put_close_producer(&b, p->id, atomic_fetch_add(&tb->next_request_id, 1)) ||
+        if (tb_put_close_producer(&b, p->id, atomic_fetch_add(&tb->next_request_id, 1),
+                                  assigned_url) ||
             tb_conn_inject(p->conn, b.data, b.len))
             shutdown(p->conn->fd, SHUT_RDWR); /* cannot tell it: make it reconnect */
         up_buf_free(&b);
         n++;
     }
-    t->nprods = 0;
+    t->nprods = w;
     return n;
 }
 
@@ -722,5 +1092,64 @@ upulsar_err_t upulsar_tb_stats(upulsar_tb_t *tb, upulsar_tb_stats_t *out)
     out->protocol_errors = atomic_load(&tb->protocol_errors);
     out->receipts_queued = atomic_load(&tb->receipts_queued);
     out->restarts = atomic_load(&tb->restarts);
+    out->tls_handshakes = atomic_load(&tb->tls_handshakes);
+    out->tls_failures = atomic_load(&tb->tls_failures);
+    out->auth_ok = atomic_load(&tb->auth_ok);
+    out->auth_failed = atomic_load(&tb->auth_failed);
+    out->auth_challenges = atomic_load(&tb->auth_challenges);
+    out->auth_unanswered = atomic_load(&tb->auth_unanswered);
     return UPULSAR_OK;
+}
+
+/* ---- authentication ---------------------------------------------------- */
+
+upulsar_err_t upulsar_tb_set_tokens(upulsar_tb_t *tb, const char *const *tokens, size_t n)
+{
+    if (!tb)
+        return up_seterr(UPULSAR_ERR__INVALID_ARG, "upulsar_tb_set_tokens: NULL");
+    char **v;
+    upulsar_err_t err = copy_tokens(tokens, n, &v);
+    if (err)
+        return err;
+    pthread_mutex_lock(&tb->mu);
+    char **old = tb->tokens;
+    size_t oldn = tb->ntokens;
+    tb->tokens = v;
+    tb->ntokens = n;
+    pthread_mutex_unlock(&tb->mu);
+    free_tokens(old, oldn);
+    return UPULSAR_OK;
+}
+
+bool tb_token_ok(upulsar_tb_t *tb, const uint8_t *token, size_t len, bool *required)
+{
+    pthread_mutex_lock(&tb->mu);
+    *required = tb->ntokens > 0;
+    bool ok = !*required;
+    for (size_t i = 0; i < tb->ntokens && !ok; i++) {
+        size_t tl = strlen(tb->tokens[i]);
+        if (tl != len)
+            continue;
+        unsigned char diff = 0; /* every byte compared, whatever the first mismatch */
+        for (size_t j = 0; j < len; j++)
+            diff |= (unsigned char)(token[j] ^ (uint8_t)tb->tokens[i][j]);
+        ok = diff == 0;
+    }
+    pthread_mutex_unlock(&tb->mu);
+    return ok;
+}
+
+int upulsar_tb_auth_challenge(upulsar_tb_t *tb)
+{
+    if (!tb)
+        return up_seterr(UPULSAR_ERR__INVALID_ARG, "upulsar_tb_auth_challenge: NULL");
+    int n = 0;
+    pthread_mutex_lock(&tb->mu);
+    for (tb_conn_t *c = tb->conns; c; c = c->next) {
+        atomic_store(&c->challenge_req, true);
+        tb_conn_wake(c);
+        n++;
+    }
+    pthread_mutex_unlock(&tb->mu);
+    return n;
 }

@@ -10,14 +10,24 @@
 #include <unistd.h>
 
 #include "batch.h"
+#include "conf.h"
 #include "err.h"
 #include "tb.h"
+#include "tls.h"
+
+#define RX_SIZE (64 * 1024)
 
 struct upulsar_tb_client {
     int fd;
     bool peer_closed;
     up_decoder_t dec;
     uint64_t next_rid;
+    /* pulsar+ssl:// */
+    SSL_CTX *ctx;
+    up_tls_t *tls;
+    uint8_t *rx;              /**< ciphertext read buffer */
+    upulsar_err_t tls_err;    /**< the session failed (after the handshake) */
+    char tls_msg[256];
 };
 
 static int64_t deadline_after(int timeout_ms)
@@ -34,13 +44,15 @@ static int remaining(int64_t deadline)
 }
 
 static upulsar_err_t parse_url(const char *url, char *host, size_t hsz, char *port,
-                               size_t psz)
+                               size_t psz, bool *tls)
 {
     const char *p;
-    if (!url || strncmp(url, "pulsar://", 9))
-        return up_seterr(UPULSAR_ERR__INVALID_URL, "expected pulsar://host:port, got \"%s\"",
+    *tls = url && !strncmp(url, "pulsar+ssl://", 13);
+    if (!url || (strncmp(url, "pulsar://", 9) && !*tls))
+        return up_seterr(UPULSAR_ERR__INVALID_URL,
+                         "expected pulsar://host:port or pulsar+ssl://host:port, got \"%s\"",
                          url ? url : "(null)");
-    p = url + 9;
+    p = url + (*tls ? 13 : 9);
     const char *colon = strrchr(p, ':');
     const char *end = p + strcspn(p, "/");
     if (!colon || colon > end || colon == p)
@@ -59,14 +71,76 @@ static upulsar_err_t parse_url(const char *url, char *host, size_t hsz, char *po
     return UPULSAR_OK;
 }
 
+void upulsar_tb_client_opts_init(upulsar_tb_client_opts_t *o)
+{
+    memset(o, 0, sizeof *o);
+    o->tls_verify_hostname = 1;
+    o->answer_challenge = 1;
+}
+
+static upulsar_err_t copy_path(char *dst, size_t size, const char *src, const char *what)
+{
+    if (!src)
+        return UPULSAR_OK;
+    if (strlen(src) >= size)
+        return up_seterr(UPULSAR_ERR__INVALID_ARG, "%s: path too long", what);
+    memcpy(dst, src, strlen(src) + 1);
+    return UPULSAR_OK;
+}
+
+/* TLS handshake on connected socket @p fd with the library's TLS layer. */
+static upulsar_err_t tls_start(upulsar_tb_client_t *c, const char *host, const char *port,
+                               const upulsar_tb_client_opts_t *o, int64_t deadline_ms)
+{
+    struct upulsar_conf *cf = calloc(1, sizeof *cf);
+    if (!cf)
+        return up_seterr(UPULSAR_ERR__NOMEM, "out of memory");
+    up_conf_defaults(cf);
+    upulsar_err_t err = copy_path(cf->tls_ca_file, sizeof cf->tls_ca_file, o->tls_ca_file,
+                                  "tls_ca_file");
+    if (!err)
+        err = copy_path(cf->tls_cert_file, sizeof cf->tls_cert_file, o->tls_cert_file,
+                        "tls_cert_file");
+    if (!err)
+        err = copy_path(cf->tls_key_file, sizeof cf->tls_key_file, o->tls_key_file,
+                        "tls_key_file");
+    cf->tls_verify_hostname = o->tls_verify_hostname != 0;
+    cf->tls_allow_insecure = o->tls_ca_file == NULL;
+    if (!err)
+        err = up_tls_ctx_new(cf, &c->ctx);
+    if (!err && !(c->tls = up_tls_new(c->ctx, host, cf)))
+        err = up_seterr(UPULSAR_ERR__NOMEM, "out of memory");
+    if (!err && !(c->rx = malloc(RX_SIZE)))
+        err = up_seterr(UPULSAR_ERR__NOMEM, "out of memory");
+    free(cf);
+    if (err)
+        return err;
+    char peer[300];
+    snprintf(peer, sizeof peer, "%s:%s", host, port);
+    uint64_t dl_us = deadline_ms < 0 ? UINT64_MAX / 2 : (uint64_t)deadline_ms * 1000u;
+    return up_tls_handshake(c->tls, c->fd, dl_us, peer);
+}
+
 upulsar_err_t upulsar_tb_client_open(const char *url, int timeout_ms,
                                      upulsar_tb_client_t **out)
+{
+    return upulsar_tb_client_open_opts(url, NULL, timeout_ms, out);
+}
+
+upulsar_err_t upulsar_tb_client_open_opts(const char *url, const upulsar_tb_client_opts_t *opts,
+                                          int timeout_ms, upulsar_tb_client_t **out)
 {
     if (!out)
         return up_seterr(UPULSAR_ERR__INVALID_ARG, "upulsar_tb_client_open: out is NULL");
     *out = NULL;
+    upulsar_tb_client_opts_t o;
+    if (opts)
+        o = *opts;
+    else
+        upulsar_tb_client_opts_init(&o);
     char host[256], port[16];
-    upulsar_err_t err = parse_url(url, host, sizeof host, port, sizeof port);
+    bool tls;
+    upulsar_err_t err = parse_url(url, host, sizeof host, port, sizeof port, &tls);
     if (err)
         return err;
     struct addrinfo hints, *ai = NULL;
@@ -113,6 +187,10 @@ upulsar_err_t upulsar_tb_client_open(const char *url, int timeout_ms,
     c->fd = fd;
     c->next_rid = 1;
     up_decoder_init(&c->dec, 0);
+    if (tls && (err = tls_start(c, host, port, &o, dl))) {
+        upulsar_tb_client_close(c);
+        return err;
+    }
     *out = c;
     return UPULSAR_OK;
 }
@@ -123,6 +201,9 @@ void upulsar_tb_client_close(upulsar_tb_client_t *c)
         return;
     close(c->fd);
     up_decoder_free(&c->dec);
+    up_tls_free(c->tls);
+    up_tls_ctx_free(c->ctx);
+    free(c->rx);
     free(c);
 }
 
@@ -131,10 +212,9 @@ uint64_t upulsar_tb_client_next_request_id(upulsar_tb_client_t *c)
     return c ? c->next_rid++ : 0;
 }
 
-upulsar_err_t upulsar_tb_client_send_raw(upulsar_tb_client_t *c, const void *bytes, size_t len)
+/* Write @p len bytes to the socket as they are. */
+static upulsar_err_t sock_send(upulsar_tb_client_t *c, const void *bytes, size_t len)
 {
-    if (!c || (!bytes && len))
-        return up_seterr(UPULSAR_ERR__INVALID_ARG, "upulsar_tb_client_send_raw: NULL");
     const uint8_t *p = bytes;
     while (len) {
         ssize_t n = send(c->fd, p, len, MSG_NOSIGNAL);
@@ -158,6 +238,54 @@ upulsar_err_t upulsar_tb_client_send_raw(upulsar_tb_client_t *c, const void *byt
         return up_seterr(UPULSAR_ERR__IO, "send: %s", strerror(errno));
     }
     return UPULSAR_OK;
+}
+
+upulsar_err_t upulsar_tb_client_send_raw(upulsar_tb_client_t *c, const void *bytes, size_t len)
+{
+    if (!c || (!bytes && len))
+        return up_seterr(UPULSAR_ERR__INVALID_ARG, "upulsar_tb_client_send_raw: NULL");
+    if (!c->tls)
+        return sock_send(c, bytes, len);
+    up_buf_t enc = UP_BUF_INIT;
+    int rc = up_tls_encrypt(c->tls, bytes, len, &enc);
+    upulsar_err_t err = rc ? (upulsar_err_t)rc : sock_send(c, enc.data, enc.len);
+    if (enc.data)
+        memset(enc.data, 0, enc.len);
+    up_buf_free(&enc);
+    return err;
+}
+
+/* TLS: decrypt @p n received bytes into the decoder. */
+static upulsar_err_t tls_received(upulsar_tb_client_t *c, size_t n)
+{
+    if (up_tls_feed(c->tls, c->rx, n))
+        return up_seterr(UPULSAR_ERR__NOMEM, "out of memory");
+    for (;;) {
+        size_t avail;
+        uint8_t *w = up_decoder_wbuf(&c->dec, 64 * 1024, &avail);
+        if (!w)
+            return up_seterr(UPULSAR_ERR__NOMEM, "read buffer");
+        long r = up_tls_read(c->tls, w, avail);
+        if (r == 0)
+            break;
+        if (r < 0) { /* the session ended (close_notify, alert): after the frames before it */
+            c->peer_closed = true;
+            if (r != UPULSAR_ERR__CONNECT) {
+                c->tls_err = (upulsar_err_t)r;
+                snprintf(c->tls_msg, sizeof c->tls_msg, "%s", upulsar_last_error());
+            }
+            return UPULSAR_OK;
+        }
+        up_decoder_commit(&c->dec, (size_t)r);
+    }
+    up_buf_t out = UP_BUF_INIT; /* e.g. a key update answer */
+    upulsar_err_t err = UPULSAR_OK;
+    if (up_tls_drain(c->tls, &out))
+        err = up_seterr(UPULSAR_ERR__NOMEM, "out of memory");
+    else if (out.len)
+        err = sock_send(c, out.data, out.len);
+    up_buf_free(&out);
+    return err;
 }
 
 upulsar_err_t upulsar_tb_client_send_cmd(upulsar_tb_client_t *c,
@@ -197,6 +325,8 @@ upulsar_err_t upulsar_tb_client_read(upulsar_tb_client_t *c, int timeout_ms,
         }
         if (rc < 0)
             return up_seterr((upulsar_err_t)rc, "malformed frame from the peer");
+        if (c->peer_closed && c->tls_err)
+            return up_seterr(c->tls_err, "%s", c->tls_msg);
         if (c->peer_closed)
             return up_seterr(UPULSAR_ERR__CLOSED, "connection closed by the peer");
         int rem = remaining(dl);
@@ -207,15 +337,20 @@ upulsar_err_t upulsar_tb_client_read(upulsar_tb_client_t *c, int timeout_ms,
         if (pr == 0)
             return up_seterr(UPULSAR_ERR__TIMED_OUT, "no complete frame within %d ms",
                              timeout_ms);
-        size_t avail;
-        uint8_t *w = up_decoder_wbuf(&c->dec, 64 * 1024, &avail);
+        size_t avail = RX_SIZE;
+        uint8_t *w = c->tls ? c->rx : up_decoder_wbuf(&c->dec, 64 * 1024, &avail);
         if (!w)
             return up_seterr(UPULSAR_ERR__NOMEM, "read buffer");
         ssize_t n = recv(c->fd, w, avail, 0);
-        if (n > 0)
+        if (n > 0 && c->tls) {
+            upulsar_err_t err = tls_received(c, (size_t)n);
+            if (err)
+                return err;
+        } else if (n > 0) {
             up_decoder_commit(&c->dec, (size_t)n);
-        else if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
+        } else if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
             c->peer_closed = true;
+        }
     }
 }
 
@@ -257,12 +392,50 @@ static upulsar_err_t await_answer(upulsar_tb_client_t *c, int ok_type, uint64_t 
     return err;
 }
 
-upulsar_err_t upulsar_tb_client_connect(const char *url, int timeout_ms,
-                                        upulsar_tb_client_t **out)
+upulsar_err_t upulsar_tb_client_auth_response(upulsar_tb_client_t *c, const char *method,
+                                              const char *data)
 {
+    if (!c)
+        return up_seterr(UPULSAR_ERR__INVALID_ARG, "upulsar_tb_client_auth_response: NULL");
+    up_cmd_t cmd = PULSAR__PROTO__BASE_COMMAND__INIT;
+    Pulsar__Proto__CommandAuthResponse ar = PULSAR__PROTO__COMMAND_AUTH_RESPONSE__INIT;
+    Pulsar__Proto__AuthData ad = PULSAR__PROTO__AUTH_DATA__INIT;
+    cmd.type = UP_CMD(AUTH_RESPONSE);
+    cmd.authresponse = &ar;
+    ar.client_version = "upulsar-testbroker-client";
+    ar.has_protocol_version = 1;
+    ar.protocol_version = TB_PROTOCOL_MAX;
+    ar.response = &ad;
+    ad.auth_method_name = (char *)(method ? method : "token");
+    if (data) {
+        ad.has_auth_data = 1;
+        ad.auth_data.data = (uint8_t *)data;
+        ad.auth_data.len = strlen(data);
+    }
+    up_buf_t b = UP_BUF_INIT;
+    int rc = up_frame_put_cmd(&b, &cmd);
+    upulsar_err_t err = rc ? up_seterr((upulsar_err_t)rc, "cannot frame AUTH_RESPONSE")
+                           : upulsar_tb_client_send_raw(c, b.data, b.len);
+    if (b.data)
+        memset(b.data, 0, b.len); /* it holds a credential */
+    up_buf_free(&b);
+    return err;
+}
+
+upulsar_err_t upulsar_tb_client_connect_opts(const char *url, const upulsar_tb_client_opts_t *opts,
+                                             int timeout_ms, upulsar_tb_client_t **out)
+{
+    if (!out)
+        return up_seterr(UPULSAR_ERR__INVALID_ARG, "upulsar_tb_client_connect: out is NULL");
+    *out = NULL;
+    upulsar_tb_client_opts_t o;
+    if (opts)
+        o = *opts;
+    else
+        upulsar_tb_client_opts_init(&o);
     int64_t dl = deadline_after(timeout_ms);
     upulsar_tb_client_t *c;
-    upulsar_err_t err = upulsar_tb_client_open(url, timeout_ms, &c);
+    upulsar_err_t err = upulsar_tb_client_open_opts(url, &o, timeout_ms, &c);
     if (err)
         return err;
     up_cmd_t cmd = PULSAR__PROTO__BASE_COMMAND__INIT;
@@ -270,21 +443,47 @@ upulsar_err_t upulsar_tb_client_connect(const char *url, int timeout_ms,
     cmd.type = UP_CMD(CONNECT);
     cmd.connect = &cn;
     cn.client_version = "upulsar-testbroker-client";
-    cn.auth_method_name = "none";
+    cn.auth_method_name = (char *)(o.auth_method ? o.auth_method : o.token ? "token" : "none");
+    if (o.token) {
+        cn.has_auth_data = 1;
+        cn.auth_data.data = (uint8_t *)o.token;
+        cn.auth_data.len = strlen(o.token);
+    }
     cn.has_protocol_version = 1;
     cn.protocol_version = TB_PROTOCOL_MAX;
-    err = upulsar_tb_client_send_cmd(c, &cmd);
+    up_buf_t b = UP_BUF_INIT;
+    int rc = up_frame_put_cmd(&b, &cmd);
+    err = rc ? up_seterr((upulsar_err_t)rc, "cannot frame CONNECT")
+             : upulsar_tb_client_send_raw(c, b.data, b.len);
+    if (b.data)
+        memset(b.data, 0, b.len);
+    up_buf_free(&b);
     upulsar_tb_frame_t f;
-    if (!err)
-        err = await_answer(c, UP_CMD(CONNECTED), 0, remaining(dl), &f);
-    if (err == UPULSAR_ERR__STATE && f.type == UP_CMD(ERROR))
-        err = up_seterr(up_err_from_server((int)f.cmd->error->error), "broker refused CONNECT");
+    while (!err) {
+        err = upulsar_tb_client_expect(c, UP_CMD(CONNECTED), remaining(dl), &f);
+        if (err != UPULSAR_ERR__STATE)
+            break;
+        if (f.type == UP_CMD(AUTH_CHALLENGE) && o.answer_challenge) {
+            err = upulsar_tb_client_auth_response(c, "token", o.token);
+            continue;
+        }
+        if (f.type == UP_CMD(ERROR))
+            err = up_seterr(up_err_from_server((int)f.cmd->error->error),
+                            "broker refused CONNECT: %s",
+                            f.cmd->error->message ? f.cmd->error->message : "");
+    }
     if (err) {
         upulsar_tb_client_close(c);
         return err;
     }
     *out = c;
     return UPULSAR_OK;
+}
+
+upulsar_err_t upulsar_tb_client_connect(const char *url, int timeout_ms,
+                                        upulsar_tb_client_t **out)
+{
+    return upulsar_tb_client_connect_opts(url, NULL, timeout_ms, out);
 }
 
 upulsar_err_t upulsar_tb_client_create_producer(upulsar_tb_client_t *c, const char *topic,

@@ -9,12 +9,18 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <openssl/err.h>
+
 #include "tb.h"
 
 /* Stop reading while this much output waits for the peer. */
 #define OUT_HIGH (32u * 1024 * 1024)
 /* Stop dispatching MESSAGE frames above this much pending output. */
 #define OUT_DISPATCH (4u * 1024 * 1024)
+/* TLS: ciphertext read per recv(), and encrypted output kept ahead of the
+ * socket (the rest waits as plaintext in out). */
+#define TLS_RX (64u * 1024)
+#define TLS_TX_HIGH (1u * 1024 * 1024)
 
 /* Return value of handlers: keep going, or close the connection. */
 #define KEEP 0
@@ -22,7 +28,16 @@
 
 static size_t out_pending(const tb_conn_t *c)
 {
-    return c->out.len - c->out_off;
+    return c->out.len - c->out_off + (c->tx.len - c->tx_off);
+}
+
+/* Is there something the socket must take (POLLOUT)? Plaintext waiting for
+ * the TLS handshake is not. */
+static bool want_write(const tb_conn_t *c)
+{
+    if (!c->ssl)
+        return c->out.len > c->out_off;
+    return c->tx.len > c->tx_off || (c->tls_done && c->out.len > c->out_off);
 }
 
 /* Out of memory while answering: the connection cannot keep its promises
@@ -203,6 +218,68 @@ static int64_t queue_next_due(tb_conn_t *c)
 
 /* ---- command handlers -------------------------------------------------- */
 
+static int send_connected(tb_conn_t *c)
+{
+    upulsar_tb_t *tb = c->tb;
+    up_cmd_t cmd = PULSAR__PROTO__BASE_COMMAND__INIT;
+    Pulsar__Proto__CommandConnected cd = PULSAR__PROTO__COMMAND_CONNECTED__INIT;
+    cmd.type = UP_CMD(CONNECTED);
+    cmd.connected = &cd;
+    cd.server_version = tb->server_version;
+    cd.has_protocol_version = 1;
+    cd.protocol_version = c->proto;
+    cd.has_max_message_size = 1;
+    cd.max_message_size = tb->opts.max_message_size;
+    c->handshaken = true;
+    return put_rc(up_frame_put_cmd(&c->out, &cmd));
+}
+
+/* Refuse the client's credentials: ERROR AuthenticationError (request id -1
+ * as Pulsar), then the connection closes. @p why never quotes what the
+ * client sent. */
+static int auth_fail(tb_conn_t *c, const char *why)
+{
+    atomic_fetch_add(&c->tb->auth_failed, 1);
+    tb_put_error(&c->out, TB_ID_NONE, UP_SERR(AuthenticationError), why);
+    return CLOSE;
+}
+
+/* Check credentials given as auth method + data. NULL = accepted, else the
+ * reason to refuse. Counts accepted checks of configured tokens. */
+static const char *check_credentials(tb_conn_t *c, const char *method, bool has_data,
+                                     const ProtobufCBinaryData *data)
+{
+    bool is_token = method && !strcmp(method, "token");
+    bool required;
+    bool ok = tb_token_ok(c->tb, is_token && has_data ? data->data : NULL,
+                          is_token && has_data ? data->len : 0, &required);
+    if (!required)
+        return NULL; /* authentication is off: anything goes, as in Pulsar */
+    if (ok) {
+        atomic_fetch_add(&c->tb->auth_ok, 1);
+        return NULL;
+    }
+    if (!method || !strcmp(method, "none") || (is_token && !has_data))
+        return "Authentication required";
+    if (!is_token)
+        return "Unsupported authentication method";
+    return "Failed to authenticate: invalid token";
+}
+
+/* Ask the client for its credentials again (AUTH_CHALLENGE, "token",
+ * "PulsarAuthRefresh"); it has auth_response_timeout_ms to answer. */
+static int send_challenge(tb_conn_t *c, bool in_handshake)
+{
+    upulsar_tb_t *tb = c->tb;
+    if (tb_put_auth_challenge(&c->out, tb->server_version, c->proto))
+        return CLOSE;
+    c->auth_pending = true;
+    c->auth_in_handshake = in_handshake;
+    c->auth_deadline_ms = tb_now_ms() + tb->opts.auth_response_timeout_ms;
+    atomic_fetch_add(&tb->auth_challenges, 1);
+    return KEEP;
+}
+
 static int on_connect(tb_conn_t *c, const Pulsar__Proto__CommandConnect *in)
 {
     upulsar_tb_t *tb = c->tb;
@@ -212,42 +289,31 @@ static int on_connect(tb_conn_t *c, const Pulsar__Proto__CommandConnect *in)
     if (pv > tb->opts.protocol_version)
         pv = tb->opts.protocol_version;
     c->proto = pv;
-    up_cmd_t cmd = PULSAR__PROTO__BASE_COMMAND__INIT;
-    Pulsar__Proto__CommandConnected cd = PULSAR__PROTO__COMMAND_CONNECTED__INIT;
-    cmd.type = UP_CMD(CONNECTED);
-    cmd.connected = &cd;
-    cd.server_version = tb->server_version;
-    cd.has_protocol_version = 1;
-    cd.protocol_version = pv;
-    cd.has_max_message_size = 1;
-    cd.max_message_size = tb->opts.max_message_size;
-    c->handshaken = true;
-    return put_rc(up_frame_put_cmd(&c->out, &cmd));
+    const char *why =
+        check_credentials(c, in->auth_method_name, in->has_auth_data, &in->auth_data);
+    if (why)
+        return auth_fail(c, why);
+    if (tb->opts.auth_challenge_on_connect)
+        return send_challenge(c, true); /* CONNECTED once it is answered */
+    return send_connected(c);
 }
 
-/* Owner URL of @p norm if another broker owns it (copied), else NULL. */
-static char *owner_of(upulsar_tb_t *tb, const char *norm)
+static int on_auth_response(tb_conn_t *c, const Pulsar__Proto__CommandAuthResponse *in)
 {
-    char *res = NULL;
-    pthread_mutex_lock(&tb->mu);
-    tb_topic_t *t = tb_topic_find_locked(tb, norm, false);
-    const char *url = t ? t->owner_url : NULL;
-    if (!t || !url) {
-        size_t bl = tb_partition_base_len(norm);
-        if (bl) {
-            char base[4200];
-            if (bl < sizeof base) {
-                memcpy(base, norm, bl);
-                base[bl] = 0;
-                tb_topic_t *bt = tb_topic_find_locked(tb, base, false);
-                url = bt ? bt->owner_url : NULL;
-            }
-        }
+    if (!c->auth_pending)
+        return KEEP; /* nothing was asked */
+    const Pulsar__Proto__AuthData *r = in->response;
+    static const ProtobufCBinaryData none = {0, NULL};
+    const char *why = check_credentials(c, r ? r->auth_method_name : NULL,
+                                        r && r->has_auth_data, r ? &r->auth_data : &none);
+    if (why)
+        return auth_fail(c, why);
+    c->auth_pending = false;
+    if (c->auth_in_handshake) {
+        c->auth_in_handshake = false;
+        return send_connected(c);
     }
-    if (url && strcmp(url, tb->url))
-        res = strdup(url); /* NULL on ENOMEM: answer as owner, harmless */
-    pthread_mutex_unlock(&tb->mu);
-    return res;
+    return KEEP;
 }
 
 static int on_partitioned_metadata(tb_conn_t *c,
@@ -274,10 +340,10 @@ static int on_partitioned_metadata(tb_conn_t *c,
     }
     int parts = 0;
     if (!tb_partition_base_len(norm)) {
-        pthread_mutex_lock(&tb->mu);
+        pthread_mutex_lock(&tb->store->mu);
         tb_topic_t *t = tb_topic_find_locked(tb, norm, false);
         parts = t ? t->partitions : 0;
-        pthread_mutex_unlock(&tb->mu);
+        pthread_mutex_unlock(&tb->store->mu);
     }
     free(norm);
     r.response = PULSAR__PROTO__COMMAND_PARTITIONED_TOPIC_METADATA_RESPONSE__LOOKUP_TYPE__Success;
@@ -307,17 +373,19 @@ static int on_lookup(tb_conn_t *c, const Pulsar__Proto__CommandLookupTopic *in)
         r.message = "Invalid topic name";
         return put_rc(up_frame_put_cmd(&c->out, &cmd));
     }
-    char *owner = owner_of(tb, norm);
+    char *owner = tb_owner_of(tb, norm);
     free(norm);
     r.has_authoritative = 1;
     r.authoritative = 1;
-    if (owner) {
-        r.response = PULSAR__PROTO__COMMAND_LOOKUP_TOPIC_RESPONSE__LOOKUP_TYPE__Redirect;
-        r.brokerserviceurl = owner;
-    } else {
-        r.response = PULSAR__PROTO__COMMAND_LOOKUP_TOPIC_RESPONSE__LOOKUP_TYPE__Connect;
-        r.brokerserviceurl = tb->url;
-    }
+    /* a pulsar+ssl:// broker is named in brokerServiceUrlTls only: it has
+     * no plaintext port to announce */
+    const char *url = owner ? owner : tb->url;
+    r.response = owner ? PULSAR__PROTO__COMMAND_LOOKUP_TOPIC_RESPONSE__LOOKUP_TYPE__Redirect
+                       : PULSAR__PROTO__COMMAND_LOOKUP_TOPIC_RESPONSE__LOOKUP_TYPE__Connect;
+    if (!strncmp(url, "pulsar+ssl://", 13))
+        r.brokerserviceurltls = (char *)url;
+    else
+        r.brokerserviceurl = (char *)url;
     int rc = up_frame_put_cmd(&c->out, &cmd);
     free(owner);
     return put_rc(rc);
@@ -359,7 +427,7 @@ static int on_producer(tb_conn_t *c, const Pulsar__Proto__CommandProducer *in)
                    ? CLOSE
                    : put_rc(tb_put_error(&c->out, rid, UP_SERR(InvalidTopicName),
                                          "Invalid topic name"));
-    char *owner = owner_of(tb, norm);
+    char *owner = tb_owner_of(tb, norm);
     if (owner) {
         free(owner);
         free(norm);
@@ -544,7 +612,7 @@ static int on_send(tb_conn_t *c, const up_frame_t *f, bool bad_crc)
             pthread_mutex_lock(&t->mu);
             t->st.send_errors++;
             if (fence)
-                tb_topic_close_producers_locked(tb, t);
+                tb_topic_close_producers_locked(tb, t, NULL, NULL);
             pthread_mutex_unlock(&t->mu);
             r.error = e;
             return put_rc(respond_send(c, &r));
@@ -561,7 +629,7 @@ static int on_send(tb_conn_t *c, const up_frame_t *f, bool bad_crc)
         t->st.send_errors++;
         r.error = t->fail_sends_err;
         if (t->fail_sends_fence)
-            tb_topic_close_producers_locked(tb, t);
+            tb_topic_close_producers_locked(tb, t, NULL, NULL);
         pthread_mutex_unlock(&t->mu);
         return put_rc(respond_send(c, &r));
     }
@@ -628,7 +696,7 @@ static int on_subscribe(tb_conn_t *c, const Pulsar__Proto__CommandSubscribe *in)
                    ? CLOSE
                    : put_rc(tb_put_error(&c->out, rid, UP_SERR(InvalidTopicName),
                                          "Invalid topic name"));
-    char *owner = owner_of(tb, norm);
+    char *owner = tb_owner_of(tb, norm);
     if (owner) {
         free(owner);
         free(norm);
@@ -979,9 +1047,11 @@ static int handle(tb_conn_t *c, const up_frame_t *f, bool bad_crc)
     if (bad_crc && cmd->type != UP_CMD(SEND))
         return CLOSE;
     if (!c->handshaken) {
-        if (cmd->type != UP_CMD(CONNECT))
-            return CLOSE;
-        return on_connect(c, cmd->connect);
+        if (cmd->type == UP_CMD(CONNECT) && !c->auth_in_handshake)
+            return on_connect(c, cmd->connect);
+        if (cmd->type == UP_CMD(AUTH_RESPONSE) && c->auth_in_handshake)
+            return on_auth_response(c, cmd->authresponse);
+        return CLOSE;
     }
     switch (cmd->type) {
     case UP_CMD(CONNECT):
@@ -1017,7 +1087,7 @@ static int handle(tb_conn_t *c, const up_frame_t *f, bool bad_crc)
     case UP_CMD(REDELIVER_UNACKNOWLEDGED_MESSAGES):
         return on_redeliver(c, cmd->redeliverunacknowledgedmessages);
     case UP_CMD(AUTH_RESPONSE):
-        return KEEP; /* no auth: nothing was asked */
+        return on_auth_response(c, cmd->authresponse);
     case UP_CMD(CONNECTED):
     case UP_CMD(SEND_RECEIPT):
     case UP_CMD(SEND_ERROR):
@@ -1055,15 +1125,68 @@ static int process_frames(tb_conn_t *c)
 
 /* ---- I/O --------------------------------------------------------------- */
 
+/* Move what the TLS session wrote (handshake, records, alerts) to tx. */
+static int tls_drain(tb_conn_t *c)
+{
+    BIO *wb = SSL_get_wbio(c->ssl);
+    size_t pending;
+    while ((pending = BIO_ctrl_pending(wb)) > 0) {
+        if (up_buf_reserve(&c->tx, pending))
+            return -1;
+        int n = BIO_read(wb, c->tx.data + c->tx.len, (int)(pending > INT32_MAX ? INT32_MAX : pending));
+        if (n <= 0)
+            break;
+        c->tx.len += (size_t)n;
+    }
+    return 0;
+}
+
+/* Decrypt what the session holds into the decoder and process the frames.
+ * The first bytes also drive the handshake. -1: close. */
+static int tls_pump(tb_conn_t *c)
+{
+    upulsar_tb_t *tb = c->tb;
+    ERR_clear_error();
+    for (;;) {
+        size_t avail;
+        uint8_t *w = up_decoder_wbuf(&c->dec, TLS_RX, &avail);
+        if (!w)
+            return -1;
+        int n = SSL_read(c->ssl, w, (int)(avail > INT32_MAX ? INT32_MAX : avail));
+        if (n > 0) {
+            c->tls_done = true;
+            up_decoder_commit(&c->dec, (size_t)n);
+            if (process_frames(c))
+                return -1;
+            continue;
+        }
+        int se = SSL_get_error(c->ssl, n);
+        if (se == SSL_ERROR_WANT_READ || se == SSL_ERROR_WANT_WRITE)
+            break;
+        /* a bad record or handshake (e.g. a plaintext client), or the end */
+        if (!c->tls_done && se != SSL_ERROR_ZERO_RETURN)
+            atomic_fetch_add(&tb->tls_failures, 1);
+        tls_drain(c); /* the alert, if OpenSSL made one */
+        return -1;
+    }
+    if (!c->tls_done && SSL_is_init_finished(c->ssl))
+        c->tls_done = true;
+    return tls_drain(c);
+}
+
 /* Read what is available (in big chunks) and process it. -1: close. */
 static int conn_read(tb_conn_t *c)
 {
     size_t want = c->tb->opts.perf ? 2u * 1024 * 1024 : 256u * 1024;
     for (int round = 0; round < 8; round++) {
         size_t avail;
-        uint8_t *w = up_decoder_wbuf(&c->dec, want, &avail);
-        if (!w)
+        uint8_t *w;
+        if (c->ssl) {
+            w = c->rx;
+            avail = TLS_RX;
+        } else if (!(w = up_decoder_wbuf(&c->dec, want, &avail))) {
             return -1;
+        }
         ssize_t n = recv(c->fd, w, avail, 0);
         if (n == 0)
             return -1;
@@ -1074,23 +1197,31 @@ static int conn_read(tb_conn_t *c)
                 return 0;
             return -1;
         }
-        up_decoder_commit(&c->dec, (size_t)n);
         c->ping_outstanding = false;
-        if (process_frames(c))
-            return -1;
+        if (c->ssl) {
+            bool was_done = c->tls_done;
+            if (BIO_write(SSL_get_rbio(c->ssl), w, (int)n) != (int)n || tls_pump(c))
+                return -1;
+            if (!was_done && c->tls_done)
+                atomic_fetch_add(&c->tb->tls_handshakes, 1);
+        } else {
+            up_decoder_commit(&c->dec, (size_t)n);
+            if (process_frames(c))
+                return -1;
+        }
         if ((size_t)n < avail || out_pending(c) > OUT_HIGH || atomic_load(&c->tb->frozen))
             return 0;
     }
     return 0;
 }
 
-static int conn_flush(tb_conn_t *c)
+/* Send from @p b starting at *@p off; 0, or -1 on a dead socket. */
+static int send_some(tb_conn_t *c, up_buf_t *b, size_t *off)
 {
-    while (c->out_off < c->out.len) {
-        ssize_t n = send(c->fd, c->out.data + c->out_off, c->out.len - c->out_off,
-                         MSG_NOSIGNAL | MSG_DONTWAIT);
+    while (*off < b->len) {
+        ssize_t n = send(c->fd, b->data + *off, b->len - *off, MSG_NOSIGNAL | MSG_DONTWAIT);
         if (n > 0) {
-            c->out_off += (size_t)n;
+            *off += (size_t)n;
             continue;
         }
         if (n < 0 && errno == EINTR)
@@ -1099,15 +1230,46 @@ static int conn_flush(tb_conn_t *c)
             break;
         return -1;
     }
-    if (c->out_off == c->out.len) {
-        c->out.len = c->out_off = 0;
-        if (c->out.cap > 8u * 1024 * 1024) { /* do not keep a burst's buffer */
-            up_buf_free(&c->out);
-        }
-    } else if (c->out_off > (1u << 20)) {
-        up_buf_consume(&c->out, c->out_off);
-        c->out_off = 0;
+    return 0;
+}
+
+/* Keep a buffer's sent prefix from growing without bound. */
+static void compact(up_buf_t *b, size_t *off)
+{
+    if (*off == b->len) {
+        b->len = *off = 0;
+        if (b->cap > 8u * 1024 * 1024) /* do not keep a burst's buffer */
+            up_buf_free(b);
+    } else if (*off > (1u << 20)) {
+        up_buf_consume(b, *off);
+        *off = 0;
     }
+}
+
+static int conn_flush(tb_conn_t *c)
+{
+    if (!c->ssl) {
+        if (send_some(c, &c->out, &c->out_off))
+            return -1;
+        compact(&c->out, &c->out_off);
+        return 0;
+    }
+    if (c->tls_done) {
+        ERR_clear_error();
+        while (c->out_off < c->out.len && c->tx.len - c->tx_off < TLS_TX_HIGH) {
+            size_t chunk = c->out.len - c->out_off;
+            if (chunk > 256u * 1024)
+                chunk = 256u * 1024;
+            int n = SSL_write(c->ssl, c->out.data + c->out_off, (int)chunk);
+            if (n <= 0 || tls_drain(c))
+                return -1;
+            c->out_off += (size_t)n;
+        }
+        compact(&c->out, &c->out_off);
+    }
+    if (send_some(c, &c->tx, &c->tx_off))
+        return -1;
+    compact(&c->tx, &c->tx_off);
     return 0;
 }
 
@@ -1173,6 +1335,44 @@ static void conn_cleanup(tb_conn_t *c)
     c->qlen = 0;
     up_decoder_free(&c->dec);
     up_buf_free(&c->out);
+    SSL_free(c->ssl); /* and its BIOs */
+    c->ssl = NULL;
+    free(c->rx);
+    c->rx = NULL;
+    up_buf_free(&c->tx);
+}
+
+/* A TLS session over memory BIOs for this connection. -1: out of memory. */
+static int tls_setup(tb_conn_t *c)
+{
+    c->ssl = SSL_new(c->tb->ssl_ctx);
+    BIO *rb = BIO_new(BIO_s_mem()), *wb = BIO_new(BIO_s_mem());
+    c->rx = malloc(TLS_RX);
+    if (!c->ssl || !rb || !wb || !c->rx) {
+        BIO_free(rb);
+        BIO_free(wb);
+        return -1;
+    }
+    BIO_set_mem_eof_return(rb, -1); /* empty = "retry", not EOF */
+    SSL_set_bio(c->ssl, rb, wb);
+    SSL_set_accept_state(c->ssl);
+    return 0;
+}
+
+/* Authentication housekeeping of the connection thread: challenges asked
+ * for by upulsar_tb_auth_challenge(), unanswered ones. -1: close. */
+static int auth_tick(tb_conn_t *c, int64_t now)
+{
+    if (atomic_exchange(&c->challenge_req, false) && c->handshaken && !c->auth_pending &&
+        send_challenge(c, false))
+        return -1;
+    if (c->auth_pending && now >= c->auth_deadline_ms) {
+        atomic_fetch_add(&c->tb->auth_unanswered, 1);
+        tb_put_error(&c->out, TB_ID_NONE, UP_SERR(AuthenticationError),
+                     "No answer to the authentication challenge");
+        return -1;
+    }
+    return 0;
 }
 
 void *tb_conn_main(void *arg)
@@ -1181,6 +1381,8 @@ void *tb_conn_main(void *arg)
     upulsar_tb_t *tb = c->tb;
     int iv = tb->opts.ping_interval_ms;
     c->next_tick_ms = tb_now_ms() + (iv > 0 ? iv : 0);
+    if (tb->ssl_ctx && tls_setup(c))
+        atomic_store(&c->kill, true);
     for (;;) {
         if (atomic_load(&c->kill))
             break;
@@ -1193,6 +1395,8 @@ void *tb_conn_main(void *arg)
             int64_t due = queue_next_due(c);
             if (due >= 0 && (timeout < 0 || due - now < timeout))
                 timeout = due - now;
+            if (c->auth_pending && (timeout < 0 || c->auth_deadline_ms - now < timeout))
+                timeout = c->auth_deadline_ms - now;
             if (timeout < -1)
                 timeout = 0;
             if (timeout > 60000)
@@ -1201,7 +1405,7 @@ void *tb_conn_main(void *arg)
         struct pollfd pfd[2];
         pfd[0].fd = frozen ? -1 : c->fd;
         pfd[0].events = (short)((out_pending(c) < OUT_HIGH ? POLLIN : 0) |
-                                (out_pending(c) ? POLLOUT : 0));
+                                (want_write(c) ? POLLOUT : 0));
         pfd[0].revents = 0;
         pfd[1].fd = c->efd;
         pfd[1].events = POLLIN;
@@ -1231,8 +1435,8 @@ void *tb_conn_main(void *arg)
             if (conn_read(c))
                 break;
         }
-        if (take_injected(c) || run_queue(c, now) || tick(c, now) || dispatch(c) ||
-            conn_flush(c))
+        if (take_injected(c) || run_queue(c, now) || tick(c, now) || auth_tick(c, now) ||
+            dispatch(c) || conn_flush(c))
             break;
     }
     conn_flush(c); /* best effort: answers to the last frames read */

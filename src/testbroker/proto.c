@@ -1,5 +1,7 @@
 /* proto.c -- frames the test broker sends. SEND_RECEIPT is hand-encoded
  * (it is written once per stored entry); the rest go through protobuf-c. */
+#include <string.h>
+
 #include "tb.h"
 
 int tb_put_receipt(up_buf_t *out, uint64_t producer_id, uint64_t seq,
@@ -91,7 +93,8 @@ int tb_put_simple(up_buf_t *out, int type)
     return up_frame_put_cmd(out, &cmd);
 }
 
-int tb_put_close_producer(up_buf_t *out, uint64_t producer_id, uint64_t request_id)
+int tb_put_close_producer(up_buf_t *out, uint64_t producer_id, uint64_t request_id,
+                          const char *assigned_url)
 {
     up_cmd_t cmd = PULSAR__PROTO__BASE_COMMAND__INIT;
     Pulsar__Proto__CommandCloseProducer cp = PULSAR__PROTO__COMMAND_CLOSE_PRODUCER__INIT;
@@ -99,5 +102,28 @@ int tb_put_close_producer(up_buf_t *out, uint64_t producer_id, uint64_t request_
     cmd.close_producer = &cp;
     cp.producer_id = producer_id;
     cp.request_id = request_id;
+    if (assigned_url && !strncmp(assigned_url, "pulsar+ssl://", 13))
+        cp.assignedbrokerserviceurltls = (char *)assigned_url;
+    else if (assigned_url)
+        cp.assignedbrokerserviceurl = (char *)assigned_url;
+    return up_frame_put_cmd(out, &cmd);
+}
+
+int tb_put_auth_challenge(up_buf_t *out, const char *server_version, int protocol_version)
+{
+    up_cmd_t cmd = PULSAR__PROTO__BASE_COMMAND__INIT;
+    Pulsar__Proto__CommandAuthChallenge ch = PULSAR__PROTO__COMMAND_AUTH_CHALLENGE__INIT;
+    Pulsar__Proto__AuthData ad = PULSAR__PROTO__AUTH_DATA__INIT;
+    static const char refresh[] = "PulsarAuthRefresh"; /* Pulsar's refresh marker */
+    cmd.type = UP_CMD(AUTH_CHALLENGE);
+    cmd.authchallenge = &ch;
+    ch.server_version = (char *)server_version;
+    ch.has_protocol_version = 1;
+    ch.protocol_version = protocol_version;
+    ch.challenge = &ad;
+    ad.auth_method_name = "token";
+    ad.has_auth_data = 1;
+    ad.auth_data.data = (uint8_t *)refresh;
+    ad.auth_data.len = sizeof refresh - 1;
     return up_frame_put_cmd(out, &cmd);
 }

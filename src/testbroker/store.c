@@ -161,7 +161,8 @@ size_t tb_partition_base_len(const char *name)
 
 tb_topic_t *tb_topic_find_locked(upulsar_tb_t *tb, const char *norm, bool create)
 {
-    for (tb_topic_t *t = tb->topics; t; t = t->next)
+    tb_store_t *st = tb->store;
+    for (tb_topic_t *t = st->topics; t; t = t->next)
         if (!strcmp(t->name, norm))
             return t;
     if (!create)
@@ -182,19 +183,19 @@ tb_topic_t *tb_topic_find_locked(upulsar_tb_t *tb, const char *norm, bool create
         return NULL;
     }
     atomic_init(&t->hold, false);
-    t->ledger_id = tb->next_ledger++;
+    t->ledger_id = st->next_ledger++;
     t->st.ledger_id = t->ledger_id;
     tb_arena_init(&t->arena, tb->opts.perf ? 16u * 1024 * 1024 : 1024u * 1024);
-    t->next = tb->topics;
-    tb->topics = t;
+    t->next = st->topics;
+    st->topics = t;
     return t;
 }
 
 tb_topic_t *tb_topic_get(upulsar_tb_t *tb, const char *norm, bool create)
 {
-    pthread_mutex_lock(&tb->mu);
+    pthread_mutex_lock(&tb->store->mu);
     tb_topic_t *t = tb_topic_find_locked(tb, norm, create);
-    pthread_mutex_unlock(&tb->mu);
+    pthread_mutex_unlock(&tb->store->mu);
     return t;
 }
 
@@ -216,7 +217,6 @@ void tb_topic_free(tb_topic_t *t)
     }
     free(t->prods);
     free(t->cons);
-    free(t->owner_url);
     pthread_cond_destroy(&t->grew);
     pthread_mutex_destroy(&t->mu);
     free(t->name);

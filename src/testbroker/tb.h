@@ -6,11 +6,20 @@
  * through tb_conn_inject() (frames appended under conn->mu), atomics and
  * shutdown(2) of its socket.
  *
- * Locks, in acquisition order: tb->mu (topic registry, connection lists,
- * broker-wide fault settings) -> topic->mu (log, dedup, producers,
+ * The topic registry lives in a store (tb_store_t). Every broker has one;
+ * brokers started with opts.shared_store_with share their store (and so
+ * every topic's log, dedup state, subscriptions and per-topic settings),
+ * while connections, owner settings and broker-wide faults stay per broker.
+ * A store is freed with the last broker using it.
+ *
+ * Locks, in acquisition order: g_mu (broker.c: the process's list of
+ * brokers, store reference counts) -> tb->mu (connection lists, owner
+ * settings, tokens, broker-wide fault settings) -> store->mu (topic
+ * registry, partition counts) -> topic->mu (log, dedup, producers,
  * consumers, subscriptions of one topic) -> conn->mu (injected frames).
- * Log entries are immutable once appended and live until the broker is
- * freed, so a thread may read an entry after dropping topic->mu.
+ * Topics live as long as their store and log entries are immutable once
+ * appended, so a thread may keep a topic pointer without a lock and read an
+ * entry after dropping topic->mu.
  */
 #ifndef UP_TB_H
 #define UP_TB_H
@@ -20,6 +29,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <openssl/ssl.h>
+
 #include "buf.h"
 #include "frame.h"
 #include "pb.h"
@@ -28,6 +39,7 @@
 #define TB_PROTOCOL_MAX 21
 #define TB_DEFAULT_MAX_MESSAGE (5 * 1024 * 1024)
 #define TB_DEFAULT_PING_MS 30000
+#define TB_DEFAULT_AUTH_RESPONSE_MS 10000
 /** Cap on the uncompressed size of one entry the broker agrees to decode. */
 #define TB_MAX_UNCOMPRESSED (256u * 1024 * 1024)
 /** UINT64 form of -1, used for dedup receipts and "unset" ids. */
@@ -117,9 +129,8 @@ struct tb_topic {
     pthread_cond_t grew;   /**< broadcast on every append */
     uint64_t ledger_id;
 
-    /* configuration (tb->mu) */
+    /* configuration (store->mu) */
     int partitions;
-    char *owner_url;       /**< NULL: owned by this broker */
 
     /* log (topic->mu) */
     tb_entry_t **blocks;
@@ -181,16 +192,52 @@ struct tb_conn {
     tb_resp_t *q;
     size_t qlen, qcap;
     int64_t q_last_due;
+
+    /* TLS (tb->ssl_ctx set): ciphertext in through rbio, out through wbio
+     * into tx; plaintext frames stay in out until the handshake is done */
+    SSL *ssl;
+    uint8_t *rx;          /**< receive buffer for ciphertext */
+    up_buf_t tx;          /**< ciphertext waiting for the socket */
+    size_t tx_off;
+    bool tls_done;        /**< handshake finished */
+
+    /* authentication (connection thread; challenge_req from any thread) */
+    atomic_bool challenge_req; /**< upulsar_tb_auth_challenge() asked */
+    bool auth_pending;         /**< AUTH_CHALLENGE sent, no answer yet */
+    bool auth_in_handshake;    /**< ... and CONNECTED waits for it */
+    int64_t auth_deadline_ms;
 };
+
+/* ---- the store and owner settings ---------------------------------------- */
+
+typedef struct tb_store {
+    pthread_mutex_t mu;    /**< topics, partition counts, next_ledger */
+    int refs;              /**< brokers using it (g_mu) */
+    tb_topic_t *topics;
+    uint64_t next_ledger;
+} tb_store_t;
+
+/** Who owns a topic, as one broker sees it (upulsar_tb_set_owner()). */
+typedef struct tb_owner {
+    struct tb_owner *next;
+    char *url;     /**< the owner's URL (this broker's own URL = itself) */
+    char topic[];  /**< normalised */
+} tb_owner_t;
 
 /* ---- the broker -------------------------------------------------------- */
 
 struct upulsar_tb {
-    upulsar_tb_opts_t opts;
+    upulsar_tb_opts_t opts;   /**< pointer fields cleared: copied below */
     char *server_version;
     int port;
     char url[64];
     unsigned instance;
+    upulsar_tb_t *g_next;     /**< the process's brokers (g_mu) */
+    tb_store_t *store;
+    tb_owner_t *owners;       /**< tb->mu */
+    SSL_CTX *ssl_ctx;         /**< NULL: plaintext listener */
+    char **tokens;            /**< accepted tokens (tb->mu); NULL = no auth */
+    size_t ntokens;
 
     pthread_mutex_t mu;
     pthread_cond_t conns_changed;
@@ -201,8 +248,6 @@ struct upulsar_tb {
     tb_conn_t *conns, *zombies;
     int nconns;
     uint64_t conn_serial;
-    tb_topic_t *topics;
-    uint64_t next_ledger;
     atomic_ullong next_name;
 
     /* broker-wide faults */
@@ -220,6 +265,8 @@ struct upulsar_tb {
     /* counters */
     atomic_ullong accepted, refused, pings_sent, pongs_received, protocol_errors,
         receipts_queued, restarts, entries, messages;
+    atomic_ullong tls_handshakes, tls_failures, auth_ok, auth_failed, auth_challenges,
+        auth_unanswered;
     atomic_ullong retained_bytes;
 };
 
@@ -238,9 +285,20 @@ void tb_gen_name(upulsar_tb_t *tb, char *out);
  *  and in *@p fence whether it fences the topic (upulsar_tb_fail_writes()). */
 int tb_take_fail_send(upulsar_tb_t *tb, bool *fence);
 /** Close every active producer of @p t as an unload does (CLOSE_PRODUCER,
- *  their SENDs ignored until re-created). Caller holds t->mu. Returns how
- *  many were closed. */
-int tb_topic_close_producers_locked(upulsar_tb_t *tb, tb_topic_t *t);
+ *  their SENDs ignored until re-created), only those served by @p only when
+ *  not NULL. @p assigned_url, when not NULL, goes in the CLOSE_PRODUCER as
+ *  assignedBrokerServiceUrl (or ...Tls for a pulsar+ssl:// URL). Caller
+ *  holds t->mu. Returns how many were closed. */
+int tb_topic_close_producers_locked(upulsar_tb_t *tb, tb_topic_t *t, upulsar_tb_t *only,
+                                    const char *assigned_url);
+/** Owner URL of @p norm if another broker owns it (copied; NULL when this
+ *  broker owns it, or out of memory). */
+char *tb_owner_of(upulsar_tb_t *tb, const char *norm);
+/** True if @p url names this broker (same port, loopback host). */
+bool tb_url_is_self(const upulsar_tb_t *tb, const char *url);
+/** Is @p token (len bytes) accepted? Always true when no token is set.
+ *  *@p required tells whether tokens are configured. */
+bool tb_token_ok(upulsar_tb_t *tb, const uint8_t *token, size_t len, bool *required);
 int tb_take_fail_producer(upulsar_tb_t *tb);
 
 /* conn.c */
@@ -252,10 +310,10 @@ void *tb_conn_main(void *arg);
 char *tb_topic_normalize(const char *in, upulsar_err_t *err);
 /** Length of the base name if @p name is "<base>-partition-<n>", else 0. */
 size_t tb_partition_base_len(const char *name);
-/** Find @p norm (normalised) in the registry, creating it if @p create.
- *  Caller holds tb->mu. NULL if absent (or out of memory). */
+/** Find @p norm (normalised) in @p tb's store, creating it if @p create.
+ *  Caller holds tb->store->mu. NULL if absent (or out of memory). */
 tb_topic_t *tb_topic_find_locked(upulsar_tb_t *tb, const char *norm, bool create);
-/** Same, taking tb->mu itself. */
+/** Same, taking tb->store->mu itself. */
 tb_topic_t *tb_topic_get(upulsar_tb_t *tb, const char *norm, bool create);
 void tb_topic_free(tb_topic_t *t);
 /** Entry @p idx; caller holds topic->mu (pointer stays valid after). */
@@ -306,5 +364,7 @@ int tb_put_send_error(up_buf_t *out, uint64_t producer_id, uint64_t seq,
 int tb_put_error(up_buf_t *out, uint64_t request_id, int error, const char *msg);
 int tb_put_success(up_buf_t *out, uint64_t request_id);
 int tb_put_simple(up_buf_t *out, int type); /* PING, PONG */
-int tb_put_close_producer(up_buf_t *out, uint64_t producer_id, uint64_t request_id);
+int tb_put_close_producer(up_buf_t *out, uint64_t producer_id, uint64_t request_id,
+                          const char *assigned_url);
+int tb_put_auth_challenge(up_buf_t *out, const char *server_version, int protocol_version);
 #endif
