@@ -94,13 +94,130 @@ static void ptr_remove(void **arr, size_t *n, void *p)
         }
 }
 
+/* ---- access modes (Exclusive, WaitForExclusive, ExclusiveWithFencing) --- */
+
+static int put_producer_success(up_buf_t *out, uint64_t request_id, const char *name,
+                                int64_t last_seq, int64_t epoch, bool ready);
+
+/* The first WaitForExclusive producer gets the topic: it becomes active and
+ * its second PRODUCER_SUCCESS (producer_ready) goes to its connection.
+ * Caller holds t->mu. */
+static void promote_waiter(tb_topic_t *t)
+{
+    tb_producer_t *w = t->waiters;
+    if (!w || t->excl)
+        return;
+    if (ptr_push((void ***)&t->prods, &t->nprods, &t->prods_cap, w))
+        return;
+    t->waiters = w->wait_next;
+    w->wait_next = NULL;
+    w->waiting = false;
+    w->active = true;
+    t->excl = w;
+    t->topic_epoch++;
+    up_buf_t b = UP_BUF_INIT;
+    if (put_producer_success(&b, w->wait_rid, w->name, w->dedup->last_seq,
+                             (int64_t)t->topic_epoch, true) ||
+        tb_conn_inject(w->conn, b.data, b.len))
+        shutdown(w->conn->fd, SHUT_RDWR);
+    up_buf_free(&b);
+}
+
 /* caller holds t->mu */
 static void topic_remove_producer(tb_topic_t *t, tb_producer_t *p)
 {
+    if (p->waiting) {
+        for (tb_producer_t **pp = &t->waiters; *pp; pp = &(*pp)->wait_next)
+            if (*pp == p) {
+                *pp = p->wait_next;
+                break;
+            }
+        p->waiting = false;
+    }
     if (p->active) {
         ptr_remove((void **)t->prods, &t->nprods, p);
         p->active = false;
     }
+    if (t->excl == p) {
+        t->excl = NULL;
+        promote_waiter(t);
+    }
+}
+
+enum { ACC_OK = 0, ACC_WAIT = -1 };
+
+/* Decide a PRODUCER request under @p mode against the topic's producers
+ * (@p self: the producer being re-created, or NULL). Returns ACC_OK,
+ * ACC_WAIT (WaitForExclusive must wait) or a ServerError to answer with.
+ * ExclusiveWithFencing closes the other producers here. Caller holds t->mu. */
+static int access_check(upulsar_tb_t *tb, tb_topic_t *t, const Pulsar__Proto__CommandProducer *in,
+                        tb_producer_t *self, const char **why)
+{
+    int mode = in->has_producer_access_mode ? (int)in->producer_access_mode : 0;
+    bool others = false;
+    for (size_t i = 0; i < t->nprods; i++)
+        others |= t->prods[i] != self;
+    if (self && self->fenced) {
+        *why = "Producer was fenced by an exclusive producer";
+        return UP_SERR(ProducerFenced);
+    }
+    if (mode != PULSAR__PROTO__PRODUCER_ACCESS_MODE__Shared && in->has_topic_epoch &&
+        in->topic_epoch < t->topic_epoch) {
+        *why = "Producer's topic epoch is older than the topic's";
+        return UP_SERR(ProducerFenced);
+    }
+    switch (mode) {
+    case PULSAR__PROTO__PRODUCER_ACCESS_MODE__Shared:
+        if (t->excl && t->excl != self) {
+            *why = "Topic has an exclusive producer";
+            return UP_SERR(ProducerBusy);
+        }
+        return ACC_OK;
+    case PULSAR__PROTO__PRODUCER_ACCESS_MODE__Exclusive:
+        if (others) {
+            *why = "Topic has other producers";
+            return UP_SERR(ProducerBusy);
+        }
+        return ACC_OK;
+    case PULSAR__PROTO__PRODUCER_ACCESS_MODE__WaitForExclusive:
+        return others ? ACC_WAIT : ACC_OK;
+    case PULSAR__PROTO__PRODUCER_ACCESS_MODE__ExclusiveWithFencing:
+        for (size_t i = 0; i < t->nprods;) {
+            tb_producer_t *q = t->prods[i];
+            if (q == self) {
+                i++;
+                continue;
+            }
+            q->fenced = true;
+            q->closed = true;
+            up_buf_t b = UP_BUF_INIT;
+            if (tb_put_close_producer(&b, q->id, atomic_fetch_add(&tb->next_request_id, 1), NULL) ||
+                tb_conn_inject(q->conn, b.data, b.len))
+                shutdown(q->conn->fd, SHUT_RDWR);
+            up_buf_free(&b);
+            if (t->excl == q)
+                t->excl = NULL;
+            ptr_remove((void **)t->prods, &t->nprods, q);
+            q->active = false;
+        }
+        return ACC_OK;
+    default:
+        *why = "Unknown access mode";
+        return UP_SERR(NotAllowedError);
+    }
+}
+
+/* A producer got the topic under an exclusive mode: the epoch it answers. */
+static int64_t access_granted(tb_topic_t *t, const Pulsar__Proto__CommandProducer *in,
+                              tb_producer_t *p)
+{
+    int mode = in->has_producer_access_mode ? (int)in->producer_access_mode : 0;
+    if (mode == PULSAR__PROTO__PRODUCER_ACCESS_MODE__Shared)
+        return -1;
+    if (t->excl != p || !(in->has_topic_epoch && in->topic_epoch == t->topic_epoch))
+        t->topic_epoch++;
+    t->excl = p;
+    return (int64_t)t->topic_epoch;
 }
 
 static void producer_free(tb_producer_t *p)
@@ -391,6 +508,27 @@ static int on_lookup(tb_conn_t *c, const Pulsar__Proto__CommandLookupTopic *in)
     return put_rc(rc);
 }
 
+/* PRODUCER_SUCCESS into @p out; @p epoch < 0: no topic_epoch */
+static int put_producer_success(up_buf_t *out, uint64_t request_id, const char *name,
+                                int64_t last_seq, int64_t epoch, bool ready)
+{
+    up_cmd_t cmd = PULSAR__PROTO__BASE_COMMAND__INIT;
+    Pulsar__Proto__CommandProducerSuccess ps = PULSAR__PROTO__COMMAND_PRODUCER_SUCCESS__INIT;
+    cmd.type = UP_CMD(PRODUCER_SUCCESS);
+    cmd.producer_success = &ps;
+    ps.request_id = request_id;
+    ps.producer_name = (char *)name;
+    ps.has_last_sequence_id = 1;
+    ps.last_sequence_id = last_seq;
+    ps.has_producer_ready = 1;
+    ps.producer_ready = ready;
+    if (epoch >= 0) {
+        ps.has_topic_epoch = 1;
+        ps.topic_epoch = (uint64_t)epoch;
+    }
+    return up_frame_put_cmd(out, &cmd);
+}
+
 static int producer_success(tb_conn_t *c, uint64_t request_id, const char *name,
                             int64_t last_seq)
 {
@@ -459,6 +597,13 @@ static int on_producer(tb_conn_t *c, const Pulsar__Proto__CommandProducer *in)
         return put_rc(tb_put_error(&c->out, rid, e, "Error injected by the test broker"));
     }
     tb_producer_t *p = find_producer(c, in->producer_id);
+    const char *why = "";
+    int acc = access_check(tb, t, in, p && p->topic == t ? p : NULL, &why);
+    if (acc > 0 || (acc == ACC_WAIT && p)) {
+        pthread_mutex_unlock(&t->mu);
+        return put_rc(tb_put_error(&c->out, rid, acc > 0 ? acc : UP_SERR(ProducerBusy),
+                                   acc > 0 ? why : "Topic has other producers"));
+    }
     if (p) {
         if (p->topic != t) {
             pthread_mutex_unlock(&t->mu);
@@ -479,7 +624,10 @@ static int on_producer(tb_conn_t *c, const Pulsar__Proto__CommandProducer *in)
             p->closed = false;
         }
         int64_t last = p->dedup->last_seq;
+        int64_t epoch = access_granted(t, in, p);
         pthread_mutex_unlock(&t->mu);
+        if (epoch >= 0)
+            return put_rc(put_producer_success(&c->out, rid, p->name, last, epoch, true));
         return producer_success(c, rid, p->name, last);
     }
 
@@ -504,19 +652,36 @@ static int on_producer(tb_conn_t *c, const Pulsar__Proto__CommandProducer *in)
         free(p);
         return CLOSE;
     }
+    p->id = in->producer_id;
+    p->topic = t;
+    p->conn = c;
+    p->dedup = d;
+    if (acc == ACC_WAIT) {
+        /* registered on the connection, not on the topic: answered
+         * producer_ready=false now, PRODUCER_SUCCESS again when it gets the
+         * topic (promote_waiter) */
+        p->waiting = true;
+        p->wait_rid = rid;
+        tb_producer_t **pp = &t->waiters;
+        while (*pp)
+            pp = &(*pp)->wait_next;
+        *pp = p;
+        int64_t last = d->last_seq;
+        pthread_mutex_unlock(&t->mu);
+        return put_rc(put_producer_success(&c->out, rid, p->name, last, -1, false));
+    }
     if (ptr_push((void ***)&t->prods, &t->nprods, &t->prods_cap, p)) {
         c->nprods--;
         pthread_mutex_unlock(&t->mu);
         producer_free(p);
         return CLOSE;
     }
-    p->id = in->producer_id;
-    p->topic = t;
-    p->conn = c;
-    p->dedup = d;
     p->active = true;
     int64_t last = d->last_seq;
+    int64_t epoch = access_granted(t, in, p);
     pthread_mutex_unlock(&t->mu);
+    if (epoch >= 0)
+        return put_rc(put_producer_success(&c->out, rid, p->name, last, epoch, true));
     return producer_success(c, rid, p->name, last);
 }
 

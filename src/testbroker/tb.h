@@ -112,6 +112,11 @@ typedef struct tb_producer {
     tb_dedup_t *dedup;
     bool active; /**< registered on the topic (topic->mu) */
     bool closed; /**< closed by the broker (unload); SENDs ignored (topic->mu) */
+    /* access modes (topic->mu) */
+    bool fenced;  /**< closed by an ExclusiveWithFencing producer */
+    bool waiting; /**< WaitForExclusive, in topic->waiters */
+    uint64_t wait_rid;
+    struct tb_producer *wait_next;
 } tb_producer_t;
 
 typedef struct tb_consumer {
@@ -142,6 +147,9 @@ struct tb_topic {
 
     /* producers / consumers / subscriptions (topic->mu) */
     char last_producer_metadata[512]; /**< of the last PRODUCER: "k=v,k2=v2" */
+    struct tb_producer *excl;    /**< the Exclusive* producer holding the topic */
+    struct tb_producer *waiters; /**< WaitForExclusive producers, in order */
+    uint64_t topic_epoch;        /**< bumped at every exclusive grant */
     tb_producer_t **prods;
     size_t nprods, prods_cap;
     tb_consumer_t **cons;
