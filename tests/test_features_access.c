@@ -1,10 +1,14 @@
 /* test_features_access.c -- producer.access.mode on the client side: an
  * exclusive producer refused (ProducerBusy) or fenced (ProducerFenced) fails
  * at once and is not retried; a shared one refused with ProducerBusy is
- * retried. The refusals are injected with upulsar_tb_fail_producers(). */
+ * retried (refusals injected with upulsar_tb_fail_producers()); and the
+ * test broker's Exclusive, ExclusiveWithFencing and WaitForExclusive. */
 #include <criterion/criterion.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "upulsar/testbroker.h"
 #include "upulsar/upulsar.h"
@@ -140,4 +144,110 @@ Test(features_access, shared_busy_on_recreation_is_retried)
     recreate_refused("shared", "sh-busy", SE_BUSY, 3, &e, &left);
     cr_assert_eq(e, UPULSAR_OK, "got %s", upulsar_err_name(e));
     cr_assert_eq(left, 0);
+}
+
+/* ---- against the test broker's access-mode semantics ---- */
+
+static upulsar_producer_t *start_mode(const char *topic, const char *mode, const char *props,
+                                      upulsar_err_t want)
+{
+    upulsar_conf_t *conf = mode_conf(mode);
+    if (props)
+        cr_assert_eq(upulsar_conf_set(conf, "producer.properties", props, NULL, 0),
+                     UPULSAR_CONF_OK);
+    upulsar_producer_t *p = NULL;
+    upulsar_err_t e = upulsar_producer_start(client, NULL, topic, 0, conf, &p);
+    upulsar_conf_destroy(conf);
+    cr_assert_eq(e, want, "%s on %s: got %s", mode, topic, upulsar_err_name(e));
+    return p;
+}
+
+static upulsar_err_t send_one(upulsar_producer_t *p)
+{
+    upulsar_future_t *f;
+    upulsar_err_t e = upulsar_send(p, "x", 1, NULL, &f);
+    if (e)
+        return e;
+    e = upulsar_future_wait(f, 20000, NULL);
+    upulsar_future_release(f);
+    return e;
+}
+
+Test(features_access, exclusive_refused_while_others_are_connected)
+{
+    upulsar_producer_t *a = start_mode("ex", "shared", NULL, UPULSAR_OK);
+    start_mode("ex", "exclusive", NULL, UPULSAR_ERR_PRODUCER_BUSY);
+    cr_assert_eq(upulsar_producer_stop(a, 5000), UPULSAR_OK);
+    upulsar_producer_t *b = start_mode("ex", "exclusive", NULL, UPULSAR_OK);
+    start_mode("ex", "shared", NULL, UPULSAR_ERR_PRODUCER_BUSY);
+    start_mode("ex", "exclusive", NULL, UPULSAR_ERR_PRODUCER_BUSY);
+    cr_assert_eq(send_one(b), UPULSAR_OK);
+    /* unloaded, the exclusive producer gets the topic back (same epoch) */
+    cr_assert_eq(upulsar_tb_unload_topic(tb, "ex"), 1);
+    cr_assert_eq(send_one(b), UPULSAR_OK);
+    cr_assert_eq(upulsar_producer_stop(b, 5000), UPULSAR_OK);
+}
+
+Test(features_access, fencing_takes_the_topic_and_fences_the_others)
+{
+    upulsar_producer_t *a = start_mode("fence", "exclusive", NULL, UPULSAR_OK);
+    cr_assert_eq(send_one(a), UPULSAR_OK);
+    upulsar_producer_t *b = start_mode("fence", "exclusive_with_fencing", NULL, UPULSAR_OK);
+    cr_assert_eq(send_one(b), UPULSAR_OK);
+    /* a was closed by the broker; its re-creation is refused as fenced, which
+     * fails its group rather than being retried */
+    cr_assert_eq(send_one(a), UPULSAR_ERR_PRODUCER_FENCED);
+    upulsar_group_info_t gi;
+    size_t n;
+    cr_assert_eq(upulsar_producer_groups(a, &gi, 1, &n), UPULSAR_OK);
+    cr_assert_eq(gi.state, UPULSAR_STATE_FAILED);
+    cr_assert_eq(send_one(b), UPULSAR_OK);
+    upulsar_producer_stop(a, 5000);
+    cr_assert_eq(upulsar_producer_stop(b, 5000), UPULSAR_OK);
+}
+
+typedef struct {
+    upulsar_producer_t *p;
+    atomic_int done;
+    upulsar_err_t err;
+} waiter_t;
+
+static void *wait_start(void *arg)
+{
+    waiter_t *w = arg;
+    upulsar_conf_t *conf = mode_conf("wait_for_exclusive");
+    cr_assert_eq(upulsar_conf_set(conf, "producer.properties", "who=waiter", NULL, 0),
+                 UPULSAR_CONF_OK);
+    w->err = upulsar_producer_start(client, NULL, "waitx", 0, conf, &w->p);
+    upulsar_conf_destroy(conf);
+    atomic_store(&w->done, 1);
+    return NULL;
+}
+
+Test(features_access, wait_for_exclusive_waits_for_the_holder_to_leave)
+{
+    upulsar_producer_t *a = start_mode("waitx", "exclusive", "who=holder", UPULSAR_OK);
+    static waiter_t w;
+    memset(&w, 0, sizeof w);
+    pthread_t th;
+    pthread_create(&th, NULL, wait_start, &w);
+    /* the broker has the waiter's PRODUCER (and answered producer_ready=false) */
+    char md[64] = "";
+    for (int i = 0; i < 20000 && strcmp(md, "who=waiter") != 0; i++) {
+        cr_assert_eq(upulsar_tb_producer_metadata(tb, "waitx", md, sizeof md), UPULSAR_OK);
+        if (strcmp(md, "who=waiter") != 0) {
+            struct timespec ts = {0, 1000000};
+            nanosleep(&ts, NULL);
+        }
+    }
+    cr_assert_str_eq(md, "who=waiter");
+    cr_assert_eq(atomic_load(&w.done), 0, "wait_for_exclusive returned while the topic is held");
+    cr_assert_eq(send_one(a), UPULSAR_OK);
+    cr_assert_eq(atomic_load(&w.done), 0);
+    cr_assert_eq(upulsar_producer_stop(a, 5000), UPULSAR_OK);
+    pthread_join(th, NULL);
+    cr_assert_eq(w.err, UPULSAR_OK, "%s", upulsar_err_name(w.err));
+    cr_assert_eq(send_one(w.p), UPULSAR_OK);
+    start_mode("waitx", "shared", NULL, UPULSAR_ERR_PRODUCER_BUSY);
+    cr_assert_eq(upulsar_producer_stop(w.p, 5000), UPULSAR_OK);
 }
