@@ -24,7 +24,7 @@
  *    with tls_ca_file a client certificate is verified when presented, and
  *    required with tls_require_client_cert. A client that does not speak
  *    TLS, or fails the handshake, has its connection closed (counted in
- *    upulsar_tb_stats_t.tls_failures).
+ *    upulsar_tb_stats_t.tls_failures); other connections are not affected.
  *  - Token authentication (opts.auth_tokens, upulsar_tb_set_tokens()):
  *    CONNECT must carry auth_method_name "token" and one of the tokens as
  *    auth_data, else ERROR{request_id -1, AuthenticationError} and the
@@ -402,8 +402,9 @@ typedef struct upulsar_tb_stats {
     uint64_t receipts_queued;      /**< receipts currently delayed or withheld */
     uint64_t restarts;
     uint64_t tls_handshakes;       /**< TLS handshakes completed */
-    uint64_t tls_failures;         /**< connections closed in their TLS handshake
-                                        (not TLS, bad or missing certificate...) */
+    uint64_t tls_failures;         /**< TLS connections that ended before their
+                                        handshake completed (not TLS, a certificate
+                                        refused by either side, closed early) */
     uint64_t auth_ok;              /**< CONNECTs / AUTH_RESPONSEs whose token was
                                         accepted (counted with tokens set, or for
                                         any answered challenge) */

@@ -1310,7 +1310,6 @@ static int tls_drain(tb_conn_t *c)
  * The first bytes also drive the handshake. -1: close. */
 static int tls_pump(tb_conn_t *c)
 {
-    upulsar_tb_t *tb = c->tb;
     ERR_clear_error();
     for (;;) {
         size_t avail;
@@ -1329,8 +1328,6 @@ static int tls_pump(tb_conn_t *c)
         if (se == SSL_ERROR_WANT_READ || se == SSL_ERROR_WANT_WRITE)
             break;
         /* a bad record or handshake (e.g. a plaintext client), or the end */
-        if (!c->tls_done && se != SSL_ERROR_ZERO_RETURN)
-            atomic_fetch_add(&tb->tls_failures, 1);
         tls_drain(c); /* the alert, if OpenSSL made one */
         return -1;
     }
@@ -1604,6 +1601,10 @@ void *tb_conn_main(void *arg)
             dispatch(c) || conn_flush(c))
             break;
     }
+    /* counted before the last flush, so a client that reads the broker's
+     * alert or end finds it counted */
+    if (c->ssl && !c->tls_done)
+        atomic_fetch_add(&tb->tls_failures, 1);
     conn_flush(c); /* best effort: answers to the last frames read */
     conn_cleanup(c);
     tb_conn_retire(c);
