@@ -38,7 +38,17 @@
  *    = last stored sequence id of that name on that topic, -1 if none), or
  *    ERROR ProducerBusy when another producer with that name is active on
  *    the topic (re-sending PRODUCER for the same connection + producer id is
- *    answered with success again).
+ *    answered with success again). Access modes: Shared is refused with
+ *    ProducerBusy while an exclusive producer holds the topic; Exclusive is
+ *    refused with ProducerBusy while any other producer is active;
+ *    ExclusiveWithFencing closes the other producers (CLOSE_PRODUCER; their
+ *    re-creation gets ProducerFenced); WaitForExclusive is answered
+ *    PRODUCER_SUCCESS{producer_ready=false} while others are active and
+ *    PRODUCER_SUCCESS again (same request id, ready) once it gets the topic.
+ *    Every exclusive grant bumps the topic's topic_epoch (returned in
+ *    PRODUCER_SUCCESS); a request carrying an older topic_epoch gets
+ *    ProducerFenced. The metadata of the last PRODUCER is kept for
+ *    upulsar_tb_producer_metadata().
  *  - SEND -> SEND_RECEIPT{sequence_id, highest_sequence_id, (ledger, entry)}
  *    in arrival order; SEND_ERROR ChecksumError for a CRC mismatch,
  *    NotAllowedError when metadata + payload exceed max_message_size;
