@@ -222,8 +222,79 @@ static int64_t access_granted(tb_topic_t *t, const Pulsar__Proto__CommandProduce
 
 static void producer_free(tb_producer_t *p)
 {
+    free(p->chunk_buf);
     free(p->name);
     free(p);
+}
+
+/* ---- chunked messages ---------------------------------------------------- */
+
+/* Largest chunked message the broker reassembles. */
+#define TB_MAX_CHUNKED (256u << 20)
+
+/* Take one chunk (CommandSend.is_chunk) of @p p's message. Returns 1 when
+ * the message is complete: *@p md_out / *@p md_len (metadata without the
+ * chunk fields, malloc'ed) and p->chunk_buf / p->chunk_len hold it, to be
+ * stored as one entry; 0 for an intermediate chunk (answered with a
+ * receipt); a negative value for a broken sequence (answered with an
+ * error, reassembly reset) or out of memory (CLOSE). */
+static int take_chunk(tb_producer_t *p, const up_frame_t *f, uint8_t **md_out, size_t *md_len)
+{
+    up_md_t *md = pulsar__proto__message_metadata__unpack(NULL, f->metadata_len, f->metadata);
+    if (!md)
+        return UPULSAR_ERR__DECODE;
+    int rc = 0;
+    int32_t id = md->has_chunk_id ? md->chunk_id : -1;
+    int32_t n = md->has_num_chunks_from_msg ? md->num_chunks_from_msg : 0;
+    size_t total = md->has_total_chunk_msg_size && md->total_chunk_msg_size > 0
+                       ? (size_t)md->total_chunk_msg_size : 0;
+    if (id < 0 || n <= 0 || id >= n || !total || total > TB_MAX_CHUNKED) {
+        rc = UPULSAR_ERR__DECODE;
+        goto out;
+    }
+    if (id == 0) { /* (re)start: a resend begins again at chunk 0 */
+        uint8_t *b = realloc(p->chunk_buf, total);
+        if (!b) {
+            rc = UPULSAR_ERR__NOMEM;
+            goto out;
+        }
+        p->chunk_buf = b;
+        p->chunk_total = total;
+        p->chunk_len = 0;
+        p->chunk_next = 0;
+    }
+    if (id != p->chunk_next || total != p->chunk_total ||
+        p->chunk_len + f->payload_len > p->chunk_total) {
+        p->chunk_next = 0;
+        rc = UPULSAR_ERR__DECODE;
+        goto out;
+    }
+    memcpy(p->chunk_buf + p->chunk_len, f->payload, f->payload_len);
+    p->chunk_len += f->payload_len;
+    p->chunk_next++;
+    if (id < n - 1)
+        goto out;
+    p->chunk_next = 0;
+    if (p->chunk_len != p->chunk_total) {
+        rc = UPULSAR_ERR__DECODE;
+        goto out;
+    }
+    /* the stored entry is the whole message, as a non-chunked one */
+    char *uuid = md->uuid;
+    md->uuid = NULL;
+    md->has_chunk_id = md->has_num_chunks_from_msg = md->has_total_chunk_msg_size = 0;
+    *md_len = protobuf_c_message_get_packed_size(&md->base);
+    *md_out = malloc(*md_len ? *md_len : 1);
+    if (*md_out) {
+        protobuf_c_message_pack(&md->base, *md_out);
+        rc = 1;
+    } else {
+        rc = UPULSAR_ERR__NOMEM;
+    }
+    md->uuid = uuid;
+out:
+    pulsar__proto__message_metadata__free_unpacked(md, NULL);
+    return rc;
 }
 
 static void sub_unlink(tb_topic_t *t, tb_sub_t *s)
@@ -706,6 +777,10 @@ static void wake_consumers(tb_topic_t *t)
             tb_conn_wake(t->cons[i]->conn);
 }
 
+static int on_send_store(tb_conn_t *c, tb_producer_t *p, tb_resp_t *rp, const uint8_t *mdb,
+                         size_t md_len, const uint8_t *payload, size_t payload_len,
+                         uint64_t nmsg, uint64_t dedup_high);
+
 static int on_send(tb_conn_t *c, const up_frame_t *f, bool bad_crc)
 {
     upulsar_tb_t *tb = c->tb;
@@ -749,12 +824,47 @@ static int on_send(tb_conn_t *c, const up_frame_t *f, bool bad_crc)
         return put_rc(respond_send(c, &r));
     }
 
+    const uint8_t *mdb = f->metadata, *payload = f->payload;
+    size_t md_len = f->metadata_len, payload_len = f->payload_len;
+    uint8_t *chunk_md = NULL; /* freed at every return below */
+    if (in->has_is_chunk && in->is_chunk) {
+        int cr = take_chunk(p, f, &chunk_md, &md_len);
+        if (cr == UPULSAR_ERR__NOMEM)
+            return CLOSE;
+        if (cr < 0) {
+            r.error = UP_SERR(UnknownError);
+            return put_rc(respond_send(c, &r));
+        }
+        if (cr == 0) { /* intermediate chunk: acknowledged, not stored */
+            pthread_mutex_lock(&t->mu);
+            bool active = p->active;
+            r.ledger = t->ledger_id;
+            r.entry = t->n_entries;
+            pthread_mutex_unlock(&t->mu);
+            return active ? put_rc(respond_send(c, &r)) : KEEP;
+        }
+        mdb = chunk_md;
+        payload = p->chunk_buf;
+        payload_len = p->chunk_len;
+    }
+    int ret = on_send_store(c, p, &r, mdb, md_len, payload, payload_len, nmsg, dedup_high);
+    free(chunk_md);
+    return ret;
+}
+
+/* Store one entry (or answer as a duplicate, an injected failure...). */
+static int on_send_store(tb_conn_t *c, tb_producer_t *p, tb_resp_t *rp, const uint8_t *mdb,
+                         size_t md_len, const uint8_t *payload, size_t payload_len,
+                         uint64_t nmsg, uint64_t dedup_high)
+{
+    upulsar_tb_t *tb = c->tb;
+    tb_topic_t *t = p->topic;
+    tb_resp_t r = *rp;
     uint32_t count = (uint32_t)nmsg;
     bool decode_err = false;
     if (!tb->opts.perf) {
         uint32_t n;
-        int rc = tb_decode_entry(f->metadata, f->metadata_len, f->payload, f->payload_len,
-                                 NULL, NULL, &n);
+        int rc = tb_decode_entry(mdb, md_len, payload, payload_len, NULL, NULL, &n);
         if (rc == UPULSAR_ERR__NOMEM)
             return CLOSE;
         if (rc)
@@ -805,7 +915,7 @@ static int on_send(tb_conn_t *c, const up_frame_t *f, bool bad_crc)
         r.ledger = r.entry = TB_ID_NONE;
         return put_rc(respond_send(c, &r));
     }
-    size_t bytes = f->metadata_len + f->payload_len;
+    size_t bytes = md_len + payload_len;
     bool retain = true;
     if (tb->opts.max_retained_bytes) {
         uint64_t now = atomic_fetch_add(&tb->retained_bytes, bytes);
@@ -814,13 +924,12 @@ static int on_send(tb_conn_t *c, const up_frame_t *f, bool bad_crc)
             retain = false;
         }
     }
-    tb_entry_t *e = tb_topic_append(t, f->metadata, f->metadata_len, f->payload,
-                                    f->payload_len, retain);
+    tb_entry_t *e = tb_topic_append(t, mdb, md_len, payload, payload_len, retain);
     if (!e) {
         pthread_mutex_unlock(&t->mu);
         return CLOSE;
     }
-    e->sequence_id = in->sequence_id;
+    e->sequence_id = r.sequence_id;
     e->highest_seq = dedup_high;
     e->num_msgs = count;
     d->last_seq = (int64_t)dedup_high;

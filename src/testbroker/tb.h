@@ -117,6 +117,10 @@ typedef struct tb_producer {
     bool waiting; /**< WaitForExclusive, in topic->waiters */
     uint64_t wait_rid;
     struct tb_producer *wait_next;
+    /* chunked message being reassembled (connection thread only) */
+    uint8_t *chunk_buf;
+    size_t chunk_len, chunk_total;
+    int32_t chunk_next; /**< chunk id expected next */
 } tb_producer_t;
 
 typedef struct tb_consumer {
