@@ -57,6 +57,7 @@ struct upulsar_conf {
     int restart_period_ms;        /* restart.period.ms, default 60000 */
     int64_t initial_sequence_id;  /* initial.sequence.id, default -1 (ask broker) */
     int partitions_update_interval_ms; /* partitions.update.interval.ms, default 60000, 0 = off */
+    bool chunking_enabled;        /* chunking.enabled, default false */
     int access_mode;              /* producer.access.mode (UP_ACCESS_*, Pulsar's
                                      ProducerAccessMode values), default shared */
     int batching_type;            /* batching.type: default|key_based (UP_BATCH_*) */

@@ -280,7 +280,7 @@ upulsar_err_t up_rp_enqueue(up_rp_t *rp, const void *payload, size_t len,
     if (atomic_load_explicit(&rp->lazy, memory_order_relaxed) == 1)
         lazy_start(rp);
     int32_t maxsz = atomic_load_explicit(&rp->client->max_message_size, memory_order_relaxed);
-    if (len > (size_t)maxsz)
+    if (len > (size_t)maxsz && !cf->chunking_enabled)
         return up_seterr(UPULSAR_ERR__MSG_TOO_LARGE,
                          "message of %zu bytes exceeds the broker's max_message_size %d", len,
                          (int)maxsz);
@@ -841,6 +841,183 @@ static bool grow_batch(up_batch_t *b, size_t need)
     return true;
 }
 
+/* ---- chunking (chunking.enabled) ---- */
+
+/* Message-level metadata of a chunk beyond the fixed fields: key, ordering
+ * key, properties; what is left of max_message_size carries payload. */
+#define CHUNK_MD_EXTRA 1024
+
+static size_t chunk_size(const up_rp_t *rp, const up_smm_t *m)
+{
+    size_t max = (size_t)atomic_load_explicit(&rp->client->max_message_size, memory_order_relaxed);
+    size_t extra = (size_t)m->key_len + m->okey_len + m->props_len;
+    return max > 2 * CHUNK_MD_EXTRA + extra ? max - CHUNK_MD_EXTRA - extra : CHUNK_MD_EXTRA;
+}
+
+/* Build and queue the SEND of one chunk, its payload already at
+ * b->buf + HDR_ROOM (b->rec_len bytes). */
+static upulsar_err_t close_chunk(up_rp_t *rp, up_batch_t *b, const up_smm_t *m,
+                                 Pulsar__Proto__KeyValue **kv, size_t nkv, const char *uuid,
+                                 int32_t id, int32_t n, int32_t total)
+{
+    up_md_t md = PULSAR__PROTO__MESSAGE_METADATA__INIT;
+    md.producer_name = rp->name;
+    md.sequence_id = b->first_seq;
+    md.publish_time = up_wall_ms();
+    md.uuid = (char *)uuid;
+    md.has_chunk_id = md.has_num_chunks_from_msg = md.has_total_chunk_msg_size = 1;
+    md.chunk_id = id;
+    md.num_chunks_from_msg = n;
+    md.total_chunk_msg_size = total;
+    md.partition_key = m->key ? b->kkey : NULL;
+    if (m->okey) {
+        md.has_ordering_key = 1;
+        md.ordering_key.data = (uint8_t *)m->okey;
+        md.ordering_key.len = m->okey_len;
+    }
+    if (m->event_time) {
+        md.has_event_time = 1;
+        md.event_time = m->event_time;
+    }
+    md.properties = kv;
+    md.n_properties = nkv;
+    up_cmd_t cmd = PULSAR__PROTO__BASE_COMMAND__INIT;
+    Pulsar__Proto__CommandSend send = PULSAR__PROTO__COMMAND_SEND__INIT;
+    cmd.type = UP_CMD(SEND);
+    cmd.send = &send;
+    send.producer_id = rp->producer_id;
+    send.sequence_id = b->first_seq;
+    send.has_num_messages = 1;
+    send.num_messages = 1;
+    send.has_is_chunk = 1;
+    send.is_chunk = 1;
+    size_t cs = protobuf_c_message_get_packed_size(&cmd.base);
+    size_t ms = protobuf_c_message_get_packed_size(&md.base);
+    size_t hdr = 4 + 4 + cs + 2 + 4 + 4 + ms;
+    if (hdr > HDR_ROOM)
+        return UPULSAR_ERR__MSG_TOO_LARGE;
+    uint8_t *payload = b->buf + HDR_ROOM;
+    size_t plen = b->rec_len;
+    uint8_t *start = payload - hdr, *p = start;
+    up_put_be32(p, (uint32_t)(hdr - 4 + plen));
+    up_put_be32(p + 4, (uint32_t)cs);
+    protobuf_c_message_pack(&cmd.base, p + 8);
+    p += 8 + cs;
+    p[0] = 0x0e;
+    p[1] = 0x01;
+    uint8_t *crc_at = p + 2;
+    p += 6;
+    up_put_be32(p, (uint32_t)ms);
+    protobuf_c_message_pack(&md.base, p + 4);
+    up_put_be32(crc_at, up_crc32c(up_crc32c(0, p, 4 + ms), payload, plen));
+    b->frame = start;
+    b->frame_len = hdr + plen;
+    if (rp->pend_tail)
+        rp->pend_tail->next = b;
+    else
+        rp->pend_head = b;
+    rp->pend_tail = b;
+    rp->npend++;
+    if (!rp->unsent)
+        rp->unsent = b;
+    atomic_fetch_add_explicit(&rp->sent_msgs, b->n, memory_order_relaxed);
+    write_unsent(rp);
+    return UPULSAR_OK;
+}
+
+/* Send one message as chunks: uuid "<producer>-<sequence id>", every
+ * chunk with the message's sequence id; only the last chunk carries the
+ * message's result (future, callback, limits). All batches are taken first,
+ * so that nothing is sent when memory runs out. */
+static upulsar_err_t send_chunks(up_rp_t *rp, const up_smm_t *m, const void *payload,
+                                 const up_rec_t *h, const up_rec_ext_t *ext, uint64_t ncells,
+                                 uint64_t now)
+{
+    size_t len = h->payload_len, cs = chunk_size(rp, m);
+    size_t n = (len + cs - 1) / cs;
+    if (n > INT32_MAX || len > INT32_MAX)
+        return UPULSAR_ERR__MSG_TOO_LARGE;
+    up_batch_t *head = NULL, **tail = &head;
+    upulsar_err_t err = UPULSAR_OK;
+    for (size_t i = 0; i < n; i++) {
+        up_batch_t *b = batch_get(rp);
+        if (!b) {
+            err = UPULSAR_ERR__NOMEM;
+            break;
+        }
+        *tail = b;
+        tail = &b->next;
+        size_t off = i * cs, sl = len - off < cs ? len - off : cs;
+        if (!grow_batch(b, sl) || (m->key && b->kkey_cap < (size_t)m->key_len + 1 &&
+                                   !(b->kkey = realloc(b->kkey, (b->kkey_cap = m->key_len + 1u))))) {
+            err = UPULSAR_ERR__NOMEM;
+            break;
+        }
+        memcpy(b->buf + HDR_ROOM, (const uint8_t *)payload + off, sl);
+        b->rec_len = sl;
+        if (m->key) {
+            memcpy(b->kkey, m->key, m->key_len);
+            b->kkey[m->key_len] = '\0';
+        }
+    }
+    /* properties, from their encoded form (repeated KeyValue, field 1) */
+    Pulsar__Proto__KeyValue *kv[256];
+    size_t nkv = 0;
+    for (size_t off = 0; !err && off < m->props_len;) {
+        uint64_t l = 0;
+        int shift = 0;
+        size_t o = off + 1;
+        while (o < m->props_len && shift < 35) {
+            uint8_t c = m->props[o++];
+            l |= (uint64_t)(c & 0x7f) << shift;
+            shift += 7;
+            if (!(c & 0x80))
+                break;
+        }
+        if (nkv == 256 || o + l > m->props_len ||
+            !(kv[nkv] = pulsar__proto__key_value__unpack(NULL, (size_t)l, m->props + o))) {
+            err = nkv == 256 ? UPULSAR_ERR__MSG_TOO_LARGE : UPULSAR_ERR__NOMEM;
+            break;
+        }
+        nkv++;
+        off = o + (size_t)l;
+    }
+    char uuid[160];
+    snprintf(uuid, sizeof uuid, "%s-%llu", rp->name, (unsigned long long)m->sequence_id);
+    uint64_t ring_start = rp->ring.ctail;
+    for (size_t i = 0; !err && i < n; i++) {
+        up_batch_t *b = head;
+        head = b->next;
+        b->next = NULL;
+        bool last = i == n - 1;
+        b->created_us = now;
+        b->first_seq = b->last_seq = m->sequence_id;
+        b->ring_end = last ? ring_start + ncells : ring_start;
+        if (last) {
+            b->done[0] = (up_done_t){h->future, ext->cb, ext->opaque};
+            b->n = 1;
+            b->payload_bytes = len;
+        }
+        upulsar_err_t e = close_chunk(rp, b, m, kv, nkv, uuid, (int32_t)i, (int32_t)n,
+                                      (int32_t)len);
+        if (e) {
+            /* cannot happen after the first chunk (same metadata size) */
+            b->n = 0;
+            batch_retire(rp, b);
+            err = e;
+        }
+    }
+    for (size_t i = 0; i < nkv; i++)
+        pulsar__proto__key_value__free_unpacked(kv[i], NULL);
+    while (head) {
+        up_batch_t *b = head;
+        head = b->next;
+        b->next = NULL;
+        batch_retire(rp, b);
+    }
+    return err;
+}
+
 /* Take one record off the ring into the open batch (or fail it). */
 static void drain_one(up_rp_t *rp, const up_rec_t *h, uint64_t now)
 {
@@ -910,6 +1087,20 @@ static void drain_one(up_rp_t *rp, const up_rec_t *h, uint64_t now)
     if (failed) {
         err = (upulsar_err_t)failed;
         goto out_fail;
+    }
+    if (cf->chunking_enabled && h->payload_len > chunk_size(rp, &m)) {
+        if (rp->open) {
+            close_open(rp);
+            if (!(meta.mflags & UP_META_SEQ))
+                m.sequence_id = rp->next_seq; /* key_based: ids given at close */
+        }
+        err = send_chunks(rp, &m, payload, h, &ext, ncells, now);
+        if (err)
+            goto out_fail;
+        rp->next_seq = m.sequence_id + 1;
+        if (ext.free_cb)
+            ext.free_cb((void *)ext.payload, ext.opaque);
+        return;
     }
     bool solo = meta.mflags & UP_META_SOLO;
     if (rp->open && (solo || open_n(rp) >= (uint32_t)cf->batch_max_messages ||

@@ -48,6 +48,7 @@ static const struct {
     {"restart.period.ms", "60000"},
     {"initial.sequence.id", "-1"},
     {"partitions.update.interval.ms", "60000"},
+    {"chunking.enabled", "false"},
     {"producer.access.mode", "shared"},
     {"batching.type", "default"},
     {"lazy.start.partitions", "false"},

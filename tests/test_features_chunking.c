@@ -1,0 +1,101 @@
+/* test_features_chunking.c -- chunking.enabled: a 20 MiB message (four
+ * times the broker's max_message_size) is sent in chunks, stored whole by
+ * the test broker and read back byte-exact; one future. */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "upulsar/testbroker.h"
+#include "upulsar/upulsar.h"
+
+static upulsar_tb_t *tb;
+static upulsar_client_t *client;
+
+static void setup(void)
+{
+    upulsar_tb_opts_t o;
+    upulsar_tb_opts_init(&o);
+    cr_assert_eq(upulsar_tb_start(&o, &tb), UPULSAR_OK);
+    upulsar_conf_t *conf = upulsar_conf_new();
+    cr_assert_eq(upulsar_conf_set(conf, "service.url", upulsar_tb_url(tb), NULL, 0),
+                 UPULSAR_CONF_OK);
+    cr_assert_eq(upulsar_client_new(conf, &client), UPULSAR_OK, "%s", upulsar_last_error());
+    upulsar_conf_destroy(conf);
+}
+
+static void teardown(void)
+{
+    upulsar_client_destroy(client);
+    upulsar_tb_stop(tb);
+}
+
+TestSuite(features_chunking, .init = setup, .fini = teardown, .timeout = 120);
+
+static upulsar_producer_t *start(const char *topic, const char *chunking)
+{
+    upulsar_conf_t *conf = upulsar_conf_new();
+    cr_assert_eq(upulsar_conf_set(conf, "chunking.enabled", chunking, NULL, 0), UPULSAR_CONF_OK);
+    upulsar_producer_t *p;
+    cr_assert_eq(upulsar_producer_start(client, "ch", topic, 0, conf, &p), UPULSAR_OK, "%s",
+                 upulsar_last_error());
+    upulsar_conf_destroy(conf);
+    return p;
+}
+
+Test(features_chunking, twenty_mib_message_is_chunked_and_stored_whole)
+{
+    upulsar_producer_t *p = start("big", "true");
+    size_t len = 20u << 20;
+    uint8_t *big = malloc(len);
+    cr_assert_not_null(big);
+    uint32_t x = 12345;
+    for (size_t i = 0; i < len; i++) {
+        x = x * 1103515245u + 12345u;
+        big[i] = (uint8_t)(x >> 16);
+    }
+    upulsar_future_t *f[3];
+    upulsar_property_t prop = {"kind", "big"};
+    upulsar_send_opts_t o = {.partition_key = "bk", .properties = &prop, .properties_cnt = 1,
+                             .event_time_ms = 42};
+    cr_assert_eq(upulsar_send(p, "before", 6, NULL, &f[0]), UPULSAR_OK);
+    cr_assert_eq(upulsar_send(p, big, len, &o, &f[1]), UPULSAR_OK, "%s", upulsar_last_error());
+    cr_assert_eq(upulsar_send(p, "after", 5, NULL, &f[2]), UPULSAR_OK);
+    upulsar_msg_id_t id[3];
+    for (int i = 0; i < 3; i++) {
+        cr_assert_eq(upulsar_future_wait(f[i], 60000, &id[i]), UPULSAR_OK, "future %d", i);
+        upulsar_future_release(f[i]);
+    }
+    cr_assert_lt(id[0].entry_id, id[1].entry_id);
+    cr_assert_lt(id[1].entry_id, id[2].entry_id);
+    cr_assert_eq(upulsar_producer_stop(p, 10000), UPULSAR_OK);
+
+    upulsar_tb_snapshot_t *s;
+    cr_assert_eq(upulsar_tb_snapshot(tb, "big", &s), UPULSAR_OK);
+    cr_assert_eq(upulsar_tb_snapshot_count(s), 3);
+    const upulsar_tb_msg_t *m = upulsar_tb_snapshot_msg(s, 1);
+    cr_assert_eq(m->payload_len, len);
+    cr_assert_eq(memcmp(m->payload, big, len), 0, "payload differs");
+    cr_assert_str_eq(m->partition_key, "bk");
+    cr_assert_eq(m->properties_cnt, 1);
+    cr_assert_str_eq(m->properties[0].value, "big");
+    cr_assert_eq(m->event_time, 42);
+    cr_assert_eq(m->entry_id, id[1].entry_id);
+    cr_assert_eq(memcmp(upulsar_tb_snapshot_msg(s, 0)->payload, "before", 6), 0);
+    cr_assert_eq(memcmp(upulsar_tb_snapshot_msg(s, 2)->payload, "after", 5), 0);
+    upulsar_tb_snapshot_free(s);
+    upulsar_tb_topic_stats_t st;
+    cr_assert_eq(upulsar_tb_topic_stats(tb, "big", &st), UPULSAR_OK);
+    cr_assert_eq(st.messages, 3);
+    free(big);
+}
+
+Test(features_chunking, without_chunking_too_large_is_refused)
+{
+    upulsar_producer_t *p = start("nochunk", "false");
+    size_t len = 6u << 20;
+    uint8_t *big = calloc(1, len);
+    cr_assert_eq(upulsar_send(p, big, len, NULL, NULL), UPULSAR_ERR__MSG_TOO_LARGE);
+    free(big);
+    cr_assert_eq(upulsar_producer_stop(p, 5000), UPULSAR_OK);
+}
