@@ -60,7 +60,10 @@
  *    broker infers nothing from num_messages (some clients number batches,
  *    not messages). Receipts carry that value as highest_sequence_id.
  *    A SEND for a producer id the connection never created closes the
- *    connection.
+ *    connection. Chunks (CommandSend.is_chunk, chunk_id 0..n-1 of one
+ *    uuid, in order) are acknowledged one by one and reassembled; the last
+ *    stores the whole message as one entry (metadata without the chunk
+ *    fields), de-duplicated by its sequence id like any SEND.
  *  - SUBSCRIBE / FLOW / ACK / CLOSE_CONSUMER / UNSUBSCRIBE /
  *    REDELIVER_UNACKNOWLEDGED_MESSAGES: stored entries are dispatched as
  *    MESSAGE frames with exactly the metadata and payload bytes that were

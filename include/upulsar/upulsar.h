@@ -406,7 +406,8 @@ typedef struct upulsar_send_opts {
  * exactly once (future and/or callback). Otherwise nothing was queued and no
  * callback will fire:
  *  INVALID_ARG (payload NULL with len > 0, producer NULL), CLOSED (stopped
- *  producer), MSG_TOO_LARGE (over the broker's max_message_size), QUEUE_FULL
+ *  producer), MSG_TOO_LARGE (over the broker's max_message_size, unless
+ *  chunking.enabled), QUEUE_FULL
  *  (ring full, max.pending.messages or the client's memory.limit.bytes
  *  reached, and block.if.queue.full=false, or the wait for room exceeded
  *  send.timeout.ms), GROUP_FAILED (the chosen partition's group gave up).
