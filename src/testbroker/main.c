@@ -3,10 +3,16 @@
  *   upulsar-testbroker [--port N] [--partitions TOPIC=N]... [--perf]
  *                      [--max-message-size BYTES] [--ping-interval-ms MS]
  *                      [--retain-max-mb MB] [--owner TOPIC=URL]...
+ *                      [--tls-cert FILE --tls-key FILE [--tls-ca FILE]
+ *                       [--tls-require-client-cert]]
+ *                      [--token TOKEN]... [--token-file FILE]...
+ *                      [--auth-challenge-on-connect] [--auth-response-timeout-ms MS]
  *
- * Prints "pulsar://127.0.0.1:PORT" on the first line of stdout once it
- * listens, then serves until SIGINT or SIGTERM and prints per-broker
- * totals on exit.
+ * Prints its URL ("pulsar://127.0.0.1:PORT", or "pulsar+ssl://localhost:PORT"
+ * with TLS) on the first line of stdout once it listens, then serves until
+ * SIGINT or SIGTERM and prints per-broker totals on exit. Tokens are never
+ * printed; prefer --token-file (one token per line) to --token, which other
+ * users of the machine can see in the process list.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -16,6 +22,92 @@
 #include <string.h>
 
 #include "upulsar/testbroker.h"
+
+/* Growable list of accepted tokens. */
+typedef struct {
+    char **v;
+    size_t n, cap;
+} tokens_t;
+
+static int tokens_add(tokens_t *t, const char *s, size_t len)
+{
+    if (t->n == t->cap) {
+        size_t nc = t->cap ? t->cap * 2 : 8;
+        char **nv = realloc(t->v, nc * sizeof *nv);
+        if (!nv)
+            return -1;
+        t->v = nv;
+        t->cap = nc;
+    }
+    char *c = malloc(len + 1);
+    if (!c)
+        return -1;
+    memcpy(c, s, len);
+    c[len] = 0;
+    t->v[t->n++] = c;
+    return 0;
+}
+
+static void tokens_free(tokens_t *t)
+{
+    for (size_t i = 0; i < t->n; i++) {
+        memset(t->v[i], 0, strlen(t->v[i]));
+        free(t->v[i]);
+    }
+    free(t->v);
+    t->v = NULL;
+    t->n = t->cap = 0;
+}
+
+/* Add every non-empty line of @p path (surrounding blanks trimmed). Errors
+ * name the file, never its content. */
+static int tokens_from_file(tokens_t *t, const char *path)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        fprintf(stderr, "--token-file %s: %s\n", path, strerror(errno));
+        return -1;
+    }
+    char *buf = malloc(1 << 20);
+    size_t n = buf ? fread(buf, 1, (1 << 20) - 1, f) : 0;
+    int too_big = buf && n == (1 << 20) - 1 && fgetc(f) != EOF;
+    fclose(f);
+    if (!buf || too_big) {
+        fprintf(stderr, "--token-file %s: %s\n", path, buf ? "larger than 1 MiB" : "out of memory");
+        free(buf);
+        return -1;
+    }
+    int rc = 0;
+    size_t added = 0;
+    for (size_t i = 0; i < n && !rc;) {
+        size_t e = i;
+        while (e < n && buf[e] != '\n')
+            e++;
+        size_t a = i, b = e;
+        while (a < b && (buf[a] == ' ' || buf[a] == '\t' || buf[a] == '\r'))
+            a++;
+        while (b > a && (buf[b - 1] == ' ' || buf[b - 1] == '\t' || buf[b - 1] == '\r'))
+            b--;
+        if (b > a) {
+            if (memchr(buf + a, '\0', b - a)) {
+                fprintf(stderr, "--token-file %s: binary content\n", path);
+                rc = -1;
+            } else if (tokens_add(t, buf + a, b - a)) {
+                fprintf(stderr, "out of memory\n");
+                rc = -1;
+            }
+            added++;
+        }
+        i = e + 1;
+    }
+    memset(buf, 0, n);
+    free(buf);
+    if (!rc && !added) {
+        fprintf(stderr, "--token-file %s: no token in it\n", path);
+        rc = -1;
+    }
+    return rc;
+}
 
 static void usage(FILE *fp)
 {
@@ -27,6 +119,15 @@ static void usage(FILE *fp)
           "  --max-message-size B   advertised max_message_size (default 5242880)\n"
           "  --ping-interval-ms MS  keep-alive interval (default 30000, 0 = off)\n"
           "  --retain-max-mb MB     stop keeping entry bytes beyond MB (default unlimited)\n"
+          "  --tls-cert FILE        serve TLS with this PEM certificate (chain)...\n"
+          "  --tls-key FILE         ...and this PEM private key\n"
+          "  --tls-ca FILE          verify client certificates against these CAs\n"
+          "  --tls-require-client-cert  refuse clients without one (mutual TLS)\n"
+          "  --token TOKEN          require token authentication; TOKEN is accepted\n"
+          "                         (repeatable)\n"
+          "  --token-file FILE      accept the tokens in FILE, one per line (repeatable)\n"
+          "  --auth-challenge-on-connect  send AUTH_CHALLENGE before CONNECTED\n"
+          "  --auth-response-timeout-ms MS  time to answer AUTH_CHALLENGE (default 10000)\n"
           "  -h, --help             this text\n",
           fp);
 }
@@ -61,6 +162,7 @@ int main(int argc, char **argv)
     char **parts = calloc((size_t)argc, sizeof *parts);
     char **owners = calloc((size_t)argc, sizeof *owners);
     int nparts = 0, nowners = 0;
+    tokens_t tokens = {NULL, 0, 0};
     if (!parts || !owners) {
         fputs("out of memory\n", stderr);
         free(parts);
@@ -75,14 +177,20 @@ int main(int argc, char **argv)
             usage(stdout);
             free(parts);
             free(owners);
+            tokens_free(&tokens);
             return 0;
         } else if (!strcmp(a, "--perf")) {
             o.perf = 1;
+        } else if (!strcmp(a, "--tls-require-client-cert")) {
+            o.tls_require_client_cert = 1;
+        } else if (!strcmp(a, "--auth-challenge-on-connect")) {
+            o.auth_challenge_on_connect = 1;
         } else if (!v) {
             fprintf(stderr, "%s: missing value or unknown option\n", a);
             usage(stderr);
             free(parts);
             free(owners);
+            tokens_free(&tokens);
             return 2;
         } else if (!strcmp(a, "--port") && !parse_int(v, 0, 65535, &n)) {
             o.port = (int)n;
@@ -100,14 +208,37 @@ int main(int argc, char **argv)
             parts[nparts++] = argv[++i];
         } else if (!strcmp(a, "--owner")) {
             owners[nowners++] = argv[++i];
+        } else if (!strcmp(a, "--tls-cert")) {
+            o.tls_cert_file = argv[++i];
+        } else if (!strcmp(a, "--tls-key")) {
+            o.tls_key_file = argv[++i];
+        } else if (!strcmp(a, "--tls-ca")) {
+            o.tls_ca_file = argv[++i];
+        } else if (!strcmp(a, "--auth-response-timeout-ms") && !parse_int(v, 1, 86400000L, &n)) {
+            o.auth_response_timeout_ms = (int)n;
+            i++;
+        } else if ((!strcmp(a, "--token") && (!*v || tokens_add(&tokens, v, strlen(v)))) ||
+                   (!strcmp(a, "--token-file") && tokens_from_file(&tokens, v))) {
+            if (!strcmp(a, "--token"))
+                fprintf(stderr, "--token: empty, or out of memory\n");
+            free(parts);
+            free(owners);
+            tokens_free(&tokens);
+            return 2;
+        } else if (!strcmp(a, "--token") || !strcmp(a, "--token-file")) {
+            i++;
         } else {
-            fprintf(stderr, "bad option or value: %s %s\n", a, v);
+            /* the value is not echoed: it may be a secret */
+            fprintf(stderr, "bad option or value for %s\n", a);
             usage(stderr);
             free(parts);
             free(owners);
+            tokens_free(&tokens);
             return 2;
         }
     }
+    o.auth_tokens = (const char *const *)tokens.v;
+    o.auth_tokens_cnt = tokens.n;
 
     /* block the signals before any broker thread exists: they inherit the
      * mask and only sigwait() below sees them */
@@ -119,7 +250,9 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
 
     upulsar_tb_t *tb;
-    if (upulsar_tb_start(&o, &tb)) {
+    upulsar_err_t serr = upulsar_tb_start(&o, &tb);
+    tokens_free(&tokens); /* the broker keeps its own copy */
+    if (serr) {
         fprintf(stderr, "cannot start: %s\n", upulsar_last_error());
         free(parts);
         free(owners);
@@ -157,9 +290,12 @@ int main(int argc, char **argv)
     upulsar_tb_stats(tb, &st);
     fprintf(stderr,
             "upulsar-testbroker: signal %d; connections %llu, entries %llu, messages %llu, "
-            "protocol errors %llu\n",
+            "protocol errors %llu, TLS handshakes %llu (failed %llu), authentications %llu "
+            "(refused %llu)\n",
             sig, (unsigned long long)st.connections_accepted, (unsigned long long)st.entries,
-            (unsigned long long)st.messages, (unsigned long long)st.protocol_errors);
+            (unsigned long long)st.messages, (unsigned long long)st.protocol_errors,
+            (unsigned long long)st.tls_handshakes, (unsigned long long)st.tls_failures,
+            (unsigned long long)st.auth_ok, (unsigned long long)st.auth_failed);
     upulsar_tb_stop(tb);
     return 0;
 }
