@@ -271,7 +271,7 @@ upulsar_err_t upulsar_tb_set_owner(upulsar_tb_t *tb, const char *topic,
  *     PRODUCERs with ServiceNotReady from now on;
  *  3. @p from sends CLOSE_PRODUCER to each of its producers of the topic
  *     (their later SENDs are ignored, as after an unload), so clients look
- *     the topic up again and follow it.
+ *     the topic up again and follow it. Consumers are not touched.
  * For the new owner to continue the topic's log and dedup state, start the
  * brokers with a shared store (opts.shared_store_with). Returns the number
  * of producers closed (>= 0) or a negative error (INVALID_ARG when

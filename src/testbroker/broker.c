@@ -316,6 +316,10 @@ static upulsar_err_t tls_server_ctx(const upulsar_tb_opts_t *o, SSL_CTX **out)
         return up_seterr(UPULSAR_ERR__TLS, "TLS: cannot create a context: %s", ossl_reason());
     upulsar_err_t err = UPULSAR_OK;
     SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION);
+    /* resumed sessions with client certificates need a context id */
+    static const unsigned char sid_ctx[] = "upulsar-testbroker";
+    SSL_CTX_set_session_id_context(ctx, sid_ctx, sizeof sid_ctx - 1);
     if (SSL_CTX_use_certificate_chain_file(ctx, o->tls_cert_file) != 1)
         err = up_seterr(UPULSAR_ERR__TLS, "TLS: cannot load certificate %s: %s",
                         o->tls_cert_file, ossl_reason());
