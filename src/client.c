@@ -99,6 +99,5 @@ void upulsar_client_destroy(upulsar_client_t *c)
     pthread_mutex_destroy(&c->pool_lock);
     pthread_mutex_destroy(&c->lock);
     pthread_cond_destroy(&c->wd_cv);
-    up_tls_ctx_free(c->ssl_ctx);
-        free(c);
+    free(c);
 }
