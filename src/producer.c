@@ -587,6 +587,45 @@ static void complete_head(up_rp_t *rp, upulsar_err_t err, uint64_t ledger, uint6
     batch_retire(rp, b);
 }
 
+/* Write the frame header (sizes, SEND, magic, CRC32C, metadata) right in
+ * front of @p payload, inside the batch's head room, and append the batch
+ * to the pending queue (written at once when the producer is ready).
+ * Returns -1 if the header does not fit the head room. */
+static int frame_and_queue(up_rp_t *rp, up_batch_t *b, const up_cmd_t *cmd, const up_md_t *md,
+                           uint8_t *payload, size_t plen)
+{
+    size_t cs = protobuf_c_message_get_packed_size(&cmd->base);
+    size_t ms = protobuf_c_message_get_packed_size(&md->base);
+    size_t hdr = 4 + 4 + cs + 2 + 4 + 4 + ms;
+    if (hdr > HDR_ROOM)
+        return -1;
+    uint8_t *start = payload - hdr, *p = start;
+    up_put_be32(p, (uint32_t)(hdr - 4 + plen));
+    up_put_be32(p + 4, (uint32_t)cs);
+    protobuf_c_message_pack(&cmd->base, p + 8);
+    p += 8 + cs;
+    p[0] = 0x0e;
+    p[1] = 0x01;
+    uint8_t *crc_at = p + 2;
+    p += 6;
+    up_put_be32(p, (uint32_t)ms);
+    protobuf_c_message_pack(&md->base, p + 4);
+    up_put_be32(crc_at, up_crc32c(up_crc32c(0, p, 4 + ms), payload, plen));
+    b->frame = start;
+    b->frame_len = hdr + plen;
+    if (rp->pend_tail)
+        rp->pend_tail->next = b;
+    else
+        rp->pend_head = b;
+    rp->pend_tail = b;
+    rp->npend++;
+    if (!rp->unsent)
+        rp->unsent = b;
+    atomic_fetch_add_explicit(&rp->sent_msgs, b->n, memory_order_relaxed);
+    write_unsent(rp);
+    return 0;
+}
+
 static int close_batch(up_rp_t *rp)
 {
     up_batch_t *b = rp->open;
@@ -654,37 +693,8 @@ static int close_batch(up_rp_t *rp)
     send.has_highest_sequence_id = 1;
     send.highest_sequence_id = b->last_seq;
 
-    size_t cs = protobuf_c_message_get_packed_size(&cmd.base);
-    size_t ms = protobuf_c_message_get_packed_size(&md.base);
-    size_t hdr = 4 + 4 + cs + 2 + 4 + 4 + ms;
-    if (hdr > HDR_ROOM)
-        goto fail;
-    uint8_t *start = payload - hdr, *p = start;
-    up_put_be32(p, (uint32_t)(hdr - 4 + plen));
-    up_put_be32(p + 4, (uint32_t)cs);
-    protobuf_c_message_pack(&cmd.base, p + 8);
-    p += 8 + cs;
-    p[0] = 0x0e;
-    p[1] = 0x01;
-    uint8_t *crc_at = p + 2;
-    p += 6;
-    up_put_be32(p, (uint32_t)ms);
-    protobuf_c_message_pack(&md.base, p + 4);
-    up_put_be32(crc_at, up_crc32c(up_crc32c(0, p, 4 + ms), payload, plen));
-    b->frame = start;
-    b->frame_len = hdr + plen;
-
-    if (rp->pend_tail)
-        rp->pend_tail->next = b;
-    else
-        rp->pend_head = b;
-    rp->pend_tail = b;
-    rp->npend++;
-    if (!rp->unsent)
-        rp->unsent = b;
-    atomic_fetch_add_explicit(&rp->sent_msgs, b->n, memory_order_relaxed);
-    write_unsent(rp);
-    return 0;
+    if (frame_and_queue(rp, b, &cmd, &md, payload, plen) == 0)
+        return 0;
 fail:
     resolve_batch(rp, b, UPULSAR_ERR__COMPRESSION, 0, 0);
     batch_retire(rp, b);
@@ -891,37 +901,8 @@ static upulsar_err_t close_chunk(up_rp_t *rp, up_batch_t *b, const up_smm_t *m,
     send.num_messages = 1;
     send.has_is_chunk = 1;
     send.is_chunk = 1;
-    size_t cs = protobuf_c_message_get_packed_size(&cmd.base);
-    size_t ms = protobuf_c_message_get_packed_size(&md.base);
-    size_t hdr = 4 + 4 + cs + 2 + 4 + 4 + ms;
-    if (hdr > HDR_ROOM)
+    if (frame_and_queue(rp, b, &cmd, &md, b->buf + HDR_ROOM, b->rec_len))
         return UPULSAR_ERR__MSG_TOO_LARGE;
-    uint8_t *payload = b->buf + HDR_ROOM;
-    size_t plen = b->rec_len;
-    uint8_t *start = payload - hdr, *p = start;
-    up_put_be32(p, (uint32_t)(hdr - 4 + plen));
-    up_put_be32(p + 4, (uint32_t)cs);
-    protobuf_c_message_pack(&cmd.base, p + 8);
-    p += 8 + cs;
-    p[0] = 0x0e;
-    p[1] = 0x01;
-    uint8_t *crc_at = p + 2;
-    p += 6;
-    up_put_be32(p, (uint32_t)ms);
-    protobuf_c_message_pack(&md.base, p + 4);
-    up_put_be32(crc_at, up_crc32c(up_crc32c(0, p, 4 + ms), payload, plen));
-    b->frame = start;
-    b->frame_len = hdr + plen;
-    if (rp->pend_tail)
-        rp->pend_tail->next = b;
-    else
-        rp->pend_head = b;
-    rp->pend_tail = b;
-    rp->npend++;
-    if (!rp->unsent)
-        rp->unsent = b;
-    atomic_fetch_add_explicit(&rp->sent_msgs, b->n, memory_order_relaxed);
-    write_unsent(rp);
     return UPULSAR_OK;
 }
 
