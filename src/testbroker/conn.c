@@ -616,6 +616,30 @@ static int producer_success(tb_conn_t *c, uint64_t request_id, const char *name,
     return put_rc(up_frame_put_cmd(&c->out, &cmd));
 }
 
+/* The normalized name of @p topic when this broker serves it; otherwise
+ * NULL, with *rc the answer already queued (InvalidTopicName,
+ * ServiceNotReady) or CLOSE. */
+static char *served_topic(tb_conn_t *c, const char *topic, uint64_t rid, int *rc)
+{
+    upulsar_err_t err;
+    char *norm = tb_topic_normalize(topic, &err);
+    if (!norm) {
+        *rc = err == UPULSAR_ERR__NOMEM ? CLOSE
+                                        : put_rc(tb_put_error(&c->out, rid, UP_SERR(InvalidTopicName),
+                                                              "Invalid topic name"));
+        return NULL;
+    }
+    char *owner = tb_owner_of(c->tb, norm);
+    if (owner) {
+        free(owner);
+        free(norm);
+        *rc = put_rc(tb_put_error(&c->out, rid, UP_SERR(ServiceNotReady),
+                                  "Namespace bundle is not served by this broker"));
+        return NULL;
+    }
+    return norm;
+}
+
 /* caller holds t->mu */
 static bool name_busy(tb_topic_t *t, const char *name, const tb_producer_t *self)
 {
@@ -629,20 +653,10 @@ static int on_producer(tb_conn_t *c, const Pulsar__Proto__CommandProducer *in)
 {
     upulsar_tb_t *tb = c->tb;
     uint64_t rid = in->request_id;
-    upulsar_err_t err;
-    char *norm = tb_topic_normalize(in->topic, &err);
+    int rc;
+    char *norm = served_topic(c, in->topic, rid, &rc);
     if (!norm)
-        return err == UPULSAR_ERR__NOMEM
-                   ? CLOSE
-                   : put_rc(tb_put_error(&c->out, rid, UP_SERR(InvalidTopicName),
-                                         "Invalid topic name"));
-    char *owner = tb_owner_of(tb, norm);
-    if (owner) {
-        free(owner);
-        free(norm);
-        return put_rc(tb_put_error(&c->out, rid, UP_SERR(ServiceNotReady),
-                                   "Namespace bundle is not served by this broker"));
-    }
+        return rc;
     int inj = tb_take_fail_producer(tb);
     tb_topic_t *t = tb_topic_get(tb, norm, true);
     free(norm);
@@ -963,20 +977,10 @@ static int on_subscribe(tb_conn_t *c, const Pulsar__Proto__CommandSubscribe *in)
 {
     upulsar_tb_t *tb = c->tb;
     uint64_t rid = in->request_id;
-    upulsar_err_t err;
-    char *norm = tb_topic_normalize(in->topic, &err);
+    int rc;
+    char *norm = served_topic(c, in->topic, rid, &rc);
     if (!norm)
-        return err == UPULSAR_ERR__NOMEM
-                   ? CLOSE
-                   : put_rc(tb_put_error(&c->out, rid, UP_SERR(InvalidTopicName),
-                                         "Invalid topic name"));
-    char *owner = tb_owner_of(tb, norm);
-    if (owner) {
-        free(owner);
-        free(norm);
-        return put_rc(tb_put_error(&c->out, rid, UP_SERR(ServiceNotReady),
-                                   "Namespace bundle is not served by this broker"));
-    }
+        return rc;
     tb_topic_t *t = tb_topic_get(tb, norm, true);
     free(norm);
     if (!t)
