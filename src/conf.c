@@ -77,6 +77,12 @@ static const conf_key_t keys[] = {
      "serviceUrl"},
     {"io.threads", K_INT, FLD(io_threads), "1", 1, 64, NULL, 0, 'C', "threads",
      "io_uring loop threads; connections are spread over them.", "numIoThreads"},
+    {"connections.per.broker", K_INT, FLD(connections_per_broker), "1", 1, 64, NULL, 0, 'C',
+     "connections",
+     "TCP connections to each broker per io thread; the producers on a broker are spread "
+     "over them (lookups use the first). More than one can help a broker that handles each "
+     "connection on one thread.",
+     "connectionsPerBroker"},
     {"operation.timeout.ms", K_INT, FLD(operation_timeout_ms), "30000", 1, 3600000, NULL, 0,
      'C', "ms",
      "Bound on lookups, producer creation and other request/response operations.",

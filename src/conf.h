@@ -18,6 +18,7 @@ struct upulsar_conf {
     /* ---- client keys ---- */
     char service_url[512];        /* service.url, default pulsar://localhost:6650 */
     int io_threads;               /* io.threads, 1..64, default 1 */
+    int connections_per_broker;   /* connections.per.broker, 1..64, default 1 */
     int operation_timeout_ms;     /* operation.timeout.ms, default 30000 */
     int connection_timeout_ms;    /* connection.timeout.ms, default 10000 */
     int keepalive_interval_ms;    /* keepalive.interval.ms, default 30000, 0 = off */

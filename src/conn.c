@@ -333,12 +333,12 @@ static void attach_task(void *arg)
 }
 
 upulsar_err_t up_conn_get(struct upulsar_client *cl, up_loop_t *l, const char *host, int port,
-                          up_conn_t **out)
+                          int slot, up_conn_t **out)
 {
     pthread_mutex_lock(&cl->pool_lock);
     for (size_t i = 0; i < cl->npool; i++) {
         up_conn_t *c = cl->pool[i];
-        if (c->loop == l && c->port == port && !strcmp(c->host, host) &&
+        if (c->loop == l && c->port == port && c->slot == slot && !strcmp(c->host, host) &&
             atomic_load(&c->state) == UP_CONN_OPEN) {
             up_conn_ref(c);
             pthread_mutex_unlock(&cl->pool_lock);
@@ -358,6 +358,7 @@ upulsar_err_t up_conn_get(struct upulsar_client *cl, up_loop_t *l, const char *h
     atomic_init(&c->state, UP_CONN_OPEN);
     snprintf(c->host, sizeof c->host, "%s", host);
     c->port = port;
+    c->slot = slot;
     c->recv_op.type = UP_OP_RECV;
     c->recv_op.conn = c;
     c->send_op.type = UP_OP_SEND;

@@ -137,6 +137,7 @@ struct up_conn {
     int fd;
     char host[256];
     int port;
+    int slot; /* which of connections.per.broker */
     int32_t max_message_size;
     int32_t protocol_version;
     upulsar_err_t death; /* why it died */
@@ -166,10 +167,12 @@ struct up_conn {
 
 /** Get a ready connection to host:port for loop @p l from the client's pool,
  *  opening one (TCP connect + CONNECT/CONNECTED, blocking with timeouts) if
- *  needed. Returns a reference the caller drops with up_conn_unref().
+ *  needed. @p slot (0 .. connections.per.broker - 1) picks one of the
+ *  connections to the same broker on the same loop. Returns a reference the
+ *  caller drops with up_conn_unref().
  *  @thread caller/watchdog (never the loop) */
 upulsar_err_t up_conn_get(struct upulsar_client *c, up_loop_t *l, const char *host,
-                          int port, up_conn_t **out);
+                          int port, int slot, up_conn_t **out);
 void up_conn_ref(up_conn_t *c);
 void up_conn_unref(up_conn_t *c);
 
@@ -281,6 +284,7 @@ struct up_rp {
     up_loop_t *loop;
     int partition; /* -1: non-partitioned */
     int index;     /* within its group */
+    int conn_slot; /* connection to its broker (connections.per.broker) */
     char topic[256];
     uint64_t producer_id;
     uint64_t wake_cells; /* ring cells worth a full batch: wake a timed loop */
@@ -307,6 +311,10 @@ struct up_rp {
     _Atomic uint64_t h_batch_rtt[UP_HIST_BUCKETS];  /* batch built -> receipt, log2 us */
     /* ---- (watchdog / establishing thread) ---- */
     char name[128];      /* producer name, "" until assigned */
+    /* "host:port" it was last created on, "" before; guarded by broker_lock
+     * (also read by upulsar_producer_list()) */
+    pthread_mutex_t broker_lock;
+    char broker[280];
     bool user_named;
     uint64_t epoch;
     uint64_t next_attempt_us;

@@ -51,7 +51,7 @@ upulsar_err_t up_rp_establish(up_rp_t *rp, int timeout_ms)
     if (err)
         return err;
     up_conn_t *conn;
-    err = up_conn_get(c, rp->loop, host, port, &conn);
+    err = up_conn_get(c, rp->loop, host, port, rp->conn_slot, &conn);
     if (err)
         return err;
 
@@ -120,6 +120,11 @@ upulsar_err_t up_rp_establish(up_rp_t *rp, int timeout_ms)
     pulsar__proto__base_command__free_unpacked(resp, NULL);
     up_loop_call(rp->loop, attach_task, &t);
     up_conn_unref(conn);
+    if (t.ok) {
+        pthread_mutex_lock(&rp->broker_lock);
+        snprintf(rp->broker, sizeof rp->broker, "%s:%d", host, port);
+        pthread_mutex_unlock(&rp->broker_lock);
+    }
     if (!t.ok)
         return up_seterr(UPULSAR_ERR__CONNECT, "%s: connection lost or producer closed while "
                          "creating it", rp->topic);

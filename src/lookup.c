@@ -11,7 +11,7 @@ static int op_timeout(struct upulsar_client *c) { return c->conf.operation_timeo
 upulsar_err_t up_partitions(struct upulsar_client *c, const char *topic, int *n)
 {
     up_conn_t *conn;
-    upulsar_err_t err = up_conn_get(c, &c->loops[0], c->host, c->port, &conn);
+    upulsar_err_t err = up_conn_get(c, &c->loops[0], c->host, c->port, 0, &conn);
     if (err)
         return err;
     up_cmd_t cmd = PULSAR__PROTO__BASE_COMMAND__INIT;
@@ -42,6 +42,44 @@ upulsar_err_t up_partitions(struct upulsar_client *c, const char *topic, int *n)
     return err;
 }
 
+/* The brokers a lookup has asked, to recognise a redirect loop: asking the
+ * same broker again with the same authoritative flag can only get the same
+ * answer. (A non-authoritative redirect back to a broker already asked is
+ * not a loop yet: the authoritative lookup there may answer differently.) */
+#define LOOKUP_SEEN_MAX 32
+typedef struct {
+    struct {
+        char host[256];
+        int port;
+        bool authoritative;
+    } hop[LOOKUP_SEEN_MAX];
+    int n;
+    char path[512]; /* "a:1 -> b:2 -> ..." for errors */
+} lookup_path_t;
+
+static void path_add(lookup_path_t *lp, const char *host, int port, bool authoritative)
+{
+    if (lp->n < LOOKUP_SEEN_MAX) {
+        snprintf(lp->hop[lp->n].host, sizeof lp->hop[0].host, "%s", host);
+        lp->hop[lp->n].port = port;
+        lp->hop[lp->n].authoritative = authoritative;
+        lp->n++;
+    }
+    size_t len = strlen(lp->path);
+    if (len + 8 < sizeof lp->path)
+        snprintf(lp->path + len, sizeof lp->path - len, "%s%s:%d%s", len ? " -> " : "", host,
+                 port, authoritative ? " (authoritative)" : "");
+}
+
+static bool path_seen(const lookup_path_t *lp, const char *host, int port, bool authoritative)
+{
+    for (int i = 0; i < lp->n; i++)
+        if (lp->hop[i].port == port && lp->hop[i].authoritative == authoritative &&
+            !strcmp(lp->hop[i].host, host))
+            return true;
+    return false;
+}
+
 upulsar_err_t up_lookup(struct upulsar_client *c, up_loop_t *l, const char *topic, char *host,
                         size_t hostsz, int *port)
 {
@@ -49,9 +87,18 @@ upulsar_err_t up_lookup(struct upulsar_client *c, up_loop_t *l, const char *topi
     int p = c->port;
     snprintf(h, sizeof h, "%s", c->host);
     bool authoritative = false;
+    lookup_path_t lp;
+    lp.n = 0;
+    lp.path[0] = 0;
     for (int hop = 0; hop <= c->conf.lookup_max_redirects; hop++) {
+        if (path_seen(&lp, h, p, authoritative)) {
+            path_add(&lp, h, p, authoritative);
+            return up_seterr(UPULSAR_ERR__LOOKUP, "lookup of %s: redirect loop: %s", topic,
+                             lp.path);
+        }
+        path_add(&lp, h, p, authoritative);
         up_conn_t *conn;
-        upulsar_err_t err = up_conn_get(c, l, h, p, &conn);
+        upulsar_err_t err = up_conn_get(c, l, h, p, 0, &conn);
         if (err)
             return err;
         up_cmd_t cmd = PULSAR__PROTO__BASE_COMMAND__INIT;
@@ -112,6 +159,6 @@ upulsar_err_t up_lookup(struct upulsar_client *c, up_loop_t *l, const char *topi
         snprintf(h, sizeof h, "%s", nh);
         p = np;
     }
-    return up_seterr(UPULSAR_ERR__LOOKUP, "lookup of %s: more than %d redirects", topic,
-                     c->conf.lookup_max_redirects);
+    return up_seterr(UPULSAR_ERR__LOOKUP, "lookup of %s: more than %d redirects "
+                     "(lookup.max.redirects): %s", topic, c->conf.lookup_max_redirects, lp.path);
 }

@@ -478,6 +478,10 @@ upulsar_err_t upulsar_producer_list(upulsar_producer_t *h, upulsar_producer_info
             pi->resent_batches = atomic_load(&rp->resent_batches);
             pi->unknown_ids = atomic_load(&rp->unknown_ids);
             pi->timed_out = atomic_load(&rp->timed_out);
+            pi->connection = rp->conn_slot;
+            pthread_mutex_lock(&rp->broker_lock);
+            snprintf(pi->broker, sizeof pi->broker, "%s", rp->broker);
+            pthread_mutex_unlock(&rp->broker_lock);
         }
     if (count)
         *count = n;

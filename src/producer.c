@@ -36,10 +36,17 @@ up_rp_t *up_rp_new(struct upulsar_producer *h, int partition, int index, const c
     rp->index = index;
     snprintf(rp->topic, sizeof rp->topic, "%s", topic);
     rp->producer_id = atomic_fetch_add(&h->client->next_producer_id, 1);
-    rp->loop = &h->client->loops[(partition < 0 ? 0 : partition) % h->client->nloops];
+    /* partitions go round the loops; on each loop, producers go round the
+     * connections to a broker */
+    int p = partition < 0 ? 0 : partition, nloops = h->client->nloops;
+    rp->loop = &h->client->loops[p % nloops];
+    rp->conn_slot = (p / nloops * h->conf.producers_per_partition + index) %
+                    h->client->conf.connections_per_broker;
     atomic_init(&rp->state, UPULSAR_STATE_CONNECTING);
     atomic_init(&rp->last_acked_seq, -1);
+    pthread_mutex_init(&rp->broker_lock, NULL);
     if (up_ring_init(&rp->ring, (size_t)h->conf.queue_buffer_bytes)) {
+        pthread_mutex_destroy(&rp->broker_lock);
         free(rp);
         *err = up_seterr(UPULSAR_ERR__NOMEM, "cannot allocate %lld ring bytes",
                          (long long)h->conf.queue_buffer_bytes);
@@ -105,6 +112,7 @@ void up_rp_free(up_rp_t *rp)
     free_chain(rp->pend_head);
     free_chain(rp->free_batches);
     up_ring_destroy(&rp->ring);
+    pthread_mutex_destroy(&rp->broker_lock);
     free(rp->scratch);
     free(rp);
 }

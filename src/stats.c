@@ -117,6 +117,13 @@ static void producer_json(js_t *j, struct upulsar_producer *h)
                      failed = atomic_load(&rp->failed_msgs);
             js(j, "%s{\"name\":", i ? "," : "");
             js_str(j, rp->name);
+            char broker[sizeof rp->broker];
+            pthread_mutex_lock(&rp->broker_lock);
+            snprintf(broker, sizeof broker, "%s", rp->broker);
+            pthread_mutex_unlock(&rp->broker_lock);
+            js(j, ",\"broker\":");
+            js_str(j, broker);
+            js(j, ",\"connection\":%d", rp->conn_slot);
             js(j, ",\"state\":\"%s\",\"sent\":%llu,\"acked\":%llu,\"failed\":%llu,"
                   "\"pending\":%llu,\"timed_out\":%llu,\"resent_batches\":%llu,"
                   "\"reconnects\":%llu,\"unknown_ids\":%llu,\"queue_bytes\":%llu,"

@@ -15,6 +15,7 @@ static const struct {
 } all_keys[] = {
     {"service.url", "pulsar://localhost:6650"},
     {"io.threads", "1"},
+    {"connections.per.broker", "1"},
     {"operation.timeout.ms", "30000"},
     {"connection.timeout.ms", "10000"},
     {"keepalive.interval.ms", "30000"},
@@ -106,6 +107,7 @@ Test(conf, new_conf_has_documented_defaults_in_fields)
 {
     cr_assert_str_eq(conf->service_url, "pulsar://localhost:6650");
     cr_assert_eq(conf->io_threads, 1);
+    cr_assert_eq(conf->connections_per_broker, 1);
     cr_assert_eq(conf->operation_timeout_ms, 30000);
     cr_assert_eq(conf->connection_timeout_ms, 10000);
     cr_assert_eq(conf->keepalive_interval_ms, 30000);
@@ -232,6 +234,8 @@ Test(conf, out_of_range_integers_are_invalid_with_the_range_in_errstr)
     expect_invalid("io.threads", "0", "between 1 and 64");
     expect_invalid("io.threads", "65", "between 1 and 64");
     expect_invalid("io.threads", "-1", "between 1 and 64");
+    expect_invalid("connections.per.broker", "0", "between 1 and 64");
+    expect_invalid("connections.per.broker", "65", "between 1 and 64");
     expect_invalid("producers.per.partition", "0", NULL);
     expect_invalid("queue.buffer.bytes", "65535", "between 65536 and 1073741824");
     expect_invalid("queue.buffer.bytes", "1073741825", NULL);

@@ -496,6 +496,11 @@ typedef struct upulsar_producer_info {
     uint64_t unknown_ids;      /**< messages acknowledged with the unknown
                                     position (UPULSAR_ID_UNKNOWN) */
     uint64_t timed_out;        /**< messages failed by send.timeout.ms */
+    char broker[280];          /**< "host:port" of the broker it was last
+                                    created on (after lookup and redirects;
+                                    "" until then) */
+    int connection;            /**< which of the connections.per.broker
+                                    connections to that broker it uses */
 } upulsar_producer_info_t;
 
 /**
@@ -522,7 +527,8 @@ upulsar_err_t upulsar_producer_list(upulsar_producer_t *p,
  *
  *   {"topic": "...", "partitions": N, "ts_ms": <wall clock>,
  *    "groups": [{"partition": i, "topic": "...-partition-i", "state": "READY",
- *      "producers": [{"name": "...", "state": "READY",
+ *      "producers": [{"name": "...", "broker": "host:port", "connection": n,
+ *        "state": "READY",
  *        "sent": n, "acked": n, "failed": n, "pending": n, "timed_out": n,
  *        "resent_batches": n, "reconnects": n, "unknown_ids": n,
  *        "queue_bytes": n, "last_sequence_id": n,

@@ -1,0 +1,192 @@
+/* test_e2e_lookup.c -- the producer's view of a cluster: lookups follow
+ * redirect chains to the owning broker; a redirect loop fails
+ * upulsar_producer_start() at once with an error that names the loop (not
+ * after lookup.max.redirects hops); a chain longer than
+ * lookup.max.redirects fails naming that key; upulsar_producer_list()
+ * and the stats JSON report the broker each producer was created on; connections.per.broker
+ * spreads the producers of one broker over that many TCP connections (per
+ * io thread), every message still stored once and in order.
+ * UPULSAR_TEST_LABEL_CONCURRENCY (also run under ThreadSanitizer) */
+#include "fault_common.h"
+
+TestSuite(e2e_lookup, .timeout = 60);
+
+/* A client of @p url with a short operation timeout, plus @p kv. */
+static upulsar_client_t *client(const char *url, const char *const *kv)
+{
+    const char *base[] = {"service.url", url, "backoff.initial.ms", "10", "backoff.max.ms",
+                          "200", "operation.timeout.ms", "3000", NULL};
+    upulsar_conf_t *conf = ft_conf(base);
+    for (size_t i = 0; kv && kv[i]; i += 2) {
+        char err[256];
+        cr_assert_eq(upulsar_conf_set(conf, kv[i], kv[i + 1], err, sizeof err), UPULSAR_CONF_OK,
+                     "%s=%s: %s", kv[i], kv[i + 1], err);
+    }
+    upulsar_client_t *c = NULL;
+    cr_assert_eq(upulsar_client_new(conf, &c), UPULSAR_OK, "%s", upulsar_last_error());
+    upulsar_conf_destroy(conf);
+    return c;
+}
+
+/* "host:port" of @p tb, as its URL names it. */
+static const char *hostport(upulsar_tb_t *tb)
+{
+    const char *u = upulsar_tb_url(tb);
+    const char *s = strstr(u, "://");
+    return s ? s + 3 : u;
+}
+
+static int active_connections(upulsar_tb_t *tb)
+{
+    upulsar_tb_stats_t st;
+    cr_assert_eq(upulsar_tb_stats(tb, &st), UPULSAR_OK);
+    return st.connections_active;
+}
+
+Test(e2e_lookup, redirect_loop_fails_start_naming_the_loop)
+{
+    upulsar_tb_t *a = ft_broker(), *b = ft_broker();
+    /* each broker believes the other owns the topic */
+    cr_assert_eq(upulsar_tb_set_owner(a, "loop", upulsar_tb_url(b)), UPULSAR_OK);
+    cr_assert_eq(upulsar_tb_set_owner(b, "loop", upulsar_tb_url(a)), UPULSAR_OK);
+    /* a limit far above the loop's length: the loop itself must stop it */
+    const char *kv[] = {"lookup.max.redirects", "1000", NULL};
+    upulsar_client_t *c = client(upulsar_tb_url(a), kv);
+    upulsar_producer_t *p = NULL;
+    upulsar_err_t e = upulsar_producer_start(c, NULL, "loop", 0, NULL, &p);
+    cr_assert_eq(e, UPULSAR_ERR__LOOKUP, "%s: %s", upulsar_err_name(e), upulsar_last_error());
+    cr_assert_null(p);
+    const char *why = upulsar_last_error();
+    cr_assert(strstr(why, "redirect loop"), "error \"%s\"", why);
+    cr_assert(strstr(why, "loop"), "error \"%s\" names no topic", why);
+    cr_assert(strstr(why, hostport(a)) && strstr(why, hostport(b)),
+              "error \"%s\" does not name both brokers", why);
+    /* the client is still usable: a topic a owns works */
+    cr_assert_eq(upulsar_producer_start(c, NULL, "fine", 0, NULL, &p), UPULSAR_OK, "%s",
+                 upulsar_last_error());
+    cr_assert_eq(upulsar_producer_stop(p, 5000), UPULSAR_OK);
+    upulsar_client_destroy(c);
+    upulsar_tb_stop(a);
+    upulsar_tb_stop(b);
+}
+
+Test(e2e_lookup, redirect_chain_is_followed_and_list_names_the_owner)
+{
+    /* a -> b -> c: c owns the topic */
+    upulsar_tb_t *a = ft_broker(), *b = ft_broker(), *c3 = ft_broker();
+    cr_assert_eq(upulsar_tb_set_owner(a, "chain", upulsar_tb_url(b)), UPULSAR_OK);
+    cr_assert_eq(upulsar_tb_set_owner(b, "chain", upulsar_tb_url(c3)), UPULSAR_OK);
+
+    /* one redirect allowed: not enough, and the error says which key */
+    const char *one[] = {"lookup.max.redirects", "1", NULL};
+    upulsar_client_t *c = client(upulsar_tb_url(a), one);
+    upulsar_producer_t *p = NULL;
+    upulsar_err_t e = upulsar_producer_start(c, NULL, "chain", 0, NULL, &p);
+    cr_assert_eq(e, UPULSAR_ERR__LOOKUP, "%s: %s", upulsar_err_name(e), upulsar_last_error());
+    cr_assert(strstr(upulsar_last_error(), "lookup.max.redirects"), "error \"%s\"",
+              upulsar_last_error());
+    cr_assert_null(strstr(upulsar_last_error(), "redirect loop"), "no loop here: \"%s\"",
+                  upulsar_last_error());
+    upulsar_client_destroy(c);
+
+    /* the default limit follows the chain to c */
+    c = client(upulsar_tb_url(a), NULL);
+    cr_assert_eq(upulsar_producer_start(c, NULL, "chain", 0, NULL, &p), UPULSAR_OK, "%s",
+                 upulsar_last_error());
+    upulsar_future_t *f = NULL;
+    cr_assert_eq(upulsar_send(p, "x", 1, NULL, &f), UPULSAR_OK, "%s", upulsar_last_error());
+    upulsar_msg_id_t id;
+    cr_assert_eq(upulsar_future_wait(f, FT_WAIT_MS, &id), UPULSAR_OK, "%s",
+                 upulsar_last_error());
+    upulsar_future_release(f);
+    upulsar_producer_info_t pi;
+    size_t n = 0;
+    cr_assert_eq(upulsar_producer_list(p, &pi, 1, &n), UPULSAR_OK);
+    cr_assert_eq(n, 1);
+    cr_assert_str_eq(pi.broker, hostport(c3));
+    cr_assert_eq(pi.connection, 0);
+    char *json = NULL, want[300];
+    cr_assert_eq(upulsar_producer_stats_json(p, &json), UPULSAR_OK);
+    snprintf(want, sizeof want, "\"broker\":\"%s\",\"connection\":0", hostport(c3));
+    cr_assert(strstr(json, want), "%s lacks %s", json, want);
+    free(json);
+    cr_assert_eq(upulsar_producer_stop(p, 5000), UPULSAR_OK);
+    upulsar_tb_stats_t st;
+    cr_assert_eq(upulsar_tb_stats(c3, &st), UPULSAR_OK);
+    cr_assert_eq(st.messages, 1, "the owner stored the message");
+    cr_assert_eq(upulsar_tb_stats(a, &st), UPULSAR_OK);
+    cr_assert_eq(st.messages, 0);
+    upulsar_client_destroy(c);
+    upulsar_tb_stop(a);
+    upulsar_tb_stop(b);
+    upulsar_tb_stop(c3);
+}
+
+/* Start a 4-partition, 2-producers-per-partition topic with @p cpb
+ * connections per broker and @p io io threads; check the broker sees
+ * @p want_conns connections and each connection slot carries its share;
+ * then send keyed messages from 2 threads and check the log. */
+static void spread_run(const char *cpb, const char *io, int want_conns)
+{
+    upulsar_tb_t *tb = ft_broker();
+    cr_assert_eq(upulsar_tb_set_partitions(tb, "cpb", 4), UPULSAR_OK);
+    const char *kv[] = {"connections.per.broker", cpb, "io.threads", io, NULL};
+    upulsar_client_t *c = client(upulsar_tb_url(tb), kv);
+    const char *pkv[] = {"producers.per.partition", "2", NULL};
+    upulsar_conf_t *pconf = ft_conf(pkv);
+    upulsar_producer_t *p = NULL;
+    cr_assert_eq(upulsar_producer_start(c, "cpb", "cpb", 0, pconf, &p), UPULSAR_OK, "%s",
+                 upulsar_last_error());
+    upulsar_conf_destroy(pconf);
+    cr_assert_eq(active_connections(tb), want_conns);
+
+    upulsar_producer_info_t pi[8];
+    size_t n = 0;
+    cr_assert_eq(upulsar_producer_list(p, pi, 8, &n), UPULSAR_OK);
+    cr_assert_eq(n, 8);
+    int per_slot[64] = {0}, ncpb = atoi(cpb);
+    for (size_t i = 0; i < n; i++) {
+        cr_assert_str_eq(pi[i].broker, hostport(tb));
+        cr_assert(pi[i].connection >= 0 && pi[i].connection < ncpb, "connection %d",
+                  pi[i].connection);
+        per_slot[pi[i].connection]++;
+    }
+    /* evenly spread: no slot has more than one producer over another */
+    int lo = 8, hi = 0;
+    for (int s = 0; s < ncpb; s++) {
+        lo = per_slot[s] < lo ? per_slot[s] : lo;
+        hi = per_slot[s] > hi ? per_slot[s] : hi;
+    }
+    cr_assert_leq(hi - lo, 1 + (atoi(io) > 1), "producers per connection %d..%d", lo, hi);
+
+    enum { THREADS = 2, TOTAL = 20000 / FT_SCALE, PER_THREAD = TOTAL / THREADS };
+    ft_run_t *run = ft_run_new(p, THREADS, PER_THREAD, 2);
+    ft_run_start(run);
+    ft_run_join(run);
+    cr_assert_eq(atomic_load(&run->refused), 0, "%s", upulsar_last_error());
+    cr_assert_eq(ft_collect(run), 0, "futures left pending");
+    cr_assert(ft_wait_for(ft_cbs_done, run));
+    cr_assert_eq(upulsar_producer_stop(p, 10000), UPULSAR_OK);
+    ft_check_opts_t o = {.topic = "cpb", .partitions = 4};
+    ft_check_res_t res = ft_check(tb, run, &o);
+    cr_assert_eq(res.ok, (size_t)TOTAL);
+    cr_assert_eq(res.stored, (size_t)TOTAL);
+    ft_run_free(run);
+    upulsar_client_destroy(c);
+    upulsar_tb_stop(tb);
+}
+
+Test(e2e_lookup, one_connection_per_broker_by_default)
+{
+    spread_run("1", "1", 1);
+}
+
+Test(e2e_lookup, connections_per_broker_spreads_producers_over_connections)
+{
+    spread_run("3", "1", 3);
+}
+
+Test(e2e_lookup, connections_per_broker_counts_per_io_thread)
+{
+    spread_run("2", "2", 4);
+}
