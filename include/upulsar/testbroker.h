@@ -45,6 +45,14 @@
  *    re-creation gets ProducerFenced); WaitForExclusive is answered
  *    PRODUCER_SUCCESS{producer_ready=false} while others are active and
  *    PRODUCER_SUCCESS again (same request id, ready) once it gets the topic.
+ *    A producer the broker closes (unload, move, fencing) leaves the topic
+ *    at once, ending its exclusive hold; a WaitForExclusive producer still
+ *    waiting when its topic is unloaded or moved gets ERROR ServiceNotReady
+ *    for its PRODUCER request (retriable: look the topic up again). Unless
+ *    fenced, a producer closed either way may be re-created on the same
+ *    connection with the same id, as a new producer would be
+ *    (WaitForExclusive queues again); re-sending PRODUCER for a producer
+ *    still waiting gets ServiceNotReady.
  *    Every exclusive grant bumps the topic's topic_epoch (returned in
  *    PRODUCER_SUCCESS); a request carrying an older topic_epoch gets
  *    ProducerFenced. The metadata of the last PRODUCER is kept for
@@ -270,12 +278,14 @@ upulsar_err_t upulsar_tb_set_owner(upulsar_tb_t *tb, const char *topic,
  *  2. @p from redirects the topic's LOOKUPs to @p to_url and answers its
  *     PRODUCERs with ServiceNotReady from now on;
  *  3. @p from sends CLOSE_PRODUCER to each of its producers of the topic
- *     (their later SENDs are ignored, as after an unload), so clients look
- *     the topic up again and follow it. Consumers are not touched.
+ *     (their later SENDs are ignored, as after an unload; an exclusive hold
+ *     ends) and ERROR ServiceNotReady to each of its WaitForExclusive
+ *     producers still waiting for it, so clients look the topic up again
+ *     and follow it. Consumers are not touched.
  * For the new owner to continue the topic's log and dedup state, start the
  * brokers with a shared store (opts.shared_store_with). Returns the number
- * of producers closed (>= 0) or a negative error (INVALID_ARG when
- * @p to_url is @p from itself, INVALID_URL, INVALID_TOPIC, NOMEM).
+ * of producers closed or answered (>= 0) or a negative error (INVALID_ARG
+ * when @p to_url is @p from itself, INVALID_URL, INVALID_TOPIC, NOMEM).
  */
 int upulsar_tb_move_topic(upulsar_tb_t *from, const char *topic, const char *to_url);
 
@@ -488,8 +498,11 @@ upulsar_err_t upulsar_tb_fail_producers(upulsar_tb_t *tb, const char *topic,
  * Unload @p topic: send CLOSE_PRODUCER to each of its active producers (the
  * TCP connections stay open); SENDs for a closed producer id are then
  * ignored, without answer, until the client re-creates it with PRODUCER.
- * Consumers are not touched. Returns the number of producers closed (>= 0)
- * or a negative error.
+ * An exclusive producer's hold on the topic ends with its close. Each
+ * WaitForExclusive producer still waiting for the topic gets ERROR
+ * ServiceNotReady for its PRODUCER request instead (none of them is handed
+ * the topic being unloaded). Consumers are not touched. Returns the number
+ * of producers closed or answered (>= 0) or a negative error.
  */
 int upulsar_tb_unload_topic(upulsar_tb_t *tb, const char *topic);
 

@@ -1037,31 +1037,6 @@ int upulsar_tb_unload_topic(upulsar_tb_t *tb, const char *topic)
     return n;
 }
 
-int tb_topic_close_producers_locked(upulsar_tb_t *tb, tb_topic_t *t, upulsar_tb_t *only,
-                                    const char *assigned_url)
-{
-    int n = 0;
-    size_t w = 0;
-    for (size_t i = 0; i < t->nprods; i++) {
-        tb_producer_t *p = t->prods[i];
-        if (only && p->conn->tb != only) {
-            t->prods[w++] = p;
-            continue;
-        }
-        p->active = false;
-        p->closed = true;
-        up_buf_t b = UP_BUF_INIT;
-        if (tb_put_close_producer(&b, p->id, atomic_fetch_add(&tb->next_request_id, 1),
-                                  assigned_url) ||
-            tb_conn_inject(p->conn, b.data, b.len))
-            shutdown(p->conn->fd, SHUT_RDWR); /* cannot tell it: make it reconnect */
-        up_buf_free(&b);
-        n++;
-    }
-    t->nprods = w;
-    return n;
-}
-
 upulsar_err_t upulsar_tb_ignore_pings(upulsar_tb_t *tb, int on)
 {
     if (!tb)

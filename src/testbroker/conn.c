@@ -113,6 +113,7 @@ static void promote_waiter(tb_topic_t *t)
     w->wait_next = NULL;
     w->waiting = false;
     w->active = true;
+    w->closed = false;
     t->excl = w;
     t->topic_epoch++;
     up_buf_t b = UP_BUF_INIT;
@@ -121,6 +122,94 @@ static void promote_waiter(tb_topic_t *t)
         tb_conn_inject(w->conn, b.data, b.len))
         shutdown(w->conn->fd, SHUT_RDWR);
     up_buf_free(&b);
+}
+
+/* The broker closes active producer @p q of @p t (unload, move, fencing,
+ * failed write): CLOSE_PRODUCER{assignedBrokerServiceUrl[Tls] =
+ * @p assigned_url when not NULL} to its client, its SENDs are ignored until
+ * it is re-created, and an exclusive hold it had ends (as a Pulsar broker
+ * removes a closed producer from its topic). The caller takes it out of
+ * t->prods. Caller holds t->mu. */
+static void close_active_locked(upulsar_tb_t *tb, tb_topic_t *t, tb_producer_t *q,
+                                const char *assigned_url)
+{
+    q->active = false;
+    q->closed = true;
+    if (t->excl == q)
+        t->excl = NULL;
+    up_buf_t b = UP_BUF_INIT;
+    if (tb_put_close_producer(&b, q->id, atomic_fetch_add(&tb->next_request_id, 1),
+                              assigned_url) ||
+        tb_conn_inject(q->conn, b.data, b.len))
+        shutdown(q->conn->fd, SHUT_RDWR); /* cannot tell it: make it reconnect */
+    up_buf_free(&b);
+}
+
+/* The topic of WaitForExclusive producer @p w, still queued, is closed:
+ * its pending PRODUCER request is answered with ERROR ServiceNotReady, as a
+ * Pulsar broker answers a waiter whose topic was fenced for closing, so the
+ * client looks the topic up again. @p w stays known to its connection
+ * (re-created like a closed producer). The caller has unlinked it from
+ * t->waiters. Caller holds t->mu. */
+static void fail_waiter_locked(tb_producer_t *w)
+{
+    w->wait_next = NULL;
+    w->waiting = false;
+    w->closed = true;
+    up_buf_t b = UP_BUF_INIT;
+    if (tb_put_error(&b, w->wait_rid, UP_SERR(ServiceNotReady),
+                     "Topic is temporarily unavailable") ||
+        tb_conn_inject(w->conn, b.data, b.len))
+        shutdown(w->conn->fd, SHUT_RDWR);
+    up_buf_free(&b);
+}
+
+int tb_topic_close_producers_locked(upulsar_tb_t *tb, tb_topic_t *t, upulsar_tb_t *only,
+                                    const char *assigned_url)
+{
+    bool held = t->excl != NULL;
+    int n = 0;
+    size_t w = 0;
+    for (size_t i = 0; i < t->nprods; i++) {
+        tb_producer_t *p = t->prods[i];
+        if (only && p->conn->tb != only) {
+            t->prods[w++] = p;
+            continue;
+        }
+        close_active_locked(tb, t, p, assigned_url);
+        n++;
+    }
+    t->nprods = w;
+    for (tb_producer_t **pp = &t->waiters; *pp;) {
+        tb_producer_t *q = *pp;
+        if (only && q->conn->tb != only) {
+            pp = &q->wait_next;
+            continue;
+        }
+        *pp = q->wait_next;
+        fail_waiter_locked(q);
+        n++;
+    }
+    /* waiters served by another broker sharing the store stay queued: the
+     * first of them gets the topic if the hold ended here */
+    if (held && !t->excl)
+        promote_waiter(t);
+    return n;
+}
+
+/* WaitForExclusive producer @p p waits for @p t: registered on its
+ * connection, not on the topic; answered producer_ready=false now and
+ * PRODUCER_SUCCESS again (request @p rid) when it gets the topic
+ * (promote_waiter). Caller holds t->mu. */
+static void queue_waiter_locked(tb_topic_t *t, tb_producer_t *p, uint64_t rid)
+{
+    p->waiting = true;
+    p->wait_rid = rid;
+    p->wait_next = NULL;
+    tb_producer_t **pp = &t->waiters;
+    while (*pp)
+        pp = &(*pp)->wait_next;
+    *pp = p;
 }
 
 /* caller holds t->mu */
@@ -189,16 +278,8 @@ static int access_check(upulsar_tb_t *tb, tb_topic_t *t, const Pulsar__Proto__Co
                 continue;
             }
             q->fenced = true;
-            q->closed = true;
-            up_buf_t b = UP_BUF_INIT;
-            if (tb_put_close_producer(&b, q->id, atomic_fetch_add(&tb->next_request_id, 1), NULL) ||
-                tb_conn_inject(q->conn, b.data, b.len))
-                shutdown(q->conn->fd, SHUT_RDWR);
-            up_buf_free(&b);
-            if (t->excl == q)
-                t->excl = NULL;
+            close_active_locked(tb, t, q, NULL);
             ptr_remove((void **)t->prods, &t->nprods, q);
-            q->active = false;
         }
         return ACC_OK;
     default:
@@ -682,9 +763,17 @@ static int on_producer(tb_conn_t *c, const Pulsar__Proto__CommandProducer *in)
         return put_rc(tb_put_error(&c->out, rid, e, "Error injected by the test broker"));
     }
     tb_producer_t *p = find_producer(c, in->producer_id);
+    if (p && p->topic == t && p->waiting) { /* its first request is still pending */
+        pthread_mutex_unlock(&t->mu);
+        return put_rc(tb_put_error(&c->out, rid, UP_SERR(ServiceNotReady),
+                                   "Producer is already present on the connection"));
+    }
+    /* closed by the broker (unload, move, a failed wait): re-created as a
+     * new producer would be, so WaitForExclusive queues again */
+    bool reopen = p && p->topic == t && !p->active;
     const char *why = "";
     int acc = access_check(tb, t, in, p && p->topic == t ? p : NULL, &why);
-    if (acc > 0 || (acc == ACC_WAIT && p)) {
+    if (acc > 0 || (acc == ACC_WAIT && p && !reopen)) {
         pthread_mutex_unlock(&t->mu);
         return put_rc(tb_put_error(&c->out, rid, acc > 0 ? acc : UP_SERR(ProducerBusy),
                                    acc > 0 ? why : "Topic has other producers"));
@@ -695,11 +784,17 @@ static int on_producer(tb_conn_t *c, const Pulsar__Proto__CommandProducer *in)
             return put_rc(tb_put_error(&c->out, rid, UP_SERR(ServiceNotReady),
                                        "Producer id already used on this connection"));
         }
-        if (!p->active) { /* closed by the broker: the client re-creates it */
+        if (reopen) {
             if (name_busy(t, p->name, p)) {
                 pthread_mutex_unlock(&t->mu);
                 return put_rc(tb_put_error(&c->out, rid, UP_SERR(ProducerBusy),
                                            "Producer with this name is already connected"));
+            }
+            if (acc == ACC_WAIT) {
+                queue_waiter_locked(t, p, rid);
+                int64_t last = p->dedup->last_seq;
+                pthread_mutex_unlock(&t->mu);
+                return put_rc(put_producer_success(&c->out, rid, p->name, last, -1, false));
             }
             if (ptr_push((void ***)&t->prods, &t->nprods, &t->prods_cap, p)) {
                 pthread_mutex_unlock(&t->mu);
@@ -742,15 +837,7 @@ static int on_producer(tb_conn_t *c, const Pulsar__Proto__CommandProducer *in)
     p->conn = c;
     p->dedup = d;
     if (acc == ACC_WAIT) {
-        /* registered on the connection, not on the topic: answered
-         * producer_ready=false now, PRODUCER_SUCCESS again when it gets the
-         * topic (promote_waiter) */
-        p->waiting = true;
-        p->wait_rid = rid;
-        tb_producer_t **pp = &t->waiters;
-        while (*pp)
-            pp = &(*pp)->wait_next;
-        *pp = p;
+        queue_waiter_locked(t, p, rid);
         int64_t last = d->last_seq;
         pthread_mutex_unlock(&t->mu);
         return put_rc(put_producer_success(&c->out, rid, p->name, last, -1, false));

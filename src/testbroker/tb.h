@@ -111,7 +111,8 @@ typedef struct tb_producer {
     tb_conn_t *conn;
     tb_dedup_t *dedup;
     bool active; /**< registered on the topic (topic->mu) */
-    bool closed; /**< closed by the broker (unload); SENDs ignored (topic->mu) */
+    bool closed; /**< closed by the broker (unload, move; a waiter answered
+                      ServiceNotReady); SENDs ignored (topic->mu) */
     /* access modes (topic->mu) */
     bool fenced;  /**< closed by an ExclusiveWithFencing producer */
     bool waiting; /**< WaitForExclusive, in topic->waiters */
@@ -296,13 +297,6 @@ void tb_gen_name(upulsar_tb_t *tb, char *out);
 /** Consume one broker-wide injected failure; returns the ServerError or -1,
  *  and in *@p fence whether it fences the topic (upulsar_tb_fail_writes()). */
 int tb_take_fail_send(upulsar_tb_t *tb, bool *fence);
-/** Close every active producer of @p t as an unload does (CLOSE_PRODUCER,
- *  their SENDs ignored until re-created), only those served by @p only when
- *  not NULL. @p assigned_url, when not NULL, goes in the CLOSE_PRODUCER as
- *  assignedBrokerServiceUrl (or ...Tls for a pulsar+ssl:// URL). Caller
- *  holds t->mu. Returns how many were closed. */
-int tb_topic_close_producers_locked(upulsar_tb_t *tb, tb_topic_t *t, upulsar_tb_t *only,
-                                    const char *assigned_url);
 /** Owner URL of @p norm if another broker owns it (copied; NULL when this
  *  broker owns it, or out of memory). */
 char *tb_owner_of(upulsar_tb_t *tb, const char *norm);
@@ -315,6 +309,16 @@ int tb_take_fail_producer(upulsar_tb_t *tb);
 
 /* conn.c */
 void *tb_conn_main(void *arg);
+/** Close the producers of @p t as an unload does, only those served by
+ *  @p only when not NULL: every active one gets CLOSE_PRODUCER (SENDs
+ *  ignored until re-created; an exclusive hold ends with it), every
+ *  WaitForExclusive one still queued gets ERROR ServiceNotReady for its
+ *  PRODUCER request. @p assigned_url, when not NULL, goes in the
+ *  CLOSE_PRODUCER as assignedBrokerServiceUrl (or ...Tls for a
+ *  pulsar+ssl:// URL). Caller holds t->mu. Returns how many were closed or
+ *  answered. */
+int tb_topic_close_producers_locked(upulsar_tb_t *tb, tb_topic_t *t, upulsar_tb_t *only,
+                                    const char *assigned_url);
 
 /* store.c */
 /** Normalise a topic name; returns a malloc'd string, or NULL when the name

@@ -1,0 +1,294 @@
+/* test_broker_access.c -- producer access modes when the broker closes a
+ * topic's producers (upulsar_tb_unload_topic(), upulsar_tb_move_topic()),
+ * driven over the raw protocol: a WaitForExclusive producer still queued
+ * is answered (ERROR ServiceNotReady on its PRODUCER request, as a Pulsar
+ * broker answers a waiter whose topic is closed) so it looks the topic up
+ * again, and the closed exclusive producer no longer holds the topic. */
+/* UPULSAR_TEST_LABEL_CONCURRENCY */
+#include <criterion/criterion.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "frame.h"
+#include "upulsar/testbroker.h"
+
+#define WAIT_MS 5000
+/* how long "nothing arrives" is watched for */
+#define QUIET_MS 200
+
+#define SHARED PULSAR__PROTO__PRODUCER_ACCESS_MODE__Shared
+#define EXCLUSIVE PULSAR__PROTO__PRODUCER_ACCESS_MODE__Exclusive
+#define WAIT_EXCL PULSAR__PROTO__PRODUCER_ACCESS_MODE__WaitForExclusive
+
+static upulsar_tb_t *start(upulsar_tb_t *share)
+{
+    upulsar_tb_opts_t o;
+    upulsar_tb_opts_init(&o);
+    o.ping_interval_ms = 0;
+    o.shared_store_with = share;
+    upulsar_tb_t *tb = NULL;
+    cr_assert_eq(upulsar_tb_start(&o, &tb), UPULSAR_OK, "%s", upulsar_last_error());
+    return tb;
+}
+
+static upulsar_tb_client_t *connect_to(upulsar_tb_t *tb)
+{
+    upulsar_tb_client_t *c = NULL;
+    cr_assert_eq(upulsar_tb_client_connect(upulsar_tb_url(tb), WAIT_MS, &c), UPULSAR_OK, "%s",
+                 upulsar_last_error());
+    return c;
+}
+
+/* Send PRODUCER{topic, producer_id, name, access mode} (no topic_epoch);
+ * returns its request id. */
+static uint64_t send_producer(upulsar_tb_client_t *c, const char *topic, uint64_t pid,
+                              const char *name, int mode)
+{
+    up_cmd_t cmd = PULSAR__PROTO__BASE_COMMAND__INIT;
+    Pulsar__Proto__CommandProducer p = PULSAR__PROTO__COMMAND_PRODUCER__INIT;
+    cmd.type = UP_CMD(PRODUCER);
+    cmd.producer = &p;
+    p.topic = (char *)topic;
+    p.producer_id = pid;
+    p.request_id = upulsar_tb_client_next_request_id(c);
+    p.producer_name = (char *)name;
+    p.has_producer_access_mode = 1;
+    p.producer_access_mode = mode;
+    cr_assert_eq(upulsar_tb_client_send_cmd(c, &cmd), UPULSAR_OK, "%s", upulsar_last_error());
+    return p.request_id;
+}
+
+/* The next frame is PRODUCER_SUCCESS for @p rid with producer_ready = @p ready. */
+static void expect_success(upulsar_tb_client_t *c, uint64_t rid, int ready)
+{
+    upulsar_tb_frame_t f;
+    upulsar_err_t err = upulsar_tb_client_expect(c, UP_CMD(PRODUCER_SUCCESS), WAIT_MS, &f);
+    if (err == UPULSAR_ERR__STATE && f.type == UP_CMD(ERROR))
+        cr_assert(0, "request %llu: ERROR %d (%s) instead of PRODUCER_SUCCESS",
+                  (unsigned long long)rid, (int)f.cmd->error->error,
+                  f.cmd->error->message ? f.cmd->error->message : "");
+    cr_assert_eq(err, UPULSAR_OK, "request %llu: no PRODUCER_SUCCESS: %s",
+                 (unsigned long long)rid, upulsar_last_error());
+    const Pulsar__Proto__CommandProducerSuccess *ps = f.cmd->producer_success;
+    cr_assert_eq(ps->request_id, rid);
+    cr_assert_eq(ps->has_producer_ready ? (int)ps->producer_ready : 1, ready,
+                 "request %llu: producer_ready should be %d", (unsigned long long)rid, ready);
+}
+
+/* The next frame is ERROR @p server_error for @p rid. */
+static void expect_error(upulsar_tb_client_t *c, uint64_t rid, int server_error)
+{
+    upulsar_tb_frame_t f;
+    upulsar_err_t err = upulsar_tb_client_expect(c, UP_CMD(ERROR), WAIT_MS, &f);
+    cr_assert_eq(err, UPULSAR_OK, "request %llu: no ERROR (%s; frame type %d)",
+                 (unsigned long long)rid, upulsar_last_error(),
+                 err == UPULSAR_ERR__STATE ? f.type : -1);
+    cr_assert_eq(f.cmd->error->request_id, rid);
+    cr_assert_eq((int)f.cmd->error->error, server_error, "ERROR %d (%s), expected %d",
+                 (int)f.cmd->error->error, f.cmd->error->message ? f.cmd->error->message : "",
+                 server_error);
+}
+
+static void expect_close_producer(upulsar_tb_client_t *c, uint64_t pid)
+{
+    upulsar_tb_frame_t f;
+    cr_assert_eq(upulsar_tb_client_expect(c, UP_CMD(CLOSE_PRODUCER), WAIT_MS, &f), UPULSAR_OK,
+                 "no CLOSE_PRODUCER: %s", upulsar_last_error());
+    cr_assert_eq(f.cmd->close_producer->producer_id, pid);
+}
+
+/* Nothing but PINGs/PONGs arrives for QUIET_MS. */
+static void expect_quiet(upulsar_tb_client_t *c)
+{
+    upulsar_tb_frame_t f;
+    upulsar_err_t err = upulsar_tb_client_expect(c, UP_CMD(PING), QUIET_MS, &f);
+    cr_assert_eq(err, UPULSAR_ERR__TIMED_OUT, "unexpected frame of type %d",
+                 err == UPULSAR_ERR__STATE ? f.type : -1);
+}
+
+static void expect_producers(upulsar_tb_t *tb, const char *topic, int n)
+{
+    upulsar_tb_topic_stats_t st;
+    cr_assert_eq(upulsar_tb_topic_stats(tb, topic, &st), UPULSAR_OK);
+    cr_assert_eq(st.producers, n);
+}
+
+Test(broker_access, unload_answers_every_waiting_producer_with_service_not_ready)
+{
+    upulsar_tb_t *tb = start(NULL);
+    upulsar_tb_client_t *holder = connect_to(tb), *w1 = connect_to(tb), *w2 = connect_to(tb);
+    expect_success(holder, send_producer(holder, "ul", 1, "holder", EXCLUSIVE), 1);
+    uint64_t r1 = send_producer(w1, "ul", 1, "waiter-1", WAIT_EXCL);
+    expect_success(w1, r1, 0);
+    uint64_t r2 = send_producer(w2, "ul", 1, "waiter-2", WAIT_EXCL);
+    expect_success(w2, r2, 0);
+
+    /* the holder and both waiters */
+    cr_assert_eq(upulsar_tb_unload_topic(tb, "ul"), 3);
+    expect_close_producer(holder, 1);
+    /* the queued PRODUCER requests fail (retriable): neither waiter is
+     * handed the topic being unloaded */
+    expect_error(w1, r1, UP_SERR(ServiceNotReady));
+    expect_error(w2, r2, UP_SERR(ServiceNotReady));
+    expect_quiet(w1);
+    expect_quiet(w2);
+    expect_producers(tb, "ul", 0);
+
+    /* a waiter looking the topic up again gets it: nobody holds it now */
+    expect_success(w1, send_producer(w1, "ul", 2, "waiter-1", WAIT_EXCL), 1);
+    expect_producers(tb, "ul", 1);
+    upulsar_tb_client_close(holder);
+    upulsar_tb_client_close(w1);
+    upulsar_tb_client_close(w2);
+    upulsar_tb_stop(tb);
+}
+
+Test(broker_access, unload_ends_the_exclusive_hold_so_a_shared_producer_is_accepted)
+{
+    upulsar_tb_t *tb = start(NULL);
+    upulsar_tb_client_t *holder = connect_to(tb), *other = connect_to(tb);
+    expect_success(holder, send_producer(holder, "ush", 1, "holder", EXCLUSIVE), 1);
+    expect_error(other, send_producer(other, "ush", 1, "shared", SHARED), UP_SERR(ProducerBusy));
+
+    cr_assert_eq(upulsar_tb_unload_topic(tb, "ush"), 1);
+    expect_close_producer(holder, 1);
+    /* the holder's connection is still open: the hold ended with the close */
+    expect_success(other, send_producer(other, "ush", 2, "shared", SHARED), 1);
+    /* and now the old holder is the one refused */
+    expect_error(holder, send_producer(holder, "ush", 1, "holder", EXCLUSIVE),
+                 UP_SERR(ProducerBusy));
+    upulsar_tb_client_close(holder);
+    upulsar_tb_client_close(other);
+    upulsar_tb_stop(tb);
+}
+
+Test(broker_access, move_answers_the_waiting_producer_which_gets_the_topic_at_the_new_owner)
+{
+    upulsar_tb_t *a = start(NULL), *b = start(a);
+    upulsar_tb_client_t *holder = connect_to(a), *waiter = connect_to(a);
+    expect_success(holder, send_producer(holder, "mw", 1, "holder", EXCLUSIVE), 1);
+    uint64_t rid = send_producer(waiter, "mw", 1, "waiter", WAIT_EXCL);
+    expect_success(waiter, rid, 0);
+
+    cr_assert_eq(upulsar_tb_move_topic(a, "mw", upulsar_tb_url(b)), 2);
+    expect_close_producer(holder, 1);
+    expect_error(waiter, rid, UP_SERR(ServiceNotReady));
+    expect_quiet(waiter);
+
+    /* the retry at the new owner (same store, so the same topic) is not
+     * queued behind the producer the old owner closed */
+    upulsar_tb_client_t *wb = connect_to(b);
+    expect_success(wb, send_producer(wb, "mw", 1, "waiter", WAIT_EXCL), 1);
+    /* the old holder following the topic is the one that waits now */
+    upulsar_tb_client_t *hb = connect_to(b);
+    expect_error(hb, send_producer(hb, "mw", 1, "holder", EXCLUSIVE), UP_SERR(ProducerBusy));
+    upulsar_tb_client_close(holder);
+    upulsar_tb_client_close(waiter);
+    upulsar_tb_client_close(wb);
+    upulsar_tb_client_close(hb);
+    upulsar_tb_stop(b);
+    upulsar_tb_stop(a);
+}
+
+Test(broker_access, move_ends_the_exclusive_hold_so_a_shared_producer_is_accepted_at_the_new_owner)
+{
+    upulsar_tb_t *a = start(NULL), *b = start(a);
+    upulsar_tb_client_t *holder = connect_to(a);
+    expect_success(holder, send_producer(holder, "msh", 1, "holder", EXCLUSIVE), 1);
+    cr_assert_eq(upulsar_tb_move_topic_ex(a, "msh", upulsar_tb_url(b), UPULSAR_TB_MOVE_ASSIGNED),
+                 1);
+    expect_close_producer(holder, 1);
+    /* the old holder's connection to the old owner stays open */
+    upulsar_tb_client_t *sb = connect_to(b);
+    expect_success(sb, send_producer(sb, "msh", 1, "shared", SHARED), 1);
+    expect_producers(b, "msh", 1);
+    upulsar_tb_client_close(holder);
+    upulsar_tb_client_close(sb);
+    upulsar_tb_stop(b);
+    upulsar_tb_stop(a);
+}
+
+Test(broker_access, moving_a_partitioned_topic_answers_the_waiters_of_its_partitions)
+{
+    upulsar_tb_t *a = start(NULL), *b = start(a);
+    cr_assert_eq(upulsar_tb_set_partitions(a, "pw", 2), UPULSAR_OK);
+    upulsar_tb_client_t *holder = connect_to(a), *waiter = connect_to(a);
+    uint64_t rids[2];
+    for (int i = 0; i < 2; i++) {
+        char part[32];
+        snprintf(part, sizeof part, "pw-partition-%d", i);
+        expect_success(holder, send_producer(holder, part, (uint64_t)i, "holder", EXCLUSIVE), 1);
+        rids[i] = send_producer(waiter, part, (uint64_t)i, "waiter", WAIT_EXCL);
+        expect_success(waiter, rids[i], 0);
+    }
+    cr_assert_eq(upulsar_tb_move_topic(a, "pw", upulsar_tb_url(b)), 4);
+    /* partition by partition, in no particular order */
+    bool closed[2] = {false, false}, failed[2] = {false, false};
+    for (int i = 0; i < 2; i++) {
+        upulsar_tb_frame_t f;
+        cr_assert_eq(upulsar_tb_client_expect(holder, UP_CMD(CLOSE_PRODUCER), WAIT_MS, &f),
+                     UPULSAR_OK, "%s", upulsar_last_error());
+        uint64_t pid = f.cmd->close_producer->producer_id;
+        cr_assert(pid < 2 && !closed[pid]);
+        closed[pid] = true;
+        cr_assert_eq(upulsar_tb_client_expect(waiter, UP_CMD(ERROR), WAIT_MS, &f), UPULSAR_OK,
+                     "%s", upulsar_last_error());
+        cr_assert_eq((int)f.cmd->error->error, UP_SERR(ServiceNotReady));
+        int k = f.cmd->error->request_id == rids[0] ? 0 : 1;
+        cr_assert_eq(f.cmd->error->request_id, rids[k]);
+        cr_assert_not(failed[k]);
+        failed[k] = true;
+    }
+    upulsar_tb_client_t *wb = connect_to(b);
+    expect_success(wb, send_producer(wb, "pw-partition-1", 1, "waiter", WAIT_EXCL), 1);
+    upulsar_tb_client_close(holder);
+    upulsar_tb_client_close(waiter);
+    upulsar_tb_client_close(wb);
+    upulsar_tb_stop(b);
+    upulsar_tb_stop(a);
+}
+
+Test(broker_access, a_waiter_answered_by_an_unload_queues_again_on_the_same_connection)
+{
+    upulsar_tb_t *tb = start(NULL);
+    upulsar_tb_client_t *holder = connect_to(tb), *waiter = connect_to(tb);
+    expect_success(holder, send_producer(holder, "rq", 1, "holder", EXCLUSIVE), 1);
+    uint64_t rid = send_producer(waiter, "rq", 1, "waiter", WAIT_EXCL);
+    expect_success(waiter, rid, 0);
+    cr_assert_eq(upulsar_tb_unload_topic(tb, "rq"), 2);
+    expect_close_producer(holder, 1);
+    expect_error(waiter, rid, UP_SERR(ServiceNotReady));
+
+    /* the holder comes back first; the waiter re-creates its producer (same
+     * id, same connection, as clients do) and is queued again, not refused */
+    expect_success(holder, send_producer(holder, "rq", 1, "holder", EXCLUSIVE), 1);
+    rid = send_producer(waiter, "rq", 1, "waiter", WAIT_EXCL);
+    expect_success(waiter, rid, 0);
+    expect_producers(tb, "rq", 1);
+
+    /* and gets the topic when the holder leaves */
+    upulsar_tb_client_close(holder);
+    expect_success(waiter, rid, 1);
+    expect_producers(tb, "rq", 1);
+    upulsar_tb_client_close(waiter);
+    upulsar_tb_stop(tb);
+}
+
+Test(broker_access, a_closed_wait_for_exclusive_holder_queues_again_behind_the_new_holder)
+{
+    upulsar_tb_t *tb = start(NULL);
+    upulsar_tb_client_t *first = connect_to(tb), *second = connect_to(tb);
+    /* a WaitForExclusive producer that got the topic at once */
+    expect_success(first, send_producer(first, "wq", 1, "first", WAIT_EXCL), 1);
+    cr_assert_eq(upulsar_tb_unload_topic(tb, "wq"), 1);
+    expect_close_producer(first, 1);
+    expect_success(second, send_producer(second, "wq", 1, "second", EXCLUSIVE), 1);
+    /* its re-creation waits for the new holder */
+    uint64_t rid = send_producer(first, "wq", 1, "first", WAIT_EXCL);
+    expect_success(first, rid, 0);
+    upulsar_tb_client_close(second);
+    expect_success(first, rid, 1);
+    upulsar_tb_client_close(first);
+    upulsar_tb_stop(tb);
+}
