@@ -4,13 +4,16 @@
  * By default it forks the project's test broker (perf mode: entries stored
  * as units, checksums verified) into a child process on a free port, so the
  * client's CPU time, peak RSS and allocation counts are its own; --url
- * points it at a real broker instead.
+ * points it at a real broker instead. With --tls the embedded broker serves
+ * TLS with a throwaway CA and server certificate made by the openssl CLI in
+ * a private temporary directory, removed at exit.
  *
  * Every second it prints a progress line; at the end a summary (and with
  * --json one JSON object). Latency is send -> receipt, per message, from a
  * log-bucket histogram (16 sub-buckets per power of two: <= 6.25 % error).
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <math.h>
@@ -81,12 +84,21 @@ static struct {
     int json;
     int quiet;
     double warmup;
-} opt = {NULL, "perf", 4, 2, 100, 0, 10, 0, 1000, 131072, "1", "none", 0, 1, 1, NULL, 0, 0, 1.0};
+    int tls;            /* embedded broker over TLS */
+    const char *tls_ca; /* tls.ca.file for --url pulsar+ssl://... */
+} opt = {NULL, "perf", 4, 2, 100, 0, 10, 0, 1000, 131072, "1", "none", 0, 1, 1, NULL, 0, 0, 1.0,
+         0, NULL};
 
 static void usage(FILE *fp)
 {
     fputs("usage: upulsar-perf [options]\n"
-          "  --url URL              broker service URL (default: fork the embedded test broker)\n"
+          "  --url URL              broker service URL, pulsar:// or pulsar+ssl://\n"
+          "                         (default: fork the embedded test broker)\n"
+          "  --tls                  embedded broker over TLS (pulsar+ssl://): a throwaway CA and\n"
+          "                         server certificate are made with the openssl CLI in a\n"
+          "                         temporary directory, removed at exit\n"
+          "  --tls-ca FILE          with --url pulsar+ssl://...: CA certificates (PEM) to trust\n"
+          "                         for the broker (tls.ca.file; default: the system store)\n"
           "  --topic NAME           topic (default perf)\n"
           "  -p, --partitions N     partitions (default 4)\n"
           "  -t, --threads N        sender threads (default 2)\n"
@@ -287,11 +299,152 @@ static void *sender_main(void *arg)
     return NULL;
 }
 
+/* ---- throwaway TLS certificates (--tls) --------------------------------------- */
+
+static pid_t broker_pid;                   /* the embedded broker child, 0 = none */
+static volatile sig_atomic_t broker_live; /* ... and not yet told to stop */
+
+/* Every file the openssl commands below create, so that removing the
+ * directory needs only unlink() and rmdir() (async-signal-safe). */
+enum { CERT_CA_KEY, CERT_CA, CERT_SRV_KEY, CERT_SRV_CSR, CERT_SRV, CERT_SRV_EXT, CERT_LOG, CERT_N };
+static const char *const cert_names[CERT_N] = {"ca.key",  "ca.pem",  "srv.key",    "srv.csr",
+                                               "srv.pem", "srv.ext", "openssl.log"};
+static char cert_dir[256]; /* "" = none */
+static char cert_path[CERT_N][sizeof cert_dir + 16];
+/* signals whose handler removes the directory, and their previous actions
+ * (restored in the broker child) */
+static const int cert_sigs[3] = {SIGINT, SIGTERM, SIGHUP};
+static struct sigaction cert_sig_old[3];
+static bool cert_sig_set[3];
+
+static void certs_remove(void)
+{
+    if (!cert_dir[0])
+        return;
+    for (int i = 0; i < CERT_N; i++)
+        unlink(cert_path[i]);
+    rmdir(cert_dir);
+    cert_dir[0] = 0;
+}
+
+/* SIGINT/SIGTERM/SIGHUP with --tls: stop the broker child, remove the
+ * directory, then die of the signal (the handler is installed with
+ * SA_RESETHAND). */
+static void certs_on_signal(int sig)
+{
+    if (broker_live)
+        kill(broker_pid, SIGTERM);
+    certs_remove();
+    raise(sig);
+}
+
+/* Run openssl with argv in cert_dir, its output appended to the log file.
+ * Returns 0 on exit status 0. */
+static int run_openssl(const char *const argv[])
+{
+    pid_t pid = fork();
+    if (pid < 0) {
+        fprintf(stderr, "upulsar-perf: --tls: fork: %s\n", strerror(errno));
+        return -1;
+    }
+    if (pid == 0) {
+        int fd = open(cert_path[CERT_LOG], O_WRONLY | O_CREAT | O_APPEND, 0600);
+        int in = open("/dev/null", O_RDONLY);
+        if (fd < 0 || in < 0 || chdir(cert_dir) || dup2(in, 0) < 0 || dup2(fd, 1) < 0 ||
+            dup2(fd, 2) < 0)
+            _exit(126);
+        execvp("openssl", (char *const *)argv); /* execvp does not write to argv */
+        dprintf(2, "cannot run openssl: %s\n", strerror(errno));
+        _exit(127);
+    }
+    int st;
+    while (waitpid(pid, &st, 0) < 0) {
+        if (errno != EINTR) {
+            fprintf(stderr, "upulsar-perf: --tls: waitpid: %s\n", strerror(errno));
+            return -1;
+        }
+    }
+    if (WIFEXITED(st) && WEXITSTATUS(st) == 0)
+        return 0;
+    fprintf(stderr, "upulsar-perf: --tls: 'openssl %s' failed (%s %d); its output:\n", argv[1],
+            WIFEXITED(st) ? "exit status" : "signal",
+            WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st));
+    FILE *f = fopen(cert_path[CERT_LOG], "r");
+    if (f) {
+        char line[512];
+        while (fgets(line, sizeof line, f))
+            fprintf(stderr, "  %s", line);
+        fclose(f);
+    }
+    return -1;
+}
+
+/* A CA and a server certificate for localhost / 127.0.0.1 signed by it
+ * (EC prime256v1, valid one day) in a new private directory under $TMPDIR
+ * (or /tmp). The directory is removed at exit, on SIGINT/SIGTERM/SIGHUP,
+ * or here on failure. Returns 0, or -1 with a message on stderr. */
+static int certs_make(void)
+{
+    const char *tmp = getenv("TMPDIR");
+    if (!tmp || !*tmp)
+        tmp = "/tmp";
+    if ((size_t)snprintf(cert_dir, sizeof cert_dir, "%s/upulsar-perf-tls-XXXXXX", tmp) >=
+        sizeof cert_dir) {
+        fprintf(stderr, "upulsar-perf: --tls: TMPDIR path too long: %s\n", tmp);
+        cert_dir[0] = 0;
+        return -1;
+    }
+    if (!mkdtemp(cert_dir)) {
+        fprintf(stderr, "upulsar-perf: --tls: cannot create a directory in %s: %s\n", tmp,
+                strerror(errno));
+        cert_dir[0] = 0;
+        return -1;
+    }
+    for (int i = 0; i < CERT_N; i++)
+        snprintf(cert_path[i], sizeof cert_path[i], "%s/%s", cert_dir, cert_names[i]);
+    atexit(certs_remove);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = certs_on_signal;
+    sa.sa_flags = SA_RESETHAND;
+    sigemptyset(&sa.sa_mask);
+    for (int i = 0; i < 3; i++) {
+        /* a signal the caller ignores (nohup, background jobs) stays ignored */
+        if (sigaction(cert_sigs[i], NULL, &cert_sig_old[i]) == 0 &&
+            cert_sig_old[i].sa_handler != SIG_IGN)
+            cert_sig_set[i] = sigaction(cert_sigs[i], &sa, NULL) == 0;
+    }
+
+    FILE *ext = fopen(cert_path[CERT_SRV_EXT], "w");
+    if (!ext || fputs("subjectAltName=DNS:localhost,IP:127.0.0.1\n", ext) < 0 || fclose(ext)) {
+        fprintf(stderr, "upulsar-perf: --tls: cannot write %s: %s\n", cert_path[CERT_SRV_EXT],
+                strerror(errno));
+        certs_remove();
+        return -1;
+    }
+    char serial[32];
+    snprintf(serial, sizeof serial, "%lld", (long long)time(NULL));
+    const char *const ca[] = {"openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                              "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", "ca.key",
+                              "-out", "ca.pem", "-days", "1", "-subj",
+                              "/CN=upulsar-perf throwaway CA", NULL};
+    const char *const csr[] = {"openssl", "req", "-newkey", "ec", "-pkeyopt",
+                               "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", "srv.key",
+                               "-out", "srv.csr", "-subj", "/CN=localhost", NULL};
+    const char *const sign[] = {"openssl", "x509", "-req", "-in", "srv.csr", "-CA", "ca.pem",
+                                "-CAkey", "ca.key", "-set_serial", serial, "-days", "1",
+                                "-extfile", "srv.ext", "-out", "srv.pem", NULL};
+    if (run_openssl(ca) || run_openssl(csr) || run_openssl(sign)) {
+        certs_remove();
+        return -1;
+    }
+    return 0;
+}
+
 /* ---- embedded broker in a child process -------------------------------------- */
 
-static pid_t broker_pid;
-
-static int fork_broker(char *url, size_t urlsz)
+/* tls_cert/tls_key NULL: plaintext. Writes the broker's URL to url. */
+static int fork_broker(const char *tls_cert, const char *tls_key, char *url, size_t urlsz)
 {
     int fds[2];
     if (pipe(fds))
@@ -301,10 +454,16 @@ static int fork_broker(char *url, size_t urlsz)
         return -1;
     if (pid == 0) {
         close(fds[0]);
+        /* the certificate directory is the parent's to remove */
+        for (int i = 0; i < 3; i++)
+            if (cert_sig_set[i])
+                sigaction(cert_sigs[i], &cert_sig_old[i], NULL);
         upulsar_tb_opts_t o;
         upulsar_tb_opts_init(&o);
         o.perf = 1;
         o.max_retained_bytes = 64u << 20; /* keep memory flat on long runs */
+        o.tls_cert_file = tls_cert;
+        o.tls_key_file = tls_key;
         upulsar_tb_t *tb;
         if (upulsar_tb_start(&o, &tb)) {
             fprintf(stderr, "embedded broker: %s\n", upulsar_last_error());
@@ -326,6 +485,7 @@ static int fork_broker(char *url, size_t urlsz)
     }
     close(fds[1]);
     broker_pid = pid;
+    broker_live = 1;
     ssize_t r = read(fds[0], url, urlsz - 1);
     close(fds[0]);
     if (r <= 0)
@@ -376,7 +536,8 @@ int main(int argc, char **argv)
         {"batch-max-bytes", 1, 0, 2}, {"batch-delay-ms", 1, 0, 3}, {"compression", 1, 0, 4},
         {"keyed", 0, 0, 5},       {"producers-per-partition", 1, 0, 6},
         {"io-threads", 1, 0, 7},  {"json", 0, 0, 8},          {"quiet", 0, 0, 'q'},
-        {"warmup", 1, 0, 9},      {"queue-bytes", 1, 0, 10},      {"help", 0, 0, 'h'},        {0, 0, 0, 0}};
+        {"warmup", 1, 0, 9},      {"queue-bytes", 1, 0, 10},      {"help", 0, 0, 'h'},
+        {"tls", 0, 0, 11},        {"tls-ca", 1, 0, 12},       {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "p:t:s:r:d:n:qh", lo, NULL)) != -1) {
         switch (c) {
@@ -398,6 +559,8 @@ int main(int argc, char **argv)
         case 8: opt.json = 1; break;
         case 9: opt.warmup = atof(optarg); break;
         case 10: opt.queue_bytes = optarg; break;
+        case 11: opt.tls = 1; break;
+        case 12: opt.tls_ca = optarg; break;
         case 'q': opt.quiet = 1; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
@@ -408,16 +571,33 @@ int main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
+    bool url_tls = opt.url && strncmp(opt.url, "pulsar+ssl://", 13) == 0;
+    if (opt.tls && opt.url) {
+        fprintf(stderr, "upulsar-perf: --tls is for the embedded broker; with --url give a "
+                        "pulsar+ssl:// URL (and --tls-ca FILE if needed)\n");
+        return 2;
+    }
+    if (opt.tls_ca && !url_tls) {
+        fprintf(stderr, "upulsar-perf: --tls-ca needs --url pulsar+ssl://...%s\n",
+                opt.tls ? " (--tls makes its own CA)" : "");
+        return 2;
+    }
     for (int i = 0; i < 1000; i++)
         snprintf(keys[i], sizeof keys[i], "key-%d", i);
 
     char url[256];
     if (opt.url) {
         snprintf(url, sizeof url, "%s", opt.url);
-    } else if (fork_broker(url, sizeof url)) {
-        fprintf(stderr, "cannot start the embedded broker\n");
-        return 1;
+    } else {
+        if (opt.tls && certs_make())
+            return 1;
+        if (fork_broker(opt.tls ? cert_path[CERT_SRV] : NULL,
+                        opt.tls ? cert_path[CERT_SRV_KEY] : NULL, url, sizeof url)) {
+            fprintf(stderr, "cannot start the embedded broker%s\n", opt.tls ? " with TLS" : "");
+            return 1;
+        }
     }
+    const char *transport = opt.tls || url_tls ? "tls" : "plain";
     clock_gettime(CLOCK_MONOTONIC, &t0);
 
     upulsar_conf_t *conf = upulsar_conf_new();
@@ -443,6 +623,10 @@ int main(int argc, char **argv)
     SET("io.threads", num);
     if (opt.queue_bytes)
         SET("queue.buffer.bytes", opt.queue_bytes);
+    if (opt.tls)
+        SET("tls.ca.file", cert_path[CERT_CA]);
+    else if (opt.tls_ca)
+        SET("tls.ca.file", opt.tls_ca);
 
     upulsar_client_t *client;
     if (upulsar_client_new(conf, &client)) {
@@ -541,6 +725,7 @@ int main(int argc, char **argv)
     getrusage(RUSAGE_SELF, &ru);
     long rss_kb = ru.ru_maxrss, broker_rss_kb = 0;
     if (broker_pid) {
+        broker_live = 0;
         kill(broker_pid, SIGTERM);
         struct rusage bru;
         int st;
@@ -580,18 +765,20 @@ int main(int argc, char **argv)
                "\"client_msgs_per_cpu_sec\":%.0f,\"allocs_per_msg\":%.4f,"
                "\"client_peak_rss_kb\":%ld,\"broker_peak_rss_kb\":%ld,\"client_memory_bound_bytes\":%.0f,"
                "\"partitions\":%d,\"threads\":%d,\"size\":%d,\"rate_limit\":%.0f,"
-               "\"compression\":\"%s\",\"keyed\":%s,\"embedded_broker\":%s}\n",
+               "\"compression\":\"%s\",\"keyed\":%s,\"embedded_broker\":%s,"
+               "\"transport\":\"%s\"}\n",
                total_sent, total_acked, total_failed, enq_total, secs, rate,
                rate * opt.size / 1e6, pct[0], pct[1], pct[2], pct[3], lmax, cpu_per_msg_ns,
                bcpu_per_msg_ns, m_cpu > 0 ? (double)m_acked / m_cpu : 0,
                m_acked ? (double)m_allocs / (double)m_acked : 0, rss_kb, broker_rss_kb, mem_bound,
                opt.partitions, opt.threads, opt.size, opt.rate, opt.compression,
-               opt.keyed ? "true" : "false", broker_pid ? "true" : "false");
+               opt.keyed ? "true" : "false", broker_pid ? "true" : "false", transport);
     } else {
         printf("%% %" PRIu64 " messages produced (%" PRIu64 " bytes), %" PRIu64 " acked, %" PRIu64
-               " failed in %.3f s measured: %.0f msgs/s and %.2f MB/s, %s compression\n",
+               " failed in %.3f s measured: %.0f msgs/s and %.2f MB/s, %s compression, %s "
+               "transport\n",
                m_sent, m_sent * (uint64_t)opt.size, m_acked, total_failed, secs, rate,
-               rate * opt.size / 1e6, opt.compression);
+               rate * opt.size / 1e6, opt.compression, transport);
         printf("%% latency send->receipt us: p50 %" PRIu64 "  p95 %" PRIu64 "  p99 %" PRIu64
                "  p99.9 %" PRIu64 "  max %" PRIu64 "\n",
                pct[0], pct[1], pct[2], pct[3], lmax);
@@ -616,6 +803,7 @@ int main(int argc, char **argv)
 fail:
     upulsar_conf_destroy(conf);
     if (broker_pid) {
+        broker_live = 0;
         kill(broker_pid, SIGTERM);
         waitpid(broker_pid, NULL, 0);
     }
