@@ -332,22 +332,129 @@ static void attach_task(void *arg)
     up_conn_arm_recv(c);
 }
 
-upulsar_err_t up_conn_get(struct upulsar_client *cl, up_loop_t *l, const char *host, int port,
-                          int slot, up_conn_t **out)
+static upulsar_err_t dial(struct upulsar_client *cl, up_loop_t *l, const char *host, int port,
+                         int slot, up_conn_t **out);
+
+/* A connection being opened. Threads that want the same one (same loop,
+ * broker and slot) wait for it instead of opening their own: after a broker
+ * restart every producer on it is re-created at once. The dialer unlinks
+ * it when done; the last of the dialer and its waiters frees it. */
+typedef struct up_dial {
+    struct up_dial *next;
+    up_loop_t *loop;
+    char host[256];
+    int port, slot;
+    int users;          /* dialer + waiters (pool_lock) */
+    bool done;          /* (pool_lock) */
+    upulsar_err_t err;  /* its result, once done */
+    char why[256];      /* its error text */
+} up_dial_t;
+
+static void dial_put(up_dial_t *d) /* (pool_lock) */
 {
-    pthread_mutex_lock(&cl->pool_lock);
+    if (--d->users == 0)
+        free(d);
+}
+
+/* An open pooled connection for the key, referenced, or NULL. (pool_lock) */
+static up_conn_t *pool_find(struct upulsar_client *cl, up_loop_t *l, const char *host, int port,
+                            int slot)
+{
     for (size_t i = 0; i < cl->npool; i++) {
         up_conn_t *c = cl->pool[i];
         if (c->loop == l && c->port == port && c->slot == slot && !strcmp(c->host, host) &&
             atomic_load(&c->state) == UP_CONN_OPEN) {
             up_conn_ref(c);
-            pthread_mutex_unlock(&cl->pool_lock);
-            *out = c;
-            return UPULSAR_OK;
+            return c;
         }
     }
+    return NULL;
+}
+
+/* Under pool_lock: wait for @p d to finish (its dialer is bounded by
+ * connection.timeout.ms; our wait also ends on cancellation). */
+static upulsar_err_t dial_wait(struct upulsar_client *cl, up_dial_t *d)
+{
+    d->users++;
+    while (!d->done && !up_cancelled()) {
+        struct timespec end;
+        clock_gettime(CLOCK_REALTIME, &end);
+        end.tv_nsec += CANCEL_SLICE_MS * 1000000L;
+        end.tv_sec += end.tv_nsec / 1000000000L;
+        end.tv_nsec %= 1000000000L;
+        pthread_cond_timedwait(&cl->pool_cv, &cl->pool_lock, &end);
+    }
+    upulsar_err_t err = !d->done    ? up_seterr(UPULSAR_ERR__CLOSED, "connecting to %s:%d "
+                                                "abandoned: stopping", d->host, d->port)
+                        : d->err ? up_seterr(d->err, "%s", d->why)
+                                 : UPULSAR_OK;
+    dial_put(d);
+    return err;
+}
+
+upulsar_err_t up_conn_get(struct upulsar_client *cl, up_loop_t *l, const char *host, int port,
+                          int slot, up_conn_t **out)
+{
+    pthread_mutex_lock(&cl->pool_lock);
+    up_conn_t *found;
+    up_dial_t *d;
+    for (;;) {
+        if ((found = pool_find(cl, l, host, port, slot))) {
+            pthread_mutex_unlock(&cl->pool_lock);
+            *out = found;
+            return UPULSAR_OK;
+        }
+        for (d = cl->dials; d; d = d->next)
+            if (d->loop == l && d->port == port && d->slot == slot && !strcmp(d->host, host))
+                break;
+        if (!d)
+            break;
+        /* someone is opening it: share that attempt's outcome (a refused or
+         * hung broker costs one connect timeout, not one per producer) */
+        upulsar_err_t err = dial_wait(cl, d);
+        if (err) {
+            pthread_mutex_unlock(&cl->pool_lock);
+            return err;
+        }
+        /* it opened: take it from the pool (or dial again if it died) */
+    }
+    d = calloc(1, sizeof *d);
+    if (!d) {
+        pthread_mutex_unlock(&cl->pool_lock);
+        return up_seterr(UPULSAR_ERR__NOMEM, "out of memory");
+    }
+    d->loop = l;
+    snprintf(d->host, sizeof d->host, "%s", host);
+    d->port = port;
+    d->slot = slot;
+    d->users = 1;
+    d->next = cl->dials;
+    cl->dials = d;
     pthread_mutex_unlock(&cl->pool_lock);
 
+    upulsar_err_t err = dial(cl, l, host, port, slot, out);
+
+    pthread_mutex_lock(&cl->pool_lock);
+    for (up_dial_t **pp = &cl->dials; *pp; pp = &(*pp)->next)
+        if (*pp == d) {
+            *pp = d->next;
+            break;
+        }
+    d->done = true;
+    d->err = err;
+    if (err)
+        snprintf(d->why, sizeof d->why, "%s", upulsar_last_error());
+    pthread_cond_broadcast(&cl->pool_cv);
+    dial_put(d);
+    pthread_mutex_unlock(&cl->pool_lock);
+    return err; /* upulsar_last_error() still holds dial()'s text */
+}
+
+/* Open a connection (TCP, TLS, CONNECT), add it to the pool and hand it to
+ * loop @p l; *@p out gets the caller's reference. */
+static upulsar_err_t dial(struct upulsar_client *cl, up_loop_t *l, const char *host, int port,
+                         int slot, up_conn_t **out)
+{
     up_conn_t *c = calloc(1, sizeof *c);
     if (!c)
         return up_seterr(UPULSAR_ERR__NOMEM, "out of memory");

@@ -8,8 +8,13 @@
  *                   io_uring), drains rings into batches, writes frames,
  *                   matches receipts, resolves futures. Fields marked (loop)
  *                   are only touched here.
- *   watchdog        supervisor: (re)connects producers with backoff, counts
- *                   restarts, ticks the loops for keepalive and timeouts.
+ *   watchdog        supervisor: decides when producers are re-created
+ *                   (backoff, restart intensity, terminal errors), polls
+ *                   partition counts, ticks the loops for keepalive and
+ *                   timeouts.
+ *   establish       UP_EST_WORKERS per client: run the blocking re-creation
+ *   workers         of one producer each (lookup, connect, PRODUCER) for the
+ *                   watchdog, which reads the result back (est_state).
  *                   Blocking protocol requests go through the loop
  *                   (up_conn_request()).
  * @internal
@@ -30,6 +35,10 @@
 #include "upulsar/upulsar.h"
 
 #define UP_HIST_BUCKETS 32
+/* Threads that re-create producers for the watchdog (per client): this many
+ * brokers can hang at once before a healthy one's producers wait. */
+#define UP_EST_WORKERS 4
+enum { UP_EST_IDLE = 0, UP_EST_BUSY = 1, UP_EST_DONE = 2 };
 
 typedef struct up_loop up_loop_t;
 typedef struct up_conn up_conn_t;
@@ -324,6 +333,13 @@ struct up_rp {
     uint64_t restart_times[64];
     int nrestarts;
     bool ever_ready;
+    /* re-creation by an establish worker (watchdog.c): est_state is
+     * UP_EST_IDLE, _BUSY (queued or running: the worker owns the fields
+     * above marked watchdog/establishing) or _DONE (est_err is its result,
+     * published with release; the watchdog reads it and sets IDLE) */
+    _Atomic int est_state;
+    upulsar_err_t est_err;
+    up_rp_t *est_next;     /* worker queue (client lock) */
     bool has_topic_epoch;  /* from the last PRODUCER_SUCCESS (exclusive modes) */
     uint64_t topic_epoch;  /* echoed when the producer is re-created */
     /* ---- (loop) ---- */
@@ -411,6 +427,8 @@ struct upulsar_producer {
     uint64_t next_poll_us;   /* (watchdog) next PARTITIONED_METADATA poll */
     int shrink_seen;         /* (watchdog) smaller count last reported */
     _Atomic int closed;
+    int establishing;        /* (client lock) its producers queued for or in an
+                                establish worker */
     int single_slot;
     struct upulsar_producer *next; /* client's list */
 };
@@ -425,8 +443,10 @@ struct upulsar_client {
     int nloops;
     up_future_pool_t futures;
     pthread_mutex_t pool_lock; /* connection pool */
+    pthread_cond_t pool_cv;    /* a dial finished */
     up_conn_t **pool;
     size_t npool, cpool;
+    struct up_dial *dials;     /* connections being opened (pool_lock) */
     _Atomic uint64_t next_producer_id;
     _Atomic uint64_t next_request_id;
     pthread_mutex_t lock; /* producers list, watchdog wake */
@@ -436,6 +456,12 @@ struct upulsar_client {
     bool wd_stop;
     bool wd_kicked;
     struct upulsar_producer *wd_busy; /* handle being supervised (lock) */
+    /* establish workers (watchdog.c): re-create producers in parallel, so a
+     * hung broker delays only the producers that live on it */
+    pthread_t est_threads[UP_EST_WORKERS];
+    int nest_threads;
+    pthread_cond_t est_cv;            /* work queued or stop (lock) */
+    up_rp_t *est_head, *est_tail;     /* queue (lock) */
     _Atomic int32_t max_message_size; /* last seen from any broker */
     /* memory.limit.bytes: payload bytes accepted and not resolved, over
      * every producer; counted only when that key is set */
@@ -467,6 +493,10 @@ struct pollfd;
 int up_poll_until(struct pollfd *p, uint64_t deadline_us);
 int up_watchdog_start(struct upulsar_client *c);
 void up_watchdog_stop(struct upulsar_client *c);
+/** Take @p h's producers that wait in the establish queue out of it (their
+ *  handle is stopping; running attempts are cancelled through h->closed).
+ *  Called with the client lock held. */
+void up_watchdog_forget(struct upulsar_producer *h);
 
 /* stats.c */
 void up_stats_batch_acked(up_rp_t *rp, uint32_t msgs, uint64_t rtt_us);

@@ -402,7 +402,9 @@ upulsar_err_t upulsar_producer_stop(upulsar_producer_t *h, int timeout_ms)
     atomic_store(&h->closed, 1);
     upulsar_err_t err = upulsar_producer_flush(h, timeout_ms);
     pthread_mutex_lock(&c->lock);
-    while (c->wd_busy == h)
+    /* no watchdog pass over h, no re-creation of its producers, from now */
+    up_watchdog_forget(h);
+    while (c->wd_busy == h || h->establishing)
         pthread_cond_wait(&c->wd_cv, &c->lock);
     for (struct upulsar_producer **pp = &c->producers; *pp; pp = &(*pp)->next)
         if (*pp == h) {

@@ -1348,6 +1348,16 @@ void up_rp_register(up_rp_t *rp, up_conn_t *c)
 bool up_rp_attach(up_rp_t *rp, up_conn_t *c, int64_t last_seq)
 {
     const struct upulsar_conf *cf = rp_conf(rp);
+    if (rp->conn == c && atomic_load(&rp->failed)) {
+        /* its group failed while the PRODUCER request was out: the broker
+         * has a producer we will not use */
+        if (atomic_load(&c->state) == UP_CONN_OPEN) {
+            send_close_producer(rp);
+            up_conn_flush(c);
+        }
+        up_rp_detach(rp, false);
+        return false;
+    }
     if (rp->conn != c || atomic_load(&c->state) != UP_CONN_OPEN ||
         atomic_load(&rp->closed_by_broker) || rp->closing)
         return false;

@@ -1,6 +1,9 @@
 /* watchdog.c -- the supervisor thread: re-creates producers that lost their
  * connection or were closed by the broker (exponential backoff with jitter),
- * enforces the restart intensity, fails groups on terminal errors. */
+ * enforces the restart intensity, fails groups on terminal errors. The
+ * blocking part of a re-creation (lookup, connect, PRODUCER) runs on one of
+ * UP_EST_WORKERS establish workers, so a broker that hangs holds up only the
+ * producers that live on it; the watchdog keeps every decision. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -114,6 +117,85 @@ static uint64_t next_delay_ms(const struct upulsar_conf *cc, const struct upulsa
     return d;
 }
 
+/* ---- establish workers ------------------------------------------------- */
+
+/* Hand @p rp (BACKOFF -> CONNECTING, its attempt due) to a worker. */
+static void est_submit(up_rp_t *rp)
+{
+    struct upulsar_client *c = rp->client;
+    atomic_store_explicit(&rp->est_state, UP_EST_BUSY, memory_order_relaxed);
+    pthread_mutex_lock(&c->lock);
+    rp->est_next = NULL;
+    if (c->est_tail)
+        c->est_tail->est_next = rp;
+    else
+        c->est_head = rp;
+    c->est_tail = rp;
+    rp->handle->establishing++;
+    pthread_cond_signal(&c->est_cv);
+    pthread_mutex_unlock(&c->lock);
+}
+
+/* Publish @p rp's result and wake the watchdog (and a stop waiting for the
+ * handle's attempts to end). (lock held) */
+static void est_finish(struct upulsar_client *c, up_rp_t *rp, upulsar_err_t err)
+{
+    rp->est_err = err;
+    atomic_store_explicit(&rp->est_state, UP_EST_DONE, memory_order_release);
+    rp->handle->establishing--;
+    c->wd_kicked = true;
+    pthread_cond_broadcast(&c->wd_cv);
+}
+
+static void *est_main(void *arg)
+{
+    struct upulsar_client *c = arg;
+    pthread_mutex_lock(&c->lock);
+    for (;;) {
+        while (!c->wd_stop && !c->est_head)
+            pthread_cond_wait(&c->est_cv, &c->lock);
+        if (!c->est_head) /* stopping, nothing left */
+            break;
+        up_rp_t *rp = c->est_head;
+        c->est_head = rp->est_next;
+        if (!c->est_head)
+            c->est_tail = NULL;
+        struct upulsar_producer *h = rp->handle;
+        pthread_mutex_unlock(&c->lock);
+        /* stop must not wait behind an attempt: it gives up once the
+         * handle is closed */
+        up_cancel_on(&h->closed);
+        upulsar_err_t err = atomic_load(&h->closed)
+                                ? UPULSAR_ERR__CLOSED
+                                : up_rp_establish(rp, c->conf.operation_timeout_ms);
+        up_cancel_on(NULL);
+        pthread_mutex_lock(&c->lock);
+        est_finish(c, rp, err);
+    }
+    pthread_mutex_unlock(&c->lock);
+    return NULL;
+}
+
+void up_watchdog_forget(struct upulsar_producer *h)
+{
+    struct upulsar_client *c = h->client;
+    up_rp_t *prev = NULL;
+    for (up_rp_t *rp = c->est_head, *next; rp; rp = next) {
+        next = rp->est_next;
+        if (rp->handle != h) {
+            prev = rp;
+            continue;
+        }
+        if (prev)
+            prev->est_next = next;
+        else
+            c->est_head = next;
+        if (c->est_tail == rp)
+            c->est_tail = prev;
+        est_finish(c, rp, UPULSAR_ERR__CLOSED);
+    }
+}
+
 /* Restart intensity: more than N restarts within the period fails the group. */
 static bool over_intensity(const struct upulsar_conf *cf, up_rp_t *rp, uint64_t now)
 {
@@ -128,6 +210,33 @@ static bool over_intensity(const struct upulsar_conf *cf, up_rp_t *rp, uint64_t 
     if (rp->nrestarts < (int)(sizeof rp->restart_times / sizeof rp->restart_times[0]))
         rp->restart_times[rp->nrestarts++] = now;
     return rp->nrestarts > cf->restart_intensity;
+}
+
+/* The result of @p rp's re-creation by a worker (UP_EST_DONE, acquired).
+ * Returns false if its group failed. */
+static bool est_result(up_group_t *grp, up_rp_t *rp, const struct upulsar_conf *cf,
+                       const struct upulsar_conf *cc)
+{
+    upulsar_err_t err = rp->est_err;
+    atomic_store_explicit(&rp->est_state, UP_EST_IDLE, memory_order_relaxed);
+    rp->next_attempt_us = 0;
+    if (!err) {
+        rp->backoff_ms = (uint64_t)cc->backoff_initial_ms;
+        rp->outage_since_us = 0;
+        rp->mandatory_stop_made = false;
+        return true;
+    }
+    /* an exclusive producer refused because another holds the topic is not
+     * retried as if transient (Shared: a name clash while the broker still
+     * holds the previous incarnation, so it is retried) */
+    if (terminal(err) ||
+        (err == UPULSAR_ERR_PRODUCER_BUSY && cf->access_mode != UP_ACCESS_SHARED)) {
+        fail_group(grp, err);
+        return false;
+    }
+    int st = UPULSAR_STATE_CONNECTING;
+    atomic_compare_exchange_strong(&rp->state, &st, UPULSAR_STATE_BACKOFF);
+    return true;
 }
 
 /* One supervision pass over a handle. Called with c->lock NOT held. */
@@ -148,6 +257,11 @@ static void supervise(struct upulsar_producer *h, uint64_t now)
             up_rp_t *rp = grp->rps[i];
             if (atomic_load(&h->closed) || atomic_load(&grp->failed))
                 return;
+            int est = atomic_load_explicit(&rp->est_state, memory_order_acquire);
+            if (est == UP_EST_BUSY)
+                continue; /* a worker has it */
+            if (est == UP_EST_DONE && !est_result(grp, rp, cf, cc))
+                break;
             if (atomic_load(&rp->state) != UPULSAR_STATE_BACKOFF)
                 continue;
             if (rp->next_attempt_us == 0) {
@@ -169,29 +283,11 @@ static void supervise(struct upulsar_producer *h, uint64_t now)
             }
             atomic_store(&rp->state, UPULSAR_STATE_CONNECTING);
             atomic_fetch_add(&rp->reconnects, 1);
-            upulsar_err_t err = up_rp_establish(rp, cc->operation_timeout_ms);
-            now = up_now_us();
-            rp->next_attempt_us = 0;
-            if (!err) {
-                rp->backoff_ms = (uint64_t)cc->backoff_initial_ms;
-                rp->outage_since_us = 0;
-                rp->mandatory_stop_made = false;
-                continue;
-            }
-            /* an exclusive producer refused because another holds the
-             * topic is not retried as if transient (Shared: a name clash
-             * while the broker still holds the previous incarnation, so it
-             * is retried) */
-            if (terminal(err) ||
-                (err == UPULSAR_ERR_PRODUCER_BUSY && cf->access_mode != UP_ACCESS_SHARED)) {
-                fail_group(grp, err);
-                break;
-            }
-            if (atomic_load(&rp->state) == UPULSAR_STATE_CONNECTING)
-                atomic_store(&rp->state, UPULSAR_STATE_BACKOFF);
+            est_submit(rp);
         }
     }
 }
+
 
 static void *wd_main(void *arg)
 {
@@ -237,16 +333,37 @@ static void *wd_main(void *arg)
     return NULL;
 }
 
+static void join_workers(struct upulsar_client *c)
+{
+    pthread_mutex_lock(&c->lock);
+    c->wd_stop = true;
+    pthread_cond_broadcast(&c->est_cv);
+    pthread_cond_broadcast(&c->wd_cv);
+    pthread_mutex_unlock(&c->lock);
+    for (int i = 0; i < c->nest_threads; i++)
+        pthread_join(c->est_threads[i], NULL);
+    c->nest_threads = 0;
+}
+
 int up_watchdog_start(struct upulsar_client *c)
 {
-    return pthread_create(&c->watchdog, NULL, wd_main, c) ? -1 : 0;
+    if (pthread_cond_init(&c->est_cv, NULL))
+        return -1;
+    for (; c->nest_threads < UP_EST_WORKERS; c->nest_threads++)
+        if (pthread_create(&c->est_threads[c->nest_threads], NULL, est_main, c))
+            break;
+    if (c->nest_threads < UP_EST_WORKERS ||
+        pthread_create(&c->watchdog, NULL, wd_main, c)) {
+        join_workers(c);
+        pthread_cond_destroy(&c->est_cv);
+        return -1;
+    }
+    return 0;
 }
 
 void up_watchdog_stop(struct upulsar_client *c)
 {
-    pthread_mutex_lock(&c->lock);
-    c->wd_stop = true;
-    pthread_cond_broadcast(&c->wd_cv);
-    pthread_mutex_unlock(&c->lock);
+    join_workers(c); /* sets wd_stop, which ends the watchdog too */
     pthread_join(c->watchdog, NULL);
+    pthread_cond_destroy(&c->est_cv);
 }
