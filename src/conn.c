@@ -485,6 +485,13 @@ static upulsar_err_t dial(struct upulsar_client *cl, up_loop_t *l, const char *h
         err = handshake(c, deadline);
     if (err) {
         up_conn_unref(c);
+        /* every connection error names the broker */
+        char peer[300], why[256];
+        snprintf(peer, sizeof peer, "%s:%d", host, port);
+        if (!strstr(upulsar_last_error(), peer)) {
+            snprintf(why, sizeof why, "%s", upulsar_last_error());
+            up_seterr(err, "%s: %s", peer, why);
+        }
         return err;
     }
     pthread_mutex_lock(&cl->pool_lock);

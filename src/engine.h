@@ -339,6 +339,8 @@ struct up_rp {
      * published with release; the watchdog reads it and sets IDLE) */
     _Atomic int est_state;
     upulsar_err_t est_err;
+    char est_why[256];     /* upulsar_last_error() of a failed attempt */
+    uint64_t est_deadline_us; /* bound of the attempt, 0 = operation.timeout.ms */
     up_rp_t *est_next;     /* worker queue (client lock) */
     bool has_topic_epoch;  /* from the last PRODUCER_SUCCESS (exclusive modes) */
     uint64_t topic_epoch;  /* echoed when the producer is re-created */
@@ -497,6 +499,17 @@ void up_watchdog_stop(struct upulsar_client *c);
  *  handle is stopping; running attempts are cancelled through h->closed).
  *  Called with the client lock held. */
 void up_watchdog_forget(struct upulsar_producer *h);
+/** Create the @p n producers @p rps (of one handle, not yet supervised by
+ *  the watchdog) on the establish workers, in parallel; an attempt that
+ *  fails with a retriable error is tried again (backoff.* delays) while
+ *  @p deadline_us has not passed. Returns OK once all are created, else the
+ *  first non-retriable error or, once the deadline passed, the last error
+ *  (upulsar_last_error() says which producer and why). Returns only after
+ *  every attempt has ended; with @p cancel_on_failure the handle is marked
+ *  closed at the first non-retriable error, which cancels the others.
+ *  @thread caller (start) or watchdog (partition growth) */
+upulsar_err_t up_establish_all(up_rp_t **rps, int n, uint64_t deadline_us,
+                               bool cancel_on_failure);
 
 /* stats.c */
 void up_stats_batch_acked(up_rp_t *rp, uint32_t msgs, uint64_t rtt_us);

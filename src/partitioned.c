@@ -180,8 +180,17 @@ upulsar_err_t upulsar_producer_start(upulsar_client_t *c, const char *name, cons
         free(h);
         return err;
     }
+    uint64_t start_by = up_now_us() + (uint64_t)c->conf.operation_timeout_ms * 1000u;
     if (partitions == 0) {
-        err = up_partitions(c, h->topic, &partitions);
+        uint64_t delay_ms = (uint64_t)c->conf.backoff_initial_ms;
+        while ((err = up_partitions(c, h->topic, &partitions)) && upulsar_err_is_retriable(err) &&
+               up_now_us() + delay_ms * 1000u < start_by) {
+            struct timespec ts = {(time_t)(delay_ms / 1000u), (long)(delay_ms % 1000u) * 1000000L};
+            nanosleep(&ts, NULL);
+            delay_ms = delay_ms * 2 < (uint64_t)c->conf.backoff_max_ms
+                           ? delay_ms * 2
+                           : (uint64_t)c->conf.backoff_max_ms;
+        }
         if (err) {
             free(h);
             return err;
@@ -213,8 +222,11 @@ upulsar_err_t upulsar_producer_start(upulsar_client_t *c, const char *name, cons
     bool lazy = h->conf.lazy_start_partitions && h->npart > 0;
     for (int i = 0; i < h->nall && lazy; i++)
         atomic_store(&h->all[i]->lazy, 1);
-    for (int i = 0; i < h->nall && !lazy; i++) {
-        err = up_rp_establish(h->all[i], c->conf.operation_timeout_ms); /* a client key */
+    if (!lazy) {
+        /* all producers at once, on the establish workers; transient
+         * failures (a broker restarting, a topic being moved) are retried
+         * within operation.timeout.ms */
+        err = up_establish_all(h->all, h->nall, start_by, true);
         if (err) {
             char why[256];
             snprintf(why, sizeof why, "%s", upulsar_last_error());
@@ -545,15 +557,16 @@ static void grow(struct upulsar_producer *h, int n)
             return;
         }
     }
-    for (int i = oldall; i < nall; i++) {
-        up_rp_t *rp = na[i];
-        if (h->conf.lazy_start_partitions) {
-            atomic_store(&rp->lazy, 1);
-            continue;
-        }
-        if (up_rp_establish(rp, h->client->conf.operation_timeout_ms)) {
+    if (h->conf.lazy_start_partitions) {
+        for (int i = oldall; i < nall; i++)
+            atomic_store(&na[i]->lazy, 1);
+    } else {
+        /* in parallel, one attempt each (deadline now); the ones that fail
+         * are left to the watchdog's usual re-creation */
+        up_establish_all(na + oldall, nall - oldall, up_now_us(), false);
+        for (int i = oldall; i < nall; i++) {
             int st = UPULSAR_STATE_CONNECTING;
-            atomic_compare_exchange_strong(&rp->state, &st, UPULSAR_STATE_BACKOFF);
+            atomic_compare_exchange_strong(&na[i]->state, &st, UPULSAR_STATE_BACKOFF);
         }
     }
     h->retired[h->nretired++] = h->groups;

@@ -4,6 +4,7 @@
  * blocking part of a re-creation (lookup, connect, PRODUCER) runs on one of
  * UP_EST_WORKERS establish workers, so a broker that hangs holds up only the
  * producers that live on it; the watchdog keeps every decision. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -119,12 +120,11 @@ static uint64_t next_delay_ms(const struct upulsar_conf *cc, const struct upulsa
 
 /* ---- establish workers ------------------------------------------------- */
 
-/* Hand @p rp (BACKOFF -> CONNECTING, its attempt due) to a worker. */
-static void est_submit(up_rp_t *rp)
+/* Queue @p rp for a worker. (lock held) */
+static void est_submit_locked(up_rp_t *rp)
 {
     struct upulsar_client *c = rp->client;
     atomic_store_explicit(&rp->est_state, UP_EST_BUSY, memory_order_relaxed);
-    pthread_mutex_lock(&c->lock);
     rp->est_next = NULL;
     if (c->est_tail)
         c->est_tail->est_next = rp;
@@ -133,7 +133,14 @@ static void est_submit(up_rp_t *rp)
     c->est_tail = rp;
     rp->handle->establishing++;
     pthread_cond_signal(&c->est_cv);
-    pthread_mutex_unlock(&c->lock);
+}
+
+/* Hand @p rp (BACKOFF -> CONNECTING, its attempt due) to a worker. */
+static void est_submit(up_rp_t *rp)
+{
+    pthread_mutex_lock(&rp->client->lock);
+    est_submit_locked(rp);
+    pthread_mutex_unlock(&rp->client->lock);
 }
 
 /* Publish @p rp's result and wake the watchdog (and a stop waiting for the
@@ -164,11 +171,19 @@ static void *est_main(void *arg)
         pthread_mutex_unlock(&c->lock);
         /* stop must not wait behind an attempt: it gives up once the
          * handle is closed */
+        int timeout_ms = c->conf.operation_timeout_ms;
+        if (rp->est_deadline_us) {
+            uint64_t now = up_now_us();
+            timeout_ms = rp->est_deadline_us > now + 1000u
+                             ? (int)((rp->est_deadline_us - now) / 1000u)
+                             : 1;
+        }
         up_cancel_on(&h->closed);
-        upulsar_err_t err = atomic_load(&h->closed)
-                                ? UPULSAR_ERR__CLOSED
-                                : up_rp_establish(rp, c->conf.operation_timeout_ms);
+        upulsar_err_t err = atomic_load(&h->closed) ? up_seterr(UPULSAR_ERR__CLOSED, "stopping")
+                                                    : up_rp_establish(rp, timeout_ms);
         up_cancel_on(NULL);
+        if (err)
+            snprintf(rp->est_why, sizeof rp->est_why, "%s", upulsar_last_error());
         pthread_mutex_lock(&c->lock);
         est_finish(c, rp, err);
     }
@@ -194,6 +209,97 @@ void up_watchdog_forget(struct upulsar_producer *h)
             c->est_tail = prev;
         est_finish(c, rp, UPULSAR_ERR__CLOSED);
     }
+}
+
+upulsar_err_t up_establish_all(up_rp_t **rps, int n, uint64_t deadline_us,
+                               bool cancel_on_failure)
+{
+    if (n <= 0)
+        return UPULSAR_OK;
+    struct upulsar_client *c = rps[0]->client;
+    struct upulsar_producer *h = rps[0]->handle;
+    const struct upulsar_conf *cc = &c->conf;
+    struct attempt {
+        uint64_t next_us, delay_ms;
+        bool over;
+    } *a = calloc((size_t)n, sizeof *a);
+    if (!a)
+        return up_seterr(UPULSAR_ERR__NOMEM, "out of memory");
+    upulsar_err_t fail = UPULSAR_OK, last = UPULSAR_OK;
+    char why[300] = "";
+    int left = n;
+    pthread_mutex_lock(&c->lock);
+    for (int i = 0; i < n; i++) {
+        a[i].delay_ms = (uint64_t)cc->backoff_initial_ms;
+        rps[i]->est_deadline_us = deadline_us;
+        est_submit_locked(rps[i]);
+    }
+    while (left > 0) {
+        uint64_t now = up_now_us(), wake = now + (uint64_t)WD_PERIOD_MS * 1000u;
+        for (int i = 0; i < n; i++) {
+            up_rp_t *rp = rps[i];
+            if (a[i].over)
+                continue;
+            int st = atomic_load_explicit(&rp->est_state, memory_order_acquire);
+            if (st == UP_EST_BUSY)
+                continue;
+            if (st == UP_EST_DONE) {
+                atomic_store_explicit(&rp->est_state, UP_EST_IDLE, memory_order_relaxed);
+                upulsar_err_t err = rp->est_err;
+                if (!err || fail) { /* created, or one more attempt ended after a failure */
+                    a[i].over = true;
+                    left--;
+                    continue;
+                }
+                last = err;
+                snprintf(why, sizeof why, "%s", rp->est_why);
+                if (!upulsar_err_is_retriable(err) || now >= deadline_us) {
+                    fail = err;
+                    a[i].over = true;
+                    left--;
+                    if (cancel_on_failure) {
+                        atomic_store(&h->closed, 1); /* cancels the attempts in flight */
+                        up_watchdog_forget(h);       /* and the queued ones */
+                    }
+                    continue;
+                }
+                a[i].next_us = now + a[i].delay_ms * 1000u;
+                a[i].delay_ms = a[i].delay_ms * 2 < (uint64_t)cc->backoff_max_ms
+                                    ? a[i].delay_ms * 2
+                                    : (uint64_t)cc->backoff_max_ms;
+            }
+            /* idle: waiting to be tried again */
+            if (fail) {
+                a[i].over = true;
+                left--;
+            } else if (now >= a[i].next_us || now >= deadline_us) {
+                if (now >= deadline_us) { /* no time left for another attempt */
+                    fail = last;
+                    a[i].over = true;
+                    left--;
+                } else {
+                    est_submit_locked(rp);
+                }
+            } else if (a[i].next_us < wake) {
+                wake = a[i].next_us;
+            }
+        }
+        if (left == 0)
+            break;
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        uint64_t ns = (uint64_t)ts.tv_nsec + (wake > now ? wake - now : 0) * 1000u;
+        ts.tv_sec += (time_t)(ns / 1000000000u);
+        ts.tv_nsec = (long)(ns % 1000000000u);
+        pthread_cond_timedwait(&c->wd_cv, &c->lock, &ts);
+    }
+    pthread_mutex_unlock(&c->lock);
+    for (int i = 0; i < n; i++)
+        rps[i]->est_deadline_us = 0;
+    free(a);
+    if (fail)
+        return up_seterr(fail, "%s", why);
+    return UPULSAR_OK;
 }
 
 /* Restart intensity: more than N restarts within the period fails the group. */

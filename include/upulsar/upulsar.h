@@ -302,10 +302,16 @@ typedef struct upulsar_producer upulsar_producer_t;
  * @param out        receives the handle.
  *
  * Every real producer is registered with its broker (lookup, PRODUCER)
- * before this returns, bounded by operation.timeout.ms.
- * Errors: INVALID_ARG, INVALID_TOPIC, TIMED_OUT, CONNECT, LOOKUP, or the
- * broker's refusal (e.g. UPULSAR_ERR_PRODUCER_BUSY, _TOPIC_NOT_FOUND); on
- * failure everything started so far is closed again.
+ * before this returns (unless lazy.start.partitions), several at a time.
+ * Failures that upulsar_err_is_retriable() calls transient (a broker
+ * restarting or refusing connections, ServiceNotReady while a topic moves)
+ * are tried again with backoff.* delays until operation.timeout.ms has
+ * passed since the call; the last attempt may still run its own timeouts.
+ * Errors: INVALID_ARG, INVALID_TOPIC, TIMED_OUT, CONNECT, LOOKUP, TLS, or
+ * the broker's refusal (e.g. UPULSAR_ERR_PRODUCER_BUSY, _TOPIC_NOT_FOUND,
+ * _AUTHORIZATION_ERROR: not retried); upulsar_last_error() names the broker
+ * or topic concerned. On failure everything started so far is closed
+ * again.
  * Thread safety: any. Blocks: yes (network round trips). Allocates: yes.
  */
 upulsar_err_t upulsar_producer_start(upulsar_client_t *client,
