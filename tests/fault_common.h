@@ -91,21 +91,32 @@ static inline upulsar_conf_t *ft_conf(const char *const *kv)
     return conf;
 }
 
-/* A client of @p tb with short reconnect backoff, plus @p kv. */
-static inline upulsar_client_t *ft_client(upulsar_tb_t *tb, const char *const *kv)
+/* A client of the broker at @p url with short reconnect backoff, plus
+ * @p kv1 and then @p kv2 (either may be NULL; later pairs override). */
+static inline upulsar_client_t *ft_client_with(const char *url, const char *const *kv1,
+                                               const char *const *kv2)
 {
-    const char *base[] = {"service.url", upulsar_tb_url(tb), "backoff.initial.ms", "10",
-                          "backoff.max.ms", "200", NULL};
+    const char *base[] = {"service.url", url, "backoff.initial.ms", "10", "backoff.max.ms",
+                          "200", NULL};
     upulsar_conf_t *conf = ft_conf(base);
-    for (size_t i = 0; kv && kv[i]; i += 2) {
-        char err[256];
-        cr_assert_eq(upulsar_conf_set(conf, kv[i], kv[i + 1], err, sizeof err), UPULSAR_CONF_OK,
-                     "%s=%s: %s", kv[i], kv[i + 1], err);
-    }
+    const char *const *lists[] = {kv1, kv2};
+    for (size_t l = 0; l < 2; l++)
+        for (size_t i = 0; lists[l] && lists[l][i]; i += 2) {
+            const char *const *kv = lists[l];
+            char err[256];
+            cr_assert_eq(upulsar_conf_set(conf, kv[i], kv[i + 1], err, sizeof err),
+                         UPULSAR_CONF_OK, "%s=%s: %s", kv[i], kv[i + 1], err);
+        }
     upulsar_client_t *c = NULL;
     cr_assert_eq(upulsar_client_new(conf, &c), UPULSAR_OK, "%s", upulsar_last_error());
     upulsar_conf_destroy(conf);
     return c;
+}
+
+/* A client of @p tb with short reconnect backoff, plus @p kv. */
+static inline upulsar_client_t *ft_client(upulsar_tb_t *tb, const char *const *kv)
+{
+    return ft_client_with(upulsar_tb_url(tb), kv, NULL);
 }
 
 /* ---- messages and senders ---------------------------------------------- */

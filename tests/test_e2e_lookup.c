@@ -11,22 +11,9 @@
 
 TestSuite(e2e_lookup, .timeout = 60);
 
-/* A client of @p url with a short operation timeout, plus @p kv. */
-static upulsar_client_t *client(const char *url, const char *const *kv)
-{
-    const char *base[] = {"service.url", url, "backoff.initial.ms", "10", "backoff.max.ms",
-                          "200", "operation.timeout.ms", "3000", NULL};
-    upulsar_conf_t *conf = ft_conf(base);
-    for (size_t i = 0; kv && kv[i]; i += 2) {
-        char err[256];
-        cr_assert_eq(upulsar_conf_set(conf, kv[i], kv[i + 1], err, sizeof err), UPULSAR_CONF_OK,
-                     "%s=%s: %s", kv[i], kv[i + 1], err);
-    }
-    upulsar_client_t *c = NULL;
-    cr_assert_eq(upulsar_client_new(conf, &c), UPULSAR_OK, "%s", upulsar_last_error());
-    upulsar_conf_destroy(conf);
-    return c;
-}
+/* A client of @p url with short backoff and operation timeout, plus @p kv. */
+static const char *const short_op[] = {"operation.timeout.ms", "3000", NULL};
+#define client(url, kv) ft_client_with((url), short_op, (kv))
 
 /* "host:port" of @p tb, as its URL names it. */
 static const char *hostport(upulsar_tb_t *tb)

@@ -9,6 +9,11 @@
 
 TestSuite(fault_hung_broker, .timeout = 120);
 
+/* keep-alive notices a hung broker quickly; connecting to one and requests
+ * to it wait far longer than any test */
+static const char *const hang_kv[] = {"keepalive.interval.ms", "100", "connection.timeout.ms",
+                                      "300000", "operation.timeout.ms", "300000", NULL};
+
 /* partitions 0..2 live on broker A, 3 on broker C; B answers lookups */
 enum { PARTS = 4, ON_A = 3 };
 
@@ -105,9 +110,7 @@ Test(fault_hung_broker, healthy_broker_producers_recover_while_another_broker_ha
         cr_assert_eq(upulsar_tb_set_owner(b, name, upulsar_tb_url(i < ON_A ? a : c3)),
                      UPULSAR_OK);
     }
-    const char *kv[] = {"keepalive.interval.ms", "100", "connection.timeout.ms", "300000",
-                        "operation.timeout.ms", "300000", NULL};
-    upulsar_client_t *c = ft_client(b, kv);
+    upulsar_client_t *c = ft_client(b, hang_kv);
     upulsar_producer_t *p = NULL;
     cr_assert_eq(upulsar_producer_start(c, "hung", "hung", 0, NULL, &p), UPULSAR_OK, "%s",
                  upulsar_last_error());
@@ -164,9 +167,7 @@ Test(fault_hung_broker, healthy_broker_producers_recover_while_another_broker_ha
 Test(fault_hung_broker, stop_does_not_wait_for_an_attempt_on_a_hung_broker)
 {
     upulsar_tb_t *a = ft_broker();
-    const char *kv[] = {"keepalive.interval.ms", "100", "connection.timeout.ms", "300000",
-                        "operation.timeout.ms", "300000", NULL};
-    upulsar_client_t *c = ft_client(a, kv);
+    upulsar_client_t *c = ft_client(a, hang_kv);
     upulsar_producer_t *p = NULL;
     cr_assert_eq(upulsar_producer_start(c, "hung", "solo", 0, NULL, &p), UPULSAR_OK, "%s",
                  upulsar_last_error());
