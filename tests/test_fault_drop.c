@@ -31,7 +31,9 @@ typedef struct {
     upulsar_tb_t *tb;
     upulsar_producer_t *p;
     ft_run_t *run;
-    _Atomic int done;
+    uint64_t base;        /* resolved before the run */
+    _Atomic int done;     /* give up (safety: set only after a bounded wait) */
+    _Atomic int finished; /* the dropper made every drop */
     int drops, tries;
 } dropper_t;
 
@@ -40,7 +42,7 @@ typedef struct {
 static void *dropper(void *a)
 {
     dropper_t *d = a;
-    uint64_t base = ft_resolved_so_far();
+    uint64_t base = d->base;
     uint64_t k = 1;
     while (!atomic_load(&d->done) && k * DROP_EVERY < TOTAL) {
         if (ft_resolved_so_far() - base >= k * DROP_EVERY) {
@@ -54,7 +56,13 @@ static void *dropper(void *a)
         }
     }
     ft_run_allow(d->run, TOTAL);
+    atomic_store(&d->finished, 1);
     return NULL;
+}
+
+static int dropper_finished(void *a)
+{
+    return atomic_load(&((dropper_t *)a)->finished);
 }
 
 Test(fault_drop, repeated_drops_lose_and_duplicate_nothing, .timeout = 120)
@@ -68,7 +76,7 @@ Test(fault_drop, repeated_drops_lose_and_duplicate_nothing, .timeout = 120)
                  "%s", upulsar_last_error());
     upulsar_conf_destroy(conf);
     ft_run_t *run = ft_run_new(p, THREADS, PER_THREAD, 0);
-    dropper_t d = {.tb = tb, .p = p, .run = run};
+    dropper_t d = {.tb = tb, .p = p, .run = run, .base = ft_resolved_so_far()};
     ft_run_allow(run, 2 * DROP_EVERY);
     pthread_t dt;
     pthread_create(&dt, NULL, dropper, &d);
@@ -76,6 +84,9 @@ Test(fault_drop, repeated_drops_lose_and_duplicate_nothing, .timeout = 120)
     ft_run_join(run);
     cr_assert_eq(atomic_load(&run->refused), 0, "%s", upulsar_last_error());
     cr_assert_eq(ft_collect(run), 0, "futures left pending");
+    /* the last drop comes after the last window resolved: let the dropper
+     * see it (a loaded machine may not have run it yet) */
+    ft_wait_for(dropper_finished, &d);
     atomic_store(&d.done, 1);
     pthread_join(dt, NULL);
     cr_assert(ft_wait_for(ft_cbs_done, run));
