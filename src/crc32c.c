@@ -4,6 +4,7 @@
 #include "crc32c.h"
 
 #include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define POLY 0x82F63B78u
@@ -126,28 +127,154 @@ __attribute__((target("sse4.2"))) uint32_t up_crc32c_hw(uint32_t crc, const void
     return ~(uint32_t)raw_hw(c, p, len);
 }
 
-int up_crc32c_hw_available(void)
+/* ---- carry-less multiplication (PCLMULQDQ) folding ----------------------
+ *
+ * Reflected CRC arithmetic: a 16-byte block loaded into an xmm register
+ * stands for the polynomial whose x^(127-i) coefficient is register bit i
+ * (bit 0 = lowest bit of the first byte, the first bit the CRC consumes).
+ * Its low quadword h is then the x^127..x^64 part and its high quadword l
+ * the x^63..x^0 part: X = H*x^64 + L.
+ *
+ * Folding moves a block D bits further down the message: X*x^D mod P is
+ * what it contributes at that position. A carry-less product of two
+ * reflected quadwords a, b (value A = sum a_i x^(63-i)) is A*B*x in the
+ * same 128-bit convention, so multiplying h by the reflected quadword of
+ * K1 = x^(64+D-1) mod P and l by that of K2 = x^(D-1) mod P, and XORing
+ * both with the block found D bits later, gives a 128-bit value of degree
+ * < 128 equivalent to everything so far. Four such accumulators fold 64
+ * bytes per step (D = 512), then fold into one (D = 128).
+ *
+ * What is left, X, counts as the message itself: its CRC register is
+ * X*x^32 mod P, which the crc32 instruction computes from a zero register
+ * over X's 16 bytes. The initial register is XORed into the first four
+ * bytes (for a reflected CRC, raw(c, M) = raw(0, M ^ c) when |M| >= 4).
+ *
+ * The constants are computed here from P (x^n mod P), not taken from
+ * tables, and the tests compare every length and alignment with the
+ * portable code. */
+#include <immintrin.h>
+
+#define POLY_NORMAL 0x1EDC6F41u /* P = x^32 + this, bit j = coefficient of x^j */
+
+/* x^n mod P, bit j = coefficient of x^j. */
+static uint32_t xpow_mod(unsigned n)
 {
-    static int cached = -1;
+    uint32_t r = 1; /* x^0 */
+    while (n--)
+        r = (r << 1) ^ ((r & 0x80000000u) ? POLY_NORMAL : 0);
+    return r;
+}
+
+/* The reflected quadword of a polynomial of degree < 32: coefficient of x^j
+ * at bit 63 - j. */
+static uint64_t reflect_q(uint32_t r)
+{
+    uint64_t q = 0;
+    for (int j = 0; j < 32; j++)
+        if (r & (1u << j))
+            q |= 1ull << (63 - j);
+    return q;
+}
+
+static uint64_t fold_k[4]; /* K1, K2 for D = 512; K1, K2 for D = 128 */
+static pthread_once_t fold_once = PTHREAD_ONCE_INIT;
+
+static void fold_init(void)
+{
+    fold_k[0] = reflect_q(xpow_mod(64 + 512 - 1));
+    fold_k[1] = reflect_q(xpow_mod(512 - 1));
+    fold_k[2] = reflect_q(xpow_mod(64 + 128 - 1));
+    fold_k[3] = reflect_q(xpow_mod(128 - 1));
+}
+
+__attribute__((target("sse4.2,pclmul"))) static inline __m128i fold(__m128i x, __m128i k,
+                                                                  __m128i next)
+{
+    __m128i hi = _mm_clmulepi64_si128(x, k, 0x00); /* h * K1 */
+    __m128i lo = _mm_clmulepi64_si128(x, k, 0x11); /* l * K2 */
+    return _mm_xor_si128(_mm_xor_si128(hi, lo), next);
+}
+
+/* Below this the crc32 instruction alone is as fast. */
+#define CLMUL_MIN 256
+
+__attribute__((target("sse4.2,pclmul"))) uint32_t up_crc32c_clmul(uint32_t crc,
+                                                                   const void *buf,
+                                                                   size_t len)
+{
+    const uint8_t *p = buf;
+    if (len < CLMUL_MIN)
+        return up_crc32c_hw(crc, buf, len);
+    pthread_once(&fold_once, fold_init);
+    const __m128i k512 = _mm_set_epi64x((long long)fold_k[1], (long long)fold_k[0]);
+    const __m128i k128 = _mm_set_epi64x((long long)fold_k[3], (long long)fold_k[2]);
+    __m128i x0 = _mm_loadu_si128((const __m128i *)p);
+    __m128i x1 = _mm_loadu_si128((const __m128i *)(p + 16));
+    __m128i x2 = _mm_loadu_si128((const __m128i *)(p + 32));
+    __m128i x3 = _mm_loadu_si128((const __m128i *)(p + 48));
+    x0 = _mm_xor_si128(x0, _mm_cvtsi32_si128((int)~crc));
+    p += 64;
+    len -= 64;
+    while (len >= 64) {
+        x0 = fold(x0, k512, _mm_loadu_si128((const __m128i *)p));
+        x1 = fold(x1, k512, _mm_loadu_si128((const __m128i *)(p + 16)));
+        x2 = fold(x2, k512, _mm_loadu_si128((const __m128i *)(p + 32)));
+        x3 = fold(x3, k512, _mm_loadu_si128((const __m128i *)(p + 48)));
+        p += 64;
+        len -= 64;
+    }
+    __m128i x = fold(x0, k128, x1);
+    x = fold(x, k128, x2);
+    x = fold(x, k128, x3);
+    while (len >= 16) {
+        x = fold(x, k128, _mm_loadu_si128((const __m128i *)p));
+        p += 16;
+        len -= 16;
+    }
+    uint64_t c = __builtin_ia32_crc32di(0, (uint64_t)_mm_cvtsi128_si64(x));
+    c = __builtin_ia32_crc32di(c, (uint64_t)_mm_extract_epi64(x, 1));
+    /* the tail goes on from that register (up_crc32c_hw takes and returns
+     * the inverted form) */
+    return up_crc32c_hw(~(uint32_t)c, p, len);
+}
+
+static int cpu_level(void)
+{
+    static int cached = -1; /* 0: none, 1: SSE4.2, 2: SSE4.2 + PCLMULQDQ */
     int v = __atomic_load_n(&cached, __ATOMIC_RELAXED);
     if (v < 0) {
         __builtin_cpu_init();
-        v = __builtin_cpu_supports("sse4.2") ? 1 : 0;
+        v = !__builtin_cpu_supports("sse4.2") ? 0 : __builtin_cpu_supports("pclmul") ? 2 : 1;
+        if (v == 2 && getenv("UPULSAR_CRC32C_NO_CLMUL"))
+            v = 1;
         __atomic_store_n(&cached, v, __ATOMIC_RELAXED);
     }
     return v;
 }
+
+int up_crc32c_hw_available(void) { return cpu_level() >= 1; }
+int up_crc32c_clmul_available(void) { return cpu_level() >= 2; }
 #else
 uint32_t up_crc32c_hw(uint32_t crc, const void *buf, size_t len)
 {
     return up_crc32c_sw(crc, buf, len);
 }
+uint32_t up_crc32c_clmul(uint32_t crc, const void *buf, size_t len)
+{
+    return up_crc32c_sw(crc, buf, len);
+}
 int up_crc32c_hw_available(void) { return 0; }
+int up_crc32c_clmul_available(void) { return 0; }
 #endif
 
 uint32_t up_crc32c(uint32_t crc, const void *buf, size_t len)
 {
-    if (up_crc32c_hw_available())
+#if defined(__x86_64__)
+    int level = cpu_level();
+    if (level == 2)
+        return up_crc32c_clmul(crc, buf, len);
+    if (level == 1)
         return up_crc32c_hw(crc, buf, len);
+#endif
     return up_crc32c_sw(crc, buf, len);
 }

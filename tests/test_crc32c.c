@@ -1,6 +1,7 @@
 /* test_crc32c.c -- CRC-32C: published vectors, a bit-at-a-time reference
  * at every length and alignment, hardware == portable, chaining. */
 #include <criterion/criterion.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -156,4 +157,58 @@ Test(crc32c, chaining_equals_one_pass_at_every_split)
                          whole, "hw cut %zu", cut);
     }
     cr_assert_eq(up_crc32c(up_crc32c(0, "1234", 4), "56789", 5), 0xE3069283u);
+}
+
+/* The PCLMULQDQ folding path at every length from 0 to 1100 (below, at and
+ * above its 256-byte threshold, every 64- and 16-byte remainder) and start
+ * offsets 0..15, from buffers that end at the allocation end (over-reads
+ * are caught by ASan), with random seeds; plus the published vectors and
+ * long buffers against the reference. */
+Test(crc32c, clmul_folding_matches_reference_at_every_length_and_offset)
+{
+    if (!up_crc32c_clmul_available()) {
+        printf("SKIP: this CPU has no PCLMULQDQ (or UPULSAR_CRC32C_NO_CLMUL is set)\n");
+        return;
+    }
+    check_vectors(up_crc32c_clmul, "clmul");
+    enum { MAXLEN = 1100 };
+    uint8_t *src = malloc(MAXLEN + 16), *heap = malloc(MAXLEN + 16);
+    cr_assert(src && heap);
+    for (size_t i = 0; i < MAXLEN + 16; i++)
+        src[i] = (uint8_t)rnd();
+    for (size_t off = 0; off < 16; off++)
+        for (size_t len = 0; len <= MAXLEN; len++) {
+            uint32_t seed = (len & 3) == 0 ? 0 : rnd();
+            uint8_t *p = heap + (MAXLEN + 16) - len;
+            memcpy(p, src + off, len);
+            uint32_t want = up_crc32c_sw(seed, src + off, len);
+            cr_assert_eq(up_crc32c_clmul(seed, p, len), want, "len %zu off %zu seed %08x", len,
+                         off, seed);
+        }
+    free(src);
+    free(heap);
+    static const size_t lens[] = {4096, 65536, 65543, 131072 + 5, 1u << 20};
+    uint8_t *big = malloc((1u << 20) + 8);
+    cr_assert_not_null(big);
+    for (size_t i = 0; i < (1u << 20) + 8; i++)
+        big[i] = (uint8_t)rnd();
+    for (size_t k = 0; k < sizeof lens / sizeof lens[0]; k++)
+        cr_assert_eq(up_crc32c_clmul(0, big + k, lens[k]), crc_ref(0, big + k, lens[k]),
+                     "len %zu", lens[k]);
+    free(big);
+}
+
+Test(crc32c, clmul_chaining_equals_one_pass_at_every_split)
+{
+    if (!up_crc32c_clmul_available()) {
+        printf("SKIP: this CPU has no PCLMULQDQ (or UPULSAR_CRC32C_NO_CLMUL is set)\n");
+        return;
+    }
+    uint8_t buf[700];
+    for (size_t i = 0; i < sizeof buf; i++)
+        buf[i] = (uint8_t)rnd();
+    uint32_t whole = crc_ref(0, buf, sizeof buf);
+    for (size_t cut = 0; cut <= sizeof buf; cut++)
+        cr_assert_eq(up_crc32c_clmul(up_crc32c_clmul(0, buf, cut), buf + cut, sizeof buf - cut),
+                     whole, "cut %zu", cut);
 }
