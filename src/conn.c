@@ -994,12 +994,20 @@ upulsar_err_t up_conn_request(up_conn_t *c, up_cmd_t *cmd, uint64_t request_id, 
 
     /* wait in slices, so a cancellation (up_cancel_on()) is seen soon */
     uint64_t deadline = up_now_us() + (uint64_t)timeout_ms * 1000u;
-    bool cancelled = false;
+    bool cancelled = false, parked = false;
     pthread_mutex_lock(&r.mu);
     while (!r.done) {
         if (up_cancelled()) {
             cancelled = true;
             break;
+        }
+        if (r.waiting_ready && !parked) {
+            /* a wait without end: let another thread take our place */
+            parked = true;
+            pthread_mutex_unlock(&r.mu);
+            up_watchdog_parked(c->client, 1);
+            pthread_mutex_lock(&r.mu);
+            continue;
         }
         uint64_t now = up_now_us();
         if (!r.waiting_ready && now >= deadline) /* WaitForExclusive: no timeout */
@@ -1016,6 +1024,8 @@ upulsar_err_t up_conn_request(up_conn_t *c, up_cmd_t *cmd, uint64_t request_id, 
     }
     bool done = r.done;
     pthread_mutex_unlock(&r.mu);
+    if (parked)
+        up_watchdog_parked(c->client, -1);
     if (!done) {
         up_loop_call(c->loop, req_cancel_task, &r);
         /* the loop may have completed it just before the cancel ran */

@@ -36,8 +36,11 @@
 
 #define UP_HIST_BUCKETS 32
 /* Threads that re-create producers for the watchdog (per client): this many
- * brokers can hang at once before a healthy one's producers wait. */
+ * brokers can hang at once before a healthy one's producers wait. A worker
+ * parked in a WaitForExclusive wait (which has no timeout) does not count:
+ * another is started in its place, up to UP_EST_WORKERS_MAX in all. */
 #define UP_EST_WORKERS 4
+#define UP_EST_WORKERS_MAX 1024
 enum { UP_EST_IDLE = 0, UP_EST_BUSY = 1, UP_EST_DONE = 2 };
 
 typedef struct up_loop up_loop_t;
@@ -460,8 +463,9 @@ struct upulsar_client {
     struct upulsar_producer *wd_busy; /* handle being supervised (lock) */
     /* establish workers (watchdog.c): re-create producers in parallel, so a
      * hung broker delays only the producers that live on it */
-    pthread_t est_threads[UP_EST_WORKERS];
-    int nest_threads;
+    pthread_t *est_threads;           /* (lock) */
+    int nest_threads, cest_threads;   /* (lock) */
+    int est_parked;                   /* workers in a WaitForExclusive wait (lock) */
     pthread_cond_t est_cv;            /* work queued or stop (lock) */
     up_rp_t *est_head, *est_tail;     /* queue (lock) */
     _Atomic int32_t max_message_size; /* last seen from any broker */
@@ -499,6 +503,10 @@ void up_watchdog_stop(struct upulsar_client *c);
  *  handle is stopping; running attempts are cancelled through h->closed).
  *  Called with the client lock held. */
 void up_watchdog_forget(struct upulsar_producer *h);
+/** The calling thread starts (+1) or ends (-1) a wait without timeout for a
+ *  WaitForExclusive grant; while parked it is not counted as an establish
+ *  worker, and a new one is started if fewer than UP_EST_WORKERS remain. */
+void up_watchdog_parked(struct upulsar_client *c, int delta);
 /** Create the @p n producers @p rps (of one handle, not yet supervised by
  *  the watchdog) on the establish workers, in parallel; an attempt that
  *  fails with a retriable error is tried again (backoff.* delays) while

@@ -439,27 +439,59 @@ static void *wd_main(void *arg)
     return NULL;
 }
 
+/* Start one more establish worker. (lock held) */
+static int add_worker_locked(struct upulsar_client *c)
+{
+    if (c->wd_stop || c->nest_threads >= UP_EST_WORKERS_MAX)
+        return -1;
+    if (c->nest_threads == c->cest_threads) {
+        int n = c->cest_threads ? c->cest_threads * 2 : UP_EST_WORKERS;
+        pthread_t *nt = realloc(c->est_threads, (size_t)n * sizeof *nt);
+        if (!nt)
+            return -1;
+        c->est_threads = nt;
+        c->cest_threads = n;
+    }
+    if (pthread_create(&c->est_threads[c->nest_threads], NULL, est_main, c))
+        return -1;
+    c->nest_threads++;
+    return 0;
+}
+
+void up_watchdog_parked(struct upulsar_client *c, int delta)
+{
+    pthread_mutex_lock(&c->lock);
+    c->est_parked += delta;
+    if (delta > 0 && c->nest_threads - c->est_parked < UP_EST_WORKERS)
+        add_worker_locked(c); /* on failure the others carry on */
+    pthread_mutex_unlock(&c->lock);
+}
+
 static void join_workers(struct upulsar_client *c)
 {
     pthread_mutex_lock(&c->lock);
-    c->wd_stop = true;
+    c->wd_stop = true; /* no worker is added from now */
     pthread_cond_broadcast(&c->est_cv);
     pthread_cond_broadcast(&c->wd_cv);
+    int n = c->nest_threads;
     pthread_mutex_unlock(&c->lock);
-    for (int i = 0; i < c->nest_threads; i++)
+    for (int i = 0; i < n; i++)
         pthread_join(c->est_threads[i], NULL);
-    c->nest_threads = 0;
+    free(c->est_threads);
+    c->est_threads = NULL;
+    c->nest_threads = c->cest_threads = 0;
 }
 
 int up_watchdog_start(struct upulsar_client *c)
 {
     if (pthread_cond_init(&c->est_cv, NULL))
         return -1;
-    for (; c->nest_threads < UP_EST_WORKERS; c->nest_threads++)
-        if (pthread_create(&c->est_threads[c->nest_threads], NULL, est_main, c))
-            break;
-    if (c->nest_threads < UP_EST_WORKERS ||
-        pthread_create(&c->watchdog, NULL, wd_main, c)) {
+    pthread_mutex_lock(&c->lock);
+    int ok = 1;
+    while (ok && c->nest_threads < UP_EST_WORKERS)
+        ok = add_worker_locked(c) == 0;
+    pthread_mutex_unlock(&c->lock);
+    if (!ok || pthread_create(&c->watchdog, NULL, wd_main, c)) {
         join_workers(c);
         pthread_cond_destroy(&c->est_cv);
         return -1;
