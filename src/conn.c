@@ -770,15 +770,24 @@ static void dispatch(up_conn_t *c, up_frame_t *f)
         up_conn_write_cmd(c, &pong);
         break;
     }
-    case UP_CMD(CLOSE_PRODUCER):
+    case UP_CMD(CLOSE_PRODUCER): {
         /* receipts for SENDs the broker took before may still follow (a
          * Pulsar broker completes the writes in progress after telling us):
          * stay registered for them */
-        if ((rp = find_rp(c, cmd->close_producer->producer_id))) {
+        const Pulsar__Proto__CommandCloseProducer *cp = cmd->close_producer;
+        if ((rp = find_rp(c, cp->producer_id))) {
+            /* a topic transfer names the new owner: go there directly */
+            const char *url = c->tls ? cp->assignedbrokerserviceurltls : cp->assignedbrokerserviceurl;
+            if (url && url[0]) {
+                pthread_mutex_lock(&rp->broker_lock);
+                snprintf(rp->assigned, sizeof rp->assigned, "%s", url);
+                pthread_mutex_unlock(&rp->broker_lock);
+            }
             atomic_store(&rp->closed_by_broker, 1);
             up_rp_suspend(rp, true);
         }
         break;
+    }
     case UP_CMD(TOPIC_MIGRATED):
         if (cmd->topicmigrated->resource_type ==
                 PULSAR__PROTO__COMMAND_TOPIC_MIGRATED__RESOURCE_TYPE__Producer &&

@@ -327,6 +327,10 @@ struct up_rp {
      * (also read by upulsar_producer_list()) */
     pthread_mutex_t broker_lock;
     char broker[280];
+    /* where the broker said, closing it, that the topic now lives
+     * (CLOSE_PRODUCER assignedBrokerServiceUrl[Tls]): the next creation goes
+     * there without a lookup; "" = look up. (broker_lock; set by the loop) */
+    char assigned[280];
     bool user_named;
     uint64_t epoch;
     uint64_t next_attempt_us;

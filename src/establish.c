@@ -45,9 +45,18 @@ static void attach_task(void *a)
 upulsar_err_t up_rp_establish(up_rp_t *rp, int timeout_ms)
 {
     struct upulsar_client *c = rp->client;
-    char host[256];
+    char host[256], assigned[sizeof rp->assigned];
     int port;
-    upulsar_err_t err = up_lookup(c, rp->loop, rp->topic, host, sizeof host, &port);
+    pthread_mutex_lock(&rp->broker_lock);
+    snprintf(assigned, sizeof assigned, "%s", rp->assigned);
+    rp->assigned[0] = '\0'; /* one try: if it fails, look up */
+    pthread_mutex_unlock(&rp->broker_lock);
+    bool tls = c->tls;
+    upulsar_err_t err = UPULSAR_ERR__LOOKUP;
+    if (assigned[0])
+        err = up_parse_url(assigned, host, sizeof host, &port, &tls);
+    if (err || tls != c->tls)
+        err = up_lookup(c, rp->loop, rp->topic, host, sizeof host, &port);
     if (err)
         return err;
     up_conn_t *conn;

@@ -5,7 +5,8 @@
  * lookup.max.redirects fails naming that key; upulsar_producer_list()
  * and the stats JSON report the broker each producer was created on; connections.per.broker
  * spreads the producers of one broker over that many TCP connections (per
- * io thread), every message still stored once and in order.
+ * io thread), every message still stored once and in order; a transfer
+ * whose CLOSE_PRODUCER names the new owner is followed without a lookup.
  * UPULSAR_TEST_LABEL_CONCURRENCY (also run under ThreadSanitizer) */
 #include "fault_common.h"
 
@@ -176,4 +177,74 @@ Test(e2e_lookup, connections_per_broker_spreads_producers_over_connections)
 Test(e2e_lookup, connections_per_broker_counts_per_io_thread)
 {
     spread_run("2", "2", 4);
+}
+
+static int recreated_at(void *arg)
+{
+    void **a = arg;
+    upulsar_producer_t *p = a[0];
+    const char *want = a[1];
+    upulsar_producer_info_t pi;
+    size_t n = 0;
+    return upulsar_producer_list(p, &pi, 1, &n) == UPULSAR_OK && n == 1 &&
+           pi.state == UPULSAR_STATE_READY && strcmp(pi.broker, want) == 0;
+}
+
+static uint64_t lookups(upulsar_tb_t *tb)
+{
+    upulsar_tb_stats_t st;
+    cr_assert_eq(upulsar_tb_stats(tb, &st), UPULSAR_OK);
+    return st.lookups;
+}
+
+static void send_ok(upulsar_producer_t *p)
+{
+    upulsar_future_t *f = NULL;
+    cr_assert_eq(upulsar_send(p, "x", 1, NULL, &f), UPULSAR_OK, "%s", upulsar_last_error());
+    upulsar_msg_id_t id;
+    cr_assert_eq(upulsar_future_wait(f, FT_WAIT_MS, &id), UPULSAR_OK, "%s",
+                 upulsar_last_error());
+    upulsar_future_release(f);
+}
+
+/* A topic transfer whose CLOSE_PRODUCER names the new owner
+ * (assignedBrokerServiceUrl, as Pulsar's extensible load manager sends it)
+ * is followed without a lookup; one without it is looked up again. */
+Test(e2e_lookup, transfer_naming_the_new_owner_is_followed_without_a_lookup)
+{
+    upulsar_tb_t *a = ft_broker(), *b = NULL;
+    upulsar_tb_opts_t o;
+    upulsar_tb_opts_init(&o);
+    o.shared_store_with = a;
+    cr_assert_eq(upulsar_tb_start(&o, &b), UPULSAR_OK, "%s", upulsar_last_error());
+    upulsar_client_t *c = client(upulsar_tb_url(a), NULL);
+    upulsar_producer_t *p = NULL;
+    cr_assert_eq(upulsar_producer_start(c, NULL, "xfer", 0, NULL, &p), UPULSAR_OK, "%s",
+                 upulsar_last_error());
+    send_ok(p);
+
+    uint64_t la = lookups(a), lb = lookups(b);
+    cr_assert_geq(upulsar_tb_move_topic_ex(a, "xfer", upulsar_tb_url(b), UPULSAR_TB_MOVE_ASSIGNED),
+                  1);
+    void *at_b[] = {p, (void *)hostport(b)};
+    cr_assert(ft_wait_for(recreated_at, at_b), "not re-created at the assigned broker");
+    send_ok(p);
+    cr_assert_eq(lookups(a), la, "looked up at the old owner");
+    cr_assert_eq(lookups(b), lb, "looked up at the new owner");
+
+    /* without the assigned URL: a lookup (at the service URL, a) */
+    cr_assert_geq(upulsar_tb_move_topic(b, "xfer", upulsar_tb_url(a)), 1);
+    void *at_a[] = {p, (void *)hostport(a)};
+    cr_assert(ft_wait_for(recreated_at, at_a), "not re-created at the new owner");
+    send_ok(p);
+    cr_assert_gt(lookups(a), la, "no lookup after a transfer that named no owner");
+
+    cr_assert_eq(upulsar_producer_stop(p, 5000), UPULSAR_OK);
+    upulsar_tb_snapshot_t *s;
+    cr_assert_eq(upulsar_tb_snapshot(a, "xfer", &s), UPULSAR_OK);
+    cr_assert_eq(upulsar_tb_snapshot_count(s), 3, "the shared log holds all three");
+    upulsar_tb_snapshot_free(s);
+    upulsar_client_destroy(c);
+    upulsar_tb_stop(b);
+    upulsar_tb_stop(a);
 }

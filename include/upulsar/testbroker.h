@@ -434,6 +434,8 @@ typedef struct upulsar_tb_stats {
     uint64_t auth_failed;          /**< refused with AuthenticationError */
     uint64_t auth_challenges;      /**< AUTH_CHALLENGEs sent */
     uint64_t auth_unanswered;      /**< connections closed for not answering one */
+    uint64_t lookups;              /**< LOOKUP requests received */
+    uint64_t partition_lookups;    /**< PARTITIONED_METADATA requests received */
 } upulsar_tb_stats_t;
 
 /** Fill *@p out. Never fails on valid arguments. */

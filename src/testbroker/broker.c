@@ -1077,6 +1077,8 @@ upulsar_err_t upulsar_tb_stats(upulsar_tb_t *tb, upulsar_tb_stats_t *out)
     out->auth_failed = atomic_load(&tb->auth_failed);
     out->auth_challenges = atomic_load(&tb->auth_challenges);
     out->auth_unanswered = atomic_load(&tb->auth_unanswered);
+    out->lookups = atomic_load(&tb->lookups);
+    out->partition_lookups = atomic_load(&tb->partition_lookups);
     return UPULSAR_OK;
 }
 

@@ -589,6 +589,7 @@ static int on_partitioned_metadata(tb_conn_t *c,
                                    const Pulsar__Proto__CommandPartitionedTopicMetadata *in)
 {
     upulsar_tb_t *tb = c->tb;
+    atomic_fetch_add(&tb->partition_lookups, 1);
     up_cmd_t cmd = PULSAR__PROTO__BASE_COMMAND__INIT;
     Pulsar__Proto__CommandPartitionedTopicMetadataResponse r =
         PULSAR__PROTO__COMMAND_PARTITIONED_TOPIC_METADATA_RESPONSE__INIT;
@@ -624,6 +625,7 @@ static int on_partitioned_metadata(tb_conn_t *c,
 static int on_lookup(tb_conn_t *c, const Pulsar__Proto__CommandLookupTopic *in)
 {
     upulsar_tb_t *tb = c->tb;
+    atomic_fetch_add(&tb->lookups, 1);
     up_cmd_t cmd = PULSAR__PROTO__BASE_COMMAND__INIT;
     Pulsar__Proto__CommandLookupTopicResponse r =
         PULSAR__PROTO__COMMAND_LOOKUP_TOPIC_RESPONSE__INIT;

@@ -281,6 +281,7 @@ struct upulsar_tb {
     atomic_ullong tls_handshakes, tls_failures, auth_ok, auth_failed, auth_challenges,
         auth_unanswered;
     atomic_ullong retained_bytes;
+    atomic_ullong lookups, partition_lookups;
 };
 
 /* broker.c */
