@@ -1,4 +1,5 @@
-/* tls.c -- OpenSSL client sessions over memory BIOs (see tls.h). */
+/* tls.c -- OpenSSL client sessions over a memory BIO (in) and a sink BIO
+ * (out), see tls.h. */
 #include "tls.h"
 
 #include "engine.h"
@@ -8,6 +9,7 @@
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -18,8 +20,66 @@
 struct up_tls {
     SSL *ssl;
     BIO *rbio; /* ciphertext in (we write, SSL reads) */
-    BIO *wbio; /* ciphertext out (SSL writes, we read) */
+    BIO *wbio; /* ciphertext out: a sink (below) */
+    /* The sink appends what SSL writes to *target while up_tls_encrypt()
+     * runs (straight into the connection's send buffer: no copy through a
+     * memory BIO), else to pending (handshake, alerts, key updates), which
+     * up_tls_drain() hands over. */
+    up_buf_t *target;
+    up_buf_t pending;
+    bool sink_failed; /* out of memory in the sink */
 };
+
+/* ---- the write sink ------------------------------------------------------ */
+
+static BIO_METHOD *sink_method;
+static pthread_once_t sink_once = PTHREAD_ONCE_INIT;
+
+static int sink_write(BIO *b, const char *data, int len)
+{
+    up_tls_t *t = BIO_get_data(b);
+    up_buf_t *dst = t->target ? t->target : &t->pending;
+    if (len <= 0)
+        return 0;
+    if (up_buf_append(dst, data, (size_t)len)) {
+        t->sink_failed = true;
+        return -1;
+    }
+    return len;
+}
+
+static long sink_ctrl(BIO *b, int cmd, long num, void *ptr)
+{
+    (void)num;
+    (void)ptr;
+    up_tls_t *t = BIO_get_data(b);
+    switch (cmd) {
+    case BIO_CTRL_FLUSH:
+        return 1;
+    case BIO_CTRL_PENDING:
+    case BIO_CTRL_WPENDING:
+        return t ? (long)t->pending.len : 0;
+    default:
+        return 0;
+    }
+}
+
+static int sink_create(BIO *b)
+{
+    BIO_set_init(b, 1);
+    return 1;
+}
+
+static void sink_init(void)
+{
+    BIO_METHOD *m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "upulsar sink");
+    if (m && (!BIO_meth_set_write(m, sink_write) || !BIO_meth_set_ctrl(m, sink_ctrl) ||
+              !BIO_meth_set_create(m, sink_create))) {
+        BIO_meth_free(m);
+        m = NULL;
+    }
+    sink_method = m;
+}
 
 static const char *ossl_reason(void)
 {
@@ -89,9 +149,12 @@ up_tls_t *up_tls_new(SSL_CTX *ctx, const char *host, const struct upulsar_conf *
     up_tls_t *t = calloc(1, sizeof *t);
     if (!t)
         return NULL;
+    pthread_once(&sink_once, sink_init);
     t->ssl = SSL_new(ctx);
     t->rbio = BIO_new(BIO_s_mem());
-    t->wbio = BIO_new(BIO_s_mem());
+    t->wbio = sink_method ? BIO_new(sink_method) : NULL;
+    if (t->wbio)
+        BIO_set_data(t->wbio, t);
     if (!t->ssl || !t->rbio || !t->wbio) {
         BIO_free(t->rbio);
         BIO_free(t->wbio);
@@ -118,20 +181,26 @@ void up_tls_free(up_tls_t *t)
     if (!t)
         return;
     SSL_free(t->ssl); /* frees both BIOs */
+    up_buf_free(&t->pending);
     free(t);
 }
 
 int up_tls_drain(up_tls_t *t, up_buf_t *out)
 {
-    size_t pending;
-    while ((pending = BIO_ctrl_pending(t->wbio)) > 0) {
-        if (up_buf_reserve(out, pending))
-            return UPULSAR_ERR__NOMEM;
-        int n = BIO_read(t->wbio, out->data + out->len, (int)pending);
-        if (n <= 0)
-            break;
-        out->len += (size_t)n;
+    if (t->sink_failed)
+        return UPULSAR_ERR__NOMEM;
+    if (!t->pending.len)
+        return 0;
+    if (!out->len && out->cap <= t->pending.cap) { /* hand the buffer over */
+        up_buf_t tmp = *out;
+        *out = t->pending;
+        t->pending = tmp;
+        t->pending.len = 0;
+        return 0;
     }
+    if (up_buf_append(out, t->pending.data, t->pending.len))
+        return UPULSAR_ERR__NOMEM;
+    t->pending.len = 0;
     return 0;
 }
 
@@ -223,17 +292,24 @@ upulsar_err_t up_tls_handshake(up_tls_t *t, int fd, uint64_t deadline, const cha
 int up_tls_encrypt(up_tls_t *t, const void *p, size_t len, up_buf_t *out)
 {
     const uint8_t *q = p;
+    /* anything written before (an alert, a key update) goes first */
+    if (up_tls_drain(t, out))
+        return UPULSAR_ERR__NOMEM;
+    t->target = out;
     while (len) {
         int chunk = len > (1u << 30) ? 1 << 30 : (int)len;
         int n = SSL_write(t->ssl, q, chunk);
-        if (n <= 0)
+        if (n <= 0) {
+            t->target = NULL;
+            if (t->sink_failed)
+                return up_seterr(UPULSAR_ERR__NOMEM, "out of memory");
             return up_seterr(UPULSAR_ERR__TLS, "TLS write failed: %s", ossl_reason());
+        }
         q += n;
         len -= (size_t)n;
-        if (up_tls_drain(t, out))
-            return UPULSAR_ERR__NOMEM;
     }
-    return 0;
+    t->target = NULL;
+    return t->sink_failed ? UPULSAR_ERR__NOMEM : 0;
 }
 
 int up_tls_feed(up_tls_t *t, const void *p, size_t len)

@@ -1,4 +1,5 @@
-/* tls.h -- TLS for pulsar+ssl:// connections: OpenSSL over memory BIOs, so
+/* tls.h -- TLS for pulsar+ssl:// connections: OpenSSL reads ciphertext from
+ * a memory BIO and writes it to a sink BIO that appends to our buffers, so
  * socket I/O stays with the caller (blocking during the handshake, io_uring
  * afterwards). @internal */
 #ifndef UP_TLS_H
@@ -33,8 +34,9 @@ void up_tls_free(up_tls_t *t);
  *  the calling thread's wait was cancelled (up_cancel_on()). */
 upulsar_err_t up_tls_handshake(up_tls_t *t, int fd, uint64_t deadline_us, const char *peer);
 
-/** Encrypt @p len bytes; the ciphertext is appended to @p out. 0 or a
- *  negative upulsar_err_t. */
+/** Encrypt @p len bytes; the ciphertext is appended to @p out (written
+ *  there directly by OpenSSL, after anything the session had produced on
+ *  its own). 0 or a negative upulsar_err_t. */
 int up_tls_encrypt(up_tls_t *t, const void *p, size_t len, up_buf_t *out);
 
 /** Hand received ciphertext to the session. 0 or NOMEM. */
