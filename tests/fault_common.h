@@ -1,6 +1,8 @@
-/* fault_common.h -- shared harness of the fault-injection tests
- * (tests/test_fault_*.c): a broker + client pair, sender threads that record
- * every future and callback, and the check of the broker's stored log.
+/* fault_common.h -- shared harness of the client-side tests against the
+ * test broker (tests/test_fault_*.c, test_e2e_*.c, test_features_*.c): a
+ * broker + client pair (also as a suite fixture), producers, sender threads
+ * that record every future and callback, and the check of the broker's
+ * stored log.
  *
  * Every message carries "<thread>:<index>:" at the start of its payload, so
  * the log can be matched against what was sent. The log check proves, per
@@ -78,17 +80,38 @@ static inline upulsar_tb_t *ft_broker(void)
     return tb;
 }
 
-/* A conf with @p kv (NULL-terminated key, value pairs) applied. */
-static inline upulsar_conf_t *ft_conf(const char *const *kv)
+/* Set @p kv (NULL-terminated key, value pairs; NULL: none) on @p conf;
+ * fails the test on a refused pair. */
+static inline void ft_conf_set_all(upulsar_conf_t *conf, const char *const *kv)
 {
-    upulsar_conf_t *conf = upulsar_conf_new();
-    cr_assert_not_null(conf);
     for (size_t i = 0; kv && kv[i]; i += 2) {
         char err[256];
         cr_assert_eq(upulsar_conf_set(conf, kv[i], kv[i + 1], err, sizeof err), UPULSAR_CONF_OK,
                      "%s=%s: %s", kv[i], kv[i + 1], err);
     }
+}
+
+/* A conf with @p kv (NULL-terminated key, value pairs) applied. */
+static inline upulsar_conf_t *ft_conf(const char *const *kv)
+{
+    upulsar_conf_t *conf = upulsar_conf_new();
+    cr_assert_not_null(conf);
+    ft_conf_set_all(conf, kv);
     return conf;
+}
+
+/* A client made from ft_conf(@p base), then @p kv1 and @p kv2 (either may
+ * be NULL; later pairs override). */
+static inline upulsar_client_t *ft_client_of_conf(const char *const *base, const char *const *kv1,
+                                                  const char *const *kv2)
+{
+    upulsar_conf_t *conf = ft_conf(base);
+    ft_conf_set_all(conf, kv1);
+    ft_conf_set_all(conf, kv2);
+    upulsar_client_t *c = NULL;
+    cr_assert_eq(upulsar_client_new(conf, &c), UPULSAR_OK, "%s", upulsar_last_error());
+    upulsar_conf_destroy(conf);
+    return c;
 }
 
 /* A client of the broker at @p url with short reconnect backoff, plus
@@ -98,25 +121,60 @@ static inline upulsar_client_t *ft_client_with(const char *url, const char *cons
 {
     const char *base[] = {"service.url", url, "backoff.initial.ms", "10", "backoff.max.ms",
                           "200", NULL};
-    upulsar_conf_t *conf = ft_conf(base);
-    const char *const *lists[] = {kv1, kv2};
-    for (size_t l = 0; l < 2; l++)
-        for (size_t i = 0; lists[l] && lists[l][i]; i += 2) {
-            const char *const *kv = lists[l];
-            char err[256];
-            cr_assert_eq(upulsar_conf_set(conf, kv[i], kv[i + 1], err, sizeof err),
-                         UPULSAR_CONF_OK, "%s=%s: %s", kv[i], kv[i + 1], err);
-        }
-    upulsar_client_t *c = NULL;
-    cr_assert_eq(upulsar_client_new(conf, &c), UPULSAR_OK, "%s", upulsar_last_error());
-    upulsar_conf_destroy(conf);
-    return c;
+    return ft_client_of_conf(base, kv1, kv2);
 }
 
 /* A client of @p tb with short reconnect backoff, plus @p kv. */
 static inline upulsar_client_t *ft_client(upulsar_tb_t *tb, const char *const *kv)
 {
     return ft_client_with(upulsar_tb_url(tb), kv, NULL);
+}
+
+/* A client of @p tb with the library's default settings (reconnect
+ * backoff included), plus @p kv (may be NULL). */
+static inline upulsar_client_t *ft_plain_client(upulsar_tb_t *tb, const char *const *kv)
+{
+    const char *base[] = {"service.url", upulsar_tb_url(tb), NULL};
+    return ft_client_of_conf(base, kv, NULL);
+}
+
+/* Suite fixtures: start a broker into *@p tb and a client of it into
+ * *@p client, with short reconnect backoff (ft_client()) or the library's
+ * defaults (ft_plain_client()), plus @p kv; and destroy both. */
+static inline void ft_start_broker_and_client(upulsar_tb_t **tb, upulsar_client_t **client,
+                                              const char *const *kv)
+{
+    *tb = ft_broker();
+    *client = ft_client(*tb, kv);
+}
+
+static inline void ft_start_broker_and_plain_client(upulsar_tb_t **tb, upulsar_client_t **client,
+                                                    const char *const *kv)
+{
+    *tb = ft_broker();
+    *client = ft_plain_client(*tb, kv);
+}
+
+static inline void ft_stop_client_and_broker(upulsar_tb_t *tb, upulsar_client_t *client)
+{
+    upulsar_client_destroy(client);
+    upulsar_tb_stop(tb);
+}
+
+/* A producer of @p client named @p name (NULL: chosen by the broker) on
+ * @p topic over @p partitions (0: as the broker's metadata says), with
+ * @p kv set on its conf (NULL: no conf). */
+static inline upulsar_producer_t *ft_producer(upulsar_client_t *client, const char *name,
+                                              const char *topic, int partitions,
+                                              const char *const *kv)
+{
+    upulsar_conf_t *conf = kv ? ft_conf(kv) : NULL;
+    upulsar_producer_t *p = NULL;
+    cr_assert_eq(upulsar_producer_start(client, name, topic, partitions, conf, &p), UPULSAR_OK,
+                 "%s: %s", topic, upulsar_last_error());
+    if (conf)
+        upulsar_conf_destroy(conf);
+    return p;
 }
 
 /* ---- messages and senders ---------------------------------------------- */
@@ -278,6 +336,23 @@ static inline size_t ft_collect(ft_run_t *r)
     return pending;
 }
 
+/* Run the senders of @p r while @p fault(@p arg) runs on a thread of its
+ * own; wait for every accepted message's future (none may be left
+ * pending, see ft_collect()); then stop the fault thread (*@p done = 1)
+ * and join it. */
+static inline void ft_run_with_fault_thread(ft_run_t *r, void *(*fault)(void *), void *arg,
+                                            _Atomic int *done)
+{
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, fault, arg), 0);
+    ft_run_start(r);
+    ft_run_join(r);
+    size_t pending = ft_collect(r);
+    atomic_store(done, 1);
+    pthread_join(th, NULL);
+    cr_assert_eq(pending, 0, "futures left pending");
+}
+
 static inline void ft_run_free(ft_run_t *r)
 {
     free(r->msgs);
@@ -294,6 +369,61 @@ static inline int ft_cbs_done(void *a)
             atomic_load_explicit(&r->msgs[k].cb_calls, memory_order_acquire) == 0)
             return 0;
     return 1;
+}
+
+/* Send messages [@p from, @p to) of thread 0 of @p r from the calling
+ * thread, each with ft_cb and a future, as ft_sender() would. A QUEUE_FULL
+ * is retried if @p retry_full; any other refusal fails the test. */
+static inline void ft_send_range(ft_run_t *r, int from, int to, int retry_full)
+{
+    for (int i = from; i < to; i++) {
+        ft_msg_t *m = ft_msg(r, 0, i);
+        char payload[64];
+        memset(payload, 'x', r->payload_len);
+        int n = snprintf(payload, sizeof payload, "0:%d:", i);
+        payload[n] = 'x';
+        upulsar_send_opts_t o = {.cb = ft_cb, .opaque = m};
+        upulsar_err_t err;
+        while ((err = upulsar_send(r->p, payload, r->payload_len, &o, &m->f)) ==
+                   UPULSAR_ERR__QUEUE_FULL &&
+               retry_full)
+            sched_yield();
+        m->send_err = err;
+        cr_assert_eq(err, UPULSAR_OK, "message %d: %s", i, upulsar_last_error());
+    }
+}
+
+/* How many accepted messages of @p r have a resolved future (polled, not
+ * waited for). */
+static inline size_t ft_resolved(ft_run_t *r)
+{
+    size_t n = 0;
+    for (size_t k = 0; k < (size_t)r->threads * (size_t)r->per_thread; k++)
+        if (r->msgs[k].send_err == UPULSAR_OK &&
+            upulsar_future_poll(r->msgs[k].f, NULL) != UPULSAR_ERR__PENDING)
+            n++;
+    return n;
+}
+
+/* For ft_wait_for(ft_stored_at_least, &s): has the broker stored at least
+ * s.n messages, on s.topic or (NULL) on all topics together? */
+typedef struct ft_stored {
+    upulsar_tb_t *tb;
+    const char *topic;
+    uint64_t n;
+} ft_stored_t;
+
+static inline int ft_stored_at_least(void *a)
+{
+    ft_stored_t *s = a;
+    if (s->topic) {
+        upulsar_tb_topic_stats_t st;
+        upulsar_tb_topic_stats(s->tb, s->topic, &st);
+        return st.messages >= s->n;
+    }
+    upulsar_tb_stats_t st;
+    upulsar_tb_stats(s->tb, &st);
+    return st.messages >= s->n;
 }
 
 /* ---- the log check ------------------------------------------------------- */
@@ -455,6 +585,15 @@ static inline ft_check_res_t ft_check(upulsar_tb_t *tb, ft_run_t *r, const ft_ch
     return res;
 }
 
+/* Stop the producer of @p r (every message resolved by then), then check
+ * the log against @p r (ft_check()). */
+static inline ft_check_res_t ft_stop_and_check(upulsar_tb_t *tb, ft_run_t *r,
+                                               const ft_check_opts_t *o)
+{
+    cr_assert_eq(upulsar_producer_stop(r->p, 10000), UPULSAR_OK);
+    return ft_check(tb, r, o);
+}
+
 /* Producer list helpers. */
 typedef struct ft_stats {
     uint64_t reconnects, resent_batches, unknown_ids, timed_out;
@@ -487,6 +626,19 @@ static inline uint64_t ft_reconnects(upulsar_producer_t *p)
     return sum;
 }
 
+/* For ft_wait_for(ft_reconnects_at_least, &w): have the producers of w.p
+ * been re-created (or tried to be) at least w.n times in all? */
+typedef struct ft_reconnects_wait {
+    upulsar_producer_t *p;
+    uint64_t n;
+} ft_reconnects_wait_t;
+
+static inline int ft_reconnects_at_least(void *a)
+{
+    ft_reconnects_wait_t *w = a;
+    return ft_reconnects(w->p) >= w->n;
+}
+
 static inline upulsar_producer_state_t ft_group_state(upulsar_producer_t *p, int g)
 {
     upulsar_group_info_t gi[64];
@@ -508,5 +660,28 @@ static inline int ft_all_ready(void *a)
         if (pi[i].state != UPULSAR_STATE_READY)
             return 0;
     return 1;
+}
+
+/* Wait until every producer of @p p is READY, then check each one was
+ * re-created at least once. */
+static inline void ft_assert_every_producer_recreated(upulsar_producer_t *p)
+{
+    cr_assert(ft_wait_for(ft_all_ready, p));
+    upulsar_producer_info_t pi[64];
+    size_t n = 0;
+    cr_assert_eq(upulsar_producer_list(p, pi, 64, &n), UPULSAR_OK);
+    for (size_t i = 0; i < n && i < 64; i++)
+        cr_assert_geq(pi[i].reconnects, 1, "%s never re-created", pi[i].name);
+}
+
+/* The partition of @p p each key "k<i>" (i < 64, the keys ft_sender uses)
+ * is routed to. */
+static inline void ft_partitions_of_keys(upulsar_producer_t *p, int part_of[64])
+{
+    char key[16];
+    for (int i = 0; i < 64; i++) {
+        snprintf(key, sizeof key, "k%d", i);
+        part_of[i] = upulsar_producer_partition_for_key(p, key);
+    }
 }
 #endif

@@ -10,31 +10,18 @@
 #include <string.h>
 #include <time.h>
 
-#include "upulsar/testbroker.h"
-#include "upulsar/upulsar.h"
+#include "fault_common.h"
 
 static upulsar_tb_t *tb;
 static upulsar_client_t *client;
 
 static void setup(void)
 {
-    upulsar_tb_opts_t o;
-    upulsar_tb_opts_init(&o);
-    cr_assert_eq(upulsar_tb_start(&o, &tb), UPULSAR_OK);
-    upulsar_conf_t *conf = upulsar_conf_new();
-    cr_assert_eq(upulsar_conf_set(conf, "service.url", upulsar_tb_url(tb), NULL, 0),
-                 UPULSAR_CONF_OK);
-    cr_assert_eq(upulsar_conf_set(conf, "backoff.initial.ms", "10", NULL, 0), UPULSAR_CONF_OK);
-    cr_assert_eq(upulsar_conf_set(conf, "backoff.max.ms", "20", NULL, 0), UPULSAR_CONF_OK);
-    cr_assert_eq(upulsar_client_new(conf, &client), UPULSAR_OK, "%s", upulsar_last_error());
-    upulsar_conf_destroy(conf);
+    const char *kv[] = {"backoff.initial.ms", "10", "backoff.max.ms", "20", NULL};
+    ft_start_broker_and_plain_client(&tb, &client, kv);
 }
 
-static void teardown(void)
-{
-    upulsar_client_destroy(client);
-    upulsar_tb_stop(tb);
-}
+static void teardown(void) { ft_stop_client_and_broker(tb, client); }
 
 TestSuite(features_access, .init = setup, .fini = teardown, .timeout = 60);
 
@@ -119,31 +106,32 @@ static void recreate_refused(const char *mode, const char *topic, int err, int n
     upulsar_producer_stop(p, 5000);
 }
 
-Test(features_access, exclusive_busy_on_recreation_is_terminal)
+/* recreate_refused() with 3 refusals: the message sent meanwhile ends
+ * with @p want, and @p want_left of the refusals are left unused. */
+static void expect_recreation(const char *mode, const char *topic, int err, upulsar_err_t want,
+                              int want_left)
 {
     upulsar_err_t e;
     int left;
-    recreate_refused("exclusive", "ex-busy", SE_BUSY, 3, &e, &left);
-    cr_assert_eq(e, UPULSAR_ERR_PRODUCER_BUSY, "got %s", upulsar_err_name(e));
-    cr_assert_eq(left, 2, "retried: %d refusals left of 3", left);
+    recreate_refused(mode, topic, err, 3, &e, &left);
+    cr_assert_eq(e, want, "got %s", upulsar_err_name(e));
+    cr_assert_eq(left, want_left, "retried: %d refusals left of 3", left);
+}
+
+Test(features_access, exclusive_busy_on_recreation_is_terminal)
+{
+    expect_recreation("exclusive", "ex-busy", SE_BUSY, UPULSAR_ERR_PRODUCER_BUSY, 2);
 }
 
 Test(features_access, fenced_on_recreation_is_terminal)
 {
-    upulsar_err_t e;
-    int left;
-    recreate_refused("exclusive_with_fencing", "fenced", SE_FENCED, 3, &e, &left);
-    cr_assert_eq(e, UPULSAR_ERR_PRODUCER_FENCED, "got %s", upulsar_err_name(e));
-    cr_assert_eq(left, 2, "retried: %d refusals left of 3", left);
+    expect_recreation("exclusive_with_fencing", "fenced", SE_FENCED, UPULSAR_ERR_PRODUCER_FENCED,
+                      2);
 }
 
 Test(features_access, shared_busy_on_recreation_is_retried)
 {
-    upulsar_err_t e;
-    int left;
-    recreate_refused("shared", "sh-busy", SE_BUSY, 3, &e, &left);
-    cr_assert_eq(e, UPULSAR_OK, "got %s", upulsar_err_name(e));
-    cr_assert_eq(left, 0);
+    expect_recreation("shared", "sh-busy", SE_BUSY, UPULSAR_OK, 0);
 }
 
 /* ---- against the test broker's access-mode semantics ---- */

@@ -6,29 +6,13 @@
 #include <string.h>
 
 #include "batch.h"
-#include "upulsar/testbroker.h"
-#include "upulsar/upulsar.h"
+#include "fault_common.h"
 
 static upulsar_tb_t *tb;
 static upulsar_client_t *client;
 
-static void setup(void)
-{
-    upulsar_tb_opts_t o;
-    upulsar_tb_opts_init(&o);
-    cr_assert_eq(upulsar_tb_start(&o, &tb), UPULSAR_OK);
-    upulsar_conf_t *conf = upulsar_conf_new();
-    cr_assert_eq(upulsar_conf_set(conf, "service.url", upulsar_tb_url(tb), NULL, 0),
-                 UPULSAR_CONF_OK);
-    cr_assert_eq(upulsar_client_new(conf, &client), UPULSAR_OK, "%s", upulsar_last_error());
-    upulsar_conf_destroy(conf);
-}
-
-static void teardown(void)
-{
-    upulsar_client_destroy(client);
-    upulsar_tb_stop(tb);
-}
+static void setup(void) { ft_start_broker_and_plain_client(&tb, &client, NULL); }
+static void teardown(void) { ft_stop_client_and_broker(tb, client); }
 
 TestSuite(features_codecs, .init = setup, .fini = teardown, .timeout = 60);
 

@@ -6,29 +6,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "upulsar/testbroker.h"
-#include "upulsar/upulsar.h"
+#include "fault_common.h"
 
 static upulsar_tb_t *tb;
 static upulsar_client_t *client;
 
-static void setup(void)
-{
-    upulsar_tb_opts_t o;
-    upulsar_tb_opts_init(&o);
-    cr_assert_eq(upulsar_tb_start(&o, &tb), UPULSAR_OK);
-    upulsar_conf_t *conf = upulsar_conf_new();
-    cr_assert_eq(upulsar_conf_set(conf, "service.url", upulsar_tb_url(tb), NULL, 0),
-                 UPULSAR_CONF_OK);
-    cr_assert_eq(upulsar_client_new(conf, &client), UPULSAR_OK, "%s", upulsar_last_error());
-    upulsar_conf_destroy(conf);
-}
-
-static void teardown(void)
-{
-    upulsar_client_destroy(client);
-    upulsar_tb_stop(tb);
-}
+static void setup(void) { ft_start_broker_and_plain_client(&tb, &client, NULL); }
+static void teardown(void) { ft_stop_client_and_broker(tb, client); }
 
 TestSuite(features_keybatch, .init = setup, .fini = teardown, .timeout = 60);
 
@@ -39,15 +23,9 @@ enum { N = 3000 };
  * holding more than one key. */
 static int run_keys(const char *topic, const char *type, int nkeys, const char *inflight)
 {
-    upulsar_conf_t *conf = upulsar_conf_new();
-    cr_assert_eq(upulsar_conf_set(conf, "max.inflight.batches", inflight, NULL, 0),
-                 UPULSAR_CONF_OK);
-    cr_assert_eq(upulsar_conf_set(conf, "batching.type", type, NULL, 0), UPULSAR_CONF_OK);
-    cr_assert_eq(upulsar_conf_set(conf, "batch.max.messages", "100", NULL, 0), UPULSAR_CONF_OK);
-    cr_assert_eq(upulsar_conf_set(conf, "batch.max.delay.ms", "5", NULL, 0), UPULSAR_CONF_OK);
-    upulsar_producer_t *p;
-    cr_assert_eq(upulsar_producer_start(client, NULL, topic, 0, conf, &p), UPULSAR_OK);
-    upulsar_conf_destroy(conf);
+    const char *kv[] = {"max.inflight.batches", inflight, "batching.type", type,
+                        "batch.max.messages", "100", "batch.max.delay.ms", "5", NULL};
+    upulsar_producer_t *p = ft_producer(client, NULL, topic, 0, kv);
     static upulsar_future_t *f[N];
     for (int i = 0; i < N; i++) {
         char key[8], pl[16];

@@ -7,49 +7,31 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "upulsar/testbroker.h"
-#include "upulsar/upulsar.h"
+#include "fault_common.h"
 
 static upulsar_tb_t *tb;
 
-static void setup(void)
-{
-    upulsar_tb_opts_t o;
-    upulsar_tb_opts_init(&o);
-    cr_assert_eq(upulsar_tb_start(&o, &tb), UPULSAR_OK);
-}
-
+static void setup(void) { tb = ft_broker(); }
 static void teardown(void) { upulsar_tb_stop(tb); }
 
 TestSuite(features_limits, .init = setup, .fini = teardown, .timeout = 60);
 
+/* A client of tb with the library's defaults and @p k = @p v (k NULL:
+ * nothing more). */
 static upulsar_client_t *client_with(const char *k, const char *v)
 {
-    upulsar_conf_t *conf = upulsar_conf_new();
-    cr_assert_eq(upulsar_conf_set(conf, "service.url", upulsar_tb_url(tb), NULL, 0),
-                 UPULSAR_CONF_OK);
-    if (k)
-        cr_assert_eq(upulsar_conf_set(conf, k, v, NULL, 0), UPULSAR_CONF_OK);
-    upulsar_client_t *c;
-    cr_assert_eq(upulsar_client_new(conf, &c), UPULSAR_OK, "%s", upulsar_last_error());
-    upulsar_conf_destroy(conf);
-    return c;
+    const char *kv[] = {k, v, NULL};
+    return ft_plain_client(tb, kv);
 }
 
+/* A producer on @p topic with @p k = @p v set (k NULL: nothing more),
+ * blocking on a full queue if @p block, without a send timeout. */
 static upulsar_producer_t *producer(upulsar_client_t *c, const char *topic, const char *k,
                                     const char *v, int block)
 {
-    upulsar_conf_t *conf = upulsar_conf_new();
-    if (k)
-        cr_assert_eq(upulsar_conf_set(conf, k, v, NULL, 0), UPULSAR_CONF_OK);
-    cr_assert_eq(upulsar_conf_set(conf, "block.if.queue.full", block ? "true" : "false", NULL, 0),
-                 UPULSAR_CONF_OK);
-    cr_assert_eq(upulsar_conf_set(conf, "send.timeout.ms", "0", NULL, 0), UPULSAR_CONF_OK);
-    upulsar_producer_t *p;
-    cr_assert_eq(upulsar_producer_start(c, NULL, topic, 0, conf, &p), UPULSAR_OK, "%s",
-                 upulsar_last_error());
-    upulsar_conf_destroy(conf);
-    return p;
+    const char *kv[] = {"block.if.queue.full", block ? "true" : "false", "send.timeout.ms", "0",
+                        k, v, NULL};
+    return ft_producer(c, NULL, topic, 0, kv);
 }
 
 /* Fill up to the limit with receipts held, check the next send is refused,

@@ -5,45 +5,23 @@
 #include <string.h>
 #include <time.h>
 
-#include "upulsar/testbroker.h"
-#include "upulsar/upulsar.h"
+#include "fault_common.h"
 
 static upulsar_tb_t *tb;
 static upulsar_client_t *client;
 
-static void setup(void)
-{
-    upulsar_tb_opts_t o;
-    upulsar_tb_opts_init(&o);
-    cr_assert_eq(upulsar_tb_start(&o, &tb), UPULSAR_OK);
-    upulsar_conf_t *conf = upulsar_conf_new();
-    cr_assert_eq(upulsar_conf_set(conf, "service.url", upulsar_tb_url(tb), NULL, 0),
-                 UPULSAR_CONF_OK);
-    cr_assert_eq(upulsar_client_new(conf, &client), UPULSAR_OK, "%s", upulsar_last_error());
-    upulsar_conf_destroy(conf);
-}
-
-static void teardown(void)
-{
-    upulsar_client_destroy(client);
-    upulsar_tb_stop(tb);
-}
+static void setup(void) { ft_start_broker_and_plain_client(&tb, &client, NULL); }
+static void teardown(void) { ft_stop_client_and_broker(tb, client); }
 
 TestSuite(features_msgopts, .init = setup, .fini = teardown, .timeout = 60);
 
+/* A producer on @p topic with @p k = @p v set (k NULL: nothing more). */
 static upulsar_producer_t *start(const char *topic, const char *k, const char *v)
 {
-    upulsar_conf_t *conf = upulsar_conf_new();
     /* a long window, so that plain messages around a delayed one would
      * share its batch if it were batched */
-    cr_assert_eq(upulsar_conf_set(conf, "batch.max.delay.ms", "50", NULL, 0), UPULSAR_CONF_OK);
-    if (k)
-        cr_assert_eq(upulsar_conf_set(conf, k, v, NULL, 0), UPULSAR_CONF_OK);
-    upulsar_producer_t *p;
-    cr_assert_eq(upulsar_producer_start(client, "mo", topic, 0, conf, &p), UPULSAR_OK, "%s",
-                 upulsar_last_error());
-    upulsar_conf_destroy(conf);
-    return p;
+    const char *kv[] = {"batch.max.delay.ms", "50", k, v, NULL};
+    return ft_producer(client, "mo", topic, 0, kv);
 }
 
 static upulsar_err_t send_wait(upulsar_producer_t *p, const char *payload,

@@ -11,29 +11,13 @@
 #include <string.h>
 #include <time.h>
 
-#include "upulsar/testbroker.h"
-#include "upulsar/upulsar.h"
+#include "fault_common.h"
 
 static upulsar_tb_t *tb;
 static upulsar_client_t *client;
 
-static void setup(void)
-{
-    upulsar_tb_opts_t o;
-    upulsar_tb_opts_init(&o);
-    cr_assert_eq(upulsar_tb_start(&o, &tb), UPULSAR_OK);
-    upulsar_conf_t *conf = upulsar_conf_new();
-    cr_assert_eq(upulsar_conf_set(conf, "service.url", upulsar_tb_url(tb), NULL, 0),
-                 UPULSAR_CONF_OK);
-    cr_assert_eq(upulsar_client_new(conf, &client), UPULSAR_OK, "%s", upulsar_last_error());
-    upulsar_conf_destroy(conf);
-}
-
-static void teardown(void)
-{
-    upulsar_client_destroy(client);
-    upulsar_tb_stop(tb);
-}
+static void setup(void) { ft_start_broker_and_plain_client(&tb, &client, NULL); }
+static void teardown(void) { ft_stop_client_and_broker(tb, client); }
 
 TestSuite(features_partitions, .init = setup, .fini = teardown, .timeout = 120);
 
@@ -85,14 +69,10 @@ static void *sender(void *a)
 Test(features_partitions, grow_from_4_to_8_mid_stream)
 {
     cr_assert_eq(upulsar_tb_set_partitions(tb, "grow", 4), UPULSAR_OK);
-    upulsar_conf_t *conf = upulsar_conf_new();
-    cr_assert_eq(upulsar_conf_set(conf, "partitions.update.interval.ms", "50", NULL, 0),
-                 UPULSAR_CONF_OK);
     static run_t r;
     memset(&r, 0, sizeof r);
-    cr_assert_eq(upulsar_producer_start(client, "gp", "grow", 0, conf, &r.p), UPULSAR_OK, "%s",
-                 upulsar_last_error());
-    upulsar_conf_destroy(conf);
+    const char *kv[] = {"partitions.update.interval.ms", "50", NULL};
+    r.p = ft_producer(client, "gp", "grow", 0, kv);
     cr_assert_eq(upulsar_producer_partitions(r.p), 4);
     atomic_store(&r.stop_after, 2000);
     pthread_t th;
@@ -184,12 +164,8 @@ Test(features_partitions, grow_from_4_to_8_mid_stream)
 Test(features_partitions, shrinking_is_refused)
 {
     cr_assert_eq(upulsar_tb_set_partitions(tb, "shrink", 4), UPULSAR_OK);
-    upulsar_conf_t *conf = upulsar_conf_new();
-    cr_assert_eq(upulsar_conf_set(conf, "partitions.update.interval.ms", "20", NULL, 0),
-                 UPULSAR_CONF_OK);
-    upulsar_producer_t *p;
-    cr_assert_eq(upulsar_producer_start(client, NULL, "shrink", 0, conf, &p), UPULSAR_OK);
-    upulsar_conf_destroy(conf);
+    const char *kv[] = {"partitions.update.interval.ms", "20", NULL};
+    upulsar_producer_t *p = ft_producer(client, NULL, "shrink", 0, kv);
     cr_assert_eq(upulsar_tb_set_partitions(tb, "shrink", 2), UPULSAR_OK);
     /* ten poll intervals at the smaller count (the poll refuses it: logged) */
     for (int i = 0; i < 10; i++) {
@@ -222,12 +198,8 @@ Test(features_partitions, shrinking_is_refused)
 Test(features_partitions, lazy_start_creates_a_partition_producer_on_first_send)
 {
     cr_assert_eq(upulsar_tb_set_partitions(tb, "lazy", 4), UPULSAR_OK);
-    upulsar_conf_t *conf = upulsar_conf_new();
-    cr_assert_eq(upulsar_conf_set(conf, "lazy.start.partitions", "true", NULL, 0),
-                 UPULSAR_CONF_OK);
-    upulsar_producer_t *p;
-    cr_assert_eq(upulsar_producer_start(client, NULL, "lazy", 0, conf, &p), UPULSAR_OK);
-    upulsar_conf_destroy(conf);
+    const char *kv[] = {"lazy.start.partitions", "true", NULL};
+    upulsar_producer_t *p = ft_producer(client, NULL, "lazy", 0, kv);
     for (int part = 0; part < 4; part++) {
         char t[64];
         snprintf(t, sizeof t, "lazy-partition-%d", part);
