@@ -70,11 +70,7 @@ Test(fault_drop, repeated_drops_lose_and_duplicate_nothing, .timeout = 120)
     upulsar_tb_t *tb = ft_broker();
     upulsar_client_t *client = ft_client(tb, NULL);
     const char *kv[] = {"queue.buffer.bytes", "262144", NULL};
-    upulsar_conf_t *conf = ft_conf(kv);
-    upulsar_producer_t *p;
-    cr_assert_eq(upulsar_producer_start(client, "fd", "drops", PARTS, conf, &p), UPULSAR_OK,
-                 "%s", upulsar_last_error());
-    upulsar_conf_destroy(conf);
+    upulsar_producer_t *p = ft_producer(client, "fd", "drops", PARTS, kv);
     ft_run_t *run = ft_run_new(p, THREADS, PER_THREAD, 0);
     dropper_t d = {.tb = tb, .p = p, .run = run, .base = ft_resolved_so_far()};
     ft_run_allow(run, 2 * DROP_EVERY);
@@ -90,18 +86,12 @@ Test(fault_drop, repeated_drops_lose_and_duplicate_nothing, .timeout = 120)
     atomic_store(&d.done, 1);
     pthread_join(dt, NULL);
     cr_assert(ft_wait_for(ft_cbs_done, run));
-    cr_assert(ft_wait_for(ft_all_ready, p));
-    upulsar_producer_info_t pi[PARTS];
-    size_t np = 0;
-    cr_assert_eq(upulsar_producer_list(p, pi, PARTS, &np), UPULSAR_OK);
-    for (size_t i = 0; i < np; i++)
-        cr_assert_geq(pi[i].reconnects, 1, "%s never re-created", pi[i].name);
+    ft_assert_every_producer_recreated(p);
     uint64_t reconnects = ft_reconnects(p);
     ft_stats_t stats = ft_stats(p);
-    cr_assert_eq(upulsar_producer_stop(p, 10000), UPULSAR_OK);
 
     ft_check_opts_t o = {.topic = "drops", .partitions = PARTS};
-    ft_check_res_t res = ft_check(tb, run, &o);
+    ft_check_res_t res = ft_stop_and_check(tb, run, &o);
     cr_log_info("drops %d, reconnects %llu, ids unknown after dedup %zu", d.drops,
                 (unsigned long long)reconnects, res.unknown_ids);
     cr_assert_eq(res.ok, (size_t)TOTAL, "failed futures: %zu", res.failed);
@@ -111,6 +101,5 @@ Test(fault_drop, repeated_drops_lose_and_duplicate_nothing, .timeout = 120)
     cr_assert_eq(d.tries, TOTAL / DROP_EVERY - 1, "the faults did not happen");
     cr_assert_geq(d.drops, d.tries / 2, "drops found no connection");
     ft_run_free(run);
-    upulsar_client_destroy(client);
-    upulsar_tb_stop(tb);
+    ft_stop_client_and_broker(tb, client);
 }

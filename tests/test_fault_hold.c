@@ -8,41 +8,27 @@ enum { THREADS = 2, TOTAL = 20000 / FT_SCALE, PER_THREAD = TOTAL / THREADS, PART
 static upulsar_tb_t *tb;
 static upulsar_client_t *client;
 
-static void setup(void)
-{
-    tb = ft_broker();
-    client = ft_client(tb, NULL);
-}
-
-static void teardown(void)
-{
-    upulsar_client_destroy(client);
-    upulsar_tb_stop(tb);
-}
+static void setup(void) { ft_start_broker_and_client(&tb, &client, NULL); }
+static void teardown(void) { ft_stop_client_and_broker(tb, client); }
 
 TestSuite(fault_hold, .init = setup, .fini = teardown, .timeout = 60);
 
-typedef struct {
-    upulsar_tb_t *tb;
-    uint64_t n;
-} stored_t;
-
-static int all_stored(void *a)
+/* Withhold every receipt, send TOTAL messages from THREADS threads over
+ * PARTS partitions of @p topic and wait until the broker has stored all of
+ * them: every message was accepted, not one future has resolved. */
+static ft_run_t *send_all_with_receipts_held(const char *name, const char *topic)
 {
-    stored_t *s = a;
-    upulsar_tb_stats_t st;
-    upulsar_tb_stats(s->tb, &st);
-    return st.messages >= s->n;
-}
-
-static size_t resolved(ft_run_t *r)
-{
-    size_t n = 0;
-    for (size_t k = 0; k < (size_t)r->threads * (size_t)r->per_thread; k++)
-        if (r->msgs[k].send_err == UPULSAR_OK &&
-            upulsar_future_poll(r->msgs[k].f, NULL) != UPULSAR_ERR__PENDING)
-            n++;
-    return n;
+    cr_assert_eq(upulsar_tb_hold_receipts(tb, NULL), UPULSAR_OK);
+    upulsar_producer_t *p = ft_producer(client, name, topic, PARTS, NULL);
+    ft_run_t *run = ft_run_new(p, THREADS, PER_THREAD, 2);
+    ft_run_start(run);
+    ft_run_join(run);
+    cr_assert_eq(atomic_load(&run->sent), (uint64_t)TOTAL);
+    upulsar_producer_flush(p, 0); /* push the open batches out now */
+    ft_stored_t s = {tb, NULL, TOTAL};
+    cr_assert(ft_wait_for(ft_stored_at_least, &s), "the broker did not store everything");
+    cr_assert_eq(ft_resolved(run), 0, "futures resolved while their receipts were withheld");
+    return run;
 }
 
 /* Scenario:
@@ -55,25 +41,13 @@ static size_t resolved(ft_run_t *r)
  *     unknown id: nothing was resent), and the log check passes. */
 Test(fault_hold, released_receipts_resolve_every_future_with_its_real_id)
 {
-    cr_assert_eq(upulsar_tb_hold_receipts(tb, NULL), UPULSAR_OK);
-    upulsar_producer_t *p;
-    cr_assert_eq(upulsar_producer_start(client, "fh", "held", PARTS, NULL, &p), UPULSAR_OK, "%s",
-                 upulsar_last_error());
-    ft_run_t *run = ft_run_new(p, THREADS, PER_THREAD, 2);
-    ft_run_start(run);
-    ft_run_join(run);
-    cr_assert_eq(atomic_load(&run->sent), (uint64_t)TOTAL);
-    upulsar_producer_flush(p, 0); /* push the open batches out now */
-    stored_t s = {tb, TOTAL};
-    cr_assert(ft_wait_for(all_stored, &s), "the broker did not store everything");
-    cr_assert_eq(resolved(run), 0, "futures resolved while their receipts were withheld");
+    ft_run_t *run = send_all_with_receipts_held("fh", "held");
     cr_assert_gt(upulsar_tb_queued_receipts(tb), 0);
     cr_assert_eq(upulsar_tb_release_receipts(tb, NULL), UPULSAR_OK);
     cr_assert_eq(ft_collect(run), 0, "futures left pending");
     cr_assert(ft_wait_for(ft_cbs_done, run));
-    cr_assert_eq(upulsar_producer_stop(p, 10000), UPULSAR_OK);
     ft_check_opts_t o = {.topic = "held", .partitions = PARTS};
-    ft_check_res_t res = ft_check(tb, run, &o);
+    ft_check_res_t res = ft_stop_and_check(tb, run, &o);
     cr_assert_eq(res.ok, (size_t)TOTAL);
     cr_assert_eq(res.unknown_ids, 0, "positions lost without a reconnect");
     ft_run_free(run);
@@ -92,17 +66,8 @@ Test(fault_hold, released_receipts_resolve_every_future_with_its_real_id)
  *     de-duplicated SENDs. */
 Test(fault_hold, receipts_lost_with_the_connection_resolve_as_deduplicated)
 {
-    cr_assert_eq(upulsar_tb_hold_receipts(tb, NULL), UPULSAR_OK);
-    upulsar_producer_t *p;
-    cr_assert_eq(upulsar_producer_start(client, "fl", "lost", PARTS, NULL, &p), UPULSAR_OK, "%s",
-                 upulsar_last_error());
-    ft_run_t *run = ft_run_new(p, THREADS, PER_THREAD, 2);
-    ft_run_start(run);
-    ft_run_join(run);
-    upulsar_producer_flush(p, 0);
-    stored_t s = {tb, TOTAL};
-    cr_assert(ft_wait_for(all_stored, &s), "the broker did not store everything");
-    cr_assert_eq(resolved(run), 0);
+    ft_run_t *run = send_all_with_receipts_held("fl", "lost");
+    upulsar_producer_t *p = run->p;
     cr_assert_gt(upulsar_tb_drop_connections(tb, NULL), 0);
     cr_assert_eq(upulsar_tb_release_receipts(tb, NULL), UPULSAR_OK);
     cr_assert_eq(ft_collect(run), 0, "futures left pending");
@@ -110,9 +75,8 @@ Test(fault_hold, receipts_lost_with_the_connection_resolve_as_deduplicated)
     ft_stats_t stats = ft_stats(p);
     cr_assert_eq(stats.unknown_ids, (uint64_t)TOTAL);
     cr_assert_gt(stats.resent_batches, 0);
-    cr_assert_eq(upulsar_producer_stop(p, 10000), UPULSAR_OK);
     ft_check_opts_t o = {.topic = "lost", .partitions = PARTS};
-    ft_check_res_t res = ft_check(tb, run, &o);
+    ft_check_res_t res = ft_stop_and_check(tb, run, &o);
     cr_assert_eq(res.ok, (size_t)TOTAL);
     cr_assert_eq(res.unknown_ids, (size_t)TOTAL);
     uint64_t dups = 0;

@@ -58,21 +58,11 @@ Test(fault_intensity, exceeding_restart_intensity_fails_only_that_group, .timeou
     upulsar_client_t *client = ft_client(tb, NULL);
     const char *kv[] = {"restart.intensity", "3", "restart.period.ms", "60000",
                         "queue.buffer.bytes", "262144", NULL};
-    upulsar_conf_t *conf = ft_conf(kv);
-    upulsar_producer_t *p;
-    cr_assert_eq(upulsar_producer_start(client, "fi", "intense", PARTS, conf, &p), UPULSAR_OK,
-                 "%s", upulsar_last_error());
-    upulsar_conf_destroy(conf);
+    upulsar_producer_t *p = ft_producer(client, "fi", "intense", PARTS, kv);
     ft_run_t *run = ft_run_new(p, THREADS, PER_THREAD, 1);
     trigger_t tg = {.tb = tb, .run = run};
     ft_run_allow(run, TOTAL / 2); /* the rest after the fault */
-    pthread_t tt;
-    pthread_create(&tt, NULL, trigger, &tg);
-    ft_run_start(run);
-    ft_run_join(run);
-    cr_assert_eq(ft_collect(run), 0, "futures left pending");
-    atomic_store(&tg.done, 1);
-    pthread_join(tt, NULL);
+    ft_run_with_fault_thread(run, trigger, &tg, &tg.done);
     cr_assert(tg.fired, "the fault did not happen");
     cr_assert(ft_wait_for(group2_failed, p));
     cr_assert(ft_wait_for(ft_cbs_done, run));
@@ -96,10 +86,7 @@ Test(fault_intensity, exceeding_restart_intensity_fails_only_that_group, .timeou
                      "%s: %s", key, upulsar_err_name(e));
     }
     int part_of[64];
-    for (int i = 0; i < 64; i++) {
-        snprintf(key, sizeof key, "k%d", i);
-        part_of[i] = upulsar_producer_partition_for_key(p, key);
-    }
+    ft_partitions_of_keys(p, part_of);
     upulsar_producer_stop(p, 10000);
 
     ft_check_opts_t o = {.topic = "intense", .partitions = PARTS, .late_allowed = 1};
@@ -128,6 +115,5 @@ Test(fault_intensity, exceeding_restart_intensity_fails_only_that_group, .timeou
     cr_log_info("partition 2: %zu messages failed", bad);
     cr_assert_eq(res.ok + res.failed + atomic_load(&run->refused), (size_t)TOTAL);
     ft_run_free(run);
-    upulsar_client_destroy(client);
-    upulsar_tb_stop(tb);
+    ft_stop_client_and_broker(tb, client);
 }

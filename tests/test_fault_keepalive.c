@@ -10,30 +10,14 @@ static upulsar_client_t *client;
 
 static void setup(void)
 {
-    tb = ft_broker();
     /* ping every 50 ms; a connection silent for two intervals is dead */
     const char *kv[] = {"keepalive.interval.ms", "50", "connection.timeout.ms", "500", NULL};
-    client = ft_client(tb, kv);
+    ft_start_broker_and_client(&tb, &client, kv);
 }
 
-static void teardown(void)
-{
-    upulsar_client_destroy(client);
-    upulsar_tb_stop(tb);
-}
+static void teardown(void) { ft_stop_client_and_broker(tb, client); }
 
 TestSuite(fault_keepalive, .init = setup, .fini = teardown, .timeout = 60);
-
-typedef struct {
-    upulsar_producer_t *p;
-    uint64_t above;
-} reconn_t;
-
-static int reconnected(void *a)
-{
-    reconn_t *r = a;
-    return ft_reconnects(r->p) > r->above;
-}
 
 /* Scenario:
  *  1. A producer over 2 partitions sends 10,000 messages while the broker
@@ -47,56 +31,28 @@ static int reconnected(void *a)
 Test(fault_keepalive, unanswered_pings_make_the_client_reconnect)
 {
     enum { N = 20000 / FT_SCALE };
-    upulsar_producer_t *p;
-    cr_assert_eq(upulsar_producer_start(client, "ka", "pings", PARTS, NULL, &p), UPULSAR_OK,
-                 "%s", upulsar_last_error());
+    upulsar_producer_t *p = ft_producer(client, "ka", "pings", PARTS, NULL);
     ft_run_t *run = ft_run_new(p, 1, N, 0);
     run->per_thread = N / 2; /* first half */
     ft_run_start(run);
     ft_run_join(run);
     cr_assert_eq(upulsar_producer_flush(p, FT_WAIT_MS), UPULSAR_OK);
-    reconn_t rc = {p, ft_reconnects(p)};
-    cr_assert_eq(rc.above, 0);
+    cr_assert_eq(ft_reconnects(p), 0);
+    ft_reconnects_wait_t rc = {p, 1};
     cr_assert_eq(upulsar_tb_ignore_pings(tb, 1), UPULSAR_OK);
-    cr_assert(ft_wait_for(reconnected, &rc), "the silent connection was not declared dead");
+    cr_assert(ft_wait_for(ft_reconnects_at_least, &rc),
+              "the silent connection was not declared dead");
     cr_assert_eq(upulsar_tb_ignore_pings(tb, 0), UPULSAR_OK);
     cr_assert(ft_wait_for(ft_all_ready, p));
     /* second half: the sender continues where the first stopped */
     run->per_thread = N;
-    for (int i = N / 2; i < N; i++) {
-        ft_msg_t *m = ft_msg(run, 0, i);
-        char payload[64];
-        memset(payload, 'x', run->payload_len);
-        int n = snprintf(payload, sizeof payload, "0:%d:", i);
-        payload[n] = 'x';
-        upulsar_send_opts_t o = {.cb = ft_cb, .opaque = m};
-        upulsar_err_t err;
-        while ((err = upulsar_send(p, payload, run->payload_len, &o, &m->f)) ==
-               UPULSAR_ERR__QUEUE_FULL)
-            sched_yield();
-        m->send_err = err;
-        cr_assert_eq(err, UPULSAR_OK);
-    }
+    ft_send_range(run, N / 2, N, 1);
     cr_assert_eq(ft_collect(run), 0);
     cr_assert(ft_wait_for(ft_cbs_done, run));
-    cr_assert_eq(upulsar_producer_stop(p, 10000), UPULSAR_OK);
     ft_check_opts_t o = {.topic = "pings", .partitions = PARTS};
-    ft_check_res_t res = ft_check(tb, run, &o);
+    ft_check_res_t res = ft_stop_and_check(tb, run, &o);
     cr_assert_eq(res.ok, (size_t)N);
     ft_run_free(run);
-}
-
-typedef struct {
-    upulsar_tb_t *tb;
-    uint64_t stored;
-} stored_t;
-
-static int stored_at_least(void *a)
-{
-    stored_t *s = a;
-    upulsar_tb_stats_t st;
-    upulsar_tb_stats(s->tb, &st);
-    return st.messages >= s->stored;
 }
 
 /* Scenario:
@@ -117,30 +73,26 @@ Test(fault_keepalive, hung_broker_is_detected_and_nothing_is_lost)
 {
     enum { N = 40000 / FT_SCALE };
     const char *kv[] = {"queue.buffer.bytes", "262144", NULL};
-    upulsar_conf_t *conf = ft_conf(kv);
-    upulsar_producer_t *p;
-    cr_assert_eq(upulsar_producer_start(client, "kf", "frozen", PARTS, conf, &p), UPULSAR_OK,
-                 "%s", upulsar_last_error());
-    upulsar_conf_destroy(conf);
+    upulsar_producer_t *p = ft_producer(client, "kf", "frozen", PARTS, kv);
     ft_run_t *run = ft_run_new(p, 1, N, 0);
     ft_run_allow(run, N / 2); /* the rest once the broker hangs */
     ft_run_start(run);
-    stored_t s = {tb, N / 4};
-    cr_assert(ft_wait_for(stored_at_least, &s));
+    ft_stored_t s = {tb, NULL, N / 4};
+    cr_assert(ft_wait_for(ft_stored_at_least, &s));
     cr_assert_eq(upulsar_tb_freeze(tb, 1), UPULSAR_OK);
     ft_run_allow(run, N);
-    reconn_t rc = {p, ft_reconnects(p)};
-    cr_assert(ft_wait_for(reconnected, &rc), "the hung connection was not declared dead");
-    rc.above += 2 * PARTS; /* and a few attempts that time out */
-    cr_assert(ft_wait_for(reconnected, &rc));
+    ft_reconnects_wait_t rc = {p, ft_reconnects(p) + 1};
+    cr_assert(ft_wait_for(ft_reconnects_at_least, &rc),
+              "the hung connection was not declared dead");
+    rc.n += 2 * PARTS; /* and a few attempts that time out */
+    cr_assert(ft_wait_for(ft_reconnects_at_least, &rc));
     cr_assert_eq(upulsar_tb_freeze(tb, 0), UPULSAR_OK);
     ft_run_join(run);
     cr_assert_eq(atomic_load(&run->refused), 0, "%s", upulsar_last_error());
     cr_assert_eq(ft_collect(run), 0);
     cr_assert(ft_wait_for(ft_cbs_done, run));
-    cr_assert_eq(upulsar_producer_stop(p, 10000), UPULSAR_OK);
     ft_check_opts_t o = {.topic = "frozen", .partitions = PARTS};
-    ft_check_res_t res = ft_check(tb, run, &o);
+    ft_check_res_t res = ft_stop_and_check(tb, run, &o);
     cr_assert_eq(res.ok, (size_t)N);
     ft_run_free(run);
 }

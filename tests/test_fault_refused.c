@@ -20,52 +20,24 @@
 
 enum { TOTAL = 20000 / FT_SCALE };
 
-typedef struct {
-    upulsar_producer_t *p;
-    uint64_t n;
-} attempts_t;
-
-static int attempts_reached(void *a)
-{
-    attempts_t *at = a;
-    return ft_reconnects(at->p) >= at->n;
-}
-
-typedef struct {
-    upulsar_tb_t *tb;
-    uint64_t stored;
-} stored_t;
-
-static int stored_at_least(void *a)
-{
-    stored_t *s = a;
-    upulsar_tb_topic_stats_t st;
-    upulsar_tb_topic_stats(s->tb, "refused", &st);
-    return st.messages >= s->stored;
-}
-
 Test(fault_refused, refused_recreation_is_retried_with_backoff, .timeout = 60)
 {
     upulsar_tb_t *tb = ft_broker();
     const char *ckv[] = {"backoff.initial.ms", "50", "backoff.max.ms", "10000", NULL};
     upulsar_client_t *client = ft_client(tb, ckv);
     const char *kv[] = {"queue.buffer.bytes", "262144", NULL};
-    upulsar_conf_t *conf = ft_conf(kv);
-    upulsar_producer_t *p;
-    cr_assert_eq(upulsar_producer_start(client, "rf", "refused", 0, conf, &p), UPULSAR_OK, "%s",
-                 upulsar_last_error());
-    upulsar_conf_destroy(conf);
+    upulsar_producer_t *p = ft_producer(client, "rf", "refused", 0, kv);
     ft_run_t *run = ft_run_new(p, 1, TOTAL, 0);
     ft_run_allow(run, TOTAL / 2); /* the rest once the fault is in place */
     ft_run_start(run);
-    stored_t s = {tb, TOTAL / 4};
-    cr_assert(ft_wait_for(stored_at_least, &s));
+    ft_stored_t s = {tb, "refused", TOTAL / 4};
+    cr_assert(ft_wait_for(ft_stored_at_least, &s));
     cr_assert_eq(upulsar_tb_fail_producers(tb, "refused", 3, 6 /* ServiceNotReady */), UPULSAR_OK);
     uint64_t t0 = ft_now_ms();
     cr_assert_eq(upulsar_tb_unload_topic(tb, "refused"), 1);
     ft_run_allow(run, TOTAL);
-    attempts_t at = {p, 4};
-    cr_assert(ft_wait_for(attempts_reached, &at));
+    ft_reconnects_wait_t at = {p, 4};
+    cr_assert(ft_wait_for(ft_reconnects_at_least, &at));
     uint64_t t4 = ft_now_ms();
     cr_assert(ft_wait_for(ft_all_ready, p));
     ft_run_join(run);
@@ -74,13 +46,11 @@ Test(fault_refused, refused_recreation_is_retried_with_backoff, .timeout = 60)
     cr_assert_eq(ft_reconnects(p), 4, "attempts: %llu", (unsigned long long)ft_reconnects(p));
     cr_assert_geq(t4 - t0, 315, "4th attempt after %llu ms: no backoff between attempts",
                   (unsigned long long)(t4 - t0));
-    cr_assert_eq(upulsar_producer_stop(p, 10000), UPULSAR_OK);
     ft_check_opts_t o = {.topic = "refused"};
-    ft_check_res_t res = ft_check(tb, run, &o);
+    ft_check_res_t res = ft_stop_and_check(tb, run, &o);
     cr_assert_eq(res.ok, (size_t)TOTAL);
     ft_run_free(run);
-    upulsar_client_destroy(client);
-    upulsar_tb_stop(tb);
+    ft_stop_client_and_broker(tb, client);
 }
 
 /* Scenario (the backoff's mandatory stop, as in the official clients):
@@ -104,11 +74,7 @@ Test(fault_refused, backoff_leaves_a_last_attempt_before_the_send_timeout, .time
     const char *ckv[] = {"backoff.initial.ms", "2000", "backoff.max.ms", "60000", NULL};
     upulsar_client_t *client = ft_client(tb, ckv);
     const char *kv[] = {"send.timeout.ms", "5000", NULL};
-    upulsar_conf_t *conf = ft_conf(kv);
-    upulsar_producer_t *p;
-    cr_assert_eq(upulsar_producer_start(client, "ms", "laststop", 0, conf, &p), UPULSAR_OK, "%s",
-                 upulsar_last_error());
-    upulsar_conf_destroy(conf);
+    upulsar_producer_t *p = ft_producer(client, "ms", "laststop", 0, kv);
     cr_assert_eq(upulsar_tb_fail_producers(tb, "laststop", 1, 6 /* ServiceNotReady */),
                  UPULSAR_OK);
     cr_assert_gt(upulsar_tb_drop_connections(tb, NULL), 0);
@@ -121,11 +87,9 @@ Test(fault_refused, backoff_leaves_a_last_attempt_before_the_send_timeout, .time
         cr_assert_eq(ft_msg(run, 0, i)->err, UPULSAR_OK, "message %d: %s", i,
                      upulsar_err_name(ft_msg(run, 0, i)->err));
     cr_assert_eq(ft_reconnects(p), 2, "attempts: %llu", (unsigned long long)ft_reconnects(p));
-    cr_assert_eq(upulsar_producer_stop(p, 10000), UPULSAR_OK);
     ft_check_opts_t o = {.topic = "laststop"};
-    ft_check_res_t res = ft_check(tb, run, &o);
+    ft_check_res_t res = ft_stop_and_check(tb, run, &o);
     cr_assert_eq(res.ok, (size_t)N);
     ft_run_free(run);
-    upulsar_client_destroy(client);
-    upulsar_tb_stop(tb);
+    ft_stop_client_and_broker(tb, client);
 }

@@ -55,35 +55,19 @@ Test(fault_restart, restarts_mid_stream_lose_and_duplicate_nothing, .timeout = 1
     upulsar_tb_t *tb = ft_broker();
     upulsar_client_t *client = ft_client(tb, NULL);
     const char *kv[] = {"queue.buffer.bytes", "262144", NULL};
-    upulsar_conf_t *conf = ft_conf(kv);
-    upulsar_producer_t *p;
-    cr_assert_eq(upulsar_producer_start(client, "fr", "restarts", PARTS, conf, &p), UPULSAR_OK,
-                 "%s", upulsar_last_error());
-    upulsar_conf_destroy(conf);
+    upulsar_producer_t *p = ft_producer(client, "fr", "restarts", PARTS, kv);
     ft_run_t *run = ft_run_new(p, THREADS, PER_THREAD, 2);
     atomic_store(&run->limit, TOTAL / 4);
     restarter_t rs = {.tb = tb, .run = run};
-    pthread_t rt;
-    pthread_create(&rt, NULL, restarter, &rs);
-    ft_run_start(run);
-    ft_run_join(run);
+    ft_run_with_fault_thread(run, restarter, &rs, &rs.done);
     cr_assert_eq(atomic_load(&run->refused), 0, "%s", upulsar_last_error());
-    cr_assert_eq(ft_collect(run), 0, "futures left pending");
-    atomic_store(&rs.done, 1);
-    pthread_join(rt, NULL);
     cr_assert_eq(rs.err, UPULSAR_OK, "restart failed");
     cr_assert(ft_wait_for(ft_cbs_done, run));
-    cr_assert(ft_wait_for(ft_all_ready, p));
-    upulsar_producer_info_t pi[PARTS];
-    size_t np = 0;
-    cr_assert_eq(upulsar_producer_list(p, pi, PARTS, &np), UPULSAR_OK);
-    for (size_t i = 0; i < np; i++)
-        cr_assert_geq(pi[i].reconnects, 1, "%s never re-created", pi[i].name);
+    ft_assert_every_producer_recreated(p);
     uint64_t reconnects = ft_reconnects(p);
-    cr_assert_eq(upulsar_producer_stop(p, 10000), UPULSAR_OK);
 
     ft_check_opts_t o = {.topic = "restarts", .partitions = PARTS};
-    ft_check_res_t res = ft_check(tb, run, &o);
+    ft_check_res_t res = ft_stop_and_check(tb, run, &o);
     cr_log_info("restarts %d, reconnects %llu, ids unknown after dedup %zu", rs.restarts,
                 (unsigned long long)reconnects, res.unknown_ids);
     cr_assert_eq(res.ok, (size_t)TOTAL, "failed futures: %zu", res.failed);
@@ -92,6 +76,5 @@ Test(fault_restart, restarts_mid_stream_lose_and_duplicate_nothing, .timeout = 1
     cr_assert_eq(st.restarts, 3, "the faults did not happen");
     cr_assert_geq(reconnects, 3);
     ft_run_free(run);
-    upulsar_client_destroy(client);
-    upulsar_tb_stop(tb);
+    ft_stop_client_and_broker(tb, client);
 }

@@ -16,17 +16,8 @@ enum { PARTS = 4, THREADS = 2, TOTAL = 40000 / FT_SCALE, PER_THREAD = TOTAL / TH
 static upulsar_tb_t *tb;
 static upulsar_client_t *client;
 
-static void setup(void)
-{
-    tb = ft_broker();
-    client = ft_client(tb, NULL);
-}
-
-static void teardown(void)
-{
-    upulsar_client_destroy(client);
-    upulsar_tb_stop(tb);
-}
+static void setup(void) { ft_start_broker_and_client(&tb, &client, NULL); }
+static void teardown(void) { ft_stop_client_and_broker(tb, client); }
 
 TestSuite(fault_send_error, .init = setup, .fini = teardown, .timeout = 60);
 
@@ -97,28 +88,17 @@ static uint64_t topic_send_errors(const char *topic, int part)
 Test(fault_send_error, retriable_errors_reconnect_and_resend_everything)
 {
     const char *kv[] = {"queue.buffer.bytes", "262144", NULL};
-    upulsar_conf_t *conf = ft_conf(kv);
-    upulsar_producer_t *p;
-    cr_assert_eq(upulsar_producer_start(client, "fe", "retriable", PARTS, conf, &p), UPULSAR_OK,
-                 "%s", upulsar_last_error());
-    upulsar_conf_destroy(conf);
+    upulsar_producer_t *p = ft_producer(client, "fe", "retriable", PARTS, kv);
     ft_run_t *run = ft_run_new(p, THREADS, PER_THREAD, 2);
     ft_run_allow(run, TOTAL * 2 / 8);
     injector_t in = {.tb = tb, .run = run, .topic = "retriable", .steps = 3,
                      .codes = {2 /* PersistenceError */, 6 /* ServiceNotReady */, 0 /* UnknownError */},
                      .parts = {1, 2, 1}};
-    pthread_t it;
-    pthread_create(&it, NULL, injector, &in);
-    ft_run_start(run);
-    ft_run_join(run);
+    ft_run_with_fault_thread(run, injector, &in, &in.done);
     cr_assert_eq(atomic_load(&run->refused), 0, "%s", upulsar_last_error());
-    cr_assert_eq(ft_collect(run), 0, "futures left pending");
-    atomic_store(&in.done, 1);
-    pthread_join(it, NULL);
     cr_assert(ft_wait_for(ft_cbs_done, run));
-    cr_assert_eq(upulsar_producer_stop(p, 10000), UPULSAR_OK);
     ft_check_opts_t o = {.topic = "retriable", .partitions = PARTS};
-    ft_check_res_t res = ft_check(tb, run, &o);
+    ft_check_res_t res = ft_stop_and_check(tb, run, &o);
     cr_assert_eq(res.ok, (size_t)TOTAL, "failed: %zu", res.failed);
     cr_assert_eq(in.injected, 3);
     cr_assert_eq(topic_send_errors("retriable", 1), 2, "the faults did not happen: %llu",
@@ -143,22 +123,12 @@ Test(fault_send_error, retriable_errors_reconnect_and_resend_everything)
 Test(fault_send_error, terminal_error_fails_only_that_group)
 {
     const char *kv[] = {"queue.buffer.bytes", "262144", NULL};
-    upulsar_conf_t *conf = ft_conf(kv);
-    upulsar_producer_t *p;
-    cr_assert_eq(upulsar_producer_start(client, "ft", "terminal", PARTS, conf, &p), UPULSAR_OK,
-                 "%s", upulsar_last_error());
-    upulsar_conf_destroy(conf);
+    upulsar_producer_t *p = ft_producer(client, "ft", "terminal", PARTS, kv);
     ft_run_t *run = ft_run_new(p, THREADS, PER_THREAD, 1);
     ft_run_allow(run, TOTAL * 2 / 8);
     injector_t in = {.tb = tb, .run = run, .topic = "terminal", .steps = 1,
                      .codes = {15 /* TopicTerminatedError */}, .parts = {3}};
-    pthread_t it;
-    pthread_create(&it, NULL, injector, &in);
-    ft_run_start(run);
-    ft_run_join(run);
-    cr_assert_eq(ft_collect(run), 0, "futures left pending");
-    atomic_store(&in.done, 1);
-    pthread_join(it, NULL);
+    ft_run_with_fault_thread(run, injector, &in, &in.done);
     cr_assert(ft_wait_for(ft_cbs_done, run));
     cr_assert_eq(in.injected, 1);
     for (int g = 0; g < PARTS; g++)
@@ -180,10 +150,7 @@ Test(fault_send_error, terminal_error_fails_only_that_group)
         }
     }
     int part_of[64];
-    for (int i = 0; i < 64; i++) {
-        snprintf(key, sizeof key, "k%d", i);
-        part_of[i] = upulsar_producer_partition_for_key(p, key);
-    }
+    ft_partitions_of_keys(p, part_of);
     upulsar_producer_stop(p, 10000);
 
     ft_check_opts_t o = {.topic = "terminal", .partitions = PARTS, .late_allowed = 1};

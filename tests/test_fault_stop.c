@@ -31,18 +31,20 @@ static size_t check_all_closed(ft_run_t *run)
     return closed;
 }
 
-static void send_all(ft_run_t *run)
+/* N messages of one thread on @p p, sent from this thread (they queue). */
+static ft_run_t *send_n(upulsar_producer_t *p)
 {
-    for (int i = 0; i < run->per_thread; i++) {
-        ft_msg_t *m = ft_msg(run, 0, i);
-        char payload[64];
-        memset(payload, 'x', run->payload_len);
-        int n = snprintf(payload, sizeof payload, "0:%d:", i);
-        payload[n] = 'x';
-        upulsar_send_opts_t o = {.cb = ft_cb, .opaque = m};
-        m->send_err = upulsar_send(run->p, payload, run->payload_len, &o, &m->f);
-        cr_assert_eq(m->send_err, UPULSAR_OK, "%s", upulsar_last_error());
-    }
+    ft_run_t *run = ft_run_new(p, 1, N, 0);
+    ft_send_range(run, 0, N, 0);
+    return run;
+}
+
+/* upulsar_producer_stop(p, 200) returns TIMED_OUT, and by then every
+ * message of @p run has resolved with CLOSED (check_all_closed()). */
+static void stop_closes_every_message(upulsar_producer_t *p, ft_run_t *run)
+{
+    cr_assert_eq(upulsar_producer_stop(p, 200), UPULSAR_ERR__TIMED_OUT);
+    cr_assert_eq(check_all_closed(run), (size_t)N);
 }
 
 static int all_backing_off(void *a)
@@ -66,14 +68,11 @@ Test(fault_stop, stop_with_the_broker_gone_resolves_everything, .timeout = 60)
 {
     upulsar_tb_t *tb = ft_broker();
     upulsar_client_t *client = ft_client(tb, NULL);
-    upulsar_producer_t *p;
-    cr_assert_eq(upulsar_producer_start(client, "sg", "gone", PARTS, NULL, &p), UPULSAR_OK);
+    upulsar_producer_t *p = ft_producer(client, "sg", "gone", PARTS, NULL);
     upulsar_tb_stop(tb);
     cr_assert(ft_wait_for(all_backing_off, p));
-    ft_run_t *run = ft_run_new(p, 1, N, 0);
-    send_all(run);
-    cr_assert_eq(upulsar_producer_stop(p, 200), UPULSAR_ERR__TIMED_OUT);
-    cr_assert_eq(check_all_closed(run), (size_t)N);
+    ft_run_t *run = send_n(p);
+    stop_closes_every_message(p, run);
     ft_run_free(run);
     upulsar_client_destroy(client);
 }
@@ -89,15 +88,12 @@ Test(fault_stop, stop_while_connections_are_refused_resolves_everything, .timeou
 {
     upulsar_tb_t *tb = ft_broker();
     upulsar_client_t *client = ft_client(tb, NULL);
-    upulsar_producer_t *p;
-    cr_assert_eq(upulsar_producer_start(client, "sr", "refusing", PARTS, NULL, &p), UPULSAR_OK);
+    upulsar_producer_t *p = ft_producer(client, "sr", "refusing", PARTS, NULL);
     cr_assert_eq(upulsar_tb_refuse_connections(tb, 3600000), UPULSAR_OK);
     cr_assert_gt(upulsar_tb_drop_connections(tb, NULL), 0);
     cr_assert(ft_wait_for(all_backing_off, p));
-    ft_run_t *run = ft_run_new(p, 1, N, 0);
-    send_all(run);
-    cr_assert_eq(upulsar_producer_stop(p, 200), UPULSAR_ERR__TIMED_OUT);
-    cr_assert_eq(check_all_closed(run), (size_t)N);
+    ft_run_t *run = send_n(p);
+    stop_closes_every_message(p, run);
     upulsar_tb_stats_t st;
     upulsar_tb_stats(tb, &st);
     cr_assert_gt(st.connections_refused, 0, "the fault did not happen");
@@ -106,8 +102,7 @@ Test(fault_stop, stop_while_connections_are_refused_resolves_everything, .timeou
     cr_assert_eq(res.stored, 0);
     cr_assert_eq(res.failed, (size_t)N);
     ft_run_free(run);
-    upulsar_client_destroy(client);
-    upulsar_tb_stop(tb);
+    ft_stop_client_and_broker(tb, client);
 }
 
 typedef struct {
@@ -153,18 +148,15 @@ Test(fault_stop, stop_does_not_wait_for_a_reconnect_attempt, .timeout = 60)
     const char *kv[] = {"connection.timeout.ms", "3600000", "operation.timeout.ms", "3600000",
                         NULL};
     upulsar_client_t *client = ft_client(tb, kv);
-    upulsar_producer_t *p;
-    cr_assert_eq(upulsar_producer_start(client, "sw", "stuck", PARTS, NULL, &p), UPULSAR_OK);
+    upulsar_producer_t *p = ft_producer(client, "sw", "stuck", PARTS, NULL);
     upulsar_tb_stats_t st;
     upulsar_tb_stats(tb, &st);
     stuck_t s = {tb, p, st.connections_accepted};
     cr_assert_eq(upulsar_tb_freeze(tb, 1), UPULSAR_OK);
     cr_assert_gt(upulsar_tb_drop_connections(tb, NULL), 0);
-    ft_run_t *run = ft_run_new(p, 1, N, 0);
-    send_all(run);
+    ft_run_t *run = send_n(p);
     cr_assert(ft_wait_for(watchdog_stuck, &s), "the watchdog never started an attempt");
-    cr_assert_eq(upulsar_producer_stop(p, 200), UPULSAR_ERR__TIMED_OUT);
-    cr_assert_eq(check_all_closed(run), (size_t)N);
+    stop_closes_every_message(p, run);
     cr_assert_eq(upulsar_tb_freeze(tb, 0), UPULSAR_OK);
     upulsar_client_destroy(client);
     ft_check_opts_t o = {.topic = "stuck", .partitions = PARTS};
@@ -191,13 +183,10 @@ Test(fault_stop, stop_with_a_hung_broker_and_open_connections, .timeout = 60)
 {
     upulsar_tb_t *tb = ft_broker();
     upulsar_client_t *client = ft_client(tb, NULL);
-    upulsar_producer_t *p;
-    cr_assert_eq(upulsar_producer_start(client, "sh", "hung", PARTS, NULL, &p), UPULSAR_OK);
+    upulsar_producer_t *p = ft_producer(client, "sh", "hung", PARTS, NULL);
     cr_assert_eq(upulsar_tb_freeze(tb, 1), UPULSAR_OK);
-    ft_run_t *run = ft_run_new(p, 1, N, 0);
-    send_all(run);
-    cr_assert_eq(upulsar_producer_stop(p, 200), UPULSAR_ERR__TIMED_OUT);
-    cr_assert_eq(check_all_closed(run), (size_t)N);
+    ft_run_t *run = send_n(p);
+    stop_closes_every_message(p, run);
     cr_assert_eq(upulsar_tb_freeze(tb, 0), UPULSAR_OK);
     upulsar_client_destroy(client);
     ft_check_opts_t o = {.topic = "hung", .partitions = PARTS, .failed_may_be_stored = 1};

@@ -7,17 +7,8 @@
 static upulsar_tb_t *tb;
 static upulsar_client_t *client;
 
-static void setup(void)
-{
-    tb = ft_broker();
-    client = ft_client(tb, NULL);
-}
-
-static void teardown(void)
-{
-    upulsar_client_destroy(client);
-    upulsar_tb_stop(tb);
-}
+static void setup(void) { ft_start_broker_and_client(&tb, &client, NULL); }
+static void teardown(void) { ft_stop_client_and_broker(tb, client); }
 
 TestSuite(fault_timeout, .init = setup, .fini = teardown, .timeout = 60);
 
@@ -35,19 +26,36 @@ static int range_resolved(void *a)
     return 1;
 }
 
-/* Send messages [from, to) of thread 0 of @p run from this thread. */
-static void send_range(ft_run_t *run, int from, int to)
+/* On @p p (send.timeout.ms 1000), with the receipts of @p topic withheld:
+ * send @p n messages from this thread and check every one fails with
+ * UPULSAR_ERR__MSG_TIMED_OUT, future and callback, in send order, while
+ * the receipts are still withheld; release them and send @p n more, which
+ * all succeed. Stops @p p; returns the run (2 x n messages of thread 0)
+ * for the log check. */
+static ft_run_t *expire_then_succeed(upulsar_producer_t *p, const char *topic, int n)
 {
-    for (int i = from; i < to; i++) {
-        ft_msg_t *m = ft_msg(run, 0, i);
-        char payload[64];
-        memset(payload, 'x', run->payload_len);
-        int n = snprintf(payload, sizeof payload, "0:%d:", i);
-        payload[n] = 'x';
-        upulsar_send_opts_t o = {.cb = ft_cb, .opaque = m};
-        m->send_err = upulsar_send(run->p, payload, run->payload_len, &o, &m->f);
-        cr_assert_eq(m->send_err, UPULSAR_OK, "%s", upulsar_last_error());
+    cr_assert_eq(upulsar_tb_hold_receipts(tb, topic), UPULSAR_OK);
+    ft_run_t *run = ft_run_new(p, 1, 2 * n, 0);
+    ft_send_range(run, 0, n, 0);
+    range_t first = {run, 0, n};
+    cr_assert(ft_wait_for(range_resolved, &first), "the messages never expired");
+    cr_assert(upulsar_tb_queued_receipts(tb) > 0, "receipts were not withheld");
+    for (int i = 0; i < n; i++)
+        cr_assert_eq(upulsar_future_poll(ft_msg(run, 0, i)->f, NULL), UPULSAR_ERR__MSG_TIMED_OUT,
+                     "message %d", i);
+    cr_assert_eq(upulsar_tb_release_receipts(tb, topic), UPULSAR_OK);
+    ft_send_range(run, n, 2 * n, 0);
+    cr_assert_eq(ft_collect(run), 0);
+    cr_assert(ft_wait_for(ft_cbs_done, run));
+    for (int i = 0; i < 2 * n; i++) {
+        cr_assert_eq(ft_msg(run, 0, i)->err, i < n ? UPULSAR_ERR__MSG_TIMED_OUT : UPULSAR_OK,
+                     "message %d: %s", i, upulsar_err_name(ft_msg(run, 0, i)->err));
+        if (i > 0) /* callbacks in send order, failures included */
+            cr_assert_gt(ft_msg(run, 0, i)->cb_seq, ft_msg(run, 0, i - 1)->cb_seq, "%d", i);
     }
+    cr_assert_eq(ft_stats(p).timed_out, (uint64_t)n);
+    cr_assert_eq(upulsar_producer_stop(p, 10000), UPULSAR_OK);
+    return run;
 }
 
 /* Scenario:
@@ -63,32 +71,8 @@ Test(fault_timeout, expired_messages_fail_and_later_ones_succeed)
 {
     enum { N = 2000 };
     const char *kv[] = {"send.timeout.ms", "1000", NULL};
-    upulsar_conf_t *conf = ft_conf(kv);
-    upulsar_producer_t *p;
-    cr_assert_eq(upulsar_producer_start(client, "to", "expire", 0, conf, &p), UPULSAR_OK, "%s",
-                 upulsar_last_error());
-    upulsar_conf_destroy(conf);
-    cr_assert_eq(upulsar_tb_hold_receipts(tb, "expire"), UPULSAR_OK);
-    ft_run_t *run = ft_run_new(p, 1, 2 * N, 0);
-    send_range(run, 0, N);
-    range_t first = {run, 0, N};
-    cr_assert(ft_wait_for(range_resolved, &first));
-    cr_assert(upulsar_tb_queued_receipts(tb) > 0, "receipts were not withheld");
-    for (int i = 0; i < N; i++)
-        cr_assert_eq(upulsar_future_poll(ft_msg(run, 0, i)->f, NULL), UPULSAR_ERR__MSG_TIMED_OUT,
-                     "message %d", i);
-    cr_assert_eq(upulsar_tb_release_receipts(tb, "expire"), UPULSAR_OK);
-    send_range(run, N, 2 * N);
-    cr_assert_eq(ft_collect(run), 0);
-    cr_assert(ft_wait_for(ft_cbs_done, run));
-    for (int i = 0; i < 2 * N; i++) {
-        cr_assert_eq(ft_msg(run, 0, i)->err, i < N ? UPULSAR_ERR__MSG_TIMED_OUT : UPULSAR_OK,
-                     "message %d: %s", i, upulsar_err_name(ft_msg(run, 0, i)->err));
-        if (i > 0) /* callbacks in send order, failures included */
-            cr_assert_gt(ft_msg(run, 0, i)->cb_seq, ft_msg(run, 0, i - 1)->cb_seq, "%d", i);
-    }
-    cr_assert_eq(ft_stats(p).timed_out, (uint64_t)N);
-    cr_assert_eq(upulsar_producer_stop(p, 10000), UPULSAR_OK);
+    upulsar_producer_t *p = ft_producer(client, "to", "expire", 0, kv);
+    ft_run_t *run = expire_then_succeed(p, "expire", N);
     ft_check_opts_t o = {.topic = "expire", .failed_may_be_stored = 1};
     ft_check_res_t res = ft_check(tb, run, &o);
     cr_assert_eq(res.stored, 2 * N);
@@ -114,32 +98,8 @@ Test(fault_timeout, messages_waiting_in_the_ring_expire_too)
     enum { N = 1000 };
     const char *kv[] = {"send.timeout.ms", "1000", "max.inflight.batches", "1",
                         "batch.max.messages", "10", NULL};
-    upulsar_conf_t *conf = ft_conf(kv);
-    upulsar_producer_t *p;
-    cr_assert_eq(upulsar_producer_start(client, "tr", "ringexpire", 0, conf, &p), UPULSAR_OK,
-                 "%s", upulsar_last_error());
-    upulsar_conf_destroy(conf);
-    cr_assert_eq(upulsar_tb_hold_receipts(tb, "ringexpire"), UPULSAR_OK);
-    ft_run_t *run = ft_run_new(p, 1, 2 * N, 0);
-    send_range(run, 0, N);
-    range_t first = {run, 0, N};
-    cr_assert(ft_wait_for(range_resolved, &first), "messages in the ring never expired");
-    cr_assert(upulsar_tb_queued_receipts(tb) > 0, "receipts were not withheld");
-    for (int i = 0; i < N; i++)
-        cr_assert_eq(upulsar_future_poll(ft_msg(run, 0, i)->f, NULL), UPULSAR_ERR__MSG_TIMED_OUT,
-                     "message %d", i);
-    cr_assert_eq(upulsar_tb_release_receipts(tb, "ringexpire"), UPULSAR_OK);
-    send_range(run, N, 2 * N);
-    cr_assert_eq(ft_collect(run), 0);
-    cr_assert(ft_wait_for(ft_cbs_done, run));
-    for (int i = 0; i < 2 * N; i++) {
-        cr_assert_eq(ft_msg(run, 0, i)->err, i < N ? UPULSAR_ERR__MSG_TIMED_OUT : UPULSAR_OK,
-                     "message %d: %s", i, upulsar_err_name(ft_msg(run, 0, i)->err));
-        if (i > 0) /* callbacks in send order, failures included */
-            cr_assert_gt(ft_msg(run, 0, i)->cb_seq, ft_msg(run, 0, i - 1)->cb_seq, "%d", i);
-    }
-    cr_assert_eq(ft_stats(p).timed_out, (uint64_t)N);
-    cr_assert_eq(upulsar_producer_stop(p, 10000), UPULSAR_OK);
+    upulsar_producer_t *p = ft_producer(client, "tr", "ringexpire", 0, kv);
+    ft_run_t *run = expire_then_succeed(p, "ringexpire", N);
     ft_check_opts_t o = {.topic = "ringexpire", .failed_may_be_stored = 1};
     ft_check_res_t res = ft_check(tb, run, &o);
     /* Most expired messages never left the ring. Some batches do reach the

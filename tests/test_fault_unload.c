@@ -8,17 +8,8 @@ enum { PARTS = 4 };
 static upulsar_tb_t *tb;
 static upulsar_client_t *client;
 
-static void setup(void)
-{
-    tb = ft_broker();
-    client = ft_client(tb, NULL);
-}
-
-static void teardown(void)
-{
-    upulsar_client_destroy(client);
-    upulsar_tb_stop(tb);
-}
+static void setup(void) { ft_start_broker_and_client(&tb, &client, NULL); }
+static void teardown(void) { ft_stop_client_and_broker(tb, client); }
 
 TestSuite(fault_unload, .init = setup, .fini = teardown, .timeout = 60);
 
@@ -57,18 +48,12 @@ static void *unloader(void *a)
     return NULL;
 }
 
-typedef struct {
-    upulsar_producer_t *p;
-    uint64_t n;
-} recreated_t;
-
 /* At least n re-creations so far, and every producer READY (the last
  * CLOSE_PRODUCER may still have been on its way when the messages were
  * all acknowledged). */
 static int recreated(void *a)
 {
-    recreated_t *r = a;
-    return ft_reconnects(r->p) >= r->n && ft_all_ready(r->p);
+    return ft_reconnects_at_least(a) && ft_all_ready(((ft_reconnects_wait_t *)a)->p);
 }
 
 /* Scenario:
@@ -86,31 +71,20 @@ Test(fault_unload, close_producer_mid_stream_loses_and_duplicates_nothing)
 {
     enum { THREADS = 2, TOTAL = 40000 / FT_SCALE, PER_THREAD = TOTAL / THREADS };
     const char *kv[] = {"queue.buffer.bytes", "262144", NULL};
-    upulsar_conf_t *conf = ft_conf(kv);
-    upulsar_producer_t *p;
-    cr_assert_eq(upulsar_producer_start(client, "fu", "unloads", PARTS, conf, &p), UPULSAR_OK,
-                 "%s", upulsar_last_error());
-    upulsar_conf_destroy(conf);
+    upulsar_producer_t *p = ft_producer(client, "fu", "unloads", PARTS, kv);
     ft_run_t *run = ft_run_new(p, THREADS, PER_THREAD, 2);
     unloader_t u = {.tb = tb, .run = run, .topic = "unloads", .every = 2000 / FT_SCALE,
                     .total = TOTAL};
     ft_run_allow(run, 3 * u.every);
-    pthread_t ut;
-    pthread_create(&ut, NULL, unloader, &u);
-    ft_run_start(run);
-    ft_run_join(run);
+    ft_run_with_fault_thread(run, unloader, &u, &u.done);
     cr_assert_eq(atomic_load(&run->refused), 0, "%s", upulsar_last_error());
-    cr_assert_eq(ft_collect(run), 0, "futures left pending");
-    atomic_store(&u.done, 1);
-    pthread_join(ut, NULL);
     cr_assert(ft_wait_for(ft_cbs_done, run));
-    recreated_t rc = {p, (uint64_t)u.unloads};
+    ft_reconnects_wait_t rc = {p, (uint64_t)u.unloads};
     cr_assert(ft_wait_for(recreated, &rc), "%llu re-creations for %d unloads",
               (unsigned long long)ft_reconnects(p), u.unloads);
     uint64_t reconnects = ft_reconnects(p);
-    cr_assert_eq(upulsar_producer_stop(p, 10000), UPULSAR_OK);
     ft_check_opts_t o = {.topic = "unloads", .partitions = PARTS};
-    ft_check_res_t res = ft_check(tb, run, &o);
+    ft_check_res_t res = ft_stop_and_check(tb, run, &o);
     cr_log_info("unloads %d, reconnects %llu, unknown ids %zu", u.unloads,
                 (unsigned long long)reconnects, res.unknown_ids);
     cr_assert_eq(res.ok, (size_t)TOTAL);
@@ -127,20 +101,10 @@ static int producer_backing_off(void *a)
     return pi.state != UPULSAR_STATE_READY && pi.reconnects >= 2;
 }
 
-static size_t resolved(ft_run_t *r)
-{
-    size_t n = 0;
-    for (size_t k = 0; k < (size_t)r->threads * (size_t)r->per_thread; k++)
-        if (r->msgs[k].send_err == UPULSAR_OK &&
-            upulsar_future_poll(r->msgs[k].f, NULL) != UPULSAR_ERR__PENDING)
-            n++;
-    return n;
-}
-
 static int all_resolved(void *a)
 {
     ft_run_t *r = a;
-    return resolved(r) == atomic_load(&r->sent);
+    return ft_resolved(r) == atomic_load(&r->sent);
 }
 
 /* Scenario (the receipts of SENDs the broker took before it closed the
@@ -161,9 +125,7 @@ static int all_resolved(void *a)
 Test(fault_unload, receipts_after_close_producer_keep_the_real_ids)
 {
     enum { TOTAL = 5000 / FT_SCALE };
-    upulsar_producer_t *p;
-    cr_assert_eq(upulsar_producer_start(client, "fk", "keepids", 0, NULL, &p), UPULSAR_OK, "%s",
-                 upulsar_last_error());
+    upulsar_producer_t *p = ft_producer(client, "fk", "keepids", 0, NULL);
     cr_assert_eq(upulsar_tb_hold_receipts(tb, "keepids"), UPULSAR_OK);
     cr_assert_eq(upulsar_tb_fail_producers(tb, "keepids", 1000000, 6 /* ServiceNotReady */),
                  UPULSAR_OK);
@@ -171,14 +133,12 @@ Test(fault_unload, receipts_after_close_producer_keep_the_real_ids)
     ft_run_start(run);
     ft_run_join(run);
     upulsar_producer_flush(p, 0);
+    ft_stored_t s = {tb, "keepids", TOTAL};
+    ft_wait_for(ft_stored_at_least, &s);
     upulsar_tb_topic_stats_t st;
-    uint64_t end = ft_now_ms() + FT_WAIT_MS;
-    do {
-        upulsar_tb_topic_stats(tb, "keepids", &st);
-        ft_pause_ms(1);
-    } while (st.messages < TOTAL && ft_now_ms() < end);
+    upulsar_tb_topic_stats(tb, "keepids", &st);
     cr_assert_eq(st.messages, TOTAL);
-    cr_assert_eq(resolved(run), 0);
+    cr_assert_eq(ft_resolved(run), 0);
     cr_assert_eq(upulsar_tb_unload_topic(tb, "keepids"), 1);
     cr_assert(ft_wait_for(producer_backing_off, p), "no refused re-creation");
     cr_assert_eq(upulsar_tb_release_receipts(tb, "keepids"), UPULSAR_OK);
@@ -191,9 +151,8 @@ Test(fault_unload, receipts_after_close_producer_keep_the_real_ids)
     cr_assert(ft_wait_for(ft_all_ready, p));
     cr_assert_eq(ft_collect(run), 0);
     cr_assert(ft_wait_for(ft_cbs_done, run));
-    cr_assert_eq(upulsar_producer_stop(p, 10000), UPULSAR_OK);
     ft_check_opts_t o = {.topic = "keepids", .partitions = 0};
-    ft_check_res_t res = ft_check(tb, run, &o);
+    ft_check_res_t res = ft_stop_and_check(tb, run, &o);
     cr_assert_eq(res.ok, (size_t)TOTAL);
     cr_assert_eq(res.unknown_ids, 0);
     ft_run_free(run);
