@@ -5,39 +5,22 @@
  * broker answers a waiter whose topic is closed) so it looks the topic up
  * again, and the closed exclusive producer no longer holds the topic. */
 /* UPULSAR_TEST_LABEL_CONCURRENCY */
-#include <criterion/criterion.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 
-#include "frame.h"
-#include "upulsar/testbroker.h"
-
-#define WAIT_MS 5000
-/* how long "nothing arrives" is watched for */
-#define QUIET_MS 200
+#include "broker_common.h"
 
 #define SHARED PULSAR__PROTO__PRODUCER_ACCESS_MODE__Shared
 #define EXCLUSIVE PULSAR__PROTO__PRODUCER_ACCESS_MODE__Exclusive
 #define WAIT_EXCL PULSAR__PROTO__PRODUCER_ACCESS_MODE__WaitForExclusive
 
+/* A broker sharing the store of @p share (NULL: a store of its own). */
 static upulsar_tb_t *start(upulsar_tb_t *share)
 {
-    upulsar_tb_opts_t o;
-    upulsar_tb_opts_init(&o);
-    o.ping_interval_ms = 0;
+    upulsar_tb_opts_t o = bc_opts();
     o.shared_store_with = share;
-    upulsar_tb_t *tb = NULL;
-    cr_assert_eq(upulsar_tb_start(&o, &tb), UPULSAR_OK, "%s", upulsar_last_error());
-    return tb;
-}
-
-static upulsar_tb_client_t *connect_to(upulsar_tb_t *tb)
-{
-    upulsar_tb_client_t *c = NULL;
-    cr_assert_eq(upulsar_tb_client_connect(upulsar_tb_url(tb), WAIT_MS, &c), UPULSAR_OK, "%s",
-                 upulsar_last_error());
-    return c;
+    return bc_start(&o);
 }
 
 /* Send PRODUCER{topic, producer_id, name, access mode} (no topic_epoch);
@@ -109,18 +92,26 @@ static void expect_quiet(upulsar_tb_client_t *c)
 
 static void expect_producers(upulsar_tb_t *tb, const char *topic, int n)
 {
-    upulsar_tb_topic_stats_t st;
-    cr_assert_eq(upulsar_tb_topic_stats(tb, topic, &st), UPULSAR_OK);
-    cr_assert_eq(st.producers, n);
+    cr_assert_eq(bc_topic_stats(tb, topic).producers, n);
+}
+
+/* @p holder takes @p topic (producer 1, EXCLUSIVE) and @p waiter queues
+ * behind it (producer 1, WaitForExclusive: answered producer_ready =
+ * false); returns the waiter's request id. */
+static uint64_t hold_and_queue(upulsar_tb_client_t *holder, upulsar_tb_client_t *waiter,
+                               const char *topic, const char *waiter_name)
+{
+    expect_success(holder, send_producer(holder, topic, 1, "holder", EXCLUSIVE), 1);
+    uint64_t rid = send_producer(waiter, topic, 1, waiter_name, WAIT_EXCL);
+    expect_success(waiter, rid, 0);
+    return rid;
 }
 
 Test(broker_access, unload_answers_every_waiting_producer_with_service_not_ready)
 {
     upulsar_tb_t *tb = start(NULL);
-    upulsar_tb_client_t *holder = connect_to(tb), *w1 = connect_to(tb), *w2 = connect_to(tb);
-    expect_success(holder, send_producer(holder, "ul", 1, "holder", EXCLUSIVE), 1);
-    uint64_t r1 = send_producer(w1, "ul", 1, "waiter-1", WAIT_EXCL);
-    expect_success(w1, r1, 0);
+    upulsar_tb_client_t *holder = bc_connect(tb), *w1 = bc_connect(tb), *w2 = bc_connect(tb);
+    uint64_t r1 = hold_and_queue(holder, w1, "ul", "waiter-1");
     uint64_t r2 = send_producer(w2, "ul", 1, "waiter-2", WAIT_EXCL);
     expect_success(w2, r2, 0);
 
@@ -147,7 +138,7 @@ Test(broker_access, unload_answers_every_waiting_producer_with_service_not_ready
 Test(broker_access, unload_ends_the_exclusive_hold_so_a_shared_producer_is_accepted)
 {
     upulsar_tb_t *tb = start(NULL);
-    upulsar_tb_client_t *holder = connect_to(tb), *other = connect_to(tb);
+    upulsar_tb_client_t *holder = bc_connect(tb), *other = bc_connect(tb);
     expect_success(holder, send_producer(holder, "ush", 1, "holder", EXCLUSIVE), 1);
     expect_error(other, send_producer(other, "ush", 1, "shared", SHARED), UP_SERR(ProducerBusy));
 
@@ -166,10 +157,8 @@ Test(broker_access, unload_ends_the_exclusive_hold_so_a_shared_producer_is_accep
 Test(broker_access, move_answers_the_waiting_producer_which_gets_the_topic_at_the_new_owner)
 {
     upulsar_tb_t *a = start(NULL), *b = start(a);
-    upulsar_tb_client_t *holder = connect_to(a), *waiter = connect_to(a);
-    expect_success(holder, send_producer(holder, "mw", 1, "holder", EXCLUSIVE), 1);
-    uint64_t rid = send_producer(waiter, "mw", 1, "waiter", WAIT_EXCL);
-    expect_success(waiter, rid, 0);
+    upulsar_tb_client_t *holder = bc_connect(a), *waiter = bc_connect(a);
+    uint64_t rid = hold_and_queue(holder, waiter, "mw", "waiter");
 
     cr_assert_eq(upulsar_tb_move_topic(a, "mw", upulsar_tb_url(b)), 2);
     expect_close_producer(holder, 1);
@@ -178,10 +167,10 @@ Test(broker_access, move_answers_the_waiting_producer_which_gets_the_topic_at_th
 
     /* the retry at the new owner (same store, so the same topic) is not
      * queued behind the producer the old owner closed */
-    upulsar_tb_client_t *wb = connect_to(b);
+    upulsar_tb_client_t *wb = bc_connect(b);
     expect_success(wb, send_producer(wb, "mw", 1, "waiter", WAIT_EXCL), 1);
     /* the old holder following the topic is the one that waits now */
-    upulsar_tb_client_t *hb = connect_to(b);
+    upulsar_tb_client_t *hb = bc_connect(b);
     expect_error(hb, send_producer(hb, "mw", 1, "holder", EXCLUSIVE), UP_SERR(ProducerBusy));
     upulsar_tb_client_close(holder);
     upulsar_tb_client_close(waiter);
@@ -194,13 +183,13 @@ Test(broker_access, move_answers_the_waiting_producer_which_gets_the_topic_at_th
 Test(broker_access, move_ends_the_exclusive_hold_so_a_shared_producer_is_accepted_at_the_new_owner)
 {
     upulsar_tb_t *a = start(NULL), *b = start(a);
-    upulsar_tb_client_t *holder = connect_to(a);
+    upulsar_tb_client_t *holder = bc_connect(a);
     expect_success(holder, send_producer(holder, "msh", 1, "holder", EXCLUSIVE), 1);
     cr_assert_eq(upulsar_tb_move_topic_ex(a, "msh", upulsar_tb_url(b), UPULSAR_TB_MOVE_ASSIGNED),
                  1);
     expect_close_producer(holder, 1);
     /* the old holder's connection to the old owner stays open */
-    upulsar_tb_client_t *sb = connect_to(b);
+    upulsar_tb_client_t *sb = bc_connect(b);
     expect_success(sb, send_producer(sb, "msh", 1, "shared", SHARED), 1);
     expect_producers(b, "msh", 1);
     upulsar_tb_client_close(holder);
@@ -213,7 +202,7 @@ Test(broker_access, moving_a_partitioned_topic_answers_the_waiters_of_its_partit
 {
     upulsar_tb_t *a = start(NULL), *b = start(a);
     cr_assert_eq(upulsar_tb_set_partitions(a, "pw", 2), UPULSAR_OK);
-    upulsar_tb_client_t *holder = connect_to(a), *waiter = connect_to(a);
+    upulsar_tb_client_t *holder = bc_connect(a), *waiter = bc_connect(a);
     uint64_t rids[2];
     for (int i = 0; i < 2; i++) {
         char part[32];
@@ -240,7 +229,7 @@ Test(broker_access, moving_a_partitioned_topic_answers_the_waiters_of_its_partit
         cr_assert_not(failed[k]);
         failed[k] = true;
     }
-    upulsar_tb_client_t *wb = connect_to(b);
+    upulsar_tb_client_t *wb = bc_connect(b);
     expect_success(wb, send_producer(wb, "pw-partition-1", 1, "waiter", WAIT_EXCL), 1);
     upulsar_tb_client_close(holder);
     upulsar_tb_client_close(waiter);
@@ -252,19 +241,15 @@ Test(broker_access, moving_a_partitioned_topic_answers_the_waiters_of_its_partit
 Test(broker_access, a_waiter_answered_by_an_unload_queues_again_on_the_same_connection)
 {
     upulsar_tb_t *tb = start(NULL);
-    upulsar_tb_client_t *holder = connect_to(tb), *waiter = connect_to(tb);
-    expect_success(holder, send_producer(holder, "rq", 1, "holder", EXCLUSIVE), 1);
-    uint64_t rid = send_producer(waiter, "rq", 1, "waiter", WAIT_EXCL);
-    expect_success(waiter, rid, 0);
+    upulsar_tb_client_t *holder = bc_connect(tb), *waiter = bc_connect(tb);
+    uint64_t rid = hold_and_queue(holder, waiter, "rq", "waiter");
     cr_assert_eq(upulsar_tb_unload_topic(tb, "rq"), 2);
     expect_close_producer(holder, 1);
     expect_error(waiter, rid, UP_SERR(ServiceNotReady));
 
     /* the holder comes back first; the waiter re-creates its producer (same
      * id, same connection, as clients do) and is queued again, not refused */
-    expect_success(holder, send_producer(holder, "rq", 1, "holder", EXCLUSIVE), 1);
-    rid = send_producer(waiter, "rq", 1, "waiter", WAIT_EXCL);
-    expect_success(waiter, rid, 0);
+    rid = hold_and_queue(holder, waiter, "rq", "waiter");
     expect_producers(tb, "rq", 1);
 
     /* and gets the topic when the holder leaves */
@@ -278,7 +263,7 @@ Test(broker_access, a_waiter_answered_by_an_unload_queues_again_on_the_same_conn
 Test(broker_access, a_closed_wait_for_exclusive_holder_queues_again_behind_the_new_holder)
 {
     upulsar_tb_t *tb = start(NULL);
-    upulsar_tb_client_t *first = connect_to(tb), *second = connect_to(tb);
+    upulsar_tb_client_t *first = bc_connect(tb), *second = bc_connect(tb);
     /* a WaitForExclusive producer that got the topic at once */
     expect_success(first, send_producer(first, "wq", 1, "first", WAIT_EXCL), 1);
     cr_assert_eq(upulsar_tb_unload_topic(tb, "wq"), 1);

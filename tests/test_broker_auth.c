@@ -5,17 +5,13 @@
  * AUTH_CHALLENGE before CONNECTED and as a refresh after it, answered with
  * a valid token, a wrong one, or not at all; tokens replaced at run time;
  * authentication over TLS. */
-#include <criterion/criterion.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 
-#include "frame.h"
+#include "broker_common.h"
 #include "tls_certs.h"
-#include "upulsar/testbroker.h"
-
-#define WAIT_MS 5000
 #define GOOD "eyJhbGciOiJIUzI1NiJ9.good-token-1.sig"
 #define GOOD2 "eyJhbGciOiJIUzI1NiJ9.good-token-2.sig"
 #define BAD "eyJhbGciOiJIUzI1NiJ9.forged-token.sig"
@@ -67,24 +63,13 @@ TestSuite(broker_auth, .init = setup, .timeout = 60);
 static upulsar_tb_t *start(int challenge_on_connect, int response_timeout_ms)
 {
     static const char *const tokens[] = {GOOD, GOOD2};
-    upulsar_tb_opts_t o;
-    upulsar_tb_opts_init(&o);
-    o.ping_interval_ms = 0;
+    upulsar_tb_opts_t o = bc_opts();
     o.auth_tokens = tokens;
     o.auth_tokens_cnt = 2;
     o.auth_challenge_on_connect = challenge_on_connect;
     if (response_timeout_ms)
         o.auth_response_timeout_ms = response_timeout_ms;
-    upulsar_tb_t *tb = NULL;
-    cr_assert_eq(upulsar_tb_start(&o, &tb), UPULSAR_OK, "%s", upulsar_last_error());
-    return tb;
-}
-
-static upulsar_tb_stats_t stats(upulsar_tb_t *tb)
-{
-    upulsar_tb_stats_t st;
-    cr_assert_eq(upulsar_tb_stats(tb, &st), UPULSAR_OK);
-    return st;
+    return bc_start(&o);
 }
 
 static upulsar_err_t connect_with(upulsar_tb_t *tb, const char *method, const char *token,
@@ -97,26 +82,19 @@ static upulsar_err_t connect_with(upulsar_tb_t *tb, const char *method, const ch
     return upulsar_tb_client_connect_opts(upulsar_tb_url(tb), &o, WAIT_MS, c);
 }
 
+/* CONNECT as this file's client ("auth-test", protocol 21) with @p method
+ * and @p token (NULL: no auth data), sent by hand. */
+static void send_connect(upulsar_tb_client_t *c, const char *method, const char *token)
+{
+    bc_send_connect(c, "auth-test", method, token, 21);
+}
+
 /* CONNECT with @p method / @p token must be refused: ERROR
  * AuthenticationError (request id -1) without the token, then the end. */
 static void refused(upulsar_tb_t *tb, const char *method, const char *token, const char *why)
 {
-    upulsar_tb_client_t *c;
-    cr_assert_eq(upulsar_tb_client_open(upulsar_tb_url(tb), WAIT_MS, &c), UPULSAR_OK);
-    up_cmd_t cmd = PULSAR__PROTO__BASE_COMMAND__INIT;
-    Pulsar__Proto__CommandConnect cn = PULSAR__PROTO__COMMAND_CONNECT__INIT;
-    cmd.type = UP_CMD(CONNECT);
-    cmd.connect = &cn;
-    cn.client_version = "auth-test";
-    cn.auth_method_name = (char *)method;
-    if (token) {
-        cn.has_auth_data = 1;
-        cn.auth_data.data = (uint8_t *)token;
-        cn.auth_data.len = strlen(token);
-    }
-    cn.has_protocol_version = 1;
-    cn.protocol_version = 21;
-    cr_assert_eq(upulsar_tb_client_send_cmd(c, &cmd), UPULSAR_OK);
+    upulsar_tb_client_t *c = bc_open(tb);
+    send_connect(c, method, token);
     upulsar_tb_frame_t f;
     cr_assert_eq(upulsar_tb_client_read(c, WAIT_MS, &f), UPULSAR_OK, "%s", upulsar_last_error());
     cr_assert_eq(f.type, UP_CMD(ERROR));
@@ -137,12 +115,11 @@ Test(broker_auth, valid_tokens_accepted_others_refused)
     upulsar_tb_t *tb = start(0, 0);
     upulsar_tb_client_t *c;
     cr_assert_eq(connect_with(tb, NULL, GOOD, &c), UPULSAR_OK, "%s", upulsar_last_error());
-    cr_assert_eq(upulsar_tb_client_create_producer(c, "t", 1, NULL, WAIT_MS, NULL, 0, NULL),
-                 UPULSAR_OK);
+    bc_create_producer(c, "t", 1, NULL);
     upulsar_tb_client_close(c);
     cr_assert_eq(connect_with(tb, "token", GOOD2, &c), UPULSAR_OK, "%s", upulsar_last_error());
     upulsar_tb_client_close(c);
-    cr_assert_eq(stats(tb).auth_ok, 2);
+    cr_assert_eq(bc_stats(tb).auth_ok, 2);
 
     refused(tb, "token", BAD, "Failed to authenticate: invalid token");
     refused(tb, "token", GOOD "x", "Failed to authenticate: invalid token");
@@ -151,7 +128,7 @@ Test(broker_auth, valid_tokens_accepted_others_refused)
     refused(tb, "none", NULL, "Authentication required");
     refused(tb, "token", NULL, "Authentication required");
     refused(tb, "basic", GOOD, "Unsupported authentication method");
-    upulsar_tb_stats_t st = stats(tb);
+    upulsar_tb_stats_t st = bc_stats(tb);
     cr_assert_eq(st.auth_ok, 2);
     cr_assert_eq(st.auth_failed, 12);
     cr_assert_eq(st.protocol_errors, 0);
@@ -161,11 +138,7 @@ Test(broker_auth, valid_tokens_accepted_others_refused)
 
 Test(broker_auth, no_tokens_means_no_authentication)
 {
-    upulsar_tb_opts_t o;
-    upulsar_tb_opts_init(&o);
-    o.ping_interval_ms = 0;
-    upulsar_tb_t *tb = NULL;
-    cr_assert_eq(upulsar_tb_start(&o, &tb), UPULSAR_OK);
+    upulsar_tb_t *tb = bc_broker();
     upulsar_tb_client_t *c;
     cr_assert_eq(connect_with(tb, NULL, BAD, &c), UPULSAR_OK);
     upulsar_tb_client_close(c);
@@ -193,7 +166,7 @@ Test(broker_auth, challenge_before_connected)
     upulsar_tb_client_t *c;
     cr_assert_eq(connect_with(tb, NULL, GOOD, &c), UPULSAR_OK, "%s", upulsar_last_error());
     upulsar_tb_client_close(c);
-    upulsar_tb_stats_t st = stats(tb);
+    upulsar_tb_stats_t st = bc_stats(tb);
     cr_assert_eq(st.auth_challenges, 1);
     cr_assert_eq(st.auth_ok, 2); /* CONNECT, then AUTH_RESPONSE */
 
@@ -205,19 +178,8 @@ Test(broker_auth, challenge_before_connected)
     o.answer_challenge = 0;
     cr_assert_eq(upulsar_tb_client_connect_opts(upulsar_tb_url(tb), &o, WAIT_MS, &c),
                  UPULSAR_ERR__STATE, "the challenge is returned to the caller");
-    cr_assert_eq(upulsar_tb_client_open(upulsar_tb_url(tb), WAIT_MS, &c), UPULSAR_OK);
-    up_cmd_t cmd = PULSAR__PROTO__BASE_COMMAND__INIT;
-    Pulsar__Proto__CommandConnect cn = PULSAR__PROTO__COMMAND_CONNECT__INIT;
-    cmd.type = UP_CMD(CONNECT);
-    cmd.connect = &cn;
-    cn.client_version = "auth-test";
-    cn.auth_method_name = "token";
-    cn.has_auth_data = 1;
-    cn.auth_data.data = (uint8_t *)GOOD2;
-    cn.auth_data.len = strlen(GOOD2);
-    cn.has_protocol_version = 1;
-    cn.protocol_version = 21;
-    cr_assert_eq(upulsar_tb_client_send_cmd(c, &cmd), UPULSAR_OK);
+    c = bc_open(tb);
+    send_connect(c, "token", GOOD2);
     upulsar_tb_frame_t f;
     cr_assert_eq(upulsar_tb_client_read(c, WAIT_MS, &f), UPULSAR_OK);
     cr_assert_eq(f.type, UP_CMD(AUTH_CHALLENGE));
@@ -236,8 +198,8 @@ Test(broker_auth, challenge_before_connected)
     cr_assert_eq(upulsar_tb_client_read(c, WAIT_MS, &f), UPULSAR_ERR__CLOSED);
     upulsar_tb_client_close(c);
     /* the other valid token answers it */
-    cr_assert_eq(upulsar_tb_client_open(upulsar_tb_url(tb), WAIT_MS, &c), UPULSAR_OK);
-    cr_assert_eq(upulsar_tb_client_send_cmd(c, &cmd), UPULSAR_OK);
+    c = bc_open(tb);
+    send_connect(c, "token", GOOD2);
     cr_assert_eq(upulsar_tb_client_expect(c, UP_CMD(AUTH_CHALLENGE), WAIT_MS, &f), UPULSAR_OK);
     cr_assert_eq(upulsar_tb_client_auth_response(c, "token", GOOD), UPULSAR_OK);
     cr_assert_eq(upulsar_tb_client_expect(c, UP_CMD(CONNECTED), WAIT_MS, &f), UPULSAR_OK);
@@ -268,8 +230,7 @@ Test(broker_auth, refresh_challenge_answered_wrongly_or_not_at_all)
     cr_assert_eq(upulsar_tb_client_auth_response(ok, "token", GOOD2), UPULSAR_OK);
     cr_assert_eq(upulsar_tb_client_auth_response(wrong, "token", GOOD), UPULSAR_OK);
     /* ok stays usable */
-    cr_assert_eq(upulsar_tb_client_create_producer(ok, "t", 1, NULL, WAIT_MS, NULL, 0, NULL),
-                 UPULSAR_OK);
+    bc_create_producer(ok, "t", 1, NULL);
     /* wrong is told and closed */
     cr_assert_eq(upulsar_tb_client_read(wrong, WAIT_MS, &f), UPULSAR_OK);
     cr_assert_eq(f.type, UP_CMD(ERROR));
@@ -280,16 +241,15 @@ Test(broker_auth, refresh_challenge_answered_wrongly_or_not_at_all)
     cr_assert_eq(f.type, UP_CMD(ERROR));
     cr_assert_eq(f.cmd->error->error, UP_SERR(AuthenticationError));
     cr_assert_eq(upulsar_tb_client_read(silent, WAIT_MS, &f), UPULSAR_ERR__CLOSED);
-    upulsar_tb_stats_t st = stats(tb);
+    upulsar_tb_stats_t st = bc_stats(tb);
     cr_assert_eq(st.auth_challenges, 3);
     cr_assert_eq(st.auth_ok, 3 + 1);
     cr_assert_eq(st.auth_failed, 1);
     cr_assert_eq(st.auth_unanswered, 1);
     /* an AUTH_RESPONSE nobody asked for is ignored */
     cr_assert_eq(upulsar_tb_client_auth_response(ok, "token", BAD), UPULSAR_OK);
-    cr_assert_eq(upulsar_tb_client_create_producer(ok, "t2", 2, NULL, WAIT_MS, NULL, 0, NULL),
-                 UPULSAR_OK);
-    cr_assert_eq(stats(tb).auth_failed, 1);
+    bc_create_producer(ok, "t2", 2, NULL);
+    cr_assert_eq(bc_stats(tb).auth_failed, 1);
     upulsar_tb_client_close(ok);
     upulsar_tb_client_close(wrong);
     upulsar_tb_client_close(silent);
@@ -302,15 +262,12 @@ Test(broker_auth, tokens_over_tls)
     tls_certs_t certs;
     cr_assert_eq(tls_certs_make(&certs), 0, "openssl CLI failed");
     static const char *const tokens[] = {GOOD};
-    upulsar_tb_opts_t o;
-    upulsar_tb_opts_init(&o);
-    o.ping_interval_ms = 0;
+    upulsar_tb_opts_t o = bc_opts();
     o.tls_cert_file = certs.srv_cert;
     o.tls_key_file = certs.srv_key;
     o.auth_tokens = tokens;
     o.auth_tokens_cnt = 1;
-    upulsar_tb_t *tb = NULL;
-    cr_assert_eq(upulsar_tb_start(&o, &tb), UPULSAR_OK, "%s", upulsar_last_error());
+    upulsar_tb_t *tb = bc_start(&o);
     upulsar_tb_client_opts_t co;
     upulsar_tb_client_opts_init(&co);
     co.tls_ca_file = certs.ca;
@@ -322,15 +279,14 @@ Test(broker_auth, tokens_over_tls)
     upulsar_tb_frame_t f;
     cr_assert_eq(upulsar_tb_client_expect(c, UP_CMD(AUTH_CHALLENGE), WAIT_MS, &f), UPULSAR_OK);
     cr_assert_eq(upulsar_tb_client_auth_response(c, NULL, GOOD), UPULSAR_OK);
-    cr_assert_eq(upulsar_tb_client_create_producer(c, "t", 1, NULL, WAIT_MS, NULL, 0, NULL),
-                 UPULSAR_OK);
+    bc_create_producer(c, "t", 1, NULL);
     upulsar_tb_client_close(c);
     co.token = BAD;
     cr_assert_eq(upulsar_tb_client_connect_opts(upulsar_tb_url(tb), &co, WAIT_MS, &c),
                  UPULSAR_ERR_AUTHENTICATION_ERROR);
     cr_assert_null(strstr(upulsar_last_error(), "token-"), "%s", upulsar_last_error());
-    cr_assert_eq(stats(tb).auth_ok, 2);
-    cr_assert_eq(stats(tb).auth_failed, 1);
+    cr_assert_eq(bc_stats(tb).auth_ok, 2);
+    cr_assert_eq(bc_stats(tb).auth_failed, 1);
     upulsar_tb_stop(tb);
     tls_certs_remove(&certs);
     capture_check();

@@ -3,34 +3,12 @@
  * published bytes, live push of new entries, ACK / ACK_RESPONSE,
  * redelivery of unacknowledged entries, CLOSE_CONSUMER, exclusivity.
  * UPULSAR_TEST_LABEL_CONCURRENCY (entries cross connection threads) */
-#include <criterion/criterion.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "batch.h"
-#include "frame.h"
-#include "upulsar/testbroker.h"
-
-#define WAIT_MS 5000
-#define QUIET_MS 200 /* how long "nothing arrives" is watched */
-
-static upulsar_tb_t *start_broker(void)
-{
-    upulsar_tb_opts_t o;
-    upulsar_tb_opts_init(&o);
-    o.ping_interval_ms = 0;
-    upulsar_tb_t *tb = NULL;
-    cr_assert_eq(upulsar_tb_start(&o, &tb), UPULSAR_OK, "%s", upulsar_last_error());
-    return tb;
-}
-
-static upulsar_tb_client_t *client(upulsar_tb_t *tb)
-{
-    upulsar_tb_client_t *c = NULL;
-    cr_assert_eq(upulsar_tb_client_connect(upulsar_tb_url(tb), WAIT_MS, &c), UPULSAR_OK);
-    return c;
-}
+#include "broker_common.h"
 
 /* A published entry as the test built it: metadata and payload bytes. */
 typedef struct sent {
@@ -75,19 +53,6 @@ static void publish(upulsar_tb_client_t *c, uint64_t pid, uint64_t seq, int n, s
         wire = (const uint8_t *)"single";
         wl = 6;
     }
-    up_cmd_t cmd = PULSAR__PROTO__BASE_COMMAND__INIT;
-    Pulsar__Proto__CommandSend s = PULSAR__PROTO__COMMAND_SEND__INIT;
-    cmd.type = UP_CMD(SEND);
-    cmd.send = &s;
-    s.producer_id = pid;
-    s.sequence_id = seq;
-    if (n > 1) {
-        s.has_num_messages = 1;
-        s.num_messages = n;
-    }
-    up_buf_t fb = UP_BUF_INIT;
-    struct iovec iov = {(void *)wire, wl};
-    cr_assert_eq(up_frame_put_payload(&fb, &cmd, &md, &iov, 1, true), 0);
     if (out) {
         out->md_len = protobuf_c_message_get_packed_size(&md.base);
         cr_assert_leq(out->md_len, sizeof out->md);
@@ -96,11 +61,19 @@ static void publish(upulsar_tb_client_t *c, uint64_t pid, uint64_t seq, int n, s
         memcpy(out->payload, wire, wl);
         out->payload_len = wl;
     }
-    cr_assert_eq(upulsar_tb_client_send_raw(c, fb.data, fb.len), UPULSAR_OK);
-    up_buf_free(&fb);
+    bc_send_entry(c, pid, seq, n > 1 ? n : 0, &md, wire, wl);
     upulsar_tb_frame_t f;
-    cr_assert_eq(upulsar_tb_client_expect(c, UP_CMD(SEND_RECEIPT), WAIT_MS, &f), UPULSAR_OK, "%s",
-                 upulsar_last_error());
+    bc_receipt(c, &f);
+}
+
+/* Consumer @p cid of subscription "s" on topic "t" (from the earliest
+ * entry if @p earliest, else only new ones), with @p permits granted. */
+static void subscribe_with_permits(upulsar_tb_client_t *k, uint64_t cid, int earliest,
+                                   uint32_t permits)
+{
+    cr_assert_eq(upulsar_tb_client_subscribe(k, "t", "s", cid, earliest, 0, WAIT_MS), UPULSAR_OK,
+                 "%s", upulsar_last_error());
+    cr_assert_eq(upulsar_tb_client_flow(k, cid, permits), UPULSAR_OK);
 }
 
 static const Pulsar__Proto__CommandMessage *next_message(upulsar_tb_client_t *c,
@@ -112,13 +85,6 @@ static const Pulsar__Proto__CommandMessage *next_message(upulsar_tb_client_t *c,
     cr_assert(f->has_crc);
     cr_assert(f->crc_ok);
     return f->cmd->message;
-}
-
-static void assert_quiet(upulsar_tb_client_t *c)
-{
-    upulsar_tb_frame_t f;
-    upulsar_err_t err = upulsar_tb_client_read(c, QUIET_MS, &f);
-    cr_assert_eq(err, UPULSAR_ERR__TIMED_OUT, "unexpected %s", err ? "" : up_cmd_name(f.type));
 }
 
 static void ack(upulsar_tb_client_t *c, uint64_t consumer, uint64_t ledger, uint64_t entry,
@@ -160,20 +126,16 @@ static void close_consumer(upulsar_tb_client_t *c, uint64_t consumer, uint64_t r
 
 Test(broker_consumer, earliest_subscription_receives_stored_entries_byte_for_byte)
 {
-    upulsar_tb_t *tb = start_broker();
-    upulsar_tb_client_t *p = client(tb), *k = client(tb);
-    cr_assert_eq(upulsar_tb_client_create_producer(p, "t", 1, "p", WAIT_MS, NULL, 0, NULL),
-                 UPULSAR_OK);
+    upulsar_tb_t *tb = bc_broker();
+    upulsar_tb_client_t *p = bc_producer_on(tb, "t", 1, "p"), *k = bc_connect(tb);
     sent_t *sent = calloc(3, sizeof *sent);
     cr_assert_not_null(sent);
     publish(p, 1, 0, 10, &sent[0]);
     publish(p, 1, 10, 1, &sent[1]);
     publish(p, 1, 11, 5, &sent[2]);
-    upulsar_tb_topic_stats_t st;
-    upulsar_tb_topic_stats(tb, "t", &st);
+    upulsar_tb_topic_stats_t st = bc_topic_stats(tb, "t");
 
-    cr_assert_eq(upulsar_tb_client_subscribe(k, "t", "s", 42, 1, 0, WAIT_MS), UPULSAR_OK);
-    cr_assert_eq(upulsar_tb_client_flow(k, 42, 1000), UPULSAR_OK);
+    subscribe_with_permits(k, 42, 1, 1000);
     for (uint64_t e = 0; e < 3; e++) {
         upulsar_tb_frame_t f;
         const Pulsar__Proto__CommandMessage *m = next_message(k, &f);
@@ -185,8 +147,8 @@ Test(broker_consumer, earliest_subscription_receives_stored_entries_byte_for_byt
         cr_assert_eq(f.payload_len, sent[e].payload_len);
         cr_assert_arr_eq(f.payload, sent[e].payload, sent[e].payload_len);
     }
-    assert_quiet(k);
-    upulsar_tb_topic_stats(tb, "t", &st);
+    bc_assert_quiet(k);
+    st = bc_topic_stats(tb, "t");
     cr_assert_eq(st.consumers, 1);
     free(sent);
     upulsar_tb_client_close(p);
@@ -196,15 +158,12 @@ Test(broker_consumer, earliest_subscription_receives_stored_entries_byte_for_byt
 
 Test(broker_consumer, latest_subscription_gets_only_new_entries_pushed_live)
 {
-    upulsar_tb_t *tb = start_broker();
-    upulsar_tb_client_t *p = client(tb), *k = client(tb);
-    cr_assert_eq(upulsar_tb_client_create_producer(p, "t", 1, "p", WAIT_MS, NULL, 0, NULL),
-                 UPULSAR_OK);
+    upulsar_tb_t *tb = bc_broker();
+    upulsar_tb_client_t *p = bc_producer_on(tb, "t", 1, "p"), *k = bc_connect(tb);
     publish(p, 1, 0, 1, NULL);
     publish(p, 1, 1, 1, NULL);
-    cr_assert_eq(upulsar_tb_client_subscribe(k, "t", "s", 1, 0, 0, WAIT_MS), UPULSAR_OK);
-    cr_assert_eq(upulsar_tb_client_flow(k, 1, 100), UPULSAR_OK);
-    assert_quiet(k); /* nothing from before the subscription */
+    subscribe_with_permits(k, 1, 0, 100);
+    bc_assert_quiet(k); /* nothing from before the subscription */
     for (uint64_t i = 2; i < 5; i++) {
         publish(p, 1, i, 1, NULL);
         upulsar_tb_frame_t f;
@@ -217,23 +176,21 @@ Test(broker_consumer, latest_subscription_gets_only_new_entries_pushed_live)
 
 Test(broker_consumer, permits_count_messages_and_gate_dispatch)
 {
-    upulsar_tb_t *tb = start_broker();
-    upulsar_tb_client_t *p = client(tb), *k = client(tb);
-    cr_assert_eq(upulsar_tb_client_create_producer(p, "t", 1, "p", WAIT_MS, NULL, 0, NULL),
-                 UPULSAR_OK);
+    upulsar_tb_t *tb = bc_broker();
+    upulsar_tb_client_t *p = bc_producer_on(tb, "t", 1, "p"), *k = bc_connect(tb);
     publish(p, 1, 0, 1, NULL);  /* entry 0: 1 message */
     publish(p, 1, 1, 10, NULL); /* entry 1: 10 messages */
     publish(p, 1, 11, 1, NULL); /* entry 2: 1 message */
     cr_assert_eq(upulsar_tb_client_subscribe(k, "t", "s", 1, 1, 0, WAIT_MS), UPULSAR_OK);
     upulsar_tb_frame_t f;
-    assert_quiet(k); /* no permits, no messages */
+    bc_assert_quiet(k); /* no permits, no messages */
     cr_assert_eq(upulsar_tb_client_flow(k, 1, 2), UPULSAR_OK);
     cr_assert_eq(next_message(k, &f)->message_id->entryid, 0);
     /* one permit left: the 10-message entry goes, permits end at -9 */
     cr_assert_eq(next_message(k, &f)->message_id->entryid, 1);
-    assert_quiet(k);
+    bc_assert_quiet(k);
     cr_assert_eq(upulsar_tb_client_flow(k, 1, 9), UPULSAR_OK); /* back to 0 */
-    assert_quiet(k);
+    bc_assert_quiet(k);
     cr_assert_eq(upulsar_tb_client_flow(k, 1, 1), UPULSAR_OK);
     cr_assert_eq(next_message(k, &f)->message_id->entryid, 2);
     upulsar_tb_client_close(p);
@@ -243,16 +200,12 @@ Test(broker_consumer, permits_count_messages_and_gate_dispatch)
 
 Test(broker_consumer, unacknowledged_entries_are_redelivered_after_close)
 {
-    upulsar_tb_t *tb = start_broker();
-    upulsar_tb_client_t *p = client(tb), *k = client(tb);
-    cr_assert_eq(upulsar_tb_client_create_producer(p, "t", 1, "p", WAIT_MS, NULL, 0, NULL),
-                 UPULSAR_OK);
+    upulsar_tb_t *tb = bc_broker();
+    upulsar_tb_client_t *p = bc_producer_on(tb, "t", 1, "p"), *k = bc_connect(tb);
     for (uint64_t i = 0; i < 5; i++)
         publish(p, 1, i, 1, NULL);
-    upulsar_tb_topic_stats_t st;
-    upulsar_tb_topic_stats(tb, "t", &st);
-    cr_assert_eq(upulsar_tb_client_subscribe(k, "t", "s", 1, 1, 0, WAIT_MS), UPULSAR_OK);
-    cr_assert_eq(upulsar_tb_client_flow(k, 1, 100), UPULSAR_OK);
+    upulsar_tb_topic_stats_t st = bc_topic_stats(tb, "t");
+    subscribe_with_permits(k, 1, 1, 100);
     upulsar_tb_frame_t f;
     for (uint64_t i = 0; i < 5; i++)
         cr_assert_eq(next_message(k, &f)->message_id->entryid, i);
@@ -264,15 +217,14 @@ Test(broker_consumer, unacknowledged_entries_are_redelivered_after_close)
     cr_assert_eq(f.cmd->ackresponse->request_id, 77);
     cr_assert_not(f.cmd->ackresponse->has_error);
     close_consumer(k, 1, 5);
-    upulsar_tb_topic_stats(tb, "t", &st);
+    st = bc_topic_stats(tb, "t");
     cr_assert_eq(st.consumers, 0);
 
     /* same subscription again: 2 and 4 come back, 0, 1, 3 do not */
-    cr_assert_eq(upulsar_tb_client_subscribe(k, "t", "s", 2, 0, 0, WAIT_MS), UPULSAR_OK);
-    cr_assert_eq(upulsar_tb_client_flow(k, 2, 100), UPULSAR_OK);
+    subscribe_with_permits(k, 2, 0, 100);
     cr_assert_eq(next_message(k, &f)->message_id->entryid, 2);
     cr_assert_eq(next_message(k, &f)->message_id->entryid, 4);
-    assert_quiet(k);
+    bc_assert_quiet(k);
     upulsar_tb_client_close(p);
     upulsar_tb_client_close(k);
     upulsar_tb_stop(tb);
@@ -280,8 +232,8 @@ Test(broker_consumer, unacknowledged_entries_are_redelivered_after_close)
 
 Test(broker_consumer, exclusive_subscription_refuses_a_second_consumer)
 {
-    upulsar_tb_t *tb = start_broker();
-    upulsar_tb_client_t *a = client(tb), *b = client(tb);
+    upulsar_tb_t *tb = bc_broker();
+    upulsar_tb_client_t *a = bc_connect(tb), *b = bc_connect(tb);
     cr_assert_eq(upulsar_tb_client_subscribe(a, "t", "s", 1, 1, 0, WAIT_MS), UPULSAR_OK);
     cr_assert_eq(upulsar_tb_client_subscribe(b, "t", "s", 1, 1, 0, WAIT_MS),
                  UPULSAR_ERR_CONSUMER_BUSY);
@@ -293,10 +245,9 @@ Test(broker_consumer, exclusive_subscription_refuses_a_second_consumer)
 
 Test(broker_consumer, shared_consumers_split_the_entries)
 {
-    upulsar_tb_t *tb = start_broker();
-    upulsar_tb_client_t *p = client(tb), *a = client(tb), *b = client(tb);
-    cr_assert_eq(upulsar_tb_client_create_producer(p, "t", 1, "p", WAIT_MS, NULL, 0, NULL),
-                 UPULSAR_OK);
+    upulsar_tb_t *tb = bc_broker();
+    upulsar_tb_client_t *p = bc_producer_on(tb, "t", 1, "p"), *a = bc_connect(tb),
+                        *b = bc_connect(tb);
     cr_assert_eq(upulsar_tb_client_subscribe(a, "t", "s", 1, 1, 1, WAIT_MS), UPULSAR_OK);
     cr_assert_eq(upulsar_tb_client_subscribe(b, "t", "s", 1, 1, 1, WAIT_MS), UPULSAR_OK);
     cr_assert_eq(upulsar_tb_client_flow(a, 1, 2), UPULSAR_OK);

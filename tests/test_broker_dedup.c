@@ -1,30 +1,16 @@
 /* test_broker_dedup.c -- de-duplication by producer name and sequence id:
  * resent entries are not stored again and are acknowledged with
  * ledger/entry -1, across connections, per name and per topic. */
-#include <criterion/criterion.h>
 #include <string.h>
-#include <time.h>
 
-#include "frame.h"
-#include "upulsar/testbroker.h"
+#include "broker_common.h"
 
-#define WAIT_MS 5000
-
-static upulsar_tb_t *start_broker(void)
+/* A raw client of @p tb with producer @p pid (@p name) on @p topic; the
+ * name's last sequence id on the topic into *@p last. */
+static upulsar_tb_client_t *producer_with_last(upulsar_tb_t *tb, const char *topic, uint64_t pid,
+                                               const char *name, int64_t *last)
 {
-    upulsar_tb_opts_t o;
-    upulsar_tb_opts_init(&o);
-    o.ping_interval_ms = 0;
-    upulsar_tb_t *tb = NULL;
-    cr_assert_eq(upulsar_tb_start(&o, &tb), UPULSAR_OK, "%s", upulsar_last_error());
-    return tb;
-}
-
-static upulsar_tb_client_t *producer_on(upulsar_tb_t *tb, const char *topic, uint64_t pid,
-                                        const char *name, int64_t *last)
-{
-    upulsar_tb_client_t *c = NULL;
-    cr_assert_eq(upulsar_tb_client_connect(upulsar_tb_url(tb), WAIT_MS, &c), UPULSAR_OK);
+    upulsar_tb_client_t *c = bc_connect(tb);
     cr_assert_eq(upulsar_tb_client_create_producer(c, topic, pid, name, WAIT_MS, NULL, 0, last),
                  UPULSAR_OK, "%s", upulsar_last_error());
     return c;
@@ -41,9 +27,7 @@ static uint64_t send_entry(upulsar_tb_client_t *c, uint64_t pid, const char *nam
         m[i] = (upulsar_tb_out_msg_t){.payload = "d", .len = 1};
     cr_assert_eq(upulsar_tb_client_send_messages(c, pid, name, first, m, n, 0, flags), UPULSAR_OK);
     upulsar_tb_frame_t f;
-    cr_assert_eq(upulsar_tb_client_expect(c, UP_CMD(SEND_RECEIPT), WAIT_MS, &f), UPULSAR_OK, "%s",
-                 upulsar_last_error());
-    const Pulsar__Proto__CommandSendReceipt *r = f.cmd->send_receipt;
+    const Pulsar__Proto__CommandSendReceipt *r = bc_receipt(c, &f);
     cr_assert_eq(r->producer_id, pid);
     cr_assert_eq(r->sequence_id, first);
     cr_assert_eq(r->message_id->ledgerid == UINT64_MAX, r->message_id->entryid == UINT64_MAX,
@@ -51,50 +35,47 @@ static uint64_t send_entry(upulsar_tb_client_t *c, uint64_t pid, const char *nam
     return r->message_id->entryid;
 }
 
-static upulsar_tb_topic_stats_t stats(upulsar_tb_t *tb, const char *topic)
+/* Topic "t" holds @p entries entries of @p messages messages in all, and
+ * @p duplicates resends were recognised. */
+static void assert_stored(upulsar_tb_t *tb, uint64_t entries, uint64_t messages,
+                          uint64_t duplicates)
 {
-    upulsar_tb_topic_stats_t st;
-    cr_assert_eq(upulsar_tb_topic_stats(tb, topic, &st), UPULSAR_OK);
-    return st;
+    upulsar_tb_topic_stats_t st = bc_topic_stats(tb, "t");
+    cr_assert_eq(st.entries, entries);
+    cr_assert_eq(st.messages, messages);
+    cr_assert_eq(st.duplicates, duplicates);
 }
 
 Test(broker_dedup, resent_message_is_acknowledged_with_minus_one_and_not_stored)
 {
-    upulsar_tb_t *tb = start_broker();
-    upulsar_tb_client_t *c = producer_on(tb, "t", 1, "p", NULL);
+    upulsar_tb_t *tb = bc_broker();
+    upulsar_tb_client_t *c = bc_producer_on(tb, "t", 1, "p");
     for (uint64_t s = 0; s < 3; s++)
         cr_assert_eq(send_entry(c, 1, "p", s, 1, 0), s);
     cr_assert_eq(send_entry(c, 1, "p", 1, 1, 0), UINT64_MAX);
     cr_assert_eq(send_entry(c, 1, "p", 2, 1, 0), UINT64_MAX);
     cr_assert_eq(send_entry(c, 1, "p", 3, 1, 0), 3);
-    upulsar_tb_topic_stats_t st = stats(tb, "t");
-    cr_assert_eq(st.entries, 4);
-    cr_assert_eq(st.messages, 4);
-    cr_assert_eq(st.duplicates, 2);
+    assert_stored(tb, 4, 4, 2);
     upulsar_tb_client_close(c);
     upulsar_tb_stop(tb);
 }
 
 Test(broker_dedup, batches_without_highest_id_dedup_on_their_first_id)
 {
-    upulsar_tb_t *tb = start_broker();
-    upulsar_tb_client_t *c = producer_on(tb, "t", 1, "p", NULL);
+    upulsar_tb_t *tb = bc_broker();
+    upulsar_tb_client_t *c = bc_producer_on(tb, "t", 1, "p");
     /* C++ style: no highest_sequence_id; like Pulsar the broker only knows
      * the first id [0..9] -> last stored 0 */
     cr_assert_eq(send_entry(c, 1, "p", 0, 10, 0), 0);
     cr_assert_eq(send_entry(c, 1, "p", 0, 10, 0), UINT64_MAX); /* resend */
     cr_assert_eq(send_entry(c, 1, "p", 10, 10, 0), 1);
     cr_assert_eq(send_entry(c, 1, "p", 10, 10, 0), UINT64_MAX);
-    upulsar_tb_topic_stats_t st = stats(tb, "t");
-    cr_assert_eq(st.entries, 2);
-    cr_assert_eq(st.messages, 20);
-    cr_assert_eq(st.duplicates, 2);
+    assert_stored(tb, 2, 20, 2);
     upulsar_tb_client_close(c);
     /* and reports that first id as the name's last_sequence_id */
-    for (int i = 0; i < 10000 && stats(tb, "t").producers; i++)
-        nanosleep(&(struct timespec){0, 1000000}, NULL);
+    bc_wait_no_producers(tb, "t");
     int64_t last = 0;
-    c = producer_on(tb, "t", 1, "p", &last);
+    c = producer_with_last(tb, "t", 1, "p", &last);
     cr_assert_eq(last, 10);
     upulsar_tb_client_close(c);
     upulsar_tb_stop(tb);
@@ -104,22 +85,19 @@ Test(broker_dedup, clients_numbering_batches_not_messages_are_not_deduplicated)
 {
     /* pulsar-flex gives each batch one sequence id (1, 2, 3...) whatever
      * its size: consecutive batches must all be stored */
-    upulsar_tb_t *tb = start_broker();
-    upulsar_tb_client_t *c = producer_on(tb, "t", 1, "p", NULL);
+    upulsar_tb_t *tb = bc_broker();
+    upulsar_tb_client_t *c = bc_producer_on(tb, "t", 1, "p");
     for (uint64_t s = 1; s <= 8; s++)
         cr_assert_eq(send_entry(c, 1, "p", s, s == 8 ? 1 : 7, 0), s - 1);
-    upulsar_tb_topic_stats_t st = stats(tb, "t");
-    cr_assert_eq(st.entries, 8);
-    cr_assert_eq(st.messages, 50);
-    cr_assert_eq(st.duplicates, 0);
+    assert_stored(tb, 8, 50, 0);
     upulsar_tb_client_close(c);
     upulsar_tb_stop(tb);
 }
 
 Test(broker_dedup, batches_with_highest_id_dedup_on_their_last_id)
 {
-    upulsar_tb_t *tb = start_broker();
-    upulsar_tb_client_t *c = producer_on(tb, "t", 1, "p", NULL);
+    upulsar_tb_t *tb = bc_broker();
+    upulsar_tb_client_t *c = bc_producer_on(tb, "t", 1, "p");
     /* Java style: highest_sequence_id sent */
     cr_assert_eq(send_entry(c, 1, "p", 0, 10, UPULSAR_TB_SEND_HIGHEST), 0);     /* [0..9] */
     cr_assert_eq(send_entry(c, 1, "p", 0, 10, UPULSAR_TB_SEND_HIGHEST), UINT64_MAX);
@@ -127,26 +105,22 @@ Test(broker_dedup, batches_with_highest_id_dedup_on_their_last_id)
     cr_assert_eq(send_entry(c, 1, "p", 5, 10, UPULSAR_TB_SEND_HIGHEST), 1); /* [5..14] */
     cr_assert_eq(send_entry(c, 1, "p", 15, 1, 0), 2);
     cr_assert_eq(send_entry(c, 1, "p", 14, 1, 0), UINT64_MAX);
-    upulsar_tb_topic_stats_t st = stats(tb, "t");
-    cr_assert_eq(st.entries, 3);
-    cr_assert_eq(st.messages, 21);
-    cr_assert_eq(st.duplicates, 3);
+    assert_stored(tb, 3, 21, 3);
     upulsar_tb_client_close(c);
     upulsar_tb_stop(tb);
 }
 
 Test(broker_dedup, state_follows_the_name_across_connections)
 {
-    upulsar_tb_t *tb = start_broker();
+    upulsar_tb_t *tb = bc_broker();
     int64_t last = 0;
-    upulsar_tb_client_t *c = producer_on(tb, "t", 1, "p", &last);
+    upulsar_tb_client_t *c = producer_with_last(tb, "t", 1, "p", &last);
     cr_assert_eq(last, -1);
     cr_assert_eq(send_entry(c, 1, "p", 0, 5, UPULSAR_TB_SEND_HIGHEST), 0); /* [0..4] */
     upulsar_tb_client_close(c);
     /* wait until the broker saw the close, then come back as "p" */
-    for (int i = 0; i < 10000 && stats(tb, "t").producers; i++)
-        nanosleep(&(struct timespec){0, 1000000}, NULL);
-    c = producer_on(tb, "t", 8, "p", &last);
+    bc_wait_no_producers(tb, "t");
+    c = producer_with_last(tb, "t", 8, "p", &last);
     cr_assert_eq(last, 4);
     cr_assert_eq(send_entry(c, 8, "p", 2, 3, UPULSAR_TB_SEND_HIGHEST), UINT64_MAX); /* [2..4] */
     cr_assert_eq(send_entry(c, 8, "p", 5, 1, 0), 1);
@@ -166,16 +140,15 @@ Test(broker_dedup, state_follows_the_name_across_connections)
 
 Test(broker_dedup, duplicates_leave_the_log_unchanged)
 {
-    upulsar_tb_t *tb = start_broker();
-    upulsar_tb_client_t *c = producer_on(tb, "t", 1, "p", NULL);
+    upulsar_tb_t *tb = bc_broker();
+    upulsar_tb_client_t *c = bc_producer_on(tb, "t", 1, "p");
     upulsar_tb_out_msg_t a = {.payload = "first", .len = 5}, b = {.payload = "second", .len = 6};
     upulsar_tb_frame_t f;
     cr_assert_eq(upulsar_tb_client_send_messages(c, 1, "p", 0, &a, 1, 0, 0), UPULSAR_OK);
-    cr_assert_eq(upulsar_tb_client_expect(c, UP_CMD(SEND_RECEIPT), WAIT_MS, &f), UPULSAR_OK);
+    bc_receipt(c, &f);
     /* same sequence id, other content: still a duplicate, first one kept */
     cr_assert_eq(upulsar_tb_client_send_messages(c, 1, "p", 0, &b, 1, 0, 0), UPULSAR_OK);
-    cr_assert_eq(upulsar_tb_client_expect(c, UP_CMD(SEND_RECEIPT), WAIT_MS, &f), UPULSAR_OK);
-    cr_assert_eq(f.cmd->send_receipt->message_id->entryid, UINT64_MAX);
+    cr_assert_eq(bc_receipt(c, &f)->message_id->entryid, UINT64_MAX);
     upulsar_tb_snapshot_t *s;
     cr_assert_eq(upulsar_tb_snapshot(tb, "t", &s), UPULSAR_OK);
     cr_assert_eq(upulsar_tb_snapshot_count(s), 1);

@@ -3,66 +3,34 @@
  * answering pings, a frozen broker, restart on the same port.
  * UPULSAR_TEST_LABEL_CONCURRENCY (faults are driven from the test thread
  * while connection threads run) */
-#include <criterion/criterion.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <string.h>
-#include <time.h>
 
-#include "frame.h"
-#include "upulsar/testbroker.h"
-
-#define WAIT_MS 5000
-#define QUIET_MS 200
+#include "broker_common.h"
 
 static upulsar_tb_t *start_broker(int ping_ms)
 {
-    upulsar_tb_opts_t o;
-    upulsar_tb_opts_init(&o);
+    upulsar_tb_opts_t o = bc_opts();
     o.ping_interval_ms = ping_ms;
-    upulsar_tb_t *tb = NULL;
-    cr_assert_eq(upulsar_tb_start(&o, &tb), UPULSAR_OK, "%s", upulsar_last_error());
-    return tb;
+    return bc_start(&o);
 }
 
-static upulsar_tb_client_t *client(upulsar_tb_t *tb)
-{
-    upulsar_tb_client_t *c = NULL;
-    cr_assert_eq(upulsar_tb_client_connect(upulsar_tb_url(tb), WAIT_MS, &c), UPULSAR_OK, "%s",
-                 upulsar_last_error());
-    return c;
-}
-
-static void assert_closed(upulsar_tb_client_t *c)
-{
-    upulsar_tb_frame_t f;
-    upulsar_err_t err;
-    while ((err = upulsar_tb_client_read(c, WAIT_MS, &f)) == UPULSAR_OK)
-        ;
-    cr_assert_eq(err, UPULSAR_ERR__CLOSED, "got %s", upulsar_err_name(err));
-}
-
-static void send_ping(upulsar_tb_client_t *c)
-{
-    up_cmd_t cmd = PULSAR__PROTO__BASE_COMMAND__INIT;
-    Pulsar__Proto__CommandPing ping = PULSAR__PROTO__COMMAND_PING__INIT;
-    cmd.type = UP_CMD(PING);
-    cmd.ping = &ping;
-    cr_assert_eq(upulsar_tb_client_send_cmd(c, &cmd), UPULSAR_OK);
-}
-
+/* A PING gets its PONG (the broker's own PINGs answered and skipped). */
 static void assert_alive(upulsar_tb_client_t *c)
 {
-    send_ping(c);
-    upulsar_tb_frame_t f; /* (answers and skips the broker's own PINGs) */
+    bc_send_ping_pong(c, UP_CMD(PING));
+    upulsar_tb_frame_t f;
     cr_assert_eq(upulsar_tb_client_expect(c, UP_CMD(PONG), WAIT_MS, &f), UPULSAR_OK, "%s",
                  upulsar_last_error());
 }
 
-static void send_one(upulsar_tb_client_t *c, uint64_t pid, const char *name, uint64_t seq)
+/* A new raw client of @p tb gets its PONG: the broker still serves. */
+static void assert_serving(upulsar_tb_t *tb)
 {
-    upulsar_tb_out_msg_t m = {.payload = "x", .len = 1};
-    cr_assert_eq(upulsar_tb_client_send_messages(c, pid, name, seq, &m, 1, 0, 0), UPULSAR_OK);
+    upulsar_tb_client_t *c = bc_connect(tb);
+    assert_alive(c);
+    upulsar_tb_client_close(c);
 }
 
 Test(broker_faults_conn, drop_all_connections_closes_every_client)
@@ -70,45 +38,38 @@ Test(broker_faults_conn, drop_all_connections_closes_every_client)
     upulsar_tb_t *tb = start_broker(0);
     upulsar_tb_client_t *c[3];
     for (int i = 0; i < 3; i++)
-        c[i] = client(tb);
+        c[i] = bc_connect(tb);
     cr_assert_eq(upulsar_tb_drop_connections(tb, NULL), 3);
     for (int i = 0; i < 3; i++) {
-        assert_closed(c[i]);
+        bc_assert_closed(c[i]);
         upulsar_tb_client_close(c[i]);
     }
-    upulsar_tb_stats_t st;
-    upulsar_tb_stats(tb, &st);
+    upulsar_tb_stats_t st = bc_stats(tb);
     cr_assert_eq(st.connections_active, 0);
     /* the broker still accepts */
-    upulsar_tb_client_t *d = client(tb);
-    assert_alive(d);
-    upulsar_tb_client_close(d);
+    assert_serving(tb);
     upulsar_tb_stop(tb);
 }
 
 Test(broker_faults_conn, drop_connections_of_a_topic_spares_the_others)
 {
     upulsar_tb_t *tb = start_broker(0);
-    upulsar_tb_client_t *a = client(tb), *b = client(tb), *k = client(tb), *idle = client(tb);
-    cr_assert_eq(upulsar_tb_client_create_producer(a, "t1", 1, "a", WAIT_MS, NULL, 0, NULL),
-                 UPULSAR_OK);
-    cr_assert_eq(upulsar_tb_client_create_producer(b, "t2", 1, "b", WAIT_MS, NULL, 0, NULL),
-                 UPULSAR_OK);
+    upulsar_tb_client_t *a = bc_connect(tb), *b = bc_connect(tb), *k = bc_connect(tb), *idle = bc_connect(tb);
+    bc_create_producer(a, "t1", 1, "a");
+    bc_create_producer(b, "t2", 1, "b");
     cr_assert_eq(upulsar_tb_client_subscribe(k, "persistent://public/default/t1", "s", 1, 1, 0,
                                              WAIT_MS),
                  UPULSAR_OK);
     cr_assert_eq(upulsar_tb_drop_connections(tb, "t1"), 2);
-    assert_closed(a);
-    assert_closed(k);
+    bc_assert_closed(a);
+    bc_assert_closed(k);
     assert_alive(b);
     assert_alive(idle);
     /* when drop returns, the producers are gone: the name is free */
-    upulsar_tb_topic_stats_t st;
-    upulsar_tb_topic_stats(tb, "t1", &st);
+    upulsar_tb_topic_stats_t st = bc_topic_stats(tb, "t1");
     cr_assert_eq(st.producers, 0);
     cr_assert_eq(st.consumers, 0);
-    cr_assert_eq(upulsar_tb_client_create_producer(b, "t1", 2, "a", WAIT_MS, NULL, 0, NULL),
-                 UPULSAR_OK);
+    bc_create_producer(b, "t1", 2, "a");
     cr_assert_eq(upulsar_tb_drop_connections(tb, "never-used"), 0);
     cr_assert_lt(upulsar_tb_drop_connections(tb, "a/b"), 0);
     upulsar_tb_client_close(a);
@@ -130,13 +91,10 @@ Test(broker_faults_conn, refused_connections_never_handshake_until_the_period_en
                   "connect during refusal gave %s", upulsar_err_name(err));
         cr_assert_null(c);
     }
-    upulsar_tb_stats_t st;
-    upulsar_tb_stats(tb, &st);
+    upulsar_tb_stats_t st = bc_stats(tb);
     cr_assert_eq(st.connections_refused, 3);
     cr_assert_eq(upulsar_tb_refuse_connections(tb, 0), UPULSAR_OK);
-    upulsar_tb_client_t *c = client(tb);
-    assert_alive(c);
-    upulsar_tb_client_close(c);
+    assert_serving(tb);
     upulsar_tb_stop(tb);
 }
 
@@ -144,19 +102,17 @@ Test(broker_faults_conn, ignoring_pings_answers_nothing_but_serves_commands)
 {
     upulsar_tb_t *tb = start_broker(30);
     cr_assert_eq(upulsar_tb_ignore_pings(tb, 1), UPULSAR_OK);
-    upulsar_tb_client_t *c = client(tb);
-    send_ping(c);
+    upulsar_tb_client_t *c = bc_connect(tb);
+    bc_send_ping_pong(c, UP_CMD(PING));
     /* no PONG, no PING from the broker, and no idle close across many
      * ping intervals (the client says nothing either) */
     upulsar_tb_frame_t f;
     cr_assert_eq(upulsar_tb_client_read(c, QUIET_MS, &f), UPULSAR_ERR__TIMED_OUT);
-    upulsar_tb_stats_t st;
-    upulsar_tb_stats(tb, &st);
+    upulsar_tb_stats_t st = bc_stats(tb);
     cr_assert_eq(st.connections_active, 1);
     cr_assert_eq(st.pings_sent, 0);
     /* other commands are still answered */
-    cr_assert_eq(upulsar_tb_client_create_producer(c, "t", 1, NULL, WAIT_MS, NULL, 0, NULL),
-                 UPULSAR_OK);
+    bc_create_producer(c, "t", 1, NULL);
     cr_assert_eq(upulsar_tb_ignore_pings(tb, 0), UPULSAR_OK);
     assert_alive(c);
     upulsar_tb_client_close(c);
@@ -166,9 +122,9 @@ Test(broker_faults_conn, ignoring_pings_answers_nothing_but_serves_commands)
 Test(broker_faults_conn, frozen_broker_reads_nothing_and_resumes_after)
 {
     upulsar_tb_t *tb = start_broker(0);
-    upulsar_tb_client_t *c = client(tb);
+    upulsar_tb_client_t *c = bc_connect(tb);
     cr_assert_eq(upulsar_tb_freeze(tb, 1), UPULSAR_OK);
-    send_ping(c);
+    bc_send_ping_pong(c, UP_CMD(PING));
     upulsar_tb_frame_t f;
     cr_assert_eq(upulsar_tb_client_read(c, QUIET_MS, &f), UPULSAR_ERR__TIMED_OUT);
     /* a new connection is accepted by the kernel but never handshaken */
@@ -178,7 +134,7 @@ Test(broker_faults_conn, frozen_broker_reads_nothing_and_resumes_after)
     cr_assert_eq(upulsar_tb_freeze(tb, 0), UPULSAR_OK);
     /* the PING sent while frozen is answered now */
     cr_assert_eq(upulsar_tb_client_expect(c, UP_CMD(PONG), WAIT_MS, &f), UPULSAR_OK);
-    d = client(tb);
+    d = bc_connect(tb);
     assert_alive(d);
     upulsar_tb_client_close(c);
     upulsar_tb_client_close(d);
@@ -189,34 +145,30 @@ Test(broker_faults_conn, restart_keeps_the_log_and_listens_on_the_same_port)
 {
     upulsar_tb_t *tb = start_broker(0);
     int port = upulsar_tb_port(tb);
-    upulsar_tb_client_t *c = client(tb);
-    cr_assert_eq(upulsar_tb_client_create_producer(c, "t", 1, "p", WAIT_MS, NULL, 0, NULL),
-                 UPULSAR_OK);
+    upulsar_tb_client_t *c = bc_producer_on(tb, "t", 1, "p");
     upulsar_tb_frame_t f;
     for (uint64_t s = 0; s < 3; s++) {
-        send_one(c, 1, "p", s);
-        cr_assert_eq(upulsar_tb_client_expect(c, UP_CMD(SEND_RECEIPT), WAIT_MS, &f), UPULSAR_OK);
+        bc_send_one(c, 1, "p", s);
+        bc_receipt(c, &f);
     }
     cr_assert_eq(upulsar_tb_set_partitions(tb, "parted", 3), UPULSAR_OK);
     cr_assert_eq(upulsar_tb_restart(tb), UPULSAR_OK, "%s", upulsar_last_error());
-    assert_closed(c);
+    bc_assert_closed(c);
     upulsar_tb_client_close(c);
     cr_assert_eq(upulsar_tb_port(tb), port);
 
-    c = client(tb);
+    c = bc_connect(tb);
     int64_t last = 0;
     cr_assert_eq(upulsar_tb_client_create_producer(c, "t", 1, "p", WAIT_MS, NULL, 0, &last),
                  UPULSAR_OK);
     cr_assert_eq(last, 2);
-    send_one(c, 1, "p", 3);
-    cr_assert_eq(upulsar_tb_client_expect(c, UP_CMD(SEND_RECEIPT), WAIT_MS, &f), UPULSAR_OK);
-    cr_assert_eq(f.cmd->send_receipt->message_id->entryid, 3);
+    bc_send_one(c, 1, "p", 3);
+    cr_assert_eq(bc_receipt(c, &f)->message_id->entryid, 3);
     upulsar_tb_snapshot_t *s;
     cr_assert_eq(upulsar_tb_snapshot(tb, "t", &s), UPULSAR_OK);
     cr_assert_eq(upulsar_tb_snapshot_count(s), 4);
     upulsar_tb_snapshot_free(s);
-    upulsar_tb_stats_t st;
-    upulsar_tb_stats(tb, &st);
+    upulsar_tb_stats_t st = bc_stats(tb);
     cr_assert_eq(st.restarts, 1);
     cr_assert_eq(st.connections_active, 1);
     upulsar_tb_client_close(c);
@@ -263,8 +215,6 @@ Test(broker_faults_conn, dropping_a_topic_while_producers_are_created_on_it_is_s
     atomic_store(&ch.stop, 1);
     pthread_join(th, NULL);
     cr_assert_gt(ch.created, 0);
-    upulsar_tb_client_t *c = client(tb);
-    assert_alive(c);
-    upulsar_tb_client_close(c);
+    assert_serving(tb);
     upulsar_tb_stop(tb);
 }

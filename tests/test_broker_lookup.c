@@ -1,23 +1,9 @@
 /* test_broker_lookup.c -- discovery: PARTITIONED_METADATA counts, topic
  * name normalisation, LOOKUP answered with Connect to self or Redirect to
  * another broker instance. */
-#include <criterion/criterion.h>
 #include <string.h>
 
-#include "frame.h"
-#include "upulsar/testbroker.h"
-
-#define WAIT_MS 5000
-
-static upulsar_tb_t *start_broker(void)
-{
-    upulsar_tb_opts_t o;
-    upulsar_tb_opts_init(&o);
-    o.ping_interval_ms = 0;
-    upulsar_tb_t *tb = NULL;
-    cr_assert_eq(upulsar_tb_start(&o, &tb), UPULSAR_OK, "%s", upulsar_last_error());
-    return tb;
-}
+#include "broker_common.h"
 
 static const Pulsar__Proto__CommandPartitionedTopicMetadataResponse *
 ask_partitions(upulsar_tb_client_t *c, const char *topic, upulsar_tb_frame_t *f)
@@ -39,33 +25,20 @@ ask_partitions(upulsar_tb_client_t *c, const char *topic, upulsar_tb_frame_t *f)
     return r;
 }
 
-static const Pulsar__Proto__CommandLookupTopicResponse *
-lookup(upulsar_tb_client_t *c, const char *topic, int authoritative, upulsar_tb_frame_t *f)
+/* LOOKUP as clients send it here: with an (empty) advertised listener
+ * name. */
+static bc_lookup_resp_t *lookup(upulsar_tb_client_t *c, const char *topic, int authoritative,
+                                upulsar_tb_frame_t *f)
 {
-    up_cmd_t cmd = PULSAR__PROTO__BASE_COMMAND__INIT;
-    Pulsar__Proto__CommandLookupTopic lt = PULSAR__PROTO__COMMAND_LOOKUP_TOPIC__INIT;
-    cmd.type = UP_CMD(LOOKUP);
-    cmd.lookuptopic = &lt;
-    lt.topic = (char *)topic;
-    lt.request_id = upulsar_tb_client_next_request_id(c);
-    lt.has_authoritative = 1;
-    lt.authoritative = authoritative;
-    lt.advertised_listener_name = "";
-    cr_assert_eq(upulsar_tb_client_send_cmd(c, &cmd), UPULSAR_OK);
-    cr_assert_eq(upulsar_tb_client_expect(c, UP_CMD(LOOKUP_RESPONSE), WAIT_MS, f), UPULSAR_OK);
-    const Pulsar__Proto__CommandLookupTopicResponse *r = f->cmd->lookuptopicresponse;
-    cr_assert_eq(r->request_id, lt.request_id);
-    cr_assert(r->has_response, "response must always be set");
-    return r;
+    return bc_lookup_ex(c, topic, authoritative, "", f);
 }
 
 Test(broker_lookup, partitioned_metadata_reports_configured_counts)
 {
-    upulsar_tb_t *tb = start_broker();
+    upulsar_tb_t *tb = bc_broker();
     cr_assert_eq(upulsar_tb_set_partitions(tb, "orders", 4), UPULSAR_OK);
     cr_assert_eq(upulsar_tb_set_partitions(tb, "persistent://acme/prod/events", 16), UPULSAR_OK);
-    upulsar_tb_client_t *c;
-    cr_assert_eq(upulsar_tb_client_connect(upulsar_tb_url(tb), WAIT_MS, &c), UPULSAR_OK);
+    upulsar_tb_client_t *c = bc_connect(tb);
     const struct {
         const char *topic;
         unsigned parts;
@@ -94,9 +67,8 @@ Test(broker_lookup, partitioned_metadata_reports_configured_counts)
 
 Test(broker_lookup, invalid_topic_names_fail_metadata_and_lookup)
 {
-    upulsar_tb_t *tb = start_broker();
-    upulsar_tb_client_t *c;
-    cr_assert_eq(upulsar_tb_client_connect(upulsar_tb_url(tb), WAIT_MS, &c), UPULSAR_OK);
+    upulsar_tb_t *tb = bc_broker();
+    upulsar_tb_client_t *c = bc_connect(tb);
     const char *bad[] = {"", "a/b", "http://public/default/t", "persistent://public//t",
                          "persistent://public/default/"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
@@ -118,9 +90,8 @@ Test(broker_lookup, invalid_topic_names_fail_metadata_and_lookup)
 
 Test(broker_lookup, lookup_connects_to_self_authoritatively)
 {
-    upulsar_tb_t *tb = start_broker();
-    upulsar_tb_client_t *c;
-    cr_assert_eq(upulsar_tb_client_connect(upulsar_tb_url(tb), WAIT_MS, &c), UPULSAR_OK);
+    upulsar_tb_t *tb = bc_broker();
+    upulsar_tb_client_t *c = bc_connect(tb);
     upulsar_tb_frame_t f;
     const Pulsar__Proto__CommandLookupTopicResponse *r = lookup(c, "t", 0, &f);
     cr_assert_eq(r->response, PULSAR__PROTO__COMMAND_LOOKUP_TOPIC_RESPONSE__LOOKUP_TYPE__Connect);
@@ -132,10 +103,9 @@ Test(broker_lookup, lookup_connects_to_self_authoritatively)
 
 Test(broker_lookup, lookup_redirects_to_the_owning_instance)
 {
-    upulsar_tb_t *a = start_broker(), *b = start_broker();
+    upulsar_tb_t *a = bc_broker(), *b = bc_broker();
     cr_assert_eq(upulsar_tb_set_owner(a, "moved", upulsar_tb_url(b)), UPULSAR_OK);
-    upulsar_tb_client_t *ca, *cb;
-    cr_assert_eq(upulsar_tb_client_connect(upulsar_tb_url(a), WAIT_MS, &ca), UPULSAR_OK);
+    upulsar_tb_client_t *ca = bc_connect(a);
     upulsar_tb_frame_t f;
     const Pulsar__Proto__CommandLookupTopicResponse *r =
         lookup(ca, "persistent://public/default/moved", 0, &f);
@@ -152,16 +122,14 @@ Test(broker_lookup, lookup_redirects_to_the_owning_instance)
     cr_assert_str_eq(r->brokerserviceurl, upulsar_tb_url(a));
 
     /* following the redirect: b owns it and says Connect */
-    cr_assert_eq(upulsar_tb_client_connect(upulsar_tb_url(b), WAIT_MS, &cb), UPULSAR_OK);
+    upulsar_tb_client_t *cb = bc_connect(b);
     r = lookup(cb, "moved", 1, &f);
     cr_assert_eq(r->response, PULSAR__PROTO__COMMAND_LOOKUP_TOPIC_RESPONSE__LOOKUP_TYPE__Connect);
     cr_assert_str_eq(r->brokerserviceurl, upulsar_tb_url(b));
 
     /* a refuses producers for the topic it does not own */
-    cr_assert_eq(upulsar_tb_client_create_producer(ca, "moved", 1, NULL, WAIT_MS, NULL, 0, NULL),
-                 UPULSAR_ERR_SERVICE_NOT_READY);
-    cr_assert_eq(upulsar_tb_client_create_producer(cb, "moved", 1, NULL, WAIT_MS, NULL, 0, NULL),
-                 UPULSAR_OK);
+    bc_create_producer_gets(ca, "moved", 1, NULL, UPULSAR_ERR_SERVICE_NOT_READY);
+    bc_create_producer(cb, "moved", 1, NULL);
 
     /* ownership can be taken back */
     cr_assert_eq(upulsar_tb_set_owner(a, "moved", NULL), UPULSAR_OK);

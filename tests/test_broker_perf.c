@@ -2,43 +2,27 @@
  * CommandSend, checksums still verified), the retained-bytes cap, and many
  * producer connections publishing at once.
  * UPULSAR_TEST_LABEL_CONCURRENCY (parallel connections into one topic) */
-#include <criterion/criterion.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "batch.h"
-#include "frame.h"
-#include "upulsar/testbroker.h"
 
 #define WAIT_MS 10000
+#include "broker_common.h"
 
 static upulsar_tb_t *start_broker(int perf, size_t retain)
 {
-    upulsar_tb_opts_t o;
-    upulsar_tb_opts_init(&o);
-    o.ping_interval_ms = 0;
+    upulsar_tb_opts_t o = bc_opts();
     o.perf = perf;
     o.max_retained_bytes = retain;
-    upulsar_tb_t *tb = NULL;
-    cr_assert_eq(upulsar_tb_start(&o, &tb), UPULSAR_OK, "%s", upulsar_last_error());
-    return tb;
-}
-
-static upulsar_tb_client_t *producer_on(upulsar_tb_t *tb, const char *topic, uint64_t pid,
-                                        const char *name)
-{
-    upulsar_tb_client_t *c = NULL;
-    cr_assert_eq(upulsar_tb_client_connect(upulsar_tb_url(tb), WAIT_MS, &c), UPULSAR_OK);
-    cr_assert_eq(upulsar_tb_client_create_producer(c, topic, pid, name, WAIT_MS, NULL, 0, NULL),
-                 UPULSAR_OK, "%s", upulsar_last_error());
-    return c;
+    return bc_start(&o);
 }
 
 Test(broker_perf, perf_mode_counts_entries_verifies_crc_and_still_reads_back)
 {
     upulsar_tb_t *tb = start_broker(1, 0);
-    upulsar_tb_client_t *c = producer_on(tb, "t", 1, "p");
+    upulsar_tb_client_t *c = bc_producer_on(tb, "t", 1, "p");
     upulsar_tb_out_msg_t m[100];
     char buf[100][16];
     for (int i = 0; i < 100; i++) {
@@ -47,14 +31,12 @@ Test(broker_perf, perf_mode_counts_entries_verifies_crc_and_still_reads_back)
     }
     upulsar_tb_frame_t f;
     cr_assert_eq(upulsar_tb_client_send_messages(c, 1, "p", 0, m, 100, UP_COMP_LZ4, 0), UPULSAR_OK);
-    cr_assert_eq(upulsar_tb_client_expect(c, UP_CMD(SEND_RECEIPT), WAIT_MS, &f), UPULSAR_OK);
+    bc_receipt(c, &f);
     cr_assert_eq(upulsar_tb_client_send_messages(c, 1, "p", 100, m, 100, 0,
                                                  UPULSAR_TB_SEND_BAD_CRC),
                  UPULSAR_OK);
-    cr_assert_eq(upulsar_tb_client_expect(c, UP_CMD(SEND_ERROR), WAIT_MS, &f), UPULSAR_OK);
-    cr_assert_eq(f.cmd->send_error->error, UP_SERR(ChecksumError));
-    upulsar_tb_topic_stats_t st;
-    upulsar_tb_topic_stats(tb, "t", &st);
+    cr_assert_eq(bc_send_error(c, &f)->error, UP_SERR(ChecksumError));
+    upulsar_tb_topic_stats_t st = bc_topic_stats(tb, "t");
     cr_assert_eq(st.entries, 1);
     cr_assert_eq(st.messages, 100); /* from CommandSend.num_messages */
     cr_assert_eq(st.checksum_errors, 1);
@@ -72,27 +54,15 @@ Test(broker_perf, perf_mode_trusts_num_messages_without_parsing)
     /* a batch whose payload is not a batch at all: a real broker stores it
      * as given and counts what CommandSend says */
     upulsar_tb_t *tb = start_broker(1, 0);
-    upulsar_tb_client_t *c = producer_on(tb, "t", 1, "p");
+    upulsar_tb_client_t *c = bc_producer_on(tb, "t", 1, "p");
     up_md_t md = PULSAR__PROTO__MESSAGE_METADATA__INIT;
     md.producer_name = "p";
     md.has_num_messages_in_batch = 1;
     md.num_messages_in_batch = 7;
-    up_cmd_t cmd = PULSAR__PROTO__BASE_COMMAND__INIT;
-    Pulsar__Proto__CommandSend s = PULSAR__PROTO__COMMAND_SEND__INIT;
-    cmd.type = UP_CMD(SEND);
-    cmd.send = &s;
-    s.producer_id = 1;
-    s.has_num_messages = 1;
-    s.num_messages = 7;
-    up_buf_t fb = UP_BUF_INIT;
-    struct iovec iov = {"garbage", 7};
-    cr_assert_eq(up_frame_put_payload(&fb, &cmd, &md, &iov, 1, true), 0);
-    cr_assert_eq(upulsar_tb_client_send_raw(c, fb.data, fb.len), UPULSAR_OK);
-    up_buf_free(&fb);
+    bc_send_entry(c, 1, 0, 7, &md, "garbage", 7);
     upulsar_tb_frame_t f;
-    cr_assert_eq(upulsar_tb_client_expect(c, UP_CMD(SEND_RECEIPT), WAIT_MS, &f), UPULSAR_OK);
-    upulsar_tb_topic_stats_t st;
-    upulsar_tb_topic_stats(tb, "t", &st);
+    bc_receipt(c, &f);
+    upulsar_tb_topic_stats_t st = bc_topic_stats(tb, "t");
     cr_assert_eq(st.messages, 7);
     cr_assert_eq(st.decode_errors, 0);
     upulsar_tb_client_close(c);
@@ -102,18 +72,16 @@ Test(broker_perf, perf_mode_trusts_num_messages_without_parsing)
 Test(broker_perf, retained_bytes_cap_keeps_counting_but_not_bytes)
 {
     upulsar_tb_t *tb = start_broker(1, 1000);
-    upulsar_tb_client_t *c = producer_on(tb, "t", 1, "p");
+    upulsar_tb_client_t *c = bc_producer_on(tb, "t", 1, "p");
     static char payload[400];
     memset(payload, 'a', sizeof payload);
     upulsar_tb_out_msg_t m = {.payload = payload, .len = sizeof payload};
     upulsar_tb_frame_t f;
     for (uint64_t s = 0; s < 5; s++) {
         cr_assert_eq(upulsar_tb_client_send_messages(c, 1, "p", s, &m, 1, 0, 0), UPULSAR_OK);
-        cr_assert_eq(upulsar_tb_client_expect(c, UP_CMD(SEND_RECEIPT), WAIT_MS, &f), UPULSAR_OK);
-        cr_assert_eq(f.cmd->send_receipt->message_id->entryid, s);
+        cr_assert_eq(bc_receipt(c, &f)->message_id->entryid, s);
     }
-    upulsar_tb_topic_stats_t st;
-    upulsar_tb_topic_stats(tb, "t", &st);
+    upulsar_tb_topic_stats_t st = bc_topic_stats(tb, "t");
     cr_assert_eq(st.entries, 5);
     upulsar_tb_snapshot_t *s;
     cr_assert_eq(upulsar_tb_snapshot(tb, "t", &s), UPULSAR_OK);
@@ -193,8 +161,7 @@ Test(broker_perf, parallel_connections_store_everything_in_per_producer_order)
         uint64_t total = 0;
         const char *topics[2] = {"shared-a", "shared-b"};
         for (int t = 0; t < 2; t++) {
-            upulsar_tb_topic_stats_t st;
-            upulsar_tb_topic_stats(tb, topics[t], &st);
+            upulsar_tb_topic_stats_t st = bc_topic_stats(tb, topics[t]);
             cr_assert_eq(st.entries, THREADS * BATCHES / 2);
             cr_assert_eq(st.duplicates, 0);
             cr_assert_eq(st.decode_errors, 0);
@@ -218,8 +185,7 @@ Test(broker_perf, parallel_connections_store_everything_in_per_producer_order)
             upulsar_tb_snapshot_free(s);
         }
         cr_assert_eq(total, (uint64_t)THREADS * BATCHES * PER_BATCH);
-        upulsar_tb_stats_t bs;
-        upulsar_tb_stats(tb, &bs);
+        upulsar_tb_stats_t bs = bc_stats(tb);
         cr_assert_eq(bs.messages, total);
         upulsar_tb_stop(tb);
     }

@@ -4,15 +4,11 @@
  * connections; afterwards the broker still serves. Meant to be run under
  * ASan/UBSan, where any bad access fails it.
  * UPULSAR_TEST_LABEL_CONCURRENCY (hundreds of short-lived connection threads) */
-#include <criterion/criterion.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "batch.h"
-#include "frame.h"
-#include "upulsar/testbroker.h"
-
-#define WAIT_MS 5000
+#include "broker_common.h"
 
 static uint64_t rng = 0x9e3779b97f4a7c15ull;
 static uint32_t rnd(void)
@@ -135,8 +131,7 @@ static void mutated_send(up_buf_t *b, int mutate_md, int mutate_payload)
 static void run_round(upulsar_tb_t *tb, int perf_round)
 {
     for (int i = 0; i < 150; i++) {
-        upulsar_tb_client_t *c;
-        cr_assert_eq(upulsar_tb_client_connect(upulsar_tb_url(tb), WAIT_MS, &c), UPULSAR_OK);
+        upulsar_tb_client_t *c = bc_connect(tb);
         up_buf_t b = UP_BUF_INIT;
         session(&b);
         for (int k = 0; k < 4; k++)
@@ -158,22 +153,15 @@ static void run_round(upulsar_tb_t *tb, int perf_round)
 Test(broker_robustness, mutated_frames_never_crash_the_broker)
 {
     for (int perf = 0; perf < 2; perf++) {
-        upulsar_tb_opts_t o;
-        upulsar_tb_opts_init(&o);
-        o.ping_interval_ms = 0;
+        upulsar_tb_opts_t o = bc_opts();
         o.perf = perf;
-        upulsar_tb_t *tb;
-        cr_assert_eq(upulsar_tb_start(&o, &tb), UPULSAR_OK);
+        upulsar_tb_t *tb = bc_start(&o);
         run_round(tb, perf);
         /* still serving; stored garbage is skipped by snapshots, not fatal */
-        upulsar_tb_client_t *c;
-        cr_assert_eq(upulsar_tb_client_connect(upulsar_tb_url(tb), WAIT_MS, &c), UPULSAR_OK);
-        cr_assert_eq(upulsar_tb_client_create_producer(c, "after", 1, NULL, WAIT_MS, NULL, 0, NULL),
-                     UPULSAR_OK);
+        upulsar_tb_client_t *c = bc_producer_on(tb, "after", 1, NULL);
         upulsar_tb_snapshot_t *s;
         cr_assert_eq(upulsar_tb_snapshot(tb, "fuzz", &s), UPULSAR_OK);
-        upulsar_tb_topic_stats_t st;
-        upulsar_tb_topic_stats(tb, "fuzz", &st);
+        upulsar_tb_topic_stats_t st = bc_topic_stats(tb, "fuzz");
         cr_assert_eq(upulsar_tb_snapshot_count(s) > 0 || upulsar_tb_snapshot_skipped(s) > 0,
                      st.entries > 0);
         upulsar_tb_snapshot_free(s);

@@ -1,61 +1,24 @@
 /* test_broker_send.c -- publishing: receipts, the log read back through
  * snapshots (batches, LZ4/ZSTD, keys, properties), checksum and size
  * errors, receipt order, decode-error accounting. */
-#include <criterion/criterion.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "batch.h"
-#include "frame.h"
+#include "broker_common.h"
 #include "testbroker/tb.h"
-#include "upulsar/testbroker.h"
-
-#define WAIT_MS 5000
 
 static upulsar_tb_t *start_broker(int max_message_size)
 {
-    upulsar_tb_opts_t o;
-    upulsar_tb_opts_init(&o);
-    o.ping_interval_ms = 0;
+    upulsar_tb_opts_t o = bc_opts();
     if (max_message_size)
         o.max_message_size = max_message_size;
-    upulsar_tb_t *tb = NULL;
-    cr_assert_eq(upulsar_tb_start(&o, &tb), UPULSAR_OK, "%s", upulsar_last_error());
-    return tb;
-}
-
-static upulsar_tb_client_t *producer_on(upulsar_tb_t *tb, const char *topic, uint64_t pid,
-                                        const char *name)
-{
-    upulsar_tb_client_t *c = NULL;
-    cr_assert_eq(upulsar_tb_client_connect(upulsar_tb_url(tb), WAIT_MS, &c), UPULSAR_OK);
-    cr_assert_eq(upulsar_tb_client_create_producer(c, topic, pid, name, WAIT_MS, NULL, 0, NULL),
-                 UPULSAR_OK, "%s", upulsar_last_error());
-    return c;
-}
-
-static const Pulsar__Proto__CommandSendReceipt *receipt(upulsar_tb_client_t *c,
-                                                        upulsar_tb_frame_t *f)
-{
-    upulsar_err_t err = upulsar_tb_client_expect(c, UP_CMD(SEND_RECEIPT), WAIT_MS, f);
-    cr_assert_eq(err, UPULSAR_OK, "%s: %s", upulsar_err_name(err), upulsar_last_error());
-    cr_assert_not_null(f->cmd->send_receipt->message_id);
-    return f->cmd->send_receipt;
-}
-
-static const Pulsar__Proto__CommandSendError *send_error(upulsar_tb_client_t *c,
-                                                         upulsar_tb_frame_t *f)
-{
-    cr_assert_eq(upulsar_tb_client_expect(c, UP_CMD(SEND_ERROR), WAIT_MS, f), UPULSAR_OK, "%s",
-                 upulsar_last_error());
-    return f->cmd->send_error;
+    return bc_start(&o);
 }
 
 static uint64_t ledger_of(upulsar_tb_t *tb, const char *topic)
 {
-    upulsar_tb_topic_stats_t st;
-    cr_assert_eq(upulsar_tb_topic_stats(tb, topic, &st), UPULSAR_OK);
-    return st.ledger_id;
+    return bc_topic_stats(tb, topic).ledger_id;
 }
 
 /* 1000 messages with distinct keys, properties, ordering keys, times */
@@ -128,7 +91,7 @@ static void check_batch(const upulsar_tb_snapshot_t *s, size_t base, const gen_t
 Test(broker_send, lz4_batch_of_1000_stored_with_keys_and_properties_and_receipted)
 {
     upulsar_tb_t *tb = start_broker(0);
-    upulsar_tb_client_t *c = producer_on(tb, "t", 5, "p");
+    upulsar_tb_client_t *c = bc_producer_on(tb, "t", 5, "p");
     uint64_t ledger = ledger_of(tb, "t");
     static gen_t g;
     gen_fill(&g, 1000);
@@ -136,7 +99,7 @@ Test(broker_send, lz4_batch_of_1000_stored_with_keys_and_properties_and_receipte
     upulsar_tb_frame_t f;
     cr_assert_eq(upulsar_tb_client_send_messages(c, 5, "p", 0, g.m, 1000, UP_COMP_LZ4, 0),
                  UPULSAR_OK);
-    const Pulsar__Proto__CommandSendReceipt *r = receipt(c, &f);
+    const Pulsar__Proto__CommandSendReceipt *r = bc_receipt(c, &f);
     cr_assert_eq(r->producer_id, 5);
     cr_assert_eq(r->sequence_id, 0);
     cr_assert(r->has_highest_sequence_id);
@@ -148,14 +111,13 @@ Test(broker_send, lz4_batch_of_1000_stored_with_keys_and_properties_and_receipte
     cr_assert_eq(upulsar_tb_client_send_messages(c, 5, "p", 1000, g.m, 1000, UP_COMP_LZ4,
                                                  UPULSAR_TB_SEND_HIGHEST),
                  UPULSAR_OK);
-    r = receipt(c, &f);
+    r = bc_receipt(c, &f);
     cr_assert_eq(r->sequence_id, 1000);
     cr_assert_eq(r->highest_sequence_id, 1999);
     cr_assert_eq(r->message_id->ledgerid, ledger);
     cr_assert_eq(r->message_id->entryid, 1);
 
-    upulsar_tb_topic_stats_t st;
-    cr_assert_eq(upulsar_tb_topic_stats(tb, "persistent://public/default/t", &st), UPULSAR_OK);
+    upulsar_tb_topic_stats_t st = bc_topic_stats(tb, "persistent://public/default/t");
     cr_assert_eq(st.entries, 2);
     cr_assert_eq(st.messages, 2000);
     cr_assert_eq(st.decode_errors, 0);
@@ -178,18 +140,18 @@ Test(broker_send, lz4_batch_of_1000_stored_with_keys_and_properties_and_receipte
 Test(broker_send, zstd_and_uncompressed_batches_decode)
 {
     upulsar_tb_t *tb = start_broker(0);
-    upulsar_tb_client_t *c = producer_on(tb, "t", 1, "p");
+    upulsar_tb_client_t *c = bc_producer_on(tb, "t", 1, "p");
     static gen_t g;
     gen_fill(&g, 50);
     bool zstd = up_compress_bound(UP_COMP_ZSTD, 16) != 0;
     upulsar_tb_frame_t f;
     cr_assert_eq(upulsar_tb_client_send_messages(c, 1, "p", 0, g.m, 50, UP_COMP_NONE, 0),
                  UPULSAR_OK);
-    receipt(c, &f);
+    bc_receipt(c, &f);
     if (zstd) {
         cr_assert_eq(upulsar_tb_client_send_messages(c, 1, "p", 50, g.m, 50, UP_COMP_ZSTD, 0),
                      UPULSAR_OK);
-        receipt(c, &f);
+        bc_receipt(c, &f);
     }
     upulsar_tb_snapshot_t *s;
     cr_assert_eq(upulsar_tb_snapshot(tb, "t", &s), UPULSAR_OK);
@@ -205,7 +167,7 @@ Test(broker_send, zstd_and_uncompressed_batches_decode)
 Test(broker_send, single_message_keeps_metadata_fields)
 {
     upulsar_tb_t *tb = start_broker(0);
-    upulsar_tb_client_t *c = producer_on(tb, "t", 1, "p");
+    upulsar_tb_client_t *c = bc_producer_on(tb, "t", 1, "p");
     upulsar_property_t props[] = {{"a", "1"}, {"b", ""}};
     upulsar_tb_out_msg_t m = {.payload = "hello", .len = 5, .key = "k", .ordering_key = "ok",
                               .ordering_key_len = 2, .properties = props, .properties_cnt = 2,
@@ -213,7 +175,7 @@ Test(broker_send, single_message_keeps_metadata_fields)
     upulsar_tb_frame_t f;
     cr_assert_eq(upulsar_tb_client_send_messages(c, 1, "p", 41, &m, 1, UP_COMP_LZ4, 0),
                  UPULSAR_OK);
-    const Pulsar__Proto__CommandSendReceipt *r = receipt(c, &f);
+    const Pulsar__Proto__CommandSendReceipt *r = bc_receipt(c, &f);
     cr_assert_eq(r->sequence_id, 41);
     upulsar_tb_snapshot_t *s;
     cr_assert_eq(upulsar_tb_snapshot(tb, "t", &s), UPULSAR_OK);
@@ -239,23 +201,22 @@ Test(broker_send, single_message_keeps_metadata_fields)
 Test(broker_send, bad_checksum_gets_checksum_error_and_connection_stays)
 {
     upulsar_tb_t *tb = start_broker(0);
-    upulsar_tb_client_t *c = producer_on(tb, "t", 3, "p");
+    upulsar_tb_client_t *c = bc_producer_on(tb, "t", 3, "p");
     upulsar_tb_out_msg_t m = {.payload = "abc", .len = 3};
     upulsar_tb_frame_t f;
     cr_assert_eq(upulsar_tb_client_send_messages(c, 3, "p", 10, &m, 1, 0, UPULSAR_TB_SEND_BAD_CRC),
                  UPULSAR_OK);
-    const Pulsar__Proto__CommandSendError *e = send_error(c, &f);
+    const Pulsar__Proto__CommandSendError *e = bc_send_error(c, &f);
     cr_assert_eq(e->producer_id, 3);
     cr_assert_eq(e->sequence_id, 10);
     cr_assert_eq(e->error, UP_SERR(ChecksumError));
     cr_assert_not_null(e->message);
     /* same connection, a good frame is stored as entry 0 */
     cr_assert_eq(upulsar_tb_client_send_messages(c, 3, "p", 10, &m, 1, 0, 0), UPULSAR_OK);
-    const Pulsar__Proto__CommandSendReceipt *r = receipt(c, &f);
+    const Pulsar__Proto__CommandSendReceipt *r = bc_receipt(c, &f);
     cr_assert_eq(r->sequence_id, 10);
     cr_assert_eq(r->message_id->entryid, 0);
-    upulsar_tb_topic_stats_t st;
-    upulsar_tb_topic_stats(tb, "t", &st);
+    upulsar_tb_topic_stats_t st = bc_topic_stats(tb, "t");
     cr_assert_eq(st.checksum_errors, 1);
     cr_assert_eq(st.entries, 1);
     upulsar_tb_client_close(c);
@@ -265,12 +226,12 @@ Test(broker_send, bad_checksum_gets_checksum_error_and_connection_stays)
 Test(broker_send, frames_without_checksum_are_accepted)
 {
     upulsar_tb_t *tb = start_broker(0);
-    upulsar_tb_client_t *c = producer_on(tb, "t", 3, "p");
+    upulsar_tb_client_t *c = bc_producer_on(tb, "t", 3, "p");
     upulsar_tb_out_msg_t m = {.payload = "abc", .len = 3};
     upulsar_tb_frame_t f;
     cr_assert_eq(upulsar_tb_client_send_messages(c, 3, "p", 0, &m, 1, 0, UPULSAR_TB_SEND_NO_CRC),
                  UPULSAR_OK);
-    receipt(c, &f);
+    bc_receipt(c, &f);
     cr_assert_eq(upulsar_tb_wait_messages(tb, "t", 1, WAIT_MS), UPULSAR_OK);
     upulsar_tb_client_close(c);
     upulsar_tb_stop(tb);
@@ -279,20 +240,19 @@ Test(broker_send, frames_without_checksum_are_accepted)
 Test(broker_send, oversize_message_gets_not_allowed_and_connection_stays)
 {
     upulsar_tb_t *tb = start_broker(1000);
-    upulsar_tb_client_t *c = producer_on(tb, "t", 1, "p");
+    upulsar_tb_client_t *c = bc_producer_on(tb, "t", 1, "p");
     static char big[2000];
     memset(big, 'z', sizeof big);
     upulsar_tb_out_msg_t m = {.payload = big, .len = sizeof big};
     upulsar_tb_frame_t f;
     cr_assert_eq(upulsar_tb_client_send_messages(c, 1, "p", 0, &m, 1, 0, 0), UPULSAR_OK);
-    const Pulsar__Proto__CommandSendError *e = send_error(c, &f);
+    const Pulsar__Proto__CommandSendError *e = bc_send_error(c, &f);
     cr_assert_eq(e->error, UP_SERR(NotAllowedError));
     cr_assert_eq(e->sequence_id, 0);
     m.len = 10;
     cr_assert_eq(upulsar_tb_client_send_messages(c, 1, "p", 0, &m, 1, 0, 0), UPULSAR_OK);
-    cr_assert_eq(receipt(c, &f)->message_id->entryid, 0);
-    upulsar_tb_topic_stats_t st;
-    upulsar_tb_topic_stats(tb, "t", &st);
+    cr_assert_eq(bc_receipt(c, &f)->message_id->entryid, 0);
+    upulsar_tb_topic_stats_t st = bc_topic_stats(tb, "t");
     cr_assert_eq(st.send_errors, 1);
     cr_assert_eq(st.entries, 1);
     upulsar_tb_client_close(c);
@@ -302,15 +262,11 @@ Test(broker_send, oversize_message_gets_not_allowed_and_connection_stays)
 Test(broker_send, frame_beyond_the_decoder_limit_closes_the_connection)
 {
     upulsar_tb_t *tb = start_broker(1000);
-    upulsar_tb_client_t *c = producer_on(tb, "t", 1, "p");
+    upulsar_tb_client_t *c = bc_producer_on(tb, "t", 1, "p");
     static char big[1000 + UP_FRAME_PADDING + 100];
     upulsar_tb_out_msg_t m = {.payload = big, .len = sizeof big};
     cr_assert_eq(upulsar_tb_client_send_messages(c, 1, "p", 0, &m, 1, 0, 0), UPULSAR_OK);
-    upulsar_tb_frame_t f;
-    upulsar_err_t err;
-    while ((err = upulsar_tb_client_read(c, WAIT_MS, &f)) == UPULSAR_OK)
-        ;
-    cr_assert_eq(err, UPULSAR_ERR__CLOSED);
+    bc_assert_closed(c);
     upulsar_tb_client_close(c);
     upulsar_tb_stop(tb);
 }
@@ -318,9 +274,8 @@ Test(broker_send, frame_beyond_the_decoder_limit_closes_the_connection)
 Test(broker_send, receipts_come_in_arrival_order_per_producer)
 {
     upulsar_tb_t *tb = start_broker(0);
-    upulsar_tb_client_t *c = producer_on(tb, "t", 1, "p");
-    cr_assert_eq(upulsar_tb_client_create_producer(c, "t", 2, "q", WAIT_MS, NULL, 0, NULL),
-                 UPULSAR_OK);
+    upulsar_tb_client_t *c = bc_producer_on(tb, "t", 1, "p");
+    bc_create_producer(c, "t", 2, "q");
     upulsar_tb_out_msg_t m[3] = {{.payload = "a", .len = 1}, {.payload = "b", .len = 1},
                                  {.payload = "c", .len = 1}};
     enum { N = 300 };
@@ -332,7 +287,7 @@ Test(broker_send, receipts_come_in_arrival_order_per_producer)
     uint64_t next1 = 0, next2 = 0, last_entry = 0;
     for (int i = 0; i < 2 * N; i++) {
         upulsar_tb_frame_t f;
-        const Pulsar__Proto__CommandSendReceipt *r = receipt(c, &f);
+        const Pulsar__Proto__CommandSendReceipt *r = bc_receipt(c, &f);
         if (i)
             cr_assert_eq(r->message_id->entryid, last_entry + 1);
         last_entry = r->message_id->entryid;
@@ -345,8 +300,7 @@ Test(broker_send, receipts_come_in_arrival_order_per_producer)
     }
     cr_assert_eq(next1, N);
     cr_assert_eq(next2, N);
-    upulsar_tb_topic_stats_t st;
-    upulsar_tb_topic_stats(tb, "t", &st);
+    upulsar_tb_topic_stats_t st = bc_topic_stats(tb, "t");
     cr_assert_eq(st.messages, 4 * N);
     upulsar_tb_client_close(c);
     upulsar_tb_stop(tb);
@@ -355,7 +309,7 @@ Test(broker_send, receipts_come_in_arrival_order_per_producer)
 Test(broker_send, batch_with_fewer_records_than_announced_counts_a_decode_error)
 {
     upulsar_tb_t *tb = start_broker(0);
-    upulsar_tb_client_t *c = producer_on(tb, "t", 1, "p");
+    upulsar_tb_client_t *c = bc_producer_on(tb, "t", 1, "p");
     /* two records, metadata and SEND claim three */
     uint8_t body[64];
     up_smm_t a = {.sequence_id = 0, .payload_size = 1}, b = {.sequence_id = 1, .payload_size = 1};
@@ -366,22 +320,10 @@ Test(broker_send, batch_with_fewer_records_than_announced_counts_a_decode_error)
     md.publish_time = 1;
     md.has_num_messages_in_batch = 1;
     md.num_messages_in_batch = 3;
-    up_cmd_t cmd = PULSAR__PROTO__BASE_COMMAND__INIT;
-    Pulsar__Proto__CommandSend s = PULSAR__PROTO__COMMAND_SEND__INIT;
-    cmd.type = UP_CMD(SEND);
-    cmd.send = &s;
-    s.producer_id = 1;
-    s.has_num_messages = 1;
-    s.num_messages = 3;
-    up_buf_t fb = UP_BUF_INIT;
-    struct iovec iov = {body, n};
-    cr_assert_eq(up_frame_put_payload(&fb, &cmd, &md, &iov, 1, true), 0);
-    cr_assert_eq(upulsar_tb_client_send_raw(c, fb.data, fb.len), UPULSAR_OK);
-    up_buf_free(&fb);
+    bc_send_entry(c, 1, 0, 3, &md, body, n);
     upulsar_tb_frame_t f;
-    receipt(c, &f); /* a broker stores what it is given */
-    upulsar_tb_topic_stats_t st;
-    upulsar_tb_topic_stats(tb, "t", &st);
+    bc_receipt(c, &f); /* a broker stores what it is given */
+    upulsar_tb_topic_stats_t st = bc_topic_stats(tb, "t");
     cr_assert_eq(st.entries, 1);
     cr_assert_eq(st.decode_errors, 1);
     upulsar_tb_snapshot_t *snap;

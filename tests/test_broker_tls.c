@@ -6,17 +6,13 @@
  * name, expired certificate), mutual TLS required / optional, and several
  * TLS connections served at once. */
 /* UPULSAR_TEST_LABEL_CONCURRENCY */
-#include <criterion/criterion.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 
-#include "frame.h"
+#include "broker_common.h"
 #include "tls_certs.h"
-#include "upulsar/testbroker.h"
-
-#define WAIT_MS 5000
 
 static tls_certs_t certs;
 /* more certificates, made in certs.dir: a server certificate for another
@@ -46,16 +42,12 @@ TestSuite(broker_tls, .init = setup, .fini = teardown, .timeout = 60);
 
 static upulsar_tb_t *start_tls(const char *cert, const char *ca, int require)
 {
-    upulsar_tb_opts_t o;
-    upulsar_tb_opts_init(&o);
-    o.ping_interval_ms = 0;
+    upulsar_tb_opts_t o = bc_opts();
     o.tls_cert_file = cert;
     o.tls_key_file = certs.srv_key;
     o.tls_ca_file = ca;
     o.tls_require_client_cert = require;
-    upulsar_tb_t *tb = NULL;
-    cr_assert_eq(upulsar_tb_start(&o, &tb), UPULSAR_OK, "%s", upulsar_last_error());
-    return tb;
+    return bc_start(&o);
 }
 
 static upulsar_tb_client_opts_t trusting(void)
@@ -66,30 +58,29 @@ static upulsar_tb_client_opts_t trusting(void)
     return o;
 }
 
-static upulsar_tb_stats_t stats(upulsar_tb_t *tb)
+/* A raw client of @p url with @p o, handshake done (TLS, then CONNECT). */
+static upulsar_tb_client_t *connect_with(const char *url, const upulsar_tb_client_opts_t *o)
 {
-    upulsar_tb_stats_t st;
-    cr_assert_eq(upulsar_tb_stats(tb, &st), UPULSAR_OK);
-    return st;
+    upulsar_tb_client_t *c = NULL;
+    cr_assert_eq(upulsar_tb_client_connect_opts(url, o, WAIT_MS, &c), UPULSAR_OK, "%s",
+                 upulsar_last_error());
+    return c;
 }
 
 /* Wait until the broker has counted @p n failed handshakes (a client that
  * refuses the broker's certificate is gone before the broker notices). */
 static void wait_failures(upulsar_tb_t *tb, uint64_t n)
 {
-    for (int i = 0; i < WAIT_MS && stats(tb).tls_failures < n; i++)
+    for (int i = 0; i < WAIT_MS && bc_stats(tb).tls_failures < n; i++)
         poll(NULL, 0, 1);
-    cr_assert_eq(stats(tb).tls_failures, n);
+    cr_assert_eq(bc_stats(tb).tls_failures, n);
 }
 
 /* A verified TLS connection completes CONNECT and creates a producer. */
 static void works(upulsar_tb_t *tb, const upulsar_tb_client_opts_t *o)
 {
-    upulsar_tb_client_t *c = NULL;
-    cr_assert_eq(upulsar_tb_client_connect_opts(upulsar_tb_url(tb), o, WAIT_MS, &c), UPULSAR_OK,
-                 "%s", upulsar_last_error());
-    cr_assert_eq(upulsar_tb_client_create_producer(c, "works", 1, NULL, WAIT_MS, NULL, 0, NULL),
-                 UPULSAR_OK, "%s", upulsar_last_error());
+    upulsar_tb_client_t *c = connect_with(upulsar_tb_url(tb), o);
+    bc_create_producer(c, "works", 1, NULL);
     upulsar_tb_client_close(c);
 }
 
@@ -101,29 +92,18 @@ Test(broker_tls, handshake_connect_produce_and_consume)
     cr_assert_str_eq(upulsar_tb_url(tb), want);
 
     upulsar_tb_client_opts_t o = trusting();
-    upulsar_tb_client_t *c = NULL;
-    cr_assert_eq(upulsar_tb_client_connect_opts(upulsar_tb_url(tb), &o, WAIT_MS, &c), UPULSAR_OK,
-                 "%s", upulsar_last_error());
-    cr_assert_eq(stats(tb).tls_handshakes, 1);
+    upulsar_tb_client_t *c = connect_with(upulsar_tb_url(tb), &o);
+    cr_assert_eq(bc_stats(tb).tls_handshakes, 1);
 
     /* LOOKUP names the broker in brokerServiceUrlTls only */
-    up_cmd_t cmd = PULSAR__PROTO__BASE_COMMAND__INIT;
-    Pulsar__Proto__CommandLookupTopic lt = PULSAR__PROTO__COMMAND_LOOKUP_TOPIC__INIT;
-    cmd.type = UP_CMD(LOOKUP);
-    cmd.lookuptopic = &lt;
-    lt.topic = "secure";
-    lt.request_id = upulsar_tb_client_next_request_id(c);
-    cr_assert_eq(upulsar_tb_client_send_cmd(c, &cmd), UPULSAR_OK);
     upulsar_tb_frame_t f;
-    cr_assert_eq(upulsar_tb_client_expect(c, UP_CMD(LOOKUP_RESPONSE), WAIT_MS, &f), UPULSAR_OK);
-    cr_assert_eq(f.cmd->lookuptopicresponse->response,
-                 PULSAR__PROTO__COMMAND_LOOKUP_TOPIC_RESPONSE__LOOKUP_TYPE__Connect);
-    cr_assert_str_eq(f.cmd->lookuptopicresponse->brokerserviceurltls, upulsar_tb_url(tb));
-    cr_assert_null(f.cmd->lookuptopicresponse->brokerserviceurl);
+    bc_lookup_resp_t *r = bc_lookup_ex(c, "secure", -1, NULL, &f);
+    cr_assert_eq(r->response, PULSAR__PROTO__COMMAND_LOOKUP_TOPIC_RESPONSE__LOOKUP_TYPE__Connect);
+    cr_assert_str_eq(r->brokerserviceurltls, upulsar_tb_url(tb));
+    cr_assert_null(r->brokerserviceurl);
 
     /* enough bytes both ways to need many TLS records */
-    cr_assert_eq(upulsar_tb_client_create_producer(c, "secure", 1, "p", WAIT_MS, NULL, 0, NULL),
-                 UPULSAR_OK);
+    bc_create_producer(c, "secure", 1, "p");
     enum { N = 200, SZ = 20000 };
     static char payload[SZ];
     for (int i = 0; i < N; i++) {
@@ -133,9 +113,7 @@ Test(broker_tls, handshake_connect_produce_and_consume)
                      UPULSAR_OK);
     }
     for (int i = 0; i < N; i++) {
-        cr_assert_eq(upulsar_tb_client_expect(c, UP_CMD(SEND_RECEIPT), WAIT_MS, &f), UPULSAR_OK,
-                     "%s", upulsar_last_error());
-        cr_assert_eq(f.cmd->send_receipt->sequence_id, (uint64_t)i);
+        cr_assert_eq(bc_receipt(c, &f)->sequence_id, (uint64_t)i);
     }
     cr_assert_eq(upulsar_tb_client_subscribe(c, "secure", "sub", 1, 1, 0, WAIT_MS), UPULSAR_OK);
     cr_assert_eq(upulsar_tb_client_flow(c, 1, N), UPULSAR_OK);
@@ -152,10 +130,9 @@ Test(broker_tls, handshake_connect_produce_and_consume)
     /* the IP SAN works too */
     char ip_url[64];
     snprintf(ip_url, sizeof ip_url, "pulsar+ssl://127.0.0.1:%d", upulsar_tb_port(tb));
-    cr_assert_eq(upulsar_tb_client_connect_opts(ip_url, &o, WAIT_MS, &c), UPULSAR_OK, "%s",
-                 upulsar_last_error());
+    c = connect_with(ip_url, &o);
     upulsar_tb_client_close(c);
-    cr_assert_eq(stats(tb).tls_failures, 0);
+    cr_assert_eq(bc_stats(tb).tls_failures, 0);
     upulsar_tb_stop(tb);
 }
 
@@ -164,29 +141,17 @@ Test(broker_tls, redirects_between_tls_brokers_use_the_tls_field)
     upulsar_tb_t *a = start_tls(certs.srv_cert, NULL, 0), *b = start_tls(certs.srv_cert, NULL, 0);
     cr_assert_eq(upulsar_tb_set_owner(a, "elsewhere", upulsar_tb_url(b)), UPULSAR_OK);
     upulsar_tb_client_opts_t o = trusting();
-    upulsar_tb_client_t *c = NULL;
-    cr_assert_eq(upulsar_tb_client_connect_opts(upulsar_tb_url(a), &o, WAIT_MS, &c), UPULSAR_OK,
-                 "%s", upulsar_last_error());
-    up_cmd_t cmd = PULSAR__PROTO__BASE_COMMAND__INIT;
-    Pulsar__Proto__CommandLookupTopic lt = PULSAR__PROTO__COMMAND_LOOKUP_TOPIC__INIT;
-    cmd.type = UP_CMD(LOOKUP);
-    cmd.lookuptopic = &lt;
-    lt.topic = "elsewhere";
-    lt.request_id = upulsar_tb_client_next_request_id(c);
-    cr_assert_eq(upulsar_tb_client_send_cmd(c, &cmd), UPULSAR_OK);
+    upulsar_tb_client_t *c = connect_with(upulsar_tb_url(a), &o);
     upulsar_tb_frame_t f;
-    cr_assert_eq(upulsar_tb_client_expect(c, UP_CMD(LOOKUP_RESPONSE), WAIT_MS, &f), UPULSAR_OK);
-    cr_assert_eq(f.cmd->lookuptopicresponse->response,
-                 PULSAR__PROTO__COMMAND_LOOKUP_TOPIC_RESPONSE__LOOKUP_TYPE__Redirect);
-    cr_assert_str_eq(f.cmd->lookuptopicresponse->brokerserviceurltls, upulsar_tb_url(b));
-    cr_assert_null(f.cmd->lookuptopicresponse->brokerserviceurl);
+    bc_lookup_resp_t *r = bc_lookup_ex(c, "elsewhere", -1, NULL, &f);
+    cr_assert_eq(r->response, PULSAR__PROTO__COMMAND_LOOKUP_TOPIC_RESPONSE__LOOKUP_TYPE__Redirect);
+    cr_assert_str_eq(r->brokerserviceurltls, upulsar_tb_url(b));
+    cr_assert_null(r->brokerserviceurl);
     /* a redirect to its own URL spelled with the IP is still itself */
     char self[64];
     snprintf(self, sizeof self, "pulsar+ssl://127.0.0.1:%d", upulsar_tb_port(a));
     cr_assert_eq(upulsar_tb_set_owner(a, "elsewhere", self), UPULSAR_OK);
-    cr_assert_eq(upulsar_tb_client_create_producer(c, "elsewhere", 1, NULL, WAIT_MS, NULL, 0,
-                                                   NULL),
-                 UPULSAR_OK);
+    bc_create_producer(c, "elsewhere", 1, NULL);
     upulsar_tb_client_close(c);
     upulsar_tb_stop(a);
     upulsar_tb_stop(b);
@@ -203,7 +168,7 @@ Test(broker_tls, plaintext_client_on_tls_port_is_refused_cleanly)
     cr_assert_neq(e, UPULSAR_ERR__TIMED_OUT, "the broker must close, not hang: %s",
                   upulsar_last_error());
     cr_assert_null(c);
-    cr_assert_eq(stats(tb).tls_failures, 1);
+    cr_assert_eq(bc_stats(tb).tls_failures, 1);
     /* garbage that is not even a Pulsar frame */
     cr_assert_eq(upulsar_tb_client_open(plain_url, WAIT_MS, &c), UPULSAR_OK);
     static const char junk[] = "GET / HTTP/1.1\r\nHost: x\r\n\r\n";
@@ -213,7 +178,7 @@ Test(broker_tls, plaintext_client_on_tls_port_is_refused_cleanly)
     cr_assert_neq(e, UPULSAR_OK);
     cr_assert_neq(e, UPULSAR_ERR__TIMED_OUT, "%s", upulsar_last_error());
     upulsar_tb_client_close(c);
-    cr_assert_eq(stats(tb).tls_failures, 2);
+    cr_assert_eq(bc_stats(tb).tls_failures, 2);
     /* a silent plaintext client does not hold anything either: it is just
      * another connection; the broker keeps serving TLS clients */
     cr_assert_eq(upulsar_tb_client_open(plain_url, WAIT_MS, &c), UPULSAR_OK);
@@ -221,25 +186,21 @@ Test(broker_tls, plaintext_client_on_tls_port_is_refused_cleanly)
     works(tb, &o);
     upulsar_tb_client_close(c); /* it never started a handshake: counted when gone */
     wait_failures(tb, 3);
-    cr_assert_eq(stats(tb).tls_handshakes, 1);
+    cr_assert_eq(bc_stats(tb).tls_handshakes, 1);
     upulsar_tb_stop(tb);
 }
 
 Test(broker_tls, tls_client_on_plaintext_port_fails_cleanly)
 {
-    upulsar_tb_opts_t bo;
-    upulsar_tb_opts_init(&bo);
-    bo.ping_interval_ms = 0;
-    upulsar_tb_t *tb = NULL;
-    cr_assert_eq(upulsar_tb_start(&bo, &tb), UPULSAR_OK);
+    upulsar_tb_t *tb = bc_broker();
     char tls_url[64];
     snprintf(tls_url, sizeof tls_url, "pulsar+ssl://127.0.0.1:%d", upulsar_tb_port(tb));
     upulsar_tb_client_opts_t o = trusting();
     upulsar_tb_client_t *c = NULL;
     cr_assert_eq(upulsar_tb_client_connect_opts(tls_url, &o, WAIT_MS, &c), UPULSAR_ERR__TLS,
                  "%s", upulsar_last_error());
-    cr_assert_eq(stats(tb).protocol_errors, 1);
-    cr_assert_eq(upulsar_tb_client_connect(upulsar_tb_url(tb), WAIT_MS, &c), UPULSAR_OK);
+    cr_assert_eq(bc_stats(tb).protocol_errors, 1);
+    c = bc_connect(tb);
     upulsar_tb_client_close(c);
     upulsar_tb_stop(tb);
 }
@@ -292,19 +253,19 @@ Test(broker_tls, mutual_tls_required)
     upulsar_err_t e = upulsar_tb_client_connect_opts(upulsar_tb_url(tb), &o, WAIT_MS, &c);
     cr_assert(e == UPULSAR_ERR__TLS || e == UPULSAR_ERR__CLOSED, "%d: %s", e,
               upulsar_last_error());
-    cr_assert_eq(stats(tb).tls_failures, 1);
+    cr_assert_eq(bc_stats(tb).tls_failures, 1);
     /* a certificate from another CA */
     o.tls_cert_file = other_cli_cert;
     o.tls_key_file = other_cli_key;
     e = upulsar_tb_client_connect_opts(upulsar_tb_url(tb), &o, WAIT_MS, &c);
     cr_assert(e == UPULSAR_ERR__TLS || e == UPULSAR_ERR__CLOSED, "%d: %s", e,
               upulsar_last_error());
-    cr_assert_eq(stats(tb).tls_failures, 2);
+    cr_assert_eq(bc_stats(tb).tls_failures, 2);
     /* the right one */
     o.tls_cert_file = certs.cli_cert;
     o.tls_key_file = certs.cli_key;
     works(tb, &o);
-    cr_assert_eq(stats(tb).tls_failures, 2);
+    cr_assert_eq(bc_stats(tb).tls_failures, 2);
     upulsar_tb_stop(tb);
 }
 
@@ -359,13 +320,10 @@ static void *worker(void *arg)
 {
     worker_t *w = arg;
     upulsar_tb_client_opts_t o = trusting();
-    upulsar_tb_client_t *c = NULL;
-    cr_assert_eq(upulsar_tb_client_connect_opts(upulsar_tb_url(w->tb), &o, WAIT_MS, &c),
-                 UPULSAR_OK, "%s", upulsar_last_error());
+    upulsar_tb_client_t *c = connect_with(upulsar_tb_url(w->tb), &o);
     char name[16];
     snprintf(name, sizeof name, "w%d", w->idx);
-    cr_assert_eq(upulsar_tb_client_create_producer(c, "many", 1, name, WAIT_MS, NULL, 0, NULL),
-                 UPULSAR_OK);
+    bc_create_producer(c, "many", 1, name);
     for (int i = 0; i < PER_WORKER; i++) {
         char payload[32];
         int n = snprintf(payload, sizeof payload, "%s-%d", name, i);
@@ -375,8 +333,7 @@ static void *worker(void *arg)
     }
     for (int i = 0; i < PER_WORKER; i++) {
         upulsar_tb_frame_t f;
-        cr_assert_eq(upulsar_tb_client_expect(c, UP_CMD(SEND_RECEIPT), WAIT_MS, &f), UPULSAR_OK);
-        cr_assert_eq(f.cmd->send_receipt->sequence_id, (uint64_t)i);
+        cr_assert_eq(bc_receipt(c, &f)->sequence_id, (uint64_t)i);
     }
     upulsar_tb_client_close(c);
     return NULL;
@@ -393,9 +350,8 @@ Test(broker_tls, concurrent_tls_connections)
     }
     for (int i = 0; i < WORKERS; i++)
         pthread_join(th[i], NULL);
-    upulsar_tb_topic_stats_t ts;
-    cr_assert_eq(upulsar_tb_topic_stats(tb, "many", &ts), UPULSAR_OK);
+    upulsar_tb_topic_stats_t ts = bc_topic_stats(tb, "many");
     cr_assert_eq(ts.messages, WORKERS * PER_WORKER);
-    cr_assert_eq(stats(tb).tls_handshakes, WORKERS);
+    cr_assert_eq(bc_stats(tb).tls_handshakes, WORKERS);
     upulsar_tb_stop(tb);
 }

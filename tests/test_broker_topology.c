@@ -6,58 +6,22 @@
  * lookups that follow, the producer's sequence continued on the new owner,
  * also while a sender streams into the topic. */
 /* UPULSAR_TEST_LABEL_CONCURRENCY */
-#include <criterion/criterion.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 
-#include "frame.h"
-#include "upulsar/testbroker.h"
+#include "broker_common.h"
 
-#define WAIT_MS 5000
 #define NPART 16
 #define NB 3
 
-typedef const Pulsar__Proto__CommandLookupTopicResponse lookup_resp_t;
-
+/* A broker sharing the store of @p share (NULL: a store of its own). */
 static upulsar_tb_t *start(upulsar_tb_t *share)
 {
-    upulsar_tb_opts_t o;
-    upulsar_tb_opts_init(&o);
-    o.ping_interval_ms = 0;
+    upulsar_tb_opts_t o = bc_opts();
     o.shared_store_with = share;
-    upulsar_tb_t *tb = NULL;
-    cr_assert_eq(upulsar_tb_start(&o, &tb), UPULSAR_OK, "%s", upulsar_last_error());
-    return tb;
-}
-
-static upulsar_tb_client_t *connect_to(const char *url)
-{
-    upulsar_tb_client_t *c = NULL;
-    cr_assert_eq(upulsar_tb_client_connect(url, WAIT_MS, &c), UPULSAR_OK, "%s",
-                 upulsar_last_error());
-    return c;
-}
-
-static lookup_resp_t *lookup(upulsar_tb_client_t *c, const char *topic, int authoritative,
-                             upulsar_tb_frame_t *f)
-{
-    up_cmd_t cmd = PULSAR__PROTO__BASE_COMMAND__INIT;
-    Pulsar__Proto__CommandLookupTopic lt = PULSAR__PROTO__COMMAND_LOOKUP_TOPIC__INIT;
-    cmd.type = UP_CMD(LOOKUP);
-    cmd.lookuptopic = &lt;
-    lt.topic = (char *)topic;
-    lt.request_id = upulsar_tb_client_next_request_id(c);
-    lt.has_authoritative = 1;
-    lt.authoritative = authoritative;
-    cr_assert_eq(upulsar_tb_client_send_cmd(c, &cmd), UPULSAR_OK);
-    cr_assert_eq(upulsar_tb_client_expect(c, UP_CMD(LOOKUP_RESPONSE), WAIT_MS, f), UPULSAR_OK,
-                 "%s", upulsar_last_error());
-    lookup_resp_t *r = f->cmd->lookuptopicresponse;
-    cr_assert_eq(r->request_id, lt.request_id);
-    cr_assert(r->has_response);
-    return r;
+    return bc_start(&o);
 }
 
 #define REDIRECT PULSAR__PROTO__COMMAND_LOOKUP_TOPIC_RESPONSE__LOOKUP_TYPE__Redirect
@@ -72,9 +36,9 @@ static int resolve(upulsar_tb_t **brokers, int n, const char *topic, int *hops)
     int authoritative = 0;
     *hops = 0;
     for (;;) {
-        upulsar_tb_client_t *c = connect_to(url);
+        upulsar_tb_client_t *c = bc_connect_url(url);
         upulsar_tb_frame_t f;
-        lookup_resp_t *r = lookup(c, topic, authoritative, &f);
+        bc_lookup_resp_t *r = bc_lookup(c, topic, authoritative, &f);
         cr_assert(r->brokerserviceurl, "plaintext brokers answer in brokerServiceUrl");
         cr_assert_null(r->brokerserviceurltls);
         int idx = -1;
@@ -98,9 +62,7 @@ static void send_one(upulsar_tb_client_t *c, uint64_t pid, const char *name, uin
 {
     upulsar_tb_out_msg_t m = {.payload = payload, .len = strlen(payload)};
     cr_assert_eq(upulsar_tb_client_send_messages(c, pid, name, seq, &m, 1, 0, 0), UPULSAR_OK);
-    cr_assert_eq(upulsar_tb_client_expect(c, UP_CMD(SEND_RECEIPT), WAIT_MS, f), UPULSAR_OK,
-                 "%s", upulsar_last_error());
-    cr_assert_eq(f->cmd->send_receipt->sequence_id, seq);
+    cr_assert_eq(bc_receipt(c, f)->sequence_id, seq);
 }
 
 Test(broker_topology, sixteen_partitions_over_three_brokers)
@@ -129,7 +91,7 @@ Test(broker_topology, sixteen_partitions_over_three_brokers)
 
         /* only the owner accepts the producer */
         for (int i = 0; i < NB; i++) {
-            upulsar_tb_client_t *c = connect_to(upulsar_tb_url(b[i]));
+            upulsar_tb_client_t *c = bc_connect(b[i]);
             upulsar_err_t e = upulsar_tb_client_create_producer(c, t, 1, "w", WAIT_MS, NULL, 0,
                                                                 NULL);
             if (i == owner) {
@@ -172,45 +134,38 @@ Test(broker_topology, sixteen_partitions_over_three_brokers)
 Test(broker_topology, partition_owner_overrides_and_self_urls)
 {
     upulsar_tb_t *a = start(NULL), *b = start(NULL);
-    upulsar_tb_client_t *ca = connect_to(upulsar_tb_url(a));
+    upulsar_tb_client_t *ca = bc_connect(a);
     upulsar_tb_frame_t f;
     /* the partitioned topic on b, but partition 5 stays on a */
     cr_assert_eq(upulsar_tb_set_owner(a, "ov", upulsar_tb_url(b)), UPULSAR_OK);
     char self[64];
     snprintf(self, sizeof self, "pulsar://localhost:%d", upulsar_tb_port(a));
     cr_assert_eq(upulsar_tb_set_owner(a, "ov-partition-5", self), UPULSAR_OK);
-    lookup_resp_t *r = lookup(ca, "ov-partition-5", 0, &f);
+    bc_lookup_resp_t *r = bc_lookup(ca, "ov-partition-5", 0, &f);
     cr_assert_eq(r->response, CONNECT);
     cr_assert_str_eq(r->brokerserviceurl, upulsar_tb_url(a));
-    r = lookup(ca, "ov-partition-4", 0, &f);
+    r = bc_lookup(ca, "ov-partition-4", 0, &f);
     cr_assert_eq(r->response, REDIRECT);
     cr_assert_str_eq(r->brokerserviceurl, upulsar_tb_url(b));
-    cr_assert_eq(upulsar_tb_client_create_producer(ca, "ov-partition-5", 1, NULL, WAIT_MS, NULL,
-                                                   0, NULL),
-                 UPULSAR_OK);
-    cr_assert_eq(upulsar_tb_client_create_producer(ca, "ov-partition-4", 2, NULL, WAIT_MS, NULL,
-                                                   0, NULL),
-                 UPULSAR_ERR_SERVICE_NOT_READY);
+    bc_create_producer(ca, "ov-partition-5", 1, NULL);
+    bc_create_producer_gets(ca, "ov-partition-4", 2, NULL, UPULSAR_ERR_SERVICE_NOT_READY);
     /* removing the override: the partition follows its topic again */
     cr_assert_eq(upulsar_tb_set_owner(a, "ov-partition-5", NULL), UPULSAR_OK);
-    r = lookup(ca, "ov-partition-5", 0, &f);
+    r = bc_lookup(ca, "ov-partition-5", 0, &f);
     cr_assert_eq(r->response, REDIRECT);
     /* a partition owned elsewhere while its topic stays here */
     cr_assert_eq(upulsar_tb_set_owner(a, "ov", NULL), UPULSAR_OK);
     cr_assert_eq(upulsar_tb_set_owner(a, "ov-partition-7", upulsar_tb_url(b)), UPULSAR_OK);
-    r = lookup(ca, "ov-partition-7", 0, &f);
+    r = bc_lookup(ca, "ov-partition-7", 0, &f);
     cr_assert_eq(r->response, REDIRECT);
-    r = lookup(ca, "ov-partition-6", 0, &f);
+    r = bc_lookup(ca, "ov-partition-6", 0, &f);
     cr_assert_eq(r->response, CONNECT);
     /* without a shared store each broker has its own topics */
-    upulsar_tb_client_t *cb = connect_to(upulsar_tb_url(b));
-    cr_assert_eq(upulsar_tb_client_create_producer(cb, "solo", 1, "n", WAIT_MS, NULL, 0, NULL),
-                 UPULSAR_OK);
+    upulsar_tb_client_t *cb = bc_producer_on(b, "solo", 1, "n");
     send_one(cb, 1, "n", 0, "x", &f);
-    upulsar_tb_topic_stats_t ts;
-    cr_assert_eq(upulsar_tb_topic_stats(a, "solo", &ts), UPULSAR_OK);
+    upulsar_tb_topic_stats_t ts = bc_topic_stats(a, "solo");
     cr_assert_eq(ts.messages, 0);
-    cr_assert_eq(upulsar_tb_topic_stats(b, "solo", &ts), UPULSAR_OK);
+    ts = bc_topic_stats(b, "solo");
     cr_assert_eq(ts.messages, 1);
     cr_assert_eq(upulsar_tb_set_owner(a, "ov", "ftp://x"), UPULSAR_ERR__INVALID_URL);
     cr_assert_eq(upulsar_tb_move_topic(a, "ov", upulsar_tb_url(a)), UPULSAR_ERR__INVALID_ARG);
@@ -223,10 +178,9 @@ Test(broker_topology, partition_owner_overrides_and_self_urls)
 Test(broker_topology, move_topic_closes_producers_and_lookups_follow)
 {
     upulsar_tb_t *a = start(NULL), *b = start(a);
-    upulsar_tb_client_t *ca = connect_to(upulsar_tb_url(a));
+    upulsar_tb_client_t *ca = bc_connect(a);
     upulsar_tb_frame_t f;
-    cr_assert_eq(upulsar_tb_client_create_producer(ca, "mv", 7, "prod", WAIT_MS, NULL, 0, NULL),
-                 UPULSAR_OK);
+    bc_create_producer(ca, "mv", 7, "prod");
     for (uint64_t s = 0; s < 5; s++)
         send_one(ca, 7, "prod", s, "before", &f);
 
@@ -238,15 +192,14 @@ Test(broker_topology, move_topic_closes_producers_and_lookups_follow)
      * answered first, no receipt before it */
     upulsar_tb_out_msg_t m = {.payload = "late", .len = 4};
     cr_assert_eq(upulsar_tb_client_send_messages(ca, 7, "prod", 5, &m, 1, 0, 0), UPULSAR_OK);
-    lookup_resp_t *r = lookup(ca, "mv", 0, &f);
+    bc_lookup_resp_t *r = bc_lookup(ca, "mv", 0, &f);
     cr_assert_eq(r->response, REDIRECT);
     cr_assert_str_eq(r->brokerserviceurl, upulsar_tb_url(b));
-    cr_assert_eq(upulsar_tb_client_create_producer(ca, "mv", 8, "prod", WAIT_MS, NULL, 0, NULL),
-                 UPULSAR_ERR_SERVICE_NOT_READY);
+    bc_create_producer_gets(ca, "mv", 8, "prod", UPULSAR_ERR_SERVICE_NOT_READY);
 
     /* the new owner continues the producer's sequence */
-    upulsar_tb_client_t *cb = connect_to(upulsar_tb_url(b));
-    r = lookup(cb, "mv", 1, &f);
+    upulsar_tb_client_t *cb = bc_connect(b);
+    r = bc_lookup(cb, "mv", 1, &f);
     cr_assert_eq(r->response, CONNECT);
     cr_assert_str_eq(r->brokerserviceurl, upulsar_tb_url(b));
     int64_t last = -2;
@@ -277,10 +230,10 @@ Test(broker_topology, move_topic_closes_producers_and_lookups_follow)
                  1);
     cr_assert_eq(upulsar_tb_client_expect(cb, UP_CMD(CLOSE_PRODUCER), WAIT_MS, &f), UPULSAR_OK);
     cr_assert_str_eq(f.cmd->close_producer->assignedbrokerserviceurl, upulsar_tb_url(a));
-    r = lookup(cb, "mv", 0, &f);
+    r = bc_lookup(cb, "mv", 0, &f);
     cr_assert_eq(r->response, REDIRECT);
     cr_assert_str_eq(r->brokerserviceurl, upulsar_tb_url(a));
-    r = lookup(ca, "mv", 0, &f);
+    r = bc_lookup(ca, "mv", 0, &f);
     cr_assert_eq(r->response, CONNECT);
     cr_assert_eq(upulsar_tb_client_create_producer(ca, "mv", 9, "prod", WAIT_MS, NULL, 0, &last),
                  UPULSAR_OK);
@@ -289,8 +242,7 @@ Test(broker_topology, move_topic_closes_producers_and_lookups_follow)
     /* the store outlives the broker that made it */
     upulsar_tb_client_close(ca);
     upulsar_tb_stop(a);
-    upulsar_tb_topic_stats_t ts;
-    cr_assert_eq(upulsar_tb_topic_stats(b, "mv", &ts), UPULSAR_OK);
+    upulsar_tb_topic_stats_t ts = bc_topic_stats(b, "mv");
     cr_assert_eq(ts.messages, 6);
     upulsar_tb_client_close(cb);
     upulsar_tb_stop(b);
@@ -302,12 +254,11 @@ Test(broker_topology, moving_a_partitioned_topic_moves_its_partitions)
     cr_assert_eq(upulsar_tb_set_partitions(a, "pt", 4), UPULSAR_OK);
     /* partition 3 has its own owner on a (a itself): it does not move */
     cr_assert_eq(upulsar_tb_set_owner(a, "pt-partition-3", upulsar_tb_url(a)), UPULSAR_OK);
-    upulsar_tb_client_t *ca = connect_to(upulsar_tb_url(a));
+    upulsar_tb_client_t *ca = bc_connect(a);
     for (uint64_t p = 0; p < 4; p++) {
         char t[32];
         snprintf(t, sizeof t, "pt-partition-%d", (int)p);
-        cr_assert_eq(upulsar_tb_client_create_producer(ca, t, p, NULL, WAIT_MS, NULL, 0, NULL),
-                     UPULSAR_OK);
+        bc_create_producer(ca, t, p, NULL);
     }
     cr_assert_eq(upulsar_tb_move_topic(a, "pt", upulsar_tb_url(b)), 3);
     bool closed[4] = {false};
@@ -318,10 +269,10 @@ Test(broker_topology, moving_a_partitioned_topic_moves_its_partitions)
         closed[f.cmd->close_producer->producer_id] = true;
     }
     cr_assert(closed[0] && closed[1] && closed[2] && !closed[3]);
-    cr_assert_eq(lookup(ca, "pt-partition-1", 0, &f)->response, REDIRECT);
-    cr_assert_eq(lookup(ca, "pt-partition-3", 0, &f)->response, CONNECT);
-    upulsar_tb_client_t *cb = connect_to(upulsar_tb_url(b));
-    cr_assert_eq(lookup(cb, "pt-partition-1", 1, &f)->response, CONNECT);
+    cr_assert_eq(bc_lookup(ca, "pt-partition-1", 0, &f)->response, REDIRECT);
+    cr_assert_eq(bc_lookup(ca, "pt-partition-3", 0, &f)->response, CONNECT);
+    upulsar_tb_client_t *cb = bc_connect(b);
+    cr_assert_eq(bc_lookup(cb, "pt-partition-1", 1, &f)->response, CONNECT);
     upulsar_tb_client_close(ca);
     upulsar_tb_client_close(cb);
     upulsar_tb_stop(b);
@@ -348,9 +299,7 @@ static void *streamer(void *arg)
     stream_t *s = arg;
     uint64_t next = 0, acked = 0;
     int cur = 0;
-    upulsar_tb_client_t *c = connect_to(upulsar_tb_url(s->brokers[cur]));
-    cr_assert_eq(upulsar_tb_client_create_producer(c, "stream", 1, "s", WAIT_MS, NULL, 0, NULL),
-                 UPULSAR_OK);
+    upulsar_tb_client_t *c = bc_producer_on(s->brokers[cur], "stream", 1, "s");
     while (acked < STREAM_MSGS) {
         while (next < STREAM_MSGS && next - acked < 50) {
             char payload[32];
@@ -372,12 +321,12 @@ static void *streamer(void *arg)
         /* follow the topic: ask the broker we are on, as a client does */
         for (;;) {
             upulsar_tb_frame_t lf;
-            lookup_resp_t *r = lookup(c, "stream", 0, &lf);
+            bc_lookup_resp_t *r = bc_lookup(c, "stream", 0, &lf);
             int idx = !strcmp(r->brokerserviceurl, upulsar_tb_url(s->brokers[0])) ? 0 : 1;
             if (idx != cur) {
                 upulsar_tb_client_close(c);
                 cur = idx;
-                c = connect_to(upulsar_tb_url(s->brokers[cur]));
+                c = bc_connect(s->brokers[cur]);
                 continue; /* confirm with the new broker */
             }
             break;
@@ -389,7 +338,7 @@ static void *streamer(void *arg)
                                                       &last)) == UPULSAR_ERR_SERVICE_NOT_READY) {
             upulsar_tb_client_close(c);
             cur = atomic_load(&s->owner);
-            c = connect_to(upulsar_tb_url(s->brokers[cur]));
+            c = bc_connect(s->brokers[cur]);
         }
         cr_assert_eq(e, UPULSAR_OK, "%s", upulsar_last_error());
         s->recreations++;

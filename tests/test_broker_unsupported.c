@@ -2,14 +2,10 @@
  * requests the project's proto subset does not define still get an ERROR
  * carrying their request id; broker-to-client commands from a client close
  * its connection. */
-#include <criterion/criterion.h>
 #include <string.h>
 
+#include "broker_common.h"
 #include "buf.h"
-#include "frame.h"
-#include "upulsar/testbroker.h"
-
-#define WAIT_MS 5000
 
 /* BaseCommand{type = @p type, field @p type = {1: a, 2: b}} framed. */
 static size_t raw_command(uint8_t *out, unsigned type, uint64_t a, uint64_t b)
@@ -34,10 +30,8 @@ static size_t raw_command(uint8_t *out, unsigned type, uint64_t a, uint64_t b)
 
 Test(broker_unsupported, unmodelled_requests_get_error_with_their_request_id)
 {
-    upulsar_tb_t *tb;
-    cr_assert_eq(upulsar_tb_start(NULL, &tb), UPULSAR_OK);
-    upulsar_tb_client_t *c;
-    cr_assert_eq(upulsar_tb_client_connect(upulsar_tb_url(tb), WAIT_MS, &c), UPULSAR_OK);
+    upulsar_tb_t *tb = bc_start(NULL);
+    upulsar_tb_client_t *c = bc_connect(tb);
     const struct {
         unsigned type;
         uint64_t a, b, rid;
@@ -63,20 +57,14 @@ Test(broker_unsupported, unmodelled_requests_get_error_with_their_request_id)
 
 Test(broker_unsupported, broker_to_client_command_from_a_client_closes_it)
 {
-    upulsar_tb_t *tb;
-    cr_assert_eq(upulsar_tb_start(NULL, &tb), UPULSAR_OK);
-    upulsar_tb_client_t *c;
-    cr_assert_eq(upulsar_tb_client_connect(upulsar_tb_url(tb), WAIT_MS, &c), UPULSAR_OK);
+    upulsar_tb_t *tb = bc_start(NULL);
+    upulsar_tb_client_t *c = bc_connect(tb);
     up_cmd_t cmd = PULSAR__PROTO__BASE_COMMAND__INIT;
     Pulsar__Proto__CommandSuccess s = PULSAR__PROTO__COMMAND_SUCCESS__INIT;
     cmd.type = UP_CMD(SUCCESS);
     cmd.success = &s;
     cr_assert_eq(upulsar_tb_client_send_cmd(c, &cmd), UPULSAR_OK);
-    upulsar_tb_frame_t f;
-    upulsar_err_t err;
-    while ((err = upulsar_tb_client_read(c, WAIT_MS, &f)) == UPULSAR_OK)
-        ;
-    cr_assert_eq(err, UPULSAR_ERR__CLOSED);
+    bc_assert_closed(c);
     upulsar_tb_client_close(c);
     upulsar_tb_stop(tb);
 }
