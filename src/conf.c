@@ -224,11 +224,13 @@ static const conf_key_t keys[] = {
      "enableChunking"},
     {"producer.access.mode", K_ENUM, FLD(access_mode), "shared", 0, 0, access_mode_names, 0,
      'P', "",
-     "Access mode sent in PRODUCER. shared: any number of producers. exclusive: refused "
-     "with UPULSAR_ERR_PRODUCER_BUSY while another producer is connected. "
-     "wait_for_exclusive: upulsar_producer_start() (and re-creation) waits, without "
-     "operation.timeout.ms, until the broker grants the topic. exclusive_with_fencing: "
-     "takes the topic, fencing the others (UPULSAR_ERR_PRODUCER_FENCED for them). Under "
+     "Access mode sent in PRODUCER. shared: any number of producers (refused with "
+     "UPULSAR_ERR_PRODUCER_BUSY while an exclusive producer holds the topic or waits for "
+     "it). exclusive: refused with UPULSAR_ERR_PRODUCER_FENCED while another producer is "
+     "connected or waiting (Pulsar's answer). wait_for_exclusive: "
+     "upulsar_producer_start() (and re-creation) waits, without operation.timeout.ms, "
+     "until the broker grants the topic. exclusive_with_fencing: takes the topic, fencing "
+     "the others and the waiting ones (UPULSAR_ERR_PRODUCER_FENCED for them). Under "
      "the exclusive modes the topic_epoch granted is sent again on re-creation, and "
      "PRODUCER_BUSY and PRODUCER_FENCED fail the partition group instead of being retried.",
      "accessMode (ProducerAccessMode)"},

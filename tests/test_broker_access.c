@@ -14,6 +14,7 @@
 #define SHARED PULSAR__PROTO__PRODUCER_ACCESS_MODE__Shared
 #define EXCLUSIVE PULSAR__PROTO__PRODUCER_ACCESS_MODE__Exclusive
 #define WAIT_EXCL PULSAR__PROTO__PRODUCER_ACCESS_MODE__WaitForExclusive
+#define FENCING PULSAR__PROTO__PRODUCER_ACCESS_MODE__ExclusiveWithFencing
 
 /* A broker sharing the store of @p share (NULL: a store of its own). */
 static upulsar_tb_t *start(upulsar_tb_t *share)
@@ -146,9 +147,10 @@ Test(broker_access, unload_ends_the_exclusive_hold_so_a_shared_producer_is_accep
     expect_close_producer(holder, 1);
     /* the holder's connection is still open: the hold ended with the close */
     expect_success(other, send_producer(other, "ush", 2, "shared", SHARED), 1);
-    /* and now the old holder is the one refused */
+    /* and now the old holder is the one refused (Exclusive against shared
+     * producers: ProducerFenced, as Pulsar answers) */
     expect_error(holder, send_producer(holder, "ush", 1, "holder", EXCLUSIVE),
-                 UP_SERR(ProducerBusy));
+                 UP_SERR(ProducerFenced));
     upulsar_tb_client_close(holder);
     upulsar_tb_client_close(other);
     upulsar_tb_stop(tb);
@@ -169,9 +171,10 @@ Test(broker_access, move_answers_the_waiting_producer_which_gets_the_topic_at_th
      * queued behind the producer the old owner closed */
     upulsar_tb_client_t *wb = bc_connect(b);
     expect_success(wb, send_producer(wb, "mw", 1, "waiter", WAIT_EXCL), 1);
-    /* the old holder following the topic is the one that waits now */
+    /* the old holder following the topic is refused now (Exclusive against
+     * a holder: ProducerFenced) */
     upulsar_tb_client_t *hb = bc_connect(b);
-    expect_error(hb, send_producer(hb, "mw", 1, "holder", EXCLUSIVE), UP_SERR(ProducerBusy));
+    expect_error(hb, send_producer(hb, "mw", 1, "holder", EXCLUSIVE), UP_SERR(ProducerFenced));
     upulsar_tb_client_close(holder);
     upulsar_tb_client_close(waiter);
     upulsar_tb_client_close(wb);
@@ -275,5 +278,53 @@ Test(broker_access, a_closed_wait_for_exclusive_holder_queues_again_behind_the_n
     upulsar_tb_client_close(second);
     expect_success(first, rid, 1);
     upulsar_tb_client_close(first);
+    upulsar_tb_stop(tb);
+}
+
+/* Pulsar's answers: with a WaitForExclusive producer queued (behind shared
+ * producers here), a new Shared producer is refused (ProducerBusy) and an
+ * Exclusive one too (ProducerFenced); shared producers alone refuse
+ * Exclusive with ProducerFenced. */
+Test(broker_access, a_queued_waiter_refuses_shared_and_exclusive_producers)
+{
+    upulsar_tb_t *tb = start(NULL);
+    upulsar_tb_client_t *sh = bc_connect(tb), *waiter = bc_connect(tb), *late = bc_connect(tb);
+    expect_success(sh, send_producer(sh, "qw", 1, "shared-1", SHARED), 1);
+    expect_error(late, send_producer(late, "qw", 1, "excl", EXCLUSIVE), UP_SERR(ProducerFenced));
+    uint64_t rid = send_producer(waiter, "qw", 1, "waiter", WAIT_EXCL);
+    expect_success(waiter, rid, 0);
+    expect_error(late, send_producer(late, "qw", 2, "shared-2", SHARED), UP_SERR(ProducerBusy));
+    expect_error(late, send_producer(late, "qw", 3, "excl", EXCLUSIVE), UP_SERR(ProducerFenced));
+    expect_producers(tb, "qw", 1);
+    upulsar_tb_client_close(sh);
+    upulsar_tb_client_close(waiter);
+    upulsar_tb_client_close(late);
+    upulsar_tb_stop(tb);
+}
+
+/* ExclusiveWithFencing fences the queued waiters out first (ERROR
+ * ProducerFenced on their pending request, so none is handed the topic when
+ * the holder is closed), then the holder (CLOSE_PRODUCER). */
+Test(broker_access, fencing_producer_fails_the_waiters_then_closes_the_holder)
+{
+    upulsar_tb_t *tb = start(NULL);
+    upulsar_tb_client_t *holder = bc_connect(tb), *w1 = bc_connect(tb), *w2 = bc_connect(tb),
+                        *fencer = bc_connect(tb);
+    expect_success(holder, send_producer(holder, "fw", 1, "holder", EXCLUSIVE), 1);
+    uint64_t r1 = send_producer(w1, "fw", 1, "w1", WAIT_EXCL);
+    expect_success(w1, r1, 0);
+    uint64_t r2 = send_producer(w2, "fw", 1, "w2", WAIT_EXCL);
+    expect_success(w2, r2, 0);
+    expect_success(fencer, send_producer(fencer, "fw", 1, "fencer", FENCING), 1);
+    expect_error(w1, r1, UP_SERR(ProducerFenced));
+    expect_error(w2, r2, UP_SERR(ProducerFenced));
+    expect_close_producer(holder, 1);
+    expect_quiet(w1);
+    expect_quiet(w2);
+    expect_producers(tb, "fw", 1);
+    upulsar_tb_client_close(holder);
+    upulsar_tb_client_close(w1);
+    upulsar_tb_client_close(w2);
+    upulsar_tb_client_close(fencer);
     upulsar_tb_stop(tb);
 }

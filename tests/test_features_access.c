@@ -1,5 +1,6 @@
 /* test_features_access.c -- producer.access.mode on the client side: an
- * exclusive producer refused (ProducerBusy) or fenced (ProducerFenced) fails
+ * exclusive producer refused (ProducerBusy injected, or ProducerFenced as
+ * Pulsar answers Exclusive against other producers) or fenced fails
  * at once and is not retried; a shared one refused with ProducerBusy is
  * retried (refusals injected with upulsar_tb_fail_producers()); and the
  * test broker's Exclusive, ExclusiveWithFencing and WaitForExclusive. */
@@ -163,12 +164,14 @@ static upulsar_err_t send_one(upulsar_producer_t *p)
 
 Test(features_access, exclusive_refused_while_others_are_connected)
 {
+    /* Pulsar's answers: Exclusive against any other producer is fenced,
+     * Shared against an exclusive holder is busy; neither is retried */
     upulsar_producer_t *a = start_mode("ex", "shared", NULL, UPULSAR_OK);
-    start_mode("ex", "exclusive", NULL, UPULSAR_ERR_PRODUCER_BUSY);
+    start_mode("ex", "exclusive", NULL, UPULSAR_ERR_PRODUCER_FENCED);
     cr_assert_eq(upulsar_producer_stop(a, 5000), UPULSAR_OK);
     upulsar_producer_t *b = start_mode("ex", "exclusive", NULL, UPULSAR_OK);
     start_mode("ex", "shared", NULL, UPULSAR_ERR_PRODUCER_BUSY);
-    start_mode("ex", "exclusive", NULL, UPULSAR_ERR_PRODUCER_BUSY);
+    start_mode("ex", "exclusive", NULL, UPULSAR_ERR_PRODUCER_FENCED);
     cr_assert_eq(send_one(b), UPULSAR_OK);
     /* unloaded, the exclusive producer gets the topic back (same epoch) */
     cr_assert_eq(upulsar_tb_unload_topic(tb, "ex"), 1);

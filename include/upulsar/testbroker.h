@@ -38,11 +38,14 @@
  *    = last stored sequence id of that name on that topic, -1 if none), or
  *    ERROR ProducerBusy when another producer with that name is active on
  *    the topic (re-sending PRODUCER for the same connection + producer id is
- *    answered with success again). Access modes: Shared is refused with
- *    ProducerBusy while an exclusive producer holds the topic; Exclusive is
- *    refused with ProducerBusy while any other producer is active;
- *    ExclusiveWithFencing closes the other producers (CLOSE_PRODUCER; their
- *    re-creation gets ProducerFenced); WaitForExclusive is answered
+ *    answered with success again). Access modes, answered as a Pulsar
+ *    broker does: Shared is refused with ProducerBusy while an exclusive
+ *    producer holds the topic or a WaitForExclusive one waits for it;
+ *    Exclusive is refused with ProducerFenced then, or while any other
+ *    producer is active; ExclusiveWithFencing fails the waiting producers
+ *    (ERROR ProducerFenced on their PRODUCER request) and closes the other
+ *    producers (CLOSE_PRODUCER; their re-creation gets ProducerFenced);
+ *    WaitForExclusive is answered
  *    PRODUCER_SUCCESS{producer_ready=false} while others are active and
  *    PRODUCER_SUCCESS again (same request id, ready) once it gets the topic.
  *    A producer the broker closes (unload, move, fencing) leaves the topic

@@ -145,21 +145,21 @@ static void close_active_locked(upulsar_tb_t *tb, tb_topic_t *t, tb_producer_t *
     up_buf_free(&b);
 }
 
-/* The topic of WaitForExclusive producer @p w, still queued, is closed:
- * its pending PRODUCER request is answered with ERROR ServiceNotReady, as a
- * Pulsar broker answers a waiter whose topic was fenced for closing, so the
- * client looks the topic up again. @p w stays known to its connection
- * (re-created like a closed producer). The caller has unlinked it from
- * t->waiters. Caller holds t->mu. */
-static void fail_waiter_locked(tb_producer_t *w)
+/* WaitForExclusive producer @p w, still queued, will not get the topic
+ * here: its pending PRODUCER request is answered with ERROR @p code --
+ * ServiceNotReady when the topic is closed (a Pulsar broker answers a waiter
+ * whose topic was fenced for closing so, and the client looks the topic up
+ * again), ProducerFenced when an ExclusiveWithFencing producer takes the
+ * topic. @p w stays known to its connection (re-created like a closed
+ * producer). The caller has unlinked it from t->waiters. Caller holds
+ * t->mu. */
+static void fail_waiter_locked(tb_producer_t *w, int code, const char *why)
 {
     w->wait_next = NULL;
     w->waiting = false;
     w->closed = true;
     up_buf_t b = UP_BUF_INIT;
-    if (tb_put_error(&b, w->wait_rid, UP_SERR(ServiceNotReady),
-                     "Topic is temporarily unavailable") ||
-        tb_conn_inject(w->conn, b.data, b.len))
+    if (tb_put_error(&b, w->wait_rid, code, why) || tb_conn_inject(w->conn, b.data, b.len))
         shutdown(w->conn->fd, SHUT_RDWR);
     up_buf_free(&b);
 }
@@ -187,7 +187,7 @@ int tb_topic_close_producers_locked(upulsar_tb_t *tb, tb_topic_t *t, upulsar_tb_
             continue;
         }
         *pp = q->wait_next;
-        fail_waiter_locked(q);
+        fail_waiter_locked(q, UP_SERR(ServiceNotReady), "Topic is temporarily unavailable");
         n++;
     }
     /* waiters served by another broker sharing the store stay queued: the
@@ -255,22 +255,37 @@ static int access_check(upulsar_tb_t *tb, tb_topic_t *t, const Pulsar__Proto__Co
         *why = "Producer's topic epoch is older than the topic's";
         return UP_SERR(ProducerFenced);
     }
+    /* as a Pulsar broker decides: an exclusive holder or a queued waiter
+     * refuses Shared (ProducerBusy) and Exclusive (ProducerFenced), shared
+     * producers refuse Exclusive (ProducerFenced) */
+    bool held = (t->excl && t->excl != self) || t->waiters;
     switch (mode) {
     case PULSAR__PROTO__PRODUCER_ACCESS_MODE__Shared:
-        if (t->excl && t->excl != self) {
-            *why = "Topic has an exclusive producer";
+        if (held) {
+            *why = "Topic has an existing exclusive producer";
             return UP_SERR(ProducerBusy);
         }
         return ACC_OK;
     case PULSAR__PROTO__PRODUCER_ACCESS_MODE__Exclusive:
+        if (held) {
+            *why = "Topic has an existing exclusive producer";
+            return UP_SERR(ProducerFenced);
+        }
         if (others) {
-            *why = "Topic has other producers";
-            return UP_SERR(ProducerBusy);
+            *why = "Topic has existing shared producers";
+            return UP_SERR(ProducerFenced);
         }
         return ACC_OK;
     case PULSAR__PROTO__PRODUCER_ACCESS_MODE__WaitForExclusive:
         return others ? ACC_WAIT : ACC_OK;
     case PULSAR__PROTO__PRODUCER_ACCESS_MODE__ExclusiveWithFencing:
+        /* the waiters are fenced out first (else closing the others would
+         * hand one of them the topic), then the others */
+        while (others && t->waiters) {
+            tb_producer_t *w = t->waiters;
+            t->waiters = w->wait_next;
+            fail_waiter_locked(w, UP_SERR(ProducerFenced), "Fenced out");
+        }
         for (size_t i = 0; i < t->nprods;) {
             tb_producer_t *q = t->prods[i];
             if (q == self) {
