@@ -393,6 +393,19 @@ static inline void ft_send_range(ft_run_t *r, int from, int to, int retry_full)
     }
 }
 
+/* Send one message ("x", with @p opts, may be NULL) and wait for its
+ * receipt, which must be a success; returns its id. */
+static inline upulsar_msg_id_t ft_send_ok(upulsar_producer_t *p, const upulsar_send_opts_t *opts)
+{
+    upulsar_future_t *f = NULL;
+    cr_assert_eq(upulsar_send(p, "x", 1, opts, &f), UPULSAR_OK, "%s", upulsar_last_error());
+    upulsar_msg_id_t id;
+    cr_assert_eq(upulsar_future_wait(f, FT_WAIT_MS, &id), UPULSAR_OK, "%s",
+                 upulsar_last_error());
+    upulsar_future_release(f);
+    return id;
+}
+
 /* How many accepted messages of @p r have a resolved future (polled, not
  * waited for). */
 static inline size_t ft_resolved(ft_run_t *r)

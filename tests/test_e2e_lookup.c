@@ -197,16 +197,6 @@ static uint64_t lookups(upulsar_tb_t *tb)
     return st.lookups;
 }
 
-static void send_ok(upulsar_producer_t *p)
-{
-    upulsar_future_t *f = NULL;
-    cr_assert_eq(upulsar_send(p, "x", 1, NULL, &f), UPULSAR_OK, "%s", upulsar_last_error());
-    upulsar_msg_id_t id;
-    cr_assert_eq(upulsar_future_wait(f, FT_WAIT_MS, &id), UPULSAR_OK, "%s",
-                 upulsar_last_error());
-    upulsar_future_release(f);
-}
-
 /* A topic transfer whose CLOSE_PRODUCER names the new owner
  * (assignedBrokerServiceUrl, as Pulsar's extensible load manager sends it)
  * is followed without a lookup; one without it is looked up again. */
@@ -221,14 +211,14 @@ Test(e2e_lookup, transfer_naming_the_new_owner_is_followed_without_a_lookup)
     upulsar_producer_t *p = NULL;
     cr_assert_eq(upulsar_producer_start(c, NULL, "xfer", 0, NULL, &p), UPULSAR_OK, "%s",
                  upulsar_last_error());
-    send_ok(p);
+    ft_send_ok(p, NULL);
 
     uint64_t la = lookups(a), lb = lookups(b);
     cr_assert_geq(upulsar_tb_move_topic_ex(a, "xfer", upulsar_tb_url(b), UPULSAR_TB_MOVE_ASSIGNED),
                   1);
     void *at_b[] = {p, (void *)hostport(b)};
     cr_assert(ft_wait_for(recreated_at, at_b), "not re-created at the assigned broker");
-    send_ok(p);
+    ft_send_ok(p, NULL);
     cr_assert_eq(lookups(a), la, "looked up at the old owner");
     cr_assert_eq(lookups(b), lb, "looked up at the new owner");
 
@@ -236,7 +226,7 @@ Test(e2e_lookup, transfer_naming_the_new_owner_is_followed_without_a_lookup)
     cr_assert_geq(upulsar_tb_move_topic(b, "xfer", upulsar_tb_url(a)), 1);
     void *at_a[] = {p, (void *)hostport(a)};
     cr_assert(ft_wait_for(recreated_at, at_a), "not re-created at the new owner");
-    send_ok(p);
+    ft_send_ok(p, NULL);
     cr_assert_gt(lookups(a), la, "no lookup after a transfer that named no owner");
 
     cr_assert_eq(upulsar_producer_stop(p, 5000), UPULSAR_OK);

@@ -53,16 +53,6 @@ static int all_waiting(void *a)
     return 1;
 }
 
-static void send_ok(upulsar_producer_t *p)
-{
-    upulsar_future_t *f = NULL;
-    cr_assert_eq(upulsar_send(p, "x", 1, NULL, &f), UPULSAR_OK, "%s", upulsar_last_error());
-    upulsar_msg_id_t id;
-    cr_assert_eq(upulsar_future_wait(f, FT_WAIT_MS, &id), UPULSAR_OK, "%s",
-                 upulsar_last_error());
-    upulsar_future_release(f);
-}
-
 Test(fault_exclusive_wait, waiting_partitions_do_not_block_other_producers)
 {
     upulsar_tb_t *tb = ft_broker();
@@ -89,14 +79,14 @@ Test(fault_exclusive_wait, waiting_partitions_do_not_block_other_producers)
     upulsar_producer_t *other = NULL;
     cr_assert_eq(upulsar_producer_start(c, NULL, "elsewhere", 4, NULL, &other), UPULSAR_OK,
                  "%s", upulsar_last_error());
-    send_ok(other);
+    ft_send_ok(other, NULL);
     cr_assert_eq(atomic_load(&w.done), 0);
 
     /* the holder leaves: every waiting partition gets the topic */
     cr_assert_eq(upulsar_producer_stop(holder, 5000), UPULSAR_OK);
     pthread_join(th, NULL);
     cr_assert_eq(w.err, UPULSAR_OK, "%s: %s", upulsar_err_name(w.err), upulsar_last_error());
-    send_ok(w.p);
+    ft_send_ok(w.p, NULL);
     cr_assert_eq(upulsar_producer_stop(w.p, 5000), UPULSAR_OK);
     cr_assert_eq(upulsar_producer_stop(other, 5000), UPULSAR_OK);
     upulsar_client_destroy(holder_client);

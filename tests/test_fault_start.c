@@ -25,12 +25,7 @@ static void send_everywhere(upulsar_producer_t *p)
         char key[16];
         snprintf(key, sizeof key, "k%d", i);
         upulsar_send_opts_t o = {.partition_key = key};
-        upulsar_future_t *f = NULL;
-        cr_assert_eq(upulsar_send(p, "x", 1, &o, &f), UPULSAR_OK, "%s", upulsar_last_error());
-        upulsar_msg_id_t id;
-        cr_assert_eq(upulsar_future_wait(f, FT_WAIT_MS, &id), UPULSAR_OK, "%s",
-                     upulsar_last_error());
-        upulsar_future_release(f);
+        ft_send_ok(p, &o);
     }
 }
 
