@@ -200,7 +200,9 @@ static const conf_key_t keys[] = {
     {"restart.intensity", K_INT, FLD(restart_intensity), "0", 0, 1000000, NULL, 0, 'P',
      "restarts",
      "Re-creations of one producer allowed within restart.period.ms before its "
-     "partition group fails; 0 = unlimited.",
+     "partition group fails; 0 = unlimited. The re-creation right after the broker closed "
+     "the producer in order (CLOSE_PRODUCER for an unload or a transfer, e.g. during a "
+     "rolling broker restart) is not counted; the attempts after it, if it fails, are.",
      "(none)"},
     {"restart.period.ms", K_INT, FLD(restart_period_ms), "60000", 1, 86400000, NULL, 0, 'P',
      "ms", "Window over which restart.intensity is counted.", "(none)"},

@@ -337,6 +337,7 @@ struct up_rp {
     uint64_t backoff_ms;
     uint64_t outage_since_us; /* first backoff since the last success, 0 = none */
     bool mandatory_stop_made; /* the one shortened delay of this outage */
+    bool graceful_next;       /* the attempt due follows a close by the broker */
     uint64_t restart_times[64];
     int nrestarts;
     bool ever_ready;

@@ -371,17 +371,20 @@ static void supervise(struct upulsar_producer *h, uint64_t now)
             if (atomic_load(&rp->state) != UPULSAR_STATE_BACKOFF)
                 continue;
             if (rp->next_attempt_us == 0) {
-                if (atomic_load(&rp->closed_by_broker)) {
-                    /* graceful close (unload, failover): at once, and the
-                     * backoff sequence is not advanced */
-                    rp->next_attempt_us = now;
-                } else {
-                    rp->next_attempt_us = now + jitter(next_delay_ms(cc, cf, rp, now)) * 1000u;
-                }
+                /* a graceful close (unload, transfer, lazy start) is taken
+                 * once: the attempt right after it comes at once, does not
+                 * advance the backoff and is no restart (a rolling broker
+                 * restart must not fail the group); if it fails, the next
+                 * ones back off as usual */
+                rp->graceful_next = atomic_exchange(&rp->closed_by_broker, 0) != 0;
+                rp->next_attempt_us =
+                    rp->graceful_next ? now : now + jitter(next_delay_ms(cc, cf, rp, now)) * 1000u;
             }
             if (now < rp->next_attempt_us)
                 continue;
-            if (over_intensity(cf, rp, now)) {
+            bool counted = !rp->graceful_next;
+            rp->graceful_next = false;
+            if (counted && over_intensity(cf, rp, now)) {
                 up_seterr(UPULSAR_ERR__GROUP_FAILED, "%s: more than %d restarts in %d ms",
                           rp->topic, cf->restart_intensity, cf->restart_period_ms);
                 fail_group(grp, UPULSAR_ERR__GROUP_FAILED);

@@ -9,12 +9,13 @@
  *  2. When a third of them are stored, every PRODUCER request for
  *     partition 2 starts being refused (ServiceNotReady, retriable) and
  *     partition 2 is unloaded (CLOSE_PRODUCER).
- *  3. The client tries to re-create that producer: three attempts are
- *     allowed in the period; the fourth would exceed the intensity, so the
- *     group fails with UPULSAR_ERR__GROUP_FAILED.
+ *  3. The client tries to re-create that producer: the attempt right after
+ *     the unload is not counted (an orderly close), three more are allowed
+ *     in the period; the next would exceed the intensity, so the group
+ *     fails with UPULSAR_ERR__GROUP_FAILED.
  *  4. Every message of partition 2 not acknowledged before fails with
  *     GROUP_FAILED (future and callback); later sends to it are refused
- *     with GROUP_FAILED; group 2 reports FAILED after exactly 3 attempts;
+ *     with GROUP_FAILED; group 2 reports FAILED after exactly 4 attempts;
  *     groups 0, 1, 3 stay READY and all their messages succeed.
  *  5. The log check: nothing that failed is stored, no gap, no duplicate;
  *     on partition 2 the acknowledged messages precede the failed ones. */
@@ -72,7 +73,7 @@ Test(fault_intensity, exceeding_restart_intensity_fails_only_that_group, .timeou
     for (int g = 0; g < PARTS; g++) {
         cr_assert_eq(ft_group_state(p, g), g == 2 ? UPULSAR_STATE_FAILED : UPULSAR_STATE_READY,
                      "group %d", g);
-        cr_assert_eq(pi[g].reconnects, g == 2 ? 3u : 0u, "group %d: %llu attempts", g,
+        cr_assert_eq(pi[g].reconnects, g == 2 ? 4u : 0u, "group %d: %llu attempts", g,
                      (unsigned long long)pi[g].reconnects);
     }
     upulsar_send_opts_t so = {.partition_key = NULL};
@@ -115,5 +116,102 @@ Test(fault_intensity, exceeding_restart_intensity_fails_only_that_group, .timeou
     cr_log_info("partition 2: %zu messages failed", bad);
     cr_assert_eq(res.ok + res.failed + atomic_load(&run->refused), (size_t)TOTAL);
     ft_run_free(run);
+    ft_stop_client_and_broker(tb, client);
+}
+
+typedef struct {
+    upulsar_tb_t *tb;
+    ft_run_t *run;
+    _Atomic int done;
+    int unloads;
+} unloader_t;
+
+/* Unload partition 1 each time another sixth of the messages is stored. */
+static void *unloader(void *a)
+{
+    unloader_t *u = a;
+    uint64_t next = TOTAL / 6;
+    while (!atomic_load(&u->done) && u->unloads < 5) {
+        upulsar_tb_stats_t st;
+        upulsar_tb_stats(u->tb, &st);
+        if (st.messages >= next && upulsar_tb_unload_topic(u->tb, "orderly-partition-1") > 0) {
+            u->unloads++;
+            next += TOTAL / 6;
+            ft_run_allow(u->run, u->unloads == 5 ? TOTAL : next + TOTAL / 6);
+        } else {
+            ft_pause_ms(1);
+        }
+    }
+    ft_run_allow(u->run, TOTAL);
+    return NULL;
+}
+
+static int five_recreations(void *a)
+{
+    upulsar_producer_info_t pi[PARTS];
+    size_t n = 0;
+    return upulsar_producer_list(a, pi, PARTS, &n) == UPULSAR_OK && pi[1].reconnects >= 5 &&
+           pi[1].state == UPULSAR_STATE_READY;
+}
+
+/* A rolling restart closes producers in order again and again: with
+ * restart.intensity = 2, five unloads of one partition in the period do not
+ * fail its group, and nothing is lost. */
+Test(fault_intensity, orderly_closes_by_the_broker_are_not_restarts, .timeout = 60)
+{
+    upulsar_tb_t *tb = ft_broker();
+    upulsar_client_t *client = ft_client(tb, NULL);
+    const char *kv[] = {"restart.intensity", "2", "restart.period.ms", "60000", NULL};
+    upulsar_producer_t *p = ft_producer(client, "fo", "orderly", PARTS, kv);
+    ft_run_t *run = ft_run_new(p, THREADS, PER_THREAD, 1);
+    unloader_t u = {.tb = tb, .run = run};
+    ft_run_allow(run, TOTAL / 3);
+    ft_run_with_fault_thread(run, unloader, &u, &u.done);
+    cr_assert_eq(u.unloads, 5, "the faults did not happen");
+    cr_assert(ft_wait_for(five_recreations, p));
+    for (int g = 0; g < PARTS; g++)
+        cr_assert_eq(ft_group_state(p, g), UPULSAR_STATE_READY, "group %d", g);
+    ft_check_opts_t o = {.topic = "orderly", .partitions = PARTS};
+    ft_check_res_t res = ft_stop_and_check(tb, run, &o);
+    cr_assert_eq(res.ok, (size_t)TOTAL, "failed: %zu", res.failed);
+    ft_run_free(run);
+    ft_stop_client_and_broker(tb, client);
+}
+
+static uint64_t lookups_of(upulsar_tb_t *tb)
+{
+    upulsar_tb_stats_t st;
+    cr_assert_eq(upulsar_tb_stats(tb, &st), UPULSAR_OK);
+    return st.lookups;
+}
+
+/* After an orderly close the first re-creation comes at once, but when it
+ * fails (here the topic is moved to a broker that does not answer) the
+ * next attempts back off: over 600 ms only a handful of lookups reach the
+ * broker, not one per watchdog pass. */
+Test(fault_intensity, failing_recreation_after_an_orderly_close_backs_off, .timeout = 60)
+{
+    upulsar_tb_t *tb = ft_broker();
+    const char *ckv[] = {"backoff.initial.ms", "50", "backoff.max.ms", "1000", NULL};
+    upulsar_client_t *client = ft_client(tb, ckv);
+    upulsar_producer_t *p = ft_producer(client, NULL, "away", 0, NULL);
+    ft_send_ok(p, NULL);
+    /* a port nothing listens on: connections are refused at once */
+    char dead[64];
+    upulsar_tb_t *gone = ft_broker();
+    snprintf(dead, sizeof dead, "%s", upulsar_tb_url(gone));
+    upulsar_tb_stop(gone);
+    uint64_t before = lookups_of(tb);
+    cr_assert_eq(upulsar_tb_move_topic(tb, "away", dead), 1);
+    ft_pause_ms(600);
+    uint64_t attempts = lookups_of(tb) - before;
+    cr_assert_geq(attempts, 1, "no re-creation attempt");
+    /* 50, 100, 200, 400 ms: about 4 attempts; without backoff, hundreds */
+    cr_assert_leq(attempts, 12, "%llu lookups in 600 ms: the retries do not back off",
+                  (unsigned long long)attempts);
+    /* the topic comes back here: the producer recovers */
+    cr_assert_eq(upulsar_tb_set_owner(tb, "away", upulsar_tb_url(tb)), UPULSAR_OK);
+    ft_send_ok(p, NULL);
+    cr_assert_eq(upulsar_producer_stop(p, 5000), UPULSAR_OK);
     ft_stop_client_and_broker(tb, client);
 }
