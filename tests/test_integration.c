@@ -1,13 +1,25 @@
-/* test_integration.c -- opt-in run against a real Pulsar cluster.
+/* test_integration.c -- opt-in runs against a real Pulsar cluster.
  * Skipped unless UPULSAR_SERVICE_URL is set (e.g. pulsar://localhost:6650
- * with the official standalone container). Steps:
+ * with the official standalone container). UPULSAR_IT_CONF may add client
+ * and producer keys, "key=value" pairs separated by ';' (e.g.
+ * "tls.ca.file=/etc/pulsar/ca.pem;auth.token.file=/etc/pulsar/token").
+ *
+ * real_broker_round_trip:
  *   1. ask the broker how many partitions "upulsar-it-<pid>" has (auto-created
  *      topics are non-partitioned: one group);
  *   2. send 1000 keyed messages with properties, wait for every future;
- *   3. check ids: one partition per key, batch indexes within their batch,
- *      distinct (ledger, entry, batch_index) per message;
- *   4. stop resolves everything with OK. */
+ *   3. check ids: distinct (ledger, entry, batch_index) per message;
+ *   4. stop resolves everything with OK.
+ * partitioned_topic_routing (also needs UPULSAR_IT_PARTITIONED_TOPIC, a
+ * topic created with pulsar-admin topics create-partitioned-topic ... -p N,
+ * N > 1):
+ *   1. start with partitions = 0: the broker's count is used;
+ *   2. 2000 keyed messages (100 keys): each is acknowledged from the
+ *      partition JavaStringHash(key) mod N names, as the Java client would
+ *      route it; every partition gets traffic;
+ *   3. every group and producer is READY and names the broker it lives on. */
 #include <criterion/criterion.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,18 +27,44 @@
 
 #include "upulsar/upulsar.h"
 
-Test(integration, real_broker_round_trip, .timeout = 120)
+/* The service URL, or NULL (the test then says SKIP). */
+static const char *service_url(void)
 {
     const char *url = getenv("UPULSAR_SERVICE_URL");
     if (!url || !*url) {
         /* ctest reports this line as a skip (SKIP_REGULAR_EXPRESSION) */
         cr_log_warn("SKIP: UPULSAR_SERVICE_URL is not set; no real broker to test against");
-        return;
+        return NULL;
     }
+    return url;
+}
+
+/* A conf with the service URL and the UPULSAR_IT_CONF pairs. */
+static upulsar_conf_t *it_conf(const char *url)
+{
     upulsar_conf_t *conf = upulsar_conf_new();
     char err[256];
     cr_assert_eq(upulsar_conf_set(conf, "service.url", url, err, sizeof err), UPULSAR_CONF_OK,
                  "%s", err);
+    const char *extra = getenv("UPULSAR_IT_CONF");
+    char buf[2048];
+    snprintf(buf, sizeof buf, "%s", extra ? extra : "");
+    for (char *save = NULL, *kv = strtok_r(buf, ";", &save); kv; kv = strtok_r(NULL, ";", &save)) {
+        char *eq = strchr(kv, '=');
+        cr_assert_not_null(eq, "UPULSAR_IT_CONF: \"%s\" is not key=value", kv);
+        *eq = '\0';
+        cr_assert_eq(upulsar_conf_set(conf, kv, eq + 1, err, sizeof err), UPULSAR_CONF_OK,
+                     "UPULSAR_IT_CONF: %s", err);
+    }
+    return conf;
+}
+
+Test(integration, real_broker_round_trip, .timeout = 120)
+{
+    const char *url = service_url();
+    if (!url)
+        return;
+    upulsar_conf_t *conf = it_conf(url);
     upulsar_client_t *client;
     cr_assert_eq(upulsar_client_new(conf, &client), UPULSAR_OK, "%s", upulsar_last_error());
     char topic[128];
@@ -55,6 +93,71 @@ Test(integration, real_broker_round_trip, .timeout = 120)
             cr_assert(id[i].ledger_id != id[j].ledger_id || id[i].entry_id != id[j].entry_id ||
                           id[i].batch_index != id[j].batch_index,
                       "messages %d and %d share an id", i, j);
+    cr_assert_eq(upulsar_producer_stop(p, 30000), UPULSAR_OK);
+    upulsar_client_destroy(client);
+    upulsar_conf_destroy(conf);
+}
+
+/* Java's String.hashCode of an ASCII key, as the Java client's
+ * JavaStringHash takes it: (hash & Integer.MAX_VALUE) % partitions. */
+static int java_partition(const char *key, int n)
+{
+    int32_t h = 0;
+    for (const char *c = key; *c; c++)
+        h = (int32_t)((uint32_t)h * 31u + (uint8_t)*c);
+    return (int)((h & 0x7fffffff) % n);
+}
+
+Test(integration, partitioned_topic_routing, .timeout = 120)
+{
+    const char *url = service_url();
+    if (!url)
+        return;
+    const char *topic = getenv("UPULSAR_IT_PARTITIONED_TOPIC");
+    if (!topic || !*topic) {
+        cr_log_warn("SKIP: UPULSAR_IT_PARTITIONED_TOPIC is not set (create one with "
+                    "pulsar-admin topics create-partitioned-topic <topic> -p 4)");
+        return;
+    }
+    upulsar_conf_t *conf = it_conf(url);
+    upulsar_client_t *client;
+    cr_assert_eq(upulsar_client_new(conf, &client), UPULSAR_OK, "%s", upulsar_last_error());
+    upulsar_producer_t *p;
+    cr_assert_eq(upulsar_producer_start(client, NULL, topic, 0, conf, &p), UPULSAR_OK, "%s",
+                 upulsar_last_error());
+    int n = upulsar_producer_partitions(p);
+    cr_assert_gt(n, 1, "%s has %d partitions: not a partitioned topic", topic, n);
+    enum { N = 2000, KEYS = 100 };
+    static upulsar_future_t *f[N];
+    for (int i = 0; i < N; i++) {
+        char key[16];
+        snprintf(key, sizeof key, "key-%d", i % KEYS);
+        upulsar_send_opts_t o = {.partition_key = key};
+        cr_assert_eq(upulsar_send(p, "routed", 6, &o, &f[i]), UPULSAR_OK, "%s",
+                     upulsar_last_error());
+    }
+    int per_part[256] = {0};
+    for (int i = 0; i < N; i++) {
+        upulsar_msg_id_t id;
+        cr_assert_eq(upulsar_future_wait(f[i], 30000, &id), UPULSAR_OK, "message %d: %s", i,
+                     upulsar_last_error());
+        upulsar_future_release(f[i]);
+        char key[16];
+        snprintf(key, sizeof key, "key-%d", i % KEYS);
+        cr_assert_eq(id.partition, java_partition(key, n), "%s acknowledged from partition %d",
+                     key, id.partition);
+        if (id.partition >= 0 && id.partition < 256)
+            per_part[id.partition]++;
+    }
+    for (int i = 0; i < n && i < 256; i++)
+        cr_assert_gt(per_part[i], 0, "partition %d got nothing", i);
+    upulsar_producer_info_t pi[256];
+    size_t np = 0;
+    cr_assert_eq(upulsar_producer_list(p, pi, 256, &np), UPULSAR_OK);
+    for (size_t i = 0; i < np && i < 256; i++) {
+        cr_assert_eq(pi[i].state, UPULSAR_STATE_READY, "%s", pi[i].partition_topic);
+        cr_assert(pi[i].broker[0], "%s names no broker", pi[i].partition_topic);
+    }
     cr_assert_eq(upulsar_producer_stop(p, 30000), UPULSAR_OK);
     upulsar_client_destroy(client);
     upulsar_conf_destroy(conf);
