@@ -7,7 +7,8 @@
  * in-memory log that tests read back. Official Pulsar clients can talk to
  * it. It also has knobs to inject the faults producers must survive
  * (dropped connections, refused connects, slow or withheld receipts, broker
- * errors, topic unloads, a broker that stops answering, restarts).
+ * errors, topic unloads, a broker that stops answering, restarts, and
+ * raw bytes of a hostile broker: garbage, malformed or unexpected frames).
  *
  * What the broker does, in protocol terms (see pulsar-protocol.md §10):
  *  - CONNECT -> CONNECTED{server_version, protocol_version = min(client, 21),
@@ -520,6 +521,34 @@ upulsar_err_t upulsar_tb_ignore_pings(upulsar_tb_t *tb, int on);
  *  accepted by the kernel but not handshaken): a broker that hangs entirely
  *  with its TCP connections open. Turning it off resumes processing. */
 upulsar_err_t upulsar_tb_freeze(upulsar_tb_t *tb, int on);
+
+/**
+ * A hostile or broken broker: queue @p len bytes, exactly as given, to be
+ * written to every connection of @p tb that has an active producer on
+ * @p topic (a non-partitioned topic or one partition "<topic>-partition-<i>";
+ * a connection serving several of its producers gets the bytes once), or
+ * with @p topic NULL to every open connection, handshaken or not. Nothing
+ * is framed, checked or counted: the bytes may be valid frames, frames the
+ * client does not expect, a frame cut short, or garbage. On each connection
+ * they are written after the frames the broker has queued on it so far and
+ * before any it queues later, never inside one of its own frames; TLS
+ * connections carry them inside the TLS session. The broker's own state does
+ * not change (a frame announcing a receipt does not complete anything), and
+ * what follows on the connection is whatever the broker sends next, so a
+ * frame cut short absorbs the broker's next frames unless the test keeps
+ * the broker quiet (upulsar_tb_hold_receipts(), upulsar_tb_ignore_pings()).
+ * Connections stay open (close them with upulsar_tb_drop_connections());
+ * while the broker is frozen (upulsar_tb_freeze()) the bytes wait.
+ * @p bytes is copied (the caller keeps it); @p len 0 writes nothing.
+ * Returns the number of connections the bytes were queued for (>= 0; 0
+ * when no connection matches, including an unknown topic), or a negative
+ * error: INVALID_ARG (@p tb NULL, or @p bytes NULL with @p len > 0),
+ * INVALID_TOPIC, NOMEM (the connections counted before it still got the
+ * bytes). Thread safety: any thread, concurrently with the broker. Blocks:
+ * briefly (the broker's and the topic's mutexes); the bytes are written by
+ * each connection's thread after this returns.
+ */
+int upulsar_tb_inject_raw(upulsar_tb_t *tb, const char *topic, const void *bytes, size_t len);
 
 /* ------------------------------------------------------------------------ *
  * Raw protocol client, for testing the broker (and anything else speaking

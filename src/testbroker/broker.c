@@ -885,6 +885,50 @@ int upulsar_tb_drop_connections(upulsar_tb_t *tb, const char *topic)
     return (int)n;
 }
 
+int upulsar_tb_inject_raw(upulsar_tb_t *tb, const char *topic, const void *bytes, size_t len)
+{
+    if (!tb || (!bytes && len))
+        return up_seterr(UPULSAR_ERR__INVALID_ARG, "upulsar_tb_inject_raw: NULL");
+    int n = 0;
+    bool nomem = false;
+    if (!topic) {
+        pthread_mutex_lock(&tb->mu);
+        for (tb_conn_t *c = tb->conns; c && !nomem; c = c->next) {
+            nomem = tb_conn_inject(c, bytes, len) != 0;
+            n += !nomem;
+        }
+        pthread_mutex_unlock(&tb->mu);
+    } else {
+        upulsar_err_t err;
+        tb_topic_t *t = topic_arg(tb, topic, false, &err);
+        if (err)
+            return err;
+        if (!t)
+            return 0;
+        /* a producer's connection outlives its place in t->prods (the
+         * connection thread unregisters its producers under t->mu before it
+         * retires), so the pointers are safe while t->mu is held */
+        pthread_mutex_lock(&t->mu);
+        for (size_t i = 0; i < t->nprods && !nomem; i++) {
+            tb_conn_t *c = t->prods[i]->conn;
+            if (c->tb != tb) /* served by another broker sharing the store */
+                continue;
+            bool seen = false;
+            for (size_t j = 0; j < i && !seen; j++)
+                seen = t->prods[j]->conn == c;
+            if (seen)
+                continue;
+            nomem = tb_conn_inject(c, bytes, len) != 0;
+            n += !nomem;
+        }
+        pthread_mutex_unlock(&t->mu);
+    }
+    if (nomem)
+        return up_seterr(UPULSAR_ERR__NOMEM, "upulsar_tb_inject_raw: out of memory after %d "
+                         "connection(s)", n);
+    return n;
+}
+
 upulsar_err_t upulsar_tb_refuse_connections(upulsar_tb_t *tb, int ms)
 {
     if (!tb)

@@ -288,7 +288,9 @@ struct upulsar_tb {
 int64_t tb_now_ms(void);
 /** Wake a connection's thread (coalesced). */
 void tb_conn_wake(tb_conn_t *c);
-/** Append a frame for @p c's thread to write; wakes it. 0 or -1 (NOMEM). */
+/** Append @p len bytes (frames the broker made, or anything given to
+ *  upulsar_tb_inject_raw()) for @p c's thread to write after the frames it
+ *  has queued already, never inside one; wakes it. 0 or -1 (NOMEM). */
 int tb_conn_inject(tb_conn_t *c, const void *frame, size_t len);
 /** Tell the broker @p c's thread is done (moves it to the zombie list). */
 void tb_conn_retire(tb_conn_t *c);
