@@ -871,8 +871,7 @@ void up_conn_on_recv(up_conn_t *c, int res)
     } else {
         up_decoder_commit(&c->dec, (size_t)res);
     }
-    c->last_rx_us = up_now_us();
-    c->ping_outstanding = false;
+    bool framed = false;
     for (;;) {
         up_frame_t f;
         int rc = up_decoder_next(&c->dec, &f);
@@ -881,6 +880,14 @@ void up_conn_on_recv(up_conn_t *c, int res)
         if (rc < 0) {
             up_conn_fail(c, (upulsar_err_t)rc);
             return;
+        }
+        if (!framed) {
+            /* keep-alive counts whole frames, not bytes: bytes that only
+             * extend a frame cut short (a broken broker, answering our
+             * PINGs into it) must not keep the connection alive */
+            framed = true;
+            c->last_rx_us = up_now_us();
+            c->ping_outstanding = false;
         }
         dispatch(c, &f);
         if (atomic_load(&c->state) != UP_CONN_OPEN)
