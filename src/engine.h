@@ -340,7 +340,6 @@ struct up_rp {
     bool graceful_next;       /* the attempt due follows a close by the broker */
     uint64_t restart_times[64];
     int nrestarts;
-    bool ever_ready;
     /* re-creation by an establish worker (watchdog.c): est_state is
      * UP_EST_IDLE, _BUSY (queued or running: the worker owns the fields
      * above marked watchdog/establishing) or _DONE (est_err is its result,
@@ -363,7 +362,9 @@ struct up_rp {
     uint64_t kb_start;  /* key_based: ring position of their first record */
     uint64_t open_deadline_us;
     uint64_t window_end_us; /* records seen, batch window not yet drained */
-    bool holding;           /* records left in the ring until the window ends */
+    bool holding;           /* records left in the ring until the window ends,
+                               or until the producer is created once */
+    bool ever_ready;        /* attached once: sequence ids and name known */
     up_batch_t *pend_head, *pend_tail, *unsent;
     size_t npend;
     up_batch_t *free_batches;

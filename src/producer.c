@@ -1166,7 +1166,14 @@ bool up_rp_pump(up_rp_t *rp, uint64_t now, uint64_t *deadline)
      * ring until it ends or a full batch is there, and are then drained in
      * one go. The loop does not chase the callers record by record (that
      * bounces cache lines between cores for every message). */
-    rp->holding = false;
+    /* Nothing is framed before the producer was created once: its first
+     * sequence id (initial.sequence.id, or the broker's last_sequence_id + 1)
+     * and its name come from PRODUCER_SUCCESS. Until then (lazy start,
+     * partition growth, a first creation that failed) records wait in the
+     * ring, where send.timeout.ms still applies. */
+    rp->holding = !rp->ever_ready;
+    if (rp->holding)
+        return false;
     if (!rp->open && cf->batching_enabled && up_ring_peek(r) &&
         !atomic_load_explicit(&rp->flush_req, memory_order_relaxed)) {
         if (!rp->window_end_us)

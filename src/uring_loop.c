@@ -184,8 +184,8 @@ static bool work_waiting(up_loop_t *l)
     if (atomic_load_explicit(&l->has_tasks, memory_order_relaxed))
         return true;
     for (size_t i = 0; i < l->nrps; i++)
-        if ((up_ring_peek(&l->rps[i]->ring) && !l->rps[i]->holding) ||
-            atomic_load(&l->rps[i]->flush_req))
+        if (!l->rps[i]->holding &&
+            (up_ring_peek(&l->rps[i]->ring) || atomic_load(&l->rps[i]->flush_req)))
             return true;
     return false;
 }

@@ -238,3 +238,51 @@ Test(features_partitions, lazy_start_creates_a_partition_producer_on_first_send)
         cr_assert_eq(gi[g].state, g == want ? UPULSAR_STATE_READY : UPULSAR_STATE_CONNECTING);
     cr_assert_eq(upulsar_producer_stop(p, 5000), UPULSAR_OK);
 }
+
+/* Send @p n messages with key @p key through @p p; every one must be
+ * stored at a real position (not the unknown position of a message the
+ * broker's de-duplication dropped). */
+static void send_stored(upulsar_producer_t *p, const char *key, int n)
+{
+    upulsar_future_t *f[16];
+    upulsar_send_opts_t o = {.partition_key = key};
+    for (int i = 0; i < n; i++)
+        cr_assert_eq(upulsar_send(p, "x", 1, &o, &f[i]), UPULSAR_OK);
+    for (int i = 0; i < n; i++) {
+        upulsar_msg_id_t id;
+        cr_assert_eq(upulsar_future_wait(f[i], 10000, &id), UPULSAR_OK);
+        cr_assert_neq(id.ledger_id, UPULSAR_ID_UNKNOWN,
+                      "message %d was dropped as a duplicate: sent before its producer "
+                      "was created, with a sequence id from 0",
+                      i);
+        upulsar_future_release(f[i]);
+    }
+}
+
+/* A lazily started producer frames nothing before PRODUCER_SUCCESS: its
+ * sequence ids continue from the broker's last_sequence_id of that
+ * producer name, so a restarted application's messages are not taken for
+ * duplicates of the previous run's (no batching delay: records would
+ * otherwise be framed at once). */
+Test(features_partitions, lazy_start_continues_the_brokers_sequence_ids)
+{
+    cr_assert_eq(upulsar_tb_set_partitions(tb, "lzseq", 2), UPULSAR_OK);
+    const char *eager[] = {"batch.max.delay.ms", "0", NULL};
+    upulsar_producer_t *p = ft_producer(client, "lzs", "lzseq", 0, eager);
+    send_stored(p, "k5", 10);
+    cr_assert_eq(upulsar_producer_stop(p, 5000), UPULSAR_OK);
+
+    const char *lazy[] = {"lazy.start.partitions", "true", "batch.max.delay.ms", "0", NULL};
+    p = ft_producer(client, "lzs", "lzseq", 0, lazy);
+    send_stored(p, "k5", 5);
+    cr_assert_eq(upulsar_producer_stop(p, 5000), UPULSAR_OK);
+
+    char t[64];
+    snprintf(t, sizeof t, "lzseq-partition-%d", java_partition("k5", 2));
+    upulsar_tb_snapshot_t *s;
+    cr_assert_eq(upulsar_tb_snapshot(tb, t, &s), UPULSAR_OK);
+    cr_assert_eq(upulsar_tb_snapshot_count(s), 15);
+    for (size_t i = 0; i < 15; i++)
+        cr_assert_eq(upulsar_tb_snapshot_msg(s, i)->sequence_id, i, "message %zu", i);
+    upulsar_tb_snapshot_free(s);
+}
