@@ -796,6 +796,30 @@ static void close_open(up_rp_t *rp)
 
 /* The open batch for @p m's key (ordering key, else partition key, else
  * none), opened if needed. NULL on out of memory. */
+/* The key @p b's entry carries (MessageMetadata ordering_key if @p m has
+ * one, else partition_key), which Key_Shared subscriptions route entries
+ * by: every message's in key_based batches, the first message's in default
+ * ones (as the official clients do). Returns false when out of memory. */
+static bool batch_key(up_batch_t *b, const up_smm_t *m)
+{
+    int kind = m->okey ? 2 : m->key ? 1 : 0;
+    const char *k = kind == 2 ? (const char *)m->okey : m->key;
+    size_t klen = kind == 2 ? m->okey_len : kind == 1 ? m->key_len : 0;
+    if (b->kkey_cap < klen + 1) {
+        char *nk = realloc(b->kkey, klen + 1);
+        if (!nk)
+            return false;
+        b->kkey = nk;
+        b->kkey_cap = klen + 1;
+    }
+    if (klen)
+        memcpy(b->kkey, k, klen);
+    b->kkey[klen] = '\0';
+    b->kkey_len = klen;
+    b->kkind = kind;
+    return true;
+}
+
 static up_batch_t *kb_batch(up_rp_t *rp, const up_smm_t *m, uint64_t now)
 {
     int kind = m->okey ? 2 : m->key ? 1 : 0;
@@ -815,20 +839,10 @@ static up_batch_t *kb_batch(up_rp_t *rp, const up_smm_t *m, uint64_t now)
     up_batch_t *b = batch_get(rp);
     if (!b)
         return NULL;
-    if (b->kkey_cap < klen + 1) {
-        char *nk = realloc(b->kkey, klen + 1);
-        if (!nk) {
-            batch_retire(rp, b);
-            return NULL;
-        }
-        b->kkey = nk;
-        b->kkey_cap = klen + 1;
+    if (!batch_key(b, m)) {
+        batch_retire(rp, b);
+        return NULL;
     }
-    if (klen)
-        memcpy(b->kkey, k, klen);
-    b->kkey[klen] = '\0';
-    b->kkey_len = klen;
-    b->kkind = kind;
     b->created_us = now;
     b->first_seq = m->sequence_id;
     if (last) {
@@ -1116,6 +1130,10 @@ static void drain_one(up_rp_t *rp, const up_rec_t *h, uint64_t now)
     }
     if (!kb)
         b = rp->open;
+    if (!kb && b->n == 0 && (m.key || m.okey) && !batch_key(b, &m)) {
+        err = UPULSAR_ERR__NOMEM;
+        goto out_fail;
+    }
     if (!grow_batch(b, rs)) {
         err = UPULSAR_ERR__NOMEM;
         goto out_fail;

@@ -1,6 +1,9 @@
 /* test_features_keybatch.c -- batching.type=key_based: every batch entry
  * holds one key; entries go out in ascending order of first sequence id;
- * per-key order holds; nothing is lost. */
+ * per-key order holds; nothing is lost. Every entry carries a key for
+ * Key_Shared routing (its ordering key, else its partition key): the one
+ * key of a key_based entry, the first message's key of a default one, each
+ * message's own key without batching. */
 #include <criterion/criterion.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,13 +21,23 @@ TestSuite(features_keybatch, .init = setup, .fini = teardown, .timeout = 60);
 
 enum { N = 3000 };
 
+/* The key a Key_Shared subscription routes @p m's entry by, "-" for none. */
+static void sticky(const upulsar_tb_msg_t *m, char *out, size_t sz)
+{
+    snprintf(out, sz, "%.*s", m->sticky_key ? (int)m->sticky_key_len : 1,
+             m->sticky_key ? (const char *)m->sticky_key : "-");
+}
+
 /* Send N messages cycling over nkeys partition keys, 2 ordering keys (which
  * win over the partition key) and no key; returns the number of entries
- * holding more than one key. */
-static int run_keys(const char *topic, const char *type, int nkeys, const char *inflight)
+ * holding more than one key. Every entry's Key_Shared key must be its
+ * first message's. */
+static int run_keys(const char *topic, const char *type, int nkeys, const char *inflight,
+                    const char *batching)
 {
     const char *kv[] = {"max.inflight.batches", inflight, "batching.type", type,
-                        "batch.max.messages", "100", "batch.max.delay.ms", "5", NULL};
+                        "batch.max.messages", "100", "batch.max.delay.ms", "5",
+                        "batching.enabled", batching, NULL};
     upulsar_producer_t *p = ft_producer(client, NULL, topic, 0, kv);
     static upulsar_future_t *f[N];
     for (int i = 0; i < N; i++) {
@@ -79,6 +92,10 @@ static int run_keys(const char *topic, const char *type, int nkeys, const char *
                                      : m->partition_key ? m->partition_key : "-");
             if (strcmp(k, k0) != 0)
                 mix = true;
+            char sk[16];
+            sticky(m, sk, sizeof sk);
+            cr_assert_str_eq(sk, k0, "entry %llu: Key_Shared key %s, first message's %s",
+                             (unsigned long long)m->entry_id, sk, k0);
             char pl[16] = {0};
             memcpy(pl, m->payload, m->payload_len < 15 ? m->payload_len : 15);
             int i = atoi(pl);
@@ -99,18 +116,26 @@ static int run_keys(const char *topic, const char *type, int nkeys, const char *
 
 Test(features_keybatch, key_based_batches_hold_one_key_each)
 {
-    cr_assert_eq(run_keys("kb", "key_based", 5, "32"), 0, "an entry holds several keys");
+    cr_assert_eq(run_keys("kb", "key_based", 5, "32", "true"), 0, "an entry holds several keys");
 }
 
 Test(features_keybatch, more_keys_than_inflight_batches)
 {
     /* 50 keys, at most 4 batches open at once: still one key per entry,
      * nothing lost, per-key order */
-    cr_assert_eq(run_keys("kb50", "key_based", 50, "4"), 0, "an entry holds several keys");
+    cr_assert_eq(run_keys("kb50", "key_based", 50, "4", "true"), 0,
+                 "an entry holds several keys");
 }
 
 Test(features_keybatch, default_batches_mix_keys)
 {
-    /* the control: the same stream with the default batcher mixes keys */
-    cr_assert_gt(run_keys("def", "default", 5, "32"), 0);
+    /* the control: the same stream with the default batcher mixes keys
+     * (each entry still carries its first message's key) */
+    cr_assert_gt(run_keys("def", "default", 5, "32", "true"), 0);
+}
+
+Test(features_keybatch, unbatched_messages_carry_their_own_key)
+{
+    /* one message per entry: each entry's Key_Shared key is its message's */
+    cr_assert_eq(run_keys("unb", "default", 5, "32", "false"), 0);
 }

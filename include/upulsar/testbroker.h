@@ -385,6 +385,13 @@ typedef struct upulsar_tb_msg {
     uint64_t deliver_at_time;   /**< the entry's deliver_at_time, 0 = unset */
     const char *const *replicate_to; /**< the entry's replicate_to names */
     size_t replicate_to_cnt;
+    const uint8_t *sticky_key;  /**< the key a Key_Shared subscription routes
+                                     this message's entry by, as Pulsar picks
+                                     it: the entry's (MessageMetadata)
+                                     ordering_key, else its partition_key;
+                                     NULL when it has neither (all such
+                                     entries go to one consumer) */
+    size_t sticky_key_len;
 } upulsar_tb_msg_t;
 
 /** A copy of a topic's log at one moment. Not thread-safe by itself (use

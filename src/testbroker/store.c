@@ -488,6 +488,19 @@ static int snap_add(void *vctx, const tb_decoded_t *m)
     }
     if (key && !(o->partition_key = tb_arena_dup(a, key, strlen(key))))
         return UPULSAR_ERR__NOMEM;
+    /* the entry's own keys, whatever its messages carry */
+    const void *sk = NULL;
+    size_t sklen = 0;
+    if (m->md->has_ordering_key) {
+        sk = m->md->ordering_key.data;
+        sklen = m->md->ordering_key.len;
+    } else if (m->md->partition_key) {
+        sk = m->md->partition_key;
+        sklen = strlen(m->md->partition_key);
+    }
+    if (sk && !(o->sticky_key = tb_arena_dup(a, sk, sklen)))
+        return UPULSAR_ERR__NOMEM;
+    o->sticky_key_len = sklen;
     if (okey) {
         o->ordering_key = tb_arena_dup(a, okey->data, okey->len);
         if (!o->ordering_key)
