@@ -134,7 +134,9 @@ static const conf_key_t keys[] = {
      "Directory of hashed CA certificates (c_rehash layout), in addition to tls.ca.file.",
      "(none)"},
     {"tls.cert.file", K_STR, FLD(tls_cert_file), "", 0, 0, NULL, 0, 'C', "path",
-     "Client certificate (PEM) for mutual TLS; needs tls.key.file.",
+     "Client certificate (PEM) for mutual TLS; needs tls.key.file. Without a token it is "
+     "also the credential: CONNECT names the \"tls\" authentication method, as "
+     "AuthenticationTls does.",
      "authParams tlsCertFile (AuthenticationTls)"},
     {"tls.key.file", K_STR, FLD(tls_key_file), "", 0, 0, NULL, 0, 'C', "path",
      "Private key (PEM) of tls.cert.file.", "authParams tlsKeyFile (AuthenticationTls)"},

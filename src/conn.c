@@ -171,15 +171,19 @@ static upulsar_err_t hs_write_cmd(up_conn_t *c, const up_cmd_t *cmd, uint64_t de
     return hs_write_frame(c, &b, deadline);
 }
 
-/* Fill AuthData / CONNECT credentials. @p tok must outlive the command. */
-static void set_auth(const char *tok, const char **method, protobuf_c_boolean *has,
-                     ProtobufCBinaryData *data)
+/* Fill AuthData / CONNECT credentials. @p tok must outlive the command.
+ * Without a token, a client certificate over TLS is the credential
+ * (Pulsar's "tls" method, no auth data, as AuthenticationTls sends). */
+static void set_auth(const up_conn_t *c, const char *tok, const char **method,
+                     protobuf_c_boolean *has, ProtobufCBinaryData *data)
 {
     if (tok[0]) {
         *method = "token";
         *has = 1;
         data->data = (uint8_t *)tok;
         data->len = strlen(tok);
+    } else if (c->tls && c->client->conf.tls_cert_file[0]) {
+        *method = "tls";
     } else {
         *method = "none";
     }
@@ -202,7 +206,7 @@ static upulsar_err_t auth_response_cmd(up_conn_t *c, up_buf_t *out)
     ar.protocol_version = PROTOCOL_VERSION;
     ar.response = &ad;
     const char *method;
-    set_auth(tok, &method, &ad.has_auth_data, &ad.auth_data);
+    set_auth(c, tok, &method, &ad.has_auth_data, &ad.auth_data);
     ad.auth_method_name = (char *)method;
     int rc = up_frame_put_cmd(out, &cmd);
     memset(tok, 0, sizeof tok);
@@ -225,7 +229,7 @@ static upulsar_err_t handshake(up_conn_t *c, uint64_t deadline)
     co.has_protocol_version = 1;
     co.protocol_version = PROTOCOL_VERSION;
     const char *method;
-    set_auth(tok, &method, &co.has_auth_data, &co.auth_data);
+    set_auth(c, tok, &method, &co.has_auth_data, &co.auth_data);
     co.auth_method_name = (char *)method;
     /* we answer the broker's AUTH_CHALLENGE refreshes (auth_response_cmd) */
     ff.has_supports_auth_refresh = 1;

@@ -214,6 +214,32 @@ Test(e2e_tls, mutual_tls)
     upulsar_tb_stop(tb);
 }
 
+/* On a broker that requires authentication, a client certificate without a
+ * token authenticates (auth_method_name "tls", as the official clients'
+ * AuthenticationTls sends); with a token too, the token is used. */
+Test(e2e_tls, client_certificate_authenticates_where_authentication_is_required)
+{
+    const char *tokens[] = {GOOD};
+    broker_cfg_t bc = {.cert = certs.srv_cert, .ca = certs.ca, .require_client_cert = 1,
+                       .tokens = tokens, .ntokens = 1};
+    upulsar_tb_t *tb = broker(&bc);
+    const char *cert[] = {"tls.ca.file", certs.ca, "tls.cert.file", certs.cli_cert,
+                          "tls.key.file", certs.cli_key, NULL};
+    upulsar_client_t *c = client(upulsar_tb_url(tb), cert);
+    produce(c, tb, "mtls-auth", 10);
+    upulsar_client_destroy(c);
+    upulsar_tb_stats_t st = stats(tb);
+    cr_assert_geq(st.auth_ok, 1);
+    cr_assert_eq(st.auth_failed, 0);
+    const char *both[] = {"tls.ca.file", certs.ca, "tls.cert.file", certs.cli_cert,
+                          "tls.key.file", certs.cli_key, "auth.token", GOOD, NULL};
+    c = client(upulsar_tb_url(tb), both);
+    produce(c, tb, "mtls-token", 10);
+    upulsar_client_destroy(c);
+    cr_assert_eq(stats(tb).auth_failed, 0);
+    upulsar_tb_stop(tb);
+}
+
 Test(e2e_tls, tokens_accepted_and_refused)
 {
     static const char *const tokens[] = {GOOD};

@@ -28,8 +28,10 @@
  *    upulsar_tb_stats_t.tls_failures); other connections are not affected.
  *  - Token authentication (opts.auth_tokens, upulsar_tb_set_tokens()):
  *    CONNECT must carry auth_method_name "token" and one of the tokens as
- *    auth_data, else ERROR{request_id -1, AuthenticationError} and the
- *    connection closes. AUTH_CHALLENGE{AuthData{"token",
+ *    auth_data -- or, over TLS, auth_method_name "tls" with a client
+ *    certificate the handshake verified against tls_ca_file (Pulsar's TLS
+ *    authentication) -- else ERROR{request_id -1, AuthenticationError} and
+ *    the connection closes. AUTH_CHALLENGE{AuthData{"token",
  *    "PulsarAuthRefresh"}} is sent on upulsar_tb_auth_challenge() (or
  *    before CONNECTED with opts.auth_challenge_on_connect); the
  *    AUTH_RESPONSE must carry a valid token within auth_response_timeout_ms,

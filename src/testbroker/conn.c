@@ -539,6 +539,18 @@ static const char *check_credentials(tb_conn_t *c, const char *method, bool has_
                           is_token && has_data ? data->len : 0, &required);
     if (!required)
         return NULL; /* authentication is off: anything goes, as in Pulsar */
+    if (method && !strcmp(method, "tls")) {
+        /* Pulsar's TLS authentication: the client certificate verified in
+         * the handshake (against tls_ca_file) is the credential */
+        X509 *peer = c->ssl ? SSL_get1_peer_certificate(c->ssl) : NULL;
+        bool verified = peer && SSL_get_verify_result(c->ssl) == X509_V_OK;
+        X509_free(peer);
+        if (verified) {
+            atomic_fetch_add(&c->tb->auth_ok, 1);
+            return NULL;
+        }
+        return "Failed to authenticate: no verified client certificate";
+    }
     if (ok) {
         atomic_fetch_add(&c->tb->auth_ok, 1);
         return NULL;
