@@ -235,6 +235,11 @@ static upulsar_err_t handshake(up_conn_t *c, uint64_t deadline)
     ff.has_supports_auth_refresh = 1;
     ff.supports_auth_refresh = 1;
     co.feature_flags = &ff;
+    /* through a Pulsar proxy: the broker it is to forward this connection to
+     * (without it the proxy serves lookups only, and closes the connection
+     * on PRODUCER) */
+    if (c->proxy_to[0])
+        co.proxy_to_broker_url = c->proxy_to;
     err = hs_write_cmd(c, &cmd, deadline);
     memset(tok, 0, sizeof tok);
     if (err)
@@ -337,7 +342,7 @@ static void attach_task(void *arg)
 }
 
 static upulsar_err_t dial(struct upulsar_client *cl, up_loop_t *l, const char *host, int port,
-                         int slot, up_conn_t **out);
+                         int slot, const char *proxy_to, up_conn_t **out);
 
 /* A connection being opened. Threads that want the same one (same loop,
  * broker and slot) wait for it instead of opening their own: after a broker
@@ -348,6 +353,7 @@ typedef struct up_dial {
     up_loop_t *loop;
     char host[256];
     int port, slot;
+    char proxy_to[280];
     int users;          /* dialer + waiters (pool_lock) */
     bool done;          /* (pool_lock) */
     upulsar_err_t err;  /* its result, once done */
@@ -362,11 +368,12 @@ static void dial_put(up_dial_t *d) /* (pool_lock) */
 
 /* An open pooled connection for the key, referenced, or NULL. (pool_lock) */
 static up_conn_t *pool_find(struct upulsar_client *cl, up_loop_t *l, const char *host, int port,
-                            int slot)
+                            int slot, const char *proxy_to)
 {
     for (size_t i = 0; i < cl->npool; i++) {
         up_conn_t *c = cl->pool[i];
         if (c->loop == l && c->port == port && c->slot == slot && !strcmp(c->host, host) &&
+            !strcmp(c->proxy_to, proxy_to) &&
             atomic_load(&c->state) == UP_CONN_OPEN) {
             up_conn_ref(c);
             return c;
@@ -397,19 +404,22 @@ static upulsar_err_t dial_wait(struct upulsar_client *cl, up_dial_t *d)
 }
 
 upulsar_err_t up_conn_get(struct upulsar_client *cl, up_loop_t *l, const char *host, int port,
-                          int slot, up_conn_t **out)
+                          int slot, const char *proxy_to, up_conn_t **out)
 {
+    if (!proxy_to)
+        proxy_to = "";
     pthread_mutex_lock(&cl->pool_lock);
     up_conn_t *found;
     up_dial_t *d;
     for (;;) {
-        if ((found = pool_find(cl, l, host, port, slot))) {
+        if ((found = pool_find(cl, l, host, port, slot, proxy_to))) {
             pthread_mutex_unlock(&cl->pool_lock);
             *out = found;
             return UPULSAR_OK;
         }
         for (d = cl->dials; d; d = d->next)
-            if (d->loop == l && d->port == port && d->slot == slot && !strcmp(d->host, host))
+            if (d->loop == l && d->port == port && d->slot == slot && !strcmp(d->host, host) &&
+                !strcmp(d->proxy_to, proxy_to))
                 break;
         if (!d)
             break;
@@ -431,12 +441,13 @@ upulsar_err_t up_conn_get(struct upulsar_client *cl, up_loop_t *l, const char *h
     snprintf(d->host, sizeof d->host, "%s", host);
     d->port = port;
     d->slot = slot;
+    snprintf(d->proxy_to, sizeof d->proxy_to, "%s", proxy_to);
     d->users = 1;
     d->next = cl->dials;
     cl->dials = d;
     pthread_mutex_unlock(&cl->pool_lock);
 
-    upulsar_err_t err = dial(cl, l, host, port, slot, out);
+    upulsar_err_t err = dial(cl, l, host, port, slot, proxy_to, out);
 
     pthread_mutex_lock(&cl->pool_lock);
     for (up_dial_t **pp = &cl->dials; *pp; pp = &(*pp)->next)
@@ -457,7 +468,7 @@ upulsar_err_t up_conn_get(struct upulsar_client *cl, up_loop_t *l, const char *h
 /* Open a connection (TCP, TLS, CONNECT), add it to the pool and hand it to
  * loop @p l; *@p out gets the caller's reference. */
 static upulsar_err_t dial(struct upulsar_client *cl, up_loop_t *l, const char *host, int port,
-                         int slot, up_conn_t **out)
+                         int slot, const char *proxy_to, up_conn_t **out)
 {
     up_conn_t *c = calloc(1, sizeof *c);
     if (!c)
@@ -470,6 +481,7 @@ static upulsar_err_t dial(struct upulsar_client *cl, up_loop_t *l, const char *h
     snprintf(c->host, sizeof c->host, "%s", host);
     c->port = port;
     c->slot = slot;
+    snprintf(c->proxy_to, sizeof c->proxy_to, "%s", proxy_to);
     c->recv_op.type = UP_OP_RECV;
     c->recv_op.conn = c;
     c->send_op.type = UP_OP_SEND;

@@ -150,6 +150,7 @@ struct up_conn {
     char host[256];
     int port;
     int slot; /* which of connections.per.broker */
+    char proxy_to[280]; /* broker behind the proxy host:port is, or "" */
     int32_t max_message_size;
     int32_t protocol_version;
     upulsar_err_t death; /* why it died */
@@ -180,11 +181,13 @@ struct up_conn {
 /** Get a ready connection to host:port for loop @p l from the client's pool,
  *  opening one (TCP connect + CONNECT/CONNECTED, blocking with timeouts) if
  *  needed. @p slot (0 .. connections.per.broker - 1) picks one of the
- *  connections to the same broker on the same loop. Returns a reference the
- *  caller drops with up_conn_unref().
+ *  connections to the same broker on the same loop. @p proxy_to (NULL or
+ *  "" = none): host:port is a Pulsar proxy and this is the broker behind
+ *  it the connection is for (CONNECT.proxy_to_broker_url; part of the
+ *  pool key). Returns a reference the caller drops with up_conn_unref().
  *  @thread caller/watchdog (never the loop) */
 upulsar_err_t up_conn_get(struct upulsar_client *c, up_loop_t *l, const char *host,
-                          int port, int slot, up_conn_t **out);
+                          int port, int slot, const char *proxy_to, up_conn_t **out);
 void up_conn_ref(up_conn_t *c);
 void up_conn_unref(up_conn_t *c);
 
@@ -331,6 +334,7 @@ struct up_rp {
      * (CLOSE_PRODUCER assignedBrokerServiceUrl[Tls]): the next creation goes
      * there without a lookup; "" = look up. (broker_lock; set by the loop) */
     char assigned[280];
+    bool via_proxy; /* last created through a proxy (watchdog/establishing) */
     bool user_named;
     uint64_t epoch;
     uint64_t next_attempt_us;
@@ -537,7 +541,12 @@ upulsar_err_t up_parse_url(const char *url, char *host, size_t hostsz, int *port
 upulsar_err_t up_topic_normalize(const char *in, char *out, size_t outsz);
 
 /* lookup.c */
+/** The broker serving @p topic: *@p host:*@p port is where to connect;
+ *  when the answer says to go through the service URL (a Pulsar proxy),
+ *  that is the service URL and @p proxy_to gets the broker's "host:port"
+ *  for CONNECT.proxy_to_broker_url, else @p proxy_to is "". */
 upulsar_err_t up_lookup(struct upulsar_client *c, up_loop_t *l, const char *topic,
-                        char *host, size_t hostsz, int *port);
+                        char *host, size_t hostsz, int *port, char *proxy_to,
+                        size_t proxy_to_sz);
 upulsar_err_t up_partitions(struct upulsar_client *c, const char *topic, int *n);
 #endif

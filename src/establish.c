@@ -52,15 +52,24 @@ upulsar_err_t up_rp_establish(up_rp_t *rp, int timeout_ms)
     rp->assigned[0] = '\0'; /* one try: if it fails, look up */
     pthread_mutex_unlock(&rp->broker_lock);
     bool tls = c->tls;
+    char proxy_to[280] = "";
     upulsar_err_t err = UPULSAR_ERR__LOOKUP;
     if (assigned[0])
         err = up_parse_url(assigned, host, sizeof host, &port, &tls);
+    if (!err && tls == c->tls && rp->via_proxy) {
+        /* behind a proxy the assigned broker is reached through it */
+        snprintf(proxy_to, sizeof proxy_to, "%s:%d", host, port);
+        snprintf(host, sizeof host, "%s", c->host);
+        port = c->port;
+    }
     if (err || tls != c->tls)
-        err = up_lookup(c, rp->loop, rp->topic, host, sizeof host, &port);
+        err = up_lookup(c, rp->loop, rp->topic, host, sizeof host, &port, proxy_to,
+                        sizeof proxy_to);
     if (err)
         return err;
+    rp->via_proxy = proxy_to[0] != '\0';
     up_conn_t *conn;
-    err = up_conn_get(c, rp->loop, host, port, rp->conn_slot, &conn);
+    err = up_conn_get(c, rp->loop, host, port, rp->conn_slot, proxy_to, &conn);
     if (err)
         return err;
 
@@ -131,7 +140,10 @@ upulsar_err_t up_rp_establish(up_rp_t *rp, int timeout_ms)
     up_conn_unref(conn);
     if (t.ok) {
         pthread_mutex_lock(&rp->broker_lock);
-        snprintf(rp->broker, sizeof rp->broker, "%s:%d", host, port);
+        if (proxy_to[0])
+            snprintf(rp->broker, sizeof rp->broker, "%s", proxy_to);
+        else
+            snprintf(rp->broker, sizeof rp->broker, "%s:%d", host, port);
         pthread_mutex_unlock(&rp->broker_lock);
     }
     if (!t.ok)

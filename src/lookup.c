@@ -11,7 +11,7 @@ static int op_timeout(struct upulsar_client *c) { return c->conf.operation_timeo
 upulsar_err_t up_partitions(struct upulsar_client *c, const char *topic, int *n)
 {
     up_conn_t *conn;
-    upulsar_err_t err = up_conn_get(c, &c->loops[0], c->host, c->port, 0, &conn);
+    upulsar_err_t err = up_conn_get(c, &c->loops[0], c->host, c->port, 0, NULL, &conn);
     if (err)
         return err;
     up_cmd_t cmd = PULSAR__PROTO__BASE_COMMAND__INIT;
@@ -81,8 +81,9 @@ static bool path_seen(const lookup_path_t *lp, const char *host, int port, bool 
 }
 
 upulsar_err_t up_lookup(struct upulsar_client *c, up_loop_t *l, const char *topic, char *host,
-                        size_t hostsz, int *port)
+                        size_t hostsz, int *port, char *proxy_to, size_t proxy_to_sz)
 {
+    proxy_to[0] = '\0';
     char h[256];
     int p = c->port;
     snprintf(h, sizeof h, "%s", c->host);
@@ -98,7 +99,7 @@ upulsar_err_t up_lookup(struct upulsar_client *c, up_loop_t *l, const char *topi
         }
         path_add(&lp, h, p, authoritative);
         up_conn_t *conn;
-        upulsar_err_t err = up_conn_get(c, l, h, p, 0, &conn);
+        upulsar_err_t err = up_conn_get(c, l, h, p, 0, NULL, &conn);
         if (err)
             return err;
         up_cmd_t cmd = PULSAR__PROTO__BASE_COMMAND__INIT;
@@ -126,13 +127,6 @@ upulsar_err_t up_lookup(struct upulsar_client *c, up_loop_t *l, const char *topi
             pulsar__proto__base_command__free_unpacked(resp, NULL);
             return err;
         }
-        if (r->proxy_through_service_url) {
-            /* keep using the service URL */
-            pulsar__proto__base_command__free_unpacked(resp, NULL);
-            snprintf(host, hostsz, "%s", c->host);
-            *port = c->port;
-            return UPULSAR_OK;
-        }
         bool tls;
         int np;
         char nh[256];
@@ -148,9 +142,18 @@ upulsar_err_t up_lookup(struct upulsar_client *c, up_loop_t *l, const char *topi
         bool redirect =
             r->response == PULSAR__PROTO__COMMAND_LOOKUP_TOPIC_RESPONSE__LOOKUP_TYPE__Redirect;
         authoritative = r->has_authoritative && r->authoritative;
+        bool proxied = r->proxy_through_service_url;
         pulsar__proto__base_command__free_unpacked(resp, NULL);
         if (err)
             return err;
+        if (!redirect && proxied) {
+            /* a Pulsar proxy: connect to the service URL and name the
+             * broker in CONNECT, which the proxy then forwards to */
+            snprintf(host, hostsz, "%s", c->host);
+            *port = c->port;
+            snprintf(proxy_to, proxy_to_sz, "%s:%d", nh, np);
+            return UPULSAR_OK;
+        }
         if (!redirect) {
             snprintf(host, hostsz, "%s", nh);
             *port = np;

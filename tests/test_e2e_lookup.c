@@ -6,7 +6,8 @@
  * and the stats JSON report the broker each producer was created on; connections.per.broker
  * spreads the producers of one broker over that many TCP connections (per
  * io thread), every message still stored once and in order; a transfer
- * whose CLOSE_PRODUCER names the new owner is followed without a lookup.
+ * whose CLOSE_PRODUCER names the new owner is followed without a lookup;
+ * behind a proxy, producers name their broker in CONNECT.
  * UPULSAR_TEST_LABEL_CONCURRENCY (also run under ThreadSanitizer) */
 #include "fault_common.h"
 
@@ -237,4 +238,66 @@ Test(e2e_lookup, transfer_naming_the_new_owner_is_followed_without_a_lookup)
     upulsar_client_destroy(c);
     upulsar_tb_stop(b);
     upulsar_tb_stop(a);
+}
+
+static upulsar_tb_stats_t tb_stats(upulsar_tb_t *tb)
+{
+    upulsar_tb_stats_t st;
+    cr_assert_eq(upulsar_tb_stats(tb, &st), UPULSAR_OK);
+    return st;
+}
+
+static int all_ready_again(void *p)
+{
+    upulsar_producer_info_t pi[4];
+    size_t n = 0;
+    if (upulsar_producer_list(p, pi, 4, &n) != UPULSAR_OK)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (pi[i].state != UPULSAR_STATE_READY || pi[i].reconnects < 1)
+            return 0;
+    return 1;
+}
+
+/* Behind a Pulsar proxy (lookups answered with proxy_through_service_url),
+ * producers connect to the service URL and name their broker in
+ * CONNECT.proxy_to_broker_url; a connection that does not is one the proxy
+ * serves lookups on only, and closes on PRODUCER. Re-creation after the
+ * connections drop goes through the proxy again. */
+Test(e2e_lookup, producers_behind_a_proxy_name_their_broker_in_connect)
+{
+    upulsar_tb_opts_t o;
+    upulsar_tb_opts_init(&o);
+    o.proxy_mode = 1;
+    upulsar_tb_t *tb = NULL;
+    cr_assert_eq(upulsar_tb_start(&o, &tb), UPULSAR_OK, "%s", upulsar_last_error());
+    cr_assert_eq(upulsar_tb_set_partitions(tb, "px", 2), UPULSAR_OK);
+    upulsar_client_t *c = client(upulsar_tb_url(tb), NULL);
+    upulsar_producer_t *p = NULL;
+    cr_assert_eq(upulsar_producer_start(c, "px", "px", 0, NULL, &p), UPULSAR_OK, "%s",
+                 upulsar_last_error());
+    upulsar_tb_stats_t st = tb_stats(tb);
+    cr_assert_geq(st.proxied_connections, 1);
+    cr_assert_eq(st.lookup_only_closed, 0);
+    upulsar_producer_info_t pi[2];
+    size_t n = 0;
+    cr_assert_eq(upulsar_producer_list(p, pi, 2, &n), UPULSAR_OK);
+    for (size_t i = 0; i < n; i++)
+        cr_assert_str_eq(pi[i].broker, hostport(tb));
+    for (int i = 0; i < 8; i++) {
+        char key[8];
+        snprintf(key, sizeof key, "k%d", i);
+        upulsar_send_opts_t so = {.partition_key = key};
+        ft_send_ok(p, &so);
+    }
+    uint64_t before = st.proxied_connections;
+    cr_assert_geq(upulsar_tb_drop_connections(tb, NULL), 1);
+    cr_assert(ft_wait_for(all_ready_again, p), "not re-created through the proxy");
+    ft_send_ok(p, NULL);
+    st = tb_stats(tb);
+    cr_assert_gt(st.proxied_connections, before);
+    cr_assert_eq(st.lookup_only_closed, 0);
+    cr_assert_eq(upulsar_producer_stop(p, 5000), UPULSAR_OK);
+    upulsar_client_destroy(c);
+    upulsar_tb_stop(tb);
 }

@@ -195,6 +195,16 @@ typedef struct upulsar_tb_opts {
      *  is closed. Default 10000. */
     int auth_response_timeout_ms;
 
+    /** Non-zero: stand in for a Pulsar proxy in front of this broker.
+     *  LOOKUP answers Connect with proxy_through_service_url = true (and the
+     *  topic owner's URL); a connection whose CONNECT has no
+     *  proxy_to_broker_url serves lookups only and is closed on PRODUCER or
+     *  SUBSCRIBE, as a proxy in lookup mode does; one naming this broker
+     *  ("127.0.0.1:<port>" or "localhost:<port>") is served as usual, one
+     *  naming anything else gets ERROR ServiceNotReady and is closed.
+     *  Default 0. */
+    int proxy_mode;
+
     /* ---- topology ---- */
     /** A running broker whose store (topics, logs, dedup state) this one
      *  shares, see "Several brokers in one process" above. NULL = a store of
@@ -449,6 +459,10 @@ typedef struct upulsar_tb_stats {
     uint64_t auth_unanswered;      /**< connections closed for not answering one */
     uint64_t lookups;              /**< LOOKUP requests received */
     uint64_t partition_lookups;    /**< PARTITIONED_METADATA requests received */
+    uint64_t proxied_connections;  /**< proxy_mode: CONNECTs naming this broker
+                                        in proxy_to_broker_url */
+    uint64_t lookup_only_closed;   /**< proxy_mode: connections closed for a
+                                        PRODUCER/SUBSCRIBE without one */
 } upulsar_tb_stats_t;
 
 /** Fill *@p out. Never fails on valid arguments. */

@@ -1123,6 +1123,8 @@ upulsar_err_t upulsar_tb_stats(upulsar_tb_t *tb, upulsar_tb_stats_t *out)
     out->auth_unanswered = atomic_load(&tb->auth_unanswered);
     out->lookups = atomic_load(&tb->lookups);
     out->partition_lookups = atomic_load(&tb->partition_lookups);
+    out->proxied_connections = atomic_load(&tb->proxied_connections);
+    out->lookup_only_closed = atomic_load(&tb->lookup_only_closed);
     return UPULSAR_OK;
 }
 

@@ -589,6 +589,20 @@ static int on_connect(tb_conn_t *c, const Pulsar__Proto__CommandConnect *in)
         check_credentials(c, in->auth_method_name, in->has_auth_data, &in->auth_data);
     if (why)
         return auth_fail(c, why);
+    if (tb->opts.proxy_mode) {
+        const char *to = in->proxy_to_broker_url;
+        c->lookup_only = !to || !to[0];
+        if (!c->lookup_only) {
+            char url[300];
+            snprintf(url, sizeof url, "%s%s", tb->ssl_ctx ? "pulsar+ssl://" : "pulsar://", to);
+            if (!tb_url_is_self(tb, url)) {
+                tb_put_error(&c->out, TB_ID_NONE, UP_SERR(ServiceNotReady),
+                             "proxy: no such broker behind this proxy");
+                return CLOSE;
+            }
+            atomic_fetch_add(&tb->proxied_connections, 1);
+        }
+    }
     if (tb->opts.auth_challenge_on_connect)
         return send_challenge(c, true); /* CONNECTED once it is answered */
     return send_connected(c);
@@ -684,6 +698,11 @@ static int on_lookup(tb_conn_t *c, const Pulsar__Proto__CommandLookupTopic *in)
         r.brokerserviceurltls = (char *)url;
     else
         r.brokerserviceurl = (char *)url;
+    if (tb->opts.proxy_mode) { /* the proxy forwards to the owner */
+        r.response = PULSAR__PROTO__COMMAND_LOOKUP_TOPIC_RESPONSE__LOOKUP_TYPE__Connect;
+        r.has_proxy_through_service_url = 1;
+        r.proxy_through_service_url = 1;
+    }
     int rc = up_frame_put_cmd(&c->out, &cmd);
     free(owner);
     return put_rc(rc);
@@ -759,11 +778,23 @@ static bool name_busy(tb_topic_t *t, const char *name, const tb_producer_t *self
     return false;
 }
 
+/* Proxy mode: a connection that named no broker serves lookups only; a
+ * Pulsar proxy closes it on anything else. */
+static bool lookup_only_refused(tb_conn_t *c)
+{
+    if (!c->lookup_only)
+        return false;
+    atomic_fetch_add(&c->tb->lookup_only_closed, 1);
+    return true;
+}
+
 static int on_producer(tb_conn_t *c, const Pulsar__Proto__CommandProducer *in)
 {
     upulsar_tb_t *tb = c->tb;
     uint64_t rid = in->request_id;
     int rc;
+    if (lookup_only_refused(c))
+        return CLOSE;
     char *norm = served_topic(c, in->topic, rid, &rc);
     if (!norm)
         return rc;
@@ -1094,6 +1125,8 @@ static int on_subscribe(tb_conn_t *c, const Pulsar__Proto__CommandSubscribe *in)
     upulsar_tb_t *tb = c->tb;
     uint64_t rid = in->request_id;
     int rc;
+    if (lookup_only_refused(c))
+        return CLOSE;
     char *norm = served_topic(c, in->topic, rid, &rc);
     if (!norm)
         return rc;

@@ -219,6 +219,7 @@ struct tb_conn {
     bool auth_pending;         /**< AUTH_CHALLENGE sent, no answer yet */
     bool auth_in_handshake;    /**< ... and CONNECTED waits for it */
     int64_t auth_deadline_ms;
+    bool lookup_only;          /**< proxy mode, CONNECT named no broker */
 };
 
 /* ---- the store and owner settings ---------------------------------------- */
@@ -281,7 +282,7 @@ struct upulsar_tb {
     atomic_ullong tls_handshakes, tls_failures, auth_ok, auth_failed, auth_challenges,
         auth_unanswered;
     atomic_ullong retained_bytes;
-    atomic_ullong lookups, partition_lookups;
+    atomic_ullong lookups, partition_lookups, proxied_connections, lookup_only_closed;
 };
 
 /* broker.c */
