@@ -224,7 +224,11 @@ void upulsar_client_destroy(upulsar_client_t *client);
  * A message resent after a reconnect that the broker had already stored
  * before the connection broke (its receipt was lost with the connection) is
  * recognised by the broker's de-duplication and acknowledged without a
- * position, as Pulsar does (ledger and entry -1). Such a message succeeds
+ * position, as Pulsar does (ledger and entry -1). That needs
+ * de-duplication on for the namespace or topic (Pulsar's default is off:
+ * brokerDeduplicationEnabled, or pulsar-admin namespaces
+ * set-deduplication); without it such a resend is stored a second time, as
+ * with every Pulsar client. Such a message succeeds
  * (it is stored exactly once) with ledger_id = entry_id = UPULSAR_ID_UNKNOWN;
  * partition, batch_index and batch_size are still exact (a resent batch is
  * byte-identical to the stored entry). upulsar keeps the real position
