@@ -158,7 +158,9 @@ static const conf_key_t keys[] = {
      "messages", "A batch is sent once it holds this many messages.",
      "batchingMaxMessages"},
     {"batch.max.bytes", K_INT, FLD(batch_max_bytes), "131072", 1024, 5242880, NULL, 0, 'P',
-     "bytes", "A batch is sent once its uncompressed payload reaches this size.",
+     "bytes",
+     "A batch is sent once its uncompressed payload reaches this size, or the broker's "
+     "max_message_size when that is smaller (a larger frame would be refused).",
      "batchingMaxBytes"},
     {"batch.max.delay.ms", K_MSFRAC, FLD(batch_max_delay_us), "1", 0, 60000000, NULL, 0, 'P',
      "ms",

@@ -342,6 +342,14 @@ upulsar_err_t up_rp_enqueue(up_rp_t *rp, const void *payload, size_t len,
         }
     }
     size_t var = key_len + okey_len + props_len;
+    /* the broker refuses (closes the connection on) a frame beyond
+     * max_message_size + 10 KiB: a message whose metadata and payload
+     * cannot fit in one is refused here, with nothing else affected */
+    if (len + var > (size_t)maxsz && !(cf->chunking_enabled && var < (size_t)maxsz / 2))
+        return up_seterr(UPULSAR_ERR__MSG_TOO_LARGE,
+                         "message of %zu bytes with %zu bytes of keys and properties exceeds "
+                         "the broker's max_message_size %d",
+                         len, var, (int)maxsz);
     size_t size = sizeof h + ((flags & UP_REC_EXT) ? sizeof ext : 0) + meta_len + var +
                   ((flags & UP_REC_NOCOPY) ? 0 : len);
     uint64_t ncells = up_ring_cells_for(size);
@@ -1106,8 +1114,16 @@ static void drain_one(up_rp_t *rp, const up_rec_t *h, uint64_t now)
         return;
     }
     bool solo = meta.mflags & UP_META_SOLO;
+    /* a batch never outgrows the broker's max_message_size either, whatever
+     * batch.max.bytes says (else its frame would be refused, and resent, until
+     * send.timeout.ms) */
+    size_t limit = (size_t)cf->batch_max_bytes;
+    size_t broker_max =
+        (size_t)atomic_load_explicit(&rp->client->max_message_size, memory_order_relaxed);
+    if (broker_max < limit)
+        limit = broker_max;
     if (rp->open && (solo || open_n(rp) >= (uint32_t)cf->batch_max_messages ||
-                     open_bytes(rp) + rs > (size_t)cf->batch_max_bytes))
+                     open_bytes(rp) + rs > limit))
         close_open(rp);
     up_batch_t *b;
     if (kb) {

@@ -1,0 +1,82 @@
+/* test_features_sizes.c -- the broker's max_message_size bounds what goes
+ * on the wire: batches close before they outgrow it even when
+ * batch.max.bytes is larger (a Pulsar broker closes the connection on a
+ * frame beyond max_message_size + 10 KiB, and the batch would be resent
+ * until send.timeout.ms), and a message whose keys and properties with its
+ * payload cannot fit is refused with MSG_TOO_LARGE, nothing else affected.
+ * UPULSAR_TEST_LABEL_CONCURRENCY (also run under ThreadSanitizer) */
+#include "fault_common.h"
+
+TestSuite(features_sizes, .timeout = 60);
+
+enum { BROKER_MAX = 64 * 1024 };
+
+static upulsar_tb_t *small_broker(void)
+{
+    upulsar_tb_opts_t o;
+    upulsar_tb_opts_init(&o);
+    o.max_message_size = BROKER_MAX;
+    upulsar_tb_t *tb = NULL;
+    cr_assert_eq(upulsar_tb_start(&o, &tb), UPULSAR_OK, "%s", upulsar_last_error());
+    return tb;
+}
+
+Test(features_sizes, batches_stay_within_the_brokers_max_message_size)
+{
+    upulsar_tb_t *tb = small_broker();
+    upulsar_client_t *c = ft_client(tb, NULL);
+    /* batches of up to 1 MiB asked for, 64 KiB allowed by the broker */
+    const char *kv[] = {"batch.max.bytes", "1048576", "batch.max.messages", "100000",
+                        "batch.max.delay.ms", "50", "send.timeout.ms", "10000",
+                        "block.if.queue.full", "true", NULL};
+    upulsar_producer_t *p = ft_producer(c, NULL, "sizes", 0, kv);
+    enum { N = 2000, SIZE = 1000 };
+    static upulsar_future_t *f[N];
+    static char payload[SIZE];
+    memset(payload, 'p', sizeof payload);
+    for (int i = 0; i < N; i++)
+        cr_assert_eq(upulsar_send(p, payload, SIZE, NULL, &f[i]), UPULSAR_OK, "%s",
+                     upulsar_last_error());
+    for (int i = 0; i < N; i++) {
+        upulsar_msg_id_t id;
+        cr_assert_eq(upulsar_future_wait(f[i], FT_WAIT_MS, &id), UPULSAR_OK, "message %d: %s", i,
+                     upulsar_last_error());
+        cr_assert_lt((size_t)id.batch_size * SIZE, (size_t)BROKER_MAX, "a %d-message batch",
+                     id.batch_size);
+        upulsar_future_release(f[i]);
+    }
+    upulsar_tb_stats_t st;
+    cr_assert_eq(upulsar_tb_stats(tb, &st), UPULSAR_OK);
+    cr_assert_eq(st.protocol_errors, 0, "the broker refused frames");
+    cr_assert_eq(ft_reconnects(p), 0);
+    cr_assert_eq(upulsar_producer_stop(p, 5000), UPULSAR_OK);
+    upulsar_client_destroy(c);
+    upulsar_tb_stop(tb);
+}
+
+Test(features_sizes, payload_plus_properties_beyond_the_maximum_is_refused_alone)
+{
+    upulsar_tb_t *tb = small_broker();
+    upulsar_client_t *c = ft_client(tb, NULL);
+    upulsar_producer_t *p = ft_producer(c, NULL, "props", 0, NULL);
+    ft_send_ok(p, NULL); /* learns the broker's max_message_size */
+    static char payload[BROKER_MAX - 1024], big[8192];
+    memset(payload, 'p', sizeof payload);
+    memset(big, 'v', sizeof big - 1);
+    upulsar_property_t prop = {"big", big};
+    upulsar_send_opts_t o = {.properties = &prop, .properties_cnt = 1};
+    upulsar_future_t *f = NULL;
+    upulsar_err_t e = upulsar_send(p, payload, sizeof payload, &o, &f);
+    cr_assert_eq(e, UPULSAR_ERR__MSG_TOO_LARGE, "%s", upulsar_err_name(e));
+    cr_assert_null(f);
+    cr_assert(strstr(upulsar_last_error(), "max_message_size"), "%s", upulsar_last_error());
+    /* without the property it fits, and the producer is unaffected */
+    ft_send_ok(p, NULL);
+    cr_assert_eq(upulsar_send(p, payload, sizeof payload, NULL, &f), UPULSAR_OK);
+    cr_assert_eq(upulsar_future_wait(f, FT_WAIT_MS, NULL), UPULSAR_OK);
+    upulsar_future_release(f);
+    cr_assert_eq(ft_reconnects(p), 0);
+    cr_assert_eq(upulsar_producer_stop(p, 5000), UPULSAR_OK);
+    upulsar_client_destroy(c);
+    upulsar_tb_stop(tb);
+}
