@@ -1308,10 +1308,12 @@ void up_rp_on_send_error(up_rp_t *rp, const Pulsar__Proto__CommandSendError *e)
         up_watchdog_kick(rp->client);
         break;
     default:
-        /* transient: re-create the producer and resend from the head */
-        send_close_producer(rp);
-        up_conn_flush(rp->conn);
-        up_rp_suspend(rp, true);
+        /* transient: the connection is closed, as the official clients do;
+         * its producers are re-created on a new one and resend from their
+         * head. (A CLOSE_PRODUCER and a new PRODUCER on the same connection
+         * could be answered for the producer still closing, whose SENDs then
+         * fail again.) */
+        up_conn_fail(rp->conn, err);
         break;
     }
 }
