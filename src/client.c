@@ -33,6 +33,7 @@ upulsar_err_t upulsar_client_new(const upulsar_conf_t *conf, upulsar_client_t **
     atomic_init(&c->next_request_id, 1);
     atomic_init(&c->max_message_size, 5 * 1024 * 1024);
     pthread_mutex_init(&c->pool_lock, NULL);
+    pthread_mutex_init(&c->log_lock, NULL);
     pthread_cond_init(&c->pool_cv, NULL);
     pthread_mutex_init(&c->lock, NULL);
     pthread_cond_init(&c->wd_cv, NULL);
@@ -98,6 +99,7 @@ void upulsar_client_destroy(upulsar_client_t *c)
     up_future_pool_destroy(&c->futures);
     up_tls_ctx_free(c->ssl_ctx);
     pthread_mutex_destroy(&c->pool_lock);
+    pthread_mutex_destroy(&c->log_lock);
     pthread_cond_destroy(&c->pool_cv);
     pthread_mutex_destroy(&c->lock);
     pthread_cond_destroy(&c->wd_cv);

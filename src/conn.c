@@ -859,6 +859,8 @@ void up_conn_on_recv(up_conn_t *c, int res)
             up_conn_arm_recv(c);
             return;
         }
+        up_seterr(UPULSAR_ERR__CONNECT, "%s", res == 0 ? "the broker closed the connection"
+                                                      : strerror(-res));
         up_conn_fail(c, UPULSAR_ERR__CONNECT);
         return;
     }
@@ -918,6 +920,12 @@ void up_conn_fail(up_conn_t *c, upulsar_err_t why)
     if (!atomic_compare_exchange_strong(&c->state, &expect, UP_CONN_DEAD))
         return;
     c->death = why;
+    /* the reason, for the application's log: the calling thread's last
+     * error when it speaks of this failure (decoder, TLS, keep-alive) */
+    if (why != UPULSAR_ERR__CLOSED)
+        up_log(c->client, UPULSAR_LOG_WARNING, "connection to %s:%d%s%s dropped: %s (%s)",
+               c->host, c->port, c->proxy_to[0] ? " for " : "", c->proxy_to,
+               upulsar_err_name(why), up_last_error_for(why));
     shutdown(c->fd, SHUT_RDWR);
     struct upulsar_client *cl = c->client;
     bool pooled = false;

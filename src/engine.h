@@ -485,6 +485,9 @@ struct upulsar_client {
     bool tls;                          /* pulsar+ssl:// service URL */
     struct ssl_ctx_st *ssl_ctx;        /* shared by the client's TLS connections */
     upulsar_stats_cb_t stats_cb;       /* (lock) */
+    pthread_mutex_t log_lock;          /* log_cb, log_opaque */
+    upulsar_log_cb_t log_cb;
+    void *log_opaque;
     void *stats_opaque;
     uint64_t stats_next_us;            /* (watchdog) */
 };
@@ -528,6 +531,11 @@ void up_watchdog_parked(struct upulsar_client *c, int delta);
  *  @thread caller (start) or watchdog (partition growth) */
 upulsar_err_t up_establish_all(up_rp_t **rps, int n, uint64_t deadline_us,
                                bool cancel_on_failure);
+
+/* log.c */
+/** One log line for @p c's log callback (or stderr). @thread any */
+void up_log(struct upulsar_client *c, upulsar_log_level_t level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 /* stats.c */
 void up_stats_batch_acked(up_rp_t *rp, uint32_t msgs, uint64_t rtt_us);

@@ -106,6 +106,7 @@ int upulsar_err_is_retriable(upulsar_err_t err)
 }
 
 static _Thread_local char last_error[256];
+static _Thread_local upulsar_err_t last_error_code;
 
 const char *upulsar_last_error(void) { return last_error; }
 
@@ -115,5 +116,11 @@ upulsar_err_t up_seterr(upulsar_err_t err, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(last_error, sizeof last_error, fmt, ap);
     va_end(ap);
+    last_error_code = err;
     return err;
+}
+
+const char *up_last_error_for(upulsar_err_t err)
+{
+    return last_error_code == err && last_error[0] ? last_error : upulsar_err_str(err);
 }

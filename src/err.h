@@ -9,6 +9,10 @@
 upulsar_err_t up_seterr(upulsar_err_t err, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
+/** The calling thread's last error text if it was recorded for @p err,
+ *  else @p err's generic description: the detail of a failure to log. */
+const char *up_last_error_for(upulsar_err_t err);
+
 /** Map a Pulsar ServerError wire value to upulsar_err_t. */
 static inline upulsar_err_t up_err_from_server(int server_error)
 {

@@ -534,8 +534,8 @@ static void grow(struct upulsar_producer *h, int n)
     if (!ng || !na || !nr) {
         free(ng);
         free(na);
-        fprintf(stderr, "upulsar: %s: out of memory starting partitions %d..%d\n", h->topic,
-                oldn, n - 1);
+        up_log(h->client, UPULSAR_LOG_ERR, "%s: out of memory starting partitions %d..%d",
+               h->topic, oldn, n - 1);
         return;
     }
     memcpy(ng, h->groups, (size_t)oldn * sizeof *ng);
@@ -544,8 +544,8 @@ static void grow(struct upulsar_producer *h, int n)
     for (int g = oldn; g < n; g++) {
         upulsar_err_t err = group_init(h, &ng[g], g, true, na, &nall);
         if (err) {
-            fprintf(stderr, "upulsar: %s: cannot start partition %d: %s\n", h->topic, g,
-                    upulsar_last_error());
+            up_log(h->client, UPULSAR_LOG_ERR, "%s: cannot start partition %d: %s", h->topic, g,
+                   upulsar_last_error());
             for (int i = oldall; i < nall; i++) {
                 up_rp_shutdown(na[i], up_now_us());
                 up_rp_free(na[i]);
@@ -576,6 +576,7 @@ static void grow(struct upulsar_producer *h, int n)
     atomic_store_explicit(&h->nall, nall, memory_order_release);
     atomic_store_explicit(&h->ngroups, n, memory_order_release);
     atomic_store_explicit(&h->npart, n, memory_order_release);
+    up_log(h->client, UPULSAR_LOG_INFO, "%s: partitions %d -> %d", h->topic, oldn, n);
 }
 
 void up_producer_poll_partitions(struct upulsar_producer *h, uint64_t now)
@@ -590,10 +591,10 @@ void up_producer_poll_partitions(struct upulsar_producer *h, uint64_t now)
         return; /* try again at the next interval */
     if (n < cur) {
         if (h->shrink_seen != n)
-            fprintf(stderr,
-                    "upulsar: %s: the broker reports %d partitions, fewer than %d: "
-                    "partitions never shrink, keeping %d\n",
-                    h->topic, n, cur, cur);
+            up_log(h->client, UPULSAR_LOG_WARNING,
+                   "%s: the broker reports %d partitions, fewer than %d: "
+                   "partitions never shrink, keeping %d",
+                   h->topic, n, cur, cur);
         h->shrink_seen = n;
         return;
     }

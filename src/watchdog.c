@@ -52,6 +52,10 @@ static void fail_task(void *a)
  * on (upulsar_send() checks g->failed). */
 static void fail_group(up_group_t *g, upulsar_err_t err)
 {
+    if (g->nrps)
+        up_log(g->rps[0]->client, UPULSAR_LOG_ERR,
+               "%s: partition group failed: %s (%s); its messages fail", g->topic,
+               upulsar_err_name(err), up_last_error_for(err));
     atomic_store(&g->failed, err);
     for (int i = 0; i < g->nrps; i++) {
         fail_t f = {g->rps[i], err};
@@ -326,6 +330,11 @@ static bool est_result(up_group_t *grp, up_rp_t *rp, const struct upulsar_conf *
     upulsar_err_t err = rp->est_err;
     atomic_store_explicit(&rp->est_state, UP_EST_IDLE, memory_order_relaxed);
     rp->next_attempt_us = 0;
+    if (err && err != UPULSAR_ERR__CLOSED)
+        up_log(rp->client, UPULSAR_LOG_WARNING, "%s: re-creating producer %s failed: %s",
+               rp->topic, rp->name[0] ? rp->name : "(unnamed)", rp->est_why);
+    else if (!err)
+        up_log(rp->client, UPULSAR_LOG_INFO, "%s: producer %s re-created", rp->topic, rp->name);
     if (!err) {
         rp->backoff_ms = (uint64_t)cc->backoff_initial_ms;
         rp->outage_since_us = 0;

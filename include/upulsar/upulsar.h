@@ -571,6 +571,35 @@ typedef void (*upulsar_stats_cb_t)(const char *json, void *opaque);
 upulsar_err_t upulsar_client_set_stats_cb(upulsar_client_t *client, upulsar_stats_cb_t cb,
                                           void *opaque);
 
+/* ------------------------------------------------------------------------ *
+ * Logging
+ * ------------------------------------------------------------------------ */
+
+/** Severity of a log line (syslog values, as librdkafka uses). */
+typedef enum upulsar_log_level {
+    UPULSAR_LOG_ERR = 3,     /**< a partition group failed; messages fail */
+    UPULSAR_LOG_WARNING = 4, /**< a connection was lost or refused, a
+                                  re-creation failed (it is retried) */
+    UPULSAR_LOG_INFO = 6,    /**< a producer was re-created, partitions grew */
+} upulsar_log_level_t;
+
+/** Log callback: @p line is one line without a newline, naming the broker
+ *  or topic concerned (never a token); valid during the call only. */
+typedef void (*upulsar_log_cb_t)(upulsar_log_level_t level, const char *line, void *opaque);
+
+/**
+ * Where the client's log lines go: what goes wrong (a connection dropped
+ * for a protocol error, a refused re-creation...) without a failed future
+ * to show it. By default lines of UPULSAR_LOG_WARNING and more severe are
+ * written to stderr ("upulsar: ..."); @p cb receives every level instead,
+ * NULL restores the default. @p cb runs on a library thread (io loop,
+ * watchdog or establish worker), must return quickly and must not call
+ * upulsar_producer_stop() or upulsar_client_destroy().
+ * Thread safety: any. Errors: INVALID_ARG (NULL client).
+ */
+upulsar_err_t upulsar_client_set_log_cb(upulsar_client_t *client, upulsar_log_cb_t cb,
+                                        void *opaque);
+
 /** Number of partitions the handle currently routes over. */
 int upulsar_producer_partitions(const upulsar_producer_t *p);
 
