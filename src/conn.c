@@ -804,14 +804,30 @@ static void dispatch(up_conn_t *c, up_frame_t *f)
         }
         break;
     }
-    case UP_CMD(TOPIC_MIGRATED):
-        if (cmd->topicmigrated->resource_type ==
-                PULSAR__PROTO__COMMAND_TOPIC_MIGRATED__RESOURCE_TYPE__Producer &&
-            (rp = find_rp(c, cmd->topicmigrated->resource_id))) {
+    case UP_CMD(TOPIC_MIGRATED): {
+        /* blue-green migration: the topic lives in another cluster now;
+         * look it up there from now on. A PRODUCER request for it gets no
+         * answer from this broker: it is failed here, to be retried there. */
+        const Pulsar__Proto__CommandTopicMigrated *tm = cmd->topicmigrated;
+        if (tm->resource_type != PULSAR__PROTO__COMMAND_TOPIC_MIGRATED__RESOURCE_TYPE__Producer)
+            break;
+        const char *url = c->tls ? tm->brokerserviceurltls : tm->brokerserviceurl;
+        if ((rp = find_rp(c, tm->resource_id))) {
+            if (url && url[0]) {
+                pthread_mutex_lock(&rp->broker_lock);
+                snprintf(rp->cluster, sizeof rp->cluster, "%s", url);
+                pthread_mutex_unlock(&rp->broker_lock);
+            }
             atomic_store(&rp->closed_by_broker, 1);
             up_rp_suspend(rp, true);
         }
+        for (up_req_t *r = c->reqs; r; r = r->next)
+            if (r->producer_id == (int64_t)tm->resource_id) {
+                complete_req(c, r->request_id, NULL, UPULSAR_ERR_SERVICE_NOT_READY);
+                break; /* complete_req unlinked it */
+            }
         break;
+    }
     case UP_CMD(SUCCESS):
         complete_req(c, cmd->success->request_id, up_decoder_steal(&c->dec), UPULSAR_OK);
         break;
@@ -1023,6 +1039,7 @@ upulsar_err_t up_conn_request(up_conn_t *c, up_cmd_t *cmd, uint64_t request_id, 
     up_req_t r;
     memset(&r, 0, sizeof r);
     r.request_id = request_id;
+    r.producer_id = cmd->type == UP_CMD(PRODUCER) ? (int64_t)cmd->producer->producer_id : -1;
     r.conn = c;
     pthread_mutex_init(&r.mu, NULL);
     pthread_cond_init(&r.cv, NULL);
@@ -1085,5 +1102,8 @@ upulsar_err_t up_conn_request(up_conn_t *c, up_cmd_t *cmd, uint64_t request_id, 
     else if (r.err && r.resp && r.resp->type == UP_CMD(ERROR))
         up_seterr(r.err, "%s: %s (%s)", up_cmd_name(cmd->type), upulsar_err_str(r.err),
                   r.resp->error->message ? r.resp->error->message : "");
+    else if (r.err == UPULSAR_ERR_SERVICE_NOT_READY && !r.resp)
+        up_seterr(r.err, "%s to %s:%d: the topic migrated to another cluster",
+                  up_cmd_name(cmd->type), c->host, c->port);
     return r.err;
 }

@@ -125,6 +125,7 @@ typedef struct up_req {
     upulsar_err_t err;
     bool done;
     bool waiting_ready; /* PRODUCER with producer_ready=false seen */
+    int64_t producer_id; /* a PRODUCER request's producer, else -1 */
     pthread_mutex_t mu;
     pthread_cond_t cv;
     struct up_req *next; /* (loop) */
@@ -334,6 +335,9 @@ struct up_rp {
      * (CLOSE_PRODUCER assignedBrokerServiceUrl[Tls]): the next creation goes
      * there without a lookup; "" = look up. (broker_lock; set by the loop) */
     char assigned[280];
+    /* the cluster its topic migrated to (TOPIC_MIGRATED): lookups start
+     * there from now on, "" = the service URL. (broker_lock; set by the loop) */
+    char cluster[280];
     bool via_proxy; /* last created through a proxy (watchdog/establishing) */
     bool user_named;
     uint64_t epoch;
@@ -552,9 +556,11 @@ upulsar_err_t up_topic_normalize(const char *in, char *out, size_t outsz);
 /** The broker serving @p topic: *@p host:*@p port is where to connect;
  *  when the answer says to go through the service URL (a Pulsar proxy),
  *  that is the service URL and @p proxy_to gets the broker's "host:port"
- *  for CONNECT.proxy_to_broker_url, else @p proxy_to is "". */
+ *  for CONNECT.proxy_to_broker_url, else @p proxy_to is "". The lookup
+ *  starts at @p from_url (a cluster the topic migrated to), NULL or "" =
+ *  the service URL. */
 upulsar_err_t up_lookup(struct upulsar_client *c, up_loop_t *l, const char *topic,
-                        char *host, size_t hostsz, int *port, char *proxy_to,
-                        size_t proxy_to_sz);
+                        const char *from_url, char *host, size_t hostsz, int *port,
+                        char *proxy_to, size_t proxy_to_sz);
 upulsar_err_t up_partitions(struct upulsar_client *c, const char *topic, int *n);
 #endif

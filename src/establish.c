@@ -45,10 +45,11 @@ static void attach_task(void *a)
 upulsar_err_t up_rp_establish(up_rp_t *rp, int timeout_ms)
 {
     struct upulsar_client *c = rp->client;
-    char host[256], assigned[sizeof rp->assigned];
+    char host[256], assigned[sizeof rp->assigned], cluster[sizeof rp->cluster];
     int port;
     pthread_mutex_lock(&rp->broker_lock);
     snprintf(assigned, sizeof assigned, "%s", rp->assigned);
+    snprintf(cluster, sizeof cluster, "%s", rp->cluster);
     rp->assigned[0] = '\0'; /* one try: if it fails, look up */
     pthread_mutex_unlock(&rp->broker_lock);
     bool tls = c->tls;
@@ -63,7 +64,7 @@ upulsar_err_t up_rp_establish(up_rp_t *rp, int timeout_ms)
         port = c->port;
     }
     if (err || tls != c->tls)
-        err = up_lookup(c, rp->loop, rp->topic, host, sizeof host, &port, proxy_to,
+        err = up_lookup(c, rp->loop, rp->topic, cluster, host, sizeof host, &port, proxy_to,
                         sizeof proxy_to);
     if (err)
         return err;

@@ -80,13 +80,20 @@ static bool path_seen(const lookup_path_t *lp, const char *host, int port, bool 
     return false;
 }
 
-upulsar_err_t up_lookup(struct upulsar_client *c, up_loop_t *l, const char *topic, char *host,
-                        size_t hostsz, int *port, char *proxy_to, size_t proxy_to_sz)
+upulsar_err_t up_lookup(struct upulsar_client *c, up_loop_t *l, const char *topic,
+                        const char *from_url, char *host, size_t hostsz, int *port,
+                        char *proxy_to, size_t proxy_to_sz)
 {
     proxy_to[0] = '\0';
     char h[256];
     int p = c->port;
     snprintf(h, sizeof h, "%s", c->host);
+    bool ftls;
+    if (from_url && from_url[0] &&
+        (up_parse_url(from_url, h, sizeof h, &p, &ftls) || ftls != c->tls)) {
+        snprintf(h, sizeof h, "%s", c->host); /* unusable: the service URL */
+        p = c->port;
+    }
     bool authoritative = false;
     lookup_path_t lp;
     lp.n = 0;
@@ -149,8 +156,8 @@ upulsar_err_t up_lookup(struct upulsar_client *c, up_loop_t *l, const char *topi
         if (!redirect && proxied) {
             /* a Pulsar proxy: connect to the service URL and name the
              * broker in CONNECT, which the proxy then forwards to */
-            snprintf(host, hostsz, "%s", c->host);
-            *port = c->port;
+            snprintf(host, hostsz, "%s", h); /* the proxy we asked */
+            *port = p;
             snprintf(proxy_to, proxy_to_sz, "%s:%d", nh, np);
             return UPULSAR_OK;
         }

@@ -7,7 +7,8 @@
  * spreads the producers of one broker over that many TCP connections (per
  * io thread), every message still stored once and in order; a transfer
  * whose CLOSE_PRODUCER names the new owner is followed without a lookup;
- * behind a proxy, producers name their broker in CONNECT.
+ * behind a proxy, producers name their broker in CONNECT; a topic migrated
+ * to another cluster (TOPIC_MIGRATED) is looked up there from then on.
  * UPULSAR_TEST_LABEL_CONCURRENCY (also run under ThreadSanitizer) */
 #include "fault_common.h"
 
@@ -300,4 +301,49 @@ Test(e2e_lookup, producers_behind_a_proxy_name_their_broker_in_connect)
     cr_assert_eq(upulsar_producer_stop(p, 5000), UPULSAR_OK);
     upulsar_client_destroy(c);
     upulsar_tb_stop(tb);
+}
+
+static int ready_at(void *arg)
+{
+    void **a = arg;
+    upulsar_producer_info_t pi;
+    size_t n = 0;
+    return upulsar_producer_list(a[0], &pi, 1, &n) == UPULSAR_OK && n == 1 &&
+           pi.state == UPULSAR_STATE_READY && !strcmp(pi.broker, (const char *)a[1]);
+}
+
+/* Blue-green migration: the old cluster tells its producers TOPIC_MIGRATED
+ * with the new cluster's URL, keeps answering lookups as before and never
+ * answers a PRODUCER for the topic again; the producer looks the topic up
+ * in the new cluster from then on (also after later reconnects) and loses
+ * nothing. */
+Test(e2e_lookup, migrated_topic_is_followed_to_the_new_cluster)
+{
+    upulsar_tb_t *blue = ft_broker(), *green = ft_broker();
+    upulsar_client_t *c = client(upulsar_tb_url(blue), NULL);
+    upulsar_producer_t *p = NULL;
+    cr_assert_eq(upulsar_producer_start(c, "mig", "mig", 0, NULL, &p), UPULSAR_OK, "%s",
+                 upulsar_last_error());
+    ft_send_ok(p, NULL);
+    cr_assert_eq(upulsar_tb_migrate_topic(blue, "mig", upulsar_tb_url(green)), 1);
+    void *at_green[] = {p, (void *)hostport(green)};
+    cr_assert(ft_wait_for(ready_at, at_green), "not re-created in the new cluster");
+    ft_send_ok(p, NULL);
+    /* a later reconnect still goes to the new cluster */
+    uint64_t blue_lookups = tb_stats(blue).lookups;
+    cr_assert_geq(upulsar_tb_drop_connections(green, NULL), 1);
+    cr_assert(ft_wait_for(all_ready_again, p));
+    ft_send_ok(p, NULL);
+    cr_assert_eq(tb_stats(blue).lookups, blue_lookups, "looked up in the old cluster again");
+    cr_assert_eq(upulsar_producer_stop(p, 5000), UPULSAR_OK);
+    upulsar_tb_snapshot_t *s;
+    cr_assert_eq(upulsar_tb_snapshot(green, "mig", &s), UPULSAR_OK);
+    cr_assert_eq(upulsar_tb_snapshot_count(s), 2);
+    upulsar_tb_snapshot_free(s);
+    cr_assert_eq(upulsar_tb_snapshot(blue, "mig", &s), UPULSAR_OK);
+    cr_assert_eq(upulsar_tb_snapshot_count(s), 1);
+    upulsar_tb_snapshot_free(s);
+    upulsar_client_destroy(c);
+    upulsar_tb_stop(blue);
+    upulsar_tb_stop(green);
 }

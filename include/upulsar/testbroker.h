@@ -305,6 +305,19 @@ upulsar_err_t upulsar_tb_set_owner(upulsar_tb_t *tb, const char *topic,
  */
 int upulsar_tb_move_topic(upulsar_tb_t *from, const char *topic, const char *to_url);
 
+/**
+ * Migrate @p topic (or a partitioned topic's partitions) away from @p tb to
+ * another cluster at @p url, as Pulsar's blue-green migration does: its
+ * producers on @p tb get TOPIC_MIGRATED{brokerServiceUrl[Tls] = @p url}
+ * (CLOSE_PRODUCER for clients below protocol 20) and are closed; a later
+ * PRODUCER for it on @p tb gets TOPIC_MIGRATED and no answer (ERROR
+ * ServiceNotReady below protocol 20). LOOKUPs on @p tb are answered as
+ * before (the old cluster does not redirect): a client must follow the URL
+ * the command carried. Returns the number of producers told (>= 0) or a
+ * negative error (INVALID_ARG, INVALID_URL, INVALID_TOPIC, NOMEM).
+ */
+int upulsar_tb_migrate_topic(upulsar_tb_t *tb, const char *topic, const char *url);
+
 /** upulsar_tb_move_topic() with UPULSAR_TB_MOVE_* @p flags. */
 int upulsar_tb_move_topic_ex(upulsar_tb_t *from, const char *topic, const char *to_url,
                              int flags);

@@ -427,6 +427,11 @@ static void free_parts(upulsar_tb_t *tb)
         store_release_locked(tb->store);
         pthread_mutex_unlock(&g_mu);
     }
+    for (tb_owner_t *o = tb->migrations, *n; o; o = n) {
+        n = o->next;
+        free(o->url);
+        free(o);
+    }
     for (tb_owner_t *o = tb->owners, *n; o; o = n) {
         n = o->next;
         free(o->url);
@@ -701,6 +706,54 @@ static const char *owner_find_locked(const upulsar_tb_t *tb, const char *norm, s
     return NULL;
 }
 
+static int close_moved_producers(upulsar_tb_t *from, const char *norm, const char *assigned,
+                                 bool migrated);
+
+char *tb_migrated_to(upulsar_tb_t *tb, const char *norm)
+{
+    char *res = NULL;
+    pthread_mutex_lock(&tb->mu);
+    const char *url = NULL;
+    size_t bl = tb_partition_base_len(norm);
+    for (const tb_owner_t *o = tb->migrations; o && !url; o = o->next)
+        if (!strcmp(o->topic, norm) || (bl && strlen(o->topic) == bl && !memcmp(o->topic, norm, bl)))
+            url = o->url;
+    if (url)
+        res = strdup(url);
+    pthread_mutex_unlock(&tb->mu);
+    return res;
+}
+
+int upulsar_tb_migrate_topic(upulsar_tb_t *tb, const char *topic, const char *url)
+{
+    if (!tb || !topic || !url)
+        return up_seterr(UPULSAR_ERR__INVALID_ARG, "upulsar_tb_migrate_topic: NULL");
+    if (!valid_url(url))
+        return up_seterr(UPULSAR_ERR__INVALID_URL, "cluster URL \"%s\"", url);
+    upulsar_err_t err;
+    char *norm = tb_topic_normalize(topic, &err);
+    if (!norm)
+        return up_seterr(err, "invalid topic name \"%s\"", topic);
+    size_t tl = strlen(norm);
+    tb_owner_t *m = malloc(sizeof *m + tl + 1);
+    char *copy = strdup(url);
+    if (!m || !copy) {
+        free(m);
+        free(copy);
+        free(norm);
+        return up_seterr(UPULSAR_ERR__NOMEM, "out of memory");
+    }
+    memcpy(m->topic, norm, tl + 1);
+    m->url = copy;
+    pthread_mutex_lock(&tb->mu);
+    m->next = tb->migrations;
+    tb->migrations = m;
+    pthread_mutex_unlock(&tb->mu);
+    int n = close_moved_producers(tb, norm, url, true);
+    free(norm);
+    return n;
+}
+
 char *tb_owner_of(upulsar_tb_t *tb, const char *norm)
 {
     char *res = NULL;
@@ -740,7 +793,8 @@ bool tb_url_is_self(const upulsar_tb_t *tb, const char *url)
 
 /* Close the producers @p from serves on @p t, and on every partition of @p t
  * that now redirects (when @p t is a partitioned topic's base name). */
-static int close_moved_producers(upulsar_tb_t *from, const char *norm, const char *assigned)
+static int close_moved_producers(upulsar_tb_t *from, const char *norm, const char *assigned,
+                                 bool migrated)
 {
     size_t nl = strlen(norm);
     tb_topic_t **hits = NULL;
@@ -766,14 +820,14 @@ static int close_moved_producers(upulsar_tb_t *from, const char *norm, const cha
     for (size_t i = 0; i < n; i++) {
         tb_topic_t *t = hits[i];
         if (strcmp(t->name, norm)) { /* a partition: only if it now redirects */
-            char *o = tb_owner_of(from, t->name);
+            char *o = migrated ? tb_migrated_to(from, t->name) : tb_owner_of(from, t->name);
             bool moved = o != NULL;
             free(o);
             if (!moved)
                 continue;
         }
         pthread_mutex_lock(&t->mu);
-        closed += tb_topic_close_producers_locked(from, t, from, assigned);
+        closed += tb_topic_close_producers_locked(from, t, from, assigned, migrated);
         pthread_mutex_unlock(&t->mu);
     }
     free(hits);
@@ -805,7 +859,8 @@ int upulsar_tb_move_topic_ex(upulsar_tb_t *from, const char *topic, const char *
         free(norm);
         return err;
     }
-    int n = close_moved_producers(from, norm, (flags & UPULSAR_TB_MOVE_ASSIGNED) ? to_url : NULL);
+    int n = close_moved_producers(from, norm, (flags & UPULSAR_TB_MOVE_ASSIGNED) ? to_url : NULL,
+                                  false);
     free(norm);
     return n;
 }
@@ -1076,7 +1131,7 @@ int upulsar_tb_unload_topic(upulsar_tb_t *tb, const char *topic)
     if (!t)
         return 0;
     pthread_mutex_lock(&t->mu);
-    int n = tb_topic_close_producers_locked(tb, t, tb, NULL);
+    int n = tb_topic_close_producers_locked(tb, t, tb, NULL, false);
     pthread_mutex_unlock(&t->mu);
     return n;
 }

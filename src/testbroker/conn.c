@@ -131,15 +131,17 @@ static void promote_waiter(tb_topic_t *t)
  * removes a closed producer from its topic). The caller takes it out of
  * t->prods. Caller holds t->mu. */
 static void close_active_locked(upulsar_tb_t *tb, tb_topic_t *t, tb_producer_t *q,
-                                const char *assigned_url)
+                                const char *assigned_url, bool migrated)
 {
     q->active = false;
     q->closed = true;
     if (t->excl == q)
         t->excl = NULL;
     up_buf_t b = UP_BUF_INIT;
-    if (tb_put_close_producer(&b, q->id, atomic_fetch_add(&tb->next_request_id, 1),
-                              assigned_url) ||
+    if ((migrated && q->conn->proto >= 20
+             ? tb_put_topic_migrated(&b, q->id, assigned_url)
+             : tb_put_close_producer(&b, q->id, atomic_fetch_add(&tb->next_request_id, 1),
+                                     migrated ? NULL : assigned_url)) ||
         tb_conn_inject(q->conn, b.data, b.len))
         shutdown(q->conn->fd, SHUT_RDWR); /* cannot tell it: make it reconnect */
     up_buf_free(&b);
@@ -165,7 +167,7 @@ static void fail_waiter_locked(tb_producer_t *w, int code, const char *why)
 }
 
 int tb_topic_close_producers_locked(upulsar_tb_t *tb, tb_topic_t *t, upulsar_tb_t *only,
-                                    const char *assigned_url)
+                                    const char *assigned_url, bool migrated)
 {
     bool held = t->excl != NULL;
     int n = 0;
@@ -176,7 +178,7 @@ int tb_topic_close_producers_locked(upulsar_tb_t *tb, tb_topic_t *t, upulsar_tb_
             t->prods[w++] = p;
             continue;
         }
-        close_active_locked(tb, t, p, assigned_url);
+        close_active_locked(tb, t, p, assigned_url, migrated);
         n++;
     }
     t->nprods = w;
@@ -293,7 +295,7 @@ static int access_check(upulsar_tb_t *tb, tb_topic_t *t, const Pulsar__Proto__Co
                 continue;
             }
             q->fenced = true;
-            close_active_locked(tb, t, q, NULL);
+            close_active_locked(tb, t, q, NULL, false);
             ptr_remove((void **)t->prods, &t->nprods, q);
         }
         return ACC_OK;
@@ -795,6 +797,21 @@ static int on_producer(tb_conn_t *c, const Pulsar__Proto__CommandProducer *in)
     int rc;
     if (lookup_only_refused(c))
         return CLOSE;
+    {
+        /* migrated to another cluster: as Pulsar, TOPIC_MIGRATED (protocol
+         * 20 and later) and no answer to the request; else "not here" */
+        upulsar_err_t e;
+        char *n = tb_topic_normalize(in->topic, &e);
+        char *mig = n ? tb_migrated_to(tb, n) : NULL;
+        free(n);
+        if (mig) {
+            int r = c->proto >= 20 ? tb_put_topic_migrated(&c->out, in->producer_id, mig)
+                                   : tb_put_error(&c->out, rid, UP_SERR(ServiceNotReady),
+                                                  "Topic migrated to another cluster");
+            free(mig);
+            return put_rc(r);
+        }
+    }
     char *norm = served_topic(c, in->topic, rid, &rc);
     if (!norm)
         return rc;
@@ -1048,7 +1065,7 @@ static int on_send_store(tb_conn_t *c, tb_producer_t *p, tb_resp_t *rp, const ui
             pthread_mutex_lock(&t->mu);
             t->st.send_errors++;
             if (fence)
-                tb_topic_close_producers_locked(tb, t, NULL, NULL);
+                tb_topic_close_producers_locked(tb, t, NULL, NULL, false);
             pthread_mutex_unlock(&t->mu);
             r.error = e;
             return put_rc(respond_send(c, &r));
@@ -1065,7 +1082,7 @@ static int on_send_store(tb_conn_t *c, tb_producer_t *p, tb_resp_t *rp, const ui
         t->st.send_errors++;
         r.error = t->fail_sends_err;
         if (t->fail_sends_fence)
-            tb_topic_close_producers_locked(tb, t, NULL, NULL);
+            tb_topic_close_producers_locked(tb, t, NULL, NULL, false);
         pthread_mutex_unlock(&t->mu);
         return put_rc(respond_send(c, &r));
     }

@@ -109,6 +109,21 @@ int tb_put_close_producer(up_buf_t *out, uint64_t producer_id, uint64_t request_
     return up_frame_put_cmd(out, &cmd);
 }
 
+int tb_put_topic_migrated(up_buf_t *out, uint64_t producer_id, const char *url)
+{
+    up_cmd_t cmd = PULSAR__PROTO__BASE_COMMAND__INIT;
+    Pulsar__Proto__CommandTopicMigrated tm = PULSAR__PROTO__COMMAND_TOPIC_MIGRATED__INIT;
+    cmd.type = UP_CMD(TOPIC_MIGRATED);
+    cmd.topicmigrated = &tm;
+    tm.resource_id = producer_id;
+    tm.resource_type = PULSAR__PROTO__COMMAND_TOPIC_MIGRATED__RESOURCE_TYPE__Producer;
+    if (!strncmp(url, "pulsar+ssl://", 13))
+        tm.brokerserviceurltls = (char *)url;
+    else
+        tm.brokerserviceurl = (char *)url;
+    return up_frame_put_cmd(out, &cmd);
+}
+
 int tb_put_auth_challenge(up_buf_t *out, const char *server_version, int protocol_version)
 {
     up_cmd_t cmd = PULSAR__PROTO__BASE_COMMAND__INIT;

@@ -249,6 +249,7 @@ struct upulsar_tb {
     upulsar_tb_t *g_next;     /**< the process's brokers (g_mu) */
     tb_store_t *store;
     tb_owner_t *owners;       /**< tb->mu */
+    tb_owner_t *migrations;   /**< tb->mu: topics migrated to another cluster */
     SSL_CTX *ssl_ctx;         /**< NULL: plaintext listener */
     char **tokens;            /**< accepted tokens (tb->mu); NULL = no auth */
     size_t ntokens;
@@ -319,10 +320,15 @@ void *tb_conn_main(void *arg);
  *  WaitForExclusive one still queued gets ERROR ServiceNotReady for its
  *  PRODUCER request. @p assigned_url, when not NULL, goes in the
  *  CLOSE_PRODUCER as assignedBrokerServiceUrl (or ...Tls for a
- *  pulsar+ssl:// URL). Caller holds t->mu. Returns how many were closed or
- *  answered. */
+ *  pulsar+ssl:// URL). With @p migrated, @p assigned_url is the cluster
+ *  the topic migrated to and clients that speak protocol 20 get
+ *  TOPIC_MIGRATED with it instead of CLOSE_PRODUCER. Caller holds t->mu.
+ *  Returns how many were closed or answered. */
 int tb_topic_close_producers_locked(upulsar_tb_t *tb, tb_topic_t *t, upulsar_tb_t *only,
-                                    const char *assigned_url);
+                                    const char *assigned_url, bool migrated);
+/** The cluster URL @p norm (or its partitioned topic) migrated to, as
+ *  upulsar_tb_migrate_topic() set on @p tb (malloc'd), or NULL. */
+char *tb_migrated_to(upulsar_tb_t *tb, const char *norm);
 
 /* store.c */
 /** Normalise a topic name; returns a malloc'd string, or NULL when the name
@@ -384,6 +390,8 @@ int tb_put_send_error(up_buf_t *out, uint64_t producer_id, uint64_t seq,
 int tb_put_error(up_buf_t *out, uint64_t request_id, int error, const char *msg);
 int tb_put_success(up_buf_t *out, uint64_t request_id);
 int tb_put_simple(up_buf_t *out, int type); /* PING, PONG */
+/* TOPIC_MIGRATED{producer @p producer_id, the new cluster's @p url}. */
+int tb_put_topic_migrated(up_buf_t *out, uint64_t producer_id, const char *url);
 int tb_put_close_producer(up_buf_t *out, uint64_t producer_id, uint64_t request_id,
                           const char *assigned_url);
 int tb_put_auth_challenge(up_buf_t *out, const char *server_version, int protocol_version);
