@@ -18,8 +18,12 @@ upulsar_err_t upulsar_client_new(const upulsar_conf_t *conf, upulsar_client_t **
         c->conf = *conf;
     else
         up_conf_defaults(&c->conf);
-    upulsar_err_t err =
-        up_parse_url(c->conf.service_url, c->host, sizeof c->host, &c->port, &c->tls);
+    upulsar_err_t err = up_parse_service_url(c->conf.service_url, c->svc_hosts, c->svc_ports,
+                                             UP_MAX_SERVICE_HOSTS, &c->nsvc, &c->tls);
+    if (!err) {
+        snprintf(c->host, sizeof c->host, "%s", c->svc_hosts[0]);
+        c->port = c->svc_ports[0];
+    }
     if (err) {
         free(c);
         return err;

@@ -73,7 +73,8 @@ static const conf_key_t keys[] = {
     {"service.url", K_STR, FLD(service_url), "pulsar://localhost:6650", 0, 0, NULL, F_URL, 'C',
      "URL",
      "Broker or proxy to bootstrap from: pulsar://host:port (plain TCP) or "
-     "pulsar+ssl://host:port (TLS).",
+     "pulsar+ssl://host:port (TLS); several hosts as pulsar://h1:6650,h2:6650 (up to 16), "
+     "of which the next is used when the current one cannot be reached.",
      "serviceUrl"},
     {"io.threads", K_INT, FLD(io_threads), "1", 1, 64, NULL, 0, 'C', "threads",
      "io_uring loop threads; connections are spread over them.", "numIoThreads"},

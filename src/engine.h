@@ -454,10 +454,18 @@ struct upulsar_producer {
 
 /* ---- client ------------------------------------------------------------- */
 
+#define UP_MAX_SERVICE_HOSTS 16
+
 struct upulsar_client {
     struct upulsar_conf conf;
-    char host[256];
+    char host[256]; /* the first service host (see svc_*) */
     int port;
+    /* every host of the service URL; lookups go to svc_cur's, which moves
+     * on when it cannot be reached (immutable but svc_cur) */
+    char svc_hosts[UP_MAX_SERVICE_HOSTS][256];
+    int svc_ports[UP_MAX_SERVICE_HOSTS];
+    int nsvc;
+    _Atomic int svc_cur;
     up_loop_t *loops;
     int nloops;
     up_future_pool_t futures;
@@ -550,6 +558,18 @@ upulsar_err_t up_auth_token(const struct upulsar_conf *cf, char *buf, size_t siz
 
 /* url.c / topic.c */
 upulsar_err_t up_parse_url(const char *url, char *host, size_t hostsz, int *port, bool *tls);
+/** One "host[:port]" of @p url starting at @p p (up to ',' or '/'); *@p
+ *  port keeps its default when none is given. */
+upulsar_err_t up_parse_host(const char *url, const char *p, char *host, size_t hostsz, int *port);
+/** Every host of a service URL "pulsar://h1:6650,h2:6650" (at most @p max). */
+upulsar_err_t up_parse_service_url(const char *url, char (*hosts)[256], int *ports, int max,
+                                   int *n, bool *tls);
+/** The service address to use now (of a multi-host service URL, the one
+ *  that last worked). @thread any */
+void up_service_addr(struct upulsar_client *c, char *host, size_t hostsz, int *port);
+/** Connecting to service address @p host:@p port failed: the next one of
+ *  the list is used from now on (no effect with one host). @thread any */
+void up_service_failed(struct upulsar_client *c, const char *host, int port);
 upulsar_err_t up_topic_normalize(const char *in, char *out, size_t outsz);
 
 /* lookup.c */

@@ -60,8 +60,7 @@ upulsar_err_t up_rp_establish(up_rp_t *rp, int timeout_ms)
     if (!err && tls == c->tls && rp->via_proxy) {
         /* behind a proxy the assigned broker is reached through it */
         snprintf(proxy_to, sizeof proxy_to, "%s:%d", host, port);
-        snprintf(host, sizeof host, "%s", c->host);
-        port = c->port;
+        up_service_addr(c, host, sizeof host, &port);
     }
     if (err || tls != c->tls)
         err = up_lookup(c, rp->loop, rp->topic, cluster, host, sizeof host, &port, proxy_to,

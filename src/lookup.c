@@ -11,9 +11,15 @@ static int op_timeout(struct upulsar_client *c) { return c->conf.operation_timeo
 upulsar_err_t up_partitions(struct upulsar_client *c, const char *topic, int *n)
 {
     up_conn_t *conn;
-    upulsar_err_t err = up_conn_get(c, &c->loops[0], c->host, c->port, 0, NULL, &conn);
-    if (err)
+    char sh[256];
+    int sp;
+    up_service_addr(c, sh, sizeof sh, &sp);
+    upulsar_err_t err = up_conn_get(c, &c->loops[0], sh, sp, 0, NULL, &conn);
+    if (err) {
+        if (err != UPULSAR_ERR__CLOSED)
+            up_service_failed(c, sh, sp);
         return err;
+    }
     up_cmd_t cmd = PULSAR__PROTO__BASE_COMMAND__INIT;
     Pulsar__Proto__CommandPartitionedTopicMetadata pm =
         PULSAR__PROTO__COMMAND_PARTITIONED_TOPIC_METADATA__INIT;
@@ -86,13 +92,14 @@ upulsar_err_t up_lookup(struct upulsar_client *c, up_loop_t *l, const char *topi
 {
     proxy_to[0] = '\0';
     char h[256];
-    int p = c->port;
-    snprintf(h, sizeof h, "%s", c->host);
-    bool ftls;
-    if (from_url && from_url[0] &&
-        (up_parse_url(from_url, h, sizeof h, &p, &ftls) || ftls != c->tls)) {
-        snprintf(h, sizeof h, "%s", c->host); /* unusable: the service URL */
-        p = c->port;
+    int p;
+    up_service_addr(c, h, sizeof h, &p);
+    bool ftls, from_service = true;
+    if (from_url && from_url[0]) {
+        if (up_parse_url(from_url, h, sizeof h, &p, &ftls) || ftls != c->tls)
+            up_service_addr(c, h, sizeof h, &p); /* unusable: the service URL */
+        else
+            from_service = false;
     }
     bool authoritative = false;
     lookup_path_t lp;
@@ -107,8 +114,11 @@ upulsar_err_t up_lookup(struct upulsar_client *c, up_loop_t *l, const char *topi
         path_add(&lp, h, p, authoritative);
         up_conn_t *conn;
         upulsar_err_t err = up_conn_get(c, l, h, p, 0, NULL, &conn);
-        if (err)
+        if (err) {
+            if (hop == 0 && from_service && err != UPULSAR_ERR__CLOSED)
+                up_service_failed(c, h, p); /* the next attempt asks another */
             return err;
+        }
         up_cmd_t cmd = PULSAR__PROTO__BASE_COMMAND__INIT;
         Pulsar__Proto__CommandLookupTopic lt = PULSAR__PROTO__COMMAND_LOOKUP_TOPIC__INIT;
         cmd.type = UP_CMD(LOOKUP);

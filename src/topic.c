@@ -24,7 +24,12 @@ upulsar_err_t up_parse_url(const char *url, char *host, size_t hostsz, int *port
         return up_seterr(UPULSAR_ERR__INVALID_URL,
                          "service URL \"%.200s\" must start with pulsar:// or pulsar+ssl://", url);
     }
-    /* first host of a comma-separated list; strip a trailing path */
+    return up_parse_host(url, p, host, hostsz, port);
+}
+
+upulsar_err_t up_parse_host(const char *url, const char *p, char *host, size_t hostsz, int *port)
+{
+    /* one host of a comma-separated list; strip a trailing path */
     size_t n = strcspn(p, ",/");
     const char *hs = p, *he = p + n;
     const char *colon = NULL;
@@ -50,6 +55,24 @@ upulsar_err_t up_parse_url(const char *url, char *host, size_t hostsz, int *port
         if (end == colon + 1 || v <= 0 || v > 65535 || (end != p + n && *end != ','))
             return up_seterr(UPULSAR_ERR__INVALID_URL, "service URL \"%.200s\": bad port", url);
         *port = (int)v;
+    }
+    return UPULSAR_OK;
+}
+
+upulsar_err_t up_parse_service_url(const char *url, char (*hosts)[256], int *ports, int max,
+                                   int *n, bool *tls)
+{
+    upulsar_err_t err = up_parse_url(url, hosts[0], sizeof hosts[0], &ports[0], tls);
+    if (err)
+        return err;
+    *n = 1;
+    const char *p = url + (*tls ? 13 : 9);
+    for (const char *comma = strchr(p, ','); comma && *n < max; comma = strchr(comma + 1, ',')) {
+        ports[*n] = *tls ? 6651 : 6650;
+        err = up_parse_host(url, comma + 1, hosts[*n], sizeof hosts[0], &ports[*n]);
+        if (err)
+            return err;
+        (*n)++;
     }
     return UPULSAR_OK;
 }
@@ -123,4 +146,24 @@ bad:
                      "invalid topic name \"%.200s\" (expected name, tenant/namespace/name or "
                      "persistent://tenant/namespace/name)",
                      in);
+}
+
+void up_service_addr(struct upulsar_client *c, char *host, size_t hostsz, int *port)
+{
+    int i = atomic_load_explicit(&c->svc_cur, memory_order_relaxed) % c->nsvc;
+    snprintf(host, hostsz, "%s", c->svc_hosts[i]);
+    *port = c->svc_ports[i];
+}
+
+void up_service_failed(struct upulsar_client *c, const char *host, int port)
+{
+    if (c->nsvc < 2)
+        return;
+    int i = atomic_load_explicit(&c->svc_cur, memory_order_relaxed);
+    int k = i % c->nsvc;
+    /* only if it is still the current one (another thread may have moved on) */
+    if (c->svc_ports[k] == port && !strcmp(c->svc_hosts[k], host) &&
+        atomic_compare_exchange_strong(&c->svc_cur, &i, (k + 1) % c->nsvc))
+        up_log(c, UPULSAR_LOG_WARNING, "service host %s:%d unreachable; trying %s:%d", host, port,
+               c->svc_hosts[(k + 1) % c->nsvc], c->svc_ports[(k + 1) % c->nsvc]);
 }

@@ -133,3 +133,43 @@ Test(fault_start, unreachable_broker_fails_start_after_the_operation_timeout)
     upulsar_client_destroy(c);
     upulsar_tb_stop(tb);
 }
+
+/* "pulsar://a,b": a service URL of several hosts (as the Java client takes
+ * it). A host that cannot be reached is passed over: at start, and when
+ * the one in use goes away later. */
+Test(fault_start, service_url_hosts_are_tried_in_turn)
+{
+    upulsar_tb_t *gone = ft_broker();
+    char dead[64];
+    snprintf(dead, sizeof dead, "%s", strstr(upulsar_tb_url(gone), "://") + 3);
+    upulsar_tb_stop(gone); /* nothing listens there now */
+    upulsar_tb_t *a = ft_broker(), *b = NULL;
+    upulsar_tb_opts_t o;
+    upulsar_tb_opts_init(&o);
+    o.shared_store_with = a;
+    cr_assert_eq(upulsar_tb_start(&o, &b), UPULSAR_OK, "%s", upulsar_last_error());
+    char url[256];
+    snprintf(url, sizeof url, "pulsar://%s,%s,%s", dead, strstr(upulsar_tb_url(a), "://") + 3,
+             strstr(upulsar_tb_url(b), "://") + 3);
+    const char *kv[] = {"service.url", url, "operation.timeout.ms", "20000", NULL};
+    upulsar_client_t *c = ft_client(a, kv);
+    upulsar_producer_t *p = NULL;
+    /* the first host refuses: start goes on with the second */
+    cr_assert_eq(upulsar_producer_start(c, "mh", "multihost", 0, NULL, &p), UPULSAR_OK, "%s",
+                 upulsar_last_error());
+    ft_send_ok(p, NULL);
+    /* the second goes away: re-creation goes on with the third */
+    upulsar_tb_stop(a);
+    ft_send_ok(p, NULL);
+    upulsar_producer_info_t pi;
+    size_t n = 0;
+    cr_assert_eq(upulsar_producer_list(p, &pi, 1, &n), UPULSAR_OK);
+    cr_assert_str_eq(pi.broker, strstr(upulsar_tb_url(b), "://") + 3);
+    cr_assert_eq(upulsar_producer_stop(p, 5000), UPULSAR_OK);
+    upulsar_tb_snapshot_t *s;
+    cr_assert_eq(upulsar_tb_snapshot(b, "multihost", &s), UPULSAR_OK);
+    cr_assert_eq(upulsar_tb_snapshot_count(s), 2);
+    upulsar_tb_snapshot_free(s);
+    upulsar_client_destroy(c);
+    upulsar_tb_stop(b);
+}
