@@ -426,6 +426,8 @@ upulsar_err_t up_conn_get(struct upulsar_client *cl, up_loop_t *l, const char *h
         /* someone is opening it: share that attempt's outcome (a refused or
          * hung broker costs one connect timeout, not one per producer) */
         upulsar_err_t err = dial_wait(cl, d);
+        if (err == UPULSAR_ERR__CLOSED && !up_cancelled())
+            continue; /* the dialer's handle is stopping, not ours: dial again */
         if (err) {
             pthread_mutex_unlock(&cl->pool_lock);
             return err;

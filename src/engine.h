@@ -346,6 +346,7 @@ struct up_rp {
     uint64_t outage_since_us; /* first backoff since the last success, 0 = none */
     bool mandatory_stop_made; /* the one shortened delay of this outage */
     bool graceful_next;       /* the attempt due follows a close by the broker */
+    bool attempt_failed;      /* the last re-creation attempt failed */
     uint64_t restart_times[64];
     int nrestarts;
     /* re-creation by an establish worker (watchdog.c): est_state is
@@ -535,7 +536,8 @@ void up_watchdog_parked(struct upulsar_client *c, int delta);
 /** Create the @p n producers @p rps (of one handle, not yet supervised by
  *  the watchdog) on the establish workers, in parallel; an attempt that
  *  fails with a retriable error is tried again (backoff.* delays) while
- *  @p deadline_us has not passed. Returns OK once all are created, else the
+ *  @p deadline_us has not passed (0: one attempt each, bounded by
+ *  operation.timeout.ms). Returns OK once all are created, else the
  *  first non-retriable error or, once the deadline passed, the last error
  *  (upulsar_last_error() says which producer and why). Returns only after
  *  every attempt has ended; with @p cancel_on_failure the handle is marked

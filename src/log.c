@@ -24,12 +24,14 @@ void up_log(struct upulsar_client *c, upulsar_log_level_t level, const char *fmt
     va_start(ap, fmt);
     vsnprintf(line, sizeof line, fmt, ap);
     va_end(ap);
-    /* the lock keeps a callback from being called after it was replaced;
-     * callbacks must be quick (see upulsar.h) */
+    /* called outside the lock: a callback may replace itself, and a slow
+     * one holds up only its own thread */
     pthread_mutex_lock(&c->log_lock);
-    if (c->log_cb)
-        c->log_cb(level, line, c->log_opaque);
+    upulsar_log_cb_t cb = c->log_cb;
+    void *opaque = c->log_opaque;
+    pthread_mutex_unlock(&c->log_lock);
+    if (cb)
+        cb(level, line, opaque);
     else if (level <= UPULSAR_LOG_WARNING)
         fprintf(stderr, "upulsar: %s\n", line);
-    pthread_mutex_unlock(&c->log_lock);
 }

@@ -561,9 +561,10 @@ static void grow(struct upulsar_producer *h, int n)
         for (int i = oldall; i < nall; i++)
             atomic_store(&na[i]->lazy, 1);
     } else {
-        /* in parallel, one attempt each (deadline now); the ones that fail
-         * are left to the watchdog's usual re-creation */
-        up_establish_all(na + oldall, nall - oldall, up_now_us(), false);
+        /* in parallel, one attempt each (deadline 0: bounded by
+         * operation.timeout.ms, no retry); the ones that fail are left to
+         * the watchdog's usual re-creation */
+        up_establish_all(na + oldall, nall - oldall, 0, false);
         for (int i = oldall; i < nall; i++) {
             int st = UPULSAR_STATE_CONNECTING;
             atomic_compare_exchange_strong(&na[i]->state, &st, UPULSAR_STATE_BACKOFF);

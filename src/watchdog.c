@@ -330,6 +330,7 @@ static bool est_result(up_group_t *grp, up_rp_t *rp, const struct upulsar_conf *
     upulsar_err_t err = rp->est_err;
     atomic_store_explicit(&rp->est_state, UP_EST_IDLE, memory_order_relaxed);
     rp->next_attempt_us = 0;
+    rp->attempt_failed = err != UPULSAR_OK;
     if (err && err != UPULSAR_ERR__CLOSED)
         up_log(rp->client, UPULSAR_LOG_WARNING, "%s: re-creating producer %s failed: %s",
                rp->topic, rp->name[0] ? rp->name : "(unnamed)", rp->est_why);
@@ -385,7 +386,11 @@ static void supervise(struct upulsar_producer *h, uint64_t now)
                  * advance the backoff and is no restart (a rolling broker
                  * restart must not fail the group); if it fails, the next
                  * ones back off as usual */
-                rp->graceful_next = atomic_exchange(&rp->closed_by_broker, 0) != 0;
+                /* ...only after a working producer was closed: a broker that
+                 * answers every attempt with a close (a migrated topic's old
+                 * cluster) gets backoff, not a loop */
+                rp->graceful_next =
+                    atomic_exchange(&rp->closed_by_broker, 0) != 0 && !rp->attempt_failed;
                 rp->next_attempt_us =
                     rp->graceful_next ? now : now + jitter(next_delay_ms(cc, cf, rp, now)) * 1000u;
             }

@@ -347,3 +347,28 @@ Test(e2e_lookup, migrated_topic_is_followed_to_the_new_cluster)
     upulsar_tb_stop(blue);
     upulsar_tb_stop(green);
 }
+
+/* A migration whose URL this client cannot use (here: only a TLS URL for a
+ * plaintext client) leaves it at the old cluster, which answers every
+ * PRODUCER with TOPIC_MIGRATED: the attempts back off instead of looping
+ * (a handful of lookups in 600 ms, not hundreds). */
+Test(e2e_lookup, unusable_migration_url_backs_off)
+{
+    upulsar_tb_t *blue = ft_broker();
+    const char *kv[] = {"backoff.initial.ms", "50", "backoff.max.ms", "1000", NULL};
+    upulsar_client_t *c = client(upulsar_tb_url(blue), kv);
+    upulsar_producer_t *p = NULL;
+    cr_assert_eq(upulsar_producer_start(c, "um", "unusable", 0, NULL, &p), UPULSAR_OK, "%s",
+                 upulsar_last_error());
+    ft_send_ok(p, NULL);
+    uint64_t before = tb_stats(blue).lookups;
+    cr_assert_eq(upulsar_tb_migrate_topic(blue, "unusable", "pulsar+ssl://127.0.0.1:1"), 1);
+    ft_pause_ms(600);
+    uint64_t attempts = tb_stats(blue).lookups - before;
+    cr_assert_geq(attempts, 1);
+    cr_assert_leq(attempts, 12, "%llu lookups in 600 ms: no backoff",
+                  (unsigned long long)attempts);
+    upulsar_producer_stop(p, 1000);
+    upulsar_client_destroy(c);
+    upulsar_tb_stop(blue);
+}

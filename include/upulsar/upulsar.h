@@ -592,9 +592,11 @@ typedef void (*upulsar_log_cb_t)(upulsar_log_level_t level, const char *line, vo
  * for a protocol error, a refused re-creation...) without a failed future
  * to show it. By default lines of UPULSAR_LOG_WARNING and more severe are
  * written to stderr ("upulsar: ..."); @p cb receives every level instead,
- * NULL restores the default. @p cb runs on a library thread (io loop,
- * watchdog or establish worker), must return quickly and must not call
- * upulsar_producer_stop() or upulsar_client_destroy().
+ * NULL restores the default (a call already under way may still finish).
+ * @p cb runs on a library thread (io loop, watchdog or establish worker),
+ * must return quickly and must not block or call into upulsar other than
+ * upulsar_client_set_log_cb() and the upulsar_err_*() functions (on the io
+ * loop a blocking call would wait for itself).
  * Thread safety: any. Errors: INVALID_ARG (NULL client).
  */
 upulsar_err_t upulsar_client_set_log_cb(upulsar_client_t *client, upulsar_log_cb_t cb,
