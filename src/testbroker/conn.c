@@ -731,22 +731,6 @@ static int put_producer_success(up_buf_t *out, uint64_t request_id, const char *
     return up_frame_put_cmd(out, &cmd);
 }
 
-static int producer_success(tb_conn_t *c, uint64_t request_id, const char *name,
-                            int64_t last_seq)
-{
-    up_cmd_t cmd = PULSAR__PROTO__BASE_COMMAND__INIT;
-    Pulsar__Proto__CommandProducerSuccess ps = PULSAR__PROTO__COMMAND_PRODUCER_SUCCESS__INIT;
-    cmd.type = UP_CMD(PRODUCER_SUCCESS);
-    cmd.producer_success = &ps;
-    ps.request_id = request_id;
-    ps.producer_name = (char *)name;
-    ps.has_last_sequence_id = 1;
-    ps.last_sequence_id = last_seq;
-    ps.has_producer_ready = 1;
-    ps.producer_ready = 1;
-    return put_rc(up_frame_put_cmd(&c->out, &cmd));
-}
-
 /* The normalized name of @p topic when this broker serves it; otherwise
  * NULL, with *rc the answer already queued (InvalidTopicName,
  * ServiceNotReady) or CLOSE. */
@@ -885,7 +869,7 @@ static int on_producer(tb_conn_t *c, const Pulsar__Proto__CommandProducer *in)
         pthread_mutex_unlock(&t->mu);
         if (epoch >= 0)
             return put_rc(put_producer_success(&c->out, rid, p->name, last, epoch, true));
-        return producer_success(c, rid, p->name, last);
+        return put_rc(put_producer_success(&c->out, rid, p->name, last, -1, true));
     }
 
     char gen[64];
@@ -931,7 +915,7 @@ static int on_producer(tb_conn_t *c, const Pulsar__Proto__CommandProducer *in)
     pthread_mutex_unlock(&t->mu);
     if (epoch >= 0)
         return put_rc(put_producer_success(&c->out, rid, p->name, last, epoch, true));
-    return producer_success(c, rid, p->name, last);
+    return put_rc(put_producer_success(&c->out, rid, p->name, last, -1, true));
 }
 
 static int on_close_producer(tb_conn_t *c, const Pulsar__Proto__CommandCloseProducer *in)
