@@ -406,6 +406,8 @@ void up_rp_suspend(up_rp_t *rp, bool kick);
  *  close it on the broker, state FAILED; the watchdog then fails its group.
  *  (loop) */
 void up_rp_fail(up_rp_t *rp, upulsar_err_t err);
+/** Fill @p cmd / @p cp as CLOSE_PRODUCER for @p rp with a fresh request id. */
+void up_rp_close_cmd(up_rp_t *rp, up_cmd_t *cmd, Pulsar__Proto__CommandCloseProducer *cp);
 bool up_rp_attach(up_rp_t *rp, up_conn_t *c, int64_t last_seq_on_broker);
 void up_rp_register(up_rp_t *rp, up_conn_t *c);
 upulsar_err_t up_rp_enqueue(up_rp_t *rp, const void *payload, size_t len,

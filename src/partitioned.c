@@ -69,10 +69,7 @@ void up_rp_shutdown(up_rp_t *rp, uint64_t deadline_us)
     if (s.conn) {
         up_cmd_t cmd = PULSAR__PROTO__BASE_COMMAND__INIT;
         Pulsar__Proto__CommandCloseProducer cp = PULSAR__PROTO__COMMAND_CLOSE_PRODUCER__INIT;
-        cmd.type = UP_CMD(CLOSE_PRODUCER);
-        cmd.close_producer = &cp;
-        cp.producer_id = rp->producer_id;
-        cp.request_id = atomic_fetch_add(&rp->client->next_request_id, 1);
+        up_rp_close_cmd(rp, &cmd, &cp);
         uint64_t now = up_now_us();
         /* the frame is sent even with no time left; only the wait is skipped */
         int wait_ms = deadline_us > now ? (int)((deadline_us - now) / 1000u) : 0;

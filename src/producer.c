@@ -288,10 +288,6 @@ upulsar_err_t up_rp_enqueue(up_rp_t *rp, const void *payload, size_t len,
     if (atomic_load_explicit(&rp->lazy, memory_order_relaxed) == 1)
         lazy_start(rp);
     int32_t maxsz = atomic_load_explicit(&rp->client->max_message_size, memory_order_relaxed);
-    if (len > (size_t)maxsz && !cf->chunking_enabled)
-        return up_seterr(UPULSAR_ERR__MSG_TOO_LARGE,
-                         "message of %zu bytes exceeds the broker's max_message_size %d", len,
-                         (int)maxsz);
     up_rec_t h = {0};
     up_rec_ext_t ext = {0};
     up_rec_meta_t meta = {0};
@@ -607,6 +603,18 @@ static void complete_head(up_rp_t *rp, upulsar_err_t err, uint64_t ledger, uint6
  * front of @p payload, inside the batch's head room, and append the batch
  * to the pending queue (written at once when the producer is ready).
  * Returns -1 if the header does not fit the head room. */
+/* The SEND command of entry @p b holding @p n messages (a chunk: 1). */
+static void send_cmd(const up_rp_t *rp, const up_batch_t *b, int32_t n, up_cmd_t *cmd,
+                     Pulsar__Proto__CommandSend *send)
+{
+    cmd->type = UP_CMD(SEND);
+    cmd->send = send;
+    send->producer_id = rp->producer_id;
+    send->sequence_id = b->first_seq;
+    send->has_num_messages = 1;
+    send->num_messages = n;
+}
+
 static int frame_and_queue(up_rp_t *rp, up_batch_t *b, const up_cmd_t *cmd, const up_md_t *md,
                            uint8_t *payload, size_t plen)
 {
@@ -700,12 +708,7 @@ static int close_batch(up_rp_t *rp)
 
     up_cmd_t cmd = PULSAR__PROTO__BASE_COMMAND__INIT;
     Pulsar__Proto__CommandSend send = PULSAR__PROTO__COMMAND_SEND__INIT;
-    cmd.type = UP_CMD(SEND);
-    cmd.send = &send;
-    send.producer_id = rp->producer_id;
-    send.sequence_id = b->first_seq;
-    send.has_num_messages = 1;
-    send.num_messages = (int32_t)b->n;
+    send_cmd(rp, b, (int32_t)b->n, &cmd, &send);
     send.has_highest_sequence_id = 1;
     send.highest_sequence_id = b->last_seq;
 
@@ -923,12 +926,7 @@ static upulsar_err_t close_chunk(up_rp_t *rp, up_batch_t *b, const up_smm_t *m,
     md.n_properties = nkv;
     up_cmd_t cmd = PULSAR__PROTO__BASE_COMMAND__INIT;
     Pulsar__Proto__CommandSend send = PULSAR__PROTO__COMMAND_SEND__INIT;
-    cmd.type = UP_CMD(SEND);
-    cmd.send = &send;
-    send.producer_id = rp->producer_id;
-    send.sequence_id = b->first_seq;
-    send.has_num_messages = 1;
-    send.num_messages = 1;
+    send_cmd(rp, b, 1, &cmd, &send);
     send.has_is_chunk = 1;
     send.is_chunk = 1;
     if (frame_and_queue(rp, b, &cmd, &md, b->buf + HDR_ROOM, b->rec_len))
@@ -1274,14 +1272,19 @@ void up_rp_on_receipt(up_rp_t *rp, const Pulsar__Proto__CommandSendReceipt *r)
     complete_head(rp, UPULSAR_OK, ledger, entry);
 }
 
+void up_rp_close_cmd(up_rp_t *rp, up_cmd_t *cmd, Pulsar__Proto__CommandCloseProducer *cp)
+{
+    cmd->type = UP_CMD(CLOSE_PRODUCER);
+    cmd->close_producer = cp;
+    cp->producer_id = rp->producer_id;
+    cp->request_id = atomic_fetch_add(&rp->client->next_request_id, 1);
+}
+
 static void send_close_producer(up_rp_t *rp)
 {
     up_cmd_t cmd = PULSAR__PROTO__BASE_COMMAND__INIT;
     Pulsar__Proto__CommandCloseProducer cp = PULSAR__PROTO__COMMAND_CLOSE_PRODUCER__INIT;
-    cmd.type = UP_CMD(CLOSE_PRODUCER);
-    cmd.close_producer = &cp;
-    cp.producer_id = rp->producer_id;
-    cp.request_id = atomic_fetch_add(&rp->client->next_request_id, 1);
+    up_rp_close_cmd(rp, &cmd, &cp);
     up_conn_write_cmd(rp->conn, &cmd);
 }
 
