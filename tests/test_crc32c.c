@@ -166,10 +166,8 @@ Test(crc32c, chaining_equals_one_pass_at_every_split)
  * long buffers against the reference. */
 Test(crc32c, clmul_folding_matches_reference_at_every_length_and_offset)
 {
-    if (!up_crc32c_clmul_available()) {
-        printf("SKIP: this CPU has no PCLMULQDQ (or UPULSAR_CRC32C_NO_CLMUL is set)\n");
-        return;
-    }
+    if (!up_crc32c_clmul_available())
+        cr_skip_test("this CPU has no PCLMULQDQ (or UPULSAR_CRC32C_NO_CLMUL is set)");
     check_vectors(up_crc32c_clmul, "clmul");
     enum { MAXLEN = 1100 };
     uint8_t *src = malloc(MAXLEN + 16), *heap = malloc(MAXLEN + 16);
@@ -200,10 +198,8 @@ Test(crc32c, clmul_folding_matches_reference_at_every_length_and_offset)
 
 Test(crc32c, clmul_chaining_equals_one_pass_at_every_split)
 {
-    if (!up_crc32c_clmul_available()) {
-        printf("SKIP: this CPU has no PCLMULQDQ (or UPULSAR_CRC32C_NO_CLMUL is set)\n");
-        return;
-    }
+    if (!up_crc32c_clmul_available())
+        cr_skip_test("this CPU has no PCLMULQDQ (or UPULSAR_CRC32C_NO_CLMUL is set)");
     uint8_t buf[700];
     for (size_t i = 0; i < sizeof buf; i++)
         buf[i] = (uint8_t)rnd();
