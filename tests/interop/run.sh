@@ -35,7 +35,8 @@
 #   INTEROP_CASES      space-separated subset of: b1 b2 b3 r k w a (default all)
 #   INTEROP_FLEX_LOG   pulsar-flex log level for both clients (default error)
 # Exit status: 0 all run cases passed (or a loud SKIP: no node/npm, registry
-# unreachable, no broker binary); 1 a case failed; 2 harness setup failed.
+# unreachable, no broker binary; with CI=true each of those is exit 1);
+# 1 a case failed; 2 harness setup failed.
 set -uo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -49,6 +50,10 @@ FLEX_VERSION=1.1.1
 
 say() { printf '%s\n' "interop: $*" >&2; }
 skip() {
+  if [ "${CI:-}" = true ]; then
+    say "FAILED: $* (CI=true: the interop check may not be skipped)"
+    exit 1
+  fi
   printf '\n%s\n%s\n%s\n\n' \
     '######################################################################' \
     "# SKIP interop (pulsar-flex): $*" \
@@ -288,7 +293,7 @@ find_uproduce() {
 if want a; then
   find_uproduce
   case $? in
-    1) record a SKIP "$UPRODUCE_WHY" ;;
+    1) if [ "${CI:-}" = true ]; then record a FAIL "$UPRODUCE_WHY"; else record a SKIP "$UPRODUCE_WHY"; fi ;;
     2) record a FAIL "$UPRODUCE_WHY" ;;
   esac
 fi
