@@ -22,13 +22,17 @@
 #ifndef UPULSAR_FAULT_COMMON_H
 #define UPULSAR_FAULT_COMMON_H
 #include <criterion/criterion.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "upulsar/testbroker.h"
 #include "upulsar/upulsar.h"
@@ -696,5 +700,22 @@ static inline void ft_partitions_of_keys(upulsar_producer_t *p, int part_of[64])
         snprintf(key, sizeof key, "k%d", i);
         part_of[i] = upulsar_producer_partition_for_key(p, key);
     }
+}
+
+/* An address where nothing listens and nothing else can start listening
+ * while the test runs: a loopback port bound but never listened on, so a
+ * connect() to it is refused. (A port freed by stopping a broker can be
+ * taken by another test running in parallel.) Writes "127.0.0.1:port" to
+ * @p hostport; returns the socket, to close at the end of the test. */
+static inline int ft_dead_address(char *hostport, size_t n)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    cr_assert_geq(fd, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    cr_assert_eq(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    socklen_t len = sizeof sa;
+    cr_assert_eq(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
+    snprintf(hostport, n, "127.0.0.1:%u", (unsigned)ntohs(sa.sin_port));
+    return fd;
 }
 #endif
