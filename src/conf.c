@@ -223,6 +223,12 @@ static const conf_key_t keys[] = {
      "uses the new count. A smaller count is refused (logged; partitions never shrink). "
      "0 = never.",
      "autoUpdatePartitions / autoUpdatePartitionsInterval"},
+    {"partitions.max", K_INT, FLD(partitions_max), "1024", 1, 1000000, NULL, 0, 'P', "partitions",
+     "Most partitions a producer opens: a larger count (given to start, announced by the "
+     "broker, or grown to later) is refused with the reason (start fails; growth is logged "
+     "and not followed). Each partition holds producers.per.partition producers, each with "
+     "a ring of up to queue.buffer.bytes.",
+     "(none)"},
     {"chunking.enabled", K_BOOL, FLD(chunking_enabled), "false", 0, 0, NULL, 0, 'P', "",
      "Messages larger than the broker's max_message_size are accepted and sent in chunks "
      "(each its own SEND, never batched, uncompressed; one future, resolved with the last "

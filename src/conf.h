@@ -58,6 +58,7 @@ struct upulsar_conf {
     int restart_period_ms;        /* restart.period.ms, default 60000 */
     int64_t initial_sequence_id;  /* initial.sequence.id, default -1 (ask broker) */
     int partitions_update_interval_ms; /* partitions.update.interval.ms, default 60000, 0 = off */
+    int partitions_max;                /* partitions.max, 1..1000000, default 1024 */
     bool chunking_enabled;        /* chunking.enabled, default false */
     int access_mode;              /* producer.access.mode (UP_ACCESS_*, Pulsar's
                                      ProducerAccessMode values), default shared */

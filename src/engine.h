@@ -448,6 +448,7 @@ struct upulsar_producer {
     char base_name[96];      /* name given to upulsar_producer_start, "" = none */
     uint64_t next_poll_us;   /* (watchdog) next PARTITIONED_METADATA poll */
     int shrink_seen;         /* (watchdog) smaller count last reported */
+    int cap_seen;            /* (watchdog) count over partitions.max last reported */
     _Atomic int closed;
     int establishing;        /* (client lock) its producers queued for or in an
                                 establish worker */

@@ -1,5 +1,7 @@
 /* lookup.c -- topic discovery: PARTITIONED_METADATA and LOOKUP with
  * redirects. @thread caller/watchdog */
+#include <inttypes.h>
+#include <limits.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -42,7 +44,13 @@ upulsar_err_t up_partitions(struct upulsar_client *c, const char *topic, int *n)
         up_seterr(err, "partition metadata for %s failed: %s", topic,
                   r && r->message ? r->message : upulsar_err_str(err));
     } else {
-        *n = r->has_partitions ? (int)r->partitions : 0;
+        if (r->has_partitions && r->partitions > INT_MAX) {
+            err = up_seterr(UPULSAR_ERR__PROTOCOL, "the broker announces %" PRIu32
+                            " partitions for %s, more than a producer can open", r->partitions,
+                            topic);
+        } else {
+            *n = r->has_partitions ? (int)r->partitions : 0;
+        }
     }
     pulsar__proto__base_command__free_unpacked(resp, NULL);
     return err;

@@ -9,6 +9,14 @@
 #include "err.h"
 #include "route.h"
 
+/* The longest full topic name: with "-partition-" and any int it still
+ * fits the topic buffers of groups and real producers. */
+#define TOPIC_MAX UPULSAR_TOPIC_NAME_MAX
+_Static_assert(TOPIC_MAX + sizeof "-partition-" + 10 <= sizeof(((up_group_t *)0)->topic) &&
+                   sizeof(((up_group_t *)0)->topic) <= sizeof(((up_rp_t *)0)->topic) &&
+                   TOPIC_MAX < sizeof(((struct upulsar_producer *)0)->topic),
+               "topic buffers too small for UPULSAR_TOPIC_NAME_MAX");
+
 /* ---- loop registration ------------------------------------------------------ */
 
 static void add_rp_task(void *a)
@@ -125,10 +133,12 @@ static upulsar_err_t group_init(struct upulsar_producer *h, up_group_t *grp, int
     int k = h->conf.producers_per_partition;
     upulsar_err_t err = UPULSAR_OK;
     grp->partition = partitioned ? g : -1;
-    if (partitioned)
-        snprintf(grp->topic, sizeof grp->topic, "%.220s-partition-%d", h->topic, g);
-    else
-        snprintf(grp->topic, sizeof grp->topic, "%s", h->topic);
+    /* h->topic leaves room for "-partition-<any int>" (see TOPIC_MAX) */
+    int n = partitioned ? snprintf(grp->topic, sizeof grp->topic, "%s-partition-%d", h->topic, g)
+                        : snprintf(grp->topic, sizeof grp->topic, "%s", h->topic);
+    if (n < 0 || (size_t)n >= sizeof grp->topic)
+        return up_seterr(UPULSAR_ERR__INVALID_TOPIC, "topic name %s-partition-%d is too long",
+                         h->topic, g);
     grp->rps = calloc((size_t)k, sizeof *grp->rps);
     if (!grp->rps)
         return up_seterr(UPULSAR_ERR__NOMEM, "out of memory");
@@ -172,7 +182,7 @@ upulsar_err_t upulsar_producer_start(upulsar_client_t *c, const char *name, cons
         h->conf = *conf;
     else
         up_conf_defaults(&h->conf);
-    upulsar_err_t err = up_topic_normalize(topic, h->topic, sizeof h->topic - 32);
+    upulsar_err_t err = up_topic_normalize(topic, h->topic, TOPIC_MAX + 1);
     if (err) {
         free(h);
         return err;
@@ -192,6 +202,13 @@ upulsar_err_t upulsar_producer_start(upulsar_client_t *c, const char *name, cons
             free(h);
             return err;
         }
+    }
+    if (partitions > h->conf.partitions_max) {
+        up_seterr(UPULSAR_ERR__INVALID_ARG,
+                  "%s has %d partitions, more than partitions.max=%d (raise it to open them all)",
+                  h->topic, partitions, h->conf.partitions_max);
+        free(h);
+        return UPULSAR_ERR__INVALID_ARG;
     }
     h->npart = partitions;
     h->ngroups = partitions > 0 ? partitions : 1;
@@ -594,6 +611,15 @@ void up_producer_poll_partitions(struct upulsar_producer *h, uint64_t now)
                    "partitions never shrink, keeping %d",
                    h->topic, n, cur, cur);
         h->shrink_seen = n;
+        return;
+    }
+    if (n > h->conf.partitions_max) {
+        if (h->cap_seen != n)
+            up_log(h->client, UPULSAR_LOG_WARNING,
+                   "%s: the broker reports %d partitions, more than partitions.max=%d: "
+                   "keeping %d",
+                   h->topic, n, h->conf.partitions_max, cur);
+        h->cap_seen = n;
         return;
     }
     if (n > cur)

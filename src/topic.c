@@ -139,7 +139,9 @@ upulsar_err_t up_topic_normalize(const char *in, char *out, size_t outsz)
         goto bad;
     }
     if (n < 0 || (size_t)n >= outsz)
-        return up_seterr(UPULSAR_ERR__INVALID_TOPIC, "topic \"%.200s\" is too long", in);
+        return up_seterr(UPULSAR_ERR__INVALID_TOPIC,
+                         "topic name too long: %d bytes, at most %zu (\"%.120s...\")", n,
+                         outsz - 1, in);
     return UPULSAR_OK;
 bad:
     return up_seterr(UPULSAR_ERR__INVALID_TOPIC,

@@ -287,6 +287,11 @@ void upulsar_future_release(upulsar_future_t *f);
 /** One handle for a (partitioned or not) topic. */
 typedef struct upulsar_producer upulsar_producer_t;
 
+/** The longest full topic name upulsar_producer_start() takes, in bytes
+ *  ("persistent://tenant/namespace/name", after a short name is expanded;
+ *  partition names add "-partition-<n>" to it). */
+#define UPULSAR_TOPIC_NAME_MAX 224
+
 /**
  * Start a producer for @p topic.
  *
@@ -301,6 +306,9 @@ typedef struct upulsar_producer upulsar_producer_t;
  *                   "<topic>-partition-0" ... "<topic>-partition-<n-1>";
  *                   0: ask the broker (PARTITIONED_METADATA), where its
  *                   answer 0 means a non-partitioned topic (one group).
+ *                   Either count may be at most the conf's partitions.max
+ *                   (default 1024): a larger one fails the start with
+ *                   INVALID_ARG, naming both numbers.
  * @param conf       producer keys (batching, routing, compression,
  *                   producers.per.partition...); NULL = defaults. Copied.
  * @param out        receives the handle.
@@ -311,7 +319,8 @@ typedef struct upulsar_producer upulsar_producer_t;
  * restarting or refusing connections, ServiceNotReady while a topic moves)
  * are tried again with backoff.* delays until operation.timeout.ms has
  * passed since the call; the last attempt may still run its own timeouts.
- * Errors: INVALID_ARG, INVALID_TOPIC, TIMED_OUT, CONNECT, LOOKUP, TLS, or
+ * Errors: INVALID_ARG, INVALID_TOPIC (also a full name longer than
+ * UPULSAR_TOPIC_NAME_MAX), TIMED_OUT, CONNECT, LOOKUP, TLS, or
  * the broker's refusal (e.g. UPULSAR_ERR_PRODUCER_BUSY, _TOPIC_NOT_FOUND,
  * _AUTHORIZATION_ERROR: not retried); upulsar_last_error() names the broker
  * or topic concerned. On failure everything started so far is closed
