@@ -49,6 +49,7 @@ static const struct {
     {"restart.period.ms", "60000"},
     {"initial.sequence.id", "-1"},
     {"partitions.update.interval.ms", "60000"},
+    {"partitions.max", "1024"},
     {"chunking.enabled", "false"},
     {"producer.access.mode", "shared"},
     {"batching.type", "default"},
