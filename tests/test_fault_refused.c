@@ -37,6 +37,18 @@ static void on_log(upulsar_log_level_t level, const char *line, void *opaque)
     pthread_mutex_unlock(&r->mu);
 }
 
+/* For ft_wait_for(): has the log a re-creation ('R') line yet? (It is
+ * written when the watchdog takes the result, which may come just after
+ * the producer shows READY.) */
+static int recreation_logged(void *a)
+{
+    recreations_t *r = a;
+    pthread_mutex_lock(&r->mu);
+    int yes = strchr(r->seq, 'R') != NULL;
+    pthread_mutex_unlock(&r->mu);
+    return yes;
+}
+
 /* Scenario:
  *  1. backoff.initial.ms = 50; a producer on a non-partitioned topic; a
  *     thread sends 20,000 messages.
@@ -87,6 +99,7 @@ Test(fault_refused, refused_recreation_is_retried_once_per_refusal, .timeout = 6
     cr_assert_eq(n, 5, "%zu PRODUCER requests", n);
     for (size_t i = 0; i < n; i++)
         cr_assert_eq(answers[i], want[i], "answer %zu: %d", i, answers[i]);
+    cr_assert(ft_wait_for(recreation_logged, &log), "re-creation not logged");
     pthread_mutex_lock(&log.mu);
     char seq[64];
     snprintf(seq, sizeof seq, "%s", log.seq);
@@ -145,6 +158,7 @@ Test(fault_refused, backoff_leaves_a_last_attempt_before_the_send_timeout, .time
     cr_assert_eq(answers[0], UPULSAR_TB_PRODUCER_CREATED);
     cr_assert_eq(answers[1], 6);
     cr_assert_eq(answers[2], UPULSAR_TB_PRODUCER_CREATED);
+    cr_assert(ft_wait_for(recreation_logged, &log), "re-creation not logged");
     pthread_mutex_lock(&log.mu);
     char seq[64];
     snprintf(seq, sizeof seq, "%s", log.seq);
