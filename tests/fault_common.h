@@ -691,6 +691,98 @@ static inline void ft_assert_every_producer_recreated(upulsar_producer_t *p)
         cr_assert_geq(pi[i].reconnects, 1, "%s never re-created", pi[i].name);
 }
 
+/* ---- attempts without clocks --------------------------------------------
+ *
+ * Tests of backoff count attempts between observable events instead of
+ * timing them. A backoff no test outlives makes "no further attempt" a
+ * structural fact: with backoff.initial.ms = backoff.max.ms = FT_NEVER_MS
+ * (and send.timeout.ms = 0, so no mandatory stop shortens it), a producer
+ * whose attempt failed is not tried again while the test runs; one that is
+ * tried again anyway ignored its backoff.
+ *
+ * The observable event that makes "not tried again" mean something is a
+ * supervision pass of the client's watchdog: with stats.interval.ms = 1
+ * the periodic statistics callback runs on the watchdog thread after each
+ * of its passes over the producers (wd_main in src/watchdog.c), so once two
+ * callbacks have begun after a moment X, at least one whole pass started
+ * after X and had its chance to start an attempt that was due. */
+
+/* A backoff (ms) no test outlives: one hour (the largest backoff.initial.ms). */
+#define FT_NEVER_MS "3600000"
+
+/* Watchdog passes to watch before concluding that no attempt follows: a
+ * pass that retried at once would show up in the first of them. */
+#define FT_PASSES 10
+
+/* Counts the periodic statistics callbacks of one client. */
+typedef struct ft_passes {
+    _Atomic uint64_t n;
+} ft_passes_t;
+
+static inline void ft_count_pass(const char *json, void *opaque)
+{
+    (void)json;
+    atomic_fetch_add(&((ft_passes_t *)opaque)->n, 1);
+}
+
+/* Count @p c's watchdog passes into @p w (the client needs
+ * stats.interval.ms = 1; see above). */
+static inline void ft_passes_watch(upulsar_client_t *c, ft_passes_t *w)
+{
+    atomic_store(&w->n, 0);
+    cr_assert_eq(upulsar_client_set_stats_cb(c, ft_count_pass, w), UPULSAR_OK);
+}
+
+typedef struct ft_passes_wait {
+    ft_passes_t *w;
+    uint64_t until;
+} ft_passes_wait_t;
+
+static inline int ft_passes_reached(void *a)
+{
+    ft_passes_wait_t *pw = a;
+    return atomic_load(&pw->w->n) >= pw->until;
+}
+
+/* Wait (hang guard only) until @p k + 1 more watchdog passes than when
+ * called have begun, so @p k whole passes started after the call. Returns
+ * whether they came. */
+static inline int ft_passes_wait(ft_passes_t *w, uint64_t k)
+{
+    ft_passes_wait_t pw = {w, atomic_load(&w->n) + k + 1};
+    return ft_wait_for(ft_passes_reached, &pw);
+}
+
+/* For ft_wait_for(ft_backing_off_after, &w): is every producer of w.p in
+ * BACKOFF after at least w.n attempts in all? */
+static inline int ft_backing_off_after(void *a)
+{
+    ft_reconnects_wait_t *w = a;
+    upulsar_producer_info_t pi[64];
+    size_t n = 0;
+    if (upulsar_producer_list(w->p, pi, 64, &n) != UPULSAR_OK || n == 0)
+        return 0;
+    uint64_t sum = 0;
+    for (size_t i = 0; i < n && i < 64; i++) {
+        if (pi[i].state != UPULSAR_STATE_BACKOFF)
+            return 0;
+        sum += pi[i].reconnects;
+    }
+    return sum >= w->n;
+}
+
+/* The answers @p tb gave to PRODUCER requests for @p topic (see
+ * upulsar_tb_producer_answers()) into @p out (room for @p max); returns
+ * how many there were (fails the test if more than @p max). */
+static inline size_t ft_producer_answers(upulsar_tb_t *tb, const char *topic, int *out,
+                                         size_t max)
+{
+    int n = upulsar_tb_producer_answers(tb, topic, out, max);
+    cr_assert_geq(n, 0, "%s", upulsar_last_error());
+    cr_assert_leq((size_t)n, max, "%s: %d PRODUCER answers", topic, n);
+    return (size_t)n;
+}
+
 /* The partition of @p p each key "k<i>" (i < 64, the keys ft_sender uses)
  * is routed to. */
 static inline void ft_partitions_of_keys(upulsar_producer_t *p, int part_of[64])

@@ -350,24 +350,39 @@ Test(e2e_lookup, migrated_topic_is_followed_to_the_new_cluster)
 
 /* A migration whose URL this client cannot use (here: only a TLS URL for a
  * plaintext client) leaves it at the old cluster, which answers every
- * PRODUCER with TOPIC_MIGRATED: the attempts back off instead of looping
- * (a handful of lookups in 600 ms, not hundreds). */
+ * PRODUCER with TOPIC_MIGRATED: the failed attempt backs off instead of
+ * looping. With a backoff no test outlives (see fault_common.h), exactly
+ * one attempt follows the migration -- one lookup, one PRODUCER answered
+ * TOPIC_MIGRATED -- and none in the watchdog passes after it; a client
+ * that took each TOPIC_MIGRATED as a fresh orderly close would retry in
+ * the first of them (it once made ~3200 lookups in 600 ms). */
 Test(e2e_lookup, unusable_migration_url_backs_off)
 {
     upulsar_tb_t *blue = ft_broker();
-    const char *kv[] = {"backoff.initial.ms", "50", "backoff.max.ms", "1000", NULL};
+    const char *kv[] = {"backoff.initial.ms", FT_NEVER_MS, "backoff.max.ms", FT_NEVER_MS,
+                        "stats.interval.ms", "1", NULL};
     upulsar_client_t *c = client(upulsar_tb_url(blue), kv);
-    upulsar_producer_t *p = NULL;
-    cr_assert_eq(upulsar_producer_start(c, "um", "unusable", 0, NULL, &p), UPULSAR_OK, "%s",
-                 upulsar_last_error());
+    ft_passes_t passes;
+    ft_passes_watch(c, &passes);
+    const char *pkv[] = {"send.timeout.ms", "0", NULL}; /* no mandatory stop */
+    upulsar_producer_t *p = ft_producer(c, "um", "unusable", 0, pkv);
     ft_send_ok(p, NULL);
     uint64_t before = tb_stats(blue).lookups;
+    int answers[8];
+    cr_assert_eq(ft_producer_answers(blue, "unusable", answers, 8), 1);
     cr_assert_eq(upulsar_tb_migrate_topic(blue, "unusable", "pulsar+ssl://127.0.0.1:1"), 1);
-    ft_pause_ms(600);
-    uint64_t attempts = tb_stats(blue).lookups - before;
-    cr_assert_geq(attempts, 1);
-    cr_assert_leq(attempts, 12, "%llu lookups in 600 ms: no backoff",
-                  (unsigned long long)attempts);
+    ft_reconnects_wait_t one = {p, 1};
+    cr_assert(ft_wait_for(ft_backing_off_after, &one), "no failed attempt after the migration");
+    cr_assert(ft_passes_wait(&passes, FT_PASSES), "the watchdog stopped");
+    cr_assert_eq(ft_reconnects(p), 1, "%llu attempts: the failed one did not back off",
+                 (unsigned long long)ft_reconnects(p));
+    cr_assert_eq(tb_stats(blue).lookups - before, 1, "%llu lookups after the migration",
+                 (unsigned long long)(tb_stats(blue).lookups - before));
+    size_t n = ft_producer_answers(blue, "unusable", answers, 8);
+    cr_assert_eq(n, 2, "%zu PRODUCER requests", n);
+    cr_assert_eq(answers[0], UPULSAR_TB_PRODUCER_CREATED);
+    cr_assert_eq(answers[1], UPULSAR_TB_PRODUCER_MIGRATED);
+    cr_assert(ft_backing_off_after(&one), "no longer backing off");
     upulsar_producer_stop(p, 1000);
     upulsar_client_destroy(c);
     upulsar_tb_stop(blue);

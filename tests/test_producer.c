@@ -35,6 +35,11 @@ static void teardown(void)
 
 TestSuite(producer, .init = setup, .fini = teardown, .timeout = 60);
 
+/* Bound of every wait for something that must happen: it only guards
+ * against a hang (a test that runs into it fails; it never decides a
+ * pass). */
+#define WAIT_MS 50000
+
 Test(producer, keyed_messages_land_on_hashed_partition_in_order)
 {
     upulsar_producer_t *p;
@@ -53,7 +58,7 @@ Test(producer, keyed_messages_land_on_hashed_partition_in_order)
     }
     for (int i = 0; i < N; i++) {
         upulsar_msg_id_t id;
-        cr_assert_eq(upulsar_future_wait(fut[i], 10000, &id), UPULSAR_OK, "message %d", i);
+        cr_assert_eq(upulsar_future_wait(fut[i], WAIT_MS, &id), UPULSAR_OK, "message %d", i);
         cr_assert_eq(id.partition, upulsar_producer_partition_for_key(p, keys[i]));
         upulsar_future_release(fut[i]);
     }
@@ -78,7 +83,7 @@ Test(producer, keyed_messages_land_on_hashed_partition_in_order)
         upulsar_tb_snapshot_free(s);
     }
     cr_assert_eq(total, N);
-    cr_assert_eq(upulsar_producer_stop(p, 5000), UPULSAR_OK);
+    cr_assert_eq(upulsar_producer_stop(p, WAIT_MS), UPULSAR_OK);
 }
 
 Test(producer, unkeyed_messages_spread_over_all_partitions)
@@ -92,7 +97,7 @@ Test(producer, unkeyed_messages_spread_over_all_partitions)
     enum { N = 4000 };
     for (int i = 0; i < N; i++)
         cr_assert_eq(upulsar_send(p, "x", 1, NULL, NULL), UPULSAR_OK);
-    cr_assert_eq(upulsar_producer_flush(p, 10000), UPULSAR_OK);
+    cr_assert_eq(upulsar_producer_flush(p, WAIT_MS), UPULSAR_OK);
     for (int part = 0; part < 8; part++) {
         char t[64];
         snprintf(t, sizeof t, "spread-partition-%d", part);
@@ -117,7 +122,7 @@ Test(producer, murmur3_scheme_routes_like_java_murmur)
     upulsar_send_opts_t o = {.partition_key = "hello"};
     cr_assert_eq(upulsar_send(p, "v", 1, &o, &f), UPULSAR_OK);
     upulsar_msg_id_t id;
-    cr_assert_eq(upulsar_future_wait(f, 10000, &id), UPULSAR_OK);
+    cr_assert_eq(upulsar_future_wait(f, WAIT_MS, &id), UPULSAR_OK);
     cr_assert_eq(id.partition, 613153351 % 7);
     upulsar_future_release(f);
     upulsar_producer_stop(p, 5000);
@@ -149,7 +154,7 @@ Test(producer, lz4_batches_round_trip_with_properties)
         upulsar_send_opts_t o = {.properties = props, .properties_cnt = 2, .event_time_ms = 42};
         cr_assert_eq(upulsar_send(p, payload, (size_t)len, &o, NULL), UPULSAR_OK);
     }
-    cr_assert_eq(upulsar_producer_flush(p, 10000), UPULSAR_OK);
+    cr_assert_eq(upulsar_producer_flush(p, WAIT_MS), UPULSAR_OK);
     upulsar_tb_snapshot_t *s;
     cr_assert_eq(upulsar_tb_snapshot(tb, "lz4t", &s), UPULSAR_OK);
     cr_assert_eq(upulsar_tb_snapshot_count(s), N);
@@ -187,9 +192,9 @@ Test(producer, bad_input_gets_clear_errors_and_disturbs_nothing)
     upulsar_future_t *f;
     cr_assert_eq(upulsar_send(p, "ok", 2, NULL, &f), UPULSAR_OK);
     upulsar_msg_id_t id;
-    cr_assert_eq(upulsar_future_wait(f, 10000, &id), UPULSAR_OK);
+    cr_assert_eq(upulsar_future_wait(f, WAIT_MS, &id), UPULSAR_OK);
     upulsar_future_release(f);
-    cr_assert_eq(upulsar_producer_stop(p, 5000), UPULSAR_OK);
+    cr_assert_eq(upulsar_producer_stop(p, WAIT_MS), UPULSAR_OK);
     upulsar_tb_topic_stats_t st;
     cr_assert_eq(upulsar_tb_topic_stats(tb, "good-partition-0", &st), UPULSAR_OK);
     upulsar_tb_topic_stats_t st1;
@@ -208,7 +213,7 @@ Test(producer, large_message_within_limit_is_stored_whole)
     upulsar_future_t *f;
     cr_assert_eq(upulsar_send(p, buf, n, NULL, &f), UPULSAR_OK, "%s", upulsar_last_error());
     upulsar_msg_id_t id;
-    cr_assert_eq(upulsar_future_wait(f, 10000, &id), UPULSAR_OK);
+    cr_assert_eq(upulsar_future_wait(f, WAIT_MS, &id), UPULSAR_OK);
     upulsar_future_release(f);
     upulsar_tb_snapshot_t *s;
     cr_assert_eq(upulsar_tb_snapshot(tb, "large", &s), UPULSAR_OK);
@@ -277,17 +282,72 @@ Test(producer, introspection_lists_groups_and_distinct_producers)
     for (size_t i = 0; i < np; i++)
         for (size_t j = i + 1; j < np; j++)
             cr_assert_str_neq(pi[i].name, pi[j].name);
-    /* keys spread over the producers of a group, each key on one producer */
-    for (int i = 0; i < 3000; i++) {
-        char key[16];
-        snprintf(key, sizeof key, "k%d", i);
-        upulsar_send_opts_t o = {.partition_key = key};
-        cr_assert_eq(upulsar_send(p, key, strlen(key), &o, NULL), UPULSAR_OK);
+    /* keys spread over the producers of a group, each key on one producer:
+     * every key is sent ROUNDS times, interleaved with the others, and the
+     * log must show all its messages on its partition, from one producer,
+     * in send order */
+    enum { KEYS = 1000, ROUNDS = 4 };
+    for (int r = 0; r < ROUNDS; r++)
+        for (int k = 0; k < KEYS; k++) {
+            char key[16], payload[32];
+            snprintf(key, sizeof key, "k%d", k);
+            int len = snprintf(payload, sizeof payload, "%d:%d", k, r);
+            upulsar_send_opts_t o = {.partition_key = key};
+            cr_assert_eq(upulsar_send(p, payload, (size_t)len, &o, NULL), UPULSAR_OK);
+        }
+    cr_assert_eq(upulsar_producer_flush(p, WAIT_MS), UPULSAR_OK);
+    static char owner[KEYS][128]; /* producer name each key's messages came from */
+    static int rounds_seen[KEYS];
+    memset(owner, 0, sizeof owner);
+    memset(rounds_seen, 0, sizeof rounds_seen);
+    int per_producer[4][3] = {{0}};
+    size_t total = 0;
+    for (int part = 0; part < 4; part++) {
+        char t[64];
+        snprintf(t, sizeof t, "intro-partition-%d", part);
+        upulsar_tb_snapshot_t *s;
+        cr_assert_eq(upulsar_tb_snapshot(tb, t, &s), UPULSAR_OK);
+        for (size_t j = 0; j < upulsar_tb_snapshot_count(s); j++) {
+            const upulsar_tb_msg_t *m = upulsar_tb_snapshot_msg(s, j);
+            char payload[32];
+            snprintf(payload, sizeof payload, "%.*s", (int)m->payload_len,
+                     (const char *)m->payload);
+            int k, r;
+            cr_assert_eq(sscanf(payload, "%d:%d", &k, &r), 2, "%s: foreign message", t);
+            cr_assert(k >= 0 && k < KEYS && r >= 0 && r < ROUNDS, "%s: %s", t, payload);
+            char key[16];
+            snprintf(key, sizeof key, "k%d", k);
+            cr_assert_not_null(m->partition_key, "%s: %s without key", t, payload);
+            cr_assert_str_eq(m->partition_key, key);
+            cr_assert_eq(upulsar_producer_partition_for_key(p, key), part,
+                         "%s on partition %d", key, part);
+            cr_assert_eq(rounds_seen[k], r, "%s: round %d stored after %d rounds", key, r,
+                         rounds_seen[k]);
+            rounds_seen[k]++;
+            if (r == 0) {
+                snprintf(owner[k], sizeof owner[k], "%s", m->producer_name);
+                int pp, idx;
+                cr_assert_eq(sscanf(m->producer_name, "intro-%d-%d", &pp, &idx), 2, "%s",
+                             m->producer_name);
+                cr_assert_eq(pp, part, "%s stored on partition %d", m->producer_name, part);
+                cr_assert(idx >= 0 && idx < 3, "%s", m->producer_name);
+                per_producer[part][idx]++;
+            } else {
+                cr_assert_str_eq(m->producer_name, owner[k], "%s: round %d from %s, round 0 from %s",
+                                 key, r, m->producer_name, owner[k]);
+            }
+        }
+        total += upulsar_tb_snapshot_count(s);
+        upulsar_tb_snapshot_free(s);
     }
-    cr_assert_eq(upulsar_producer_flush(p, 10000), UPULSAR_OK);
-    cr_assert_eq(upulsar_producer_list(p, pi, 16, &np), UPULSAR_OK);
-    for (size_t i = 0; i < np; i++)
-        cr_assert_gt(pi[i].last_sequence_id, -1, "producer %s got no message", pi[i].name);
+    cr_assert_eq(total, (size_t)KEYS * ROUNDS);
+    for (int k = 0; k < KEYS; k++)
+        cr_assert_eq(rounds_seen[k], ROUNDS, "k%d: %d of %d messages stored", k, rounds_seen[k],
+                     ROUNDS);
+    /* ...and the keys spread over every producer of every group */
+    for (int part = 0; part < 4; part++)
+        for (int idx = 0; idx < 3; idx++)
+            cr_assert_gt(per_producer[part][idx], 0, "intro-%d-%d got no key", part, idx);
     upulsar_producer_stop(p, 5000);
 }
 
@@ -321,7 +381,7 @@ Test(producer, stats_json_counts_messages_and_batches)
         upulsar_send_opts_t so = {.partition_key = "one-key"};
         cr_assert_eq(upulsar_send(p, "s", 1, &so, NULL), UPULSAR_OK);
     }
-    cr_assert_eq(upulsar_producer_flush(p, 10000), UPULSAR_OK);
+    cr_assert_eq(upulsar_producer_flush(p, WAIT_MS), UPULSAR_OK);
     char *json;
     cr_assert_eq(upulsar_producer_stats_json(p, &json), UPULSAR_OK);
     int part = upulsar_producer_partition_for_key(p, "one-key");
@@ -332,10 +392,16 @@ Test(producer, stats_json_counts_messages_and_batches)
     cr_assert(strstr(at, "\"sent\":500,\"acked\":500,\"failed\":0,\"pending\":0"), "%s", json);
     cr_assert(strstr(json, "\"batch_msgs\":{\"count\":"), "%s", json);
     free(json);
-    for (int i = 0; i < 200 && atomic_load(&stats_calls) == 0; i++) {
+    /* wait for it (the bound only guards against a hang) */
+    struct timespec t0, now;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    do {
+        if (atomic_load(&stats_calls))
+            break;
         struct timespec ts = {0, 10000000};
         nanosleep(&ts, NULL);
-    }
+        clock_gettime(CLOCK_MONOTONIC, &now);
+    } while ((now.tv_sec - t0.tv_sec) * 1000 + (now.tv_nsec - t0.tv_nsec) / 1000000 < WAIT_MS);
     cr_assert_gt(atomic_load(&stats_calls), 0,
                  "the periodic stats callback never ran with the producer");
     cr_assert(strstr(stats_seen, "{\"ts_ms\":"), "%s", stats_seen);
@@ -374,7 +440,7 @@ Test(producer, records_wrapping_the_ring_end_arrive_intact)
         cr_assert_eq(upulsar_send(p, payload, (size_t)len, &o, NULL), UPULSAR_OK, "%s",
                      upulsar_last_error());
     }
-    cr_assert_eq(upulsar_producer_flush(p, 20000), UPULSAR_OK);
+    cr_assert_eq(upulsar_producer_flush(p, WAIT_MS), UPULSAR_OK);
     upulsar_tb_snapshot_t *s;
     cr_assert_eq(upulsar_tb_snapshot(tb, "wrap", &s), UPULSAR_OK);
     cr_assert_eq(upulsar_tb_snapshot_count(s), N);

@@ -386,6 +386,35 @@ upulsar_err_t upulsar_tb_wait_messages(upulsar_tb_t *tb, const char *topic,
 upulsar_err_t upulsar_tb_producer_metadata(upulsar_tb_t *tb, const char *topic, char *buf,
                                           size_t size);
 
+/** Answers in upulsar_tb_producer_answers() other than an ERROR (which is
+ *  given as its ServerError value, >= 0). */
+#define UPULSAR_TB_PRODUCER_CREATED (-1)  /**< PRODUCER_SUCCESS, producer ready */
+#define UPULSAR_TB_PRODUCER_QUEUED (-2)   /**< PRODUCER_SUCCESS{producer_ready =
+                                               false}: a WaitForExclusive producer
+                                               queued for the topic */
+#define UPULSAR_TB_PRODUCER_MIGRATED (-3) /**< TOPIC_MIGRATED, the request left
+                                               unanswered (upulsar_tb_migrate_topic()) */
+
+/**
+ * The answers the broker gave to PRODUCER requests for @p topic, one per
+ * request, in the order it answered them: UPULSAR_TB_PRODUCER_* or the
+ * ServerError of an ERROR (injected with upulsar_tb_fail_producers(), an
+ * access-mode or name clash, ServiceNotReady for a migrated topic below
+ * protocol 20...). A queued WaitForExclusive producer's later
+ * PRODUCER_SUCCESS is not a new answer. Not recorded: requests for a topic
+ * this broker does not own (upulsar_tb_set_owner()), with an invalid name,
+ * or on a proxy_mode connection that serves lookups only. With a shared
+ * store (opts.shared_store_with) the answers of every broker sharing it
+ * are in one list. Lets tests check how many attempts a client made and in
+ * which order they were refused or accepted, without timing them.
+ * Copies up to @p max answers, oldest first, into @p out (NULL allowed
+ * when @p max is 0); the first 65536 answers of a topic are kept, later
+ * ones only counted. Returns the total number of answers (>= 0, 0 for a
+ * topic nothing touched; may exceed @p max), or a negative error
+ * (INVALID_ARG, INVALID_TOPIC). Thread safety: any. Blocks: a mutex.
+ */
+int upulsar_tb_producer_answers(upulsar_tb_t *tb, const char *topic, int *out, size_t max);
+
 /** One message of the log, as a snapshot holds it. Every pointer points
  *  into the snapshot and is valid until upulsar_tb_snapshot_free(). */
 typedef struct upulsar_tb_msg {

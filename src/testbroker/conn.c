@@ -774,6 +774,18 @@ static bool lookup_only_refused(tb_conn_t *c)
     return true;
 }
 
+/* Note @p answer in @p t's log of PRODUCER answers (t->mu held if
+ * @p locked) and return @p rc. */
+static int answered(tb_topic_t *t, bool locked, int answer, int rc)
+{
+    if (!locked)
+        pthread_mutex_lock(&t->mu);
+    tb_topic_note_answer_locked(t, answer);
+    if (!locked)
+        pthread_mutex_unlock(&t->mu);
+    return rc;
+}
+
 static int on_producer(tb_conn_t *c, const Pulsar__Proto__CommandProducer *in)
 {
     upulsar_tb_t *tb = c->tb;
@@ -787,13 +799,19 @@ static int on_producer(tb_conn_t *c, const Pulsar__Proto__CommandProducer *in)
         upulsar_err_t e;
         char *n = tb_topic_normalize(in->topic, &e);
         char *mig = n ? tb_migrated_to(tb, n) : NULL;
+        tb_topic_t *mt = mig ? tb_topic_get(tb, n, false) : NULL;
         free(n);
         if (mig) {
             int r = c->proto >= 20 ? tb_put_topic_migrated(&c->out, in->producer_id, mig)
                                    : tb_put_error(&c->out, rid, UP_SERR(ServiceNotReady),
                                                   "Topic migrated to another cluster");
             free(mig);
-            return put_rc(r);
+            if (!mt)
+                return put_rc(r);
+            return answered(mt, false,
+                            c->proto >= 20 ? UPULSAR_TB_PRODUCER_MIGRATED
+                                           : UP_SERR(ServiceNotReady),
+                            put_rc(r));
         }
     }
     char *norm = served_topic(c, in->topic, rid, &rc);
@@ -805,7 +823,8 @@ static int on_producer(tb_conn_t *c, const Pulsar__Proto__CommandProducer *in)
     if (!t)
         return CLOSE;
     if (inj >= 0)
-        return put_rc(tb_put_error(&c->out, rid, inj, "Error injected by the test broker"));
+        return answered(t, false, inj,
+                        put_rc(tb_put_error(&c->out, rid, inj, "Error injected by the test broker")));
 
     pthread_mutex_lock(&t->mu);
     size_t mdo = 0;
@@ -820,11 +839,13 @@ static int on_producer(tb_conn_t *c, const Pulsar__Proto__CommandProducer *in)
     if (t->fail_prods_n > 0) {
         t->fail_prods_n--;
         int e = t->fail_prods_err;
+        tb_topic_note_answer_locked(t, e);
         pthread_mutex_unlock(&t->mu);
         return put_rc(tb_put_error(&c->out, rid, e, "Error injected by the test broker"));
     }
     tb_producer_t *p = find_producer(c, in->producer_id);
     if (p && p->topic == t && p->waiting) { /* its first request is still pending */
+        tb_topic_note_answer_locked(t, UP_SERR(ServiceNotReady));
         pthread_mutex_unlock(&t->mu);
         return put_rc(tb_put_error(&c->out, rid, UP_SERR(ServiceNotReady),
                                    "Producer is already present on the connection"));
@@ -835,18 +856,21 @@ static int on_producer(tb_conn_t *c, const Pulsar__Proto__CommandProducer *in)
     const char *why = "";
     int acc = access_check(tb, t, in, p && p->topic == t ? p : NULL, &why);
     if (acc > 0 || (acc == ACC_WAIT && p && !reopen)) {
+        tb_topic_note_answer_locked(t, acc > 0 ? acc : UP_SERR(ProducerBusy));
         pthread_mutex_unlock(&t->mu);
         return put_rc(tb_put_error(&c->out, rid, acc > 0 ? acc : UP_SERR(ProducerBusy),
                                    acc > 0 ? why : "Topic has other producers"));
     }
     if (p) {
         if (p->topic != t) {
+            tb_topic_note_answer_locked(t, UP_SERR(ServiceNotReady));
             pthread_mutex_unlock(&t->mu);
             return put_rc(tb_put_error(&c->out, rid, UP_SERR(ServiceNotReady),
                                        "Producer id already used on this connection"));
         }
         if (reopen) {
             if (name_busy(t, p->name, p)) {
+                tb_topic_note_answer_locked(t, UP_SERR(ProducerBusy));
                 pthread_mutex_unlock(&t->mu);
                 return put_rc(tb_put_error(&c->out, rid, UP_SERR(ProducerBusy),
                                            "Producer with this name is already connected"));
@@ -854,6 +878,7 @@ static int on_producer(tb_conn_t *c, const Pulsar__Proto__CommandProducer *in)
             if (acc == ACC_WAIT) {
                 queue_waiter_locked(t, p, rid);
                 int64_t last = p->dedup->last_seq;
+                tb_topic_note_answer_locked(t, UPULSAR_TB_PRODUCER_QUEUED);
                 pthread_mutex_unlock(&t->mu);
                 return put_rc(put_producer_success(&c->out, rid, p->name, last, -1, false));
             }
@@ -866,6 +891,7 @@ static int on_producer(tb_conn_t *c, const Pulsar__Proto__CommandProducer *in)
         }
         int64_t last = p->dedup->last_seq;
         int64_t epoch = access_granted(t, in, p);
+        tb_topic_note_answer_locked(t, UPULSAR_TB_PRODUCER_CREATED);
         pthread_mutex_unlock(&t->mu);
         if (epoch >= 0)
             return put_rc(put_producer_success(&c->out, rid, p->name, last, epoch, true));
@@ -879,6 +905,7 @@ static int on_producer(tb_conn_t *c, const Pulsar__Proto__CommandProducer *in)
         name = gen;
     }
     if (name_busy(t, name, NULL)) {
+        tb_topic_note_answer_locked(t, UP_SERR(ProducerBusy));
         pthread_mutex_unlock(&t->mu);
         return put_rc(tb_put_error(&c->out, rid, UP_SERR(ProducerBusy),
                                    "Producer with this name is already connected"));
@@ -900,6 +927,7 @@ static int on_producer(tb_conn_t *c, const Pulsar__Proto__CommandProducer *in)
     if (acc == ACC_WAIT) {
         queue_waiter_locked(t, p, rid);
         int64_t last = d->last_seq;
+        tb_topic_note_answer_locked(t, UPULSAR_TB_PRODUCER_QUEUED);
         pthread_mutex_unlock(&t->mu);
         return put_rc(put_producer_success(&c->out, rid, p->name, last, -1, false));
     }
@@ -912,6 +940,7 @@ static int on_producer(tb_conn_t *c, const Pulsar__Proto__CommandProducer *in)
     p->active = true;
     int64_t last = d->last_seq;
     int64_t epoch = access_granted(t, in, p);
+    tb_topic_note_answer_locked(t, UPULSAR_TB_PRODUCER_CREATED);
     pthread_mutex_unlock(&t->mu);
     if (epoch >= 0)
         return put_rc(put_producer_success(&c->out, rid, p->name, last, epoch, true));

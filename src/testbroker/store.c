@@ -217,6 +217,7 @@ void tb_topic_free(tb_topic_t *t)
     }
     free(t->prods);
     free(t->cons);
+    free(t->answers);
     pthread_cond_destroy(&t->grew);
     pthread_mutex_destroy(&t->mu);
     free(t->name);
@@ -661,6 +662,39 @@ upulsar_err_t upulsar_tb_producer_metadata(upulsar_tb_t *tb, const char *topic, 
     snprintf(buf, size, "%s", t->last_producer_metadata);
     pthread_mutex_unlock(&t->mu);
     return UPULSAR_OK;
+}
+
+/* Answers kept per topic; later ones are only counted. */
+#define TB_MAX_ANSWERS 65536
+
+void tb_topic_note_answer_locked(tb_topic_t *t, int answer)
+{
+    t->answers_total++;
+    if (t->nanswers == t->answers_cap) {
+        size_t cap = t->answers_cap ? t->answers_cap * 2 : 64;
+        int *na = cap <= TB_MAX_ANSWERS ? realloc(t->answers, cap * sizeof *na) : NULL;
+        if (!na)
+            return; /* counted, not kept */
+        t->answers = na;
+        t->answers_cap = cap;
+    }
+    t->answers[t->nanswers++] = answer;
+}
+
+int upulsar_tb_producer_answers(upulsar_tb_t *tb, const char *topic, int *out, size_t max)
+{
+    if (!tb || !topic || (!out && max))
+        return up_seterr(UPULSAR_ERR__INVALID_ARG, "upulsar_tb_producer_answers: bad argument");
+    upulsar_err_t err = UPULSAR_OK;
+    tb_topic_t *t = lookup_topic(tb, topic, &err, false);
+    if (!t)
+        return err ? (int)err : 0;
+    pthread_mutex_lock(&t->mu);
+    for (size_t i = 0; i < max && i < t->nanswers; i++)
+        out[i] = t->answers[i];
+    uint64_t total = t->answers_total;
+    pthread_mutex_unlock(&t->mu);
+    return total > (uint64_t)INT32_MAX ? INT32_MAX : (int)total;
 }
 
 upulsar_err_t upulsar_tb_wait_messages(upulsar_tb_t *tb, const char *topic,

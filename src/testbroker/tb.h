@@ -166,6 +166,12 @@ struct tb_topic {
     bool fail_sends_fence; /**< upulsar_tb_fail_writes(): close the producers */
     int fail_prods_n, fail_prods_err;
     atomic_bool hold;
+
+    /* answers to PRODUCER requests, oldest first (topic->mu); see
+     * upulsar_tb_producer_answers() */
+    int *answers;
+    size_t nanswers, answers_cap;
+    uint64_t answers_total;
 };
 
 /* ---- connections ------------------------------------------------------- */
@@ -341,6 +347,9 @@ size_t tb_partition_base_len(const char *name);
 tb_topic_t *tb_topic_find_locked(upulsar_tb_t *tb, const char *norm, bool create);
 /** Same, taking tb->store->mu itself. */
 tb_topic_t *tb_topic_get(upulsar_tb_t *tb, const char *norm, bool create);
+/** Append @p answer (UPULSAR_TB_PRODUCER_* or a ServerError) to @p t's log
+ *  of PRODUCER answers. Caller holds t->mu. */
+void tb_topic_note_answer_locked(tb_topic_t *t, int answer);
 void tb_topic_free(tb_topic_t *t);
 /** Entry @p idx; caller holds topic->mu (pointer stays valid after). */
 static inline tb_entry_t *tb_topic_entry(tb_topic_t *t, uint64_t idx)
