@@ -29,10 +29,10 @@ TestSuite(prop_send, .timeout = 300);
 enum { MAX = 1 << 20, THREADS = 4, PER_THREAD = 24, NPROD = 4 };
 
 /* The documented rule (upulsar.h, upulsar_send()). */
-#define KEY_MAX 65535u
-#define PROPS_MAX (1u << 20)
-#define OVERHEAD 512u
-#define CHUNKED_MAX 2147483647u
+#define KEY_MAX ((size_t)UPULSAR_MAX_KEY_BYTES)
+#define PROPS_MAX ((size_t)UPULSAR_MAX_PROPERTIES_BYTES)
+#define OVERHEAD ((size_t)UPULSAR_MSG_OVERHEAD)
+#define CHUNKED_MAX ((size_t)UPULSAR_MAX_CHUNKED_BYTES)
 
 static const char *const topics[NPROD] = {"prop-lz4", "prop-chunked", "prop-keybased",
                                           "prop-unbatched"};
@@ -208,7 +208,7 @@ typedef struct msg {
     upulsar_err_t want;     /* what the documented rule says */
     upulsar_err_t send_err; /* what upulsar_send() said */
     int names_limit;        /* the refusal's detail names a limit */
-    char detail[160];
+    char detail[512];
     upulsar_future_t *f;
     upulsar_err_t err; /* the future's result */
     int seen;          /* times found in the log */
