@@ -76,18 +76,52 @@ size_t up_record_put(uint8_t *dst, const up_smm_t *m, const void *payload)
     return h + m->payload_size;
 }
 
-static size_t kv_body_size(const upulsar_property_t *kv)
+static size_t kv_body_size(size_t kl, size_t vl)
 {
-    size_t kl = strlen(kv->key), vl = strlen(kv->value);
     return 1 + up_varint_size(kl) + kl + 1 + up_varint_size(vl) + vl;
 }
 
 size_t up_props_size(const upulsar_property_t *props, size_t n)
 {
+    return up_props_size_capped(props, n, SIZE_MAX / 4);
+}
+
+size_t up_props_size_capped(const upulsar_property_t *props, size_t n, size_t cap)
+{
+    /* each term is at most cap + 30 and the sum is checked against cap
+     * after every term: no overflow for any cap up to SIZE_MAX / 4 */
     size_t total = 0;
     for (size_t i = 0; i < n; i++) {
-        size_t b = kv_body_size(&props[i]);
+        size_t kl = strnlen(props[i].key, cap + 1), vl = strnlen(props[i].value, cap + 1);
+        if (kl > cap || vl > cap)
+            return SIZE_MAX;
+        size_t b = kv_body_size(kl, vl);
         total += 1 + up_varint_size(b) + b;
+        if (total > cap)
+            return SIZE_MAX;
+    }
+    return total;
+}
+
+size_t up_props_encode_to(const upulsar_property_t *props, size_t n,
+                          void (*put)(void *ctx, const void *p, size_t len), void *ctx)
+{
+    size_t total = 0;
+    for (size_t i = 0; i < n; i++) {
+        size_t kl = strlen(props[i].key), vl = strlen(props[i].value);
+        uint8_t pre[1 + 10 + 1 + 10], mid[1 + 10];
+        size_t np = 0, nm = 0;
+        pre[np++] = TAG_PROPS;
+        np += up_put_varint(pre + np, kv_body_size(kl, vl));
+        pre[np++] = TAG_KV_KEY;
+        np += up_put_varint(pre + np, kl);
+        mid[nm++] = TAG_KV_VALUE;
+        nm += up_put_varint(mid + nm, vl);
+        put(ctx, pre, np);
+        put(ctx, props[i].key, kl);
+        put(ctx, mid, nm);
+        put(ctx, props[i].value, vl);
+        total += np + kl + nm + vl;
     }
     return total;
 }
@@ -98,7 +132,7 @@ size_t up_props_encode(uint8_t *dst, const upulsar_property_t *props, size_t n)
     for (size_t i = 0; i < n; i++) {
         size_t kl = strlen(props[i].key), vl = strlen(props[i].value);
         *p++ = TAG_PROPS;
-        p += up_put_varint(p, kv_body_size(&props[i]));
+        p += up_put_varint(p, kv_body_size(kl, vl));
         *p++ = TAG_KV_KEY;
         p += up_put_varint(p, kl);
         memcpy(p, props[i].key, kl);
@@ -109,6 +143,26 @@ size_t up_props_encode(uint8_t *dst, const upulsar_property_t *props, size_t n)
         p += vl;
     }
     return (size_t)(p - dst);
+}
+
+void up_props_retag(uint8_t *p, size_t n, uint8_t tag)
+{
+    size_t o = 0;
+    while (o < n) {
+        p[o++] = tag;
+        uint64_t l = 0;
+        int shift = 0;
+        while (o < n && shift < 64) {
+            uint8_t c = p[o++];
+            l |= (uint64_t)(c & 0x7f) << shift;
+            shift += 7;
+            if (!(c & 0x80))
+                break;
+        }
+        if (l > n - o)
+            return; /* not ours: stop at the end of what is well formed */
+        o += (size_t)l;
+    }
 }
 
 int up_batch_next(const uint8_t *buf, size_t len, size_t *off, up_batch_msg_t *out)

@@ -50,8 +50,22 @@ size_t up_record_put_header(uint8_t *dst, const up_smm_t *m);
 
 /** Encoded size of @p n properties as repeated KeyValue field 1 entries. */
 size_t up_props_size(const upulsar_property_t *props, size_t n);
+/** The same, or SIZE_MAX as soon as it exceeds @p cap (at most
+ *  SIZE_MAX / 4): reads no more than @p cap + 1 bytes of any key or value
+ *  and never overflows, whatever the caller passed. */
+size_t up_props_size_capped(const upulsar_property_t *props, size_t n, size_t cap);
 /** Encode them at @p dst (room for up_props_size()); returns bytes. */
 size_t up_props_encode(uint8_t *dst, const upulsar_property_t *props, size_t n);
+/** Encode them as a sequence of pieces handed to @p put (e.g. writes into a
+ *  ring that may wrap); no allocation. Returns the bytes produced. */
+size_t up_props_encode_to(const upulsar_property_t *props, size_t n,
+                          void (*put)(void *ctx, const void *p, size_t len), void *ctx);
+/** Rewrite, in place, the field tag of every entry of an encoded property
+ *  block to @p tag (MessageMetadata carries properties as field 4,
+ *  SingleMessageMetadata as field 1; the entries are otherwise the same). */
+void up_props_retag(uint8_t *p, size_t n, uint8_t tag);
+/** MessageMetadata.properties (4), length-delimited. */
+#define UP_TAG_MD_PROPS 0x22
 
 /** One message taken out of a batch payload. */
 typedef struct up_batch_msg {

@@ -14,9 +14,36 @@
 
 /* Room kept in front of a batch's records for the frame header:
  * sizes, BaseCommand{SEND}, magic, CRC, MessageMetadata (with up to
- * UP_REPL_MAX_BYTES of replicate_to names). */
+ * UP_REPL_MAX_BYTES of replicate_to names). A header that needs more (long
+ * keys) moves the records up when the batch is framed (frame_and_queue). */
 #define UP_REPL_MAX_BYTES 512
 #define HDR_ROOM 1024
+
+/* Bounds of what an entry carries besides its payload, behind the rule
+ * upulsar_send() documents (UPULSAR_MSG_OVERHEAD):
+ *  UP_MD_SCALARS  every scalar MessageMetadata field the producer may set
+ *                 (sequence ids, times, sizes, counts, compression, chunk
+ *                 fields), each with its tag and its longest varint, plus
+ *                 the tags and lengths of its strings (127 bytes);
+ *  UP_NAME_BOUND  the producer name (rp->name);
+ *  UP_UUID_BOUND  a chunk's uuid, "<producer name>-<sequence id>";
+ *  UP_SMM_SCALARS a record's size word and its SingleMessageMetadata
+ *                 fields besides keys and properties (at most 40 bytes);
+ *  UP_HDR_FIXED   frame sizes, BaseCommand{SEND} (at most 64 bytes), magic,
+ *                 checksum and metadata size, in front of the metadata. */
+#define UP_MD_SCALARS 128
+#define UP_NAME_BOUND 128
+#define UP_UUID_BOUND (UP_NAME_BOUND + 21)
+#define UP_SMM_SCALARS 48
+#define UP_HDR_FIXED 96
+_Static_assert(UP_MD_SCALARS + UP_NAME_BOUND + UP_SMM_SCALARS <= UPULSAR_MSG_OVERHEAD,
+               "an entry's overhead exceeds what upulsar_send() documents");
+_Static_assert(UP_MD_SCALARS + UP_NAME_BOUND + UP_UUID_BOUND <= UPULSAR_MSG_OVERHEAD,
+               "a chunk's overhead exceeds what upulsar_send() documents");
+_Static_assert(UP_NAME_BOUND >= sizeof(((up_rp_t *)0)->name), "producer names fit the bound");
+_Static_assert(HDR_ROOM >= UP_HDR_FIXED + UP_MD_SCALARS + UP_NAME_BOUND + UP_REPL_MAX_BYTES +
+                               2 * UPULSAR_MAX_REPLICATION_CLUSTERS,
+               "a keyless batch's header fits the head room");
 
 static const struct upulsar_conf *rp_conf(const up_rp_t *rp) { return &rp->handle->conf; }
 
@@ -277,6 +304,49 @@ static size_t rec_meta_names(uint8_t *dst, const upulsar_send_opts_t *o)
     return off;
 }
 
+/* The size rule of upulsar_send() (upulsar.h): @p keys and @p props are
+ * already bounded (2 * 65535, 1 MiB) and @p repl by UP_REPL_MAX_BYTES, so
+ * their sums cannot overflow; @p len is compared before it is added. */
+static upulsar_err_t size_check(bool chunking, size_t maxsz, size_t len, size_t keys,
+                                size_t props, size_t repl)
+{
+    size_t meta = props + 2 * keys + repl + UPULSAR_MSG_OVERHEAD;
+    if (meta <= maxsz && len <= maxsz - meta)
+        return UPULSAR_OK;
+    if (!chunking)
+        return up_seterr(UPULSAR_ERR__MSG_TOO_LARGE,
+                         "message of %zu bytes with %zu bytes of keys and %zu of properties "
+                         "exceeds the broker's max_message_size %zu (payload + properties + "
+                         "2 x keys + %d must fit; chunking.enabled is off)",
+                         len, keys, props, maxsz, UPULSAR_MSG_OVERHEAD);
+    if (len > UPULSAR_MAX_CHUNKED_BYTES)
+        return up_seterr(UPULSAR_ERR__MSG_TOO_LARGE,
+                         "message of %zu bytes exceeds %d bytes, the largest Pulsar carries in "
+                         "chunks (total_chunk_msg_size is int32)",
+                         len, UPULSAR_MAX_CHUNKED_BYTES);
+    if (props + keys + UPULSAR_MSG_OVERHEAD > maxsz / 2)
+        return up_seterr(UPULSAR_ERR__MSG_TOO_LARGE,
+                         "%zu bytes of keys and %zu of properties leave no room for payload in "
+                         "chunks of the broker's max_message_size %zu (with %d bytes of "
+                         "metadata they must fit in half of it)",
+                         keys, props, maxsz, UPULSAR_MSG_OVERHEAD);
+    return UPULSAR_OK;
+}
+
+/* Writes pieces of a record into the ring at a running offset. */
+typedef struct ring_put {
+    up_ring_t *r;
+    uint64_t pos;
+    size_t off;
+} ring_put_t;
+
+static void ring_put(void *ctx, const void *p, size_t len)
+{
+    ring_put_t *w = ctx;
+    up_ring_write(w->r, w->pos, w->off, p, len);
+    w->off += len;
+}
+
 upulsar_err_t up_rp_enqueue(up_rp_t *rp, const void *payload, size_t len,
                             const upulsar_send_opts_t *o, upulsar_future_t **future)
 {
@@ -296,14 +366,14 @@ upulsar_err_t up_rp_enqueue(up_rp_t *rp, const void *payload, size_t len,
     size_t key_len = 0, okey_len = 0, props_len = 0;
     if (o) {
         if (o->partition_key) {
-            key_len = strlen(o->partition_key);
-            if (key_len > UINT16_MAX)
+            key_len = strnlen(o->partition_key, UPULSAR_MAX_KEY_BYTES + 1);
+            if (key_len > UPULSAR_MAX_KEY_BYTES)
                 return up_seterr(UPULSAR_ERR__INVALID_ARG, "partition_key longer than 65535 bytes");
             flags |= UP_REC_KEY;
         }
         if (o->ordering_key) {
             okey_len = o->ordering_key_len;
-            if (okey_len > UINT16_MAX || okey_len == 0)
+            if (okey_len > UPULSAR_MAX_KEY_BYTES || okey_len == 0)
                 return up_seterr(UPULSAR_ERR__INVALID_ARG,
                                  "ordering_key must be 1 to 65535 bytes");
         }
@@ -313,9 +383,12 @@ upulsar_err_t up_rp_enqueue(up_rp_t *rp, const void *payload, size_t len,
             for (size_t i = 0; i < o->properties_cnt; i++)
                 if (!o->properties[i].key || !o->properties[i].value)
                     return up_seterr(UPULSAR_ERR__INVALID_ARG, "property %zu has a NULL key or value", i);
-            props_len = up_props_size(o->properties, o->properties_cnt);
-            if (props_len > (1u << 20))
-                return up_seterr(UPULSAR_ERR__INVALID_ARG, "properties larger than 1 MiB");
+            props_len = up_props_size_capped(o->properties, o->properties_cnt,
+                                             UPULSAR_MAX_PROPERTIES_BYTES);
+            if (props_len > UPULSAR_MAX_PROPERTIES_BYTES)
+                return up_seterr(UPULSAR_ERR__INVALID_ARG,
+                                 "properties larger than 1 MiB (%d bytes encoded)",
+                                 UPULSAR_MAX_PROPERTIES_BYTES);
         }
         if (o->cb || (o->flags & UPULSAR_SEND_NOCOPY)) {
             flags |= UP_REC_EXT;
@@ -338,14 +411,14 @@ upulsar_err_t up_rp_enqueue(up_rp_t *rp, const void *payload, size_t len,
         }
     }
     size_t var = key_len + okey_len + props_len;
-    /* the broker refuses (closes the connection on) a frame beyond
-     * max_message_size + 10 KiB: a message whose metadata and payload
-     * cannot fit in one is refused here, with nothing else affected */
-    if (len + var > (size_t)maxsz && !(cf->chunking_enabled && var < (size_t)maxsz / 2))
-        return up_seterr(UPULSAR_ERR__MSG_TOO_LARGE,
-                         "message of %zu bytes with %zu bytes of keys and properties exceeds "
-                         "the broker's max_message_size %d",
-                         len, var, (int)maxsz);
+    /* a message whose entry (or, chunked, whose chunks) cannot fit in
+     * max_message_size is refused here, with nothing else affected */
+    upulsar_err_t se = size_check(cf->chunking_enabled, maxsz > 0 ? (size_t)maxsz : 0, len,
+                                  key_len + okey_len, props_len,
+                                  (size_t)meta.repl_len + 2u * meta.nrepl);
+    if (se)
+        return se;
+    /* from here on len <= UPULSAR_MAX_CHUNKED_BYTES: every sum below fits */
     size_t size = sizeof h + ((flags & UP_REC_EXT) ? sizeof ext : 0) + meta_len + var +
                   ((flags & UP_REC_NOCOPY) ? 0 : len);
     uint64_t ncells = up_ring_cells_for(size);
@@ -465,16 +538,9 @@ upulsar_err_t up_rp_enqueue(up_rp_t *rp, const void *payload, size_t len,
         up_ring_write(r, pos, off, o ? o->ordering_key : NULL, okey_len);
         off += okey_len;
         if (props_len) {
-            uint8_t tmp[4096];
-            uint8_t *pb = props_len <= sizeof tmp ? tmp : malloc(props_len);
-            if (pb) {
-                up_props_encode(pb, o->properties, o->properties_cnt);
-                up_ring_write(r, pos, off, pb, props_len);
-                if (pb != tmp)
-                    free(pb);
-            } else {
-                memset(up_ring_cell(r, pos), 0, 0); /* unreachable in practice */
-            }
+            /* encoded piece by piece straight into the ring: no copy */
+            ring_put_t rw = {r, pos, off};
+            up_props_encode_to(o->properties, o->properties_cnt, ring_put, &rw);
             off += props_len;
         }
         if (!(flags & UP_REC_NOCOPY))
@@ -599,10 +665,6 @@ static void complete_head(up_rp_t *rp, upulsar_err_t err, uint64_t ledger, uint6
     batch_retire(rp, b);
 }
 
-/* Write the frame header (sizes, SEND, magic, CRC32C, metadata) right in
- * front of @p payload, inside the batch's head room, and append the batch
- * to the pending queue (written at once when the producer is ready).
- * Returns -1 if the header does not fit the head room. */
 /* The SEND command of entry @p b holding @p n messages (a chunk: 1). */
 static void send_cmd(const up_rp_t *rp, const up_batch_t *b, int32_t n, up_cmd_t *cmd,
                      Pulsar__Proto__CommandSend *send)
@@ -615,14 +677,36 @@ static void send_cmd(const up_rp_t *rp, const up_batch_t *b, int32_t n, up_cmd_t
     send->num_messages = n;
 }
 
-static int frame_and_queue(up_rp_t *rp, up_batch_t *b, const up_cmd_t *cmd, const up_md_t *md,
-                           uint8_t *payload, size_t plen)
+/* Frame entry @p b and append it to the pending queue (written at once when
+ * the producer is ready). Its payload is the @p plen bytes at
+ * *@p bufp + @p room; the header (sizes, SEND, magic, CRC32C, metadata,
+ * then @p md_props: a property block in SingleMessageMetadata's encoding,
+ * sent as MessageMetadata.properties) goes right in front of it. A header
+ * larger than @p room moves the payload up, growing the buffer (*@p capp)
+ * if it must; the buffer keeps its size when the batch is reused, so this
+ * allocates only when long keys first appear. Returns 0 or NOMEM. */
+static upulsar_err_t frame_and_queue(up_rp_t *rp, up_batch_t *b, const up_cmd_t *cmd,
+                                     const up_md_t *md, const uint8_t *md_props,
+                                     size_t md_props_len, uint8_t **bufp, size_t *capp,
+                                     size_t room, size_t plen)
 {
     size_t cs = protobuf_c_message_get_packed_size(&cmd->base);
-    size_t ms = protobuf_c_message_get_packed_size(&md->base);
+    size_t mp = protobuf_c_message_get_packed_size(&md->base);
+    size_t ms = mp + md_props_len;
     size_t hdr = 4 + 4 + cs + 2 + 4 + 4 + ms;
-    if (hdr > HDR_ROOM)
-        return -1;
+    if (hdr > room) {
+        if (*capp < hdr + plen) {
+            size_t cap = hdr + plen + 1024;
+            uint8_t *nb = realloc(*bufp, cap);
+            if (!nb)
+                return UPULSAR_ERR__NOMEM;
+            *bufp = nb;
+            *capp = cap;
+        }
+        memmove(*bufp + hdr, *bufp + room, plen);
+        room = hdr;
+    }
+    uint8_t *payload = *bufp + room;
     uint8_t *start = payload - hdr, *p = start;
     up_put_be32(p, (uint32_t)(hdr - 4 + plen));
     up_put_be32(p + 4, (uint32_t)cs);
@@ -634,6 +718,10 @@ static int frame_and_queue(up_rp_t *rp, up_batch_t *b, const up_cmd_t *cmd, cons
     p += 6;
     up_put_be32(p, (uint32_t)ms);
     protobuf_c_message_pack(&md->base, p + 4);
+    if (md_props_len) {
+        memcpy(p + 4 + mp, md_props, md_props_len);
+        up_props_retag(p + 4 + mp, md_props_len, UP_TAG_MD_PROPS);
+    }
     up_put_be32(crc_at, up_crc32c(up_crc32c(0, p, 4 + ms), payload, plen));
     b->frame = start;
     b->frame_len = hdr + plen;
@@ -647,7 +735,30 @@ static int frame_and_queue(up_rp_t *rp, up_batch_t *b, const up_cmd_t *cmd, cons
         rp->unsent = b;
     atomic_fetch_add_explicit(&rp->sent_msgs, b->n, memory_order_relaxed);
     write_unsent(rp);
-    return 0;
+    return UPULSAR_OK;
+}
+
+/* Upper bound of the MessageMetadata of an entry whose key (ordering key,
+ * else partition key) has @p key_len bytes, with @p repl_wire bytes of
+ * replicate_to names (each name + 3). */
+static inline size_t md_bound(size_t key_len, size_t repl_wire)
+{
+    return UP_MD_SCALARS + UP_NAME_BOUND + key_len + repl_wire;
+}
+
+/* The same for batch @p b as it is (its key and names are set when it
+ * opens). */
+static inline size_t batch_md_bound(const up_batch_t *b)
+{
+    return md_bound(b->kkind ? b->kkey_len : 0, b->repl_len + 2u * b->nrepl);
+}
+
+/* The broker's max_message_size: no entry, metadata and payload together,
+ * may be larger. */
+static inline size_t broker_max(const up_rp_t *rp)
+{
+    int32_t m = atomic_load_explicit(&rp->client->max_message_size, memory_order_relaxed);
+    return m > 0 ? (size_t)m : 0;
 }
 
 static int close_batch(up_rp_t *rp)
@@ -655,27 +766,38 @@ static int close_batch(up_rp_t *rp)
     up_batch_t *b = rp->open;
     rp->open = NULL;
     const struct upulsar_conf *cf = rp_conf(rp);
-    uint8_t *payload = b->buf + HDR_ROOM;
+    uint8_t **bufp = &b->buf;
+    size_t *capp = &b->cap;
     size_t plen = b->rec_len;
+    upulsar_err_t err;
     up_md_t md = PULSAR__PROTO__MESSAGE_METADATA__INIT;
     if (cf->compression != UP_COMP_NONE) {
         size_t bound = up_compress_bound(cf->compression, plen);
         if (b->zcap < HDR_ROOM + bound) {
             uint8_t *z = realloc(b->zbuf, HDR_ROOM + bound);
-            if (!z)
+            if (!z) {
+                err = UPULSAR_ERR__NOMEM;
                 goto fail;
+            }
             b->zbuf = z;
             b->zcap = HDR_ROOM + bound;
         }
-        long cl = up_compress(cf->compression, payload, plen, b->zbuf + HDR_ROOM, bound);
-        if (cl < 0)
+        long cl = up_compress(cf->compression, b->buf + HDR_ROOM, plen, b->zbuf + HDR_ROOM, bound);
+        if (cl < 0) {
+            err = UPULSAR_ERR__COMPRESSION;
             goto fail;
-        md.compression = (Pulsar__Proto__CompressionType)cf->compression;
-        md.has_compression = 1;
-        md.uncompressed_size = (uint32_t)plen;
-        md.has_uncompressed_size = 1;
-        payload = b->zbuf + HDR_ROOM;
-        plen = (size_t)cl;
+        }
+        /* data the codec makes larger could push the entry past the
+         * broker's limit: it goes uncompressed then (the metadata says so) */
+        if ((size_t)cl < plen || batch_md_bound(b) + (size_t)cl <= broker_max(rp)) {
+            md.compression = (Pulsar__Proto__CompressionType)cf->compression;
+            md.has_compression = 1;
+            md.uncompressed_size = (uint32_t)plen;
+            md.has_uncompressed_size = 1;
+            bufp = &b->zbuf;
+            capp = &b->zcap;
+            plen = (size_t)cl;
+        }
     }
     md.producer_name = rp->name;
     md.sequence_id = b->first_seq;
@@ -712,10 +834,11 @@ static int close_batch(up_rp_t *rp)
     send.has_highest_sequence_id = 1;
     send.highest_sequence_id = b->last_seq;
 
-    if (frame_and_queue(rp, b, &cmd, &md, payload, plen) == 0)
+    err = frame_and_queue(rp, b, &cmd, &md, NULL, 0, bufp, capp, HDR_ROOM, plen);
+    if (err == UPULSAR_OK)
         return 0;
 fail:
-    resolve_batch(rp, b, UPULSAR_ERR__COMPRESSION, 0, 0);
+    resolve_batch(rp, b, err, 0, 0);
     batch_retire(rp, b);
     return -1;
 }
@@ -831,6 +954,23 @@ static bool batch_key(up_batch_t *b, const up_smm_t *m)
     return true;
 }
 
+static inline bool kb_same_key(const up_batch_t *b, int kind, const char *k, size_t klen)
+{
+    return b->kkind == kind && b->kkey_len == klen && (!klen || memcmp(b->kkey, k, klen) == 0);
+}
+
+/* The open key_based batch @p m would join, NULL if none is open yet. */
+static up_batch_t *kb_find(const up_rp_t *rp, const up_smm_t *m)
+{
+    int kind = m->okey ? 2 : m->key ? 1 : 0;
+    const char *k = kind == 2 ? (const char *)m->okey : m->key;
+    size_t klen = kind == 2 ? m->okey_len : kind == 1 ? m->key_len : 0;
+    for (up_batch_t *b = rp->open; b; b = b->next)
+        if (kb_same_key(b, kind, k, klen))
+            return b;
+    return NULL;
+}
+
 static up_batch_t *kb_batch(up_rp_t *rp, const up_smm_t *m, uint64_t now)
 {
     int kind = m->okey ? 2 : m->key ? 1 : 0;
@@ -839,7 +979,7 @@ static up_batch_t *kb_batch(up_rp_t *rp, const up_smm_t *m, uint64_t now)
     up_batch_t *last = NULL;
     size_t nopen = 0;
     for (up_batch_t *b = rp->open; b; last = b, b = b->next, nopen++)
-        if (b->kkind == kind && b->kkey_len == klen && (!klen || memcmp(b->kkey, k, klen) == 0))
+        if (kb_same_key(b, kind, k, klen))
             return b;
     /* many keys: no more open batches than max.inflight.batches (each holds
      * a batch.max.bytes buffer), so memory stays bounded as without keys */
@@ -871,11 +1011,12 @@ static up_batch_t *kb_batch(up_rp_t *rp, const up_smm_t *m, uint64_t now)
     return b;
 }
 
-static bool grow_batch(up_batch_t *b, size_t need)
+/* Make @p b's buffer hold at least @p total bytes (head room included). */
+static bool batch_reserve(up_batch_t *b, size_t total)
 {
-    if (b->cap >= HDR_ROOM + b->rec_len + need)
+    if (b->cap >= total)
         return true;
-    size_t cap = HDR_ROOM + b->rec_len + need + 1024;
+    size_t cap = total + 1024;
     uint8_t *nb = realloc(b->buf, cap);
     if (!nb)
         return false;
@@ -884,24 +1025,28 @@ static bool grow_batch(up_batch_t *b, size_t need)
     return true;
 }
 
+static bool grow_batch(up_batch_t *b, size_t need)
+{
+    return batch_reserve(b, HDR_ROOM + b->rec_len + need);
+}
+
 /* ---- chunking (chunking.enabled) ---- */
 
-/* Message-level metadata of a chunk beyond the fixed fields: key, ordering
- * key, properties; what is left of max_message_size carries payload. */
-#define CHUNK_MD_EXTRA 1024
-
-static size_t chunk_size(const up_rp_t *rp, const up_smm_t *m)
+/* Upper bound of the MessageMetadata of each chunk of @p m: the fixed
+ * fields, its uuid, both keys and its properties (every chunk repeats
+ * them). */
+static size_t chunk_md_bound(const up_smm_t *m)
 {
-    size_t max = (size_t)atomic_load_explicit(&rp->client->max_message_size, memory_order_relaxed);
-    size_t extra = (size_t)m->key_len + m->okey_len + m->props_len;
-    return max > 2 * CHUNK_MD_EXTRA + extra ? max - CHUNK_MD_EXTRA - extra : CHUNK_MD_EXTRA;
+    return UP_MD_SCALARS + UP_NAME_BOUND + UP_UUID_BOUND + (m->key ? m->key_len : 0) +
+           (m->okey ? m->okey_len : 0) + m->props_len;
 }
 
 /* Build and queue the SEND of one chunk, its payload already at
- * b->buf + HDR_ROOM (b->rec_len bytes). */
-static upulsar_err_t close_chunk(up_rp_t *rp, up_batch_t *b, const up_smm_t *m,
-                                 Pulsar__Proto__KeyValue **kv, size_t nkv, const char *uuid,
-                                 int32_t id, int32_t n, int32_t total)
+ * b->buf + @p room (b->rec_len bytes); @p key is a NUL-terminated copy of
+ * m's partition key (NULL: none). */
+static upulsar_err_t close_chunk(up_rp_t *rp, up_batch_t *b, const up_smm_t *m, const char *key,
+                                 const char *uuid, size_t room, int32_t id, int32_t n,
+                                 int32_t total)
 {
     up_md_t md = PULSAR__PROTO__MESSAGE_METADATA__INIT;
     md.producer_name = rp->name;
@@ -912,7 +1057,7 @@ static upulsar_err_t close_chunk(up_rp_t *rp, up_batch_t *b, const up_smm_t *m,
     md.chunk_id = id;
     md.num_chunks_from_msg = n;
     md.total_chunk_msg_size = total;
-    md.partition_key = m->key ? b->kkey : NULL;
+    md.partition_key = (char *)key;
     if (m->okey) {
         md.has_ordering_key = 1;
         md.ordering_key.data = (uint8_t *)m->okey;
@@ -922,30 +1067,31 @@ static upulsar_err_t close_chunk(up_rp_t *rp, up_batch_t *b, const up_smm_t *m,
         md.has_event_time = 1;
         md.event_time = m->event_time;
     }
-    md.properties = kv;
-    md.n_properties = nkv;
     up_cmd_t cmd = PULSAR__PROTO__BASE_COMMAND__INIT;
     Pulsar__Proto__CommandSend send = PULSAR__PROTO__COMMAND_SEND__INIT;
     send_cmd(rp, b, 1, &cmd, &send);
     send.has_is_chunk = 1;
     send.is_chunk = 1;
-    if (frame_and_queue(rp, b, &cmd, &md, b->buf + HDR_ROOM, b->rec_len))
-        return UPULSAR_ERR__MSG_TOO_LARGE;
-    return UPULSAR_OK;
+    return frame_and_queue(rp, b, &cmd, &md, m->props, m->props_len, &b->buf, &b->cap, room,
+                           b->rec_len);
 }
 
 /* Send one message as chunks: uuid "<producer>-<sequence id>", every
  * chunk with the message's sequence id; only the last chunk carries the
- * message's result (future, callback, limits). All batches are taken first,
- * so that nothing is sent when memory runs out. */
+ * message's result (future, callback, limits). Each chunk's metadata and
+ * payload together fit in the broker's max_message_size. All batches are
+ * taken first, so that nothing is sent when memory runs out. */
 static upulsar_err_t send_chunks(up_rp_t *rp, const up_smm_t *m, const void *payload,
                                  const up_rec_t *h, const up_rec_ext_t *ext, uint64_t ncells,
                                  uint64_t now)
 {
-    size_t len = h->payload_len, cs = chunk_size(rp, m);
-    size_t n = (len + cs - 1) / cs;
-    if (n > INT32_MAX || len > INT32_MAX)
+    size_t len = h->payload_len, max = broker_max(rp), mdb = chunk_md_bound(m);
+    /* upulsar_send() checked both against the limit it knew; the broker's
+     * may have shrunk since */
+    if (mdb > max / 2 || len > UPULSAR_MAX_CHUNKED_BYTES)
         return UPULSAR_ERR__MSG_TOO_LARGE;
+    size_t cs = max - mdb, n = len ? (len + cs - 1) / cs : 1;
+    size_t room = UP_HDR_FIXED + mdb; /* the header never has to move the payload */
     up_batch_t *head = NULL, **tail = &head;
     upulsar_err_t err = UPULSAR_OK;
     for (size_t i = 0; i < n; i++) {
@@ -957,41 +1103,34 @@ static upulsar_err_t send_chunks(up_rp_t *rp, const up_smm_t *m, const void *pay
         *tail = b;
         tail = &b->next;
         size_t off = i * cs, sl = len - off < cs ? len - off : cs;
-        if (!grow_batch(b, sl) || (m->key && b->kkey_cap < (size_t)m->key_len + 1 &&
-                                   !(b->kkey = realloc(b->kkey, (b->kkey_cap = m->key_len + 1u))))) {
+        if (!batch_reserve(b, room + sl)) {
             err = UPULSAR_ERR__NOMEM;
             break;
         }
-        memcpy(b->buf + HDR_ROOM, (const uint8_t *)payload + off, sl);
+        if (sl)
+            memcpy(b->buf + room, (const uint8_t *)payload + off, sl);
         b->rec_len = sl;
-        if (m->key) {
-            memcpy(b->kkey, m->key, m->key_len);
-            b->kkey[m->key_len] = '\0';
+    }
+    /* one NUL-terminated copy of the key, in the first chunk's batch (it is
+     * used while the chunks are framed, below) */
+    const char *key = NULL;
+    if (!err && m->key) {
+        if (head->kkey_cap < (size_t)m->key_len + 1) {
+            char *k = realloc(head->kkey, (size_t)m->key_len + 1);
+            if (!k) {
+                err = UPULSAR_ERR__NOMEM;
+            } else {
+                head->kkey = k;
+                head->kkey_cap = (size_t)m->key_len + 1;
+            }
+        }
+        if (!err) {
+            memcpy(head->kkey, m->key, m->key_len);
+            head->kkey[m->key_len] = '\0';
+            key = head->kkey;
         }
     }
-    /* properties, from their encoded form (repeated KeyValue, field 1) */
-    Pulsar__Proto__KeyValue *kv[256];
-    size_t nkv = 0;
-    for (size_t off = 0; !err && off < m->props_len;) {
-        uint64_t l = 0;
-        int shift = 0;
-        size_t o = off + 1;
-        while (o < m->props_len && shift < 35) {
-            uint8_t c = m->props[o++];
-            l |= (uint64_t)(c & 0x7f) << shift;
-            shift += 7;
-            if (!(c & 0x80))
-                break;
-        }
-        if (nkv == 256 || o + l > m->props_len ||
-            !(kv[nkv] = pulsar__proto__key_value__unpack(NULL, (size_t)l, m->props + o))) {
-            err = nkv == 256 ? UPULSAR_ERR__MSG_TOO_LARGE : UPULSAR_ERR__NOMEM;
-            break;
-        }
-        nkv++;
-        off = o + (size_t)l;
-    }
-    char uuid[160];
+    char uuid[UP_UUID_BOUND + 8];
     snprintf(uuid, sizeof uuid, "%s-%llu", rp->name, (unsigned long long)m->sequence_id);
     uint64_t ring_start = rp->ring.ctail;
     for (size_t i = 0; !err && i < n; i++) {
@@ -1007,17 +1146,16 @@ static upulsar_err_t send_chunks(up_rp_t *rp, const up_smm_t *m, const void *pay
             b->n = 1;
             b->payload_bytes = len;
         }
-        upulsar_err_t e = close_chunk(rp, b, m, kv, nkv, uuid, (int32_t)i, (int32_t)n,
+        upulsar_err_t e = close_chunk(rp, b, m, key, uuid, room, (int32_t)i, (int32_t)n,
                                       (int32_t)len);
         if (e) {
-            /* cannot happen after the first chunk (same metadata size) */
+            /* only when out of memory, before the first chunk is queued
+             * (the others need no more room than it) */
             b->n = 0;
             batch_retire(rp, b);
             err = e;
         }
     }
-    for (size_t i = 0; i < nkv; i++)
-        pulsar__proto__key_value__free_unpacked(kv[i], NULL);
     while (head) {
         up_batch_t *b = head;
         head = b->next;
@@ -1091,13 +1229,23 @@ static void drain_one(up_rp_t *rp, const up_rec_t *h, uint64_t now)
         m.sequence_id = meta.seq;
     }
     size_t rs = up_record_size(&m);
+    size_t bmax = broker_max(rp);
+    /* the entry this message would make on its own */
+    size_t alone = md_bound(m.okey ? m.okey_len : m.key ? m.key_len : 0,
+                            (size_t)meta.repl_len + 2u * meta.nrepl) + rs;
 
     int failed = atomic_load_explicit(&rp->failed, memory_order_relaxed);
     if (failed) {
         err = (upulsar_err_t)failed;
         goto out_fail;
     }
-    if (cf->chunking_enabled && h->payload_len > chunk_size(rp, &m)) {
+    if (alone > bmax && !cf->chunking_enabled) {
+        /* upulsar_send() checked against the limit it knew; the broker's
+         * may have shrunk since: this message fails, alone */
+        err = UPULSAR_ERR__MSG_TOO_LARGE;
+        goto out_fail;
+    }
+    if (alone > bmax) {
         if (rp->open) {
             close_open(rp);
             if (!(meta.mflags & UP_META_SEQ))
@@ -1112,17 +1260,16 @@ static void drain_one(up_rp_t *rp, const up_rec_t *h, uint64_t now)
         return;
     }
     bool solo = meta.mflags & UP_META_SOLO;
-    /* a batch never outgrows the broker's max_message_size either, whatever
-     * batch.max.bytes says (else its frame would be refused, and resent, until
-     * send.timeout.ms) */
-    size_t limit = (size_t)cf->batch_max_bytes;
-    size_t broker_max =
-        (size_t)atomic_load_explicit(&rp->client->max_message_size, memory_order_relaxed);
-    if (broker_max < limit)
-        limit = broker_max;
-    if (rp->open && (solo || open_n(rp) >= (uint32_t)cf->batch_max_messages ||
-                     open_bytes(rp) + rs > limit))
-        close_open(rp);
+    /* an entry never outgrows the broker's max_message_size, metadata
+     * included, whatever batch.max.bytes says (the broker would refuse it,
+     * with every message in it) */
+    if (rp->open) {
+        const up_batch_t *t = kb ? kb_find(rp, &m) : rp->open;
+        if (solo || open_n(rp) >= (uint32_t)cf->batch_max_messages ||
+            open_bytes(rp) + rs > (size_t)cf->batch_max_bytes ||
+            (t && batch_md_bound(t) + t->rec_len + rs > bmax))
+            close_open(rp);
+    }
     up_batch_t *b;
     if (kb) {
         b = kb_batch(rp, &m, now);

@@ -412,6 +412,21 @@ typedef struct upulsar_send_opts {
     int disable_replication;
 } upulsar_send_opts_t;
 
+/* ---- message size limits (see upulsar_send()) ---- */
+
+/** Largest partition_key and ordering_key, bytes each (the protocol's). */
+#define UPULSAR_MAX_KEY_BYTES 65535
+/** Largest property block of one message: the properties encoded as
+ *  Pulsar does (key and value lengths plus at most 9 bytes per property). */
+#define UPULSAR_MAX_PROPERTIES_BYTES (1 << 20)
+/** Bytes counted for the metadata of a message besides its keys,
+ *  properties and replication names (producer name, sequence ids, times,
+ *  sizes, chunk fields and their encoding). */
+#define UPULSAR_MSG_OVERHEAD 512
+/** Largest payload of a chunked message: Pulsar's total_chunk_msg_size
+ *  (and num_chunks_from_msg) are int32. */
+#define UPULSAR_MAX_CHUNKED_BYTES 2147483647
+
 /**
  * Send one message. HOT PATH.
  *
@@ -423,15 +438,39 @@ typedef struct upulsar_send_opts {
  *
  * Returns UPULSAR_OK once the message is queued: from then on it resolves
  * exactly once (future and/or callback). Otherwise nothing was queued and no
- * callback will fire:
- *  INVALID_ARG (payload NULL with len > 0, producer NULL), CLOSED (stopped
- *  producer), MSG_TOO_LARGE (over the broker's max_message_size, unless
- *  chunking.enabled), QUEUE_FULL
+ * callback will fire (nor free_cb: a refused NOCOPY payload stays the
+ * caller's):
+ *  INVALID_ARG (payload NULL with len > 0, producer NULL, a key over
+ *  UPULSAR_MAX_KEY_BYTES, properties over UPULSAR_MAX_PROPERTIES_BYTES),
+ *  CLOSED (stopped producer), MSG_TOO_LARGE (see the size rule below), QUEUE_FULL
  *  (ring full, max.pending.messages or the client's memory.limit.bytes
  *  reached, and block.if.queue.full=false, or the wait for room exceeded
  *  send.timeout.ms), GROUP_FAILED (the chosen partition's group gave up).
+ *
+ * Sizes. With K = the partition key's length plus the ordering key's (0 for
+ * a key not given), P = the encoded properties, R = the replication
+ * cluster names plus 3 bytes each, and M = the broker's max_message_size
+ * (5 MiB by default; learnt when the producer connects):
+ *  - len + P + 2 * K + R + UPULSAR_MSG_OVERHEAD <= M: accepted, sent in a
+ *    batch (or alone); every entry on the wire stays within M, metadata
+ *    included, so a message never makes its batch-mates fail;
+ *  - otherwise, with chunking.enabled: accepted and sent in chunks if
+ *    len <= UPULSAR_MAX_CHUNKED_BYTES and
+ *    P + K + UPULSAR_MSG_OVERHEAD <= M / 2 (every chunk repeats the keys
+ *    and properties in its metadata and carries at least M / 2 of payload);
+ *  - anything else is refused with MSG_TOO_LARGE, the detail naming the
+ *    limit. Sizes are checked before any arithmetic on them: a len near
+ *    SIZE_MAX is refused like any other.
+ * Keys and properties also share the producer's ring with the other
+ * messages: more than half of queue.buffer.bytes is refused (MSG_TOO_LARGE).
+ * With the defaults (M = 5 MiB): keys up to 65535 bytes each, properties up
+ * to 1 MiB, and a payload up to M minus what they take (up to 2 GiB - 1
+ * with chunking).
+ *
  * Thread safety: any number of threads. Blocks: only with
- * block.if.queue.full=true and a full ring. Allocates: no.
+ * block.if.queue.full=true and a full ring. Allocates: nothing per message
+ * (the future pool grows by whole segments), except one private copy of a
+ * payload larger than a quarter of queue.buffer.bytes.
  */
 upulsar_err_t upulsar_send(upulsar_producer_t *p, const void *payload,
                            size_t len, const upulsar_send_opts_t *opts,
