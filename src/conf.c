@@ -232,8 +232,9 @@ static const conf_key_t keys[] = {
     {"chunking.enabled", K_BOOL, FLD(chunking_enabled), "false", 0, 0, NULL, 0, 'P', "",
      "Messages larger than the broker's max_message_size are accepted and sent in chunks "
      "(each its own SEND, never batched, uncompressed; one future, resolved with the last "
-     "chunk's id) instead of failing with MSG_TOO_LARGE. Key, ordering key, properties and "
-     "event time of a chunked message must fit in about 1 KiB together.",
+     "chunk's id) instead of failing with MSG_TOO_LARGE. A chunked message's payload may be "
+     "up to 2147483647 bytes, and its keys and properties must fit in half of "
+     "max_message_size (see upulsar_send).",
      "enableChunking"},
     {"producer.access.mode", K_ENUM, FLD(access_mode), "shared", 0, 0, access_mode_names, 0,
      'P', "",
