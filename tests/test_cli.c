@@ -19,6 +19,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "tls_certs.h"
 #include "upulsar/testbroker.h"
 #include "upulsar/upulsar.h"
 
@@ -628,17 +629,151 @@ Test(cli, token_file_token_goes_into_connect_and_never_into_messages)
     run_free(&r);
 }
 
-Test(cli, tls_options_set_the_tls_keys)
+/* ---- TLS options: what each one sets, observed at a TLS broker ---- */
+
+/* A TLS broker with the server certificate of @p c; with @p client_ca it
+ * asks clients for a certificate signed by it (and requires one if
+ * @p require_cert); with @p token set, authentication is on. */
+static upulsar_tb_t *tls_broker(const tls_certs_t *c, const char *client_ca, int require_cert,
+                                const char *token)
 {
-    /* each flag sets an existing tls.* key (an unknown key would exit 2);
-     * they matter for pulsar+ssl:// only, a plain broker still gets the
-     * message */
-    const char *args[] = {"-b", upulsar_tb_url(tb), "-t", "cli-tlsopts", "-q",
-                          "--tls-ca", "/etc/ssl/certs/ca-certificates.crt", "--tls-insecure",
-                          NULL};
-    run_t r = run_cli(args, "m\n");
+    upulsar_tb_opts_t o;
+    upulsar_tb_opts_init(&o);
+    o.tls_cert_file = c->srv_cert;
+    o.tls_key_file = c->srv_key;
+    o.tls_ca_file = client_ca;
+    o.tls_require_client_cert = require_cert;
+    const char *tokens[] = {token};
+    o.auth_tokens = token ? tokens : NULL;
+    o.auth_tokens_cnt = token ? 1 : 0;
+    upulsar_tb_t *t = NULL;
+    cr_assert_eq(upulsar_tb_start(&o, &t), UPULSAR_OK, "%s", upulsar_last_error());
+    return t;
+}
+
+static upulsar_tb_stats_t tb_stats(upulsar_tb_t *t)
+{
+    upulsar_tb_stats_t st;
+    cr_assert_eq(upulsar_tb_stats(t, &st), UPULSAR_OK);
+    return st;
+}
+
+/* The payloads stored on @p topic of @p t, joined with ','. */
+static void stored_payloads(upulsar_tb_t *t, const char *topic, char *out, size_t size)
+{
+    upulsar_tb_snapshot_t *s;
+    cr_assert_eq(upulsar_tb_snapshot(t, topic, &s), UPULSAR_OK);
+    size_t off = 0;
+    out[0] = '\0';
+    for (size_t i = 0; i < upulsar_tb_snapshot_count(s); i++) {
+        const upulsar_tb_msg_t *m = upulsar_tb_snapshot_msg(s, i);
+        int n = snprintf(out + off, size - off, "%s%.*s", i ? "," : "", (int)m->payload_len,
+                         (const char *)m->payload);
+        cr_assert(n >= 0 && (size_t)n < size - off);
+        off += (size_t)n;
+    }
+    upulsar_tb_snapshot_free(s);
+}
+
+/* Failing runs give up quickly: one short connect and operation timeout. */
+#define QUICK_FAIL "-X", "operation.timeout.ms=3000", "-X", "connection.timeout.ms=3000"
+
+/* Scenario:
+ *  1. A TLS broker whose certificate is signed by CA 1.
+ *  2. --tls-ca <CA 1>: exit 0, the broker completed a TLS handshake and
+ *     stored both lines.
+ *  3. --tls-ca <CA 2> (does not sign the broker's certificate): exit 1,
+ *     stderr names the TLS failure (certificate verification), the broker
+ *     saw the handshake fail, nothing more stored.
+ *  4. --tls-ca <CA 2> --tls-insecure: exit 0 and stored (no chain check). */
+Test(cli, tls_ca_decides_which_broker_is_trusted_and_insecure_trusts_any)
+{
+    tls_certs_t c;
+    cr_assert_eq(tls_certs_make(&c), 0, "openssl CLI failed");
+    upulsar_tb_t *t = tls_broker(&c, NULL, 0, NULL);
+    const char *url = upulsar_tb_url(t);
+    char stored[256];
+
+    const char *good[] = {"-b", url, "-t", "cli-tls", "-q", "--tls-ca", c.ca, NULL};
+    run_t r = run_cli(good, "a\nb\n");
     cr_assert_eq(r.status, 0, "exit %d: %s", r.status, r.err);
     run_free(&r);
+    upulsar_tb_stats_t st = tb_stats(t);
+    cr_assert_geq(st.tls_handshakes, 1);
+    stored_payloads(t, "cli-tls", stored, sizeof stored);
+    cr_assert_str_eq(stored, "a,b");
+
+    const char *wrong[] = {"-b", url, "-t", "cli-tls", "-q", "--tls-ca", c.ca2, QUICK_FAIL, NULL};
+    r = run_cli(wrong, "c\n");
+    cr_assert_eq(r.status, 1, "exit %d: %s", r.status, r.err);
+    cr_assert(strstr(r.err, "UPULSAR_ERR__TLS"), "no TLS error on stderr: %s", r.err);
+    cr_assert(strstr(r.err, "certificate verify failed"),
+              "stderr does not say the certificate was refused: %s", r.err);
+    run_free(&r);
+    upulsar_tb_stats_t st2 = tb_stats(t);
+    cr_assert_gt(st2.tls_failures, st.tls_failures, "the broker saw no failed handshake");
+    cr_assert_eq(st2.tls_handshakes, st.tls_handshakes, "a handshake completed with CA 2");
+    stored_payloads(t, "cli-tls", stored, sizeof stored);
+    cr_assert_str_eq(stored, "a,b");
+
+    const char *insecure[] = {"-b", url, "-t", "cli-tls", "-q", "--tls-ca", c.ca2,
+                              "--tls-insecure", NULL};
+    r = run_cli(insecure, "d\n");
+    cr_assert_eq(r.status, 0, "exit %d: %s", r.status, r.err);
+    run_free(&r);
+    stored_payloads(t, "cli-tls", stored, sizeof stored);
+    cr_assert_str_eq(stored, "a,b,d");
+
+    upulsar_tb_stop(t);
+    tls_certs_remove(&c);
+}
+
+/* Scenario:
+ *  1. A TLS broker that requires a client certificate signed by CA 1, with
+ *     authentication on (a token it would also accept exists, the CLI has
+ *     none).
+ *  2. --tls-cert/--tls-key of the client certificate (CN upulsar-client):
+ *     exit 0, stored; the broker accepted it through TLS authentication
+ *     with the certificate's CN as the role.
+ *  3. Without them: exit 1 with a TLS error, the broker refused the
+ *     handshake, nothing more stored. */
+Test(cli, tls_client_certificate_authenticates_with_its_common_name)
+{
+    tls_certs_t c;
+    cr_assert_eq(tls_certs_make(&c), 0, "openssl CLI failed");
+    upulsar_tb_t *t = tls_broker(&c, c.ca, 1, "eyJhbGciOiJIUzI1NiJ9.cli-unused.sig");
+    const char *url = upulsar_tb_url(t);
+    char stored[256], role[256];
+    cr_assert_eq(upulsar_tb_last_tls_role(t, role, sizeof role), UPULSAR_OK);
+    cr_assert_str_eq(role, "");
+
+    const char *mtls[] = {"-b", url, "-t", "cli-mtls", "-q", "--tls-ca", c.ca,
+                          "--tls-cert", c.cli_cert, "--tls-key", c.cli_key, NULL};
+    run_t r = run_cli(mtls, "a\n");
+    cr_assert_eq(r.status, 0, "exit %d: %s", r.status, r.err);
+    run_free(&r);
+    upulsar_tb_stats_t st = tb_stats(t);
+    cr_assert_geq(st.auth_tls_ok, 1, "not authenticated by its certificate");
+    cr_assert_eq(st.auth_failed, 0);
+    cr_assert_eq(upulsar_tb_last_tls_role(t, role, sizeof role), UPULSAR_OK);
+    cr_assert_str_eq(role, "upulsar-client");
+    stored_payloads(t, "cli-mtls", stored, sizeof stored);
+    cr_assert_str_eq(stored, "a");
+
+    const char *nocert[] = {"-b", url, "-t", "cli-mtls", "-q", "--tls-ca", c.ca, QUICK_FAIL,
+                            NULL};
+    r = run_cli(nocert, "b\n");
+    cr_assert_eq(r.status, 1, "exit %d: %s", r.status, r.err);
+    cr_assert(strstr(r.err, "UPULSAR_ERR__TLS"), "no TLS error on stderr: %s", r.err);
+    run_free(&r);
+    upulsar_tb_stats_t st2 = tb_stats(t);
+    cr_assert_gt(st2.tls_failures, st.tls_failures, "the broker refused no handshake");
+    cr_assert_eq(st2.auth_tls_ok, st.auth_tls_ok);
+    stored_payloads(t, "cli-mtls", stored, sizeof stored);
+    cr_assert_str_eq(stored, "a");
+
+    upulsar_tb_stop(t);
+    tls_certs_remove(&c);
 }
 
 Test(cli, missing_token_file_is_a_usage_error)

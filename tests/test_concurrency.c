@@ -1,11 +1,18 @@
 /* test_concurrency.c -- the lock-free parts under many threads: the MPSC
- * ring, the future pool, and 8 sender threads through the whole engine.
+ * ring, the future pool, waiters woken from their sleep in the kernel (on
+ * the pool and through the engine, receipts withheld until they sleep),
+ * and 8 sender threads through the whole engine.
  * UPULSAR_TEST_LABEL_CONCURRENCY (also run under ThreadSanitizer) */
 #include <criterion/criterion.h>
+#include <linux/futex.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "future.h"
 #include "ring.h"
@@ -137,18 +144,101 @@ Test(future, pool_survives_concurrent_alloc_and_release)
     up_future_pool_destroy(&pool);
 }
 
+/* ---- waiters provably asleep before the resolution ---- */
+
+/* Bound of every wait that must end; running into it fails the test. */
+#define WAIT_MS 60000
+
 typedef struct {
     struct upulsar_future *f;
+    _Atomic pid_t tid;      /* the waiter's thread id, once running */
+    _Atomic int returned;   /* upulsar_future_wait() returned */
+    upulsar_err_t err;      /* what it returned */
+    upulsar_msg_id_t id;
 } waiter_arg_t;
 
 static void *waiter(void *a)
 {
     waiter_arg_t *w = a;
-    upulsar_msg_id_t id;
-    cr_assert_eq(upulsar_future_wait(w->f, 10000, &id), UPULSAR_ERR_TOPIC_TERMINATED);
+    atomic_store(&w->tid, (pid_t)syscall(SYS_gettid));
+    w->id.ledger_id = UPULSAR_ID_UNKNOWN - 1; /* must be overwritten */
+    /* no timeout: only the wake-up of the resolution can end this wait
+     * (a timed-out futex wait would also find the result) */
+    w->err = upulsar_future_wait(w->f, -1, &w->id);
+    atomic_store(&w->returned, 1);
     return NULL;
 }
 
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* Wait (bounded: a guard against hangs) until each of @p n waiters has
+ * returned; then join them. Returns whether all returned. */
+static int all_woke(pthread_t *th, waiter_arg_t *w, size_t n)
+{
+    uint64_t end = now_ms() + WAIT_MS;
+    for (size_t i = 0; i < n; i++)
+        while (!atomic_load(&w[i].returned)) {
+            if (now_ms() > end)
+                return 0; /* a sleeper never woken: cannot be joined */
+            struct timespec ts = {0, 1000000};
+            nanosleep(&ts, NULL);
+        }
+    for (size_t i = 0; i < n; i++)
+        pthread_join(th[i], NULL);
+    return 1;
+}
+
+/* Is thread @p tid of this process blocked in futex(FUTEX_WAIT) on @p addr?
+ * /proc/self/task/<tid>/syscall names the system call a blocked thread is
+ * in and its arguments ("running" while it runs). */
+static int parked_on(pid_t tid, const void *addr)
+{
+    char path[64], buf[256];
+    snprintf(path, sizeof path, "/proc/self/task/%d/syscall", (int)tid);
+    FILE *fp = fopen(path, "r");
+    if (!fp)
+        return 0;
+    size_t n = fread(buf, 1, sizeof buf - 1, fp);
+    fclose(fp);
+    buf[n] = '\0';
+    long nr;
+    unsigned long long a0, a1;
+    if (sscanf(buf, "%ld 0x%llx 0x%llx", &nr, &a0, &a1) != 3)
+        return 0;
+    return nr == SYS_futex && a0 == (unsigned long long)(uintptr_t)addr &&
+           (a1 & FUTEX_CMD_MASK) == FUTEX_WAIT;
+}
+
+/* Wait until each of @p n waiters is asleep in the kernel on its future,
+ * none having returned. */
+static int all_parked(waiter_arg_t *w, size_t n)
+{
+    uint64_t end = now_ms() + WAIT_MS;
+    for (;;) {
+        size_t parked = 0;
+        for (size_t i = 0; i < n; i++) {
+            pid_t tid = atomic_load(&w[i].tid);
+            if (atomic_load(&w[i].returned))
+                return 0;
+            parked += tid && parked_on(tid, &w[i].f->state);
+        }
+        if (parked == n)
+            return 1;
+        if (now_ms() > end)
+            return 0;
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+    }
+}
+
+/* Three threads asleep in upulsar_future_wait() on one future (checked in
+ * the kernel, not assumed after a sleep) are each woken by its resolution
+ * and get its error; a wait that times out leaves it pending. */
 Test(future, waiters_wake_on_resolution_and_timeouts_leave_it_pending)
 {
     cr_assert_eq(up_future_pool_init(&pool, 4096), 0);
@@ -156,16 +246,113 @@ Test(future, waiters_wake_on_resolution_and_timeouts_leave_it_pending)
     cr_assert_eq(upulsar_future_wait(f, 20, NULL), UPULSAR_ERR__PENDING);
     cr_assert_eq(upulsar_future_poll(f, NULL), UPULSAR_ERR__PENDING);
     pthread_t th[3];
-    waiter_arg_t w = {f};
-    for (int i = 0; i < 3; i++)
-        pthread_create(&th[i], NULL, waiter, &w);
-    struct timespec ts = {0, 20000000};
-    nanosleep(&ts, NULL);
+    waiter_arg_t w[3];
+    memset(w, 0, sizeof w);
+    for (int i = 0; i < 3; i++) {
+        w[i].f = f;
+        cr_assert_eq(pthread_create(&th[i], NULL, waiter, &w[i]), 0);
+    }
+    int parked = all_parked(w, 3);
     up_future_resolve(f, UPULSAR_ERR_TOPIC_TERMINATED, NULL);
+    cr_assert(all_woke(th, w, 3), "a waiter was never woken by the resolution");
+    cr_assert(parked, "the waiters never slept in the kernel on the future");
     for (int i = 0; i < 3; i++)
-        pthread_join(th[i], NULL);
+        cr_assert_eq(w[i].err, UPULSAR_ERR_TOPIC_TERMINATED, "waiter %d: %s", i,
+                     upulsar_err_name(w[i].err));
     upulsar_future_release(f);
     up_future_pool_destroy(&pool);
+}
+
+/* Scenario (through the whole engine):
+ *  1. The broker withholds the receipts of topic "parked"; 8 messages are
+ *     sent in entries of 2 and stored, their receipts queued at the broker:
+ *     no future can resolve.
+ *  2. Two threads per future call upulsar_future_wait(); the test waits
+ *     until all 16 sleep in the kernel (futex wait on their future).
+ *  3. The receipts are released: every waiter wakes with OK and the id of
+ *     its own message as the broker stored it (ledger, entry, batch index),
+ *     both waiters of a future alike. */
+Test(engine, waiters_asleep_before_the_receipts_wake_with_their_own_ids, .timeout = 240)
+{
+    enum { NMSG = 8, PER_FUTURE = 2 };
+    upulsar_tb_opts_t o;
+    upulsar_tb_opts_init(&o);
+    upulsar_tb_t *tb;
+    cr_assert_eq(upulsar_tb_start(&o, &tb), UPULSAR_OK);
+    upulsar_conf_t *conf = upulsar_conf_new();
+    upulsar_conf_set(conf, "service.url", upulsar_tb_url(tb), NULL, 0);
+    upulsar_conf_set(conf, "batch.max.messages", "2", NULL, 0);
+    upulsar_client_t *client;
+    cr_assert_eq(upulsar_client_new(conf, &client), UPULSAR_OK);
+    upulsar_producer_t *p;
+    cr_assert_eq(upulsar_producer_start(client, "pk", "parked", 0, conf, &p), UPULSAR_OK, "%s",
+                 upulsar_last_error());
+    upulsar_conf_destroy(conf);
+    cr_assert_eq(upulsar_tb_hold_receipts(tb, "parked"), UPULSAR_OK);
+
+    upulsar_future_t *f[NMSG];
+    for (int i = 0; i < NMSG; i++) {
+        char pl[16];
+        int len = snprintf(pl, sizeof pl, "m%d", i);
+        cr_assert_eq(upulsar_send(p, pl, (size_t)len, NULL, &f[i]), UPULSAR_OK, "%s",
+                     upulsar_last_error());
+    }
+    cr_assert_eq(upulsar_tb_wait_messages(tb, "parked", NMSG, WAIT_MS), UPULSAR_OK);
+    /* every stored entry's receipt is queued at the broker (it queues a
+     * receipt just after storing its entry) */
+    upulsar_tb_topic_stats_t ts;
+    uint64_t end = now_ms() + WAIT_MS;
+    for (;;) {
+        cr_assert_eq(upulsar_tb_topic_stats(tb, "parked", &ts), UPULSAR_OK);
+        if (upulsar_tb_queued_receipts(tb) == ts.entries)
+            break;
+        cr_assert_lt(now_ms(), end, "receipts not all withheld");
+        struct timespec pause = {0, 1000000};
+        nanosleep(&pause, NULL);
+    }
+    for (int i = 0; i < NMSG; i++)
+        cr_assert_eq(upulsar_future_poll(f[i], NULL), UPULSAR_ERR__PENDING, "message %d", i);
+
+    pthread_t th[NMSG * PER_FUTURE];
+    waiter_arg_t w[NMSG * PER_FUTURE];
+    memset(w, 0, sizeof w);
+    for (int k = 0; k < NMSG * PER_FUTURE; k++) {
+        w[k].f = f[k / PER_FUTURE];
+        cr_assert_eq(pthread_create(&th[k], NULL, waiter, &w[k]), 0);
+    }
+    int parked = all_parked(w, NMSG * PER_FUTURE);
+    cr_assert_eq(upulsar_tb_release_receipts(tb, "parked"), UPULSAR_OK);
+    cr_assert(all_woke(th, w, NMSG * PER_FUTURE), "a waiter was never woken by its receipt");
+    cr_assert(parked, "the waiters never all slept in the kernel on their futures");
+
+    upulsar_tb_snapshot_t *s;
+    cr_assert_eq(upulsar_tb_snapshot(tb, "parked", &s), UPULSAR_OK);
+    cr_assert_eq(upulsar_tb_snapshot_count(s), NMSG);
+    for (int k = 0; k < NMSG * PER_FUTURE; k++) {
+        int i = k / PER_FUTURE;
+        char pl[16];
+        int len = snprintf(pl, sizeof pl, "m%d", i);
+        const upulsar_tb_msg_t *m = NULL;
+        for (size_t j = 0; j < NMSG; j++) {
+            const upulsar_tb_msg_t *c = upulsar_tb_snapshot_msg(s, j);
+            if (c->payload_len == (size_t)len && !memcmp(c->payload, pl, (size_t)len))
+                m = c;
+        }
+        cr_assert_not_null(m, "message %d not stored", i);
+        cr_assert_eq(w[k].err, UPULSAR_OK, "waiter %d of message %d: %s", k % PER_FUTURE, i,
+                     upulsar_err_name(w[k].err));
+        cr_assert_eq(w[k].id.ledger_id, m->ledger_id, "message %d ledger", i);
+        cr_assert_eq(w[k].id.entry_id, m->entry_id, "message %d entry", i);
+        cr_assert_eq(w[k].id.batch_index, m->batch_index, "message %d batch index", i);
+        cr_assert_eq(w[k].id.batch_size, m->batch_size, "message %d batch size", i);
+        cr_assert_eq(w[k].id.partition, -1);
+    }
+    upulsar_tb_snapshot_free(s);
+    for (int i = 0; i < NMSG; i++)
+        upulsar_future_release(f[i]);
+    cr_assert_eq(upulsar_producer_stop(p, 10000), UPULSAR_OK);
+    upulsar_client_destroy(client);
+    upulsar_tb_stop(tb);
 }
 
 /* ---- the whole engine: 8 threads x 100k messages over 16 partitions ---- */

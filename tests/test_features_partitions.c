@@ -1,7 +1,7 @@
 /* test_features_partitions.c -- partition growth: a topic grown from 4 to 8
  * partitions while a thread sends keyed messages; the new groups start
  * without a restart, keyed routing follows the new count, nothing is lost;
- * shrinking is refused.
+ * shrinking is refused (checked once polls provably saw the smaller count).
  * UPULSAR_TEST_LABEL_CONCURRENCY (also run under ThreadSanitizer) */
 #include <criterion/criterion.h>
 #include <pthread.h>
@@ -161,38 +161,107 @@ Test(features_partitions, grow_from_4_to_8_mid_stream)
     cr_assert_eq(upulsar_producer_stop(r.p, 10000), UPULSAR_OK);
 }
 
+/* Log lines of the shrink test: the library's warning about a smaller
+ * count. */
+static pthread_mutex_t log_mu = PTHREAD_MUTEX_INITIALIZER;
+static int shrink_lines;
+
+static void on_log(upulsar_log_level_t level, const char *line, void *opaque)
+{
+    (void)opaque;
+    if (level == UPULSAR_LOG_WARNING && strstr(line, "shrink") &&
+        strstr(line, "reports 2 partitions, fewer than 4")) {
+        pthread_mutex_lock(&log_mu);
+        shrink_lines++;
+        pthread_mutex_unlock(&log_mu);
+    }
+}
+
+static int shrink_logged(void *a)
+{
+    (void)a;
+    pthread_mutex_lock(&log_mu);
+    int n = shrink_lines;
+    pthread_mutex_unlock(&log_mu);
+    return n > 0;
+}
+
+/* For ft_wait_for(): has the broker received at least `n`
+ * PARTITIONED_METADATA requests? */
+typedef struct {
+    upulsar_tb_t *tb;
+    uint64_t n;
+} polls_t;
+
+static int polls_at_least(void *a)
+{
+    polls_t *w = a;
+    upulsar_tb_stats_t st;
+    upulsar_tb_stats(w->tb, &st);
+    return st.partition_lookups >= w->n;
+}
+
+typedef struct {
+    upulsar_producer_t *p;
+    int fewest; /* smallest count seen while waiting */
+} grow_wait_t;
+
+static int partitions_are_6(void *a)
+{
+    grow_wait_t *w = a;
+    int n = upulsar_producer_partitions(w->p);
+    if (n < w->fewest)
+        w->fewest = n;
+    return n == 6;
+}
+
+/* Scenario:
+ *  1. A topic of 4 partitions, a producer polling its partition count every
+ *     20 ms; the broker then announces 2.
+ *  2. Proof that polls saw the smaller count: the broker received two
+ *     PARTITIONED_METADATA requests after the change (the watchdog polls
+ *     one at a time, so the first of them was answered "2" and handled
+ *     before the second was sent), and the library logged the refusal.
+ *  3. Only then: still 4 partitions (routing, groups, a keyed message).
+ *  4. Growth to 6 is still taken, never going below 4 on the way. */
 Test(features_partitions, shrinking_is_refused)
 {
+    pthread_mutex_lock(&log_mu);
+    shrink_lines = 0;
+    pthread_mutex_unlock(&log_mu);
+    cr_assert_eq(upulsar_client_set_log_cb(client, on_log, NULL), UPULSAR_OK);
     cr_assert_eq(upulsar_tb_set_partitions(tb, "shrink", 4), UPULSAR_OK);
     const char *kv[] = {"partitions.update.interval.ms", "20", NULL};
     upulsar_producer_t *p = ft_producer(client, NULL, "shrink", 0, kv);
+    cr_assert_eq(upulsar_producer_partitions(p), 4);
     cr_assert_eq(upulsar_tb_set_partitions(tb, "shrink", 2), UPULSAR_OK);
-    /* ten poll intervals at the smaller count (the poll refuses it: logged) */
-    for (int i = 0; i < 10; i++) {
-        struct timespec ts = {0, 20000000};
-        nanosleep(&ts, NULL);
-        cr_assert_eq(upulsar_producer_partitions(p), 4, "shrunk");
-    }
+    upulsar_tb_stats_t st;
+    cr_assert_eq(upulsar_tb_stats(tb, &st), UPULSAR_OK);
+    polls_t polls = {tb, st.partition_lookups + 2};
+    cr_assert(ft_wait_for(polls_at_least, &polls), "no partition poll after the change");
+    cr_assert(ft_wait_for(shrink_logged, NULL), "the refused shrink was not logged");
+    cr_assert_eq(upulsar_producer_partitions(p), 4, "shrunk");
     upulsar_future_t *f;
     upulsar_msg_id_t id;
     upulsar_send_opts_t o = {.partition_key = "k5"}; /* 2 under 4 partitions, 0 under 2 */
     cr_assert_eq(upulsar_send(p, "x", 1, &o, &f), UPULSAR_OK);
-    cr_assert_eq(upulsar_future_wait(f, 10000, &id), UPULSAR_OK);
+    cr_assert_eq(upulsar_future_wait(f, FT_WAIT_MS, &id), UPULSAR_OK);
     upulsar_future_release(f);
     cr_assert_eq(id.partition, java_partition("k5", 4));
     cr_assert_eq(upulsar_producer_partition_for_key(p, "k5"), 2);
     size_t ng;
     cr_assert_eq(upulsar_producer_groups(p, NULL, 0, &ng), UPULSAR_OK);
     cr_assert_eq(ng, 4);
+    cr_assert_eq(upulsar_producer_partitions(p), 4, "shrunk");
     /* and growth still works after a refused shrink */
     cr_assert_eq(upulsar_tb_set_partitions(tb, "shrink", 6), UPULSAR_OK);
-    for (int i = 0; i < 100000 && upulsar_producer_partitions(p) != 6; i++) {
-        cr_assert_geq(upulsar_producer_partitions(p), 4, "shrunk");
-        struct timespec ts = {0, 1000000};
-        nanosleep(&ts, NULL);
-    }
-    cr_assert_eq(upulsar_producer_partitions(p), 6);
+    grow_wait_t gw = {p, 4};
+    cr_assert(ft_wait_for(partitions_are_6, &gw), "never grew to 6");
+    cr_assert_eq(gw.fewest, 4, "shrunk to %d on the way to 6", gw.fewest);
+    cr_assert_eq(upulsar_producer_groups(p, NULL, 0, &ng), UPULSAR_OK);
+    cr_assert_eq(ng, 6);
     cr_assert_eq(upulsar_producer_stop(p, 5000), UPULSAR_OK);
+    cr_assert_eq(upulsar_client_set_log_cb(client, NULL, NULL), UPULSAR_OK);
 }
 
 Test(features_partitions, lazy_start_creates_a_partition_producer_on_first_send)

@@ -505,10 +505,22 @@ typedef struct upulsar_tb_stats {
                                         in proxy_to_broker_url */
     uint64_t lookup_only_closed;   /**< proxy_mode: connections closed for a
                                         PRODUCER/SUBSCRIBE without one */
+    uint64_t auth_tls_ok;          /**< CONNECTs accepted with auth_method_name
+                                        "tls" on a verified client certificate
+                                        (also counted in auth_ok) */
 } upulsar_tb_stats_t;
 
 /** Fill *@p out. Never fails on valid arguments. */
 upulsar_err_t upulsar_tb_stats(upulsar_tb_t *tb, upulsar_tb_stats_t *out);
+
+/**
+ * The role of the last client accepted through TLS authentication (see
+ * upulsar_tb_stats_t.auth_tls_ok), as Pulsar derives it: the common name
+ * (CN) of its certificate's subject, copied into @p buf (truncated to
+ * @p size, NUL-terminated); "" while no client was. Errors: INVALID_ARG
+ * (NULL, @p size 0). Thread safety: any. Blocks: briefly (a mutex).
+ */
+upulsar_err_t upulsar_tb_last_tls_role(upulsar_tb_t *tb, char *buf, size_t size);
 
 /* ------------------------------------------------------------------------ *
  * Fault injection. @p topic NULL means every topic where documented.

@@ -1180,6 +1180,17 @@ upulsar_err_t upulsar_tb_stats(upulsar_tb_t *tb, upulsar_tb_stats_t *out)
     out->partition_lookups = atomic_load(&tb->partition_lookups);
     out->proxied_connections = atomic_load(&tb->proxied_connections);
     out->lookup_only_closed = atomic_load(&tb->lookup_only_closed);
+    out->auth_tls_ok = atomic_load(&tb->auth_tls_ok);
+    return UPULSAR_OK;
+}
+
+upulsar_err_t upulsar_tb_last_tls_role(upulsar_tb_t *tb, char *buf, size_t size)
+{
+    if (!tb || !buf || !size)
+        return up_seterr(UPULSAR_ERR__INVALID_ARG, "upulsar_tb_last_tls_role: NULL");
+    pthread_mutex_lock(&tb->mu);
+    snprintf(buf, size, "%s", tb->tls_role);
+    pthread_mutex_unlock(&tb->mu);
     return UPULSAR_OK;
 }
 

@@ -546,9 +546,21 @@ static const char *check_credentials(tb_conn_t *c, const char *method, bool has_
          * the handshake (against tls_ca_file) is the credential */
         X509 *peer = c->ssl ? SSL_get1_peer_certificate(c->ssl) : NULL;
         bool verified = peer && SSL_get_verify_result(c->ssl) == X509_V_OK;
+        if (verified) {
+            /* the role, as Pulsar's AuthenticationProviderTls takes it: the
+             * certificate subject's common name */
+            char cn[256] = "";
+            if (X509_NAME_get_text_by_NID(X509_get_subject_name(peer), NID_commonName, cn,
+                                          (int)sizeof cn) < 0)
+                cn[0] = '\0';
+            pthread_mutex_lock(&c->tb->mu);
+            snprintf(c->tb->tls_role, sizeof c->tb->tls_role, "%s", cn);
+            pthread_mutex_unlock(&c->tb->mu);
+        }
         X509_free(peer);
         if (verified) {
             atomic_fetch_add(&c->tb->auth_ok, 1);
+            atomic_fetch_add(&c->tb->auth_tls_ok, 1);
             return NULL;
         }
         return "Failed to authenticate: no verified client certificate";

@@ -290,6 +290,8 @@ struct upulsar_tb {
         auth_unanswered;
     atomic_ullong retained_bytes;
     atomic_ullong lookups, partition_lookups, proxied_connections, lookup_only_closed;
+    atomic_ullong auth_tls_ok;
+    char tls_role[256]; /**< tb->mu: CN of the last TLS-authenticated client */
 };
 
 /* broker.c */
