@@ -62,8 +62,9 @@ Test(future_once, resolving_twice_keeps_the_first_result)
     upulsar_future_t *f = up_future_alloc(&pool);
     cr_assert_not_null(f);
     upulsar_msg_id_t first = id_of(42);
-    up_future_resolve(f, UPULSAR_OK, &first);
-    up_future_resolve(f, UPULSAR_ERR__MSG_TIMED_OUT, NULL);
+    cr_assert(up_future_resolve(f, UPULSAR_OK, &first));
+    cr_assert_not(up_future_resolve(f, UPULSAR_ERR__MSG_TIMED_OUT, NULL),
+                  "a second resolution must report that it did nothing");
     upulsar_msg_id_t got;
     cr_assert_eq(upulsar_future_poll(f, &got), UPULSAR_OK, "the second resolution overwrote");
     cr_assert_eq(got.ledger_id, 42);
@@ -83,9 +84,9 @@ Test(future_once, resolving_twice_after_release_gives_the_slot_back_once)
     upulsar_future_release(f);
     cr_assert_eq(in_use(), 1, "a pending future is in use until it resolves");
     upulsar_msg_id_t id = id_of(1);
-    up_future_resolve(f, UPULSAR_OK, &id);
+    cr_assert(up_future_resolve(f, UPULSAR_OK, &id));
     cr_assert_eq(in_use(), 0);
-    up_future_resolve(f, UPULSAR_ERR__CLOSED, NULL);
+    cr_assert_not(up_future_resolve(f, UPULSAR_ERR__CLOSED, NULL));
     cr_assert_eq(in_use(), 0, "the slot went back to the pool twice");
     assert_pool_sound(1000);
 }
@@ -97,9 +98,9 @@ Test(future_once, releasing_twice_after_resolution_keeps_the_pool_sound)
     cr_assert_not_null(f);
     upulsar_msg_id_t id = id_of(7);
     up_future_resolve(f, UPULSAR_OK, &id);
-    upulsar_future_release(f);
+    cr_assert_eq(upulsar_future_release(f), UPULSAR_OK);
     cr_assert_eq(in_use(), 0);
-    upulsar_future_release(f);
+    cr_assert_eq(upulsar_future_release(f), UPULSAR_ERR__INVALID_ARG);
     cr_assert_eq(in_use(), 0, "the slot went back to the pool twice");
     assert_pool_sound(1000);
 }
@@ -109,8 +110,8 @@ Test(future_once, releasing_twice_before_resolution_keeps_the_pool_sound)
 {
     upulsar_future_t *f = up_future_alloc(&pool);
     cr_assert_not_null(f);
-    upulsar_future_release(f);
-    upulsar_future_release(f);
+    cr_assert_eq(upulsar_future_release(f), UPULSAR_OK);
+    cr_assert_eq(upulsar_future_release(f), UPULSAR_ERR__INVALID_ARG);
     upulsar_msg_id_t id = id_of(3);
     up_future_resolve(f, UPULSAR_OK, &id);
     cr_assert_eq(in_use(), 0);
@@ -130,7 +131,8 @@ Test(future_once, a_late_second_release_leaves_the_next_owner_alone)
     upulsar_future_release(f);
     upulsar_future_t *g = up_future_alloc(&pool);
     cr_assert_not_null(g);
-    upulsar_future_release(f); /* the caller's bug: f was given back already */
+    /* the caller's bug: f was given back already */
+    cr_assert_eq(upulsar_future_release(f), UPULSAR_ERR__INVALID_ARG);
     cr_assert_eq(in_use(), 1);
     cr_assert_eq(upulsar_future_poll(g, NULL), UPULSAR_ERR__PENDING);
     upulsar_msg_id_t b = id_of(20);
@@ -139,7 +141,7 @@ Test(future_once, a_late_second_release_leaves_the_next_owner_alone)
     upulsar_msg_id_t got;
     cr_assert_eq(upulsar_future_poll(g, &got), UPULSAR_OK);
     cr_assert_eq(got.ledger_id, 20);
-    upulsar_future_release(g);
+    cr_assert_eq(upulsar_future_release(g), UPULSAR_OK);
     cr_assert_eq(in_use(), 0);
     assert_pool_sound(1000);
 }
@@ -153,6 +155,7 @@ typedef struct {
     upulsar_err_t err;
     uint64_t base;
     atomic_int *go;
+    unsigned char *won; /* [RACE_N]: this racer's resolution counted */
 } racer_t;
 
 static void *racer(void *a)
@@ -162,7 +165,9 @@ static void *racer(void *a)
         ;
     for (int i = 0; i < RACE_N; i++) {
         upulsar_msg_id_t id = id_of(r->base + (uint64_t)i);
-        up_future_resolve(r->fs[i], r->err, r->err == UPULSAR_OK ? &id : NULL);
+        bool w = up_future_resolve(r->fs[i], r->err, r->err == UPULSAR_OK ? &id : NULL);
+        if (r->won)
+            r->won[i] = w;
     }
     return NULL;
 }
@@ -180,8 +185,9 @@ Test(future_once, concurrent_resolutions_leave_one_whole_result)
         cr_assert_not_null(fs[i]);
     }
     atomic_int go = 0;
-    racer_t ok = {fs, UPULSAR_OK, 1000000, &go};
-    racer_t bad = {fs, UPULSAR_ERR__MSG_TIMED_OUT, 0, &go};
+    static unsigned char won_ok[RACE_N], won_bad[RACE_N];
+    racer_t ok = {fs, UPULSAR_OK, 1000000, &go, won_ok};
+    racer_t bad = {fs, UPULSAR_ERR__MSG_TIMED_OUT, 0, &go, won_bad};
     pthread_t t1, t2;
     cr_assert_eq(pthread_create(&t1, NULL, racer, &ok), 0);
     cr_assert_eq(pthread_create(&t2, NULL, racer, &bad), 0);
@@ -191,6 +197,10 @@ Test(future_once, concurrent_resolutions_leave_one_whole_result)
     for (int i = 0; i < RACE_N; i++) {
         upulsar_msg_id_t got = {0};
         upulsar_err_t e = upulsar_future_poll(fs[i], &got);
+        cr_assert_eq(won_ok[i] + won_bad[i], 1, "future %d: %d resolutions counted", i,
+                     won_ok[i] + won_bad[i]);
+        cr_assert_eq(e, won_ok[i] ? UPULSAR_OK : UPULSAR_ERR__MSG_TIMED_OUT,
+                     "future %d: the result is not the winner's", i);
         if (e == UPULSAR_OK) {
             cr_assert_eq(got.ledger_id, 1000000u + (uint64_t)i, "future %d: mixed result", i);
             cr_assert_eq(got.entry_id, 1000001u + (uint64_t)i, "future %d: mixed result", i);
@@ -230,7 +240,7 @@ Test(future_once, release_racing_resolution_gives_each_slot_back_once)
         cr_assert_not_null(fs[i]);
     }
     atomic_int go = 0;
-    racer_t res = {fs, UPULSAR_OK, 0, &go};
+    racer_t res = {fs, UPULSAR_OK, 0, &go, NULL};
     releaser_t rel = {fs, &go};
     pthread_t t1, t2;
     cr_assert_eq(pthread_create(&t1, NULL, racer, &res), 0);
@@ -240,5 +250,30 @@ Test(future_once, release_racing_resolution_gives_each_slot_back_once)
     pthread_join(t2, NULL);
     cr_assert_eq(in_use(), 0);
     free(fs);
+    assert_pool_sound(1000);
+}
+
+/* A released future is refused by poll and wait (INVALID_ARG), whether its
+ * slot is still free or was handed out again; the new owner's future is
+ * unaffected. */
+Test(future_once, a_released_future_is_refused_by_poll_and_wait)
+{
+    upulsar_future_t *f = up_future_alloc(&pool);
+    cr_assert_not_null(f);
+    upulsar_msg_id_t id = id_of(5);
+    up_future_resolve(f, UPULSAR_OK, &id);
+    cr_assert_eq(upulsar_future_release(f), UPULSAR_OK);
+    cr_assert_eq(upulsar_future_poll(f, NULL), UPULSAR_ERR__INVALID_ARG);
+    cr_assert_eq(upulsar_future_wait(f, 1000, NULL), UPULSAR_ERR__INVALID_ARG);
+    upulsar_future_t *g = up_future_alloc(&pool);
+    cr_assert_not_null(g);
+    cr_assert_eq(upulsar_future_poll(f, NULL), UPULSAR_ERR__INVALID_ARG);
+    cr_assert_eq(upulsar_future_wait(f, -1, NULL), UPULSAR_ERR__INVALID_ARG);
+    cr_assert_eq(upulsar_future_poll(g, NULL), UPULSAR_ERR__PENDING);
+    cr_assert_eq(upulsar_future_release(g), UPULSAR_OK);
+    cr_assert_eq(upulsar_future_release(NULL), UPULSAR_OK);
+    cr_assert_eq(upulsar_future_poll(NULL, NULL), UPULSAR_ERR__INVALID_ARG);
+    up_future_resolve(g, UPULSAR_OK, &id);
+    cr_assert_eq(in_use(), 0);
     assert_pool_sound(1000);
 }
