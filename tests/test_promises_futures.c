@@ -139,6 +139,8 @@ Test(promises_futures, destroying_the_client_resolves_every_pending_message_once
             cr_assert_eq(upulsar_future_release(m->f), UPULSAR_OK);
             m->f = NULL;
         }
+    ft_stored_t stored = {tb, NULL, 1};
+    cr_assert(ft_wait_for(ft_stored_at_least, &stored), "nothing reached the broker");
     cr_assert(upulsar_tb_queued_receipts(tb) > 0, "receipts were not withheld");
 
     upulsar_client_destroy(c);

@@ -278,6 +278,7 @@ static void nc_done(upulsar_err_t err, const upulsar_msg_id_t *id, void *opaque)
 
 static upulsar_err_t nc_send(upulsar_producer_t *p, nc_msg_t *m, char fill, size_t len)
 {
+    free(m->payload); /* a refused send left it with the caller */
     m->len = len;
     m->payload = malloc(len);
     cr_assert_not_null(m->payload);
