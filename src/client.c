@@ -46,6 +46,7 @@ upulsar_err_t upulsar_client_new(const upulsar_conf_t *conf, upulsar_client_t **
         free(c);
         return up_seterr(UPULSAR_ERR__NOMEM, "out of memory");
     }
+    c->futures.client = c; /* misuse of a future is logged where the client logs */
     c->nloops = c->conf.io_threads > 0 ? c->conf.io_threads : 1;
     c->loops = calloc((size_t)c->nloops, sizeof *c->loops);
     if (!c->loops) {

@@ -4,28 +4,42 @@
 #include <errno.h>
 #include <limits.h>
 #include <linux/futex.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "engine.h"
 #include "err.h"
 
-#define F_DONE 1u
-#define F_RELEASED 2u
-#define F_WAITERS 4u
+#define F_CLAIMED 1u
+#define F_DONE 2u
+#define F_RELEASED 4u
+#define F_WAITERS 8u
+#define F_GEN_SHIFT 8
+#define F_GEN_MASK (UP_FUT_ALIASES - 1u)
 
-static struct upulsar_future *slot(up_future_pool_t *p, uint32_t idx)
+_Static_assert((UP_FUT_ALIASES & (UP_FUT_ALIASES - 1)) == 0, "aliases: a power of two");
+_Static_assert(sizeof(up_fslot_t) == 64, "one slot per cache line");
+
+static inline uint32_t gen_of(uint32_t s) { return (s >> F_GEN_SHIFT) & F_GEN_MASK; }
+
+/* The slot a handle belongs to (handle n sits at &slot->alias[n]). */
+static inline up_fslot_t *slot_of(const struct upulsar_future *h)
 {
-    struct upulsar_future *seg =
-        atomic_load_explicit(&p->segs[idx >> UP_FUT_SEG_BITS], memory_order_acquire);
+    return (up_fslot_t *)(void *)((char *)(uintptr_t)(h - h->n) - offsetof(up_fslot_t, alias));
+}
+
+static up_fslot_t *slot(up_future_pool_t *p, uint32_t idx)
+{
+    up_fslot_t *seg = atomic_load_explicit(&p->segs[idx >> UP_FUT_SEG_BITS], memory_order_acquire);
     return &seg[idx & (UP_FUT_SEG_SIZE - 1)];
 }
 
 /* Push the chain first..last (linked through next) onto the free list. */
-static void push_chain(up_future_pool_t *p, struct upulsar_future *first,
-                       struct upulsar_future *last)
+static void push_chain(up_future_pool_t *p, up_fslot_t *first, up_fslot_t *last)
 {
     uint64_t old = atomic_load_explicit(&p->head, memory_order_relaxed);
     for (;;) {
@@ -38,7 +52,7 @@ static void push_chain(up_future_pool_t *p, struct upulsar_future *first,
     }
 }
 
-static void put(struct upulsar_future *f)
+static void put(up_fslot_t *f)
 {
     atomic_fetch_sub_explicit(&f->pool->in_use, 1, memory_order_relaxed);
     push_chain(f->pool, f, f);
@@ -79,7 +93,7 @@ static int grow(up_future_pool_t *p, uint64_t seen_head)
         rc = -1;
         goto out;
     }
-    struct upulsar_future *seg = calloc(UP_FUT_SEG_SIZE, sizeof *seg);
+    up_fslot_t *seg = calloc(UP_FUT_SEG_SIZE, sizeof *seg);
     if (!seg) {
         rc = -1;
         goto out;
@@ -87,6 +101,8 @@ static int grow(up_future_pool_t *p, uint64_t seen_head)
     for (uint32_t i = 0; i < UP_FUT_SEG_SIZE; i++) {
         seg[i].idx = (n << UP_FUT_SEG_BITS) | i;
         seg[i].pool = p;
+        for (uint8_t a = 0; a < UP_FUT_ALIASES; a++)
+            seg[i].alias[a].n = a;
         atomic_init(&seg[i].state, 0);
         atomic_init(&seg[i].next, i + 1 < UP_FUT_SEG_SIZE ? seg[i].idx + 2 : 0);
     }
@@ -109,14 +125,22 @@ struct upulsar_future *up_future_alloc(up_future_pool_t *p)
             old = atomic_load_explicit(&p->head, memory_order_acquire);
             continue;
         }
-        struct upulsar_future *f = slot(p, top - 1);
+        up_fslot_t *f = slot(p, top - 1);
         uint32_t next = atomic_load_explicit(&f->next, memory_order_relaxed);
         uint64_t nw = (((old >> 32) + 1) << 32) | next;
         if (atomic_compare_exchange_weak_explicit(&p->head, &old, nw, memory_order_acquire,
                                                   memory_order_acquire)) {
-            atomic_store_explicit(&f->state, 0, memory_order_relaxed);
+            /* a new generation, no flags. A slot on the free list has
+             * CLAIMED and RELEASED set, so no late release or resolution
+             * through an old handle writes the state meanwhile; after this
+             * store, such a handle names another generation and is
+             * refused. Relaxed: the new owner passes the handle on through
+             * its own synchronisation (the ring's commit) */
+            uint32_t gen = (gen_of(atomic_load_explicit(&f->state, memory_order_relaxed)) + 1) &
+                           F_GEN_MASK;
+            atomic_store_explicit(&f->state, gen << F_GEN_SHIFT, memory_order_relaxed);
             atomic_fetch_add_explicit(&p->in_use, 1, memory_order_relaxed);
-            return f;
+            return &f->alias[gen];
         }
     }
 }
@@ -126,41 +150,73 @@ static long futex(_Atomic uint32_t *addr, int op, uint32_t val, const struct tim
     return syscall(SYS_futex, (uint32_t *)addr, op, val, ts, NULL, 0);
 }
 
-void up_future_resolve(struct upulsar_future *f, upulsar_err_t err, const upulsar_msg_id_t *id)
+bool up_future_resolve(struct upulsar_future *h, upulsar_err_t err, const upulsar_msg_id_t *id)
 {
+    up_fslot_t *f = slot_of(h);
+    /* Claim the result: only one resolution per generation gets past this
+     * CAS; a second one (or one through a handle of an earlier generation)
+     * writes nothing. Relaxed is enough: the CAS only has to be atomic to
+     * pick one winner, and nobody reads the result on the strength of
+     * CLAIMED (readers wait for DONE, published with release below). */
+    uint32_t s = atomic_load_explicit(&f->state, memory_order_relaxed);
+    do {
+        if (gen_of(s) != h->n || (s & F_CLAIMED))
+            return false;
+    } while (!atomic_compare_exchange_weak_explicit(&f->state, &s, s | F_CLAIMED,
+                                                    memory_order_relaxed, memory_order_relaxed));
     f->err = err;
     if (id)
         f->id = *id;
     else
         memset(&f->id, 0, sizeof f->id);
-    uint32_t old = atomic_fetch_or_explicit(&f->state, F_DONE, memory_order_acq_rel); /* R1 */
+    /* R1: release publishes the result to waiters (A1); acquire pairs with
+     * a release that came first, so the caller is done with the slot before
+     * it goes back to the free list */
+    uint32_t old = atomic_fetch_or_explicit(&f->state, F_DONE, memory_order_acq_rel);
     if (old & F_WAITERS)
         futex(&f->state, FUTEX_WAKE_PRIVATE, INT_MAX, NULL);
     if (old & F_RELEASED)
         put(f);
+    return true;
 }
 
-static upulsar_err_t result(struct upulsar_future *f, upulsar_msg_id_t *id)
+static upulsar_err_t result(up_fslot_t *f, upulsar_msg_id_t *id)
 {
     if (id && f->err == UPULSAR_OK)
         *id = f->id;
     return (upulsar_err_t)f->err;
 }
 
-upulsar_err_t upulsar_future_poll(upulsar_future_t *f, upulsar_msg_id_t *id)
+/* A handle given back already, or of an earlier use of its slot. */
+static upulsar_err_t stale(const struct upulsar_future *h, uint32_t s)
 {
-    if (!f)
+    if (gen_of(s) != h->n)
+        return up_seterr(UPULSAR_ERR__INVALID_ARG,
+                         "future %p was released and its slot handed out again", (void *)h);
+    return up_seterr(UPULSAR_ERR__INVALID_ARG, "future %p was released", (void *)h);
+}
+
+upulsar_err_t upulsar_future_poll(upulsar_future_t *h, upulsar_msg_id_t *id)
+{
+    if (!h)
         return up_seterr(UPULSAR_ERR__INVALID_ARG, "future is NULL");
-    if (atomic_load_explicit(&f->state, memory_order_acquire) & F_DONE) /* A1 */
+    up_fslot_t *f = slot_of(h);
+    uint32_t s = atomic_load_explicit(&f->state, memory_order_acquire); /* A1 */
+    if (gen_of(s) != h->n || (s & F_RELEASED))
+        return stale(h, s);
+    if (s & F_DONE)
         return result(f, id);
     return UPULSAR_ERR__PENDING;
 }
 
-upulsar_err_t upulsar_future_wait(upulsar_future_t *f, int timeout_ms, upulsar_msg_id_t *id)
+upulsar_err_t upulsar_future_wait(upulsar_future_t *h, int timeout_ms, upulsar_msg_id_t *id)
 {
-    if (!f)
+    if (!h)
         return up_seterr(UPULSAR_ERR__INVALID_ARG, "future is NULL");
-    uint32_t s = atomic_load_explicit(&f->state, memory_order_acquire);
+    up_fslot_t *f = slot_of(h);
+    uint32_t s = atomic_load_explicit(&f->state, memory_order_acquire); /* A1 */
+    if (gen_of(s) != h->n || (s & F_RELEASED))
+        return stale(h, s);
     if (s & F_DONE)
         return result(f, id);
     if (timeout_ms == 0)
@@ -195,11 +251,30 @@ upulsar_err_t upulsar_future_wait(upulsar_future_t *f, int timeout_ms, upulsar_m
     return result(f, id);
 }
 
-void upulsar_future_release(upulsar_future_t *f)
+upulsar_err_t upulsar_future_release(upulsar_future_t *h)
 {
-    if (!f)
-        return;
-    uint32_t old = atomic_fetch_or_explicit(&f->state, F_RELEASED, memory_order_acq_rel);
-    if (old & F_DONE)
+    if (!h)
+        return UPULSAR_OK;
+    up_fslot_t *f = slot_of(h);
+    /* RELEASED is set once per generation, by CAS: a second release (or
+     * one through a handle of an earlier generation) changes nothing. The
+     * CAS is acq_rel: acquire pairs with the resolver's R1 (it is done with
+     * the slot before we put it back), release orders the caller's reads
+     * of the result before a resolver that comes second puts it back. */
+    uint32_t s = atomic_load_explicit(&f->state, memory_order_relaxed);
+    do {
+        if (gen_of(s) != h->n || (s & F_RELEASED)) {
+            upulsar_err_t e = stale(h, s);
+            if (f->pool->client)
+                up_log(f->pool->client, UPULSAR_LOG_ERR,
+                       "upulsar_future_release: %s (a future must be released exactly once); "
+                       "ignored",
+                       upulsar_last_error());
+            return e;
+        }
+    } while (!atomic_compare_exchange_weak_explicit(&f->state, &s, s | F_RELEASED,
+                                                    memory_order_acq_rel, memory_order_relaxed));
+    if (s & F_DONE)
         put(f);
+    return UPULSAR_OK;
 }

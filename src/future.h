@@ -4,9 +4,23 @@
  * result and a free-list link. Slots live in fixed segments that are only
  * freed with the pool, so a pointer stays valid for the client's lifetime.
  *
- * State word bits: DONE (result written), RELEASED (the user gave it back),
- * WAITERS (someone sleeps in futex wait). Whoever sets the second of
- * DONE/RELEASED returns the slot to the free list. The resolver writes the
+ * Handles and generations. What callers hold (struct upulsar_future *) is
+ * not the slot itself but one of UP_FUT_ALIASES one-byte aliases inside it:
+ * each time the slot is handed out its generation goes up by one and the
+ * handle is the alias numbered generation mod UP_FUT_ALIASES. The state word
+ * carries that number too, so a handle from an earlier use of the slot (a
+ * second release after the slot was handed out again) no longer matches
+ * and is refused, unless the slot was handed out a multiple of
+ * UP_FUT_ALIASES times in between.
+ *
+ * State word: bits 0-3 flags, bits 8-10 the generation's alias number.
+ *  CLAIMED  a resolver owns the result (set once per generation, by CAS);
+ *  DONE     the result is written;
+ *  RELEASED the user gave it back (set once per generation, by CAS);
+ *  WAITERS  someone sleeps in futex wait.
+ * Whoever sets the second of DONE/RELEASED returns the slot to the free
+ * list; CLAIMED and RELEASED can each be set only once per generation, so
+ * that happens exactly once. The resolver claims (CAS, acquire), writes the
  * result, then fetch_or(DONE, acq_rel) (R1); waiters load-acquire the state
  * (A1) before reading the result, and are woken by futex only when WAITERS
  * was set, so an unobserved resolution costs no syscall.
@@ -18,6 +32,7 @@
 #define UP_FUTURE_H
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "upulsar/upulsar.h"
@@ -25,23 +40,34 @@
 #define UP_FUT_SEG_BITS 12
 #define UP_FUT_SEG_SIZE (1u << UP_FUT_SEG_BITS)
 #define UP_FUT_MAX_SEGS 4096
+#define UP_FUT_ALIASES 8
 
+/* A handle: alias number n of its slot, at &slot->alias[n], holding n. */
 struct upulsar_future {
+    uint8_t n;
+};
+
+typedef struct up_fslot {
     _Atomic uint32_t state;
     _Atomic uint32_t next; /* free-list link: index + 1, 0 = end */
     uint32_t idx;
     int32_t err;
     upulsar_msg_id_t id;
     struct up_future_pool *pool;
-};
+    struct upulsar_future alias[UP_FUT_ALIASES];
+} up_fslot_t;
+
+struct upulsar_client;
 
 typedef struct up_future_pool {
     _Atomic uint64_t head; /* (tag << 32) | (index + 1) */
-    _Atomic(struct upulsar_future *) segs[UP_FUT_MAX_SEGS];
+    _Atomic(up_fslot_t *) segs[UP_FUT_MAX_SEGS];
     _Atomic uint32_t nsegs;
     uint32_t max_segs;
     pthread_mutex_t grow_lock;
     _Atomic uint64_t in_use; /* statistics */
+    /* where misuse (a future given back twice) is logged; NULL: nowhere */
+    struct upulsar_client *client;
 } up_future_pool_t;
 
 /** Pool that grows by segments of 4096 futures up to @p max_futures. */
@@ -52,7 +78,9 @@ void up_future_pool_destroy(up_future_pool_t *p);
  *  (or out of memory). @thread any. Allocates only when growing. */
 struct upulsar_future *up_future_alloc(up_future_pool_t *p);
 
-/** Resolve @p f exactly once. @thread loop/watchdog */
-void up_future_resolve(struct upulsar_future *f, upulsar_err_t err,
+/** Resolve @p f. Only the first resolution of a future counts: a later one
+ *  (or one through a handle whose slot was handed out again) changes
+ *  nothing and returns false. @thread loop/watchdog */
+bool up_future_resolve(struct upulsar_future *f, upulsar_err_t err,
                        const upulsar_msg_id_t *id);
 #endif

@@ -443,6 +443,14 @@ static inline int ft_stored_at_least(void *a)
     return st.messages >= s->n;
 }
 
+/* Messages stored on @p topic so far. */
+static inline uint64_t ft_topic_messages(upulsar_tb_t *tb, const char *topic)
+{
+    upulsar_tb_topic_stats_t st;
+    cr_assert_eq(upulsar_tb_topic_stats(tb, topic, &st), UPULSAR_OK, "%s", topic);
+    return st.messages;
+}
+
 /* ---- the log check ------------------------------------------------------- */
 
 typedef struct ft_check_opts {

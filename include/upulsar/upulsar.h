@@ -261,7 +261,9 @@ typedef void (*upulsar_delivery_cb_t)(upulsar_err_t err,
  * Wait until @p f resolves or @p timeout_ms passes (-1 = forever, 0 = poll).
  * Returns the message's result (UPULSAR_OK and *@p id filled if @p id is not
  * NULL, or the error it failed with), or UPULSAR_ERR__PENDING if the timeout
- * passed first (the future stays valid and pending).
+ * passed first (the future stays valid and pending), or
+ * UPULSAR_ERR__INVALID_ARG for a NULL future or one already released (as
+ * far as upulsar_future_release() can tell, see there).
  * Thread safety: any number of threads may wait on one future.
  * Blocks: up to @p timeout_ms (futex). Allocates: no.
  */
@@ -275,10 +277,21 @@ upulsar_err_t upulsar_future_poll(upulsar_future_t *f, upulsar_msg_id_t *id);
  * Give @p f back to the pool. Allowed before it resolves (the message is not
  * cancelled; its result is then simply dropped). After this call @p f must
  * not be used. Every future must be released exactly once.
+ *
+ * Returns UPULSAR_OK (also for NULL, which is ignored), or
+ * UPULSAR_ERR__INVALID_ARG when @p f was released already: nothing changes
+ * (the pool and every other future stay intact), upulsar_last_error() says
+ * why and the client logs it (UPULSAR_LOG_ERR, see
+ * upulsar_client_set_log_cb()). A second release is always caught while
+ * the future's slot has not been handed out again; after that (the next
+ * upulsar_send() on any thread may reuse it) it is caught unless the slot
+ * was handed out a multiple of 8 times in between, in which case it
+ * releases that other message's future. upulsar_future_wait() and
+ * upulsar_future_poll() refuse a released future the same way.
  * Thread safety: any, but not concurrently with a wait on the same future.
  * HOT PATH.
  */
-void upulsar_future_release(upulsar_future_t *f);
+upulsar_err_t upulsar_future_release(upulsar_future_t *f);
 
 /* ------------------------------------------------------------------------ *
  * Partitioned producer
