@@ -27,10 +27,6 @@ _Static_assert(sizeof(up_fslot_t) == 64, "one slot per cache line");
 static inline uint32_t gen_of(uint32_t s) { return (s >> F_GEN_SHIFT) & F_GEN_MASK; }
 
 /* The slot a handle belongs to (handle n sits at &slot->alias[n]). */
-static inline up_fslot_t *slot_of(const struct upulsar_future *h)
-{
-    return (up_fslot_t *)(void *)((char *)(uintptr_t)(h - h->n) - offsetof(up_fslot_t, alias));
-}
 
 static up_fslot_t *slot(up_future_pool_t *p, uint32_t idx)
 {
@@ -152,7 +148,7 @@ static long futex(_Atomic uint32_t *addr, int op, uint32_t val, const struct tim
 
 bool up_future_resolve(struct upulsar_future *h, upulsar_err_t err, const upulsar_msg_id_t *id)
 {
-    up_fslot_t *f = slot_of(h);
+    up_fslot_t *f = up_future_slot(h);
     /* Claim the result: only one resolution per generation gets past this
      * CAS; a second one (or one through a handle of an earlier generation)
      * writes nothing. Relaxed is enough: the CAS only has to be atomic to
@@ -200,7 +196,7 @@ upulsar_err_t upulsar_future_poll(upulsar_future_t *h, upulsar_msg_id_t *id)
 {
     if (!h)
         return up_seterr(UPULSAR_ERR__INVALID_ARG, "future is NULL");
-    up_fslot_t *f = slot_of(h);
+    up_fslot_t *f = up_future_slot(h);
     uint32_t s = atomic_load_explicit(&f->state, memory_order_acquire); /* A1 */
     if (gen_of(s) != h->n || (s & F_RELEASED))
         return stale(h, s);
@@ -213,7 +209,7 @@ upulsar_err_t upulsar_future_wait(upulsar_future_t *h, int timeout_ms, upulsar_m
 {
     if (!h)
         return up_seterr(UPULSAR_ERR__INVALID_ARG, "future is NULL");
-    up_fslot_t *f = slot_of(h);
+    up_fslot_t *f = up_future_slot(h);
     uint32_t s = atomic_load_explicit(&f->state, memory_order_acquire); /* A1 */
     if (gen_of(s) != h->n || (s & F_RELEASED))
         return stale(h, s);
@@ -255,7 +251,7 @@ upulsar_err_t upulsar_future_release(upulsar_future_t *h)
 {
     if (!h)
         return UPULSAR_OK;
-    up_fslot_t *f = slot_of(h);
+    up_fslot_t *f = up_future_slot(h);
     /* RELEASED is set once per generation, by CAS: a second release (or
      * one through a handle of an earlier generation) changes nothing. The
      * CAS is acq_rel: acquire pairs with the resolver's R1 (it is done with

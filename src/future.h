@@ -33,6 +33,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "upulsar/upulsar.h"
@@ -56,6 +57,12 @@ typedef struct up_fslot {
     struct up_future_pool *pool;
     struct upulsar_future alias[UP_FUT_ALIASES];
 } up_fslot_t;
+
+/* The slot behind handle @p h (alias number h->n of it). */
+static inline up_fslot_t *up_future_slot(const struct upulsar_future *h)
+{
+    return (up_fslot_t *)(void *)((char *)(uintptr_t)(h - h->n) - offsetof(up_fslot_t, alias));
+}
 
 struct upulsar_client;
 

@@ -225,7 +225,7 @@ static int all_parked(waiter_arg_t *w, size_t n)
             pid_t tid = atomic_load(&w[i].tid);
             if (atomic_load(&w[i].returned))
                 return 0;
-            parked += tid && parked_on(tid, &w[i].f->state);
+            parked += tid && parked_on(tid, &up_future_slot(w[i].f)->state);
         }
         if (parked == n)
             return 1;
