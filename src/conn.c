@@ -14,11 +14,14 @@
 
 #include "engine.h"
 #include "err.h"
+#include "fault.h"
 #include "tls.h"
 
 #define RECV_CHUNK (64 * 1024)
 #define CLIENT_VERSION "upulsar-" UPULSAR_VERSION_STR
 #define PROTOCOL_VERSION 20
+
+_Atomic int up_fault_dial_post;
 
 /* ---- reference counting -------------------------------------------------- */
 
@@ -529,7 +532,7 @@ static upulsar_err_t dial(struct upulsar_client *cl, up_loop_t *l, const char *h
     up_conn_ref(c); /* the pool's */
     pthread_mutex_unlock(&cl->pool_lock);
     up_conn_ref(c); /* the loop's */
-    if (up_loop_post(l, attach_task, c)) {
+    if (up_fault_hit(&up_fault_dial_post) || up_loop_post(l, attach_task, c)) {
         up_conn_unref(c);
         up_conn_unref(c);
         return up_seterr(UPULSAR_ERR__NOMEM, "out of memory");
