@@ -515,6 +515,11 @@ static upulsar_err_t dial(struct upulsar_client *cl, up_loop_t *l, const char *h
         }
         return err;
     }
+    /* Only a connection its loop will read may be found in the pool (one
+     * that nobody reads would leave every request on it unanswered): the
+     * attach task is posted first, under pool_lock, so that if the task
+     * fails the connection (up_conn_fail takes pool_lock) it finds it
+     * pooled already. */
     pthread_mutex_lock(&cl->pool_lock);
     if (cl->npool == cl->cpool) {
         size_t n = cl->cpool ? cl->cpool * 2 : 8;
@@ -522,21 +527,24 @@ static upulsar_err_t dial(struct upulsar_client *cl, up_loop_t *l, const char *h
         if (!np) {
             pthread_mutex_unlock(&cl->pool_lock);
             up_conn_unref(c);
-            return up_seterr(UPULSAR_ERR__NOMEM, "out of memory");
+            return up_seterr(UPULSAR_ERR__NOMEM, "%s:%d: out of memory", host, port);
         }
         cl->pool = np;
         cl->cpool = n;
+    }
+    up_conn_ref(c); /* the loop's */
+    if (up_fault_hit(&up_fault_dial_post) || up_loop_post(l, attach_task, c)) {
+        pthread_mutex_unlock(&cl->pool_lock);
+        up_conn_unref(c); /* the loop's */
+        up_conn_unref(c); /* ours: closes it */
+        return up_seterr(UPULSAR_ERR__NOMEM,
+                         "%s:%d: cannot hand the new connection to its I/O loop: out of memory",
+                         host, port);
     }
     cl->pool[cl->npool++] = c;
     c->in_pool = true;
     up_conn_ref(c); /* the pool's */
     pthread_mutex_unlock(&cl->pool_lock);
-    up_conn_ref(c); /* the loop's */
-    if (up_fault_hit(&up_fault_dial_post) || up_loop_post(l, attach_task, c)) {
-        up_conn_unref(c);
-        up_conn_unref(c);
-        return up_seterr(UPULSAR_ERR__NOMEM, "out of memory");
-    }
     *out = c; /* the caller's */
     return UPULSAR_OK;
 }
