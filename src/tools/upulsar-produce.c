@@ -85,7 +85,7 @@ static void usage(FILE *fp)
           fp);
 }
 
-static void die(int code, const char *fmt, ...)
+static _Noreturn void die(int code, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
