@@ -496,6 +496,17 @@ static void parse_args(int argc, char **argv, opts_t *o)
 
 /* ---- input -------------------------------------------------------------- */
 
+static void opts_free(opts_t *o)
+{
+    for (size_t k = 0; k < o->nprops; k++)
+        free(o->prop_names[k]);
+    free(o->prop_names);
+    free(o->prop_values);
+    free(o->files);
+    free(o->conf);
+    free(o->token);
+}
+
 typedef struct input {
     FILE **fps;
     const char **names;
@@ -829,7 +840,11 @@ int main(int argc, char **argv)
         fprintf(stderr, PROG ": cannot produce to '%s' at %s: %s: %s\n", o.topic, url,
                 upulsar_err_name(err), upulsar_last_error());
         upulsar_client_destroy(client);
+        upulsar_conf_destroy(conf);
         upulsar_tb_stop(tb);
+        if (reading)
+            input_close(&in);
+        opts_free(&o);
         return EXIT_FAIL;
     }
     set_signals_blocked(false);
@@ -919,13 +934,7 @@ int main(int argc, char **argv)
         fprintf(stderr, PROG ": writing the output failed\n");
 
     free(st.q);
-    for (size_t k = 0; k < o.nprops; k++)
-        free(o.prop_names[k]);
-    free(o.prop_names);
-    free(o.prop_values);
-    free(o.files);
-    free(o.conf);
-    free(o.token);
+    opts_free(&o);
     if (g_signal)
         return 128 + g_signal;
     return (st.failed || input_failed || out_failed) ? EXIT_FAIL : 0;
