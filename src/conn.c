@@ -14,11 +14,14 @@
 
 #include "engine.h"
 #include "err.h"
+#include "fault.h"
 #include "tls.h"
 
 #define RECV_CHUNK (64 * 1024)
 #define CLIENT_VERSION "upulsar-" UPULSAR_VERSION_STR
 #define PROTOCOL_VERSION 20
+
+_Atomic int up_fault_dial_post;
 
 /* ---- reference counting -------------------------------------------------- */
 
@@ -418,6 +421,9 @@ upulsar_err_t up_conn_get(struct upulsar_client *cl, up_loop_t *l, const char *h
             return UPULSAR_OK;
         }
         for (d = cl->dials; d; d = d->next)
+            /* a dial in cl->dials still counts its dialer among its users (it
+             * unlinks it before its dial_put()), so dial_wait() never freed it.
+             * NOLINTNEXTLINE(clang-analyzer-unix.Malloc) */
             if (d->loop == l && d->port == port && d->slot == slot && !strcmp(d->host, host) &&
                 !strcmp(d->proxy_to, proxy_to))
                 break;
@@ -512,6 +518,11 @@ static upulsar_err_t dial(struct upulsar_client *cl, up_loop_t *l, const char *h
         }
         return err;
     }
+    /* Only a connection its loop will read may be found in the pool (one
+     * that nobody reads would leave every request on it unanswered): the
+     * attach task is posted first, under pool_lock, so that if the task
+     * fails the connection (up_conn_fail takes pool_lock) it finds it
+     * pooled already. */
     pthread_mutex_lock(&cl->pool_lock);
     if (cl->npool == cl->cpool) {
         size_t n = cl->cpool ? cl->cpool * 2 : 8;
@@ -519,21 +530,25 @@ static upulsar_err_t dial(struct upulsar_client *cl, up_loop_t *l, const char *h
         if (!np) {
             pthread_mutex_unlock(&cl->pool_lock);
             up_conn_unref(c);
-            return up_seterr(UPULSAR_ERR__NOMEM, "out of memory");
+            return up_seterr(UPULSAR_ERR__NOMEM, "%s:%d: out of memory", host, port);
         }
         cl->pool = np;
         cl->cpool = n;
+    }
+    up_conn_ref(c); /* the loop's */
+    if (up_fault_hit(&up_fault_dial_post) || up_loop_post(l, attach_task, c)) {
+        pthread_mutex_unlock(&cl->pool_lock);
+        up_conn_unref(c); /* the loop's (refs was 2: not the last) */
+        /* NOLINTNEXTLINE(clang-analyzer-unix.Malloc): the first unref did not free c */
+        up_conn_unref(c); /* ours: closes it */
+        return up_seterr(UPULSAR_ERR__NOMEM,
+                         "%s:%d: cannot hand the new connection to its I/O loop: out of memory",
+                         host, port);
     }
     cl->pool[cl->npool++] = c;
     c->in_pool = true;
     up_conn_ref(c); /* the pool's */
     pthread_mutex_unlock(&cl->pool_lock);
-    up_conn_ref(c); /* the loop's */
-    if (up_loop_post(l, attach_task, c)) {
-        up_conn_unref(c);
-        up_conn_unref(c);
-        return up_seterr(UPULSAR_ERR__NOMEM, "out of memory");
-    }
     *out = c; /* the caller's */
     return UPULSAR_OK;
 }
@@ -1021,6 +1036,9 @@ static void req_send_task(void *arg)
     c->reqs = r;
     up_conn_write(c, r->frame.data, r->frame.len, r->frame.data, NULL);
     r->frame.data = NULL;
+    /* c is still there if up_conn_write() failed it: up_conn_fail() drops only
+     * the pool's reference; the requester (up_conn_request) holds its own.
+     * NOLINTNEXTLINE(clang-analyzer-unix.Malloc) */
     up_conn_flush(c);
 }
 

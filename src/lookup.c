@@ -161,6 +161,8 @@ upulsar_err_t up_lookup(struct upulsar_client *c, up_loop_t *l, const char *topi
                                : r->brokerserviceurl;
         err = burl ? up_parse_url(burl, nh, sizeof nh, &np, &tls)
                    : up_seterr(UPULSAR_ERR__LOOKUP, "lookup of %s: no broker URL", topic);
+        /* tls is set whenever err is 0: up_seterr() returns its (non-zero) code.
+         * NOLINTNEXTLINE(clang-analyzer-core.UndefinedBinaryOperatorResult) */
         if (!err && tls != c->tls)
             err = up_seterr(UPULSAR_ERR__LOOKUP, "lookup of %s: broker answered %s, but the "
                             "client %s TLS", topic, burl, c->tls ? "requires" : "is not using");

