@@ -3,10 +3,11 @@
 # Idempotent: packages already present are left alone.
 set -euo pipefail
 # Everything scripts/test.sh runs: the codecs (zstd, zlib) are required
-# there, clang builds the fuzz target, Node.js runs the interop check.
+# there, clang builds the fuzz target, clang-tidy-14 runs the static
+# analyzer (scripts/analyze.sh), Node.js runs the interop check.
 PKGS=(build-essential cmake pkg-config liburing-dev libprotobuf-c-dev
       protobuf-c-compiler libssl-dev liblz4-dev libzstd-dev zlib1g-dev
-      libcriterion-dev clang libclang-rt-dev openssl)
+      libcriterion-dev clang libclang-rt-dev clang-tidy-14 openssl)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Install dependencies, build, and run every test:
+#   0. static analysis of src/ (scripts/analyze.sh), zero findings
 #   1. Release build (-Wall -Wextra -Wpedantic, warnings are errors) + suite
 #   1b. cmake --install into build/install-check, examples built against it
 #       with find_package(upulsar) and with pkg-config, each run once
@@ -28,6 +29,9 @@ skip_or_fail() {
   echo "SKIP: $*" >&2
 }
 CMAKE_COMMON=(-DUPULSAR_REQUIRE_ALL_CODECS=ON)
+
+step "static analysis (clang analyzer via clang-tidy-14; zero findings)"
+scripts/analyze.sh
 
 step "release build"
 cmake -S . -B build "${CMAKE_COMMON[@]}" -DCMAKE_BUILD_TYPE=Release -DCMAKE_C_FLAGS=-Werror >/dev/null

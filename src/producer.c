@@ -773,8 +773,10 @@ static int close_batch(up_rp_t *rp)
     up_md_t md = PULSAR__PROTO__MESSAGE_METADATA__INIT;
     if (cf->compression != UP_COMP_NONE) {
         size_t bound = up_compress_bound(cf->compression, plen);
-        if (bound > SIZE_MAX - HDR_ROOM) /* HDR_ROOM + bound would wrap */
+        if (bound > SIZE_MAX - HDR_ROOM) { /* HDR_ROOM + bound would wrap */
+            err = UPULSAR_ERR__COMPRESSION;
             goto fail;
+        }
         if (b->zcap < HDR_ROOM + bound) {
             uint8_t *z = realloc(b->zbuf, HDR_ROOM + bound);
             if (!z) {
