@@ -161,6 +161,7 @@ static void est_finish(struct upulsar_client *c, up_rp_t *rp, upulsar_err_t err)
 static void *est_main(void *arg)
 {
     struct upulsar_client *c = arg;
+    up_thread_set_role(UP_THREAD_WORKER); /* log callbacks run here */
     pthread_mutex_lock(&c->lock);
     for (;;) {
         while (!c->wd_stop && !c->est_head)
@@ -415,6 +416,7 @@ static void supervise(struct upulsar_producer *h, uint64_t now)
 static void *wd_main(void *arg)
 {
     struct upulsar_client *c = arg;
+    up_thread_set_role(UP_THREAD_WATCHDOG); /* statistics and log callbacks run here */
     pthread_mutex_lock(&c->lock);
     while (!c->wd_stop) {
         if (!c->wd_kicked) {
