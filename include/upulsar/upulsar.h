@@ -120,7 +120,11 @@ const char *upulsar_err_name(upulsar_err_t err);
 
 /** Non-zero if an operation that failed with @p err may succeed when retried
  *  (after a reconnect or backoff); zero for terminal errors (fenced, topic
- *  terminated, authorization, invalid argument...). Thread safety: any. */
+ *  terminated, authorization, invalid argument...). This is what
+ *  upulsar_producer_start() retries; a producer that has been created once
+ *  is re-created after every refusal but ProducerFenced, TopicTerminated and
+ *  (exclusive access modes) ProducerBusy, as the official clients do (see
+ *  upulsar_producer_start()). Thread safety: any. */
 int upulsar_err_is_retriable(upulsar_err_t err);
 
 /** Detail of the last error reported to the calling thread by any upulsar
@@ -358,6 +362,18 @@ typedef struct upulsar_producer upulsar_producer_t;
  * _AUTHORIZATION_ERROR: not retried); upulsar_last_error() names the broker
  * or topic concerned. On failure everything started so far is closed
  * again.
+ * Once created, a real producer that loses its connection or is closed by
+ * its broker is re-created by the watchdog with backoff.* delays; every
+ * refusal is logged (upulsar_client_set_log_cb()) and retried, including
+ * AuthenticationError (e.g. a token refused at a refresh: fix the token and
+ * it comes back), AuthorizationError and TopicNotFound, while its messages
+ * wait within send.timeout.ms. Only ProducerFenced, TopicTerminated,
+ * ProducerBusy in an exclusive access mode and restart.intensity (when set)
+ * fail its partition group (GROUP_FAILED or that error for its messages and
+ * later sends). A producer never created yet (lazy.start.partitions, a
+ * partition added later) also fails its group on AuthenticationError,
+ * AuthorizationError, TopicNotFound, InvalidTopicName and
+ * IncompatibleSchema.
  * From a callback: no, UPULSAR_ERR__STATE at once (see "Callbacks").
  * Thread safety: any. Blocks: yes (network round trips). Allocates: yes.
  */
