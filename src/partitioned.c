@@ -415,6 +415,20 @@ static upulsar_err_t flush_wait(struct upulsar_producer *h, int timeout_ms)
     return err;
 }
 
+/* Mark @p h closed (@p set) or read the mark, under the client lock: a stop
+ * frees the handle only after taking that lock, so a call refused here
+ * (the handle still exists) is ordered before the free. Returns whether it
+ * was closed before. */
+static bool closed_mark(struct upulsar_producer *h, bool set, char *topic, size_t topic_size)
+{
+    struct upulsar_client *c = h->client;
+    pthread_mutex_lock(&c->lock);
+    bool was = set ? atomic_exchange(&h->closed, 1) != 0 : atomic_load(&h->closed) != 0;
+    snprintf(topic, topic_size, "%s", h->topic);
+    pthread_mutex_unlock(&c->lock);
+    return was;
+}
+
 upulsar_err_t upulsar_producer_flush(upulsar_producer_t *h, int timeout_ms)
 {
     if (!h)
@@ -423,8 +437,9 @@ upulsar_err_t upulsar_producer_flush(upulsar_producer_t *h, int timeout_ms)
      * loop resolves the messages) or hold up re-creations (watchdog) */
     if (up_thread_role() != UP_THREAD_APP)
         return up_refuse_in_callback("upulsar_producer_flush");
-    if (atomic_load(&h->closed))
-        return up_seterr(UPULSAR_ERR__CLOSED, "%s: producer is being stopped", h->topic);
+    char topic[sizeof h->topic];
+    if (closed_mark(h, false, topic, sizeof topic))
+        return up_seterr(UPULSAR_ERR__CLOSED, "%s: producer is being stopped", topic);
     return flush_wait(h, timeout_ms);
 }
 
@@ -440,10 +455,11 @@ upulsar_err_t upulsar_producer_stop(upulsar_producer_t *h, int timeout_ms)
     uint64_t stop_by = timeout_ms < 0 ? UINT64_MAX : up_now_us() + (uint64_t)timeout_ms * 1000u;
     /* a second stop while this one runs (the handle still exists) is
      * refused; one after this returns uses a freed handle (upulsar.h) */
-    if (atomic_exchange(&h->closed, 1))
+    char topic[sizeof h->topic];
+    if (closed_mark(h, true, topic, sizeof topic))
         return up_seterr(UPULSAR_ERR__STATE,
                          "%s: upulsar_producer_stop() is already under way for this producer",
-                         h->topic);
+                         topic);
     upulsar_err_t err = flush_wait(h, timeout_ms);
     pthread_mutex_lock(&c->lock);
     /* no watchdog pass over h, no re-creation of its producers, from now */
