@@ -1,6 +1,8 @@
 /* client.c -- client lifecycle: loops, watchdog, future pool, conn pool. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "engine.h"
 #include "err.h"
@@ -84,13 +86,31 @@ void upulsar_client_destroy(upulsar_client_t *c)
 {
     if (!c)
         return;
+    if (up_thread_role() != UP_THREAD_APP) {
+        /* from a callback: the threads it would join include this one */
+        static _Thread_local bool logging;
+        up_refuse_in_callback("upulsar_client_destroy");
+        if (!logging) { /* not again from a log callback that does this */
+            char why[300];
+            snprintf(why, sizeof why, "%s", upulsar_last_error());
+            logging = true;
+            up_log(c, UPULSAR_LOG_ERR, "%s", why);
+            logging = false;
+            up_refuse_in_callback("upulsar_client_destroy");
+        }
+        return;
+    }
     for (;;) {
         pthread_mutex_lock(&c->lock);
         struct upulsar_producer *h = c->producers;
         pthread_mutex_unlock(&c->lock);
         if (!h)
             break;
-        upulsar_producer_stop(h, c->conf.operation_timeout_ms);
+        if (upulsar_producer_stop(h, c->conf.operation_timeout_ms) == UPULSAR_ERR__STATE) {
+            /* another thread is stopping it: it leaves the list when done */
+            struct timespec ts = {0, 1000000};
+            nanosleep(&ts, NULL);
+        }
     }
     up_watchdog_stop(c);
     for (int i = 0; i < c->nloops; i++)

@@ -347,6 +347,9 @@ struct up_rp {
     bool mandatory_stop_made; /* the one shortened delay of this outage */
     bool graceful_next;       /* the attempt due follows a close by the broker */
     bool attempt_failed;      /* the last re-creation attempt failed */
+    bool created;             /* created on a broker once: from then on only
+                                 fencing and a terminated topic end its
+                                 re-creation (watchdog.c, terminal_for()) */
     uint64_t restart_times[64];
     int nrestarts;
     /* re-creation by an establish worker (watchdog.c): est_state is

@@ -124,3 +124,28 @@ const char *up_last_error_for(upulsar_err_t err)
 {
     return last_error_code == err && last_error[0] ? last_error : upulsar_err_str(err);
 }
+
+static _Thread_local int thread_role;
+
+void up_thread_set_role(int role) { thread_role = role; }
+
+int up_thread_role(void) { return thread_role; }
+
+const char *up_thread_role_name(int role)
+{
+    switch (role) {
+    case UP_THREAD_LOOP: return "io loop";
+    case UP_THREAD_WATCHDOG: return "watchdog";
+    case UP_THREAD_WORKER: return "establish worker";
+    default: return "application";
+    }
+}
+
+upulsar_err_t up_refuse_in_callback(const char *fn)
+{
+    return up_seterr(UPULSAR_ERR__STATE,
+                     "%s() called from a upulsar callback (on the library's %s thread): "
+                     "refused, it would wait for the thread running the callback; call it "
+                     "from an application thread",
+                     fn, up_thread_role_name(thread_role));
+}

@@ -13,6 +13,26 @@ upulsar_err_t up_seterr(upulsar_err_t err, const char *fmt, ...)
  *  else @p err's generic description: the detail of a failure to log. */
 const char *up_last_error_for(upulsar_err_t err);
 
+/* ---- the library's own threads, where callbacks run ---- */
+
+/** What the calling thread is: UP_THREAD_APP (0) for any thread the
+ *  application made, else one of the library's threads, which run the
+ *  application's callbacks (delivery, free_cb, statistics, log). */
+enum { UP_THREAD_APP = 0, UP_THREAD_LOOP, UP_THREAD_WATCHDOG, UP_THREAD_WORKER };
+
+/** Set by each library thread once, when it starts. */
+void up_thread_set_role(int role);
+/** The calling thread's UP_THREAD_*. Thread-local, no atomics. */
+int up_thread_role(void);
+/** "io loop", "watchdog", "establish worker" or "application". */
+const char *up_thread_role_name(int role);
+
+/** UPULSAR_ERR__STATE with the detail that @p fn (a public function name)
+ *  cannot be called from a upulsar callback: on a library thread it would
+ *  wait for that thread, or free what it is using. See "Callbacks" in
+ *  upulsar.h. */
+upulsar_err_t up_refuse_in_callback(const char *fn);
+
 /** Map a Pulsar ServerError wire value to upulsar_err_t. */
 static inline upulsar_err_t up_err_from_server(int server_error)
 {

@@ -217,6 +217,10 @@ upulsar_err_t upulsar_future_wait(upulsar_future_t *h, int timeout_ms, upulsar_m
         return result(f, id);
     if (timeout_ms == 0)
         return UPULSAR_ERR__PENDING;
+    /* in a callback the future may be one only the calling thread resolves */
+    if (up_thread_role() != UP_THREAD_APP)
+        return up_seterr(UPULSAR_ERR__PENDING, "upulsar_future_wait() does not wait in a "
+                                               "upulsar callback (timeout treated as 0)");
     struct timespec end;
     clock_gettime(CLOCK_MONOTONIC, &end);
     if (timeout_ms > 0) {

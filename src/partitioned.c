@@ -170,6 +170,8 @@ upulsar_err_t upulsar_producer_start(upulsar_client_t *c, const char *name, cons
     if (!c || !out)
         return up_seterr(UPULSAR_ERR__INVALID_ARG, "client and out must not be NULL");
     *out = NULL;
+    if (up_thread_role() != UP_THREAD_APP) /* it waits for the loops and workers */
+        return up_refuse_in_callback("upulsar_producer_start");
     if (partitions < 0)
         return up_seterr(UPULSAR_ERR__INVALID_ARG, "partitions must be >= 0 (0 = ask the broker)");
     if (name && (!*name || strlen(name) > 80))
@@ -348,7 +350,18 @@ upulsar_err_t upulsar_send(upulsar_producer_t *h, const void *payload, size_t le
     if (gf)
         return up_seterr((upulsar_err_t)gf, "%s: partition group failed: %s", g->topic,
                          upulsar_err_str((upulsar_err_t)gf));
-    return up_rp_enqueue(rp, payload, len, opts, future);
+    upulsar_err_t err = up_rp_enqueue(rp, payload, len, opts, future);
+    if (err == UPULSAR_ERR__QUEUE_FULL && h->conf.block_if_queue_full &&
+        up_thread_role() != UP_THREAD_APP) {
+        /* in a callback block.if.queue.full does not wait (see upulsar.h,
+         * "Callbacks"): say so */
+        char why[200];
+        snprintf(why, sizeof why, "%s", upulsar_last_error());
+        return up_seterr(err, "%s; not waiting for room in a callback (the %s thread running "
+                              "it is the one that frees room)",
+                         why, up_thread_role_name(up_thread_role()));
+    }
+    return err;
 }
 
 upulsar_err_t upulsar_send_many(upulsar_producer_t *h, const upulsar_msg_t *msgs, size_t n,
@@ -399,10 +412,10 @@ static uint64_t deadline_of(int timeout_ms)
     return timeout_ms < 0 ? UINT64_MAX : up_now_us() + (uint64_t)timeout_ms * 1000u;
 }
 
-upulsar_err_t upulsar_producer_flush(upulsar_producer_t *h, int timeout_ms)
+/* flush without the checks of the public call (stop flushes a handle it
+ * has already closed) */
+static upulsar_err_t flush_wait(struct upulsar_producer *h, int timeout_ms)
 {
-    if (!h)
-        return up_seterr(UPULSAR_ERR__INVALID_ARG, "producer is NULL");
     /* producers started by a partition growth after this point hold only
      * messages sent after the call: they are not waited for */
     int nall = atomic_load_explicit(&h->nall, memory_order_acquire);
@@ -419,14 +432,52 @@ upulsar_err_t upulsar_producer_flush(upulsar_producer_t *h, int timeout_ms)
     return err;
 }
 
+/* Mark @p h closed (@p set) or read the mark, under the client lock: a stop
+ * frees the handle only after taking that lock, so a call refused here
+ * (the handle still exists) is ordered before the free. Returns whether it
+ * was closed before. */
+static bool closed_mark(struct upulsar_producer *h, bool set, char *topic, size_t topic_size)
+{
+    struct upulsar_client *c = h->client;
+    pthread_mutex_lock(&c->lock);
+    bool was = set ? atomic_exchange(&h->closed, 1) != 0 : atomic_load(&h->closed) != 0;
+    snprintf(topic, topic_size, "%s", h->topic);
+    pthread_mutex_unlock(&c->lock);
+    return was;
+}
+
+upulsar_err_t upulsar_producer_flush(upulsar_producer_t *h, int timeout_ms)
+{
+    if (!h)
+        return up_seterr(UPULSAR_ERR__INVALID_ARG, "producer is NULL");
+    /* on a library thread the wait would be for the thread itself (the io
+     * loop resolves the messages) or hold up re-creations (watchdog) */
+    if (up_thread_role() != UP_THREAD_APP)
+        return up_refuse_in_callback("upulsar_producer_flush");
+    char topic[sizeof h->topic];
+    if (closed_mark(h, false, topic, sizeof topic))
+        return up_seterr(UPULSAR_ERR__CLOSED, "%s: producer is being stopped", topic);
+    return flush_wait(h, timeout_ms);
+}
+
 upulsar_err_t upulsar_producer_stop(upulsar_producer_t *h, int timeout_ms)
 {
     if (!h)
         return up_seterr(UPULSAR_ERR__INVALID_ARG, "producer is NULL");
+    /* on the io loop it would wait for itself and free the producer whose
+     * messages it is resolving; on the watchdog wait for its own pass */
+    if (up_thread_role() != UP_THREAD_APP)
+        return up_refuse_in_callback("upulsar_producer_stop");
     struct upulsar_client *c = h->client;
     uint64_t stop_by = timeout_ms < 0 ? UINT64_MAX : up_now_us() + (uint64_t)timeout_ms * 1000u;
-    atomic_store(&h->closed, 1);
-    upulsar_err_t err = upulsar_producer_flush(h, timeout_ms);
+    /* a second stop while this one runs (the handle still exists) is
+     * refused; one after this returns uses a freed handle (upulsar.h) */
+    char topic[sizeof h->topic];
+    if (closed_mark(h, true, topic, sizeof topic))
+        return up_seterr(UPULSAR_ERR__STATE,
+                         "%s: upulsar_producer_stop() is already under way for this producer",
+                         topic);
+    upulsar_err_t err = flush_wait(h, timeout_ms);
     pthread_mutex_lock(&c->lock);
     /* no watchdog pass over h, no re-creation of its producers, from now */
     up_watchdog_forget(h);

@@ -196,7 +196,9 @@ static upulsar_err_t limits_reserve(up_rp_t *rp, size_t len)
     if (cf->block_if_queue_full && cf->send_timeout_ms > 0)
         deadline = up_now_us() + (uint64_t)cf->send_timeout_ms * 1000u;
     unsigned spins = 0;
-    while (cf->block_if_queue_full && why) {
+    /* never in a callback: its thread may be the one that frees room */
+    bool block = cf->block_if_queue_full && up_thread_role() == UP_THREAD_APP;
+    while (block && why) {
         if (atomic_load_explicit(&rp->handle->closed, memory_order_relaxed))
             return up_seterr(UPULSAR_ERR__CLOSED, "producer is stopping");
         if (atomic_load_explicit(&rp->failed, memory_order_relaxed))
@@ -464,7 +466,8 @@ upulsar_err_t up_rp_enqueue(up_rp_t *rp, const void *payload, size_t len,
     }
     uint64_t pos;
     if (!up_ring_reserve(&rp->ring, ncells, &pos)) {
-        if (!cf->block_if_queue_full)
+        /* never in a callback: its thread may be the one that frees room */
+        if (!cf->block_if_queue_full || up_thread_role() != UP_THREAD_APP)
             goto full;
         uint64_t deadline = cf->send_timeout_ms > 0
                                 ? up_now_us() + (uint64_t)cf->send_timeout_ms * 1000u

@@ -212,6 +212,7 @@ static void *loop_main(void *arg)
 {
     up_loop_t *l = arg;
     current_loop = l;
+    up_thread_set_role(UP_THREAD_LOOP); /* callbacks run here (see err.h) */
     arm_wake(l);
     while (!l->stop) {
         run_tasks(l);

@@ -75,6 +75,9 @@ static upulsar_err_t member_failure(const up_group_t *g)
     return UPULSAR_OK;
 }
 
+/* Refusals that are not worth retrying for a producer never created: the
+ * topic, the credentials or the schema are wrong (start fails with them,
+ * a lazy or grown partition's group fails). */
 static bool terminal(upulsar_err_t e)
 {
     switch (e) {
@@ -89,6 +92,33 @@ static bool terminal(upulsar_err_t e)
     default:
         return false;
     }
+}
+
+/* Whether @p err ends the re-creation of @p rp (its group fails).
+ *
+ * Once a producer has been created, waiting can change every answer but
+ * two, and the official clients retry all others with backoff
+ * (pulsar-client-cpp: ProducerImpl::handleCreateProducer retries any
+ * PRODUCER error of a producer created before except ProducerFenced and
+ * TopicTerminated; HandlerBase::grabCnx schedules a reconnection after
+ * every failure to get a connection, lookup and CONNECT refusals
+ * included). So for such a producer only these are terminal:
+ *  - ProducerFenced (another producer took the topic), TopicTerminated;
+ *  - ProducerBusy in an exclusive access mode: another exclusive producer
+ *    holds the topic (the C++ client retries this one; upulsar fails the
+ *    group so the application learns it lost the topic).
+ * AuthenticationError (a token refused at a refresh), AuthorizationError
+ * (permissions taken away for a while), TopicNotFound and the others are
+ * retried: each refusal is logged, restart.intensity (when set) still
+ * bounds the attempts, and pending messages keep their send.timeout.ms.
+ * Before the first creation, terminal() decides. */
+static bool terminal_for(const up_rp_t *rp, upulsar_err_t err, const struct upulsar_conf *cf)
+{
+    if (err == UPULSAR_ERR_PRODUCER_BUSY && cf->access_mode != UP_ACCESS_SHARED)
+        return true;
+    if (!rp->created)
+        return terminal(err);
+    return err == UPULSAR_ERR_PRODUCER_FENCED || err == UPULSAR_ERR_TOPIC_TERMINATED;
 }
 
 /* Backoff delay before the next attempt of @p rp (backoff.* are client
@@ -161,6 +191,7 @@ static void est_finish(struct upulsar_client *c, up_rp_t *rp, upulsar_err_t err)
 static void *est_main(void *arg)
 {
     struct upulsar_client *c = arg;
+    up_thread_set_role(UP_THREAD_WORKER); /* log callbacks run here */
     pthread_mutex_lock(&c->lock);
     for (;;) {
         while (!c->wd_stop && !c->est_head)
@@ -331,9 +362,11 @@ static bool est_result(up_group_t *grp, up_rp_t *rp, const struct upulsar_conf *
     atomic_store_explicit(&rp->est_state, UP_EST_IDLE, memory_order_relaxed);
     rp->next_attempt_us = 0;
     rp->attempt_failed = err != UPULSAR_OK;
+    bool fatal = err && terminal_for(rp, err, cf);
     if (err && err != UPULSAR_ERR__CLOSED)
-        up_log(rp->client, UPULSAR_LOG_WARNING, "%s: re-creating producer %s failed: %s",
-               rp->topic, rp->name[0] ? rp->name : "(unnamed)", rp->est_why);
+        up_log(rp->client, UPULSAR_LOG_WARNING, "%s: re-creating producer %s failed: %s: %s%s",
+               rp->topic, rp->name[0] ? rp->name : "(unnamed)", upulsar_err_name(err),
+               rp->est_why, fatal ? "" : "; retried after backoff");
     else if (!err)
         up_log(rp->client, UPULSAR_LOG_INFO, "%s: producer %s re-created", rp->topic, rp->name);
     if (!err) {
@@ -345,8 +378,7 @@ static bool est_result(up_group_t *grp, up_rp_t *rp, const struct upulsar_conf *
     /* an exclusive producer refused because another holds the topic is not
      * retried as if transient (Shared: a name clash while the broker still
      * holds the previous incarnation, so it is retried) */
-    if (terminal(err) ||
-        (err == UPULSAR_ERR_PRODUCER_BUSY && cf->access_mode != UP_ACCESS_SHARED)) {
+    if (fatal) {
         fail_group(grp, err);
         return false;
     }
@@ -415,6 +447,7 @@ static void supervise(struct upulsar_producer *h, uint64_t now)
 static void *wd_main(void *arg)
 {
     struct upulsar_client *c = arg;
+    up_thread_set_role(UP_THREAD_WATCHDOG); /* statistics and log callbacks run here */
     pthread_mutex_lock(&c->lock);
     while (!c->wd_stop) {
         if (!c->wd_kicked) {

@@ -1,8 +1,9 @@
 /* test_fault_log.c -- the log callback shows what fails without a failed
  * future: a connection dropped for bytes that are not Pulsar frames
  * (WARNING, naming the broker and the reason, one line per connection the
- * bytes reached), the producer re-created (INFO), a re-creation refused and
- * the partition group failed for it (WARNING, then ERR, once); tokens never
+ * bytes reached), the producer re-created (INFO), re-creations refused
+ * (WARNING each: refused authentication is retried) and a partition group
+ * failed by a terminal refusal (WARNING, then ERR, once); tokens never
  * appear in a line; NULL restores the default (the same kind of line goes
  * to stderr) and the callback is not called any more, down to the client's
  * end.
@@ -215,10 +216,20 @@ Test(fault_log, failures_without_a_failed_future_are_logged)
     cr_assert(ft_wait_for(has_line, &recreated), "no line about the re-creation");
     ft_send_ok(p, NULL);
 
-    /* the broker stops accepting the token: re-creation is refused, which
-     * is terminal: the group fails, once */
+    /* the broker stops accepting the token: each refused re-creation is
+     * logged (a producer that worked keeps being retried) */
     const char *other[] = {"eyJhbGciOiJIUzI1NiJ9.another.sig"};
     cr_assert_eq(upulsar_tb_set_tokens(tb, other, 1), UPULSAR_OK);
+    cr_assert_geq(upulsar_tb_drop_connections(tb, NULL), 1, "no connection to drop");
+    want_t auth_refused = {UPULSAR_LOG_WARNING, "UPULSAR_ERR_AUTHENTICATION_ERROR", "logged", 1};
+    cr_assert(ft_wait_for(has_line, &auth_refused), "no line about the refused re-creation");
+    cr_assert_eq(upulsar_tb_set_tokens(tb, tokens, 1), UPULSAR_OK);
+    ft_send_ok(p, NULL);
+
+    /* a refusal that is terminal (the topic was terminated): the group
+     * fails, once */
+    enum { SE_TERM = UPULSAR_ERR_TOPIC_TERMINATED - UPULSAR_ERR_BROKER_BASE };
+    cr_assert_eq(upulsar_tb_fail_producers(tb, "logged", 1, SE_TERM), UPULSAR_OK);
     cr_assert_geq(upulsar_tb_drop_connections(tb, NULL), 1, "no connection to drop");
     want_t failed = {UPULSAR_LOG_ERR, "partition group failed", "logged", 1};
     cr_assert(ft_wait_for(has_line, &failed), "no line about the failed group");

@@ -78,7 +78,8 @@ typedef enum upulsar_err {
     UPULSAR_ERR__LOOKUP = -19,         /**< topic lookup failed (too many redirects, loop...) */
     UPULSAR_ERR__TLS = -20,            /**< TLS handshake or certificate failure */
     UPULSAR_ERR__COMPRESSION = -21,    /**< compression or decompression failed */
-    UPULSAR_ERR__STATE = -22,          /**< call not valid in the object's current state */
+    UPULSAR_ERR__STATE = -22,          /**< call not valid in the object's current state,
+                                            or from a callback (see "Callbacks") */
 
     UPULSAR_ERR_BROKER_BASE = 1000,
     UPULSAR_ERR_UNKNOWN_ERROR = 1000,
@@ -119,7 +120,11 @@ const char *upulsar_err_name(upulsar_err_t err);
 
 /** Non-zero if an operation that failed with @p err may succeed when retried
  *  (after a reconnect or backoff); zero for terminal errors (fenced, topic
- *  terminated, authorization, invalid argument...). Thread safety: any. */
+ *  terminated, authorization, invalid argument...). This is what
+ *  upulsar_producer_start() retries; a producer that has been created once
+ *  is re-created after every refusal but ProducerFenced, TopicTerminated and
+ *  (exclusive access modes) ProducerBusy, as the official clients do (see
+ *  upulsar_producer_start()). Thread safety: any. */
 int upulsar_err_is_retriable(upulsar_err_t err);
 
 /** Detail of the last error reported to the calling thread by any upulsar
@@ -205,8 +210,10 @@ upulsar_err_t upulsar_client_new(const upulsar_conf_t *conf,
  * client's operation.timeout.ms), stop the threads, close the connections and
  * free the client. Every future obtained from this client must have been
  * released before; futures still held become invalid.
- * Thread safety: call once, from a thread that is not a upulsar callback.
- * Blocks: up to operation.timeout.ms per producer still running.
+ * From a callback: no (see "Callbacks"): it returns at once without doing
+ * anything, logs an UPULSAR_LOG_ERR line and sets upulsar_last_error().
+ * Thread safety: call once. Blocks: up to operation.timeout.ms per producer
+ * still running.
  */
 void upulsar_client_destroy(upulsar_client_t *client);
 
@@ -246,12 +253,48 @@ typedef struct upulsar_msg_id {
 /** A per-message future: resolves exactly once, to a message id or an error. */
 typedef struct upulsar_future upulsar_future_t;
 
+/*
+ * Callbacks: the rules, for every callback upulsar calls.
+ *
+ * Delivery callbacks (upulsar_delivery_cb_t) and the free_cb of a NOCOPY
+ * send run on an io loop thread; the statistics callback on the watchdog
+ * thread; the log callback on any of these or on an establish worker. They
+ * are all library threads, and while a callback runs its thread does
+ * nothing else: on an io loop thread no message of any producer on that
+ * loop is written, acknowledged or resolved. A callback should return
+ * quickly. What it may call, decided by the calling thread (a library
+ * thread of any client counts):
+ *
+ *  - upulsar_send(), upulsar_send_many(): yes, and they never block there.
+ *    With block.if.queue.full=true and no room (ring full,
+ *    max.pending.messages or memory.limit.bytes reached) they fail at once
+ *    with UPULSAR_ERR__QUEUE_FULL instead of waiting for room that only
+ *    the thread running the callback could free; upulsar_last_error() says
+ *    so. A send to a producer being stopped gets UPULSAR_ERR__CLOSED.
+ *  - upulsar_future_poll(), upulsar_future_release(): yes.
+ *    upulsar_future_wait(): yes, but it does not wait: a future not yet
+ *    resolved gives UPULSAR_ERR__PENDING whatever the timeout.
+ *  - upulsar_producer_flush(), upulsar_producer_stop(),
+ *    upulsar_producer_start(): no; they return UPULSAR_ERR__STATE at once
+ *    and change nothing (upulsar_last_error() names the call and the
+ *    thread). They would wait for the thread running the callback (a stop
+ *    would also free the producer whose message is being resolved).
+ *  - upulsar_client_destroy(): no; it returns at once without doing
+ *    anything and logs why (UPULSAR_LOG_ERR; also in upulsar_last_error()).
+ *  - introspection (upulsar_producer_groups(), _list(), _stats_json(),
+ *    _partitions(), _partition_for_key()), upulsar_client_set_log_cb(),
+ *    upulsar_client_set_stats_cb(), upulsar_conf_*(), upulsar_err_*(),
+ *    upulsar_last_error(), upulsar_client_new(): yes.
+ * To stop a producer because of what a callback saw, let an application
+ * thread do it (a flag, a queue, a condition variable).
+ */
+
 /**
  * Completion callback, set per message in upulsar_send_opts_t.
  * Called exactly once per accepted message (success, broker error, timeout or
- * stop), from the io loop or watchdog thread: it must not block and must not
- * call upulsar_producer_stop()/upulsar_client_destroy(). @p id is NULL on
- * error and only valid during the call.
+ * stop), from an io loop thread; what it may call is in "Callbacks" above
+ * (send: yes, never blocking; flush, stop, client destroy: refused).
+ * @p id is NULL on error and only valid during the call.
  */
 typedef void (*upulsar_delivery_cb_t)(upulsar_err_t err,
                                       const upulsar_msg_id_t *id,
@@ -264,13 +307,16 @@ typedef void (*upulsar_delivery_cb_t)(upulsar_err_t err,
  * passed first (the future stays valid and pending), or
  * UPULSAR_ERR__INVALID_ARG for a NULL future or one already released (as
  * far as upulsar_future_release() can tell, see there).
+ * From a callback: yes, without waiting (as @p timeout_ms = 0; see
+ * "Callbacks"): the future may be one only the calling thread resolves.
  * Thread safety: any number of threads may wait on one future.
  * Blocks: up to @p timeout_ms (futex). Allocates: no.
  */
 upulsar_err_t upulsar_future_wait(upulsar_future_t *f, int timeout_ms,
                                   upulsar_msg_id_t *id);
 
-/** Non-blocking upulsar_future_wait(f, 0, id). HOT PATH. */
+/** Non-blocking upulsar_future_wait(f, 0, id). From a callback: yes.
+ *  HOT PATH. */
 upulsar_err_t upulsar_future_poll(upulsar_future_t *f, upulsar_msg_id_t *id);
 
 /**
@@ -289,7 +335,7 @@ upulsar_err_t upulsar_future_poll(upulsar_future_t *f, upulsar_msg_id_t *id);
  * releases that other message's future. upulsar_future_wait() and
  * upulsar_future_poll() refuse a released future the same way.
  * Thread safety: any, but not concurrently with a wait on the same future.
- * HOT PATH.
+ * From a callback: yes. HOT PATH.
  */
 upulsar_err_t upulsar_future_release(upulsar_future_t *f);
 
@@ -338,6 +384,19 @@ typedef struct upulsar_producer upulsar_producer_t;
  * _AUTHORIZATION_ERROR: not retried); upulsar_last_error() names the broker
  * or topic concerned. On failure everything started so far is closed
  * again.
+ * Once created, a real producer that loses its connection or is closed by
+ * its broker is re-created by the watchdog with backoff.* delays; every
+ * refusal is logged (upulsar_client_set_log_cb()) and retried, including
+ * AuthenticationError (e.g. a token refused at a refresh: fix the token and
+ * it comes back), AuthorizationError and TopicNotFound, while its messages
+ * wait within send.timeout.ms. Only ProducerFenced, TopicTerminated,
+ * ProducerBusy in an exclusive access mode and restart.intensity (when set)
+ * fail its partition group (GROUP_FAILED or that error for its messages and
+ * later sends). A producer never created yet (lazy.start.partitions, a
+ * partition added later) also fails its group on AuthenticationError,
+ * AuthorizationError, TopicNotFound, InvalidTopicName and
+ * IncompatibleSchema.
+ * From a callback: no, UPULSAR_ERR__STATE at once (see "Callbacks").
  * Thread safety: any. Blocks: yes (network round trips). Allocates: yes.
  */
 upulsar_err_t upulsar_producer_start(upulsar_client_t *client,
@@ -382,7 +441,8 @@ typedef struct upulsar_send_opts {
     /** UPULSAR_SEND_* flags. */
     int flags;
     /** With UPULSAR_SEND_NOCOPY: releases the payload once it has been
-     *  encoded into a batch (or the send failed). */
+     *  encoded into a batch (or the send failed); on an io loop thread it
+     *  is a callback like any other (see "Callbacks"). */
     void (*free_cb)(void *payload, void *opaque);
     /** Completion callback (may be NULL); @p opaque is passed to it and to
      *  free_cb. */
@@ -480,8 +540,11 @@ typedef struct upulsar_send_opts {
  * to 1 MiB, and a payload up to M minus what they take (up to 2 GiB - 1
  * with chunking).
  *
+ * From a callback: yes, and it never blocks there: no room is QUEUE_FULL at
+ * once, also with block.if.queue.full=true (see "Callbacks").
  * Thread safety: any number of threads. Blocks: only with
- * block.if.queue.full=true and a full ring. Allocates: nothing per message
+ * block.if.queue.full=true and a full ring, and never in a callback.
+ * Allocates: nothing per message
  * (the future pool grows by whole segments), except one private copy of a
  * payload larger than a quarter of queue.buffer.bytes.
  */
@@ -501,7 +564,8 @@ typedef struct upulsar_msg {
  * @p futures, if not NULL, is an array of @p n slots receiving futures.
  * *@p accepted receives how many messages (a prefix of @p msgs) were queued;
  * the return value is the error that stopped the rest (UPULSAR_OK if all
- * were queued). Thread safety and blocking as upulsar_send(). HOT PATH.
+ * were queued). Thread safety, blocking and use from a callback as
+ * upulsar_send(). HOT PATH.
  */
 upulsar_err_t upulsar_send_many(upulsar_producer_t *p, const upulsar_msg_t *msgs,
                                 size_t n, upulsar_future_t **futures,
@@ -510,8 +574,12 @@ upulsar_err_t upulsar_send_many(upulsar_producer_t *p, const upulsar_msg_t *msgs
 /**
  * Push out every queued message now (do not wait for batch.max.delay.ms) and
  * wait until every message queued before this call has resolved, or
- * @p timeout_ms passed (-1 = forever). Returns OK or TIMED_OUT.
- * Thread safety: any. Blocks: up to @p timeout_ms.
+ * @p timeout_ms passed (-1 = forever). Returns OK or TIMED_OUT; CLOSED if
+ * upulsar_producer_stop() of @p p has begun (stop flushes itself).
+ * From a callback: no, UPULSAR_ERR__STATE at once, nothing is flushed or
+ * waited for (see "Callbacks").
+ * Thread safety: any (not after upulsar_producer_stop() of @p p returned:
+ * the handle is freed). Blocks: up to @p timeout_ms.
  */
 upulsar_err_t upulsar_producer_flush(upulsar_producer_t *p, int timeout_ms);
 
@@ -524,8 +592,20 @@ upulsar_err_t upulsar_producer_flush(upulsar_producer_t *p, int timeout_ms);
  * TIMED_OUT if some messages had to be failed.
  * Each real producer is closed on its broker with CLOSE_PRODUCER, waiting for
  * the broker's confirmation (all of them together at most 1 s more).
- * Thread safety: once per handle, not concurrently with upulsar_send() on the
- * same handle, not from a callback. Blocks: up to about @p timeout_ms + 1 s.
+ *
+ * Lifetime: the handle is freed before this returns, so @p p must not be
+ * used afterwards: a second stop, a send or a flush after that is a
+ * use-after-free in the caller, which upulsar cannot detect. While the stop
+ * is under way (the handle still exists) what can be detected is refused:
+ * upulsar_send() gets CLOSED (callbacks resolving the last messages may
+ * call it), upulsar_producer_flush() gets CLOSED and a second
+ * upulsar_producer_stop() gets UPULSAR_ERR__STATE, at once.
+ * From a callback: no, UPULSAR_ERR__STATE at once; the producer keeps
+ * running (see "Callbacks").
+ * Thread safety: once per handle; sends from other threads must have ended
+ * before it begins (a send racing with its start may be accepted and then
+ * fail with CLOSED, or find the handle freed). Blocks: up to about
+ * @p timeout_ms + 1 s.
  */
 upulsar_err_t upulsar_producer_stop(upulsar_producer_t *p, int timeout_ms);
 
@@ -625,9 +705,9 @@ typedef void (*upulsar_stats_cb_t)(const char *json, void *opaque);
 
 /**
  * Call @p cb every stats.interval.ms (client key; 0 = never) from the
- * watchdog thread. @p cb must return quickly and must not call
- * upulsar_producer_stop() or upulsar_client_destroy(). NULL removes it.
- * Thread safety: any.
+ * watchdog thread. @p cb must return quickly; what it may call is in
+ * "Callbacks" (flush, stop and client destroy are refused there). NULL
+ * removes it. Thread safety: any; from a callback: yes.
  */
 upulsar_err_t upulsar_client_set_stats_cb(upulsar_client_t *client, upulsar_stats_cb_t cb,
                                           void *opaque);
@@ -654,11 +734,11 @@ typedef void (*upulsar_log_cb_t)(upulsar_log_level_t level, const char *line, vo
  * to show it. By default lines of UPULSAR_LOG_WARNING and more severe are
  * written to stderr ("upulsar: ..."); @p cb receives every level instead,
  * NULL restores the default (a call already under way may still finish).
- * @p cb runs on a library thread (io loop, watchdog or establish worker),
- * must return quickly and must not block or call into upulsar other than
- * upulsar_client_set_log_cb() and the upulsar_err_*() functions (on the io
- * loop a blocking call would wait for itself).
- * Thread safety: any. Errors: INVALID_ARG (NULL client).
+ * @p cb runs on a library thread (io loop, watchdog or establish worker)
+ * and must return quickly; what it may call is in "Callbacks" (sends never
+ * block there; flush, stop and client destroy are refused).
+ * Thread safety: any; from a callback: yes. Errors: INVALID_ARG (NULL
+ * client).
  */
 upulsar_err_t upulsar_client_set_log_cb(upulsar_client_t *client, upulsar_log_cb_t cb,
                                         void *opaque);
