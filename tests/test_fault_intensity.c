@@ -209,10 +209,9 @@ Test(fault_intensity, failing_recreation_after_an_orderly_close_backs_off, .time
     upulsar_producer_t *p = ft_producer(client, NULL, "away", 0, kv);
     ft_send_ok(p, NULL);
     /* a port nothing listens on: connections are refused at once */
-    char dead[64];
-    upulsar_tb_t *gone = ft_broker();
-    snprintf(dead, sizeof dead, "%s", upulsar_tb_url(gone));
-    upulsar_tb_stop(gone);
+    char dead[80], where[64];
+    int dead_fd = ft_dead_address(where, sizeof where); /* refuses connections */
+    snprintf(dead, sizeof dead, "pulsar://%s", where);
     uint64_t before = lookups_of(tb);
     cr_assert_eq(upulsar_tb_move_topic(tb, "away", dead), 1);
     ft_reconnects_wait_t one = {p, 1};
@@ -225,4 +224,5 @@ Test(fault_intensity, failing_recreation_after_an_orderly_close_backs_off, .time
     cr_assert(ft_backing_off_after(&one), "no longer backing off");
     upulsar_producer_stop(p, 1000);
     ft_stop_client_and_broker(tb, client);
+    close(dead_fd);
 }

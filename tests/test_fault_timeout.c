@@ -65,8 +65,9 @@ static ft_run_t *expire_then_succeed(upulsar_producer_t *p, const char *topic, i
  *     and callback, in send order, while the receipts are still withheld.
  *  4. The receipts are released (they arrive late and are ignored), then
  *     2,000 more messages are sent: every one succeeds with its real id.
- *  5. The log check: all 4,000 stored once, consecutive sequence ids (the
- *     expired messages were stored, their receipts just came too late). */
+ *  5. The log check: the 2,000 later messages stored once, and the expired
+ *     ones that reached the broker (normally all: their receipts just came
+ *     too late) at most once, with consecutive sequence ids. */
 Test(fault_timeout, expired_messages_fail_and_later_ones_succeed)
 {
     enum { N = 2000 };
@@ -75,7 +76,11 @@ Test(fault_timeout, expired_messages_fail_and_later_ones_succeed)
     ft_run_t *run = expire_then_succeed(p, "expire", N);
     ft_check_opts_t o = {.topic = "expire", .failed_may_be_stored = 1};
     ft_check_res_t res = ft_check(tb, run, &o);
-    cr_assert_eq(res.stored, 2 * N);
+    /* every later message once; the expired ones that reached the broker
+     * before their time ran out (all of them unless the machine was slow
+     * enough to keep some in the ring for a second) at most once */
+    cr_assert_geq(res.stored, N);
+    cr_assert_leq(res.stored, 2 * N);
     cr_assert_eq(res.unknown_ids, 0);
     ft_run_free(run);
 }
