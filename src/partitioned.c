@@ -19,13 +19,23 @@ _Static_assert(TOPIC_MAX + sizeof "-partition-" + 10 <= sizeof(((up_group_t *)0)
 
 /* ---- loop registration ------------------------------------------------------ */
 
+_Atomic int up_fault_loop_list_nomem;
+
+static bool fault_list_nomem(void)
+{
+    int n = atomic_load(&up_fault_loop_list_nomem);
+    while (n > 0 && !atomic_compare_exchange_weak(&up_fault_loop_list_nomem, &n, n - 1))
+        ;
+    return n > 0;
+}
+
 static void add_rp_task(void *a)
 {
     up_rp_t *rp = a;
     up_loop_t *l = rp->loop;
     if (l->nrps == l->crps) {
         size_t n = l->crps ? l->crps * 2 : 16;
-        up_rp_t **nr = realloc(l->rps, n * sizeof *nr);
+        up_rp_t **nr = fault_list_nomem() ? NULL : realloc(l->rps, n * sizeof *nr);
         if (!nr)
             return; /* reported by the caller: rp->loop_slot stays false */
         l->rps = nr;
