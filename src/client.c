@@ -6,6 +6,13 @@
 #include "err.h"
 #include "tls.h"
 
+/* The client's copy of the conf holds the token connections present. */
+static void client_free(struct upulsar_client *c)
+{
+    up_conf_wipe_secrets(&c->conf);
+    free(c);
+}
+
 upulsar_err_t upulsar_client_new(const upulsar_conf_t *conf, upulsar_client_t **out)
 {
     if (!out)
@@ -25,11 +32,11 @@ upulsar_err_t upulsar_client_new(const upulsar_conf_t *conf, upulsar_client_t **
         c->port = c->svc_ports[0];
     }
     if (err) {
-        free(c);
+        client_free(c);
         return err;
     }
     if (c->tls && (err = up_tls_ctx_new(&c->conf, &c->ssl_ctx))) {
-        free(c);
+        client_free(c);
         return err;
     }
     up_fence_init();
@@ -43,7 +50,7 @@ upulsar_err_t upulsar_client_new(const upulsar_conf_t *conf, upulsar_client_t **
     pthread_cond_init(&c->wd_cv, NULL);
     if (up_future_pool_init(&c->futures, (uint64_t)UP_FUT_MAX_SEGS * UP_FUT_SEG_SIZE)) {
         up_tls_ctx_free(c->ssl_ctx);
-        free(c);
+        client_free(c);
         return up_seterr(UPULSAR_ERR__NOMEM, "out of memory");
     }
     c->nloops = c->conf.io_threads > 0 ? c->conf.io_threads : 1;
@@ -51,7 +58,7 @@ upulsar_err_t upulsar_client_new(const upulsar_conf_t *conf, upulsar_client_t **
     if (!c->loops) {
         up_future_pool_destroy(&c->futures);
         up_tls_ctx_free(c->ssl_ctx);
-        free(c);
+        client_free(c);
         return up_seterr(UPULSAR_ERR__NOMEM, "out of memory");
     }
     for (int i = 0; i < c->nloops; i++) {
@@ -62,7 +69,7 @@ upulsar_err_t upulsar_client_new(const upulsar_conf_t *conf, upulsar_client_t **
             free(c->loops);
             up_future_pool_destroy(&c->futures);
             up_tls_ctx_free(c->ssl_ctx);
-            free(c);
+            client_free(c);
             return err;
         }
     }
@@ -72,7 +79,7 @@ upulsar_err_t upulsar_client_new(const upulsar_conf_t *conf, upulsar_client_t **
         free(c->loops);
         up_future_pool_destroy(&c->futures);
         up_tls_ctx_free(c->ssl_ctx);
-        free(c);
+        client_free(c);
         return up_seterr(UPULSAR_ERR__IO, "cannot start the watchdog thread");
     }
     *out = c;
@@ -107,5 +114,5 @@ void upulsar_client_destroy(upulsar_client_t *c)
     pthread_cond_destroy(&c->pool_cv);
     pthread_mutex_destroy(&c->lock);
     pthread_cond_destroy(&c->wd_cv);
-    free(c);
+    client_free(c);
 }

@@ -239,6 +239,9 @@ upulsar_err_t upulsar_producer_start(upulsar_client_t *c, const char *name, cons
         h->conf = *conf;
     else
         up_conf_defaults(&h->conf);
+    /* producer keys only: connections take the token from the client's
+     * conf, so a conf shared by both leaves no copy of it here */
+    up_conf_wipe_secrets(&h->conf);
     upulsar_err_t err = up_topic_normalize(topic, h->topic, TOPIC_MAX + 1);
     if (err) {
         free(h);

@@ -9,6 +9,9 @@
  * producer_handle_keeps_no_copy_of_the_token: one conf (with auth.token)
  *   used for the client and the producer: the producer's copy of it holds
  *   no token byte (the client's copy is the one connections use).
+ * conf_wipe_secrets_zeroes_every_token_byte: the wipe zeroes the whole
+ *   token field (a shorter token set over a longer one leaves no tail of
+ *   it) and leaves the other keys alone.
  * too_many_open_files_names_the_reason_and_the_broker: every descriptor
  *   below a lowered RLIMIT_NOFILE taken: the start fails with an error
  *   reading "Too many open files" and naming the broker host:port.
@@ -146,6 +149,24 @@ Test(edges_errors, producer_handle_keeps_no_copy_of_the_token)
               "the producer handle holds a copy of the token");
     cr_assert_eq(upulsar_producer_stop(p, 10000), UPULSAR_OK);
     ft_stop_client_and_broker(tb, c);
+}
+
+Test(edges_errors, conf_wipe_secrets_zeroes_every_token_byte)
+{
+    const char *kv[] = {"service.url", "pulsar://wipe-host:6650", "auth.token", TOKEN, NULL};
+    upulsar_conf_t *conf = ft_conf(kv);
+    /* a shorter token replacing a longer one leaves no tail of the old one */
+    cr_assert_eq(upulsar_conf_set(conf, "auth.token", "short", NULL, 0), UPULSAR_CONF_OK);
+    cr_assert_str_eq(conf->auth_token, "short");
+    cr_assert(all_zero(conf->auth_token + 6, sizeof conf->auth_token - 6),
+              "the longer token's tail is still there");
+    cr_assert_eq(upulsar_conf_set(conf, "auth.token", TOKEN, NULL, 0), UPULSAR_CONF_OK);
+    up_conf_wipe_secrets(conf);
+    cr_assert(all_zero(conf->auth_token, sizeof conf->auth_token));
+    char buf[64];
+    cr_assert_eq(upulsar_conf_get(conf, "service.url", buf, sizeof buf), UPULSAR_CONF_OK);
+    cr_assert_str_eq(buf, "pulsar://wipe-host:6650", "another key was touched");
+    upulsar_conf_destroy(conf);
 }
 
 /* ---- item: too many open files -------------------------------------------- */
