@@ -80,8 +80,10 @@ static upulsar_err_t tcp_connect(const char *host, int port, uint64_t deadline, 
     up_seterr(err, "cannot connect to %s:%d", host, port);
     for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
         int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-        if (fd < 0)
+        if (fd < 0) { /* e.g. EMFILE: the process is out of descriptors */
+            up_seterr(err, "cannot connect to %s:%d: %s", host, port, strerror(errno));
             continue;
+        }
         if (connect(fd, ai->ai_addr, ai->ai_addrlen) && errno != EINPROGRESS) {
             up_seterr(err, "cannot connect to %s:%d: %s", host, port, strerror(errno));
             close(fd);
