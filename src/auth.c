@@ -88,5 +88,13 @@ upulsar_err_t up_auth_token(const struct upulsar_conf *cf, char *buf, size_t siz
         memmove(buf, buf + start, len - start + 1);
         up_wipe(buf + len - start + 1, start);
     }
+    /* a file or variable named for the token that holds none is a mistake,
+     * not a request to connect without authentication */
+    if (!buf[0] && cf->auth_token_file[0])
+        return up_seterr(UPULSAR_ERR__INVALID_ARG, "auth.token.file %s: empty (no token in it)",
+                         cf->auth_token_file);
+    if (!buf[0] && cf->auth_token_env[0])
+        return up_seterr(UPULSAR_ERR__INVALID_ARG, "auth.token.env: %s holds no token",
+                         cf->auth_token_env);
     return UPULSAR_OK;
 }

@@ -31,6 +31,14 @@ upulsar_err_t upulsar_client_new(const upulsar_conf_t *conf, upulsar_client_t **
         snprintf(c->host, sizeof c->host, "%s", c->svc_hosts[0]);
         c->port = c->svc_ports[0];
     }
+    if (!err) {
+        /* the token source is checked here, so a token file that is
+         * missing, a directory or empty fails the client, named, before any
+         * connection is tried (connections read it again) */
+        char tok[sizeof c->conf.auth_token];
+        err = up_auth_token(&c->conf, tok, sizeof tok);
+        up_wipe(tok, sizeof tok);
+    }
     if (err) {
         client_free(c);
         return err;
