@@ -192,10 +192,22 @@ typedef struct upulsar_client upulsar_client_t;
  * operation.timeout.ms, keepalive.interval.ms, backoff.*...). No connection
  * is made yet; producers connect when started.
  *
- * Ownership: @p conf stays owned by the caller (it is copied).
+ * The files @p conf names are read here. The token source: an
+ * auth.token.file that cannot be read (missing, a directory...) or holds no
+ * token (empty or whitespace only), or an auth.token.env variable unset or
+ * empty, fails with INVALID_ARG naming the file or variable and why; the
+ * file is read again at every connection, where the same problems fail
+ * that connection with the same error. TLS (pulsar+ssl://): a tls.ca.file,
+ * tls.cert.file or tls.key.file that cannot be opened fails with TLS naming
+ * the file and the system's reason ("No such file or directory"); one
+ * OpenSSL cannot use, with OpenSSL's reason.
+ *
+ * Ownership: @p conf stays owned by the caller (it is copied; the copy's
+ * token is wiped when the client is destroyed).
  * Returns UPULSAR_OK and *@p out, or an error (INVALID_ARG, INVALID_URL,
- * NOMEM, IO if io_uring cannot be set up) with upulsar_last_error() saying
- * why. Thread safety: any. Blocks: no. Allocates: yes.
+ * TLS, NOMEM, IO if io_uring cannot be set up) with upulsar_last_error()
+ * saying why. Thread safety: any. Blocks: only to read those files.
+ * Allocates: yes.
  */
 upulsar_err_t upulsar_client_new(const upulsar_conf_t *conf,
                                  upulsar_client_t **out);
