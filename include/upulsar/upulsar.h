@@ -154,7 +154,8 @@ upulsar_conf_t *upulsar_conf_new(void);
 /** Deep copy of @p conf (NULL on out-of-memory). */
 upulsar_conf_t *upulsar_conf_dup(const upulsar_conf_t *conf);
 
-/** Free @p conf. NULL is accepted. */
+/** Free @p conf, its auth.token wiped first (with a write the compiler
+ *  cannot remove). NULL is accepted. */
 void upulsar_conf_destroy(upulsar_conf_t *conf);
 
 /**
@@ -322,7 +323,9 @@ typedef struct upulsar_producer upulsar_producer_t;
  *                   (default 1024): a larger one fails the start with
  *                   INVALID_ARG, naming both numbers.
  * @param conf       producer keys (batching, routing, compression,
- *                   producers.per.partition...); NULL = defaults. Copied.
+ *                   producers.per.partition...); NULL = defaults. Copied
+ *                   without its auth.token (connections use the client's),
+ *                   so one conf may serve both.
  * @param out        receives the handle.
  *
  * Every real producer is registered with its broker (lookup, PRODUCER)
@@ -332,7 +335,9 @@ typedef struct upulsar_producer upulsar_producer_t;
  * are tried again with backoff.* delays until operation.timeout.ms has
  * passed since the call; the last attempt may still run its own timeouts.
  * Errors: INVALID_ARG, INVALID_TOPIC (also a full name longer than
- * UPULSAR_TOPIC_NAME_MAX), TIMED_OUT, CONNECT, LOOKUP, TLS, or
+ * UPULSAR_TOPIC_NAME_MAX), NOMEM (also when a producer cannot be put on
+ * its io thread), TIMED_OUT, CONNECT (with the system's reason, e.g. "Too
+ * many open files"), LOOKUP, TLS, or
  * the broker's refusal (e.g. UPULSAR_ERR_PRODUCER_BUSY, _TOPIC_NOT_FOUND,
  * _AUTHORIZATION_ERROR: not retried); upulsar_last_error() names the broker
  * or topic concerned. On failure everything started so far is closed
