@@ -2,10 +2,11 @@
  * why, instead of being dropped or blurred; copies of the token do not
  * outlive their use.
  *
- * failed_loop_registration_fails_the_start: the allocation that puts a new
- *   producer on its io thread's list fails (fault hook): the start fails
- *   with NOMEM and leaves nothing behind; the next start on the same client
- *   works and every message it sends is stored.
+ * failed_loop_registration_fails_the_start: with 16 producers on the
+ *   only io thread, the allocation that grows its list for one more fails
+ *   (fault hook): the start fails with NOMEM and leaves no producer on the
+ *   broker; a start of 40 more (the list grown twice) then works, and every
+ *   partition of both handles stores exactly the 2 messages routed to it.
  * producer_handle_keeps_no_copy_of_the_token: one conf (with auth.token)
  *   used for the client and the producer: the producer's copy of it holds
  *   no token byte (the client's copy is the one connections use).
@@ -83,16 +84,45 @@ static void write_file(const char *path, const char *text)
 
 /* ---- item: a failed loop registration ------------------------------------ */
 
+/* Send 2 messages to every partition of @p p (@p n of them; round robin
+ * moves on after every message with batch.max.messages=1), wait until all
+ * are stored, and check each partition of @p topic stored exactly 2. */
+static void two_per_partition(upulsar_tb_t *tb, upulsar_producer_t *p, const char *topic, int n)
+{
+    upulsar_future_t **f = calloc((size_t)(2 * n), sizeof *f);
+    cr_assert_not_null(f);
+    for (int i = 0; i < 2 * n; i++) {
+        char m[32];
+        int len = snprintf(m, sizeof m, "m-%d", i);
+        cr_assert_eq(upulsar_send(p, m, (size_t)len, NULL, &f[i]), UPULSAR_OK);
+    }
+    for (int i = 0; i < 2 * n; i++) {
+        upulsar_msg_id_t id;
+        cr_assert_eq(upulsar_future_wait(f[i], FT_WAIT_MS, &id), UPULSAR_OK, "%s message %d",
+                     topic, i);
+        upulsar_future_release(f[i]);
+    }
+    free(f);
+    for (int g = 0; g < n; g++) {
+        char name[128];
+        snprintf(name, sizeof name, "%s-partition-%d", topic, g);
+        upulsar_tb_topic_stats_t ts;
+        cr_assert_eq(upulsar_tb_topic_stats(tb, name, &ts), UPULSAR_OK);
+        cr_assert_eq(ts.messages, 2, "%s stored %llu", name, (unsigned long long)ts.messages);
+    }
+}
+
 Test(edges_errors, failed_loop_registration_fails_the_start)
 {
     upulsar_tb_t *tb = ft_broker();
     const char *kv[] = {"io.threads", "1", NULL};
     upulsar_client_t *c = ft_client(tb, kv);
+    const char *pkv[] = {"batch.max.messages", "1", NULL};
+    /* 16 producers fill the loop's first list exactly (16 entries) */
+    upulsar_producer_t *a = ft_producer(c, "reg-a", "reg-a", 16, pkv);
     upulsar_producer_t *p = NULL;
-    /* the client's only loop has no producer yet: the first one grows its
-     * list */
     atomic_store(&up_fault_loop_list_nomem, 1);
-    upulsar_err_t err = upulsar_producer_start(c, "reg", "reg-nomem", 1, NULL, &p);
+    upulsar_err_t err = upulsar_producer_start(c, "reg-b", "reg-b", 1, NULL, &p);
     char why[512];
     snprintf(why, sizeof why, "%s", upulsar_last_error());
     int left = atomic_exchange(&up_fault_loop_list_nomem, 0);
@@ -100,25 +130,17 @@ Test(edges_errors, failed_loop_registration_fails_the_start)
     cr_assert_eq(err, UPULSAR_ERR__NOMEM, "start returned %s (%s)", upulsar_err_str(err), why);
     cr_assert_null(p);
     cr_assert(strstr(why, "out of memory"), "%s", why);
-
-    /* nothing left on the loop: a new start works and delivers */
-    p = ft_producer(c, "reg", "reg-nomem", 1, NULL);
-    enum { N = 20 };
-    upulsar_future_t *f[N];
-    for (int i = 0; i < N; i++) {
-        char m[32];
-        int n = snprintf(m, sizeof m, "m-%d", i);
-        cr_assert_eq(upulsar_send(p, m, (size_t)n, NULL, &f[i]), UPULSAR_OK);
-    }
-    for (int i = 0; i < N; i++) {
-        upulsar_msg_id_t id;
-        cr_assert_eq(upulsar_future_wait(f[i], FT_WAIT_MS, &id), UPULSAR_OK, "message %d", i);
-        upulsar_future_release(f[i]);
-    }
-    cr_assert_eq(upulsar_producer_stop(p, 10000), UPULSAR_OK);
     upulsar_tb_topic_stats_t ts;
-    cr_assert_eq(upulsar_tb_topic_stats(tb, "reg-nomem-partition-0", &ts), UPULSAR_OK);
-    cr_assert_eq(ts.messages, N);
+    cr_assert_eq(upulsar_tb_topic_stats(tb, "reg-b-partition-0", &ts), UPULSAR_OK);
+    cr_assert_eq(ts.producers, 0, "the failed start left a producer on the broker");
+
+    /* the loop's list is intact: a start that grows it twice (16 -> 32 ->
+     * 64) works, and every producer on the loop, old and new, delivers */
+    p = ft_producer(c, "reg-b", "reg-b", 40, pkv);
+    two_per_partition(tb, a, "reg-a", 16);
+    two_per_partition(tb, p, "reg-b", 40);
+    cr_assert_eq(upulsar_producer_stop(p, 10000), UPULSAR_OK);
+    cr_assert_eq(upulsar_producer_stop(a, 10000), UPULSAR_OK);
     ft_stop_client_and_broker(tb, c);
 }
 
