@@ -8,6 +8,13 @@
 #include "err.h"
 #include "tls.h"
 
+/* The client's copy of the conf holds the token connections present. */
+static void client_free(struct upulsar_client *c)
+{
+    up_conf_wipe_secrets(&c->conf);
+    free(c);
+}
+
 upulsar_err_t upulsar_client_new(const upulsar_conf_t *conf, upulsar_client_t **out)
 {
     if (!out)
@@ -26,12 +33,20 @@ upulsar_err_t upulsar_client_new(const upulsar_conf_t *conf, upulsar_client_t **
         snprintf(c->host, sizeof c->host, "%s", c->svc_hosts[0]);
         c->port = c->svc_ports[0];
     }
+    if (!err) {
+        /* the token source is checked here, so a token file that is
+         * missing, a directory or empty fails the client, named, before any
+         * connection is tried (connections read it again) */
+        char tok[sizeof c->conf.auth_token];
+        err = up_auth_token(&c->conf, tok, sizeof tok);
+        up_wipe(tok, sizeof tok);
+    }
     if (err) {
-        free(c);
+        client_free(c);
         return err;
     }
     if (c->tls && (err = up_tls_ctx_new(&c->conf, &c->ssl_ctx))) {
-        free(c);
+        client_free(c);
         return err;
     }
     up_fence_init();
@@ -45,7 +60,7 @@ upulsar_err_t upulsar_client_new(const upulsar_conf_t *conf, upulsar_client_t **
     pthread_cond_init(&c->wd_cv, NULL);
     if (up_future_pool_init(&c->futures, (uint64_t)UP_FUT_MAX_SEGS * UP_FUT_SEG_SIZE)) {
         up_tls_ctx_free(c->ssl_ctx);
-        free(c);
+        client_free(c);
         return up_seterr(UPULSAR_ERR__NOMEM, "out of memory");
     }
     c->futures.client = c; /* misuse of a future is logged where the client logs */
@@ -54,7 +69,7 @@ upulsar_err_t upulsar_client_new(const upulsar_conf_t *conf, upulsar_client_t **
     if (!c->loops) {
         up_future_pool_destroy(&c->futures);
         up_tls_ctx_free(c->ssl_ctx);
-        free(c);
+        client_free(c);
         return up_seterr(UPULSAR_ERR__NOMEM, "out of memory");
     }
     for (int i = 0; i < c->nloops; i++) {
@@ -65,7 +80,7 @@ upulsar_err_t upulsar_client_new(const upulsar_conf_t *conf, upulsar_client_t **
             free(c->loops);
             up_future_pool_destroy(&c->futures);
             up_tls_ctx_free(c->ssl_ctx);
-            free(c);
+            client_free(c);
             return err;
         }
     }
@@ -75,7 +90,7 @@ upulsar_err_t upulsar_client_new(const upulsar_conf_t *conf, upulsar_client_t **
         free(c->loops);
         up_future_pool_destroy(&c->futures);
         up_tls_ctx_free(c->ssl_ctx);
-        free(c);
+        client_free(c);
         return up_seterr(UPULSAR_ERR__IO, "cannot start the watchdog thread");
     }
     *out = c;
@@ -128,5 +143,5 @@ void upulsar_client_destroy(upulsar_client_t *c)
     pthread_cond_destroy(&c->pool_cv);
     pthread_mutex_destroy(&c->lock);
     pthread_cond_destroy(&c->wd_cv);
-    free(c);
+    client_free(c);
 }

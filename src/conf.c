@@ -475,6 +475,8 @@ static upulsar_conf_res_t set_key(struct upulsar_conf *conf, const conf_key_t *k
                            "%s: more than %d pairs", k->key, UP_MAX_PRODUCER_PROPS);
         }
         memcpy(field, value, len + 1);
+        if (k->flags & F_SECRET) /* what a longer value left after the new one */
+            up_wipe(field + len + 1, k->size - len - 1);
         return UPULSAR_CONF_OK;
     }
     case K_INT:
@@ -604,10 +606,18 @@ upulsar_conf_t *upulsar_conf_dup(const upulsar_conf_t *conf)
     return c;
 }
 
+void up_wipe(void *p, size_t n)
+{
+    if (p && n)
+        explicit_bzero(p, n);
+}
+
+void up_conf_wipe_secrets(struct upulsar_conf *c) { up_wipe(c->auth_token, sizeof c->auth_token); }
+
 void upulsar_conf_destroy(upulsar_conf_t *conf)
 {
     if (conf)
-        memset(conf->auth_token, 0, sizeof conf->auth_token);
+        up_conf_wipe_secrets(conf);
     free(conf);
 }
 

@@ -4,6 +4,7 @@
 #ifndef UP_CONF_H
 #define UP_CONF_H
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "upulsar/upulsar.h"
@@ -74,4 +75,14 @@ struct upulsar_conf {
 
 /** Fill @p c with defaults. */
 void up_conf_defaults(struct upulsar_conf *c);
+
+/** Zero @p n bytes at @p p (nothing when @p p is NULL) with a write the
+ *  compiler cannot drop, also right before a free or the end of a scope.
+ *  For every copy of a secret. @thread any */
+void up_wipe(void *p, size_t n);
+
+/** Zero the secrets of @p c (auth.token) with up_wipe(): done on every
+ *  copy of a conf the library made once the copy is freed or no longer
+ *  needs them. @thread any */
+void up_conf_wipe_secrets(struct upulsar_conf *c);
 #endif

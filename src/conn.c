@@ -83,8 +83,10 @@ static upulsar_err_t tcp_connect(const char *host, int port, uint64_t deadline, 
     up_seterr(err, "cannot connect to %s:%d", host, port);
     for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
         int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-        if (fd < 0)
+        if (fd < 0) { /* e.g. EMFILE: the process is out of descriptors */
+            up_seterr(err, "cannot connect to %s:%d: %s", host, port, strerror(errno));
             continue;
+        }
         if (connect(fd, ai->ai_addr, ai->ai_addrlen) && errno != EINPROGRESS) {
             up_seterr(err, "cannot connect to %s:%d: %s", host, port, strerror(errno));
             close(fd);
@@ -158,9 +160,9 @@ static upulsar_err_t hs_write_frame(up_conn_t *c, up_buf_t *frame, uint64_t dead
         err = write_all(c->fd, frame->data, frame->len, deadline);
     }
     if (frame->data)
-        memset(frame->data, 0, frame->len);
+        up_wipe(frame->data, frame->len);
     if (enc.data)
-        memset(enc.data, 0, enc.len);
+        up_wipe(enc.data, enc.len);
     up_buf_free(frame);
     up_buf_free(&enc);
     return err;
@@ -212,7 +214,7 @@ static upulsar_err_t auth_response_cmd(up_conn_t *c, up_buf_t *out)
     set_auth(c, tok, &method, &ad.has_auth_data, &ad.auth_data);
     ad.auth_method_name = (char *)method;
     int rc = up_frame_put_cmd(out, &cmd);
-    memset(tok, 0, sizeof tok);
+    up_wipe(tok, sizeof tok);
     return rc ? UPULSAR_ERR__NOMEM : UPULSAR_OK;
 }
 
@@ -244,7 +246,7 @@ static upulsar_err_t handshake(up_conn_t *c, uint64_t deadline)
     if (c->proxy_to[0])
         co.proxy_to_broker_url = c->proxy_to;
     err = hs_write_cmd(c, &cmd, deadline);
-    memset(tok, 0, sizeof tok);
+    up_wipe(tok, sizeof tok);
     if (err)
         return err;
     for (;;) {
@@ -559,6 +561,7 @@ void up_conn_write(up_conn_t *c, const uint8_t *p, size_t len, uint8_t *owned,
                    up_batch_t *batch)
 {
     if (atomic_load_explicit(&c->state, memory_order_relaxed) != UP_CONN_OPEN) {
+        up_wipe(owned, len);
         free(owned);
         return;
     }
@@ -566,6 +569,7 @@ void up_conn_write(up_conn_t *c, const uint8_t *p, size_t len, uint8_t *owned,
         size_t n = c->oq_cap ? c->oq_cap * 2 : 64;
         up_seg_t *q = malloc(n * sizeof *q);
         if (!q) {
+            up_wipe(owned, len);
             free(owned);
             up_conn_fail(c, UPULSAR_ERR__NOMEM);
             return;
@@ -668,6 +672,7 @@ void up_conn_flush(up_conn_t *c)
 
 static void seg_done(up_seg_t *s)
 {
+    up_wipe(s->owned, s->len); /* a control frame: AUTH_RESPONSE holds the token */
     free(s->owned);
     if (s->batch)
         up_batch_unref(s->batch);

@@ -19,19 +19,75 @@ _Static_assert(TOPIC_MAX + sizeof "-partition-" + 10 <= sizeof(((up_group_t *)0)
 
 /* ---- loop registration ------------------------------------------------------ */
 
+_Atomic int up_fault_loop_list_nomem;
+
+/* Registering a producer on its loop: the loop's list (loop state) is
+ * changed on the loop, but a larger list is allocated by the registering
+ * thread first, so running out of memory fails the start (or the partition
+ * growth) there instead of leaving the producer off its loop. */
+typedef struct {
+    up_rp_t *rp;
+    up_rp_t **spare; /* a larger list allocated by the caller, or NULL */
+    size_t spare_cap;
+    size_t need;     /* set by the task: the list is full, this many entries wanted */
+    bool added;
+} reg_t;
+
 static void add_rp_task(void *a)
 {
-    up_rp_t *rp = a;
-    up_loop_t *l = rp->loop;
+    reg_t *r = a;
+    up_loop_t *l = r->rp->loop;
     if (l->nrps == l->crps) {
         size_t n = l->crps ? l->crps * 2 : 16;
-        up_rp_t **nr = realloc(l->rps, n * sizeof *nr);
-        if (!nr)
-            return; /* reported by the caller: rp->loop_slot stays false */
-        l->rps = nr;
-        l->crps = n;
+        if (r->spare_cap < n) {
+            r->need = n;
+            return;
+        }
+        if (l->nrps)
+            memcpy(r->spare, l->rps, l->nrps * sizeof *l->rps);
+        up_rp_t **old = l->rps;
+        l->rps = r->spare;
+        l->crps = r->spare_cap;
+        r->spare = old; /* the caller frees the old list */
     }
-    l->rps[l->nrps++] = rp;
+    l->rps[l->nrps++] = r->rp;
+    r->added = true;
+}
+
+static bool fault_list_nomem(void)
+{
+    int n = atomic_load(&up_fault_loop_list_nomem);
+    while (n > 0 && !atomic_compare_exchange_weak(&up_fault_loop_list_nomem, &n, n - 1))
+        ;
+    return n > 0;
+}
+
+static upulsar_err_t loop_register(up_rp_t *rp)
+{
+    reg_t r = {.rp = rp};
+    upulsar_err_t err = UPULSAR_OK;
+    for (;;) {
+        if (up_loop_call(rp->loop, add_rp_task, &r)) {
+            err = UPULSAR_ERR__NOMEM;
+            break;
+        }
+        if (r.added)
+            break;
+        /* the list is full: allocate a larger one here and try again (it
+         * may have grown in between: then the task asks again) */
+        free(r.spare);
+        r.spare = fault_list_nomem() ? NULL : malloc(r.need * sizeof *r.spare);
+        r.spare_cap = r.spare ? r.need : 0;
+        if (!r.spare) {
+            err = UPULSAR_ERR__NOMEM;
+            break;
+        }
+    }
+    free(r.spare);
+    if (err)
+        up_seterr(err, "%s: out of memory registering its producer on io thread %d", rp->topic,
+                  rp->loop->index);
+    return err;
 }
 
 /* Closing a producer: fail what is left, ask the broker to close it
@@ -158,7 +214,8 @@ static upulsar_err_t group_init(struct upulsar_producer *h, up_group_t *grp, int
         }
         grp->rps[grp->nrps++] = rp;
         all[(*nall)++] = rp;
-        up_loop_call(rp->loop, add_rp_task, rp);
+        if ((err = loop_register(rp)))
+            return err;
     }
     return UPULSAR_OK;
 }
@@ -184,6 +241,9 @@ upulsar_err_t upulsar_producer_start(upulsar_client_t *c, const char *name, cons
         h->conf = *conf;
     else
         up_conf_defaults(&h->conf);
+    /* producer keys only: connections take the token from the client's
+     * conf, so a conf shared by both leaves no copy of it here */
+    up_conf_wipe_secrets(&h->conf);
     upulsar_err_t err = up_topic_normalize(topic, h->topic, TOPIC_MAX + 1);
     if (err) {
         free(h);

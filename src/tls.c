@@ -6,6 +6,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
 #include <poll.h>
@@ -14,6 +15,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "err.h"
 
@@ -88,6 +90,17 @@ static const char *ossl_reason(void)
     return r ? r : "unknown OpenSSL error";
 }
 
+/* Why OpenSSL could not load @p path: the system's reason when the file
+ * cannot even be opened (OpenSSL says only "system lib"), else OpenSSL's. */
+static const char *file_reason(const char *path)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return strerror(errno);
+    close(fd);
+    return ossl_reason();
+}
+
 upulsar_err_t up_tls_ctx_new(const struct upulsar_conf *cf, SSL_CTX **out)
 {
     *out = NULL;
@@ -99,9 +112,9 @@ upulsar_err_t up_tls_ctx_new(const struct upulsar_conf *cf, SSL_CTX **out)
     if (cf->tls_ca_file[0] || cf->tls_ca_path[0]) {
         if (!SSL_CTX_load_verify_locations(ctx, cf->tls_ca_file[0] ? cf->tls_ca_file : NULL,
                                            cf->tls_ca_path[0] ? cf->tls_ca_path : NULL)) {
-            upulsar_err_t e = up_seterr(UPULSAR_ERR__TLS, "TLS: cannot load CA %s: %s",
-                                        cf->tls_ca_file[0] ? cf->tls_ca_file : cf->tls_ca_path,
-                                        ossl_reason());
+            const char *ca = cf->tls_ca_file[0] ? cf->tls_ca_file : cf->tls_ca_path;
+            upulsar_err_t e =
+                up_seterr(UPULSAR_ERR__TLS, "TLS: cannot load CA %s: %s", ca, file_reason(ca));
             SSL_CTX_free(ctx);
             return e;
         }
@@ -119,14 +132,14 @@ upulsar_err_t up_tls_ctx_new(const struct upulsar_conf *cf, SSL_CTX **out)
         }
         if (SSL_CTX_use_certificate_chain_file(ctx, cf->tls_cert_file) != 1) {
             upulsar_err_t e = up_seterr(UPULSAR_ERR__TLS, "TLS: cannot load certificate %s: %s",
-                                        cf->tls_cert_file, ossl_reason());
+                                        cf->tls_cert_file, file_reason(cf->tls_cert_file));
             SSL_CTX_free(ctx);
             return e;
         }
         if (SSL_CTX_use_PrivateKey_file(ctx, cf->tls_key_file, SSL_FILETYPE_PEM) != 1 ||
             SSL_CTX_check_private_key(ctx) != 1) {
             upulsar_err_t e = up_seterr(UPULSAR_ERR__TLS, "TLS: cannot use private key %s: %s",
-                                        cf->tls_key_file, ossl_reason());
+                                        cf->tls_key_file, file_reason(cf->tls_key_file));
             SSL_CTX_free(ctx);
             return e;
         }

@@ -16,7 +16,9 @@ typedef struct up_tls up_tls_t;
 /** Build the client context from the tls.* keys: trusted CAs (tls.ca.file,
  *  tls.ca.path, else the system store), client certificate and key (mTLS),
  *  peer verification unless tls.allow.insecure. Errors (unreadable CA file,
- *  key not matching the certificate...) name the file and OpenSSL's reason.
+ *  key not matching the certificate...) name the file and the reason: the
+ *  system's when the file cannot be opened ("No such file or directory"),
+ *  else OpenSSL's.
  *  @thread any */
 upulsar_err_t up_tls_ctx_new(const struct upulsar_conf *cf, SSL_CTX **out);
 void up_tls_ctx_free(SSL_CTX *ctx);

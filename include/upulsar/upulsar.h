@@ -159,7 +159,8 @@ upulsar_conf_t *upulsar_conf_new(void);
 /** Deep copy of @p conf (NULL on out-of-memory). */
 upulsar_conf_t *upulsar_conf_dup(const upulsar_conf_t *conf);
 
-/** Free @p conf. NULL is accepted. */
+/** Free @p conf, its auth.token wiped first (with a write the compiler
+ *  cannot remove). NULL is accepted. */
 void upulsar_conf_destroy(upulsar_conf_t *conf);
 
 /**
@@ -197,10 +198,22 @@ typedef struct upulsar_client upulsar_client_t;
  * operation.timeout.ms, keepalive.interval.ms, backoff.*...). No connection
  * is made yet; producers connect when started.
  *
- * Ownership: @p conf stays owned by the caller (it is copied).
+ * The files @p conf names are read here. The token source: an
+ * auth.token.file that cannot be read (missing, a directory...) or holds no
+ * token (empty or whitespace only), or an auth.token.env variable unset or
+ * empty, fails with INVALID_ARG naming the file or variable and why; the
+ * file is read again at every connection, where the same problems fail
+ * that connection with the same error. TLS (pulsar+ssl://): a tls.ca.file,
+ * tls.cert.file or tls.key.file that cannot be opened fails with TLS naming
+ * the file and the system's reason ("No such file or directory"); one
+ * OpenSSL cannot use, with OpenSSL's reason.
+ *
+ * Ownership: @p conf stays owned by the caller (it is copied; the copy's
+ * token is wiped when the client is destroyed).
  * Returns UPULSAR_OK and *@p out, or an error (INVALID_ARG, INVALID_URL,
- * NOMEM, IO if io_uring cannot be set up) with upulsar_last_error() saying
- * why. Thread safety: any. Blocks: no. Allocates: yes.
+ * TLS, NOMEM, IO if io_uring cannot be set up) with upulsar_last_error()
+ * saying why. Thread safety: any. Blocks: only to read those files.
+ * Allocates: yes.
  */
 upulsar_err_t upulsar_client_new(const upulsar_conf_t *conf,
                                  upulsar_client_t **out);
@@ -369,7 +382,9 @@ typedef struct upulsar_producer upulsar_producer_t;
  *                   (default 1024): a larger one fails the start with
  *                   INVALID_ARG, naming both numbers.
  * @param conf       producer keys (batching, routing, compression,
- *                   producers.per.partition...); NULL = defaults. Copied.
+ *                   producers.per.partition...); NULL = defaults. Copied
+ *                   without its auth.token (connections use the client's),
+ *                   so one conf may serve both.
  * @param out        receives the handle.
  *
  * Every real producer is registered with its broker (lookup, PRODUCER)
@@ -379,7 +394,9 @@ typedef struct upulsar_producer upulsar_producer_t;
  * are tried again with backoff.* delays until operation.timeout.ms has
  * passed since the call; the last attempt may still run its own timeouts.
  * Errors: INVALID_ARG, INVALID_TOPIC (also a full name longer than
- * UPULSAR_TOPIC_NAME_MAX), TIMED_OUT, CONNECT, LOOKUP, TLS, or
+ * UPULSAR_TOPIC_NAME_MAX), NOMEM (also when a producer cannot be put on
+ * its io thread), TIMED_OUT, CONNECT (with the system's reason, e.g. "Too
+ * many open files"), LOOKUP, TLS, or
  * the broker's refusal (e.g. UPULSAR_ERR_PRODUCER_BUSY, _TOPIC_NOT_FOUND,
  * _AUTHORIZATION_ERROR: not retried); upulsar_last_error() names the broker
  * or topic concerned. On failure everything started so far is closed
