@@ -121,7 +121,9 @@ static const conf_key_t keys[] = {
      "authPluginClassName=AuthenticationToken, authParams=token:JWT"},
     {"auth.token.file", K_STR, FLD(auth_token_file), "", 0, 0, NULL, 0, 'C', "path",
      "File holding the token (surrounding whitespace ignored); read again at every "
-     "(re)connection, so a rotated token is picked up. Overrides auth.token.",
+     "(re)connection, so a rotated token is picked up. A file that cannot be read, is a "
+     "directory or holds no token is an error naming it (upulsar_client_new checks it "
+     "once). Overrides auth.token.",
      "authParams=file:///path"},
     {"auth.token.env", K_STR, FLD(auth_token_env), "", 0, 0, NULL, 0, 'C', "name",
      "Environment variable holding the token, read at every (re)connection. Used when "

@@ -297,6 +297,16 @@ static void add_conf(opts_t *o, const char *key, const char *value, const char *
     o->conf[o->nconf++] = (conf_op_t){key, value, what};
 }
 
+/* Free a token this program read, wiped first (explicit_bzero: a memset
+ * before free may be optimised away). */
+static void free_secret(char *s)
+{
+    if (s) {
+        explicit_bzero(s, strlen(s));
+        free(s);
+    }
+}
+
 static char *read_token_file(const char *path)
 {
     FILE *fp = fopen(path, "r");
@@ -443,7 +453,7 @@ static void parse_args(int argc, char **argv, opts_t *o)
             add_conf(o, "auth.token", arg, "--token");
             break;
         case O_TOKEN_FILE:
-            free(o->token);
+            free_secret(o->token);
             o->token = read_token_file(arg);
             add_conf(o, "auth.token", o->token, "--token-file");
             break;
@@ -504,7 +514,7 @@ static void opts_free(opts_t *o)
     free(o->prop_values);
     free(o->files);
     free(o->conf);
-    free(o->token);
+    free_secret(o->token);
 }
 
 typedef struct input {
