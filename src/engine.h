@@ -417,10 +417,6 @@ upulsar_err_t up_rp_enqueue(up_rp_t *rp, const void *payload, size_t len,
                             const upulsar_send_opts_t *o, upulsar_future_t **future);
 /* close @p rp on its broker, waiting for the answer until @p deadline_us */
 void up_rp_shutdown(up_rp_t *rp, uint64_t deadline_us);
-/* Fault injection for tests (partitioned.c): while positive, each growth of
- * a loop's list of producers fails as if out of memory and takes one off
- * the count. 0 (never) unless a test sets it. @thread any */
-extern _Atomic int up_fault_loop_list_nomem;
 void up_rp_fail_all(up_rp_t *rp, upulsar_err_t err);
 void up_rp_check_timeouts(up_rp_t *rp, uint64_t now_us);
 upulsar_err_t up_rp_establish(up_rp_t *rp, int timeout_ms);

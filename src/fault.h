@@ -8,7 +8,8 @@
  * Each point is a counter, 0 by default: while it is > 0, each pass through
  * the point takes one from it and fails there as if the allocation behind
  * it had failed. Off, a point costs one relaxed atomic load, on paths that
- * are not hot (connection set-up). Thread safety: any thread. */
+ * are not hot (connection set-up, producer registration). Thread safety:
+ * any thread. */
 #ifndef UPULSAR_FAULT_H
 #define UPULSAR_FAULT_H
 #include <stdatomic.h>
@@ -17,6 +18,10 @@
 /* dial() in conn.c: posting the new connection's attach task to its loop
  * (up_loop_post) fails. */
 extern _Atomic int up_fault_dial_post;
+
+/* loop_register() in partitioned.c: allocating the larger producer list of
+ * a loop fails. */
+extern _Atomic int up_fault_loop_list_nomem;
 
 /* Whether this pass through the point @p n fails (and count it). */
 static inline bool up_fault_hit(_Atomic int *n)

@@ -7,6 +7,7 @@
 
 #include "engine.h"
 #include "err.h"
+#include "fault.h"
 #include "route.h"
 
 /* The longest full topic name: with "-partition-" and any int it still
@@ -54,14 +55,6 @@ static void add_rp_task(void *a)
     r->added = true;
 }
 
-static bool fault_list_nomem(void)
-{
-    int n = atomic_load(&up_fault_loop_list_nomem);
-    while (n > 0 && !atomic_compare_exchange_weak(&up_fault_loop_list_nomem, &n, n - 1))
-        ;
-    return n > 0;
-}
-
 static upulsar_err_t loop_register(up_rp_t *rp)
 {
     reg_t r = {.rp = rp};
@@ -76,7 +69,7 @@ static upulsar_err_t loop_register(up_rp_t *rp)
         /* the list is full: allocate a larger one here and try again (it
          * may have grown in between: then the task asks again) */
         free(r.spare);
-        r.spare = fault_list_nomem() ? NULL : malloc(r.need * sizeof *r.spare);
+        r.spare = up_fault_hit(&up_fault_loop_list_nomem) ? NULL : malloc(r.need * sizeof *r.spare);
         r.spare_cap = r.spare ? r.need : 0;
         if (!r.spare) {
             err = UPULSAR_ERR__NOMEM;

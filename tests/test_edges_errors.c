@@ -40,6 +40,7 @@
 #include <unistd.h>
 
 #include "engine.h"
+#include "fault.h"
 #include "fault_common.h"
 #include "tls_certs.h"
 
