@@ -280,8 +280,9 @@ typedef struct up_rec_ext {
 } up_rec_ext_t;
 _Static_assert(sizeof(up_rec_ext_t) == 32, "record extension is one cell");
 
-/* Per-message options off the common path (upulsar_send_opts_t fields added
- * in 0.2); followed by repl_len bytes of NUL-terminated cluster names. */
+/* Per-message options off the common path (deliver_at, an explicit sequence
+ * id, replicate_to); followed by repl_len bytes of NUL-terminated cluster
+ * names. */
 #define UP_META_SEQ 0x1u  /* seq is explicit */
 #define UP_META_SOLO 0x2u /* an entry of its own (deliver_at, replicate_to) */
 typedef struct up_rec_meta {

@@ -466,7 +466,7 @@ typedef struct upulsar_send_opts {
     upulsar_delivery_cb_t cb;
     void *opaque;
 
-    /* ---- added in 0.2: zero keeps the behaviour of earlier versions ---- */
+    /* ---- less common options: zero leaves each unset ---- */
 
     /** Delayed delivery (Java: deliverAt / deliverAfter): deliver to
      *  consumers no earlier than this wall-clock time, ms since the epoch
