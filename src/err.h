@@ -13,6 +13,17 @@ upulsar_err_t up_seterr(upulsar_err_t err, const char *fmt, ...)
  *  else @p err's generic description: the detail of a failure to log. */
 const char *up_last_error_for(upulsar_err_t err);
 
+/** Make upulsar_last_error() on the calling thread return @p text (which
+ *  must stay valid meanwhile) until the next up_seterr() on this thread or
+ *  up_show_error(NULL): the detail of a failed message during its delivery
+ *  callback. One thread-local store, no copy. */
+void up_show_error(const char *text);
+
+/** Pulsar's name of a ServerError wire value ("TopicTerminatedError"), or
+ *  "ServerError(<n>)" for one this build does not know (in a static
+ *  thread-local buffer). */
+const char *up_server_error_name(int server_error);
+
 /** Map a Pulsar ServerError wire value to upulsar_err_t. */
 static inline upulsar_err_t up_err_from_server(int server_error)
 {
