@@ -625,9 +625,10 @@ static void write_unsent(up_rp_t *rp)
 /* ---- failure details (upulsar_future_error_detail) ---- */
 
 /* The detail of messages of @p rp failing now: "<partition topic> via
- * <broker>: <why>", the broker being the one it was last created on
- * (without " via" before it was created). Returns a reference the caller
- * drops with up_detail_put() once its futures and callbacks are done. */
+ * <broker>: <why>", the broker being the one of its connection, else the
+ * one it was last created on (without " via" before it ever was). Returns
+ * a reference the caller drops with up_detail_put() once its futures and
+ * callbacks are done. (loop) */
 __attribute__((format(printf, 2, 3))) static up_detail_t *rp_detail(up_rp_t *rp,
                                                                       const char *fmt, ...)
 {
@@ -636,9 +637,15 @@ __attribute__((format(printf, 2, 3))) static up_detail_t *rp_detail(up_rp_t *rp,
     va_start(ap, fmt);
     vsnprintf(why, sizeof why, fmt, ap);
     va_end(ap);
-    pthread_mutex_lock(&rp->broker_lock);
-    snprintf(broker, sizeof broker, "%s", rp->broker);
-    pthread_mutex_unlock(&rp->broker_lock);
+    if (rp->conn && rp->conn->proxy_to[0]) {
+        snprintf(broker, sizeof broker, "%s", rp->conn->proxy_to);
+    } else if (rp->conn) {
+        snprintf(broker, sizeof broker, "%s:%d", rp->conn->host, rp->conn->port);
+    } else {
+        pthread_mutex_lock(&rp->broker_lock);
+        snprintf(broker, sizeof broker, "%s", rp->broker);
+        pthread_mutex_unlock(&rp->broker_lock);
+    }
     return up_detail_get(&rp->client->futures, "%s%s%s: %s", rp->topic, broker[0] ? " via " : "",
                          broker, why);
 }
