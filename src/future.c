@@ -130,7 +130,6 @@ up_detail_t *up_detail_get(up_future_pool_t *p, const char *fmt, ...)
     d = s->count < UP_DETAIL_MAX ? malloc(sizeof *d + len + 1) : NULL;
     if (!d) {
         pthread_mutex_unlock(&s->lock);
-        atomic_fetch_add_explicit(&s->fallbacks, 1, memory_order_relaxed);
         return &fallback;
     }
     char *t = (char *)(d + 1);
@@ -176,7 +175,6 @@ int up_future_pool_init(up_future_pool_t *p, uint64_t max_futures)
     atomic_init(&p->nsegs, 0);
     atomic_init(&p->in_use, 0);
     atomic_init(&p->details.idle_hint, 0);
-    atomic_init(&p->details.fallbacks, 0);
     if (pthread_mutex_init(&p->grow_lock, NULL))
         return -1;
     if (pthread_mutex_init(&p->details.lock, NULL)) {

@@ -96,7 +96,6 @@ typedef struct up_detail_store {
     up_detail_t *buckets[UP_DETAIL_BUCKETS]; /* (lock) */
     uint32_t count;                          /* entries held (lock) */
     _Atomic int idle_hint; /* an entry's references dropped to 0 */
-    _Atomic uint64_t fallbacks; /* failures given the fallback text */
 } up_detail_store_t;
 
 typedef struct up_future_pool {
