@@ -410,6 +410,10 @@ void up_rp_suspend(up_rp_t *rp, bool kick);
  *  close it on the broker, state FAILED; the watchdog then fails its group.
  *  (loop) */
 void up_rp_fail(up_rp_t *rp, upulsar_err_t err);
+/** up_rp_fail() whose messages fail with the detail "<partition topic> via
+ *  <broker>: @p why" (upulsar_future_error_detail(); NULL: a generic
+ *  one). (loop) */
+void up_rp_fail_why(up_rp_t *rp, upulsar_err_t err, const char *why);
 /** Fill @p cmd / @p cp as CLOSE_PRODUCER for @p rp with a fresh request id. */
 void up_rp_close_cmd(up_rp_t *rp, up_cmd_t *cmd, Pulsar__Proto__CommandCloseProducer *cp);
 bool up_rp_attach(up_rp_t *rp, up_conn_t *c, int64_t last_seq_on_broker);

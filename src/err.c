@@ -4,6 +4,8 @@
 #include <stdarg.h>
 #include <stdio.h>
 
+#include "pb.h"
+
 static const struct {
     upulsar_err_t code;
     const char *name;
@@ -107,8 +109,13 @@ int upulsar_err_is_retriable(upulsar_err_t err)
 
 static _Thread_local char last_error[256];
 static _Thread_local upulsar_err_t last_error_code;
+/* shown instead of last_error (a failed message's detail during its
+ * delivery callback), until the next up_seterr() */
+static _Thread_local const char *shown_error;
 
-const char *upulsar_last_error(void) { return last_error; }
+const char *upulsar_last_error(void) { return shown_error ? shown_error : last_error; }
+
+void up_show_error(const char *text) { shown_error = text; }
 
 upulsar_err_t up_seterr(upulsar_err_t err, const char *fmt, ...)
 {
@@ -117,6 +124,7 @@ upulsar_err_t up_seterr(upulsar_err_t err, const char *fmt, ...)
     vsnprintf(last_error, sizeof last_error, fmt, ap);
     va_end(ap);
     last_error_code = err;
+    shown_error = NULL;
     return err;
 }
 
@@ -148,4 +156,15 @@ upulsar_err_t up_refuse_in_callback(const char *fn)
                      "refused, it would wait for the thread running the callback; call it "
                      "from an application thread",
                      fn, up_thread_role_name(thread_role));
+}
+
+const char *up_server_error_name(int server_error)
+{
+    const ProtobufCEnumValue *v =
+        protobuf_c_enum_descriptor_get_value(&pulsar__proto__server_error__descriptor, server_error);
+    if (v && v->name)
+        return v->name;
+    static _Thread_local char buf[32];
+    snprintf(buf, sizeof buf, "ServerError(%d)", server_error);
+    return buf;
 }

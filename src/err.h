@@ -32,6 +32,16 @@ const char *up_thread_role_name(int role);
  *  wait for that thread, or free what it is using. See "Callbacks" in
  *  upulsar.h. */
 upulsar_err_t up_refuse_in_callback(const char *fn);
+/** Make upulsar_last_error() on the calling thread return @p text (which
+ *  must stay valid meanwhile) until the next up_seterr() on this thread or
+ *  up_show_error(NULL): the detail of a failed message during its delivery
+ *  callback. One thread-local store, no copy. */
+void up_show_error(const char *text);
+
+/** Pulsar's name of a ServerError wire value ("TopicTerminatedError"), or
+ *  "ServerError(<n>)" for one this build does not know (in a static
+ *  thread-local buffer). */
+const char *up_server_error_name(int server_error);
 
 /** Map a Pulsar ServerError wire value to upulsar_err_t. */
 static inline upulsar_err_t up_err_from_server(int server_error)

@@ -3,6 +3,8 @@
 
 #include <errno.h>
 #include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <linux/futex.h>
 #include <stddef.h>
 #include <stdlib.h>
@@ -50,8 +52,110 @@ static void push_chain(up_future_pool_t *p, up_fslot_t *first, up_fslot_t *last)
 
 static void put(up_fslot_t *f)
 {
+    /* both the resolver and the releaser are done with the slot: the
+     * detail's reference goes with it */
+    if (f->err != UPULSAR_OK && f->res.detail) {
+        up_detail_put(f->pool, f->res.detail);
+        f->res.detail = NULL;
+    }
     atomic_fetch_sub_explicit(&f->pool->in_use, 1, memory_order_relaxed);
     push_chain(f->pool, f, f);
+}
+
+/* ---- detail store (future.h) ------------------------------------------- */
+
+#define UP_STR_(x) #x
+#define UP_STR(x) UP_STR_(x)
+
+/* What a failure gets when UP_DETAIL_MAX different details are all held by
+ * unreleased futures at once. */
+static up_detail_t fallback = {
+    .fixed = true,
+    .text = "no detail kept: more than " UP_STR(UP_DETAIL_MAX) " different failure details are "
+            "held by futures not yet released (see the error code)"};
+
+static uint32_t text_hash(const char *t)
+{
+    uint32_t h = 2166136261u; /* FNV-1a */
+    for (; *t; t++)
+        h = (h ^ (uint8_t)*t) * 16777619u;
+    return h;
+}
+
+/* Free the entries nobody references. An entry's references grow from 0
+ * only under the lock (up_detail_get), so one seen at 0 here stays there;
+ * acquire pairs with the release of the last up_detail_put(), whose
+ * thread's reads of the text come before the free. (lock held) */
+static void sweep(up_detail_store_t *s)
+{
+    for (size_t b = 0; b < UP_DETAIL_BUCKETS; b++)
+        for (up_detail_t **pp = &s->buckets[b]; *pp;) {
+            up_detail_t *d = *pp;
+            if (atomic_load_explicit(&d->refs, memory_order_acquire) == 0) {
+                *pp = d->next;
+                free(d);
+                s->count--;
+            } else {
+                pp = &d->next;
+            }
+        }
+}
+
+up_detail_t *up_detail_get(up_future_pool_t *p, const char *fmt, ...)
+{
+    char text[UP_DETAIL_TEXT_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof text, fmt, ap);
+    va_end(ap);
+    uint32_t h = text_hash(text);
+    up_detail_store_t *s = &p->details;
+    pthread_mutex_lock(&s->lock);
+    up_detail_t **bucket = &s->buckets[h % UP_DETAIL_BUCKETS], *d;
+    for (d = *bucket; d; d = d->next)
+        if (d->hash == h && strcmp(d->text, text) == 0) {
+            /* also from 0: entries are freed only under the lock */
+            atomic_fetch_add_explicit(&d->refs, 1, memory_order_relaxed);
+            pthread_mutex_unlock(&s->lock);
+            return d;
+        }
+    if (s->count >= UP_DETAIL_MAX &&
+        atomic_exchange_explicit(&s->idle_hint, 0, memory_order_acquire))
+        sweep(s);
+    size_t len = strlen(text);
+    d = s->count < UP_DETAIL_MAX ? malloc(sizeof *d + len + 1) : NULL;
+    if (!d) {
+        pthread_mutex_unlock(&s->lock);
+        return &fallback;
+    }
+    char *t = (char *)(d + 1);
+    memcpy(t, text, len + 1);
+    d->text = t;
+    d->hash = h;
+    d->fixed = false;
+    atomic_init(&d->refs, 1);
+    d->next = *bucket;
+    *bucket = d;
+    s->count++;
+    pthread_mutex_unlock(&s->lock);
+    return d;
+}
+
+void up_detail_put(up_future_pool_t *p, up_detail_t *d)
+{
+    if (!d || d->fixed)
+        return;
+    /* release: our reads of the text come before a sweep that frees it */
+    if (atomic_fetch_sub_explicit(&d->refs, 1, memory_order_release) == 1)
+        atomic_store_explicit(&p->details.idle_hint, 1, memory_order_release);
+}
+
+uint32_t up_detail_count(up_future_pool_t *p)
+{
+    pthread_mutex_lock(&p->details.lock);
+    uint32_t n = p->details.count;
+    pthread_mutex_unlock(&p->details.lock);
+    return n;
 }
 
 int up_future_pool_init(up_future_pool_t *p, uint64_t max_futures)
@@ -66,7 +170,14 @@ int up_future_pool_init(up_future_pool_t *p, uint64_t max_futures)
     atomic_init(&p->head, 0);
     atomic_init(&p->nsegs, 0);
     atomic_init(&p->in_use, 0);
-    return pthread_mutex_init(&p->grow_lock, NULL) ? -1 : 0;
+    atomic_init(&p->details.idle_hint, 0);
+    if (pthread_mutex_init(&p->grow_lock, NULL))
+        return -1;
+    if (pthread_mutex_init(&p->details.lock, NULL)) {
+        pthread_mutex_destroy(&p->grow_lock);
+        return -1;
+    }
+    return 0;
 }
 
 void up_future_pool_destroy(up_future_pool_t *p)
@@ -75,6 +186,12 @@ void up_future_pool_destroy(up_future_pool_t *p)
     for (uint32_t i = 0; i < n; i++)
         free(atomic_load(&p->segs[i]));
     pthread_mutex_destroy(&p->grow_lock);
+    for (size_t b = 0; b < UP_DETAIL_BUCKETS; b++)
+        for (up_detail_t *d = p->details.buckets[b], *nx; d; d = nx) {
+            nx = d->next;
+            free(d);
+        }
+    pthread_mutex_destroy(&p->details.lock);
 }
 
 static int grow(up_future_pool_t *p, uint64_t seen_head)
@@ -146,25 +263,25 @@ static long futex(_Atomic uint32_t *addr, int op, uint32_t val, const struct tim
     return syscall(SYS_futex, (uint32_t *)addr, op, val, ts, NULL, 0);
 }
 
-bool up_future_resolve(struct upulsar_future *h, upulsar_err_t err, const upulsar_msg_id_t *id)
+/* Claim the result of @p h's slot: only one resolution per generation gets
+ * past this CAS; a second one (or one through a handle of an earlier
+ * generation) writes nothing. Relaxed is enough: the CAS only has to be
+ * atomic to pick one winner, and nobody reads the result on the strength of
+ * CLAIMED (readers wait for DONE, published with release in publish()). */
+static up_fslot_t *claim(struct upulsar_future *h)
 {
     up_fslot_t *f = up_future_slot(h);
-    /* Claim the result: only one resolution per generation gets past this
-     * CAS; a second one (or one through a handle of an earlier generation)
-     * writes nothing. Relaxed is enough: the CAS only has to be atomic to
-     * pick one winner, and nobody reads the result on the strength of
-     * CLAIMED (readers wait for DONE, published with release below). */
     uint32_t s = atomic_load_explicit(&f->state, memory_order_relaxed);
     do {
         if (gen_of(s) != h->n || (s & F_CLAIMED))
-            return false;
+            return NULL;
     } while (!atomic_compare_exchange_weak_explicit(&f->state, &s, s | F_CLAIMED,
                                                     memory_order_relaxed, memory_order_relaxed));
-    f->err = err;
-    if (id)
-        f->id = *id;
-    else
-        memset(&f->id, 0, sizeof f->id);
+    return f;
+}
+
+static void publish(up_fslot_t *f)
+{
     /* R1: release publishes the result to waiters (A1); acquire pairs with
      * a release that came first, so the caller is done with the slot before
      * it goes back to the free list */
@@ -173,13 +290,42 @@ bool up_future_resolve(struct upulsar_future *h, upulsar_err_t err, const upulsa
         futex(&f->state, FUTEX_WAKE_PRIVATE, INT_MAX, NULL);
     if (old & F_RELEASED)
         put(f);
+}
+
+bool up_future_resolve(struct upulsar_future *h, upulsar_err_t err, const upulsar_msg_id_t *id)
+{
+    up_fslot_t *f = claim(h);
+    if (!f)
+        return false;
+    f->err = err;
+    if (err != UPULSAR_OK)
+        f->res.detail = NULL;
+    else if (id)
+        f->res.id = *id;
+    else
+        memset(&f->res.id, 0, sizeof f->res.id);
+    publish(f);
+    return true;
+}
+
+bool up_future_fail(struct upulsar_future *h, upulsar_err_t err, up_detail_t *d)
+{
+    up_fslot_t *f = claim(h);
+    if (!f)
+        return false;
+    /* the caller holds a reference, so this one is not taken from 0 */
+    if (d && !d->fixed)
+        atomic_fetch_add_explicit(&d->refs, 1, memory_order_relaxed);
+    f->err = err;
+    f->res.detail = d;
+    publish(f);
     return true;
 }
 
 static upulsar_err_t result(up_fslot_t *f, upulsar_msg_id_t *id)
 {
     if (id && f->err == UPULSAR_OK)
-        *id = f->id;
+        *id = f->res.id;
     return (upulsar_err_t)f->err;
 }
 
@@ -249,6 +395,17 @@ upulsar_err_t upulsar_future_wait(upulsar_future_t *h, int timeout_ms, upulsar_m
         s = atomic_load_explicit(&f->state, memory_order_acquire);
     }
     return result(f, id);
+}
+
+const char *upulsar_future_error_detail(const upulsar_future_t *h)
+{
+    if (!h)
+        return NULL;
+    up_fslot_t *f = up_future_slot(h);
+    uint32_t s = atomic_load_explicit(&f->state, memory_order_acquire); /* A1 */
+    if (gen_of(s) != h->n || (s & F_RELEASED) || !(s & F_DONE) || f->err == UPULSAR_OK)
+        return NULL;
+    return f->res.detail ? f->res.detail->text : upulsar_err_str((upulsar_err_t)f->err);
 }
 
 upulsar_err_t upulsar_future_release(upulsar_future_t *h)

@@ -25,6 +25,11 @@
  * (A1) before reading the result, and are woken by futex only when WAITERS
  * was set, so an unobserved resolution costs no syscall.
  *
+ * The result is the error code and, on success, the message id or, on
+ * failure, a reference to the failure's detail text (up_detail_t, interned
+ * in the pool's detail store); whoever puts the slot back on the free list
+ * drops that reference.
+ *
  * The free list is a Treiber stack whose head packs a 32-bit ABA tag with a
  * 32-bit slot index (+1, 0 = empty). @internal
  */
@@ -48,12 +53,25 @@ struct upulsar_future {
     uint8_t n;
 };
 
+/* A failure detail: an immutable, interned text (see the detail store
+ * below). */
+typedef struct up_detail {
+    struct up_detail *next; /* hash chain (store lock) */
+    _Atomic uint32_t refs;  /* futures resolved with it + sites using it */
+    uint32_t hash;
+    bool fixed;             /* the store's fallback: not counted, not freed */
+    const char *text;
+} up_detail_t;
+
 typedef struct up_fslot {
     _Atomic uint32_t state;
     _Atomic uint32_t next; /* free-list link: index + 1, 0 = end */
     uint32_t idx;
     int32_t err;
-    upulsar_msg_id_t id;
+    union {
+        upulsar_msg_id_t id;  /* err == UPULSAR_OK */
+        up_detail_t *detail;  /* err != UPULSAR_OK: a reference, or NULL */
+    } res;
     struct up_future_pool *pool;
     struct upulsar_future alias[UP_FUT_ALIASES];
 } up_fslot_t;
@@ -66,6 +84,27 @@ static inline up_fslot_t *up_future_slot(const struct upulsar_future *h)
 
 struct upulsar_client;
 
+/* Detail store: the texts of failed futures, interned by content, so a
+ * run of failures with the same reason shares one allocation. An entry is
+ * referenced by every future resolved with it (until the future goes back
+ * to the free list) and by the failure site while it resolves futures and
+ * calls callbacks. Unreferenced entries stay for reuse until the store is
+ * full (UP_DETAIL_MAX entries), then are freed; when all UP_DETAIL_MAX are
+ * referenced, a new failure gets the fixed fallback text. So the store
+ * holds at most UP_DETAIL_MAX texts of at most UP_DETAIL_TEXT_MAX bytes
+ * (about 600 KiB) whatever fails, and nothing is allocated per failure
+ * while the reason repeats. */
+#define UP_DETAIL_MAX 1024
+#define UP_DETAIL_TEXT_MAX 512 /* bytes, NUL included; longer texts are cut */
+#define UP_DETAIL_BUCKETS 256
+
+typedef struct up_detail_store {
+    pthread_mutex_t lock;
+    up_detail_t *buckets[UP_DETAIL_BUCKETS]; /* (lock) */
+    uint32_t count;                          /* entries held (lock) */
+    _Atomic int idle_hint; /* an entry's references dropped to 0 */
+} up_detail_store_t;
+
 typedef struct up_future_pool {
     _Atomic uint64_t head; /* (tag << 32) | (index + 1) */
     _Atomic(up_fslot_t *) segs[UP_FUT_MAX_SEGS];
@@ -75,6 +114,7 @@ typedef struct up_future_pool {
     _Atomic uint64_t in_use; /* statistics */
     /* where misuse (a future given back twice) is logged; NULL: nowhere */
     struct upulsar_client *client;
+    up_detail_store_t details;
 } up_future_pool_t;
 
 /** Pool that grows by segments of 4096 futures up to @p max_futures. */
@@ -90,4 +130,29 @@ struct upulsar_future *up_future_alloc(up_future_pool_t *p);
  *  nothing and returns false. @thread loop/watchdog */
 bool up_future_resolve(struct upulsar_future *f, upulsar_err_t err,
                        const upulsar_msg_id_t *id);
+
+/** Resolve @p f with @p err (not UPULSAR_OK) and the detail @p d (may be
+ *  NULL: upulsar_future_error_detail() then gives the error's generic
+ *  text). The future takes its own reference to @p d if this resolution
+ *  counts; the caller keeps its own. @thread loop/watchdog */
+bool up_future_fail(struct upulsar_future *f, upulsar_err_t err, up_detail_t *d);
+
+/** The interned detail "<printf>" (cut to UP_DETAIL_TEXT_MAX - 1 bytes),
+ *  with one reference for the caller, who drops it with up_detail_put().
+ *  Never NULL: when the store is full of referenced texts (or memory runs
+ *  out) the fixed fallback. Takes the store's lock; allocates only for a
+ *  text not held yet. @thread any */
+up_detail_t *up_detail_get(up_future_pool_t *p, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/** Drop a reference taken by up_detail_get(). NULL is ignored. Lock-free.
+ *  @thread any */
+void up_detail_put(up_future_pool_t *p, up_detail_t *d);
+
+/** Texts the store holds now (referenced or kept for reuse; the fallback
+ *  is not counted): at most UP_DETAIL_MAX. @thread any */
+uint32_t up_detail_count(up_future_pool_t *p);
+
+/** The text of @p d (NULL: NULL). */
+static inline const char *up_detail_text(const up_detail_t *d) { return d ? d->text : NULL; }
 #endif

@@ -2,6 +2,7 @@
  * ring, and on the loop thread: batching, the pending queue, receipts,
  * resends and failures. */
 #include <sched.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -624,8 +625,94 @@ static void write_unsent(up_rp_t *rp)
     rp->unsent = NULL;
 }
 
+/* ---- failure details (upulsar_future_error_detail) ---- */
+
+/* The detail of messages of @p rp failing now: "<partition topic> via
+ * <broker>: <why>", the broker being the one of its connection, else the
+ * one it was last created on (without " via" before it ever was). Returns
+ * a reference the caller drops with up_detail_put() once its futures and
+ * callbacks are done. (loop) */
+__attribute__((format(printf, 2, 3))) static up_detail_t *rp_detail(up_rp_t *rp,
+                                                                      const char *fmt, ...)
+{
+    char why[UP_DETAIL_TEXT_MAX], broker[sizeof rp->broker];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(why, sizeof why, fmt, ap);
+    va_end(ap);
+    if (rp->conn && rp->conn->proxy_to[0]) {
+        snprintf(broker, sizeof broker, "%s", rp->conn->proxy_to);
+    } else if (rp->conn) {
+        snprintf(broker, sizeof broker, "%s:%d", rp->conn->host, rp->conn->port);
+    } else {
+        pthread_mutex_lock(&rp->broker_lock);
+        snprintf(broker, sizeof broker, "%s", rp->broker);
+        pthread_mutex_unlock(&rp->broker_lock);
+    }
+    return up_detail_get(&rp->client->futures, "%s%s%s: %s", rp->topic, broker[0] ? " via " : "",
+                         broker, why);
+}
+
+/* The producer's state, for a detail: "READY", or e.g. "BACKOFF, not
+ * connected". */
+static const char *rp_state_words(const up_rp_t *rp)
+{
+    if (!rp->ever_ready)
+        return "never created on a broker yet";
+    switch (atomic_load_explicit(&rp->state, memory_order_relaxed)) {
+    case UPULSAR_STATE_READY:
+        return "producer READY on its connection";
+    case UPULSAR_STATE_BACKOFF:
+        return "producer disconnected, waiting to reconnect (BACKOFF)";
+    case UPULSAR_STATE_CONNECTING:
+        return "producer disconnected, reconnecting (CONNECTING)";
+    case UPULSAR_STATE_FAILED:
+        return "producer FAILED";
+    default:
+        return "producer CLOSED";
+    }
+}
+
+/* Anything left to fail (pending or open batches, records in the ring). */
+static bool holds_messages(up_rp_t *rp)
+{
+    return rp->pend_head || rp->open || up_ring_peek(&rp->ring);
+}
+
+/* Why messages fail with @p err when the site gives no more: the detail of
+ * up_rp_fail_all(). */
+static up_detail_t *rp_default_detail(up_rp_t *rp, upulsar_err_t err)
+{
+    if (err == UPULSAR_ERR__CLOSED)
+        return rp_detail(rp, "producer stopped before the message was acknowledged (%s)",
+                         rp_state_words(rp));
+    return rp_detail(rp, "%s: %s", upulsar_err_name(err), upulsar_err_str(err));
+}
+
+/* Resolve one message: its future and its callback, which sees the
+ * failure's detail through upulsar_last_error(). */
+static inline void resolve_one(upulsar_future_t *f, upulsar_delivery_cb_t cb, void *opaque,
+                               upulsar_err_t err, const upulsar_msg_id_t *id, up_detail_t *det)
+{
+    if (err == UPULSAR_OK) {
+        if (f)
+            up_future_resolve(f, err, id);
+        if (cb)
+            cb(err, id, opaque);
+        return;
+    }
+    if (f)
+        up_future_fail(f, err, det);
+    if (cb) {
+        up_show_error(det ? up_detail_text(det) : upulsar_err_str(err));
+        cb(err, NULL, opaque);
+        up_show_error(NULL);
+    }
+}
+
+/* @p det: the failure's detail (NULL on success) */
 static void resolve_batch(up_rp_t *rp, up_batch_t *b, upulsar_err_t err, uint64_t ledger,
-                          uint64_t entry)
+                          uint64_t entry, up_detail_t *det)
 {
     upulsar_msg_id_t id = {ledger, entry, rp->partition, 0, (int32_t)b->n};
     /* room first: once a message resolved, its room is back */
@@ -633,10 +720,7 @@ static void resolve_batch(up_rp_t *rp, up_batch_t *b, upulsar_err_t err, uint64_
     for (uint32_t i = 0; i < b->n; i++) {
         up_done_t *d = &b->done[i];
         id.batch_index = (int32_t)i;
-        if (d->f)
-            up_future_resolve(d->f, err, err ? NULL : &id);
-        if (d->cb)
-            d->cb(err, err ? NULL : &id, d->opaque);
+        resolve_one(d->f, d->cb, d->opaque, err, &id, det);
     }
     if (err)
         atomic_fetch_add_explicit(&rp->failed_msgs, b->n, memory_order_relaxed);
@@ -646,7 +730,8 @@ static void resolve_batch(up_rp_t *rp, up_batch_t *b, upulsar_err_t err, uint64_
 }
 
 /* Pop the head of the pending queue, resolve it, recycle it. */
-static void complete_head(up_rp_t *rp, upulsar_err_t err, uint64_t ledger, uint64_t entry)
+static void complete_head(up_rp_t *rp, upulsar_err_t err, uint64_t ledger, uint64_t entry,
+                          up_detail_t *det)
 {
     up_batch_t *b = rp->pend_head;
     rp->pend_head = b->next;
@@ -664,7 +749,7 @@ static void complete_head(up_rp_t *rp, upulsar_err_t err, uint64_t ledger, uint6
             atomic_fetch_add_explicit(&rp->unknown_ids, b->n, memory_order_relaxed);
         }
     }
-    resolve_batch(rp, b, err, ledger, entry);
+    resolve_batch(rp, b, err, ledger, entry, det);
     batch_retire(rp, b);
 }
 
@@ -844,8 +929,13 @@ static int close_batch(up_rp_t *rp)
     err = frame_and_queue(rp, b, &cmd, &md, NULL, 0, bufp, capp, HDR_ROOM, plen);
     if (err == UPULSAR_OK)
         return 0;
-fail:
-    resolve_batch(rp, b, err, 0, 0);
+fail:;
+    up_detail_t *det =
+        err == UPULSAR_ERR__COMPRESSION
+            ? rp_detail(rp, "the codec failed to compress a batch of %u messages", b->n)
+            : rp_detail(rp, "out of memory while framing a batch of %u messages", b->n);
+    resolve_batch(rp, b, err, 0, 0, det);
+    up_detail_put(&rp->client->futures, det);
     batch_retire(rp, b);
     return -1;
 }
@@ -1183,6 +1273,7 @@ static void drain_one(up_rp_t *rp, const up_rec_t *h, uint64_t now)
     up_rec_meta_t meta = {0};
     const char *names = NULL;
     upulsar_err_t err = UPULSAR_OK;
+    up_detail_t *det = NULL; /* why it failed, when not just NOMEM */
     if (!p) {
         err = UPULSAR_ERR__NOMEM;
         goto out_fail_noext;
@@ -1231,6 +1322,9 @@ static void drain_one(up_rp_t *rp, const up_rec_t *h, uint64_t now)
         /* explicit ids must increase (Pulsar de-duplication drops the rest) */
         if (meta.seq < rp->next_seq) {
             err = UPULSAR_ERR__INVALID_ARG;
+            det = rp_detail(rp, "explicit sequence_id %llu is below %llu, the next one this "
+                                "producer may use",
+                            (unsigned long long)meta.seq, (unsigned long long)rp->next_seq);
             goto out_fail;
         }
         m.sequence_id = meta.seq;
@@ -1244,12 +1338,18 @@ static void drain_one(up_rp_t *rp, const up_rec_t *h, uint64_t now)
     int failed = atomic_load_explicit(&rp->failed, memory_order_relaxed);
     if (failed) {
         err = (upulsar_err_t)failed;
+        det = rp_detail(rp, "producer failed (%s) before the message was sent",
+                        upulsar_err_name(err));
         goto out_fail;
     }
     if (alone > bmax && !cf->chunking_enabled) {
         /* upulsar_send() checked against the limit it knew; the broker's
          * may have shrunk since: this message fails, alone */
         err = UPULSAR_ERR__MSG_TOO_LARGE;
+        det = rp_detail(rp, "message of %u bytes makes an entry of up to %zu bytes with its "
+                            "metadata, over the broker's max_message_size %zu (learnt after the "
+                            "message was accepted; chunking.enabled is off)",
+                        h->payload_len, alone, bmax);
         goto out_fail;
     }
     if (alone > bmax) {
@@ -1259,6 +1359,11 @@ static void drain_one(up_rp_t *rp, const up_rec_t *h, uint64_t now)
                 m.sequence_id = rp->next_seq; /* key_based: ids given at close */
         }
         err = send_chunks(rp, &m, payload, h, &ext, ncells, now);
+        if (err == UPULSAR_ERR__MSG_TOO_LARGE)
+            det = rp_detail(rp, "message of %u bytes cannot be sent in chunks of the broker's "
+                                "max_message_size %zu (learnt after the message was accepted): "
+                                "its keys and properties take up to %zu bytes of every chunk",
+                            h->payload_len, bmax, chunk_md_bound(&m));
         if (err)
             goto out_fail;
         rp->next_seq = m.sequence_id + 1;
@@ -1334,10 +1439,10 @@ out_fail:
         ext.free_cb((void *)ext.payload, ext.opaque);
 out_fail_noext:
     limits_release(rp, 1, h->payload_len);
-    if (h->future)
-        up_future_resolve(h->future, err, NULL);
-    if (ext.cb)
-        ext.cb(err, NULL, ext.opaque);
+    if (!det)
+        det = rp_detail(rp, "%s while batching the message", upulsar_err_str(err));
+    resolve_one(h->future, ext.cb, ext.opaque, err, NULL, det);
+    up_detail_put(&rp->client->futures, det);
     atomic_fetch_add_explicit(&rp->failed_msgs, 1, memory_order_relaxed);
 }
 
@@ -1423,7 +1528,7 @@ void up_rp_on_receipt(up_rp_t *rp, const Pulsar__Proto__CommandSendReceipt *r)
     }
     uint64_t ledger = r->message_id ? r->message_id->ledgerid : UINT64_MAX;
     uint64_t entry = r->message_id ? r->message_id->entryid : UINT64_MAX;
-    complete_head(rp, UPULSAR_OK, ledger, entry);
+    complete_head(rp, UPULSAR_OK, ledger, entry, NULL);
 }
 
 void up_rp_close_cmd(up_rp_t *rp, up_cmd_t *cmd, Pulsar__Proto__CommandCloseProducer *cp)
@@ -1452,16 +1557,26 @@ void up_rp_on_send_error(up_rp_t *rp, const Pulsar__Proto__CommandSendError *e)
     if (atomic_load_explicit(&rp->state, memory_order_relaxed) != UPULSAR_STATE_READY)
         return;
     upulsar_err_t err = up_err_from_server(e->error);
+    char why[UP_DETAIL_TEXT_MAX];
     switch (err) {
     case UPULSAR_ERR_CHECKSUM_ERROR:
-    case UPULSAR_ERR_NOT_ALLOWED:
+    case UPULSAR_ERR_NOT_ALLOWED: {
         /* this entry is refused; the ones behind it are unaffected */
-        complete_head(rp, err, 0, 0);
+        up_detail_t *det = rp_detail(rp, "broker refused the send: %s%s%s",
+                                     up_server_error_name(e->error),
+                                     e->message && e->message[0] ? ": " : "",
+                                     e->message ? e->message : "");
+        complete_head(rp, err, 0, 0, det);
+        up_detail_put(&rp->client->futures, det);
         break;
+    }
     case UPULSAR_ERR_TOPIC_TERMINATED:
     case UPULSAR_ERR_PRODUCER_FENCED:
     case UPULSAR_ERR_AUTHORIZATION_ERROR:
-        up_rp_fail(rp, err); /* the watchdog fails the group */
+        snprintf(why, sizeof why, "broker refused the send: %s%s%s",
+                 up_server_error_name(e->error), e->message && e->message[0] ? ": " : "",
+                 e->message ? e->message : "");
+        up_rp_fail_why(rp, err, why); /* the watchdog fails the group */
         up_watchdog_kick(rp->client);
         break;
     default:
@@ -1508,11 +1623,19 @@ void up_rp_suspend(up_rp_t *rp, bool kick)
         up_watchdog_kick(rp->client);
 }
 
-void up_rp_fail(up_rp_t *rp, upulsar_err_t err)
+static void fail_all(up_rp_t *rp, upulsar_err_t err, up_detail_t *det);
+
+void up_rp_fail(up_rp_t *rp, upulsar_err_t err) { up_rp_fail_why(rp, err, NULL); }
+
+void up_rp_fail_why(up_rp_t *rp, upulsar_err_t err, const char *why)
 {
     atomic_store(&rp->failed, err);
     atomic_store(&rp->state, UPULSAR_STATE_FAILED);
-    up_rp_fail_all(rp, err);
+    up_detail_t *det = !holds_messages(rp) ? NULL
+                       : why            ? rp_detail(rp, "%s", why)
+                                        : rp_default_detail(rp, err);
+    fail_all(rp, err, det);
+    up_detail_put(&rp->client->futures, det);
     if (rp->conn) {
         if (atomic_load(&rp->conn->state) == UP_CONN_OPEN) {
             send_close_producer(rp);
@@ -1579,9 +1702,10 @@ bool up_rp_attach(up_rp_t *rp, up_conn_t *c, int64_t last_seq)
     return true;
 }
 
-/* Resolve the record at the ring's read position with @p err (it never
- * joins a batch, gets no sequence id) and step over it. */
-static void fail_ring_record(up_rp_t *rp, upulsar_err_t err)
+/* Resolve the record at the ring's read position with @p err and the
+ * detail @p det (it never joins a batch, gets no sequence id) and step over
+ * it. */
+static void fail_ring_record(up_rp_t *rp, upulsar_err_t err, up_detail_t *det)
 {
     up_ring_t *r = &rp->ring;
     up_rec_t h;
@@ -1592,39 +1716,60 @@ static void fail_ring_record(up_rp_t *rp, upulsar_err_t err)
     if (ext.free_cb)
         ext.free_cb((void *)ext.payload, ext.opaque);
     limits_release(rp, 1, h.payload_len);
-    if (h.future)
-        up_future_resolve(h.future, err, NULL);
-    if (ext.cb)
-        ext.cb(err, NULL, ext.opaque);
+    resolve_one(h.future, ext.cb, ext.opaque, err, NULL, det);
     atomic_fetch_add_explicit(&rp->failed_msgs, 1, memory_order_relaxed);
     r->ctail += h.ncells_flags >> 4;
 }
 
-/* Fail the open batch and every pending batch, in order. */
-static void fail_batches(up_rp_t *rp, upulsar_err_t err)
+/* Fail the open batch and every pending batch, in order, with the detail
+ * @p det. */
+static void fail_batches(up_rp_t *rp, upulsar_err_t err, up_detail_t *det)
 {
     while (rp->pend_head)
-        complete_head(rp, err, 0, 0);
+        complete_head(rp, err, 0, 0, det);
     while (rp->open) { /* key_based: several */
         up_batch_t *b = rp->open;
         rp->open = b->next;
         b->next = NULL;
-        resolve_batch(rp, b, err, 0, 0);
+        resolve_batch(rp, b, err, 0, 0, det);
         batch_retire(rp, b);
     }
     rp->kb_n = 0;
     rp->kb_bytes = 0;
 }
 
-void up_rp_fail_all(up_rp_t *rp, upulsar_err_t err)
+static void fail_all(up_rp_t *rp, upulsar_err_t err, up_detail_t *det)
 {
-    fail_batches(rp, err);
+    fail_batches(rp, err, det);
     up_ring_t *r = &rp->ring;
     while (up_ring_peek(r))
-        fail_ring_record(rp, err);
+        fail_ring_record(rp, err, det);
     up_ring_release(r);
     rp->age_n = 0;
     atomic_store_explicit(&rp->resolved_ring_pos, r->ctail, memory_order_release);
+}
+
+void up_rp_fail_all(up_rp_t *rp, upulsar_err_t err)
+{
+    up_detail_t *det = holds_messages(rp) ? rp_default_detail(rp, err) : NULL;
+    fail_all(rp, err, det);
+    up_detail_put(&rp->client->futures, det);
+}
+
+/* The detail of messages failed by send.timeout.ms: written and not
+ * acknowledged (@p queued false), or still in the ring. */
+static up_detail_t *timeout_detail(up_rp_t *rp, bool queued)
+{
+    int to = rp_conf(rp)->send_timeout_ms;
+    if (queued)
+        return rp_detail(rp, "send timed out after %d ms (send.timeout.ms): still queued, never "
+                             "sent (%s)",
+                         to,
+                         rp->ever_ready ? "max.inflight.batches batches awaiting receipts"
+                                        : "the producer was never created on a broker yet");
+    return rp_detail(rp, "send timed out after %d ms (send.timeout.ms): no receipt from the "
+                         "broker (%s)",
+                     to, rp_state_words(rp));
 }
 
 /* Records still in the ring (not drained because max.inflight.batches
@@ -1661,9 +1806,15 @@ static void expire_ring(up_rp_t *rp, uint64_t now, uint64_t limit)
     if (cutoff <= r->ctail || !up_ring_peek(r))
         return;
     uint64_t before = atomic_load_explicit(&rp->failed_msgs, memory_order_relaxed);
-    fail_batches(rp, UPULSAR_ERR__MSG_TIMED_OUT);
+    if (rp->pend_head || rp->open) {
+        up_detail_t *det = timeout_detail(rp, false);
+        fail_batches(rp, UPULSAR_ERR__MSG_TIMED_OUT, det);
+        up_detail_put(&rp->client->futures, det);
+    }
+    up_detail_t *det = timeout_detail(rp, true);
     while (r->ctail < cutoff && up_ring_peek(r))
-        fail_ring_record(rp, UPULSAR_ERR__MSG_TIMED_OUT);
+        fail_ring_record(rp, UPULSAR_ERR__MSG_TIMED_OUT, det);
+    up_detail_put(&rp->client->futures, det);
     up_ring_release(r);
     atomic_fetch_add_explicit(&rp->timed_out,
                               atomic_load_explicit(&rp->failed_msgs, memory_order_relaxed) - before,
@@ -1678,9 +1829,13 @@ void up_rp_check_timeouts(up_rp_t *rp, uint64_t now)
     if (to <= 0)
         return;
     uint64_t limit = (uint64_t)to * 1000u;
+    up_detail_t *det = NULL;
     while (rp->pend_head && now - rp->pend_head->created_us > limit) {
         atomic_fetch_add_explicit(&rp->timed_out, rp->pend_head->n, memory_order_relaxed);
-        complete_head(rp, UPULSAR_ERR__MSG_TIMED_OUT, 0, 0);
+        if (!det)
+            det = timeout_detail(rp, false);
+        complete_head(rp, UPULSAR_ERR__MSG_TIMED_OUT, 0, 0, det);
     }
+    up_detail_put(&rp->client->futures, det);
     expire_ring(rp, now, limit);
 }

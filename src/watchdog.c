@@ -40,25 +40,29 @@ static uint64_t jitter(uint64_t ms)
 typedef struct {
     up_rp_t *rp;
     upulsar_err_t err;
+    const char *why;
 } fail_t;
 
 static void fail_task(void *a)
 {
     fail_t *f = a;
-    up_rp_fail(f->rp, f->err);
+    up_rp_fail_why(f->rp, f->err, f->why);
 }
 
 /* Fail every producer of @p g with @p err; sends to it are refused from now
- * on (upulsar_send() checks g->failed). */
-static void fail_group(up_group_t *g, upulsar_err_t err)
+ * on (upulsar_send() checks g->failed). Its messages fail with the detail
+ * "partition group failed: <why>". */
+static void fail_group(up_group_t *g, upulsar_err_t err, const char *why)
 {
+    char detail[UP_DETAIL_TEXT_MAX];
+    snprintf(detail, sizeof detail, "partition group failed: %s", why);
     if (g->nrps)
         up_log(g->rps[0]->client, UPULSAR_LOG_ERR,
                "%s: partition group failed: %s (%s); its messages fail", g->topic,
                upulsar_err_name(err), up_last_error_for(err));
     atomic_store(&g->failed, err);
     for (int i = 0; i < g->nrps; i++) {
-        fail_t f = {g->rps[i], err};
+        fail_t f = {g->rps[i], err, detail};
         up_loop_call(g->rps[i]->loop, fail_task, &f);
     }
 }
@@ -379,7 +383,10 @@ static bool est_result(up_group_t *grp, up_rp_t *rp, const struct upulsar_conf *
      * retried as if transient (Shared: a name clash while the broker still
      * holds the previous incarnation, so it is retried) */
     if (fatal) {
-        fail_group(grp, err);
+        char why[UP_DETAIL_TEXT_MAX];
+        snprintf(why, sizeof why, "the broker refused to re-create producer %s: %s",
+                 rp->name[0] ? rp->name : "(unnamed)", rp->est_why);
+        fail_group(grp, err, why);
         return false;
     }
     int st = UPULSAR_STATE_CONNECTING;
@@ -398,7 +405,10 @@ static void supervise(struct upulsar_producer *h, uint64_t now)
             continue;
         upulsar_err_t mf = member_failure(grp);
         if (mf) {
-            fail_group(grp, mf);
+            char why[128];
+            snprintf(why, sizeof why, "one of its producers failed with %s",
+                     upulsar_err_name(mf));
+            fail_group(grp, mf, why);
             continue;
         }
         for (int i = 0; i < grp->nrps; i++) {
@@ -433,7 +443,13 @@ static void supervise(struct upulsar_producer *h, uint64_t now)
             if (counted && over_intensity(cf, rp, now)) {
                 up_seterr(UPULSAR_ERR__GROUP_FAILED, "%s: more than %d restarts in %d ms",
                           rp->topic, cf->restart_intensity, cf->restart_period_ms);
-                fail_group(grp, UPULSAR_ERR__GROUP_FAILED);
+                char why[UP_DETAIL_TEXT_MAX];
+                bool last = rp->attempt_failed && rp->est_why[0];
+                snprintf(why, sizeof why, "more than %d restarts in %d ms%s%s%s",
+                         cf->restart_intensity, cf->restart_period_ms,
+                         last ? " (last failure: " : "", last ? rp->est_why : "",
+                         last ? ")" : "");
+                fail_group(grp, UPULSAR_ERR__GROUP_FAILED, why);
                 break;
             }
             atomic_store(&rp->state, UPULSAR_STATE_CONNECTING);

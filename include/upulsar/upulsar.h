@@ -308,6 +308,13 @@ typedef struct upulsar_future upulsar_future_t;
  * stop), from an io loop thread; what it may call is in "Callbacks" above
  * (send: yes, never blocking; flush, stop, client destroy: refused).
  * @p id is NULL on error and only valid during the call.
+ * On error, upulsar_last_error() called on the callback's thread during the
+ * call returns the message's detail: the same text
+ * upulsar_future_error_detail() gives for its future (partition topic,
+ * broker, reason). It is valid during the call only (copy it to keep it),
+ * and a upulsar call that fails inside the callback replaces it with its
+ * own error, as anywhere else. Setting it costs no allocation and nothing
+ * for successful messages.
  */
 typedef void (*upulsar_delivery_cb_t)(upulsar_err_t err,
                                       const upulsar_msg_id_t *id,
@@ -331,6 +338,33 @@ upulsar_err_t upulsar_future_wait(upulsar_future_t *f, int timeout_ms,
 /** Non-blocking upulsar_future_wait(f, 0, id). From a callback: yes.
  *  HOT PATH. */
 upulsar_err_t upulsar_future_poll(upulsar_future_t *f, upulsar_msg_id_t *id);
+
+/**
+ * Why @p f failed, in words: for a future that resolved with an error and
+ * has not been released, a NUL-terminated text naming the partition topic,
+ * the broker its producer was last created on (when there was one) and the
+ * reason, with the broker's own error name and text when the broker refused
+ * something (SEND_ERROR, a refused PRODUCER). For example:
+ *   "persistent://public/default/t-partition-3 via 127.0.0.1:6650: send
+ *    timed out after 30000 ms (send.timeout.ms): no receipt from the broker
+ *    (producer disconnected, waiting to reconnect (BACKOFF))"
+ *   "persistent://public/default/t-partition-3 via 127.0.0.1:6650: broker
+ *    refused the send: ChecksumError: Checksum failed on the broker"
+ *   "... partition group failed: the broker refused to re-create producer
+ *    p-3-0: PRODUCER: Broker: topic terminated (topic was terminated)"
+ * The text is meant for people and logs, not for parsing: the error code
+ * (upulsar_future_wait(), upulsar_future_poll()) is the contract.
+ * Returns NULL when there is no failure to describe: @p f is NULL, still
+ * pending, succeeded, or released already (as far as
+ * upulsar_future_release() can tell).
+ * Lifetime: the text belongs to the client; it stays valid until @p f is
+ * released (do not free it). Texts are shared between failures with the
+ * same reason, so a run of failures allocates nothing per message; the
+ * client keeps at most 1024 different texts (of at most 511 bytes), and a
+ * failure beyond that gets a fixed text saying so.
+ * Thread safety: any (as upulsar_future_poll()). Blocks: no. Allocates: no.
+ */
+const char *upulsar_future_error_detail(const upulsar_future_t *f);
 
 /**
  * Give @p f back to the pool. Allowed before it resolves (the message is not
