@@ -342,7 +342,7 @@ static void attach_task(void *arg)
         l->cconns = n;
     }
     l->conns[l->nconns++] = c;
-    c->last_rx_us = up_now_us();
+    c->last_rx_us = c->last_used_us = up_now_us();
     up_conn_arm_recv(c);
 }
 
@@ -550,6 +550,7 @@ static upulsar_err_t dial(struct upulsar_client *cl, up_loop_t *l, const char *h
     cl->pool[cl->npool++] = c;
     c->in_pool = true;
     up_conn_ref(c); /* the pool's */
+    atomic_fetch_add_explicit(&cl->conns_opened, 1, memory_order_relaxed);
     pthread_mutex_unlock(&cl->pool_lock);
     *out = c; /* the caller's */
     return UPULSAR_OK;
@@ -775,6 +776,7 @@ static void complete_req(up_conn_t *c, uint64_t request_id, up_cmd_t *resp, upul
             return;
         }
         *pp = r->next;
+        c->last_used_us = up_now_us();
         pthread_mutex_lock(&r->mu);
         r->resp = resp;
         r->err = err;
@@ -971,7 +973,9 @@ void up_conn_fail(up_conn_t *c, upulsar_err_t why)
     for (size_t i = 0; i < cl->npool; i++) {
         if (cl->pool[i] == c) {
             cl->pool[i] = cl->pool[--cl->npool];
+            c->in_pool = false;
             pooled = true;
+            atomic_fetch_add_explicit(&cl->conns_closed, 1, memory_order_relaxed);
             break;
         }
     }
@@ -993,10 +997,85 @@ void up_conn_fail(up_conn_t *c, upulsar_err_t why)
         up_conn_unref(c);
 }
 
+/* ---- idle connections (loop) ------------------------------------------------ */
+
+/* References of a pooled connection nobody uses: the pool's and its loop's.
+ * Every other holder (a registered producer, a thread between up_conn_get()
+ * and its up_conn_unref(), a request waiting for its answer, a stop closing
+ * its producer) adds one. */
+#define UNUSED_REFS 2
+
+/* In use as far as the loop can tell without pool_lock. */
+static bool conn_in_use(up_conn_t *c)
+{
+    return c->nrps || c->reqs || c->oq_len || c->send_inflight ||
+           c->tls_tx_off < c->tls_tx.len || atomic_load(&c->refs) > UNUSED_REFS;
+}
+
+/* connection.idle.timeout.ms passed since @p c was last used: close it
+ * unless someone took it meanwhile. Under pool_lock nobody can find it
+ * (pool_find() references it under that lock), so a connection with only
+ * the pool's and the loop's references stays unused: it leaves the pool,
+ * then closes with nothing pending on it. Returns whether it closed. */
+static bool close_if_idle(up_conn_t *c, uint64_t now, int idle_ms)
+{
+    struct upulsar_client *cl = c->client;
+    pthread_mutex_lock(&cl->pool_lock);
+    bool idle = c->in_pool && atomic_load(&c->refs) == UNUSED_REFS;
+    if (idle) {
+        for (size_t i = 0; i < cl->npool; i++)
+            if (cl->pool[i] == c) {
+                cl->pool[i] = cl->pool[--cl->npool];
+                break;
+            }
+        c->in_pool = false;
+        atomic_fetch_add_explicit(&cl->conns_closed, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&cl->conns_idle_closed, 1, memory_order_relaxed);
+    }
+    pthread_mutex_unlock(&cl->pool_lock);
+    if (!idle) {
+        c->last_used_us = now; /* taken: its idle time starts again */
+        return false;
+    }
+    up_log(cl, UPULSAR_LOG_INFO,
+           "closing the connection to %s:%d%s%s: unused for %d ms (connection.idle.timeout.ms)",
+           c->host, c->port, c->proxy_to[0] ? " for " : "", c->proxy_to, idle_ms);
+    up_conn_fail(c, UPULSAR_ERR__CLOSED); /* not pooled any more: keeps the pool's reference */
+    up_conn_unref(c);                     /* the pool's; the loop's remains */
+    return true;
+}
+
+void up_conn_pool_stats(struct upulsar_client *cl, int *open, int *idle)
+{
+    int n = 0, unused = 0;
+    pthread_mutex_lock(&cl->pool_lock);
+    for (size_t i = 0; i < cl->npool; i++) {
+        up_conn_t *c = cl->pool[i];
+        if (atomic_load(&c->state) != UP_CONN_OPEN)
+            continue;
+        n++;
+        if (atomic_load(&c->refs) == UNUSED_REFS)
+            unused++;
+    }
+    pthread_mutex_unlock(&cl->pool_lock);
+    *open = n;
+    *idle = unused;
+}
+
 void up_conn_tick(up_conn_t *c, uint64_t now)
 {
+    if (atomic_load(&c->state) != UP_CONN_OPEN)
+        return;
+    int idle_ms = c->client->conf.connection_idle_timeout_ms;
+    if (idle_ms > 0) {
+        if (conn_in_use(c))
+            c->last_used_us = now;
+        else if (now - c->last_used_us >= (uint64_t)idle_ms * 1000u &&
+                 close_if_idle(c, now, idle_ms))
+            return;
+    }
     int ka = c->client->conf.keepalive_interval_ms;
-    if (ka <= 0 || atomic_load(&c->state) != UP_CONN_OPEN)
+    if (ka <= 0)
         return;
     if (now - c->last_rx_us < (uint64_t)ka * 1000u)
         return;
@@ -1039,6 +1118,7 @@ static void req_send_task(void *arg)
     }
     r->next = c->reqs;
     c->reqs = r;
+    c->last_used_us = up_now_us();
     up_conn_write(c, r->frame.data, r->frame.len, r->frame.data, NULL);
     r->frame.data = NULL;
     /* c is still there if up_conn_write() failed it: up_conn_fail() drops only

@@ -169,8 +169,9 @@ struct up_conn {
     size_t nrps, crps;
     up_req_t *reqs;
     uint64_t last_rx_us;
+    uint64_t last_used_us; /* last seen carrying a producer or a request */
     bool ping_outstanding;
-    bool in_pool;
+    bool in_pool;          /* (pool_lock) */
     /* TLS (pulsar+ssl://): plaintext frames are encrypted into tls_tx when
      * no send is in flight; received ciphertext lands in tls_rbuf. */
     struct up_tls *tls;
@@ -211,7 +212,14 @@ void up_conn_fail(up_conn_t *c, upulsar_err_t why);
 void up_conn_on_recv(up_conn_t *c, int res);
 void up_conn_on_send(up_conn_t *c, int res);
 void up_conn_arm_recv(up_conn_t *c);
+/** Keep-alive, and closing the connection once unused for
+ *  connection.idle.timeout.ms. (loop) */
 void up_conn_tick(up_conn_t *c, uint64_t now_us);
+
+/** The pool's figures for the statistics: connections open (pooled, not
+ *  failed or closed) and, of those, idle (used by no producer and no
+ *  request now). @thread any */
+void up_conn_pool_stats(struct upulsar_client *c, int *open, int *idle);
 
 /* ---- real producer ------------------------------------------------------ */
 
@@ -486,6 +494,9 @@ struct upulsar_client {
     up_conn_t **pool;
     size_t npool, cpool;
     struct up_dial *dials;     /* connections being opened (pool_lock) */
+    /* connections added to the pool, taken out of it (lost or closed),
+     * and closed by connection.idle.timeout.ms (statistics) */
+    _Atomic uint64_t conns_opened, conns_closed, conns_idle_closed;
     _Atomic uint64_t next_producer_id;
     _Atomic uint64_t next_request_id;
     pthread_mutex_t lock; /* producers list, watchdog wake */

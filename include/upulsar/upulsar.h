@@ -749,9 +749,23 @@ upulsar_err_t upulsar_producer_list(upulsar_producer_t *p,
  */
 upulsar_err_t upulsar_producer_stats_json(upulsar_producer_t *p, char **json);
 
-/** Periodic statistics callback: @p json is {"ts_ms": ..., "producers":
- *  [<upulsar_producer_stats_json() of each producer>...]}, valid during the
- *  call only. */
+/**
+ * Periodic statistics callback: @p json is
+ *
+ *   {"ts_ms": <wall clock>,
+ *    "connections": {"open": n, "idle": n, "opened": n, "closed": n,
+ *                    "idle_closed": n},
+ *    "producers": [<upulsar_producer_stats_json() of each producer>...]}
+ *
+ * valid during the call only. "connections" counts the client's broker
+ * connections (over all io threads): "open" are connected and usable now;
+ * "idle" are those of them no producer and no request uses now (lookup-only
+ * connections, or connections whose producers stopped or moved), which are
+ * closed once idle for connection.idle.timeout.ms; "opened" and "closed"
+ * are totals since the client was created (closed: lost, or closed by the
+ * client), "idle_closed" the part of "closed" that the idle timeout closed.
+ * Like the producer figures, each is exact but they are not one snapshot.
+ */
 typedef void (*upulsar_stats_cb_t)(const char *json, void *opaque);
 
 /**
