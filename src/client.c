@@ -115,18 +115,11 @@ void upulsar_client_destroy(upulsar_client_t *c)
         }
         return;
     }
-    for (;;) {
-        pthread_mutex_lock(&c->lock);
-        struct upulsar_producer *h = c->producers;
-        pthread_mutex_unlock(&c->lock);
-        if (!h)
-            break;
-        if (upulsar_producer_stop(h, c->conf.operation_timeout_ms) == UPULSAR_ERR__STATE) {
-            /* another thread is stopping it: it leaves the list when done */
-            struct timespec ts = {0, 1000000};
-            nanosleep(&ts, NULL);
-        }
-    }
+    /* stop every handle nobody else is stopping; wait for the stops other
+     * threads have under way to be done with their handles */
+    struct upulsar_producer *h;
+    while ((h = up_producer_claim_next(c)))
+        up_producer_stop_claimed(h, c->conf.operation_timeout_ms);
     up_watchdog_stop(c);
     for (int i = 0; i < c->nloops; i++)
         up_loop_stop(&c->loops[i]);

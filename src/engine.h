@@ -429,6 +429,14 @@ void up_rp_register(up_rp_t *rp, up_conn_t *c);
 upulsar_err_t up_rp_enqueue(up_rp_t *rp, const void *payload, size_t len,
                             const upulsar_send_opts_t *o, upulsar_future_t **future);
 /* close @p rp on its broker, waiting for the answer until @p deadline_us */
+/* Claim the next handle of @p c nobody is stopping yet, for the caller to
+ * stop with up_producer_stop_claimed(); NULL once none is left, after every
+ * stop under way (claimed by other threads) has freed its handle. @thread
+ * application (client destroy) */
+struct upulsar_producer *up_producer_claim_next(struct upulsar_client *c);
+/* The stop of a handle claimed by up_producer_claim_next(): flush, close,
+ * free. @thread application */
+upulsar_err_t up_producer_stop_claimed(struct upulsar_producer *h, int timeout_ms);
 void up_rp_shutdown(up_rp_t *rp, uint64_t deadline_us);
 void up_rp_fail_all(up_rp_t *rp, upulsar_err_t err);
 void up_rp_check_timeouts(up_rp_t *rp, uint64_t now_us);
@@ -465,7 +473,13 @@ struct upulsar_producer {
     uint64_t next_poll_us;   /* (watchdog) next PARTITIONED_METADATA poll */
     int shrink_seen;         /* (watchdog) smaller count last reported */
     int cap_seen;            /* (watchdog) count over partitions.max last reported */
-    _Atomic int closed;
+    _Atomic int closed;      /* a stop claimed the handle (set under the client
+                                lock, see up_producer_claim_stop) */
+    _Atomic int freeing;     /* the stop's own flush is over: flushes still
+                                under way give up with CLOSED */
+    int flushing;            /* (client lock) upulsar_producer_flush() calls
+                                under way; the stop frees the handle only
+                                once they are over */
     int establishing;        /* (client lock) its producers queued for or in an
                                 establish worker */
     int single_slot;
@@ -506,6 +520,8 @@ struct upulsar_client {
     bool wd_stop;
     bool wd_kicked;
     struct upulsar_producer *wd_busy; /* handle being supervised (lock) */
+    int stopping; /* (lock) stops claimed and not yet done freeing their
+                     handle; client destroy waits for them (wd_cv) */
     /* establish workers (watchdog.c): re-create producers in parallel, so a
      * hung broker delays only the producers that live on it */
     pthread_t *est_threads;           /* (lock) */

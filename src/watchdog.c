@@ -26,7 +26,9 @@ void up_watchdog_kick(struct upulsar_client *c)
 {
     pthread_mutex_lock(&c->lock);
     c->wd_kicked = true;
-    pthread_cond_signal(&c->wd_cv);
+    /* broadcast: stops and client destroy wait on wd_cv too, and a signal
+     * could wake one of them instead of the watchdog */
+    pthread_cond_broadcast(&c->wd_cv);
     pthread_mutex_unlock(&c->lock);
 }
 
