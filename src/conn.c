@@ -12,6 +12,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "engine.h"
 #include "err.h"
 #include "fault.h"
@@ -393,11 +394,7 @@ static upulsar_err_t dial_wait(struct upulsar_client *cl, up_dial_t *d)
 {
     d->users++;
     while (!d->done && !up_cancelled()) {
-        struct timespec end;
-        clock_gettime(CLOCK_REALTIME, &end);
-        end.tv_nsec += CANCEL_SLICE_MS * 1000000L;
-        end.tv_sec += end.tv_nsec / 1000000000L;
-        end.tv_nsec %= 1000000000L;
+        struct timespec end = up_deadline_ts(up_now_us() + CANCEL_SLICE_MS * 1000u);
         pthread_cond_timedwait(&cl->pool_cv, &cl->pool_lock, &end);
     }
     upulsar_err_t err = !d->done    ? up_seterr(UPULSAR_ERR__CLOSED, "connecting to %s:%d "
@@ -1147,7 +1144,7 @@ upulsar_err_t up_conn_request(up_conn_t *c, up_cmd_t *cmd, uint64_t request_id, 
     r.producer_id = cmd->type == UP_CMD(PRODUCER) ? (int64_t)cmd->producer->producer_id : -1;
     r.conn = c;
     pthread_mutex_init(&r.mu, NULL);
-    pthread_cond_init(&r.cv, NULL);
+    up_cond_init_monotonic(&r.cv);
     if (up_frame_put_cmd(&r.frame, cmd))
         return up_seterr(UPULSAR_ERR__NOMEM, "out of memory");
     req_post_t post = {&r, pre, pre_arg};
@@ -1177,11 +1174,7 @@ upulsar_err_t up_conn_request(up_conn_t *c, up_cmd_t *cmd, uint64_t request_id, 
         uint64_t slice = (uint64_t)CANCEL_SLICE_MS * 1000u;
         if (!r.waiting_ready && deadline - now < slice)
             slice = deadline - now;
-        struct timespec end;
-        clock_gettime(CLOCK_REALTIME, &end);
-        end.tv_nsec += (long)(slice * 1000u);
-        end.tv_sec += end.tv_nsec / 1000000000L;
-        end.tv_nsec %= 1000000000L;
+        struct timespec end = up_deadline_ts(now + slice);
         pthread_cond_timedwait(&r.cv, &r.mu, &end);
     }
     bool done = r.done;
