@@ -812,17 +812,10 @@ static void dispatch(up_conn_t *c, up_frame_t *f)
          * Pulsar broker completes the writes in progress after telling us):
          * stay registered for them */
         const Pulsar__Proto__CommandCloseProducer *cp = cmd->close_producer;
-        if ((rp = find_rp(c, cp->producer_id))) {
+        if ((rp = find_rp(c, cp->producer_id)))
             /* a topic transfer names the new owner: go there directly */
-            const char *url = c->tls ? cp->assignedbrokerserviceurltls : cp->assignedbrokerserviceurl;
-            if (url && url[0]) {
-                pthread_mutex_lock(&rp->broker_lock);
-                snprintf(rp->assigned, sizeof rp->assigned, "%s", url);
-                pthread_mutex_unlock(&rp->broker_lock);
-            }
-            atomic_store(&rp->closed_by_broker, 1);
-            up_rp_suspend(rp, true);
-        }
+            up_rp_on_close_producer(rp, c->tls ? cp->assignedbrokerserviceurltls
+                                               : cp->assignedbrokerserviceurl);
         break;
     }
     case UP_CMD(TOPIC_MIGRATED): {
@@ -833,15 +826,8 @@ static void dispatch(up_conn_t *c, up_frame_t *f)
         if (tm->resource_type != PULSAR__PROTO__COMMAND_TOPIC_MIGRATED__RESOURCE_TYPE__Producer)
             break;
         const char *url = c->tls ? tm->brokerserviceurltls : tm->brokerserviceurl;
-        if ((rp = find_rp(c, tm->resource_id))) {
-            if (url && url[0]) {
-                pthread_mutex_lock(&rp->broker_lock);
-                snprintf(rp->cluster, sizeof rp->cluster, "%s", url);
-                pthread_mutex_unlock(&rp->broker_lock);
-            }
-            atomic_store(&rp->closed_by_broker, 1);
-            up_rp_suspend(rp, true);
-        }
+        if ((rp = find_rp(c, tm->resource_id)))
+            up_rp_on_topic_migrated(rp, url);
         for (up_req_t *r = c->reqs; r; r = r->next)
             if (r->producer_id == (int64_t)tm->resource_id) {
                 complete_req(c, r->request_id, NULL, UPULSAR_ERR_SERVICE_NOT_READY);

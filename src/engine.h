@@ -221,6 +221,16 @@ void up_conn_tick(up_conn_t *c, uint64_t now_us);
  *  request now). @thread any */
 void up_conn_pool_stats(struct upulsar_client *c, int *open, int *idle);
 
+/* Events a connection raises for a producer registered on it (producer.c). */
+/** CLOSE_PRODUCER from the broker: the producer is re-created (BACKOFF, at
+ *  once), at @p assigned_url if the broker named its new owner (NULL or ""
+ *  = none: a lookup). @thread loop of @p rp */
+void up_rp_on_close_producer(up_rp_t *rp, const char *assigned_url);
+/** TOPIC_MIGRATED for the producer: its topic lives in the cluster of
+ *  @p cluster_url now (NULL or "": not named); lookups start there and the
+ *  producer is re-created (BACKOFF, at once). @thread loop of @p rp */
+void up_rp_on_topic_migrated(up_rp_t *rp, const char *cluster_url);
+
 /* ---- real producer ------------------------------------------------------ */
 
 typedef struct up_done {
