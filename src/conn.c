@@ -259,13 +259,11 @@ static upulsar_err_t handshake(up_conn_t *c, uint64_t deadline)
         if (rc == 1) {
             if (f.cmd->type == UP_CMD(CONNECTED)) {
                 Pulsar__Proto__CommandConnected *cd = f.cmd->connected;
-                c->protocol_version = cd->has_protocol_version ? cd->protocol_version : 0;
-                c->max_message_size =
-                    cd->has_max_message_size && cd->max_message_size > 0
-                        ? cd->max_message_size
-                        : UP_DEFAULT_MAX_FRAME;
-                c->dec.max_frame = (uint32_t)c->max_message_size + UP_FRAME_PADDING;
-                atomic_store(&c->client->max_message_size, c->max_message_size);
+                int32_t max_size = cd->has_max_message_size && cd->max_message_size > 0
+                                       ? cd->max_message_size
+                                       : UP_DEFAULT_MAX_FRAME;
+                c->dec.max_frame = (uint32_t)max_size + UP_FRAME_PADDING;
+                atomic_store(&c->client->max_message_size, max_size);
                 return UPULSAR_OK;
             }
             if (f.cmd->type == UP_CMD(ERROR)) {
@@ -545,7 +543,6 @@ static upulsar_err_t dial(struct upulsar_client *cl, up_loop_t *l, const char *h
                          host, port);
     }
     cl->pool[cl->npool++] = c;
-    c->in_pool = true;
     up_conn_ref(c); /* the pool's */
     atomic_fetch_add_explicit(&cl->conns_opened, 1, memory_order_relaxed);
     pthread_mutex_unlock(&cl->pool_lock);
@@ -662,7 +659,6 @@ void up_conn_flush(up_conn_t *c)
     memset(&c->msg, 0, sizeof c->msg);
     c->msg.msg_iov = c->iov;
     c->msg.msg_iovlen = (size_t)n;
-    c->iovcnt = n;
     io_uring_prep_sendmsg(sqe, c->fd, &c->msg, MSG_NOSIGNAL);
     io_uring_sqe_set_data(sqe, &c->send_op);
     c->send_inflight = true;
@@ -942,7 +938,6 @@ void up_conn_fail(up_conn_t *c, upulsar_err_t why)
     int expect = UP_CONN_OPEN;
     if (!atomic_compare_exchange_strong(&c->state, &expect, UP_CONN_DEAD))
         return;
-    c->death = why;
     /* the reason, for the application's log: the calling thread's last
      * error when it speaks of this failure (decoder, TLS, keep-alive) */
     if (why != UPULSAR_ERR__CLOSED)
@@ -956,7 +951,6 @@ void up_conn_fail(up_conn_t *c, upulsar_err_t why)
     for (size_t i = 0; i < cl->npool; i++) {
         if (cl->pool[i] == c) {
             cl->pool[i] = cl->pool[--cl->npool];
-            c->in_pool = false;
             pooled = true;
             atomic_fetch_add_explicit(&cl->conns_closed, 1, memory_order_relaxed);
             break;
@@ -1004,14 +998,15 @@ static bool close_if_idle(up_conn_t *c, uint64_t now, int idle_ms)
 {
     struct upulsar_client *cl = c->client;
     pthread_mutex_lock(&cl->pool_lock);
-    bool idle = c->in_pool && atomic_load(&c->refs) == UNUSED_REFS;
-    if (idle) {
+    bool idle = false; /* still pooled (not failed meanwhile) and unused */
+    if (atomic_load(&c->refs) == UNUSED_REFS)
         for (size_t i = 0; i < cl->npool; i++)
             if (cl->pool[i] == c) {
                 cl->pool[i] = cl->pool[--cl->npool];
+                idle = true;
                 break;
             }
-        c->in_pool = false;
+    if (idle) {
         atomic_fetch_add_explicit(&cl->conns_closed, 1, memory_order_relaxed);
         atomic_fetch_add_explicit(&cl->conns_idle_closed, 1, memory_order_relaxed);
     }

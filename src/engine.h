@@ -152,9 +152,6 @@ struct up_conn {
     int port;
     int slot; /* which of connections.per.broker */
     char proxy_to[280]; /* broker behind the proxy host:port is, or "" */
-    int32_t max_message_size;
-    int32_t protocol_version;
-    upulsar_err_t death; /* why it died */
     /* (loop) */
     up_decoder_t dec;
     up_op_t recv_op, send_op;
@@ -163,7 +160,6 @@ struct up_conn {
     size_t oq_head, oq_len, oq_cap; /* ring of segments */
     size_t oq_sent;                 /* bytes of outq[oq_head] already sent */
     struct iovec iov[64];
-    int iovcnt;
     struct msghdr msg;
     up_rp_t **rps;
     size_t nrps, crps;
@@ -171,7 +167,6 @@ struct up_conn {
     uint64_t last_rx_us;
     uint64_t last_used_us; /* last seen carrying a producer or a request */
     bool ping_outstanding;
-    bool in_pool;          /* (pool_lock) */
     /* TLS (pulsar+ssl://): plaintext frames are encrypted into tls_tx when
      * no send is in flight; received ciphertext lands in tls_rbuf. */
     struct up_tls *tls;
