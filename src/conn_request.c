@@ -11,19 +11,22 @@
 #include "err.h"
 
 /* A request waiting for its answer: on the requester's stack, linked into
- * its connection's reqs by the loop until answered, failed or cancelled. */
+ * its connection's reqs by the loop until answered, failed or cancelled.
+ * The requester sets the fields without a mark before posting it; the loop
+ * only reads them. */
 typedef struct up_req {
     uint64_t request_id;
-    up_cmd_t *resp;  /* response (owned by the requester once done) */
+    int64_t producer_id; /* a PRODUCER request's producer, else -1 */
+    up_conn_t *conn;
+    up_buf_t frame;      /* the encoded command: the loop takes its bytes */
+    /* (mu): written by the loop, read by the requester */
+    up_cmd_t *resp;      /* response (owned by the requester once done) */
     upulsar_err_t err;
     bool done;
-    bool waiting_ready; /* PRODUCER with producer_ready=false seen */
-    int64_t producer_id; /* a PRODUCER request's producer, else -1 */
+    bool waiting_ready;  /* PRODUCER with producer_ready=false seen */
     pthread_mutex_t mu;
-    pthread_cond_t cv;
+    pthread_cond_t cv;   /* done or waiting_ready changed (monotonic clock) */
     struct up_req *next; /* (loop) */
-    up_conn_t *conn;
-    up_buf_t frame;
 } up_req_t;
 
 /* ---- on the loop ------------------------------------------------------------- */
