@@ -117,109 +117,9 @@ void up_fence_init(void);
  *  record (the loop then uses membarrier before it sleeps). */
 bool up_fence_light_ok(void);
 
-/* ---- connection --------------------------------------------------------- */
+/* ---- connection (conn.h) ------------------------------------------------ */
 
-typedef struct up_req {
-    uint64_t request_id;
-    up_cmd_t *resp;  /* response (owned by the requester once done) */
-    upulsar_err_t err;
-    bool done;
-    bool waiting_ready; /* PRODUCER with producer_ready=false seen */
-    int64_t producer_id; /* a PRODUCER request's producer, else -1 */
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    struct up_req *next; /* (loop) */
-    up_conn_t *conn;
-    up_buf_t frame;
-} up_req_t;
-
-typedef struct up_seg {
-    const uint8_t *p;
-    size_t len;
-    uint8_t *owned;     /* control frame to free once written */
-    up_batch_t *batch;  /* batch frame: reference dropped once written */
-} up_seg_t;
-
-enum { UP_CONN_OPEN = 0, UP_CONN_DEAD = 1 };
-
-struct up_conn {
-    struct upulsar_client *client;
-    up_loop_t *loop;
-    _Atomic int refs;
-    _Atomic int state;
-    int fd;
-    char host[256];
-    int port;
-    int slot; /* which of connections.per.broker */
-    char proxy_to[280]; /* broker behind the proxy host:port is, or "" */
-    int32_t max_message_size;
-    int32_t protocol_version;
-    upulsar_err_t death; /* why it died */
-    /* (loop) */
-    up_decoder_t dec;
-    up_op_t recv_op, send_op;
-    bool recv_inflight, send_inflight;
-    up_seg_t *outq;
-    size_t oq_head, oq_len, oq_cap; /* ring of segments */
-    size_t oq_sent;                 /* bytes of outq[oq_head] already sent */
-    struct iovec iov[64];
-    int iovcnt;
-    struct msghdr msg;
-    up_rp_t **rps;
-    size_t nrps, crps;
-    up_req_t *reqs;
-    uint64_t last_rx_us;
-    uint64_t last_used_us; /* last seen carrying a producer or a request */
-    bool ping_outstanding;
-    bool in_pool;          /* (pool_lock) */
-    /* TLS (pulsar+ssl://): plaintext frames are encrypted into tls_tx when
-     * no send is in flight; received ciphertext lands in tls_rbuf. */
-    struct up_tls *tls;
-    uint8_t *tls_rbuf;
-    up_buf_t tls_tx;
-    size_t tls_tx_off;
-};
-
-/** Get a ready connection to host:port for loop @p l from the client's pool,
- *  opening one (TCP connect + CONNECT/CONNECTED, blocking with timeouts) if
- *  needed. @p slot (0 .. connections.per.broker - 1) picks one of the
- *  connections to the same broker on the same loop. @p proxy_to (NULL or
- *  "" = none): host:port is a Pulsar proxy and this is the broker behind
- *  it the connection is for (CONNECT.proxy_to_broker_url; part of the
- *  pool key). Returns a reference the caller drops with up_conn_unref().
- *  @thread caller/watchdog (never the loop) */
-upulsar_err_t up_conn_get(struct upulsar_client *c, up_loop_t *l, const char *host,
-                          int port, int slot, const char *proxy_to, up_conn_t **out);
-void up_conn_ref(up_conn_t *c);
-void up_conn_unref(up_conn_t *c);
-
-/** Send @p cmd (which must carry @p request_id) and wait up to @p timeout_ms
- *  for the response with that request id. On UPULSAR_OK *@p resp is the
- *  response (free with pulsar__proto__base_command__free_unpacked). A broker
- *  ERROR response is returned as its upulsar_err_t, with *@p resp set too.
- *  @p pre (optional) runs on the loop right before the frame is queued.
- *  @thread caller/watchdog */
-upulsar_err_t up_conn_request(up_conn_t *c, up_cmd_t *cmd, uint64_t request_id,
-                              int timeout_ms, up_cmd_t **resp,
-                              void (*pre)(void *), void *pre_arg);
-
-/* (loop) */
-void up_conn_write(up_conn_t *c, const uint8_t *p, size_t len, uint8_t *owned,
-                   up_batch_t *batch);
-int up_conn_write_cmd(up_conn_t *c, const up_cmd_t *cmd);
-void up_conn_flush(up_conn_t *c);
-void up_conn_fail(up_conn_t *c, upulsar_err_t why);
-void up_conn_on_recv(up_conn_t *c, int res);
-void up_conn_on_send(up_conn_t *c, int res);
-void up_conn_arm_recv(up_conn_t *c);
-/** Keep-alive, and closing the connection once unused for
- *  connection.idle.timeout.ms. (loop) */
-void up_conn_tick(up_conn_t *c, uint64_t now_us);
-
-/** The pool's figures for the statistics: connections open (pooled, not
- *  failed or closed) and, of those, idle (used by no producer and no
- *  request now). @thread any */
-void up_conn_pool_stats(struct upulsar_client *c, int *open, int *idle);
+#include "conn.h"
 
 /* ---- real producer ------------------------------------------------------ */
 
@@ -548,19 +448,12 @@ void up_watchdog_kick(struct upulsar_client *c);
  *  for new partitions. @thread watchdog, within its pass over @p h */
 void up_producer_poll_partitions(struct upulsar_producer *h, uint64_t now_us);
 /** Make the calling thread's blocking network waits (TCP connect, handshake,
- *  requests: conn.c) give up with UPULSAR_ERR__CLOSED within a few
- *  milliseconds once *@p flag is non-zero; NULL (the default) = never. The
- *  watchdog points it at the closed flag of the handle it works on, so
- *  upulsar_producer_stop() never waits behind a reconnect attempt. */
+ *  requests: conn_dial.c, conn_request.c) give up with UPULSAR_ERR__CLOSED
+ *  within a few milliseconds once *@p flag is non-zero; NULL (the default)
+ *  = never. The watchdog points it at the closed flag of the handle it
+ *  works on, so upulsar_producer_stop() never waits behind a reconnect attempt. */
 void up_cancel_on(const _Atomic int *flag);
 bool up_cancelled(void);
-struct pollfd;
-#define UP_POLL_CANCELLED (-2)
-/** poll() one fd until an event, @p deadline_us (up_now_us() clock), or a
- *  cancellation of the calling thread (up_cancel_on()), looked at every
- *  10 ms. Returns poll()'s result (0: deadline passed, -1: error) or
- *  UP_POLL_CANCELLED. For every blocking wait of connection setup. (conn.c) */
-int up_poll_until(struct pollfd *p, uint64_t deadline_us);
 int up_watchdog_start(struct upulsar_client *c);
 void up_watchdog_stop(struct upulsar_client *c);
 /** Take @p h's producers that wait in the establish queue out of it (their
