@@ -57,12 +57,13 @@ upulsar_err_t up_rp_establish(up_rp_t *rp, int timeout_ms)
     upulsar_err_t err = UPULSAR_ERR__LOOKUP;
     if (assigned[0])
         err = up_parse_url(assigned, host, sizeof host, &port, &tls);
-    if (!err && tls == c->tls && rp->via_proxy) {
-        /* behind a proxy the assigned broker is reached through it */
+    if (!err && rp->via_proxy) {
+        /* behind a proxy the assigned broker is reached through it, over
+         * the proxy's own link to it (whatever its scheme) */
         snprintf(proxy_to, sizeof proxy_to, "%s:%d", host, port);
         up_service_addr(c, host, sizeof host, &port);
     }
-    if (err || tls != c->tls)
+    if (err || (tls != c->tls && !rp->via_proxy))
         err = up_lookup(c, rp->loop, rp->topic, cluster, host, sizeof host, &port, proxy_to,
                         sizeof proxy_to);
     if (err)
