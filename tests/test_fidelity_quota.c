@@ -121,6 +121,9 @@ Test(fidelity_quota, quota_exception_on_recreation_fails_pending_messages_and_re
 
     /* the producer was not given up: once the quota clears it comes back */
     cr_assert_eq(upulsar_tb_fail_producers(tb, topic, 0, SE_QUOTA_EXCEPTION), UPULSAR_OK);
+    /* (an attempt refused before the quota cleared may still be reported:
+     * send once the producer is back) */
+    cr_assert(ft_wait_for(ft_all_ready, p), "not re-created once the quota cleared");
     send_n(p, "after", N, fs);
     for (int i = 0; i < N; i++) {
         cr_assert_eq(upulsar_future_wait(fs[i], FT_WAIT_MS, NULL), UPULSAR_OK, "%s",
