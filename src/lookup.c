@@ -153,8 +153,8 @@ upulsar_err_t up_lookup(struct upulsar_client *c, up_loop_t *l, const char *topi
             return err;
         }
         bool tls = false;
-        int np;
-        char nh[256];
+        int np = 0;
+        char nh[256] = "";
         bool redirect =
             r->response == PULSAR__PROTO__COMMAND_LOOKUP_TOPIC_RESPONSE__LOOKUP_TYPE__Redirect;
         authoritative = r->has_authoritative && r->authoritative;
