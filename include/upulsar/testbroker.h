@@ -206,8 +206,8 @@ typedef struct upulsar_tb_opts {
     int auth_response_timeout_ms;
 
     /** Non-zero: stand in for a Pulsar proxy in front of this broker.
-     *  LOOKUP answers Connect with proxy_through_service_url = true (and the
-     *  topic owner's URL); a connection whose CONNECT has no
+     *  LOOKUP answers Connect with proxy_through_service_url = true (naming
+     *  the topic's owner, see below); a connection whose CONNECT has no
      *  proxy_to_broker_url serves lookups only and is closed on PRODUCER or
      *  SUBSCRIBE, as a proxy in lookup mode does; one naming this broker
      *  ("127.0.0.1:<port>" or "localhost:<port>") is served as usual, one
