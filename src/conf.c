@@ -186,9 +186,13 @@ static const conf_key_t keys[] = {
      "(same result in every client).",
      "hashingScheme (JavaStringHash, Murmur3_32Hash)"},
     {"routing.mode", K_ENUM, FLD(routing), "round_robin", 0, 0, routing_names, 0, 'P', "",
-     "Partition for messages without a key: round_robin moves to the next partition "
-     "after each batch.max.messages messages, random picks one per message, single "
-     "sticks to one partition chosen at start.",
+     "Partition for messages without a key: round_robin stays on one partition while "
+     "the calling thread's messages there fill one batch and moves to the next when a "
+     "message would not fit (batch.max.messages reached, batch.max.bytes reached with "
+     "its bytes, or batch.max.delay.ms passed since the last move, measured with the "
+     "coarse monotonic clock), and with every message when batching is off, as the "
+     "official clients do; random picks one per message; single sticks to one "
+     "partition chosen at start.",
      "messageRoutingMode (RoundRobinPartition, SinglePartition)"},
     {"queue.buffer.bytes", K_INT64, FLD(queue_buffer_bytes), "1048576", 65536, 1073741824,
      NULL, 0, 'P', "bytes",
