@@ -197,10 +197,13 @@ static upulsar_err_t group_init(struct upulsar_producer *h, up_group_t *grp, int
             return err;
         const char *name = h->base_name[0] ? h->base_name : NULL;
         if (name) {
+            /* as the official clients: the given name on every partition
+             * topic (the broker keys de-duplication history on it, per
+             * topic); several producers of one topic need distinct names,
+             * so then each gets its index in the group, the same at every
+             * start */
             rp->user_named = true;
-            if (partitioned)
-                snprintf(rp->name, sizeof rp->name, "%s-%d-%d", name, g, i);
-            else if (k > 1)
+            if (k > 1)
                 snprintf(rp->name, sizeof rp->name, "%s-%d", name, i);
             else
                 snprintf(rp->name, sizeof rp->name, "%s", name);
