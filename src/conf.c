@@ -110,6 +110,14 @@ static const conf_key_t keys[] = {
     {"lookup.max.redirects", K_INT, FLD(lookup_max_redirects), "20", 0, 1000, NULL, 0, 'C',
      "redirects", "Lookup redirects followed before the lookup fails.",
      "maxLookupRedirects"},
+    {"listener.name", K_STR, FLD(listener_name), "", 0, 0, NULL, 0, 'C', "name",
+     "Advertised listener to connect through, for clusters whose brokers advertise "
+     "several (Pulsar's advertisedListeners, e.g. internal and external addresses): "
+     "named in every lookup (advertised_listener_name), so the broker answers with that "
+     "listener's address. A name the owning broker does not have makes the lookup fail "
+     "with SERVICE_NOT_READY (\"the broker do not have <name> listener\"), retried like "
+     "any ServiceNotReady. Empty = none: the brokers' default (internal) address.",
+     "listenerName"},
     {"memory.limit.bytes", K_INT64, FLD(memory_limit_bytes), "0", 0, INT64_MAX, NULL, 0, 'C',
      "bytes",
      "Client-wide bound on the payload bytes (uncompressed) of messages accepted and not "

@@ -205,8 +205,9 @@ typedef struct upulsar_client upulsar_client_t;
 
 /**
  * Create a client from @p conf (client keys: service.url, io.threads,
- * operation.timeout.ms, keepalive.interval.ms, backoff.*...). No connection
- * is made yet; producers connect when started.
+ * operation.timeout.ms, keepalive.interval.ms, backoff.*, listener.name
+ * (the advertised listener named in every lookup)...). No connection is
+ * made yet; producers connect when started.
  *
  * The files @p conf names are read here. The token source: an
  * auth.token.file that cannot be read (missing, a directory...) or holds no
