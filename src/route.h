@@ -55,19 +55,30 @@ static inline uint64_t up_coarse_us(void)
     return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
 }
 
+/** Round robin reads the clock for each of the first UP_RR_CLOCK_EVERY
+ *  messages after a move, then for every UP_RR_CLOCK_EVERY-th. */
+#define UP_RR_CLOCK_EVERY 8u
+
 /**
  * Route one keyless message of @p len payload bytes round robin over
  * @p slots (> 0) slots, with the batching keys of @p cf, as the official
- * clients' RoundRobinMessageRouter: without batching the cursor moves with every message; with batching it
- * stays while the messages routed there since it last moved fill one
- * batch, and moves when this message would not fit: when batch.max.messages
- * messages are already there, when their bytes plus @p len would reach
- * batch.max.bytes (so a message of batch.max.bytes or more always moves
- * it), or when batch.max.delay.ms has passed since it last moved (the batch
- * has been sent by then; a slow sender moves with every message). The
- * message that moves the cursor is the first of the new slot. Returns the
- * slot. The delay is measured with up_coarse_us(), read once per message
- * when batching with a delay (no clock read otherwise).
+ * clients' RoundRobinMessageRouter: without batching the cursor moves with
+ * every message; with batching it stays while the messages routed there
+ * since it last moved fill one batch, and moves when this message would
+ * not fit: when batch.max.messages messages are already there, when their
+ * bytes plus @p len would reach batch.max.bytes (so a message of
+ * batch.max.bytes or more always moves it), or when batch.max.delay.ms has
+ * passed since it last moved (the batch has been sent by then, so a slow
+ * sender moves with every message). The message that moves the cursor is
+ * the first of the new slot. Returns the slot.
+ * The delay is measured with up_coarse_us(), read with each of the first
+ * UP_RR_CLOCK_EVERY messages after a move and then with every
+ * UP_RR_CLOCK_EVERY-th (a fast sender, the common case, reads it about
+ * batch.max.messages / UP_RR_CLOCK_EVERY times per batch instead of once
+ * per message), so a sender that slows down after a burst of more than
+ * UP_RR_CLOCK_EVERY messages may put up to UP_RR_CLOCK_EVERY - 1 more on
+ * the slot before the delay is seen; no clock read without batching or
+ * with batch.max.delay.ms 0.
  * Thread safety: @p st belongs to the calling thread. Allocates: no.
  * HOT PATH.
  */
@@ -80,10 +91,14 @@ static inline uint32_t up_rr_route(up_rr_t *st, const struct upulsar_conf *cf, s
         move = true; /* every batch holds one message */
     } else {
         uint64_t max_bytes = (uint64_t)cf->batch_max_bytes;
-        now = up_coarse_us();
         move = st->count >= (uint32_t)cf->batch_max_messages || (uint64_t)len >= max_bytes ||
-               st->bytes >= max_bytes - (uint64_t)len ||
-               now - st->moved_us >= (uint64_t)cf->batch_max_delay_us;
+               st->bytes >= max_bytes - (uint64_t)len;
+        if (move) {
+            now = up_coarse_us();
+        } else if (st->count < UP_RR_CLOCK_EVERY || st->count % UP_RR_CLOCK_EVERY == 0) {
+            now = up_coarse_us();
+            move = now - st->moved_us >= (uint64_t)cf->batch_max_delay_us;
+        }
     }
     if (move) {
         st->cursor = st->cursor + 1 < slots ? st->cursor + 1 : 0;
