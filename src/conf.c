@@ -110,6 +110,14 @@ static const conf_key_t keys[] = {
     {"lookup.max.redirects", K_INT, FLD(lookup_max_redirects), "20", 0, 1000, NULL, 0, 'C',
      "redirects", "Lookup redirects followed before the lookup fails.",
      "maxLookupRedirects"},
+    {"listener.name", K_STR, FLD(listener_name), "", 0, 0, NULL, 0, 'C', "name",
+     "Advertised listener to connect through, for clusters whose brokers advertise "
+     "several (Pulsar's advertisedListeners, e.g. internal and external addresses): "
+     "named in every lookup (advertised_listener_name), so the broker answers with that "
+     "listener's address. A name the owning broker does not have makes the lookup fail "
+     "with SERVICE_NOT_READY (\"the broker do not have <name> listener\"), retried like "
+     "any ServiceNotReady. Empty = none: the brokers' default (internal) address.",
+     "listenerName"},
     {"memory.limit.bytes", K_INT64, FLD(memory_limit_bytes), "0", 0, INT64_MAX, NULL, 0, 'C',
      "bytes",
      "Client-wide bound on the payload bytes (uncompressed) of messages accepted and not "
@@ -186,9 +194,13 @@ static const conf_key_t keys[] = {
      "(same result in every client).",
      "hashingScheme (JavaStringHash, Murmur3_32Hash)"},
     {"routing.mode", K_ENUM, FLD(routing), "round_robin", 0, 0, routing_names, 0, 'P', "",
-     "Partition for messages without a key: round_robin moves to the next partition "
-     "after each batch.max.messages messages, random picks one per message, single "
-     "sticks to one partition chosen at start.",
+     "Partition for messages without a key: round_robin stays on one partition while "
+     "the calling thread's messages there fill one batch and moves to the next when a "
+     "message would not fit (batch.max.messages reached, batch.max.bytes reached with "
+     "its bytes, or batch.max.delay.ms passed since the last move, measured with the "
+     "coarse monotonic clock), and with every message when batching is off, as the "
+     "official clients do; random picks one per message; single sticks to one "
+     "partition chosen at start.",
      "messageRoutingMode (RoundRobinPartition, SinglePartition)"},
     {"queue.buffer.bytes", K_INT64, FLD(queue_buffer_bytes), "1048576", 65536, 1073741824,
      NULL, 0, 'P', "bytes",

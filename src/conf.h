@@ -27,6 +27,8 @@ struct upulsar_conf {
     int backoff_initial_ms;       /* backoff.initial.ms, default 100 */
     int backoff_max_ms;           /* backoff.max.ms, default 60000 */
     int lookup_max_redirects;     /* lookup.max.redirects, default 20 */
+    char listener_name[256];      /* listener.name: advertised listener named in every
+                                     LOOKUP, default "" = none */
     int stats_interval_ms;        /* stats.interval.ms, default 0 = off */
     char auth_token[4096];        /* auth.token (secret), default "" */
     char auth_token_file[512];    /* auth.token.file: read at every connect, default "" */

@@ -135,6 +135,9 @@ upulsar_err_t up_lookup(struct upulsar_client *c, up_loop_t *l, const char *topi
         lt.request_id = atomic_fetch_add(&c->next_request_id, 1);
         lt.has_authoritative = 1;
         lt.authoritative = authoritative;
+        /* on every hop: the broker that answers Connect picks the address */
+        if (c->conf.listener_name[0])
+            lt.advertised_listener_name = c->conf.listener_name;
         up_cmd_t *resp;
         err = up_conn_request(conn, &cmd, lt.request_id, op_timeout(c), &resp, NULL, NULL);
         up_conn_unref(conn);

@@ -197,10 +197,13 @@ static upulsar_err_t group_init(struct upulsar_producer *h, up_group_t *grp, int
             return err;
         const char *name = h->base_name[0] ? h->base_name : NULL;
         if (name) {
+            /* as the official clients: the given name on every partition
+             * topic (the broker keys de-duplication history on it, per
+             * topic); several producers of one topic need distinct names,
+             * so then each gets its index in the group, the same at every
+             * start */
             rp->user_named = true;
-            if (partitioned)
-                snprintf(rp->name, sizeof rp->name, "%s-%d-%d", name, g, i);
-            else if (k > 1)
+            if (k > 1)
                 snprintf(rp->name, sizeof rp->name, "%s-%d", name, i);
             else
                 snprintf(rp->name, sizeof rp->name, "%s", name);
@@ -313,10 +316,13 @@ upulsar_err_t upulsar_producer_start(upulsar_client_t *c, const char *name, cons
 
 /* ---- routing -------------------------------------------------------------------- */
 
+/* Routing state of the calling thread: the handle it last sent keyless
+ * messages through, that handle's round robin, and the thread's random
+ * generator. A thread that alternates between handles starts each one's
+ * round robin again (on a random slot) when it comes back to it. */
 typedef struct {
     const void *owner;
-    uint32_t slot;
-    uint32_t count;
+    up_rr_t rr;
     uint64_t rnd;
 } route_tls_t;
 
@@ -336,7 +342,8 @@ static uint64_t next_rand(void)
  * partition hash so keys spread over both. */
 #define GROUP_SEED 0x2f0e1c3bu
 
-static up_rp_t *route(struct upulsar_producer *h, const char *key, up_group_t **gout)
+static up_rp_t *route(struct upulsar_producer *h, const char *key, size_t plen,
+                      up_group_t **gout)
 {
     int k = h->conf.producers_per_partition;
     /* count first, then the array (see struct upulsar_producer) */
@@ -354,17 +361,17 @@ static up_rp_t *route(struct upulsar_producer *h, const char *key, up_group_t **
     } else if (h->conf.routing == UP_ROUTE_RANDOM) {
         s = (uint32_t)(next_rand() % slots);
     } else {
-        /* round robin that stays on one producer for a batch's worth of
-         * messages, so batches fill up */
+        /* round robin that stays on one producer while its batch fills
+         * (see up_rr_route) */
         if (rt.owner != h) {
             rt.owner = h;
-            rt.slot = (uint32_t)(next_rand() % slots);
-            rt.count = 0;
-        } else if (++rt.count >= (uint32_t)h->conf.batch_max_messages) {
-            rt.slot = (rt.slot + 1) % slots;
-            rt.count = 0;
+            /* the first message moves the cursor on from a random slot */
+            rt.rr.cursor = (uint32_t)(next_rand() % slots);
+            rt.rr.count = 0;
+            rt.rr.bytes = 0;
+            rt.rr.moved_us = 0;
         }
-        s = rt.slot % slots;
+        s = up_rr_route(&rt.rr, &h->conf, plen, slots);
     }
     *gout = &groups[s / (uint32_t)k];
     return (*gout)->rps[s % (uint32_t)k];
@@ -398,7 +405,7 @@ upulsar_err_t upulsar_send(upulsar_producer_t *h, const void *payload, size_t le
     if (opts && (opts->flags & UPULSAR_SEND_NOCOPY) && !opts->free_cb)
         return up_seterr(UPULSAR_ERR__INVALID_ARG, "UPULSAR_SEND_NOCOPY needs free_cb");
     up_group_t *g;
-    up_rp_t *rp = route(h, opts ? opts->partition_key : NULL, &g);
+    up_rp_t *rp = route(h, opts ? opts->partition_key : NULL, len, &g);
     int gf = atomic_load_explicit(&g->failed, memory_order_relaxed);
     if (gf)
         return up_seterr((upulsar_err_t)gf, "%s: partition group failed: %s", g->topic,

@@ -2,8 +2,10 @@
  * @internal */
 #ifndef UP_ROUTE_H
 #define UP_ROUTE_H
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 #include "conf.h"
 
@@ -34,4 +36,81 @@ int32_t up_hash_java_string(const char *utf8, size_t len);
  */
 uint32_t up_route_key(up_hash_scheme_t scheme, const char *key, size_t len,
                       uint32_t partitions);
+
+/** Round-robin state of one calling thread for one handle. */
+typedef struct {
+    uint32_t cursor;   /**< current slot, in [0, slots) */
+    uint32_t count;    /**< messages routed to it since the cursor last moved */
+    uint64_t bytes;    /**< their payload bytes */
+    uint64_t moved_us; /**< up_coarse_us() when the cursor last moved */
+} up_rr_t;
+
+/** Monotonic microseconds from the coarse clock: a vDSO read of the time
+ *  of the last timer tick (resolution clock_getres(CLOCK_MONOTONIC_COARSE),
+ *  typically 1 to 10 ms), no system call, a few nanoseconds. */
+static inline uint64_t up_coarse_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+/** Round robin reads the clock for each of the first UP_RR_CLOCK_EVERY
+ *  messages after a move, then for every UP_RR_CLOCK_EVERY-th. */
+#define UP_RR_CLOCK_EVERY 8u
+
+/**
+ * Route one keyless message of @p len payload bytes round robin over
+ * @p slots (> 0) slots, with the batching keys of @p cf, as the official
+ * clients' RoundRobinMessageRouter: without batching the cursor moves with
+ * every message; with batching it stays while the messages routed there
+ * since it last moved fill one batch, and moves when this message would
+ * not fit: when batch.max.messages messages are already there, when their
+ * bytes plus @p len would reach batch.max.bytes (so a message of
+ * batch.max.bytes or more always moves it), or when batch.max.delay.ms has
+ * passed since it last moved (the batch has been sent by then, so a slow
+ * sender moves with every message). The message that moves the cursor is
+ * the first of the new slot. Returns the slot.
+ * The delay is measured with up_coarse_us(), read with each of the first
+ * UP_RR_CLOCK_EVERY messages after a move and then with every
+ * UP_RR_CLOCK_EVERY-th (a fast sender, the common case, reads it about
+ * batch.max.messages / UP_RR_CLOCK_EVERY times per batch instead of once
+ * per message), so a sender that slows down after a burst of more than
+ * UP_RR_CLOCK_EVERY messages may put up to UP_RR_CLOCK_EVERY - 1 more on
+ * the slot before the delay is seen; no clock read without batching or
+ * with batch.max.delay.ms 0.
+ * Thread safety: @p st belongs to the calling thread. Allocates: no.
+ * HOT PATH.
+ */
+static inline uint32_t up_rr_route(up_rr_t *st, const struct upulsar_conf *cf, size_t len,
+                                   uint32_t slots)
+{
+    bool move;
+    uint64_t now = 0;
+    if (!cf->batching_enabled || cf->batch_max_delay_us <= 0) {
+        move = true; /* every batch holds one message */
+    } else {
+        uint64_t max_bytes = (uint64_t)cf->batch_max_bytes;
+        move = st->count >= (uint32_t)cf->batch_max_messages || (uint64_t)len >= max_bytes ||
+               st->bytes >= max_bytes - (uint64_t)len;
+        if (move) {
+            now = up_coarse_us();
+        } else if (st->count < UP_RR_CLOCK_EVERY || st->count % UP_RR_CLOCK_EVERY == 0) {
+            now = up_coarse_us();
+            move = now - st->moved_us >= (uint64_t)cf->batch_max_delay_us;
+        }
+    }
+    if (move) {
+        st->cursor = st->cursor + 1 < slots ? st->cursor + 1 : 0;
+        st->count = 1;
+        st->bytes = len;
+        st->moved_us = now;
+    } else {
+        st->count++;
+        st->bytes += len;
+        if (st->cursor >= slots) /* fewer slots than when it was set */
+            st->cursor %= slots;
+    }
+    return st->cursor;
+}
 #endif

@@ -23,6 +23,7 @@ static const struct {
     {"backoff.initial.ms", "100"},
     {"backoff.max.ms", "60000"},
     {"lookup.max.redirects", "20"},
+    {"listener.name", ""},
     {"memory.limit.bytes", "0"},
     {"stats.interval.ms", "0"},
     {"auth.token", ""},

@@ -24,6 +24,9 @@
  *    only and a pulsar+ssl:// one in brokerServiceUrlTls only (the broker
  *    has one port). In proxy_mode the answer is a Pulsar proxy's: the
  *    proxy-to-broker URL in both fields (see upulsar_tb_opts_t.proxy_mode).
+ *    A LOOKUP naming an advertised listener gets that listener's URL, or
+ *    ServiceNotReady for a listener the broker does not have (see
+ *    upulsar_tb_opts_t.listener_names).
  *  - TLS (opts.tls_cert_file): the port speaks TLS 1.2+ only (OpenSSL);
  *    with tls_ca_file a client certificate is verified when presented, and
  *    required with tls_require_client_cert. A client that does not speak
@@ -232,6 +235,24 @@ typedef struct upulsar_tb_opts {
      *  shares, see "Several brokers in one process" above. NULL = a store of
      *  its own. The other broker may stop first. Default NULL. */
     upulsar_tb_t *shared_store_with;
+
+    /* ---- advertised listeners ---- */
+    /** Named listeners, as Pulsar's advertisedListeners: listener_names[i]
+     *  is advertised at listener_urls[i] ("pulsar://host:port" or
+     *  "pulsar+ssl://host:port", any address: the broker does not listen
+     *  there itself). A LOOKUP for a topic this broker owns that carries
+     *  advertised_listener_name is answered, as Pulsar does, with that
+     *  listener's URL (Connect; in brokerServiceUrl or brokerServiceUrlTls
+     *  by its scheme), or, for a name the broker does not have (also when
+     *  it has none), Failed with ServiceNotReady "the broker do not have
+     *  <name> listener"; without a name (or an empty one) with this
+     *  broker's own URL, which stands for Pulsar's internal listener.
+     *  Redirects (upulsar_tb_set_owner()) and proxy_mode answers are not
+     *  affected. Both lists are copied (listeners_cnt entries, names
+     *  non-empty and distinct). Default: none. */
+    const char *const *listener_names;
+    const char *const *listener_urls;
+    size_t listeners_cnt;
 } upulsar_tb_opts_t;
 
 /** Values of upulsar_tb_opts_t.proxy_broker_link. */
@@ -567,6 +588,9 @@ typedef struct upulsar_tb_stats {
     uint64_t auth_tls_ok;          /**< CONNECTs accepted with auth_method_name
                                         "tls" on a verified client certificate
                                         (also counted in auth_ok) */
+    uint64_t listener_lookups;     /**< LOOKUPs that named a listener
+                                        (non-empty advertised_listener_name,
+                                        also counted in lookups) */
 } upulsar_tb_stats_t;
 
 /** Fill *@p out. Never fails on valid arguments. */

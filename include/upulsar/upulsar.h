@@ -205,8 +205,9 @@ typedef struct upulsar_client upulsar_client_t;
 
 /**
  * Create a client from @p conf (client keys: service.url, io.threads,
- * operation.timeout.ms, keepalive.interval.ms, backoff.*...). No connection
- * is made yet; producers connect when started.
+ * operation.timeout.ms, keepalive.interval.ms, backoff.*, listener.name
+ * (the advertised listener named in every lookup)...). No connection is
+ * made yet; producers connect when started.
  *
  * The files @p conf names are read here. The token source: an
  * auth.token.file that cannot be read (missing, a directory...) or holds no
@@ -414,10 +415,17 @@ typedef struct upulsar_producer upulsar_producer_t;
  * Start a producer for @p topic.
  *
  * @param client     a client from upulsar_client_new().
- * @param name       base producer name, or NULL to let the broker name them.
- *                   Each real producer gets a distinct, stable name:
- *                   "<name>-<partition>-<index>" (index within its group),
- *                   so broker de-duplication recognises it across restarts.
+ * @param name       producer name, or NULL to let the broker name them.
+ *                   As with the official clients, every partition topic's
+ *                   producer is named @p name itself (the broker keys
+ *                   de-duplication history and the last_sequence_id a
+ *                   producer resumes from on the name, per topic); with
+ *                   producers.per.partition > 1 the producers of each
+ *                   partition topic are "<name>-<index>" (index within its
+ *                   group, 0 .. producers.per.partition-1), the same on
+ *                   every partition. Names are thus unique per partition
+ *                   topic and stable across restarts with the same
+ *                   producers.per.partition. 1 to 80 characters.
  * @param topic      "persistent://tenant/ns/topic" or a short name
  *                   ("my-topic" = persistent://public/default/my-topic).
  * @param partitions >0: the topic has that many partitions and upulsar opens

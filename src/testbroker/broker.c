@@ -450,9 +450,50 @@ static void free_parts(upulsar_tb_t *tb)
         free(o);
     }
     free_tokens(tb->tokens, tb->ntokens);
+    free_tokens(tb->listener_names, tb->nlisteners);
+    free_tokens(tb->listener_urls, tb->nlisteners);
     SSL_CTX_free(tb->ssl_ctx);
     free(tb->server_version);
     free(tb);
+}
+
+static bool valid_url(const char *url);
+
+/* Copy the advertised listeners of @p o into @p tb. */
+static upulsar_err_t copy_listeners(upulsar_tb_t *tb, const upulsar_tb_opts_t *o)
+{
+    size_t n = o->listeners_cnt;
+    if (n && (!o->listener_names || !o->listener_urls))
+        return up_seterr(UPULSAR_ERR__INVALID_ARG, "listeners: NULL list with a count");
+    for (size_t i = 0; i < n; i++) {
+        const char *name = o->listener_names[i], *url = o->listener_urls[i];
+        if (!name || !name[0])
+            return up_seterr(UPULSAR_ERR__INVALID_ARG, "listener %zu has no name", i);
+        if (!url || !valid_url(url))
+            return up_seterr(UPULSAR_ERR__INVALID_URL, "listener %s: URL \"%s\" is not "
+                             "pulsar:// or pulsar+ssl://", name, url ? url : "(null)");
+        for (size_t j = 0; j < i; j++)
+            if (!strcmp(o->listener_names[j], name))
+                return up_seterr(UPULSAR_ERR__INVALID_ARG, "listener %s given twice", name);
+    }
+    upulsar_err_t err = copy_tokens(o->listener_names, n, &tb->listener_names);
+    if (err)
+        return err;
+    if ((err = copy_tokens(o->listener_urls, n, &tb->listener_urls))) {
+        free_tokens(tb->listener_names, n);
+        tb->listener_names = NULL;
+        return err;
+    }
+    tb->nlisteners = n;
+    return UPULSAR_OK;
+}
+
+const char *tb_listener_url(const upulsar_tb_t *tb, const char *name)
+{
+    for (size_t i = 0; i < tb->nlisteners; i++)
+        if (!strcmp(tb->listener_names[i], name))
+            return tb->listener_urls[i];
+    return NULL;
 }
 
 upulsar_err_t upulsar_tb_start(const upulsar_tb_opts_t *opts, upulsar_tb_t **out)
@@ -494,6 +535,8 @@ upulsar_err_t upulsar_tb_start(const upulsar_tb_opts_t *opts, upulsar_tb_t **out
     tb->opts.auth_tokens = NULL;
     tb->opts.auth_tokens_cnt = 0;
     tb->opts.shared_store_with = NULL;
+    tb->opts.listener_names = tb->opts.listener_urls = NULL;
+    tb->opts.listeners_cnt = 0;
     tb->instance = atomic_fetch_add(&g_instances, 1) + 1;
     char vbuf[64];
     snprintf(vbuf, sizeof vbuf, "upulsar-testbroker %s", upulsar_version());
@@ -507,6 +550,8 @@ upulsar_err_t upulsar_tb_start(const upulsar_tb_opts_t *opts, upulsar_tb_t **out
     upulsar_err_t err = copy_tokens(o.auth_tokens, o.auth_tokens_cnt, &tb->tokens);
     if (!err)
         tb->ntokens = o.auth_tokens_cnt;
+    if (!err)
+        err = copy_listeners(tb, &o);
     if (!err && o.tls_cert_file)
         err = tls_server_ctx(&o, &tb->ssl_ctx);
     if (!err) {
@@ -1220,6 +1265,7 @@ upulsar_err_t upulsar_tb_stats(upulsar_tb_t *tb, upulsar_tb_stats_t *out)
     out->proxied_connections = atomic_load(&tb->proxied_connections);
     out->lookup_only_closed = atomic_load(&tb->lookup_only_closed);
     out->auth_tls_ok = atomic_load(&tb->auth_tls_ok);
+    out->listener_lookups = atomic_load(&tb->listener_lookups);
     return UPULSAR_OK;
 }
 

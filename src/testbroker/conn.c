@@ -701,13 +701,29 @@ static int on_lookup(tb_conn_t *c, const Pulsar__Proto__CommandLookupTopic *in)
     }
     char *owner = tb_owner_of(tb, norm);
     free(norm);
-    r.has_authoritative = 1;
-    r.authoritative = 1;
+    const char *lname = in->advertised_listener_name && in->advertised_listener_name[0]
+                            ? in->advertised_listener_name
+                            : NULL;
+    if (lname)
+        atomic_fetch_add(&tb->listener_lookups, 1);
     /* as a Pulsar broker, the URL of each port the broker listens on: a
      * pulsar+ssl:// broker is named in brokerServiceUrlTls only, a
      * pulsar:// one in brokerServiceUrl only (the other field is left out,
-     * as Pulsar leaves out the URL of a port it does not open) */
+     * as Pulsar leaves out the URL of a port it does not open); a lookup
+     * naming an advertised listener gets that listener's URL */
     const char *url = owner ? owner : tb->url;
+    char why[300];
+    if (!owner && lname && !tb->opts.proxy_mode && !(url = tb_listener_url(tb, lname))) {
+        /* Pulsar: PulsarServerException, answered as ServiceNotReady */
+        snprintf(why, sizeof why, "the broker do not have %s listener", lname);
+        r.response = PULSAR__PROTO__COMMAND_LOOKUP_TOPIC_RESPONSE__LOOKUP_TYPE__Failed;
+        r.has_error = 1;
+        r.error = UP_SERR(ServiceNotReady);
+        r.message = why;
+        return put_rc(up_frame_put_cmd(&c->out, &cmd));
+    }
+    r.has_authoritative = 1;
+    r.authoritative = 1;
     r.response = owner ? PULSAR__PROTO__COMMAND_LOOKUP_TOPIC_RESPONSE__LOOKUP_TYPE__Redirect
                        : PULSAR__PROTO__COMMAND_LOOKUP_TOPIC_RESPONSE__LOOKUP_TYPE__Connect;
     bool url_tls = !strncmp(url, "pulsar+ssl://", 13);

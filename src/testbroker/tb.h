@@ -280,6 +280,9 @@ struct upulsar_tb {
     SSL_CTX *ssl_ctx;         /**< NULL: plaintext listener */
     char **tokens;            /**< accepted tokens (tb->mu); NULL = no auth */
     size_t ntokens;
+    char **listener_names;    /**< advertised listeners (fixed after start) */
+    char **listener_urls;
+    size_t nlisteners;
 
     pthread_mutex_t mu;
     pthread_cond_t conns_changed;
@@ -313,11 +316,15 @@ struct upulsar_tb {
     atomic_ullong retained_bytes;
     atomic_ullong lookups, partition_lookups, proxied_connections, lookup_only_closed;
     atomic_ullong auth_tls_ok;
+    atomic_ullong listener_lookups;
     char tls_role[256]; /**< tb->mu: CN of the last TLS-authenticated client */
 };
 
 /* broker.c */
 int64_t tb_now_ms(void);
+/** URL of @p tb's advertised listener @p name, NULL if it has none of that
+ *  name. @thread any */
+const char *tb_listener_url(const upulsar_tb_t *tb, const char *name);
 /** Wake a connection's thread (coalesced). */
 void tb_conn_wake(tb_conn_t *c);
 /** Append @p len bytes (frames the broker made, or anything given to
