@@ -17,7 +17,16 @@
  *   2. 2000 keyed messages (100 keys): each is acknowledged from the
  *      partition JavaStringHash(key) mod N names, as the Java client would
  *      route it; every partition gets traffic;
- *   3. every group and producer is READY and names the broker it lives on. */
+ *   3. every group and producer is READY and names the broker it lives on.
+ * named_partitioned_producer (also needs UPULSAR_IT_PARTITIONED_TOPIC):
+ *   a producer name given to start is used as is on every partition topic
+ *   (as the official clients do), and each partition stores its message.
+ * chunked_message_round_trip: with chunking.enabled (batching off, as the
+ *   official clients require for chunking), a message of three times the
+ *   broker's default max_message_size (5 MiB) is acknowledged once.
+ * through_a_proxy (needs UPULSAR_IT_PROXY_URL, the service URL of a Pulsar
+ *   proxy in front of the same cluster): lookups answered "through the
+ *   service URL"; 100 keyed messages acknowledged, in order per key. */
 #include <criterion/criterion.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -149,6 +158,124 @@ Test(integration, partitioned_topic_routing, .timeout = 120)
     for (size_t i = 0; i < np && i < 256; i++) {
         cr_assert_eq(pi[i].state, UPULSAR_STATE_READY, "%s", pi[i].partition_topic);
         cr_assert(pi[i].broker[0], "%s names no broker", pi[i].partition_topic);
+    }
+    cr_assert_eq(upulsar_producer_stop(p, 30000), UPULSAR_OK);
+    upulsar_client_destroy(client);
+    upulsar_conf_destroy(conf);
+}
+
+Test(integration, named_partitioned_producer, .timeout = 120)
+{
+    const char *url = service_url();
+    const char *topic = getenv("UPULSAR_IT_PARTITIONED_TOPIC");
+    if (!topic || !*topic)
+        cr_skip_test("UPULSAR_IT_PARTITIONED_TOPIC is not set");
+    upulsar_conf_t *conf = it_conf(url);
+    upulsar_client_t *client;
+    cr_assert_eq(upulsar_client_new(conf, &client), UPULSAR_OK, "%s", upulsar_last_error());
+    char name[64];
+    snprintf(name, sizeof name, "upulsar-it-%d", (int)getpid());
+    upulsar_producer_t *p;
+    cr_assert_eq(upulsar_producer_start(client, name, topic, 0, conf, &p), UPULSAR_OK, "%s",
+                 upulsar_last_error());
+    int n = upulsar_producer_partitions(p);
+    upulsar_producer_info_t pi[256];
+    size_t np = 0;
+    cr_assert_eq(upulsar_producer_list(p, pi, 256, &np), UPULSAR_OK);
+    cr_assert_eq(np, (size_t)n);
+    for (size_t i = 0; i < np && i < 256; i++)
+        cr_assert_str_eq(pi[i].name, name, "%s", pi[i].partition_topic);
+    for (int part = 0, k = 0; part < n && part < 256; k++) {
+        char key[16];
+        snprintf(key, sizeof key, "key-%d", k);
+        if (java_partition(key, n) != part)
+            continue;
+        upulsar_future_t *f;
+        upulsar_send_opts_t o = {.partition_key = key};
+        cr_assert_eq(upulsar_send(p, "named", 5, &o, &f), UPULSAR_OK);
+        upulsar_msg_id_t id;
+        cr_assert_eq(upulsar_future_wait(f, 30000, &id), UPULSAR_OK, "%s",
+                     upulsar_last_error());
+        cr_assert_eq(id.partition, part);
+        upulsar_future_release(f);
+        part++;
+    }
+    cr_assert_eq(upulsar_producer_stop(p, 30000), UPULSAR_OK);
+    upulsar_client_destroy(client);
+    upulsar_conf_destroy(conf);
+}
+
+Test(integration, chunked_message_round_trip, .timeout = 120)
+{
+    const char *url = service_url();
+    upulsar_conf_t *conf = it_conf(url);
+    char err[256];
+    cr_assert_eq(upulsar_conf_set(conf, "chunking.enabled", "true", err, sizeof err),
+                 UPULSAR_CONF_OK, "%s", err);
+    cr_assert_eq(upulsar_conf_set(conf, "batching.enabled", "false", err, sizeof err),
+                 UPULSAR_CONF_OK, "%s", err);
+    upulsar_client_t *client;
+    cr_assert_eq(upulsar_client_new(conf, &client), UPULSAR_OK, "%s", upulsar_last_error());
+    char topic[128];
+    snprintf(topic, sizeof topic, "upulsar-it-chunks-%d", (int)getpid());
+    upulsar_producer_t *p;
+    cr_assert_eq(upulsar_producer_start(client, NULL, topic, 0, conf, &p), UPULSAR_OK, "%s",
+                 upulsar_last_error());
+    size_t len = 15u << 20;
+    char *big = malloc(len);
+    cr_assert_not_null(big);
+    for (size_t i = 0; i < len; i++)
+        big[i] = (char)('a' + i % 23);
+    upulsar_future_t *f;
+    cr_assert_eq(upulsar_send(p, big, len, NULL, &f), UPULSAR_OK, "%s", upulsar_last_error());
+    upulsar_msg_id_t id;
+    cr_assert_eq(upulsar_future_wait(f, 60000, &id), UPULSAR_OK, "%s", upulsar_last_error());
+    cr_assert_neq(id.ledger_id, UPULSAR_ID_UNKNOWN);
+    upulsar_future_release(f);
+    free(big);
+    cr_assert_eq(upulsar_producer_stop(p, 30000), UPULSAR_OK);
+    upulsar_client_destroy(client);
+    upulsar_conf_destroy(conf);
+}
+
+Test(integration, through_a_proxy, .timeout = 120)
+{
+    const char *proxy = getenv("UPULSAR_IT_PROXY_URL");
+    if (!proxy || !*proxy)
+        cr_skip_test("UPULSAR_IT_PROXY_URL is not set (the service URL of a Pulsar proxy)");
+    upulsar_conf_t *conf = it_conf(proxy);
+    upulsar_client_t *client;
+    cr_assert_eq(upulsar_client_new(conf, &client), UPULSAR_OK, "%s", upulsar_last_error());
+    char topic[128];
+    snprintf(topic, sizeof topic, "upulsar-it-proxy-%d", (int)getpid());
+    upulsar_producer_t *p;
+    cr_assert_eq(upulsar_producer_start(client, NULL, topic, 0, conf, &p), UPULSAR_OK, "%s",
+                 upulsar_last_error());
+    enum { N = 100, KEYS = 5 };
+    upulsar_future_t *f[N];
+    for (int i = 0; i < N; i++) {
+        char key[16];
+        snprintf(key, sizeof key, "k%d", i % KEYS);
+        upulsar_send_opts_t o = {.partition_key = key};
+        cr_assert_eq(upulsar_send(p, "proxied", 7, &o, &f[i]), UPULSAR_OK, "%s",
+                     upulsar_last_error());
+    }
+    upulsar_msg_id_t last[KEYS];
+    for (int i = 0; i < N; i++) {
+        upulsar_msg_id_t id;
+        cr_assert_eq(upulsar_future_wait(f[i], 30000, &id), UPULSAR_OK, "message %d: %s", i,
+                     upulsar_last_error());
+        upulsar_future_release(f[i]);
+        if (i >= KEYS) { /* one producer: a key's messages in send order */
+            const upulsar_msg_id_t *prev = &last[i % KEYS];
+            cr_assert(id.ledger_id > prev->ledger_id ||
+                          (id.ledger_id == prev->ledger_id &&
+                           (id.entry_id > prev->entry_id ||
+                            (id.entry_id == prev->entry_id &&
+                             id.batch_index > prev->batch_index))),
+                      "message %d stored before an earlier one of its key", i);
+        }
+        last[i % KEYS] = id;
     }
     cr_assert_eq(upulsar_producer_stop(p, 30000), UPULSAR_OK);
     upulsar_client_destroy(client);

@@ -7,6 +7,7 @@
  *                       [--tls-require-client-cert]]
  *                      [--token TOKEN]... [--token-file FILE]...
  *                      [--auth-challenge-on-connect] [--auth-response-timeout-ms MS]
+ *                      [--proxy-mode]
  *
  * Prints its URL ("pulsar://127.0.0.1:PORT", or "pulsar+ssl://localhost:PORT"
  * with TLS) on the first line of stdout once it listens, then serves until
@@ -117,6 +118,8 @@ static void usage(FILE *fp)
           "  --owner TOPIC=URL      redirect lookups of TOPIC to URL (repeatable)\n"
           "  --perf                 store entries without parsing batches\n"
           "  --max-message-size B   advertised max_message_size (default 5242880)\n"
+          "  --proxy-mode           answer as a Pulsar proxy in front of this broker\n"
+          "                         (lookups say: connect through the service URL)\n"
           "  --ping-interval-ms MS  keep-alive interval (default 30000, 0 = off)\n"
           "  --retain-max-mb MB     stop keeping entry bytes beyond MB (default unlimited)\n"
           "  --tls-cert FILE        serve TLS with this PEM certificate (chain)...\n"
@@ -185,6 +188,8 @@ int main(int argc, char **argv)
             o.tls_require_client_cert = 1;
         } else if (!strcmp(a, "--auth-challenge-on-connect")) {
             o.auth_challenge_on_connect = 1;
+        } else if (!strcmp(a, "--proxy-mode")) {
+            o.proxy_mode = 1;
         } else if (!v) {
             fprintf(stderr, "%s: missing value or unknown option\n", a);
             usage(stderr);
