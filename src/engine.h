@@ -31,6 +31,7 @@
 #include "conf.h"
 #include "frame.h"
 #include "future.h"
+#include "record.h"
 #include "ring.h"
 #include "upulsar/upulsar.h"
 
@@ -253,46 +254,7 @@ struct up_batch {
 /* (loop) a connection queue stopped pointing at @p b */
 void up_batch_unref(up_batch_t *b);
 
-/* Ring record header, in the record's first cell. */
-typedef struct up_rec {
-    uint32_t ncells_flags; /* cells << 4 | flags */
-    uint32_t payload_len;
-    uint16_t key_len;
-    uint16_t okey_len;
-    uint32_t props_len;
-    struct upulsar_future *future;
-    uint64_t event_time;
-} up_rec_t;
-_Static_assert(sizeof(up_rec_t) == 32, "record header is one cell");
-
-#define UP_REC_KEY 0x1u  /* has a partition key (may be empty) */
-#define UP_REC_EXT 0x2u  /* up_rec_ext_t follows the header */
-#define UP_REC_NOCOPY 0x4u /* payload is by pointer (ext.payload) */
-#define UP_REC_META 0x8u /* up_rec_meta_t (+ repl_len bytes) follows the ext */
-
 #define UP_AGE_SAMPLES 16
-
-typedef struct up_rec_ext {
-    upulsar_delivery_cb_t cb;
-    void *opaque;
-    void (*free_cb)(void *payload, void *opaque);
-    const void *payload;
-} up_rec_ext_t;
-_Static_assert(sizeof(up_rec_ext_t) == 32, "record extension is one cell");
-
-/* Per-message options off the common path (deliver_at, an explicit sequence
- * id, replicate_to); followed by repl_len bytes of NUL-terminated cluster
- * names. */
-#define UP_META_SEQ 0x1u  /* seq is explicit */
-#define UP_META_SOLO 0x2u /* an entry of its own (deliver_at, replicate_to) */
-typedef struct up_rec_meta {
-    uint64_t deliver_at;
-    uint64_t seq;
-    uint32_t repl_len;
-    uint16_t nrepl;
-    uint16_t mflags;
-} up_rec_meta_t;
-_Static_assert(sizeof(up_rec_meta_t) == 24, "record meta size");
 
 struct up_rp {
     /* ---- immutable after creation ---- */

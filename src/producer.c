@@ -257,11 +257,14 @@ static const char *const *repl_names(const upulsar_send_opts_t *o, size_t *n)
     return o->replication_clusters;
 }
 
-/* Validate the options that need a meta section and fill it. */
-static upulsar_err_t rec_meta(const upulsar_send_opts_t *o, up_rec_meta_t *m)
+/* Validate the options that need a meta section and fill it (and the
+ * cluster names to write after it). */
+static upulsar_err_t rec_meta(const upulsar_send_opts_t *o, up_rec_meta_t *m,
+                              const char *const **names_out)
 {
     size_t n;
     const char *const *names = repl_names(o, &n);
+    *names_out = names;
     if (n > UPULSAR_MAX_REPLICATION_CLUSTERS)
         return up_seterr(UPULSAR_ERR__INVALID_ARG, "more than %d replication clusters",
                          UPULSAR_MAX_REPLICATION_CLUSTERS);
@@ -294,19 +297,6 @@ static upulsar_err_t rec_meta(const upulsar_send_opts_t *o, up_rec_meta_t *m)
     return UPULSAR_OK;
 }
 
-/* Write the cluster names of rec_meta() at @p dst; returns their bytes. */
-static size_t rec_meta_names(uint8_t *dst, const upulsar_send_opts_t *o)
-{
-    size_t n, off = 0;
-    const char *const *names = repl_names(o, &n);
-    for (size_t i = 0; i < n; i++) {
-        size_t l = strlen(names[i]) + 1;
-        memcpy(dst + off, names[i], l);
-        off += l;
-    }
-    return off;
-}
-
 /* The size rule of upulsar_send() (upulsar.h): @p keys and @p props are
  * already bounded (2 * 65535, 1 MiB) and @p repl by UP_REPL_MAX_BYTES, so
  * their sums cannot overflow; @p len is compared before it is added. */
@@ -336,20 +326,6 @@ static upulsar_err_t size_check(bool chunking, size_t maxsz, size_t len, size_t 
     return UPULSAR_OK;
 }
 
-/* Writes pieces of a record into the ring at a running offset. */
-typedef struct ring_put {
-    up_ring_t *r;
-    uint64_t pos;
-    size_t off;
-} ring_put_t;
-
-static void ring_put(void *ctx, const void *p, size_t len)
-{
-    ring_put_t *w = ctx;
-    up_ring_write(w->r, w->pos, w->off, p, len);
-    w->off += len;
-}
-
 upulsar_err_t up_rp_enqueue(up_rp_t *rp, const void *payload, size_t len,
                             const upulsar_send_opts_t *o, upulsar_future_t **future)
 {
@@ -361,24 +337,23 @@ upulsar_err_t up_rp_enqueue(up_rp_t *rp, const void *payload, size_t len,
     if (atomic_load_explicit(&rp->lazy, memory_order_relaxed) == 1)
         lazy_start(rp);
     int32_t maxsz = atomic_load_explicit(&rp->client->max_message_size, memory_order_relaxed);
-    up_rec_t h = {0};
-    up_rec_ext_t ext = {0};
-    up_rec_meta_t meta = {0};
-    size_t meta_len = 0;
-    uint32_t flags = 0;
-    size_t key_len = 0, okey_len = 0, props_len = 0;
+    up_rec_in_t in = {0};
+    in.payload = payload;
+    in.payload_len = len;
     if (o) {
         if (o->partition_key) {
-            key_len = strnlen(o->partition_key, UPULSAR_MAX_KEY_BYTES + 1);
-            if (key_len > UPULSAR_MAX_KEY_BYTES)
+            in.key_len = strnlen(o->partition_key, UPULSAR_MAX_KEY_BYTES + 1);
+            if (in.key_len > UPULSAR_MAX_KEY_BYTES)
                 return up_seterr(UPULSAR_ERR__INVALID_ARG, "partition_key longer than 65535 bytes");
-            flags |= UP_REC_KEY;
+            in.key = o->partition_key;
+            in.flags |= UP_REC_KEY;
         }
         if (o->ordering_key) {
-            okey_len = o->ordering_key_len;
-            if (okey_len > UPULSAR_MAX_KEY_BYTES || okey_len == 0)
+            in.okey_len = o->ordering_key_len;
+            if (in.okey_len > UPULSAR_MAX_KEY_BYTES || in.okey_len == 0)
                 return up_seterr(UPULSAR_ERR__INVALID_ARG,
                                  "ordering_key must be 1 to 65535 bytes");
+            in.okey = o->ordering_key;
         }
         if (o->properties_cnt) {
             if (!o->properties)
@@ -386,59 +361,58 @@ upulsar_err_t up_rp_enqueue(up_rp_t *rp, const void *payload, size_t len,
             for (size_t i = 0; i < o->properties_cnt; i++)
                 if (!o->properties[i].key || !o->properties[i].value)
                     return up_seterr(UPULSAR_ERR__INVALID_ARG, "property %zu has a NULL key or value", i);
-            props_len = up_props_size_capped(o->properties, o->properties_cnt,
-                                             UPULSAR_MAX_PROPERTIES_BYTES);
-            if (props_len > UPULSAR_MAX_PROPERTIES_BYTES)
+            in.props_len = up_props_size_capped(o->properties, o->properties_cnt,
+                                                UPULSAR_MAX_PROPERTIES_BYTES);
+            if (in.props_len > UPULSAR_MAX_PROPERTIES_BYTES)
                 return up_seterr(UPULSAR_ERR__INVALID_ARG,
                                  "properties larger than 1 MiB (%d bytes encoded)",
                                  UPULSAR_MAX_PROPERTIES_BYTES);
+            in.props = o->properties;
+            in.nprops = o->properties_cnt;
         }
         if (o->cb || (o->flags & UPULSAR_SEND_NOCOPY)) {
-            flags |= UP_REC_EXT;
-            ext.cb = o->cb;
-            ext.opaque = o->opaque;
+            in.flags |= UP_REC_EXT;
+            in.ext.cb = o->cb;
+            in.ext.opaque = o->opaque;
         }
         if (o->flags & UPULSAR_SEND_NOCOPY) {
-            flags |= UP_REC_NOCOPY;
-            ext.free_cb = o->free_cb;
-            ext.payload = payload;
+            in.flags |= UP_REC_NOCOPY;
+            in.ext.free_cb = o->free_cb;
+            in.ext.payload = payload;
         }
-        h.event_time = o->event_time_ms;
+        in.event_time = o->event_time_ms;
         if (o->deliver_at_ms | o->deliver_after_ms | o->replication_clusters_cnt |
             (uint64_t)o->disable_replication | (uint64_t)(o->flags & UPULSAR_SEND_SEQUENCE_ID)) {
-            upulsar_err_t e = rec_meta(o, &meta);
+            upulsar_err_t e = rec_meta(o, &in.meta, &in.names);
             if (e)
                 return e;
-            flags |= UP_REC_META;
-            meta_len = sizeof meta + meta.repl_len;
+            in.flags |= UP_REC_META;
         }
     }
-    size_t var = key_len + okey_len + props_len;
     /* a message whose entry (or, chunked, whose chunks) cannot fit in
      * max_message_size is refused here, with nothing else affected */
     upulsar_err_t se = size_check(cf->chunking_enabled, maxsz > 0 ? (size_t)maxsz : 0, len,
-                                  key_len + okey_len, props_len,
-                                  (size_t)meta.repl_len + 2u * meta.nrepl);
+                                  in.key_len + in.okey_len, in.props_len,
+                                  (size_t)in.meta.repl_len + 2u * in.meta.nrepl);
     if (se)
         return se;
     /* from here on len <= UPULSAR_MAX_CHUNKED_BYTES: every sum below fits */
-    size_t size = sizeof h + ((flags & UP_REC_EXT) ? sizeof ext : 0) + meta_len + var +
-                  ((flags & UP_REC_NOCOPY) ? 0 : len);
+    size_t size = up_rec_size(&in);
     uint64_t ncells = up_ring_cells_for(size);
     void *copy = NULL;
-    if (ncells > rp->ring.cap / 4 && !(flags & UP_REC_NOCOPY)) {
+    if (ncells > rp->ring.cap / 4 && !(in.flags & UP_REC_NOCOPY)) {
         /* too big to share the ring: keep a private copy (one allocation
          * per large message, never on the small-message path) */
         copy = malloc(len ? len : 1);
         if (!copy)
             return up_seterr(UPULSAR_ERR__NOMEM, "out of memory copying a %zu byte message", len);
         memcpy(copy, payload, len);
-        flags |= UP_REC_EXT | UP_REC_NOCOPY;
-        ext.free_cb = internal_free;
-        ext.payload = copy;
+        in.flags |= UP_REC_EXT | UP_REC_NOCOPY;
+        in.ext.free_cb = internal_free;
+        in.ext.payload = copy;
         if (!o || !o->cb)
-            ext.cb = NULL;
-        size = sizeof h + sizeof ext + meta_len + var;
+            in.ext.cb = NULL;
+        size = up_rec_size(&in);
         ncells = up_ring_cells_for(size);
     }
     if (ncells > rp->ring.cap / 2) {
@@ -491,65 +465,9 @@ upulsar_err_t up_rp_enqueue(up_rp_t *rp, const void *payload, size_t len,
             up_ring_wait_space(&rp->ring, ncells, deadline - now < 2000 ? deadline - now : 2000);
         }
     }
-    h.ncells_flags = (uint32_t)(ncells << 4) | flags;
-    h.payload_len = (uint32_t)len;
-    h.key_len = (uint16_t)key_len;
-    h.okey_len = (uint16_t)okey_len;
-    h.props_len = (uint32_t)props_len;
-    h.future = f;
+    in.future = f;
     up_ring_t *r = &rp->ring;
-    uint8_t *cell = up_ring_cell(r, pos);
-    bool contiguous = (pos & r->mask) + ncells <= r->cap;
-    size_t off = sizeof h;
-    if (contiguous) {
-        memcpy(cell, &h, sizeof h);
-        uint8_t *p = cell + off;
-        if (flags & UP_REC_EXT) {
-            memcpy(p, &ext, sizeof ext);
-            p += sizeof ext;
-        }
-        if (flags & UP_REC_META) {
-            memcpy(p, &meta, sizeof meta);
-            p += sizeof meta;
-            p += rec_meta_names(p, o);
-        }
-        if (key_len)
-            memcpy(p, o->partition_key, key_len);
-        p += key_len;
-        if (okey_len)
-            memcpy(p, o->ordering_key, okey_len);
-        p += okey_len;
-        if (props_len)
-            p += up_props_encode(p, o->properties, o->properties_cnt);
-        if (!(flags & UP_REC_NOCOPY) && len)
-            memcpy(p, payload, len);
-    } else {
-        memcpy(cell, &h, sizeof h); /* the first cell never wraps */
-        if (flags & UP_REC_EXT) {
-            up_ring_write(r, pos, off, &ext, sizeof ext);
-            off += sizeof ext;
-        }
-        if (flags & UP_REC_META) {
-            up_ring_write(r, pos, off, &meta, sizeof meta);
-            off += sizeof meta;
-            uint8_t names[UP_REPL_MAX_BYTES];
-            size_t nl = rec_meta_names(names, o);
-            up_ring_write(r, pos, off, names, nl);
-            off += nl;
-        }
-        up_ring_write(r, pos, off, o ? o->partition_key : NULL, key_len);
-        off += key_len;
-        up_ring_write(r, pos, off, o ? o->ordering_key : NULL, okey_len);
-        off += okey_len;
-        if (props_len) {
-            /* encoded piece by piece straight into the ring: no copy */
-            ring_put_t rw = {r, pos, off};
-            up_props_encode_to(o->properties, o->properties_cnt, ring_put, &rw);
-            off += props_len;
-        }
-        if (!(flags & UP_REC_NOCOPY))
-            up_ring_write(r, pos, off, payload, len);
-    }
+    up_rec_write(r, pos, ncells, &in);
     up_ring_commit(r, pos); /* R1 */
     /* pairs with the loop's store of `sleeping` + heavy fence (uring_loop.c) */
     if (up_fence_light_ok())
@@ -940,24 +858,6 @@ fail:;
     return -1;
 }
 
-/* Make the record at the read position contiguous: returns a pointer to the
- * bytes after the header (extension, key, ordering key, props, payload). */
-static const uint8_t *record_body(up_rp_t *rp, uint64_t ncells, size_t size)
-{
-    up_ring_t *r = &rp->ring;
-    if ((r->ctail & r->mask) + ncells <= r->cap)
-        return up_ring_cell(r, r->ctail) + sizeof(up_rec_t);
-    if (rp->scratch_cap < size) {
-        uint8_t *s = realloc(rp->scratch, size);
-        if (!s)
-            return NULL;
-        rp->scratch = s;
-        rp->scratch_cap = size;
-    }
-    up_ring_read(r, r->ctail, sizeof(up_rec_t), rp->scratch, size - sizeof(up_rec_t));
-    return rp->scratch;
-}
-
 /* The batch carries one message sent as an entry of its own: keep its
  * entry-level metadata (the cluster names are copied out of the ring). */
 static bool batch_set_solo(up_batch_t *b, const up_rec_meta_t *meta, const char *names)
@@ -1178,11 +1078,12 @@ static upulsar_err_t close_chunk(up_rp_t *rp, up_batch_t *b, const up_smm_t *m, 
  * message's result (future, callback, limits). Each chunk's metadata and
  * payload together fit in the broker's max_message_size. All batches are
  * taken first, so that nothing is sent when memory runs out. */
-static upulsar_err_t send_chunks(up_rp_t *rp, const up_smm_t *m, const void *payload,
-                                 const up_rec_t *h, const up_rec_ext_t *ext, uint64_t ncells,
+static upulsar_err_t send_chunks(up_rp_t *rp, const up_smm_t *m, const up_rec_view_t *v,
                                  uint64_t now)
 {
-    size_t len = h->payload_len, max = broker_max(rp), mdb = chunk_md_bound(m);
+    const void *payload = v->payload;
+    uint64_t ncells = v->ncells;
+    size_t len = v->payload_len, max = broker_max(rp), mdb = chunk_md_bound(m);
     /* upulsar_send() checked both against the limit it knew; the broker's
      * may have shrunk since */
     if (mdb > max / 2 || len > UPULSAR_MAX_CHUNKED_BYTES)
@@ -1239,7 +1140,7 @@ static upulsar_err_t send_chunks(up_rp_t *rp, const up_smm_t *m, const void *pay
         b->first_seq = b->last_seq = m->sequence_id;
         b->ring_end = last ? ring_start + ncells : ring_start;
         if (last) {
-            b->done[0] = (up_done_t){h->future, ext->cb, ext->opaque};
+            b->done[0] = (up_done_t){v->future, v->ext.cb, v->ext.opaque};
             b->n = 1;
             b->payload_bytes = len;
         }
@@ -1262,50 +1163,42 @@ static upulsar_err_t send_chunks(up_rp_t *rp, const up_smm_t *m, const void *pay
     return err;
 }
 
-/* Take one record off the ring into the open batch (or fail it). */
-static void drain_one(up_rp_t *rp, const up_rec_t *h, uint64_t now)
+/* Take one record off the ring into the open batch (or fail it); returns
+ * its cells. */
+static uint64_t drain_one(up_rp_t *rp, uint64_t now)
 {
     const struct upulsar_conf *cf = rp_conf(rp);
-    uint64_t ncells = h->ncells_flags >> 4;
-    uint32_t flags = h->ncells_flags & 0xf;
-    const uint8_t *p = record_body(rp, ncells, (size_t)ncells * UP_RING_CELL);
-    up_rec_ext_t ext = {0};
-    up_rec_meta_t meta = {0};
-    const char *names = NULL;
+    up_rec_view_t v;
     upulsar_err_t err = UPULSAR_OK;
     up_detail_t *det = NULL; /* why it failed, when not just NOMEM */
-    if (!p) {
-        err = UPULSAR_ERR__NOMEM;
-        goto out_fail_noext;
+    int rc = up_rec_read(&rp->ring, rp->ring.ctail, &rp->scratch, &rp->scratch_cap, &v);
+    if (rc) {
+        /* out of memory making a wrapped record contiguous (a record the
+         * callers wrote is never malformed) */
+        up_rec_t h;
+        memcpy(&h, up_ring_cell(&rp->ring, rp->ring.ctail), sizeof h);
+        err = (upulsar_err_t)rc;
+        limits_release(rp, 1, h.payload_len);
+        det = rp_detail(rp, "%s while batching the message", upulsar_err_str(err));
+        resolve_one(h.future, NULL, NULL, err, NULL, det);
+        up_detail_put(&rp->client->futures, det);
+        atomic_fetch_add_explicit(&rp->failed_msgs, 1, memory_order_relaxed);
+        return up_rec_cells(&h);
     }
-    if (flags & UP_REC_EXT) {
-        memcpy(&ext, p, sizeof ext);
-        p += sizeof ext;
-    }
-    if (flags & UP_REC_META) {
-        memcpy(&meta, p, sizeof meta);
-        names = (const char *)p + sizeof meta;
-        p += sizeof meta + meta.repl_len;
-    }
+    uint64_t ncells = v.ncells;
+    up_rec_ext_t ext = v.ext;
+    up_rec_meta_t meta = v.meta;
+    const char *names = v.names;
+    const void *payload = v.payload;
     up_smm_t m = {0};
-    if (flags & UP_REC_KEY) {
-        m.key = (const char *)p;
-        m.key_len = h->key_len;
-    }
-    p += h->key_len;
-    if (h->okey_len) {
-        m.okey = p;
-        m.okey_len = h->okey_len;
-    }
-    p += h->okey_len;
-    if (h->props_len) {
-        m.props = p;
-        m.props_len = h->props_len;
-    }
-    p += h->props_len;
-    const void *payload = (flags & UP_REC_NOCOPY) ? ext.payload : p;
-    m.event_time = h->event_time;
-    m.payload_size = h->payload_len;
+    m.key = v.key;
+    m.key_len = v.key_len;
+    m.okey = v.okey;
+    m.okey_len = v.okey_len;
+    m.props = v.props;
+    m.props_len = v.props_len;
+    m.event_time = v.event_time;
+    m.payload_size = v.payload_len;
     m.sequence_id = rp->next_seq;
     /* key_based: a message with its own sequence id or entry-level metadata
      * is sent as an entry of its own, after what is open */
@@ -1349,7 +1242,7 @@ static void drain_one(up_rp_t *rp, const up_rec_t *h, uint64_t now)
         det = rp_detail(rp, "message of %u bytes makes an entry of up to %zu bytes with its "
                             "metadata, over the broker's max_message_size %zu (learnt after the "
                             "message was accepted; chunking.enabled is off)",
-                        h->payload_len, alone, bmax);
+                        v.payload_len, alone, bmax);
         goto out_fail;
     }
     if (alone > bmax) {
@@ -1358,18 +1251,18 @@ static void drain_one(up_rp_t *rp, const up_rec_t *h, uint64_t now)
             if (!(meta.mflags & UP_META_SEQ))
                 m.sequence_id = rp->next_seq; /* key_based: ids given at close */
         }
-        err = send_chunks(rp, &m, payload, h, &ext, ncells, now);
+        err = send_chunks(rp, &m, &v, now);
         if (err == UPULSAR_ERR__MSG_TOO_LARGE)
             det = rp_detail(rp, "message of %u bytes cannot be sent in chunks of the broker's "
                                 "max_message_size %zu (learnt after the message was accepted): "
                                 "its keys and properties take up to %zu bytes of every chunk",
-                            h->payload_len, bmax, chunk_md_bound(&m));
+                            v.payload_len, bmax, chunk_md_bound(&m));
         if (err)
             goto out_fail;
         rp->next_seq = m.sequence_id + 1;
         if (ext.free_cb)
             ext.free_cb((void *)ext.payload, ext.opaque);
-        return;
+        return ncells;
     }
     bool solo = meta.mflags & UP_META_SOLO;
     /* an entry never outgrows the broker's max_message_size, metadata
@@ -1419,8 +1312,8 @@ static void drain_one(up_rp_t *rp, const up_rec_t *h, uint64_t now)
     }
     b->rec_len += up_record_put(b->buf + HDR_ROOM + b->rec_len, &m, payload);
     b->last_seq = m.sequence_id;
-    b->payload_bytes += h->payload_len;
-    b->done[b->n++] = (up_done_t){h->future, ext.cb, ext.opaque};
+    b->payload_bytes += v.payload_len;
+    b->done[b->n++] = (up_done_t){v.future, ext.cb, ext.opaque};
     if (!kb)
         rp->next_seq = m.sequence_id + 1;
     if (kb) {
@@ -1433,17 +1326,17 @@ static void drain_one(up_rp_t *rp, const up_rec_t *h, uint64_t now)
         b->ring_end = rp->ring.ctail + ncells;
         close_batch(rp);
     }
-    return;
+    return ncells;
 out_fail:
     if (ext.free_cb)
         ext.free_cb((void *)ext.payload, ext.opaque);
-out_fail_noext:
-    limits_release(rp, 1, h->payload_len);
+    limits_release(rp, 1, v.payload_len);
     if (!det)
         det = rp_detail(rp, "%s while batching the message", upulsar_err_str(err));
-    resolve_one(h->future, ext.cb, ext.opaque, err, NULL, det);
+    resolve_one(v.future, ext.cb, ext.opaque, err, NULL, det);
     up_detail_put(&rp->client->futures, det);
     atomic_fetch_add_explicit(&rp->failed_msgs, 1, memory_order_relaxed);
+    return ncells;
 }
 
 bool up_rp_pump(up_rp_t *rp, uint64_t now, uint64_t *deadline)
@@ -1477,11 +1370,7 @@ bool up_rp_pump(up_rp_t *rp, uint64_t now, uint64_t *deadline)
         }
     }
     while (budget-- && rp->npend < max_inflight && up_ring_peek(r)) {
-        up_rec_t h;
-        memcpy(&h, up_ring_cell(r, r->ctail), sizeof h);
-        drain_one(rp, &h, now);
-        uint64_t ncells = h.ncells_flags >> 4;
-        r->ctail += ncells;
+        r->ctail += drain_one(rp, now);
         if (rp->open)
             rp->open->ring_end = r->ctail;
         consumed = true;
@@ -1709,16 +1598,14 @@ static void fail_ring_record(up_rp_t *rp, upulsar_err_t err, up_detail_t *det)
 {
     up_ring_t *r = &rp->ring;
     up_rec_t h;
-    memcpy(&h, up_ring_cell(r, r->ctail), sizeof h);
-    up_rec_ext_t ext = {0};
-    if (h.ncells_flags & UP_REC_EXT)
-        up_ring_read(r, r->ctail, sizeof h, &ext, sizeof ext);
+    up_rec_ext_t ext;
+    up_rec_read_head(r, r->ctail, &h, &ext);
     if (ext.free_cb)
         ext.free_cb((void *)ext.payload, ext.opaque);
     limits_release(rp, 1, h.payload_len);
     resolve_one(h.future, ext.cb, ext.opaque, err, NULL, det);
     atomic_fetch_add_explicit(&rp->failed_msgs, 1, memory_order_relaxed);
-    r->ctail += h.ncells_flags >> 4;
+    r->ctail += up_rec_cells(&h);
 }
 
 /* Fail the open batch and every pending batch, in order, with the detail
