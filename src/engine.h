@@ -330,11 +330,14 @@ struct up_rp {
     up_conn_t *conn;    /* registered connection (holds a reference), or NULL */
     bool registered;    /* present in conn->rps */
     uint64_t next_seq;
-    up_batch_t *open;   /* key_based: the first of the open per-key batches,
-                           linked by next in ascending first sequence id */
-    uint32_t kb_n;      /* key_based: messages and bytes of all open batches */
-    size_t kb_bytes;
-    uint64_t kb_start;  /* key_based: ring position of their first record */
+    const struct up_batcher *batcher; /* chosen at creation (batcher.h) */
+    up_batch_t *open;   /* the open batches, linked by next in ascending first
+                           sequence id: at most one, but with key_based */
+    struct {
+        uint32_t n;     /* messages and bytes of all open batches */
+        size_t bytes;
+        uint64_t start; /* ring position of their first record */
+    } kb;               /* key_based (batcher_key.c) */
     uint64_t open_deadline_us;
     uint64_t window_end_us; /* records seen, batch window not yet drained */
     bool holding;           /* records left in the ring until the window ends,
@@ -343,7 +346,6 @@ struct up_rp {
     up_batch_t *pend_head, *pend_tail, *unsent;
     size_t npend;
     up_batch_t *free_batches;
-    size_t nbatches_alloc;
     uint8_t *scratch; /* a wrapped record, copied contiguous */
     size_t scratch_cap;
     bool closing;
