@@ -100,10 +100,8 @@ up_batch_t *up_batch_get(up_rp_t *rp)
 }
 
 /* Make @p b's buffer hold at least @p total bytes (head room included). */
-bool up_batch_reserve(up_batch_t *b, size_t total)
+bool up_batch_grow(up_batch_t *b, size_t total)
 {
-    if (b->cap >= total)
-        return true;
     size_t cap = total + 1024;
     uint8_t *nb = realloc(b->buf, cap);
     if (!nb)
@@ -325,50 +323,40 @@ static uint64_t drain_one(up_rp_t *rp, uint64_t now)
         atomic_fetch_add_explicit(&rp->failed_msgs, 1, memory_order_relaxed);
         return up_rec_cells(&h);
     }
-    uint64_t ncells = v.ncells;
-    up_rec_ext_t ext = v.ext;
-    up_rec_meta_t meta = v.meta;
-    const char *names = v.names;
-    const void *payload = v.payload;
-    up_smm_t m = {0};
-    m.key = v.key;
-    m.key_len = v.key_len;
-    m.okey = v.okey;
-    m.okey_len = v.okey_len;
-    m.props = v.props;
-    m.props_len = v.props_len;
-    m.event_time = v.event_time;
-    m.payload_size = v.payload_len;
-    m.sequence_id = rp->next_seq;
+    /* built in place, field by field: no copies of the view */
+    up_add_t add;
+    up_smm_t *m = &v.m;
+    add.m = m;
+    m->sequence_id = rp->next_seq;
     /* a message the batcher does not batch (key_based: one with its own
      * sequence id or entry-level metadata) is an entry of its own; with ids
      * given at close, after what is open has taken its ids */
     const up_batcher_t *bt = rp->batcher;
-    bool joins = !(meta.mflags & bt->solo_flags);
+    bool joins = !(v.meta.mflags & bt->solo_flags);
     if (!joins && bt->ids_at_close) {
         if (rp->open)
             bt->close(rp);
-        meta.mflags |= UP_META_SOLO;
-        m.sequence_id = rp->next_seq;
+        v.meta.mflags |= UP_META_SOLO;
+        m->sequence_id = rp->next_seq;
     }
     if (joins && bt->ids_at_close)
-        m.no_seq = true; /* ids are given per batch when they close */
-    if (meta.mflags & UP_META_SEQ) {
+        m->no_seq = true; /* ids are given per batch when they close */
+    if (v.meta.mflags & UP_META_SEQ) {
         /* explicit ids must increase (Pulsar de-duplication drops the rest) */
-        if (meta.seq < rp->next_seq) {
+        if (v.meta.seq < rp->next_seq) {
             err = UPULSAR_ERR__INVALID_ARG;
             det = up_rp_detail(rp, "explicit sequence_id %llu is below %llu, the next one this "
                                 "producer may use",
-                            (unsigned long long)meta.seq, (unsigned long long)rp->next_seq);
+                            (unsigned long long)v.meta.seq, (unsigned long long)rp->next_seq);
             goto out_fail;
         }
-        m.sequence_id = meta.seq;
+        m->sequence_id = v.meta.seq;
     }
-    size_t rs = up_record_size(&m);
+    size_t rs = up_record_size(m);
     size_t bmax = broker_max(rp);
     /* the entry this message would make on its own */
-    size_t alone = md_bound(m.okey ? m.okey_len : m.key ? m.key_len : 0,
-                            (size_t)meta.repl_len + 2u * meta.nrepl) + rs;
+    size_t alone = md_bound(m->okey ? m->okey_len : m->key ? m->key_len : 0,
+                            (size_t)v.meta.repl_len + 2u * v.meta.nrepl) + rs;
 
     int failed = atomic_load_explicit(&rp->failed, memory_order_relaxed);
     if (failed) {
@@ -384,50 +372,59 @@ static uint64_t drain_one(up_rp_t *rp, uint64_t now)
         det = up_rp_detail(rp, "message of %u bytes makes an entry of up to %zu bytes with its "
                             "metadata, over the broker's max_message_size %zu (learnt after the "
                             "message was accepted; chunking.enabled is off)",
-                        v.payload_len, alone, bmax);
+                        v.m.payload_size, alone, bmax);
         goto out_fail;
     }
     if (alone > bmax) {
         if (rp->open) {
             bt->close(rp);
-            if (!(meta.mflags & UP_META_SEQ))
-                m.sequence_id = rp->next_seq; /* key_based: ids given at close */
+            if (!(v.meta.mflags & UP_META_SEQ))
+                m->sequence_id = rp->next_seq; /* key_based: ids given at close */
         }
-        err = up_chunk_send(rp, &m, &v, now);
+        err = up_chunk_send(rp, m, &v, now);
         if (err == UPULSAR_ERR__MSG_TOO_LARGE)
             det = up_rp_detail(rp, "message of %u bytes cannot be sent in chunks of the broker's "
                                 "max_message_size %zu (learnt after the message was accepted): "
                                 "its keys and properties take up to %zu bytes of every chunk",
-                            v.payload_len, bmax, up_chunk_md_bound(&m));
+                            v.m.payload_size, bmax, up_chunk_md_bound(m));
         if (err)
             goto out_fail;
-        rp->next_seq = m.sequence_id + 1;
-        if (ext.free_cb)
-            ext.free_cb((void *)ext.payload, ext.opaque);
-        return ncells;
+        rp->next_seq = m->sequence_id + 1;
+        if (v.ext.free_cb)
+            v.ext.free_cb((void *)v.ext.payload, v.ext.opaque);
+        return v.ncells;
     }
-    bool solo = meta.mflags & UP_META_SOLO;
-    up_add_t add = {m, payload, {v.future, ext.cb, ext.opaque}, rs, bmax, solo, &meta, names, now};
+    bool solo = v.meta.mflags & UP_META_SOLO;
+    add.payload = v.payload;
+    add.future = v.future;
+    add.cb = v.ext.cb;
+    add.opaque = v.ext.opaque;
+    add.rs = rs;
+    add.bmax = bmax;
+    add.solo = solo;
+    add.meta = &v.meta;
+    add.names = v.names;
+    add.now = now;
     err = (joins ? bt->add : up_batcher_default_add)(rp, &add);
     if (err)
         goto out_fail;
-    if (ext.free_cb)
-        ext.free_cb((void *)ext.payload, ext.opaque);
+    if (v.ext.free_cb)
+        v.ext.free_cb((void *)v.ext.payload, v.ext.opaque);
     if (solo) {
-        rp->open->ring_end = rp->ring.ctail + ncells;
+        rp->open->ring_end = rp->ring.ctail + v.ncells;
         up_batcher_default_close(rp);
     }
-    return ncells;
+    return v.ncells;
 out_fail:
-    if (ext.free_cb)
-        ext.free_cb((void *)ext.payload, ext.opaque);
-    up_rp_limits_release(rp, 1, v.payload_len);
+    if (v.ext.free_cb)
+        v.ext.free_cb((void *)v.ext.payload, v.ext.opaque);
+    up_rp_limits_release(rp, 1, v.m.payload_size);
     if (!det)
         det = up_rp_detail(rp, "%s while batching the message", upulsar_err_str(err));
-    resolve_one(v.future, ext.cb, ext.opaque, err, NULL, det);
+    resolve_one(v.future, v.ext.cb, v.ext.opaque, err, NULL, det);
     up_detail_put(&rp->client->futures, det);
     atomic_fetch_add_explicit(&rp->failed_msgs, 1, memory_order_relaxed);
-    return ncells;
+    return v.ncells;
 }
 
 bool up_rp_pump(up_rp_t *rp, uint64_t now, uint64_t *deadline)

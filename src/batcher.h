@@ -20,10 +20,15 @@
 
 /** One message to add, as the drain prepared it. */
 typedef struct up_add {
-    up_smm_t m;          /**< its SingleMessageMetadata (sequence id set) */
+    up_smm_t *m;         /**< its SingleMessageMetadata (sequence id set) */
+    /* the result's future, callback and opaque are kept apart (not an
+     * up_done_t): the drain stores them one by one, and a wide load of
+     * adjacent fields just stored one by one stalls the loop */
+    struct upulsar_future *future;
     const void *payload;
-    up_done_t done;      /**< future and callback */
+    upulsar_delivery_cb_t cb;
     size_t rs;           /**< up_record_size(&m) */
+    void *opaque;
     size_t bmax;         /**< the broker's max_message_size now */
     bool solo;           /**< an entry of its own (default path only) */
     const up_rec_meta_t *meta; /**< with solo: deliver_at, names */
@@ -61,10 +66,13 @@ const up_batcher_t *up_batcher_for(const struct upulsar_conf *cf);
  *  @thread loop */
 static inline void up_batch_append(up_batch_t *b, const up_add_t *a)
 {
-    b->rec_len += up_record_put(b->buf + HDR_ROOM + b->rec_len, &a->m, a->payload);
-    b->last_seq = a->m.sequence_id;
-    b->payload_bytes += a->m.payload_size;
-    b->done[b->n++] = a->done;
+    b->rec_len += up_record_put(b->buf + HDR_ROOM + b->rec_len, a->m, a->payload);
+    b->last_seq = a->m->sequence_id;
+    b->payload_bytes += a->m->payload_size;
+    up_done_t *d = &b->done[b->n++];
+    d->f = a->future;
+    d->cb = a->cb;
+    d->opaque = a->opaque;
 }
 
 /** The default batcher's add: also the path of a message that is an entry

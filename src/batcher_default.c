@@ -39,7 +39,7 @@ void up_batcher_default_close(up_rp_t *rp)
 upulsar_err_t up_batcher_default_add(up_rp_t *rp, const up_add_t *a)
 {
     const struct upulsar_conf *cf = rp_conf(rp);
-    const up_smm_t *m = &a->m;
+    const up_smm_t *m = a->m;
     up_batch_t *b = rp->open;
     /* an entry never outgrows the broker's max_message_size, metadata
      * included, whatever batch.max.bytes says (the broker would refuse it,

@@ -60,7 +60,7 @@ upulsar_err_t up_chunk_send(up_rp_t *rp, const up_smm_t *m, const up_rec_view_t 
 {
     const void *payload = v->payload;
     uint64_t ncells = v->ncells;
-    size_t len = v->payload_len, max = broker_max(rp), mdb = up_chunk_md_bound(m);
+    size_t len = v->m.payload_size, max = broker_max(rp), mdb = up_chunk_md_bound(m);
     /* upulsar_send() checked both against the limit it knew; the broker's
      * may have shrunk since */
     if (mdb > max / 2 || len > UPULSAR_MAX_CHUNKED_BYTES)

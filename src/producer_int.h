@@ -138,7 +138,11 @@ void up_batch_retire(up_rp_t *rp, up_batch_t *b);
 void up_batch_free_chain(up_batch_t *b);
 /** Make @p b's buffer hold at least @p total bytes (head room included).
  *  @thread loop */
-bool up_batch_reserve(up_batch_t *b, size_t total);
+bool up_batch_grow(up_batch_t *b, size_t total);
+static inline bool up_batch_reserve(up_batch_t *b, size_t total)
+{
+    return b->cap >= total || up_batch_grow(b, total);
+}
 /** Give @p b the key its entry carries: @p m's ordering key, else its
  *  partition key. False when out of memory. @thread loop */
 bool up_batch_key(up_batch_t *b, const up_smm_t *m);

@@ -196,9 +196,24 @@ upulsar_err_t up_rp_enqueue(up_rp_t *rp, const void *payload, size_t len,
     if (atomic_load_explicit(&rp->lazy, memory_order_relaxed) == 1)
         lazy_start(rp);
     int32_t maxsz = atomic_load_explicit(&rp->client->max_message_size, memory_order_relaxed);
-    up_rec_in_t in = {0};
+    /* field by field: zeroing the whole struct at once (rep stos) and then
+     * reading fields back costs the hot path a store-forwarding stall */
+    up_rec_in_t in;
+    in.flags = 0;
+    in.future = NULL;
+    in.event_time = 0;
     in.payload = payload;
     in.payload_len = len;
+    in.key = NULL;
+    in.key_len = 0;
+    in.okey = NULL;
+    in.okey_len = 0;
+    in.props = NULL;
+    in.nprops = 0;
+    in.props_len = 0;
+    in.ext = (up_rec_ext_t){0};
+    in.meta = (up_rec_meta_t){0};
+    in.names = NULL;
     if (o) {
         if (o->partition_key) {
             in.key_len = strnlen(o->partition_key, UPULSAR_MAX_KEY_BYTES + 1);

@@ -107,33 +107,33 @@ static void check_view(const up_rec_in_t *in, const up_rec_view_t *v, uint64_t n
     cr_assert_eq(v->flags, in->flags);
     cr_assert_eq(v->size, up_rec_size(in), "size %zu, written %zu", up_rec_size(in), v->size);
     cr_assert_eq(v->future, in->future);
-    cr_assert_eq(v->event_time, in->event_time);
-    cr_assert_eq(v->payload_len, in->payload_len);
+    cr_assert_eq(v->m.event_time, in->event_time);
+    cr_assert_eq(v->m.payload_size, in->payload_len);
     if (in->flags & UP_REC_NOCOPY)
         cr_assert_eq(v->payload, in->payload, "a no-copy payload is the caller's pointer");
     else if (in->payload_len)
         cr_assert_arr_eq(v->payload, in->payload, in->payload_len);
     if (in->flags & UP_REC_KEY) {
-        cr_assert_not_null(v->key);
-        cr_assert_eq(v->key_len, in->key_len);
+        cr_assert_not_null(v->m.key);
+        cr_assert_eq(v->m.key_len, in->key_len);
         if (in->key_len)
-            cr_assert_arr_eq(v->key, in->key, in->key_len);
+            cr_assert_arr_eq(v->m.key, in->key, in->key_len);
     } else {
-        cr_assert_null(v->key);
+        cr_assert_null(v->m.key);
     }
-    cr_assert_eq(v->okey_len, in->okey_len);
+    cr_assert_eq(v->m.okey_len, in->okey_len);
     if (in->okey_len)
-        cr_assert_arr_eq(v->okey, in->okey, in->okey_len);
+        cr_assert_arr_eq(v->m.okey, in->okey, in->okey_len);
     else
-        cr_assert_null(v->okey);
-    cr_assert_eq(v->props_len, in->props_len);
+        cr_assert_null(v->m.okey);
+    cr_assert_eq(v->m.props_len, in->props_len);
     if (in->props_len) {
         uint8_t want[256];
         cr_assert_leq(in->props_len, sizeof want);
         cr_assert_eq(up_props_encode(want, in->props, in->nprops), in->props_len);
-        cr_assert_arr_eq(v->props, want, in->props_len);
+        cr_assert_arr_eq(v->m.props, want, in->props_len);
     } else {
-        cr_assert_null(v->props);
+        cr_assert_null(v->m.props);
     }
     if (in->flags & UP_REC_EXT) {
         cr_assert_eq(v->ext.cb, in->ext.cb);

@@ -41,12 +41,12 @@ static void check_view(const up_rec_view_t *v, const uint8_t *rec, size_t len)
 {
     CHECK(v->ncells >= 1 && v->ncells <= len / UP_RING_CELL);
     CHECK(v->size >= sizeof(up_rec_t) && v->size <= v->ncells * UP_RING_CELL);
-    inside(v->key, v->key_len, rec, v->size);
-    inside(v->okey, v->okey_len, rec, v->size);
-    inside(v->props, v->props_len, rec, v->size);
+    inside(v->m.key, v->m.key_len, rec, v->size);
+    inside(v->m.okey, v->m.okey_len, rec, v->size);
+    inside(v->m.props, v->m.props_len, rec, v->size);
     inside(v->names, v->names ? v->meta.repl_len : 0, rec, v->size);
     if (!(v->flags & UP_REC_NOCOPY))
-        inside(v->payload, v->payload_len, rec, v->size);
+        inside(v->payload, v->m.payload_size, rec, v->size);
     if (v->names) { /* exactly nrepl NUL-terminated names */
         size_t o = 0;
         for (unsigned i = 0; i < v->meta.nrepl; i++)
