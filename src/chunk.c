@@ -63,8 +63,8 @@ upulsar_err_t up_chunk_send(up_rp_t *rp, const up_smm_t *m, const up_rec_view_t 
     size_t len = v->m.payload_size, max = broker_max(rp), mdb = up_chunk_md_bound(m);
     /* upulsar_send() checked both against the limit it knew; the broker's
      * may have shrunk since */
-    if (mdb > max / 2 || len > UPULSAR_MAX_CHUNKED_BYTES)
-        return UPULSAR_ERR__MSG_TOO_LARGE;
+    if (mdb >= max || mdb > max / 2 || len > UPULSAR_MAX_CHUNKED_BYTES)
+        return UPULSAR_ERR__MSG_TOO_LARGE; /* (mdb >= max: no room at all) */
     size_t cs = max - mdb, n = len ? (len + cs - 1) / cs : 1;
     size_t room = UP_HDR_FIXED + mdb; /* the header never has to move the payload */
     up_batch_t *head = NULL, **tail = &head;
@@ -89,7 +89,7 @@ upulsar_err_t up_chunk_send(up_rp_t *rp, const up_smm_t *m, const up_rec_view_t 
     /* one NUL-terminated copy of the key, in the first chunk's batch (it is
      * used while the chunks are framed, below) */
     const char *key = NULL;
-    if (!err && m->key) {
+    if (!err && m->key && head) { /* head: at least one chunk was taken */
         if (head->kkey_cap < (size_t)m->key_len + 1) {
             char *k = realloc(head->kkey, (size_t)m->key_len + 1);
             if (!k) {
