@@ -88,8 +88,10 @@ size_t up_props_size(const upulsar_property_t *props, size_t n)
 
 size_t up_props_size_capped(const upulsar_property_t *props, size_t n, size_t cap)
 {
-    /* each term is at most cap + 30 and the sum is checked against cap
-     * after every term: no overflow for any cap up to SIZE_MAX / 4 */
+    /* each term is at most 2 * cap + 24 (key and value up to cap each, 3
+     * tags, 3 varints) and the sum, at most cap before a term is added, is
+     * checked against cap after every term: no overflow for any cap up to
+     * SIZE_MAX / 4 */
     size_t total = 0;
     for (size_t i = 0; i < n; i++) {
         size_t kl = strnlen(props[i].key, cap + 1), vl = strnlen(props[i].value, cap + 1);

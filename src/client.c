@@ -4,6 +4,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "clock.h"
 #include "engine.h"
 #include "err.h"
 #include "tls.h"
@@ -55,9 +56,9 @@ upulsar_err_t upulsar_client_new(const upulsar_conf_t *conf, upulsar_client_t **
     atomic_init(&c->max_message_size, 5 * 1024 * 1024);
     pthread_mutex_init(&c->pool_lock, NULL);
     pthread_mutex_init(&c->log_lock, NULL);
-    pthread_cond_init(&c->pool_cv, NULL);
+    up_cond_init_monotonic(&c->pool_cv); /* timed waits: up_deadline_ts() */
     pthread_mutex_init(&c->lock, NULL);
-    pthread_cond_init(&c->wd_cv, NULL);
+    up_cond_init_monotonic(&c->wd_cv); /* timed waits: up_deadline_ts() */
     if (up_future_pool_init(&c->futures, (uint64_t)UP_FUT_MAX_SEGS * UP_FUT_SEG_SIZE)) {
         up_tls_ctx_free(c->ssl_ctx);
         client_free(c);
@@ -115,18 +116,11 @@ void upulsar_client_destroy(upulsar_client_t *c)
         }
         return;
     }
-    for (;;) {
-        pthread_mutex_lock(&c->lock);
-        struct upulsar_producer *h = c->producers;
-        pthread_mutex_unlock(&c->lock);
-        if (!h)
-            break;
-        if (upulsar_producer_stop(h, c->conf.operation_timeout_ms) == UPULSAR_ERR__STATE) {
-            /* another thread is stopping it: it leaves the list when done */
-            struct timespec ts = {0, 1000000};
-            nanosleep(&ts, NULL);
-        }
-    }
+    /* stop every handle nobody else is stopping; wait for the stops other
+     * threads have under way to be done with their handles */
+    struct upulsar_producer *h;
+    while ((h = up_producer_claim_next(c)))
+        up_producer_stop_claimed(h, c->conf.operation_timeout_ms);
     up_watchdog_stop(c);
     for (int i = 0; i < c->nloops; i++)
         up_loop_stop(&c->loops[i]);

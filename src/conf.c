@@ -96,6 +96,12 @@ static const conf_key_t keys[] = {
      "PING interval; a connection whose PING is still unanswered at the next tick is "
      "closed. 0 disables keep-alive.",
      "keepAliveIntervalSeconds (seconds)"},
+    {"connection.idle.timeout.ms", K_INT, FLD(connection_idle_timeout_ms), "60000", 0,
+     86400000, NULL, 0, 'C', "ms",
+     "A pooled connection that carries no producer and has had no request in flight for "
+     "this long is closed (lookup-only connections, connections whose producers stopped or "
+     "moved); one is opened again when needed. 0 never closes an idle connection.",
+     "connectionMaxIdleSeconds (seconds, < 0 = never)"},
     {"backoff.initial.ms", K_INT, FLD(backoff_initial_ms), "100", 1, 3600000, NULL, 0, 'C',
      "ms", "First reconnect / retry delay; doubles up to backoff.max.ms, with jitter.",
      "initialBackoffIntervalNanos (nanoseconds)"},

@@ -23,6 +23,7 @@ struct upulsar_conf {
     int operation_timeout_ms;     /* operation.timeout.ms, default 30000 */
     int connection_timeout_ms;    /* connection.timeout.ms, default 10000 */
     int keepalive_interval_ms;    /* keepalive.interval.ms, default 30000, 0 = off */
+    int connection_idle_timeout_ms; /* connection.idle.timeout.ms, default 60000, 0 = never */
     int backoff_initial_ms;       /* backoff.initial.ms, default 100 */
     int backoff_max_ms;           /* backoff.max.ms, default 60000 */
     int lookup_max_redirects;     /* lookup.max.redirects, default 20 */

@@ -118,101 +118,9 @@ void up_fence_init(void);
  *  record (the loop then uses membarrier before it sleeps). */
 bool up_fence_light_ok(void);
 
-/* ---- connection --------------------------------------------------------- */
+/* ---- connection (conn.h) ------------------------------------------------ */
 
-typedef struct up_req {
-    uint64_t request_id;
-    up_cmd_t *resp;  /* response (owned by the requester once done) */
-    upulsar_err_t err;
-    bool done;
-    bool waiting_ready; /* PRODUCER with producer_ready=false seen */
-    int64_t producer_id; /* a PRODUCER request's producer, else -1 */
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    struct up_req *next; /* (loop) */
-    up_conn_t *conn;
-    up_buf_t frame;
-} up_req_t;
-
-typedef struct up_seg {
-    const uint8_t *p;
-    size_t len;
-    uint8_t *owned;     /* control frame to free once written */
-    up_batch_t *batch;  /* batch frame: reference dropped once written */
-} up_seg_t;
-
-enum { UP_CONN_OPEN = 0, UP_CONN_DEAD = 1 };
-
-struct up_conn {
-    struct upulsar_client *client;
-    up_loop_t *loop;
-    _Atomic int refs;
-    _Atomic int state;
-    int fd;
-    char host[256];
-    int port;
-    int slot; /* which of connections.per.broker */
-    char proxy_to[280]; /* broker behind the proxy host:port is, or "" */
-    int32_t max_message_size;
-    int32_t protocol_version;
-    upulsar_err_t death; /* why it died */
-    /* (loop) */
-    up_decoder_t dec;
-    up_op_t recv_op, send_op;
-    bool recv_inflight, send_inflight;
-    up_seg_t *outq;
-    size_t oq_head, oq_len, oq_cap; /* ring of segments */
-    size_t oq_sent;                 /* bytes of outq[oq_head] already sent */
-    struct iovec iov[64];
-    int iovcnt;
-    struct msghdr msg;
-    up_rp_t **rps;
-    size_t nrps, crps;
-    up_req_t *reqs;
-    uint64_t last_rx_us;
-    bool ping_outstanding;
-    bool in_pool;
-    /* TLS (pulsar+ssl://): plaintext frames are encrypted into tls_tx when
-     * no send is in flight; received ciphertext lands in tls_rbuf. */
-    struct up_tls *tls;
-    uint8_t *tls_rbuf;
-    up_buf_t tls_tx;
-    size_t tls_tx_off;
-};
-
-/** Get a ready connection to host:port for loop @p l from the client's pool,
- *  opening one (TCP connect + CONNECT/CONNECTED, blocking with timeouts) if
- *  needed. @p slot (0 .. connections.per.broker - 1) picks one of the
- *  connections to the same broker on the same loop. @p proxy_to (NULL or
- *  "" = none): host:port is a Pulsar proxy and this is the broker behind
- *  it the connection is for (CONNECT.proxy_to_broker_url; part of the
- *  pool key). Returns a reference the caller drops with up_conn_unref().
- *  @thread caller/watchdog (never the loop) */
-upulsar_err_t up_conn_get(struct upulsar_client *c, up_loop_t *l, const char *host,
-                          int port, int slot, const char *proxy_to, up_conn_t **out);
-void up_conn_ref(up_conn_t *c);
-void up_conn_unref(up_conn_t *c);
-
-/** Send @p cmd (which must carry @p request_id) and wait up to @p timeout_ms
- *  for the response with that request id. On UPULSAR_OK *@p resp is the
- *  response (free with pulsar__proto__base_command__free_unpacked). A broker
- *  ERROR response is returned as its upulsar_err_t, with *@p resp set too.
- *  @p pre (optional) runs on the loop right before the frame is queued.
- *  @thread caller/watchdog */
-upulsar_err_t up_conn_request(up_conn_t *c, up_cmd_t *cmd, uint64_t request_id,
-                              int timeout_ms, up_cmd_t **resp,
-                              void (*pre)(void *), void *pre_arg);
-
-/* (loop) */
-void up_conn_write(up_conn_t *c, const uint8_t *p, size_t len, uint8_t *owned,
-                   up_batch_t *batch);
-int up_conn_write_cmd(up_conn_t *c, const up_cmd_t *cmd);
-void up_conn_flush(up_conn_t *c);
-void up_conn_fail(up_conn_t *c, upulsar_err_t why);
-void up_conn_on_recv(up_conn_t *c, int res);
-void up_conn_on_send(up_conn_t *c, int res);
-void up_conn_arm_recv(up_conn_t *c);
-void up_conn_tick(up_conn_t *c, uint64_t now_us);
+#include "conn.h"
 
 /* ---- real producer ------------------------------------------------------ */
 
@@ -385,6 +293,14 @@ void up_rp_register(up_rp_t *rp, up_conn_t *c);
 upulsar_err_t up_rp_enqueue(up_rp_t *rp, const void *payload, size_t len,
                             const upulsar_send_opts_t *o, upulsar_future_t **future);
 /* close @p rp on its broker, waiting for the answer until @p deadline_us */
+/* Claim the next handle of @p c nobody is stopping yet, for the caller to
+ * stop with up_producer_stop_claimed(); NULL once none is left, after every
+ * stop under way (claimed by other threads) has freed its handle. @thread
+ * application (client destroy) */
+struct upulsar_producer *up_producer_claim_next(struct upulsar_client *c);
+/* The stop of a handle claimed by up_producer_claim_next(): flush, close,
+ * free. @thread application */
+upulsar_err_t up_producer_stop_claimed(struct upulsar_producer *h, int timeout_ms);
 void up_rp_shutdown(up_rp_t *rp, uint64_t deadline_us);
 void up_rp_fail_all(up_rp_t *rp, upulsar_err_t err);
 void up_rp_check_timeouts(up_rp_t *rp, uint64_t now_us);
@@ -421,7 +337,13 @@ struct upulsar_producer {
     uint64_t next_poll_us;   /* (watchdog) next PARTITIONED_METADATA poll */
     int shrink_seen;         /* (watchdog) smaller count last reported */
     int cap_seen;            /* (watchdog) count over partitions.max last reported */
-    _Atomic int closed;
+    _Atomic int closed;      /* a stop claimed the handle (set under the client
+                                lock, see up_producer_claim_stop) */
+    _Atomic int freeing;     /* the stop's own flush is over: flushes still
+                                under way give up with CLOSED */
+    int flushing;            /* (client lock) upulsar_producer_flush() calls
+                                under way; the stop frees the handle only
+                                once they are over */
     int establishing;        /* (client lock) its producers queued for or in an
                                 establish worker */
     int single_slot;
@@ -450,6 +372,9 @@ struct upulsar_client {
     up_conn_t **pool;
     size_t npool, cpool;
     struct up_dial *dials;     /* connections being opened (pool_lock) */
+    /* connections added to the pool, taken out of it (lost or closed),
+     * and closed by connection.idle.timeout.ms (statistics) */
+    _Atomic uint64_t conns_opened, conns_closed, conns_idle_closed;
     _Atomic uint64_t next_producer_id;
     _Atomic uint64_t next_request_id;
     pthread_mutex_t lock; /* producers list, watchdog wake */
@@ -459,6 +384,8 @@ struct upulsar_client {
     bool wd_stop;
     bool wd_kicked;
     struct upulsar_producer *wd_busy; /* handle being supervised (lock) */
+    int stopping; /* (lock) stops claimed and not yet done freeing their
+                     handle; client destroy waits for them (wd_cv) */
     /* establish workers (watchdog.c): re-create producers in parallel, so a
      * hung broker delays only the producers that live on it */
     pthread_t *est_threads;           /* (lock) */
@@ -485,19 +412,12 @@ void up_watchdog_kick(struct upulsar_client *c);
  *  for new partitions. @thread watchdog, within its pass over @p h */
 void up_producer_poll_partitions(struct upulsar_producer *h, uint64_t now_us);
 /** Make the calling thread's blocking network waits (TCP connect, handshake,
- *  requests: conn.c) give up with UPULSAR_ERR__CLOSED within a few
- *  milliseconds once *@p flag is non-zero; NULL (the default) = never. The
- *  watchdog points it at the closed flag of the handle it works on, so
- *  upulsar_producer_stop() never waits behind a reconnect attempt. */
+ *  requests: conn_dial.c, conn_request.c) give up with UPULSAR_ERR__CLOSED
+ *  within a few milliseconds once *@p flag is non-zero; NULL (the default)
+ *  = never. The watchdog points it at the closed flag of the handle it
+ *  works on, so upulsar_producer_stop() never waits behind a reconnect attempt. */
 void up_cancel_on(const _Atomic int *flag);
 bool up_cancelled(void);
-struct pollfd;
-#define UP_POLL_CANCELLED (-2)
-/** poll() one fd until an event, @p deadline_us (up_now_us() clock), or a
- *  cancellation of the calling thread (up_cancel_on()), looked at every
- *  10 ms. Returns poll()'s result (0: deadline passed, -1: error) or
- *  UP_POLL_CANCELLED. For every blocking wait of connection setup. (conn.c) */
-int up_poll_until(struct pollfd *p, uint64_t deadline_us);
 int up_watchdog_start(struct upulsar_client *c);
 void up_watchdog_stop(struct upulsar_client *c);
 /** Take @p h's producers that wait in the establish queue out of it (their

@@ -15,8 +15,8 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 
-/* dial() in conn.c: posting the new connection's attach task to its loop
- * (up_loop_post) fails. */
+/* up_conn_pool_add() in conn_pool.c: posting the new connection's attach
+ * task to its loop (up_loop_post) fails. */
 extern _Atomic int up_fault_dial_post;
 
 /* loop_register() in partitioned.c: allocating the larger producer list of

@@ -444,6 +444,9 @@ static upulsar_err_t wait_resolved(struct upulsar_producer *h, int nall, const u
         up_rp_t *rp = h->all[i];
         unsigned spins = 0;
         while (atomic_load_explicit(&rp->resolved_ring_pos, memory_order_acquire) < marks[i]) {
+            if (atomic_load(&h->freeing))
+                return up_seterr(UPULSAR_ERR__CLOSED, "%s: the producer was stopped during the "
+                                 "flush", rp->topic);
             if (up_now_us() > deadline)
                 return up_seterr(UPULSAR_ERR__TIMED_OUT, "%s: not all messages resolved in time",
                                  rp->topic);
@@ -485,18 +488,34 @@ static upulsar_err_t flush_wait(struct upulsar_producer *h, int timeout_ms)
     return err;
 }
 
-/* Mark @p h closed (@p set) or read the mark, under the client lock: a stop
- * frees the handle only after taking that lock, so a call refused here
- * (the handle still exists) is ordered before the free. Returns whether it
- * was closed before. */
-static bool closed_mark(struct upulsar_producer *h, bool set, char *topic, size_t topic_size)
+/* Stops, flushes and client destroy meet under the client lock:
+ *  - a stop claims the handle (closed = 1) and counts itself in
+ *    c->stopping, both under the lock, so exactly one thread stops a handle
+ *    and client destroy knows which stops are still freeing theirs;
+ *  - a flush enters (h->flushing++) under the lock only while the handle is
+ *    not claimed; the stop, once its own flush is over, sets freeing (a
+ *    flush still waiting gives up with CLOSED) and frees the handle only
+ *    after every flush has left (h->flushing == 0);
+ *  - every change is followed by a broadcast on c->wd_cv. */
+static upulsar_err_t flush_enter(struct upulsar_producer *h)
 {
     struct upulsar_client *c = h->client;
     pthread_mutex_lock(&c->lock);
-    bool was = set ? atomic_exchange(&h->closed, 1) != 0 : atomic_load(&h->closed) != 0;
-    snprintf(topic, topic_size, "%s", h->topic);
+    bool closed = atomic_load(&h->closed) != 0;
+    if (!closed)
+        h->flushing++;
     pthread_mutex_unlock(&c->lock);
-    return was;
+    return closed ? up_seterr(UPULSAR_ERR__CLOSED, "%s: producer is being stopped", h->topic)
+                  : UPULSAR_OK;
+}
+
+static void flush_leave(struct upulsar_producer *h)
+{
+    struct upulsar_client *c = h->client;
+    pthread_mutex_lock(&c->lock);
+    h->flushing--;
+    pthread_cond_broadcast(&c->wd_cv);
+    pthread_mutex_unlock(&c->lock);
 }
 
 upulsar_err_t upulsar_producer_flush(upulsar_producer_t *h, int timeout_ms)
@@ -507,10 +526,12 @@ upulsar_err_t upulsar_producer_flush(upulsar_producer_t *h, int timeout_ms)
      * loop resolves the messages) or hold up re-creations (watchdog) */
     if (up_thread_role() != UP_THREAD_APP)
         return up_refuse_in_callback("upulsar_producer_flush");
-    char topic[sizeof h->topic];
-    if (closed_mark(h, false, topic, sizeof topic))
-        return up_seterr(UPULSAR_ERR__CLOSED, "%s: producer is being stopped", topic);
-    return flush_wait(h, timeout_ms);
+    upulsar_err_t err = flush_enter(h);
+    if (err)
+        return err;
+    err = flush_wait(h, timeout_ms);
+    flush_leave(h);
+    return err;
 }
 
 upulsar_err_t upulsar_producer_stop(upulsar_producer_t *h, int timeout_ms)
@@ -522,19 +543,50 @@ upulsar_err_t upulsar_producer_stop(upulsar_producer_t *h, int timeout_ms)
     if (up_thread_role() != UP_THREAD_APP)
         return up_refuse_in_callback("upulsar_producer_stop");
     struct upulsar_client *c = h->client;
-    uint64_t stop_by = timeout_ms < 0 ? UINT64_MAX : up_now_us() + (uint64_t)timeout_ms * 1000u;
     /* a second stop while this one runs (the handle still exists) is
      * refused; one after this returns uses a freed handle (upulsar.h) */
-    char topic[sizeof h->topic];
-    if (closed_mark(h, true, topic, sizeof topic))
+    pthread_mutex_lock(&c->lock);
+    bool claimed = atomic_exchange(&h->closed, 1) != 0;
+    if (!claimed)
+        c->stopping++;
+    pthread_mutex_unlock(&c->lock);
+    if (claimed)
         return up_seterr(UPULSAR_ERR__STATE,
                          "%s: upulsar_producer_stop() is already under way for this producer",
-                         topic);
+                         h->topic);
+    return up_producer_stop_claimed(h, timeout_ms);
+}
+
+struct upulsar_producer *up_producer_claim_next(struct upulsar_client *c)
+{
+    pthread_mutex_lock(&c->lock);
+    struct upulsar_producer *h;
+    for (;;) {
+        for (h = c->producers; h && atomic_load(&h->closed); h = h->next)
+            ;
+        if (h || (!c->producers && !c->stopping))
+            break;
+        pthread_cond_wait(&c->wd_cv, &c->lock); /* other threads' stops */
+    }
+    if (h) {
+        atomic_store(&h->closed, 1);
+        c->stopping++;
+    }
+    pthread_mutex_unlock(&c->lock);
+    return h;
+}
+
+upulsar_err_t up_producer_stop_claimed(struct upulsar_producer *h, int timeout_ms)
+{
+    struct upulsar_client *c = h->client;
+    uint64_t stop_by = deadline_of(timeout_ms);
     upulsar_err_t err = flush_wait(h, timeout_ms);
     pthread_mutex_lock(&c->lock);
-    /* no watchdog pass over h, no re-creation of its producers, from now */
+    /* no watchdog pass over h, no re-creation of its producers, no flush
+     * still waiting, from now */
     up_watchdog_forget(h);
-    while (c->wd_busy == h || h->establishing)
+    atomic_store(&h->freeing, 1);
+    while (c->wd_busy == h || h->establishing || h->flushing)
         pthread_cond_wait(&c->wd_cv, &c->lock);
     for (struct upulsar_producer **pp = &c->producers; *pp; pp = &(*pp)->next)
         if (*pp == h) {
@@ -548,6 +600,10 @@ upulsar_err_t upulsar_producer_stop(upulsar_producer_t *h, int timeout_ms)
     if (stop_by < close_by)
         close_by = stop_by;
     handle_free(h, close_by); /* fails what is left with CLOSED, closes every producer */
+    pthread_mutex_lock(&c->lock);
+    c->stopping--;
+    pthread_cond_broadcast(&c->wd_cv);
+    pthread_mutex_unlock(&c->lock);
     return err;
 }
 

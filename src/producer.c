@@ -526,3 +526,27 @@ void up_rp_check_timeouts(up_rp_t *rp, uint64_t now)
     up_detail_put(&rp->client->futures, det);
     expire_ring(rp, now, limit);
 }
+
+/* ---- events raised by the producer's connection (loop) --------------------- */
+
+void up_rp_on_close_producer(up_rp_t *rp, const char *assigned_url)
+{
+    if (assigned_url && assigned_url[0]) {
+        pthread_mutex_lock(&rp->broker_lock);
+        snprintf(rp->assigned, sizeof rp->assigned, "%s", assigned_url);
+        pthread_mutex_unlock(&rp->broker_lock);
+    }
+    atomic_store(&rp->closed_by_broker, 1);
+    up_rp_suspend(rp, true);
+}
+
+void up_rp_on_topic_migrated(up_rp_t *rp, const char *cluster_url)
+{
+    if (cluster_url && cluster_url[0]) {
+        pthread_mutex_lock(&rp->broker_lock);
+        snprintf(rp->cluster, sizeof rp->cluster, "%s", cluster_url);
+        pthread_mutex_unlock(&rp->broker_lock);
+    }
+    atomic_store(&rp->closed_by_broker, 1);
+    up_rp_suspend(rp, true);
+}

@@ -186,13 +186,21 @@ void up_stats_tick(struct upulsar_client *c, uint64_t now)
     if (iv <= 0 || now < c->stats_next_us)
         return;
     c->stats_next_us = now + (uint64_t)iv * 1000u;
+    /* read before opened/closed are: a connection counted open was opened */
+    int open, idle;
+    up_conn_pool_stats(c, &open, &idle);
+    unsigned long long closed = atomic_load(&c->conns_closed),
+                       idle_closed = atomic_load(&c->conns_idle_closed),
+                       opened = atomic_load(&c->conns_opened);
     pthread_mutex_lock(&c->lock);
     upulsar_stats_cb_t cb = c->stats_cb;
     void *opaque = c->stats_opaque;
     js_t j = {UP_BUF_INIT, 0};
     if (cb) {
+        js(&j, "{\"ts_ms\":%llu,\"connections\":{\"open\":%d,\"idle\":%d,\"opened\":%llu,"
+               "\"closed\":%llu,\"idle_closed\":%llu},\"producers\":[",
+           (unsigned long long)up_wall_ms(), open, idle, opened, closed, idle_closed);
         /* producers are unlinked (and freed) only under c->lock */
-        js(&j, "{\"ts_ms\":%llu,\"producers\":[", (unsigned long long)up_wall_ms());
         for (struct upulsar_producer *h = c->producers; h; h = h->next) {
             producer_json(&j, h);
             if (h->next)

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "clock.h"
 #include "engine.h"
 #include "err.h"
 
@@ -26,7 +27,9 @@ void up_watchdog_kick(struct upulsar_client *c)
 {
     pthread_mutex_lock(&c->lock);
     c->wd_kicked = true;
-    pthread_cond_signal(&c->wd_cv);
+    /* broadcast: stops and client destroy wait on wd_cv too, and a signal
+     * could wake one of them instead of the watchdog */
+    pthread_cond_broadcast(&c->wd_cv);
     pthread_mutex_unlock(&c->lock);
 }
 
@@ -325,11 +328,7 @@ upulsar_err_t up_establish_all(up_rp_t **rps, int n, uint64_t deadline_us,
         }
         if (left == 0)
             break;
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        uint64_t ns = (uint64_t)ts.tv_nsec + (wake > now ? wake - now : 0) * 1000u;
-        ts.tv_sec += (time_t)(ns / 1000000000u);
-        ts.tv_nsec = (long)(ns % 1000000000u);
+        struct timespec ts = up_deadline_ts(wake);
         pthread_cond_timedwait(&c->wd_cv, &c->lock, &ts);
     }
     pthread_mutex_unlock(&c->lock);
@@ -467,13 +466,7 @@ static void *wd_main(void *arg)
     pthread_mutex_lock(&c->lock);
     while (!c->wd_stop) {
         if (!c->wd_kicked) {
-            struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            ts.tv_nsec += WD_PERIOD_MS * 1000000L;
-            if (ts.tv_nsec >= 1000000000L) {
-                ts.tv_sec++;
-                ts.tv_nsec -= 1000000000L;
-            }
+            struct timespec ts = up_deadline_ts(up_now_us() + WD_PERIOD_MS * 1000u);
             pthread_cond_timedwait(&c->wd_cv, &c->lock, &ts);
         }
         c->wd_kicked = false;

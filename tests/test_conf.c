@@ -19,6 +19,7 @@ static const struct {
     {"operation.timeout.ms", "30000"},
     {"connection.timeout.ms", "10000"},
     {"keepalive.interval.ms", "30000"},
+    {"connection.idle.timeout.ms", "60000"},
     {"backoff.initial.ms", "100"},
     {"backoff.max.ms", "60000"},
     {"lookup.max.redirects", "20"},

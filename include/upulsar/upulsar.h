@@ -271,8 +271,10 @@ typedef struct upulsar_future upulsar_future_t;
  *
  * Delivery callbacks (upulsar_delivery_cb_t) and the free_cb of a NOCOPY
  * send run on an io loop thread; the statistics callback on the watchdog
- * thread; the log callback on any of these or on an establish worker. They
- * are all library threads, and while a callback runs its thread does
+ * thread; the log callback on any of these or on an establish worker (and,
+ * for a misuse it reports, such as a future released twice, on the
+ * application thread that made the call: there the rules of that thread
+ * apply). These are library threads, and while a callback runs its thread does
  * nothing else: on an io loop thread no message of any producer on that
  * loop is written, acknowledged or resolved. A callback should return
  * quickly. What it may call, decided by the calling thread (a library
@@ -541,7 +543,8 @@ typedef struct upulsar_send_opts {
 /** Largest partition_key and ordering_key, bytes each (the protocol's). */
 #define UPULSAR_MAX_KEY_BYTES 65535
 /** Largest property block of one message: the properties encoded as
- *  Pulsar does (key and value lengths plus at most 9 bytes per property). */
+ *  Pulsar does (key and value lengths plus at most 12 bytes per property:
+ *  3 tags and 3 lengths of up to 3 bytes each). */
 #define UPULSAR_MAX_PROPERTIES_BYTES (1 << 20)
 /** Bytes counted for the metadata of a message besides its keys,
  *  properties and replication names (producer name, sequence ids, times,
@@ -749,9 +752,23 @@ upulsar_err_t upulsar_producer_list(upulsar_producer_t *p,
  */
 upulsar_err_t upulsar_producer_stats_json(upulsar_producer_t *p, char **json);
 
-/** Periodic statistics callback: @p json is {"ts_ms": ..., "producers":
- *  [<upulsar_producer_stats_json() of each producer>...]}, valid during the
- *  call only. */
+/**
+ * Periodic statistics callback: @p json is
+ *
+ *   {"ts_ms": <wall clock>,
+ *    "connections": {"open": n, "idle": n, "opened": n, "closed": n,
+ *                    "idle_closed": n},
+ *    "producers": [<upulsar_producer_stats_json() of each producer>...]}
+ *
+ * valid during the call only. "connections" counts the client's broker
+ * connections (over all io threads): "open" are connected and usable now;
+ * "idle" are those of them no producer and no request uses now (lookup-only
+ * connections, or connections whose producers stopped or moved), which are
+ * closed once idle for connection.idle.timeout.ms; "opened" and "closed"
+ * are totals since the client was created (closed: lost, or closed by the
+ * client), "idle_closed" the part of "closed" that the idle timeout closed.
+ * Like the producer figures, each is exact but they are not one snapshot.
+ */
 typedef void (*upulsar_stats_cb_t)(const char *json, void *opaque);
 
 /**
@@ -785,8 +802,9 @@ typedef void (*upulsar_log_cb_t)(upulsar_log_level_t level, const char *line, vo
  * to show it. By default lines of UPULSAR_LOG_WARNING and more severe are
  * written to stderr ("upulsar: ..."); @p cb receives every level instead,
  * NULL restores the default (a call already under way may still finish).
- * @p cb runs on a library thread (io loop, watchdog or establish worker)
- * and must return quickly; what it may call is in "Callbacks" (sends never
+ * @p cb runs on a library thread (io loop, watchdog or establish worker),
+ * or on the application's thread for a misuse of the API it reports (a
+ * future released twice), and must return quickly; what it may call is in "Callbacks" (sends never
  * block there; flush, stop and client destroy are refused).
  * Thread safety: any; from a callback: yes. Errors: INVALID_ARG (NULL
  * client).

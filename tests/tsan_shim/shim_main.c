@@ -11,9 +11,10 @@ jmp_buf shim_skip_jmp;
 
 int main(void)
 {
-    int passed = 0, skipped = 0;
-    for (struct shim_test *t = shim_tests; t; t = t->next) {
-        struct shim_suite *s = shim_suites;
+    /* volatile: kept across the longjmp of cr_skip_test() */
+    volatile int passed = 0, skipped = 0;
+    for (struct shim_test *volatile t = shim_tests; t; t = t->next) {
+        struct shim_suite *volatile s = shim_suites;
         while (s && strcmp(s->name, t->suite))
             s = s->next;
         if (t->opts.disabled) {
@@ -22,7 +23,7 @@ int main(void)
             continue;
         }
         fprintf(stderr, "[RUN ] %s::%s\n", t->suite, t->name);
-        int was_skipped = 0;
+        volatile int was_skipped = 0;
         if (setjmp(shim_skip_jmp) == 0) {
             if (s && s->init)
                 s->init();

@@ -1,0 +1,197 @@
+/* conn.h -- one TCP connection to a broker, and the client's pool of them.
+ *
+ * A connection lives in four domains, one file each:
+ *   conn_dial.c     blocking TCP connect, TLS and CONNECT handshake (with its
+ *                   credentials) on the thread that wants the connection
+ *                   (caller, establish worker, watchdog; never a loop);
+ *                   threads wanting the same one share one attempt
+ *                   (up_dial_t)
+ *   conn_pool.c     the pool keyed by (loop, broker, slot, proxied broker),
+ *                   reference counts, and the decision to close an idle one
+ *   conn_io.c       its loop: io_uring reads and writes, frame dispatch,
+ *                   keep-alive, failure
+ *   conn_request.c  requests from any thread (lookups, PRODUCER, CLOSE_PRODUCER)
+ *                   sent through the loop and matched there by request id
+ *
+ * engine.h includes this header after the loop's types it uses (up_loop_t,
+ * up_op_t); files may include either. Each function says which thread may
+ * call it (@thread); "loop" means the loop thread of the connection.
+ * @internal */
+#ifndef UP_CONN_H
+#define UP_CONN_H
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+#include "engine.h"
+
+/* Receive buffer size: one io_uring read (decoder room, or TLS ciphertext). */
+#define UP_CONN_RECV_CHUNK (64 * 1024)
+/* Blocking waits of connection setup and requests look at up_cancelled()
+ * at least this often. */
+#define UP_CANCEL_SLICE_MS 10
+
+enum { UP_CONN_OPEN = 0, UP_CONN_DEAD = 1 };
+
+struct up_conn {
+    /* ---- set by the dialing thread before anyone else sees it, then
+     *      immutable ---- */
+    struct upulsar_client *client;
+    up_loop_t *loop;
+    int fd;             /* closed with the last reference */
+    char host[256];
+    int port;
+    int slot;           /* which of connections.per.broker */
+    char proxy_to[280]; /* broker behind the proxy host:port is, or "" */
+    /* ---- (any) ---- */
+    _Atomic int refs;   /* holders: see up_conn_ref() */
+    _Atomic int state;  /* UP_CONN_OPEN until up_conn_fail() (loop) */
+    /* ---- (dialing thread during the handshake, then loop) ---- */
+    up_decoder_t dec;
+    /* TLS (pulsar+ssl://): plaintext frames are encrypted into tls_tx when
+     * no send is in flight; received ciphertext lands in tls_rbuf. */
+    struct up_tls *tls;
+    uint8_t *tls_rbuf;  /* UP_CONN_RECV_CHUNK bytes */
+    /* ---- (loop) ---- */
+    up_op_t recv_op, send_op;
+    bool recv_inflight, send_inflight;
+    struct up_seg *outq;            /* ring of frames to write (conn_io.c) */
+    size_t oq_head, oq_len, oq_cap;
+    size_t oq_sent;                 /* bytes of outq[oq_head] already sent */
+    struct iovec iov[64];
+    struct msghdr msg;
+    up_buf_t tls_tx;
+    size_t tls_tx_off;
+    /* producers registered on it (up_rp_register() / up_rp_detach(),
+     * producer.c, on the loop) */
+    up_rp_t **rps;
+    size_t nrps, crps;
+    struct up_req *reqs;   /* requests waiting for their answer (conn_request.c) */
+    uint64_t last_rx_us;   /* last whole frame received, or last PING sent */
+    uint64_t last_used_us; /* last seen carrying a producer or a request */
+    bool ping_outstanding;
+};
+
+/* ---- for the rest of the engine ------------------------------------------- */
+
+/** Get a ready connection to host:port for loop @p l from the client's pool,
+ *  opening one (TCP connect + CONNECT/CONNECTED, blocking with timeouts) if
+ *  needed. @p slot (0 .. connections.per.broker - 1) picks one of the
+ *  connections to the same broker on the same loop. @p proxy_to (NULL or
+ *  "" = none): host:port is a Pulsar proxy and this is the broker behind
+ *  it the connection is for (CONNECT.proxy_to_broker_url; part of the
+ *  pool key). Returns a reference the caller drops with up_conn_unref().
+ *  (conn_dial.c) @thread caller, establish worker or watchdog; never a loop */
+upulsar_err_t up_conn_get(struct upulsar_client *c, up_loop_t *l, const char *host,
+                          int port, int slot, const char *proxy_to, up_conn_t **out);
+
+/** References (conn_pool.c). Holders: the pool (until the connection fails
+ *  or is closed idle), its loop (until no io_uring operation is in flight
+ *  on it), each registered producer, each up_conn_get() caller until it is
+ *  done, each request waiting for its answer. The last one closes the
+ *  socket and frees it. @thread any */
+void up_conn_ref(up_conn_t *c);
+void up_conn_unref(up_conn_t *c);
+
+/** Send @p cmd (which must carry @p request_id) and wait up to @p timeout_ms
+ *  for the response with that request id. On UPULSAR_OK *@p resp is the
+ *  response (free with pulsar__proto__base_command__free_unpacked). A broker
+ *  ERROR response is returned as its upulsar_err_t, with *@p resp set too.
+ *  @p pre (optional) runs on the loop right before the frame is queued.
+ *  (conn_request.c) @thread any but the connection's loop (it waits for it) */
+upulsar_err_t up_conn_request(up_conn_t *c, up_cmd_t *cmd, uint64_t request_id,
+                              int timeout_ms, up_cmd_t **resp,
+                              void (*pre)(void *), void *pre_arg);
+
+/** Queue a frame of @p len bytes at @p p: @p owned (or NULL) is freed once
+ *  written, @p batch (or NULL) referenced until then (outq_refs). On a
+ *  failed connection @p owned is freed at once. (conn_io.c) @thread loop */
+void up_conn_write(up_conn_t *c, const uint8_t *p, size_t len, uint8_t *owned,
+                   up_batch_t *batch);
+/** Encode @p cmd and queue it. 0, or -1 (out of memory). @thread loop */
+int up_conn_write_cmd(up_conn_t *c, const up_cmd_t *cmd);
+/** Submit what is queued (one send in flight at a time). @thread loop */
+void up_conn_flush(up_conn_t *c);
+/** The connection failed (or is closed): log why (unless @p why is
+ *  UPULSAR_ERR__CLOSED), take it out of the pool, fail its requests with
+ *  UPULSAR_ERR__CONNECT and detach its producers. Once only. @thread loop */
+void up_conn_fail(up_conn_t *c, upulsar_err_t why);
+/** Completions of its io_uring read and write. @thread loop */
+void up_conn_on_recv(up_conn_t *c, int res);
+void up_conn_on_send(up_conn_t *c, int res);
+/** Keep-alive, and closing the connection once unused for
+ *  connection.idle.timeout.ms. @thread loop */
+void up_conn_tick(up_conn_t *c, uint64_t now_us);
+
+/** The pool's figures for the statistics: connections open (pooled, not
+ *  failed or closed) and, of those, idle (used by no producer and no
+ *  request now). (conn_pool.c) @thread any */
+void up_conn_pool_stats(struct upulsar_client *c, int *open, int *idle);
+
+struct pollfd;
+#define UP_POLL_CANCELLED (-2)
+/** poll() one fd until an event, @p deadline_us (up_now_us() clock), or a
+ *  cancellation of the calling thread (up_cancel_on()), looked at every
+ *  UP_CANCEL_SLICE_MS. Returns poll()'s result (0: deadline passed, -1:
+ *  error) or UP_POLL_CANCELLED. For every blocking wait of connection setup
+ *  (TCP, TLS, CONNECT). (conn_dial.c) @thread any but a loop */
+int up_poll_until(struct pollfd *p, uint64_t deadline_us);
+
+/* Events a connection raises for a producer registered on it (producer.c). */
+/** CLOSE_PRODUCER from the broker: the producer is re-created (BACKOFF, at
+ *  once), at @p assigned_url if the broker named its new owner (NULL or ""
+ *  = none: a lookup). @thread loop of @p rp */
+void up_rp_on_close_producer(up_rp_t *rp, const char *assigned_url);
+/** TOPIC_MIGRATED for the producer: its topic lives in the cluster of
+ *  @p cluster_url now (NULL or "": not named); lookups start there and the
+ *  producer is re-created (BACKOFF, at once). @thread loop of @p rp */
+void up_rp_on_topic_migrated(up_rp_t *rp, const char *cluster_url);
+
+/* ---- between the conn_*.c files ------------------------------------------- */
+
+/** Encode an AUTH_RESPONSE to the broker's AUTH_CHALLENGE with the
+ *  credentials as they are now (a token file is read again). (conn_dial.c)
+ *  @thread the dialing thread during the handshake, then loop */
+upulsar_err_t up_conn_auth_response(up_conn_t *c, up_buf_t *out);
+
+/** The open pooled connection for the key (@p proxy_to "" = none),
+ *  referenced, or NULL. (conn_pool.c) @thread any, holding pool_lock */
+up_conn_t *up_conn_pool_find(struct upulsar_client *cl, up_loop_t *l, const char *host,
+                             int port, int slot, const char *proxy_to);
+/** Add the connection just dialed (its handshake done, the caller holding
+ *  the only reference) to the pool and hand it to its loop (up_conn_attach).
+ *  On failure it is closed, with the caller's reference, and the error
+ *  names the broker. (conn_pool.c) @thread the dialing thread, without
+ *  pool_lock */
+upulsar_err_t up_conn_pool_add(up_conn_t *c);
+/** Take @p c out of the pool; whether it was there (its reference is then
+ *  the caller's to drop). (conn_pool.c) @thread loop, without pool_lock */
+bool up_conn_pool_remove(up_conn_t *c);
+/** connection.idle.timeout.ms: note whether @p c is in use and, once unused
+ *  for that long, close it unless someone took it meanwhile. Whether it
+ *  closed. (conn_pool.c) @thread loop */
+bool up_conn_close_if_idle(up_conn_t *c, uint64_t now_us);
+
+/** Task posted by up_conn_pool_add(): the loop takes @p conn (its
+ *  reference) into its list and starts reading it. (conn_io.c) @thread loop */
+void up_conn_attach(void *conn);
+/** Release every queued frame (free control frames, unreference batches).
+ *  (conn_io.c) @thread loop, or the holder of the last reference */
+void up_conn_drop_outq(up_conn_t *c);
+
+/** Complete the request @p request_id with @p resp (taken; freed when no
+ *  request has that id) and @p err. A PRODUCER_SUCCESS with producer_ready
+ *  false (WaitForExclusive) only marks it as waiting. (conn_request.c)
+ *  @thread loop */
+void up_conn_complete_req(up_conn_t *c, uint64_t request_id, up_cmd_t *resp,
+                          upulsar_err_t err);
+/** Fail the PRODUCER request for @p producer_id (if one waits) with @p err
+ *  and no response. (conn_request.c) @thread loop */
+void up_conn_fail_producer_req(up_conn_t *c, uint64_t producer_id, upulsar_err_t err);
+/** Fail every waiting request with UPULSAR_ERR__CONNECT (the connection
+ *  failed). (conn_request.c) @thread loop */
+void up_conn_fail_reqs(up_conn_t *c);
+
+#endif
