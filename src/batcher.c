@@ -323,10 +323,7 @@ static uint64_t drain_one(up_rp_t *rp, uint64_t now)
         atomic_fetch_add_explicit(&rp->failed_msgs, 1, memory_order_relaxed);
         return up_rec_cells(&h);
     }
-    /* built in place, field by field: no copies of the view */
-    up_add_t add;
     up_smm_t *m = &v.m;
-    add.m = m;
     m->sequence_id = rp->next_seq;
     /* a message the batcher does not batch (key_based: one with its own
      * sequence id or entry-level metadata) is an entry of its own; with ids
@@ -395,17 +392,15 @@ static uint64_t drain_one(up_rp_t *rp, uint64_t now)
         return v.ncells;
     }
     bool solo = v.meta.mflags & UP_META_SOLO;
-    add.payload = v.payload;
-    add.future = v.future;
-    add.cb = v.ext.cb;
-    add.opaque = v.ext.opaque;
-    add.rs = rs;
-    add.bmax = bmax;
-    add.solo = solo;
-    add.meta = &v.meta;
-    add.names = v.names;
-    add.now = now;
-    err = (joins ? bt->add : up_batcher_default_add)(rp, &add);
+    /* the default batcher's add (and any batcher's for a message that is
+     * an entry of its own) inline; another batcher's through its table */
+    if (!joins || bt->inline_add) {
+        const up_add_t add = {.v = &v, .rs = rs, .bmax = bmax, .now = now, .solo = solo};
+        err = up_default_add(rp, &add);
+    } else {
+        const up_add_t add = {.v = &v, .rs = rs, .bmax = bmax, .now = now, .solo = solo};
+        err = bt->add(rp, &add);
+    }
     if (err)
         goto out_fail;
     if (v.ext.free_cb)

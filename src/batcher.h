@@ -18,22 +18,16 @@
 #define UP_BATCHER_H
 #include "producer_int.h"
 
-/** One message to add, as the drain prepared it. */
+/** One message to add, as the drain prepared it: the record read from the
+ *  ring (its SingleMessageMetadata with the sequence id set) by pointer, so
+ *  that nothing of it is copied per message, and what the drain worked out
+ *  about it. */
 typedef struct up_add {
-    up_smm_t *m;         /**< its SingleMessageMetadata (sequence id set) */
-    /* the result's future, callback and opaque are kept apart (not an
-     * up_done_t): the drain stores them one by one, and a wide load of
-     * adjacent fields just stored one by one stalls the loop */
-    struct upulsar_future *future;
-    const void *payload;
-    upulsar_delivery_cb_t cb;
-    size_t rs;           /**< up_record_size(&m) */
-    void *opaque;
-    size_t bmax;         /**< the broker's max_message_size now */
-    bool solo;           /**< an entry of its own (default path only) */
-    const up_rec_meta_t *meta; /**< with solo: deliver_at, names */
-    const char *names;
+    up_rec_view_t *v;
+    size_t rs;   /**< up_record_size(&v->m) */
+    size_t bmax; /**< the broker's max_message_size now */
     uint64_t now;
+    bool solo; /**< an entry of its own (default path only) */
 } up_add_t;
 
 typedef struct up_batcher {
@@ -47,6 +41,9 @@ typedef struct up_batcher {
     bool window;
     /** every record closes into an entry of its own */
     bool close_each;
+    /** add is up_batcher_default_add(): the drain runs up_default_add()
+     *  inline instead of calling it through the table */
+    bool inline_add;
     /** Add @p a to an open batch, first closing what must close (full, or
      *  over the broker's size), opening one if needed. OK or NOMEM (the
      *  message is not added; the caller fails it). @thread loop */
@@ -66,18 +63,68 @@ const up_batcher_t *up_batcher_for(const struct upulsar_conf *cf);
  *  @thread loop */
 static inline void up_batch_append(up_batch_t *b, const up_add_t *a)
 {
-    b->rec_len += up_record_put(b->buf + HDR_ROOM + b->rec_len, a->m, a->payload);
-    b->last_seq = a->m->sequence_id;
-    b->payload_bytes += a->m->payload_size;
+    const up_rec_view_t *v = a->v;
+    b->rec_len += up_record_put(b->buf + HDR_ROOM + b->rec_len, &v->m, v->payload);
+    b->last_seq = v->m.sequence_id;
+    b->payload_bytes += v->m.payload_size;
     up_done_t *d = &b->done[b->n++];
-    d->f = a->future;
-    d->cb = a->cb;
-    d->opaque = a->opaque;
+    d->f = v->future;
+    d->cb = v->ext.cb;
+    d->opaque = v->ext.opaque;
 }
 
-/** The default batcher's add: also the path of a message that is an entry
- *  of its own under any batcher. @thread loop */
-upulsar_err_t up_batcher_default_add(up_rp_t *rp, const up_add_t *a);
 /** Close the one open batch (default, single, a solo entry). @thread loop */
 void up_batcher_default_close(up_rp_t *rp);
+/** Give the one open batch @p b, which carries a message that is an entry
+ *  of its own, that message's entry-level metadata (deliver_at; the
+ *  replicate_to names are copied out of the ring). False when out of
+ *  memory. @thread loop */
+bool up_batch_set_solo(up_batch_t *b, const up_rec_meta_t *meta, const char *names);
+
+/** The default batcher's add: also the path of a message that is an entry
+ *  of its own under any batcher. Inline, so that the drain runs it without
+ *  a call for every message (it is the ops table's add of the default and
+ *  single batchers too, up_batcher_default_add()). HOT PATH. @thread loop */
+static inline upulsar_err_t up_default_add(up_rp_t *rp, const up_add_t *a)
+{
+    const struct upulsar_conf *cf = rp_conf(rp);
+    const up_smm_t *m = &a->v->m;
+    up_batch_t *b = rp->open;
+    /* an entry never outgrows the broker's max_message_size, metadata
+     * included, whatever batch.max.bytes says (the broker would refuse it,
+     * with every message in it) */
+    if (b && (a->solo || b->n >= (uint32_t)cf->batch_max_messages ||
+              b->rec_len + a->rs > (size_t)cf->batch_max_bytes ||
+              batch_md_bound(b) + b->rec_len + a->rs > a->bmax)) {
+        up_batcher_default_close(rp);
+        b = NULL;
+    }
+    if (!b) {
+        b = up_batch_get(rp);
+        if (!b)
+            return UPULSAR_ERR__NOMEM;
+        rp->open = b;
+        b->created_us = a->now;
+        b->first_seq = m->sequence_id;
+        rp->open_deadline_us = rp->window_end_us ? rp->window_end_us
+                                                 : a->now + (uint64_t)cf->batch_max_delay_us;
+        rp->window_end_us = 0;
+    }
+    if (b->n == 0 && (m->key || m->okey) && !up_batch_key(b, m))
+        return UPULSAR_ERR__NOMEM;
+    if (!up_batch_reserve(b, HDR_ROOM + b->rec_len + a->rs))
+        return UPULSAR_ERR__NOMEM;
+    if (a->solo && !up_batch_set_solo(b, &a->v->meta, a->v->names)) {
+        rp->open = NULL;
+        up_batch_retire(rp, b);
+        return UPULSAR_ERR__NOMEM;
+    }
+    up_batch_append(b, a);
+    rp->next_seq = m->sequence_id + 1;
+    return UPULSAR_OK;
+}
+
+/** up_default_add() out of line: the add of the default and single
+ *  batchers' ops tables. @thread loop */
+upulsar_err_t up_batcher_default_add(up_rp_t *rp, const up_add_t *a);
 #endif

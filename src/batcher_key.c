@@ -101,13 +101,13 @@ static upulsar_err_t kb_add(up_rp_t *rp, const up_add_t *a)
     /* an entry never outgrows the broker's max_message_size, metadata
      * included, whatever batch.max.bytes says */
     if (rp->open) {
-        const up_batch_t *t = kb_find(rp, a->m);
+        const up_batch_t *t = kb_find(rp, &a->v->m);
         if (rp->kb.n >= (uint32_t)cf->batch_max_messages ||
             rp->kb.bytes + a->rs > (size_t)cf->batch_max_bytes ||
             (t && batch_md_bound(t) + t->rec_len + a->rs > a->bmax))
             kb_close(rp);
     }
-    up_batch_t *b = kb_batch(rp, a->m, a->now);
+    up_batch_t *b = kb_batch(rp, &a->v->m, a->now);
     if (!b)
         return UPULSAR_ERR__NOMEM;
     if (!up_batch_reserve(b, HDR_ROOM + b->rec_len + a->rs))
