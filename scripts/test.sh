@@ -65,16 +65,19 @@ step "TSan tests"
 (cd build-tsan && TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" \
    ctest --output-on-failure -j"$JOBS" --no-tests=error)
 
-step "fuzz decoder (${FUZZ_SECONDS}s)"
+step "fuzz the decoders (${FUZZ_SECONDS}s each)"
 CC=clang cmake -S . -B build-fuzz "${CMAKE_COMMON[@]}" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DUPULSAR_FUZZ=ON \
       -DUPULSAR_TESTS=OFF -DUPULSAR_PERF=OFF -DUPULSAR_SANITIZE=address,undefined >/dev/null
 cmake --build build-fuzz -j"$JOBS"
 fuzzed=0
 for f in build-fuzz/fuzz_*; do
   [ -x "$f" ] || continue
-  mkdir -p build-fuzz/corpus-"$(basename "$f")"
+  name=$(basename "$f")
+  mkdir -p build-fuzz/corpus-"$name"
+  seeds=()   # each target's own seeds, if it has any: tests/fuzz/seeds/<target>/
+  [ -d tests/fuzz/seeds/"$name" ] && seeds=(tests/fuzz/seeds/"$name")
   "$f" -max_total_time="$FUZZ_SECONDS" -rss_limit_mb=2048 \
-       build-fuzz/corpus-"$(basename "$f")" tests/fuzz/seeds 2>&1 | tail -n 3
+       build-fuzz/corpus-"$name" "${seeds[@]}" 2>&1 | tail -n 3
   fuzzed=$((fuzzed + 1))
 done
 if [ "$fuzzed" -eq 0 ]; then

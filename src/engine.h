@@ -303,6 +303,9 @@ struct upulsar_producer *up_producer_claim_next(struct upulsar_client *c);
 upulsar_err_t up_producer_stop_claimed(struct upulsar_producer *h, int timeout_ms);
 void up_rp_shutdown(up_rp_t *rp, uint64_t deadline_us);
 void up_rp_fail_all(up_rp_t *rp, upulsar_err_t err);
+/* Fail every message @p rp holds with @p err and the detail @p why; the
+ * producer itself carries on (re-created as usual). @thread loop */
+void up_rp_fail_pending_why(up_rp_t *rp, upulsar_err_t err, const char *why);
 void up_rp_check_timeouts(up_rp_t *rp, uint64_t now_us);
 upulsar_err_t up_rp_establish(up_rp_t *rp, int timeout_ms);
 

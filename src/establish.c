@@ -34,6 +34,26 @@ static void unregister_task(void *a)
         up_rp_detach(t->rp, false);
 }
 
+/* The PRODUCER request timed out: the broker may still create the
+ * producer (a topic slow to load) and would then keep it, holding its name
+ * and answering a repeated PRODUCER on this connection with the name only
+ * (no last_sequence_id). As the official clients do, CLOSE_PRODUCER for
+ * the producer id goes out before any retry (its answer is not waited
+ * for; a creation still in progress is cancelled by it), then the request
+ * is treated as failed. */
+static void timed_out_task(void *a)
+{
+    attach_t *t = a;
+    if (atomic_load(&t->conn->state) == UP_CONN_OPEN) {
+        up_cmd_t cmd = PULSAR__PROTO__BASE_COMMAND__INIT;
+        Pulsar__Proto__CommandCloseProducer cp = PULSAR__PROTO__COMMAND_CLOSE_PRODUCER__INIT;
+        up_rp_close_cmd(t->rp, &cmd, &cp);
+        up_conn_write_cmd(t->conn, &cmd);
+        up_conn_flush(t->conn);
+    }
+    unregister_task(t);
+}
+
 static void attach_task(void *a)
 {
     attach_t *t = a;
@@ -57,12 +77,13 @@ upulsar_err_t up_rp_establish(up_rp_t *rp, int timeout_ms)
     upulsar_err_t err = UPULSAR_ERR__LOOKUP;
     if (assigned[0])
         err = up_parse_url(assigned, host, sizeof host, &port, &tls);
-    if (!err && tls == c->tls && rp->via_proxy) {
-        /* behind a proxy the assigned broker is reached through it */
+    if (!err && rp->via_proxy) {
+        /* behind a proxy the assigned broker is reached through it, over
+         * the proxy's own link to it (whatever its scheme) */
         snprintf(proxy_to, sizeof proxy_to, "%s:%d", host, port);
         up_service_addr(c, host, sizeof host, &port);
     }
-    if (err || tls != c->tls)
+    if (err || (tls != c->tls && !rp->via_proxy))
         err = up_lookup(c, rp->loop, rp->topic, cluster, host, sizeof host, &port, proxy_to,
                         sizeof proxy_to);
     if (err)
@@ -115,7 +136,8 @@ upulsar_err_t up_rp_establish(up_rp_t *rp, int timeout_ms)
     up_cmd_t *resp;
     err = up_conn_request(conn, &cmd, pr.request_id, timeout_ms, &resp, register_task, &t);
     if (err) {
-        up_loop_call(rp->loop, unregister_task, &t);
+        up_loop_call(rp->loop, err == UPULSAR_ERR__TIMED_OUT ? timed_out_task : unregister_task,
+                     &t);
         if (resp)
             pulsar__proto__base_command__free_unpacked(resp, NULL);
         up_conn_unref(conn);

@@ -152,24 +152,30 @@ upulsar_err_t up_lookup(struct upulsar_client *c, up_loop_t *l, const char *topi
             pulsar__proto__base_command__free_unpacked(resp, NULL);
             return err;
         }
-        bool tls;
-        int np;
-        char nh[256];
-        /* a TLS client follows the broker's TLS address */
-        const char *burl = c->tls && r->brokerserviceurltls && r->brokerserviceurltls[0]
-                               ? r->brokerserviceurltls
-                               : r->brokerserviceurl;
-        err = burl ? up_parse_url(burl, nh, sizeof nh, &np, &tls)
-                   : up_seterr(UPULSAR_ERR__LOOKUP, "lookup of %s: no broker URL", topic);
-        /* tls is set whenever err is 0: up_seterr() returns its (non-zero) code.
-         * NOLINTNEXTLINE(clang-analyzer-core.UndefinedBinaryOperatorResult) */
-        if (!err && tls != c->tls)
-            err = up_seterr(UPULSAR_ERR__LOOKUP, "lookup of %s: broker answered %s, but the "
-                            "client %s TLS", topic, burl, c->tls ? "requires" : "is not using");
+        bool tls = false;
+        int np = 0;
+        char nh[256] = "";
         bool redirect =
             r->response == PULSAR__PROTO__COMMAND_LOOKUP_TOPIC_RESPONSE__LOOKUP_TYPE__Redirect;
         authoritative = r->has_authoritative && r->authoritative;
         bool proxied = r->proxy_through_service_url;
+        /* a TLS client follows the broker's TLS address (a broker fills
+         * the field of each port it opens; either may be absent) */
+        const char *ut = r->brokerserviceurltls && r->brokerserviceurltls[0]
+                             ? r->brokerserviceurltls
+                             : NULL;
+        const char *up = r->brokerserviceurl && r->brokerserviceurl[0] ? r->brokerserviceurl
+                                                                        : NULL;
+        const char *burl = c->tls && ut ? ut : up ? up : ut;
+        err = burl ? up_parse_url(burl, nh, sizeof nh, &np, &tls)
+                   : up_seterr(UPULSAR_ERR__LOOKUP, "lookup of %s: no broker URL", topic);
+        /* Through a proxy only the service URL's scheme matters: a Pulsar
+         * proxy puts the URL of ITS link to the broker in both fields, in
+         * whatever scheme that link uses, and the client only names the
+         * broker's host:port in CONNECT to the proxy. */
+        if (!err && tls != c->tls && !(proxied && !redirect))
+            err = up_seterr(UPULSAR_ERR__LOOKUP, "lookup of %s: broker answered %s, but the "
+                            "client %s TLS", topic, burl, c->tls ? "requires" : "is not using");
         pulsar__proto__base_command__free_unpacked(resp, NULL);
         if (err)
             return err;

@@ -550,3 +550,17 @@ void up_rp_on_topic_migrated(up_rp_t *rp, const char *cluster_url)
     atomic_store(&rp->closed_by_broker, 1);
     up_rp_suspend(rp, true);
 }
+
+/* Fail every message @p rp holds (pending and open batches, records in the
+ * ring), oldest first, with @p err and the detail "<topic> via <broker>:
+ * @p why", without failing the producer itself: it stays in its state and
+ * is re-created as usual (a backlog quota's producer_exception refusal).
+ * (loop) */
+void up_rp_fail_pending_why(up_rp_t *rp, upulsar_err_t err, const char *why)
+{
+    if (!holds_messages(rp))
+        return;
+    up_detail_t *det = up_rp_detail(rp, "%s", why);
+    fail_all(rp, err, det);
+    up_detail_put(&rp->client->futures, det);
+}

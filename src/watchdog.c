@@ -52,6 +52,12 @@ static void fail_task(void *a)
     up_rp_fail_why(f->rp, f->err, f->why);
 }
 
+static void fail_pending_task(void *a)
+{
+    fail_t *f = a;
+    up_rp_fail_pending_why(f->rp, f->err, f->why);
+}
+
 /* Fail every producer of @p g with @p err; sends to it are refused from now
  * on (upulsar_send() checks g->failed). Its messages fail with the detail
  * "partition group failed: <why>". */
@@ -295,7 +301,11 @@ upulsar_err_t up_establish_all(up_rp_t **rps, int n, uint64_t deadline_us,
                 }
                 last = err;
                 snprintf(why, sizeof why, "%s", rp->est_why);
-                if (!upulsar_err_is_retriable(err) || now >= deadline_us) {
+                /* a backlog quota refusal is not retried at creation,
+                 * as the official clients do: the quota clears only
+                 * once consumers catch up */
+                if (!upulsar_err_is_retriable(err) || now >= deadline_us ||
+                    err == UPULSAR_ERR_PRODUCER_BLOCKED_QUOTA_EXCEEDED_ERROR) {
                     fail = err;
                     a[i].over = true;
                     left--;
@@ -390,6 +400,18 @@ static bool est_result(up_group_t *grp, up_rp_t *rp, const struct upulsar_conf *
     }
     int st = UPULSAR_STATE_CONNECTING;
     atomic_compare_exchange_strong(&rp->state, &st, UPULSAR_STATE_BACKOFF);
+    if (err == UPULSAR_ERR_PRODUCER_BLOCKED_QUOTA_EXCEEDED_EXCEPTION) {
+        /* the backlog quota's producer_exception policy: as the official
+         * clients do, what the producer holds fails with the broker's
+         * refusal now instead of waiting for send.timeout.ms; the producer
+         * is still re-created with backoff (producer_request_hold, the
+         * ...Error, keeps the messages waiting) */
+        char why[UP_DETAIL_TEXT_MAX];
+        snprintf(why, sizeof why, "the broker refused to re-create producer %s: %s",
+                 rp->name[0] ? rp->name : "(unnamed)", rp->est_why);
+        fail_t f = {rp, err, why};
+        up_loop_call(rp->loop, fail_pending_task, &f);
+    }
     return true;
 }
 

@@ -19,8 +19,11 @@
  *    upulsar_tb_set_partitions() (0 = non-partitioned, the default).
  *  - LOOKUP -> Connect to this broker, or Redirect to the URL given with
  *    upulsar_tb_set_owner() / upulsar_tb_move_topic(); both authoritative.
- *    A pulsar:// URL is answered in brokerServiceUrl, a pulsar+ssl:// one
- *    in brokerServiceUrlTls (a TLS broker has no plaintext port).
+ *    As a Pulsar broker fills the URL of each port it listens on and leaves
+ *    the other field out, a pulsar:// URL is answered in brokerServiceUrl
+ *    only and a pulsar+ssl:// one in brokerServiceUrlTls only (the broker
+ *    has one port). In proxy_mode the answer is a Pulsar proxy's: the
+ *    proxy-to-broker URL in both fields (see upulsar_tb_opts_t.proxy_mode).
  *  - TLS (opts.tls_cert_file): the port speaks TLS 1.2+ only (OpenSSL);
  *    with tls_ca_file a client certificate is verified when presented, and
  *    required with tls_require_client_cert. A client that does not speak
@@ -40,8 +43,15 @@
  *  - PRODUCER -> PRODUCER_SUCCESS (generated name if none; last_sequence_id
  *    = last stored sequence id of that name on that topic, -1 if none), or
  *    ERROR ProducerBusy when another producer with that name is active on
- *    the topic (re-sending PRODUCER for the same connection + producer id is
- *    answered with success again). Access modes, answered as a Pulsar
+ *    the topic. Re-sending PRODUCER for a producer the connection has
+ *    created (same producer id, same topic, still active) is answered as
+ *    Pulsar does: PRODUCER_SUCCESS with the producer's name only, without
+ *    last_sequence_id (a client reads -1) or topic_epoch; for a producer id
+ *    whose PRODUCER is still being processed
+ *    (upulsar_tb_delay_producers()) it is ERROR ServiceNotReady ("Producer
+ *    is already present on the connection"). CLOSE_PRODUCER for a producer
+ *    still being processed cancels it (SUCCESS; the PRODUCER is never
+ *    answered and nothing is registered). Access modes, answered as a Pulsar
  *    broker does: Shared is refused with ProducerBusy while an exclusive
  *    producer holds the topic or a WaitForExclusive one waits for it;
  *    Exclusive is refused with ProducerFenced then, or while any other
@@ -196,14 +206,26 @@ typedef struct upulsar_tb_opts {
     int auth_response_timeout_ms;
 
     /** Non-zero: stand in for a Pulsar proxy in front of this broker.
-     *  LOOKUP answers Connect with proxy_through_service_url = true (and the
-     *  topic owner's URL); a connection whose CONNECT has no
+     *  LOOKUP answers Connect with proxy_through_service_url = true (naming
+     *  the topic's owner, see below); a connection whose CONNECT has no
      *  proxy_to_broker_url serves lookups only and is closed on PRODUCER or
      *  SUBSCRIBE, as a proxy in lookup mode does; one naming this broker
      *  ("127.0.0.1:<port>" or "localhost:<port>") is served as usual, one
      *  naming anything else gets ERROR ServiceNotReady and is closed.
-     *  Default 0. */
+     *  As a Pulsar proxy (LookupProxyHandler), the LOOKUP answer carries
+     *  the URL by which the proxy reaches the broker in both
+     *  brokerServiceUrl and brokerServiceUrlTls, whatever scheme the
+     *  client uses: its scheme is the proxy's link to its brokers
+     *  (proxy_broker_link), so a client must take only the host and port
+     *  from it. Default 0. */
     int proxy_mode;
+    /** proxy_mode: the scheme of the proxy-to-broker URL in LOOKUP answers:
+     *  UPULSAR_TB_PROXY_LINK_SAME (0, the default) that of this broker's
+     *  own port, UPULSAR_TB_PROXY_LINK_PLAIN "pulsar://",
+     *  UPULSAR_TB_PROXY_LINK_TLS "pulsar+ssl://" (e.g. a TLS-terminating
+     *  proxy in front of plaintext brokers: a TLS listener with
+     *  UPULSAR_TB_PROXY_LINK_PLAIN). */
+    int proxy_broker_link;
 
     /* ---- topology ---- */
     /** A running broker whose store (topics, logs, dedup state) this one
@@ -211,6 +233,11 @@ typedef struct upulsar_tb_opts {
      *  its own. The other broker may stop first. Default NULL. */
     upulsar_tb_t *shared_store_with;
 } upulsar_tb_opts_t;
+
+/** Values of upulsar_tb_opts_t.proxy_broker_link. */
+#define UPULSAR_TB_PROXY_LINK_SAME 0
+#define UPULSAR_TB_PROXY_LINK_PLAIN 1
+#define UPULSAR_TB_PROXY_LINK_TLS 2
 
 /** Fill @p opts with the defaults listed above. */
 void upulsar_tb_opts_init(upulsar_tb_opts_t *opts);
@@ -415,6 +442,38 @@ upulsar_err_t upulsar_tb_producer_metadata(upulsar_tb_t *tb, const char *topic, 
  */
 int upulsar_tb_producer_answers(upulsar_tb_t *tb, const char *topic, int *out, size_t max);
 
+/** One request of upulsar_tb_producer_requests(). */
+typedef struct upulsar_tb_request {
+    int type;             /**< UPULSAR_TB_REQ_PRODUCER or _CLOSE_PRODUCER */
+    uint64_t connection;  /**< the connection it came on (a number unique
+                               within the broker, in accept order) */
+    uint64_t producer_id;
+    uint64_t request_id;
+} upulsar_tb_request_t;
+
+#define UPULSAR_TB_REQ_PRODUCER 5        /**< BaseCommand PRODUCER */
+#define UPULSAR_TB_REQ_CLOSE_PRODUCER 15 /**< BaseCommand CLOSE_PRODUCER */
+
+/**
+ * The PRODUCER and CLOSE_PRODUCER requests the broker received for
+ * @p topic, in the order they arrived: every PRODUCER for the topic this
+ * broker serves, whatever its answer (not those it refuses because another
+ * broker owns the topic or it migrated, nor those on a lookup-only proxy
+ * connection), and every CLOSE_PRODUCER for a producer id its
+ * connection had on the topic then (created, or its PRODUCER still being
+ * processed, see upulsar_tb_delay_producers()); a CLOSE_PRODUCER for a
+ * producer id unknown on its connection names no topic and is not
+ * recorded. Lets tests check what a client sent, in which order, on which
+ * connection. Copies up to @p max requests, oldest first, into @p out
+ * (NULL allowed when @p max is 0); the first 65536 of a topic are kept,
+ * later ones only counted. With a shared store the requests of every broker
+ * sharing it are in one list. Returns the total number (>= 0, 0 for a topic
+ * nothing touched; may exceed @p max) or a negative error (INVALID_ARG,
+ * INVALID_TOPIC). Thread safety: any. Blocks: a mutex.
+ */
+int upulsar_tb_producer_requests(upulsar_tb_t *tb, const char *topic, upulsar_tb_request_t *out,
+                                 size_t max);
+
 /** One message of the log, as a snapshot holds it. Every pointer points
  *  into the snapshot and is valid until upulsar_tb_snapshot_free(). */
 typedef struct upulsar_tb_msg {
@@ -573,9 +632,26 @@ upulsar_err_t upulsar_tb_fail_writes(upulsar_tb_t *tb, const char *topic, int n,
                                      int server_error);
 
 /** Answer the next @p n PRODUCER requests for @p topic (NULL = any topic)
- *  with ERROR @p server_error. n = 0 cancels. */
+ *  with ERROR @p server_error. n = 0 cancels. Backlog quota refusals are
+ *  ProducerBlockedQuotaExceededError (7, policy producer_request_hold)
+ *  and ProducerBlockedQuotaExceededException (8, producer_exception). */
 upulsar_err_t upulsar_tb_fail_producers(upulsar_tb_t *tb, const char *topic,
                                         int n, int server_error);
+
+/**
+ * Process the next @p n PRODUCER requests for @p topic (NULL = any topic)
+ * @p ms milliseconds after they arrive, as a Pulsar broker whose topic is
+ * slow to load does (to make a client's request time out). Until then the
+ * producer id is taken on its connection but nothing is registered on the
+ * topic: a repeated PRODUCER for it gets ERROR ServiceNotReady, a
+ * CLOSE_PRODUCER for it cancels it (SUCCESS, and the delayed PRODUCER is
+ * never answered: the client gave up on it); otherwise it is processed
+ * when due, as if it arrived then (its answer, holding the name, with
+ * last_sequence_id...). Requests answered at once (refused, repeated) do
+ * not count against @p n. n = 0 cancels. Errors: INVALID_ARG (@p tb NULL,
+ * @p n or @p ms negative), INVALID_TOPIC, NOMEM. Thread safety: any.
+ */
+upulsar_err_t upulsar_tb_delay_producers(upulsar_tb_t *tb, const char *topic, int n, int ms);
 
 /**
  * Unload @p topic: send CLOSE_PRODUCER to each of its active producers (the

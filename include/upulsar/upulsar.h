@@ -89,7 +89,14 @@ typedef enum upulsar_err {
     UPULSAR_ERR_AUTHORIZATION_ERROR = 1004,
     UPULSAR_ERR_CONSUMER_BUSY = 1005,
     UPULSAR_ERR_SERVICE_NOT_READY = 1006,
+    /** backlog quota exceeded, policy producer_request_hold: a start fails
+     *  with it at once; a producer created before keeps being re-created,
+     *  its messages waiting (within send.timeout.ms) */
     UPULSAR_ERR_PRODUCER_BLOCKED_QUOTA_EXCEEDED_ERROR = 1007,
+    /** backlog quota exceeded, policy producer_exception: a start fails
+     *  with it at once; when a re-creation is refused with it, every
+     *  message the producer holds fails with it, and the producer keeps
+     *  being re-created with backoff */
     UPULSAR_ERR_PRODUCER_BLOCKED_QUOTA_EXCEEDED_EXCEPTION = 1008,
     UPULSAR_ERR_CHECKSUM_ERROR = 1009,
     UPULSAR_ERR_UNSUPPORTED_VERSION_ERROR = 1010,
@@ -121,10 +128,13 @@ const char *upulsar_err_name(upulsar_err_t err);
 /** Non-zero if an operation that failed with @p err may succeed when retried
  *  (after a reconnect or backoff); zero for terminal errors (fenced, topic
  *  terminated, authorization, invalid argument...). This is what
- *  upulsar_producer_start() retries; a producer that has been created once
- *  is re-created after every refusal but ProducerFenced, TopicTerminated and
- *  (exclusive access modes) ProducerBusy, as the official clients do (see
- *  upulsar_producer_start()). Thread safety: any. */
+ *  upulsar_producer_start() retries, except
+ *  PRODUCER_BLOCKED_QUOTA_EXCEEDED_ERROR (a backlog quota clears only once
+ *  consumers catch up: the start fails with it at once, as in the official
+ *  clients, and may be tried again later); a producer that has been
+ *  created once is re-created after every refusal but ProducerFenced,
+ *  TopicTerminated and (exclusive access modes) ProducerBusy, as the
+ *  official clients do (see upulsar_producer_start()). Thread safety: any. */
 int upulsar_err_is_retriable(upulsar_err_t err);
 
 /** Detail of the last error reported to the calling thread by any upulsar
@@ -434,7 +444,8 @@ typedef struct upulsar_producer upulsar_producer_t;
  * its io thread), TIMED_OUT, CONNECT (with the system's reason, e.g. "Too
  * many open files"), LOOKUP, TLS, or
  * the broker's refusal (e.g. UPULSAR_ERR_PRODUCER_BUSY, _TOPIC_NOT_FOUND,
- * _AUTHORIZATION_ERROR: not retried); upulsar_last_error() names the broker
+ * _AUTHORIZATION_ERROR, either _PRODUCER_BLOCKED_QUOTA_EXCEEDED_*: not
+ * retried); upulsar_last_error() names the broker
  * or topic concerned. On failure everything started so far is closed
  * again.
  * Once created, a real producer that loses its connection or is closed by
@@ -442,7 +453,9 @@ typedef struct upulsar_producer upulsar_producer_t;
  * refusal is logged (upulsar_client_set_log_cb()) and retried, including
  * AuthenticationError (e.g. a token refused at a refresh: fix the token and
  * it comes back), AuthorizationError and TopicNotFound, while its messages
- * wait within send.timeout.ms. Only ProducerFenced, TopicTerminated,
+ * wait within send.timeout.ms (ProducerBlockedQuotaExceededException
+ * fails them at once with that error, as the official clients do; the
+ * producer is still re-created). Only ProducerFenced, TopicTerminated,
  * ProducerBusy in an exclusive access mode and restart.intensity (when set)
  * fail its partition group (GROUP_FAILED or that error for its messages and
  * later sends). A producer never created yet (lazy.start.partitions, a

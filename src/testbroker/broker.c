@@ -74,6 +74,18 @@ int tb_take_fail_send(upulsar_tb_t *tb, bool *fence)
     return e;
 }
 
+int tb_take_delay_producer(upulsar_tb_t *tb)
+{
+    int ms = -1;
+    pthread_mutex_lock(&tb->mu);
+    if (tb->delay_prods_n > 0) {
+        tb->delay_prods_n--;
+        ms = tb->delay_prods_ms;
+    }
+    pthread_mutex_unlock(&tb->mu);
+    return ms;
+}
+
 int tb_take_fail_producer(upulsar_tb_t *tb)
 {
     int e = -1;
@@ -465,6 +477,11 @@ upulsar_err_t upulsar_tb_start(const upulsar_tb_opts_t *opts, upulsar_tb_t **out
         o.auth_response_timeout_ms = TB_DEFAULT_AUTH_RESPONSE_MS;
     if ((o.tls_key_file || o.tls_ca_file || o.tls_require_client_cert) && !o.tls_cert_file)
         return up_seterr(UPULSAR_ERR__INVALID_ARG, "TLS options need tls_cert_file");
+    if (o.proxy_broker_link < UPULSAR_TB_PROXY_LINK_SAME ||
+        o.proxy_broker_link > UPULSAR_TB_PROXY_LINK_TLS)
+        return up_seterr(UPULSAR_ERR__INVALID_ARG,
+                         "proxy_broker_link %d: not a UPULSAR_TB_PROXY_LINK_* value",
+                         o.proxy_broker_link);
 
     upulsar_tb_t *tb = calloc(1, sizeof *tb);
     if (!tb)
@@ -1116,6 +1133,28 @@ upulsar_err_t upulsar_tb_fail_producers(upulsar_tb_t *tb, const char *topic, int
     pthread_mutex_lock(&t->mu);
     t->fail_prods_n = n;
     t->fail_prods_err = server_error;
+    pthread_mutex_unlock(&t->mu);
+    return UPULSAR_OK;
+}
+
+upulsar_err_t upulsar_tb_delay_producers(upulsar_tb_t *tb, const char *topic, int n, int ms)
+{
+    if (!tb || n < 0 || ms < 0)
+        return up_seterr(UPULSAR_ERR__INVALID_ARG, "upulsar_tb_delay_producers: bad argument");
+    if (!topic) {
+        pthread_mutex_lock(&tb->mu);
+        tb->delay_prods_n = n;
+        tb->delay_prods_ms = ms;
+        pthread_mutex_unlock(&tb->mu);
+        return UPULSAR_OK;
+    }
+    upulsar_err_t err;
+    tb_topic_t *t = topic_arg(tb, topic, true, &err);
+    if (!t)
+        return err;
+    pthread_mutex_lock(&t->mu);
+    t->delay_prods_n = n;
+    t->delay_prods_ms = ms;
     pthread_mutex_unlock(&t->mu);
     return UPULSAR_OK;
 }

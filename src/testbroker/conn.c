@@ -703,16 +703,31 @@ static int on_lookup(tb_conn_t *c, const Pulsar__Proto__CommandLookupTopic *in)
     free(norm);
     r.has_authoritative = 1;
     r.authoritative = 1;
-    /* a pulsar+ssl:// broker is named in brokerServiceUrlTls only: it has
-     * no plaintext port to announce */
+    /* as a Pulsar broker, the URL of each port the broker listens on: a
+     * pulsar+ssl:// broker is named in brokerServiceUrlTls only, a
+     * pulsar:// one in brokerServiceUrl only (the other field is left out,
+     * as Pulsar leaves out the URL of a port it does not open) */
     const char *url = owner ? owner : tb->url;
     r.response = owner ? PULSAR__PROTO__COMMAND_LOOKUP_TOPIC_RESPONSE__LOOKUP_TYPE__Redirect
                        : PULSAR__PROTO__COMMAND_LOOKUP_TOPIC_RESPONSE__LOOKUP_TYPE__Connect;
-    if (!strncmp(url, "pulsar+ssl://", 13))
+    bool url_tls = !strncmp(url, "pulsar+ssl://", 13);
+    if (url_tls)
         r.brokerserviceurltls = (char *)url;
     else
         r.brokerserviceurl = (char *)url;
-    if (tb->opts.proxy_mode) { /* the proxy forwards to the owner */
+    char link[300];
+    if (tb->opts.proxy_mode) {
+        /* as a Pulsar proxy (LookupProxyHandler): Connect, through the
+         * service URL, with the URL by which the proxy reaches the owner in
+         * BOTH fields, in the scheme of the proxy's own link to its brokers,
+         * whatever the client uses */
+        const char *hp = strstr(url, "://");
+        hp = hp ? hp + 3 : url;
+        int lk = tb->opts.proxy_broker_link;
+        bool tls = lk == UPULSAR_TB_PROXY_LINK_TLS ||
+                   (lk != UPULSAR_TB_PROXY_LINK_PLAIN && tb->ssl_ctx != NULL);
+        snprintf(link, sizeof link, "%s%s", tls ? "pulsar+ssl://" : "pulsar://", hp);
+        r.brokerserviceurl = r.brokerserviceurltls = link;
         r.response = PULSAR__PROTO__COMMAND_LOOKUP_TOPIC_RESPONSE__LOOKUP_TYPE__Connect;
         r.has_proxy_through_service_url = 1;
         r.proxy_through_service_url = 1;
@@ -722,7 +737,13 @@ static int on_lookup(tb_conn_t *c, const Pulsar__Proto__CommandLookupTopic *in)
     return put_rc(rc);
 }
 
-/* PRODUCER_SUCCESS into @p out; @p epoch < 0: no topic_epoch */
+/* Value of put_producer_success()'s last_seq: leave last_sequence_id out. */
+#define NO_LAST_SEQ INT64_MIN
+
+/* PRODUCER_SUCCESS into @p out; @p epoch < 0: no topic_epoch; @p last_seq
+ * NO_LAST_SEQ: no last_sequence_id and no producer_ready (Pulsar's answer
+ * for a producer id already created on the connection: the name and the
+ * schema version only) */
 static int put_producer_success(up_buf_t *out, uint64_t request_id, const char *name,
                                 int64_t last_seq, int64_t epoch, bool ready)
 {
@@ -732,10 +753,12 @@ static int put_producer_success(up_buf_t *out, uint64_t request_id, const char *
     cmd.producer_success = &ps;
     ps.request_id = request_id;
     ps.producer_name = (char *)name;
-    ps.has_last_sequence_id = 1;
-    ps.last_sequence_id = last_seq;
-    ps.has_producer_ready = 1;
-    ps.producer_ready = ready;
+    if (last_seq != NO_LAST_SEQ) {
+        ps.has_last_sequence_id = 1;
+        ps.last_sequence_id = last_seq;
+        ps.has_producer_ready = 1;
+        ps.producer_ready = ready;
+    }
     if (epoch >= 0) {
         ps.has_topic_epoch = 1;
         ps.topic_epoch = (uint64_t)epoch;
@@ -798,13 +821,102 @@ static int answered(tb_topic_t *t, bool locked, int answer, int rc)
     return rc;
 }
 
+/* The delayed PRODUCER of @p producer_id on @p c, or NULL. */
+static tb_delayed_prod_t *find_delayed(tb_conn_t *c, uint64_t producer_id)
+{
+    for (size_t i = 0; i < c->ndp; i++)
+        if (c->dp[i].producer_id == producer_id)
+            return &c->dp[i];
+    return NULL;
+}
+
+/* Note a request in @p t's request log (t->mu not held). */
+static void note_request(tb_conn_t *c, tb_topic_t *t, int type, uint64_t producer_id,
+                         uint64_t request_id)
+{
+    pthread_mutex_lock(&t->mu);
+    tb_topic_note_request_locked(t, type, c->serial, producer_id, request_id);
+    pthread_mutex_unlock(&t->mu);
+}
+
+/* Keep @p in for processing @p ms from now (upulsar_tb_delay_producers()). */
+static int delay_producer(tb_conn_t *c, tb_topic_t *t, const Pulsar__Proto__CommandProducer *in,
+                          int ms)
+{
+    if (c->ndp == c->dp_cap) {
+        size_t nc = c->dp_cap ? c->dp_cap * 2 : 4;
+        tb_delayed_prod_t *nd = realloc(c->dp, nc * sizeof *nd);
+        if (!nd)
+            return CLOSE;
+        c->dp = nd;
+        c->dp_cap = nc;
+    }
+    size_t len = pulsar__proto__command_producer__get_packed_size(in);
+    uint8_t *buf = malloc(len ? len : 1);
+    if (!buf)
+        return CLOSE;
+    pulsar__proto__command_producer__pack(in, buf);
+    tb_delayed_prod_t *d = &c->dp[c->ndp++];
+    d->producer_id = in->producer_id;
+    d->request_id = in->request_id;
+    d->due_ms = tb_now_ms() + ms;
+    d->topic = t;
+    d->packed = buf;
+    d->len = len;
+    return KEEP;
+}
+
+static int producer_run(tb_conn_t *c, const Pulsar__Proto__CommandProducer *in, bool replay);
+
 static int on_producer(tb_conn_t *c, const Pulsar__Proto__CommandProducer *in)
+{
+    return producer_run(c, in, false);
+}
+
+/* PRODUCER; @p replay: a delayed one, due now (already logged, not delayed
+ * again). */
+static int producer_run(tb_conn_t *c, const Pulsar__Proto__CommandProducer *in, bool replay)
 {
     upulsar_tb_t *tb = c->tb;
     uint64_t rid = in->request_id;
     int rc;
     if (lookup_only_refused(c))
         return CLOSE;
+    if (!replay) {
+        /* as Pulsar: the producer id is taken while its first PRODUCER is
+         * being processed ("future not done") */
+        tb_delayed_prod_t *d = find_delayed(c, in->producer_id);
+        if (d) {
+            tb_topic_t *dt = d->topic;
+            pthread_mutex_lock(&dt->mu);
+            tb_topic_note_request_locked(dt, UP_CMD(PRODUCER), c->serial, in->producer_id, rid);
+            tb_topic_note_answer_locked(dt, UP_SERR(ServiceNotReady));
+            pthread_mutex_unlock(&dt->mu);
+            return put_rc(tb_put_error(&c->out, rid, UP_SERR(ServiceNotReady),
+                                       "Producer is already present on the connection"));
+        }
+        /* as Pulsar: a producer already created with this id answers at
+         * once, with its name only (no last_sequence_id, no topic_epoch) */
+        tb_producer_t *lp = find_producer(c, in->producer_id);
+        upulsar_err_t ne;
+        char *ln = lp ? tb_topic_normalize(in->topic, &ne) : NULL;
+        if (lp && ln && !strcmp(ln, lp->topic->name)) {
+            tb_topic_t *lt = lp->topic;
+            pthread_mutex_lock(&lt->mu);
+            bool live = lp->active && !lp->closed && !lp->waiting;
+            if (live) {
+                tb_topic_note_request_locked(lt, UP_CMD(PRODUCER), c->serial, in->producer_id,
+                                             rid);
+                tb_topic_note_answer_locked(lt, UPULSAR_TB_PRODUCER_CREATED);
+            }
+            pthread_mutex_unlock(&lt->mu);
+            if (live) {
+                free(ln);
+                return put_rc(put_producer_success(&c->out, rid, lp->name, NO_LAST_SEQ, -1, true));
+            }
+        }
+        free(ln);
+    }
     {
         /* migrated to another cluster: as Pulsar, TOPIC_MIGRATED (protocol
          * 20 and later) and no answer to the request; else "not here" */
@@ -829,11 +941,25 @@ static int on_producer(tb_conn_t *c, const Pulsar__Proto__CommandProducer *in)
     char *norm = served_topic(c, in->topic, rid, &rc);
     if (!norm)
         return rc;
-    int inj = tb_take_fail_producer(tb);
     tb_topic_t *t = tb_topic_get(tb, norm, true);
     free(norm);
     if (!t)
         return CLOSE;
+    if (!replay) {
+        pthread_mutex_lock(&t->mu);
+        tb_topic_note_request_locked(t, UP_CMD(PRODUCER), c->serial, in->producer_id, rid);
+        int ms = -1;
+        if (t->delay_prods_n > 0) {
+            t->delay_prods_n--;
+            ms = t->delay_prods_ms;
+        }
+        pthread_mutex_unlock(&t->mu);
+        if (ms < 0)
+            ms = tb_take_delay_producer(tb);
+        if (ms >= 0)
+            return delay_producer(c, t, in, ms);
+    }
+    int inj = tb_take_fail_producer(tb);
     if (inj >= 0)
         return answered(t, false, inj,
                         put_rc(tb_put_error(&c->out, rid, inj, "Error injected by the test broker")));
@@ -961,9 +1087,22 @@ static int on_producer(tb_conn_t *c, const Pulsar__Proto__CommandProducer *in)
 
 static int on_close_producer(tb_conn_t *c, const Pulsar__Proto__CommandCloseProducer *in)
 {
+    tb_delayed_prod_t *d = find_delayed(c, in->producer_id);
+    if (d) {
+        /* as Pulsar: closed before its creation completed; the creation is
+         * dropped and its PRODUCER never answered */
+        note_request(c, d->topic, UP_CMD(CLOSE_PRODUCER), in->producer_id, in->request_id);
+        free(d->packed);
+        size_t i = (size_t)(d - c->dp);
+        memmove(d, d + 1, (c->ndp - i - 1) * sizeof *d);
+        c->ndp--;
+        return put_rc(tb_put_success(&c->out, in->request_id));
+    }
     tb_producer_t *p = find_producer(c, in->producer_id);
     if (p) {
         pthread_mutex_lock(&p->topic->mu);
+        tb_topic_note_request_locked(p->topic, UP_CMD(CLOSE_PRODUCER), c->serial,
+                                     in->producer_id, in->request_id);
         topic_remove_producer(p->topic, p);
         pthread_mutex_unlock(&p->topic->mu);
         ptr_remove((void **)c->prods, &c->nprods, p);
@@ -1751,6 +1890,26 @@ static int take_injected(tb_conn_t *c)
     return rc;
 }
 
+/* Process the delayed PRODUCER requests that are due, oldest first. */
+static int run_delayed(tb_conn_t *c, int64_t now)
+{
+    while (c->ndp && c->dp[0].due_ms <= now) {
+        tb_delayed_prod_t d = c->dp[0];
+        memmove(c->dp, c->dp + 1, (c->ndp - 1) * sizeof *c->dp);
+        c->ndp--;
+        Pulsar__Proto__CommandProducer *in =
+            pulsar__proto__command_producer__unpack(NULL, d.len, d.packed);
+        free(d.packed);
+        if (!in)
+            return CLOSE;
+        int rc = producer_run(c, in, true);
+        pulsar__proto__command_producer__free_unpacked(in, NULL);
+        if (rc)
+            return rc;
+    }
+    return KEEP;
+}
+
 /* Keep-alive tick. -1: close the connection. */
 static int tick(tb_conn_t *c, int64_t now)
 {
@@ -1794,6 +1953,11 @@ static void conn_cleanup(tb_conn_t *c)
     free(c->cons);
     c->cons = NULL;
     c->ncons = 0;
+    for (size_t i = 0; i < c->ndp; i++)
+        free(c->dp[i].packed);
+    free(c->dp);
+    c->dp = NULL;
+    c->ndp = 0;
     if (c->qlen)
         atomic_fetch_sub(&c->tb->receipts_queued, c->qlen);
     free(c->q);
@@ -1861,6 +2025,8 @@ void *tb_conn_main(void *arg)
             int64_t due = queue_next_due(c);
             if (due >= 0 && (timeout < 0 || due - now < timeout))
                 timeout = due - now;
+            if (c->ndp && (timeout < 0 || c->dp[0].due_ms - now < timeout))
+                timeout = c->dp[0].due_ms - now;
             if (c->auth_pending && (timeout < 0 || c->auth_deadline_ms - now < timeout))
                 timeout = c->auth_deadline_ms - now;
             if (timeout < -1)
@@ -1901,8 +2067,8 @@ void *tb_conn_main(void *arg)
             if (conn_read(c))
                 break;
         }
-        if (take_injected(c) || run_queue(c, now) || tick(c, now) || auth_tick(c, now) ||
-            dispatch(c) || conn_flush(c))
+        if (take_injected(c) || run_queue(c, now) || run_delayed(c, now) || tick(c, now) ||
+            auth_tick(c, now) || dispatch(c) || conn_flush(c))
             break;
     }
     /* counted before the last flush, so a client that reads the broker's

@@ -220,6 +220,7 @@ void tb_topic_free(tb_topic_t *t)
     free(t->prods);
     free(t->cons);
     free(t->answers);
+    free(t->reqs);
     pthread_cond_destroy(&t->grew);
     pthread_mutex_destroy(&t->mu);
     free(t->name);
@@ -695,6 +696,43 @@ int upulsar_tb_producer_answers(upulsar_tb_t *tb, const char *topic, int *out, s
     for (size_t i = 0; i < max && i < t->nanswers; i++)
         out[i] = t->answers[i];
     uint64_t total = t->answers_total;
+    pthread_mutex_unlock(&t->mu);
+    return total > (uint64_t)INT32_MAX ? INT32_MAX : (int)total;
+}
+
+void tb_topic_note_request_locked(tb_topic_t *t, int type, uint64_t conn, uint64_t producer_id,
+                                  uint64_t request_id)
+{
+    t->reqs_total++;
+    if (t->nreqs == t->reqs_cap) {
+        size_t cap = t->reqs_cap ? t->reqs_cap * 2 : 64;
+        upulsar_tb_request_t *nr =
+            cap <= TB_MAX_ANSWERS ? realloc(t->reqs, cap * sizeof *nr) : NULL;
+        if (!nr)
+            return; /* counted, not kept */
+        t->reqs = nr;
+        t->reqs_cap = cap;
+    }
+    upulsar_tb_request_t *r = &t->reqs[t->nreqs++];
+    r->type = type;
+    r->connection = conn;
+    r->producer_id = producer_id;
+    r->request_id = request_id;
+}
+
+int upulsar_tb_producer_requests(upulsar_tb_t *tb, const char *topic, upulsar_tb_request_t *out,
+                                 size_t max)
+{
+    if (!tb || !topic || (!out && max))
+        return up_seterr(UPULSAR_ERR__INVALID_ARG, "upulsar_tb_producer_requests: bad argument");
+    upulsar_err_t err = UPULSAR_OK;
+    tb_topic_t *t = lookup_topic(tb, topic, &err, false);
+    if (!t)
+        return err ? (int)err : 0;
+    pthread_mutex_lock(&t->mu);
+    for (size_t i = 0; i < max && i < t->nreqs; i++)
+        out[i] = t->reqs[i];
+    uint64_t total = t->reqs_total;
     pthread_mutex_unlock(&t->mu);
     return total > (uint64_t)INT32_MAX ? INT32_MAX : (int)total;
 }

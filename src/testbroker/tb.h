@@ -165,6 +165,7 @@ struct tb_topic {
     int fail_sends_n, fail_sends_err;
     bool fail_sends_fence; /**< upulsar_tb_fail_writes(): close the producers */
     int fail_prods_n, fail_prods_err;
+    int delay_prods_n, delay_prods_ms; /**< upulsar_tb_delay_producers() */
     atomic_bool hold;
 
     /* answers to PRODUCER requests, oldest first (topic->mu); see
@@ -172,9 +173,27 @@ struct tb_topic {
     int *answers;
     size_t nanswers, answers_cap;
     uint64_t answers_total;
+
+    /* PRODUCER and CLOSE_PRODUCER requests, in arrival order (topic->mu);
+     * see upulsar_tb_producer_requests() */
+    upulsar_tb_request_t *reqs;
+    size_t nreqs, reqs_cap;
+    uint64_t reqs_total;
 };
 
 /* ---- connections ------------------------------------------------------- */
+
+/** A PRODUCER request whose processing is delayed
+ *  (upulsar_tb_delay_producers()): as a Pulsar broker whose topic is slow
+ *  to load, the producer id is taken (its future not done yet) but nothing
+ *  is registered on the topic until it is processed at due_ms. */
+typedef struct tb_delayed_prod {
+    uint64_t producer_id, request_id;
+    int64_t due_ms;
+    tb_topic_t *topic;  /**< for the request log of a CLOSE_PRODUCER */
+    uint8_t *packed;    /**< the CommandProducer, packed */
+    size_t len;
+} tb_delayed_prod_t;
 
 /** A SEND answer waiting in a connection's queue (delay or hold). */
 typedef struct tb_resp {
@@ -211,6 +230,8 @@ struct tb_conn {
     tb_resp_t *q;
     size_t qlen, qcap;
     int64_t q_last_due;
+    tb_delayed_prod_t *dp; /**< delayed PRODUCER requests, oldest first */
+    size_t ndp, dp_cap;
 
     /* TLS (tb->ssl_ctx set): ciphertext in through rbio, out through wbio
      * into tx; plaintext frames stay in out until the handshake is done */
@@ -281,6 +302,7 @@ struct upulsar_tb {
     int fail_sends_n, fail_sends_err; /**< tb->mu */
     bool fail_sends_fence;            /**< tb->mu */
     int fail_prods_n, fail_prods_err; /**< tb->mu */
+    int delay_prods_n, delay_prods_ms; /**< tb->mu */
     atomic_ullong next_request_id;    /**< broker-initiated requests */
 
     /* counters */
@@ -319,6 +341,9 @@ bool tb_url_is_self(const upulsar_tb_t *tb, const char *url);
  *  *@p required tells whether tokens are configured. */
 bool tb_token_ok(upulsar_tb_t *tb, const uint8_t *token, size_t len, bool *required);
 int tb_take_fail_producer(upulsar_tb_t *tb);
+/** Consume one broker-wide delay of upulsar_tb_delay_producers(): its
+ *  milliseconds, or -1. */
+int tb_take_delay_producer(upulsar_tb_t *tb);
 
 /* conn.c */
 void *tb_conn_main(void *arg);
@@ -352,6 +377,10 @@ tb_topic_t *tb_topic_get(upulsar_tb_t *tb, const char *norm, bool create);
 /** Append @p answer (UPULSAR_TB_PRODUCER_* or a ServerError) to @p t's log
  *  of PRODUCER answers. Caller holds t->mu. */
 void tb_topic_note_answer_locked(tb_topic_t *t, int answer);
+/** Append a PRODUCER (@p type UP_CMD(PRODUCER)) or CLOSE_PRODUCER request
+ *  to @p t's request log. Caller holds t->mu. */
+void tb_topic_note_request_locked(tb_topic_t *t, int type, uint64_t conn, uint64_t producer_id,
+                                  uint64_t request_id);
 void tb_topic_free(tb_topic_t *t);
 /** Entry @p idx; caller holds topic->mu (pointer stays valid after). */
 static inline tb_entry_t *tb_topic_entry(tb_topic_t *t, uint64_t idx)

@@ -9,7 +9,7 @@
  *                 up_decoder_wbuf/up_decoder_commit
  *   ctl bits 2-6  seed of the chunk-size generator
  *   ctl bit 7     small max frame (256 bytes) instead of the default
- * Seeds: tests/fuzz/seeds/, each a ctl byte followed by frames written by
+ * Seeds: tests/fuzz/seeds/fuzz_frame/, each a ctl byte followed by frames written by
  * the library's own encoder (PING, PONG+PING, the §1.3 SEND, batched SENDs
  * plain / LZ4 / ZSTD, a MESSAGE with a 0x0e02 section, a SEND_RECEIPT).
  *
