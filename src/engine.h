@@ -264,10 +264,14 @@ struct up_rp {
     unsigned age_n, age_last; /* samples held, index of the newest */
 };
 
-/* producer.c */
+/* The real producer: producer.c (lifecycle, pending queue, receipts,
+ * failures, timeouts) unless noted */
 up_rp_t *up_rp_new(struct upulsar_producer *h, int partition, int index,
                    const char *topic, upulsar_err_t *err);
 void up_rp_free(up_rp_t *rp);
+/** Drain @p rp's ring into batch entries (batch window, records, batcher):
+ *  true if it drained records and more are waiting; *@p next_deadline
+ *  lowered to when it wants to run again. batcher.c. (loop) */
 bool up_rp_pump(up_rp_t *rp, uint64_t now_us, uint64_t *next_deadline);
 void up_rp_on_receipt(up_rp_t *rp, const Pulsar__Proto__CommandSendReceipt *r);
 void up_rp_on_send_error(up_rp_t *rp, const Pulsar__Proto__CommandSendError *e);
@@ -290,23 +294,27 @@ void up_rp_fail_why(up_rp_t *rp, upulsar_err_t err, const char *why);
 void up_rp_close_cmd(up_rp_t *rp, up_cmd_t *cmd, Pulsar__Proto__CommandCloseProducer *cp);
 bool up_rp_attach(up_rp_t *rp, up_conn_t *c, int64_t last_seq_on_broker);
 void up_rp_register(up_rp_t *rp, up_conn_t *c);
+/** upulsar_send()'s caller side for one real producer: validate, reserve,
+ *  write the record into the ring, wake the loop. send.c. (caller threads) */
 upulsar_err_t up_rp_enqueue(up_rp_t *rp, const void *payload, size_t len,
                             const upulsar_send_opts_t *o, upulsar_future_t **future);
-/* close @p rp on its broker, waiting for the answer until @p deadline_us */
 /* Claim the next handle of @p c nobody is stopping yet, for the caller to
  * stop with up_producer_stop_claimed(); NULL once none is left, after every
- * stop under way (claimed by other threads) has freed its handle. @thread
- * application (client destroy) */
+ * stop under way (claimed by other threads) has freed its handle.
+ * partitioned.c. @thread application (client destroy) */
 struct upulsar_producer *up_producer_claim_next(struct upulsar_client *c);
 /* The stop of a handle claimed by up_producer_claim_next(): flush, close,
- * free. @thread application */
+ * free. partitioned.c. @thread application */
 upulsar_err_t up_producer_stop_claimed(struct upulsar_producer *h, int timeout_ms);
+/* close @p rp on its broker, waiting for the answer until @p deadline_us.
+ * partitioned.c */
 void up_rp_shutdown(up_rp_t *rp, uint64_t deadline_us);
 void up_rp_fail_all(up_rp_t *rp, upulsar_err_t err);
 /* Fail every message @p rp holds with @p err and the detail @p why; the
  * producer itself carries on (re-created as usual). @thread loop */
 void up_rp_fail_pending_why(up_rp_t *rp, upulsar_err_t err, const char *why);
 void up_rp_check_timeouts(up_rp_t *rp, uint64_t now_us);
+/* establish.c */
 upulsar_err_t up_rp_establish(up_rp_t *rp, int timeout_ms);
 
 /* ---- the partitioned producer handle ------------------------------------ */
