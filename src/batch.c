@@ -68,14 +68,6 @@ size_t up_record_put_header(uint8_t *dst, const up_smm_t *m)
     return (size_t)(p - dst);
 }
 
-size_t up_record_put(uint8_t *dst, const up_smm_t *m, const void *payload)
-{
-    size_t h = up_record_put_header(dst, m);
-    if (m->payload_size)
-        memcpy(dst + h, payload, m->payload_size);
-    return h + m->payload_size;
-}
-
 static size_t kv_body_size(size_t kl, size_t vl)
 {
     return 1 + up_varint_size(kl) + kl + 1 + up_varint_size(vl) + vl;

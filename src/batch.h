@@ -11,6 +11,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "buf.h"
 #include "pb.h"
@@ -41,12 +42,19 @@ static inline size_t up_record_size(const up_smm_t *m)
     return 4 + up_smm_size(m) + m->payload_size;
 }
 
-/** Write one record ([size][SMM][payload]) at @p dst, which must have room
- *  for up_record_size(m) bytes; returns the bytes written. HOT PATH. */
-size_t up_record_put(uint8_t *dst, const up_smm_t *m, const void *payload);
-
 /** Write only [size][SMM] (payload copied by the caller after it). */
 size_t up_record_put_header(uint8_t *dst, const up_smm_t *m);
+
+/** Write one record ([size][SMM][payload]) at @p dst, which must have room
+ *  for up_record_size(m) bytes; returns the bytes written. HOT PATH: inline,
+ *  so that the payload is copied where the record is built. */
+static inline size_t up_record_put(uint8_t *dst, const up_smm_t *m, const void *payload)
+{
+    size_t h = up_record_put_header(dst, m);
+    if (m->payload_size)
+        memcpy(dst + h, payload, m->payload_size);
+    return h + m->payload_size;
+}
 
 /** Encoded size of @p n properties as repeated KeyValue field 1 entries. */
 size_t up_props_size(const upulsar_property_t *props, size_t n);

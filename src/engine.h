@@ -31,6 +31,7 @@
 #include "conf.h"
 #include "frame.h"
 #include "future.h"
+#include "record.h"
 #include "ring.h"
 #include "upulsar/upulsar.h"
 
@@ -161,46 +162,7 @@ struct up_batch {
 /* (loop) a connection queue stopped pointing at @p b */
 void up_batch_unref(up_batch_t *b);
 
-/* Ring record header, in the record's first cell. */
-typedef struct up_rec {
-    uint32_t ncells_flags; /* cells << 4 | flags */
-    uint32_t payload_len;
-    uint16_t key_len;
-    uint16_t okey_len;
-    uint32_t props_len;
-    struct upulsar_future *future;
-    uint64_t event_time;
-} up_rec_t;
-_Static_assert(sizeof(up_rec_t) == 32, "record header is one cell");
-
-#define UP_REC_KEY 0x1u  /* has a partition key (may be empty) */
-#define UP_REC_EXT 0x2u  /* up_rec_ext_t follows the header */
-#define UP_REC_NOCOPY 0x4u /* payload is by pointer (ext.payload) */
-#define UP_REC_META 0x8u /* up_rec_meta_t (+ repl_len bytes) follows the ext */
-
 #define UP_AGE_SAMPLES 16
-
-typedef struct up_rec_ext {
-    upulsar_delivery_cb_t cb;
-    void *opaque;
-    void (*free_cb)(void *payload, void *opaque);
-    const void *payload;
-} up_rec_ext_t;
-_Static_assert(sizeof(up_rec_ext_t) == 32, "record extension is one cell");
-
-/* Per-message options off the common path (deliver_at, an explicit sequence
- * id, replicate_to); followed by repl_len bytes of NUL-terminated cluster
- * names. */
-#define UP_META_SEQ 0x1u  /* seq is explicit */
-#define UP_META_SOLO 0x2u /* an entry of its own (deliver_at, replicate_to) */
-typedef struct up_rec_meta {
-    uint64_t deliver_at;
-    uint64_t seq;
-    uint32_t repl_len;
-    uint16_t nrepl;
-    uint16_t mflags;
-} up_rec_meta_t;
-_Static_assert(sizeof(up_rec_meta_t) == 24, "record meta size");
 
 struct up_rp {
     /* ---- immutable after creation ---- */
@@ -276,11 +238,14 @@ struct up_rp {
     up_conn_t *conn;    /* registered connection (holds a reference), or NULL */
     bool registered;    /* present in conn->rps */
     uint64_t next_seq;
-    up_batch_t *open;   /* key_based: the first of the open per-key batches,
-                           linked by next in ascending first sequence id */
-    uint32_t kb_n;      /* key_based: messages and bytes of all open batches */
-    size_t kb_bytes;
-    uint64_t kb_start;  /* key_based: ring position of their first record */
+    const struct up_batcher *batcher; /* chosen at creation (batcher.h) */
+    up_batch_t *open;   /* the open batches, linked by next in ascending first
+                           sequence id: at most one, but with key_based */
+    struct {
+        uint32_t n;     /* messages and bytes of all open batches */
+        size_t bytes;
+        uint64_t start; /* ring position of their first record */
+    } kb;               /* key_based (batcher_key.c) */
     uint64_t open_deadline_us;
     uint64_t window_end_us; /* records seen, batch window not yet drained */
     bool holding;           /* records left in the ring until the window ends,
@@ -289,7 +254,6 @@ struct up_rp {
     up_batch_t *pend_head, *pend_tail, *unsent;
     size_t npend;
     up_batch_t *free_batches;
-    size_t nbatches_alloc;
     uint8_t *scratch; /* a wrapped record, copied contiguous */
     size_t scratch_cap;
     bool closing;
@@ -300,10 +264,14 @@ struct up_rp {
     unsigned age_n, age_last; /* samples held, index of the newest */
 };
 
-/* producer.c */
+/* The real producer: producer.c (lifecycle, pending queue, receipts,
+ * failures, timeouts) unless noted */
 up_rp_t *up_rp_new(struct upulsar_producer *h, int partition, int index,
                    const char *topic, upulsar_err_t *err);
 void up_rp_free(up_rp_t *rp);
+/** Drain @p rp's ring into batch entries (batch window, records, batcher):
+ *  true if it drained records and more are waiting; *@p next_deadline
+ *  lowered to when it wants to run again. batcher.c. (loop) */
 bool up_rp_pump(up_rp_t *rp, uint64_t now_us, uint64_t *next_deadline);
 void up_rp_on_receipt(up_rp_t *rp, const Pulsar__Proto__CommandSendReceipt *r);
 void up_rp_on_send_error(up_rp_t *rp, const Pulsar__Proto__CommandSendError *e);
@@ -326,23 +294,27 @@ void up_rp_fail_why(up_rp_t *rp, upulsar_err_t err, const char *why);
 void up_rp_close_cmd(up_rp_t *rp, up_cmd_t *cmd, Pulsar__Proto__CommandCloseProducer *cp);
 bool up_rp_attach(up_rp_t *rp, up_conn_t *c, int64_t last_seq_on_broker);
 void up_rp_register(up_rp_t *rp, up_conn_t *c);
+/** upulsar_send()'s caller side for one real producer: validate, reserve,
+ *  write the record into the ring, wake the loop. send.c. (caller threads) */
 upulsar_err_t up_rp_enqueue(up_rp_t *rp, const void *payload, size_t len,
                             const upulsar_send_opts_t *o, upulsar_future_t **future);
-/* close @p rp on its broker, waiting for the answer until @p deadline_us */
 /* Claim the next handle of @p c nobody is stopping yet, for the caller to
  * stop with up_producer_stop_claimed(); NULL once none is left, after every
- * stop under way (claimed by other threads) has freed its handle. @thread
- * application (client destroy) */
+ * stop under way (claimed by other threads) has freed its handle.
+ * partitioned.c. @thread application (client destroy) */
 struct upulsar_producer *up_producer_claim_next(struct upulsar_client *c);
 /* The stop of a handle claimed by up_producer_claim_next(): flush, close,
- * free. @thread application */
+ * free. partitioned.c. @thread application */
 upulsar_err_t up_producer_stop_claimed(struct upulsar_producer *h, int timeout_ms);
+/* close @p rp on its broker, waiting for the answer until @p deadline_us.
+ * partitioned.c */
 void up_rp_shutdown(up_rp_t *rp, uint64_t deadline_us);
 void up_rp_fail_all(up_rp_t *rp, upulsar_err_t err);
 /* Fail every message @p rp holds with @p err and the detail @p why; the
  * producer itself carries on (re-created as usual). @thread loop */
 void up_rp_fail_pending_why(up_rp_t *rp, upulsar_err_t err, const char *why);
 void up_rp_check_timeouts(up_rp_t *rp, uint64_t now_us);
+/* establish.c */
 upulsar_err_t up_rp_establish(up_rp_t *rp, int timeout_ms);
 
 /* ---- the partitioned producer handle ------------------------------------ */

@@ -1,0 +1,479 @@
+/* batcher.c -- on the producer's loop: draining the ring into entries.
+ * The batch window (up_rp_pump), each record read (record.c) and checked
+ * (explicit sequence id, a failed producer, the broker's size, chunking)
+ * and handed to the producer's batcher (batcher.h); the batch objects, and
+ * closing a batch into a framed SEND entry for the pending queue. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "batcher.h"
+#include "crc32c.h"
+
+const up_batcher_t *up_batcher_for(const struct upulsar_conf *cf)
+{
+    if (!cf->batching_enabled)
+        return &up_batcher_single;
+    if (cf->batching_type == UP_BATCH_KEY_BASED)
+        return &up_batcher_key;
+    return &up_batcher_default;
+}
+
+/* ---- batch objects ---- */
+
+static void batch_free(up_batch_t *b)
+{
+    free(b->buf);
+    free(b->zbuf);
+    free(b->done);
+    free(b->repl);
+    free(b->kkey);
+    free(b);
+}
+
+void up_batch_unref(up_batch_t *b)
+{
+    if (--b->outq_refs > 0 || !b->retired)
+        return;
+    if (!b->rp) {
+        batch_free(b);
+        return;
+    }
+    b->next = b->rp->free_batches;
+    b->rp->free_batches = b;
+}
+
+void up_batch_retire(up_rp_t *rp, up_batch_t *b)
+{
+    b->retired = true;
+    if (b->outq_refs == 0) {
+        b->next = rp->free_batches;
+        rp->free_batches = b;
+    }
+}
+
+void up_batch_free_chain(up_batch_t *b)
+{
+    while (b) {
+        up_batch_t *n = b->next;
+        if (b->outq_refs > 0) {
+            b->rp = NULL; /* the connection queue frees it */
+            b->retired = true;
+        } else {
+            batch_free(b);
+        }
+        b = n;
+    }
+}
+
+up_batch_t *up_batch_get(up_rp_t *rp)
+{
+    up_batch_t *b = rp->free_batches;
+    if (b) {
+        rp->free_batches = b->next;
+    } else {
+        const struct upulsar_conf *cf = rp_conf(rp);
+        b = calloc(1, sizeof *b);
+        if (!b)
+            return NULL;
+        b->cap = HDR_ROOM + (size_t)cf->batch_max_bytes + 1024;
+        b->buf = malloc(b->cap);
+        b->done = malloc((size_t)cf->batch_max_messages * sizeof *b->done);
+        if (!b->buf || !b->done) {
+            batch_free(b);
+            return NULL;
+        }
+    }
+    b->next = NULL;
+    b->rec_len = 0;
+    b->n = 0;
+    b->payload_bytes = 0;
+    b->deliver_at = 0;
+    b->nrepl = 0;
+    b->repl_len = 0;
+    b->kkind = 0;
+    b->retired = false;
+    b->outq_refs = 0;
+    b->rp = rp;
+    b->frame = NULL;
+    b->frame_len = 0;
+    return b;
+}
+
+/* Make @p b's buffer hold at least @p total bytes (head room included). */
+bool up_batch_grow(up_batch_t *b, size_t total)
+{
+    size_t cap = total + 1024;
+    uint8_t *nb = realloc(b->buf, cap);
+    if (!nb)
+        return false;
+    b->buf = nb;
+    b->cap = cap;
+    return true;
+}
+
+/* The key @p b's entry carries (MessageMetadata ordering_key if @p m has
+ * one, else partition_key), which Key_Shared subscriptions route entries
+ * by: every message's in key_based batches, the first message's in default
+ * ones (as the official clients do). Returns false when out of memory. */
+bool up_batch_key(up_batch_t *b, const up_smm_t *m)
+{
+    int kind = m->okey ? 2 : m->key ? 1 : 0;
+    const char *k = kind == 2 ? (const char *)m->okey : m->key;
+    size_t klen = kind == 2 ? m->okey_len : kind == 1 ? m->key_len : 0;
+    if (b->kkey_cap < klen + 1) {
+        char *nk = realloc(b->kkey, klen + 1);
+        if (!nk)
+            return false;
+        b->kkey = nk;
+        b->kkey_cap = klen + 1;
+    }
+    if (klen)
+        memcpy(b->kkey, k, klen);
+    b->kkey[klen] = '\0';
+    b->kkey_len = klen;
+    b->kkind = kind;
+    return true;
+}
+
+up_batch_t *up_batcher_take_open(up_rp_t *rp)
+{
+    up_batch_t *l = rp->open;
+    rp->open = NULL;
+    rp->kb.n = 0;
+    rp->kb.bytes = 0;
+    return l;
+}
+
+/* ---- closing a batch into an entry ---- */
+
+void up_send_cmd(const up_rp_t *rp, const up_batch_t *b, int32_t n, up_cmd_t *cmd,
+                 Pulsar__Proto__CommandSend *send)
+{
+    cmd->type = UP_CMD(SEND);
+    cmd->send = send;
+    send->producer_id = rp->producer_id;
+    send->sequence_id = b->first_seq;
+    send->has_num_messages = 1;
+    send->num_messages = n;
+}
+
+/* Frame entry @p b and append it to the pending queue (written at once when
+ * the producer is ready). Its payload is the @p plen bytes at
+ * *@p bufp + @p room; the header (sizes, SEND, magic, CRC32C, metadata,
+ * then @p md_props: a property block in SingleMessageMetadata's encoding,
+ * sent as MessageMetadata.properties) goes right in front of it. A header
+ * larger than @p room moves the payload up, growing the buffer (*@p capp)
+ * if it must; the buffer keeps its size when the batch is reused, so this
+ * allocates only when long keys first appear. Returns 0 or NOMEM. */
+upulsar_err_t up_entry_frame(up_rp_t *rp, up_batch_t *b, const up_cmd_t *cmd, const up_md_t *md,
+                             const uint8_t *md_props, size_t md_props_len, uint8_t **bufp,
+                             size_t *capp, size_t room, size_t plen)
+{
+    size_t cs = protobuf_c_message_get_packed_size(&cmd->base);
+    size_t mp = protobuf_c_message_get_packed_size(&md->base);
+    size_t ms = mp + md_props_len;
+    size_t hdr = 4 + 4 + cs + 2 + 4 + 4 + ms;
+    if (hdr > room) {
+        if (*capp < hdr + plen) {
+            size_t cap = hdr + plen + 1024;
+            uint8_t *nb = realloc(*bufp, cap);
+            if (!nb)
+                return UPULSAR_ERR__NOMEM;
+            *bufp = nb;
+            *capp = cap;
+        }
+        memmove(*bufp + hdr, *bufp + room, plen);
+        room = hdr;
+    }
+    uint8_t *payload = *bufp + room;
+    uint8_t *start = payload - hdr, *p = start;
+    up_put_be32(p, (uint32_t)(hdr - 4 + plen));
+    up_put_be32(p + 4, (uint32_t)cs);
+    protobuf_c_message_pack(&cmd->base, p + 8);
+    p += 8 + cs;
+    p[0] = 0x0e;
+    p[1] = 0x01;
+    uint8_t *crc_at = p + 2;
+    p += 6;
+    up_put_be32(p, (uint32_t)ms);
+    protobuf_c_message_pack(&md->base, p + 4);
+    if (md_props_len) {
+        memcpy(p + 4 + mp, md_props, md_props_len);
+        up_props_retag(p + 4 + mp, md_props_len, UP_TAG_MD_PROPS);
+    }
+    up_put_be32(crc_at, up_crc32c(up_crc32c(0, p, 4 + ms), payload, plen));
+    b->frame = start;
+    b->frame_len = hdr + plen;
+    up_rp_queue_entry(rp, b);
+    return UPULSAR_OK;
+}
+
+/* Close batch @p b: MessageMetadata (its key, deliver_at, replicate_to),
+ * compression, frame, queue. */
+int up_batch_close(up_rp_t *rp, up_batch_t *b)
+{
+    const struct upulsar_conf *cf = rp_conf(rp);
+    uint8_t **bufp = &b->buf;
+    size_t *capp = &b->cap;
+    size_t plen = b->rec_len;
+    upulsar_err_t err;
+    up_md_t md = PULSAR__PROTO__MESSAGE_METADATA__INIT;
+    if (cf->compression != UP_COMP_NONE) {
+        size_t bound = up_compress_bound(cf->compression, plen);
+        if (bound > SIZE_MAX - HDR_ROOM) { /* HDR_ROOM + bound would wrap */
+            err = UPULSAR_ERR__COMPRESSION;
+            goto fail;
+        }
+        if (b->zcap < HDR_ROOM + bound) {
+            uint8_t *z = realloc(b->zbuf, HDR_ROOM + bound);
+            if (!z) {
+                err = UPULSAR_ERR__NOMEM;
+                goto fail;
+            }
+            b->zbuf = z;
+            b->zcap = HDR_ROOM + bound;
+        }
+        long cl = up_compress(cf->compression, b->buf + HDR_ROOM, plen, b->zbuf + HDR_ROOM, bound);
+        if (cl < 0) {
+            err = UPULSAR_ERR__COMPRESSION;
+            goto fail;
+        }
+        /* data the codec makes larger could push the entry past the
+         * broker's limit: it goes uncompressed then (the metadata says so) */
+        if ((size_t)cl < plen || batch_md_bound(b) + (size_t)cl <= broker_max(rp)) {
+            md.compression = (Pulsar__Proto__CompressionType)cf->compression;
+            md.has_compression = 1;
+            md.uncompressed_size = (uint32_t)plen;
+            md.has_uncompressed_size = 1;
+            bufp = &b->zbuf;
+            capp = &b->zcap;
+            plen = (size_t)cl;
+        }
+    }
+    md.producer_name = rp->name;
+    md.sequence_id = b->first_seq;
+    md.publish_time = up_wall_ms();
+    md.has_num_messages_in_batch = 1;
+    md.num_messages_in_batch = (int32_t)b->n;
+    md.has_highest_sequence_id = 1;
+    md.highest_sequence_id = b->last_seq;
+    char *repl[UPULSAR_MAX_REPLICATION_CLUSTERS];
+    if (b->kkind == 1) {
+        md.partition_key = b->kkey;
+    } else if (b->kkind == 2) {
+        md.has_ordering_key = 1;
+        md.ordering_key.data = (uint8_t *)b->kkey;
+        md.ordering_key.len = b->kkey_len;
+    }
+    if (b->deliver_at) {
+        md.has_deliver_at_time = 1;
+        md.deliver_at_time = (int64_t)b->deliver_at;
+    }
+    if (b->nrepl) {
+        size_t off = 0;
+        for (uint32_t i = 0; i < b->nrepl && i < UPULSAR_MAX_REPLICATION_CLUSTERS; i++) {
+            repl[i] = b->repl + off;
+            off += strlen(repl[i]) + 1;
+        }
+        md.replicate_to = repl;
+        md.n_replicate_to = b->nrepl;
+    }
+
+    up_cmd_t cmd = PULSAR__PROTO__BASE_COMMAND__INIT;
+    Pulsar__Proto__CommandSend send = PULSAR__PROTO__COMMAND_SEND__INIT;
+    up_send_cmd(rp, b, (int32_t)b->n, &cmd, &send);
+    send.has_highest_sequence_id = 1;
+    send.highest_sequence_id = b->last_seq;
+
+    err = up_entry_frame(rp, b, &cmd, &md, NULL, 0, bufp, capp, HDR_ROOM, plen);
+    if (err == UPULSAR_OK)
+        return 0;
+fail:;
+    up_detail_t *det =
+        err == UPULSAR_ERR__COMPRESSION
+            ? up_rp_detail(rp, "the codec failed to compress a batch of %u messages", b->n)
+            : up_rp_detail(rp, "out of memory while framing a batch of %u messages", b->n);
+    up_rp_resolve_batch(rp, b, err, 0, 0, det);
+    up_detail_put(&rp->client->futures, det);
+    up_batch_retire(rp, b);
+    return -1;
+}
+
+/* ---- the drain ---- */
+
+/* Take one record off the ring into the open batch (or fail it); returns
+ * its cells. */
+static uint64_t drain_one(up_rp_t *rp, uint64_t now)
+{
+    const struct upulsar_conf *cf = rp_conf(rp);
+    up_rec_view_t v;
+    upulsar_err_t err = UPULSAR_OK;
+    up_detail_t *det = NULL; /* why it failed, when not just NOMEM */
+    int rc = up_rec_read(&rp->ring, rp->ring.ctail, &rp->scratch, &rp->scratch_cap, &v);
+    if (rc) {
+        /* out of memory making a wrapped record contiguous (a record the
+         * callers wrote is never malformed) */
+        up_rec_t h;
+        memcpy(&h, up_ring_cell(&rp->ring, rp->ring.ctail), sizeof h);
+        err = (upulsar_err_t)rc;
+        up_rp_limits_release(rp, 1, h.payload_len);
+        det = up_rp_detail(rp, "%s while batching the message", upulsar_err_str(err));
+        resolve_one(h.future, NULL, NULL, err, NULL, det);
+        up_detail_put(&rp->client->futures, det);
+        atomic_fetch_add_explicit(&rp->failed_msgs, 1, memory_order_relaxed);
+        return up_rec_cells(&h);
+    }
+    up_smm_t *m = &v.m;
+    m->sequence_id = rp->next_seq;
+    /* a message the batcher does not batch (key_based: one with its own
+     * sequence id or entry-level metadata) is an entry of its own; with ids
+     * given at close, after what is open has taken its ids */
+    const up_batcher_t *bt = rp->batcher;
+    bool joins = !(v.meta.mflags & bt->solo_flags);
+    if (!joins && bt->ids_at_close) {
+        if (rp->open)
+            bt->close(rp);
+        v.meta.mflags |= UP_META_SOLO;
+        m->sequence_id = rp->next_seq;
+    }
+    if (joins && bt->ids_at_close)
+        m->no_seq = true; /* ids are given per batch when they close */
+    if (v.meta.mflags & UP_META_SEQ) {
+        /* explicit ids must increase (Pulsar de-duplication drops the rest) */
+        if (v.meta.seq < rp->next_seq) {
+            err = UPULSAR_ERR__INVALID_ARG;
+            det = up_rp_detail(rp, "explicit sequence_id %llu is below %llu, the next one this "
+                                "producer may use",
+                            (unsigned long long)v.meta.seq, (unsigned long long)rp->next_seq);
+            goto out_fail;
+        }
+        m->sequence_id = v.meta.seq;
+    }
+    size_t rs = up_record_size(m);
+    size_t bmax = broker_max(rp);
+    /* the entry this message would make on its own */
+    size_t alone = md_bound(m->okey ? m->okey_len : m->key ? m->key_len : 0,
+                            (size_t)v.meta.repl_len + 2u * v.meta.nrepl) + rs;
+
+    int failed = atomic_load_explicit(&rp->failed, memory_order_relaxed);
+    if (failed) {
+        err = (upulsar_err_t)failed;
+        det = up_rp_detail(rp, "producer failed (%s) before the message was sent",
+                        upulsar_err_name(err));
+        goto out_fail;
+    }
+    if (alone > bmax && !cf->chunking_enabled) {
+        /* upulsar_send() checked against the limit it knew; the broker's
+         * may have shrunk since: this message fails, alone */
+        err = UPULSAR_ERR__MSG_TOO_LARGE;
+        det = up_rp_detail(rp, "message of %u bytes makes an entry of up to %zu bytes with its "
+                            "metadata, over the broker's max_message_size %zu (learnt after the "
+                            "message was accepted; chunking.enabled is off)",
+                        v.m.payload_size, alone, bmax);
+        goto out_fail;
+    }
+    if (alone > bmax) {
+        if (rp->open) {
+            bt->close(rp);
+            if (!(v.meta.mflags & UP_META_SEQ))
+                m->sequence_id = rp->next_seq; /* key_based: ids given at close */
+        }
+        err = up_chunk_send(rp, m, &v, now);
+        if (err == UPULSAR_ERR__MSG_TOO_LARGE)
+            det = up_rp_detail(rp, "message of %u bytes cannot be sent in chunks of the broker's "
+                                "max_message_size %zu (learnt after the message was accepted): "
+                                "its keys and properties take up to %zu bytes of every chunk",
+                            v.m.payload_size, bmax, up_chunk_md_bound(m));
+        if (err)
+            goto out_fail;
+        rp->next_seq = m->sequence_id + 1;
+        if (v.ext.free_cb)
+            v.ext.free_cb((void *)v.ext.payload, v.ext.opaque);
+        return v.ncells;
+    }
+    bool solo = v.meta.mflags & UP_META_SOLO;
+    /* the default batcher's add (and any batcher's for a message that is
+     * an entry of its own) inline; another batcher's through its table */
+    if (!joins || bt->inline_add) {
+        const up_add_t add = {.v = &v, .rs = rs, .bmax = bmax, .now = now, .solo = solo};
+        err = up_default_add(rp, &add);
+    } else {
+        const up_add_t add = {.v = &v, .rs = rs, .bmax = bmax, .now = now, .solo = solo};
+        err = bt->add(rp, &add);
+    }
+    if (err)
+        goto out_fail;
+    if (v.ext.free_cb)
+        v.ext.free_cb((void *)v.ext.payload, v.ext.opaque);
+    if (solo) {
+        rp->open->ring_end = rp->ring.ctail + v.ncells;
+        up_batcher_default_close(rp);
+    }
+    return v.ncells;
+out_fail:
+    if (v.ext.free_cb)
+        v.ext.free_cb((void *)v.ext.payload, v.ext.opaque);
+    up_rp_limits_release(rp, 1, v.m.payload_size);
+    if (!det)
+        det = up_rp_detail(rp, "%s while batching the message", upulsar_err_str(err));
+    resolve_one(v.future, v.ext.cb, v.ext.opaque, err, NULL, det);
+    up_detail_put(&rp->client->futures, det);
+    atomic_fetch_add_explicit(&rp->failed_msgs, 1, memory_order_relaxed);
+    return v.ncells;
+}
+
+bool up_rp_pump(up_rp_t *rp, uint64_t now, uint64_t *deadline)
+{
+    const struct upulsar_conf *cf = rp_conf(rp);
+    up_ring_t *r = &rp->ring;
+    bool consumed = false;
+    size_t max_inflight = (size_t)cf->max_inflight_batches;
+    unsigned budget = 4096; /* records per call, so other producers get a turn */
+    /* Batch window: the first record seen opens it; records stay in the
+     * ring until it ends or a full batch is there, and are then drained in
+     * one go. The loop does not chase the callers record by record (that
+     * bounces cache lines between cores for every message). */
+    /* Nothing is framed before the producer was created once: its first
+     * sequence id (initial.sequence.id, or the broker's last_sequence_id + 1)
+     * and its name come from PRODUCER_SUCCESS. Until then (lazy start,
+     * partition growth, a first creation that failed) records wait in the
+     * ring, where send.timeout.ms still applies. */
+    rp->holding = !rp->ever_ready;
+    if (rp->holding)
+        return false;
+    const up_batcher_t *bt = rp->batcher;
+    if (!rp->open && bt->window && up_ring_peek(r) &&
+        !atomic_load_explicit(&rp->flush_req, memory_order_relaxed)) {
+        if (!rp->window_end_us)
+            rp->window_end_us = now + (uint64_t)cf->batch_max_delay_us;
+        if (now < rp->window_end_us && up_ring_used(r) < rp->wake_cells) {
+            rp->holding = true;
+            if (rp->window_end_us < *deadline)
+                *deadline = rp->window_end_us;
+            return false;
+        }
+    }
+    while (budget-- && rp->npend < max_inflight && up_ring_peek(r)) {
+        r->ctail += drain_one(rp, now);
+        if (rp->open)
+            rp->open->ring_end = r->ctail;
+        consumed = true;
+        if (bt->close_each && rp->open)
+            bt->close(rp);
+    }
+    if (consumed)
+        up_ring_release(r); /* R2 */
+    if (rp->open) {
+        bool flush = atomic_exchange_explicit(&rp->flush_req, 0, memory_order_acq_rel);
+        if (flush || now >= rp->open_deadline_us ||
+            bt->count(rp) >= (uint32_t)cf->batch_max_messages)
+            bt->close(rp);
+        else if (rp->open_deadline_us < *deadline)
+            *deadline = rp->open_deadline_us;
+    } else if (atomic_load_explicit(&rp->flush_req, memory_order_relaxed) && !up_ring_peek(r)) {
+        atomic_store_explicit(&rp->flush_req, 0, memory_order_relaxed);
+    }
+    if (!rp->open && rp->pend_head == NULL)
+        atomic_store_explicit(&rp->resolved_ring_pos, r->ctail, memory_order_release);
+    return consumed && up_ring_peek(r);
+}

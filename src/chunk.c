@@ -1,0 +1,141 @@
+/* chunk.c -- chunking.enabled, on the producer's loop: a message larger
+ * than the broker's max_message_size sent as chunks, each an entry of its
+ * own with the message's sequence id and a uuid naming the message. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "producer_int.h"
+
+/* Upper bound of the MessageMetadata of each chunk of @p m: the fixed
+ * fields, its uuid, both keys and its properties (every chunk repeats
+ * them). */
+size_t up_chunk_md_bound(const up_smm_t *m)
+{
+    return UP_MD_SCALARS + UP_NAME_BOUND + UP_UUID_BOUND + (m->key ? m->key_len : 0) +
+           (m->okey ? m->okey_len : 0) + m->props_len;
+}
+
+/* Build and queue the SEND of one chunk, its payload already at
+ * b->buf + @p room (b->rec_len bytes); @p key is a NUL-terminated copy of
+ * m's partition key (NULL: none). */
+static upulsar_err_t close_chunk(up_rp_t *rp, up_batch_t *b, const up_smm_t *m, const char *key,
+                                 const char *uuid, size_t room, int32_t id, int32_t n,
+                                 int32_t total)
+{
+    up_md_t md = PULSAR__PROTO__MESSAGE_METADATA__INIT;
+    md.producer_name = rp->name;
+    md.sequence_id = b->first_seq;
+    md.publish_time = up_wall_ms();
+    md.uuid = (char *)uuid;
+    md.has_chunk_id = md.has_num_chunks_from_msg = md.has_total_chunk_msg_size = 1;
+    md.chunk_id = id;
+    md.num_chunks_from_msg = n;
+    md.total_chunk_msg_size = total;
+    md.partition_key = (char *)key;
+    if (m->okey) {
+        md.has_ordering_key = 1;
+        md.ordering_key.data = (uint8_t *)m->okey;
+        md.ordering_key.len = m->okey_len;
+    }
+    if (m->event_time) {
+        md.has_event_time = 1;
+        md.event_time = m->event_time;
+    }
+    up_cmd_t cmd = PULSAR__PROTO__BASE_COMMAND__INIT;
+    Pulsar__Proto__CommandSend send = PULSAR__PROTO__COMMAND_SEND__INIT;
+    up_send_cmd(rp, b, 1, &cmd, &send);
+    send.has_is_chunk = 1;
+    send.is_chunk = 1;
+    return up_entry_frame(rp, b, &cmd, &md, m->props, m->props_len, &b->buf, &b->cap, room,
+                           b->rec_len);
+}
+
+/* Send one message as chunks: uuid "<producer>-<sequence id>", every
+ * chunk with the message's sequence id; only the last chunk carries the
+ * message's result (future, callback, limits). Each chunk's metadata and
+ * payload together fit in the broker's max_message_size. All batches are
+ * taken first, so that nothing is sent when memory runs out. */
+upulsar_err_t up_chunk_send(up_rp_t *rp, const up_smm_t *m, const up_rec_view_t *v, uint64_t now)
+{
+    const void *payload = v->payload;
+    uint64_t ncells = v->ncells;
+    size_t len = v->m.payload_size, max = broker_max(rp), mdb = up_chunk_md_bound(m);
+    /* upulsar_send() checked both against the limit it knew; the broker's
+     * may have shrunk since */
+    if (mdb >= max || mdb > max / 2 || len > UPULSAR_MAX_CHUNKED_BYTES)
+        return UPULSAR_ERR__MSG_TOO_LARGE; /* (mdb >= max: no room at all) */
+    size_t cs = max - mdb, n = len ? (len + cs - 1) / cs : 1;
+    size_t room = UP_HDR_FIXED + mdb; /* the header never has to move the payload */
+    up_batch_t *head = NULL, **tail = &head;
+    upulsar_err_t err = UPULSAR_OK;
+    for (size_t i = 0; i < n; i++) {
+        up_batch_t *b = up_batch_get(rp);
+        if (!b) {
+            err = UPULSAR_ERR__NOMEM;
+            break;
+        }
+        *tail = b;
+        tail = &b->next;
+        size_t off = i * cs, sl = len - off < cs ? len - off : cs;
+        if (!up_batch_reserve(b, room + sl)) {
+            err = UPULSAR_ERR__NOMEM;
+            break;
+        }
+        if (sl)
+            memcpy(b->buf + room, (const uint8_t *)payload + off, sl);
+        b->rec_len = sl;
+    }
+    /* one NUL-terminated copy of the key, in the first chunk's batch (it is
+     * used while the chunks are framed, below) */
+    const char *key = NULL;
+    if (!err && m->key && head) { /* head: at least one chunk was taken */
+        if (head->kkey_cap < (size_t)m->key_len + 1) {
+            char *k = realloc(head->kkey, (size_t)m->key_len + 1);
+            if (!k) {
+                err = UPULSAR_ERR__NOMEM;
+            } else {
+                head->kkey = k;
+                head->kkey_cap = (size_t)m->key_len + 1;
+            }
+        }
+        if (!err) {
+            memcpy(head->kkey, m->key, m->key_len);
+            head->kkey[m->key_len] = '\0';
+            key = head->kkey;
+        }
+    }
+    char uuid[UP_UUID_BOUND + 8];
+    snprintf(uuid, sizeof uuid, "%s-%llu", rp->name, (unsigned long long)m->sequence_id);
+    uint64_t ring_start = rp->ring.ctail;
+    for (size_t i = 0; !err && i < n; i++) {
+        up_batch_t *b = head;
+        head = b->next;
+        b->next = NULL;
+        bool last = i == n - 1;
+        b->created_us = now;
+        b->first_seq = b->last_seq = m->sequence_id;
+        b->ring_end = last ? ring_start + ncells : ring_start;
+        if (last) {
+            b->done[0] = (up_done_t){v->future, v->ext.cb, v->ext.opaque};
+            b->n = 1;
+            b->payload_bytes = len;
+        }
+        upulsar_err_t e = close_chunk(rp, b, m, key, uuid, room, (int32_t)i, (int32_t)n,
+                                      (int32_t)len);
+        if (e) {
+            /* only when out of memory, before the first chunk is queued
+             * (the others need no more room than it) */
+            b->n = 0;
+            up_batch_retire(rp, b);
+            err = e;
+        }
+    }
+    while (head) {
+        up_batch_t *b = head;
+        head = b->next;
+        b->next = NULL;
+        up_batch_retire(rp, b);
+    }
+    return err;
+}

@@ -1,0 +1,33 @@
+/* record.c -- the out-of-line parts of the ring record codec (record.h,
+ * which holds the size function, the write path and the reader inline: they
+ * run once per message): reading a record that wraps around the ring's end
+ * (loop) and reading just a record's head to fail it (loop). */
+#include "record.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+
+int up_rec_read_wrapped(const up_ring_t *r, uint64_t pos, uint64_t ncells, uint8_t **scratch,
+                        size_t *scratch_cap, up_rec_view_t *v)
+{
+    size_t size = (size_t)ncells * UP_RING_CELL;
+    if (*scratch_cap < size) {
+        uint8_t *s = realloc(*scratch, size);
+        if (!s)
+            return UPULSAR_ERR__NOMEM;
+        *scratch = s;
+        *scratch_cap = size;
+    }
+    up_ring_read(r, pos, 0, *scratch, size);
+    return up_rec_parse(*scratch, size, v);
+}
+
+void up_rec_read_head(const up_ring_t *r, uint64_t pos, up_rec_t *h, up_rec_ext_t *ext)
+{
+    memcpy(h, up_ring_cell(r, pos), sizeof *h);
+    if (h->ncells_flags & UP_REC_EXT)
+        up_ring_read(r, pos, sizeof *h, ext, sizeof *ext);
+    else
+        memset(ext, 0, sizeof *ext);
+}

@@ -1,0 +1,311 @@
+/* record.h -- the ring record: one message as upulsar_send() leaves it in a
+ * producer's ring for the loop to batch.
+ *
+ * Layout, from a cell boundary (the record takes whole UP_RING_CELL cells):
+ *   up_rec_t          header, the first cell (never wraps)
+ *   up_rec_ext_t      if UP_REC_EXT: callback, opaque, free_cb, payload ptr
+ *   up_rec_meta_t     if UP_REC_META: deliver_at, explicit sequence id,
+ *                     replicate_to; followed by repl_len bytes of
+ *                     NUL-terminated cluster names
+ *   key_len bytes     partition key (if UP_REC_KEY; may be empty)
+ *   okey_len bytes    ordering key
+ *   props_len bytes   properties, encoded as SingleMessageMetadata field 1
+ *   payload_len bytes the payload, unless UP_REC_NOCOPY (then ext.payload)
+ * Everything after the header may wrap around the ring's end.
+ *
+ * Threads: up_rec_size() and up_rec_write() run on caller threads (between
+ * up_ring_reserve() and up_ring_commit()); up_rec_read() on the loop that
+ * consumes the ring; up_rec_parse() on any thread (it touches only what it
+ * is given). The module knows nothing of batches.
+ * @internal
+ */
+#ifndef UP_RECORD_H
+#define UP_RECORD_H
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "batch.h"
+#include "ring.h"
+#include "upulsar/upulsar.h"
+
+/* Ring record header, in the record's first cell. */
+typedef struct up_rec {
+    uint32_t ncells_flags; /* cells << 4 | flags */
+    uint32_t payload_len;
+    uint16_t key_len;
+    uint16_t okey_len;
+    uint32_t props_len;
+    struct upulsar_future *future;
+    uint64_t event_time;
+} up_rec_t;
+_Static_assert(sizeof(up_rec_t) == 32, "record header is one cell");
+
+#define UP_REC_KEY 0x1u    /* has a partition key (may be empty) */
+#define UP_REC_EXT 0x2u    /* up_rec_ext_t follows the header */
+#define UP_REC_NOCOPY 0x4u /* payload is by pointer (ext.payload) */
+#define UP_REC_META 0x8u   /* up_rec_meta_t (+ repl_len bytes) follows the ext */
+
+typedef struct up_rec_ext {
+    upulsar_delivery_cb_t cb;
+    void *opaque;
+    void (*free_cb)(void *payload, void *opaque);
+    const void *payload;
+} up_rec_ext_t;
+_Static_assert(sizeof(up_rec_ext_t) == 32, "record extension is one cell");
+
+/* Per-message options off the common path (deliver_at, an explicit sequence
+ * id, replicate_to); followed by repl_len bytes of NUL-terminated cluster
+ * names. */
+#define UP_META_SEQ 0x1u  /* seq is explicit */
+#define UP_META_SOLO 0x2u /* an entry of its own (deliver_at, replicate_to) */
+typedef struct up_rec_meta {
+    uint64_t deliver_at;
+    uint64_t seq;
+    uint32_t repl_len;
+    uint16_t nrepl;
+    uint16_t mflags;
+} up_rec_meta_t;
+_Static_assert(sizeof(up_rec_meta_t) == 24, "record meta size");
+
+/** Cells of the record whose header is @p h. */
+static inline uint64_t up_rec_cells(const up_rec_t *h) { return h->ncells_flags >> 4; }
+
+/** A record to write: what the caller's options become. The lengths are
+ *  already validated (keys at most 65535 bytes, props_len as
+ *  up_props_size() of @c props). */
+typedef struct up_rec_in {
+    uint32_t flags; /**< UP_REC_*; UP_REC_EXT when ext is used, UP_REC_META
+                         when meta is */
+    struct upulsar_future *future;
+    uint64_t event_time;
+    const void *payload; /**< copied unless UP_REC_NOCOPY */
+    size_t payload_len;
+    const char *key; /**< partition key (UP_REC_KEY) */
+    size_t key_len;
+    const void *okey; /**< ordering key, okey_len > 0 */
+    size_t okey_len;
+    const upulsar_property_t *props;
+    size_t nprops;
+    size_t props_len; /**< their encoded size */
+    up_rec_ext_t ext;
+    up_rec_meta_t meta; /**< meta.nrepl names at @c names, meta.repl_len
+                             bytes with their NULs */
+    const char *const *names;
+} up_rec_in_t;
+
+/** A record read back. Pointers point into the ring or into the reader's
+ *  scratch buffer, valid until the record is released or the next read. */
+typedef struct up_rec_view {
+    uint64_t ncells;
+    uint32_t flags;
+    size_t size; /**< bytes used of ncells * UP_RING_CELL */
+    struct upulsar_future *future;
+    const void *payload; /**< ext.payload with UP_REC_NOCOPY */
+    /** key (NULL unless UP_REC_KEY), ordering key and properties (NULL
+     *  when none), event time and payload size, as SingleMessageMetadata
+     *  takes them (the drain adds the sequence id) */
+    up_smm_t m;
+    up_rec_ext_t ext;   /**< zero without UP_REC_EXT */
+    up_rec_meta_t meta; /**< zero without UP_REC_META */
+    const char *names;  /**< meta.repl_len bytes: meta.nrepl NUL-terminated
+                             names, NULL when none */
+} up_rec_view_t;
+
+/** Bytes @p in takes in the ring (header included); its cells are
+ *  up_ring_cells_for() of it. @thread any */
+
+static inline size_t up_rec_size(const up_rec_in_t *in)
+{
+    size_t n = sizeof(up_rec_t) + in->key_len + in->okey_len + in->props_len;
+    if (in->flags & UP_REC_EXT)
+        n += sizeof(up_rec_ext_t);
+    if (in->flags & UP_REC_META)
+        n += sizeof(up_rec_meta_t) + in->meta.repl_len;
+    if (!(in->flags & UP_REC_NOCOPY))
+        n += in->payload_len;
+    return n;
+}
+
+/* A write cursor over the ring's cells: the byte index of the next write,
+ * wrapping at the array's end. */
+typedef struct rec_put {
+    uint8_t *cells;
+    size_t total; /* bytes of the cell array */
+    size_t at;
+} up_rec_put_t;
+
+static inline void up_rec_put(up_rec_put_t *w, const void *p, size_t len)
+{
+    if (len == 0)
+        return; /* p may be NULL then */
+    size_t first = w->total - w->at;
+    if (len < first) {
+        memcpy(w->cells + w->at, p, len);
+        w->at += len;
+        return;
+    }
+    memcpy(w->cells + w->at, p, first);
+    if (len > first)
+        memcpy(w->cells, (const uint8_t *)p + first, len - first);
+    w->at = len - first;
+}
+
+static inline void up_rec_put_cb(void *ctx, const void *p, size_t len) { up_rec_put(ctx, p, len); }
+
+/** Write @p in into the @p ncells cells reserved at @p pos (ncells from
+ *  up_rec_size()), wrapping at the ring's end where it must. No allocation.
+ *  @thread caller, between up_ring_reserve() and up_ring_commit() */
+
+static inline void up_rec_write(up_ring_t *r, uint64_t pos, uint64_t ncells, const up_rec_in_t *in)
+{
+    size_t total = (size_t)r->cap * UP_RING_CELL;
+    size_t at = (size_t)(pos & r->mask) * UP_RING_CELL;
+    /* the header straight into its cell (the first cell never wraps; cells
+     * are aligned for it) */
+    up_rec_t *h = (up_rec_t *)(void *)(r->cells + at);
+    h->ncells_flags = (uint32_t)(ncells << 4) | in->flags;
+    h->payload_len = (uint32_t)in->payload_len;
+    h->key_len = (uint16_t)in->key_len;
+    h->okey_len = (uint16_t)in->okey_len;
+    h->props_len = (uint32_t)in->props_len;
+    h->future = in->future;
+    h->event_time = in->event_time;
+    at += sizeof *h;
+    up_rec_put_t w = {r->cells, total, at == total ? 0 : at};
+    if (in->flags & UP_REC_EXT)
+        up_rec_put(&w, &in->ext, sizeof in->ext);
+    if (in->flags & UP_REC_META) {
+        up_rec_put(&w, &in->meta, sizeof in->meta);
+        for (size_t i = 0; i < in->meta.nrepl; i++)
+            up_rec_put(&w, in->names[i], strlen(in->names[i]) + 1);
+    }
+    up_rec_put(&w, in->key, in->key_len);
+    up_rec_put(&w, in->okey, in->okey_len);
+    if (in->props_len) {
+        if (w.total - w.at >= in->props_len) {
+            up_props_encode(w.cells + w.at, in->props, in->nprops);
+            w.at += in->props_len;
+            if (w.at == w.total)
+                w.at = 0;
+        } else {
+            /* encoded piece by piece across the end: no copy */
+            up_props_encode_to(in->props, in->nprops, up_rec_put_cb, &w);
+        }
+    }
+    if (!(in->flags & UP_REC_NOCOPY))
+        up_rec_put(&w, in->payload, in->payload_len);
+}
+
+/** Take the record at the start of @p rec (@p len bytes, contiguous):
+ *  0 and *@p v, or UPULSAR_ERR__DECODE when the header's cell count, flags
+ *  or lengths do not describe a record inside those bytes (names must be
+ *  NUL-terminated inside repl_len). Never reads outside @p rec[0..len).
+ *  @thread any */
+static inline int up_rec_parse(const uint8_t *rec, size_t len, up_rec_view_t *v)
+{
+    up_rec_t h;
+    if (len < sizeof h)
+        return UPULSAR_ERR__DECODE;
+    memcpy(&h, rec, sizeof h);
+    uint64_t ncells = up_rec_cells(&h);
+    uint32_t flags = h.ncells_flags & 0xfu;
+    if (ncells == 0 || ncells > len / UP_RING_CELL)
+        return UPULSAR_ERR__DECODE;
+    if ((flags & UP_REC_NOCOPY) && !(flags & UP_REC_EXT))
+        return UPULSAR_ERR__DECODE;
+    /* every length below is at most 2^32: the sums cannot overflow */
+    size_t room = (size_t)ncells * UP_RING_CELL, off = sizeof h;
+    const uint8_t *p = rec + off;
+    v->ncells = ncells;
+    v->flags = flags;
+    v->future = h.future;
+    if (flags & UP_REC_EXT) {
+        if (room - off < sizeof v->ext)
+            return UPULSAR_ERR__DECODE;
+        memcpy(&v->ext, p, sizeof v->ext);
+        off += sizeof v->ext;
+    } else {
+        memset(&v->ext, 0, sizeof v->ext);
+    }
+    v->names = NULL;
+    if (flags & UP_REC_META) {
+        if (room - off < sizeof v->meta)
+            return UPULSAR_ERR__DECODE;
+        memcpy(&v->meta, rec + off, sizeof v->meta);
+        off += sizeof v->meta;
+        size_t rl = v->meta.repl_len;
+        if (rl > room - off || v->meta.nrepl > UPULSAR_MAX_REPLICATION_CLUSTERS)
+            return UPULSAR_ERR__DECODE;
+        /* exactly nrepl NUL-terminated names fill repl_len */
+        const char *names = (const char *)rec + off;
+        size_t o = 0;
+        for (unsigned i = 0; i < v->meta.nrepl; i++) {
+            const char *z = memchr(names + o, 0, rl - o);
+            if (!z)
+                return UPULSAR_ERR__DECODE;
+            o = (size_t)(z - names) + 1;
+        }
+        if (o != rl)
+            return UPULSAR_ERR__DECODE;
+        if (rl)
+            v->names = names;
+        off += rl;
+    } else {
+        memset(&v->meta, 0, sizeof v->meta);
+    }
+    size_t var = (size_t)h.key_len + h.okey_len + h.props_len;
+    size_t body = (flags & UP_REC_NOCOPY) ? 0 : h.payload_len;
+    if (var + body > room - off)
+        return UPULSAR_ERR__DECODE;
+    p = rec + off;
+    v->m.key = (flags & UP_REC_KEY) ? (const char *)p : NULL;
+    v->m.key_len = (flags & UP_REC_KEY) ? h.key_len : 0;
+    p += h.key_len;
+    v->m.okey = h.okey_len ? p : NULL;
+    v->m.okey_len = h.okey_len;
+    p += h.okey_len;
+    v->m.props = h.props_len ? p : NULL;
+    v->m.props_len = h.props_len;
+    p += h.props_len;
+    v->payload = (flags & UP_REC_NOCOPY) ? v->ext.payload : p;
+    v->m.payload_size = h.payload_len;
+    v->m.event_time = h.event_time;
+    v->m.sequence_id = 0;
+    v->m.no_seq = false;
+    v->size = off + var + body;
+    return 0;
+}
+
+
+/** The part of up_rec_read() for a record that wraps: copied into
+ *  *@p scratch first. @thread loop */
+int up_rec_read_wrapped(const up_ring_t *r, uint64_t pos, uint64_t ncells, uint8_t **scratch,
+                        size_t *scratch_cap, up_rec_view_t *v);
+
+/** Read the committed record at @p pos of @p r: a record that wraps is
+ *  copied into *@p scratch (grown with realloc to *@p scratch_cap; freed by
+ *  the owner). 0, UPULSAR_ERR__NOMEM (scratch could not grow) or
+ *  UPULSAR_ERR__DECODE (see up_rec_parse(); also a cell count over the
+ *  ring's capacity). @thread loop (the ring's consumer) */
+static inline int up_rec_read(const up_ring_t *r, uint64_t pos, uint8_t **scratch,
+                              size_t *scratch_cap, up_rec_view_t *v)
+{
+    const uint8_t *cell = up_ring_cell(r, pos);
+    uint32_t nf;
+    memcpy(&nf, cell, sizeof nf);
+    uint64_t ncells = nf >> 4;
+    if (ncells == 0 || ncells > r->cap)
+        return UPULSAR_ERR__DECODE;
+    if ((pos & r->mask) + ncells <= r->cap)
+        return up_rec_parse(cell, (size_t)ncells * UP_RING_CELL, v);
+    return up_rec_read_wrapped(r, pos, ncells, scratch, scratch_cap, v);
+}
+
+/** Just the header and extension of the record at @p pos (no allocation):
+ *  enough to fail it unread. @p ext is zeroed without UP_REC_EXT.
+ *  @thread loop (the ring's consumer) */
+void up_rec_read_head(const up_ring_t *r, uint64_t pos, up_rec_t *h, up_rec_ext_t *ext);
+
+#endif

@@ -1,0 +1,372 @@
+/* send.c -- upulsar_send()'s work on one real producer, on the caller's
+ * thread: validate the options, check the size rule, count the message
+ * against max.pending.messages and memory.limit.bytes, reserve ring cells
+ * (waiting for room with block.if.queue.full), write the record
+ * (record.c), commit it and wake the loop if it sleeps. Only
+ * up_rp_limits_release() also runs on the loop, as messages resolve. */
+#include <sched.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "producer_int.h"
+
+/* ---- limits: max.pending.messages, memory.limit.bytes --------------------- */
+
+void up_rp_limits_release(up_rp_t *rp, uint64_t n, uint64_t bytes)
+{
+    if (!rp_limited(rp))
+        return;
+    if (rp->handle->conf.max_pending_messages > 0)
+        atomic_fetch_sub_explicit(&rp->lim_msgs, (int64_t)n, memory_order_relaxed);
+    if (rp->client->conf.memory_limit_bytes > 0)
+        atomic_fetch_sub_explicit(&rp->client->mem_used, (int64_t)bytes, memory_order_relaxed);
+}
+
+/* One attempt to count a message of @p len bytes: 0, or 1 if
+ * max.pending.messages, 2 if memory.limit.bytes is reached. */
+static int limits_try(up_rp_t *rp, size_t len)
+{
+    int64_t maxp = rp->handle->conf.max_pending_messages;
+    int64_t maxm = rp->client->conf.memory_limit_bytes;
+    if (maxp > 0 && atomic_fetch_add_explicit(&rp->lim_msgs, 1, memory_order_relaxed) >= maxp) {
+        atomic_fetch_sub_explicit(&rp->lim_msgs, 1, memory_order_relaxed);
+        return 1;
+    }
+    if (maxm > 0) {
+        int64_t was = atomic_fetch_add_explicit(&rp->client->mem_used, (int64_t)len,
+                                                memory_order_relaxed);
+        if (was > 0 && was + (int64_t)len > maxm) {
+            atomic_fetch_sub_explicit(&rp->client->mem_used, (int64_t)len, memory_order_relaxed);
+            if (maxp > 0)
+                atomic_fetch_sub_explicit(&rp->lim_msgs, 1, memory_order_relaxed);
+            return 2;
+        }
+    }
+    return 0;
+}
+
+static upulsar_err_t limits_reserve(up_rp_t *rp, size_t len)
+{
+    const struct upulsar_conf *cf = rp_conf(rp);
+    int why = limits_try(rp, len);
+    if (!why)
+        return UPULSAR_OK;
+    uint64_t deadline = UINT64_MAX;
+    if (cf->block_if_queue_full && cf->send_timeout_ms > 0)
+        deadline = up_now_us() + (uint64_t)cf->send_timeout_ms * 1000u;
+    unsigned spins = 0;
+    /* never in a callback: its thread may be the one that frees room */
+    bool block = cf->block_if_queue_full && up_thread_role() == UP_THREAD_APP;
+    while (block && why) {
+        if (atomic_load_explicit(&rp->handle->closed, memory_order_relaxed))
+            return up_seterr(UPULSAR_ERR__CLOSED, "producer is stopping");
+        if (atomic_load_explicit(&rp->failed, memory_order_relaxed))
+            return up_seterr((upulsar_err_t)atomic_load(&rp->failed), "%s: producer failed",
+                             rp->topic);
+        if (up_now_us() > deadline)
+            break;
+        /* what is counted leaves only once acknowledged: push it out */
+        atomic_store_explicit(&rp->flush_req, 1, memory_order_relaxed);
+        up_loop_wake(rp->loop);
+        if (++spins < 8) {
+            sched_yield();
+        } else {
+            struct timespec ts = {0, 100000};
+            nanosleep(&ts, NULL);
+        }
+        why = limits_try(rp, len);
+    }
+    if (!why)
+        return UPULSAR_OK;
+    if (why == 1)
+        return up_seterr(UPULSAR_ERR__QUEUE_FULL, "%s: max.pending.messages %d reached",
+                         rp->topic, cf->max_pending_messages);
+    return up_seterr(UPULSAR_ERR__QUEUE_FULL, "memory.limit.bytes %lld reached",
+                     (long long)rp->client->conf.memory_limit_bytes);
+}
+
+/* ---- caller side: enqueue ------------------------------------------------- */
+
+/* lazy.start.partitions: the first message for a producer not started yet
+ * hands it to the supervisor, which creates it at once (as after a graceful
+ * close: no backoff). */
+static void lazy_start(up_rp_t *rp)
+{
+    int one = 1;
+    if (!atomic_compare_exchange_strong(&rp->lazy, &one, 2))
+        return;
+    atomic_store(&rp->closed_by_broker, 1);
+    atomic_store(&rp->state, UPULSAR_STATE_BACKOFF);
+    up_watchdog_kick(rp->client);
+}
+
+static void internal_free(void *payload, void *opaque) { free(payload); }
+
+/* The "do not replicate" marker of the Java client's disableReplication(). */
+static const char *const local_only[] = {"__local__"};
+
+static const char *const *repl_names(const upulsar_send_opts_t *o, size_t *n)
+{
+    if (o->disable_replication) {
+        *n = 1;
+        return local_only;
+    }
+    *n = o->replication_clusters_cnt;
+    return o->replication_clusters;
+}
+
+/* Validate the options that need a meta section and fill it (and the
+ * cluster names to write after it). */
+static upulsar_err_t rec_meta(const upulsar_send_opts_t *o, up_rec_meta_t *m,
+                              const char *const **names_out)
+{
+    size_t n;
+    const char *const *names = repl_names(o, &n);
+    *names_out = names;
+    if (n > UPULSAR_MAX_REPLICATION_CLUSTERS)
+        return up_seterr(UPULSAR_ERR__INVALID_ARG, "more than %d replication clusters",
+                         UPULSAR_MAX_REPLICATION_CLUSTERS);
+    if (n && !names)
+        return up_seterr(UPULSAR_ERR__INVALID_ARG, "replication_clusters is NULL");
+    for (size_t i = 0; i < n; i++) {
+        size_t l = names[i] ? strlen(names[i]) : 0;
+        if (l == 0 || l > 255)
+            return up_seterr(UPULSAR_ERR__INVALID_ARG,
+                             "replication cluster %zu must be 1 to 255 characters", i);
+        m->repl_len += (uint32_t)l + 1;
+    }
+    if (m->repl_len > UP_REPL_MAX_BYTES)
+        return up_seterr(UPULSAR_ERR__INVALID_ARG,
+                         "replication cluster names longer than %d bytes in total",
+                         UP_REPL_MAX_BYTES);
+    m->nrepl = (uint16_t)n;
+    if (o->flags & UPULSAR_SEND_SEQUENCE_ID) {
+        if (o->sequence_id < 0)
+            return up_seterr(UPULSAR_ERR__INVALID_ARG, "sequence_id must be >= 0");
+        m->seq = (uint64_t)o->sequence_id;
+        m->mflags |= UP_META_SEQ;
+    }
+    if (o->deliver_at_ms)
+        m->deliver_at = o->deliver_at_ms;
+    else if (o->deliver_after_ms)
+        m->deliver_at = up_wall_ms() + o->deliver_after_ms;
+    if (m->deliver_at || n)
+        m->mflags |= UP_META_SOLO;
+    return UPULSAR_OK;
+}
+
+/* The size rule of upulsar_send() (upulsar.h): @p keys and @p props are
+ * already bounded (2 * 65535, 1 MiB) and @p repl by UP_REPL_MAX_BYTES, so
+ * their sums cannot overflow; @p len is compared before it is added. */
+static upulsar_err_t size_check(bool chunking, size_t maxsz, size_t len, size_t keys,
+                                size_t props, size_t repl)
+{
+    size_t meta = props + 2 * keys + repl + UPULSAR_MSG_OVERHEAD;
+    if (meta <= maxsz && len <= maxsz - meta)
+        return UPULSAR_OK;
+    if (!chunking)
+        return up_seterr(UPULSAR_ERR__MSG_TOO_LARGE,
+                         "message of %zu bytes with %zu bytes of keys and %zu of properties "
+                         "exceeds the broker's max_message_size %zu (payload + properties + "
+                         "2 x keys + %d must fit; chunking.enabled is off)",
+                         len, keys, props, maxsz, UPULSAR_MSG_OVERHEAD);
+    if (len > UPULSAR_MAX_CHUNKED_BYTES)
+        return up_seterr(UPULSAR_ERR__MSG_TOO_LARGE,
+                         "message of %zu bytes exceeds %d bytes, the largest Pulsar carries in "
+                         "chunks (total_chunk_msg_size is int32)",
+                         len, UPULSAR_MAX_CHUNKED_BYTES);
+    if (props + keys + UPULSAR_MSG_OVERHEAD > maxsz / 2)
+        return up_seterr(UPULSAR_ERR__MSG_TOO_LARGE,
+                         "%zu bytes of keys and %zu of properties leave no room for payload in "
+                         "chunks of the broker's max_message_size %zu (with %d bytes of "
+                         "metadata they must fit in half of it)",
+                         keys, props, maxsz, UPULSAR_MSG_OVERHEAD);
+    return UPULSAR_OK;
+}
+
+upulsar_err_t up_rp_enqueue(up_rp_t *rp, const void *payload, size_t len,
+                            const upulsar_send_opts_t *o, upulsar_future_t **future)
+{
+    const struct upulsar_conf *cf = rp_conf(rp);
+    int failed = atomic_load_explicit(&rp->failed, memory_order_relaxed);
+    if (failed)
+        return up_seterr((upulsar_err_t)failed, "%s: producer failed: %s", rp->topic,
+                         upulsar_err_str((upulsar_err_t)failed));
+    if (atomic_load_explicit(&rp->lazy, memory_order_relaxed) == 1)
+        lazy_start(rp);
+    int32_t maxsz = atomic_load_explicit(&rp->client->max_message_size, memory_order_relaxed);
+    /* field by field: zeroing the whole struct at once (rep stos) and then
+     * reading fields back costs the hot path a store-forwarding stall */
+    up_rec_in_t in;
+    in.flags = 0;
+    in.future = NULL;
+    in.event_time = 0;
+    in.payload = payload;
+    in.payload_len = len;
+    in.key = NULL;
+    in.key_len = 0;
+    in.okey = NULL;
+    in.okey_len = 0;
+    in.props = NULL;
+    in.nprops = 0;
+    in.props_len = 0;
+    in.ext = (up_rec_ext_t){0};
+    in.meta = (up_rec_meta_t){0};
+    in.names = NULL;
+    if (o) {
+        if (o->partition_key) {
+            in.key_len = strnlen(o->partition_key, UPULSAR_MAX_KEY_BYTES + 1);
+            if (in.key_len > UPULSAR_MAX_KEY_BYTES)
+                return up_seterr(UPULSAR_ERR__INVALID_ARG, "partition_key longer than 65535 bytes");
+            in.key = o->partition_key;
+            in.flags |= UP_REC_KEY;
+        }
+        if (o->ordering_key) {
+            in.okey_len = o->ordering_key_len;
+            if (in.okey_len > UPULSAR_MAX_KEY_BYTES || in.okey_len == 0)
+                return up_seterr(UPULSAR_ERR__INVALID_ARG,
+                                 "ordering_key must be 1 to 65535 bytes");
+            in.okey = o->ordering_key;
+        }
+        if (o->properties_cnt) {
+            if (!o->properties)
+                return up_seterr(UPULSAR_ERR__INVALID_ARG, "properties is NULL");
+            for (size_t i = 0; i < o->properties_cnt; i++)
+                if (!o->properties[i].key || !o->properties[i].value)
+                    return up_seterr(UPULSAR_ERR__INVALID_ARG, "property %zu has a NULL key or value", i);
+            in.props_len = up_props_size_capped(o->properties, o->properties_cnt,
+                                                UPULSAR_MAX_PROPERTIES_BYTES);
+            if (in.props_len > UPULSAR_MAX_PROPERTIES_BYTES)
+                return up_seterr(UPULSAR_ERR__INVALID_ARG,
+                                 "properties larger than 1 MiB (%d bytes encoded)",
+                                 UPULSAR_MAX_PROPERTIES_BYTES);
+            in.props = o->properties;
+            in.nprops = o->properties_cnt;
+        }
+        if (o->cb || (o->flags & UPULSAR_SEND_NOCOPY)) {
+            in.flags |= UP_REC_EXT;
+            in.ext.cb = o->cb;
+            in.ext.opaque = o->opaque;
+        }
+        if (o->flags & UPULSAR_SEND_NOCOPY) {
+            in.flags |= UP_REC_NOCOPY;
+            in.ext.free_cb = o->free_cb;
+            in.ext.payload = payload;
+        }
+        in.event_time = o->event_time_ms;
+        if (o->deliver_at_ms | o->deliver_after_ms | o->replication_clusters_cnt |
+            (uint64_t)o->disable_replication | (uint64_t)(o->flags & UPULSAR_SEND_SEQUENCE_ID)) {
+            upulsar_err_t e = rec_meta(o, &in.meta, &in.names);
+            if (e)
+                return e;
+            in.flags |= UP_REC_META;
+        }
+    }
+    /* a message whose entry (or, chunked, whose chunks) cannot fit in
+     * max_message_size is refused here, with nothing else affected */
+    upulsar_err_t se = size_check(cf->chunking_enabled, maxsz > 0 ? (size_t)maxsz : 0, len,
+                                  in.key_len + in.okey_len, in.props_len,
+                                  (size_t)in.meta.repl_len + 2u * in.meta.nrepl);
+    if (se)
+        return se;
+    /* from here on len <= UPULSAR_MAX_CHUNKED_BYTES: every sum below fits */
+    size_t size = up_rec_size(&in);
+    uint64_t ncells = up_ring_cells_for(size);
+    void *copy = NULL;
+    if (ncells > rp->ring.cap / 4 && !(in.flags & UP_REC_NOCOPY)) {
+        /* too big to share the ring: keep a private copy (one allocation
+         * per large message, never on the small-message path) */
+        copy = malloc(len ? len : 1);
+        if (!copy)
+            return up_seterr(UPULSAR_ERR__NOMEM, "out of memory copying a %zu byte message", len);
+        memcpy(copy, payload, len);
+        in.flags |= UP_REC_EXT | UP_REC_NOCOPY;
+        in.ext.free_cb = internal_free;
+        in.ext.payload = copy;
+        if (!o || !o->cb)
+            in.ext.cb = NULL;
+        size = up_rec_size(&in);
+        ncells = up_ring_cells_for(size);
+    }
+    if (ncells > rp->ring.cap / 2) {
+        free(copy);
+        return up_seterr(UPULSAR_ERR__MSG_TOO_LARGE,
+                         "key and properties need %zu bytes, more than half of queue.buffer.bytes",
+                         size);
+    }
+    bool limited = rp_limited(rp);
+    if (limited) {
+        upulsar_err_t e = limits_reserve(rp, len);
+        if (e) {
+            free(copy);
+            return e;
+        }
+    }
+    struct upulsar_future *f = NULL;
+    if (future) {
+        f = up_future_alloc(&rp->client->futures);
+        if (!f) {
+            free(copy);
+            if (limited)
+                up_rp_limits_release(rp, 1, len);
+            return up_seterr(UPULSAR_ERR__QUEUE_FULL, "future pool exhausted (max.futures)");
+        }
+    }
+    uint64_t pos;
+    if (!up_ring_reserve(&rp->ring, ncells, &pos)) {
+        /* never in a callback: its thread may be the one that frees room */
+        if (!cf->block_if_queue_full || up_thread_role() != UP_THREAD_APP)
+            goto full;
+        uint64_t deadline = cf->send_timeout_ms > 0
+                                ? up_now_us() + (uint64_t)cf->send_timeout_ms * 1000u
+                                : UINT64_MAX;
+        unsigned spins = 0;
+        while (!up_ring_reserve(&rp->ring, ncells, &pos)) {
+            if (atomic_load_explicit(&rp->handle->closed, memory_order_relaxed) ||
+                atomic_load_explicit(&rp->failed, memory_order_relaxed))
+                goto full;
+            up_loop_wake(rp->loop);
+            if (++spins < 8) {
+                sched_yield();
+                continue;
+            }
+            uint64_t now = up_now_us();
+            if (now > deadline)
+                goto full;
+            /* sleep until the loop frees space (bounded, in case the loop
+             * is busy elsewhere) */
+            up_ring_wait_space(&rp->ring, ncells, deadline - now < 2000 ? deadline - now : 2000);
+        }
+    }
+    in.future = f;
+    up_ring_t *r = &rp->ring;
+    up_rec_write(r, pos, ncells, &in);
+    up_ring_commit(r, pos); /* R1 */
+    /* pairs with the loop's store of `sleeping` + heavy fence (uring_loop.c) */
+    if (up_fence_light_ok())
+        atomic_signal_fence(memory_order_seq_cst);
+    else
+        atomic_thread_fence(memory_order_seq_cst);
+    int s = atomic_load_explicit(&rp->loop->sleeping, memory_order_relaxed);
+    if (s == UP_SLEEP_IDLE || (s == UP_SLEEP_TIMED && up_ring_used(r) >= rp->wake_cells))
+        up_loop_wake(rp->loop);
+    if (future)
+        *future = f;
+    return UPULSAR_OK;
+full:
+    free(copy);
+    if (limited)
+        up_rp_limits_release(rp, 1, len);
+    if (f) {
+        upulsar_future_release(f);
+        up_future_resolve(f, UPULSAR_ERR__QUEUE_FULL, NULL);
+    }
+    if (atomic_load_explicit(&rp->handle->closed, memory_order_relaxed))
+        return up_seterr(UPULSAR_ERR__CLOSED, "producer is stopping");
+    if (atomic_load_explicit(&rp->failed, memory_order_relaxed))
+        return up_seterr((upulsar_err_t)atomic_load(&rp->failed), "%s: producer failed",
+                         rp->topic);
+    return up_seterr(UPULSAR_ERR__QUEUE_FULL, "%s: queue full (queue.buffer.bytes %lld)",
+                     rp->topic, (long long)cf->queue_buffer_bytes);
+}
