@@ -69,6 +69,41 @@ Test(features_chunking, twenty_mib_message_is_chunked_and_stored_whole)
     free(big);
 }
 
+/* A chunked message keeps its delayed delivery and its replication
+ * clusters: every chunk carries them (as the official clients copy the
+ * message's metadata into each chunk), so the stored message has them. */
+Test(features_chunking, chunks_keep_deliver_at_and_replicate_to)
+{
+    upulsar_producer_t *p = start("big-meta", "true");
+    size_t len = 12u << 20;
+    uint8_t *big = malloc(len);
+    cr_assert_not_null(big);
+    for (size_t i = 0; i < len; i++)
+        big[i] = (uint8_t)(i * 7 + 3);
+    const char *clusters[] = {"east", "west"};
+    upulsar_send_opts_t o = {.deliver_at_ms = 4102444800000ull, /* 2100-01-01 */
+                             .replication_clusters = clusters,
+                             .replication_clusters_cnt = 2};
+    upulsar_future_t *f;
+    cr_assert_eq(upulsar_send(p, big, len, &o, &f), UPULSAR_OK, "%s", upulsar_last_error());
+    cr_assert_eq(upulsar_future_wait(f, 60000, NULL), UPULSAR_OK, "%s", upulsar_last_error());
+    upulsar_future_release(f);
+    cr_assert_eq(upulsar_producer_stop(p, 10000), UPULSAR_OK);
+    upulsar_tb_snapshot_t *s;
+    cr_assert_eq(upulsar_tb_snapshot(tb, "big-meta", &s), UPULSAR_OK);
+    cr_assert_eq(upulsar_tb_snapshot_count(s), 1);
+    const upulsar_tb_msg_t *m = upulsar_tb_snapshot_msg(s, 0);
+    cr_assert_eq(m->payload_len, len);
+    cr_assert_eq(memcmp(m->payload, big, len), 0, "payload differs");
+    cr_assert_eq(m->deliver_at_time, 4102444800000ull, "deliver_at lost: %llu",
+                 (unsigned long long)m->deliver_at_time);
+    cr_assert_eq(m->replicate_to_cnt, 2, "replicate_to lost");
+    cr_assert_str_eq(m->replicate_to[0], "east");
+    cr_assert_str_eq(m->replicate_to[1], "west");
+    upulsar_tb_snapshot_free(s);
+    free(big);
+}
+
 Test(features_chunking, without_chunking_too_large_is_refused)
 {
     upulsar_producer_t *p = start("nochunk", "false");
