@@ -383,7 +383,7 @@ static uint64_t drain_one(up_rp_t *rp, uint64_t now)
             det = up_rp_detail(rp, "message of %u bytes cannot be sent in chunks of the broker's "
                                 "max_message_size %zu (learnt after the message was accepted): "
                                 "its keys and properties take up to %zu bytes of every chunk",
-                            v.m.payload_size, bmax, up_chunk_md_bound(m));
+                            v.m.payload_size, bmax, up_chunk_md_bound(m, &v));
         if (err)
             goto out_fail;
         rp->next_seq = m->sequence_id + 1;

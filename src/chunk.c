@@ -7,23 +7,42 @@
 
 #include "producer_int.h"
 
-/* Upper bound of the MessageMetadata of each chunk of @p m: the fixed
- * fields, its uuid, both keys and its properties (every chunk repeats
- * them). */
-size_t up_chunk_md_bound(const up_smm_t *m)
+/* Upper bound of the MessageMetadata of each chunk of the message @p v
+ * (its fields @p m): the fixed fields, its uuid, both keys, its properties
+ * and its replication clusters (every chunk repeats them). */
+size_t up_chunk_md_bound(const up_smm_t *m, const up_rec_view_t *v)
 {
     return UP_MD_SCALARS + UP_NAME_BOUND + UP_UUID_BOUND + (m->key ? m->key_len : 0) +
-           (m->okey ? m->okey_len : 0) + m->props_len;
+           (m->okey ? m->okey_len : 0) + m->props_len +
+           (size_t)v->meta.repl_len + 2u * v->meta.nrepl;
 }
 
 /* Build and queue the SEND of one chunk, its payload already at
  * b->buf + @p room (b->rec_len bytes); @p key is a NUL-terminated copy of
  * m's partition key (NULL: none). */
-static upulsar_err_t close_chunk(up_rp_t *rp, up_batch_t *b, const up_smm_t *m, const char *key,
-                                 const char *uuid, size_t room, int32_t id, int32_t n,
-                                 int32_t total)
+static upulsar_err_t close_chunk(up_rp_t *rp, up_batch_t *b, const up_smm_t *m,
+                                 const up_rec_view_t *v, const char *key, const char *uuid,
+                                 size_t room, int32_t id, int32_t n, int32_t total)
 {
     up_md_t md = PULSAR__PROTO__MESSAGE_METADATA__INIT;
+    /* the message's delayed delivery and replication, on every chunk (the
+     * broker and the consumer take them from the chunks' metadata) */
+    if (v->meta.deliver_at) {
+        md.has_deliver_at_time = 1;
+        md.deliver_at_time = (int64_t)v->meta.deliver_at;
+    }
+    char *repl[UPULSAR_MAX_REPLICATION_CLUSTERS];
+    if (v->meta.nrepl) {
+        const char *name = v->names;
+        for (uint32_t i = 0; i < v->meta.nrepl && i < UPULSAR_MAX_REPLICATION_CLUSTERS; i++) {
+            repl[i] = (char *)name;
+            name += strlen(name) + 1;
+        }
+        md.replicate_to = repl;
+        md.n_replicate_to = v->meta.nrepl < UPULSAR_MAX_REPLICATION_CLUSTERS
+                                ? v->meta.nrepl
+                                : UPULSAR_MAX_REPLICATION_CLUSTERS;
+    }
     md.producer_name = rp->name;
     md.sequence_id = b->first_seq;
     md.publish_time = up_wall_ms();
@@ -60,7 +79,7 @@ upulsar_err_t up_chunk_send(up_rp_t *rp, const up_smm_t *m, const up_rec_view_t 
 {
     const void *payload = v->payload;
     uint64_t ncells = v->ncells;
-    size_t len = v->m.payload_size, max = broker_max(rp), mdb = up_chunk_md_bound(m);
+    size_t len = v->m.payload_size, max = broker_max(rp), mdb = up_chunk_md_bound(m, v);
     /* upulsar_send() checked both against the limit it knew; the broker's
      * may have shrunk since */
     if (mdb >= max || mdb > max / 2 || len > UPULSAR_MAX_CHUNKED_BYTES)
@@ -121,7 +140,7 @@ upulsar_err_t up_chunk_send(up_rp_t *rp, const up_smm_t *m, const up_rec_view_t 
             b->n = 1;
             b->payload_bytes = len;
         }
-        upulsar_err_t e = close_chunk(rp, b, m, key, uuid, room, (int32_t)i, (int32_t)n,
+        upulsar_err_t e = close_chunk(rp, b, m, v, key, uuid, room, (int32_t)i, (int32_t)n,
                                       (int32_t)len);
         if (e) {
             /* only when out of memory, before the first chunk is queued

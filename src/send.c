@@ -176,12 +176,12 @@ static upulsar_err_t size_check(bool chunking, size_t maxsz, size_t len, size_t 
                          "message of %zu bytes exceeds %d bytes, the largest Pulsar carries in "
                          "chunks (total_chunk_msg_size is int32)",
                          len, UPULSAR_MAX_CHUNKED_BYTES);
-    if (props + keys + UPULSAR_MSG_OVERHEAD > maxsz / 2)
+    if (props + keys + repl + UPULSAR_MSG_OVERHEAD > maxsz / 2)
         return up_seterr(UPULSAR_ERR__MSG_TOO_LARGE,
-                         "%zu bytes of keys and %zu of properties leave no room for payload in "
-                         "chunks of the broker's max_message_size %zu (with %d bytes of "
-                         "metadata they must fit in half of it)",
-                         keys, props, maxsz, UPULSAR_MSG_OVERHEAD);
+                         "%zu bytes of keys, %zu of properties and %zu of replication clusters "
+                         "leave no room for payload in chunks of the broker's max_message_size "
+                         "%zu (with %d bytes of metadata they must fit in half of it)",
+                         keys, props, repl, maxsz, UPULSAR_MSG_OVERHEAD);
     return UPULSAR_OK;
 }
 

@@ -604,8 +604,9 @@ typedef struct upulsar_send_opts {
  *    included, so a message never makes its batch-mates fail;
  *  - otherwise, with chunking.enabled: accepted and sent in chunks if
  *    len <= UPULSAR_MAX_CHUNKED_BYTES and
- *    P + K + UPULSAR_MSG_OVERHEAD <= M / 2 (every chunk repeats the keys
- *    and properties in its metadata and carries at least M / 2 of payload);
+ *    P + K + R + UPULSAR_MSG_OVERHEAD <= M / 2 (every chunk repeats the
+ *    keys, properties, replication clusters and deliver_at in its metadata
+ *    and carries at least M / 2 of payload);
  *  - anything else is refused with MSG_TOO_LARGE, the detail naming the
  *    limit. Sizes are checked before any arithmetic on them: a len near
  *    SIZE_MAX is refused like any other.
