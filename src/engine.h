@@ -272,6 +272,7 @@ struct up_rp {
     up_rp_t *est_next;     /* worker queue (client lock) */
     bool has_topic_epoch;  /* from the last PRODUCER_SUCCESS (exclusive modes) */
     uint64_t topic_epoch;  /* echoed when the producer is re-created */
+    struct { uint8_t len, v[16]; } schema_version; /* of the last PRODUCER_SUCCESS, written into each entry's metadata; set and read on the loop (establish.c attach_task) */
     /* ---- (loop) ---- */
     up_conn_t *conn;    /* registered connection (holds a reference), or NULL */
     bool registered;    /* present in conn->rps */
