@@ -207,11 +207,13 @@ upulsar_err_t up_rp_establish(up_rp_t *rp, int timeout_ms)
     pr.topic = rp->topic;
     pr.producer_id = rp->producer_id;
     pr.request_id = atomic_fetch_add(&c->next_request_id, 1);
-    if (rp->name[0]) {
+    if (rp->name[0])
         pr.producer_name = rp->name;
-        pr.has_user_provided_producer_name = 1;
-        pr.user_provided_producer_name = rp->user_named;
-    }
+    /* always, as the official clients: the field defaults to true, and an
+     * unnamed producer's name (none yet, or the one the broker gave) is
+     * not the user's */
+    pr.has_user_provided_producer_name = 1;
+    pr.user_provided_producer_name = rp->user_named;
     pr.has_epoch = 1;
     pr.epoch = rp->epoch++;
     /* producer.properties, validated by upulsar_conf_set() */
