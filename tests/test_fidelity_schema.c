@@ -33,6 +33,9 @@
  *   definition, a definition for string, key_value without its value's
  *   definition fail the start with INVALID_ARG before any request; an
  *   '@file' that does not exist is refused by upulsar_conf_set().
+ * broker_wide_validation_and_topic_policy: the broker's own
+ *   schema_validation_enforced refuses a schema-less producer on a topic
+ *   with a schema; a topic policy of 0 overrides it.
  * UPULSAR_TEST_LABEL_CONCURRENCY (also run under ThreadSanitizer) */
 #include <criterion/criterion.h>
 #include <stdio.h>
@@ -388,6 +391,35 @@ Test(fidelity_schema, schema_keys_that_make_no_schema_fail_the_start)
                  UPULSAR_CONF_INVALID);
     cr_assert(strstr(err, "/nonexistent/upulsar-def.json"), "%s", err);
     upulsar_conf_destroy(conf);
+    upulsar_client_destroy(c);
+    upulsar_tb_stop(tb);
+}
+
+/* The broker's own setting (Pulsar's schemaValidationEnforced), and a
+ * topic policy overriding it. */
+Test(fidelity_schema, broker_wide_validation_and_topic_policy)
+{
+    upulsar_tb_opts_t o;
+    upulsar_tb_opts_init(&o);
+    o.schema_validation_enforced = 1;
+    upulsar_tb_t *tb = NULL;
+    cr_assert_eq(upulsar_tb_start(&o, &tb), UPULSAR_OK, "%s", upulsar_last_error());
+    upulsar_client_t *c = ft_client(tb, short_op);
+    const char *str[] = {"schema.type", "string", NULL};
+    const char *none[] = {NULL};
+    const char *topics[] = {"strict", "lenient"};
+    upulsar_producer_t *p[2] = {NULL, NULL};
+    for (int i = 0; i < 2; i++)
+        cr_assert_eq(start(c, topics[i], str, &p[i]), UPULSAR_OK, "%s", upulsar_last_error());
+    expect_refused(tb, c, "strict", none, "without a schema");
+    cr_assert_eq(upulsar_tb_set_schema_validation_enforced(tb, "lenient", 0), UPULSAR_OK);
+    upulsar_producer_t *q = NULL;
+    cr_assert_eq(start(c, "lenient", none, &q), UPULSAR_OK, "%s", upulsar_last_error());
+    send_wait(q, "raw", 2);
+    cr_assert_eq(upulsar_producer_stop(q, 5000), UPULSAR_OK);
+    cr_assert_eq(check_versions(tb, "lenient", -1), 2);
+    for (int i = 0; i < 2; i++)
+        cr_assert_eq(upulsar_producer_stop(p[i], 5000), UPULSAR_OK);
     upulsar_client_destroy(c);
     upulsar_tb_stop(tb);
 }
