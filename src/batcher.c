@@ -253,6 +253,8 @@ int up_batch_close(up_rp_t *rp, up_batch_t *b)
     md.producer_name = rp->name;
     md.sequence_id = b->first_seq;
     md.publish_time = up_wall_ms();
+    md.has_schema_version = rp->schema_version.len != 0; /* as the official clients */
+    md.schema_version = (ProtobufCBinaryData){rp->schema_version.len, rp->schema_version.v};
     md.has_num_messages_in_batch = 1;
     md.num_messages_in_batch = (int32_t)b->n;
     md.has_highest_sequence_id = 1;

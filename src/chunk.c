@@ -46,6 +46,8 @@ static upulsar_err_t close_chunk(up_rp_t *rp, up_batch_t *b, const up_smm_t *m,
     md.producer_name = rp->name;
     md.sequence_id = b->first_seq;
     md.publish_time = up_wall_ms();
+    md.has_schema_version = rp->schema_version.len != 0; /* as the official clients */
+    md.schema_version = (ProtobufCBinaryData){rp->schema_version.len, rp->schema_version.v};
     md.uuid = (char *)uuid;
     md.has_chunk_id = md.has_num_chunks_from_msg = md.has_total_chunk_msg_size = 1;
     md.chunk_id = id;

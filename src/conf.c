@@ -30,6 +30,7 @@ typedef struct {
 #define F_SECRET 0x1 /* never printed; get returns "***" */
 #define F_URL 0x2    /* must start with pulsar:// or pulsar+ssl:// */
 #define F_KV 0x4     /* "k=v,k2=v2": non-empty keys, at most UP_MAX_PRODUCER_PROPS */
+#define F_FILE_AT 0x8 /* "@path": the value is the content of that file, read at set */
 
 typedef struct {
     const char *key;
@@ -58,6 +59,19 @@ static const enum_name_t access_mode_names[] = {
     {NULL, 0}};
 static const enum_name_t hashing_names[] = {
     {"java_string", UP_HASH_JAVA_STRING}, {"murmur3_32", UP_HASH_MURMUR3_32}, {NULL, 0}};
+static const enum_name_t schema_type_names[] = {{"bytes", UP_SCHEMA_BYTES},
+                                                {"string", UP_SCHEMA_STRING},
+                                                {"json", UP_SCHEMA_JSON},
+                                                {"avro", UP_SCHEMA_AVRO},
+                                                {"key_value", UP_SCHEMA_KEY_VALUE},
+                                                {NULL, 0}};
+static const enum_name_t schema_part_names[] = {{"bytes", UP_SCHEMA_BYTES},
+                                                {"string", UP_SCHEMA_STRING},
+                                                {"json", UP_SCHEMA_JSON},
+                                                {"avro", UP_SCHEMA_AVRO},
+                                                {NULL, 0}};
+static const enum_name_t kv_encoding_names[] = {
+    {"inline", UP_KV_INLINE}, {"separated", UP_KV_SEPARATED}, {NULL, 0}};
 static const enum_name_t routing_names[] = {{"round_robin", UP_ROUTE_ROUND_ROBIN},
                                             {"random", UP_ROUTE_RANDOM},
                                             {"single", UP_ROUTE_SINGLE},
@@ -295,6 +309,61 @@ static const conf_key_t keys[] = {
      "batch.max.bytes). With queue.buffer.bytes this bounds a producer's memory; when "
      "reached, messages wait in the ring.",
      "(none)"},
+    {"schema.type", K_ENUM, FLD(schema_type), "bytes", 0, 0, schema_type_names, 0, 'P', "",
+     "Schema declared in every PRODUCER request, so topics whose schema validation is "
+     "enforced accept the producer. bytes: none (raw bytes, no schema sent). string: "
+     "UTF-8 text. json, avro: records described by schema.definition (an Avro record "
+     "schema in JSON, as the official clients send for both). key_value: a key and a "
+     "value schema (schema.key.*, schema.value.*, schema.kv.encoding). upulsar does not "
+     "encode payloads: send them as the schema says. PRODUCER_SUCCESS's schema version "
+     "is kept per producer and written in every entry's metadata (schema_version). The "
+     "broker refuses a schema incompatible with the topic's (another type, or a "
+     "definition its compatibility strategy rejects) with "
+     "UPULSAR_ERR_INCOMPATIBLE_SCHEMA: upulsar_producer_start() fails with it at once; a "
+     "producer created before retries it with backoff, as the official clients do. "
+     "Keys that do not make a schema (json without a definition, a definition for "
+     "string...) fail upulsar_producer_start() with UPULSAR_ERR__INVALID_ARG.",
+     "Schema (newProducer(Schema.STRING / JSON / AVRO / KeyValue))"},
+    {"schema.name", K_STR, FLD(schema_name), "", 0, 0, NULL, 0, 'P', "name",
+     "Name of the schema; empty = the name the Java client gives the type (\"String\", "
+     "\"KeyValue\", empty for json and avro).",
+     "SchemaInfo.name"},
+    {"schema.definition", K_STR, FLD(schema_definition), "", 0, 0, NULL, F_FILE_AT, 'P',
+     "text or @path",
+     "The json or avro schema's definition (its schema_data), e.g. "
+     "{\"type\":\"record\",\"name\":\"Order\",\"fields\":[...]}. A value starting with "
+     "'@' names a file whose content is the definition: read when the key is set "
+     "(upulsar_conf_get then returns the content; a file that cannot be read or is too "
+     "large is refused, naming it).",
+     "SchemaDefinition / SchemaInfo.schema"},
+    {"schema.properties", K_STR, FLD(schema_properties), "", 0, 0, NULL, F_KV, 'P', "k=v,...",
+     "Properties of the schema (not for key_value, whose properties describe its key and "
+     "value schemas): comma-separated key=value pairs, keys non-empty and without '=' or "
+     "',', at most 64 pairs.",
+     "SchemaInfo.properties"},
+    {"schema.key.type", K_ENUM, FLD(schema_key_type), "bytes", 0, 0, schema_part_names, 0, 'P',
+     "", "key_value: the key's schema (bytes, string, json, avro).",
+     "KeyValue key schema"},
+    {"schema.key.definition", K_STR, FLD(schema_key_definition), "", 0, 0, NULL, F_FILE_AT,
+     'P', "text or @path",
+     "key_value: the key schema's definition when it is json or avro ('@path' as for "
+     "schema.definition).",
+     "KeyValue key schema's SchemaInfo.schema"},
+    {"schema.value.type", K_ENUM, FLD(schema_value_type), "bytes", 0, 0, schema_part_names, 0,
+     'P', "", "key_value: the value's schema (bytes, string, json, avro).",
+     "KeyValue value schema"},
+    {"schema.value.definition", K_STR, FLD(schema_value_definition), "", 0, 0, NULL, F_FILE_AT,
+     'P', "text or @path",
+     "key_value: the value schema's definition when it is json or avro ('@path' as for "
+     "schema.definition).",
+     "KeyValue value schema's SchemaInfo.schema"},
+    {"schema.kv.encoding", K_ENUM, FLD(schema_kv_encoding), "inline", 0, 0, kv_encoding_names,
+     0, 'P', "",
+     "key_value: how messages carry key and value, declared in the schema "
+     "(kv.encoding.type). inline: the payload is [key length, 4 bytes big-endian][key]"
+     "[value length][value]. separated: the payload is the value and the key is the "
+     "message's partition_key (text: upulsar does not mark keys base64-encoded).",
+     "KeyValueEncodingType (INLINE, SEPARATED)"},
 };
 #define NKEYS (sizeof keys / sizeof keys[0])
 
@@ -443,6 +512,41 @@ static int get_int(const void *field)
     return v;
 }
 
+/* F_FILE_AT: @p field = the content of file @p path (only when it is
+ * readable, fits and holds no NUL byte). */
+static upulsar_conf_res_t set_from_file(char *field, const conf_key_t *k, const char *path,
+                                        char *errstr, size_t errstr_size)
+{
+    FILE *fp = fopen(path, "rb");
+    if (!fp)
+        return err(UPULSAR_CONF_INVALID, errstr, errstr_size, "%s: cannot read \"%.200s\"",
+                   k->key, path);
+    char *buf = malloc(k->size);
+    if (!buf) {
+        fclose(fp);
+        return err(UPULSAR_CONF_INVALID, errstr, errstr_size, "%s: out of memory", k->key);
+    }
+    size_t n = fread(buf, 1, k->size, fp);
+    bool bad = ferror(fp) != 0;
+    fclose(fp);
+    upulsar_conf_res_t res = UPULSAR_CONF_OK;
+    if (bad)
+        res = err(UPULSAR_CONF_INVALID, errstr, errstr_size, "%s: cannot read \"%.200s\"",
+                  k->key, path);
+    else if (n >= k->size)
+        res = err(UPULSAR_CONF_INVALID, errstr, errstr_size,
+                  "%s: \"%.200s\" is longer than %zu bytes", k->key, path, k->size - 1);
+    else if (memchr(buf, '\0', n))
+        res = err(UPULSAR_CONF_INVALID, errstr, errstr_size,
+                  "%s: \"%.200s\" holds a NUL byte", k->key, path);
+    if (res == UPULSAR_CONF_OK) {
+        memcpy(field, buf, n);
+        field[n] = '\0';
+    }
+    free(buf);
+    return res;
+}
+
 /* Parse @p value for @p k into @p conf (only when valid). */
 static upulsar_conf_res_t set_key(struct upulsar_conf *conf, const conf_key_t *k,
                                   const char *value, char *errstr, size_t errstr_size)
@@ -450,6 +554,8 @@ static upulsar_conf_res_t set_key(struct upulsar_conf *conf, const conf_key_t *k
     char *field = (char *)conf + k->off;
     switch (k->kind) {
     case K_STR: {
+        if ((k->flags & F_FILE_AT) && value[0] == '@')
+            return set_from_file(field, k, value + 1, errstr, errstr_size);
         size_t len = strlen(value);
         if (len >= k->size) {
             if (k->flags & F_SECRET)
@@ -761,4 +867,51 @@ void upulsar_conf_dump_doc(void *fp_)
             if (keys[i].scope == scope)
                 doc_row(fp, &keys[i]);
     }
+}
+
+const char *up_schema_default_name(int type)
+{
+    switch (type) {
+    case UP_SCHEMA_STRING: return "String";
+    case UP_SCHEMA_KEY_VALUE: return "KeyValue";
+    case UP_SCHEMA_BYTES: return "Bytes";
+    default: return "";
+    }
+}
+
+static upulsar_err_t check_part(const char *what, int type, const char *def)
+{
+    bool structured = type == UP_SCHEMA_JSON || type == UP_SCHEMA_AVRO;
+    if (structured && !def[0])
+        return up_seterr(UPULSAR_ERR__INVALID_ARG, "%s is json or avro: its definition is "
+                         "missing", what);
+    if (!structured && def[0])
+        return up_seterr(UPULSAR_ERR__INVALID_ARG, "%s has a definition, which only json and "
+                         "avro take", what);
+    return UPULSAR_OK;
+}
+
+upulsar_err_t up_conf_schema_check(const struct upulsar_conf *c)
+{
+    bool kv = c->schema_type == UP_SCHEMA_KEY_VALUE;
+    if (!kv && (c->schema_key_type != UP_SCHEMA_BYTES || c->schema_value_type != UP_SCHEMA_BYTES ||
+                c->schema_key_definition[0] || c->schema_value_definition[0] ||
+                c->schema_kv_encoding != UP_KV_INLINE))
+        return up_seterr(UPULSAR_ERR__INVALID_ARG,
+                         "schema.key.*, schema.value.* and schema.kv.encoding are for "
+                         "schema.type=key_value");
+    if (kv) {
+        if (c->schema_definition[0] || c->schema_properties[0])
+            return up_seterr(UPULSAR_ERR__INVALID_ARG,
+                             "schema.type=key_value takes schema.key.* and schema.value.*, "
+                             "not schema.definition or schema.properties");
+        upulsar_err_t e = check_part("schema.key.type", c->schema_key_type,
+                                     c->schema_key_definition);
+        return e ? e : check_part("schema.value.type", c->schema_value_type,
+                                  c->schema_value_definition);
+    }
+    if (c->schema_type == UP_SCHEMA_BYTES && (c->schema_name[0] || c->schema_properties[0]))
+        return up_seterr(UPULSAR_ERR__INVALID_ARG,
+                         "schema.name and schema.properties need a schema.type other than bytes");
+    return check_part("schema.type", c->schema_type, c->schema_definition);
 }

@@ -72,7 +72,32 @@ struct upulsar_conf {
     int64_t memory_limit_bytes;   /* memory.limit.bytes (client key), 0 = off */
     int max_inflight_batches;     /* max.inflight.batches per real producer (written, not
                                      acknowledged), 1..100000, default 32 */
+    /* schema declared in PRODUCER (UP_SCHEMA_*: Pulsar's Schema.Type, or
+     * UP_SCHEMA_BYTES = no schema field); see up_conf_schema_check() */
+    int schema_type;                   /* schema.type, default bytes */
+    char schema_name[256];             /* schema.name, "" = the official clients' name */
+    char schema_definition[32768];     /* schema.definition (json, avro) */
+    char schema_properties[1024];      /* schema.properties "k=v,..." */
+    int schema_key_type;               /* schema.key.type (key_value), default bytes */
+    char schema_key_definition[16384]; /* schema.key.definition */
+    int schema_value_type;             /* schema.value.type (key_value), default bytes */
+    char schema_value_definition[16384]; /* schema.value.definition */
+    int schema_kv_encoding;            /* schema.kv.encoding: UP_KV_INLINE / _SEPARATED */
 };
+
+/* schema.type values: Pulsar's Schema.Type, and -1 for BYTES (no schema) */
+enum { UP_SCHEMA_BYTES = -1, UP_SCHEMA_STRING = 1, UP_SCHEMA_JSON = 2, UP_SCHEMA_AVRO = 4,
+       UP_SCHEMA_KEY_VALUE = 15 };
+enum { UP_KV_INLINE = 0, UP_KV_SEPARATED = 1 };
+
+/** Whether the schema keys of @p c make a schema (a definition for json
+ *  and avro, none for the others, ...): OK, or INVALID_ARG with the
+ *  reason in upulsar_last_error(). @thread any */
+upulsar_err_t up_conf_schema_check(const struct upulsar_conf *c);
+
+/** The name the Java client gives a schema of @p type (UP_SCHEMA_*):
+ *  "String", "KeyValue", "Bytes", "" for json and avro. Static. */
+const char *up_schema_default_name(int type);
 
 #define UP_MAX_PRODUCER_PROPS 64
 

@@ -186,7 +186,7 @@ struct up_rp {
     _Atomic int64_t last_acked_seq;
     _Atomic uint64_t resolved_ring_pos;
     _Atomic int flush_req;
-    _Atomic int closed_by_broker; /* CLOSE_PRODUCER seen: reconnect at once */
+    _Atomic int closed_by_broker; /* CLOSE_PRODUCER or TOPIC_MIGRATED seen: 1 = re-create at once (a new owner or cluster named), 2 = after the backoff (no new owner) */
     _Atomic uint64_t sent_msgs, acked_msgs, failed_msgs, resent_batches;
     _Atomic uint64_t unknown_ids;   /* messages acknowledged as duplicates, no position */
     _Atomic uint64_t timed_out;     /* messages failed by send.timeout.ms */
@@ -234,6 +234,7 @@ struct up_rp {
     up_rp_t *est_next;     /* worker queue (client lock) */
     bool has_topic_epoch;  /* from the last PRODUCER_SUCCESS (exclusive modes) */
     uint64_t topic_epoch;  /* echoed when the producer is re-created */
+    struct { uint8_t len, v[16]; } schema_version; /* of the last PRODUCER_SUCCESS, written into each entry's metadata; set and read on the loop (establish.c attach_task) */
     /* ---- (loop) ---- */
     up_conn_t *conn;    /* registered connection (holds a reference), or NULL */
     bool registered;    /* present in conn->rps */

@@ -2,6 +2,7 @@
  * PRODUCER, then attach it to its loop and resend what is pending.
  * @thread caller (producer start) or watchdog; never the loop */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "engine.h"
@@ -12,6 +13,8 @@ typedef struct {
     up_conn_t *conn;
     int64_t last_seq;
     bool ok;
+    uint8_t schema_version[sizeof ((up_rp_t *)0)->schema_version.v];
+    uint8_t schema_version_len;
 } attach_t;
 
 static void register_task(void *a)
@@ -57,14 +60,117 @@ static void timed_out_task(void *a)
 static void attach_task(void *a)
 {
     attach_t *t = a;
+    /* set on the loop, which writes it into every entry it frames */
+    memcpy(t->rp->schema_version.v, t->schema_version, t->schema_version_len);
+    t->rp->schema_version.len = t->schema_version_len;
     t->ok = up_rp_attach(t->rp, t->conn, t->last_seq);
     if (!t->ok)
         unregister_task(t);
 }
 
+/* The Schema of a PRODUCER request, from the schema.* keys. */
+typedef struct {
+    Pulsar__Proto__Schema s;
+    Pulsar__Proto__KeyValue kv[UP_MAX_PRODUCER_PROPS], *kvp[UP_MAX_PRODUCER_PROPS];
+    char props[sizeof ((struct upulsar_conf *)0)->schema_properties];
+    uint8_t *kvdata; /* KeyValue's schema_data (malloc'd) */
+} schema_msg_t;
+
+static void schema_prop(schema_msg_t *m, const char *k, const char *v)
+{
+    Pulsar__Proto__KeyValue init = PULSAR__PROTO__KEY_VALUE__INIT;
+    size_t i = m->s.n_properties++;
+    m->kv[i] = init;
+    m->kv[i].key = (char *)k;
+    m->kv[i].value = (char *)v;
+    m->kvp[i] = &m->kv[i];
+}
+
+static const char *schema_type_upper(int type)
+{
+    switch (type) {
+    case UP_SCHEMA_STRING: return "STRING";
+    case UP_SCHEMA_JSON: return "JSON";
+    case UP_SCHEMA_AVRO: return "AVRO";
+    default: return "BYTES";
+    }
+}
+
+/* A KeyValue schema's part: its definition's length, 4 bytes big-endian,
+ * -1 (all ones) when it has none, then the definition. */
+static uint8_t *put_kv_part(uint8_t *p, const char *def)
+{
+    size_t n = strlen(def);
+    uint32_t len = n ? (uint32_t)n : UINT32_MAX;
+    p[0] = (uint8_t)(len >> 24);
+    p[1] = (uint8_t)(len >> 16);
+    p[2] = (uint8_t)(len >> 8);
+    p[3] = (uint8_t)len;
+    memcpy(p + 4, def, n);
+    return p + 4 + n;
+}
+
+/* Fill @p m from @p cf (checked by up_conf_schema_check()). Returns false
+ * when there is no schema to send (bytes), as the official clients send
+ * none for raw bytes. KeyValue is encoded as the official clients do:
+ * schema_data = key part then value part (put_kv_part()); properties
+ * naming each part's name, type and properties (a JSON object, "{}" for
+ * none, as the Java client writes it) and the encoding, in the sorted key
+ * order the C++ client sends them. */
+static bool schema_build(const struct upulsar_conf *cf, schema_msg_t *m, upulsar_err_t *err)
+{
+    Pulsar__Proto__Schema init = PULSAR__PROTO__SCHEMA__INIT;
+    m->s = init;
+    m->kvdata = NULL;
+    *err = UPULSAR_OK;
+    if (cf->schema_type == UP_SCHEMA_BYTES)
+        return false;
+    m->s.type = (Pulsar__Proto__Schema__Type)cf->schema_type;
+    m->s.name = (char *)(cf->schema_name[0] ? cf->schema_name
+                                            : up_schema_default_name(cf->schema_type));
+    m->s.properties = m->kvp;
+    if (cf->schema_type == UP_SCHEMA_KEY_VALUE) {
+        size_t kl = strlen(cf->schema_key_definition), vl = strlen(cf->schema_value_definition);
+        m->kvdata = malloc(8 + kl + vl);
+        if (!m->kvdata) {
+            *err = up_seterr(UPULSAR_ERR__NOMEM, "out of memory");
+            return false;
+        }
+        uint8_t *end = put_kv_part(m->kvdata, cf->schema_key_definition);
+        end = put_kv_part(end, cf->schema_value_definition);
+        m->s.schema_data.data = m->kvdata;
+        m->s.schema_data.len = (size_t)(end - m->kvdata);
+        schema_prop(m, "key.schema.name", up_schema_default_name(cf->schema_key_type));
+        schema_prop(m, "key.schema.properties", "{}");
+        schema_prop(m, "key.schema.type", schema_type_upper(cf->schema_key_type));
+        schema_prop(m, "kv.encoding.type",
+                    cf->schema_kv_encoding == UP_KV_SEPARATED ? "SEPARATED" : "INLINE");
+        schema_prop(m, "value.schema.name", up_schema_default_name(cf->schema_value_type));
+        schema_prop(m, "value.schema.properties", "{}");
+        schema_prop(m, "value.schema.type", schema_type_upper(cf->schema_value_type));
+        return true;
+    }
+    m->s.schema_data.data = (uint8_t *)cf->schema_definition;
+    m->s.schema_data.len = strlen(cf->schema_definition);
+    /* schema.properties, validated by upulsar_conf_set() */
+    snprintf(m->props, sizeof m->props, "%s", cf->schema_properties);
+    for (char *q = m->props, *save = NULL, *it;
+         m->props[0] && (it = strtok_r(q, ",", &save)); q = NULL) {
+        char *eq = strchr(it, '=');
+        if (!eq || m->s.n_properties >= UP_MAX_PRODUCER_PROPS)
+            continue;
+        *eq = '\0';
+        schema_prop(m, it, eq + 1);
+    }
+    return true;
+}
+
 upulsar_err_t up_rp_establish(up_rp_t *rp, int timeout_ms)
 {
     struct upulsar_client *c = rp->client;
+    upulsar_err_t err = up_conf_schema_check(&rp->handle->conf);
+    if (err)
+        return err;
     char host[256], assigned[sizeof rp->assigned], cluster[sizeof rp->cluster];
     int port;
     pthread_mutex_lock(&rp->broker_lock);
@@ -74,7 +180,7 @@ upulsar_err_t up_rp_establish(up_rp_t *rp, int timeout_ms)
     pthread_mutex_unlock(&rp->broker_lock);
     bool tls = c->tls;
     char proxy_to[280] = "";
-    upulsar_err_t err = UPULSAR_ERR__LOOKUP;
+    err = UPULSAR_ERR__LOOKUP;
     if (assigned[0])
         err = up_parse_url(assigned, host, sizeof host, &port, &tls);
     if (!err && rp->via_proxy) {
@@ -101,11 +207,13 @@ upulsar_err_t up_rp_establish(up_rp_t *rp, int timeout_ms)
     pr.topic = rp->topic;
     pr.producer_id = rp->producer_id;
     pr.request_id = atomic_fetch_add(&c->next_request_id, 1);
-    if (rp->name[0]) {
+    if (rp->name[0])
         pr.producer_name = rp->name;
-        pr.has_user_provided_producer_name = 1;
-        pr.user_provided_producer_name = rp->user_named;
-    }
+    /* always, as the official clients: the field defaults to true, and an
+     * unnamed producer's name (none yet, or the one the broker gave) is
+     * not the user's */
+    pr.has_user_provided_producer_name = 1;
+    pr.user_provided_producer_name = rp->user_named;
     pr.has_epoch = 1;
     pr.epoch = rp->epoch++;
     /* producer.properties, validated by upulsar_conf_set() */
@@ -131,10 +239,18 @@ upulsar_err_t up_rp_establish(up_rp_t *rp, int timeout_ms)
         pr.has_topic_epoch = 1;
         pr.topic_epoch = rp->topic_epoch;
     }
+    schema_msg_t sm;
+    if (schema_build(&rp->handle->conf, &sm, &err))
+        pr.schema = &sm.s;
+    if (err) {
+        up_conn_unref(conn);
+        return err;
+    }
 
-    attach_t t = {rp, conn, -1, false};
+    attach_t t = {.rp = rp, .conn = conn, .last_seq = -1};
     up_cmd_t *resp;
     err = up_conn_request(conn, &cmd, pr.request_id, timeout_ms, &resp, register_task, &t);
+    free(sm.kvdata);
     if (err) {
         up_loop_call(rp->loop, err == UPULSAR_ERR__TIMED_OUT ? timed_out_task : unregister_task,
                      &t);
@@ -153,6 +269,19 @@ upulsar_err_t up_rp_establish(up_rp_t *rp, int timeout_ms)
     if (!rp->user_named && ps->producer_name && !rp->name[0])
         snprintf(rp->name, sizeof rp->name, "%s", ps->producer_name);
     t.last_seq = ps->has_last_sequence_id ? ps->last_sequence_id : -1;
+    /* an empty version (a producer without a schema) is none, as the
+     * official clients take it */
+    if (ps->has_schema_version && ps->schema_version.len > sizeof t.schema_version) {
+        up_loop_call(rp->loop, unregister_task, &t);
+        pulsar__proto__base_command__free_unpacked(resp, NULL);
+        up_conn_unref(conn);
+        return up_seterr(UPULSAR_ERR__PROTOCOL, "%s: schema version of %zu bytes (at most %zu)",
+                         rp->topic, ps->schema_version.len, sizeof t.schema_version);
+    }
+    if (ps->has_schema_version && ps->schema_version.len) {
+        memcpy(t.schema_version, ps->schema_version.data, ps->schema_version.len);
+        t.schema_version_len = (uint8_t)ps->schema_version.len;
+    }
     if (ps->has_topic_epoch) {
         rp->has_topic_epoch = true;
         rp->topic_epoch = ps->topic_epoch;

@@ -536,7 +536,7 @@ void up_rp_on_close_producer(up_rp_t *rp, const char *assigned_url)
         snprintf(rp->assigned, sizeof rp->assigned, "%s", assigned_url);
         pthread_mutex_unlock(&rp->broker_lock);
     }
-    atomic_store(&rp->closed_by_broker, 1);
+    atomic_store(&rp->closed_by_broker, assigned_url && assigned_url[0] ? 1 : 2); /* 2: back off */
     up_rp_suspend(rp, true);
 }
 

@@ -444,18 +444,27 @@ static void supervise(struct upulsar_producer *h, uint64_t now)
             if (atomic_load(&rp->state) != UPULSAR_STATE_BACKOFF)
                 continue;
             if (rp->next_attempt_us == 0) {
-                /* a graceful close (unload, transfer, lazy start) is taken
-                 * once: the attempt right after it comes at once, does not
-                 * advance the backoff and is no restart (a rolling broker
-                 * restart must not fail the group); if it fails, the next
-                 * ones back off as usual */
+                /* a graceful close (unload, transfer, migration, lazy
+                 * start) is taken once: the attempt after it is no restart
+                 * (a rolling broker restart must not fail the group); if it
+                 * fails, the next ones back off as usual and count. It
+                 * comes at once, without advancing the backoff, when the
+                 * broker named where the topic went (CLOSE_PRODUCER with
+                 * an assigned broker: closed_by_broker 1; also
+                 * TOPIC_MIGRATED and a lazy start); after a CLOSE_PRODUCER
+                 * naming no new owner (2: an unload, a broker shutting
+                 * down) it comes after the backoff delay, as the official
+                 * clients schedule it (pulsar-client-cpp
+                 * HandlerBase::scheduleReconnection: no delay only with an
+                 * assigned broker URL) */
                 /* ...only after a working producer was closed: a broker that
                  * answers every attempt with a close (a migrated topic's old
                  * cluster) gets backoff, not a loop */
-                rp->graceful_next =
-                    atomic_exchange(&rp->closed_by_broker, 0) != 0 && !rp->attempt_failed;
-                rp->next_attempt_us =
-                    rp->graceful_next ? now : now + jitter(next_delay_ms(cc, cf, rp, now)) * 1000u;
+                int closed = atomic_exchange(&rp->closed_by_broker, 0);
+                rp->graceful_next = closed != 0 && !rp->attempt_failed;
+                rp->next_attempt_us = rp->graceful_next && closed == 1
+                                          ? now
+                                          : now + jitter(next_delay_ms(cc, cf, rp, now)) * 1000u;
             }
             if (now < rp->next_attempt_us)
                 continue;

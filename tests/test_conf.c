@@ -58,6 +58,15 @@ static const struct {
     {"lazy.start.partitions", "false"},
     {"producer.properties", ""},
     {"max.inflight.batches", "32"},
+    {"schema.type", "bytes"},
+    {"schema.name", ""},
+    {"schema.definition", ""},
+    {"schema.properties", ""},
+    {"schema.key.type", "bytes"},
+    {"schema.key.definition", ""},
+    {"schema.value.type", "bytes"},
+    {"schema.value.definition", ""},
+    {"schema.kv.encoding", "inline"},
 };
 #define NKEYS (sizeof all_keys / sizeof all_keys[0])
 

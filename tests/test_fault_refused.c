@@ -55,15 +55,15 @@ static int recreation_logged(void *a)
  *  2. When a quarter is stored, the next 3 PRODUCER requests for the topic
  *     are refused with ServiceNotReady and the topic is unloaded
  *     (CLOSE_PRODUCER).
- *  3. The client re-creates the producer at once (closed by the broker),
- *     is refused, backs off, is refused, backs off, is refused, backs off,
- *     and succeeds: exactly 4 attempts. The broker answered exactly four
+ *  3. The client re-creates the producer after the backoff (closed by the
+ *     broker, no new owner named), is refused, backs off, is refused, backs
+ *     off, is refused, backs off, and succeeds: exactly 4 attempts. The broker answered exactly four
  *     PRODUCER requests after the first one, in this order: refused three
  *     times, then created -- each attempt came after the previous one was
  *     refused, never two at once, and none after the success. The client
  *     logged three failed attempts (three backoff steps) and then one
- *     re-creation, so its attempts are the backoff steps plus the
- *     immediate one after the close. The messages sent meanwhile wait and
+ *     re-creation, so its attempts are the backoff steps plus the one
+ *     after the close. The messages sent meanwhile wait and
  *     are then sent.
  *  4. Every future succeeds; the log check passes.
  * (How long each backoff step lasts is not measured; that a failed attempt

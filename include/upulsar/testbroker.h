@@ -75,7 +75,9 @@
  *    Every exclusive grant bumps the topic's topic_epoch (returned in
  *    PRODUCER_SUCCESS); a request carrying an older topic_epoch gets
  *    ProducerFenced. The metadata of the last PRODUCER is kept for
- *    upulsar_tb_producer_metadata().
+ *    upulsar_tb_producer_metadata(). A PRODUCER's schema is checked against
+ *    the topic's registry (refused with IncompatibleSchema, see "Schemas"
+ *    below) before its access mode and name.
  *  - SEND -> SEND_RECEIPT{sequence_id, highest_sequence_id, (ledger, entry)}
  *    in arrival order; SEND_ERROR ChecksumError for a CRC mismatch,
  *    NotAllowedError when metadata + payload exceed max_message_size;
@@ -253,6 +255,17 @@ typedef struct upulsar_tb_opts {
     const char *const *listener_names;
     const char *const *listener_urls;
     size_t listeners_cnt;
+
+    /* ---- schemas ---- */
+    /** Non-zero: Pulsar's broker setting schemaValidationEnforced for every
+     *  topic without a policy of its own (see
+     *  upulsar_tb_set_schema_validation_enforced()): a PRODUCER without a
+     *  schema for a topic that has one is refused with ERROR
+     *  IncompatibleSchema ("Producers cannot connect or send message
+     *  without a schema to topics with a schema"). Default 0, Pulsar's
+     *  default: such a producer is accepted, with an empty schema version.
+     *  See "Schemas" below. */
+    int schema_validation_enforced;
 } upulsar_tb_opts_t;
 
 /** Values of upulsar_tb_opts_t.proxy_broker_link. */
@@ -470,6 +483,13 @@ typedef struct upulsar_tb_request {
                                within the broker, in accept order) */
     uint64_t producer_id;
     uint64_t request_id;
+    int user_provided_name; /**< PRODUCER: its user_provided_producer_name
+                                 (0 or 1), -1 when the field was absent;
+                                 -1 for CLOSE_PRODUCER */
+    int schema_type;        /**< PRODUCER: the Schema.Type of its schema
+                                 (e.g. 1 String, 2 Json, 4 Avro, 15
+                                 KeyValue), -1 when it carried none; -1 for
+                                 CLOSE_PRODUCER */
 } upulsar_tb_request_t;
 
 #define UPULSAR_TB_REQ_PRODUCER 5        /**< BaseCommand PRODUCER */
@@ -526,6 +546,10 @@ typedef struct upulsar_tb_msg {
                                      NULL when it has neither (all such
                                      entries go to one consumer) */
     size_t sticky_key_len;
+    const uint8_t *schema_version; /**< the entry's MessageMetadata.
+                                        schema_version, NULL when it had
+                                        none (see "Schemas") */
+    size_t schema_version_len;
 } upulsar_tb_msg_t;
 
 /** A copy of a topic's log at one moment. Not thread-safe by itself (use
@@ -556,6 +580,66 @@ size_t upulsar_tb_snapshot_skipped(const upulsar_tb_snapshot_t *s);
 
 /** Free @p s and everything it points to. NULL is accepted. */
 void upulsar_tb_snapshot_free(upulsar_tb_snapshot_t *s);
+
+/* ------------------------------------------------------------------------ *
+ * Schemas
+ *
+ * Each topic keeps a schema registry as a Pulsar broker does with its
+ * defaults (schema auto-update allowed, compatibility strategy FULL,
+ * validation not enforced):
+ *  - a PRODUCER with a schema registers it unless the topic has one of
+ *    the same type and schema_data already (then that version is used);
+ *    versions count from 0 and are sent as Pulsar's LongSchemaVersion:
+ *    8 bytes, big-endian;
+ *  - a schema whose type differs from the topic's latest is refused with
+ *    ERROR IncompatibleSchema ("Incompatible schema: exists schema type
+ *    <old>, new schema type <new>"); one of the same type with another
+ *    schema_data is registered as the next version (the broker does not
+ *    check Avro/JSON definitions for compatibility, as Pulsar's FULL
+ *    strategy would);
+ *  - a PRODUCER without a schema gets an empty schema version; with
+ *    validation enforced (upulsar_tb_opts_t.schema_validation_enforced, or
+ *    the topic's policy) it is refused with IncompatibleSchema when the
+ *    topic has a schema;
+ *  - PRODUCER_SUCCESS always carries schema_version (empty when none), also
+ *    the answer to a repeated PRODUCER. The broker does not look at the
+ *    schema_version of published entries; snapshots show it per message.
+ * Partitions are topics of their own (each has its own registry).
+ * ------------------------------------------------------------------------ */
+
+/** One registered schema, as upulsar_tb_schema_get() returns it. Every
+ *  pointer is valid until upulsar_tb_schema_free(). */
+typedef struct upulsar_tb_schema {
+    uint64_t version;                     /**< 0, 1, ... */
+    int type;                             /**< Schema.Type (1 String, 2 Json,
+                                               4 Avro, 15 KeyValue, ...) */
+    const char *name;
+    const uint8_t *data;                  /**< schema_data */
+    size_t data_len;
+    const upulsar_property_t *properties; /**< in the order sent */
+    size_t properties_cnt;
+} upulsar_tb_schema_t;
+
+/** Number of schema versions registered on @p topic (>= 0), or a negative
+ *  error (INVALID_ARG, INVALID_TOPIC). Thread safety: any. */
+int upulsar_tb_schema_versions(upulsar_tb_t *tb, const char *topic);
+
+/** Copy version @p version of @p topic's schema into a new
+ *  upulsar_tb_schema_t (free with upulsar_tb_schema_free()). Errors:
+ *  INVALID_ARG (NULL, no such version), INVALID_TOPIC, NOMEM. Thread
+ *  safety: any. */
+upulsar_err_t upulsar_tb_schema_get(upulsar_tb_t *tb, const char *topic, uint64_t version,
+                                    upulsar_tb_schema_t **out);
+
+/** Free @p s. NULL is accepted. */
+void upulsar_tb_schema_free(upulsar_tb_schema_t *s);
+
+/** Topic policy schemaValidationEnforced for @p topic (a partition, or a
+ *  non-partitioned topic): @p on 1 or 0 overrides the broker's
+ *  opts.schema_validation_enforced, -1 goes back to it. Errors:
+ *  INVALID_ARG, INVALID_TOPIC, NOMEM. Thread safety: any. */
+upulsar_err_t upulsar_tb_set_schema_validation_enforced(upulsar_tb_t *tb, const char *topic,
+                                                        int on);
 
 /** Broker-wide counters. */
 typedef struct upulsar_tb_stats {

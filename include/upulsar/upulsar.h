@@ -452,10 +452,20 @@ typedef struct upulsar_producer upulsar_producer_t;
  * its io thread), TIMED_OUT, CONNECT (with the system's reason, e.g. "Too
  * many open files"), LOOKUP, TLS, or
  * the broker's refusal (e.g. UPULSAR_ERR_PRODUCER_BUSY, _TOPIC_NOT_FOUND,
- * _AUTHORIZATION_ERROR, either _PRODUCER_BLOCKED_QUOTA_EXCEEDED_*: not
- * retried); upulsar_last_error() names the broker
+ * _AUTHORIZATION_ERROR, either _PRODUCER_BLOCKED_QUOTA_EXCEEDED_*,
+ * _INCOMPATIBLE_SCHEMA: not retried); upulsar_last_error() names the broker
  * or topic concerned. On failure everything started so far is closed
  * again.
+ * Schemas: the conf's schema.* keys declare the producers' schema in every
+ * PRODUCER request (none by default: raw bytes, as the official clients
+ * send for BYTES). UPULSAR_ERR_INCOMPATIBLE_SCHEMA (with the broker's
+ * reason) when the topic's schema is of another type, or the topic
+ * enforces schema validation and the producer declares none; INVALID_ARG
+ * when the keys make no schema (json or avro without schema.definition, a
+ * definition for string...), before anything is sent. The schema version
+ * the broker answers is kept per real producer and written in the
+ * metadata of every entry (schema_version). upulsar does not encode
+ * payloads: send them as the declared schema says (see CONFIGURATION.md).
  * Once created, a real producer that loses its connection or is closed by
  * its broker is re-created by the watchdog with backoff.* delays; every
  * refusal is logged (upulsar_client_set_log_cb()) and retried, including

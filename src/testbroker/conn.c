@@ -97,7 +97,7 @@ static void ptr_remove(void **arr, size_t *n, void *p)
 /* ---- access modes (Exclusive, WaitForExclusive, ExclusiveWithFencing) --- */
 
 static int put_producer_success(up_buf_t *out, uint64_t request_id, const char *name,
-                                int64_t last_seq, int64_t epoch, bool ready);
+                                int64_t last_seq, int64_t epoch, bool ready, int64_t schema_ver);
 
 /* The first WaitForExclusive producer gets the topic: it becomes active and
  * its second PRODUCER_SUCCESS (producer_ready) goes to its connection.
@@ -118,7 +118,7 @@ static void promote_waiter(tb_topic_t *t)
     t->topic_epoch++;
     up_buf_t b = UP_BUF_INIT;
     if (put_producer_success(&b, w->wait_rid, w->name, w->dedup->last_seq,
-                             (int64_t)t->topic_epoch, true) ||
+                             (int64_t)t->topic_epoch, true, w->schema_ver) ||
         tb_conn_inject(w->conn, b.data, b.len))
         shutdown(w->conn->fd, SHUT_RDWR);
     up_buf_free(&b);
@@ -761,7 +761,7 @@ static int on_lookup(tb_conn_t *c, const Pulsar__Proto__CommandLookupTopic *in)
  * for a producer id already created on the connection: the name and the
  * schema version only) */
 static int put_producer_success(up_buf_t *out, uint64_t request_id, const char *name,
-                                int64_t last_seq, int64_t epoch, bool ready)
+                                int64_t last_seq, int64_t epoch, bool ready, int64_t schema_ver)
 {
     up_cmd_t cmd = PULSAR__PROTO__BASE_COMMAND__INIT;
     Pulsar__Proto__CommandProducerSuccess ps = PULSAR__PROTO__COMMAND_PRODUCER_SUCCESS__INIT;
@@ -778,6 +778,16 @@ static int put_producer_success(up_buf_t *out, uint64_t request_id, const char *
     if (epoch >= 0) {
         ps.has_topic_epoch = 1;
         ps.topic_epoch = (uint64_t)epoch;
+    }
+    /* as Pulsar: always there, empty for a producer without a schema,
+     * else the version as 8 bytes big-endian (LongSchemaVersion) */
+    uint8_t ver[8];
+    ps.has_schema_version = 1;
+    if (schema_ver >= 0) {
+        for (int i = 0; i < 8; i++)
+            ver[i] = (uint8_t)((uint64_t)schema_ver >> (56 - 8 * i));
+        ps.schema_version.data = ver;
+        ps.schema_version.len = sizeof ver;
     }
     return up_frame_put_cmd(out, &cmd);
 }
@@ -851,7 +861,7 @@ static void note_request(tb_conn_t *c, tb_topic_t *t, int type, uint64_t produce
                          uint64_t request_id)
 {
     pthread_mutex_lock(&t->mu);
-    tb_topic_note_request_locked(t, type, c->serial, producer_id, request_id);
+    tb_topic_note_request_locked(t, type, c->serial, producer_id, request_id, NULL);
     pthread_mutex_unlock(&t->mu);
 }
 
@@ -905,7 +915,8 @@ static int producer_run(tb_conn_t *c, const Pulsar__Proto__CommandProducer *in, 
         if (d) {
             tb_topic_t *dt = d->topic;
             pthread_mutex_lock(&dt->mu);
-            tb_topic_note_request_locked(dt, UP_CMD(PRODUCER), c->serial, in->producer_id, rid);
+            tb_topic_note_request_locked(dt, UP_CMD(PRODUCER), c->serial, in->producer_id, rid,
+                                         in);
             tb_topic_note_answer_locked(dt, UP_SERR(ServiceNotReady));
             pthread_mutex_unlock(&dt->mu);
             return put_rc(tb_put_error(&c->out, rid, UP_SERR(ServiceNotReady),
@@ -922,13 +933,14 @@ static int producer_run(tb_conn_t *c, const Pulsar__Proto__CommandProducer *in, 
             bool live = lp->active && !lp->closed && !lp->waiting;
             if (live) {
                 tb_topic_note_request_locked(lt, UP_CMD(PRODUCER), c->serial, in->producer_id,
-                                             rid);
+                                             rid, in);
                 tb_topic_note_answer_locked(lt, UPULSAR_TB_PRODUCER_CREATED);
             }
             pthread_mutex_unlock(&lt->mu);
             if (live) {
                 free(ln);
-                return put_rc(put_producer_success(&c->out, rid, lp->name, NO_LAST_SEQ, -1, true));
+                return put_rc(put_producer_success(&c->out, rid, lp->name, NO_LAST_SEQ, -1, true,
+                                                   lp->schema_ver));
             }
         }
         free(ln);
@@ -963,7 +975,7 @@ static int producer_run(tb_conn_t *c, const Pulsar__Proto__CommandProducer *in, 
         return CLOSE;
     if (!replay) {
         pthread_mutex_lock(&t->mu);
-        tb_topic_note_request_locked(t, UP_CMD(PRODUCER), c->serial, in->producer_id, rid);
+        tb_topic_note_request_locked(t, UP_CMD(PRODUCER), c->serial, in->producer_id, rid, in);
         int ms = -1;
         if (t->delay_prods_n > 0) {
             t->delay_prods_n--;
@@ -1004,6 +1016,19 @@ static int producer_run(tb_conn_t *c, const Pulsar__Proto__CommandProducer *in, 
         return put_rc(tb_put_error(&c->out, rid, UP_SERR(ServiceNotReady),
                                    "Producer is already present on the connection"));
     }
+    /* as Pulsar (ServerCnx.tryAddSchema), the schema before anything else
+     * of the producer: registered, or refused with IncompatibleSchema */
+    int64_t sver;
+    char swhy[160];
+    int se = tb_topic_schema_locked(t, in->schema, tb->opts.schema_validation_enforced != 0, &sver,
+                                    swhy, sizeof swhy);
+    if (se) {
+        tb_topic_note_answer_locked(t, se);
+        pthread_mutex_unlock(&t->mu);
+        return put_rc(tb_put_error(&c->out, rid, se, swhy));
+    }
+    if (p && p->topic == t)
+        p->schema_ver = sver;
     /* closed by the broker (unload, move, a failed wait): re-created as a
      * new producer would be, so WaitForExclusive queues again */
     bool reopen = p && p->topic == t && !p->active;
@@ -1034,7 +1059,7 @@ static int producer_run(tb_conn_t *c, const Pulsar__Proto__CommandProducer *in, 
                 int64_t last = p->dedup->last_seq;
                 tb_topic_note_answer_locked(t, UPULSAR_TB_PRODUCER_QUEUED);
                 pthread_mutex_unlock(&t->mu);
-                return put_rc(put_producer_success(&c->out, rid, p->name, last, -1, false));
+                return put_rc(put_producer_success(&c->out, rid, p->name, last, -1, false, sver));
             }
             if (ptr_push((void ***)&t->prods, &t->nprods, &t->prods_cap, p)) {
                 pthread_mutex_unlock(&t->mu);
@@ -1048,8 +1073,8 @@ static int producer_run(tb_conn_t *c, const Pulsar__Proto__CommandProducer *in, 
         tb_topic_note_answer_locked(t, UPULSAR_TB_PRODUCER_CREATED);
         pthread_mutex_unlock(&t->mu);
         if (epoch >= 0)
-            return put_rc(put_producer_success(&c->out, rid, p->name, last, epoch, true));
-        return put_rc(put_producer_success(&c->out, rid, p->name, last, -1, true));
+            return put_rc(put_producer_success(&c->out, rid, p->name, last, epoch, true, sver));
+        return put_rc(put_producer_success(&c->out, rid, p->name, last, -1, true, sver));
     }
 
     char gen[64];
@@ -1078,12 +1103,13 @@ static int producer_run(tb_conn_t *c, const Pulsar__Proto__CommandProducer *in, 
     p->topic = t;
     p->conn = c;
     p->dedup = d;
+    p->schema_ver = sver;
     if (acc == ACC_WAIT) {
         queue_waiter_locked(t, p, rid);
         int64_t last = d->last_seq;
         tb_topic_note_answer_locked(t, UPULSAR_TB_PRODUCER_QUEUED);
         pthread_mutex_unlock(&t->mu);
-        return put_rc(put_producer_success(&c->out, rid, p->name, last, -1, false));
+        return put_rc(put_producer_success(&c->out, rid, p->name, last, -1, false, sver));
     }
     if (ptr_push((void ***)&t->prods, &t->nprods, &t->prods_cap, p)) {
         c->nprods--;
@@ -1097,8 +1123,8 @@ static int producer_run(tb_conn_t *c, const Pulsar__Proto__CommandProducer *in, 
     tb_topic_note_answer_locked(t, UPULSAR_TB_PRODUCER_CREATED);
     pthread_mutex_unlock(&t->mu);
     if (epoch >= 0)
-        return put_rc(put_producer_success(&c->out, rid, p->name, last, epoch, true));
-    return put_rc(put_producer_success(&c->out, rid, p->name, last, -1, true));
+        return put_rc(put_producer_success(&c->out, rid, p->name, last, epoch, true, sver));
+    return put_rc(put_producer_success(&c->out, rid, p->name, last, -1, true, sver));
 }
 
 static int on_close_producer(tb_conn_t *c, const Pulsar__Proto__CommandCloseProducer *in)
@@ -1118,7 +1144,7 @@ static int on_close_producer(tb_conn_t *c, const Pulsar__Proto__CommandCloseProd
     if (p) {
         pthread_mutex_lock(&p->topic->mu);
         tb_topic_note_request_locked(p->topic, UP_CMD(CLOSE_PRODUCER), c->serial,
-                                     in->producer_id, in->request_id);
+                                     in->producer_id, in->request_id, NULL);
         topic_remove_producer(p->topic, p);
         pthread_mutex_unlock(&p->topic->mu);
         ptr_remove((void **)c->prods, &c->nprods, p);

@@ -1,7 +1,9 @@
 /* store.c -- the test broker's in-memory log: topic names and registry,
  * entries, dedup records, subscription ack state, entry decoding and
  * snapshots. */
+#include <ctype.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -185,6 +187,7 @@ tb_topic_t *tb_topic_find_locked(upulsar_tb_t *tb, const char *norm, bool create
         return NULL;
     }
     atomic_init(&t->hold, false);
+    t->schema_enforced = -1;
     t->ledger_id = st->next_ledger++;
     t->st.ledger_id = t->ledger_id;
     tb_arena_init(&t->arena, tb->opts.perf ? 16u * 1024 * 1024 : 1024u * 1024);
@@ -221,6 +224,11 @@ void tb_topic_free(tb_topic_t *t)
     free(t->cons);
     free(t->answers);
     free(t->reqs);
+    for (size_t i = 0; i < t->nschemas; i++) {
+        free(t->schemas[i].packed);
+        free(t->schemas[i].data);
+    }
+    free(t->schemas);
     pthread_cond_destroy(&t->grew);
     pthread_mutex_destroy(&t->mu);
     free(t->name);
@@ -466,6 +474,12 @@ static int snap_add(void *vctx, const tb_decoded_t *m)
         o->replicate_to = ra;
         o->replicate_to_cnt = m->md->n_replicate_to;
     }
+    if (m->md->has_schema_version) {
+        o->schema_version = tb_arena_dup(a, m->md->schema_version.data, m->md->schema_version.len);
+        if (!o->schema_version)
+            return UPULSAR_ERR__NOMEM;
+        o->schema_version_len = m->md->schema_version.len;
+    }
     o->payload = tb_arena_dup(a, m->payload, m->payload_len);
     if (!o->payload)
         return UPULSAR_ERR__NOMEM;
@@ -701,7 +715,7 @@ int upulsar_tb_producer_answers(upulsar_tb_t *tb, const char *topic, int *out, s
 }
 
 void tb_topic_note_request_locked(tb_topic_t *t, int type, uint64_t conn, uint64_t producer_id,
-                                  uint64_t request_id)
+                                  uint64_t request_id, const Pulsar__Proto__CommandProducer *in)
 {
     t->reqs_total++;
     if (t->nreqs == t->reqs_cap) {
@@ -718,6 +732,10 @@ void tb_topic_note_request_locked(tb_topic_t *t, int type, uint64_t conn, uint64
     r->connection = conn;
     r->producer_id = producer_id;
     r->request_id = request_id;
+    r->user_provided_name = in && in->has_user_provided_producer_name
+                                ? (int)in->user_provided_producer_name
+                                : -1;
+    r->schema_type = in && in->schema ? (int)in->schema->type : -1;
 }
 
 int upulsar_tb_producer_requests(upulsar_tb_t *tb, const char *topic, upulsar_tb_request_t *out,
@@ -770,4 +788,168 @@ upulsar_err_t upulsar_tb_wait_messages(upulsar_tb_t *tb, const char *topic,
     }
     pthread_mutex_unlock(&t->mu);
     return rc;
+}
+
+/* ---- schemas ------------------------------------------------------------ */
+
+static const char *schema_type_name(int type)
+{
+    const ProtobufCEnumValue *v =
+        protobuf_c_enum_descriptor_get_value(&pulsar__proto__schema__type__descriptor, type);
+    return v && v->name ? v->name : "?";
+}
+
+int tb_topic_schema_locked(tb_topic_t *t, const Pulsar__Proto__Schema *s, bool enforced,
+                           int64_t *ver, char *why, size_t why_size)
+{
+    *ver = -1;
+    if (t->schema_enforced >= 0)
+        enforced = t->schema_enforced != 0;
+    if (!s) {
+        if (t->nschemas && enforced) {
+            snprintf(why, why_size, "Producers cannot connect or send message without a schema "
+                                    "to topics with a schema");
+            return PULSAR__PROTO__SERVER_ERROR__IncompatibleSchema;
+        }
+        return 0;
+    }
+    const uint8_t *data = s->schema_data.data;
+    size_t len = s->schema_data.len;
+    for (size_t i = 0; i < t->nschemas; i++) {
+        const tb_schema_t *h = &t->schemas[i];
+        if (h->type == (int)s->type && h->data_len == len && (!len || !memcmp(h->data, data, len))) {
+            *ver = (int64_t)i;
+            return 0;
+        }
+    }
+    if (t->nschemas && t->schemas[t->nschemas - 1].type != (int)s->type) {
+        char old[32];
+        snprintf(old, sizeof old, "%s", schema_type_name(t->schemas[t->nschemas - 1].type));
+        for (char *q = old; *q; q++)
+            *q = (char)toupper((unsigned char)*q);
+        char neu[32];
+        snprintf(neu, sizeof neu, "%s", schema_type_name((int)s->type));
+        for (char *q = neu; *q; q++)
+            *q = (char)toupper((unsigned char)*q);
+        snprintf(why, why_size, "Incompatible schema: exists schema type %s, new schema type %s",
+                 old, neu);
+        return PULSAR__PROTO__SERVER_ERROR__IncompatibleSchema;
+    }
+    if (t->nschemas == t->schemas_cap) {
+        size_t cap = t->schemas_cap ? t->schemas_cap * 2 : 4;
+        tb_schema_t *ns = realloc(t->schemas, cap * sizeof *ns);
+        if (!ns)
+            goto nomem;
+        t->schemas = ns;
+        t->schemas_cap = cap;
+    }
+    tb_schema_t *n = &t->schemas[t->nschemas];
+    n->type = (int)s->type;
+    n->packed_len = pulsar__proto__schema__get_packed_size(s);
+    n->packed = malloc(n->packed_len ? n->packed_len : 1);
+    n->data = malloc(len ? len : 1);
+    n->data_len = len;
+    if (!n->packed || !n->data) {
+        free(n->packed);
+        free(n->data);
+        goto nomem;
+    }
+    pulsar__proto__schema__pack(s, n->packed);
+    if (len)
+        memcpy(n->data, data, len);
+    *ver = (int64_t)t->nschemas++;
+    return 0;
+nomem:
+    snprintf(why, why_size, "out of memory storing the schema");
+    return PULSAR__PROTO__SERVER_ERROR__ServiceNotReady;
+}
+
+int upulsar_tb_schema_versions(upulsar_tb_t *tb, const char *topic)
+{
+    if (!tb || !topic)
+        return up_seterr(UPULSAR_ERR__INVALID_ARG, "upulsar_tb_schema_versions: NULL argument");
+    upulsar_err_t err = UPULSAR_OK;
+    tb_topic_t *t = lookup_topic(tb, topic, &err, false);
+    if (!t)
+        return err ? (int)err : 0;
+    pthread_mutex_lock(&t->mu);
+    size_t n = t->nschemas;
+    pthread_mutex_unlock(&t->mu);
+    return (int)n;
+}
+
+struct tb_schema_out {
+    upulsar_tb_schema_t pub;
+    Pulsar__Proto__Schema *unpacked;
+    upulsar_property_t props[];
+};
+
+upulsar_err_t upulsar_tb_schema_get(upulsar_tb_t *tb, const char *topic, uint64_t version,
+                                    upulsar_tb_schema_t **out)
+{
+    if (!tb || !topic || !out)
+        return up_seterr(UPULSAR_ERR__INVALID_ARG, "upulsar_tb_schema_get: NULL argument");
+    *out = NULL;
+    upulsar_err_t err = UPULSAR_OK;
+    tb_topic_t *t = lookup_topic(tb, topic, &err, false);
+    if (!t)
+        return err ? err
+                   : up_seterr(UPULSAR_ERR__INVALID_ARG, "%s: no schema version %" PRIu64,
+                               topic, version);
+    pthread_mutex_lock(&t->mu);
+    Pulsar__Proto__Schema *u = NULL;
+    bool found = version < t->nschemas;
+    if (found)
+        u = pulsar__proto__schema__unpack(NULL, t->schemas[version].packed_len,
+                                          t->schemas[version].packed);
+    pthread_mutex_unlock(&t->mu);
+    if (!found)
+        return up_seterr(UPULSAR_ERR__INVALID_ARG, "%s: no schema version %" PRIu64, topic,
+                         version);
+    if (!u)
+        return up_seterr(UPULSAR_ERR__NOMEM, "schema");
+    struct tb_schema_out *o = calloc(1, sizeof *o + u->n_properties * sizeof o->props[0]);
+    if (!o) {
+        pulsar__proto__schema__free_unpacked(u, NULL);
+        return up_seterr(UPULSAR_ERR__NOMEM, "schema");
+    }
+    o->unpacked = u;
+    o->pub.version = version;
+    o->pub.type = (int)u->type;
+    o->pub.name = u->name ? u->name : "";
+    o->pub.data = u->schema_data.data;
+    o->pub.data_len = u->schema_data.len;
+    for (size_t i = 0; i < u->n_properties; i++) {
+        o->props[i].key = u->properties[i]->key ? u->properties[i]->key : "";
+        o->props[i].value = u->properties[i]->value ? u->properties[i]->value : "";
+    }
+    o->pub.properties = o->props;
+    o->pub.properties_cnt = u->n_properties;
+    *out = &o->pub;
+    return UPULSAR_OK;
+}
+
+void upulsar_tb_schema_free(upulsar_tb_schema_t *s)
+{
+    if (!s)
+        return;
+    struct tb_schema_out *o = (struct tb_schema_out *)s; /* pub is its first member */
+    pulsar__proto__schema__free_unpacked(o->unpacked, NULL);
+    free(o);
+}
+
+upulsar_err_t upulsar_tb_set_schema_validation_enforced(upulsar_tb_t *tb, const char *topic,
+                                                        int on)
+{
+    if (!tb || !topic || on < -1 || on > 1)
+        return up_seterr(UPULSAR_ERR__INVALID_ARG,
+                         "upulsar_tb_set_schema_validation_enforced: bad argument");
+    upulsar_err_t err = UPULSAR_OK;
+    tb_topic_t *t = lookup_topic(tb, topic, &err, true);
+    if (!t)
+        return err;
+    pthread_mutex_lock(&t->mu);
+    t->schema_enforced = on;
+    pthread_mutex_unlock(&t->mu);
+    return UPULSAR_OK;
 }

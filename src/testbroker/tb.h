@@ -92,6 +92,15 @@ typedef struct tb_dedup {
 typedef struct tb_conn tb_conn_t;
 typedef struct tb_topic tb_topic_t;
 
+/** One registered schema version. */
+typedef struct tb_schema {
+    int type;         /**< Schema.Type */
+    uint8_t *packed;  /**< the Schema message as received, packed */
+    size_t packed_len;
+    uint8_t *data;    /**< a copy of its schema_data */
+    size_t data_len;
+} tb_schema_t;
+
 typedef struct tb_sub {
     struct tb_sub *next;
     char *name;
@@ -110,6 +119,7 @@ typedef struct tb_producer {
     tb_topic_t *topic;
     tb_conn_t *conn;
     tb_dedup_t *dedup;
+    int64_t schema_ver; /**< schema version it was created with, -1 none (topic->mu) */
     bool active; /**< registered on the topic (topic->mu) */
     bool closed; /**< closed by the broker (unload, move; a waiter answered
                       ServiceNotReady); SENDs ignored (topic->mu) */
@@ -173,6 +183,12 @@ struct tb_topic {
     int *answers;
     size_t nanswers, answers_cap;
     uint64_t answers_total;
+
+    /* schema registry (topic->mu): version i is schemas[i], a packed
+     * Pulsar Schema; see "Schemas" in testbroker.h */
+    tb_schema_t *schemas;
+    size_t nschemas, schemas_cap;
+    int schema_enforced; /**< topic policy: 0/1, -1 = the broker's setting */
 
     /* PRODUCER and CLOSE_PRODUCER requests, in arrival order (topic->mu);
      * see upulsar_tb_producer_requests() */
@@ -384,10 +400,17 @@ tb_topic_t *tb_topic_get(upulsar_tb_t *tb, const char *norm, bool create);
 /** Append @p answer (UPULSAR_TB_PRODUCER_* or a ServerError) to @p t's log
  *  of PRODUCER answers. Caller holds t->mu. */
 void tb_topic_note_answer_locked(tb_topic_t *t, int answer);
-/** Append a PRODUCER (@p type UP_CMD(PRODUCER)) or CLOSE_PRODUCER request
- *  to @p t's request log. Caller holds t->mu. */
+/** Append a PRODUCER (@p type UP_CMD(PRODUCER), @p in its command) or
+ *  CLOSE_PRODUCER request (@p in NULL) to @p t's request log. Caller holds
+ *  t->mu. */
 void tb_topic_note_request_locked(tb_topic_t *t, int type, uint64_t conn, uint64_t producer_id,
-                                  uint64_t request_id);
+                                  uint64_t request_id, const Pulsar__Proto__CommandProducer *in);
+/** The registry step of a PRODUCER for @p t (see "Schemas" in
+ *  testbroker.h): 0 and *@p ver (the version, -1 = none), or the
+ *  ServerError refusing it with its text in @p why. @p enforced: the
+ *  broker's schema_validation_enforced. Caller holds t->mu. */
+int tb_topic_schema_locked(tb_topic_t *t, const Pulsar__Proto__Schema *s, bool enforced,
+                           int64_t *ver, char *why, size_t why_size);
 void tb_topic_free(tb_topic_t *t);
 /** Entry @p idx; caller holds topic->mu (pointer stays valid after). */
 static inline tb_entry_t *tb_topic_entry(tb_topic_t *t, uint64_t idx)
