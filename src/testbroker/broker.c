@@ -76,24 +76,16 @@ int tb_take_fail_send(upulsar_tb_t *tb, bool *fence)
 
 int tb_take_delay_producer(upulsar_tb_t *tb)
 {
-    int ms = -1;
     pthread_mutex_lock(&tb->mu);
-    if (tb->delay_prods_n > 0) {
-        tb->delay_prods_n--;
-        ms = tb->delay_prods_ms;
-    }
+    int ms = tb_countdown_take(&tb->delay_prods);
     pthread_mutex_unlock(&tb->mu);
     return ms;
 }
 
 int tb_take_fail_producer(upulsar_tb_t *tb)
 {
-    int e = -1;
     pthread_mutex_lock(&tb->mu);
-    if (tb->fail_prods_n > 0) {
-        tb->fail_prods_n--;
-        e = tb->fail_prods_err;
-    }
+    int e = tb_countdown_take(&tb->fail_prods);
     pthread_mutex_unlock(&tb->mu);
     return e;
 }
@@ -1159,15 +1151,14 @@ upulsar_err_t upulsar_tb_fail_writes(upulsar_tb_t *tb, const char *topic, int n,
     return fail_sends(tb, topic, n, server_error, true);
 }
 
-upulsar_err_t upulsar_tb_fail_producers(upulsar_tb_t *tb, const char *topic, int n,
-                                        int server_error)
+/* Set the countdown of PRODUCER requests @p delay (else fail) of @p topic,
+ * or of every topic (NULL), to @p n times @p value. */
+static upulsar_err_t set_producer_countdown(upulsar_tb_t *tb, const char *topic, bool delay,
+                                            int n, int value)
 {
-    if (!tb || n < 0 || server_error < 0 || server_error > UPULSAR_ERR_BROKER_MAX - UPULSAR_ERR_BROKER_BASE)
-        return up_seterr(UPULSAR_ERR__INVALID_ARG, "upulsar_tb_fail_producers: bad argument");
     if (!topic) {
         pthread_mutex_lock(&tb->mu);
-        tb->fail_prods_n = n;
-        tb->fail_prods_err = server_error;
+        *(delay ? &tb->delay_prods : &tb->fail_prods) = (tb_countdown_t){n, value};
         pthread_mutex_unlock(&tb->mu);
         return UPULSAR_OK;
     }
@@ -1176,32 +1167,24 @@ upulsar_err_t upulsar_tb_fail_producers(upulsar_tb_t *tb, const char *topic, int
     if (!t)
         return err;
     pthread_mutex_lock(&t->mu);
-    t->fail_prods_n = n;
-    t->fail_prods_err = server_error;
+    *(delay ? &t->delay_prods : &t->fail_prods) = (tb_countdown_t){n, value};
     pthread_mutex_unlock(&t->mu);
     return UPULSAR_OK;
+}
+
+upulsar_err_t upulsar_tb_fail_producers(upulsar_tb_t *tb, const char *topic, int n,
+                                        int server_error)
+{
+    if (!tb || n < 0 || server_error < 0 || server_error > UPULSAR_ERR_BROKER_MAX - UPULSAR_ERR_BROKER_BASE)
+        return up_seterr(UPULSAR_ERR__INVALID_ARG, "upulsar_tb_fail_producers: bad argument");
+    return set_producer_countdown(tb, topic, false, n, server_error);
 }
 
 upulsar_err_t upulsar_tb_delay_producers(upulsar_tb_t *tb, const char *topic, int n, int ms)
 {
     if (!tb || n < 0 || ms < 0)
         return up_seterr(UPULSAR_ERR__INVALID_ARG, "upulsar_tb_delay_producers: bad argument");
-    if (!topic) {
-        pthread_mutex_lock(&tb->mu);
-        tb->delay_prods_n = n;
-        tb->delay_prods_ms = ms;
-        pthread_mutex_unlock(&tb->mu);
-        return UPULSAR_OK;
-    }
-    upulsar_err_t err;
-    tb_topic_t *t = topic_arg(tb, topic, true, &err);
-    if (!t)
-        return err;
-    pthread_mutex_lock(&t->mu);
-    t->delay_prods_n = n;
-    t->delay_prods_ms = ms;
-    pthread_mutex_unlock(&t->mu);
-    return UPULSAR_OK;
+    return set_producer_countdown(tb, topic, true, n, ms);
 }
 
 int upulsar_tb_unload_topic(upulsar_tb_t *tb, const char *topic)

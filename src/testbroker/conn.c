@@ -976,11 +976,7 @@ static int producer_run(tb_conn_t *c, const Pulsar__Proto__CommandProducer *in, 
     if (!replay) {
         pthread_mutex_lock(&t->mu);
         tb_topic_note_request_locked(t, UP_CMD(PRODUCER), c->serial, in->producer_id, rid, in);
-        int ms = -1;
-        if (t->delay_prods_n > 0) {
-            t->delay_prods_n--;
-            ms = t->delay_prods_ms;
-        }
+        int ms = tb_countdown_take(&t->delay_prods);
         pthread_mutex_unlock(&t->mu);
         if (ms < 0)
             ms = tb_take_delay_producer(tb);
@@ -1002,9 +998,8 @@ static int producer_run(tb_conn_t *c, const Pulsar__Proto__CommandProducer *in, 
                          kv->value ? kv->value : "");
         mdo += w > 0 ? (size_t)w : 0;
     }
-    if (t->fail_prods_n > 0) {
-        t->fail_prods_n--;
-        int e = t->fail_prods_err;
+    int e = tb_countdown_take(&t->fail_prods);
+    if (e >= 0) {
         tb_topic_note_answer_locked(t, e);
         pthread_mutex_unlock(&t->mu);
         return put_rc(tb_put_error(&c->out, rid, e, "Error injected by the test broker"));

@@ -134,6 +134,22 @@ typedef struct tb_producer {
     int32_t chunk_next; /**< chunk id expected next */
 } tb_producer_t;
 
+/* The next n PRODUCER requests get @p value (an error to answer with, or a
+ * delay in ms): upulsar_tb_fail_producers(), upulsar_tb_delay_producers(). */
+typedef struct tb_countdown {
+    int n, value;
+} tb_countdown_t;
+
+/* Take one from @p c: its value, or -1 when it has run out. Under the lock
+ * that guards @p c. */
+static inline int tb_countdown_take(tb_countdown_t *c)
+{
+    if (c->n <= 0)
+        return -1;
+    c->n--;
+    return c->value;
+}
+
 typedef struct tb_consumer {
     uint64_t id;
     tb_topic_t *topic;
@@ -174,8 +190,8 @@ struct tb_topic {
     /* faults (topic->mu, hold is atomic) */
     int fail_sends_n, fail_sends_err;
     bool fail_sends_fence; /**< upulsar_tb_fail_writes(): close the producers */
-    int fail_prods_n, fail_prods_err;
-    int delay_prods_n, delay_prods_ms; /**< upulsar_tb_delay_producers() */
+    tb_countdown_t fail_prods, delay_prods; /**< upulsar_tb_fail_producers(),
+                                                 upulsar_tb_delay_producers() */
     atomic_bool hold;
 
     /* answers to PRODUCER requests, oldest first (topic->mu); see
@@ -320,8 +336,7 @@ struct upulsar_tb {
     atomic_int fail_sends_any; /**< fast check: fail_sends_n > 0 */
     int fail_sends_n, fail_sends_err; /**< tb->mu */
     bool fail_sends_fence;            /**< tb->mu */
-    int fail_prods_n, fail_prods_err; /**< tb->mu */
-    int delay_prods_n, delay_prods_ms; /**< tb->mu */
+    tb_countdown_t fail_prods, delay_prods; /**< tb->mu */
     atomic_ullong next_request_id;    /**< broker-initiated requests */
 
     /* counters */
