@@ -395,6 +395,25 @@ Test(fidelity_schema, schema_keys_that_make_no_schema_fail_the_start)
     upulsar_tb_stop(tb);
 }
 
+/* With lazy.start.partitions no producer is created at start: the schema
+ * keys are still checked there, not left to fail every lazy creation. */
+Test(fidelity_schema, schema_keys_are_checked_at_start_with_lazy_partitions)
+{
+    upulsar_tb_t *tb = ft_broker();
+    upulsar_client_t *c = ft_client(tb, short_op);
+    const char *kv[] = {"schema.type", "json", "lazy.start.partitions", "true", NULL};
+    upulsar_conf_t *conf = ft_conf(kv);
+    upulsar_producer_t *p = NULL;
+    upulsar_err_t e = upulsar_producer_start(c, NULL, "lazybadschema", 3, conf, &p);
+    upulsar_conf_destroy(conf);
+    cr_assert_eq(e, UPULSAR_ERR__INVALID_ARG, "%s: %s", upulsar_err_name(e),
+                 upulsar_last_error());
+    cr_assert_null(p);
+    cr_assert(strstr(upulsar_last_error(), "schema"), "%s", upulsar_last_error());
+    upulsar_client_destroy(c);
+    upulsar_tb_stop(tb);
+}
+
 /* The broker's own setting (Pulsar's schemaValidationEnforced), and a
  * topic policy overriding it. */
 Test(fidelity_schema, broker_wide_validation_and_topic_policy)
