@@ -37,14 +37,15 @@ static void unregister_task(void *a)
         up_rp_detach(t->rp, false);
 }
 
-/* The PRODUCER request timed out: the broker may still create the
- * producer (a topic slow to load) and would then keep it, holding its name
- * and answering a repeated PRODUCER on this connection with the name only
- * (no last_sequence_id). As the official clients do, CLOSE_PRODUCER for
- * the producer id goes out before any retry (its answer is not waited
+/* The PRODUCER request timed out, or was answered with what this producer
+ * cannot use: the broker may have created the producer, or may still
+ * create it (a topic slow to load), and would then keep it, holding its
+ * name and answering a repeated PRODUCER on this connection with the name
+ * only (no last_sequence_id). As the official clients do, CLOSE_PRODUCER
+ * for the producer id goes out before any retry (its answer is not waited
  * for; a creation still in progress is cancelled by it), then the request
  * is treated as failed. */
-static void timed_out_task(void *a)
+static void close_unused_task(void *a)
 {
     attach_t *t = a;
     if (atomic_load(&t->conn->state) == UP_CONN_OPEN) {
@@ -252,7 +253,7 @@ upulsar_err_t up_rp_establish(up_rp_t *rp, int timeout_ms)
     err = up_conn_request(conn, &cmd, pr.request_id, timeout_ms, &resp, register_task, &t);
     free(sm.kvdata);
     if (err) {
-        up_loop_call(rp->loop, err == UPULSAR_ERR__TIMED_OUT ? timed_out_task : unregister_task,
+        up_loop_call(rp->loop, err == UPULSAR_ERR__TIMED_OUT ? close_unused_task : unregister_task,
                      &t);
         if (resp)
             pulsar__proto__base_command__free_unpacked(resp, NULL);
@@ -260,7 +261,7 @@ upulsar_err_t up_rp_establish(up_rp_t *rp, int timeout_ms)
         return err;
     }
     if (resp->type != UP_CMD(PRODUCER_SUCCESS)) {
-        up_loop_call(rp->loop, unregister_task, &t);
+        up_loop_call(rp->loop, close_unused_task, &t);
         pulsar__proto__base_command__free_unpacked(resp, NULL);
         up_conn_unref(conn);
         return up_seterr(UPULSAR_ERR__PROTOCOL, "unexpected answer to PRODUCER");
@@ -272,7 +273,7 @@ upulsar_err_t up_rp_establish(up_rp_t *rp, int timeout_ms)
     /* an empty version (a producer without a schema) is none, as the
      * official clients take it */
     if (ps->has_schema_version && ps->schema_version.len > sizeof t.schema_version) {
-        up_loop_call(rp->loop, unregister_task, &t);
+        up_loop_call(rp->loop, close_unused_task, &t); /* the broker created it */
         pulsar__proto__base_command__free_unpacked(resp, NULL);
         up_conn_unref(conn);
         return up_seterr(UPULSAR_ERR__PROTOCOL, "%s: schema version of %zu bytes (at most %zu)",
