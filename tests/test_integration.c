@@ -66,17 +66,44 @@ static upulsar_conf_t *it_conf(const char *url)
     return conf;
 }
 
+/* A client and a producer on @p topic (named @p name, NULL: by the broker)
+ * from the service URL @p url, the UPULSAR_IT_CONF pairs and @p kv (extra
+ * key, value pairs, NULL-terminated; may be NULL). */
+typedef struct {
+    upulsar_conf_t *conf;
+    upulsar_client_t *client;
+    upulsar_producer_t *p;
+} it_run_t;
+
+static it_run_t it_start(const char *url, const char *name, const char *topic,
+                         const char *const *kv)
+{
+    it_run_t r = {it_conf(url), NULL, NULL};
+    char err[256];
+    for (; kv && kv[0]; kv += 2)
+        cr_assert_eq(upulsar_conf_set(r.conf, kv[0], kv[1], err, sizeof err), UPULSAR_CONF_OK,
+                     "%s", err);
+    cr_assert_eq(upulsar_client_new(r.conf, &r.client), UPULSAR_OK, "%s", upulsar_last_error());
+    cr_assert_eq(upulsar_producer_start(r.client, name, topic, 0, r.conf, &r.p), UPULSAR_OK,
+                 "%s", upulsar_last_error());
+    return r;
+}
+
+/* Stop the producer (everything acknowledged), then the client. */
+static void it_stop(it_run_t *r)
+{
+    cr_assert_eq(upulsar_producer_stop(r->p, 30000), UPULSAR_OK);
+    upulsar_client_destroy(r->client);
+    upulsar_conf_destroy(r->conf);
+}
+
 Test(integration, real_broker_round_trip, .timeout = 120)
 {
     const char *url = service_url();
-    upulsar_conf_t *conf = it_conf(url);
-    upulsar_client_t *client;
-    cr_assert_eq(upulsar_client_new(conf, &client), UPULSAR_OK, "%s", upulsar_last_error());
     char topic[128];
     snprintf(topic, sizeof topic, "upulsar-it-%d", (int)getpid());
-    upulsar_producer_t *p;
-    cr_assert_eq(upulsar_producer_start(client, NULL, topic, 0, conf, &p), UPULSAR_OK, "%s",
-                 upulsar_last_error());
+    it_run_t r = it_start(url, NULL, topic, NULL);
+    upulsar_producer_t *p = r.p;
     enum { N = 1000 };
     static upulsar_future_t *f[N];
     static upulsar_msg_id_t id[N];
@@ -98,9 +125,7 @@ Test(integration, real_broker_round_trip, .timeout = 120)
             cr_assert(id[i].ledger_id != id[j].ledger_id || id[i].entry_id != id[j].entry_id ||
                           id[i].batch_index != id[j].batch_index,
                       "messages %d and %d share an id", i, j);
-    cr_assert_eq(upulsar_producer_stop(p, 30000), UPULSAR_OK);
-    upulsar_client_destroy(client);
-    upulsar_conf_destroy(conf);
+    it_stop(&r);
 }
 
 /* Java's String.hashCode of an ASCII key, as the Java client's
@@ -120,12 +145,8 @@ Test(integration, partitioned_topic_routing, .timeout = 120)
     if (!topic || !*topic)
         cr_skip_test("UPULSAR_IT_PARTITIONED_TOPIC is not set (create one with "
                      "pulsar-admin topics create-partitioned-topic <topic> -p 4)");
-    upulsar_conf_t *conf = it_conf(url);
-    upulsar_client_t *client;
-    cr_assert_eq(upulsar_client_new(conf, &client), UPULSAR_OK, "%s", upulsar_last_error());
-    upulsar_producer_t *p;
-    cr_assert_eq(upulsar_producer_start(client, NULL, topic, 0, conf, &p), UPULSAR_OK, "%s",
-                 upulsar_last_error());
+    it_run_t r = it_start(url, NULL, topic, NULL);
+    upulsar_producer_t *p = r.p;
     int n = upulsar_producer_partitions(p);
     cr_assert_gt(n, 1, "%s has %d partitions: not a partitioned topic", topic, n);
     enum { N = 2000, KEYS = 100 };
@@ -159,9 +180,7 @@ Test(integration, partitioned_topic_routing, .timeout = 120)
         cr_assert_eq(pi[i].state, UPULSAR_STATE_READY, "%s", pi[i].partition_topic);
         cr_assert(pi[i].broker[0], "%s names no broker", pi[i].partition_topic);
     }
-    cr_assert_eq(upulsar_producer_stop(p, 30000), UPULSAR_OK);
-    upulsar_client_destroy(client);
-    upulsar_conf_destroy(conf);
+    it_stop(&r);
 }
 
 Test(integration, named_partitioned_producer, .timeout = 120)
@@ -170,14 +189,10 @@ Test(integration, named_partitioned_producer, .timeout = 120)
     const char *topic = getenv("UPULSAR_IT_PARTITIONED_TOPIC");
     if (!topic || !*topic)
         cr_skip_test("UPULSAR_IT_PARTITIONED_TOPIC is not set");
-    upulsar_conf_t *conf = it_conf(url);
-    upulsar_client_t *client;
-    cr_assert_eq(upulsar_client_new(conf, &client), UPULSAR_OK, "%s", upulsar_last_error());
     char name[64];
     snprintf(name, sizeof name, "upulsar-it-%d", (int)getpid());
-    upulsar_producer_t *p;
-    cr_assert_eq(upulsar_producer_start(client, name, topic, 0, conf, &p), UPULSAR_OK, "%s",
-                 upulsar_last_error());
+    it_run_t r = it_start(url, name, topic, NULL);
+    upulsar_producer_t *p = r.p;
     int n = upulsar_producer_partitions(p);
     upulsar_producer_info_t pi[256];
     size_t np = 0;
@@ -200,27 +215,17 @@ Test(integration, named_partitioned_producer, .timeout = 120)
         upulsar_future_release(f);
         part++;
     }
-    cr_assert_eq(upulsar_producer_stop(p, 30000), UPULSAR_OK);
-    upulsar_client_destroy(client);
-    upulsar_conf_destroy(conf);
+    it_stop(&r);
 }
 
 Test(integration, chunked_message_round_trip, .timeout = 120)
 {
     const char *url = service_url();
-    upulsar_conf_t *conf = it_conf(url);
-    char err[256];
-    cr_assert_eq(upulsar_conf_set(conf, "chunking.enabled", "true", err, sizeof err),
-                 UPULSAR_CONF_OK, "%s", err);
-    cr_assert_eq(upulsar_conf_set(conf, "batching.enabled", "false", err, sizeof err),
-                 UPULSAR_CONF_OK, "%s", err);
-    upulsar_client_t *client;
-    cr_assert_eq(upulsar_client_new(conf, &client), UPULSAR_OK, "%s", upulsar_last_error());
     char topic[128];
     snprintf(topic, sizeof topic, "upulsar-it-chunks-%d", (int)getpid());
-    upulsar_producer_t *p;
-    cr_assert_eq(upulsar_producer_start(client, NULL, topic, 0, conf, &p), UPULSAR_OK, "%s",
-                 upulsar_last_error());
+    const char *kv[] = {"chunking.enabled", "true", "batching.enabled", "false", NULL};
+    it_run_t r = it_start(url, NULL, topic, kv);
+    upulsar_producer_t *p = r.p;
     size_t len = 15u << 20;
     char *big = malloc(len);
     cr_assert_not_null(big);
@@ -233,9 +238,7 @@ Test(integration, chunked_message_round_trip, .timeout = 120)
     cr_assert_neq(id.ledger_id, UPULSAR_ID_UNKNOWN);
     upulsar_future_release(f);
     free(big);
-    cr_assert_eq(upulsar_producer_stop(p, 30000), UPULSAR_OK);
-    upulsar_client_destroy(client);
-    upulsar_conf_destroy(conf);
+    it_stop(&r);
 }
 
 Test(integration, through_a_proxy, .timeout = 120)
@@ -243,14 +246,10 @@ Test(integration, through_a_proxy, .timeout = 120)
     const char *proxy = getenv("UPULSAR_IT_PROXY_URL");
     if (!proxy || !*proxy)
         cr_skip_test("UPULSAR_IT_PROXY_URL is not set (the service URL of a Pulsar proxy)");
-    upulsar_conf_t *conf = it_conf(proxy);
-    upulsar_client_t *client;
-    cr_assert_eq(upulsar_client_new(conf, &client), UPULSAR_OK, "%s", upulsar_last_error());
     char topic[128];
     snprintf(topic, sizeof topic, "upulsar-it-proxy-%d", (int)getpid());
-    upulsar_producer_t *p;
-    cr_assert_eq(upulsar_producer_start(client, NULL, topic, 0, conf, &p), UPULSAR_OK, "%s",
-                 upulsar_last_error());
+    it_run_t r = it_start(proxy, NULL, topic, NULL);
+    upulsar_producer_t *p = r.p;
     enum { N = 100, KEYS = 5 };
     upulsar_future_t *f[N];
     for (int i = 0; i < N; i++) {
@@ -277,7 +276,5 @@ Test(integration, through_a_proxy, .timeout = 120)
         }
         last[i % KEYS] = id;
     }
-    cr_assert_eq(upulsar_producer_stop(p, 30000), UPULSAR_OK);
-    upulsar_client_destroy(client);
-    upulsar_conf_destroy(conf);
+    it_stop(&r);
 }
