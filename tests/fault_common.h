@@ -410,6 +410,22 @@ static inline upulsar_msg_id_t ft_send_ok(upulsar_producer_t *p, const upulsar_s
     return id;
 }
 
+/* Messages [from, to) of thread 0 of @p run: ft_range_resolved() says
+ * whether every one of them has resolved (polled, not waited for). */
+typedef struct {
+    ft_run_t *run;
+    int from, to;
+} ft_range_t;
+
+static inline int ft_range_resolved(void *a)
+{
+    ft_range_t *r = a;
+    for (int i = r->from; i < r->to; i++)
+        if (upulsar_future_poll(ft_msg(r->run, 0, i)->f, NULL) == UPULSAR_ERR__PENDING)
+            return 0;
+    return 1;
+}
+
 /* How many accepted messages of @p r have a resolved future (polled, not
  * waited for). */
 static inline size_t ft_resolved(ft_run_t *r)

@@ -12,20 +12,6 @@ static void teardown(void) { ft_stop_client_and_broker(tb, client); }
 
 TestSuite(fault_timeout, .init = setup, .fini = teardown, .timeout = 60);
 
-typedef struct {
-    ft_run_t *run;
-    int from, to;
-} range_t;
-
-static int range_resolved(void *a)
-{
-    range_t *r = a;
-    for (int i = r->from; i < r->to; i++)
-        if (upulsar_future_poll(ft_msg(r->run, 0, i)->f, NULL) == UPULSAR_ERR__PENDING)
-            return 0;
-    return 1;
-}
-
 /* On @p p (send.timeout.ms 1000), with the receipts of @p topic withheld:
  * send @p n messages from this thread and check every one fails with
  * UPULSAR_ERR__MSG_TIMED_OUT, future and callback, in send order, while
@@ -37,8 +23,8 @@ static ft_run_t *expire_then_succeed(upulsar_producer_t *p, const char *topic, i
     cr_assert_eq(upulsar_tb_hold_receipts(tb, topic), UPULSAR_OK);
     ft_run_t *run = ft_run_new(p, 1, 2 * n, 0);
     ft_send_range(run, 0, n, 0);
-    range_t first = {run, 0, n};
-    cr_assert(ft_wait_for(range_resolved, &first), "the messages never expired");
+    ft_range_t first = {run, 0, n};
+    cr_assert(ft_wait_for(ft_range_resolved, &first), "the messages never expired");
     cr_assert(upulsar_tb_queued_receipts(tb) > 0, "receipts were not withheld");
     for (int i = 0; i < n; i++)
         cr_assert_eq(upulsar_future_poll(ft_msg(run, 0, i)->f, NULL), UPULSAR_ERR__MSG_TIMED_OUT,

@@ -20,20 +20,6 @@ TestSuite(promises_send, .timeout = 120);
 
 /* ---- send timeout while disconnected or backing off ---------------------- */
 
-typedef struct {
-    ft_run_t *run;
-    int from, to;
-} range_t;
-
-static int range_resolved(void *a)
-{
-    range_t *r = a;
-    for (int i = r->from; i < r->to; i++)
-        if (upulsar_future_poll(ft_msg(r->run, 0, i)->f, NULL) == UPULSAR_ERR__PENDING)
-            return 0;
-    return 1;
-}
-
 /* Has the producer of @p p tried to come back at least once, and is it not
  * READY? */
 static int down_and_retrying(void *a)
@@ -53,8 +39,8 @@ static int down_and_retrying(void *a)
 static void sends_expire_while_down(ft_run_t *run, int n)
 {
     ft_send_range(run, 0, n, 0);
-    range_t r = {run, 0, n};
-    cr_assert(ft_wait_for(range_resolved, &r), "the messages never expired");
+    ft_range_t r = {run, 0, n};
+    cr_assert(ft_wait_for(ft_range_resolved, &r), "the messages never expired");
     cr_assert_not(ft_all_ready(run->p), "the producer came back: the test proves nothing");
     cr_assert(ft_wait_for(ft_cbs_done, run));
     for (int i = 0; i < n; i++) {
