@@ -27,17 +27,10 @@
 #include "batch.h"
 #include "frame.h"
 #include "upulsar/upulsar.h"
+#include "fuzz_check.h"
 
 #define UNCOMPRESSED_MAX (1u << 20)
 #define BATCH_MAX_MSGS 100000
-
-#define CHECK(c)                                                               \
-    do {                                                                       \
-        if (!(c)) {                                                            \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #c); \
-            __builtin_trap();                                                  \
-        }                                                                      \
-    } while (0)
 
 /* The receiver's work on one payload frame: unpack metadata, decompress
  * with a bounded size, iterate the batch records. */

@@ -17,14 +17,7 @@
 
 #include "record.h"
 #include "ring.h"
-
-#define CHECK(c)                                                                   \
-    do {                                                                           \
-        if (!(c)) {                                                                \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #c); \
-            __builtin_trap();                                                      \
-        }                                                                          \
-    } while (0)
+#include "fuzz_check.h"
 
 static void inside(const void *p, size_t n, const uint8_t *lo, size_t len)
 {
