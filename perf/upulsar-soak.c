@@ -514,6 +514,7 @@ static void run_round(int no, counts_t *total, uint64_t *faults_total)
     upulsar_tb_opts_t bo;
     upulsar_tb_opts_init(&bo);
     bo.ping_interval_ms = 1000;
+    bo.deduplication = 1; /* the oracle is exactly once across reconnections */
     if (upulsar_tb_start(&bo, &rd->tb) != UPULSAR_OK)
         die("broker start");
     char num[32];

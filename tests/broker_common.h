@@ -56,6 +56,15 @@ static inline upulsar_tb_t *bc_broker(void)
     return bc_start(&o);
 }
 
+/* Start a broker with bc_opts() and de-duplication on (Pulsar's
+ * brokerDeduplicationEnabled; off by default, as in Pulsar). */
+static inline upulsar_tb_t *bc_broker_dedup(void)
+{
+    upulsar_tb_opts_t o = bc_opts();
+    o.deduplication = 1;
+    return bc_start(&o);
+}
+
 /* The broker's counters. */
 static inline upulsar_tb_stats_t bc_stats(upulsar_tb_t *tb)
 {

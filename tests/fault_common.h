@@ -79,6 +79,11 @@ static inline upulsar_tb_t *ft_broker(void)
 {
     upulsar_tb_opts_t o;
     upulsar_tb_opts_init(&o);
+    /* these tests prove exactly once across reconnections, which needs the
+     * broker to drop what it stored already: de-duplication on, as a
+     * deployment that wants exactly once configures it (Pulsar's default
+     * is off; see ft_broker_no_dedup()) */
+    o.deduplication = 1;
     upulsar_tb_t *tb = NULL;
     cr_assert_eq(upulsar_tb_start(&o, &tb), UPULSAR_OK, "%s", upulsar_last_error());
     return tb;

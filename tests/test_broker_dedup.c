@@ -48,7 +48,7 @@ static void assert_stored(upulsar_tb_t *tb, uint64_t entries, uint64_t messages,
 
 Test(broker_dedup, resent_message_is_acknowledged_with_minus_one_and_not_stored)
 {
-    upulsar_tb_t *tb = bc_broker();
+    upulsar_tb_t *tb = bc_broker_dedup();
     upulsar_tb_client_t *c = bc_producer_on(tb, "t", 1, "p");
     for (uint64_t s = 0; s < 3; s++)
         cr_assert_eq(send_entry(c, 1, "p", s, 1, 0), s);
@@ -62,7 +62,7 @@ Test(broker_dedup, resent_message_is_acknowledged_with_minus_one_and_not_stored)
 
 Test(broker_dedup, batches_without_highest_id_dedup_on_their_first_id)
 {
-    upulsar_tb_t *tb = bc_broker();
+    upulsar_tb_t *tb = bc_broker_dedup();
     upulsar_tb_client_t *c = bc_producer_on(tb, "t", 1, "p");
     /* C++ style: no highest_sequence_id; like Pulsar the broker only knows
      * the first id [0..9] -> last stored 0 */
@@ -85,7 +85,7 @@ Test(broker_dedup, clients_numbering_batches_not_messages_are_not_deduplicated)
 {
     /* pulsar-flex gives each batch one sequence id (1, 2, 3...) whatever
      * its size: consecutive batches must all be stored */
-    upulsar_tb_t *tb = bc_broker();
+    upulsar_tb_t *tb = bc_broker_dedup();
     upulsar_tb_client_t *c = bc_producer_on(tb, "t", 1, "p");
     for (uint64_t s = 1; s <= 8; s++)
         cr_assert_eq(send_entry(c, 1, "p", s, s == 8 ? 1 : 7, 0), s - 1);
@@ -96,7 +96,7 @@ Test(broker_dedup, clients_numbering_batches_not_messages_are_not_deduplicated)
 
 Test(broker_dedup, batches_with_highest_id_dedup_on_their_last_id)
 {
-    upulsar_tb_t *tb = bc_broker();
+    upulsar_tb_t *tb = bc_broker_dedup();
     upulsar_tb_client_t *c = bc_producer_on(tb, "t", 1, "p");
     /* Java style: highest_sequence_id sent */
     cr_assert_eq(send_entry(c, 1, "p", 0, 10, UPULSAR_TB_SEND_HIGHEST), 0);     /* [0..9] */
@@ -112,7 +112,7 @@ Test(broker_dedup, batches_with_highest_id_dedup_on_their_last_id)
 
 Test(broker_dedup, state_follows_the_name_across_connections)
 {
-    upulsar_tb_t *tb = bc_broker();
+    upulsar_tb_t *tb = bc_broker_dedup();
     int64_t last = 0;
     upulsar_tb_client_t *c = producer_with_last(tb, "t", 1, "p", &last);
     cr_assert_eq(last, -1);
@@ -140,7 +140,7 @@ Test(broker_dedup, state_follows_the_name_across_connections)
 
 Test(broker_dedup, duplicates_leave_the_log_unchanged)
 {
-    upulsar_tb_t *tb = bc_broker();
+    upulsar_tb_t *tb = bc_broker_dedup();
     upulsar_tb_client_t *c = bc_producer_on(tb, "t", 1, "p");
     upulsar_tb_out_msg_t a = {.payload = "first", .len = 5}, b = {.payload = "second", .len = 6};
     upulsar_tb_frame_t f;
@@ -154,6 +154,47 @@ Test(broker_dedup, duplicates_leave_the_log_unchanged)
     cr_assert_eq(upulsar_tb_snapshot_count(s), 1);
     cr_assert_eq(memcmp(upulsar_tb_snapshot_msg(s, 0)->payload, "first", 5), 0);
     upulsar_tb_snapshot_free(s);
+    upulsar_tb_client_close(c);
+    upulsar_tb_stop(tb);
+}
+
+/* Pulsar's default: de-duplication off. A resend is stored again with a
+ * new position, and PRODUCER_SUCCESS carries last_sequence_id -1 although
+ * the name has stored messages before. */
+Test(broker_dedup, without_deduplication_resends_are_stored_again)
+{
+    upulsar_tb_t *tb = bc_broker();
+    int64_t last = 0;
+    upulsar_tb_client_t *c = producer_with_last(tb, "t", 1, "p", &last);
+    cr_assert_eq(last, -1);
+    for (uint64_t s = 0; s < 3; s++)
+        cr_assert_eq(send_entry(c, 1, "p", s, 1, 0), s);
+    cr_assert_eq(send_entry(c, 1, "p", 1, 1, 0), 3);
+    upulsar_tb_client_close(c);
+    bc_wait_no_producers(tb, "t");
+    c = producer_with_last(tb, "t", 1, "p", &last);
+    cr_assert_eq(last, -1, "no last_sequence_id without de-duplication");
+    cr_assert_eq(send_entry(c, 1, "p", 2, 1, 0), 4);
+    assert_stored(tb, 5, 5, 0);
+    upulsar_tb_client_close(c);
+    upulsar_tb_stop(tb);
+}
+
+/* The topic policy overrides the broker's setting both ways, and the
+ * history stored while it was off counts once it is on. */
+Test(broker_dedup, topic_policy_turns_deduplication_on_and_off)
+{
+    upulsar_tb_t *tb = bc_broker();
+    upulsar_tb_client_t *c = bc_producer_on(tb, "t", 1, "p");
+    cr_assert_eq(send_entry(c, 1, "p", 0, 1, 0), 0);
+    cr_assert_eq(send_entry(c, 1, "p", 1, 1, 0), 1);
+    cr_assert_eq(upulsar_tb_set_deduplication(tb, "t", 1), UPULSAR_OK);
+    cr_assert_eq(send_entry(c, 1, "p", 1, 1, 0), UINT64_MAX);
+    cr_assert_eq(send_entry(c, 1, "p", 2, 1, 0), 2);
+    cr_assert_eq(upulsar_tb_set_deduplication(tb, "t", -1), UPULSAR_OK);
+    cr_assert_eq(send_entry(c, 1, "p", 2, 1, 0), 3);
+    assert_stored(tb, 4, 4, 1);
+    cr_assert_eq(upulsar_tb_set_deduplication(tb, "t", 2), UPULSAR_ERR__INVALID_ARG);
     upulsar_tb_client_close(c);
     upulsar_tb_stop(tb);
 }

@@ -143,7 +143,7 @@ Test(broker_faults_conn, frozen_broker_reads_nothing_and_resumes_after)
 
 Test(broker_faults_conn, restart_keeps_the_log_and_listens_on_the_same_port)
 {
-    upulsar_tb_t *tb = start_broker(0);
+    upulsar_tb_t *tb = bc_broker_dedup(); /* dedup state survives too */
     int port = upulsar_tb_port(tb);
     upulsar_tb_client_t *c = bc_producer_on(tb, "t", 1, "p");
     upulsar_tb_frame_t f;

@@ -13,7 +13,7 @@
 static upulsar_tb_t *broker_with_two_producers(upulsar_tb_client_t **c, uint64_t pid1,
                                                uint64_t pid2)
 {
-    upulsar_tb_t *tb = bc_broker();
+    upulsar_tb_t *tb = bc_broker_dedup();
     *c = bc_producer_on(tb, "t", pid1, "p");
     bc_create_producer(*c, "u", pid2, "q");
     return tb;
@@ -108,7 +108,7 @@ Test(broker_faults_requests, withheld_receipts_are_released_in_order)
 
 Test(broker_faults_requests, withheld_receipts_die_with_their_connection)
 {
-    upulsar_tb_t *tb = bc_broker();
+    upulsar_tb_t *tb = bc_broker_dedup();
     upulsar_tb_client_t *c = bc_producer_on(tb, "t", 1, "p");
     cr_assert_eq(upulsar_tb_hold_receipts(tb, NULL), UPULSAR_OK);
     bc_send_one(c, 1, "p", 0);

@@ -85,7 +85,7 @@ Test(broker_producer, close_producer_gets_success_and_frees_the_name)
 
 Test(broker_producer, last_sequence_id_reports_what_the_name_stored)
 {
-    upulsar_tb_t *tb = bc_broker();
+    upulsar_tb_t *tb = bc_broker_dedup();
     upulsar_tb_client_t *c = bc_producer_on(tb, "t", 1, "p");
     upulsar_tb_frame_t f;
     for (uint64_t s = 0; s < 3; s++) {

@@ -237,9 +237,37 @@ Test(broker_send, frames_without_checksum_are_accepted)
     upulsar_tb_stop(tb);
 }
 
-Test(broker_send, oversize_message_gets_not_allowed_and_connection_stays)
+/* As Pulsar's frame decoder: a frame within max_message_size + 10 KiB is
+ * taken whatever its payload size (the room is for commands and metadata;
+ * the client's own check is the limit), a larger one closes the
+ * connection. */
+Test(broker_send, frames_within_the_padding_are_stored_larger_ones_close)
 {
     upulsar_tb_t *tb = start_broker(1000);
+    upulsar_tb_client_t *c = bc_producer_on(tb, "t", 1, "p");
+    static char big[12 * 1024];
+    memset(big, 'z', sizeof big);
+    upulsar_tb_out_msg_t m = {.payload = big, .len = 2000};
+    upulsar_tb_frame_t f;
+    cr_assert_eq(upulsar_tb_client_send_messages(c, 1, "p", 0, &m, 1, 0, 0), UPULSAR_OK);
+    cr_assert_eq(bc_receipt(c, &f)->message_id->entryid, 0);
+    m.len = sizeof big; /* 12 KiB > 1000 + 10 KiB */
+    cr_assert_eq(upulsar_tb_client_send_messages(c, 1, "p", 1, &m, 1, 0, 0), UPULSAR_OK);
+    bc_assert_closed(c);
+    upulsar_tb_topic_stats_t st = bc_topic_stats(tb, "t");
+    cr_assert_eq(st.send_errors, 0);
+    cr_assert_eq(st.entries, 1);
+    upulsar_tb_client_close(c);
+    upulsar_tb_stop(tb);
+}
+
+/* NotAllowedError for size comes from the topic's maxMessageSize policy
+ * only (below the broker's limit; chunks skip it), and the connection and
+ * producer stay. */
+Test(broker_send, topic_max_message_size_policy_gets_not_allowed_and_connection_stays)
+{
+    upulsar_tb_t *tb = start_broker(0);
+    cr_assert_eq(upulsar_tb_set_max_message_size(tb, "t", 1000), UPULSAR_OK);
     upulsar_tb_client_t *c = bc_producer_on(tb, "t", 1, "p");
     static char big[2000];
     memset(big, 'z', sizeof big);
@@ -250,11 +278,17 @@ Test(broker_send, oversize_message_gets_not_allowed_and_connection_stays)
     cr_assert_eq(e->error, UP_SERR(NotAllowedError));
     cr_assert_eq(e->sequence_id, 0);
     m.len = 10;
-    cr_assert_eq(upulsar_tb_client_send_messages(c, 1, "p", 0, &m, 1, 0, 0), UPULSAR_OK);
+    cr_assert_eq(upulsar_tb_client_send_messages(c, 1, "p", 1, &m, 1, 0, 0), UPULSAR_OK);
     cr_assert_eq(bc_receipt(c, &f)->message_id->entryid, 0);
+    /* no policy: the same size is stored */
+    cr_assert_eq(upulsar_tb_set_max_message_size(tb, "t", 0), UPULSAR_OK);
+    m.len = sizeof big;
+    cr_assert_eq(upulsar_tb_client_send_messages(c, 1, "p", 2, &m, 1, 0, 0), UPULSAR_OK);
+    cr_assert_eq(bc_receipt(c, &f)->message_id->entryid, 1);
     upulsar_tb_topic_stats_t st = bc_topic_stats(tb, "t");
     cr_assert_eq(st.send_errors, 1);
-    cr_assert_eq(st.entries, 1);
+    cr_assert_eq(st.entries, 2);
+    cr_assert_eq(upulsar_tb_set_max_message_size(tb, "t", -1), UPULSAR_ERR__INVALID_ARG);
     upulsar_tb_client_close(c);
     upulsar_tb_stop(tb);
 }

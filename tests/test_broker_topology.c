@@ -21,6 +21,7 @@ static upulsar_tb_t *start(upulsar_tb_t *share)
 {
     upulsar_tb_opts_t o = bc_opts();
     o.shared_store_with = share;
+    o.deduplication = 1; /* the dedup state moves with the topic */
     return bc_start(&o);
 }
 

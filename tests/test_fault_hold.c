@@ -90,3 +90,63 @@ Test(fault_hold, receipts_lost_with_the_connection_resolve_as_deduplicated)
     cr_assert_gt(dups, 0);
     ft_run_free(run);
 }
+
+/* Scenario (Pulsar's default: de-duplication off on the topic):
+ *  1. As above, receipts are withheld, 20,000 messages are stored, and
+ *     every connection is dropped.
+ *  2. The producers resend everything; the broker stores it again.
+ *  3. Nothing is lost: every message is stored exactly twice, the copies
+ *     of each partition in send order per thread; every future succeeds
+ *     with the position of the copy whose receipt it got (the second).
+ *  Exactly once across reconnections needs the broker's de-duplication
+ *  (README, "Delivery guarantees"); without it delivery is at least once. */
+Test(fault_hold, without_deduplication_lost_receipts_mean_stored_twice_never_lost)
+{
+    for (int i = 0; i < PARTS; i++) {
+        char t[64];
+        snprintf(t, sizeof t, "twice-partition-%d", i);
+        cr_assert_eq(upulsar_tb_set_deduplication(tb, t, 0), UPULSAR_OK);
+    }
+    ft_run_t *run = send_all_with_receipts_held("fw", "twice");
+    cr_assert_gt(upulsar_tb_drop_connections(tb, NULL), 0);
+    cr_assert_eq(upulsar_tb_release_receipts(tb, NULL), UPULSAR_OK);
+    cr_assert_eq(ft_collect(run), 0, "futures left pending");
+    cr_assert(ft_wait_for(ft_cbs_done, run));
+    cr_assert_eq(ft_stats(run->p).unknown_ids, 0);
+    cr_assert_eq(upulsar_producer_stop(run->p, 10000), UPULSAR_OK);
+    size_t stored = 0;
+    for (int part = 0; part < PARTS; part++) {
+        char topic[64];
+        snprintf(topic, sizeof topic, "twice-partition-%d", part);
+        upulsar_tb_snapshot_t *s = NULL;
+        cr_assert_eq(upulsar_tb_snapshot(tb, topic, &s), UPULSAR_OK);
+        int last[THREADS][2];
+        for (int t = 0; t < THREADS; t++)
+            last[t][0] = last[t][1] = -1;
+        for (size_t j = 0; j < upulsar_tb_snapshot_count(s); j++) {
+            const upulsar_tb_msg_t *sm = upulsar_tb_snapshot_msg(s, j);
+            int t = -1, i = -1;
+            cr_assert_eq(sscanf((const char *)sm->payload, "%d:%d:", &t, &i), 2);
+            cr_assert(t >= 0 && t < THREADS && i >= 0 && i < PER_THREAD);
+            ft_msg_t *m = ft_msg(run, t, i);
+            cr_assert_lt(m->seen, 2, "%s: %d:%d stored a third time", topic, t, i);
+            int copy = m->seen++;
+            cr_assert_gt(i, last[t][copy], "%s: copy %d of %d:%d out of order", topic, copy, t, i);
+            last[t][copy] = i;
+            if (copy == 1) {
+                cr_assert_eq(m->err, UPULSAR_OK);
+                cr_assert_eq(m->id.ledger_id, sm->ledger_id, "%d:%d ledger", t, i);
+                cr_assert_eq(m->id.entry_id, sm->entry_id, "%d:%d entry", t, i);
+                cr_assert_eq(m->id.batch_index, sm->batch_index, "%d:%d batch index", t, i);
+            }
+            stored++;
+        }
+        upulsar_tb_snapshot_free(s);
+    }
+    for (int t = 0; t < THREADS; t++)
+        for (int i = 0; i < PER_THREAD; i++)
+            cr_assert_eq(ft_msg(run, t, i)->seen, 2, "%d:%d stored %d times", t, i,
+                         ft_msg(run, t, i)->seen);
+    cr_assert_eq(stored, 2 * (size_t)TOTAL);
+    ft_run_free(run);
+}

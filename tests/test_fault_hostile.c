@@ -45,6 +45,7 @@ static void setup(void)
 {
     upulsar_tb_opts_t o;
     upulsar_tb_opts_init(&o);
+    o.deduplication = 1; /* exactly once across the reconnections */
     o.ping_interval_ms = 0; /* PONGs received = answered probes */
     cr_assert_eq(upulsar_tb_start(&o, &tb), UPULSAR_OK, "%s", upulsar_last_error());
     client = NULL; /* each test makes its own (keep-alive settings differ) */

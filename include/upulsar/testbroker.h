@@ -160,9 +160,22 @@ typedef struct upulsar_tb_opts {
     /** TCP port on 127.0.0.1; 0 = an ephemeral port (see upulsar_tb_port()).
      *  Default 0. */
     int port;
-    /** CONNECTED.max_message_size and the SEND size limit, bytes. Frames
-     *  larger than this + 10 KiB close the connection. Default 5 MiB. */
+    /** CONNECTED.max_message_size, bytes. As Pulsar's frame decoder, a
+     *  frame larger than this + 10 KiB (room for the commands and metadata
+     *  around a payload of that size) closes the connection; a smaller one
+     *  is stored whatever its payload size. SEND_ERROR NotAllowedError for
+     *  size comes only from a topic policy
+     *  (upulsar_tb_set_max_message_size()). Default 5 MiB. */
     int max_message_size;
+    /** Non-zero: Pulsar's brokerDeduplicationEnabled for every topic
+     *  without a policy of its own (upulsar_tb_set_deduplication()): a SEND
+     *  whose highest sequence id is not above the last one stored for its
+     *  producer name is acknowledged as a duplicate (ledger = entry = -1)
+     *  and not stored, and PRODUCER_SUCCESS carries that name's last
+     *  stored sequence id. Default 0, Pulsar's default: every SEND is
+     *  stored (a batch sent again after a reconnection is stored twice)
+     *  and PRODUCER_SUCCESS carries last_sequence_id -1. */
+    int deduplication;
     /** Highest protocol version the broker speaks (answers min(client's,
      *  this)). Default 21. Keep >= 6 or clients stop sending checksums. */
     int protocol_version;
@@ -640,6 +653,23 @@ void upulsar_tb_schema_free(upulsar_tb_schema_t *s);
  *  INVALID_ARG, INVALID_TOPIC, NOMEM. Thread safety: any. */
 upulsar_err_t upulsar_tb_set_schema_validation_enforced(upulsar_tb_t *tb, const char *topic,
                                                         int on);
+
+/** Topic policy deduplicationEnabled for @p topic (a partition, or a
+ *  non-partitioned topic): @p on 1 or 0 overrides the broker's
+ *  opts.deduplication, -1 goes back to it. The sequence ids stored while
+ *  it was off count when it is turned on (as Pulsar rebuilds its state
+ *  from the log). Errors: INVALID_ARG, INVALID_TOPIC, NOMEM. Thread
+ *  safety: any. */
+upulsar_err_t upulsar_tb_set_deduplication(upulsar_tb_t *tb, const char *topic, int on);
+
+/** Topic policy maxMessageSize for @p topic: a SEND whose metadata and
+ *  payload together exceed @p bytes (and that is not a chunk) is answered
+ *  with SEND_ERROR NotAllowedError "Exceed maximum message size" and not
+ *  stored; the connection and producer stay. 0 removes the policy, as does
+ *  a value at or above the broker's max_message_size (Pulsar ignores
+ *  such a policy: the client's own size check applies). Errors:
+ *  INVALID_ARG (negative), INVALID_TOPIC, NOMEM. Thread safety: any. */
+upulsar_err_t upulsar_tb_set_max_message_size(upulsar_tb_t *tb, const char *topic, int bytes);
 
 /** Broker-wide counters. */
 typedef struct upulsar_tb_stats {

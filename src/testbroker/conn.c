@@ -117,7 +117,8 @@ static void promote_waiter(tb_topic_t *t)
     t->excl = w;
     t->topic_epoch++;
     up_buf_t b = UP_BUF_INIT;
-    if (put_producer_success(&b, w->wait_rid, w->name, w->dedup->last_seq,
+    if (put_producer_success(&b, w->wait_rid, w->name,
+                             tb_topic_dedup_locked(w->conn->tb, t) ? w->dedup->last_seq : -1,
                              (int64_t)t->topic_epoch, true, w->schema_ver) ||
         tb_conn_inject(w->conn, b.data, b.len))
         shutdown(w->conn->fd, SHUT_RDWR);
@@ -1051,7 +1052,7 @@ static int producer_run(tb_conn_t *c, const Pulsar__Proto__CommandProducer *in, 
             }
             if (acc == ACC_WAIT) {
                 queue_waiter_locked(t, p, rid);
-                int64_t last = p->dedup->last_seq;
+                int64_t last = tb_topic_dedup_locked(tb, t) ? p->dedup->last_seq : -1;
                 tb_topic_note_answer_locked(t, UPULSAR_TB_PRODUCER_QUEUED);
                 pthread_mutex_unlock(&t->mu);
                 return put_rc(put_producer_success(&c->out, rid, p->name, last, -1, false, sver));
@@ -1063,7 +1064,7 @@ static int producer_run(tb_conn_t *c, const Pulsar__Proto__CommandProducer *in, 
             p->active = true;
             p->closed = false;
         }
-        int64_t last = p->dedup->last_seq;
+        int64_t last = tb_topic_dedup_locked(tb, t) ? p->dedup->last_seq : -1;
         int64_t epoch = access_granted(t, in, p);
         tb_topic_note_answer_locked(t, UPULSAR_TB_PRODUCER_CREATED);
         pthread_mutex_unlock(&t->mu);
@@ -1101,7 +1102,7 @@ static int producer_run(tb_conn_t *c, const Pulsar__Proto__CommandProducer *in, 
     p->schema_ver = sver;
     if (acc == ACC_WAIT) {
         queue_waiter_locked(t, p, rid);
-        int64_t last = d->last_seq;
+        int64_t last = tb_topic_dedup_locked(tb, t) ? d->last_seq : -1;
         tb_topic_note_answer_locked(t, UPULSAR_TB_PRODUCER_QUEUED);
         pthread_mutex_unlock(&t->mu);
         return put_rc(put_producer_success(&c->out, rid, p->name, last, -1, false, sver));
@@ -1113,7 +1114,7 @@ static int producer_run(tb_conn_t *c, const Pulsar__Proto__CommandProducer *in, 
         return CLOSE;
     }
     p->active = true;
-    int64_t last = d->last_seq;
+    int64_t last = tb_topic_dedup_locked(tb, t) ? d->last_seq : -1;
     int64_t epoch = access_granted(t, in, p);
     tb_topic_note_answer_locked(t, UPULSAR_TB_PRODUCER_CREATED);
     pthread_mutex_unlock(&t->mu);
@@ -1187,7 +1188,17 @@ static int on_send(tb_conn_t *c, const up_frame_t *f, bool bad_crc)
      * from num_messages) */
     uint64_t dedup_high = r.highest_seq;
 
-    if (bad_crc || f->metadata_len + f->payload_len > (size_t)tb->opts.max_message_size) {
+    /* size: Pulsar's frame decoder already closed the connection for a
+     * frame over max_message_size + 10 KiB; what remains is the topic's
+     * maxMessageSize policy, which chunks skip and which applies only
+     * below the broker's limit */
+    bool chunk = in->has_is_chunk && in->is_chunk;
+    pthread_mutex_lock(&t->mu);
+    int pol = t->max_msg_policy;
+    pthread_mutex_unlock(&t->mu);
+    bool too_big = !chunk && pol > 0 && pol < tb->opts.max_message_size &&
+                   f->metadata_len + f->payload_len > (size_t)pol;
+    if (bad_crc || too_big) {
         pthread_mutex_lock(&t->mu);
         bool ignore = !p->active;
         if (!ignore) {
@@ -1288,7 +1299,8 @@ static int on_send_store(tb_conn_t *c, tb_producer_t *p, tb_resp_t *rp, const ui
         return put_rc(respond_send(c, &r));
     }
     tb_dedup_t *d = p->dedup;
-    if (d->last_seq >= 0 && (int64_t)dedup_high <= d->last_seq) {
+    bool dedup = tb_topic_dedup_locked(tb, t);
+    if (dedup && d->last_seq >= 0 && (int64_t)dedup_high <= d->last_seq) {
         t->st.duplicates++;
         pthread_mutex_unlock(&t->mu);
         r.ledger = r.entry = TB_ID_NONE;
@@ -1311,7 +1323,8 @@ static int on_send_store(tb_conn_t *c, tb_producer_t *p, tb_resp_t *rp, const ui
     e->sequence_id = r.sequence_id;
     e->highest_seq = dedup_high;
     e->num_msgs = count;
-    d->last_seq = (int64_t)dedup_high;
+    if ((int64_t)dedup_high > d->last_seq)
+        d->last_seq = (int64_t)dedup_high;
     t->st.entries++;
     t->st.messages += count;
     t->st.bytes += bytes;

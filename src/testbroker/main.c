@@ -131,6 +131,8 @@ static void usage(FILE *fp)
           "  --token-file FILE      accept the tokens in FILE, one per line (repeatable)\n"
           "  --auth-challenge-on-connect  send AUTH_CHALLENGE before CONNECTED\n"
           "  --auth-response-timeout-ms MS  time to answer AUTH_CHALLENGE (default 10000)\n"
+          "  --deduplication        brokerDeduplicationEnabled: drop SENDs whose sequence\n"
+          "                         id was stored already (Pulsar's default is off)\n"
           "  --schema-validation-enforced  refuse producers without a schema on topics\n"
           "                         that have one (IncompatibleSchema)\n"
           "  -h, --help             this text\n",
@@ -192,6 +194,8 @@ int main(int argc, char **argv)
             o.auth_challenge_on_connect = 1;
         } else if (!strcmp(a, "--proxy-mode")) {
             o.proxy_mode = 1;
+        } else if (!strcmp(a, "--deduplication")) {
+            o.deduplication = 1;
         } else if (!strcmp(a, "--schema-validation-enforced")) {
             o.schema_validation_enforced = 1;
         } else if (!v) {

@@ -188,6 +188,7 @@ tb_topic_t *tb_topic_find_locked(upulsar_tb_t *tb, const char *norm, bool create
     }
     atomic_init(&t->hold, false);
     t->schema_enforced = -1;
+    t->dedup_policy = -1;
     t->ledger_id = st->next_ledger++;
     t->st.ledger_id = t->ledger_id;
     tb_arena_init(&t->arena, tb->opts.perf ? 16u * 1024 * 1024 : 1024u * 1024);
@@ -952,4 +953,38 @@ upulsar_err_t upulsar_tb_set_schema_validation_enforced(upulsar_tb_t *tb, const 
     t->schema_enforced = on;
     pthread_mutex_unlock(&t->mu);
     return UPULSAR_OK;
+}
+
+upulsar_err_t upulsar_tb_set_deduplication(upulsar_tb_t *tb, const char *topic, int on)
+{
+    if (!tb || !topic || on < -1 || on > 1)
+        return up_seterr(UPULSAR_ERR__INVALID_ARG, "upulsar_tb_set_deduplication: bad argument");
+    upulsar_err_t err = UPULSAR_OK;
+    tb_topic_t *t = lookup_topic(tb, topic, &err, true);
+    if (!t)
+        return err;
+    pthread_mutex_lock(&t->mu);
+    t->dedup_policy = on;
+    pthread_mutex_unlock(&t->mu);
+    return UPULSAR_OK;
+}
+
+upulsar_err_t upulsar_tb_set_max_message_size(upulsar_tb_t *tb, const char *topic, int bytes)
+{
+    if (!tb || !topic || bytes < 0)
+        return up_seterr(UPULSAR_ERR__INVALID_ARG,
+                         "upulsar_tb_set_max_message_size: bad argument");
+    upulsar_err_t err = UPULSAR_OK;
+    tb_topic_t *t = lookup_topic(tb, topic, &err, true);
+    if (!t)
+        return err;
+    pthread_mutex_lock(&t->mu);
+    t->max_msg_policy = bytes;
+    pthread_mutex_unlock(&t->mu);
+    return UPULSAR_OK;
+}
+
+bool tb_topic_dedup_locked(const upulsar_tb_t *tb, const tb_topic_t *t)
+{
+    return t->dedup_policy >= 0 ? t->dedup_policy != 0 : tb->opts.deduplication != 0;
 }

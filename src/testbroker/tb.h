@@ -205,6 +205,8 @@ struct tb_topic {
     tb_schema_t *schemas;
     size_t nschemas, schemas_cap;
     int schema_enforced; /**< topic policy: 0/1, -1 = the broker's setting */
+    int dedup_policy;    /**< deduplicationEnabled: 0/1, -1 = the broker's */
+    int max_msg_policy;  /**< maxMessageSize policy, bytes; 0 = none */
 
     /* PRODUCER and CLOSE_PRODUCER requests, in arrival order (topic->mu);
      * see upulsar_tb_producer_requests() */
@@ -426,6 +428,9 @@ void tb_topic_note_request_locked(tb_topic_t *t, int type, uint64_t conn, uint64
  *  broker's schema_validation_enforced. Caller holds t->mu. */
 int tb_topic_schema_locked(tb_topic_t *t, const Pulsar__Proto__Schema *s, bool enforced,
                            int64_t *ver, char *why, size_t why_size);
+/** Is deduplication on for @p t (its policy, else the broker's option)?
+ *  Caller holds t->mu. */
+bool tb_topic_dedup_locked(const upulsar_tb_t *tb, const tb_topic_t *t);
 void tb_topic_free(tb_topic_t *t);
 /** Entry @p idx; caller holds topic->mu (pointer stays valid after). */
 static inline tb_entry_t *tb_topic_entry(tb_topic_t *t, uint64_t idx)
