@@ -544,8 +544,14 @@ typedef struct upulsar_tb_msg {
                                      + batch index */
     const char *producer_name;
     uint64_t publish_time;
-    uint64_t ledger_id;
+    uint64_t ledger_id;         /**< a chunked message: its last chunk's */
     uint64_t entry_id;
+    /** Chunks the message was sent in (each stored as an entry of its own,
+     *  as Pulsar stores them; the snapshot puts them back together as a
+     *  consumer does), 0 when it was sent whole. */
+    uint32_t num_chunks;
+    uint64_t first_chunk_ledger_id; /**< a chunked message: its first chunk's */
+    uint64_t first_chunk_entry_id;
     int32_t batch_index;        /**< -1 for a non-batched entry */
     int32_t batch_size;         /**< messages in the entry, 0 if not batched */
     int compression;            /**< the entry's CompressionType */
@@ -571,7 +577,10 @@ typedef struct upulsar_tb_snapshot upulsar_tb_snapshot_t;
 
 /**
  * Copy every message stored on @p topic so far (decoding batches and
- * LZ4/ZSTD compression) into a new snapshot, in log order.
+ * LZ4/ZSTD compression) into a new snapshot, in log order. A message sent
+ * in chunks appears once, whole, where its last chunk is (chunks of a
+ * message not complete in the log do not appear; a chunk 0 sent again
+ * starts the message over, as a consumer does).
  * Entries whose bytes were not retained (max_retained_bytes) or that do not
  * decode are skipped and counted in upulsar_tb_snapshot_skipped().
  * Returns OK and *@p out (free with upulsar_tb_snapshot_free()), or

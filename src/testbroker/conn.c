@@ -321,79 +321,8 @@ static int64_t access_granted(tb_topic_t *t, const Pulsar__Proto__CommandProduce
 
 static void producer_free(tb_producer_t *p)
 {
-    free(p->chunk_buf);
     free(p->name);
     free(p);
-}
-
-/* ---- chunked messages ---------------------------------------------------- */
-
-/* Largest chunked message the broker reassembles. */
-#define TB_MAX_CHUNKED (256u << 20)
-
-/* Take one chunk (CommandSend.is_chunk) of @p p's message. Returns 1 when
- * the message is complete: *@p md_out / *@p md_len (metadata without the
- * chunk fields, malloc'ed) and p->chunk_buf / p->chunk_len hold it, to be
- * stored as one entry; 0 for an intermediate chunk (answered with a
- * receipt); a negative value for a broken sequence (answered with an
- * error, reassembly reset) or out of memory (CLOSE). */
-static int take_chunk(tb_producer_t *p, const up_frame_t *f, uint8_t **md_out, size_t *md_len)
-{
-    up_md_t *md = pulsar__proto__message_metadata__unpack(NULL, f->metadata_len, f->metadata);
-    if (!md)
-        return UPULSAR_ERR__DECODE;
-    int rc = 0;
-    int32_t id = md->has_chunk_id ? md->chunk_id : -1;
-    int32_t n = md->has_num_chunks_from_msg ? md->num_chunks_from_msg : 0;
-    size_t total = md->has_total_chunk_msg_size && md->total_chunk_msg_size > 0
-                       ? (size_t)md->total_chunk_msg_size : 0;
-    if (id < 0 || n <= 0 || id >= n || !total || total > TB_MAX_CHUNKED) {
-        rc = UPULSAR_ERR__DECODE;
-        goto out;
-    }
-    if (id == 0) { /* (re)start: a resend begins again at chunk 0 */
-        uint8_t *b = realloc(p->chunk_buf, total);
-        if (!b) {
-            rc = UPULSAR_ERR__NOMEM;
-            goto out;
-        }
-        p->chunk_buf = b;
-        p->chunk_total = total;
-        p->chunk_len = 0;
-        p->chunk_next = 0;
-    }
-    if (id != p->chunk_next || total != p->chunk_total ||
-        p->chunk_len + f->payload_len > p->chunk_total) {
-        p->chunk_next = 0;
-        rc = UPULSAR_ERR__DECODE;
-        goto out;
-    }
-    memcpy(p->chunk_buf + p->chunk_len, f->payload, f->payload_len);
-    p->chunk_len += f->payload_len;
-    p->chunk_next++;
-    if (id < n - 1)
-        goto out;
-    p->chunk_next = 0;
-    if (p->chunk_len != p->chunk_total) {
-        rc = UPULSAR_ERR__DECODE;
-        goto out;
-    }
-    /* the stored entry is the whole message, as a non-chunked one */
-    char *uuid = md->uuid;
-    md->uuid = NULL;
-    md->has_chunk_id = md->has_num_chunks_from_msg = md->has_total_chunk_msg_size = 0;
-    *md_len = protobuf_c_message_get_packed_size(&md->base);
-    *md_out = malloc(*md_len ? *md_len : 1);
-    if (*md_out) {
-        protobuf_c_message_pack(&md->base, *md_out);
-        rc = 1;
-    } else {
-        rc = UPULSAR_ERR__NOMEM;
-    }
-    md->uuid = uuid;
-out:
-    pulsar__proto__message_metadata__free_unpacked(md, NULL);
-    return rc;
 }
 
 static void sub_unlink(tb_topic_t *t, tb_sub_t *s)
@@ -1159,7 +1088,7 @@ static void wake_consumers(tb_topic_t *t)
 
 static int on_send_store(tb_conn_t *c, tb_producer_t *p, tb_resp_t *rp, const uint8_t *mdb,
                          size_t md_len, const uint8_t *payload, size_t payload_len,
-                         uint64_t nmsg, uint64_t dedup_high);
+                         uint64_t nmsg, uint64_t dedup_high, int chunk_role);
 
 static int on_send(tb_conn_t *c, const up_frame_t *f, bool bad_crc)
 {
@@ -1214,38 +1143,18 @@ static int on_send(tb_conn_t *c, const up_frame_t *f, bool bad_crc)
         return put_rc(respond_send(c, &r));
     }
 
-    const uint8_t *mdb = f->metadata, *payload = f->payload;
-    size_t md_len = f->metadata_len, payload_len = f->payload_len;
-    uint8_t *chunk_md = NULL; /* freed at every return below */
-    if (in->has_is_chunk && in->is_chunk) {
-        int cr = take_chunk(p, f, &chunk_md, &md_len);
-        if (cr == UPULSAR_ERR__NOMEM)
-            return CLOSE;
-        if (cr < 0) {
-            r.error = UP_SERR(UnknownError);
-            return put_rc(respond_send(c, &r));
-        }
-        if (cr == 0) { /* intermediate chunk: acknowledged, not stored */
-            pthread_mutex_lock(&t->mu);
-            bool active = p->active;
-            r.ledger = t->ledger_id;
-            r.entry = t->n_entries;
-            pthread_mutex_unlock(&t->mu);
-            return active ? put_rc(respond_send(c, &r)) : KEEP;
-        }
-        mdb = chunk_md;
-        payload = p->chunk_buf;
-        payload_len = p->chunk_len;
-    }
-    int ret = on_send_store(c, p, &r, mdb, md_len, payload, payload_len, nmsg, dedup_high);
-    free(chunk_md);
-    return ret;
+    /* a chunk is stored as an entry of its own, as Pulsar does (the
+     * consumer side reassembles); de-duplication looks only at the last
+     * chunk of a message, the others are always stored */
+    int chunk_role = chunk ? tb_chunk_role(f->metadata, f->metadata_len) : TB_CHUNK_NONE;
+    return on_send_store(c, p, &r, f->metadata, f->metadata_len, f->payload, f->payload_len, nmsg,
+                         dedup_high, chunk_role);
 }
 
 /* Store one entry (or answer as a duplicate, an injected failure...). */
 static int on_send_store(tb_conn_t *c, tb_producer_t *p, tb_resp_t *rp, const uint8_t *mdb,
                          size_t md_len, const uint8_t *payload, size_t payload_len,
-                         uint64_t nmsg, uint64_t dedup_high)
+                         uint64_t nmsg, uint64_t dedup_high, int chunk_role)
 {
     upulsar_tb_t *tb = c->tb;
     tb_topic_t *t = p->topic;
@@ -1264,6 +1173,8 @@ static int on_send_store(tb_conn_t *c, tb_producer_t *p, tb_resp_t *rp, const ui
             count = n;
         }
     }
+    if (chunk_role == TB_CHUNK_FIRST || chunk_role == TB_CHUNK_MIDDLE)
+        count = 0; /* the message counts once, with its last chunk */
 
     if (atomic_load(&tb->fail_sends_any) > 0) {
         pthread_mutex_lock(&t->mu);
@@ -1300,6 +1211,8 @@ static int on_send_store(tb_conn_t *c, tb_producer_t *p, tb_resp_t *rp, const ui
     }
     tb_dedup_t *d = p->dedup;
     bool dedup = tb_topic_dedup_locked(tb, t);
+    if (chunk_role == TB_CHUNK_FIRST || chunk_role == TB_CHUNK_MIDDLE)
+        dedup = false; /* and the name's last id stays: only a whole message counts */
     if (dedup && d->last_seq >= 0 && (int64_t)dedup_high <= d->last_seq) {
         t->st.duplicates++;
         pthread_mutex_unlock(&t->mu);
@@ -1323,7 +1236,8 @@ static int on_send_store(tb_conn_t *c, tb_producer_t *p, tb_resp_t *rp, const ui
     e->sequence_id = r.sequence_id;
     e->highest_seq = dedup_high;
     e->num_msgs = count;
-    if ((int64_t)dedup_high > d->last_seq)
+    if ((chunk_role == TB_CHUNK_NONE || chunk_role == TB_CHUNK_LAST) &&
+        (int64_t)dedup_high > d->last_seq)
         d->last_seq = (int64_t)dedup_high;
     t->st.entries++;
     t->st.messages += count;

@@ -342,6 +342,13 @@ int tb_decode_entry(const uint8_t *mdb, size_t md_len, const uint8_t *payload,
     uint8_t *plain = NULL;
     const uint8_t *body = payload;
     size_t body_len = payload_len;
+    if (md->has_num_chunks_from_msg && md->num_chunks_from_msg > 1) {
+        /* a piece of a chunked message: its payload is a slice of the
+         * (compressed) whole, read back once all chunks are there
+         * (upulsar_tb_snapshot()) */
+        *count = 1;
+        goto out;
+    }
     if (md->has_compression && md->compression != PULSAR__PROTO__COMPRESSION_TYPE__NONE) {
         if (!md->has_uncompressed_size || md->uncompressed_size > TB_MAX_UNCOMPRESSED) {
             rc = UPULSAR_ERR__DECODE;
@@ -417,6 +424,22 @@ out:
     return rc;
 }
 
+int tb_chunk_role(const uint8_t *mdb, size_t md_len)
+{
+    up_md_t *md = pulsar__proto__message_metadata__unpack(NULL, md_len, mdb);
+    if (!md)
+        return TB_CHUNK_NONE;
+    int role = TB_CHUNK_NONE;
+    if (md->has_chunk_id && md->has_num_chunks_from_msg && md->num_chunks_from_msg > 0) {
+        if (md->chunk_id >= md->num_chunks_from_msg - 1)
+            role = TB_CHUNK_LAST;
+        else
+            role = md->chunk_id == 0 ? TB_CHUNK_FIRST : TB_CHUNK_MIDDLE;
+    }
+    pulsar__proto__message_metadata__free_unpacked(md, NULL);
+    return role;
+}
+
 /* ---- snapshots --------------------------------------------------------- */
 
 struct upulsar_tb_snapshot {
@@ -431,7 +454,21 @@ typedef struct snap_ctx {
     const tb_entry_t *e;
     uint64_t ledger;
     const char *producer; /* interned per entry */
+    uint32_t chunks;      /* a chunked message: chunks, first chunk's entry */
+    uint64_t first_chunk_entry;
 } snap_ctx_t;
+
+/* A chunked message being put back together while a snapshot reads the
+ * log, as a consumer does: by producer name and uuid; chunk 0 starts it
+ * (again, after a resend), the next chunk in order extends it, anything
+ * else abandons it (a consumer would drop it too). */
+typedef struct snap_chunks {
+    char *producer, *uuid;
+    uint8_t *buf;
+    size_t len, total;
+    int32_t next, n;
+    uint64_t first_entry;
+} snap_chunks_t;
 
 static int snap_add(void *vctx, const tb_decoded_t *m)
 {
@@ -461,6 +498,11 @@ static int snap_add(void *vctx, const tb_decoded_t *m)
     o->batch_index = m->batch_index;
     o->batch_size = m->batch_size;
     o->sequence_id = m->sequence_id;
+    o->num_chunks = x->chunks;
+    if (x->chunks) {
+        o->first_chunk_ledger_id = x->ledger;
+        o->first_chunk_entry_id = x->first_chunk_entry;
+    }
     o->compression = m->md->has_compression ? (int)m->md->compression : 0;
     o->deliver_at_time = m->md->has_deliver_at_time ? (uint64_t)m->md->deliver_at_time : 0;
     if (m->md->n_replicate_to) {
@@ -545,6 +587,121 @@ static int snap_add(void *vctx, const tb_decoded_t *m)
     return 0;
 }
 
+static void snap_chunks_free(snap_chunks_t *c)
+{
+    free(c->producer);
+    free(c->uuid);
+    free(c->buf);
+    memset(c, 0, sizeof *c);
+}
+
+/* Entry @p e of a snapshot, if it is a chunk of a message sent in several:
+ * take it into *@p cs (chunked messages under way, *@p ncs of them) and, at
+ * the last chunk of a complete message, add the whole message to @p s (its
+ * ledger and entry ids the last chunk's, @p x tells snap_add() the first
+ * one's). Returns 0 for an entry that is not such a chunk (decode it as
+ * usual), 1 for a chunk taken, or an error (NOMEM, DECODE). */
+static int snap_chunk(upulsar_tb_snapshot_t *s, snap_chunks_t **cs, size_t *ncs,
+                      const tb_entry_t *e, snap_ctx_t *x)
+{
+    up_md_t *md = pulsar__proto__message_metadata__unpack(NULL, e->md_len, e->data);
+    if (!md)
+        return 0; /* tb_decode_entry() counts it as undecodable */
+    if (!md->has_num_chunks_from_msg || md->num_chunks_from_msg <= 1) {
+        pulsar__proto__message_metadata__free_unpacked(md, NULL);
+        return 0;
+    }
+    int rc = 1;
+    const char *pn = md->producer_name ? md->producer_name : "";
+    const char *uuid = md->uuid ? md->uuid : "";
+    int32_t id = md->has_chunk_id ? md->chunk_id : -1;
+    size_t total = md->has_total_chunk_msg_size && md->total_chunk_msg_size > 0
+                       ? (size_t)md->total_chunk_msg_size : 0;
+    snap_chunks_t *c = NULL;
+    for (size_t i = 0; i < *ncs && !c; i++)
+        if (!strcmp((*cs)[i].producer, pn) && !strcmp((*cs)[i].uuid, uuid))
+            c = &(*cs)[i];
+    if (id == 0 && total && total <= TB_MAX_UNCOMPRESSED) {
+        if (!c) {
+            snap_chunks_t *nc = realloc(*cs, (*ncs + 1) * sizeof *nc);
+            if (!nc) {
+                rc = UPULSAR_ERR__NOMEM;
+                goto out;
+            }
+            *cs = nc;
+            c = &nc[(*ncs)++];
+            memset(c, 0, sizeof *c);
+            c->producer = strdup(pn);
+            c->uuid = strdup(uuid);
+            if (!c->producer || !c->uuid) {
+                rc = UPULSAR_ERR__NOMEM;
+                goto out;
+            }
+        }
+        uint8_t *b = realloc(c->buf, total);
+        if (!b) {
+            rc = UPULSAR_ERR__NOMEM;
+            goto out;
+        }
+        c->buf = b;
+        c->total = total;
+        c->len = 0;
+        c->next = 0;
+        c->n = md->num_chunks_from_msg;
+        c->first_entry = e->entry_id;
+    }
+    if (!c || !c->buf)
+        goto out; /* a chunk of a message whose start is not in the log */
+    if (id != c->next || total != c->total || md->num_chunks_from_msg != c->n ||
+        e->payload_len > c->total - c->len) {
+        free(c->buf); /* abandoned, as a consumer would */
+        c->buf = NULL;
+        goto out;
+    }
+    memcpy(c->buf + c->len, e->data + e->md_len, e->payload_len);
+    c->len += e->payload_len;
+    c->next++;
+    if (c->next < c->n)
+        goto out;
+    uint8_t *whole = c->buf;
+    size_t whole_len = c->len;
+    c->buf = NULL;
+    if (whole_len != c->total) {
+        free(whole);
+        goto out;
+    }
+    /* the message as if it had been sent whole */
+    char *u = md->uuid;
+    md->uuid = NULL;
+    md->has_chunk_id = md->has_num_chunks_from_msg = md->has_total_chunk_msg_size = 0;
+    size_t ml = protobuf_c_message_get_packed_size(&md->base);
+    uint8_t *mb = malloc(ml ? ml : 1);
+    if (mb)
+        protobuf_c_message_pack(&md->base, mb);
+    md->uuid = u; /* freed with md */
+    if (!mb) {
+        free(whole);
+        rc = UPULSAR_ERR__NOMEM;
+        goto out;
+    }
+    x->chunks = (uint32_t)c->n;
+    x->first_chunk_entry = c->first_entry;
+    uint32_t cnt;
+    size_t before = s->n;
+    int r = tb_decode_entry(mb, ml, whole, whole_len, snap_add, x, &cnt);
+    free(mb);
+    free(whole);
+    if (r == UPULSAR_ERR__NOMEM) {
+        rc = r;
+    } else if (r) {
+        s->n = before;
+        s->skipped++;
+    }
+out:
+    pulsar__proto__message_metadata__free_unpacked(md, NULL);
+    return rc;
+}
+
 upulsar_err_t upulsar_tb_snapshot(upulsar_tb_t *tb, const char *topic,
                                   upulsar_tb_snapshot_t **out)
 {
@@ -580,28 +737,37 @@ upulsar_err_t upulsar_tb_snapshot(upulsar_tb_t *tb, const char *topic,
         return up_seterr(UPULSAR_ERR__NOMEM, "snapshot");
     }
     /* entries are immutable: decode them without the lock */
-    for (uint64_t i = 0; i < n; i++) {
+    snap_chunks_t *cs = NULL;
+    size_t ncs = 0;
+    int rc = 0;
+    for (uint64_t i = 0; i < n && rc != UPULSAR_ERR__NOMEM; i++) {
         const tb_entry_t *e = ents[i];
         if (!e->data) {
             s->skipped++;
             continue;
         }
-        snap_ctx_t x = {s, e, ledger, NULL};
+        snap_ctx_t x = {s, e, ledger, NULL, 0, 0};
         size_t before = s->n;
         uint32_t cnt;
-        int rc = tb_decode_entry(e->data, e->md_len, e->data + e->md_len, e->payload_len,
+        rc = snap_chunk(s, &cs, &ncs, e, &x);
+        if (rc == 0)
+            rc = tb_decode_entry(e->data, e->md_len, e->data + e->md_len, e->payload_len,
                                  snap_add, &x, &cnt);
-        if (rc == UPULSAR_ERR__NOMEM) {
-            free(ents);
-            upulsar_tb_snapshot_free(s);
-            return up_seterr(UPULSAR_ERR__NOMEM, "snapshot");
-        }
-        if (rc) {
+        else if (rc == 1)
+            rc = 0; /* a chunk taken (or dropped) */
+        if (rc && rc != UPULSAR_ERR__NOMEM) {
             s->n = before; /* drop a partly decoded entry */
             s->skipped++;
         }
     }
+    for (size_t i = 0; i < ncs; i++)
+        snap_chunks_free(&cs[i]);
+    free(cs);
     free(ents);
+    if (rc == UPULSAR_ERR__NOMEM) {
+        upulsar_tb_snapshot_free(s);
+        return up_seterr(UPULSAR_ERR__NOMEM, "snapshot");
+    }
     *out = s;
     return UPULSAR_OK;
 }

@@ -128,10 +128,6 @@ typedef struct tb_producer {
     bool waiting; /**< WaitForExclusive, in topic->waiters */
     uint64_t wait_rid;
     struct tb_producer *wait_next;
-    /* chunked message being reassembled (connection thread only) */
-    uint8_t *chunk_buf;
-    size_t chunk_len, chunk_total;
-    int32_t chunk_next; /**< chunk id expected next */
 } tb_producer_t;
 
 /* The next n PRODUCER requests get @p value (an error to answer with, or a
@@ -428,6 +424,12 @@ void tb_topic_note_request_locked(tb_topic_t *t, int type, uint64_t conn, uint64
  *  broker's schema_validation_enforced. Caller holds t->mu. */
 int tb_topic_schema_locked(tb_topic_t *t, const Pulsar__Proto__Schema *s, bool enforced,
                            int64_t *ver, char *why, size_t why_size);
+/** Where an entry stands in a chunked message (its MessageMetadata
+ *  chunk_id / num_chunks_from_msg): not a chunk (also metadata that does
+ *  not decode), the first, one in the middle, or the last (also the only
+ *  chunk of a one-chunk message). */
+enum { TB_CHUNK_NONE = 0, TB_CHUNK_FIRST, TB_CHUNK_MIDDLE, TB_CHUNK_LAST };
+int tb_chunk_role(const uint8_t *mdb, size_t md_len);
 /** Is deduplication on for @p t (its policy, else the broker's option)?
  *  Caller holds t->mu. */
 bool tb_topic_dedup_locked(const upulsar_tb_t *tb, const tb_topic_t *t);
