@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "fault_common.h"
+#include "frame.h"
 
 static upulsar_tb_t *tb;
 static upulsar_client_t *client;
@@ -112,4 +113,68 @@ Test(features_chunking, without_chunking_too_large_is_refused)
     cr_assert_eq(upulsar_send(p, big, len, NULL, NULL), UPULSAR_ERR__MSG_TOO_LARGE);
     free(big);
     cr_assert_eq(upulsar_producer_stop(p, 5000), UPULSAR_OK);
+}
+
+/* As the official clients: a message is compressed whole with the
+ * producer's codec, then split; every chunk names the codec, the size
+ * before compression and the compressed total, and all chunks carry one
+ * publish time. Read back entry by entry through a subscription, and whole
+ * through the snapshot. */
+Test(features_chunking, message_is_compressed_before_it_is_split)
+{
+    const char *kv[] = {"chunking.enabled", "true", "compression", "lz4", NULL};
+    upulsar_producer_t *p = ft_producer(client, "cz", "big-z", 0, kv);
+    size_t len = 12u << 20, noisy = 6u << 20; /* 6 MiB noise + 6 MiB zeros */
+    uint8_t *big = calloc(1, len);
+    cr_assert_not_null(big);
+    uint32_t x = 777;
+    for (size_t i = 0; i < noisy; i++) {
+        x = x * 1103515245u + 12345u;
+        big[i] = (uint8_t)(x >> 16);
+    }
+    upulsar_future_t *f;
+    cr_assert_eq(upulsar_send(p, big, len, NULL, &f), UPULSAR_OK, "%s", upulsar_last_error());
+    cr_assert_eq(upulsar_future_wait(f, 60000, NULL), UPULSAR_OK, "%s", upulsar_last_error());
+    upulsar_future_release(f);
+    cr_assert_eq(upulsar_producer_stop(p, 10000), UPULSAR_OK);
+
+    upulsar_tb_client_t *k = NULL;
+    cr_assert_eq(upulsar_tb_client_connect(upulsar_tb_url(tb), 5000, &k), UPULSAR_OK);
+    cr_assert_eq(upulsar_tb_client_subscribe(k, "big-z", "s", 1, 1, 0, 5000), UPULSAR_OK);
+    cr_assert_eq(upulsar_tb_client_flow(k, 1, 100), UPULSAR_OK);
+    upulsar_tb_topic_stats_t st;
+    cr_assert_eq(upulsar_tb_topic_stats(tb, "big-z", &st), UPULSAR_OK);
+    cr_assert_eq(st.entries, 2, "12 MiB that compress to about 6 MiB take 2 chunks, not 3");
+    uint64_t publish = 0;
+    int32_t total = 0;
+    for (uint64_t e = 0; e < st.entries; e++) {
+        upulsar_tb_frame_t fr;
+        cr_assert_eq(upulsar_tb_client_expect(k, UP_CMD(MESSAGE), 10000, &fr), UPULSAR_OK);
+        up_md_t *md = pulsar__proto__message_metadata__unpack(NULL, fr.metadata_len, fr.metadata);
+        cr_assert_not_null(md);
+        cr_assert_eq(md->chunk_id, (int32_t)e);
+        cr_assert_eq(md->num_chunks_from_msg, 2);
+        cr_assert_eq(md->compression, PULSAR__PROTO__COMPRESSION_TYPE__LZ4);
+        cr_assert_eq(md->uncompressed_size, len);
+        cr_assert_lt((size_t)md->total_chunk_msg_size, len);
+        if (e == 0) {
+            publish = md->publish_time;
+            total = md->total_chunk_msg_size;
+        }
+        cr_assert_eq(md->publish_time, publish, "chunk %llu has another publish time",
+                     (unsigned long long)e);
+        cr_assert_eq(md->total_chunk_msg_size, total);
+        pulsar__proto__message_metadata__free_unpacked(md, NULL);
+    }
+    upulsar_tb_client_close(k);
+
+    upulsar_tb_snapshot_t *s;
+    cr_assert_eq(upulsar_tb_snapshot(tb, "big-z", &s), UPULSAR_OK);
+    cr_assert_eq(upulsar_tb_snapshot_count(s), 1);
+    const upulsar_tb_msg_t *m = upulsar_tb_snapshot_msg(s, 0);
+    cr_assert_eq(m->payload_len, len);
+    cr_assert_eq(memcmp(m->payload, big, len), 0, "payload differs");
+    cr_assert_eq(m->num_chunks, 2);
+    upulsar_tb_snapshot_free(s);
+    free(big);
 }
