@@ -20,9 +20,19 @@ size_t up_chunk_md_bound(const up_smm_t *m, const up_rec_view_t *v)
 /* Build and queue the SEND of one chunk, its payload already at
  * b->buf + @p room (b->rec_len bytes); @p key is a NUL-terminated copy of
  * m's partition key (NULL: none). */
+typedef struct chunk_msg {
+    const char *key;     /* NUL-terminated partition key, NULL: none */
+    const char *uuid;
+    uint64_t publish_time; /* one for every chunk, as the official clients */
+    int codec;           /* the whole message's compression, 0: none */
+    size_t uncompressed; /* its payload size before compression */
+    size_t total;        /* bytes split into chunks (compressed if codec) */
+    int32_t n;           /* chunks; 1: sent as one plain entry */
+} chunk_msg_t;
+
 static upulsar_err_t close_chunk(up_rp_t *rp, up_batch_t *b, const up_smm_t *m,
-                                 const up_rec_view_t *v, const char *key, const char *uuid,
-                                 size_t room, int32_t id, int32_t n, int32_t total)
+                                 const up_rec_view_t *v, const chunk_msg_t *cm, size_t room,
+                                 int32_t id)
 {
     up_md_t md = PULSAR__PROTO__MESSAGE_METADATA__INIT;
     /* the message's delayed delivery and replication, on every chunk (the
@@ -45,15 +55,24 @@ static upulsar_err_t close_chunk(up_rp_t *rp, up_batch_t *b, const up_smm_t *m,
     }
     md.producer_name = rp->name;
     md.sequence_id = b->first_seq;
-    md.publish_time = up_wall_ms();
+    md.publish_time = cm->publish_time;
     md.has_schema_version = rp->schema_version.len != 0; /* as the official clients */
     md.schema_version = (ProtobufCBinaryData){rp->schema_version.len, rp->schema_version.v};
-    md.uuid = (char *)uuid;
-    md.has_chunk_id = md.has_num_chunks_from_msg = md.has_total_chunk_msg_size = 1;
-    md.chunk_id = id;
-    md.num_chunks_from_msg = n;
-    md.total_chunk_msg_size = total;
-    md.partition_key = (char *)key;
+    if (cm->codec) {
+        /* every chunk names the whole message's codec and size: the
+         * consumer joins the chunks, then decompresses */
+        md.has_compression = md.has_uncompressed_size = 1;
+        md.compression = (Pulsar__Proto__CompressionType)cm->codec;
+        md.uncompressed_size = (uint32_t)cm->uncompressed;
+    }
+    if (cm->n > 1) {
+        md.uuid = (char *)cm->uuid;
+        md.has_chunk_id = md.has_num_chunks_from_msg = md.has_total_chunk_msg_size = 1;
+        md.chunk_id = id;
+        md.num_chunks_from_msg = cm->n;
+        md.total_chunk_msg_size = (int32_t)cm->total;
+    }
+    md.partition_key = (char *)cm->key;
     if (m->okey) {
         md.has_ordering_key = 1;
         md.ordering_key.data = (uint8_t *)m->okey;
@@ -66,17 +85,45 @@ static upulsar_err_t close_chunk(up_rp_t *rp, up_batch_t *b, const up_smm_t *m,
     up_cmd_t cmd = PULSAR__PROTO__BASE_COMMAND__INIT;
     Pulsar__Proto__CommandSend send = PULSAR__PROTO__COMMAND_SEND__INIT;
     up_send_cmd(rp, b, 1, &cmd, &send);
-    send.has_is_chunk = 1;
-    send.is_chunk = 1;
+    if (cm->n > 1) {
+        send.has_is_chunk = 1;
+        send.is_chunk = 1;
+    }
     return up_entry_frame(rp, b, &cmd, &md, m->props, m->props_len, &b->buf, &b->cap, room,
                            b->rec_len);
 }
 
-/* Send one message as chunks: uuid "<producer>-<sequence id>", every
- * chunk with the message's sequence id; only the last chunk carries the
+/* The message's payload compressed with the producer's codec into a new
+ * buffer (*@p out, the caller frees it), as the official clients compress
+ * a message before they split it; NULL (send it as it is) when there is no
+ * codec, the codec does not make it smaller, or memory is short. */
+static const uint8_t *compress_whole(up_rp_t *rp, const void *payload, size_t len, size_t *zlen,
+                                     uint8_t **out)
+{
+    const struct upulsar_conf *cf = rp_conf(rp);
+    *out = NULL;
+    if (cf->compression == UP_COMP_NONE || len == 0)
+        return NULL;
+    size_t bound = up_compress_bound(cf->compression, len);
+    if (bound == 0 || bound == SIZE_MAX || !(*out = malloc(bound)))
+        return NULL;
+    long cl = up_compress(cf->compression, payload, len, *out, bound);
+    if (cl <= 0 || (size_t)cl >= len) {
+        free(*out);
+        *out = NULL;
+        return NULL;
+    }
+    *zlen = (size_t)cl;
+    return *out;
+}
+
+/* Send one message as chunks: compressed first (the producer's codec),
+ * then split; uuid "<producer>-<sequence id>", every chunk with the
+ * message's sequence id and publish time; only the last chunk carries the
  * message's result (future, callback, limits). Each chunk's metadata and
- * payload together fit in the broker's max_message_size. All batches are
- * taken first, so that nothing is sent when memory runs out. */
+ * payload together fit in the broker's max_message_size; a message that
+ * fits in one entry once compressed goes as one plain entry. All batches
+ * are taken first, so that nothing is sent when memory runs out. */
 upulsar_err_t up_chunk_send(up_rp_t *rp, const up_smm_t *m, const up_rec_view_t *v, uint64_t now)
 {
     const void *payload = v->payload;
@@ -86,7 +133,18 @@ upulsar_err_t up_chunk_send(up_rp_t *rp, const up_smm_t *m, const up_rec_view_t 
      * may have shrunk since */
     if (mdb >= max || mdb > max / 2 || len > UPULSAR_MAX_CHUNKED_BYTES)
         return UPULSAR_ERR__MSG_TOO_LARGE; /* (mdb >= max: no room at all) */
+    chunk_msg_t cm = {.publish_time = up_wall_ms(), .uncompressed = len};
+    uint8_t *zbuf = NULL;
+    size_t zlen = 0;
+    const uint8_t *z = compress_whole(rp, payload, len, &zlen, &zbuf);
+    if (z) {
+        payload = z;
+        cm.codec = rp_conf(rp)->compression;
+        len = zlen;
+    }
     size_t cs = max - mdb, n = len ? (len + cs - 1) / cs : 1;
+    cm.n = (int32_t)n;
+    cm.total = len;
     size_t room = UP_HDR_FIXED + mdb; /* the header never has to move the payload */
     up_batch_t *head = NULL, **tail = &head;
     upulsar_err_t err = UPULSAR_OK;
@@ -128,6 +186,8 @@ upulsar_err_t up_chunk_send(up_rp_t *rp, const up_smm_t *m, const up_rec_view_t 
     }
     char uuid[UP_UUID_BOUND + 8];
     snprintf(uuid, sizeof uuid, "%s-%llu", rp->name, (unsigned long long)m->sequence_id);
+    cm.key = key;
+    cm.uuid = uuid;
     uint64_t ring_start = rp->ring.ctail;
     for (size_t i = 0; !err && i < n; i++) {
         up_batch_t *b = head;
@@ -140,10 +200,9 @@ upulsar_err_t up_chunk_send(up_rp_t *rp, const up_smm_t *m, const up_rec_view_t 
         if (last) {
             b->done[0] = (up_done_t){v->future, v->ext.cb, v->ext.opaque};
             b->n = 1;
-            b->payload_bytes = len;
+            b->payload_bytes = cm.uncompressed;
         }
-        upulsar_err_t e = close_chunk(rp, b, m, v, key, uuid, room, (int32_t)i, (int32_t)n,
-                                      (int32_t)len);
+        upulsar_err_t e = close_chunk(rp, b, m, v, &cm, room, (int32_t)i);
         if (e) {
             /* only when out of memory, before the first chunk is queued
              * (the others need no more room than it) */
@@ -158,5 +217,6 @@ upulsar_err_t up_chunk_send(up_rp_t *rp, const up_smm_t *m, const up_rec_view_t 
         b->next = NULL;
         up_batch_retire(rp, b);
     }
+    free(zbuf);
     return err;
 }
