@@ -140,7 +140,7 @@ upulsar_err_t up_chunk_send(up_rp_t *rp, const up_smm_t *m, const up_rec_view_t 
         if (last) {
             b->done[0] = (up_done_t){v->future, v->ext.cb, v->ext.opaque};
             b->n = 1;
-            b->payload_bytes = len;
+            b->mem_bytes = up_rec_mem(ncells, v->flags, len);
         }
         upulsar_err_t e = close_chunk(rp, b, m, v, key, uuid, room, (int32_t)i, (int32_t)n,
                                       (int32_t)len);
