@@ -145,7 +145,8 @@ static const conf_key_t keys[] = {
      "partition holds at most half of it and k busy ones about 1/(k+1) each, leaving room "
      "for the others; a producer that holds nothing may always take one message the "
      "budget has room for. Producers take the budget in chunks (1/1024 of it, 4 KiB to "
-     "64 KiB) and give back what they do not use once their messages resolve; what is "
+     "64 KiB, while less than half of it is taken; beyond that message by message) and "
+     "give back what they do not use once their messages resolve; what is "
      "taken, counted messages and such credit, never exceeds the budget, except for a "
      "single message larger than the whole budget, accepted only when nothing else is "
      "taken. 0 = no bound (still counted). Same default as the Java client's memoryLimit.",

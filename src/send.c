@@ -31,7 +31,9 @@
  * 1/(k+1) each, and room is always left for the others. A producer that
  * holds nothing may take one message whenever the budget has room for it;
  * a message larger than the whole budget is taken only when the client has
- * nothing else taken. */
+ * nothing else taken. Credit beyond the message itself is only given while
+ * less than half of the budget is taken, so credit held by producers whose
+ * messages wait keeps nobody out. */
 
 /* Credit taken from the client at once, and the most a producer keeps
  * while some of its messages are counted. */
@@ -96,7 +98,13 @@ static bool mem_take(up_rp_t *rp, int64_t need)
     int64_t lim = c->conf.memory_limit_bytes, chunk = mem_chunk(c);
     int64_t used = atomic_load_explicit(&c->mem_used, memory_order_relaxed);
     for (;;) {
-        int64_t g = need > chunk ? need : chunk;
+        /* credit beyond this message comes only out of the first half of
+         * the budget: producers that hold credit they do not use (their
+         * messages wait for receipts) never keep others out */
+        int64_t extra = chunk > need ? chunk - need : 0;
+        if (lim > 0 && extra > lim / 2 - used - need)
+            extra = lim / 2 - used - need > 0 ? lim / 2 - used - need : 0;
+        int64_t g = need + extra;
         if (lim > 0) {
             int64_t held = atomic_load_explicit(&rp->mem_held, memory_order_relaxed);
             int64_t avail = lim - used;

@@ -637,8 +637,9 @@ typedef struct upulsar_send_opts {
  * holds at most half of the budget and k busy ones about 1/(k+1) each; a
  * partition that holds nothing may always take one message the budget has
  * room for, so a hot partition cannot keep the others from sending.
- * Producers take the budget in chunks and give back what they do not use
- * as their messages resolve; what is taken never exceeds the budget, but
+ * Producers take the budget in chunks while less than half of it is taken
+ * (message by message beyond that) and give back what they do not use as
+ * their messages resolve; what is taken never exceeds the budget, but
  * for one message larger than the whole budget, accepted only while nothing
  * else is taken. The figures are in the statistics ("memory").
  *
