@@ -716,6 +716,18 @@ int main(int argc, char **argv)
     atomic_store(&measuring, 0);
     for (int i = 0; i < opt.threads; i++)
         pthread_join(th[i], NULL);
+    /* the client's memory budget and the most of it taken (statistics) */
+    long long mem_budget = 0, mem_peak = 0;
+    char *sj = NULL;
+    if (upulsar_producer_stats_json(producer, &sj) == UPULSAR_OK) {
+        const char *m = strstr(sj, "\"memory\":{");
+        const char *b = m ? strstr(m, "\"budget\":") : NULL, *pk = m ? strstr(m, "\"peak\":") : NULL;
+        if (b)
+            mem_budget = strtoll(b + strlen("\"budget\":"), NULL, 10);
+        if (pk)
+            mem_peak = strtoll(pk + strlen("\"peak\":"), NULL, 10);
+        free(sj);
+    }
     upulsar_err_t serr = upulsar_producer_stop(producer, 10000);
     uint64_t total_sent = sent_total(), total_acked = atomic_load(&acked),
              total_failed = atomic_load(&failed);
@@ -764,6 +776,7 @@ int main(int argc, char **argv)
                "\"client_cpu_ns_per_msg\":%.1f,\"broker_cpu_ns_per_msg\":%.1f,"
                "\"client_msgs_per_cpu_sec\":%.0f,\"allocs_per_msg\":%.4f,"
                "\"client_peak_rss_kb\":%ld,\"broker_peak_rss_kb\":%ld,\"client_memory_bound_bytes\":%.0f,"
+               "\"client_memory_budget_bytes\":%lld,\"client_memory_peak_bytes\":%lld,"
                "\"partitions\":%d,\"threads\":%d,\"size\":%d,\"rate_limit\":%.0f,"
                "\"compression\":\"%s\",\"keyed\":%s,\"embedded_broker\":%s,"
                "\"transport\":\"%s\"}\n",
@@ -771,7 +784,7 @@ int main(int argc, char **argv)
                rate * opt.size / 1e6, pct[0], pct[1], pct[2], pct[3], lmax, cpu_per_msg_ns,
                bcpu_per_msg_ns, m_cpu > 0 ? (double)m_acked / m_cpu : 0,
                m_acked ? (double)m_allocs / (double)m_acked : 0, rss_kb, broker_rss_kb, mem_bound,
-               opt.partitions, opt.threads, opt.size, opt.rate, opt.compression,
+               mem_budget, mem_peak, opt.partitions, opt.threads, opt.size, opt.rate, opt.compression,
                opt.keyed ? "true" : "false", broker_pid ? "true" : "false", transport);
     } else {
         printf("%% %" PRIu64 " messages produced (%" PRIu64 " bytes), %" PRIu64 " acked, %" PRIu64
@@ -787,11 +800,12 @@ int main(int argc, char **argv)
                broker_pid ? "" : " (external broker: not measured)");
         printf("%% allocations per message (client, measured part): %.4f\n",
                m_acked ? (double)m_allocs / (double)m_acked : 0);
-        printf("%% peak RSS: client %.1f MiB, broker %.1f MiB; client bound: %d producers x "
-               "(ring %.2f MiB + %d in-flight batches x %.0f KiB) = %.1f MiB + baseline\n",
-               (double)rss_kb / 1024, (double)broker_rss_kb / 1024, nprod,
-               (double)qbytes / 1048576, inflight, (double)(opt.batch_max_bytes + 1536) / 1024,
-               mem_bound / 1048576);
+        printf("%% peak RSS: client %.1f MiB, broker %.1f MiB; client memory budget "
+               "(memory.limit.bytes, messages in flight) %.1f MiB, peak taken %.1f MiB; rings "
+               "%d x %.2f MiB\n",
+               (double)rss_kb / 1024, (double)broker_rss_kb / 1024,
+               (double)mem_budget / 1048576, (double)mem_peak / 1048576, nprod,
+               (double)qbytes / 1048576);
         printf("%% totals: sent %" PRIu64 ", acked %" PRIu64 ", failed %" PRIu64
                ", send errors %" PRIu64 ", stop: %s\n",
                total_sent, total_acked, total_failed, enq_total, upulsar_err_name(serr));

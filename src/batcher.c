@@ -20,6 +20,29 @@ const up_batcher_t *up_batcher_for(const struct upulsar_conf *cf)
 
 /* ---- batch objects ---- */
 
+/* A new batch's buffers: room for the head and a few KiB of records, and
+ * for a few messages; they grow geometrically (up_batch_grow) up to what
+ * the producer's batch limits need, and keep their size in the pool. */
+#define BATCH_BUF0 (HDR_ROOM + 4096u)
+#define BATCH_DONE0 16u
+
+/* Bytes @p b holds (what the pool counts). */
+static size_t batch_bytes(const up_batch_t *b)
+{
+    return sizeof *b + b->cap + b->zcap + (size_t)b->done_cap * sizeof *b->done + b->repl_cap +
+           b->kkey_cap;
+}
+
+/* The next capacity of a buffer of @p cur that must hold @p need: double,
+ * but not past @p hint unless @p need is larger. */
+static size_t grow_to(size_t cur, size_t need, size_t hint)
+{
+    size_t n = cur > SIZE_MAX / 2 ? SIZE_MAX : cur * 2;
+    if (n > hint)
+        n = hint;
+    return n < need ? need : n;
+}
+
 static void batch_free(up_batch_t *b)
 {
     free(b->buf);
@@ -30,6 +53,53 @@ static void batch_free(up_batch_t *b)
     free(b);
 }
 
+static void pool_publish(up_loop_t *l)
+{
+    atomic_store_explicit(&l->pool_bytes_pub, l->pool_bytes, memory_order_relaxed);
+}
+
+/* @p b (retired, no queue points at it) into @p l's pool, or freed. */
+static void pool_put(up_loop_t *l, up_batch_t *b)
+{
+    size_t sz = batch_bytes(b);
+    if (l->pool_bytes + sz > l->pool_max) {
+        batch_free(b);
+        return;
+    }
+    b->next = l->pool;
+    b->rp = NULL;
+    l->pool = b;
+    l->pool_bytes += sz;
+    pool_publish(l);
+}
+
+void up_batch_pool_trim(up_loop_t *l)
+{
+    /* pool_low bytes stayed in the pool since the last trim: not needed */
+    size_t floor = l->pool_max / 4 < UP_POOL_FLOOR ? l->pool_max / 4 : UP_POOL_FLOOR;
+    size_t unused = l->pool_low < l->pool_bytes ? l->pool_low : l->pool_bytes;
+    size_t target = l->pool_bytes - (unused > floor ? unused - floor : 0);
+    while (l->pool && l->pool_bytes > target) {
+        up_batch_t *b = l->pool;
+        l->pool = b->next;
+        l->pool_bytes -= batch_bytes(b);
+        batch_free(b);
+    }
+    l->pool_low = l->pool_bytes;
+    pool_publish(l);
+}
+
+void up_batch_pool_free(up_loop_t *l)
+{
+    while (l->pool) {
+        up_batch_t *b = l->pool;
+        l->pool = b->next;
+        batch_free(b);
+    }
+    l->pool_bytes = l->pool_low = 0;
+    pool_publish(l);
+}
+
 void up_batch_unref(up_batch_t *b)
 {
     if (--b->outq_refs > 0 || !b->retired)
@@ -38,17 +108,14 @@ void up_batch_unref(up_batch_t *b)
         batch_free(b);
         return;
     }
-    b->next = b->rp->free_batches;
-    b->rp->free_batches = b;
+    pool_put(b->loop, b);
 }
 
 void up_batch_retire(up_rp_t *rp, up_batch_t *b)
 {
     b->retired = true;
-    if (b->outq_refs == 0) {
-        b->next = rp->free_batches;
-        rp->free_batches = b;
-    }
+    if (b->outq_refs == 0)
+        pool_put(rp->loop, b);
 }
 
 void up_batch_free_chain(up_batch_t *b)
@@ -67,26 +134,34 @@ void up_batch_free_chain(up_batch_t *b)
 
 up_batch_t *up_batch_get(up_rp_t *rp)
 {
-    up_batch_t *b = rp->free_batches;
+    const struct upulsar_conf *cf = rp_conf(rp);
+    up_loop_t *l = rp->loop;
+    up_batch_t *b = l->pool;
     if (b) {
-        rp->free_batches = b->next;
+        l->pool = b->next;
+        l->pool_bytes -= batch_bytes(b);
+        if (l->pool_bytes < l->pool_low)
+            l->pool_low = l->pool_bytes;
+        pool_publish(l);
     } else {
-        const struct upulsar_conf *cf = rp_conf(rp);
         b = calloc(1, sizeof *b);
         if (!b)
             return NULL;
-        b->cap = HDR_ROOM + (size_t)cf->batch_max_bytes + 1024;
+        b->cap = BATCH_BUF0;
+        b->done_cap = BATCH_DONE0;
         b->buf = malloc(b->cap);
-        b->done = malloc((size_t)cf->batch_max_messages * sizeof *b->done);
+        b->done = malloc((size_t)b->done_cap * sizeof *b->done);
         if (!b->buf || !b->done) {
             batch_free(b);
             return NULL;
         }
     }
+    b->cap_hint = HDR_ROOM + (size_t)cf->batch_max_bytes + 1024;
+    b->done_hint = (uint32_t)cf->batch_max_messages;
     b->next = NULL;
     b->rec_len = 0;
     b->n = 0;
-    b->payload_bytes = 0;
+    b->mem_bytes = 0;
     b->deliver_at = 0;
     b->nrepl = 0;
     b->repl_len = 0;
@@ -94,20 +169,30 @@ up_batch_t *up_batch_get(up_rp_t *rp)
     b->retired = false;
     b->outq_refs = 0;
     b->rp = rp;
+    b->loop = l;
     b->frame = NULL;
     b->frame_len = 0;
     return b;
 }
 
-/* Make @p b's buffer hold at least @p total bytes (head room included). */
 bool up_batch_grow(up_batch_t *b, size_t total)
 {
-    size_t cap = total + 1024;
-    uint8_t *nb = realloc(b->buf, cap);
-    if (!nb)
-        return false;
-    b->buf = nb;
-    b->cap = cap;
+    if (b->n >= b->done_cap) {
+        size_t nd = grow_to(b->done_cap, (size_t)b->n + 1, b->done_hint);
+        up_done_t *d = realloc(b->done, nd * sizeof *d);
+        if (!d)
+            return false;
+        b->done = d;
+        b->done_cap = (uint32_t)nd;
+    }
+    if (b->cap < total) {
+        size_t cap = grow_to(b->cap, total, b->cap_hint);
+        uint8_t *nb = realloc(b->buf, cap);
+        if (!nb)
+            return false;
+        b->buf = nb;
+        b->cap = cap;
+    }
     return true;
 }
 
@@ -225,13 +310,17 @@ int up_batch_close(up_rp_t *rp, up_batch_t *b)
             goto fail;
         }
         if (b->zcap < HDR_ROOM + bound) {
-            uint8_t *z = realloc(b->zbuf, HDR_ROOM + bound);
+            /* geometric, like the record buffer: up to what a full batch
+             * needs (the bound of the records' buffer) */
+            size_t zhint = HDR_ROOM + up_compress_bound(cf->compression, b->cap_hint);
+            size_t zcap = grow_to(b->zcap, HDR_ROOM + bound, zhint);
+            uint8_t *z = realloc(b->zbuf, zcap);
             if (!z) {
                 err = UPULSAR_ERR__NOMEM;
                 goto fail;
             }
             b->zbuf = z;
-            b->zcap = HDR_ROOM + bound;
+            b->zcap = zcap;
         }
         long cl = up_compress(cf->compression, b->buf + HDR_ROOM, plen, b->zbuf + HDR_ROOM, bound);
         if (cl < 0) {
@@ -318,7 +407,7 @@ static uint64_t drain_one(up_rp_t *rp, uint64_t now)
         up_rec_t h;
         memcpy(&h, up_ring_cell(&rp->ring, rp->ring.ctail), sizeof h);
         err = (upulsar_err_t)rc;
-        up_rp_limits_release(rp, 1, h.payload_len);
+        up_rp_limits_release(rp, 1, up_rec_mem(up_rec_cells(&h), h.ncells_flags & 0xfu, h.payload_len));
         det = up_rp_detail(rp, "%s while batching the message", upulsar_err_str(err));
         resolve_one(h.future, NULL, NULL, err, NULL, det);
         up_detail_put(&rp->client->futures, det);
@@ -415,7 +504,7 @@ static uint64_t drain_one(up_rp_t *rp, uint64_t now)
 out_fail:
     if (v.ext.free_cb)
         v.ext.free_cb((void *)v.ext.payload, v.ext.opaque);
-    up_rp_limits_release(rp, 1, v.m.payload_size);
+    up_rp_limits_release(rp, 1, up_rec_mem(v.ncells, v.flags, v.m.payload_size));
     if (!det)
         det = up_rp_detail(rp, "%s while batching the message", upulsar_err_str(err));
     resolve_one(v.future, v.ext.cb, v.ext.opaque, err, NULL, det);

@@ -200,7 +200,7 @@ upulsar_err_t up_chunk_send(up_rp_t *rp, const up_smm_t *m, const up_rec_view_t 
         if (last) {
             b->done[0] = (up_done_t){v->future, v->ext.cb, v->ext.opaque};
             b->n = 1;
-            b->payload_bytes = cm.uncompressed;
+            b->mem_bytes = up_rec_mem(ncells, v->flags, cm.uncompressed);
         }
         upulsar_err_t e = close_chunk(rp, b, m, v, &cm, room, (int32_t)i);
         if (e) {

@@ -132,13 +132,24 @@ static const conf_key_t keys[] = {
      "with SERVICE_NOT_READY (\"the broker do not have <name> listener\"), retried like "
      "any ServiceNotReady. Empty = none: the brokers' default (internal) address.",
      "listenerName"},
-    {"memory.limit.bytes", K_INT64, FLD(memory_limit_bytes), "0", 0, INT64_MAX, NULL, 0, 'C',
-     "bytes",
-     "Client-wide bound on the payload bytes (uncompressed) of messages accepted and not "
-     "yet resolved, over every producer of the client. When reached, upulsar_send() fails "
-     "with QUEUE_FULL, or waits (up to send.timeout.ms) with block.if.queue.full; room "
-     "comes back as messages are acknowledged or fail. A message is always accepted when "
-     "nothing else is counted. 0 = no limit (the Java client defaults to 64 MiB).",
+    {"memory.limit.bytes", K_INT64, FLD(memory_limit_bytes), "67108864", 0, INT64_MAX, NULL, 0,
+     'C', "bytes",
+     "Client-wide memory budget for what grows with traffic: every message accepted and not "
+     "yet resolved counts its ring record (header, keys, properties, payload, in 32-byte "
+     "cells) plus its payload when that is kept out of the ring (no-copy sends, large "
+     "messages), over every producer of the client, so ring space and batch contents in "
+     "flight are both under it. When reached, upulsar_send() fails with QUEUE_FULL, or "
+     "waits (up to send.timeout.ms) with block.if.queue.full; room comes back as messages "
+     "are acknowledged or fail. Fair share: a producer may take more of the budget only "
+     "while what it would then hold is no more than what would be left free, so one busy "
+     "partition holds at most half of it and k busy ones about 1/(k+1) each, leaving room "
+     "for the others; a producer that holds nothing may always take one message the "
+     "budget has room for. Producers take the budget in chunks (1/1024 of it, 4 KiB to "
+     "64 KiB, while less than half of it is taken; beyond that message by message) and "
+     "give back what they do not use once their messages resolve; what is "
+     "taken, counted messages and such credit, never exceeds the budget, except for a "
+     "single message larger than the whole budget, accepted only when nothing else is "
+     "taken. 0 = no bound (still counted). Same default as the Java client's memoryLimit.",
      "memoryLimitBytes"},
     {"stats.interval.ms", K_INT, FLD(stats_interval_ms), "0", 0, 86400000, NULL, 0, 'C', "ms",
      "Interval of statistics reporting; 0 disables it.",

@@ -69,7 +69,7 @@ struct upulsar_conf {
     int batching_type;            /* batching.type: default|key_based (UP_BATCH_*) */
     bool lazy_start_partitions;   /* lazy.start.partitions, default false */
     char producer_properties[1024]; /* producer.properties "k=v,k2=v2", default "" */
-    int64_t memory_limit_bytes;   /* memory.limit.bytes (client key), 0 = off */
+    int64_t memory_limit_bytes;   /* memory.limit.bytes (client key), 0 = no bound */
     int max_inflight_batches;     /* max.inflight.batches per real producer (written, not
                                      acknowledged), 1..100000, default 32 */
     /* schema declared in PRODUCER (UP_SCHEMA_*: Pulsar's Schema.Type, or

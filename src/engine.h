@@ -100,6 +100,15 @@ struct up_loop {
     size_t nrps, crps;
     bool stop;
     uint64_t last_tick_us;
+    /* (loop) free batches of every producer of this loop (batcher.c): a
+     * retired batch goes here while the pool holds at most pool_max bytes
+     * (buffers included), else it is freed; every UP_POOL_TRIM_US the tick
+     * frees what stayed unused the whole time (pool_low) above
+     * UP_POOL_FLOOR. Freed with the loop. */
+    up_batch_t *pool;
+    size_t pool_bytes, pool_low, pool_max;
+    uint64_t pool_trim_us;
+    _Atomic uint64_t pool_bytes_pub; /* (any) pool_bytes, for statistics */
 };
 
 /** Run @p fn(arg) on the loop thread, asynchronously. 0 or -1 (NOMEM). */
@@ -137,14 +146,20 @@ struct up_batch {
     size_t rec_len;
     uint8_t *zbuf; /* compression output [head room][compressed] */
     size_t zcap;
+    /* buffers start small and grow geometrically up to these (what the
+     * producer's batch.max.bytes / batch.max.messages allow; a message
+     * larger than that alone gets what it needs), set when taken */
+    size_t cap_hint;
+    uint32_t done_cap, done_hint;
     const uint8_t *frame;
     size_t frame_len;
     uint32_t n;
     uint64_t first_seq, last_seq;
     uint64_t created_us;
     uint64_t ring_end; /* ring position after its last record */
-    up_done_t *done;
-    uint64_t payload_bytes; /* uncompressed payload bytes (memory.limit.bytes) */
+    up_done_t *done;        /* done_cap entries */
+    uint64_t mem_bytes;     /* what its messages count against
+                               memory.limit.bytes (up_rec_mem()) */
     /* a message sent as an entry of its own (delayed, replicate_to): */
     uint64_t deliver_at;    /* 0 = none */
     char *repl;             /* replicate_to names, NUL-separated */
@@ -157,10 +172,21 @@ struct up_batch {
     int outq_refs;     /* (loop) segments of connection queues pointing here */
     bool retired;      /* (loop) resolved: recycle once outq_refs is 0 */
     up_rp_t *rp;       /* NULL once the producer is gone: free instead */
+    up_loop_t *loop;   /* its producer's loop, whose pool takes it back (the
+                          producer may be freed while a queue points here) */
 };
 
 /* (loop) a connection queue stopped pointing at @p b */
 void up_batch_unref(up_batch_t *b);
+/* Batch pool of a loop (batcher.c): what a loop's pool may hold, and what
+ * the trim leaves. */
+#define UP_POOL_TRIM_US 1000000u
+#define UP_POOL_FLOOR ((size_t)256 * 1024)
+/** Free the pooled batches that stayed unused since the last trim, down to
+ *  UP_POOL_FLOOR bytes. (loop tick) */
+void up_batch_pool_trim(up_loop_t *l);
+/** Free every pooled batch (the loop has stopped). */
+void up_batch_pool_free(up_loop_t *l);
 
 #define UP_AGE_SAMPLES 16
 
@@ -182,6 +208,16 @@ struct up_rp {
     _Atomic int lazy;      /* lazy.start.partitions: 1 = not started until
                               its first message, 2 = start requested */
     _Atomic uint64_t pending;   /* accepted, not resolved (approx.) */
+    /* memory.limit.bytes (send.c): bytes this producer took from the
+     * client's budget (mem_held: its counted messages + mem_credit) and the
+     * part not used by a message yet. Senders take a message's bytes from
+     * the credit (one CAS here), and more credit from the client in chunks;
+     * resolved messages give theirs back to the credit, and the credit
+     * above what the producer keeps goes back to the client. Own line:
+     * written per send. */
+    _Alignas(64) _Atomic int64_t mem_credit;
+    _Atomic int64_t mem_held;
+    char mem_pad[64 - 2 * sizeof(int64_t)];
     _Atomic uint64_t reconnects;
     _Atomic int64_t last_acked_seq;
     _Atomic uint64_t resolved_ring_pos;
@@ -254,7 +290,6 @@ struct up_rp {
     bool ever_ready;        /* attached once: sequence ids and name known */
     up_batch_t *pend_head, *pend_tail, *unsent;
     size_t npend;
-    up_batch_t *free_batches;
     uint8_t *scratch; /* a wrapped record, copied contiguous */
     size_t scratch_cap;
     bool closing;
@@ -406,9 +441,12 @@ struct upulsar_client {
     pthread_cond_t est_cv;            /* work queued or stop (lock) */
     up_rp_t *est_head, *est_tail;     /* queue (lock) */
     _Atomic int32_t max_message_size; /* last seen from any broker */
-    /* memory.limit.bytes: payload bytes accepted and not resolved, over
-     * every producer; counted only when that key is set */
+    /* memory.limit.bytes: bytes the producers took from the budget (their
+     * counted messages and their credit, send.c), never above the budget
+     * but for a message larger than the whole budget taken alone; and the
+     * highest value it had */
     _Atomic int64_t mem_used;
+    _Atomic int64_t mem_peak;
     bool tls;                          /* pulsar+ssl:// service URL */
     struct ssl_ctx_st *ssl_ctx;        /* shared by the client's TLS connections */
     upulsar_stats_cb_t stats_cb;       /* (lock) */

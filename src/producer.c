@@ -57,7 +57,7 @@ void up_rp_free(up_rp_t *rp)
     if (rp->open)
         up_batch_free_chain(rp->open);
     up_batch_free_chain(rp->pend_head);
-    up_batch_free_chain(rp->free_batches);
+    up_rp_mem_return_all(rp);
     up_ring_destroy(&rp->ring);
     pthread_mutex_destroy(&rp->broker_lock);
     free(rp->scratch);
@@ -158,7 +158,7 @@ void up_rp_resolve_batch(up_rp_t *rp, up_batch_t *b, upulsar_err_t err, uint64_t
 {
     upulsar_msg_id_t id = {ledger, entry, rp->partition, 0, (int32_t)b->n};
     /* room first: once a message resolved, its room is back */
-    up_rp_limits_release(rp, b->n, b->payload_bytes);
+    up_rp_limits_release(rp, b->n, b->mem_bytes);
     for (uint32_t i = 0; i < b->n; i++) {
         up_done_t *d = &b->done[i];
         id.batch_index = (int32_t)i;
@@ -403,7 +403,7 @@ static void fail_ring_record(up_rp_t *rp, upulsar_err_t err, up_detail_t *det)
     up_rec_read_head(r, r->ctail, &h, &ext);
     if (ext.free_cb)
         ext.free_cb((void *)ext.payload, ext.opaque);
-    up_rp_limits_release(rp, 1, h.payload_len);
+    up_rp_limits_release(rp, 1, up_rec_mem(up_rec_cells(&h), h.ncells_flags & 0xfu, h.payload_len));
     resolve_one(h.future, ext.cb, ext.opaque, err, NULL, det);
     atomic_fetch_add_explicit(&rp->failed_msgs, 1, memory_order_relaxed);
     r->ctail += up_rec_cells(&h);

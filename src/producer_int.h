@@ -76,16 +76,23 @@ static inline size_t batch_md_bound(const up_batch_t *b)
 
 /* ---- send.c: max.pending.messages, memory.limit.bytes ---- */
 
-/* Counted only when configured (the default path does no extra atomic).
- * Callers add per message; the loop subtracts per resolved batch. */
-static inline bool rp_limited(const up_rp_t *rp)
+/* What one message counts against memory.limit.bytes, from its send until
+ * it resolves: its ring record (@p ncells cells), plus its payload when
+ * that is out of the ring (@p flags has UP_REC_NOCOPY: a no-copy send, or
+ * the private copy of a large message). @thread any */
+static inline uint64_t up_rec_mem(uint64_t ncells, uint32_t flags, uint64_t payload_len)
 {
-    return rp->handle->conf.max_pending_messages > 0 || rp->client->conf.memory_limit_bytes > 0;
+    return ncells * UP_RING_CELL + ((flags & UP_REC_NOCOPY) ? payload_len : 0);
 }
 
-/** Give back the room of @p n resolved messages of @p bytes payload.
+/** Give back the room of @p n resolved messages that counted @p bytes
+ *  (up_rec_mem() summed) against memory.limit.bytes: back to the
+ *  producer's credit, and what it does not keep to the client.
  *  @thread loop (and caller, undoing its own reservation) */
 void up_rp_limits_release(up_rp_t *rp, uint64_t n, uint64_t bytes);
+/** Give everything @p rp took from the client's budget back (the
+ *  producer is being freed). @thread the freeing one */
+void up_rp_mem_return_all(up_rp_t *rp);
 
 /* ---- producer.c: results ---- */
 
@@ -127,21 +134,23 @@ void up_rp_queue_entry(up_rp_t *rp, up_batch_t *b);
 
 /* ---- batcher.c: batch objects and entries ---- */
 
-/** A cleared batch from the producer's free list, or a new one; NULL when
- *  out of memory. @thread loop */
+/** A cleared batch from the pool of the producer's loop, or a new one
+ *  with small buffers; NULL when out of memory. @thread loop */
 up_batch_t *up_batch_get(up_rp_t *rp);
-/** @p b is resolved (or never used): recycle it once no connection queue
- *  points at it. @thread loop */
+/** @p b is resolved (or never used): back to the loop's pool (or freed,
+ *  when the pool is full) once no connection queue points at it.
+ *  @thread loop */
 void up_batch_retire(up_rp_t *rp, up_batch_t *b);
 /** Free a chain of batches (the producer is going away); those a connection
  *  queue still points at are freed by it. @thread loop or the freeing one */
 void up_batch_free_chain(up_batch_t *b);
-/** Make @p b's buffer hold at least @p total bytes (head room included).
+/** Make @p b's buffer hold at least @p total bytes (head room included)
+ *  and its done array one more message; both grow geometrically.
  *  @thread loop */
 bool up_batch_grow(up_batch_t *b, size_t total);
 static inline bool up_batch_reserve(up_batch_t *b, size_t total)
 {
-    return b->cap >= total || up_batch_grow(b, total);
+    return (b->cap >= total && b->n < b->done_cap) || up_batch_grow(b, total);
 }
 /** Give @p b the key its entry carries: @p m's ordering key, else its
  *  partition key. False when out of memory. @thread loop */

@@ -1,6 +1,7 @@
 /* send.c -- upulsar_send()'s work on one real producer, on the caller's
  * thread: validate the options, check the size rule, count the message
- * against max.pending.messages and memory.limit.bytes, reserve ring cells
+ * against max.pending.messages and memory.limit.bytes (always counted,
+ * through a per-producer credit), reserve ring cells
  * (waiting for room with block.if.queue.full), write the record
  * (record.c), commit it and wake the loop if it sleeps. Only
  * up_rp_limits_release() also runs on the loop, as messages resolve. */
@@ -13,45 +14,150 @@
 
 /* ---- limits: max.pending.messages, memory.limit.bytes --------------------- */
 
-void up_rp_limits_release(up_rp_t *rp, uint64_t n, uint64_t bytes)
+/* memory.limit.bytes is always counted: each message's up_rec_mem() from
+ * its send until it resolves. A send takes its bytes from its producer's
+ * credit (rp->mem_credit, one CAS on a line of that producer); only when
+ * the credit is short does it take a chunk from the client's counter
+ * (c->mem_used, shared by every sender thread), checked against the budget
+ * and against the producer's share. Resolved messages give their bytes back
+ * to the credit, and what the producer does not keep goes back to the
+ * client: everything once none of its messages is counted, else what is
+ * above one chunk. So c->mem_used (counted messages + credit) never exceeds
+ * the budget, and messages in flight never exceed c->mem_used.
+ *
+ * Share (a dynamic threshold): a producer may take more only while what it
+ * would then hold is no more than what the client would have left free, so
+ * one busy producer holds at most half of the budget, k busy ones about
+ * 1/(k+1) each, and room is always left for the others. A producer that
+ * holds nothing may take one message whenever the budget has room for it;
+ * a message larger than the whole budget is taken only when the client has
+ * nothing else taken. Credit beyond the message itself is only given while
+ * less than half of the budget is taken, so credit held by producers whose
+ * messages wait keeps nobody out. */
+
+/* Credit taken from the client at once, and the most a producer keeps
+ * while some of its messages are counted. */
+static int64_t mem_chunk(const struct upulsar_client *c)
 {
-    if (!rp_limited(rp))
-        return;
-    if (rp->handle->conf.max_pending_messages > 0)
-        atomic_fetch_sub_explicit(&rp->lim_msgs, (int64_t)n, memory_order_relaxed);
-    if (rp->client->conf.memory_limit_bytes > 0)
-        atomic_fetch_sub_explicit(&rp->client->mem_used, (int64_t)bytes, memory_order_relaxed);
+    int64_t lim = c->conf.memory_limit_bytes, ch = lim / 1024;
+    if (lim <= 0 || ch > 64 * 1024)
+        return 64 * 1024;
+    return ch < 4096 ? 4096 : ch;
 }
 
-/* One attempt to count a message of @p len bytes: 0, or 1 if
+/* Give the credit @p rp does not keep back to the client. */
+static void mem_trim(up_rp_t *rp)
+{
+    struct upulsar_client *c = rp->client;
+    int64_t cr = atomic_load_explicit(&rp->mem_credit, memory_order_relaxed);
+    for (;;) {
+        /* nothing counted: keep nothing (a racy read errs either way
+         * harmlessly: credit is budget no message uses) */
+        int64_t counted = atomic_load_explicit(&rp->mem_held, memory_order_relaxed) - cr;
+        int64_t keep = counted > 0 ? mem_chunk(c) : 0;
+        if (cr <= keep)
+            return;
+        if (atomic_compare_exchange_weak_explicit(&rp->mem_credit, &cr, keep,
+                                                  memory_order_relaxed, memory_order_relaxed)) {
+            atomic_fetch_sub_explicit(&rp->mem_held, cr - keep, memory_order_relaxed);
+            atomic_fetch_sub_explicit(&c->mem_used, cr - keep, memory_order_relaxed);
+            return;
+        }
+    }
+}
+
+void up_rp_mem_return_all(up_rp_t *rp)
+{
+    int64_t held = atomic_exchange_explicit(&rp->mem_held, 0, memory_order_relaxed);
+    atomic_store_explicit(&rp->mem_credit, 0, memory_order_relaxed);
+    if (held)
+        atomic_fetch_sub_explicit(&rp->client->mem_used, held, memory_order_relaxed);
+}
+
+void up_rp_limits_release(up_rp_t *rp, uint64_t n, uint64_t bytes)
+{
+    if (rp->handle->conf.max_pending_messages > 0)
+        atomic_fetch_sub_explicit(&rp->lim_msgs, (int64_t)n, memory_order_relaxed);
+    if (bytes) {
+        atomic_fetch_add_explicit(&rp->mem_credit, (int64_t)bytes, memory_order_relaxed);
+        mem_trim(rp);
+    }
+}
+
+/* Take @p need bytes for one message: from the credit, else from the
+ * client (see above). False when the budget or the producer's share is
+ * reached. */
+static bool mem_take(up_rp_t *rp, int64_t need)
+{
+    int64_t cr = atomic_load_explicit(&rp->mem_credit, memory_order_relaxed);
+    while (cr >= need)
+        if (atomic_compare_exchange_weak_explicit(&rp->mem_credit, &cr, cr - need,
+                                                  memory_order_relaxed, memory_order_relaxed))
+            return true;
+    struct upulsar_client *c = rp->client;
+    int64_t lim = c->conf.memory_limit_bytes, chunk = mem_chunk(c);
+    int64_t used = atomic_load_explicit(&c->mem_used, memory_order_relaxed);
+    for (;;) {
+        /* credit beyond this message comes only out of the first half of
+         * the budget: producers that hold credit they do not use (their
+         * messages wait for receipts) never keep others out */
+        int64_t extra = chunk > need ? chunk - need : 0;
+        if (lim > 0 && extra > lim / 2 - used - need)
+            extra = lim / 2 - used - need > 0 ? lim / 2 - used - need : 0;
+        int64_t g = need + extra;
+        if (lim > 0) {
+            int64_t held = atomic_load_explicit(&rp->mem_held, memory_order_relaxed);
+            int64_t avail = lim - used;
+            /* held + g <= avail - g */
+            int64_t share = avail > held ? (avail - held) / 2 : 0;
+            if (need <= share)
+                g = g < share ? g : share;
+            else if (held == 0 && need <= avail)
+                g = need; /* holds nothing: one message while there is room */
+            else if (used == 0 && need > lim)
+                g = need; /* larger than the budget: alone */
+            else
+                return false;
+        }
+        if (atomic_compare_exchange_weak_explicit(&c->mem_used, &used, used + g,
+                                                  memory_order_relaxed, memory_order_relaxed)) {
+            int64_t pk = atomic_load_explicit(&c->mem_peak, memory_order_relaxed);
+            while (used + g > pk &&
+                   !atomic_compare_exchange_weak_explicit(&c->mem_peak, &pk, used + g,
+                                                          memory_order_relaxed,
+                                                          memory_order_relaxed))
+                ;
+            atomic_fetch_add_explicit(&rp->mem_held, g, memory_order_relaxed);
+            if (g > need)
+                atomic_fetch_add_explicit(&rp->mem_credit, g - need, memory_order_relaxed);
+            return true;
+        }
+    }
+}
+
+/* One attempt to count a message that counts @p mem bytes: 0, or 1 if
  * max.pending.messages, 2 if memory.limit.bytes is reached. */
-static int limits_try(up_rp_t *rp, size_t len)
+static int limits_try(up_rp_t *rp, uint64_t mem)
 {
     int64_t maxp = rp->handle->conf.max_pending_messages;
-    int64_t maxm = rp->client->conf.memory_limit_bytes;
     if (maxp > 0 && atomic_fetch_add_explicit(&rp->lim_msgs, 1, memory_order_relaxed) >= maxp) {
         atomic_fetch_sub_explicit(&rp->lim_msgs, 1, memory_order_relaxed);
         return 1;
     }
-    if (maxm > 0) {
-        int64_t was = atomic_fetch_add_explicit(&rp->client->mem_used, (int64_t)len,
-                                                memory_order_relaxed);
-        if (was > 0 && was + (int64_t)len > maxm) {
-            atomic_fetch_sub_explicit(&rp->client->mem_used, (int64_t)len, memory_order_relaxed);
-            if (maxp > 0)
-                atomic_fetch_sub_explicit(&rp->lim_msgs, 1, memory_order_relaxed);
-            return 2;
-        }
+    if (!mem_take(rp, (int64_t)mem)) {
+        if (maxp > 0)
+            atomic_fetch_sub_explicit(&rp->lim_msgs, 1, memory_order_relaxed);
+        return 2;
     }
     return 0;
 }
 
-static upulsar_err_t limits_reserve(up_rp_t *rp, size_t len)
+static upulsar_err_t limits_reserve(up_rp_t *rp, uint64_t mem)
 {
-    const struct upulsar_conf *cf = rp_conf(rp);
-    int why = limits_try(rp, len);
-    if (!why)
+    int why = limits_try(rp, mem);
+    if (__builtin_expect(!why, 1))
         return UPULSAR_OK;
+    const struct upulsar_conf *cf = rp_conf(rp);
     uint64_t deadline = UINT64_MAX;
     if (cf->block_if_queue_full && cf->send_timeout_ms > 0)
         deadline = up_now_us() + (uint64_t)cf->send_timeout_ms * 1000u;
@@ -75,15 +181,20 @@ static upulsar_err_t limits_reserve(up_rp_t *rp, size_t len)
             struct timespec ts = {0, 100000};
             nanosleep(&ts, NULL);
         }
-        why = limits_try(rp, len);
+        why = limits_try(rp, mem);
     }
     if (!why)
         return UPULSAR_OK;
     if (why == 1)
         return up_seterr(UPULSAR_ERR__QUEUE_FULL, "%s: max.pending.messages %d reached",
                          rp->topic, cf->max_pending_messages);
-    return up_seterr(UPULSAR_ERR__QUEUE_FULL, "memory.limit.bytes %lld reached",
-                     (long long)rp->client->conf.memory_limit_bytes);
+    return up_seterr(UPULSAR_ERR__QUEUE_FULL,
+                     "%s: memory.limit.bytes %lld reached for a message of %llu bytes (the "
+                     "client has %lld taken, this producer %lld of it)",
+                     rp->topic, (long long)rp->client->conf.memory_limit_bytes,
+                     (unsigned long long)mem,
+                     (long long)atomic_load_explicit(&rp->client->mem_used, memory_order_relaxed),
+                     (long long)atomic_load_explicit(&rp->mem_held, memory_order_relaxed));
 }
 
 /* ---- caller side: enqueue ------------------------------------------------- */
@@ -295,21 +406,18 @@ upulsar_err_t up_rp_enqueue(up_rp_t *rp, const void *payload, size_t len,
                          "key and properties need %zu bytes, more than half of queue.buffer.bytes",
                          size);
     }
-    bool limited = rp_limited(rp);
-    if (limited) {
-        upulsar_err_t e = limits_reserve(rp, len);
-        if (e) {
-            free(copy);
-            return e;
-        }
+    uint64_t mem = up_rec_mem(ncells, in.flags, len);
+    upulsar_err_t le = limits_reserve(rp, mem);
+    if (le) {
+        free(copy);
+        return le;
     }
     struct upulsar_future *f = NULL;
     if (future) {
         f = up_future_alloc(&rp->client->futures);
         if (!f) {
             free(copy);
-            if (limited)
-                up_rp_limits_release(rp, 1, len);
+            up_rp_limits_release(rp, 1, mem);
             return up_seterr(UPULSAR_ERR__QUEUE_FULL, "future pool exhausted (max.futures)");
         }
     }
@@ -356,8 +464,7 @@ upulsar_err_t up_rp_enqueue(up_rp_t *rp, const void *payload, size_t len,
     return UPULSAR_OK;
 full:
     free(copy);
-    if (limited)
-        up_rp_limits_release(rp, 1, len);
+    up_rp_limits_release(rp, 1, mem);
     if (f) {
         upulsar_future_release(f);
         up_future_resolve(f, UPULSAR_ERR__QUEUE_FULL, NULL);

@@ -97,12 +97,27 @@ static void js_hist(js_t *j, const char *name, _Atomic uint64_t *h)
     js(j, "]}");
 }
 
+/* "memory":{...}: the client's memory.limit.bytes budget and its batch
+ * pools (upulsar.h, upulsar_producer_stats_json) */
+static void memory_json(js_t *j, struct upulsar_client *c)
+{
+    uint64_t pool = 0;
+    for (int i = 0; i < c->nloops; i++)
+        pool += atomic_load_explicit(&c->loops[i].pool_bytes_pub, memory_order_relaxed);
+    js(j, "\"memory\":{\"budget\":%lld,\"in_use\":%lld,\"peak\":%lld,\"batch_pool_bytes\":%llu}",
+       (long long)c->conf.memory_limit_bytes,
+       (long long)atomic_load_explicit(&c->mem_used, memory_order_relaxed),
+       (long long)atomic_load_explicit(&c->mem_peak, memory_order_relaxed),
+       (unsigned long long)pool);
+}
+
 static void producer_json(js_t *j, struct upulsar_producer *h)
 {
     js(j, "{\"topic\":");
     js_str(j, h->topic);
-    js(j, ",\"partitions\":%d,\"ts_ms\":%llu,\"groups\":[", h->npart,
-       (unsigned long long)up_wall_ms());
+    js(j, ",\"partitions\":%d,\"ts_ms\":%llu,", h->npart, (unsigned long long)up_wall_ms());
+    memory_json(j, h->client);
+    js(j, ",\"groups\":[");
     for (int g = 0; g < h->ngroups; g++) {
         up_group_t *grp = &h->groups[g];
         int gf = atomic_load(&grp->failed);
@@ -198,8 +213,10 @@ void up_stats_tick(struct upulsar_client *c, uint64_t now)
     js_t j = {UP_BUF_INIT, 0};
     if (cb) {
         js(&j, "{\"ts_ms\":%llu,\"connections\":{\"open\":%d,\"idle\":%d,\"opened\":%llu,"
-               "\"closed\":%llu,\"idle_closed\":%llu},\"producers\":[",
+               "\"closed\":%llu,\"idle_closed\":%llu},",
            (unsigned long long)up_wall_ms(), open, idle, opened, closed, idle_closed);
+        memory_json(&j, c);
+        js(&j, ",\"producers\":[");
         /* producers are unlinked (and freed) only under c->lock */
         for (struct upulsar_producer *h = c->producers; h; h = h->next) {
             producer_json(&j, h);

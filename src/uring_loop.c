@@ -196,6 +196,11 @@ static void tick(up_loop_t *l, uint64_t now)
         up_conn_tick(l->conns[i], now);
     for (size_t i = 0; i < l->nrps; i++)
         up_rp_check_timeouts(l->rps[i], now);
+    /* batches that stayed in the pool since the last trim are not needed */
+    if (now - l->pool_trim_us >= UP_POOL_TRIM_US) {
+        up_batch_pool_trim(l);
+        l->pool_trim_us = now;
+    }
     /* drop dead connections once their operations have completed */
     for (size_t i = 0; i < l->nconns;) {
         up_conn_t *c = l->conns[i];
@@ -268,6 +273,12 @@ int up_loop_start(up_loop_t *l, struct upulsar_client *c, int index)
     l->client = c;
     l->index = index;
     l->wake_op.type = UP_OP_WAKE;
+    /* the batch pool: up to half of the memory budget over the loops, at
+     * least 1 MiB, at most 32 MiB */
+    int64_t lim = c->conf.memory_limit_bytes, per = lim / 2 / (c->nloops > 0 ? c->nloops : 1);
+    const int64_t pmin = 1 << 20, pmax = 32 << 20;
+    l->pool_max = (size_t)(lim <= 0 || per > pmax ? pmax : per < pmin ? pmin : per);
+    l->pool_trim_us = up_now_us();
     l->efd = eventfd(0, EFD_CLOEXEC);
     if (l->efd < 0)
         return up_seterr(UPULSAR_ERR__IO, "eventfd: %s", strerror(errno));
@@ -294,6 +305,7 @@ void up_loop_stop(up_loop_t *l)
     run_tasks(l); /* anything posted after the stop: run it here */
     for (size_t i = 0; i < l->nconns; i++)
         up_conn_unref(l->conns[i]);
+    up_batch_pool_free(l); /* after the connections: their queues retire batches */
     free(l->conns);
     free(l->rps);
     io_uring_queue_exit(&l->uring);

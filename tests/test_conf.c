@@ -24,7 +24,7 @@ static const struct {
     {"backoff.max.ms", "60000"},
     {"lookup.max.redirects", "20"},
     {"listener.name", ""},
-    {"memory.limit.bytes", "0"},
+    {"memory.limit.bytes", "67108864"},
     {"stats.interval.ms", "0"},
     {"auth.token", ""},
     {"auth.token.file", ""},

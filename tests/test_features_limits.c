@@ -1,5 +1,8 @@
 /* test_features_limits.c -- max.pending.messages and memory.limit.bytes:
  * fail fast or block when reached, recover once messages are acknowledged.
+ * How many messages memory.limit.bytes lets one producer have follows from
+ * its rule (record sizes, the producer's fair share, credit chunks), so the
+ * memory cases find it by sending until QUEUE_FULL rather than assume it. 
  * UPULSAR_TEST_LABEL_CONCURRENCY (also run under ThreadSanitizer) */
 #include <criterion/criterion.h>
 #include <pthread.h>
@@ -34,19 +37,44 @@ static upulsar_producer_t *producer(upulsar_client_t *c, const char *topic, cons
     return ft_producer(c, NULL, topic, 0, kv);
 }
 
-/* Fill up to the limit with receipts held, check the next send is refused,
- * release the receipts, check everything resolves and sending works again. */
+#define MAX_FIT 16
+
+/* With @p topic's receipts held, send @p len-byte messages through @p p
+ * until one is refused: that one must be refused with QUEUE_FULL, and at
+ * least 2 and fewer than MAX_FIT must fit. Returns how many did, their
+ * futures in @p f. */
+static int fill_until_full(upulsar_producer_t *p, size_t len, upulsar_future_t **f)
+{
+    static char buf[1000];
+    memset(buf, 'x', sizeof buf);
+    int n = 0;
+    upulsar_err_t e;
+    while (n < MAX_FIT && (e = upulsar_send(p, buf, len, NULL, &f[n])) == UPULSAR_OK)
+        n++;
+    cr_assert_lt(n, MAX_FIT, "the limit never refused a send");
+    cr_assert_eq(e, UPULSAR_ERR__QUEUE_FULL, "send %d: %s", n, upulsar_last_error());
+    cr_assert_geq(n, 2, "only %d message(s) fit: the test proves little", n);
+    return n;
+}
+
+/* Fill up to the limit with receipts held (@p fit messages, or as many as
+ * fit when @p fit is 0), check the next send is refused, release the
+ * receipts, check everything resolves and the same number fits again. */
 static void fail_fast_and_recover(upulsar_client_t *c, upulsar_producer_t *p, const char *topic,
                                   int fit, size_t len)
 {
     static char buf[1000];
     memset(buf, 'x', sizeof buf);
     cr_assert_eq(upulsar_tb_hold_receipts(tb, topic), UPULSAR_OK);
-    upulsar_future_t *f[16];
-    for (int i = 0; i < fit; i++)
-        cr_assert_eq(upulsar_send(p, buf, len, NULL, &f[i]), UPULSAR_OK, "send %d: %s", i,
-                     upulsar_last_error());
-    cr_assert_eq(upulsar_send(p, buf, len, NULL, NULL), UPULSAR_ERR__QUEUE_FULL);
+    upulsar_future_t *f[MAX_FIT];
+    if (fit == 0) {
+        fit = fill_until_full(p, len, f);
+    } else {
+        for (int i = 0; i < fit; i++)
+            cr_assert_eq(upulsar_send(p, buf, len, NULL, &f[i]), UPULSAR_OK, "send %d: %s", i,
+                         upulsar_last_error());
+        cr_assert_eq(upulsar_send(p, buf, len, NULL, NULL), UPULSAR_ERR__QUEUE_FULL);
+    }
     cr_assert_eq(upulsar_tb_wait_messages(tb, topic, (uint64_t)fit, 10000), UPULSAR_OK);
     cr_assert_eq(upulsar_send(p, buf, len, NULL, NULL), UPULSAR_ERR__QUEUE_FULL,
                  "still full while nothing is acknowledged");
@@ -55,9 +83,10 @@ static void fail_fast_and_recover(upulsar_client_t *c, upulsar_producer_t *p, co
         cr_assert_eq(upulsar_future_wait(f[i], 10000, NULL), UPULSAR_OK);
         upulsar_future_release(f[i]);
     }
-    /* room again: the same amount fits once more */
+    /* room again: the same amount fits once more (all of it was given back) */
     for (int i = 0; i < fit; i++)
-        cr_assert_eq(upulsar_send(p, buf, len, NULL, &f[i]), UPULSAR_OK, "after recovery %d", i);
+        cr_assert_eq(upulsar_send(p, buf, len, NULL, &f[i]), UPULSAR_OK, "after recovery %d: %s",
+                     i, upulsar_last_error());
     for (int i = 0; i < fit; i++) {
         cr_assert_eq(upulsar_future_wait(f[i], 10000, NULL), UPULSAR_OK);
         upulsar_future_release(f[i]);
@@ -79,30 +108,42 @@ Test(features_limits, max_pending_messages_fails_fast_and_recovers)
 
 Test(features_limits, memory_limit_fails_fast_and_recovers)
 {
-    upulsar_client_t *c = client_with("memory.limit.bytes", "4000");
+    upulsar_client_t *c = client_with("memory.limit.bytes", "16000");
     upulsar_producer_t *p = producer(c, "memlim", NULL, NULL, 0);
-    fail_fast_and_recover(c, p, "memlim", 4, 1000);
+    fail_fast_and_recover(c, p, "memlim", 0, 1000);
     upulsar_client_destroy(c);
 }
 
+static void wait_all(upulsar_future_t **f, int n)
+{
+    for (int i = 0; i < n; i++) {
+        cr_assert_eq(upulsar_future_wait(f[i], 10000, NULL), UPULSAR_OK);
+        upulsar_future_release(f[i]);
+    }
+}
+
+/* a fills its share of the budget; b, sending next, gets less than a did
+ * (what a holds is not b's) and is refused; once a's messages are
+ * acknowledged (b's receipts still held), b can send again. */
 Test(features_limits, memory_limit_is_client_wide)
 {
-    upulsar_client_t *c = client_with("memory.limit.bytes", "2000");
+    upulsar_client_t *c = client_with("memory.limit.bytes", "16000");
     upulsar_producer_t *a = producer(c, "mem-a", NULL, NULL, 0);
     upulsar_producer_t *b = producer(c, "mem-b", NULL, NULL, 0);
     static char buf[1000];
-    cr_assert_eq(upulsar_tb_hold_receipts(tb, NULL), UPULSAR_OK);
-    upulsar_future_t *f1, *f2;
-    cr_assert_eq(upulsar_send(a, buf, sizeof buf, NULL, &f1), UPULSAR_OK);
-    cr_assert_eq(upulsar_send(b, buf, sizeof buf, NULL, &f2), UPULSAR_OK);
+    cr_assert_eq(upulsar_tb_hold_receipts(tb, "mem-a"), UPULSAR_OK);
+    cr_assert_eq(upulsar_tb_hold_receipts(tb, "mem-b"), UPULSAR_OK);
+    upulsar_future_t *fa[MAX_FIT], *fb[MAX_FIT + 1];
+    int na = fill_until_full(a, sizeof buf, fa);
+    int nb = fill_until_full(b, sizeof buf, fb);
+    cr_assert_lt(nb, na, "b got as much as a: the budget is not shared");
     cr_assert_eq(upulsar_send(a, buf, sizeof buf, NULL, NULL), UPULSAR_ERR__QUEUE_FULL);
-    cr_assert_eq(upulsar_send(b, buf, sizeof buf, NULL, NULL), UPULSAR_ERR__QUEUE_FULL);
+    cr_assert_eq(upulsar_tb_release_receipts(tb, "mem-a"), UPULSAR_OK);
+    wait_all(fa, na);
+    cr_assert_eq(upulsar_send(b, buf, sizeof buf, NULL, &fb[nb]), UPULSAR_OK,
+                 "a's room did not come back to the client: %s", upulsar_last_error());
     cr_assert_eq(upulsar_tb_release_receipts(tb, NULL), UPULSAR_OK);
-    cr_assert_eq(upulsar_future_wait(f1, 10000, NULL), UPULSAR_OK);
-    cr_assert_eq(upulsar_future_wait(f2, 10000, NULL), UPULSAR_OK);
-    upulsar_future_release(f1);
-    upulsar_future_release(f2);
-    cr_assert_eq(upulsar_send(b, buf, sizeof buf, NULL, NULL), UPULSAR_OK);
+    wait_all(fb, nb + 1);
     cr_assert_eq(upulsar_producer_stop(a, 5000), UPULSAR_OK);
     cr_assert_eq(upulsar_producer_stop(b, 5000), UPULSAR_OK);
     upulsar_client_destroy(c);
@@ -129,21 +170,31 @@ static void *blocking_sender(void *a)
 
 Test(features_limits, memory_limit_blocks_until_acknowledged)
 {
-    upulsar_client_t *c = client_with("memory.limit.bytes", "4000");
+    upulsar_client_t *c = client_with("memory.limit.bytes", "8000");
+    /* how many 1000-byte messages one producer may have: a fail-fast
+     * producer of the same client, from the same start (nothing taken) */
+    upulsar_producer_t *probe = producer(c, "memprobe", NULL, NULL, 0);
+    cr_assert_eq(upulsar_tb_hold_receipts(tb, "memprobe"), UPULSAR_OK);
+    upulsar_future_t *pf[MAX_FIT];
+    int fit = fill_until_full(probe, 1000, pf);
+    cr_assert_lt(fit, 8, "all eight would fit: nothing would block");
+    cr_assert_eq(upulsar_tb_release_receipts(tb, "memprobe"), UPULSAR_OK);
+    wait_all(pf, fit);
+    cr_assert_eq(upulsar_producer_stop(probe, 5000), UPULSAR_OK);
     blk_t b = {0};
     b.p = producer(c, "memblock", NULL, NULL, 1);
     cr_assert_eq(upulsar_tb_hold_receipts(tb, "memblock"), UPULSAR_OK);
     pthread_t th;
     pthread_create(&th, NULL, blocking_sender, &b);
-    /* the first four fit and get stored; their receipts are held, so the
-     * fifth send cannot return before the release below */
-    cr_assert_eq(upulsar_tb_wait_messages(tb, "memblock", 4, 10000), UPULSAR_OK);
+    /* the first `fit` fit and get stored; their receipts are held, so the
+     * next send cannot return before the release below */
+    cr_assert_eq(upulsar_tb_wait_messages(tb, "memblock", (uint64_t)fit, 10000), UPULSAR_OK);
     atomic_store(&b.released, 1);
     cr_assert_eq(upulsar_tb_release_receipts(tb, "memblock"), UPULSAR_OK);
     pthread_join(th, NULL);
     for (int i = 0; i < 8; i++) {
         cr_assert_eq(b.err[i], UPULSAR_OK, "send %d", i);
-        if (i >= 4)
+        if (i >= fit)
             cr_assert_eq(b.released_seen[i], 1, "send %d returned before any ack", i);
         cr_assert_eq(upulsar_future_wait(b.f[i], 10000, NULL), UPULSAR_OK);
         upulsar_future_release(b.f[i]);

@@ -226,10 +226,12 @@ Test(promises_queue, a_send_blocked_on_the_memory_limit_gives_up_after_the_send_
 /* ---- memory.limit.bytes with no-copy and chunked sends ---- */
 
 /* The budget is exactly zero: with every receipt of @p topic withheld, a
- * message of exactly @p limit bytes is accepted (so nothing is counted:
- * a positive leftover would refuse it) and then a 1-byte message is
- * refused (so the first one is counted in full on top of nothing: a
- * negative leftover would let it in). Both resolve afterwards. */
+ * message of exactly @p limit bytes (its record is larger than the budget,
+ * which upulsar_send() accepts only while nothing else is taken) is
+ * accepted (so nothing is taken: a positive leftover would refuse it) and
+ * then a 1-byte message is refused (so the first one is counted in full on
+ * top of nothing: a negative leftover would let it in). Both resolve
+ * afterwards. */
 static void assert_budget_zero(upulsar_tb_t *tb, upulsar_producer_t *p, const char *topic,
                                size_t limit)
 {
@@ -247,6 +249,23 @@ static void assert_budget_zero(upulsar_tb_t *tb, upulsar_producer_t *p, const ch
     cr_assert_eq(upulsar_future_wait(f, FT_WAIT_MS, NULL), UPULSAR_OK);
     cr_assert_eq(upulsar_future_release(f), UPULSAR_OK);
     free(buf);
+}
+
+/* The client's memory figure @p name ("in_use", "budget"...) from @p p's
+ * statistics. */
+static long long mem_figure(upulsar_producer_t *p, const char *name)
+{
+    char *json = NULL;
+    cr_assert_eq(upulsar_producer_stats_json(p, &json), UPULSAR_OK);
+    char key[64];
+    snprintf(key, sizeof key, "\"%s\":", name);
+    const char *m = strstr(json, "\"memory\":{");
+    cr_assert_not_null(m, "%s", json);
+    const char *k = strstr(m, key);
+    cr_assert_not_null(k, "%s", json);
+    long long v = strtoll(k + strlen(key), NULL, 10);
+    free(json);
+    return v;
 }
 
 /* One no-copy message: its payload, how often free_cb ran, and what it
@@ -336,56 +355,66 @@ static void nc_check(upulsar_tb_t *tb, const char *topic, nc_msg_t *ms, int n, s
 }
 
 /* Scenario:
- *  1. memory.limit.bytes = 4000; no-copy sends of 1000 bytes with receipts
- *     withheld: four are accepted, the fifth is refused with QUEUE_FULL and
- *     its free_cb never runs (the caller keeps its payload).
- *  2. Receipts released: the four succeed, each free_cb ran once, before
- *     its message resolved, and the broker stored each one's bytes.
+ *  1. memory.limit.bytes = 16000; no-copy sends of 1000 bytes with receipts
+ *     withheld until one is refused with QUEUE_FULL (at least two fit; how
+ *     many follows from the record sizes and the producer's share); the
+ *     refused one's free_cb never runs (the caller keeps its payload), and
+ *     it is refused again while nothing is acknowledged.
+ *  2. Receipts released: those accepted succeed, each free_cb ran once,
+ *     before its message resolved, and the broker stored each one's bytes.
  *  3. The budget is back to exactly zero (assert_budget_zero). */
 Test(promises_queue, the_memory_limit_counts_no_copy_sends_and_returns_to_zero)
 {
-    enum { LIMIT = 4000, LEN = 1000, FIT = LIMIT / LEN };
+    enum { LIMIT = 16000, LEN = 1000, MAX = 16 };
     upulsar_tb_t *tb = ft_broker();
-    const char *ckv[] = {"memory.limit.bytes", "4000", NULL};
+    const char *ckv[] = {"memory.limit.bytes", "16000", NULL};
     upulsar_client_t *c = ft_client(tb, ckv);
     const char *kv[] = {"send.timeout.ms", "0", NULL};
     upulsar_producer_t *p = ft_producer(c, "mn", "mem-nocopy", 0, kv);
-    nc_msg_t ms[FIT + 1];
+    nc_msg_t ms[MAX + 1];
     memset(ms, 0, sizeof ms);
     cr_assert_eq(upulsar_tb_hold_receipts(tb, "mem-nocopy"), UPULSAR_OK);
-    for (int i = 0; i < FIT; i++)
-        cr_assert_eq(nc_send(p, &ms[i], (char)('a' + i), LEN), UPULSAR_OK, "send %d: %s", i,
-                     upulsar_last_error());
-    cr_assert_eq(nc_send(p, &ms[FIT], 'z', LEN), UPULSAR_ERR__QUEUE_FULL);
-    cr_assert_eq(upulsar_tb_wait_messages(tb, "mem-nocopy", FIT, FT_WAIT_MS), UPULSAR_OK);
-    cr_assert_eq(nc_send(p, &ms[FIT], 'z', LEN), UPULSAR_ERR__QUEUE_FULL,
+    int fit = 0;
+    upulsar_err_t e;
+    while (fit < MAX && (e = nc_send(p, &ms[fit], (char)('a' + fit), LEN)) == UPULSAR_OK)
+        fit++;
+    cr_assert_lt(fit, MAX, "the limit never refused a send");
+    cr_assert_eq(e, UPULSAR_ERR__QUEUE_FULL, "%s", upulsar_last_error());
+    cr_assert_geq(fit, 2);
+    cr_assert_geq(mem_figure(p, "in_use"), (long long)fit * LEN,
+                  "the no-copy payloads are not counted");
+    cr_assert_eq(upulsar_tb_wait_messages(tb, "mem-nocopy", (uint64_t)fit, FT_WAIT_MS),
+                 UPULSAR_OK);
+    cr_assert_eq(nc_send(p, &ms[fit], 'z', LEN), UPULSAR_ERR__QUEUE_FULL,
                  "room while nothing is acknowledged");
     cr_assert_eq(upulsar_tb_release_receipts(tb, "mem-nocopy"), UPULSAR_OK);
-    nc_check(tb, "mem-nocopy", ms, FIT, 0);
-    cr_assert_eq(atomic_load(&ms[FIT].frees), 0, "free_cb ran for a refused send");
-    cr_assert_eq(atomic_load(&ms[FIT].calls), 0, "a refused send was called back");
+    nc_check(tb, "mem-nocopy", ms, fit, 0);
+    cr_assert_eq(atomic_load(&ms[fit].frees), 0, "free_cb ran for a refused send");
+    cr_assert_eq(atomic_load(&ms[fit].calls), 0, "a refused send was called back");
     assert_budget_zero(tb, p, "mem-nocopy", LIMIT);
     cr_assert_eq(upulsar_producer_stop(p, 10000), UPULSAR_OK);
-    cr_assert_eq(ft_topic_messages(tb, "mem-nocopy"), FIT + 1);
-    for (int i = 0; i <= FIT; i++)
+    cr_assert_eq(ft_topic_messages(tb, "mem-nocopy"), (uint64_t)fit + 1);
+    for (int i = 0; i <= fit; i++)
         free(ms[i].payload);
     ft_stop_client_and_broker(tb, c);
 }
 
 /* Scenario:
  *  1. The broker's max_message_size is 16 KiB; chunking.enabled = true;
- *     memory.limit.bytes = 100,000; receipts withheld.
- *  2. A 60,000-byte message (copied) is accepted: sent as chunks, counted
- *     once for its whole size. A second 60,000-byte one would exceed the
- *     limit: refused. A 40,000-byte no-copy message fits exactly: accepted.
- *     Then a single byte is refused.
+ *     memory.limit.bytes = 100,000; receipts withheld; two producers of
+ *     the client, p and q.
+ *  2. p sends a 60,000-byte message (copied): sent as chunks, counted once
+ *     for its whole size (the client's "in_use" is its size plus less than
+ *     1 KiB of record). A second 60,000-byte one would exceed the limit:
+ *     refused. q then sends a no-copy message of what is left minus 1 KiB:
+ *     accepted (q holds nothing); a single byte more is refused.
  *  3. Receipts released: both messages succeed and are stored whole, with
  *     their exact bytes; the no-copy one's free_cb ran once, before it
  *     resolved.
  *  4. The budget is back to exactly zero. */
 Test(promises_queue, the_memory_limit_counts_chunked_sends_and_returns_to_zero)
 {
-    enum { LIMIT = 100000, BIG = 60000, REST = LIMIT - BIG };
+    enum { LIMIT = 100000, BIG = 60000 };
     upulsar_tb_opts_t bo;
     upulsar_tb_opts_init(&bo);
     bo.max_message_size = 16 * 1024;
@@ -395,31 +424,39 @@ Test(promises_queue, the_memory_limit_counts_chunked_sends_and_returns_to_zero)
     upulsar_client_t *c = ft_client(tb, ckv);
     const char *kv[] = {"send.timeout.ms", "0", "chunking.enabled", "true", NULL};
     upulsar_producer_t *p = ft_producer(c, "mc", "mem-chunked", 0, kv);
+    upulsar_producer_t *q = ft_producer(c, "mq", "mem-chunked-nc", 0, kv);
     char *big = malloc(BIG);
     cr_assert_not_null(big);
     for (size_t i = 0; i < BIG; i++)
         big[i] = (char)('A' + i % 23);
     cr_assert_eq(upulsar_tb_hold_receipts(tb, "mem-chunked"), UPULSAR_OK);
+    cr_assert_eq(upulsar_tb_hold_receipts(tb, "mem-chunked-nc"), UPULSAR_OK);
     upulsar_future_t *f = NULL;
     cr_assert_eq(upulsar_send(p, big, BIG, NULL, &f), UPULSAR_OK, "%s", upulsar_last_error());
+    long long used = mem_figure(p, "in_use");
+    cr_assert(used >= BIG && used < BIG + 1024, "a %d-byte message counts %lld bytes", BIG, used);
     cr_assert_eq(upulsar_send(p, big, BIG, NULL, NULL), UPULSAR_ERR__QUEUE_FULL);
     nc_msg_t nc;
     memset(&nc, 0, sizeof nc);
-    cr_assert_eq(nc_send(p, &nc, 'r', REST), UPULSAR_OK, "%s", upulsar_last_error());
-    cr_assert_eq(upulsar_send(p, "1", 1, NULL, NULL), UPULSAR_ERR__QUEUE_FULL);
-    cr_assert_eq(upulsar_tb_release_receipts(tb, "mem-chunked"), UPULSAR_OK);
+    size_t rest = (size_t)(LIMIT - used - 1024);
+    cr_assert_eq(nc_send(q, &nc, 'r', rest), UPULSAR_OK, "%s", upulsar_last_error());
+    cr_assert_eq(upulsar_send(q, "1", 1, NULL, NULL), UPULSAR_ERR__QUEUE_FULL);
+    cr_assert_leq(mem_figure(p, "peak"), LIMIT);
+    cr_assert_eq(upulsar_tb_release_receipts(tb, NULL), UPULSAR_OK);
     cr_assert_eq(upulsar_future_wait(f, FT_WAIT_MS, NULL), UPULSAR_OK);
     cr_assert_eq(upulsar_future_release(f), UPULSAR_OK);
-    nc_check(tb, "mem-chunked", &nc, 1, 1);
+    nc_check(tb, "mem-chunked-nc", &nc, 1, 0);
     upulsar_tb_snapshot_t *s = NULL;
     cr_assert_eq(upulsar_tb_snapshot(tb, "mem-chunked", &s), UPULSAR_OK);
     const upulsar_tb_msg_t *m0 = upulsar_tb_snapshot_msg(s, 0);
     cr_assert_eq(m0->payload_len, BIG);
     cr_assert_eq(memcmp(m0->payload, big, BIG), 0, "the chunked message was not stored whole");
     upulsar_tb_snapshot_free(s);
+    cr_assert_eq(upulsar_producer_stop(q, 10000), UPULSAR_OK);
     assert_budget_zero(tb, p, "mem-chunked", LIMIT);
     cr_assert_eq(upulsar_producer_stop(p, 10000), UPULSAR_OK);
-    cr_assert_eq(ft_topic_messages(tb, "mem-chunked"), 3);
+    cr_assert_eq(ft_topic_messages(tb, "mem-chunked"), 2);
+    cr_assert_eq(ft_topic_messages(tb, "mem-chunked-nc"), 1);
     free(nc.payload);
     free(big);
     ft_stop_client_and_broker(tb, c);

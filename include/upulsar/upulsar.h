@@ -626,10 +626,28 @@ typedef struct upulsar_send_opts {
  * to 1 MiB, and a payload up to M minus what they take (up to 2 GiB - 1
  * with chunking).
  *
+ * Memory budget. Every accepted message counts against the client's
+ * memory.limit.bytes (default 64 MiB) until it resolves: its ring record
+ * (header, keys, properties and payload, in 32-byte cells) plus its payload
+ * when that is kept out of the ring (UPULSAR_SEND_NOCOPY, or the private
+ * copy of a large message). When the budget is reached the send is
+ * QUEUE_FULL, or waits with block.if.queue.full. Fair share: a producer
+ * (one partition) may take more of the budget only while what it would
+ * then hold is no more than what would be left free, so one busy partition
+ * holds at most half of the budget and k busy ones about 1/(k+1) each; a
+ * partition that holds nothing may always take one message the budget has
+ * room for, so a hot partition cannot keep the others from sending.
+ * Producers take the budget in chunks while less than half of it is taken
+ * (message by message beyond that) and give back what they do not use as
+ * their messages resolve; what is taken never exceeds the budget, but
+ * for one message larger than the whole budget, accepted only while nothing
+ * else is taken. The figures are in the statistics ("memory").
+ *
  * From a callback: yes, and it never blocks there: no room is QUEUE_FULL at
  * once, also with block.if.queue.full=true (see "Callbacks").
  * Thread safety: any number of threads. Blocks: only with
- * block.if.queue.full=true and a full ring, and never in a callback.
+ * block.if.queue.full=true and a full ring, max.pending.messages or the
+ * memory budget reached, and never in a callback.
  * Allocates: nothing per message
  * (the future pool grows by whole segments), except one private copy of a
  * payload larger than a quarter of queue.buffer.bytes.
@@ -763,6 +781,7 @@ upulsar_err_t upulsar_producer_list(upulsar_producer_t *p,
  * Statistics of @p p as one JSON object, in the spirit of librdkafka's:
  *
  *   {"topic": "...", "partitions": N, "ts_ms": <wall clock>,
+ *    "memory": {"budget": n, "in_use": n, "peak": n, "batch_pool_bytes": n},
  *    "groups": [{"partition": i, "topic": "...-partition-i", "state": "READY",
  *      "producers": [{"name": "...", "broker": "host:port", "connection": n,
  *        "state": "READY",
@@ -776,7 +795,19 @@ upulsar_err_t upulsar_producer_list(upulsar_producer_t *p,
  * the ring in use; histograms have power-of-two buckets ("upper" = the
  * bucket's upper bound, inclusive) and p50/p99 are those upper bounds.
  * batch_rtt_us is the time from a batch being built to its receipt (the
- * engine reads the clock once per batch, not per message). Figures are read
+ * engine reads the clock once per batch, not per message). "memory" is the
+ * client's (the same in every producer's statistics): "budget" is
+ * memory.limit.bytes (0 = no bound), "in_use" the bytes its producers have
+ * taken from it now (messages accepted and not resolved, counted as
+ * upulsar_send() describes, plus the credit producers took for their next
+ * messages: at most 64 KiB each while some of their messages are in
+ * flight, none once all resolved), "peak" the highest "in_use" since the
+ * client was created; neither exceeds "budget" but for a message larger
+ * than the whole budget (see upulsar_send()). "batch_pool_bytes" is what
+ * the io threads keep of batch buffers for reuse (free batches, their
+ * buffers included; at most half of the budget over the io threads, 1 to
+ * 32 MiB each); what stays unused for a second is freed, down to 256 KiB
+ * per io thread. Figures are read
  * without stopping the producer: each is exact, they are not a consistent
  * snapshot of one instant.
  * Ownership: *@p json is malloc'd; the caller frees it with free().
@@ -790,6 +821,7 @@ upulsar_err_t upulsar_producer_stats_json(upulsar_producer_t *p, char **json);
  *   {"ts_ms": <wall clock>,
  *    "connections": {"open": n, "idle": n, "opened": n, "closed": n,
  *                    "idle_closed": n},
+ *    "memory": {<as in upulsar_producer_stats_json()>},
  *    "producers": [<upulsar_producer_stats_json() of each producer>...]}
  *
  * valid during the call only. "connections" counts the client's broker
