@@ -7,6 +7,7 @@
 
 #include "engine.h"
 #include "err.h"
+#include "rp_state.h"
 #include "fault.h"
 #include "route.h"
 
@@ -96,6 +97,7 @@ static void shutdown_begin(void *a)
     shut_t *s = a;
     up_rp_t *rp = s->rp;
     rp->closing = true;
+    up_rp_transition(rp, UP_RP_ANY, UP_RP_CLOSING, "stopping");
     up_rp_fail_all(rp, UPULSAR_ERR__CLOSED);
     /* also when not READY: a PRODUCER abandoned by stop may still have
      * created it on the broker (closing an unknown id is harmless) */
@@ -111,7 +113,7 @@ static void shutdown_end(void *a)
     up_loop_t *l = rp->loop;
     if (rp->conn)
         up_rp_detach(rp, false);
-    atomic_store(&rp->state, UPULSAR_STATE_CLOSED);
+    up_rp_transition(rp, UP_RP_BIT(UP_RP_CLOSING), UP_RP_CLOSED, "stopped");
     for (size_t i = 0; i < l->nrps; i++)
         if (l->rps[i] == rp) {
             l->rps[i] = l->rps[--l->nrps];
@@ -145,6 +147,7 @@ static void fail_left_task(void *a)
 {
     up_rp_t *rp = a;
     rp->closing = true;
+    up_rp_transition(rp, UP_RP_ANY, UP_RP_CLOSING, "stopping");
     up_rp_fail_all(rp, UPULSAR_ERR__CLOSED);
 }
 
@@ -640,7 +643,7 @@ upulsar_err_t upulsar_producer_groups(upulsar_producer_t *h, upulsar_group_info_
         gi->producers = grp->nrps;
         gi->state = UPULSAR_STATE_READY;
         for (int i = 0; i < grp->nrps; i++)
-            gi->state = worst(gi->state, (upulsar_producer_state_t)atomic_load(&grp->rps[i]->state));
+            gi->state = worst(gi->state, up_rp_public_state(grp->rps[i]));
         if (atomic_load(&grp->failed))
             gi->state = UPULSAR_STATE_FAILED;
     }
@@ -666,7 +669,7 @@ upulsar_err_t upulsar_producer_list(upulsar_producer_t *h, upulsar_producer_info
             snprintf(pi->partition_topic, sizeof pi->partition_topic, "%s", rp->topic);
             pi->partition = rp->partition;
             pi->index = rp->index;
-            pi->state = (upulsar_producer_state_t)atomic_load(&rp->state);
+            pi->state = up_rp_public_state(rp);
             uint64_t sent = atomic_load(&rp->sent_msgs);
             uint64_t done = atomic_load(&rp->acked_msgs) + atomic_load(&rp->failed_msgs);
             pi->pending = sent > done ? sent - done : 0;
@@ -748,10 +751,9 @@ static void grow(struct upulsar_producer *h, int n)
          * operation.timeout.ms, no retry); the ones that fail are left to
          * the watchdog's usual re-creation */
         up_establish_all(na + oldall, nall - oldall, 0, false);
-        for (int i = oldall; i < nall; i++) {
-            int st = UPULSAR_STATE_CONNECTING;
-            atomic_compare_exchange_strong(&na[i]->state, &st, UPULSAR_STATE_BACKOFF);
-        }
+        for (int i = oldall; i < nall; i++)
+            up_rp_transition(na[i], UP_RP_BIT(UP_RP_CONNECTING), UP_RP_BACKOFF,
+                             "its first creation failed: left to the supervisor");
     }
     h->retired[h->nretired++] = h->groups;
     h->retired[h->nretired++] = h->all;

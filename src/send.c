@@ -97,7 +97,7 @@ static void lazy_start(up_rp_t *rp)
     if (!atomic_compare_exchange_strong(&rp->lazy, &one, 2))
         return;
     atomic_store(&rp->closed_by_broker, 1);
-    atomic_store(&rp->state, UPULSAR_STATE_BACKOFF);
+    up_rp_transition(rp, UP_RP_ANY, UP_RP_BACKOFF, "its first message (lazy.start.partitions)");
     up_watchdog_kick(rp->client);
 }
 

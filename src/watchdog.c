@@ -11,6 +11,7 @@
 #include "clock.h"
 #include "engine.h"
 #include "err.h"
+#include "rp_state.h"
 
 #define WD_PERIOD_MS 20
 
@@ -398,8 +399,8 @@ static bool est_result(up_group_t *grp, up_rp_t *rp, const struct upulsar_conf *
         fail_group(grp, err, why);
         return false;
     }
-    int st = UPULSAR_STATE_CONNECTING;
-    atomic_compare_exchange_strong(&rp->state, &st, UPULSAR_STATE_BACKOFF);
+    up_rp_transition(rp, UP_RP_BIT(UP_RP_CONNECTING), UP_RP_BACKOFF,
+                     "re-creation failed: retried after backoff");
     if (err == UPULSAR_ERR_PRODUCER_BLOCKED_QUOTA_EXCEEDED_EXCEPTION) {
         /* the backlog quota's producer_exception policy: as the official
          * clients do, what the producer holds fails with the broker's
@@ -441,7 +442,7 @@ static void supervise(struct upulsar_producer *h, uint64_t now)
                 continue; /* a worker has it */
             if (est == UP_EST_DONE && !est_result(grp, rp, cf, cc))
                 break;
-            if (atomic_load(&rp->state) != UPULSAR_STATE_BACKOFF)
+            if (!(UP_RP_BIT(up_rp_st(rp)) & UP_RP_IN_BACKOFF))
                 continue;
             if (rp->next_attempt_us == 0) {
                 /* a graceful close (unload, transfer, migration, lazy
@@ -482,7 +483,12 @@ static void supervise(struct upulsar_producer *h, uint64_t now)
                 fail_group(grp, UPULSAR_ERR__GROUP_FAILED, why);
                 break;
             }
-            atomic_store(&rp->state, UPULSAR_STATE_CONNECTING);
+            /* refused when the loop failed it (or a stop closes it) since
+             * the state was read: a failed producer is never re-created */
+            if (!up_rp_transition(rp, UP_RP_IN_BACKOFF, UP_RP_CONNECTING,
+                                  counted ? "backoff over: re-creating it"
+                                          : "re-creating it after a close by the broker"))
+                continue;
             atomic_fetch_add(&rp->reconnects, 1);
             est_submit(rp);
         }
