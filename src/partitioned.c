@@ -96,7 +96,6 @@ static void shutdown_begin(void *a)
 {
     shut_t *s = a;
     up_rp_t *rp = s->rp;
-    rp->closing = true;
     up_rp_transition(rp, UP_RP_ANY, UP_RP_CLOSING, "stopping");
     up_rp_fail_all(rp, UPULSAR_ERR__CLOSED);
     /* also when not READY: a PRODUCER abandoned by stop may still have
@@ -146,7 +145,6 @@ void up_rp_shutdown(up_rp_t *rp, uint64_t deadline_us)
 static void fail_left_task(void *a)
 {
     up_rp_t *rp = a;
-    rp->closing = true;
     up_rp_transition(rp, UP_RP_ANY, UP_RP_CLOSING, "stopping");
     up_rp_fail_all(rp, UPULSAR_ERR__CLOSED);
 }
@@ -296,9 +294,9 @@ upulsar_err_t upulsar_producer_start(upulsar_client_t *c, const char *name, cons
     }
     if (h->conf.partitions_update_interval_ms > 0)
         h->next_poll_us = up_now_us() + (uint64_t)h->conf.partitions_update_interval_ms * 1000u;
+    /* with lazy.start.partitions, a partition's producers start LAZY
+     * (up_rp_new) and are created at their first message */
     bool lazy = h->conf.lazy_start_partitions && h->npart > 0;
-    for (int i = 0; i < h->nall && lazy; i++)
-        atomic_store(&h->all[i]->lazy, 1);
     if (!lazy) {
         /* all producers at once, on the establish workers; transient
          * failures (a broker restarting, a topic being moved) are retried
@@ -743,10 +741,7 @@ static void grow(struct upulsar_producer *h, int n)
             return;
         }
     }
-    if (h->conf.lazy_start_partitions) {
-        for (int i = oldall; i < nall; i++)
-            atomic_store(&na[i]->lazy, 1);
-    } else {
+    if (!h->conf.lazy_start_partitions) { /* else LAZY until their first message */
         /* in parallel, one attempt each (deadline 0: bounded by
          * operation.timeout.ms, no retry); the ones that fail are left to
          * the watchdog's usual re-creation */

@@ -130,7 +130,7 @@ static bool terminal_for(const up_rp_t *rp, upulsar_err_t err, const struct upul
 {
     if (err == UPULSAR_ERR_PRODUCER_BUSY && cf->access_mode != UP_ACCESS_SHARED)
         return true;
-    if (!rp->created)
+    if (!up_rp_created(rp))
         return terminal(err);
     return err == UPULSAR_ERR_PRODUCER_FENCED || err == UPULSAR_ERR_TOPIC_TERMINATED;
 }
@@ -442,7 +442,8 @@ static void supervise(struct upulsar_producer *h, uint64_t now)
                 continue; /* a worker has it */
             if (est == UP_EST_DONE && !est_result(grp, rp, cf, cc))
                 break;
-            if (!(UP_RP_BIT(up_rp_st(rp)) & UP_RP_IN_BACKOFF))
+            up_rp_st_t st = up_rp_st(rp);
+            if (!(UP_RP_BIT(st) & UP_RP_IN_BACKOFF))
                 continue;
             if (rp->next_attempt_us == 0) {
                 /* a graceful close (unload, transfer, migration, lazy
@@ -451,9 +452,9 @@ static void supervise(struct upulsar_producer *h, uint64_t now)
                  * fails, the next ones back off as usual and count. It
                  * comes at once, without advancing the backoff, when the
                  * broker named where the topic went (CLOSE_PRODUCER with
-                 * an assigned broker: closed_by_broker 1; also
-                 * TOPIC_MIGRATED and a lazy start); after a CLOSE_PRODUCER
-                 * naming no new owner (2: an unload, a broker shutting
+                 * an assigned broker: BACKOFF_NOW; also TOPIC_MIGRATED and
+                 * a lazy start); after a CLOSE_PRODUCER naming no new
+                 * owner (BACKOFF_GRACEFUL: an unload, a broker shutting
                  * down) it comes after the backoff delay, as the official
                  * clients schedule it (pulsar-client-cpp
                  * HandlerBase::scheduleReconnection: no delay only with an
@@ -461,9 +462,8 @@ static void supervise(struct upulsar_producer *h, uint64_t now)
                 /* ...only after a working producer was closed: a broker that
                  * answers every attempt with a close (a migrated topic's old
                  * cluster) gets backoff, not a loop */
-                int closed = atomic_exchange(&rp->closed_by_broker, 0);
-                rp->graceful_next = closed != 0 && !rp->attempt_failed;
-                rp->next_attempt_us = rp->graceful_next && closed == 1
+                rp->graceful_next = st != UP_RP_BACKOFF && !rp->attempt_failed;
+                rp->next_attempt_us = rp->graceful_next && st == UP_RP_BACKOFF_NOW
                                           ? now
                                           : now + jitter(next_delay_ms(cc, cf, rp, now)) * 1000u;
             }
