@@ -251,7 +251,8 @@ upulsar_err_t upulsar_producer_start(upulsar_client_t *c, const char *name, cons
     uint64_t start_by = up_now_us() + (uint64_t)c->conf.operation_timeout_ms * 1000u;
     if (partitions == 0) {
         uint64_t delay_ms = (uint64_t)c->conf.backoff_initial_ms;
-        while ((err = up_partitions(c, h->topic, &partitions)) && upulsar_err_is_retriable(err) &&
+        while ((err = up_partitions(c, h->topic, &partitions)) &&
+               up_err_class(err, false, false) == UP_ERR_CLASS_TRANSIENT &&
                up_now_us() + delay_ms * 1000u < start_by) {
             struct timespec ts = {(time_t)(delay_ms / 1000u), (long)(delay_ms % 1000u) * 1000000L};
             nanosleep(&ts, NULL);
