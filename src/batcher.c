@@ -529,7 +529,7 @@ bool up_rp_pump(up_rp_t *rp, uint64_t now, uint64_t *deadline)
      * and its name come from PRODUCER_SUCCESS. Until then (lazy start,
      * partition growth, a first creation that failed) records wait in the
      * ring, where send.timeout.ms still applies. */
-    rp->holding = !rp->ever_ready;
+    rp->holding = !up_rp_created(rp);
     if (rp->holding)
         return false;
     const up_batcher_t *bt = rp->batcher;

@@ -203,10 +203,14 @@ struct up_rp {
     uint64_t wake_cells; /* ring cells worth a full batch: wake a timed loop */
     /* ---- (any) ---- */
     up_ring_t ring;
-    _Atomic int state;     /* upulsar_producer_state_t */
-    _Atomic int failed;    /* terminal error (upulsar_err_t) or 0 */
-    _Atomic int lazy;      /* lazy.start.partitions: 1 = not started until
-                              its first message, 2 = start requested */
+    /* the lifecycle state (up_rp_st_t, and the flag UP_RP_CREATED: attached
+     * once), changed only by up_rp_transition() and read with up_rp_st(),
+     * up_rp_created(), up_rp_public_state() (rp_state.h, which has the table
+     * of allowed transitions) */
+    _Atomic int state;
+    _Atomic int failed;    /* the terminal error (upulsar_err_t) once it
+                              failed (stored before the state says FAILED),
+                              or 0 */
     _Atomic uint64_t pending;   /* accepted, not resolved (approx.) */
     /* memory.limit.bytes (send.c): bytes this producer took from the
      * client's budget (mem_held: its counted messages + mem_credit) and the
@@ -222,7 +226,6 @@ struct up_rp {
     _Atomic int64_t last_acked_seq;
     _Atomic uint64_t resolved_ring_pos;
     _Atomic int flush_req;
-    _Atomic int closed_by_broker; /* CLOSE_PRODUCER or TOPIC_MIGRATED seen: 1 = re-create at once (a new owner or cluster named), 2 = after the backoff (no new owner) */
     _Atomic uint64_t sent_msgs, acked_msgs, failed_msgs, resent_batches;
     _Atomic uint64_t unknown_ids;   /* messages acknowledged as duplicates, no position */
     _Atomic uint64_t timed_out;     /* messages failed by send.timeout.ms */
@@ -252,11 +255,11 @@ struct up_rp {
     uint64_t backoff_ms;
     uint64_t outage_since_us; /* first backoff since the last success, 0 = none */
     bool mandatory_stop_made; /* the one shortened delay of this outage */
-    bool graceful_next;       /* the attempt due follows a close by the broker */
+    /* the watchdog's schedule of the next attempt: */
+    bool graceful_next;       /* the attempt due follows a close by the broker
+                                 (decided from BACKOFF_NOW / _GRACEFUL when
+                                 the attempt was scheduled): not counted */
     bool attempt_failed;      /* the last re-creation attempt failed */
-    bool created;             /* created on a broker once: from then on only
-                                 fencing and a terminated topic end its
-                                 re-creation (watchdog.c, terminal_for()) */
     uint64_t restart_times[64];
     int nrestarts;
     /* re-creation by an establish worker (watchdog.c): est_state is
@@ -286,13 +289,12 @@ struct up_rp {
     uint64_t open_deadline_us;
     uint64_t window_end_us; /* records seen, batch window not yet drained */
     bool holding;           /* records left in the ring until the window ends,
-                               or until the producer is created once */
-    bool ever_ready;        /* attached once: sequence ids and name known */
+                               or until the producer is created once
+                               (up_rp_created()) */
     up_batch_t *pend_head, *pend_tail, *unsent;
     size_t npend;
     uint8_t *scratch; /* a wrapped record, copied contiguous */
     size_t scratch_cap;
-    bool closing;
     /* send timeout of records still in the ring: ring head positions sampled
      * with the time they were read; every record before a sample's position
      * was accepted before its time */

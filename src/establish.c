@@ -291,7 +291,6 @@ upulsar_err_t up_rp_establish(up_rp_t *rp, int timeout_ms)
     up_loop_call(rp->loop, attach_task, &t);
     up_conn_unref(conn);
     if (t.ok) {
-        rp->created = true;
         pthread_mutex_lock(&rp->broker_lock);
         if (proxy_to[0])
             snprintf(rp->broker, sizeof rp->broker, "%s", proxy_to);

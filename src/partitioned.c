@@ -7,6 +7,7 @@
 
 #include "engine.h"
 #include "err.h"
+#include "rp_state.h"
 #include "fault.h"
 #include "route.h"
 
@@ -95,7 +96,7 @@ static void shutdown_begin(void *a)
 {
     shut_t *s = a;
     up_rp_t *rp = s->rp;
-    rp->closing = true;
+    up_rp_transition(rp, UP_RP_ANY, UP_RP_CLOSING, "stopping");
     up_rp_fail_all(rp, UPULSAR_ERR__CLOSED);
     /* also when not READY: a PRODUCER abandoned by stop may still have
      * created it on the broker (closing an unknown id is harmless) */
@@ -111,7 +112,7 @@ static void shutdown_end(void *a)
     up_loop_t *l = rp->loop;
     if (rp->conn)
         up_rp_detach(rp, false);
-    atomic_store(&rp->state, UPULSAR_STATE_CLOSED);
+    up_rp_transition(rp, UP_RP_BIT(UP_RP_CLOSING), UP_RP_CLOSED, "stopped");
     for (size_t i = 0; i < l->nrps; i++)
         if (l->rps[i] == rp) {
             l->rps[i] = l->rps[--l->nrps];
@@ -144,7 +145,7 @@ void up_rp_shutdown(up_rp_t *rp, uint64_t deadline_us)
 static void fail_left_task(void *a)
 {
     up_rp_t *rp = a;
-    rp->closing = true;
+    up_rp_transition(rp, UP_RP_ANY, UP_RP_CLOSING, "stopping");
     up_rp_fail_all(rp, UPULSAR_ERR__CLOSED);
 }
 
@@ -250,7 +251,8 @@ upulsar_err_t upulsar_producer_start(upulsar_client_t *c, const char *name, cons
     uint64_t start_by = up_now_us() + (uint64_t)c->conf.operation_timeout_ms * 1000u;
     if (partitions == 0) {
         uint64_t delay_ms = (uint64_t)c->conf.backoff_initial_ms;
-        while ((err = up_partitions(c, h->topic, &partitions)) && upulsar_err_is_retriable(err) &&
+        while ((err = up_partitions(c, h->topic, &partitions)) &&
+               up_err_class(err, false, false) == UP_ERR_CLASS_TRANSIENT &&
                up_now_us() + delay_ms * 1000u < start_by) {
             struct timespec ts = {(time_t)(delay_ms / 1000u), (long)(delay_ms % 1000u) * 1000000L};
             nanosleep(&ts, NULL);
@@ -293,9 +295,9 @@ upulsar_err_t upulsar_producer_start(upulsar_client_t *c, const char *name, cons
     }
     if (h->conf.partitions_update_interval_ms > 0)
         h->next_poll_us = up_now_us() + (uint64_t)h->conf.partitions_update_interval_ms * 1000u;
+    /* with lazy.start.partitions, a partition's producers start LAZY
+     * (up_rp_new) and are created at their first message */
     bool lazy = h->conf.lazy_start_partitions && h->npart > 0;
-    for (int i = 0; i < h->nall && lazy; i++)
-        atomic_store(&h->all[i]->lazy, 1);
     if (!lazy) {
         /* all producers at once, on the establish workers; transient
          * failures (a broker restarting, a topic being moved) are retried
@@ -640,7 +642,7 @@ upulsar_err_t upulsar_producer_groups(upulsar_producer_t *h, upulsar_group_info_
         gi->producers = grp->nrps;
         gi->state = UPULSAR_STATE_READY;
         for (int i = 0; i < grp->nrps; i++)
-            gi->state = worst(gi->state, (upulsar_producer_state_t)atomic_load(&grp->rps[i]->state));
+            gi->state = worst(gi->state, up_rp_public_state(grp->rps[i]));
         if (atomic_load(&grp->failed))
             gi->state = UPULSAR_STATE_FAILED;
     }
@@ -666,7 +668,7 @@ upulsar_err_t upulsar_producer_list(upulsar_producer_t *h, upulsar_producer_info
             snprintf(pi->partition_topic, sizeof pi->partition_topic, "%s", rp->topic);
             pi->partition = rp->partition;
             pi->index = rp->index;
-            pi->state = (upulsar_producer_state_t)atomic_load(&rp->state);
+            pi->state = up_rp_public_state(rp);
             uint64_t sent = atomic_load(&rp->sent_msgs);
             uint64_t done = atomic_load(&rp->acked_msgs) + atomic_load(&rp->failed_msgs);
             pi->pending = sent > done ? sent - done : 0;
@@ -740,18 +742,14 @@ static void grow(struct upulsar_producer *h, int n)
             return;
         }
     }
-    if (h->conf.lazy_start_partitions) {
-        for (int i = oldall; i < nall; i++)
-            atomic_store(&na[i]->lazy, 1);
-    } else {
+    if (!h->conf.lazy_start_partitions) { /* else LAZY until their first message */
         /* in parallel, one attempt each (deadline 0: bounded by
          * operation.timeout.ms, no retry); the ones that fail are left to
          * the watchdog's usual re-creation */
         up_establish_all(na + oldall, nall - oldall, 0, false);
-        for (int i = oldall; i < nall; i++) {
-            int st = UPULSAR_STATE_CONNECTING;
-            atomic_compare_exchange_strong(&na[i]->state, &st, UPULSAR_STATE_BACKOFF);
-        }
+        for (int i = oldall; i < nall; i++)
+            up_rp_transition(na[i], UP_RP_BIT(UP_RP_CONNECTING), UP_RP_BACKOFF,
+                             "its first creation failed: left to the supervisor");
     }
     h->retired[h->nretired++] = h->groups;
     h->retired[h->nretired++] = h->all;

@@ -34,7 +34,10 @@ up_rp_t *up_rp_new(struct upulsar_producer *h, int partition, int index, const c
     rp->loop = &h->client->loops[p % nloops];
     rp->conn_slot = (p / nloops * h->conf.producers_per_partition + index) %
                     h->client->conf.connections_per_broker;
-    atomic_init(&rp->state, UPULSAR_STATE_CONNECTING);
+    /* lazy.start.partitions: a partition's producers wait for their first
+     * message (a non-partitioned topic's producer starts at once) */
+    up_rp_state_init(rp, h->conf.lazy_start_partitions && partition >= 0 ? UP_RP_LAZY
+                                                                          : UP_RP_CONNECTING);
     atomic_init(&rp->last_acked_seq, -1);
     pthread_mutex_init(&rp->broker_lock, NULL);
     if (up_ring_init(&rp->ring, (size_t)h->conf.queue_buffer_bytes)) {
@@ -68,7 +71,7 @@ void up_rp_free(up_rp_t *rp)
 
 static void write_unsent(up_rp_t *rp)
 {
-    if (!rp->conn || atomic_load_explicit(&rp->state, memory_order_relaxed) != UPULSAR_STATE_READY)
+    if (!rp->conn || up_rp_st(rp) != UP_RP_READY)
         return;
     for (up_batch_t *b = rp->unsent; b; b = b->next)
         up_conn_write(rp->conn, b->frame, b->frame_len, NULL, b);
@@ -120,9 +123,9 @@ up_detail_t *up_rp_detail(up_rp_t *rp, const char *fmt, ...)
  * connected". */
 static const char *rp_state_words(const up_rp_t *rp)
 {
-    if (!rp->ever_ready)
+    if (!up_rp_created(rp))
         return "never created on a broker yet";
-    switch (atomic_load_explicit(&rp->state, memory_order_relaxed)) {
+    switch (up_rp_public_state(rp)) {
     case UPULSAR_STATE_READY:
         return "producer READY on its connection";
     case UPULSAR_STATE_BACKOFF:
@@ -207,7 +210,7 @@ void up_rp_on_receipt(up_rp_t *rp, const Pulsar__Proto__CommandSendReceipt *r)
     if (!b || r->sequence_id < b->first_seq)
         return; /* stale: already failed (timeout) or not ours */
     if (r->sequence_id > b->last_seq) {
-        if (atomic_load_explicit(&rp->state, memory_order_relaxed) != UPULSAR_STATE_READY)
+        if (up_rp_st(rp) != UP_RP_READY)
             return; /* the broker closed us: it may answer out of line */
         up_seterr(UPULSAR_ERR__PROTOCOL,
                   "%s: receipt for sequence id %llu while %llu..%llu is pending", rp->topic,
@@ -244,7 +247,7 @@ void up_rp_on_send_error(up_rp_t *rp, const Pulsar__Proto__CommandSendError *e)
         return;
     /* not attached (closed, being re-created): everything pending is resent
      * anyway, and the resend gets its own answer */
-    if (atomic_load_explicit(&rp->state, memory_order_relaxed) != UPULSAR_STATE_READY)
+    if (up_rp_st(rp) != UP_RP_READY)
         return;
     upulsar_err_t err = up_err_from_server(e->error);
     char why[UP_DETAIL_TEXT_MAX];
@@ -282,7 +285,9 @@ void up_rp_on_send_error(up_rp_t *rp, const Pulsar__Proto__CommandSendError *e)
 
 /* ---- loop side: attach / detach / fail ----------------------------------- */
 
-void up_rp_detach(up_rp_t *rp, bool kick)
+/* Let go of the connection @p rp is registered on, if any (its state is
+ * the caller's business). */
+static void unlink_conn(up_rp_t *rp)
 {
     up_conn_t *c = rp->conn;
     if (rp->registered && c) {
@@ -298,19 +303,29 @@ void up_rp_detach(up_rp_t *rp, bool kick)
         up_conn_unref(c);
     }
     rp->unsent = rp->pend_head;
-    if (!rp->closing && !atomic_load(&rp->failed))
-        atomic_store(&rp->state, UPULSAR_STATE_BACKOFF);
+}
+
+/* Stop writing (what is pending is written again from its head once
+ * attached) and go to @p to, one of the BACKOFF states (refused when
+ * FAILED, stopping, or when a close by the broker already said why it is
+ * in BACKOFF: it then stays as it is). */
+static void stop_writing(up_rp_t *rp, up_rp_st_t to, const char *why, bool kick)
+{
+    rp->unsent = rp->pend_head;
+    up_rp_transition(rp, UP_RP_ANY, to, why);
     if (kick)
         up_watchdog_kick(rp->client);
 }
 
+void up_rp_detach(up_rp_t *rp, bool kick)
+{
+    unlink_conn(rp);
+    stop_writing(rp, UP_RP_BACKOFF, "detached from its connection", kick);
+}
+
 void up_rp_suspend(up_rp_t *rp, bool kick)
 {
-    rp->unsent = rp->pend_head;
-    if (!rp->closing && !atomic_load(&rp->failed))
-        atomic_store(&rp->state, UPULSAR_STATE_BACKOFF);
-    if (kick)
-        up_watchdog_kick(rp->client);
+    stop_writing(rp, UP_RP_BACKOFF, "closed on its connection", kick);
 }
 
 static void fail_all(up_rp_t *rp, upulsar_err_t err, up_detail_t *det);
@@ -319,8 +334,8 @@ void up_rp_fail(up_rp_t *rp, upulsar_err_t err) { up_rp_fail_why(rp, err, NULL);
 
 void up_rp_fail_why(up_rp_t *rp, upulsar_err_t err, const char *why)
 {
-    atomic_store(&rp->failed, err);
-    atomic_store(&rp->state, UPULSAR_STATE_FAILED);
+    atomic_store(&rp->failed, err); /* before the state says FAILED */
+    up_rp_transition(rp, UP_RP_ANY, UP_RP_FAILED, why ? why : upulsar_err_name(err));
     up_detail_t *det = !holds_messages(rp) ? NULL
                        : why            ? up_rp_detail(rp, "%s", why)
                                         : rp_default_detail(rp, err);
@@ -337,12 +352,14 @@ void up_rp_fail_why(up_rp_t *rp, upulsar_err_t err, const char *why)
 
 void up_rp_register(up_rp_t *rp, up_conn_t *c)
 {
-    if (rp->conn == c && rp->registered) {
-        atomic_store(&rp->closed_by_broker, 0); /* re-created where it is */
+    if (rp->conn == c && rp->registered) { /* re-created where it is */
+        up_rp_transition(rp, UP_RP_IN_BACKOFF, UP_RP_CONNECTING, "creating it on its connection");
         return;
     }
+    /* the connection it was suspended on (kept for the receipts of what it
+     * wrote there) is let go: this attempt goes on */
     if (rp->conn)
-        up_rp_detach(rp, false);
+        unlink_conn(rp);
     /* callers pass the connection to register on, never NULL.
      * NOLINTNEXTLINE(clang-analyzer-core.NullDereference) */
     if (c->nrps == c->crps) {
@@ -357,7 +374,9 @@ void up_rp_register(up_rp_t *rp, up_conn_t *c)
     up_conn_ref(c);
     rp->conn = c;
     rp->registered = true;
-    atomic_store(&rp->closed_by_broker, 0);
+    /* a loss or a close seen since the attempt began concerned the
+     * connection it left: the attempt on this one goes on */
+    up_rp_transition(rp, UP_RP_IN_BACKOFF, UP_RP_CONNECTING, "creating it on a connection");
 }
 
 bool up_rp_attach(up_rp_t *rp, up_conn_t *c, int64_t last_seq)
@@ -373,20 +392,22 @@ bool up_rp_attach(up_rp_t *rp, up_conn_t *c, int64_t last_seq)
         up_rp_detach(rp, false);
         return false;
     }
-    if (rp->conn != c || atomic_load(&c->state) != UP_CONN_OPEN ||
-        atomic_load(&rp->closed_by_broker) || rp->closing)
+    if (rp->conn != c || atomic_load(&c->state) != UP_CONN_OPEN)
         return false;
-    if (!rp->ever_ready) {
+    /* refused unless CONNECTING: closed by the broker (BACKOFF_NOW,
+     * BACKOFF_GRACEFUL) or stopping since it was registered here */
+    bool first = !up_rp_created(rp);
+    if (!up_rp_transition(rp, UP_RP_BIT(UP_RP_CONNECTING), UP_RP_READY, "created on the broker"))
+        return false;
+    if (first) {
         rp->next_seq = cf->initial_sequence_id >= 0 ? (uint64_t)cf->initial_sequence_id + 1
                                                     : (uint64_t)(last_seq + 1);
-        rp->ever_ready = true;
     } else if (last_seq >= 0 && (uint64_t)last_seq + 1 > rp->next_seq) {
         rp->next_seq = (uint64_t)last_seq + 1;
     }
     rp->unsent = rp->pend_head;
     if (rp->pend_head)
         atomic_fetch_add(&rp->resent_batches, rp->npend);
-    atomic_store(&rp->state, UPULSAR_STATE_READY);
     write_unsent(rp);
     up_conn_flush(c);
     return true;
@@ -452,7 +473,7 @@ static up_detail_t *timeout_detail(up_rp_t *rp, bool queued)
         return up_rp_detail(rp, "send timed out after %d ms (send.timeout.ms): still queued, never "
                              "sent (%s)",
                          to,
-                         rp->ever_ready ? "max.inflight.batches batches awaiting receipts"
+                         up_rp_created(rp) ? "max.inflight.batches batches awaiting receipts"
                                         : "the producer was never created on a broker yet");
     return up_rp_detail(rp, "send timed out after %d ms (send.timeout.ms): no receipt from the "
                          "broker (%s)",
@@ -536,8 +557,11 @@ void up_rp_on_close_producer(up_rp_t *rp, const char *assigned_url)
         snprintf(rp->assigned, sizeof rp->assigned, "%s", assigned_url);
         pthread_mutex_unlock(&rp->broker_lock);
     }
-    atomic_store(&rp->closed_by_broker, assigned_url && assigned_url[0] ? 1 : 2); /* 2: back off */
-    up_rp_suspend(rp, true);
+    /* at once where the broker said; else after the backoff delay */
+    if (assigned_url && assigned_url[0])
+        stop_writing(rp, UP_RP_BACKOFF_NOW, "CLOSE_PRODUCER naming its new broker", true);
+    else
+        stop_writing(rp, UP_RP_BACKOFF_GRACEFUL, "CLOSE_PRODUCER", true);
 }
 
 void up_rp_on_topic_migrated(up_rp_t *rp, const char *cluster_url)
@@ -547,8 +571,7 @@ void up_rp_on_topic_migrated(up_rp_t *rp, const char *cluster_url)
         snprintf(rp->cluster, sizeof rp->cluster, "%s", cluster_url);
         pthread_mutex_unlock(&rp->broker_lock);
     }
-    atomic_store(&rp->closed_by_broker, 1);
-    up_rp_suspend(rp, true);
+    stop_writing(rp, UP_RP_BACKOFF_NOW, "TOPIC_MIGRATED", true);
 }
 
 /* Fail every message @p rp holds (pending and open batches, records in the

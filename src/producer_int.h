@@ -15,6 +15,7 @@
 #include "batch.h"
 #include "engine.h"
 #include "err.h"
+#include "rp_state.h"
 
 /* Room kept in front of a batch's records for the frame header:
  * sizes, BaseCommand{SEND}, magic, CRC, MessageMetadata (with up to

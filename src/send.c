@@ -204,12 +204,9 @@ static upulsar_err_t limits_reserve(up_rp_t *rp, uint64_t mem)
  * close: no backoff). */
 static void lazy_start(up_rp_t *rp)
 {
-    int one = 1;
-    if (!atomic_compare_exchange_strong(&rp->lazy, &one, 2))
-        return;
-    atomic_store(&rp->closed_by_broker, 1);
-    atomic_store(&rp->state, UPULSAR_STATE_BACKOFF);
-    up_watchdog_kick(rp->client);
+    if (up_rp_transition(rp, UP_RP_BIT(UP_RP_LAZY), UP_RP_BACKOFF_NOW,
+                         "its first message (lazy.start.partitions)"))
+        up_watchdog_kick(rp->client);
 }
 
 static void internal_free(void *payload, void *opaque) { free(payload); }
@@ -304,7 +301,7 @@ upulsar_err_t up_rp_enqueue(up_rp_t *rp, const void *payload, size_t len,
     if (failed)
         return up_seterr((upulsar_err_t)failed, "%s: producer failed: %s", rp->topic,
                          upulsar_err_str((upulsar_err_t)failed));
-    if (atomic_load_explicit(&rp->lazy, memory_order_relaxed) == 1)
+    if (up_rp_st_relaxed(rp) == UP_RP_LAZY)
         lazy_start(rp);
     int32_t maxsz = atomic_load_explicit(&rp->client->max_message_size, memory_order_relaxed);
     /* field by field: zeroing the whole struct at once (rep stos) and then

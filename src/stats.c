@@ -8,6 +8,7 @@
 
 #include "engine.h"
 #include "err.h"
+#include "rp_state.h"
 
 static unsigned log2_bucket(uint64_t v)
 {
@@ -143,7 +144,7 @@ static void producer_json(js_t *j, struct upulsar_producer *h)
                   "\"pending\":%llu,\"timed_out\":%llu,\"resent_batches\":%llu,"
                   "\"reconnects\":%llu,\"unknown_ids\":%llu,\"queue_bytes\":%llu,"
                   "\"last_sequence_id\":%lld,",
-               upulsar_state_name((upulsar_producer_state_t)atomic_load(&rp->state)),
+               upulsar_state_name(up_rp_public_state(rp)),
                (unsigned long long)sent, (unsigned long long)acked, (unsigned long long)failed,
                (unsigned long long)(sent > acked + failed ? sent - acked - failed : 0),
                (unsigned long long)atomic_load(&rp->timed_out),

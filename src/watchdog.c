@@ -11,6 +11,7 @@
 #include "clock.h"
 #include "engine.h"
 #include "err.h"
+#include "rp_state.h"
 
 #define WD_PERIOD_MS 20
 
@@ -86,52 +87,6 @@ static upulsar_err_t member_failure(const up_group_t *g)
             return (upulsar_err_t)e;
     }
     return UPULSAR_OK;
-}
-
-/* Refusals that are not worth retrying for a producer never created: the
- * topic, the credentials or the schema are wrong (start fails with them,
- * a lazy or grown partition's group fails). */
-static bool terminal(upulsar_err_t e)
-{
-    switch (e) {
-    case UPULSAR_ERR_TOPIC_TERMINATED:
-    case UPULSAR_ERR_PRODUCER_FENCED:
-    case UPULSAR_ERR_AUTHORIZATION_ERROR:
-    case UPULSAR_ERR_AUTHENTICATION_ERROR:
-    case UPULSAR_ERR_TOPIC_NOT_FOUND:
-    case UPULSAR_ERR_INVALID_TOPIC_NAME:
-    case UPULSAR_ERR_INCOMPATIBLE_SCHEMA:
-        return true;
-    default:
-        return false;
-    }
-}
-
-/* Whether @p err ends the re-creation of @p rp (its group fails).
- *
- * Once a producer has been created, waiting can change every answer but
- * two, and the official clients retry all others with backoff
- * (pulsar-client-cpp: ProducerImpl::handleCreateProducer retries any
- * PRODUCER error of a producer created before except ProducerFenced and
- * TopicTerminated; HandlerBase::grabCnx schedules a reconnection after
- * every failure to get a connection, lookup and CONNECT refusals
- * included). So for such a producer only these are terminal:
- *  - ProducerFenced (another producer took the topic), TopicTerminated;
- *  - ProducerBusy in an exclusive access mode: another exclusive producer
- *    holds the topic (the C++ client retries this one; upulsar fails the
- *    group so the application learns it lost the topic).
- * AuthenticationError (a token refused at a refresh), AuthorizationError
- * (permissions taken away for a while), TopicNotFound and the others are
- * retried: each refusal is logged, restart.intensity (when set) still
- * bounds the attempts, and pending messages keep their send.timeout.ms.
- * Before the first creation, terminal() decides. */
-static bool terminal_for(const up_rp_t *rp, upulsar_err_t err, const struct upulsar_conf *cf)
-{
-    if (err == UPULSAR_ERR_PRODUCER_BUSY && cf->access_mode != UP_ACCESS_SHARED)
-        return true;
-    if (!rp->created)
-        return terminal(err);
-    return err == UPULSAR_ERR_PRODUCER_FENCED || err == UPULSAR_ERR_TOPIC_TERMINATED;
 }
 
 /* Backoff delay before the next attempt of @p rp (backoff.* are client
@@ -301,11 +256,12 @@ upulsar_err_t up_establish_all(up_rp_t **rps, int n, uint64_t deadline_us,
                 }
                 last = err;
                 snprintf(why, sizeof why, "%s", rp->est_why);
-                /* a backlog quota refusal is not retried at creation,
-                 * as the official clients do: the quota clears only
-                 * once consumers catch up */
-                if (!upulsar_err_is_retriable(err) || now >= deadline_us ||
-                    err == UPULSAR_ERR_PRODUCER_BLOCKED_QUOTA_EXCEEDED_ERROR) {
+                /* only what is transient is tried again at creation
+                 * (up_err_class(): e.g. not the backlog quota's hold) */
+                if (up_err_class(err, up_rp_created(rp),
+                                 h->conf.access_mode != UP_ACCESS_SHARED) !=
+                        UP_ERR_CLASS_TRANSIENT ||
+                    now >= deadline_us) {
                     fail = err;
                     a[i].over = true;
                     left--;
@@ -375,7 +331,8 @@ static bool est_result(up_group_t *grp, up_rp_t *rp, const struct upulsar_conf *
     atomic_store_explicit(&rp->est_state, UP_EST_IDLE, memory_order_relaxed);
     rp->next_attempt_us = 0;
     rp->attempt_failed = err != UPULSAR_OK;
-    bool fatal = err && terminal_for(rp, err, cf);
+    bool fatal = up_err_class(err, up_rp_created(rp), cf->access_mode != UP_ACCESS_SHARED) ==
+                 UP_ERR_CLASS_TERMINAL;
     if (err && err != UPULSAR_ERR__CLOSED)
         up_log(rp->client, UPULSAR_LOG_WARNING, "%s: re-creating producer %s failed: %s: %s%s",
                rp->topic, rp->name[0] ? rp->name : "(unnamed)", upulsar_err_name(err),
@@ -388,9 +345,8 @@ static bool est_result(up_group_t *grp, up_rp_t *rp, const struct upulsar_conf *
         rp->mandatory_stop_made = false;
         return true;
     }
-    /* an exclusive producer refused because another holds the topic is not
-     * retried as if transient (Shared: a name clash while the broker still
-     * holds the previous incarnation, so it is retried) */
+    /* terminal (up_err_class()): the group fails; anything else is retried
+     * with backoff */
     if (fatal) {
         char why[UP_DETAIL_TEXT_MAX];
         snprintf(why, sizeof why, "the broker refused to re-create producer %s: %s",
@@ -398,8 +354,8 @@ static bool est_result(up_group_t *grp, up_rp_t *rp, const struct upulsar_conf *
         fail_group(grp, err, why);
         return false;
     }
-    int st = UPULSAR_STATE_CONNECTING;
-    atomic_compare_exchange_strong(&rp->state, &st, UPULSAR_STATE_BACKOFF);
+    up_rp_transition(rp, UP_RP_BIT(UP_RP_CONNECTING), UP_RP_BACKOFF,
+                     "re-creation failed: retried after backoff");
     if (err == UPULSAR_ERR_PRODUCER_BLOCKED_QUOTA_EXCEEDED_EXCEPTION) {
         /* the backlog quota's producer_exception policy: as the official
          * clients do, what the producer holds fails with the broker's
@@ -441,7 +397,8 @@ static void supervise(struct upulsar_producer *h, uint64_t now)
                 continue; /* a worker has it */
             if (est == UP_EST_DONE && !est_result(grp, rp, cf, cc))
                 break;
-            if (atomic_load(&rp->state) != UPULSAR_STATE_BACKOFF)
+            up_rp_st_t st = up_rp_st(rp);
+            if (!(UP_RP_BIT(st) & UP_RP_IN_BACKOFF))
                 continue;
             if (rp->next_attempt_us == 0) {
                 /* a graceful close (unload, transfer, migration, lazy
@@ -450,9 +407,9 @@ static void supervise(struct upulsar_producer *h, uint64_t now)
                  * fails, the next ones back off as usual and count. It
                  * comes at once, without advancing the backoff, when the
                  * broker named where the topic went (CLOSE_PRODUCER with
-                 * an assigned broker: closed_by_broker 1; also
-                 * TOPIC_MIGRATED and a lazy start); after a CLOSE_PRODUCER
-                 * naming no new owner (2: an unload, a broker shutting
+                 * an assigned broker: BACKOFF_NOW; also TOPIC_MIGRATED and
+                 * a lazy start); after a CLOSE_PRODUCER naming no new
+                 * owner (BACKOFF_GRACEFUL: an unload, a broker shutting
                  * down) it comes after the backoff delay, as the official
                  * clients schedule it (pulsar-client-cpp
                  * HandlerBase::scheduleReconnection: no delay only with an
@@ -460,9 +417,8 @@ static void supervise(struct upulsar_producer *h, uint64_t now)
                 /* ...only after a working producer was closed: a broker that
                  * answers every attempt with a close (a migrated topic's old
                  * cluster) gets backoff, not a loop */
-                int closed = atomic_exchange(&rp->closed_by_broker, 0);
-                rp->graceful_next = closed != 0 && !rp->attempt_failed;
-                rp->next_attempt_us = rp->graceful_next && closed == 1
+                rp->graceful_next = st != UP_RP_BACKOFF && !rp->attempt_failed;
+                rp->next_attempt_us = rp->graceful_next && st == UP_RP_BACKOFF_NOW
                                           ? now
                                           : now + jitter(next_delay_ms(cc, cf, rp, now)) * 1000u;
             }
@@ -482,7 +438,12 @@ static void supervise(struct upulsar_producer *h, uint64_t now)
                 fail_group(grp, UPULSAR_ERR__GROUP_FAILED, why);
                 break;
             }
-            atomic_store(&rp->state, UPULSAR_STATE_CONNECTING);
+            /* refused when the loop failed it (or a stop closes it) since
+             * the state was read: a failed producer is never re-created */
+            if (!up_rp_transition(rp, UP_RP_IN_BACKOFF, UP_RP_CONNECTING,
+                                  counted ? "backoff over: re-creating it"
+                                          : "re-creating it after a close by the broker"))
+                continue;
             atomic_fetch_add(&rp->reconnects, 1);
             est_submit(rp);
         }
