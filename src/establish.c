@@ -288,16 +288,17 @@ upulsar_err_t up_rp_establish(up_rp_t *rp, int timeout_ms)
         rp->topic_epoch = ps->topic_epoch;
     }
     pulsar__proto__base_command__free_unpacked(resp, NULL);
+    /* the broker created it: name it before the attach makes it READY, so
+     * that whoever sees a message acknowledged through it (a future, a
+     * callback) finds it in upulsar_producer_list() */
+    pthread_mutex_lock(&rp->broker_lock);
+    if (proxy_to[0])
+        snprintf(rp->broker, sizeof rp->broker, "%s", proxy_to);
+    else
+        snprintf(rp->broker, sizeof rp->broker, "%s:%d", host, port);
+    pthread_mutex_unlock(&rp->broker_lock);
     up_loop_call(rp->loop, attach_task, &t);
     up_conn_unref(conn);
-    if (t.ok) {
-        pthread_mutex_lock(&rp->broker_lock);
-        if (proxy_to[0])
-            snprintf(rp->broker, sizeof rp->broker, "%s", proxy_to);
-        else
-            snprintf(rp->broker, sizeof rp->broker, "%s:%d", host, port);
-        pthread_mutex_unlock(&rp->broker_lock);
-    }
     if (!t.ok)
         return up_seterr(UPULSAR_ERR__CONNECT, "%s: connection lost or producer closed while "
                          "creating it", rp->topic);
