@@ -166,6 +166,7 @@ up_batch_t *up_batch_get(up_rp_t *rp)
     b->nrepl = 0;
     b->repl_len = 0;
     b->kkind = 0;
+    b->chunk = UP_CHUNK_NONE;
     b->retired = false;
     b->outq_refs = 0;
     b->rp = rp;

@@ -196,6 +196,10 @@ upulsar_err_t up_chunk_send(up_rp_t *rp, const up_smm_t *m, const up_rec_view_t 
         bool last = i == n - 1;
         b->created_us = now;
         b->first_seq = b->last_seq = m->sequence_id;
+        b->chunk = n == 1 ? UP_CHUNK_ONLY
+                   : last ? UP_CHUNK_LAST
+                   : i == 0 ? UP_CHUNK_FIRST
+                            : UP_CHUNK_MIDDLE;
         b->ring_end = last ? ring_start + ncells : ring_start;
         if (last) {
             b->done[0] = (up_done_t){v->future, v->ext.cb, v->ext.opaque};

@@ -169,6 +169,10 @@ struct up_batch {
     int kkind;              /* 0 none, 1 partition key, 2 ordering key */
     char *kkey;             /* NUL-terminated copy */
     size_t kkey_len, kkey_cap;
+    /* a plain entry (not a batch) of a message sent alone by chunk.c:
+     * UP_CHUNK_FIRST / _MIDDLE / _LAST of a chunked message, UP_CHUNK_ONLY
+     * for one that fitted whole; 0 for a batch */
+    uint8_t chunk;
     int outq_refs;     /* (loop) segments of connection queues pointing here */
     bool retired;      /* (loop) resolved: recycle once outq_refs is 0 */
     up_rp_t *rp;       /* NULL once the producer is gone: free instead */
@@ -187,6 +191,8 @@ void up_batch_unref(up_batch_t *b);
 void up_batch_pool_trim(up_loop_t *l);
 /** Free every pooled batch (the loop has stopped). */
 void up_batch_pool_free(up_loop_t *l);
+
+enum { UP_CHUNK_NONE = 0, UP_CHUNK_FIRST, UP_CHUNK_MIDDLE, UP_CHUNK_LAST, UP_CHUNK_ONLY };
 
 #define UP_AGE_SAMPLES 16
 
@@ -295,6 +301,9 @@ struct up_rp {
     size_t npend;
     uint8_t *scratch; /* a wrapped record, copied contiguous */
     size_t scratch_cap;
+    /* the position of the first chunk of the chunked message being
+     * acknowledged (receipts come in order, its chunks are consecutive) */
+    uint64_t chunk_first_ledger, chunk_first_entry;
     /* send timeout of records still in the ring: ring head positions sampled
      * with the time they were read; every record before a sample's position
      * was accepted before its time */

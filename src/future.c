@@ -292,6 +292,50 @@ static void publish(up_fslot_t *f)
         put(f);
 }
 
+/* Keep @p id in @p f: a chunked message's first chunk as a delta from its
+ * last (ledger ids only grow on a topic; a first chunk "after" the last or
+ * a delta out of range cannot be kept: the first chunk's position is then
+ * reported unknown). */
+static void fid_pack(up_fid_t *f, const upulsar_msg_id_t *id)
+{
+    f->ledger = id->ledger_id;
+    f->entry = id->entry_id;
+    f->partition = id->partition;
+    if (id->first_chunk_ledger_id == id->ledger_id && id->first_chunk_entry_id == id->entry_id) {
+        f->index = id->batch_index;
+        f->u.first_entry = 0;
+        f->u.size = id->batch_size;
+        return;
+    }
+    uint64_t delta = id->ledger_id - id->first_chunk_ledger_id;
+    bool ok = id->first_chunk_ledger_id <= id->ledger_id &&
+              delta <= (uint64_t)INT32_MAX + (uint64_t)UP_FID_CHUNKED;
+    f->index = ok ? UP_FID_CHUNKED - (int32_t)delta : UP_FID_CHUNKED;
+    f->u.first_entry = ok ? id->first_chunk_entry_id : UPULSAR_ID_UNKNOWN;
+}
+
+static void fid_unpack(const up_fid_t *f, upulsar_msg_id_t *id)
+{
+    id->ledger_id = f->ledger;
+    id->entry_id = f->entry;
+    id->partition = f->partition;
+    if (f->index > UP_FID_CHUNKED) {
+        id->batch_index = f->index;
+        id->batch_size = f->u.size;
+        id->first_chunk_ledger_id = f->ledger;
+        id->first_chunk_entry_id = f->entry;
+        return;
+    }
+    id->batch_index = -1;
+    id->batch_size = 0;
+    if (f->u.first_entry == UPULSAR_ID_UNKNOWN) {
+        id->first_chunk_ledger_id = id->first_chunk_entry_id = UPULSAR_ID_UNKNOWN;
+    } else {
+        id->first_chunk_ledger_id = f->ledger - (uint64_t)(UP_FID_CHUNKED - f->index);
+        id->first_chunk_entry_id = f->u.first_entry;
+    }
+}
+
 bool up_future_resolve(struct upulsar_future *h, upulsar_err_t err, const upulsar_msg_id_t *id)
 {
     up_fslot_t *f = claim(h);
@@ -301,7 +345,7 @@ bool up_future_resolve(struct upulsar_future *h, upulsar_err_t err, const upulsa
     if (err != UPULSAR_OK)
         f->res.detail = NULL;
     else if (id)
-        f->res.id = *id;
+        fid_pack(&f->res.id, id);
     else
         memset(&f->res.id, 0, sizeof f->res.id);
     publish(f);
@@ -325,7 +369,7 @@ bool up_future_fail(struct upulsar_future *h, upulsar_err_t err, up_detail_t *d)
 static upulsar_err_t result(up_fslot_t *f, upulsar_msg_id_t *id)
 {
     if (id && f->err == UPULSAR_OK)
-        *id = f->res.id;
+        fid_unpack(&f->res.id, id);
     return (upulsar_err_t)f->err;
 }
 

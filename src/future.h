@@ -63,13 +63,29 @@ typedef struct up_detail {
     const char *text;
 } up_detail_t;
 
+/* A message id as a slot keeps it (32 bytes; upulsar_msg_id_t has 48):
+ * the first chunk's position is implied (equal to the message's) unless
+ * `index` is UP_FID_CHUNKED - delta, which marks a chunked message whose
+ * first chunk is at ledger - delta, entry `first_entry` (batch index -1,
+ * size 0). up_fid_pack() / up_fid_unpack() convert, future.c. */
+typedef struct up_fid {
+    uint64_t ledger, entry;
+    int32_t partition;
+    int32_t index;
+    union {
+        int32_t size;       /* not chunked: batch_size */
+        uint64_t first_entry; /* chunked */
+    } u;
+} up_fid_t;
+#define UP_FID_CHUNKED (-2)
+
 typedef struct up_fslot {
     _Atomic uint32_t state;
     _Atomic uint32_t next; /* free-list link: index + 1, 0 = end */
     uint32_t idx;
     int32_t err;
     union {
-        upulsar_msg_id_t id;  /* err == UPULSAR_OK */
+        up_fid_t id;          /* err == UPULSAR_OK */
         up_detail_t *detail;  /* err != UPULSAR_OK: a reference, or NULL */
     } res;
     struct up_future_pool *pool;

@@ -159,12 +159,24 @@ static up_detail_t *rp_default_detail(up_rp_t *rp, upulsar_err_t err)
 void up_rp_resolve_batch(up_rp_t *rp, up_batch_t *b, upulsar_err_t err, uint64_t ledger,
                          uint64_t entry, up_detail_t *det)
 {
-    upulsar_msg_id_t id = {ledger, entry, rp->partition, 0, (int32_t)b->n};
+    upulsar_msg_id_t id = {ledger, entry, rp->partition, 0, (int32_t)b->n, ledger, entry};
+    if (b->chunk != UP_CHUNK_NONE) { /* a plain entry: no batch index */
+        id.batch_index = -1;
+        id.batch_size = 0;
+        if (b->chunk == UP_CHUNK_FIRST && !err) {
+            rp->chunk_first_ledger = ledger;
+            rp->chunk_first_entry = entry;
+        } else if (b->chunk == UP_CHUNK_LAST && ledger != UPULSAR_ID_UNKNOWN) {
+            id.first_chunk_ledger_id = rp->chunk_first_ledger;
+            id.first_chunk_entry_id = rp->chunk_first_entry;
+        }
+    }
     /* room first: once a message resolved, its room is back */
     up_rp_limits_release(rp, b->n, b->mem_bytes);
     for (uint32_t i = 0; i < b->n; i++) {
         up_done_t *d = &b->done[i];
-        id.batch_index = (int32_t)i;
+        if (b->chunk == UP_CHUNK_NONE)
+            id.batch_index = (int32_t)i;
         resolve_one(d->f, d->cb, d->opaque, err, &id, det);
     }
     if (err)

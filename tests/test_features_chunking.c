@@ -61,6 +61,16 @@ Test(features_chunking, twenty_mib_message_is_chunked_and_stored_whole)
     cr_assert_str_eq(m->properties[0].value, "big");
     cr_assert_eq(m->event_time, 42);
     cr_assert_eq(m->entry_id, id[1].entry_id);
+    /* the id names both ends, as the official clients' ChunkMessageId, and
+     * no batch position (each chunk is a plain entry) */
+    cr_assert_geq(m->num_chunks, 4);
+    cr_assert_eq(id[1].first_chunk_ledger_id, m->first_chunk_ledger_id);
+    cr_assert_eq(id[1].first_chunk_entry_id, m->first_chunk_entry_id);
+    cr_assert_lt(id[1].first_chunk_entry_id, id[1].entry_id);
+    cr_assert_eq(id[1].batch_index, -1);
+    cr_assert_eq(id[1].batch_size, 0);
+    cr_assert_eq(id[0].first_chunk_entry_id, id[0].entry_id, "a message sent whole");
+    cr_assert_eq(id[0].first_chunk_ledger_id, id[0].ledger_id);
     cr_assert_eq(memcmp(upulsar_tb_snapshot_msg(s, 0)->payload, "before", 6), 0);
     cr_assert_eq(memcmp(upulsar_tb_snapshot_msg(s, 2)->payload, "after", 5), 0);
     upulsar_tb_snapshot_free(s);

@@ -19,7 +19,7 @@ TestSuite(future_once, .init = setup, .fini = teardown);
 
 static upulsar_msg_id_t id_of(uint64_t n)
 {
-    upulsar_msg_id_t id = {n, n + 1, (int32_t)(n % 7), (int32_t)(n % 5), 9};
+    upulsar_msg_id_t id = {n, n + 1, (int32_t)(n % 7), (int32_t)(n % 5), 9, n, n + 1};
     return id;
 }
 
@@ -55,6 +55,38 @@ static void assert_pool_sound(int n)
         upulsar_future_release(fs[i]);
     cr_assert_eq(in_use(), 0);
     free(fs);
+}
+
+/* A future keeps every field of an id it resolves with, the first chunk of
+ * a chunked message included (in the same ledger as the last, an earlier
+ * one, or unknown when its last chunk's position is). */
+Test(future_once, ids_of_whole_and_chunked_messages_read_back_exactly)
+{
+    const upulsar_msg_id_t ids[] = {
+        {7, 9, 3, 4, 10, 7, 9},                                   /* in a batch */
+        {7, 9, -1, -1, 0, 7, 9},                                  /* a plain entry */
+        {7, 9, 2, -1, 0, 7, 5},                                   /* chunks, one ledger */
+        {12, 0, 2, -1, 0, 11, 40},                                /* across ledgers */
+        {UPULSAR_ID_UNKNOWN, UPULSAR_ID_UNKNOWN, 1, -1, 0, UPULSAR_ID_UNKNOWN,
+         UPULSAR_ID_UNKNOWN},                                     /* de-duplicated */
+        {UPULSAR_ID_UNKNOWN, UPULSAR_ID_UNKNOWN, 1, 5, 6, UPULSAR_ID_UNKNOWN,
+         UPULSAR_ID_UNKNOWN},
+    };
+    for (size_t i = 0; i < sizeof ids / sizeof ids[0]; i++) {
+        upulsar_future_t *f = up_future_alloc(&pool);
+        cr_assert(up_future_resolve(f, UPULSAR_OK, &ids[i]));
+        upulsar_msg_id_t got;
+        memset(&got, 0xab, sizeof got);
+        cr_assert_eq(upulsar_future_poll(f, &got), UPULSAR_OK);
+        cr_assert_eq(got.ledger_id, ids[i].ledger_id, "id %zu", i);
+        cr_assert_eq(got.entry_id, ids[i].entry_id, "id %zu", i);
+        cr_assert_eq(got.partition, ids[i].partition, "id %zu", i);
+        cr_assert_eq(got.batch_index, ids[i].batch_index, "id %zu", i);
+        cr_assert_eq(got.batch_size, ids[i].batch_size, "id %zu", i);
+        cr_assert_eq(got.first_chunk_ledger_id, ids[i].first_chunk_ledger_id, "id %zu", i);
+        cr_assert_eq(got.first_chunk_entry_id, ids[i].first_chunk_entry_id, "id %zu", i);
+        upulsar_future_release(f);
+    }
 }
 
 Test(future_once, resolving_twice_keeps_the_first_result)

@@ -265,6 +265,15 @@ void upulsar_client_destroy(upulsar_client_t *client);
  * byte-identical to the stored entry). upulsar keeps the real position
  * whenever the original receipt still arrives, also after the producer was
  * re-created on the same connection.
+ *
+ * A message sent in chunks (chunking.enabled) is stored as one entry per
+ * chunk, none of them a batch: ledger_id / entry_id are its last chunk's,
+ * first_chunk_ledger_id / first_chunk_entry_id its first chunk's (the two
+ * ends of the official clients' ChunkMessageId: a consumer seeking to or
+ * acknowledging the message needs both), batch_index -1 and batch_size 0.
+ * For any other message the first_chunk_ fields equal ledger_id and
+ * entry_id. When the last chunk's position is unknown (de-duplicated,
+ * above), both pairs are UPULSAR_ID_UNKNOWN.
  */
 typedef struct upulsar_msg_id {
     uint64_t ledger_id;
@@ -272,6 +281,8 @@ typedef struct upulsar_msg_id {
     int32_t partition;   /**< partition index, -1 for a non-partitioned topic */
     int32_t batch_index; /**< position in its batch entry, -1 if not batched */
     int32_t batch_size;  /**< messages in the batch entry, 0 if not batched */
+    uint64_t first_chunk_ledger_id; /**< chunked: the first chunk's; else ledger_id */
+    uint64_t first_chunk_entry_id;  /**< chunked: the first chunk's; else entry_id */
 } upulsar_msg_id_t;
 
 /** A per-message future: resolves exactly once, to a message id or an error. */
