@@ -150,7 +150,7 @@ static int listen_any(int *port, int listening)
 enum srv_kind {
     SRV_SILENT, /* accepts, never answers, keeps the connection */
     SRV_REPLY,  /* answers the first bytes with reply[], then closes */
-    SRV_TLS,    /* an OpenSSL server */
+    SRV_TLS,    /* an OpenSSL server (answering reply[] inside TLS, if set) */
 };
 
 typedef struct {
@@ -213,8 +213,12 @@ static void *serve(void *a)
         } else {
             SSL *ssl = SSL_new(s->ctx);
             SSL_set_fd(ssl, fd);
-            if (SSL_accept(ssl) == 1)
+            if (SSL_accept(ssl) == 1) {
+                char buf[4096];
+                if (s->reply && SSL_read(ssl, buf, sizeof buf) > 0)
+                    SSL_write(ssl, s->reply, (int)s->reply_len);
                 SSL_shutdown(ssl);
+            }
             ERR_clear_error();
             SSL_free(ssl);
             close(fd);
@@ -402,6 +406,20 @@ Test(deploy_startup, http_port_fails_at_once_naming_the_web_service)
     one_attempt_with_hint(url, addr, UPULSAR_ERR__INVALID_URL, HINT_HTTP);
     srv_stop(&s);
     cr_assert_eq(atomic_load(&s.conns), 1);
+}
+
+/* pulsar+ssl:// to an HTTPS port: TLS works, the answer inside is HTTP. */
+Test(deploy_startup, https_port_fails_at_once_naming_the_web_service)
+{
+    srv_t s = {.reply = (const uint8_t *)HTTP_400, .reply_len = sizeof HTTP_400 - 1};
+    srv_start(&s, SRV_TLS);
+    char url[64], addr[64];
+    snprintf(url, sizeof url, "pulsar+ssl://127.0.0.1:%d", s.port);
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", s.port);
+    one_attempt_with_hint(url, addr, UPULSAR_ERR__INVALID_URL, HINT_HTTP);
+    srv_stop(&s);
+    cr_assert_eq(atomic_load(&s.conns), 1);
+    cr_assert_eq(atomic_load(&s.hellos), 1);
 }
 
 Test(deploy_startup, pulsar_ssl_url_to_a_plain_broker_fails_at_once_saying_use_pulsar)
