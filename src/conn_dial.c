@@ -492,8 +492,10 @@ static upulsar_err_t handshake(up_conn_t *c, uint64_t deadline)
             if (!w)
                 return up_seterr(UPULSAR_ERR__NOMEM, "out of memory");
             long n = up_tls_read(c->tls, w, avail);
-            if (n < 0)
-                return (upulsar_err_t)n;
+            if (n < 0) { /* e.g. closed: what it sent before may say why */
+                upulsar_err_t hint = hint_from_bytes(c);
+                return hint ? hint : (upulsar_err_t)n;
+            }
             if (n == 0)
                 break;
             up_decoder_commit(&c->dec, (size_t)n);
