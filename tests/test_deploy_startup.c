@@ -307,6 +307,39 @@ Test(deploy_startup, refused_attempts_are_each_logged_with_known_partitions)
     refused(1); /* straight to the lookup of each partition */
 }
 
+/* When the next attempt could only come after operation.timeout.ms, the
+ * start does not wait for the deadline doing nothing: it fails with the
+ * last attempt's reason after that one attempt (the backoff here is as long
+ * as the start's whole budget, 10 minutes: a start that waited would run
+ * into the test's timeout). */
+static void no_time_for_another_attempt(int partitions)
+{
+    int port;
+    int hold = listen_any(&port, 0);
+    char url[64], addr[64], why[512];
+    snprintf(url, sizeof url, "pulsar://127.0.0.1:%d", port);
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", port);
+    const char *kv[] = {"operation.timeout.ms", "600000", "backoff.initial.ms", "600000",
+                        "backoff.max.ms", "600000", NULL};
+    upulsar_client_t *c = client_of(url, kv);
+    upulsar_err_t err = start_fails(c, partitions, why, sizeof why);
+    cr_assert_eq(err, UPULSAR_ERR__CONNECT, "%s: %s", upulsar_err_name(err), why);
+    cr_assert(strstr(why, strerror(ECONNREFUSED)), "%s", why);
+    cr_assert_eq(attempt_lines(addr, strerror(ECONNREFUSED)), 1);
+    upulsar_client_destroy(c);
+    close(hold);
+}
+
+Test(deploy_startup, no_time_left_for_another_attempt_fails_the_start_at_once)
+{
+    no_time_for_another_attempt(0);
+}
+
+Test(deploy_startup, no_time_left_for_another_attempt_fails_the_start_at_once_known_partitions)
+{
+    no_time_for_another_attempt(1);
+}
+
 /* A server that accepts and never answers: connection.timeout.ms ends each
  * attempt (the client closes it), the next one follows, and each is logged
  * before the start returns; with the default connection.timeout.ms (10 s)
