@@ -332,6 +332,16 @@ upulsar_err_t up_establish_all(up_rp_t **rps, int n, uint64_t deadline_us,
                 } else {
                     est_submit_locked(rp);
                 }
+            } else if (a[i].next_us >= deadline_us) {
+                /* its next attempt would come too late: the start can only
+                 * fail, so it fails now rather than at the deadline */
+                fail = last;
+                a[i].over = true;
+                left--;
+                if (cancel_on_failure) {
+                    atomic_store(&h->closed, 1);
+                    up_watchdog_forget(h);
+                }
             } else if (a[i].next_us < wake) {
                 wake = a[i].next_us;
             }
