@@ -567,6 +567,7 @@ Test(deploy_startup, cli_shows_each_refused_attempt_before_it_gives_up)
     cr_assert_eq(status, 1, "exit %d: %s", status, err);
     int n = lines_before(err, addr, strerror(ECONNREFUSED), "cannot produce to 'x'");
     cr_assert_geq(n, 2, "%d attempt line(s) before the final error:\n%s", n, err);
+    cr_assert(strstr(err, "is a broker running there? (--embedded"), "%s", err);
     free(err);
 }
 
@@ -581,6 +582,7 @@ Test(deploy_startup, cli_names_the_http_port)
     cr_assert_eq(status, 1, "exit %d: %s", status, err);
     cr_assert(strstr(err, HINT_HTTP), "%s", err);
     cr_assert(strstr(err, "cannot produce to 'x'"), "%s", err);
+    cr_assert_null(strstr(err, "is a broker running"), "%s", err);
     cr_assert_eq(atomic_load(&s.conns), 1, "%s", err);
     free(err);
 }
