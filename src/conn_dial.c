@@ -5,6 +5,7 @@
  * (up_cancel_on()). Threads that want the same connection share one attempt
  * (up_dial_t); a ready connection goes to the pool and to its loop
  * (up_conn_pool_add()). */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -13,8 +14,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <unistd.h>
+
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 
 #include "clock.h"
 #include "conn.h"
@@ -46,7 +51,8 @@ int up_poll_until(struct pollfd *p, uint64_t deadline_us)
     }
 }
 
-static upulsar_err_t tcp_connect(const char *host, int port, uint64_t deadline, int *out)
+static upulsar_err_t tcp_connect(const char *host, int port, uint64_t deadline, int timeout_ms,
+                                 int *out)
 {
     char ps[16];
     snprintf(ps, sizeof ps, "%d", port);
@@ -81,7 +87,8 @@ static upulsar_err_t tcp_connect(const char *host, int port, uint64_t deadline, 
         }
         if (pr != 1 || soerr) {
             if (pr == 0)
-                err = up_seterr(UPULSAR_ERR__CONNECT, "connect to %s:%d timed out", host, port);
+                err = up_seterr(UPULSAR_ERR__CONNECT, "connect to %s:%d timed out "
+                                "(connection.timeout.ms=%d)", host, port, timeout_ms);
             else
                 up_seterr(err, "cannot connect to %s:%d: %s", host, port,
                           strerror(soerr ? soerr : errno));
@@ -151,6 +158,179 @@ static upulsar_err_t hs_write_cmd(up_conn_t *c, const up_cmd_t *cmd, uint64_t de
     return hs_write_frame(c, &b, deadline);
 }
 
+/* ---- what answers, when it is not a Pulsar broker ------------------------ *
+ * The usual mistakes in a service URL, told apart by what the server sends
+ * (or by asking it once more, on a connection of its own, in the other
+ * protocol) and named in the error with what to do. A wrong URL does not
+ * fix itself: these errors are not retriable (upulsar_err_is_retriable()),
+ * so a start fails on the first attempt that sees one. */
+
+#define HINT_TLS "looks like TLS: use pulsar+ssl://"
+#define HINT_HTTP "this is an HTTP port (the web service?), the binary protocol is usually port "
+#define HINT_PLAIN "the server does not speak TLS: use pulsar://"
+
+/* A TLS record header: content type alert (21) or handshake (22), then
+ * version 3.0 .. 3.4. No Pulsar frame starts so (a totalSize of 350 MB). */
+static bool is_tls_record(const uint8_t *p, size_t n)
+{
+    return n >= 3 && (p[0] == 0x15 || p[0] == 0x16) && p[1] == 0x03 && p[2] <= 0x04;
+}
+
+/* An HTTP status line, or an HTML page without one (an HTTP/0.9 answer, as
+ * some servers give a request line they cannot read) */
+static bool is_http(const uint8_t *p, size_t n)
+{
+    return n >= 4 && (!memcmp(p, "HTTP", 4) || !strncasecmp((const char *)p, "<!do", 4) ||
+                      !strncasecmp((const char *)p, "<htm", 4));
+}
+
+static upulsar_err_t http_hint(const char *host, int port, bool tls, const uint8_t *p, size_t n)
+{
+    size_t len = 0; /* its status line, e.g. "HTTP/1.1 400 Bad Request" */
+    while (len < n && len < 40 && p[len] >= 0x20 && p[len] < 0x7f)
+        len++;
+    return up_seterr(UPULSAR_ERR__INVALID_URL, "%s:%d answered \"%.*s\": " HINT_HTTP "%d",
+                     host, port, (int)len, (const char *)p, tls ? 6651 : 6650);
+}
+
+/* What the server of @p c sent during the handshake that is not a frame
+ * (still in the decoder): a hint set as the error, or UPULSAR_OK when it is
+ * nothing known. */
+static upulsar_err_t hint_from_bytes(const up_conn_t *c)
+{
+    size_t n = c->dec.buf.len - c->dec.off;
+    if (!n)
+        return UPULSAR_OK;
+    const uint8_t *p = c->dec.buf.data + c->dec.off;
+    if (is_http(p, n))
+        return http_hint(c->host, c->port, c->tls != NULL, p, n);
+    if (!c->tls && is_tls_record(p, n))
+        return up_seterr(UPULSAR_ERR__TLS, "%s:%d answered with a TLS %s: " HINT_TLS, c->host,
+                         c->port, p[0] == 0x15 ? "alert" : "handshake");
+    return UPULSAR_OK;
+}
+
+/* Whether host:port answers a TLS ClientHello with a TLS record: asked when
+ * a server closed our CONNECT without a byte, as TLS servers do with what
+ * is not TLS. A connection of its own, within @p deadline. Overwrites
+ * upulsar_last_error(). */
+static bool answers_tls(const char *host, int port, uint64_t deadline)
+{
+    bool yes = false;
+    int fd = -1;
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    SSL *ssl = ctx ? SSL_new(ctx) : NULL;
+    BIO *rb = ssl ? BIO_new(BIO_s_mem()) : NULL, *wb = rb ? BIO_new(BIO_s_mem()) : NULL;
+    if (!wb) {
+        BIO_free(rb);
+        goto out;
+    }
+    SSL_set_bio(ssl, rb, wb); /* the session owns them now */
+    SSL_set_connect_state(ssl);
+    unsigned char ip[16];
+    if (inet_pton(AF_INET, host, ip) != 1 && inet_pton(AF_INET6, host, ip) != 1)
+        SSL_set_tlsext_host_name(ssl, host); /* SNI: a server may answer only with it */
+    SSL_do_handshake(ssl); /* writes the ClientHello into wb, then wants an answer */
+    char *hello;
+    long n = BIO_get_mem_data(wb, &hello);
+    if (n <= 0 || tcp_connect(host, port, deadline, 0, &fd) ||
+        write_all(fd, (const uint8_t *)hello, (size_t)n, deadline))
+        goto out;
+    uint8_t b[3];
+    size_t got = 0;
+    while (got < sizeof b) {
+        struct pollfd pf = {.fd = fd, .events = POLLIN};
+        if (up_poll_until(&pf, deadline) != 1)
+            break;
+        ssize_t r = recv(fd, b + got, sizeof b - got, 0);
+        if (r > 0)
+            got += (size_t)r;
+        else if (r == 0 || (errno != EAGAIN && errno != EINTR))
+            break;
+    }
+    yes = is_tls_record(b, got);
+out:
+    if (fd >= 0)
+        close(fd);
+    SSL_free(ssl);
+    SSL_CTX_free(ctx);
+    ERR_clear_error();
+    return yes;
+}
+
+enum { PEER_UNKNOWN, PEER_PULSAR, PEER_HTTP };
+
+/* What host:port answers a plain CONNECT with (no credentials in it): asked
+ * when a pulsar+ssl:// TLS handshake failed, to tell a plain Pulsar port,
+ * or an HTTP one, from a TLS server that refused us. A connection of its
+ * own, within @p deadline. Overwrites upulsar_last_error(). */
+static int answers_plain(const char *host, int port, uint64_t deadline)
+{
+    up_cmd_t cmd = PULSAR__PROTO__BASE_COMMAND__INIT;
+    Pulsar__Proto__CommandConnect co = PULSAR__PROTO__COMMAND_CONNECT__INIT;
+    cmd.type = UP_CMD(CONNECT);
+    cmd.connect = &co;
+    co.client_version = CLIENT_VERSION;
+    co.has_protocol_version = 1;
+    co.protocol_version = PROTOCOL_VERSION;
+    up_buf_t b = UP_BUF_INIT;
+    up_decoder_t *d = malloc(sizeof *d);
+    int fd = -1, kind = PEER_UNKNOWN;
+    if (!d)
+        return kind;
+    up_decoder_init(d, 0);
+    if (up_frame_put_cmd(&b, &cmd) || tcp_connect(host, port, deadline, 0, &fd) ||
+        write_all(fd, b.data, b.len, deadline))
+        goto out;
+    for (;;) {
+        size_t n = d->buf.len - d->off;
+        if (n && is_http(d->buf.data + d->off, n)) {
+            kind = PEER_HTTP;
+            break;
+        }
+        up_frame_t f;
+        int rc = up_decoder_next(d, &f);
+        if (rc) {
+            kind = rc == 1 ? PEER_PULSAR : PEER_UNKNOWN;
+            break;
+        }
+        struct pollfd pf = {.fd = fd, .events = POLLIN};
+        if (up_poll_until(&pf, deadline) != 1)
+            break;
+        size_t avail;
+        uint8_t *w = up_decoder_wbuf(d, 512, &avail);
+        ssize_t r = w ? recv(fd, w, avail, 0) : -1;
+        if (r > 0)
+            up_decoder_commit(d, (size_t)r);
+        else if (!w || r == 0 || (errno != EAGAIN && errno != EINTR))
+            break;
+    }
+out:
+    if (fd >= 0)
+        close(fd);
+    up_buf_free(&b);
+    up_decoder_free(d);
+    free(d);
+    return kind;
+}
+
+/* The TLS handshake with host:port failed (not for a timeout): ask the
+ * port in plain Pulsar whether it is a plain (or an HTTP) port; otherwise
+ * the TLS error stands. */
+static upulsar_err_t tls_failed(const char *host, int port, upulsar_err_t err, uint64_t deadline)
+{
+    char why[256];
+    snprintf(why, sizeof why, "%s", upulsar_last_error());
+    int kind = answers_plain(host, port, deadline);
+    if (kind == PEER_PULSAR)
+        return up_seterr(UPULSAR_ERR__TLS, "%s:%d failed the TLS handshake and answers a plain "
+                         "CONNECT: " HINT_PLAIN, host, port);
+    if (kind == PEER_HTTP)
+        return up_seterr(UPULSAR_ERR__INVALID_URL, "%s:%d failed the TLS handshake and answers "
+                         "in HTTP: " HINT_HTTP "6651", host, port);
+    return up_seterr(err, "%s", why);
+}
+
 /* Fill AuthData / CONNECT credentials. @p tok must outlive the command.
  * Without a token, a client certificate over TLS is the credential
  * (Pulsar's "tls" method, no auth data, as AuthenticationTls sends). */
@@ -193,6 +373,25 @@ upulsar_err_t up_conn_auth_response(up_conn_t *c, up_buf_t *out)
     return rc ? UPULSAR_ERR__NOMEM : UPULSAR_OK;
 }
 
+/* The server of @p c closed the connection (@p e 0) or reset it (errno
+ * @p e) before CONNECTED. What it sent may name what it is; a server that
+ * sent nothing at all may be a TLS server (they drop what is not TLS
+ * without a word): then it is asked. */
+static upulsar_err_t closed_in_handshake(up_conn_t *c, int e, bool received, uint64_t deadline)
+{
+    upulsar_err_t hint = hint_from_bytes(c);
+    if (hint)
+        return hint;
+    if (!c->tls && !received && (!e || e == ECONNRESET) && answers_tls(c->host, c->port, deadline))
+        return up_seterr(UPULSAR_ERR__TLS, "%s:%d dropped our CONNECT and answers TLS: " HINT_TLS,
+                         c->host, c->port);
+    if (e)
+        return up_seterr(UPULSAR_ERR__CONNECT, "%s:%d: handshake read: %s", c->host, c->port,
+                         strerror(e));
+    return up_seterr(UPULSAR_ERR__CONNECT, "%s:%d closed the connection during handshake",
+                     c->host, c->port);
+}
+
 static upulsar_err_t handshake(up_conn_t *c, uint64_t deadline)
 {
     const struct upulsar_conf *cf = &c->client->conf;
@@ -224,12 +423,17 @@ static upulsar_err_t handshake(up_conn_t *c, uint64_t deadline)
     up_wipe(tok, sizeof tok);
     if (err)
         return err;
+    bool received = false; /* any byte from the server */
     for (;;) {
         up_frame_t f;
         int rc = up_decoder_next(&c->dec, &f);
-        if (rc < 0)
+        if (rc < 0) {
+            upulsar_err_t hint = hint_from_bytes(c);
+            if (hint)
+                return hint;
             return up_seterr((upulsar_err_t)rc, "handshake with %s:%d: malformed frame (%s)",
                              c->host, c->port, upulsar_err_str((upulsar_err_t)rc));
+        }
         if (rc == 1) {
             if (f.cmd->type == UP_CMD(CONNECTED)) {
                 Pulsar__Proto__CommandConnected *cd = f.cmd->connected;
@@ -263,22 +467,20 @@ static upulsar_err_t handshake(up_conn_t *c, uint64_t deadline)
             return up_seterr(UPULSAR_ERR__CLOSED, "handshake with %s:%d abandoned: stopping",
                              c->host, c->port);
         if (pr != 1)
-            return up_seterr(UPULSAR_ERR__TIMED_OUT, "no CONNECTED from %s:%d", c->host,
-                             c->port);
+            return up_seterr(UPULSAR_ERR__TIMED_OUT, "no CONNECTED from %s:%d within "
+                             "connection.timeout.ms=%d", c->host, c->port,
+                             cf->connection_timeout_ms);
         size_t avail;
         uint8_t *w = up_decoder_wbuf(&c->dec, 4096, &avail);
         if (!w)
             return up_seterr(UPULSAR_ERR__NOMEM, "out of memory");
         uint8_t cipher[16384];
         ssize_t r = recv(c->fd, c->tls ? cipher : w, c->tls ? sizeof cipher : avail, 0);
-        if (r == 0)
-            return up_seterr(UPULSAR_ERR__CONNECT, "%s:%d closed the connection during handshake",
-                             c->host, c->port);
-        if (r < 0) {
-            if (errno == EAGAIN || errno == EINTR)
-                continue;
-            return up_seterr(UPULSAR_ERR__CONNECT, "handshake read: %s", strerror(errno));
-        }
+        if (r < 0 && (errno == EAGAIN || errno == EINTR))
+            continue;
+        if (r <= 0)
+            return closed_in_handshake(c, r ? errno : 0, received, deadline);
+        received = true;
         if (!c->tls) {
             up_decoder_commit(&c->dec, (size_t)r);
             continue;
@@ -290,8 +492,10 @@ static upulsar_err_t handshake(up_conn_t *c, uint64_t deadline)
             if (!w)
                 return up_seterr(UPULSAR_ERR__NOMEM, "out of memory");
             long n = up_tls_read(c->tls, w, avail);
-            if (n < 0)
-                return (upulsar_err_t)n;
+            if (n < 0) { /* e.g. closed: what it sent before may say why */
+                upulsar_err_t hint = hint_from_bytes(c);
+                return hint ? hint : (upulsar_err_t)n;
+            }
             if (n == 0)
                 break;
             up_decoder_commit(&c->dec, (size_t)n);
@@ -321,8 +525,9 @@ static upulsar_err_t dial(struct upulsar_client *cl, up_loop_t *l, const char *h
     c->send_op.type = UP_OP_SEND;
     c->send_op.conn = c;
     up_decoder_init(&c->dec, 0);
-    uint64_t deadline = up_now_us() + (uint64_t)cl->conf.connection_timeout_ms * 1000u;
-    upulsar_err_t err = tcp_connect(host, port, deadline, &c->fd);
+    int timeout_ms = cl->conf.connection_timeout_ms;
+    uint64_t deadline = up_now_us() + (uint64_t)timeout_ms * 1000u;
+    upulsar_err_t err = tcp_connect(host, port, deadline, timeout_ms, &c->fd);
     if (!err && cl->tls) {
         char peer[300];
         snprintf(peer, sizeof peer, "%s:%d", host, port);
@@ -330,17 +535,30 @@ static upulsar_err_t dial(struct upulsar_client *cl, up_loop_t *l, const char *h
         c->tls_rbuf = malloc(UP_CONN_RECV_CHUNK);
         err = !c->tls || !c->tls_rbuf ? up_seterr(UPULSAR_ERR__NOMEM, "out of memory")
                                       : up_tls_handshake(c->tls, c->fd, deadline, peer);
+        if (err && err != UPULSAR_ERR__TIMED_OUT && err != UPULSAR_ERR__CLOSED &&
+            err != UPULSAR_ERR__NOMEM)
+            err = tls_failed(host, port, err, deadline);
     }
     if (!err)
         err = handshake(c, deadline);
     if (err) {
         up_conn_unref(c);
-        /* every connection error names the broker */
+        /* every connection error names the broker, and a timeout its bound */
         char peer[300], why[256];
         snprintf(peer, sizeof peer, "%s:%d", host, port);
-        if (!strstr(upulsar_last_error(), peer)) {
-            snprintf(why, sizeof why, "%s", upulsar_last_error());
+        snprintf(why, sizeof why, "%s", upulsar_last_error());
+        if (!strstr(why, peer))
             up_seterr(err, "%s: %s", peer, why);
+        else if (err == UPULSAR_ERR__TIMED_OUT && !strstr(why, "connection.timeout.ms"))
+            up_seterr(err, "%s (connection.timeout.ms=%d)", why, timeout_ms);
+        /* each failed attempt is seen at once, not only when the caller
+         * gives up (a start retries refusals until operation.timeout.ms);
+         * a broker's refusal is the caller's to report */
+        if (err < 0 && err != UPULSAR_ERR__CLOSED) {
+            snprintf(why, sizeof why, "%s", upulsar_last_error());
+            up_log(cl, UPULSAR_LOG_WARNING, "connecting to %s://%s failed: %s: %s",
+                   cl->tls ? "pulsar+ssl" : "pulsar", peer, upulsar_err_name(err), why);
+            up_seterr(err, "%s", why); /* as it was, whatever the log callback did */
         }
         return err;
     }

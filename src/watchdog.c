@@ -288,6 +288,13 @@ upulsar_err_t up_establish_all(up_rp_t **rps, int n, uint64_t deadline_us,
                 } else {
                     est_submit_locked(rp);
                 }
+            } else if (a[i].next_us >= deadline_us) {
+                /* its next attempt would come too late: the start can only
+                 * fail, so it fails now rather than at the deadline (as
+                 * there, attempts in flight end on their own) */
+                fail = last;
+                a[i].over = true;
+                left--;
             } else if (a[i].next_us < wake) {
                 wake = a[i].next_us;
             }

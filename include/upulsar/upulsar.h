@@ -64,7 +64,8 @@ typedef enum upulsar_err {
     UPULSAR_ERR__CLOSED = -5,          /**< producer or client is stopped / stopping */
     UPULSAR_ERR__MSG_TOO_LARGE = -6,   /**< message larger than the broker's max_message_size */
     UPULSAR_ERR__INVALID_TOPIC = -7,   /**< topic name is not a valid Pulsar topic */
-    UPULSAR_ERR__INVALID_URL = -8,     /**< service URL cannot be parsed */
+    UPULSAR_ERR__INVALID_URL = -8,     /**< service URL cannot be parsed, or leads
+                                            to an HTTP port (a web service) */
     UPULSAR_ERR__CONNECT = -9,         /**< TCP connect or handshake failed */
     UPULSAR_ERR__PROTOCOL = -10,       /**< peer violated the protocol; connection dropped */
     UPULSAR_ERR__BAD_CHECKSUM = -11,   /**< CRC32C of a frame did not match */
@@ -76,7 +77,10 @@ typedef enum upulsar_err {
     UPULSAR_ERR__NOT_SUPPORTED = -17,  /**< feature not compiled in or not supported by peer */
     UPULSAR_ERR__PENDING = -18,        /**< future not resolved yet (upulsar_future_poll) */
     UPULSAR_ERR__LOOKUP = -19,         /**< topic lookup failed (too many redirects, loop...) */
-    UPULSAR_ERR__TLS = -20,            /**< TLS handshake or certificate failure */
+    UPULSAR_ERR__TLS = -20,            /**< TLS handshake or certificate failure,
+                                            or TLS on one side only (pulsar:// to
+                                            a TLS port, pulsar+ssl:// to a plain
+                                            one) */
     UPULSAR_ERR__COMPRESSION = -21,    /**< compression or decompression failed */
     UPULSAR_ERR__STATE = -22,          /**< call not valid in the object's current state,
                                             or from a callback (see "Callbacks") */
@@ -294,9 +298,9 @@ typedef struct upulsar_future upulsar_future_t;
  * Delivery callbacks (upulsar_delivery_cb_t) and the free_cb of a NOCOPY
  * send run on an io loop thread; the statistics callback on the watchdog
  * thread; the log callback on any of these or on an establish worker (and,
- * for a misuse it reports, such as a future released twice, on the
- * application thread that made the call: there the rules of that thread
- * apply). These are library threads, and while a callback runs its thread does
+ * for a misuse it reports, such as a future released twice, or a failed
+ * connection attempt of upulsar_producer_start(), on the application
+ * thread that made the call: there the rules of that thread apply). These are library threads, and while a callback runs its thread does
  * nothing else: on an io loop thread no message of any producer on that
  * loop is written, acknowledged or resolved. A callback should return
  * quickly. What it may call, decided by the calling thread (a library
@@ -456,12 +460,34 @@ typedef struct upulsar_producer upulsar_producer_t;
  * before this returns (unless lazy.start.partitions), several at a time.
  * Failures that upulsar_err_is_retriable() calls transient (a broker
  * restarting or refusing connections, ServiceNotReady while a topic moves)
- * are tried again with backoff.* delays until operation.timeout.ms has
- * passed since the call; the last attempt may still run its own timeouts.
+ * are tried again with backoff.* delays while the next attempt can begin
+ * within operation.timeout.ms of the call; the start then fails with the
+ * last attempt's error, without waiting for the deadline (with the
+ * defaults, attempts at 0, 0.1, 0.3 ... 12.7 and 25.5 s, then the error).
+ * The last attempt may still run its own timeouts: one connection attempt
+ * (TCP connect, TLS handshake and CONNECT/CONNECTED) is bounded by
+ * connection.timeout.ms, a request by operation.timeout.ms. Each failed
+ * connection attempt is logged when it fails (UPULSAR_LOG_WARNING, the
+ * address and the reason, e.g. "Connection refused": see
+ * upulsar_client_set_log_cb()), so a start that is retrying is never
+ * silent.
+ * A service URL that leads to the wrong kind of port fails the start on
+ * the first attempt (a wrong URL does not fix itself: these errors are not
+ * retriable), the error saying what to do: TLS "looks like TLS: use
+ * pulsar+ssl://" (a pulsar:// URL to a TLS port: its first bytes are a TLS
+ * record, or it drops the CONNECT and answers a TLS ClientHello sent on a
+ * second connection); TLS "the server does not speak TLS: use pulsar://"
+ * (a pulsar+ssl:// URL to a plain port: the TLS handshake fails and a
+ * plain CONNECT, sent without credentials on a second connection, gets a
+ * Pulsar answer); INVALID_URL "this is an HTTP port (the web service?),
+ * the binary protocol is usually port 6650" (6651 for pulsar+ssl://): the
+ * server answered in HTTP. A producer that has worked and meets one of
+ * these while reconnecting retries it, as any other refusal.
  * Errors: INVALID_ARG, INVALID_TOPIC (also a full name longer than
- * UPULSAR_TOPIC_NAME_MAX), NOMEM (also when a producer cannot be put on
- * its io thread), TIMED_OUT, CONNECT (with the system's reason, e.g. "Too
- * many open files"), LOOKUP, TLS, or
+ * UPULSAR_TOPIC_NAME_MAX), INVALID_URL (an HTTP port, above), NOMEM (also
+ * when a producer cannot be put on its io thread), TIMED_OUT, CONNECT
+ * (with the system's reason, e.g. "Connection refused", "Too many open
+ * files"), LOOKUP, TLS (also the two hints above), or
  * the broker's refusal (e.g. UPULSAR_ERR_PRODUCER_BUSY, _TOPIC_NOT_FOUND,
  * _AUTHORIZATION_ERROR, either _PRODUCER_BLOCKED_QUOTA_EXCEEDED_*,
  * _INCOMPATIBLE_SCHEMA: not retried); upulsar_last_error() names the broker
@@ -862,7 +888,9 @@ upulsar_err_t upulsar_client_set_stats_cb(upulsar_client_t *client, upulsar_stat
 /** Severity of a log line (syslog values, as librdkafka uses). */
 typedef enum upulsar_log_level {
     UPULSAR_LOG_ERR = 3,     /**< a partition group failed; messages fail */
-    UPULSAR_LOG_WARNING = 4, /**< a connection was lost or refused, a
+    UPULSAR_LOG_WARNING = 4, /**< a connection attempt failed (each one,
+                                  when it fails: the address and why), a
+                                  connection was lost or refused, a
                                   re-creation failed (it is retried) */
     UPULSAR_LOG_INFO = 6,    /**< a producer was re-created, partitions grew */
 } upulsar_log_level_t;
@@ -879,7 +907,9 @@ typedef void (*upulsar_log_cb_t)(upulsar_log_level_t level, const char *line, vo
  * NULL restores the default (a call already under way may still finish).
  * @p cb runs on a library thread (io loop, watchdog or establish worker),
  * or on the application's thread for a misuse of the API it reports (a
- * future released twice), and must return quickly; what it may call is in "Callbacks" (sends never
+ * future released twice) or for a failed connection attempt of
+ * upulsar_producer_start() (which may open its first connection there),
+ * and must return quickly; what it may call is in "Callbacks" (sends never
  * block there; flush, stop and client destroy are refused).
  * Thread safety: any; from a callback: yes. Errors: INVALID_ARG (NULL
  * client).

@@ -853,6 +853,9 @@ int main(int argc, char **argv)
     if (err != UPULSAR_OK) {
         fprintf(stderr, PROG ": cannot produce to '%s' at %s: %s: %s\n", o.topic, url,
                 upulsar_err_name(err), upulsar_last_error());
+        if (!tb && (err == UPULSAR_ERR__CONNECT || err == UPULSAR_ERR__TIMED_OUT))
+            fprintf(stderr, PROG ": is a broker running there? (--embedded starts a test "
+                    "broker in this process)\n");
         upulsar_client_destroy(client);
         upulsar_conf_destroy(conf);
         upulsar_tb_stop(tb);
