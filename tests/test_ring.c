@@ -194,6 +194,43 @@ Test(ring, release_ms_0_never_gives_back)
     up_ring_destroy(&r);
 }
 
+/* After a burst, a trickle of records (one at a time, the ring never
+ * empty for long) keeps using the first page only: the burst's pages are
+ * given back once they went unused for the release time, and the records
+ * keep flowing intact. */
+Test(ring, pages_of_a_burst_are_given_back_under_a_trickle)
+{
+    const size_t pg = page_size();
+    up_ring_t r;
+    cr_assert_eq(up_ring_init(&r, 64 * 1024), 0);
+    static unsigned char vec[64];
+    uint32_t i = 0, next = 0;
+    take_all(&r, &next, put_cells(&r, &i, r.cap * 3 / 4));
+    uint64_t now = 1000;
+    up_ring_idle(&r, now, 5000);
+    size_t burst = up_ring_resident_bytes(&r);
+    cr_assert_gt(burst, 2 * pg);
+    /* one record per 500 us: never empty for the release time */
+    int k = 0;
+    for (; k < 100 && up_ring_resident_bytes(&r) == burst; k++) {
+        now += 500;
+        rec_put(&r, 0, i++);
+        take_all(&r, &next, 1);
+        up_ring_idle(&r, now, 5000);
+    }
+    cr_assert_eq(up_ring_resident_bytes(&r), 2 * pg);
+    cr_assert_geq(k, 5000 / 500, "given back after %d records only", k);
+    cr_assert_leq(resident_pages(r.cells, r.cells_bytes, vec), 1);
+    for (k = 0; k < 1000; k++) {
+        rec_put(&r, 0, i++);
+        take_all(&r, &next, 1);
+        up_ring_idle(&r, now += 500, 5000);
+    }
+    cr_assert_eq(next, i);
+    cr_assert_eq(up_ring_resident_bytes(&r), 2 * pg);
+    up_ring_destroy(&r);
+}
+
 /* Low load: one record at a time, each consumed before the next; the ring
  * keeps using its first page however many records go through. */
 Test(ring, low_load_stays_on_the_first_page)
