@@ -110,11 +110,12 @@ void up_ring_maintain(up_ring_t *r, uint64_t now_us, uint64_t release_after_us)
             touched = run;
             atomic_store_explicit(&r->touched, touched, memory_order_relaxed);
         }
+        if (run > r->home) /* pages past the first in use */
+            r->deep_us = now_us;
         r->idle_pos = c;
-        r->idle_since_us = now_us;
     }
     bool rebase = (c & r->mask) >= r->home / 2;
-    bool give = release_after_us && touched > r->home && now_us - r->idle_since_us >= release_after_us;
+    bool give = release_after_us && touched > r->home && now_us - r->deep_us >= release_after_us;
     if (!rebase && !give)
         return;
     /* claim: only from an empty ring, with no reservation under way */

@@ -33,7 +33,8 @@
  *            ring full because of it.
  *   rebase:  t' = t rounded up to a multiple of cap (array index 0);
  *            store tail_cache = t', store-release tail = t' (R2 again).
- *   give back (after queue.idle.release.ms empty): madvise(MADV_DONTNEED)
+ *   give back (once pages past the first went unused for
+ *            queue.idle.release.ms): madvise(MADV_DONTNEED)
  *            the touched pages past the first one(s) of each array; they
  *            read as zero afterwards ("not committed", as above).
  *   open:    store-release head = t'.                          (R3)
@@ -88,11 +89,11 @@ typedef struct up_ring {
      * writes it per record and producers read the lines above per send */
     _Alignas(64) uint64_t ctail;
     /* loop only: where the current run of positions began (0 or a reset's
-     * t'); the read position when the loop last looked and since when it
-     * has not moved */
+     * t'); the read position when the loop last looked; when it last saw a
+     * run longer than `home` (pages past the first in use) */
     _Atomic uint64_t base;              /* written by the loop, read by stats */
     uint64_t idle_pos;
-    uint64_t idle_since_us;
+    uint64_t deep_us;
     /* cells from index 0 whose pages may be resident, as of the loop's last
      * look (written by the loop, read approximately by any thread) */
     _Atomic uint64_t touched;
@@ -210,18 +211,20 @@ static inline bool up_ring_nonempty(up_ring_t *r)
     return (atomic_load_explicit(&r->head, memory_order_acquire) & ~UP_RING_RESET) != r->ctail;
 }
 
+/** The work of up_ring_idle() when there may be some. @thread loop */
 void up_ring_maintain(up_ring_t *r, uint64_t now_us, uint64_t release_after_us);
 
 /** Consumer, when it found no committed record at its read position: if
- *  the ring is empty and its read position is past the first page, move
- *  the positions back to array index 0, so low load keeps using the pages
- *  it already has; if it has been empty for @p release_after_us (0 =
- *  never), give back the pages past the first one(s). Cheap when there is
- *  nothing to do. @thread loop */
+ *  the ring is empty and its read position is past the middle of its first
+ *  page, move the positions on to array index 0 of the next lap, so low
+ *  load keeps using the page it already has; if no run of records has
+ *  needed more than the first page for @p release_after_us (0 = never),
+ *  give back the pages past the first one(s). Cheap when there is nothing
+ *  to do. @thread loop */
 static inline void up_ring_idle(up_ring_t *r, uint64_t now_us, uint64_t release_after_us)
 {
     if (r->ctail == r->idle_pos && (r->ctail & r->mask) < r->home / 2 &&
-        (!release_after_us || now_us - r->idle_since_us < release_after_us ||
+        (!release_after_us || now_us - r->deep_us < release_after_us ||
          atomic_load_explicit(&r->touched, memory_order_relaxed) <= r->home))
         return;
     up_ring_maintain(r, now_us, release_after_us);
