@@ -1,7 +1,9 @@
 /* ring-bench -- cost of getting a message into upulsar.
  *
  *  A. the MPSC ring alone: T producer threads reserve, copy a 100-byte
- *     record (+ 32-byte header) and commit; one consumer drains.
+ *     record (+ 32-byte header) and commit; one consumer drains, and moves
+ *     the ring back to its first page whenever it finds it empty (as the
+ *     io loop does).
  *  B. upulsar_send() as an application calls it (routing, validation, ring
  *     copy, commit, wake check) with the io loop draining into batches and
  *     an in-process test broker (perf mode) acknowledging. Threads send in
@@ -67,7 +69,7 @@ static void *ring_producer(void *a)
         sm->s[s] = (double)(thread_ns() - t) / BURST;
         /* let the consumer catch up (not timed): this measures the cost of
          * an enqueue with room in the ring, not the consumer's speed */
-        while (atomic_load(&ring.tail) != atomic_load(&ring.head))
+        while (atomic_load(&ring.tail) != up_ring_head_pos(&ring))
             sched_yield();
     }
     atomic_fetch_add(&done_producers, 1);
@@ -82,6 +84,7 @@ static void *ring_consumer(void *a)
     while (atomic_load(&done_producers) < producers || up_ring_peek(&ring)) {
         if (!up_ring_peek(&ring)) {
             up_ring_release(&ring);
+            up_ring_idle(&ring, 0, 0); /* back to index 0 when empty, as the io loop */
             continue;
         }
         up_ring_read(&ring, ring.ctail, 0, rec, sizeof rec);

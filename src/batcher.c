@@ -565,6 +565,8 @@ bool up_rp_pump(up_rp_t *rp, uint64_t now, uint64_t *deadline)
     } else if (atomic_load_explicit(&rp->flush_req, memory_order_relaxed) && !up_ring_peek(r)) {
         atomic_store_explicit(&rp->flush_req, 0, memory_order_relaxed);
     }
+    if (!up_ring_peek(r)) /* back to the ring's first page; idle pages given back */
+        up_ring_idle(r, now, (uint64_t)cf->queue_idle_release_ms * 1000u);
     if (!rp->open && rp->pend_head == NULL)
         atomic_store_explicit(&rp->resolved_ring_pos, r->ctail, memory_order_release);
     return consumed && up_ring_peek(r);

@@ -233,6 +233,13 @@ static const conf_key_t keys[] = {
      "per message). Small rings stay in cache: 1 MiB measured faster than 4 MiB. "
      "Messages larger than a quarter of it are kept in a private copy instead.",
      "(nearest: memoryLimitBytes, client-wide)"},
+    {"queue.idle.release.ms", K_INT, FLD(queue_idle_release_ms), "1000", 0, 86400000, NULL, 0,
+     'P', "ms",
+     "A ring only costs the pages messages were written into: none at start, more under "
+     "load up to queue.buffer.bytes, and while load is low it keeps reusing its first "
+     "page. Pages past the first that no burst has needed for this long are given back "
+     "to the system (madvise) the next time the ring is empty. 0 = never give them back.",
+     "(none)"},
     {"max.pending.messages", K_INT, FLD(max_pending_messages), "0", 0, 100000000, NULL, 0,
      'P', "messages",
      "Messages accepted and not yet resolved (queued or in flight), per real "

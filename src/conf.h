@@ -52,6 +52,9 @@ struct upulsar_conf {
     up_route_mode_t routing;      /* routing.mode: round_robin|random|single, default round_robin */
     int64_t queue_buffer_bytes;   /* queue.buffer.bytes: ring bytes per real producer,
                                      64 KiB..1 GiB, default 1 MiB */
+    int queue_idle_release_ms;    /* queue.idle.release.ms: a ring's pages past the first,
+                                     unused this long, are given back; default 1000,
+                                     0 = never */
     int max_pending_messages;     /* max.pending.messages per real producer (queued +
                                      in flight), 0 = only ring-bounded, default 0 */
     bool block_if_queue_full;     /* block.if.queue.full, default false */

@@ -490,7 +490,7 @@ static upulsar_err_t flush_wait(struct upulsar_producer *h, int timeout_ms)
     if (!marks)
         return up_seterr(UPULSAR_ERR__NOMEM, "out of memory");
     for (int i = 0; i < nall; i++) {
-        marks[i] = atomic_load_explicit(&h->all[i]->ring.head, memory_order_acquire);
+        marks[i] = up_ring_head_pos(&h->all[i]->ring);
         atomic_store(&h->all[i]->flush_req, 1);
         up_loop_wake(h->all[i]->loop);
     }

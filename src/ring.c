@@ -8,6 +8,13 @@
 #include <time.h>
 #include <unistd.h>
 #include <string.h>
+#include <sched.h>
+#include <sys/mman.h>
+
+static size_t page_up(size_t n, size_t page)
+{
+    return (n + page - 1) / page * page;
+}
 
 int up_ring_init(up_ring_t *r, size_t bytes)
 {
@@ -15,33 +22,139 @@ int up_ring_init(up_ring_t *r, size_t bytes)
     uint64_t cells = 64;
     while (cells * UP_RING_CELL < bytes)
         cells <<= 1;
+    long pg = sysconf(_SC_PAGESIZE);
+    r->page = pg > 0 ? (uint64_t)pg : 4096u;
     r->cap = cells;
     r->mask = cells - 1;
-    r->cells = aligned_alloc(64, cells * UP_RING_CELL);
-    r->commit = calloc(cells, sizeof *r->commit);
-    if (!r->cells || !r->commit) {
-        up_ring_destroy(r);
+    r->home = r->page / UP_RING_CELL < cells ? r->page / UP_RING_CELL : cells;
+    r->cells_bytes = page_up((size_t)cells * UP_RING_CELL, (size_t)r->page);
+    r->map_bytes = r->cells_bytes + page_up((size_t)cells * sizeof *r->commit, (size_t)r->page);
+    /* Address space only: untouched pages cost nothing and read as zero,
+     * which is a valid "not committed" word (positions are never -1). */
+    void *m = mmap(NULL, r->map_bytes, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (m == MAP_FAILED) {
+        r->map_bytes = 0;
         return -1;
     }
-    for (uint64_t i = 0; i < cells; i++)
-        atomic_init(&r->commit[i], 0);
-    /* touch every page now: no page faults on the send path later, and the
-     * process's RSS shows the ring's real cost from the start */
-    memset(r->cells, 0, cells * UP_RING_CELL);
+    /* small pages, so that resident memory follows the pages written (a
+     * huge page would make the first record cost 2 MiB) */
+    (void)madvise(m, r->map_bytes, MADV_NOHUGEPAGE);
+    r->cells = m;
+    r->commit = (_Atomic uint64_t *)(void *)((uint8_t *)m + r->cells_bytes);
     atomic_init(&r->head, 0);
     atomic_init(&r->tail, 0);
     atomic_init(&r->tail_cache, 0);
     atomic_init(&r->space_seq, 0);
     atomic_init(&r->waiters, 0);
+    atomic_init(&r->base, 0);
+    atomic_init(&r->touched, 0);
     return 0;
 }
 
 void up_ring_destroy(up_ring_t *r)
 {
-    free(r->cells);
-    free((void *)r->commit);
+    if (r->map_bytes)
+        munmap(r->cells, r->map_bytes);
+    r->map_bytes = 0;
     r->cells = NULL;
     r->commit = NULL;
+}
+
+uint64_t up_ring_await_reset(up_ring_t *r)
+{
+    /* the consumer holds the ring for a few stores (or one madvise) */
+    for (unsigned spins = 0;; spins++) {
+        uint64_t h = atomic_load_explicit(&r->head, memory_order_acquire); /* A3 */
+        if (!(h & UP_RING_RESET))
+            return h;
+        if (spins < 64)
+            atomic_signal_fence(memory_order_seq_cst);
+        else
+            sched_yield();
+    }
+}
+
+/* Bytes of the pages holding cells [0, cells) of both arrays. */
+static size_t pages_for(const up_ring_t *r, uint64_t cells)
+{
+    return page_up((size_t)cells * UP_RING_CELL, (size_t)r->page) +
+           page_up((size_t)cells * sizeof *r->commit, (size_t)r->page);
+}
+
+/* Give back the pages of cells [home, touched) of both arrays. */
+static void give_back(up_ring_t *r, uint64_t touched)
+{
+    size_t pg = (size_t)r->page;
+    size_t from = page_up((size_t)r->home * UP_RING_CELL, pg),
+           to = page_up((size_t)touched * UP_RING_CELL, pg);
+    if (to > from)
+        (void)madvise(r->cells + from, to - from, MADV_DONTNEED);
+    uint8_t *commit = (uint8_t *)(void *)r->commit;
+    from = page_up((size_t)r->home * sizeof *r->commit, pg);
+    to = page_up((size_t)touched * sizeof *r->commit, pg);
+    if (to > from)
+        (void)madvise(commit + from, to - from, MADV_DONTNEED);
+}
+
+void up_ring_maintain(up_ring_t *r, uint64_t now_us, uint64_t release_after_us)
+{
+    uint64_t c = r->ctail;
+    uint64_t base = atomic_load_explicit(&r->base, memory_order_relaxed);
+    uint64_t touched = atomic_load_explicit(&r->touched, memory_order_relaxed);
+    if (c != r->idle_pos) {
+        /* records went through since the last look: cells [base, c) were
+         * written (all of them once the run is a lap long) */
+        uint64_t run = c - base < r->cap ? c - base : r->cap;
+        if (run > touched) {
+            touched = run;
+            atomic_store_explicit(&r->touched, touched, memory_order_relaxed);
+        }
+        if (run > r->home) /* pages past the first in use */
+            r->deep_us = now_us;
+        r->idle_pos = c;
+    }
+    bool rebase = (c & r->mask) >= r->home / 2;
+    bool give = release_after_us && touched > r->home && now_us - r->deep_us >= release_after_us;
+    if (!rebase && !give)
+        return;
+    /* claim: only from an empty ring, with no reservation under way */
+    uint64_t h = atomic_load_explicit(&r->head, memory_order_relaxed);
+    if (h != c || !atomic_compare_exchange_strong_explicit(&r->head, &h, c | UP_RING_RESET,
+                                                           memory_order_acquire,
+                                                           memory_order_relaxed))
+        return;
+    /* Every record before c was committed and read (A1), so nothing writes
+     * the arrays until head is opened again. */
+    uint64_t nb = (c & r->mask) ? (c | r->mask) + 1 : c;
+    if (give) {
+        /* one cell more: the consumer's peeks at c read (and so mapped) the
+         * commit word past the run */
+        give_back(r, touched < r->cap ? touched + 1 : r->cap);
+        touched = r->home < touched ? r->home : touched;
+        atomic_store_explicit(&r->touched, touched, memory_order_relaxed);
+    }
+    r->ctail = nb;
+    r->idle_pos = nb;
+    atomic_store_explicit(&r->base, nb, memory_order_relaxed);
+    atomic_store_explicit(&r->tail_cache, nb, memory_order_relaxed);
+    atomic_store_explicit(&r->tail, nb, memory_order_release);  /* R2 */
+    atomic_store_explicit(&r->head, nb, memory_order_release);  /* R3 */
+    atomic_thread_fence(memory_order_seq_cst); /* as in up_ring_release() */
+    if (atomic_load_explicit(&r->waiters, memory_order_relaxed))
+        up_ring_wake_space(r);
+}
+
+size_t up_ring_resident_bytes(up_ring_t *r)
+{
+    uint64_t h = atomic_load_explicit(&r->head, memory_order_acquire) & ~UP_RING_RESET;
+    uint64_t base = atomic_load_explicit(&r->base, memory_order_relaxed);
+    uint64_t touched = atomic_load_explicit(&r->touched, memory_order_relaxed);
+    /* reserved since the loop's last look (a stale pair reads as 0) */
+    uint64_t run = h > base ? h - base : 0;
+    if (run > r->cap)
+        run = r->cap;
+    return pages_for(r, run > touched ? run : touched);
 }
 
 void up_ring_write(up_ring_t *r, uint64_t pos, size_t off, const void *src, size_t len)
@@ -80,7 +193,8 @@ void up_ring_wait_space(up_ring_t *r, uint64_t n, uint64_t timeout_us)
     atomic_fetch_add_explicit(&r->waiters, 1, memory_order_seq_cst);
     uint64_t h = atomic_load_explicit(&r->head, memory_order_relaxed);
     uint64_t t = atomic_load_explicit(&r->tail, memory_order_seq_cst);
-    if (h + n - t > r->cap) {
+    /* a reset under way ends in a few stores: retry instead of sleeping */
+    if (!(h & UP_RING_RESET) && (int64_t)(h + n - t) > (int64_t)r->cap) {
         struct timespec ts = {(time_t)(timeout_us / 1000000u), (long)(timeout_us % 1000000u) * 1000};
         syscall(SYS_futex, (uint32_t *)&r->space_seq, FUTEX_WAIT_PRIVATE, seq, &ts, NULL, 0);
     }

@@ -143,7 +143,7 @@ static void producer_json(js_t *j, struct upulsar_producer *h)
             js(j, ",\"state\":\"%s\",\"sent\":%llu,\"acked\":%llu,\"failed\":%llu,"
                   "\"pending\":%llu,\"timed_out\":%llu,\"resent_batches\":%llu,"
                   "\"reconnects\":%llu,\"unknown_ids\":%llu,\"queue_bytes\":%llu,"
-                  "\"last_sequence_id\":%lld,",
+                  "\"ring_resident_bytes\":%llu,\"last_sequence_id\":%lld,",
                upulsar_state_name(up_rp_public_state(rp)),
                (unsigned long long)sent, (unsigned long long)acked, (unsigned long long)failed,
                (unsigned long long)(sent > acked + failed ? sent - acked - failed : 0),
@@ -152,6 +152,7 @@ static void producer_json(js_t *j, struct upulsar_producer *h)
                (unsigned long long)atomic_load(&rp->reconnects),
                (unsigned long long)atomic_load(&rp->unknown_ids),
                (unsigned long long)(up_ring_used(&rp->ring) * UP_RING_CELL),
+               (unsigned long long)up_ring_resident_bytes(&rp->ring),
                (long long)atomic_load(&rp->last_acked_seq));
             js_hist(j, "batch_msgs", rp->h_batch_msgs);
             js(j, ",");

@@ -44,6 +44,7 @@ static const struct {
     {"hashing.scheme", "java_string"},
     {"routing.mode", "round_robin"},
     {"queue.buffer.bytes", "1048576"},
+    {"queue.idle.release.ms", "1000"},
     {"max.pending.messages", "0"},
     {"block.if.queue.full", "false"},
     {"send.timeout.ms", "30000"},

@@ -824,12 +824,15 @@ upulsar_err_t upulsar_producer_list(upulsar_producer_t *p,
  *        "state": "READY",
  *        "sent": n, "acked": n, "failed": n, "pending": n, "timed_out": n,
  *        "resent_batches": n, "reconnects": n, "unknown_ids": n,
- *        "queue_bytes": n, "last_sequence_id": n,
+ *        "queue_bytes": n, "ring_resident_bytes": n, "last_sequence_id": n,
  *        "batch_msgs": {"p50": n, "p99": n, "buckets": [[upper, count]...]},
  *        "batch_rtt_us": {"p50": n, "p99": n, "buckets": [...]}}]}]}
  *
  * Counters are messages since start unless named otherwise; queue_bytes is
- * the ring in use; histograms have power-of-two buckets ("upper" = the
+ * the ring in use; ring_resident_bytes is the memory the ring holds now
+ * (approximate: its pages written into and not yet given back, see
+ * queue.idle.release.ms; at most about 1.25 x queue.buffer.bytes, with the
+ * commit words); histograms have power-of-two buckets ("upper" = the
  * bucket's upper bound, inclusive) and p50/p99 are those upper bounds.
  * batch_rtt_us is the time from a batch being built to its receipt (the
  * engine reads the clock once per batch, not per message). "memory" is the

@@ -1,0 +1,137 @@
+/* test_scale_ring.c -- memory follows load, not partitions: a producer on
+ * 256 partitions holds, per ring, the pages its few messages were written
+ * into (one page of cells and one of commit words), not queue.buffer.bytes,
+ * and keeps reusing them wave after wave; a ring made deep by a burst
+ * gives its pages back once idle for queue.idle.release.ms. Every message
+ * is stored exactly once. */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "fault_common.h"
+#include "ring.h"
+
+enum { PARTS = 256, THREADS = 2, WAVES = 32, PER_WAVE = PARTS * 4 /* each thread */ };
+
+/* The "ring_resident_bytes" of every producer in the stats JSON of @p p,
+ * into @p out (at most @p max); returns how many. */
+static size_t ring_resident(upulsar_producer_t *p, unsigned long long *out, size_t max)
+{
+    char *json = NULL;
+    cr_assert_eq(upulsar_producer_stats_json(p, &json), UPULSAR_OK, "%s", upulsar_last_error());
+    size_t n = 0;
+    const char *key = "\"ring_resident_bytes\":";
+    for (const char *s = strstr(json, key); s; s = strstr(s + 1, key)) {
+        cr_assert_lt(n, max);
+        out[n++] = strtoull(s + strlen(key), NULL, 10);
+    }
+    free(json);
+    return n;
+}
+
+Test(scale_ring, rings_of_256_partitions_stay_at_their_first_pages, .timeout = 300)
+{
+    upulsar_tb_t *tb = ft_broker();
+    upulsar_client_t *client = ft_client(tb, NULL);
+    cr_assert_eq(upulsar_tb_set_partitions(tb, "wide", PARTS), UPULSAR_OK);
+    /* batching off: round_robin moves to the next partition with every
+     * message, so each wave puts a few messages in every ring */
+    const char *kv[] = {"batching.enabled", "false", "queue.buffer.bytes", "1048576", NULL};
+    upulsar_producer_t *p = ft_producer(client, "wide-p", "wide", PARTS, kv);
+
+    static unsigned long long res[PARTS + 1];
+    const unsigned long long page = (unsigned long long)sysconf(_SC_PAGESIZE);
+    /* started, nothing sent: no ring holds a page */
+    cr_assert_eq(ring_resident(p, res, PARTS + 1), PARTS);
+    for (int i = 0; i < PARTS; i++)
+        cr_assert_eq(res[i], 0, "partition %d: %llu bytes before any message", i, res[i]);
+
+    ft_run_t *r = ft_run_new(p, THREADS, WAVES * PER_WAVE, 0);
+    ft_run_allow(r, PER_WAVE * THREADS);
+    ft_run_start(r);
+    for (int w = 1; w <= WAVES; w++) {
+        /* a wave stored (so drained from the rings), then the next */
+        ft_stored_t st = {tb, NULL, (uint64_t)w * PER_WAVE * THREADS};
+        cr_assert(ft_wait_for(ft_stored_at_least, &st), "wave %d not stored", w);
+        ft_run_allow(r, (uint64_t)(w + 1) * PER_WAVE * THREADS);
+    }
+    ft_run_join(r);
+    cr_assert_eq(ft_collect(r), 0);
+
+    /* 128 messages went through every ring, in waves of about 8: each
+     * ring still holds only its first page of cells and of commit words
+     * (without reuse the cells alone would span several pages), against
+     * 1 MiB of queue.buffer.bytes */
+    cr_assert_eq(ring_resident(p, res, PARTS + 1), PARTS);
+    for (int i = 0; i < PARTS; i++) {
+        cr_assert_gt(res[i], 0, "partition %d: no page written", i);
+        cr_assert_leq(res[i], 2 * page, "partition %d: %llu bytes resident", i, res[i]);
+    }
+
+    ft_check_opts_t o = {.topic = "wide", .partitions = PARTS};
+    ft_check_res_t c = ft_stop_and_check(tb, r, &o);
+    cr_assert_eq(c.stored, (size_t)THREADS * WAVES * PER_WAVE);
+    cr_assert_eq(c.ok, (size_t)THREADS * WAVES * PER_WAVE);
+    ft_run_free(r);
+    ft_stop_client_and_broker(tb, client);
+}
+
+/* For ft_wait_for(): has every ring of the producer at most `bound` bytes
+ * resident? */
+typedef struct {
+    upulsar_producer_t *p;
+    unsigned long long bound, last;
+} shrunk_t;
+
+static int ring_shrunk(void *a)
+{
+    shrunk_t *s = a;
+    unsigned long long res[2];
+    cr_assert_eq(ring_resident(s->p, res, 2), 1);
+    s->last = res[0];
+    return res[0] <= s->bound;
+}
+
+/* A burst held in the ring (max.inflight.batches 1, its receipt withheld)
+ * makes it deep; drained and idle for queue.idle.release.ms, it gives its
+ * pages back down to the first ones, and stays usable: a second burst is
+ * stored too, every message once, in order. */
+Test(scale_ring, a_ring_shrinks_back_after_idling, .timeout = 300)
+{
+    upulsar_tb_t *tb = ft_broker();
+    upulsar_client_t *client = ft_client(tb, NULL);
+    const char *kv[] = {"batching.enabled",      "false", "max.inflight.batches", "1",
+                        "queue.idle.release.ms", "50",    NULL};
+    upulsar_producer_t *p = ft_producer(client, "shrink-p", "shrink", 0, kv);
+    const unsigned long long page = (unsigned long long)sysconf(_SC_PAGESIZE);
+    enum { BURST = 1000 };
+    ft_run_t *r = ft_run_new(p, 1, 2 * BURST, 0);
+
+    cr_assert_eq(upulsar_tb_hold_receipts(tb, "shrink"), UPULSAR_OK);
+    ft_run_allow(r, BURST);
+    ft_run_start(r);
+    /* all of the burst accepted: all but the first wait in the ring */
+    while (atomic_load(&r->sent) < BURST)
+        ft_pause_ms(1);
+    unsigned long long deep;
+    cr_assert_eq(ring_resident(p, &deep, 1), 1);
+    /* 999 records of 48 payload bytes, each over 3 cells at least */
+    cr_assert_geq(deep, (BURST - 1) * 3ull * UP_RING_CELL, "%llu bytes", deep);
+    cr_assert_eq(upulsar_tb_release_receipts(tb, "shrink"), UPULSAR_OK);
+
+    shrunk_t s = {p, 2 * page, 0};
+    cr_assert(ft_wait_for(ring_shrunk, &s), "still %llu bytes resident (deep: %llu)", s.last,
+              deep);
+
+    ft_run_allow(r, 2 * BURST);
+    ft_run_join(r);
+    cr_assert_eq(ft_collect(r), 0);
+    ft_check_opts_t o = {.topic = "shrink"};
+    ft_check_res_t c = ft_stop_and_check(tb, r, &o);
+    cr_assert_eq(c.stored, 2u * BURST);
+    cr_assert_eq(c.ok, 2u * BURST);
+    ft_run_free(r);
+    ft_stop_client_and_broker(tb, client);
+}
