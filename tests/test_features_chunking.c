@@ -19,7 +19,7 @@ TestSuite(features_chunking, .init = setup, .fini = teardown, .timeout = 120);
 
 static upulsar_producer_t *start(const char *topic, const char *chunking)
 {
-    const char *kv[] = {"chunking.enabled", chunking, NULL};
+    const char *kv[] = {"chunking.enabled", chunking, "batching.enabled", "false", NULL};
     return ft_producer(client, "ch", topic, 0, kv);
 }
 
@@ -132,7 +132,8 @@ Test(features_chunking, without_chunking_too_large_is_refused)
  * through the snapshot. */
 Test(features_chunking, message_is_compressed_before_it_is_split)
 {
-    const char *kv[] = {"chunking.enabled", "true", "compression", "lz4", NULL};
+    const char *kv[] = {"chunking.enabled", "true", "batching.enabled", "false", "compression",
+                        "lz4", NULL};
     upulsar_producer_t *p = ft_producer(client, "cz", "big-z", 0, kv);
     size_t len = 12u << 20, noisy = 6u << 20; /* 6 MiB noise + 6 MiB zeros */
     uint8_t *big = calloc(1, len);
@@ -187,4 +188,32 @@ Test(features_chunking, message_is_compressed_before_it_is_split)
     cr_assert_eq(m->num_chunks, 2);
     upulsar_tb_snapshot_free(s);
     free(big);
+}
+
+/* The official clients' rule: chunking and batching are not enabled
+ * together (the Java client refuses such a producer; the C++ client
+ * ignores chunking then). upulsar refuses it at start, naming both keys. */
+Test(features_chunking, chunking_with_batching_is_refused_at_start)
+{
+    upulsar_conf_t *conf = ft_conf((const char *[]){"chunking.enabled", "true", NULL});
+    upulsar_producer_t *p = NULL;
+    cr_assert_eq(upulsar_producer_start(client, "cb", "chunk-batch", 0, conf, &p),
+                 UPULSAR_ERR__INVALID_ARG);
+    cr_assert_null(p);
+    cr_assert_not_null(strstr(upulsar_last_error(), "batching.enabled"), "%s",
+                       upulsar_last_error());
+    upulsar_conf_destroy(conf);
+}
+
+/* Chunking applies to persistent topics only (as the official clients):
+ * on a non-persistent topic a message over max_message_size is refused as
+ * without chunking. */
+Test(features_chunking, non_persistent_topics_are_not_chunked)
+{
+    upulsar_producer_t *p = start("non-persistent://public/default/np-big", "true");
+    size_t len = 6u << 20;
+    uint8_t *big = calloc(1, len);
+    cr_assert_eq(upulsar_send(p, big, len, NULL, NULL), UPULSAR_ERR__MSG_TOO_LARGE);
+    free(big);
+    cr_assert_eq(upulsar_producer_stop(p, 5000), UPULSAR_OK);
 }
