@@ -283,9 +283,12 @@ static const conf_key_t keys[] = {
      "(none)"},
     {"chunking.enabled", K_BOOL, FLD(chunking_enabled), "false", 0, 0, NULL, 0, 'P', "",
      "Messages larger than the broker's max_message_size are accepted and sent in chunks "
-     "(each its own SEND, never batched, uncompressed; one future, resolved with the last "
-     "chunk's id) instead of failing with MSG_TOO_LARGE. A chunked message's payload may be "
-     "up to 2147483647 bytes, and its keys and properties must fit in half of "
+     "instead of failing with MSG_TOO_LARGE: compressed whole (compression), then split, "
+     "each chunk its own SEND; one future, resolved with the first and last chunk's "
+     "positions (upulsar_msg_id_t). As in the official clients it needs "
+     "batching.enabled=false (upulsar_producer_start refuses both on) and applies to "
+     "persistent topics only (on non-persistent ones it is off). A chunked message's payload "
+     "may be up to 2147483647 bytes, and its keys and properties must fit in half of "
      "max_message_size (see upulsar_send).",
      "enableChunking"},
     {"producer.access.mode", K_ENUM, FLD(access_mode), "shared", 0, 0, access_mode_names, 0,
@@ -907,6 +910,17 @@ static upulsar_err_t check_part(const char *what, int type, const char *def)
         return up_seterr(UPULSAR_ERR__INVALID_ARG, "%s has a definition, which only json and "
                          "avro take", what);
     return UPULSAR_OK;
+}
+
+upulsar_err_t up_conf_producer_check(struct upulsar_conf *c, const char *topic)
+{
+    if (c->chunking_enabled && c->batching_enabled)
+        return up_seterr(UPULSAR_ERR__INVALID_ARG,
+                         "chunking.enabled=true needs batching.enabled=false (batching and "
+                         "chunking cannot both be on, as in the official clients)");
+    if (c->chunking_enabled && !strncmp(topic, "non-persistent://", 17))
+        c->chunking_enabled = false; /* as the official clients: persistent topics only */
+    return up_conf_schema_check(c);
 }
 
 upulsar_err_t up_conf_schema_check(const struct upulsar_conf *c)

@@ -97,6 +97,11 @@ enum { UP_KV_INLINE = 0, UP_KV_SEPARATED = 1 };
  *  and avro, none for the others, ...): OK, or INVALID_ARG with the
  *  reason in upulsar_last_error(). @thread any */
 upulsar_err_t up_conf_schema_check(const struct upulsar_conf *c);
+/** The checks of a producer's keys at upulsar_producer_start() for
+ *  @p topic (normalized): the schema (up_conf_schema_check()) and the
+ *  official clients' chunking rules (refused with batching; turned off on a
+ *  non-persistent topic, which is why @p c is written). @thread caller */
+upulsar_err_t up_conf_producer_check(struct upulsar_conf *c, const char *topic);
 
 /** The name the Java client gives a schema of @p type (UP_SCHEMA_*):
  *  "String", "KeyValue", "Bytes", "" for json and avro. Static. */

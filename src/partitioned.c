@@ -243,7 +243,7 @@ upulsar_err_t upulsar_producer_start(upulsar_client_t *c, const char *name, cons
     up_conf_wipe_secrets(&h->conf);
     upulsar_err_t err = up_topic_normalize(topic, h->topic, TOPIC_MAX + 1);
     if (!err) /* here, not only at each creation: lazy producers start later */
-        err = up_conf_schema_check(&h->conf);
+        err = up_conf_producer_check(&h->conf, h->topic);
     if (err) {
         free(h);
         return err;

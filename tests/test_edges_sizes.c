@@ -252,7 +252,7 @@ Test(edges_sizes, largest_keys_work_unbatched)
 
 Test(edges_sizes, largest_keys_work_chunked)
 {
-    const char *kv[] = {"chunking.enabled", "true", NULL};
+    const char *kv[] = {"chunking.enabled", "true", "batching.enabled", "false", NULL};
     largest_keys_in("lk-chunked", kv, (5u << 20) / 2); /* 2.5 brokers' maxima */
 }
 
@@ -260,7 +260,7 @@ Test(edges_sizes, chunked_message_with_a_kilobyte_of_key_and_properties_is_store
 {
     upulsar_tb_t *tb = broker_of(256 * 1024);
     upulsar_client_t *c = ft_client(tb, NULL);
-    const char *kv[] = {"chunking.enabled", "true", NULL};
+    const char *kv[] = {"chunking.enabled", "true", "batching.enabled", "false", NULL};
     upulsar_producer_t *p = ft_producer(c, NULL, "chunk-kib", 0, kv);
     size_t len = 700 * 1024;
     char *big = malloc(len), *key = str_of(600, 7), *pv = str_of(600, 8);
@@ -300,6 +300,7 @@ Test(edges_sizes, message_that_cannot_fit_is_refused_at_send_and_alone)
     for (int chunking = 0; chunking < 2; chunking++) {
         const char *topic = chunking ? "nofit-chunked" : "nofit";
         const char *kv[] = {"chunking.enabled", chunking ? "true" : "false",
+                            "batching.enabled", chunking ? "false" : "true",
                             "batch.max.delay.ms", "20", NULL};
         upulsar_producer_t *p = ft_producer(c, NULL, topic, 0, kv);
         char *key = str_of(40000, 10), *okey = str_of(40000, 11);
@@ -402,7 +403,7 @@ Test(edges_sizes, payload_beyond_what_pulsar_can_carry_is_refused_at_send)
 {
     upulsar_tb_t *tb = broker_of(0);
     upulsar_client_t *c = ft_client(tb, NULL);
-    const char *kv[] = {"chunking.enabled", "true", NULL};
+    const char *kv[] = {"chunking.enabled", "true", "batching.enabled", "false", NULL};
     upulsar_producer_t *p = ft_producer(c, NULL, "huge", 0, kv);
     /* address space only: never touched by a refused send */
     size_t sizes[] = {((size_t)4 << 30) + 100, ((size_t)3 << 30), (size_t)INT32_MAX + 1};
@@ -440,7 +441,8 @@ Test(edges_sizes, payload_length_near_size_max_is_refused)
     char *key = str_of(1000, 14);
     for (int chunking = 0; chunking < 2; chunking++) {
         const char *topic = chunking ? "sizemax-chunked" : "sizemax";
-        const char *kv[] = {"chunking.enabled", chunking ? "true" : "false", NULL};
+        const char *kv[] = {"chunking.enabled", chunking ? "true" : "false",
+                            "batching.enabled", chunking ? "false" : "true", NULL};
         upulsar_producer_t *p = ft_producer(c, NULL, topic, 0, kv);
         size_t lens[] = {SIZE_MAX, SIZE_MAX - 1, SIZE_MAX - 999, SIZE_MAX - 1000,
                          SIZE_MAX - 70000, SIZE_MAX / 2 + 1};

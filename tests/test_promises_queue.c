@@ -422,7 +422,8 @@ Test(promises_queue, the_memory_limit_counts_chunked_sends_and_returns_to_zero)
     cr_assert_eq(upulsar_tb_start(&bo, &tb), UPULSAR_OK);
     const char *ckv[] = {"memory.limit.bytes", "100000", NULL};
     upulsar_client_t *c = ft_client(tb, ckv);
-    const char *kv[] = {"send.timeout.ms", "0", "chunking.enabled", "true", NULL};
+    const char *kv[] = {"send.timeout.ms", "0", "chunking.enabled", "true",
+                        "batching.enabled", "false", NULL};
     upulsar_producer_t *p = ft_producer(c, "mc", "mem-chunked", 0, kv);
     upulsar_producer_t *q = ft_producer(c, "mq", "mem-chunked-nc", 0, kv);
     char *big = malloc(BIG);

@@ -483,7 +483,9 @@ typedef struct upulsar_producer upulsar_producer_t;
  * the binary protocol is usually port 6650" (6651 for pulsar+ssl://): the
  * server answered in HTTP. A producer that has worked and meets one of
  * these while reconnecting retries it, as any other refusal.
- * Errors: INVALID_ARG, INVALID_TOPIC (also a full name longer than
+ * Errors: INVALID_ARG (also chunking.enabled together with
+ * batching.enabled, which the official clients do not allow either),
+ * INVALID_TOPIC (also a full name longer than
  * UPULSAR_TOPIC_NAME_MAX), INVALID_URL (an HTTP port, above), NOMEM (also
  * when a producer cannot be put on its io thread), TIMED_OUT, CONNECT
  * (with the system's reason, e.g. "Connection refused", "Too many open
