@@ -68,6 +68,86 @@ size_t up_record_put_header(uint8_t *dst, const up_smm_t *m)
     return (size_t)(p - dst);
 }
 
+size_t up_records_number_extra(uint32_t n, uint64_t first)
+{
+    size_t extra = 0;
+    for (uint32_t i = 0; i < n; i++)
+        extra += 1 + up_varint_size(first + i);
+    return extra;
+}
+
+/* The payload_size of the SingleMessageMetadata @p p[0, @p len), which has
+ * no sequence_id yet; false if it does not parse or has one. */
+static bool smm_payload_size(const uint8_t *p, size_t len, uint64_t *psize)
+{
+    bool have = false;
+    size_t i = 0;
+    while (i < len) {
+        uint8_t tag = p[i++];
+        uint64_t v = 0;
+        int shift = 0;
+        do { /* a varint: the value of a wire-type-0 field, else a length */
+            if (i >= len || shift > 63)
+                return false;
+            v |= (uint64_t)(p[i] & 0x7f) << shift;
+            shift += 7;
+        } while (p[i++] & 0x80);
+        if ((tag & 7) == 2) {
+            if (v > len - i)
+                return false;
+            i += (size_t)v;
+        } else if ((tag & 7) != 0 || tag == TAG_SEQ) {
+            return false;
+        } else if (tag == TAG_PSIZE) {
+            *psize = v;
+            have = true;
+        }
+    }
+    return have;
+}
+
+size_t up_records_number(uint8_t *buf, size_t len, uint32_t n, uint64_t first, size_t *offs)
+{
+    /* find every record first: nothing moves unless all of them parse */
+    size_t off = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        if (len - off < 4)
+            return 0;
+        uint32_t sl = up_get_be32(buf + off);
+        uint64_t ps;
+        if (sl > len - off - 4 || !smm_payload_size(buf + off + 4, sl, &ps) ||
+            ps > len - off - 4 - sl)
+            return 0;
+        offs[i] = off;
+        off += 4 + sl + (size_t)ps;
+    }
+    if (off != len)
+        return 0;
+    /* then move them up from the last, each with its id appended to its
+     * metadata (field order does not matter in protobuf) */
+    size_t nlen = len + up_records_number_extra(n, first), end = len, dst = nlen;
+    for (uint32_t i = n; i-- > 0;) {
+        size_t at = offs[i];
+        uint32_t sl = up_get_be32(buf + at);
+        size_t body = end - at - 4 - sl; /* the payload */
+        uint64_t seq = first + i;
+        size_t add = 1 + up_varint_size(seq);
+        dst -= body;
+        memmove(buf + dst, buf + at + 4 + sl, body);
+        uint8_t tagged[11];
+        tagged[0] = TAG_SEQ;
+        up_put_varint(tagged + 1, seq);
+        dst -= add;
+        memcpy(buf + dst, tagged, add);
+        dst -= sl;
+        memmove(buf + dst, buf + at + 4, sl);
+        dst -= 4;
+        up_put_be32(buf + dst, (uint32_t)(sl + add));
+        end = at;
+    }
+    return nlen;
+}
+
 static size_t kv_body_size(size_t kl, size_t vl)
 {
     return 1 + up_varint_size(kl) + kl + 1 + up_varint_size(vl) + vl;

@@ -76,6 +76,18 @@ void up_props_retag(uint8_t *p, size_t n, uint8_t tag);
 #define UP_TAG_MD_PROPS 0x22
 
 /** One message taken out of a batch payload. */
+/** Bytes up_records_number() adds to @p n records numbered from @p first. */
+size_t up_records_number_extra(uint32_t n, uint64_t first);
+
+/** Give each of the @p n batch records in @p buf[0, @p len) (each
+ *  [u32 size][SingleMessageMetadata without sequence_id][payload], as
+ *  up_record_put_header() writes them) the sequence id @p first + its
+ *  index, in place: the records move up, so @p buf must have room for
+ *  @p len + up_records_number_extra(n, first) bytes. @p offs is scratch for
+ *  @p n offsets. Returns the new length, or 0 (nothing changed) if the
+ *  records do not parse as that. */
+size_t up_records_number(uint8_t *buf, size_t len, uint32_t n, uint64_t first, size_t *offs);
+
 typedef struct up_batch_msg {
     Pulsar__Proto__SingleMessageMetadata *smm; /**< caller frees with
         pulsar__proto__single_message_metadata__free_unpacked(smm, NULL) */

@@ -166,6 +166,7 @@ up_batch_t *up_batch_get(up_rp_t *rp)
     b->nrepl = 0;
     b->repl_len = 0;
     b->kkind = 0;
+    b->kpk = false;
     b->chunk = UP_CHUNK_NONE;
     b->retired = false;
     b->outq_refs = 0;
@@ -206,18 +207,27 @@ bool up_batch_key(up_batch_t *b, const up_smm_t *m)
     int kind = m->okey ? 2 : m->key ? 1 : 0;
     const char *k = kind == 2 ? (const char *)m->okey : m->key;
     size_t klen = kind == 2 ? m->okey_len : kind == 1 ? m->key_len : 0;
-    if (b->kkey_cap < klen + 1) {
-        char *nk = realloc(b->kkey, klen + 1);
+    /* with an ordering key the entry carries the partition key too (as the
+     * official clients copy both from the first message) */
+    bool pk = kind == 2 && m->key;
+    size_t need = klen + 1 + (pk ? (size_t)m->key_len + 1 : 0);
+    if (b->kkey_cap < need) {
+        char *nk = realloc(b->kkey, need);
         if (!nk)
             return false;
         b->kkey = nk;
-        b->kkey_cap = klen + 1;
+        b->kkey_cap = need;
     }
     if (klen)
         memcpy(b->kkey, k, klen);
     b->kkey[klen] = '\0';
+    if (pk) {
+        memcpy(b->kkey + klen + 1, m->key, m->key_len);
+        b->kkey[klen + 1 + m->key_len] = '\0';
+    }
     b->kkey_len = klen;
     b->kkind = kind;
+    b->kpk = pk;
     return true;
 }
 
@@ -353,6 +363,8 @@ int up_batch_close(up_rp_t *rp, up_batch_t *b)
     if (b->kkind == 1) {
         md.partition_key = b->kkey;
     } else if (b->kkind == 2) {
+        if (b->kpk)
+            md.partition_key = b->kkey + b->kkey_len + 1;
         md.has_ordering_key = 1;
         md.ordering_key.data = (uint8_t *)b->kkey;
         md.ordering_key.len = b->kkey_len;

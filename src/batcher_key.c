@@ -6,9 +6,35 @@
  * max.inflight.batches batches are open, so memory stays bounded with many
  * keys. A message with its own sequence id or entry-level metadata is an
  * entry of its own, after what is open (batcher.c). */
+#include <stdlib.h>
 #include <string.h>
 
 #include "batcher.h"
+
+/* Largest SingleMessageMetadata.sequence_id field: a tag and a varint. */
+#define SEQ_FIELD_MAX 11u
+
+/* Give @p b's records their sequence ids (SingleMessageMetadata.sequence_id,
+ * as the official clients write for every batched message), known only now
+ * that the batch closes. Without memory for it they stay without (the
+ * consumer then counts from the entry's sequence id, as it may). */
+static void kb_number(up_rp_t *rp, up_batch_t *b)
+{
+    size_t extra = up_records_number_extra(b->n, b->first_seq);
+    if (!up_batch_reserve(b, HDR_ROOM + b->rec_len + extra))
+        return;
+    if (rp->kb.offs_cap < b->n) { /* grows to one batch's worth, kept */
+        size_t *no = realloc(rp->kb.offs, (size_t)b->n * sizeof *no);
+        if (!no)
+            return;
+        rp->kb.offs = no;
+        rp->kb.offs_cap = b->n;
+    }
+    size_t nl = up_records_number(b->buf + HDR_ROOM, b->rec_len, b->n, b->first_seq,
+                                  rp->kb.offs);
+    if (nl)
+        b->rec_len = nl;
+}
 
 /* Close every open per-key batch, each its own entry, in ascending order of
  * first sequence id. All but the last
@@ -28,6 +54,7 @@ static void kb_close(up_rp_t *rp)
         l->first_seq = rp->next_seq;
         l->last_seq = rp->next_seq + l->n - 1;
         rp->next_seq += l->n;
+        kb_number(rp, l);
         up_batch_close(rp, l);
         l = n;
     }
@@ -104,7 +131,8 @@ static upulsar_err_t kb_add(up_rp_t *rp, const up_add_t *a)
         const up_batch_t *t = kb_find(rp, &a->v->m);
         if (rp->kb.n >= (uint32_t)cf->batch_max_messages ||
             rp->kb.bytes + a->rs > (size_t)cf->batch_max_bytes ||
-            (t && batch_md_bound(t) + t->rec_len + a->rs > a->bmax))
+            (t && batch_md_bound(t) + t->rec_len + a->rs + SEQ_FIELD_MAX * ((size_t)t->n + 1) >
+                      a->bmax))
             kb_close(rp);
     }
     up_batch_t *b = kb_batch(rp, &a->v->m, a->now);

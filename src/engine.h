@@ -167,8 +167,10 @@ struct up_batch {
     uint32_t nrepl;
     /* batching.type=key_based: the key every message of the batch has */
     int kkind;              /* 0 none, 1 partition key, 2 ordering key */
-    char *kkey;             /* NUL-terminated copy */
+    char *kkey;             /* NUL-terminated copy; with kkind 2 and kpk, the
+                               partition key follows it (NUL-terminated) */
     size_t kkey_len, kkey_cap;
+    bool kpk;               /* kkind 2: the entry also carries a partition key */
     /* a plain entry (not a batch) of a message sent alone by chunk.c:
      * UP_CHUNK_FIRST / _MIDDLE / _LAST of a chunked message, UP_CHUNK_ONLY
      * for one that fitted whole; 0 for a batch */
@@ -291,6 +293,8 @@ struct up_rp {
         uint32_t n;     /* messages and bytes of all open batches */
         size_t bytes;
         uint64_t start; /* ring position of their first record */
+        size_t *offs;   /* scratch: record offsets while ids are written */
+        size_t offs_cap;
     } kb;               /* key_based (batcher_key.c) */
     uint64_t open_deadline_us;
     uint64_t window_end_us; /* records seen, batch window not yet drained */

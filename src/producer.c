@@ -64,6 +64,7 @@ void up_rp_free(up_rp_t *rp)
     up_ring_destroy(&rp->ring);
     pthread_mutex_destroy(&rp->broker_lock);
     free(rp->scratch);
+    free(rp->kb.offs);
     free(rp);
 }
 

@@ -151,8 +151,9 @@ Test(batch, long_keys_and_properties_use_multibyte_lengths)
     cr_assert_arr_eq(hand + 4, ref, rl);
 }
 
-/* Build a batch of @p n records with assorted fields into a new buffer. */
-static uint8_t *build_batch(size_t n, size_t *len)
+/* Build a batch of @p n records with assorted fields into a new buffer;
+ * with @p no_seq their metadata leaves sequence_id out. */
+static uint8_t *build_batch_seq(size_t n, size_t *len, bool no_seq)
 {
     size_t cap = 64, used = 0;
     uint8_t *buf = malloc(cap);
@@ -178,6 +179,7 @@ static uint8_t *build_batch(size_t n, size_t *len)
         }
         m.event_time = i % 4 == 3 ? 1700000000000ull + i : 0;
         m.sequence_id = 1000 + i;
+        m.no_seq = no_seq;
         m.payload_size = (uint32_t)pl;
         size_t need = up_record_size(&m);
         if (used + need > cap) {
@@ -192,6 +194,8 @@ static uint8_t *build_batch(size_t n, size_t *len)
     *len = used;
     return buf;
 }
+
+static uint8_t *build_batch(size_t n, size_t *len) { return build_batch_seq(n, len, false); }
 
 /* Iterate @p buf and check every record against what build_batch wrote. */
 static void verify_batch(const uint8_t *buf, size_t len, size_t n)
@@ -249,6 +253,63 @@ Test(batch, records_decode_with_protobuf_c_to_the_same_fields)
     uint8_t *buf = build_batch(40, &len);
     verify_batch(buf, len, 40);
     free(buf);
+}
+
+/* key_based batches learn their ids when they close: the records written
+ * without sequence_id get it in place, and read back exactly as records
+ * written with it (whatever the varint sizes: 127 -> 128 crosses one). */
+Test(batch, records_numbered_at_close_read_back_with_their_ids)
+{
+    size_t len;
+    uint8_t *buf = build_batch_seq(300, &len, true);
+    size_t extra = up_records_number_extra(300, 1000);
+    cr_assert_eq(extra, 300 * 3);
+    buf = realloc(buf, len + extra);
+    size_t offs[300];
+    size_t nl = up_records_number(buf, len, 300, 1000, offs);
+    cr_assert_eq(nl, len + extra);
+    verify_batch(buf, nl, 300);
+    free(buf);
+    /* ids crossing a varint size */
+    buf = build_batch_seq(3, &len, true);
+    extra = up_records_number_extra(3, 127);
+    cr_assert_eq(extra, 2 + 3 + 3);
+    buf = realloc(buf, len + extra);
+    cr_assert_eq(up_records_number(buf, len, 3, 127, offs), len + extra);
+    size_t off = 0;
+    for (uint64_t i = 0; i < 3; i++) {
+        up_batch_msg_t m;
+        cr_assert_eq(up_batch_next(buf, len + extra, &off, &m), 1);
+        cr_assert_eq(m.smm->sequence_id, 127 + i);
+        pulsar__proto__single_message_metadata__free_unpacked(m.smm, NULL);
+    }
+    free(buf);
+}
+
+/* Records that are not what up_record_put_header() writes without ids
+ * (cut short, a count that does not match, ids already there) are left
+ * exactly as they were. */
+Test(batch, numbering_leaves_malformed_records_untouched)
+{
+    size_t len, offs[8];
+    uint8_t *buf = build_batch_seq(5, &len, true);
+    buf = realloc(buf, len + 64);
+    uint8_t *copy = malloc(len);
+    memcpy(copy, buf, len);
+    cr_assert_eq(up_records_number(buf, len - 1, 5, 0, offs), 0);
+    cr_assert_eq(up_records_number(buf, len, 4, 0, offs), 0);
+    cr_assert_eq(up_records_number(buf, len, 6, 0, offs), 0);
+    cr_assert_eq(memcmp(buf, copy, len), 0);
+    free(buf);
+    free(copy);
+    buf = build_batch_seq(5, &len, false);
+    buf = realloc(buf, len + 64);
+    copy = malloc(len);
+    memcpy(copy, buf, len);
+    cr_assert_eq(up_records_number(buf, len, 5, 0, offs), 0);
+    cr_assert_eq(memcmp(buf, copy, len), 0);
+    free(buf);
+    free(copy);
 }
 
 Test(batch, empty_batch_has_no_records)

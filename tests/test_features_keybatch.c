@@ -96,6 +96,22 @@ static int run_keys(const char *topic, const char *type, int nkeys, const char *
             sticky(m, sk, sizeof sk);
             cr_assert_str_eq(sk, k0, "entry %llu: Key_Shared key %s, first message's %s",
                              (unsigned long long)m->entry_id, sk, k0);
+            /* every batched message names its own id, as the official
+             * clients write it */
+            if (m->batch_index >= 0) {
+                cr_assert(m->sequence_id_in_batch, "entry %llu message %d: no sequence_id",
+                          (unsigned long long)m->entry_id, m->batch_index);
+                cr_assert_eq(m->sequence_id, m0->sequence_id + (uint64_t)(e - j));
+            }
+            /* the entry carries its first message's partition key beside
+             * its ordering key */
+            if (m0->ordering_key && m0->partition_key)
+                cr_assert(m->entry_partition_key &&
+                              !strcmp(m->entry_partition_key, m0->partition_key),
+                          "entry %llu: partition key %s, first message's %s",
+                          (unsigned long long)m->entry_id,
+                          m->entry_partition_key ? m->entry_partition_key : "(none)",
+                          m0->partition_key);
             char pl[16] = {0};
             memcpy(pl, m->payload, m->payload_len < 15 ? m->payload_len : 15);
             int i = atoi(pl);

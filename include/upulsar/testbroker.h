@@ -542,6 +542,10 @@ typedef struct upulsar_tb_msg {
     uint64_t sequence_id;       /**< SingleMessageMetadata.sequence_id when
                                      present, else the entry's sequence id
                                      + batch index */
+    int sequence_id_in_batch;   /**< a batched message whose
+                                     SingleMessageMetadata had sequence_id */
+    const char *entry_partition_key; /**< the entry's MessageMetadata.
+                                          partition_key, NULL when none */
     const char *producer_name;
     uint64_t publish_time;
     uint64_t ledger_id;         /**< a chunked message: its last chunk's */

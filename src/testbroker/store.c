@@ -498,6 +498,11 @@ static int snap_add(void *vctx, const tb_decoded_t *m)
     o->batch_index = m->batch_index;
     o->batch_size = m->batch_size;
     o->sequence_id = m->sequence_id;
+    o->sequence_id_in_batch = m->smm && m->smm->has_sequence_id;
+    if (m->md->partition_key &&
+        !(o->entry_partition_key =
+              tb_arena_dup(a, m->md->partition_key, strlen(m->md->partition_key))))
+        return UPULSAR_ERR__NOMEM;
     o->num_chunks = x->chunks;
     if (x->chunks) {
         o->first_chunk_ledger_id = x->ledger;
