@@ -25,6 +25,7 @@
 
 _Static_assert((UP_FUT_ALIASES & (UP_FUT_ALIASES - 1)) == 0, "aliases: a power of two");
 _Static_assert(sizeof(up_fslot_t) == 64, "one slot per cache line");
+_Static_assert(sizeof(upulsar_msg_id_t) == 48, "upulsar_msg_id_t has no padding");
 
 static inline uint32_t gen_of(uint32_t s) { return (s >> F_GEN_SHIFT) & F_GEN_MASK; }
 
@@ -319,6 +320,7 @@ static void fid_unpack(const up_fid_t *f, upulsar_msg_id_t *id)
     id->ledger_id = f->ledger;
     id->entry_id = f->entry;
     id->partition = f->partition;
+    id->reserved = 0;
     if (f->index > UP_FID_CHUNKED) {
         id->batch_index = f->index;
         id->batch_size = f->u.size;

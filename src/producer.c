@@ -160,7 +160,7 @@ static up_detail_t *rp_default_detail(up_rp_t *rp, upulsar_err_t err)
 void up_rp_resolve_batch(up_rp_t *rp, up_batch_t *b, upulsar_err_t err, uint64_t ledger,
                          uint64_t entry, up_detail_t *det)
 {
-    upulsar_msg_id_t id = {ledger, entry, rp->partition, 0, (int32_t)b->n, ledger, entry};
+    upulsar_msg_id_t id = {ledger, entry, rp->partition, 0, (int32_t)b->n, 0, ledger, entry};
     if (b->chunk != UP_CHUNK_NONE) { /* a plain entry: no batch index */
         id.batch_index = -1;
         id.batch_size = 0;

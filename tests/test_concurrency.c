@@ -117,7 +117,7 @@ static void *fut_worker(void *a)
     for (int i = 0; i < 100000 / SCALE; i++) {
         struct upulsar_future *f = up_future_alloc(&pool);
         cr_assert_not_null(f);
-        upulsar_msg_id_t id = {(uint64_t)i, 1, 2, 3, 4, (uint64_t)i, 1};
+        upulsar_msg_id_t id = {(uint64_t)i, 1, 2, 3, 4, 0, (uint64_t)i, 1};
         if (i & 1) {
             upulsar_future_release(f); /* released before resolution */
             up_future_resolve(f, UPULSAR_OK, &id);

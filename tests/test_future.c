@@ -19,7 +19,7 @@ TestSuite(future_once, .init = setup, .fini = teardown);
 
 static upulsar_msg_id_t id_of(uint64_t n)
 {
-    upulsar_msg_id_t id = {n, n + 1, (int32_t)(n % 7), (int32_t)(n % 5), 9, n, n + 1};
+    upulsar_msg_id_t id = {n, n + 1, (int32_t)(n % 7), (int32_t)(n % 5), 9, 0, n, n + 1};
     return id;
 }
 
@@ -63,13 +63,13 @@ static void assert_pool_sound(int n)
 Test(future_once, ids_of_whole_and_chunked_messages_read_back_exactly)
 {
     const upulsar_msg_id_t ids[] = {
-        {7, 9, 3, 4, 10, 7, 9},                                   /* in a batch */
-        {7, 9, -1, -1, 0, 7, 9},                                  /* a plain entry */
-        {7, 9, 2, -1, 0, 7, 5},                                   /* chunks, one ledger */
-        {12, 0, 2, -1, 0, 11, 40},                                /* across ledgers */
-        {UPULSAR_ID_UNKNOWN, UPULSAR_ID_UNKNOWN, 1, -1, 0, UPULSAR_ID_UNKNOWN,
+        {7, 9, 3, 4, 10, 0, 7, 9},                                /* in a batch */
+        {7, 9, -1, -1, 0, 0, 7, 9},                               /* a plain entry */
+        {7, 9, 2, -1, 0, 0, 7, 5},                                /* chunks, one ledger */
+        {12, 0, 2, -1, 0, 0, 11, 40},                             /* across ledgers */
+        {UPULSAR_ID_UNKNOWN, UPULSAR_ID_UNKNOWN, 1, -1, 0, 0, UPULSAR_ID_UNKNOWN,
          UPULSAR_ID_UNKNOWN},                                     /* de-duplicated */
-        {UPULSAR_ID_UNKNOWN, UPULSAR_ID_UNKNOWN, 1, 5, 6, UPULSAR_ID_UNKNOWN,
+        {UPULSAR_ID_UNKNOWN, UPULSAR_ID_UNKNOWN, 1, 5, 6, 0, UPULSAR_ID_UNKNOWN,
          UPULSAR_ID_UNKNOWN},
     };
     for (size_t i = 0; i < sizeof ids / sizeof ids[0]; i++) {
@@ -85,6 +85,7 @@ Test(future_once, ids_of_whole_and_chunked_messages_read_back_exactly)
         cr_assert_eq(got.batch_size, ids[i].batch_size, "id %zu", i);
         cr_assert_eq(got.first_chunk_ledger_id, ids[i].first_chunk_ledger_id, "id %zu", i);
         cr_assert_eq(got.first_chunk_entry_id, ids[i].first_chunk_entry_id, "id %zu", i);
+        cr_assert_eq(memcmp(&got, &ids[i], sizeof got), 0, "id %zu: bytes differ", i);
         upulsar_future_release(f);
     }
 }

@@ -285,6 +285,7 @@ typedef struct upulsar_msg_id {
     int32_t partition;   /**< partition index, -1 for a non-partitioned topic */
     int32_t batch_index; /**< position in its batch entry, -1 if not batched */
     int32_t batch_size;  /**< messages in the batch entry, 0 if not batched */
+    uint32_t reserved;   /**< 0; keeps the struct free of padding (memcmp-safe) */
     uint64_t first_chunk_ledger_id; /**< chunked: the first chunk's; else ledger_id */
     uint64_t first_chunk_entry_id;  /**< chunked: the first chunk's; else entry_id */
 } upulsar_msg_id_t;
