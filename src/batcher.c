@@ -168,6 +168,7 @@ up_batch_t *up_batch_get(up_rp_t *rp)
     b->kkind = 0;
     b->kpk = false;
     b->chunk = UP_CHUNK_NONE;
+    b->checksum_resends = 0;
     b->retired = false;
     b->outq_refs = 0;
     b->rp = rp;

@@ -175,6 +175,7 @@ struct up_batch {
      * UP_CHUNK_FIRST / _MIDDLE / _LAST of a chunked message, UP_CHUNK_ONLY
      * for one that fitted whole; 0 for a batch */
     uint8_t chunk;
+    uint8_t checksum_resends; /* (loop) sent again after a ChecksumError */
     int outq_refs;     /* (loop) segments of connection queues pointing here */
     bool retired;      /* (loop) resolved: recycle once outq_refs is 0 */
     up_rp_t *rp;       /* NULL once the producer is gone: free instead */

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "batcher.h"
+#include "crc32c.h"
 #include "producer_int.h"
 
 /* ---- creation ------------------------------------------------------------ */
@@ -253,6 +254,42 @@ static void send_close_producer(up_rp_t *rp)
     up_conn_write_cmd(rp->conn, &cmd);
 }
 
+/* Sent again after a ChecksumError at most this many times per entry. */
+#define UP_CHECKSUM_RESENDS 3
+
+/* Is @p b's framed entry as it was built: its CRC32C (over metadata and
+ * payload) still matches the bytes the producer holds? */
+static bool frame_intact(const up_batch_t *b)
+{
+    if (!b->frame || b->frame_len < 14)
+        return false;
+    uint32_t cs = up_get_be32(b->frame + 4);
+    if (cs > b->frame_len - 14)
+        return false;
+    const uint8_t *crc_at = b->frame + 8 + cs + 2;
+    const uint8_t *from = crc_at + 4, *end = b->frame + b->frame_len;
+    return up_crc32c(0, from, (size_t)(end - from)) == up_get_be32(crc_at);
+}
+
+/* ChecksumError for the head entry @p b: the broker saw it damaged. If our
+ * copy is intact the damage happened on the way: send it again, as the
+ * Java client does -- but only when nothing was written behind it (a resend
+ * behind later entries would be stored after them, or dropped by the
+ * broker's de-duplication as older than what it stored) and only a few
+ * times. True when sent again. */
+static bool resend_after_checksum_error(up_rp_t *rp, up_batch_t *b)
+{
+    bool written_after = b->next && b->next != rp->unsent;
+    if (written_after || b->checksum_resends >= UP_CHECKSUM_RESENDS || !frame_intact(b))
+        return false;
+    b->checksum_resends++;
+    rp->unsent = b;
+    atomic_fetch_add_explicit(&rp->resent_batches, 1, memory_order_relaxed);
+    write_unsent(rp);
+    up_conn_flush(rp->conn);
+    return true;
+}
+
 void up_rp_on_send_error(up_rp_t *rp, const Pulsar__Proto__CommandSendError *e)
 {
     up_batch_t *b = rp->pend_head;
@@ -266,6 +303,9 @@ void up_rp_on_send_error(up_rp_t *rp, const Pulsar__Proto__CommandSendError *e)
     char why[UP_DETAIL_TEXT_MAX];
     switch (err) {
     case UPULSAR_ERR_CHECKSUM_ERROR:
+        if (resend_after_checksum_error(rp, b))
+            break;
+        __attribute__((fallthrough)); /* this entry fails */
     case UPULSAR_ERR_NOT_ALLOWED: {
         /* this entry is refused; the ones behind it are unaffected */
         up_detail_t *det = up_rp_detail(rp, "broker refused the send: %s%s%s",

@@ -216,9 +216,10 @@ Test(future_detail, stop_with_pending_messages_says_stopped)
 /* ---- SEND_ERROR ------------------------------------------------------------ */
 
 /* Scenario:
- *  1. The broker answers the next SEND with SEND_ERROR ChecksumError: that
- *     message fails with UPULSAR_ERR_CHECKSUM_ERROR, its detail naming the
- *     topic, the broker, the ServerError and the broker's message.
+ *  1. The broker answers every SEND with SEND_ERROR ChecksumError (the
+ *     producer sends an intact entry again a few times, then gives up):
+ *     that message fails with UPULSAR_ERR_CHECKSUM_ERROR, its detail naming
+ *     the topic, the broker, the ServerError and the broker's message.
  *  2. The next message succeeds and has no detail.
  *  3. The broker answers the next SEND with TopicTerminatedError (terminal):
  *     that message fails with UPULSAR_ERR_TOPIC_TERMINATED and the broker's
@@ -228,12 +229,13 @@ Test(future_detail, send_error_carries_the_brokers_text)
     const char *topic = "persistent://public/default/detail-send-error";
     const char *kv[] = {"batching.enabled", "false", NULL};
     upulsar_producer_t *p = ft_producer(client, NULL, topic, 0, kv);
-    cr_assert_eq(upulsar_tb_fail_sends(tb, topic, 1, 9 /* ChecksumError */), UPULSAR_OK);
+    cr_assert_eq(upulsar_tb_fail_sends(tb, topic, 100, 9 /* ChecksumError */), UPULSAR_OK);
     dmsg_t *bad = send_n(p, 1, 0);
     wait_resolved(bad, 1);
     const char *checksum[] = {"broker refused the send: ChecksumError: ",
                               "Checksum failed on the broker", NULL};
     assert_failed_with(&bad[0], UPULSAR_ERR_CHECKSUM_ERROR, topic, checksum);
+    cr_assert_eq(upulsar_tb_fail_sends(tb, topic, 0, 0), UPULSAR_OK);
 
     dmsg_t *good = send_n(p, 1, 0);
     wait_resolved(good, 1);
