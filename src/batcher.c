@@ -211,6 +211,8 @@ bool up_batch_key(up_batch_t *b, const up_smm_t *m)
     /* with an ordering key the entry carries the partition key too (as the
      * official clients copy both from the first message) */
     bool pk = kind == 2 && m->key;
+    if (klen > UPULSAR_MAX_KEY_BYTES || (pk && m->key_len > UPULSAR_MAX_KEY_BYTES))
+        return false; /* upulsar_send() refused such keys already */
     size_t need = klen + 1 + (pk ? (size_t)m->key_len + 1 : 0);
     if (b->kkey_cap < need) {
         char *nk = realloc(b->kkey, need);
@@ -219,10 +221,15 @@ bool up_batch_key(up_batch_t *b, const up_smm_t *m)
         b->kkey = nk;
         b->kkey_cap = need;
     }
-    if (klen)
+    if (klen && k) {
+        /* kkey is allocated whenever kkey_cap > 0 (need >= 1 here)
+         * NOLINTNEXTLINE(clang-analyzer-core.NonNullParamChecker) */
         memcpy(b->kkey, k, klen);
+    }
     b->kkey[klen] = '\0';
     if (pk) {
+        /* as above: kkey holds need bytes
+         * NOLINTNEXTLINE(clang-analyzer-core.NonNullParamChecker) */
         memcpy(b->kkey + klen + 1, m->key, m->key_len);
         b->kkey[klen + 1 + m->key_len] = '\0';
     }
