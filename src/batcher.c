@@ -97,6 +97,9 @@ void up_batch_pool_free(up_loop_t *l)
         batch_free(b);
     }
     l->pool_bytes = l->pool_low = 0;
+    /* connections of the client's pool outlive the loop: a batch their
+     * queues give back from now on is freed, not pooled */
+    l->pool_max = 0;
     pool_publish(l);
 }
 

@@ -309,6 +309,7 @@ struct up_rp {
     /* the position of the first chunk of the chunked message being
      * acknowledged (receipts come in order, its chunks are consecutive) */
     uint64_t chunk_first_ledger, chunk_first_entry;
+    upulsar_err_t chunk_err; /* a chunk of that message failed: how */
     /* send timeout of records still in the ring: ring head positions sampled
      * with the time they were read; every record before a sample's position
      * was accepted before its time */

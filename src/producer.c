@@ -162,15 +162,30 @@ void up_rp_resolve_batch(up_rp_t *rp, up_batch_t *b, upulsar_err_t err, uint64_t
                          uint64_t entry, up_detail_t *det)
 {
     upulsar_msg_id_t id = {ledger, entry, rp->partition, 0, (int32_t)b->n, 0, ledger, entry};
+    up_detail_t *own = NULL;
     if (b->chunk != UP_CHUNK_NONE) { /* a plain entry: no batch index */
         id.batch_index = -1;
         id.batch_size = 0;
-        if (b->chunk == UP_CHUNK_FIRST && !err) {
-            rp->chunk_first_ledger = ledger;
-            rp->chunk_first_entry = entry;
-        } else if (b->chunk == UP_CHUNK_LAST && ledger != UPULSAR_ID_UNKNOWN) {
-            id.first_chunk_ledger_id = rp->chunk_first_ledger;
-            id.first_chunk_entry_id = rp->chunk_first_entry;
+        /* the chunks of a message resolve in a row; only the last carries
+         * the message, which fails if any chunk before it failed (it can
+         * never be read back) */
+        if (b->chunk == UP_CHUNK_FIRST) {
+            rp->chunk_err = err;
+            rp->chunk_first_ledger = err ? UPULSAR_ID_UNKNOWN : ledger;
+            rp->chunk_first_entry = err ? UPULSAR_ID_UNKNOWN : entry;
+        } else if (b->chunk == UP_CHUNK_MIDDLE) {
+            if (err && !rp->chunk_err)
+                rp->chunk_err = err;
+        } else if (b->chunk == UP_CHUNK_LAST) {
+            if (!err && rp->chunk_err) {
+                err = rp->chunk_err;
+                det = own = up_rp_detail(rp, "an earlier chunk of the message failed (%s)",
+                                         upulsar_err_name(err));
+            } else if (!err && ledger != UPULSAR_ID_UNKNOWN) {
+                id.first_chunk_ledger_id = rp->chunk_first_ledger;
+                id.first_chunk_entry_id = rp->chunk_first_entry;
+            }
+            rp->chunk_err = UPULSAR_OK;
         }
     }
     /* room first: once a message resolved, its room is back */
@@ -185,6 +200,8 @@ void up_rp_resolve_batch(up_rp_t *rp, up_batch_t *b, upulsar_err_t err, uint64_t
         atomic_fetch_add_explicit(&rp->failed_msgs, b->n, memory_order_relaxed);
     else
         atomic_fetch_add_explicit(&rp->acked_msgs, b->n, memory_order_relaxed);
+    if (own)
+        up_detail_put(&rp->client->futures, own);
     atomic_store_explicit(&rp->resolved_ring_pos, b->ring_end, memory_order_release);
 }
 

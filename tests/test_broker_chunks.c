@@ -140,3 +140,32 @@ Test(broker_chunks, chunk_zero_starts_a_message_over_and_gaps_abandon_it)
     upulsar_tb_client_close(c);
     upulsar_tb_stop(tb);
 }
+
+/* A chunk sent again after its receipt was lost (0, 1, 1, 2 in the log) is
+ * skipped, as Pulsar's consumers skip a duplicated chunk: the message is
+ * read back whole, once. */
+Test(broker_chunks, a_chunk_sent_twice_is_skipped)
+{
+    upulsar_tb_t *tb = bc_broker();
+    upulsar_tb_client_t *c = bc_producer_on(tb, "t", 1, "p");
+    upulsar_tb_frame_t f;
+    send_chunk(c, 0, "p-0", 0, 3, WHOLE, 30, 0, 10);
+    bc_receipt(c, &f);
+    send_chunk(c, 0, "p-0", 1, 3, WHOLE, 30, 10, 10);
+    bc_receipt(c, &f);
+    send_chunk(c, 0, "p-0", 1, 3, WHOLE, 30, 10, 10);
+    bc_receipt(c, &f);
+    send_chunk(c, 0, "p-0", 2, 3, WHOLE, 30, 20, 10);
+    bc_receipt(c, &f);
+    upulsar_tb_snapshot_t *s;
+    cr_assert_eq(upulsar_tb_snapshot(tb, "t", &s), UPULSAR_OK);
+    cr_assert_eq(upulsar_tb_snapshot_count(s), 1, "message dropped by the snapshot");
+    const upulsar_tb_msg_t *m = upulsar_tb_snapshot_msg(s, 0);
+    cr_assert_eq(m->payload_len, 30);
+    cr_assert_eq(memcmp(m->payload, WHOLE, 30), 0);
+    cr_assert_eq(m->first_chunk_entry_id, 0);
+    cr_assert_eq(m->entry_id, 3);
+    upulsar_tb_snapshot_free(s);
+    upulsar_tb_client_close(c);
+    upulsar_tb_stop(tb);
+}

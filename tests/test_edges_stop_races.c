@@ -135,3 +135,31 @@ Test(edges_stop_races, destroy_waits_for_a_stop_under_way_on_another_thread)
                  upulsar_err_name(stop.result));
     upulsar_tb_stop(tb);
 }
+
+/* Batches a connection's queue still holds when the client is destroyed
+ * (sent to a broker that stopped reading, their messages timed out) are
+ * freed once the connection goes, although the loops' batch pools are
+ * gone by then (a leak under LeakSanitizer otherwise). */
+Test(edges_stop_races, batches_queued_on_a_connection_at_destroy_are_freed)
+{
+    upulsar_tb_t *tb2 = ft_broker();
+    const char *ckv[] = {"keepalive.interval.ms", "60000", NULL};
+    upulsar_client_t *c2 = ft_client(tb2, ckv);
+    const char *kv[] = {"send.timeout.ms", "300", "queue.buffer.bytes", "67108864", NULL};
+    upulsar_producer_t *p = ft_producer(c2, "lk", "lk", 0, kv);
+    cr_assert_eq(upulsar_tb_freeze(tb2, 1), UPULSAR_OK);
+    enum { NQ = 160, SZ = 120000 };
+    static char buf[SZ];
+    static upulsar_future_t *f[NQ];
+    for (int i = 0; i < NQ; i++)
+        cr_assert_eq(upulsar_send(p, buf, SZ, NULL, &f[i]), UPULSAR_OK, "%d: %s", i,
+                     upulsar_last_error());
+    for (int i = 0; i < NQ; i++) {
+        cr_assert_neq(upulsar_future_wait(f[i], 30000, NULL), UPULSAR_ERR__PENDING);
+        upulsar_future_release(f[i]);
+    }
+    upulsar_producer_stop(p, 200);
+    upulsar_client_destroy(c2);
+    cr_assert_eq(upulsar_tb_freeze(tb2, 0), UPULSAR_OK);
+    upulsar_tb_stop(tb2);
+}

@@ -217,3 +217,45 @@ Test(features_chunking, non_persistent_topics_are_not_chunked)
     free(big);
     cr_assert_eq(upulsar_producer_stop(p, 5000), UPULSAR_OK);
 }
+
+/* A chunked message one of whose chunks the broker refuses cannot be read
+ * back: its future fails with that chunk's error (not OK from the last
+ * chunk's receipt), and the next chunked message names its own first
+ * chunk. */
+Test(features_chunking, a_refused_chunk_fails_its_message)
+{
+    upulsar_producer_t *p = start("rf", "true");
+    size_t len = 12u << 20;
+    uint8_t *big = malloc(len);
+    cr_assert_not_null(big);
+    uint32_t x = 777;
+    for (size_t i = 0; i < len; i++) {
+        x = x * 1103515245u + 12345u;
+        big[i] = (uint8_t)(x >> 16);
+    }
+    upulsar_future_t *f;
+    upulsar_msg_id_t id1, id3;
+    cr_assert_eq(upulsar_send(p, big, len, NULL, &f), UPULSAR_OK);
+    cr_assert_eq(upulsar_future_wait(f, 60000, &id1), UPULSAR_OK);
+    upulsar_future_release(f);
+    /* message 2: its chunk 0 refused */
+    cr_assert_eq(upulsar_tb_fail_sends(tb, "rf", 1, PULSAR__PROTO__SERVER_ERROR__NotAllowedError),
+                 UPULSAR_OK);
+    cr_assert_eq(upulsar_send(p, big, len, NULL, &f), UPULSAR_OK);
+    cr_assert_eq(upulsar_future_wait(f, 60000, NULL), UPULSAR_ERR_NOT_ALLOWED);
+    upulsar_future_release(f);
+    /* message 3: fine, and its id names its own first chunk */
+    cr_assert_eq(upulsar_send(p, big, len, NULL, &f), UPULSAR_OK);
+    cr_assert_eq(upulsar_future_wait(f, 60000, &id3), UPULSAR_OK);
+    upulsar_future_release(f);
+    cr_assert_eq(upulsar_producer_stop(p, 10000), UPULSAR_OK);
+    upulsar_tb_snapshot_t *s;
+    cr_assert_eq(upulsar_tb_snapshot(tb, "rf", &s), UPULSAR_OK);
+    cr_assert_eq(upulsar_tb_snapshot_count(s), 2);
+    const upulsar_tb_msg_t *m3 = upulsar_tb_snapshot_msg(s, 1);
+    cr_assert_eq(id3.entry_id, m3->entry_id);
+    cr_assert_eq(id3.first_chunk_entry_id, m3->first_chunk_entry_id);
+    cr_assert_gt(id3.first_chunk_entry_id, id1.entry_id);
+    upulsar_tb_snapshot_free(s);
+    free(big);
+}

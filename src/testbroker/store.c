@@ -657,6 +657,8 @@ static int snap_chunk(upulsar_tb_snapshot_t *s, snap_chunks_t **cs, size_t *ncs,
     }
     if (!c || !c->buf)
         goto out; /* a chunk of a message whose start is not in the log */
+    if (id >= 0 && id < c->next && total == c->total && md->num_chunks_from_msg == c->n)
+        goto out; /* a chunk taken already, sent again: skipped, as Pulsar's consumers do */
     if (id != c->next || total != c->total || md->num_chunks_from_msg != c->n ||
         e->payload_len > c->total - c->len) {
         free(c->buf); /* abandoned, as a consumer would */
