@@ -513,6 +513,12 @@ out_fail:
     return v.ncells;
 }
 
+static void set_armed(up_rp_t *rp, int v)
+{
+    if (atomic_load_explicit(&rp->armed, memory_order_relaxed) != v)
+        atomic_store_explicit(&rp->armed, v, memory_order_relaxed);
+}
+
 bool up_rp_pump(up_rp_t *rp, uint64_t now, uint64_t *deadline)
 {
     const struct upulsar_conf *cf = rp_conf(rp);
@@ -520,28 +526,53 @@ bool up_rp_pump(up_rp_t *rp, uint64_t now, uint64_t *deadline)
     bool consumed = false;
     size_t max_inflight = (size_t)cf->max_inflight_batches;
     unsigned budget = 4096; /* records per call, so other producers get a turn */
-    /* Batch window: the first record seen opens it; records stay in the
-     * ring until it ends or a full batch is there, and are then drained in
-     * one go. The loop does not chase the callers record by record (that
-     * bounces cache lines between cores for every message). */
     /* Nothing is framed before the producer was created once: its first
      * sequence id (initial.sequence.id, or the broker's last_sequence_id + 1)
      * and its name come from PRODUCER_SUCCESS. Until then (lazy start,
      * partition growth, a first creation that failed) records wait in the
-     * ring, where send.timeout.ms still applies. */
+     * ring, where send.timeout.ms still applies; the attach runs the pump. */
     rp->holding = !up_rp_created(rp);
-    if (rp->holding)
+    if (rp->holding) {
+        set_armed(rp, 1);
         return false;
+    }
     const up_batcher_t *bt = rp->batcher;
-    if (!rp->open && bt->window && up_ring_peek(r) &&
-        !atomic_load_explicit(&rp->flush_req, memory_order_relaxed)) {
-        if (!rp->window_end_us)
-            rp->window_end_us = now + (uint64_t)cf->batch_max_delay_us;
-        if (now < rp->window_end_us && up_ring_used(r) < rp->wake_cells) {
-            rp->holding = true;
+    uint64_t delay = (uint64_t)cf->batch_max_delay_us;
+    /* batch.mode=adaptive: the connection can take a batch now when nothing
+     * of this producer is in flight; then what is there goes at once */
+    bool go_now = cf->batch_mode == UP_BATCH_ADAPTIVE && rp->npend == 0;
+    int armed = 0;
+    /* Batch window: records stay in the ring until it ends or a full batch
+     * is there, and are then drained in one go; the loop does not chase the
+     * callers record by record (that bounces cache lines between cores for
+     * every message). linger: the first record seen opens it (a send wakes
+     * the loop for that record, so the window starts when it was sent, not
+     * when the loop happened to look). adaptive: it lasts while batches are
+     * in flight (a receipt that empties the pending queue ends it, see
+     * producer.c), at most batch.max.delay.ms. */
+    if (!rp->open && bt->window && !atomic_load_explicit(&rp->flush_req, memory_order_relaxed) &&
+        !go_now) {
+        if (up_ring_peek(r)) {
+            if (!rp->window_end_us)
+                rp->window_end_us = now + delay;
+            if (now < rp->window_end_us && up_ring_used(r) < rp->wake_cells) {
+                rp->holding = true;
+                set_armed(rp, 1);
+                if (rp->window_end_us < *deadline)
+                    *deadline = rp->window_end_us;
+                return false;
+            }
+        } else if (cf->batch_mode == UP_BATCH_ADAPTIVE) {
+            /* batches in flight, the ring empty: a record that comes now
+             * waits for a receipt, at most until window_end_us, which a
+             * send needs not wake the loop for; renewed when it passes */
+            if (!rp->window_end_us || now >= rp->window_end_us)
+                rp->window_end_us = now + delay;
             if (rp->window_end_us < *deadline)
                 *deadline = rp->window_end_us;
-            return false;
+            armed = 1;
+        } else {
+            rp->window_end_us = 0;
         }
     }
     while (budget-- && rp->npend < max_inflight && up_ring_peek(r)) {
@@ -556,14 +587,20 @@ bool up_rp_pump(up_rp_t *rp, uint64_t now, uint64_t *deadline)
         up_ring_release(r); /* R2 */
     if (rp->open) {
         bool flush = atomic_exchange_explicit(&rp->flush_req, 0, memory_order_acq_rel);
-        if (flush || now >= rp->open_deadline_us ||
-            bt->count(rp) >= (uint32_t)cf->batch_max_messages)
+        if (flush || go_now || now >= rp->open_deadline_us ||
+            bt->count(rp) >= (uint32_t)cf->batch_max_messages) {
             bt->close(rp);
-        else if (rp->open_deadline_us < *deadline)
-            *deadline = rp->open_deadline_us;
+        } else {
+            if (rp->open_deadline_us < *deadline)
+                *deadline = rp->open_deadline_us;
+            armed = 1;
+        }
     } else if (atomic_load_explicit(&rp->flush_req, memory_order_relaxed) && !up_ring_peek(r)) {
         atomic_store_explicit(&rp->flush_req, 0, memory_order_relaxed);
     }
+    if (go_now)
+        rp->window_end_us = 0;
+    set_armed(rp, armed);
     if (!rp->open && rp->pend_head == NULL)
         atomic_store_explicit(&rp->resolved_ring_pos, r->ctail, memory_order_release);
     return consumed && up_ring_peek(r);

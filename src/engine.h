@@ -201,6 +201,12 @@ struct up_rp {
     char topic[256];
     uint64_t producer_id;
     uint64_t wake_cells; /* ring cells worth a full batch: wake a timed loop */
+    /* (loop writes, callers read) the loop will look at this producer's
+     * ring by a deadline of its own (a batch window, batches in flight, not
+     * created yet): a send need not wake a loop sleeping with a timeout.
+     * 0: a send wakes it (batcher.c up_rp_pump, send.c). Written only when
+     * it changes. */
+    _Atomic int armed;
     /* ---- (any) ---- */
     up_ring_t ring;
     /* the lifecycle state (up_rp_st_t, and the flag UP_RP_CREATED: attached

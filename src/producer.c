@@ -185,6 +185,10 @@ static void complete_head(up_rp_t *rp, upulsar_err_t err, uint64_t ledger, uint6
     if (rp->unsent == b)
         rp->unsent = b->next;
     rp->npend--;
+    /* batch.mode=adaptive: records held while batches were in flight go now
+     * (the loop looks at producers that are not holding, uring_loop.c) */
+    if (rp->npend == 0 && rp_conf(rp)->batch_mode == UP_BATCH_ADAPTIVE)
+        rp->holding = false;
     if (!err) {
         atomic_store_explicit(&rp->last_acked_seq, (int64_t)b->last_seq, memory_order_relaxed);
         up_stats_batch_acked(rp, b->n, up_now_us() - b->created_us);

@@ -453,8 +453,12 @@ upulsar_err_t up_rp_enqueue(up_rp_t *rp, const void *payload, size_t len,
         atomic_signal_fence(memory_order_seq_cst);
     else
         atomic_thread_fence(memory_order_seq_cst);
+    /* a loop sleeping until a deadline is woken when that deadline is not
+     * this producer's (`armed`, batcher.c) or a full batch is waiting */
     int s = atomic_load_explicit(&rp->loop->sleeping, memory_order_relaxed);
-    if (s == UP_SLEEP_IDLE || (s == UP_SLEEP_TIMED && up_ring_used(r) >= rp->wake_cells))
+    if (s == UP_SLEEP_IDLE ||
+        (s == UP_SLEEP_TIMED && (!atomic_load_explicit(&rp->armed, memory_order_relaxed) ||
+                                 up_ring_used(r) >= rp->wake_cells)))
         up_loop_wake(rp->loop);
     if (future)
         *future = f;

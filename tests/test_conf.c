@@ -40,6 +40,7 @@ static const struct {
     {"batch.max.messages", "1000"},
     {"batch.max.bytes", "131072"},
     {"batch.max.delay.ms", "1"},
+    {"batch.mode", "adaptive"},
     {"compression", "none"},
     {"hashing.scheme", "java_string"},
     {"routing.mode", "round_robin"},
