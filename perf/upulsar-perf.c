@@ -77,6 +77,8 @@ static struct {
     int batch_max_bytes;
     const char *batch_delay_ms;
     const char *batch_mode; /* batch.mode, NULL = the library's default */
+    const char *sets[16];   /* --set KEY=VALUE, in order */
+    int nsets;
     const char *compression;
     int keyed;
     int producers_per_partition;
@@ -87,7 +89,7 @@ static struct {
     double warmup;
     int tls;            /* embedded broker over TLS */
     const char *tls_ca; /* tls.ca.file for --url pulsar+ssl://... */
-} opt = {NULL, "perf", 4, 2, 100, 0, 10, 0, 1000, 131072, "1", NULL, "none", 0, 1, 1, NULL, 0, 0, 1.0,
+} opt = {NULL, "perf", 4, 2, 100, 0, 10, 0, 1000, 131072, "1", NULL, {NULL}, 0, "none", 0, 1, 1, NULL, 0, 0, 1.0,
          0, NULL};
 
 static void usage(FILE *fp)
@@ -112,6 +114,7 @@ static void usage(FILE *fp)
           "  --batch-max-bytes N    (default 131072)\n"
           "  --batch-delay-ms MS    (default 1; fractions allowed)\n"
           "  --batch-mode M         adaptive|linger (batch.mode; default: the library's, adaptive)\n"
+          "  --set KEY=VALUE        any other configuration key (repeatable, up to 16)\n"
           "  --compression C        none|lz4|zstd (default none)\n"
           "  --keyed                give each message one of 1000 keys\n"
           "  --producers-per-partition N (default 1)\n"
@@ -539,7 +542,7 @@ int main(int argc, char **argv)
         {"keyed", 0, 0, 5},       {"producers-per-partition", 1, 0, 6},
         {"io-threads", 1, 0, 7},  {"json", 0, 0, 8},          {"quiet", 0, 0, 'q'},
         {"warmup", 1, 0, 9},      {"queue-bytes", 1, 0, 10},      {"help", 0, 0, 'h'},
-        {"tls", 0, 0, 11},        {"tls-ca", 1, 0, 12},       {"batch-mode", 1, 0, 13},
+        {"tls", 0, 0, 11},        {"tls-ca", 1, 0, 12},       {"batch-mode", 1, 0, 13}, {"set", 1, 0, 14},
         {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "p:t:s:r:d:n:qh", lo, NULL)) != -1) {
@@ -556,6 +559,13 @@ int main(int argc, char **argv)
         case 2: opt.batch_max_bytes = atoi(optarg); break;
         case 3: opt.batch_delay_ms = optarg; break;
         case 13: opt.batch_mode = optarg; break;
+        case 14:
+            if (opt.nsets == 16 || !strchr(optarg, '=')) {
+                fprintf(stderr, "--set KEY=VALUE, at most 16\n");
+                return 2;
+            }
+            opt.sets[opt.nsets++] = optarg;
+            break;
         case 4: opt.compression = optarg; break;
         case 5: opt.keyed = 1; break;
         case 6: opt.producers_per_partition = atoi(optarg); break;
@@ -619,6 +629,12 @@ int main(int argc, char **argv)
     SET("batch.max.delay.ms", opt.batch_delay_ms);
     if (opt.batch_mode)
         SET("batch.mode", opt.batch_mode);
+    for (int i = 0; i < opt.nsets; i++) {
+        char key[128];
+        const char *eq = strchr(opt.sets[i], '=');
+        snprintf(key, sizeof key, "%.*s", (int)(eq - opt.sets[i]), opt.sets[i]);
+        SET(key, eq + 1);
+    }
     snprintf(num, sizeof num, "%d", opt.batch_max_messages);
     SET("batch.max.messages", num);
     snprintf(num, sizeof num, "%d", opt.batch_max_bytes);

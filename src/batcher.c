@@ -407,7 +407,7 @@ static uint64_t drain_one(up_rp_t *rp, uint64_t now)
         up_rec_t h;
         memcpy(&h, up_ring_cell(&rp->ring, rp->ring.ctail), sizeof h);
         err = (upulsar_err_t)rc;
-        up_rp_limits_release(rp, 1, up_rec_mem(up_rec_cells(&h), h.ncells_flags & 0xfu, h.payload_len));
+        up_rp_limits_release(rp, 1, up_rec_mem(up_rec_cells(&h), h.ncells_flags & 0xfu, up_rec_plen(&h)));
         det = up_rp_detail(rp, "%s while batching the message", upulsar_err_str(err));
         resolve_one(h.future, NULL, NULL, err, NULL, det);
         up_detail_put(&rp->client->futures, det);

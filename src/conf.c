@@ -223,6 +223,13 @@ static const conf_key_t keys[] = {
      "whatever is in flight: fewer, larger batches at a cost of up to that delay per "
      "message.",
      "(none; linger = batchingMaxPublishDelayMicros as the Java client applies it)"},
+    {"latency.sample.every", K_INT, FLD(latency_sample_every), "16", 0, 1000000, NULL, 0, 'P',
+     "sends",
+     "One upulsar_send() in this many, counted per sending thread, reads the clock and "
+     "carries its send time, so that its send->receipt time goes into the statistics' "
+     "latency_us histogram (upulsar_producer_stats_json()); 1 = every message (a clock "
+     "read per send: it costs about as much as the rest of a send), 0 = none.",
+     "(none)"},
     {"compression", K_ENUM, FLD(compression), "none", 0, 0, compression_names, 0, 'P', "",
      "Payload compression of each batch (or unbatched message). zstd only if built "
      "with libzstd, zlib only if built with zlib.",

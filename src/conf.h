@@ -48,6 +48,9 @@ struct upulsar_conf {
     int batch_max_bytes;          /* batch.max.bytes, 1024..5242880, default 131072 */
     int batch_max_delay_us;       /* batch.max.delay.ms (accepts fractions: "0.5"),
                                      stored in microseconds; default 1 ms */
+    int latency_sample_every;     /* latency.sample.every: 1 send in N per thread
+                                     is timed for the latency histogram, 0 = none,
+                                     default 16 */
     int batch_mode;               /* batch.mode: adaptive|linger (UP_BATCH_ADAPTIVE...),
                                      default adaptive */
     int compression;              /* compression: none|lz4|zstd, default none
