@@ -545,9 +545,10 @@ bool up_rp_pump(up_rp_t *rp, uint64_t now, uint64_t *deadline)
     /* Batch window: records stay in the ring until it ends or a full batch
      * is there, and are then drained in one go; the loop does not chase the
      * callers record by record (that bounces cache lines between cores for
-     * every message). linger: the first record seen opens it (a send wakes
-     * the loop for that record, so the window starts when it was sent, not
-     * when the loop happened to look). adaptive: it lasts while batches are
+     * every message). linger: the first record seen opens it (the send of
+     * that record wakes the loop, see `armed`, so the window starts a wake-up
+     * after the send, not when the loop next looks for another reason, up to
+     * a whole window later). adaptive: it lasts while batches are
      * in flight (a receipt that empties the pending queue ends it, see
      * producer.c), at most batch.max.delay.ms. */
     if (!rp->open && bt->window && !atomic_load_explicit(&rp->flush_req, memory_order_relaxed) &&
@@ -564,8 +565,8 @@ bool up_rp_pump(up_rp_t *rp, uint64_t now, uint64_t *deadline)
             }
         } else if (cf->batch_mode == UP_BATCH_ADAPTIVE) {
             /* batches in flight, the ring empty: a record that comes now
-             * waits for a receipt, at most until window_end_us, which a
-             * send needs not wake the loop for; renewed when it passes */
+             * waits for a receipt, at most until window_end_us (so a
+             * send need not wake the loop for it); renewed when it passes */
             if (!rp->window_end_us || now >= rp->window_end_us)
                 rp->window_end_us = now + delay;
             if (rp->window_end_us < *deadline)
