@@ -76,6 +76,9 @@ static struct {
     int batch_max_messages;
     int batch_max_bytes;
     const char *batch_delay_ms;
+    const char *batch_mode; /* batch.mode, NULL = the library's default */
+    const char *sets[16];   /* --set KEY=VALUE, in order */
+    int nsets;
     const char *compression;
     int keyed;
     int producers_per_partition;
@@ -86,7 +89,7 @@ static struct {
     double warmup;
     int tls;            /* embedded broker over TLS */
     const char *tls_ca; /* tls.ca.file for --url pulsar+ssl://... */
-} opt = {NULL, "perf", 4, 2, 100, 0, 10, 0, 1000, 131072, "1", "none", 0, 1, 1, NULL, 0, 0, 1.0,
+} opt = {NULL, "perf", 4, 2, 100, 0, 10, 0, 1000, 131072, "1", NULL, {NULL}, 0, "none", 0, 1, 1, NULL, 0, 0, 1.0,
          0, NULL};
 
 static void usage(FILE *fp)
@@ -110,6 +113,8 @@ static void usage(FILE *fp)
           "  --batch-max-messages N (default 1000)\n"
           "  --batch-max-bytes N    (default 131072)\n"
           "  --batch-delay-ms MS    (default 1; fractions allowed)\n"
+          "  --batch-mode M         adaptive|linger (batch.mode; default: the library's, adaptive)\n"
+          "  --set KEY=VALUE        any other configuration key (repeatable, up to 16)\n"
           "  --compression C        none|lz4|zstd (default none)\n"
           "  --keyed                give each message one of 1000 keys\n"
           "  --producers-per-partition N (default 1)\n"
@@ -196,6 +201,59 @@ static void hist_snap(hist_t *h, uint64_t *out)
 {
     for (unsigned i = 0; i < POW * SUB; i++)
         out[i] = atomic_load_explicit(&h->b[i], memory_order_relaxed);
+}
+
+/* The histogram @p name ("latency_us", "batch_msgs": objects with
+ * "buckets":[[upper,count]...]) of every producer in statistics @p sj,
+ * added up: its count and the upper bounds where quantiles @p q fall. */
+static uint64_t lib_hist_pct(const char *sj, const char *name, const double *q, uint64_t *out,
+                             int nq)
+{
+    enum { MAXB = 1024 };
+    static uint64_t up[MAXB], cnt[MAXB];
+    int nb = 0;
+    uint64_t total = 0;
+    char key[64];
+    snprintf(key, sizeof key, "\"%s\":{", name);
+    for (const char *o = strstr(sj, key); o; o = strstr(o + 1, key)) {
+        const char *b = strstr(o, "\"buckets\":[");
+        if (!b)
+            break;
+        b += strlen("\"buckets\":[");
+        unsigned long long u, c;
+        int used;
+        while (sscanf(b, "%*[,][%llu,%llu]%n", &u, &c, &used) == 2 ||
+               sscanf(b, "[%llu,%llu]%n", &u, &c, &used) == 2) {
+            int i = 0;
+            while (i < nb && up[i] != u)
+                i++;
+            if (i == nb && nb < MAXB) {
+                up[nb] = u;
+                cnt[nb++] = 0;
+            }
+            if (i < nb)
+                cnt[i] += c;
+            total += c;
+            b += used;
+        }
+    }
+    for (int i = 1; i < nb; i++) /* by upper bound */
+        for (int j = i; j > 0 && up[j - 1] > up[j]; j--) {
+            uint64_t t = up[j]; up[j] = up[j - 1]; up[j - 1] = t;
+            t = cnt[j]; cnt[j] = cnt[j - 1]; cnt[j - 1] = t;
+        }
+    for (int k = 0; k < nq; k++) {
+        out[k] = 0;
+        uint64_t want = (uint64_t)ceil(q[k] * (double)total), seen = 0;
+        for (int i = 0; i < nb && total; i++) {
+            seen += cnt[i];
+            if (seen >= (want ? want : 1)) {
+                out[k] = up[i];
+                break;
+            }
+        }
+    }
+    return total;
 }
 
 /* ---- shared state ------------------------------------------------------------ */
@@ -537,7 +595,8 @@ int main(int argc, char **argv)
         {"keyed", 0, 0, 5},       {"producers-per-partition", 1, 0, 6},
         {"io-threads", 1, 0, 7},  {"json", 0, 0, 8},          {"quiet", 0, 0, 'q'},
         {"warmup", 1, 0, 9},      {"queue-bytes", 1, 0, 10},      {"help", 0, 0, 'h'},
-        {"tls", 0, 0, 11},        {"tls-ca", 1, 0, 12},       {0, 0, 0, 0}};
+        {"tls", 0, 0, 11},        {"tls-ca", 1, 0, 12},       {"batch-mode", 1, 0, 13}, {"set", 1, 0, 14},
+        {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "p:t:s:r:d:n:qh", lo, NULL)) != -1) {
         switch (c) {
@@ -552,6 +611,14 @@ int main(int argc, char **argv)
         case 1: opt.batch_max_messages = atoi(optarg); break;
         case 2: opt.batch_max_bytes = atoi(optarg); break;
         case 3: opt.batch_delay_ms = optarg; break;
+        case 13: opt.batch_mode = optarg; break;
+        case 14:
+            if (opt.nsets == 16 || !strchr(optarg, '=')) {
+                fprintf(stderr, "--set KEY=VALUE, at most 16\n");
+                return 2;
+            }
+            opt.sets[opt.nsets++] = optarg;
+            break;
         case 4: opt.compression = optarg; break;
         case 5: opt.keyed = 1; break;
         case 6: opt.producers_per_partition = atoi(optarg); break;
@@ -613,6 +680,14 @@ int main(int argc, char **argv)
     SET("block.if.queue.full", "true");
     SET("compression", opt.compression);
     SET("batch.max.delay.ms", opt.batch_delay_ms);
+    if (opt.batch_mode)
+        SET("batch.mode", opt.batch_mode);
+    for (int i = 0; i < opt.nsets; i++) {
+        char key[128];
+        const char *eq = strchr(opt.sets[i], '=');
+        snprintf(key, sizeof key, "%.*s", (int)(eq - opt.sets[i]), opt.sets[i]);
+        SET(key, eq + 1);
+    }
     snprintf(num, sizeof num, "%d", opt.batch_max_messages);
     SET("batch.max.messages", num);
     snprintf(num, sizeof num, "%d", opt.batch_max_bytes);
@@ -719,7 +794,13 @@ int main(int argc, char **argv)
     /* the client's memory budget and the most of it taken (statistics) */
     long long mem_budget = 0, mem_peak = 0;
     char *sj = NULL;
+    /* the library's own figures (statistics, whole run with the warm-up):
+     * its sampled send->receipt histogram and the batch sizes */
+    const double lq[3] = {0.5, 0.99, 0.999};
+    uint64_t lib_lat[3] = {0, 0, 0}, lib_bm[3] = {0, 0, 0}, lib_lat_n = 0;
     if (upulsar_producer_stats_json(producer, &sj) == UPULSAR_OK) {
+        lib_lat_n = lib_hist_pct(sj, "latency_us", lq, lib_lat, 3);
+        lib_hist_pct(sj, "batch_msgs", lq, lib_bm, 3);
         const char *m = strstr(sj, "\"memory\":{");
         const char *b = m ? strstr(m, "\"budget\":") : NULL, *pk = m ? strstr(m, "\"peak\":") : NULL;
         if (b)
@@ -779,13 +860,17 @@ int main(int argc, char **argv)
                "\"client_memory_budget_bytes\":%lld,\"client_memory_peak_bytes\":%lld,"
                "\"partitions\":%d,\"threads\":%d,\"size\":%d,\"rate_limit\":%.0f,"
                "\"compression\":\"%s\",\"keyed\":%s,\"embedded_broker\":%s,"
-               "\"transport\":\"%s\"}\n",
+               "\"transport\":\"%s\",\"batch_mode\":\"%s\",\"batch_delay_ms\":\"%s\","
+               "\"lib_latency_us\":{\"count\":%" PRIu64 ",\"p50\":%" PRIu64 ",\"p99\":%" PRIu64
+               ",\"p999\":%" PRIu64 "},\"batch_msgs\":{\"p50\":%" PRIu64 ",\"p99\":%" PRIu64 "}}\n",
                total_sent, total_acked, total_failed, enq_total, secs, rate,
                rate * opt.size / 1e6, pct[0], pct[1], pct[2], pct[3], lmax, cpu_per_msg_ns,
                bcpu_per_msg_ns, m_cpu > 0 ? (double)m_acked / m_cpu : 0,
                m_acked ? (double)m_allocs / (double)m_acked : 0, rss_kb, broker_rss_kb, mem_bound,
                mem_budget, mem_peak, opt.partitions, opt.threads, opt.size, opt.rate, opt.compression,
-               opt.keyed ? "true" : "false", broker_pid ? "true" : "false", transport);
+               opt.keyed ? "true" : "false", broker_pid ? "true" : "false", transport,
+               opt.batch_mode ? opt.batch_mode : "default", opt.batch_delay_ms, lib_lat_n,
+               lib_lat[0], lib_lat[1], lib_lat[2], lib_bm[0], lib_bm[1]);
     } else {
         printf("%% %" PRIu64 " messages produced (%" PRIu64 " bytes), %" PRIu64 " acked, %" PRIu64
                " failed in %.3f s measured: %.0f msgs/s and %.2f MB/s, %s compression, %s "
@@ -795,6 +880,10 @@ int main(int argc, char **argv)
         printf("%% latency send->receipt us: p50 %" PRIu64 "  p95 %" PRIu64 "  p99 %" PRIu64
                "  p99.9 %" PRIu64 "  max %" PRIu64 "\n",
                pct[0], pct[1], pct[2], pct[3], lmax);
+        printf("%% library latency_us (sampled, whole run): count %" PRIu64 "  p50 %" PRIu64
+               "  p99 %" PRIu64 "  p99.9 %" PRIu64 "; messages per batch: p50 %" PRIu64
+               "  p99 %" PRIu64 " (log2 bucket bounds)\n",
+               lib_lat_n, lib_lat[0], lib_lat[1], lib_lat[2], lib_bm[0], lib_bm[1]);
         printf("%% cpu per message: client %.0f ns (%.2fM msg/cpu-s), broker %.0f ns%s\n",
                cpu_per_msg_ns, m_cpu > 0 ? (double)m_acked / m_cpu / 1e6 : 0, bcpu_per_msg_ns,
                broker_pid ? "" : " (external broker: not measured)");

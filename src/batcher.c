@@ -431,7 +431,7 @@ static uint64_t drain_one(up_rp_t *rp, uint64_t now)
         up_rec_t h;
         memcpy(&h, up_ring_cell(&rp->ring, rp->ring.ctail), sizeof h);
         err = (upulsar_err_t)rc;
-        up_rp_limits_release(rp, 1, up_rec_mem(up_rec_cells(&h), h.ncells_flags & 0xfu, h.payload_len));
+        up_rp_limits_release(rp, 1, up_rec_mem(up_rec_cells(&h), h.ncells_flags & 0xfu, up_rec_plen(&h)));
         det = up_rp_detail(rp, "%s while batching the message", upulsar_err_str(err));
         resolve_one(h.future, NULL, NULL, err, NULL, det);
         up_detail_put(&rp->client->futures, det);
@@ -537,6 +537,12 @@ out_fail:
     return v.ncells;
 }
 
+static void set_armed(up_rp_t *rp, int v)
+{
+    if (atomic_load_explicit(&rp->armed, memory_order_relaxed) != v)
+        atomic_store_explicit(&rp->armed, v, memory_order_relaxed);
+}
+
 bool up_rp_pump(up_rp_t *rp, uint64_t now, uint64_t *deadline)
 {
     const struct upulsar_conf *cf = rp_conf(rp);
@@ -544,28 +550,54 @@ bool up_rp_pump(up_rp_t *rp, uint64_t now, uint64_t *deadline)
     bool consumed = false;
     size_t max_inflight = (size_t)cf->max_inflight_batches;
     unsigned budget = 4096; /* records per call, so other producers get a turn */
-    /* Batch window: the first record seen opens it; records stay in the
-     * ring until it ends or a full batch is there, and are then drained in
-     * one go. The loop does not chase the callers record by record (that
-     * bounces cache lines between cores for every message). */
     /* Nothing is framed before the producer was created once: its first
      * sequence id (initial.sequence.id, or the broker's last_sequence_id + 1)
      * and its name come from PRODUCER_SUCCESS. Until then (lazy start,
      * partition growth, a first creation that failed) records wait in the
-     * ring, where send.timeout.ms still applies. */
+     * ring, where send.timeout.ms still applies; the attach runs the pump. */
     rp->holding = !up_rp_created(rp);
-    if (rp->holding)
+    if (rp->holding) {
+        set_armed(rp, 1);
         return false;
+    }
     const up_batcher_t *bt = rp->batcher;
-    if (!rp->open && bt->window && up_ring_peek(r) &&
-        !atomic_load_explicit(&rp->flush_req, memory_order_relaxed)) {
-        if (!rp->window_end_us)
-            rp->window_end_us = now + (uint64_t)cf->batch_max_delay_us;
-        if (now < rp->window_end_us && up_ring_used(r) < rp->wake_cells) {
-            rp->holding = true;
+    uint64_t delay = (uint64_t)cf->batch_max_delay_us;
+    /* batch.mode=adaptive: the connection can take a batch now when nothing
+     * of this producer is in flight; then what is there goes at once */
+    bool go_now = cf->batch_mode == UP_BATCH_ADAPTIVE && rp->npend == 0;
+    int armed = 0;
+    /* Batch window: records stay in the ring until it ends or a full batch
+     * is there, and are then drained in one go; the loop does not chase the
+     * callers record by record (that bounces cache lines between cores for
+     * every message). linger: the first record seen opens it (the send of
+     * that record wakes the loop, see `armed`, so the window starts a wake-up
+     * after the send, not when the loop next looks for another reason, up to
+     * a whole window later). adaptive: it lasts while batches are
+     * in flight (a receipt that empties the pending queue ends it, see
+     * producer.c), at most batch.max.delay.ms. */
+    if (!rp->open && bt->window && !atomic_load_explicit(&rp->flush_req, memory_order_relaxed) &&
+        !go_now) {
+        if (up_ring_peek(r)) {
+            if (!rp->window_end_us)
+                rp->window_end_us = now + delay;
+            if (now < rp->window_end_us && up_ring_used(r) < rp->wake_cells) {
+                rp->holding = true;
+                set_armed(rp, 1);
+                if (rp->window_end_us < *deadline)
+                    *deadline = rp->window_end_us;
+                return false;
+            }
+        } else if (cf->batch_mode == UP_BATCH_ADAPTIVE) {
+            /* batches in flight, the ring empty: a record that comes now
+             * waits for a receipt, at most until window_end_us (so a
+             * send need not wake the loop for it); renewed when it passes */
+            if (!rp->window_end_us || now >= rp->window_end_us)
+                rp->window_end_us = now + delay;
             if (rp->window_end_us < *deadline)
                 *deadline = rp->window_end_us;
-            return false;
+            armed = 1;
+        } else {
+            rp->window_end_us = 0;
         }
     }
     while (budget-- && rp->npend < max_inflight && up_ring_peek(r)) {
@@ -580,14 +612,20 @@ bool up_rp_pump(up_rp_t *rp, uint64_t now, uint64_t *deadline)
         up_ring_release(r); /* R2 */
     if (rp->open) {
         bool flush = atomic_exchange_explicit(&rp->flush_req, 0, memory_order_acq_rel);
-        if (flush || now >= rp->open_deadline_us ||
-            bt->count(rp) >= (uint32_t)cf->batch_max_messages)
+        if (flush || go_now || now >= rp->open_deadline_us ||
+            bt->count(rp) >= (uint32_t)cf->batch_max_messages) {
             bt->close(rp);
-        else if (rp->open_deadline_us < *deadline)
-            *deadline = rp->open_deadline_us;
+        } else {
+            if (rp->open_deadline_us < *deadline)
+                *deadline = rp->open_deadline_us;
+            armed = 1;
+        }
     } else if (atomic_load_explicit(&rp->flush_req, memory_order_relaxed) && !up_ring_peek(r)) {
         atomic_store_explicit(&rp->flush_req, 0, memory_order_relaxed);
     }
+    if (go_now)
+        rp->window_end_us = 0;
+    set_armed(rp, armed);
     if (!up_ring_peek(r)) /* back to the ring's first page; idle pages given back */
         up_ring_idle(r, now, (uint64_t)cf->queue_idle_release_ms * 1000u);
     if (!rp->open && rp->pend_head == NULL)

@@ -71,6 +71,7 @@ static inline void up_batch_append(up_batch_t *b, const up_add_t *a)
     d->f = v->future;
     d->cb = v->ext.cb;
     d->opaque = v->ext.opaque;
+    d->sent_us = v->sent_us;
 }
 
 /** Close the one open batch (default, single, a solo entry). @thread loop */

@@ -202,7 +202,7 @@ upulsar_err_t up_chunk_send(up_rp_t *rp, const up_smm_t *m, const up_rec_view_t 
                             : UP_CHUNK_MIDDLE;
         b->ring_end = last ? ring_start + ncells : ring_start;
         if (last) {
-            b->done[0] = (up_done_t){v->future, v->ext.cb, v->ext.opaque};
+            b->done[0] = (up_done_t){v->future, v->ext.cb, v->ext.opaque, v->sent_us};
             b->n = 1;
             b->mem_bytes = up_rec_mem(ncells, v->flags, cm.uncompressed);
         }

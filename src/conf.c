@@ -51,6 +51,8 @@ static const enum_name_t compression_names[] = {
     {"none", 0}, {"lz4", 1}, {"zlib", 2}, {"zstd", 3}, {NULL, 0}};
 static const enum_name_t batching_type_names[] = {
     {"default", UP_BATCH_DEFAULT}, {"key_based", UP_BATCH_KEY_BASED}, {NULL, 0}};
+static const enum_name_t batch_mode_names[] = {
+    {"adaptive", UP_BATCH_ADAPTIVE}, {"linger", UP_BATCH_LINGER}, {NULL, 0}};
 static const enum_name_t access_mode_names[] = {
     {"shared", UP_ACCESS_SHARED},
     {"exclusive", UP_ACCESS_EXCLUSIVE},
@@ -209,6 +211,25 @@ static const conf_key_t keys[] = {
      "Longest time a message waits for its batch to fill. Fractions allowed down to "
      "0.001 (\"0.5\" = 500 microseconds).",
      "batchingMaxPublishDelayMicros (microseconds)"},
+    {"batch.mode", K_ENUM, FLD(batch_mode), "adaptive", 0, 0, batch_mode_names, 0, 'P', "",
+     "When a batch is sent. adaptive: at once when nothing of this producer is in flight "
+     "(every batch it sent has its receipt), so a message under light load goes without "
+     "waiting; while batches are in flight, messages wait in the queue and the next batch "
+     "fills until the last receipt comes back, the batch is full (batch.max.messages, "
+     "batch.max.bytes) or batch.max.delay.ms has passed, the longest a message waits for "
+     "its batch. Batches grow with the load by themselves: small at low rates, full at "
+     "high ones. linger: the Java client's rule; the first message opens a window of "
+     "batch.max.delay.ms and the batch is sent when it ends or the batch is full, "
+     "whatever is in flight: fewer, larger batches at a cost of up to that delay per "
+     "message.",
+     "(none; linger = batchingMaxPublishDelayMicros as the Java client applies it)"},
+    {"latency.sample.every", K_INT, FLD(latency_sample_every), "16", 0, 1000000, NULL, 0, 'P',
+     "sends",
+     "One upulsar_send() in this many, counted per sending thread, reads the clock and "
+     "carries its send time, so that its send->receipt time goes into the statistics' "
+     "latency_us histogram (upulsar_producer_stats_json()); 1 = every message (a clock "
+     "read per send: it costs about as much as the rest of a send), 0 = none.",
+     "(none)"},
     {"compression", K_ENUM, FLD(compression), "none", 0, 0, compression_names, 0, 'P', "",
      "Payload compression of each batch (or unbatched message). zstd only if built "
      "with libzstd, zlib only if built with zlib.",

@@ -11,6 +11,8 @@
 
 typedef enum { UP_HASH_JAVA_STRING = 0, UP_HASH_MURMUR3_32 = 1 } up_hash_scheme_t;
 enum { UP_BATCH_DEFAULT = 0, UP_BATCH_KEY_BASED = 1 };
+/* batch.mode: when an open batch is sent (batcher.c up_rp_pump) */
+enum { UP_BATCH_ADAPTIVE = 0, UP_BATCH_LINGER = 1 };
 enum { UP_ACCESS_SHARED = 0, UP_ACCESS_EXCLUSIVE = 1, UP_ACCESS_WAIT_FOR_EXCLUSIVE = 2,
        UP_ACCESS_EXCLUSIVE_WITH_FENCING = 3 };
 typedef enum { UP_ROUTE_ROUND_ROBIN = 0, UP_ROUTE_RANDOM = 1, UP_ROUTE_SINGLE = 2 } up_route_mode_t;
@@ -46,6 +48,11 @@ struct upulsar_conf {
     int batch_max_bytes;          /* batch.max.bytes, 1024..5242880, default 131072 */
     int batch_max_delay_us;       /* batch.max.delay.ms (accepts fractions: "0.5"),
                                      stored in microseconds; default 1 ms */
+    int latency_sample_every;     /* latency.sample.every: 1 send in N per thread
+                                     is timed for the latency histogram, 0 = none,
+                                     default 16 */
+    int batch_mode;               /* batch.mode: adaptive|linger (UP_BATCH_ADAPTIVE...),
+                                     default adaptive */
     int compression;              /* compression: none|lz4|zstd, default none
                                      (value = Pulsar CompressionType) */
     up_hash_scheme_t hashing;     /* hashing.scheme: java_string|murmur3_32, default java_string */

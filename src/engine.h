@@ -36,6 +36,12 @@
 #include "upulsar/upulsar.h"
 
 #define UP_HIST_BUCKETS 32
+/* The latency histogram (stats.c): log-linear, microseconds; values below 16
+ * exact, then 16 buckets per power of two (each 1/16 of its power wide, so
+ * a bucket's upper bound is at most 6.25 % above any value in it), up to
+ * 2^32 us (larger values count in the last bucket). */
+#define UP_LAT_SUB 16
+#define UP_LAT_BUCKETS ((32 - 3) * UP_LAT_SUB)
 /* Threads that re-create producers for the watchdog (per client): this many
  * brokers can hang at once before a healthy one's producers wait. A worker
  * parked in a WaitForExclusive wait (which has no timeout) does not count:
@@ -137,6 +143,7 @@ typedef struct up_done {
     struct upulsar_future *f;
     upulsar_delivery_cb_t cb;
     void *opaque;
+    uint64_t sent_us; /* send time carried by its record, 0 = not sampled */
 } up_done_t;
 
 struct up_batch {
@@ -210,6 +217,12 @@ struct up_rp {
     char topic[256];
     uint64_t producer_id;
     uint64_t wake_cells; /* ring cells worth a full batch: wake a timed loop */
+    /* (loop writes, callers read) the loop will look at this producer's
+     * ring by a deadline of its own (a batch window, batches in flight, not
+     * created yet): a send need not wake a loop sleeping with a timeout.
+     * 0: a send wakes it (batcher.c up_rp_pump, send.c). Written only when
+     * it changes. */
+    _Atomic int armed;
     /* ---- (any) ---- */
     up_ring_t ring;
     /* the lifecycle state (up_rp_st_t, and the flag UP_RP_CREATED: attached
@@ -244,6 +257,10 @@ struct up_rp {
     /* histograms (stats.c), one writer (the loop), read by stats readers */
     _Atomic uint64_t h_batch_msgs[UP_HIST_BUCKETS]; /* messages per acked batch, log2 */
     _Atomic uint64_t h_batch_rtt[UP_HIST_BUCKETS];  /* batch built -> receipt, log2 us */
+    /* send -> receipt of the messages that carry their send time
+     * (latency.sample.every), us: log-linear buckets, their sum */
+    _Atomic uint64_t h_lat[UP_LAT_BUCKETS];
+    _Atomic uint64_t lat_sum_us;
     /* ---- (watchdog / establishing thread) ---- */
     char name[128];      /* producer name, "" until assigned */
     /* "host:port" it was last created on, "" before; guarded by broker_lock
@@ -515,6 +532,9 @@ void up_log(struct upulsar_client *c, upulsar_log_level_t level, const char *fmt
 
 /* stats.c */
 void up_stats_batch_acked(up_rp_t *rp, uint32_t msgs, uint64_t rtt_us);
+/** Batch @p b was acknowledged at @p now_us: its messages that carry a send
+ *  time go into the latency histogram. (loop) */
+void up_stats_batch_latency(up_rp_t *rp, const up_batch_t *b, uint64_t now_us);
 void up_stats_tick(struct upulsar_client *c, uint64_t now_us);
 
 /* auth.c: the token to present now (file, env or string); "" = none */

@@ -216,9 +216,15 @@ static void complete_head(up_rp_t *rp, upulsar_err_t err, uint64_t ledger, uint6
     if (rp->unsent == b)
         rp->unsent = b->next;
     rp->npend--;
+    /* batch.mode=adaptive: records held while batches were in flight go now
+     * (the loop looks at producers that are not holding, uring_loop.c) */
+    if (rp->npend == 0 && rp_conf(rp)->batch_mode == UP_BATCH_ADAPTIVE)
+        rp->holding = false;
     if (!err) {
         atomic_store_explicit(&rp->last_acked_seq, (int64_t)b->last_seq, memory_order_relaxed);
-        up_stats_batch_acked(rp, b->n, up_now_us() - b->created_us);
+        uint64_t now = up_now_us();
+        up_stats_batch_acked(rp, b->n, now - b->created_us);
+        up_stats_batch_latency(rp, b, now);
         if (ledger == UPULSAR_ID_UNKNOWN || entry == UPULSAR_ID_UNKNOWN) {
             /* a resend the broker had stored already (receipt lost) */
             ledger = entry = UPULSAR_ID_UNKNOWN;
@@ -494,7 +500,7 @@ static void fail_ring_record(up_rp_t *rp, upulsar_err_t err, up_detail_t *det)
     up_rec_read_head(r, r->ctail, &h, &ext);
     if (ext.free_cb)
         ext.free_cb((void *)ext.payload, ext.opaque);
-    up_rp_limits_release(rp, 1, up_rec_mem(up_rec_cells(&h), h.ncells_flags & 0xfu, h.payload_len));
+    up_rp_limits_release(rp, 1, up_rec_mem(up_rec_cells(&h), h.ncells_flags & 0xfu, up_rec_plen(&h)));
     resolve_one(h.future, ext.cb, ext.opaque, err, NULL, det);
     atomic_fetch_add_explicit(&rp->failed_msgs, 1, memory_order_relaxed);
     r->ctail += up_rec_cells(&h);

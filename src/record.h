@@ -11,6 +11,10 @@
  *   okey_len bytes    ordering key
  *   props_len bytes   properties, encoded as SingleMessageMetadata field 1
  *   payload_len bytes the payload, unless UP_REC_NOCOPY (then ext.payload)
+ *   ...
+ *   8 bytes           if UP_REC_STAMPED (in payload_len): the send time
+ *                     (up_now_us()), in the last 8 bytes of the last cell
+ *                     (a cell never wraps)
  * Everything after the header may wrap around the ring's end.
  *
  * Threads: up_rec_size() and up_rec_write() run on caller threads (between
@@ -46,6 +50,12 @@ _Static_assert(sizeof(up_rec_t) == 32, "record header is one cell");
 #define UP_REC_EXT 0x2u    /* up_rec_ext_t follows the header */
 #define UP_REC_NOCOPY 0x4u /* payload is by pointer (ext.payload) */
 #define UP_REC_META 0x8u   /* up_rec_meta_t (+ repl_len bytes) follows the ext */
+/* In up_rec_t.payload_len (payloads are at most UPULSAR_MAX_CHUNKED_BYTES,
+ * 2^31 - 1): the record carries its send time (sampled, latency.sample.every) */
+#define UP_REC_STAMPED 0x80000000u
+
+/** The payload length in header @p h. */
+static inline uint32_t up_rec_plen(const up_rec_t *h) { return h->payload_len & ~UP_REC_STAMPED; }
 
 typedef struct up_rec_ext {
     upulsar_delivery_cb_t cb;
@@ -80,6 +90,7 @@ typedef struct up_rec_in {
                          when meta is */
     struct upulsar_future *future;
     uint64_t event_time;
+    uint64_t sent_us;    /**< send time (up_now_us()) to carry, 0 = none */
     const void *payload; /**< copied unless UP_REC_NOCOPY */
     size_t payload_len;
     const char *key; /**< partition key (UP_REC_KEY) */
@@ -102,6 +113,7 @@ typedef struct up_rec_view {
     uint32_t flags;
     size_t size; /**< bytes used of ncells * UP_RING_CELL */
     struct upulsar_future *future;
+    uint64_t sent_us;    /**< the send time it carries, 0 = none */
     const void *payload; /**< ext.payload with UP_REC_NOCOPY */
     /** key (NULL unless UP_REC_KEY), ordering key and properties (NULL
      *  when none), event time and payload size, as SingleMessageMetadata
@@ -125,6 +137,8 @@ static inline size_t up_rec_size(const up_rec_in_t *in)
         n += sizeof(up_rec_meta_t) + in->meta.repl_len;
     if (!(in->flags & UP_REC_NOCOPY))
         n += in->payload_len;
+    if (in->sent_us)
+        n += sizeof in->sent_us;
     return n;
 }
 
@@ -166,7 +180,11 @@ static inline void up_rec_write(up_ring_t *r, uint64_t pos, uint64_t ncells, con
      * are aligned for it) */
     up_rec_t *h = (up_rec_t *)(void *)(r->cells + at);
     h->ncells_flags = (uint32_t)(ncells << 4) | in->flags;
-    h->payload_len = (uint32_t)in->payload_len;
+    h->payload_len = (uint32_t)in->payload_len | (in->sent_us ? UP_REC_STAMPED : 0u);
+    if (in->sent_us) /* beyond everything else: up_rec_size() counted it */
+        memcpy(r->cells + (size_t)((pos + ncells - 1) & r->mask) * UP_RING_CELL + UP_RING_CELL -
+                   sizeof in->sent_us,
+               &in->sent_us, sizeof in->sent_us);
     h->key_len = (uint16_t)in->key_len;
     h->okey_len = (uint16_t)in->okey_len;
     h->props_len = (uint32_t)in->props_len;
@@ -221,6 +239,14 @@ static inline int up_rec_parse(const uint8_t *rec, size_t len, up_rec_view_t *v)
     v->ncells = ncells;
     v->flags = flags;
     v->future = h.future;
+    v->sent_us = 0;
+    if (h.payload_len & UP_REC_STAMPED) {
+        if (room - off < sizeof v->sent_us)
+            return UPULSAR_ERR__DECODE;
+        h.payload_len &= ~UP_REC_STAMPED;
+        memcpy(&v->sent_us, rec + room - sizeof v->sent_us, sizeof v->sent_us);
+        room -= sizeof v->sent_us;
+    }
     if (flags & UP_REC_EXT) {
         if (room - off < sizeof v->ext)
             return UPULSAR_ERR__DECODE;

@@ -293,6 +293,9 @@ static upulsar_err_t size_check(bool chunking, size_t maxsz, size_t len, size_t 
     return UPULSAR_OK;
 }
 
+/* sends of this thread since its last sampled one (latency.sample.every) */
+static _Thread_local unsigned lat_tick;
+
 upulsar_err_t up_rp_enqueue(up_rp_t *rp, const void *payload, size_t len,
                             const upulsar_send_opts_t *o, upulsar_future_t **future)
 {
@@ -310,6 +313,7 @@ upulsar_err_t up_rp_enqueue(up_rp_t *rp, const void *payload, size_t len,
     in.flags = 0;
     in.future = NULL;
     in.event_time = 0;
+    in.sent_us = 0;
     in.payload = payload;
     in.payload_len = len;
     in.key = NULL;
@@ -379,6 +383,14 @@ upulsar_err_t up_rp_enqueue(up_rp_t *rp, const void *payload, size_t len,
     if (se)
         return se;
     /* from here on len <= UPULSAR_MAX_CHUNKED_BYTES: every sum below fits */
+    /* latency.sample.every: one send in N of this thread carries its send
+     * time for the latency histogram (a clock read costs about as much as
+     * the rest of a send) */
+    if (cf->latency_sample_every > 0 &&
+        ++lat_tick >= (unsigned)cf->latency_sample_every) {
+        lat_tick = 0;
+        in.sent_us = up_now_us();
+    }
     size_t size = up_rec_size(&in);
     uint64_t ncells = up_ring_cells_for(size);
     void *copy = NULL;
@@ -453,8 +465,12 @@ upulsar_err_t up_rp_enqueue(up_rp_t *rp, const void *payload, size_t len,
         atomic_signal_fence(memory_order_seq_cst);
     else
         atomic_thread_fence(memory_order_seq_cst);
+    /* a loop sleeping until a deadline is woken when that deadline is not
+     * this producer's (`armed`, batcher.c) or a full batch is waiting */
     int s = atomic_load_explicit(&rp->loop->sleeping, memory_order_relaxed);
-    if (s == UP_SLEEP_IDLE || (s == UP_SLEEP_TIMED && up_ring_used(r) >= rp->wake_cells))
+    if (s == UP_SLEEP_IDLE ||
+        (s == UP_SLEEP_TIMED && (!atomic_load_explicit(&rp->armed, memory_order_relaxed) ||
+                                 up_ring_used(r) >= rp->wake_cells)))
         up_loop_wake(rp->loop);
     if (future)
         *future = f;

@@ -29,6 +29,41 @@ void up_stats_batch_acked(up_rp_t *rp, uint32_t msgs, uint64_t rtt_us)
     bump(&rp->h_batch_rtt[log2_bucket(rtt_us)]);
 }
 
+static unsigned lat_bucket(uint64_t v)
+{
+    if (v < UP_LAT_SUB)
+        return (unsigned)v;
+    unsigned msb = 63u - (unsigned)__builtin_clzll(v); /* >= 4 */
+    unsigned idx = (msb - 3) * UP_LAT_SUB + (unsigned)(v >> (msb - 4)) % UP_LAT_SUB;
+    return idx < UP_LAT_BUCKETS ? idx : UP_LAT_BUCKETS - 1;
+}
+
+/* The largest value bucket @p idx holds. */
+static uint64_t lat_upper(unsigned idx)
+{
+    if (idx < UP_LAT_SUB)
+        return idx;
+    unsigned msb = idx / UP_LAT_SUB + 3, sub = idx % UP_LAT_SUB;
+    return ((uint64_t)(UP_LAT_SUB + sub + 1) << (msb - 4)) - 1;
+}
+
+void up_stats_batch_latency(up_rp_t *rp, const up_batch_t *b, uint64_t now_us)
+{
+    uint64_t sum = 0;
+    for (uint32_t i = 0; i < b->n; i++) {
+        uint64_t t = b->done[i].sent_us;
+        if (!t)
+            continue;
+        uint64_t v = now_us > t ? now_us - t : 0;
+        bump(&rp->h_lat[lat_bucket(v)]);
+        sum += v;
+    }
+    if (sum)
+        atomic_store_explicit(&rp->lat_sum_us,
+                              atomic_load_explicit(&rp->lat_sum_us, memory_order_relaxed) + sum,
+                              memory_order_relaxed);
+}
+
 /* ---- a small JSON writer ---- */
 
 typedef struct {
@@ -98,6 +133,37 @@ static void js_hist(js_t *j, const char *name, _Atomic uint64_t *h)
     js(j, "]}");
 }
 
+/* "latency_us":{count, sum, p50, p90, p99, p999, buckets [[upper, count]...]}:
+ * percentiles are the upper bound of the bucket they fall in */
+static void js_lat(js_t *j, up_rp_t *rp)
+{
+    uint64_t c[UP_LAT_BUCKETS], total = 0;
+    for (unsigned i = 0; i < UP_LAT_BUCKETS; i++)
+        total += c[i] = atomic_load_explicit(&rp->h_lat[i], memory_order_relaxed);
+    static const unsigned per_mille[4] = {500, 900, 990, 999};
+    uint64_t pct[4] = {0, 0, 0, 0}, seen = 0;
+    int k = 0;
+    for (unsigned i = 0; i < UP_LAT_BUCKETS && total && k < 4; i++) {
+        seen += c[i];
+        while (k < 4 && seen * 1000 >= total * per_mille[k])
+            pct[k++] = lat_upper(i);
+    }
+    js(j, "\"latency_us\":{\"count\":%llu,\"sum\":%llu,\"p50\":%llu,\"p90\":%llu,\"p99\":%llu,"
+          "\"p999\":%llu,\"buckets\":[",
+       (unsigned long long)total,
+       (unsigned long long)atomic_load_explicit(&rp->lat_sum_us, memory_order_relaxed),
+       (unsigned long long)pct[0], (unsigned long long)pct[1], (unsigned long long)pct[2],
+       (unsigned long long)pct[3]);
+    int first = 1;
+    for (unsigned i = 0; i < UP_LAT_BUCKETS; i++)
+        if (c[i]) {
+            js(j, "%s[%llu,%llu]", first ? "" : ",", (unsigned long long)lat_upper(i),
+               (unsigned long long)c[i]);
+            first = 0;
+        }
+    js(j, "]}");
+}
+
 /* "memory":{...}: the client's memory.limit.bytes budget and its batch
  * pools (upulsar.h, upulsar_producer_stats_json) */
 static void memory_json(js_t *j, struct upulsar_client *c)
@@ -157,6 +223,8 @@ static void producer_json(js_t *j, struct upulsar_producer *h)
             js_hist(j, "batch_msgs", rp->h_batch_msgs);
             js(j, ",");
             js_hist(j, "batch_rtt_us", rp->h_batch_rtt);
+            js(j, ",");
+            js_lat(j, rp);
             js(j, "}");
         }
         js(j, "]}");

@@ -40,6 +40,8 @@ static const struct {
     {"batch.max.messages", "1000"},
     {"batch.max.bytes", "131072"},
     {"batch.max.delay.ms", "1"},
+    {"batch.mode", "adaptive"},
+    {"latency.sample.every", "16"},
     {"compression", "none"},
     {"hashing.scheme", "java_string"},
     {"routing.mode", "round_robin"},

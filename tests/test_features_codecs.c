@@ -33,6 +33,9 @@ static void round_trip(const char *codec, int wire)
         codec_missing(codec);
     }
     cr_assert_eq(upulsar_conf_set(conf, "batch.max.messages", "100", NULL, 0), UPULSAR_CONF_OK);
+    /* a fixed window: every entry holds several messages (batch.mode
+     * adaptive would send the first message alone, an entry of one) */
+    cr_assert_eq(upulsar_conf_set(conf, "batch.mode", "linger", NULL, 0), UPULSAR_CONF_OK);
     char topic[32];
     snprintf(topic, sizeof topic, "codec-%s", codec);
     upulsar_producer_t *p;

@@ -18,9 +18,10 @@ TestSuite(features_msgopts, .init = setup, .fini = teardown, .timeout = 60);
 /* A producer on @p topic with @p k = @p v set (k NULL: nothing more). */
 static upulsar_producer_t *start(const char *topic, const char *k, const char *v)
 {
-    /* a long window, so that plain messages around a delayed one would
-     * share its batch if it were batched */
-    const char *kv[] = {"batch.max.delay.ms", "50", k, v, NULL};
+    /* a long fixed window (batch.mode=linger: adaptive batching would send
+     * the first message at once, alone), so that plain messages around a
+     * delayed one would share its batch if it were batched */
+    const char *kv[] = {"batch.max.delay.ms", "50", "batch.mode", "linger", k, v, NULL};
     return ft_producer(client, "mo", topic, 0, kv);
 }
 

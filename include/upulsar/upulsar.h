@@ -828,8 +828,10 @@ upulsar_err_t upulsar_producer_list(upulsar_producer_t *p,
  *        "sent": n, "acked": n, "failed": n, "pending": n, "timed_out": n,
  *        "resent_batches": n, "reconnects": n, "unknown_ids": n,
  *        "queue_bytes": n, "ring_resident_bytes": n, "last_sequence_id": n,
- *        "batch_msgs": {"p50": n, "p99": n, "buckets": [[upper, count]...]},
- *        "batch_rtt_us": {"p50": n, "p99": n, "buckets": [...]}}]}]}
+ *        "batch_msgs": {"count": n, "p50": n, "p99": n, "buckets": [[upper, count]...]},
+ *        "batch_rtt_us": {"count": n, "p50": n, "p99": n, "buckets": [...]},
+ *        "latency_us": {"count": n, "sum": n, "p50": n, "p90": n, "p99": n,
+ *                       "p999": n, "buckets": [[upper, count]...]}}]}]}
  *
  * Counters are messages since start unless named otherwise; queue_bytes is
  * the ring in use; ring_resident_bytes is the memory the ring holds now
@@ -838,7 +840,22 @@ upulsar_err_t upulsar_producer_list(upulsar_producer_t *p,
  * commit words); histograms have power-of-two buckets ("upper" = the
  * bucket's upper bound, inclusive) and p50/p99 are those upper bounds.
  * batch_rtt_us is the time from a batch being built to its receipt (the
- * engine reads the clock once per batch, not per message). "memory" is the
+ * engine reads the clock once per batch, not per message).
+ * latency_us is the time from upulsar_send() (or _send_many()) to the
+ * receipt of the message, in microseconds, for a sample of the messages:
+ * one send in latency.sample.every (default 16; 1 = every message, 0 =
+ * none) counted per sending thread reads the clock (the monotonic clock,
+ * the reading the sender takes just before the message is written into
+ * the queue, so it includes a wait for room with block.if.queue.full; a
+ * clock read costs about as much as the rest of a send, hence the sample);
+ * the engine reads the clock once per acknowledged batch, before the
+ * message's future resolves and its callback runs. Failed messages are
+ * not counted. "count" and "sum" are the sampled messages and the sum of
+ * their latencies (the mean is sum / count); the buckets are log-linear:
+ * exact below 16 us, then 16 per power of two, so a bucket's upper bound
+ * (the "upper" reported, and p50 / p90 / p99 / p999, the bucket a
+ * percentile falls in) is at most 6.25 % above any latency it holds;
+ * latencies from 2^32 us count in the last bucket. "memory" is the
  * client's (the same in every producer's statistics): "budget" is
  * memory.limit.bytes (0 = no bound), "in_use" the bytes its producers have
  * taken from it now (messages accepted and not resolved, counted as
