@@ -42,12 +42,12 @@ static const char *uring_hint(int e)
     switch (e) {
     case EPERM:
     case EACCES:
-        return ": denied (a seccomp profile such as Docker's default, or the sysctl "
-               "kernel.io_uring_disabled)";
+        return "; denied by a seccomp profile such as Docker's default, or by the sysctl "
+               "kernel.io_uring_disabled";
     case ENOSYS:
-        return ": the kernel has no io_uring (or lacks what the loop needs)";
+        return "; the kernel has no io_uring, or not what the loop needs";
     case ENOMEM:
-        return ": RLIMIT_MEMLOCK too low for the ring (kernels before 5.12)";
+        return "; RLIMIT_MEMLOCK too low for the ring (kernels before 5.12)";
     default:
         return "";
     }

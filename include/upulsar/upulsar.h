@@ -229,8 +229,8 @@ typedef struct upulsar_client upulsar_client_t;
  * value fails with INVALID_ARG).
  * io.backend=io_uring where io_uring cannot be set up fails with IO, the
  * detail naming the call, the system's reason and errno ("io_uring cannot
- * be set up: io_uring_queue_init: Operation not permitted (EPERM: denied
- * ...)") and pointing at io.backend=epoll or auto.
+ * be set up: io_uring_queue_init: Operation not permitted (EPERM; denied
+ * by ...)") and pointing at io.backend=epoll or auto.
  *
  * Ownership: @p conf stays owned by the caller (it is copied; the copy's
  * token is wiped when the client is destroyed).
