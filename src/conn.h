@@ -29,8 +29,11 @@
 
 /* Receive buffer size: one read (decoder room, or TLS ciphertext). */
 #define UP_CONN_RECV_CHUNK (64 * 1024)
-/* Frames written by one sendmsg at most (Linux's IOV_MAX). */
+/* Frames written by one sendmsg at most (Linux's IOV_MAX), and the bytes
+ * after which no more are added (the largest default TCP send buffer,
+ * net.ipv4.tcp_wmem). */
 #define UP_CONN_IOV 1024
+#define UP_CONN_SEND_BYTES (4u << 20)
 /* Blocking waits of connection setup and requests look at up_cancelled()
  * at least this often. */
 #define UP_CANCEL_SLICE_MS 10

@@ -122,12 +122,17 @@ void up_conn_flush(up_conn_t *c)
     }
     if (c->oq_len == 0)
         return;
+    /* every frame queued, up to UP_CONN_IOV of them or UP_CONN_SEND_BYTES
+     * (more than a socket's send buffer takes at once: building and
+     * importing iovecs the kernel cannot use yet would only cost) */
     int n = 0;
-    for (size_t i = 0; i < c->oq_len && n < UP_CONN_IOV; i++) {
+    size_t bytes = 0;
+    for (size_t i = 0; i < c->oq_len && n < UP_CONN_IOV && bytes < UP_CONN_SEND_BYTES; i++) {
         up_seg_t *s = &c->outq[(c->oq_head + i) % c->oq_cap];
         size_t skip = i == 0 ? c->oq_sent : 0;
         c->iov[n].iov_base = (void *)(s->p + skip);
         c->iov[n].iov_len = s->len - skip;
+        bytes += s->len - skip;
         n++;
     }
     memset(&c->msg, 0, sizeof c->msg);
