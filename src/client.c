@@ -1,4 +1,6 @@
-/* client.c -- client lifecycle: loops, watchdog, future pool, conn pool. */
+/* client.c -- client lifecycle: loops (and their io backend), watchdog,
+ * future pool, conn pool. */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -7,6 +9,7 @@
 #include "clock.h"
 #include "engine.h"
 #include "err.h"
+#include "io_backend.h"
 #include "tls.h"
 
 /* The client's copy of the conf holds the token connections present. */
@@ -14,6 +17,106 @@ static void client_free(struct upulsar_client *c)
 {
     up_conf_wipe_secrets(&c->conf);
     free(c);
+}
+
+const char *up_errno_name(int e, char *buf, size_t n)
+{
+    switch (e) {
+    case EPERM: return "EPERM";
+    case EACCES: return "EACCES";
+    case ENOSYS: return "ENOSYS";
+    case ENOMEM: return "ENOMEM";
+    case EINVAL: return "EINVAL";
+    case EMFILE: return "EMFILE";
+    case ENFILE: return "ENFILE";
+    case EOPNOTSUPP: return "EOPNOTSUPP";
+    default:
+        snprintf(buf, n, "errno %d", e);
+        return buf;
+    }
+}
+
+/* what usually stands behind an io_uring set-up error */
+static const char *uring_hint(int e)
+{
+    switch (e) {
+    case EPERM:
+    case EACCES:
+        return "; denied by a seccomp profile such as Docker's default, or by the sysctl "
+               "kernel.io_uring_disabled";
+    case ENOSYS:
+        return "; the kernel has no io_uring, or not what the loop needs";
+    case ENOMEM:
+        return "; RLIMIT_MEMLOCK too low for the ring (kernels before 5.12)";
+    default:
+        return "";
+    }
+}
+
+/* io.backend: the backend every loop of @p c uses, and why (c->io_why, for
+ * the log line). auto takes io_uring when it can be set up with what the
+ * loop needs, else epoll, whatever stopped io_uring (the reason is logged);
+ * io_uring asked for explicitly fails the client instead. The environment
+ * variable UPULSAR_IO_BACKEND replaces auto (not an explicit choice). */
+static upulsar_err_t choose_backend(struct upulsar_client *c)
+{
+    int want = c->conf.io_backend;
+    const char *by = "io.backend";
+    const char *env = getenv("UPULSAR_IO_BACKEND");
+    if (want == UP_IO_AUTO && env && *env) {
+        by = "UPULSAR_IO_BACKEND";
+        if (!strcmp(env, "epoll"))
+            want = UP_IO_EPOLL;
+        else if (!strcmp(env, "io_uring"))
+            want = UP_IO_URING;
+        else if (strcmp(env, "auto"))
+            return up_seterr(UPULSAR_ERR__INVALID_ARG,
+                             "UPULSAR_IO_BACKEND=%s: expected io_uring, epoll or auto", env);
+    }
+    if (want == UP_IO_EPOLL) {
+        c->io = &up_io_epoll_ops;
+        snprintf(c->io_why, sizeof c->io_why, "%s=epoll", by);
+        return UPULSAR_OK;
+    }
+    char why[200], nb[24];
+    int e = up_io_uring_probe(why, sizeof why);
+    if (!e) {
+        c->io = &up_io_uring_ops;
+        snprintf(c->io_why, sizeof c->io_why, "%s=%s", by,
+                 want == UP_IO_URING ? "io_uring" : "auto");
+        return UPULSAR_OK;
+    }
+    const char *en = up_errno_name(e, nb, sizeof nb);
+    if (want == UP_IO_URING)
+        return up_seterr(UPULSAR_ERR__IO,
+                         "io_uring cannot be set up: %s (%s%s); %s=io_uring asks for it: "
+                         "io.backend=epoll or auto runs on epoll instead",
+                         why, en, uring_hint(e), by);
+    c->io = &up_io_epoll_ops;
+    snprintf(c->io_why, sizeof c->io_why, "io_uring unavailable: %s (%s%s); %s=auto", why, en,
+             uring_hint(e), by);
+    return UPULSAR_OK;
+}
+
+void up_client_log_backend(struct upulsar_client *c)
+{
+    if (atomic_exchange(&c->io_logged, 1))
+        return;
+    up_log(c, UPULSAR_LOG_INFO, "io backend: %s (%s)", c->io->name, c->io_why);
+}
+
+/* start every loop on c->io; on failure none runs */
+static upulsar_err_t start_loops(struct upulsar_client *c)
+{
+    for (int i = 0; i < c->nloops; i++) {
+        upulsar_err_t err = up_loop_start(&c->loops[i], c, i, c->io);
+        if (err) {
+            while (i-- > 0)
+                up_loop_stop(&c->loops[i]);
+            return err;
+        }
+    }
+    return UPULSAR_OK;
 }
 
 upulsar_err_t upulsar_client_new(const upulsar_conf_t *conf, upulsar_client_t **out)
@@ -42,6 +145,8 @@ upulsar_err_t upulsar_client_new(const upulsar_conf_t *conf, upulsar_client_t **
         err = up_auth_token(&c->conf, tok, sizeof tok);
         up_wipe(tok, sizeof tok);
     }
+    if (!err)
+        err = choose_backend(c);
     if (err) {
         client_free(c);
         return err;
@@ -73,17 +178,22 @@ upulsar_err_t upulsar_client_new(const upulsar_conf_t *conf, upulsar_client_t **
         client_free(c);
         return up_seterr(UPULSAR_ERR__NOMEM, "out of memory");
     }
-    for (int i = 0; i < c->nloops; i++) {
-        err = up_loop_start(&c->loops[i], c, i);
-        if (err) {
-            while (i-- > 0)
-                up_loop_stop(&c->loops[i]);
-            free(c->loops);
-            up_future_pool_destroy(&c->futures);
-            up_tls_ctx_free(c->ssl_ctx);
-            client_free(c);
-            return err;
-        }
+    err = start_loops(c);
+    if (err && c->io == &up_io_uring_ops && c->conf.io_backend == UP_IO_AUTO &&
+        !strstr(c->io_why, "UPULSAR_IO_BACKEND")) {
+        /* the probe's small ring worked, the loop's did not (locked
+         * memory): auto runs on epoll */
+        c->io = &up_io_epoll_ops;
+        snprintf(c->io_why, sizeof c->io_why, "io_uring unavailable: %s; io.backend=auto",
+                 upulsar_last_error());
+        err = start_loops(c);
+    }
+    if (err) {
+        free(c->loops);
+        up_future_pool_destroy(&c->futures);
+        up_tls_ctx_free(c->ssl_ctx);
+        client_free(c);
+        return err;
     }
     if (up_watchdog_start(c)) {
         for (int i = 0; i < c->nloops; i++)

@@ -74,6 +74,8 @@ static const enum_name_t schema_part_names[] = {{"bytes", UP_SCHEMA_BYTES},
                                                 {NULL, 0}};
 static const enum_name_t kv_encoding_names[] = {
     {"inline", UP_KV_INLINE}, {"separated", UP_KV_SEPARATED}, {NULL, 0}};
+static const enum_name_t io_backend_names[] = {
+    {"auto", UP_IO_AUTO}, {"io_uring", UP_IO_URING}, {"epoll", UP_IO_EPOLL}, {NULL, 0}};
 static const enum_name_t routing_names[] = {{"round_robin", UP_ROUTE_ROUND_ROBIN},
                                             {"random", UP_ROUTE_RANDOM},
                                             {"single", UP_ROUTE_SINGLE},
@@ -93,7 +95,17 @@ static const conf_key_t keys[] = {
      "of which the next is used when the current one cannot be reached.",
      "serviceUrl"},
     {"io.threads", K_INT, FLD(io_threads), "1", 1, 64, NULL, 0, 'C', "threads",
-     "io_uring loop threads; connections are spread over them.", "numIoThreads"},
+     "io loop threads; connections are spread over them.", "numIoThreads"},
+    {"io.backend", K_ENUM, FLD(io_backend), "auto", 0, 0, io_backend_names, 0, 'C', "",
+     "How the io loops do socket I/O. io_uring: io_uring (submission and completion rings; "
+     "the fastest); client creation fails with IO, naming the system's reason, where "
+     "io_uring cannot be set up. epoll: epoll readiness and non-blocking sendmsg/recv, "
+     "for containers and kernels that deny or lack io_uring (Docker's default seccomp "
+     "profile denies it). auto: io_uring where it can be set up and has what the loop "
+     "needs, else epoll; the environment variable UPULSAR_IO_BACKEND (io_uring or epoll), "
+     "when set, replaces auto. The client logs once (info, at its first connection) which "
+     "backend it uses and why; producer statistics name it (io_backend).",
+     "(none)"},
     {"connections.per.broker", K_INT, FLD(connections_per_broker), "1", 1, 64, NULL, 0, 'C',
      "connections",
      "TCP connections to each broker per io thread; the producers on a broker are spread "

@@ -13,6 +13,8 @@ typedef enum { UP_HASH_JAVA_STRING = 0, UP_HASH_MURMUR3_32 = 1 } up_hash_scheme_
 enum { UP_BATCH_DEFAULT = 0, UP_BATCH_KEY_BASED = 1 };
 /* batch.mode: when an open batch is sent (batcher.c up_rp_pump) */
 enum { UP_BATCH_ADAPTIVE = 0, UP_BATCH_LINGER = 1 };
+/* io.backend values (io_backend.h) */
+enum { UP_IO_AUTO = 0, UP_IO_URING = 1, UP_IO_EPOLL = 2 };
 enum { UP_ACCESS_SHARED = 0, UP_ACCESS_EXCLUSIVE = 1, UP_ACCESS_WAIT_FOR_EXCLUSIVE = 2,
        UP_ACCESS_EXCLUSIVE_WITH_FENCING = 3 };
 typedef enum { UP_ROUTE_ROUND_ROBIN = 0, UP_ROUTE_RANDOM = 1, UP_ROUTE_SINGLE = 2 } up_route_mode_t;
@@ -21,6 +23,7 @@ struct upulsar_conf {
     /* ---- client keys ---- */
     char service_url[512];        /* service.url, default pulsar://localhost:6650 */
     int io_threads;               /* io.threads, 1..64, default 1 */
+    int io_backend;               /* io.backend: auto|io_uring|epoll (UP_IO_*), default auto */
     int connections_per_broker;   /* connections.per.broker, 1..64, default 1 */
     int operation_timeout_ms;     /* operation.timeout.ms, default 30000 */
     int connection_timeout_ms;    /* connection.timeout.ms, default 10000 */

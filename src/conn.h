@@ -8,7 +8,7 @@
  *                   (up_dial_t)
  *   conn_pool.c     the pool keyed by (loop, broker, slot, proxied broker),
  *                   reference counts, and the decision to close an idle one
- *   conn_io.c       its loop: io_uring reads and writes, frame dispatch,
+ *   conn_io.c       its loop: reads and writes (io_backend.h), frame dispatch,
  *                   keep-alive, failure
  *   conn_request.c  requests from any thread (lookups, PRODUCER, CLOSE_PRODUCER)
  *                   sent through the loop and matched there by request id
@@ -27,8 +27,13 @@
 
 #include "engine.h"
 
-/* Receive buffer size: one io_uring read (decoder room, or TLS ciphertext). */
+/* Receive buffer size: one read (decoder room, or TLS ciphertext). */
 #define UP_CONN_RECV_CHUNK (64 * 1024)
+/* Frames written by one sendmsg at most (Linux's IOV_MAX), and the bytes
+ * after which no more are added (the largest default TCP send buffer,
+ * net.ipv4.tcp_wmem). */
+#define UP_CONN_IOV 1024
+#define UP_CONN_SEND_BYTES (4u << 20)
 /* Blocking waits of connection setup and requests look at up_cancelled()
  * at least this often. */
 #define UP_CANCEL_SLICE_MS 10
@@ -55,13 +60,20 @@ struct up_conn {
     struct up_tls *tls;
     uint8_t *tls_rbuf;  /* UP_CONN_RECV_CHUNK bytes */
     /* ---- (loop) ---- */
-    up_op_t recv_op, send_op;
+    up_op_t recv_op, send_op;       /* io_uring backend: completion tags */
     bool recv_inflight, send_inflight;
     struct up_seg *outq;            /* ring of frames to write (conn_io.c) */
     size_t oq_head, oq_len, oq_cap;
     size_t oq_sent;                 /* bytes of outq[oq_head] already sent */
-    struct iovec iov[64];
+    struct iovec iov[UP_CONN_IOV];  /* the send in flight: c->msg */
     struct msghdr msg;
+    /* epoll backend (io_epoll.c): the armed receive's buffer (NULL: none),
+     * whether a send is armed and its bytes, readiness seen since the last
+     * EAGAIN, and the loop's list of connections that can run */
+    uint8_t *ep_rbuf;
+    size_t ep_rlen, ep_slen;
+    bool ep_send, ep_rd_ready, ep_wr_ready, ep_queued;
+    up_conn_t *ep_next;
     up_buf_t tls_tx;
     size_t tls_tx_off;
     /* producers registered on it (up_rp_register() / up_rp_detach(),
@@ -88,7 +100,7 @@ upulsar_err_t up_conn_get(struct upulsar_client *c, up_loop_t *l, const char *ho
                           int port, int slot, const char *proxy_to, up_conn_t **out);
 
 /** References (conn_pool.c). Holders: the pool (until the connection fails
- *  or is closed idle), its loop (until no io_uring operation is in flight
+ *  or is closed idle), its loop (until no read or write is in flight
  *  on it), each registered producer, each up_conn_get() caller until it is
  *  done, each request waiting for its answer. The last one closes the
  *  socket and frees it. @thread any */
@@ -118,7 +130,7 @@ void up_conn_flush(up_conn_t *c);
  *  UPULSAR_ERR__CLOSED), take it out of the pool, fail its requests with
  *  UPULSAR_ERR__CONNECT and detach its producers. Once only. @thread loop */
 void up_conn_fail(up_conn_t *c, upulsar_err_t why);
-/** Completions of its io_uring read and write. @thread loop */
+/** Completions of its read and write (io_backend.h). @thread loop */
 void up_conn_on_recv(up_conn_t *c, int res);
 void up_conn_on_send(up_conn_t *c, int res);
 /** Keep-alive, and closing the connection once unused for

@@ -1,6 +1,8 @@
-/* conn_io.c -- a connection on its loop: the output queue and its io_uring
- * writes (through TLS when on), reads and frame dispatch, keep-alive, and
- * failure. Everything here runs on the loop thread of the connection. */
+/* conn_io.c -- a connection on its loop: the output queue and its writes
+ * (through TLS when on), reads and frame dispatch, keep-alive, and failure.
+ * Reads and writes go through the loop's backend (io_backend.h: io_uring or
+ * epoll), which completes them with up_conn_on_recv / up_conn_on_send.
+ * Everything here runs on the loop thread of the connection. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,6 +11,7 @@
 
 #include "conn.h"
 #include "err.h"
+#include "io_backend.h"
 #include "tls.h"
 
 /* One frame of a connection's output queue. */
@@ -75,16 +78,6 @@ int up_conn_write_cmd(up_conn_t *c, const up_cmd_t *cmd)
     return 0;
 }
 
-static struct io_uring_sqe *get_sqe(up_loop_t *l)
-{
-    struct io_uring_sqe *sqe = io_uring_get_sqe(&l->uring);
-    if (!sqe) {
-        io_uring_submit(&l->uring);
-        sqe = io_uring_get_sqe(&l->uring);
-    }
-    return sqe;
-}
-
 /* TLS: encrypt everything queued into tls_tx (only while no send is in
  * flight, so tls_tx never moves under the kernel) and send it. */
 static void tls_flush(up_conn_t *c)
@@ -110,13 +103,13 @@ static void tls_flush(up_conn_t *c)
         if (c->tls_tx.len == 0)
             return;
     }
-    struct io_uring_sqe *sqe = get_sqe(c->loop);
-    if (!sqe)
-        return; /* try again next iteration */
-    io_uring_prep_send(sqe, c->fd, c->tls_tx.data + c->tls_tx_off,
-                       c->tls_tx.len - c->tls_tx_off, MSG_NOSIGNAL);
-    io_uring_sqe_set_data(sqe, &c->send_op);
-    c->send_inflight = true;
+    c->iov[0].iov_base = c->tls_tx.data + c->tls_tx_off;
+    c->iov[0].iov_len = c->tls_tx.len - c->tls_tx_off;
+    memset(&c->msg, 0, sizeof c->msg);
+    c->msg.msg_iov = c->iov;
+    c->msg.msg_iovlen = 1;
+    if (c->loop->io->send(c) == 0)
+        c->send_inflight = true; /* else: try again next iteration */
 }
 
 void up_conn_flush(up_conn_t *c)
@@ -129,23 +122,24 @@ void up_conn_flush(up_conn_t *c)
     }
     if (c->oq_len == 0)
         return;
+    /* every frame queued, up to UP_CONN_IOV of them or UP_CONN_SEND_BYTES
+     * (more than a socket's send buffer takes at once: building and
+     * importing iovecs the kernel cannot use yet would only cost) */
     int n = 0;
-    for (size_t i = 0; i < c->oq_len && n < 64; i++) {
+    size_t bytes = 0;
+    for (size_t i = 0; i < c->oq_len && n < UP_CONN_IOV && bytes < UP_CONN_SEND_BYTES; i++) {
         up_seg_t *s = &c->outq[(c->oq_head + i) % c->oq_cap];
         size_t skip = i == 0 ? c->oq_sent : 0;
         c->iov[n].iov_base = (void *)(s->p + skip);
         c->iov[n].iov_len = s->len - skip;
+        bytes += s->len - skip;
         n++;
     }
-    struct io_uring_sqe *sqe = get_sqe(c->loop);
-    if (!sqe)
-        return; /* try again next iteration */
     memset(&c->msg, 0, sizeof c->msg);
     c->msg.msg_iov = c->iov;
     c->msg.msg_iovlen = (size_t)n;
-    io_uring_prep_sendmsg(sqe, c->fd, &c->msg, MSG_NOSIGNAL);
-    io_uring_sqe_set_data(sqe, &c->send_op);
-    c->send_inflight = true;
+    if (c->loop->io->send(c) == 0)
+        c->send_inflight = true; /* else: try again next iteration */
 }
 
 void up_conn_on_send(up_conn_t *c, int res)
@@ -203,13 +197,11 @@ static void arm_recv(up_conn_t *c)
         up_conn_fail(c, UPULSAR_ERR__NOMEM);
         return;
     }
-    struct io_uring_sqe *sqe = get_sqe(c->loop);
-    if (!sqe) {
+    if (c->loop->io->recv(c, w, avail)) {
+        up_seterr(UPULSAR_ERR__IO, "%s:%d: cannot start a read", c->host, c->port);
         up_conn_fail(c, UPULSAR_ERR__IO);
         return;
     }
-    io_uring_prep_recv(sqe, c->fd, w, avail, 0);
-    io_uring_sqe_set_data(sqe, &c->recv_op);
     c->recv_inflight = true;
 }
 
@@ -230,6 +222,14 @@ void up_conn_attach(void *conn)
     }
     l->conns[l->nconns++] = c;
     c->last_rx_us = c->last_used_us = up_now_us();
+    up_client_log_backend(c->client); /* once per client, at its first connection */
+    int rc = l->io->attach(c);
+    if (rc < 0) {
+        up_seterr(UPULSAR_ERR__IO, "%s:%d: %s cannot watch the socket: %s", c->host, c->port,
+                  l->io->name, strerror(-rc));
+        up_conn_fail(c, UPULSAR_ERR__IO);
+        return;
+    }
     arm_recv(c);
 }
 
@@ -403,6 +403,7 @@ void up_conn_fail(up_conn_t *c, upulsar_err_t why)
                c->host, c->port, c->proxy_to[0] ? " for " : "", c->proxy_to,
                upulsar_err_name(why), up_last_error_for(why));
     shutdown(c->fd, SHUT_RDWR);
+    c->loop->io->cancel(c); /* what is in flight completes */
     bool pooled = up_conn_pool_remove(c);
     up_conn_fail_reqs(c);
     while (c->nrps)

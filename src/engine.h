@@ -5,7 +5,7 @@
  *                   wake the loop if it sleeps. Touch only the ring, the
  *                   future pool and atomics marked (any).
  *   loop thread     one per io.threads: owns its connections (socket I/O via
- *                   io_uring), drains rings into batches, writes frames,
+ *                   io_uring or epoll, io_backend.h), drains rings into batches, writes frames,
  *                   matches receipts, resolves futures. Fields marked (loop)
  *                   are only touched here.
  *   watchdog        supervisor: decides when producers are re-created
@@ -87,13 +87,22 @@ typedef struct up_op {
 enum { UP_AWAKE = 0, UP_SLEEP_IDLE = 1, UP_SLEEP_TIMED = 2 };
 
 struct up_loop {
-    struct io_uring uring;
+    const struct up_io_ops *io; /* its backend (io_backend.h), the client's */
+    struct io_uring uring;      /* io_uring backend (io_uring.c) */
     pthread_t thread;
     int index;
     struct upulsar_client *client;
     int efd;
     uint64_t efd_val;
     up_op_t wake_op;
+    /* epoll backend (io_epoll.c), (loop): the epoll instance, events of
+     * the last wait not yet handled, and the connections with an operation
+     * that can run now (linked by up_conn.ep_next) */
+    int epfd;
+    bool ep_pwait2;             /* epoll_pwait2 works: timeouts in microseconds */
+    int ep_nev;
+    struct epoll_event *ep_ev;
+    up_conn_t *ep_ready, *ep_ready_tail;
     _Atomic int sleeping;     /* (any) UP_SLEEP_* while waiting for CQEs */
     _Atomic int wake_pending; /* (any) an eventfd write is outstanding */
     pthread_mutex_t task_lock;
@@ -124,7 +133,10 @@ int up_loop_post(up_loop_t *l, void (*fn)(void *), void *arg);
 int up_loop_call(up_loop_t *l, void (*fn)(void *), void *arg);
 /** Wake the loop if it sleeps. @thread any */
 void up_loop_wake(up_loop_t *l);
-int up_loop_start(up_loop_t *l, struct upulsar_client *c, int index);
+/** Start loop @p index of @p c on backend @p io (io_backend.h). UPULSAR_OK,
+ *  or IO with upulsar_last_error() saying why. */
+upulsar_err_t up_loop_start(up_loop_t *l, struct upulsar_client *c, int index,
+                            const struct up_io_ops *io);
 void up_loop_stop(up_loop_t *l);
 bool up_loop_is_current(const up_loop_t *l);
 /** Register for membarrier once per process (client creation). */
@@ -447,6 +459,12 @@ struct upulsar_client {
     _Atomic int svc_cur;
     up_loop_t *loops;
     int nloops;
+    /* the io backend every loop uses (io.backend, chosen at creation), why
+     * it was chosen, and whether that was logged (once, at the first
+     * connection: up_client_log_backend()) */
+    const struct up_io_ops *io;
+    char io_why[512];
+    _Atomic int io_logged;
     up_future_pool_t futures;
     pthread_mutex_t pool_lock; /* connection pool */
     pthread_cond_t pool_cv;    /* a dial finished */
@@ -529,6 +547,12 @@ upulsar_err_t up_establish_all(up_rp_t **rps, int n, uint64_t deadline_us,
 /** One log line for @p c's log callback (or stderr). @thread any */
 void up_log(struct upulsar_client *c, upulsar_log_level_t level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+
+/* client.c */
+/** Log, once per client, which io backend it uses and why (info). Called
+ *  when a connection joins a loop: by then the application has had its
+ *  chance to set a log callback. @thread any */
+void up_client_log_backend(struct upulsar_client *c);
 
 /* stats.c */
 void up_stats_batch_acked(up_rp_t *rp, uint32_t msgs, uint64_t rtt_us);

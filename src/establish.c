@@ -12,6 +12,7 @@ typedef struct {
     up_rp_t *rp;
     up_conn_t *conn;
     int64_t last_seq;
+    const char *broker; /* host:port it is attached at, for rp->broker */
     bool ok;
     uint8_t schema_version[sizeof ((up_rp_t *)0)->schema_version.v];
     uint8_t schema_version_len;
@@ -65,8 +66,15 @@ static void attach_task(void *a)
     memcpy(t->rp->schema_version.v, t->schema_version, t->schema_version_len);
     t->rp->schema_version.len = t->schema_version_len;
     t->ok = up_rp_attach(t->rp, t->conn, t->last_seq);
-    if (!t->ok)
+    if (!t->ok) {
         unregister_task(t);
+        return;
+    }
+    /* before the resent batches can be acknowledged: whoever sees one of
+     * their futures resolved sees where the producer is now */
+    pthread_mutex_lock(&t->rp->broker_lock);
+    snprintf(t->rp->broker, sizeof t->rp->broker, "%s", t->broker);
+    pthread_mutex_unlock(&t->rp->broker_lock);
 }
 
 /* The Schema of a PRODUCER request, from the schema.* keys. */
@@ -248,7 +256,12 @@ upulsar_err_t up_rp_establish(up_rp_t *rp, int timeout_ms)
         return err;
     }
 
-    attach_t t = {.rp = rp, .conn = conn, .last_seq = -1};
+    char at[sizeof rp->broker];
+    if (proxy_to[0])
+        snprintf(at, sizeof at, "%s", proxy_to);
+    else
+        snprintf(at, sizeof at, "%s:%d", host, port);
+    attach_t t = {.rp = rp, .conn = conn, .last_seq = -1, .broker = at};
     up_cmd_t *resp;
     err = up_conn_request(conn, &cmd, pr.request_id, timeout_ms, &resp, register_task, &t);
     free(sm.kvdata);
@@ -288,15 +301,6 @@ upulsar_err_t up_rp_establish(up_rp_t *rp, int timeout_ms)
         rp->topic_epoch = ps->topic_epoch;
     }
     pulsar__proto__base_command__free_unpacked(resp, NULL);
-    /* the broker created it: name it before the attach makes it READY, so
-     * that whoever sees a message acknowledged through it (a future, a
-     * callback) finds it in upulsar_producer_list() */
-    pthread_mutex_lock(&rp->broker_lock);
-    if (proxy_to[0])
-        snprintf(rp->broker, sizeof rp->broker, "%s", proxy_to);
-    else
-        snprintf(rp->broker, sizeof rp->broker, "%s:%d", host, port);
-    pthread_mutex_unlock(&rp->broker_lock);
     up_loop_call(rp->loop, attach_task, &t);
     up_conn_unref(conn);
     if (!t.ok)

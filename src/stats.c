@@ -8,6 +8,7 @@
 
 #include "engine.h"
 #include "err.h"
+#include "io_backend.h"
 #include "rp_state.h"
 
 static unsigned log2_bucket(uint64_t v)
@@ -182,7 +183,8 @@ static void producer_json(js_t *j, struct upulsar_producer *h)
 {
     js(j, "{\"topic\":");
     js_str(j, h->topic);
-    js(j, ",\"partitions\":%d,\"ts_ms\":%llu,", h->npart, (unsigned long long)up_wall_ms());
+    js(j, ",\"partitions\":%d,\"ts_ms\":%llu,\"io_backend\":\"%s\",", h->npart,
+       (unsigned long long)up_wall_ms(), h->client->io->name);
     memory_json(j, h->client);
     js(j, ",\"groups\":[");
     for (int g = 0; g < h->ngroups; g++) {

@@ -1,5 +1,6 @@
-/* uring_loop.c -- the io_uring loop thread: tasks, ring draining, socket
- * completions, sleeping and waking. */
+/* uring_loop.c -- the io loop thread: tasks, ring draining, socket
+ * completions, sleeping and waking. Socket I/O goes through the client's
+ * backend (io_backend.h: io_uring.c or io_epoll.c). */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,6 +11,7 @@
 
 #include "engine.h"
 #include "err.h"
+#include "io_backend.h"
 
 #define TICK_US 10000u
 
@@ -140,45 +142,6 @@ static void run_tasks(up_loop_t *l)
     }
 }
 
-static void arm_wake(up_loop_t *l)
-{
-    struct io_uring_sqe *sqe = io_uring_get_sqe(&l->uring);
-    if (!sqe) {
-        io_uring_submit(&l->uring);
-        sqe = io_uring_get_sqe(&l->uring);
-    }
-    io_uring_prep_read(sqe, l->efd, &l->efd_val, sizeof l->efd_val, 0);
-    io_uring_sqe_set_data(sqe, &l->wake_op);
-}
-
-static unsigned reap(up_loop_t *l)
-{
-    struct io_uring_cqe *cqe;
-    unsigned head, n = 0;
-    io_uring_for_each_cqe(&l->uring, head, cqe)
-    {
-        up_op_t *op = io_uring_cqe_get_data(cqe);
-        int res = cqe->res;
-        n++;
-        if (!op)
-            continue;
-        switch (op->type) {
-        case UP_OP_WAKE:
-            atomic_store_explicit(&l->wake_pending, 0, memory_order_release);
-            arm_wake(l);
-            break;
-        case UP_OP_RECV:
-            up_conn_on_recv(op->conn, res);
-            break;
-        case UP_OP_SEND:
-            up_conn_on_send(op->conn, res);
-            break;
-        }
-    }
-    io_uring_cq_advance(&l->uring, n);
-    return n;
-}
-
 static bool work_waiting(up_loop_t *l)
 {
     if (atomic_load_explicit(&l->has_tasks, memory_order_relaxed))
@@ -206,6 +169,7 @@ static void tick(up_loop_t *l, uint64_t now)
         up_conn_t *c = l->conns[i];
         if (atomic_load(&c->state) == UP_CONN_DEAD && !c->recv_inflight && !c->send_inflight) {
             l->conns[i] = l->conns[--l->nconns];
+            l->io->detach(c);
             up_conn_unref(c);
         } else {
             i++;
@@ -216,9 +180,10 @@ static void tick(up_loop_t *l, uint64_t now)
 static void *loop_main(void *arg)
 {
     up_loop_t *l = arg;
+    const up_io_ops_t *io = l->io;
     current_loop = l;
     up_thread_set_role(UP_THREAD_LOOP); /* callbacks run here (see err.h) */
-    arm_wake(l);
+    io->start(l);
     while (!l->stop) {
         run_tasks(l);
         if (l->stop)
@@ -234,8 +199,7 @@ static void *loop_main(void *arg)
             tick(l, now);
             l->last_tick_us = now;
         }
-        io_uring_submit(&l->uring);
-        reap(l);
+        io->poll(l);
         if (busy)
             continue;
 
@@ -255,21 +219,21 @@ static void *loop_main(void *arg)
             wait_us = deadline > now ? deadline - now : 0;
         if (wait_us > TICK_US)
             wait_us = TICK_US;
-        if (wait_us > 0) {
-            struct __kernel_timespec ts = {.tv_sec = 0, .tv_nsec = (long long)wait_us * 1000};
-            struct io_uring_cqe *cqe;
-            io_uring_submit_and_wait_timeout(&l->uring, &cqe, 1, &ts, NULL);
-        }
+        if (wait_us > 0)
+            io->wait(l, wait_us);
         atomic_store_explicit(&l->sleeping, UP_AWAKE, memory_order_relaxed);
-        reap(l);
+        io->reap(l);
     }
     current_loop = NULL;
     return NULL;
 }
 
-int up_loop_start(up_loop_t *l, struct upulsar_client *c, int index)
+upulsar_err_t up_loop_start(up_loop_t *l, struct upulsar_client *c, int index,
+                            const up_io_ops_t *io)
 {
     memset(l, 0, sizeof *l);
+    l->io = io;
+    l->epfd = -1;
     l->client = c;
     l->index = index;
     l->wake_op.type = UP_OP_WAKE;
@@ -282,14 +246,14 @@ int up_loop_start(up_loop_t *l, struct upulsar_client *c, int index)
     l->efd = eventfd(0, EFD_CLOEXEC);
     if (l->efd < 0)
         return up_seterr(UPULSAR_ERR__IO, "eventfd: %s", strerror(errno));
-    int rc = io_uring_queue_init(512, &l->uring, 0);
-    if (rc < 0) {
+    if (io->init(l) < 0) { /* upulsar_last_error() says why */
         close(l->efd);
-        return up_seterr(UPULSAR_ERR__IO, "io_uring_queue_init: %s", strerror(-rc));
+        return UPULSAR_ERR__IO;
     }
     pthread_mutex_init(&l->task_lock, NULL);
     if (pthread_create(&l->thread, NULL, loop_main, l)) {
-        io_uring_queue_exit(&l->uring);
+        io->destroy(l);
+        pthread_mutex_destroy(&l->task_lock);
         close(l->efd);
         return up_seterr(UPULSAR_ERR__IO, "cannot start the io thread");
     }
@@ -308,7 +272,7 @@ void up_loop_stop(up_loop_t *l)
     up_batch_pool_free(l); /* after the connections: their queues retire batches */
     free(l->conns);
     free(l->rps);
-    io_uring_queue_exit(&l->uring);
+    l->io->destroy(l);
     close(l->efd);
     pthread_mutex_destroy(&l->task_lock);
 }

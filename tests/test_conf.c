@@ -15,6 +15,7 @@ static const struct {
 } all_keys[] = {
     {"service.url", "pulsar://localhost:6650"},
     {"io.threads", "1"},
+    {"io.backend", "auto"},
     {"connections.per.broker", "1"},
     {"operation.timeout.ms", "30000"},
     {"connection.timeout.ms", "10000"},

@@ -203,8 +203,9 @@ void upulsar_conf_dump_doc(void *fp);
  * Client
  * ------------------------------------------------------------------------ */
 
-/** A connection to one Pulsar cluster: owns the io_uring loop thread(s), the
- *  watchdog thread, the connection pool and the future pool. */
+/** A connection to one Pulsar cluster: owns the io loop thread(s) (io_uring,
+ *  or epoll: io.backend), the watchdog thread, the connection pool and the
+ *  future pool. */
 typedef struct upulsar_client upulsar_client_t;
 
 /**
@@ -223,12 +224,24 @@ typedef struct upulsar_client upulsar_client_t;
  * the file and the system's reason ("No such file or directory"); one
  * OpenSSL cannot use, with OpenSSL's reason.
  *
+ * The io backend (io.backend): with auto (the default) the client uses
+ * io_uring where it can be set up and epoll where it cannot (a container
+ * whose seccomp profile denies io_uring, a kernel without it), and logs
+ * once, at its first connection (UPULSAR_LOG_INFO, "io backend: epoll
+ * (io_uring unavailable: ...)"), which one and why; the environment
+ * variable UPULSAR_IO_BACKEND (io_uring, epoll, auto) replaces auto (another
+ * value fails with INVALID_ARG).
+ * io.backend=io_uring where io_uring cannot be set up fails with IO, the
+ * detail naming the call, the system's reason and errno ("io_uring cannot
+ * be set up: io_uring_queue_init: Operation not permitted (EPERM; denied
+ * by ...)") and pointing at io.backend=epoll or auto.
+ *
  * Ownership: @p conf stays owned by the caller (it is copied; the copy's
  * token is wiped when the client is destroyed).
  * Returns UPULSAR_OK and *@p out, or an error (INVALID_ARG, INVALID_URL,
- * TLS, NOMEM, IO if io_uring cannot be set up) with upulsar_last_error()
- * saying why. Thread safety: any. Blocks: only to read those files.
- * Allocates: yes.
+ * TLS, NOMEM, IO if the io backend cannot be set up) with
+ * upulsar_last_error() saying why. Thread safety: any. Blocks: only to
+ * read those files. Allocates: yes.
  */
 upulsar_err_t upulsar_client_new(const upulsar_conf_t *conf,
                                  upulsar_client_t **out);
@@ -821,6 +834,7 @@ upulsar_err_t upulsar_producer_list(upulsar_producer_t *p,
  * Statistics of @p p as one JSON object, in the spirit of librdkafka's:
  *
  *   {"topic": "...", "partitions": N, "ts_ms": <wall clock>,
+ *    "io_backend": "io_uring" | "epoll",
  *    "memory": {"budget": n, "in_use": n, "peak": n, "batch_pool_bytes": n},
  *    "groups": [{"partition": i, "topic": "...-partition-i", "state": "READY",
  *      "producers": [{"name": "...", "broker": "host:port", "connection": n,
@@ -855,7 +869,9 @@ upulsar_err_t upulsar_producer_list(upulsar_producer_t *p,
  * exact below 16 us, then 16 per power of two, so a bucket's upper bound
  * (the "upper" reported, and p50 / p90 / p99 / p999, the bucket a
  * percentile falls in) is at most 6.25 % above any latency it holds;
- * latencies from 2^32 us count in the last bucket. "memory" is the
+ * latencies from 2^32 us count in the last bucket. "io_backend" is
+ * how the client's io threads do socket I/O (io.backend, and for auto what
+ * it found: see upulsar_client_new()). "memory" is the
  * client's (the same in every producer's statistics): "budget" is
  * memory.limit.bytes (0 = no bound), "in_use" the bytes its producers have
  * taken from it now (messages accepted and not resolved, counted as
@@ -915,7 +931,8 @@ typedef enum upulsar_log_level {
                                   when it fails: the address and why), a
                                   connection was lost or refused, a
                                   re-creation failed (it is retried) */
-    UPULSAR_LOG_INFO = 6,    /**< a producer was re-created, partitions grew */
+    UPULSAR_LOG_INFO = 6,    /**< a producer was re-created, partitions grew,
+                                  the io backend the client uses */
 } upulsar_log_level_t;
 
 /** Log callback: @p line is one line without a newline, naming the broker
