@@ -98,6 +98,14 @@ struct up_loop {
     size_t nconns, cconns;
     up_rp_t **rps;
     size_t nrps, crps;
+    /* Producers with something to do (producer.c, "activity"): the loop
+     * drains, times out and looks before sleeping at these only, so an idle
+     * producer costs it nothing. act_in (any): producers a caller activated
+     * (up_rp_activate()), a lock-free stack the loop empties into its list;
+     * act_head/act_tail (loop): that list, linked by act_prev/act_next. */
+    up_rp_t *_Atomic act_in;
+    up_rp_t *act_head, *act_tail;
+    size_t nact;
     bool stop;
     uint64_t last_tick_us;
     /* (loop) free batches of every producer of this loop (batcher.c): a
@@ -203,6 +211,13 @@ struct up_rp {
     uint64_t wake_cells; /* ring cells worth a full batch: wake a timed loop */
     /* ---- (any) ---- */
     up_ring_t ring;
+    /* activity (producer.c): 1 while on its loop's active list or queued
+     * for it (act_in), 0 while idle. A caller that commits a record sets it
+     * (up_rp_mark_active()); the loop clears it once nothing is pending. */
+    _Atomic int act;
+    up_rp_t *act_in_next;          /* link in loop->act_in (pusher, then loop) */
+    up_rp_t *act_prev, *act_next;  /* (loop) the active list */
+    bool act_listed;               /* (loop) on the active list */
     /* the lifecycle state (up_rp_st_t, and the flag UP_RP_CREATED: attached
      * once), changed only by up_rp_transition() and read with up_rp_st(),
      * up_rp_created(), up_rp_public_state() (rp_state.h, which has the table
@@ -352,6 +367,38 @@ void up_rp_fail_all(up_rp_t *rp, upulsar_err_t err);
  * producer itself carries on (re-created as usual). @thread loop */
 void up_rp_fail_pending_why(up_rp_t *rp, upulsar_err_t err, const char *why);
 void up_rp_check_timeouts(up_rp_t *rp, uint64_t now_us);
+/* ---- activity (producer.c): which producers the loop visits ---- */
+/** Put @p rp on its loop's active list (unless it is there or queued for
+ *  it): called after a record was committed (and after the fence that
+ *  follows the commit), or when the loop must look at it (flush).
+ *  @thread any */
+void up_rp_activate(up_rp_t *rp);
+/** up_rp_activate() unless @p rp is already active: one relaxed load on
+ *  the send path. @thread any */
+static inline void up_rp_mark_active(up_rp_t *rp)
+{
+    if (!atomic_load_explicit(&rp->act, memory_order_relaxed))
+        up_rp_activate(rp);
+}
+/** Drain the rings of @p l's active producers (up_rp_pump()): true if one
+ *  has more records waiting; *@p deadline lowered as up_rp_pump() does.
+ *  @thread loop */
+bool up_loop_pump_active(up_loop_t *l, uint64_t now_us, uint64_t *deadline);
+/** Before sleeping (after the sleep fence): does an active producer have
+ *  records to drain or a flush asked, or a producer wait to be listed?
+ *  @thread loop */
+bool up_loop_active_waiting(up_loop_t *l);
+/** The tick's producer visit: send.timeout.ms of the active producers;
+ *  those with nothing pending (no record in the ring, no open or pending
+ *  batch, no flush asked) leave the active list. @thread loop */
+void up_loop_tick_active(up_loop_t *l, uint64_t now_us);
+/** Take @p rp off its loop's active list for good (it is being closed): a
+ *  later up_rp_activate() does nothing. @thread loop */
+void up_loop_forget_active(up_rp_t *rp);
+/** A full fence on every thread of the process (membarrier when callers
+ *  use compiler-only fences after committing, see up_fence_light_ok()).
+ *  uring_loop.c. @thread loop */
+void up_fence_heavy(void);
 /* establish.c */
 upulsar_err_t up_rp_establish(up_rp_t *rp, int timeout_ms);
 
@@ -396,6 +443,12 @@ struct upulsar_producer {
     int establishing;        /* (client lock) its producers queued for or in an
                                 establish worker */
     int single_slot;
+    /* the watchdog walks the producers only when one may need it: wd_dirty
+     * (any) is set when a producer enters a BACKOFF state or FAILED
+     * (rp_state.c) or an establish worker is done with one; wd_more
+     * (watchdog) while its last walk left some waiting (backoff, worker) */
+    _Atomic int wd_dirty;
+    bool wd_more;
     struct upulsar_producer *next; /* client's list */
 };
 

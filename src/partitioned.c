@@ -113,6 +113,7 @@ static void shutdown_end(void *a)
     if (rp->conn)
         up_rp_detach(rp, false);
     up_rp_transition(rp, UP_RP_BIT(UP_RP_CLOSING), UP_RP_CLOSED, "stopped");
+    up_loop_forget_active(rp);
     for (size_t i = 0; i < l->nrps; i++)
         if (l->rps[i] == rp) {
             l->rps[i] = l->rps[--l->nrps];
@@ -234,6 +235,7 @@ upulsar_err_t upulsar_producer_start(upulsar_client_t *c, const char *name, cons
     if (!h)
         return up_seterr(UPULSAR_ERR__NOMEM, "out of memory");
     h->client = c;
+    atomic_init(&h->wd_dirty, 1);
     if (conf)
         h->conf = *conf;
     else
@@ -462,6 +464,7 @@ static upulsar_err_t wait_resolved(struct upulsar_producer *h, int nall, const u
                 return up_seterr(UPULSAR_ERR__TIMED_OUT, "%s: not all messages resolved in time",
                                  rp->topic);
             atomic_store(&rp->flush_req, 1);
+            up_rp_mark_active(rp);
             up_loop_wake(rp->loop);
             if (++spins < 16) {
                 sched_yield();
@@ -492,6 +495,7 @@ static upulsar_err_t flush_wait(struct upulsar_producer *h, int timeout_ms)
     for (int i = 0; i < nall; i++) {
         marks[i] = atomic_load_explicit(&h->all[i]->ring.head, memory_order_acquire);
         atomic_store(&h->all[i]->flush_req, 1);
+        up_rp_activate(h->all[i]);
         up_loop_wake(h->all[i]->loop);
     }
     upulsar_err_t err = wait_resolved(h, nall, marks, deadline_of(timeout_ms));

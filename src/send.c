@@ -453,6 +453,7 @@ upulsar_err_t up_rp_enqueue(up_rp_t *rp, const void *payload, size_t len,
         atomic_signal_fence(memory_order_seq_cst);
     else
         atomic_thread_fence(memory_order_seq_cst);
+    up_rp_mark_active(rp); /* an idle producer joins its loop's active list */
     int s = atomic_load_explicit(&rp->loop->sleeping, memory_order_relaxed);
     if (s == UP_SLEEP_IDLE || (s == UP_SLEEP_TIMED && up_ring_used(r) >= rp->wake_cells))
         up_loop_wake(rp->loop);

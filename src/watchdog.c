@@ -151,6 +151,7 @@ static void est_finish(struct upulsar_client *c, up_rp_t *rp, upulsar_err_t err)
 {
     rp->est_err = err;
     atomic_store_explicit(&rp->est_state, UP_EST_DONE, memory_order_release);
+    atomic_store_explicit(&rp->handle->wd_dirty, 1, memory_order_release);
     rp->handle->establishing--;
     c->wd_kicked = true;
     pthread_cond_broadcast(&c->wd_cv);
@@ -376,6 +377,12 @@ static void supervise(struct upulsar_producer *h, uint64_t now)
 {
     const struct upulsar_conf *cf = &h->conf;         /* producer keys */
     const struct upulsar_conf *cc = &h->client->conf; /* client keys: backoff, timeouts */
+    /* nothing happened to its producers since a walk that left none
+     * waiting: an idle handle costs no walk */
+    if (!atomic_exchange_explicit(&h->wd_dirty, 0, memory_order_acq_rel) && !h->wd_more)
+        return;
+    h->wd_more = true; /* until a walk goes to its end */
+    bool more = false;
     for (int g = 0; g < h->ngroups; g++) {
         up_group_t *grp = &h->groups[g];
         if (atomic_load(&grp->failed))
@@ -393,13 +400,16 @@ static void supervise(struct upulsar_producer *h, uint64_t now)
             if (atomic_load(&h->closed) || atomic_load(&grp->failed))
                 return;
             int est = atomic_load_explicit(&rp->est_state, memory_order_acquire);
-            if (est == UP_EST_BUSY)
+            if (est == UP_EST_BUSY) {
+                more = true;
                 continue; /* a worker has it */
+            }
             if (est == UP_EST_DONE && !est_result(grp, rp, cf, cc))
                 break;
             up_rp_st_t st = up_rp_st(rp);
             if (!(UP_RP_BIT(st) & UP_RP_IN_BACKOFF))
                 continue;
+            more = true; /* waiting for its attempt, or handed to a worker below */
             if (rp->next_attempt_us == 0) {
                 /* a graceful close (unload, transfer, migration, lazy
                  * start) is taken once: the attempt after it is no restart
@@ -448,6 +458,7 @@ static void supervise(struct upulsar_producer *h, uint64_t now)
             est_submit(rp);
         }
     }
+    h->wd_more = more;
 }
 
 
