@@ -139,6 +139,35 @@ bool up_fence_light_ok(void);
 
 #include "conn.h"
 
+/** One request of up_conn_request_all(): filled by up_mreq_encode()
+ *  (and @p pre / @p pre_arg, optional, as for up_conn_request()); the
+ *  results are resp (the caller frees it), err and, for an error, why. */
+typedef struct up_mreq {
+    up_conn_t *conn;      /* the caller's reference, kept until the results */
+    up_buf_t frame;       /* the encoded command (taken by the call) */
+    int cmd_type;
+    uint64_t request_id;
+    int64_t producer_id;  /* a PRODUCER request's producer, else -1 */
+    void (*pre)(void *);
+    void *pre_arg;
+    up_cmd_t *resp;
+    upulsar_err_t err;
+    char why[512];
+} up_mreq_t;
+/** Set up @p m to send @p cmd (carrying @p request_id) on @p conn. NOMEM
+ *  (set) when the frame cannot be encoded. (conn_request.c) @thread any */
+upulsar_err_t up_mreq_encode(up_mreq_t *m, up_conn_t *conn, const up_cmd_t *cmd,
+                             uint64_t request_id);
+/** Send the @p n requests at once (pipelined: one task per loop queues all
+ *  of that loop's, in order, each running its pre hook right before its
+ *  frame) and wait up to @p timeout_ms for all their answers together
+ *  (cancellable, see up_cancel_on()). Each gets the result up_conn_request()
+ *  would give, the detail in why (upulsar_last_error() is not set).
+ *  Not for requests the broker may park (WaitForExclusive).
+ *  (conn_request.c) @thread any but a loop of the connections */
+void up_conn_request_all(up_mreq_t *m, size_t n, int timeout_ms);
+
+
 /* ---- real producer ------------------------------------------------------ */
 
 typedef struct up_done {
@@ -401,6 +430,15 @@ void up_loop_forget_active(up_rp_t *rp);
 void up_fence_heavy(void);
 /* establish.c */
 upulsar_err_t up_rp_establish(up_rp_t *rp, int timeout_ms);
+/** One creation attempt for each of the @p n producers @p rps (of one
+ *  handle), together: their lookups batched per broker (up_lookup_many()),
+ *  then every PRODUCER request at once, pipelined on the shared
+ *  connections (up_conn_request_all()), each bounded by @p timeout_ms.
+ *  errs[i] / whys[i]: the result of rps[i] and the detail of its error.
+ *  Not for WaitForExclusive (a parked request has no timeout). @thread
+ *  caller (start) or watchdog; never a loop */
+void up_establish_many(up_rp_t **rps, int n, int timeout_ms, upulsar_err_t *errs,
+                       char (*whys)[256]);
 
 /* ---- the partitioned producer handle ------------------------------------ */
 
@@ -585,4 +623,20 @@ upulsar_err_t up_lookup(struct upulsar_client *c, up_loop_t *l, const char *topi
                         const char *from_url, char *host, size_t hostsz, int *port,
                         char *proxy_to, size_t proxy_to_sz);
 upulsar_err_t up_partitions(struct upulsar_client *c, const char *topic, int *n);
+/** One topic of up_lookup_many(): topic and loop in; the broker (as
+ *  up_lookup() gives it) or the error and its detail out. */
+typedef struct up_lookup_item {
+    const char *topic;
+    up_loop_t *loop; /* whose connections ask */
+    char host[256];
+    int port;
+    char proxy_to[280];
+    upulsar_err_t err;
+    char why[512];
+} up_lookup_item_t;
+/** up_lookup() of @p n topics from the service URL at once: each round
+ *  asks every broker its topics' LOOKUPs together on one connection
+ *  (pipelined), then the redirected ones go on to the next round.
+ *  @p timeout_ms bounds each round. @thread caller/watchdog */
+void up_lookup_many(struct upulsar_client *c, up_lookup_item_t *it, size_t n, int timeout_ms);
 #endif

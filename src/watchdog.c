@@ -215,6 +215,112 @@ void up_watchdog_forget(struct upulsar_producer *h)
     }
 }
 
+/* up_establish_all() on the calling thread, in rounds: each round is one
+ * attempt of every producer due, all together (up_establish_many():
+ * lookups batched per broker, PRODUCER requests pipelined); a producer
+ * whose attempt failed with a retriable error is due again after its
+ * backoff delay. */
+static upulsar_err_t establish_rounds(up_rp_t **rps, int n, uint64_t deadline_us)
+{
+    struct upulsar_client *c = rps[0]->client;
+    struct upulsar_producer *h = rps[0]->handle;
+    const struct upulsar_conf *cc = &c->conf;
+    struct attempt {
+        uint64_t next_us, delay_ms;
+        bool over;
+    } *a = calloc((size_t)n, sizeof *a);
+    up_rp_t **due = calloc((size_t)n, sizeof *due);
+    int *di = calloc((size_t)n, sizeof *di);
+    upulsar_err_t *errs = calloc((size_t)n, sizeof *errs);
+    char(*whys)[256] = calloc((size_t)n, sizeof *whys);
+    upulsar_err_t fail = UPULSAR_OK, last = UPULSAR_OK;
+    char why[300] = "";
+    if (!a || !due || !di || !errs || !whys) {
+        fail = up_seterr(UPULSAR_ERR__NOMEM, "out of memory");
+        snprintf(why, sizeof why, "%s", upulsar_last_error());
+        goto out;
+    }
+    for (int i = 0; i < n; i++)
+        a[i].delay_ms = (uint64_t)cc->backoff_initial_ms;
+    int left = n;
+    while (left > 0 && !fail) {
+        uint64_t now = up_now_us(), wake = UINT64_MAX;
+        int nd = 0;
+        for (int i = 0; i < n; i++) {
+            if (a[i].over)
+                continue;
+            if (now >= a[i].next_us) {
+                di[nd] = i;
+                due[nd++] = rps[i];
+            } else if (a[i].next_us < wake) {
+                wake = a[i].next_us;
+            }
+        }
+        if (nd == 0) { /* all waiting for their next attempt */
+            if (up_cancelled()) {
+                fail = up_seterr(UPULSAR_ERR__CLOSED, "stopping");
+                snprintf(why, sizeof why, "%s", upulsar_last_error());
+                break;
+            }
+            uint64_t until = wake - now < UP_CANCEL_SLICE_MS * 1000u
+                                 ? wake - now
+                                 : UP_CANCEL_SLICE_MS * 1000u;
+            struct timespec ts = {0, (long)until * 1000L};
+            nanosleep(&ts, NULL);
+            continue;
+        }
+        int timeout_ms = cc->operation_timeout_ms;
+        if (deadline_us) {
+            timeout_ms = deadline_us > now + 1000u ? (int)((deadline_us - now) / 1000u) : 1;
+            if (timeout_ms > cc->operation_timeout_ms)
+                timeout_ms = cc->operation_timeout_ms;
+        }
+        up_establish_many(due, nd, timeout_ms, errs, whys);
+        now = up_now_us();
+        for (int k = 0; k < nd; k++) {
+            int i = di[k];
+            upulsar_err_t err = errs[k];
+            if (!err || fail) {
+                a[i].over = true;
+                left--;
+                continue;
+            }
+            last = err;
+            snprintf(why, sizeof why, "%s", whys[k]);
+            /* only what is transient is tried again at creation
+             * (up_err_class(): e.g. not the backlog quota's hold) */
+            if (up_err_class(err, up_rp_created(rps[i]),
+                             h->conf.access_mode != UP_ACCESS_SHARED) != UP_ERR_CLASS_TRANSIENT ||
+                now >= deadline_us) {
+                fail = err;
+                a[i].over = true;
+                left--;
+                continue;
+            }
+            a[i].next_us = now + a[i].delay_ms * 1000u;
+            a[i].delay_ms = a[i].delay_ms * 2 < (uint64_t)cc->backoff_max_ms
+                                ? a[i].delay_ms * 2
+                                : (uint64_t)cc->backoff_max_ms;
+            if (a[i].next_us >= deadline_us) { /* no time left for another attempt */
+                fail = last;
+                a[i].over = true;
+                left--;
+            }
+        }
+        /* after a failure nothing is tried again: the caller closes the
+         * handle (start) or leaves the rest to the supervisor (growth) */
+    }
+out:
+    free(a);
+    free(due);
+    free(di);
+    free(errs);
+    free(whys);
+    if (fail)
+        return up_seterr(fail, "%s", why);
+    return UPULSAR_OK;
+}
+
 upulsar_err_t up_establish_all(up_rp_t **rps, int n, uint64_t deadline_us,
                                bool cancel_on_failure)
 {
@@ -223,6 +329,10 @@ upulsar_err_t up_establish_all(up_rp_t **rps, int n, uint64_t deadline_us,
     struct upulsar_client *c = rps[0]->client;
     struct upulsar_producer *h = rps[0]->handle;
     const struct upulsar_conf *cc = &c->conf;
+    /* WaitForExclusive parks a PRODUCER without timeout: the establish
+     * workers run those (a parked worker is replaced) */
+    if (h->conf.access_mode != UP_ACCESS_WAIT_FOR_EXCLUSIVE)
+        return establish_rounds(rps, n, deadline_us);
     struct attempt {
         uint64_t next_us, delay_ms;
         bool over;
