@@ -438,7 +438,7 @@ upulsar_err_t up_rp_establish(up_rp_t *rp, int timeout_ms);
  *  Not for WaitForExclusive (a parked request has no timeout). @thread
  *  caller (start) or watchdog; never a loop */
 void up_establish_many(up_rp_t **rps, int n, int timeout_ms, upulsar_err_t *errs,
-                       char (*whys)[256]);
+                       char (*whys)[512]);
 
 /* ---- the partitioned producer handle ------------------------------------ */
 

@@ -336,7 +336,7 @@ upulsar_err_t up_rp_establish(up_rp_t *rp, int timeout_ms)
 }
 
 void up_establish_many(up_rp_t **rps, int n, int timeout_ms, upulsar_err_t *errs,
-                       char (*whys)[256])
+                       char (*whys)[512])
 {
     if (n <= 0)
         return;

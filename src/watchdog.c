@@ -232,9 +232,9 @@ static upulsar_err_t establish_rounds(up_rp_t **rps, int n, uint64_t deadline_us
     up_rp_t **due = calloc((size_t)n, sizeof *due);
     int *di = calloc((size_t)n, sizeof *di);
     upulsar_err_t *errs = calloc((size_t)n, sizeof *errs);
-    char(*whys)[256] = calloc((size_t)n, sizeof *whys);
+    char(*whys)[512] = calloc((size_t)n, sizeof *whys);
     upulsar_err_t fail = UPULSAR_OK, last = UPULSAR_OK;
-    char why[300] = "";
+    char why[512] = "";
     if (!a || !due || !di || !errs || !whys) {
         fail = up_seterr(UPULSAR_ERR__NOMEM, "out of memory");
         snprintf(why, sizeof why, "%s", upulsar_last_error());
