@@ -251,7 +251,24 @@ upulsar_err_t upulsar_producer_start(upulsar_client_t *c, const char *name, cons
         return err;
     }
     uint64_t start_by = up_now_us() + (uint64_t)c->conf.operation_timeout_ms * 1000u;
-    if (partitions == 0) {
+    /* The topic's partition count is the broker's (PARTITIONED_METADATA),
+     * as the official clients take it; a count given here is what the
+     * caller expects, checked against it: when they differ the broker's
+     * wins, with a warning. Routing then agrees with every other client of
+     * the topic from the first message, nothing is written to partition
+     * topics that do not exist, and a producer restarted after the topic
+     * was given more partitions starts with all of them, as a running one
+     * follows the growth. */
+    int given = partitions;
+    if (given > h->conf.partitions_max) {
+        up_seterr(UPULSAR_ERR__INVALID_ARG,
+                  "%s: %d partitions given, more than partitions.max=%d (raise it to open them "
+                  "all)",
+                  h->topic, given, h->conf.partitions_max);
+        free(h);
+        return UPULSAR_ERR__INVALID_ARG;
+    }
+    {
         uint64_t delay_ms = (uint64_t)c->conf.backoff_initial_ms;
         while ((err = up_partitions(c, h->topic, &partitions)) &&
                up_err_class(err, false, false) == UP_ERR_CLASS_TRANSIENT &&
@@ -267,6 +284,15 @@ upulsar_err_t upulsar_producer_start(upulsar_client_t *c, const char *name, cons
             return err;
         }
     }
+    if (given > 0 && given != partitions && partitions > 0)
+        up_log(c, UPULSAR_LOG_WARNING,
+               "%s: %d partitions given, but the broker reports %d: using the broker's %d",
+               h->topic, given, partitions, partitions);
+    else if (given > 0 && given != partitions)
+        up_log(c, UPULSAR_LOG_WARNING,
+               "%s: %d partitions given, but the broker reports a non-partitioned topic "
+               "(0 partitions): producing to it as one",
+               h->topic, given);
     if (partitions > h->conf.partitions_max) {
         up_seterr(UPULSAR_ERR__INVALID_ARG,
                   "%s has %d partitions, more than partitions.max=%d (raise it to open them all)",
