@@ -703,7 +703,9 @@ void up_loop_tick_active(up_loop_t *l, uint64_t now)
         if (has_work(rp))
             continue;
         act_unlink(l, rp);
-        atomic_store_explicit(&rp->act, 0, memory_order_relaxed);
+        /* release: a caller that queues it again (acquire exchange) sees
+         * the loop done with its links */
+        atomic_store_explicit(&rp->act, 0, memory_order_release);
         rp->act_next = idle; /* a list of its own until looked at again */
         idle = rp;
     }
