@@ -89,8 +89,9 @@ static struct {
     double warmup;
     int tls;            /* embedded broker over TLS */
     const char *tls_ca; /* tls.ca.file for --url pulsar+ssl://... */
+    double idle;        /* seconds of idling measured after the start, 0 = none */
 } opt = {NULL, "perf", 4, 2, 100, 0, 10, 0, 1000, 131072, "1", NULL, {NULL}, 0, "none", 0, 1, 1, NULL, 0, 0, 1.0,
-         0, NULL};
+         0, NULL, 0};
 
 static void usage(FILE *fp)
 {
@@ -103,7 +104,9 @@ static void usage(FILE *fp)
           "  --tls-ca FILE          with --url pulsar+ssl://...: CA certificates (PEM) to trust\n"
           "                         for the broker (tls.ca.file; default: the system store)\n"
           "  --topic NAME           topic (default perf)\n"
-          "  -p, --partitions N     partitions (default 4)\n"
+          "  -p, --partitions N     partitions (default 4; the embedded broker is given that\n"
+          "                         many, a real broker's own count is used; partitions.max is\n"
+          "                         raised to N when N is larger)\n"
           "  -t, --threads N        sender threads (default 2)\n"
           "  -s, --size BYTES       message size (default 100)\n"
           "  -r, --rate MSGS        total messages per second, 0 = as fast as possible (default 0)\n"
@@ -120,6 +123,8 @@ static void usage(FILE *fp)
           "  --producers-per-partition N (default 1)\n"
           "  --io-threads N         (default 1)\n"
           "  --queue-bytes N        ring bytes per producer (queue.buffer.bytes)\n"
+          "  --idle S               after the start, send nothing for S seconds and report the\n"
+          "                         client's CPU time over them (then run as usual)\n"
           "  --json                 print the summary as one JSON object\n"
           "  -q, --quiet            no progress lines\n",
           fp);
@@ -502,7 +507,8 @@ static int certs_make(void)
 /* ---- embedded broker in a child process -------------------------------------- */
 
 /* tls_cert/tls_key NULL: plaintext. Writes the broker's URL to url. */
-static int fork_broker(const char *tls_cert, const char *tls_key, char *url, size_t urlsz)
+static int fork_broker(const char *tls_cert, const char *tls_key, const char *topic,
+                       int partitions, char *url, size_t urlsz)
 {
     int fds[2];
     if (pipe(fds))
@@ -524,6 +530,12 @@ static int fork_broker(const char *tls_cert, const char *tls_key, char *url, siz
         o.tls_key_file = tls_key;
         upulsar_tb_t *tb;
         if (upulsar_tb_start(&o, &tb)) {
+            fprintf(stderr, "embedded broker: %s\n", upulsar_last_error());
+            _exit(1);
+        }
+        /* the topic's partition count is the broker's (upulsar_producer_start
+         * checks the count it is given against it) */
+        if (partitions > 0 && upulsar_tb_set_partitions(tb, topic, partitions)) {
             fprintf(stderr, "embedded broker: %s\n", upulsar_last_error());
             _exit(1);
         }
@@ -583,6 +595,21 @@ static double proc_cpu(pid_t pid)
     return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
 }
 
+/* Real producers READY now (upulsar_producer_list()). */
+static int count_ready(upulsar_producer_t *p)
+{
+    size_t n = 0;
+    if (upulsar_producer_list(p, NULL, 0, &n) || n == 0)
+        return 0;
+    upulsar_producer_info_t *pi = calloc(n, sizeof *pi);
+    int ready = 0;
+    if (pi && upulsar_producer_list(p, pi, n, &n) == UPULSAR_OK)
+        for (size_t i = 0; i < n; i++)
+            ready += pi[i].state == UPULSAR_STATE_READY;
+    free(pi);
+    return ready;
+}
+
 /* ---- main -------------------------------------------------------------------- */
 
 int main(int argc, char **argv)
@@ -596,6 +623,7 @@ int main(int argc, char **argv)
         {"io-threads", 1, 0, 7},  {"json", 0, 0, 8},          {"quiet", 0, 0, 'q'},
         {"warmup", 1, 0, 9},      {"queue-bytes", 1, 0, 10},      {"help", 0, 0, 'h'},
         {"tls", 0, 0, 11},        {"tls-ca", 1, 0, 12},       {"batch-mode", 1, 0, 13}, {"set", 1, 0, 14},
+        {"idle", 1, 0, 15},
         {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "p:t:s:r:d:n:qh", lo, NULL)) != -1) {
@@ -628,13 +656,14 @@ int main(int argc, char **argv)
         case 10: opt.queue_bytes = optarg; break;
         case 11: opt.tls = 1; break;
         case 12: opt.tls_ca = optarg; break;
+        case 15: opt.idle = atof(optarg); break;
         case 'q': opt.quiet = 1; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
     }
     if (opt.threads < 1 || opt.threads > 256 || opt.size < 0 || opt.partitions < 0 ||
-        opt.seconds <= 0 || opt.warmup < 0) {
+        opt.seconds <= 0 || opt.warmup < 0 || opt.idle < 0) {
         usage(stderr);
         return 2;
     }
@@ -659,7 +688,8 @@ int main(int argc, char **argv)
         if (opt.tls && certs_make())
             return 1;
         if (fork_broker(opt.tls ? cert_path[CERT_SRV] : NULL,
-                        opt.tls ? cert_path[CERT_SRV_KEY] : NULL, url, sizeof url)) {
+                        opt.tls ? cert_path[CERT_SRV_KEY] : NULL, opt.topic, opt.partitions, url,
+                        sizeof url)) {
             fprintf(stderr, "cannot start the embedded broker%s\n", opt.tls ? " with TLS" : "");
             return 1;
         }
@@ -698,6 +728,10 @@ int main(int argc, char **argv)
     SET("io.threads", num);
     if (opt.queue_bytes)
         SET("queue.buffer.bytes", opt.queue_bytes);
+    if (opt.partitions > 1024) { /* partitions.max's default */
+        snprintf(num, sizeof num, "%d", opt.partitions);
+        SET("partitions.max", num);
+    }
     if (opt.tls)
         SET("tls.ca.file", cert_path[CERT_CA]);
     else if (opt.tls_ca)
@@ -708,10 +742,30 @@ int main(int argc, char **argv)
         fprintf(stderr, "client: %s\n", upulsar_last_error());
         goto fail;
     }
+    /* start time: upulsar_producer_start() returns once every producer is
+     * created on its broker (READY) */
+    uint64_t start0 = now_ns();
     if (upulsar_producer_start(client, "perf", opt.topic, opt.partitions, conf, &producer)) {
         fprintf(stderr, "producer: %s\n", upulsar_last_error());
         upulsar_client_destroy(client);
         goto fail;
+    }
+    double start_ms = (double)(now_ns() - start0) / 1e6;
+    int nready = count_ready(producer);
+    if (!opt.quiet)
+        fprintf(stderr, "start: %d partitions, %d producers READY in %.1f ms\n",
+                upulsar_producer_partitions(producer), nready, start_ms);
+    /* idle cost: the client's CPU time while nothing is sent */
+    double idle_cpu_s = 0;
+    if (opt.idle > 0) {
+        double c0 = cpu_self();
+        struct timespec its = {(time_t)opt.idle, (long)((opt.idle - (double)(time_t)opt.idle) * 1e9)};
+        while (nanosleep(&its, &its) && errno == EINTR)
+            ;
+        idle_cpu_s = cpu_self() - c0;
+        if (!opt.quiet)
+            fprintf(stderr, "idle: %.3f s of client CPU over %.1f s (%.2f %% of one core)\n",
+                    idle_cpu_s, opt.idle, 100.0 * idle_cpu_s / opt.idle);
     }
 
     single_io_thread = opt.io_threads <= 1;
@@ -731,7 +785,7 @@ int main(int argc, char **argv)
         pthread_create(&th[i], NULL, sender_main, &snd[i]);
 
     /* warm-up, then measure */
-    uint64_t warm_end = (uint64_t)(opt.warmup * 1e9);
+    uint64_t warm_end = now_ns() + (uint64_t)(opt.warmup * 1e9); /* after start and --idle */
     uint64_t end = warm_end + (uint64_t)(opt.seconds * 1e9);
     uint64_t m_start_ns = 0, m_sent0 = 0, m_acked0 = 0, m_allocs0 = 0;
     double m_cpu0 = 0, m_bcpu0 = 0;
@@ -858,6 +912,8 @@ int main(int argc, char **argv)
                "\"client_msgs_per_cpu_sec\":%.0f,\"allocs_per_msg\":%.4f,"
                "\"client_peak_rss_kb\":%ld,\"broker_peak_rss_kb\":%ld,\"client_memory_bound_bytes\":%.0f,"
                "\"client_memory_budget_bytes\":%lld,\"client_memory_peak_bytes\":%lld,"
+               "\"start_ms\":%.1f,\"ready_producers\":%d,\"idle_seconds\":%.1f,"
+               "\"idle_client_cpu_seconds\":%.3f,"
                "\"partitions\":%d,\"threads\":%d,\"size\":%d,\"rate_limit\":%.0f,"
                "\"compression\":\"%s\",\"keyed\":%s,\"embedded_broker\":%s,"
                "\"transport\":\"%s\",\"batch_mode\":\"%s\",\"batch_delay_ms\":\"%s\","
@@ -867,7 +923,8 @@ int main(int argc, char **argv)
                rate * opt.size / 1e6, pct[0], pct[1], pct[2], pct[3], lmax, cpu_per_msg_ns,
                bcpu_per_msg_ns, m_cpu > 0 ? (double)m_acked / m_cpu : 0,
                m_acked ? (double)m_allocs / (double)m_acked : 0, rss_kb, broker_rss_kb, mem_bound,
-               mem_budget, mem_peak, opt.partitions, opt.threads, opt.size, opt.rate, opt.compression,
+               mem_budget, mem_peak, start_ms, nready, opt.idle, idle_cpu_s, opt.partitions,
+               opt.threads, opt.size, opt.rate, opt.compression,
                opt.keyed ? "true" : "false", broker_pid ? "true" : "false", transport,
                opt.batch_mode ? opt.batch_mode : "default", opt.batch_delay_ms, lib_lat_n,
                lib_lat[0], lib_lat[1], lib_lat[2], lib_bm[0], lib_bm[1]);
@@ -895,6 +952,10 @@ int main(int argc, char **argv)
                (double)rss_kb / 1024, (double)broker_rss_kb / 1024,
                (double)mem_budget / 1048576, (double)mem_peak / 1048576, nprod,
                (double)qbytes / 1048576);
+        printf("%% start: %d producers READY in %.1f ms", nready, start_ms);
+        if (opt.idle > 0)
+            printf("; idle: %.3f s of client CPU over %.1f s", idle_cpu_s, opt.idle);
+        printf("\n");
         printf("%% totals: sent %" PRIu64 ", acked %" PRIu64 ", failed %" PRIu64
                ", send errors %" PRIu64 ", stop: %s\n",
                total_sent, total_acked, total_failed, enq_total, upulsar_err_name(serr));

@@ -113,6 +113,14 @@ struct up_loop {
     size_t nconns, cconns;
     up_rp_t **rps;
     size_t nrps, crps;
+    /* Producers with something to do (producer.c, "activity"): the loop
+     * drains, times out and looks before sleeping at these only, so an idle
+     * producer costs it nothing. act_in (any): producers a caller activated
+     * (up_rp_activate()), a lock-free stack the loop empties into its list;
+     * act_head/act_tail (loop): that list, linked by act_prev/act_next. */
+    up_rp_t *_Atomic act_in;
+    up_rp_t *act_head, *act_tail;
+    size_t nact;
     bool stop;
     uint64_t last_tick_us;
     /* (loop) free batches of every producer of this loop (batcher.c): a
@@ -148,6 +156,35 @@ bool up_fence_light_ok(void);
 /* ---- connection (conn.h) ------------------------------------------------ */
 
 #include "conn.h"
+
+/** One request of up_conn_request_all(): filled by up_mreq_encode()
+ *  (and @p pre / @p pre_arg, optional, as for up_conn_request()); the
+ *  results are resp (the caller frees it), err and, for an error, why. */
+typedef struct up_mreq {
+    up_conn_t *conn;      /* the caller's reference, kept until the results */
+    up_buf_t frame;       /* the encoded command (taken by the call) */
+    int cmd_type;
+    uint64_t request_id;
+    int64_t producer_id;  /* a PRODUCER request's producer, else -1 */
+    void (*pre)(void *);
+    void *pre_arg;
+    up_cmd_t *resp;
+    upulsar_err_t err;
+    char why[512];
+} up_mreq_t;
+/** Set up @p m to send @p cmd (carrying @p request_id) on @p conn. NOMEM
+ *  (set) when the frame cannot be encoded. (conn_request.c) @thread any */
+upulsar_err_t up_mreq_encode(up_mreq_t *m, up_conn_t *conn, const up_cmd_t *cmd,
+                             uint64_t request_id);
+/** Send the @p n requests at once (pipelined: one task per loop queues all
+ *  of that loop's, in order, each running its pre hook right before its
+ *  frame) and wait up to @p timeout_ms for all their answers together
+ *  (cancellable, see up_cancel_on()). Each gets the result up_conn_request()
+ *  would give, the detail in why (upulsar_last_error() is not set).
+ *  Not for requests the broker may park (WaitForExclusive).
+ *  (conn_request.c) @thread any but a loop of the connections */
+void up_conn_request_all(up_mreq_t *m, size_t n, int timeout_ms);
+
 
 /* ---- real producer ------------------------------------------------------ */
 
@@ -237,6 +274,13 @@ struct up_rp {
     _Atomic int armed;
     /* ---- (any) ---- */
     up_ring_t ring;
+    /* activity (producer.c): 1 while on its loop's active list or queued
+     * for it (act_in), 0 while idle. A caller that commits a record sets it
+     * (up_rp_mark_active()); the loop clears it once nothing is pending. */
+    _Atomic int act;
+    up_rp_t *act_in_next;          /* link in loop->act_in (pusher, then loop) */
+    up_rp_t *act_prev, *act_next;  /* (loop) the active list */
+    bool act_listed;               /* (loop) on the active list */
     /* the lifecycle state (up_rp_st_t, and the flag UP_RP_CREATED: attached
      * once), changed only by up_rp_transition() and read with up_rp_st(),
      * up_rp_created(), up_rp_public_state() (rp_state.h, which has the table
@@ -396,8 +440,49 @@ void up_rp_fail_all(up_rp_t *rp, upulsar_err_t err);
  * producer itself carries on (re-created as usual). @thread loop */
 void up_rp_fail_pending_why(up_rp_t *rp, upulsar_err_t err, const char *why);
 void up_rp_check_timeouts(up_rp_t *rp, uint64_t now_us);
+/* ---- activity (producer.c): which producers the loop visits ---- */
+/** Put @p rp on its loop's active list (unless it is there or queued for
+ *  it): called after a record was committed (and after the fence that
+ *  follows the commit), or when the loop must look at it (flush).
+ *  @thread any */
+void up_rp_activate(up_rp_t *rp);
+/** up_rp_activate() unless @p rp is already active: one relaxed load on
+ *  the send path. @thread any */
+static inline void up_rp_mark_active(up_rp_t *rp)
+{
+    if (!atomic_load_explicit(&rp->act, memory_order_relaxed))
+        up_rp_activate(rp);
+}
+/** Drain the rings of @p l's active producers (up_rp_pump()): true if one
+ *  has more records waiting; *@p deadline lowered as up_rp_pump() does.
+ *  @thread loop */
+bool up_loop_pump_active(up_loop_t *l, uint64_t now_us, uint64_t *deadline);
+/** Before sleeping (after the sleep fence): does an active producer have
+ *  records to drain or a flush asked, or a producer wait to be listed?
+ *  @thread loop */
+bool up_loop_active_waiting(up_loop_t *l);
+/** The tick's producer visit: send.timeout.ms of the active producers;
+ *  those with nothing pending (no record in the ring, no open or pending
+ *  batch, no flush asked) leave the active list. @thread loop */
+void up_loop_tick_active(up_loop_t *l, uint64_t now_us);
+/** Take @p rp off its loop's active list for good (it is being closed): a
+ *  later up_rp_activate() does nothing. @thread loop */
+void up_loop_forget_active(up_rp_t *rp);
+/** A full fence on every thread of the process (membarrier when callers
+ *  use compiler-only fences after committing, see up_fence_light_ok()).
+ *  uring_loop.c. @thread loop */
+void up_fence_heavy(void);
 /* establish.c */
 upulsar_err_t up_rp_establish(up_rp_t *rp, int timeout_ms);
+/** One creation attempt for each of the @p n producers @p rps (of one
+ *  handle), together: their lookups batched per broker (up_lookup_many()),
+ *  then every PRODUCER request at once, pipelined on the shared
+ *  connections (up_conn_request_all()), each bounded by @p timeout_ms.
+ *  errs[i] / whys[i]: the result of rps[i] and the detail of its error.
+ *  Not for WaitForExclusive (a parked request has no timeout). @thread
+ *  caller (start) or watchdog; never a loop */
+void up_establish_many(up_rp_t **rps, int n, int timeout_ms, upulsar_err_t *errs,
+                       char (*whys)[512]);
 
 /* ---- the partitioned producer handle ------------------------------------ */
 
@@ -440,6 +525,12 @@ struct upulsar_producer {
     int establishing;        /* (client lock) its producers queued for or in an
                                 establish worker */
     int single_slot;
+    /* the watchdog walks the producers only when one may need it: wd_dirty
+     * (any) is set when a producer enters a BACKOFF state or FAILED
+     * (rp_state.c) or an establish worker is done with one; wd_more
+     * (watchdog) while its last walk left some waiting (backoff, worker) */
+    _Atomic int wd_dirty;
+    bool wd_more;
     struct upulsar_producer *next; /* client's list */
 };
 
@@ -591,4 +682,20 @@ upulsar_err_t up_lookup(struct upulsar_client *c, up_loop_t *l, const char *topi
                         const char *from_url, char *host, size_t hostsz, int *port,
                         char *proxy_to, size_t proxy_to_sz);
 upulsar_err_t up_partitions(struct upulsar_client *c, const char *topic, int *n);
+/** One topic of up_lookup_many(): topic and loop in; the broker (as
+ *  up_lookup() gives it) or the error and its detail out. */
+typedef struct up_lookup_item {
+    const char *topic;
+    up_loop_t *loop; /* whose connections ask */
+    char host[256];
+    int port;
+    char proxy_to[280];
+    upulsar_err_t err;
+    char why[512];
+} up_lookup_item_t;
+/** up_lookup() of @p n topics from the service URL at once: each round
+ *  asks every broker its topics' LOOKUPs together on one connection
+ *  (pipelined), then the redirected ones go on to the next round.
+ *  @p timeout_ms bounds each round. @thread caller/watchdog */
+void up_lookup_many(struct upulsar_client *c, up_lookup_item_t *it, size_t n, int timeout_ms);
 #endif

@@ -12,10 +12,10 @@ typedef struct {
     up_rp_t *rp;
     up_conn_t *conn;
     int64_t last_seq;
-    const char *broker; /* host:port it is attached at, for rp->broker */
     bool ok;
     uint8_t schema_version[sizeof ((up_rp_t *)0)->schema_version.v];
     uint8_t schema_version_len;
+    char broker[280]; /* "host:port" it is created on, set when attached */
 } attach_t;
 
 static void register_task(void *a)
@@ -70,8 +70,8 @@ static void attach_task(void *a)
         unregister_task(t);
         return;
     }
-    /* before the resent batches can be acknowledged: whoever sees one of
-     * their futures resolved sees where the producer is now */
+    /* before its first receipt can resolve anything: whoever sees a
+     * message acknowledged sees the broker that took it */
     pthread_mutex_lock(&t->rp->broker_lock);
     snprintf(t->rp->broker, sizeof t->rp->broker, "%s", t->broker);
     pthread_mutex_unlock(&t->rp->broker_lock);
@@ -174,6 +174,116 @@ static bool schema_build(const struct upulsar_conf *cf, schema_msg_t *m, upulsar
     return true;
 }
 
+/* A PRODUCER request for @p rp (its fields point into @p pm, which must
+ * outlive its encoding; the caller frees pm->sm.kvdata). */
+typedef struct {
+    up_cmd_t cmd;
+    Pulsar__Proto__CommandProducer pr;
+    char props[sizeof ((struct upulsar_conf *)0)->producer_properties];
+    Pulsar__Proto__KeyValue kv[UP_MAX_PRODUCER_PROPS], *kvp[UP_MAX_PRODUCER_PROPS];
+    schema_msg_t sm;
+} producer_msg_t;
+
+static upulsar_err_t producer_msg(up_rp_t *rp, producer_msg_t *pm)
+{
+    struct upulsar_client *c = rp->client;
+    up_cmd_t cmd = PULSAR__PROTO__BASE_COMMAND__INIT;
+    Pulsar__Proto__CommandProducer pr = PULSAR__PROTO__COMMAND_PRODUCER__INIT;
+    pm->cmd = cmd;
+    pm->pr = pr;
+    pm->cmd.type = UP_CMD(PRODUCER);
+    pm->cmd.producer = &pm->pr;
+    pm->pr.topic = rp->topic;
+    pm->pr.producer_id = rp->producer_id;
+    pm->pr.request_id = atomic_fetch_add(&c->next_request_id, 1);
+    if (rp->name[0])
+        pm->pr.producer_name = rp->name;
+    /* always, as the official clients: the field defaults to true, and an
+     * unnamed producer's name (none yet, or the one the broker gave) is
+     * not the user's */
+    pm->pr.has_user_provided_producer_name = 1;
+    pm->pr.user_provided_producer_name = rp->user_named;
+    pm->pr.has_epoch = 1;
+    pm->pr.epoch = rp->epoch++;
+    /* producer.properties, validated by upulsar_conf_set() */
+    snprintf(pm->props, sizeof pm->props, "%s", rp->handle->conf.producer_properties);
+    for (char *q = pm->props, *save = NULL, *it; pm->props[0] && (it = strtok_r(q, ",", &save));
+         q = NULL) {
+        char *eq = strchr(it, '=');
+        if (!eq || pm->pr.n_metadata >= UP_MAX_PRODUCER_PROPS)
+            continue;
+        *eq = '\0';
+        Pulsar__Proto__KeyValue init = PULSAR__PROTO__KEY_VALUE__INIT;
+        size_t i = pm->pr.n_metadata++;
+        pm->kv[i] = init;
+        pm->kv[i].key = it;
+        pm->kv[i].value = eq + 1;
+        pm->kvp[i] = &pm->kv[i];
+    }
+    pm->pr.metadata = pm->kvp;
+    pm->pr.has_producer_access_mode = 1;
+    pm->pr.producer_access_mode = (Pulsar__Proto__ProducerAccessMode)rp->handle->conf.access_mode;
+    if (rp->has_topic_epoch) {
+        pm->pr.has_topic_epoch = 1;
+        pm->pr.topic_epoch = rp->topic_epoch;
+    }
+    upulsar_err_t err;
+    if (schema_build(&rp->handle->conf, &pm->sm, &err))
+        pm->pr.schema = &pm->sm.s;
+    return err;
+}
+
+/* The answer to @p rp's PRODUCER request on t->conn (@p err and @p resp
+ * as up_conn_request() gives them, the error set; @p resp freed here):
+ * attach it on its loop, or let go of the connection. @p host:@p port
+ * (or @p proxy_to) is the broker it was created on. */
+static upulsar_err_t producer_done(up_rp_t *rp, attach_t *t, upulsar_err_t err, up_cmd_t *resp,
+                                   const char *host, int port, const char *proxy_to)
+{
+    if (err) {
+        up_loop_call(rp->loop, err == UPULSAR_ERR__TIMED_OUT ? close_unused_task : unregister_task,
+                     t);
+        if (resp)
+            pulsar__proto__base_command__free_unpacked(resp, NULL);
+        return err;
+    }
+    if (resp->type != UP_CMD(PRODUCER_SUCCESS)) {
+        up_loop_call(rp->loop, close_unused_task, t);
+        pulsar__proto__base_command__free_unpacked(resp, NULL);
+        return up_seterr(UPULSAR_ERR__PROTOCOL, "unexpected answer to PRODUCER");
+    }
+    Pulsar__Proto__CommandProducerSuccess *ps = resp->producer_success;
+    if (!rp->user_named && ps->producer_name && !rp->name[0])
+        snprintf(rp->name, sizeof rp->name, "%s", ps->producer_name);
+    t->last_seq = ps->has_last_sequence_id ? ps->last_sequence_id : -1;
+    /* an empty version (a producer without a schema) is none, as the
+     * official clients take it */
+    if (ps->has_schema_version && ps->schema_version.len > sizeof t->schema_version) {
+        up_loop_call(rp->loop, close_unused_task, t); /* the broker created it */
+        pulsar__proto__base_command__free_unpacked(resp, NULL);
+        return up_seterr(UPULSAR_ERR__PROTOCOL, "%s: schema version of %zu bytes (at most %zu)",
+                         rp->topic, ps->schema_version.len, sizeof t->schema_version);
+    }
+    if (ps->has_schema_version && ps->schema_version.len) {
+        memcpy(t->schema_version, ps->schema_version.data, ps->schema_version.len);
+        t->schema_version_len = (uint8_t)ps->schema_version.len;
+    }
+    if (ps->has_topic_epoch) {
+        rp->has_topic_epoch = true;
+        rp->topic_epoch = ps->topic_epoch;
+    }
+    pulsar__proto__base_command__free_unpacked(resp, NULL);
+    if (proxy_to[0])
+        snprintf(t->broker, sizeof t->broker, "%s", proxy_to);
+    else
+        snprintf(t->broker, sizeof t->broker, "%s:%d", host, port);
+    up_loop_call(rp->loop, attach_task, t);
+    if (!t->ok)
+        return up_seterr(UPULSAR_ERR__CONNECT, "%s: connection lost or producer closed while "
+                         "creating it", rp->topic);
+    return UPULSAR_OK;
+}
+
 upulsar_err_t up_rp_establish(up_rp_t *rp, int timeout_ms)
 {
     struct upulsar_client *c = rp->client;
@@ -209,102 +319,111 @@ upulsar_err_t up_rp_establish(up_rp_t *rp, int timeout_ms)
     if (err)
         return err;
 
-    up_cmd_t cmd = PULSAR__PROTO__BASE_COMMAND__INIT;
-    Pulsar__Proto__CommandProducer pr = PULSAR__PROTO__COMMAND_PRODUCER__INIT;
-    cmd.type = UP_CMD(PRODUCER);
-    cmd.producer = &pr;
-    pr.topic = rp->topic;
-    pr.producer_id = rp->producer_id;
-    pr.request_id = atomic_fetch_add(&c->next_request_id, 1);
-    if (rp->name[0])
-        pr.producer_name = rp->name;
-    /* always, as the official clients: the field defaults to true, and an
-     * unnamed producer's name (none yet, or the one the broker gave) is
-     * not the user's */
-    pr.has_user_provided_producer_name = 1;
-    pr.user_provided_producer_name = rp->user_named;
-    pr.has_epoch = 1;
-    pr.epoch = rp->epoch++;
-    /* producer.properties, validated by upulsar_conf_set() */
-    char props[sizeof rp->handle->conf.producer_properties];
-    Pulsar__Proto__KeyValue kv[UP_MAX_PRODUCER_PROPS], *kvp[UP_MAX_PRODUCER_PROPS];
-    snprintf(props, sizeof props, "%s", rp->handle->conf.producer_properties);
-    for (char *q = props, *save = NULL, *it; props[0] && (it = strtok_r(q, ",", &save)); q = NULL) {
-        char *eq = strchr(it, '=');
-        if (!eq || pr.n_metadata >= UP_MAX_PRODUCER_PROPS)
-            continue;
-        *eq = '\0';
-        Pulsar__Proto__KeyValue init = PULSAR__PROTO__KEY_VALUE__INIT;
-        kv[pr.n_metadata] = init;
-        kv[pr.n_metadata].key = it;
-        kv[pr.n_metadata].value = eq + 1;
-        kvp[pr.n_metadata] = &kv[pr.n_metadata];
-        pr.n_metadata++;
-    }
-    pr.metadata = kvp;
-    pr.has_producer_access_mode = 1;
-    pr.producer_access_mode = (Pulsar__Proto__ProducerAccessMode)rp->handle->conf.access_mode;
-    if (rp->has_topic_epoch) {
-        pr.has_topic_epoch = 1;
-        pr.topic_epoch = rp->topic_epoch;
-    }
-    schema_msg_t sm;
-    if (schema_build(&rp->handle->conf, &sm, &err))
-        pr.schema = &sm.s;
+    producer_msg_t pm;
+    err = producer_msg(rp, &pm);
     if (err) {
+        free(pm.sm.kvdata);
         up_conn_unref(conn);
         return err;
     }
-
-    char at[sizeof rp->broker];
-    if (proxy_to[0])
-        snprintf(at, sizeof at, "%s", proxy_to);
-    else
-        snprintf(at, sizeof at, "%s:%d", host, port);
-    attach_t t = {.rp = rp, .conn = conn, .last_seq = -1, .broker = at};
+    attach_t t = {.rp = rp, .conn = conn, .last_seq = -1};
     up_cmd_t *resp;
-    err = up_conn_request(conn, &cmd, pr.request_id, timeout_ms, &resp, register_task, &t);
-    free(sm.kvdata);
-    if (err) {
-        up_loop_call(rp->loop, err == UPULSAR_ERR__TIMED_OUT ? close_unused_task : unregister_task,
-                     &t);
-        if (resp)
-            pulsar__proto__base_command__free_unpacked(resp, NULL);
-        up_conn_unref(conn);
-        return err;
-    }
-    if (resp->type != UP_CMD(PRODUCER_SUCCESS)) {
-        up_loop_call(rp->loop, close_unused_task, &t);
-        pulsar__proto__base_command__free_unpacked(resp, NULL);
-        up_conn_unref(conn);
-        return up_seterr(UPULSAR_ERR__PROTOCOL, "unexpected answer to PRODUCER");
-    }
-    Pulsar__Proto__CommandProducerSuccess *ps = resp->producer_success;
-    if (!rp->user_named && ps->producer_name && !rp->name[0])
-        snprintf(rp->name, sizeof rp->name, "%s", ps->producer_name);
-    t.last_seq = ps->has_last_sequence_id ? ps->last_sequence_id : -1;
-    /* an empty version (a producer without a schema) is none, as the
-     * official clients take it */
-    if (ps->has_schema_version && ps->schema_version.len > sizeof t.schema_version) {
-        up_loop_call(rp->loop, close_unused_task, &t); /* the broker created it */
-        pulsar__proto__base_command__free_unpacked(resp, NULL);
-        up_conn_unref(conn);
-        return up_seterr(UPULSAR_ERR__PROTOCOL, "%s: schema version of %zu bytes (at most %zu)",
-                         rp->topic, ps->schema_version.len, sizeof t.schema_version);
-    }
-    if (ps->has_schema_version && ps->schema_version.len) {
-        memcpy(t.schema_version, ps->schema_version.data, ps->schema_version.len);
-        t.schema_version_len = (uint8_t)ps->schema_version.len;
-    }
-    if (ps->has_topic_epoch) {
-        rp->has_topic_epoch = true;
-        rp->topic_epoch = ps->topic_epoch;
-    }
-    pulsar__proto__base_command__free_unpacked(resp, NULL);
-    up_loop_call(rp->loop, attach_task, &t);
+    err = up_conn_request(conn, &pm.cmd, pm.pr.request_id, timeout_ms, &resp, register_task, &t);
+    free(pm.sm.kvdata);
+    err = producer_done(rp, &t, err, resp, host, port, proxy_to);
     up_conn_unref(conn);
-    if (!t.ok)
-        return up_seterr(UPULSAR_ERR__CONNECT, "%s: connection lost or producer closed while "
-                         "creating it", rp->topic);
-    return UPULSAR_OK;
+    return err;
+}
+
+void up_establish_many(up_rp_t **rps, int n, int timeout_ms, upulsar_err_t *errs,
+                       char (*whys)[512])
+{
+    if (n <= 0)
+        return;
+    struct upulsar_client *c = rps[0]->client;
+    up_lookup_item_t *it = calloc((size_t)n, sizeof *it);
+    int *idx = calloc((size_t)n, sizeof *idx);
+    up_mreq_t *m = calloc((size_t)n, sizeof *m);
+    attach_t *t = calloc((size_t)n, sizeof *t);
+    int *mi = calloc((size_t)n, sizeof *mi);
+    producer_msg_t *pm = malloc(sizeof *pm);
+    upulsar_err_t err = !it || !idx || !m || !t || !mi || !pm
+                            ? up_seterr(UPULSAR_ERR__NOMEM, "out of memory")
+                            : up_conf_schema_check(&rps[0]->handle->conf);
+    for (int i = 0; i < n; i++) {
+        errs[i] = err;
+        if (err)
+            snprintf(whys[i], sizeof whys[i], "%s", upulsar_last_error());
+    }
+    if (err)
+        goto out;
+    /* where to look each up: a producer a broker sent elsewhere, or whose
+     * topic migrated, the one way (one at a time: rare); all others from
+     * the service URL, together */
+    int nl = 0;
+    for (int i = 0; i < n; i++) {
+        up_rp_t *rp = rps[i];
+        pthread_mutex_lock(&rp->broker_lock);
+        bool own = rp->assigned[0] || rp->cluster[0];
+        pthread_mutex_unlock(&rp->broker_lock);
+        if (own) {
+            if ((errs[i] = up_rp_establish(rp, timeout_ms)))
+                snprintf(whys[i], sizeof whys[i], "%s", upulsar_last_error());
+            continue;
+        }
+        it[nl].topic = rp->topic;
+        it[nl].loop = rp->loop;
+        idx[nl++] = i;
+    }
+    up_lookup_many(c, it, (size_t)nl, c->conf.operation_timeout_ms);
+    int nm = 0;
+    for (int j = 0; j < nl; j++) {
+        int i = idx[j];
+        up_rp_t *rp = rps[i];
+        if (it[j].err) {
+            errs[i] = it[j].err;
+            snprintf(whys[i], sizeof whys[i], "%s", it[j].why);
+            continue;
+        }
+        rp->via_proxy = it[j].proxy_to[0] != '\0';
+        up_conn_t *conn;
+        err = up_conn_get(c, rp->loop, it[j].host, it[j].port, rp->conn_slot, it[j].proxy_to,
+                          &conn);
+        if (!err) {
+            err = producer_msg(rp, pm);
+            if (!err)
+                err = up_mreq_encode(&m[nm], conn, &pm->cmd, pm->pr.request_id);
+            free(pm->sm.kvdata);
+            if (err)
+                up_conn_unref(conn);
+        }
+        if (err) {
+            errs[i] = err;
+            snprintf(whys[i], sizeof whys[i], "%s", upulsar_last_error());
+            continue;
+        }
+        t[nm] = (attach_t){.rp = rp, .conn = conn, .last_seq = -1};
+        m[nm].pre = register_task;
+        m[nm].pre_arg = &t[nm];
+        mi[nm++] = j;
+    }
+    /* every PRODUCER at once, pipelined on the shared connections */
+    up_conn_request_all(m, (size_t)nm, timeout_ms);
+    for (int k = 0; k < nm; k++) {
+        int j = mi[k], i = idx[j];
+        if (m[k].err)
+            up_seterr(m[k].err, "%s", m[k].why);
+        errs[i] = producer_done(rps[i], &t[k], m[k].err, m[k].resp, it[j].host, it[j].port,
+                                it[j].proxy_to);
+        if (errs[i])
+            snprintf(whys[i], sizeof whys[i], "%s", upulsar_last_error());
+        up_conn_unref(t[k].conn);
+    }
+out:
+    free(it);
+    free(idx);
+    free(m);
+    free(t);
+    free(mi);
+    free(pm);
 }

@@ -113,6 +113,7 @@ static void shutdown_end(void *a)
     if (rp->conn)
         up_rp_detach(rp, false);
     up_rp_transition(rp, UP_RP_BIT(UP_RP_CLOSING), UP_RP_CLOSED, "stopped");
+    up_loop_forget_active(rp);
     for (size_t i = 0; i < l->nrps; i++)
         if (l->rps[i] == rp) {
             l->rps[i] = l->rps[--l->nrps];
@@ -234,6 +235,7 @@ upulsar_err_t upulsar_producer_start(upulsar_client_t *c, const char *name, cons
     if (!h)
         return up_seterr(UPULSAR_ERR__NOMEM, "out of memory");
     h->client = c;
+    atomic_init(&h->wd_dirty, 1);
     if (conf)
         h->conf = *conf;
     else
@@ -249,7 +251,24 @@ upulsar_err_t upulsar_producer_start(upulsar_client_t *c, const char *name, cons
         return err;
     }
     uint64_t start_by = up_now_us() + (uint64_t)c->conf.operation_timeout_ms * 1000u;
-    if (partitions == 0) {
+    /* The topic's partition count is the broker's (PARTITIONED_METADATA),
+     * as the official clients take it; a count given here is what the
+     * caller expects, checked against it: when they differ the broker's
+     * wins, with a warning. Routing then agrees with every other client of
+     * the topic from the first message, nothing is written to partition
+     * topics that do not exist, and a producer restarted after the topic
+     * was given more partitions starts with all of them, as a running one
+     * follows the growth. */
+    int given = partitions;
+    if (given > h->conf.partitions_max) {
+        up_seterr(UPULSAR_ERR__INVALID_ARG,
+                  "%s: %d partitions given, more than partitions.max=%d (raise it to open them "
+                  "all)",
+                  h->topic, given, h->conf.partitions_max);
+        free(h);
+        return UPULSAR_ERR__INVALID_ARG;
+    }
+    {
         uint64_t delay_ms = (uint64_t)c->conf.backoff_initial_ms;
         while ((err = up_partitions(c, h->topic, &partitions)) &&
                up_err_class(err, false, false) == UP_ERR_CLASS_TRANSIENT &&
@@ -265,6 +284,15 @@ upulsar_err_t upulsar_producer_start(upulsar_client_t *c, const char *name, cons
             return err;
         }
     }
+    if (given > 0 && given != partitions && partitions > 0)
+        up_log(c, UPULSAR_LOG_WARNING,
+               "%s: %d partitions given, but the broker reports %d: using the broker's %d",
+               h->topic, given, partitions, partitions);
+    else if (given > 0 && given != partitions)
+        up_log(c, UPULSAR_LOG_WARNING,
+               "%s: %d partitions given, but the broker reports a non-partitioned topic "
+               "(0 partitions): producing to it as one",
+               h->topic, given);
     if (partitions > h->conf.partitions_max) {
         up_seterr(UPULSAR_ERR__INVALID_ARG,
                   "%s has %d partitions, more than partitions.max=%d (raise it to open them all)",
@@ -462,6 +490,7 @@ static upulsar_err_t wait_resolved(struct upulsar_producer *h, int nall, const u
                 return up_seterr(UPULSAR_ERR__TIMED_OUT, "%s: not all messages resolved in time",
                                  rp->topic);
             atomic_store(&rp->flush_req, 1);
+            up_rp_mark_active(rp);
             up_loop_wake(rp->loop);
             if (++spins < 16) {
                 sched_yield();
@@ -492,6 +521,7 @@ static upulsar_err_t flush_wait(struct upulsar_producer *h, int timeout_ms)
     for (int i = 0; i < nall; i++) {
         marks[i] = up_ring_head_pos(&h->all[i]->ring);
         atomic_store(&h->all[i]->flush_req, 1);
+        up_rp_activate(h->all[i]);
         up_loop_wake(h->all[i]->loop);
     }
     upulsar_err_t err = wait_resolved(h, nall, marks, deadline_of(timeout_ms));

@@ -663,3 +663,159 @@ void up_rp_fail_pending_why(up_rp_t *rp, upulsar_err_t err, const char *why)
     fail_all(rp, err, det);
     up_detail_put(&rp->client->futures, det);
 }
+
+/* ---- activity: the producers the loop visits -------------------------------- */
+
+/* A loop visits only its active producers: those with records in their
+ * ring, open or pending batches, or a flush asked. A caller that commits a
+ * record to an idle producer puts it on the loop's act_in stack (one
+ * exchange and one push per idle -> active change, a relaxed load
+ * otherwise); the loop moves it to its list, drains it, times it out, and
+ * takes it off the list at a tick that finds nothing pending.
+ *
+ * Taking a producer off needs the sleep handshake's pairing (uring_loop.c):
+ * a caller commits (R1), fences, then reads `act`; the tick stores act = 0,
+ * fences (up_fence_heavy(): membarrier when callers use compiler-only
+ * fences), then looks at the ring again. One of the two sees the other, so
+ * a record is never left in an idle producer's ring. */
+
+static void act_append(up_loop_t *l, up_rp_t *rp)
+{
+    if (rp->act_listed)
+        return;
+    rp->act_next = NULL;
+    rp->act_prev = l->act_tail;
+    if (l->act_tail)
+        l->act_tail->act_next = rp;
+    else
+        l->act_head = rp;
+    l->act_tail = rp;
+    rp->act_listed = true;
+    l->nact++;
+}
+
+static void act_unlink(up_loop_t *l, up_rp_t *rp)
+{
+    if (!rp->act_listed)
+        return;
+    if (rp->act_prev)
+        rp->act_prev->act_next = rp->act_next;
+    else
+        l->act_head = rp->act_next;
+    if (rp->act_next)
+        rp->act_next->act_prev = rp->act_prev;
+    else
+        l->act_tail = rp->act_prev;
+    rp->act_prev = rp->act_next = NULL;
+    rp->act_listed = false;
+    l->nact--;
+}
+
+void up_rp_activate(up_rp_t *rp)
+{
+    if (atomic_exchange_explicit(&rp->act, 1, memory_order_acq_rel))
+        return; /* listed, or queued for the loop already */
+    up_loop_t *l = rp->loop;
+    up_rp_t *top = atomic_load_explicit(&l->act_in, memory_order_relaxed);
+    do
+        rp->act_in_next = top;
+    while (!atomic_compare_exchange_weak_explicit(&l->act_in, &top, rp, memory_order_release,
+                                                  memory_order_relaxed));
+    /* the push before the caller reads the loop's `sleeping` (the loop
+     * stores `sleeping`, fences, then reads act_in) */
+    atomic_thread_fence(memory_order_seq_cst);
+}
+
+/* Move the producers callers activated onto the list. (loop) */
+static void act_take(up_loop_t *l)
+{
+    if (!atomic_load_explicit(&l->act_in, memory_order_relaxed))
+        return;
+    up_rp_t *rp = atomic_exchange_explicit(&l->act_in, NULL, memory_order_acquire);
+    while (rp) {
+        up_rp_t *next = rp->act_in_next;
+        rp->act_in_next = NULL;
+        act_append(l, rp);
+        rp = next;
+    }
+}
+
+bool up_loop_pump_active(up_loop_t *l, uint64_t now, uint64_t *deadline)
+{
+    act_take(l);
+    bool busy = false;
+    for (up_rp_t *rp = l->act_head, *next; rp; rp = next) {
+        next = rp->act_next;
+        busy |= up_rp_pump(rp, now, deadline);
+    }
+    return busy;
+}
+
+bool up_loop_active_waiting(up_loop_t *l)
+{
+    if (atomic_load_explicit(&l->act_in, memory_order_relaxed))
+        return true;
+    for (up_rp_t *rp = l->act_head; rp; rp = rp->act_next)
+        if (!rp->holding && (up_ring_peek(&rp->ring) || atomic_load(&rp->flush_req)))
+            return true;
+    return false;
+}
+
+/* Work the loop still has for @p rp (reserved records count: their commit
+ * follows). */
+static bool has_work(up_rp_t *rp)
+{
+    return rp->open || rp->pend_head || up_ring_nonempty(&rp->ring) ||
+           atomic_load_explicit(&rp->flush_req, memory_order_relaxed);
+}
+
+void up_loop_tick_active(up_loop_t *l, uint64_t now)
+{
+    act_take(l);
+    up_rp_t *idle = NULL;
+    for (up_rp_t *rp = l->act_head, *next; rp; rp = next) {
+        next = rp->act_next;
+        up_rp_check_timeouts(rp, now);
+        if (has_work(rp))
+            continue;
+        /* an idle ring gives its pages back queue.idle.release.ms after it
+         * last needed them: the producer stays listed until it has */
+        uint64_t rel = (uint64_t)rp_conf(rp)->queue_idle_release_ms * 1000u;
+        if (!up_ring_peek(&rp->ring))
+            up_ring_idle(&rp->ring, now, rel);
+        if (rel && atomic_load_explicit(&rp->ring.touched, memory_order_relaxed) > rp->ring.home)
+            continue;
+        act_unlink(l, rp);
+        /* release: a caller that queues it again (acquire exchange) sees
+         * the loop done with its links */
+        atomic_store_explicit(&rp->act, 0, memory_order_release);
+        rp->act_next = idle; /* a list of its own until looked at again */
+        idle = rp;
+    }
+    if (!idle)
+        return;
+    atomic_thread_fence(memory_order_seq_cst);
+    up_fence_heavy();
+    for (up_rp_t *rp = idle, *next; rp; rp = next) {
+        next = rp->act_next;
+        rp->act_next = NULL;
+        if (has_work(rp)) {
+            /* a record committed meanwhile whose caller saw act == 1:
+             * listed again here, unless it has queued itself since */
+            if (!atomic_exchange_explicit(&rp->act, 1, memory_order_acq_rel))
+                act_append(l, rp);
+        } else {
+            /* everything it took is resolved: a flush of it has nothing to
+             * wait for */
+            atomic_store_explicit(&rp->resolved_ring_pos, rp->ring.ctail, memory_order_release);
+        }
+    }
+}
+
+void up_loop_forget_active(up_rp_t *rp)
+{
+    /* act stays 1: callers never queue it again */
+    atomic_store_explicit(&rp->act, 1, memory_order_seq_cst);
+    act_take(rp->loop); /* it may be queued */
+    act_unlink(rp->loop, rp);
+}

@@ -140,6 +140,10 @@ bool up_rp_transition(up_rp_t *rp, unsigned from, up_rp_st_t to, const char *why
         /* seq_cst, as the stores it replaces: a failure's error code
          * (up_rp_t.failed) is stored before the state says FAILED */
         if (atomic_compare_exchange_weak(&rp->state, &cur, next)) {
+            /* what the supervisor acts on: it walks the handle's producers
+             * at its next pass (watchdog.c, supervise) */
+            if (rp->handle && ((UP_RP_IN_BACKOFF | UP_RP_BIT(UP_RP_FAILED)) & UP_RP_BIT(to)))
+                atomic_store_explicit(&rp->handle->wd_dirty, 1, memory_order_release);
             if (debug_enabled())
                 up_log(rp->client, UP_LOG_DEBUG, "%s: producer %llu: %s -> %s: %s", rp->topic,
                        (unsigned long long)rp->producer_id, up_rp_st_name(st),

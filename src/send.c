@@ -465,6 +465,7 @@ upulsar_err_t up_rp_enqueue(up_rp_t *rp, const void *payload, size_t len,
         atomic_signal_fence(memory_order_seq_cst);
     else
         atomic_thread_fence(memory_order_seq_cst);
+    up_rp_mark_active(rp); /* an idle producer joins its loop's active list */
     /* a loop sleeping until a deadline is woken when that deadline is not
      * this producer's (`armed`, batcher.c) or a full batch is waiting */
     int s = atomic_load_explicit(&rp->loop->sleeping, memory_order_relaxed);

@@ -40,7 +40,7 @@ bool up_fence_light_ok(void)
     return atomic_load_explicit(&heavy_fence_ok, memory_order_relaxed) == 1;
 }
 
-static void fence_heavy(void)
+void up_fence_heavy(void)
 {
     if (up_fence_light_ok() && syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) == 0)
         return;
@@ -146,19 +146,14 @@ static bool work_waiting(up_loop_t *l)
 {
     if (atomic_load_explicit(&l->has_tasks, memory_order_relaxed))
         return true;
-    for (size_t i = 0; i < l->nrps; i++)
-        if (!l->rps[i]->holding &&
-            (up_ring_peek(&l->rps[i]->ring) || atomic_load(&l->rps[i]->flush_req)))
-            return true;
-    return false;
+    return up_loop_active_waiting(l); /* producer.c */
 }
 
 static void tick(up_loop_t *l, uint64_t now)
 {
     for (size_t i = 0; i < l->nconns; i++)
         up_conn_tick(l->conns[i], now);
-    for (size_t i = 0; i < l->nrps; i++)
-        up_rp_check_timeouts(l->rps[i], now);
+    up_loop_tick_active(l, now); /* the active producers only (producer.c) */
     /* batches that stayed in the pool since the last trim are not needed */
     if (now - l->pool_trim_us >= UP_POOL_TRIM_US) {
         up_batch_pool_trim(l);
@@ -190,9 +185,7 @@ static void *loop_main(void *arg)
             break;
         uint64_t now = up_now_us();
         uint64_t deadline = UINT64_MAX;
-        bool busy = false;
-        for (size_t i = 0; i < l->nrps; i++)
-            busy |= up_rp_pump(l->rps[i], now, &deadline);
+        bool busy = up_loop_pump_active(l, now, &deadline); /* producer.c */
         for (size_t i = 0; i < l->nconns; i++)
             up_conn_flush(l->conns[i]);
         if (now - l->last_tick_us >= TICK_US) {
@@ -209,7 +202,7 @@ static void *loop_main(void *arg)
         int mode = deadline == UINT64_MAX ? UP_SLEEP_IDLE : UP_SLEEP_TIMED;
         atomic_store_explicit(&l->sleeping, mode, memory_order_relaxed);
         atomic_thread_fence(memory_order_seq_cst);
-        fence_heavy();
+        up_fence_heavy();
         if (work_waiting(l)) {
             atomic_store_explicit(&l->sleeping, UP_AWAKE, memory_order_relaxed);
             continue;

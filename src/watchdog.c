@@ -151,6 +151,7 @@ static void est_finish(struct upulsar_client *c, up_rp_t *rp, upulsar_err_t err)
 {
     rp->est_err = err;
     atomic_store_explicit(&rp->est_state, UP_EST_DONE, memory_order_release);
+    atomic_store_explicit(&rp->handle->wd_dirty, 1, memory_order_release);
     rp->handle->establishing--;
     c->wd_kicked = true;
     pthread_cond_broadcast(&c->wd_cv);
@@ -214,6 +215,112 @@ void up_watchdog_forget(struct upulsar_producer *h)
     }
 }
 
+/* up_establish_all() on the calling thread, in rounds: each round is one
+ * attempt of every producer due, all together (up_establish_many():
+ * lookups batched per broker, PRODUCER requests pipelined); a producer
+ * whose attempt failed with a retriable error is due again after its
+ * backoff delay. */
+static upulsar_err_t establish_rounds(up_rp_t **rps, int n, uint64_t deadline_us)
+{
+    struct upulsar_client *c = rps[0]->client;
+    struct upulsar_producer *h = rps[0]->handle;
+    const struct upulsar_conf *cc = &c->conf;
+    struct attempt {
+        uint64_t next_us, delay_ms;
+        bool over;
+    } *a = calloc((size_t)n, sizeof *a);
+    up_rp_t **due = calloc((size_t)n, sizeof *due);
+    int *di = calloc((size_t)n, sizeof *di);
+    upulsar_err_t *errs = calloc((size_t)n, sizeof *errs);
+    char(*whys)[512] = calloc((size_t)n, sizeof *whys);
+    upulsar_err_t fail = UPULSAR_OK, last = UPULSAR_OK;
+    char why[512] = "";
+    if (!a || !due || !di || !errs || !whys) {
+        fail = up_seterr(UPULSAR_ERR__NOMEM, "out of memory");
+        snprintf(why, sizeof why, "%s", upulsar_last_error());
+        goto out;
+    }
+    for (int i = 0; i < n; i++)
+        a[i].delay_ms = (uint64_t)cc->backoff_initial_ms;
+    int left = n;
+    while (left > 0 && !fail) {
+        uint64_t now = up_now_us(), wake = UINT64_MAX;
+        int nd = 0;
+        for (int i = 0; i < n; i++) {
+            if (a[i].over)
+                continue;
+            if (now >= a[i].next_us) {
+                di[nd] = i;
+                due[nd++] = rps[i];
+            } else if (a[i].next_us < wake) {
+                wake = a[i].next_us;
+            }
+        }
+        if (nd == 0) { /* all waiting for their next attempt */
+            if (up_cancelled()) {
+                fail = up_seterr(UPULSAR_ERR__CLOSED, "stopping");
+                snprintf(why, sizeof why, "%s", upulsar_last_error());
+                break;
+            }
+            uint64_t until = wake - now < UP_CANCEL_SLICE_MS * 1000u
+                                 ? wake - now
+                                 : UP_CANCEL_SLICE_MS * 1000u;
+            struct timespec ts = {0, (long)until * 1000L};
+            nanosleep(&ts, NULL);
+            continue;
+        }
+        int timeout_ms = cc->operation_timeout_ms;
+        if (deadline_us) {
+            timeout_ms = deadline_us > now + 1000u ? (int)((deadline_us - now) / 1000u) : 1;
+            if (timeout_ms > cc->operation_timeout_ms)
+                timeout_ms = cc->operation_timeout_ms;
+        }
+        up_establish_many(due, nd, timeout_ms, errs, whys);
+        now = up_now_us();
+        for (int k = 0; k < nd; k++) {
+            int i = di[k];
+            upulsar_err_t err = errs[k];
+            if (!err || fail) {
+                a[i].over = true;
+                left--;
+                continue;
+            }
+            last = err;
+            snprintf(why, sizeof why, "%s", whys[k]);
+            /* only what is transient is tried again at creation
+             * (up_err_class(): e.g. not the backlog quota's hold) */
+            if (up_err_class(err, up_rp_created(rps[i]),
+                             h->conf.access_mode != UP_ACCESS_SHARED) != UP_ERR_CLASS_TRANSIENT ||
+                now >= deadline_us) {
+                fail = err;
+                a[i].over = true;
+                left--;
+                continue;
+            }
+            a[i].next_us = now + a[i].delay_ms * 1000u;
+            a[i].delay_ms = a[i].delay_ms * 2 < (uint64_t)cc->backoff_max_ms
+                                ? a[i].delay_ms * 2
+                                : (uint64_t)cc->backoff_max_ms;
+            if (a[i].next_us >= deadline_us) { /* no time left for another attempt */
+                fail = last;
+                a[i].over = true;
+                left--;
+            }
+        }
+        /* after a failure nothing is tried again: the caller closes the
+         * handle (start) or leaves the rest to the supervisor (growth) */
+    }
+out:
+    free(a);
+    free(due);
+    free(di);
+    free(errs);
+    free(whys);
+    if (fail)
+        return up_seterr(fail, "%s", why);
+    return UPULSAR_OK;
+}
+
 upulsar_err_t up_establish_all(up_rp_t **rps, int n, uint64_t deadline_us,
                                bool cancel_on_failure)
 {
@@ -222,6 +329,10 @@ upulsar_err_t up_establish_all(up_rp_t **rps, int n, uint64_t deadline_us,
     struct upulsar_client *c = rps[0]->client;
     struct upulsar_producer *h = rps[0]->handle;
     const struct upulsar_conf *cc = &c->conf;
+    /* WaitForExclusive parks a PRODUCER without timeout: the establish
+     * workers run those (a parked worker is replaced) */
+    if (h->conf.access_mode != UP_ACCESS_WAIT_FOR_EXCLUSIVE)
+        return establish_rounds(rps, n, deadline_us);
     struct attempt {
         uint64_t next_us, delay_ms;
         bool over;
@@ -383,6 +494,12 @@ static void supervise(struct upulsar_producer *h, uint64_t now)
 {
     const struct upulsar_conf *cf = &h->conf;         /* producer keys */
     const struct upulsar_conf *cc = &h->client->conf; /* client keys: backoff, timeouts */
+    /* nothing happened to its producers since a walk that left none
+     * waiting: an idle handle costs no walk */
+    if (!atomic_exchange_explicit(&h->wd_dirty, 0, memory_order_acq_rel) && !h->wd_more)
+        return;
+    h->wd_more = true; /* until a walk goes to its end */
+    bool more = false;
     for (int g = 0; g < h->ngroups; g++) {
         up_group_t *grp = &h->groups[g];
         if (atomic_load(&grp->failed))
@@ -400,13 +517,16 @@ static void supervise(struct upulsar_producer *h, uint64_t now)
             if (atomic_load(&h->closed) || atomic_load(&grp->failed))
                 return;
             int est = atomic_load_explicit(&rp->est_state, memory_order_acquire);
-            if (est == UP_EST_BUSY)
+            if (est == UP_EST_BUSY) {
+                more = true;
                 continue; /* a worker has it */
+            }
             if (est == UP_EST_DONE && !est_result(grp, rp, cf, cc))
                 break;
             up_rp_st_t st = up_rp_st(rp);
             if (!(UP_RP_BIT(st) & UP_RP_IN_BACKOFF))
                 continue;
+            more = true; /* waiting for its attempt, or handed to a worker below */
             if (rp->next_attempt_us == 0) {
                 /* a graceful close (unload, transfer, migration, lazy
                  * start) is taken once: the attempt after it is no restart
@@ -455,6 +575,7 @@ static void supervise(struct upulsar_producer *h, uint64_t now)
             est_submit(rp);
         }
     }
+    h->wd_more = more;
 }
 
 

@@ -281,6 +281,8 @@ Test(cli, files_are_read_in_order_and_dash_reads_stdin)
 
 Test(cli, partitioned_ids_name_the_partition_entry_and_position_that_stored_each_message)
 {
+    /* the broker's count: -p is checked against it */
+    cr_assert_eq(upulsar_tb_set_partitions(tb, "cli-parts", 3), UPULSAR_OK);
     const char *args[] = {"-b", upulsar_tb_url(tb), "-t", "cli-parts", "-p", "3", "-K", "=", NULL};
     char input[2048] = "";
     for (int i = 0; i < 40; i++) {
@@ -332,6 +334,77 @@ Test(cli, partitions_zero_asks_the_broker)
     cr_assert_eq(upulsar_tb_topic_stats(tb, "cli-meta-partition-1", &b), UPULSAR_OK);
     cr_assert_eq(a.messages + b.messages, 4);
     run_free(&r);
+}
+
+/* -p N on a topic the broker gives another count: the broker's count is
+ * used (warned about on stderr, naming both), so every message goes to a
+ * partition that exists, routed by the broker's count; nothing reaches the
+ * partitions beyond it. */
+static void check_count_mismatch(const char *topic, const char *given, int real)
+{
+    cr_assert_eq(upulsar_tb_set_partitions(tb, topic, real), UPULSAR_OK);
+    const char *args[] = {"-b", upulsar_tb_url(tb), "-t", topic, "-p", given, "-K", "=", NULL};
+    char input[4096] = "";
+    for (int i = 0; i < 64; i++) {
+        char l[48];
+        snprintf(l, sizeof l, "key-%d=value-%d\n", i, i);
+        strcat(input, l);
+    }
+    run_t r = run_cli(args, input);
+    cr_assert_eq(r.status, 0, "exit %d: %s", r.status, r.err);
+    char want[64];
+    snprintf(want, sizeof want, "%s partitions given, but the broker reports %d", given, real);
+    cr_assert(strstr(r.err, want), "stderr does not warn '%s': %s", want, r.err);
+    snprintf(want, sizeof want, "%d partitions", real);
+    cr_assert(strstr(r.err, want), "summary: %s", r.err);
+    char *lines[80];
+    cr_assert_eq(lines_of(&r, lines, 80), 64);
+    uint64_t stored = 0;
+    for (int p = 0; p < real; p++) {
+        char t[96];
+        snprintf(t, sizeof t, "%s-partition-%d", topic, p);
+        upulsar_tb_snapshot_t *s = snap(t);
+        for (size_t k = 0; k < upulsar_tb_snapshot_count(s); k++) {
+            const upulsar_tb_msg_t *m = upulsar_tb_snapshot_msg(s, k);
+            /* on the partition the broker's count routes its key to */
+            char key[32];
+            cr_assert_not_null(m->partition_key);
+            snprintf(key, sizeof key, "%s", m->partition_key);
+            uint32_t hsh = 0;
+            for (const char *c = key; *c; c++)
+                hsh = 31 * hsh + (uint32_t)(unsigned char)*c;
+            int want_part = (int)((hsh & 0x7fffffffu) % (uint32_t)real);
+            cr_assert_eq(want_part, p, "%s stored on partition %d, not %d", key, p, want_part);
+        }
+        stored += upulsar_tb_snapshot_count(s);
+        upulsar_tb_snapshot_free(s);
+    }
+    cr_assert_eq(stored, 64, "%llu of 64 messages stored", (unsigned long long)stored);
+    int given_n = atoi(given);
+    for (int p = real; p < given_n; p++) {
+        char t[96];
+        snprintf(t, sizeof t, "%s-partition-%d", topic, p);
+        upulsar_tb_topic_stats_t st;
+        cr_assert(upulsar_tb_topic_stats(tb, t, &st) != UPULSAR_OK || st.messages == 0,
+                  "%s, beyond the broker's count, got messages", t);
+    }
+    for (int i = 0; i < 64; i++) {
+        int part, bi;
+        long long ledger, entry;
+        parse_id(lines[i], &part, &ledger, &entry, &bi);
+        cr_assert(part >= 0 && part < real, "line %d: %s", i, lines[i]);
+    }
+    run_free(&r);
+}
+
+Test(cli, more_partitions_than_the_broker_has_uses_the_brokers_count)
+{
+    check_count_mismatch("cli-more", "32", 16);
+}
+
+Test(cli, fewer_partitions_than_the_broker_has_uses_the_brokers_count)
+{
+    check_count_mismatch("cli-fewer", "4", 16);
 }
 
 Test(cli, quiet_prints_no_ids_only_the_summary)

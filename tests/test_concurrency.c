@@ -393,6 +393,8 @@ Test(engine, eight_threads_no_loss_no_duplicates_order_kept, .timeout = 240)
     upulsar_client_t *client;
     cr_assert_eq(upulsar_client_new(conf, &client), UPULSAR_OK);
     upulsar_producer_t *p;
+    /* the broker declares the partitions start uses (it checks its count) */
+    cr_assert_eq(upulsar_tb_set_partitions(tb, "mt", PARTS), UPULSAR_OK);
     cr_assert_eq(upulsar_producer_start(client, "mt", "mt", PARTS, conf, &p), UPULSAR_OK, "%s",
                  upulsar_last_error());
     upulsar_conf_destroy(conf);

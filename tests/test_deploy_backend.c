@@ -141,6 +141,7 @@ static void send_and_check(const char *topic, const char *const *kv, const char 
     upulsar_tb_t *tb = ft_broker();
     upulsar_client_t *client = ft_client(tb, kv);
     cr_assert_eq(upulsar_client_set_log_cb(client, log_cb, NULL), UPULSAR_OK);
+    cr_assert_eq(upulsar_tb_set_partitions(tb, topic, PARTS), UPULSAR_OK);
     upulsar_producer_t *p = ft_producer(client, "db", topic, PARTS, NULL);
 
     char *json = NULL, want[64];
@@ -249,7 +250,7 @@ Test(deploy_backend, environment_variable_replaces_auto_but_not_an_explicit_choi
     upulsar_tb_t *tb = ft_broker();
     upulsar_client_t *client = ft_client(tb, NULL);
     cr_assert_eq(upulsar_client_set_log_cb(client, log_cb, NULL), UPULSAR_OK);
-    upulsar_producer_t *p = ft_producer(client, "env", "env-auto", 1, NULL);
+    upulsar_producer_t *p = ft_producer(client, "env", "env-auto", 0, NULL);
     ft_send_ok(p, NULL);
     cr_assert_eq(upulsar_producer_stop(p, 10000), UPULSAR_OK);
     ft_stop_client_and_broker(tb, client);
@@ -264,7 +265,7 @@ Test(deploy_backend, environment_variable_replaces_auto_but_not_an_explicit_choi
     const char *kv[] = {"io.backend", "epoll", NULL};
     client = ft_client(tb, kv);
     cr_assert_eq(upulsar_client_set_log_cb(client, log_cb, NULL), UPULSAR_OK);
-    p = ft_producer(client, "env", "env-explicit", 1, NULL);
+    p = ft_producer(client, "env", "env-explicit", 0, NULL);
     ft_send_ok(p, NULL);
     cr_assert_eq(upulsar_producer_stop(p, 10000), UPULSAR_OK);
     ft_stop_client_and_broker(tb, client);

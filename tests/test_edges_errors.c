@@ -120,9 +120,13 @@ Test(edges_errors, failed_loop_registration_fails_the_start)
     upulsar_client_t *c = ft_client(tb, kv);
     const char *pkv[] = {"batch.max.messages", "1", NULL};
     /* 16 producers fill the loop's first list exactly (16 entries) */
+    /* the broker declares the partitions start uses (it checks its count) */
+    cr_assert_eq(upulsar_tb_set_partitions(tb, "reg-a", 16), UPULSAR_OK);
     upulsar_producer_t *a = ft_producer(c, "reg-a", "reg-a", 16, pkv);
     upulsar_producer_t *p = NULL;
     atomic_store(&up_fault_loop_list_nomem, 1);
+    /* the broker declares the partitions start uses (it checks its count) */
+    cr_assert_eq(upulsar_tb_set_partitions(tb, "reg-b", 1), UPULSAR_OK);
     upulsar_err_t err = upulsar_producer_start(c, "reg-b", "reg-b", 1, NULL, &p);
     char why[512];
     snprintf(why, sizeof why, "%s", upulsar_last_error());
@@ -137,6 +141,8 @@ Test(edges_errors, failed_loop_registration_fails_the_start)
 
     /* the loop's list is intact: a start that grows it twice (16 -> 32 ->
      * 64) works, and every producer on the loop, old and new, delivers */
+    /* the broker declares the partitions start uses (it checks its count) */
+    cr_assert_eq(upulsar_tb_set_partitions(tb, "reg-b", 40), UPULSAR_OK);
     p = ft_producer(c, "reg-b", "reg-b", 40, pkv);
     two_per_partition(tb, a, "reg-a", 16);
     two_per_partition(tb, p, "reg-b", 40);
@@ -239,6 +245,8 @@ Test(edges_errors, too_many_open_files_names_the_reason_and_the_broker)
     /* a connection refused for EMFILE is retried until operation.timeout.ms */
     const char *kv[] = {"operation.timeout.ms", "1000", NULL};
     upulsar_client_t *c = ft_client(tb, kv);
+    /* the broker declares the partitions start uses (it checks its count) */
+    cr_assert_eq(upulsar_tb_set_partitions(tb, "emfile", 1), UPULSAR_OK);
     fd_squeeze_t s;
     fd_squeeze(&s);
     int probe = socket(AF_INET, SOCK_STREAM, 0);
@@ -323,6 +331,8 @@ Test(edges_errors, token_file_emptied_later_fails_the_connect_naming_it)
     upulsar_client_t *c = ft_client(tb, kv);
     write_file(path, "");
     upulsar_producer_t *p = NULL;
+    /* the broker declares the partitions start uses (it checks its count) */
+    cr_assert_eq(upulsar_tb_set_partitions(tb, "emptied", 1), UPULSAR_OK);
     upulsar_err_t err = upulsar_producer_start(c, NULL, "emptied", 1, NULL, &p);
     char why[512];
     snprintf(why, sizeof why, "%s", upulsar_last_error());

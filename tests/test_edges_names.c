@@ -59,6 +59,8 @@ Test(edges_names, long_partitioned_names_are_used_whole)
         char topic[UPULSAR_TOPIC_NAME_MAX + 1];
         full_name(topic, sizeof topic, len, (char)('A' + (len - 221)));
         upulsar_producer_t *p = NULL;
+        /* the broker declares the partitions start uses (it checks its count) */
+        cr_assert_eq(upulsar_tb_set_partitions(tb, topic, PARTS), UPULSAR_OK);
         cr_assert_eq(upulsar_producer_start(client, NULL, topic, PARTS, NULL, &p), UPULSAR_OK,
                      "length %zu: %s", len, upulsar_last_error());
         upulsar_producer_info_t info[PARTS];
@@ -100,6 +102,8 @@ Test(edges_names, a_name_over_the_limit_is_refused_with_the_limit)
     snprintf(limit, sizeof limit, "at most %d", UPULSAR_TOPIC_NAME_MAX);
     for (int parts = 0; parts <= 2; parts += 2) {
         upulsar_producer_t *p = NULL;
+        /* the broker declares the partitions start uses (it checks its count) */
+        cr_assert_eq(upulsar_tb_set_partitions(tb, topic, parts), UPULSAR_OK);
         cr_assert_eq(upulsar_producer_start(client, NULL, topic, parts, NULL, &p),
                      UPULSAR_ERR__INVALID_TOPIC);
         cr_assert_null(p);

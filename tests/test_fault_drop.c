@@ -70,6 +70,8 @@ Test(fault_drop, repeated_drops_lose_and_duplicate_nothing, .timeout = 120)
     upulsar_tb_t *tb = ft_broker();
     upulsar_client_t *client = ft_client(tb, NULL);
     const char *kv[] = {"queue.buffer.bytes", "262144", NULL};
+    /* the broker declares the partitions start uses (it checks its count) */
+    cr_assert_eq(upulsar_tb_set_partitions(tb, "drops", PARTS), UPULSAR_OK);
     upulsar_producer_t *p = ft_producer(client, "fd", "drops", PARTS, kv);
     ft_run_t *run = ft_run_new(p, THREADS, PER_THREAD, 0);
     dropper_t d = {.tb = tb, .p = p, .run = run, .base = ft_resolved_so_far()};

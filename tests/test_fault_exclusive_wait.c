@@ -62,6 +62,8 @@ Test(fault_exclusive_wait, waiting_partitions_do_not_block_other_producers)
     upulsar_conf_t *hconf =
         with("producer.access.mode", "exclusive", "producer.properties", "who=holder");
     upulsar_producer_t *holder = NULL;
+    /* the broker declares the partitions start uses (it checks its count) */
+    cr_assert_eq(upulsar_tb_set_partitions(tb, "held", PARTS), UPULSAR_OK);
     cr_assert_eq(upulsar_producer_start(holder_client, NULL, "held", PARTS, hconf, &holder),
                  UPULSAR_OK, "%s", upulsar_last_error());
     upulsar_conf_destroy(hconf);
@@ -77,6 +79,8 @@ Test(fault_exclusive_wait, waiting_partitions_do_not_block_other_producers)
 
     /* the same client starts and uses another producer meanwhile */
     upulsar_producer_t *other = NULL;
+    /* the broker declares the partitions start uses (it checks its count) */
+    cr_assert_eq(upulsar_tb_set_partitions(tb, "elsewhere", 4), UPULSAR_OK);
     cr_assert_eq(upulsar_producer_start(c, NULL, "elsewhere", 4, NULL, &other), UPULSAR_OK,
                  "%s", upulsar_last_error());
     ft_send_ok(other, NULL);

@@ -19,6 +19,8 @@ TestSuite(fault_hold, .init = setup, .fini = teardown, .timeout = 60);
 static ft_run_t *send_all_with_receipts_held(const char *name, const char *topic)
 {
     cr_assert_eq(upulsar_tb_hold_receipts(tb, NULL), UPULSAR_OK);
+    /* the broker declares the partitions start uses (it checks its count) */
+    cr_assert_eq(upulsar_tb_set_partitions(tb, topic, PARTS), UPULSAR_OK);
     upulsar_producer_t *p = ft_producer(client, name, topic, PARTS, NULL);
     ft_run_t *run = ft_run_new(p, THREADS, PER_THREAD, 2);
     ft_run_start(run);

@@ -368,6 +368,8 @@ static void run_hostile(ht_cases_t *cases, int parts, const char *const *kv)
     enum { THREADS = 2 };
     const uint64_t every = 300 / FT_SCALE;
     client = ft_client(tb, kv);
+    /* the broker declares the partitions start uses (it checks its count) */
+    cr_assert_eq(upulsar_tb_set_partitions(tb, "hostile", parts), UPULSAR_OK);
     upulsar_producer_t *p = ft_producer(client, "hostile-producer", "hostile", parts, NULL);
     uint64_t total = every * (uint64_t)(cases->n + 1);
     ft_run_t *run = ft_run_new(p, THREADS, (int)(total / THREADS), 0);

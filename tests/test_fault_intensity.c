@@ -64,6 +64,8 @@ Test(fault_intensity, exceeding_restart_intensity_fails_only_that_group, .timeou
     upulsar_client_t *client = ft_client(tb, NULL);
     const char *kv[] = {"restart.intensity", "3", "restart.period.ms", A_DAY_MS,
                         "queue.buffer.bytes", "262144", NULL};
+    /* the broker declares the partitions start uses (it checks its count) */
+    cr_assert_eq(upulsar_tb_set_partitions(tb, "intense", PARTS), UPULSAR_OK);
     upulsar_producer_t *p = ft_producer(client, "fi", "intense", PARTS, kv);
     ft_run_t *run = ft_run_new(p, THREADS, PER_THREAD, 1);
     trigger_t tg = {.tb = tb, .run = run};
@@ -167,6 +169,8 @@ Test(fault_intensity, orderly_closes_by_the_broker_are_not_restarts, .timeout = 
     upulsar_tb_t *tb = ft_broker();
     upulsar_client_t *client = ft_client(tb, NULL);
     const char *kv[] = {"restart.intensity", "2", "restart.period.ms", A_DAY_MS, NULL};
+    /* the broker declares the partitions start uses (it checks its count) */
+    cr_assert_eq(upulsar_tb_set_partitions(tb, "orderly", PARTS), UPULSAR_OK);
     upulsar_producer_t *p = ft_producer(client, "fo", "orderly", PARTS, kv);
     ft_run_t *run = ft_run_new(p, THREADS, PER_THREAD, 1);
     unloader_t u = {.tb = tb, .run = run};

@@ -31,6 +31,8 @@ TestSuite(fault_keepalive, .init = setup, .fini = teardown, .timeout = 60);
 Test(fault_keepalive, unanswered_pings_make_the_client_reconnect)
 {
     enum { N = 20000 / FT_SCALE };
+    /* the broker declares the partitions start uses (it checks its count) */
+    cr_assert_eq(upulsar_tb_set_partitions(tb, "pings", PARTS), UPULSAR_OK);
     upulsar_producer_t *p = ft_producer(client, "ka", "pings", PARTS, NULL);
     ft_run_t *run = ft_run_new(p, 1, N, 0);
     run->per_thread = N / 2; /* first half */
@@ -73,6 +75,8 @@ Test(fault_keepalive, hung_broker_is_detected_and_nothing_is_lost)
 {
     enum { N = 40000 / FT_SCALE };
     const char *kv[] = {"queue.buffer.bytes", "262144", NULL};
+    /* the broker declares the partitions start uses (it checks its count) */
+    cr_assert_eq(upulsar_tb_set_partitions(tb, "frozen", PARTS), UPULSAR_OK);
     upulsar_producer_t *p = ft_producer(client, "kf", "frozen", PARTS, kv);
     ft_run_t *run = ft_run_new(p, 1, N, 0);
     ft_run_allow(run, N / 2); /* the rest once the broker hangs */

@@ -55,6 +55,8 @@ Test(fault_restart, restarts_mid_stream_lose_and_duplicate_nothing, .timeout = 1
     upulsar_tb_t *tb = ft_broker();
     upulsar_client_t *client = ft_client(tb, NULL);
     const char *kv[] = {"queue.buffer.bytes", "262144", NULL};
+    /* the broker declares the partitions start uses (it checks its count) */
+    cr_assert_eq(upulsar_tb_set_partitions(tb, "restarts", PARTS), UPULSAR_OK);
     upulsar_producer_t *p = ft_producer(client, "fr", "restarts", PARTS, kv);
     ft_run_t *run = ft_run_new(p, THREADS, PER_THREAD, 2);
     atomic_store(&run->limit, TOTAL / 4);

@@ -88,6 +88,8 @@ static uint64_t topic_send_errors(const char *topic, int part)
 Test(fault_send_error, retriable_errors_reconnect_and_resend_everything)
 {
     const char *kv[] = {"queue.buffer.bytes", "262144", NULL};
+    /* the broker declares the partitions start uses (it checks its count) */
+    cr_assert_eq(upulsar_tb_set_partitions(tb, "retriable", PARTS), UPULSAR_OK);
     upulsar_producer_t *p = ft_producer(client, "fe", "retriable", PARTS, kv);
     ft_run_t *run = ft_run_new(p, THREADS, PER_THREAD, 2);
     ft_run_allow(run, TOTAL * 2 / 8);
@@ -131,6 +133,8 @@ Test(fault_send_error, retriable_errors_reconnect_and_resend_everything)
 Test(fault_send_error, terminal_error_fails_only_that_group)
 {
     const char *kv[] = {"queue.buffer.bytes", "262144", NULL};
+    /* the broker declares the partitions start uses (it checks its count) */
+    cr_assert_eq(upulsar_tb_set_partitions(tb, "terminal", PARTS), UPULSAR_OK);
     upulsar_producer_t *p = ft_producer(client, "ft", "terminal", PARTS, kv);
     ft_run_t *run = ft_run_new(p, THREADS, PER_THREAD, 1);
     ft_run_allow(run, TOTAL * 2 / 8);

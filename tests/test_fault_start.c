@@ -64,6 +64,8 @@ Test(fault_start, retriable_producer_refusals_are_retried)
     /* three of the four PRODUCER requests are refused once each */
     cr_assert_eq(upulsar_tb_fail_producers(tb, NULL, 3, UP_SERR(ServiceNotReady)), UPULSAR_OK);
     upulsar_producer_t *p = NULL;
+    /* the broker declares the partitions start uses (it checks its count) */
+    cr_assert_eq(upulsar_tb_set_partitions(tb, "notready", PARTS), UPULSAR_OK);
     cr_assert_eq(upulsar_producer_start(c, "snr", "notready", PARTS, NULL, &p), UPULSAR_OK,
                  "%s", upulsar_last_error());
     for (int i = 0; i < PARTS; i++) {
@@ -85,6 +87,8 @@ Test(fault_start, non_retriable_refusal_fails_start_and_closes_the_rest)
                                            UP_SERR(AuthorizationError)),
                  UPULSAR_OK);
     upulsar_producer_t *p = NULL;
+    /* the broker declares the partitions start uses (it checks its count) */
+    cr_assert_eq(upulsar_tb_set_partitions(tb, "denied", PARTS), UPULSAR_OK);
     upulsar_err_t e = upulsar_producer_start(c, "den", "denied", PARTS, NULL, &p);
     cr_assert_eq(e, UPULSAR_ERR_AUTHORIZATION_ERROR, "%s: %s", upulsar_err_name(e),
                  upulsar_last_error());
@@ -99,6 +103,8 @@ Test(fault_start, non_retriable_refusal_fails_start_and_closes_the_rest)
         cr_assert_eq(active_producers(tb, t), 0, "%s still has a producer", t);
     }
     /* and the refusal was not retried: a second start works at once */
+    /* the broker declares the partitions start uses (it checks its count) */
+    cr_assert_eq(upulsar_tb_set_partitions(tb, "denied", PARTS), UPULSAR_OK);
     cr_assert_eq(upulsar_producer_start(c, "den", "denied", PARTS, NULL, &p), UPULSAR_OK, "%s",
                  upulsar_last_error());
     cr_assert_eq(upulsar_producer_stop(p, 5000), UPULSAR_OK);
@@ -118,6 +124,8 @@ Test(fault_start, unreachable_broker_fails_start_after_the_operation_timeout)
     for (int k = 0; k < 2; k++) {
         upulsar_tb_stats_t st0, st;
         cr_assert_eq(upulsar_tb_stats(tb, &st0), UPULSAR_OK);
+        /* the broker declares the partitions start uses (it checks its count) */
+        cr_assert_eq(upulsar_tb_set_partitions(tb, "away", parts[k]), UPULSAR_OK);
         upulsar_err_t e = upulsar_producer_start(c, NULL, "away", parts[k], NULL, &p);
         cr_assert_eq(e, UPULSAR_ERR__CONNECT, "%s: %s", upulsar_err_name(e),
                      upulsar_last_error());

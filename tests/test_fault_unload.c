@@ -71,6 +71,8 @@ Test(fault_unload, close_producer_mid_stream_loses_and_duplicates_nothing)
 {
     enum { THREADS = 2, TOTAL = 40000 / FT_SCALE, PER_THREAD = TOTAL / THREADS };
     const char *kv[] = {"queue.buffer.bytes", "262144", NULL};
+    /* the broker declares the partitions start uses (it checks its count) */
+    cr_assert_eq(upulsar_tb_set_partitions(tb, "unloads", PARTS), UPULSAR_OK);
     upulsar_producer_t *p = ft_producer(client, "fu", "unloads", PARTS, kv);
     ft_run_t *run = ft_run_new(p, THREADS, PER_THREAD, 2);
     unloader_t u = {.tb = tb, .run = run, .topic = "unloads", .every = 2000 / FT_SCALE,

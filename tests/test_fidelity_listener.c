@@ -225,6 +225,8 @@ Test(fidelity_listener, an_unknown_listener_fails_the_start_with_the_brokers_err
     const char *kv[] = {"listener.name", "nope", "operation.timeout.ms", "500", NULL};
     upulsar_client_t *c = ft_client(svc, kv);
     upulsar_producer_t *p = NULL;
+    /* the broker declares the partitions start uses (it checks its count) */
+    cr_assert_eq(upulsar_tb_set_partitions(svc, "unk", 1), UPULSAR_OK);
     upulsar_err_t e = upulsar_producer_start(c, NULL, "unk", 1, NULL, &p);
     cr_assert_null(p);
     cr_assert_eq(e, UPULSAR_ERR_SERVICE_NOT_READY, "%s: %s", upulsar_err_name(e),
@@ -244,6 +246,8 @@ Test(fidelity_listener, without_the_key_no_lookup_names_a_listener)
     const char *urls[] = {"pulsar://203.0.113.7:6651"};
     upulsar_tb_t *svc = broker_with(names, urls, 1, NULL);
     upulsar_client_t *c = ft_client(svc, NULL);
+    /* the broker declares the partitions start uses (it checks its count) */
+    cr_assert_eq(upulsar_tb_set_partitions(svc, "plain", 2), UPULSAR_OK);
     upulsar_producer_t *p = ft_producer(c, NULL, "plain", 2, NULL);
     all_on(p, hostport_of(upulsar_tb_url(svc)));
     upulsar_tb_stats_t st = bc_stats(svc);

@@ -81,6 +81,8 @@ static void stored(const char *topic, const char *tag, char *name, size_t n, uin
 Test(fidelity_names, plain_name_on_every_partition)
 {
     enum { PARTS = 4 };
+    /* the broker declares the partitions start uses (it checks its count) */
+    cr_assert_eq(upulsar_tb_set_partitions(tb, "plain", PARTS), UPULSAR_OK);
     upulsar_producer_t *p = ft_producer(client, "orders-app", "plain", PARTS, NULL);
     upulsar_producer_info_t pi[PARTS];
     size_t np = 0;
@@ -122,6 +124,8 @@ Test(fidelity_names, a_partition_continues_the_history_of_its_name)
         }
         cr_assert_eq(upulsar_producer_stop(q, FT_WAIT_MS), UPULSAR_OK);
     }
+    /* the broker declares the partitions start uses (it checks its count) */
+    cr_assert_eq(upulsar_tb_set_partitions(tb, "hist", PARTS), UPULSAR_OK);
     upulsar_producer_t *p = ft_producer(client, "app", "hist", PARTS, NULL);
     for (int g = 0; g < PARTS; g++) {
         char key[32], tag[32], topic[128], name[128];
@@ -151,6 +155,8 @@ enum { MPARTS = 2, MK = 3 };
 static void multi_round(int round, uint64_t lo[MPARTS][MK], uint64_t hi[MPARTS][MK])
 {
     const char *kv[] = {"producers.per.partition", "3", NULL};
+    /* the broker declares the partitions start uses (it checks its count) */
+    cr_assert_eq(upulsar_tb_set_partitions(tb, "multi", MPARTS), UPULSAR_OK);
     upulsar_producer_t *p = ft_producer(client, "multi", "multi", MPARTS, kv);
     upulsar_producer_info_t pi[MPARTS * MK];
     size_t np = 0;

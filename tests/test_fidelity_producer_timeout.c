@@ -125,6 +125,8 @@ Test(fidelity_producer_timeout, timed_out_producer_is_closed_before_the_retry)
 
     /* a first run of the named producer stores sequence ids 0..FIRST-1 */
     upulsar_client_t *c = ft_client(tb, kv);
+    /* the broker declares the partitions start uses (it checks its count) */
+    cr_assert_eq(upulsar_tb_set_partitions(tb, topic, 1), UPULSAR_OK);
     upulsar_producer_t *p = ft_producer(c, "dd", topic, 1, NULL);
     for (int i = 0; i < FIRST; i++)
         ft_send_ok(p, NULL);
@@ -138,6 +140,8 @@ Test(fidelity_producer_timeout, timed_out_producer_is_closed_before_the_retry)
     cr_assert_eq(upulsar_tb_delay_producers(tb, part, 1, 20 * OP_TIMEOUT_MS), UPULSAR_OK);
     c = ft_client(tb, kv);
     const char *lazy[] = {"lazy.start.partitions", "true", NULL};
+    /* the broker declares the partitions start uses (it checks its count) */
+    cr_assert_eq(upulsar_tb_set_partitions(tb, topic, 1), UPULSAR_OK);
     p = ft_producer(c, "dd", topic, 1, lazy);
     upulsar_future_t *fs[SECOND];
     for (int i = 0; i < SECOND; i++) {

@@ -125,6 +125,8 @@ static void check_runs(const int *part, int n, int run)
 Test(fidelity_routing, batching_off_moves_on_with_every_message)
 {
     const char *kv[] = {"batching.enabled", "false", NULL};
+    /* the broker declares the partitions start uses (it checks its count) */
+    cr_assert_eq(upulsar_tb_set_partitions(tb, "rr-nobatch", PARTS), UPULSAR_OK);
     upulsar_producer_t *p = ft_producer(client, NULL, "rr-nobatch", PARTS, kv);
     int part[MAXN];
     enum { N = 4 * PARTS + 3 };
@@ -138,6 +140,8 @@ Test(fidelity_routing, batch_max_messages_moves_on_after_that_many)
 {
     /* a delay no test reaches: only the count decides */
     const char *kv[] = {"batch.max.messages", "5", "batch.max.delay.ms", "60000", NULL};
+    /* the broker declares the partitions start uses (it checks its count) */
+    cr_assert_eq(upulsar_tb_set_partitions(tb, "rr-count", PARTS), UPULSAR_OK);
     upulsar_producer_t *p = ft_producer(client, NULL, "rr-count", PARTS, kv);
     int part[MAXN];
     enum { N = 5 * PARTS * 2 + 2 };
@@ -161,6 +165,8 @@ static int run_for_bytes(int max_bytes, int size)
 Test(fidelity_routing, batch_max_bytes_moves_on_before_the_batch_is_full)
 {
     const char *kv[] = {"batch.max.bytes", "1024", "batch.max.delay.ms", "60000", NULL};
+    /* the broker declares the partitions start uses (it checks its count) */
+    cr_assert_eq(upulsar_tb_set_partitions(tb, "rr-bytes", PARTS), UPULSAR_OK);
     upulsar_producer_t *p = ft_producer(client, NULL, "rr-bytes", PARTS, kv);
     int part[MAXN];
     enum { N = 30, SIZE = 300 };
@@ -175,6 +181,8 @@ Test(fidelity_routing, batch_max_bytes_moves_on_before_the_batch_is_full)
 Test(fidelity_routing, messages_over_batch_max_bytes_each_take_the_next_partition)
 {
     const char *kv[] = {"batch.max.bytes", "1024", "batch.max.delay.ms", "60000", NULL};
+    /* the broker declares the partitions start uses (it checks its count) */
+    cr_assert_eq(upulsar_tb_set_partitions(tb, "rr-large", PARTS), UPULSAR_OK);
     upulsar_producer_t *p = ft_producer(client, NULL, "rr-large", PARTS, kv);
     int part[MAXN];
     enum { N = 3 * PARTS + 1, SIZE = 2000 };
@@ -192,6 +200,8 @@ Test(fidelity_routing, a_slow_producer_moves_on_once_the_batching_delay_passed)
      * each message finds the delay passed since the previous move */
     enum { DELAY_MS = 5, PAUSE_MS = DELAY_MS + 40, N = 2 * PARTS + 2 };
     const char *kv[] = {"batch.max.delay.ms", "5", NULL};
+    /* the broker declares the partitions start uses (it checks its count) */
+    cr_assert_eq(upulsar_tb_set_partitions(tb, "rr-slow", PARTS), UPULSAR_OK);
     upulsar_producer_t *p = ft_producer(client, NULL, "rr-slow", PARTS, kv);
     int part[MAXN];
     send_keyless(p, N, 20, PAUSE_MS, part);

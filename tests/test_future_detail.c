@@ -167,6 +167,8 @@ Test(future_detail, send_timeout_names_partition_broker_and_reason)
 {
     enum { N = 40, PARTS = 4 };
     const char *kv[] = {"send.timeout.ms", "300", NULL};
+    /* the broker declares the partitions start uses (it checks its count) */
+    cr_assert_eq(upulsar_tb_set_partitions(tb, "detail-timeout", PARTS), UPULSAR_OK);
     upulsar_producer_t *p = ft_producer(client, NULL, "detail-timeout", PARTS, kv);
     cr_assert_eq(upulsar_tb_hold_receipts(tb, NULL), UPULSAR_OK);
     dmsg_t *ms = send_n(p, N, 1);
@@ -198,6 +200,8 @@ Test(future_detail, send_timeout_names_partition_broker_and_reason)
 Test(future_detail, stop_with_pending_messages_says_stopped)
 {
     enum { N = 20 };
+    /* the broker declares the partitions start uses (it checks its count) */
+    cr_assert_eq(upulsar_tb_set_partitions(tb, "detail-stop", 2), UPULSAR_OK);
     upulsar_producer_t *p = ft_producer(client, NULL, "detail-stop", 2, NULL);
     cr_assert_eq(upulsar_tb_hold_receipts(tb, NULL), UPULSAR_OK);
     dmsg_t *ms = send_n(p, N, 1);
@@ -316,10 +320,12 @@ Test(future_detail, restart_intensity_names_the_limit)
 /* ---- MSG_TOO_LARGE after acceptance --------------------------------------- */
 
 /* Scenario:
- *  1. A broker whose max_message_size is 64 KiB; a client that has not
- *     connected yet (so it assumes Pulsar's default, 5 MiB) and a producer
- *     with lazy.start.partitions over 1 partition (created at its first
- *     message). The broker refuses connections for now.
+ *  1. A broker whose max_message_size is 64 KiB owns the topic; a client
+ *     whose service broker (Pulsar's default, 5 MiB) answers the start's
+ *     PARTITIONED_METADATA and redirects lookups there, so the client has
+ *     not met the small limit yet, and a producer with
+ *     lazy.start.partitions over 1 partition (created at its first
+ *     message). The small broker refuses connections for now.
  *  2. A 128 KiB message is accepted (within 5 MiB); connections are let
  *     in; the producer is created and learns 64 KiB.
  *  3. The message fails alone with MSG_TOO_LARGE, its detail naming the
@@ -331,7 +337,12 @@ Test(future_detail, too_large_after_acceptance_names_the_limit)
     o.max_message_size = 64 * 1024;
     upulsar_tb_t *small = NULL;
     cr_assert_eq(upulsar_tb_start(&o, &small), UPULSAR_OK, "%s", upulsar_last_error());
-    upulsar_client_t *c = ft_client(small, NULL);
+    /* start asks the service broker for the partition count (it checks
+     * the count it is given), which is why that broker is not the small
+     * one: the client would learn its limit there */
+    upulsar_client_t *c = ft_client(tb, NULL);
+    cr_assert_eq(upulsar_tb_set_partitions(tb, "detail-large", 1), UPULSAR_OK);
+    cr_assert_eq(upulsar_tb_set_owner(tb, "detail-large", upulsar_tb_url(small)), UPULSAR_OK);
     const char *kv[] = {"lazy.start.partitions", "true", NULL};
     upulsar_producer_t *p = ft_producer(c, NULL, "detail-large", 1, kv);
     cr_assert_eq(upulsar_tb_refuse_connections(small, FT_WAIT_MS), UPULSAR_OK);
@@ -361,7 +372,8 @@ Test(future_detail, too_large_after_acceptance_names_the_limit)
     cr_assert_str_eq(ms[0].cb_detail, d);
     release_all(ms, 1);
     upulsar_producer_stop(p, 10000);
-    ft_stop_client_and_broker(small, c);
+    upulsar_client_destroy(c);
+    upulsar_tb_stop(small);
 }
 
 /* ---- the store stays bounded ------------------------------------------------ */

@@ -43,6 +43,8 @@ TestSuite(producer, .init = setup, .fini = teardown, .timeout = 60);
 Test(producer, keyed_messages_land_on_hashed_partition_in_order)
 {
     upulsar_producer_t *p;
+    /* the broker declares the partitions start uses (it checks its count) */
+    cr_assert_eq(upulsar_tb_set_partitions(tb, "keyed", 4), UPULSAR_OK);
     cr_assert_eq(upulsar_producer_start(client, "kp", "keyed", 4, NULL, &p), UPULSAR_OK, "%s",
                  upulsar_last_error());
     enum { N = 2000 };
@@ -91,6 +93,8 @@ Test(producer, unkeyed_messages_spread_over_all_partitions)
     upulsar_producer_t *p;
     upulsar_conf_t *conf = upulsar_conf_new();
     upulsar_conf_set(conf, "batch.max.messages", "50", NULL, 0);
+    /* the broker declares the partitions start uses (it checks its count) */
+    cr_assert_eq(upulsar_tb_set_partitions(tb, "spread", 8), UPULSAR_OK);
     cr_assert_eq(upulsar_producer_start(client, NULL, "spread", 8, conf, &p), UPULSAR_OK, "%s",
                  upulsar_last_error());
     upulsar_conf_destroy(conf);
@@ -113,6 +117,8 @@ Test(producer, murmur3_scheme_routes_like_java_murmur)
     upulsar_producer_t *p;
     upulsar_conf_t *conf = upulsar_conf_new();
     cr_assert_eq(upulsar_conf_set(conf, "hashing.scheme", "murmur3_32", NULL, 0), UPULSAR_CONF_OK);
+    /* the broker declares the partitions start uses (it checks its count) */
+    cr_assert_eq(upulsar_tb_set_partitions(tb, "mm", 7), UPULSAR_OK);
     cr_assert_eq(upulsar_producer_start(client, NULL, "mm", 7, conf, &p), UPULSAR_OK);
     upulsar_conf_destroy(conf);
     /* protocol reference vectors: "key1" -> 462881061, "hello" -> 613153351 */
@@ -131,6 +137,8 @@ Test(producer, murmur3_scheme_routes_like_java_murmur)
 Test(producer, java_string_hash_is_the_default_scheme)
 {
     upulsar_producer_t *p;
+    /* the broker declares the partitions start uses (it checks its count) */
+    cr_assert_eq(upulsar_tb_set_partitions(tb, "js", 7), UPULSAR_OK);
     cr_assert_eq(upulsar_producer_start(client, NULL, "js", 7, NULL, &p), UPULSAR_OK);
     /* "key1".hashCode() = 3288498, "my-key" = 1086286526 */
     cr_assert_eq(upulsar_producer_partition_for_key(p, "key1"), 3288498 % 7);
@@ -183,6 +191,8 @@ Test(producer, bad_input_gets_clear_errors_and_disturbs_nothing)
                  UPULSAR_ERR__INVALID_TOPIC);
     cr_assert_eq(upulsar_producer_start(client, NULL, "good", -1, NULL, &p),
                  UPULSAR_ERR__INVALID_ARG);
+    /* the broker declares the partitions start uses (it checks its count) */
+    cr_assert_eq(upulsar_tb_set_partitions(tb, "good", 2), UPULSAR_OK);
     cr_assert_eq(upulsar_producer_start(client, NULL, "good", 2, NULL, &p), UPULSAR_OK);
     cr_assert_eq(upulsar_send(p, NULL, 5, NULL, NULL), UPULSAR_ERR__INVALID_ARG);
     cr_assert_eq(upulsar_send(NULL, "x", 1, NULL, NULL), UPULSAR_ERR__INVALID_ARG);
@@ -235,6 +245,8 @@ static void count_cb(upulsar_err_t err, const upulsar_msg_id_t *id, void *opaque
 Test(producer, send_on_stopped_producer_is_refused_and_stop_resolves_everything)
 {
     upulsar_producer_t *p;
+    /* the broker declares the partitions start uses (it checks its count) */
+    cr_assert_eq(upulsar_tb_set_partitions(tb, "stopme", 2), UPULSAR_OK);
     cr_assert_eq(upulsar_producer_start(client, NULL, "stopme", 2, NULL, &p), UPULSAR_OK);
     /* hold receipts so messages are in flight when stop runs */
     cr_assert_eq(upulsar_tb_hold_receipts(tb, NULL), UPULSAR_OK);
@@ -261,6 +273,8 @@ Test(producer, introspection_lists_groups_and_distinct_producers)
     upulsar_producer_t *p;
     upulsar_conf_t *conf = upulsar_conf_new();
     cr_assert_eq(upulsar_conf_set(conf, "producers.per.partition", "3", NULL, 0), UPULSAR_CONF_OK);
+    /* the broker declares the partitions start uses (it checks its count) */
+    cr_assert_eq(upulsar_tb_set_partitions(tb, "intro", 4), UPULSAR_OK);
     cr_assert_eq(upulsar_producer_start(client, "intro", "intro", 4, conf, &p), UPULSAR_OK,
                  "%s", upulsar_last_error());
     upulsar_conf_destroy(conf);
@@ -377,6 +391,8 @@ Test(producer, stats_json_counts_messages_and_batches)
     cr_assert_eq(upulsar_client_new(conf, &c2), UPULSAR_OK);
     cr_assert_eq(upulsar_client_set_stats_cb(c2, on_stats, NULL), UPULSAR_OK);
     upulsar_producer_t *p;
+    /* the broker declares the partitions start uses (it checks its count) */
+    cr_assert_eq(upulsar_tb_set_partitions(tb, "stats", 2), UPULSAR_OK);
     cr_assert_eq(upulsar_producer_start(c2, "st", "stats", 2, conf, &p), UPULSAR_OK);
     upulsar_conf_destroy(conf);
     for (int i = 0; i < 500; i++) {

@@ -457,13 +457,25 @@ typedef struct upulsar_producer upulsar_producer_t;
  *                   producers.per.partition. 1 to 80 characters.
  * @param topic      "persistent://tenant/ns/topic" or a short name
  *                   ("my-topic" = persistent://public/default/my-topic).
- * @param partitions >0: the topic has that many partitions and upulsar opens
- *                   "<topic>-partition-0" ... "<topic>-partition-<n-1>";
- *                   0: ask the broker (PARTITIONED_METADATA), where its
- *                   answer 0 means a non-partitioned topic (one group).
- *                   Either count may be at most the conf's partitions.max
- *                   (default 1024): a larger one fails the start with
- *                   INVALID_ARG, naming both numbers.
+ * @param partitions the partition count the caller expects, or 0. The
+ *                   count used is always the broker's (PARTITIONED_METADATA,
+ *                   asked at every start, as the official clients do; its
+ *                   answer 0 means a non-partitioned topic: one group), and
+ *                   upulsar opens "<topic>-partition-0" ...
+ *                   "<topic>-partition-<n-1>". A count >0 that differs
+ *                   from the broker's is not an error: the broker's wins
+ *                   and a warning naming both counts is logged
+ *                   (upulsar_client_set_log_cb()), so keys route like every
+ *                   other client's of the topic from the first message and
+ *                   nothing is written to partitions the topic does not
+ *                   have (a count written into a configuration goes stale
+ *                   when the topic gets more partitions, which running
+ *                   producers follow: partitions.update.interval.ms);
+ *                   upulsar_producer_partitions() tells the count used.
+ *                   A count given over the conf's partitions.max (default
+ *                   1024) fails the start with INVALID_ARG before anything
+ *                   is asked; so does a broker's count over it, naming
+ *                   both numbers.
  * @param conf       producer keys (batching, routing, compression,
  *                   producers.per.partition...); NULL = defaults. Copied
  *                   without its auth.token (connections use the client's),
@@ -471,7 +483,10 @@ typedef struct upulsar_producer upulsar_producer_t;
  * @param out        receives the handle.
  *
  * Every real producer is registered with its broker (lookup, PRODUCER)
- * before this returns (unless lazy.start.partitions), several at a time.
+ * before this returns (unless lazy.start.partitions), all together: the
+ * lookups go out at once, batched per broker, then every PRODUCER request
+ * at once, pipelined on the shared connections (producers in the
+ * WaitForExclusive access mode: several at a time).
  * Failures that upulsar_err_is_retriable() calls transient (a broker
  * restarting or refusing connections, ServiceNotReady while a topic moves)
  * are tried again with backoff.* delays while the next attempt can begin
