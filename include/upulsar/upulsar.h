@@ -36,11 +36,11 @@ extern "C" {
 #endif
 
 #define UPULSAR_VERSION_MAJOR 0
-#define UPULSAR_VERSION_MINOR 1
+#define UPULSAR_VERSION_MINOR 2
 #define UPULSAR_VERSION_PATCH 0
-#define UPULSAR_VERSION_STR "0.1.0"
+#define UPULSAR_VERSION_STR "0.2.0"
 
-/** Library version string, e.g. "0.1.0". Thread safety: any. */
+/** Library version string, e.g. "0.2.0". Thread safety: any. */
 const char *upulsar_version(void);
 
 /* ------------------------------------------------------------------------ *
