@@ -347,15 +347,18 @@ void up_establish_many(up_rp_t **rps, int n, int timeout_ms, upulsar_err_t *errs
     attach_t *t = calloc((size_t)n, sizeof *t);
     int *mi = calloc((size_t)n, sizeof *mi);
     producer_msg_t *pm = malloc(sizeof *pm);
-    upulsar_err_t err = !it || !idx || !m || !t || !mi || !pm
-                            ? up_seterr(UPULSAR_ERR__NOMEM, "out of memory")
-                            : up_conf_schema_check(&rps[0]->handle->conf);
+    bool oom = !it || !idx || !m || !t || !mi || !pm;
+    upulsar_err_t err = UPULSAR_ERR__NOMEM;
+    if (oom)
+        up_seterr(err, "out of memory");
+    else
+        err = up_conf_schema_check(&rps[0]->handle->conf);
     for (int i = 0; i < n; i++) {
         errs[i] = err;
         if (err)
             snprintf(whys[i], sizeof whys[i], "%s", upulsar_last_error());
     }
-    if (err)
+    if (oom || err)
         goto out;
     /* where to look each up: a producer a broker sent elsewhere, or whose
      * topic migrated, the one way (one at a time: rare); all others from

@@ -383,7 +383,6 @@ void up_lookup_many(struct upulsar_client *c, up_lookup_item_t *it, size_t n, in
         for (size_t k = 0; k < ng; k++)
             if (g[k].conn)
                 up_conn_unref(g[k].conn);
-        ng = 0;
     }
     for (size_t i = 0; i < n; i++)
         if (st[i].active) {
