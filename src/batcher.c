@@ -625,6 +625,12 @@ bool up_rp_pump(up_rp_t *rp, uint64_t now, uint64_t *deadline)
     }
     if (go_now)
         rp->window_end_us = 0;
+    if (rp->npend >= max_inflight && up_ring_peek(r)) {
+        /* max.inflight.batches reached: nothing to do until a receipt
+         * (complete_head() clears holding then), so the loop may sleep */
+        rp->holding = true;
+        armed = 1;
+    }
     set_armed(rp, armed);
     if (!up_ring_peek(r)) /* back to the ring's first page; idle pages given back */
         up_ring_idle(r, now, (uint64_t)cf->queue_idle_release_ms * 1000u);

@@ -177,8 +177,10 @@ static void run_conn(up_conn_t *c)
             c->ep_rd_ready = false;
         } else {
             int res = n < 0 ? -errno : (int)n;
-            if (n > 0 && (size_t)n < c->ep_rlen)
-                c->ep_rd_ready = false; /* drained */
+            /* edge-triggered: only EAGAIN says the socket is drained. A
+             * short read may have stopped at the peer's close (data and
+             * FIN in one edge), whose end of stream the next read must
+             * still see: no new edge will come for it */
             c->ep_rbuf = NULL;
             up_conn_on_recv(c, res);
         }

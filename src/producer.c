@@ -218,8 +218,9 @@ static void complete_head(up_rp_t *rp, upulsar_err_t err, uint64_t ledger, uint6
     rp->npend--;
     /* batch.mode=adaptive: records held while batches were in flight go now
      * (the loop looks at producers that are not holding, uring_loop.c) */
-    if (rp->npend == 0 && rp_conf(rp)->batch_mode == UP_BATCH_ADAPTIVE)
-        rp->holding = false;
+    if ((rp->npend == 0 && rp_conf(rp)->batch_mode == UP_BATCH_ADAPTIVE) ||
+        rp->npend + 1 == (size_t)rp_conf(rp)->max_inflight_batches)
+        rp->holding = false; /* or: room again after max.inflight.batches */
     if (!err) {
         atomic_store_explicit(&rp->last_acked_seq, (int64_t)b->last_seq, memory_order_relaxed);
         uint64_t now = up_now_us();
