@@ -23,7 +23,11 @@
  *   (as the official clients do), and each partition stores its message.
  * chunked_message_round_trip: with chunking.enabled (batching off, as the
  *   official clients require for chunking), a message of three times the
- *   broker's default max_message_size (5 MiB) is acknowledged once.
+ *   broker's default max_message_size (5 MiB) is acknowledged once, its id
+ *   naming its first and last chunk.
+ * schema_is_declared_and_enforced: a producer declaring schema.type=string
+ *   registers the topic's schema and sends; one declaring a JSON schema on
+ *   that topic is refused with INCOMPATIBLE_SCHEMA.
  * through_a_proxy (needs UPULSAR_IT_PROXY_URL, the service URL of a Pulsar
  *   proxy in front of the same cluster): lookups answered "through the
  *   service URL"; 100 keyed messages acknowledged, in order per key. */
@@ -236,8 +240,45 @@ Test(integration, chunked_message_round_trip, .timeout = 120)
     upulsar_msg_id_t id;
     cr_assert_eq(upulsar_future_wait(f, 60000, &id), UPULSAR_OK, "%s", upulsar_last_error());
     cr_assert_neq(id.ledger_id, UPULSAR_ID_UNKNOWN);
+    /* both ends of the chunked message, as the official ChunkMessageId */
+    cr_assert_neq(id.first_chunk_entry_id, UPULSAR_ID_UNKNOWN);
+    cr_assert(id.first_chunk_ledger_id < id.ledger_id ||
+                  (id.first_chunk_ledger_id == id.ledger_id &&
+                   id.first_chunk_entry_id < id.entry_id),
+              "the first chunk is not before the last");
+    cr_assert_eq(id.batch_index, -1);
     upulsar_future_release(f);
     free(big);
+    it_stop(&r);
+}
+
+/* A producer declaring a schema on a fresh topic registers it and sends;
+ * a second producer declaring an incompatible schema (JSON on a STRING
+ * topic) is refused with INCOMPATIBLE_SCHEMA, a terminal error. */
+Test(integration, schema_is_declared_and_enforced, .timeout = 120)
+{
+    const char *url = service_url();
+    char topic[128];
+    snprintf(topic, sizeof topic, "upulsar-it-schema-%d", (int)getpid());
+    const char *kv[] = {"schema.type", "string", NULL};
+    it_run_t r = it_start(url, NULL, topic, kv);
+    upulsar_future_t *f;
+    cr_assert_eq(upulsar_send(r.p, "hello", 5, NULL, &f), UPULSAR_OK, "%s", upulsar_last_error());
+    cr_assert_eq(upulsar_future_wait(f, 30000, NULL), UPULSAR_OK, "%s", upulsar_last_error());
+    upulsar_future_release(f);
+    upulsar_conf_t *jc = it_conf(url);
+    char err[256];
+    cr_assert_eq(upulsar_conf_set(jc, "schema.type", "json", err, sizeof err), UPULSAR_CONF_OK);
+    cr_assert_eq(upulsar_conf_set(jc, "schema.definition",
+                                  "{\"type\":\"record\",\"name\":\"R\",\"fields\":"
+                                  "[{\"name\":\"a\",\"type\":\"int\"}]}",
+                                  err, sizeof err),
+                 UPULSAR_CONF_OK, "%s", err);
+    upulsar_producer_t *q = NULL;
+    cr_assert_eq(upulsar_producer_start(r.client, NULL, topic, 0, jc, &q),
+                 UPULSAR_ERR_INCOMPATIBLE_SCHEMA, "%s", upulsar_last_error());
+    cr_assert_null(q);
+    upulsar_conf_destroy(jc);
     it_stop(&r);
 }
 
