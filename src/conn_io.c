@@ -10,6 +10,7 @@
 #include <sys/socket.h>
 
 #include "conn.h"
+#include "engine.h"
 #include "err.h"
 #include "io_backend.h"
 #include "tls.h"
