@@ -80,8 +80,8 @@ struct up_conn {
     up_conn_t *ep_next;
     up_buf_t tls_tx;
     size_t tls_tx_off;
-    /* producers registered on it (up_rp_register() / up_rp_detach(),
-     * producer.c, on the loop) */
+    /* producers registered on it (up_conn_add_rp() / up_conn_remove_rp(),
+     * which up_rp_register() / up_rp_detach() call) */
     up_rp_t **rps;
     size_t nrps, crps;
     struct up_req *reqs;   /* requests waiting for their answer (conn_request.c) */
@@ -182,6 +182,15 @@ struct pollfd;
  *  error) or UP_POLL_CANCELLED. For every blocking wait of connection setup
  *  (TCP, TLS, CONNECT). (conn_dial.c) @thread any but a loop */
 int up_poll_until(struct pollfd *p, uint64_t deadline_us);
+
+/** Register @p rp on @p c (its list of producers, which receipts, errors
+ *  and closes for them are dispatched by): false when out of memory, then
+ *  @p rp is not registered. The reference the producer holds is its own
+ *  (up_conn_ref()). (conn_io.c) @thread loop */
+bool up_conn_add_rp(up_conn_t *c, up_rp_t *rp);
+/** Take @p rp off @p c's list of producers (nothing if it is not on it).
+ *  (conn_io.c) @thread loop */
+void up_conn_remove_rp(up_conn_t *c, up_rp_t *rp);
 
 /* Events a connection raises for a producer registered on it (producer.c). */
 /** CLOSE_PRODUCER from the broker: the producer is re-created (BACKOFF, at

@@ -234,6 +234,29 @@ void up_conn_attach(void *conn)
     arm_recv(c);
 }
 
+bool up_conn_add_rp(up_conn_t *c, up_rp_t *rp)
+{
+    if (c->nrps == c->crps) {
+        size_t n = c->crps ? c->crps * 2 : 8;
+        up_rp_t **nr = realloc(c->rps, n * sizeof *nr);
+        if (!nr)
+            return false;
+        c->rps = nr;
+        c->crps = n;
+    }
+    c->rps[c->nrps++] = rp;
+    return true;
+}
+
+void up_conn_remove_rp(up_conn_t *c, up_rp_t *rp)
+{
+    for (size_t i = 0; i < c->nrps; i++)
+        if (c->rps[i] == rp) {
+            c->rps[i] = c->rps[--c->nrps];
+            return;
+        }
+}
+
 static up_rp_t *find_rp(up_conn_t *c, uint64_t producer_id)
 {
     for (size_t i = 0; i < c->nrps; i++)
