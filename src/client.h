@@ -93,23 +93,32 @@ struct upulsar_client {
     uint64_t stats_next_us;            /* (watchdog) */
 };
 
+/* watchdog.c */
+/** Wake the watchdog for a pass now. @thread any */
 void up_watchdog_kick(struct upulsar_client *c);
 /** Make the calling thread's blocking network waits (TCP connect, handshake,
  *  requests: conn_dial.c, conn_request.c) give up with UPULSAR_ERR__CLOSED
  *  within a few milliseconds once *@p flag is non-zero; NULL (the default)
  *  = never. The watchdog points it at the closed flag of the handle it
- *  works on, so upulsar_producer_stop() never waits behind a reconnect attempt. */
+ *  works on, so upulsar_producer_stop() never waits behind a reconnect attempt.
+ *  @thread any (sets the calling thread's) */
 void up_cancel_on(const _Atomic int *flag);
+/** Whether the calling thread's waits are cancelled now. @thread any */
 bool up_cancelled(void);
+/** Start the watchdog thread (and the first establish workers): 0, or -1
+ *  when it cannot be started. @thread application (client creation) */
 int up_watchdog_start(struct upulsar_client *c);
+/** Stop the watchdog and the establish workers, waiting for them.
+ *  @thread application (client destroy) */
 void up_watchdog_stop(struct upulsar_client *c);
 /** Take @p h's producers that wait in the establish queue out of it (their
  *  handle is stopping; running attempts are cancelled through h->closed).
- *  Called with the client lock held. */
+ *  @thread any, holding the client lock */
 void up_watchdog_forget(struct upulsar_producer *h);
 /** The calling thread starts (+1) or ends (-1) a wait without timeout for a
  *  WaitForExclusive grant; while parked it is not counted as an establish
- *  worker, and a new one is started if fewer than UP_EST_WORKERS remain. */
+ *  worker, and a new one is started if fewer than UP_EST_WORKERS remain.
+ *  @thread establish worker (or the caller running a start's attempt) */
 void up_watchdog_parked(struct upulsar_client *c, int delta);
 /** Create the @p n producers @p rps (of one handle, not yet supervised by
  *  the watchdog) on the establish workers, in parallel; an attempt that
@@ -135,6 +144,8 @@ void up_log(struct upulsar_client *c, upulsar_log_level_t level, const char *fmt
  *  chance to set a log callback. @thread any */
 void up_client_log_backend(struct upulsar_client *c);
 /* stats.c */
+/** statistics.interval.ms: build and hand the statistics to the stats
+ *  callback when due. @thread watchdog */
 void up_stats_tick(struct upulsar_client *c, uint64_t now_us);
 
 #endif

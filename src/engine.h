@@ -35,15 +35,18 @@
 #include "rp.h"
 #include "upulsar/upulsar.h"
 
-/* auth.c: the token to present now (file, env or string); "" = none */
+/* auth.c */
+/** The token to present now (file, env or string); "" = none. @thread any */
 upulsar_err_t up_auth_token(const struct upulsar_conf *cf, char *buf, size_t size);
 
-/* url.c / topic.c */
+/* topic.c */
+/** Host, port and TLS of a single-host service URL. @thread any */
 upulsar_err_t up_parse_url(const char *url, char *host, size_t hostsz, int *port, bool *tls);
 /** One "host[:port]" of @p url starting at @p p (up to ',' or '/'); *@p
- *  port keeps its default when none is given. */
+ *  port keeps its default when none is given. @thread any */
 upulsar_err_t up_parse_host(const char *url, const char *p, char *host, size_t hostsz, int *port);
-/** Every host of a service URL "pulsar://h1:6650,h2:6650" (at most @p max). */
+/** Every host of a service URL "pulsar://h1:6650,h2:6650" (at most @p max).
+ *  @thread any */
 upulsar_err_t up_parse_service_url(const char *url, char (*hosts)[256], int *ports, int max,
                                    int *n, bool *tls);
 /** The service address to use now (of a multi-host service URL, the one
@@ -52,6 +55,9 @@ void up_service_addr(struct upulsar_client *c, char *host, size_t hostsz, int *p
 /** Connecting to service address @p host:@p port failed: the next one of
  *  the list is used from now on (no effect with one host). @thread any */
 void up_service_failed(struct upulsar_client *c, const char *host, int port);
+/** @p in as a full topic name, into @p out ("t": persistent://public/default/t,
+ *  "tenant/ns/t": persistent://tenant/ns/t).
+ *  @thread any */
 upulsar_err_t up_topic_normalize(const char *in, char *out, size_t outsz);
 
 /* lookup.c */
@@ -60,10 +66,12 @@ upulsar_err_t up_topic_normalize(const char *in, char *out, size_t outsz);
  *  that is the service URL and @p proxy_to gets the broker's "host:port"
  *  for CONNECT.proxy_to_broker_url, else @p proxy_to is "". The lookup
  *  starts at @p from_url (a cluster the topic migrated to), NULL or "" =
- *  the service URL. */
+ *  the service URL. @thread any but a loop (it waits for the answers) */
 upulsar_err_t up_lookup(struct upulsar_client *c, up_loop_t *l, const char *topic,
                         const char *from_url, char *host, size_t hostsz, int *port,
                         char *proxy_to, size_t proxy_to_sz);
+/** The partition count of @p topic (PARTITIONED_METADATA), 0: not
+ *  partitioned. @thread any but a loop (it waits for the answer) */
 upulsar_err_t up_partitions(struct upulsar_client *c, const char *topic, int *n);
 /** One topic of up_lookup_many(): topic and loop in; the broker (as
  *  up_lookup() gives it) or the error and its detail out. */
@@ -79,7 +87,8 @@ typedef struct up_lookup_item {
 /** up_lookup() of @p n topics from the service URL at once: each round
  *  asks every broker its topics' LOOKUPs together on one connection
  *  (pipelined), then the redirected ones go on to the next round.
- *  @p timeout_ms bounds each round. @thread caller/watchdog */
+ *  @p timeout_ms bounds each round. @thread caller (start), establish
+ *  worker or watchdog; never a loop */
 void up_lookup_many(struct upulsar_client *c, up_lookup_item_t *it, size_t n, int timeout_ms);
 #endif
 

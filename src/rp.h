@@ -90,16 +90,17 @@ struct up_batch {
                           producer may be freed while a queue points here) */
 };
 
-/* (loop) a connection queue stopped pointing at @p b */
+/** A connection queue stopped pointing at @p b. (batcher.c) @thread loop */
 void up_batch_unref(up_batch_t *b);
 /* Batch pool of a loop (batcher.c): what a loop's pool may hold, and what
  * the trim leaves. */
 #define UP_POOL_TRIM_US 1000000u
 #define UP_POOL_FLOOR ((size_t)256 * 1024)
 /** Free the pooled batches that stayed unused since the last trim, down to
- *  UP_POOL_FLOOR bytes. (loop tick) */
+ *  UP_POOL_FLOOR bytes. (batcher.c) @thread loop (its tick) */
 void up_batch_pool_trim(up_loop_t *l);
-/** Free every pooled batch (the loop has stopped). */
+/** Free every pooled batch. (batcher.c) @thread the thread that stopped
+ *  the loop (up_loop_stop()), once the loop thread has ended */
 void up_batch_pool_free(up_loop_t *l);
 
 enum { UP_CHUNK_NONE = 0, UP_CHUNK_FIRST, UP_CHUNK_MIDDLE, UP_CHUNK_LAST, UP_CHUNK_ONLY };
@@ -117,13 +118,14 @@ struct up_rp {
     char topic[256];
     uint64_t producer_id;
     uint64_t wake_cells; /* ring cells worth a full batch: wake a timed loop */
+    /* ---- (any) ---- (atomics, counters, identity; fields marked (loop)
+     *      here are the loop's, kept next to the atomics they go with) */
     /* (loop writes, callers read) the loop will look at this producer's
      * ring by a deadline of its own (a batch window, batches in flight, not
      * created yet): a send need not wake a loop sleeping with a timeout.
      * 0: a send wakes it (batcher.c up_rp_pump, send.c). Written only when
      * it changes. */
     _Atomic int armed;
-    /* ---- (any) ---- */
     up_ring_t ring;
     /* activity (producer.c): 1 while on its loop's active list or queued
      * for it (act_in), 0 while idle. A caller that commits a record sets it
@@ -243,42 +245,68 @@ struct up_rp {
 
 /* The real producer: producer.c (lifecycle, pending queue, receipts,
  * failures, timeouts) unless noted */
+/** A producer of handle @p h for @p topic (partition @p partition, -1:
+ *  not partitioned; @p index within its group), not registered on its loop
+ *  nor created on a broker yet. NULL with *@p err on failure.
+ *  @thread application (start) or watchdog (partition growth) */
 up_rp_t *up_rp_new(struct upulsar_producer *h, int partition, int index,
                    const char *topic, upulsar_err_t *err);
+/** Free @p rp and what it still holds, once it is off its loop and its
+ *  connection (up_rp_shutdown()). @thread the thread freeing its handle
+ *  (stop, or the watchdog undoing a partition growth) */
 void up_rp_free(up_rp_t *rp);
 /** Drain @p rp's ring into batch entries (batch window, records, batcher):
  *  true if it drained records and more are waiting; *@p next_deadline
- *  lowered to when it wants to run again. batcher.c. (loop) */
+ *  lowered to when it wants to run again. batcher.c. @thread loop */
 bool up_rp_pump(up_rp_t *rp, uint64_t now_us, uint64_t *next_deadline);
+/** SEND_RECEIPT / SEND_ERROR for @p rp, dispatched by its connection.
+ *  @thread loop */
 void up_rp_on_receipt(up_rp_t *rp, const Pulsar__Proto__CommandSendReceipt *r);
 void up_rp_on_send_error(up_rp_t *rp, const Pulsar__Proto__CommandSendError *e);
+/** Let go of the connection (lost, or the producer fails or stops): stop
+ *  writing, BACKOFF (the watchdog is kicked with @p kick). @thread loop */
 void up_rp_detach(up_rp_t *rp, bool kick);
 /** The producer stopped existing on its connection (CLOSE_PRODUCER from the
  *  broker, our own CLOSE_PRODUCER after a SEND_ERROR, a refused PRODUCER)
  *  while the connection lives on: stop writing, stay registered there so
  *  receipts of SENDs the broker took before still resolve their batches with
- *  real positions, and let the watchdog re-create it (BACKOFF). (loop) */
+ *  real positions, and let the watchdog re-create it (BACKOFF).
+ *  @thread loop */
 void up_rp_suspend(up_rp_t *rp, bool kick);
 /** Terminal failure of one producer: fail everything it holds with @p err,
  *  close it on the broker, state FAILED; the watchdog then fails its group.
- *  (loop) */
+ *  @thread loop */
 void up_rp_fail(up_rp_t *rp, upulsar_err_t err);
 /** up_rp_fail() whose messages fail with the detail "<partition topic> via
  *  <broker>: @p why" (upulsar_future_error_detail(); NULL: a generic
- *  one). (loop) */
+ *  one). @thread loop */
 void up_rp_fail_why(up_rp_t *rp, upulsar_err_t err, const char *why);
-/** Fill @p cmd / @p cp as CLOSE_PRODUCER for @p rp with a fresh request id. */
+/** Fill @p cmd / @p cp as CLOSE_PRODUCER for @p rp with a fresh request id.
+ *  @thread any */
 void up_rp_close_cmd(up_rp_t *rp, up_cmd_t *cmd, Pulsar__Proto__CommandCloseProducer *cp);
+/** PRODUCER_SUCCESS on @p c: @p rp is READY there and writes its pending
+ *  batches again (the broker has stored up to @p last_seq_on_broker, -1:
+ *  none). False when it may not attach (failed meanwhile: closed on the
+ *  broker; no longer CONNECTING on @p c, or @p c failed).
+ *  Run by establish.c's attach task. @thread loop */
 bool up_rp_attach(up_rp_t *rp, up_conn_t *c, int64_t last_seq_on_broker);
+/** Register @p rp on @p c (up_conn_add_rp(), a reference) before its
+ *  PRODUCER request, so what the broker sends for it is dispatched to it:
+ *  CONNECTING. Run by establish.c's task before the request. @thread loop */
 void up_rp_register(up_rp_t *rp, up_conn_t *c);
 /** upulsar_send()'s caller side for one real producer: validate, reserve,
- *  write the record into the ring, wake the loop. send.c. (caller threads) */
+ *  write the record into the ring, wake the loop. send.c. @thread any
+ *  (caller threads), never a loop when it may block */
 upulsar_err_t up_rp_enqueue(up_rp_t *rp, const void *payload, size_t len,
                             const upulsar_send_opts_t *o, upulsar_future_t **future);
+/** Fail every message @p rp holds (ring, open and pending batches) with
+ *  @p err (the handle is stopping). @thread loop */
 void up_rp_fail_all(up_rp_t *rp, upulsar_err_t err);
 /* Fail every message @p rp holds with @p err and the detail @p why; the
  * producer itself carries on (re-created as usual). @thread loop */
 void up_rp_fail_pending_why(up_rp_t *rp, upulsar_err_t err, const char *why);
+/** send.timeout.ms: fail the messages of @p rp accepted longer ago than
+ *  that, oldest first. @thread loop (its tick) */
 void up_rp_check_timeouts(up_rp_t *rp, uint64_t now_us);
 /* ---- activity (producer.c): which producers the loop visits ---- */
 /** Put @p rp on its loop's active list (unless it is there or queued for
@@ -309,6 +337,10 @@ void up_loop_tick_active(up_loop_t *l, uint64_t now_us);
  *  later up_rp_activate() does nothing. @thread loop */
 void up_loop_forget_active(up_rp_t *rp);
 /* establish.c */
+/** One creation attempt of @p rp: lookup (or the broker it was assigned),
+ *  connection, PRODUCER, attach on its loop, each bounded by @p timeout_ms
+ *  (0: no bound, WaitForExclusive). @thread establish worker or caller
+ *  (start); never a loop */
 upulsar_err_t up_rp_establish(up_rp_t *rp, int timeout_ms);
 /** One creation attempt for each of the @p n producers @p rps (of one
  *  handle), together: their lookups batched per broker (up_lookup_many()),
@@ -321,9 +353,11 @@ void up_establish_many(up_rp_t **rps, int n, int timeout_ms, upulsar_err_t *errs
                        char (*whys)[512]);
 
 /* stats.c */
+/** Batch of @p msgs messages acknowledged @p rtt_us after it was built:
+ *  counters and histograms. @thread loop */
 void up_stats_batch_acked(up_rp_t *rp, uint32_t msgs, uint64_t rtt_us);
 /** Batch @p b was acknowledged at @p now_us: its messages that carry a send
- *  time go into the latency histogram. (loop) */
+ *  time go into the latency histogram. @thread loop */
 void up_stats_batch_latency(up_rp_t *rp, const up_batch_t *b, uint64_t now_us);
 
 #endif
