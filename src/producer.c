@@ -442,9 +442,13 @@ void up_rp_register(up_rp_t *rp, up_conn_t *c)
     up_rp_transition(rp, UP_RP_IN_BACKOFF, UP_RP_CONNECTING, "creating it on a connection");
 }
 
-bool up_rp_attach(up_rp_t *rp, up_conn_t *c, int64_t last_seq)
+bool up_rp_attach(up_rp_t *rp, up_conn_t *c, int64_t last_seq, const uint8_t *schema_version,
+                  size_t schema_version_len)
 {
     const struct upulsar_conf *cf = rp_conf(rp);
+    /* set on the loop, which writes it into every entry it frames */
+    memcpy(rp->schema_version.v, schema_version, schema_version_len);
+    rp->schema_version.len = (uint8_t)schema_version_len;
     if (rp->conn == c && atomic_load(&rp->failed)) {
         /* its group failed while the PRODUCER request was out: the broker
          * has a producer we will not use */

@@ -208,8 +208,10 @@ struct up_rp {
     up_rp_t *est_next;     /* worker queue (client lock) */
     bool has_topic_epoch;  /* from the last PRODUCER_SUCCESS (exclusive modes) */
     uint64_t topic_epoch;  /* echoed when the producer is re-created */
-    struct { uint8_t len, v[16]; } schema_version; /* of the last PRODUCER_SUCCESS, written into each entry's metadata; set and read on the loop (establish.c attach_task) */
     /* ---- (loop) ---- */
+    /* of the last PRODUCER_SUCCESS (set by up_rp_attach()), written into
+     * each entry's metadata */
+    struct { uint8_t len, v[16]; } schema_version;
     up_conn_t *conn;    /* registered connection (holds a reference), or NULL */
     bool registered;    /* present in conn->rps */
     uint64_t next_seq;
@@ -287,9 +289,12 @@ void up_rp_close_cmd(up_rp_t *rp, up_cmd_t *cmd, Pulsar__Proto__CommandCloseProd
 /** PRODUCER_SUCCESS on @p c: @p rp is READY there and writes its pending
  *  batches again (the broker has stored up to @p last_seq_on_broker, -1:
  *  none). False when it may not attach (failed meanwhile: closed on the
- *  broker; no longer CONNECTING on @p c, or @p c failed).
+ *  broker; no longer CONNECTING on @p c, or @p c failed). Its schema
+ *  version (at most 16 bytes, 0: none) is written into every entry from
+ *  now on.
  *  Run by establish.c's attach task. @thread loop */
-bool up_rp_attach(up_rp_t *rp, up_conn_t *c, int64_t last_seq_on_broker);
+bool up_rp_attach(up_rp_t *rp, up_conn_t *c, int64_t last_seq_on_broker,
+                  const uint8_t *schema_version, size_t schema_version_len);
 /** Register @p rp on @p c (up_conn_add_rp(), a reference) before its
  *  PRODUCER request, so what the broker sends for it is dispatched to it:
  *  CONNECTING. Run by establish.c's task before the request. @thread loop */
