@@ -210,18 +210,11 @@ void up_conn_attach(void *conn)
 {
     up_conn_t *c = conn;
     up_loop_t *l = c->loop;
-    if (l->nconns == l->cconns) {
-        size_t n = l->cconns ? l->cconns * 2 : 8;
-        up_conn_t **nc = realloc(l->conns, n * sizeof *nc);
-        if (!nc) {
-            up_conn_fail(c, UPULSAR_ERR__NOMEM);
-            up_conn_unref(c);
-            return;
-        }
-        l->conns = nc;
-        l->cconns = n;
+    if (!up_loop_add_conn(l, c)) {
+        up_conn_fail(c, UPULSAR_ERR__NOMEM);
+        up_conn_unref(c);
+        return;
     }
-    l->conns[l->nconns++] = c;
     c->last_rx_us = c->last_used_us = up_now_us();
     up_client_log_backend(c->client); /* once per client, at its first connection */
     int rc = l->io->attach(c);

@@ -60,9 +60,10 @@ struct up_loop {
     up_task_t *tasks, *tasks_tail; /* (task_lock) */
     _Atomic int has_tasks;
     /* (loop) */
-    up_conn_t **conns;
+    up_conn_t **conns;     /* up_loop_add_conn(); dead ones dropped by the tick */
     size_t nconns, cconns;
-    up_rp_t **rps;
+    up_rp_t **rps;         /* its producers (partitioned.c, register and
+                              shutdown tasks) */
     size_t nrps, crps;
     /* Producers with something to do (producer.c, "activity"): the loop
      * drains, times out and looks before sleeping at these only, so an idle
@@ -109,6 +110,11 @@ void up_fence_init(void);
 /** True when callers may use a compiler-only fence after committing a
  *  record (the loop then uses membarrier before it sleeps). @thread any */
 bool up_fence_light_ok(void);
+/** Take @p c (a reference the caller gives) into @p l's connections: the
+ *  tick keeps it alive and drops it, with that reference, once it is dead
+ *  and nothing is in flight on it. False when out of memory (nothing
+ *  taken). @thread loop */
+bool up_loop_add_conn(up_loop_t *l, up_conn_t *c);
 /** A full fence on every thread of the process (membarrier when callers
  *  use compiler-only fences after committing, see up_fence_light_ok()).
  *  @thread loop */
