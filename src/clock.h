@@ -1,6 +1,6 @@
 /* clock.h -- timed condition-variable waits on the monotonic clock.
  *
- * Every deadline inside the library is a point of up_now_us() (engine.h:
+ * Every deadline inside the library is a point of up_now_us() (below:
  * CLOCK_MONOTONIC, microseconds). A condition variable whose waits have a
  * timeout is created with up_cond_init_monotonic(), and a wait until such a
  * deadline passes up_deadline_ts(deadline_us) to pthread_cond_timedwait():
@@ -11,6 +11,23 @@
 #include <pthread.h>
 #include <stdint.h>
 #include <time.h>
+
+/** Now on the monotonic clock, microseconds. @thread any */
+static inline uint64_t up_now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+/** Now on the wall clock (CLOCK_REALTIME), milliseconds since the epoch:
+ *  only for times the broker sees (publish time, deliver_at). @thread any */
+static inline uint64_t up_wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
 
 /** Initialise @p cv so that its timed waits measure CLOCK_MONOTONIC.
  *  Returns pthread_cond_init()'s result (0 or an errno value). */

@@ -13,9 +13,10 @@
  *   conn_request.c  requests from any thread (lookups, PRODUCER, CLOSE_PRODUCER)
  *                   sent through the loop and matched there by request id
  *
- * engine.h includes this header after the loop's types it uses (up_loop_t,
- * up_op_t); files may include either. Each function says which thread may
- * call it (@thread); "loop" means the loop thread of the connection.
+ * The producers registered on a connection (its rps list) are its own:
+ * producer.c adds and removes them with up_conn_add_rp() / up_conn_remove_rp().
+ * Each function says which thread may call it (@thread); "loop" means the
+ * loop thread of the connection.
  * @internal */
 #ifndef UP_CONN_H
 #define UP_CONN_H
@@ -25,7 +26,10 @@
 #include <sys/socket.h>
 #include <sys/uio.h>
 
-#include "engine.h"
+#include "buf.h"
+#include "frame.h"
+#include "loop.h"
+#include "upulsar/upulsar.h"
 
 /* Receive buffer size: one read (decoder room, or TLS ciphertext). */
 #define UP_CONN_RECV_CHUNK (64 * 1024)
@@ -76,8 +80,8 @@ struct up_conn {
     up_conn_t *ep_next;
     up_buf_t tls_tx;
     size_t tls_tx_off;
-    /* producers registered on it (up_rp_register() / up_rp_detach(),
-     * producer.c, on the loop) */
+    /* producers registered on it (up_conn_add_rp() / up_conn_remove_rp(),
+     * which up_rp_register() / up_rp_detach() call) */
     up_rp_t **rps;
     size_t nrps, crps;
     struct up_req *reqs;   /* requests waiting for their answer (conn_request.c) */
@@ -142,6 +146,34 @@ void up_conn_tick(up_conn_t *c, uint64_t now_us);
  *  request now). (conn_pool.c) @thread any */
 void up_conn_pool_stats(struct upulsar_client *c, int *open, int *idle);
 
+/** One request of up_conn_request_all(): filled by up_mreq_encode()
+ *  (and @p pre / @p pre_arg, optional, as for up_conn_request()); the
+ *  results are resp (the caller frees it), err and, for an error, why. */
+typedef struct up_mreq {
+    up_conn_t *conn;      /* the caller's reference, kept until the results */
+    up_buf_t frame;       /* the encoded command (taken by the call) */
+    int cmd_type;
+    uint64_t request_id;
+    int64_t producer_id;  /* a PRODUCER request's producer, else -1 */
+    void (*pre)(void *);
+    void *pre_arg;
+    up_cmd_t *resp;
+    upulsar_err_t err;
+    char why[512];
+} up_mreq_t;
+/** Set up @p m to send @p cmd (carrying @p request_id) on @p conn. NOMEM
+ *  (set) when the frame cannot be encoded. (conn_request.c) @thread any */
+upulsar_err_t up_mreq_encode(up_mreq_t *m, up_conn_t *conn, const up_cmd_t *cmd,
+                             uint64_t request_id);
+/** Send the @p n requests at once (pipelined: one task per loop queues all
+ *  of that loop's, in order, each running its pre hook right before its
+ *  frame) and wait up to @p timeout_ms for all their answers together
+ *  (cancellable, see up_cancel_on()). Each gets the result up_conn_request()
+ *  would give, the detail in why (upulsar_last_error() is not set).
+ *  Not for requests the broker may park (WaitForExclusive).
+ *  (conn_request.c) @thread any but a loop of the connections */
+void up_conn_request_all(up_mreq_t *m, size_t n, int timeout_ms);
+
 struct pollfd;
 #define UP_POLL_CANCELLED (-2)
 /** poll() one fd until an event, @p deadline_us (up_now_us() clock), or a
@@ -150,6 +182,15 @@ struct pollfd;
  *  error) or UP_POLL_CANCELLED. For every blocking wait of connection setup
  *  (TCP, TLS, CONNECT). (conn_dial.c) @thread any but a loop */
 int up_poll_until(struct pollfd *p, uint64_t deadline_us);
+
+/** Register @p rp on @p c (its list of producers, which receipts, errors
+ *  and closes for them are dispatched by): false when out of memory, then
+ *  @p rp is not registered. The reference the producer holds is its own
+ *  (up_conn_ref()). (conn_io.c) @thread loop */
+bool up_conn_add_rp(up_conn_t *c, up_rp_t *rp);
+/** Take @p rp off @p c's list of producers (nothing if it is not on it).
+ *  (conn_io.c) @thread loop */
+void up_conn_remove_rp(up_conn_t *c, up_rp_t *rp);
 
 /* Events a connection raises for a producer registered on it (producer.c). */
 /** CLOSE_PRODUCER from the broker: the producer is re-created (BACKOFF, at

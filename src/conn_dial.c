@@ -23,6 +23,7 @@
 
 #include "clock.h"
 #include "conn.h"
+#include "engine.h"
 #include "err.h"
 #include "tls.h"
 

@@ -10,6 +10,7 @@
 #include <sys/socket.h>
 
 #include "conn.h"
+#include "engine.h"
 #include "err.h"
 #include "io_backend.h"
 #include "tls.h"
@@ -209,18 +210,11 @@ void up_conn_attach(void *conn)
 {
     up_conn_t *c = conn;
     up_loop_t *l = c->loop;
-    if (l->nconns == l->cconns) {
-        size_t n = l->cconns ? l->cconns * 2 : 8;
-        up_conn_t **nc = realloc(l->conns, n * sizeof *nc);
-        if (!nc) {
-            up_conn_fail(c, UPULSAR_ERR__NOMEM);
-            up_conn_unref(c);
-            return;
-        }
-        l->conns = nc;
-        l->cconns = n;
+    if (!up_loop_add_conn(l, c)) {
+        up_conn_fail(c, UPULSAR_ERR__NOMEM);
+        up_conn_unref(c);
+        return;
     }
-    l->conns[l->nconns++] = c;
     c->last_rx_us = c->last_used_us = up_now_us();
     up_client_log_backend(c->client); /* once per client, at its first connection */
     int rc = l->io->attach(c);
@@ -231,6 +225,29 @@ void up_conn_attach(void *conn)
         return;
     }
     arm_recv(c);
+}
+
+bool up_conn_add_rp(up_conn_t *c, up_rp_t *rp)
+{
+    if (c->nrps == c->crps) {
+        size_t n = c->crps ? c->crps * 2 : 8;
+        up_rp_t **nr = realloc(c->rps, n * sizeof *nr);
+        if (!nr)
+            return false;
+        c->rps = nr;
+        c->crps = n;
+    }
+    c->rps[c->nrps++] = rp;
+    return true;
+}
+
+void up_conn_remove_rp(up_conn_t *c, up_rp_t *rp)
+{
+    for (size_t i = 0; i < c->nrps; i++)
+        if (c->rps[i] == rp) {
+            c->rps[i] = c->rps[--c->nrps];
+            return;
+        }
 }
 
 static up_rp_t *find_rp(up_conn_t *c, uint64_t producer_id)

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "conn.h"
+#include "engine.h"
 #include "err.h"
 #include "fault.h"
 #include "tls.h"

@@ -62,10 +62,8 @@ static void close_unused_task(void *a)
 static void attach_task(void *a)
 {
     attach_t *t = a;
-    /* set on the loop, which writes it into every entry it frames */
-    memcpy(t->rp->schema_version.v, t->schema_version, t->schema_version_len);
-    t->rp->schema_version.len = t->schema_version_len;
-    t->ok = up_rp_attach(t->rp, t->conn, t->last_seq);
+    t->ok = up_rp_attach(t->rp, t->conn, t->last_seq, t->schema_version,
+                         t->schema_version_len);
     if (!t->ok) {
         unregister_task(t);
         return;

@@ -66,7 +66,7 @@ extern const up_io_ops_t up_io_epoll_ops;
 int up_io_uring_probe(char *why, size_t n);
 
 /** The symbolic name of @p e ("EPERM"), or "errno <n>" in @p buf.
- *  (client.c) */
+ *  (client.c) @thread any */
 const char *up_errno_name(int e, char *buf, size_t n);
 
 #endif

@@ -367,13 +367,8 @@ void up_rp_on_send_error(up_rp_t *rp, const Pulsar__Proto__CommandSendError *e)
 static void unlink_conn(up_rp_t *rp)
 {
     up_conn_t *c = rp->conn;
-    if (rp->registered && c) {
-        for (size_t i = 0; i < c->nrps; i++)
-            if (c->rps[i] == rp) {
-                c->rps[i] = c->rps[--c->nrps];
-                break;
-            }
-    }
+    if (rp->registered && c)
+        up_conn_remove_rp(c, rp);
     rp->registered = false;
     if (c) {
         rp->conn = NULL;
@@ -437,17 +432,8 @@ void up_rp_register(up_rp_t *rp, up_conn_t *c)
      * wrote there) is let go: this attempt goes on */
     if (rp->conn)
         unlink_conn(rp);
-    /* callers pass the connection to register on, never NULL.
-     * NOLINTNEXTLINE(clang-analyzer-core.NullDereference) */
-    if (c->nrps == c->crps) {
-        size_t n = c->crps ? c->crps * 2 : 8;
-        up_rp_t **nr = realloc(c->rps, n * sizeof *nr);
-        if (!nr)
-            return; /* not registered: the create request will be refused */
-        c->rps = nr;
-        c->crps = n;
-    }
-    c->rps[c->nrps++] = rp;
+    if (!up_conn_add_rp(c, rp))
+        return; /* not registered: the create request will be refused */
     up_conn_ref(c);
     rp->conn = c;
     rp->registered = true;
@@ -456,9 +442,13 @@ void up_rp_register(up_rp_t *rp, up_conn_t *c)
     up_rp_transition(rp, UP_RP_IN_BACKOFF, UP_RP_CONNECTING, "creating it on a connection");
 }
 
-bool up_rp_attach(up_rp_t *rp, up_conn_t *c, int64_t last_seq)
+bool up_rp_attach(up_rp_t *rp, up_conn_t *c, int64_t last_seq, const uint8_t *schema_version,
+                  size_t schema_version_len)
 {
     const struct upulsar_conf *cf = rp_conf(rp);
+    /* set on the loop, which writes it into every entry it frames */
+    memcpy(rp->schema_version.v, schema_version, schema_version_len);
+    rp->schema_version.len = (uint8_t)schema_version_len;
     if (rp->conn == c && atomic_load(&rp->failed)) {
         /* its group failed while the PRODUCER request was out: the broker
          * has a producer we will not use */

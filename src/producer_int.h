@@ -175,7 +175,8 @@ up_batch_t *up_batcher_take_open(up_rp_t *rp);
 /* ---- chunk.c ---- */
 
 /** Upper bound of the MessageMetadata of each chunk of the message of
- *  record @p v (its fields @p m), replication clusters included. */
+ *  record @p v (its fields @p m), replication clusters included.
+ *  @thread any */
 size_t up_chunk_md_bound(const up_smm_t *m, const up_rec_view_t *v);
 /** Send the message of record @p v (its metadata @p m) as chunks of the
  *  broker's max_message_size. OK, NOMEM (nothing sent) or MSG_TOO_LARGE.

@@ -120,7 +120,8 @@ static inline upulsar_producer_state_t up_rp_public_state(const up_rp_t *rp)
     return up_rp_public_of(up_rp_st(rp));
 }
 
-/** Name of internal state @p st ("BACKOFF_NOW"...). Static string. */
+/** Name of internal state @p st ("BACKOFF_NOW"...). Static string.
+ *  @thread any */
 const char *up_rp_st_name(up_rp_st_t st);
 
 /** Test hook: when set, up_rp_transition() calls it between reading the

@@ -149,6 +149,20 @@ static bool work_waiting(up_loop_t *l)
     return up_loop_active_waiting(l); /* producer.c */
 }
 
+bool up_loop_add_conn(up_loop_t *l, up_conn_t *c)
+{
+    if (l->nconns == l->cconns) {
+        size_t n = l->cconns ? l->cconns * 2 : 8;
+        up_conn_t **nc = realloc(l->conns, n * sizeof *nc);
+        if (!nc)
+            return false;
+        l->conns = nc;
+        l->cconns = n;
+    }
+    l->conns[l->nconns++] = c;
+    return true;
+}
+
 static void tick(up_loop_t *l, uint64_t now)
 {
     for (size_t i = 0; i < l->nconns; i++)

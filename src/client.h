@@ -1,0 +1,151 @@
+/* client.h -- the client (upulsar_client_t, client.c): its loops, future
+ * pool, connection pool (conn_pool.c), producer handles, watchdog and
+ * establish workers (watchdog.c), memory budget and log callback (log.c).
+ * Each function says which thread may call it.
+ * @internal */
+#ifndef UP_CLIENT_H
+#define UP_CLIENT_H
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "conf.h"
+#include "future.h"
+#include "loop.h"
+#include "upulsar/upulsar.h"
+
+typedef struct up_loop up_loop_t;
+typedef struct up_conn up_conn_t;
+typedef struct up_rp up_rp_t;
+typedef struct up_batch up_batch_t;
+struct up_dial;
+struct ssl_ctx_st;
+
+/* Threads that re-create producers for the watchdog (per client): this many
+ * brokers can hang at once before a healthy one's producers wait. A worker
+ * parked in a WaitForExclusive wait (which has no timeout) does not count:
+ * another is started in its place, up to UP_EST_WORKERS_MAX in all. */
+#define UP_EST_WORKERS 4
+#define UP_EST_WORKERS_MAX 1024
+
+#define UP_MAX_SERVICE_HOSTS 16
+
+struct upulsar_client {
+    struct upulsar_conf conf;
+    char host[256]; /* the first service host (see svc_*) */
+    int port;
+    /* every host of the service URL; lookups go to svc_cur's, which moves
+     * on when it cannot be reached (immutable but svc_cur) */
+    char svc_hosts[UP_MAX_SERVICE_HOSTS][256];
+    int svc_ports[UP_MAX_SERVICE_HOSTS];
+    int nsvc;
+    _Atomic int svc_cur;
+    up_loop_t *loops;
+    int nloops;
+    /* the io backend every loop uses (io.backend, chosen at creation), why
+     * it was chosen, and whether that was logged (once, at the first
+     * connection: up_client_log_backend()) */
+    const struct up_io_ops *io;
+    char io_why[512];
+    _Atomic int io_logged;
+    up_future_pool_t futures;
+    pthread_mutex_t pool_lock; /* connection pool */
+    pthread_cond_t pool_cv;    /* a dial finished */
+    up_conn_t **pool;
+    size_t npool, cpool;
+    struct up_dial *dials;     /* connections being opened (pool_lock) */
+    /* connections added to the pool, taken out of it (lost or closed),
+     * and closed by connection.idle.timeout.ms (statistics) */
+    _Atomic uint64_t conns_opened, conns_closed, conns_idle_closed;
+    _Atomic uint64_t next_producer_id;
+    _Atomic uint64_t next_request_id;
+    pthread_mutex_t lock; /* producers list, watchdog wake */
+    pthread_cond_t wd_cv;
+    struct upulsar_producer *producers;
+    pthread_t watchdog;
+    bool wd_stop;
+    bool wd_kicked;
+    struct upulsar_producer *wd_busy; /* handle being supervised (lock) */
+    int stopping; /* (lock) stops claimed and not yet done freeing their
+                     handle; client destroy waits for them (wd_cv) */
+    /* establish workers (watchdog.c): re-create producers in parallel, so a
+     * hung broker delays only the producers that live on it */
+    pthread_t *est_threads;           /* (lock) */
+    int nest_threads, cest_threads;   /* (lock) */
+    int est_parked;                   /* workers in a WaitForExclusive wait (lock) */
+    pthread_cond_t est_cv;            /* work queued or stop (lock) */
+    up_rp_t *est_head, *est_tail;     /* queue (lock) */
+    _Atomic int32_t max_message_size; /* last seen from any broker */
+    /* memory.limit.bytes: bytes the producers took from the budget (their
+     * counted messages and their credit, send.c), never above the budget
+     * but for a message larger than the whole budget taken alone; and the
+     * highest value it had */
+    _Atomic int64_t mem_used;
+    _Atomic int64_t mem_peak;
+    bool tls;                          /* pulsar+ssl:// service URL */
+    struct ssl_ctx_st *ssl_ctx;        /* shared by the client's TLS connections */
+    upulsar_stats_cb_t stats_cb;       /* (lock) */
+    pthread_mutex_t log_lock;          /* log_cb, log_opaque */
+    upulsar_log_cb_t log_cb;
+    void *log_opaque;
+    void *stats_opaque;
+    uint64_t stats_next_us;            /* (watchdog) */
+};
+
+/* watchdog.c */
+/** Wake the watchdog for a pass now. @thread any */
+void up_watchdog_kick(struct upulsar_client *c);
+/** Make the calling thread's blocking network waits (TCP connect, handshake,
+ *  requests: conn_dial.c, conn_request.c) give up with UPULSAR_ERR__CLOSED
+ *  within a few milliseconds once *@p flag is non-zero; NULL (the default)
+ *  = never. The watchdog points it at the closed flag of the handle it
+ *  works on, so upulsar_producer_stop() never waits behind a reconnect attempt.
+ *  @thread any (sets the calling thread's) */
+void up_cancel_on(const _Atomic int *flag);
+/** Whether the calling thread's waits are cancelled now. @thread any */
+bool up_cancelled(void);
+/** Start the watchdog thread (and the first establish workers): 0, or -1
+ *  when it cannot be started. @thread application (client creation) */
+int up_watchdog_start(struct upulsar_client *c);
+/** Stop the watchdog and the establish workers, waiting for them.
+ *  @thread application (client destroy) */
+void up_watchdog_stop(struct upulsar_client *c);
+/** Take @p h's producers that wait in the establish queue out of it (their
+ *  handle is stopping; running attempts are cancelled through h->closed).
+ *  @thread any, holding the client lock */
+void up_watchdog_forget(struct upulsar_producer *h);
+/** The calling thread starts (+1) or ends (-1) a wait without timeout for a
+ *  WaitForExclusive grant; while parked it is not counted as an establish
+ *  worker, and a new one is started if fewer than UP_EST_WORKERS remain.
+ *  @thread establish worker (or the caller running a start's attempt) */
+void up_watchdog_parked(struct upulsar_client *c, int delta);
+/** Create the @p n producers @p rps (of one handle, not yet supervised by
+ *  the watchdog) on the establish workers, in parallel; an attempt that
+ *  fails with a retriable error is tried again (backoff.* delays) while
+ *  @p deadline_us has not passed (0: one attempt each, bounded by
+ *  operation.timeout.ms). Returns OK once all are created, else the
+ *  first non-retriable error or, once the deadline passed, the last error
+ *  (upulsar_last_error() says which producer and why). Returns only after
+ *  every attempt has ended; with @p cancel_on_failure the handle is marked
+ *  closed at the first non-retriable error, which cancels the others.
+ *  @thread caller (start) or watchdog (partition growth) */
+upulsar_err_t up_establish_all(up_rp_t **rps, int n, uint64_t deadline_us,
+                               bool cancel_on_failure);
+
+/* log.c */
+/** One log line for @p c's log callback (or stderr). @thread any */
+void up_log(struct upulsar_client *c, upulsar_log_level_t level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* client.c */
+/** Log, once per client, which io backend it uses and why (info). Called
+ *  when a connection joins a loop: by then the application has had its
+ *  chance to set a log callback. @thread any */
+void up_client_log_backend(struct upulsar_client *c);
+/* stats.c */
+/** statistics.interval.ms: build and hand the statistics to the stats
+ *  callback when due. @thread watchdog */
+void up_stats_tick(struct upulsar_client *c, uint64_t now_us);
+
+#endif

@@ -1,0 +1,81 @@
+/* handle.h -- the producer handle the application holds
+ * (upulsar_producer_t): one group of real producers per partition, routing,
+ * partition growth. Owned by partitioned.c; the watchdog reads it while it
+ * supervises the handle. Each function says which thread may call it.
+ * @internal */
+#ifndef UP_HANDLE_H
+#define UP_HANDLE_H
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "conf.h"
+#include "rp.h"
+#include "upulsar/upulsar.h"
+
+
+typedef struct up_group {
+    char topic[256];
+    int partition;
+    up_rp_t **rps;
+    int nrps;
+    _Atomic int failed; /* upulsar_err_t that failed the whole group, or 0 */
+} up_group_t;
+
+struct upulsar_producer {
+    struct upulsar_client *client;
+    struct upulsar_conf conf;
+    char topic[256];
+    /* Partition growth (the watchdog, up_producer_poll_partitions()) replaces
+     * groups and all with larger copies while caller threads read them: it
+     * stores groups and all, then nall, ngroups and npart, each with
+     * memory_order_release; readers load a count (acquire) before its array
+     * (acquire), so an array is never shorter than the count read first.
+     * Replaced arrays stay allocated (retired) until the handle is freed. */
+    _Atomic int npart;       /* 0: non-partitioned (one group) */
+    _Atomic int ngroups;
+    up_group_t *_Atomic groups;
+    up_rp_t **_Atomic all;
+    _Atomic int nall;
+    void **retired;          /* (watchdog) replaced arrays */
+    int nretired;
+    char base_name[96];      /* name given to upulsar_producer_start, "" = none */
+    uint64_t next_poll_us;   /* (watchdog) next PARTITIONED_METADATA poll */
+    int shrink_seen;         /* (watchdog) smaller count last reported */
+    int cap_seen;            /* (watchdog) count over partitions.max last reported */
+    _Atomic int closed;      /* a stop claimed the handle (set under the client
+                                lock, see up_producer_claim_stop) */
+    _Atomic int freeing;     /* the stop's own flush is over: flushes still
+                                under way give up with CLOSED */
+    int flushing;            /* (client lock) upulsar_producer_flush() calls
+                                under way; the stop frees the handle only
+                                once they are over */
+    int establishing;        /* (client lock) its producers queued for or in an
+                                establish worker */
+    int single_slot;
+    /* the watchdog walks the producers only when one may need it: wd_dirty
+     * (any) is set when a producer enters a BACKOFF state or FAILED
+     * (rp_state.c) or an establish worker is done with one; wd_more
+     * (watchdog) while its last walk left some waiting (backoff, worker) */
+    _Atomic int wd_dirty;
+    bool wd_more;
+    struct upulsar_producer *next; /* client's list */
+};
+
+/* partitioned.c */
+/* Claim the next handle of @p c nobody is stopping yet, for the caller to
+ * stop with up_producer_stop_claimed(); NULL once none is left, after every
+ * stop under way (claimed by other threads) has freed its handle.
+ * partitioned.c. @thread application (client destroy) */
+struct upulsar_producer *up_producer_claim_next(struct upulsar_client *c);
+/* The stop of a handle claimed by up_producer_claim_next(): flush, close,
+ * free. partitioned.c. @thread application */
+upulsar_err_t up_producer_stop_claimed(struct upulsar_producer *h, int timeout_ms);
+/* close @p rp on its broker, waiting for the answer until @p deadline_us.
+ * partitioned.c. @thread application (stop), never a loop */
+void up_rp_shutdown(up_rp_t *rp, uint64_t deadline_us);
+/** partitions.update.interval.ms: poll the partition count and start groups
+ *  for new partitions. @thread watchdog, within its pass over @p h */
+void up_producer_poll_partitions(struct upulsar_producer *h, uint64_t now_us);
+
+#endif

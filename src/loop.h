@@ -1,0 +1,123 @@
+/* loop.h -- an event loop (uring_loop.c): one thread, its connections'
+ * socket I/O through a backend (io_backend.h: io_uring.c or io_epoll.c),
+ * the tasks other threads post to it, and its producers. Fields say which
+ * thread may touch them: (any), (task_lock) or (loop), the loop's own
+ * thread; each function says which thread may call it (@thread).
+ * @internal */
+#ifndef UP_LOOP_H
+#define UP_LOOP_H
+#include <liburing.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "upulsar/upulsar.h"
+
+typedef struct up_loop up_loop_t;
+typedef struct up_conn up_conn_t;
+typedef struct up_rp up_rp_t;
+typedef struct up_batch up_batch_t;
+struct up_io_ops;
+struct epoll_event;
+
+typedef struct up_task {
+    void (*fn)(void *arg);
+    void *arg;
+    struct up_task *next;
+} up_task_t;
+
+enum { UP_OP_RECV = 1, UP_OP_SEND, UP_OP_WAKE };
+
+typedef struct up_op {
+    int type;
+    up_conn_t *conn;
+} up_op_t;
+
+enum { UP_AWAKE = 0, UP_SLEEP_IDLE = 1, UP_SLEEP_TIMED = 2 };
+
+struct up_loop {
+    const struct up_io_ops *io; /* its backend (io_backend.h), the client's */
+    struct io_uring uring;      /* io_uring backend (io_uring.c) */
+    pthread_t thread;
+    int index;
+    struct upulsar_client *client;
+    int efd;
+    uint64_t efd_val;
+    up_op_t wake_op;
+    /* epoll backend (io_epoll.c), (loop): the epoll instance, events of
+     * the last wait not yet handled, and the connections with an operation
+     * that can run now (linked by up_conn.ep_next) */
+    int epfd;
+    bool ep_pwait2;             /* epoll_pwait2 works: timeouts in microseconds */
+    int ep_nev;
+    struct epoll_event *ep_ev;
+    up_conn_t *ep_ready, *ep_ready_tail;
+    _Atomic int sleeping;     /* (any) UP_SLEEP_* while waiting for CQEs */
+    _Atomic int wake_pending; /* (any) an eventfd write is outstanding */
+    pthread_mutex_t task_lock;
+    up_task_t *tasks, *tasks_tail; /* (task_lock) */
+    _Atomic int has_tasks;
+    /* (loop) */
+    up_conn_t **conns;     /* up_loop_add_conn(); dead ones dropped by the tick */
+    size_t nconns, cconns;
+    up_rp_t **rps;         /* its producers (partitioned.c, register and
+                              shutdown tasks) */
+    size_t nrps, crps;
+    /* Producers with something to do (producer.c, "activity"): the loop
+     * drains, times out and looks before sleeping at these only, so an idle
+     * producer costs it nothing. act_in (any): producers a caller activated
+     * (up_rp_activate()), a lock-free stack the loop empties into its list;
+     * act_head/act_tail (loop): that list, linked by act_prev/act_next. */
+    up_rp_t *_Atomic act_in;
+    up_rp_t *act_head, *act_tail;
+    size_t nact;
+    bool stop;
+    uint64_t last_tick_us;
+    /* (loop) free batches of every producer of this loop (batcher.c): a
+     * retired batch goes here while the pool holds at most pool_max bytes
+     * (buffers included), else it is freed; every UP_POOL_TRIM_US the tick
+     * frees what stayed unused the whole time (pool_low) above
+     * UP_POOL_FLOOR. Freed with the loop. */
+    up_batch_t *pool;
+    size_t pool_bytes, pool_low, pool_max;
+    uint64_t pool_trim_us;
+    _Atomic uint64_t pool_bytes_pub; /* (any) pool_bytes, for statistics */
+};
+
+/** Run @p fn(arg) on the loop thread, asynchronously. 0 or -1 (NOMEM).
+ *  @thread any */
+int up_loop_post(up_loop_t *l, void (*fn)(void *), void *arg);
+/** Run @p fn(arg) on the loop thread and wait for it to return. Called from
+ *  the loop thread itself, runs it inline. @thread any */
+int up_loop_call(up_loop_t *l, void (*fn)(void *), void *arg);
+/** Wake the loop if it sleeps. @thread any */
+void up_loop_wake(up_loop_t *l);
+/** Start loop @p index of @p c on backend @p io (io_backend.h). UPULSAR_OK,
+ *  or IO with upulsar_last_error() saying why. @thread application
+ *  (client creation) */
+upulsar_err_t up_loop_start(up_loop_t *l, struct upulsar_client *c, int index,
+                            const struct up_io_ops *io);
+/** Stop the loop thread and wait for it to end. @thread application
+ *  (client destroy), never the loop itself */
+void up_loop_stop(up_loop_t *l);
+/** Whether the calling thread is @p l's loop thread. @thread any */
+bool up_loop_is_current(const up_loop_t *l);
+/** Register for membarrier once per process. @thread application (client
+ *  creation) */
+void up_fence_init(void);
+/** True when callers may use a compiler-only fence after committing a
+ *  record (the loop then uses membarrier before it sleeps). @thread any */
+bool up_fence_light_ok(void);
+/** Take @p c (a reference the caller gives) into @p l's connections: the
+ *  tick keeps it alive and drops it, with that reference, once it is dead
+ *  and nothing is in flight on it. False when out of memory (nothing
+ *  taken). @thread loop */
+bool up_loop_add_conn(up_loop_t *l, up_conn_t *c);
+/** A full fence on every thread of the process (membarrier when callers
+ *  use compiler-only fences after committing, see up_fence_light_ok()).
+ *  @thread loop */
+void up_fence_heavy(void);
+
+#endif

@@ -1,0 +1,368 @@
+/* rp.h -- the real producer (up_rp_t): one topic partition on one
+ * connection of one loop, its ring, batches and pending queue, and its
+ * lifecycle. Owned by producer.c (lifecycle, pending queue, receipts,
+ * failures, timeouts, activity) with send.c (the caller's side),
+ * batcher*.c and chunk.c (draining and batching), rp_state.c (the state
+ * machine), establish.c (creation on a broker) and stats.c (its
+ * histograms); what these files share besides is in producer_int.h.
+ * The fields of up_rp_t are grouped by the thread that may write them; each
+ * function says which thread may call it (@thread).
+ * @internal */
+#ifndef UP_RP_H
+#define UP_RP_H
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "conf.h"
+#include "frame.h"
+#include "future.h"
+#include "loop.h"
+#include "record.h"
+#include "ring.h"
+#include "upulsar/upulsar.h"
+
+typedef struct up_loop up_loop_t;
+typedef struct up_conn up_conn_t;
+typedef struct up_rp up_rp_t;
+typedef struct up_batch up_batch_t;
+
+#define UP_HIST_BUCKETS 32
+/* The latency histogram (stats.c): log-linear, microseconds; values below 16
+ * exact, then 16 buckets per power of two (each 1/16 of its power wide, so
+ * a bucket's upper bound is at most 6.25 % above any value in it), up to
+ * 2^32 us (larger values count in the last bucket). */
+#define UP_LAT_SUB 16
+#define UP_LAT_BUCKETS ((32 - 3) * UP_LAT_SUB)
+/* est_state: re-creation by an establish worker (see up_rp_t) */
+enum { UP_EST_IDLE = 0, UP_EST_BUSY = 1, UP_EST_DONE = 2 };
+
+
+typedef struct up_done {
+    struct upulsar_future *f;
+    upulsar_delivery_cb_t cb;
+    void *opaque;
+    uint64_t sent_us; /* send time carried by its record, 0 = not sampled */
+} up_done_t;
+
+struct up_batch {
+    up_batch_t *next;
+    uint8_t *buf; /* [head room][records] */
+    size_t cap;
+    size_t rec_len;
+    uint8_t *zbuf; /* compression output [head room][compressed] */
+    size_t zcap;
+    /* buffers start small and grow geometrically up to these (what the
+     * producer's batch.max.bytes / batch.max.messages allow; a message
+     * larger than that alone gets what it needs), set when taken */
+    size_t cap_hint;
+    uint32_t done_cap, done_hint;
+    const uint8_t *frame;
+    size_t frame_len;
+    uint32_t n;
+    uint64_t first_seq, last_seq;
+    uint64_t created_us;
+    uint64_t ring_end; /* ring position after its last record */
+    up_done_t *done;        /* done_cap entries */
+    uint64_t mem_bytes;     /* what its messages count against
+                               memory.limit.bytes (up_rec_mem()) */
+    /* a message sent as an entry of its own (delayed, replicate_to): */
+    uint64_t deliver_at;    /* 0 = none */
+    char *repl;             /* replicate_to names, NUL-separated */
+    size_t repl_len, repl_cap;
+    uint32_t nrepl;
+    /* batching.type=key_based: the key every message of the batch has */
+    int kkind;              /* 0 none, 1 partition key, 2 ordering key */
+    char *kkey;             /* NUL-terminated copy; with kkind 2 and kpk, the
+                               partition key follows it (NUL-terminated) */
+    size_t kkey_len, kkey_cap;
+    bool kpk;               /* kkind 2: the entry also carries a partition key */
+    /* a plain entry (not a batch) of a message sent alone by chunk.c:
+     * UP_CHUNK_FIRST / _MIDDLE / _LAST of a chunked message, UP_CHUNK_ONLY
+     * for one that fitted whole; 0 for a batch */
+    uint8_t chunk;
+    uint8_t checksum_resends; /* (loop) sent again after a ChecksumError */
+    int outq_refs;     /* (loop) segments of connection queues pointing here */
+    bool retired;      /* (loop) resolved: recycle once outq_refs is 0 */
+    up_rp_t *rp;       /* NULL once the producer is gone: free instead */
+    up_loop_t *loop;   /* its producer's loop, whose pool takes it back (the
+                          producer may be freed while a queue points here) */
+};
+
+/** A connection queue stopped pointing at @p b. (batcher.c) @thread loop */
+void up_batch_unref(up_batch_t *b);
+/* Batch pool of a loop (batcher.c): what a loop's pool may hold, and what
+ * the trim leaves. */
+#define UP_POOL_TRIM_US 1000000u
+#define UP_POOL_FLOOR ((size_t)256 * 1024)
+/** Free the pooled batches that stayed unused since the last trim, down to
+ *  UP_POOL_FLOOR bytes. (batcher.c) @thread loop (its tick) */
+void up_batch_pool_trim(up_loop_t *l);
+/** Free every pooled batch. (batcher.c) @thread the thread that stopped
+ *  the loop (up_loop_stop()), once the loop thread has ended */
+void up_batch_pool_free(up_loop_t *l);
+
+enum { UP_CHUNK_NONE = 0, UP_CHUNK_FIRST, UP_CHUNK_MIDDLE, UP_CHUNK_LAST, UP_CHUNK_ONLY };
+
+#define UP_AGE_SAMPLES 16
+
+struct up_rp {
+    /* ---- immutable after creation ---- */
+    struct upulsar_producer *handle;
+    struct upulsar_client *client;
+    up_loop_t *loop;
+    int partition; /* -1: non-partitioned */
+    int index;     /* within its group */
+    int conn_slot; /* connection to its broker (connections.per.broker) */
+    char topic[256];
+    uint64_t producer_id;
+    uint64_t wake_cells; /* ring cells worth a full batch: wake a timed loop */
+    /* ---- (any) ---- (atomics, counters, identity; fields marked (loop)
+     *      here are the loop's, kept next to the atomics they go with) */
+    /* (loop writes, callers read) the loop will look at this producer's
+     * ring by a deadline of its own (a batch window, batches in flight, not
+     * created yet): a send need not wake a loop sleeping with a timeout.
+     * 0: a send wakes it (batcher.c up_rp_pump, send.c). Written only when
+     * it changes. */
+    _Atomic int armed;
+    up_ring_t ring;
+    /* activity (producer.c): 1 while on its loop's active list or queued
+     * for it (act_in), 0 while idle. A caller that commits a record sets it
+     * (up_rp_mark_active()); the loop clears it once nothing is pending. */
+    _Atomic int act;
+    up_rp_t *act_in_next;          /* link in loop->act_in (pusher, then loop) */
+    up_rp_t *act_prev, *act_next;  /* (loop) the active list */
+    bool act_listed;               /* (loop) on the active list */
+    /* the lifecycle state (up_rp_st_t, and the flag UP_RP_CREATED: attached
+     * once), changed only by up_rp_transition() and read with up_rp_st(),
+     * up_rp_created(), up_rp_public_state() (rp_state.h, which has the table
+     * of allowed transitions) */
+    _Atomic int state;
+    _Atomic int failed;    /* the terminal error (upulsar_err_t) once it
+                              failed (stored before the state says FAILED),
+                              or 0 */
+    _Atomic uint64_t pending;   /* accepted, not resolved (approx.) */
+    /* memory.limit.bytes (send.c): bytes this producer took from the
+     * client's budget (mem_held: its counted messages + mem_credit) and the
+     * part not used by a message yet. Senders take a message's bytes from
+     * the credit (one CAS here), and more credit from the client in chunks;
+     * resolved messages give theirs back to the credit, and the credit
+     * above what the producer keeps goes back to the client. Own line:
+     * written per send. */
+    _Alignas(64) _Atomic int64_t mem_credit;
+    _Atomic int64_t mem_held;
+    char mem_pad[64 - 2 * sizeof(int64_t)];
+    _Atomic uint64_t reconnects;
+    _Atomic int64_t last_acked_seq;
+    _Atomic uint64_t resolved_ring_pos;
+    _Atomic int flush_req;
+    _Atomic uint64_t sent_msgs, acked_msgs, failed_msgs, resent_batches;
+    _Atomic uint64_t unknown_ids;   /* messages acknowledged as duplicates, no position */
+    _Atomic uint64_t timed_out;     /* messages failed by send.timeout.ms */
+    /* max.pending.messages: accepted, not resolved; counted only when that
+     * key is set (added by callers, subtracted by the loop per batch) */
+    _Atomic int64_t lim_msgs;
+    /* histograms (stats.c), one writer (the loop), read by stats readers */
+    _Atomic uint64_t h_batch_msgs[UP_HIST_BUCKETS]; /* messages per acked batch, log2 */
+    _Atomic uint64_t h_batch_rtt[UP_HIST_BUCKETS];  /* batch built -> receipt, log2 us */
+    /* send -> receipt of the messages that carry their send time
+     * (latency.sample.every), us: log-linear buckets, their sum */
+    _Atomic uint64_t h_lat[UP_LAT_BUCKETS];
+    _Atomic uint64_t lat_sum_us;
+    /* ---- (watchdog / establishing thread) ---- */
+    char name[128];      /* producer name, "" until assigned */
+    /* "host:port" it was last created on, "" before; guarded by broker_lock
+     * (also read by upulsar_producer_list()) */
+    pthread_mutex_t broker_lock;
+    char broker[280];
+    /* where the broker said, closing it, that the topic now lives
+     * (CLOSE_PRODUCER assignedBrokerServiceUrl[Tls]): the next creation goes
+     * there without a lookup; "" = look up. (broker_lock; set by the loop) */
+    char assigned[280];
+    /* the cluster its topic migrated to (TOPIC_MIGRATED): lookups start
+     * there from now on, "" = the service URL. (broker_lock; set by the loop) */
+    char cluster[280];
+    bool via_proxy; /* last created through a proxy (watchdog/establishing) */
+    bool user_named;
+    uint64_t epoch;
+    uint64_t next_attempt_us;
+    uint64_t backoff_ms;
+    uint64_t outage_since_us; /* first backoff since the last success, 0 = none */
+    bool mandatory_stop_made; /* the one shortened delay of this outage */
+    /* the watchdog's schedule of the next attempt: */
+    bool graceful_next;       /* the attempt due follows a close by the broker
+                                 (decided from BACKOFF_NOW / _GRACEFUL when
+                                 the attempt was scheduled): not counted */
+    bool attempt_failed;      /* the last re-creation attempt failed */
+    uint64_t restart_times[64];
+    int nrestarts;
+    /* re-creation by an establish worker (watchdog.c): est_state is
+     * UP_EST_IDLE, _BUSY (queued or running: the worker owns the fields
+     * above marked watchdog/establishing) or _DONE (est_err is its result,
+     * published with release; the watchdog reads it and sets IDLE) */
+    _Atomic int est_state;
+    upulsar_err_t est_err;
+    char est_why[256];     /* upulsar_last_error() of a failed attempt */
+    uint64_t est_deadline_us; /* bound of the attempt, 0 = operation.timeout.ms */
+    up_rp_t *est_next;     /* worker queue (client lock) */
+    bool has_topic_epoch;  /* from the last PRODUCER_SUCCESS (exclusive modes) */
+    uint64_t topic_epoch;  /* echoed when the producer is re-created */
+    /* ---- (loop) ---- */
+    /* of the last PRODUCER_SUCCESS (set by up_rp_attach()), written into
+     * each entry's metadata */
+    struct { uint8_t len, v[16]; } schema_version;
+    up_conn_t *conn;    /* registered connection (holds a reference), or NULL */
+    bool registered;    /* present in conn->rps */
+    uint64_t next_seq;
+    const struct up_batcher *batcher; /* chosen at creation (batcher.h) */
+    up_batch_t *open;   /* the open batches, linked by next in ascending first
+                           sequence id: at most one, but with key_based */
+    struct {
+        uint32_t n;     /* messages and bytes of all open batches */
+        size_t bytes;
+        uint64_t start; /* ring position of their first record */
+        size_t *offs;   /* scratch: record offsets while ids are written */
+        size_t offs_cap;
+    } kb;               /* key_based (batcher_key.c) */
+    uint64_t open_deadline_us;
+    uint64_t window_end_us; /* records seen, batch window not yet drained */
+    bool holding;           /* records left in the ring until the window ends,
+                               or until the producer is created once
+                               (up_rp_created()) */
+    up_batch_t *pend_head, *pend_tail, *unsent;
+    size_t npend;
+    uint8_t *scratch; /* a wrapped record, copied contiguous */
+    size_t scratch_cap;
+    /* the position of the first chunk of the chunked message being
+     * acknowledged (receipts come in order, its chunks are consecutive) */
+    uint64_t chunk_first_ledger, chunk_first_entry;
+    upulsar_err_t chunk_err; /* a chunk of that message failed: how */
+    /* send timeout of records still in the ring: ring head positions sampled
+     * with the time they were read; every record before a sample's position
+     * was accepted before its time */
+    uint64_t age_pos[UP_AGE_SAMPLES], age_us[UP_AGE_SAMPLES];
+    unsigned age_n, age_last; /* samples held, index of the newest */
+};
+
+/* The real producer: producer.c (lifecycle, pending queue, receipts,
+ * failures, timeouts) unless noted */
+/** A producer of handle @p h for @p topic (partition @p partition, -1:
+ *  not partitioned; @p index within its group), not registered on its loop
+ *  nor created on a broker yet. NULL with *@p err on failure.
+ *  @thread application (start) or watchdog (partition growth) */
+up_rp_t *up_rp_new(struct upulsar_producer *h, int partition, int index,
+                   const char *topic, upulsar_err_t *err);
+/** Free @p rp and what it still holds, once it is off its loop and its
+ *  connection (up_rp_shutdown()). @thread the thread freeing its handle
+ *  (stop, or the watchdog undoing a partition growth) */
+void up_rp_free(up_rp_t *rp);
+/** Drain @p rp's ring into batch entries (batch window, records, batcher):
+ *  true if it drained records and more are waiting; *@p next_deadline
+ *  lowered to when it wants to run again. batcher.c. @thread loop */
+bool up_rp_pump(up_rp_t *rp, uint64_t now_us, uint64_t *next_deadline);
+/** SEND_RECEIPT / SEND_ERROR for @p rp, dispatched by its connection.
+ *  @thread loop */
+void up_rp_on_receipt(up_rp_t *rp, const Pulsar__Proto__CommandSendReceipt *r);
+void up_rp_on_send_error(up_rp_t *rp, const Pulsar__Proto__CommandSendError *e);
+/** Let go of the connection (lost, or the producer fails or stops): stop
+ *  writing, BACKOFF (the watchdog is kicked with @p kick). @thread loop */
+void up_rp_detach(up_rp_t *rp, bool kick);
+/** The producer stopped existing on its connection (CLOSE_PRODUCER from the
+ *  broker, our own CLOSE_PRODUCER after a SEND_ERROR, a refused PRODUCER)
+ *  while the connection lives on: stop writing, stay registered there so
+ *  receipts of SENDs the broker took before still resolve their batches with
+ *  real positions, and let the watchdog re-create it (BACKOFF).
+ *  @thread loop */
+void up_rp_suspend(up_rp_t *rp, bool kick);
+/** Terminal failure of one producer: fail everything it holds with @p err,
+ *  close it on the broker, state FAILED; the watchdog then fails its group.
+ *  @thread loop */
+void up_rp_fail(up_rp_t *rp, upulsar_err_t err);
+/** up_rp_fail() whose messages fail with the detail "<partition topic> via
+ *  <broker>: @p why" (upulsar_future_error_detail(); NULL: a generic
+ *  one). @thread loop */
+void up_rp_fail_why(up_rp_t *rp, upulsar_err_t err, const char *why);
+/** Fill @p cmd / @p cp as CLOSE_PRODUCER for @p rp with a fresh request id.
+ *  @thread any */
+void up_rp_close_cmd(up_rp_t *rp, up_cmd_t *cmd, Pulsar__Proto__CommandCloseProducer *cp);
+/** PRODUCER_SUCCESS on @p c: @p rp is READY there and writes its pending
+ *  batches again (the broker has stored up to @p last_seq_on_broker, -1:
+ *  none). False when it may not attach (failed meanwhile: closed on the
+ *  broker; no longer CONNECTING on @p c, or @p c failed). Its schema
+ *  version (at most 16 bytes, 0: none) is written into every entry from
+ *  now on.
+ *  Run by establish.c's attach task. @thread loop */
+bool up_rp_attach(up_rp_t *rp, up_conn_t *c, int64_t last_seq_on_broker,
+                  const uint8_t *schema_version, size_t schema_version_len);
+/** Register @p rp on @p c (up_conn_add_rp(), a reference) before its
+ *  PRODUCER request, so what the broker sends for it is dispatched to it:
+ *  CONNECTING. Run by establish.c's task before the request. @thread loop */
+void up_rp_register(up_rp_t *rp, up_conn_t *c);
+/** upulsar_send()'s caller side for one real producer: validate, reserve,
+ *  write the record into the ring, wake the loop. send.c. @thread any
+ *  (caller threads), never a loop when it may block */
+upulsar_err_t up_rp_enqueue(up_rp_t *rp, const void *payload, size_t len,
+                            const upulsar_send_opts_t *o, upulsar_future_t **future);
+/** Fail every message @p rp holds (ring, open and pending batches) with
+ *  @p err (the handle is stopping). @thread loop */
+void up_rp_fail_all(up_rp_t *rp, upulsar_err_t err);
+/* Fail every message @p rp holds with @p err and the detail @p why; the
+ * producer itself carries on (re-created as usual). @thread loop */
+void up_rp_fail_pending_why(up_rp_t *rp, upulsar_err_t err, const char *why);
+/** send.timeout.ms: fail the messages of @p rp accepted longer ago than
+ *  that, oldest first. @thread loop (its tick) */
+void up_rp_check_timeouts(up_rp_t *rp, uint64_t now_us);
+/* ---- activity (producer.c): which producers the loop visits ---- */
+/** Put @p rp on its loop's active list (unless it is there or queued for
+ *  it): called after a record was committed (and after the fence that
+ *  follows the commit), or when the loop must look at it (flush).
+ *  @thread any */
+void up_rp_activate(up_rp_t *rp);
+/** up_rp_activate() unless @p rp is already active: one relaxed load on
+ *  the send path. @thread any */
+static inline void up_rp_mark_active(up_rp_t *rp)
+{
+    if (!atomic_load_explicit(&rp->act, memory_order_relaxed))
+        up_rp_activate(rp);
+}
+/** Drain the rings of @p l's active producers (up_rp_pump()): true if one
+ *  has more records waiting; *@p deadline lowered as up_rp_pump() does.
+ *  @thread loop */
+bool up_loop_pump_active(up_loop_t *l, uint64_t now_us, uint64_t *deadline);
+/** Before sleeping (after the sleep fence): does an active producer have
+ *  records to drain or a flush asked, or a producer wait to be listed?
+ *  @thread loop */
+bool up_loop_active_waiting(up_loop_t *l);
+/** The tick's producer visit: send.timeout.ms of the active producers;
+ *  those with nothing pending (no record in the ring, no open or pending
+ *  batch, no flush asked) leave the active list. @thread loop */
+void up_loop_tick_active(up_loop_t *l, uint64_t now_us);
+/** Take @p rp off its loop's active list for good (it is being closed): a
+ *  later up_rp_activate() does nothing. @thread loop */
+void up_loop_forget_active(up_rp_t *rp);
+/* establish.c */
+/** One creation attempt of @p rp: lookup (or the broker it was assigned),
+ *  connection, PRODUCER, attach on its loop, each bounded by @p timeout_ms
+ *  (0: no bound, WaitForExclusive). @thread establish worker or caller
+ *  (start); never a loop */
+upulsar_err_t up_rp_establish(up_rp_t *rp, int timeout_ms);
+/** One creation attempt for each of the @p n producers @p rps (of one
+ *  handle), together: their lookups batched per broker (up_lookup_many()),
+ *  then every PRODUCER request at once, pipelined on the shared
+ *  connections (up_conn_request_all()), each bounded by @p timeout_ms.
+ *  errs[i] / whys[i]: the result of rps[i] and the detail of its error.
+ *  Not for WaitForExclusive (a parked request has no timeout). @thread
+ *  caller (start) or watchdog; never a loop */
+void up_establish_many(up_rp_t **rps, int n, int timeout_ms, upulsar_err_t *errs,
+                       char (*whys)[512]);
+
+/* stats.c */
+/** Batch of @p msgs messages acknowledged @p rtt_us after it was built:
+ *  counters and histograms. @thread loop */
+void up_stats_batch_acked(up_rp_t *rp, uint32_t msgs, uint64_t rtt_us);
+/** Batch @p b was acknowledged at @p now_us: its messages that carry a send
+ *  time go into the latency histogram. @thread loop */
+void up_stats_batch_latency(up_rp_t *rp, const up_batch_t *b, uint64_t now_us);
+
+#endif
