@@ -6,14 +6,15 @@
  *   caller threads  upulsar_send(): route, reserve ring cells, copy, commit,
  *                   wake the loop if it sleeps. Touch only the ring, the
  *                   future pool and atomics marked (any).
- *   loop thread     one per io.threads: owns its connections (socket I/O via
- *                   io_uring or epoll, io_backend.h), drains rings into batches, writes frames,
- *                   matches receipts, resolves futures. Fields marked (loop)
- *                   are only touched here.
+ *   loop thread     one per io.threads: owns its connections (socket I/O
+ *                   via io_uring or epoll, io_backend.h), drains rings into
+ *                   batches, writes frames, matches receipts, resolves
+ *                   futures; its own 10 ms tick runs keepalive and
+ *                   send.timeout.ms. Fields marked (loop) are only touched
+ *                   here.
  *   watchdog        supervisor: decides when producers are re-created
  *                   (backoff, restart intensity, terminal errors), polls
- *                   partition counts, ticks the loops for keepalive and
- *                   timeouts.
+ *                   partition counts, runs the statistics callback.
  *   establish       UP_EST_WORKERS per client: run the blocking re-creation
  *   workers         of one producer each (lookup, connect, PRODUCER) for the
  *                   watchdog, which reads the result back (est_state).
