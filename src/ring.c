@@ -45,6 +45,7 @@ int up_ring_init(up_ring_t *r, size_t bytes)
     atomic_init(&r->head, 0);
     atomic_init(&r->tail, 0);
     atomic_init(&r->tail_cache, 0);
+    atomic_init(&r->owner_credit, 0);
     atomic_init(&r->space_seq, 0);
     atomic_init(&r->waiters, 0);
     atomic_init(&r->base, 0);

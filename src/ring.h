@@ -67,7 +67,12 @@ typedef struct up_ring {
      * late store may set it back below the real tail; that only sends the
      * next producer to read the real one. */
     _Atomic uint64_t tail_cache;
-    char pad0[64 - 2 * sizeof(uint64_t)];
+    /* A word of the ring's owner that its senders write with each
+     * reservation (the producer's memory.limit.bytes credit, send.c): on
+     * head's line, the line a sender has just taken for its reservation
+     * costs no second cache miss. The ring itself never touches it. */
+    _Atomic int64_t owner_credit;
+    char pad0[64 - 3 * sizeof(uint64_t)];
     _Alignas(64) _Atomic uint64_t tail; /* first position not yet released */
     char pad1[64 - sizeof(uint64_t)];
     _Alignas(64) _Atomic uint32_t space_seq; /* bumped when space is freed and

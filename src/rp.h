@@ -144,15 +144,14 @@ struct up_rp {
                               or 0 */
     _Atomic uint64_t pending;   /* accepted, not resolved (approx.) */
     /* memory.limit.bytes (send.c): bytes this producer took from the
-     * client's budget (mem_held: its counted messages + mem_credit) and the
-     * part not used by a message yet. Senders take a message's bytes from
-     * the credit (one CAS here), and more credit from the client in chunks;
-     * resolved messages give theirs back to the credit, and the credit
-     * above what the producer keeps goes back to the client. Own line:
-     * written per send. */
-    _Alignas(64) _Atomic int64_t mem_credit;
-    _Atomic int64_t mem_held;
-    char mem_pad[64 - 2 * sizeof(int64_t)];
+     * client's budget (mem_held: its counted messages + the credit, the
+     * part not used by a message yet, which lives on the line of the
+     * ring's head: ring.owner_credit). Senders take a message's bytes from
+     * the credit, and more credit from the client in chunks; resolved
+     * messages give theirs back to the credit, and the credit above what
+     * the producer keeps goes back to the client. */
+    _Alignas(64) _Atomic int64_t mem_held;
+    char mem_pad[64 - sizeof(int64_t)];
     _Atomic uint64_t reconnects;
     _Atomic int64_t last_acked_seq;
     _Atomic uint64_t resolved_ring_pos;

@@ -16,8 +16,10 @@
 
 /* memory.limit.bytes is always counted: each message's up_rec_mem() from
  * its send until it resolves. A send takes its bytes from its producer's
- * credit (rp->mem_credit, one CAS on a line of that producer); only when
- * the credit is short does it take a chunk from the client's counter
+ * credit (rp->ring.owner_credit: one CAS on the cache line of its ring's
+ * head, which the reservation that follows writes anyway, so the two cost
+ * one line transfer between sender threads, not two); only when the
+ * credit is short does it take a chunk from the client's counter
  * (c->mem_used, shared by every sender thread), checked against the budget
  * and against the producer's share. Resolved messages give their bytes back
  * to the credit, and what the producer does not keep goes back to the
@@ -49,7 +51,7 @@ static int64_t mem_chunk(const struct upulsar_client *c)
 static void mem_trim(up_rp_t *rp)
 {
     struct upulsar_client *c = rp->client;
-    int64_t cr = atomic_load_explicit(&rp->mem_credit, memory_order_relaxed);
+    int64_t cr = atomic_load_explicit(&rp->ring.owner_credit, memory_order_relaxed);
     for (;;) {
         /* nothing counted: keep nothing (a racy read errs either way
          * harmlessly: credit is budget no message uses) */
@@ -57,7 +59,7 @@ static void mem_trim(up_rp_t *rp)
         int64_t keep = counted > 0 ? mem_chunk(c) : 0;
         if (cr <= keep)
             return;
-        if (atomic_compare_exchange_weak_explicit(&rp->mem_credit, &cr, keep,
+        if (atomic_compare_exchange_weak_explicit(&rp->ring.owner_credit, &cr, keep,
                                                   memory_order_relaxed, memory_order_relaxed)) {
             atomic_fetch_sub_explicit(&rp->mem_held, cr - keep, memory_order_relaxed);
             atomic_fetch_sub_explicit(&c->mem_used, cr - keep, memory_order_relaxed);
@@ -69,7 +71,7 @@ static void mem_trim(up_rp_t *rp)
 void up_rp_mem_return_all(up_rp_t *rp)
 {
     int64_t held = atomic_exchange_explicit(&rp->mem_held, 0, memory_order_relaxed);
-    atomic_store_explicit(&rp->mem_credit, 0, memory_order_relaxed);
+    atomic_store_explicit(&rp->ring.owner_credit, 0, memory_order_relaxed);
     if (held)
         atomic_fetch_sub_explicit(&rp->client->mem_used, held, memory_order_relaxed);
 }
@@ -79,7 +81,7 @@ void up_rp_limits_release(up_rp_t *rp, uint64_t n, uint64_t bytes)
     if (rp->handle->conf.max_pending_messages > 0)
         atomic_fetch_sub_explicit(&rp->lim_msgs, (int64_t)n, memory_order_relaxed);
     if (bytes) {
-        atomic_fetch_add_explicit(&rp->mem_credit, (int64_t)bytes, memory_order_relaxed);
+        atomic_fetch_add_explicit(&rp->ring.owner_credit, (int64_t)bytes, memory_order_relaxed);
         mem_trim(rp);
     }
 }
@@ -89,9 +91,9 @@ void up_rp_limits_release(up_rp_t *rp, uint64_t n, uint64_t bytes)
  * reached. */
 static bool mem_take(up_rp_t *rp, int64_t need)
 {
-    int64_t cr = atomic_load_explicit(&rp->mem_credit, memory_order_relaxed);
+    int64_t cr = atomic_load_explicit(&rp->ring.owner_credit, memory_order_relaxed);
     while (cr >= need)
-        if (atomic_compare_exchange_weak_explicit(&rp->mem_credit, &cr, cr - need,
+        if (atomic_compare_exchange_weak_explicit(&rp->ring.owner_credit, &cr, cr - need,
                                                   memory_order_relaxed, memory_order_relaxed))
             return true;
     struct upulsar_client *c = rp->client;
@@ -129,7 +131,7 @@ static bool mem_take(up_rp_t *rp, int64_t need)
                 ;
             atomic_fetch_add_explicit(&rp->mem_held, g, memory_order_relaxed);
             if (g > need)
-                atomic_fetch_add_explicit(&rp->mem_credit, g - need, memory_order_relaxed);
+                atomic_fetch_add_explicit(&rp->ring.owner_credit, g - need, memory_order_relaxed);
             return true;
         }
     }
