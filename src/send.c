@@ -429,7 +429,10 @@ upulsar_err_t up_rp_enqueue(up_rp_t *rp, const void *payload, size_t len,
         if (!f) {
             free(copy);
             up_rp_limits_release(rp, 1, mem);
-            return up_seterr(UPULSAR_ERR__QUEUE_FULL, "future pool exhausted (max.futures)");
+            return up_seterr(UPULSAR_ERR__QUEUE_FULL,
+                             "future pool exhausted: %llu futures not released, the most a "
+                             "client holds (release resolved futures, or send without one)",
+                             (unsigned long long)UP_FUT_MAX_SEGS * UP_FUT_SEG_SIZE);
         }
     }
     uint64_t pos;
