@@ -218,15 +218,14 @@ static upulsar_err_t group_init(struct upulsar_producer *h, up_group_t *grp, int
     return UPULSAR_OK;
 }
 
-upulsar_err_t upulsar_producer_start(upulsar_client_t *c, const char *name, const char *topic,
-                                     int partitions, const upulsar_conf_t *conf,
-                                     upulsar_producer_t **out)
+/* The checks a start makes before asking anything (arguments, topic name,
+ * conf): a new handle, not yet linked into the client, in *@p hp, its name,
+ * topic and conf copied. */
+static upulsar_err_t start_prepare(struct upulsar_client *c, const char *name, const char *topic,
+                                   int partitions, const upulsar_conf_t *conf,
+                                   struct upulsar_producer **hp)
 {
-    if (!c || !out)
-        return up_seterr(UPULSAR_ERR__INVALID_ARG, "client and out must not be NULL");
-    *out = NULL;
-    if (up_thread_role() != UP_THREAD_APP) /* it waits for the loops and workers */
-        return up_refuse_in_callback("upulsar_producer_start");
+    *hp = NULL;
     if (partitions < 0)
         return up_seterr(UPULSAR_ERR__INVALID_ARG, "partitions must be >= 0 (0 = ask the broker)");
     if (name && (!*name || strlen(name) > 80))
@@ -250,7 +249,28 @@ upulsar_err_t upulsar_producer_start(upulsar_client_t *c, const char *name, cons
         free(h);
         return err;
     }
-    uint64_t start_by = up_now_us() + (uint64_t)c->conf.operation_timeout_ms * 1000u;
+    if (partitions > h->conf.partitions_max) {
+        up_seterr(UPULSAR_ERR__INVALID_ARG,
+                  "%s: %d partitions given, more than partitions.max=%d (raise it to open them "
+                  "all)",
+                  h->topic, partitions, h->conf.partitions_max);
+        free(h);
+        return UPULSAR_ERR__INVALID_ARG;
+    }
+    if (name)
+        snprintf(h->base_name, sizeof h->base_name, "%s", name);
+    *hp = h;
+    return UPULSAR_OK;
+}
+
+/* The blocking part of a start prepared by start_prepare(): the broker's
+ * partition count, then every producer, within @p start_by. On success @p h
+ * is linked into the client; on failure it is freed, and the error is the
+ * calling thread's last error. */
+static upulsar_err_t start_run(struct upulsar_producer *h, int partitions, uint64_t start_by)
+{
+    struct upulsar_client *c = h->client;
+    upulsar_err_t err;
     /* The topic's partition count is the broker's (PARTITIONED_METADATA),
      * as the official clients take it; a count given here is what the
      * caller expects, checked against it: when they differ the broker's
@@ -260,14 +280,6 @@ upulsar_err_t upulsar_producer_start(upulsar_client_t *c, const char *name, cons
      * was given more partitions starts with all of them, as a running one
      * follows the growth. */
     int given = partitions;
-    if (given > h->conf.partitions_max) {
-        up_seterr(UPULSAR_ERR__INVALID_ARG,
-                  "%s: %d partitions given, more than partitions.max=%d (raise it to open them "
-                  "all)",
-                  h->topic, given, h->conf.partitions_max);
-        free(h);
-        return UPULSAR_ERR__INVALID_ARG;
-    }
     {
         uint64_t delay_ms = (uint64_t)c->conf.backoff_initial_ms;
         while ((err = up_partitions(c, h->topic, &partitions)) &&
@@ -310,8 +322,6 @@ upulsar_err_t upulsar_producer_start(upulsar_client_t *c, const char *name, cons
         return up_seterr(UPULSAR_ERR__NOMEM, "out of memory");
     }
     h->single_slot = rand() % (h->ngroups * k);
-    if (name)
-        snprintf(h->base_name, sizeof h->base_name, "%s", name);
     for (int g = 0; g < h->ngroups; g++) {
         int nall = h->nall;
         err = group_init(h, &h->groups[g], g, h->npart > 0, h->all, &nall);
@@ -342,8 +352,26 @@ upulsar_err_t upulsar_producer_start(upulsar_client_t *c, const char *name, cons
     h->next = c->producers;
     c->producers = h;
     pthread_mutex_unlock(&c->lock);
-    *out = h;
     return UPULSAR_OK;
+}
+
+upulsar_err_t upulsar_producer_start(upulsar_client_t *c, const char *name, const char *topic,
+                                     int partitions, const upulsar_conf_t *conf,
+                                     upulsar_producer_t **out)
+{
+    if (!c || !out)
+        return up_seterr(UPULSAR_ERR__INVALID_ARG, "client and out must not be NULL");
+    *out = NULL;
+    if (up_thread_role() != UP_THREAD_APP) /* it waits for the loops and workers */
+        return up_refuse_in_callback("upulsar_producer_start");
+    struct upulsar_producer *h;
+    upulsar_err_t err = start_prepare(c, name, topic, partitions, conf, &h);
+    if (err)
+        return err;
+    err = start_run(h, partitions, up_now_us() + (uint64_t)c->conf.operation_timeout_ms * 1000u);
+    if (!err)
+        *out = h;
+    return err;
 }
 
 /* ---- routing -------------------------------------------------------------------- */
