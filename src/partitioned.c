@@ -850,3 +850,12 @@ void up_producer_poll_partitions(struct upulsar_producer *h, uint64_t now)
     if (n > cur)
         grow(h, n);
 }
+
+upulsar_err_t upulsar_producer_start_async(upulsar_client_t *c, const char *name,
+                                           const char *topic, int partitions,
+                                           const upulsar_conf_t *conf, upulsar_start_cb_t cb,
+                                           void *opaque)
+{
+    (void)c, (void)name, (void)topic, (void)partitions, (void)conf, (void)cb, (void)opaque;
+    return up_seterr(UPULSAR_ERR__NOT_SUPPORTED, "upulsar_producer_start_async: not yet");
+}
