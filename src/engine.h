@@ -432,6 +432,10 @@ struct upulsar_producer *up_producer_claim_next(struct upulsar_client *c);
 /* The stop of a handle claimed by up_producer_claim_next(): flush, close,
  * free. partitioned.c. @thread application */
 upulsar_err_t up_producer_stop_claimed(struct upulsar_producer *h, int timeout_ms);
+/* Refuse new upulsar_producer_start_async() calls, cancel those under way
+ * and wait until each one's callback has returned, then join their
+ * threads. partitioned.c. @thread application (client destroy, first) */
+void up_starts_cancel_wait(struct upulsar_client *c);
 /* close @p rp on its broker, waiting for the answer until @p deadline_us.
  * partitioned.c */
 void up_rp_shutdown(up_rp_t *rp, uint64_t deadline_us);
@@ -598,6 +602,9 @@ struct upulsar_client {
     void *log_opaque;
     void *stats_opaque;
     uint64_t stats_next_us;            /* (watchdog) */
+    /* ---- upulsar_producer_start_async() (partitioned.c) ---- */
+    struct up_start_job *starts; /* (lock) starts under way, or ended and not yet joined */
+    bool starts_closed;          /* (lock) client destroy has begun: no new start */
 };
 
 void up_watchdog_kick(struct upulsar_client *c);

@@ -250,11 +250,13 @@ upulsar_err_t upulsar_client_new(const upulsar_conf_t *conf,
  * Stop every producer still running (as upulsar_producer_stop() with the
  * client's operation.timeout.ms), stop the threads, close the connections and
  * free the client. Every future obtained from this client must have been
- * released before; futures still held become invalid.
+ * released before; futures still held become invalid. Starts of
+ * upulsar_producer_start_async() still under way are cancelled first, and
+ * their callbacks (UPULSAR_ERR__CLOSED) have returned before this does.
  * From a callback: no (see "Callbacks"): it returns at once without doing
  * anything, logs an UPULSAR_LOG_ERR line and sets upulsar_last_error().
  * Thread safety: call once. Blocks: up to operation.timeout.ms per producer
- * still running.
+ * still running, and for the start callbacks under way to return.
  */
 void upulsar_client_destroy(upulsar_client_t *client);
 
