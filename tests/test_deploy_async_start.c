@@ -338,3 +338,31 @@ Test(deploy_async_start, a_client_destroyed_while_a_start_is_pending_cancels_it_
     cr_assert_eq(upulsar_tb_freeze(tb, 0), UPULSAR_OK);
     upulsar_tb_stop(tb);
 }
+
+Test(deploy_async_start, a_client_destroyed_while_the_producer_is_being_created_cancels_it)
+{
+    upulsar_tb_t *tb = broker();
+    const char *topic = "persistent://public/default/async-cancel-producer";
+    /* the PRODUCER request is held far longer than the test: the start
+     * waits for its answer on an establish worker */
+    cr_assert_eq(upulsar_tb_delay_producers(tb, topic, 1, 3600000), UPULSAR_OK);
+    upulsar_client_t *c = client_of(upulsar_tb_url(tb), "120000");
+    seen_t s;
+    seen_init(&s, c);
+    cr_assert_eq(upulsar_producer_start_async(c, NULL, topic, 0, NULL, on_started, &s),
+                 UPULSAR_OK, "%s", upulsar_last_error());
+    int i = 0;
+    while (upulsar_tb_producer_requests(tb, topic, NULL, 0) < 1 && i++ < 60000)
+        nanosleep(&(struct timespec){0, 1000000}, NULL);
+    cr_assert_geq(upulsar_tb_producer_requests(tb, topic, NULL, 0), 1, "no PRODUCER arrived");
+    cr_assert_eq(calls_of(&s), 0);
+    upulsar_client_destroy(c);
+    cr_assert_eq(calls_of(&s), 1, "the start did not call back before destroy returned");
+    cr_assert_eq(s.err, UPULSAR_ERR__CLOSED, "%s: %s", upulsar_err_name(s.err), s.detail);
+    cr_assert_null(s.producer);
+    upulsar_tb_topic_stats_t st;
+    cr_assert_eq(upulsar_tb_topic_stats(tb, topic, &st), UPULSAR_OK);
+    cr_assert_eq(st.producers, 0);
+    seen_fini(&s);
+    upulsar_tb_stop(tb);
+}
