@@ -135,6 +135,11 @@ static upulsar_client_t *client_of(const char *url, const char *timeout_ms)
     return c;
 }
 
+/* The start timeouts of the cancellation tests: the largest allowed, far
+ * beyond the suite's timeout, so a destroy that waited for the start to
+ * time out instead of cancelling it fails its test instead of passing. */
+#define CANCEL_TIMEOUT_MS "3600000"
+
 /* ---- the tests ------------------------------------------------------------ */
 
 Test(deploy_async_start, returns_before_the_broker_answers_then_calls_back_once_with_a_working_handle)
@@ -313,7 +318,7 @@ Test(deploy_async_start, bad_arguments_fail_at_once_and_never_call_back)
 Test(deploy_async_start, a_client_destroyed_while_a_start_is_pending_cancels_it_cleanly)
 {
     upulsar_tb_t *tb = broker();
-    upulsar_client_t *c = client_of(upulsar_tb_url(tb), "120000");
+    upulsar_client_t *c = client_of(upulsar_tb_url(tb), CANCEL_TIMEOUT_MS);
     cr_assert_eq(upulsar_tb_freeze(tb, 1), UPULSAR_OK);
     seen_t s[3];
     for (int i = 0; i < 3; i++) {
@@ -346,7 +351,7 @@ Test(deploy_async_start, a_client_destroyed_while_the_producer_is_being_created_
     /* the PRODUCER request is held far longer than the test: the start
      * waits for its answer on an establish worker */
     cr_assert_eq(upulsar_tb_delay_producers(tb, topic, 1, 3600000), UPULSAR_OK);
-    upulsar_client_t *c = client_of(upulsar_tb_url(tb), "120000");
+    upulsar_client_t *c = client_of(upulsar_tb_url(tb), CANCEL_TIMEOUT_MS);
     seen_t s;
     seen_init(&s, c);
     cr_assert_eq(upulsar_producer_start_async(c, NULL, topic, 0, NULL, on_started, &s),
