@@ -226,6 +226,9 @@ void upulsar_client_destroy(upulsar_client_t *c)
         }
         return;
     }
+    /* cancel the starts under way (upulsar_producer_start_async()) and wait
+     * for their callbacks: a start delivered before is stopped below */
+    up_starts_cancel_wait(c);
     /* stop every handle nobody else is stopping; wait for the stops other
      * threads have under way to be done with their handles */
     struct upulsar_producer *h;

@@ -71,6 +71,10 @@ struct upulsar_producer *up_producer_claim_next(struct upulsar_client *c);
 /* The stop of a handle claimed by up_producer_claim_next(): flush, close,
  * free. partitioned.c. @thread application */
 upulsar_err_t up_producer_stop_claimed(struct upulsar_producer *h, int timeout_ms);
+/** Refuse new upulsar_producer_start_async() calls, cancel those under way
+ *  and wait until each one's callback has returned, then join their
+ *  threads. partitioned.c. @thread application (client destroy, first) */
+void up_starts_cancel_wait(struct upulsar_client *c);
 /* close @p rp on its broker, waiting for the answer until @p deadline_us.
  * partitioned.c. @thread application (stop), never a loop */
 void up_rp_shutdown(up_rp_t *rp, uint64_t deadline_us);

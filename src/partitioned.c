@@ -218,15 +218,14 @@ static upulsar_err_t group_init(struct upulsar_producer *h, up_group_t *grp, int
     return UPULSAR_OK;
 }
 
-upulsar_err_t upulsar_producer_start(upulsar_client_t *c, const char *name, const char *topic,
-                                     int partitions, const upulsar_conf_t *conf,
-                                     upulsar_producer_t **out)
+/* The checks a start makes before asking anything (arguments, topic name,
+ * conf): a new handle, not yet linked into the client, in *@p hp, its name,
+ * topic and conf copied. */
+static upulsar_err_t start_prepare(struct upulsar_client *c, const char *name, const char *topic,
+                                   int partitions, const upulsar_conf_t *conf,
+                                   struct upulsar_producer **hp)
 {
-    if (!c || !out)
-        return up_seterr(UPULSAR_ERR__INVALID_ARG, "client and out must not be NULL");
-    *out = NULL;
-    if (up_thread_role() != UP_THREAD_APP) /* it waits for the loops and workers */
-        return up_refuse_in_callback("upulsar_producer_start");
+    *hp = NULL;
     if (partitions < 0)
         return up_seterr(UPULSAR_ERR__INVALID_ARG, "partitions must be >= 0 (0 = ask the broker)");
     if (name && (!*name || strlen(name) > 80))
@@ -250,7 +249,29 @@ upulsar_err_t upulsar_producer_start(upulsar_client_t *c, const char *name, cons
         free(h);
         return err;
     }
-    uint64_t start_by = up_now_us() + (uint64_t)c->conf.operation_timeout_ms * 1000u;
+    if (partitions > h->conf.partitions_max) {
+        up_seterr(UPULSAR_ERR__INVALID_ARG,
+                  "%s: %d partitions given, more than partitions.max=%d (raise it to open them "
+                  "all)",
+                  h->topic, partitions, h->conf.partitions_max);
+        free(h);
+        return UPULSAR_ERR__INVALID_ARG;
+    }
+    if (name)
+        snprintf(h->base_name, sizeof h->base_name, "%s", name);
+    *hp = h;
+    return UPULSAR_OK;
+}
+
+/* The blocking part of a start prepared by start_prepare(): the broker's
+ * partition count, then every producer, within @p start_by. On success or
+ * failure @p h is still the caller's: start_publish() or start_abort().
+ * Network waits give up once the calling thread's up_cancel_on() flag is
+ * set. */
+static upulsar_err_t start_build(struct upulsar_producer *h, int partitions, uint64_t start_by)
+{
+    struct upulsar_client *c = h->client;
+    upulsar_err_t err;
     /* The topic's partition count is the broker's (PARTITIONED_METADATA),
      * as the official clients take it; a count given here is what the
      * caller expects, checked against it: when they differ the broker's
@@ -260,29 +281,24 @@ upulsar_err_t upulsar_producer_start(upulsar_client_t *c, const char *name, cons
      * was given more partitions starts with all of them, as a running one
      * follows the growth. */
     int given = partitions;
-    if (given > h->conf.partitions_max) {
-        up_seterr(UPULSAR_ERR__INVALID_ARG,
-                  "%s: %d partitions given, more than partitions.max=%d (raise it to open them "
-                  "all)",
-                  h->topic, given, h->conf.partitions_max);
-        free(h);
-        return UPULSAR_ERR__INVALID_ARG;
-    }
     {
         uint64_t delay_ms = (uint64_t)c->conf.backoff_initial_ms;
         while ((err = up_partitions(c, h->topic, &partitions)) &&
                up_err_class(err, false, false) == UP_ERR_CLASS_TRANSIENT &&
                up_now_us() + delay_ms * 1000u < start_by) {
-            struct timespec ts = {(time_t)(delay_ms / 1000u), (long)(delay_ms % 1000u) * 1000000L};
-            nanosleep(&ts, NULL);
+            /* in slices, so a cancelled start does not sleep on */
+            for (uint64_t left = delay_ms; left > 0 && !up_cancelled();) {
+                uint64_t ms = left < 20 ? left : 20;
+                struct timespec ts = {0, (long)ms * 1000000L};
+                nanosleep(&ts, NULL);
+                left -= ms;
+            }
             delay_ms = delay_ms * 2 < (uint64_t)c->conf.backoff_max_ms
                            ? delay_ms * 2
                            : (uint64_t)c->conf.backoff_max_ms;
         }
-        if (err) {
-            free(h);
+        if (err)
             return err;
-        }
     }
     if (given > 0 && given != partitions && partitions > 0)
         up_log(c, UPULSAR_LOG_WARNING,
@@ -293,33 +309,25 @@ upulsar_err_t upulsar_producer_start(upulsar_client_t *c, const char *name, cons
                "%s: %d partitions given, but the broker reports a non-partitioned topic "
                "(0 partitions): producing to it as one",
                h->topic, given);
-    if (partitions > h->conf.partitions_max) {
-        up_seterr(UPULSAR_ERR__INVALID_ARG,
-                  "%s has %d partitions, more than partitions.max=%d (raise it to open them all)",
-                  h->topic, partitions, h->conf.partitions_max);
-        free(h);
-        return UPULSAR_ERR__INVALID_ARG;
-    }
+    if (partitions > h->conf.partitions_max)
+        return up_seterr(UPULSAR_ERR__INVALID_ARG,
+                         "%s has %d partitions, more than partitions.max=%d (raise it to open "
+                         "them all)",
+                         h->topic, partitions, h->conf.partitions_max);
     h->npart = partitions;
     h->ngroups = partitions > 0 ? partitions : 1;
     int k = h->conf.producers_per_partition;
     h->groups = calloc((size_t)h->ngroups, sizeof *h->groups);
     h->all = calloc((size_t)h->ngroups * (size_t)k, sizeof *h->all);
-    if (!h->groups || !h->all) {
-        handle_free(h, up_now_us() + 1000000u);
+    if (!h->groups || !h->all)
         return up_seterr(UPULSAR_ERR__NOMEM, "out of memory");
-    }
     h->single_slot = rand() % (h->ngroups * k);
-    if (name)
-        snprintf(h->base_name, sizeof h->base_name, "%s", name);
     for (int g = 0; g < h->ngroups; g++) {
         int nall = h->nall;
         err = group_init(h, &h->groups[g], g, h->npart > 0, h->all, &nall);
         h->nall = nall;
-        if (err) {
-            handle_free(h, up_now_us() + 1000000u);
+        if (err)
             return err;
-        }
     }
     if (h->conf.partitions_update_interval_ms > 0)
         h->next_poll_us = up_now_us() + (uint64_t)h->conf.partitions_update_interval_ms * 1000u;
@@ -331,16 +339,51 @@ upulsar_err_t upulsar_producer_start(upulsar_client_t *c, const char *name, cons
          * failures (a broker restarting, a topic being moved) are retried
          * within operation.timeout.ms */
         err = up_establish_all(h->all, h->nall, start_by, true);
-        if (err) {
-            char why[256];
-            snprintf(why, sizeof why, "%s", upulsar_last_error());
-            handle_free(h, up_now_us() + 1000000u);
-            return up_seterr(err, "%s", why);
-        }
+        if (err)
+            return err;
     }
-    pthread_mutex_lock(&c->lock);
+    return UPULSAR_OK;
+}
+
+/* Free @p h after start_build() failed with @p err, everything started so
+ * far closed again, keeping the calling thread's last error. */
+static void start_abort(struct upulsar_producer *h, upulsar_err_t err)
+{
+    char why[256];
+    snprintf(why, sizeof why, "%s", upulsar_last_error());
+    handle_free(h, up_now_us() + 1000000u);
+    up_seterr(err, "%s", why);
+}
+
+/* Link @p h, built, into its client's producers (the watchdog's and client
+ * destroy's list). (client lock held) */
+static void start_link(struct upulsar_producer *h)
+{
+    struct upulsar_client *c = h->client;
     h->next = c->producers;
     c->producers = h;
+}
+
+upulsar_err_t upulsar_producer_start(upulsar_client_t *c, const char *name, const char *topic,
+                                     int partitions, const upulsar_conf_t *conf,
+                                     upulsar_producer_t **out)
+{
+    if (!c || !out)
+        return up_seterr(UPULSAR_ERR__INVALID_ARG, "client and out must not be NULL");
+    *out = NULL;
+    if (up_thread_role() != UP_THREAD_APP) /* it waits for the loops and workers */
+        return up_refuse_in_callback("upulsar_producer_start");
+    struct upulsar_producer *h;
+    upulsar_err_t err = start_prepare(c, name, topic, partitions, conf, &h);
+    if (err)
+        return err;
+    err = start_build(h, partitions, up_now_us() + (uint64_t)c->conf.operation_timeout_ms * 1000u);
+    if (err) {
+        start_abort(h, err);
+        return err;
+    }
+    pthread_mutex_lock(&c->lock);
+    start_link(h);
     pthread_mutex_unlock(&c->lock);
     *out = h;
     return UPULSAR_OK;
@@ -821,4 +864,161 @@ void up_producer_poll_partitions(struct upulsar_producer *h, uint64_t now)
     }
     if (n > cur)
         grow(h, n);
+}
+
+/* ---- start without blocking ------------------------------------------------------ */
+
+/* One upulsar_producer_start_async(): its own thread runs start_build(),
+ * then the callback. Listed in c->starts from the call until client
+ * destroy, or a later start, joins the thread once it is done. */
+struct up_start_job {
+    struct up_start_job *next;       /* (client lock) */
+    struct upulsar_producer *h;      /* (client lock) the handle being built,
+                                        NULL once linked or being freed */
+    _Atomic int cancel;              /* set by client destroy: network waits of
+                                        the start's thread give up */
+    bool done;                       /* (client lock) the callback returned */
+    pthread_t thread;                /* (client lock) */
+    int partitions;
+    uint64_t start_by;
+    upulsar_start_cb_t cb;
+    void *opaque;
+    char topic[sizeof ((struct upulsar_producer *)0)->topic];
+};
+
+static void *start_main(void *arg)
+{
+    struct up_start_job *j = arg;
+    struct upulsar_producer *h = j->h; /* only this thread frees it */
+    struct upulsar_client *c = h->client;
+    /* the callback runs here: what it may call is decided by this role,
+     * and a refused call names the thread an establish worker */
+    up_thread_set_role(UP_THREAD_WORKER);
+    up_cancel_on(&j->cancel);
+    upulsar_err_t err = start_build(h, j->partitions, j->start_by);
+    pthread_mutex_lock(&c->lock);
+    bool cancelled = atomic_load(&j->cancel);
+    if (!err && !cancelled)
+        start_link(h);
+    j->h = NULL;
+    pthread_mutex_unlock(&c->lock);
+    if (err || cancelled) {
+        start_abort(h, err ? err : UPULSAR_ERR__CLOSED);
+        if (cancelled)
+            err = up_seterr(UPULSAR_ERR__CLOSED,
+                            "%s: the client was destroyed while the producer was starting",
+                            j->topic);
+        h = NULL;
+    }
+    up_cancel_on(NULL);
+    j->cb(err, h, j->opaque);
+    pthread_mutex_lock(&c->lock);
+    j->done = true;
+    pthread_cond_broadcast(&c->wd_cv);
+    pthread_mutex_unlock(&c->lock);
+    return NULL;
+}
+
+/* Join and free the jobs of @p list (whose callbacks have returned). */
+static void jobs_join(struct up_start_job *list)
+{
+    while (list) {
+        struct up_start_job *j = list;
+        list = j->next;
+        pthread_join(j->thread, NULL);
+        free(j);
+    }
+}
+
+/* Take the jobs that are done out of c->starts. (client lock held) */
+static struct up_start_job *jobs_take_done(struct upulsar_client *c)
+{
+    struct up_start_job *done = NULL;
+    for (struct up_start_job **pj = &c->starts; *pj;) {
+        struct up_start_job *j = *pj;
+        if (j->done) {
+            *pj = j->next;
+            j->next = done;
+            done = j;
+        } else {
+            pj = &j->next;
+        }
+    }
+    return done;
+}
+
+upulsar_err_t upulsar_producer_start_async(upulsar_client_t *c, const char *name,
+                                           const char *topic, int partitions,
+                                           const upulsar_conf_t *conf, upulsar_start_cb_t cb,
+                                           void *opaque)
+{
+    if (!c || !cb)
+        return up_seterr(UPULSAR_ERR__INVALID_ARG, "client and cb must not be NULL");
+    if (up_thread_role() != UP_THREAD_APP) /* client destroy would wait for this thread */
+        return up_refuse_in_callback("upulsar_producer_start_async");
+    struct upulsar_producer *h;
+    upulsar_err_t err = start_prepare(c, name, topic, partitions, conf, &h);
+    if (err)
+        return err;
+    struct up_start_job *j = calloc(1, sizeof *j);
+    if (!j) {
+        free(h);
+        return up_seterr(UPULSAR_ERR__NOMEM, "out of memory");
+    }
+    j->h = h;
+    j->partitions = partitions;
+    j->start_by = up_now_us() + (uint64_t)c->conf.operation_timeout_ms * 1000u;
+    j->cb = cb;
+    j->opaque = opaque;
+    snprintf(j->topic, sizeof j->topic, "%s", h->topic);
+    atomic_init(&j->cancel, 0);
+    pthread_mutex_lock(&c->lock);
+    struct up_start_job *done = jobs_take_done(c);
+    if (c->starts_closed) {
+        pthread_mutex_unlock(&c->lock);
+        jobs_join(done);
+        err = up_seterr(UPULSAR_ERR__CLOSED, "%s: the client is being destroyed", j->topic);
+        free(j);
+        free(h);
+        return err;
+    }
+    /* created under the lock, so j->thread is written before anyone reads it */
+    int e = pthread_create(&j->thread, NULL, start_main, j);
+    if (!e) {
+        j->next = c->starts;
+        c->starts = j;
+    }
+    pthread_mutex_unlock(&c->lock);
+    jobs_join(done);
+    if (e) {
+        err = up_seterr(UPULSAR_ERR__IO, "%s: cannot create the start's thread: %s", j->topic,
+                        strerror(e));
+        free(j);
+        free(h);
+        return err;
+    }
+    return UPULSAR_OK;
+}
+
+void up_starts_cancel_wait(struct upulsar_client *c)
+{
+    pthread_mutex_lock(&c->lock);
+    c->starts_closed = true;
+    for (;;) {
+        bool pending = false;
+        for (struct up_start_job *j = c->starts; j; j = j->next)
+            if (!j->done) {
+                pending = true;
+                atomic_store(&j->cancel, 1);
+                if (j->h) /* its establish attempts on the workers give up too */
+                    atomic_store(&j->h->closed, 1);
+            }
+        if (!pending)
+            break;
+        pthread_cond_wait(&c->wd_cv, &c->lock);
+    }
+    struct up_start_job *all = c->starts;
+    c->starts = NULL;
+    pthread_mutex_unlock(&c->lock);
+    jobs_join(all);
 }

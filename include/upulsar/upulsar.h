@@ -250,11 +250,13 @@ upulsar_err_t upulsar_client_new(const upulsar_conf_t *conf,
  * Stop every producer still running (as upulsar_producer_stop() with the
  * client's operation.timeout.ms), stop the threads, close the connections and
  * free the client. Every future obtained from this client must have been
- * released before; futures still held become invalid.
+ * released before; futures still held become invalid. Starts of
+ * upulsar_producer_start_async() still under way are cancelled first, and
+ * their callbacks (UPULSAR_ERR__CLOSED) have returned before this does.
  * From a callback: no (see "Callbacks"): it returns at once without doing
  * anything, logs an UPULSAR_LOG_ERR line and sets upulsar_last_error().
  * Thread safety: call once. Blocks: up to operation.timeout.ms per producer
- * still running.
+ * still running, and for the start callbacks under way to return.
  */
 void upulsar_client_destroy(upulsar_client_t *client);
 
@@ -311,7 +313,9 @@ typedef struct upulsar_future upulsar_future_t;
  *
  * Delivery callbacks (upulsar_delivery_cb_t) and the free_cb of a NOCOPY
  * send run on an io loop thread; the statistics callback on the watchdog
- * thread; the log callback on any of these or on an establish worker (and,
+ * thread; the start callback (upulsar_start_cb_t) on the thread of its
+ * start, which counts as an establish worker; the log callback on any of
+ * these or on an establish worker (and,
  * for a misuse it reports, such as a future released twice, or a failed
  * connection attempt of upulsar_producer_start(), on the application
  * thread that made the call: there the rules of that thread apply). These are library threads, and while a callback runs its thread does
@@ -330,7 +334,8 @@ typedef struct upulsar_future upulsar_future_t;
  *    upulsar_future_wait(): yes, but it does not wait: a future not yet
  *    resolved gives UPULSAR_ERR__PENDING whatever the timeout.
  *  - upulsar_producer_flush(), upulsar_producer_stop(),
- *    upulsar_producer_start(): no; they return UPULSAR_ERR__STATE at once
+ *    upulsar_producer_start(), upulsar_producer_start_async(): no; they
+ *    return UPULSAR_ERR__STATE at once
  *    and change nothing (upulsar_last_error() names the call and the
  *    thread). They would wait for the thread running the callback (a stop
  *    would also free the producer whose message is being resolved).
@@ -556,6 +561,62 @@ upulsar_err_t upulsar_producer_start(upulsar_client_t *client,
                                      int partitions,
                                      const upulsar_conf_t *conf,
                                      upulsar_producer_t **out);
+
+/**
+ * Result of upulsar_producer_start_async(): @p err is UPULSAR_OK and
+ * @p producer the started handle, or the error the start failed with and
+ * @p producer NULL. Called exactly once per start the call accepted.
+ */
+typedef void (*upulsar_start_cb_t)(upulsar_err_t err, upulsar_producer_t *producer,
+                                   void *opaque);
+
+/**
+ * Start a producer as upulsar_producer_start() does, without blocking the
+ * calling thread: for a service whose own event loop must not stall.
+ *
+ * The arguments and @p conf are checked here, with the same errors as
+ * upulsar_producer_start() (INVALID_ARG, also for a NULL @p cb;
+ * INVALID_TOPIC; a conf that makes no producer or no schema), and then
+ * nothing is started and @p cb is never called. Otherwise this returns
+ * UPULSAR_OK at once and the start runs on a thread of its own (one per
+ * start under way, ending with it): the broker's partition count, then
+ * every real producer, with the retries, timeouts (operation.timeout.ms
+ * counted from this call) and errors upulsar_producer_start() documents.
+ * Then @p cb(err, producer, @p opaque) is called once, on that thread:
+ * with UPULSAR_OK and the handle, or with the error and NULL (everything
+ * started so far is closed again); during the call upulsar_last_error() on
+ * that thread gives the error's detail, as upulsar_producer_start() leaves
+ * it. Messages cannot be sent before the handle is delivered (to queue
+ * messages while producers are being created, use lazy.start.partitions
+ * with upulsar_producer_start()).
+ *
+ * The callback runs on a library thread: what it may call is in
+ * "Callbacks" (send: yes, never blocking; flush, stop, starts and client
+ * destroy: refused with UPULSAR_ERR__STATE; the detail of a refusal names
+ * the thread "establish worker"). To stop the new
+ * producer, or to use it from the application's threads, hand the handle
+ * over (a queue, a condition variable). It may block briefly without
+ * harm to other producers, but the client's destroy waits for it.
+ *
+ * Ownership: @p name, @p topic and @p conf are copied before this
+ * returns. The handle passed to @p cb belongs to the application from then
+ * on, as one returned by upulsar_producer_start(): stop it with
+ * upulsar_producer_stop() (or let upulsar_client_destroy() stop it).
+ * Client destroy: upulsar_client_destroy() cancels every start still under
+ * way (its network waits give up within milliseconds; @p cb is called
+ * with UPULSAR_ERR__CLOSED and NULL) and waits until each one's @p cb has
+ * returned; a start that completed first is delivered and its producer is
+ * stopped by the destroy like any other. A start called once the destroy
+ * has begun gets UPULSAR_ERR__CLOSED at once.
+ * Errors (returned at once): those of the checks above, CLOSED, NOMEM, IO
+ * (the thread cannot be created). From a callback: no,
+ * UPULSAR_ERR__STATE at once (see "Callbacks").
+ * Thread safety: any. Blocks: no (the checks only). Allocates: yes.
+ */
+upulsar_err_t upulsar_producer_start_async(upulsar_client_t *client, const char *name,
+                                           const char *topic, int partitions,
+                                           const upulsar_conf_t *conf,
+                                           upulsar_start_cb_t cb, void *opaque);
 
 /** One message property (key and value are NUL-terminated UTF-8). */
 typedef struct upulsar_property {
