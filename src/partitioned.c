@@ -375,8 +375,8 @@ upulsar_err_t upulsar_producer_start(upulsar_client_t *c, const char *name, cons
         return up_refuse_in_callback("upulsar_producer_start");
     struct upulsar_producer *h;
     upulsar_err_t err = start_prepare(c, name, topic, partitions, conf, &h);
-    if (err)
-        return err;
+    if (err || !h) /* h is set exactly when err is OK */
+        return err ? err : UPULSAR_ERR__NOMEM;
     err = start_build(h, partitions, up_now_us() + (uint64_t)c->conf.operation_timeout_ms * 1000u);
     if (err) {
         start_abort(h, err);
@@ -958,8 +958,8 @@ upulsar_err_t upulsar_producer_start_async(upulsar_client_t *c, const char *name
         return up_refuse_in_callback("upulsar_producer_start_async");
     struct upulsar_producer *h;
     upulsar_err_t err = start_prepare(c, name, topic, partitions, conf, &h);
-    if (err)
-        return err;
+    if (err || !h) /* h is set exactly when err is OK */
+        return err ? err : UPULSAR_ERR__NOMEM;
     struct up_start_job *j = calloc(1, sizeof *j);
     if (!j) {
         free(h);
