@@ -946,3 +946,39 @@ Test(cli, help_lists_the_options_and_exits_zero)
         cr_assert(strstr(r.out, opts[i]), "help lacks %s", opts[i]);
     run_free(&r);
 }
+
+/* --json names both ends of a message sent in chunks (firstChunkId beside
+ * msgId, the last chunk's position), as upulsar_msg_id_t does. */
+Test(cli, json_names_the_first_chunk_of_a_chunked_message)
+{
+    upulsar_tb_opts_t o;
+    upulsar_tb_opts_init(&o);
+    o.max_message_size = 65536;
+    upulsar_tb_t *small = NULL;
+    cr_assert_eq(upulsar_tb_start(&o, &small), UPULSAR_OK);
+    const char *args[] = {"-b", upulsar_tb_url(small), "-t", "cli-chunk", "--json",
+                          "-X", "chunking.enabled=true", "-X", "batching.enabled=false", NULL};
+    size_t len = 150000;
+    char *line = malloc(len + 2);
+    cr_assert_not_null(line);
+    for (size_t i = 0; i < len; i++)
+        line[i] = (char)('a' + i % 26);
+    line[len] = '\n';
+    line[len + 1] = '\0';
+    run_t r = run_cli(args, line);
+    free(line);
+    cr_assert_eq(r.status, 0, "exit %d: %s", r.status, r.err);
+    upulsar_tb_snapshot_t *s = NULL;
+    cr_assert_eq(upulsar_tb_snapshot(small, "cli-chunk", &s), UPULSAR_OK);
+    cr_assert_eq(upulsar_tb_snapshot_count(s), 1);
+    const upulsar_tb_msg_t *m = upulsar_tb_snapshot_msg(s, 0);
+    cr_assert_gt(m->num_chunks, 1);
+    char want[128];
+    snprintf(want, sizeof want, "\"firstChunkId\":{\"ledgerId\":%llu,\"entryId\":%llu}",
+             (unsigned long long)m->first_chunk_ledger_id,
+             (unsigned long long)m->first_chunk_entry_id);
+    cr_assert(strstr(r.out, want), "%s not in the output", want);
+    upulsar_tb_snapshot_free(s);
+    run_free(&r);
+    upulsar_tb_stop(small);
+}

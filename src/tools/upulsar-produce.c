@@ -12,7 +12,8 @@
  *
  * (-1 for a non-partitioned topic / an unbatched message / a position the
  * broker did not report). -q prints only the summary, --json prints one JSON
- * object per message. Every message is resolved (acknowledged or failed)
+ * object per message (with "firstChunkId" beside "msgId", the last chunk's
+ * position, for a message sent in chunks). Every message is resolved (acknowledged or failed)
  * before the program exits.
  *
  * Exit status: 0 every message was acknowledged; 1 a message failed, or
@@ -628,6 +629,11 @@ static void report(state_t *st, inflight_t *m, upulsar_err_t err, const upulsar_
                    "\"batchIndex\":%d},",
                    id_num(id->ledger_id), id_num(id->entry_id), (int)id->partition,
                    (int)id->batch_index);
+            /* a message sent in chunks: where its first chunk is, too */
+            if (id->first_chunk_ledger_id != id->ledger_id ||
+                id->first_chunk_entry_id != id->entry_id)
+                printf("\"firstChunkId\":{\"ledgerId\":%lld,\"entryId\":%lld},",
+                       id_num(id->first_chunk_ledger_id), id_num(id->first_chunk_entry_id));
             if (id->batch_size > 0)
                 printf("\"batch\":{\"pos\":%d,\"size\":%d}}\n", (int)id->batch_index,
                        (int)id->batch_size);
