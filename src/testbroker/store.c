@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -1112,49 +1113,41 @@ void upulsar_tb_schema_free(upulsar_tb_schema_t *s)
     free(o);
 }
 
-upulsar_err_t upulsar_tb_set_schema_validation_enforced(upulsar_tb_t *tb, const char *topic,
-                                                        int on)
+/* Set the topic policy at @p off in @p topic's tb_topic_t (an int) to
+ * @p v, creating the topic if needed; @p ok says whether the caller's
+ * arguments were valid, @p fn names the function in the error. */
+static upulsar_err_t set_topic_policy(upulsar_tb_t *tb, const char *topic, bool ok, size_t off,
+                                      int v, const char *fn)
 {
-    if (!tb || !topic || on < -1 || on > 1)
-        return up_seterr(UPULSAR_ERR__INVALID_ARG,
-                         "upulsar_tb_set_schema_validation_enforced: bad argument");
+    if (!tb || !topic || !ok)
+        return up_seterr(UPULSAR_ERR__INVALID_ARG, "%s: bad argument", fn);
     upulsar_err_t err = UPULSAR_OK;
     tb_topic_t *t = lookup_topic(tb, topic, &err, true);
     if (!t)
         return err;
     pthread_mutex_lock(&t->mu);
-    t->schema_enforced = on;
+    *(int *)(void *)((char *)t + off) = v;
     pthread_mutex_unlock(&t->mu);
     return UPULSAR_OK;
+}
+
+upulsar_err_t upulsar_tb_set_schema_validation_enforced(upulsar_tb_t *tb, const char *topic,
+                                                        int on)
+{
+    return set_topic_policy(tb, topic, on >= -1 && on <= 1, offsetof(tb_topic_t, schema_enforced),
+                            on, "upulsar_tb_set_schema_validation_enforced");
 }
 
 upulsar_err_t upulsar_tb_set_deduplication(upulsar_tb_t *tb, const char *topic, int on)
 {
-    if (!tb || !topic || on < -1 || on > 1)
-        return up_seterr(UPULSAR_ERR__INVALID_ARG, "upulsar_tb_set_deduplication: bad argument");
-    upulsar_err_t err = UPULSAR_OK;
-    tb_topic_t *t = lookup_topic(tb, topic, &err, true);
-    if (!t)
-        return err;
-    pthread_mutex_lock(&t->mu);
-    t->dedup_policy = on;
-    pthread_mutex_unlock(&t->mu);
-    return UPULSAR_OK;
+    return set_topic_policy(tb, topic, on >= -1 && on <= 1, offsetof(tb_topic_t, dedup_policy),
+                            on, "upulsar_tb_set_deduplication");
 }
 
 upulsar_err_t upulsar_tb_set_max_message_size(upulsar_tb_t *tb, const char *topic, int bytes)
 {
-    if (!tb || !topic || bytes < 0)
-        return up_seterr(UPULSAR_ERR__INVALID_ARG,
-                         "upulsar_tb_set_max_message_size: bad argument");
-    upulsar_err_t err = UPULSAR_OK;
-    tb_topic_t *t = lookup_topic(tb, topic, &err, true);
-    if (!t)
-        return err;
-    pthread_mutex_lock(&t->mu);
-    t->max_msg_policy = bytes;
-    pthread_mutex_unlock(&t->mu);
-    return UPULSAR_OK;
+    return set_topic_policy(tb, topic, bytes >= 0, offsetof(tb_topic_t, max_msg_policy), bytes,
+                            "upulsar_tb_set_max_message_size");
 }
 
 bool tb_topic_dedup_locked(const upulsar_tb_t *tb, const tb_topic_t *t)
