@@ -39,18 +39,25 @@ static void send_chunk(upulsar_tb_client_t *c, uint64_t seq, const char *uuid, i
 
 static const char WHOLE[] = "0123456789abcdefghijKLMNOPQRST"; /* 30 bytes, 3 chunks of 10 */
 
+/* Send chunk @p id (of 3) of WHOLE as message @p seq and read its receipt;
+ * returns its entry id (UINT64_MAX: acknowledged as a duplicate). */
+static uint64_t send_part(upulsar_tb_client_t *c, uint64_t seq, const char *uuid, int id)
+{
+    upulsar_tb_frame_t f;
+    send_chunk(c, seq, uuid, id, 3, WHOLE, 30, (size_t)id * 10, 10);
+    const Pulsar__Proto__CommandSendReceipt *r = bc_receipt(c, &f);
+    cr_assert_eq(r->sequence_id, seq);
+    return r->message_id->entryid;
+}
+
 /* Send the 3 chunks of WHOLE as message @p seq; returns the last chunk's
  * entry id (UINT64_MAX: acknowledged as a duplicate) and the first's in
  * *@p first. */
 static uint64_t send_whole(upulsar_tb_client_t *c, uint64_t seq, const char *uuid, uint64_t *first)
 {
-    upulsar_tb_frame_t f;
     uint64_t e = 0;
     for (int i = 0; i < 3; i++) {
-        send_chunk(c, seq, uuid, i, 3, WHOLE, 30, (size_t)i * 10, 10);
-        const Pulsar__Proto__CommandSendReceipt *r = bc_receipt(c, &f);
-        cr_assert_eq(r->sequence_id, seq);
-        e = r->message_id->entryid;
+        e = send_part(c, seq, uuid, i);
         if (i == 0 && first)
             *first = e;
     }
@@ -117,18 +124,13 @@ Test(broker_chunks, chunk_zero_starts_a_message_over_and_gaps_abandon_it)
 {
     upulsar_tb_t *tb = bc_broker();
     upulsar_tb_client_t *c = bc_producer_on(tb, "t", 1, "p");
-    upulsar_tb_frame_t f;
-    send_chunk(c, 0, "p-0", 0, 3, WHOLE, 30, 0, 10);
-    bc_receipt(c, &f);
-    send_chunk(c, 0, "p-0", 1, 3, WHOLE, 30, 10, 10);
-    bc_receipt(c, &f);
+    send_part(c, 0, "p-0", 0);
+    send_part(c, 0, "p-0", 1);
     uint64_t first = 0;
     cr_assert_eq(send_whole(c, 0, "p-0", &first), 4);
     /* message 1: chunk 0 then chunk 2 (1 missing): never whole */
-    send_chunk(c, 1, "p-1", 0, 3, WHOLE, 30, 0, 10);
-    bc_receipt(c, &f);
-    send_chunk(c, 1, "p-1", 2, 3, WHOLE, 30, 20, 10);
-    bc_receipt(c, &f);
+    send_part(c, 1, "p-1", 0);
+    send_part(c, 1, "p-1", 2);
     upulsar_tb_snapshot_t *s;
     cr_assert_eq(upulsar_tb_snapshot(tb, "t", &s), UPULSAR_OK);
     cr_assert_eq(upulsar_tb_snapshot_count(s), 1);
@@ -148,15 +150,10 @@ Test(broker_chunks, a_chunk_sent_twice_is_skipped)
 {
     upulsar_tb_t *tb = bc_broker();
     upulsar_tb_client_t *c = bc_producer_on(tb, "t", 1, "p");
-    upulsar_tb_frame_t f;
-    send_chunk(c, 0, "p-0", 0, 3, WHOLE, 30, 0, 10);
-    bc_receipt(c, &f);
-    send_chunk(c, 0, "p-0", 1, 3, WHOLE, 30, 10, 10);
-    bc_receipt(c, &f);
-    send_chunk(c, 0, "p-0", 1, 3, WHOLE, 30, 10, 10);
-    bc_receipt(c, &f);
-    send_chunk(c, 0, "p-0", 2, 3, WHOLE, 30, 20, 10);
-    bc_receipt(c, &f);
+    send_part(c, 0, "p-0", 0);
+    send_part(c, 0, "p-0", 1);
+    send_part(c, 0, "p-0", 1);
+    send_part(c, 0, "p-0", 2);
     upulsar_tb_snapshot_t *s;
     cr_assert_eq(upulsar_tb_snapshot(tb, "t", &s), UPULSAR_OK);
     cr_assert_eq(upulsar_tb_snapshot_count(s), 1, "message dropped by the snapshot");

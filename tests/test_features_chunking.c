@@ -23,17 +23,23 @@ static upulsar_producer_t *start(const char *topic, const char *chunking)
     return ft_producer(client, "ch", topic, 0, kv);
 }
 
+/* @p n bytes of noise (incompressible) from @p seed into @p buf. */
+static void fill_noise(uint8_t *buf, size_t n, uint32_t seed)
+{
+    uint32_t x = seed;
+    for (size_t i = 0; i < n; i++) {
+        x = x * 1103515245u + 12345u;
+        buf[i] = (uint8_t)(x >> 16);
+    }
+}
+
 Test(features_chunking, twenty_mib_message_is_chunked_and_stored_whole)
 {
     upulsar_producer_t *p = start("big", "true");
     size_t len = 20u << 20;
     uint8_t *big = malloc(len);
     cr_assert_not_null(big);
-    uint32_t x = 12345;
-    for (size_t i = 0; i < len; i++) {
-        x = x * 1103515245u + 12345u;
-        big[i] = (uint8_t)(x >> 16);
-    }
+    fill_noise(big, len, 12345);
     upulsar_future_t *f[3];
     upulsar_property_t prop = {"kind", "big"};
     upulsar_send_opts_t o = {.partition_key = "bk", .properties = &prop, .properties_cnt = 1,
@@ -138,11 +144,7 @@ Test(features_chunking, message_is_compressed_before_it_is_split)
     size_t len = 12u << 20, noisy = 6u << 20; /* 6 MiB noise + 6 MiB zeros */
     uint8_t *big = calloc(1, len);
     cr_assert_not_null(big);
-    uint32_t x = 777;
-    for (size_t i = 0; i < noisy; i++) {
-        x = x * 1103515245u + 12345u;
-        big[i] = (uint8_t)(x >> 16);
-    }
+    fill_noise(big, noisy, 777);
     upulsar_future_t *f;
     cr_assert_eq(upulsar_send(p, big, len, NULL, &f), UPULSAR_OK, "%s", upulsar_last_error());
     cr_assert_eq(upulsar_future_wait(f, 60000, NULL), UPULSAR_OK, "%s", upulsar_last_error());
@@ -228,11 +230,7 @@ Test(features_chunking, a_refused_chunk_fails_its_message)
     size_t len = 12u << 20;
     uint8_t *big = malloc(len);
     cr_assert_not_null(big);
-    uint32_t x = 777;
-    for (size_t i = 0; i < len; i++) {
-        x = x * 1103515245u + 12345u;
-        big[i] = (uint8_t)(x >> 16);
-    }
+    fill_noise(big, len, 777);
     upulsar_future_t *f;
     upulsar_msg_id_t id1, id3;
     cr_assert_eq(upulsar_send(p, big, len, NULL, &f), UPULSAR_OK);
