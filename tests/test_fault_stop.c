@@ -109,9 +109,26 @@ Test(fault_stop, stop_with_the_broker_gone_resolves_everything, .timeout = 60)
     ft_run_free(run);
 }
 
+typedef struct {
+    upulsar_tb_t *tb;
+    upulsar_producer_t *p;
+} refused_t;
+
+/* Every producer is backing off and the broker has refused at least one
+ * reconnect attempt already (the fault is in effect before anything is
+ * sent, not left to the timing of the first retry). */
+static int refused_and_backing_off(void *a)
+{
+    refused_t *r = a;
+    upulsar_tb_stats_t st;
+    upulsar_tb_stats(r->tb, &st);
+    return st.connections_refused > 0 && all_backing_off(r->p);
+}
+
 /* Scenario:
  *  1. A producer over 2 partitions; the broker resets every new
- *     connection (refuse_connections) and the existing ones are dropped.
+ *     connection (refuse_connections) and the existing ones are dropped;
+ *     the test waits until a reconnect attempt has been refused.
  *  2. 5,000 messages are sent and queue.
  *  3. upulsar_producer_stop(p, 200) returns TIMED_OUT with every future and
  *     callback resolved (CLOSED); the log check: nothing of it reached the
@@ -123,12 +140,10 @@ Test(fault_stop, stop_while_connections_are_refused_resolves_everything, .timeou
     upulsar_producer_t *p = ft_producer(client, "sr", "refusing", PARTS, NULL);
     cr_assert_eq(upulsar_tb_refuse_connections(tb, 3600000), UPULSAR_OK);
     cr_assert_gt(upulsar_tb_drop_connections(tb, NULL), 0);
-    cr_assert(ft_wait_for(all_backing_off, p));
+    refused_t r = {tb, p};
+    cr_assert(ft_wait_for(refused_and_backing_off, &r), "the fault did not happen");
     ft_run_t *run = send_n(p);
     stop_closes_every_message(p, run);
-    upulsar_tb_stats_t st;
-    upulsar_tb_stats(tb, &st);
-    cr_assert_gt(st.connections_refused, 0, "the fault did not happen");
     ft_check_opts_t o = {.topic = "refusing", .partitions = PARTS};
     ft_check_res_t res = ft_check(tb, run, &o);
     cr_assert_eq(res.stored, 0);
