@@ -19,7 +19,7 @@
  * task to its loop (up_loop_post) fails. */
 extern _Atomic int up_fault_dial_post;
 
-/* loop_register() in partitioned.c: allocating the larger producer list of
+/* up_loop_add_rp() in uring_loop.c: allocating the larger producer list of
  * a loop fails. */
 extern _Atomic int up_fault_loop_list_nomem;
 

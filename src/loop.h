@@ -62,11 +62,14 @@ struct up_loop {
     /* (loop) */
     up_conn_t **conns;     /* up_loop_add_conn(); dead ones dropped by the tick */
     size_t nconns, cconns;
-    up_rp_t **rps;         /* its producers (partitioned.c, register and
-                              shutdown tasks) */
+    up_rp_t **rps;         /* its producers: up_loop_add_rp() /
+                              up_loop_remove_rp() only (each producer keeps
+                              its index, up_rp.loop_pos) */
     size_t nrps, crps;
-    /* Producers with something to do (producer.c, "activity"): the loop
-     * drains, times out and looks before sleeping at these only, so an idle
+    /* Producers with something to do, written only by producer.c's
+     * activity functions (up_rp_activate(), up_loop_pump_active(),
+     * up_loop_tick_active(), up_loop_forget_active()): the loop drains,
+     * times out and looks before sleeping at these only, so an idle
      * producer costs it nothing. act_in (any): producers a caller activated
      * (up_rp_activate()), a lock-free stack the loop empties into its list;
      * act_head/act_tail (loop): that list, linked by act_prev/act_next. */
@@ -75,11 +78,15 @@ struct up_loop {
     size_t nact;
     bool stop;
     uint64_t last_tick_us;
-    /* (loop) free batches of every producer of this loop (batcher.c): a
-     * retired batch goes here while the pool holds at most pool_max bytes
-     * (buffers included), else it is freed; every UP_POOL_TRIM_US the tick
-     * frees what stayed unused the whole time (pool_low) above
-     * UP_POOL_FLOOR. Freed with the loop. */
+    /* (loop) free batches of every producer of this loop: a retired batch
+     * goes here while the pool holds at most pool_max bytes (buffers
+     * included), else it is freed; every UP_POOL_TRIM_US the tick frees
+     * what stayed unused the whole time (pool_low) above UP_POOL_FLOOR.
+     * Freed with the loop. pool, pool_bytes, pool_low and pool_bytes_pub
+     * are written only by the pool's functions in batcher.c (up_batch_get,
+     * up_batch_pool_trim, up_batch_pool_free and the retire path);
+     * pool_max (set at up_loop_start()) and pool_trim_us (the tick's
+     * schedule of the trim) only by this loop module. */
     up_batch_t *pool;
     size_t pool_bytes, pool_low, pool_max;
     uint64_t pool_trim_us;
@@ -115,6 +122,13 @@ bool up_fence_light_ok(void);
  *  and nothing is in flight on it. False when out of memory (nothing
  *  taken). @thread loop */
 bool up_loop_add_conn(up_loop_t *l, up_conn_t *c);
+/** Add @p rp to @p l's producers (its index kept in rp->loop_pos): false
+ *  when out of memory (@p rp is then not added). (uring_loop.c) @thread
+ *  loop */
+bool up_loop_add_rp(up_loop_t *l, up_rp_t *rp);
+/** Take @p rp off @p l's producers in O(1) (the last one takes its place);
+ *  nothing when it is not on them. (uring_loop.c) @thread loop */
+void up_loop_remove_rp(up_loop_t *l, up_rp_t *rp);
 /** A full fence on every thread of the process (membarrier when callers
  *  use compiler-only fences after committing, see up_fence_light_ok()).
  *  @thread loop */

@@ -8,7 +8,6 @@
 #include "engine.h"
 #include "err.h"
 #include "rp_state.h"
-#include "fault.h"
 #include "route.h"
 
 /* The longest full topic name: with "-partition-" and any int it still
@@ -21,67 +20,29 @@ _Static_assert(TOPIC_MAX + sizeof "-partition-" + 10 <= sizeof(((up_group_t *)0)
 
 /* ---- loop registration ------------------------------------------------------ */
 
-_Atomic int up_fault_loop_list_nomem;
-
 /* Registering a producer on its loop: the loop's list (loop state) is
- * changed on the loop, but a larger list is allocated by the registering
- * thread first, so running out of memory fails the start (or the partition
- * growth) there instead of leaving the producer off its loop. */
+ * changed on the loop, and running out of memory there fails the start (or
+ * the partition growth) that asked, instead of leaving the producer off its
+ * loop. */
 typedef struct {
     up_rp_t *rp;
-    up_rp_t **spare; /* a larger list allocated by the caller, or NULL */
-    size_t spare_cap;
-    size_t need;     /* set by the task: the list is full, this many entries wanted */
     bool added;
 } reg_t;
 
 static void add_rp_task(void *a)
 {
     reg_t *r = a;
-    up_loop_t *l = r->rp->loop;
-    if (l->nrps == l->crps) {
-        size_t n = l->crps ? l->crps * 2 : 16;
-        if (r->spare_cap < n) {
-            r->need = n;
-            return;
-        }
-        if (l->nrps)
-            memcpy(r->spare, l->rps, l->nrps * sizeof *l->rps);
-        up_rp_t **old = l->rps;
-        l->rps = r->spare;
-        l->crps = r->spare_cap;
-        r->spare = old; /* the caller frees the old list */
-    }
-    l->rps[l->nrps++] = r->rp;
-    r->added = true;
+    r->added = up_loop_add_rp(r->rp->loop, r->rp);
 }
 
 static upulsar_err_t loop_register(up_rp_t *rp)
 {
     reg_t r = {.rp = rp};
-    upulsar_err_t err = UPULSAR_OK;
-    for (;;) {
-        if (up_loop_call(rp->loop, add_rp_task, &r)) {
-            err = UPULSAR_ERR__NOMEM;
-            break;
-        }
-        if (r.added)
-            break;
-        /* the list is full: allocate a larger one here and try again (it
-         * may have grown in between: then the task asks again) */
-        free(r.spare);
-        r.spare = up_fault_hit(&up_fault_loop_list_nomem) ? NULL : malloc(r.need * sizeof *r.spare);
-        r.spare_cap = r.spare ? r.need : 0;
-        if (!r.spare) {
-            err = UPULSAR_ERR__NOMEM;
-            break;
-        }
-    }
-    free(r.spare);
-    if (err)
-        up_seterr(err, "%s: out of memory registering its producer on io thread %d", rp->topic,
-                  rp->loop->index);
-    return err;
+    if (up_loop_call(rp->loop, add_rp_task, &r) == 0 && r.added)
+        return UPULSAR_OK;
+    return up_seterr(UPULSAR_ERR__NOMEM,
+                     "%s: out of memory registering its producer on io thread %d", rp->topic,
+                     rp->loop->index);
 }
 
 /* Closing a producer: fail what is left, ask the broker to close it
@@ -114,11 +75,7 @@ static void shutdown_end(void *a)
         up_rp_detach(rp, false);
     up_rp_transition(rp, UP_RP_BIT(UP_RP_CLOSING), UP_RP_CLOSED, "stopped");
     up_loop_forget_active(rp);
-    for (size_t i = 0; i < l->nrps; i++)
-        if (l->rps[i] == rp) {
-            l->rps[i] = l->rps[--l->nrps];
-            break;
-        }
+    up_loop_remove_rp(l, rp);
 }
 
 void up_rp_shutdown(up_rp_t *rp, uint64_t deadline_us)

@@ -211,6 +211,8 @@ struct up_rp {
     /* of the last PRODUCER_SUCCESS (set by up_rp_attach()), written into
      * each entry's metadata */
     struct { uint8_t len, v[16]; } schema_version;
+    size_t loop_pos;    /* its index in loop->rps: written only by
+                           up_loop_add_rp() / up_loop_remove_rp() (uring_loop.c) */
     up_conn_t *conn;    /* registered connection (holds a reference), or NULL */
     bool registered;    /* present in conn->rps */
     uint64_t next_seq;

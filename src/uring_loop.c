@@ -11,6 +11,7 @@
 
 #include "engine.h"
 #include "err.h"
+#include "fault.h"
 #include "io_backend.h"
 
 #define TICK_US 10000u
@@ -161,6 +162,37 @@ bool up_loop_add_conn(up_loop_t *l, up_conn_t *c)
     }
     l->conns[l->nconns++] = c;
     return true;
+}
+
+/* ---- its producers ------------------------------------------------------- */
+
+_Atomic int up_fault_loop_list_nomem;
+
+bool up_loop_add_rp(up_loop_t *l, up_rp_t *rp)
+{
+    if (l->nrps == l->crps) {
+        size_t n = l->crps ? l->crps * 2 : 16;
+        up_rp_t **nr =
+            up_fault_hit(&up_fault_loop_list_nomem) ? NULL : realloc(l->rps, n * sizeof *nr);
+        if (!nr)
+            return false;
+        l->rps = nr;
+        l->crps = n;
+    }
+    rp->loop_pos = l->nrps;
+    l->rps[l->nrps++] = rp;
+    return true;
+}
+
+void up_loop_remove_rp(up_loop_t *l, up_rp_t *rp)
+{
+    size_t i = rp->loop_pos;
+    if (i >= l->nrps || l->rps[i] != rp)
+        return; /* never added (its registration failed) */
+    up_rp_t *last = l->rps[--l->nrps];
+    l->rps[i] = last;
+    last->loop_pos = i;
+    rp->loop_pos = SIZE_MAX;
 }
 
 static void tick(up_loop_t *l, uint64_t now)
