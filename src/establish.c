@@ -63,16 +63,9 @@ static void attach_task(void *a)
 {
     attach_t *t = a;
     t->ok = up_rp_attach(t->rp, t->conn, t->last_seq, t->schema_version,
-                         t->schema_version_len);
-    if (!t->ok) {
+                         t->schema_version_len, t->broker);
+    if (!t->ok)
         unregister_task(t);
-        return;
-    }
-    /* before its first receipt can resolve anything: whoever sees a
-     * message acknowledged sees the broker that took it */
-    pthread_mutex_lock(&t->rp->broker_lock);
-    snprintf(t->rp->broker, sizeof t->rp->broker, "%s", t->broker);
-    pthread_mutex_unlock(&t->rp->broker_lock);
 }
 
 /* The Schema of a PRODUCER request, from the schema.* keys. */
@@ -202,7 +195,7 @@ static upulsar_err_t producer_msg(up_rp_t *rp, producer_msg_t *pm)
     pm->pr.has_user_provided_producer_name = 1;
     pm->pr.user_provided_producer_name = rp->user_named;
     pm->pr.has_epoch = 1;
-    pm->pr.epoch = rp->epoch++;
+    pm->pr.epoch = rp->est.epoch++;
     /* producer.properties, validated by upulsar_conf_set() */
     snprintf(pm->props, sizeof pm->props, "%s", rp->handle->conf.producer_properties);
     for (char *q = pm->props, *save = NULL, *it; pm->props[0] && (it = strtok_r(q, ",", &save));
@@ -221,9 +214,9 @@ static upulsar_err_t producer_msg(up_rp_t *rp, producer_msg_t *pm)
     pm->pr.metadata = pm->kvp;
     pm->pr.has_producer_access_mode = 1;
     pm->pr.producer_access_mode = (Pulsar__Proto__ProducerAccessMode)rp->handle->conf.access_mode;
-    if (rp->has_topic_epoch) {
+    if (rp->est.has_topic_epoch) {
         pm->pr.has_topic_epoch = 1;
-        pm->pr.topic_epoch = rp->topic_epoch;
+        pm->pr.topic_epoch = rp->est.topic_epoch;
     }
     upulsar_err_t err;
     if (schema_build(&rp->handle->conf, &pm->sm, &err))
@@ -251,8 +244,7 @@ static upulsar_err_t producer_done(up_rp_t *rp, attach_t *t, upulsar_err_t err, 
         return up_seterr(UPULSAR_ERR__PROTOCOL, "unexpected answer to PRODUCER");
     }
     Pulsar__Proto__CommandProducerSuccess *ps = resp->producer_success;
-    if (!rp->user_named && ps->producer_name && !rp->name[0])
-        snprintf(rp->name, sizeof rp->name, "%s", ps->producer_name);
+    up_rp_named_by_broker(rp, ps->producer_name);
     t->last_seq = ps->has_last_sequence_id ? ps->last_sequence_id : -1;
     /* an empty version (a producer without a schema) is none, as the
      * official clients take it */
@@ -267,8 +259,8 @@ static upulsar_err_t producer_done(up_rp_t *rp, attach_t *t, upulsar_err_t err, 
         t->schema_version_len = (uint8_t)ps->schema_version.len;
     }
     if (ps->has_topic_epoch) {
-        rp->has_topic_epoch = true;
-        rp->topic_epoch = ps->topic_epoch;
+        rp->est.has_topic_epoch = true;
+        rp->est.topic_epoch = ps->topic_epoch;
     }
     pulsar__proto__base_command__free_unpacked(resp, NULL);
     if (proxy_to[0])
@@ -290,28 +282,24 @@ upulsar_err_t up_rp_establish(up_rp_t *rp, int timeout_ms)
         return err;
     char host[256], assigned[sizeof rp->assigned], cluster[sizeof rp->cluster];
     int port;
-    pthread_mutex_lock(&rp->broker_lock);
-    snprintf(assigned, sizeof assigned, "%s", rp->assigned);
-    snprintf(cluster, sizeof cluster, "%s", rp->cluster);
-    rp->assigned[0] = '\0'; /* one try: if it fails, look up */
-    pthread_mutex_unlock(&rp->broker_lock);
+    up_rp_take_route(rp, assigned, sizeof assigned, cluster, sizeof cluster);
     bool tls = c->tls;
     char proxy_to[280] = "";
     err = UPULSAR_ERR__LOOKUP;
     if (assigned[0])
         err = up_parse_url(assigned, host, sizeof host, &port, &tls);
-    if (!err && rp->via_proxy) {
+    if (!err && rp->est.via_proxy) {
         /* behind a proxy the assigned broker is reached through it, over
          * the proxy's own link to it (whatever its scheme) */
         snprintf(proxy_to, sizeof proxy_to, "%s:%d", host, port);
         up_service_addr(c, host, sizeof host, &port);
     }
-    if (err || (tls != c->tls && !rp->via_proxy))
+    if (err || (tls != c->tls && !rp->est.via_proxy))
         err = up_lookup(c, rp->loop, rp->topic, cluster, host, sizeof host, &port, proxy_to,
                         sizeof proxy_to);
     if (err)
         return err;
-    rp->via_proxy = proxy_to[0] != '\0';
+    rp->est.via_proxy = proxy_to[0] != '\0';
     up_conn_t *conn;
     err = up_conn_get(c, rp->loop, host, port, rp->conn_slot, proxy_to, &conn);
     if (err)
@@ -386,7 +374,7 @@ void up_establish_many(up_rp_t **rps, int n, int timeout_ms, upulsar_err_t *errs
             snprintf(whys[i], sizeof whys[i], "%s", it[j].why);
             continue;
         }
-        rp->via_proxy = it[j].proxy_to[0] != '\0';
+        rp->est.via_proxy = it[j].proxy_to[0] != '\0';
         up_conn_t *conn;
         err = up_conn_get(c, rp->loop, it[j].host, it[j].port, rp->conn_slot, it[j].proxy_to,
                           &conn);

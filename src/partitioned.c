@@ -151,22 +151,18 @@ static upulsar_err_t group_init(struct upulsar_producer *h, up_group_t *grp, int
     if (!grp->rps)
         return up_seterr(UPULSAR_ERR__NOMEM, "out of memory");
     for (int i = 0; i < k; i++) {
-        up_rp_t *rp = up_rp_new(h, grp->partition, i, grp->topic, &err);
+        /* as the official clients: the given name on every partition
+         * topic (the broker keys de-duplication history on it, per topic);
+         * several producers of one topic need distinct names, so then each
+         * gets its index in the group, the same at every start */
+        char name[sizeof ((up_rp_t *)0)->name];
+        if (h->base_name[0] && k > 1)
+            snprintf(name, sizeof name, "%s-%d", h->base_name, i);
+        else
+            snprintf(name, sizeof name, "%s", h->base_name);
+        up_rp_t *rp = up_rp_new(h, grp->partition, i, grp->topic, name[0] ? name : NULL, &err);
         if (!rp)
             return err;
-        const char *name = h->base_name[0] ? h->base_name : NULL;
-        if (name) {
-            /* as the official clients: the given name on every partition
-             * topic (the broker keys de-duplication history on it, per
-             * topic); several producers of one topic need distinct names,
-             * so then each gets its index in the group, the same at every
-             * start */
-            rp->user_named = true;
-            if (k > 1)
-                snprintf(rp->name, sizeof rp->name, "%s-%d", name, i);
-            else
-                snprintf(rp->name, sizeof rp->name, "%s", name);
-        }
         grp->rps[grp->nrps++] = rp;
         all[(*nall)++] = rp;
         if ((err = loop_register(rp)))
@@ -489,9 +485,7 @@ static upulsar_err_t wait_resolved(struct upulsar_producer *h, int nall, const u
             if (up_now_us() > deadline)
                 return up_seterr(UPULSAR_ERR__TIMED_OUT, "%s: not all messages resolved in time",
                                  rp->topic);
-            atomic_store(&rp->flush_req, 1);
-            up_rp_mark_active(rp);
-            up_loop_wake(rp->loop);
+            up_rp_request_flush(rp);
             if (++spins < 16) {
                 sched_yield();
             } else {
@@ -520,9 +514,7 @@ static upulsar_err_t flush_wait(struct upulsar_producer *h, int timeout_ms)
         return up_seterr(UPULSAR_ERR__NOMEM, "out of memory");
     for (int i = 0; i < nall; i++) {
         marks[i] = up_ring_head_pos(&h->all[i]->ring);
-        atomic_store(&h->all[i]->flush_req, 1);
-        up_rp_activate(h->all[i]);
-        up_loop_wake(h->all[i]->loop);
+        up_rp_request_flush(h->all[i]);
     }
     upulsar_err_t err = wait_resolved(h, nall, marks, deadline_of(timeout_ms));
     free(marks);

@@ -16,7 +16,7 @@
 /* ---- creation ------------------------------------------------------------ */
 
 up_rp_t *up_rp_new(struct upulsar_producer *h, int partition, int index, const char *topic,
-                   upulsar_err_t *err)
+                   const char *name, upulsar_err_t *err)
 {
     up_rp_t *rp = calloc(1, sizeof *rp);
     if (!rp) {
@@ -28,6 +28,10 @@ up_rp_t *up_rp_new(struct upulsar_producer *h, int partition, int index, const c
     rp->partition = partition;
     rp->index = index;
     snprintf(rp->topic, sizeof rp->topic, "%s", topic);
+    if (name) {
+        rp->user_named = true;
+        snprintf(rp->name, sizeof rp->name, "%s", name);
+    }
     rp->producer_id = atomic_fetch_add(&h->client->next_producer_id, 1);
     /* partitions go round the loops; on each loop, producers go round the
      * connections to a broker */
@@ -48,10 +52,40 @@ up_rp_t *up_rp_new(struct upulsar_producer *h, int partition, int index, const c
                          (long long)h->conf.queue_buffer_bytes);
         return NULL;
     }
-    rp->backoff_ms = (uint64_t)h->client->conf.backoff_initial_ms; /* a client key */
     rp->wake_cells = up_ring_cells_for((size_t)h->conf.batch_max_bytes);
     rp->batcher = up_batcher_for(&h->conf);
     return rp;
+}
+
+void up_rp_named_by_broker(up_rp_t *rp, const char *name)
+{
+    if (!rp->user_named && name && !rp->name[0])
+        snprintf(rp->name, sizeof rp->name, "%s", name);
+}
+
+void up_rp_take_route(up_rp_t *rp, char *assigned, size_t assigned_size, char *cluster,
+                      size_t cluster_size)
+{
+    pthread_mutex_lock(&rp->broker_lock);
+    snprintf(assigned, assigned_size, "%s", rp->assigned);
+    snprintf(cluster, cluster_size, "%s", rp->cluster);
+    rp->assigned[0] = '\0'; /* one try: if it fails, look up */
+    pthread_mutex_unlock(&rp->broker_lock);
+}
+
+bool up_rp_recreating(up_rp_t *rp, const char *why)
+{
+    if (!up_rp_transition(rp, UP_RP_IN_BACKOFF, UP_RP_CONNECTING, why))
+        return false;
+    atomic_fetch_add(&rp->reconnects, 1);
+    return true;
+}
+
+void up_rp_request_flush(up_rp_t *rp)
+{
+    atomic_store(&rp->flush_req, 1);
+    up_rp_activate(rp);
+    up_loop_wake(rp->loop);
 }
 
 void up_rp_free(up_rp_t *rp)
@@ -443,7 +477,7 @@ void up_rp_register(up_rp_t *rp, up_conn_t *c)
 }
 
 bool up_rp_attach(up_rp_t *rp, up_conn_t *c, int64_t last_seq, const uint8_t *schema_version,
-                  size_t schema_version_len)
+                  size_t schema_version_len, const char *broker)
 {
     const struct upulsar_conf *cf = rp_conf(rp);
     /* set on the loop, which writes it into every entry it frames */
@@ -466,6 +500,11 @@ bool up_rp_attach(up_rp_t *rp, up_conn_t *c, int64_t last_seq, const uint8_t *sc
     bool first = !up_rp_created(rp);
     if (!up_rp_transition(rp, UP_RP_BIT(UP_RP_CONNECTING), UP_RP_READY, "created on the broker"))
         return false;
+    /* before its first receipt can resolve anything: whoever sees a
+     * message acknowledged sees the broker that took it */
+    pthread_mutex_lock(&rp->broker_lock);
+    snprintf(rp->broker, sizeof rp->broker, "%s", broker);
+    pthread_mutex_unlock(&rp->broker_lock);
     if (first) {
         rp->next_seq = cf->initial_sequence_id >= 0 ? (uint64_t)cf->initial_sequence_id + 1
                                                     : (uint64_t)(last_seq + 1);

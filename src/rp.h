@@ -35,7 +35,7 @@ typedef struct up_batch up_batch_t;
  * 2^32 us (larger values count in the last bucket). */
 #define UP_LAT_SUB 16
 #define UP_LAT_BUCKETS ((32 - 3) * UP_LAT_SUB)
-/* est_state: re-creation by an establish worker (see up_rp_t) */
+/* sup.est_state: re-creation by an establish worker (see up_rp_t) */
 enum { UP_EST_IDLE = 0, UP_EST_BUSY = 1, UP_EST_DONE = 2 };
 
 
@@ -169,44 +169,64 @@ struct up_rp {
      * (latency.sample.every), us: log-linear buckets, their sum */
     _Atomic uint64_t h_lat[UP_LAT_BUCKETS];
     _Atomic uint64_t lat_sum_us;
-    /* ---- (watchdog / establishing thread) ---- */
-    char name[128];      /* producer name, "" until assigned */
+    /* ---- identity and where to create it (producer.c) ---- */
+    /* producer name, "" until assigned: the user's (up_rp_new()), or the
+     * broker's, taken once by up_rp_named_by_broker() from the first
+     * PRODUCER_SUCCESS (establishing thread, before the producer is
+     * attached, so the loop reads it after) */
+    char name[128];
+    bool user_named;     /* immutable after up_rp_new() */
     /* "host:port" it was last created on, "" before; guarded by broker_lock
-     * (also read by upulsar_producer_list()) */
+     * (also read by upulsar_producer_list()); set by up_rp_attach() */
     pthread_mutex_t broker_lock;
     char broker[280];
     /* where the broker said, closing it, that the topic now lives
      * (CLOSE_PRODUCER assignedBrokerServiceUrl[Tls]): the next creation goes
-     * there without a lookup; "" = look up. (broker_lock; set by the loop) */
+     * there without a lookup; "" = look up. (broker_lock; set by
+     * up_rp_on_close_producer() on the loop, taken and cleared by
+     * up_rp_take_route() on the establishing thread) */
     char assigned[280];
     /* the cluster its topic migrated to (TOPIC_MIGRATED): lookups start
-     * there from now on, "" = the service URL. (broker_lock; set by the loop) */
+     * there from now on, "" = the service URL. (broker_lock; set by
+     * up_rp_on_topic_migrated() on the loop) */
     char cluster[280];
-    bool via_proxy; /* last created through a proxy (watchdog/establishing) */
-    bool user_named;
-    uint64_t epoch;
-    uint64_t next_attempt_us;
-    uint64_t backoff_ms;
-    uint64_t outage_since_us; /* first backoff since the last success, 0 = none */
-    bool mandatory_stop_made; /* the one shortened delay of this outage */
-    /* the watchdog's schedule of the next attempt: */
-    bool graceful_next;       /* the attempt due follows a close by the broker
-                                 (decided from BACKOFF_NOW / _GRACEFUL when
-                                 the attempt was scheduled): not counted */
-    bool attempt_failed;      /* the last re-creation attempt failed */
-    uint64_t restart_times[64];
-    int nrestarts;
-    /* re-creation by an establish worker (watchdog.c): est_state is
-     * UP_EST_IDLE, _BUSY (queued or running: the worker owns the fields
-     * above marked watchdog/establishing) or _DONE (est_err is its result,
-     * published with release; the watchdog reads it and sets IDLE) */
-    _Atomic int est_state;
-    upulsar_err_t est_err;
-    char est_why[256];     /* upulsar_last_error() of a failed attempt */
-    uint64_t est_deadline_us; /* bound of the attempt, 0 = operation.timeout.ms */
-    up_rp_t *est_next;     /* worker queue (client lock) */
-    bool has_topic_epoch;  /* from the last PRODUCER_SUCCESS (exclusive modes) */
-    uint64_t topic_epoch;  /* echoed when the producer is re-created */
+    /* ---- the supervisor's (watchdog.c): read and written only by the
+     *      watchdog thread, and by the thread of a start or partition
+     *      growth for a producer the watchdog does not see yet; the est_*
+     *      fields hand the producer to an establish worker (watchdog.c)
+     *      and back, see est_state ---- */
+    struct up_rp_sup {
+        uint64_t next_attempt_us; /* the attempt due, 0 = none scheduled */
+        uint64_t backoff_ms;      /* the next backoff delay, 0 = backoff.initial.ms */
+        uint64_t outage_since_us; /* first backoff since the last success, 0 = none */
+        bool mandatory_stop_made; /* the one shortened delay of this outage */
+        bool graceful_next;       /* the attempt due follows a close by the
+                                     broker (decided from BACKOFF_NOW /
+                                     _GRACEFUL when the attempt was
+                                     scheduled): not counted */
+        bool attempt_failed;      /* the last re-creation attempt failed */
+        uint64_t restart_times[64];
+        int nrestarts;
+        /* est_state is UP_EST_IDLE, _BUSY (queued or running: the worker
+         * owns the producer's est part and est_why) or _DONE (est_err is
+         * its result, published with release; the watchdog reads it and
+         * sets IDLE) */
+        _Atomic int est_state;
+        upulsar_err_t est_err;
+        char est_why[256];        /* upulsar_last_error() of a failed attempt */
+        uint64_t est_deadline_us; /* bound of the attempt, 0 = operation.timeout.ms */
+        up_rp_t *est_next;        /* worker queue (client lock) */
+    } sup;
+    /* ---- the establishing thread's (establish.c): written only by the
+     *      thread running the producer's creation attempt (a start, a
+     *      partition growth or an establish worker; one at a time, handed
+     *      over through sup.est_state or the start's join) ---- */
+    struct up_rp_est {
+        uint64_t epoch;           /* of the next PRODUCER request */
+        bool via_proxy;           /* last created through a proxy */
+        bool has_topic_epoch;     /* from the last PRODUCER_SUCCESS (exclusive modes) */
+        uint64_t topic_epoch;     /* echoed when the producer is re-created */
+    } est;
     /* ---- (loop) ---- */
     /* of the last PRODUCER_SUCCESS (set by up_rp_attach()), written into
      * each entry's metadata */
@@ -250,10 +270,28 @@ struct up_rp {
  * failures, timeouts) unless noted */
 /** A producer of handle @p h for @p topic (partition @p partition, -1:
  *  not partitioned; @p index within its group), not registered on its loop
- *  nor created on a broker yet. NULL with *@p err on failure.
+ *  nor created on a broker yet. @p name: the name the user gave (copied),
+ *  or NULL for one the broker gives. NULL with *@p err on failure.
  *  @thread application (start) or watchdog (partition growth) */
 up_rp_t *up_rp_new(struct upulsar_producer *h, int partition, int index,
-                   const char *topic, upulsar_err_t *err);
+                   const char *topic, const char *name, upulsar_err_t *err);
+/** Ask @p rp's loop to write what it holds now (flush): raise its flush
+ *  request, put it on the active list, wake the loop. @thread any */
+void up_rp_request_flush(up_rp_t *rp);
+/** The broker named @p rp @p name (PRODUCER_SUCCESS): taken when it has
+ *  none yet (neither the user's nor an earlier one). @thread the
+ *  establishing thread, before up_rp_attach() */
+void up_rp_named_by_broker(up_rp_t *rp, const char *name);
+/** Where the next creation of @p rp starts: the broker a CLOSE_PRODUCER
+ *  named (copied into @p assigned, "" = none; taken: one try only) and the
+ *  cluster its topic migrated to (@p cluster, "" = the service URL).
+ *  @thread the establishing thread */
+void up_rp_take_route(up_rp_t *rp, char *assigned, size_t assigned_size, char *cluster,
+                      size_t cluster_size);
+/** The supervisor re-creates @p rp: BACKOFF* -> CONNECTING (refused when
+ *  it failed or is stopping since the state was read: false) and one more
+ *  re-creation counted. @thread watchdog */
+bool up_rp_recreating(up_rp_t *rp, const char *why);
 /** Free @p rp and what it still holds, once it is off its loop and its
  *  connection (up_rp_shutdown()). @thread the thread freeing its handle
  *  (stop, or the watchdog undoing a partition growth) */
@@ -292,10 +330,12 @@ void up_rp_close_cmd(up_rp_t *rp, up_cmd_t *cmd, Pulsar__Proto__CommandCloseProd
  *  none). False when it may not attach (failed meanwhile: closed on the
  *  broker; no longer CONNECTING on @p c, or @p c failed). Its schema
  *  version (at most 16 bytes, 0: none) is written into every entry from
- *  now on.
+ *  now on; @p broker ("host:port") is where it is created, set before its
+ *  first receipt can resolve anything.
  *  Run by establish.c's attach task. @thread loop */
 bool up_rp_attach(up_rp_t *rp, up_conn_t *c, int64_t last_seq_on_broker,
-                  const uint8_t *schema_version, size_t schema_version_len);
+                  const uint8_t *schema_version, size_t schema_version_len,
+                  const char *broker);
 /** Register @p rp on @p c (up_conn_add_rp(), a reference) before its
  *  PRODUCER request, so what the broker sends for it is dispatched to it:
  *  CONNECTING. Run by establish.c's task before the request. @thread loop */

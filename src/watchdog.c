@@ -99,20 +99,20 @@ static upulsar_err_t member_failure(const up_group_t *g)
 static uint64_t next_delay_ms(const struct upulsar_conf *cc, const struct upulsar_conf *pc,
                               up_rp_t *rp, uint64_t now)
 {
-    uint64_t d = rp->backoff_ms;
-    rp->backoff_ms *= 2;
-    if (rp->backoff_ms > (uint64_t)cc->backoff_max_ms)
-        rp->backoff_ms = (uint64_t)cc->backoff_max_ms;
-    if (!rp->outage_since_us)
-        rp->outage_since_us = now;
-    if (pc->send_timeout_ms <= 0 || rp->mandatory_stop_made)
+    uint64_t d = rp->sup.backoff_ms ? rp->sup.backoff_ms : (uint64_t)cc->backoff_initial_ms;
+    rp->sup.backoff_ms = d * 2;
+    if (rp->sup.backoff_ms > (uint64_t)cc->backoff_max_ms)
+        rp->sup.backoff_ms = (uint64_t)cc->backoff_max_ms;
+    if (!rp->sup.outage_since_us)
+        rp->sup.outage_since_us = now;
+    if (pc->send_timeout_ms <= 0 || rp->sup.mandatory_stop_made)
         return d;
     uint64_t to = (uint64_t)pc->send_timeout_ms, initial = (uint64_t)cc->backoff_initial_ms;
     uint64_t margin = to / 10 > 100 ? to / 10 : 100;
     uint64_t stop = to > margin + initial ? to - margin : initial;
-    uint64_t elapsed = (now - rp->outage_since_us) / 1000u;
+    uint64_t elapsed = (now - rp->sup.outage_since_us) / 1000u;
     if (elapsed + d > stop) {
-        rp->mandatory_stop_made = true;
+        rp->sup.mandatory_stop_made = true;
         d = stop > elapsed ? stop - elapsed : 0;
         if (d < initial)
             d = initial;
@@ -126,10 +126,10 @@ static uint64_t next_delay_ms(const struct upulsar_conf *cc, const struct upulsa
 static void est_submit_locked(up_rp_t *rp)
 {
     struct upulsar_client *c = rp->client;
-    atomic_store_explicit(&rp->est_state, UP_EST_BUSY, memory_order_relaxed);
-    rp->est_next = NULL;
+    atomic_store_explicit(&rp->sup.est_state, UP_EST_BUSY, memory_order_relaxed);
+    rp->sup.est_next = NULL;
     if (c->est_tail)
-        c->est_tail->est_next = rp;
+        c->est_tail->sup.est_next = rp;
     else
         c->est_head = rp;
     c->est_tail = rp;
@@ -149,8 +149,8 @@ static void est_submit(up_rp_t *rp)
  * handle's attempts to end). (lock held) */
 static void est_finish(struct upulsar_client *c, up_rp_t *rp, upulsar_err_t err)
 {
-    rp->est_err = err;
-    atomic_store_explicit(&rp->est_state, UP_EST_DONE, memory_order_release);
+    rp->sup.est_err = err;
+    atomic_store_explicit(&rp->sup.est_state, UP_EST_DONE, memory_order_release);
     atomic_store_explicit(&rp->handle->wd_dirty, 1, memory_order_release);
     rp->handle->establishing--;
     c->wd_kicked = true;
@@ -168,7 +168,7 @@ static void *est_main(void *arg)
         if (!c->est_head) /* stopping, nothing left */
             break;
         up_rp_t *rp = c->est_head;
-        c->est_head = rp->est_next;
+        c->est_head = rp->sup.est_next;
         if (!c->est_head)
             c->est_tail = NULL;
         struct upulsar_producer *h = rp->handle;
@@ -176,10 +176,10 @@ static void *est_main(void *arg)
         /* stop must not wait behind an attempt: it gives up once the
          * handle is closed */
         int timeout_ms = c->conf.operation_timeout_ms;
-        if (rp->est_deadline_us) {
+        if (rp->sup.est_deadline_us) {
             uint64_t now = up_now_us();
-            timeout_ms = rp->est_deadline_us > now + 1000u
-                             ? (int)((rp->est_deadline_us - now) / 1000u)
+            timeout_ms = rp->sup.est_deadline_us > now + 1000u
+                             ? (int)((rp->sup.est_deadline_us - now) / 1000u)
                              : 1;
         }
         up_cancel_on(&h->closed);
@@ -187,7 +187,7 @@ static void *est_main(void *arg)
                                                     : up_rp_establish(rp, timeout_ms);
         up_cancel_on(NULL);
         if (err)
-            snprintf(rp->est_why, sizeof rp->est_why, "%s", upulsar_last_error());
+            snprintf(rp->sup.est_why, sizeof rp->sup.est_why, "%s", upulsar_last_error());
         pthread_mutex_lock(&c->lock);
         est_finish(c, rp, err);
     }
@@ -200,13 +200,13 @@ void up_watchdog_forget(struct upulsar_producer *h)
     struct upulsar_client *c = h->client;
     up_rp_t *prev = NULL;
     for (up_rp_t *rp = c->est_head, *next; rp; rp = next) {
-        next = rp->est_next;
+        next = rp->sup.est_next;
         if (rp->handle != h) {
             prev = rp;
             continue;
         }
         if (prev)
-            prev->est_next = next;
+            prev->sup.est_next = next;
         else
             c->est_head = next;
         if (c->est_tail == rp)
@@ -345,7 +345,7 @@ upulsar_err_t up_establish_all(up_rp_t **rps, int n, uint64_t deadline_us,
     pthread_mutex_lock(&c->lock);
     for (int i = 0; i < n; i++) {
         a[i].delay_ms = (uint64_t)cc->backoff_initial_ms;
-        rps[i]->est_deadline_us = deadline_us;
+        rps[i]->sup.est_deadline_us = deadline_us;
         est_submit_locked(rps[i]);
     }
     while (left > 0) {
@@ -354,19 +354,19 @@ upulsar_err_t up_establish_all(up_rp_t **rps, int n, uint64_t deadline_us,
             up_rp_t *rp = rps[i];
             if (a[i].over)
                 continue;
-            int st = atomic_load_explicit(&rp->est_state, memory_order_acquire);
+            int st = atomic_load_explicit(&rp->sup.est_state, memory_order_acquire);
             if (st == UP_EST_BUSY)
                 continue;
             if (st == UP_EST_DONE) {
-                atomic_store_explicit(&rp->est_state, UP_EST_IDLE, memory_order_relaxed);
-                upulsar_err_t err = rp->est_err;
+                atomic_store_explicit(&rp->sup.est_state, UP_EST_IDLE, memory_order_relaxed);
+                upulsar_err_t err = rp->sup.est_err;
                 if (!err || fail) { /* created, or one more attempt ended after a failure */
                     a[i].over = true;
                     left--;
                     continue;
                 }
                 last = err;
-                snprintf(why, sizeof why, "%s", rp->est_why);
+                snprintf(why, sizeof why, "%s", rp->sup.est_why);
                 /* only what is transient is tried again at creation
                  * (up_err_class(): e.g. not the backlog quota's hold) */
                 if (up_err_class(err, up_rp_created(rp),
@@ -417,7 +417,7 @@ upulsar_err_t up_establish_all(up_rp_t **rps, int n, uint64_t deadline_us,
     }
     pthread_mutex_unlock(&c->lock);
     for (int i = 0; i < n; i++)
-        rps[i]->est_deadline_us = 0;
+        rps[i]->sup.est_deadline_us = 0;
     free(a);
     if (fail)
         return up_seterr(fail, "%s", why);
@@ -431,13 +431,13 @@ static bool over_intensity(const struct upulsar_conf *cf, up_rp_t *rp, uint64_t 
         return false;
     uint64_t window = (uint64_t)cf->restart_period_ms * 1000u;
     int keep = 0;
-    for (int i = 0; i < rp->nrestarts; i++)
-        if (now - rp->restart_times[i] <= window)
-            rp->restart_times[keep++] = rp->restart_times[i];
-    rp->nrestarts = keep;
-    if (rp->nrestarts < (int)(sizeof rp->restart_times / sizeof rp->restart_times[0]))
-        rp->restart_times[rp->nrestarts++] = now;
-    return rp->nrestarts > cf->restart_intensity;
+    for (int i = 0; i < rp->sup.nrestarts; i++)
+        if (now - rp->sup.restart_times[i] <= window)
+            rp->sup.restart_times[keep++] = rp->sup.restart_times[i];
+    rp->sup.nrestarts = keep;
+    if (rp->sup.nrestarts < (int)(sizeof rp->sup.restart_times / sizeof rp->sup.restart_times[0]))
+        rp->sup.restart_times[rp->sup.nrestarts++] = now;
+    return rp->sup.nrestarts > cf->restart_intensity;
 }
 
 /* The result of @p rp's re-creation by a worker (UP_EST_DONE, acquired).
@@ -445,22 +445,22 @@ static bool over_intensity(const struct upulsar_conf *cf, up_rp_t *rp, uint64_t 
 static bool est_result(up_group_t *grp, up_rp_t *rp, const struct upulsar_conf *cf,
                        const struct upulsar_conf *cc)
 {
-    upulsar_err_t err = rp->est_err;
-    atomic_store_explicit(&rp->est_state, UP_EST_IDLE, memory_order_relaxed);
-    rp->next_attempt_us = 0;
-    rp->attempt_failed = err != UPULSAR_OK;
+    upulsar_err_t err = rp->sup.est_err;
+    atomic_store_explicit(&rp->sup.est_state, UP_EST_IDLE, memory_order_relaxed);
+    rp->sup.next_attempt_us = 0;
+    rp->sup.attempt_failed = err != UPULSAR_OK;
     bool fatal = up_err_class(err, up_rp_created(rp), cf->access_mode != UP_ACCESS_SHARED) ==
                  UP_ERR_CLASS_TERMINAL;
     if (err && err != UPULSAR_ERR__CLOSED)
         up_log(rp->client, UPULSAR_LOG_WARNING, "%s: re-creating producer %s failed: %s: %s%s",
                rp->topic, rp->name[0] ? rp->name : "(unnamed)", upulsar_err_name(err),
-               rp->est_why, fatal ? "" : "; retried after backoff");
+               rp->sup.est_why, fatal ? "" : "; retried after backoff");
     else if (!err)
         up_log(rp->client, UPULSAR_LOG_INFO, "%s: producer %s re-created", rp->topic, rp->name);
     if (!err) {
-        rp->backoff_ms = (uint64_t)cc->backoff_initial_ms;
-        rp->outage_since_us = 0;
-        rp->mandatory_stop_made = false;
+        rp->sup.backoff_ms = 0; /* backoff.initial.ms */
+        rp->sup.outage_since_us = 0;
+        rp->sup.mandatory_stop_made = false;
         return true;
     }
     /* terminal (up_err_class()): the group fails; anything else is retried
@@ -468,7 +468,7 @@ static bool est_result(up_group_t *grp, up_rp_t *rp, const struct upulsar_conf *
     if (fatal) {
         char why[UP_DETAIL_TEXT_MAX];
         snprintf(why, sizeof why, "the broker refused to re-create producer %s: %s",
-                 rp->name[0] ? rp->name : "(unnamed)", rp->est_why);
+                 rp->name[0] ? rp->name : "(unnamed)", rp->sup.est_why);
         fail_group(grp, err, why);
         return false;
     }
@@ -482,7 +482,7 @@ static bool est_result(up_group_t *grp, up_rp_t *rp, const struct upulsar_conf *
          * ...Error, keeps the messages waiting) */
         char why[UP_DETAIL_TEXT_MAX];
         snprintf(why, sizeof why, "the broker refused to re-create producer %s: %s",
-                 rp->name[0] ? rp->name : "(unnamed)", rp->est_why);
+                 rp->name[0] ? rp->name : "(unnamed)", rp->sup.est_why);
         fail_t f = {rp, err, why};
         up_loop_call(rp->loop, fail_pending_task, &f);
     }
@@ -516,7 +516,7 @@ static void supervise(struct upulsar_producer *h, uint64_t now)
             up_rp_t *rp = grp->rps[i];
             if (atomic_load(&h->closed) || atomic_load(&grp->failed))
                 return;
-            int est = atomic_load_explicit(&rp->est_state, memory_order_acquire);
+            int est = atomic_load_explicit(&rp->sup.est_state, memory_order_acquire);
             if (est == UP_EST_BUSY) {
                 more = true;
                 continue; /* a worker has it */
@@ -527,7 +527,7 @@ static void supervise(struct upulsar_producer *h, uint64_t now)
             if (!(UP_RP_BIT(st) & UP_RP_IN_BACKOFF))
                 continue;
             more = true; /* waiting for its attempt, or handed to a worker below */
-            if (rp->next_attempt_us == 0) {
+            if (rp->sup.next_attempt_us == 0) {
                 /* a graceful close (unload, transfer, migration, lazy
                  * start) is taken once: the attempt after it is no restart
                  * (a rolling broker restart must not fail the group); if it
@@ -544,34 +544,32 @@ static void supervise(struct upulsar_producer *h, uint64_t now)
                 /* ...only after a working producer was closed: a broker that
                  * answers every attempt with a close (a migrated topic's old
                  * cluster) gets backoff, not a loop */
-                rp->graceful_next = st != UP_RP_BACKOFF && !rp->attempt_failed;
-                rp->next_attempt_us = rp->graceful_next && st == UP_RP_BACKOFF_NOW
+                rp->sup.graceful_next = st != UP_RP_BACKOFF && !rp->sup.attempt_failed;
+                rp->sup.next_attempt_us = rp->sup.graceful_next && st == UP_RP_BACKOFF_NOW
                                           ? now
                                           : now + jitter(next_delay_ms(cc, cf, rp, now)) * 1000u;
             }
-            if (now < rp->next_attempt_us)
+            if (now < rp->sup.next_attempt_us)
                 continue;
-            bool counted = !rp->graceful_next;
-            rp->graceful_next = false;
+            bool counted = !rp->sup.graceful_next;
+            rp->sup.graceful_next = false;
             if (counted && over_intensity(cf, rp, now)) {
                 up_seterr(UPULSAR_ERR__GROUP_FAILED, "%s: more than %d restarts in %d ms",
                           rp->topic, cf->restart_intensity, cf->restart_period_ms);
                 char why[UP_DETAIL_TEXT_MAX];
-                bool last = rp->attempt_failed && rp->est_why[0];
+                bool last = rp->sup.attempt_failed && rp->sup.est_why[0];
                 snprintf(why, sizeof why, "more than %d restarts in %d ms%s%s%s",
                          cf->restart_intensity, cf->restart_period_ms,
-                         last ? " (last failure: " : "", last ? rp->est_why : "",
+                         last ? " (last failure: " : "", last ? rp->sup.est_why : "",
                          last ? ")" : "");
                 fail_group(grp, UPULSAR_ERR__GROUP_FAILED, why);
                 break;
             }
             /* refused when the loop failed it (or a stop closes it) since
              * the state was read: a failed producer is never re-created */
-            if (!up_rp_transition(rp, UP_RP_IN_BACKOFF, UP_RP_CONNECTING,
-                                  counted ? "backoff over: re-creating it"
-                                          : "re-creating it after a close by the broker"))
+            if (!up_rp_recreating(rp, counted ? "backoff over: re-creating it"
+                                              : "re-creating it after a close by the broker"))
                 continue;
-            atomic_fetch_add(&rp->reconnects, 1);
             est_submit(rp);
         }
     }
