@@ -359,13 +359,11 @@ void up_rp_on_send_error(up_rp_t *rp, const Pulsar__Proto__CommandSendError *e)
         return;
     upulsar_err_t err = up_err_from_server(e->error);
     char why[UP_DETAIL_TEXT_MAX];
-    switch (err) {
-    case UPULSAR_ERR_CHECKSUM_ERROR:
-        if (resend_after_checksum_error(rp, b))
+    switch (up_err_classify(err, UP_ERR_AT_SEND, rp_conf(rp)->access_mode != UP_ACCESS_SHARED)) {
+    case UP_ERR_CLASS_ENTRY: {
+        /* a checksum error: the entry is sent again, once */
+        if (err == UPULSAR_ERR_CHECKSUM_ERROR && resend_after_checksum_error(rp, b))
             break;
-        __attribute__((fallthrough)); /* this entry fails */
-    case UPULSAR_ERR_NOT_ALLOWED: {
-        /* this entry is refused; the ones behind it are unaffected */
         up_detail_t *det = up_rp_detail(rp, "broker refused the send: %s%s%s",
                                      up_server_error_name(e->error),
                                      e->message && e->message[0] ? ": " : "",
@@ -374,9 +372,7 @@ void up_rp_on_send_error(up_rp_t *rp, const Pulsar__Proto__CommandSendError *e)
         up_detail_put(&rp->client->futures, det);
         break;
     }
-    case UPULSAR_ERR_TOPIC_TERMINATED:
-    case UPULSAR_ERR_PRODUCER_FENCED:
-    case UPULSAR_ERR_AUTHORIZATION_ERROR:
+    case UP_ERR_CLASS_TERMINAL:
         snprintf(why, sizeof why, "broker refused the send: %s%s%s",
                  up_server_error_name(e->error), e->message && e->message[0] ? ": " : "",
                  e->message ? e->message : "");
@@ -384,11 +380,8 @@ void up_rp_on_send_error(up_rp_t *rp, const Pulsar__Proto__CommandSendError *e)
         up_watchdog_kick(rp->client);
         break;
     default:
-        /* transient: the connection is closed, as the official clients do;
-         * its producers are re-created on a new one and resend from their
-         * head. (A CLOSE_PRODUCER and a new PRODUCER on the same connection
-         * could be answered for the producer still closing, whose SENDs then
-         * fail again.) */
+        /* the connection is closed; its producers are re-created on a new
+         * one and resend from their head (up_err_classify()) */
         up_conn_fail(rp->conn, err);
         break;
     }

@@ -155,7 +155,7 @@ bool up_rp_transition(up_rp_t *rp, unsigned from, up_rp_st_t to, const char *why
 
 /* ---- error classification ---- */
 
-/* See up_err_class_t. Before the first creation, a refusal that says the
+/* See up_err_class_t. A creation's error: before the first creation, a refusal that says the
  * topic, the credentials or the schema are wrong is terminal (start fails
  * with it; a lazy or grown partition's group fails).
  *
@@ -180,8 +180,37 @@ bool up_rp_transition(up_rp_t *rp, unsigned from, up_rp_st_t to, const char *why
  * The backlog quota's producer_request_hold (ProducerBlockedQuotaExceeded
  * Error) is retriable for an application, but not retried at start, as the
  * official clients do: the quota clears only once consumers catch up. */
-up_err_class_t up_err_class(upulsar_err_t err, bool created_once, bool exclusive)
+static up_err_class_t class_at_send(upulsar_err_t err)
 {
+    switch (err) {
+    case UPULSAR_OK:
+        return UP_ERR_CLASS_NONE;
+    /* this entry is refused (a checksum the broker computed otherwise, sent
+     * again once first by the producer; a size or an option it does not
+     * allow); the ones behind it are unaffected */
+    case UPULSAR_ERR_CHECKSUM_ERROR:
+    case UPULSAR_ERR_NOT_ALLOWED:
+        return UP_ERR_CLASS_ENTRY;
+    /* the broker will take nothing more from this producer */
+    case UPULSAR_ERR_TOPIC_TERMINATED:
+    case UPULSAR_ERR_PRODUCER_FENCED:
+    case UPULSAR_ERR_AUTHORIZATION_ERROR:
+        return UP_ERR_CLASS_TERMINAL;
+    /* anything else closes the connection, as the official clients do; the
+     * producer is re-created on a new one (that creation classified in
+     * turn) and resends from its head. (A CLOSE_PRODUCER and a new
+     * PRODUCER on the same connection could be answered for the producer
+     * still closing, whose SENDs then fail again.) */
+    default:
+        return upulsar_err_is_retriable(err) ? UP_ERR_CLASS_TRANSIENT : UP_ERR_CLASS_REFUSED;
+    }
+}
+
+up_err_class_t up_err_classify(upulsar_err_t err, up_err_when_t when, bool exclusive)
+{
+    if (when == UP_ERR_AT_SEND)
+        return class_at_send(err);
+    bool created_once = when == UP_ERR_AT_RECREATE;
     switch (err) {
     case UPULSAR_OK:
         return UP_ERR_CLASS_NONE;

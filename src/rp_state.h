@@ -135,27 +135,52 @@ void up_rp_state_debug(int on);
 
 /* ---- error classification ---- */
 
-/* What an error that ended a creation attempt means. */
+/* What an error means for the producer it ended an operation of (a
+ * creation, or an entry it sent: up_err_when_t). */
 typedef enum up_err_class {
     UP_ERR_CLASS_NONE = 0,  /* UPULSAR_OK */
     UP_ERR_CLASS_TRANSIENT, /* worth retrying at once: the broker or the
                                network is busy or moving (upulsar_err_is_retriable(),
                                but the backlog quota's hold); retried at
                                upulsar_producer_start() within
-                               operation.timeout.ms, and by the supervisor */
+                               operation.timeout.ms, and by the supervisor;
+                               at send: the connection is closed and the
+                               producer re-created on a new one */
     UP_ERR_CLASS_REFUSED,   /* an answer that waiting may change (a name
                                clash, permissions, a quota): start fails
                                with it; the supervisor retries it with
-                               backoff (restart.intensity bounds it) */
+                               backoff (restart.intensity bounds it); at
+                               send: as TRANSIENT */
     UP_ERR_CLASS_TERMINAL,  /* ends the producer: start fails with it, the
-                               supervisor fails its group */
+                               supervisor fails its group, a SEND_ERROR
+                               fails the producer (and so its group) */
+    UP_ERR_CLASS_ENTRY,     /* (send only) the broker refused this one
+                               entry: its messages fail, the producer and
+                               the entries behind it carry on */
 } up_err_class_t;
 
-/** Classify @p err, returned by a creation of a producer that was
- *  (@p created_once) or was never created on a broker before, in an
+/* Where the error ended something. */
+typedef enum up_err_when {
+    UP_ERR_AT_CREATE = 0, /* a creation of a producer never created before
+                             (start, lazy start, partition growth) */
+    UP_ERR_AT_RECREATE,   /* a creation of a producer created once before
+                             (the supervisor's re-creation) */
+    UP_ERR_AT_SEND,       /* a SEND_ERROR for an entry of a READY producer */
+} up_err_when_t;
+
+/** Classify @p err, which ended what @p when says, for a producer in an
  *  exclusive access mode (@p exclusive: another producer holding the topic
- *  is terminal) or not. Used by start (up_establish_all(), the partition
- *  count) and by the supervisor (watchdog.c). @thread any */
-up_err_class_t up_err_class(upulsar_err_t err, bool created_once, bool exclusive);
+ *  is terminal) or not. The one classification used by start
+ *  (up_establish_all(), the partition count), the supervisor (watchdog.c)
+ *  and SEND_ERROR handling (up_rp_on_send_error()). @thread any */
+up_err_class_t up_err_classify(upulsar_err_t err, up_err_when_t when, bool exclusive);
+
+/** up_err_classify() of an error that ended a creation of a producer that
+ *  was (@p created_once) or was never created on a broker before.
+ *  @thread any */
+static inline up_err_class_t up_err_class(upulsar_err_t err, bool created_once, bool exclusive)
+{
+    return up_err_classify(err, created_once ? UP_ERR_AT_RECREATE : UP_ERR_AT_CREATE, exclusive);
+}
 
 #endif
