@@ -75,9 +75,16 @@ upulsar_err_t up_producer_stop_claimed(struct upulsar_producer *h, int timeout_m
  *  and wait until each one's callback has returned, then join their
  *  threads. partitioned.c. @thread application (client destroy, first) */
 void up_starts_cancel_wait(struct upulsar_client *c);
-/* close @p rp on its broker, waiting for the answer until @p deadline_us.
- * partitioned.c. @thread application (stop), never a loop */
-void up_rp_shutdown(up_rp_t *rp, uint64_t deadline_us);
+/** Close the @p n producers @p rps (of one client), together: first each
+ *  fails what it still holds with CLOSED (every future and callback
+ *  resolved before any wait for a broker), then CLOSE_PRODUCER goes to the
+ *  broker of each on an open connection, all at once, and the answers are
+ *  waited for until @p close_by (up_now_us() clock; shared by all), then
+ *  each is taken off its connection and loop (CLOSED), ready for
+ *  up_rp_free(). partitioned.c. @thread application (stop, start's
+ *  failure), a start's thread or the watchdog (partition growth); never a
+ *  loop */
+void up_rps_close(up_rp_t **rps, size_t n, uint64_t close_by);
 /** partitions.update.interval.ms: poll the partition count and start groups
  *  for new partitions. @thread watchdog, within its pass over @p h */
 void up_producer_poll_partitions(struct upulsar_producer *h, uint64_t now_us);

@@ -45,66 +45,138 @@ static upulsar_err_t loop_register(up_rp_t *rp)
                      rp->loop->index);
 }
 
-/* Closing a producer: fail what is left, ask the broker to close it
- * (CLOSE_PRODUCER, answered by SUCCESS once the broker has finished the
- * writes in progress), then forget it. */
-typedef struct {
-    up_rp_t *rp;
-    up_conn_t *conn; /* referenced while the CLOSE_PRODUCER is in flight */
-} shut_t;
+/* ---- stop: closing producers -------------------------------------------------- */
 
-static void shutdown_begin(void *a)
+/* Closing producers, all together, in three passes over their loops (one
+ * task per loop and pass, however many producers it has):
+ *  1. each producer fails what it still holds with CLOSED (CLOSING), so
+ *     every future and callback has resolved before any wait for a broker;
+ *  2. CLOSE_PRODUCER (answered by SUCCESS once the broker has finished the
+ *     writes in progress) goes out for every producer whose connection is
+ *     open, all at once, pipelined on the shared connections
+ *     (up_conn_request_all()), and the answers are waited for together,
+ *     until one shared deadline;
+ *  3. each producer lets go of its connection (CLOSED) and is taken off its
+ *     loop (up_loop_remove_rp(), O(1)).
+ * A hung broker therefore costs the deadline once, not once per producer. */
+typedef struct {
+    up_loop_t *loop;
+    up_rp_t **rps;
+    size_t n;
+    up_conn_t **conns; /* pass 2: the open connection of rps[i], referenced
+                          while its CLOSE_PRODUCER is in flight, or NULL */
+} close_pass_t;
+
+static void close_fail_task(void *a)
 {
-    shut_t *s = a;
-    up_rp_t *rp = s->rp;
-    up_rp_transition(rp, UP_RP_ANY, UP_RP_CLOSING, "stopping");
-    up_rp_fail_all(rp, UPULSAR_ERR__CLOSED);
-    /* also when not READY: a PRODUCER abandoned by stop may still have
-     * created it on the broker (closing an unknown id is harmless) */
-    if (rp->conn && atomic_load(&rp->conn->state) == UP_CONN_OPEN) {
-        up_conn_ref(rp->conn);
-        s->conn = rp->conn;
+    close_pass_t *p = a;
+    for (size_t i = 0; i < p->n; i++) {
+        up_rp_t *rp = p->rps[i];
+        if (rp->loop != p->loop)
+            continue;
+        up_rp_transition(rp, UP_RP_ANY, UP_RP_CLOSING, "stopping");
+        up_rp_fail_all(rp, UPULSAR_ERR__CLOSED);
     }
 }
 
-static void shutdown_end(void *a)
+static void close_conn_task(void *a)
 {
-    up_rp_t *rp = ((shut_t *)a)->rp;
-    up_loop_t *l = rp->loop;
-    if (rp->conn)
-        up_rp_detach(rp, false);
-    up_rp_transition(rp, UP_RP_BIT(UP_RP_CLOSING), UP_RP_CLOSED, "stopped");
-    up_loop_forget_active(rp);
-    up_loop_remove_rp(l, rp);
+    close_pass_t *p = a;
+    for (size_t i = 0; i < p->n; i++) {
+        up_rp_t *rp = p->rps[i];
+        if (rp->loop != p->loop)
+            continue;
+        /* a send that passed its closed check before the stop may have
+         * committed a record since pass 1 */
+        up_rp_fail_all(rp, UPULSAR_ERR__CLOSED);
+        /* also when not READY: a PRODUCER abandoned by stop may still have
+         * created it on the broker (closing an unknown id is harmless) */
+        if (rp->conn && atomic_load(&rp->conn->state) == UP_CONN_OPEN) {
+            up_conn_ref(rp->conn);
+            p->conns[i] = rp->conn;
+        }
+    }
 }
 
-void up_rp_shutdown(up_rp_t *rp, uint64_t deadline_us)
+static void close_end_task(void *a)
 {
-    shut_t s = {rp, NULL};
-    up_loop_call(rp->loop, shutdown_begin, &s);
-    if (s.conn) {
+    close_pass_t *p = a;
+    for (size_t i = 0; i < p->n; i++) {
+        up_rp_t *rp = p->rps[i];
+        if (rp->loop != p->loop)
+            continue;
+        if (rp->conn)
+            up_rp_detach(rp, false);
+        up_rp_transition(rp, UP_RP_BIT(UP_RP_CLOSING), UP_RP_CLOSED, "stopped");
+        up_loop_forget_active(rp);
+        up_loop_remove_rp(rp->loop, rp);
+    }
+}
+
+/* Run @p fn once on each loop of @p c that has one of the producers of @p p. */
+static void close_pass(struct upulsar_client *c, close_pass_t *p, void (*fn)(void *))
+{
+    for (int k = 0; k < c->nloops; k++) {
+        p->loop = &c->loops[k];
+        for (size_t i = 0; i < p->n; i++)
+            if (p->rps[i]->loop == p->loop) {
+                up_loop_call(p->loop, fn, p);
+                break;
+            }
+    }
+}
+
+/* Passes 2 and 3 for @p n producers, with room for their connections and
+ * requests in @p conns and @p m. */
+static void close_chunk(up_rp_t **rps, size_t n, up_conn_t **conns, up_mreq_t *m,
+                        uint64_t close_by)
+{
+    struct upulsar_client *c = rps[0]->client;
+    close_pass_t p = {.rps = rps, .n = n, .conns = conns};
+    memset(conns, 0, n * sizeof *conns);
+    close_pass(c, &p, close_conn_task);
+    size_t nm = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!conns[i])
+            continue;
         up_cmd_t cmd = PULSAR__PROTO__BASE_COMMAND__INIT;
         Pulsar__Proto__CommandCloseProducer cp = PULSAR__PROTO__COMMAND_CLOSE_PRODUCER__INIT;
-        up_rp_close_cmd(rp, &cmd, &cp);
-        uint64_t now = up_now_us();
-        /* the frame is sent even with no time left; only the wait is skipped */
-        int wait_ms = deadline_us > now ? (int)((deadline_us - now) / 1000u) : 0;
-        up_cmd_t *resp = NULL;
-        up_conn_request(s.conn, &cmd, cp.request_id, wait_ms, &resp, NULL, NULL);
-        if (resp)
-            pulsar__proto__base_command__free_unpacked(resp, NULL);
-        up_conn_unref(s.conn);
+        up_rp_close_cmd(rps[i], &cmd, &cp);
+        if (up_mreq_encode(&m[nm], conns[i], &cmd, cp.request_id) == UPULSAR_OK)
+            nm++;
     }
-    up_loop_call(rp->loop, shutdown_end, &s);
+    uint64_t now = up_now_us();
+    /* the frames are sent even with no time left; only the wait is skipped */
+    up_conn_request_all(m, nm, close_by > now ? (int)((close_by - now) / 1000u) : 0);
+    for (size_t j = 0; j < nm; j++)
+        if (m[j].resp)
+            pulsar__proto__base_command__free_unpacked(m[j].resp, NULL);
+    for (size_t i = 0; i < n; i++)
+        if (conns[i])
+            up_conn_unref(conns[i]);
+    close_pass(c, &p, close_end_task);
 }
 
-/* ---- start -------------------------------------------------------------------- */
-
-static void fail_left_task(void *a)
+void up_rps_close(up_rp_t **rps, size_t n, uint64_t close_by)
 {
-    up_rp_t *rp = a;
-    up_rp_transition(rp, UP_RP_ANY, UP_RP_CLOSING, "stopping");
-    up_rp_fail_all(rp, UPULSAR_ERR__CLOSED);
+    if (n == 0)
+        return;
+    struct upulsar_client *c = rps[0]->client;
+    close_pass_t p = {.rps = rps, .n = n};
+    close_pass(c, &p, close_fail_task);
+    up_conn_t **conns = calloc(n, sizeof *conns);
+    up_mreq_t *m = calloc(n, sizeof *m);
+    if (conns && m) {
+        close_chunk(rps, n, conns, m, close_by);
+    } else { /* out of memory: one at a time, with what the stack holds */
+        for (size_t i = 0; i < n; i++) {
+            up_conn_t *conn1[1];
+            up_mreq_t m1[1];
+            close_chunk(rps + i, 1, conn1, m1, close_by);
+        }
+    }
+    free(conns);
+    free(m);
 }
 
 /* @p close_by: bound of the waits for the brokers' answers to
@@ -112,14 +184,10 @@ static void fail_left_task(void *a)
  * once per partition) */
 static void handle_free(struct upulsar_producer *h, uint64_t close_by)
 {
-    /* first every producer fails what it still holds, so every future and
-     * callback has resolved before any wait for a broker */
+    /* every future and callback resolved before any wait for a broker */
+    up_rps_close(h->all, (size_t)h->nall, close_by);
     for (int i = 0; i < h->nall; i++)
-        up_loop_call(h->all[i]->loop, fail_left_task, h->all[i]);
-    for (int i = 0; i < h->nall; i++) {
-        up_rp_shutdown(h->all[i], close_by);
         up_rp_free(h->all[i]);
-    }
     if (h->groups)
         for (int g = 0; g < h->ngroups; g++)
             free(h->groups[g].rps);
@@ -130,6 +198,8 @@ static void handle_free(struct upulsar_producer *h, uint64_t close_by)
     free(h->retired);
     free(h);
 }
+
+/* ---- start -------------------------------------------------------------------- */
 
 /* Set up group @p g (its real producers, registered with their loops, not
  * yet established), appending them to @p all at *@p nall. On failure the
@@ -753,10 +823,9 @@ static void grow(struct upulsar_producer *h, int n)
         if (err) {
             up_log(h->client, UPULSAR_LOG_ERR, "%s: cannot start partition %d: %s", h->topic, g,
                    upulsar_last_error());
-            for (int i = oldall; i < nall; i++) {
-                up_rp_shutdown(na[i], up_now_us());
+            up_rps_close(na + oldall, (size_t)(nall - oldall), up_now_us());
+            for (int i = oldall; i < nall; i++)
                 up_rp_free(na[i]);
-            }
             for (int j = oldn; j <= g; j++)
                 free(ng[j].rps);
             free(ng);

@@ -293,7 +293,7 @@ void up_rp_take_route(up_rp_t *rp, char *assigned, size_t assigned_size, char *c
  *  re-creation counted. @thread watchdog */
 bool up_rp_recreating(up_rp_t *rp, const char *why);
 /** Free @p rp and what it still holds, once it is off its loop and its
- *  connection (up_rp_shutdown()). @thread the thread freeing its handle
+ *  connection (up_rps_close()). @thread the thread freeing its handle
  *  (stop, or the watchdog undoing a partition growth) */
 void up_rp_free(up_rp_t *rp);
 /** Drain @p rp's ring into batch entries (batch window, records, batcher):
