@@ -91,7 +91,7 @@ struct upulsar_client {
     void *log_opaque;
     void *stats_opaque;
     uint64_t stats_next_us;            /* (watchdog) */
-    /* ---- upulsar_producer_start_async() (partitioned.c) ---- */
+    /* ---- upulsar_producer_start_async() (partitioned_start.c) ---- */
     struct up_start_job *starts; /* (lock) starts under way, or ended and not yet joined */
     bool starts_closed;          /* (lock) client destroy has begun: no new start */
 };

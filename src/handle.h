@@ -1,6 +1,8 @@
 /* handle.h -- the producer handle the application holds
  * (upulsar_producer_t): one group of real producers per partition, routing,
- * partition growth. Owned by partitioned.c; the watchdog reads it while it
+ * partition growth. Owned by partitioned.c (routing, send, introspection),
+ * partitioned_start.c (start, partition growth) and partitioned_stop.c
+ * (flush, stop, freeing); the watchdog reads it while it
  * supervises the handle. Each function says which thread may call it.
  * @internal */
 #ifndef UP_HANDLE_H
@@ -62,31 +64,35 @@ struct upulsar_producer {
     struct upulsar_producer *next; /* client's list */
 };
 
-/* partitioned.c */
+/* partitioned_start.c, partitioned_stop.c */
 /* Claim the next handle of @p c nobody is stopping yet, for the caller to
  * stop with up_producer_stop_claimed(); NULL once none is left, after every
  * stop under way (claimed by other threads) has freed its handle.
- * partitioned.c. @thread application (client destroy) */
+ * partitioned_stop.c. @thread application (client destroy) */
 struct upulsar_producer *up_producer_claim_next(struct upulsar_client *c);
 /* The stop of a handle claimed by up_producer_claim_next(): flush, close,
- * free. partitioned.c. @thread application */
+ * free. partitioned_stop.c. @thread application */
 upulsar_err_t up_producer_stop_claimed(struct upulsar_producer *h, int timeout_ms);
 /** Refuse new upulsar_producer_start_async() calls, cancel those under way
  *  and wait until each one's callback has returned, then join their
- *  threads. partitioned.c. @thread application (client destroy, first) */
+ *  threads. partitioned_start.c. @thread application (client destroy, first) */
 void up_starts_cancel_wait(struct upulsar_client *c);
+/** Close every producer of @p h (up_rps_close(), until @p close_by) and
+ *  free them, its groups and @p h. partitioned_stop.c. @thread as
+ *  up_rps_close(), once nothing else uses @p h */
+void up_handle_free(struct upulsar_producer *h, uint64_t close_by);
 /** Close the @p n producers @p rps (of one client), together: first each
  *  fails what it still holds with CLOSED (every future and callback
  *  resolved before any wait for a broker), then CLOSE_PRODUCER goes to the
  *  broker of each on an open connection, all at once, and the answers are
  *  waited for until @p close_by (up_now_us() clock; shared by all), then
  *  each is taken off its connection and loop (CLOSED), ready for
- *  up_rp_free(). partitioned.c. @thread application (stop, start's
+ *  up_rp_free(). partitioned_stop.c. @thread application (stop, start's
  *  failure), a start's thread or the watchdog (partition growth); never a
  *  loop */
 void up_rps_close(up_rp_t **rps, size_t n, uint64_t close_by);
 /** partitions.update.interval.ms: poll the partition count and start groups
- *  for new partitions. @thread watchdog, within its pass over @p h */
+ *  for new partitions. partitioned_start.c. @thread watchdog, within its pass over @p h */
 void up_producer_poll_partitions(struct upulsar_producer *h, uint64_t now_us);
 
 #endif

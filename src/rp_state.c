@@ -31,8 +31,8 @@
  *  any but FAILED, CLOSING, CLOSED
  *              -> FAILED       terminal error: a SEND_ERROR, the group
  *                              failed (producer.c up_rp_fail_why)
- *              -> CLOSING      stop (partitioned.c)
- *  CLOSING     -> CLOSED       stop done (partitioned.c)
+ *              -> CLOSING      stop (partitioned_stop.c)
+ *  CLOSING     -> CLOSED       stop done (partitioned_stop.c)
  *
  * Not allowed, on purpose: BACKOFF* -> READY (a producer attaches only
  * from an attempt registered on its connection: a close or a lost
