@@ -420,6 +420,7 @@ static const conf_key_t keys[] = {
      "KeyValueEncodingType (INLINE, SEPARATED)"},
 };
 #define NKEYS (sizeof keys / sizeof keys[0])
+_Static_assert(NKEYS <= 64 * UP_CONF_SET_WORDS, "struct upulsar_conf.set_keys is too small");
 
 static const conf_key_t *find_key(const char *name)
 {
@@ -814,7 +815,60 @@ upulsar_conf_res_t upulsar_conf_set(upulsar_conf_t *conf, const char *key, const
         return err(UPULSAR_CONF_INVALID, errstr, errstr_size, "%s: conf is NULL", k->key);
     if (!value)
         return err(UPULSAR_CONF_INVALID, errstr, errstr_size, "%s: value is NULL", k->key);
-    return set_key(conf, k, value, errstr, errstr_size);
+    upulsar_conf_res_t r = set_key(conf, k, value, errstr, errstr_size);
+    if (r == UPULSAR_CONF_OK) {
+        size_t i = (size_t)(k - keys);
+        conf->set_keys[i / 64] |= UINT64_C(1) << (i % 64);
+    }
+    return r;
+}
+
+upulsar_conf_scope_t upulsar_conf_scope(const char *key)
+{
+    const conf_key_t *k = key ? find_key(key) : NULL;
+    if (!k)
+        return UPULSAR_CONF_SCOPE_UNKNOWN;
+    return k->scope == 'C' ? UPULSAR_CONF_SCOPE_CLIENT : UPULSAR_CONF_SCOPE_PRODUCER;
+}
+
+static bool key_is_set(const struct upulsar_conf *c, size_t i)
+{
+    return (c->set_keys[i / 64] >> (i % 64)) & 1u;
+}
+
+/* Whether key @p k has the same value in @p a and @p b. */
+static bool same_value(const struct upulsar_conf *a, const struct upulsar_conf *b,
+                       const conf_key_t *k)
+{
+    const char *fa = (const char *)a + k->off, *fb = (const char *)b + k->off;
+    if (k->kind == K_STR)
+        return strncmp(fa, fb, k->size) == 0;
+    return memcmp(fa, fb, k->size) == 0;
+}
+
+upulsar_err_t up_conf_for_producer(struct upulsar_conf *out,
+                                   const struct upulsar_conf *client_conf,
+                                   const struct upulsar_conf *producer_conf)
+{
+    const struct upulsar_conf *pc = producer_conf;
+    if (pc) /* refused before anything is written, so @p out is whole either way */
+        for (size_t i = 0; i < NKEYS; i++)
+            if (keys[i].scope == 'C' && key_is_set(pc, i) &&
+                !same_value(pc, client_conf, &keys[i]))
+                return up_seterr(UPULSAR_ERR__INVALID_ARG,
+                                 "%s is a client setting; set it on the client's conf (the "
+                                 "one given to upulsar_client_new()): a producer's conf "
+                                 "cannot change it",
+                                 keys[i].key);
+    memcpy(out, client_conf, sizeof *out);
+    if (!pc)
+        return UPULSAR_OK;
+    for (size_t i = 0; i < NKEYS; i++)
+        if (keys[i].scope == 'P' && key_is_set(pc, i))
+            memcpy((char *)out + keys[i].off, (const char *)pc + keys[i].off, keys[i].size);
+    for (size_t w = 0; w < UP_CONF_SET_WORDS; w++)
+        out->set_keys[w] |= pc->set_keys[w];
+    return UPULSAR_OK;
 }
 
 upulsar_conf_res_t upulsar_conf_get(const upulsar_conf_t *conf, const char *key, char *buf,
@@ -907,12 +961,25 @@ void upulsar_conf_dump_doc(void *fp_)
           "strings: integers in decimal, booleans `true`/`false`/`1`/`0`, enums by name. "
           "A value outside its range is rejected with `UPULSAR_CONF_INVALID` and the "
           "configuration is left unchanged; an unknown key gives "
-          "`UPULSAR_CONF_UNKNOWN`.\n",
+          "`UPULSAR_CONF_UNKNOWN`.\n\n"
+          "Each key belongs to the client or to its producers (the two tables below; "
+          "`upulsar_conf_scope()` tells which), and one conf may serve both: "
+          "`upulsar_client_new()` reads the client keys, `upulsar_producer_start()` the "
+          "producer keys. Producer keys set on the client's conf are the defaults of every "
+          "producer of that client; a producer's own conf replaces them key by key, only "
+          "for the keys set on it with `upulsar_conf_set()` (a NULL conf sets none). A client key set "
+          "on a producer's conf to another value than the client's has no object to act "
+          "on: `upulsar_producer_start()` refuses it with `UPULSAR_ERR__INVALID_ARG`, "
+          "naming the key (\"stats.interval.ms is a client setting; set it on the "
+          "client's conf ...\").\n",
           fp);
     for (int pass = 0; pass < 2; pass++) {
         char scope = pass == 0 ? 'C' : 'P';
-        fputs(pass == 0 ? "\n## Client keys\n\nRead by `upulsar_client_new()`.\n\n"
-                        : "\n## Producer keys\n\nRead by `upulsar_producer_start()`.\n\n",
+        fputs(pass == 0 ? "\n## Client keys\n\nRead by `upulsar_client_new()`. On a "
+                          "producer's conf only the client's own value is accepted.\n\n"
+                        : "\n## Producer keys\n\nRead by `upulsar_producer_start()`: from "
+                          "its conf where set there, else from the client's conf (defaults "
+                          "for all its producers).\n\n",
               fp);
         fputs("| Key | Type | Default | Range | Unit | Description | Java client |\n"
               "|---|---|---|---|---|---|---|\n",

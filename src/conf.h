@@ -19,6 +19,9 @@ enum { UP_ACCESS_SHARED = 0, UP_ACCESS_EXCLUSIVE = 1, UP_ACCESS_WAIT_FOR_EXCLUSI
        UP_ACCESS_EXCLUSIVE_WITH_FENCING = 3 };
 typedef enum { UP_ROUTE_ROUND_ROBIN = 0, UP_ROUTE_RANDOM = 1, UP_ROUTE_SINGLE = 2 } up_route_mode_t;
 
+/* words of struct upulsar_conf.set_keys: room for 64 * this many keys */
+#define UP_CONF_SET_WORDS 2
+
 struct upulsar_conf {
     /* ---- client keys ---- */
     char service_url[512];        /* service.url, default pulsar://localhost:6650 */
@@ -96,6 +99,10 @@ struct upulsar_conf {
     int schema_value_type;             /* schema.value.type (key_value), default bytes */
     char schema_value_definition[16384]; /* schema.value.definition */
     int schema_kv_encoding;            /* schema.kv.encoding: UP_KV_INLINE / _SEPARATED */
+    /* which keys upulsar_conf_set() has set (bit i = row i of the key
+     * table in conf.c): a producer's conf overrides the client's only in
+     * these, and only these are checked against the key's scope */
+    uint64_t set_keys[UP_CONF_SET_WORDS];
 };
 
 /* schema.type values: Pulsar's Schema.Type, and -1 for BYTES (no schema) */
@@ -118,6 +125,19 @@ upulsar_err_t up_conf_producer_check(struct upulsar_conf *c, const char *topic);
 const char *up_schema_default_name(int type);
 
 #define UP_MAX_PRODUCER_PROPS 64
+
+/** The conf a producer of a client uses: @p client_conf's keys (so
+ *  producer keys set on the client's conf are the defaults of every
+ *  producer of that client), with the producer keys upulsar_conf_set() set
+ *  on @p producer_conf (NULL: none) over them, into @p out. A client key set
+ *  on @p producer_conf to another value than the client's is refused with
+ *  INVALID_ARG naming the key and its scope ("stats.interval.ms is a client
+ *  setting; ..."); set to the client's value (one conf serving both) it is
+ *  accepted. @p out receives the client's auth.token: wipe it
+ *  (up_conf_wipe_secrets()) if the copy is kept. @thread caller */
+upulsar_err_t up_conf_for_producer(struct upulsar_conf *out,
+                                   const struct upulsar_conf *client_conf,
+                                   const struct upulsar_conf *producer_conf);
 
 /** Fill @p c with defaults. */
 void up_conf_defaults(struct upulsar_conf *c);

@@ -106,14 +106,13 @@ static upulsar_err_t start_prepare(struct upulsar_client *c, const char *name, c
         return up_seterr(UPULSAR_ERR__NOMEM, "out of memory");
     h->client = c;
     atomic_init(&h->wd_dirty, 1);
-    if (conf)
-        h->conf = *conf;
-    else
-        up_conf_defaults(&h->conf);
-    /* producer keys only: connections take the token from the client's
-     * conf, so a conf shared by both leaves no copy of it here */
+    /* the client's conf with the producer keys set on @p conf over it (a
+     * client key set there to another value is refused); connections take
+     * the token from the client's conf, so no copy of it is kept here */
+    upulsar_err_t err = up_conf_for_producer(&h->conf, &c->conf, conf);
     up_conf_wipe_secrets(&h->conf);
-    upulsar_err_t err = up_topic_normalize(topic, h->topic, TOPIC_MAX + 1);
+    if (!err)
+        err = up_topic_normalize(topic, h->topic, TOPIC_MAX + 1);
     if (!err) /* here, not only at each creation: lazy producers start later */
         err = up_conf_producer_check(&h->conf, h->topic);
     if (err) {

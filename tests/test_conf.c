@@ -1,6 +1,7 @@
 /* test_conf.c -- the configuration table: defaults, parsing, validation,
  * secrecy, error strings and the generated reference. */
 #include <criterion/criterion.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -163,11 +164,15 @@ Test(conf, get_prints_every_default_and_default_reparses)
 {
     for (size_t i = 0; i < NKEYS; i++) {
         expect_get(all_keys[i].key, all_keys[i].def);
-        /* the printed default is itself accepted and changes nothing */
+        /* the printed default is itself accepted and changes no value (it
+         * only marks the key as set, in set_keys, the last member) */
         struct upulsar_conf before;
         memcpy(&before, conf, sizeof before);
         expect_set_ok(all_keys[i].key, all_keys[i].def);
-        cr_assert_eq(memcmp(&before, conf, sizeof before), 0, "%s", all_keys[i].key);
+        cr_assert_eq(memcmp(&before, conf, offsetof(struct upulsar_conf, set_keys)), 0, "%s",
+                     all_keys[i].key);
+        cr_assert_neq(memcmp(before.set_keys, conf->set_keys, sizeof before.set_keys), 0,
+                      "%s: not marked as set", all_keys[i].key);
     }
 }
 
@@ -513,6 +518,137 @@ Test(conf, dump_doc_has_one_well_formed_row_per_key)
     cr_assert(strstr(doc, "batchingMaxPublishDelayMicros"));
     cr_assert(strstr(doc, "none, lz4, zlib, zstd"));
     free(doc);
+}
+
+/* upulsar_conf_scope() agrees with the section of the reference each key
+ * is listed in, for every key; anything else is UNKNOWN. */
+Test(conf, scope_of_every_key_is_the_section_it_is_documented_in)
+{
+    size_t len, rows = 0;
+    char *doc = dump_to_string(&len);
+    upulsar_conf_scope_t section = UPULSAR_CONF_SCOPE_UNKNOWN;
+    for (char *line = doc; line && *line;) {
+        char *nl = strchr(line, '\n');
+        if (nl)
+            *nl = '\0';
+        if (!strcmp(line, "## Client keys"))
+            section = UPULSAR_CONF_SCOPE_CLIENT;
+        else if (!strcmp(line, "## Producer keys"))
+            section = UPULSAR_CONF_SCOPE_PRODUCER;
+        else if (!strncmp(line, "| `", 3)) {
+            char key[80];
+            const char *end = strchr(line + 3, '`');
+            cr_assert_not_null(end, "row: %s", line);
+            snprintf(key, sizeof key, "%.*s", (int)(end - (line + 3)), line + 3);
+            cr_assert_neq(section, UPULSAR_CONF_SCOPE_UNKNOWN, "%s listed before a section", key);
+            cr_assert_eq(upulsar_conf_scope(key), section, "%s: scope %d, listed under %d", key,
+                         upulsar_conf_scope(key), section);
+            rows++;
+        }
+        line = nl ? nl + 1 : NULL;
+    }
+    cr_assert_eq(rows, NKEYS);
+    free(doc);
+    cr_assert_eq(upulsar_conf_scope("no.such.key"), UPULSAR_CONF_SCOPE_UNKNOWN);
+    cr_assert_eq(upulsar_conf_scope(""), UPULSAR_CONF_SCOPE_UNKNOWN);
+    cr_assert_eq(upulsar_conf_scope(NULL), UPULSAR_CONF_SCOPE_UNKNOWN);
+    cr_assert_eq(upulsar_conf_scope("stats.interval.ms"), UPULSAR_CONF_SCOPE_CLIENT);
+    cr_assert_eq(upulsar_conf_scope("batch.max.messages"), UPULSAR_CONF_SCOPE_PRODUCER);
+}
+
+static void set_on(upulsar_conf_t *c, const char *key, const char *value)
+{
+    char e[256] = "";
+    cr_assert_eq(upulsar_conf_set(c, key, value, e, sizeof e), UPULSAR_CONF_OK, "%s=%s: %s", key,
+                 value, e);
+}
+
+/* A producer's conf: the client's conf, with the producer keys set on the
+ * producer's conf over it (and only those). */
+Test(conf, producer_conf_replaces_the_clients_producer_keys_only_where_set)
+{
+    upulsar_conf_t *cc = upulsar_conf_new(), *pc = upulsar_conf_new();
+    set_on(cc, "io.threads", "2");
+    set_on(cc, "batch.max.messages", "10");
+    set_on(cc, "compression", "lz4");
+    set_on(cc, "producer.properties", "team=a");
+    set_on(pc, "compression", "none");
+    set_on(pc, "send.timeout.ms", "30000"); /* the default, set on purpose */
+    set_on(cc, "send.timeout.ms", "5000");
+
+    struct upulsar_conf out;
+    cr_assert_eq(up_conf_for_producer(&out, cc, NULL), UPULSAR_OK);
+    cr_assert_eq(memcmp(&out, cc, sizeof out), 0, "NULL: not the client's conf");
+
+    cr_assert_eq(up_conf_for_producer(&out, cc, pc), UPULSAR_OK, "%s", upulsar_last_error());
+    cr_assert_eq(out.io_threads, 2);
+    cr_assert_eq(out.batch_max_messages, 10, "unset on the producer: the client's");
+    cr_assert_str_eq(out.producer_properties, "team=a");
+    cr_assert_eq(out.compression, 0, "set on the producer: the producer's");
+    cr_assert_eq(out.send_timeout_ms, 30000, "set to the default: still the producer's");
+    upulsar_conf_destroy(pc);
+    upulsar_conf_destroy(cc);
+}
+
+/* A client key on a producer's conf: refused, naming it and its scope,
+ * when it differs from the client's (one conf serving both is fine), and
+ * nothing is written. One key of each kind, and a secret. */
+Test(conf, client_key_on_a_producer_conf_is_refused_unless_it_is_the_clients_value)
+{
+    static const struct {
+        const char *key, *client_value, *other;
+    } cases[] = {
+        {"stats.interval.ms", "0", "500"},       {"io.threads", "2", "3"},
+        {"listener.name", "internal", "external"}, {"tls.verify.hostname", "true", "false"},
+        {"memory.limit.bytes", "1048576", "0"},  {"io.backend", "epoll", "auto"},
+        {"auth.token", "tok-1", "tok-2"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        upulsar_conf_t *cc = upulsar_conf_new(), *pc = upulsar_conf_new();
+        set_on(cc, cases[i].key, cases[i].client_value);
+        set_on(pc, "batch.max.messages", "7");
+
+        set_on(pc, cases[i].key, cases[i].client_value);
+        struct upulsar_conf out;
+        cr_assert_eq(up_conf_for_producer(&out, cc, pc), UPULSAR_OK, "%s at the client's value: %s",
+                     cases[i].key, upulsar_last_error());
+        cr_assert_eq(out.batch_max_messages, 7);
+
+        set_on(pc, cases[i].key, cases[i].other);
+        memset(&out, 0x5a, sizeof out);
+        struct upulsar_conf untouched;
+        memset(&untouched, 0x5a, sizeof untouched);
+        cr_assert_eq(up_conf_for_producer(&out, cc, pc), UPULSAR_ERR__INVALID_ARG,
+                     "%s=%s on a producer conf was accepted", cases[i].key, cases[i].other);
+        char want[128];
+        snprintf(want, sizeof want, "%s is a client setting; set it on the client's conf",
+                 cases[i].key);
+        cr_assert_not_null(strstr(upulsar_last_error(), want), "detail: %s",
+                           upulsar_last_error());
+        cr_assert_null(strstr(upulsar_last_error(), cases[i].other), "value echoed: %s",
+                       upulsar_last_error());
+        cr_assert_eq(memcmp(&out, &untouched, sizeof out), 0, "%s: out written", cases[i].key);
+        upulsar_conf_destroy(pc);
+        upulsar_conf_destroy(cc);
+    }
+}
+
+/* Only upulsar_conf_set() marks a key as set: a failed set does not, and a
+ * fresh conf has none, so a producer conf from upulsar_conf_new() changes
+ * nothing of the client's conf. */
+Test(conf, a_fresh_or_refused_set_leaves_the_clients_keys_in_force)
+{
+    upulsar_conf_t *cc = upulsar_conf_new(), *pc = upulsar_conf_new();
+    set_on(cc, "stats.interval.ms", "250");
+    set_on(cc, "batch.max.messages", "10");
+    cr_assert_eq(upulsar_conf_set(pc, "batch.max.messages", "0", NULL, 0), UPULSAR_CONF_INVALID);
+    cr_assert_eq(upulsar_conf_set(pc, "stats.interval.ms", "-1", NULL, 0), UPULSAR_CONF_INVALID);
+    struct upulsar_conf out;
+    cr_assert_eq(up_conf_for_producer(&out, cc, pc), UPULSAR_OK, "%s", upulsar_last_error());
+    cr_assert_eq(out.batch_max_messages, 10);
+    cr_assert_eq(out.stats_interval_ms, 250);
+    upulsar_conf_destroy(pc);
+    upulsar_conf_destroy(cc);
 }
 
 /* CONFIGURATION.md at the repository root must be exactly what dump_doc

@@ -152,10 +152,17 @@ const char *upulsar_last_error(void);
  * ------------------------------------------------------------------------ */
 
 /** A string-keyed configuration object. One type serves both the client
- *  ("client keys") and producers ("producer keys"); each consumer of a conf
- *  reads the keys it knows. See CONFIGURATION.md, generated from the same
- *  table upulsar_conf_set() validates against, for every key, its unit, its
- *  default and the equivalent Java-client option. */
+ *  ("client keys", read by upulsar_client_new()) and producers ("producer
+ *  keys", read by upulsar_producer_start()), and one conf may serve both.
+ *  Producer keys set on the client's conf are the defaults of every
+ *  producer of that client; a producer's own conf replaces them key by key,
+ *  only for the keys set on it with upulsar_conf_set(). A client key set on
+ *  a producer's conf to another value than the client's is refused by
+ *  upulsar_producer_start() (INVALID_ARG, naming the key: "stats.interval.ms
+ *  is a client setting; ..."). upulsar_conf_scope() tells a key's scope.
+ *  See CONFIGURATION.md, generated from the same table upulsar_conf_set()
+ *  validates against, for every key, its scope, unit, default and the
+ *  equivalent Java-client option. */
 typedef struct upulsar_conf upulsar_conf_t;
 
 typedef enum upulsar_conf_res {
@@ -193,6 +200,19 @@ upulsar_conf_res_t upulsar_conf_set(upulsar_conf_t *conf, const char *key,
  *  Values of secret keys (auth.token) read back as "***". */
 upulsar_conf_res_t upulsar_conf_get(const upulsar_conf_t *conf,
                                     const char *key, char *buf, size_t size);
+
+/** Which object reads a configuration key. */
+typedef enum upulsar_conf_scope {
+    UPULSAR_CONF_SCOPE_UNKNOWN = 0,  /**< no such key (or NULL) */
+    UPULSAR_CONF_SCOPE_CLIENT = 1,   /**< read by upulsar_client_new() */
+    UPULSAR_CONF_SCOPE_PRODUCER = 2  /**< read by upulsar_producer_start(); on
+                                          the client's conf, the default of
+                                          its producers */
+} upulsar_conf_scope_t;
+
+/** The scope of @p key, e.g. to route "key=value" settings to a client's
+ *  or a producer's conf. Thread safety: any. Blocks: no. Allocates: no. */
+upulsar_conf_scope_t upulsar_conf_scope(const char *key);
 
 /** Write the configuration reference (Markdown table: key, type, default,
  *  range, unit, description, Java-client equivalent) to @p fp (a FILE*).
@@ -482,9 +502,13 @@ typedef struct upulsar_producer upulsar_producer_t;
  *                   is asked; so does a broker's count over it, naming
  *                   both numbers.
  * @param conf       producer keys (batching, routing, compression,
- *                   producers.per.partition...); NULL = defaults. Copied
- *                   without its auth.token (connections use the client's),
- *                   so one conf may serve both.
+ *                   producers.per.partition...): those set on it with
+ *                   upulsar_conf_set() over the client's conf (whose
+ *                   producer keys are the defaults); NULL = the client's
+ *                   conf's. A client key set on it to another value than
+ *                   the client's fails with INVALID_ARG naming the key.
+ *                   Copied without its auth.token (connections use the
+ *                   client's), so one conf may serve both.
  * @param out        receives the handle.
  *
  * Every real producer is registered with its broker (lookup, PRODUCER)

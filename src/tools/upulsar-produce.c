@@ -797,6 +797,14 @@ static bool send_one(state_t *st, uint64_t index, const char *payload, size_t le
 
 /* ---- main --------------------------------------------------------------- */
 
+/* -X stats.interval.ms=N: each statistics report, one JSON object per
+ * line, on stderr */
+static void print_stats(const char *json, void *opaque)
+{
+    (void)opaque;
+    fprintf(stderr, "%s\n", json);
+}
+
 int main(int argc, char **argv)
 {
     opts_t o;
@@ -855,6 +863,10 @@ int main(int argc, char **argv)
     if (err != UPULSAR_OK)
         die(EXIT_FAIL, "client for %s: %s: %s", url, upulsar_err_name(err),
             upulsar_last_error());
+    char stats_iv[32] = "";
+    upulsar_conf_get(conf, "stats.interval.ms", stats_iv, sizeof stats_iv);
+    if (strcmp(stats_iv, "0") != 0)
+        upulsar_client_set_stats_cb(client, print_stats, NULL);
     state_t st;
     memset(&st, 0, sizeof st);
     st.o = &o;
