@@ -96,6 +96,11 @@ struct upulsar_conf {
     int schema_value_type;             /* schema.value.type (key_value), default bytes */
     char schema_value_definition[16384]; /* schema.value.definition */
     int schema_kv_encoding;            /* schema.kv.encoding: UP_KV_INLINE / _SEPARATED */
+    /* ---- producer keys set by function, not by name ---- */
+    upulsar_delivery_report_cb_t dr_cb; /* upulsar_conf_set_delivery_report_cb() */
+    void *dr_opaque;
+    upulsar_router_cb_t router;         /* upulsar_conf_set_router() */
+    void *router_opaque;
 };
 
 /* schema.type values: Pulsar's Schema.Type, and -1 for BYTES (no schema) */
