@@ -334,6 +334,38 @@ Test(ops_routing, binary_keys_arrive_base64_with_the_flag_and_route_as_their_bas
     binary_keys_with("murmur3_32", "rt-bin-murmur");
 }
 
+Test(ops_routing, a_binary_key_of_a_chunked_message_keeps_its_flag)
+{
+    const char *kv[] = {"chunking.enabled", "true", "batching.enabled", "false", NULL};
+    upulsar_producer_t *p = ft_producer(client, NULL, "rt-bin-chunk", 0, kv);
+    /* over the broker's max_message_size (5 MiB by default): two chunks */
+    enum { SIZE = 6 << 20 };
+    char *payload = malloc(SIZE);
+    cr_assert(payload);
+    for (size_t i = 0; i < SIZE; i++)
+        payload[i] = (char)(i * 13);
+    const uint8_t key[] = {0, 1, 2, 0xfe, 0xff};
+    char text[16];
+    b64(key, sizeof key, text);
+    upulsar_send_opts_t o = {.partition_key_bytes = key, .partition_key_bytes_len = sizeof key};
+    upulsar_future_t *f;
+    cr_assert_eq(upulsar_send(p, payload, SIZE, &o, &f), UPULSAR_OK, "%s",
+                 upulsar_last_error());
+    cr_assert_eq(upulsar_future_wait(f, FT_WAIT_MS, NULL), UPULSAR_OK, "%s",
+                 upulsar_future_error_detail(f));
+    upulsar_future_release(f);
+    upulsar_tb_snapshot_t *s = snap("rt-bin-chunk", -1);
+    cr_assert_eq(upulsar_tb_snapshot_count(s), 1);
+    const upulsar_tb_msg_t *m = upulsar_tb_snapshot_msg(s, 0);
+    cr_assert_gt(m->num_chunks, 1);
+    cr_assert(m->payload_len == SIZE && memcmp(m->payload, payload, SIZE) == 0);
+    cr_assert_str_eq(m->partition_key, text);
+    cr_assert_eq(m->partition_key_b64_encoded, 1);
+    upulsar_tb_snapshot_free(s);
+    free(payload);
+    cr_assert_eq(upulsar_producer_stop(p, FT_WAIT_MS), UPULSAR_OK);
+}
+
 /* ---- growth of upulsar_send_opts_t ---- */
 
 static _Atomic int old_cb_calls;
