@@ -17,6 +17,8 @@
 #define TAG_EVTIME 0x28   /* 5, varint */
 #define TAG_OKEY 0x3a     /* 7, length-delimited */
 #define TAG_SEQ 0x40      /* 8, varint */
+#define TAG_KEYB64 0x30   /* 6, varint (bool) */
+#define TAG_NULLV 0x48    /* 9, varint (bool) */
 #define TAG_KV_KEY 0x0a   /* KeyValue.key */
 #define TAG_KV_VALUE 0x12 /* KeyValue.value */
 
@@ -32,6 +34,8 @@ size_t up_smm_size(const up_smm_t *m)
         n += 1 + up_varint_size(m->okey_len) + m->okey_len;
     if (!m->no_seq)
         n += 1 + up_varint_size(m->sequence_id);
+    if (__builtin_expect(m->key_b64 | m->null_value, 0))
+        n += (m->key_b64 && m->key ? 2 : 0) + (m->null_value ? 2 : 0);
     return n;
 }
 
@@ -64,8 +68,95 @@ size_t up_record_put_header(uint8_t *dst, const up_smm_t *m)
         *p++ = TAG_SEQ;
         p += up_put_varint(p, m->sequence_id);
     }
+    if (__builtin_expect(m->key_b64 | m->null_value, 0)) {
+        if (m->key_b64 && m->key) {
+            *p++ = TAG_KEYB64;
+            *p++ = 1;
+        }
+        if (m->null_value) {
+            *p++ = TAG_NULLV;
+            *p++ = 1;
+        }
+    }
     up_put_be32(dst, (uint32_t)(p - dst - 4));
     return (size_t)(p - dst);
+}
+
+/* One protobuf varint at p[*i, len): false when truncated or too long. */
+static bool get_varint(const uint8_t *p, size_t len, size_t *i, uint64_t *v)
+{
+    *v = 0;
+    int shift = 0;
+    do {
+        if (*i >= len || shift > 63)
+            return false;
+        *v |= (uint64_t)(p[*i] & 0x7f) << shift;
+        shift += 7;
+    } while (p[(*i)++] & 0x80);
+    return true;
+}
+
+int up_record_info(const uint8_t *buf, size_t len, size_t *off, up_rec_info_t *out)
+{
+    size_t at = *off;
+    if (at >= len)
+        return 0;
+    if (len - at < 4)
+        return UPULSAR_ERR__DECODE;
+    uint32_t sl = up_get_be32(buf + at);
+    if (sl > len - at - 4)
+        return UPULSAR_ERR__DECODE;
+    const uint8_t *p = buf + at + 4;
+    memset(out, 0, sizeof *out);
+    bool have_size = false;
+    size_t i = 0;
+    while (i < sl) {
+        uint8_t tag = p[i++];
+        uint64_t v;
+        switch (tag & 7) {
+        case 0:
+            if (!get_varint(p, sl, &i, &v))
+                return UPULSAR_ERR__DECODE;
+            if (tag == TAG_PSIZE) {
+                out->payload_len = (uint32_t)v;
+                have_size = v <= UINT32_MAX;
+            } else if (tag == TAG_SEQ) {
+                out->seq = v;
+                out->has_seq = true;
+            } else if (tag == TAG_KEYB64) {
+                out->key_b64 = v != 0;
+            } else if (tag == TAG_NULLV) {
+                out->null_value = v != 0;
+            }
+            break;
+        case 2:
+            if (!get_varint(p, sl, &i, &v) || v > sl - i)
+                return UPULSAR_ERR__DECODE;
+            if (tag == TAG_KEY) {
+                out->key = (const char *)p + i;
+                out->key_len = (uint32_t)v;
+            }
+            i += (size_t)v;
+            break;
+        case 1:
+            if (sl - i < 8)
+                return UPULSAR_ERR__DECODE;
+            i += 8;
+            break;
+        case 5:
+            if (sl - i < 4)
+                return UPULSAR_ERR__DECODE;
+            i += 4;
+            break;
+        default:
+            return UPULSAR_ERR__DECODE;
+        }
+    }
+    if (!have_size || out->payload_len > len - at - 4 - sl)
+        return UPULSAR_ERR__DECODE;
+    out->payload = p + sl;
+    *off = at + 4 + sl + out->payload_len;
+    return 1;
 }
 
 size_t up_records_number_extra(uint32_t n, uint64_t first)

@@ -31,6 +31,8 @@ typedef struct up_smm {
     bool no_seq;              /**< leave sequence_id out: the message's id is
                                    the entry's sequence_id + its index */
     uint32_t payload_size;    /**< (3) */
+    bool key_b64;             /**< partition_key_b64_encoded (6) = true */
+    bool null_value;          /**< null_value (9) = true */
 } up_smm_t;
 
 /** Encoded size of the SingleMessageMetadata alone. */
@@ -100,6 +102,23 @@ typedef struct up_batch_msg {
  *  for a truncated or malformed record. Never reads past @p len. */
 int up_batch_next(const uint8_t *buf, size_t len, size_t *off,
                   up_batch_msg_t *out);
+
+/** What a delivery report shows of one batch record (pointers into the
+ *  record). */
+typedef struct up_rec_info {
+    const char *key; /**< partition_key, NULL = none */
+    uint32_t key_len;
+    bool key_b64, null_value, has_seq;
+    uint64_t seq;
+    const uint8_t *payload;
+    uint32_t payload_len;
+} up_rec_info_t;
+
+/** Read the record at *@p off of the uncompressed batch records
+ *  @p buf[0, @p len) (as up_record_put() writes them), without allocating:
+ *  1 (and *@p off advanced), 0 at the end, UPULSAR_ERR__DECODE when
+ *  malformed. Never reads past @p len. */
+int up_record_info(const uint8_t *buf, size_t len, size_t *off, up_rec_info_t *out);
 
 /* Compression types, as Pulsar's CompressionType enum. */
 enum { UP_COMP_NONE = 0, UP_COMP_LZ4 = 1, UP_COMP_ZLIB = 2, UP_COMP_ZSTD = 3,

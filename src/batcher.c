@@ -525,13 +525,16 @@ static uint64_t drain_one(up_rp_t *rp, uint64_t now)
         up_batcher_default_close(rp);
     }
     return v.ncells;
-out_fail:
-    if (v.ext.free_cb)
+out_fail:;
+    bool dr = cf->dr_cb != NULL;
+    if (v.ext.free_cb && !dr)
         v.ext.free_cb((void *)v.ext.payload, v.ext.opaque);
     up_rp_limits_release(rp, 1, up_rec_mem(v.ncells, v.flags, v.m.payload_size));
     if (!det)
         det = up_rp_detail(rp, "%s while batching the message", upulsar_err_str(err));
     resolve_one(v.future, v.ext.cb, v.ext.opaque, err, NULL, det);
+    if (dr) /* its report (payload still in the ring), then its free_cb */
+        up_dr_view(rp, &v, err, det);
     up_detail_put(&rp->client->futures, det);
     atomic_fetch_add_explicit(&rp->failed_msgs, 1, memory_order_relaxed);
     return v.ncells;

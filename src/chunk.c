@@ -73,6 +73,8 @@ static upulsar_err_t close_chunk(up_rp_t *rp, up_batch_t *b, const up_smm_t *m,
         md.total_chunk_msg_size = (int32_t)cm->total;
     }
     md.partition_key = (char *)cm->key;
+    if (cm->key && m->key_b64) /* a binary key, as its base64 text */
+        md.has_partition_key_b64_encoded = md.partition_key_b64_encoded = 1;
     if (m->okey) {
         md.has_ordering_key = 1;
         md.ordering_key.data = (uint8_t *)m->okey;

@@ -868,6 +868,16 @@ upulsar_err_t up_conf_for_producer(struct upulsar_conf *out,
             memcpy((char *)out + keys[i].off, (const char *)pc + keys[i].off, keys[i].size);
     for (size_t w = 0; w < UP_CONF_SET_WORDS; w++)
         out->set_keys[w] |= pc->set_keys[w];
+    /* producer settings set by function: the producer's conf wins where it
+     * has one */
+    if (pc->dr_cb) {
+        out->dr_cb = pc->dr_cb;
+        out->dr_opaque = pc->dr_opaque;
+    }
+    if (pc->router) {
+        out->router = pc->router;
+        out->router_opaque = pc->router_opaque;
+    }
     return UPULSAR_OK;
 }
 

@@ -103,6 +103,11 @@ struct upulsar_conf {
      * table in conf.c): a producer's conf overrides the client's only in
      * these, and only these are checked against the key's scope */
     uint64_t set_keys[UP_CONF_SET_WORDS];
+    /* ---- producer keys set by function, not by name ---- */
+    upulsar_delivery_report_cb_t dr_cb; /* upulsar_conf_set_delivery_report_cb() */
+    void *dr_opaque;
+    upulsar_router_cb_t router;         /* upulsar_conf_set_router() */
+    void *router_opaque;
 };
 
 /* schema.type values: Pulsar's Schema.Type, and -1 for BYTES (no schema) */

@@ -15,6 +15,7 @@
 
 #include "engine.h"
 #include "err.h"
+#include "producer_int.h"
 
 #define F_CLAIMED 1u
 #define F_DONE 2u
@@ -480,4 +481,111 @@ upulsar_err_t upulsar_future_release(upulsar_future_t *h)
     if (s & F_DONE)
         put(f);
     return UPULSAR_OK;
+}
+
+/* ---- delivery reports ----------------------------------------------------- */
+
+static void dr_call(up_rp_t *rp, upulsar_delivery_report_t *dr, upulsar_err_t err,
+                    const upulsar_msg_id_t *id, up_detail_t *det)
+{
+    const struct upulsar_conf *cf = rp_conf(rp);
+    dr->err = err;
+    dr->partition = rp->partition;
+    if (err == UPULSAR_OK) {
+        dr->id = id;
+        dr->detail = NULL;
+        cf->dr_cb(dr, cf->dr_opaque);
+        return;
+    }
+    dr->id = NULL;
+    dr->detail = det ? up_detail_text(det) : upulsar_err_str(err);
+    up_show_error(dr->detail);
+    cf->dr_cb(dr, cf->dr_opaque);
+    up_show_error(NULL);
+}
+
+/* Where @p b's records are: in front of the entry's header when the frame
+ * was built in the record buffer (the header may have moved them up), else
+ * (compressed: the frame is in zbuf; not framed yet) where they were
+ * written. Compared as integers: the frame may be in another buffer. */
+static const uint8_t *batch_records(const up_batch_t *b)
+{
+    uintptr_t f = (uintptr_t)b->frame, lo = (uintptr_t)b->buf;
+    if (b->frame && f >= lo && f - lo < b->cap && b->frame_len >= b->rec_len)
+        return b->frame + b->frame_len - b->rec_len;
+    return b->buf + HDR_ROOM;
+}
+
+void up_dr_resolve_batch(up_rp_t *rp, up_batch_t *b, upulsar_err_t err, upulsar_msg_id_t *id,
+                         up_detail_t *det)
+{
+    const uint8_t *recs = b->chunk == UP_CHUNK_NONE ? batch_records(b) : NULL;
+    size_t off = 0;
+    bool readable = recs != NULL;
+    for (uint32_t i = 0; i < b->n; i++) {
+        up_done_t *d = &b->done[i];
+        if (b->chunk == UP_CHUNK_NONE)
+            id->batch_index = (int32_t)i;
+        resolve_one(d->f, d->cb, d->opaque, err, id, det);
+        upulsar_delivery_report_t dr = {.sequence_id = (int64_t)(b->first_seq + i),
+                                        .msg_opaque = d->opaque};
+        up_rec_info_t ri;
+        if (readable && up_record_info(recs, b->rec_len, &off, &ri) == 1) {
+            dr.payload = ri.payload_len ? ri.payload : NULL;
+            dr.len = ri.payload_len;
+            dr.payload_kept = 1;
+            dr.null_value = ri.null_value;
+            dr.key = ri.key;
+            dr.key_len = ri.key_len;
+            dr.key_b64 = ri.key_b64 && ri.key;
+            if (ri.has_seq)
+                dr.sequence_id = (int64_t)ri.seq;
+        } else {
+            readable = false; /* never for records the drain wrote */
+            if (b->chunk != UP_CHUNK_NONE)
+                dr.sequence_id = (int64_t)b->first_seq;
+        }
+        dr_call(rp, &dr, err, id, det);
+    }
+}
+
+/* The report of a message read back from its record. */
+static void dr_of_view(upulsar_delivery_report_t *dr, const up_rec_view_t *v)
+{
+    dr->payload = v->m.payload_size ? v->payload : NULL;
+    dr->len = v->m.payload_size;
+    dr->payload_kept = 1;
+    dr->null_value = v->m.null_value;
+    dr->key = v->m.key;
+    dr->key_len = v->m.key ? v->m.key_len : 0;
+    dr->key_b64 = v->m.key_b64;
+    dr->msg_opaque = v->ext.opaque;
+    /* it was never given an id, unless it came with its own */
+    dr->sequence_id = (v->meta.mflags & UP_META_SEQ) ? (int64_t)v->meta.seq : -1;
+}
+
+void up_dr_view(up_rp_t *rp, const up_rec_view_t *v, upulsar_err_t err, up_detail_t *det)
+{
+    upulsar_delivery_report_t dr = {0};
+    dr_of_view(&dr, v);
+    dr_call(rp, &dr, err, NULL, det);
+    if (v->ext.free_cb)
+        v->ext.free_cb((void *)v->ext.payload, v->ext.opaque);
+}
+
+void up_dr_ring(up_rp_t *rp, uint64_t pos, upulsar_err_t err, up_detail_t *det)
+{
+    up_rec_view_t v;
+    if (up_rec_read(&rp->ring, pos, &rp->scratch, &rp->scratch_cap, &v) == 0) {
+        up_dr_view(rp, &v, err, det);
+        return;
+    }
+    /* out of memory copying a record that wraps: what its head says */
+    up_rec_t h;
+    up_rec_ext_t ext;
+    up_rec_read_head(&rp->ring, pos, &h, &ext);
+    upulsar_delivery_report_t dr = {.sequence_id = -1, .msg_opaque = ext.opaque};
+    dr_call(rp, &dr, err, NULL, det);
+    if (ext.free_cb)
+        ext.free_cb((void *)ext.payload, ext.opaque);
 }

@@ -171,4 +171,29 @@ uint32_t up_detail_count(up_future_pool_t *p);
 
 /** The text of @p d (NULL: NULL). */
 static inline const char *up_detail_text(const up_detail_t *d) { return d ? d->text : NULL; }
+
+/* ---- delivery reports (upulsar_conf_set_delivery_report_cb()) ----------
+ * Called only when the producer's conf has a report callback; each runs
+ * the report after the message's future and its own callback resolved
+ * (see the callers). @thread loop */
+struct up_rp;
+struct up_batch;
+struct up_rec_view;
+
+/** Resolve every message of batch @p b (futures, callbacks) and report
+ *  each, its payload and key read back from the batch's records (a
+ *  chunked message's are not kept). @p id is the batch's id, its
+ *  batch_index set per message here; @p det the failure's detail. */
+void up_dr_resolve_batch(struct up_rp *rp, struct up_batch *b, upulsar_err_t err,
+                         upulsar_msg_id_t *id, up_detail_t *det);
+
+/** Report the message read as @p v that failed with @p err while it was
+ *  being batched (its future already resolved), then call its free_cb. */
+void up_dr_view(struct up_rp *rp, const struct up_rec_view *v, upulsar_err_t err,
+                up_detail_t *det);
+
+/** Report the record at ring position @p pos of @p rp (not released yet),
+ *  failed unread with @p err (its future already resolved), then call its
+ *  free_cb. */
+void up_dr_ring(struct up_rp *rp, uint64_t pos, upulsar_err_t err, up_detail_t *det);
 #endif

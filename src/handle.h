@@ -64,6 +64,12 @@ struct upulsar_producer {
     struct upulsar_producer *next; /* client's list */
 };
 
+/* partitioned.c */
+/* upulsar_send() on handle @p h, @p opts in this library's layout (send.c
+ * upulsar_send_sized() converts older ones). @thread any */
+upulsar_err_t up_handle_send(struct upulsar_producer *h, const void *payload, size_t len,
+                             const upulsar_send_opts_t *opts, upulsar_future_t **future);
+
 /* partitioned_start.c, partitioned_stop.c */
 /* Claim the next handle of @p c nobody is stopping yet, for the caller to
  * stop with up_producer_stop_claimed(); NULL once none is left, after every

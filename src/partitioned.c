@@ -38,8 +38,50 @@ static uint64_t next_rand(void)
  * partition hash so keys spread over both. */
 #define GROUP_SEED 0x2f0e1c3bu
 
-static up_rp_t *route(struct upulsar_producer *h, const char *key, size_t plen,
-                      up_group_t **gout)
+/* The slot of a message with explicit options (UPULSAR_SEND_PARTITION,
+ * a router, a binary key): false, with the error set, for a partition out
+ * of range. */
+static bool route_opts(struct upulsar_producer *h, const upulsar_send_opts_t *o,
+                       const void *payload, size_t plen, uint32_t ngroups, uint32_t *slot)
+{
+    uint32_t k = (uint32_t)h->conf.producers_per_partition;
+    const char *key = o ? o->partition_key : NULL;
+    size_t klen = key ? strlen(key) : 0;
+    bool b64 = o && !key && o->partition_key_bytes;
+    int part;
+    if (o && (o->flags & UPULSAR_SEND_PARTITION)) {
+        part = o->partition;
+    } else if (h->conf.router) {
+        const upulsar_route_msg_t m = {.key = key, .key_len = klen,
+                                       .key_bytes = b64 ? o->partition_key_bytes : NULL,
+                                       .key_bytes_len = b64 ? o->partition_key_bytes_len : 0,
+                                       .payload = payload, .len = plen, .opts = o,
+                                       .producer = h};
+        part = h->conf.router(&m, (int)ngroups, h->conf.router_opaque);
+    } else {
+        /* a binary key, hashed as its base64 text */
+        part = (int)up_route_key_b64(h->conf.hashing, o->partition_key_bytes,
+                                     o->partition_key_bytes_len, ngroups);
+    }
+    if (part < 0 || (uint32_t)part >= ngroups) {
+        up_seterr(UPULSAR_ERR__INVALID_ARG, "%s: partition %d out of range (%u partitions; %s)",
+                  h->topic, part, ngroups,
+                  o && (o->flags & UPULSAR_SEND_PARTITION) ? "UPULSAR_SEND_PARTITION"
+                                                           : "the router's answer");
+        return false;
+    }
+    uint32_t i = 0;
+    if (k > 1 && key)
+        i = (up_murmur3_32(key, klen, GROUP_SEED) & 0x7fffffffu) % k;
+    else if (k > 1 && b64)
+        i = (up_murmur3_32(o->partition_key_bytes, o->partition_key_bytes_len, GROUP_SEED) &
+             0x7fffffffu) % k;
+    *slot = (uint32_t)part * k + i;
+    return true;
+}
+
+static up_rp_t *route(struct upulsar_producer *h, const upulsar_send_opts_t *o,
+                      const void *payload, size_t plen, up_group_t **gout)
 {
     int k = h->conf.producers_per_partition;
     /* count first, then the array (see struct upulsar_producer) */
@@ -47,7 +89,13 @@ static up_rp_t *route(struct upulsar_producer *h, const char *key, size_t plen,
     up_group_t *groups = atomic_load_explicit(&h->groups, memory_order_acquire);
     uint32_t slots = ngroups * (uint32_t)k;
     uint32_t s;
-    if (key) {
+    const char *key = o ? o->partition_key : NULL;
+    if (__builtin_expect(o && ((o->flags & UPULSAR_SEND_PARTITION) || o->partition_key_bytes),
+                         0) ||
+        h->conf.router) {
+        if (!route_opts(h, o, payload, plen, ngroups, &s))
+            return NULL;
+    } else if (key) {
         size_t len = strlen(key);
         uint32_t g = up_route_key(h->conf.hashing, key, len, ngroups);
         uint32_t i = k > 1 ? (up_murmur3_32(key, len, GROUP_SEED) & 0x7fffffffu) % (uint32_t)k : 0;
@@ -87,8 +135,8 @@ int upulsar_producer_partitions(const upulsar_producer_t *h) { return h ? h->npa
 
 /* ---- send ------------------------------------------------------------------------ */
 
-upulsar_err_t upulsar_send(upulsar_producer_t *h, const void *payload, size_t len,
-                           const upulsar_send_opts_t *opts, upulsar_future_t **future)
+upulsar_err_t up_handle_send(upulsar_producer_t *h, const void *payload, size_t len,
+                             const upulsar_send_opts_t *opts, upulsar_future_t **future)
 {
     if (future)
         *future = NULL;
@@ -101,7 +149,9 @@ upulsar_err_t upulsar_send(upulsar_producer_t *h, const void *payload, size_t le
     if (opts && (opts->flags & UPULSAR_SEND_NOCOPY) && !opts->free_cb)
         return up_seterr(UPULSAR_ERR__INVALID_ARG, "UPULSAR_SEND_NOCOPY needs free_cb");
     up_group_t *g;
-    up_rp_t *rp = route(h, opts ? opts->partition_key : NULL, len, &g);
+    up_rp_t *rp = route(h, opts, payload, len, &g);
+    if (!rp)
+        return UPULSAR_ERR__INVALID_ARG; /* route_opts() set the detail */
     int gf = atomic_load_explicit(&g->failed, memory_order_relaxed);
     if (gf)
         return up_seterr((upulsar_err_t)gf, "%s: partition group failed: %s", g->topic,
@@ -118,24 +168,6 @@ upulsar_err_t upulsar_send(upulsar_producer_t *h, const void *payload, size_t le
                          why, up_thread_role_name(up_thread_role()));
     }
     return err;
-}
-
-upulsar_err_t upulsar_send_many(upulsar_producer_t *h, const upulsar_msg_t *msgs, size_t n,
-                                upulsar_future_t **futures, size_t *accepted)
-{
-    if (accepted)
-        *accepted = 0;
-    if (!msgs && n)
-        return up_seterr(UPULSAR_ERR__INVALID_ARG, "msgs is NULL");
-    for (size_t i = 0; i < n; i++) {
-        upulsar_err_t err = upulsar_send(h, msgs[i].payload, msgs[i].len, msgs[i].opts,
-                                         futures ? &futures[i] : NULL);
-        if (err)
-            return err;
-        if (accepted)
-            *accepted = i + 1;
-    }
-    return UPULSAR_OK;
 }
 
 /* ---- introspection ------------------------------------------------------------------ */

@@ -224,11 +224,15 @@ void up_rp_resolve_batch(up_rp_t *rp, up_batch_t *b, upulsar_err_t err, uint64_t
     }
     /* room first: once a message resolved, its room is back */
     up_rp_limits_release(rp, b->n, b->mem_bytes);
-    for (uint32_t i = 0; i < b->n; i++) {
-        up_done_t *d = &b->done[i];
-        if (b->chunk == UP_CHUNK_NONE)
-            id.batch_index = (int32_t)i;
-        resolve_one(d->f, d->cb, d->opaque, err, &id, det);
+    if (__builtin_expect(rp_conf(rp)->dr_cb != NULL, 0)) {
+        up_dr_resolve_batch(rp, b, err, &id, det); /* the same, with a report each */
+    } else {
+        for (uint32_t i = 0; i < b->n; i++) {
+            up_done_t *d = &b->done[i];
+            if (b->chunk == UP_CHUNK_NONE)
+                id.batch_index = (int32_t)i;
+            resolve_one(d->f, d->cb, d->opaque, err, &id, det);
+        }
     }
     if (err)
         atomic_fetch_add_explicit(&rp->failed_msgs, b->n, memory_order_relaxed);
@@ -521,10 +525,13 @@ static void fail_ring_record(up_rp_t *rp, upulsar_err_t err, up_detail_t *det)
     up_rec_t h;
     up_rec_ext_t ext;
     up_rec_read_head(r, r->ctail, &h, &ext);
-    if (ext.free_cb)
+    bool dr = rp_conf(rp)->dr_cb != NULL;
+    if (ext.free_cb && !dr)
         ext.free_cb((void *)ext.payload, ext.opaque);
     up_rp_limits_release(rp, 1, up_rec_mem(up_rec_cells(&h), h.ncells_flags & 0xfu, up_rec_plen(&h)));
     resolve_one(h.future, ext.cb, ext.opaque, err, NULL, det);
+    if (dr) /* its report (payload still in the ring), then its free_cb */
+        up_dr_ring(rp, r->ctail, err, det);
     atomic_fetch_add_explicit(&rp->failed_msgs, 1, memory_order_relaxed);
     r->ctail += up_rec_cells(&h);
 }

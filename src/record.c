@@ -31,3 +31,34 @@ void up_rec_read_head(const up_ring_t *r, uint64_t pos, up_rec_t *h, up_rec_ext_
     else
         memset(ext, 0, sizeof *ext);
 }
+
+size_t up_rec_b64_put(const void *src, size_t n, void (*put)(void *ctx, const void *p, size_t len),
+                      void *ctx)
+{
+    static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    const uint8_t *s = src;
+    char out[64];
+    size_t o = 0, total = 0;
+    for (size_t i = 0; i < n; i += 3) {
+        uint32_t v = (uint32_t)s[i] << 16;
+        size_t left = n - i;
+        if (left > 1)
+            v |= (uint32_t)s[i + 1] << 8;
+        if (left > 2)
+            v |= s[i + 2];
+        out[o++] = tab[(v >> 18) & 63];
+        out[o++] = tab[(v >> 12) & 63];
+        out[o++] = left > 1 ? tab[(v >> 6) & 63] : '=';
+        out[o++] = left > 2 ? tab[v & 63] : '=';
+        if (o == sizeof out) {
+            put(ctx, out, o);
+            total += o;
+            o = 0;
+        }
+    }
+    if (o) {
+        put(ctx, out, o);
+        total += o;
+    }
+    return total;
+}

@@ -7,7 +7,8 @@
  *   up_rec_meta_t     if UP_REC_META: deliver_at, explicit sequence id,
  *                     replicate_to; followed by repl_len bytes of
  *                     NUL-terminated cluster names
- *   key_len bytes     partition key (if UP_REC_KEY; may be empty)
+ *   key_len bytes     partition key (if UP_REC_KEY; may be empty; with
+ *                     UP_REC_X_KEYB64 the base64 text of the binary key)
  *   okey_len bytes    ordering key
  *   props_len bytes   properties, encoded as SingleMessageMetadata field 1
  *   payload_len bytes the payload, unless UP_REC_NOCOPY (then ext.payload)
@@ -57,6 +58,18 @@ _Static_assert(sizeof(up_rec_t) == 32, "record header is one cell");
 /** The payload length in header @p h. */
 static inline uint32_t up_rec_plen(const up_rec_t *h) { return h->payload_len & ~UP_REC_STAMPED; }
 
+/* In up_rec_t.props_len (properties are at most UPULSAR_MAX_PROPERTIES_BYTES,
+ * 2^20, so the low 24 bits hold the length): options off the common path,
+ * as the SingleMessageMetadata of the message carries them. */
+#define UP_REC_PROPS_MASK 0x00ffffffu
+#define UP_REC_X_NULLV 0x01000000u  /* null_value (UPULSAR_SEND_NULL_VALUE) */
+#define UP_REC_X_KEYB64 0x02000000u /* the key is base64 (partition_key_b64_encoded) */
+
+/** Append the base64 text of @p n bytes at @p src to what @p put writes
+ *  (pieces of at most 64 bytes). Returns the text's length. record.c */
+size_t up_rec_b64_put(const void *src, size_t n, void (*put)(void *ctx, const void *p, size_t len),
+                      void *ctx);
+
 typedef struct up_rec_ext {
     upulsar_delivery_cb_t cb;
     void *opaque;
@@ -93,8 +106,12 @@ typedef struct up_rec_in {
     uint64_t sent_us;    /**< send time (up_now_us()) to carry, 0 = none */
     const void *payload; /**< copied unless UP_REC_NOCOPY */
     size_t payload_len;
-    const char *key; /**< partition key (UP_REC_KEY) */
+    const char *key; /**< partition key (UP_REC_KEY); with UP_REC_X_KEYB64
+                          in xflags the binary key, key_raw_len bytes, and
+                          key_len its base64 length */
     size_t key_len;
+    size_t key_raw_len;
+    uint32_t xflags; /**< UP_REC_X_* */
     const void *okey; /**< ordering key, okey_len > 0 */
     size_t okey_len;
     const upulsar_property_t *props;
@@ -187,7 +204,7 @@ static inline void up_rec_write(up_ring_t *r, uint64_t pos, uint64_t ncells, con
                &in->sent_us, sizeof in->sent_us);
     h->key_len = (uint16_t)in->key_len;
     h->okey_len = (uint16_t)in->okey_len;
-    h->props_len = (uint32_t)in->props_len;
+    h->props_len = (uint32_t)in->props_len | in->xflags;
     h->future = in->future;
     h->event_time = in->event_time;
     at += sizeof *h;
@@ -199,7 +216,10 @@ static inline void up_rec_write(up_ring_t *r, uint64_t pos, uint64_t ncells, con
         for (size_t i = 0; i < in->meta.nrepl; i++)
             up_rec_put(&w, in->names[i], strlen(in->names[i]) + 1);
     }
-    up_rec_put(&w, in->key, in->key_len);
+    if (__builtin_expect(in->xflags & UP_REC_X_KEYB64, 0))
+        up_rec_b64_put(in->key, in->key_raw_len, up_rec_put_cb, &w);
+    else
+        up_rec_put(&w, in->key, in->key_len);
     up_rec_put(&w, in->okey, in->okey_len);
     if (in->props_len) {
         if (w.total - w.at >= in->props_len) {
@@ -235,6 +255,8 @@ static inline int up_rec_parse(const uint8_t *rec, size_t len, up_rec_view_t *v)
         return UPULSAR_ERR__DECODE;
     /* every length below is at most 2^32: the sums cannot overflow */
     size_t room = (size_t)ncells * UP_RING_CELL, off = sizeof h;
+    uint32_t xflags = h.props_len & ~UP_REC_PROPS_MASK;
+    h.props_len &= UP_REC_PROPS_MASK;
     const uint8_t *p = rec + off;
     v->ncells = ncells;
     v->flags = flags;
@@ -298,6 +320,8 @@ static inline int up_rec_parse(const uint8_t *rec, size_t len, up_rec_view_t *v)
     v->payload = (flags & UP_REC_NOCOPY) ? v->ext.payload : p;
     v->m.payload_size = h.payload_len;
     v->m.event_time = h.event_time;
+    v->m.null_value = (xflags & UP_REC_X_NULLV) != 0;
+    v->m.key_b64 = (xflags & UP_REC_X_KEYB64) && (flags & UP_REC_KEY);
     v->m.sequence_id = 0;
     v->m.no_seq = false;
     v->size = off + var + body;

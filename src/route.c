@@ -1,6 +1,9 @@
 /* route.c -- Murmur3 (x86, 32-bit) and Java String.hashCode for routing. */
 #include "route.h"
 
+#include "err.h"
+#include "record.h"
+
 static inline uint32_t rotl32(uint32_t x, int r)
 {
     return (x << r) | (x >> (32 - r));
@@ -129,4 +132,61 @@ uint32_t up_route_key(up_hash_scheme_t scheme, const char *key, size_t len,
     else
         h = (uint32_t)up_hash_java_string(key, len);
     return (h & 0x7FFFFFFFu) % partitions;
+}
+
+/* Hash state fed the base64 text piece by piece: every piece
+ * up_rec_b64_put() hands over is a multiple of 4 bytes, so Murmur3 sees
+ * whole blocks only. */
+typedef struct {
+    up_hash_scheme_t scheme;
+    uint32_t h;
+    size_t len;
+} b64_hash_t;
+
+static void b64_hash_put(void *ctx, const void *p, size_t n)
+{
+    b64_hash_t *st = ctx;
+    const uint8_t *s = p;
+    st->len += n;
+    if (st->scheme == UP_HASH_MURMUR3_32) {
+        for (size_t i = 0; i + 4 <= n; i += 4) {
+            uint32_t k = (uint32_t)s[i] | ((uint32_t)s[i + 1] << 8) | ((uint32_t)s[i + 2] << 16) |
+                         ((uint32_t)s[i + 3] << 24);
+            st->h ^= mix_k1(k);
+            st->h = rotl32(st->h, 13);
+            st->h = st->h * 5u + 0xe6546b64u;
+        }
+    } else {
+        for (size_t i = 0; i < n; i++) /* ASCII: one UTF-16 unit each */
+            st->h = 31u * st->h + s[i];
+    }
+}
+
+uint32_t up_route_key_b64(up_hash_scheme_t scheme, const void *bytes, size_t len,
+                          uint32_t partitions)
+{
+    if (partitions <= 1)
+        return 0;
+    b64_hash_t st = {scheme, 0, 0};
+    up_rec_b64_put(bytes, len, b64_hash_put, &st);
+    uint32_t h = st.h;
+    if (scheme == UP_HASH_MURMUR3_32) {
+        h ^= (uint32_t)st.len;
+        h ^= h >> 16;
+        h *= 0x85ebca6bu;
+        h ^= h >> 13;
+        h *= 0xc2b2ae35u;
+        h ^= h >> 16;
+    }
+    return (h & 0x7FFFFFFFu) % partitions;
+}
+
+upulsar_err_t upulsar_conf_set_router(upulsar_conf_t *conf, upulsar_router_cb_t router,
+                                      void *opaque)
+{
+    if (!conf)
+        return up_seterr(UPULSAR_ERR__INVALID_ARG, "conf is NULL");
+    conf->router = router;
+    conf->router_opaque = router ? opaque : NULL;
+    return UPULSAR_OK;
 }

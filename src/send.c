@@ -11,6 +11,7 @@
 #include <time.h>
 
 #include "producer_int.h"
+#include "route.h"
 
 /* ---- limits: max.pending.messages, memory.limit.bytes --------------------- */
 
@@ -320,6 +321,8 @@ upulsar_err_t up_rp_enqueue(up_rp_t *rp, const void *payload, size_t len,
     in.payload_len = len;
     in.key = NULL;
     in.key_len = 0;
+    in.key_raw_len = 0;
+    in.xflags = 0;
     in.okey = NULL;
     in.okey_len = 0;
     in.props = NULL;
@@ -335,7 +338,16 @@ upulsar_err_t up_rp_enqueue(up_rp_t *rp, const void *payload, size_t len,
                 return up_seterr(UPULSAR_ERR__INVALID_ARG, "partition_key longer than 65535 bytes");
             in.key = o->partition_key;
             in.flags |= UP_REC_KEY;
+        } else if (__builtin_expect(o->partition_key_bytes != NULL, 0)) {
+            /* written as its base64 text (up_rec_write) */
+            in.key = o->partition_key_bytes;
+            in.key_raw_len = o->partition_key_bytes_len;
+            in.key_len = up_b64_len(o->partition_key_bytes_len);
+            in.xflags |= UP_REC_X_KEYB64;
+            in.flags |= UP_REC_KEY;
         }
+        if (__builtin_expect(o->flags & UPULSAR_SEND_NULL_VALUE, 0))
+            in.xflags |= UP_REC_X_NULLV;
         if (o->ordering_key) {
             in.okey_len = o->ordering_key_len;
             if (in.okey_len > UPULSAR_MAX_KEY_BYTES || in.okey_len == 0)
@@ -358,7 +370,8 @@ upulsar_err_t up_rp_enqueue(up_rp_t *rp, const void *payload, size_t len,
             in.props = o->properties;
             in.nprops = o->properties_cnt;
         }
-        if (o->cb || (o->flags & UPULSAR_SEND_NOCOPY)) {
+        /* a delivery report hands the message's opaque back: kept then */
+        if (o->cb || (o->flags & UPULSAR_SEND_NOCOPY) || (o->opaque && cf->dr_cb)) {
             in.flags |= UP_REC_EXT;
             in.ext.cb = o->cb;
             in.ext.opaque = o->opaque;
@@ -495,4 +508,134 @@ full:
                          rp->topic);
     return up_seterr(UPULSAR_ERR__QUEUE_FULL, "%s: queue full (queue.buffer.bytes %lld)",
                      rp->topic, (long long)cf->queue_buffer_bytes);
+}
+
+/* ---- the public entry points: growth of upulsar_send_opts_t --------------- */
+
+/* @p o as this library's layout: @p o itself when the caller was built
+ * with it (the common case: nothing copied), else a copy in @p tmp with
+ * the fields the caller's layout lacks zeroed. NULL with the error set when
+ * the layout is unusable (see "Growth of upulsar_send_opts_t", upulsar.h). */
+static const upulsar_send_opts_t *opts_layout(const upulsar_send_opts_t *o, size_t size,
+                                              upulsar_send_opts_t *tmp, upulsar_err_t *err)
+{
+    if (!o || __builtin_expect(size == sizeof *o, 1))
+        return o;
+    if (size < UPULSAR_SEND_OPTS_SIZE_0_2) {
+        *err = up_seterr(UPULSAR_ERR__INVALID_ARG,
+                         "send options of %zu bytes: smaller than the first layout (%zu bytes)",
+                         size, (size_t)UPULSAR_SEND_OPTS_SIZE_0_2);
+        return NULL;
+    }
+    if (size > sizeof *o) {
+        /* a newer header's fields: refused unless unset */
+        const unsigned char *extra = (const unsigned char *)o + sizeof *o;
+        for (size_t i = 0; i < size - sizeof *o; i++)
+            if (extra[i]) {
+                *err = up_seterr(UPULSAR_ERR__INVALID_ARG,
+                                 "send options of %zu bytes set a field at byte %zu that this "
+                                 "library (upulsar %s, %zu bytes of options) does not know",
+                                 size, sizeof *o + i, UPULSAR_VERSION_STR, sizeof *o);
+                return NULL;
+            }
+        return o;
+    }
+    memset(tmp, 0, sizeof *tmp);
+    memcpy(tmp, o, size);
+    if ((tmp->flags & UPULSAR_SEND_PARTITION) &&
+        size < offsetof(upulsar_send_opts_t, partition) + sizeof tmp->partition) {
+        *err = up_seterr(UPULSAR_ERR__INVALID_ARG,
+                         "UPULSAR_SEND_PARTITION needs upulsar_send_opts_t.partition, which send "
+                         "options of %zu bytes (an older layout) do not have",
+                         size);
+        return NULL;
+    }
+    return tmp;
+}
+
+/* Checks of the options that decide the routing too. */
+static upulsar_err_t opts_check(const upulsar_send_opts_t *o, size_t len)
+{
+    if (!o)
+        return UPULSAR_OK;
+    if (__builtin_expect(o->partition_key_bytes != NULL, 0)) {
+        if (o->partition_key)
+            return up_seterr(UPULSAR_ERR__INVALID_ARG,
+                             "partition_key and partition_key_bytes are both set (one key)");
+        if (o->partition_key_bytes_len > UPULSAR_MAX_KEY_BYTES_BINARY)
+            return up_seterr(UPULSAR_ERR__INVALID_ARG,
+                             "partition_key_bytes of %zu bytes: at most %d (its base64 text "
+                             "must fit in %d bytes)",
+                             o->partition_key_bytes_len, UPULSAR_MAX_KEY_BYTES_BINARY,
+                             UPULSAR_MAX_KEY_BYTES);
+    }
+    if ((o->flags & UPULSAR_SEND_NULL_VALUE) && len)
+        return up_seterr(UPULSAR_ERR__INVALID_ARG,
+                         "UPULSAR_SEND_NULL_VALUE with a payload of %zu bytes (a null value has "
+                         "none)",
+                         len);
+    return UPULSAR_OK;
+}
+
+upulsar_err_t upulsar_send_sized(upulsar_producer_t *p, const void *payload, size_t len,
+                                 const upulsar_send_opts_t *opts, size_t opts_size,
+                                 upulsar_future_t **future)
+{
+    upulsar_send_opts_t tmp;
+    upulsar_err_t err = UPULSAR_OK;
+    const upulsar_send_opts_t *o = opts_layout(opts, opts_size, &tmp, &err);
+    if (opts && !o) {
+        if (future)
+            *future = NULL;
+        return err;
+    }
+    if (__builtin_expect(o && (o->partition_key_bytes || (o->flags & UPULSAR_SEND_NULL_VALUE)),
+                         0) &&
+        (err = opts_check(o, len))) {
+        if (future)
+            *future = NULL;
+        return err;
+    }
+    return up_handle_send(p, payload, len, o, future);
+}
+
+upulsar_err_t(upulsar_send)(upulsar_producer_t *p, const void *payload, size_t len,
+                            const upulsar_send_opts_t *opts, upulsar_future_t **future)
+{
+    return upulsar_send_sized(p, payload, len, opts, UPULSAR_SEND_OPTS_SIZE_0_2, future);
+}
+
+upulsar_err_t upulsar_send_many_sized(upulsar_producer_t *p, const upulsar_msg_t *msgs, size_t n,
+                                      upulsar_future_t **futures, size_t *accepted,
+                                      size_t opts_size)
+{
+    if (accepted)
+        *accepted = 0;
+    if (!msgs && n)
+        return up_seterr(UPULSAR_ERR__INVALID_ARG, "msgs is NULL");
+    for (size_t i = 0; i < n; i++) {
+        upulsar_err_t err = upulsar_send_sized(p, msgs[i].payload, msgs[i].len, msgs[i].opts,
+                                               opts_size, futures ? &futures[i] : NULL);
+        if (err)
+            return err;
+        if (accepted)
+            *accepted = i + 1;
+    }
+    return UPULSAR_OK;
+}
+
+upulsar_err_t(upulsar_send_many)(upulsar_producer_t *p, const upulsar_msg_t *msgs, size_t n,
+                                 upulsar_future_t **futures, size_t *accepted)
+{
+    return upulsar_send_many_sized(p, msgs, n, futures, accepted, UPULSAR_SEND_OPTS_SIZE_0_2);
+}
+
+upulsar_err_t upulsar_conf_set_delivery_report_cb(upulsar_conf_t *conf,
+                                                  upulsar_delivery_report_cb_t cb, void *opaque)
+{
+    if (!conf)
+        return up_seterr(UPULSAR_ERR__INVALID_ARG, "conf is NULL");
+    conf->dr_cb = cb;
+    conf->dr_opaque = cb ? opaque : NULL;
+    return UPULSAR_OK;
 }

@@ -573,6 +573,14 @@ typedef struct upulsar_tb_msg {
                                         schema_version, NULL when it had
                                         none (see "Schemas") */
     size_t schema_version_len;
+    int null_value;             /**< the message's null_value (its
+                                     SingleMessageMetadata's in a batch,
+                                     else the entry's MessageMetadata's):
+                                     a null value, told apart from an
+                                     empty payload */
+    int partition_key_b64_encoded; /**< partition_key_b64_encoded, read
+                                        the same way: partition_key is the
+                                        base64 text of a binary key */
 } upulsar_tb_msg_t;
 
 /** A copy of a topic's log at one moment. Not thread-safe by itself (use

@@ -655,6 +655,15 @@ typedef struct upulsar_property {
                                      (from the io loop thread) */
 #define UPULSAR_SEND_SEQUENCE_ID 0x2 /**< use upulsar_send_opts_t.sequence_id
                                           instead of the producer's next one */
+#define UPULSAR_SEND_PARTITION 0x4 /**< send to partition
+                                        upulsar_send_opts_t.partition instead
+                                        of routing (see there) */
+#define UPULSAR_SEND_NULL_VALUE 0x8 /**< a null value (a tombstone for a
+                                         compacted topic): len must be 0
+                                         (payload may be NULL); sent with
+                                         null_value = true and an empty
+                                         payload, which consumers tell apart
+                                         from an empty value */
 
 /** Most entries upulsar_send_opts_t.replication_clusters may hold. */
 #define UPULSAR_MAX_REPLICATION_CLUSTERS 32
@@ -720,12 +729,193 @@ typedef struct upulsar_send_opts {
      *  disableReplication(), which sends replicate_to = ["__local__"]).
      *  Overrides replication_clusters. */
     int disable_replication;
+
+    /* ---- since 0.3 (see "Growth of upulsar_send_opts_t" below) ---- */
+
+    /** With the UPULSAR_SEND_PARTITION flag: the partition to send to, 0 ..
+     *  upulsar_producer_partitions() - 1 (0 for a non-partitioned topic),
+     *  instead of the key's hash, the router (upulsar_conf_set_router())
+     *  or routing.mode. Another value fails the send with INVALID_ARG
+     *  (nothing is queued). Messages sent to one partition keep their
+     *  order; with producers.per.partition > 1 a keyed message goes to
+     *  the producer of that partition its key picks, a keyless one to the
+     *  partition's first producer. Without the flag this field is not
+     *  read (0 does not mean partition 0). */
+    int partition;
+    /** A binary partition key (Java: TypedMessageBuilder.keyBytes()): up to
+     *  UPULSAR_MAX_KEY_BYTES_BINARY bytes, sent base64-encoded as
+     *  partition_key with partition_key_b64_encoded = true, so consumers
+     *  get the bytes back. Routing hashes the base64 text with
+     *  hashing.scheme, as the Java client's routers hash the key string of
+     *  a keyBytes() message: a binary key goes to the same partition as
+     *  its base64 text given as partition_key. NULL = none (an empty key
+     *  is a non-NULL pointer with length 0). Not together with
+     *  partition_key (INVALID_ARG). Copied. */
+    const void *partition_key_bytes;
+    size_t partition_key_bytes_len;
 } upulsar_send_opts_t;
+
+/*
+ * Growth of upulsar_send_opts_t. New fields are only ever appended, and
+ * the size of the struct a program was compiled with reaches the library
+ * with every send: upulsar_send() and upulsar_send_many() are macros that
+ * pass sizeof(upulsar_send_opts_t) to upulsar_send_sized() and
+ * upulsar_send_many_sized(), so nothing has to be set by hand and
+ * zero-initialising (`upulsar_send_opts_t o = {0}`, or only designated
+ * fields) stays all a program does. The library reads only the fields
+ * that size covers and takes the rest as zero (unset):
+ *  - a program built against an older header, which has no such macro,
+ *    calls the exported function upulsar_send() (and
+ *    upulsar_send_many()), which reads the first layout
+ *    (UPULSAR_SEND_OPTS_SIZE_0_2 bytes: everything up to
+ *    disable_replication) and nothing after it;
+ *  - a program built against a newer header that has fields this library
+ *    does not know: a send succeeds when those fields are all zero and
+ *    fails with INVALID_ARG (naming the sizes) when one is set, so no
+ *    option is ever silently dropped;
+ *  - a flag that needs a field the caller's layout does not have
+ *    (UPULSAR_SEND_PARTITION through the first layout) fails with
+ *    INVALID_ARG.
+ * Taking the address of upulsar_send (a function pointer) gives the first
+ * layout's entry point: call through upulsar_send_sized to use the newer
+ * fields.
+ */
+
+/** The bytes of upulsar_send_opts_t that upulsar 0.2 defined (the first
+ *  layout: up to and including disable_replication; its struct was padded
+ *  after that, which later fields use). */
+#define UPULSAR_SEND_OPTS_SIZE_0_2 \
+    (offsetof(upulsar_send_opts_t, disable_replication) + sizeof(int))
+
+/* ---- delivery reports (producer keys set by function) ---- */
+
+/**
+ * What a delivery report tells about one message: its result and the
+ * message itself, so that a failed message can be retried or dead-lettered
+ * without the application keeping its own copy (as librdkafka's delivery
+ * report does).
+ *
+ * Lifetime: the report and everything it points to (payload, key, detail,
+ * id) are valid during the callback only; copy what you keep.
+ *
+ * Where the payload comes from, and when it is there (payload_kept):
+ *  - a message that was encoded into a batch (the usual case, success or
+ *    failure: receipt, SEND_ERROR, send.timeout.ms, stop, a failed
+ *    group): from the batch's buffer, which holds the encoded message
+ *    until it resolves; also for UPULSAR_SEND_NOCOPY payloads (copied
+ *    into the batch);
+ *  - a message that fails before it was encoded (still in the producer's
+ *    queue when its producer failed, timed out or stopped, or refused while
+ *    being batched): from the queue; a UPULSAR_SEND_NOCOPY payload is
+ *    reported before its free_cb is called;
+ *  - a message sent in chunks (chunking.enabled, larger than the broker's
+ *    max_message_size): not kept (payload NULL, len 0, payload_kept 0, key
+ *    NULL): its chunks leave the producer one by one and only the last one
+ *    resolves the message. Nothing is copied to keep it.
+ * A message that could not be read back from its queue at all (out of
+ * memory making a record that wraps the queue's end contiguous) has
+ * payload_kept 0 as well.
+ * Nothing is allocated per message for a report, and producers without a
+ * report callback do no work for it.
+ */
+typedef struct upulsar_delivery_report {
+    upulsar_err_t err;        /**< UPULSAR_OK or why the message failed */
+    const char *detail;       /**< on failure: the text
+                                   upulsar_future_error_detail() gives; NULL
+                                   on success */
+    const upulsar_msg_id_t *id; /**< on success: where it was stored; NULL on
+                                     failure */
+    int partition;            /**< partition it was sent to, -1 for a
+                                   non-partitioned topic */
+    int64_t sequence_id;      /**< its sequence id, -1 if it failed before it
+                                   was given one (still queued) */
+    const void *payload;      /**< the payload bytes (see payload_kept);
+                                   NULL when len is 0 */
+    size_t len;
+    int payload_kept;         /**< 1: payload and len are the message's; 0:
+                                   not available (see above) */
+    int null_value;           /**< sent with UPULSAR_SEND_NULL_VALUE */
+    const char *key;          /**< partition key as sent (NOT NUL-terminated:
+                                   key_len bytes); for partition_key_bytes
+                                   its base64 text; NULL when none (or not
+                                   kept) */
+    size_t key_len;
+    int key_b64;              /**< key is the base64 text of
+                                   partition_key_bytes */
+    void *msg_opaque;         /**< upulsar_send_opts_t.opaque of the message */
+} upulsar_delivery_report_t;
+
+/** Delivery report callback: @p dr describes one message; @p opaque is the
+ *  one given to upulsar_conf_set_delivery_report_cb(). */
+typedef void (*upulsar_delivery_report_cb_t)(const upulsar_delivery_report_t *dr,
+                                             void *opaque);
+
+/**
+ * Producer key: call @p cb once for every message of producers started
+ * with @p conf (upulsar_producer_start(): the conf is copied, so set this
+ * before), when it resolves (success or failure), after its future
+ * resolved and after its own upulsar_send_opts_t.cb (which keeps working
+ * as before). Runs on an io loop thread, as delivery callbacks do: see
+ * "Callbacks" for what it may call (send: yes, never blocking; flush,
+ * stop, client destroy: refused); during it upulsar_last_error() gives
+ * the failure's detail, as for upulsar_delivery_cb_t. NULL removes it.
+ * Reports of one partition come in the order its messages were sent.
+ * Thread safety: as upulsar_conf_set(). Errors: INVALID_ARG (NULL conf).
+ */
+upulsar_err_t upulsar_conf_set_delivery_report_cb(upulsar_conf_t *conf,
+                                                  upulsar_delivery_report_cb_t cb, void *opaque);
+
+/* ---- custom routing (producer key set by function) ---- */
+
+/** What a router sees of one message. Valid during the call only. */
+typedef struct upulsar_route_msg {
+    const char *key;     /**< partition_key (NUL-terminated), NULL when none */
+    size_t key_len;
+    const void *key_bytes; /**< partition_key_bytes (the raw bytes), NULL when
+                                none */
+    size_t key_bytes_len;
+    const void *payload; /**< the payload, len bytes */
+    size_t len;
+    const upulsar_send_opts_t *opts; /**< the message's options (may be
+                                          NULL), read-only */
+    const struct upulsar_producer *producer; /**< the handle being sent to
+                                                  (for the functions below) */
+} upulsar_route_msg_t;
+
+/** Router: return the partition for @p msg, 0 .. @p partitions - 1 (the
+ *  topic's current count; 1 for a non-partitioned topic). */
+typedef int (*upulsar_router_cb_t)(const upulsar_route_msg_t *msg, int partitions,
+                                   void *opaque);
+
+/**
+ * Producer key: route every message of producers started with @p conf
+ * that has no UPULSAR_SEND_PARTITION through @p router (Java:
+ * messageRouter / MessageRoutingMode.CustomPartition), keyed or not,
+ * instead of the key's hash and routing.mode. A return value outside 0 ..
+ * partitions - 1 fails that send with INVALID_ARG (nothing queued, the
+ * detail naming the value). With producers.per.partition > 1 the router
+ * picks the partition; the producer within it is the key's (keyed) or
+ * the first (keyless).
+ * The router runs on the thread calling upulsar_send() (an application
+ * thread, or a library thread when the send is made from a callback),
+ * inside that call, before anything is queued; it may run on many threads
+ * at once and must return quickly without blocking. It may call
+ * upulsar_producer_partition_for_key(), upulsar_producer_partitions(),
+ * upulsar_err_*(), and anything that does not use the producer being sent
+ * to; it must not stop that producer or destroy its client (the send
+ * under way still uses them); a send from it is allowed (a send of its
+ * own, routed again). NULL removes it. Thread safety: as
+ * upulsar_conf_set(). Errors: INVALID_ARG (NULL conf).
+ */
+upulsar_err_t upulsar_conf_set_router(upulsar_conf_t *conf, upulsar_router_cb_t router,
+                                      void *opaque);
 
 /* ---- message size limits (see upulsar_send()) ---- */
 
 /** Largest partition_key and ordering_key, bytes each (the protocol's). */
 #define UPULSAR_MAX_KEY_BYTES 65535
+/** Largest partition_key_bytes: its base64 text fits UPULSAR_MAX_KEY_BYTES. */
+#define UPULSAR_MAX_KEY_BYTES_BINARY 49149
 /** Largest property block of one message: the properties encoded as
  *  Pulsar does (key and value lengths plus at most 12 bytes per property:
  *  3 tags and 3 lengths of up to 3 bytes each). */
@@ -752,7 +942,11 @@ typedef struct upulsar_send_opts {
  * callback will fire (nor free_cb: a refused NOCOPY payload stays the
  * caller's):
  *  INVALID_ARG (payload NULL with len > 0, producer NULL, a key over
- *  UPULSAR_MAX_KEY_BYTES, properties over UPULSAR_MAX_PROPERTIES_BYTES),
+ *  UPULSAR_MAX_KEY_BYTES, properties over UPULSAR_MAX_PROPERTIES_BYTES,
+ *  UPULSAR_SEND_PARTITION with a partition out of range, the router's
+ *  answer out of range, UPULSAR_SEND_NULL_VALUE with len > 0,
+ *  partition_key together with partition_key_bytes, options the library
+ *  does not know: see "Growth of upulsar_send_opts_t"),
  *  CLOSED (stopped producer), MSG_TOO_LARGE (see the size rule below), QUEUE_FULL
  *  (ring full, max.pending.messages or the client's memory.limit.bytes
  *  reached, and block.if.queue.full=false, or the wait for room exceeded
@@ -805,9 +999,19 @@ typedef struct upulsar_send_opts {
  * (the future pool grows by whole segments), except one private copy of a
  * payload larger than a quarter of queue.buffer.bytes.
  */
-upulsar_err_t upulsar_send(upulsar_producer_t *p, const void *payload,
-                           size_t len, const upulsar_send_opts_t *opts,
-                           upulsar_future_t **future);
+upulsar_err_t upulsar_send_sized(upulsar_producer_t *p, const void *payload, size_t len,
+                                 const upulsar_send_opts_t *opts, size_t opts_size,
+                                 upulsar_future_t **future);
+
+/** upulsar_send() of programs built against upulsar 0.2: @p opts has the
+ *  first layout (UPULSAR_SEND_OPTS_SIZE_0_2 bytes are read). Programs
+ *  built against this header call upulsar_send_sized() through the macro
+ *  below. */
+upulsar_err_t(upulsar_send)(upulsar_producer_t *p, const void *payload, size_t len,
+                            const upulsar_send_opts_t *opts, upulsar_future_t **future);
+
+#define upulsar_send(p, payload, len, opts, future) \
+    upulsar_send_sized((p), (payload), (len), (opts), sizeof(upulsar_send_opts_t), (future))
 
 /** One message for upulsar_send_many(). */
 typedef struct upulsar_msg {
@@ -824,9 +1028,18 @@ typedef struct upulsar_msg {
  * were queued). Thread safety, blocking and use from a callback as
  * upulsar_send(). HOT PATH.
  */
-upulsar_err_t upulsar_send_many(upulsar_producer_t *p, const upulsar_msg_t *msgs,
-                                size_t n, upulsar_future_t **futures,
-                                size_t *accepted);
+upulsar_err_t upulsar_send_many_sized(upulsar_producer_t *p, const upulsar_msg_t *msgs,
+                                      size_t n, upulsar_future_t **futures, size_t *accepted,
+                                      size_t opts_size);
+
+/** upulsar_send_many() of programs built against upulsar 0.2 (first
+ *  layout of every msgs[i].opts, as upulsar_send() above). */
+upulsar_err_t(upulsar_send_many)(upulsar_producer_t *p, const upulsar_msg_t *msgs, size_t n,
+                                 upulsar_future_t **futures, size_t *accepted);
+
+#define upulsar_send_many(p, msgs, n, futures, accepted) \
+    upulsar_send_many_sized((p), (msgs), (n), (futures), (accepted), \
+                            sizeof(upulsar_send_opts_t))
 
 /**
  * Push out every queued message now (do not wait for batch.max.delay.ms) and

@@ -545,6 +545,9 @@ static int snap_add(void *vctx, const tb_decoded_t *m)
         np = m->smm->n_properties;
         props = m->smm->properties;
         o->event_time = m->smm->has_event_time ? m->smm->event_time : 0;
+        o->null_value = m->smm->has_null_value && m->smm->null_value;
+        o->partition_key_b64_encoded =
+            m->smm->has_partition_key_b64_encoded && m->smm->partition_key_b64_encoded;
     } else {
         key = m->md->partition_key;
         if (m->md->has_ordering_key)
@@ -552,6 +555,9 @@ static int snap_add(void *vctx, const tb_decoded_t *m)
         np = m->md->n_properties;
         props = m->md->properties;
         o->event_time = m->md->has_event_time ? m->md->event_time : 0;
+        o->null_value = m->md->has_null_value && m->md->null_value;
+        o->partition_key_b64_encoded =
+            m->md->has_partition_key_b64_encoded && m->md->partition_key_b64_encoded;
     }
     if (key && !(o->partition_key = tb_arena_dup(a, key, strlen(key))))
         return UPULSAR_ERR__NOMEM;
