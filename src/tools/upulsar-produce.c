@@ -100,8 +100,8 @@ static void set_signals_blocked(bool blocked, sigset_t *old)
 
 /* The main thread sleeps in ppoll() on this eventfd while it waits for
  * input or for the pacer; a delivery callback wakes it, but only when it
- * said it is about to sleep (g_sleeping), so a busy run costs one atomic
- * exchange per message and no system call. */
+ * said it is about to sleep (g_sleeping: with --line-buffered), so a busy
+ * run costs one atomic exchange per message and no system call. */
 static int g_wake_fd = -1;
 static atomic_int g_sleeping;
 
@@ -298,7 +298,9 @@ static int serve(state_t *st, int fd, int64_t deadline)
          * unblocks them, so one that arrives in between ends the sleep */
         sigset_t old;
         set_signals_blocked(true, &old);
-        atomic_store(&g_sleeping, 1);
+        /* a receipt wakes this thread only when its id is to be written at
+         * once; block-buffered ids wait for the next input or the end */
+        atomic_store(&g_sleeping, st->o->line_buffered);
         while (resolve_oldest(st, false))
             ;
         tick(st);
