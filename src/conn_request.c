@@ -11,6 +11,7 @@
 #include "conn.h"
 #include "engine.h"
 #include "err.h"
+#include "fault.h"
 
 /* A request waiting for its answer: on the requester's stack, linked into
  * its connection's reqs by the loop until answered, failed or cancelled.
@@ -310,8 +311,9 @@ void up_conn_request_all(up_mreq_t *m, size_t n, int timeout_ms)
 {
     if (n == 0)
         return;
-    up_req_t *reqs = calloc(n, sizeof *reqs);
-    up_loop_t **loops = calloc(n, sizeof *loops);
+    bool nomem = up_fault_hit(&up_fault_close_nomem);
+    up_req_t *reqs = nomem ? NULL : calloc(n, sizeof *reqs);
+    up_loop_t **loops = nomem ? NULL : calloc(n, sizeof *loops);
     if (!reqs || !loops) {
         free(reqs);
         free(loops);

@@ -23,6 +23,11 @@ extern _Atomic int up_fault_dial_post;
  * a loop fails. */
 extern _Atomic int up_fault_loop_list_nomem;
 
+/* up_rps_close() in partitioned_stop.c and up_conn_request_all() in
+ * conn_request.c: allocating the arrays for closing many producers at once
+ * (and for sending many requests at once) fails. */
+extern _Atomic int up_fault_close_nomem;
+
 /* Whether this pass through the point @p n fails (and count it). */
 static inline bool up_fault_hit(_Atomic int *n)
 {

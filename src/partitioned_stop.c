@@ -9,6 +9,7 @@
 
 #include "engine.h"
 #include "err.h"
+#include "fault.h"
 #include "rp_state.h"
 
 /* ---- stop: closing producers -------------------------------------------------- */
@@ -123,6 +124,8 @@ static void close_chunk(up_rp_t **rps, size_t n, up_conn_t **conns, up_mreq_t *m
     close_pass(c, &p, close_end_task);
 }
 
+_Atomic int up_fault_close_nomem;
+
 void up_rps_close(up_rp_t **rps, size_t n, uint64_t close_by)
 {
     if (n == 0)
@@ -130,8 +133,9 @@ void up_rps_close(up_rp_t **rps, size_t n, uint64_t close_by)
     struct upulsar_client *c = rps[0]->client;
     close_pass_t p = {.rps = rps, .n = n};
     close_pass(c, &p, close_fail_task);
-    up_conn_t **conns = calloc(n, sizeof *conns);
-    up_mreq_t *m = calloc(n, sizeof *m);
+    bool nomem = up_fault_hit(&up_fault_close_nomem);
+    up_conn_t **conns = nomem ? NULL : calloc(n, sizeof *conns);
+    up_mreq_t *m = nomem ? NULL : calloc(n, sizeof *m);
     if (conns && m) {
         close_chunk(rps, n, conns, m, close_by);
     } else { /* out of memory: one at a time, with what the stack holds */

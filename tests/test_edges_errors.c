@@ -113,6 +113,31 @@ static void two_per_partition(upulsar_tb_t *tb, upulsar_producer_t *p, const cha
     }
 }
 
+/* Stopping a producer when memory for closing all its producers at once
+ * runs out: each producer is still closed on the broker (one CLOSE_PRODUCER
+ * at a time), so its name is free for a restart. */
+Test(edges_errors, stop_out_of_memory_still_closes_every_producer_on_the_broker)
+{
+    upulsar_tb_t *tb = ft_broker();
+    upulsar_client_t *c = ft_client(tb, NULL);
+    enum { PARTS = 4 };
+    cr_assert_eq(upulsar_tb_set_partitions(tb, "oom-stop", PARTS), UPULSAR_OK);
+    upulsar_producer_t *p = ft_producer(c, "oom-stop", "oom-stop", PARTS, NULL);
+    atomic_store(&up_fault_close_nomem, 1000000);
+    upulsar_err_t err = upulsar_producer_stop(p, 5000);
+    int left = atomic_exchange(&up_fault_close_nomem, 0);
+    cr_assert_lt(left, 1000000, "the stop never allocated its arrays");
+    cr_assert_eq(err, UPULSAR_OK, "%s", upulsar_last_error());
+    for (int i = 0; i < PARTS; i++) {
+        char name[64];
+        snprintf(name, sizeof name, "oom-stop-partition-%d", i);
+        upulsar_tb_topic_stats_t ts;
+        cr_assert_eq(upulsar_tb_topic_stats(tb, name, &ts), UPULSAR_OK);
+        cr_assert_eq(ts.producers, 0, "%s: the stop left its producer on the broker", name);
+    }
+    ft_stop_client_and_broker(tb, c);
+}
+
 Test(edges_errors, failed_loop_registration_fails_the_start)
 {
     upulsar_tb_t *tb = ft_broker();
