@@ -311,13 +311,24 @@ void up_conn_request_all(up_mreq_t *m, size_t n, int timeout_ms)
 {
     if (n == 0)
         return;
-    bool nomem = up_fault_hit(&up_fault_close_nomem);
-    up_req_t *reqs = nomem ? NULL : calloc(n, sizeof *reqs);
-    up_loop_t **loops = nomem ? NULL : calloc(n, sizeof *loops);
+    /* one request needs no allocation (the fallback of callers that ran
+     * out of memory for many) */
+    up_req_t req1;
+    up_loop_t *loop1;
+    up_req_t *reqs = &req1;
+    up_loop_t **loops = &loop1;
+    if (n == 1) {
+        memset(&req1, 0, sizeof req1);
+    } else {
+        bool nomem = up_fault_hit(&up_fault_close_nomem);
+        reqs = nomem ? NULL : calloc(n, sizeof *reqs);
+        loops = nomem ? NULL : calloc(n, sizeof *loops);
+    }
     if (!reqs || !loops) {
         free(reqs);
         free(loops);
         for (size_t i = 0; i < n; i++) {
+            up_buf_free(&m[i].frame); /* taken by the call, sent or not */
             m[i].err = UPULSAR_ERR__NOMEM;
             snprintf(m[i].why, sizeof m[i].why, "out of memory");
         }
@@ -404,6 +415,8 @@ void up_conn_request_all(up_mreq_t *m, size_t n, int timeout_ms)
     }
     pthread_mutex_destroy(&mu);
     pthread_cond_destroy(&cv);
-    free(reqs);
-    free(loops);
+    if (n > 1) {
+        free(reqs);
+        free(loops);
+    }
 }

@@ -365,7 +365,7 @@ void up_rp_on_send_error(up_rp_t *rp, const Pulsar__Proto__CommandSendError *e)
     char why[UP_DETAIL_TEXT_MAX];
     switch (up_err_classify(err, UP_ERR_AT_SEND, rp_conf(rp)->access_mode != UP_ACCESS_SHARED)) {
     case UP_ERR_CLASS_ENTRY: {
-        /* a checksum error: the entry is sent again, once */
+        /* a checksum error: the entry is sent again, up to UP_CHECKSUM_RESENDS times */
         if (err == UPULSAR_ERR_CHECKSUM_ERROR && resend_after_checksum_error(rp, b))
             break;
         up_detail_t *det = up_rp_detail(rp, "broker refused the send: %s%s%s",

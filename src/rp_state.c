@@ -185,9 +185,10 @@ static up_err_class_t class_at_send(upulsar_err_t err)
     switch (err) {
     case UPULSAR_OK:
         return UP_ERR_CLASS_NONE;
-    /* this entry is refused (a checksum the broker computed otherwise, sent
-     * again once first by the producer; a size or an option it does not
-     * allow); the ones behind it are unaffected */
+    /* this entry is refused (a checksum the broker computed otherwise,
+     * sent again by the producer first, up to UP_CHECKSUM_RESENDS times; a
+     * size or an option it does not allow); the ones behind it are
+     * unaffected */
     case UPULSAR_ERR_CHECKSUM_ERROR:
     case UPULSAR_ERR_NOT_ALLOWED:
         return UP_ERR_CLASS_ENTRY;
