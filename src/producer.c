@@ -197,7 +197,7 @@ void up_rp_resolve_batch(up_rp_t *rp, up_batch_t *b, upulsar_err_t err, uint64_t
         resolve_one(d->f, d->cb, d->opaque, err, &id, det);
     }
     if (err)
-        atomic_fetch_add_explicit(&rp->failed_msgs, b->n, memory_order_relaxed);
+        up_stats_failed(rp, err, b->n);
     else
         atomic_fetch_add_explicit(&rp->acked_msgs, b->n, memory_order_relaxed);
     if (own)
@@ -493,7 +493,7 @@ static void fail_ring_record(up_rp_t *rp, upulsar_err_t err, up_detail_t *det)
         ext.free_cb((void *)ext.payload, ext.opaque);
     up_rp_limits_release(rp, 1, up_rec_mem(up_rec_cells(&h), h.ncells_flags & 0xfu, up_rec_plen(&h)));
     resolve_one(h.future, ext.cb, ext.opaque, err, NULL, det);
-    atomic_fetch_add_explicit(&rp->failed_msgs, 1, memory_order_relaxed);
+    up_stats_failed(rp, err, 1);
     r->ctail += up_rec_cells(&h);
 }
 

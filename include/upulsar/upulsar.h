@@ -913,17 +913,29 @@ upulsar_err_t upulsar_producer_list(upulsar_producer_t *p,
  *    "io_backend": "io_uring" | "epoll",
  *    "memory": {"budget": n, "in_use": n, "peak": n, "batch_pool_bytes": n},
  *    "groups": [{"partition": i, "topic": "...-partition-i", "state": "READY",
+ *      "failed": "" | "<error name>",
  *      "producers": [{"name": "...", "broker": "host:port", "connection": n,
- *        "state": "READY",
- *        "sent": n, "acked": n, "failed": n, "pending": n, "timed_out": n,
- *        "resent_batches": n, "reconnects": n, "unknown_ids": n,
+ *        "state": "READY", "accepted": n,
+ *        "sent": n, "acked": n, "failed": n, "pending": n, "acked_bytes": n,
+ *        "timed_out": n, "resent_batches": n, "reconnects": n, "unknown_ids": n,
  *        "queue_bytes": n, "ring_resident_bytes": n, "last_sequence_id": n,
  *        "batch_msgs": {"count": n, "p50": n, "p99": n, "buckets": [[upper, count]...]},
  *        "batch_rtt_us": {"count": n, "p50": n, "p99": n, "buckets": [...]},
  *        "latency_us": {"count": n, "sum": n, "p50": n, "p90": n, "p99": n,
  *                       "p999": n, "buckets": [[upper, count]...]}}]}]}
  *
- * Counters are messages since start unless named otherwise; queue_bytes is
+ * A group's "state" is what upulsar_producer_groups() reports (FAILED
+ * once the group gave up, else the worst state of its producers) and
+ * "failed" the name of the error that failed it ("" while it has not).
+ * Counters are messages since start unless named otherwise: "accepted" by
+ * upulsar_send() / upulsar_send_many(), "sent" taken from the queue into
+ * entries for the broker, "acked" acknowledged, "failed" resolved with an
+ * error; "acked_bytes" is the payload bytes of the acknowledged messages;
+ * "pending" is accepted minus acked minus failed: every message not
+ * resolved yet, those still in the producer's queue (the ring: also while
+ * the broker cannot be reached or before the producer is created) as well
+ * as those batched or in flight (upulsar_producer_info_t.pending is the
+ * same figure); queue_bytes is
  * the ring in use; ring_resident_bytes is the memory the ring holds now
  * (approximate: its pages written into and not yet given back, see
  * queue.idle.release.ms; at most about 1.25 x queue.buffer.bytes, with the
@@ -995,6 +1007,35 @@ typedef void (*upulsar_stats_cb_t)(const char *json, void *opaque);
  */
 upulsar_err_t upulsar_client_set_stats_cb(upulsar_client_t *client, upulsar_stats_cb_t cb,
                                           void *opaque);
+
+/**
+ * The client's metrics in the Prometheus text exposition format (version
+ * 0.0.4), for an exporter to serve as is (examples/metrics_server.c): one
+ * "# HELP" and one "# TYPE" line per metric, then its samples,
+ * "name{label=\"value\",...} value", each on its own line. Every name
+ * starts with "upulsar_". Client-wide figures (connections, the memory
+ * budget) have no labels; each open connection has one info sample
+ * labelled broker, slot and io_thread; the figures of each real producer
+ * are labelled topic (the topic given to upulsar_producer_start(), full
+ * name), partition (-1 for a non-partitioned topic) and producer (its
+ * name, or "#<index in its group>" until the broker named it), and some
+ * have one more label (error, reason). The send-to-receipt latency of each
+ * producer is a histogram in seconds (_bucket{le="..."}, _sum, _count) of
+ * the messages latency.sample.every samples (see
+ * upulsar_producer_stats_json(), "latency_us"). METRICS.md lists every
+ * metric: name, type, unit, labels, meaning.
+ * Figures are read without stopping anything: each is exact, they are not
+ * one snapshot of one instant (a counter never goes back; pending may
+ * include a message whose receipt is being read).
+ * Ownership: *@p text is malloc'd and NUL-terminated; the caller frees it
+ * with free(). *@p len (if @p len is not NULL) receives its length.
+ * Thread safety: any. Blocks: briefly (the client's locks, as
+ * upulsar_producer_list() does). Allocates: yes (the text). From a
+ * callback: yes. Errors: INVALID_ARG (NULL client or text), NOMEM
+ * (nothing is returned).
+ */
+upulsar_err_t upulsar_client_metrics_prometheus(upulsar_client_t *client, char **text,
+                                                size_t *len);
 
 /* ------------------------------------------------------------------------ *
  * Logging
