@@ -355,6 +355,7 @@ upulsar_err_t upulsar_client_set_stats_cb(upulsar_client_t *c, upulsar_stats_cb_
 /* @thread watchdog, c->lock NOT held */
 void up_stats_tick(struct upulsar_client *c, uint64_t now)
 {
+    up_log_tick(c, now);
     int iv = c->conf.stats_interval_ms;
     if (iv <= 0 || now < c->stats_next_us)
         return;

@@ -1050,11 +1050,43 @@ typedef enum upulsar_log_level {
                                   re-creation failed (it is retried) */
     UPULSAR_LOG_INFO = 6,    /**< a producer was re-created, partitions grew,
                                   the io backend the client uses */
+    UPULSAR_LOG_DEBUG = 7    /**< only once turned on with
+                                  upulsar_client_set_log_level(): every
+                                  state change of every producer, and every
+                                  change refused, with its reason */
 } upulsar_log_level_t;
 
 /** Log callback: @p line is one line without a newline, naming the broker
  *  or topic concerned (never a token); valid during the call only. */
 typedef void (*upulsar_log_cb_t)(upulsar_log_level_t level, const char *line, void *opaque);
+
+/**
+ * One log line with what it is about, for upulsar_log_record_cb_t. Every
+ * pointer is valid during the call only and never NULL. upulsar fills it;
+ * fields may be added at the end in later versions (a callback reads only
+ * what it knows, and never allocates or copies the struct by size).
+ */
+typedef struct upulsar_log_record {
+    upulsar_log_level_t level;
+    upulsar_err_t err;      /**< the error the line reports, UPULSAR_OK if none */
+    const char *topic;      /**< the partition topic concerned
+                                 ("persistent://public/default/t-partition-3"),
+                                 "" if none */
+    int partition;          /**< its partition index; -1 for a
+                                 non-partitioned topic or no topic */
+    const char *broker;     /**< the broker concerned, "host:port" (for a
+                                 producer: the one it was last created on),
+                                 "" if none or not known yet */
+    const char *line;       /**< the text, as upulsar_log_cb_t gets it */
+    unsigned collapsed;     /**< other partitions this line stands for (see
+                                 upulsar_client_set_log_cb(), "Repeats"):
+                                 the line ends with "(and <collapsed> more
+                                 partitions)"; 0 for a line of its own */
+} upulsar_log_record_t;
+
+/** Structured log callback: @p rec and what it points to are valid during
+ *  the call only. */
+typedef void (*upulsar_log_record_cb_t)(const upulsar_log_record_t *rec, void *opaque);
 
 /**
  * Where the client's log lines go: what goes wrong (a connection dropped
@@ -1070,9 +1102,57 @@ typedef void (*upulsar_log_cb_t)(upulsar_log_level_t level, const char *line, vo
  * block there; flush, stop and client destroy are refused).
  * Thread safety: any; from a callback: yes. Errors: INVALID_ARG (NULL
  * client).
+ *
+ * One callback at a time: this one replaces a structured callback set
+ * with upulsar_client_set_log_record_cb(), and that one replaces this.
+ * Levels: lines up to the client's level (upulsar_client_set_log_level(),
+ * UPULSAR_LOG_INFO by default) are delivered; UPULSAR_LOG_DEBUG lines only
+ * once that level is set (or with the environment variable
+ * UPULSAR_DEBUG_STATE=1 for the state changes).
+ *
+ * Repeats. When one thing goes wrong for many partitions of a topic at
+ * once (an outage: every partition's producer loses its connection, fails
+ * to be re-created, is re-created), the lines of the same kind (the same
+ * message, level, error and topic) for different partitions are
+ * collapsed: the first is delivered at once; the others that come within
+ * one second of it are held back, and when that second ends (within
+ * about 20 ms more, or when the client is destroyed) the first of them is
+ * delivered once with "(and N more partitions)" appended, N being the
+ * others (upulsar_log_record_t.collapsed). A line of the same kind for a
+ * partition already seen in that second (another attempt of the same
+ * producer) delivers the held-back line first and starts over, so every
+ * attempt of one producer is still seen, in order. 16 partitions failing
+ * together thus give two lines instead of 16; the partitions they stand
+ * for add up (1 + collapsed per line). A collapsed line comes when its
+ * second ends, so it may follow lines of another kind logged after the
+ * ones it stands for. Lines that name no partition (a connection attempt
+ * or a dropped connection, named by its broker; a non-partitioned topic)
+ * and UPULSAR_LOG_DEBUG lines are never collapsed.
  */
 upulsar_err_t upulsar_client_set_log_cb(upulsar_client_t *client, upulsar_log_cb_t cb,
                                         void *opaque);
+
+/**
+ * As upulsar_client_set_log_cb(), with each line's fields
+ * (upulsar_log_record_t: level, error, partition topic, partition,
+ * broker, collapsed repeats) instead of the text alone. Replaces a plain
+ * callback; NULL restores the default (stderr). Runs on the same threads,
+ * under the same rules ("Callbacks"). Thread safety: any; from a callback:
+ * yes. Blocks: no. Errors: INVALID_ARG (NULL client).
+ */
+upulsar_err_t upulsar_client_set_log_record_cb(upulsar_client_t *client,
+                                               upulsar_log_record_cb_t cb, void *opaque);
+
+/**
+ * The most verbose level of the lines @p client delivers, at run time:
+ * UPULSAR_LOG_DEBUG turns the debug lines on, UPULSAR_LOG_INFO (the
+ * default) off again, UPULSAR_LOG_WARNING or UPULSAR_LOG_ERR keep only
+ * those (also on stderr). Takes effect for the next line. Thread safety:
+ * any; from a callback: yes. Blocks: no. Errors: INVALID_ARG (NULL
+ * client, a level outside UPULSAR_LOG_ERR .. UPULSAR_LOG_DEBUG; nothing
+ * changes).
+ */
+upulsar_err_t upulsar_client_set_log_level(upulsar_client_t *client, upulsar_log_level_t level);
 
 /** Number of partitions the handle currently routes over. */
 int upulsar_producer_partitions(const upulsar_producer_t *p);
