@@ -120,9 +120,7 @@ void up_stats_failed(up_rp_t *rp, upulsar_err_t err, uint64_t n)
     if (!n)
         return;
     atomic_fetch_add_explicit(&rp->failed_msgs, n, memory_order_relaxed);
-    _Atomic uint64_t *c = &rp->failed_by[up_stats_err_slot(err)];
-    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + n,
-                          memory_order_relaxed);
+    atomic_fetch_add_explicit(&rp->failed_by[up_stats_err_slot(err)], n, memory_order_relaxed);
 }
 
 void up_stats_no_room(up_rp_t *rp, int reason, int refused)
@@ -138,12 +136,11 @@ void up_stats_no_room(up_rp_t *rp, int reason, int refused)
 
 uint64_t up_stats_pending(up_rp_t *rp)
 {
-    /* resolved first: a message counted resolved was accepted before, so
-     * reading the accepted count second never gives less (the clamp is
-     * for the relaxed loads) */
+    /* resolved first, accepted second (a message is accepted before it
+     * resolves); the loads are relaxed, so a message resolving right now
+     * may still look resolved before it looks accepted: the clamp */
     uint64_t done = atomic_load_explicit(&rp->acked_msgs, memory_order_relaxed) +
                     atomic_load_explicit(&rp->failed_msgs, memory_order_relaxed);
-    atomic_thread_fence(memory_order_acquire);
     uint64_t acc = atomic_load_explicit(&rp->ring.owner_count, memory_order_relaxed);
     return acc > done ? acc - done : 0;
 }
