@@ -164,7 +164,7 @@ up_batch_t *up_batch_get(up_rp_t *rp)
     b->next = NULL;
     b->rec_len = 0;
     b->n = 0;
-    b->mem_bytes = 0;
+    b->mem_bytes = b->payload_bytes = 0;
     b->deliver_at = 0;
     b->nrepl = 0;
     b->repl_len = 0;
@@ -435,7 +435,7 @@ static uint64_t drain_one(up_rp_t *rp, uint64_t now)
         det = up_rp_detail(rp, "%s while batching the message", upulsar_err_str(err));
         resolve_one(h.future, NULL, NULL, err, NULL, det);
         up_detail_put(&rp->client->futures, det);
-        atomic_fetch_add_explicit(&rp->failed_msgs, 1, memory_order_relaxed);
+        up_stats_failed(rp, err, 1);
         return up_rec_cells(&h);
     }
     up_smm_t *m = &v.m;
@@ -536,7 +536,7 @@ out_fail:;
     if (dr) /* its report (payload still in the ring), then its free_cb */
         up_dr_view(rp, &v, err, det);
     up_detail_put(&rp->client->futures, det);
-    atomic_fetch_add_explicit(&rp->failed_msgs, 1, memory_order_relaxed);
+    up_stats_failed(rp, err, 1);
     return v.ncells;
 }
 

@@ -67,6 +67,7 @@ static inline void up_batch_append(up_batch_t *b, const up_add_t *a)
     b->rec_len += up_record_put(b->buf + HDR_ROOM + b->rec_len, &v->m, v->payload);
     b->last_seq = v->m.sequence_id;
     b->mem_bytes += up_rec_mem(v->ncells, v->flags, v->m.payload_size);
+    b->payload_bytes += v->m.payload_size;
     up_done_t *d = &b->done[b->n++];
     d->f = v->future;
     d->cb = v->ext.cb;

@@ -207,6 +207,7 @@ upulsar_err_t up_chunk_send(up_rp_t *rp, const up_smm_t *m, const up_rec_view_t 
             b->done[0] = (up_done_t){v->future, v->ext.cb, v->ext.opaque, v->sent_us};
             b->n = 1;
             b->mem_bytes = up_rec_mem(ncells, v->flags, cm.uncompressed);
+            b->payload_bytes = v->m.payload_size;
         }
         upulsar_err_t e = close_chunk(rp, b, m, v, &cm, room, (int32_t)i);
         if (e) {

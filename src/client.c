@@ -246,7 +246,7 @@ void upulsar_client_destroy(upulsar_client_t *c)
     up_future_pool_destroy(&c->futures);
     up_tls_ctx_free(c->ssl_ctx);
     pthread_mutex_destroy(&c->pool_lock);
-    pthread_mutex_destroy(&c->log_lock);
+    up_log_close(c); /* collapsed lines still held; destroys log_lock */
     pthread_cond_destroy(&c->pool_cv);
     pthread_mutex_destroy(&c->lock);
     pthread_cond_destroy(&c->wd_cv);

@@ -86,9 +86,12 @@ struct upulsar_client {
     bool tls;                          /* pulsar+ssl:// service URL */
     struct ssl_ctx_st *ssl_ctx;        /* shared by the client's TLS connections */
     upulsar_stats_cb_t stats_cb;       /* (lock) */
-    pthread_mutex_t log_lock;          /* log_cb, log_opaque */
+    pthread_mutex_t log_lock;          /* log_cb, log_rcb, log_opaque, log_fold */
     upulsar_log_cb_t log_cb;
+    upulsar_log_record_cb_t log_rcb;   /* replaces log_cb when set */
     void *log_opaque;
+    _Atomic int log_level;             /* most verbose level delivered, 0 = INFO */
+    struct up_log_fold *log_fold;      /* repeated lines being collapsed (log.c) */
     void *stats_opaque;
     uint64_t stats_next_us;            /* (watchdog) */
     /* ---- upulsar_producer_start_async() (partitioned_start.c) ---- */
@@ -140,6 +143,35 @@ upulsar_err_t up_establish_all(up_rp_t **rps, int n, uint64_t deadline_us,
 /** One log line for @p c's log callback (or stderr). @thread any */
 void up_log(struct upulsar_client *c, upulsar_log_level_t level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/** What a log line is about, for the structured callback: the error (0:
+ *  none), the partition topic ("" or NULL: none) and its partition (-1:
+ *  none), the broker as "host:port" in broker, or as host and port (NULL
+ *  and NULL: none). */
+typedef struct up_log_at {
+    upulsar_err_t err;
+    const char *topic;
+    int partition;
+    const char *broker;
+    const char *host;
+    int port;
+} up_log_at_t;
+/** up_log() with the fields of @p at. Lines of one call site (@p fmt) with
+ *  the same level, error and topic for different partitions of a topic are
+ *  collapsed (log.c). @thread any */
+void up_log_at(struct upulsar_client *c, upulsar_log_level_t level, const up_log_at_t *at,
+               const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+/** up_log_at() about producer @p rp: its partition topic, partition and
+ *  the broker it was last created on. @thread any (takes rp->broker_lock) */
+void up_log_rp(up_rp_t *rp, upulsar_log_level_t level, upulsar_err_t err, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+/** Whether lines of @p level reach @p c's log (upulsar_client_set_log_level();
+ *  debug lines are off by default). @thread any */
+bool up_log_on(struct upulsar_client *c, upulsar_log_level_t level);
+/** Deliver the collapsed lines whose window has ended. @thread watchdog */
+void up_log_tick(struct upulsar_client *c, uint64_t now_us);
+/** Deliver every collapsed line still held, free what the log keeps, and
+ *  destroy log_lock. @thread application (client destroy, at its end) */
+void up_log_close(struct upulsar_client *c);
 
 /* client.c */
 /** Log, once per client, which io backend it uses and why (info). Called

@@ -557,7 +557,7 @@ static upulsar_err_t dial(struct upulsar_client *cl, up_loop_t *l, const char *h
          * a broker's refusal is the caller's to report */
         if (err < 0 && err != UPULSAR_ERR__CLOSED) {
             snprintf(why, sizeof why, "%s", upulsar_last_error());
-            up_log(cl, UPULSAR_LOG_WARNING, "connecting to %s://%s failed: %s: %s",
+            up_log_at(cl, UPULSAR_LOG_WARNING, &(up_log_at_t){.err = err, .partition = -1, .broker = peer}, "connecting to %s://%s failed: %s: %s",
                    cl->tls ? "pulsar+ssl" : "pulsar", peer, upulsar_err_name(err), why);
             up_seterr(err, "%s", why); /* as it was, whatever the log callback did */
         }

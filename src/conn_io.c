@@ -416,7 +416,7 @@ void up_conn_fail(up_conn_t *c, upulsar_err_t why)
     /* the reason, for the application's log: the calling thread's last
      * error when it speaks of this failure (decoder, TLS, keep-alive) */
     if (why != UPULSAR_ERR__CLOSED)
-        up_log(c->client, UPULSAR_LOG_WARNING, "connection to %s:%d%s%s dropped: %s (%s)",
+        up_log_at(c->client, UPULSAR_LOG_WARNING, &(up_log_at_t){.err = why, .partition = -1, .host = c->host, .port = c->port}, "connection to %s:%d%s%s dropped: %s (%s)",
                c->host, c->port, c->proxy_to[0] ? " for " : "", c->proxy_to,
                upulsar_err_name(why), up_last_error_for(why));
     shutdown(c->fd, SHUT_RDWR);

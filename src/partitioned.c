@@ -221,9 +221,7 @@ upulsar_err_t upulsar_producer_list(upulsar_producer_t *h, upulsar_producer_info
             pi->partition = rp->partition;
             pi->index = rp->index;
             pi->state = up_rp_public_state(rp);
-            uint64_t sent = atomic_load(&rp->sent_msgs);
-            uint64_t done = atomic_load(&rp->acked_msgs) + atomic_load(&rp->failed_msgs);
-            pi->pending = sent > done ? sent - done : 0;
+            pi->pending = up_stats_pending(rp);
             pi->last_sequence_id = atomic_load(&rp->last_acked_seq);
             pi->reconnects = atomic_load(&rp->reconnects);
             pi->resent_batches = atomic_load(&rp->resent_batches);

@@ -235,7 +235,7 @@ void up_rp_resolve_batch(up_rp_t *rp, up_batch_t *b, upulsar_err_t err, uint64_t
         }
     }
     if (err)
-        atomic_fetch_add_explicit(&rp->failed_msgs, b->n, memory_order_relaxed);
+        up_stats_failed(rp, err, b->n);
     else
         atomic_fetch_add_explicit(&rp->acked_msgs, b->n, memory_order_relaxed);
     if (own)
@@ -532,7 +532,7 @@ static void fail_ring_record(up_rp_t *rp, upulsar_err_t err, up_detail_t *det)
     resolve_one(h.future, ext.cb, ext.opaque, err, NULL, det);
     if (dr) /* its report (payload still in the ring), then its free_cb */
         up_dr_ring(rp, r->ctail, err, det);
-    atomic_fetch_add_explicit(&rp->failed_msgs, 1, memory_order_relaxed);
+    up_stats_failed(rp, err, 1);
     r->ctail += up_rec_cells(&h);
 }
 

@@ -72,7 +72,10 @@ typedef struct up_ring {
      * head's line, the line a sender has just taken for its reservation
      * costs no second cache miss. The ring itself never touches it. */
     _Atomic int64_t owner_credit;
-    char pad0[64 - 3 * sizeof(uint64_t)];
+    /* A second such word: the messages its senders accepted (statistics,
+     * stats.c), one relaxed add per message on the same line. */
+    _Atomic uint64_t owner_count;
+    char pad0[64 - 4 * sizeof(uint64_t)];
     _Alignas(64) _Atomic uint64_t tail; /* first position not yet released */
     char pad1[64 - sizeof(uint64_t)];
     _Alignas(64) _Atomic uint32_t space_seq; /* bumped when space is freed and

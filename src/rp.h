@@ -35,6 +35,10 @@ typedef struct up_batch up_batch_t;
  * 2^32 us (larger values count in the last bucket). */
 #define UP_LAT_SUB 16
 #define UP_LAT_BUCKETS ((32 - 3) * UP_LAT_SUB)
+/* failed_by[] slots: one per upulsar_err_t (stats.c up_stats_err_slot) */
+#define UP_ERR_SLOTS 64
+/* why a send found no room (no_room[][]) */
+enum { UP_ROOM_RING = 0, UP_ROOM_PENDING = 1, UP_ROOM_MEMORY = 2, UP_ROOM_REASONS = 3 };
 /* sup.est_state: re-creation by an establish worker (see up_rp_t) */
 enum { UP_EST_IDLE = 0, UP_EST_BUSY = 1, UP_EST_DONE = 2 };
 
@@ -67,6 +71,7 @@ struct up_batch {
     up_done_t *done;        /* done_cap entries */
     uint64_t mem_bytes;     /* what its messages count against
                                memory.limit.bytes (up_rec_mem()) */
+    uint64_t payload_bytes; /* its messages' payloads (statistics) */
     /* a message sent as an entry of its own (delayed, replicate_to): */
     uint64_t deliver_at;    /* 0 = none */
     char *repl;             /* replicate_to names, NUL-separated */
@@ -169,6 +174,14 @@ struct up_rp {
      * (latency.sample.every), us: log-linear buckets, their sum */
     _Atomic uint64_t h_lat[UP_LAT_BUCKETS];
     _Atomic uint64_t lat_sum_us;
+    /* more statistics (stats.c): payload bytes of acknowledged messages
+     * (loop); failed messages per error (loop, up_stats_failed()); sends
+     * that found no room, by reason (UP_ROOM_*), that waited for it
+     * (block.if.queue.full) [0] or were refused with QUEUE_FULL [1]
+     * (callers, on the slow path only) */
+    _Atomic uint64_t acked_bytes;
+    _Atomic uint64_t failed_by[UP_ERR_SLOTS];
+    _Atomic uint64_t no_room[2][UP_ROOM_REASONS];
     /* ---- identity and where to create it (producer.c) ---- */
     /* producer name, "" until assigned: the user's (up_rp_new()), or the
      * broker's, taken once by up_rp_named_by_broker() from the first
@@ -405,5 +418,16 @@ void up_stats_batch_acked(up_rp_t *rp, uint32_t msgs, uint64_t rtt_us);
 /** Batch @p b was acknowledged at @p now_us: its messages that carry a send
  *  time go into the latency histogram. @thread loop */
 void up_stats_batch_latency(up_rp_t *rp, const up_batch_t *b, uint64_t now_us);
+/** @p n messages of @p rp failed with @p err: failed_msgs and the count
+ *  per error. @thread loop */
+void up_stats_failed(up_rp_t *rp, upulsar_err_t err, uint64_t n);
+/** A send on @p rp found no room for @p reason (UP_ROOM_*): @p refused 0
+ *  where it begins to look for room (counted as a wait if it will wait:
+ *  block.if.queue.full on an application thread), 1 when it is refused
+ *  with QUEUE_FULL. Slow path only. @thread caller */
+void up_stats_no_room(up_rp_t *rp, int reason, int refused);
+/** Messages @p rp accepted and not yet resolved: in its ring, its open
+ *  and pending batches. @thread any */
+uint64_t up_stats_pending(up_rp_t *rp);
 
 #endif

@@ -127,8 +127,8 @@ bool up_rp_transition(up_rp_t *rp, unsigned from, up_rp_st_t to, const char *why
         if (!(from & UP_RP_BIT(st)))
             return false;
         if (!up_rp_allowed(st, to)) {
-            if (debug_enabled())
-                up_log(rp->client, UP_LOG_DEBUG, "%s: producer %llu: %s -> %s refused: %s",
+            if (debug_enabled() || up_log_on(rp->client, UP_LOG_DEBUG))
+                up_log_rp(rp, UP_LOG_DEBUG, UPULSAR_OK, "%s: producer %llu: %s -> %s refused: %s",
                        rp->topic, (unsigned long long)rp->producer_id, up_rp_st_name(st),
                        up_rp_st_name(to), why);
             return false;
@@ -144,8 +144,8 @@ bool up_rp_transition(up_rp_t *rp, unsigned from, up_rp_st_t to, const char *why
              * at its next pass (watchdog.c, supervise) */
             if (rp->handle && ((UP_RP_IN_BACKOFF | UP_RP_BIT(UP_RP_FAILED)) & UP_RP_BIT(to)))
                 atomic_store_explicit(&rp->handle->wd_dirty, 1, memory_order_release);
-            if (debug_enabled())
-                up_log(rp->client, UP_LOG_DEBUG, "%s: producer %llu: %s -> %s: %s", rp->topic,
+            if (debug_enabled() || up_log_on(rp->client, UP_LOG_DEBUG))
+                up_log_rp(rp, UP_LOG_DEBUG, UPULSAR_OK, "%s: producer %llu: %s -> %s: %s", rp->topic,
                        (unsigned long long)rp->producer_id, up_rp_st_name(st),
                        up_rp_st_name(to), why);
             return true;

@@ -160,6 +160,7 @@ static upulsar_err_t limits_reserve(up_rp_t *rp, uint64_t mem)
     int why = limits_try(rp, mem);
     if (__builtin_expect(!why, 1))
         return UPULSAR_OK;
+    up_stats_no_room(rp, why, 0);
     const struct upulsar_conf *cf = rp_conf(rp);
     uint64_t deadline = UINT64_MAX;
     if (cf->block_if_queue_full && cf->send_timeout_ms > 0)
@@ -188,6 +189,7 @@ static upulsar_err_t limits_reserve(up_rp_t *rp, uint64_t mem)
     }
     if (!why)
         return UPULSAR_OK;
+    up_stats_no_room(rp, why, 1);
     if (why == 1)
         return up_seterr(UPULSAR_ERR__QUEUE_FULL, "%s: max.pending.messages %d reached",
                          rp->topic, cf->max_pending_messages);
@@ -450,6 +452,7 @@ upulsar_err_t up_rp_enqueue(up_rp_t *rp, const void *payload, size_t len,
     }
     uint64_t pos;
     if (!up_ring_reserve(&rp->ring, ncells, &pos)) {
+        up_stats_no_room(rp, UP_ROOM_RING, 0);
         /* never in a callback: its thread may be the one that frees room */
         if (!cf->block_if_queue_full || up_thread_role() != UP_THREAD_APP)
             goto full;
@@ -476,6 +479,7 @@ upulsar_err_t up_rp_enqueue(up_rp_t *rp, const void *payload, size_t len,
     }
     in.future = f;
     up_ring_t *r = &rp->ring;
+    atomic_fetch_add_explicit(&r->owner_count, 1, memory_order_relaxed); /* statistics */
     up_rec_write(r, pos, ncells, &in);
     up_ring_commit(r, pos); /* R1 */
     /* pairs with the loop's store of `sleeping` + heavy fence (uring_loop.c) */
@@ -506,6 +510,7 @@ full:
     if (atomic_load_explicit(&rp->failed, memory_order_relaxed))
         return up_seterr((upulsar_err_t)atomic_load(&rp->failed), "%s: producer failed",
                          rp->topic);
+    up_stats_no_room(rp, UP_ROOM_RING, 1);
     return up_seterr(UPULSAR_ERR__QUEUE_FULL, "%s: queue full (queue.buffer.bytes %lld)",
                      rp->topic, (long long)cf->queue_buffer_bytes);
 }

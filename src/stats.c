@@ -9,7 +9,9 @@
 #include "engine.h"
 #include "err.h"
 #include "io_backend.h"
+#include "producer_int.h"
 #include "rp_state.h"
+#include "stats.h"
 
 static unsigned log2_bucket(uint64_t v)
 {
@@ -48,8 +50,36 @@ static uint64_t lat_upper(unsigned idx)
     return ((uint64_t)(UP_LAT_SUB + sub + 1) << (msb - 4)) - 1;
 }
 
+uint64_t up_stats_lat_upper(unsigned idx) { return lat_upper(idx); }
+
+upulsar_producer_state_t up_stats_group_state(up_group_t *g)
+{
+    /* as partitioned.c's upulsar_producer_groups() */
+    static const int rank[] = {[UPULSAR_STATE_READY] = 0, [UPULSAR_STATE_CONNECTING] = 1,
+                               [UPULSAR_STATE_BACKOFF] = 2, [UPULSAR_STATE_CLOSED] = 3,
+                               [UPULSAR_STATE_FAILED] = 4};
+    if (atomic_load(&g->failed))
+        return UPULSAR_STATE_FAILED;
+    upulsar_producer_state_t st = UPULSAR_STATE_READY;
+    for (int i = 0; i < g->nrps; i++) {
+        upulsar_producer_state_t s = up_rp_public_state(g->rps[i]);
+        if (rank[s] > rank[st])
+            st = s;
+    }
+    return st;
+}
+
 void up_stats_batch_latency(up_rp_t *rp, const up_batch_t *b, uint64_t now_us)
 {
+    /* the last chunk of a message an earlier chunk of which failed: the
+     * message fails (producer.c, up_rp_resolve_batch) */
+    if (b->chunk == UP_CHUNK_LAST && rp->chunk_err)
+        return;
+    if (b->payload_bytes)
+        atomic_store_explicit(&rp->acked_bytes,
+                              atomic_load_explicit(&rp->acked_bytes, memory_order_relaxed) +
+                                  b->payload_bytes,
+                              memory_order_relaxed);
     uint64_t sum = 0;
     for (uint32_t i = 0; i < b->n; i++) {
         uint64_t t = b->done[i].sent_us;
@@ -63,6 +93,56 @@ void up_stats_batch_latency(up_rp_t *rp, const up_batch_t *b, uint64_t now_us)
         atomic_store_explicit(&rp->lat_sum_us,
                               atomic_load_explicit(&rp->lat_sum_us, memory_order_relaxed) + sum,
                               memory_order_relaxed);
+}
+
+/* failed_by[] slot of @p err: library errors -1..-31 in 1..31, broker
+ * errors 1000..1031 in 32..63, anything else in 0 */
+unsigned up_stats_err_slot(upulsar_err_t err)
+{
+    int e = (int)err;
+    if (e < 0 && e >= -31)
+        return (unsigned)-e;
+    if (e >= UPULSAR_ERR_BROKER_BASE && e < UPULSAR_ERR_BROKER_BASE + 32)
+        return 32u + (unsigned)(e - UPULSAR_ERR_BROKER_BASE);
+    return 0;
+}
+
+upulsar_err_t up_stats_slot_err(unsigned slot)
+{
+    if (slot == 0 || slot >= UP_ERR_SLOTS)
+        return UPULSAR_OK;
+    return slot < 32 ? (upulsar_err_t) - (int)slot
+                     : (upulsar_err_t)(UPULSAR_ERR_BROKER_BASE + (int)slot - 32);
+}
+
+void up_stats_failed(up_rp_t *rp, upulsar_err_t err, uint64_t n)
+{
+    if (!n)
+        return;
+    atomic_fetch_add_explicit(&rp->failed_msgs, n, memory_order_relaxed);
+    atomic_fetch_add_explicit(&rp->failed_by[up_stats_err_slot(err)], n, memory_order_relaxed);
+}
+
+void up_stats_no_room(up_rp_t *rp, int reason, int refused)
+{
+    if (reason < 0 || reason >= UP_ROOM_REASONS)
+        return;
+    /* a wait: what send.c does next (block.if.queue.full, never on a
+     * library thread) */
+    if (!refused && !(rp_conf(rp)->block_if_queue_full && up_thread_role() == UP_THREAD_APP))
+        return;
+    atomic_fetch_add_explicit(&rp->no_room[refused ? 1 : 0][reason], 1, memory_order_relaxed);
+}
+
+uint64_t up_stats_pending(up_rp_t *rp)
+{
+    /* resolved first, accepted second (a message is accepted before it
+     * resolves); the loads are relaxed, so a message resolving right now
+     * may still look resolved before it looks accepted: the clamp */
+    uint64_t done = atomic_load_explicit(&rp->acked_msgs, memory_order_relaxed) +
+                    atomic_load_explicit(&rp->failed_msgs, memory_order_relaxed);
+    uint64_t acc = atomic_load_explicit(&rp->ring.owner_count, memory_order_relaxed);
+    return acc > done ? acc - done : 0;
 }
 
 /* ---- a small JSON writer ---- */
@@ -192,11 +272,12 @@ static void producer_json(js_t *j, struct upulsar_producer *h)
         int gf = atomic_load(&grp->failed);
         js(j, "%s{\"partition\":%d,\"topic\":", g ? "," : "", grp->partition);
         js_str(j, grp->topic);
-        js(j, ",\"failed\":");
+        js(j, ",\"state\":\"%s\",\"failed\":", upulsar_state_name(up_stats_group_state(grp)));
         js_str(j, gf ? upulsar_err_name((upulsar_err_t)gf) : "");
         js(j, ",\"producers\":[");
         for (int i = 0; i < grp->nrps; i++) {
             up_rp_t *rp = grp->rps[i];
+            uint64_t pending = up_stats_pending(rp);
             uint64_t sent = atomic_load(&rp->sent_msgs), acked = atomic_load(&rp->acked_msgs),
                      failed = atomic_load(&rp->failed_msgs);
             js(j, "%s{\"name\":", i ? "," : "");
@@ -208,13 +289,15 @@ static void producer_json(js_t *j, struct upulsar_producer *h)
             js(j, ",\"broker\":");
             js_str(j, broker);
             js(j, ",\"connection\":%d", rp->conn_slot);
-            js(j, ",\"state\":\"%s\",\"sent\":%llu,\"acked\":%llu,\"failed\":%llu,"
-                  "\"pending\":%llu,\"timed_out\":%llu,\"resent_batches\":%llu,"
+            js(j, ",\"state\":\"%s\",\"accepted\":%llu,\"sent\":%llu,\"acked\":%llu,"
+                  "\"failed\":%llu,\"pending\":%llu,\"acked_bytes\":%llu,"
+                  "\"timed_out\":%llu,\"resent_batches\":%llu,"
                   "\"reconnects\":%llu,\"unknown_ids\":%llu,\"queue_bytes\":%llu,"
                   "\"ring_resident_bytes\":%llu,\"last_sequence_id\":%lld,",
                upulsar_state_name(up_rp_public_state(rp)),
-               (unsigned long long)sent, (unsigned long long)acked, (unsigned long long)failed,
-               (unsigned long long)(sent > acked + failed ? sent - acked - failed : 0),
+               (unsigned long long)atomic_load(&rp->ring.owner_count), (unsigned long long)sent,
+               (unsigned long long)acked, (unsigned long long)failed,
+               (unsigned long long)pending, (unsigned long long)atomic_load(&rp->acked_bytes),
                (unsigned long long)atomic_load(&rp->timed_out),
                (unsigned long long)atomic_load(&rp->resent_batches),
                (unsigned long long)atomic_load(&rp->reconnects),
@@ -269,6 +352,7 @@ upulsar_err_t upulsar_client_set_stats_cb(upulsar_client_t *c, upulsar_stats_cb_
 /* @thread watchdog, c->lock NOT held */
 void up_stats_tick(struct upulsar_client *c, uint64_t now)
 {
+    up_log_tick(c, now);
     int iv = c->conf.stats_interval_ms;
     if (iv <= 0 || now < c->stats_next_us)
         return;

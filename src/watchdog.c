@@ -67,7 +67,7 @@ static void fail_group(up_group_t *g, upulsar_err_t err, const char *why)
     char detail[UP_DETAIL_TEXT_MAX];
     snprintf(detail, sizeof detail, "partition group failed: %s", why);
     if (g->nrps)
-        up_log(g->rps[0]->client, UPULSAR_LOG_ERR,
+        up_log_rp(g->rps[0], UPULSAR_LOG_ERR, err,
                "%s: partition group failed: %s (%s); its messages fail", g->topic,
                upulsar_err_name(err), up_last_error_for(err));
     atomic_store(&g->failed, err);
@@ -452,11 +452,11 @@ static bool est_result(up_group_t *grp, up_rp_t *rp, const struct upulsar_conf *
     bool fatal = up_err_class(err, up_rp_created(rp), cf->access_mode != UP_ACCESS_SHARED) ==
                  UP_ERR_CLASS_TERMINAL;
     if (err && err != UPULSAR_ERR__CLOSED)
-        up_log(rp->client, UPULSAR_LOG_WARNING, "%s: re-creating producer %s failed: %s: %s%s",
+        up_log_rp(rp, UPULSAR_LOG_WARNING, err, "%s: re-creating producer %s failed: %s: %s%s",
                rp->topic, rp->name[0] ? rp->name : "(unnamed)", upulsar_err_name(err),
                rp->sup.est_why, fatal ? "" : "; retried after backoff");
     else if (!err)
-        up_log(rp->client, UPULSAR_LOG_INFO, "%s: producer %s re-created", rp->topic, rp->name);
+        up_log_rp(rp, UPULSAR_LOG_INFO, UPULSAR_OK, "%s: producer %s re-created", rp->topic, rp->name);
     if (!err) {
         rp->sup.backoff_ms = 0; /* backoff.initial.ms */
         rp->sup.outage_since_us = 0;
@@ -606,7 +606,7 @@ static void *wd_main(void *arg)
             c->wd_busy = NULL;
             pthread_cond_broadcast(&c->wd_cv);
         }
-        if (c->conf.stats_interval_ms > 0) {
+        { /* statistics when due, and collapsed log lines whose window ended */
             pthread_mutex_unlock(&c->lock);
             up_stats_tick(c, up_now_us());
             pthread_mutex_lock(&c->lock);

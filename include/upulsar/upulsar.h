@@ -1150,17 +1150,29 @@ upulsar_err_t upulsar_producer_list(upulsar_producer_t *p,
  *    "io_backend": "io_uring" | "epoll",
  *    "memory": {"budget": n, "in_use": n, "peak": n, "batch_pool_bytes": n},
  *    "groups": [{"partition": i, "topic": "...-partition-i", "state": "READY",
+ *      "failed": "" | "<error name>",
  *      "producers": [{"name": "...", "broker": "host:port", "connection": n,
- *        "state": "READY",
- *        "sent": n, "acked": n, "failed": n, "pending": n, "timed_out": n,
- *        "resent_batches": n, "reconnects": n, "unknown_ids": n,
+ *        "state": "READY", "accepted": n,
+ *        "sent": n, "acked": n, "failed": n, "pending": n, "acked_bytes": n,
+ *        "timed_out": n, "resent_batches": n, "reconnects": n, "unknown_ids": n,
  *        "queue_bytes": n, "ring_resident_bytes": n, "last_sequence_id": n,
  *        "batch_msgs": {"count": n, "p50": n, "p99": n, "buckets": [[upper, count]...]},
  *        "batch_rtt_us": {"count": n, "p50": n, "p99": n, "buckets": [...]},
  *        "latency_us": {"count": n, "sum": n, "p50": n, "p90": n, "p99": n,
  *                       "p999": n, "buckets": [[upper, count]...]}}]}]}
  *
- * Counters are messages since start unless named otherwise; queue_bytes is
+ * A group's "state" is what upulsar_producer_groups() reports (FAILED
+ * once the group gave up, else the worst state of its producers) and
+ * "failed" the name of the error that failed it ("" while it has not).
+ * Counters are messages since start unless named otherwise: "accepted" by
+ * upulsar_send() / upulsar_send_many(), "sent" taken from the queue into
+ * entries for the broker, "acked" acknowledged, "failed" resolved with an
+ * error; "acked_bytes" is the payload bytes of the acknowledged messages;
+ * "pending" is accepted minus acked minus failed: every message not
+ * resolved yet, those still in the producer's queue (the ring: also while
+ * the broker cannot be reached or before the producer is created) as well
+ * as those batched or in flight (upulsar_producer_info_t.pending is the
+ * same figure); queue_bytes is
  * the ring in use; ring_resident_bytes is the memory the ring holds now
  * (approximate: its pages written into and not yet given back, see
  * queue.idle.release.ms; at most about 1.25 x queue.buffer.bytes, with the
@@ -1233,6 +1245,35 @@ typedef void (*upulsar_stats_cb_t)(const char *json, void *opaque);
 upulsar_err_t upulsar_client_set_stats_cb(upulsar_client_t *client, upulsar_stats_cb_t cb,
                                           void *opaque);
 
+/**
+ * The client's metrics in the Prometheus text exposition format (version
+ * 0.0.4), for an exporter to serve as is (examples/metrics_server.c): one
+ * "# HELP" and one "# TYPE" line per metric, then its samples,
+ * "name{label=\"value\",...} value", each on its own line. Every name
+ * starts with "upulsar_". Client-wide figures (connections, the memory
+ * budget) have no labels; each open connection has one info sample
+ * labelled broker, slot and io_thread; the figures of each real producer
+ * are labelled topic (the topic given to upulsar_producer_start(), full
+ * name), partition (-1 for a non-partitioned topic) and producer (its
+ * name, or "#<index in its group>" until the broker named it), and some
+ * have one more label (error, reason). The send-to-receipt latency of each
+ * producer is a histogram in seconds (_bucket{le="..."}, _sum, _count) of
+ * the messages latency.sample.every samples (see
+ * upulsar_producer_stats_json(), "latency_us"). METRICS.md lists every
+ * metric: name, type, unit, labels, meaning.
+ * Figures are read without stopping anything: each is exact, they are not
+ * one snapshot of one instant (a counter never goes back; pending may
+ * include a message whose receipt is being read).
+ * Ownership: *@p text is malloc'd and NUL-terminated; the caller frees it
+ * with free(). *@p len (if @p len is not NULL) receives its length.
+ * Thread safety: any. Blocks: briefly (the client's locks, as
+ * upulsar_producer_list() does). Allocates: yes (the text). From a
+ * callback: yes. Errors: INVALID_ARG (NULL client or text), NOMEM
+ * (nothing is returned).
+ */
+upulsar_err_t upulsar_client_metrics_prometheus(upulsar_client_t *client, char **text,
+                                                size_t *len);
+
 /* ------------------------------------------------------------------------ *
  * Logging
  * ------------------------------------------------------------------------ */
@@ -1246,11 +1287,43 @@ typedef enum upulsar_log_level {
                                   re-creation failed (it is retried) */
     UPULSAR_LOG_INFO = 6,    /**< a producer was re-created, partitions grew,
                                   the io backend the client uses */
+    UPULSAR_LOG_DEBUG = 7    /**< only once turned on with
+                                  upulsar_client_set_log_level(): every
+                                  state change of every producer, and every
+                                  change refused, with its reason */
 } upulsar_log_level_t;
 
 /** Log callback: @p line is one line without a newline, naming the broker
  *  or topic concerned (never a token); valid during the call only. */
 typedef void (*upulsar_log_cb_t)(upulsar_log_level_t level, const char *line, void *opaque);
+
+/**
+ * One log line with what it is about, for upulsar_log_record_cb_t. Every
+ * pointer is valid during the call only and never NULL. upulsar fills it;
+ * fields may be added at the end in later versions (a callback reads only
+ * what it knows, and never allocates or copies the struct by size).
+ */
+typedef struct upulsar_log_record {
+    upulsar_log_level_t level;
+    upulsar_err_t err;      /**< the error the line reports, UPULSAR_OK if none */
+    const char *topic;      /**< the partition topic concerned
+                                 ("persistent://public/default/t-partition-3"),
+                                 "" if none */
+    int partition;          /**< its partition index; -1 for a
+                                 non-partitioned topic or no topic */
+    const char *broker;     /**< the broker concerned, "host:port" (for a
+                                 producer: the one it was last created on),
+                                 "" if none or not known yet */
+    const char *line;       /**< the text, as upulsar_log_cb_t gets it */
+    unsigned collapsed;     /**< other partitions this line stands for (see
+                                 upulsar_client_set_log_cb(), "Repeats"):
+                                 the line ends with "(and <collapsed> more
+                                 partitions)"; 0 for a line of its own */
+} upulsar_log_record_t;
+
+/** Structured log callback: @p rec and what it points to are valid during
+ *  the call only. */
+typedef void (*upulsar_log_record_cb_t)(const upulsar_log_record_t *rec, void *opaque);
 
 /**
  * Where the client's log lines go: what goes wrong (a connection dropped
@@ -1266,9 +1339,57 @@ typedef void (*upulsar_log_cb_t)(upulsar_log_level_t level, const char *line, vo
  * block there; flush, stop and client destroy are refused).
  * Thread safety: any; from a callback: yes. Errors: INVALID_ARG (NULL
  * client).
+ *
+ * One callback at a time: this one replaces a structured callback set
+ * with upulsar_client_set_log_record_cb(), and that one replaces this.
+ * Levels: lines up to the client's level (upulsar_client_set_log_level(),
+ * UPULSAR_LOG_INFO by default) are delivered; UPULSAR_LOG_DEBUG lines only
+ * once that level is set (or with the environment variable
+ * UPULSAR_DEBUG_STATE=1 for the state changes).
+ *
+ * Repeats. When one thing goes wrong for many partitions of a topic at
+ * once (an outage: every partition's producer loses its connection, fails
+ * to be re-created, is re-created), the lines of the same kind (the same
+ * message, level, error and topic) for different partitions are
+ * collapsed: the first is delivered at once; the others that come within
+ * one second of it are held back, and when that second ends (within
+ * about 20 ms more, or when the client is destroyed) the first of them is
+ * delivered once with "(and N more partitions)" appended, N being the
+ * others (upulsar_log_record_t.collapsed). A line of the same kind for a
+ * partition already seen in that second (another attempt of the same
+ * producer) delivers the held-back line first and starts over, so every
+ * attempt of one producer is still seen, in order. 16 partitions failing
+ * together thus give two lines instead of 16; the partitions they stand
+ * for add up (1 + collapsed per line). A collapsed line comes when its
+ * second ends, so it may follow lines of another kind logged after the
+ * ones it stands for. Lines that name no partition (a connection attempt
+ * or a dropped connection, named by its broker; a non-partitioned topic)
+ * and UPULSAR_LOG_DEBUG lines are never collapsed.
  */
 upulsar_err_t upulsar_client_set_log_cb(upulsar_client_t *client, upulsar_log_cb_t cb,
                                         void *opaque);
+
+/**
+ * As upulsar_client_set_log_cb(), with each line's fields
+ * (upulsar_log_record_t: level, error, partition topic, partition,
+ * broker, collapsed repeats) instead of the text alone. Replaces a plain
+ * callback; NULL restores the default (stderr). Runs on the same threads,
+ * under the same rules ("Callbacks"). Thread safety: any; from a callback:
+ * yes. Blocks: no. Errors: INVALID_ARG (NULL client).
+ */
+upulsar_err_t upulsar_client_set_log_record_cb(upulsar_client_t *client,
+                                               upulsar_log_record_cb_t cb, void *opaque);
+
+/**
+ * The most verbose level of the lines @p client delivers, at run time:
+ * UPULSAR_LOG_DEBUG turns the debug lines on, UPULSAR_LOG_INFO (the
+ * default) off again, UPULSAR_LOG_WARNING or UPULSAR_LOG_ERR keep only
+ * those (also on stderr). Takes effect for the next line. Thread safety:
+ * any; from a callback: yes. Blocks: no. Errors: INVALID_ARG (NULL
+ * client, a level outside UPULSAR_LOG_ERR .. UPULSAR_LOG_DEBUG; nothing
+ * changes).
+ */
+upulsar_err_t upulsar_client_set_log_level(upulsar_client_t *client, upulsar_log_level_t level);
 
 /** Number of partitions the handle currently routes over. */
 int upulsar_producer_partitions(const upulsar_producer_t *p);
