@@ -517,6 +517,11 @@ static void run_round(int no, counts_t *total, uint64_t *faults_total)
     bo.deduplication = 1; /* the oracle is exactly once across reconnections */
     if (upulsar_tb_start(&bo, &rd->tb) != UPULSAR_OK)
         die("broker start");
+    /* a partitioned topic on the broker, as on a cluster (start asks the
+     * broker for the count; an undeclared topic is a non-partitioned one) */
+    if (opt_partitions > 0 &&
+        upulsar_tb_set_partitions(rd->tb, rd->topic, opt_partitions) != UPULSAR_OK)
+        die("declaring the topic's partitions");
     char num[32];
     upulsar_conf_t *conf = upulsar_conf_new();
     struct {

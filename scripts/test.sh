@@ -2,6 +2,8 @@
 # Install dependencies, build, and run every test:
 #   0. static analysis of src/ (scripts/analyze.sh), zero findings
 #   1. Release build (-Wall -Wextra -Wpedantic, warnings are errors) + suite
+#   1a. the soak (perf/upulsar-soak): random faults for SOAK_SECONDS (20),
+#       nothing lost, duplicated, out of order or unresolved
 #   1b. cmake --install into build/install-check, examples built against it
 #       with find_package(upulsar) and with pkg-config, each run once
 #   2. interop with pulsar-flex (npm), against the release test broker
@@ -18,6 +20,7 @@ cd "$(dirname "$0")/.."
 scripts/deps.sh
 JOBS=$(nproc)
 FUZZ_SECONDS=${FUZZ_SECONDS:-30}
+SOAK_SECONDS=${SOAK_SECONDS:-20}
 
 step() { printf '\n=== %s ===\n' "$*"; }
 # skip_or_fail WHAT: a loud skip on a developer's machine, a failure in CI
@@ -38,6 +41,9 @@ cmake -S . -B build "${CMAKE_COMMON[@]}" -DCMAKE_BUILD_TYPE=Release -DCMAKE_C_FL
 cmake --build build -j"$JOBS"
 step "release tests"
 (cd build && ctest --output-on-failure -j"$JOBS")
+
+step "soak: ${SOAK_SECONDS}s of random faults against the test broker (exactly once, in order)"
+build/upulsar-soak --seconds "$SOAK_SECONDS" --partitions 8 --threads 4 2>&1 | grep -E '^soak:'
 
 step "install, then build and run examples/ against the installed package"
 scripts/check-install.sh build
