@@ -94,6 +94,7 @@ check_installed() {
     for ex in hello threads keyed callbacks; do
       run "$label-$way-$ex" "$out/$way/$ex"
     done
+    run "$label-$way-metrics_server" "$out/$way/metrics_server" --check
     dyn=$(readelf -d "$out/$way/hello-shared")
     [[ $dyn == *"NEEDED"*"[libupulsar.so."* ]] || fail "$label: $way/hello-shared does not link libupulsar.so"
     # the directory the loader takes libupulsar.so.* from (symlinks resolved:
