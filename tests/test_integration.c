@@ -28,10 +28,17 @@
  * schema_is_declared_and_enforced: a producer declaring schema.type=string
  *   registers the topic's schema and sends; one declaring a JSON schema on
  *   that topic is refused with INCOMPATIBLE_SCHEMA.
+ * explicit_partitions_null_values_and_reports (also needs
+ *   UPULSAR_IT_PARTITIONED_TOPIC): a message sent to each partition with
+ *   UPULSAR_SEND_PARTITION is acknowledged from that partition; a null
+ *   value (tombstone) and a binary key are accepted by the broker; the
+ *   delivery report of each message names its partition and carries its
+ *   payload, once.
  * through_a_proxy (needs UPULSAR_IT_PROXY_URL, the service URL of a Pulsar
  *   proxy in front of the same cluster): lookups answered "through the
  *   service URL"; 100 keyed messages acknowledged, in order per key. */
 #include <criterion/criterion.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -318,4 +325,83 @@ Test(integration, through_a_proxy, .timeout = 120)
         last[i % KEYS] = id;
     }
     it_stop(&r);
+}
+
+/* the delivery reports of explicit_partitions_null_values_and_reports */
+enum { DR_MAX = 300 };
+typedef struct {
+    _Atomic int n;
+    int partition[DR_MAX];
+    size_t len[DR_MAX];
+    char first[DR_MAX];
+    int null_value[DR_MAX];
+    int err[DR_MAX];
+} it_reports_t;
+
+static void it_on_report(const upulsar_delivery_report_t *dr, void *opaque)
+{
+    it_reports_t *r = opaque;
+    intptr_t i = (intptr_t)dr->msg_opaque;
+    if (i < 0 || i >= DR_MAX)
+        return;
+    r->partition[i] = dr->partition;
+    r->len[i] = dr->payload_kept ? dr->len : (size_t)-1;
+    r->first[i] = dr->payload_kept && dr->len ? *(const char *)dr->payload : 0;
+    r->null_value[i] = dr->null_value;
+    r->err[i] = dr->err;
+    atomic_fetch_add(&r->n, 1);
+}
+
+Test(integration, explicit_partitions_null_values_and_reports, .timeout = 120)
+{
+    const char *url = service_url();
+    const char *topic = getenv("UPULSAR_IT_PARTITIONED_TOPIC");
+    if (!topic || !*topic)
+        cr_skip_test("UPULSAR_IT_PARTITIONED_TOPIC is not set");
+    static it_reports_t rep;
+    it_run_t r = {it_conf(url), NULL, NULL};
+    cr_assert_eq(upulsar_conf_set_delivery_report_cb(r.conf, it_on_report, &rep), UPULSAR_OK);
+    cr_assert_eq(upulsar_client_new(r.conf, &r.client), UPULSAR_OK, "%s", upulsar_last_error());
+    cr_assert_eq(upulsar_producer_start(r.client, NULL, topic, 0, r.conf, &r.p), UPULSAR_OK,
+                 "%s", upulsar_last_error());
+    int n = upulsar_producer_partitions(r.p);
+    cr_assert_gt(n, 1);
+    int parts = n < DR_MAX - 2 ? n : DR_MAX - 2;
+    static upulsar_future_t *f[DR_MAX];
+    for (int i = 0; i < parts; i++) {
+        upulsar_send_opts_t o = {.flags = UPULSAR_SEND_PARTITION, .partition = i,
+                                 .partition_key = "a key that routes elsewhere",
+                                 .opaque = (void *)(intptr_t)i};
+        cr_assert_eq(upulsar_send(r.p, "explicit", 8, &o, &f[i]), UPULSAR_OK, "%s",
+                     upulsar_last_error());
+    }
+    upulsar_send_opts_t tomb = {.flags = UPULSAR_SEND_NULL_VALUE, .partition_key = "deleted",
+                                .opaque = (void *)(intptr_t)parts};
+    cr_assert_eq(upulsar_send(r.p, NULL, 0, &tomb, &f[parts]), UPULSAR_OK, "%s",
+                 upulsar_last_error());
+    static const unsigned char bin[] = {0x00, 0xff, 0x10, 0x80, 0x7f};
+    upulsar_send_opts_t bk = {.partition_key_bytes = bin, .partition_key_bytes_len = sizeof bin,
+                              .opaque = (void *)(intptr_t)(parts + 1)};
+    cr_assert_eq(upulsar_send(r.p, "binary key", 10, &bk, &f[parts + 1]), UPULSAR_OK, "%s",
+                 upulsar_last_error());
+    for (int i = 0; i < parts + 2; i++) {
+        upulsar_msg_id_t id;
+        cr_assert_eq(upulsar_future_wait(f[i], 30000, &id), UPULSAR_OK, "message %d: %s", i,
+                     upulsar_last_error());
+        upulsar_future_release(f[i]);
+        if (i < parts)
+            cr_assert_eq(id.partition, i, "sent to partition %d, acknowledged from %d", i,
+                         id.partition);
+    }
+    it_stop(&r);
+    /* every report has run by the time stop returned */
+    cr_assert_eq(atomic_load(&rep.n), parts + 2);
+    for (int i = 0; i < parts; i++) {
+        cr_assert_eq(rep.err[i], UPULSAR_OK);
+        cr_assert_eq(rep.partition[i], i);
+        cr_assert_eq(rep.len[i], 8u);
+        cr_assert_eq(rep.first[i], 'e');
+    }
+    cr_assert(rep.null_value[parts]);
+    cr_assert_eq(rep.len[parts + 1], 10u);
 }
