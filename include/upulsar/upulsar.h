@@ -362,7 +362,9 @@ typedef struct upulsar_future upulsar_future_t;
  *  - upulsar_client_destroy(): no; it returns at once without doing
  *    anything and logs why (UPULSAR_LOG_ERR; also in upulsar_last_error()).
  *  - introspection (upulsar_producer_groups(), _list(), _stats_json(),
- *    _partitions(), _partition_for_key()), upulsar_client_set_log_cb(),
+ *    _partitions(), _partition_for_key()),
+ *    upulsar_client_metrics_prometheus(), upulsar_client_set_log_cb(),
+ *    upulsar_client_set_log_record_cb(), upulsar_client_set_log_level(),
  *    upulsar_client_set_stats_cb(), upulsar_conf_*(), upulsar_err_*(),
  *    upulsar_last_error(), upulsar_client_new(): yes.
  * To stop a producer because of what a callback saw, let an application
