@@ -583,8 +583,8 @@ static upulsar_err_t opts_check(const upulsar_send_opts_t *o, size_t len)
 }
 
 upulsar_err_t upulsar_send_sized(upulsar_producer_t *p, const void *payload, size_t len,
-                                 const upulsar_send_opts_t *opts, size_t opts_size,
-                                 upulsar_future_t **future)
+                                 const upulsar_send_opts_t *opts, upulsar_future_t **future,
+                                 size_t opts_size)
 {
     upulsar_send_opts_t tmp;
     upulsar_err_t err = UPULSAR_OK;
@@ -607,7 +607,7 @@ upulsar_err_t upulsar_send_sized(upulsar_producer_t *p, const void *payload, siz
 upulsar_err_t(upulsar_send)(upulsar_producer_t *p, const void *payload, size_t len,
                             const upulsar_send_opts_t *opts, upulsar_future_t **future)
 {
-    return upulsar_send_sized(p, payload, len, opts, UPULSAR_SEND_OPTS_SIZE_0_2, future);
+    return upulsar_send_sized(p, payload, len, opts, future, UPULSAR_SEND_OPTS_SIZE_0_2);
 }
 
 upulsar_err_t upulsar_send_many_sized(upulsar_producer_t *p, const upulsar_msg_t *msgs, size_t n,
@@ -620,7 +620,7 @@ upulsar_err_t upulsar_send_many_sized(upulsar_producer_t *p, const upulsar_msg_t
         return up_seterr(UPULSAR_ERR__INVALID_ARG, "msgs is NULL");
     for (size_t i = 0; i < n; i++) {
         upulsar_err_t err = upulsar_send_sized(p, msgs[i].payload, msgs[i].len, msgs[i].opts,
-                                               opts_size, futures ? &futures[i] : NULL);
+                                               futures ? &futures[i] : NULL, opts_size);
         if (err)
             return err;
         if (accepted)

@@ -1002,8 +1002,8 @@ upulsar_err_t upulsar_conf_set_router(upulsar_conf_t *conf, upulsar_router_cb_t 
  * payload larger than a quarter of queue.buffer.bytes.
  */
 upulsar_err_t upulsar_send_sized(upulsar_producer_t *p, const void *payload, size_t len,
-                                 const upulsar_send_opts_t *opts, size_t opts_size,
-                                 upulsar_future_t **future);
+                                 const upulsar_send_opts_t *opts, upulsar_future_t **future,
+                                 size_t opts_size);
 
 /** upulsar_send() of programs built against upulsar 0.2: @p opts has the
  *  first layout (UPULSAR_SEND_OPTS_SIZE_0_2 bytes are read). Programs
@@ -1012,8 +1012,10 @@ upulsar_err_t upulsar_send_sized(upulsar_producer_t *p, const void *payload, siz
 upulsar_err_t(upulsar_send)(upulsar_producer_t *p, const void *payload, size_t len,
                             const upulsar_send_opts_t *opts, upulsar_future_t **future);
 
-#define upulsar_send(p, payload, len, opts, future) \
-    upulsar_send_sized((p), (payload), (len), (opts), sizeof(upulsar_send_opts_t), (future))
+/* variadic, so that an argument with commas of its own (a compound
+ * literal such as &(upulsar_send_opts_t){.partition_key = k, .opaque = x})
+ * stays one argument, as with a function */
+#define upulsar_send(...) upulsar_send_sized(__VA_ARGS__, sizeof(upulsar_send_opts_t))
 
 /** One message for upulsar_send_many(). */
 typedef struct upulsar_msg {
@@ -1039,9 +1041,7 @@ upulsar_err_t upulsar_send_many_sized(upulsar_producer_t *p, const upulsar_msg_t
 upulsar_err_t(upulsar_send_many)(upulsar_producer_t *p, const upulsar_msg_t *msgs, size_t n,
                                  upulsar_future_t **futures, size_t *accepted);
 
-#define upulsar_send_many(p, msgs, n, futures, accepted) \
-    upulsar_send_many_sized((p), (msgs), (n), (futures), (accepted), \
-                            sizeof(upulsar_send_opts_t))
+#define upulsar_send_many(...) upulsar_send_many_sized(__VA_ARGS__, sizeof(upulsar_send_opts_t))
 
 /**
  * Push out every queued message now (do not wait for batch.max.delay.ms) and
