@@ -428,6 +428,21 @@ static bool no_room_after_close(const up_rp_t *rp, size_t max_inflight)
     return n >= max_inflight;
 }
 
+/* Is the message of @p v an entry of its own (not joining, or with
+ * entry-level metadata), or chunks (by the size it would take alone; the
+ * drain's chunk decision is the exact one)? Out of line: asked only when
+ * max.inflight.batches is near. */
+static __attribute__((noinline)) bool own_entry(const up_rp_t *rp, const up_rec_view_t *v,
+                                                bool joins)
+{
+    const up_smm_t *m = &v->m;
+    return !joins || (v->meta.mflags & UP_META_SOLO) ||
+           md_bound(m->okey ? m->okey_len : m->key ? m->key_len : 0,
+                    (size_t)v->meta.repl_len + 2u * v->meta.nrepl) +
+                   up_record_size(m) >
+               broker_max(rp);
+}
+
 /* Take one record off the ring into the open batch (or fail it); returns
  * its cells. 0 and *@p stall when the record must wait in the ring: taking
  * it would close what is open (full, or it is an entry of its own, or
@@ -460,18 +475,14 @@ static uint64_t drain_one(up_rp_t *rp, uint64_t now, bool *stall)
      * given at close, after what is open has taken its ids */
     const up_batcher_t *bt = rp->batcher;
     bool joins = !(v.meta.mflags & bt->solo_flags);
-    if (rp->open && no_room_after_close(rp, (size_t)cf->max_inflight_batches)) {
-        /* an entry of its own, or chunks (their size as this message would
-         * take alone; the chunk decision below is the exact one) */
-        bool own = !joins || (v.meta.mflags & UP_META_SOLO) ||
-                   md_bound(m->okey ? m->okey_len : m->key ? m->key_len : 0,
-                            (size_t)v.meta.repl_len + 2u * v.meta.nrepl) +
-                           up_record_size(m) >
-                       broker_max(rp);
-        if (own) {
-            *stall = true;
-            return 0;
-        }
+    /* closing what is open would reach max.inflight.batches (rare: checked
+     * once here, the stalls below only then) */
+    bool tight = __builtin_expect(rp->open != NULL &&
+                                      no_room_after_close(rp, (size_t)cf->max_inflight_batches),
+                                  0);
+    if (tight && own_entry(rp, &v, joins)) {
+        *stall = true;
+        return 0;
     }
     if (!joins && bt->ids_at_close) {
         if (rp->open)
@@ -540,8 +551,9 @@ static uint64_t drain_one(up_rp_t *rp, uint64_t now, bool *stall)
      * the end of the pump) and this record waits in the ring, without a
      * sequence id, for a receipt; an open batch never waits at the limit
      * holding ids that could expire unsent */
-    if (rp->open && no_room_after_close(rp, (size_t)cf->max_inflight_batches) &&
-        (!joins || bt->inline_add ? up_default_would_close(rp, &add) : bt->would_close(rp, &add))) {
+    if (__builtin_expect(tight, 0) && rp->open &&
+        (!joins || bt->inline_add ? up_batcher_default_would_close(rp, &add)
+                                  : bt->would_close(rp, &add))) {
         *stall = true; /* read again then (its payload not released) */
         return 0;
     }
