@@ -225,10 +225,21 @@ static uint64_t lib_hist_pct(const char *sj, const char *name, const double *q, 
         if (!b)
             break;
         b += strlen("\"buckets\":[");
-        unsigned long long u, c;
-        int used;
-        while (sscanf(b, "%*[,][%llu,%llu]%n", &u, &c, &used) == 2 ||
-               sscanf(b, "[%llu,%llu]%n", &u, &c, &used) == 2) {
+        /* [[upper,count],...]: parsed by hand (sscanf measures the whole
+         * rest of the string at each call, quadratic at 10,000 producers) */
+        for (;;) {
+            while (*b == ',')
+                b++;
+            if (*b != '[')
+                break;
+            char *e;
+            unsigned long long u = strtoull(b + 1, &e, 10);
+            if (e == b + 1 || *e != ',')
+                break;
+            const char *cs = e + 1;
+            unsigned long long c = strtoull(cs, &e, 10);
+            if (e == cs || *e != ']')
+                break;
             int i = 0;
             while (i < nb && up[i] != u)
                 i++;
@@ -239,7 +250,7 @@ static uint64_t lib_hist_pct(const char *sj, const char *name, const double *q, 
             if (i < nb)
                 cnt[i] += c;
             total += c;
-            b += used;
+            b = e + 1;
         }
     }
     for (int i = 1; i < nb; i++) /* by upper bound */
@@ -574,6 +585,20 @@ static double cpu_self(void)
     return tv_s(ru.ru_utime) + tv_s(ru.ru_stime);
 }
 
+/* The 1-minute load average (/proc/loadavg), -1 if unknown: the machine
+ * may be shared, and the figures are only as quiet as it was. */
+static double loadavg1(void)
+{
+    double l = -1;
+    FILE *f = fopen("/proc/loadavg", "r");
+    if (f) {
+        if (fscanf(f, "%lf", &l) != 1)
+            l = -1;
+        fclose(f);
+    }
+    return l;
+}
+
 static double proc_cpu(pid_t pid)
 {
     char path[64];
@@ -696,6 +721,7 @@ int main(int argc, char **argv)
     }
     const char *transport = opt.tls || url_tls ? "tls" : "plain";
     clock_gettime(CLOCK_MONOTONIC, &t0);
+    double load_start = loadavg1();
 
     upulsar_conf_t *conf = upulsar_conf_new();
     char err[256], num[32];
@@ -863,7 +889,10 @@ int main(int argc, char **argv)
             mem_peak = strtoll(pk + strlen("\"peak\":"), NULL, 10);
         free(sj);
     }
+    double load_end = loadavg1();
+    uint64_t stop0 = now_ns();
     upulsar_err_t serr = upulsar_producer_stop(producer, 10000);
+    double stop_ms = (double)(now_ns() - stop0) / 1e6;
     uint64_t total_sent = sent_total(), total_acked = atomic_load(&acked),
              total_failed = atomic_load(&failed);
     upulsar_client_destroy(client);
@@ -912,7 +941,8 @@ int main(int argc, char **argv)
                "\"client_msgs_per_cpu_sec\":%.0f,\"allocs_per_msg\":%.4f,"
                "\"client_peak_rss_kb\":%ld,\"broker_peak_rss_kb\":%ld,\"client_memory_bound_bytes\":%.0f,"
                "\"client_memory_budget_bytes\":%lld,\"client_memory_peak_bytes\":%lld,"
-               "\"start_ms\":%.1f,\"ready_producers\":%d,\"idle_seconds\":%.1f,"
+               "\"start_ms\":%.1f,\"ready_producers\":%d,\"stop_ms\":%.1f,"
+               "\"loadavg_start\":%.2f,\"loadavg_end\":%.2f,\"idle_seconds\":%.1f,"
                "\"idle_client_cpu_seconds\":%.3f,"
                "\"partitions\":%d,\"threads\":%d,\"size\":%d,\"rate_limit\":%.0f,"
                "\"compression\":\"%s\",\"keyed\":%s,\"embedded_broker\":%s,"
@@ -923,7 +953,8 @@ int main(int argc, char **argv)
                rate * opt.size / 1e6, pct[0], pct[1], pct[2], pct[3], lmax, cpu_per_msg_ns,
                bcpu_per_msg_ns, m_cpu > 0 ? (double)m_acked / m_cpu : 0,
                m_acked ? (double)m_allocs / (double)m_acked : 0, rss_kb, broker_rss_kb, mem_bound,
-               mem_budget, mem_peak, start_ms, nready, opt.idle, idle_cpu_s, opt.partitions,
+               mem_budget, mem_peak, start_ms, nready, stop_ms, load_start, load_end, opt.idle,
+               idle_cpu_s, opt.partitions,
                opt.threads, opt.size, opt.rate, opt.compression,
                opt.keyed ? "true" : "false", broker_pid ? "true" : "false", transport,
                opt.batch_mode ? opt.batch_mode : "default", opt.batch_delay_ms, lib_lat_n,
@@ -952,10 +983,24 @@ int main(int argc, char **argv)
                (double)rss_kb / 1024, (double)broker_rss_kb / 1024,
                (double)mem_budget / 1048576, (double)mem_peak / 1048576, nprod,
                (double)qbytes / 1048576);
-        printf("%% start: %d producers READY in %.1f ms", nready, start_ms);
+        printf("%% start: %d producers READY in %.1f ms; stop took %.1f ms", nready, start_ms,
+               stop_ms);
         if (opt.idle > 0)
             printf("; idle: %.3f s of client CPU over %.1f s", idle_cpu_s, opt.idle);
         printf("\n");
+        printf("%% load average (1 min): %.2f at start, %.2f before stop; %ld CPUs online\n",
+               load_start, load_end, sysconf(_SC_NPROCESSORS_ONLN));
+        /* one row of perf/README.md's scale table: partitions, offered
+         * load, start, peak RSS (budget), msgs/s, p99, client CPU/msg */
+        char offered[32];
+        if (opt.rate > 0)
+            snprintf(offered, sizeof offered, "%.0f msgs/s", opt.rate);
+        else
+            snprintf(offered, sizeof offered, "max rate");
+        printf("%% row: | %d | %s | %.0f ms | %.1f MiB (%.0f MiB) | %.0f | %" PRIu64
+               " us | %.0f ns | %.2f / %.2f |\n",
+               opt.partitions, offered, start_ms, (double)rss_kb / 1024,
+               (double)mem_budget / 1048576, rate, pct[2], cpu_per_msg_ns, load_start, load_end);
         printf("%% totals: sent %" PRIu64 ", acked %" PRIu64 ", failed %" PRIu64
                ", send errors %" PRIu64 ", stop: %s\n",
                total_sent, total_acked, total_failed, enq_total, upulsar_err_name(serr));

@@ -416,9 +416,39 @@ fail:;
 
 /* ---- the drain ---- */
 
+/* Would closing what @p rp has open leave no room under
+ * max.inflight.batches for one more entry? (The default batchers have one
+ * open batch at most, key_based one per key.) */
+static bool no_room_after_close(const up_rp_t *rp, size_t max_inflight)
+{
+    size_t n = rp->npend + 1;
+    if (!rp->batcher->inline_add)
+        for (const up_batch_t *b = rp->open->next; b; b = b->next)
+            n++;
+    return n >= max_inflight;
+}
+
+/* Is the message of @p v an entry of its own (not joining, or with
+ * entry-level metadata), or chunks (by the size it would take alone; the
+ * drain's chunk decision is the exact one)? Out of line: asked only when
+ * max.inflight.batches is near. */
+static __attribute__((noinline)) bool own_entry(const up_rp_t *rp, const up_rec_view_t *v,
+                                                bool joins)
+{
+    const up_smm_t *m = &v->m;
+    return !joins || (v->meta.mflags & UP_META_SOLO) ||
+           md_bound(m->okey ? m->okey_len : m->key ? m->key_len : 0,
+                    (size_t)v->meta.repl_len + 2u * v->meta.nrepl) +
+                   up_record_size(m) >
+               broker_max(rp);
+}
+
 /* Take one record off the ring into the open batch (or fail it); returns
- * its cells. */
-static uint64_t drain_one(up_rp_t *rp, uint64_t now)
+ * its cells. 0 and *@p stall when the record must wait in the ring: taking
+ * it would close what is open (full, or it is an entry of its own, or
+ * chunks) and that would leave no room under max.inflight.batches for the
+ * batch it would be in. */
+static uint64_t drain_one(up_rp_t *rp, uint64_t now, bool *stall)
 {
     const struct upulsar_conf *cf = rp_conf(rp);
     up_rec_view_t v;
@@ -445,6 +475,15 @@ static uint64_t drain_one(up_rp_t *rp, uint64_t now)
      * given at close, after what is open has taken its ids */
     const up_batcher_t *bt = rp->batcher;
     bool joins = !(v.meta.mflags & bt->solo_flags);
+    /* closing what is open would reach max.inflight.batches (rare: checked
+     * once here, the stalls below only then) */
+    bool tight = __builtin_expect(rp->open != NULL &&
+                                      no_room_after_close(rp, (size_t)cf->max_inflight_batches),
+                                  0);
+    if (tight && own_entry(rp, &v, joins)) {
+        *stall = true;
+        return 0;
+    }
     if (!joins && bt->ids_at_close) {
         if (rp->open)
             bt->close(rp);
@@ -507,15 +546,23 @@ static uint64_t drain_one(up_rp_t *rp, uint64_t now)
         return v.ncells;
     }
     bool solo = v.meta.mflags & UP_META_SOLO;
+    const up_add_t add = {.v = &v, .rs = rs, .bmax = bmax, .now = now, .solo = solo};
+    /* closing what is open would reach max.inflight.batches: it closes (at
+     * the end of the pump) and this record waits in the ring, without a
+     * sequence id, for a receipt; an open batch never waits at the limit
+     * holding ids that could expire unsent */
+    if (__builtin_expect(tight, 0) && rp->open &&
+        (!joins || bt->inline_add ? up_batcher_default_would_close(rp, &add)
+                                  : bt->would_close(rp, &add))) {
+        *stall = true; /* read again then (its payload not released) */
+        return 0;
+    }
     /* the default batcher's add (and any batcher's for a message that is
      * an entry of its own) inline; another batcher's through its table */
-    if (!joins || bt->inline_add) {
-        const up_add_t add = {.v = &v, .rs = rs, .bmax = bmax, .now = now, .solo = solo};
+    if (!joins || bt->inline_add)
         err = up_default_add(rp, &add);
-    } else {
-        const up_add_t add = {.v = &v, .rs = rs, .bmax = bmax, .now = now, .solo = solo};
+    else
         err = bt->add(rp, &add);
-    }
     if (err)
         goto out_fail;
     if (v.ext.free_cb)
@@ -603,8 +650,12 @@ bool up_rp_pump(up_rp_t *rp, uint64_t now, uint64_t *deadline)
             rp->window_end_us = 0;
         }
     }
+    bool stall = false;
     while (budget-- && rp->npend < max_inflight && up_ring_peek(r)) {
-        r->ctail += drain_one(rp, now);
+        uint64_t cells = drain_one(rp, now, &stall);
+        if (stall)
+            break;
+        r->ctail += cells;
         if (rp->open)
             rp->open->ring_end = r->ctail;
         consumed = true;
@@ -613,9 +664,17 @@ bool up_rp_pump(up_rp_t *rp, uint64_t now, uint64_t *deadline)
     }
     if (consumed)
         up_ring_release(r); /* R2 */
-    if (rp->open) {
+    /* max.inflight.batches bounds what is sent, however the open batch is
+     * asked to go (full, a stalled record behind it, its deadline, a
+     * flush, adaptive's go_now). The drain leaves nothing open once the
+     * limit is reached (it stalls instead, and what is open closes here),
+     * and the batchers keep the open batches within the room left
+     * (key_based: kb_batch()), so closing them all never passes the limit.
+     * Should a batch still be open at the limit, it waits for a receipt
+     * (holding, below), a flush asked meanwhile kept. */
+    if (rp->open && rp->npend < max_inflight) {
         bool flush = atomic_exchange_explicit(&rp->flush_req, 0, memory_order_acq_rel);
-        if (flush || go_now || now >= rp->open_deadline_us ||
+        if (stall || flush || go_now || now >= rp->open_deadline_us ||
             bt->count(rp) >= (uint32_t)cf->batch_max_messages) {
             bt->close(rp);
         } else {
@@ -623,12 +682,14 @@ bool up_rp_pump(up_rp_t *rp, uint64_t now, uint64_t *deadline)
                 *deadline = rp->open_deadline_us;
             armed = 1;
         }
+    } else if (rp->open) {
+        /* at the limit: waits for a receipt (holding, below) */
     } else if (atomic_load_explicit(&rp->flush_req, memory_order_relaxed) && !up_ring_peek(r)) {
         atomic_store_explicit(&rp->flush_req, 0, memory_order_relaxed);
     }
     if (go_now)
         rp->window_end_us = 0;
-    if (rp->npend >= max_inflight && up_ring_peek(r)) {
+    if (rp->npend >= max_inflight && (up_ring_peek(r) || rp->open)) {
         /* max.inflight.batches reached: nothing to do until a receipt
          * (complete_head() clears holding then), so the loop may sleep */
         rp->holding = true;

@@ -48,6 +48,11 @@ typedef struct up_batcher {
      *  over the broker's size), opening one if needed. OK or NOMEM (the
      *  message is not added; the caller fails it). @thread loop */
     upulsar_err_t (*add)(up_rp_t *rp, const up_add_t *a);
+    /** Would add(@p a) first close what is open (full, over a limit, a
+     *  new key with no room for another open batch)? Lets the drain keep a
+     *  record in the ring, without a sequence id, when closing would reach
+     *  max.inflight.batches. @thread loop */
+    bool (*would_close)(const up_rp_t *rp, const up_add_t *a);
     /** Close everything open into entries, queued in order. @thread loop */
     void (*close)(up_rp_t *rp);
     /** Messages open (rp->open is not NULL). @thread loop */
@@ -87,17 +92,24 @@ bool up_batch_set_solo(up_batch_t *b, const up_rec_meta_t *meta, const char *nam
  *  of its own under any batcher. Inline, so that the drain runs it without
  *  a call for every message (it is the ops table's add of the default and
  *  single batchers too, up_batcher_default_add()). HOT PATH. @thread loop */
+static inline bool up_default_would_close(const up_rp_t *rp, const up_add_t *a)
+{
+    const struct upulsar_conf *cf = rp_conf(rp);
+    const up_batch_t *b = rp->open;
+    /* an entry never outgrows the broker's max_message_size, metadata
+     * included, whatever batch.max.bytes says (the broker would refuse it,
+     * with every message in it) */
+    return b && (a->solo || b->n >= (uint32_t)cf->batch_max_messages ||
+                 b->rec_len + a->rs > (size_t)cf->batch_max_bytes ||
+                 batch_md_bound(b) + b->rec_len + a->rs > a->bmax);
+}
+
 static inline upulsar_err_t up_default_add(up_rp_t *rp, const up_add_t *a)
 {
     const struct upulsar_conf *cf = rp_conf(rp);
     const up_smm_t *m = &a->v->m;
     up_batch_t *b = rp->open;
-    /* an entry never outgrows the broker's max_message_size, metadata
-     * included, whatever batch.max.bytes says (the broker would refuse it,
-     * with every message in it) */
-    if (b && (a->solo || b->n >= (uint32_t)cf->batch_max_messages ||
-              b->rec_len + a->rs > (size_t)cf->batch_max_bytes ||
-              batch_md_bound(b) + b->rec_len + a->rs > a->bmax)) {
+    if (up_default_would_close(rp, a)) {
         up_batcher_default_close(rp);
         b = NULL;
     }
@@ -129,4 +141,6 @@ static inline upulsar_err_t up_default_add(up_rp_t *rp, const up_add_t *a)
 /** up_default_add() out of line: the add of the default and single
  *  batchers' ops tables. @thread loop */
 upulsar_err_t up_batcher_default_add(up_rp_t *rp, const up_add_t *a);
+/** up_default_would_close() out of line, for the same tables. @thread loop */
+bool up_batcher_default_would_close(const up_rp_t *rp, const up_add_t *a);
 #endif

@@ -39,6 +39,11 @@ upulsar_err_t up_batcher_default_add(up_rp_t *rp, const up_add_t *a)
     return up_default_add(rp, a);
 }
 
+bool up_batcher_default_would_close(const up_rp_t *rp, const up_add_t *a)
+{
+    return up_default_would_close(rp, a);
+}
+
 static uint32_t default_count(const up_rp_t *rp) { return rp->open->n; }
 
 const up_batcher_t up_batcher_default = {
@@ -47,6 +52,7 @@ const up_batcher_t up_batcher_default = {
     .window = true,
     .inline_add = true,
     .add = up_batcher_default_add,
+    .would_close = up_batcher_default_would_close,
     .close = up_batcher_default_close,
     .count = default_count,
 };
@@ -57,6 +63,7 @@ const up_batcher_t up_batcher_single = {
     .close_each = true,
     .inline_add = true,
     .add = up_batcher_default_add,
+    .would_close = up_batcher_default_would_close,
     .close = up_batcher_default_close,
     .count = default_count,
 };

@@ -93,8 +93,12 @@ static up_batch_t *kb_batch(up_rp_t *rp, const up_smm_t *m, uint64_t now)
         if (kb_same_key(b, kind, k, klen))
             return b;
     /* many keys: no more open batches than max.inflight.batches (each holds
-     * a batch.max.bytes buffer), so memory stays bounded as without keys */
-    if (nopen >= (size_t)rp_conf(rp)->max_inflight_batches) {
+     * a batch.max.bytes buffer), so memory stays bounded as without keys,
+     * and no more than the room left under it by the batches in flight, so
+     * that closing them all never sends more than max.inflight.batches */
+    size_t max = (size_t)rp_conf(rp)->max_inflight_batches;
+    size_t room = rp->npend < max ? max - rp->npend : 0;
+    if (nopen && (nopen >= max || nopen >= room)) {
         kb_close(rp);
         last = NULL;
     }
@@ -122,19 +126,42 @@ static up_batch_t *kb_batch(up_rp_t *rp, const up_smm_t *m, uint64_t now)
     return b;
 }
 
-static upulsar_err_t kb_add(up_rp_t *rp, const up_add_t *a)
+/* Must what is open close before @p a is added: the batches together
+ * full, or @p a's own batch over the broker's size (an entry never
+ * outgrows max_message_size, metadata included, whatever batch.max.bytes
+ * says)? */
+static bool kb_full_for(const up_rp_t *rp, const up_add_t *a, const up_batch_t *t)
 {
     const struct upulsar_conf *cf = rp_conf(rp);
-    /* an entry never outgrows the broker's max_message_size, metadata
-     * included, whatever batch.max.bytes says */
-    if (rp->open) {
-        const up_batch_t *t = kb_find(rp, &a->v->m);
-        if (rp->kb.n >= (uint32_t)cf->batch_max_messages ||
-            rp->kb.bytes + a->rs > (size_t)cf->batch_max_bytes ||
-            (t && batch_md_bound(t) + t->rec_len + a->rs + SEQ_FIELD_MAX * ((size_t)t->n + 1) >
-                      a->bmax))
-            kb_close(rp);
-    }
+    return rp->kb.n >= (uint32_t)cf->batch_max_messages ||
+           rp->kb.bytes + a->rs > (size_t)cf->batch_max_bytes ||
+           (t && batch_md_bound(t) + t->rec_len + a->rs + SEQ_FIELD_MAX * ((size_t)t->n + 1) >
+                     a->bmax);
+}
+
+/* Would adding @p a close what is open: full (kb_full_for()), or a new key
+ * with no room for another open batch (kb_batch())? */
+static bool kb_would_close(const up_rp_t *rp, const up_add_t *a)
+{
+    if (!rp->open)
+        return false;
+    const up_batch_t *t = kb_find(rp, &a->v->m);
+    if (kb_full_for(rp, a, t))
+        return true;
+    if (t)
+        return false;
+    size_t nopen = 0;
+    for (const up_batch_t *b = rp->open; b; b = b->next)
+        nopen++;
+    size_t max = (size_t)rp_conf(rp)->max_inflight_batches;
+    size_t room = rp->npend < max ? max - rp->npend : 0;
+    return nopen >= max || nopen >= room;
+}
+
+static upulsar_err_t kb_add(up_rp_t *rp, const up_add_t *a)
+{
+    if (rp->open && kb_full_for(rp, a, kb_find(rp, &a->v->m)))
+        kb_close(rp);
     up_batch_t *b = kb_batch(rp, &a->v->m, a->now);
     if (!b)
         return UPULSAR_ERR__NOMEM;
@@ -154,6 +181,7 @@ const up_batcher_t up_batcher_key = {
     .ids_at_close = true,
     .window = true,
     .add = kb_add,
+    .would_close = kb_would_close,
     .close = kb_close,
     .count = kb_count,
 };

@@ -2,6 +2,8 @@
  * last_sequence_id, ProducerBusy, re-creation on the same connection,
  * CLOSE_PRODUCER, SEND for an unknown producer id.
  * UPULSAR_TEST_LABEL_CONCURRENCY (names shared across connection threads) */
+#include <stdbool.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "broker_common.h"
@@ -127,5 +129,91 @@ Test(broker_producer, invalid_topic_is_refused_with_invalid_topic_name)
     /* the connection stays usable */
     bc_create_producer(c, "ok", 1, NULL);
     upulsar_tb_client_close(c);
+    upulsar_tb_stop(tb);
+}
+
+/* CLOSE_PRODUCER @p pid over @p c, answered with SUCCESS. */
+static void close_producer(upulsar_tb_client_t *c, uint64_t pid)
+{
+    up_cmd_t cmd = PULSAR__PROTO__BASE_COMMAND__INIT;
+    Pulsar__Proto__CommandCloseProducer cp = PULSAR__PROTO__COMMAND_CLOSE_PRODUCER__INIT;
+    cmd.type = UP_CMD(CLOSE_PRODUCER);
+    cmd.close_producer = &cp;
+    cp.producer_id = pid;
+    cp.request_id = upulsar_tb_client_next_request_id(c);
+    cr_assert_eq(upulsar_tb_client_send_cmd(c, &cmd), UPULSAR_OK);
+    upulsar_tb_frame_t f;
+    cr_assert_eq(upulsar_tb_client_expect(c, UP_CMD(SUCCESS), WAIT_MS, &f), UPULSAR_OK);
+    cr_assert_eq(f.cmd->success->request_id, cp.request_id);
+}
+
+/* Hundreds of producers on one connection, each on its own topic, closed
+ * in a mixed order (oldest first, newest first, every third): every SEND
+ * still reaches the topic of its own producer id, closed ids are free to be
+ * created again (on another topic), and the connection's end removes every
+ * producer that is left. */
+Test(broker_producer, many_producers_on_one_connection_keep_their_ids_through_closes)
+{
+    enum { N = 300 };
+    upulsar_tb_t *tb = bc_broker();
+    upulsar_tb_client_t *c = bc_connect(tb);
+    char topic[64], name[64];
+    bool closed[N] = {0};
+    for (int i = 0; i < N; i++) {
+        snprintf(topic, sizeof topic, "many-%d", i);
+        snprintf(name, sizeof name, "p%d", i);
+        bc_create_producer(c, topic, (uint64_t)i * 1024, name);
+    }
+    for (int i = 0; i < N; i += 3) { /* every third, oldest first */
+        close_producer(c, (uint64_t)i * 1024);
+        closed[i] = true;
+    }
+    for (int i = N - 1; i >= N - 40; i--) /* the newest, newest first */
+        if (!closed[i]) {
+            close_producer(c, (uint64_t)i * 1024);
+            closed[i] = true;
+        }
+    for (int i = 1; i < 60; i += 2) /* some old ones among the holes */
+        if (!closed[i]) {
+            close_producer(c, (uint64_t)i * 1024);
+            closed[i] = true;
+        }
+    upulsar_tb_frame_t f;
+    int live = 0;
+    for (int i = 0; i < N; i++) {
+        snprintf(topic, sizeof topic, "many-%d", i);
+        upulsar_tb_topic_stats_t st = bc_topic_stats(tb, topic);
+        cr_assert_eq(st.producers, closed[i] ? 0 : 1, "%s", topic);
+        if (closed[i])
+            continue;
+        live++;
+        snprintf(name, sizeof name, "p%d", i);
+        bc_send_one(c, (uint64_t)i * 1024, name, (uint64_t)i);
+        const Pulsar__Proto__CommandSendReceipt *r = bc_receipt(c, &f);
+        cr_assert_eq(r->producer_id, (uint64_t)i * 1024);
+        cr_assert_eq(r->sequence_id, (uint64_t)i);
+        cr_assert_eq(bc_topic_stats(tb, topic).entries, 1, "%s", topic);
+    }
+    cr_assert_gt(live, 0);
+    cr_assert_lt(live, N);
+    /* a closed id is free again, and now names its new topic */
+    for (int i = 0; i < N; i += 3) {
+        snprintf(topic, sizeof topic, "again-%d", i);
+        bc_create_producer(c, topic, (uint64_t)i * 1024, NULL);
+        bc_send_one(c, (uint64_t)i * 1024, "x", 7);
+        cr_assert_eq(bc_receipt(c, &f)->producer_id, (uint64_t)i * 1024);
+        cr_assert_eq(bc_topic_stats(tb, topic).entries, 1, "%s", topic);
+        snprintf(topic, sizeof topic, "many-%d", i);
+        cr_assert_eq(bc_topic_stats(tb, topic).entries, 0, "%s", topic);
+    }
+    upulsar_tb_client_close(c);
+    for (int i = 0; i < N; i++) {
+        snprintf(topic, sizeof topic, "many-%d", i);
+        bc_wait_no_producers(tb, topic);
+        if (i % 3 == 0) {
+            snprintf(topic, sizeof topic, "again-%d", i);
+            bc_wait_no_producers(tb, topic);
+        }
+    }
     upulsar_tb_stop(tb);
 }

@@ -411,6 +411,7 @@ static void store_release_locked(tb_store_t *st)
         n = t->next;
         tb_topic_free(t);
     }
+    free(st->index);
     pthread_mutex_destroy(&st->mu);
     free(st);
 }

@@ -54,12 +54,103 @@ static bool is_held(upulsar_tb_t *tb, tb_topic_t *t)
 
 /* ---- producers and consumers of this connection ------------------------ */
 
+static size_t pmap_slot(uint64_t id, size_t cap)
+{
+    id ^= id >> 33;
+    id *= 0xff51afd7ed558ccdull;
+    id ^= id >> 33;
+    return (size_t)id & (cap - 1);
+}
+
 static tb_producer_t *find_producer(tb_conn_t *c, uint64_t id)
 {
-    for (size_t i = 0; i < c->nprods; i++)
-        if (c->prods[i]->id == id)
-            return c->prods[i];
-    return NULL;
+    if (!c->pmap_cap)
+        return NULL;
+    for (size_t i = pmap_slot(id, c->pmap_cap);; i = (i + 1) & (c->pmap_cap - 1)) {
+        tb_producer_t *p = c->pmap[i];
+        if (!p || p->id == id)
+            return p;
+    }
+}
+
+static void pmap_put(tb_producer_t **map, size_t cap, tb_producer_t *p)
+{
+    size_t i = pmap_slot(p->id, cap);
+    while (map[i])
+        i = (i + 1) & (cap - 1);
+    map[i] = p;
+}
+
+/* Register @p p (its id set, unique on @p c) as @p c's newest producer.
+ * 0, or -1 out of memory (nothing changed). */
+static int conn_prod_add(tb_conn_t *c, tb_producer_t *p)
+{
+    size_t live = c->nprods - c->prods_holes;
+    if ((live + 1) * 2 > c->pmap_cap) {
+        size_t ncap = c->pmap_cap ? c->pmap_cap * 2 : 16;
+        tb_producer_t **nm = calloc(ncap, sizeof *nm);
+        if (!nm)
+            return -1;
+        for (size_t i = 0; i < c->pmap_cap; i++)
+            if (c->pmap[i])
+                pmap_put(nm, ncap, c->pmap[i]);
+        free(c->pmap);
+        c->pmap = nm;
+        c->pmap_cap = ncap;
+    }
+    if (c->nprods == c->prods_cap) {
+        size_t nc = c->prods_cap ? c->prods_cap * 2 : 8;
+        tb_producer_t **na = realloc(c->prods, nc * sizeof *na);
+        if (!na)
+            return -1;
+        c->prods = na;
+        c->prods_cap = nc;
+    }
+    p->cidx = c->nprods;
+    c->prods[c->nprods++] = p;
+    pmap_put(c->pmap, c->pmap_cap, p);
+    return 0;
+}
+
+/* Take @p p off @p c's producers, keeping the others in creation order. */
+static void conn_prod_remove(tb_conn_t *c, tb_producer_t *p)
+{
+    if (p->cidx >= c->nprods || c->prods[p->cidx] != p)
+        return;
+    /* out of the map, then close the gap of its probe run (backward shift) */
+    size_t m = c->pmap_cap - 1, i = pmap_slot(p->id, c->pmap_cap);
+    while (c->pmap[i] != p)
+        i = (i + 1) & m;
+    for (size_t j = (i + 1) & m; c->pmap[j]; j = (j + 1) & m) {
+        size_t home = pmap_slot(c->pmap[j]->id, c->pmap_cap);
+        /* the entry at j may move to i unless its home lies in (i, j] */
+        if (((j - home) & m) >= ((j - i) & m)) {
+            c->pmap[i] = c->pmap[j];
+            i = j;
+        }
+    }
+    c->pmap[i] = NULL;
+    /* the newest: shrink; else leave a hole, compacted once holes dominate */
+    if (p->cidx == c->nprods - 1) {
+        c->nprods--;
+        while (c->nprods && !c->prods[c->nprods - 1]) {
+            c->nprods--;
+            c->prods_holes--;
+        }
+        return;
+    }
+    c->prods[p->cidx] = NULL;
+    c->prods_holes++;
+    if (c->prods_holes * 2 > c->nprods) {
+        size_t w = 0;
+        for (size_t r = 0; r < c->nprods; r++)
+            if (c->prods[r]) {
+                c->prods[r]->cidx = w;
+                c->prods[w++] = c->prods[r];
+            }
+        c->nprods = w;
+        c->prods_holes = 0;
+    }
 }
 
 static tb_consumer_t *find_consumer(tb_conn_t *c, uint64_t id)
@@ -1016,15 +1107,15 @@ static int producer_run(tb_conn_t *c, const Pulsar__Proto__CommandProducer *in, 
     }
     p = calloc(1, sizeof *p);
     tb_dedup_t *d = tb_dedup_get(t, name);
-    if (!p || !d || !(p->name = strdup(name)) ||
-        ptr_push((void ***)&c->prods, &c->nprods, &c->prods_cap, p)) {
+    if (p)
+        p->id = in->producer_id;
+    if (!p || !d || !(p->name = strdup(name)) || conn_prod_add(c, p)) {
         pthread_mutex_unlock(&t->mu);
         if (p)
             free(p->name);
         free(p);
         return CLOSE;
     }
-    p->id = in->producer_id;
     p->topic = t;
     p->conn = c;
     p->dedup = d;
@@ -1037,7 +1128,7 @@ static int producer_run(tb_conn_t *c, const Pulsar__Proto__CommandProducer *in, 
         return put_rc(put_producer_success(&c->out, rid, p->name, last, -1, false, sver));
     }
     if (ptr_push((void ***)&t->prods, &t->nprods, &t->prods_cap, p)) {
-        c->nprods--;
+        conn_prod_remove(c, p);
         pthread_mutex_unlock(&t->mu);
         producer_free(p);
         return CLOSE;
@@ -1072,7 +1163,7 @@ static int on_close_producer(tb_conn_t *c, const Pulsar__Proto__CommandCloseProd
                                      in->producer_id, in->request_id, NULL);
         topic_remove_producer(p->topic, p);
         pthread_mutex_unlock(&p->topic->mu);
-        ptr_remove((void **)c->prods, &c->nprods, p);
+        conn_prod_remove(c, p);
         producer_free(p);
     }
     return put_rc(tb_put_success(&c->out, in->request_id));
@@ -1899,6 +1990,8 @@ static void conn_cleanup(tb_conn_t *c)
 {
     for (size_t i = 0; i < c->nprods; i++) {
         tb_producer_t *p = c->prods[i];
+        if (!p)
+            continue;
         pthread_mutex_lock(&p->topic->mu);
         topic_remove_producer(p->topic, p);
         pthread_mutex_unlock(&p->topic->mu);
@@ -1906,7 +1999,10 @@ static void conn_cleanup(tb_conn_t *c)
     }
     free(c->prods);
     c->prods = NULL;
-    c->nprods = 0;
+    c->nprods = c->prods_holes = 0;
+    free(c->pmap);
+    c->pmap = NULL;
+    c->pmap_cap = 0;
     for (size_t i = 0; i < c->ncons; i++) {
         tb_consumer_t *k = c->cons[i];
         pthread_mutex_lock(&k->topic->mu);

@@ -164,12 +164,50 @@ size_t tb_partition_base_len(const char *name)
 
 /* ---- topic registry ---------------------------------------------------- */
 
+uint64_t tb_name_hash(const char *s)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (; *s; s++)
+        h = (h ^ (uint8_t)*s) * 1099511628211ull;
+    return h ^ (h >> 29);
+}
+
+/* Put @p t in @p st's index, growing it to keep one topic per bucket on
+ * average. -1 when the index cannot grow and has no bucket at all. */
+static int index_add(tb_store_t *st, tb_topic_t *t)
+{
+    if (st->ntopics + 1 > st->index_cap) {
+        size_t ncap = st->index_cap ? st->index_cap * 2 : 64;
+        tb_topic_t **ni = calloc(ncap, sizeof *ni);
+        if (ni) {
+            for (size_t i = 0; i < st->index_cap; i++)
+                for (tb_topic_t *x = st->index[i], *nx; x; x = nx) {
+                    nx = x->hnext;
+                    x->hnext = ni[x->hash & (ncap - 1)];
+                    ni[x->hash & (ncap - 1)] = x;
+                }
+            free(st->index);
+            st->index = ni;
+            st->index_cap = ncap;
+        } else if (!st->index_cap) {
+            return -1;
+        } /* else: longer chains, still correct */
+    }
+    tb_topic_t **b = &st->index[t->hash & (st->index_cap - 1)];
+    t->hnext = *b;
+    *b = t;
+    st->ntopics++;
+    return 0;
+}
+
 tb_topic_t *tb_topic_find_locked(upulsar_tb_t *tb, const char *norm, bool create)
 {
     tb_store_t *st = tb->store;
-    for (tb_topic_t *t = st->topics; t; t = t->next)
-        if (!strcmp(t->name, norm))
-            return t;
+    uint64_t h = tb_name_hash(norm);
+    if (st->index_cap)
+        for (tb_topic_t *t = st->index[h & (st->index_cap - 1)]; t; t = t->hnext)
+            if (t->hash == h && !strcmp(t->name, norm))
+                return t;
     if (!create)
         return NULL;
     tb_topic_t *t = calloc(1, sizeof *t);
@@ -182,6 +220,14 @@ tb_topic_t *tb_topic_find_locked(upulsar_tb_t *tb, const char *norm, bool create
         return NULL;
     }
     if (pthread_cond_init(&t->grew, NULL)) {
+        pthread_mutex_destroy(&t->mu);
+        free(t->name);
+        free(t);
+        return NULL;
+    }
+    t->hash = h;
+    if (index_add(st, t)) {
+        pthread_cond_destroy(&t->grew);
         pthread_mutex_destroy(&t->mu);
         free(t->name);
         free(t);

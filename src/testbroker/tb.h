@@ -115,6 +115,7 @@ typedef struct tb_sub {
 
 typedef struct tb_producer {
     uint64_t id;
+    size_t cidx; /**< its slot in conn->prods */
     char *name;
     tb_topic_t *topic;
     tb_conn_t *conn;
@@ -156,6 +157,8 @@ typedef struct tb_consumer {
 
 struct tb_topic {
     struct tb_topic *next; /**< tb->topics */
+    struct tb_topic *hnext; /**< same bucket of the store's index */
+    uint64_t hash;         /**< of name (tb_name_hash()) */
     char *name;            /**< normalised */
     pthread_mutex_t mu;
     pthread_cond_t grew;   /**< broadcast on every append */
@@ -253,8 +256,11 @@ struct tb_conn {
     int proto;
     bool ping_outstanding;
     int64_t next_tick_ms;
-    tb_producer_t **prods;
-    size_t nprods, prods_cap;
+    tb_producer_t **prods;   /**< in creation order; NULL: removed (a hole) */
+    size_t nprods, prods_cap, prods_holes;
+    tb_producer_t **pmap;    /**< the same producers by id: open addressing,
+                                  linear probing, at most half full */
+    size_t pmap_cap;         /**< a power of two, 0 before the first */
     tb_consumer_t **cons;
     size_t ncons, cons_cap;
     tb_resp_t *q;
@@ -284,7 +290,10 @@ struct tb_conn {
 typedef struct tb_store {
     pthread_mutex_t mu;    /**< topics, partition counts, next_ledger */
     int refs;              /**< brokers using it (g_mu) */
-    tb_topic_t *topics;
+    tb_topic_t *topics;    /**< newest first */
+    tb_topic_t **index;    /**< hash buckets over topics by name (chained by hnext) */
+    size_t index_cap;      /**< buckets, a power of two (0: no index yet) */
+    size_t ntopics;
     uint64_t next_ledger;
 } tb_store_t;
 
@@ -408,6 +417,8 @@ size_t tb_partition_base_len(const char *name);
 /** Find @p norm (normalised) in @p tb's store, creating it if @p create.
  *  Caller holds tb->store->mu. NULL if absent (or out of memory). */
 tb_topic_t *tb_topic_find_locked(upulsar_tb_t *tb, const char *norm, bool create);
+/** Hash of a NUL-terminated name (FNV-1a), for the broker's indexes. */
+uint64_t tb_name_hash(const char *s);
 /** Same, taking tb->store->mu itself. */
 tb_topic_t *tb_topic_get(upulsar_tb_t *tb, const char *norm, bool create);
 /** Append @p answer (UPULSAR_TB_PRODUCER_* or a ServerError) to @p t's log
