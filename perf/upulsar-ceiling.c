@@ -200,6 +200,22 @@ static void broker_stop(long *rss_kb)
     broker_pid = 0;
 }
 
+/* Give up: the broker child is stopped first (it would wait for SIGTERM). */
+static _Noreturn void die(const char *what)
+{
+    fprintf(stderr, "upulsar-ceiling: %s\n", what);
+    broker_stop(NULL);
+    exit(1);
+}
+
+static void *xmalloc(size_t n)
+{
+    void *p = calloc(1, n);
+    if (!p)
+        die("out of memory");
+    return p;
+}
+
 /* ---- the connection ------------------------------------------------------------ */
 
 static int fd = -1;
@@ -431,14 +447,14 @@ static uint32_t shift(uint32_t v)
 
 static void build_records(void)
 {
-    uint8_t *payload = malloc((size_t)opt.size + 1);
+    uint8_t *payload = xmalloc((size_t)opt.size + 1);
     for (int i = 0; i < opt.size; i++)
         payload[i] = (uint8_t)('a' + (i * 7) % 26);
     up_smm_t m = {0};
     m.no_seq = true;
     m.payload_size = (uint32_t)opt.size;
     size_t one = up_record_size(&m);
-    records = malloc(one * (size_t)opt.batch);
+    records = xmalloc(one * (size_t)opt.batch);
     rec_len = 0;
     for (int i = 0; i < opt.batch; i++)
         rec_len += up_record_put(records + rec_len, &m, payload);
@@ -472,10 +488,8 @@ static void pack_hdr(const frame_t *f, uint64_t seq, uint8_t *cb, size_t *cs, ui
     md.highest_sequence_id = seq + f->msgs - 1;
     *cs = protobuf_c_message_get_packed_size(&cmd.base);
     *ms = protobuf_c_message_get_packed_size(&md.base);
-    if (*cs + *ms + 32 > HDR_ROOM) { /* a producer name the broker made very long */
-        fprintf(stderr, "upulsar-ceiling: frame header over %d bytes\n", HDR_ROOM);
-        exit(1);
-    }
+    if (*cs + *ms + 32 > HDR_ROOM) /* a producer name the broker made very long */
+        die("the frame header does not fit in its room");
     protobuf_c_message_pack(&cmd.base, cb);
     protobuf_c_message_pack(&md.base, mb);
 }
@@ -600,10 +614,12 @@ int main(int argc, char **argv)
         return 1;
     }
     int exit_code = 1;
+    frame_t *fr = NULL;
+    int nf = 0;
     if (dial(url) || handshake() || create_producers(np))
         goto out;
 
-    parts = calloc((size_t)np, sizeof *parts);
+    parts = xmalloc((size_t)np * sizeof *parts);
     for (int got = 0; got < np;) {
         up_frame_t f;
         if (next_frame(&f) != 1) {
@@ -629,13 +645,13 @@ int main(int argc, char **argv)
     }
 
     /* frames in the order they go out: partition 0, 1, ..., N-1, 0, 1, ... */
-    int nf = np * opt.frames;
-    frame_t *fr = calloc((size_t)nf, sizeof *fr);
+    nf = np * opt.frames;
+    fr = xmalloc((size_t)nf * sizeof *fr);
     uint64_t pub = wall_ms();
     for (int i = 0; i < nf; i++) {
         fr[i].part = i % np;
         fr[i].msgs = (uint64_t)opt.batch;
-        fr[i].buf = malloc(HDR_ROOM + rec_len);
+        fr[i].buf = xmalloc(HDR_ROOM + rec_len);
         memcpy(fr[i].buf + HDR_ROOM, records, rec_len);
         part_t *pt = &parts[fr[i].part];
         uint8_t cb[HDR_ROOM], mb[HDR_ROOM];
@@ -647,7 +663,7 @@ int main(int argc, char **argv)
     /* the patched checksum must be the whole one */
     {
         frame_t t = fr[0];
-        t.buf = malloc(HDR_ROOM + rec_len);
+        t.buf = xmalloc(HDR_ROOM + rec_len);
         memcpy(t.buf, fr[0].buf, HDR_ROOM + rec_len);
         t.start = t.buf + (fr[0].start - fr[0].buf);
         frame_renumber(&t, parts[0].next_seq + 1000003, pub + 1);
@@ -886,5 +902,11 @@ out:
     if (fd >= 0)
         close(fd);
     broker_stop(NULL);
+    for (int i = 0; i < nf; i++)
+        free(fr[i].buf);
+    free(fr);
+    free(parts);
+    free(records);
+    up_decoder_free(&dec);
     return exit_code;
 }
