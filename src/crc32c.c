@@ -1,6 +1,8 @@
 /* crc32c.c -- CRC-32C (Castagnoli, reflected polynomial 0x82F63B78, init and
- * final XOR 0xFFFFFFFF). Hardware path: SSE4.2 crc32 instruction, 8 bytes at
- * a time. Portable path: slicing-by-8 tables built once. */
+ * final XOR 0xFFFFFFFF). Hardware paths: carry-less multiplication folding
+ * (512-bit VPCLMULQDQ or 128-bit PCLMULQDQ) for long buffers, the SSE4.2
+ * crc32 instruction 8 bytes at a time for the rest. Portable path:
+ * slicing-by-8 tables built once. */
 #include "crc32c.h"
 
 #include <pthread.h>
@@ -176,7 +178,7 @@ static uint64_t reflect_q(uint32_t r)
     return q;
 }
 
-static uint64_t fold_k[4]; /* K1, K2 for D = 512; K1, K2 for D = 128 */
+static uint64_t fold_k[6]; /* K1, K2 for D = 512; for D = 128; for D = 2048 */
 static pthread_once_t fold_once = PTHREAD_ONCE_INIT;
 
 static void fold_init(void)
@@ -185,6 +187,8 @@ static void fold_init(void)
     fold_k[1] = reflect_q(xpow_mod(512 - 1));
     fold_k[2] = reflect_q(xpow_mod(64 + 128 - 1));
     fold_k[3] = reflect_q(xpow_mod(128 - 1));
+    fold_k[4] = reflect_q(xpow_mod(64 + 2048 - 1));
+    fold_k[5] = reflect_q(xpow_mod(2048 - 1));
 }
 
 __attribute__((target("sse4.2,pclmul"))) static inline __m128i fold(__m128i x, __m128i k,
@@ -197,6 +201,27 @@ __attribute__((target("sse4.2,pclmul"))) static inline __m128i fold(__m128i x, _
 
 /* Below this the crc32 instruction alone is as fast. */
 #define CLMUL_MIN 256
+
+/* Fold the rest of the message (@p len bytes at @p p) into @p x 16 bytes a
+ * step, then take the CRC: the register of X is X*x^32 mod P, the crc32
+ * instruction's from a zero register over X's 16 bytes, and the last
+ * 0..15 bytes go on from it. */
+__attribute__((target("sse4.2,pclmul"))) static inline uint32_t clmul_finish(__m128i x,
+                                                                           const uint8_t *p,
+                                                                           size_t len)
+{
+    const __m128i k128 = _mm_set_epi64x((long long)fold_k[3], (long long)fold_k[2]);
+    while (len >= 16) {
+        x = fold(x, k128, _mm_loadu_si128((const __m128i *)p));
+        p += 16;
+        len -= 16;
+    }
+    uint64_t c = __builtin_ia32_crc32di(0, (uint64_t)_mm_cvtsi128_si64(x));
+    c = __builtin_ia32_crc32di(c, (uint64_t)_mm_extract_epi64(x, 1));
+    /* the tail goes on from that register (up_crc32c_hw takes and returns
+     * the inverted form) */
+    return up_crc32c_hw(~(uint32_t)c, p, len);
+}
 
 __attribute__((target("sse4.2,pclmul"))) uint32_t up_crc32c_clmul(uint32_t crc,
                                                                    const void *buf,
@@ -226,26 +251,81 @@ __attribute__((target("sse4.2,pclmul"))) uint32_t up_crc32c_clmul(uint32_t crc,
     __m128i x = fold(x0, k128, x1);
     x = fold(x, k128, x2);
     x = fold(x, k128, x3);
-    while (len >= 16) {
-        x = fold(x, k128, _mm_loadu_si128((const __m128i *)p));
-        p += 16;
-        len -= 16;
+    return clmul_finish(x, p, len);
+}
+
+/* ---- the same folding on 512-bit registers (VPCLMULQDQ) -----------------
+ *
+ * Each 128-bit lane of a zmm register folds as an xmm register does above.
+ * Four registers hold 16 blocks (256 bytes) and fold D = 2048 bits a step;
+ * then each folds into the next (D = 512: lane i of one register lands on
+ * lane i of the next), and the four lanes of the last into one 128-bit
+ * value (D = 128), which the 128-bit path finishes. Used from VCLMUL_MIN
+ * bytes on, where the wide registers pay for their set-up. */
+#define VCLMUL_MIN 1024
+
+#define VCLMUL_TARGET "sse4.2,pclmul,avx512f,avx512vl,vpclmulqdq"
+
+__attribute__((target(VCLMUL_TARGET))) static inline __m512i fold512(__m512i x, __m512i k,
+                                                                     __m512i next)
+{
+    __m512i hi = _mm512_clmulepi64_epi128(x, k, 0x00);
+    __m512i lo = _mm512_clmulepi64_epi128(x, k, 0x11);
+    return _mm512_ternarylogic_epi64(hi, lo, next, 0x96); /* hi ^ lo ^ next */
+}
+
+__attribute__((target(VCLMUL_TARGET))) uint32_t up_crc32c_vpclmul(uint32_t crc,
+                                                                  const void *buf, size_t len)
+{
+    const uint8_t *p = buf;
+    if (len < VCLMUL_MIN)
+        return up_crc32c_clmul(crc, buf, len);
+    pthread_once(&fold_once, fold_init);
+    const __m512i k2048 =
+        _mm512_broadcast_i32x4(_mm_set_epi64x((long long)fold_k[5], (long long)fold_k[4]));
+    const __m512i k512 =
+        _mm512_broadcast_i32x4(_mm_set_epi64x((long long)fold_k[1], (long long)fold_k[0]));
+    const __m128i k128 = _mm_set_epi64x((long long)fold_k[3], (long long)fold_k[2]);
+    __m512i x0 = _mm512_loadu_si512((const void *)p);
+    __m512i x1 = _mm512_loadu_si512((const void *)(p + 64));
+    __m512i x2 = _mm512_loadu_si512((const void *)(p + 128));
+    __m512i x3 = _mm512_loadu_si512((const void *)(p + 192));
+    x0 = _mm512_xor_si512(x0, _mm512_zextsi128_si512(_mm_cvtsi32_si128((int)~crc)));
+    p += 256;
+    len -= 256;
+    while (len >= 256) {
+        x0 = fold512(x0, k2048, _mm512_loadu_si512((const void *)p));
+        x1 = fold512(x1, k2048, _mm512_loadu_si512((const void *)(p + 64)));
+        x2 = fold512(x2, k2048, _mm512_loadu_si512((const void *)(p + 128)));
+        x3 = fold512(x3, k2048, _mm512_loadu_si512((const void *)(p + 192)));
+        p += 256;
+        len -= 256;
     }
-    uint64_t c = __builtin_ia32_crc32di(0, (uint64_t)_mm_cvtsi128_si64(x));
-    c = __builtin_ia32_crc32di(c, (uint64_t)_mm_extract_epi64(x, 1));
-    /* the tail goes on from that register (up_crc32c_hw takes and returns
-     * the inverted form) */
-    return up_crc32c_hw(~(uint32_t)c, p, len);
+    x1 = fold512(x0, k512, x1);
+    x2 = fold512(x1, k512, x2);
+    x3 = fold512(x2, k512, x3);
+    __m128i x = fold(_mm512_extracti32x4_epi32(x3, 0), k128, _mm512_extracti32x4_epi32(x3, 1));
+    x = fold(x, k128, _mm512_extracti32x4_epi32(x3, 2));
+    x = fold(x, k128, _mm512_extracti32x4_epi32(x3, 3));
+    return clmul_finish(x, p, len);
 }
 
 static int cpu_level(void)
 {
-    static int cached = -1; /* 0: none, 1: SSE4.2, 2: SSE4.2 + PCLMULQDQ */
+    /* 0: none, 1: SSE4.2, 2: SSE4.2 + PCLMULQDQ, 3: and VPCLMULQDQ on
+     * 512-bit registers (AVX-512 F and VL, which the OS must have enabled:
+     * libgcc checks XCR0) */
+    static int cached = -1;
     int v = __atomic_load_n(&cached, __ATOMIC_RELAXED);
     if (v < 0) {
         __builtin_cpu_init();
         v = !__builtin_cpu_supports("sse4.2") ? 0 : __builtin_cpu_supports("pclmul") ? 2 : 1;
-        if (v == 2 && getenv("UPULSAR_CRC32C_NO_CLMUL"))
+        if (v == 2 && __builtin_cpu_supports("vpclmulqdq") && __builtin_cpu_supports("avx512f") &&
+            __builtin_cpu_supports("avx512vl"))
+            v = 3;
+        if (v == 3 && getenv("UPULSAR_CRC32C_NO_VPCLMUL"))
+            v = 2;
+        if (v >= 2 && getenv("UPULSAR_CRC32C_NO_CLMUL"))
             v = 1;
         __atomic_store_n(&cached, v, __ATOMIC_RELAXED);
     }
@@ -254,6 +334,7 @@ static int cpu_level(void)
 
 int up_crc32c_hw_available(void) { return cpu_level() >= 1; }
 int up_crc32c_clmul_available(void) { return cpu_level() >= 2; }
+int up_crc32c_vpclmul_available(void) { return cpu_level() >= 3; }
 #else
 uint32_t up_crc32c_hw(uint32_t crc, const void *buf, size_t len)
 {
@@ -263,14 +344,21 @@ uint32_t up_crc32c_clmul(uint32_t crc, const void *buf, size_t len)
 {
     return up_crc32c_sw(crc, buf, len);
 }
+uint32_t up_crc32c_vpclmul(uint32_t crc, const void *buf, size_t len)
+{
+    return up_crc32c_sw(crc, buf, len);
+}
 int up_crc32c_hw_available(void) { return 0; }
 int up_crc32c_clmul_available(void) { return 0; }
+int up_crc32c_vpclmul_available(void) { return 0; }
 #endif
 
 uint32_t up_crc32c(uint32_t crc, const void *buf, size_t len)
 {
 #if defined(__x86_64__)
     int level = cpu_level();
+    if (level == 3)
+        return up_crc32c_vpclmul(crc, buf, len);
     if (level == 2)
         return up_crc32c_clmul(crc, buf, len);
     if (level == 1)

@@ -208,3 +208,74 @@ Test(crc32c, clmul_chaining_equals_one_pass_at_every_split)
         cr_assert_eq(up_crc32c_clmul(up_crc32c_clmul(0, buf, cut), buf + cut, sizeof buf - cut),
                      whole, "cut %zu", cut);
 }
+
+/* The 512-bit VPCLMULQDQ folding path at every length from 0 to 2400
+ * (below, at and above its 1 KiB threshold: every 256-byte step with every
+ * 16-byte and byte remainder) and start offsets 0..15, from buffers that end
+ * at the allocation end (over-reads are caught by ASan), with random seeds;
+ * plus the published vectors and long buffers against the bit-at-a-time
+ * reference. */
+Test(crc32c, vpclmul_folding_matches_reference_at_every_length_and_offset)
+{
+    if (!up_crc32c_vpclmul_available())
+        cr_skip_test("this CPU has no VPCLMULQDQ with AVX-512 (or UPULSAR_CRC32C_NO_VPCLMUL "
+                     "is set)");
+    check_vectors(up_crc32c_vpclmul, "vpclmul");
+    enum { MAXLEN = 2400 };
+    uint8_t *src = malloc(MAXLEN + 16), *heap = malloc(MAXLEN + 16);
+    cr_assert(src && heap);
+    for (size_t i = 0; i < MAXLEN + 16; i++)
+        src[i] = (uint8_t)rnd();
+    for (size_t off = 0; off < 16; off++)
+        for (size_t len = 0; len <= MAXLEN; len++) {
+            uint32_t seed = (len & 3) == 0 ? 0 : rnd();
+            uint8_t *p = heap + (MAXLEN + 16) - len;
+            memcpy(p, src + off, len);
+            uint32_t want = up_crc32c_sw(seed, src + off, len);
+            cr_assert_eq(up_crc32c_vpclmul(seed, p, len), want, "len %zu off %zu seed %08x",
+                         len, off, seed);
+        }
+    free(src);
+    free(heap);
+    static const size_t lens[] = {4096, 57344 + 13, 65536, 131072 + 5, 1u << 20};
+    uint8_t *big = malloc((1u << 20) + 8);
+    cr_assert_not_null(big);
+    for (size_t i = 0; i < (1u << 20) + 8; i++)
+        big[i] = (uint8_t)rnd();
+    for (size_t k = 0; k < sizeof lens / sizeof lens[0]; k++)
+        cr_assert_eq(up_crc32c_vpclmul(0, big + k, lens[k]), crc_ref(0, big + k, lens[k]),
+                     "len %zu", lens[k]);
+    free(big);
+}
+
+Test(crc32c, vpclmul_chaining_equals_one_pass_at_every_split)
+{
+    if (!up_crc32c_vpclmul_available())
+        cr_skip_test("this CPU has no VPCLMULQDQ with AVX-512 (or UPULSAR_CRC32C_NO_VPCLMUL "
+                     "is set)");
+    uint8_t buf[2600];
+    for (size_t i = 0; i < sizeof buf; i++)
+        buf[i] = (uint8_t)rnd();
+    uint32_t whole = crc_ref(0, buf, sizeof buf);
+    for (size_t cut = 0; cut <= sizeof buf; cut++)
+        cr_assert_eq(
+            up_crc32c_vpclmul(up_crc32c_vpclmul(0, buf, cut), buf + cut, sizeof buf - cut),
+            whole, "cut %zu", cut);
+}
+
+/* The dispatcher takes the widest path the CPU has; whatever it is, long
+ * buffers (where the folding paths run) give the reference's CRC. */
+Test(crc32c, dispatch_matches_reference_on_long_buffers)
+{
+    static const size_t lens[] = {1023, 1024, 1025, 1279, 1280, 4096 + 7, 57344 + 13};
+    uint8_t *b = malloc(57344 + 32);
+    cr_assert_not_null(b);
+    for (size_t i = 0; i < 57344 + 32; i++)
+        b[i] = (uint8_t)rnd();
+    for (size_t k = 0; k < sizeof lens / sizeof lens[0]; k++) {
+        uint32_t seed = rnd();
+        cr_assert_eq(up_crc32c(seed, b + k, lens[k]), crc_ref(seed, b + k, lens[k]), "len %zu",
+                     lens[k]);
+    }
+    free(b);
+}
