@@ -28,6 +28,10 @@ extern _Atomic int up_fault_loop_list_nomem;
  * (and for sending many requests at once) fails. */
 extern _Atomic int up_fault_close_nomem;
 
+/* up_rec_read_wrapped() in record.c: the scratch buffer for a record that
+ * wraps around the ring's end cannot be allocated. */
+extern _Atomic int up_fault_rec_scratch_nomem;
+
 /* Whether this pass through the point @p n fails (and count it). */
 static inline bool up_fault_hit(_Atomic int *n)
 {

@@ -4,14 +4,20 @@
  * (loop) and reading just a record's head to fail it (loop). */
 #include "record.h"
 
+#include "fault.h"
+
 #include <stdlib.h>
 #include <string.h>
 
+
+_Atomic int up_fault_rec_scratch_nomem;
 
 int up_rec_read_wrapped(const up_ring_t *r, uint64_t pos, uint64_t ncells, uint8_t **scratch,
                         size_t *scratch_cap, up_rec_view_t *v)
 {
     size_t size = (size_t)ncells * UP_RING_CELL;
+    if (up_fault_hit(&up_fault_rec_scratch_nomem))
+        return UPULSAR_ERR__NOMEM;
     if (*scratch_cap < size) {
         uint8_t *s = realloc(*scratch, size);
         if (!s)

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "fault_common.h"
+#include "fault.h"
 
 static upulsar_tb_t *tb;
 static upulsar_client_t *client;
@@ -239,6 +240,102 @@ Test(ops_delivery, reports_read_payloads_back_with_batching_off_and_key_based_ba
     send_and_check_success("dr-nobatch", off, 8);
     const char *kb[] = {"batching.type", "key_based", "batch.max.delay.ms", "5", NULL};
     send_and_check_success("dr-keybased", kb, 8);
+}
+
+/* A record that wraps around the end of its ring and cannot be copied out
+ * (no memory for the copy) fails alone, and like any message that fails in
+ * the queue: its future, its own callback, its report with its payload,
+ * then its free_cb; the others are stored. */
+static _Atomic int wrap_cb_calls[N];
+static void wrap_cb(upulsar_err_t err, const upulsar_msg_id_t *id, void *opaque)
+{
+    (void)err;
+    (void)id;
+    int i = index_of(opaque);
+    if (i >= 0) {
+        atomic_fetch_add(&wrap_cb_calls[i], 1);
+        book->cb_at[i] = ++book->order;
+    }
+}
+
+/* One round of N messages on @p p with the fault armed; returns the index
+ * of the message that failed (the fault hit), or -1 (no record of this
+ * round wrapped: the ring rewinds when empty, so whether one straddles its
+ * end depends on how fast the loop drains). Checks every message. */
+static int wrap_round(upulsar_producer_t *p, const char *topic, uint64_t *stored_before)
+{
+    memset(book, 0, sizeof *book);
+    atomic_store(&up_fault_rec_scratch_nomem, 1);
+    upulsar_future_t *f[N];
+    for (int i = 0; i < N; i++) {
+        atomic_store(&wrap_cb_calls[i], 0);
+        fill(i, 100 + (size_t)i, 1, 2000);
+        char *copy = malloc(book->len[i]);
+        cr_assert(copy);
+        memcpy(copy, book->payload[i], book->len[i]);
+        book->nocopy[i] = 1;
+        upulsar_send_opts_t o = {.partition_key = book->key[i], .flags = UPULSAR_SEND_NOCOPY,
+                                 .free_cb = free_copy, .cb = wrap_cb, .opaque = &book->len[i]};
+        cr_assert_eq(upulsar_send(p, copy, book->len[i], &o, &f[i]), UPULSAR_OK, "%d: %s", i,
+                     upulsar_last_error());
+    }
+    int failed = -1;
+    for (int i = 0; i < N; i++) {
+        upulsar_err_t e = upulsar_future_wait(f[i], FT_WAIT_MS, NULL);
+        upulsar_future_release(f[i]);
+        if (e != UPULSAR_OK) {
+            cr_assert_eq(e, UPULSAR_ERR__NOMEM, "message %d: %s", i, upulsar_err_name(e));
+            cr_assert_eq(failed, -1, "messages %d and %d failed", failed, i);
+            failed = i;
+        }
+    }
+    int armed = atomic_exchange(&up_fault_rec_scratch_nomem, 0);
+    cr_assert_eq(armed == 0, failed != -1, "fault %s, failed message %d",
+                 armed ? "not hit" : "hit", failed);
+    cr_assert_eq(upulsar_producer_flush(p, FT_WAIT_MS), UPULSAR_OK);
+    int want = N;
+    cr_assert_eq(ft_wait_for(all_reported, &want), 1);
+    cr_assert_eq(book->bad_opaque, 0);
+    for (int i = 0; i < N; i++) {
+        cr_assert_eq(book->nreports[i], 1, "message %d: %d reports", i, book->nreports[i]);
+        cr_assert_eq(atomic_load(&wrap_cb_calls[i]), 1, "message %d: %d callbacks", i,
+                     atomic_load(&wrap_cb_calls[i]));
+        cr_assert_eq(atomic_load(&book->freed[i]), 1, "message %d: freed %d times", i,
+                     atomic_load(&book->freed[i]));
+        cr_assert_eq(book->err[i], i == failed ? UPULSAR_ERR__NOMEM : UPULSAR_OK);
+        cr_assert(book->kept[i] && book->payload_ok[i], "message %d: payload not reported", i);
+        if (i == failed) /* a sent one is freed once encoded, before its receipt */
+            cr_assert(!book->freed_before_report[i], "message %d: freed before its report", i);
+        cr_assert_lt(book->cb_at[i], book->dr_at[i], "message %d: report before callback", i);
+    }
+    upulsar_tb_topic_stats_t st;
+    cr_assert_eq(upulsar_tb_topic_stats(tb, topic, &st), UPULSAR_OK);
+    cr_assert_eq(st.messages - *stored_before, (uint64_t)N - (failed != -1));
+    *stored_before = st.messages;
+    return failed;
+}
+
+/* A record that wraps around the end of its ring and cannot be copied out
+ * (no memory for the copy) fails alone, and like any message that fails in
+ * the queue: its future, its own callback, its report with its payload,
+ * then its free_cb; the others are stored. Rounds until a record wraps. */
+Test(ops_delivery, a_record_that_cannot_be_copied_out_of_the_queue_is_reported_and_freed)
+{
+    book = calloc(1, sizeof *book);
+    cr_assert(book);
+    /* records of about 2 KiB (NOCOPY payloads: the ring holds their
+     * 2000-byte keys) in a 64 KiB ring */
+    const char *kv[] = {"queue.buffer.bytes", "65536", "batch.max.delay.ms", "5",
+                        "block.if.queue.full", "true", NULL};
+    upulsar_producer_t *p = start_dr("dr-wrap", 0, kv);
+    uint64_t stored = 0;
+    int failed = -1;
+    for (int round = 0; round < 200 && failed == -1; round++)
+        failed = wrap_round(p, "dr-wrap", &stored);
+    cr_assert_neq(failed, -1, "no record wrapped in 200 rounds");
+    cr_assert_eq(upulsar_producer_stop(p, FT_WAIT_MS), UPULSAR_OK);
+    free(book);
+    book = NULL;
 }
 
 static int stored_at_least_one(void *a)
