@@ -458,15 +458,11 @@ static uint64_t drain_one(up_rp_t *rp, uint64_t now, bool *stall)
     if (rc) {
         /* out of memory making a wrapped record contiguous (a record the
          * callers wrote is never malformed) */
-        up_rec_t h;
-        memcpy(&h, up_ring_cell(&rp->ring, rp->ring.ctail), sizeof h);
         err = (upulsar_err_t)rc;
-        up_rp_limits_release(rp, 1, up_rec_mem(up_rec_cells(&h), h.ncells_flags & 0xfu, up_rec_plen(&h)));
         det = up_rp_detail(rp, "%s while batching the message", upulsar_err_str(err));
-        resolve_one(h.future, NULL, NULL, err, NULL, det);
+        uint64_t cells = up_rp_fail_ring_head(rp, err, det);
         up_detail_put(&rp->client->futures, det);
-        up_stats_failed(rp, err, 1);
-        return up_rec_cells(&h);
+        return cells;
     }
     up_smm_t *m = &v.m;
     m->sequence_id = rp->next_seq;

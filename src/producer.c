@@ -519,7 +519,7 @@ bool up_rp_attach(up_rp_t *rp, up_conn_t *c, int64_t last_seq, const uint8_t *sc
 /* Resolve the record at the ring's read position with @p err and the
  * detail @p det (it never joins a batch, gets no sequence id) and step over
  * it. */
-static void fail_ring_record(up_rp_t *rp, upulsar_err_t err, up_detail_t *det)
+uint64_t up_rp_fail_ring_head(up_rp_t *rp, upulsar_err_t err, up_detail_t *det)
 {
     up_ring_t *r = &rp->ring;
     up_rec_t h;
@@ -533,7 +533,12 @@ static void fail_ring_record(up_rp_t *rp, upulsar_err_t err, up_detail_t *det)
     if (dr) /* its report (payload still in the ring), then its free_cb */
         up_dr_ring(rp, r->ctail, err, det);
     up_stats_failed(rp, err, 1);
-    r->ctail += up_rec_cells(&h);
+    return up_rec_cells(&h);
+}
+
+static void fail_ring_record(up_rp_t *rp, upulsar_err_t err, up_detail_t *det)
+{
+    rp->ring.ctail += up_rp_fail_ring_head(rp, err, det);
 }
 
 /* Fail the open batch and every pending batch, in order, with the detail

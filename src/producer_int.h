@@ -124,6 +124,12 @@ static inline void resolve_one(upulsar_future_t *f, upulsar_delivery_cb_t cb, vo
     }
 }
 
+/** Fail the record at the ring's tail with @p err (detail @p det, may be
+ * NULL): its future, its own callback, its delivery report (payload still
+ * in the ring), its free_cb, its room; returns its cells, for the caller to
+ * move the tail past it. @thread loop */
+uint64_t up_rp_fail_ring_head(up_rp_t *rp, upulsar_err_t err, up_detail_t *det);
+
 /** Resolve every message of @p b (@p det: the failure's detail, NULL on
  *  success), give back their room, publish resolved_ring_pos. @thread loop */
 void up_rp_resolve_batch(up_rp_t *rp, up_batch_t *b, upulsar_err_t err, uint64_t ledger,
