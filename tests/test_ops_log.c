@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "fault_common.h"
+#include "client.h"
 
 TestSuite(ops_log, .timeout = 180);
 
@@ -282,5 +283,45 @@ Test(ops_log, debug_level_turned_on_and_off_at_run_time)
     cr_assert_eq(upulsar_producer_stop(p, FT_WAIT_MS), UPULSAR_OK);
     ft_stop_client_and_broker(tb, c);
     cr_assert_not(rs->oom);
+    recs_free(rs);
+}
+
+/* Lines of one producer keep their order when some are collapsed: after
+ * "failed" for partitions 0, 1 and 2 (1 and 2 held back in the window
+ * opened by 0), partition 2's "re-created" comes only after the summary
+ * that stands for its failure. */
+Test(ops_log, a_producers_lines_keep_their_order_when_others_are_collapsed)
+{
+    upulsar_tb_t *tb = ft_broker();
+    upulsar_client_t *c = ft_client(tb, NULL);
+    recs_t *rs = recs_new();
+    cr_assert_eq(upulsar_client_set_log_record_cb(c, on_record, rs), UPULSAR_OK);
+    static const char *topics[] = {"persistent://public/default/ord-partition-0",
+                                   "persistent://public/default/ord-partition-1",
+                                   "persistent://public/default/ord-partition-2"};
+    for (int i = 0; i < 3; i++) {
+        up_log_at_t at = {UPULSAR_ERR__CONNECT, topics[i], i, "b:6650", NULL, 0};
+        up_log_at(c, UPULSAR_LOG_WARNING, &at, "%s: re-creating failed", topics[i]);
+    }
+    up_log_at_t at2 = {UPULSAR_OK, topics[2], 2, "b:6650", NULL, 0};
+    up_log_at(c, UPULSAR_LOG_INFO, &at2, "%s: re-created", topics[2]);
+    pthread_mutex_lock(&rs->mu);
+    size_t n = rs->n;
+    int failed2_at = -1, recreated2_at = -1;
+    for (size_t i = 0; i < n; i++) {
+        rec_t *r = &rs->r[i];
+        if (strstr(r->line, "re-created") && r->partition == 2)
+            recreated2_at = (int)i;
+        /* the line that stands for partition 2's failure: its own, or a
+         * summary counting it */
+        if (strstr(r->line, "re-creating failed") &&
+            (r->partition == 2 || (r->partition == 1 && r->collapsed >= 1)))
+            failed2_at = (int)i;
+    }
+    pthread_mutex_unlock(&rs->mu);
+    cr_assert_neq(recreated2_at, -1);
+    cr_assert_neq(failed2_at, -1, "partition 2's failure not delivered before its re-creation");
+    cr_assert_lt(failed2_at, recreated2_at);
+    ft_stop_client_and_broker(tb, c);
     recs_free(rs);
 }
