@@ -16,7 +16,9 @@
  * partitions held back (upulsar_log_record_t.collapsed). A line of the key
  * for a partition already seen in the window (a second attempt of the same
  * producer) ends the window first, so each attempt of a producer is still
- * seen, in order. So a round of N lines of one kind gives at most two
+ * seen, in order; so does a line of another key for a partition held back
+ * in a window (the window's summary goes out first: the lines of one
+ * producer keep their order). So a round of N lines of one kind gives at most two
  * lines, and the partitions a line stands for add up to the N events.
  * Lines without a partition (connection attempts, dropped connections,
  * lines about the client) and debug lines are never collapsed. At most UP_LOG_FOLD_SLOTS
@@ -213,6 +215,25 @@ void up_log_close(struct upulsar_client *c)
     pthread_mutex_destroy(&c->log_lock);
 }
 
+/* A slot of another key of @p o's topic that holds back a line of @p o's
+ * partition, or NULL: that line came first, so it goes out before @p o.
+ * (log_lock) */
+static fold_slot_t *fold_holding(struct up_log_fold *f, const char *fmt, const out_line_t *o)
+{
+    unsigned p = (unsigned)o->partition;
+    if (!f || p >= UP_LOG_FOLD_PARTS)
+        return NULL;
+    size_t bl = base_len(o->topic);
+    for (int i = 0; i < UP_LOG_FOLD_SLOTS; i++) {
+        fold_slot_t *t = &f->slot[i];
+        if (t->used && t->held && (t->seen[p / 8] & (1u << (p % 8))) &&
+            !(t->fmt == fmt && t->level == (int)o->level && t->err == o->err) &&
+            strlen(t->base) == bl && !memcmp(t->base, o->topic, bl))
+            return t;
+    }
+    return NULL;
+}
+
 /* Collapse @p o (a line naming a partition) if its key has a window open:
  * returns true if it was held back. Else it opens a window for its key
  * (when a slot is free) and *@p ended receives the summary of a window the
@@ -295,6 +316,18 @@ static void log_v(struct upulsar_client *c, upulsar_log_level_t level, const up_
     bool held = false, had = false;
     uint64_t now = up_now_us();
     if (o->partition >= 0 && o->topic[0] && level != UPULSAR_LOG_DEBUG) {
+        /* what is held back of this partition under other keys goes first:
+         * the lines of one producer keep their order */
+        for (;;) {
+            pthread_mutex_lock(&c->log_lock);
+            fold_slot_t *s = fold_holding(c->log_fold, fmt, o);
+            bool any = s && fold_take(s, &o[1]);
+            pthread_mutex_unlock(&c->log_lock);
+            if (!s)
+                break;
+            if (any)
+                deliver(c, &o[1]);
+        }
         pthread_mutex_lock(&c->log_lock);
         held = fold_line(c, fmt, o, now, &o[1], &had);
         pthread_mutex_unlock(&c->log_lock);
