@@ -302,6 +302,10 @@ static void binary_keys_with(const char *scheme, const char *topic)
             cr_assert_not_null(m->partition_key);
             cr_assert_str_eq(m->partition_key, text[i], "key %d", i);
             cr_assert_eq(m->partition_key_b64_encoded, 1, "key %d", i);
+            /* the entry's key (its first message's) is flagged too */
+            if (m->entry_partition_key)
+                cr_assert_eq(m->entry_partition_key_b64_encoded, 1, "key %d: entry key %s", i,
+                             m->entry_partition_key);
         }
         cr_assert_eq(upulsar_tb_snapshot_count(s), k);
         upulsar_tb_snapshot_free(s);
@@ -324,6 +328,7 @@ static void binary_keys_with(const char *scheme, const char *topic)
     const upulsar_tb_msg_t *m = upulsar_tb_snapshot_msg(s, upulsar_tb_snapshot_count(s) - 1);
     cr_assert_str_eq(m->partition_key, "plain");
     cr_assert_eq(m->partition_key_b64_encoded, 0);
+    cr_assert_eq(m->entry_partition_key_b64_encoded, 0);
     upulsar_tb_snapshot_free(s);
     cr_assert_eq(upulsar_producer_stop(p, FT_WAIT_MS), UPULSAR_OK);
 }

@@ -581,6 +581,10 @@ typedef struct upulsar_tb_msg {
     int partition_key_b64_encoded; /**< partition_key_b64_encoded, read
                                         the same way: partition_key is the
                                         base64 text of a binary key */
+    int entry_partition_key_b64_encoded; /**< the entry's MessageMetadata.
+                                              partition_key_b64_encoded:
+                                              entry_partition_key is the
+                                              base64 text of a binary key */
 } upulsar_tb_msg_t;
 
 /** A copy of a topic's log at one moment. Not thread-safe by itself (use

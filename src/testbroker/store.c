@@ -550,6 +550,8 @@ static int snap_add(void *vctx, const tb_decoded_t *m)
         !(o->entry_partition_key =
               tb_arena_dup(a, m->md->partition_key, strlen(m->md->partition_key))))
         return UPULSAR_ERR__NOMEM;
+    o->entry_partition_key_b64_encoded =
+        m->md->has_partition_key_b64_encoded && m->md->partition_key_b64_encoded;
     o->num_chunks = x->chunks;
     if (x->chunks) {
         o->first_chunk_ledger_id = x->ledger;
