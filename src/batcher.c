@@ -239,6 +239,7 @@ bool up_batch_key(up_batch_t *b, const up_smm_t *m)
     b->kkey_len = klen;
     b->kkind = kind;
     b->kpk = pk;
+    b->kb64 = m->key && m->key_b64;
     return true;
 }
 
@@ -380,6 +381,8 @@ int up_batch_close(up_rp_t *rp, up_batch_t *b)
         md.ordering_key.data = (uint8_t *)b->kkey;
         md.ordering_key.len = b->kkey_len;
     }
+    if (md.partition_key && b->kb64) /* the first message's binary key */
+        md.has_partition_key_b64_encoded = md.partition_key_b64_encoded = 1;
     if (b->deliver_at) {
         md.has_deliver_at_time = 1;
         md.deliver_at_time = (int64_t)b->deliver_at;

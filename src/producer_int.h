@@ -29,14 +29,16 @@
  *  UP_MD_SCALARS  every scalar MessageMetadata field the producer may set
  *                 (sequence ids, times, sizes, counts, compression, chunk
  *                 fields), each with its tag and its longest varint, plus
- *                 the tags and lengths of its strings (127 bytes);
+ *                 the tags and lengths of its strings (127 bytes), and the
+ *                 partition_key_b64_encoded and null_value flags (3 bytes
+ *                 each);
  *  UP_NAME_BOUND  the producer name (rp->name);
  *  UP_UUID_BOUND  a chunk's uuid, "<producer name>-<sequence id>";
  *  UP_SMM_SCALARS a record's size word and its SingleMessageMetadata
  *                 fields besides keys and properties (at most 40 bytes);
  *  UP_HDR_FIXED   frame sizes, BaseCommand{SEND} (at most 64 bytes), magic,
  *                 checksum and metadata size, in front of the metadata. */
-#define UP_MD_SCALARS 128
+#define UP_MD_SCALARS 136
 #define UP_NAME_BOUND 128
 #define UP_UUID_BOUND (UP_NAME_BOUND + 21)
 #define UP_SMM_SCALARS 48
