@@ -148,8 +148,9 @@ static void rp_labels(prom_t *p, struct upulsar_producer *h, up_rp_t *rp)
     pm(p, "topic=\"");
     pm_value(p, h->topic);
     pm(p, "\",partition=\"%d\",producer=\"", rp->partition);
-    if (rp->name[0])
-        pm_value(p, rp->name);
+    const char *name = up_rp_name(rp);
+    if (name[0])
+        pm_value(p, name);
     else
         pm(p, "#%d", rp->index);
     pm(p, "\"");

@@ -216,7 +216,7 @@ upulsar_err_t upulsar_producer_list(upulsar_producer_t *h, upulsar_producer_info
             up_rp_t *rp = h->groups[g].rps[i];
             upulsar_producer_info_t *pi = &out[n];
             memset(pi, 0, sizeof *pi);
-            snprintf(pi->name, sizeof pi->name, "%s", rp->name);
+            snprintf(pi->name, sizeof pi->name, "%s", up_rp_name(rp));
             snprintf(pi->partition_topic, sizeof pi->partition_topic, "%s", rp->topic);
             pi->partition = rp->partition;
             pi->index = rp->index;

@@ -31,6 +31,7 @@ up_rp_t *up_rp_new(struct upulsar_producer *h, int partition, int index, const c
     if (name) {
         rp->user_named = true;
         snprintf(rp->name, sizeof rp->name, "%s", name);
+        atomic_init(&rp->name_ready, true);
     }
     rp->producer_id = atomic_fetch_add(&h->client->next_producer_id, 1);
     /* partitions go round the loops; on each loop, producers go round the
@@ -59,8 +60,10 @@ up_rp_t *up_rp_new(struct upulsar_producer *h, int partition, int index, const c
 
 void up_rp_named_by_broker(up_rp_t *rp, const char *name)
 {
-    if (!rp->user_named && name && !rp->name[0])
+    if (!rp->user_named && name && !rp->name[0]) {
         snprintf(rp->name, sizeof rp->name, "%s", name);
+        atomic_store_explicit(&rp->name_ready, true, memory_order_release);
+    }
 }
 
 void up_rp_take_route(up_rp_t *rp, char *assigned, size_t assigned_size, char *cluster,

@@ -190,6 +190,10 @@ struct up_rp {
      * attached, so the loop reads it after) */
     char name[128];
     bool user_named;     /* immutable after up_rp_new() */
+    /* set (release) once name is written for good: threads that do not
+     * create the producer (statistics, introspection) read the name through
+     * up_rp_name(), which sees it whole or not at all */
+    _Atomic bool name_ready;
     /* "host:port" it was last created on, "" before; guarded by broker_lock
      * (also read by upulsar_producer_list()); set by up_rp_attach() */
     pthread_mutex_t broker_lock;
@@ -430,5 +434,12 @@ void up_stats_no_room(up_rp_t *rp, int reason, int refused);
 /** Messages @p rp accepted and not yet resolved: in its ring, its open
  *  and pending batches. @thread any */
 uint64_t up_stats_pending(up_rp_t *rp);
+
+/* rp->name for threads other than the creating one: "" until it is set.
+ * @thread any */
+static inline const char *up_rp_name(const up_rp_t *rp)
+{
+    return atomic_load_explicit(&rp->name_ready, memory_order_acquire) ? rp->name : "";
+}
 
 #endif

@@ -281,7 +281,7 @@ static void producer_json(js_t *j, struct upulsar_producer *h)
             uint64_t sent = atomic_load(&rp->sent_msgs), acked = atomic_load(&rp->acked_msgs),
                      failed = atomic_load(&rp->failed_msgs);
             js(j, "%s{\"name\":", i ? "," : "");
-            js_str(j, rp->name);
+            js_str(j, up_rp_name(rp));
             char broker[sizeof rp->broker];
             pthread_mutex_lock(&rp->broker_lock);
             snprintf(broker, sizeof broker, "%s", rp->broker);
