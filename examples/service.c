@@ -450,11 +450,12 @@ int main(int argc, char **argv)
     fprintf(stderr, "%d workers producing to %s; metrics at http://127.0.0.1:%d/metrics; dead "
             "letters to %s, else %s (Ctrl-C stops)\n", threads, TOPIC, bound, DLQ_TOPIC, dead_path);
 
-    /* Serve scrapes until a signal (--check: until every event was sent
-     * and the broken partition healed, or nothing is left to happen). */
+    /* Serve scrapes until a signal or, with --events, every event sent
+     * (--check: and the broken partition healed, or nothing left to do). */
     int healed = 0;
     long long total = (long long)threads * s->events;
-    while (!signalled && !(check && s->sent == total && (healed || unresolved(s) == 0))) {
+    while (!signalled && !(s->events && s->sent == total &&
+                           (!check || healed || unresolved(s) == 0))) {
         struct pollfd pf = {lfd, POLLIN, 0};
         if (poll(&pf, 1, check ? 5 : 100) > 0) {
             char extra[2048];
@@ -469,13 +470,14 @@ int main(int argc, char **argv)
 
     /* Shutdown: take no more work, flush what was sent, let the retries
      * run out (each attempt resolves within send.timeout.ms; after
-     * MAX_ATTEMPTS, a dead letter) for at most DRAIN_MS, then stop. */
+     * MAX_ATTEMPTS, a dead letter) for DRAIN_MS at most (plus a round of
+     * dead letters under way), then stop. */
     fprintf(stderr, "stopping: %lld events in flight\n", unresolved(s));
     s->stopping = 1;
     for (int t = 0; t < threads; t++)
         pthread_join(workers[t], NULL);
-    upulsar_producer_flush(s->main, 30000);
     s->drain_end = now_ms() + DRAIN_MS;
+    upulsar_producer_flush(s->main, DRAIN_MS); /* retries go on meanwhile */
     pthread_join(retry, NULL);
     int ok = !check || check_scrape(s, client, lfd, bound);
     close(lfd);
