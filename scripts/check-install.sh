@@ -95,6 +95,7 @@ check_installed() {
       run "$label-$way-$ex" "$out/$way/$ex"
     done
     run "$label-$way-metrics_server" "$out/$way/metrics_server" --check
+    run "$label-$way-service" "$out/$way/service" --check
     dyn=$(readelf -d "$out/$way/hello-shared")
     [[ $dyn == *"NEEDED"*"[libupulsar.so."* ]] || fail "$label: $way/hello-shared does not link libupulsar.so"
     # the directory the loader takes libupulsar.so.* from (symlinks resolved:
