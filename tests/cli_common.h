@@ -19,6 +19,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "upulsar/testbroker.h"
+
 #ifndef UPULSAR_CLI_PATH
 #error "UPULSAR_CLI_PATH must name the upulsar-produce binary"
 #endif
@@ -188,6 +190,24 @@ static inline run_t run_bytes(const char *const *args, const void *input, size_t
 static inline run_t run_cli(const char *const *args, const char *input)
 {
     return run_bytes(args, input, input ? strlen(input) : 0);
+}
+
+/* How many times @p needle occurs in @p hay (overlaps count). */
+static inline size_t count_of(const char *hay, const char *needle)
+{
+    size_t n = 0;
+    for (const char *p = strstr(hay, needle); p; p = strstr(p + 1, needle))
+        n++;
+    return n;
+}
+
+/* Nothing connected to @p broker: a usage error ends the CLI before it
+ * dials. */
+static inline void assert_no_connection(upulsar_tb_t *broker)
+{
+    upulsar_tb_stats_t st;
+    cr_assert_eq(upulsar_tb_stats(broker, &st), UPULSAR_OK);
+    cr_assert_eq(st.connections_accepted, 0, "nothing may connect after a usage error");
 }
 
 #endif

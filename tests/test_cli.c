@@ -296,14 +296,6 @@ Test(cli, quiet_prints_no_ids_only_the_summary)
     run_free(&r);
 }
 
-static size_t count_of(const char *hay, const char *needle)
-{
-    size_t n = 0;
-    for (const char *p = strstr(hay, needle); p; p = strstr(p + 1, needle))
-        n++;
-    return n;
-}
-
 Test(cli, json_prints_one_object_per_message_and_a_summary)
 {
     const char *args[] = {"-b", upulsar_tb_url(tb), "-t", "cli-json", "--json",
@@ -363,13 +355,6 @@ Test(cli, embedded_broker_prints_its_url_and_a_message_id)
     run_free(&r);
 }
 
-static void assert_no_connection(void)
-{
-    upulsar_tb_stats_t st;
-    cr_assert_eq(upulsar_tb_stats(tb, &st), UPULSAR_OK);
-    cr_assert_eq(st.connections_accepted, 0, "nothing may connect after a usage error");
-}
-
 Test(cli, unknown_option_is_a_usage_error)
 {
     const char *args[] = {"-b", upulsar_tb_url(tb), "-t", "x", "--bogus", NULL};
@@ -382,7 +367,7 @@ Test(cli, unknown_option_is_a_usage_error)
     cr_assert_eq(r.status, 2);
     cr_assert(strstr(r.err, "unknown option -Z"), "%s", r.err);
     run_free(&r);
-    assert_no_connection();
+    assert_no_connection(tb);
 }
 
 Test(cli, option_without_its_value_is_a_usage_error)
@@ -401,7 +386,7 @@ Test(cli, missing_topic_is_a_usage_error)
     cr_assert_eq(r.status, 2);
     cr_assert(strstr(r.err, "-t TOPIC is required"), "%s", r.err);
     run_free(&r);
-    assert_no_connection();
+    assert_no_connection(tb);
 }
 
 Test(cli, unknown_conf_key_fails_before_connecting)
@@ -411,7 +396,7 @@ Test(cli, unknown_conf_key_fails_before_connecting)
     cr_assert_eq(r.status, 2);
     cr_assert(strstr(r.err, "no.such.key: unknown configuration key"), "%s", r.err);
     run_free(&r);
-    assert_no_connection();
+    assert_no_connection(tb);
 }
 
 Test(cli, invalid_conf_value_fails_before_connecting)
@@ -427,7 +412,7 @@ Test(cli, invalid_conf_value_fails_before_connecting)
     cr_assert_eq(r.status, 2);
     cr_assert(strstr(r.err, "want KEY=VALUE"), "%s", r.err);
     run_free(&r);
-    assert_no_connection();
+    assert_no_connection(tb);
 }
 
 Test(cli, unreadable_file_fails_before_connecting)
@@ -438,7 +423,7 @@ Test(cli, unreadable_file_fails_before_connecting)
     cr_assert_eq(r.status, 2);
     cr_assert(strstr(r.err, "/nonexistent/upulsar-cli-input: No such file"), "%s", r.err);
     run_free(&r);
-    assert_no_connection();
+    assert_no_connection(tb);
 }
 
 Test(cli, unreachable_broker_fails_with_a_connect_error)
@@ -736,7 +721,7 @@ Test(cli, missing_token_file_is_a_usage_error)
     cr_assert_eq(r.status, 2);
     cr_assert(strstr(r.err, "--token-file /nonexistent/token"), "%s", r.err);
     run_free(&r);
-    assert_no_connection();
+    assert_no_connection(tb);
 }
 
 Test(cli, conflicting_options_are_usage_errors)
@@ -751,7 +736,7 @@ Test(cli, conflicting_options_are_usage_errors)
     cr_assert_eq(r.status, 2);
     cr_assert(strstr(r.err, "--embedded and -b exclude each other"), "%s", r.err);
     run_free(&r);
-    assert_no_connection();
+    assert_no_connection(tb);
 }
 
 static void read_all(int fd, char **buf, size_t *len)

@@ -62,21 +62,6 @@ static void assert_stored(const char *topic, const want_t *w, size_t n)
     upulsar_tb_snapshot_free(s);
 }
 
-static void assert_no_connection(void)
-{
-    upulsar_tb_stats_t st;
-    cr_assert_eq(upulsar_tb_stats(tb, &st), UPULSAR_OK);
-    cr_assert_eq(st.connections_accepted, 0, "nothing may connect after a usage error");
-}
-
-static size_t count_of(const char *hay, const char *needle)
-{
-    size_t n = 0;
-    for (const char *p = strstr(hay, needle); p; p = strstr(p + 1, needle))
-        n++;
-    return n;
-}
-
 static char *temp_file(const void *bytes, size_t len)
 {
     char *path = strdup("/tmp/upulsar-cli-input-XXXXXX");
@@ -200,7 +185,7 @@ Test(cli_input, bad_delimiters_are_usage_errors)
     run_t r = run_cli(count, NULL);
     cr_assert_eq(r.status, 2, "exit %d: %s", r.status, r.err);
     run_free(&r);
-    assert_no_connection();
+    assert_no_connection(tb);
 }
 
 /* ---- CRLF ----------------------------------------------------------------- */
@@ -324,7 +309,7 @@ Test(cli_input, rate_takes_only_a_positive_number_of_messages_per_second)
         cr_assert(strstr(r.err, "--rate"), "--rate '%s': %s", bad[i], r.err);
         run_free(&r);
     }
-    assert_no_connection();
+    assert_no_connection(tb);
 }
 
 Test(cli_input, rate_limited_runs_deliver_every_message_in_order)
