@@ -54,6 +54,7 @@
 #include "crc32c.h"
 #include "frame.h"
 #include "pb.h"
+#include "perf_common.h"
 #include "upulsar/testbroker.h"
 #include "upulsar/upulsar.h"
 
@@ -105,99 +106,6 @@ static uint64_t now_ns(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-static double tv_s(struct timeval tv) { return (double)tv.tv_sec + (double)tv.tv_usec / 1e6; }
-
-static double cpu_self(void)
-{
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    return tv_s(ru.ru_utime) + tv_s(ru.ru_stime);
-}
-
-static double proc_cpu(pid_t pid)
-{
-    char path[64];
-    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return 0;
-    char buf[1024];
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = 0;
-    char *p = strrchr(buf, ')');
-    if (!p)
-        return 0;
-    unsigned long ut = 0, st = 0;
-    if (sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) != 2)
-        return 0;
-    return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
-}
-
-/* ---- embedded broker in a child process (as upulsar-perf starts it) ------- */
-
-static pid_t broker_pid;
-
-static int fork_broker(const char *topic, int partitions, char *url, size_t urlsz)
-{
-    int fds[2];
-    if (pipe(fds))
-        return -1;
-    pid_t pid = fork();
-    if (pid < 0)
-        return -1;
-    if (pid == 0) {
-        close(fds[0]);
-        upulsar_tb_opts_t o;
-        upulsar_tb_opts_init(&o);
-        o.perf = 1;
-        o.max_retained_bytes = 64u << 20; /* keep memory flat on long runs */
-        upulsar_tb_t *tb;
-        if (upulsar_tb_start(&o, &tb)) {
-            fprintf(stderr, "embedded broker: %s\n", upulsar_last_error());
-            _exit(1);
-        }
-        if (partitions > 0 && upulsar_tb_set_partitions(tb, topic, partitions)) {
-            fprintf(stderr, "embedded broker: %s\n", upulsar_last_error());
-            _exit(1);
-        }
-        char line[256];
-        int n = snprintf(line, sizeof line, "%s\n", upulsar_tb_url(tb));
-        if (write(fds[1], line, (size_t)n) != n)
-            _exit(1);
-        close(fds[1]);
-        sigset_t ss;
-        sigemptyset(&ss);
-        sigaddset(&ss, SIGTERM);
-        sigprocmask(SIG_BLOCK, &ss, NULL);
-        int sig;
-        sigwait(&ss, &sig);
-        upulsar_tb_stop(tb);
-        _exit(0);
-    }
-    close(fds[1]);
-    broker_pid = pid;
-    ssize_t r = read(fds[0], url, urlsz - 1);
-    close(fds[0]);
-    if (r <= 0)
-        return -1;
-    url[r] = 0;
-    url[strcspn(url, "\n")] = 0;
-    return 0;
-}
-
-static void broker_stop(long *rss_kb)
-{
-    if (!broker_pid)
-        return;
-    kill(broker_pid, SIGTERM);
-    struct rusage ru;
-    int st;
-    if (wait4(broker_pid, &st, 0, &ru) > 0 && rss_kb)
-        *rss_kb = ru.ru_maxrss;
-    broker_pid = 0;
 }
 
 /* Give up: the broker child is stopped first (it would wait for SIGTERM). */
@@ -608,7 +516,7 @@ int main(int argc, char **argv)
     char url[256];
     if (opt.url)
         snprintf(url, sizeof url, "%s", opt.url);
-    else if (fork_broker(opt.topic, opt.partitions, url, sizeof url)) {
+    else if (broker_fork(NULL, NULL, opt.topic, opt.partitions, NULL, url, sizeof url)) {
         fprintf(stderr, "cannot start the embedded broker\n");
         broker_stop(NULL);
         return 1;

@@ -30,6 +30,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "perf_common.h"
 #include "upulsar/testbroker.h"
 #include "upulsar/upulsar.h"
 
@@ -375,9 +376,6 @@ static void *sender_main(void *arg)
 
 /* ---- throwaway TLS certificates (--tls) --------------------------------------- */
 
-static pid_t broker_pid;                   /* the embedded broker child, 0 = none */
-static volatile sig_atomic_t broker_live; /* ... and not yet told to stop */
-
 /* Every file the openssl commands below create, so that removing the
  * directory needs only unlink() and rmdir() (async-signal-safe). */
 enum { CERT_CA_KEY, CERT_CA, CERT_SRV_KEY, CERT_SRV_CSR, CERT_SRV, CERT_SRV_EXT, CERT_LOG, CERT_N };
@@ -517,72 +515,12 @@ static int certs_make(void)
 
 /* ---- embedded broker in a child process -------------------------------------- */
 
-/* tls_cert/tls_key NULL: plaintext. Writes the broker's URL to url. */
-static int fork_broker(const char *tls_cert, const char *tls_key, const char *topic,
-                       int partitions, char *url, size_t urlsz)
+/* In the broker child: the certificate directory is the parent's to remove. */
+static void certs_forget(void)
 {
-    int fds[2];
-    if (pipe(fds))
-        return -1;
-    pid_t pid = fork();
-    if (pid < 0)
-        return -1;
-    if (pid == 0) {
-        close(fds[0]);
-        /* the certificate directory is the parent's to remove */
-        for (int i = 0; i < 3; i++)
-            if (cert_sig_set[i])
-                sigaction(cert_sigs[i], &cert_sig_old[i], NULL);
-        upulsar_tb_opts_t o;
-        upulsar_tb_opts_init(&o);
-        o.perf = 1;
-        o.max_retained_bytes = 64u << 20; /* keep memory flat on long runs */
-        o.tls_cert_file = tls_cert;
-        o.tls_key_file = tls_key;
-        upulsar_tb_t *tb;
-        if (upulsar_tb_start(&o, &tb)) {
-            fprintf(stderr, "embedded broker: %s\n", upulsar_last_error());
-            _exit(1);
-        }
-        /* the topic's partition count is the broker's (upulsar_producer_start
-         * checks the count it is given against it) */
-        if (partitions > 0 && upulsar_tb_set_partitions(tb, topic, partitions)) {
-            fprintf(stderr, "embedded broker: %s\n", upulsar_last_error());
-            _exit(1);
-        }
-        char line[256];
-        int n = snprintf(line, sizeof line, "%s\n", upulsar_tb_url(tb));
-        if (write(fds[1], line, (size_t)n) != n)
-            _exit(1);
-        close(fds[1]);
-        sigset_t ss;
-        sigemptyset(&ss);
-        sigaddset(&ss, SIGTERM);
-        sigprocmask(SIG_BLOCK, &ss, NULL);
-        int sig;
-        sigwait(&ss, &sig);
-        upulsar_tb_stop(tb);
-        _exit(0);
-    }
-    close(fds[1]);
-    broker_pid = pid;
-    broker_live = 1;
-    ssize_t r = read(fds[0], url, urlsz - 1);
-    close(fds[0]);
-    if (r <= 0)
-        return -1;
-    url[r] = 0;
-    url[strcspn(url, "\n")] = 0;
-    return 0;
-}
-
-static double tv_s(struct timeval tv) { return (double)tv.tv_sec + (double)tv.tv_usec / 1e6; }
-
-static double cpu_self(void)
-{
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    return tv_s(ru.ru_utime) + tv_s(ru.ru_stime);
+    for (int i = 0; i < 3; i++)
+        if (cert_sig_set[i])
+            sigaction(cert_sigs[i], &cert_sig_old[i], NULL);
 }
 
 /* The 1-minute load average (/proc/loadavg), -1 if unknown: the machine
@@ -597,27 +535,6 @@ static double loadavg1(void)
         fclose(f);
     }
     return l;
-}
-
-static double proc_cpu(pid_t pid)
-{
-    char path[64];
-    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return 0;
-    char buf[1024];
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = 0;
-    char *p = strrchr(buf, ')');
-    if (!p)
-        return 0;
-    unsigned long ut = 0, st = 0;
-    /* fields after ")": state(3) ... utime(14) stime(15) */
-    if (sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) != 2)
-        return 0;
-    return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
 }
 
 /* Real producers READY now (upulsar_producer_list()). */
@@ -712,9 +629,9 @@ int main(int argc, char **argv)
     } else {
         if (opt.tls && certs_make())
             return 1;
-        if (fork_broker(opt.tls ? cert_path[CERT_SRV] : NULL,
-                        opt.tls ? cert_path[CERT_SRV_KEY] : NULL, opt.topic, opt.partitions, url,
-                        sizeof url)) {
+        if (broker_fork(opt.tls ? cert_path[CERT_SRV] : NULL,
+                        opt.tls ? cert_path[CERT_SRV_KEY] : NULL, opt.topic, opt.partitions,
+                        certs_forget, url, sizeof url)) {
             fprintf(stderr, "cannot start the embedded broker%s\n", opt.tls ? " with TLS" : "");
             return 1;
         }
@@ -900,14 +817,7 @@ int main(int argc, char **argv)
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     long rss_kb = ru.ru_maxrss, broker_rss_kb = 0;
-    if (broker_pid) {
-        broker_live = 0;
-        kill(broker_pid, SIGTERM);
-        struct rusage bru;
-        int st;
-        wait4(broker_pid, &st, 0, &bru);
-        broker_rss_kb = bru.ru_maxrss;
-    }
+    broker_stop(&broker_rss_kb);
 
     double secs = (double)(m_end_ns - (m_start_ns ? m_start_ns : 0)) / 1e9;
     double rate = (double)m_acked / secs;
@@ -1011,10 +921,6 @@ int main(int argc, char **argv)
     return ok ? 0 : 1;
 fail:
     upulsar_conf_destroy(conf);
-    if (broker_pid) {
-        broker_live = 0;
-        kill(broker_pid, SIGTERM);
-        waitpid(broker_pid, NULL, 0);
-    }
+    broker_stop(NULL);
     return 1;
 }

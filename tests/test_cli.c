@@ -11,7 +11,6 @@
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,130 +18,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "cli_common.h"
 #include "tls_certs.h"
 #include "upulsar/testbroker.h"
 #include "upulsar/upulsar.h"
-
-#ifndef UPULSAR_CLI_PATH
-#error "UPULSAR_CLI_PATH must name the upulsar-produce binary"
-#endif
-
-extern char **environ;
-
-typedef struct run {
-    int status; /* exit code, or 128 + signal */
-    char *out;
-    size_t out_len;
-    char *err;
-    size_t err_len;
-} run_t;
-
-static void run_free(run_t *r)
-{
-    free(r->out);
-    free(r->err);
-    memset(r, 0, sizeof *r);
-}
-
-static void append(char **buf, size_t *len, const char *p, size_t n)
-{
-    char *nb = realloc(*buf, *len + n + 1);
-    cr_assert_not_null(nb);
-    memcpy(nb + *len, p, n);
-    *len += n;
-    nb[*len] = '\0';
-    *buf = nb;
-}
-
-/* Run the CLI with @p args (NULL-terminated, without argv[0]), feeding
- * @p input (may be NULL: empty stdin) and collecting stdout and stderr. */
-static run_t run_cli(const char *const *args, const char *input)
-{
-    const char *argv[64];
-    size_t n = 0;
-    argv[n++] = UPULSAR_CLI_PATH;
-    for (; args[n - 1]; n++) {
-        cr_assert_lt(n, 63);
-        argv[n] = args[n - 1];
-    }
-    argv[n] = NULL;
-
-    int pin[2], pout[2], perr[2];
-    cr_assert_eq(pipe(pin), 0);
-    cr_assert_eq(pipe(pout), 0);
-    cr_assert_eq(pipe(perr), 0);
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_adddup2(&fa, pin[0], 0);
-    posix_spawn_file_actions_adddup2(&fa, pout[1], 1);
-    posix_spawn_file_actions_adddup2(&fa, perr[1], 2);
-    for (int i = 0; i < 2; i++) {
-        posix_spawn_file_actions_addclose(&fa, pin[i]);
-        posix_spawn_file_actions_addclose(&fa, pout[i]);
-        posix_spawn_file_actions_addclose(&fa, perr[i]);
-    }
-    pid_t pid;
-    int rc = posix_spawn(&pid, UPULSAR_CLI_PATH, &fa, NULL, (char *const *)argv, environ);
-    posix_spawn_file_actions_destroy(&fa);
-    cr_assert_eq(rc, 0, "posix_spawn %s: %s", UPULSAR_CLI_PATH, strerror(rc));
-    close(pin[0]);
-    close(pout[1]);
-    close(perr[1]);
-
-    signal(SIGPIPE, SIG_IGN);
-    run_t r = {0};
-    append(&r.out, &r.out_len, "", 0);
-    append(&r.err, &r.err_len, "", 0);
-    size_t in_len = input ? strlen(input) : 0, in_off = 0;
-    int in_fd = pin[1];
-    if (in_len == 0) {
-        close(in_fd);
-        in_fd = -1;
-    }
-    int open_out = 2;
-    while (open_out > 0 || in_fd >= 0) {
-        struct pollfd pf[3] = {{.fd = pout[0], .events = POLLIN},
-                               {.fd = perr[0], .events = POLLIN},
-                               {.fd = in_fd, .events = POLLOUT}};
-        if (poll(pf, 3, -1) < 0) {
-            cr_assert_eq(errno, EINTR);
-            continue;
-        }
-        for (int i = 0; i < 2; i++) {
-            if (pf[i].fd < 0 || !(pf[i].revents & (POLLIN | POLLHUP | POLLERR)))
-                continue;
-            char buf[4096];
-            ssize_t got = read(pf[i].fd, buf, sizeof buf);
-            if (got > 0) {
-                if (i == 0)
-                    append(&r.out, &r.out_len, buf, (size_t)got);
-                else
-                    append(&r.err, &r.err_len, buf, (size_t)got);
-            } else if (got == 0 || errno != EINTR) {
-                close(pf[i].fd);
-                if (i == 0)
-                    pout[0] = -1;
-                else
-                    perr[0] = -1;
-                open_out--;
-            }
-        }
-        if (in_fd >= 0 && (pf[2].revents & (POLLOUT | POLLERR | POLLHUP))) {
-            ssize_t w = write(in_fd, input + in_off, in_len - in_off);
-            if (w > 0)
-                in_off += (size_t)w;
-            if ((w < 0 && errno != EINTR && errno != EAGAIN) || in_off == in_len) {
-                close(in_fd);
-                in_fd = -1;
-            }
-        }
-    }
-    int st;
-    while (waitpid(pid, &st, 0) < 0)
-        cr_assert_eq(errno, EINTR);
-    r.status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-    return r;
-}
 
 static upulsar_tb_t *tb;
 
@@ -417,14 +296,6 @@ Test(cli, quiet_prints_no_ids_only_the_summary)
     run_free(&r);
 }
 
-static size_t count_of(const char *hay, const char *needle)
-{
-    size_t n = 0;
-    for (const char *p = strstr(hay, needle); p; p = strstr(p + 1, needle))
-        n++;
-    return n;
-}
-
 Test(cli, json_prints_one_object_per_message_and_a_summary)
 {
     const char *args[] = {"-b", upulsar_tb_url(tb), "-t", "cli-json", "--json",
@@ -484,13 +355,6 @@ Test(cli, embedded_broker_prints_its_url_and_a_message_id)
     run_free(&r);
 }
 
-static void assert_no_connection(void)
-{
-    upulsar_tb_stats_t st;
-    cr_assert_eq(upulsar_tb_stats(tb, &st), UPULSAR_OK);
-    cr_assert_eq(st.connections_accepted, 0, "nothing may connect after a usage error");
-}
-
 Test(cli, unknown_option_is_a_usage_error)
 {
     const char *args[] = {"-b", upulsar_tb_url(tb), "-t", "x", "--bogus", NULL};
@@ -503,7 +367,7 @@ Test(cli, unknown_option_is_a_usage_error)
     cr_assert_eq(r.status, 2);
     cr_assert(strstr(r.err, "unknown option -Z"), "%s", r.err);
     run_free(&r);
-    assert_no_connection();
+    assert_no_connection(tb);
 }
 
 Test(cli, option_without_its_value_is_a_usage_error)
@@ -522,7 +386,7 @@ Test(cli, missing_topic_is_a_usage_error)
     cr_assert_eq(r.status, 2);
     cr_assert(strstr(r.err, "-t TOPIC is required"), "%s", r.err);
     run_free(&r);
-    assert_no_connection();
+    assert_no_connection(tb);
 }
 
 Test(cli, unknown_conf_key_fails_before_connecting)
@@ -532,7 +396,7 @@ Test(cli, unknown_conf_key_fails_before_connecting)
     cr_assert_eq(r.status, 2);
     cr_assert(strstr(r.err, "no.such.key: unknown configuration key"), "%s", r.err);
     run_free(&r);
-    assert_no_connection();
+    assert_no_connection(tb);
 }
 
 Test(cli, invalid_conf_value_fails_before_connecting)
@@ -548,7 +412,7 @@ Test(cli, invalid_conf_value_fails_before_connecting)
     cr_assert_eq(r.status, 2);
     cr_assert(strstr(r.err, "want KEY=VALUE"), "%s", r.err);
     run_free(&r);
-    assert_no_connection();
+    assert_no_connection(tb);
 }
 
 Test(cli, unreadable_file_fails_before_connecting)
@@ -559,7 +423,7 @@ Test(cli, unreadable_file_fails_before_connecting)
     cr_assert_eq(r.status, 2);
     cr_assert(strstr(r.err, "/nonexistent/upulsar-cli-input: No such file"), "%s", r.err);
     run_free(&r);
-    assert_no_connection();
+    assert_no_connection(tb);
 }
 
 Test(cli, unreachable_broker_fails_with_a_connect_error)
@@ -857,7 +721,7 @@ Test(cli, missing_token_file_is_a_usage_error)
     cr_assert_eq(r.status, 2);
     cr_assert(strstr(r.err, "--token-file /nonexistent/token"), "%s", r.err);
     run_free(&r);
-    assert_no_connection();
+    assert_no_connection(tb);
 }
 
 Test(cli, conflicting_options_are_usage_errors)
@@ -872,59 +736,34 @@ Test(cli, conflicting_options_are_usage_errors)
     cr_assert_eq(r.status, 2);
     cr_assert(strstr(r.err, "--embedded and -b exclude each other"), "%s", r.err);
     run_free(&r);
-    assert_no_connection();
+    assert_no_connection(tb);
 }
 
 static void read_all(int fd, char **buf, size_t *len)
 {
-    char tmp[4096];
-    for (;;) {
-        ssize_t n = read(fd, tmp, sizeof tmp);
-        if (n > 0)
-            append(buf, len, tmp, (size_t)n);
-        else if (n == 0 || errno != EINTR)
-            break;
-    }
+    while (cli_drain(fd, buf, len))
+        ;
     close(fd);
 }
 
 Test(cli, interrupt_stops_reading_and_still_resolves_what_was_sent)
 {
-    int pin[2], pout[2], perr[2];
-    cr_assert_eq(pipe(pin), 0);
-    cr_assert_eq(pipe(pout), 0);
-    cr_assert_eq(pipe(perr), 0);
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_adddup2(&fa, pin[0], 0);
-    posix_spawn_file_actions_adddup2(&fa, pout[1], 1);
-    posix_spawn_file_actions_adddup2(&fa, perr[1], 2);
-    for (int i = 0; i < 2; i++) {
-        posix_spawn_file_actions_addclose(&fa, pin[i]);
-        posix_spawn_file_actions_addclose(&fa, pout[i]);
-        posix_spawn_file_actions_addclose(&fa, perr[i]);
-    }
-    const char *argv[] = {UPULSAR_CLI_PATH, "-b", upulsar_tb_url(tb), "-t", "cli-int", NULL};
-    pid_t pid;
-    cr_assert_eq(posix_spawn(&pid, UPULSAR_CLI_PATH, &fa, NULL, (char *const *)argv, environ), 0);
-    posix_spawn_file_actions_destroy(&fa);
-    close(pin[0]);
-    close(pout[1]);
-    close(perr[1]);
+    const char *args[] = {"-b", upulsar_tb_url(tb), "-t", "cli-int", NULL};
+    child_t c = spawn_cli(args);
 
     /* two lines, and stdin stays open: only the signal ends the input */
-    cr_assert_eq(write(pin[1], "a\nb\n", 4), 4);
+    cr_assert_eq(write(c.in, "a\nb\n", 4), 4);
     cr_assert_eq(upulsar_tb_wait_messages(tb, "cli-int", 2, 30000), UPULSAR_OK);
-    cr_assert_eq(kill(pid, SIGINT), 0);
+    cr_assert_eq(kill(c.pid, SIGINT), 0);
 
     run_t r = {0};
-    append(&r.out, &r.out_len, "", 0);
-    append(&r.err, &r.err_len, "", 0);
-    read_all(pout[0], &r.out, &r.out_len);
-    read_all(perr[0], &r.err, &r.err_len);
+    cli_append(&r.out, &r.out_len, "", 0);
+    cli_append(&r.err, &r.err_len, "", 0);
+    read_all(c.out, &r.out, &r.out_len);
+    read_all(c.err, &r.err, &r.err_len);
     int st;
-    cr_assert_eq(waitpid(pid, &st, 0), pid);
-    close(pin[1]);
+    cr_assert_eq(waitpid(c.pid, &st, 0), c.pid);
+    close(c.in);
     cr_assert(WIFEXITED(st), "killed by the signal instead of handling it");
     cr_assert_eq(WEXITSTATUS(st), 128 + SIGINT, "%s", r.err);
     char *lines[4];

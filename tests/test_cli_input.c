@@ -9,163 +9,15 @@
 #include <errno.h>
 #include <poll.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "cli_common.h"
 #include "upulsar/testbroker.h"
 #include "upulsar/upulsar.h"
-
-#ifndef UPULSAR_CLI_PATH
-#error "UPULSAR_CLI_PATH must name the upulsar-produce binary"
-#endif
-
-extern char **environ;
-
-/* A generous bound that only guards against a hang. */
-#define HANG_GUARD_MS 60000
-
-typedef struct child {
-    pid_t pid;
-    int in, out, err; /* our ends; -1 once closed */
-} child_t;
-
-typedef struct run {
-    int status; /* exit code, or 128 + signal */
-    char *out;
-    size_t out_len;
-    char *err;
-    size_t err_len;
-} run_t;
-
-static void run_free(run_t *r)
-{
-    free(r->out);
-    free(r->err);
-    memset(r, 0, sizeof *r);
-}
-
-static void append(char **buf, size_t *len, const char *p, size_t n)
-{
-    char *nb = realloc(*buf, *len + n + 1);
-    cr_assert_not_null(nb);
-    memcpy(nb + *len, p, n);
-    *len += n;
-    nb[*len] = '\0';
-    *buf = nb;
-}
-
-/* Start the CLI with @p args (NULL-terminated, without argv[0]), its
- * stdin, stdout and stderr on pipes. */
-static child_t spawn_cli(const char *const *args)
-{
-    const char *argv[64];
-    size_t n = 0;
-    argv[n++] = UPULSAR_CLI_PATH;
-    for (; args[n - 1]; n++) {
-        cr_assert_lt(n, 63);
-        argv[n] = args[n - 1];
-    }
-    argv[n] = NULL;
-    int pin[2], pout[2], perr[2];
-    cr_assert_eq(pipe(pin), 0);
-    cr_assert_eq(pipe(pout), 0);
-    cr_assert_eq(pipe(perr), 0);
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_adddup2(&fa, pin[0], 0);
-    posix_spawn_file_actions_adddup2(&fa, pout[1], 1);
-    posix_spawn_file_actions_adddup2(&fa, perr[1], 2);
-    for (int i = 0; i < 2; i++) {
-        posix_spawn_file_actions_addclose(&fa, pin[i]);
-        posix_spawn_file_actions_addclose(&fa, pout[i]);
-        posix_spawn_file_actions_addclose(&fa, perr[i]);
-    }
-    child_t c;
-    int rc = posix_spawn(&c.pid, UPULSAR_CLI_PATH, &fa, NULL, (char *const *)argv, environ);
-    posix_spawn_file_actions_destroy(&fa);
-    cr_assert_eq(rc, 0, "posix_spawn %s: %s", UPULSAR_CLI_PATH, strerror(rc));
-    close(pin[0]);
-    close(pout[1]);
-    close(perr[1]);
-    signal(SIGPIPE, SIG_IGN);
-    c.in = pin[1];
-    c.out = pout[0];
-    c.err = perr[0];
-    return c;
-}
-
-/* Feed @p in_len bytes of @p input (then close stdin), collect stdout and
- * stderr until both close, and reap the child. */
-static run_t finish(child_t *c, const void *input, size_t in_len, run_t r)
-{
-    if (!r.out)
-        append(&r.out, &r.out_len, "", 0);
-    if (!r.err)
-        append(&r.err, &r.err_len, "", 0);
-    size_t in_off = 0;
-    if (c->in >= 0 && in_len == 0) {
-        close(c->in);
-        c->in = -1;
-    }
-    while (c->out >= 0 || c->err >= 0 || c->in >= 0) {
-        struct pollfd pf[3] = {{.fd = c->out, .events = POLLIN},
-                               {.fd = c->err, .events = POLLIN},
-                               {.fd = c->in, .events = POLLOUT}};
-        int n = poll(pf, 3, HANG_GUARD_MS);
-        if (n < 0) {
-            cr_assert_eq(errno, EINTR);
-            continue;
-        }
-        cr_assert_gt(n, 0, "the CLI neither wrote nor exited within %d ms", HANG_GUARD_MS);
-        for (int i = 0; i < 2; i++) {
-            if (pf[i].fd < 0 || !(pf[i].revents & (POLLIN | POLLHUP | POLLERR)))
-                continue;
-            char buf[4096];
-            ssize_t got = read(pf[i].fd, buf, sizeof buf);
-            if (got > 0) {
-                if (i == 0)
-                    append(&r.out, &r.out_len, buf, (size_t)got);
-                else
-                    append(&r.err, &r.err_len, buf, (size_t)got);
-            } else if (got == 0 || errno != EINTR) {
-                close(pf[i].fd);
-                if (i == 0)
-                    c->out = -1;
-                else
-                    c->err = -1;
-            }
-        }
-        if (c->in >= 0 && (pf[2].revents & (POLLOUT | POLLERR | POLLHUP))) {
-            ssize_t w = write(c->in, (const char *)input + in_off, in_len - in_off);
-            if (w > 0)
-                in_off += (size_t)w;
-            if ((w < 0 && errno != EINTR && errno != EAGAIN) || in_off == in_len) {
-                close(c->in);
-                c->in = -1;
-            }
-        }
-    }
-    int st;
-    while (waitpid(c->pid, &st, 0) < 0)
-        cr_assert_eq(errno, EINTR);
-    r.status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-    return r;
-}
-
-static run_t run_bytes(const char *const *args, const void *input, size_t len)
-{
-    child_t c = spawn_cli(args);
-    return finish(&c, input, len, (run_t){0});
-}
-
-static run_t run_cli(const char *const *args, const char *input)
-{
-    return run_bytes(args, input, input ? strlen(input) : 0);
-}
 
 static upulsar_tb_t *tb;
 
@@ -210,21 +62,6 @@ static void assert_stored(const char *topic, const want_t *w, size_t n)
     upulsar_tb_snapshot_free(s);
 }
 
-static void assert_no_connection(void)
-{
-    upulsar_tb_stats_t st;
-    cr_assert_eq(upulsar_tb_stats(tb, &st), UPULSAR_OK);
-    cr_assert_eq(st.connections_accepted, 0, "nothing may connect after a usage error");
-}
-
-static size_t count_of(const char *hay, const char *needle)
-{
-    size_t n = 0;
-    for (const char *p = strstr(hay, needle); p; p = strstr(p + 1, needle))
-        n++;
-    return n;
-}
-
 static char *temp_file(const void *bytes, size_t len)
 {
     char *path = strdup("/tmp/upulsar-cli-input-XXXXXX");
@@ -243,15 +80,15 @@ static void read_lines(child_t *c, run_t *r, size_t lines)
 {
     while (count_of(r->out, "\n") < lines) {
         struct pollfd pf = {.fd = c->out, .events = POLLIN};
-        int n = poll(&pf, 1, HANG_GUARD_MS);
+        int n = poll(&pf, 1, CLI_HANG_GUARD_MS);
         if (n < 0 && errno == EINTR)
             continue;
         cr_assert_eq(n, 1, "no id on stdout within %d ms while stdin stays open",
-                     HANG_GUARD_MS);
+                     CLI_HANG_GUARD_MS);
         char buf[4096];
         ssize_t got = read(c->out, buf, sizeof buf);
         cr_assert_gt(got, 0, "stdout closed before an id: the CLI ended");
-        append(&r->out, &r->out_len, buf, (size_t)got);
+        cli_append(&r->out, &r->out_len, buf, (size_t)got);
     }
 }
 
@@ -264,10 +101,10 @@ Test(cli_input, line_buffered_writes_each_id_while_stdin_is_still_open)
     const char *args[] = {"-b", upulsar_tb_url(tb), "-t", "cli-lb", "--line-buffered", NULL};
     child_t c = spawn_cli(args);
     run_t r = {0};
-    append(&r.out, &r.out_len, "", 0);
+    cli_append(&r.out, &r.out_len, "", 0);
     cr_assert_eq(write(c.in, "first\n", 6), 6);
     read_lines(&c, &r, 1);
-    cr_assert_eq(upulsar_tb_wait_messages(tb, "cli-lb", 1, HANG_GUARD_MS), UPULSAR_OK);
+    cr_assert_eq(upulsar_tb_wait_messages(tb, "cli-lb", 1, CLI_HANG_GUARD_MS), UPULSAR_OK);
     upulsar_tb_snapshot_t *s;
     cr_assert_eq(upulsar_tb_snapshot(tb, "cli-lb", &s), UPULSAR_OK);
     const upulsar_tb_msg_t *m = upulsar_tb_snapshot_msg(s, 0);
@@ -279,7 +116,7 @@ Test(cli_input, line_buffered_writes_each_id_while_stdin_is_still_open)
 
     cr_assert_eq(write(c.in, "second\n", 7), 7);
     read_lines(&c, &r, 2);
-    r = finish(&c, NULL, 0, r);
+    r = finish_cli(&c, NULL, 0, r);
     cr_assert_eq(r.status, 0, "exit %d: %s", r.status, r.err);
     cr_assert_eq(count_of(r.out, "\n"), 2, "%s", r.out);
     want_t w[] = {W("first"), W("second")};
@@ -348,7 +185,7 @@ Test(cli_input, bad_delimiters_are_usage_errors)
     run_t r = run_cli(count, NULL);
     cr_assert_eq(r.status, 2, "exit %d: %s", r.status, r.err);
     run_free(&r);
-    assert_no_connection();
+    assert_no_connection(tb);
 }
 
 /* ---- CRLF ----------------------------------------------------------------- */
@@ -472,7 +309,7 @@ Test(cli_input, rate_takes_only_a_positive_number_of_messages_per_second)
         cr_assert(strstr(r.err, "--rate"), "--rate '%s': %s", bad[i], r.err);
         run_free(&r);
     }
-    assert_no_connection();
+    assert_no_connection(tb);
 }
 
 Test(cli_input, rate_limited_runs_deliver_every_message_in_order)

@@ -8,7 +8,6 @@
 #include <stdbool.h>
 #include <poll.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -210,7 +209,7 @@ Test(firstrun, producer_keys_on_the_client_conf_are_defaults_of_its_producers)
 /* ---- the command-line producer ----------------------------------------- */
 
 #ifdef UPULSAR_CLI_PATH
-extern char **environ;
+#include "cli_common.h"
 
 static double now_s(void)
 {
@@ -219,59 +218,20 @@ static double now_s(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-/* Append what @p fd has to @p buf (NUL-terminated); false at EOF. */
-static bool drain(int fd, char **buf, size_t *len)
-{
-    char chunk[4096];
-    ssize_t got = read(fd, chunk, sizeof chunk);
-    if (got < 0 && errno == EINTR)
-        return true;
-    if (got <= 0)
-        return false;
-    char *nb = realloc(*buf, *len + (size_t)got + 1);
-    cr_assert_not_null(nb);
-    memcpy(nb + *len, chunk, (size_t)got);
-    *len += (size_t)got;
-    nb[*len] = '\0';
-    *buf = nb;
-    return true;
-}
-
 /* `-X stats.interval.ms=50`: while the CLI waits for input, a statistics
  * report naming its producer's topic appears on stderr (one JSON object per
  * line); then one message is sent and acknowledged as usual. The CLI's
  * stdin stays open until that report is seen (bounded only against a hang). */
 Test(firstrun, cli_prints_statistics_when_stats_interval_is_set)
 {
-    const char *argv[] = {UPULSAR_CLI_PATH, "-b", upulsar_tb_url(tb), "-t", "cli-stats",
+    const char *args[] = {"-b", upulsar_tb_url(tb), "-t", "cli-stats",
                           "-X", "stats.interval.ms=50", NULL};
-    int pin[2], pout[2], perr[2];
-    cr_assert_eq(pipe(pin), 0);
-    cr_assert_eq(pipe(pout), 0);
-    cr_assert_eq(pipe(perr), 0);
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_adddup2(&fa, pin[0], 0);
-    posix_spawn_file_actions_adddup2(&fa, pout[1], 1);
-    posix_spawn_file_actions_adddup2(&fa, perr[1], 2);
-    for (int i = 0; i < 2; i++) {
-        posix_spawn_file_actions_addclose(&fa, pin[i]);
-        posix_spawn_file_actions_addclose(&fa, pout[i]);
-        posix_spawn_file_actions_addclose(&fa, perr[i]);
-    }
-    pid_t pid;
-    int rc = posix_spawn(&pid, UPULSAR_CLI_PATH, &fa, NULL, (char *const *)argv, environ);
-    posix_spawn_file_actions_destroy(&fa);
-    cr_assert_eq(rc, 0, "posix_spawn %s: %s", UPULSAR_CLI_PATH, strerror(rc));
-    close(pin[0]);
-    close(pout[1]);
-    close(perr[1]);
-    signal(SIGPIPE, SIG_IGN);
+    child_t c = spawn_cli(args);
 
     const char *marker = "\"topic\":\"persistent://public/default/cli-stats\"";
     char *out = NULL, *err = NULL;
     size_t out_len = 0, err_len = 0;
-    int fds[2] = {pout[0], perr[0]};
+    int fds[2] = {c.out, c.err};
     bool seen = false;
     double deadline = now_s() + 60; /* only against a hang */
     while ((fds[0] >= 0 || fds[1] >= 0) && now_s() < deadline) {
@@ -282,7 +242,7 @@ Test(firstrun, cli_prints_statistics_when_stats_interval_is_set)
         }
         for (int i = 0; i < 2; i++)
             if (fds[i] >= 0 && (pf[i].revents & (POLLIN | POLLHUP | POLLERR)) &&
-                !drain(fds[i], i ? &err : &out, i ? &err_len : &out_len)) {
+                !cli_drain(fds[i], i ? &err : &out, i ? &err_len : &out_len)) {
                 close(fds[i]);
                 fds[i] = -1;
             }
@@ -297,24 +257,21 @@ Test(firstrun, cli_prints_statistics_when_stats_interval_is_set)
                 }
             }
             if (seen) {
-                cr_assert_eq(write(pin[1], "hello\n", 6), 6);
-                close(pin[1]);
-                pin[1] = -1;
+                cr_assert_eq(write(c.in, "hello\n", 6), 6);
+                close(c.in);
+                c.in = -1;
             }
         }
     }
-    if (pin[1] >= 0)
-        close(pin[1]);
+    if (c.in >= 0)
+        close(c.in);
     bool hung = fds[0] >= 0 || fds[1] >= 0;
     if (hung)
-        kill(pid, SIGKILL);
-    int st;
-    while (waitpid(pid, &st, 0) < 0)
-        cr_assert_eq(errno, EINTR);
+        kill(c.pid, SIGKILL);
+    int status = reap_cli(c.pid);
     cr_assert(seen, "no statistics report naming the topic on stderr: %s", err ? err : "");
     cr_assert_not(hung, "the CLI did not exit; stderr: %s", err ? err : "");
-    cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "exit status %d; stderr: %s", st,
-              err ? err : "");
+    cr_assert_eq(status, 0, "exit status %d; stderr: %s", status, err ? err : "");
     int part;
     long long ledger, entry;
     int bi;

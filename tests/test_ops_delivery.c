@@ -138,6 +138,27 @@ static upulsar_producer_t *start_dr(const char *topic, int parts, const char *co
     return p;
 }
 
+/* Send message @p i as fill() made it, keyed if it is, its opaque
+ * &book->len[i]; with @p nocopy from a heap copy handed over with
+ * UPULSAR_SEND_NOCOPY (freed by free_copy). */
+static void send_filled(upulsar_producer_t *p, int i, int nocopy, upulsar_future_t **f)
+{
+    upulsar_send_opts_t o = {.partition_key = book->keyed[i] ? book->key[i] : NULL,
+                             .opaque = &book->len[i]};
+    const void *pl = book->payload[i];
+    if (nocopy) {
+        char *copy = malloc(book->len[i] + 1);
+        cr_assert(copy);
+        memcpy(copy, book->payload[i], book->len[i]);
+        o.flags = UPULSAR_SEND_NOCOPY;
+        o.free_cb = free_copy;
+        pl = copy;
+        book->nocopy[i] = 1;
+    }
+    cr_assert_eq(upulsar_send(p, pl, book->len[i], &o, f), UPULSAR_OK, "%d: %s", i,
+                 upulsar_last_error());
+}
+
 static int all_reported(void *a) { return atomic_load(&book->reports) >= *(int *)a; }
 
 /* Send N messages (every other keyed, every fifth NOCOPY), wait for every
@@ -150,20 +171,7 @@ static void send_and_check_success(const char *topic, const char *const *kv, siz
     upulsar_future_t *f[N];
     for (int i = 0; i < N; i++) {
         fill(i, (size_t)(i * 37) % 2500, i % 2 == 0, i == 0 ? first_key_len : 8);
-        upulsar_send_opts_t o = {.partition_key = book->keyed[i] ? book->key[i] : NULL,
-                                 .opaque = &book->len[i]};
-        const void *pl = book->payload[i];
-        if (i % 5 == 4) {
-            char *copy = malloc(book->len[i] + 1);
-            cr_assert(copy);
-            memcpy(copy, book->payload[i], book->len[i]);
-            o.flags = UPULSAR_SEND_NOCOPY;
-            o.free_cb = free_copy;
-            pl = copy;
-            book->nocopy[i] = 1;
-        }
-        cr_assert_eq(upulsar_send(p, pl, book->len[i], &o, &f[i]), UPULSAR_OK, "%d: %s", i,
-                     upulsar_last_error());
+        send_filled(p, i, i % 5 == 4, &f[i]);
     }
     upulsar_msg_id_t ids[N];
     for (int i = 0; i < N; i++) {
@@ -366,20 +374,7 @@ Test(ops_delivery, failed_messages_are_reported_with_payload_key_and_detail_from
     upulsar_producer_t *p = start_dr(topic, 0, kv);
     for (int i = 0; i < N; i++) {
         fill(i, (size_t)(i * 53) % 2900, i % 3 != 0, 12);
-        upulsar_send_opts_t o = {.partition_key = book->keyed[i] ? book->key[i] : NULL,
-                                 .opaque = &book->len[i]};
-        const void *pl = book->payload[i];
-        if (i % 4 == 1) {
-            char *copy = malloc(book->len[i] + 1);
-            cr_assert(copy);
-            memcpy(copy, book->payload[i], book->len[i]);
-            o.flags = UPULSAR_SEND_NOCOPY;
-            o.free_cb = free_copy;
-            pl = copy;
-            book->nocopy[i] = 1;
-        }
-        cr_assert_eq(upulsar_send(p, pl, book->len[i], &o, NULL), UPULSAR_OK, "%d: %s", i,
-                     upulsar_last_error());
+        send_filled(p, i, i % 4 == 1, NULL);
         if (i == 0) /* the first entry is out before the rest is sent */
             cr_assert_eq(ft_wait_for(stored_at_least_one, (void *)topic), 1);
     }
