@@ -790,6 +790,7 @@ int main(int argc, char **argv)
         pthread_join(th[i], NULL);
     /* the client's memory budget and the most of it taken (statistics) */
     long long mem_budget = 0, mem_peak = 0;
+    char io_backend[16] = "unknown"; /* the client's (statistics) */
     char *sj = NULL;
     /* the library's own figures (statistics, whole run with the warm-up):
      * its sampled send->receipt histogram and the batch sizes */
@@ -804,6 +805,9 @@ int main(int argc, char **argv)
             mem_budget = strtoll(b + strlen("\"budget\":"), NULL, 10);
         if (pk)
             mem_peak = strtoll(pk + strlen("\"peak\":"), NULL, 10);
+        const char *io = strstr(sj, "\"io_backend\":\"");
+        if (io)
+            sscanf(io + strlen("\"io_backend\":\""), "%15[a-z_]", io_backend);
         free(sj);
     }
     double load_end = loadavg1();
@@ -856,7 +860,8 @@ int main(int argc, char **argv)
                "\"idle_client_cpu_seconds\":%.3f,"
                "\"partitions\":%d,\"threads\":%d,\"size\":%d,\"rate_limit\":%.0f,"
                "\"compression\":\"%s\",\"keyed\":%s,\"embedded_broker\":%s,"
-               "\"transport\":\"%s\",\"batch_mode\":\"%s\",\"batch_delay_ms\":\"%s\","
+               "\"transport\":\"%s\",\"io_backend\":\"%s\",\"batch_mode\":\"%s\","
+               "\"batch_delay_ms\":\"%s\","
                "\"lib_latency_us\":{\"count\":%" PRIu64 ",\"p50\":%" PRIu64 ",\"p99\":%" PRIu64
                ",\"p999\":%" PRIu64 "},\"batch_msgs\":{\"p50\":%" PRIu64 ",\"p99\":%" PRIu64 "}}\n",
                total_sent, total_acked, total_failed, enq_total, secs, rate,
@@ -866,15 +871,15 @@ int main(int argc, char **argv)
                mem_budget, mem_peak, start_ms, nready, stop_ms, load_start, load_end, opt.idle,
                idle_cpu_s, opt.partitions,
                opt.threads, opt.size, opt.rate, opt.compression,
-               opt.keyed ? "true" : "false", broker_pid ? "true" : "false", transport,
+               opt.keyed ? "true" : "false", broker_pid ? "true" : "false", transport, io_backend,
                opt.batch_mode ? opt.batch_mode : "default", opt.batch_delay_ms, lib_lat_n,
                lib_lat[0], lib_lat[1], lib_lat[2], lib_bm[0], lib_bm[1]);
     } else {
         printf("%% %" PRIu64 " messages produced (%" PRIu64 " bytes), %" PRIu64 " acked, %" PRIu64
                " failed in %.3f s measured: %.0f msgs/s and %.2f MB/s, %s compression, %s "
-               "transport\n",
+               "transport, %s io\n",
                m_sent, m_sent * (uint64_t)opt.size, m_acked, total_failed, secs, rate,
-               rate * opt.size / 1e6, opt.compression, transport);
+               rate * opt.size / 1e6, opt.compression, transport, io_backend);
         printf("%% latency send->receipt us: p50 %" PRIu64 "  p95 %" PRIu64 "  p99 %" PRIu64
                "  p99.9 %" PRIu64 "  max %" PRIu64 "\n",
                pct[0], pct[1], pct[2], pct[3], lmax);
