@@ -379,6 +379,23 @@ Test(cli, option_without_its_value_is_a_usage_error)
     run_free(&r);
 }
 
+/* Pulsar's message properties are protobuf strings (UTF-8): a -H name or
+ * value that is not UTF-8 is refused before connecting, not sent and then
+ * printed as null by --json. */
+Test(cli, property_that_is_not_utf8_is_a_usage_error)
+{
+    const char *args[] = {"-b", upulsar_tb_url(tb), "-t", "x", "-H", "k=\xff\xfe", NULL};
+    run_t r = run_cli(args, "m\n");
+    cr_assert_eq(r.status, 2, "status %d: %s", r.status, r.err);
+    cr_assert(strstr(r.err, "UTF-8"), "%s", r.err);
+    run_free(&r);
+    const char *args2[] = {"-b", upulsar_tb_url(tb), "-t", "x", "-H", "\xc3=v", NULL};
+    r = run_cli(args2, "m\n");
+    cr_assert_eq(r.status, 2, "status %d: %s", r.status, r.err);
+    run_free(&r);
+    assert_no_connection(tb);
+}
+
 Test(cli, missing_topic_is_a_usage_error)
 {
     const char *args[] = {"-b", upulsar_tb_url(tb), NULL};
