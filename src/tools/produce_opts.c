@@ -406,6 +406,9 @@ void parse_args(int argc, char **argv, opts_t *o)
             const char *eq = strchr(arg, '=');
             if (!eq || eq == arg)
                 die(EXIT_USAGE, "-H '%s': want NAME=VALUE", arg);
+            /* Pulsar's properties are protobuf strings */
+            if (!utf8_valid((const unsigned char *)arg, strlen(arg)))
+                die(EXIT_USAGE, "-H: a property's name and value must be UTF-8 text");
             o->prop_names[o->nprops] = xstrndup(arg, (size_t)(eq - arg));
             o->prop_values[o->nprops++] = eq + 1;
             break;
