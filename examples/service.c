@@ -337,15 +337,36 @@ static void *retry_main(void *arg)
     return NULL;
 }
 
+/* A logfmt value in quotes: " and \ escaped, control characters dropped. */
+static void logfmt_quoted(FILE *f, const char *s)
+{
+    fputc('"', f);
+    for (; s && *s; s++) {
+        if (*s == '"' || *s == '\\')
+            fputc('\\', f);
+        if ((unsigned char)*s >= 0x20)
+            fputc(*s, f);
+    }
+    fputc('"', f);
+}
+
 /* Structured log records as logfmt lines. They come on library threads: a
- * real service hands them to its logger; here, a short write to stderr. */
+ * real service hands them to its logger; here, a short write to stderr
+ * (flockfile keeps one record's line whole). */
 static void on_log(const upulsar_log_record_t *r, void *opaque)
 {
     (void)opaque;
     static const char *names[] = {"error", "warning", "notice", "info", "debug"};
     int l = r->level < UPULSAR_LOG_ERR ? 0 : r->level > UPULSAR_LOG_DEBUG ? 4 : r->level - 3;
-    fprintf(stderr, "level=%s err=%s topic=\"%s\" partition=%d broker=\"%s\" msg=\"%s\"\n",
-            names[l], upulsar_err_name(r->err), r->topic, r->partition, r->broker, r->line);
+    flockfile(stderr);
+    fprintf(stderr, "level=%s err=%s topic=", names[l], upulsar_err_name(r->err));
+    logfmt_quoted(stderr, r->topic);
+    fprintf(stderr, " partition=%d broker=", r->partition);
+    logfmt_quoted(stderr, r->broker);
+    fputs(" msg=", stderr);
+    logfmt_quoted(stderr, r->line);
+    fputc('\n', stderr);
+    funlockfile(stderr);
 }
 
 /* The service's own metrics, appended to upulsar's in every scrape. */
