@@ -654,7 +654,7 @@ bool up_rp_pump(up_rp_t *rp, uint64_t now, uint64_t *deadline)
         uint64_t cells = drain_one(rp, now, &stall);
         if (stall)
             break;
-        r->ctail += cells;
+        up_ring_consume(r, cells);
         if (rp->open)
             rp->open->ring_end = r->ctail;
         consumed = true;

@@ -45,7 +45,11 @@ int up_ring_init(up_ring_t *r, size_t bytes)
     atomic_init(&r->head, 0);
     atomic_init(&r->tail, 0);
     atomic_init(&r->tail_cache, 0);
-    atomic_init(&r->owner_credit, 0);
+    atomic_init(&r->consumed, 0);
+    atomic_init(&r->cseq, 0);
+    r->unit = 1;
+    r->ushift = 0;
+    r->cnum = 0;
     atomic_init(&r->space_seq, 0);
     atomic_init(&r->waiters, 0);
     atomic_init(&r->base, 0);
@@ -98,36 +102,77 @@ static void give_back(up_ring_t *r, uint64_t touched)
         (void)madvise(commit + from, to - from, MADV_DONTNEED);
 }
 
+void up_ring_set_unit(up_ring_t *r, uint64_t cells)
+{
+    uint64_t u = 1;
+    unsigned sh = 0;
+    while (u * 2 <= cells && u * 2 <= r->home) {
+        u *= 2;
+        sh++;
+    }
+    r->unit = u;
+    r->ushift = sh;
+}
+
+/* Records went through since the loop's last look: note how far the run
+ * of positions reached (touched) and when it needed pages past the first. */
+static void note_run(up_ring_t *r, uint64_t c, uint64_t now_us)
+{
+    if (c == r->idle_pos)
+        return;
+    uint64_t base = atomic_load_explicit(&r->base, memory_order_relaxed);
+    uint64_t touched = atomic_load_explicit(&r->touched, memory_order_relaxed);
+    /* cells [base, c) were written (all of them once the run is a lap long) */
+    uint64_t run = c - base < r->cap ? c - base : r->cap;
+    if (run > touched)
+        atomic_store_explicit(&r->touched, run, memory_order_relaxed);
+    if (run > r->home) /* pages past the first in use */
+        r->deep_us = now_us;
+    r->idle_pos = c;
+}
+
+/* The claim: only from an empty ring (head == the read position @p c),
+ * with no reservation under way. */
+static bool claim(up_ring_t *r, uint64_t c)
+{
+    uint64_t h = atomic_load_explicit(&r->head, memory_order_relaxed);
+    return h == c && atomic_compare_exchange_strong_explicit(&r->head, &h, c | UP_RING_RESET,
+                                                             memory_order_acquire,
+                                                             memory_order_relaxed);
+}
+
+/* Open the claimed ring at position @p nb, its run starting at the lap
+ * start @p lap (nb - lap < unit). */
+static void open_at(up_ring_t *r, uint64_t nb, uint64_t lap)
+{
+    r->ctail = nb;
+    r->idle_pos = nb;
+    atomic_store_explicit(&r->base, lap, memory_order_relaxed);
+    atomic_store_explicit(&r->tail_cache, nb, memory_order_relaxed);
+    atomic_store_explicit(&r->tail, nb, memory_order_release);  /* R2 */
+    atomic_store_explicit(&r->head, nb, memory_order_release);  /* R3 */
+    atomic_thread_fence(memory_order_seq_cst); /* as in up_ring_release() */
+    if (atomic_load_explicit(&r->waiters, memory_order_relaxed))
+        up_ring_wake_space(r);
+}
+
 void up_ring_maintain(up_ring_t *r, uint64_t now_us, uint64_t release_after_us)
 {
     uint64_t c = r->ctail;
-    uint64_t base = atomic_load_explicit(&r->base, memory_order_relaxed);
+    note_run(r, c, now_us);
     uint64_t touched = atomic_load_explicit(&r->touched, memory_order_relaxed);
-    if (c != r->idle_pos) {
-        /* records went through since the last look: cells [base, c) were
-         * written (all of them once the run is a lap long) */
-        uint64_t run = c - base < r->cap ? c - base : r->cap;
-        if (run > touched) {
-            touched = run;
-            atomic_store_explicit(&r->touched, touched, memory_order_relaxed);
-        }
-        if (run > r->home) /* pages past the first in use */
-            r->deep_us = now_us;
-        r->idle_pos = c;
-    }
-    bool rebase = (c & r->mask) >= r->home / 2;
+    /* a reset keeps c's offset within its unit (the unit's rest stays
+     * charged, see ring.h), so it gains nothing within the first unit */
+    uint64_t idx = c & r->mask, off = c & (r->unit - 1);
+    bool rebase = idx >= r->home / 2 && idx != off;
     bool give = release_after_us && touched > r->home && now_us - r->deep_us >= release_after_us;
     if (!rebase && !give)
         return;
-    /* claim: only from an empty ring, with no reservation under way */
-    uint64_t h = atomic_load_explicit(&r->head, memory_order_relaxed);
-    if (h != c || !atomic_compare_exchange_strong_explicit(&r->head, &h, c | UP_RING_RESET,
-                                                           memory_order_acquire,
-                                                           memory_order_relaxed))
+    if (!claim(r, c))
         return;
     /* Every record before c was committed and read (A1), so nothing writes
      * the arrays until head is opened again. */
-    uint64_t nb = (c & r->mask) ? (c | r->mask) + 1 : c;
+    uint64_t lap = idx != off ? (c | r->mask) + 1 : c - off;
     if (give) {
         /* one cell more: the consumer's peeks at c read (and so mapped) the
          * commit word past the run */
@@ -135,15 +180,50 @@ void up_ring_maintain(up_ring_t *r, uint64_t now_us, uint64_t release_after_us)
         touched = r->home < touched ? r->home : touched;
         atomic_store_explicit(&r->touched, touched, memory_order_relaxed);
     }
-    r->ctail = nb;
-    r->idle_pos = nb;
-    atomic_store_explicit(&r->base, nb, memory_order_relaxed);
-    atomic_store_explicit(&r->tail_cache, nb, memory_order_relaxed);
-    atomic_store_explicit(&r->tail, nb, memory_order_release);  /* R2 */
-    atomic_store_explicit(&r->head, nb, memory_order_release);  /* R3 */
-    atomic_thread_fence(memory_order_seq_cst); /* as in up_ring_release() */
-    if (atomic_load_explicit(&r->waiters, memory_order_relaxed))
-        up_ring_wake_space(r);
+    open_at(r, lap + off, lap);
+}
+
+uint64_t up_ring_realign(up_ring_t *r, uint64_t now_us)
+{
+    uint64_t c = r->ctail, rest = up_ring_unit_rest(r, c);
+    if (!rest)
+        return 0;
+    note_run(r, c, now_us);
+    if (!claim(r, c))
+        return 0;
+    /* c is not at a unit boundary, so not at a lap start: the next lap's
+     * start is ahead of it, and no reservation ever entered its unit */
+    uint64_t lap = (c | r->mask) + 1;
+    open_at(r, lap, lap);
+    return rest;
+}
+
+uint64_t up_ring_records(up_ring_t *r)
+{
+    uint64_t n = 0;
+    for (int tries = 0; tries < 8; tries++) {
+        /* A4: a consistent (count, tail) pair */
+        uint64_t s1 = atomic_load_explicit(&r->cseq, memory_order_acquire);
+        uint64_t d = atomic_load_explicit(&r->consumed, memory_order_acquire);
+        uint64_t t = atomic_load_explicit(&r->tail, memory_order_acquire);
+        uint64_t s2 = atomic_load_explicit(&r->cseq, memory_order_acquire);
+        if ((s1 & 1) || s1 != s2) {
+            sched_yield(); /* the loop is between two stores */
+            continue;
+        }
+        uint64_t h = atomic_load_explicit(&r->head, memory_order_acquire) & ~UP_RING_RESET;
+        if ((int64_t)(h - t) > (int64_t)r->cap)
+            continue; /* a reset between the loads: read them again */
+        uint64_t s = 0;
+        for (uint64_t p = t; (int64_t)(h - p) > 0; p++)
+            s += atomic_load_explicit(&r->commit[p & r->mask], memory_order_relaxed) == p + 1;
+        n = d + s;
+        /* a word of [t, h) is reused only by a record starting a lap on */
+        uint64_t h2 = atomic_load_explicit(&r->head, memory_order_acquire) & ~UP_RING_RESET;
+        if ((int64_t)(h2 - t) <= (int64_t)r->cap)
+            break;
+    }
+    return n;
 }
 
 size_t up_ring_resident_bytes(up_ring_t *r)
