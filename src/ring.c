@@ -45,7 +45,10 @@ int up_ring_init(up_ring_t *r, size_t bytes)
     atomic_init(&r->head, 0);
     atomic_init(&r->tail, 0);
     atomic_init(&r->tail_cache, 0);
-    atomic_init(&r->consumed, 0);
+    for (int k = 0; k < 2; k++) {
+        atomic_init(&r->cnt_t[k], 0);
+        atomic_init(&r->cnt_d[k], 0);
+    }
     atomic_init(&r->cseq, 0);
     r->unit = 1;
     r->ushift = 0;
@@ -150,6 +153,7 @@ static void open_at(up_ring_t *r, uint64_t nb, uint64_t lap)
     atomic_store_explicit(&r->base, lap, memory_order_relaxed);
     atomic_store_explicit(&r->tail_cache, nb, memory_order_relaxed);
     atomic_store_explicit(&r->tail, nb, memory_order_release);  /* R2 */
+    up_ring_publish_count(r); /* R4: the count is unchanged, its position moved */
     atomic_store_explicit(&r->head, nb, memory_order_release);  /* R3 */
     atomic_thread_fence(memory_order_seq_cst); /* as in up_ring_release() */
     if (atomic_load_explicit(&r->waiters, memory_order_relaxed))
@@ -201,22 +205,21 @@ uint64_t up_ring_realign(up_ring_t *r, uint64_t now_us)
 uint64_t up_ring_records(up_ring_t *r)
 {
     uint64_t n = 0;
-    for (int tries = 0; tries < 8; tries++) {
-        /* A4: a consistent (count, tail) pair */
-        uint64_t s1 = atomic_load_explicit(&r->cseq, memory_order_acquire);
-        uint64_t d = atomic_load_explicit(&r->consumed, memory_order_acquire);
-        uint64_t t = atomic_load_explicit(&r->tail, memory_order_acquire);
-        uint64_t s2 = atomic_load_explicit(&r->cseq, memory_order_acquire);
-        if ((s1 & 1) || s1 != s2) {
-            sched_yield(); /* the loop is between two stores */
-            continue;
-        }
+    for (int tries = 0; tries < 64; tries++) {
+        /* A4: a consistent (position, count) pair */
+        uint64_t k = atomic_load_explicit(&r->cseq, memory_order_acquire);
+        uint64_t t = atomic_load_explicit(&r->cnt_t[k & 1], memory_order_acquire);
+        uint64_t d = atomic_load_explicit(&r->cnt_d[k & 1], memory_order_acquire);
+        if (atomic_load_explicit(&r->cseq, memory_order_acquire) != k)
+            continue; /* published meanwhile: read the newer pair */
         uint64_t h = atomic_load_explicit(&r->head, memory_order_acquire) & ~UP_RING_RESET;
         if ((int64_t)(h - t) > (int64_t)r->cap)
             continue; /* a reset between the loads: read them again */
+        /* acquire (A1's pairing with R1): a record counted here was
+         * committed, with everything its sender did before */
         uint64_t s = 0;
         for (uint64_t p = t; (int64_t)(h - p) > 0; p++)
-            s += atomic_load_explicit(&r->commit[p & r->mask], memory_order_relaxed) == p + 1;
+            s += atomic_load_explicit(&r->commit[p & r->mask], memory_order_acquire) == p + 1;
         n = d + s;
         /* a word of [t, h) is reused only by a record starting a lap on */
         uint64_t h2 = atomic_load_explicit(&r->head, memory_order_acquire) & ~UP_RING_RESET;

@@ -65,23 +65,25 @@
  *
  * Records counted without a per-record atomic (statistics): the consumer
  * counts the records it consumes (cnum, loop only) and publishes the count
- * with the tail it belongs to, under a sequence word (a seqlock whose
- * stores and loads are all atomic):
- *   release: store cseq odd (relaxed), store-release tail (R2),
- *            store-release consumed, store-release cseq even.     (R4)
- * A reader of any thread (up_ring_records()):
- *   load-acquire cseq, consumed, tail, cseq again (A4, pairs R4: the
- *   release stores order cseq's odd value before the new tail and count,
- *   and the even value after them, so equal even values mean a consistent
- *   pair); load-acquire head; then count the committed records that start
- *   in [tail, head) from the commit words alone (commit[p & mask] == p + 1
- *   holds only for a record starting at p and committed; cells are never
- *   read). Records consumed after that tail are still committed there, so
- *   nothing is counted twice or missed; a word is reused only by a record
- *   starting a lap later, which the reader rules out by reading head again
- *   (still within a lap of the tail it scanned from) or retries.
- * Resets store tail outside the sequence: they leave the count as it is
- * and skip positions that hold no record, so any count pairs with them.
+ * with the position it belongs to in one of two slots, then the slot's
+ * sequence number (every store atomic; one writer, the loop):
+ *   publish: k = cseq + 1; store-release cnt_t[k & 1] = read position,
+ *            store-release cnt_d[k & 1] = cnum; store-release cseq = k.  (R4)
+ * (after each release's R2, and by each reset). A reader of any thread
+ * (up_ring_records()):
+ *   load-acquire cseq = k, cnt_t[k & 1], cnt_d[k & 1], cseq again (A4,
+ *   pairs R4): an unchanged k means a consistent pair, since the next
+ *   publish writes the other slot and the one after that, which rewrites
+ *   this slot, stores k + 1 before it (release), which the second load
+ *   would then see. A loop stopped between its stores never holds a
+ *   reader up: the slot it writes is not the one k names.
+ *   Then load-acquire head, and count the committed records that start in
+ *   [t, head) from the commit words alone (load-acquire commit[p & mask]
+ *   == p + 1 holds only for a record starting at p and committed, A1's
+ *   pairing with R1; cells are never read). Records consumed after t are
+ *   still committed there, so nothing is counted twice or missed; a word
+ *   is reused only by a record starting a lap after it, which the reader
+ *   rules out by reading head again (still within a lap of t) or retries.
  * @internal
  */
 #ifndef UP_RING_H
@@ -106,11 +108,12 @@ typedef struct up_ring {
     _Atomic uint64_t tail_cache;
     char pad0[64 - 2 * sizeof(uint64_t)];
     _Alignas(64) _Atomic uint64_t tail; /* first position not yet released */
-    /* records consumed before `tail`, and the sequence word that pairs
-     * the two (R4 / A4 above) */
-    _Atomic uint64_t consumed;
+    /* the published record count (R4 / A4 above): two slots of (read
+     * position, records consumed before it) and the sequence naming the
+     * last one written; the loop's line, read by statistics only */
+    _Atomic uint64_t cnt_t[2], cnt_d[2];
     _Atomic uint64_t cseq;
-    char pad1[64 - 3 * sizeof(uint64_t)];
+    char pad1[64 - 6 * sizeof(uint64_t)];
     _Alignas(64) _Atomic uint32_t space_seq; /* bumped when space is freed and
                                                 someone waits (futex word) */
     _Atomic uint32_t waiters;           /* producers sleeping for space */
@@ -284,6 +287,16 @@ static inline bool up_ring_peek(const up_ring_t *r)
            r->ctail + 1; /* A1 */
 }
 
+/** Consumer: publish the record count with the read position (R4).
+ *  @thread loop */
+static inline void up_ring_publish_count(up_ring_t *r)
+{
+    uint64_t k = atomic_load_explicit(&r->cseq, memory_order_relaxed) + 1;
+    atomic_store_explicit(&r->cnt_t[k & 1], r->ctail, memory_order_release);
+    atomic_store_explicit(&r->cnt_d[k & 1], r->cnum, memory_order_release);
+    atomic_store_explicit(&r->cseq, k, memory_order_release);
+}
+
 /** Consumer: step over the record of @p cells cells at the read position
  *  (read or failed), counting it (see R4). @thread loop */
 static inline void up_ring_consume(up_ring_t *r, uint64_t cells)
@@ -296,12 +309,8 @@ static inline void up_ring_consume(up_ring_t *r, uint64_t cells)
  *  producers sleeping in up_ring_wait_space(). @thread loop */
 static inline void up_ring_release(up_ring_t *r)
 {
-    /* R4: the count with its tail, under cseq (one writer: the loop) */
-    uint64_t sq = atomic_load_explicit(&r->cseq, memory_order_relaxed);
-    atomic_store_explicit(&r->cseq, sq + 1, memory_order_relaxed);
     atomic_store_explicit(&r->tail, r->ctail, memory_order_release); /* R2 */
-    atomic_store_explicit(&r->consumed, r->cnum, memory_order_release);
-    atomic_store_explicit(&r->cseq, sq + 2, memory_order_release);
+    up_ring_publish_count(r);                                        /* R4 */
     /* pairs with the waiter's increment of `waiters` before it re-reads tail */
     atomic_thread_fence(memory_order_seq_cst);
     if (atomic_load_explicit(&r->waiters, memory_order_relaxed))
@@ -367,7 +376,7 @@ uint64_t up_ring_realign(up_ring_t *r, uint64_t now_us);
  *  also behind a record still being written (see R4 above; counted from
  *  the commit words, O(cells in use)). At least every record whose commit
  *  happened-before the call, at most those committed by its return (should
- *  the ring go round a whole lap during each of 8 scans, what the last one
- *  saw). @thread any */
+ *  the ring go round a whole lap during each of 64 scans, what the last
+ *  one saw). @thread any */
 uint64_t up_ring_records(up_ring_t *r);
 #endif
