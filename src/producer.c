@@ -822,7 +822,7 @@ void up_loop_tick_active(up_loop_t *l, uint64_t now)
          * last needed them: the producer stays listed until it has */
         uint64_t rel = (uint64_t)rp_conf(rp)->queue_idle_release_ms * 1000u;
         if (!up_ring_peek(&rp->ring))
-            up_ring_idle(&rp->ring, now, rel);
+            up_rp_mem_rest_back(rp, up_ring_idle(&rp->ring, now, rel));
         if (rel && atomic_load_explicit(&rp->ring.touched, memory_order_relaxed) > rp->ring.home)
             continue;
         act_unlink(l, rp);

@@ -99,6 +99,17 @@ void up_rp_mem_init(up_rp_t *rp);
 /** @p rp has nothing pending: give back the charged rest of its ring's
  *  budget unit if nothing else is counted. @thread loop */
 void up_rp_mem_idle(up_rp_t *rp);
+/** Give back @p cells of a unit's rest that a reset of @p rp's ring handed
+ *  back (up_ring_idle()'s result; 0: nothing). @thread loop */
+static inline void up_rp_mem_rest_back(up_rp_t *rp, uint64_t cells)
+{
+    if (__builtin_expect(cells != 0, 0)) {
+        atomic_fetch_sub_explicit(&rp->mem_held, (int64_t)(cells * UP_RING_CELL),
+                                  memory_order_relaxed);
+        atomic_fetch_sub_explicit(&rp->client->mem_used, (int64_t)(cells * UP_RING_CELL),
+                                  memory_order_relaxed);
+    }
+}
 /** Give everything @p rp took from the client's budget back (the
  *  producer is being freed). @thread the freeing one */
 void up_rp_mem_return_all(up_rp_t *rp);

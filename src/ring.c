@@ -160,23 +160,24 @@ static void open_at(up_ring_t *r, uint64_t nb, uint64_t lap)
         up_ring_wake_space(r);
 }
 
-void up_ring_maintain(up_ring_t *r, uint64_t now_us, uint64_t release_after_us)
+uint64_t up_ring_maintain(up_ring_t *r, uint64_t now_us, uint64_t release_after_us)
 {
     uint64_t c = r->ctail;
     note_run(r, c, now_us);
     uint64_t touched = atomic_load_explicit(&r->touched, memory_order_relaxed);
-    /* a reset keeps c's offset within its unit (the unit's rest stays
-     * charged, see ring.h), so it gains nothing within the first unit */
-    uint64_t idx = c & r->mask, off = c & (r->unit - 1);
-    bool rebase = idx >= r->home / 2 && idx != off;
+    bool rebase = (c & r->mask) >= r->home / 2;
     bool give = release_after_us && touched > r->home && now_us - r->deep_us >= release_after_us;
     if (!rebase && !give)
-        return;
+        return 0;
     if (!claim(r, c))
-        return;
+        return 0;
     /* Every record before c was committed and read (A1), so nothing writes
      * the arrays until head is opened again. */
-    uint64_t lap = idx != off ? (c | r->mask) + 1 : c - off;
+    uint64_t lap = (c & r->mask) ? (c | r->mask) + 1 : c;
+    /* the offset within the unit carries its charged rest over (ring.h);
+     * past the middle of the first page, the rest is handed back instead */
+    uint64_t off = c & (r->unit - 1), keep = off < r->home / 2 ? off : 0;
+    uint64_t back = keep != off ? up_ring_unit_rest(r, c) : 0;
     if (give) {
         /* one cell more: the consumer's peeks at c read (and so mapped) the
          * commit word past the run */
@@ -184,7 +185,8 @@ void up_ring_maintain(up_ring_t *r, uint64_t now_us, uint64_t release_after_us)
         touched = r->home < touched ? r->home : touched;
         atomic_store_explicit(&r->touched, touched, memory_order_relaxed);
     }
-    open_at(r, lap + off, lap);
+    open_at(r, lap + keep, lap);
+    return back;
 }
 
 uint64_t up_ring_realign(up_ring_t *r, uint64_t now_us)

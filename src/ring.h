@@ -55,10 +55,13 @@
  * every unit head has entered is charged, and the cells of it not reserved
  * yet, [head, head rounded up to a unit), are charged and unused (the
  * unit's rest, up_ring_unit_rest()). A reset keeps head's offset within
- * its unit (t' = the next lap's start + t mod unit), so the rest carries
- * over to the unit t' lies in and nothing is charged twice or lost;
- * up_ring_realign() instead moves an empty ring to a unit boundary and
- * hands the rest back. The budget counters themselves are the owner's
+ * its unit while that offset is in the first half of the ring's first
+ * page (t' = the next lap's start + t mod unit), so the rest carries over
+ * to the unit t' lies in and nothing is charged twice or lost; past it, the
+ * reset moves to the lap's start and hands the rest back (up_ring_idle()'s
+ * result), so low load still keeps to the first page. up_ring_realign()
+ * moves an empty ring to a unit boundary whatever the offset, handing the
+ * rest back. The budget counters themselves are the owner's
  * (relaxed atomics): correctness of the charge does not depend on their
  * ordering against head, only on the positions (a rest is returned only by
  * the consumer while it holds the claim, so no reservation can use it).
@@ -339,25 +342,27 @@ static inline bool up_ring_nonempty(up_ring_t *r)
     return (atomic_load_explicit(&r->head, memory_order_acquire) & ~UP_RING_RESET) != r->ctail;
 }
 
-/** The work of up_ring_idle() when there may be some. @thread loop */
-void up_ring_maintain(up_ring_t *r, uint64_t now_us, uint64_t release_after_us);
+/** The work of up_ring_idle() when there may be some; its result.
+ *  @thread loop */
+uint64_t up_ring_maintain(up_ring_t *r, uint64_t now_us, uint64_t release_after_us);
 
 /** Consumer, when it found no committed record at its read position: if
  *  the ring is empty and its read position is past the middle of its first
- *  page, move the positions on to array index 0 of the next lap, so low
- *  load keeps using the page it already has; if no run of records has
- *  needed more than the first page for @p release_after_us (0 = never),
- *  give back the pages past the first one(s). Cheap when there is nothing
+ *  page, move the positions on to the next lap, array index 0 or the
+ *  read position's offset within its budget unit if that is below the
+ *  middle (see "Budget units"), so low load keeps using the page it
+ *  already has; if no run of records has needed more than the first page
+ *  for @p release_after_us (0 = never), give back the pages past the first
+ *  one(s). Returns the cells of a unit's rest it handed back (the caller
+ *  gives them back to its budget), usually 0. Cheap when there is nothing
  *  to do. @thread loop */
-static inline void up_ring_idle(up_ring_t *r, uint64_t now_us, uint64_t release_after_us)
+static inline uint64_t up_ring_idle(up_ring_t *r, uint64_t now_us, uint64_t release_after_us)
 {
-    /* a reset keeps the offset within the unit: nothing to gain below it */
-    uint64_t idx = r->ctail & r->mask;
-    if (r->ctail == r->idle_pos && (idx < r->home / 2 || idx < r->unit) &&
+    if (r->ctail == r->idle_pos && (r->ctail & r->mask) < r->home / 2 &&
         (!release_after_us || now_us - r->deep_us < release_after_us ||
          atomic_load_explicit(&r->touched, memory_order_relaxed) <= r->home))
-        return;
-    up_ring_maintain(r, now_us, release_after_us);
+        return 0;
+    return up_ring_maintain(r, now_us, release_after_us);
 }
 
 /** Bytes of the ring's pages written and not given back (approximate from

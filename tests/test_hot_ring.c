@@ -2,8 +2,9 @@
  * does so that the memory budget and the accepted count need no other.
  *  - Budget units: a reservation asks its caller to charge exactly the
  *    units it enters before it is published; resets keep head's offset in
- *    its unit, so the charged rest carries over; a realign gives that rest
- *    back. Whatever the interleaving (one thread, or 4 producers and a
+ *    its unit while it is in the first half of the page (else they move to
+ *    the lap's start and hand the rest back), so the charged rest carries
+ *    over; a realign gives that rest back. Whatever the interleaving (one thread, or 4 producers and a
  *    consumer that resets whenever it can), what was charged minus what
  *    the consumed records and realigns gave back is exactly the cells in
  *    the ring plus the rest of head's unit, and zero at the end.
@@ -99,10 +100,10 @@ Test(hot_ring, units_are_charged_once_carried_over_resets_and_given_back)
 {
     up_ring_t r;
     cr_assert_eq(up_ring_init(&r, 64 * 1024), 0);
-    up_ring_set_unit(&r, 16);
-    cr_assert_eq(r.unit, 16);
+    up_ring_set_unit(&r, r.home); /* a page: offsets past its middle too */
+    cr_assert_eq(r.unit, r.home);
     _Atomic int64_t charged = 0;
-    uint64_t in_ring = 0, now = 0, rebases = 0, realigns = 0;
+    uint64_t in_ring = 0, now = 0, rebases = 0, realigns = 0, kept = 0, handed = 0;
     uint32_t i = 0, next[1] = {0};
     uint64_t seed = 12345;
     for (int step = 0; step < 20000 / SCALE; step++) {
@@ -130,9 +131,17 @@ Test(hot_ring, units_are_charged_once_carried_over_resets_and_given_back)
                 cr_assert_eq(r.ctail & (r.unit - 1), 0, "not at a unit boundary");
                 realigns += got != 0;
             } else {
-                up_ring_idle(&r, ++now, 1);
-                cr_assert_eq(r.ctail & (r.unit - 1), c & (r.unit - 1),
-                             "a reset moved the offset within the unit");
+                uint64_t rest = up_ring_unit_rest(&r, c), back = up_ring_idle(&r, ++now, 1);
+                atomic_fetch_sub(&charged, (int64_t)back);
+                if (back) { /* handed back: at the lap's start */
+                    cr_assert_eq(back, rest);
+                    cr_assert_eq(r.ctail & r.mask, 0);
+                    handed++;
+                } else { /* kept: the rest carries over */
+                    kept += r.ctail != c && (c & (r.unit - 1)) != 0;
+                    cr_assert_eq(r.ctail & (r.unit - 1), c & (r.unit - 1),
+                                 "a reset moved the offset within the unit");
+                }
                 rebases += r.ctail != c;
             }
         }
@@ -151,6 +160,8 @@ Test(hot_ring, units_are_charged_once_carried_over_resets_and_given_back)
     cr_assert_eq(next[0], i);
     cr_assert_gt(rebases, 0, "no reset happened: the test proves little");
     cr_assert_gt(realigns, 0, "no realign gave anything back: the test proves little");
+    cr_assert_gt(kept, 0, "no reset carried a rest over: the test proves little");
+    cr_assert_gt(handed, 0, "no reset handed a rest back: the test proves little");
     cr_assert_eq(up_ring_records(&r), i);
     up_ring_destroy(&r);
 }
@@ -243,7 +254,7 @@ static void consume_all(stress_t *s, uint32_t nprod, uint64_t total, uint64_t *r
         }
         up_ring_release(&s->r);
         if (++looks % 2) {
-            up_ring_idle(&s->r, ++now, 1);
+            atomic_fetch_sub(&s->charged, (int64_t)up_ring_idle(&s->r, ++now, 1));
         } else {
             uint64_t back = up_ring_realign(&s->r, ++now);
             atomic_fetch_sub(&s->charged, (int64_t)back);
@@ -263,7 +274,7 @@ Test(hot_ring, concurrent_charges_balance_to_zero_across_resets_and_realigns)
     static stress_t s;
     memset(&s, 0, sizeof s);
     cr_assert_eq(up_ring_init(&s.r, 64 * 1024), 0);
-    up_ring_set_unit(&s.r, 32);
+    up_ring_set_unit(&s.r, s.r.home);
     s.per = 50000 / SCALE;
     pthread_t th[NPROD];
     prod_arg_t args[NPROD];
