@@ -28,13 +28,15 @@
  * within a unit already charged takes nothing (with 100-byte messages one
  * send in ~40 takes a unit) and the send path's only locked instruction is
  * the CAS on the ring's head. A payload kept out of the ring (no-copy
- * sends, large messages) is taken by its own send. Resolved messages give
- * their bytes back (the loop, per batch). What a producer holds
- * (rp->mem_held) is thus its counted messages plus the charged rest of its
- * ring's current unit (under one unit); once none of its messages is
- * counted and its ring is empty, the loop moves the ring to a unit boundary
- * and gives that rest back (up_ring_realign()), so a producer with nothing
- * in flight holds nothing.
+ * sends, large messages) is taken by its send together with the units its
+ * record enters (one take decides). Resolved messages give their bytes
+ * back (the loop, per batch). What a producer holds (rp->mem_held) is thus
+ * its counted messages plus the charged rest of its ring's current unit
+ * (under one unit); a ring reset past the middle of the first page hands
+ * that rest back (up_ring_idle()), and once none of the producer's
+ * messages is counted and its ring is empty the loop moves the ring to a
+ * unit boundary and gives the rest back (up_ring_realign()), so a producer
+ * with nothing in flight holds nothing.
  *
  * Share (a dynamic threshold): a producer may take more only while what it
  * would then hold is no more than what the client would have left free, so
