@@ -654,7 +654,7 @@ bool up_rp_pump(up_rp_t *rp, uint64_t now, uint64_t *deadline)
         uint64_t cells = drain_one(rp, now, &stall);
         if (stall)
             break;
-        r->ctail += cells;
+        up_ring_consume(r, cells);
         if (rp->open)
             rp->open->ring_end = r->ctail;
         consumed = true;
@@ -696,7 +696,7 @@ bool up_rp_pump(up_rp_t *rp, uint64_t now, uint64_t *deadline)
     }
     set_armed(rp, armed);
     if (!up_ring_peek(r)) /* back to the ring's first page; idle pages given back */
-        up_ring_idle(r, now, (uint64_t)cf->queue_idle_release_ms * 1000u);
+        up_rp_mem_rest_back(rp, up_ring_idle(r, now, (uint64_t)cf->queue_idle_release_ms * 1000u));
     if (!rp->open && rp->pend_head == NULL)
         atomic_store_explicit(&rp->resolved_ring_pos, r->ctail, memory_order_release);
     return consumed && up_ring_peek(r);

@@ -78,7 +78,8 @@ struct upulsar_client {
     up_rp_t *est_head, *est_tail;     /* queue (lock) */
     _Atomic int32_t max_message_size; /* last seen from any broker */
     /* memory.limit.bytes: bytes the producers took from the budget (their
-     * counted messages and their credit, send.c), never above the budget
+     * counted messages and the rests of their rings' units, send.c), never
+     * above the budget
      * but for a message larger than the whole budget taken alone; and the
      * highest value it had */
     _Atomic int64_t mem_used;

@@ -158,10 +158,12 @@ static const conf_key_t keys[] = {
      "while what it would then hold is no more than what would be left free, so one busy "
      "partition holds at most half of it and k busy ones about 1/(k+1) each, leaving room "
      "for the others; a producer that holds nothing may always take one message the "
-     "budget has room for. Producers take the budget in chunks (1/1024 of it, 4 KiB to "
-     "64 KiB, while less than half of it is taken; beyond that message by message) and "
-     "give back what they do not use once their messages resolve; what is "
-     "taken, counted messages and such credit, never exceeds the budget, except for a "
+     "budget has room for. Ring records are taken ahead, by unit of the producer's ring "
+     "(1/4096 of the budget, at most a page: 4 KiB from a 16 MiB budget up, one 32-byte "
+     "cell below 128 KiB, so small budgets count message by message): the send whose "
+     "record enters a unit takes the unit, and the producer holds the unused rest of its "
+     "current unit until none of its messages is counted, when it gives it back; what is "
+     "taken, counted messages and such rests, never exceeds the budget, except for a "
      "single message larger than the whole budget, accepted only when nothing else is "
      "taken. 0 = no bound (still counted). Same default as the Java client's memoryLimit.",
      "memoryLimitBytes"},

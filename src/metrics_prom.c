@@ -183,7 +183,7 @@ static void sample(prom_t *p, const char *name, struct upulsar_producer *h, up_r
 
 static void f_accepted(prom_t *p, const char *n, struct upulsar_producer *h, up_rp_t *rp)
 {
-    sample(p, n, h, rp, LOAD(rp->ring.owner_count));
+    sample(p, n, h, rp, up_stats_accepted(rp));
 }
 static void f_acked(prom_t *p, const char *n, struct upulsar_producer *h, up_rp_t *rp)
 {

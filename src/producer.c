@@ -53,6 +53,7 @@ up_rp_t *up_rp_new(struct upulsar_producer *h, int partition, int index, const c
                          (long long)h->conf.queue_buffer_bytes);
         return NULL;
     }
+    up_rp_mem_init(rp);
     rp->wake_cells = up_ring_cells_for((size_t)h->conf.batch_max_bytes);
     rp->batcher = up_batcher_for(&h->conf);
     return rp;
@@ -541,7 +542,7 @@ uint64_t up_rp_fail_ring_head(up_rp_t *rp, upulsar_err_t err, up_detail_t *det)
 
 static void fail_ring_record(up_rp_t *rp, upulsar_err_t err, up_detail_t *det)
 {
-    rp->ring.ctail += up_rp_fail_ring_head(rp, err, det);
+    up_ring_consume(&rp->ring, up_rp_fail_ring_head(rp, err, det));
 }
 
 /* Fail the open batch and every pending batch, in order, with the detail
@@ -816,11 +817,12 @@ void up_loop_tick_active(up_loop_t *l, uint64_t now)
         up_rp_check_timeouts(rp, now);
         if (has_work(rp))
             continue;
+        up_rp_mem_idle(rp); /* the rest of its ring's budget unit */
         /* an idle ring gives its pages back queue.idle.release.ms after it
          * last needed them: the producer stays listed until it has */
         uint64_t rel = (uint64_t)rp_conf(rp)->queue_idle_release_ms * 1000u;
         if (!up_ring_peek(&rp->ring))
-            up_ring_idle(&rp->ring, now, rel);
+            up_rp_mem_rest_back(rp, up_ring_idle(&rp->ring, now, rel));
         if (rel && atomic_load_explicit(&rp->ring.touched, memory_order_relaxed) > rp->ring.home)
             continue;
         act_unlink(l, rp);

@@ -89,10 +89,27 @@ static inline uint64_t up_rec_mem(uint64_t ncells, uint32_t flags, uint64_t payl
 }
 
 /** Give back the room of @p n resolved messages that counted @p bytes
- *  (up_rec_mem() summed) against memory.limit.bytes: back to the
- *  producer's credit, and what it does not keep to the client.
- *  @thread loop (and caller, undoing its own reservation) */
+ *  (up_rec_mem() summed) against memory.limit.bytes, to the client; once
+ *  nothing of the producer is counted and its ring is empty, also the
+ *  charged rest of its ring's budget unit (send.c). @thread loop */
 void up_rp_limits_release(up_rp_t *rp, uint64_t n, uint64_t bytes);
+/** Set the budget unit of @p rp's ring from the client's
+ *  memory.limit.bytes (send.c). @thread the creating one, before any send */
+void up_rp_mem_init(up_rp_t *rp);
+/** @p rp has nothing pending: give back the charged rest of its ring's
+ *  budget unit if nothing else is counted. @thread loop */
+void up_rp_mem_idle(up_rp_t *rp);
+/** Give back @p cells of a unit's rest that a reset of @p rp's ring handed
+ *  back (up_ring_idle()'s result; 0: nothing). @thread loop */
+static inline void up_rp_mem_rest_back(up_rp_t *rp, uint64_t cells)
+{
+    if (__builtin_expect(cells != 0, 0)) {
+        atomic_fetch_sub_explicit(&rp->mem_held, (int64_t)(cells * UP_RING_CELL),
+                                  memory_order_relaxed);
+        atomic_fetch_sub_explicit(&rp->client->mem_used, (int64_t)(cells * UP_RING_CELL),
+                                  memory_order_relaxed);
+    }
+}
 /** Give everything @p rp took from the client's budget back (the
  *  producer is being freed). @thread the freeing one */
 void up_rp_mem_return_all(up_rp_t *rp);

@@ -45,7 +45,14 @@ int up_ring_init(up_ring_t *r, size_t bytes)
     atomic_init(&r->head, 0);
     atomic_init(&r->tail, 0);
     atomic_init(&r->tail_cache, 0);
-    atomic_init(&r->owner_credit, 0);
+    for (int k = 0; k < 2; k++) {
+        atomic_init(&r->cnt_t[k], 0);
+        atomic_init(&r->cnt_d[k], 0);
+    }
+    atomic_init(&r->cseq, 0);
+    r->unit = 1;
+    r->ushift = 0;
+    r->cnum = 0;
     atomic_init(&r->space_seq, 0);
     atomic_init(&r->waiters, 0);
     atomic_init(&r->base, 0);
@@ -98,36 +105,79 @@ static void give_back(up_ring_t *r, uint64_t touched)
         (void)madvise(commit + from, to - from, MADV_DONTNEED);
 }
 
-void up_ring_maintain(up_ring_t *r, uint64_t now_us, uint64_t release_after_us)
+void up_ring_set_unit(up_ring_t *r, uint64_t cells)
 {
-    uint64_t c = r->ctail;
+    uint64_t u = 1;
+    unsigned sh = 0;
+    while (u * 2 <= cells && u * 2 <= r->home) {
+        u *= 2;
+        sh++;
+    }
+    r->unit = u;
+    r->ushift = sh;
+}
+
+/* Records went through since the loop's last look: note how far the run
+ * of positions reached (touched) and when it needed pages past the first. */
+static void note_run(up_ring_t *r, uint64_t c, uint64_t now_us)
+{
+    if (c == r->idle_pos)
+        return;
     uint64_t base = atomic_load_explicit(&r->base, memory_order_relaxed);
     uint64_t touched = atomic_load_explicit(&r->touched, memory_order_relaxed);
-    if (c != r->idle_pos) {
-        /* records went through since the last look: cells [base, c) were
-         * written (all of them once the run is a lap long) */
-        uint64_t run = c - base < r->cap ? c - base : r->cap;
-        if (run > touched) {
-            touched = run;
-            atomic_store_explicit(&r->touched, touched, memory_order_relaxed);
-        }
-        if (run > r->home) /* pages past the first in use */
-            r->deep_us = now_us;
-        r->idle_pos = c;
-    }
+    /* cells [base, c) were written (all of them once the run is a lap long) */
+    uint64_t run = c - base < r->cap ? c - base : r->cap;
+    if (run > touched)
+        atomic_store_explicit(&r->touched, run, memory_order_relaxed);
+    if (run > r->home) /* pages past the first in use */
+        r->deep_us = now_us;
+    r->idle_pos = c;
+}
+
+/* The claim: only from an empty ring (head == the read position @p c),
+ * with no reservation under way. */
+static bool claim(up_ring_t *r, uint64_t c)
+{
+    uint64_t h = atomic_load_explicit(&r->head, memory_order_relaxed);
+    return h == c && atomic_compare_exchange_strong_explicit(&r->head, &h, c | UP_RING_RESET,
+                                                             memory_order_acquire,
+                                                             memory_order_relaxed);
+}
+
+/* Open the claimed ring at position @p nb, its run starting at the lap
+ * start @p lap (nb - lap < unit). */
+static void open_at(up_ring_t *r, uint64_t nb, uint64_t lap)
+{
+    r->ctail = nb;
+    r->idle_pos = nb;
+    atomic_store_explicit(&r->base, lap, memory_order_relaxed);
+    atomic_store_explicit(&r->tail_cache, nb, memory_order_relaxed);
+    atomic_store_explicit(&r->tail, nb, memory_order_release);  /* R2 */
+    up_ring_publish_count(r); /* R4: the count is unchanged, its position moved */
+    atomic_store_explicit(&r->head, nb, memory_order_release);  /* R3 */
+    atomic_thread_fence(memory_order_seq_cst); /* as in up_ring_release() */
+    if (atomic_load_explicit(&r->waiters, memory_order_relaxed))
+        up_ring_wake_space(r);
+}
+
+uint64_t up_ring_maintain(up_ring_t *r, uint64_t now_us, uint64_t release_after_us)
+{
+    uint64_t c = r->ctail;
+    note_run(r, c, now_us);
+    uint64_t touched = atomic_load_explicit(&r->touched, memory_order_relaxed);
     bool rebase = (c & r->mask) >= r->home / 2;
     bool give = release_after_us && touched > r->home && now_us - r->deep_us >= release_after_us;
     if (!rebase && !give)
-        return;
-    /* claim: only from an empty ring, with no reservation under way */
-    uint64_t h = atomic_load_explicit(&r->head, memory_order_relaxed);
-    if (h != c || !atomic_compare_exchange_strong_explicit(&r->head, &h, c | UP_RING_RESET,
-                                                           memory_order_acquire,
-                                                           memory_order_relaxed))
-        return;
+        return 0;
+    if (!claim(r, c))
+        return 0;
     /* Every record before c was committed and read (A1), so nothing writes
      * the arrays until head is opened again. */
-    uint64_t nb = (c & r->mask) ? (c | r->mask) + 1 : c;
+    uint64_t lap = (c & r->mask) ? (c | r->mask) + 1 : c;
+    /* the offset within the unit carries its charged rest over (ring.h);
+     * past the middle of the first page, the rest is handed back instead */
+    uint64_t off = c & (r->unit - 1), keep = off < r->home / 2 ? off : 0;
+    uint64_t back = keep != off ? up_ring_unit_rest(r, c) : 0;
     if (give) {
         /* one cell more: the consumer's peeks at c read (and so mapped) the
          * commit word past the run */
@@ -135,15 +185,50 @@ void up_ring_maintain(up_ring_t *r, uint64_t now_us, uint64_t release_after_us)
         touched = r->home < touched ? r->home : touched;
         atomic_store_explicit(&r->touched, touched, memory_order_relaxed);
     }
-    r->ctail = nb;
-    r->idle_pos = nb;
-    atomic_store_explicit(&r->base, nb, memory_order_relaxed);
-    atomic_store_explicit(&r->tail_cache, nb, memory_order_relaxed);
-    atomic_store_explicit(&r->tail, nb, memory_order_release);  /* R2 */
-    atomic_store_explicit(&r->head, nb, memory_order_release);  /* R3 */
-    atomic_thread_fence(memory_order_seq_cst); /* as in up_ring_release() */
-    if (atomic_load_explicit(&r->waiters, memory_order_relaxed))
-        up_ring_wake_space(r);
+    open_at(r, lap + keep, lap);
+    return back;
+}
+
+uint64_t up_ring_realign(up_ring_t *r, uint64_t now_us)
+{
+    uint64_t c = r->ctail, rest = up_ring_unit_rest(r, c);
+    if (!rest)
+        return 0;
+    note_run(r, c, now_us);
+    if (!claim(r, c))
+        return 0;
+    /* c is not at a unit boundary, so not at a lap start: the next lap's
+     * start is ahead of it, and no reservation ever entered its unit */
+    uint64_t lap = (c | r->mask) + 1;
+    open_at(r, lap, lap);
+    return rest;
+}
+
+uint64_t up_ring_records(up_ring_t *r)
+{
+    uint64_t n = 0;
+    for (int tries = 0; tries < 64; tries++) {
+        /* A4: a consistent (position, count) pair */
+        uint64_t k = atomic_load_explicit(&r->cseq, memory_order_acquire);
+        uint64_t t = atomic_load_explicit(&r->cnt_t[k & 1], memory_order_acquire);
+        uint64_t d = atomic_load_explicit(&r->cnt_d[k & 1], memory_order_acquire);
+        if (atomic_load_explicit(&r->cseq, memory_order_acquire) != k)
+            continue; /* published meanwhile: read the newer pair */
+        uint64_t h = atomic_load_explicit(&r->head, memory_order_acquire) & ~UP_RING_RESET;
+        if ((int64_t)(h - t) > (int64_t)r->cap)
+            continue; /* a reset between the loads: read them again */
+        /* acquire (A1's pairing with R1): a record counted here was
+         * committed, with everything its sender did before */
+        uint64_t s = 0;
+        for (uint64_t p = t; (int64_t)(h - p) > 0; p++)
+            s += atomic_load_explicit(&r->commit[p & r->mask], memory_order_acquire) == p + 1;
+        n = d + s;
+        /* a word of [t, h) is reused only by a record starting a lap on */
+        uint64_t h2 = atomic_load_explicit(&r->head, memory_order_acquire) & ~UP_RING_RESET;
+        if ((int64_t)(h2 - t) <= (int64_t)r->cap)
+            break;
+    }
+    return n;
 }
 
 size_t up_ring_resident_bytes(up_ring_t *r)

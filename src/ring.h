@@ -45,6 +45,48 @@
  * already past a stale h is read as "retry", not "full" (signed compare).
  * Low load thus keeps reusing the first page(s): positions jump to the
  * next lap instead of walking the whole array.
+ *
+ * Budget units (the owner's memory budget, send.c). The positions are cut
+ * into units of `unit` cells (a power of two, at most a page of cells;
+ * 1 unless the owner sets it with up_ring_set_unit()). A reservation
+ * [h, h+n) "enters" the units whose first cell lies in it
+ * (up_ring_units_entered()); up_ring_reserve_charged() asks its caller to
+ * have charged them before the CAS that publishes the reservation, so
+ * every unit head has entered is charged, and the cells of it not reserved
+ * yet, [head, head rounded up to a unit), are charged and unused (the
+ * unit's rest, up_ring_unit_rest()). A reset keeps head's offset within
+ * its unit while that offset is in the first half of the ring's first
+ * page (t' = the next lap's start + t mod unit), so the rest carries over
+ * to the unit t' lies in and nothing is charged twice or lost; past it, the
+ * reset moves to the lap's start and hands the rest back (up_ring_idle()'s
+ * result), so low load still keeps to the first page. up_ring_realign()
+ * moves an empty ring to a unit boundary whatever the offset, handing the
+ * rest back. The budget counters themselves are the owner's
+ * (relaxed atomics): correctness of the charge does not depend on their
+ * ordering against head, only on the positions (a rest is returned only by
+ * the consumer while it holds the claim, so no reservation can use it).
+ *
+ * Records counted without a per-record atomic (statistics): the consumer
+ * counts the records it consumes (cnum, loop only) and publishes the count
+ * with the position it belongs to in one of two slots, then the slot's
+ * sequence number (every store atomic; one writer, the loop):
+ *   publish: k = cseq + 1; store-release cnt_t[k & 1] = read position,
+ *            store-release cnt_d[k & 1] = cnum; store-release cseq = k.  (R4)
+ * (after each release's R2, and by each reset). A reader of any thread
+ * (up_ring_records()):
+ *   load-acquire cseq = k, cnt_t[k & 1], cnt_d[k & 1], cseq again (A4,
+ *   pairs R4): an unchanged k means a consistent pair, since the next
+ *   publish writes the other slot and the one after that, which rewrites
+ *   this slot, stores k + 1 before it (release), which the second load
+ *   would then see. A loop stopped between its stores never holds a
+ *   reader up: the slot it writes is not the one k names.
+ *   Then load-acquire head, and count the committed records that start in
+ *   [t, head) from the commit words alone (load-acquire commit[p & mask]
+ *   == p + 1 holds only for a record starting at p and committed, A1's
+ *   pairing with R1; cells are never read). Records consumed after t are
+ *   still committed there, so nothing is counted twice or missed; a word
+ *   is reused only by a record starting a lap after it, which the reader
+ *   rules out by reading head again (still within a lap of t) or retries.
  * @internal
  */
 #ifndef UP_RING_H
@@ -67,17 +109,14 @@ typedef struct up_ring {
      * late store may set it back below the real tail; that only sends the
      * next producer to read the real one. */
     _Atomic uint64_t tail_cache;
-    /* A word of the ring's owner that its senders write with each
-     * reservation (the producer's memory.limit.bytes credit, send.c): on
-     * head's line, the line a sender has just taken for its reservation
-     * costs no second cache miss. The ring itself never touches it. */
-    _Atomic int64_t owner_credit;
-    /* A second such word: the messages its senders accepted (statistics,
-     * stats.c), one relaxed add per message on the same line. */
-    _Atomic uint64_t owner_count;
-    char pad0[64 - 4 * sizeof(uint64_t)];
+    char pad0[64 - 2 * sizeof(uint64_t)];
     _Alignas(64) _Atomic uint64_t tail; /* first position not yet released */
-    char pad1[64 - sizeof(uint64_t)];
+    /* the published record count (R4 / A4 above): two slots of (read
+     * position, records consumed before it) and the sequence naming the
+     * last one written; the loop's line, read by statistics only */
+    _Atomic uint64_t cnt_t[2], cnt_d[2];
+    _Atomic uint64_t cseq;
+    char pad1[64 - 6 * sizeof(uint64_t)];
     _Alignas(64) _Atomic uint32_t space_seq; /* bumped when space is freed and
                                                 someone waits (futex word) */
     _Atomic uint32_t waiters;           /* producers sleeping for space */
@@ -93,6 +132,9 @@ typedef struct up_ring {
                                            (a page of cells; its commit words fit in
                                            one page) */
     uint64_t page;
+    uint64_t unit;                      /* cells per budget unit (power of two,
+                                           1..home; read-only once set) */
+    unsigned ushift;                    /* log2(unit) */
     /* consumer's read position (loop only); its own line, since the loop
      * writes it per record and producers read the lines above per send */
     _Alignas(64) uint64_t ctail;
@@ -105,7 +147,8 @@ typedef struct up_ring {
     /* cells from index 0 whose pages may be resident, as of the loop's last
      * look (written by the loop, read approximately by any thread) */
     _Atomic uint64_t touched;
-    char pad4[64 - 5 * sizeof(uint64_t)];
+    uint64_t cnum;                      /* records consumed (loop only; see R4) */
+    char pad4[64 - 6 * sizeof(uint64_t)];
 } up_ring_t;
 
 /** Create a ring of at least @p bytes (rounded up to a power of two of
@@ -160,6 +203,67 @@ static inline bool up_ring_reserve(up_ring_t *r, uint64_t n, uint64_t *pos)
     }
 }
 
+/** Set the budget unit to @p cells (rounded down to a power of two, 1 to
+ *  a page of cells). Before any reservation. @thread the creating one */
+void up_ring_set_unit(up_ring_t *r, uint64_t cells);
+
+/** Units (see "Budget units") whose first cell lies in [@p h, @p h + @p n):
+ *  what a reservation of @p n cells at @p h enters. */
+static inline uint64_t up_ring_units_entered(const up_ring_t *r, uint64_t h, uint64_t n)
+{
+    uint64_t u1 = r->unit - 1;
+    return ((h + n + u1) >> r->ushift) - ((h + u1) >> r->ushift);
+}
+
+/** Cells charged and not reserved yet when head is at @p h: the rest of
+ *  the unit @p h lies in (0 at a unit boundary). */
+static inline uint64_t up_ring_unit_rest(const up_ring_t *r, uint64_t h)
+{
+    return (r->unit - (h & (r->unit - 1))) & (r->unit - 1);
+}
+
+typedef enum { UP_RING_OK = 0, UP_RING_FULL, UP_RING_CHARGE } up_ring_res_t;
+
+/** Reserve @p n cells when the caller has charged @p have units. UP_RING_OK:
+ *  *@p pos is the reservation and *@p units the units it entered (at most
+ *  @p have; the caller gives back the others). UP_RING_CHARGE: at the
+ *  current head the reservation enters *@p units units, more than @p have:
+ *  charge them, then call again (head may have moved by then). UP_RING_FULL:
+ *  no room now. The units are charged before the CAS that publishes the
+ *  reservation (program order; the charge's own atomics are the owner's and
+ *  relaxed, see "Budget units"). @thread any @lock none */
+static inline up_ring_res_t up_ring_reserve_charged(up_ring_t *r, uint64_t n, uint64_t have,
+                                                    uint64_t *pos, uint64_t *units)
+{
+    uint64_t h = atomic_load_explicit(&r->head, memory_order_acquire); /* A3 */
+    uint64_t t = atomic_load_explicit(&r->tail_cache, memory_order_acquire);
+    for (;;) {
+        if (__builtin_expect((h & UP_RING_RESET) != 0, 0)) {
+            h = up_ring_await_reset(r);
+            t = atomic_load_explicit(&r->tail_cache, memory_order_acquire);
+            continue;
+        }
+        if ((int64_t)(h + n - t) > (int64_t)r->cap) {
+            t = atomic_load_explicit(&r->tail, memory_order_acquire); /* A2 */
+            if ((int64_t)(h + n - t) > (int64_t)r->cap)
+                return UP_RING_FULL;
+            atomic_store_explicit(&r->tail_cache, t, memory_order_release);
+        }
+        uint64_t need = up_ring_units_entered(r, h, n);
+        if (__builtin_expect(need > have, 0)) {
+            *units = need;
+            return UP_RING_CHARGE;
+        }
+        /* as in up_ring_reserve(): acquire for a reset's head (R3) */
+        if (atomic_compare_exchange_weak_explicit(&r->head, &h, h + n, memory_order_acquire,
+                                                  memory_order_acquire)) {
+            *pos = h;
+            *units = need;
+            return UP_RING_OK;
+        }
+    }
+}
+
 /** Pointer to the cell at @p pos. */
 static inline uint8_t *up_ring_cell(const up_ring_t *r, uint64_t pos)
 {
@@ -186,11 +290,30 @@ static inline bool up_ring_peek(const up_ring_t *r)
            r->ctail + 1; /* A1 */
 }
 
+/** Consumer: publish the record count with the read position (R4).
+ *  @thread loop */
+static inline void up_ring_publish_count(up_ring_t *r)
+{
+    uint64_t k = atomic_load_explicit(&r->cseq, memory_order_relaxed) + 1;
+    atomic_store_explicit(&r->cnt_t[k & 1], r->ctail, memory_order_release);
+    atomic_store_explicit(&r->cnt_d[k & 1], r->cnum, memory_order_release);
+    atomic_store_explicit(&r->cseq, k, memory_order_release);
+}
+
+/** Consumer: step over the record of @p cells cells at the read position
+ *  (read or failed), counting it (see R4). @thread loop */
+static inline void up_ring_consume(up_ring_t *r, uint64_t cells)
+{
+    r->ctail += cells;
+    r->cnum++;
+}
+
 /** Consumer: make every cell before the read position reusable, and wake
  *  producers sleeping in up_ring_wait_space(). @thread loop */
 static inline void up_ring_release(up_ring_t *r)
 {
     atomic_store_explicit(&r->tail, r->ctail, memory_order_release); /* R2 */
+    up_ring_publish_count(r);                                        /* R4 */
     /* pairs with the waiter's increment of `waiters` before it re-reads tail */
     atomic_thread_fence(memory_order_seq_cst);
     if (atomic_load_explicit(&r->waiters, memory_order_relaxed))
@@ -219,27 +342,46 @@ static inline bool up_ring_nonempty(up_ring_t *r)
     return (atomic_load_explicit(&r->head, memory_order_acquire) & ~UP_RING_RESET) != r->ctail;
 }
 
-/** The work of up_ring_idle() when there may be some. @thread loop */
-void up_ring_maintain(up_ring_t *r, uint64_t now_us, uint64_t release_after_us);
+/** The work of up_ring_idle() when there may be some; its result.
+ *  @thread loop */
+uint64_t up_ring_maintain(up_ring_t *r, uint64_t now_us, uint64_t release_after_us);
 
 /** Consumer, when it found no committed record at its read position: if
  *  the ring is empty and its read position is past the middle of its first
- *  page, move the positions on to array index 0 of the next lap, so low
- *  load keeps using the page it already has; if no run of records has
- *  needed more than the first page for @p release_after_us (0 = never),
- *  give back the pages past the first one(s). Cheap when there is nothing
+ *  page, move the positions on to the next lap, array index 0 or the
+ *  read position's offset within its budget unit if that is below the
+ *  middle (see "Budget units"), so low load keeps using the page it
+ *  already has; if no run of records has needed more than the first page
+ *  for @p release_after_us (0 = never), give back the pages past the first
+ *  one(s). Returns the cells of a unit's rest it handed back (the caller
+ *  gives them back to its budget), usually 0. Cheap when there is nothing
  *  to do. @thread loop */
-static inline void up_ring_idle(up_ring_t *r, uint64_t now_us, uint64_t release_after_us)
+static inline uint64_t up_ring_idle(up_ring_t *r, uint64_t now_us, uint64_t release_after_us)
 {
     if (r->ctail == r->idle_pos && (r->ctail & r->mask) < r->home / 2 &&
         (!release_after_us || now_us - r->deep_us < release_after_us ||
          atomic_load_explicit(&r->touched, memory_order_relaxed) <= r->home))
-        return;
-    up_ring_maintain(r, now_us, release_after_us);
+        return 0;
+    return up_ring_maintain(r, now_us, release_after_us);
 }
 
 /** Bytes of the ring's pages written and not given back (approximate from
  *  other threads: pages the loop has not looked at yet are counted from
  *  the reserved positions). @thread any */
 size_t up_ring_resident_bytes(up_ring_t *r);
+
+/** Consumer, with the ring empty: move it to the start of the next lap (a
+ *  unit boundary) and return the cells of the rest of head's unit (charged,
+ *  never to be used: the caller gives them back to its budget); 0 if the
+ *  ring is not empty, a reservation is under way, or head is at a unit
+ *  boundary already. @thread loop */
+uint64_t up_ring_realign(up_ring_t *r, uint64_t now_us);
+
+/** Records committed: those consumed plus those committed and waiting,
+ *  also behind a record still being written (see R4 above; counted from
+ *  the commit words, O(cells in use)). At least every record whose commit
+ *  happened-before the call, at most those committed by its return (should
+ *  the ring go round a whole lap during each of 64 scans, what the last
+ *  one saw). @thread any */
+uint64_t up_ring_records(up_ring_t *r);
 #endif

@@ -148,14 +148,14 @@ struct up_rp {
     _Atomic int failed;    /* the terminal error (upulsar_err_t) once it
                               failed (stored before the state says FAILED),
                               or 0 */
-    _Atomic uint64_t pending;   /* accepted, not resolved (approx.) */
+    /* the highest accepted count a statistics reader returned (stats.c,
+     * up_stats_accepted(); written by readers only, relaxed CAS-max) */
+    _Atomic uint64_t acc_seen;
     /* memory.limit.bytes (send.c): bytes this producer took from the
-     * client's budget (mem_held: its counted messages + the credit, the
-     * part not used by a message yet, which lives on the line of the
-     * ring's head: ring.owner_credit). Senders take a message's bytes from
-     * the credit, and more credit from the client in chunks; resolved
-     * messages give theirs back to the credit, and the credit above what
-     * the producer keeps goes back to the client. */
+     * client's budget: its counted messages plus the charged rest of its
+     * ring's budget unit (ring.h). Added by the sender that enters a unit
+     * (and by a send whose payload stays out of the ring), subtracted by
+     * the loop as messages resolve; relaxed (a counter, publishes nothing). */
     _Alignas(64) _Atomic int64_t mem_held;
     char mem_pad[64 - sizeof(int64_t)];
     _Atomic uint64_t reconnects;
@@ -434,6 +434,10 @@ void up_stats_no_room(up_rp_t *rp, int reason, int refused);
 /** Messages @p rp accepted and not yet resolved: in its ring, its open
  *  and pending batches. @thread any */
 uint64_t up_stats_pending(up_rp_t *rp);
+/** Messages upulsar_send() accepted (statistics: "accepted"), counted
+ *  without a per-message atomic (ring.h, up_ring_records()); never below a
+ *  figure returned before. @thread any */
+uint64_t up_stats_accepted(up_rp_t *rp);
 
 /* rp->name for threads other than the creating one: "" until it is set.
  * @thread any */

@@ -1,10 +1,11 @@
 /* send.c -- upulsar_send()'s work on one real producer, on the caller's
  * thread: validate the options, check the size rule, count the message
- * against max.pending.messages and memory.limit.bytes (always counted,
- * through a per-producer credit), reserve ring cells
+ * against max.pending.messages and memory.limit.bytes (always counted;
+ * ring cells by budget unit, see below), reserve ring cells
  * (waiting for room with block.if.queue.full), write the record
  * (record.c), commit it and wake the loop if it sleeps. Only
- * up_rp_limits_release() also runs on the loop, as messages resolve. */
+ * up_rp_limits_release() and up_rp_mem_idle() run on the loop, as messages
+ * resolve. */
 #include <sched.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,64 +16,89 @@
 
 /* ---- limits: max.pending.messages, memory.limit.bytes --------------------- */
 
-/* memory.limit.bytes is always counted: each message's up_rec_mem() from
- * its send until it resolves. A send takes its bytes from its producer's
- * credit (rp->ring.owner_credit: one CAS on the cache line of its ring's
- * head, which the reservation that follows writes anyway, so the two cost
- * one line transfer between sender threads, not two); only when the
- * credit is short does it take a chunk from the client's counter
- * (c->mem_used, shared by every sender thread), checked against the budget
- * and against the producer's share. Resolved messages give their bytes back
- * to the credit, and what the producer does not keep goes back to the
- * client: everything once none of its messages is counted, else what is
- * above one chunk. So c->mem_used (counted messages + credit) never exceeds
- * the budget, and messages in flight never exceed c->mem_used.
+/* memory.limit.bytes is always counted: what each message counts
+ * (up_rec_mem(): its ring cells, plus its payload when that is kept out of
+ * the ring) from its send until it resolves, over every producer of the
+ * client (c->mem_used, checked against the budget at every take).
+ *
+ * Ring cells are charged ahead, by budget unit of the producer's ring
+ * (ring.h, "Budget units": a page of cells, less for a small budget): the
+ * sender whose reservation enters a unit takes the unit's bytes from the
+ * client before its CAS publishes the reservation, so a send that stays
+ * within a unit already charged takes nothing (with 100-byte messages one
+ * send in ~40 takes a unit) and the send path's only locked instruction is
+ * the CAS on the ring's head. A payload kept out of the ring (no-copy
+ * sends, large messages) is taken by its send together with the units its
+ * record enters (one take decides). Resolved messages give their bytes
+ * back (the loop, per batch). What a producer holds (rp->mem_held) is thus
+ * its counted messages plus the charged rest of its ring's current unit
+ * (under one unit); a ring reset past the middle of the first page hands
+ * that rest back (up_ring_idle()), and once none of the producer's
+ * messages is counted and its ring is empty the loop moves the ring to a
+ * unit boundary and gives the rest back (up_ring_realign()), so a producer
+ * with nothing in flight holds nothing.
  *
  * Share (a dynamic threshold): a producer may take more only while what it
  * would then hold is no more than what the client would have left free, so
  * one busy producer holds at most half of the budget, k busy ones about
  * 1/(k+1) each, and room is always left for the others. A producer that
- * holds nothing may take one message whenever the budget has room for it;
- * a message larger than the whole budget is taken only when the client has
- * nothing else taken. Credit beyond the message itself is only given while
- * less than half of the budget is taken, so credit held by producers whose
- * messages wait keeps nobody out. */
+ * holds nothing may take one unit (or one message) whenever the budget has
+ * room for it; a message larger than the whole budget is taken only when
+ * the client has nothing else taken.
+ *
+ * Orders: every counter here is a relaxed atomic. Nothing is published
+ * through them: the charge of a unit precedes the reservation in program
+ * order only so that head never enters a unit not charged, and the rest a
+ * realign gives back is decided by positions alone (ring.h). */
 
-/* Credit taken from the client at once, and the most a producer keeps
- * while some of its messages are counted. */
-static int64_t mem_chunk(const struct upulsar_client *c)
+/* Bytes of one budget unit of @p rp's ring. */
+static inline int64_t unit_bytes(const up_rp_t *rp)
 {
-    int64_t lim = c->conf.memory_limit_bytes, ch = lim / 1024;
-    if (lim <= 0 || ch > 64 * 1024)
-        return 64 * 1024;
-    return ch < 4096 ? 4096 : ch;
+    return (int64_t)(rp->ring.unit * UP_RING_CELL);
 }
 
-/* Give the credit @p rp does not keep back to the client. */
-static void mem_trim(up_rp_t *rp)
+void up_rp_mem_init(up_rp_t *rp)
 {
-    struct upulsar_client *c = rp->client;
-    int64_t cr = atomic_load_explicit(&rp->ring.owner_credit, memory_order_relaxed);
-    for (;;) {
-        /* nothing counted: keep nothing (a racy read errs either way
-         * harmlessly: credit is budget no message uses) */
-        int64_t counted = atomic_load_explicit(&rp->mem_held, memory_order_relaxed) - cr;
-        int64_t keep = counted > 0 ? mem_chunk(c) : 0;
-        if (cr <= keep)
-            return;
-        if (atomic_compare_exchange_weak_explicit(&rp->ring.owner_credit, &cr, keep,
-                                                  memory_order_relaxed, memory_order_relaxed)) {
-            atomic_fetch_sub_explicit(&rp->mem_held, cr - keep, memory_order_relaxed);
-            atomic_fetch_sub_explicit(&c->mem_used, cr - keep, memory_order_relaxed);
-            return;
-        }
-    }
+    /* at most a page of cells, and at most 1/4096 of the budget: the rest
+     * a producer holds is then a tiny part of the budget, and a small
+     * budget (under 4 MiB: 1 cell at 128 KiB) charges message by message,
+     * exactly */
+    int64_t lim = rp->client->conf.memory_limit_bytes;
+    uint64_t cells = rp->ring.home;
+    if (lim > 0 && (uint64_t)(lim / 4096) / UP_RING_CELL < cells)
+        cells = (uint64_t)(lim / 4096) / UP_RING_CELL;
+    up_ring_set_unit(&rp->ring, cells);
+}
+
+/* Give @p bytes that @p rp took back to the client. */
+static void mem_give(up_rp_t *rp, int64_t bytes)
+{
+    atomic_fetch_sub_explicit(&rp->mem_held, bytes, memory_order_relaxed);
+    atomic_fetch_sub_explicit(&rp->client->mem_used, bytes, memory_order_relaxed);
+}
+
+/* The loop, @p rp holding @p held: if that is only the charged rest of its
+ * ring's unit (no message counted) and the ring is empty, realign the ring
+ * and give the rest back. */
+static void mem_realign(up_rp_t *rp, int64_t held)
+{
+    up_ring_t *r = &rp->ring;
+    uint64_t rest = up_ring_unit_rest(r, r->ctail);
+    if (!rest || held != (int64_t)(rest * UP_RING_CELL))
+        return;
+    uint64_t got = up_ring_realign(r, up_now_us());
+    if (got)
+        mem_give(rp, (int64_t)(got * UP_RING_CELL));
+}
+
+void up_rp_mem_idle(up_rp_t *rp)
+{
+    mem_realign(rp, atomic_load_explicit(&rp->mem_held, memory_order_relaxed));
 }
 
 void up_rp_mem_return_all(up_rp_t *rp)
 {
     int64_t held = atomic_exchange_explicit(&rp->mem_held, 0, memory_order_relaxed);
-    atomic_store_explicit(&rp->ring.owner_credit, 0, memory_order_relaxed);
     if (held)
         atomic_fetch_sub_explicit(&rp->client->mem_used, held, memory_order_relaxed);
 }
@@ -82,85 +108,114 @@ void up_rp_limits_release(up_rp_t *rp, uint64_t n, uint64_t bytes)
     if (rp->handle->conf.max_pending_messages > 0)
         atomic_fetch_sub_explicit(&rp->lim_msgs, (int64_t)n, memory_order_relaxed);
     if (bytes) {
-        atomic_fetch_add_explicit(&rp->ring.owner_credit, (int64_t)bytes, memory_order_relaxed);
-        mem_trim(rp);
+        int64_t left = atomic_fetch_sub_explicit(&rp->mem_held, (int64_t)bytes,
+                                                 memory_order_relaxed) -
+                       (int64_t)bytes;
+        atomic_fetch_sub_explicit(&rp->client->mem_used, (int64_t)bytes, memory_order_relaxed);
+        if (left < unit_bytes(rp))
+            mem_realign(rp, left);
     }
 }
 
-/* Take @p need bytes for one message: from the credit, else from the
- * client (see above). False when the budget or the producer's share is
- * reached. */
+/* Take @p need bytes for @p rp from the client (see above). False when the
+ * budget or the producer's share is reached. */
 static bool mem_take(up_rp_t *rp, int64_t need)
 {
-    int64_t cr = atomic_load_explicit(&rp->ring.owner_credit, memory_order_relaxed);
-    while (cr >= need)
-        if (atomic_compare_exchange_weak_explicit(&rp->ring.owner_credit, &cr, cr - need,
-                                                  memory_order_relaxed, memory_order_relaxed))
-            return true;
     struct upulsar_client *c = rp->client;
-    int64_t lim = c->conf.memory_limit_bytes, chunk = mem_chunk(c);
+    int64_t lim = c->conf.memory_limit_bytes;
     int64_t used = atomic_load_explicit(&c->mem_used, memory_order_relaxed);
     for (;;) {
-        /* credit beyond this message comes only out of the first half of
-         * the budget: producers that hold credit they do not use (their
-         * messages wait for receipts) never keep others out */
-        int64_t extra = chunk > need ? chunk - need : 0;
-        if (lim > 0 && extra > lim / 2 - used - need)
-            extra = lim / 2 - used - need > 0 ? lim / 2 - used - need : 0;
-        int64_t g = need + extra;
         if (lim > 0) {
             int64_t held = atomic_load_explicit(&rp->mem_held, memory_order_relaxed);
             int64_t avail = lim - used;
-            /* held + g <= avail - g */
+            /* held + need <= avail - need */
             int64_t share = avail > held ? (avail - held) / 2 : 0;
             if (need <= share)
-                g = g < share ? g : share;
+                ;
             else if (held == 0 && need <= avail)
-                g = need; /* holds nothing: one message while there is room */
+                ; /* holds nothing: one unit (or message) while there is room */
             else if (used == 0 && need > lim)
-                g = need; /* larger than the budget: alone */
+                ; /* larger than the budget: alone */
             else
                 return false;
         }
-        if (atomic_compare_exchange_weak_explicit(&c->mem_used, &used, used + g,
+        if (atomic_compare_exchange_weak_explicit(&c->mem_used, &used, used + need,
                                                   memory_order_relaxed, memory_order_relaxed)) {
             int64_t pk = atomic_load_explicit(&c->mem_peak, memory_order_relaxed);
-            while (used + g > pk &&
-                   !atomic_compare_exchange_weak_explicit(&c->mem_peak, &pk, used + g,
+            while (used + need > pk &&
+                   !atomic_compare_exchange_weak_explicit(&c->mem_peak, &pk, used + need,
                                                           memory_order_relaxed,
                                                           memory_order_relaxed))
                 ;
-            atomic_fetch_add_explicit(&rp->mem_held, g, memory_order_relaxed);
-            if (g > need)
-                atomic_fetch_add_explicit(&rp->ring.owner_credit, g - need, memory_order_relaxed);
+            atomic_fetch_add_explicit(&rp->mem_held, need, memory_order_relaxed);
             return true;
         }
     }
 }
 
-/* One attempt to count a message that counts @p mem bytes: 0, or 1 if
- * max.pending.messages, 2 if memory.limit.bytes is reached. */
-static int limits_try(up_rp_t *rp, uint64_t mem)
+/* One attempt to count a message against max.pending.messages: true if
+ * it fits. */
+static bool pending_try(up_rp_t *rp, int64_t maxp)
 {
-    int64_t maxp = rp->handle->conf.max_pending_messages;
-    if (maxp > 0 && atomic_fetch_add_explicit(&rp->lim_msgs, 1, memory_order_relaxed) >= maxp) {
-        atomic_fetch_sub_explicit(&rp->lim_msgs, 1, memory_order_relaxed);
-        return 1;
-    }
-    if (!mem_take(rp, (int64_t)mem)) {
-        if (maxp > 0)
-            atomic_fetch_sub_explicit(&rp->lim_msgs, 1, memory_order_relaxed);
-        return 2;
-    }
-    return 0;
+    if (atomic_fetch_add_explicit(&rp->lim_msgs, 1, memory_order_relaxed) < maxp)
+        return true;
+    atomic_fetch_sub_explicit(&rp->lim_msgs, 1, memory_order_relaxed);
+    return false;
 }
 
-static upulsar_err_t limits_reserve(up_rp_t *rp, uint64_t mem)
+/* Undo pending_reserve() for a message that was not accepted after all. */
+static void pending_undo(up_rp_t *rp)
 {
-    int why = limits_try(rp, mem);
-    if (__builtin_expect(!why, 1))
+    if (rp->handle->conf.max_pending_messages > 0)
+        atomic_fetch_sub_explicit(&rp->lim_msgs, 1, memory_order_relaxed);
+}
+
+/* The error of a send refused for want of memory (@p need bytes). */
+static upulsar_err_t mem_refused(up_rp_t *rp, uint64_t need)
+{
+    return up_seterr(UPULSAR_ERR__QUEUE_FULL,
+                     "%s: memory.limit.bytes %lld reached for %llu bytes (the client has %lld "
+                     "taken, this producer %lld of it)",
+                     rp->topic, (long long)rp->client->conf.memory_limit_bytes,
+                     (unsigned long long)need,
+                     (long long)atomic_load_explicit(&rp->client->mem_used, memory_order_relaxed),
+                     (long long)atomic_load_explicit(&rp->mem_held, memory_order_relaxed));
+}
+
+/* Waiting for room (block.if.queue.full): CLOSED or the producer's
+ * failure when the wait must end, else UPULSAR_OK. */
+static upulsar_err_t wait_check(up_rp_t *rp)
+{
+    if (atomic_load_explicit(&rp->handle->closed, memory_order_relaxed))
+        return up_seterr(UPULSAR_ERR__CLOSED, "producer is stopping");
+    if (atomic_load_explicit(&rp->failed, memory_order_relaxed))
+        return up_seterr((upulsar_err_t)atomic_load(&rp->failed), "%s: producer failed",
+                         rp->topic);
+    return UPULSAR_OK;
+}
+
+/* One pause of a wait for memory: what is counted leaves only once
+ * acknowledged, so push it out. */
+static void mem_pause(up_rp_t *rp, unsigned *spins)
+{
+    atomic_store_explicit(&rp->flush_req, 1, memory_order_relaxed);
+    up_loop_wake(rp->loop);
+    if (++*spins < 8) {
+        sched_yield();
+    } else {
+        struct timespec ts = {0, 100000};
+        nanosleep(&ts, NULL);
+    }
+}
+
+/* max.pending.messages (when set): count the message, waiting for room
+ * with block.if.queue.full. */
+static upulsar_err_t pending_reserve(up_rp_t *rp)
+{
+    int64_t maxp = rp->handle->conf.max_pending_messages;
+    if (__builtin_expect(maxp <= 0 || pending_try(rp, maxp), 1))
         return UPULSAR_OK;
-    up_stats_no_room(rp, why, 0);
+    up_stats_no_room(rp, UP_ROOM_PENDING, 0);
     const struct upulsar_conf *cf = rp_conf(rp);
     uint64_t deadline = UINT64_MAX;
     if (cf->block_if_queue_full && cf->send_timeout_ms > 0)
@@ -168,38 +223,112 @@ static upulsar_err_t limits_reserve(up_rp_t *rp, uint64_t mem)
     unsigned spins = 0;
     /* never in a callback: its thread may be the one that frees room */
     bool block = cf->block_if_queue_full && up_thread_role() == UP_THREAD_APP;
-    while (block && why) {
-        if (atomic_load_explicit(&rp->handle->closed, memory_order_relaxed))
-            return up_seterr(UPULSAR_ERR__CLOSED, "producer is stopping");
-        if (atomic_load_explicit(&rp->failed, memory_order_relaxed))
-            return up_seterr((upulsar_err_t)atomic_load(&rp->failed), "%s: producer failed",
-                             rp->topic);
+    while (block) {
+        upulsar_err_t e = wait_check(rp);
+        if (e)
+            return e;
         if (up_now_us() > deadline)
             break;
-        /* what is counted leaves only once acknowledged: push it out */
-        atomic_store_explicit(&rp->flush_req, 1, memory_order_relaxed);
-        up_loop_wake(rp->loop);
-        if (++spins < 8) {
-            sched_yield();
-        } else {
-            struct timespec ts = {0, 100000};
-            nanosleep(&ts, NULL);
-        }
-        why = limits_try(rp, mem);
+        mem_pause(rp, &spins);
+        if (pending_try(rp, maxp))
+            return UPULSAR_OK;
     }
-    if (!why)
-        return UPULSAR_OK;
+    up_stats_no_room(rp, UP_ROOM_PENDING, 1);
+    return up_seterr(UPULSAR_ERR__QUEUE_FULL, "%s: max.pending.messages %d reached", rp->topic,
+                     cf->max_pending_messages);
+}
+
+/* The ring reservation when the first attempt did not succeed (@p rc and
+ * @p units are what it returned), or for a message whose payload stays out
+ * of the ring (@p ext bytes, taken together with the units the reservation
+ * enters, so one take decides whether the message fits). Charges the units
+ * (memory.limit.bytes) before the reservation is published, waits for room
+ * with block.if.queue.full (memory or ring space), and holds nothing
+ * charged while it waits or once it fails. */
+static __attribute__((noinline)) upulsar_err_t reserve_slow(up_rp_t *rp, uint64_t n,
+                                                            uint64_t ext, up_ring_res_t rc,
+                                                            uint64_t units, uint64_t *pos)
+{
+    const struct upulsar_conf *cf = rp_conf(rp);
+    up_ring_t *r = &rp->ring;
+    int64_t ub = unit_bytes(rp);
+    uint64_t have = 0, deadline = 0, ext_have = 0;
+    bool waited = false;
+    /* never in a callback: its thread may be the one that frees room */
+    bool block = cf->block_if_queue_full && up_thread_role() == UP_THREAD_APP;
+    unsigned spins = 0;
+    int why;
+    int64_t need = 0;
+    if (ext) { /* nothing reserved yet: what the reservation enters now */
+        rc = UP_RING_CHARGE;
+        units = up_ring_units_entered(r, up_ring_head_pos(r), n);
+    }
+    for (;;) {
+        why = rc == UP_RING_FULL ? UP_ROOM_RING : -1; /* -1: room */
+        if (rc == UP_RING_CHARGE) {
+            need = (int64_t)(units - have) * ub + (int64_t)(ext - ext_have);
+            if (need <= 0 || mem_take(rp, need)) {
+                have = units;
+                ext_have = ext;
+            } else {
+                why = UP_ROOM_MEMORY;
+            }
+        }
+        if (why >= 0) {
+            if (have || ext_have) {
+                mem_give(rp, (int64_t)have * ub + (int64_t)ext_have);
+                have = ext_have = 0;
+            }
+            if (!waited) {
+                waited = true;
+                up_stats_no_room(rp, why, 0);
+                if (!block)
+                    break;
+                deadline = cf->send_timeout_ms > 0
+                               ? up_now_us() + (uint64_t)cf->send_timeout_ms * 1000u
+                               : UINT64_MAX;
+            }
+            upulsar_err_t e = wait_check(rp);
+            if (e)
+                return e;
+            if (why == UP_ROOM_MEMORY) {
+                if (up_now_us() > deadline)
+                    break;
+                mem_pause(rp, &spins);
+            } else {
+                up_loop_wake(rp->loop);
+                if (++spins >= 8) {
+                    uint64_t now = up_now_us();
+                    if (now > deadline)
+                        break;
+                    /* sleep until the loop frees space (bounded, in case
+                     * the loop is busy elsewhere) */
+                    up_ring_wait_space(r, n, deadline - now < 2000 ? deadline - now : 2000);
+                } else {
+                    sched_yield();
+                }
+            }
+            if (ext) { /* the payload is taken with the units, as above */
+                rc = UP_RING_CHARGE;
+                units = up_ring_units_entered(r, up_ring_head_pos(r), n);
+                continue;
+            }
+        }
+        rc = up_ring_reserve_charged(r, n, have, pos, &units);
+        if (rc == UP_RING_OK) {
+            if (have > units)
+                mem_give(rp, (int64_t)(have - units) * ub);
+            return UPULSAR_OK;
+        }
+    }
+    upulsar_err_t e = wait_check(rp);
+    if (e)
+        return e;
     up_stats_no_room(rp, why, 1);
-    if (why == 1)
-        return up_seterr(UPULSAR_ERR__QUEUE_FULL, "%s: max.pending.messages %d reached",
-                         rp->topic, cf->max_pending_messages);
-    return up_seterr(UPULSAR_ERR__QUEUE_FULL,
-                     "%s: memory.limit.bytes %lld reached for a message of %llu bytes (the "
-                     "client has %lld taken, this producer %lld of it)",
-                     rp->topic, (long long)rp->client->conf.memory_limit_bytes,
-                     (unsigned long long)mem,
-                     (long long)atomic_load_explicit(&rp->client->mem_used, memory_order_relaxed),
-                     (long long)atomic_load_explicit(&rp->mem_held, memory_order_relaxed));
+    if (why == UP_ROOM_MEMORY)
+        return mem_refused(rp, (uint64_t)need);
+    return up_seterr(UPULSAR_ERR__QUEUE_FULL, "%s: queue full (queue.buffer.bytes %lld)",
+                     rp->topic, (long long)cf->queue_buffer_bytes);
 }
 
 /* ---- caller side: enqueue ------------------------------------------------- */
@@ -432,8 +561,7 @@ upulsar_err_t up_rp_enqueue(up_rp_t *rp, const void *payload, size_t len,
                          "key and properties need %zu bytes, more than half of queue.buffer.bytes",
                          size);
     }
-    uint64_t mem = up_rec_mem(ncells, in.flags, len);
-    upulsar_err_t le = limits_reserve(rp, mem);
+    upulsar_err_t le = pending_reserve(rp);
     if (le) {
         free(copy);
         return le;
@@ -443,43 +571,32 @@ upulsar_err_t up_rp_enqueue(up_rp_t *rp, const void *payload, size_t len,
         f = up_future_alloc(&rp->client->futures);
         if (!f) {
             free(copy);
-            up_rp_limits_release(rp, 1, mem);
+            pending_undo(rp);
             return up_seterr(UPULSAR_ERR__QUEUE_FULL,
                              "future pool exhausted: %llu futures not released, the most a "
                              "client holds (release resolved futures, or send without one)",
                              (unsigned long long)UP_FUT_MAX_SEGS * UP_FUT_SEG_SIZE);
         }
     }
-    uint64_t pos;
-    if (!up_ring_reserve(&rp->ring, ncells, &pos)) {
-        up_stats_no_room(rp, UP_ROOM_RING, 0);
-        /* never in a callback: its thread may be the one that frees room */
-        if (!cf->block_if_queue_full || up_thread_role() != UP_THREAD_APP)
-            goto full;
-        uint64_t deadline = cf->send_timeout_ms > 0
-                                ? up_now_us() + (uint64_t)cf->send_timeout_ms * 1000u
-                                : UINT64_MAX;
-        unsigned spins = 0;
-        while (!up_ring_reserve(&rp->ring, ncells, &pos)) {
-            if (atomic_load_explicit(&rp->handle->closed, memory_order_relaxed) ||
-                atomic_load_explicit(&rp->failed, memory_order_relaxed))
-                goto full;
-            up_loop_wake(rp->loop);
-            if (++spins < 8) {
-                sched_yield();
-                continue;
+    /* memory.limit.bytes: the ring's units the reservation enters, plus the
+     * payload when it stays out of the ring (see "limits" above) */
+    uint64_t ext = (in.flags & UP_REC_NOCOPY) ? (uint64_t)len : 0;
+    up_ring_t *r = &rp->ring;
+    uint64_t pos, units = 0;
+    up_ring_res_t rc = ext ? UP_RING_CHARGE : up_ring_reserve_charged(r, ncells, 0, &pos, &units);
+    if (__builtin_expect(rc != UP_RING_OK, 0)) {
+        le = reserve_slow(rp, ncells, ext, rc, units, &pos);
+        if (le) {
+            free(copy);
+            pending_undo(rp);
+            if (f) {
+                upulsar_future_release(f);
+                up_future_resolve(f, UPULSAR_ERR__QUEUE_FULL, NULL);
             }
-            uint64_t now = up_now_us();
-            if (now > deadline)
-                goto full;
-            /* sleep until the loop frees space (bounded, in case the loop
-             * is busy elsewhere) */
-            up_ring_wait_space(&rp->ring, ncells, deadline - now < 2000 ? deadline - now : 2000);
+            return le;
         }
     }
     in.future = f;
-    up_ring_t *r = &rp->ring;
-    atomic_fetch_add_explicit(&r->owner_count, 1, memory_order_relaxed); /* statistics */
     up_rec_write(r, pos, ncells, &in);
     up_ring_commit(r, pos); /* R1 */
     /* pairs with the loop's store of `sleeping` + heavy fence (uring_loop.c) */
@@ -498,21 +615,6 @@ upulsar_err_t up_rp_enqueue(up_rp_t *rp, const void *payload, size_t len,
     if (future)
         *future = f;
     return UPULSAR_OK;
-full:
-    free(copy);
-    up_rp_limits_release(rp, 1, mem);
-    if (f) {
-        upulsar_future_release(f);
-        up_future_resolve(f, UPULSAR_ERR__QUEUE_FULL, NULL);
-    }
-    if (atomic_load_explicit(&rp->handle->closed, memory_order_relaxed))
-        return up_seterr(UPULSAR_ERR__CLOSED, "producer is stopping");
-    if (atomic_load_explicit(&rp->failed, memory_order_relaxed))
-        return up_seterr((upulsar_err_t)atomic_load(&rp->failed), "%s: producer failed",
-                         rp->topic);
-    up_stats_no_room(rp, UP_ROOM_RING, 1);
-    return up_seterr(UPULSAR_ERR__QUEUE_FULL, "%s: queue full (queue.buffer.bytes %lld)",
-                     rp->topic, (long long)cf->queue_buffer_bytes);
 }
 
 /* ---- the public entry points: growth of upulsar_send_opts_t --------------- */

@@ -986,9 +986,10 @@ upulsar_err_t upulsar_conf_set_router(upulsar_conf_t *conf, upulsar_router_cb_t 
  * holds at most half of the budget and k busy ones about 1/(k+1) each; a
  * partition that holds nothing may always take one message the budget has
  * room for, so a hot partition cannot keep the others from sending.
- * Producers take the budget in chunks while less than half of it is taken
- * (message by message beyond that) and give back what they do not use as
- * their messages resolve; what is taken never exceeds the budget, but
+ * Ring records are taken ahead by unit of the producer's ring (1/4096 of
+ * the budget, at most a page; message by message for budgets under 128
+ * KiB), and a producer gives the unused rest of its current unit back once
+ * none of its messages is counted; what is taken never exceeds the budget, but
  * for one message larger than the whole budget, accepted only while nothing
  * else is taken. The figures are in the statistics ("memory").
  *
@@ -1202,9 +1203,10 @@ upulsar_err_t upulsar_producer_list(upulsar_producer_t *p,
  * client's (the same in every producer's statistics): "budget" is
  * memory.limit.bytes (0 = no bound), "in_use" the bytes its producers have
  * taken from it now (messages accepted and not resolved, counted as
- * upulsar_send() describes, plus the credit producers took for their next
- * messages: at most 64 KiB each while some of their messages are in
- * flight, none once all resolved), "peak" the highest "in_use" since the
+ * upulsar_send() describes, plus the unused rest of the ring unit each
+ * producer writes into: less than 1/4096 of the budget and at most a page
+ * each while some of their messages are in flight, none once all
+ * resolved), "peak" the highest "in_use" since the
  * client was created; neither exceeds "budget" but for a message larger
  * than the whole budget (see upulsar_send()). "batch_pool_bytes" is what
  * the io threads keep of batch buffers for reuse (free batches, their
