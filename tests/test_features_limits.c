@@ -1,7 +1,7 @@
 /* test_features_limits.c -- max.pending.messages and memory.limit.bytes:
  * fail fast or block when reached, recover once messages are acknowledged.
  * How many messages memory.limit.bytes lets one producer have follows from
- * its rule (record sizes, the producer's fair share, credit chunks), so the
+ * its rule (record sizes, the producer's fair share, budget units), so the
  * memory cases find it by sending until QUEUE_FULL rather than assume it. 
  * UPULSAR_TEST_LABEL_CONCURRENCY (also run under ThreadSanitizer) */
 #include <criterion/criterion.h>

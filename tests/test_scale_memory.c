@@ -152,8 +152,9 @@ Test(scale_memory, sixteen_threads_on_1000_partitions_stay_within_the_budget)
  *  2. Messages are sent (each to a random partition) until 1000 in a row
  *     are refused: every refusal is QUEUE_FULL; by then at least half of
  *     the budget is taken and no more than all of it, and its peak is
- *     within it. (A partition whose producer still has credit, or holds
- *     nothing, may take a message after another partition was refused.)
+ *     within it. (A partition whose producer still has room in its unit,
+ *     or holds nothing, may take a message after another partition was
+ *     refused.)
  *  3. Receipts released: every accepted message succeeds; sending succeeds
  *     again; the broker stored each accepted message once. */
 Test(scale_memory, fail_fast_gets_queue_full_at_the_budget_and_recovers)
