@@ -582,7 +582,7 @@ upulsar_err_t up_rp_enqueue(up_rp_t *rp, const void *payload, size_t len,
      * payload when it stays out of the ring (see "limits" above) */
     uint64_t ext = (in.flags & UP_REC_NOCOPY) ? (uint64_t)len : 0;
     up_ring_t *r = &rp->ring;
-    uint64_t pos, units = 0;
+    uint64_t pos = 0, units = 0; /* pos: set by the reservation that succeeds */
     up_ring_res_t rc = ext ? UP_RING_CHARGE : up_ring_reserve_charged(r, ncells, 0, &pos, &units);
     if (__builtin_expect(rc != UP_RING_OK, 0)) {
         le = reserve_slow(rp, ncells, ext, rc, units, &pos);
