@@ -172,36 +172,6 @@ void up_ring_wait_space(up_ring_t *r, uint64_t n, uint64_t timeout_us);
  *  (acquire, A3). @thread any */
 uint64_t up_ring_await_reset(up_ring_t *r);
 
-/** Reserve @p n cells. Returns true and *@p pos, or false if they do not fit
- *  now. @thread any @lock none */
-static inline bool up_ring_reserve(up_ring_t *r, uint64_t n, uint64_t *pos)
-{
-    uint64_t h = atomic_load_explicit(&r->head, memory_order_acquire); /* A3 */
-    uint64_t t = atomic_load_explicit(&r->tail_cache, memory_order_acquire);
-    for (;;) {
-        if (__builtin_expect((h & UP_RING_RESET) != 0, 0)) {
-            h = up_ring_await_reset(r);
-            t = atomic_load_explicit(&r->tail_cache, memory_order_acquire);
-            continue;
-        }
-        /* signed: a tail already past a stale h means "retry", not "full" */
-        if ((int64_t)(h + n - t) > (int64_t)r->cap) {
-            t = atomic_load_explicit(&r->tail, memory_order_acquire); /* A2 */
-            if ((int64_t)(h + n - t) > (int64_t)r->cap)
-                return false;
-            atomic_store_explicit(&r->tail_cache, t, memory_order_release);
-        }
-        /* The reservation itself publishes nothing (data is published by
-         * the commit store, R1); acquire so that a head written by a reset
-         * (R3) brings its tail with it. */
-        if (atomic_compare_exchange_weak_explicit(&r->head, &h, h + n,
-                                                  memory_order_acquire,
-                                                  memory_order_acquire)) {
-            *pos = h;
-            return true;
-        }
-    }
-}
 
 /** Set the budget unit to @p cells (rounded down to a power of two, 1 to
  *  a page of cells). Before any reservation. @thread the creating one */
@@ -254,7 +224,9 @@ static inline up_ring_res_t up_ring_reserve_charged(up_ring_t *r, uint64_t n, ui
             *units = need;
             return UP_RING_CHARGE;
         }
-        /* as in up_ring_reserve(): acquire for a reset's head (R3) */
+        /* The reservation itself publishes nothing (data is published by
+         * the commit store, R1); acquire so that a head written by a reset
+         * (R3) brings its tail with it. */
         if (atomic_compare_exchange_weak_explicit(&r->head, &h, h + n, memory_order_acquire,
                                                   memory_order_acquire)) {
             *pos = h;
@@ -262,6 +234,15 @@ static inline up_ring_res_t up_ring_reserve_charged(up_ring_t *r, uint64_t n, ui
             return UP_RING_OK;
         }
     }
+}
+
+/** Reserve @p n cells without the budget's units (tests and tools that
+ *  keep no budget). Returns true and *@p pos, or false if they do not fit
+ *  now. @thread any @lock none */
+static inline bool up_ring_reserve(up_ring_t *r, uint64_t n, uint64_t *pos)
+{
+    uint64_t units;
+    return up_ring_reserve_charged(r, n, UINT64_MAX, pos, &units) == UP_RING_OK;
 }
 
 /** Pointer to the cell at @p pos. */

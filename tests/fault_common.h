@@ -464,6 +464,18 @@ static inline int ft_stored_at_least(void *a)
     return st.messages >= s->n;
 }
 
+/* A key that @p p routes to partition @p part, written into @p key ("key-N"
+ * for the first such N). */
+static inline void ft_key_for(upulsar_producer_t *p, int part, char *key, size_t size)
+{
+    for (int i = 0; i < 1000000; i++) {
+        snprintf(key, size, "key-%d", i);
+        if (upulsar_producer_partition_for_key(p, key) == part)
+            return;
+    }
+    cr_assert_fail("no key for partition %d", part);
+}
+
 /* Messages stored on @p topic so far. */
 static inline uint64_t ft_topic_messages(upulsar_tb_t *tb, const char *topic)
 {

@@ -46,20 +46,10 @@ static int one_connection(void *tb)
     return upulsar_tb_stats(tb, &st) == UPULSAR_OK && st.connections_active == 1;
 }
 
-/* A key that routes to @p partition. */
-static void key_for(upulsar_producer_t *p, int partition, char *key, size_t sz)
-{
-    for (int i = 0;; i++) {
-        snprintf(key, sz, "k%d", i);
-        if (upulsar_producer_partition_for_key(p, key) == partition)
-            return;
-    }
-}
-
 static upulsar_future_t *send_to(upulsar_producer_t *p, int partition, const char *payload)
 {
     char key[32];
-    key_for(p, partition, key, sizeof key);
+    ft_key_for(p, partition, key, sizeof key);
     upulsar_send_opts_t o = {.partition_key = key};
     upulsar_future_t *f = NULL;
     cr_assert_eq(upulsar_send(p, payload, strlen(payload), &o, &f), UPULSAR_OK, "%s",

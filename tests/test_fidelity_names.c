@@ -32,17 +32,6 @@ TestSuite(fidelity_names, .init = setup, .fini = teardown, .timeout = 120);
 
 #define PREFIX "persistent://public/default/"
 
-/* A key that @p p routes to partition @p part. */
-static void key_for(upulsar_producer_t *p, int part, char *key, size_t n)
-{
-    for (int k = 0; k < 100000; k++) {
-        snprintf(key, n, "key-%d", k);
-        if (upulsar_producer_partition_for_key(p, key) == part)
-            return;
-    }
-    cr_assert_fail("no key found for partition %d", part);
-}
-
 /* Send "<tag>" with @p key (may be NULL) through @p p and wait for its
  * receipt. */
 static upulsar_msg_id_t send_one(upulsar_producer_t *p, const char *key, const char *tag)
@@ -96,7 +85,7 @@ Test(fidelity_names, plain_name_on_every_partition)
     }
     for (int g = 0; g < PARTS; g++) {
         char key[32], tag[32], topic[128], name[128];
-        key_for(p, g, key, sizeof key);
+        ft_key_for(p, g, key, sizeof key);
         snprintf(tag, sizeof tag, "to-%d", g);
         upulsar_msg_id_t id = send_one(p, key, tag);
         cr_assert_eq(id.partition, g);
@@ -129,7 +118,7 @@ Test(fidelity_names, a_partition_continues_the_history_of_its_name)
     upulsar_producer_t *p = ft_producer(client, "app", "hist", PARTS, NULL);
     for (int g = 0; g < PARTS; g++) {
         char key[32], tag[32], topic[128], name[128];
-        key_for(p, g, key, sizeof key);
+        ft_key_for(p, g, key, sizeof key);
         snprintf(tag, sizeof tag, "after-%d", g);
         send_one(p, key, tag);
         snprintf(topic, sizeof topic, PREFIX "hist-partition-%d", g);

@@ -93,17 +93,6 @@ Test(hot_budget, small_messages_take_one_unit_and_give_it_all_back)
     upulsar_client_destroy(c);
 }
 
-/* A key of @p p's that goes to partition @p part (written into @p key). */
-static void key_for(upulsar_producer_t *p, int part, char *key, size_t size)
-{
-    for (int i = 0; i < 1000000; i++) {
-        snprintf(key, size, "key-%d", i);
-        if (upulsar_producer_partition_for_key(p, key) == part)
-            return;
-    }
-    cr_assert_fail("no key for partition %d", part);
-}
-
 /* Scenario:
  *  1. memory.limit.bytes = 16 MiB (page units); a fail-fast producer over
  *     2 partitions with 32 MiB rings; the receipts of partition 0 held.
@@ -128,8 +117,8 @@ Test(hot_budget, with_page_units_a_hot_partition_does_not_keep_another_from_send
     upulsar_producer_t *p = ft_producer(c, NULL, "hotu", 0, kv);
     cr_assert_geq(unit_for(BUDGET), 4096, "no page units: the test proves little");
     char hot[32], cold[32];
-    key_for(p, 0, hot, sizeof hot);
-    key_for(p, 1, cold, sizeof cold);
+    ft_key_for(p, 0, hot, sizeof hot);
+    ft_key_for(p, 1, cold, sizeof cold);
     cr_assert_eq(upulsar_tb_hold_receipts(tb, "hotu-partition-0"), UPULSAR_OK);
     static upulsar_future_t *f[MAX];
     static char buf[LEN];

@@ -204,17 +204,6 @@ Test(scale_memory, fail_fast_gets_queue_full_at_the_budget_and_recovers)
     upulsar_client_destroy(c);
 }
 
-/* A key of @p p's that goes to partition @p part (written into @p key). */
-static void key_for(upulsar_producer_t *p, int part, char *key, size_t size)
-{
-    for (int i = 0; i < 1000000; i++) {
-        snprintf(key, size, "key-%d", i);
-        if (upulsar_producer_partition_for_key(p, key) == part)
-            return;
-    }
-    cr_assert_fail("no key for partition %d", part);
-}
-
 /* Scenario:
  *  1. memory.limit.bytes = 64 KiB; a fail-fast producer over 2 partitions;
  *     the receipts of partition 0 are held.
@@ -233,8 +222,8 @@ Test(scale_memory, a_hot_partition_does_not_keep_another_from_sending)
     const char *kv[] = {"send.timeout.ms", "0", "block.if.queue.full", "false", NULL};
     upulsar_producer_t *p = ft_producer(c, NULL, "hot", 0, kv);
     char hot[32], cold[32];
-    key_for(p, 0, hot, sizeof hot);
-    key_for(p, 1, cold, sizeof cold);
+    ft_key_for(p, 0, hot, sizeof hot);
+    ft_key_for(p, 1, cold, sizeof cold);
     cr_assert_eq(upulsar_tb_hold_receipts(tb, "hot-partition-0"), UPULSAR_OK);
     static upulsar_future_t *f[MAX];
     char buf[LEN];
@@ -298,7 +287,7 @@ Test(scale_memory, the_batch_pool_gives_memory_back_after_idle)
     static upulsar_future_t *f[PARTS];
     for (int i = 0; i < PARTS; i++) {
         char key[32];
-        key_for(p, i, key, sizeof key);
+        ft_key_for(p, i, key, sizeof key);
         upulsar_send_opts_t o = {.partition_key = key};
         cr_assert_eq(upulsar_send(p, "m", 1, &o, &f[i]), UPULSAR_OK, "%d: %s", i,
                      upulsar_last_error());
