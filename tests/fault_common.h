@@ -499,6 +499,10 @@ typedef struct ft_check_opts {
      * (their order and ids are the test's business): only their sequence
      * ids are checked */
     int late_allowed;
+    /* batching.type=key_based with a run keyed 1 (keys "k<i % 64>"): the
+     * batcher keeps order per key, not across keys, so send order and
+     * callback order are checked per thread and key */
+    int order_per_key;
 } ft_check_opts_t;
 
 typedef struct ft_check_res {
@@ -510,12 +514,13 @@ typedef struct ft_check_res {
 } ft_check_res_t;
 
 #define FT_MAX_NAMES 64
+#define FT_KEY_SLOTS 64 /* the keys of a run keyed 1 */
 
 typedef struct {
     char name[128];
     int64_t last_seq;
-    int last_idx[16];
-    uint64_t last_cb[16];
+    int last_idx[16][FT_KEY_SLOTS]; /* [thread][key slot, 0 unless per key] */
+    uint64_t last_cb[16][FT_KEY_SLOTS];
 } ft_prod_track_t;
 
 /* Check the log against @p r (see the top of this file). Fails the test
@@ -572,10 +577,11 @@ static inline ft_check_res_t ft_check(upulsar_tb_t *tb, ft_run_t *r, const ft_ch
                 cr_assert_lt(ntr, FT_MAX_NAMES);
                 snprintf(tr[k].name, sizeof tr[k].name, "%s", sm->producer_name);
                 tr[k].last_seq = -1;
-                for (int x = 0; x < 16; x++) {
-                    tr[k].last_idx[x] = -1;
-                    tr[k].last_cb[x] = 0;
-                }
+                for (int x = 0; x < 16; x++)
+                    for (int y = 0; y < FT_KEY_SLOTS; y++) {
+                        tr[k].last_idx[x][y] = -1;
+                        tr[k].last_cb[x][y] = 0;
+                    }
                 ntr++;
                 if (!o->gaps_of_failed_allowed)
                     cr_assert_eq(sm->sequence_id, 0, "%s: %s starts at sequence id %llu", topic,
@@ -591,13 +597,15 @@ static inline ft_check_res_t ft_check(upulsar_tb_t *tb, ft_run_t *r, const ft_ch
                              (long long)tr[k].last_seq);
             }
             tr[k].last_seq = (int64_t)sm->sequence_id;
-            cr_assert_gt(i, tr[k].last_idx[t], "%s: %s thread %d: %d stored after %d", topic,
-                         sm->producer_name, t, i, tr[k].last_idx[t]);
-            tr[k].last_idx[t] = i;
+            int ks = o->order_per_key ? i % FT_KEY_SLOTS : 0;
+            cr_assert_gt(i, tr[k].last_idx[t][ks], "%s: %s thread %d: %d stored after %d", topic,
+                         sm->producer_name, t, i, tr[k].last_idx[t][ks]);
+            tr[k].last_idx[t][ks] = i;
             /* callbacks of one producer run in its send order */
-            cr_assert_gt(m->cb_seq, tr[k].last_cb[t], "%s: %s thread %d: callback of %d ran early",
-                         topic, sm->producer_name, t, i);
-            tr[k].last_cb[t] = m->cb_seq;
+            cr_assert_gt(m->cb_seq, tr[k].last_cb[t][ks],
+                         "%s: %s thread %d: callback of %d ran early", topic, sm->producer_name,
+                         t, i);
+            tr[k].last_cb[t][ks] = m->cb_seq;
             /* the id its future reported */
             if (m->err == UPULSAR_OK) {
                 cr_assert_eq(m->id.partition, o->partitions > 0 ? part : -1,

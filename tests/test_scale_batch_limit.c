@@ -117,7 +117,8 @@ static void limits_hold_at_max_inflight(const char *topic, const char *const *kv
     cr_assert_eq(upulsar_producer_flush(p, FT_WAIT_MS), UPULSAR_OK, "%s", upulsar_last_error());
     cr_assert_eq(ft_collect(r), 0, "futures left pending");
     cr_assert(ft_wait_for(ft_cbs_done, r), "callbacks left");
-    ft_check_opts_t o = {.topic = topic};
+    /* key_based keeps order per key (keys of a run keyed 1), not across */
+    ft_check_opts_t o = {.topic = topic, .order_per_key = keyed == 1};
     ft_check_res_t res = ft_check(tb, r, &o);
     cr_assert_eq(res.ok, (size_t)total);
     cr_assert_eq(res.stored, (size_t)total);
