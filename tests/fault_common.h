@@ -464,6 +464,23 @@ static inline int ft_stored_at_least(void *a)
     return st.messages >= s->n;
 }
 
+/* The client's memory figure @p name ("budget", "in_use", "peak",
+ * "batch_pool_bytes") from @p p's statistics. */
+static inline long long ft_mem_figure(upulsar_producer_t *p, const char *name)
+{
+    char *json = NULL;
+    cr_assert_eq(upulsar_producer_stats_json(p, &json), UPULSAR_OK);
+    char key[64];
+    snprintf(key, sizeof key, "\"%s\":", name);
+    const char *m = strstr(json, "\"memory\":{");
+    cr_assert_not_null(m, "no memory figures: %.200s", json);
+    const char *k = strstr(m, key);
+    cr_assert_not_null(k, "no %s: %.200s", name, json);
+    long long v = strtoll(k + strlen(key), NULL, 10);
+    free(json);
+    return v;
+}
+
 /* A key that @p p routes to partition @p part, written into @p key ("key-N"
  * for the first such N). */
 static inline void ft_key_for(upulsar_producer_t *p, int part, char *key, size_t size)

@@ -27,23 +27,6 @@ static void teardown(void) { upulsar_tb_stop(tb); }
 
 TestSuite(hot_budget, .init = setup, .fini = teardown, .timeout = 240);
 
-/* The client's memory figure @p name ("budget", "in_use", "peak") from
- * @p p's statistics. */
-static long long mem_figure(upulsar_producer_t *p, const char *name)
-{
-    char *json = NULL;
-    cr_assert_eq(upulsar_producer_stats_json(p, &json), UPULSAR_OK);
-    char key[64];
-    snprintf(key, sizeof key, "\"%s\":", name);
-    const char *m = strstr(json, "\"memory\":{");
-    cr_assert_not_null(m, "no memory figures: %.200s", json);
-    const char *k = strstr(m, key);
-    cr_assert_not_null(k, "no %s: %.200s", name, json);
-    long long v = strtoll(k + strlen(key), NULL, 10);
-    free(json);
-    return v;
-}
-
 /* The budget unit of a ring for @p budget bytes: 1/4096 of it, at most a
  * page, in whole 32-byte cells, a power of two of them (CONFIGURATION.md,
  * memory.limit.bytes). */
@@ -57,7 +40,7 @@ static long long unit_for(long long budget)
     return u * 32;
 }
 
-static int in_use_zero(void *a) { return mem_figure(a, "in_use") == 0; }
+static int in_use_zero(void *a) { return ft_mem_figure(a, "in_use") == 0; }
 
 /* Scenario:
  *  1. The default budget (64 MiB); one partition; receipts held.
@@ -69,9 +52,9 @@ Test(hot_budget, small_messages_take_one_unit_and_give_it_all_back)
 {
     upulsar_client_t *c = ft_plain_client(tb, NULL);
     upulsar_producer_t *p = ft_producer(c, NULL, "unit", 0, NULL);
-    long long budget = mem_figure(p, "budget"), unit = unit_for(budget);
+    long long budget = ft_mem_figure(p, "budget"), unit = unit_for(budget);
     cr_assert_gt(unit, 3 * 160, "a unit smaller than three records: the test proves little");
-    cr_assert_eq(mem_figure(p, "in_use"), 0);
+    cr_assert_eq(ft_mem_figure(p, "in_use"), 0);
     cr_assert_eq(upulsar_tb_hold_receipts(tb, "unit"), UPULSAR_OK);
     char buf[100];
     memset(buf, 'u', sizeof buf);
@@ -80,15 +63,15 @@ Test(hot_budget, small_messages_take_one_unit_and_give_it_all_back)
         cr_assert_eq(upulsar_send(p, buf, sizeof buf, NULL, &f[i]), UPULSAR_OK, "%s",
                      upulsar_last_error());
     cr_assert_eq(upulsar_tb_wait_messages(tb, "unit", 3, FT_WAIT_MS), UPULSAR_OK);
-    cr_assert_eq(mem_figure(p, "in_use"), unit, "three small records, one unit");
-    cr_assert_eq(mem_figure(p, "peak"), unit);
+    cr_assert_eq(ft_mem_figure(p, "in_use"), unit, "three small records, one unit");
+    cr_assert_eq(ft_mem_figure(p, "peak"), unit);
     cr_assert_eq(upulsar_tb_release_receipts(tb, "unit"), UPULSAR_OK);
     for (int i = 0; i < 3; i++) {
         cr_assert_eq(upulsar_future_wait(f[i], FT_WAIT_MS, NULL), UPULSAR_OK);
         upulsar_future_release(f[i]);
     }
     /* the rest goes back before the last of them resolves */
-    cr_assert_eq(mem_figure(p, "in_use"), 0, "the unit's rest was kept");
+    cr_assert_eq(ft_mem_figure(p, "in_use"), 0, "the unit's rest was kept");
     cr_assert_eq(upulsar_producer_stop(p, 10000), UPULSAR_OK);
     upulsar_client_destroy(c);
 }
@@ -130,7 +113,7 @@ Test(hot_budget, with_page_units_a_hot_partition_does_not_keep_another_from_send
         n++;
     cr_assert_lt(n, MAX, "the hot partition was never refused");
     cr_assert_eq(e, UPULSAR_ERR__QUEUE_FULL, "%s", upulsar_last_error());
-    long long used = mem_figure(p, "in_use");
+    long long used = ft_mem_figure(p, "in_use");
     cr_assert_geq(used, BUDGET / 3, "refused with only %lld of %lld taken", used, BUDGET);
     cr_assert_leq(used, BUDGET);
     for (int i = 0; i < COLD; i++) {
@@ -147,8 +130,8 @@ Test(hot_budget, with_page_units_a_hot_partition_does_not_keep_another_from_send
         cr_assert_eq(upulsar_future_wait(f[i], FT_WAIT_MS, NULL), UPULSAR_OK, "message %d", i);
         upulsar_future_release(f[i]);
     }
-    cr_assert_leq(mem_figure(p, "peak"), BUDGET);
-    cr_assert(ft_wait_for(in_use_zero, p), "in_use stays at %lld", mem_figure(p, "in_use"));
+    cr_assert_leq(ft_mem_figure(p, "peak"), BUDGET);
+    cr_assert(ft_wait_for(in_use_zero, p), "in_use stays at %lld", ft_mem_figure(p, "in_use"));
     cr_assert_eq(upulsar_producer_stop(p, 10000), UPULSAR_OK);
     cr_assert_eq(ft_topic_messages(tb, "hotu-partition-0"), (uint64_t)n);
     cr_assert_eq(ft_topic_messages(tb, "hotu-partition-1"), COLD);

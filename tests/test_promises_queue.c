@@ -251,23 +251,6 @@ static void assert_budget_zero(upulsar_tb_t *tb, upulsar_producer_t *p, const ch
     free(buf);
 }
 
-/* The client's memory figure @p name ("in_use", "budget"...) from @p p's
- * statistics. */
-static long long mem_figure(upulsar_producer_t *p, const char *name)
-{
-    char *json = NULL;
-    cr_assert_eq(upulsar_producer_stats_json(p, &json), UPULSAR_OK);
-    char key[64];
-    snprintf(key, sizeof key, "\"%s\":", name);
-    const char *m = strstr(json, "\"memory\":{");
-    cr_assert_not_null(m, "%s", json);
-    const char *k = strstr(m, key);
-    cr_assert_not_null(k, "%s", json);
-    long long v = strtoll(k + strlen(key), NULL, 10);
-    free(json);
-    return v;
-}
-
 /* One no-copy message: its payload, how often free_cb ran, and what it
  * had seen by the time the message resolved. */
 typedef struct {
@@ -381,7 +364,7 @@ Test(promises_queue, the_memory_limit_counts_no_copy_sends_and_returns_to_zero)
     cr_assert_lt(fit, MAX, "the limit never refused a send");
     cr_assert_eq(e, UPULSAR_ERR__QUEUE_FULL, "%s", upulsar_last_error());
     cr_assert_geq(fit, 2);
-    cr_assert_geq(mem_figure(p, "in_use"), (long long)fit * LEN,
+    cr_assert_geq(ft_mem_figure(p, "in_use"), (long long)fit * LEN,
                   "the no-copy payloads are not counted");
     cr_assert_eq(upulsar_tb_wait_messages(tb, "mem-nocopy", (uint64_t)fit, FT_WAIT_MS),
                  UPULSAR_OK);
@@ -434,7 +417,7 @@ Test(promises_queue, the_memory_limit_counts_chunked_sends_and_returns_to_zero)
     cr_assert_eq(upulsar_tb_hold_receipts(tb, "mem-chunked-nc"), UPULSAR_OK);
     upulsar_future_t *f = NULL;
     cr_assert_eq(upulsar_send(p, big, BIG, NULL, &f), UPULSAR_OK, "%s", upulsar_last_error());
-    long long used = mem_figure(p, "in_use");
+    long long used = ft_mem_figure(p, "in_use");
     cr_assert(used >= BIG && used < BIG + 1024, "a %d-byte message counts %lld bytes", BIG, used);
     cr_assert_eq(upulsar_send(p, big, BIG, NULL, NULL), UPULSAR_ERR__QUEUE_FULL);
     nc_msg_t nc;
@@ -442,7 +425,7 @@ Test(promises_queue, the_memory_limit_counts_chunked_sends_and_returns_to_zero)
     size_t rest = (size_t)(LIMIT - used - 1024);
     cr_assert_eq(nc_send(q, &nc, 'r', rest), UPULSAR_OK, "%s", upulsar_last_error());
     cr_assert_eq(upulsar_send(q, "1", 1, NULL, NULL), UPULSAR_ERR__QUEUE_FULL);
-    cr_assert_leq(mem_figure(p, "peak"), LIMIT);
+    cr_assert_leq(ft_mem_figure(p, "peak"), LIMIT);
     cr_assert_eq(upulsar_tb_release_receipts(tb, NULL), UPULSAR_OK);
     cr_assert_eq(upulsar_future_wait(f, FT_WAIT_MS, NULL), UPULSAR_OK);
     cr_assert_eq(upulsar_future_release(f), UPULSAR_OK);

@@ -33,23 +33,6 @@ static void teardown(void) { upulsar_tb_stop(tb); }
 
 TestSuite(scale_memory, .init = setup, .fini = teardown, .timeout = 240);
 
-/* The client's memory figure @p name ("budget", "in_use", "peak",
- * "batch_pool_bytes") from @p p's statistics. */
-static long long mem_figure(upulsar_producer_t *p, const char *name)
-{
-    char *json = NULL;
-    cr_assert_eq(upulsar_producer_stats_json(p, &json), UPULSAR_OK);
-    char key[64];
-    snprintf(key, sizeof key, "\"%s\":", name);
-    const char *m = strstr(json, "\"memory\":{");
-    cr_assert_not_null(m, "no memory figures: %.200s", json);
-    const char *k = strstr(m, key);
-    cr_assert_not_null(k, "no %s: %.200s", name, json);
-    long long v = strtoll(k + strlen(key), NULL, 10);
-    free(json);
-    return v;
-}
-
 /* A client of tb with memory.limit.bytes = @p budget. */
 static upulsar_client_t *client_with_budget(const char *budget)
 {
@@ -85,7 +68,7 @@ static void *sampler(void *a)
 {
     sampler_t *s = a;
     while (!atomic_load(&s->stop)) {
-        long long v = mem_figure(s->p, s->figure);
+        long long v = ft_mem_figure(s->p, s->figure);
         if (v > atomic_load(&s->max))
             atomic_store(&s->max, v);
         atomic_fetch_add(&s->samples, 1);
@@ -102,7 +85,7 @@ typedef struct {
 static int peak_reached(void *a)
 {
     peak_wait_t *w = a;
-    return mem_figure(w->p, "peak") >= w->at_least;
+    return ft_mem_figure(w->p, "peak") >= w->at_least;
 }
 
 /* Scenario:
@@ -119,7 +102,7 @@ Test(scale_memory, sixteen_threads_on_1000_partitions_stay_within_the_budget)
     enum { BUDGET = 256 * 1024, THREADS = 16, PER = 2000 };
     upulsar_client_t *c = client_with_budget("262144");
     upulsar_producer_t *p = spread_producer(c, "scale", 1);
-    cr_assert_eq(mem_figure(p, "budget"), BUDGET);
+    cr_assert_eq(ft_mem_figure(p, "budget"), BUDGET);
     cr_assert_eq(upulsar_tb_hold_receipts(tb, NULL), UPULSAR_OK);
     sampler_t s = {.p = p, .figure = "in_use"};
     pthread_t sth;
@@ -137,7 +120,7 @@ Test(scale_memory, sixteen_threads_on_1000_partitions_stay_within_the_budget)
     pthread_join(sth, NULL);
     cr_assert_gt(atomic_load(&s.samples), 0);
     cr_assert_leq(atomic_load(&s.max), BUDGET, "in_use %lld over the budget", atomic_load(&s.max));
-    cr_assert_leq(mem_figure(p, "peak"), BUDGET);
+    cr_assert_leq(ft_mem_figure(p, "peak"), BUDGET);
     ft_check_opts_t o = {.topic = "scale", .partitions = PARTS};
     ft_check_res_t res = ft_stop_and_check(tb, r, &o);
     cr_assert_eq(res.ok, (size_t)THREADS * PER);
@@ -179,10 +162,10 @@ Test(scale_memory, fail_fast_gets_queue_full_at_the_budget_and_recovers)
         refused++;
     }
     cr_assert_eq(refused, IN_A_ROW, "the budget never refused %d sends in a row", IN_A_ROW);
-    long long used = mem_figure(p, "in_use");
+    long long used = ft_mem_figure(p, "in_use");
     cr_assert_geq(used, BUDGET / 2, "refused with only %lld of %d taken", used, BUDGET);
     cr_assert_leq(used, BUDGET);
-    cr_assert_leq(mem_figure(p, "peak"), BUDGET);
+    cr_assert_leq(ft_mem_figure(p, "peak"), BUDGET);
     cr_assert_eq(upulsar_tb_release_receipts(tb, NULL), UPULSAR_OK);
     for (int i = 0; i < n; i++) {
         cr_assert_eq(upulsar_future_wait(f[i], FT_WAIT_MS, NULL), UPULSAR_OK, "message %d", i);
@@ -264,7 +247,7 @@ typedef struct {
 static int pool_dropped(void *a)
 {
     pool_wait_t *w = a;
-    return mem_figure(w->p, "batch_pool_bytes") < w->below;
+    return ft_mem_figure(w->p, "batch_pool_bytes") < w->below;
 }
 
 /* Scenario:
