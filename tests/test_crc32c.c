@@ -159,6 +159,49 @@ Test(crc32c, chaining_equals_one_pass_at_every_split)
     cr_assert_eq(up_crc32c(up_crc32c(0, "1234", 4), "56789", 5), 0xE3069283u);
 }
 
+/* A folding path @p f against the software CRC at every length from 0 to
+ * @p maxlen and start offsets 0..15, from buffers that end at the
+ * allocation end (over-reads are caught by ASan), with random seeds; then
+ * against the bit-at-a-time reference on the @p nlens long buffers
+ * @p lens (each at most 1 MiB). */
+static void check_folding(crc_fn f, size_t maxlen, const size_t *lens, size_t nlens)
+{
+    uint8_t *src = malloc(maxlen + 16), *heap = malloc(maxlen + 16);
+    cr_assert(src && heap);
+    for (size_t i = 0; i < maxlen + 16; i++)
+        src[i] = (uint8_t)rnd();
+    for (size_t off = 0; off < 16; off++)
+        for (size_t len = 0; len <= maxlen; len++) {
+            uint32_t seed = (len & 3) == 0 ? 0 : rnd();
+            uint8_t *p = heap + (maxlen + 16) - len;
+            memcpy(p, src + off, len);
+            uint32_t want = up_crc32c_sw(seed, src + off, len);
+            cr_assert_eq(f(seed, p, len), want, "len %zu off %zu seed %08x", len, off, seed);
+        }
+    free(src);
+    free(heap);
+    uint8_t *big = malloc((1u << 20) + 8);
+    cr_assert_not_null(big);
+    for (size_t i = 0; i < (1u << 20) + 8; i++)
+        big[i] = (uint8_t)rnd();
+    for (size_t k = 0; k < nlens; k++)
+        cr_assert_eq(f(0, big + k, lens[k]), crc_ref(0, big + k, lens[k]), "len %zu", lens[k]);
+    free(big);
+}
+
+/* @p f over a random buffer of @p n bytes (at most 4096), chained at every
+ * split, equals the reference over the whole. */
+static void check_chaining(crc_fn f, size_t n)
+{
+    uint8_t buf[4096];
+    cr_assert_leq(n, sizeof buf);
+    for (size_t i = 0; i < n; i++)
+        buf[i] = (uint8_t)rnd();
+    uint32_t whole = crc_ref(0, buf, n);
+    for (size_t cut = 0; cut <= n; cut++)
+        cr_assert_eq(f(f(0, buf, cut), buf + cut, n - cut), whole, "cut %zu", cut);
+}
+
 /* The PCLMULQDQ folding path at every length from 0 to 1100 (below, at and
  * above its 256-byte threshold, every 64- and 16-byte remainder) and start
  * offsets 0..15, from buffers that end at the allocation end (over-reads
@@ -169,44 +212,15 @@ Test(crc32c, clmul_folding_matches_reference_at_every_length_and_offset)
     if (!up_crc32c_clmul_available())
         cr_skip_test("this CPU has no PCLMULQDQ (or UPULSAR_CRC32C_NO_CLMUL is set)");
     check_vectors(up_crc32c_clmul, "clmul");
-    enum { MAXLEN = 1100 };
-    uint8_t *src = malloc(MAXLEN + 16), *heap = malloc(MAXLEN + 16);
-    cr_assert(src && heap);
-    for (size_t i = 0; i < MAXLEN + 16; i++)
-        src[i] = (uint8_t)rnd();
-    for (size_t off = 0; off < 16; off++)
-        for (size_t len = 0; len <= MAXLEN; len++) {
-            uint32_t seed = (len & 3) == 0 ? 0 : rnd();
-            uint8_t *p = heap + (MAXLEN + 16) - len;
-            memcpy(p, src + off, len);
-            uint32_t want = up_crc32c_sw(seed, src + off, len);
-            cr_assert_eq(up_crc32c_clmul(seed, p, len), want, "len %zu off %zu seed %08x", len,
-                         off, seed);
-        }
-    free(src);
-    free(heap);
     static const size_t lens[] = {4096, 65536, 65543, 131072 + 5, 1u << 20};
-    uint8_t *big = malloc((1u << 20) + 8);
-    cr_assert_not_null(big);
-    for (size_t i = 0; i < (1u << 20) + 8; i++)
-        big[i] = (uint8_t)rnd();
-    for (size_t k = 0; k < sizeof lens / sizeof lens[0]; k++)
-        cr_assert_eq(up_crc32c_clmul(0, big + k, lens[k]), crc_ref(0, big + k, lens[k]),
-                     "len %zu", lens[k]);
-    free(big);
+    check_folding(up_crc32c_clmul, 1100, lens, sizeof lens / sizeof lens[0]);
 }
 
 Test(crc32c, clmul_chaining_equals_one_pass_at_every_split)
 {
     if (!up_crc32c_clmul_available())
         cr_skip_test("this CPU has no PCLMULQDQ (or UPULSAR_CRC32C_NO_CLMUL is set)");
-    uint8_t buf[700];
-    for (size_t i = 0; i < sizeof buf; i++)
-        buf[i] = (uint8_t)rnd();
-    uint32_t whole = crc_ref(0, buf, sizeof buf);
-    for (size_t cut = 0; cut <= sizeof buf; cut++)
-        cr_assert_eq(up_crc32c_clmul(up_crc32c_clmul(0, buf, cut), buf + cut, sizeof buf - cut),
-                     whole, "cut %zu", cut);
+    check_chaining(up_crc32c_clmul, 700);
 }
 
 /* The 512-bit VPCLMULQDQ folding path at every length from 0 to 2400
@@ -221,31 +235,8 @@ Test(crc32c, vpclmul_folding_matches_reference_at_every_length_and_offset)
         cr_skip_test("this CPU has no VPCLMULQDQ with AVX-512 (or UPULSAR_CRC32C_NO_VPCLMUL "
                      "is set)");
     check_vectors(up_crc32c_vpclmul, "vpclmul");
-    enum { MAXLEN = 2400 };
-    uint8_t *src = malloc(MAXLEN + 16), *heap = malloc(MAXLEN + 16);
-    cr_assert(src && heap);
-    for (size_t i = 0; i < MAXLEN + 16; i++)
-        src[i] = (uint8_t)rnd();
-    for (size_t off = 0; off < 16; off++)
-        for (size_t len = 0; len <= MAXLEN; len++) {
-            uint32_t seed = (len & 3) == 0 ? 0 : rnd();
-            uint8_t *p = heap + (MAXLEN + 16) - len;
-            memcpy(p, src + off, len);
-            uint32_t want = up_crc32c_sw(seed, src + off, len);
-            cr_assert_eq(up_crc32c_vpclmul(seed, p, len), want, "len %zu off %zu seed %08x",
-                         len, off, seed);
-        }
-    free(src);
-    free(heap);
     static const size_t lens[] = {4096, 57344 + 13, 65536, 131072 + 5, 1u << 20};
-    uint8_t *big = malloc((1u << 20) + 8);
-    cr_assert_not_null(big);
-    for (size_t i = 0; i < (1u << 20) + 8; i++)
-        big[i] = (uint8_t)rnd();
-    for (size_t k = 0; k < sizeof lens / sizeof lens[0]; k++)
-        cr_assert_eq(up_crc32c_vpclmul(0, big + k, lens[k]), crc_ref(0, big + k, lens[k]),
-                     "len %zu", lens[k]);
-    free(big);
+    check_folding(up_crc32c_vpclmul, 2400, lens, sizeof lens / sizeof lens[0]);
 }
 
 Test(crc32c, vpclmul_chaining_equals_one_pass_at_every_split)
@@ -253,14 +244,7 @@ Test(crc32c, vpclmul_chaining_equals_one_pass_at_every_split)
     if (!up_crc32c_vpclmul_available())
         cr_skip_test("this CPU has no VPCLMULQDQ with AVX-512 (or UPULSAR_CRC32C_NO_VPCLMUL "
                      "is set)");
-    uint8_t buf[2600];
-    for (size_t i = 0; i < sizeof buf; i++)
-        buf[i] = (uint8_t)rnd();
-    uint32_t whole = crc_ref(0, buf, sizeof buf);
-    for (size_t cut = 0; cut <= sizeof buf; cut++)
-        cr_assert_eq(
-            up_crc32c_vpclmul(up_crc32c_vpclmul(0, buf, cut), buf + cut, sizeof buf - cut),
-            whole, "cut %zu", cut);
+    check_chaining(up_crc32c_vpclmul, 2600);
 }
 
 /* The dispatcher takes the widest path the CPU has; whatever it is, long
