@@ -165,6 +165,19 @@ static void parse(const char *text, scrape_t *sc)
                            "line %d: %s has no TYPE line before it", lineno, s->name);
         sc->n++;
     }
+    /* a series is named once: no two samples with the same name and labels
+     * (Prometheus drops the scrape otherwise) */
+    for (size_t i = 0; i < sc->n; i++)
+        for (size_t j = i + 1; j < sc->n; j++) {
+            const sample_t *a = &sc->s[i], *b = &sc->s[j];
+            if (strcmp(a->name, b->name) || a->nlabels != b->nlabels)
+                continue;
+            int same = 1;
+            for (int k = 0; k < a->nlabels && same; k++)
+                same = !strcmp(a->key[k], b->key[k]) && !strcmp(a->val[k], b->val[k]);
+            cr_assert_not(same, "the series %s{%s=\"%s\",...} appears twice", a->name,
+                          a->nlabels ? a->key[0] : "", a->nlabels ? a->val[0] : "");
+        }
 }
 
 static const char *label(const sample_t *s, const char *key)
@@ -489,5 +502,29 @@ Test(ops_metrics, pending_counts_messages_still_in_the_queue_while_the_broker_is
     scrape_free(&sc);
     cr_assert_eq(ft_topic_messages(tb, "m3"), (uint64_t)N);
     cr_assert_eq(upulsar_producer_stop(p, FT_WAIT_MS), UPULSAR_OK);
+    ft_stop_client_and_broker(tb, c);
+}
+
+/* Scenario: two handles on one topic of 2 partitions, unnamed and started
+ * lazily, so no producer has a name yet (the broker names them at their
+ * first creation). Every producer still has a series of its own: the
+ * scrape has no two samples with the same labels (the parser checks it),
+ * and the producer label tells the 4 producers apart. */
+Test(ops_metrics, unnamed_producers_of_two_handles_on_one_topic_have_distinct_series)
+{
+    upulsar_tb_t *tb = ft_broker();
+    cr_assert_eq(upulsar_tb_set_partitions(tb, "m4", 2), UPULSAR_OK);
+    upulsar_client_t *c = ft_client(tb, NULL);
+    const char *kv[] = {"lazy.start.partitions", "true", NULL};
+    upulsar_producer_t *a = ft_producer(c, NULL, "m4", 0, kv);
+    upulsar_producer_t *b = ft_producer(c, NULL, "m4", 0, kv);
+    scrape_t sc;
+    scrape(c, &sc);
+    int n;
+    sum_of(&sc, "upulsar_producer_messages_accepted_total", NULL, NULL, &n);
+    cr_assert_eq(n, 4, "%d series for 2 handles of 2 partitions", n);
+    scrape_free(&sc);
+    cr_assert_eq(upulsar_producer_stop(a, FT_WAIT_MS), UPULSAR_OK);
+    cr_assert_eq(upulsar_producer_stop(b, FT_WAIT_MS), UPULSAR_OK);
     ft_stop_client_and_broker(tb, c);
 }
