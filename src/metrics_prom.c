@@ -152,7 +152,7 @@ static void rp_labels(prom_t *p, struct upulsar_producer *h, up_rp_t *rp)
     if (name[0])
         pm_value(p, name);
     else
-        pm(p, "#%d", rp->index);
+        pm(p, "#%llu", (unsigned long long)rp->producer_id); /* unique in the client */
     pm(p, "\"");
 }
 
