@@ -1259,7 +1259,7 @@ upulsar_err_t upulsar_client_set_stats_cb(upulsar_client_t *client, upulsar_stat
  * labelled broker, slot and io_thread; the figures of each real producer
  * are labelled topic (the topic given to upulsar_producer_start(), full
  * name), partition (-1 for a non-partitioned topic) and producer (its
- * name, or "#<index in its group>" until the broker named it), and some
+ * name, or "#<producer id>", unique within the client, until the broker named it), and some
  * have one more label (error, reason). The send-to-receipt latency of each
  * producer is a histogram in seconds (_bucket{le="..."}, _sum, _count) of
  * the messages latency.sample.every samples (see
