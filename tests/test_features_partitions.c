@@ -355,3 +355,50 @@ Test(features_partitions, lazy_start_continues_the_brokers_sequence_ids)
         cr_assert_eq(upulsar_tb_snapshot_msg(s, i)->sequence_id, i, "message %zu", i);
     upulsar_tb_snapshot_free(s);
 }
+
+/* Scenario: a client whose broker leaves a partition poll unanswered (its
+ * metadata store hangs; operation.timeout.ms is 10 minutes, so the request
+ * waits that long) must go on supervising its other producers meanwhile.
+ *  1. Handle A on a topic of 2 partitions polls its partition count every
+ *     20 ms; handle B produces to another topic of the same broker (same
+ *     connection).
+ *  2. The broker holds PARTITIONED_METADATA answers; a poll of A reaches it.
+ *  3. B's topic is unloaded (CLOSE_PRODUCER): B's producer must be
+ *     re-created and a message sent after the unload stored and
+ *     acknowledged while the poll is still held (before send.timeout.ms:
+ *     its future resolves OK, not MSG_TIMED_OUT).
+ *  4. The hold ends: A's poll is answered and A still has its 2 partitions. */
+Test(features_partitions, a_hung_partition_poll_does_not_hold_up_other_producers)
+{
+    cr_assert_eq(upulsar_tb_set_partitions(tb, "hp", 2), UPULSAR_OK);
+    const char *ckv[] = {"operation.timeout.ms", "600000", NULL};
+    upulsar_client_t *c2 = ft_client(tb, ckv);
+    const char *akv[] = {"partitions.update.interval.ms", "20", NULL};
+    upulsar_producer_t *a = ft_producer(c2, NULL, "hp", 0, akv);
+    upulsar_producer_t *b = ft_producer(c2, NULL, "hq", 0, NULL);
+    upulsar_tb_stats_t st;
+    cr_assert_eq(upulsar_tb_stats(tb, &st), UPULSAR_OK);
+    cr_assert_eq(upulsar_tb_hold_partition_metadata(tb, 1), UPULSAR_OK);
+    polls_t w = {tb, st.partition_lookups + 1};
+    cr_assert(ft_wait_for(polls_at_least, &w), "no partition poll reached the broker");
+
+    cr_assert_gt(upulsar_tb_unload_topic(tb, "hq"), 0);
+    upulsar_future_t *f = NULL;
+    cr_assert_eq(upulsar_send(b, "after-unload", 12, NULL, &f), UPULSAR_OK, "%s",
+                 upulsar_last_error());
+    upulsar_msg_id_t id;
+    upulsar_err_t e = upulsar_future_wait(f, FT_WAIT_MS, &id);
+    upulsar_future_release(f);
+    cr_assert_eq(e, UPULSAR_OK, "the message sent after the unload: %s (the producer was not "
+                 "re-created while a partition poll was unanswered)", upulsar_err_name(e));
+    cr_assert_eq(ft_topic_messages(tb, "hq"), 1u);
+
+    cr_assert_eq(upulsar_tb_hold_partition_metadata(tb, 0), UPULSAR_OK);
+    cr_assert_eq(upulsar_tb_stats(tb, &st), UPULSAR_OK);
+    w.n = st.partition_lookups + 1; /* a later poll: the held one was answered */
+    cr_assert(ft_wait_for(polls_at_least, &w), "the partition polls stopped");
+    cr_assert_eq(upulsar_producer_partitions(a), 2);
+    cr_assert_eq(upulsar_producer_stop(a, FT_WAIT_MS), UPULSAR_OK);
+    cr_assert_eq(upulsar_producer_stop(b, FT_WAIT_MS), UPULSAR_OK);
+    upulsar_client_destroy(c2);
+}

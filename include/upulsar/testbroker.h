@@ -833,6 +833,14 @@ int upulsar_tb_unload_topic(upulsar_tb_t *tb, const char *topic);
  *  command is still answered. */
 upulsar_err_t upulsar_tb_ignore_pings(upulsar_tb_t *tb, int on);
 
+/** While @p on, PARTITIONED_METADATA requests are received (and counted in
+ *  upulsar_tb_stats_t.partition_lookups) but not answered, as by a broker
+ *  whose metadata store is slow; every other command is answered as usual.
+ *  Turning it off answers the held requests, oldest first, with the
+ *  partition counts of that moment. Requests of a connection that closes
+ *  meanwhile are dropped. Thread safety: any. */
+upulsar_err_t upulsar_tb_hold_partition_metadata(upulsar_tb_t *tb, int on);
+
 /** While @p on, stop reading from every connection (new ones are still
  *  accepted by the kernel but not handshaken): a broker that hangs entirely
  *  with its TCP connections open. Turning it off resumes processing. */

@@ -1221,6 +1221,15 @@ upulsar_err_t upulsar_tb_freeze(upulsar_tb_t *tb, int on)
     return UPULSAR_OK;
 }
 
+upulsar_err_t upulsar_tb_hold_partition_metadata(upulsar_tb_t *tb, int on)
+{
+    if (!tb)
+        return up_seterr(UPULSAR_ERR__INVALID_ARG, "upulsar_tb_hold_partition_metadata: NULL");
+    atomic_store(&tb->hold_metadata, on != 0);
+    wake_all(tb);
+    return UPULSAR_OK;
+}
+
 upulsar_err_t upulsar_tb_stats(upulsar_tb_t *tb, upulsar_tb_stats_t *out)
 {
     if (!tb || !out)

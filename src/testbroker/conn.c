@@ -661,20 +661,70 @@ static int on_auth_response(tb_conn_t *c, const Pulsar__Proto__CommandAuthRespon
     return KEEP;
 }
 
+static int answer_partitioned_metadata(tb_conn_t *c, uint64_t request_id, const char *topic);
+
 static int on_partitioned_metadata(tb_conn_t *c,
                                    const Pulsar__Proto__CommandPartitionedTopicMetadata *in)
 {
     upulsar_tb_t *tb = c->tb;
     atomic_fetch_add(&tb->partition_lookups, 1);
+    if (atomic_load(&tb->hold_metadata)) {
+        /* a broker slow to read its metadata store: answered when the hold
+         * ends (run_held_metadata), other commands meanwhile */
+        if (c->nhm == c->hm_cap) {
+            size_t nc = c->hm_cap ? c->hm_cap * 2 : 4;
+            uint64_t *nr = realloc(c->hm_rid, nc * sizeof *nr);
+            if (!nr)
+                return CLOSE;
+            c->hm_rid = nr;
+            char **nt = realloc(c->hm_topic, nc * sizeof *nt);
+            if (!nt)
+                return CLOSE;
+            c->hm_topic = nt;
+            c->hm_cap = nc;
+        }
+        char *t = strdup(in->topic ? in->topic : "");
+        if (!t)
+            return CLOSE;
+        c->hm_rid[c->nhm] = in->request_id;
+        c->hm_topic[c->nhm++] = t;
+        return KEEP;
+    }
+    return answer_partitioned_metadata(c, in->request_id, in->topic);
+}
+
+/* Answer the held PARTITIONED_METADATA requests once the hold has ended,
+ * oldest first. */
+static int run_held_metadata(tb_conn_t *c)
+{
+    if (!c->nhm || atomic_load(&c->tb->hold_metadata))
+        return KEEP;
+    for (size_t i = 0; i < c->nhm; i++) {
+        int rc = answer_partitioned_metadata(c, c->hm_rid[i], c->hm_topic[i]);
+        if (rc) {
+            for (size_t j = i; j < c->nhm; j++)
+                free(c->hm_topic[j]);
+            c->nhm = 0;
+            return rc;
+        }
+        free(c->hm_topic[i]);
+    }
+    c->nhm = 0;
+    return KEEP;
+}
+
+static int answer_partitioned_metadata(tb_conn_t *c, uint64_t request_id, const char *topic)
+{
+    upulsar_tb_t *tb = c->tb;
     up_cmd_t cmd = PULSAR__PROTO__BASE_COMMAND__INIT;
     Pulsar__Proto__CommandPartitionedTopicMetadataResponse r =
         PULSAR__PROTO__COMMAND_PARTITIONED_TOPIC_METADATA_RESPONSE__INIT;
     cmd.type = UP_CMD(PARTITIONED_METADATA_RESPONSE);
     cmd.partitionmetadataresponse = &r;
-    r.request_id = in->request_id;
+    r.request_id = request_id;
     r.has_response = 1;
     upulsar_err_t err;
-    char *norm = tb_topic_normalize(in->topic, &err);
+    char *norm = tb_topic_normalize(topic, &err);
     if (!norm) {
         if (err == UPULSAR_ERR__NOMEM)
             return CLOSE;
@@ -2018,6 +2068,13 @@ static void conn_cleanup(tb_conn_t *c)
     free(c->dp);
     c->dp = NULL;
     c->ndp = 0;
+    for (size_t i = 0; i < c->nhm; i++)
+        free(c->hm_topic[i]);
+    free(c->hm_topic);
+    free(c->hm_rid);
+    c->hm_topic = NULL;
+    c->hm_rid = NULL;
+    c->nhm = c->hm_cap = 0;
     if (c->qlen)
         atomic_fetch_sub(&c->tb->receipts_queued, c->qlen);
     free(c->q);
@@ -2127,7 +2184,8 @@ void *tb_conn_main(void *arg)
             if (conn_read(c))
                 break;
         }
-        if (take_injected(c) || run_queue(c, now) || run_delayed(c, now) || tick(c, now) ||
+        if (take_injected(c) || run_queue(c, now) || run_delayed(c, now) || run_held_metadata(c) ||
+            tick(c, now) ||
             auth_tick(c, now) || dispatch(c) || conn_flush(c))
             break;
     }

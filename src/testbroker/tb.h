@@ -268,6 +268,12 @@ struct tb_conn {
     int64_t q_last_due;
     tb_delayed_prod_t *dp; /**< delayed PRODUCER requests, oldest first */
     size_t ndp, dp_cap;
+    /** PARTITIONED_METADATA requests held unanswered
+     *  (upulsar_tb_hold_partition_metadata()), oldest first: request id and
+     *  topic of each */
+    uint64_t *hm_rid;
+    char **hm_topic;
+    size_t nhm, hm_cap;
 
     /* TLS (tb->ssl_ctx set): ciphertext in through rbio, out through wbio
      * into tx; plaintext frames stay in out until the handshake is done */
@@ -339,6 +345,7 @@ struct upulsar_tb {
     atomic_bool hold_all;
     atomic_bool ignore_pings;
     atomic_bool frozen;
+    atomic_bool hold_metadata; /**< upulsar_tb_hold_partition_metadata() */
     atomic_llong refuse_until_ms;
     atomic_int fail_sends_any; /**< fast check: fail_sends_n > 0 */
     int fail_sends_n, fail_sends_err; /**< tb->mu */
