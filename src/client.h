@@ -67,6 +67,11 @@ struct upulsar_client {
     bool wd_stop;
     bool wd_kicked;
     struct upulsar_producer *wd_busy; /* handle being supervised (lock) */
+    /* the partition poller (partition_poll.c), ended with the watchdog
+     * (wd_stop) */
+    pthread_t poller;
+    pthread_cond_t poll_cv;             /* its sleep; stop wakes it (lock) */
+    struct upulsar_producer *poll_busy; /* handle it asks about (lock) */
     int stopping; /* (lock) stops claimed and not yet done freeing their
                      handle; client destroy waits for them (wd_cv) */
     /* establish workers (watchdog.c): re-create producers in parallel, so a
@@ -115,6 +120,14 @@ bool up_cancelled(void);
 /** Start the watchdog thread (and the first establish workers): 0, or -1
  *  when it cannot be started. @thread application (client creation) */
 int up_watchdog_start(struct upulsar_client *c);
+/* partition_poll.c */
+/** Start the partition poller thread: 0, or -1. @thread application
+ *  (client creation, from up_watchdog_start) */
+int up_poller_start(struct upulsar_client *c);
+/** Stop it (sets wd_stop) and wait for it. @thread application (client
+ *  destroy, from up_watchdog_stop) */
+void up_poller_stop(struct upulsar_client *c);
+
 /** Stop the watchdog and the establish workers, waiting for them.
  *  @thread application (client destroy) */
 void up_watchdog_stop(struct upulsar_client *c);
@@ -136,7 +149,7 @@ void up_watchdog_parked(struct upulsar_client *c, int delta);
  *  (upulsar_last_error() says which producer and why). Returns only after
  *  every attempt has ended; with @p cancel_on_failure the handle is marked
  *  closed at the first non-retriable error, which cancels the others.
- *  @thread caller (start) or watchdog (partition growth) */
+ *  @thread caller (start) */
 upulsar_err_t up_establish_all(up_rp_t **rps, int n, uint64_t deadline_us,
                                bool cancel_on_failure);
 

@@ -301,15 +301,13 @@ static void grow(struct upulsar_producer *h, int n)
             return;
         }
     }
-    if (!h->conf.lazy_start_partitions) { /* else LAZY until their first message */
-        /* in parallel, one attempt each (deadline 0: bounded by
-         * operation.timeout.ms, no retry); the ones that fail are left to
-         * the watchdog's usual re-creation */
-        up_establish_all(na + oldall, nall - oldall, 0, false);
+    if (!h->conf.lazy_start_partitions) /* else LAZY until their first message */
         for (int i = oldall; i < nall; i++)
-            up_rp_transition(na[i], UP_RP_BIT(UP_RP_CONNECTING), UP_RP_BACKOFF,
-                             "its first creation failed: left to the supervisor");
-    }
+            /* created by this pass of the supervisor, at once and in
+             * parallel on the establish workers, as a lazy producer on its
+             * first message (no restart counted; a failure backs off) */
+            up_rp_transition(na[i], UP_RP_BIT(UP_RP_CONNECTING), UP_RP_BACKOFF_NOW,
+                             "a new partition: created by the supervisor");
     h->retired[h->nretired++] = h->groups;
     h->retired[h->nretired++] = h->all;
     atomic_store_explicit(&h->groups, ng, memory_order_release);
@@ -320,16 +318,12 @@ static void grow(struct upulsar_producer *h, int n)
     up_log(h->client, UPULSAR_LOG_INFO, "%s: partitions %d -> %d", h->topic, oldn, n);
 }
 
-void up_producer_poll_partitions(struct upulsar_producer *h, uint64_t now)
+void up_producer_apply_partitions(struct upulsar_producer *h)
 {
-    int iv = h->conf.partitions_update_interval_ms;
+    int n = atomic_exchange_explicit(&h->polled_parts, 0, memory_order_acquire);
     int cur = atomic_load_explicit(&h->npart, memory_order_relaxed);
-    if (iv <= 0 || cur == 0 || now < h->next_poll_us)
+    if (n <= 0 || cur == 0)
         return;
-    h->next_poll_us = now + (uint64_t)iv * 1000u;
-    int n;
-    if (up_partitions(h->client, h->topic, &n))
-        return; /* try again at the next interval */
     if (n < cur) {
         if (h->shrink_seen != n)
             up_log(h->client, UPULSAR_LOG_WARNING,

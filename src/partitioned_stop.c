@@ -318,7 +318,7 @@ upulsar_err_t up_producer_stop_claimed(struct upulsar_producer *h, int timeout_m
      * still waiting, from now */
     up_watchdog_forget(h);
     atomic_store(&h->freeing, 1);
-    while (c->wd_busy == h || h->establishing || h->flushing)
+    while (c->wd_busy == h || c->poll_busy == h || h->establishing || h->flushing)
         pthread_cond_wait(&c->wd_cv, &c->lock);
     for (struct upulsar_producer **pp = &c->producers; *pp; pp = &(*pp)->next)
         if (*pp == h) {

@@ -599,7 +599,7 @@ static void *wd_main(void *arg)
             c->wd_busy = h;
             pthread_mutex_unlock(&c->lock);
             up_cancel_on(&h->closed); /* stop must not wait behind an attempt */
-            up_producer_poll_partitions(h, up_now_us());
+            up_producer_apply_partitions(h); /* what the poller got */
             supervise(h, up_now_us());
             up_cancel_on(NULL);
             pthread_mutex_lock(&c->lock);
@@ -673,6 +673,12 @@ int up_watchdog_start(struct upulsar_client *c)
         pthread_cond_destroy(&c->est_cv);
         return -1;
     }
+    if (up_poller_start(c)) {
+        join_workers(c);
+        pthread_join(c->watchdog, NULL);
+        pthread_cond_destroy(&c->est_cv);
+        return -1;
+    }
     return 0;
 }
 
@@ -680,5 +686,6 @@ void up_watchdog_stop(struct upulsar_client *c)
 {
     join_workers(c); /* sets wd_stop, which ends the watchdog too */
     pthread_join(c->watchdog, NULL);
+    up_poller_stop(c);
     pthread_cond_destroy(&c->est_cv);
 }

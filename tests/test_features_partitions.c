@@ -219,9 +219,9 @@ static int partitions_are_6(void *a)
  *  1. A topic of 4 partitions, a producer polling its partition count every
  *     20 ms; the broker then announces 2.
  *  2. Proof that polls saw the smaller count: the broker received two
- *     PARTITIONED_METADATA requests after the change (the watchdog polls
- *     one at a time, so the first of them was answered "2" and handled
- *     before the second was sent), and the library logged the refusal.
+ *     PARTITIONED_METADATA requests after the change (the poller asks one
+ *     at a time, so the first of them was answered "2"), and the library
+ *     logged the refusal (the watchdog's, as it applied that count).
  *  3. Only then: still 4 partitions (routing, groups, a keyed message).
  *  4. Growth to 6 is still taken, never going below 4 on the way. */
 Test(features_partitions, shrinking_is_refused)

@@ -1335,7 +1335,8 @@ typedef void (*upulsar_log_record_cb_t)(const upulsar_log_record_t *rec, void *o
  * to show it. By default lines of UPULSAR_LOG_WARNING and more severe are
  * written to stderr ("upulsar: ..."); @p cb receives every level instead,
  * NULL restores the default (a call already under way may still finish).
- * @p cb runs on a library thread (io loop, watchdog or establish worker),
+ * @p cb runs on a library thread (io loop, watchdog, establish worker or
+ * partition poller),
  * or on the application's thread for a misuse of the API it reports (a
  * future released twice) or for a failed connection attempt of
  * upulsar_producer_start() (which may open its first connection there),
