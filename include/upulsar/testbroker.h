@@ -228,8 +228,14 @@ typedef struct upulsar_tb_opts {
      *  the topic's owner, see below); a connection whose CONNECT has no
      *  proxy_to_broker_url serves lookups only and is closed on PRODUCER or
      *  SUBSCRIBE, as a proxy in lookup mode does; one naming this broker
-     *  ("127.0.0.1:<port>" or "localhost:<port>") is served as usual, one
-     *  naming anything else gets ERROR ServiceNotReady and is closed.
+     *  ("127.0.0.1:<port>" or "localhost:<port>") is served as usual; one
+     *  naming another port on 127.0.0.1 or localhost (another broker, e.g.
+     *  the new owner of a moved topic) is relayed to it as a Pulsar proxy
+     *  does: the proxy connects there (plain TCP, whatever
+     *  proxy_broker_link says), passes on the CONNECT without
+     *  proxy_to_broker_url, and from then on forwards the bytes both ways
+     *  until either side closes; one naming anything else, or a port where
+     *  nothing listens, gets ERROR ServiceNotReady and is closed.
      *  As a Pulsar proxy (LookupProxyHandler), the LOOKUP answer carries
      *  the URL by which the proxy reaches the broker in both
      *  brokerServiceUrl and brokerServiceUrlTls, whatever scheme the
@@ -724,6 +730,8 @@ typedef struct upulsar_tb_stats {
                                         in proxy_to_broker_url */
     uint64_t lookup_only_closed;   /**< proxy_mode: connections closed for a
                                         PRODUCER/SUBSCRIBE without one */
+    uint64_t proxy_relayed;        /**< proxy_mode: connections whose CONNECT
+                                        named another broker, relayed to it */
     uint64_t auth_tls_ok;          /**< CONNECTs accepted with auth_method_name
                                         "tls" on a verified client certificate
                                         (also counted in auth_ok) */

@@ -149,6 +149,7 @@ static void spawn_conn(upulsar_tb_t *tb, int fd)
     }
     c->tb = tb;
     c->fd = fd;
+    c->relay_fd = -1;
     c->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (c->efd < 0 || pthread_mutex_init(&c->mu, NULL)) {
         if (c->efd >= 0)
@@ -1248,6 +1249,7 @@ upulsar_err_t upulsar_tb_stats(upulsar_tb_t *tb, upulsar_tb_stats_t *out)
     out->partition_lookups = atomic_load(&tb->partition_lookups);
     out->proxied_connections = atomic_load(&tb->proxied_connections);
     out->lookup_only_closed = atomic_load(&tb->lookup_only_closed);
+    out->proxy_relayed = atomic_load(&tb->proxy_relayed);
     out->auth_tls_ok = atomic_load(&tb->auth_tls_ok);
     out->listener_lookups = atomic_load(&tb->listener_lookups);
     return UPULSAR_OK;

@@ -283,6 +283,12 @@ struct tb_conn {
     bool auth_in_handshake;    /**< ... and CONNECTED waits for it */
     int64_t auth_deadline_ms;
     bool lookup_only;          /**< proxy mode, CONNECT named no broker */
+
+    /* proxy mode, CONNECT named another broker: from then on the bytes pass
+     * through both ways between the client and that broker (relay_fd) */
+    int relay_fd;              /**< -1: not relayed */
+    up_buf_t relay_out;        /**< client bytes waiting for the broker */
+    size_t relay_off;
 };
 
 /* ---- the store and owner settings ---------------------------------------- */
@@ -353,6 +359,7 @@ struct upulsar_tb {
         auth_unanswered;
     atomic_ullong retained_bytes;
     atomic_ullong lookups, partition_lookups, proxied_connections, lookup_only_closed;
+    atomic_ullong proxy_relayed;
     atomic_ullong auth_tls_ok;
     atomic_ullong listener_lookups;
     char tls_role[256]; /**< tb->mu: CN of the last TLS-authenticated client */
