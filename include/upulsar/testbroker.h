@@ -824,6 +824,23 @@ upulsar_err_t upulsar_tb_fail_producers(upulsar_tb_t *tb, const char *topic,
  */
 upulsar_err_t upulsar_tb_delay_producers(upulsar_tb_t *tb, const char *topic, int n, int ms);
 
+/** Values of upulsar_tb_mangle_producers()'s @p how. */
+#define UPULSAR_TB_MANGLE_COMMAND 1        /**< SUCCESS instead of PRODUCER_SUCCESS */
+#define UPULSAR_TB_MANGLE_SCHEMA_VERSION 2 /**< PRODUCER_SUCCESS whose schema_version
+                                                has 17 bytes */
+
+/**
+ * Test only (no Pulsar broker does this): the next @p n PRODUCER requests
+ * for @p topic that create or confirm a producer are processed as usual
+ * (the producer is created and holds its name, the answer is recorded as
+ * UPULSAR_TB_PRODUCER_CREATED) but answered with what a client cannot use,
+ * as @p how says (UPULSAR_TB_MANGLE_*), to check what the client does with
+ * a producer the broker created and it could not take. n = 0 cancels.
+ * Errors: INVALID_ARG (@p tb or @p topic NULL, @p n negative, @p how not a
+ * UPULSAR_TB_MANGLE_* value), INVALID_TOPIC, NOMEM. Thread safety: any.
+ */
+upulsar_err_t upulsar_tb_mangle_producers(upulsar_tb_t *tb, const char *topic, int n, int how);
+
 /**
  * Unload @p topic: send CLOSE_PRODUCER to each of its active producers (the
  * TCP connections stay open); SENDs for a closed producer id are then

@@ -1189,6 +1189,21 @@ upulsar_err_t upulsar_tb_delay_producers(upulsar_tb_t *tb, const char *topic, in
     return set_producer_countdown(tb, topic, true, n, ms);
 }
 
+upulsar_err_t upulsar_tb_mangle_producers(upulsar_tb_t *tb, const char *topic, int n, int how)
+{
+    if (!tb || !topic || n < 0 ||
+        (how != UPULSAR_TB_MANGLE_COMMAND && how != UPULSAR_TB_MANGLE_SCHEMA_VERSION))
+        return up_seterr(UPULSAR_ERR__INVALID_ARG, "upulsar_tb_mangle_producers: bad argument");
+    upulsar_err_t err;
+    tb_topic_t *t = topic_arg(tb, topic, true, &err);
+    if (!t)
+        return err;
+    pthread_mutex_lock(&t->mu);
+    t->mangle_prods = (tb_countdown_t){n, how};
+    pthread_mutex_unlock(&t->mu);
+    return UPULSAR_OK;
+}
+
 int upulsar_tb_unload_topic(upulsar_tb_t *tb, const char *topic)
 {
     if (!tb)

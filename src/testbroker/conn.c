@@ -833,8 +833,39 @@ static int on_lookup(tb_conn_t *c, const Pulsar__Proto__CommandLookupTopic *in)
  * NO_LAST_SEQ: no last_sequence_id and no producer_ready (Pulsar's answer
  * for a producer id already created on the connection: the name and the
  * schema version only) */
+static int put_producer_success_ver(up_buf_t *out, uint64_t request_id, const char *name,
+                                    int64_t last_seq, int64_t epoch, bool ready,
+                                    int64_t schema_ver, size_t ver_len);
+
 static int put_producer_success(up_buf_t *out, uint64_t request_id, const char *name,
                                 int64_t last_seq, int64_t epoch, bool ready, int64_t schema_ver)
+{
+    return put_producer_success_ver(out, request_id, name, last_seq, epoch, ready, schema_ver, 8);
+}
+
+/* The answer to a PRODUCER that created or confirmed a producer of @p t:
+ * PRODUCER_SUCCESS, or what upulsar_tb_mangle_producers() asked for. */
+static int answer_created(tb_conn_t *c, tb_topic_t *t, uint64_t request_id, const char *name,
+                          int64_t last_seq, int64_t epoch, bool ready, int64_t schema_ver)
+{
+    pthread_mutex_lock(&t->mu);
+    int how = tb_countdown_take(&t->mangle_prods);
+    pthread_mutex_unlock(&t->mu);
+    if (how == UPULSAR_TB_MANGLE_COMMAND)
+        return put_rc(tb_put_success(&c->out, request_id));
+    if (how == UPULSAR_TB_MANGLE_SCHEMA_VERSION)
+        return put_rc(put_producer_success_ver(&c->out, request_id, name, last_seq, epoch, ready,
+                                               schema_ver < 0 ? 0 : schema_ver, 17));
+    return put_rc(
+        put_producer_success(&c->out, request_id, name, last_seq, epoch, ready, schema_ver));
+}
+
+/* PRODUCER_SUCCESS into @p out with a schema version of @p ver_len bytes
+ * (8, as Pulsar; more only for upulsar_tb_mangle_producers(): the 8 bytes
+ * then zeros). */
+static int put_producer_success_ver(up_buf_t *out, uint64_t request_id, const char *name,
+                                    int64_t last_seq, int64_t epoch, bool ready,
+                                    int64_t schema_ver, size_t ver_len)
 {
     up_cmd_t cmd = PULSAR__PROTO__BASE_COMMAND__INIT;
     Pulsar__Proto__CommandProducerSuccess ps = PULSAR__PROTO__COMMAND_PRODUCER_SUCCESS__INIT;
@@ -854,13 +885,13 @@ static int put_producer_success(up_buf_t *out, uint64_t request_id, const char *
     }
     /* as Pulsar: always there, empty for a producer without a schema,
      * else the version as 8 bytes big-endian (LongSchemaVersion) */
-    uint8_t ver[8];
+    uint8_t ver[32] = {0};
     ps.has_schema_version = 1;
     if (schema_ver >= 0) {
         for (int i = 0; i < 8; i++)
             ver[i] = (uint8_t)((uint64_t)schema_ver >> (56 - 8 * i));
         ps.schema_version.data = ver;
-        ps.schema_version.len = sizeof ver;
+        ps.schema_version.len = ver_len < sizeof ver ? ver_len : sizeof ver;
     }
     return up_frame_put_cmd(out, &cmd);
 }
@@ -1012,8 +1043,8 @@ static int producer_run(tb_conn_t *c, const Pulsar__Proto__CommandProducer *in, 
             pthread_mutex_unlock(&lt->mu);
             if (live) {
                 free(ln);
-                return put_rc(put_producer_success(&c->out, rid, lp->name, NO_LAST_SEQ, -1, true,
-                                                   lp->schema_ver));
+                return answer_created(c, lt, rid, lp->name, NO_LAST_SEQ, -1, true,
+                                      lp->schema_ver);
             }
         }
         free(ln);
@@ -1127,7 +1158,7 @@ static int producer_run(tb_conn_t *c, const Pulsar__Proto__CommandProducer *in, 
                 int64_t last = tb_topic_dedup_locked(tb, t) ? p->dedup->last_seq : -1;
                 tb_topic_note_answer_locked(t, UPULSAR_TB_PRODUCER_QUEUED);
                 pthread_mutex_unlock(&t->mu);
-                return put_rc(put_producer_success(&c->out, rid, p->name, last, -1, false, sver));
+                return answer_created(c, t, rid, p->name, last, -1, false, sver);
             }
             if (ptr_push((void ***)&t->prods, &t->nprods, &t->prods_cap, p)) {
                 pthread_mutex_unlock(&t->mu);
@@ -1141,8 +1172,8 @@ static int producer_run(tb_conn_t *c, const Pulsar__Proto__CommandProducer *in, 
         tb_topic_note_answer_locked(t, UPULSAR_TB_PRODUCER_CREATED);
         pthread_mutex_unlock(&t->mu);
         if (epoch >= 0)
-            return put_rc(put_producer_success(&c->out, rid, p->name, last, epoch, true, sver));
-        return put_rc(put_producer_success(&c->out, rid, p->name, last, -1, true, sver));
+            return answer_created(c, t, rid, p->name, last, epoch, true, sver);
+        return answer_created(c, t, rid, p->name, last, -1, true, sver);
     }
 
     char gen[64];
@@ -1177,7 +1208,7 @@ static int producer_run(tb_conn_t *c, const Pulsar__Proto__CommandProducer *in, 
         int64_t last = tb_topic_dedup_locked(tb, t) ? d->last_seq : -1;
         tb_topic_note_answer_locked(t, UPULSAR_TB_PRODUCER_QUEUED);
         pthread_mutex_unlock(&t->mu);
-        return put_rc(put_producer_success(&c->out, rid, p->name, last, -1, false, sver));
+        return answer_created(c, t, rid, p->name, last, -1, false, sver);
     }
     if (ptr_push((void ***)&t->prods, &t->nprods, &t->prods_cap, p)) {
         conn_prod_remove(c, p);
@@ -1191,8 +1222,8 @@ static int producer_run(tb_conn_t *c, const Pulsar__Proto__CommandProducer *in, 
     tb_topic_note_answer_locked(t, UPULSAR_TB_PRODUCER_CREATED);
     pthread_mutex_unlock(&t->mu);
     if (epoch >= 0)
-        return put_rc(put_producer_success(&c->out, rid, p->name, last, epoch, true, sver));
-    return put_rc(put_producer_success(&c->out, rid, p->name, last, -1, true, sver));
+        return answer_created(c, t, rid, p->name, last, epoch, true, sver);
+    return answer_created(c, t, rid, p->name, last, -1, true, sver);
 }
 
 static int on_close_producer(tb_conn_t *c, const Pulsar__Proto__CommandCloseProducer *in)

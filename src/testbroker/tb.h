@@ -191,6 +191,7 @@ struct tb_topic {
     bool fail_sends_fence; /**< upulsar_tb_fail_writes(): close the producers */
     tb_countdown_t fail_prods, delay_prods; /**< upulsar_tb_fail_producers(),
                                                  upulsar_tb_delay_producers() */
+    tb_countdown_t mangle_prods;            /**< upulsar_tb_mangle_producers() */
     atomic_bool hold;
 
     /* answers to PRODUCER requests, oldest first (topic->mu); see
