@@ -249,10 +249,11 @@ static upulsar_err_t producer_done(up_rp_t *rp, attach_t *t, upulsar_err_t err, 
     /* an empty version (a producer without a schema) is none, as the
      * official clients take it */
     if (ps->has_schema_version && ps->schema_version.len > sizeof t->schema_version) {
+        size_t len = ps->schema_version.len; /* ps goes with resp */
         up_loop_call(rp->loop, close_unused_task, t); /* the broker created it */
         pulsar__proto__base_command__free_unpacked(resp, NULL);
         return up_seterr(UPULSAR_ERR__PROTOCOL, "%s: schema version of %zu bytes (at most %zu)",
-                         rp->topic, ps->schema_version.len, sizeof t->schema_version);
+                         rp->topic, len, sizeof t->schema_version);
     }
     if (ps->has_schema_version && ps->schema_version.len) {
         memcpy(t->schema_version, ps->schema_version.data, ps->schema_version.len);
