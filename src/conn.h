@@ -54,6 +54,8 @@ struct up_conn {
     int port;
     int slot;           /* which of connections.per.broker */
     char proxy_to[280]; /* broker behind the proxy host:port is, or "" */
+    bool proxy_tls;     /* proxy_to: the proxy's link to it is TLS (the
+                           scheme of the proxy's lookup answer) */
     /* ---- (any) ---- */
     _Atomic int refs;   /* holders: see up_conn_ref() */
     _Atomic int state;  /* UP_CONN_OPEN until up_conn_fail() (loop) */
@@ -98,10 +100,14 @@ struct up_conn {
  *  connections to the same broker on the same loop. @p proxy_to (NULL or
  *  "" = none): host:port is a Pulsar proxy and this is the broker behind
  *  it the connection is for (CONNECT.proxy_to_broker_url; part of the
- *  pool key). Returns a reference the caller drops with up_conn_unref().
+ *  pool key); @p proxy_tls: the proxy reaches that broker over TLS (a
+ *  property of the proxy, so not part of the key; which of a broker's
+ *  URLs a CLOSE_PRODUCER naming a new owner is followed by).
+ *  Returns a reference the caller drops with up_conn_unref().
  *  (conn_dial.c) @thread caller, establish worker or watchdog; never a loop */
 upulsar_err_t up_conn_get(struct upulsar_client *c, up_loop_t *l, const char *host,
-                          int port, int slot, const char *proxy_to, up_conn_t **out);
+                          int port, int slot, const char *proxy_to, bool proxy_tls,
+                          up_conn_t **out);
 
 /** References (conn_pool.c). Holders: the pool (until the connection fails
  *  or is closed idle), its loop (until no read or write is in flight

@@ -507,7 +507,7 @@ static upulsar_err_t handshake(up_conn_t *c, uint64_t deadline)
 /* Open a connection (TCP, TLS, CONNECT), add it to the pool and hand it to
  * loop @p l; *@p out gets the caller's reference. */
 static upulsar_err_t dial(struct upulsar_client *cl, up_loop_t *l, const char *host, int port,
-                         int slot, const char *proxy_to, up_conn_t **out)
+                         int slot, const char *proxy_to, bool proxy_tls, up_conn_t **out)
 {
     up_conn_t *c = calloc(1, sizeof *c);
     if (!c)
@@ -521,6 +521,7 @@ static upulsar_err_t dial(struct upulsar_client *cl, up_loop_t *l, const char *h
     c->port = port;
     c->slot = slot;
     snprintf(c->proxy_to, sizeof c->proxy_to, "%s", proxy_to);
+    c->proxy_tls = proxy_to[0] && proxy_tls;
     c->recv_op.type = UP_OP_RECV;
     c->recv_op.conn = c;
     c->send_op.type = UP_OP_SEND;
@@ -612,7 +613,7 @@ static upulsar_err_t dial_wait(struct upulsar_client *cl, up_dial_t *d)
 }
 
 upulsar_err_t up_conn_get(struct upulsar_client *cl, up_loop_t *l, const char *host, int port,
-                          int slot, const char *proxy_to, up_conn_t **out)
+                          int slot, const char *proxy_to, bool proxy_tls, up_conn_t **out)
 {
     if (!proxy_to)
         proxy_to = "";
@@ -660,7 +661,7 @@ upulsar_err_t up_conn_get(struct upulsar_client *cl, up_loop_t *l, const char *h
     cl->dials = d;
     pthread_mutex_unlock(&cl->pool_lock);
 
-    upulsar_err_t err = dial(cl, l, host, port, slot, proxy_to, out);
+    upulsar_err_t err = dial(cl, l, host, port, slot, proxy_to, proxy_tls, out);
 
     pthread_mutex_lock(&cl->pool_lock);
     for (up_dial_t **pp = &cl->dials; *pp; pp = &(*pp)->next)

@@ -284,10 +284,17 @@ static void dispatch(up_conn_t *c, up_frame_t *f)
          * Pulsar broker completes the writes in progress after telling us):
          * stay registered for them */
         const Pulsar__Proto__CommandCloseProducer *cp = cmd->close_producer;
+        /* a topic transfer names the new owner (in the field of each port
+         * it opens): go there directly. Reached directly, its URL in the
+         * client's scheme, as the official clients pick it; through a
+         * proxy (which passes the command on untouched), the URL in the
+         * scheme of the proxy's link to its brokers, whatever the client
+         * uses: the producer reconnects to the proxy naming that broker
+         * as the proxy reaches it (as after a lookup through it) */
+        bool tls = c->proxy_to[0] ? c->proxy_tls : c->tls != NULL;
         if ((rp = find_rp(c, cp->producer_id)))
-            /* a topic transfer names the new owner: go there directly */
-            up_rp_on_close_producer(rp, c->tls ? cp->assignedbrokerserviceurltls
-                                               : cp->assignedbrokerserviceurl);
+            up_rp_on_close_producer(rp, tls ? cp->assignedbrokerserviceurltls
+                                            : cp->assignedbrokerserviceurl);
         break;
     }
     case UP_CMD(TOPIC_MIGRATED): {

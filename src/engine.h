@@ -65,12 +65,14 @@ upulsar_err_t up_topic_normalize(const char *in, char *out, size_t outsz);
 /** The broker serving @p topic: *@p host:*@p port is where to connect;
  *  when the answer says to go through the service URL (a Pulsar proxy),
  *  that is the service URL and @p proxy_to gets the broker's "host:port"
- *  for CONNECT.proxy_to_broker_url, else @p proxy_to is "". The lookup
+ *  for CONNECT.proxy_to_broker_url and *@p proxy_tls whether the proxy
+ *  reaches it over TLS (its answer's scheme), else @p proxy_to is "" and
+ *  *@p proxy_tls false. The lookup
  *  starts at @p from_url (a cluster the topic migrated to), NULL or "" =
  *  the service URL. @thread any but a loop (it waits for the answers) */
 upulsar_err_t up_lookup(struct upulsar_client *c, up_loop_t *l, const char *topic,
                         const char *from_url, char *host, size_t hostsz, int *port,
-                        char *proxy_to, size_t proxy_to_sz);
+                        char *proxy_to, size_t proxy_to_sz, bool *proxy_tls);
 /** The partition count of @p topic (PARTITIONED_METADATA), 0: not
  *  partitioned. @thread any but a loop (it waits for the answer) */
 upulsar_err_t up_partitions(struct upulsar_client *c, const char *topic, int *n);
@@ -82,6 +84,7 @@ typedef struct up_lookup_item {
     char host[256];
     int port;
     char proxy_to[280];
+    bool proxy_tls;
     upulsar_err_t err;
     char why[512];
 } up_lookup_item_t;

@@ -249,10 +249,11 @@ static upulsar_err_t producer_done(up_rp_t *rp, attach_t *t, upulsar_err_t err, 
     /* an empty version (a producer without a schema) is none, as the
      * official clients take it */
     if (ps->has_schema_version && ps->schema_version.len > sizeof t->schema_version) {
+        size_t len = ps->schema_version.len; /* ps goes with resp */
         up_loop_call(rp->loop, close_unused_task, t); /* the broker created it */
         pulsar__proto__base_command__free_unpacked(resp, NULL);
         return up_seterr(UPULSAR_ERR__PROTOCOL, "%s: schema version of %zu bytes (at most %zu)",
-                         rp->topic, ps->schema_version.len, sizeof t->schema_version);
+                         rp->topic, len, sizeof t->schema_version);
     }
     if (ps->has_schema_version && ps->schema_version.len) {
         memcpy(t->schema_version, ps->schema_version.data, ps->schema_version.len);
@@ -283,25 +284,27 @@ upulsar_err_t up_rp_establish(up_rp_t *rp, int timeout_ms)
     char host[256], assigned[sizeof rp->assigned], cluster[sizeof rp->cluster];
     int port;
     up_rp_take_route(rp, assigned, sizeof assigned, cluster, sizeof cluster);
-    bool tls = c->tls;
+    bool tls = c->tls, proxy_tls = false;
     char proxy_to[280] = "";
     err = UPULSAR_ERR__LOOKUP;
     if (assigned[0])
         err = up_parse_url(assigned, host, sizeof host, &port, &tls);
     if (!err && rp->est.via_proxy) {
         /* behind a proxy the assigned broker is reached through it, over
-         * the proxy's own link to it (whatever its scheme) */
+         * the proxy's own link to it (the URL of the link's scheme, as the
+         * connection picked it from the CLOSE_PRODUCER) */
         snprintf(proxy_to, sizeof proxy_to, "%s:%d", host, port);
+        proxy_tls = tls;
         up_service_addr(c, host, sizeof host, &port);
     }
     if (err || (tls != c->tls && !rp->est.via_proxy))
         err = up_lookup(c, rp->loop, rp->topic, cluster, host, sizeof host, &port, proxy_to,
-                        sizeof proxy_to);
+                        sizeof proxy_to, &proxy_tls);
     if (err)
         return err;
     rp->est.via_proxy = proxy_to[0] != '\0';
     up_conn_t *conn;
-    err = up_conn_get(c, rp->loop, host, port, rp->conn_slot, proxy_to, &conn);
+    err = up_conn_get(c, rp->loop, host, port, rp->conn_slot, proxy_to, proxy_tls, &conn);
     if (err)
         return err;
 
@@ -377,7 +380,7 @@ void up_establish_many(up_rp_t **rps, int n, int timeout_ms, upulsar_err_t *errs
         rp->est.via_proxy = it[j].proxy_to[0] != '\0';
         up_conn_t *conn;
         err = up_conn_get(c, rp->loop, it[j].host, it[j].port, rp->conn_slot, it[j].proxy_to,
-                          &conn);
+                          it[j].proxy_tls, &conn);
         if (!err) {
             err = producer_msg(rp, pm);
             if (!err)

@@ -17,7 +17,7 @@ upulsar_err_t up_partitions(struct upulsar_client *c, const char *topic, int *n)
     char sh[256];
     int sp;
     up_service_addr(c, sh, sizeof sh, &sp);
-    upulsar_err_t err = up_conn_get(c, &c->loops[0], sh, sp, 0, NULL, &conn);
+    upulsar_err_t err = up_conn_get(c, &c->loops[0], sh, sp, 0, NULL, false, &conn);
     if (err) {
         if (err != UPULSAR_ERR__CLOSED)
             up_service_failed(c, sh, sp);
@@ -97,12 +97,14 @@ static bool path_seen(const lookup_path_t *lp, const char *host, int port, bool 
 
 /* The answer @p resp (freed here) to a LOOKUP of @p topic asked at
  * @p h:@p p. UPULSAR_OK and *@p redirect false: the broker to use is in
- * @p host / @p port / @p proxy_to; *@p redirect true: ask @p nh:*@p np
- * next, authoritative as *@p auth says. Else the error (set). */
+ * @p host / @p port / @p proxy_to (and *@p proxy_tls: the scheme of the
+ * proxy's link to it); *@p redirect true: ask @p nh:*@p np next,
+ * authoritative as *@p auth says. Else the error (set). */
 static upulsar_err_t lookup_answer(struct upulsar_client *c, const char *topic, const char *h,
                                    int p, up_cmd_t *resp, bool *redirect_out, bool *auth,
                                    char *nh, size_t nhsz, int *np_out, char *host, size_t hostsz,
-                                   int *port, char *proxy_to, size_t proxy_to_sz)
+                                   int *port, char *proxy_to, size_t proxy_to_sz,
+                                   bool *proxy_tls)
 {
     upulsar_err_t err;
     *redirect_out = false;
@@ -147,6 +149,7 @@ static upulsar_err_t lookup_answer(struct upulsar_client *c, const char *topic, 
         snprintf(host, hostsz, "%s", h); /* the proxy we asked */
         *port = p;
         snprintf(proxy_to, proxy_to_sz, "%s:%d", nh, np);
+        *proxy_tls = tls;
         return UPULSAR_OK;
     }
     if (!redirect) {
@@ -161,9 +164,10 @@ static upulsar_err_t lookup_answer(struct upulsar_client *c, const char *topic, 
 
 upulsar_err_t up_lookup(struct upulsar_client *c, up_loop_t *l, const char *topic,
                         const char *from_url, char *host, size_t hostsz, int *port,
-                        char *proxy_to, size_t proxy_to_sz)
+                        char *proxy_to, size_t proxy_to_sz, bool *proxy_tls)
 {
     proxy_to[0] = '\0';
+    *proxy_tls = false;
     char h[256];
     int p;
     up_service_addr(c, h, sizeof h, &p);
@@ -186,7 +190,7 @@ upulsar_err_t up_lookup(struct upulsar_client *c, up_loop_t *l, const char *topi
         }
         path_add(&lp, h, p, authoritative);
         up_conn_t *conn;
-        upulsar_err_t err = up_conn_get(c, l, h, p, 0, NULL, &conn);
+        upulsar_err_t err = up_conn_get(c, l, h, p, 0, NULL, false, &conn);
         if (err) {
             if (hop == 0 && from_service && err != UPULSAR_ERR__CLOSED)
                 up_service_failed(c, h, p); /* the next attempt asks another */
@@ -215,7 +219,7 @@ upulsar_err_t up_lookup(struct upulsar_client *c, up_loop_t *l, const char *topi
         char nh[256] = "";
         int np = 0;
         err = lookup_answer(c, topic, h, p, resp, &redirect, &authoritative, nh, sizeof nh, &np,
-                            host, hostsz, port, proxy_to, proxy_to_sz);
+                            host, hostsz, port, proxy_to, proxy_to_sz, proxy_tls);
         if (err || !redirect)
             return err;
         snprintf(h, sizeof h, "%s", nh);
@@ -274,6 +278,7 @@ void up_lookup_many(struct upulsar_client *c, up_lookup_item_t *it, size_t n, in
     for (size_t i = 0; i < n; i++) {
         it[i].err = UPULSAR_OK;
         it[i].why[0] = it[i].proxy_to[0] = '\0';
+        it[i].proxy_tls = false;
         snprintf(st[i].h, sizeof st[i].h, "%s", sh);
         st[i].p = sp;
         st[i].active = true;
@@ -300,7 +305,8 @@ void up_lookup_many(struct upulsar_client *c, up_lookup_item_t *it, size_t n, in
                     cg = nc;
                 }
                 g[ng] = (many_grp_t){.loop = it[i].loop, .h = st[i].h, .p = st[i].p};
-                g[ng].err = up_conn_get(c, it[i].loop, st[i].h, st[i].p, 0, NULL, &g[ng].conn);
+                g[ng].err = up_conn_get(c, it[i].loop, st[i].h, st[i].p, 0, NULL, false,
+                                         &g[ng].conn);
                 if (g[ng].err) {
                     snprintf(g[ng].why, sizeof g[ng].why, "%s", upulsar_last_error());
                     if (hop == 0 && g[ng].err != UPULSAR_ERR__CLOSED)
@@ -351,7 +357,7 @@ void up_lookup_many(struct upulsar_client *c, up_lookup_item_t *it, size_t n, in
             upulsar_err_t err = lookup_answer(c, it[i].topic, st[i].h, st[i].p, m[j].resp,
                                               &redirect, &auth, nh, sizeof nh, &np, it[i].host,
                                               sizeof it[i].host, &it[i].port, it[i].proxy_to,
-                                              sizeof it[i].proxy_to);
+                                              sizeof it[i].proxy_to, &it[i].proxy_tls);
             if (err) {
                 item_fail(&it[i], &st[i], err, upulsar_last_error());
                 continue;

@@ -512,6 +512,12 @@ bool up_rp_attach(up_rp_t *rp, up_conn_t *c, int64_t last_seq, const uint8_t *sc
     } else if (last_seq >= 0 && (uint64_t)last_seq + 1 > rp->next_seq) {
         rp->next_seq = (uint64_t)last_seq + 1;
     }
+    /* Entries framed before are resent as they were framed, with the schema
+     * version of the PRODUCER_SUCCESS they were framed under, even when
+     * this one brought another: the official clients do the same (C++
+     * ProducerImpl::resendMessages and Java recoverProcessOpSendMsgFrom
+     * write each pending op's serialized command again, metadata
+     * untouched). Only entries framed from now on carry the new version. */
     rp->unsent = rp->pend_head;
     if (rp->pend_head)
         atomic_fetch_add(&rp->resent_batches, rp->npend);

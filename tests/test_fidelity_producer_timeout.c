@@ -7,6 +7,10 @@
  * last_sequence_id. A producer never ready before (lazy start) would then
  * number its messages from 0 again and a de-duplicating broker would drop
  * them as duplicates while their futures succeed.
+ * The same holds for a PRODUCER answered with what the producer cannot use
+ * (an unexpected command, a schema version over 16 bytes): the broker
+ * created the producer, so it is closed before the retry
+ * (unusable_answer_is_closed_before_the_retry).
  * The test broker's side: a repeated PRODUCER for a live producer id is
  * answered with the name only; one for a producer still being created gets
  * ServiceNotReady; CLOSE_PRODUCER cancels a creation in progress.
@@ -205,4 +209,106 @@ Test(fidelity_producer_timeout, timed_out_producer_is_closed_before_the_retry)
     }
     upulsar_tb_snapshot_free(s);
     upulsar_tb_stop(tb);
+}
+
+/* The second run of a named, lazily started producer whose first PRODUCER
+ * is answered with what it cannot use (@p how, UPULSAR_TB_MANGLE_*): the
+ * broker created the producer, so the client must close it (CLOSE_PRODUCER
+ * for that producer id, on that connection) before it asks again; else the
+ * retry on the same connection is answered as a repeat, without
+ * last_sequence_id, the producer numbers its messages from 0 again and the
+ * de-duplicating broker drops them while their futures succeed. */
+static void unusable_answer(const char *topic, int how)
+{
+    char part[64];
+    snprintf(part, sizeof part, "%s-partition-0", topic);
+    enum { FIRST = 5, SECOND = 5 };
+    upulsar_tb_t *tb = ft_broker();
+    const char *kv[] = {"operation.timeout.ms", "5000", NULL};
+
+    /* a first run of the named producer stores sequence ids 0..FIRST-1 */
+    upulsar_client_t *c = ft_client(tb, kv);
+    cr_assert_eq(upulsar_tb_set_partitions(tb, topic, 1), UPULSAR_OK);
+    upulsar_producer_t *p = ft_producer(c, "ua", topic, 1, NULL);
+    for (int i = 0; i < FIRST; i++)
+        ft_send_ok(p, NULL);
+    cr_assert_eq(upulsar_producer_stop(p, 10000), UPULSAR_OK);
+    upulsar_client_destroy(c);
+    upulsar_tb_request_t rq[64];
+    int before = requests(tb, part, rq);
+
+    /* the second run's first PRODUCER creates the producer on the broker,
+     * but its answer is unusable */
+    cr_assert_eq(upulsar_tb_mangle_producers(tb, part, 1, how), UPULSAR_OK);
+    c = ft_client(tb, kv);
+    const char *lazy[] = {"lazy.start.partitions", "true", NULL};
+    p = ft_producer(c, "ua", topic, 1, lazy);
+    upulsar_future_t *fs[SECOND];
+    for (int i = 0; i < SECOND; i++) {
+        char body[16];
+        int len = snprintf(body, sizeof body, "second-%d", i);
+        cr_assert_eq(upulsar_send(p, body, (size_t)len, NULL, &fs[i]), UPULSAR_OK);
+    }
+    for (int i = 0; i < SECOND; i++) {
+        upulsar_msg_id_t id;
+        cr_assert_eq(upulsar_future_wait(fs[i], FT_WAIT_MS, &id), UPULSAR_OK, "%s: %s", topic,
+                     upulsar_last_error());
+        cr_assert_neq(id.ledger_id, UPULSAR_ID_UNKNOWN,
+                      "%s: message %d acknowledged as a duplicate: it was never stored", topic, i);
+        upulsar_future_release(fs[i]);
+    }
+    cr_assert_eq(upulsar_producer_stop(p, 10000), UPULSAR_OK);
+    upulsar_client_destroy(c);
+
+    /* the log: the second run's first PRODUCER, then CLOSE_PRODUCER for its
+     * producer id on its connection, then (only then) a PRODUCER again */
+    int n = requests(tb, part, rq);
+    uint64_t old_conn = rq[0].connection;
+    int at = before;
+    while (at < n && rq[at].connection == old_conn)
+        at++; /* the first run's connection may still log its close late */
+    cr_assert_lt(at, n, "%s: no PRODUCER from the second run", topic);
+    upulsar_tb_request_t first = rq[at];
+    cr_assert_eq(first.type, UPULSAR_TB_REQ_PRODUCER);
+    int next = -1;
+    for (int i = at + 1; i < n && next < 0; i++)
+        if (rq[i].producer_id == first.producer_id && rq[i].connection == first.connection)
+            next = i;
+    cr_assert_geq(next, 0, "%s: nothing followed the PRODUCER answered unusably", topic);
+    cr_assert_eq(rq[next].type, UPULSAR_TB_REQ_CLOSE_PRODUCER,
+                 "%s: the PRODUCER answered unusably was retried without CLOSE_PRODUCER", topic);
+    int retry = -1;
+    for (int i = next + 1; i < n && retry < 0; i++)
+        if (rq[i].type == UPULSAR_TB_REQ_PRODUCER && rq[i].connection != old_conn)
+            retry = i;
+    cr_assert_geq(retry, 0, "%s: no PRODUCER after the CLOSE_PRODUCER", topic);
+
+    /* every message stored once, in order, numbered on from the first run */
+    upulsar_tb_topic_stats_t st;
+    cr_assert_eq(upulsar_tb_topic_stats(tb, part, &st), UPULSAR_OK);
+    cr_assert_eq(st.duplicates, 0, "%s: %llu SENDs dropped as duplicates", topic,
+                 (unsigned long long)st.duplicates);
+    upulsar_tb_snapshot_t *s = NULL;
+    cr_assert_eq(upulsar_tb_snapshot(tb, part, &s), UPULSAR_OK);
+    cr_assert_eq(upulsar_tb_snapshot_count(s), (size_t)(FIRST + SECOND));
+    for (int i = 0; i < FIRST + SECOND; i++) {
+        const upulsar_tb_msg_t *m = upulsar_tb_snapshot_msg(s, (size_t)i);
+        cr_assert_str_eq(m->producer_name, "ua");
+        cr_assert_eq(m->sequence_id, (uint64_t)i, "%s: message %d has sequence id %llu", topic,
+                     i, (unsigned long long)m->sequence_id);
+        if (i >= FIRST) {
+            char body[16];
+            int len = snprintf(body, sizeof body, "second-%d", i - FIRST);
+            cr_assert_eq(m->payload_len, (size_t)len);
+            cr_assert_eq(memcmp(m->payload, body, (size_t)len), 0, "%s: message %d", topic, i);
+        }
+    }
+    upulsar_tb_snapshot_free(s);
+    upulsar_tb_stop(tb);
+}
+
+Test(fidelity_producer_timeout, unusable_answer_is_closed_before_the_retry)
+{
+    unusable_answer("ua-command", UPULSAR_TB_MANGLE_COMMAND);
+    unusable_answer("ua-schema-version", UPULSAR_TB_MANGLE_SCHEMA_VERSION);
 }

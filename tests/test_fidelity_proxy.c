@@ -9,6 +9,15 @@
  * in CONNECT, and every message is stored once, in order.
  * The test broker's side: its lookup answers are checked field by field
  * (a broker: its own port's field only; a proxy: the link URL in both).
+ *
+ * A topic transfer behind such a proxy: the old owner's CLOSE_PRODUCER
+ * names the new owner in the field of each port that broker opens
+ * (assignedBrokerServiceUrl, assignedBrokerServiceUrlTls), and a Pulsar
+ * proxy passes it on untouched. Through a proxy the producer reconnects to
+ * the service URL and names the new owner as the proxy reaches it, so the
+ * field to follow is the one in the scheme of the proxy's link (learnt
+ * from the proxy's lookup answer), not the client's: followed at once,
+ * without a lookup, whatever the backoff.
  * UPULSAR_TEST_LABEL_CONCURRENCY (also run under ThreadSanitizer) */
 #include "broker_common.h"
 #include "fault_common.h"
@@ -23,7 +32,7 @@ static void teardown(void)
     if (have_certs)
         tls_certs_remove(&certs);
 }
-TestSuite(fidelity_proxy, .init = setup, .fini = teardown, .timeout = 60);
+TestSuite(fidelity_proxy, .init = setup, .fini = teardown, .timeout = 120);
 
 /* "host:port" of @p url. */
 static const char *hostport_of(const char *url)
@@ -152,5 +161,122 @@ Test(fidelity_proxy, tls_client_behind_a_tls_terminating_proxy)
     upulsar_client_t *c = ft_client(px, kv);
     produce_through(c, px, "tls-over-plain-link", hostport_of(upulsar_tb_url(px)), 20);
     upulsar_client_destroy(c);
+    upulsar_tb_stop(px);
+}
+
+typedef struct {
+    upulsar_producer_t *p;
+    const char *broker;
+} ready_at_t;
+
+/* For ft_wait_for(): is the producer ready on w->broker? */
+static int ready_at(void *a)
+{
+    ready_at_t *w = a;
+    upulsar_producer_info_t pi;
+    size_t n = 0;
+    return upulsar_producer_list(w->p, &pi, 1, &n) == UPULSAR_OK && n == 1 &&
+           pi.state == UPULSAR_STATE_READY && !strcmp(pi.broker, w->broker);
+}
+
+/* Send messages "m<from>" .. "m<to - 1>" through @p p, each acknowledged. */
+static void send_range(upulsar_producer_t *p, int from, int to)
+{
+    for (int i = from; i < to; i++) {
+        char body[32];
+        int len = snprintf(body, sizeof body, "m%d", i);
+        upulsar_future_t *f = NULL;
+        cr_assert_eq(upulsar_send(p, body, (size_t)len, NULL, &f), UPULSAR_OK);
+        cr_assert_eq(upulsar_future_wait(f, FT_WAIT_MS, NULL), UPULSAR_OK, "message %d: %s", i,
+                     upulsar_last_error());
+        upulsar_future_release(f);
+    }
+}
+
+/* A topic owned by broker A moves to broker B (sharing A's store) behind
+ * the proxy @p px, whose link to its brokers is TLS when @p link_tls; the
+ * client (@p client_kv: TLS or not) reaches both through @p px only. The
+ * CLOSE_PRODUCER names B in the field of the proxy link's scheme only (a
+ * test broker opens one port), and the producer must follow it at once:
+ * its backoff outlasts the test, and the proxy sees no lookup after the
+ * move. Every message is stored once, in order. */
+static void transfer_through(upulsar_tb_t *px, bool link_tls, const char *const *client_kv)
+{
+    upulsar_tb_t *a = ft_broker();
+    upulsar_tb_opts_t o;
+    upulsar_tb_opts_init(&o);
+    o.shared_store_with = a;
+    upulsar_tb_t *b = NULL;
+    cr_assert_eq(upulsar_tb_start(&o, &b), UPULSAR_OK, "%s", upulsar_last_error());
+    const char *topic = "moved-behind-proxy";
+    cr_assert_eq(upulsar_tb_set_owner(px, topic, upulsar_tb_url(a)), UPULSAR_OK);
+    const char *never[] = {"backoff.initial.ms", FT_NEVER_MS, "backoff.max.ms", FT_NEVER_MS,
+                           NULL};
+    upulsar_client_t *c = ft_client_with(upulsar_tb_url(px), client_kv, never);
+    upulsar_producer_t *p = NULL;
+    upulsar_err_t e = upulsar_producer_start(c, "px", topic, 0, NULL, &p);
+    cr_assert_eq(e, UPULSAR_OK, "start through the proxy: %s", upulsar_last_error());
+    ready_at_t at_a = {p, hostport_of(upulsar_tb_url(a))};
+    cr_assert(ready_at(&at_a), "not created on the first owner behind the proxy");
+    enum { N = 10 };
+    send_range(p, 0, N);
+
+    /* the proxy now finds B; A closes its producer naming B as its new
+     * owner, in the scheme of the proxy's link */
+    cr_assert_eq(upulsar_tb_set_owner(px, topic, upulsar_tb_url(b)), UPULSAR_OK);
+    upulsar_tb_stats_t st;
+    cr_assert_eq(upulsar_tb_stats(px, &st), UPULSAR_OK);
+    uint64_t lookups = st.lookups;
+    char assigned[96];
+    snprintf(assigned, sizeof assigned, "%s%s", link_tls ? "pulsar+ssl://" : "pulsar://",
+             hostport_of(upulsar_tb_url(b)));
+    cr_assert_eq(upulsar_tb_move_topic_ex(a, topic, assigned, UPULSAR_TB_MOVE_ASSIGNED), 1);
+    ready_at_t at_b = {p, hostport_of(upulsar_tb_url(b))};
+    cr_assert(ft_wait_for(ready_at, &at_b),
+              "the producer did not follow the CLOSE_PRODUCER naming the new owner");
+    cr_assert_eq(ft_reconnects(p), 1);
+    send_range(p, N, 2 * N);
+    cr_assert_eq(upulsar_tb_stats(px, &st), UPULSAR_OK);
+    cr_assert_eq(st.lookups, lookups, "looked the topic up instead of following the close");
+    cr_assert_geq(st.proxy_relayed, 2, "the proxy relayed %llu connections",
+                  (unsigned long long)st.proxy_relayed);
+    cr_assert_eq(st.lookup_only_closed, 0);
+    cr_assert_eq(upulsar_producer_stop(p, 10000), UPULSAR_OK);
+
+    upulsar_tb_snapshot_t *s = NULL;
+    cr_assert_eq(upulsar_tb_snapshot(b, topic, &s), UPULSAR_OK);
+    cr_assert_eq(upulsar_tb_snapshot_count(s), (size_t)(2 * N));
+    for (int i = 0; i < 2 * N; i++) {
+        const upulsar_tb_msg_t *m = upulsar_tb_snapshot_msg(s, (size_t)i);
+        char body[32];
+        int len = snprintf(body, sizeof body, "m%d", i);
+        cr_assert_eq(m->payload_len, (size_t)len);
+        cr_assert_eq(memcmp(m->payload, body, (size_t)len), 0, "message %d out of place", i);
+        cr_assert_eq(m->sequence_id, (uint64_t)i);
+    }
+    upulsar_tb_snapshot_free(s);
+    upulsar_client_destroy(c);
+    upulsar_tb_stop(b);
+    upulsar_tb_stop(a);
+}
+
+/* A TLS client behind a TLS-terminating proxy whose brokers are plain: the
+ * CLOSE_PRODUCER names the new owner in assignedBrokerServiceUrl only. */
+Test(fidelity_proxy, tls_client_follows_a_transfer_through_a_tls_terminating_proxy)
+{
+    cr_assert(have_certs, "openssl CLI failed to make the test certificates");
+    upulsar_tb_t *px = proxy(UPULSAR_TB_PROXY_LINK_PLAIN, certs.srv_cert);
+    const char *kv[] = {"tls.ca.file", certs.ca, "operation.timeout.ms", "5000", NULL};
+    transfer_through(px, false, kv);
+    upulsar_tb_stop(px);
+}
+
+/* A plain client behind a proxy that speaks TLS to its brokers: the
+ * CLOSE_PRODUCER names the new owner in assignedBrokerServiceUrlTls only. */
+Test(fidelity_proxy, plain_client_follows_a_transfer_through_a_proxy_with_a_tls_link)
+{
+    upulsar_tb_t *px = proxy(UPULSAR_TB_PROXY_LINK_TLS, NULL);
+    const char *kv[] = {"operation.timeout.ms", "5000", NULL};
+    transfer_through(px, true, kv);
     upulsar_tb_stop(px);
 }

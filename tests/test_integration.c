@@ -36,7 +36,11 @@
  *   payload, once.
  * through_a_proxy (needs UPULSAR_IT_PROXY_URL, the service URL of a Pulsar
  *   proxy in front of the same cluster): lookups answered "through the
- *   service URL"; 100 keyed messages acknowledged, in order per key. */
+ *   service URL"; 100 keyed messages acknowledged, in order per key.
+ * partitioned_topic_and_chunks_through_a_proxy (needs UPULSAR_IT_PROXY_URL
+ *   and UPULSAR_IT_PARTITIONED_TOPIC): partitioned_topic_routing's checks
+ *   and a chunked message (as chunked_message_round_trip), through the
+ *   proxy. */
 #include <criterion/criterion.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -149,13 +153,11 @@ static int java_partition(const char *key, int n)
     return (int)((h & 0x7fffffff) % n);
 }
 
-Test(integration, partitioned_topic_routing, .timeout = 120)
+/* The partitioned topic @p topic from @p url: keyed messages acknowledged
+ * from the partition JavaStringHash names, every partition gets some, every
+ * producer READY and naming its broker. */
+static void routed_by_key(const char *url, const char *topic)
 {
-    const char *url = service_url();
-    const char *topic = getenv("UPULSAR_IT_PARTITIONED_TOPIC");
-    if (!topic || !*topic)
-        cr_skip_test("UPULSAR_IT_PARTITIONED_TOPIC is not set (create one with "
-                     "pulsar-admin topics create-partitioned-topic <topic> -p 4)");
     it_run_t r = it_start(url, NULL, topic, NULL);
     upulsar_producer_t *p = r.p;
     int n = upulsar_producer_partitions(p);
@@ -194,6 +196,16 @@ Test(integration, partitioned_topic_routing, .timeout = 120)
     it_stop(&r);
 }
 
+Test(integration, partitioned_topic_routing, .timeout = 120)
+{
+    const char *url = service_url();
+    const char *topic = getenv("UPULSAR_IT_PARTITIONED_TOPIC");
+    if (!topic || !*topic)
+        cr_skip_test("UPULSAR_IT_PARTITIONED_TOPIC is not set (create one with "
+                     "pulsar-admin topics create-partitioned-topic <topic> -p 4)");
+    routed_by_key(url, topic);
+}
+
 Test(integration, named_partitioned_producer, .timeout = 120)
 {
     const char *url = service_url();
@@ -229,11 +241,12 @@ Test(integration, named_partitioned_producer, .timeout = 120)
     it_stop(&r);
 }
 
-Test(integration, chunked_message_round_trip, .timeout = 120)
+/* A 15 MiB message on a fresh topic (@p prefix-<pid>) from @p url, chunked:
+ * acknowledged once, its id naming its first and last chunk. */
+static void chunked_round_trip(const char *url, const char *prefix)
 {
-    const char *url = service_url();
     char topic[128];
-    snprintf(topic, sizeof topic, "upulsar-it-chunks-%d", (int)getpid());
+    snprintf(topic, sizeof topic, "%s-%d", prefix, (int)getpid());
     const char *kv[] = {"chunking.enabled", "true", "batching.enabled", "false", NULL};
     it_run_t r = it_start(url, NULL, topic, kv);
     upulsar_producer_t *p = r.p;
@@ -257,6 +270,11 @@ Test(integration, chunked_message_round_trip, .timeout = 120)
     upulsar_future_release(f);
     free(big);
     it_stop(&r);
+}
+
+Test(integration, chunked_message_round_trip, .timeout = 120)
+{
+    chunked_round_trip(service_url(), "upulsar-it-chunks");
 }
 
 /* A producer declaring a schema on a fresh topic registers it and sends;
@@ -325,6 +343,20 @@ Test(integration, through_a_proxy, .timeout = 120)
         last[i % KEYS] = id;
     }
     it_stop(&r);
+}
+
+/* Through the proxy as well: a partitioned topic (routing and producers as
+ * partitioned_topic_routing checks them) and a chunked message. */
+Test(integration, partitioned_topic_and_chunks_through_a_proxy, .timeout = 180)
+{
+    const char *proxy = getenv("UPULSAR_IT_PROXY_URL");
+    if (!proxy || !*proxy)
+        cr_skip_test("UPULSAR_IT_PROXY_URL is not set (the service URL of a Pulsar proxy)");
+    const char *topic = getenv("UPULSAR_IT_PARTITIONED_TOPIC");
+    if (!topic || !*topic)
+        cr_skip_test("UPULSAR_IT_PARTITIONED_TOPIC is not set");
+    routed_by_key(proxy, topic);
+    chunked_round_trip(proxy, "upulsar-it-proxy-chunks");
 }
 
 /* the delivery reports of explicit_partitions_null_values_and_reports */

@@ -228,8 +228,14 @@ typedef struct upulsar_tb_opts {
      *  the topic's owner, see below); a connection whose CONNECT has no
      *  proxy_to_broker_url serves lookups only and is closed on PRODUCER or
      *  SUBSCRIBE, as a proxy in lookup mode does; one naming this broker
-     *  ("127.0.0.1:<port>" or "localhost:<port>") is served as usual, one
-     *  naming anything else gets ERROR ServiceNotReady and is closed.
+     *  ("127.0.0.1:<port>" or "localhost:<port>") is served as usual; one
+     *  naming another port on 127.0.0.1 or localhost (another broker, e.g.
+     *  the new owner of a moved topic) is relayed to it as a Pulsar proxy
+     *  does: the proxy connects there (plain TCP, whatever
+     *  proxy_broker_link says), passes on the CONNECT without
+     *  proxy_to_broker_url, and from then on forwards the bytes both ways
+     *  until either side closes; one naming anything else, or a port where
+     *  nothing listens, gets ERROR ServiceNotReady and is closed.
      *  As a Pulsar proxy (LookupProxyHandler), the LOOKUP answer carries
      *  the URL by which the proxy reaches the broker in both
      *  brokerServiceUrl and brokerServiceUrlTls, whatever scheme the
@@ -724,6 +730,8 @@ typedef struct upulsar_tb_stats {
                                         in proxy_to_broker_url */
     uint64_t lookup_only_closed;   /**< proxy_mode: connections closed for a
                                         PRODUCER/SUBSCRIBE without one */
+    uint64_t proxy_relayed;        /**< proxy_mode: connections whose CONNECT
+                                        named another broker, relayed to it */
     uint64_t auth_tls_ok;          /**< CONNECTs accepted with auth_method_name
                                         "tls" on a verified client certificate
                                         (also counted in auth_ok) */
@@ -815,6 +823,23 @@ upulsar_err_t upulsar_tb_fail_producers(upulsar_tb_t *tb, const char *topic,
  * @p n or @p ms negative), INVALID_TOPIC, NOMEM. Thread safety: any.
  */
 upulsar_err_t upulsar_tb_delay_producers(upulsar_tb_t *tb, const char *topic, int n, int ms);
+
+/** Values of upulsar_tb_mangle_producers()'s @p how. */
+#define UPULSAR_TB_MANGLE_COMMAND 1        /**< SUCCESS instead of PRODUCER_SUCCESS */
+#define UPULSAR_TB_MANGLE_SCHEMA_VERSION 2 /**< PRODUCER_SUCCESS whose schema_version
+                                                has 17 bytes */
+
+/**
+ * Test only (no Pulsar broker does this): the next @p n PRODUCER requests
+ * for @p topic that create or confirm a producer are processed as usual
+ * (the producer is created and holds its name, the answer is recorded as
+ * UPULSAR_TB_PRODUCER_CREATED) but answered with what a client cannot use,
+ * as @p how says (UPULSAR_TB_MANGLE_*), to check what the client does with
+ * a producer the broker created and it could not take. n = 0 cancels.
+ * Errors: INVALID_ARG (@p tb or @p topic NULL, @p n negative, @p how not a
+ * UPULSAR_TB_MANGLE_* value), INVALID_TOPIC, NOMEM. Thread safety: any.
+ */
+upulsar_err_t upulsar_tb_mangle_producers(upulsar_tb_t *tb, const char *topic, int n, int how);
 
 /**
  * Unload @p topic: send CLOSE_PRODUCER to each of its active producers (the

@@ -149,6 +149,7 @@ static void spawn_conn(upulsar_tb_t *tb, int fd)
     }
     c->tb = tb;
     c->fd = fd;
+    c->relay_fd = -1;
     c->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (c->efd < 0 || pthread_mutex_init(&c->mu, NULL)) {
         if (c->efd >= 0)
@@ -1188,6 +1189,21 @@ upulsar_err_t upulsar_tb_delay_producers(upulsar_tb_t *tb, const char *topic, in
     return set_producer_countdown(tb, topic, true, n, ms);
 }
 
+upulsar_err_t upulsar_tb_mangle_producers(upulsar_tb_t *tb, const char *topic, int n, int how)
+{
+    if (!tb || !topic || n < 0 ||
+        (how != UPULSAR_TB_MANGLE_COMMAND && how != UPULSAR_TB_MANGLE_SCHEMA_VERSION))
+        return up_seterr(UPULSAR_ERR__INVALID_ARG, "upulsar_tb_mangle_producers: bad argument");
+    upulsar_err_t err;
+    tb_topic_t *t = topic_arg(tb, topic, true, &err);
+    if (!t)
+        return err;
+    pthread_mutex_lock(&t->mu);
+    t->mangle_prods = (tb_countdown_t){n, how};
+    pthread_mutex_unlock(&t->mu);
+    return UPULSAR_OK;
+}
+
 int upulsar_tb_unload_topic(upulsar_tb_t *tb, const char *topic)
 {
     if (!tb)
@@ -1257,6 +1273,7 @@ upulsar_err_t upulsar_tb_stats(upulsar_tb_t *tb, upulsar_tb_stats_t *out)
     out->partition_lookups = atomic_load(&tb->partition_lookups);
     out->proxied_connections = atomic_load(&tb->proxied_connections);
     out->lookup_only_closed = atomic_load(&tb->lookup_only_closed);
+    out->proxy_relayed = atomic_load(&tb->proxy_relayed);
     out->auth_tls_ok = atomic_load(&tb->auth_tls_ok);
     out->listener_lookups = atomic_load(&tb->listener_lookups);
     return UPULSAR_OK;

@@ -1,7 +1,11 @@
 /* conn.c -- one thread per client connection: reads frames, answers them,
  * keeps the connection's receipt queue, pings, and dispatches entries to
  * the connection's consumers. */
+#include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -611,6 +615,50 @@ static int send_challenge(tb_conn_t *c, bool in_handshake)
     return KEEP;
 }
 
+/* Proxy mode: relay the connection to the broker its CONNECT @p in names
+ * ("127.0.0.1:<port>" or "localhost:<port>", another broker on this
+ * machine), as a Pulsar proxy forwards a client to the broker it names:
+ * connect there, pass the CONNECT on without proxy_to_broker_url, and let
+ * the connection's thread forward the bytes both ways from now on.
+ * -1: not a broker here (nothing listens, or another host). */
+static int relay_open(tb_conn_t *c, const Pulsar__Proto__CommandConnect *in)
+{
+    const char *to = in->proxy_to_broker_url;
+    const char *colon = strrchr(to, ':');
+    if (!colon)
+        return -1;
+    size_t hl = (size_t)(colon - to);
+    if (hl != 9 || (strncmp(to, "127.0.0.1", hl) && strncmp(to, "localhost", hl)))
+        return -1;
+    char *end;
+    long port = strtol(colon + 1, &end, 10);
+    if (*end || port <= 0 || port > 65535)
+        return -1;
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -1;
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    int one = 1;
+    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) ||
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) ||
+        fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)) {
+        close(fd);
+        return -1;
+    }
+    Pulsar__Proto__CommandConnect co = *in;
+    co.proxy_to_broker_url = NULL;
+    up_cmd_t cmd = PULSAR__PROTO__BASE_COMMAND__INIT;
+    cmd.type = UP_CMD(CONNECT);
+    cmd.connect = &co;
+    if (up_frame_put_cmd(&c->relay_out, &cmd)) {
+        close(fd);
+        return -1;
+    }
+    c->relay_fd = fd;
+    return 0;
+}
+
 static int on_connect(tb_conn_t *c, const Pulsar__Proto__CommandConnect *in)
 {
     upulsar_tb_t *tb = c->tb;
@@ -631,9 +679,13 @@ static int on_connect(tb_conn_t *c, const Pulsar__Proto__CommandConnect *in)
             char url[300];
             snprintf(url, sizeof url, "%s%s", tb->ssl_ctx ? "pulsar+ssl://" : "pulsar://", to);
             if (!tb_url_is_self(tb, url)) {
-                tb_put_error(&c->out, TB_ID_NONE, UP_SERR(ServiceNotReady),
-                             "proxy: no such broker behind this proxy");
-                return CLOSE;
+                if (relay_open(c, in)) {
+                    tb_put_error(&c->out, TB_ID_NONE, UP_SERR(ServiceNotReady),
+                                 "proxy: no such broker behind this proxy");
+                    return CLOSE;
+                }
+                atomic_fetch_add(&tb->proxy_relayed, 1);
+                return KEEP; /* the broker's CONNECTED comes through the relay */
             }
             atomic_fetch_add(&tb->proxied_connections, 1);
         }
@@ -831,8 +883,39 @@ static int on_lookup(tb_conn_t *c, const Pulsar__Proto__CommandLookupTopic *in)
  * NO_LAST_SEQ: no last_sequence_id and no producer_ready (Pulsar's answer
  * for a producer id already created on the connection: the name and the
  * schema version only) */
+static int put_producer_success_ver(up_buf_t *out, uint64_t request_id, const char *name,
+                                    int64_t last_seq, int64_t epoch, bool ready,
+                                    int64_t schema_ver, size_t ver_len);
+
 static int put_producer_success(up_buf_t *out, uint64_t request_id, const char *name,
                                 int64_t last_seq, int64_t epoch, bool ready, int64_t schema_ver)
+{
+    return put_producer_success_ver(out, request_id, name, last_seq, epoch, ready, schema_ver, 8);
+}
+
+/* The answer to a PRODUCER that created or confirmed a producer of @p t:
+ * PRODUCER_SUCCESS, or what upulsar_tb_mangle_producers() asked for. */
+static int answer_created(tb_conn_t *c, tb_topic_t *t, uint64_t request_id, const char *name,
+                          int64_t last_seq, int64_t epoch, bool ready, int64_t schema_ver)
+{
+    pthread_mutex_lock(&t->mu);
+    int how = tb_countdown_take(&t->mangle_prods);
+    pthread_mutex_unlock(&t->mu);
+    if (how == UPULSAR_TB_MANGLE_COMMAND)
+        return put_rc(tb_put_success(&c->out, request_id));
+    if (how == UPULSAR_TB_MANGLE_SCHEMA_VERSION)
+        return put_rc(put_producer_success_ver(&c->out, request_id, name, last_seq, epoch, ready,
+                                               schema_ver < 0 ? 0 : schema_ver, 17));
+    return put_rc(
+        put_producer_success(&c->out, request_id, name, last_seq, epoch, ready, schema_ver));
+}
+
+/* PRODUCER_SUCCESS into @p out with a schema version of @p ver_len bytes
+ * (8, as Pulsar; more only for upulsar_tb_mangle_producers(): the 8 bytes
+ * then zeros). */
+static int put_producer_success_ver(up_buf_t *out, uint64_t request_id, const char *name,
+                                    int64_t last_seq, int64_t epoch, bool ready,
+                                    int64_t schema_ver, size_t ver_len)
 {
     up_cmd_t cmd = PULSAR__PROTO__BASE_COMMAND__INIT;
     Pulsar__Proto__CommandProducerSuccess ps = PULSAR__PROTO__COMMAND_PRODUCER_SUCCESS__INIT;
@@ -852,13 +935,13 @@ static int put_producer_success(up_buf_t *out, uint64_t request_id, const char *
     }
     /* as Pulsar: always there, empty for a producer without a schema,
      * else the version as 8 bytes big-endian (LongSchemaVersion) */
-    uint8_t ver[8];
+    uint8_t ver[32] = {0};
     ps.has_schema_version = 1;
     if (schema_ver >= 0) {
         for (int i = 0; i < 8; i++)
             ver[i] = (uint8_t)((uint64_t)schema_ver >> (56 - 8 * i));
         ps.schema_version.data = ver;
-        ps.schema_version.len = sizeof ver;
+        ps.schema_version.len = ver_len < sizeof ver ? ver_len : sizeof ver;
     }
     return up_frame_put_cmd(out, &cmd);
 }
@@ -1010,8 +1093,8 @@ static int producer_run(tb_conn_t *c, const Pulsar__Proto__CommandProducer *in, 
             pthread_mutex_unlock(&lt->mu);
             if (live) {
                 free(ln);
-                return put_rc(put_producer_success(&c->out, rid, lp->name, NO_LAST_SEQ, -1, true,
-                                                   lp->schema_ver));
+                return answer_created(c, lt, rid, lp->name, NO_LAST_SEQ, -1, true,
+                                      lp->schema_ver);
             }
         }
         free(ln);
@@ -1125,7 +1208,7 @@ static int producer_run(tb_conn_t *c, const Pulsar__Proto__CommandProducer *in, 
                 int64_t last = tb_topic_dedup_locked(tb, t) ? p->dedup->last_seq : -1;
                 tb_topic_note_answer_locked(t, UPULSAR_TB_PRODUCER_QUEUED);
                 pthread_mutex_unlock(&t->mu);
-                return put_rc(put_producer_success(&c->out, rid, p->name, last, -1, false, sver));
+                return answer_created(c, t, rid, p->name, last, -1, false, sver);
             }
             if (ptr_push((void ***)&t->prods, &t->nprods, &t->prods_cap, p)) {
                 pthread_mutex_unlock(&t->mu);
@@ -1139,8 +1222,8 @@ static int producer_run(tb_conn_t *c, const Pulsar__Proto__CommandProducer *in, 
         tb_topic_note_answer_locked(t, UPULSAR_TB_PRODUCER_CREATED);
         pthread_mutex_unlock(&t->mu);
         if (epoch >= 0)
-            return put_rc(put_producer_success(&c->out, rid, p->name, last, epoch, true, sver));
-        return put_rc(put_producer_success(&c->out, rid, p->name, last, -1, true, sver));
+            return answer_created(c, t, rid, p->name, last, epoch, true, sver);
+        return answer_created(c, t, rid, p->name, last, -1, true, sver);
     }
 
     char gen[64];
@@ -1175,7 +1258,7 @@ static int producer_run(tb_conn_t *c, const Pulsar__Proto__CommandProducer *in, 
         int64_t last = tb_topic_dedup_locked(tb, t) ? d->last_seq : -1;
         tb_topic_note_answer_locked(t, UPULSAR_TB_PRODUCER_QUEUED);
         pthread_mutex_unlock(&t->mu);
-        return put_rc(put_producer_success(&c->out, rid, p->name, last, -1, false, sver));
+        return answer_created(c, t, rid, p->name, last, -1, false, sver);
     }
     if (ptr_push((void ***)&t->prods, &t->nprods, &t->prods_cap, p)) {
         conn_prod_remove(c, p);
@@ -1189,8 +1272,8 @@ static int producer_run(tb_conn_t *c, const Pulsar__Proto__CommandProducer *in, 
     tb_topic_note_answer_locked(t, UPULSAR_TB_PRODUCER_CREATED);
     pthread_mutex_unlock(&t->mu);
     if (epoch >= 0)
-        return put_rc(put_producer_success(&c->out, rid, p->name, last, epoch, true, sver));
-    return put_rc(put_producer_success(&c->out, rid, p->name, last, -1, true, sver));
+        return answer_created(c, t, rid, p->name, last, epoch, true, sver);
+    return answer_created(c, t, rid, p->name, last, -1, true, sver);
 }
 
 static int on_close_producer(tb_conn_t *c, const Pulsar__Proto__CommandCloseProducer *in)
@@ -1823,6 +1906,14 @@ static int handle(tb_conn_t *c, const up_frame_t *f, bool bad_crc)
 static int process_frames(tb_conn_t *c)
 {
     for (;;) {
+        if (c->relay_fd >= 0) {
+            /* relayed: the rest is the broker's to read */
+            size_t n = up_decoder_pending(&c->dec);
+            if (n && up_buf_append(&c->relay_out, c->dec.buf.data + c->dec.off, n))
+                return -1;
+            c->dec.off = c->dec.buf.len;
+            return 0;
+        }
         up_frame_t f;
         int rc = up_decoder_next(&c->dec, &f);
         if (rc == 0)
@@ -1983,6 +2074,46 @@ static int conn_flush(tb_conn_t *c)
     return 0;
 }
 
+/* Relayed connection: what the broker sent, on to the client. -1: the
+ * broker closed (so does the proxy) or out of memory. */
+static int relay_read(tb_conn_t *c)
+{
+    for (int round = 0; round < 8 && out_pending(c) < OUT_HIGH; round++) {
+        if (up_buf_reserve(&c->out, 64u * 1024))
+            return -1;
+        ssize_t n = recv(c->relay_fd, c->out.data + c->out.len, 64u * 1024, 0);
+        if (n == 0)
+            return -1;
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return errno == EAGAIN || errno == EWOULDBLOCK ? 0 : -1;
+        }
+        c->out.len += (size_t)n;
+    }
+    return 0;
+}
+
+/* Relayed connection: what the client sent, on to the broker. */
+static int relay_flush(tb_conn_t *c)
+{
+    while (c->relay_off < c->relay_out.len) {
+        ssize_t n = send(c->relay_fd, c->relay_out.data + c->relay_off,
+                         c->relay_out.len - c->relay_off, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n > 0) {
+            c->relay_off += (size_t)n;
+            continue;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            break;
+        return -1;
+    }
+    compact(&c->relay_out, &c->relay_off);
+    return 0;
+}
+
 static int take_injected(tb_conn_t *c)
 {
     int rc = 0;
@@ -2082,6 +2213,10 @@ static void conn_cleanup(tb_conn_t *c)
     c->qlen = 0;
     up_decoder_free(&c->dec);
     up_buf_free(&c->out);
+    if (c->relay_fd >= 0)
+        close(c->relay_fd);
+    c->relay_fd = -1;
+    up_buf_free(&c->relay_out);
     SSL_free(c->ssl); /* and its BIOs */
     c->ssl = NULL;
     free(c->rx);
@@ -2151,7 +2286,7 @@ void *tb_conn_main(void *arg)
             if (timeout > 60000)
                 timeout = 60000;
         }
-        struct pollfd pfd[2];
+        struct pollfd pfd[3];
         pfd[0].fd = frozen ? -1 : c->fd;
         pfd[0].events = (short)((out_pending(c) < OUT_HIGH ? POLLIN : 0) |
                                 (want_write(c) ? POLLOUT : 0));
@@ -2159,7 +2294,11 @@ void *tb_conn_main(void *arg)
         pfd[1].fd = c->efd;
         pfd[1].events = POLLIN;
         pfd[1].revents = 0;
-        int pr = poll(pfd, 2, (int)timeout);
+        pfd[2].fd = frozen ? -1 : c->relay_fd;
+        pfd[2].events = (short)((out_pending(c) < OUT_HIGH ? POLLIN : 0) |
+                                (c->relay_off < c->relay_out.len ? POLLOUT : 0));
+        pfd[2].revents = 0;
+        int pr = poll(pfd, 3, (int)timeout);
         if (pr < 0 && errno != EINTR)
             break;
         if (pfd[1].revents & POLLIN) {
@@ -2183,6 +2322,14 @@ void *tb_conn_main(void *arg)
         if (pfd[0].revents & (POLLIN | POLLHUP | POLLERR)) {
             if (conn_read(c))
                 break;
+        }
+        if (c->relay_fd >= 0) {
+            /* a relay only forwards: pings, receipts and the rest are the
+             * broker's behind it */
+            if (((pfd[2].revents & (POLLIN | POLLHUP | POLLERR)) && relay_read(c)) ||
+                relay_flush(c) || conn_flush(c))
+                break;
+            continue;
         }
         if (take_injected(c) || run_queue(c, now) || run_delayed(c, now) || run_held_metadata(c) ||
             tick(c, now) ||

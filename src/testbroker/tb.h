@@ -191,6 +191,7 @@ struct tb_topic {
     bool fail_sends_fence; /**< upulsar_tb_fail_writes(): close the producers */
     tb_countdown_t fail_prods, delay_prods; /**< upulsar_tb_fail_producers(),
                                                  upulsar_tb_delay_producers() */
+    tb_countdown_t mangle_prods;            /**< upulsar_tb_mangle_producers() */
     atomic_bool hold;
 
     /* answers to PRODUCER requests, oldest first (topic->mu); see
@@ -289,6 +290,12 @@ struct tb_conn {
     bool auth_in_handshake;    /**< ... and CONNECTED waits for it */
     int64_t auth_deadline_ms;
     bool lookup_only;          /**< proxy mode, CONNECT named no broker */
+
+    /* proxy mode, CONNECT named another broker: from then on the bytes pass
+     * through both ways between the client and that broker (relay_fd) */
+    int relay_fd;              /**< -1: not relayed */
+    up_buf_t relay_out;        /**< client bytes waiting for the broker */
+    size_t relay_off;
 };
 
 /* ---- the store and owner settings ---------------------------------------- */
@@ -360,6 +367,7 @@ struct upulsar_tb {
         auth_unanswered;
     atomic_ullong retained_bytes;
     atomic_ullong lookups, partition_lookups, proxied_connections, lookup_only_closed;
+    atomic_ullong proxy_relayed;
     atomic_ullong auth_tls_ok;
     atomic_ullong listener_lookups;
     char tls_role[256]; /**< tb->mu: CN of the last TLS-authenticated client */
