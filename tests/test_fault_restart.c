@@ -25,6 +25,7 @@ enum { THREADS = 2, TOTAL = 40000 / FT_SCALE, PER_THREAD = TOTAL / THREADS, PART
 typedef struct {
     upulsar_tb_t *tb;
     ft_run_t *run;
+    uint64_t base; /* resolved before the run */
     _Atomic int done;
     int restarts;
     upulsar_err_t err;
@@ -33,7 +34,7 @@ typedef struct {
 static void *restarter(void *a)
 {
     restarter_t *r = a;
-    uint64_t base = ft_resolved_so_far(), next = TOTAL / 8;
+    uint64_t base = r->base, next = TOTAL / 8;
     while (!atomic_load(&r->done) && r->restarts < 3) {
         if (ft_resolved_so_far() - base >= next) {
             upulsar_err_t e = upulsar_tb_restart(r->tb);
@@ -60,7 +61,9 @@ Test(fault_restart, restarts_mid_stream_lose_and_duplicate_nothing, .timeout = 1
     upulsar_producer_t *p = ft_producer(client, "fr", "restarts", PARTS, kv);
     ft_run_t *run = ft_run_new(p, THREADS, PER_THREAD, 2);
     atomic_store(&run->limit, TOTAL / 4);
-    restarter_t rs = {.tb = tb, .run = run};
+    /* counted here, before the senders start: the thread may begin only
+     * once they have sent (and the broker acknowledged) all they may */
+    restarter_t rs = {.tb = tb, .run = run, .base = ft_resolved_so_far()};
     ft_run_with_fault_thread(run, restarter, &rs, &rs.done);
     cr_assert_eq(atomic_load(&run->refused), 0, "%s", upulsar_last_error());
     cr_assert_eq(rs.err, UPULSAR_OK, "restart failed");
