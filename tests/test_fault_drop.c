@@ -87,7 +87,7 @@ Test(fault_drop, repeated_drops_lose_and_duplicate_nothing, .timeout = 120)
     ft_wait_for(dropper_finished, &d);
     atomic_store(&d.done, 1);
     pthread_join(dt, NULL);
-    cr_assert(ft_wait_for(ft_cbs_done, run));
+    ft_assert_cbs_done(run);
     ft_assert_every_producer_recreated(p);
     uint64_t reconnects = ft_reconnects(p);
     ft_stats_t stats = ft_stats(p);
