@@ -47,7 +47,12 @@ static void *dropper(void *a)
     while (!atomic_load(&d->done) && k * DROP_EVERY < TOTAL) {
         if (ft_resolved_so_far() - base >= k * DROP_EVERY) {
             d->tries++;
-            if (upulsar_tb_drop_connections(d->tb, NULL) > 0)
+            int n = upulsar_tb_drop_connections(d->tb, NULL);
+            if (n < 0) { /* its threads did not end: the run cannot go on */
+                ft_run_stuck(d->run, "drop %d failed: %s", d->tries, upulsar_last_error());
+                break;
+            }
+            if (n > 0)
                 d->drops++;
             k++;
             ft_run_allow(d->run, (k + 1) * DROP_EVERY);
