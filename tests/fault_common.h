@@ -26,7 +26,9 @@
 #include <netinet/in.h>
 #include <pthread.h>
 #include <sched.h>
+#include <stdarg.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -214,6 +216,12 @@ typedef struct ft_run {
      * until a fault thread raises it (pacing the stream by the faults) */
     _Atomic uint64_t limit;
     _Atomic uint64_t tickets;
+    /* set when a wait of the run (a sender's, a fault thread's) went past
+     * FT_WAIT_MS: what it waited for, in stuck_why (the first few such
+     * waits, in the order they gave up) */
+    _Atomic int stuck;
+    _Atomic int stuck_said[4]; /* stuck_why[i] written */
+    char stuck_why[4][512];
     pthread_t th[16];
     struct ft_sender {
         struct ft_run *run;
@@ -245,6 +253,75 @@ static inline void ft_cb(upulsar_err_t err, const upulsar_msg_id_t *id, void *op
     atomic_fetch_add_explicit(&m->cb_calls, 1, memory_order_release);
 }
 
+/* A wait of @p r went past FT_WAIT_MS: keep what it waited for (see
+ * ft_run_diag()) and stop the senders. Any thread; the test fails in
+ * ft_collect() or ft_run_with_fault_thread(), on its own thread. */
+static inline void ft_run_stuck(ft_run_t *r, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static inline void ft_run_stuck(ft_run_t *r, const char *fmt, ...)
+{
+    int i = atomic_fetch_add(&r->stuck, 1);
+    if (i < 4) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(r->stuck_why[i], sizeof r->stuck_why[i], fmt, ap);
+        va_end(ap);
+        atomic_store_explicit(&r->stuck_said[i], 1, memory_order_release);
+    }
+    atomic_store(&r->stop, 1);
+}
+
+/* What a run that does not end is waiting for, into @p out (@p n bytes):
+ * the waits that went past FT_WAIT_MS (if any did), how many accepted
+ * messages have not been called back and the first of them
+ * ("thread:index"), and the state of every producer of the run's handle
+ * (pending messages, last acknowledged sequence id: the first unresolved
+ * one follows it; re-creations, broker). */
+static inline void ft_run_diag(ft_run_t *r, char *out, size_t n)
+{
+    size_t at = 0;
+#define FT_DIAG(...)                                                                   \
+    do {                                                                               \
+        if (at < n) {                                                                  \
+            int w_ = snprintf(out + at, n - at, __VA_ARGS__);                          \
+            at += w_ > 0 ? (size_t)w_ : 0;                                             \
+        }                                                                              \
+    } while (0)
+    out[0] = '\0';
+    for (int i = 0; i < 4; i++)
+        if (atomic_load_explicit(&r->stuck_said[i], memory_order_acquire))
+            FT_DIAG("%s; ", r->stuck_why[i]);
+    size_t total = (size_t)r->threads * (size_t)r->per_thread, accepted = 0, open = 0;
+    for (size_t k = 0; k < total; k++)
+        if (r->msgs[k].send_err == UPULSAR_OK) {
+            accepted++;
+            open += atomic_load_explicit(&r->msgs[k].cb_calls, memory_order_acquire) == 0;
+        }
+    FT_DIAG("%zu of %zu accepted messages not called back (%llu resolved in the process)",
+            open, accepted, (unsigned long long)ft_resolved_so_far());
+    int shown = 0;
+    for (size_t k = 0; k < total && shown < 8; k++)
+        if (r->msgs[k].send_err == UPULSAR_OK &&
+            atomic_load_explicit(&r->msgs[k].cb_calls, memory_order_acquire) == 0)
+            FT_DIAG("%s%d:%d", shown++ ? " " : ", first: ", (int)(k / (size_t)r->per_thread),
+                    (int)(k % (size_t)r->per_thread));
+    upulsar_producer_info_t pi[64];
+    size_t np = 0;
+    if (upulsar_producer_list(r->p, pi, 64, &np) != UPULSAR_OK) {
+        FT_DIAG("; producer list: %s", upulsar_last_error());
+    } else {
+        FT_DIAG("; producers:");
+        for (size_t i = 0; i < np && i < 64; i++)
+            FT_DIAG(" [%s p%d/%d %s pending %llu last acked seq %lld reconnects %llu "
+                    "timed out %llu on %s conn %d]",
+                    pi[i].name, pi[i].partition, pi[i].index, upulsar_state_name(pi[i].state),
+                    (unsigned long long)pi[i].pending, (long long)pi[i].last_sequence_id,
+                    (unsigned long long)pi[i].reconnects, (unsigned long long)pi[i].timed_out,
+                    pi[i].broker[0] ? pi[i].broker : "-", pi[i].connection);
+    }
+#undef FT_DIAG
+}
+
 static inline void *ft_sender(void *a)
 {
     struct ft_sender *s = a;
@@ -263,14 +340,37 @@ static inline void *ft_sender(void *a)
         }
         if (atomic_load(&r->limit)) {
             uint64_t ticket = atomic_fetch_add(&r->tickets, 1);
-            while (ticket >= atomic_load(&r->limit) && !atomic_load(&r->stop))
+            uint64_t end = ft_now_ms() + FT_WAIT_MS;
+            while (ticket >= atomic_load(&r->limit) && !atomic_load(&r->stop)) {
+                if (ft_now_ms() > end) {
+                    ft_run_stuck(r, "sender %d: message %d waited %d ms to be let through "
+                                 "(ticket %llu, limit %llu: the fault thread never raised it; "
+                                 "%llu sent)",
+                                 s->t, i, FT_WAIT_MS, (unsigned long long)ticket,
+                                 (unsigned long long)atomic_load(&r->limit),
+                                 (unsigned long long)atomic_load(&r->sent));
+                    return NULL;
+                }
                 ft_pause_ms(1);
+            }
+            if (ticket >= atomic_load(&r->limit))
+                return NULL; /* stopped while waiting: not sent */
         }
         upulsar_err_t err;
+        uint64_t full_since = 0;
         while ((err = upulsar_send(r->p, payload, r->payload_len, &o, &m->f)) ==
                UPULSAR_ERR__QUEUE_FULL) {
             if (atomic_load(&r->stop))
                 break;
+            uint64_t now = ft_now_ms();
+            if (!full_since) {
+                full_since = now;
+            } else if (now - full_since > FT_WAIT_MS) {
+                ft_run_stuck(r, "sender %d: message %d refused with QUEUE_FULL for %d ms "
+                             "(nothing made room; %llu sent)",
+                             s->t, i, FT_WAIT_MS, (unsigned long long)atomic_load(&r->sent));
+                break;
+            }
             sched_yield();
         }
         m->send_err = err;
@@ -323,13 +423,16 @@ static inline void ft_run_join(ft_run_t *r)
         pthread_join(r->th[t], NULL);
 }
 
-/* Wait for every accepted message's future (bounded by FT_WAIT_MS per
- * future), record its result and release it. Returns the number of
- * futures that did not resolve in time (0 expected). */
+/* Wait for every accepted message's future (FT_WAIT_MS for them all; not
+ * at all once a wait of the run went past FT_WAIT_MS: ft_run_stuck()),
+ * record its result and release it. Returns the number of futures that did
+ * not resolve in time: 0, since the test fails here otherwise, saying what
+ * the run waited for (ft_run_diag()). Test thread only. */
 static inline size_t ft_collect(ft_run_t *r)
 {
     size_t pending = 0;
-    uint64_t end = ft_now_ms() + FT_WAIT_MS;
+    bool stuck = atomic_load(&r->stuck);
+    uint64_t end = stuck ? 0 : ft_now_ms() + FT_WAIT_MS;
     for (size_t k = 0; k < (size_t)r->threads * (size_t)r->per_thread; k++) {
         ft_msg_t *m = &r->msgs[k];
         if (m->send_err != UPULSAR_OK)
@@ -339,16 +442,33 @@ static inline size_t ft_collect(ft_run_t *r)
         m->err = upulsar_future_wait(m->f, left, &m->id);
         if (m->err == UPULSAR_ERR__PENDING)
             pending++;
+    }
+    if (stuck || pending) {
+        char diag[4096];
+        ft_run_diag(r, diag, sizeof diag);
+        cr_assert_fail("the run did not end: %zu futures pending; %s", pending, diag);
+    }
+    for (size_t k = 0; k < (size_t)r->threads * (size_t)r->per_thread; k++) {
+        ft_msg_t *m = &r->msgs[k];
+        if (m->send_err != UPULSAR_OK)
+            continue;
         upulsar_future_release(m->f);
         m->f = NULL;
     }
     return pending;
 }
 
+/* Fail the test unless every accepted message of @p r has been called back
+ * (waited for, FT_WAIT_MS at most), saying what is still open
+ * (ft_run_diag()). Test thread only. */
+static inline void ft_assert_cbs_done(ft_run_t *r);
+
 /* Run the senders of @p r while @p fault(@p arg) runs on a thread of its
  * own; wait for every accepted message's future (none may be left
  * pending, see ft_collect()); then stop the fault thread (*@p done = 1)
- * and join it. */
+ * and join it. A fault thread that waits for the run's progress bounds its
+ * wait too and, past FT_WAIT_MS, says what it waited for with
+ * ft_run_stuck(): the test then fails with that and ft_run_diag(). */
 static inline void ft_run_with_fault_thread(ft_run_t *r, void *(*fault)(void *), void *arg,
                                             _Atomic int *done)
 {
@@ -356,10 +476,22 @@ static inline void ft_run_with_fault_thread(ft_run_t *r, void *(*fault)(void *),
     cr_assert_eq(pthread_create(&th, NULL, fault, arg), 0);
     ft_run_start(r);
     ft_run_join(r);
+    if (atomic_load(&r->stuck)) {
+        /* a sender gave up: the fault thread, told to end, may say what it
+         * was waiting for before ft_collect() fails the test */
+        atomic_store(done, 1);
+        pthread_join(th, NULL);
+        ft_collect(r);
+    }
     size_t pending = ft_collect(r);
     atomic_store(done, 1);
     pthread_join(th, NULL);
     cr_assert_eq(pending, 0, "futures left pending");
+    if (atomic_load(&r->stuck)) { /* the fault thread gave up waiting */
+        char diag[4096];
+        ft_run_diag(r, diag, sizeof diag);
+        cr_assert_fail("the fault thread did not end its work: %s", diag);
+    }
 }
 
 static inline void ft_run_free(ft_run_t *r)
@@ -378,6 +510,15 @@ static inline int ft_cbs_done(void *a)
             atomic_load_explicit(&r->msgs[k].cb_calls, memory_order_acquire) == 0)
             return 0;
     return 1;
+}
+
+static inline void ft_assert_cbs_done(ft_run_t *r)
+{
+    if (ft_wait_for(ft_cbs_done, r))
+        return;
+    char diag[4096];
+    ft_run_diag(r, diag, sizeof diag);
+    cr_assert_fail("callbacks still to run after %d ms: %s", FT_WAIT_MS, diag);
 }
 
 /* Send messages [@p from, @p to) of thread 0 of @p r from the calling

@@ -47,7 +47,7 @@ Test(fault_hold, released_receipts_resolve_every_future_with_its_real_id)
     cr_assert_gt(upulsar_tb_queued_receipts(tb), 0);
     cr_assert_eq(upulsar_tb_release_receipts(tb, NULL), UPULSAR_OK);
     cr_assert_eq(ft_collect(run), 0, "futures left pending");
-    cr_assert(ft_wait_for(ft_cbs_done, run));
+    ft_assert_cbs_done(run);
     ft_check_opts_t o = {.topic = "held", .partitions = PARTS};
     ft_check_res_t res = ft_stop_and_check(tb, run, &o);
     cr_assert_eq(res.ok, (size_t)TOTAL);
@@ -73,7 +73,7 @@ Test(fault_hold, receipts_lost_with_the_connection_resolve_as_deduplicated)
     cr_assert_gt(upulsar_tb_drop_connections(tb, NULL), 0);
     cr_assert_eq(upulsar_tb_release_receipts(tb, NULL), UPULSAR_OK);
     cr_assert_eq(ft_collect(run), 0, "futures left pending");
-    cr_assert(ft_wait_for(ft_cbs_done, run));
+    ft_assert_cbs_done(run);
     ft_stats_t stats = ft_stats(p);
     cr_assert_eq(stats.unknown_ids, (uint64_t)TOTAL);
     cr_assert_gt(stats.resent_batches, 0);
@@ -113,7 +113,7 @@ Test(fault_hold, without_deduplication_lost_receipts_mean_stored_twice_never_los
     cr_assert_gt(upulsar_tb_drop_connections(tb, NULL), 0);
     cr_assert_eq(upulsar_tb_release_receipts(tb, NULL), UPULSAR_OK);
     cr_assert_eq(ft_collect(run), 0, "futures left pending");
-    cr_assert(ft_wait_for(ft_cbs_done, run));
+    ft_assert_cbs_done(run);
     cr_assert_eq(ft_stats(run->p).unknown_ids, 0);
     cr_assert_eq(upulsar_producer_stop(run->p, 10000), UPULSAR_OK);
     size_t stored = 0;

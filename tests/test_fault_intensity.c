@@ -73,7 +73,7 @@ Test(fault_intensity, exceeding_restart_intensity_fails_only_that_group, .timeou
     ft_run_with_fault_thread(run, trigger, &tg, &tg.done);
     cr_assert(tg.fired, "the fault did not happen");
     cr_assert(ft_wait_for(group2_failed, p));
-    cr_assert(ft_wait_for(ft_cbs_done, run));
+    ft_assert_cbs_done(run);
     upulsar_producer_info_t pi[PARTS];
     size_t n = 0;
     cr_assert_eq(upulsar_producer_list(p, pi, PARTS, &n), UPULSAR_OK);

@@ -50,7 +50,7 @@ Test(fault_keepalive, unanswered_pings_make_the_client_reconnect)
     run->per_thread = N;
     ft_send_range(run, N / 2, N, 1);
     cr_assert_eq(ft_collect(run), 0);
-    cr_assert(ft_wait_for(ft_cbs_done, run));
+    ft_assert_cbs_done(run);
     ft_check_opts_t o = {.topic = "pings", .partitions = PARTS};
     ft_check_res_t res = ft_stop_and_check(tb, run, &o);
     cr_assert_eq(res.ok, (size_t)N);
@@ -94,7 +94,7 @@ Test(fault_keepalive, hung_broker_is_detected_and_nothing_is_lost)
     ft_run_join(run);
     cr_assert_eq(atomic_load(&run->refused), 0, "%s", upulsar_last_error());
     cr_assert_eq(ft_collect(run), 0);
-    cr_assert(ft_wait_for(ft_cbs_done, run));
+    ft_assert_cbs_done(run);
     ft_check_opts_t o = {.topic = "frozen", .partitions = PARTS};
     ft_check_res_t res = ft_stop_and_check(tb, run, &o);
     cr_assert_eq(res.ok, (size_t)N);

@@ -91,7 +91,7 @@ Test(fault_refused, refused_recreation_is_retried_once_per_refusal, .timeout = 6
     cr_assert(ft_wait_for(ft_all_ready, p));
     ft_run_join(run);
     cr_assert_eq(ft_collect(run), 0);
-    cr_assert(ft_wait_for(ft_cbs_done, run));
+    ft_assert_cbs_done(run);
     cr_assert_eq(ft_reconnects(p), 4, "attempts: %llu", (unsigned long long)ft_reconnects(p));
     int answers[16];
     size_t n = ft_producer_answers(tb, "refused", answers, 16);
@@ -147,7 +147,7 @@ Test(fault_refused, backoff_leaves_a_last_attempt_before_the_send_timeout, .time
     ft_run_start(run);
     ft_run_join(run);
     cr_assert_eq(ft_collect(run), 0);
-    cr_assert(ft_wait_for(ft_cbs_done, run));
+    ft_assert_cbs_done(run);
     ft_reconnects_wait_t two = {p, 2};
     cr_assert(ft_wait_for(ft_reconnects_at_least, &two));
     cr_assert(ft_wait_for(ft_all_ready, p));

@@ -25,28 +25,51 @@ enum { THREADS = 2, TOTAL = 40000 / FT_SCALE, PER_THREAD = TOTAL / THREADS, PART
 typedef struct {
     upulsar_tb_t *tb;
     ft_run_t *run;
+    uint64_t base; /* resolved before the run */
     _Atomic int done;
     int restarts;
     upulsar_err_t err;
+    char why[1024]; /* its detail */
 } restarter_t;
 
 static void *restarter(void *a)
 {
     restarter_t *r = a;
-    uint64_t base = ft_resolved_so_far(), next = TOTAL / 8;
+    uint64_t base = r->base, next = TOTAL / 8;
+    uint64_t seen = ft_resolved_so_far(), since = ft_now_ms();
     while (!atomic_load(&r->done) && r->restarts < 3) {
-        if (ft_resolved_so_far() - base >= next) {
+        uint64_t resolved = ft_resolved_so_far();
+        if (resolved != seen) {
+            seen = resolved;
+            since = ft_now_ms();
+        }
+        if (resolved - base >= next) {
             upulsar_err_t e = upulsar_tb_restart(r->tb);
-            if (e)
+            if (e) {
                 r->err = e;
+                snprintf(r->why, sizeof r->why, "%s", upulsar_last_error());
+                ft_run_stuck(r->run, "restart %d failed: %s", r->restarts + 1, r->why);
+                break;
+            }
             r->restarts++;
             next += TOTAL / 4;
             atomic_store(&r->run->limit, (uint64_t)(r->restarts == 3 ? TOTAL
                                                                      : (r->restarts + 1) * TOTAL / 4));
+            since = ft_now_ms();
+        } else if (ft_now_ms() - since > FT_WAIT_MS) {
+            ft_run_stuck(r->run, "restart %d waits for %llu messages resolved since the run "
+                         "began, %llu are, none more for %d ms",
+                         r->restarts + 1, (unsigned long long)next,
+                         (unsigned long long)(resolved - base), FT_WAIT_MS);
+            break;
         } else {
             ft_pause_ms(1);
         }
     }
+    if (atomic_load(&r->run->stuck) && r->restarts < 3 && !r->err)
+        ft_run_stuck(r->run, "restart %d never came: it waits for %llu messages resolved since "
+                     "the run began, %llu are", r->restarts + 1, (unsigned long long)next,
+                     (unsigned long long)(ft_resolved_so_far() - base));
     return NULL;
 }
 
@@ -60,11 +83,13 @@ Test(fault_restart, restarts_mid_stream_lose_and_duplicate_nothing, .timeout = 1
     upulsar_producer_t *p = ft_producer(client, "fr", "restarts", PARTS, kv);
     ft_run_t *run = ft_run_new(p, THREADS, PER_THREAD, 2);
     atomic_store(&run->limit, TOTAL / 4);
-    restarter_t rs = {.tb = tb, .run = run};
+    /* counted here, before the senders start: the thread may begin only
+     * once they have sent (and the broker acknowledged) all they may */
+    restarter_t rs = {.tb = tb, .run = run, .base = ft_resolved_so_far()};
     ft_run_with_fault_thread(run, restarter, &rs, &rs.done);
     cr_assert_eq(atomic_load(&run->refused), 0, "%s", upulsar_last_error());
-    cr_assert_eq(rs.err, UPULSAR_OK, "restart failed");
-    cr_assert(ft_wait_for(ft_cbs_done, run));
+    cr_assert_eq(rs.err, UPULSAR_OK, "restart failed: %s", rs.why);
+    ft_assert_cbs_done(run);
     ft_assert_every_producer_recreated(p);
     uint64_t reconnects = ft_reconnects(p);
 

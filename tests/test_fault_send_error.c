@@ -98,7 +98,7 @@ Test(fault_send_error, retriable_errors_reconnect_and_resend_everything)
                      .parts = {1, 2, 1}};
     ft_run_with_fault_thread(run, injector, &in, &in.done);
     cr_assert_eq(atomic_load(&run->refused), 0, "%s", upulsar_last_error());
-    cr_assert(ft_wait_for(ft_cbs_done, run));
+    ft_assert_cbs_done(run);
     ft_check_opts_t o = {.topic = "retriable", .partitions = PARTS};
     ft_check_res_t res = ft_stop_and_check(tb, run, &o);
     cr_assert_eq(res.ok, (size_t)TOTAL, "failed: %zu", res.failed);
@@ -141,7 +141,7 @@ Test(fault_send_error, terminal_error_fails_only_that_group)
     injector_t in = {.tb = tb, .run = run, .topic = "terminal", .steps = 1,
                      .codes = {15 /* TopicTerminatedError */}, .parts = {3}};
     ft_run_with_fault_thread(run, injector, &in, &in.done);
-    cr_assert(ft_wait_for(ft_cbs_done, run));
+    ft_assert_cbs_done(run);
     cr_assert_eq(in.injected, 1);
     for (int g = 0; g < PARTS; g++)
         cr_assert_eq(ft_group_state(p, g), g == 3 ? UPULSAR_STATE_FAILED : UPULSAR_STATE_READY,

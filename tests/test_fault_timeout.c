@@ -32,7 +32,7 @@ static ft_run_t *expire_then_succeed(upulsar_producer_t *p, const char *topic, i
     cr_assert_eq(upulsar_tb_release_receipts(tb, topic), UPULSAR_OK);
     ft_send_range(run, n, 2 * n, 0);
     cr_assert_eq(ft_collect(run), 0);
-    cr_assert(ft_wait_for(ft_cbs_done, run));
+    ft_assert_cbs_done(run);
     for (int i = 0; i < 2 * n; i++) {
         cr_assert_eq(ft_msg(run, 0, i)->err, i < n ? UPULSAR_ERR__MSG_TIMED_OUT : UPULSAR_OK,
                      "message %d: %s", i, upulsar_err_name(ft_msg(run, 0, i)->err));

@@ -80,7 +80,7 @@ Test(fault_unload, close_producer_mid_stream_loses_and_duplicates_nothing)
     ft_run_allow(run, 3 * u.every);
     ft_run_with_fault_thread(run, unloader, &u, &u.done);
     cr_assert_eq(atomic_load(&run->refused), 0, "%s", upulsar_last_error());
-    cr_assert(ft_wait_for(ft_cbs_done, run));
+    ft_assert_cbs_done(run);
     ft_reconnects_wait_t rc = {p, (uint64_t)u.unloads};
     cr_assert(ft_wait_for(recreated, &rc), "%llu re-creations for %d unloads",
               (unsigned long long)ft_reconnects(p), u.unloads);
@@ -152,7 +152,7 @@ Test(fault_unload, receipts_after_close_producer_keep_the_real_ids)
     cr_assert_eq(upulsar_tb_fail_producers(tb, "keepids", 0, 0), UPULSAR_OK);
     cr_assert(ft_wait_for(ft_all_ready, p));
     cr_assert_eq(ft_collect(run), 0);
-    cr_assert(ft_wait_for(ft_cbs_done, run));
+    ft_assert_cbs_done(run);
     ft_check_opts_t o = {.topic = "keepids", .partitions = 0};
     ft_check_res_t res = ft_stop_and_check(tb, run, &o);
     cr_assert_eq(res.ok, (size_t)TOTAL);

@@ -309,6 +309,11 @@ upulsar_err_t upulsar_tb_start(const upulsar_tb_opts_t *opts, upulsar_tb_t **out
  * free the broker with its log. Snapshots taken earlier stay valid (they are
  * copies). NULL is accepted. Thread safety: call once, when no other call
  * on @p tb is running. Blocks: until the threads have exited (milliseconds).
+ * A connection thread that has not ended 30 s after it was told to is a
+ * defect of the broker: the broker then writes which connections are still
+ * running and what each was doing (connection number, thread id, client
+ * address, phase and last command) to stderr and aborts the process, as it
+ * cannot be freed under them.
  */
 void upulsar_tb_stop(upulsar_tb_t *tb);
 
@@ -325,7 +330,11 @@ const char *upulsar_tb_url(const upulsar_tb_t *tb);
  * again on the same port. The log, dedup state, subscriptions and every
  * configuration and fault setting survive. Returns OK, or IO if the port
  * could not be bound again within about two seconds (the broker then does
- * not listen; calling upulsar_tb_restart() again retries).
+ * not listen; calling upulsar_tb_restart() again retries), or TIMED_OUT if
+ * a connection thread had not ended 30 s after it was told to (a defect of
+ * the broker; the error detail, also written to stderr, names the
+ * connections still running and what each was doing; the broker does not
+ * listen then).
  * Blocks: until the old connections' threads have exited.
  */
 upulsar_err_t upulsar_tb_restart(upulsar_tb_t *tb);
@@ -760,7 +769,9 @@ upulsar_err_t upulsar_tb_last_tls_role(upulsar_tb_t *tb, char *buf, size_t size)
  *  those with a producer or consumer on it, and wait until the broker has
  *  finished with them (their producers and consumers are unregistered when
  *  this returns). Returns the number of connections closed (>= 0), or a
- *  negative error (INVALID_TOPIC). */
+ *  negative error (INVALID_TOPIC; TIMED_OUT if one of their threads had not
+ *  ended 30 s after it was told to, with the account described at
+ *  upulsar_tb_restart()). */
 int upulsar_tb_drop_connections(upulsar_tb_t *tb, const char *topic);
 
 /** For the next @p ms milliseconds, reset every new TCP connection right

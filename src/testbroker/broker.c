@@ -161,6 +161,19 @@ static void spawn_conn(upulsar_tb_t *tb, int fd)
     atomic_init(&c->wake_pending, 0);
     atomic_init(&c->kill, false);
     atomic_init(&c->challenge_req, false);
+    snprintf(c->peer, sizeof c->peer, "?");
+    struct sockaddr_in sa;
+    memset(&sa, 0, sizeof sa);
+    socklen_t sl = sizeof sa;
+    if (!getpeername(fd, (struct sockaddr *)&sa, &sl) && sa.sin_family == AF_INET) {
+        char ip[INET_ADDRSTRLEN];
+        if (inet_ntop(AF_INET, &sa.sin_addr, ip, sizeof ip))
+            snprintf(c->peer, sizeof c->peer, "%s:%u", ip, (unsigned)ntohs(sa.sin_port));
+    }
+    atomic_init(&c->tid, 0);
+    atomic_init(&c->phase, TB_PH_START);
+    atomic_init(&c->phase_cmd, 0);
+    atomic_init(&c->phase_ms, tb_now_ms());
     up_decoder_init(&c->dec, (uint32_t)tb->opts.max_message_size + UP_FRAME_PADDING);
     pthread_mutex_lock(&tb->mu);
     c->serial = ++tb->conn_serial;
@@ -264,8 +277,108 @@ static upulsar_err_t start_acceptor(upulsar_tb_t *tb)
     return UPULSAR_OK;
 }
 
-/* Stop accepting, close every connection and wait for their threads. */
-static void stop_io(upulsar_tb_t *tb)
+static const char *phase_name(int phase)
+{
+    switch (phase) {
+    case TB_PH_START: return "starting";
+    case TB_PH_POLL: return "waiting in poll()";
+    case TB_PH_READ: return "reading and handling frames";
+    case TB_PH_WORK: return "writing, queued receipts, injected frames or ticks";
+    case TB_PH_END_FLUSH: return "ending: writing its last frames";
+    case TB_PH_CLEANUP: return "ending: unregistering its producers and consumers";
+    case TB_PH_RETIRE: return "ending: leaving the broker's list (waiting for its lock)";
+    default: return "?";
+    }
+}
+
+/* Is connection @p serial still in tb->conns? (tb->mu held) */
+static bool serial_alive(upulsar_tb_t *tb, uint64_t serial)
+{
+    for (tb_conn_t *c = tb->conns; c; c = c->next)
+        if (c->serial == serial)
+            return true;
+    return false;
+}
+
+/* An account of the connection threads still running, those of @p serials
+ * (@p n of them) or all when @p serials is NULL, into @p out: serial,
+ * thread id, peer, what each is doing and since when, and the command it
+ * handles. (tb->mu held) */
+static void describe_conns_locked(upulsar_tb_t *tb, const uint64_t *serials, size_t n, char *out,
+                                  size_t size)
+{
+    size_t at = 0;
+    int64_t now = tb_now_ms();
+    out[0] = '\0';
+    for (tb_conn_t *c = tb->conns; c && at < size; c = c->next) {
+        bool listed = !serials;
+        for (size_t i = 0; i < n && !listed; i++)
+            listed = serials[i] == c->serial;
+        if (!listed)
+            continue;
+        int phase = atomic_load_explicit(&c->phase, memory_order_relaxed);
+        int cmd = atomic_load_explicit(&c->phase_cmd, memory_order_relaxed);
+        int64_t since = atomic_load_explicit(&c->phase_ms, memory_order_relaxed);
+        int w = snprintf(out + at, size - at,
+                         "%sconnection %llu (thread %d, client %s%s): %s%s%s for %lld ms",
+                         at ? "; " : "", (unsigned long long)c->serial,
+                         atomic_load_explicit(&c->tid, memory_order_relaxed), c->peer,
+                         atomic_load(&c->kill) ? ", told to end" : "", phase_name(phase),
+                         phase == TB_PH_READ && cmd ? ", last command " : "",
+                         phase == TB_PH_READ && cmd ? up_cmd_name(cmd) : "",
+                         (long long)(now - since));
+        at += w > 0 ? (size_t)w : 0;
+    }
+}
+
+/* Wait until the connections @p serials (@p n of them; all when NULL) have
+ * left tb->conns, TB_CONN_END_WAIT_MS at most. On timeout: TIMED_OUT, with
+ * the account of those still running as the last error and on stderr (a
+ * broker thread that does not end is a bug of the broker, which its caller
+ * must hear of). (tb->mu held) */
+static upulsar_err_t wait_conns_end_locked(upulsar_tb_t *tb, const uint64_t *serials, size_t n,
+                                           const char *what)
+{
+    int64_t deadline = tb_now_ms() + TB_CONN_END_WAIT_MS;
+    for (;;) {
+        bool any = false;
+        if (!serials)
+            any = tb->nconns > 0;
+        for (size_t i = 0; i < n && serials && !any; i++)
+            any = serial_alive(tb, serials[i]);
+        if (!any)
+            return UPULSAR_OK;
+        int64_t now = tb_now_ms();
+        if (now >= deadline)
+            break;
+        int64_t slice = deadline - now < 100 ? deadline - now : 100;
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        ts.tv_sec += slice / 1000;
+        ts.tv_nsec += (long)(slice % 1000) * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&tb->conns_changed, &tb->mu, &ts);
+    }
+    char *desc = malloc(4096);
+    if (desc)
+        describe_conns_locked(tb, serials, n, desc, 4096);
+    upulsar_err_t err =
+        up_seterr(UPULSAR_ERR__TIMED_OUT,
+                  "test broker %s: %s: connection threads still running %d ms after they were "
+                  "told to end: %s",
+                  tb->url, what, TB_CONN_END_WAIT_MS, desc ? desc : "(out of memory)");
+    fprintf(stderr, "upulsar test broker: %s\n", upulsar_last_error());
+    free(desc);
+    return err;
+}
+
+/* Stop accepting, close every connection and wait for their threads
+ * (TB_CONN_END_WAIT_MS at most: TIMED_OUT, with an account of those still
+ * running; they stay listed). */
+static upulsar_err_t stop_io(upulsar_tb_t *tb, const char *what)
 {
     if (tb->acceptor_running) {
         atomic_store(&tb->acceptor_stop, true);
@@ -283,10 +396,10 @@ static void stop_io(upulsar_tb_t *tb)
         shutdown(c->fd, SHUT_RDWR);
         tb_conn_wake(c);
     }
-    while (tb->nconns > 0)
-        pthread_cond_wait(&tb->conns_changed, &tb->mu);
+    upulsar_err_t err = wait_conns_end_locked(tb, NULL, 0, what);
     pthread_mutex_unlock(&tb->mu);
     reap(tb);
+    return err;
 }
 
 void upulsar_tb_opts_init(upulsar_tb_opts_t *o)
@@ -571,7 +684,14 @@ upulsar_err_t upulsar_tb_start(const upulsar_tb_opts_t *opts, upulsar_tb_t **out
         free_parts(tb);
         return up_seterr(UPULSAR_ERR__NOMEM, "upulsar_tb_start");
     }
-    if (pthread_cond_init(&tb->conns_changed, NULL)) {
+    pthread_condattr_t ca; /* waits on it are bounded on the monotonic clock */
+    bool cond_ok = !pthread_condattr_init(&ca);
+    if (cond_ok) {
+        cond_ok = !pthread_condattr_setclock(&ca, CLOCK_MONOTONIC) &&
+                  !pthread_cond_init(&tb->conns_changed, &ca);
+        pthread_condattr_destroy(&ca);
+    }
+    if (!cond_ok) {
         pthread_mutex_destroy(&tb->mu);
         free_parts(tb);
         return up_seterr(UPULSAR_ERR__NOMEM, "upulsar_tb_start");
@@ -616,7 +736,12 @@ void upulsar_tb_stop(upulsar_tb_t *tb)
             break;
         }
     pthread_mutex_unlock(&g_mu);
-    stop_io(tb);
+    if (stop_io(tb, "stop")) {
+        /* their threads still use the broker: it cannot be freed, and a
+         * stop that never returns would hide why (the account is on
+         * stderr) */
+        abort();
+    }
     close(tb->efd);
     pthread_cond_destroy(&tb->conns_changed);
     pthread_mutex_destroy(&tb->mu);
@@ -637,8 +762,10 @@ upulsar_err_t upulsar_tb_restart(upulsar_tb_t *tb)
 {
     if (!tb)
         return up_seterr(UPULSAR_ERR__INVALID_ARG, "upulsar_tb_restart: NULL");
-    stop_io(tb);
-    upulsar_err_t err = UPULSAR_ERR__IO;
+    upulsar_err_t err = stop_io(tb, "restart");
+    if (err)
+        return err;
+    err = UPULSAR_ERR__IO;
     /* the old sockets may linger a moment; SO_REUSEADDR covers TIME_WAIT */
     for (int i = 0; i < 200 && err; i++) {
         err = listen_on(tb, tb->port);
@@ -928,14 +1055,6 @@ int upulsar_tb_move_topic(upulsar_tb_t *from, const char *topic, const char *to_
 
 /* ---- fault injection --------------------------------------------------- */
 
-static bool serial_alive(upulsar_tb_t *tb, uint64_t serial)
-{
-    for (tb_conn_t *c = tb->conns; c; c = c->next)
-        if (c->serial == serial)
-            return true;
-    return false;
-}
-
 int upulsar_tb_drop_connections(upulsar_tb_t *tb, const char *topic)
 {
     if (!tb)
@@ -982,18 +1101,11 @@ int upulsar_tb_drop_connections(upulsar_tb_t *tb, const char *topic)
     if (t)
         pthread_mutex_unlock(&t->mu);
     /* wait until they are gone: their producers are unregistered by then */
-    for (;;) {
-        bool any = false;
-        for (size_t i = 0; i < n && !any; i++)
-            any = serial_alive(tb, serials[i]);
-        if (!any)
-            break;
-        pthread_cond_wait(&tb->conns_changed, &tb->mu);
-    }
+    upulsar_err_t err = wait_conns_end_locked(tb, serials, n, "drop connections");
     pthread_mutex_unlock(&tb->mu);
     free(serials);
     free(norm);
-    return (int)n;
+    return err ? (int)err : (int)n;
 }
 
 int upulsar_tb_inject_raw(upulsar_tb_t *tb, const char *topic, const void *bytes, size_t len)

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <openssl/err.h>
@@ -1840,6 +1841,7 @@ static int handle(tb_conn_t *c, const up_frame_t *f, bool bad_crc)
 {
     upulsar_tb_t *tb = c->tb;
     const up_cmd_t *cmd = f->cmd;
+    atomic_store_explicit(&c->phase_cmd, (int)cmd->type, memory_order_relaxed);
     if (bad_crc && cmd->type != UP_CMD(SEND))
         return CLOSE;
     if (!c->handshaken) {
@@ -2262,6 +2264,7 @@ void *tb_conn_main(void *arg)
     tb_conn_t *c = arg;
     upulsar_tb_t *tb = c->tb;
     int iv = tb->opts.ping_interval_ms;
+    atomic_store_explicit(&c->tid, (int)syscall(SYS_gettid), memory_order_relaxed);
     c->next_tick_ms = tb_now_ms() + (iv > 0 ? iv : 0);
     if (tb->ssl_ctx && tls_setup(c))
         atomic_store(&c->kill, true);
@@ -2298,6 +2301,7 @@ void *tb_conn_main(void *arg)
         pfd[2].events = (short)((out_pending(c) < OUT_HIGH ? POLLIN : 0) |
                                 (c->relay_off < c->relay_out.len ? POLLOUT : 0));
         pfd[2].revents = 0;
+        tb_conn_phase(c, TB_PH_POLL, now);
         int pr = poll(pfd, 3, (int)timeout);
         if (pr < 0 && errno != EINTR)
             break;
@@ -2320,7 +2324,10 @@ void *tb_conn_main(void *arg)
             c->next_tick_ms = now + (iv > 0 ? iv : 0);
         }
         if (pfd[0].revents & (POLLIN | POLLHUP | POLLERR)) {
-            if (conn_read(c))
+            tb_conn_phase(c, TB_PH_READ, now);
+            int rc = conn_read(c);
+            atomic_store_explicit(&c->phase_cmd, 0, memory_order_relaxed);
+            if (rc)
                 break;
         }
         if (c->relay_fd >= 0) {
@@ -2331,6 +2338,7 @@ void *tb_conn_main(void *arg)
                 break;
             continue;
         }
+        tb_conn_phase(c, TB_PH_WORK, now);
         if (take_injected(c) || run_queue(c, now) || run_delayed(c, now) || run_held_metadata(c) ||
             tick(c, now) ||
             auth_tick(c, now) || dispatch(c) || conn_flush(c))
@@ -2340,8 +2348,11 @@ void *tb_conn_main(void *arg)
      * alert or end finds it counted */
     if (c->ssl && !c->tls_done)
         atomic_fetch_add(&tb->tls_failures, 1);
+    tb_conn_phase(c, TB_PH_END_FLUSH, tb_now_ms());
     conn_flush(c); /* best effort: answers to the last frames read */
+    tb_conn_phase(c, TB_PH_CLEANUP, tb_now_ms());
     conn_cleanup(c);
+    tb_conn_phase(c, TB_PH_RETIRE, tb_now_ms());
     tb_conn_retire(c);
     return NULL;
 }

@@ -40,6 +40,23 @@
 #define TB_DEFAULT_MAX_MESSAGE (5 * 1024 * 1024)
 #define TB_DEFAULT_PING_MS 30000
 #define TB_DEFAULT_AUTH_RESPONSE_MS 10000
+/** How long a stop, a restart or a drop of connections waits for the
+ *  connection threads it told to end (a hang guard: they end within
+ *  milliseconds). Below the client tests' own bound (FT_WAIT_MS), so a
+ *  test sees the broker's account of a stuck thread first. */
+#define TB_CONN_END_WAIT_MS 30000
+
+/** Where a connection's thread is (tb_conn_t.phase), for the account of a
+ *  thread that does not end (tb_conns_describe_locked()). */
+enum {
+    TB_PH_START = 0, /**< starting (TLS set-up) */
+    TB_PH_POLL,      /**< waiting in poll() */
+    TB_PH_READ,      /**< reading and handling frames (phase_cmd: which) */
+    TB_PH_WORK,      /**< injected frames, receipt queue, delayed requests, ticks, writes */
+    TB_PH_END_FLUSH, /**< ending: writing what is left */
+    TB_PH_CLEANUP,   /**< ending: unregistering its producers and consumers */
+    TB_PH_RETIRE,    /**< ending: leaving the broker's list (tb->mu) */
+};
 /** Cap on the uncompressed size of one entry the broker agrees to decode. */
 #define TB_MAX_UNCOMPRESSED (256u * 1024 * 1024)
 /** UINT64 form of -1, used for dedup receipts and "unset" ids. */
@@ -296,6 +313,14 @@ struct tb_conn {
     int relay_fd;              /**< -1: not relayed */
     up_buf_t relay_out;        /**< client bytes waiting for the broker */
     size_t relay_off;
+
+    /* where its thread is: written by it, read by a stop that waits too
+     * long for it (relaxed: an account, not a synchronisation) */
+    char peer[64];             /**< the client's address (set at accept) */
+    _Atomic int tid;           /**< its thread's kernel id */
+    _Atomic int phase;         /**< TB_PH_* */
+    _Atomic int phase_cmd;     /**< command type being handled (TB_PH_READ) */
+    _Atomic int64_t phase_ms;  /**< tb_now_ms() when the phase began */
 };
 
 /* ---- the store and owner settings ---------------------------------------- */
@@ -386,6 +411,12 @@ void tb_conn_wake(tb_conn_t *c);
 int tb_conn_inject(tb_conn_t *c, const void *frame, size_t len);
 /** Tell the broker @p c's thread is done (moves it to the zombie list). */
 void tb_conn_retire(tb_conn_t *c);
+/** Record that @p c's thread enters @p phase (TB_PH_*) at @p now_ms. */
+static inline void tb_conn_phase(tb_conn_t *c, int phase, int64_t now_ms)
+{
+    atomic_store_explicit(&c->phase, phase, memory_order_relaxed);
+    atomic_store_explicit(&c->phase_ms, now_ms, memory_order_relaxed);
+}
 /** Generate a unique producer name. @p out must hold 64 bytes. Takes no
  *  lock (callable under a topic's mutex). */
 void tb_gen_name(upulsar_tb_t *tb, char *out);
