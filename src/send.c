@@ -442,6 +442,20 @@ static inline void prefetch_w(const void *p)
 #endif
 }
 
+/* up_fence_light_ok(), asked once: it is settled when the first client is
+ * created (up_fence_init()), before any send, and never changes */
+static _Atomic int fence_light_ok = -1;
+
+static inline bool fence_light(void)
+{
+    int v = atomic_load_explicit(&fence_light_ok, memory_order_relaxed);
+    if (__builtin_expect(v < 0, 0)) {
+        v = up_fence_light_ok();
+        atomic_store_explicit(&fence_light_ok, v, memory_order_relaxed);
+    }
+    return v;
+}
+
 /* sends of this thread since its last sampled one (latency.sample.every) */
 static _Thread_local unsigned lat_tick;
 
@@ -621,7 +635,7 @@ upulsar_err_t up_rp_enqueue(up_rp_t *rp, const void *payload, size_t len,
     up_rec_write(r, pos, ncells, &in);
     up_ring_commit(r, pos); /* R1 */
     /* pairs with the loop's store of `sleeping` + heavy fence (uring_loop.c) */
-    if (up_fence_light_ok())
+    if (fence_light())
         atomic_signal_fence(memory_order_seq_cst);
     else
         atomic_thread_fence(memory_order_seq_cst);
