@@ -22,7 +22,7 @@
 #define TAG_KV_KEY 0x0a   /* KeyValue.key */
 #define TAG_KV_VALUE 0x12 /* KeyValue.value */
 
-size_t up_smm_size(const up_smm_t *m)
+size_t up_smm_size_any(const up_smm_t *m)
 {
     size_t n = m->props_len;
     if (m->key)
@@ -39,7 +39,7 @@ size_t up_smm_size(const up_smm_t *m)
     return n;
 }
 
-size_t up_record_put_header(uint8_t *dst, const up_smm_t *m)
+size_t up_record_put_header_any(uint8_t *dst, const up_smm_t *m)
 {
     uint8_t *p = dst + 4;
     if (m->props_len) {

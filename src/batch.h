@@ -35,8 +35,27 @@ typedef struct up_smm {
     bool null_value;          /**< null_value (9) = true */
 } up_smm_t;
 
-/** Encoded size of the SingleMessageMetadata alone. */
-size_t up_smm_size(const up_smm_t *m);
+/** up_smm_size() and up_record_put_header() for any message (batch.c). */
+size_t up_smm_size_any(const up_smm_t *m);
+size_t up_record_put_header_any(uint8_t *dst, const up_smm_t *m);
+
+/** Is @p m the common message: no key, ordering key, properties, event
+ *  time or flag, only the payload size and perhaps a sequence id? */
+static inline bool up_smm_plain(const up_smm_t *m)
+{
+    return !((uintptr_t)m->key | (uintptr_t)m->okey | m->props_len | m->event_time |
+             (unsigned)m->key_b64 | (unsigned)m->null_value);
+}
+
+/** Encoded size of the SingleMessageMetadata alone. HOT PATH: inline for
+ *  the common message. */
+static inline size_t up_smm_size(const up_smm_t *m)
+{
+    if (__builtin_expect(!up_smm_plain(m), 0))
+        return up_smm_size_any(m);
+    return 1 + up_varint_size(m->payload_size) +
+           (m->no_seq ? 0 : 1 + up_varint_size(m->sequence_id));
+}
 
 /** Upper bound of one record: 4 + up_smm_size() + payload_size. */
 static inline size_t up_record_size(const up_smm_t *m)
@@ -44,8 +63,22 @@ static inline size_t up_record_size(const up_smm_t *m)
     return 4 + up_smm_size(m) + m->payload_size;
 }
 
-/** Write only [size][SMM] (payload copied by the caller after it). */
-size_t up_record_put_header(uint8_t *dst, const up_smm_t *m);
+/** Write only [size][SMM] (payload copied by the caller after it). HOT
+ *  PATH: inline for the common message. */
+static inline size_t up_record_put_header(uint8_t *dst, const up_smm_t *m)
+{
+    if (__builtin_expect(!up_smm_plain(m), 0))
+        return up_record_put_header_any(dst, m);
+    uint8_t *p = dst + 4;
+    *p++ = 0x18; /* payload_size (3), varint */
+    p += up_put_varint(p, m->payload_size);
+    if (!m->no_seq) {
+        *p++ = 0x40; /* sequence_id (8), varint */
+        p += up_put_varint(p, m->sequence_id);
+    }
+    up_put_be32(dst, (uint32_t)(p - dst - 4));
+    return (size_t)(p - dst);
+}
 
 /** Write one record ([size][SMM][payload]) at @p dst, which must have room
  *  for up_record_size(m) bytes; returns the bytes written. HOT PATH: inline,

@@ -106,16 +106,22 @@ static up_rp_t *route(struct upulsar_producer *h, const upulsar_send_opts_t *o,
         s = (uint32_t)(next_rand() % slots);
     } else {
         /* round robin that stays on one producer while its batch fills
-         * (see up_rr_route) */
-        if (rt.owner != h) {
-            rt.owner = h;
+         * (see up_rr_route); the thread's state by one pointer (each
+         * access to a thread-local costs an address computation) */
+        route_tls_t *t = &rt;
+        if (__builtin_expect(t->owner != h, 0)) {
+            t->owner = h;
             /* the first message moves the cursor on from a random slot */
-            rt.rr.cursor = (uint32_t)(next_rand() % slots);
-            rt.rr.count = 0;
-            rt.rr.bytes = 0;
-            rt.rr.moved_us = 0;
+            t->rr.cursor = (uint32_t)(next_rand() % slots);
+            t->rr.count = 0;
+            t->rr.bytes = 0;
+            t->rr.moved_us = 0;
         }
-        s = up_rr_route(&rt.rr, &h->conf, plen, slots);
+        s = up_rr_route(&t->rr, &h->conf, plen, slots);
+    }
+    if (__builtin_expect(k == 1, 1)) { /* one producer per partition: no division */
+        *gout = &groups[s];
+        return (*gout)->rps[0];
     }
     *gout = &groups[s / (uint32_t)k];
     return (*gout)->rps[s % (uint32_t)k];

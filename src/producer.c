@@ -195,9 +195,12 @@ static up_detail_t *rp_default_detail(up_rp_t *rp, upulsar_err_t err)
     return up_rp_detail(rp, "%s: %s", upulsar_err_name(err), upulsar_err_str(err));
 }
 
-/* @p det: the failure's detail (NULL on success) */
-void up_rp_resolve_batch(up_rp_t *rp, up_batch_t *b, upulsar_err_t err, uint64_t ledger,
-                         uint64_t entry, up_detail_t *det)
+/* up_rp_resolve_batch(), acknowledged at @p now_us (0: not acknowledged,
+ * or no latency to record): each message that carries a send time goes
+ * into the latency histogram as it resolves (in the same pass, before its
+ * future or callback sees it) */
+static void resolve_batch_at(up_rp_t *rp, up_batch_t *b, upulsar_err_t err, uint64_t ledger,
+                             uint64_t entry, up_detail_t *det, uint64_t now_us)
 {
     upulsar_msg_id_t id = {ledger, entry, rp->partition, 0, (int32_t)b->n, 0, ledger, entry};
     up_detail_t *own = NULL;
@@ -228,13 +231,19 @@ void up_rp_resolve_batch(up_rp_t *rp, up_batch_t *b, upulsar_err_t err, uint64_t
     }
     /* room first: once a message resolved, its room is back */
     up_rp_limits_release(rp, b->n, b->mem_bytes);
+    uint64_t lat_now = err ? 0 : now_us;
     if (__builtin_expect(rp_conf(rp)->dr_cb != NULL, 0)) {
+        for (uint32_t i = 0; lat_now && i < b->n; i++)
+            if (b->done[i].sent_us)
+                up_stats_latency(rp, b->done[i].sent_us, lat_now);
         up_dr_resolve_batch(rp, b, err, &id, det); /* the same, with a report each */
     } else {
         for (uint32_t i = 0; i < b->n; i++) {
             up_done_t *d = &b->done[i];
             if (b->chunk == UP_CHUNK_NONE)
                 id.batch_index = (int32_t)i;
+            if (__builtin_expect(d->sent_us != 0, 0) && lat_now)
+                up_stats_latency(rp, d->sent_us, lat_now);
             resolve_one(d->f, d->cb, d->opaque, err, &id, det);
         }
     }
@@ -245,6 +254,13 @@ void up_rp_resolve_batch(up_rp_t *rp, up_batch_t *b, upulsar_err_t err, uint64_t
     if (own)
         up_detail_put(&rp->client->futures, own);
     atomic_store_explicit(&rp->resolved_ring_pos, b->ring_end, memory_order_release);
+}
+
+/* @p det: the failure's detail (NULL on success) */
+void up_rp_resolve_batch(up_rp_t *rp, up_batch_t *b, upulsar_err_t err, uint64_t ledger,
+                         uint64_t entry, up_detail_t *det)
+{
+    resolve_batch_at(rp, b, err, ledger, entry, det, 0);
 }
 
 /* Pop the head of the pending queue, resolve it, recycle it. */
@@ -263,18 +279,19 @@ static void complete_head(up_rp_t *rp, upulsar_err_t err, uint64_t ledger, uint6
     if ((rp->npend == 0 && rp_conf(rp)->batch_mode == UP_BATCH_ADAPTIVE) ||
         rp->npend + 1 == (size_t)rp_conf(rp)->max_inflight_batches)
         rp->holding = false; /* or: room again after max.inflight.batches */
+    uint64_t now = 0;
     if (!err) {
         atomic_store_explicit(&rp->last_acked_seq, (int64_t)b->last_seq, memory_order_relaxed);
-        uint64_t now = up_now_us();
+        now = up_now_us();
         up_stats_batch_acked(rp, b->n, now - b->created_us);
-        up_stats_batch_latency(rp, b, now);
+        up_stats_batch_bytes(rp, b);
         if (ledger == UPULSAR_ID_UNKNOWN || entry == UPULSAR_ID_UNKNOWN) {
             /* a resend the broker had stored already (receipt lost) */
             ledger = entry = UPULSAR_ID_UNKNOWN;
             atomic_fetch_add_explicit(&rp->unknown_ids, b->n, memory_order_relaxed);
         }
     }
-    up_rp_resolve_batch(rp, b, err, ledger, entry, det);
+    resolve_batch_at(rp, b, err, ledger, entry, det, now);
     up_batch_retire(rp, b);
 }
 

@@ -67,9 +67,11 @@ static inline uint64_t up_coarse_us(void)
     return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
 }
 
-/** Round robin reads the clock for each of the first UP_RR_CLOCK_EVERY
- *  messages after a move, then for every UP_RR_CLOCK_EVERY-th. */
-#define UP_RR_CLOCK_EVERY 8u
+/** Round robin reads the clock for each of the first UP_RR_CLOCK_FIRST
+ *  messages after a move, then for every UP_RR_CLOCK_EVERY-th (a power of
+ *  two). */
+#define UP_RR_CLOCK_FIRST 8u
+#define UP_RR_CLOCK_EVERY 32u
 
 /**
  * Route one keyless message of @p len payload bytes round robin over
@@ -84,11 +86,11 @@ static inline uint64_t up_coarse_us(void)
  * sender moves with every message). The message that moves the cursor is
  * the first of the new slot. Returns the slot.
  * The delay is measured with up_coarse_us(), read with each of the first
- * UP_RR_CLOCK_EVERY messages after a move and then with every
+ * UP_RR_CLOCK_FIRST messages after a move and then with every
  * UP_RR_CLOCK_EVERY-th (a fast sender, the common case, reads it about
  * batch.max.messages / UP_RR_CLOCK_EVERY times per batch instead of once
  * per message), so a sender that slows down after a burst of more than
- * UP_RR_CLOCK_EVERY messages may put up to UP_RR_CLOCK_EVERY - 1 more on
+ * UP_RR_CLOCK_FIRST messages may put up to UP_RR_CLOCK_EVERY - 1 more on
  * the slot before the delay is seen; no clock read without batching or
  * with batch.max.delay.ms 0.
  * Thread safety: @p st belongs to the calling thread. Allocates: no.
@@ -107,7 +109,7 @@ static inline uint32_t up_rr_route(up_rr_t *st, const struct upulsar_conf *cf, s
                st->bytes >= max_bytes - (uint64_t)len;
         if (move) {
             now = up_coarse_us();
-        } else if (st->count < UP_RR_CLOCK_EVERY || st->count % UP_RR_CLOCK_EVERY == 0) {
+        } else if (st->count < UP_RR_CLOCK_FIRST || st->count % UP_RR_CLOCK_EVERY == 0) {
             now = up_coarse_us();
             move = now - st->moved_us >= (uint64_t)cf->batch_max_delay_us;
         }

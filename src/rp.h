@@ -420,9 +420,12 @@ void up_establish_many(up_rp_t **rps, int n, int timeout_ms, upulsar_err_t *errs
 /** Batch of @p msgs messages acknowledged @p rtt_us after it was built:
  *  counters and histograms. @thread loop */
 void up_stats_batch_acked(up_rp_t *rp, uint32_t msgs, uint64_t rtt_us);
-/** Batch @p b was acknowledged at @p now_us: its messages that carry a send
- *  time go into the latency histogram. @thread loop */
-void up_stats_batch_latency(up_rp_t *rp, const up_batch_t *b, uint64_t now_us);
+/** Batch @p b was acknowledged: its payload bytes. @thread loop */
+void up_stats_batch_bytes(up_rp_t *rp, const up_batch_t *b);
+/** A message that carries send time @p sent_us was acknowledged at
+ *  @p now_us: the latency histogram and its sum (up_rp_resolve_batch(),
+ *  as it resolves the message). @thread loop */
+void up_stats_latency(up_rp_t *rp, uint64_t sent_us, uint64_t now_us);
 /** @p n messages of @p rp failed with @p err: failed_msgs and the count
  *  per error. @thread loop */
 void up_stats_failed(up_rp_t *rp, upulsar_err_t err, uint64_t n);

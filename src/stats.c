@@ -69,7 +69,7 @@ upulsar_producer_state_t up_stats_group_state(up_group_t *g)
     return st;
 }
 
-void up_stats_batch_latency(up_rp_t *rp, const up_batch_t *b, uint64_t now_us)
+void up_stats_batch_bytes(up_rp_t *rp, const up_batch_t *b)
 {
     /* the last chunk of a message an earlier chunk of which failed: the
      * message fails (producer.c, up_rp_resolve_batch) */
@@ -80,18 +80,15 @@ void up_stats_batch_latency(up_rp_t *rp, const up_batch_t *b, uint64_t now_us)
                               atomic_load_explicit(&rp->acked_bytes, memory_order_relaxed) +
                                   b->payload_bytes,
                               memory_order_relaxed);
-    uint64_t sum = 0;
-    for (uint32_t i = 0; i < b->n; i++) {
-        uint64_t t = b->done[i].sent_us;
-        if (!t)
-            continue;
-        uint64_t v = now_us > t ? now_us - t : 0;
-        bump(&rp->h_lat[lat_bucket(v)]);
-        sum += v;
-    }
-    if (sum)
+}
+
+void up_stats_latency(up_rp_t *rp, uint64_t sent_us, uint64_t now_us)
+{
+    uint64_t v = now_us > sent_us ? now_us - sent_us : 0;
+    bump(&rp->h_lat[lat_bucket(v)]);
+    if (v)
         atomic_store_explicit(&rp->lat_sum_us,
-                              atomic_load_explicit(&rp->lat_sum_us, memory_order_relaxed) + sum,
+                              atomic_load_explicit(&rp->lat_sum_us, memory_order_relaxed) + v,
                               memory_order_relaxed);
 }
 

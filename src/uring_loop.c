@@ -62,7 +62,15 @@ static void wake_force(up_loop_t *l)
 
 void up_loop_wake(up_loop_t *l)
 {
-    if (atomic_load_explicit(&l->sleeping, memory_order_relaxed) != UP_AWAKE)
+    /* with a write outstanding there is nothing to do, and no locked write
+     * to the line every send reads `sleeping` from (each caller would
+     * otherwise take it in turn while the loop sleeps). A 1 read here is
+     * never stale: the loop stores 0 before its sleep fence (membarrier,
+     * or a seq_cst fence paired with the caller's, as for `sleeping`), so
+     * a caller whose record that fence does not make the loop see reads
+     * the 0. */
+    if (atomic_load_explicit(&l->sleeping, memory_order_relaxed) != UP_AWAKE &&
+        !atomic_load_explicit(&l->wake_pending, memory_order_relaxed))
         wake_force(l);
 }
 
