@@ -149,7 +149,7 @@ void up_watchdog_parked(struct upulsar_client *c, int delta);
  *  (upulsar_last_error() says which producer and why). Returns only after
  *  every attempt has ended; with @p cancel_on_failure the handle is marked
  *  closed at the first non-retriable error, which cancels the others.
- *  @thread caller (start) */
+ *  @thread caller (start) or partition poller (growth) */
 upulsar_err_t up_establish_all(up_rp_t **rps, int n, uint64_t deadline_us,
                                bool cancel_on_failure);
 

@@ -145,6 +145,7 @@ const char *up_thread_role_name(int role)
     case UP_THREAD_LOOP: return "io loop";
     case UP_THREAD_WATCHDOG: return "watchdog";
     case UP_THREAD_WORKER: return "establish worker";
+    case UP_THREAD_POLLER: return "partition poller";
     default: return "application";
     }
 }

@@ -18,7 +18,7 @@ const char *up_last_error_for(upulsar_err_t err);
 /** What the calling thread is: UP_THREAD_APP (0) for any thread the
  *  application made, else one of the library's threads, which run the
  *  application's callbacks (delivery, free_cb, statistics, log). */
-enum { UP_THREAD_APP = 0, UP_THREAD_LOOP, UP_THREAD_WATCHDOG, UP_THREAD_WORKER };
+enum { UP_THREAD_APP = 0, UP_THREAD_LOOP, UP_THREAD_WATCHDOG, UP_THREAD_WORKER, UP_THREAD_POLLER };
 
 /** Set by each library thread once, when it starts. */
 void up_thread_set_role(int role);

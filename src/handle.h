@@ -28,7 +28,7 @@ struct upulsar_producer {
     struct upulsar_client *client;
     struct upulsar_conf conf;
     char topic[256];
-    /* Partition growth (the watchdog, up_producer_apply_partitions()) replaces
+    /* Partition growth (the poller, up_producer_poll_partitions()) replaces
      * groups and all with larger copies while caller threads read them: it
      * stores groups and all, then nall, ngroups and npart, each with
      * memory_order_release; readers load a count (acquire) before its array
@@ -39,14 +39,12 @@ struct upulsar_producer {
     up_group_t *_Atomic groups;
     up_rp_t **_Atomic all;
     _Atomic int nall;
-    void **retired;          /* (watchdog) replaced arrays */
+    void **retired;          /* (poller) replaced arrays */
     int nretired;
     char base_name[96];      /* name given to upulsar_producer_start, "" = none */
     uint64_t next_poll_us;   /* (poller) next PARTITIONED_METADATA poll */
-    _Atomic int polled_parts; /* (poller writes, watchdog takes) the count the
-                                 last poll got, 0 = none new (release/acquire) */
-    int shrink_seen;         /* (watchdog) smaller count last reported */
-    int cap_seen;            /* (watchdog) count over partitions.max last reported */
+    int shrink_seen;         /* (poller) smaller count last reported */
+    int cap_seen;            /* (poller) count over partitions.max last reported */
     _Atomic int closed;      /* a stop claimed the handle (set under the client
                                 lock, see up_producer_claim_stop) */
     _Atomic int freeing;     /* the stop's own flush is over: flushes still
@@ -99,13 +97,12 @@ void up_handle_free(struct upulsar_producer *h, uint64_t close_by);
  *  failure), a start's thread or the watchdog (partition growth); never a
  *  loop */
 void up_rps_close(up_rp_t **rps, size_t n, uint64_t close_by);
-/** The partition count the poller last got for @p h (partition_poll.c,
- *  partitions.update.interval.ms), if any: start groups for new
- *  partitions (their producers are created by the supervisor's pass, in
- *  parallel, or on their first message with lazy.start.partitions);
- *  fewer partitions or more than partitions.max are refused with a log
- *  line. Never blocks on the network. partitioned_start.c. @thread
- *  watchdog, within its pass over @p h */
-void up_producer_apply_partitions(struct upulsar_producer *h);
+/** partitions.update.interval.ms: when due, ask the broker for @p h's
+ *  partition count (blocks up to operation.timeout.ms) and start groups
+ *  for new partitions (their producers created together, or on their
+ *  first message with lazy.start.partitions); fewer partitions or more
+ *  than partitions.max are refused with a log line. partitioned_start.c.
+ *  @thread partition poller (partition_poll.c), within its turn on @p h */
+void up_producer_poll_partitions(struct upulsar_producer *h, uint64_t now_us);
 
 #endif

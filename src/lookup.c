@@ -1,5 +1,5 @@
 /* lookup.c -- topic discovery: PARTITIONED_METADATA and LOOKUP with
- * redirects. @thread caller/watchdog */
+ * redirects. @thread caller, establish worker or partition poller */
 #include <inttypes.h>
 #include <limits.h>
 #include <stdio.h>

@@ -1,52 +1,40 @@
 /* partition_poll.c -- the partition poller: one thread per client that asks
  * the broker for the partition count of every partitioned handle each
- * partitions.update.interval.ms (PARTITIONED_METADATA) and hands the answer
- * to the watchdog, which grows the handle (partitioned_start.c,
- * up_producer_apply_partitions()).
+ * partitions.update.interval.ms (PARTITIONED_METADATA) and grows the handle
+ * when the topic has more partitions (partitioned_start.c,
+ * up_producer_poll_partitions(): new groups, their producers created
+ * together, then published).
  *
- * The request blocks for up to operation.timeout.ms when the broker is slow
- * to answer it; it runs here so that such a wait never holds up the
- * watchdog's supervision of the other producers (re-creations, restart
- * limits, statistics). The poller owns h->next_poll_us; it publishes a count
- * in h->polled_parts (release) and kicks the watchdog, which takes it
- * (acquire). A stop waits until the poller is not working on its handle
- * (c->poll_busy, client lock), and its blocking request is cancelled through
- * the handle's closed flag (up_cancel_on()). */
+ * Both may block for up to operation.timeout.ms when a broker is slow to
+ * answer; they run here so that such a wait never holds up the watchdog's
+ * supervision of the other producers (re-creations, restart limits,
+ * statistics, collapsed log lines). The poller owns h->next_poll_us,
+ * shrink_seen, cap_seen and retired. A stop waits until the poller is not
+ * working on its handle (c->poll_busy, client lock), and its blocking
+ * requests are cancelled through the handle's closed flag (up_cancel_on()).
+ * It sleeps until the earliest poll due, at most POLL_IDLE_MS. */
 #include "clock.h"
 #include "engine.h"
 #include "err.h"
 
 /* The longest the poller sleeps without looking at the handles (a new
- * handle, or one whose interval changed, is seen within it). */
+ * handle is seen within it). */
 #define POLL_IDLE_MS 100
-
-/* Ask for @p h's partition count if due. (client lock NOT held) */
-static void poll_one(struct upulsar_client *c, struct upulsar_producer *h, uint64_t now)
-{
-    int iv = h->conf.partitions_update_interval_ms;
-    if (iv <= 0 || atomic_load_explicit(&h->npart, memory_order_relaxed) == 0 ||
-        now < h->next_poll_us)
-        return;
-    h->next_poll_us = now + (uint64_t)iv * 1000u;
-    int n;
-    if (up_partitions(c, h->topic, &n))
-        return; /* try again at the next interval */
-    atomic_store_explicit(&h->polled_parts, n, memory_order_release);
-    atomic_store_explicit(&h->wd_dirty, 1, memory_order_release);
-    up_watchdog_kick(c);
-}
 
 static void *poll_main(void *arg)
 {
     struct upulsar_client *c = arg;
-    /* log callbacks may run here, as on an establish worker */
-    up_thread_set_role(UP_THREAD_WORKER);
+    /* a library thread: log callbacks may run here, under the rules of an
+     * establish worker (see "Callbacks" in upulsar.h) */
+    up_thread_set_role(UP_THREAD_POLLER);
     pthread_mutex_lock(&c->lock);
+    uint64_t wake = up_now_us() + POLL_IDLE_MS * 1000u;
     while (!c->wd_stop) {
-        struct timespec ts = up_deadline_ts(up_now_us() + POLL_IDLE_MS * 1000u);
+        struct timespec ts = up_deadline_ts(wake);
         pthread_cond_timedwait(&c->poll_cv, &c->lock, &ts);
         if (c->wd_stop)
             break;
+        wake = up_now_us() + POLL_IDLE_MS * 1000u;
         /* Handles are unlinked and freed under c->lock only once poll_busy
          * is not them (see up_producer_stop_claimed), so the walk may drop
          * the lock around each handle. */
@@ -56,10 +44,14 @@ static void *poll_main(void *arg)
             c->poll_busy = h;
             pthread_mutex_unlock(&c->lock);
             up_cancel_on(&h->closed); /* stop must not wait behind the request */
-            poll_one(c, h, up_now_us());
+            up_producer_poll_partitions(h, up_now_us());
             up_cancel_on(NULL);
             pthread_mutex_lock(&c->lock);
             c->poll_busy = NULL;
+            if (h->conf.partitions_update_interval_ms > 0 &&
+                atomic_load_explicit(&h->npart, memory_order_relaxed) > 0 &&
+                h->next_poll_us < wake)
+                wake = h->next_poll_us; /* (the poller's own field) */
             pthread_cond_broadcast(&c->wd_cv); /* a stop waiting for the handle */
         }
     }

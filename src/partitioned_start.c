@@ -265,7 +265,12 @@ upulsar_err_t upulsar_producer_start(upulsar_client_t *c, const char *name, cons
  * and all, establish the new producers, then publish (see struct
  * upulsar_producer for the ordering). A new producer that cannot be
  * established yet is left in BACKOFF for the supervisor; messages routed to
- * it wait in its ring. */
+ * it wait in its ring. Runs on the partition poller, while the watchdog
+ * may fail a group of the array being copied: the copy reads `failed`
+ * atomically, and a failure stored in the old array after it was read is
+ * not lost for long, since the group's producers are failed as well
+ * (fail_group) and the watchdog's next pass fails the group again in the
+ * new array (member_failure). */
 static void grow(struct upulsar_producer *h, int n)
 {
     int oldn = atomic_load_explicit(&h->ngroups, memory_order_relaxed);
@@ -283,7 +288,14 @@ static void grow(struct upulsar_producer *h, int n)
                h->topic, oldn, n - 1);
         return;
     }
-    memcpy(ng, h->groups, (size_t)oldn * sizeof *ng);
+    for (int g = 0; g < oldn; g++) { /* field by field: failed is atomic */
+        const up_group_t *og = &h->groups[g];
+        memcpy(ng[g].topic, og->topic, sizeof ng[g].topic);
+        ng[g].partition = og->partition;
+        ng[g].rps = og->rps;
+        ng[g].nrps = og->nrps;
+        atomic_init(&ng[g].failed, atomic_load(&og->failed));
+    }
     memcpy(na, h->all, (size_t)oldall * sizeof *na);
     int nall = oldall;
     for (int g = oldn; g < n; g++) {
@@ -301,13 +313,16 @@ static void grow(struct upulsar_producer *h, int n)
             return;
         }
     }
-    if (!h->conf.lazy_start_partitions) /* else LAZY until their first message */
+    if (!h->conf.lazy_start_partitions) { /* else LAZY until their first message */
+        /* in parallel, one attempt each (deadline 0: bounded by
+         * operation.timeout.ms, no retry; lookups batched per broker,
+         * PRODUCER requests pipelined); the ones that fail are left to the
+         * watchdog's usual re-creation */
+        up_establish_all(na + oldall, nall - oldall, 0, false);
         for (int i = oldall; i < nall; i++)
-            /* created by this pass of the supervisor, at once and in
-             * parallel on the establish workers, as a lazy producer on its
-             * first message (no restart counted; a failure backs off) */
-            up_rp_transition(na[i], UP_RP_BIT(UP_RP_CONNECTING), UP_RP_BACKOFF_NOW,
-                             "a new partition: created by the supervisor");
+            up_rp_transition(na[i], UP_RP_BIT(UP_RP_CONNECTING), UP_RP_BACKOFF,
+                             "its first creation failed: left to the supervisor");
+    }
     h->retired[h->nretired++] = h->groups;
     h->retired[h->nretired++] = h->all;
     atomic_store_explicit(&h->groups, ng, memory_order_release);
@@ -318,12 +333,16 @@ static void grow(struct upulsar_producer *h, int n)
     up_log(h->client, UPULSAR_LOG_INFO, "%s: partitions %d -> %d", h->topic, oldn, n);
 }
 
-void up_producer_apply_partitions(struct upulsar_producer *h)
+void up_producer_poll_partitions(struct upulsar_producer *h, uint64_t now)
 {
-    int n = atomic_exchange_explicit(&h->polled_parts, 0, memory_order_acquire);
+    int iv = h->conf.partitions_update_interval_ms;
     int cur = atomic_load_explicit(&h->npart, memory_order_relaxed);
-    if (n <= 0 || cur == 0)
+    if (iv <= 0 || cur == 0 || now < h->next_poll_us)
         return;
+    h->next_poll_us = now + (uint64_t)iv * 1000u;
+    int n;
+    if (up_partitions(h->client, h->topic, &n))
+        return; /* try again at the next interval */
     if (n < cur) {
         if (h->shrink_seen != n)
             up_log(h->client, UPULSAR_LOG_WARNING,

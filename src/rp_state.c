@@ -14,12 +14,11 @@
  *  CONNECTING, READY
  *              -> BACKOFF      the connection was lost, or the PRODUCER
  *                              request failed (producer.c), or the
- *                              creation attempt failed (watchdog.c)
+ *                              creation attempt failed (watchdog.c,
+ *                              partition growth)
  *  CONNECTING, READY, BACKOFF*
  *              -> BACKOFF_NOW  CLOSE_PRODUCER naming the new owner,
- *                              TOPIC_MIGRATED (producer.c); a new
- *                              partition's producer, for the supervisor
- *                              to create (partitioned_start.c)
+ *                              TOPIC_MIGRATED (producer.c)
  *              -> BACKOFF_GRACEFUL
  *                              CLOSE_PRODUCER naming no owner (producer.c);
  *                              the later close wins over an earlier one

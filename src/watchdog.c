@@ -599,7 +599,6 @@ static void *wd_main(void *arg)
             c->wd_busy = h;
             pthread_mutex_unlock(&c->lock);
             up_cancel_on(&h->closed); /* stop must not wait behind an attempt */
-            up_producer_apply_partitions(h); /* what the poller got */
             supervise(h, up_now_us());
             up_cancel_on(NULL);
             pthread_mutex_lock(&c->lock);

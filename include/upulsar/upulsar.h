@@ -335,7 +335,9 @@ typedef struct upulsar_future upulsar_future_t;
  * send run on an io loop thread; the statistics callback on the watchdog
  * thread; the start callback (upulsar_start_cb_t) on the thread of its
  * start, which counts as an establish worker; the log callback on any of
- * these or on an establish worker (and,
+ * these, on an establish worker or on the partition poller (a library
+ * thread that asks for partition counts and grows partitioned producers;
+ * the rules of an establish worker apply there) (and,
  * for a misuse it reports, such as a future released twice, or a failed
  * connection attempt of upulsar_producer_start(), on the application
  * thread that made the call: there the rules of that thread apply). These are library threads, and while a callback runs its thread does

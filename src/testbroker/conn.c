@@ -2273,21 +2273,20 @@ void *tb_conn_main(void *arg)
             break;
         bool frozen = atomic_load(&tb->frozen);
         int64_t now = tb_now_ms();
-        int64_t timeout = -1;
+        int64_t timeout = -1; /* no deadline: wait for the socket or a wake-up */
         if (!frozen) {
-            if (iv > 0)
-                timeout = c->next_tick_ms - now;
+            /* the earliest deadline (absolute ms), -1 = none; a relayed
+             * connection only forwards (no ticks of its own) */
+            int64_t next = iv > 0 && c->relay_fd < 0 ? c->next_tick_ms : -1;
             int64_t due = queue_next_due(c);
-            if (due >= 0 && (timeout < 0 || due - now < timeout))
-                timeout = due - now;
-            if (c->ndp && (timeout < 0 || c->dp[0].due_ms - now < timeout))
-                timeout = c->dp[0].due_ms - now;
-            if (c->auth_pending && (timeout < 0 || c->auth_deadline_ms - now < timeout))
-                timeout = c->auth_deadline_ms - now;
-            if (timeout < -1)
-                timeout = 0;
-            if (timeout > 60000)
-                timeout = 60000;
+            if (due >= 0 && (next < 0 || due < next))
+                next = due;
+            if (c->ndp && (next < 0 || c->dp[0].due_ms < next))
+                next = c->dp[0].due_ms;
+            if (c->auth_pending && (next < 0 || c->auth_deadline_ms < next))
+                next = c->auth_deadline_ms;
+            if (next >= 0) /* a deadline already past is a wait of 0, not none */
+                timeout = next <= now ? 0 : next - now > 60000 ? 60000 : next - now;
         }
         struct pollfd pfd[3];
         pfd[0].fd = frozen ? -1 : c->fd;
