@@ -104,9 +104,47 @@ static it_run_t it_start(const char *url, const char *name, const char *topic,
     return r;
 }
 
+/* Set by the proxy tests: the proxy's service URL, which every run must
+ * have gone through. */
+static const char *it_via_proxy;
+
+/* The client's connections (upulsar_connection_info in its metrics) all go
+ * to the proxy's address, and one at least names a broker behind it
+ * (proxy_to: the producers' connections; the lookup connection names
+ * none). */
+static void it_assert_proxied(upulsar_client_t *c, const char *proxy_url)
+{
+    const char *hp = strstr(proxy_url, "://");
+    hp = hp ? hp + 3 : proxy_url;
+    char want[300];
+    snprintf(want, sizeof want, "broker=\"%.*s\"", (int)strcspn(hp, "/"), hp);
+    char *text = NULL;
+    size_t len = 0;
+    cr_assert_eq(upulsar_client_metrics_prometheus(c, &text, &len), UPULSAR_OK, "%s",
+                 upulsar_last_error());
+    int conns = 0, proxied = 0;
+    for (char *line = text; line && *line;) {
+        char *eol = strchr(line, '\n');
+        if (eol)
+            *eol = '\0';
+        if (!strncmp(line, "upulsar_connection_info{", 24)) {
+            conns++;
+            cr_assert_not_null(strstr(line, want), "a connection not to the proxy (%s): %s", want,
+                               line);
+            proxied += strstr(line, "proxy_to=\"\"") == NULL;
+        }
+        line = eol ? eol + 1 : NULL;
+    }
+    free(text);
+    cr_assert_gt(conns, 0, "no open connection in the metrics");
+    cr_assert_gt(proxied, 0, "no connection names a broker behind the proxy (proxy_to)");
+}
+
 /* Stop the producer (everything acknowledged), then the client. */
 static void it_stop(it_run_t *r)
 {
+    if (it_via_proxy)
+        it_assert_proxied(r->client, it_via_proxy);
     cr_assert_eq(upulsar_producer_stop(r->p, 30000), UPULSAR_OK);
     upulsar_client_destroy(r->client);
     upulsar_conf_destroy(r->conf);
@@ -312,6 +350,7 @@ Test(integration, through_a_proxy, .timeout = 120)
     const char *proxy = getenv("UPULSAR_IT_PROXY_URL");
     if (!proxy || !*proxy)
         cr_skip_test("UPULSAR_IT_PROXY_URL is not set (the service URL of a Pulsar proxy)");
+    it_via_proxy = proxy;
     char topic[128];
     snprintf(topic, sizeof topic, "upulsar-it-proxy-%d", (int)getpid());
     it_run_t r = it_start(proxy, NULL, topic, NULL);
@@ -355,6 +394,7 @@ Test(integration, partitioned_topic_and_chunks_through_a_proxy, .timeout = 180)
     const char *topic = getenv("UPULSAR_IT_PARTITIONED_TOPIC");
     if (!topic || !*topic)
         cr_skip_test("UPULSAR_IT_PARTITIONED_TOPIC is not set");
+    it_via_proxy = proxy;
     routed_by_key(proxy, topic);
     chunked_round_trip(proxy, "upulsar-it-proxy-chunks");
 }
