@@ -165,7 +165,11 @@ static const conf_key_t keys[] = {
      "current unit until none of its messages is counted, when it gives it back; what is "
      "taken, counted messages and such rests, never exceeds the budget, except for a "
      "single message larger than the whole budget, accepted only when nothing else is "
-     "taken. 0 = no bound (still counted). Same default as the Java client's memoryLimit.",
+     "taken. 0 = no bound (still counted). Same default as the Java client's memoryLimit. "
+     "Not counted: ring pages a burst touched beyond the records they hold now, which stay "
+     "resident until queue.idle.release.ms of disuse; under full load on many partitions "
+     "they can exceed this budget (1000 partitions at max rate: about 400 MiB with the "
+     "default 1 MiB rings), bounded by partitions x queue.buffer.bytes x 1.25.",
      "memoryLimitBytes"},
     {"stats.interval.ms", K_INT, FLD(stats_interval_ms), "0", 0, 86400000, NULL, 0, 'C', "ms",
      "Interval of statistics reporting; 0 disables it.",
@@ -266,7 +270,9 @@ static const conf_key_t keys[] = {
      NULL, 0, 'P', "bytes",
      "Size of the message ring of each real producer (payloads plus about 32 bytes "
      "per message). Small rings stay in cache: 1 MiB measured faster than 4 MiB. "
-     "Messages larger than a quarter of it are kept in a private copy instead.",
+     "Messages larger than a quarter of it are kept in a private copy instead. "
+     "With its commit words a ring may hold up to 1.25 times this resident, so with many "
+     "partitions under full load it is the bound on ring memory (see memory.limit.bytes).",
      "(nearest: memoryLimitBytes, client-wide)"},
     {"queue.idle.release.ms", K_INT, FLD(queue_idle_release_ms), "1000", 0, 86400000, NULL, 0,
      'P', "ms",

@@ -993,7 +993,12 @@ upulsar_err_t upulsar_conf_set_router(upulsar_conf_t *conf, upulsar_router_cb_t 
  * KiB), and a producer gives the unused rest of its current unit back once
  * none of its messages is counted; what is taken never exceeds the budget, but
  * for one message larger than the whole budget, accepted only while nothing
- * else is taken. The figures are in the statistics ("memory").
+ * else is taken. The figures are in the statistics ("memory"). Resident
+ * memory is not bounded by the budget alone: a ring keeps the pages a
+ * burst touched (up to 1.25 x queue.buffer.bytes with its commit words)
+ * until queue.idle.release.ms of disuse, so under full load on many
+ * partitions rings can hold more than the budget; queue.buffer.bytes
+ * bounds that.
  *
  * From a callback: yes, and it never blocks there: no room is QUEUE_FULL at
  * once, also with block.if.queue.full=true (see "Callbacks").
