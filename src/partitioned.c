@@ -9,6 +9,7 @@
 #include "err.h"
 #include "rp_state.h"
 #include "route.h"
+#include "send_int.h"
 
 /* ---- routing -------------------------------------------------------------------- */
 
@@ -141,28 +142,50 @@ int upulsar_producer_partitions(const upulsar_producer_t *h) { return h ? h->npa
 
 /* ---- send ------------------------------------------------------------------------ */
 
-upulsar_err_t up_handle_send(upulsar_producer_t *h, const void *payload, size_t len,
-                             const upulsar_send_opts_t *opts, upulsar_future_t **future)
+/* upulsar_send()'s checks and routing (send_int.h, up_handle_route()) */
+static inline __attribute__((always_inline)) up_rp_t *
+route_checked(upulsar_producer_t *h, const void *payload, size_t len,
+              const upulsar_send_opts_t *opts, upulsar_err_t *err)
 {
-    if (future)
-        *future = NULL;
-    if (!h)
-        return up_seterr(UPULSAR_ERR__INVALID_ARG, "producer is NULL");
-    if (!payload && len)
-        return up_seterr(UPULSAR_ERR__INVALID_ARG, "payload is NULL with length %zu", len);
-    if (atomic_load_explicit(&h->closed, memory_order_relaxed))
-        return up_seterr(UPULSAR_ERR__CLOSED, "producer for %s is stopped", h->topic);
-    if (opts && (opts->flags & UPULSAR_SEND_NOCOPY) && !opts->free_cb)
-        return up_seterr(UPULSAR_ERR__INVALID_ARG, "UPULSAR_SEND_NOCOPY needs free_cb");
+    if (!h) {
+        *err = up_seterr(UPULSAR_ERR__INVALID_ARG, "producer is NULL");
+        return NULL;
+    }
+    if (!payload && len) {
+        *err = up_seterr(UPULSAR_ERR__INVALID_ARG, "payload is NULL with length %zu", len);
+        return NULL;
+    }
+    if (atomic_load_explicit(&h->closed, memory_order_relaxed)) {
+        *err = up_seterr(UPULSAR_ERR__CLOSED, "producer for %s is stopped", h->topic);
+        return NULL;
+    }
+    if (opts && (opts->flags & UPULSAR_SEND_NOCOPY) && !opts->free_cb) {
+        *err = up_seterr(UPULSAR_ERR__INVALID_ARG, "UPULSAR_SEND_NOCOPY needs free_cb");
+        return NULL;
+    }
     up_group_t *g;
     up_rp_t *rp = route(h, opts, payload, len, &g);
-    if (!rp)
-        return UPULSAR_ERR__INVALID_ARG; /* route_opts() set the detail */
+    if (!rp) {
+        *err = UPULSAR_ERR__INVALID_ARG; /* route_opts() set the detail */
+        return NULL;
+    }
     int gf = atomic_load_explicit(&g->failed, memory_order_relaxed);
-    if (gf)
-        return up_seterr((upulsar_err_t)gf, "%s: partition group failed: %s", g->topic,
+    if (gf) {
+        *err = up_seterr((upulsar_err_t)gf, "%s: partition group failed: %s", g->topic,
                          upulsar_err_str((upulsar_err_t)gf));
-    upulsar_err_t err = up_rp_enqueue(rp, payload, len, opts, future);
+        return NULL;
+    }
+    return rp;
+}
+
+up_rp_t *up_handle_route(upulsar_producer_t *h, const void *payload, size_t len,
+                         const upulsar_send_opts_t *opts, upulsar_err_t *err)
+{
+    return route_checked(h, payload, len, opts, err);
+}
+
+upulsar_err_t up_handle_send_err(upulsar_producer_t *h, upulsar_err_t err)
+{
     if (err == UPULSAR_ERR__QUEUE_FULL && h->conf.block_if_queue_full &&
         up_thread_role() != UP_THREAD_APP) {
         /* in a callback block.if.queue.full does not wait (see upulsar.h,
@@ -174,6 +197,21 @@ upulsar_err_t up_handle_send(upulsar_producer_t *h, const void *payload, size_t 
                          why, up_thread_role_name(up_thread_role()));
     }
     return err;
+}
+
+upulsar_err_t up_handle_send(upulsar_producer_t *h, const void *payload, size_t len,
+                             const upulsar_send_opts_t *opts, upulsar_future_t **future)
+{
+    if (future)
+        *future = NULL;
+    upulsar_err_t err;
+    up_rp_t *rp = route_checked(h, payload, len, opts, &err);
+    if (!rp)
+        return err;
+    err = up_rp_enqueue(rp, payload, len, opts, future);
+    if (__builtin_expect(err != UPULSAR_OK, 0))
+        return up_handle_send_err(h, err);
+    return UPULSAR_OK;
 }
 
 /* ---- introspection ------------------------------------------------------------------ */
