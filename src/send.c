@@ -546,7 +546,7 @@ upulsar_err_t up_rp_enqueue(up_rp_t *rp, const void *payload, size_t len,
     if (e)
         return e;
     up_rec_in_t in;
-    e = up_send_build(rp, cf, payload, len, o, &in);
+    e = up_send_build(cf, up_send_maxsz(rp), payload, len, o, &in);
     if (e)
         return e;
     /* from here on len <= UPULSAR_MAX_CHUNKED_BYTES: every sum fits */

@@ -96,15 +96,21 @@ static inline upulsar_err_t up_send_size_check(bool chunking, size_t maxsz, size
     return up_send_size_slow(chunking, maxsz, len, keys, props, repl);
 }
 
+/** The broker's max_message_size as up_send_build() takes it. */
+static inline int32_t up_send_maxsz(const up_rp_t *rp)
+{
+    return atomic_load_explicit(&rp->client->max_message_size, memory_order_relaxed);
+}
+
 /** Validate the message (@p payload, @p len, options @p o as up_send_opts()
- *  gave them) for @p rp and fill *@p in, the record to write (no send time,
+ *  gave them) for @p rp, whose client's max_message_size is @p maxsz
+ *  (up_send_maxsz()), and fill *@p in, the record to write (no send time,
  *  no future yet): UPULSAR_OK, or the error with nothing changed
  *  anywhere. */
 static inline __attribute__((always_inline)) upulsar_err_t
-up_send_build(up_rp_t *rp, const struct upulsar_conf *cf, const void *payload, size_t len,
+up_send_build(const struct upulsar_conf *cf, int32_t maxsz, const void *payload, size_t len,
               const upulsar_send_opts_t *o, up_rec_in_t *in)
 {
-    int32_t maxsz = atomic_load_explicit(&rp->client->max_message_size, memory_order_relaxed);
     /* field by field: zeroing the whole struct at once (rep stos) and then
      * reading fields back costs the hot path a store-forwarding stall */
     in->flags = 0;

@@ -41,6 +41,7 @@ typedef struct run {
     unsigned n;
     uint64_t cells;
     uint64_t ext; /* payload bytes kept out of the ring (NOCOPY) */
+    int32_t maxsz; /* the client's max_message_size, read at the run's start */
     uint32_t ncells[RUN_MAX];
     up_rec_in_t in[RUN_MAX];
 } run_t;
@@ -135,9 +136,13 @@ upulsar_err_t upulsar_send_many_sized(upulsar_producer_t *p, const upulsar_msg_t
         }
         if ((err = up_send_prep(rp)))
             goto refused;
+        /* read once per run: its cache line is shared with the budget's
+         * counters, which other threads write all the time */
+        if (u.n == 0)
+            u.maxsz = up_send_maxsz(rp);
         const struct upulsar_conf *cf = rp_conf(rp);
         up_rec_in_t *in = &u.in[u.n];
-        if ((err = up_send_build(rp, cf, payload, len, o, in)))
+        if ((err = up_send_build(cf, u.maxsz, payload, len, o, in)))
             goto refused;
         up_send_stamp(cf, in);
         up_ring_t *r = &rp->ring;
