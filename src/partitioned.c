@@ -81,7 +81,7 @@ static bool route_opts(struct upulsar_producer *h, const upulsar_send_opts_t *o,
     return true;
 }
 
-static up_rp_t *route(struct upulsar_producer *h, const upulsar_send_opts_t *o,
+static inline __attribute__((always_inline)) up_rp_t *route(struct upulsar_producer *h, const upulsar_send_opts_t *o,
                       const void *payload, size_t plen, up_group_t **gout)
 {
     int k = h->conf.producers_per_partition;
@@ -120,12 +120,15 @@ static up_rp_t *route(struct upulsar_producer *h, const upulsar_send_opts_t *o,
         }
         s = up_rr_route(&t->rr, &h->conf, plen, slots);
     }
-    if (__builtin_expect(k == 1, 1)) { /* one producer per partition: no division */
-        *gout = &groups[s];
-        return (*gout)->rps[0];
-    }
-    *gout = &groups[s / (uint32_t)k];
-    return (*gout)->rps[s % (uint32_t)k];
+    return up_route_slot(groups, s, k, gout);
+}
+
+up_rr_t *up_handle_rr(struct upulsar_producer *h)
+{
+    if (h->conf.router || h->conf.routing == UP_ROUTE_SINGLE ||
+        h->conf.routing == UP_ROUTE_RANDOM || rt.owner != h)
+        return NULL;
+    return &rt.rr;
 }
 
 int upulsar_producer_partition_for_key(const upulsar_producer_t *h, const char *key)
@@ -151,30 +154,16 @@ route_checked(upulsar_producer_t *h, const void *payload, size_t len,
         *err = up_seterr(UPULSAR_ERR__INVALID_ARG, "producer is NULL");
         return NULL;
     }
-    if (!payload && len) {
-        *err = up_seterr(UPULSAR_ERR__INVALID_ARG, "payload is NULL with length %zu", len);
+    if ((*err = up_route_pre(h, payload, len, opts)))
         return NULL;
-    }
-    if (atomic_load_explicit(&h->closed, memory_order_relaxed)) {
-        *err = up_seterr(UPULSAR_ERR__CLOSED, "producer for %s is stopped", h->topic);
-        return NULL;
-    }
-    if (opts && (opts->flags & UPULSAR_SEND_NOCOPY) && !opts->free_cb) {
-        *err = up_seterr(UPULSAR_ERR__INVALID_ARG, "UPULSAR_SEND_NOCOPY needs free_cb");
-        return NULL;
-    }
     up_group_t *g;
     up_rp_t *rp = route(h, opts, payload, len, &g);
     if (!rp) {
         *err = UPULSAR_ERR__INVALID_ARG; /* route_opts() set the detail */
         return NULL;
     }
-    int gf = atomic_load_explicit(&g->failed, memory_order_relaxed);
-    if (gf) {
-        *err = up_seterr((upulsar_err_t)gf, "%s: partition group failed: %s", g->topic,
-                         upulsar_err_str((upulsar_err_t)gf));
+    if ((*err = up_route_post(g)))
         return NULL;
-    }
     return rp;
 }
 

@@ -490,7 +490,10 @@ enqueue_in(up_rp_t *rp, up_rec_in_t *in, upulsar_future_t **future)
                          "key and properties need %zu bytes, more than half of queue.buffer.bytes",
                          size);
     }
-    upulsar_err_t le = pending_reserve(rp);
+    /* max.pending.messages: the call only when it is set (two callers of
+     * this function: the compiler no longer inlines pending_reserve()) */
+    upulsar_err_t le =
+        rp->handle->conf.max_pending_messages > 0 ? pending_reserve(rp) : UPULSAR_OK;
     if (le) {
         free(copy);
         return le;

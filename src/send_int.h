@@ -28,6 +28,77 @@
 up_rp_t *up_handle_route(struct upulsar_producer *h, const void *payload, size_t len,
                          const upulsar_send_opts_t *opts, upulsar_err_t *err);
 
+/** The calling thread's round robin over handle @p h: its state when
+ *  keyless messages of @p h are routed round robin (routing.mode, no
+ *  router) and this thread's last round-robin message went through @p h
+ *  (up_handle_route() of a keyless message makes it so); else NULL.
+ *  @thread any (the state is the calling thread's) */
+up_rr_t *up_handle_rr(struct upulsar_producer *h);
+
+/** upulsar_send()'s checks of a message before it is routed (@p h not
+ *  NULL): UPULSAR_OK or the error. */
+static inline upulsar_err_t up_route_pre(struct upulsar_producer *h, const void *payload,
+                                        size_t len, const upulsar_send_opts_t *opts)
+{
+    if (!payload && len)
+        return up_seterr(UPULSAR_ERR__INVALID_ARG, "payload is NULL with length %zu", len);
+    if (atomic_load_explicit(&h->closed, memory_order_relaxed))
+        return up_seterr(UPULSAR_ERR__CLOSED, "producer for %s is stopped", h->topic);
+    if (opts && (opts->flags & UPULSAR_SEND_NOCOPY) && !opts->free_cb)
+        return up_seterr(UPULSAR_ERR__INVALID_ARG, "UPULSAR_SEND_NOCOPY needs free_cb");
+    return UPULSAR_OK;
+}
+
+/** The producer of slot @p s of @p groups (@p k producers per partition);
+ *  its group in *@p gout. */
+static inline up_rp_t *up_route_slot(up_group_t *groups, uint32_t s, int k, up_group_t **gout)
+{
+    if (__builtin_expect(k == 1, 1)) { /* one producer per partition: no division */
+        *gout = &groups[s];
+        return (*gout)->rps[0];
+    }
+    *gout = &groups[s / (uint32_t)k];
+    return (*gout)->rps[s % (uint32_t)k];
+}
+
+/** upulsar_send()'s check of the group a message was routed to. */
+static inline upulsar_err_t up_route_post(up_group_t *g)
+{
+    int gf = atomic_load_explicit(&g->failed, memory_order_relaxed);
+    if (gf)
+        return up_seterr((upulsar_err_t)gf, "%s: partition group failed: %s", g->topic,
+                         upulsar_err_str((upulsar_err_t)gf));
+    return UPULSAR_OK;
+}
+
+/** Whether options @p o leave a message to the round robin (when the
+ *  handle has one): no key, no UPULSAR_SEND_PARTITION. */
+static inline bool up_route_plain(const upulsar_send_opts_t *o)
+{
+    return !o || !(o->partition_key || o->partition_key_bytes ||
+                   (o->flags & UPULSAR_SEND_PARTITION));
+}
+
+/** up_handle_route() of a message up_route_plain() leaves to the round
+ *  robin @p rr (up_handle_rr() of @p h): the same checks and the same
+ *  step of the round robin, without the rest of the routing's choices. */
+static inline up_rp_t *up_route_rr(struct upulsar_producer *h, up_rr_t *rr, const void *payload,
+                                   size_t len, const upulsar_send_opts_t *o, upulsar_err_t *err)
+{
+    if ((*err = up_route_pre(h, payload, len, o)))
+        return NULL;
+    int k = h->conf.producers_per_partition;
+    /* count first, then the array (see struct upulsar_producer) */
+    uint32_t ngroups = (uint32_t)atomic_load_explicit(&h->ngroups, memory_order_acquire);
+    up_group_t *groups = atomic_load_explicit(&h->groups, memory_order_acquire);
+    uint32_t s = up_rr_route(rr, &h->conf, len, ngroups * (uint32_t)k);
+    up_group_t *g;
+    up_rp_t *rp = up_route_slot(groups, s, k, &g);
+    if ((*err = up_route_post(g)))
+        return NULL;
+    return rp;
+}
+
 /** The error upulsar_send() returns for @p err, a refusal of up_rp_enqueue()
  *  on handle @p h (in a callback, a QUEUE_FULL says that it did not wait).
  *  @thread any */

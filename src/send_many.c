@@ -121,14 +121,23 @@ upulsar_err_t upulsar_send_many_sized(upulsar_producer_t *p, const upulsar_msg_t
     run_t u;
     u.n = 0;
     u.rp = NULL;
+    up_rr_t *rr = NULL; /* the thread's round robin over p, once a message used it */
     for (size_t i = 0; i < n; i++) {
         const void *payload = msgs[i].payload;
         size_t len = msgs[i].len;
         upulsar_send_opts_t tmp;
         const upulsar_send_opts_t *o = NULL;
         up_rp_t *rp;
-        if ((err = up_send_opts(msgs[i].opts, opts_size, len, &tmp, &o)) ||
-            !(rp = up_handle_route(p, payload, len, o, &err)))
+        if ((err = up_send_opts(msgs[i].opts, opts_size, len, &tmp, &o)))
+            goto refused;
+        if (rr && up_route_plain(o)) {
+            rp = up_route_rr(p, rr, payload, len, o, &err);
+        } else {
+            rp = up_handle_route(p, payload, len, o, &err);
+            if (rp && up_route_plain(o))
+                rr = up_handle_rr(p); /* the next such message: its step alone */
+        }
+        if (!rp)
             goto refused;
         if (u.n && (rp != u.rp || u.n == RUN_MAX)) {
             if ((err = run_flush(&u, futures, &acc)))

@@ -461,3 +461,59 @@ Test(send_many, a_call_to_one_producer_is_queued_together)
     upulsar_tb_snapshot_free(s);
     ft_stop_client_and_broker(tb, c);
 }
+
+/* ---- round robin, message by message -------------------------------------------- */
+
+/* Scenario:
+ *  1. 3 partitions, batching off: the round robin moves on with every
+ *     keyless message (as upulsar_send() routes it).
+ *  2. One call of 30 keyless messages, every third with a key in between
+ *     (which does not move the round robin).
+ *  3. The keyless ones went to the partitions in turn: keyless message j
+ *     (j-th among them) to partition (first + j) mod 3; the keyed ones to
+ *     their key's partition. */
+Test(send_many, round_robin_moves_per_message_as_upulsar_send)
+{
+    enum { N = 30 };
+    upulsar_tb_t *tb = ft_broker();
+    cr_assert_eq(upulsar_tb_set_partitions(tb, "many-rr", 3), UPULSAR_OK);
+    upulsar_client_t *c = ft_client(tb, NULL);
+    const char *kv[] = {"batching.enabled", "false", NULL};
+    upulsar_producer_t *p = ft_producer(c, NULL, "many-rr", 0, kv);
+    char bufs[N][16], keys[N][16];
+    upulsar_send_opts_t o[N];
+    upulsar_msg_t msgs[N];
+    upulsar_future_t *futs[N];
+    for (int i = 0; i < N; i++) {
+        int n = snprintf(bufs[i], sizeof bufs[i], "rr:%d", i);
+        o[i] = (upulsar_send_opts_t){.event_time_ms = (uint64_t)i + 1};
+        if (i % 3 == 2) {
+            snprintf(keys[i], sizeof keys[i], "k%d", i);
+            o[i].partition_key = keys[i];
+        }
+        msgs[i] = (upulsar_msg_t){bufs[i], (size_t)n, &o[i]};
+    }
+    size_t acc = 0;
+    cr_assert_eq(upulsar_send_many(p, msgs, N, futs, &acc), UPULSAR_OK, "%s",
+                 upulsar_last_error());
+    cr_assert_eq(acc, (size_t)N);
+    int part[N], first = -1, j = 0;
+    for (int i = 0; i < N; i++) {
+        upulsar_msg_id_t id;
+        cr_assert_eq(upulsar_future_wait(futs[i], FT_WAIT_MS, &id), UPULSAR_OK);
+        upulsar_future_release(futs[i]);
+        part[i] = id.partition;
+        if (i % 3 == 2) {
+            cr_assert_eq(part[i], upulsar_producer_partition_for_key(p, keys[i]),
+                         "keyed message %d", i);
+            continue;
+        }
+        if (first < 0)
+            first = part[i];
+        cr_assert_eq(part[i], (first + j) % 3, "keyless message %d (the %d-th) on partition %d",
+                     i, j, part[i]);
+        j++;
+    }
+    cr_assert_eq(upulsar_producer_stop(p, 10000), UPULSAR_OK);
+    ft_stop_client_and_broker(tb, c);
+}
