@@ -33,7 +33,7 @@ typedef struct mix_msg {
     int keyed, part, props;
     int key_part; /* a keyed message: its key's partition */
     upulsar_property_t pr[2];
-    char pv[2][16];
+    char pv[2][32];
     upulsar_send_opts_t o;
     upulsar_future_t *f;
     upulsar_msg_id_t id;
