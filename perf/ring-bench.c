@@ -9,12 +9,17 @@
  *     an in-process test broker (perf mode) acknowledging. Threads send in
  *     bursts of 1000 and pause between bursts, so the ring never fills and
  *     the figure is the enqueue cost, not back-pressure.
+ *  C. upulsar_send_many() on 1 thread, in calls of 16 and of 64 messages,
+ *     next to upulsar_send() one by one (the three take turns, burst by
+ *     burst, so a change in the machine's load hits them alike); same
+ *     setup and pauses as B.
  * Prints the median ns per message per thread over many samples, for
  * 1..N threads, from the sending thread's CPU time per burst
  * (CLOCK_THREAD_CPUTIME_ID): on a 2-core machine senders are regularly
  * preempted by the consumer, the loop and the broker, and that waiting is
  * not a cost of the call. (A producer that finds the ring full spins, and
- * that spinning is counted.)   usage: ring-bench [max_threads (default 4)] */
+ * that spinning is counted.)
+ *  usage: ring-bench [max_threads (default 4)] [cases (default ABC)] */
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
@@ -129,16 +134,51 @@ static void *send_thread(void *a)
     return NULL;
 }
 
+/* ---- C: upulsar_send_many ---- */
+#define C_KINDS 3
+static const int c_batch[C_KINDS] = {1, 16, 64}; /* 1: upulsar_send() */
+
+static void *send_many_thread(void *a)
+{
+    samples_t *sm = a; /* C_KINDS of them */
+    char payload[100];
+    memset(payload, 'p', sizeof payload);
+    upulsar_msg_t msgs[64];
+    for (int i = 0; i < 64; i++)
+        msgs[i] = (upulsar_msg_t){payload, sizeof payload, NULL};
+    for (int s = 0; s < SAMPLES; s++)
+        for (int k = 0; k < C_KINDS; k++) {
+            int b = c_batch[k], calls = BURST / b; /* about BURST messages */
+            uint64_t t = thread_ns();
+            for (int i = 0; i < calls; i++) {
+                if (b == 1) {
+                    if (upulsar_send(prod, payload, sizeof payload, NULL, NULL))
+                        errors++;
+                } else {
+                    size_t acc;
+                    if (upulsar_send_many(prod, msgs, (size_t)b, NULL, &acc))
+                        errors++;
+                }
+            }
+            sm[k].s[s] = (double)(thread_ns() - t) / (calls * b);
+            struct timespec pause = {0, 2000000}; /* let the loop drain */
+            nanosleep(&pause, NULL);
+        }
+    return NULL;
+}
+
 int main(int argc, char **argv)
 {
     int maxt = argc > 1 ? atoi(argv[1]) : 4;
+    const char *cases = argc > 2 ? argv[2] : "ABC";
     if (maxt < 1 || maxt > 64)
         maxt = 4;
     samples_t *sm = calloc((size_t)maxt, sizeof *sm);
     pthread_t th[64], cons;
 
-    printf("A. MPSC ring, 132-byte records, one consumer thread (thread CPU time)\n");
-    for (int t = 1; t <= maxt; t++) {
+    if (strchr(cases, 'A'))
+        printf("A. MPSC ring, 132-byte records, one consumer thread (thread CPU time)\n");
+    for (int t = 1; t <= maxt && strchr(cases, 'A'); t++) {
         up_ring_init(&ring, 4u << 20);
         atomic_store(&done_producers, 0);
         pthread_create(&cons, NULL, ring_consumer, &t);
@@ -152,8 +192,8 @@ int main(int argc, char **argv)
         up_ring_destroy(&ring);
     }
 
-    printf("B. upulsar_send(), 100-byte messages, 4 partitions, embedded broker in-process "
-           "(thread CPU time)\n");
+    if (!strchr(cases, 'B') && !strchr(cases, 'C'))
+        goto out;
     upulsar_tb_opts_t o;
     upulsar_tb_opts_init(&o);
     o.perf = 1;
@@ -173,7 +213,10 @@ int main(int argc, char **argv)
         fprintf(stderr, "client: %s\n", upulsar_last_error());
         return 1;
     }
-    for (int t = 1; t <= maxt; t++) {
+    if (strchr(cases, 'B'))
+        printf("B. upulsar_send(), 100-byte messages, 4 partitions, embedded broker in-process "
+               "(thread CPU time)\n");
+    for (int t = 1; t <= maxt && strchr(cases, 'B'); t++) {
         for (int i = 0; i < t; i++)
             pthread_create(&th[i], NULL, send_thread, &sm[i]);
         for (int i = 0; i < t; i++)
@@ -182,12 +225,30 @@ int main(int argc, char **argv)
         printf("   %d sender thread(s): median %.1f ns per message per thread\n", t,
                median_of(sm, t));
     }
+    if (strchr(cases, 'C')) {
+        printf("C. upulsar_send_many(), 100-byte messages, 1 sender thread, same setup (thread "
+               "CPU time; the kinds take turns)\n");
+        samples_t *cm = calloc(C_KINDS, sizeof *cm);
+        pthread_create(&th[0], NULL, send_many_thread, cm);
+        pthread_join(th[0], NULL);
+        upulsar_producer_flush(prod, 10000);
+        for (int k = 0; k < C_KINDS; k++) {
+            if (c_batch[k] == 1)
+                printf("   upulsar_send():                  median %.1f ns per message\n",
+                       median_of(&cm[k], 1));
+            else
+                printf("   upulsar_send_many() of %2d:       median %.1f ns per message\n",
+                       c_batch[k], median_of(&cm[k], 1));
+        }
+        free(cm);
+    }
     if (atomic_load(&errors))
         printf("   (%llu sends failed)\n", (unsigned long long)atomic_load(&errors));
     upulsar_producer_stop(prod, 10000);
     upulsar_client_destroy(client);
     upulsar_conf_destroy(conf);
     upulsar_tb_stop(tb);
+out:
     free(sm);
     return 0;
 }

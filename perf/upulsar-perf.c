@@ -91,8 +91,9 @@ static struct {
     int tls;            /* embedded broker over TLS */
     const char *tls_ca; /* tls.ca.file for --url pulsar+ssl://... */
     double idle;        /* seconds of idling measured after the start, 0 = none */
+    int send_many;      /* messages per upulsar_send_many() call, 0 = upulsar_send() */
 } opt = {NULL, "perf", 4, 2, 100, 0, 10, 0, 1000, 131072, "1", NULL, {NULL}, 0, "none", 0, 1, 1, NULL, 0, 0, 1.0,
-         0, NULL, 0};
+         0, NULL, 0, 0};
 
 static void usage(FILE *fp)
 {
@@ -126,6 +127,8 @@ static void usage(FILE *fp)
           "  --queue-bytes N        ring bytes per producer (queue.buffer.bytes)\n"
           "  --idle S               after the start, send nothing for S seconds and report the\n"
           "                         client's CPU time over them (then run as usual)\n"
+          "  --send-many N          send in upulsar_send_many() calls of N messages (default:\n"
+          "                         upulsar_send(), one message per call)\n"
           "  --json                 print the summary as one JSON object\n"
           "  -q, --quiet            no progress lines\n",
           fp);
@@ -330,6 +333,63 @@ static uint64_t sent_total(void)
 
 static char keys[1000][16];
 
+/* The sender's loop with --send-many: calls of opt.send_many messages,
+ * each with its options (the send time to measure latency, a key with
+ * --keyed), the rate checked per call. */
+static void sender_many(sender_t *s, const char *payload)
+{
+    size_t b = (size_t)opt.send_many;
+    upulsar_msg_t *msgs = calloc(b, sizeof *msgs);
+    upulsar_send_opts_t *o = calloc(b, sizeof *o);
+    if (!msgs || !o) {
+        s->errors++;
+        free(msgs);
+        free(o);
+        return;
+    }
+    for (size_t j = 0; j < b; j++) {
+        o[j].cb = on_delivery;
+        msgs[j] = (upulsar_msg_t){payload, (size_t)opt.size, &o[j]};
+    }
+    uint64_t start = now_ns(), t;
+    double interval = s->rate > 0 ? 1e9 / s->rate : 0;
+    uint32_t rnd = (uint32_t)s->id * 2654435761u + 1;
+    uint64_t i = 0;
+    while (!s->quota || i < s->quota) {
+        if (atomic_load_explicit(&stop_flag, memory_order_relaxed))
+            break;
+        t = now_ns();
+        while (interval > 0 && start + (uint64_t)((double)i * interval) > t) {
+            struct timespec ts = {0, 200000};
+            nanosleep(&ts, NULL);
+            t = now_ns();
+            if (atomic_load_explicit(&stop_flag, memory_order_relaxed))
+                break;
+        }
+        size_t n = s->quota && s->quota - i < b ? (size_t)(s->quota - i) : b;
+        for (size_t j = 0; j < n; j++) {
+            if (opt.keyed) {
+                rnd = rnd * 1664525u + 1013904223u;
+                o[j].partition_key = keys[(rnd >> 8) % 1000];
+            }
+            o[j].opaque = (void *)(uintptr_t)t;
+        }
+        size_t acc = 0;
+        upulsar_err_t err = upulsar_send_many(producer, msgs, n, NULL, &acc);
+        i += n; /* a refused message is not retried, as with upulsar_send() */
+        atomic_store_explicit(&s->sent,
+                              atomic_load_explicit(&s->sent, memory_order_relaxed) + acc,
+                              memory_order_relaxed);
+        if (err) {
+            s->errors += n - acc;
+            if (err == UPULSAR_ERR__CLOSED)
+                break;
+        }
+    }
+    free(msgs);
+    free(o);
+}
+
 static void *sender_main(void *arg)
 {
     sender_t *s = arg;
@@ -340,6 +400,11 @@ static void *sender_main(void *arg)
     uint64_t start = now_ns(), t = start;
     double interval = s->rate > 0 ? 1e9 / s->rate : 0;
     uint32_t rnd = (uint32_t)s->id * 2654435761u + 1;
+    if (opt.send_many > 0) {
+        sender_many(s, payload);
+        free(payload);
+        return NULL;
+    }
     for (uint64_t i = 0; !s->quota || i < s->quota; i++) {
         if ((i & 15) == 0 || interval > 0) {
             if (atomic_load_explicit(&stop_flag, memory_order_relaxed))
@@ -565,7 +630,7 @@ int main(int argc, char **argv)
         {"io-threads", 1, 0, 7},  {"json", 0, 0, 8},          {"quiet", 0, 0, 'q'},
         {"warmup", 1, 0, 9},      {"queue-bytes", 1, 0, 10},      {"help", 0, 0, 'h'},
         {"tls", 0, 0, 11},        {"tls-ca", 1, 0, 12},       {"batch-mode", 1, 0, 13}, {"set", 1, 0, 14},
-        {"idle", 1, 0, 15},
+        {"idle", 1, 0, 15},       {"send-many", 1, 0, 16},
         {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "p:t:s:r:d:n:qh", lo, NULL)) != -1) {
@@ -599,13 +664,15 @@ int main(int argc, char **argv)
         case 11: opt.tls = 1; break;
         case 12: opt.tls_ca = optarg; break;
         case 15: opt.idle = atof(optarg); break;
+        case 16: opt.send_many = atoi(optarg); break;
         case 'q': opt.quiet = 1; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
     }
     if (opt.threads < 1 || opt.threads > 256 || opt.size < 0 || opt.partitions < 0 ||
-        opt.seconds <= 0 || opt.warmup < 0 || opt.idle < 0) {
+        opt.seconds <= 0 || opt.warmup < 0 || opt.idle < 0 || opt.send_many < 0 ||
+        opt.send_many > 1000000) {
         usage(stderr);
         return 2;
     }
@@ -861,7 +928,7 @@ int main(int argc, char **argv)
                "\"partitions\":%d,\"threads\":%d,\"size\":%d,\"rate_limit\":%.0f,"
                "\"compression\":\"%s\",\"keyed\":%s,\"embedded_broker\":%s,"
                "\"transport\":\"%s\",\"io_backend\":\"%s\",\"batch_mode\":\"%s\","
-               "\"batch_delay_ms\":\"%s\","
+               "\"batch_delay_ms\":\"%s\",\"send_many\":%d,"
                "\"lib_latency_us\":{\"count\":%" PRIu64 ",\"p50\":%" PRIu64 ",\"p99\":%" PRIu64
                ",\"p999\":%" PRIu64 "},\"batch_msgs\":{\"p50\":%" PRIu64 ",\"p99\":%" PRIu64 "}}\n",
                total_sent, total_acked, total_failed, enq_total, secs, rate,
@@ -872,14 +939,15 @@ int main(int argc, char **argv)
                idle_cpu_s, opt.partitions,
                opt.threads, opt.size, opt.rate, opt.compression,
                opt.keyed ? "true" : "false", broker_pid ? "true" : "false", transport, io_backend,
-               opt.batch_mode ? opt.batch_mode : "default", opt.batch_delay_ms, lib_lat_n,
+               opt.batch_mode ? opt.batch_mode : "default", opt.batch_delay_ms, opt.send_many, lib_lat_n,
                lib_lat[0], lib_lat[1], lib_lat[2], lib_bm[0], lib_bm[1]);
     } else {
         printf("%% %" PRIu64 " messages produced (%" PRIu64 " bytes), %" PRIu64 " acked, %" PRIu64
                " failed in %.3f s measured: %.0f msgs/s and %.2f MB/s, %s compression, %s "
-               "transport, %s io\n",
+               "transport, %s io%s\n",
                m_sent, m_sent * (uint64_t)opt.size, m_acked, total_failed, secs, rate,
-               rate * opt.size / 1e6, opt.compression, transport, io_backend);
+               rate * opt.size / 1e6, opt.compression, transport, io_backend,
+               opt.send_many ? ", upulsar_send_many()" : "");
         printf("%% latency send->receipt us: p50 %" PRIu64 "  p95 %" PRIu64 "  p99 %" PRIu64
                "  p99.9 %" PRIu64 "  max %" PRIu64 "\n",
                pct[0], pct[1], pct[2], pct[3], lmax);

@@ -260,6 +260,54 @@ struct upulsar_future *up_future_alloc(up_future_pool_t *p)
     }
 }
 
+unsigned up_future_alloc_many(up_future_pool_t *p, struct upulsar_future **out, unsigned n)
+{
+    if (n == 0)
+        return 0;
+    uint64_t old = atomic_load_explicit(&p->head, memory_order_acquire);
+    for (;;) {
+        /* walk n slots down from the top: every change of head (push or
+         * pop) bumps its tag, so while the CAS below succeeds no slot of
+         * the walk was taken or put back meanwhile and the links read are
+         * the list's; a walk that raced with a change reads links that are
+         * still slot indices (or 0) and fails its CAS */
+        uint32_t top = (uint32_t)old, next = top;
+        up_fslot_t *first = NULL;
+        unsigned k = 0;
+        while (k < n && next) {
+            up_fslot_t *f = slot(p, next - 1);
+            if (!first)
+                first = f;
+            next = atomic_load_explicit(&f->next, memory_order_relaxed);
+            k++;
+        }
+        if (k < n) { /* not enough on the list: one by one (it grows) */
+            for (k = 0; k < n; k++)
+                if (!(out[k] = up_future_alloc(p)))
+                    break;
+            return k;
+        }
+        uint64_t nw = (((old >> 32) + 1) << 32) | next;
+        if (atomic_compare_exchange_weak_explicit(&p->head, &old, nw, memory_order_acquire,
+                                                  memory_order_acquire)) {
+            /* as up_future_alloc(), each slot: a new generation, no flags */
+            up_fslot_t *f = first;
+            for (unsigned i = 0; i < n; i++) {
+                uint32_t gen =
+                    (gen_of(atomic_load_explicit(&f->state, memory_order_relaxed)) + 1) &
+                    F_GEN_MASK;
+                uint32_t nx = atomic_load_explicit(&f->next, memory_order_relaxed);
+                atomic_store_explicit(&f->state, gen << F_GEN_SHIFT, memory_order_relaxed);
+                out[i] = &f->alias[gen];
+                if (i + 1 < n)
+                    f = slot(p, nx - 1);
+            }
+            atomic_fetch_add_explicit(&p->in_use, n, memory_order_relaxed);
+            return n;
+        }
+    }
+}
+
 static long futex(_Atomic uint32_t *addr, int op, uint32_t val, const struct timespec *ts)
 {
     return syscall(SYS_futex, (uint32_t *)addr, op, val, ts, NULL, 0);

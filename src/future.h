@@ -141,6 +141,12 @@ void up_future_pool_destroy(up_future_pool_t *p);
  *  (or out of memory). @thread any. Allocates only when growing. */
 struct upulsar_future *up_future_alloc(up_future_pool_t *p);
 
+/** Take @p n fresh pending futures into @p out[0..n) (one exchange on the
+ *  free list when it holds n): how many were taken, fewer than @p n only
+ *  when the pool is at its maximum (or out of memory). @thread any.
+ *  Allocates only when growing. */
+unsigned up_future_alloc_many(up_future_pool_t *p, struct upulsar_future **out, unsigned n);
+
 /** Resolve @p f. Only the first resolution of a future counts: a later one
  *  (or one through a handle whose slot was handed out again) changes
  *  nothing and returns false. @thread loop/watchdog */

@@ -9,6 +9,7 @@
 #include "err.h"
 #include "rp_state.h"
 #include "route.h"
+#include "send_int.h"
 
 /* ---- routing -------------------------------------------------------------------- */
 
@@ -80,7 +81,7 @@ static bool route_opts(struct upulsar_producer *h, const upulsar_send_opts_t *o,
     return true;
 }
 
-static up_rp_t *route(struct upulsar_producer *h, const upulsar_send_opts_t *o,
+static inline __attribute__((always_inline)) up_rp_t *route(struct upulsar_producer *h, const upulsar_send_opts_t *o,
                       const void *payload, size_t plen, up_group_t **gout)
 {
     int k = h->conf.producers_per_partition;
@@ -119,12 +120,15 @@ static up_rp_t *route(struct upulsar_producer *h, const upulsar_send_opts_t *o,
         }
         s = up_rr_route(&t->rr, &h->conf, plen, slots);
     }
-    if (__builtin_expect(k == 1, 1)) { /* one producer per partition: no division */
-        *gout = &groups[s];
-        return (*gout)->rps[0];
-    }
-    *gout = &groups[s / (uint32_t)k];
-    return (*gout)->rps[s % (uint32_t)k];
+    return up_route_slot(groups, s, k, gout);
+}
+
+up_rr_t *up_handle_rr(struct upulsar_producer *h)
+{
+    if (h->conf.router || h->conf.routing == UP_ROUTE_SINGLE ||
+        h->conf.routing == UP_ROUTE_RANDOM || rt.owner != h)
+        return NULL;
+    return &rt.rr;
 }
 
 int upulsar_producer_partition_for_key(const upulsar_producer_t *h, const char *key)
@@ -141,28 +145,36 @@ int upulsar_producer_partitions(const upulsar_producer_t *h) { return h ? h->npa
 
 /* ---- send ------------------------------------------------------------------------ */
 
-upulsar_err_t up_handle_send(upulsar_producer_t *h, const void *payload, size_t len,
-                             const upulsar_send_opts_t *opts, upulsar_future_t **future)
+/* upulsar_send()'s checks and routing (send_int.h, up_handle_route()) */
+static inline __attribute__((always_inline)) up_rp_t *
+route_checked(upulsar_producer_t *h, const void *payload, size_t len,
+              const upulsar_send_opts_t *opts, upulsar_err_t *err)
 {
-    if (future)
-        *future = NULL;
-    if (!h)
-        return up_seterr(UPULSAR_ERR__INVALID_ARG, "producer is NULL");
-    if (!payload && len)
-        return up_seterr(UPULSAR_ERR__INVALID_ARG, "payload is NULL with length %zu", len);
-    if (atomic_load_explicit(&h->closed, memory_order_relaxed))
-        return up_seterr(UPULSAR_ERR__CLOSED, "producer for %s is stopped", h->topic);
-    if (opts && (opts->flags & UPULSAR_SEND_NOCOPY) && !opts->free_cb)
-        return up_seterr(UPULSAR_ERR__INVALID_ARG, "UPULSAR_SEND_NOCOPY needs free_cb");
+    if (!h) {
+        *err = up_seterr(UPULSAR_ERR__INVALID_ARG, "producer is NULL");
+        return NULL;
+    }
+    if ((*err = up_route_pre(h, payload, len, opts)))
+        return NULL;
     up_group_t *g;
     up_rp_t *rp = route(h, opts, payload, len, &g);
-    if (!rp)
-        return UPULSAR_ERR__INVALID_ARG; /* route_opts() set the detail */
-    int gf = atomic_load_explicit(&g->failed, memory_order_relaxed);
-    if (gf)
-        return up_seterr((upulsar_err_t)gf, "%s: partition group failed: %s", g->topic,
-                         upulsar_err_str((upulsar_err_t)gf));
-    upulsar_err_t err = up_rp_enqueue(rp, payload, len, opts, future);
+    if (!rp) {
+        *err = UPULSAR_ERR__INVALID_ARG; /* route_opts() set the detail */
+        return NULL;
+    }
+    if ((*err = up_route_post(g)))
+        return NULL;
+    return rp;
+}
+
+up_rp_t *up_handle_route(upulsar_producer_t *h, const void *payload, size_t len,
+                         const upulsar_send_opts_t *opts, upulsar_err_t *err)
+{
+    return route_checked(h, payload, len, opts, err);
+}
+
+upulsar_err_t up_handle_send_err(upulsar_producer_t *h, upulsar_err_t err)
+{
     if (err == UPULSAR_ERR__QUEUE_FULL && h->conf.block_if_queue_full &&
         up_thread_role() != UP_THREAD_APP) {
         /* in a callback block.if.queue.full does not wait (see upulsar.h,
@@ -174,6 +186,21 @@ upulsar_err_t up_handle_send(upulsar_producer_t *h, const void *payload, size_t 
                          why, up_thread_role_name(up_thread_role()));
     }
     return err;
+}
+
+upulsar_err_t up_handle_send(upulsar_producer_t *h, const void *payload, size_t len,
+                             const upulsar_send_opts_t *opts, upulsar_future_t **future)
+{
+    if (future)
+        *future = NULL;
+    upulsar_err_t err;
+    up_rp_t *rp = route_checked(h, payload, len, opts, &err);
+    if (!rp)
+        return err;
+    err = up_rp_enqueue(rp, payload, len, opts, future);
+    if (__builtin_expect(err != UPULSAR_OK, 0))
+        return up_handle_send_err(h, err);
+    return UPULSAR_OK;
 }
 
 /* ---- introspection ------------------------------------------------------------------ */

@@ -11,8 +11,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "producer_int.h"
-#include "route.h"
+#include "send_int.h"
 
 /* ---- limits: max.pending.messages, memory.limit.bytes --------------------- */
 
@@ -336,11 +335,17 @@ static __attribute__((noinline)) upulsar_err_t reserve_slow(up_rp_t *rp, uint64_
 /* lazy.start.partitions: the first message for a producer not started yet
  * hands it to the supervisor, which creates it at once (as after a graceful
  * close: no backoff). */
-static void lazy_start(up_rp_t *rp)
+void up_send_lazy_start(up_rp_t *rp)
 {
     if (up_rp_transition(rp, UP_RP_BIT(UP_RP_LAZY), UP_RP_BACKOFF_NOW,
                          "its first message (lazy.start.partitions)"))
         up_watchdog_kick(rp->client);
+}
+
+upulsar_err_t up_send_failed(up_rp_t *rp, int failed)
+{
+    return up_seterr((upulsar_err_t)failed, "%s: producer failed: %s", rp->topic,
+                     upulsar_err_str((upulsar_err_t)failed));
 }
 
 static void internal_free(void *payload, void *opaque) { free(payload); }
@@ -360,8 +365,8 @@ static const char *const *repl_names(const upulsar_send_opts_t *o, size_t *n)
 
 /* Validate the options that need a meta section and fill it (and the
  * cluster names to write after it). */
-static upulsar_err_t rec_meta(const upulsar_send_opts_t *o, up_rec_meta_t *m,
-                              const char *const **names_out)
+upulsar_err_t up_send_rec_meta(const upulsar_send_opts_t *o, up_rec_meta_t *m,
+                               const char *const **names_out)
 {
     size_t n;
     const char *const *names = repl_names(o, &n);
@@ -398,10 +403,9 @@ static upulsar_err_t rec_meta(const upulsar_send_opts_t *o, up_rec_meta_t *m,
     return UPULSAR_OK;
 }
 
-/* The size rule of upulsar_send() (upulsar.h): @p keys and @p props are
- * already bounded (2 * 65535, 1 MiB) and @p repl by UP_REPL_MAX_BYTES, so
- * their sums cannot overflow; @p len is compared before it is added. */
-static upulsar_err_t size_check(bool chunking, size_t maxsz, size_t len, size_t keys,
+/* up_send_size_check() past its first test (send_int.h): a message larger
+ * than max_message_size, accepted only in chunks. */
+upulsar_err_t up_send_size_slow(bool chunking, size_t maxsz, size_t len, size_t keys,
                                 size_t props, size_t repl)
 {
     size_t meta = props + 2 * keys + repl + UPULSAR_MSG_OVERHEAD;
@@ -427,161 +431,57 @@ static upulsar_err_t size_check(bool chunking, size_t maxsz, size_t len, size_t 
     return UPULSAR_OK;
 }
 
-/* How far ahead of its record a send asks for the ring's cells (cells). */
-#define PF_AHEAD (512u / UP_RING_CELL)
-
-/* A prefetch for writing: the line comes exclusive, not shared (x86-64
- * without -mprfchw makes a read prefetch of __builtin_prefetch(p, 1);
- * processors without PREFETCHW run it as a no-op) */
-static inline void prefetch_w(const void *p)
-{
-#if defined(__x86_64__)
-    __asm__ volatile("prefetchw %0" : : "m"(*(const char *)p));
-#else
-    __builtin_prefetch(p, 1);
-#endif
-}
-
-/* up_fence_light_ok(), asked once: it is settled when the first client is
- * created (up_fence_init()), before any send, and never changes */
-static _Atomic int fence_light_ok = -1;
-
-static inline bool fence_light(void)
-{
-    int v = atomic_load_explicit(&fence_light_ok, memory_order_relaxed);
-    if (__builtin_expect(v < 0, 0)) {
-        v = up_fence_light_ok();
-        atomic_store_explicit(&fence_light_ok, v, memory_order_relaxed);
-    }
-    return v;
-}
-
 /* sends of this thread since its last sampled one (latency.sample.every) */
-static _Thread_local unsigned lat_tick;
+_Thread_local unsigned up_lat_tick;
 
-upulsar_err_t up_rp_enqueue(up_rp_t *rp, const void *payload, size_t len,
-                            const upulsar_send_opts_t *o, upulsar_future_t **future)
+bool up_rp_reserve_now(up_rp_t *rp, uint64_t n, uint64_t ext, uint64_t *pos)
 {
-    const struct upulsar_conf *cf = rp_conf(rp);
-    int failed = atomic_load_explicit(&rp->failed, memory_order_relaxed);
-    if (failed)
-        return up_seterr((upulsar_err_t)failed, "%s: producer failed: %s", rp->topic,
-                         upulsar_err_str((upulsar_err_t)failed));
-    if (up_rp_st_relaxed(rp) == UP_RP_LAZY)
-        lazy_start(rp);
-    int32_t maxsz = atomic_load_explicit(&rp->client->max_message_size, memory_order_relaxed);
-    /* field by field: zeroing the whole struct at once (rep stos) and then
-     * reading fields back costs the hot path a store-forwarding stall */
-    up_rec_in_t in;
-    in.flags = 0;
-    in.future = NULL;
-    in.event_time = 0;
-    in.sent_us = 0;
-    in.payload = payload;
-    in.payload_len = len;
-    in.key = NULL;
-    in.key_len = 0;
-    in.key_raw_len = 0;
-    in.xflags = 0;
-    in.okey = NULL;
-    in.okey_len = 0;
-    in.props = NULL;
-    in.nprops = 0;
-    in.props_len = 0;
-    in.ext = (up_rec_ext_t){0};
-    in.meta = (up_rec_meta_t){0};
-    in.names = NULL;
-    if (o) {
-        if (o->partition_key) {
-            in.key_len = strnlen(o->partition_key, UPULSAR_MAX_KEY_BYTES + 1);
-            if (in.key_len > UPULSAR_MAX_KEY_BYTES)
-                return up_seterr(UPULSAR_ERR__INVALID_ARG, "partition_key longer than 65535 bytes");
-            in.key = o->partition_key;
-            in.flags |= UP_REC_KEY;
-        } else if (__builtin_expect(o->partition_key_bytes != NULL, 0)) {
-            /* written as its base64 text (up_rec_write) */
-            in.key = o->partition_key_bytes;
-            in.key_raw_len = o->partition_key_bytes_len;
-            in.key_len = up_b64_len(o->partition_key_bytes_len);
-            in.xflags |= UP_REC_X_KEYB64;
-            in.flags |= UP_REC_KEY;
-        }
-        if (__builtin_expect(o->flags & UPULSAR_SEND_NULL_VALUE, 0))
-            in.xflags |= UP_REC_X_NULLV;
-        if (o->ordering_key) {
-            in.okey_len = o->ordering_key_len;
-            if (in.okey_len > UPULSAR_MAX_KEY_BYTES || in.okey_len == 0)
-                return up_seterr(UPULSAR_ERR__INVALID_ARG,
-                                 "ordering_key must be 1 to 65535 bytes");
-            in.okey = o->ordering_key;
-        }
-        if (o->properties_cnt) {
-            if (!o->properties)
-                return up_seterr(UPULSAR_ERR__INVALID_ARG, "properties is NULL");
-            for (size_t i = 0; i < o->properties_cnt; i++)
-                if (!o->properties[i].key || !o->properties[i].value)
-                    return up_seterr(UPULSAR_ERR__INVALID_ARG, "property %zu has a NULL key or value", i);
-            in.props_len = up_props_size_capped(o->properties, o->properties_cnt,
-                                                UPULSAR_MAX_PROPERTIES_BYTES);
-            if (in.props_len > UPULSAR_MAX_PROPERTIES_BYTES)
-                return up_seterr(UPULSAR_ERR__INVALID_ARG,
-                                 "properties larger than 1 MiB (%d bytes encoded)",
-                                 UPULSAR_MAX_PROPERTIES_BYTES);
-            in.props = o->properties;
-            in.nprops = o->properties_cnt;
-        }
-        /* a delivery report hands the message's opaque back: kept then */
-        if (o->cb || (o->flags & UPULSAR_SEND_NOCOPY) || (o->opaque && cf->dr_cb)) {
-            in.flags |= UP_REC_EXT;
-            in.ext.cb = o->cb;
-            in.ext.opaque = o->opaque;
-        }
-        if (o->flags & UPULSAR_SEND_NOCOPY) {
-            in.flags |= UP_REC_NOCOPY;
-            in.ext.free_cb = o->free_cb;
-            in.ext.payload = payload;
-        }
-        in.event_time = o->event_time_ms;
-        if (o->deliver_at_ms | o->deliver_after_ms | o->replication_clusters_cnt |
-            (uint64_t)o->disable_replication | (uint64_t)(o->flags & UPULSAR_SEND_SEQUENCE_ID)) {
-            upulsar_err_t e = rec_meta(o, &in.meta, &in.names);
-            if (e)
-                return e;
-            in.flags |= UP_REC_META;
+    up_ring_t *r = &rp->ring;
+    int64_t ub = unit_bytes(rp);
+    uint64_t units = 0, have = 0, ext_have = 0;
+    up_ring_res_t rc = ext ? UP_RING_CHARGE : up_ring_reserve_charged(r, n, 0, pos, &units);
+    if (rc == UP_RING_OK)
+        return true;
+    if (ext) /* the payload is taken with the units the reservation enters */
+        units = up_ring_units_entered(r, up_ring_head_pos(r), n);
+    /* a few rounds: head may move on between the charge and the CAS */
+    for (int round = 0; rc == UP_RING_CHARGE && round < 4; round++) {
+        int64_t need = (int64_t)(units - have) * ub + (int64_t)(ext - ext_have);
+        if (need > 0 && !mem_take(rp, need))
+            break;
+        have = units;
+        ext_have = ext;
+        rc = up_ring_reserve_charged(r, n, have, pos, &units);
+        if (rc == UP_RING_OK) {
+            if (have > units)
+                mem_give(rp, (int64_t)(have - units) * ub);
+            return true;
         }
     }
-    /* a message whose entry (or, chunked, whose chunks) cannot fit in
-     * max_message_size is refused here, with nothing else affected */
-    upulsar_err_t se = size_check(cf->chunking_enabled, maxsz > 0 ? (size_t)maxsz : 0, len,
-                                  in.key_len + in.okey_len, in.props_len,
-                                  (size_t)in.meta.repl_len + 2u * in.meta.nrepl);
-    if (se)
-        return se;
-    /* from here on len <= UPULSAR_MAX_CHUNKED_BYTES: every sum below fits */
-    /* latency.sample.every: one send in N of this thread carries its send
-     * time for the latency histogram (a clock read costs about as much as
-     * the rest of a send) */
-    if (cf->latency_sample_every > 0 &&
-        ++lat_tick >= (unsigned)cf->latency_sample_every) {
-        lat_tick = 0;
-        in.sent_us = up_now_us();
-    }
-    size_t size = up_rec_size(&in);
+    if (have || ext_have)
+        mem_give(rp, (int64_t)have * ub + (int64_t)ext_have);
+    return false;
+}
+
+/* up_rp_enqueue() once the record is built and stamped */
+static inline __attribute__((always_inline)) upulsar_err_t
+enqueue_in(up_rp_t *rp, up_rec_in_t *in, upulsar_future_t **future)
+{
+    size_t len = in->payload_len;
+    size_t size = up_rec_size(in);
     uint64_t ncells = up_ring_cells_for(size);
     void *copy = NULL;
-    if (ncells > rp->ring.cap / 4 && !(in.flags & UP_REC_NOCOPY)) {
+    if (ncells > rp->ring.cap / 4 && !(in->flags & UP_REC_NOCOPY)) {
         /* too big to share the ring: keep a private copy (one allocation
          * per large message, never on the small-message path) */
         copy = malloc(len ? len : 1);
         if (!copy)
             return up_seterr(UPULSAR_ERR__NOMEM, "out of memory copying a %zu byte message", len);
-        memcpy(copy, payload, len);
-        in.flags |= UP_REC_EXT | UP_REC_NOCOPY;
-        in.ext.free_cb = internal_free;
-        in.ext.payload = copy;
-        if (!o || !o->cb)
-            in.ext.cb = NULL;
-        size = up_rec_size(&in);
+        memcpy(copy, in->payload, len);
+        in->flags |= UP_REC_EXT | UP_REC_NOCOPY;
+        in->ext.free_cb = internal_free;
+        in->ext.payload = copy;
+        size = up_rec_size(in);
         ncells = up_ring_cells_for(size);
     }
     if (ncells > rp->ring.cap / 2) {
@@ -590,7 +490,10 @@ upulsar_err_t up_rp_enqueue(up_rp_t *rp, const void *payload, size_t len,
                          "key and properties need %zu bytes, more than half of queue.buffer.bytes",
                          size);
     }
-    upulsar_err_t le = pending_reserve(rp);
+    /* max.pending.messages: the call only when it is set (two callers of
+     * this function: the compiler no longer inlines pending_reserve()) */
+    upulsar_err_t le =
+        rp->handle->conf.max_pending_messages > 0 ? pending_reserve(rp) : UPULSAR_OK;
     if (le) {
         free(copy);
         return le;
@@ -609,7 +512,7 @@ upulsar_err_t up_rp_enqueue(up_rp_t *rp, const void *payload, size_t len,
     }
     /* memory.limit.bytes: the ring's units the reservation enters, plus the
      * payload when it stays out of the ring (see "limits" above) */
-    uint64_t ext = (in.flags & UP_REC_NOCOPY) ? (uint64_t)len : 0;
+    uint64_t ext = (in->flags & UP_REC_NOCOPY) ? (uint64_t)len : 0;
     up_ring_t *r = &rp->ring;
     uint64_t pos = 0, units = 0; /* pos: set by the reservation that succeeds */
     up_ring_res_t rc = ext ? UP_RING_CHARGE : up_ring_reserve_charged(r, ncells, 0, &pos, &units);
@@ -625,31 +528,33 @@ upulsar_err_t up_rp_enqueue(up_rp_t *rp, const void *payload, size_t len,
             return le;
         }
     }
-    in.future = f;
-    /* the cells the next records of this ring will take were last read by
-     * the loop, on its core: ask for them for writing now, so that the
-     * writes of a later send do not wait for them (the reservation's locked
-     * instruction waits for every earlier store) */
-    for (uint64_t i = 0; i < ncells && i < 8; i += 64 / UP_RING_CELL)
-        prefetch_w(up_ring_cell(r, pos + PF_AHEAD + i));
-    up_rec_write(r, pos, ncells, &in);
-    up_ring_commit(r, pos); /* R1 */
-    /* pairs with the loop's store of `sleeping` + heavy fence (uring_loop.c) */
-    if (fence_light())
-        atomic_signal_fence(memory_order_seq_cst);
-    else
-        atomic_thread_fence(memory_order_seq_cst);
-    up_rp_mark_active(rp); /* an idle producer joins its loop's active list */
-    /* a loop sleeping until a deadline is woken when that deadline is not
-     * this producer's (`armed`, batcher.c) or a full batch is waiting */
-    int s = atomic_load_explicit(&rp->loop->sleeping, memory_order_relaxed);
-    if (s == UP_SLEEP_IDLE ||
-        (s == UP_SLEEP_TIMED && (!atomic_load_explicit(&rp->armed, memory_order_relaxed) ||
-                                 up_ring_used(r) >= rp->wake_cells)))
-        up_loop_wake(rp->loop);
+    in->future = f;
+    up_send_write(r, pos, ncells, in);
+    up_send_publish(rp);
     if (future)
         *future = f;
     return UPULSAR_OK;
+}
+
+upulsar_err_t up_rp_enqueue_in(up_rp_t *rp, up_rec_in_t *in, upulsar_future_t **future)
+{
+    return enqueue_in(rp, in, future);
+}
+
+upulsar_err_t up_rp_enqueue(up_rp_t *rp, const void *payload, size_t len,
+                            const upulsar_send_opts_t *o, upulsar_future_t **future)
+{
+    const struct upulsar_conf *cf = rp_conf(rp);
+    upulsar_err_t e = up_send_prep(rp);
+    if (e)
+        return e;
+    up_rec_in_t in;
+    e = up_send_build(cf, up_send_maxsz(rp), payload, len, o, &in);
+    if (e)
+        return e;
+    /* from here on len <= UPULSAR_MAX_CHUNKED_BYTES: every sum fits */
+    up_send_stamp(cf, &in);
+    return enqueue_in(rp, &in, future);
 }
 
 /* ---- the public entry points: growth of upulsar_send_opts_t --------------- */
@@ -658,8 +563,8 @@ upulsar_err_t up_rp_enqueue(up_rp_t *rp, const void *payload, size_t len,
  * with it (the common case: nothing copied), else a copy in @p tmp with
  * the fields the caller's layout lacks zeroed. NULL with the error set when
  * the layout is unusable (see "Growth of upulsar_send_opts_t", upulsar.h). */
-static const upulsar_send_opts_t *opts_layout(const upulsar_send_opts_t *o, size_t size,
-                                              upulsar_send_opts_t *tmp, upulsar_err_t *err)
+const upulsar_send_opts_t *up_send_opts_layout(const upulsar_send_opts_t *o, size_t size,
+                                               upulsar_send_opts_t *tmp, upulsar_err_t *err)
 {
     if (!o || __builtin_expect(size == sizeof *o, 1))
         return o;
@@ -696,7 +601,7 @@ static const upulsar_send_opts_t *opts_layout(const upulsar_send_opts_t *o, size
 }
 
 /* Checks of the options that decide the routing too. */
-static upulsar_err_t opts_check(const upulsar_send_opts_t *o, size_t len)
+upulsar_err_t up_send_opts_check(const upulsar_send_opts_t *o, size_t len)
 {
     if (!o)
         return UPULSAR_OK;
@@ -724,16 +629,9 @@ upulsar_err_t upulsar_send_sized(upulsar_producer_t *p, const void *payload, siz
                                  size_t opts_size)
 {
     upulsar_send_opts_t tmp;
-    upulsar_err_t err = UPULSAR_OK;
-    const upulsar_send_opts_t *o = opts_layout(opts, opts_size, &tmp, &err);
-    if (opts && !o) {
-        if (future)
-            *future = NULL;
-        return err;
-    }
-    if (__builtin_expect(o && (o->partition_key_bytes || (o->flags & UPULSAR_SEND_NULL_VALUE)),
-                         0) &&
-        (err = opts_check(o, len))) {
+    const upulsar_send_opts_t *o = NULL;
+    upulsar_err_t err = up_send_opts(opts, opts_size, len, &tmp, &o);
+    if (err) {
         if (future)
             *future = NULL;
         return err;
@@ -745,31 +643,6 @@ upulsar_err_t(upulsar_send)(upulsar_producer_t *p, const void *payload, size_t l
                             const upulsar_send_opts_t *opts, upulsar_future_t **future)
 {
     return upulsar_send_sized(p, payload, len, opts, future, UPULSAR_SEND_OPTS_SIZE_0_2);
-}
-
-upulsar_err_t upulsar_send_many_sized(upulsar_producer_t *p, const upulsar_msg_t *msgs, size_t n,
-                                      upulsar_future_t **futures, size_t *accepted,
-                                      size_t opts_size)
-{
-    if (accepted)
-        *accepted = 0;
-    if (!msgs && n)
-        return up_seterr(UPULSAR_ERR__INVALID_ARG, "msgs is NULL");
-    for (size_t i = 0; i < n; i++) {
-        upulsar_err_t err = upulsar_send_sized(p, msgs[i].payload, msgs[i].len, msgs[i].opts,
-                                               futures ? &futures[i] : NULL, opts_size);
-        if (err)
-            return err;
-        if (accepted)
-            *accepted = i + 1;
-    }
-    return UPULSAR_OK;
-}
-
-upulsar_err_t(upulsar_send_many)(upulsar_producer_t *p, const upulsar_msg_t *msgs, size_t n,
-                                 upulsar_future_t **futures, size_t *accepted)
-{
-    return upulsar_send_many_sized(p, msgs, n, futures, accepted, UPULSAR_SEND_OPTS_SIZE_0_2);
 }
 
 upulsar_err_t upulsar_conf_set_delivery_report_cb(upulsar_conf_t *conf,

@@ -16,6 +16,12 @@
  * and which of the two happens is what include/upulsar/upulsar.h documents
  * for upulsar_send() (computed here from the message's sizes).
  *
+ * The same messages again through upulsar_send_many(): each thread sends
+ * its messages in calls of 1 to 8 consecutive messages to one producer; a
+ * call queues a prefix of its messages and stops at the first refused one
+ * (whose error is the one documented for it), and the thread's next call
+ * starts after that message. Every message must then come out as above.
+ *
  * The seed is printed; UPULSAR_PROP_SEED=<seed> repeats a run.
  * UPULSAR_TEST_LABEL_CONCURRENCY (also run under ThreadSanitizer) */
 #include <inttypes.h>
@@ -266,6 +272,71 @@ static void *sender(void *a)
     return NULL;
 }
 
+/* The sender through upulsar_send_many(): calls of 1 to 8 consecutive
+ * messages of the thread that go to one producer. */
+enum { CALL_MAX = 8 };
+
+static void *sender_many(void *a)
+{
+    int t = (int)(intptr_t)a;
+    uint64_t rs = run_seed ^ ((uint64_t)t << 32) ^ 0x5eedu;
+    for (int i = 0; i < PER_THREAD;) {
+        gen_t g[CALL_MAX];
+        parts_t p[CALL_MAX];
+        upulsar_send_opts_t o[CALL_MAX];
+        upulsar_msg_t mm[CALL_MAX];
+        upulsar_future_t *f[CALL_MAX];
+        int want = 1 + (int)below(&rs, CALL_MAX), n = 0;
+        for (; n < want && i + n < PER_THREAD; n++) {
+            gen(t, i + n, &g[n]);
+            if (n && g[n].prod != g[0].prod)
+                break;
+            msgs[t][i + n].want = expected(&g[n]);
+            if (parts_make(&g[n], &p[n])) {
+                atomic_fetch_add(&setup_failures, 1);
+                parts_free(&p[n], 0);
+                break;
+            }
+            o[n] = (upulsar_send_opts_t){.partition_key = p[n].key,
+                                         .ordering_key = p[n].okey,
+                                         .ordering_key_len = g[n].oklen,
+                                         .properties = g[n].nprops ? p[n].props : NULL,
+                                         .properties_cnt = g[n].nprops,
+                                         .event_time_ms = 1 + ((uint64_t)t << 20 | (uint64_t)(i + n))};
+            if (g[n].nocopy) {
+                o[n].flags = UPULSAR_SEND_NOCOPY;
+                o[n].free_cb = free_payload;
+            }
+            mm[n] = (upulsar_msg_t){p[n].payload, g[n].len, &o[n]};
+        }
+        if (n == 0) { /* out of memory building the first: counted above */
+            msgs[t][i].send_err = UPULSAR_ERR__NOMEM;
+            i++;
+            continue;
+        }
+        size_t acc = 99;
+        upulsar_err_t e = upulsar_send_many(prods[g[0].prod], mm, (size_t)n, f, &acc);
+        if (acc > (size_t)n || (e == UPULSAR_OK) != (acc == (size_t)n))
+            atomic_fetch_add(&setup_failures, 1); /* reported as a broken contract below */
+        for (int k = 0; k < n; k++) {
+            msg_t *m = &msgs[t][i + k];
+            if ((size_t)k < acc) {
+                m->send_err = UPULSAR_OK;
+                m->f = f[k];
+            } else if ((size_t)k == acc) {
+                m->send_err = e;
+                snprintf(m->detail, sizeof m->detail, "%s", upulsar_last_error());
+                m->names_limit = names_a_limit(m->detail);
+            }
+            /* an accepted NOCOPY payload is the library's until free_cb */
+            parts_free(&p[k], g[k].nocopy && (size_t)k < acc);
+        }
+        /* the next call starts after the refused message (if any) */
+        i += (int)acc + ((size_t)n > acc);
+    }
+    return NULL;
+}
+
 /* ---- the check ------------------------------------------------------------- */
 
 static int same_props(const upulsar_tb_msg_t *m, const parts_t *p, const gen_t *g)
@@ -348,8 +419,10 @@ static void check_topic(upulsar_tb_t *tb, int prod)
     upulsar_tb_snapshot_free(s);
 }
 
-Test(prop_send, every_send_is_stored_exactly_or_refused_naming_the_limit)
+static void prop_run(void *(*send_fn)(void *), const char *what)
 {
+    memset(msgs, 0, sizeof msgs);
+    atomic_store(&setup_failures, 0);
     const char *env = getenv("UPULSAR_PROP_SEED");
     run_seed = env && *env ? strtoull(env, NULL, 0) : (uint64_t)time(NULL) ^ (uint64_t)getpid();
     fprintf(stderr, "prop_send: seed %" PRIu64 " (UPULSAR_PROP_SEED=%" PRIu64 " repeats it)\n",
@@ -374,10 +447,11 @@ Test(prop_send, every_send_is_stored_exactly_or_refused_naming_the_limit)
     }
     pthread_t th[THREADS];
     for (int t = 0; t < THREADS; t++)
-        cr_assert_eq(pthread_create(&th[t], NULL, sender, (void *)(intptr_t)t), 0);
+        cr_assert_eq(pthread_create(&th[t], NULL, send_fn, (void *)(intptr_t)t), 0);
     for (int t = 0; t < THREADS; t++)
         pthread_join(th[t], NULL);
-    cr_assert_eq(atomic_load(&setup_failures), 0, "out of memory building messages");
+    cr_assert_eq(atomic_load(&setup_failures), 0,
+                 "out of memory building messages, or a call's result and *accepted disagree");
 
     size_t accepted = 0, refused = 0;
     for (int t = 0; t < THREADS; t++)
@@ -387,8 +461,8 @@ Test(prop_send, every_send_is_stored_exactly_or_refused_naming_the_limit)
             gen(t, i, &g);
             cr_assert_eq(m->send_err, m->want,
                          "message %d:%d (%zu bytes, key %zu, ordering key %zu, properties %zu "
-                         "bytes, to %s): upulsar_send() said %s (%s), the documented limits say %s",
-                         t, i, g.len, g.klen, g.oklen, props_size(&g), topics[g.prod],
+                         "bytes, to %s): %s said %s (%s), the documented limits say %s",
+                         t, i, g.len, g.klen, g.oklen, props_size(&g), topics[g.prod], what,
                          upulsar_err_name(m->send_err), m->detail, upulsar_err_name(m->want));
             if (m->send_err) {
                 cr_assert(m->names_limit, "message %d:%d refused without naming a limit: %s", t,
@@ -410,11 +484,21 @@ Test(prop_send, every_send_is_stored_exactly_or_refused_naming_the_limit)
         for (int i = 0; i < PER_THREAD; i++)
             cr_assert_eq(msgs[t][i].seen, msgs[t][i].send_err == UPULSAR_OK,
                          "message %d:%d stored %d times", t, i, msgs[t][i].seen);
-    fprintf(stderr, "prop_send: %zu accepted and stored, %zu refused at send\n", accepted,
-            refused);
+    fprintf(stderr, "prop_send: %s: %zu accepted and stored, %zu refused at send\n", what,
+            accepted, refused);
     upulsar_tb_stats_t st;
     cr_assert_eq(upulsar_tb_stats(tb, &st), UPULSAR_OK);
     cr_assert_eq(st.protocol_errors, 0);
     upulsar_client_destroy(c);
     upulsar_tb_stop(tb);
+}
+
+Test(prop_send, every_send_is_stored_exactly_or_refused_naming_the_limit)
+{
+    prop_run(sender, "upulsar_send()");
+}
+
+Test(prop_send, every_send_many_call_stores_its_prefix_exactly_or_refuses_naming_the_limit)
+{
+    prop_run(sender_many, "upulsar_send_many()");
 }

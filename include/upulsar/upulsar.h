@@ -1037,8 +1037,26 @@ typedef struct upulsar_msg {
  * @p futures, if not NULL, is an array of @p n slots receiving futures.
  * *@p accepted receives how many messages (a prefix of @p msgs) were queued;
  * the return value is the error that stopped the rest (UPULSAR_OK if all
- * were queued). Thread safety, blocking and use from a callback as
- * upulsar_send(). HOT PATH.
+ * were queued): the error of the first message refused, with its detail,
+ * its future slot set to NULL, and the slots after it untouched. Each
+ * message is checked, routed and counted as upulsar_send() would (its own
+ * options, errors, callbacks, delivery report and free_cb), so the result
+ * is that of upulsar_send() called for each message in turn, stopping at
+ * the first refusal.
+ *
+ * Cost: messages that go to the same partition one after another (a
+ * keyless round robin staying on a partition while its batch fills, one
+ * key, one explicit partition) are queued as runs of up to 64, each with
+ * one reservation in the producer's queue, one take of futures and one
+ * wake-up check, so a call costs less per message than upulsar_send()
+ * (see perf/README.md). The messages of a run are queued together:
+ * another thread's messages do not come between them. A run the queue or
+ * the memory budget has no room for at once is queued message by message
+ * instead (waiting or refused exactly as upulsar_send()), and so is a
+ * message larger than a sixteenth of queue.buffer.bytes.
+ *
+ * Thread safety, blocking and use from a callback as upulsar_send().
+ * Allocates: as upulsar_send() (nothing per message). HOT PATH.
  */
 upulsar_err_t upulsar_send_many_sized(upulsar_producer_t *p, const upulsar_msg_t *msgs,
                                       size_t n, upulsar_future_t **futures, size_t *accepted,

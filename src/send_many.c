@@ -1,0 +1,215 @@
+/* send_many.c -- upulsar_send_many(): the messages of one call in runs.
+ *
+ * Each message is checked, routed and built exactly as upulsar_send() does
+ * it (send_int.h: the same functions), in the order given. Messages that go
+ * to the same real producer one after another (a keyless round robin
+ * staying on a partition while its batch fills, the same key, the same
+ * explicit partition) form a run, at most RUN_MAX messages and RUN_CELLS()
+ * ring cells. A run is queued with one of each:
+ *   max.pending.messages  the run's messages counted at once (when set);
+ *   futures               taken from the pool at once (when asked for);
+ *   the ring              one reservation of all the run's cells (one CAS
+ *                         on head, memory.limit.bytes charged as a send
+ *                         charges, the payloads of NOCOPY messages with it);
+ * then each record written and committed in turn (each record's first cell
+ * has its commit word, ring.h), and one fence and one wake check for the
+ * run. When the run does not fit at once (ring, budget, pending count,
+ * future pool), nothing is kept of the attempt and its messages go one by
+ * one through upulsar_send()'s own path (up_rp_enqueue_in()), which waits
+ * with block.if.queue.full or refuses, as upulsar_send() would. A message
+ * too large to share a run (a private copy, or more than a sixteenth of
+ * the ring) goes alone through that path too.
+ *
+ * The first message refused ends the call: those before it are queued
+ * (the run holding them is queued first), *accepted counts them, and
+ * nothing after it is. No allocation: the run lives on the caller's
+ * stack. */
+#include "future.h"
+#include "send_int.h"
+
+enum { RUN_MAX = 64 };
+
+/* Cells a run may take: well under the ring (a reservation is refused past
+ * half of it) so that a run fits beside the records in flight. */
+#define RUN_CELLS(r) ((r)->cap / 8)
+/* Cells of a message that goes alone */
+#define ALONE_CELLS(r) ((r)->cap / 16)
+
+typedef struct run {
+    up_rp_t *rp;
+    size_t first; /* index in the call's messages */
+    unsigned n;
+    uint64_t cells;
+    uint64_t ext; /* payload bytes kept out of the ring (NOCOPY) */
+    int32_t maxsz; /* the client's max_message_size, read at the run's start */
+    uint32_t ncells[RUN_MAX];
+    up_rec_in_t in[RUN_MAX];
+} run_t;
+
+/* Give back the futures taken for a run that is not queued this way. */
+static void futures_undo(struct upulsar_future **f, unsigned n)
+{
+    for (unsigned i = 0; i < n; i++) {
+        upulsar_future_release(f[i]);
+        up_future_resolve(f[i], UPULSAR_ERR__QUEUE_FULL, NULL);
+    }
+}
+
+/* Queue run @p u (not empty); its futures into @p futures[u->first ..]
+ * when not NULL. *@p acc counts the messages queued; on an error those
+ * after it are not. Leaves the run empty. */
+static upulsar_err_t run_flush(run_t *u, upulsar_future_t **futures, size_t *acc)
+{
+    up_rp_t *rp = u->rp;
+    unsigned n = u->n;
+    u->n = 0;
+    if (n == 1)
+        goto one_by_one;
+    int64_t maxp = rp->handle->conf.max_pending_messages;
+    if (maxp > 0 && !up_send_pending_take(rp, maxp, n))
+        goto one_by_one;
+    struct upulsar_future *f[RUN_MAX];
+    if (futures) {
+        unsigned got = up_future_alloc_many(&rp->client->futures, f, n);
+        if (got < n) {
+            futures_undo(f, got);
+            goto undo_pending;
+        }
+    }
+    uint64_t pos;
+    if (!up_rp_reserve_now(rp, u->cells, u->ext, &pos)) {
+        if (futures)
+            futures_undo(f, n);
+        goto undo_pending;
+    }
+    up_ring_t *r = &rp->ring;
+    for (unsigned i = 0; i < n; i++) {
+        u->in[i].future = futures ? f[i] : NULL;
+        up_send_write(r, pos, u->ncells[i], &u->in[i]);
+        pos += u->ncells[i];
+    }
+    up_send_publish(rp);
+    if (futures)
+        for (unsigned i = 0; i < n; i++)
+            futures[u->first + i] = f[i];
+    *acc += n;
+    return UPULSAR_OK;
+undo_pending:
+    if (maxp > 0)
+        atomic_fetch_sub_explicit(&rp->lim_msgs, n, memory_order_relaxed);
+one_by_one:
+    for (unsigned i = 0; i < n; i++) {
+        upulsar_err_t e =
+            up_rp_enqueue_in(rp, &u->in[i], futures ? &futures[u->first + i] : NULL);
+        if (e)
+            return e;
+        ++*acc;
+    }
+    return UPULSAR_OK;
+}
+
+upulsar_err_t upulsar_send_many_sized(upulsar_producer_t *p, const upulsar_msg_t *msgs, size_t n,
+                                      upulsar_future_t **futures, size_t *accepted,
+                                      size_t opts_size)
+{
+    size_t acc = 0;
+    upulsar_err_t err = UPULSAR_OK;
+    if (!msgs && n) {
+        err = up_seterr(UPULSAR_ERR__INVALID_ARG, "msgs is NULL");
+        goto out;
+    }
+    run_t u;
+    u.n = 0;
+    u.rp = NULL;
+    up_rr_t *rr = NULL; /* the thread's round robin over p, once a message used it */
+    for (size_t i = 0; i < n; i++) {
+        const void *payload = msgs[i].payload;
+        size_t len = msgs[i].len;
+        upulsar_send_opts_t tmp;
+        const upulsar_send_opts_t *o = NULL;
+        up_rp_t *rp;
+        if ((err = up_send_opts(msgs[i].opts, opts_size, len, &tmp, &o)))
+            goto refused;
+        if (rr && up_route_plain(o)) {
+            rp = up_route_rr(p, rr, payload, len, o, &err);
+        } else {
+            rp = up_handle_route(p, payload, len, o, &err);
+            if (rp && up_route_plain(o))
+                rr = up_handle_rr(p); /* the next such message: its step alone */
+        }
+        if (!rp)
+            goto refused;
+        if (u.n && (rp != u.rp || u.n == RUN_MAX)) {
+            if ((err = run_flush(&u, futures, &acc)))
+                goto failed;
+        }
+        if ((err = up_send_prep(rp)))
+            goto refused;
+        /* read once per run: its cache line is shared with the budget's
+         * counters, which other threads write all the time */
+        if (u.n == 0)
+            u.maxsz = up_send_maxsz(rp);
+        const struct upulsar_conf *cf = rp_conf(rp);
+        up_rec_in_t *in = &u.in[u.n];
+        if ((err = up_send_build(cf, u.maxsz, payload, len, o, in)))
+            goto refused;
+        up_send_stamp(cf, in);
+        up_ring_t *r = &rp->ring;
+        uint64_t ncells = up_ring_cells_for(up_rec_size(in));
+        if (ncells > ALONE_CELLS(r)) {
+            /* alone, through upulsar_send()'s path (a private copy, a
+             * record too large to share a run) */
+            if (u.n && (err = run_flush(&u, futures, &acc)))
+                goto failed;
+            if (u.in != in) /* built in the slot after the run's last */
+                u.in[0] = *in;
+            if ((err = up_rp_enqueue_in(rp, &u.in[0], futures ? &futures[i] : NULL)))
+                goto failed;
+            acc++;
+            continue;
+        }
+        if (u.n && u.cells + ncells > RUN_CELLS(r)) {
+            if ((err = run_flush(&u, futures, &acc)))
+                goto failed;
+            u.in[0] = *in; /* built in the slot after the run's last */
+        }
+        if (u.n == 0) {
+            u.rp = rp;
+            u.first = i;
+            u.cells = 0;
+            u.ext = 0;
+        }
+        u.ncells[u.n] = (uint32_t)ncells;
+        u.cells += ncells;
+        if (u.in[u.n].flags & UP_REC_NOCOPY)
+            u.ext += u.in[u.n].payload_len;
+        u.n++;
+    }
+    if (u.n)
+        err = run_flush(&u, futures, &acc);
+    goto failed;
+refused:
+    /* the messages before this one are queued first */
+    if (u.n) {
+        /* a refusal's detail is the thread's last error: a run queued
+         * without error leaves it alone */
+        upulsar_err_t fe = run_flush(&u, futures, &acc);
+        if (fe)
+            err = fe;
+    }
+failed:
+    if (err && p)
+        err = up_handle_send_err(p, err);
+    if (err && futures)
+        futures[acc] = NULL; /* the refused message's, as upulsar_send() */
+out:
+    if (accepted)
+        *accepted = acc;
+    return err;
+}
+
+upulsar_err_t(upulsar_send_many)(upulsar_producer_t *p, const upulsar_msg_t *msgs, size_t n,
+                                 upulsar_future_t **futures, size_t *accepted)
+{
+    return upulsar_send_many_sized(p, msgs, n, futures, accepted, UPULSAR_SEND_OPTS_SIZE_0_2);
+}

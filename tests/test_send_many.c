@@ -1,0 +1,519 @@
+/* test_send_many.c -- upulsar_send_many() queues the messages of a call in
+ * runs (one reservation for consecutive messages to one producer); what a
+ * caller sees must be what upulsar_send() in a loop gives:
+ *  - mixed calls (keys changing, keyless round robin, explicit partitions,
+ *    options differing per message, NOCOPY payloads) store every message
+ *    exactly once, in order per partition, with its exact bytes, key and
+ *    properties; each future resolves with the position the broker stored
+ *    its message at; each free_cb runs once;
+ *  - an invalid message in the middle of a run ends the call: *accepted is
+ *    the prefix before it, the error and detail are its own, nothing after
+ *    it is stored or called back, and its future slot is NULL;
+ *  - a memory budget too small for the call: QUEUE_FULL, and exactly the
+ *    accepted prefix is stored;
+ *  - the messages of one call that go to one producer one after another are
+ *    queued together: with several threads sending at once, another
+ *    thread's messages never come between them.
+ * UPULSAR_TEST_LABEL_CONCURRENCY (also run under ThreadSanitizer) */
+#include <inttypes.h>
+
+#include "fault_common.h"
+
+TestSuite(send_many, .timeout = 120);
+
+/* ---- mixed runs ---------------------------------------------------------- */
+
+enum { MIX_N = 1200, MIX_PARTS = 3 };
+
+typedef struct mix_msg {
+    char buf[48]; /* the payload (copied sends) */
+    char *nc;     /* the payload of a NOCOPY send (heap), else NULL */
+    size_t len;
+    char key[16];
+    int keyed, part, props;
+    int key_part; /* a keyed message: its key's partition */
+    upulsar_property_t pr[2];
+    char pv[2][32];
+    upulsar_send_opts_t o;
+    upulsar_future_t *f;
+    upulsar_msg_id_t id;
+    _Atomic int frees, cbs;
+    int seen;
+} mix_msg_t;
+
+static mix_msg_t *mix;
+
+static void mix_free(void *payload, void *opaque)
+{
+    mix_msg_t *m = opaque;
+    if (payload == m->nc)
+        atomic_fetch_add(&m->frees, 1);
+}
+
+static void mix_cb(upulsar_err_t err, const upulsar_msg_id_t *id, void *opaque)
+{
+    (void)id;
+    mix_msg_t *m = opaque;
+    if (err == UPULSAR_OK)
+        atomic_fetch_add(&m->cbs, 1);
+}
+
+/* Message @p i: stretches of 40 keyless messages (round robin), of keyed
+ * ones (the key changing every 5), of ones to an explicit partition
+ * (changing every 7); properties on every third, NOCOPY on every fifth,
+ * a callback on every fourth, the event time i + 1 on all (it names the
+ * message in the broker's log). */
+static void mix_make(int i, mix_msg_t *m)
+{
+    int kind = (i / 40) % 3;
+    m->len = (size_t)snprintf(m->buf, sizeof m->buf, "mix:%d:", i) + (size_t)(i % 17);
+    memset(m->buf + m->len - (size_t)(i % 17), 'a' + i % 26, (size_t)(i % 17));
+    m->o = (upulsar_send_opts_t){.event_time_ms = (uint64_t)i + 1};
+    m->part = -1;
+    if (kind == 1) {
+        snprintf(m->key, sizeof m->key, "key-%d", i / 5);
+        m->o.partition_key = m->key;
+        m->keyed = 1;
+    } else if (kind == 2) {
+        m->part = (i / 7) % MIX_PARTS;
+        m->o.flags |= UPULSAR_SEND_PARTITION;
+        m->o.partition = m->part;
+    }
+    if (i % 3 == 0) {
+        m->props = 1 + i % 2;
+        for (int k = 0; k < m->props; k++) {
+            snprintf(m->pv[k], sizeof m->pv[k], "v%d.%d", i, k);
+            m->pr[k] = (upulsar_property_t){k ? "b" : "a", m->pv[k]};
+        }
+        m->o.properties = m->pr;
+        m->o.properties_cnt = (size_t)m->props;
+    }
+    if (i % 4 == 0) {
+        m->o.cb = mix_cb;
+        m->o.opaque = m;
+    }
+    if (i % 5 == 0) {
+        m->nc = malloc(m->len);
+        cr_assert_not_null(m->nc);
+        memcpy(m->nc, m->buf, m->len);
+        m->o.flags |= UPULSAR_SEND_NOCOPY;
+        m->o.free_cb = mix_free;
+        m->o.opaque = m;
+    }
+}
+
+/* Scenario:
+ *  1. A topic of 3 partitions; 1,200 messages of mixed kinds (mix_make())
+ *     in calls of 1, 2, 7, 64, 100 and 200 messages, each with a future.
+ *  2. Every call queues all of its messages (OK, accepted = its count).
+ *  3. Every future succeeds; after the stop, each partition's log holds
+ *     each message once, in send order, with its bytes, key and
+ *     properties, a keyed one on its key's partition, an explicit one on
+ *     its partition, at the position its future reported; every callback
+ *     and every free_cb ran once. */
+Test(send_many, mixed_runs_store_each_message_once_in_order_with_its_bytes)
+{
+    upulsar_tb_t *tb = ft_broker();
+    cr_assert_eq(upulsar_tb_set_partitions(tb, "mix", MIX_PARTS), UPULSAR_OK);
+    upulsar_client_t *c = ft_client(tb, NULL);
+    upulsar_producer_t *p = ft_producer(c, "mixp", "mix", 0, NULL);
+    mix = calloc(MIX_N, sizeof *mix);
+    upulsar_msg_t *msgs = calloc(MIX_N, sizeof *msgs);
+    upulsar_future_t **futs = calloc(MIX_N, sizeof *futs);
+    cr_assert(mix && msgs && futs);
+    for (int i = 0; i < MIX_N; i++) {
+        mix_make(i, &mix[i]);
+        msgs[i] = (upulsar_msg_t){mix[i].nc ? mix[i].nc : mix[i].buf, mix[i].len, &mix[i].o};
+    }
+    static const int sizes[] = {1, 2, 7, 64, 100, 200};
+    for (int i = 0, k = 0; i < MIX_N; k++) {
+        int n = sizes[k % 6] < MIX_N - i ? sizes[k % 6] : MIX_N - i;
+        size_t acc = 0;
+        cr_assert_eq(upulsar_send_many(p, msgs + i, (size_t)n, futs + i, &acc), UPULSAR_OK,
+                     "call at %d: %s", i, upulsar_last_error());
+        cr_assert_eq(acc, (size_t)n);
+        i += n;
+    }
+    for (int i = 0; i < MIX_N; i++) {
+        cr_assert_not_null(futs[i], "message %d has no future", i);
+        cr_assert_eq(upulsar_future_wait(futs[i], FT_WAIT_MS, &mix[i].id), UPULSAR_OK,
+                     "message %d: %s", i, upulsar_last_error());
+        upulsar_future_release(futs[i]);
+        if (mix[i].keyed)
+            mix[i].key_part = upulsar_producer_partition_for_key(p, mix[i].key);
+    }
+    cr_assert_eq(upulsar_producer_stop(p, 10000), UPULSAR_OK);
+    for (int part = 0; part < MIX_PARTS; part++) {
+        char topic[64];
+        snprintf(topic, sizeof topic, "mix-partition-%d", part);
+        upulsar_tb_snapshot_t *s;
+        cr_assert_eq(upulsar_tb_snapshot(tb, topic, &s), UPULSAR_OK, "%s", upulsar_last_error());
+        cr_assert_eq(upulsar_tb_snapshot_skipped(s), 0);
+        int last = -1;
+        for (size_t j = 0; j < upulsar_tb_snapshot_count(s); j++) {
+            const upulsar_tb_msg_t *sm = upulsar_tb_snapshot_msg(s, j);
+            int i = (int)sm->event_time - 1;
+            cr_assert(i >= 0 && i < MIX_N, "%s #%zu: not a sent message", topic, j);
+            mix_msg_t *m = &mix[i];
+            cr_assert_eq(++m->seen, 1, "message %d stored twice", i);
+            cr_assert_gt(i, last, "%s: message %d stored after %d", topic, i, last);
+            last = i;
+            cr_assert(sm->payload_len == m->len && !memcmp(sm->payload, m->buf, m->len),
+                      "message %d: bytes differ", i);
+            if (m->keyed) {
+                cr_assert(sm->partition_key && !strcmp(sm->partition_key, m->key),
+                          "message %d: key", i);
+                cr_assert_eq(part, m->key_part,
+                             "message %d (key %s) on partition %d", i, m->key, part);
+            } else {
+                cr_assert_null(sm->partition_key, "message %d", i);
+            }
+            if (m->part >= 0)
+                cr_assert_eq(part, m->part, "message %d for partition %d on %d", i, m->part,
+                             part);
+            cr_assert_eq(sm->properties_cnt, (size_t)m->props, "message %d: properties", i);
+            for (int k = 0; k < m->props; k++)
+                cr_assert(!strcmp(sm->properties[k].key, m->pr[k].key) &&
+                              !strcmp(sm->properties[k].value, m->pr[k].value),
+                          "message %d: property %d", i, k);
+            cr_assert_eq(m->id.partition, part, "message %d: future's partition", i);
+            cr_assert(m->id.ledger_id == sm->ledger_id && m->id.entry_id == sm->entry_id &&
+                          m->id.batch_index == sm->batch_index,
+                      "message %d: future says %" PRIu64 ":%" PRIu64 ":%d, stored at %" PRIu64
+                      ":%" PRIu64 ":%d",
+                      i, m->id.ledger_id, m->id.entry_id, m->id.batch_index, sm->ledger_id,
+                      sm->entry_id, sm->batch_index);
+        }
+        upulsar_tb_snapshot_free(s);
+    }
+    for (int i = 0; i < MIX_N; i++) {
+        cr_assert_eq(mix[i].seen, 1, "message %d stored %d times", i, mix[i].seen);
+        cr_assert_eq(atomic_load(&mix[i].cbs), i % 4 == 0, "message %d: callbacks", i);
+        cr_assert_eq(atomic_load(&mix[i].frees), mix[i].nc != NULL, "message %d: free_cb", i);
+        free(mix[i].nc);
+    }
+    free(mix);
+    free(msgs);
+    free(futs);
+    ft_stop_client_and_broker(tb, c);
+}
+
+/* ---- a refused message in the middle --------------------------------------- */
+
+enum { MID_N = 50, MID_BAD = 30 };
+
+static _Atomic int mid_cbs[MID_N], mid_frees[MID_N];
+
+static void mid_cb(upulsar_err_t err, const upulsar_msg_id_t *id, void *opaque)
+{
+    (void)err;
+    (void)id;
+    atomic_fetch_add(&mid_cbs[(intptr_t)opaque], 1);
+}
+
+static void mid_free(void *payload, void *opaque)
+{
+    (void)payload;
+    atomic_fetch_add(&mid_frees[(intptr_t)opaque], 1);
+}
+
+/* One call of MID_N keyless messages to a non-partitioned topic (one run),
+ * message MID_BAD made invalid by @p spoil; every message with a callback,
+ * every second NOCOPY. Returns after checking that exactly messages
+ * 0 .. MID_BAD - 1 were queued, stored and called back, that the error is
+ * @p want with a detail containing @p detail, and that the refused
+ * message's future slot is NULL. */
+static void mid_case(const char *topic, void (*spoil)(upulsar_send_opts_t *),
+                     upulsar_err_t want, const char *detail)
+{
+    memset(mid_cbs, 0, sizeof mid_cbs);
+    memset(mid_frees, 0, sizeof mid_frees);
+    upulsar_tb_t *tb = ft_broker();
+    upulsar_client_t *c = ft_client(tb, NULL);
+    upulsar_producer_t *p = ft_producer(c, NULL, topic, 0, NULL);
+    static char bufs[MID_N][32];
+    upulsar_send_opts_t o[MID_N];
+    upulsar_msg_t msgs[MID_N];
+    upulsar_future_t *futs[MID_N];
+    for (int i = 0; i < MID_N; i++) {
+        int n = snprintf(bufs[i], sizeof bufs[i], "mid:%d", i);
+        o[i] = (upulsar_send_opts_t){.cb = mid_cb, .opaque = (void *)(intptr_t)i,
+                                     .event_time_ms = (uint64_t)i + 1};
+        if (i % 2) {
+            o[i].flags = UPULSAR_SEND_NOCOPY;
+            o[i].free_cb = mid_free;
+        }
+        msgs[i] = (upulsar_msg_t){bufs[i], (size_t)n, &o[i]};
+        futs[i] = (upulsar_future_t *)(intptr_t)1; /* must be overwritten */
+    }
+    spoil(&o[MID_BAD]);
+    size_t acc = 99;
+    upulsar_err_t e = upulsar_send_many(p, msgs, MID_N, futs, &acc);
+    cr_assert_eq(e, want, "%s", upulsar_err_name(e));
+    cr_assert(strstr(upulsar_last_error(), detail), "detail: %s", upulsar_last_error());
+    cr_assert_eq(acc, (size_t)MID_BAD);
+    cr_assert_null(futs[MID_BAD], "the refused message's future slot is not NULL");
+    for (int i = 0; i < MID_BAD; i++) {
+        cr_assert(futs[i] != NULL && futs[i] != (upulsar_future_t *)(intptr_t)1,
+                  "message %d has no future", i);
+        cr_assert_eq(upulsar_future_wait(futs[i], FT_WAIT_MS, NULL), UPULSAR_OK);
+        upulsar_future_release(futs[i]);
+    }
+    for (int i = MID_BAD + 1; i < MID_N; i++)
+        cr_assert_eq(futs[i], (upulsar_future_t *)(intptr_t)1, "message %d: slot written", i);
+    cr_assert_eq(upulsar_producer_stop(p, 10000), UPULSAR_OK);
+    upulsar_tb_snapshot_t *s;
+    cr_assert_eq(upulsar_tb_snapshot(tb, topic, &s), UPULSAR_OK);
+    cr_assert_eq(upulsar_tb_snapshot_count(s), (size_t)MID_BAD);
+    for (size_t j = 0; j < upulsar_tb_snapshot_count(s); j++) {
+        const upulsar_tb_msg_t *sm = upulsar_tb_snapshot_msg(s, j);
+        cr_assert_eq(sm->event_time, j + 1, "#%zu is message %" PRIu64, j, sm->event_time - 1);
+        cr_assert(sm->payload_len == strlen(bufs[j]) &&
+                  !memcmp(sm->payload, bufs[j], sm->payload_len));
+    }
+    upulsar_tb_snapshot_free(s);
+    for (int i = 0; i < MID_N; i++) {
+        cr_assert_eq(atomic_load(&mid_cbs[i]), i < MID_BAD, "message %d: callbacks", i);
+        /* a refused NOCOPY payload stays the caller's: no free_cb */
+        cr_assert_eq(atomic_load(&mid_frees[i]), i < MID_BAD && i % 2, "message %d: free_cb", i);
+    }
+    ft_stop_client_and_broker(tb, c);
+}
+
+static void bad_ordering_key(upulsar_send_opts_t *o)
+{
+    o->ordering_key = "x";
+    o->ordering_key_len = 0;
+}
+
+static void bad_partition(upulsar_send_opts_t *o)
+{
+    o->flags |= UPULSAR_SEND_PARTITION;
+    o->partition = 5;
+}
+
+static void bad_nocopy(upulsar_send_opts_t *o)
+{
+    o->flags |= UPULSAR_SEND_NOCOPY;
+    o->free_cb = NULL;
+}
+
+Test(send_many, invalid_option_in_a_run_queues_exactly_the_prefix)
+{
+    mid_case("mid-okey", bad_ordering_key, UPULSAR_ERR__INVALID_ARG, "ordering_key");
+}
+
+Test(send_many, partition_out_of_range_in_a_run_queues_exactly_the_prefix)
+{
+    mid_case("mid-part", bad_partition, UPULSAR_ERR__INVALID_ARG, "out of range");
+}
+
+Test(send_many, nocopy_without_free_cb_in_a_run_queues_exactly_the_prefix)
+{
+    mid_case("mid-nocopy", bad_nocopy, UPULSAR_ERR__INVALID_ARG, "free_cb");
+}
+
+/* ---- the memory budget ------------------------------------------------------ */
+
+/* Scenario:
+ *  1. memory.limit.bytes 64 KiB, fail fast, receipts held: nothing the
+ *     producer takes comes back.
+ *  2. upulsar_send_many() of 5,000 100-byte messages, every third NOCOPY
+ *     (its payload counted too): QUEUE_FULL naming memory.limit.bytes,
+ *     some accepted, not all.
+ *  3. Receipts released: exactly that prefix is stored, in order, once
+ *     each, and the NOCOPY payloads of the prefix (only) are freed. */
+enum { BUD_N = 5000 };
+static _Atomic int bud_frees[BUD_N];
+
+static void bud_free(void *payload, void *opaque)
+{
+    (void)payload;
+    atomic_fetch_add(&bud_frees[(intptr_t)opaque], 1);
+}
+
+Test(send_many, memory_budget_reached_queues_exactly_the_prefix)
+{
+    upulsar_tb_t *tb = ft_broker();
+    const char *ckv[] = {"memory.limit.bytes", "65536", NULL};
+    upulsar_client_t *c = ft_client(tb, ckv);
+    const char *kv[] = {"block.if.queue.full", "false", "send.timeout.ms", "0", NULL};
+    upulsar_producer_t *p = ft_producer(c, NULL, "many-budget", 0, kv);
+    cr_assert_eq(upulsar_tb_hold_receipts(tb, "many-budget"), UPULSAR_OK);
+    char(*bufs)[100] = calloc(BUD_N, 100);
+    upulsar_send_opts_t *o = calloc(BUD_N, sizeof *o);
+    upulsar_msg_t *msgs = calloc(BUD_N, sizeof *msgs);
+    cr_assert(bufs && o && msgs);
+    for (int i = 0; i < BUD_N; i++) {
+        snprintf(bufs[i], 100, "budget:%d:", i);
+        o[i].event_time_ms = (uint64_t)i + 1;
+        if (i % 3 == 0) {
+            o[i].flags = UPULSAR_SEND_NOCOPY;
+            o[i].free_cb = bud_free;
+            o[i].opaque = (void *)(intptr_t)i;
+        }
+        msgs[i] = (upulsar_msg_t){bufs[i], 100, &o[i]};
+    }
+    size_t acc = 0;
+    upulsar_err_t e = upulsar_send_many(p, msgs, BUD_N, NULL, &acc);
+    cr_assert_eq(e, UPULSAR_ERR__QUEUE_FULL, "%s", upulsar_err_name(e));
+    cr_assert(strstr(upulsar_last_error(), "memory.limit.bytes"), "%s", upulsar_last_error());
+    cr_assert(acc > 0 && acc < BUD_N, "accepted %zu", acc);
+    cr_assert_eq(upulsar_tb_release_receipts(tb, "many-budget"), UPULSAR_OK);
+    cr_assert_eq(upulsar_producer_stop(p, 10000), UPULSAR_OK);
+    upulsar_tb_snapshot_t *s;
+    cr_assert_eq(upulsar_tb_snapshot(tb, "many-budget", &s), UPULSAR_OK);
+    cr_assert_eq(upulsar_tb_snapshot_count(s), acc);
+    for (size_t j = 0; j < acc; j++) {
+        const upulsar_tb_msg_t *sm = upulsar_tb_snapshot_msg(s, j);
+        cr_assert_eq(sm->event_time, j + 1, "#%zu is message %" PRIu64, j, sm->event_time - 1);
+        cr_assert(sm->payload_len == 100 && !memcmp(sm->payload, bufs[j], 100));
+    }
+    upulsar_tb_snapshot_free(s);
+    for (int i = 0; i < BUD_N; i++)
+        cr_assert_eq(atomic_load(&bud_frees[i]), (size_t)i < acc && i % 3 == 0,
+                     "message %d: free_cb", i);
+    free(bufs);
+    free(o);
+    free(msgs);
+    ft_stop_client_and_broker(tb, c);
+}
+
+/* ---- runs from several threads ---------------------------------------------- */
+
+enum { RUN_THREADS = 4, RUN_CALLS = 300 / FT_SCALE * 3, RUN_LEN = 16 };
+
+static upulsar_producer_t *run_p;
+
+static void *run_sender(void *a)
+{
+    int t = (int)(intptr_t)a;
+    char bufs[RUN_LEN][32];
+    upulsar_msg_t msgs[RUN_LEN];
+    for (int k = 0; k < RUN_CALLS; k++) {
+        for (int i = 0; i < RUN_LEN; i++) {
+            int n = snprintf(bufs[i], sizeof bufs[i], "%d:%d:%d", t, k, i);
+            msgs[i] = (upulsar_msg_t){bufs[i], (size_t)n, NULL};
+        }
+        size_t acc = 0;
+        upulsar_err_t e = upulsar_send_many(run_p, msgs, RUN_LEN, NULL, &acc);
+        if (e || acc != RUN_LEN)
+            return (void *)(intptr_t)1;
+    }
+    return NULL;
+}
+
+/* Scenario:
+ *  1. A non-partitioned topic, a ring with room for everything sent;
+ *     4 threads each make 900 calls of 16 keyless messages "t:k:i".
+ *  2. Every call queues all 16.
+ *  3. The log holds each message once; each call's 16 messages are
+ *     stored one after another, in order, nothing of another thread's
+ *     between them. */
+Test(send_many, a_call_to_one_producer_is_queued_together)
+{
+    upulsar_tb_t *tb = ft_broker();
+    upulsar_client_t *c = ft_client(tb, NULL);
+    const char *kv[] = {"queue.buffer.bytes", "16777216", NULL};
+    run_p = ft_producer(c, NULL, "many-runs", 0, kv);
+    pthread_t th[RUN_THREADS];
+    for (int t = 0; t < RUN_THREADS; t++)
+        cr_assert_eq(pthread_create(&th[t], NULL, run_sender, (void *)(intptr_t)t), 0);
+    int failed = 0;
+    for (int t = 0; t < RUN_THREADS; t++) {
+        void *r;
+        pthread_join(th[t], &r);
+        failed |= r != NULL;
+    }
+    cr_assert_eq(failed, 0, "a call did not queue all of its messages: %s",
+                 upulsar_last_error());
+    cr_assert_eq(upulsar_producer_stop(run_p, 10000), UPULSAR_OK);
+    upulsar_tb_snapshot_t *s;
+    cr_assert_eq(upulsar_tb_snapshot(tb, "many-runs", &s), UPULSAR_OK);
+    size_t n = upulsar_tb_snapshot_count(s);
+    cr_assert_eq(n, (size_t)RUN_THREADS * RUN_CALLS * RUN_LEN);
+    int next_call[RUN_THREADS] = {0};
+    size_t split = 0;
+    for (size_t j = 0; j < n; j += RUN_LEN) {
+        int t0 = -1, k0 = -1;
+        for (int i = 0; i < RUN_LEN; i++) {
+            const upulsar_tb_msg_t *sm = upulsar_tb_snapshot_msg(s, j + (size_t)i);
+            char txt[32];
+            size_t l = sm->payload_len < sizeof txt - 1 ? sm->payload_len : sizeof txt - 1;
+            memcpy(txt, sm->payload, l);
+            txt[l] = 0;
+            int t, k, x;
+            cr_assert_eq(sscanf(txt, "%d:%d:%d", &t, &k, &x), 3, "#%zu: %s", j + (size_t)i, txt);
+            cr_assert(t >= 0 && t < RUN_THREADS);
+            if (i == 0) {
+                t0 = t;
+                k0 = k;
+            }
+            if (t != t0 || k != k0 || x != i)
+                split++;
+        }
+        if (t0 >= 0 && k0 == next_call[t0])
+            next_call[t0]++;
+    }
+    cr_assert_eq(split, 0, "%zu messages stored among another call's", split);
+    for (int t = 0; t < RUN_THREADS; t++)
+        cr_assert_eq(next_call[t], RUN_CALLS);
+    upulsar_tb_snapshot_free(s);
+    ft_stop_client_and_broker(tb, c);
+}
+
+/* ---- round robin, message by message -------------------------------------------- */
+
+/* Scenario:
+ *  1. 3 partitions, batching off: the round robin moves on with every
+ *     keyless message (as upulsar_send() routes it).
+ *  2. One call of 30 keyless messages, every third with a key in between
+ *     (which does not move the round robin).
+ *  3. The keyless ones went to the partitions in turn: keyless message j
+ *     (j-th among them) to partition (first + j) mod 3; the keyed ones to
+ *     their key's partition. */
+Test(send_many, round_robin_moves_per_message_as_upulsar_send)
+{
+    enum { N = 30 };
+    upulsar_tb_t *tb = ft_broker();
+    cr_assert_eq(upulsar_tb_set_partitions(tb, "many-rr", 3), UPULSAR_OK);
+    upulsar_client_t *c = ft_client(tb, NULL);
+    const char *kv[] = {"batching.enabled", "false", NULL};
+    upulsar_producer_t *p = ft_producer(c, NULL, "many-rr", 0, kv);
+    char bufs[N][16], keys[N][16];
+    upulsar_send_opts_t o[N];
+    upulsar_msg_t msgs[N];
+    upulsar_future_t *futs[N];
+    for (int i = 0; i < N; i++) {
+        int n = snprintf(bufs[i], sizeof bufs[i], "rr:%d", i);
+        o[i] = (upulsar_send_opts_t){.event_time_ms = (uint64_t)i + 1};
+        if (i % 3 == 2) {
+            snprintf(keys[i], sizeof keys[i], "k%d", i);
+            o[i].partition_key = keys[i];
+        }
+        msgs[i] = (upulsar_msg_t){bufs[i], (size_t)n, &o[i]};
+    }
+    size_t acc = 0;
+    cr_assert_eq(upulsar_send_many(p, msgs, N, futs, &acc), UPULSAR_OK, "%s",
+                 upulsar_last_error());
+    cr_assert_eq(acc, (size_t)N);
+    int part[N], first = -1, j = 0;
+    for (int i = 0; i < N; i++) {
+        upulsar_msg_id_t id;
+        cr_assert_eq(upulsar_future_wait(futs[i], FT_WAIT_MS, &id), UPULSAR_OK);
+        upulsar_future_release(futs[i]);
+        part[i] = id.partition;
+        if (i % 3 == 2) {
+            cr_assert_eq(part[i], upulsar_producer_partition_for_key(p, keys[i]),
+                         "keyed message %d", i);
+            continue;
+        }
+        if (first < 0)
+            first = part[i];
+        cr_assert_eq(part[i], (first + j) % 3, "keyless message %d (the %d-th) on partition %d",
+                     i, j, part[i]);
+        j++;
+    }
+    cr_assert_eq(upulsar_producer_stop(p, 10000), UPULSAR_OK);
+    ft_stop_client_and_broker(tb, c);
+}
