@@ -47,6 +47,10 @@ struct upulsar_client {
      * it was chosen, and whether that was logged (once, at the first
      * connection: up_client_log_backend()) */
     const struct up_io_ops *io;
+    /* last seen from any broker; read by every send, so kept among fields
+     * that are rarely written, away from the budget's counters and the
+     * future pool, which other threads write all the time */
+    _Atomic int32_t max_message_size;
     char io_why[512];
     _Atomic int io_logged;
     up_future_pool_t futures;
@@ -81,7 +85,6 @@ struct upulsar_client {
     int est_parked;                   /* workers in a WaitForExclusive wait (lock) */
     pthread_cond_t est_cv;            /* work queued or stop (lock) */
     up_rp_t *est_head, *est_tail;     /* queue (lock) */
-    _Atomic int32_t max_message_size; /* last seen from any broker */
     /* memory.limit.bytes: bytes the producers took from the budget (their
      * counted messages and the rests of their rings' units, send.c), never
      * above the budget
