@@ -517,3 +517,52 @@ Test(send_many, round_robin_moves_per_message_as_upulsar_send)
     cr_assert_eq(upulsar_producer_stop(p, 10000), UPULSAR_OK);
     ft_stop_client_and_broker(tb, c);
 }
+
+/* Scenario: memory.limit.bytes 64 KiB, fail fast, receipts held; 64
+ * messages of 1900 bytes in one call to one producer. A run is not one
+ * message: the budget's allowances for a single message (a producer
+ * holding nothing may take one message while there is room) must not let
+ * the whole run in. The call accepts exactly what upulsar_send() called in
+ * turn accepts on a second producer set up the same way (the oracle), and
+ * the budget's own peak never passes its limit. */
+Test(send_many, a_run_takes_the_budget_as_its_messages_would_one_by_one)
+{
+    enum { N = 64, SZ = 1900 };
+    upulsar_tb_t *tb = ft_broker();
+    const char *ckv[] = {"memory.limit.bytes", "65536", NULL};
+    const char *kv[] = {"block.if.queue.full", "false", "send.timeout.ms", "0", NULL};
+    static char payload[SZ];
+    memset(payload, 'b', sizeof payload);
+    upulsar_msg_t msgs[N];
+    for (int i = 0; i < N; i++)
+        msgs[i] = (upulsar_msg_t){.payload = payload, .len = SZ};
+
+    /* the oracle: one upulsar_send() after another */
+    upulsar_client_t *c1 = ft_client(tb, ckv);
+    upulsar_producer_t *p1 = ft_producer(c1, NULL, "many-run-1", 0, kv);
+    cr_assert_eq(upulsar_tb_hold_receipts(tb, "many-run-1"), UPULSAR_OK);
+    size_t one_by_one = 0;
+    while (one_by_one < N && upulsar_send(p1, payload, SZ, NULL, NULL) == UPULSAR_OK)
+        one_by_one++;
+    cr_assert_lt(one_by_one, (size_t)N, "the budget did not refuse any message");
+    cr_assert_leq(ft_mem_figure(p1, "peak"), 65536);
+
+    upulsar_client_t *c2 = ft_client(tb, ckv);
+    upulsar_producer_t *p2 = ft_producer(c2, NULL, "many-run-2", 0, kv);
+    cr_assert_eq(upulsar_tb_hold_receipts(tb, "many-run-2"), UPULSAR_OK);
+    size_t acc = 0;
+    upulsar_err_t e = upulsar_send_many(p2, msgs, N, NULL, &acc);
+    cr_assert_eq(e, UPULSAR_ERR__QUEUE_FULL, "%s", upulsar_err_name(e));
+    cr_assert_eq(acc, one_by_one, "upulsar_send_many accepted %zu, upulsar_send %zu", acc,
+                 one_by_one);
+    cr_assert_leq(ft_mem_figure(p2, "peak"), 65536, "the budget's peak passed its limit");
+
+    cr_assert_eq(upulsar_tb_release_receipts(tb, "many-run-1"), UPULSAR_OK);
+    cr_assert_eq(upulsar_tb_release_receipts(tb, "many-run-2"), UPULSAR_OK);
+    cr_assert_eq(upulsar_producer_stop(p1, FT_WAIT_MS), UPULSAR_OK);
+    cr_assert_eq(upulsar_producer_stop(p2, FT_WAIT_MS), UPULSAR_OK);
+    cr_assert_eq(ft_topic_messages(tb, "many-run-2"), (uint64_t)acc);
+    upulsar_client_destroy(c1);
+    upulsar_client_destroy(c2);
+    upulsar_tb_stop(tb);
+}
