@@ -117,8 +117,11 @@ void up_rp_limits_release(up_rp_t *rp, uint64_t n, uint64_t bytes)
 }
 
 /* Take @p need bytes for @p rp from the client (see above). False when the
- * budget or the producer's share is reached. */
-static bool mem_take(up_rp_t *rp, int64_t need)
+ * budget or the producer's share is reached. @p one: @p need is one
+ * message's (or one unit's), which may use the allowances for a single
+ * message; a run of several (upulsar_send_many) only fits its share, so
+ * that it never takes more than its messages would one by one. */
+static bool mem_take_as(up_rp_t *rp, int64_t need, bool one)
 {
     struct upulsar_client *c = rp->client;
     int64_t lim = c->conf.memory_limit_bytes;
@@ -131,6 +134,8 @@ static bool mem_take(up_rp_t *rp, int64_t need)
             int64_t share = avail > held ? (avail - held) / 2 : 0;
             if (need <= share)
                 ;
+            else if (!one)
+                return false;
             else if (held == 0 && need <= avail)
                 ; /* holds nothing: one unit (or message) while there is room */
             else if (used == 0 && need > lim)
@@ -151,6 +156,8 @@ static bool mem_take(up_rp_t *rp, int64_t need)
         }
     }
 }
+
+static bool mem_take(up_rp_t *rp, int64_t need) { return mem_take_as(rp, need, true); }
 
 /* One attempt to count a message against max.pending.messages: true if
  * it fits. */
@@ -447,7 +454,7 @@ bool up_rp_reserve_now(up_rp_t *rp, uint64_t n, uint64_t ext, uint64_t *pos)
     /* a few rounds: head may move on between the charge and the CAS */
     for (int round = 0; rc == UP_RING_CHARGE && round < 4; round++) {
         int64_t need = (int64_t)(units - have) * ub + (int64_t)(ext - ext_have);
-        if (need > 0 && !mem_take(rp, need))
+        if (need > 0 && !mem_take_as(rp, need, false)) /* a run: its share only */
             break;
         have = units;
         ext_have = ext;

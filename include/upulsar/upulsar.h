@@ -1049,11 +1049,18 @@ typedef struct upulsar_msg {
  * key, one explicit partition) are queued as runs of up to 64, each with
  * one reservation in the producer's queue, one take of futures and one
  * wake-up check, so a call costs less per message than upulsar_send()
- * (see perf/README.md). The messages of a run are queued together:
- * another thread's messages do not come between them. A run the queue or
- * the memory budget has no room for at once is queued message by message
- * instead (waiting or refused exactly as upulsar_send()), and so is a
- * message larger than a sixteenth of queue.buffer.bytes.
+ * (see perf/README.md). A run also ends at an eighth of queue.buffer.bytes
+ * of records. The messages of a run queued at once are queued together:
+ * another thread's messages do not come between them. A run that the
+ * queue, the memory budget (a run takes only what its messages would one
+ * by one), max.pending.messages or the future pool has no room for at once
+ * is queued message by message instead (waiting or refused exactly as
+ * upulsar_send()), and so is a message larger than a sixteenth of
+ * queue.buffer.bytes. Routing is done as the run is built: when a message
+ * of a run is refused, the messages after it in that run and the next one
+ * were routed already (the calling thread's round robin stepped on, a
+ * router called) although they were not queued. A run is built on the
+ * caller's stack (about 12 KiB).
  *
  * Thread safety, blocking and use from a callback as upulsar_send().
  * Allocates: as upulsar_send() (nothing per message). HOT PATH.
