@@ -260,12 +260,24 @@ struct upulsar_future *up_future_alloc(up_future_pool_t *p)
     }
 }
 
+/* up_future_alloc_many() one by one: how many were taken. */
+static unsigned alloc_each(up_future_pool_t *p, struct upulsar_future **out, unsigned n)
+{
+    unsigned k;
+    for (k = 0; k < n; k++)
+        if (!(out[k] = up_future_alloc(p)))
+            break;
+    return k;
+}
+
 unsigned up_future_alloc_many(up_future_pool_t *p, struct upulsar_future **out, unsigned n)
 {
     if (n == 0)
         return 0;
     uint64_t old = atomic_load_explicit(&p->head, memory_order_acquire);
-    for (;;) {
+    for (int tries = 0;; tries++) {
+        if (tries == 4) /* the list keeps changing under the walk */
+            return alloc_each(p, out, n);
         /* walk n slots down from the top: every change of head (push or
          * pop) bumps its tag, so while the CAS below succeeds no slot of
          * the walk was taken or put back meanwhile and the links read are
@@ -281,12 +293,8 @@ unsigned up_future_alloc_many(up_future_pool_t *p, struct upulsar_future **out, 
             next = atomic_load_explicit(&f->next, memory_order_relaxed);
             k++;
         }
-        if (k < n) { /* not enough on the list: one by one (it grows) */
-            for (k = 0; k < n; k++)
-                if (!(out[k] = up_future_alloc(p)))
-                    break;
-            return k;
-        }
+        if (k < n) /* not enough on the list (it grows) */
+            return alloc_each(p, out, n);
         uint64_t nw = (((old >> 32) + 1) << 32) | next;
         if (atomic_compare_exchange_weak_explicit(&p->head, &old, nw, memory_order_acquire,
                                                   memory_order_acquire)) {
