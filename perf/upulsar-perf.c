@@ -376,12 +376,14 @@ static void sender_many(sender_t *s, const char *payload)
         }
         size_t acc = 0;
         upulsar_err_t err = upulsar_send_many(producer, msgs, n, NULL, &acc);
-        i += n; /* a refused message is not retried, as with upulsar_send() */
+        /* a refused message is not retried, as with upulsar_send(); the
+         * ones after it were not attempted and go in the next call */
+        i += err ? acc + 1 : n;
         atomic_store_explicit(&s->sent,
                               atomic_load_explicit(&s->sent, memory_order_relaxed) + acc,
                               memory_order_relaxed);
         if (err) {
-            s->errors += n - acc;
+            s->errors++;
             if (err == UPULSAR_ERR__CLOSED)
                 break;
         }

@@ -116,6 +116,8 @@ upulsar_err_t upulsar_send_many_sized(upulsar_producer_t *p, const upulsar_msg_t
     upulsar_err_t err = UPULSAR_OK;
     if (!msgs && n) {
         err = up_seterr(UPULSAR_ERR__INVALID_ARG, "msgs is NULL");
+        if (futures)
+            futures[0] = NULL; /* the refused message's, as below */
         goto out;
     }
     run_t u;
