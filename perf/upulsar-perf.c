@@ -333,6 +333,22 @@ static uint64_t sent_total(void)
 
 static char keys[1000][16];
 
+/* The rate limit: sleep ~200 us at a time (no spinning: the harness must
+ * not steal the cores it measures) until message @p i is due; the time
+ * now. */
+static uint64_t pace(uint64_t start, uint64_t i, double interval)
+{
+    uint64_t t = now_ns();
+    while (interval > 0 && start + (uint64_t)((double)i * interval) > t) {
+        struct timespec ts = {0, 200000};
+        nanosleep(&ts, NULL);
+        t = now_ns();
+        if (atomic_load_explicit(&stop_flag, memory_order_relaxed))
+            break;
+    }
+    return t;
+}
+
 /* The sender's loop with --send-many: calls of opt.send_many messages,
  * each with its options (the send time to measure latency, a key with
  * --keyed), the rate checked per call. */
@@ -358,14 +374,7 @@ static void sender_many(sender_t *s, const char *payload)
     while (!s->quota || i < s->quota) {
         if (atomic_load_explicit(&stop_flag, memory_order_relaxed))
             break;
-        t = now_ns();
-        while (interval > 0 && start + (uint64_t)((double)i * interval) > t) {
-            struct timespec ts = {0, 200000};
-            nanosleep(&ts, NULL);
-            t = now_ns();
-            if (atomic_load_explicit(&stop_flag, memory_order_relaxed))
-                break;
-        }
+        t = pace(start, i, interval);
         size_t n = s->quota && s->quota - i < b ? (size_t)(s->quota - i) : b;
         for (size_t j = 0; j < n; j++) {
             if (opt.keyed) {
@@ -411,16 +420,7 @@ static void *sender_main(void *arg)
         if ((i & 15) == 0 || interval > 0) {
             if (atomic_load_explicit(&stop_flag, memory_order_relaxed))
                 break;
-            t = now_ns();
-            /* rate limit: send what is due, then sleep ~200 us (no spinning:
-             * the harness must not steal the cores it measures) */
-            while (interval > 0 && start + (uint64_t)((double)i * interval) > t) {
-                struct timespec ts = {0, 200000};
-                nanosleep(&ts, NULL);
-                t = now_ns();
-                if (atomic_load_explicit(&stop_flag, memory_order_relaxed))
-                    break;
-            }
+            t = pace(start, i, interval); /* send what is due */
         }
         if (opt.keyed) {
             rnd = rnd * 1664525u + 1013904223u;

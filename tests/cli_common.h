@@ -27,6 +27,23 @@
 
 extern char **environ;
 
+/* The suites' test broker: started before each test, stopped after
+ * (cli_setup / cli_teardown as .init / .fini). */
+static upulsar_tb_t *tb;
+
+static inline void cli_setup(void)
+{
+    upulsar_tb_opts_t o;
+    upulsar_tb_opts_init(&o);
+    cr_assert_eq(upulsar_tb_start(&o, &tb), UPULSAR_OK, "%s", upulsar_last_error());
+}
+
+static inline void cli_teardown(void)
+{
+    upulsar_tb_stop(tb);
+    tb = NULL;
+}
+
 /* A generous bound that only guards against a hang. */
 #define CLI_HANG_GUARD_MS 60000
 

@@ -23,22 +23,7 @@
 #include "upulsar/testbroker.h"
 #include "upulsar/upulsar.h"
 
-static upulsar_tb_t *tb;
-
-static void setup(void)
-{
-    upulsar_tb_opts_t o;
-    upulsar_tb_opts_init(&o);
-    cr_assert_eq(upulsar_tb_start(&o, &tb), UPULSAR_OK, "%s", upulsar_last_error());
-}
-
-static void teardown(void)
-{
-    upulsar_tb_stop(tb);
-    tb = NULL;
-}
-
-TestSuite(cli, .init = setup, .fini = teardown, .timeout = 120);
+TestSuite(cli, .init = cli_setup, .fini = cli_teardown, .timeout = 120);
 
 static upulsar_tb_snapshot_t *snap(const char *topic)
 {

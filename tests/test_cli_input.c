@@ -19,22 +19,7 @@
 #include "upulsar/testbroker.h"
 #include "upulsar/upulsar.h"
 
-static upulsar_tb_t *tb;
-
-static void setup(void)
-{
-    upulsar_tb_opts_t o;
-    upulsar_tb_opts_init(&o);
-    cr_assert_eq(upulsar_tb_start(&o, &tb), UPULSAR_OK, "%s", upulsar_last_error());
-}
-
-static void teardown(void)
-{
-    upulsar_tb_stop(tb);
-    tb = NULL;
-}
-
-TestSuite(cli_input, .init = setup, .fini = teardown, .timeout = 180);
+TestSuite(cli_input, .init = cli_setup, .fini = cli_teardown, .timeout = 180);
 
 /* One expected message: its exact bytes. */
 typedef struct want {

@@ -20,22 +20,7 @@
 #include "upulsar/testbroker.h"
 #include "upulsar/upulsar.h"
 
-static upulsar_tb_t *tb;
-
-static void setup(void)
-{
-    upulsar_tb_opts_t o;
-    upulsar_tb_opts_init(&o);
-    cr_assert_eq(upulsar_tb_start(&o, &tb), UPULSAR_OK, "%s", upulsar_last_error());
-}
-
-static void teardown(void)
-{
-    upulsar_tb_stop(tb);
-    tb = NULL;
-}
-
-TestSuite(cli_tty, .init = setup, .fini = teardown, .timeout = 180);
+TestSuite(cli_tty, .init = cli_setup, .fini = cli_teardown, .timeout = 180);
 
 /* The CLI with @p args, stdin on a pipe (*@p in, ours), and stdout
  * (@p tty_out) or stderr on the slave side of a new pseudo-terminal whose
