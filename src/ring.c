@@ -223,6 +223,12 @@ uint64_t up_ring_records(up_ring_t *r)
         for (uint64_t p = t; (int64_t)(h - p) > 0; p++)
             s += atomic_load_explicit(&r->commit[p & r->mask], memory_order_acquire) == p + 1;
         n = d + s;
+        /* the words of [t, h) are what the scan read only if the consumer
+         * published nothing meanwhile: it publishes after each release and
+         * at each reset, so a reset that gave pages back (madvise zeroes
+         * their words) during the scan changed cseq; read again then */
+        if (atomic_load_explicit(&r->cseq, memory_order_acquire) != k)
+            continue;
         /* a word of [t, h) is reused only by a record starting a lap on */
         uint64_t h2 = atomic_load_explicit(&r->head, memory_order_acquire) & ~UP_RING_RESET;
         if ((int64_t)(h2 - t) <= (int64_t)r->cap)
