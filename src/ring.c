@@ -179,6 +179,9 @@ uint64_t up_ring_maintain(up_ring_t *r, uint64_t now_us, uint64_t release_after_
     uint64_t off = c & (r->unit - 1), keep = off < r->home / 2 ? off : 0;
     uint64_t back = keep != off ? up_ring_unit_rest(r, c) : 0;
     if (give) {
+        /* a count read scanning the words about to be zeroed sees cseq
+         * change (up_ring_records) and reads again */
+        up_ring_publish_count(r);
         /* one cell more: the consumer's peeks at c read (and so mapped) the
          * commit word past the run */
         give_back(r, touched < r->cap ? touched + 1 : r->cap);
@@ -224,9 +227,10 @@ uint64_t up_ring_records(up_ring_t *r)
             s += atomic_load_explicit(&r->commit[p & r->mask], memory_order_acquire) == p + 1;
         n = d + s;
         /* the words of [t, h) are what the scan read only if the consumer
-         * published nothing meanwhile: it publishes after each release and
-         * at each reset, so a reset that gave pages back (madvise zeroes
-         * their words) during the scan changed cseq; read again then */
+         * published nothing meanwhile: it publishes after each release, at
+         * each reset, and before a reset gives pages back (madvise zeroes
+         * their words), so a give-back during the scan changed cseq; read
+         * again then */
         if (atomic_load_explicit(&r->cseq, memory_order_acquire) != k)
             continue;
         /* a word of [t, h) is reused only by a record starting a lap on */

@@ -87,6 +87,11 @@
  *   still committed there, so nothing is counted twice or missed; a word
  *   is reused only by a record starting a lap after it, which the reader
  *   rules out by reading head again (still within a lap of t) or retries.
+ *   A give-back zeroes the words of the pages it returns (madvise): the
+ *   reset publishes once more before it (same pair, cseq + 1), and the
+ *   reader loads cseq again after its scan and reads again if it changed,
+ *   so a scan that read a zeroed word is never kept (the madvise, a system
+ *   call with its TLB shootdown, comes after that store on every CPU).
  * @internal
  */
 #ifndef UP_RING_H
