@@ -2018,11 +2018,12 @@ static int conn_read(tb_conn_t *c)
     return 0;
 }
 
-/* Send from @p b starting at *@p off; 0, or -1 on a dead socket. */
-static int send_some(tb_conn_t *c, up_buf_t *b, size_t *off)
+/* Send from @p b starting at *@p off on socket @p fd; 0, or -1 on a dead
+ * socket. */
+static int send_some(int fd, up_buf_t *b, size_t *off)
 {
     while (*off < b->len) {
-        ssize_t n = send(c->fd, b->data + *off, b->len - *off, MSG_NOSIGNAL | MSG_DONTWAIT);
+        ssize_t n = send(fd, b->data + *off, b->len - *off, MSG_NOSIGNAL | MSG_DONTWAIT);
         if (n > 0) {
             *off += (size_t)n;
             continue;
@@ -2052,7 +2053,7 @@ static void compact(up_buf_t *b, size_t *off)
 static int conn_flush(tb_conn_t *c)
 {
     if (!c->ssl) {
-        if (send_some(c, &c->out, &c->out_off))
+        if (send_some(c->fd, &c->out, &c->out_off))
             return -1;
         compact(&c->out, &c->out_off);
         return 0;
@@ -2070,7 +2071,7 @@ static int conn_flush(tb_conn_t *c)
         }
         compact(&c->out, &c->out_off);
     }
-    if (send_some(c, &c->tx, &c->tx_off))
+    if (send_some(c->fd, &c->tx, &c->tx_off))
         return -1;
     compact(&c->tx, &c->tx_off);
     return 0;
@@ -2099,19 +2100,8 @@ static int relay_read(tb_conn_t *c)
 /* Relayed connection: what the client sent, on to the broker. */
 static int relay_flush(tb_conn_t *c)
 {
-    while (c->relay_off < c->relay_out.len) {
-        ssize_t n = send(c->relay_fd, c->relay_out.data + c->relay_off,
-                         c->relay_out.len - c->relay_off, MSG_NOSIGNAL | MSG_DONTWAIT);
-        if (n > 0) {
-            c->relay_off += (size_t)n;
-            continue;
-        }
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-            break;
+    if (send_some(c->relay_fd, &c->relay_out, &c->relay_off))
         return -1;
-    }
     compact(&c->relay_out, &c->relay_off);
     return 0;
 }
