@@ -605,6 +605,52 @@ static inline int ft_stored_at_least(void *a)
     return st.messages >= s->n;
 }
 
+/* The hot-partition scenario of the memory budget (receipts held, fail
+ * fast): send @p len bytes of @p buf with @p hot until it is refused, which
+ * must happen with QUEUE_FULL before @p max messages; their futures into
+ * @p f. Returns how many were accepted. */
+static inline int ft_fill_until_refused(upulsar_producer_t *p, const upulsar_send_opts_t *hot,
+                                        const char *buf, size_t len, upulsar_future_t **f,
+                                        int max)
+{
+    int n = 0;
+    upulsar_err_t e = UPULSAR_OK;
+    while (n < max && (e = upulsar_send(p, buf, len, hot, &f[n])) == UPULSAR_OK)
+        n++;
+    cr_assert_lt(n, max, "the hot partition was never refused");
+    cr_assert_eq(e, UPULSAR_ERR__QUEUE_FULL, "%s", upulsar_last_error());
+    return n;
+}
+
+/* ...then @p count messages with @p cold, each accepted and acknowledged
+ * while the hot partition holds its share, and the hot one still refused
+ * (its messages unresolved: otherwise the scenario proves nothing). */
+static inline void ft_cold_pass_while_hot_refused(upulsar_producer_t *p,
+                                                  const upulsar_send_opts_t *cold,
+                                                  const upulsar_send_opts_t *hot,
+                                                  const char *buf, size_t len, int count)
+{
+    for (int i = 0; i < count; i++) {
+        upulsar_future_t *cf = NULL;
+        cr_assert_eq(upulsar_send(p, buf, len, cold, &cf), UPULSAR_OK,
+                     "cold message %d refused: %s", i, upulsar_last_error());
+        cr_assert_eq(upulsar_future_wait(cf, FT_WAIT_MS, NULL), UPULSAR_OK, "cold message %d", i);
+        upulsar_future_release(cf);
+    }
+    cr_assert_eq(upulsar_send(p, buf, len, hot, NULL), UPULSAR_ERR__QUEUE_FULL,
+                 "the hot partition's messages resolved: the test proves nothing");
+}
+
+/* ...then every one of the @p n hot futures @p f resolves OK (receipts
+ * released by the caller), each released. */
+static inline void ft_all_acked(upulsar_future_t **f, int n)
+{
+    for (int i = 0; i < n; i++) {
+        cr_assert_eq(upulsar_future_wait(f[i], FT_WAIT_MS, NULL), UPULSAR_OK, "message %d", i);
+        upulsar_future_release(f[i]);
+    }
+}
+
 /* The client's memory figure @p name ("budget", "in_use", "peak",
  * "batch_pool_bytes") from @p p's statistics. */
 static inline long long ft_mem_figure(upulsar_producer_t *p, const char *name)

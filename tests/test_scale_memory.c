@@ -212,27 +212,11 @@ Test(scale_memory, a_hot_partition_does_not_keep_another_from_sending)
     char buf[LEN];
     memset(buf, 'h', sizeof buf);
     upulsar_send_opts_t ho = {.partition_key = hot}, co = {.partition_key = cold};
-    int n = 0;
-    upulsar_err_t e;
-    while (n < MAX && (e = upulsar_send(p, buf, sizeof buf, &ho, &f[n])) == UPULSAR_OK)
-        n++;
-    cr_assert_lt(n, MAX, "the hot partition was never refused");
-    cr_assert_eq(e, UPULSAR_ERR__QUEUE_FULL, "%s", upulsar_last_error());
+    int n = ft_fill_until_refused(p, &ho, buf, sizeof buf, f, MAX);
     cr_assert_gt(n, 0);
-    for (int i = 0; i < COLD; i++) {
-        upulsar_future_t *cf = NULL;
-        cr_assert_eq(upulsar_send(p, buf, sizeof buf, &co, &cf), UPULSAR_OK,
-                     "cold message %d refused: %s", i, upulsar_last_error());
-        cr_assert_eq(upulsar_future_wait(cf, FT_WAIT_MS, NULL), UPULSAR_OK, "cold message %d", i);
-        upulsar_future_release(cf);
-    }
-    cr_assert_eq(upulsar_send(p, buf, sizeof buf, &ho, NULL), UPULSAR_ERR__QUEUE_FULL,
-                 "the hot partition's messages resolved: the test proves nothing");
+    ft_cold_pass_while_hot_refused(p, &co, &ho, buf, sizeof buf, COLD);
     cr_assert_eq(upulsar_tb_release_receipts(tb, NULL), UPULSAR_OK);
-    for (int i = 0; i < n; i++) {
-        cr_assert_eq(upulsar_future_wait(f[i], FT_WAIT_MS, NULL), UPULSAR_OK);
-        upulsar_future_release(f[i]);
-    }
+    ft_all_acked(f, n);
     cr_assert_eq(upulsar_producer_stop(p, 10000), UPULSAR_OK);
     cr_assert_eq(ft_topic_messages(tb, "hot-partition-0"), (uint64_t)n);
     cr_assert_eq(ft_topic_messages(tb, "hot-partition-1"), COLD);
