@@ -50,6 +50,7 @@ int up_ring_init(up_ring_t *r, size_t bytes)
         atomic_init(&r->cnt_d[k], 0);
     }
     atomic_init(&r->cseq, 0);
+    atomic_init(&r->gseq, 0);
     r->unit = 1;
     r->ushift = 0;
     r->cnum = 0;
@@ -179,9 +180,13 @@ uint64_t up_ring_maintain(up_ring_t *r, uint64_t now_us, uint64_t release_after_
     uint64_t off = c & (r->unit - 1), keep = off < r->home / 2 ? off : 0;
     uint64_t back = keep != off ? up_ring_unit_rest(r, c) : 0;
     if (give) {
-        /* a count read scanning the words about to be zeroed sees cseq
-         * change (up_ring_records) and reads again */
+        /* the count at c first, then the give-back's generation (R5): a
+         * count read that began before it and read a zeroed word sees
+         * gseq change and reads again; one that began after it reads a
+         * pair at c or later, past every word given back */
         up_ring_publish_count(r);
+        atomic_store_explicit(&r->gseq, atomic_load_explicit(&r->gseq, memory_order_relaxed) + 1,
+                              memory_order_release);
         /* one cell more: the consumer's peeks at c read (and so mapped) the
          * commit word past the run */
         give_back(r, touched < r->cap ? touched + 1 : r->cap);
@@ -209,8 +214,11 @@ uint64_t up_ring_realign(up_ring_t *r, uint64_t now_us)
 
 uint64_t up_ring_records(up_ring_t *r)
 {
-    uint64_t n = 0;
-    for (int tries = 0; tries < 64; tries++) {
+    for (unsigned tries = 0;; tries++) {
+        if (tries >= 8)
+            sched_yield(); /* the loop or the senders are mid-step: let them on */
+        /* A5: a give-back after this load changes it (see ring.h) */
+        uint64_t g = atomic_load_explicit(&r->gseq, memory_order_acquire);
         /* A4: a consistent (position, count) pair */
         uint64_t k = atomic_load_explicit(&r->cseq, memory_order_acquire);
         uint64_t t = atomic_load_explicit(&r->cnt_t[k & 1], memory_order_acquire);
@@ -219,26 +227,24 @@ uint64_t up_ring_records(up_ring_t *r)
             continue; /* published meanwhile: read the newer pair */
         uint64_t h = atomic_load_explicit(&r->head, memory_order_acquire) & ~UP_RING_RESET;
         if ((int64_t)(h - t) > (int64_t)r->cap)
-            continue; /* a reset between the loads: read them again */
+            continue; /* the ring moved on between the loads: read them again */
         /* acquire (A1's pairing with R1): a record counted here was
-         * committed, with everything its sender did before */
-        uint64_t s = 0;
-        for (uint64_t p = t; (int64_t)(h - p) > 0; p++)
-            s += atomic_load_explicit(&r->commit[p & r->mask], memory_order_acquire) == p + 1;
-        n = d + s;
-        /* the words of [t, h) are what the scan read only if the consumer
-         * published nothing meanwhile: it publishes after each release, at
-         * each reset, and before a reset gives pages back (madvise zeroes
-         * their words), so a give-back during the scan changed cseq; read
-         * again then */
-        if (atomic_load_explicit(&r->cseq, memory_order_acquire) != k)
+         * committed, with everything its sender did before. A word holding
+         * a later lap's position was overwritten before it was read: the
+         * record it held (if any) is not in d, so read again. */
+        uint64_t s = 0, late = 0;
+        for (uint64_t p = t; (int64_t)(h - p) > 0; p++) {
+            uint64_t w = atomic_load_explicit(&r->commit[p & r->mask], memory_order_acquire);
+            s += w == p + 1;
+            late |= w > p + 1;
+        }
+        if (late)
             continue;
-        /* a word of [t, h) is reused only by a record starting a lap on */
-        uint64_t h2 = atomic_load_explicit(&r->head, memory_order_acquire) & ~UP_RING_RESET;
-        if ((int64_t)(h2 - t) <= (int64_t)r->cap)
-            break;
+        /* a give-back during the scan may have zeroed words it read */
+        if (atomic_load_explicit(&r->gseq, memory_order_acquire) != g)
+            continue;
+        return d + s;
     }
-    return n;
 }
 
 size_t up_ring_resident_bytes(up_ring_t *r)

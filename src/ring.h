@@ -84,14 +84,22 @@
  *   [t, head) from the commit words alone (load-acquire commit[p & mask]
  *   == p + 1 holds only for a record starting at p and committed, A1's
  *   pairing with R1; cells are never read). Records consumed after t are
- *   still committed there, so nothing is counted twice or missed; a word
- *   is reused only by a record starting a lap after it, which the reader
- *   rules out by reading head again (still within a lap of t) or retries.
- *   A give-back zeroes the words of the pages it returns (madvise): the
- *   reset publishes once more before it (same pair, cseq + 1), and the
- *   reader loads cseq again after its scan and reads again if it changed,
- *   so a scan that read a zeroed word is never kept (the madvise, a system
- *   call with its TLB shootdown, comes after that store on every CPU).
+ *   still committed there, so nothing is counted twice or missed, and the
+ *   consumer publishing meanwhile changes nothing. A word is reused only
+ *   by a record starting a lap after it, and then holds a larger position
+ *   (positions only grow, a reset included): a scan that read such a word
+ *   reads again, whatever head did meanwhile.
+ *   A give-back zeroes the words of the pages it returns (madvise). The
+ *   reset publishes the count at its position c (all consumed), then
+ *   bumps gseq (store-release, R5), then calls madvise. The reader loads
+ *   gseq first (acquire, A5) and again after its scan, and reads again if
+ *   it changed: a scan that read a zeroed word saw the madvise, which came
+ *   after the bump (a system call with its TLB shootdown). A reader whose
+ *   first load already saw the bump reads a pair at c or later (R4 came
+ *   before R5), so its scan starts past every word given back.
+ *   The reader retries (yielding after a few tries) and never waits on the
+ *   loop; a retry needs the senders to lap the ring, or a give-back,
+ *   while it scans at most one lap of words.
  * @internal
  */
 #ifndef UP_RING_H
@@ -121,7 +129,8 @@ typedef struct up_ring {
      * last one written; the loop's line, read by statistics only */
     _Atomic uint64_t cnt_t[2], cnt_d[2];
     _Atomic uint64_t cseq;
-    char pad1[64 - 6 * sizeof(uint64_t)];
+    _Atomic uint64_t gseq;              /* give-backs begun (R5 / A5 above) */
+    char pad1[64 - 7 * sizeof(uint64_t)];
     _Alignas(64) _Atomic uint32_t space_seq; /* bumped when space is freed and
                                                 someone waits (futex word) */
     _Atomic uint32_t waiters;           /* producers sleeping for space */

@@ -395,3 +395,10 @@ Test(hot_ring, a_count_under_load_has_every_record_committed_before_it)
 {
     count_under_load(1u << 20);
 }
+
+/* the same where the senders lap the ring, and it resets and gives pages
+ * back, many times as often */
+Test(hot_ring, a_count_under_load_of_a_small_lapping_ring_has_every_record_committed_before_it)
+{
+    count_under_load(64u << 10);
+}
