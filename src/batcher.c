@@ -617,6 +617,11 @@ bool up_rp_pump(up_rp_t *rp, uint64_t now, uint64_t *deadline)
     }
     const up_batcher_t *bt = rp->batcher;
     uint64_t delay = (uint64_t)cf->batch_max_delay_us;
+    /* deadlines are checked against `due`: one that close is reached (the
+     * loop aims its sleeps that far ahead of them, loop.h wake_ahead_us),
+     * so a window ends by its deadline, not a wake-up after it; windows
+     * are set from `now` */
+    uint64_t due = now + rp->loop->wake_ahead_us;
     /* batch.mode=adaptive: the connection can take a batch now when nothing
      * of this producer is in flight; then what is there goes at once */
     bool go_now = cf->batch_mode == UP_BATCH_ADAPTIVE && rp->npend == 0;
@@ -635,7 +640,7 @@ bool up_rp_pump(up_rp_t *rp, uint64_t now, uint64_t *deadline)
         if (up_ring_peek(r)) {
             if (!rp->window_end_us)
                 rp->window_end_us = now + delay;
-            if (now < rp->window_end_us && up_ring_used(r) < rp->wake_cells) {
+            if (due < rp->window_end_us && up_ring_used(r) < rp->wake_cells) {
                 rp->holding = true;
                 set_armed(rp, 1);
                 if (rp->window_end_us < *deadline)
@@ -646,7 +651,7 @@ bool up_rp_pump(up_rp_t *rp, uint64_t now, uint64_t *deadline)
             /* batches in flight, the ring empty: a record that comes now
              * waits for a receipt, at most until window_end_us (so a
              * send need not wake the loop for it); renewed when it passes */
-            if (!rp->window_end_us || now >= rp->window_end_us)
+            if (!rp->window_end_us || due >= rp->window_end_us)
                 rp->window_end_us = now + delay;
             if (rp->window_end_us < *deadline)
                 *deadline = rp->window_end_us;
@@ -691,7 +696,7 @@ bool up_rp_pump(up_rp_t *rp, uint64_t now, uint64_t *deadline)
      * (holding, below), a flush asked meanwhile kept. */
     if (rp->open && rp->npend < max_inflight) {
         bool flush = atomic_exchange_explicit(&rp->flush_req, 0, memory_order_acq_rel);
-        if (stall || flush || go_now || now >= rp->open_deadline_us ||
+        if (stall || flush || go_now || due >= rp->open_deadline_us ||
             bt->count(rp) >= (uint32_t)cf->batch_max_messages) {
             bt->close(rp);
         } else {

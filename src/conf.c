@@ -227,7 +227,10 @@ static const conf_key_t keys[] = {
     {"batch.max.delay.ms", K_MSFRAC, FLD(batch_max_delay_us), "1", 0, 60000000, NULL, 0, 'P',
      "ms",
      "Longest time a message waits for its batch to fill. Fractions allowed down to "
-     "0.001 (\"0.5\" = 500 microseconds).",
+     "0.001 (\"0.5\" = 500 microseconds). A bound, not a target: the io thread learns how "
+     "late its sleeps end (timer and scheduler, typically tens of microseconds, taken as at "
+     "most 100) and wakes that much ahead, so a batch leaves by its deadline rather than a "
+     "wake-up after it.",
      "batchingMaxPublishDelayMicros (microseconds)"},
     {"batch.mode", K_ENUM, FLD(batch_mode), "adaptive", 0, 0, batch_mode_names, 0, 'P', "",
      "When a batch is sent. adaptive: at once when nothing of this producer is in flight "

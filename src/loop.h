@@ -78,6 +78,12 @@ struct up_loop {
     size_t nact;
     bool stop;
     uint64_t last_tick_us;
+    /* (loop) how late its sleeps toward a batch deadline end, as learnt
+     * from the last ones (up to UP_WAKE_AHEAD_MAX_US): the loop aims its
+     * sleep that much ahead of the deadline, and the pump (batcher.c) takes
+     * a deadline that close as reached, so a batch leaves by its deadline
+     * instead of a wake-up after it */
+    uint64_t wake_ahead_us;
     /* (loop) free batches of every producer of this loop: a retired batch
      * goes here while the pool holds at most pool_max bytes (buffers
      * included), else it is freed; every UP_POOL_TRIM_US the tick frees
@@ -133,5 +139,23 @@ void up_loop_remove_rp(up_loop_t *l, up_rp_t *rp);
  *  use compiler-only fences after committing, see up_fence_light_ok()).
  *  @thread loop */
 void up_fence_heavy(void);
+
+/* The most a batch deadline is taken early for the loop's wake-up delay. */
+#define UP_WAKE_AHEAD_MAX_US 100u
+
+/** The loop's wake-up delay estimate @p est after a sleep aimed at a
+ *  deadline ended @p late microseconds past it (the timer's and the
+ *  scheduler's delay): up by a quarter of the gap, down by a 32nd, so it
+ *  follows the upper part of the delays seen and one slow wake-up moves it
+ *  little for long; a delay over UP_WAKE_AHEAD_MAX_US counts as that.
+ *  Pure. */
+static inline uint64_t up_wake_ahead_learn(uint64_t est, uint64_t late)
+{
+    if (late > UP_WAKE_AHEAD_MAX_US)
+        late = UP_WAKE_AHEAD_MAX_US;
+    if (late > est)
+        return est + (late - est + 3) / 4;
+    return est - (est - late) / 32;
+}
 
 #endif

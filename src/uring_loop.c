@@ -266,13 +266,22 @@ static void *loop_main(void *arg)
             atomic_store_explicit(&l->sleeping, UP_AWAKE, memory_order_relaxed);
             continue;
         }
-        uint64_t wait_us = TICK_US;
-        if (deadline != UINT64_MAX)
-            wait_us = deadline > now ? deadline - now : 0;
-        if (wait_us > TICK_US)
+        /* from the time now, not the pass's start (the pass took some) */
+        uint64_t t0 = up_now_us(), wait_us = TICK_US, target = 0;
+        if (deadline != UINT64_MAX) {
+            target = deadline - (deadline > l->wake_ahead_us ? l->wake_ahead_us : 0);
+            wait_us = target > t0 ? target - t0 : 0;
+        }
+        if (wait_us > TICK_US) {
             wait_us = TICK_US;
-        if (wait_us > 0)
+            target = 0; /* a tick, not the deadline */
+        }
+        if (wait_us > 0) {
             io->wait(l, wait_us);
+            uint64_t t1 = up_now_us();
+            if (target && t1 > target) /* an event that ended it early says nothing */
+                l->wake_ahead_us = up_wake_ahead_learn(l->wake_ahead_us, t1 - target);
+        }
         atomic_store_explicit(&l->sleeping, UP_AWAKE, memory_order_relaxed);
         io->reap(l);
     }
