@@ -61,8 +61,17 @@ static void pool_publish(up_loop_t *l)
 /* @p b (retired, no queue points at it) into @p l's pool, or freed. */
 static void pool_put(up_loop_t *l, up_batch_t *b)
 {
-    size_t sz = batch_bytes(b);
-    if (l->pool_bytes + sz > l->pool_max) {
+    size_t sz = batch_bytes(b), max = l->pool_max;
+    /* idle buffers are kept only while the memory budget has room for them
+     * too: under a full budget what batches free goes back to the heap,
+     * for the batches its messages are written into next */
+    int64_t lim = l->client->conf.memory_limit_bytes;
+    if (lim > 0) {
+        int64_t room = lim - atomic_load_explicit(&l->client->mem_used, memory_order_relaxed);
+        if (room < (int64_t)max)
+            max = room > 0 ? (size_t)room : 0;
+    }
+    if (l->pool_bytes + sz > max) {
         batch_free(b);
         return;
     }

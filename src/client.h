@@ -92,6 +92,9 @@ struct upulsar_client {
      * highest value it had */
     _Atomic int64_t mem_used;
     _Atomic int64_t mem_peak;
+    /* real producers created and not yet freed (up_rp_new / up_rp_free):
+     * what a new handle's ring size is shared over (up_rp_ring_bytes) */
+    _Atomic int64_t nrps;
     bool tls;                          /* pulsar+ssl:// service URL */
     struct ssl_ctx_st *ssl_ctx;        /* shared by the client's TLS connections */
     upulsar_stats_cb_t stats_cb;       /* (lock) */

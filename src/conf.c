@@ -167,9 +167,11 @@ static const conf_key_t keys[] = {
      "single message larger than the whole budget, accepted only when nothing else is "
      "taken. 0 = no bound (still counted). Same default as the Java client's memoryLimit. "
      "Not counted: ring pages a burst touched beyond the records they hold now, which stay "
-     "resident until queue.idle.release.ms of disuse; under full load on many partitions "
-     "they can exceed this budget (1000 partitions at max rate: about 400 MiB with the "
-     "default 1 MiB rings), bounded by partitions x queue.buffer.bytes x 1.25.",
+     "resident until queue.idle.release.ms of disuse; with many producers the rings are "
+     "sized from this budget unless queue.buffer.bytes is set (a quarter of it shared over the client's producers, at "
+     "least 16 KiB each: see queue.buffer.bytes), so they add at most about 1.25 x a "
+     "quarter of it, or 20 KiB per producer past 1024 producers under the default. Idle "
+     "batch buffers are kept for reuse only while the budget has room for them.",
      "memoryLimitBytes"},
     {"stats.interval.ms", K_INT, FLD(stats_interval_ms), "0", 0, 86400000, NULL, 0, 'C', "ms",
      "Interval of statistics reporting; 0 disables it.",
@@ -266,16 +268,27 @@ static const conf_key_t keys[] = {
      "message would not fit (batch.max.messages reached, batch.max.bytes reached with "
      "its bytes, or batch.max.delay.ms passed since the last move, measured with the "
      "coarse monotonic clock), and with every message when batching is off, as the "
-     "official clients do; random picks one per message; single sticks to one "
+     "official clients do; it also moves before the run's records (payloads plus 48 "
+     "bytes each) would pass half of the producer's ring, so a small ring (see "
+     "queue.buffer.bytes) is never filled by one run; random picks one per message; single sticks to one "
      "partition chosen at start.",
      "messageRoutingMode (RoundRobinPartition, SinglePartition)"},
     {"queue.buffer.bytes", K_INT64, FLD(queue_buffer_bytes), "1048576", 65536, 1073741824,
      NULL, 0, 'P', "bytes",
-     "Size of the message ring of each real producer (payloads plus about 32 bytes "
-     "per message). Small rings stay in cache: 1 MiB measured faster than 4 MiB. "
-     "Messages larger than a quarter of it are kept in a private copy instead. "
-     "With its commit words a ring may hold up to 1.25 times this resident, so with many "
-     "partitions under full load it is the bound on ring memory (see memory.limit.bytes).",
+     "Size of the message ring of each real producer (payloads plus about 32 "
+     "bytes per message). Small rings stay in cache: 1 MiB measured faster than 4 MiB. "
+     "Left unset, a client with many producers gives them less: a quarter of "
+     "memory.limit.bytes "
+     "shared over its real producers (those it has when a handle starts, the handle's "
+     "included), rounded down to a power of two, at least 16 KiB, when that is smaller "
+     "(1000 partitions under the default budget: 16 KiB each); set, it is the size of "
+     "every ring, whatever the budget. The size is decided at "
+     "upulsar_producer_start() for all the handle's rings (statistics: "
+     "queue_capacity_bytes). Messages larger than a quarter of the ring are kept in a "
+     "private copy instead, and keys and properties over half of it are refused. "
+     "With its commit words a ring may hold up to 1.25 times its size resident, so "
+     "under full load rings take up to 1.25 x the ring size x the producers "
+     "(at most about 1.25 x memory.limit.bytes / 4 once rings are shared).",
      "(nearest: memoryLimitBytes, client-wide)"},
     {"queue.idle.release.ms", K_INT, FLD(queue_idle_release_ms), "1000", 0, 86400000, NULL, 0,
      'P', "ms",
@@ -845,6 +858,12 @@ upulsar_conf_scope_t upulsar_conf_scope(const char *key)
 static bool key_is_set(const struct upulsar_conf *c, size_t i)
 {
     return (c->set_keys[i / 64] >> (i % 64)) & 1u;
+}
+
+bool up_conf_was_set(const struct upulsar_conf *c, const char *key)
+{
+    const conf_key_t *k = find_key(key);
+    return k && key_is_set(c, (size_t)(k - keys));
 }
 
 /* Whether key @p k has the same value in @p a and @p b. */

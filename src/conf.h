@@ -108,12 +108,20 @@ struct upulsar_conf {
     void *dr_opaque;
     upulsar_router_cb_t router;         /* upulsar_conf_set_router() */
     void *router_opaque;
+    /* ---- derived at upulsar_producer_start(), not a key ---- */
+    int64_t ring_bytes;                 /* the ring size of the handle's producers:
+                                           queue.buffer.bytes or less when the
+                                           client has many producers (up_rp_ring_bytes) */
 };
 
 /* schema.type values: Pulsar's Schema.Type, and -1 for BYTES (no schema) */
 enum { UP_SCHEMA_BYTES = -1, UP_SCHEMA_STRING = 1, UP_SCHEMA_JSON = 2, UP_SCHEMA_AVRO = 4,
        UP_SCHEMA_KEY_VALUE = 15 };
 enum { UP_KV_INLINE = 0, UP_KV_SEPARATED = 1 };
+
+/** Whether @p key was set with upulsar_conf_set() on @p c (or, for a
+ *  producer's conf, on the client's or the producer's). @thread any */
+bool up_conf_was_set(const struct upulsar_conf *c, const char *key);
 
 /** Whether the schema keys of @p c make a schema (a definition for json
  *  and avro, none for the others, ...): OK, or INVALID_ARG with the

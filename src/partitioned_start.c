@@ -192,6 +192,9 @@ static upulsar_err_t start_build(struct upulsar_producer *h, int partitions, uin
     if (!h->groups || !h->all)
         return up_seterr(UPULSAR_ERR__NOMEM, "out of memory");
     h->single_slot = rand() % (h->ngroups * k);
+    /* every ring of the handle, also of partitions added later, the size
+     * decided now (the round robin's runs follow it, up_rr_route) */
+    h->conf.ring_bytes = up_rp_ring_bytes(c, &h->conf, (int64_t)h->ngroups * k);
     for (int g = 0; g < h->ngroups; g++) {
         int nall = h->nall;
         err = group_init(h, &h->groups[g], g, h->npart > 0, h->all, &nall);

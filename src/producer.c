@@ -46,17 +46,30 @@ up_rp_t *up_rp_new(struct upulsar_producer *h, int partition, int index, const c
                                                                           : UP_RP_CONNECTING);
     atomic_init(&rp->last_acked_seq, -1);
     pthread_mutex_init(&rp->broker_lock, NULL);
-    if (up_ring_init(&rp->ring, (size_t)h->conf.queue_buffer_bytes)) {
+    int64_t ring = h->conf.ring_bytes > 0 ? h->conf.ring_bytes : h->conf.queue_buffer_bytes;
+    if (up_ring_init(&rp->ring, (size_t)ring)) {
         pthread_mutex_destroy(&rp->broker_lock);
         free(rp);
-        *err = up_seterr(UPULSAR_ERR__NOMEM, "cannot allocate %lld ring bytes",
-                         (long long)h->conf.queue_buffer_bytes);
+        *err = up_seterr(UPULSAR_ERR__NOMEM, "cannot allocate %lld ring bytes", (long long)ring);
         return NULL;
     }
+    atomic_fetch_add_explicit(&rp->client->nrps, 1, memory_order_relaxed);
     up_rp_mem_init(rp);
     rp->wake_cells = up_ring_cells_for((size_t)h->conf.batch_max_bytes);
     rp->batcher = up_batcher_for(&h->conf);
     return rp;
+}
+
+int64_t up_rp_ring_bytes(struct upulsar_client *c, const struct upulsar_conf *cf, int64_t n)
+{
+    int64_t q = cf->queue_buffer_bytes, lim = c->conf.memory_limit_bytes;
+    if (lim <= 0 || up_conf_was_set(cf, "queue.buffer.bytes"))
+        return q;
+    int64_t all = atomic_load_explicit(&c->nrps, memory_order_relaxed) + (n > 0 ? n : 1);
+    int64_t share = lim / UP_RING_SHARE_DIV / all, r = UP_RING_MIN_BYTES;
+    while (r * 2 <= share && r * 2 <= q)
+        r *= 2;
+    return r < q ? r : q;
 }
 
 void up_rp_named_by_broker(up_rp_t *rp, const char *name)
@@ -101,6 +114,7 @@ void up_rp_free(up_rp_t *rp)
     up_batch_free_chain(rp->pend_head);
     up_rp_mem_return_all(rp);
     up_ring_destroy(&rp->ring);
+    atomic_fetch_sub_explicit(&rp->client->nrps, 1, memory_order_relaxed);
     pthread_mutex_destroy(&rp->broker_lock);
     free(rp->scratch);
     free(rp->kb.offs);

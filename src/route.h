@@ -72,6 +72,9 @@ static inline uint64_t up_coarse_us(void)
  *  two). */
 #define UP_RR_CLOCK_FIRST 8u
 #define UP_RR_CLOCK_EVERY 32u
+/** What round robin counts for a message's record in the ring besides its
+ *  payload: its header cell and half a cell of rounding (record.h). */
+#define UP_RR_REC_BYTES 48u
 
 /**
  * Route one keyless message of @p len payload bytes round robin over
@@ -83,7 +86,12 @@ static inline uint64_t up_coarse_us(void)
  * bytes plus @p len would reach batch.max.bytes (so a message of
  * batch.max.bytes or more always moves it), or when batch.max.delay.ms has
  * passed since it last moved (the batch has been sent by then, so a slow
- * sender moves with every message). The message that moves the cursor is
+ * sender moves with every message), and also before the run's records
+ * would pass half of the producer's ring (cf->ring_bytes / 2, each message
+ * counted as its payload plus UP_RR_REC_BYTES; none when ring_bytes is 0):
+ * a ring smaller than a batch (many producers share the budget, see
+ * up_rp_ring_bytes) then takes a run without its senders waiting for the
+ * loop to drain it. The message that moves the cursor is
  * the first of the new slot. Returns the slot.
  * The delay is measured with up_coarse_us(), read with each of the first
  * UP_RR_CLOCK_FIRST messages after a move and then with every
@@ -105,8 +113,12 @@ static inline uint32_t up_rr_route(up_rr_t *st, const struct upulsar_conf *cf, s
         move = true; /* every batch holds one message */
     } else {
         uint64_t max_bytes = (uint64_t)cf->batch_max_bytes;
+        /* the run's records in the ring: payloads plus about a header cell
+         * and a cell's rounding each */
+        uint64_t run = cf->ring_bytes > 0 ? (uint64_t)cf->ring_bytes / 2 : UINT64_MAX;
         move = st->count >= (uint32_t)cf->batch_max_messages || (uint64_t)len >= max_bytes ||
-               st->bytes >= max_bytes - (uint64_t)len;
+               st->bytes >= max_bytes - (uint64_t)len ||
+               st->bytes + (uint64_t)(st->count + 1) * UP_RR_REC_BYTES + len > run;
         if (move) {
             now = up_coarse_us();
         } else if (st->count < UP_RR_CLOCK_FIRST || st->count % UP_RR_CLOCK_EVERY == 0) {

@@ -286,6 +286,22 @@ struct up_rp {
 
 /* The real producer: producer.c (lifecycle, pending queue, receipts,
  * failures, timeouts) unless noted */
+/* A ring's size when the client has many producers (up_rp_ring_bytes):
+ * the budget over UP_RING_SHARE_DIV, shared by the client's producers,
+ * rounded down to a power of two, at least UP_RING_MIN_BYTES. */
+#define UP_RING_SHARE_DIV 4
+#define UP_RING_MIN_BYTES ((int64_t)16 * 1024)
+
+/** The ring size for the producers of a handle with conf @p cf that
+ *  creates @p n real producers in client @p c: queue.buffer.bytes when it
+ *  was set (upulsar_conf_set()) or the client has no budget; else the
+ *  default queue.buffer.bytes, or
+ *  memory.limit.bytes / UP_RING_SHARE_DIV shared over the client's
+ *  producers (those it has now plus the @p n) rounded down to a power of
+ *  two, if that is less, and never below UP_RING_MIN_BYTES (nor above
+ *  queue.buffer.bytes). @thread any */
+int64_t up_rp_ring_bytes(struct upulsar_client *c, const struct upulsar_conf *cf, int64_t n);
+
 /** A producer of handle @p h for @p topic (partition @p partition, -1:
  *  not partitioned; @p index within its group), not registered on its loop
  *  nor created on a broker yet. @p name: the name the user gave (copied),

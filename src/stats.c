@@ -304,7 +304,8 @@ static void producer_json(js_t *j, struct upulsar_producer *h)
                   "\"failed\":%llu,\"pending\":%llu,\"acked_bytes\":%llu,"
                   "\"timed_out\":%llu,\"resent_batches\":%llu,"
                   "\"reconnects\":%llu,\"unknown_ids\":%llu,\"queue_bytes\":%llu,"
-                  "\"ring_resident_bytes\":%llu,\"last_sequence_id\":%lld,",
+                  "\"ring_resident_bytes\":%llu,\"queue_capacity_bytes\":%llu,"
+                  "\"last_sequence_id\":%lld,",
                upulsar_state_name(up_rp_public_state(rp)),
                (unsigned long long)accepted, (unsigned long long)sent,
                (unsigned long long)acked, (unsigned long long)failed,
@@ -315,6 +316,7 @@ static void producer_json(js_t *j, struct upulsar_producer *h)
                (unsigned long long)atomic_load(&rp->unknown_ids),
                (unsigned long long)(up_ring_used(&rp->ring) * UP_RING_CELL),
                (unsigned long long)up_ring_resident_bytes(&rp->ring),
+               (unsigned long long)(rp->ring.cap * UP_RING_CELL),
                (long long)atomic_load(&rp->last_acked_seq));
             js_hist(j, "batch_msgs", rp->h_batch_msgs);
             js(j, ",");

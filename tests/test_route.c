@@ -163,3 +163,58 @@ Test(route, route_key_handles_zero_and_one_partition)
     cr_assert_eq(up_route_key(UP_HASH_JAVA_STRING, "hello", 5, 1), 0u);
     cr_assert_eq(up_route_key(UP_HASH_MURMUR3_32, "hello", 5, 1), 0u);
 }
+
+/* Round robin with a ring smaller than a batch: one thread's keyless
+ * messages stay on a slot only while the run's records (payload plus
+ * UP_RR_REC_BYTES each) fit in half of the ring. Batch limits and the
+ * delay are far off, so the ring alone moves the cursor: every run but the
+ * last fits in half of the ring, and would not with the message that
+ * started the next one. */
+Test(route, round_robin_moves_on_before_a_run_passes_half_the_ring)
+{
+    static struct upulsar_conf cf; /* large: not on the stack */
+    memset(&cf, 0, sizeof cf);
+    cf.batching_enabled = true;
+    cf.batch_max_messages = 100000;
+    cf.batch_max_bytes = 5 << 20;
+    cf.batch_max_delay_us = 60 * 1000 * 1000;
+    cf.ring_bytes = 16 * 1024;
+    const uint64_t half = (uint64_t)cf.ring_bytes / 2;
+    enum { N = 2000, SLOTS = 7 };
+    up_rr_t st = {0};
+    st.moved_us = up_coarse_us();
+    uint32_t prev = UINT32_MAX;
+    uint64_t run = 0, runs = 0, longest = 0;
+    for (int i = 0; i < N; i++) {
+        size_t len = 20 + (size_t)(i * 37) % 300; /* sizes vary */
+        uint64_t rec = len + UP_RR_REC_BYTES;
+        uint32_t s = up_rr_route(&st, &cf, len, SLOTS);
+        cr_assert_lt(s, SLOTS);
+        if (s != prev) {
+            if (prev != UINT32_MAX) {
+                cr_assert_eq(s, (prev + 1) % SLOTS, "message %d: the cursor skipped a slot", i);
+                cr_assert_gt(run + rec, half,
+                             "message %d: moved with %llu bytes on the slot, room for %llu more",
+                             i, (unsigned long long)run, (unsigned long long)rec);
+            }
+            runs++;
+            run = 0;
+        }
+        run += rec;
+        cr_assert_leq(run, half, "message %d: a run of %llu bytes, over half of a %lld byte ring",
+                      i, (unsigned long long)run, (long long)cf.ring_bytes);
+        if (run > longest)
+            longest = run;
+        prev = s;
+    }
+    cr_assert_gt(runs, 1, "the cursor never moved: the test proves nothing");
+    cr_assert_gt(longest, half / 2, "runs of at most %llu bytes", (unsigned long long)longest);
+
+    /* without a ring size (0), the batch limits alone: one run */
+    cf.ring_bytes = 0;
+    up_rr_t st2 = {0};
+    st2.moved_us = up_coarse_us();
+    uint32_t first = up_rr_route(&st2, &cf, 100, SLOTS);
+    for (int i = 1; i < N; i++)
+        cr_assert_eq(up_rr_route(&st2, &cf, 100, SLOTS), first, "message %d moved", i);
+}

@@ -202,7 +202,10 @@ Test(scale_memory, a_hot_partition_does_not_keep_another_from_sending)
     enum { MAX = 1000, LEN = 1000, COLD = 100 };
     upulsar_client_t *c = client_with_budget("65536");
     cr_assert_eq(upulsar_tb_set_partitions(tb, "hot", 2), UPULSAR_OK);
-    const char *kv[] = {"send.timeout.ms", "0", "block.if.queue.full", "false", NULL};
+    /* queue.buffer.bytes set: rings of their own size, not sized from the
+     * small budget (the budget, not a ring, must refuse here) */
+    const char *kv[] = {"send.timeout.ms", "0", "block.if.queue.full", "false",
+                        "queue.buffer.bytes", "1048576", NULL};
     upulsar_producer_t *p = ft_producer(c, NULL, "hot", 0, kv);
     char hot[32], cold[32];
     ft_key_for(p, 0, hot, sizeof hot);

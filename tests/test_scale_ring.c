@@ -135,3 +135,80 @@ Test(scale_ring, a_ring_shrinks_back_after_idling, .timeout = 300)
     ft_run_free(r);
     ft_stop_client_and_broker(tb, client);
 }
+
+/* Every "queue_capacity_bytes" of @p p's producers equals @p want; returns
+ * how many producers there are. */
+static size_t capacities_are(upulsar_producer_t *p, long long want)
+{
+    char *json = NULL;
+    cr_assert_eq(upulsar_producer_stats_json(p, &json), UPULSAR_OK, "%s", upulsar_last_error());
+    size_t n = 0;
+    const char *key = "\"queue_capacity_bytes\":";
+    for (const char *s = strstr(json, key); s; s = strstr(s + 1, key)) {
+        long long v = strtoll(s + strlen(key), NULL, 10);
+        cr_assert_eq(v, want, "producer %zu: a ring of %lld bytes, %lld expected", n, v, want);
+        n++;
+    }
+    free(json);
+    return n;
+}
+
+/* The documented rule: a quarter of the budget over the client's
+ * producers, rounded down to a power of two, at least 16 KiB, at most
+ * queue.buffer.bytes. */
+static long long ring_rule(long long budget, long long producers, long long qbb)
+{
+    long long share = budget / 4 / producers, r = 16 * 1024;
+    while (r * 2 <= share && r * 2 <= qbb)
+        r *= 2;
+    return r < qbb ? r : qbb;
+}
+
+/* Scenario: a client with a 64 MiB budget; a handle of 100 partitions,
+ * then a second one of 100 (the client then has 200 producers), then one
+ * of 100 with queue.buffer.bytes set. The first two get rings of the
+ * documented share (smaller than the default queue.buffer.bytes, and the
+ * second smaller than the first), the third the size it set. */
+Test(scale_ring, rings_are_sized_from_the_budget_unless_queue_buffer_bytes_is_set,
+     .timeout = 300)
+{
+    enum { PARTS_EACH = 100 };
+    const long long budget = 64ll << 20, qbb = 1 << 20;
+    upulsar_tb_t *tb = ft_broker();
+    const char *ckv[] = {"memory.limit.bytes", "67108864", NULL};
+    upulsar_client_t *client = ft_client(tb, ckv);
+    const char *topics[] = {"share-a", "share-b", "share-c"};
+    for (int i = 0; i < 3; i++)
+        cr_assert_eq(upulsar_tb_set_partitions(tb, topics[i], PARTS_EACH), UPULSAR_OK);
+    upulsar_producer_t *a = ft_producer(client, NULL, "share-a", PARTS_EACH, NULL);
+    long long ra = ring_rule(budget, PARTS_EACH, qbb);
+    cr_assert_lt(ra, qbb, "the rule leaves the default: the test proves little");
+    cr_assert_eq(capacities_are(a, ra), PARTS_EACH);
+
+    upulsar_producer_t *b = ft_producer(client, NULL, "share-b", PARTS_EACH, NULL);
+    long long rb = ring_rule(budget, 2 * PARTS_EACH, qbb);
+    cr_assert_lt(rb, ra);
+    cr_assert_eq(capacities_are(b, rb), PARTS_EACH);
+    cr_assert_eq(capacities_are(a, ra), PARTS_EACH, "a handle started earlier keeps its rings");
+
+    const char *kv[] = {"queue.buffer.bytes", "1048576", NULL};
+    upulsar_producer_t *c = ft_producer(client, NULL, "share-c", PARTS_EACH, kv);
+    cr_assert_eq(capacities_are(c, qbb), PARTS_EACH);
+
+    /* the small rings carry messages: each one is stored once */
+    static char buf[100];
+    for (int i = 0; i < 1000; i++) {
+        cr_assert_eq(upulsar_send(a, buf, sizeof buf, NULL, NULL), UPULSAR_OK);
+        cr_assert_eq(upulsar_send(b, buf, sizeof buf, NULL, NULL), UPULSAR_OK);
+    }
+    cr_assert_eq(upulsar_producer_flush(a, 30000), UPULSAR_OK);
+    cr_assert_eq(upulsar_producer_flush(b, 30000), UPULSAR_OK);
+    upulsar_tb_stats_t st;
+    upulsar_tb_stats(tb, &st);
+    cr_assert_eq(st.messages, 2000, "stored %llu", (unsigned long long)st.messages);
+    cr_assert_eq(upulsar_producer_stop(c, 10000), UPULSAR_OK);
+    cr_assert_eq(upulsar_producer_stop(b, 10000), UPULSAR_OK);
+    cr_assert_eq(upulsar_producer_stop(a, 10000), UPULSAR_OK);
+    upulsar_client_destroy(client);
+    upulsar_tb_stop(tb);
+}

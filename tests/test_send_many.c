@@ -337,7 +337,10 @@ Test(send_many, memory_budget_reached_queues_exactly_the_prefix)
     upulsar_tb_t *tb = ft_broker();
     const char *ckv[] = {"memory.limit.bytes", "65536", NULL};
     upulsar_client_t *c = ft_client(tb, ckv);
-    const char *kv[] = {"block.if.queue.full", "false", "send.timeout.ms", "0", NULL};
+    /* queue.buffer.bytes set: a ring of its own size, not sized from the
+     * small budget (the budget, not the ring, must refuse here) */
+    const char *kv[] = {"block.if.queue.full", "false", "send.timeout.ms", "0",
+                        "queue.buffer.bytes", "1048576", NULL};
     upulsar_producer_t *p = ft_producer(c, NULL, "many-budget", 0, kv);
     cr_assert_eq(upulsar_tb_hold_receipts(tb, "many-budget"), UPULSAR_OK);
     char(*bufs)[100] = calloc(BUD_N, 100);
@@ -530,7 +533,10 @@ Test(send_many, a_run_takes_the_budget_as_its_messages_would_one_by_one)
     enum { N = 64, SZ = 1900 };
     upulsar_tb_t *tb = ft_broker();
     const char *ckv[] = {"memory.limit.bytes", "65536", NULL};
-    const char *kv[] = {"block.if.queue.full", "false", "send.timeout.ms", "0", NULL};
+    /* queue.buffer.bytes set: a ring of its own size, not sized from the
+     * small budget (the budget, not the ring, must refuse here) */
+    const char *kv[] = {"block.if.queue.full", "false", "send.timeout.ms", "0",
+                        "queue.buffer.bytes", "1048576", NULL};
     static char payload[SZ];
     memset(payload, 'b', sizeof payload);
     upulsar_msg_t msgs[N];

@@ -972,7 +972,9 @@ upulsar_err_t upulsar_conf_set_router(upulsar_conf_t *conf, upulsar_router_cb_t 
  *    limit. Sizes are checked before any arithmetic on them: a len near
  *    SIZE_MAX is refused like any other.
  * Keys and properties also share the producer's ring with the other
- * messages: more than half of queue.buffer.bytes is refused (MSG_TOO_LARGE).
+ * messages: more than half of the ring is refused (MSG_TOO_LARGE); the
+ * ring is queue.buffer.bytes or, with many producers in the client, less
+ * (see "Ring size" below, down to 16 KiB: 8 KiB of keys and properties).
  * With the defaults (M = 5 MiB): keys up to 65535 bytes each, properties up
  * to 1 MiB, and a payload up to M minus what they take (up to 2 GiB - 1
  * with chunking).
@@ -995,10 +997,26 @@ upulsar_err_t upulsar_conf_set_router(upulsar_conf_t *conf, upulsar_router_cb_t 
  * for one message larger than the whole budget, accepted only while nothing
  * else is taken. The figures are in the statistics ("memory"). Resident
  * memory is not bounded by the budget alone: a ring keeps the pages a
- * burst touched (up to 1.25 x queue.buffer.bytes with its commit words)
- * until queue.idle.release.ms of disuse, so under full load on many
- * partitions rings can hold more than the budget; queue.buffer.bytes
- * bounds that.
+ * burst touched (up to 1.25 x its size with its commit words) until
+ * queue.idle.release.ms of disuse, so under full load every ring may hold
+ * all of its pages; the ring size below bounds that. The io threads keep
+ * idle batch buffers for reuse only while the budget has room for them
+ * (see "batch_pool_bytes" in upulsar_producer_stats_json()).
+ *
+ * Ring size. A real producer's ring is queue.buffer.bytes when that key is
+ * set (on the client's or the producer's conf); left at its default, it is
+ * less when the client has many producers: a quarter of memory.limit.bytes shared
+ * over the client's real producers (those it has when the handle starts,
+ * the handle's own included), rounded down to a power of two and at least
+ * 16 KiB, when that is smaller. The size is decided once per handle, at
+ * upulsar_producer_start(): partitions added later get the same, and a
+ * handle started earlier keeps its rings. With the defaults (64 MiB, 1 MiB
+ * rings) rings shrink from 17 producers on: 1000 partitions get 16 KiB
+ * rings, 20 MiB at most together instead of 1.25 GiB. A smaller ring keeps
+ * a private copy of payloads over a quarter of it (see "Allocates") and
+ * round robin moves on sooner (routing.mode). The size is in the
+ * statistics (queue_capacity_bytes). Without a budget (memory.limit.bytes
+ * 0) rings are queue.buffer.bytes.
  *
  * From a callback: yes, and it never blocks there: no room is QUEUE_FULL at
  * once, also with block.if.queue.full=true (see "Callbacks").
@@ -1007,7 +1025,7 @@ upulsar_err_t upulsar_conf_set_router(upulsar_conf_t *conf, upulsar_router_cb_t 
  * memory budget reached, and never in a callback.
  * Allocates: nothing per message
  * (the future pool grows by whole segments), except one private copy of a
- * payload larger than a quarter of queue.buffer.bytes.
+ * payload larger than a quarter of the ring (see "Ring size").
  */
 upulsar_err_t upulsar_send_sized(upulsar_producer_t *p, const void *payload, size_t len,
                                  const upulsar_send_opts_t *opts, upulsar_future_t **future,
@@ -1190,7 +1208,8 @@ upulsar_err_t upulsar_producer_list(upulsar_producer_t *p,
  *        "state": "READY", "accepted": n,
  *        "sent": n, "acked": n, "failed": n, "pending": n, "acked_bytes": n,
  *        "timed_out": n, "resent_batches": n, "reconnects": n, "unknown_ids": n,
- *        "queue_bytes": n, "ring_resident_bytes": n, "last_sequence_id": n,
+ *        "queue_bytes": n, "ring_resident_bytes": n, "queue_capacity_bytes": n,
+ *        "last_sequence_id": n,
  *        "batch_msgs": {"count": n, "p50": n, "p99": n, "buckets": [[upper, count]...]},
  *        "batch_rtt_us": {"count": n, "p50": n, "p99": n, "buckets": [...]},
  *        "latency_us": {"count": n, "sum": n, "p50": n, "p90": n, "p99": n,
@@ -1210,8 +1229,10 @@ upulsar_err_t upulsar_producer_list(upulsar_producer_t *p,
  * same figure); queue_bytes is
  * the ring in use; ring_resident_bytes is the memory the ring holds now
  * (approximate: its pages written into and not yet given back, see
- * queue.idle.release.ms; at most about 1.25 x queue.buffer.bytes, with the
- * commit words); histograms have power-of-two buckets ("upper" = the
+ * queue.idle.release.ms; at most about 1.25 x queue_capacity_bytes, with
+ * the commit words); queue_capacity_bytes is the ring's size
+ * (queue.buffer.bytes, or less for a producer of a client with many
+ * producers: see "Ring size" at upulsar_send()); histograms have power-of-two buckets ("upper" = the
  * bucket's upper bound, inclusive) and p50/p99 are those upper bounds.
  * batch_rtt_us is the time from a batch being built to its receipt (the
  * engine reads the clock once per batch, not per message).
@@ -1243,8 +1264,9 @@ upulsar_err_t upulsar_producer_list(upulsar_producer_t *p,
  * than the whole budget (see upulsar_send()). "batch_pool_bytes" is what
  * the io threads keep of batch buffers for reuse (free batches, their
  * buffers included; at most half of the budget over the io threads, 1 to
- * 32 MiB each); what stays unused for a second is freed, down to 256 KiB
- * per io thread. Figures are read
+ * 32 MiB each, and never more than the budget has free: a batch retired
+ * while the budget is full frees its buffers); what stays unused for a
+ * second is freed, down to 256 KiB per io thread. Figures are read
  * without stopping the producer: each is exact, they are not a consistent
  * snapshot of one instant.
  * Ownership: *@p json is malloc'd; the caller frees it with free().
