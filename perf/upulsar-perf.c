@@ -858,7 +858,7 @@ int main(int argc, char **argv)
     for (int i = 0; i < opt.threads; i++)
         pthread_join(th[i], NULL);
     /* the client's memory budget and the most of it taken (statistics) */
-    long long mem_budget = 0, mem_peak = 0;
+    long long mem_budget = 0, mem_peak = 0, ring_bytes = 0;
     char io_backend[16] = "unknown"; /* the client's (statistics) */
     char *sj = NULL;
     /* the library's own figures (statistics, whole run with the warm-up):
@@ -874,6 +874,10 @@ int main(int argc, char **argv)
             mem_budget = strtoll(b + strlen("\"budget\":"), NULL, 10);
         if (pk)
             mem_peak = strtoll(pk + strlen("\"peak\":"), NULL, 10);
+        /* every ring of the handle has the same size (decided at start) */
+        const char *qc = strstr(sj, "\"queue_capacity_bytes\":");
+        if (qc)
+            ring_bytes = strtoll(qc + strlen("\"queue_capacity_bytes\":"), NULL, 10);
         const char *io = strstr(sj, "\"io_backend\":\"");
         if (io)
             sscanf(io + strlen("\"io_backend\":\""), "%15[a-z_]", io_backend);
@@ -899,14 +903,15 @@ int main(int argc, char **argv)
     uint64_t pct[5];
     hist_pct(cur, q, pct, 5);
     uint64_t lmax = atomic_load(&lat.max);
-    char qb[32], ib[32];
+    char qb[32];
     upulsar_conf_get(conf, "queue.buffer.bytes", qb, sizeof qb);
-    upulsar_conf_get(conf, "max.inflight.batches", ib, sizeof ib);
-    double qbytes = atof(qb);
-    int inflight = atoi(ib);
+    /* the rings' size: the library's (statistics), which may be less than
+     * queue.buffer.bytes with many producers */
+    double qbytes = ring_bytes > 0 ? (double)ring_bytes : atof(qb);
     int nprod = (opt.partitions > 0 ? opt.partitions : 1) * opt.producers_per_partition;
-    double mem_bound =
-        nprod * (qbytes + (double)inflight * (double)(opt.batch_max_bytes + 1536));
+    /* what memory can grow to: the budget (messages held) plus the rings
+     * at their most resident (1.25 x their size with the commit words) */
+    double mem_bound = (double)mem_budget + nprod * 1.25 * qbytes;
     double cpu_per_msg_ns = m_acked ? m_cpu * 1e9 / (double)m_acked : 0;
     double bcpu_per_msg_ns = m_acked ? m_bcpu * 1e9 / (double)m_acked : 0;
     uint64_t enq_total = 0;

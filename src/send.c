@@ -494,8 +494,10 @@ enqueue_in(up_rp_t *rp, up_rec_in_t *in, upulsar_future_t **future)
     if (ncells > rp->ring.cap / 2) {
         free(copy);
         return up_seterr(UPULSAR_ERR__MSG_TOO_LARGE,
-                         "key and properties need %zu bytes, more than half of queue.buffer.bytes",
-                         size);
+                         "key and properties need %zu bytes, more than half of the producer's "
+                         "ring of %llu bytes (queue.buffer.bytes, or less with many producers: "
+                         "see queue_capacity_bytes in the statistics)",
+                         size, (unsigned long long)(rp->ring.cap * UP_RING_CELL));
     }
     /* max.pending.messages: the call only when it is set (two callers of
      * this function: the compiler no longer inlines pending_reserve()) */
