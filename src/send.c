@@ -285,6 +285,14 @@ static __attribute__((noinline)) upulsar_err_t reserve_slow(up_rp_t *rp, uint64_
                 mem_give(rp, (int64_t)have * ub + (int64_t)ext_have);
                 have = ext_have = 0;
             }
+            if (why == UP_ROOM_RING && !waited) {
+                /* a full ring ends its batch window, whatever remains of
+                 * the window and however small the ring (it may be smaller
+                 * than a batch, see up_rp_ring_bytes): ask the loop to drain
+                 * it now, so the room comes back before the next send */
+                atomic_store_explicit(&rp->flush_req, 1, memory_order_relaxed);
+                up_loop_wake(rp->loop);
+            }
             if (!waited) {
                 waited = true;
                 up_stats_no_room(rp, why, 0);
@@ -333,8 +341,9 @@ static __attribute__((noinline)) upulsar_err_t reserve_slow(up_rp_t *rp, uint64_
     up_stats_no_room(rp, why, 1);
     if (why == UP_ROOM_MEMORY)
         return mem_refused(rp, (uint64_t)need);
-    return up_seterr(UPULSAR_ERR__QUEUE_FULL, "%s: queue full (queue.buffer.bytes %lld)",
-                     rp->topic, (long long)cf->queue_buffer_bytes);
+    return up_seterr(UPULSAR_ERR__QUEUE_FULL, "%s: queue full (a ring of %llu bytes: "
+                     "queue.buffer.bytes, or less with many producers)",
+                     rp->topic, (unsigned long long)(r->cap * UP_RING_CELL));
 }
 
 /* ---- caller side: enqueue ------------------------------------------------- */

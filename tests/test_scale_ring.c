@@ -212,3 +212,37 @@ Test(scale_ring, rings_are_sized_from_the_budget_unless_queue_buffer_bytes_is_se
     upulsar_client_destroy(client);
     upulsar_tb_stop(tb);
 }
+
+/* A ring smaller than a batch (200 partitions share the default budget:
+ * 64 KiB rings, batch.max.bytes 128 KiB) fills before its batch does: the
+ * full ring must end the batch window (here a linger of a minute), not
+ * leave the sender waiting for it. Every send of a blocking sender
+ * returns OK (a held window would keep it waiting until send.timeout.ms,
+ * then QUEUE_FULL), and every message is stored once. */
+Test(scale_ring, a_full_ring_smaller_than_a_batch_ends_its_batch_window, .timeout = 300)
+{
+    enum { NPART = 200, N = 2000 };
+    upulsar_tb_t *tb = ft_broker();
+    upulsar_client_t *client = ft_client(tb, NULL);
+    cr_assert_eq(upulsar_tb_set_partitions(tb, "fullring", NPART), UPULSAR_OK);
+    const char *kv[] = {"batch.mode", "linger", "batch.max.delay.ms", "60000",
+                        "routing.mode", "single", "block.if.queue.full", "true",
+                        "send.timeout.ms", "20000", NULL};
+    upulsar_producer_t *p = ft_producer(client, NULL, "fullring", NPART, kv);
+    long long ring = ring_rule(64ll << 20, NPART, 1 << 20);
+    cr_assert_lt(ring, 128 * 1024, "rings of %lld bytes hold a whole batch: proves nothing", ring);
+    cr_assert_eq(capacities_are(p, ring), NPART);
+    static char buf[100];
+    for (int i = 0; i < N; i++) {
+        upulsar_err_t e = upulsar_send(p, buf, sizeof buf, NULL, NULL);
+        cr_assert_eq(e, UPULSAR_OK, "send %d of %d: %s (%s)", i, N, upulsar_err_name(e),
+                     upulsar_last_error());
+    }
+    cr_assert_eq(upulsar_producer_flush(p, 30000), UPULSAR_OK);
+    upulsar_tb_stats_t st;
+    upulsar_tb_stats(tb, &st);
+    cr_assert_eq(st.messages, N, "stored %llu", (unsigned long long)st.messages);
+    cr_assert_eq(upulsar_producer_stop(p, 10000), UPULSAR_OK);
+    upulsar_client_destroy(client);
+    upulsar_tb_stop(tb);
+}
