@@ -54,6 +54,7 @@ typedef struct {
     uint32_t cursor;   /**< current slot, in [0, slots) */
     uint32_t count;    /**< messages routed to it since the cursor last moved */
     uint64_t bytes;    /**< their payload bytes */
+    uint64_t rbytes;   /**< what their records take in the ring (up_rr_route) */
     uint64_t moved_us; /**< up_coarse_us() when the cursor last moved */
 } up_rr_t;
 
@@ -88,7 +89,9 @@ static inline uint64_t up_coarse_us(void)
  * passed since it last moved (the batch has been sent by then, so a slow
  * sender moves with every message), and also before the run's records
  * would pass half of the producer's ring (cf->ring_bytes / 2, each message
- * counted as its payload plus UP_RR_REC_BYTES; none when ring_bytes is 0):
+ * counted as its payload plus UP_RR_REC_BYTES, a payload over a quarter of
+ * the ring, kept out of it, as UP_RR_REC_BYTES only; none when ring_bytes
+ * is 0):
  * a ring smaller than a batch (many producers share the budget, see
  * up_rp_ring_bytes) then takes a run without its senders waiting for the
  * loop to drain it. The message that moves the cursor is
@@ -108,17 +111,18 @@ static inline uint32_t up_rr_route(up_rr_t *st, const struct upulsar_conf *cf, s
                                    uint32_t slots)
 {
     bool move;
-    uint64_t now = 0;
+    uint64_t now = 0, rec = 0;
     if (!cf->batching_enabled || cf->batch_max_delay_us <= 0) {
         move = true; /* every batch holds one message */
     } else {
         uint64_t max_bytes = (uint64_t)cf->batch_max_bytes;
         /* the run's records in the ring: payloads plus about a header cell
-         * and a cell's rounding each */
+         * and a cell's rounding each; a payload over a quarter of the ring
+         * is kept out of it (send.c), its record only counts */
         uint64_t run = cf->ring_bytes > 0 ? (uint64_t)cf->ring_bytes / 2 : UINT64_MAX;
+        rec = ((uint64_t)len > run / 2 ? 0 : (uint64_t)len) + UP_RR_REC_BYTES;
         move = st->count >= (uint32_t)cf->batch_max_messages || (uint64_t)len >= max_bytes ||
-               st->bytes >= max_bytes - (uint64_t)len ||
-               st->bytes + (uint64_t)(st->count + 1) * UP_RR_REC_BYTES + len > run;
+               st->bytes >= max_bytes - (uint64_t)len || st->rbytes + rec > run;
         if (move) {
             now = up_coarse_us();
         } else if (st->count < UP_RR_CLOCK_FIRST || st->count % UP_RR_CLOCK_EVERY == 0) {
@@ -130,10 +134,12 @@ static inline uint32_t up_rr_route(up_rr_t *st, const struct upulsar_conf *cf, s
         st->cursor = st->cursor + 1 < slots ? st->cursor + 1 : 0;
         st->count = 1;
         st->bytes = len;
+        st->rbytes = rec;
         st->moved_us = now;
     } else {
         st->count++;
         st->bytes += len;
+        st->rbytes += rec;
         if (st->cursor >= slots) /* fewer slots than when it was set */
             st->cursor %= slots;
     }

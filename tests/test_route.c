@@ -210,6 +210,18 @@ Test(route, round_robin_moves_on_before_a_run_passes_half_the_ring)
     cr_assert_gt(runs, 1, "the cursor never moved: the test proves nothing");
     cr_assert_gt(longest, half / 2, "runs of at most %llu bytes", (unsigned long long)longest);
 
+    /* payloads over a quarter of the ring are kept out of it: a run of
+     * them counts their records only, so the cursor stays for many */
+    up_rr_t st3 = {0};
+    st3.moved_us = up_coarse_us();
+    uint32_t at = up_rr_route(&st3, &cf, 6000, SLOTS);
+    uint32_t stay = 1;
+    while (up_rr_route(&st3, &cf, 6000, SLOTS) == at)
+        stay++;
+    cr_assert_eq(stay, half / UP_RR_REC_BYTES,
+                 "a run of %u 6000-byte messages (kept out of a %lld byte ring)", stay,
+                 (long long)cf.ring_bytes);
+
     /* without a ring size (0), the batch limits alone: one run */
     cf.ring_bytes = 0;
     up_rr_t st2 = {0};
