@@ -626,11 +626,13 @@ bool up_rp_pump(up_rp_t *rp, uint64_t now, uint64_t *deadline)
     }
     const up_batcher_t *bt = rp->batcher;
     uint64_t delay = (uint64_t)cf->batch_max_delay_us;
-    /* deadlines are checked against `due`: one that close is reached (the
-     * loop aims its sleeps that far ahead of them, loop.h wake_ahead_us),
-     * so a window ends by its deadline, not a wake-up after it; windows
-     * are set from `now` */
-    uint64_t due = now + rp->loop->wake_ahead_us;
+    /* A deadline is taken as reached `ahead` before it: the loop's learnt
+     * wake-up delay (loop.h wake_ahead_us), at most half the delay, so a
+     * window ends by its deadline and not a wake-up after it. The loop is
+     * given the deadline less `ahead`, the time it is reached, so it never
+     * wakes for a deadline not reached yet; windows are set from `now`. */
+    uint64_t ahead = up_deadline_ahead(rp->loop->wake_ahead_us, delay);
+    uint64_t due = now + ahead;
     /* batch.mode=adaptive: the connection can take a batch now when nothing
      * of this producer is in flight; then what is there goes at once */
     bool go_now = cf->batch_mode == UP_BATCH_ADAPTIVE && rp->npend == 0;
@@ -652,15 +654,18 @@ bool up_rp_pump(up_rp_t *rp, uint64_t now, uint64_t *deadline)
             if (due < rp->window_end_us && up_ring_used(r) < rp->wake_cells) {
                 rp->holding = true;
                 set_armed(rp, 1);
-                if (rp->window_end_us < *deadline)
-                    *deadline = rp->window_end_us;
+                if (rp->window_end_us - ahead < *deadline)
+                    *deadline = rp->window_end_us - ahead;
                 return false;
             }
-        } else if (cf->batch_mode == UP_BATCH_ADAPTIVE) {
+        } else if (cf->batch_mode == UP_BATCH_ADAPTIVE && delay > 0) {
             /* batches in flight, the ring empty: a record that comes now
              * waits for a receipt, at most until window_end_us (so a
-             * send need not wake the loop for it); renewed when it passes */
-            if (!rp->window_end_us || due >= rp->window_end_us)
+             * send need not wake the loop for it); renewed when it passes
+             * (with no delay there is no window: a send wakes the loop).
+             * The renewal alone sends nothing: it is not taken early, so
+             * an idle wait wakes the loop once a delay, not more often */
+            if (!rp->window_end_us || now >= rp->window_end_us)
                 rp->window_end_us = now + delay;
             if (rp->window_end_us < *deadline)
                 *deadline = rp->window_end_us;
@@ -709,8 +714,8 @@ bool up_rp_pump(up_rp_t *rp, uint64_t now, uint64_t *deadline)
             bt->count(rp) >= (uint32_t)cf->batch_max_messages) {
             bt->close(rp);
         } else {
-            if (rp->open_deadline_us < *deadline)
-                *deadline = rp->open_deadline_us;
+            if (rp->open_deadline_us - ahead < *deadline)
+                *deadline = rp->open_deadline_us - ahead;
             armed = 1;
         }
     } else if (rp->open) {

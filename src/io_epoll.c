@@ -56,8 +56,10 @@ static int ep_init(up_loop_t *l)
         up_seterr(UPULSAR_ERR__IO, "epoll_ctl(eventfd): %s", strerror(e));
         return -e;
     }
+    l->wait_coarse = true; /* milliseconds, unless epoll_pwait2 works */
 #ifdef SYS_epoll_pwait2
     l->ep_pwait2 = true;
+    l->wait_coarse = false;
 #endif
     return 0;
 }
@@ -241,8 +243,10 @@ static void ep_wait(up_loop_t *l, uint64_t wait_us)
         struct timespec ts = {.tv_sec = (time_t)(wait_us / 1000000u),
                               .tv_nsec = (long)(wait_us % 1000000u) * 1000};
         n = (int)syscall(SYS_epoll_pwait2, l->epfd, l->ep_ev, EP_EVENTS, &ts, NULL, 0);
-        if (n < 0 && errno != EINTR)
+        if (n < 0 && errno != EINTR) {
             l->ep_pwait2 = false; /* ENOSYS, or denied: milliseconds from now on */
+            l->wait_coarse = true;
+        }
     }
 #endif
     if (!l->ep_pwait2) {

@@ -79,11 +79,14 @@ struct up_loop {
     bool stop;
     uint64_t last_tick_us;
     /* (loop) how late its sleeps toward a batch deadline end, as learnt
-     * from the last ones (up to UP_WAKE_AHEAD_MAX_US): the loop aims its
-     * sleep that much ahead of the deadline, and the pump (batcher.c) takes
-     * a deadline that close as reached, so a batch leaves by its deadline
-     * instead of a wake-up after it */
+     * from the last ones (up to UP_WAKE_AHEAD_MAX_US): the pump (batcher.c)
+     * takes a deadline that close (at most half its delay) as reached and
+     * has the loop sleep until then, so a batch leaves by its deadline
+     * instead of a wake-up after it. wait_coarse (the backend's, set before
+     * the loop runs or by the loop): its timeouts are rounded to
+     * milliseconds, so sleeps teach nothing. */
     uint64_t wake_ahead_us;
+    bool wait_coarse;
     /* (loop) free batches of every producer of this loop: a retired batch
      * goes here while the pool holds at most pool_max bytes (buffers
      * included), else it is freed; every UP_POOL_TRIM_US the tick frees
@@ -156,6 +159,16 @@ static inline uint64_t up_wake_ahead_learn(uint64_t est, uint64_t late)
     if (late > est)
         return est + (late - est + 3) / 4;
     return est - (est - late) / 32;
+}
+
+/** How long before a deadline of a window of @p delay_us the pump takes it
+ *  as reached (and has the loop wake): the wake-up delay estimate @p est,
+ *  at most half the delay, so a window opened (or renewed) at any time is
+ *  reached at least half its delay later: the loop sleeps toward it and
+ *  never wakes again and again for it. Pure. */
+static inline uint64_t up_deadline_ahead(uint64_t est, uint64_t delay_us)
+{
+    return est < delay_us / 2 ? est : delay_us / 2;
 }
 
 #endif

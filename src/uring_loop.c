@@ -266,21 +266,24 @@ static void *loop_main(void *arg)
             atomic_store_explicit(&l->sleeping, UP_AWAKE, memory_order_relaxed);
             continue;
         }
-        /* from the time now, not the pass's start (the pass took some) */
-        uint64_t t0 = up_now_us(), wait_us = TICK_US, target = 0;
+        /* from the time now, not the pass's start (the pass took some);
+         * the producers' deadlines already allow for the wake-up delay
+         * (batcher.c), which each sleep toward one teaches (unless the
+         * backend's timeouts are coarse: they say nothing of it) */
+        uint64_t t0 = up_now_us(), wait_us = TICK_US;
+        bool timed = false;
         if (deadline != UINT64_MAX) {
-            target = deadline - (deadline > l->wake_ahead_us ? l->wake_ahead_us : 0);
-            wait_us = target > t0 ? target - t0 : 0;
-        }
-        if (wait_us > TICK_US) {
-            wait_us = TICK_US;
-            target = 0; /* a tick, not the deadline */
+            uint64_t d = deadline > t0 ? deadline - t0 : 0;
+            if (d <= TICK_US) {
+                wait_us = d;
+                timed = !l->wait_coarse;
+            }
         }
         if (wait_us > 0) {
             io->wait(l, wait_us);
             uint64_t t1 = up_now_us();
-            if (target && t1 > target) /* an event that ended it early says nothing */
-                l->wake_ahead_us = up_wake_ahead_learn(l->wake_ahead_us, t1 - target);
+            if (timed && t1 > deadline) /* an event that ended it early says nothing */
+                l->wake_ahead_us = up_wake_ahead_learn(l->wake_ahead_us, t1 - deadline);
         }
         atomic_store_explicit(&l->sleeping, UP_AWAKE, memory_order_relaxed);
         io->reap(l);

@@ -3,7 +3,10 @@
  * batch deadline so that a batch leaves by its deadline: it rises quickly
  * to the delays it sees, falls slowly when they shrink (so it follows the
  * upper part of a spread, not its middle), is never more than
- * UP_WAKE_AHEAD_MAX_US, and one slow wake-up moves it only part way. */
+ * UP_WAKE_AHEAD_MAX_US, and one slow wake-up moves it only part way; and
+ * what a batch window takes of it leaves the window at least half its
+ * delay, so the loop sleeps toward a window renewed as it ends instead of
+ * waking for it again and again. */
 #include <criterion/criterion.h>
 
 #include "loop.h"
@@ -53,4 +56,18 @@ Test(latency_wake, it_falls_slowly_once_the_delays_shrink)
     for (int i = 0; i < 400; i++)
         est = up_wake_ahead_learn(est, 0);
     cr_assert_lt(est, 32, "after 400 punctual wake-ups: %llu", (unsigned long long)est);
+}
+
+Test(latency_wake, a_window_is_reached_no_earlier_than_half_its_delay)
+{
+    for (uint64_t delay = 0; delay <= 3000; delay++)
+        for (uint64_t est = 0; est <= UP_WAKE_AHEAD_MAX_US; est++) {
+            uint64_t ahead = up_deadline_ahead(est, delay);
+            cr_assert_leq(ahead, est);
+            cr_assert_geq(delay - ahead, (delay + 1) / 2,
+                          "a %llu us window with a %llu us wake-up delay is reached after %llu us",
+                          (unsigned long long)delay, (unsigned long long)est,
+                          (unsigned long long)(delay - ahead));
+        }
+    cr_assert_eq(up_deadline_ahead(40, 1000), 40, "a long window takes the whole estimate");
 }
