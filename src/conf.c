@@ -168,10 +168,13 @@ static const conf_key_t keys[] = {
      "taken. 0 = no bound (still counted). Same default as the Java client's memoryLimit. "
      "Not counted: ring pages a burst touched beyond the records they hold now, which stay "
      "resident until queue.idle.release.ms of disuse; with many producers the rings are "
-     "sized from this budget unless queue.buffer.bytes is set (a quarter of it shared over the client's producers, at "
-     "least 16 KiB each: see queue.buffer.bytes), so they add at most about 1.25 x a "
-     "quarter of it, or 20 KiB per producer past 1024 producers under the default. Idle "
-     "batch buffers are kept for reuse only while the budget has room for them.",
+     "sized from this budget unless queue.buffer.bytes is set (a quarter of it shared over "
+     "the client's producers when a handle starts, at least 16 KiB each: see "
+     "queue.buffer.bytes), so the rings of handles started together add at most about "
+     "1.25 x a quarter of it, or 20 KiB per producer past 1024 producers under the "
+     "default; a handle started earlier keeps its larger rings, and partitions added to "
+     "a handle later get its rings' size. Idle batch buffers are kept for reuse only "
+     "while the budget has room for them when they are given back.",
      "memoryLimitBytes"},
     {"stats.interval.ms", K_INT, FLD(stats_interval_ms), "0", 0, 86400000, NULL, 0, 'C', "ms",
      "Interval of statistics reporting; 0 disables it.",
@@ -269,8 +272,9 @@ static const conf_key_t keys[] = {
      "its bytes, or batch.max.delay.ms passed since the last move, measured with the "
      "coarse monotonic clock), and with every message when batching is off, as the "
      "official clients do; it also moves before the run's records (payloads plus 48 "
-     "bytes each) would pass half of the producer's ring, so a small ring (see "
-     "queue.buffer.bytes) is never filled by one run; random picks one per message; single sticks to one "
+     "bytes each, a payload kept out of the ring as 48) would pass half of the "
+     "producer's ring, so a small ring (see queue.buffer.bytes) is not filled by one "
+     "sending thread's run; random picks one per message; single sticks to one "
      "partition chosen at start.",
      "messageRoutingMode (RoundRobinPartition, SinglePartition)"},
     {"queue.buffer.bytes", K_INT64, FLD(queue_buffer_bytes), "1048576", 65536, 1073741824,

@@ -375,8 +375,8 @@ uint64_t up_ring_realign(up_ring_t *r, uint64_t now_us);
 /** Records committed: those consumed plus those committed and waiting,
  *  also behind a record still being written (see R4 above; counted from
  *  the commit words, O(cells in use)). At least every record whose commit
- *  happened-before the call, at most those committed by its return (should
- *  the ring go round a whole lap during each of 64 scans, what the last
- *  one saw). @thread any */
+ *  happened-before the call, at most those committed by its return. It
+ *  reads again while the senders lap the ring during its scan (lock-free,
+ *  not wait-free; see above). @thread any */
 uint64_t up_ring_records(up_ring_t *r);
 #endif

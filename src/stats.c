@@ -134,8 +134,9 @@ void up_stats_no_room(up_rp_t *rp, int reason, int refused)
 uint64_t up_stats_accepted(up_rp_t *rp)
 {
     /* the loop's count of the records it consumed plus the committed ones
-     * waiting in the ring (ring.h, R4 / A4); a count racing with the loop
-     * may come out low, never high: keep the highest returned so far */
+     * waiting in the ring (ring.h, R4 / A4): never below the records
+     * committed before the call; two readers may return in either order,
+     * so keep the highest returned so far (the figure never goes down) */
     uint64_t n = up_ring_records(&rp->ring);
     uint64_t seen = atomic_load_explicit(&rp->acc_seen, memory_order_relaxed);
     while (n > seen && !atomic_compare_exchange_weak_explicit(&rp->acc_seen, &seen, n,

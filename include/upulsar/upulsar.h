@@ -975,9 +975,9 @@ upulsar_err_t upulsar_conf_set_router(upulsar_conf_t *conf, upulsar_router_cb_t 
  * messages: more than half of the ring is refused (MSG_TOO_LARGE); the
  * ring is queue.buffer.bytes or, with many producers in the client, less
  * (see "Ring size" below, down to 16 KiB: 8 KiB of keys and properties).
- * With the defaults (M = 5 MiB): keys up to 65535 bytes each, properties up
- * to 1 MiB, and a payload up to M minus what they take (up to 2 GiB - 1
- * with chunking).
+ * With the defaults (M = 5 MiB, 1 MiB rings): keys up to 65535 bytes each,
+ * keys and properties together up to half the ring (512 KiB), and a
+ * payload up to M minus what they take (up to 2 GiB - 1 with chunking).
  *
  * Memory budget. Every accepted message counts against the client's
  * memory.limit.bytes (default 64 MiB) until it resolves: its ring record
@@ -1264,8 +1264,9 @@ upulsar_err_t upulsar_producer_list(upulsar_producer_t *p,
  * than the whole budget (see upulsar_send()). "batch_pool_bytes" is what
  * the io threads keep of batch buffers for reuse (free batches, their
  * buffers included; at most half of the budget over the io threads, 1 to
- * 32 MiB each, and never more than the budget has free: a batch retired
- * while the budget is full frees its buffers); what stays unused for a
+ * 32 MiB each, and a batch retired is kept only while the budget has that
+ * much free, so under a full budget retired batches free their buffers;
+ * what was pooled earlier stays until the trim); what stays unused for a
  * second is freed, down to 256 KiB per io thread. Figures are read
  * without stopping the producer: each is exact, they are not a consistent
  * snapshot of one instant.
