@@ -83,9 +83,15 @@ struct up_conn {
     up_buf_t tls_tx;
     size_t tls_tx_off;
     /* producers registered on it (up_conn_add_rp() / up_conn_remove_rp(),
-     * which up_rp_register() / up_rp_detach() call) */
+     * which up_rp_register() / up_rp_detach() call): rps[0, nrps) in any
+     * order (each producer's conn_pos is its slot), and rix, an index by
+     * producer id (open addressing, linear probing, rix_mask + 1 slots, a
+     * power of two at least twice nrps; NULL when empty) so a receipt finds
+     * its producer in constant time however many share the connection */
     up_rp_t **rps;
     size_t nrps, crps;
+    up_rp_t **rix;
+    size_t rix_mask;
     struct up_req *reqs;   /* requests waiting for their answer (conn_request.c) */
     uint64_t last_rx_us;   /* last whole frame received, or last PING sent */
     uint64_t last_used_us; /* last seen carrying a producer or a request */

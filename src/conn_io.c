@@ -227,6 +227,62 @@ void up_conn_attach(void *conn)
     arm_recv(c);
 }
 
+/* ---- the producers of a connection, and their index by id ---- */
+
+/* Home slot of @p producer_id in an index of @p mask + 1 slots (ids are
+ * handed out in sequence: a multiplicative mix spreads them). */
+static size_t rix_home(uint64_t producer_id, size_t mask)
+{
+    uint64_t h = producer_id * UINT64_C(0x9E3779B97F4A7C15);
+    return (size_t)(h ^ (h >> 29)) & mask;
+}
+
+static void rix_put(up_rp_t **rix, size_t mask, up_rp_t *rp)
+{
+    size_t i = rix_home(rp->producer_id, mask);
+    while (rix[i])
+        i = (i + 1) & mask;
+    rix[i] = rp;
+}
+
+/* An index of at least twice @p n slots holding c->rps[0, c->nrps). */
+static bool rix_resize(up_conn_t *c, size_t n)
+{
+    size_t cap = 16;
+    while (cap < 2 * n)
+        cap *= 2;
+    up_rp_t **rix = calloc(cap, sizeof *rix);
+    if (!rix)
+        return false;
+    for (size_t i = 0; i < c->nrps; i++)
+        rix_put(rix, cap - 1, c->rps[i]);
+    free(c->rix);
+    c->rix = rix;
+    c->rix_mask = cap - 1;
+    return true;
+}
+
+/* Take @p rp out of the index: its slot is refilled by shifting back the
+ * entries after it that would not be found past the gap (no tombstones). */
+static void rix_del(up_conn_t *c, up_rp_t *rp)
+{
+    size_t mask = c->rix_mask, i = rix_home(rp->producer_id, mask);
+    while (c->rix[i] != rp) {
+        if (!c->rix[i])
+            return; /* not there */
+        i = (i + 1) & mask;
+    }
+    for (size_t j = (i + 1) & mask; c->rix[j]; j = (j + 1) & mask) {
+        size_t k = rix_home(c->rix[j]->producer_id, mask);
+        /* c->rix[j] may move to the gap at i if its home is not in (i, j] */
+        if (((j - k) & mask) >= ((j - i) & mask)) {
+            c->rix[i] = c->rix[j];
+            i = j;
+        }
+    }
+    c->rix[i] = NULL;
+}
+
 bool up_conn_add_rp(up_conn_t *c, up_rp_t *rp)
 {
     if (c->nrps == c->crps) {
@@ -237,24 +293,38 @@ bool up_conn_add_rp(up_conn_t *c, up_rp_t *rp)
         c->rps = nr;
         c->crps = n;
     }
+    if ((!c->rix || 2 * (c->nrps + 1) > c->rix_mask + 1) && !rix_resize(c, c->nrps + 1))
+        return false;
+    rp->conn_pos = c->nrps;
     c->rps[c->nrps++] = rp;
+    rix_put(c->rix, c->rix_mask, rp);
     return true;
 }
 
 void up_conn_remove_rp(up_conn_t *c, up_rp_t *rp)
 {
-    for (size_t i = 0; i < c->nrps; i++)
-        if (c->rps[i] == rp) {
-            c->rps[i] = c->rps[--c->nrps];
-            return;
-        }
+    size_t i = rp->conn_pos;
+    if (i >= c->nrps || c->rps[i] != rp) {
+        /* conn_pos names its slot on the connection it joined last: look
+         * for it here (it is registered on one connection at a time) */
+        for (i = 0; i < c->nrps && c->rps[i] != rp; i++)
+            ;
+        if (i == c->nrps)
+            return; /* not registered here */
+    }
+    up_rp_t *last = c->rps[--c->nrps];
+    c->rps[i] = last;
+    last->conn_pos = i;
+    rix_del(c, rp);
 }
 
 static up_rp_t *find_rp(up_conn_t *c, uint64_t producer_id)
 {
-    for (size_t i = 0; i < c->nrps; i++)
-        if (c->rps[i]->producer_id == producer_id)
-            return c->rps[i];
+    if (!c->rix)
+        return NULL;
+    for (size_t i = rix_home(producer_id, c->rix_mask); c->rix[i]; i = (i + 1) & c->rix_mask)
+        if (c->rix[i]->producer_id == producer_id)
+            return c->rix[i];
     return NULL;
 }
 

@@ -33,6 +33,7 @@ void up_conn_unref(up_conn_t *c)
     free(c->tls_rbuf);
     up_buf_free(&c->tls_tx);
     free(c->rps);
+    free(c->rix);
     free(c);
 }
 

@@ -252,6 +252,8 @@ struct up_rp {
     size_t loop_pos;    /* its index in loop->rps: written only by
                            up_loop_add_rp() / up_loop_remove_rp() (uring_loop.c) */
     up_conn_t *conn;    /* registered connection (holds a reference), or NULL */
+    size_t conn_pos;    /* its index in conn->rps: written only by
+                           up_conn_add_rp() / up_conn_remove_rp() (conn_io.c) */
     bool registered;    /* present in conn->rps */
     uint64_t next_seq;
     const struct up_batcher *batcher; /* chosen at creation (batcher.h) */

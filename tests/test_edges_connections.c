@@ -381,3 +381,68 @@ Test(edges_connections, idle_timeout_0_never_closes_a_connection)
     loop_pair_free(&never);
     loop_pair_free(&control);
 }
+
+/* ---- many producers on one connection ----------------------------------- */
+
+typedef struct {
+    _Atomic int ok, bad;
+} many_acks_t;
+
+static void many_ack(upulsar_err_t err, const upulsar_msg_id_t *id, void *opaque)
+{
+    many_acks_t *a = opaque;
+    (void)id;
+    if (err)
+        atomic_fetch_add(&a->bad, 1);
+    else
+        atomic_fetch_add(&a->ok, 1);
+}
+
+/* Send one message to each partition of @p p (@p n of them) and wait for
+ * every receipt: true when each message was acknowledged. */
+static bool one_each_acked(upulsar_producer_t *p, int n, many_acks_t *a)
+{
+    static char buf[64];
+    for (int i = 0; i < n; i++) {
+        upulsar_send_opts_t o = {.cb = many_ack, .opaque = a, .flags = UPULSAR_SEND_PARTITION,
+                                 .partition = i};
+        if (upulsar_send(p, buf, sizeof buf, &o, NULL) != UPULSAR_OK)
+            return false;
+    }
+    return upulsar_producer_flush(p, 30000) == UPULSAR_OK;
+}
+
+/* Receipts find their producer among hundreds on one connection (the
+ * connection's index by producer id), also after many of them left it
+ * (a handle stopped, so entries are taken out of the index between
+ * others) and others joined: every message of the handles still there is
+ * acknowledged, over the one connection the broker accepted. */
+Test(edges_connections, receipts_find_their_producer_among_hundreds_joining_and_leaving)
+{
+    enum { NP = 300 };
+    upulsar_tb_t *tb = ft_broker();
+    upulsar_client_t *client = ft_client(tb, NULL);
+    const char *topics[] = {"many-a", "many-b", "many-c"};
+    for (int i = 0; i < 3; i++)
+        cr_assert_eq(upulsar_tb_set_partitions(tb, topics[i], NP), UPULSAR_OK);
+    upulsar_producer_t *a = ft_producer(client, NULL, "many-a", NP, NULL);
+    upulsar_producer_t *b = ft_producer(client, NULL, "many-b", NP, NULL);
+    many_acks_t acks = {0};
+    cr_assert(one_each_acked(a, NP, &acks));
+    cr_assert(one_each_acked(b, NP, &acks));
+    cr_assert_eq(upulsar_producer_stop(a, 10000), UPULSAR_OK);
+    upulsar_producer_t *c = ft_producer(client, NULL, "many-c", NP, NULL);
+    cr_assert(one_each_acked(b, NP, &acks));
+    cr_assert(one_each_acked(c, NP, &acks));
+    cr_assert_eq(atomic_load(&acks.bad), 0);
+    cr_assert_eq(atomic_load(&acks.ok), 4 * NP);
+    upulsar_tb_stats_t st;
+    upulsar_tb_stats(tb, &st);
+    cr_assert_eq(st.messages, 4 * NP, "stored %llu", (unsigned long long)st.messages);
+    cr_assert_eq(st.connections_accepted, 1, "%llu connections: not one shared",
+                 (unsigned long long)st.connections_accepted);
+    cr_assert_eq(upulsar_producer_stop(c, 10000), UPULSAR_OK);
+    cr_assert_eq(upulsar_producer_stop(b, 10000), UPULSAR_OK);
+    upulsar_client_destroy(client);
+    upulsar_tb_stop(tb);
+}
