@@ -341,6 +341,7 @@ Test(hot_ring, committed_records_are_counted_also_behind_one_being_written)
 typedef struct {
     stress_t *s;
     uint64_t counts, low, high;
+    _Atomic int running; /* set after the first count */
 } reader_t;
 
 /* Counts while the producers and the consumer run: never below the records
@@ -355,7 +356,8 @@ static void *reader(void *a)
         uint64_t hi = atomic_load(&s->started);
         rd->low += n < lo;
         rd->high += n > hi;
-        rd->counts++;
+        if (!rd->counts++)
+            atomic_store(&rd->running, 1);
     }
     return NULL;
 }
@@ -375,6 +377,13 @@ static void count_under_load(size_t ring_bytes)
     prod_arg_t args[N];
     reader_t rd = {.s = &s};
     cr_assert_eq(pthread_create(&rth, NULL, reader, &rd), 0);
+    /* the reader counts before the producers start, so that it counts while
+     * they run (a slow machine could otherwise run them all first) */
+    uint64_t until = mono_ms() + WAIT_MS;
+    while (!atomic_load(&rd.running)) {
+        cr_assert_lt(mono_ms(), until, "the reader never counted");
+        sched_yield();
+    }
     start_producers(&s, N, th, args);
     uint64_t realigned = 0;
     consume_all(&s, N, (uint64_t)N * s.per, &realigned);
