@@ -117,6 +117,21 @@ static int requests(upulsar_tb_t *tb, const char *topic, upulsar_tb_request_t *r
     return n;
 }
 
+/* A first run of producer @p name on @p topic (1 partition) of @p tb,
+ * client keys @p kv: stores sequence ids 0..@p n - 1, then stops. */
+static void first_run(upulsar_tb_t *tb, const char **kv, const char *name, const char *topic,
+                      int n)
+{
+    upulsar_client_t *c = ft_client(tb, kv);
+    /* the broker declares the partitions start uses (it checks its count) */
+    cr_assert_eq(upulsar_tb_set_partitions(tb, topic, 1), UPULSAR_OK);
+    upulsar_producer_t *p = ft_producer(c, name, topic, 1, NULL);
+    for (int i = 0; i < n; i++)
+        ft_send_ok(p, NULL);
+    cr_assert_eq(upulsar_producer_stop(p, 10000), UPULSAR_OK);
+    upulsar_client_destroy(c);
+}
+
 Test(fidelity_producer_timeout, timed_out_producer_is_closed_before_the_retry)
 {
     const char *topic = "tmo";
@@ -128,25 +143,18 @@ Test(fidelity_producer_timeout, timed_out_producer_is_closed_before_the_retry)
     const char *kv[] = {"operation.timeout.ms", op, NULL};
 
     /* a first run of the named producer stores sequence ids 0..FIRST-1 */
-    upulsar_client_t *c = ft_client(tb, kv);
-    /* the broker declares the partitions start uses (it checks its count) */
-    cr_assert_eq(upulsar_tb_set_partitions(tb, topic, 1), UPULSAR_OK);
-    upulsar_producer_t *p = ft_producer(c, "dd", topic, 1, NULL);
-    for (int i = 0; i < FIRST; i++)
-        ft_send_ok(p, NULL);
-    cr_assert_eq(upulsar_producer_stop(p, 10000), UPULSAR_OK);
-    upulsar_client_destroy(c);
+    first_run(tb, kv, "dd", topic, FIRST);
     upulsar_tb_request_t rq[64];
     int before = requests(tb, part, rq);
 
     /* the broker is slow to create the producer the second time: far longer
      * than the client waits */
     cr_assert_eq(upulsar_tb_delay_producers(tb, part, 1, 20 * OP_TIMEOUT_MS), UPULSAR_OK);
-    c = ft_client(tb, kv);
+    upulsar_client_t *c = ft_client(tb, kv);
     const char *lazy[] = {"lazy.start.partitions", "true", NULL};
     /* the broker declares the partitions start uses (it checks its count) */
     cr_assert_eq(upulsar_tb_set_partitions(tb, topic, 1), UPULSAR_OK);
-    p = ft_producer(c, "dd", topic, 1, lazy);
+    upulsar_producer_t *p = ft_producer(c, "dd", topic, 1, lazy);
     upulsar_future_t *fs[SECOND];
     for (int i = 0; i < SECOND; i++) {
         char body[16];
@@ -227,22 +235,16 @@ static void unusable_answer(const char *topic, int how)
     const char *kv[] = {"operation.timeout.ms", "5000", NULL};
 
     /* a first run of the named producer stores sequence ids 0..FIRST-1 */
-    upulsar_client_t *c = ft_client(tb, kv);
-    cr_assert_eq(upulsar_tb_set_partitions(tb, topic, 1), UPULSAR_OK);
-    upulsar_producer_t *p = ft_producer(c, "ua", topic, 1, NULL);
-    for (int i = 0; i < FIRST; i++)
-        ft_send_ok(p, NULL);
-    cr_assert_eq(upulsar_producer_stop(p, 10000), UPULSAR_OK);
-    upulsar_client_destroy(c);
+    first_run(tb, kv, "ua", topic, FIRST);
     upulsar_tb_request_t rq[64];
     int before = requests(tb, part, rq);
 
     /* the second run's first PRODUCER creates the producer on the broker,
      * but its answer is unusable */
     cr_assert_eq(upulsar_tb_mangle_producers(tb, part, 1, how), UPULSAR_OK);
-    c = ft_client(tb, kv);
+    upulsar_client_t *c = ft_client(tb, kv);
     const char *lazy[] = {"lazy.start.partitions", "true", NULL};
-    p = ft_producer(c, "ua", topic, 1, lazy);
+    upulsar_producer_t *p = ft_producer(c, "ua", topic, 1, lazy);
     upulsar_future_t *fs[SECOND];
     for (int i = 0; i < SECOND; i++) {
         char body[16];
