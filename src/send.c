@@ -200,12 +200,19 @@ static upulsar_err_t wait_check(up_rp_t *rp)
     return UPULSAR_OK;
 }
 
+/* Ask @p rp's loop to send what it holds now (a flush: the batch window
+ * ends), and wake it. */
+static void ask_drain(up_rp_t *rp)
+{
+    atomic_store_explicit(&rp->flush_req, 1, memory_order_relaxed);
+    up_loop_wake(rp->loop);
+}
+
 /* One pause of a wait for memory: what is counted leaves only once
  * acknowledged, so push it out. */
 static void mem_pause(up_rp_t *rp, unsigned *spins)
 {
-    atomic_store_explicit(&rp->flush_req, 1, memory_order_relaxed);
-    up_loop_wake(rp->loop);
+    ask_drain(rp);
     if (++*spins < 8) {
         sched_yield();
     } else {
@@ -290,8 +297,7 @@ static __attribute__((noinline)) upulsar_err_t reserve_slow(up_rp_t *rp, uint64_
                  * the window and however small the ring (it may be smaller
                  * than a batch, see up_rp_ring_bytes): ask the loop to drain
                  * it now, so the room comes back before the next send */
-                atomic_store_explicit(&rp->flush_req, 1, memory_order_relaxed);
-                up_loop_wake(rp->loop);
+                ask_drain(rp);
             }
             if (!waited) {
                 waited = true;
