@@ -107,6 +107,22 @@ static inline uint64_t up_coarse_us(void)
  * Thread safety: @p st belongs to the calling thread. Allocates: no.
  * HOT PATH.
  */
+/* up_rr_route()'s rule without the clock (batching on, a delay): whether
+ * a message of @p len bytes moves the cursor by count or size; *@p rec is
+ * what its record counts in the ring. */
+static inline bool up_rr_full(const up_rr_t *st, const struct upulsar_conf *cf, size_t len,
+                              uint64_t *rec)
+{
+    uint64_t max_bytes = (uint64_t)cf->batch_max_bytes;
+    /* the run's records in the ring: payloads plus about a header cell and
+     * a cell's rounding each; a payload over a quarter of the ring is kept
+     * out of it (send.c), its record only counts */
+    uint64_t run = cf->ring_bytes > 0 ? (uint64_t)cf->ring_bytes / 2 : UINT64_MAX;
+    *rec = ((uint64_t)len > run / 2 ? 0 : (uint64_t)len) + UP_RR_REC_BYTES;
+    return st->count >= (uint32_t)cf->batch_max_messages || (uint64_t)len >= max_bytes ||
+           st->bytes >= max_bytes - (uint64_t)len || st->rbytes + *rec > run;
+}
+
 static inline uint32_t up_rr_route(up_rr_t *st, const struct upulsar_conf *cf, size_t len,
                                    uint32_t slots)
 {
@@ -115,14 +131,7 @@ static inline uint32_t up_rr_route(up_rr_t *st, const struct upulsar_conf *cf, s
     if (!cf->batching_enabled || cf->batch_max_delay_us <= 0) {
         move = true; /* every batch holds one message */
     } else {
-        uint64_t max_bytes = (uint64_t)cf->batch_max_bytes;
-        /* the run's records in the ring: payloads plus about a header cell
-         * and a cell's rounding each; a payload over a quarter of the ring
-         * is kept out of it (send.c), its record only counts */
-        uint64_t run = cf->ring_bytes > 0 ? (uint64_t)cf->ring_bytes / 2 : UINT64_MAX;
-        rec = ((uint64_t)len > run / 2 ? 0 : (uint64_t)len) + UP_RR_REC_BYTES;
-        move = st->count >= (uint32_t)cf->batch_max_messages || (uint64_t)len >= max_bytes ||
-               st->bytes >= max_bytes - (uint64_t)len || st->rbytes + rec > run;
+        move = up_rr_full(st, cf, len, &rec);
         if (move) {
             now = up_coarse_us();
         } else if (st->count < UP_RR_CLOCK_FIRST || st->count % UP_RR_CLOCK_EVERY == 0) {
@@ -144,5 +153,26 @@ static inline uint32_t up_rr_route(up_rr_t *st, const struct upulsar_conf *cf, s
             st->cursor %= slots;
     }
     return st->cursor;
+}
+
+/**
+ * up_rr_route() of a message of @p len bytes when it keeps the cursor
+ * where it is without reading the clock: counts the message as
+ * up_rr_route() does and returns true. False, with @p st unchanged, when
+ * up_rr_route() would move the cursor or read the clock (the caller then
+ * routes the message with up_rr_route()). For a caller that routes a run
+ * of messages to the slot it already holds (upulsar_send_many()).
+ * Thread safety: @p st belongs to the calling thread. Allocates: no.
+ */
+static inline bool up_rr_stay(up_rr_t *st, const struct upulsar_conf *cf, size_t len)
+{
+    uint64_t rec;
+    if (!cf->batching_enabled || cf->batch_max_delay_us <= 0 || up_rr_full(st, cf, len, &rec) ||
+        st->count < UP_RR_CLOCK_FIRST || st->count % UP_RR_CLOCK_EVERY == 0)
+        return false;
+    st->count++;
+    st->bytes += len;
+    st->rbytes += rec;
+    return true;
 }
 #endif

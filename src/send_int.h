@@ -275,13 +275,24 @@ extern _Thread_local unsigned up_lat_tick __attribute__((visibility("hidden")));
 
 /** latency.sample.every: one send in N of this thread carries its send
  *  time for the latency histogram (a clock read costs about as much as the
- *  rest of a send). After up_send_build(), before the record's size. */
-static inline void up_send_stamp(const struct upulsar_conf *cf, up_rec_in_t *in)
+ *  rest of a send). The send time the message is to carry (up_now_us()),
+ *  or 0 when it carries none; counts the message. */
+static inline uint64_t up_send_stamp_us(const struct upulsar_conf *cf)
 {
     if (cf->latency_sample_every > 0 && ++up_lat_tick >= (unsigned)cf->latency_sample_every) {
         up_lat_tick = 0;
-        in->sent_us = up_now_us();
+        return up_now_us();
     }
+    return 0;
+}
+
+/** up_send_stamp_us() into @p in. After up_send_build(), before the
+ *  record's size. */
+static inline void up_send_stamp(const struct upulsar_conf *cf, up_rec_in_t *in)
+{
+    uint64_t t = up_send_stamp_us(cf);
+    if (t)
+        in->sent_us = t;
 }
 
 /** The rest of upulsar_send() for the record @p in built by up_send_build()
@@ -324,15 +335,21 @@ static inline void up_send_prefetch_w(const void *p)
 
 /** Write @p in into the @p ncells cells reserved at @p pos of @p r and
  *  commit it (R1, ring.h). */
+/** Before writing the record of @p ncells cells at @p pos of @p r: the
+ *  cells the next records of this ring will take were last read by the
+ *  loop, on its core: ask for them for writing now, so that the writes of
+ *  a later send do not wait for them (the reservation's locked instruction
+ *  waits for every earlier store). */
+static inline void up_send_prefetch_ahead(up_ring_t *r, uint64_t pos, uint64_t ncells)
+{
+    for (uint64_t i = 0; i < ncells && i < 8; i += 64 / UP_RING_CELL)
+        up_send_prefetch_w(up_ring_cell(r, pos + UP_SEND_PF_AHEAD + i));
+}
+
 static inline void up_send_write(up_ring_t *r, uint64_t pos, uint64_t ncells,
                                  const up_rec_in_t *in)
 {
-    /* the cells the next records of this ring will take were last read by
-     * the loop, on its core: ask for them for writing now, so that the
-     * writes of a later send do not wait for them (the reservation's locked
-     * instruction waits for every earlier store) */
-    for (uint64_t i = 0; i < ncells && i < 8; i += 64 / UP_RING_CELL)
-        up_send_prefetch_w(up_ring_cell(r, pos + UP_SEND_PF_AHEAD + i));
+    up_send_prefetch_ahead(r, pos, ncells);
     up_rec_write(r, pos, ncells, in);
     up_ring_commit(r, pos); /* R1 */
 }

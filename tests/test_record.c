@@ -319,3 +319,47 @@ Test(record, a_cell_count_over_the_ring_is_refused_by_the_ring_reader)
     cr_assert_null(scratch, "nothing allocated for a record that cannot be");
     up_ring_destroy(&r);
 }
+
+/* up_rec_write_plain() (upulsar_send_many()'s messages without options)
+ * writes the very bytes up_rec_write() writes for the same record, and no
+ * others, at every cell of the ring (the payload straddling its end), for
+ * lengths around a cell and a cache line, with and without a send time;
+ * up_rec_plain_cells() is the record's size in cells. */
+Test(record, a_plain_record_is_written_as_the_general_writer_writes_it)
+{
+    for (size_t i = 0; i < sizeof payload_bytes; i++)
+        payload_bytes[i] = (uint8_t)(i * 13 + 5);
+    static const size_t lens[] = {0, 1, 31, 32, 33, 63, 64, 65, 100, 127, 128, 129, 250, 600};
+    up_ring_t a, b;
+    cr_assert_eq(up_ring_init(&a, RING_BYTES), 0);
+    cr_assert_eq(up_ring_init(&b, RING_BYTES), 0);
+    size_t total = (size_t)a.cap * UP_RING_CELL;
+    struct upulsar_future *fut = (struct upulsar_future *)(uintptr_t)0x1234560;
+    unsigned compared = 0;
+    for (size_t k = 0; k < sizeof lens / sizeof lens[0]; k++) {
+        for (int stamped = 0; stamped < 2; stamped++) {
+            up_rec_in_t in;
+            memset(&in, 0, sizeof in);
+            in.future = fut;
+            in.payload = payload_bytes;
+            in.payload_len = lens[k];
+            in.sent_us = stamped ? UINT64_C(0x0123456789abcdef) : 0;
+            uint64_t ncells = up_ring_cells_for(up_rec_size(&in));
+            cr_assert_eq(up_rec_plain_cells(lens[k], stamped), ncells, "length %zu", lens[k]);
+            for (uint64_t start = 0; start < a.cap; start++) {
+                uint64_t pos = 3 * a.cap + start;
+                memset(a.cells, FILL, total);
+                memset(b.cells, FILL, total);
+                up_rec_write(&a, pos, ncells, &in);
+                up_rec_write_plain(&b, pos, ncells, payload_bytes, lens[k], in.sent_us, fut);
+                cr_assert(!memcmp(a.cells, b.cells, total),
+                          "length %zu%s at cell %llu: the bytes differ", lens[k],
+                          stamped ? " stamped" : "", (unsigned long long)start);
+                compared++;
+            }
+        }
+    }
+    cr_assert_eq(compared, 2 * (sizeof lens / sizeof lens[0]) * a.cap);
+    up_ring_destroy(&a);
+    up_ring_destroy(&b);
+}

@@ -572,3 +572,175 @@ Test(send_many, a_run_takes_the_budget_as_its_messages_would_one_by_one)
     upulsar_client_destroy(c2);
     upulsar_tb_stop(tb);
 }
+
+/* ---- messages without options ----------------------------------------------- */
+
+enum { PL_N = 400, PL_PARTS = 3, PL_WINDOW = 10 };
+
+/* Message @p i without options: a length from the list (the sizes around
+ * a cache line and a cell, empty included), bytes that depend on i. */
+static size_t pl_make(int i, char *buf)
+{
+    static const size_t lens[] = {0, 1, 31, 63, 64, 65, 100, 127, 128, 129, 300};
+    size_t len = lens[i % 11];
+    for (size_t k = 0; k < len; k++)
+        buf[k] = (char)(i * 31 + (int)k * 7 + 1);
+    return len;
+}
+
+/* Send msgs to topic @p topic (PL_PARTS partitions, batches of PL_WINDOW
+ * messages, the send time on every third) with one upulsar_send_many()
+ * call (@p many) or one upulsar_send() each; stop; the partition of each
+ * message (its future's) in @p part. */
+static void pl_send(upulsar_tb_t *tb, upulsar_client_t *c, const char *topic, bool many,
+                    const upulsar_msg_t *msgs, int *part, upulsar_msg_id_t *ids)
+{
+    cr_assert_eq(upulsar_tb_set_partitions(tb, topic, PL_PARTS), UPULSAR_OK);
+    const char *kv[] = {"batch.max.messages", "10", "batch.max.delay.ms", "60000",
+                        "latency.sample.every", "3", NULL};
+    upulsar_producer_t *p = ft_producer(c, NULL, topic, 0, kv);
+    upulsar_future_t **futs = calloc(PL_N, sizeof *futs);
+    cr_assert_not_null(futs);
+    if (many) {
+        size_t acc = 0;
+        cr_assert_eq(upulsar_send_many(p, msgs, PL_N, futs, &acc), UPULSAR_OK, "%s",
+                     upulsar_last_error());
+        cr_assert_eq(acc, (size_t)PL_N);
+    } else {
+        for (int i = 0; i < PL_N; i++)
+            cr_assert_eq(upulsar_send(p, msgs[i].payload, msgs[i].len, msgs[i].opts, &futs[i]),
+                         UPULSAR_OK, "%s", upulsar_last_error());
+    }
+    /* the windows are long: the stop sends what is open */
+    cr_assert_eq(upulsar_producer_stop(p, 10000), UPULSAR_OK);
+    for (int i = 0; i < PL_N; i++) {
+        upulsar_msg_id_t id;
+        cr_assert_eq(upulsar_future_wait(futs[i], FT_WAIT_MS, &id), UPULSAR_OK, "message %d",
+                     i);
+        upulsar_future_release(futs[i]);
+        part[i] = id.partition;
+        if (ids)
+            ids[i] = id;
+    }
+    free(futs);
+}
+
+/* Scenario:
+ *  1. 3 partitions, batches of 10 messages and a window of 60 s (the round
+ *     robin moves every 10 keyless messages, never by time), the send time
+ *     carried by every third message.
+ *  2. One upulsar_send_many() call of 400 messages without options, of 0
+ *     to 300 bytes, every 37th with a partition key instead (which splits
+ *     the runs and does not move the round robin).
+ *  3. The same messages through upulsar_send() to a second topic set up
+ *     the same way: the oracle of the routing.
+ *  4. Each message went to the partition upulsar_send() chose for it,
+ *     relative to the first message's (the round robin's start is the
+ *     thread's); the round robin moved many times inside the call; each
+ *     partition's log holds exactly its messages, once, in order, with
+ *     their bytes, at the positions their futures reported. */
+Test(send_many, messages_without_options_are_routed_and_stored_as_upulsar_send_does)
+{
+    upulsar_tb_t *tb = ft_broker();
+    upulsar_client_t *c = ft_client(tb, NULL);
+    static char bufs[PL_N][300];
+    static char keys[PL_N][16];
+    static upulsar_send_opts_t o[PL_N];
+    static upulsar_msg_t msgs[PL_N];
+    static int part[PL_N], oracle[PL_N];
+    static upulsar_msg_id_t ids[PL_N];
+    for (int i = 0; i < PL_N; i++) {
+        size_t len = pl_make(i, bufs[i]);
+        msgs[i] = (upulsar_msg_t){len ? bufs[i] : NULL, len, NULL};
+        if (i % 37 == 36) {
+            snprintf(keys[i], sizeof keys[i], "k%d", i);
+            o[i] = (upulsar_send_opts_t){.partition_key = keys[i]};
+            msgs[i].opts = &o[i];
+        }
+    }
+    pl_send(tb, c, "plain", true, msgs, part, ids);
+    pl_send(tb, c, "plain-oracle", false, msgs, oracle, NULL);
+    int moves = 0, prev = -1;
+    for (int i = 0; i < PL_N; i++) {
+        if (msgs[i].opts) {
+            cr_assert_eq(part[i], oracle[i], "keyed message %d", i);
+            continue;
+        }
+        cr_assert_eq((part[i] - part[0] + PL_PARTS) % PL_PARTS,
+                     (oracle[i] - oracle[0] + PL_PARTS) % PL_PARTS,
+                     "message %d on partition %d (first on %d), upulsar_send: %d (first on %d)",
+                     i, part[i], part[0], oracle[i], oracle[0]);
+        moves += prev >= 0 && part[i] != prev;
+        prev = part[i];
+    }
+    cr_assert_geq(moves, PL_N / PL_WINDOW / 2, "the round robin moved %d times", moves);
+    for (int pt = 0; pt < PL_PARTS; pt++) {
+        char topic[64];
+        snprintf(topic, sizeof topic, "plain-partition-%d", pt);
+        upulsar_tb_snapshot_t *s;
+        cr_assert_eq(upulsar_tb_snapshot(tb, topic, &s), UPULSAR_OK, "%s", upulsar_last_error());
+        size_t j = 0, n = upulsar_tb_snapshot_count(s);
+        for (int i = 0; i < PL_N; i++) {
+            if (part[i] != pt)
+                continue;
+            cr_assert_lt(j, n, "%s: message %d missing", topic, i);
+            const upulsar_tb_msg_t *sm = upulsar_tb_snapshot_msg(s, j++);
+            cr_assert(sm->payload_len == msgs[i].len &&
+                          (!msgs[i].len || !memcmp(sm->payload, bufs[i], msgs[i].len)),
+                      "%s #%zu: not message %d's bytes (%zu bytes stored, %zu sent)", topic,
+                      j - 1, i, sm->payload_len, msgs[i].len);
+            cr_assert(ids[i].ledger_id == sm->ledger_id && ids[i].entry_id == sm->entry_id &&
+                          ids[i].batch_index == sm->batch_index,
+                      "message %d: the future's position is not where it is stored", i);
+        }
+        cr_assert_eq(j, n, "%s holds %zu messages, %zu sent there", topic, n, j);
+        upulsar_tb_snapshot_free(s);
+    }
+    ft_stop_client_and_broker(tb, c);
+}
+
+/* Scenario: one call of 50 messages without options to a non-partitioned
+ * topic (one run), message 30 with a NULL payload of 5 bytes. The call
+ * returns INVALID_ARG naming the payload, *accepted is 30, the refused
+ * message's future slot is NULL, and the topic holds exactly messages
+ * 0 .. 29, in order, with their bytes. */
+Test(send_many, an_invalid_message_among_messages_without_options_queues_exactly_the_prefix)
+{
+    enum { N = 50, BAD = 30 };
+    upulsar_tb_t *tb = ft_broker();
+    upulsar_client_t *c = ft_client(tb, NULL);
+    upulsar_producer_t *p = ft_producer(c, NULL, "plain-mid", 0, NULL);
+    static char bufs[N][300];
+    upulsar_msg_t msgs[N];
+    upulsar_future_t *futs[N];
+    for (int i = 0; i < N; i++) {
+        size_t len = pl_make(i, bufs[i]);
+        msgs[i] = (upulsar_msg_t){len ? bufs[i] : NULL, len, NULL};
+        futs[i] = (upulsar_future_t *)&futs; /* not NULL: the refused slot must be set */
+    }
+    msgs[BAD] = (upulsar_msg_t){NULL, 5, NULL};
+    size_t acc = 99;
+    upulsar_err_t e = upulsar_send_many(p, msgs, N, futs, &acc);
+    cr_assert_eq(e, UPULSAR_ERR__INVALID_ARG, "%s", upulsar_err_name(e));
+    cr_assert(strstr(upulsar_last_error(), "payload is NULL"), "%s", upulsar_last_error());
+    cr_assert_eq(acc, (size_t)BAD);
+    cr_assert_null(futs[BAD]);
+    cr_assert_eq(upulsar_producer_stop(p, 10000), UPULSAR_OK);
+    for (int i = 0; i < BAD; i++) {
+        upulsar_msg_id_t id;
+        cr_assert_eq(upulsar_future_wait(futs[i], FT_WAIT_MS, &id), UPULSAR_OK, "message %d", i);
+        upulsar_future_release(futs[i]);
+    }
+    upulsar_tb_snapshot_t *s;
+    cr_assert_eq(upulsar_tb_snapshot(tb, "plain-mid", &s), UPULSAR_OK, "%s",
+                 upulsar_last_error());
+    cr_assert_eq(upulsar_tb_snapshot_count(s), (size_t)BAD);
+    for (int i = 0; i < BAD; i++) {
+        const upulsar_tb_msg_t *sm = upulsar_tb_snapshot_msg(s, (size_t)i);
+        cr_assert(sm->payload_len == msgs[i].len &&
+                      (!msgs[i].len || !memcmp(sm->payload, bufs[i], msgs[i].len)),
+                  "#%d: not message %d's bytes", i, i);
+    }
+    upulsar_tb_snapshot_free(s);
+    ft_stop_client_and_broker(tb, c);
+}
