@@ -149,10 +149,14 @@ static upulsar_err_t run_flush(run_t *u, upulsar_future_t **futures, size_t *acc
          * up_send_write() does, each line once (records of a run are
          * contiguous) */
         uint64_t pf = (pos + UP_SEND_PF_AHEAD) & ~(uint64_t)(64 / UP_RING_CELL - 1);
+        /* and the commit words (a line holds 8), also last read by the loop */
+        uint64_t pfc = pos & ~(uint64_t)7;
         for (unsigned i = 0; i < n; i++) {
             const plain_t *m = &u->pl[i];
             for (; pf < pos + UP_SEND_PF_AHEAD + u->ncells[i]; pf += 64 / UP_RING_CELL)
                 up_send_prefetch_w(up_ring_cell(r, pf));
+            for (; pfc < pos + 4 * UP_SEND_PF_AHEAD; pfc += 8)
+                up_send_prefetch_w(&r->commit[pfc & r->mask]);
             up_rec_write_plain(r, pos, u->ncells[i], m->payload, m->len, m->sent_us,
                                futures ? f[i] : NULL);
             up_ring_commit(r, pos); /* R1 */
