@@ -236,44 +236,69 @@ static inline void up_rec_write(up_ring_t *r, uint64_t pos, uint64_t ncells, con
         up_rec_put(&w, in->payload, in->payload_len);
 }
 
-/** Cells of a plain record (no key, options, properties or extension:
- *  what a send without options writes) of @p len payload bytes, with its
- *  send time when @p stamped: up_ring_cells_for(up_rec_size()) of the same
- *  record. @thread any */
-static inline uint64_t up_rec_plain_cells(size_t len, bool stamped)
+/** A plain record: a message whose options need nothing past the record's
+ *  header and extension (no key, ordering key, properties, meta or
+ *  NOCOPY): its payload (copied into the ring), its event time, and, with
+ *  @c ext, a callback and its opaque (flags UP_REC_EXT, free_cb and
+ *  payload NULL in the extension). */
+typedef struct up_rec_plain {
+    const void *payload;
+    size_t len;
+    uint64_t sent_us;    /**< the send time it carries, 0 = none */
+    uint64_t event_time;
+    bool ext;
+    upulsar_delivery_cb_t cb;
+    void *opaque;
+} up_rec_plain_t;
+
+/** Cells of plain record @p m: up_ring_cells_for(up_rec_size()) of the
+ *  same record. @thread any */
+static inline uint64_t up_rec_plain_cells(const up_rec_plain_t *m)
 {
-    return up_ring_cells_for(sizeof(up_rec_t) + len + (stamped ? sizeof(uint64_t) : 0));
+    return up_ring_cells_for(sizeof(up_rec_t) + (m->ext ? sizeof(up_rec_ext_t) : 0) + m->len +
+                             (m->sent_us ? sizeof m->sent_us : 0));
 }
 
-/** up_rec_write() of a plain record (flags 0, no key, ordering key,
- *  properties, extension or meta): the same bytes in the same cells,
- *  without a up_rec_in_t to fill and read back (upulsar_send_many()'s runs
- *  of messages without options). @p ncells is up_rec_plain_cells(len,
- *  sent_us != 0); @p sent_us 0 = not stamped. No allocation.
- *  @thread caller, between up_ring_reserve() and up_ring_commit() */
+/** up_rec_write() of plain record @p m with future @p future: the same
+ *  bytes in the same cells, without a up_rec_in_t to fill and read back
+ *  (the sends of messages without options, or with only a callback, an
+ *  opaque and an event time). @p ncells is up_rec_plain_cells(m). No
+ *  allocation. @thread caller, between up_ring_reserve() and
+ *  up_ring_commit() */
 static inline void up_rec_write_plain(up_ring_t *r, uint64_t pos, uint64_t ncells,
-                                      const void *payload, size_t len, uint64_t sent_us,
-                                      struct upulsar_future *future)
+                                      const up_rec_plain_t *m, struct upulsar_future *future)
 {
     size_t total = (size_t)r->cap * UP_RING_CELL;
     size_t at = (size_t)(pos & r->mask) * UP_RING_CELL;
+    size_t len = m->len;
     up_rec_t *h = (up_rec_t *)(void *)(r->cells + at);
-    h->ncells_flags = (uint32_t)(ncells << 4);
-    h->payload_len = (uint32_t)len | (sent_us ? UP_REC_STAMPED : 0u);
+    h->ncells_flags = (uint32_t)(ncells << 4) | (m->ext ? UP_REC_EXT : 0u);
+    h->payload_len = (uint32_t)len | (m->sent_us ? UP_REC_STAMPED : 0u);
     h->key_len = 0;
     h->okey_len = 0;
     h->props_len = 0;
     h->future = future;
-    h->event_time = 0;
-    if (sent_us)
+    h->event_time = m->event_time;
+    if (m->sent_us)
         memcpy(r->cells + (size_t)((pos + ncells - 1) & r->mask) * UP_RING_CELL + UP_RING_CELL -
-                   sizeof sent_us,
-               &sent_us, sizeof sent_us);
+                   sizeof m->sent_us,
+               &m->sent_us, sizeof m->sent_us);
     at += sizeof *h;
     if (at == total)
         at = 0;
+    if (m->ext) {
+        /* one cell, at a cell boundary: never wraps */
+        up_rec_ext_t *x = (up_rec_ext_t *)(void *)(r->cells + at);
+        x->cb = m->cb;
+        x->opaque = m->opaque;
+        x->free_cb = NULL;
+        x->payload = NULL;
+        at += sizeof *x;
+        if (at == total)
+            at = 0;
+    }
     uint8_t *d = r->cells + at;
-    const uint8_t *s = payload;
+    const uint8_t *s = m->payload;
     if (len >= 64 && len <= 128 && total - at >= len) {
         /* the common message size in two overlapping fixed-size copies,
          * inlined (a library call costs as much as the copy) */
@@ -281,7 +306,7 @@ static inline void up_rec_write_plain(up_ring_t *r, uint64_t pos, uint64_t ncell
         memcpy(d + len - 64, s + len - 64, 64);
     } else if (len) {
         up_rec_put_t w = {r->cells, total, at};
-        up_rec_put(&w, payload, len);
+        up_rec_put(&w, s, len);
     }
 }
 

@@ -485,6 +485,57 @@ bool up_rp_reserve_now(up_rp_t *rp, uint64_t n, uint64_t ext, uint64_t *pos)
     return false;
 }
 
+/* The limits, the future (when @p want_future) and the reservation of a
+ * record of @p ncells cells, @p ext bytes of its payload kept out of the
+ * ring (waiting with block.if.queue.full): UPULSAR_OK with *@p pos and
+ * *@p fout, or the error with nothing taken (@p copy, a private copy of
+ * the payload, freed then). */
+static inline __attribute__((always_inline)) upulsar_err_t
+enqueue_take(up_rp_t *rp, uint64_t ncells, uint64_t ext, void *copy, bool want_future,
+             struct upulsar_future **fout, uint64_t *pos)
+{
+    /* max.pending.messages: the call only when it is set (two callers of
+     * this function: the compiler no longer inlines pending_reserve()) */
+    upulsar_err_t le =
+        rp->handle->conf.max_pending_messages > 0 ? pending_reserve(rp) : UPULSAR_OK;
+    if (le) {
+        free(copy);
+        return le;
+    }
+    struct upulsar_future *f = NULL;
+    if (want_future) {
+        f = up_future_alloc(&rp->client->futures);
+        if (!f) {
+            free(copy);
+            pending_undo(rp);
+            return up_seterr(UPULSAR_ERR__QUEUE_FULL,
+                             "future pool exhausted: %llu futures not released, the most a "
+                             "client holds (release resolved futures, or send without one)",
+                             (unsigned long long)UP_FUT_MAX_SEGS * UP_FUT_SEG_SIZE);
+        }
+    }
+    /* memory.limit.bytes: the ring's units the reservation enters, plus the
+     * payload when it stays out of the ring (see "limits" above) */
+    up_ring_t *r = &rp->ring;
+    uint64_t units = 0;
+    *pos = 0; /* set by the reservation that succeeds */
+    up_ring_res_t rc = ext ? UP_RING_CHARGE : up_ring_reserve_charged(r, ncells, 0, pos, &units);
+    if (__builtin_expect(rc != UP_RING_OK, 0)) {
+        le = reserve_slow(rp, ncells, ext, rc, units, pos);
+        if (le) {
+            free(copy);
+            pending_undo(rp);
+            if (f) {
+                upulsar_future_release(f);
+                up_future_resolve(f, UPULSAR_ERR__QUEUE_FULL, NULL);
+            }
+            return le;
+        }
+    }
+    *fout = f;
+    return UPULSAR_OK;
+}
+
 /* up_rp_enqueue() once the record is built and stamped */
 static inline __attribute__((always_inline)) upulsar_err_t
 enqueue_in(up_rp_t *rp, up_rec_in_t *in, upulsar_future_t **future)
@@ -514,46 +565,14 @@ enqueue_in(up_rp_t *rp, up_rec_in_t *in, upulsar_future_t **future)
                          "see queue_capacity_bytes in the statistics)",
                          size, (unsigned long long)(rp->ring.cap * UP_RING_CELL));
     }
-    /* max.pending.messages: the call only when it is set (two callers of
-     * this function: the compiler no longer inlines pending_reserve()) */
-    upulsar_err_t le =
-        rp->handle->conf.max_pending_messages > 0 ? pending_reserve(rp) : UPULSAR_OK;
-    if (le) {
-        free(copy);
-        return le;
-    }
-    struct upulsar_future *f = NULL;
-    if (future) {
-        f = up_future_alloc(&rp->client->futures);
-        if (!f) {
-            free(copy);
-            pending_undo(rp);
-            return up_seterr(UPULSAR_ERR__QUEUE_FULL,
-                             "future pool exhausted: %llu futures not released, the most a "
-                             "client holds (release resolved futures, or send without one)",
-                             (unsigned long long)UP_FUT_MAX_SEGS * UP_FUT_SEG_SIZE);
-        }
-    }
-    /* memory.limit.bytes: the ring's units the reservation enters, plus the
-     * payload when it stays out of the ring (see "limits" above) */
     uint64_t ext = (in->flags & UP_REC_NOCOPY) ? (uint64_t)len : 0;
-    up_ring_t *r = &rp->ring;
-    uint64_t pos = 0, units = 0; /* pos: set by the reservation that succeeds */
-    up_ring_res_t rc = ext ? UP_RING_CHARGE : up_ring_reserve_charged(r, ncells, 0, &pos, &units);
-    if (__builtin_expect(rc != UP_RING_OK, 0)) {
-        le = reserve_slow(rp, ncells, ext, rc, units, &pos);
-        if (le) {
-            free(copy);
-            pending_undo(rp);
-            if (f) {
-                upulsar_future_release(f);
-                up_future_resolve(f, UPULSAR_ERR__QUEUE_FULL, NULL);
-            }
-            return le;
-        }
-    }
+    uint64_t pos;
+    struct upulsar_future *f = NULL;
+    upulsar_err_t le = enqueue_take(rp, ncells, ext, copy, future != NULL, &f, &pos);
+    if (le)
+        return le;
     in->future = f;
-    up_send_write(r, pos, ncells, in);
+    up_send_write(&rp->ring, pos, ncells, in);
     up_send_publish(rp);
     if (future)
         *future = f;
@@ -572,8 +591,34 @@ upulsar_err_t up_rp_enqueue(up_rp_t *rp, const void *payload, size_t len,
     upulsar_err_t e = up_send_prep(rp);
     if (e)
         return e;
+    int32_t maxsz = up_send_maxsz(rp);
+    up_rec_plain_t m;
+    if (up_send_plain(cf, o, payload, len, &m) &&
+        up_send_size_check(cf->chunking_enabled, maxsz > 0 ? (size_t)maxsz : 0, len, 0, 0, 0) ==
+            UPULSAR_OK) {
+        /* no options but a callback: a plain record (record.h
+         * up_rec_write_plain()), unless its payload needs a private copy */
+        m.sent_us = up_send_stamp_us(cf);
+        uint64_t ncells = up_rec_plain_cells(&m);
+        if (__builtin_expect(ncells <= rp->ring.cap / 4, 1)) {
+            uint64_t pos;
+            struct upulsar_future *f = NULL;
+            if ((e = enqueue_take(rp, ncells, 0, NULL, future != NULL, &f, &pos)))
+                return e;
+            up_send_prefetch_ahead(&rp->ring, pos, ncells);
+            up_rec_write_plain(&rp->ring, pos, ncells, &m, f);
+            up_ring_commit(&rp->ring, pos); /* R1 */
+            up_send_publish(rp);
+            if (future)
+                *future = f;
+            return UPULSAR_OK;
+        }
+        up_rec_in_t in;
+        up_send_plain_in(cf, maxsz, &m, &in);
+        return enqueue_in(rp, &in, future);
+    }
     up_rec_in_t in;
-    e = up_send_build(cf, up_send_maxsz(rp), payload, len, o, &in);
+    e = up_send_build(cf, maxsz, payload, len, o, &in);
     if (e)
         return e;
     /* from here on len <= UPULSAR_MAX_CHUNKED_BYTES: every sum fits */

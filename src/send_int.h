@@ -295,6 +295,55 @@ static inline void up_send_stamp(const struct upulsar_conf *cf, up_rec_in_t *in)
         in->sent_us = t;
 }
 
+/** Whether options @p o (as up_send_opts() gave them; NULL = none) make a
+ *  plain record (record.h up_rec_plain_t): none, or nothing but a
+ *  callback, an opaque and an event time. If so, *@p m is the record of
+ *  @p payload, @p len as up_send_build() would make it (no send time yet:
+ *  up_send_stamp_us()); its size rule is still to be checked
+ *  (up_send_size_check() with no keys, properties or clusters). */
+static inline bool up_send_plain(const struct upulsar_conf *cf, const upulsar_send_opts_t *o,
+                                 const void *payload, size_t len, up_rec_plain_t *m)
+{
+    m->payload = payload;
+    m->len = len;
+    m->sent_us = 0;
+    if (!o) {
+        m->event_time = 0;
+        m->ext = false;
+        m->cb = NULL;
+        m->opaque = NULL;
+        return true;
+    }
+    if (o->partition_key || o->partition_key_bytes || o->ordering_key || o->properties_cnt ||
+        o->flags ||
+        (o->deliver_at_ms | o->deliver_after_ms | o->replication_clusters_cnt |
+         (uint64_t)o->disable_replication))
+        return false;
+    m->event_time = o->event_time_ms;
+    /* a delivery report hands the message's opaque back: kept then (as
+     * up_send_build()) */
+    m->ext = o->cb || (o->opaque && cf->dr_cb);
+    m->cb = o->cb;
+    m->opaque = o->opaque;
+    return true;
+}
+
+/** up_send_build() of plain record @p m (its size rule passed) into
+ *  *@p in, stamped as @p m is. */
+static inline void up_send_plain_in(const struct upulsar_conf *cf, int32_t maxsz,
+                                    const up_rec_plain_t *m, up_rec_in_t *in)
+{
+    upulsar_err_t e = up_send_build(cf, maxsz, m->payload, m->len, NULL, in);
+    (void)e; /* the size rule passed */
+    in->event_time = m->event_time;
+    if (m->ext) {
+        in->flags |= UP_REC_EXT;
+        in->ext.cb = m->cb;
+        in->ext.opaque = m->opaque;
+    }
+    in->sent_us = m->sent_us;
+}
+
 /** The rest of upulsar_send() for the record @p in built by up_send_build()
  *  (and stamped): its size, the private copy of a large payload, the
  *  limits, the future, the reservation (waiting with block.if.queue.full),

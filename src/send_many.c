@@ -20,11 +20,11 @@
  * too large to share a run (a private copy, or more than a sixteenth of
  * the ring) goes alone through that path too.
  *
- * A message without options (opts NULL) is a plain record: it is checked
- * (the size rule), stamped and counted into its run without a up_rec_in_t
- * (payload, length and send time only), and written with
- * up_rec_write_plain(), the same bytes as up_rec_write() of the same
- * message. A run holds plain messages or messages with options, not both;
+ * A message without options, or with nothing but a callback, an opaque
+ * and an event time, is a plain record (up_send_plain()): it is checked
+ * (the size rule), stamped and counted into its run without a up_rec_in_t,
+ * and written with up_rec_write_plain(), the same bytes as up_rec_write()
+ * of the same message. A run holds plain messages or others, not both;
  * its producer's checks (up_send_prep(): failure, lazy start) run when the
  * run starts and for each message with options.
  *
@@ -43,13 +43,6 @@ enum { RUN_MAX = 64 };
 /* Cells of a message that goes alone */
 #define ALONE_CELLS(r) ((r)->cap / 16)
 
-/* A message of a plain run */
-typedef struct plain {
-    const void *payload;
-    size_t len;
-    uint64_t sent_us; /* 0 = not stamped */
-} plain_t;
-
 typedef struct run {
     up_rp_t *rp;
     size_t first; /* index in the call's messages */
@@ -59,23 +52,14 @@ typedef struct run {
     uint64_t ext; /* payload bytes kept out of the ring (NOCOPY) */
     int32_t maxsz; /* the client's max_message_size, read at the run's start */
     uint32_t ncells[RUN_MAX];
-    plain_t pl[RUN_MAX];
+    up_rec_plain_t pl[RUN_MAX];
     up_rec_in_t in[RUN_MAX];
 } run_t;
 
-/* The record of plain message @p m, as up_send_build() and up_send_stamp()
- * make it (its size already checked). */
-static void plain_in(const struct upulsar_conf *cf, int32_t maxsz, const plain_t *m,
-                     up_rec_in_t *in)
-{
-    upulsar_err_t e = up_send_build(cf, maxsz, m->payload, m->len, NULL, in);
-    (void)e; /* passed the same rule when the message joined its run */
-    in->sent_us = m->sent_us;
-}
-
 /* Plain messages after msgs[@p i] (the last one added to plain run @p u,
  * routed by the round robin @p rr of handle @p p) that join the run
- * without routing each afresh: while the next message has no options,
+ * without routing each afresh: while the next message makes a plain
+ * record (its options, if any, in this library's layout: @p opts_size),
  * passes the checks of up_route_rr() and up_send_build() (payload, handle
  * open, size rule), fits the run and is kept on the run's producer by the
  * round robin (up_rr_stay()). Each is stamped and counted as the loop
@@ -83,23 +67,26 @@ static void plain_in(const struct upulsar_conf *cf, int32_t maxsz, const plain_t
  * of the last message added. */
 static size_t plain_more(run_t *u, struct upulsar_producer *p, up_rr_t *rr,
                          const struct upulsar_conf *cf, const upulsar_msg_t *msgs, size_t i,
-                         size_t n)
+                         size_t n, size_t opts_size)
 {
     up_ring_t *r = &u->rp->ring;
     size_t maxsz = u->maxsz > 0 ? (size_t)u->maxsz : 0;
     unsigned every = cf->latency_sample_every > 0 ? (unsigned)cf->latency_sample_every : 0;
     for (; i + 1 < n && u->n < RUN_MAX; i++) {
         const upulsar_msg_t *m = &msgs[i + 1];
-        if (m->opts || (!m->payload && m->len) ||
+        up_rec_plain_t *pl = &u->pl[u->n];
+        if ((m->opts && opts_size != sizeof(upulsar_send_opts_t)) ||
+            !up_send_plain(cf, m->opts, m->payload, m->len, pl) || (!m->payload && m->len) ||
             atomic_load_explicit(&p->closed, memory_order_relaxed) ||
             maxsz < UPULSAR_MSG_OVERHEAD || m->len > maxsz - UPULSAR_MSG_OVERHEAD)
             break;
-        bool stamped = every && up_lat_tick + 1 >= every;
-        uint64_t ncells = up_rec_plain_cells(m->len, stamped);
+        /* the send time it would carry, counted only once it joins */
+        pl->sent_us = every && up_lat_tick + 1 >= every;
+        uint64_t ncells = up_rec_plain_cells(pl);
         if (ncells > ALONE_CELLS(r) || u->cells + ncells > RUN_CELLS(r) ||
             !up_rr_stay(rr, &p->conf, m->len))
             break;
-        u->pl[u->n] = (plain_t){m->payload, m->len, up_send_stamp_us(cf)};
+        pl->sent_us = up_send_stamp_us(cf);
         u->ncells[u->n] = (uint32_t)ncells;
         u->cells += ncells;
         u->n++;
@@ -152,13 +139,12 @@ static upulsar_err_t run_flush(run_t *u, upulsar_future_t **futures, size_t *acc
         /* and the commit words (a line holds 8), also last read by the loop */
         uint64_t pfc = pos & ~(uint64_t)7;
         for (unsigned i = 0; i < n; i++) {
-            const plain_t *m = &u->pl[i];
+            const up_rec_plain_t *m = &u->pl[i];
             for (; pf < pos + UP_SEND_PF_AHEAD + u->ncells[i]; pf += 64 / UP_RING_CELL)
                 up_send_prefetch_w(up_ring_cell(r, pf));
             for (; pfc < pos + 4 * UP_SEND_PF_AHEAD; pfc += 8)
                 up_send_prefetch_w(&r->commit[pfc & r->mask]);
-            up_rec_write_plain(r, pos, u->ncells[i], m->payload, m->len, m->sent_us,
-                               futures ? f[i] : NULL);
+            up_rec_write_plain(r, pos, u->ncells[i], m, futures ? f[i] : NULL);
             up_ring_commit(r, pos); /* R1 */
             pos += u->ncells[i];
         }
@@ -181,7 +167,7 @@ undo_pending:
 one_by_one:
     for (unsigned i = 0; i < n; i++) {
         if (u->plain)
-            plain_in(rp_conf(rp), u->maxsz, &u->pl[i], &u->in[i]);
+            up_send_plain_in(rp_conf(rp), u->maxsz, &u->pl[i], &u->in[i]);
         upulsar_err_t e =
             up_rp_enqueue_in(rp, &u->in[i], futures ? &futures[u->first + i] : NULL);
         if (e)
@@ -225,7 +211,8 @@ upulsar_err_t upulsar_send_many_sized(upulsar_producer_t *p, const upulsar_msg_t
         }
         if (!rp)
             goto refused;
-        bool plain = o == NULL;
+        up_rec_plain_t m;
+        bool plain = up_send_plain(rp_conf(rp), o, payload, len, &m);
         if (u.n && (rp != u.rp || u.n == RUN_MAX || plain != u.plain)) {
             if ((err = run_flush(&u, futures, &acc)))
                 goto failed;
@@ -241,14 +228,14 @@ upulsar_err_t upulsar_send_many_sized(upulsar_producer_t *p, const upulsar_msg_t
             if ((err = up_send_size_check(cf->chunking_enabled,
                                           u.maxsz > 0 ? (size_t)u.maxsz : 0, len, 0, 0, 0)))
                 goto refused;
-            plain_t m = {payload, len, up_send_stamp_us(cf)};
-            uint64_t ncells = up_rec_plain_cells(len, m.sent_us != 0);
+            m.sent_us = up_send_stamp_us(cf);
+            uint64_t ncells = up_rec_plain_cells(&m);
             up_ring_t *r = &rp->ring;
             if (ncells > ALONE_CELLS(r)) {
                 /* alone, through upulsar_send()'s path, as below */
                 if (u.n && (err = run_flush(&u, futures, &acc)))
                     goto failed;
-                plain_in(cf, up_send_maxsz(rp), &m, &u.in[0]);
+                up_send_plain_in(cf, up_send_maxsz(rp), &m, &u.in[0]);
                 if ((err = up_rp_enqueue_in(rp, &u.in[0], futures ? &futures[i] : NULL)))
                     goto failed;
                 acc++;
@@ -271,7 +258,7 @@ upulsar_err_t upulsar_send_many_sized(upulsar_producer_t *p, const upulsar_msg_t
             u.cells += ncells;
             u.n++;
             if (rr)
-                i = plain_more(&u, p, rr, cf, msgs, i, n);
+                i = plain_more(&u, p, rr, cf, msgs, i, n, opts_size);
             continue;
         }
         up_rec_in_t *in = &u.in[u.n];

@@ -320,11 +320,12 @@ Test(record, a_cell_count_over_the_ring_is_refused_by_the_ring_reader)
     up_ring_destroy(&r);
 }
 
-/* up_rec_write_plain() (upulsar_send_many()'s messages without options)
- * writes the very bytes up_rec_write() writes for the same record, and no
- * others, at every cell of the ring (the payload straddling its end), for
- * lengths around a cell and a cache line, with and without a send time;
- * up_rec_plain_cells() is the record's size in cells. */
+/* up_rec_write_plain() (sends of messages without options, or with only a
+ * callback, an opaque and an event time) writes the very bytes
+ * up_rec_write() writes for the same record, and no others, at every cell
+ * of the ring (the payload straddling its end), for lengths around a cell
+ * and a cache line, with and without a send time, a callback and an event
+ * time; up_rec_plain_cells() is the record's size in cells. */
 Test(record, a_plain_record_is_written_as_the_general_writer_writes_it)
 {
     for (size_t i = 0; i < sizeof payload_bytes; i++)
@@ -337,29 +338,44 @@ Test(record, a_plain_record_is_written_as_the_general_writer_writes_it)
     struct upulsar_future *fut = (struct upulsar_future *)(uintptr_t)0x1234560;
     unsigned compared = 0;
     for (size_t k = 0; k < sizeof lens / sizeof lens[0]; k++) {
-        for (int stamped = 0; stamped < 2; stamped++) {
+        for (int variant = 0; variant < 8; variant++) {
+            int stamped = variant & 1, ext = variant & 2, evt = variant & 4;
             up_rec_in_t in;
             memset(&in, 0, sizeof in);
             in.future = fut;
             in.payload = payload_bytes;
             in.payload_len = lens[k];
             in.sent_us = stamped ? UINT64_C(0x0123456789abcdef) : 0;
+            in.event_time = evt ? UINT64_C(0x1122334455667788) : 0;
+            if (ext) {
+                in.flags = UP_REC_EXT;
+                in.ext.cb = dummy_cb;
+                in.ext.opaque = (void *)(uintptr_t)0xabcdef0;
+            }
+            up_rec_plain_t m = {.payload = payload_bytes,
+                                .len = lens[k],
+                                .sent_us = in.sent_us,
+                                .event_time = in.event_time,
+                                .ext = ext != 0,
+                                .cb = in.ext.cb,
+                                .opaque = in.ext.opaque};
             uint64_t ncells = up_ring_cells_for(up_rec_size(&in));
-            cr_assert_eq(up_rec_plain_cells(lens[k], stamped), ncells, "length %zu", lens[k]);
+            cr_assert_eq(up_rec_plain_cells(&m), ncells, "length %zu, variant %d", lens[k],
+                         variant);
             for (uint64_t start = 0; start < a.cap; start++) {
                 uint64_t pos = 3 * a.cap + start;
                 memset(a.cells, FILL, total);
                 memset(b.cells, FILL, total);
                 up_rec_write(&a, pos, ncells, &in);
-                up_rec_write_plain(&b, pos, ncells, payload_bytes, lens[k], in.sent_us, fut);
+                up_rec_write_plain(&b, pos, ncells, &m, fut);
                 cr_assert(!memcmp(a.cells, b.cells, total),
-                          "length %zu%s at cell %llu: the bytes differ", lens[k],
-                          stamped ? " stamped" : "", (unsigned long long)start);
+                          "length %zu, variant %d at cell %llu: the bytes differ", lens[k],
+                          variant, (unsigned long long)start);
                 compared++;
             }
         }
     }
-    cr_assert_eq(compared, 2 * (sizeof lens / sizeof lens[0]) * a.cap);
+    cr_assert_eq(compared, 8 * (sizeof lens / sizeof lens[0]) * a.cap);
     up_ring_destroy(&a);
     up_ring_destroy(&b);
 }
