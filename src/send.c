@@ -494,6 +494,8 @@ static inline __attribute__((always_inline)) upulsar_err_t
 enqueue_take(up_rp_t *rp, uint64_t ncells, uint64_t ext, void *copy, bool want_future,
              struct upulsar_future **fout, uint64_t *pos)
 {
+    *fout = NULL;
+    *pos = 0; /* set by the reservation that succeeds */
     /* max.pending.messages: the call only when it is set (two callers of
      * this function: the compiler no longer inlines pending_reserve()) */
     upulsar_err_t le =
@@ -518,7 +520,6 @@ enqueue_take(up_rp_t *rp, uint64_t ncells, uint64_t ext, void *copy, bool want_f
      * payload when it stays out of the ring (see "limits" above) */
     up_ring_t *r = &rp->ring;
     uint64_t units = 0;
-    *pos = 0; /* set by the reservation that succeeds */
     up_ring_res_t rc = ext ? UP_RING_CHARGE : up_ring_reserve_charged(r, ncells, 0, pos, &units);
     if (__builtin_expect(rc != UP_RING_OK, 0)) {
         le = reserve_slow(rp, ncells, ext, rc, units, pos);
