@@ -72,19 +72,23 @@ static size_t plain_more(run_t *u, struct upulsar_producer *p, up_rr_t *rr,
     up_ring_t *r = &u->rp->ring;
     size_t maxsz = u->maxsz > 0 ? (size_t)u->maxsz : 0;
     unsigned every = cf->latency_sample_every > 0 ? (unsigned)cf->latency_sample_every : 0;
+    uint64_t alone = ALONE_CELLS(r), room = RUN_CELLS(r);
     for (; i + 1 < n && u->n < RUN_MAX; i++) {
         const upulsar_msg_t *m = &msgs[i + 1];
         up_rec_plain_t *pl = &u->pl[u->n];
+        size_t len = m->len;
         if ((m->opts && opts_size != sizeof(upulsar_send_opts_t)) ||
-            !up_send_plain(cf, m->opts, m->payload, m->len, pl) || (!m->payload && m->len) ||
+            !up_send_plain(cf, m->opts, m->payload, len, pl) || (!m->payload && len) ||
             atomic_load_explicit(&p->closed, memory_order_relaxed) ||
-            maxsz < UPULSAR_MSG_OVERHEAD || m->len > maxsz - UPULSAR_MSG_OVERHEAD)
+            maxsz < UPULSAR_MSG_OVERHEAD || len > maxsz - UPULSAR_MSG_OVERHEAD)
             break;
-        /* the send time it would carry, counted only once it joins */
-        pl->sent_us = every && up_lat_tick + 1 >= every;
-        uint64_t ncells = up_rec_plain_cells(pl);
-        if (ncells > ALONE_CELLS(r) || u->cells + ncells > RUN_CELLS(r) ||
-            !up_rr_stay(rr, &p->conf, m->len))
+        /* up_rec_plain_cells() of it with the send time it would carry
+         * (counted only once it joins), from what is in registers */
+        bool stamped = every && up_lat_tick + 1 >= every;
+        uint64_t ncells = up_ring_cells_for(sizeof(up_rec_t) + len +
+                                            (m->opts && pl->ext ? sizeof(up_rec_ext_t) : 0) +
+                                            (stamped ? sizeof(uint64_t) : 0));
+        if (ncells > alone || u->cells + ncells > room || !up_rr_stay(rr, &p->conf, len))
             break;
         pl->sent_us = up_send_stamp_us(cf);
         u->ncells[u->n] = (uint32_t)ncells;
