@@ -228,55 +228,29 @@ upulsar_err_t upulsar_send_many_sized(upulsar_producer_t *p, const upulsar_msg_t
         if (u.n == 0)
             u.maxsz = up_send_maxsz(rp);
         const struct upulsar_conf *cf = rp_conf(rp);
+        up_ring_t *r = &rp->ring;
+        up_rec_in_t *in = &u.in[u.n];
+        uint64_t ncells;
         if (plain) {
             if ((err = up_send_size_check(cf->chunking_enabled,
                                           u.maxsz > 0 ? (size_t)u.maxsz : 0, len, 0, 0, 0)))
                 goto refused;
             m.sent_us = up_send_stamp_us(cf);
-            uint64_t ncells = up_rec_plain_cells(&m);
-            up_ring_t *r = &rp->ring;
-            if (ncells > ALONE_CELLS(r)) {
-                /* alone, through upulsar_send()'s path, as below */
-                if (u.n && (err = run_flush(&u, futures, &acc)))
-                    goto failed;
-                up_send_plain_in(cf, up_send_maxsz(rp), &m, &u.in[0]);
-                if ((err = up_rp_enqueue_in(rp, &u.in[0], futures ? &futures[i] : NULL)))
-                    goto failed;
-                acc++;
-                continue;
-            }
-            if (u.n && u.cells + ncells > RUN_CELLS(r)) {
-                if ((err = run_flush(&u, futures, &acc)))
-                    goto failed;
-                u.maxsz = up_send_maxsz(rp);
-            }
-            if (u.n == 0) {
-                u.rp = rp;
-                u.first = i;
-                u.cells = 0;
-                u.ext = 0;
-                u.plain = true;
-            }
-            u.pl[u.n] = m;
-            u.ncells[u.n] = (uint32_t)ncells;
-            u.cells += ncells;
-            u.n++;
-            if (rr)
-                i = plain_more(&u, p, rr, cf, msgs, i, n, opts_size);
-            continue;
+            ncells = up_rec_plain_cells(&m);
+        } else {
+            if ((err = up_send_build(cf, u.maxsz, payload, len, o, in)))
+                goto refused;
+            up_send_stamp(cf, in);
+            ncells = up_ring_cells_for(up_rec_size(in));
         }
-        up_rec_in_t *in = &u.in[u.n];
-        if ((err = up_send_build(cf, u.maxsz, payload, len, o, in)))
-            goto refused;
-        up_send_stamp(cf, in);
-        up_ring_t *r = &rp->ring;
-        uint64_t ncells = up_ring_cells_for(up_rec_size(in));
         if (ncells > ALONE_CELLS(r)) {
             /* alone, through upulsar_send()'s path (a private copy, a
              * record too large to share a run) */
             if (u.n && (err = run_flush(&u, futures, &acc)))
                 goto failed;
-            if (u.in != in) /* built in the slot after the run's last */
+            if (plain)
+                up_send_plain_in(cf, u.maxsz, &m, &u.in[0]);
+            else if (u.in != in) /* built in the slot after the run's last */
                 u.in[0] = *in;
             if ((err = up_rp_enqueue_in(rp, &u.in[0], futures ? &futures[i] : NULL)))
                 goto failed;
@@ -286,20 +260,25 @@ upulsar_err_t upulsar_send_many_sized(upulsar_producer_t *p, const upulsar_msg_t
         if (u.n && u.cells + ncells > RUN_CELLS(r)) {
             if ((err = run_flush(&u, futures, &acc)))
                 goto failed;
-            u.in[0] = *in; /* built in the slot after the run's last */
+            if (!plain)
+                u.in[0] = *in; /* built in the slot after the run's last */
         }
         if (u.n == 0) {
             u.rp = rp;
             u.first = i;
             u.cells = 0;
             u.ext = 0;
-            u.plain = false;
+            u.plain = plain;
         }
+        if (plain)
+            u.pl[u.n] = m;
+        else if (u.in[u.n].flags & UP_REC_NOCOPY)
+            u.ext += u.in[u.n].payload_len;
         u.ncells[u.n] = (uint32_t)ncells;
         u.cells += ncells;
-        if (u.in[u.n].flags & UP_REC_NOCOPY)
-            u.ext += u.in[u.n].payload_len;
         u.n++;
+        if (plain && rr)
+            i = plain_more(&u, p, rr, cf, msgs, i, n, opts_size);
     }
     if (u.n)
         err = run_flush(&u, futures, &acc);
