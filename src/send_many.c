@@ -248,6 +248,8 @@ upulsar_err_t upulsar_send_many_sized(upulsar_producer_t *p, const upulsar_msg_t
              * record too large to share a run) */
             if (u.n && (err = run_flush(&u, futures, &acc)))
                 goto failed;
+            if (plain && (err = up_send_prep(rp))) /* not checked for it yet */
+                goto refused;
             if (plain)
                 up_send_plain_in(cf, u.maxsz, &m, &u.in[0]);
             else if (u.in != in) /* built in the slot after the run's last */
@@ -262,6 +264,8 @@ upulsar_err_t upulsar_send_many_sized(upulsar_producer_t *p, const upulsar_msg_t
                 goto failed;
             if (!plain)
                 u.in[0] = *in; /* built in the slot after the run's last */
+            else if ((err = up_send_prep(rp))) /* the new run's start */
+                goto refused;
         }
         if (u.n == 0) {
             u.rp = rp;

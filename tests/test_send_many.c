@@ -575,7 +575,16 @@ Test(send_many, a_run_takes_the_budget_as_its_messages_would_one_by_one)
 
 /* ---- messages without options ----------------------------------------------- */
 
-enum { PL_N = 400, PL_PARTS = 3, PL_WINDOW = 10 };
+enum { PL_N = 400, PL_PARTS = 3, PL_WINDOW = 40 };
+
+static _Atomic int pl_cbs[PL_N];
+
+static void pl_cb(upulsar_err_t err, const upulsar_msg_id_t *id, void *opaque)
+{
+    (void)id;
+    if (err == UPULSAR_OK)
+        atomic_fetch_add(&pl_cbs[(intptr_t)opaque], 1);
+}
 
 /* Message @p i without options: a length from the list (the sizes around
  * a cache line and a cell, empty included), bytes that depend on i. */
@@ -596,7 +605,7 @@ static void pl_send(upulsar_tb_t *tb, upulsar_client_t *c, const char *topic, bo
                     const upulsar_msg_t *msgs, int *part, upulsar_msg_id_t *ids)
 {
     cr_assert_eq(upulsar_tb_set_partitions(tb, topic, PL_PARTS), UPULSAR_OK);
-    const char *kv[] = {"batch.max.messages", "10", "batch.max.delay.ms", "60000",
+    const char *kv[] = {"batch.max.messages", "40", "batch.max.delay.ms", "60000",
                         "latency.sample.every", "3", NULL};
     upulsar_producer_t *p = ft_producer(c, NULL, topic, 0, kv);
     upulsar_future_t **futs = calloc(PL_N, sizeof *futs);
@@ -626,12 +635,14 @@ static void pl_send(upulsar_tb_t *tb, upulsar_client_t *c, const char *topic, bo
 }
 
 /* Scenario:
- *  1. 3 partitions, batches of 10 messages and a window of 60 s (the round
- *     robin moves every 10 keyless messages, never by time), the send time
- *     carried by every third message.
+ *  1. 3 partitions, batches of 40 messages and a window of 60 s (the round
+ *     robin moves every 40 keyless messages, never by time, and reads the
+ *     clock at its 32nd), the send time carried by every third message.
  *  2. One upulsar_send_many() call of 400 messages without options, of 0
- *     to 300 bytes, every 37th with a partition key instead (which splits
- *     the runs and does not move the round robin).
+ *     to 300 bytes; every 5th (from the 3rd) with only a callback and an
+ *     event time instead (still a plain record), every 37th with a
+ *     partition key (which splits the runs and does not move the round
+ *     robin).
  *  3. The same messages through upulsar_send() to a second topic set up
  *     the same way: the oracle of the routing.
  *  4. Each message went to the partition upulsar_send() chose for it,
@@ -656,16 +667,22 @@ Test(send_many, messages_without_options_are_routed_and_stored_as_upulsar_send_d
             snprintf(keys[i], sizeof keys[i], "k%d", i);
             o[i] = (upulsar_send_opts_t){.partition_key = keys[i]};
             msgs[i].opts = &o[i];
+        } else if (i % 5 == 2) {
+            o[i] = (upulsar_send_opts_t){
+                .cb = pl_cb, .opaque = (void *)(intptr_t)i, .event_time_ms = (uint64_t)i + 1};
+            msgs[i].opts = &o[i];
         }
     }
     pl_send(tb, c, "plain", true, msgs, part, ids);
     pl_send(tb, c, "plain-oracle", false, msgs, oracle, NULL);
     int moves = 0, prev = -1;
     for (int i = 0; i < PL_N; i++) {
-        if (msgs[i].opts) {
+        if (i % 37 == 36) {
             cr_assert_eq(part[i], oracle[i], "keyed message %d", i);
             continue;
         }
+        /* each callback ran once for each of the two topics */
+        cr_assert_eq(atomic_load(&pl_cbs[i]), i % 5 == 2 ? 2 : 0, "message %d: callbacks", i);
         cr_assert_eq((part[i] - part[0] + PL_PARTS) % PL_PARTS,
                      (oracle[i] - oracle[0] + PL_PARTS) % PL_PARTS,
                      "message %d on partition %d (first on %d), upulsar_send: %d (first on %d)",
@@ -689,6 +706,8 @@ Test(send_many, messages_without_options_are_routed_and_stored_as_upulsar_send_d
                           (!msgs[i].len || !memcmp(sm->payload, bufs[i], msgs[i].len)),
                       "%s #%zu: not message %d's bytes (%zu bytes stored, %zu sent)", topic,
                       j - 1, i, sm->payload_len, msgs[i].len);
+            cr_assert_eq(sm->event_time, i % 5 == 2 && i % 37 != 36 ? (uint64_t)i + 1 : 0,
+                         "message %d: event time", i);
             cr_assert(ids[i].ledger_id == sm->ledger_id && ids[i].entry_id == sm->entry_id &&
                           ids[i].batch_index == sm->batch_index,
                       "message %d: the future's position is not where it is stored", i);
