@@ -28,6 +28,9 @@ struct upulsar_producer {
     struct upulsar_client *client;
     struct upulsar_conf conf;
     char topic[256];
+    /* unique in the process (never reused, unlike the handle's address):
+     * names the handle in a thread's routing state (partitioned.c) */
+    uint64_t serial;
     /* Partition growth (the poller, up_producer_poll_partitions()) replaces
      * groups and all with larger copies while caller threads read them: it
      * stores groups and all, then nall, ngroups and npart, each with

@@ -14,11 +14,12 @@
 /* ---- routing -------------------------------------------------------------------- */
 
 /* Routing state of the calling thread: the handle it last sent keyless
- * messages through, that handle's round robin, and the thread's random
- * generator. A thread that alternates between handles starts each one's
- * round robin again (on a random slot) when it comes back to it. */
+ * messages through (by its serial: a handle started where a stopped one
+ * was is another handle), that handle's round robin, and the thread's
+ * random generator. A thread that alternates between handles starts each
+ * one's round robin again (on a random slot) when it comes back to it. */
 typedef struct {
-    const void *owner;
+    uint64_t owner; /* serial, 0 = none */
     up_rr_t rr;
     uint64_t rnd;
 } route_tls_t;
@@ -110,12 +111,13 @@ static inline __attribute__((always_inline)) up_rp_t *route(struct upulsar_produ
          * (see up_rr_route); the thread's state by one pointer (each
          * access to a thread-local costs an address computation) */
         route_tls_t *t = &rt;
-        if (__builtin_expect(t->owner != h, 0)) {
-            t->owner = h;
+        if (__builtin_expect(t->owner != h->serial, 0)) {
+            t->owner = h->serial;
             /* the first message moves the cursor on from a random slot */
             t->rr.cursor = (uint32_t)(next_rand() % slots);
             t->rr.count = 0;
             t->rr.bytes = 0;
+            t->rr.rbytes = 0;
             t->rr.moved_us = 0;
         }
         s = up_rr_route(&t->rr, &h->conf, plen, slots);
@@ -126,7 +128,7 @@ static inline __attribute__((always_inline)) up_rp_t *route(struct upulsar_produ
 up_rr_t *up_handle_rr(struct upulsar_producer *h)
 {
     if (h->conf.router || h->conf.routing == UP_ROUTE_SINGLE ||
-        h->conf.routing == UP_ROUTE_RANDOM || rt.owner != h)
+        h->conf.routing == UP_ROUTE_RANDOM || rt.owner != h->serial)
         return NULL;
     return &rt.rr;
 }

@@ -104,7 +104,9 @@ static upulsar_err_t start_prepare(struct upulsar_client *c, const char *name, c
     struct upulsar_producer *h = calloc(1, sizeof *h);
     if (!h)
         return up_seterr(UPULSAR_ERR__NOMEM, "out of memory");
+    static _Atomic uint64_t serials;
     h->client = c;
+    h->serial = atomic_fetch_add_explicit(&serials, 1, memory_order_relaxed) + 1;
     atomic_init(&h->wd_dirty, 1);
     /* the client's conf with the producer keys set on @p conf over it (a
      * client key set there to another value is refused); connections take
