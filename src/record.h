@@ -251,12 +251,19 @@ typedef struct up_rec_plain {
     void *opaque;
 } up_rec_plain_t;
 
-/** Cells of plain record @p m: up_ring_cells_for(up_rec_size()) of the
- *  same record. @thread any */
+/** Cells of a plain record of @p len payload bytes, with the extension
+ *  when @p ext, with a send time when @p stamped: up_ring_cells_for(
+ *  up_rec_size()) of the same record. @thread any */
+static inline uint64_t up_rec_plain_cells_of(size_t len, bool ext, bool stamped)
+{
+    return up_ring_cells_for(sizeof(up_rec_t) + (ext ? sizeof(up_rec_ext_t) : 0) + len +
+                             (stamped ? sizeof(uint64_t) : 0));
+}
+
+/** Cells of plain record @p m (up_rec_plain_cells_of()). @thread any */
 static inline uint64_t up_rec_plain_cells(const up_rec_plain_t *m)
 {
-    return up_ring_cells_for(sizeof(up_rec_t) + (m->ext ? sizeof(up_rec_ext_t) : 0) + m->len +
-                             (m->sent_us ? sizeof m->sent_us : 0));
+    return up_rec_plain_cells_of(m->len, m->ext, m->sent_us != 0);
 }
 
 /** up_rec_write() of plain record @p m with future @p future: the same

@@ -82,12 +82,10 @@ static size_t plain_more(run_t *u, struct upulsar_producer *p, up_rr_t *rr,
             atomic_load_explicit(&p->closed, memory_order_relaxed) ||
             maxsz < UPULSAR_MSG_OVERHEAD || len > maxsz - UPULSAR_MSG_OVERHEAD)
             break;
-        /* up_rec_plain_cells() of it with the send time it would carry
-         * (counted only once it joins), from what is in registers */
+        /* its cells with the send time it would carry (counted only once
+         * it joins), from what is in registers */
         bool stamped = every && up_lat_tick + 1 >= every;
-        uint64_t ncells = up_ring_cells_for(sizeof(up_rec_t) + len +
-                                            (m->opts && pl->ext ? sizeof(up_rec_ext_t) : 0) +
-                                            (stamped ? sizeof(uint64_t) : 0));
+        uint64_t ncells = up_rec_plain_cells_of(len, m->opts && pl->ext, stamped);
         if (ncells > alone || u->cells + ncells > room || !up_rr_stay(rr, &p->conf, len))
             break;
         pl->sent_us = up_send_stamp_us(cf);
@@ -246,10 +244,14 @@ upulsar_err_t upulsar_send_many_sized(upulsar_producer_t *p, const upulsar_msg_t
         if (ncells > ALONE_CELLS(r)) {
             /* alone, through upulsar_send()'s path (a private copy, a
              * record too large to share a run) */
-            if (u.n && (err = run_flush(&u, futures, &acc)))
-                goto failed;
-            if (plain && (err = up_send_prep(rp))) /* not checked for it yet */
-                goto refused;
+            if (u.n) {
+                if ((err = run_flush(&u, futures, &acc)))
+                    goto failed;
+                /* a plain message joining its producer's run was not
+                 * checked: it is, going alone */
+                if (plain && (err = up_send_prep(rp)))
+                    goto refused;
+            }
             if (plain)
                 up_send_plain_in(cf, u.maxsz, &m, &u.in[0]);
             else if (u.in != in) /* built in the slot after the run's last */
