@@ -11,7 +11,7 @@
  * replicate_to) is an entry of its own (the default batcher's path), and a
  * message larger than an entry is chunked (chunk.c). The drain that calls
  * the batcher (the batch window, the record read, the checks every message
- * goes through) is batcher.c. Every function runs on the producer's loop.
+ * goes through) is drain.c. Every function runs on the producer's loop.
  * @internal
  */
 #ifndef UP_BATCHER_H

@@ -5,7 +5,7 @@
  * batches close, consecutive in the order of their first message. At most
  * max.inflight.batches batches are open, so memory stays bounded with many
  * keys. A message with its own sequence id or entry-level metadata is an
- * entry of its own, after what is open (batcher.c). */
+ * entry of its own, after what is open (drain.c). */
 #include <stdlib.h>
 #include <string.h>
 

@@ -11,7 +11,7 @@
 
 typedef enum { UP_HASH_JAVA_STRING = 0, UP_HASH_MURMUR3_32 = 1 } up_hash_scheme_t;
 enum { UP_BATCH_DEFAULT = 0, UP_BATCH_KEY_BASED = 1 };
-/* batch.mode: when an open batch is sent (batcher.c up_rp_pump) */
+/* batch.mode: when an open batch is sent (drain.c up_rp_pump) */
 enum { UP_BATCH_ADAPTIVE = 0, UP_BATCH_LINGER = 1 };
 /* io.backend values (io_backend.h) */
 enum { UP_IO_AUTO = 0, UP_IO_URING = 1, UP_IO_EPOLL = 2 };

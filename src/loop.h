@@ -79,7 +79,7 @@ struct up_loop {
     bool stop;
     uint64_t last_tick_us;
     /* (loop) how late its sleeps toward a batch deadline end, as learnt
-     * from the last ones (up to UP_WAKE_AHEAD_MAX_US): the pump (batcher.c)
+     * from the last ones (up to UP_WAKE_AHEAD_MAX_US): the pump (drain.c)
      * takes a deadline that close (at most half its delay) as reached and
      * has the loop sleep until then, so a batch leaves by its deadline
      * instead of a wake-up after it. wait_coarse (the backend's, set before

@@ -3,8 +3,8 @@
  *                     failures, timeouts (loop)
  *   send.c            upulsar_send()'s side: validation, limits, reservation,
  *                     blocking, the record into the ring (caller)
- *   batcher.c         draining the ring into batches, batch objects, closing
- *                     a batch into a SEND entry (loop)
+ *   drain.c           draining the ring into batches (loop)
+ *   batcher.c         batch objects, closing a batch into a SEND entry (loop)
  *   batcher_*.c       the batchers (batcher.h), chosen at creation (loop)
  *   chunk.c           a message sent as chunks (loop)
  * Every function here says which thread may call it.

@@ -129,7 +129,7 @@ struct up_rp {
     /* (loop writes, callers read) the loop will look at this producer's
      * ring by a deadline of its own (a batch window, batches in flight, not
      * created yet): a send need not wake a loop sleeping with a timeout.
-     * 0: a send wakes it (batcher.c up_rp_pump, send.c). Written only when
+     * 0: a send wakes it (drain.c up_rp_pump, send.c). Written only when
      * it changes. */
     _Atomic int armed;
     up_ring_t ring;
@@ -334,7 +334,7 @@ bool up_rp_recreating(up_rp_t *rp, const char *why);
 void up_rp_free(up_rp_t *rp);
 /** Drain @p rp's ring into batch entries (batch window, records, batcher):
  *  true if it drained records and more are waiting; *@p next_deadline
- *  lowered to when it wants to run again. batcher.c. @thread loop */
+ *  lowered to when it wants to run again. drain.c. @thread loop */
 bool up_rp_pump(up_rp_t *rp, uint64_t now_us, uint64_t *next_deadline);
 /** SEND_RECEIPT / SEND_ERROR for @p rp, dispatched by its connection.
  *  @thread loop */

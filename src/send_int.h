@@ -430,7 +430,7 @@ static inline void up_send_publish(up_rp_t *rp)
         atomic_thread_fence(memory_order_seq_cst);
     up_rp_mark_active(rp); /* an idle producer joins its loop's active list */
     /* a loop sleeping until a deadline is woken when that deadline is not
-     * this producer's (`armed`, batcher.c) or a full batch is waiting */
+     * this producer's (`armed`, drain.c) or a full batch is waiting */
     int s = atomic_load_explicit(&rp->loop->sleeping, memory_order_relaxed);
     if (s == UP_SLEEP_IDLE ||
         (s == UP_SLEEP_TIMED && (!atomic_load_explicit(&rp->armed, memory_order_relaxed) ||

@@ -268,7 +268,7 @@ static void *loop_main(void *arg)
         }
         /* from the time now, not the pass's start (the pass took some);
          * the producers' deadlines already allow for the wake-up delay
-         * (batcher.c), which each sleep toward one teaches (unless the
+         * (drain.c), which each sleep toward one teaches (unless the
          * backend's timeouts are coarse: they say nothing of it) */
         uint64_t t0 = up_now_us(), wait_us = TICK_US;
         bool timed = false;
