@@ -240,6 +240,13 @@ static unsigned drain_plain(up_rp_t *rp, up_batch_t *b, unsigned budget, uint64_
         if ((pos & r->mask) + ncells > r->cap ||
             off + plen + (stamped ? sizeof(uint64_t) : 0) > (size_t)ncells * UP_RING_CELL)
             break;
+        /* the extension's callback; a free_cb comes only with NOCOPY (a
+         * payload out of the ring), which the general way handles */
+        up_rec_ext_t x = {0};
+        if (flags)
+            memcpy(&x, cell + sizeof h, sizeof x);
+        if (x.free_cb)
+            break;
         /* [size][payload_size, event_time, sequence_id][payload], as
          * up_record_put_header_any() orders the fields */
         size_t smm = 2 + up_varint_size(plen) + up_varint_size(seq) +
@@ -265,15 +272,8 @@ static unsigned drain_plain(up_rp_t *rp, up_batch_t *b, unsigned budget, uint64_
         b->payload_bytes += plen;
         up_done_t *d = &b->done[b->n++];
         d->f = h.future;
-        if (flags) {
-            up_rec_ext_t x;
-            memcpy(&x, cell + sizeof h, sizeof x);
-            d->cb = x.cb;
-            d->opaque = x.opaque;
-        } else {
-            d->cb = NULL;
-            d->opaque = NULL;
-        }
+        d->cb = x.cb;
+        d->opaque = x.opaque;
         d->sent_us = 0;
         if (stamped)
             memcpy(&d->sent_us, cell + (size_t)ncells * UP_RING_CELL - sizeof d->sent_us,

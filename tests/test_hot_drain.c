@@ -6,15 +6,19 @@
  *  - every message exactly once, in send order, with its bytes, its event
  *    time, the sequence id its position gives it (written in the message's
  *    SingleMessageMetadata), its key and properties;
- *  - no entry over batch.max.messages, over batch.max.bytes, or over the
- *    broker's max_message_size (the broker refuses such an entry, with
- *    every message in it);
+ *  - no entry over batch.max.messages, or (its records' bytes) over
+ *    batch.max.bytes or the broker's max_message_size;
  *  - each future resolves with the position the broker stored its message
- *    at, each callback runs once with that position, and every message's
- *    send time (latency.sample.every=1) reaches the latency statistics.
+ *    at, each callback runs once with that position; with
+ *    latency.sample.every=1 every message's send time reaches the latency
+ *    statistics (each latency between a microsecond and the time the sends
+ *    took), with 0 none;
+ *  - the statistics count every payload byte acknowledged, and the memory
+ *    the messages took is all given back once they resolved.
  * A 64 KiB ring (records wrap at its end every few hundred messages),
  * batches of 37 messages, and max.inflight.batches 2 on one of the topics
- * (the fast way is not taken when closing the batch would reach it). */
+ * (at that limit the drain adds a record only to a batch with room for
+ * it, the general way and the fast way alike). */
 #include <inttypes.h>
 
 #include "fault_common.h"
@@ -77,15 +81,45 @@ static void dr_make(int i)
     dr_msgs[i] = (upulsar_msg_t){len ? dr_buf[i] : NULL, len, opts ? o : NULL};
 }
 
-/* The sampled latencies' count in @p p's statistics. */
-static unsigned long long dr_latency_count(upulsar_producer_t *p)
+/* The number after the first @p key (e.g. "\"in_use\":") in @p p's
+ * statistics. */
+static unsigned long long dr_stat(upulsar_producer_t *p, const char *key)
 {
     char *js = NULL;
     cr_assert_eq(upulsar_producer_stats_json(p, &js), UPULSAR_OK);
-    const char *at = strstr(js, "\"latency_us\":{\"count\":");
-    cr_assert_not_null(at, "%s", js);
-    unsigned long long n = strtoull(at + strlen("\"latency_us\":{\"count\":"), NULL, 10);
+    const char *at = strstr(js, key);
+    cr_assert_not_null(at, "%s not in %s", key, js);
+    unsigned long long n = strtoull(at + strlen(key), NULL, 10);
     free(js);
+    return n;
+}
+
+static size_t dr_varint(uint64_t v)
+{
+    size_t n = 1;
+    for (; v >= 128; v >>= 7)
+        n++;
+    return n;
+}
+
+/* The bytes message @p i, stored with sequence id @p seq, takes in its
+ * entry's records: [size][SingleMessageMetadata][payload], the metadata's
+ * fields as Pulsar numbers them (properties 1, partition_key 2,
+ * payload_size 3, event_time 5, sequence_id 8). */
+static size_t dr_record_bytes(int i, uint64_t seq)
+{
+    const upulsar_send_opts_t *o = &dr_opts[i];
+    size_t len = dr_msgs[i].len;
+    size_t n = 4 + 1 + dr_varint(len) + 1 + dr_varint(seq) + len;
+    if (o->event_time_ms)
+        n += 1 + dr_varint(o->event_time_ms);
+    if (o->properties) { /* KeyValue {key "i" (1), value (2)} */
+        size_t kv = 2 + 1 + 1 + dr_varint(strlen(o->properties[0].value)) +
+                    strlen(o->properties[0].value);
+        n += 1 + dr_varint(kv) + kv;
+    }
+    if (o->partition_key)
+        n += 1 + dr_varint(strlen(o->partition_key)) + strlen(o->partition_key);
     return n;
 }
 
@@ -93,13 +127,16 @@ static unsigned long long dr_latency_count(upulsar_producer_t *p)
  * upulsar_send_many() calls of 64 with @p many) with producer settings
  * @p kv, and check what the broker stored (see the file's head). */
 static void dr_case(upulsar_tb_t *tb, upulsar_client_t *c, const char *topic, bool many,
-                    const char *const *kv, size_t max_bytes)
+                    const char *const *kv, size_t max_bytes, bool sampled)
 {
+    unsigned long long payload_bytes = 0;
     for (int i = 0; i < DR_N; i++) {
         dr_make(i);
         atomic_store(&dr_cbs[i], 0);
+        payload_bytes += dr_msgs[i].len;
     }
     upulsar_producer_t *p = ft_producer(c, NULL, topic, 0, kv);
+    uint64_t t0 = ft_now_ms();
     if (many) {
         for (int i = 0; i < DR_N; i += 64) {
             size_t n = DR_N - i < 64 ? (size_t)(DR_N - i) : 64, acc = 0;
@@ -119,14 +156,38 @@ static void dr_case(upulsar_tb_t *tb, upulsar_client_t *c, const char *topic, bo
                      "%s: message %d: %s", topic, i, upulsar_last_error());
         upulsar_future_release(dr_fut[i]);
     }
-    cr_assert_eq(dr_latency_count(p), (unsigned long long)DR_N,
-                 "%s: every message's send time is sampled", topic);
+    uint64_t took_us = (ft_now_ms() - t0 + 1) * 1000;
+    unsigned long long nlat = dr_stat(p, "\"latency_us\":{\"count\":");
+    cr_assert_eq(nlat, sampled ? (unsigned long long)DR_N : 0ull,
+                 "%s: the send times sampled (latency.sample.every=%d)", topic, sampled);
+    char sum_key[64];
+    snprintf(sum_key, sizeof sum_key, "\"latency_us\":{\"count\":%llu,\"sum\":", nlat);
+    unsigned long long sum = dr_stat(p, sum_key);
+    /* each between a round trip to the broker (at least a microsecond: a
+     * send time misread as later than the receipt counts 0) and the time
+     * the sends took */
+    cr_assert(sum >= nlat && sum <= nlat * took_us,
+              "%s: %llu latencies sum to %llu us: not 1 to %llu us each", topic, nlat, sum,
+              (unsigned long long)took_us);
+    char *js = NULL;
+    cr_assert_eq(upulsar_producer_stats_json(p, &js), UPULSAR_OK);
+    cr_assert_null(strstr(js, "\"buckets\":[[0,"), "%s: latencies of 0 us: %s", topic, js);
+    free(js);
+    cr_assert_eq(dr_stat(p, "\"acked_bytes\":"), payload_bytes, "%s: payload bytes acknowledged",
+                 topic);
+    /* what the messages took of the budget goes back once they resolved
+     * (the loop gives it back just after resolving them) */
+    uint64_t end = ft_now_ms() + FT_WAIT_MS;
+    unsigned long long in_use;
+    while ((in_use = dr_stat(p, "\"in_use\":")) != 0 && ft_now_ms() < end)
+        ft_pause_ms(2);
+    cr_assert_eq(in_use, 0ull, "%s: memory in use once every message resolved", topic);
     cr_assert_eq(upulsar_producer_stop(p, 10000), UPULSAR_OK);
 
     upulsar_tb_snapshot_t *s;
     cr_assert_eq(upulsar_tb_snapshot(tb, topic, &s), UPULSAR_OK, "%s", upulsar_last_error());
     cr_assert_eq(upulsar_tb_snapshot_count(s), (size_t)DR_N, "%s: messages stored", topic);
-    size_t entry_msgs = 0, entry_bytes = 0;
+    size_t entry_msgs = 0, entry_bytes = 0, entry_records = 0;
     for (int i = 0; i < DR_N; i++) {
         const upulsar_tb_msg_t *m = upulsar_tb_snapshot_msg(s, (size_t)i);
         const upulsar_send_opts_t *o = &dr_opts[i];
@@ -161,15 +222,18 @@ static void dr_case(upulsar_tb_t *tb, upulsar_client_t *c, const char *topic, bo
         if (m->batch_index == 0) {
             entry_msgs = 0;
             entry_bytes = 0;
+            entry_records = 0;
         }
         entry_msgs++;
         entry_bytes += m->payload_len;
+        entry_records += dr_record_bytes(i, m->sequence_id);
         cr_assert_leq(entry_msgs, (size_t)DR_MAXMSG, "%s: an entry over batch.max.messages",
                       topic);
         cr_assert_leq((size_t)m->batch_size, (size_t)DR_MAXMSG, "%s", topic);
         if (entry_msgs > 1)
-            cr_assert_leq(entry_bytes, max_bytes, "%s: message %d: an entry of %zu payload bytes",
-                          topic, i, entry_bytes);
+            cr_assert(entry_records <= max_bytes && entry_bytes <= max_bytes,
+                      "%s: message %d: an entry of %zu record bytes (%zu of payload), over %zu",
+                      topic, i, entry_records, entry_bytes, max_bytes);
     }
     upulsar_tb_snapshot_free(s);
 }
@@ -188,27 +252,30 @@ static void dr_all(bool many)
 {
     upulsar_tb_t *tb = dr_broker();
     upulsar_client_t *c = ft_client(tb, NULL);
-    /* batch.max.bytes the limit */
+    /* batch.max.bytes the limit, no send time sampled */
     const char *bytes_kv[] = {"batch.max.messages", "37", "batch.max.bytes", "2000",
                               "batch.max.delay.ms", "5", "queue.buffer.bytes", "65536",
-                              "block.if.queue.full", "true", "latency.sample.every", "1",
+                              "block.if.queue.full", "true", "latency.sample.every", "0",
                               NULL};
-    dr_case(tb, c, many ? "drain-bytes-many" : "drain-bytes", many, bytes_kv, DR_MAXBYTES);
+    dr_case(tb, c, many ? "drain-bytes-many" : "drain-bytes", many, bytes_kv, DR_MAXBYTES,
+            false);
     /* the broker's 6000 bytes the limit (less the entry's metadata), two
-     * batches in flight at most */
+     * batches in flight at most, every send time sampled */
     const char *broker_kv[] = {"batch.max.messages", "37", "batch.max.delay.ms", "5",
                                "queue.buffer.bytes", "65536", "block.if.queue.full", "true",
                                "latency.sample.every", "1", "max.inflight.batches", "2",
                                NULL};
-    dr_case(tb, c, many ? "drain-broker-many" : "drain-broker", many, broker_kv, DR_BROKER_MAX);
+    dr_case(tb, c, many ? "drain-broker-many" : "drain-broker", many, broker_kv, DR_BROKER_MAX,
+            true);
     ft_stop_client_and_broker(tb, c);
 }
 
 /* Scenario: the DR_N messages above, one upulsar_send() each, to a topic
- * whose batches are bounded by batch.max.bytes (2000) and to one whose
- * batches are bounded by the broker's max_message_size (6000) with two
- * batches in flight at most; both with batches of at most 37 messages, a
- * 64 KiB ring and every send time sampled. Each topic holds every message
+ * whose batches are bounded by batch.max.bytes (2000), no send time
+ * sampled, and to one whose batches are bounded by the broker's
+ * max_message_size (6000) with two batches in flight at most, every send
+ * time sampled; both with batches of at most 37 messages and a 64 KiB
+ * ring. Each topic holds every message
  * once, in order, as the file's head says. */
 Test(hot_drain, plain_records_are_stored_in_order_with_their_fields_within_the_entry_limits)
 {
