@@ -528,3 +528,55 @@ Test(ops_metrics, unnamed_producers_of_two_handles_on_one_topic_have_distinct_se
     cr_assert_eq(upulsar_producer_stop(b, FT_WAIT_MS), UPULSAR_OK);
     ft_stop_client_and_broker(tb, c);
 }
+
+/* Scenario: two handles on one topic of 2 partitions, both given the name
+ * "twin" and started lazily (so the second is not refused yet: the broker
+ * would refuse its creation, as Pulsar does, only at its first send); one
+ * message sent through the first.
+ * Their producers would share topic, partition and producer labels. Every
+ * producer still has a series of its own: the scrape has no two samples
+ * with the same labels (the parser checks it); on each partition one of
+ * them is labelled "twin" (the first handle's: its series does not
+ * change when the second handle comes) and the other "twin#<producer
+ * id>"; the labels of a producer are the same in every family. */
+Test(ops_metrics, producers_given_one_name_on_one_topic_have_distinct_series)
+{
+    upulsar_tb_t *tb = ft_broker();
+    cr_assert_eq(upulsar_tb_set_partitions(tb, "m5", 2), UPULSAR_OK);
+    upulsar_client_t *c = ft_client(tb, NULL);
+    const char *kv[] = {"lazy.start.partitions", "true", NULL};
+    upulsar_producer_t *a = ft_producer(c, "twin", "m5", 0, kv);
+    upulsar_producer_t *b = ft_producer(c, "twin", "m5", 0, kv);
+    ft_send_ok(a, NULL); /* one message, through the first handle */
+    scrape_t sc;
+    scrape(c, &sc);
+    int n, plain = 0, suffixed = 0;
+    sum_of(&sc, "upulsar_producer_messages_accepted_total", NULL, NULL, &n);
+    cr_assert_eq(n, 4, "%d series for 2 handles of 2 partitions", n);
+    for (size_t i = 0; i < sc.n; i++) {
+        if (strcmp(sc.s[i].name, "upulsar_producer_messages_accepted_total"))
+            continue;
+        const char *pr = label(&sc.s[i], "producer");
+        cr_assert_not_null(pr);
+        if (!strcmp(pr, "twin")) {
+            plain++;
+        } else {
+            char *end = NULL;
+            cr_assert(!strncmp(pr, "twin#", 5) && strtoull(pr + 5, &end, 10) > 0 && !*end,
+                      "producer label %s", pr);
+            suffixed++;
+        }
+        /* the same producer label on that partition in another family */
+        int m;
+        sum_of(&sc, "upulsar_producer_ready", "producer", pr, &m);
+        cr_assert_eq(m, !strcmp(pr, "twin") ? 2 : 1, "%s: %d ready samples", pr, m);
+    }
+    cr_assert(plain == 2 && suffixed == 2, "%d named twin, %d suffixed", plain, suffixed);
+    /* the series named twin are the first handle's (its one message) */
+    double sent = sum_of(&sc, "upulsar_producer_messages_accepted_total", "producer", "twin", &n);
+    cr_assert_eq(sent, 1.0, "%g messages counted by the series named twin", sent);
+    scrape_free(&sc);
+    upulsar_producer_stop(a, FT_WAIT_MS);
+    upulsar_producer_stop(b, FT_WAIT_MS);
+    ft_stop_client_and_broker(tb, c);
+}
