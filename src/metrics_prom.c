@@ -16,9 +16,21 @@
 #include "rp_state.h"
 #include "stats.h"
 
+/* One real producer as a scrape sees it: its handle, and its labels
+ * (without braces), worked out once so that every family labels it alike. */
+typedef struct {
+    struct upulsar_producer *h;
+    up_rp_t *rp;
+    char *labels;
+    bool twin; /* another producer before it has the same labels */
+} prom_rp_t;
+
 typedef struct {
     up_buf_t b;
     int oom;
+    prom_rp_t *rps; /* every real producer of the client, in walk order */
+    size_t nrps;
+    const char *cur; /* the labels of the producer being written */
 } prom_t;
 
 static void pm(prom_t *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -142,31 +154,117 @@ static void connection_metrics(prom_t *p, struct upulsar_client *c)
 
 /* ---- per producer ---- */
 
-/* The labels of @p rp of @p h, without braces. */
+/* The labels of the producer being written (prom_rp_t), without braces. */
 static void rp_labels(prom_t *p, struct upulsar_producer *h, up_rp_t *rp)
 {
-    pm(p, "topic=\"");
-    pm_value(p, h->topic);
-    pm(p, "\",partition=\"%d\",producer=\"", rp->partition);
+    (void)h;
+    (void)rp;
+    pm(p, "%s", p->cur);
+}
+
+/* The labels of @p rp of @p h: topic, partition and producer (its name;
+ * "#<producer id>", unique in the client, while it has none; with
+ * @p twin, the name another producer of that topic and partition has
+ * too, "<name>#<producer id>"). A malloc'd string, NULL when out of
+ * memory. */
+static char *labels_of(struct upulsar_producer *h, up_rp_t *rp, bool twin)
+{
+    prom_t t = {UP_BUF_INIT, 0, NULL, 0, NULL};
+    pm(&t, "topic=\"");
+    pm_value(&t, h->topic);
+    pm(&t, "\",partition=\"%d\",producer=\"", rp->partition);
     const char *name = up_rp_name(rp);
     if (name[0])
-        pm_value(p, name);
-    else
-        pm(p, "#%llu", (unsigned long long)rp->producer_id); /* unique in the client */
-    pm(p, "\"");
+        pm_value(&t, name);
+    if (!name[0] || twin)
+        pm(&t, "#%llu", (unsigned long long)rp->producer_id);
+    pm(&t, "\"");
+    if (t.oom || up_buf_reserve(&t.b, 1)) {
+        up_buf_free(&t.b);
+        return NULL;
+    }
+    t.b.data[t.b.len] = '\0';
+    return (char *)t.b.data;
+}
+
+static int by_labels(const void *a, const void *b)
+{
+    const prom_rp_t *x = *(prom_rp_t *const *)a, *y = *(prom_rp_t *const *)b;
+    int d = strcmp(x->labels, y->labels);
+    return d ? d : (x > y ? -1 : x < y); /* then the latest in walk order first */
+}
+
+/* p->rps: every real producer of every handle and its labels. Producers
+ * that would share their labels (two handles given one name on one
+ * topic, the broker not having refused the second yet: lazy starts) are
+ * told apart by their producer ids, but for the last of them in walk
+ * order, the one of the handle started first (the newest handle is the
+ * first of c->producers), which keeps its series: a series appears once
+ * in a scrape (Prometheus refuses the scrape otherwise). (c->lock held) */
+static void take_rps(prom_t *p, struct upulsar_client *c)
+{
+    size_t n = 0, cap = 0;
+    for (struct upulsar_producer *h = c->producers; h && !p->oom; h = h->next) {
+        int ng = atomic_load_explicit(&h->ngroups, memory_order_acquire);
+        up_group_t *groups = atomic_load_explicit(&h->groups, memory_order_acquire);
+        for (int g = 0; g < ng && !p->oom; g++)
+            for (int i = 0; i < groups[g].nrps && !p->oom; i++) {
+                if (n == cap) {
+                    size_t nc = cap ? 2 * cap : 64;
+                    prom_rp_t *r = realloc(p->rps, nc * sizeof *r);
+                    if (!r) {
+                        p->oom = 1;
+                        break;
+                    }
+                    p->rps = r;
+                    cap = nc;
+                }
+                up_rp_t *rp = groups[g].rps[i];
+                p->rps[n] = (prom_rp_t){h, rp, labels_of(h, rp, false), false};
+                p->oom |= p->rps[n].labels == NULL;
+                n++;
+            }
+    }
+    p->nrps = n;
+    if (p->oom || n < 2)
+        return;
+    prom_rp_t **order = malloc(n * sizeof *order);
+    if (!order) {
+        p->oom = 1;
+        return;
+    }
+    for (size_t i = 0; i < n; i++)
+        order[i] = &p->rps[i];
+    qsort(order, n, sizeof *order, by_labels);
+    /* sorted by labels, then by walk position, latest first: a run of
+     * equal labels starts with the last of them in walk order */
+    for (size_t i = 1, start = 0; i < n; i++) {
+        if (strcmp(order[i]->labels, order[start]->labels))
+            start = i;
+        else
+            order[i]->twin = true;
+    }
+    free(order);
+    for (size_t i = 0; i < n && !p->oom; i++)
+        if (p->rps[i].twin) {
+            char *l = labels_of(p->rps[i].h, p->rps[i].rp, true);
+            if (!l) {
+                p->oom = 1;
+                break;
+            }
+            free(p->rps[i].labels);
+            p->rps[i].labels = l;
+        }
 }
 
 typedef void (*rp_fn)(prom_t *p, const char *name, struct upulsar_producer *h, up_rp_t *rp);
 
-/* fn for every real producer of every handle. (c->lock held) */
-static void each_rp(prom_t *p, struct upulsar_client *c, const char *name, rp_fn fn)
+/* fn for every real producer p->rps holds. (c->lock held) */
+static void each_rp(prom_t *p, const char *name, rp_fn fn)
 {
-    for (struct upulsar_producer *h = c->producers; h; h = h->next) {
-        int ng = atomic_load_explicit(&h->ngroups, memory_order_acquire);
-        up_group_t *groups = atomic_load_explicit(&h->groups, memory_order_acquire);
-        for (int g = 0; g < ng; g++)
-            for (int i = 0; i < groups[g].nrps; i++)
-                fn(p, name, h, groups[g].rps[i]);
+    for (size_t i = 0; i < p->nrps && !p->oom; i++) {
+        p->cur = p->rps[i].labels;
+        fn(p, name, p->rps[i].h, p->rps[i].rp);
     }
 }
 
@@ -360,19 +458,15 @@ upulsar_err_t upulsar_client_metrics_prometheus(upulsar_client_t *c, char **text
 {
     if (!c || !text)
         return up_seterr(UPULSAR_ERR__INVALID_ARG, "client and text must not be NULL");
-    prom_t p = {UP_BUF_INIT, 0};
+    prom_t p = {UP_BUF_INIT, 0, NULL, 0, NULL};
     client_metrics(&p, c);
     connection_metrics(&p, c);
     /* producers are unlinked (and freed) only under c->lock */
     pthread_mutex_lock(&c->lock);
-    uint64_t nrp = 0, pending = 0;
-    for (struct upulsar_producer *h = c->producers; h; h = h->next) {
-        int ng = atomic_load_explicit(&h->ngroups, memory_order_acquire);
-        up_group_t *groups = atomic_load_explicit(&h->groups, memory_order_acquire);
-        for (int g = 0; g < ng; g++)
-            for (int i = 0; i < groups[g].nrps; i++, nrp++)
-                pending += up_stats_pending(groups[g].rps[i]);
-    }
+    take_rps(&p, c);
+    uint64_t nrp = p.nrps, pending = 0;
+    for (size_t i = 0; i < p.nrps; i++)
+        pending += up_stats_pending(p.rps[i].rp);
     pm_head(&p, "upulsar_client_producers", "gauge",
             "Real producers of the client (one per partition and producers.per.partition).");
     pm(&p, "upulsar_client_producers %llu\n", (unsigned long long)nrp);
@@ -381,9 +475,12 @@ upulsar_err_t upulsar_client_metrics_prometheus(upulsar_client_t *c, char **text
     pm(&p, "upulsar_client_pending_messages %llu\n", (unsigned long long)pending);
     for (size_t f = 0; f < sizeof families / sizeof families[0]; f++) {
         pm_head(&p, families[f].name, families[f].type, families[f].help);
-        each_rp(&p, c, families[f].name, families[f].fn);
+        each_rp(&p, families[f].name, families[f].fn);
     }
     pthread_mutex_unlock(&c->lock);
+    for (size_t i = 0; i < p.nrps; i++)
+        free(p.rps[i].labels);
+    free(p.rps);
     if (p.oom || up_buf_reserve(&p.b, 1)) {
         up_buf_free(&p.b);
         return up_seterr(UPULSAR_ERR__NOMEM, "out of memory");
