@@ -178,6 +178,7 @@ up_batch_t *up_batch_get(up_rp_t *rp)
     b->kkind = 0;
     b->kpk = false;
     b->chunk = UP_CHUNK_NONE;
+    b->dr_len = 0;
     b->checksum_resends = 0;
     b->retired = false;
     b->outq_refs = 0;
@@ -186,6 +187,19 @@ up_batch_t *up_batch_get(up_rp_t *rp)
     b->frame = NULL;
     b->frame_len = 0;
     return b;
+}
+
+bool up_batch_zreserve(up_batch_t *b, size_t total, size_t hint)
+{
+    if (b->zcap >= total)
+        return true;
+    size_t zcap = grow_to(b->zcap, total, hint);
+    uint8_t *z = realloc(b->zbuf, zcap);
+    if (!z)
+        return false;
+    b->zbuf = z;
+    b->zcap = zcap;
+    return true;
 }
 
 bool up_batch_grow(up_batch_t *b, size_t total)
@@ -339,18 +353,12 @@ int up_batch_close(up_rp_t *rp, up_batch_t *b)
             err = UPULSAR_ERR__COMPRESSION;
             goto fail;
         }
-        if (b->zcap < HDR_ROOM + bound) {
-            /* geometric, like the record buffer: up to what a full batch
-             * needs (the bound of the records' buffer) */
-            size_t zhint = HDR_ROOM + up_compress_bound(cf->compression, b->cap_hint);
-            size_t zcap = grow_to(b->zcap, HDR_ROOM + bound, zhint);
-            uint8_t *z = realloc(b->zbuf, zcap);
-            if (!z) {
-                err = UPULSAR_ERR__NOMEM;
-                goto fail;
-            }
-            b->zbuf = z;
-            b->zcap = zcap;
+        /* geometric, like the record buffer: up to what a full batch needs
+         * (the bound of the records' buffer) */
+        if (!up_batch_zreserve(b, HDR_ROOM + bound,
+                               HDR_ROOM + up_compress_bound(cf->compression, b->cap_hint))) {
+            err = UPULSAR_ERR__NOMEM;
+            goto fail;
         }
         long cl = up_compress(cf->compression, b->buf + HDR_ROOM, plen, b->zbuf + HDR_ROOM, bound);
         if (cl < 0) {

@@ -2,14 +2,15 @@
  * ring into entries: an ops table chosen when the producer is created.
  *   up_batcher_default  one open batch; its entry carries the first
  *                       message's key (batcher_default.c)
- *   up_batcher_single   batching.enabled=false: the default batcher, every
- *                       record closed into an entry of its own, no window
+ *   up_batcher_single   batching.enabled=false: every message sent alone
+ *                       as a plain entry (chunk.c), no window
  *   up_batcher_key      batching.type=key_based: one open batch per key,
  *                       sequence ids given per entry as they close
  *                       (batcher_key.c)
- * Whatever the batcher, a message with entry-level metadata (deliver_at,
- * replicate_to) is an entry of its own (the default batcher's path), and a
- * message larger than an entry is chunked (chunk.c). The drain that calls
+ * Whatever the batcher, a delayed message (deliver_at) goes alone as a
+ * plain entry and a message larger than an entry in chunks (chunk.c), and
+ * one with replicate_to is a batch of its own (the default batcher's
+ * path). The drain that calls
  * the batcher (the batch window, the record read, the checks every message
  * goes through) is drain.c. Every function runs on the producer's loop.
  * @internal
@@ -41,6 +42,10 @@ typedef struct up_batcher {
     bool window;
     /** every record closes into an entry of its own */
     bool close_each;
+    /** every message is sent alone as a plain entry, not a batch (chunk.c,
+     *  as the official clients send a message without batching): the
+     *  batcher's add is never asked */
+    bool plain_entries;
     /** add is up_batcher_default_add(): the drain runs up_default_add()
      *  inline instead of calling it through the table */
     bool inline_add;

@@ -3,8 +3,8 @@
  * official clients do); closed when full (batch.max.messages,
  * batch.max.bytes, or the broker's max_message_size), when the batch window
  * ends, or at once for a message that is an entry of its own. The single
- * batcher (batching.enabled=false) is the same with every record closed on
- * its own and no window. */
+ * batcher (batching.enabled=false) sends every message alone, as a plain
+ * entry (the drain hands it to chunk.c), with no window. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -61,6 +61,7 @@ const up_batcher_t up_batcher_single = {
     .name = "single",
     .solo_flags = UP_META_SOLO,
     .close_each = true,
+    .plain_entries = true,
     .inline_add = true,
     .add = up_batcher_default_add,
     .would_close = up_batcher_default_would_close,

@@ -1,6 +1,9 @@
-/* chunk.c -- chunking.enabled, on the producer's loop: a message larger
- * than the broker's max_message_size sent as chunks, each an entry of its
- * own with the message's sequence id and a uuid naming the message. */
+/* chunk.c -- on the producer's loop: a message sent alone, as a plain
+ * entry (not a batch) whose MessageMetadata carries the message, as the
+ * official clients send a message they do not batch (batching.enabled
+ * false, or a delayed message); and with chunking.enabled a message
+ * larger than the broker's max_message_size, as chunks, each an entry of
+ * its own with the message's sequence id and a uuid naming the message. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -84,6 +87,8 @@ static upulsar_err_t close_chunk(up_rp_t *rp, up_batch_t *b, const up_smm_t *m,
         md.has_event_time = 1;
         md.event_time = m->event_time;
     }
+    if (m->null_value)
+        md.has_null_value = md.null_value = 1;
     up_cmd_t cmd = PULSAR__PROTO__BASE_COMMAND__INIT;
     Pulsar__Proto__CommandSend send = PULSAR__PROTO__COMMAND_SEND__INIT;
     up_send_cmd(rp, b, 1, &cmd, &send);
@@ -95,63 +100,69 @@ static upulsar_err_t close_chunk(up_rp_t *rp, up_batch_t *b, const up_smm_t *m,
                            b->rec_len);
 }
 
-/* The message's payload compressed with the producer's codec into a new
- * buffer (*@p out, the caller frees it), as the official clients compress
- * a message before they split it; NULL (send it as it is) when there is no
- * codec, the codec does not make it smaller, or memory is short. */
-static const uint8_t *compress_whole(up_rp_t *rp, const void *payload, size_t len, size_t *zlen,
-                                     uint8_t **out)
+/* The message's payload compressed with the producer's codec into the
+ * compression buffer of batch @p b (kept with the batch in the pool: no
+ * allocation per message once it is large enough), as the official clients
+ * compress a message before they split it; NULL (send it as it is) when
+ * there is no codec, the codec does not make it smaller, or memory is
+ * short. */
+static const uint8_t *compress_whole(up_rp_t *rp, up_batch_t *b, const void *payload, size_t len,
+                                     size_t *zlen)
 {
     const struct upulsar_conf *cf = rp_conf(rp);
-    *out = NULL;
     if (cf->compression == UP_COMP_NONE || len == 0)
         return NULL;
     size_t bound = up_compress_bound(cf->compression, len);
-    if (bound == 0 || bound == SIZE_MAX || !(*out = malloc(bound)))
+    if (bound == 0 || bound == SIZE_MAX || !up_batch_zreserve(b, bound, bound))
         return NULL;
-    long cl = up_compress(cf->compression, payload, len, *out, bound);
-    if (cl <= 0 || (size_t)cl >= len) {
-        free(*out);
-        *out = NULL;
+    long cl = up_compress(cf->compression, payload, len, b->zbuf, bound);
+    if (cl <= 0 || (size_t)cl >= len)
         return NULL;
-    }
     *zlen = (size_t)cl;
-    return *out;
+    return b->zbuf;
 }
 
-/* Send one message as chunks: compressed first (the producer's codec),
- * then split; uuid "<producer>-<sequence id>", every chunk with the
- * message's sequence id and publish time; only the last chunk carries the
- * message's result (future, callback, limits). Each chunk's metadata and
- * payload together fit in the broker's max_message_size; a message that
- * fits in one entry once compressed goes as one plain entry. All batches
- * are taken first, so that nothing is sent when memory runs out. */
+/* Send one message alone: compressed first (the producer's codec), then,
+ * if its metadata and payload do not fit in the broker's max_message_size
+ * (only with chunking.enabled), split: uuid "<producer>-<sequence id>",
+ * every chunk with the message's sequence id and publish time; only the
+ * last chunk carries the message's result (future, callback, limits).
+ * Each chunk's metadata and payload together fit in the broker's
+ * max_message_size; a message that fits in one entry once compressed
+ * goes as one plain entry. All batches are taken first, so that nothing
+ * is sent when memory runs out. */
 upulsar_err_t up_chunk_send(up_rp_t *rp, const up_smm_t *m, const up_rec_view_t *v, uint64_t now)
 {
     const void *payload = v->payload;
     uint64_t ncells = v->ncells;
     size_t len = v->m.payload_size, max = broker_max(rp), mdb = up_chunk_md_bound(m, v);
-    /* upulsar_send() checked both against the limit it knew; the broker's
-     * may have shrunk since */
-    if (mdb >= max || mdb > max / 2 || len > UPULSAR_MAX_CHUNKED_BYTES)
-        return UPULSAR_ERR__MSG_TOO_LARGE; /* (mdb >= max: no room at all) */
+    if (mdb >= max)
+        return UPULSAR_ERR__MSG_TOO_LARGE; /* no room at all */
     chunk_msg_t cm = {.publish_time = up_wall_ms(), .uncompressed = len};
-    uint8_t *zbuf = NULL;
+    up_batch_t *head = up_batch_get(rp), **tail = &head;
+    if (!head)
+        return UPULSAR_ERR__NOMEM;
     size_t zlen = 0;
-    const uint8_t *z = compress_whole(rp, payload, len, &zlen, &zbuf);
+    const uint8_t *z = compress_whole(rp, head, payload, len, &zlen);
     if (z) {
         payload = z;
         cm.codec = rp_conf(rp)->compression;
         len = zlen;
     }
     size_t cs = max - mdb, n = len ? (len + cs - 1) / cs : 1;
+    /* upulsar_send() checked both against the limit it knew; the broker's
+     * may have shrunk since */
+    if (n > 1 && (!rp_conf(rp)->chunking_enabled || mdb > max / 2 ||
+                  cm.uncompressed > UPULSAR_MAX_CHUNKED_BYTES)) {
+        up_batch_retire(rp, head);
+        return UPULSAR_ERR__MSG_TOO_LARGE;
+    }
     cm.n = (int32_t)n;
     cm.total = len;
     size_t room = UP_HDR_FIXED + mdb; /* the header never has to move the payload */
-    up_batch_t *head = NULL, **tail = &head;
     upulsar_err_t err = UPULSAR_OK;
     for (size_t i = 0; i < n; i++) {
-        up_batch_t *b = up_batch_get(rp);
+        up_batch_t *b = i ? up_batch_get(rp) : head;
         if (!b) {
             err = UPULSAR_ERR__NOMEM;
             break;
@@ -166,6 +177,14 @@ upulsar_err_t up_chunk_send(up_rp_t *rp, const up_smm_t *m, const up_rec_view_t 
         if (sl)
             memcpy(b->buf + room, (const uint8_t *)payload + off, sl);
         b->rec_len = sl;
+    }
+    /* a message that goes whole keeps its record for its delivery report
+     * (the payload as it was given, in the compression buffer, which the
+     * payload has been copied out of) */
+    if (!err && n == 1 && rp_conf(rp)->dr_cb) {
+        size_t rs = up_record_size(m);
+        if (up_batch_zreserve(head, rs, rs))
+            head->dr_len = up_record_put(head->zbuf, m, v->payload);
     }
     /* one NUL-terminated copy of the key, in the first chunk's batch (it is
      * used while the chunks are framed, below) */
@@ -224,6 +243,5 @@ upulsar_err_t up_chunk_send(up_rp_t *rp, const up_smm_t *m, const up_rec_view_t 
         b->next = NULL;
         up_batch_retire(rp, b);
     }
-    free(zbuf);
     return err;
 }

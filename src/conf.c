@@ -220,7 +220,10 @@ static const conf_key_t keys[] = {
      "per-key order holds.",
      "(none)"},
     {"batching.enabled", K_BOOL, FLD(batching_enabled), "true", 0, 0, NULL, 0, 'P', "",
-     "Group messages into batch entries (one SEND per batch).", "batchingEnabled"},
+     "Group messages into batch entries (one SEND per batch). Off: each message is sent "
+     "alone as a plain entry (not a batch of one), as the official clients send it; its "
+     "message id has batch_index -1.",
+     "batchingEnabled"},
     {"batch.max.messages", K_INT, FLD(batch_max_messages), "1000", 1, 100000, NULL, 0, 'P',
      "messages", "A batch is sent once it holds this many messages.",
      "batchingMaxMessages"},

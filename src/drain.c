@@ -116,18 +116,26 @@ static uint64_t drain_one(up_rp_t *rp, uint64_t now, bool *stall)
                         v.m.payload_size, alone, bmax);
         goto out_fail;
     }
-    if (alone > bmax) {
+    /* a message sent alone (chunk.c): in chunks when it is larger than an
+     * entry; else as a plain entry when the official clients would not
+     * batch it either (batching.enabled=false, or a delayed message) */
+    if (alone > bmax || bt->plain_entries || v.meta.deliver_at) {
         if (rp->open) {
             bt->close(rp);
             if (!(v.meta.mflags & UP_META_SEQ))
                 m->sequence_id = rp->next_seq; /* key_based: ids given at close */
         }
         err = up_chunk_send(rp, m, &v, now);
-        if (err == UPULSAR_ERR__MSG_TOO_LARGE)
+        if (err == UPULSAR_ERR__MSG_TOO_LARGE && cf->chunking_enabled)
             det = up_rp_detail(rp, "message of %u bytes cannot be sent in chunks of the broker's "
                                 "max_message_size %zu (learnt after the message was accepted): "
                                 "its keys and properties take up to %zu bytes of every chunk",
                             v.m.payload_size, bmax, up_chunk_md_bound(m, &v));
+        else if (err == UPULSAR_ERR__MSG_TOO_LARGE)
+            det = up_rp_detail(rp, "message of %u bytes with up to %zu bytes of metadata is over "
+                                "the broker's max_message_size %zu (learnt after the message was "
+                                "accepted; chunking.enabled is off)",
+                            v.m.payload_size, up_chunk_md_bound(m, &v), bmax);
         if (err)
             goto out_fail;
         rp->next_seq = m->sequence_id + 1;

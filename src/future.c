@@ -575,7 +575,9 @@ static const uint8_t *batch_records(const up_batch_t *b)
 void up_dr_resolve_batch(up_rp_t *rp, up_batch_t *b, upulsar_err_t err, upulsar_msg_id_t *id,
                          up_detail_t *det)
 {
-    const uint8_t *recs = b->chunk == UP_CHUNK_NONE ? batch_records(b) : NULL;
+    /* a batch's records, or the record a message sent whole kept */
+    const uint8_t *recs = b->chunk == UP_CHUNK_NONE ? batch_records(b) : b->dr_len ? b->zbuf : NULL;
+    size_t recs_len = b->chunk == UP_CHUNK_NONE ? b->rec_len : b->dr_len;
     size_t off = 0;
     bool readable = recs != NULL;
     for (uint32_t i = 0; i < b->n; i++) {
@@ -586,7 +588,7 @@ void up_dr_resolve_batch(up_rp_t *rp, up_batch_t *b, upulsar_err_t err, upulsar_
         upulsar_delivery_report_t dr = {.sequence_id = (int64_t)(b->first_seq + i),
                                         .msg_opaque = d->opaque};
         up_rec_info_t ri;
-        if (readable && up_record_info(recs, b->rec_len, &off, &ri) == 1) {
+        if (readable && up_record_info(recs, recs_len, &off, &ri) == 1) {
             dr.payload = ri.payload_len ? ri.payload : NULL;
             dr.len = ri.payload_len;
             dr.payload_kept = 1;

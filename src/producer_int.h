@@ -174,6 +174,10 @@ void up_batch_free_chain(up_batch_t *b);
  *  and its done array one more message; both grow geometrically.
  *  @thread loop */
 bool up_batch_grow(up_batch_t *b, size_t total);
+/** Make @p b's compression buffer hold at least @p total bytes: doubling,
+ *  but not past @p hint unless @p total is larger. False when out of
+ *  memory (the buffer is unchanged). @thread loop */
+bool up_batch_zreserve(up_batch_t *b, size_t total, size_t hint);
 static inline bool up_batch_reserve(up_batch_t *b, size_t total)
 {
     return (b->cap >= total && b->n < b->done_cap) || up_batch_grow(b, total);

@@ -88,6 +88,10 @@ struct up_batch {
      * UP_CHUNK_FIRST / _MIDDLE / _LAST of a chunked message, UP_CHUNK_ONLY
      * for one that fitted whole; 0 for a batch */
     uint8_t chunk;
+    /* UP_CHUNK_ONLY with a delivery report callback: the message's record
+     * ([size][SingleMessageMetadata][payload], as in a batch) in zbuf, for
+     * its report; 0: none */
+    size_t dr_len;
     uint8_t checksum_resends; /* (loop) sent again after a ChecksumError */
     int outq_refs;     /* (loop) segments of connection queues pointing here */
     bool retired;      /* (loop) resolved: recycle once outq_refs is 0 */

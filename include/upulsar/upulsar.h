@@ -310,7 +310,10 @@ void upulsar_client_destroy(upulsar_client_t *client);
  * first_chunk_ledger_id / first_chunk_entry_id its first chunk's (the two
  * ends of the official clients' ChunkMessageId: a consumer seeking to or
  * acknowledging the message needs both), batch_index -1 and batch_size 0.
- * For any other message the first_chunk_ fields equal ledger_id and
+ * A message sent alone as a plain entry, as the official clients send a
+ * message they do not batch (batching.enabled=false, or a delayed message:
+ * deliver_at_ms / deliver_after_ms), has batch_index -1 and batch_size 0
+ * too. For any other message the first_chunk_ fields equal ledger_id and
  * entry_id. When the last chunk's position is unknown (de-duplicated,
  * above), both pairs are UPULSAR_ID_UNKNOWN.
  */
@@ -711,7 +714,10 @@ typedef struct upulsar_send_opts {
      *  A message with either field (or with replication_clusters or
      *  disable_replication) is never batched: the batch open before it is
      *  sent first, then the message as an entry of its own, keeping the
-     *  order of the producer's messages. */
+     *  order of the producer's messages. A delayed message is a plain
+     *  entry, as the official clients send it (its message id has
+     *  batch_index -1 and batch_size 0); one with replication clusters
+     *  only, a batch of one. */
     uint64_t deliver_after_ms;
     /** With the UPULSAR_SEND_SEQUENCE_ID flag: this message's sequence id
      *  (Java: TypedMessageBuilder.sequenceId), used by broker
@@ -805,9 +811,10 @@ typedef struct upulsar_send_opts {
  * Where the payload comes from, and when it is there (payload_kept):
  *  - a message that was encoded into a batch (the usual case, success or
  *    failure: receipt, SEND_ERROR, send.timeout.ms, stop, a failed
- *    group): from the batch's buffer, which holds the encoded message
- *    until it resolves; also for UPULSAR_SEND_NOCOPY payloads (copied
- *    into the batch);
+ *    group), or into a plain entry of its own (batching.enabled=false, a
+ *    delayed message): from the batch's or the entry's buffer, which
+ *    holds the encoded message until it resolves; also for
+ *    UPULSAR_SEND_NOCOPY payloads (copied into the batch);
  *  - a message that fails before it was encoded (still in the producer's
  *    queue when its producer failed, timed out or stopped, or refused while
  *    being batched): from the queue; a UPULSAR_SEND_NOCOPY payload is
