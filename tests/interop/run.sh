@@ -18,7 +18,7 @@
 #       to the broker or in build/, run with --json; else upulsar_produce.c,
 #       built here against the broker build's libupulsar.a; see README.md),
 #       flex consumes; SKIP while there is no engine
-#   w   (w, w2) flex single sends and batches, and with case a also (aw, aw1)
+#   w   (w, w2) flex single sends and batches, and with case a also (aw, aw1, au)
 #       upulsar batches, through wiretap.js, which decodes every frame with
 #       pulsar-flex's protobuf code and checks the CRC32C of every payload
 #       frame independently (pulsar-flex itself never verifies checksums);
@@ -325,6 +325,9 @@ if want w || [ -n "$UPRODUCE" ]; then
         --conf batch.max.messages=7
       run_case aw1 "upulsar through wiretap.js, one message per batch" "$TAP_URL" "" \
         "${U_PRODUCE[@]}" --prefix "upulsar-single-" --conf batch.max.messages=1
+      run_case au "upulsar through wiretap.js, batching off (plain entries)" "$TAP_URL" "" \
+        "${U_PRODUCE[@]}" --prefix "upulsar-plain-" --key "ukey-%d" \
+        --conf batching.enabled=false
     fi
     kill -TERM "$TAP_PID" 2>/dev/null
     wait "$TAP_PID"
