@@ -189,17 +189,23 @@ up_batch_t *up_batch_get(up_rp_t *rp)
     return b;
 }
 
+/* Make *@p buf (*@p cap bytes) hold @p total: grow_to() it. */
+static bool grow_buf(uint8_t **buf, size_t *cap, size_t total, size_t hint)
+{
+    if (*cap >= total)
+        return true;
+    size_t nc = grow_to(*cap, total, hint);
+    uint8_t *nb = realloc(*buf, nc);
+    if (!nb)
+        return false;
+    *buf = nb;
+    *cap = nc;
+    return true;
+}
+
 bool up_batch_zreserve(up_batch_t *b, size_t total, size_t hint)
 {
-    if (b->zcap >= total)
-        return true;
-    size_t zcap = grow_to(b->zcap, total, hint);
-    uint8_t *z = realloc(b->zbuf, zcap);
-    if (!z)
-        return false;
-    b->zbuf = z;
-    b->zcap = zcap;
-    return true;
+    return grow_buf(&b->zbuf, &b->zcap, total, hint);
 }
 
 bool up_batch_grow(up_batch_t *b, size_t total)
@@ -212,15 +218,7 @@ bool up_batch_grow(up_batch_t *b, size_t total)
         b->done = d;
         b->done_cap = (uint32_t)nd;
     }
-    if (b->cap < total) {
-        size_t cap = grow_to(b->cap, total, b->cap_hint);
-        uint8_t *nb = realloc(b->buf, cap);
-        if (!nb)
-            return false;
-        b->buf = nb;
-        b->cap = cap;
-    }
-    return true;
+    return grow_buf(&b->buf, &b->cap, total, b->cap_hint);
 }
 
 /* The key @p b's entry carries (MessageMetadata ordering_key if @p m has

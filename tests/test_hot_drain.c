@@ -252,21 +252,29 @@ static void dr_all(bool many)
 {
     upulsar_tb_t *tb = dr_broker();
     upulsar_client_t *c = ft_client(tb, NULL);
-    /* batch.max.bytes the limit, no send time sampled */
-    const char *bytes_kv[] = {"batch.max.messages", "37", "batch.max.bytes", "2000",
-                              "batch.max.delay.ms", "5", "queue.buffer.bytes", "65536",
-                              "block.if.queue.full", "true", "latency.sample.every", "0",
-                              NULL};
-    dr_case(tb, c, many ? "drain-bytes-many" : "drain-bytes", many, bytes_kv, DR_MAXBYTES,
-            false);
-    /* the broker's 6000 bytes the limit (less the entry's metadata), two
-     * batches in flight at most, every send time sampled */
-    const char *broker_kv[] = {"batch.max.messages", "37", "batch.max.delay.ms", "5",
-                               "queue.buffer.bytes", "65536", "block.if.queue.full", "true",
-                               "latency.sample.every", "1", "max.inflight.batches", "2",
-                               NULL};
-    dr_case(tb, c, many ? "drain-broker-many" : "drain-broker", many, broker_kv, DR_BROKER_MAX,
-            true);
+    static const struct {
+        const char *topic, *topic_many;
+        const char *kv[13];
+        size_t max_bytes;
+        bool sampled;
+    } cases[] = {
+        /* batch.max.bytes the limit, no send time sampled */
+        {"drain-bytes", "drain-bytes-many",
+         {"batch.max.bytes", "2000", "latency.sample.every", "0", "batch.max.messages", "37",
+          "batch.max.delay.ms", "5", "queue.buffer.bytes", "65536", "block.if.queue.full",
+          "true", NULL},
+         DR_MAXBYTES, false},
+        /* the broker's 6000 bytes the limit (less the entry's metadata),
+         * two batches in flight at most, every send time sampled */
+        {"drain-broker", "drain-broker-many",
+         {"max.inflight.batches", "2", "latency.sample.every", "1", "batch.max.messages", "37",
+          "batch.max.delay.ms", "5", "queue.buffer.bytes", "65536", "block.if.queue.full",
+          "true", NULL},
+         DR_BROKER_MAX, true},
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++)
+        dr_case(tb, c, many ? cases[k].topic_many : cases[k].topic, many, cases[k].kv,
+                cases[k].max_bytes, cases[k].sampled);
     ft_stop_client_and_broker(tb, c);
 }
 
