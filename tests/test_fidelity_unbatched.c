@@ -161,3 +161,153 @@ Test(fidelity_unbatched, compressed_messages_without_batching_are_plain_entries)
     const char *kv[] = {"batching.enabled", "false", "compression", "lz4", NULL};
     ub_case("unbatched-lz4", kv, 1 /* CompressionType LZ4 */);
 }
+
+/* ---- what fits in one entry goes whole ---------------------------------- */
+
+enum { UB_MAX = 65536 };
+
+/* Scenario: batching off, chunking on, a broker whose max_message_size is
+ * 64 KiB; messages of 64 KiB less 400 to less 300 bytes (their entry, a
+ * few dozen bytes of metadata and the payload, fits in the limit). Each is
+ * stored whole, as one plain entry (as the official clients send it, which
+ * split only what does not fit), not in chunks. */
+Test(fidelity_unbatched, a_message_that_fits_one_entry_is_not_chunked)
+{
+    upulsar_tb_opts_t o;
+    upulsar_tb_opts_init(&o);
+    o.max_message_size = UB_MAX;
+    upulsar_tb_t *tb = NULL;
+    cr_assert_eq(upulsar_tb_start(&o, &tb), UPULSAR_OK, "%s", upulsar_last_error());
+    upulsar_client_t *c = ft_client(tb, NULL);
+    const char *kv[] = {"batching.enabled", "false", "chunking.enabled", "true", NULL};
+    upulsar_producer_t *p = ft_producer(c, "t", "near-limit", 0, kv);
+    static char buf[UB_MAX];
+    memset(buf, 'x', sizeof buf);
+    int n = 0;
+    for (size_t less = 400; less >= 300; less -= 20, n++) {
+        upulsar_future_t *f;
+        cr_assert_eq(upulsar_send(p, buf, UB_MAX - less, NULL, &f), UPULSAR_OK, "%s",
+                     upulsar_last_error());
+        upulsar_msg_id_t id;
+        cr_assert_eq(upulsar_future_wait(f, FT_WAIT_MS, &id), UPULSAR_OK);
+        upulsar_future_release(f);
+    }
+    upulsar_tb_snapshot_t *s;
+    cr_assert_eq(upulsar_tb_snapshot(tb, "near-limit", &s), UPULSAR_OK);
+    cr_assert_eq(upulsar_tb_snapshot_count(s), (size_t)n);
+    for (int i = 0; i < n; i++) {
+        const upulsar_tb_msg_t *m = upulsar_tb_snapshot_msg(s, (size_t)i);
+        cr_assert_eq(m->payload_len, (size_t)UB_MAX - 400 + 20 * (size_t)i);
+        cr_assert(m->num_chunks == 0 && m->batch_index == -1,
+                  "a message of %zu bytes, which fits in an entry of %d, went in %u chunks",
+                  m->payload_len, UB_MAX, m->num_chunks);
+    }
+    upulsar_tb_snapshot_free(s);
+    cr_assert_eq(upulsar_producer_stop(p, FT_WAIT_MS), UPULSAR_OK);
+    ft_stop_client_and_broker(tb, c);
+}
+
+/* ---- delivery reports of plain entries ---------------------------------- */
+
+typedef struct ub_report {
+    int reports, kept, err;
+    int64_t seq;
+    char payload[96];
+    size_t len;
+    char key[24];
+    size_t key_len;
+} ub_report_t;
+
+static ub_report_t ub_rep[UB_N];
+
+static void ub_on_report(const upulsar_delivery_report_t *dr, void *opaque)
+{
+    (void)opaque;
+    int i = (int)(intptr_t)dr->msg_opaque - 1;
+    if (i < 0 || i >= UB_N)
+        return;
+    ub_report_t *r = &ub_rep[i];
+    r->reports++;
+    r->err = dr->err;
+    r->kept = dr->payload_kept;
+    r->seq = dr->sequence_id;
+    r->len = dr->len;
+    if (dr->payload && dr->len <= sizeof r->payload)
+        memcpy(r->payload, dr->payload, dr->len);
+    r->key_len = dr->key ? dr->key_len : 0;
+    if (dr->key && dr->key_len < sizeof r->key)
+        memcpy(r->key, dr->key, dr->key_len);
+}
+
+/* the free_cb of a NOCOPY payload: spoils it (a report read from it after
+ * this would not be the message), then frees it */
+static void ub_spoil_free(void *payload, void *opaque)
+{
+    (void)opaque;
+    memset(payload, '#', 90);
+    free(payload);
+}
+
+/* Scenario: batching off, lz4, a delivery report callback; the 12 messages
+ * above (every opaque its index + 1), every other one NOCOPY from a heap
+ * copy its free_cb spoils. Each report is the message's: kept, its exact
+ * payload and key, its sequence id; each stored payload is exact. */
+Test(fidelity_unbatched, reports_of_plain_entries_give_the_message_back)
+{
+    upulsar_tb_t *tb = ft_broker();
+    upulsar_client_t *c = ft_client(tb, NULL);
+    upulsar_conf_t *conf = ft_conf((const char *[]){"batching.enabled", "false", "compression",
+                                                    "lz4", NULL});
+    cr_assert_eq(upulsar_conf_set_delivery_report_cb(conf, ub_on_report, NULL), UPULSAR_OK);
+    upulsar_producer_t *p = NULL;
+    cr_assert_eq(upulsar_producer_start(c, NULL, "unbatched-dr", 0, conf, &p), UPULSAR_OK, "%s",
+                 upulsar_last_error());
+    upulsar_conf_destroy(conf);
+    memset(ub_rep, 0, sizeof ub_rep);
+    upulsar_future_t *f[UB_N];
+    for (int i = 0; i < UB_N; i++) {
+        ub_make(i);
+        upulsar_send_opts_t o = ub[i].o;
+        o.cb = NULL;
+        o.opaque = (void *)(intptr_t)(i + 1);
+        const void *pl = ub[i].len ? ub[i].payload : NULL;
+        if (i % 2 == 1 && ub[i].len) {
+            char *copy = malloc(96);
+            cr_assert_not_null(copy);
+            memcpy(copy, ub[i].payload, ub[i].len);
+            o.flags |= UPULSAR_SEND_NOCOPY;
+            o.free_cb = ub_spoil_free;
+            pl = copy;
+        }
+        cr_assert_eq(upulsar_send(p, pl, ub[i].len, &o, &f[i]), UPULSAR_OK, "message %d: %s", i,
+                     upulsar_last_error());
+    }
+    for (int i = 0; i < UB_N; i++) {
+        cr_assert_eq(upulsar_future_wait(f[i], FT_WAIT_MS, NULL), UPULSAR_OK, "message %d", i);
+        upulsar_future_release(f[i]);
+    }
+    cr_assert_eq(upulsar_producer_stop(p, FT_WAIT_MS), UPULSAR_OK);
+    for (int i = 0; i < UB_N; i++) {
+        const ub_report_t *r = &ub_rep[i];
+        cr_assert(r->reports == 1 && r->err == UPULSAR_OK && r->kept,
+                  "message %d: %d reports, err %d, kept %d", i, r->reports, r->err, r->kept);
+        cr_assert(r->len == ub[i].len && !memcmp(r->payload, ub[i].payload, ub[i].len),
+                  "message %d: the report's payload is not the message's", i);
+        cr_assert_eq(r->seq, (int64_t)i, "message %d: sequence id", i);
+        if (ub[i].o.partition_key)
+            cr_assert(r->key_len == strlen(ub[i].key) && !memcmp(r->key, ub[i].key, r->key_len),
+                      "message %d: the report's key", i);
+        else
+            cr_assert_eq(r->key_len, 0u, "message %d: a key it was not sent with", i);
+    }
+    upulsar_tb_snapshot_t *s;
+    cr_assert_eq(upulsar_tb_snapshot(tb, "unbatched-dr", &s), UPULSAR_OK);
+    cr_assert_eq(upulsar_tb_snapshot_count(s), (size_t)UB_N);
+    for (int i = 0; i < UB_N; i++) {
+        const upulsar_tb_msg_t *m = upulsar_tb_snapshot_msg(s, (size_t)i);
+        cr_assert(m->payload_len == ub[i].len && !memcmp(m->payload, ub[i].payload, ub[i].len),
+                  "message %d: stored payload", i);
+    }
+    upulsar_tb_snapshot_free(s);
+    ft_stop_client_and_broker(tb, c);
+}
