@@ -172,13 +172,12 @@ up_batch_t *up_batch_get(up_rp_t *rp)
     b->rec_len = 0;
     b->n = 0;
     b->mem_bytes = b->payload_bytes = 0;
-    b->deliver_at = 0;
     b->nrepl = 0;
     b->repl_len = 0;
     b->kkind = 0;
     b->kpk = false;
     b->chunk = UP_CHUNK_NONE;
-    b->dr_len = 0;
+    b->dr_flags = 0;
     b->checksum_resends = 0;
     b->retired = false;
     b->outq_refs = 0;
@@ -335,7 +334,7 @@ upulsar_err_t up_entry_frame(up_rp_t *rp, up_batch_t *b, const up_cmd_t *cmd, co
     return UPULSAR_OK;
 }
 
-/* Close batch @p b: MessageMetadata (its key, deliver_at, replicate_to),
+/* Close batch @p b: MessageMetadata (its key, replicate_to),
  * compression, frame, queue. */
 int up_batch_close(up_rp_t *rp, up_batch_t *b)
 {
@@ -396,10 +395,6 @@ int up_batch_close(up_rp_t *rp, up_batch_t *b)
     }
     if (md.partition_key && b->kb64) /* the first message's binary key */
         md.has_partition_key_b64_encoded = md.partition_key_b64_encoded = 1;
-    if (b->deliver_at) {
-        md.has_deliver_at_time = 1;
-        md.deliver_at_time = (int64_t)b->deliver_at;
-    }
     if (b->nrepl) {
         size_t off = 0;
         for (uint32_t i = 0; i < b->nrepl && i < UPULSAR_MAX_REPLICATION_CLUSTERS; i++) {

@@ -88,9 +88,8 @@ static inline void up_batch_append(up_batch_t *b, const up_add_t *a)
 /** Close the one open batch (default, single, a solo entry). @thread loop */
 void up_batcher_default_close(up_rp_t *rp);
 /** Give the one open batch @p b, which carries a message that is an entry
- *  of its own, that message's entry-level metadata (deliver_at; the
- *  replicate_to names are copied out of the ring). False when out of
- *  memory. @thread loop */
+ *  of its own, that message's entry-level metadata (its replicate_to
+ *  names, copied out of the ring). False when out of memory. @thread loop */
 bool up_batch_set_solo(up_batch_t *b, const up_rec_meta_t *meta, const char *names);
 
 /** The default batcher's add: also the path of a message that is an entry

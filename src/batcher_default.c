@@ -23,7 +23,6 @@ bool up_batch_set_solo(up_batch_t *b, const up_rec_meta_t *meta, const char *nam
         memcpy(b->repl, names, meta->repl_len);
     b->repl_len = meta->repl_len;
     b->nrepl = meta->nrepl;
-    b->deliver_at = meta->deliver_at;
     return true;
 }
 

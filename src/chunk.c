@@ -149,7 +149,14 @@ upulsar_err_t up_chunk_send(up_rp_t *rp, const up_smm_t *m, const up_rec_view_t 
         cm.codec = rp_conf(rp)->compression;
         len = zlen;
     }
-    size_t cs = max - mdb, n = len ? (len + cs - 1) / cs : 1;
+    /* whole when its metadata (no uuid: a whole message has none) and its
+     * payload fit in an entry; else in chunks of what each chunk's
+     * metadata leaves */
+    size_t cs = max - mdb, n = 1;
+    if (len > max - (mdb - UP_UUID_BOUND))
+        n = (len + cs - 1) / cs;
+    else
+        cs = len; /* one piece, the whole payload */
     /* upulsar_send() checked both against the limit it knew; the broker's
      * may have shrunk since */
     if (n > 1 && (!rp_conf(rp)->chunking_enabled || mdb > max / 2 ||
@@ -159,7 +166,11 @@ upulsar_err_t up_chunk_send(up_rp_t *rp, const up_smm_t *m, const up_rec_view_t 
     }
     cm.n = (int32_t)n;
     cm.total = len;
-    size_t room = UP_HDR_FIXED + mdb; /* the header never has to move the payload */
+    /* the header never has to move the payload (a whole message's
+     * metadata is at most mdb - UP_UUID_BOUND, its payload at most
+     * max - that: room + payload stays within max + UP_HDR_FIXED + the
+     * uuid's bound) */
+    size_t room = UP_HDR_FIXED + mdb;
     upulsar_err_t err = UPULSAR_OK;
     for (size_t i = 0; i < n; i++) {
         up_batch_t *b = i ? up_batch_get(rp) : head;
@@ -178,13 +189,12 @@ upulsar_err_t up_chunk_send(up_rp_t *rp, const up_smm_t *m, const up_rec_view_t 
             memcpy(b->buf + room, (const uint8_t *)payload + off, sl);
         b->rec_len = sl;
     }
-    /* a message that goes whole keeps its record for its delivery report
-     * (the payload as it was given, in the compression buffer, which the
-     * payload has been copied out of) */
-    if (!err && n == 1 && rp_conf(rp)->dr_cb) {
-        size_t rs = up_record_size(m);
-        if (up_batch_zreserve(head, rs, rs))
-            head->dr_len = up_record_put(head->zbuf, m, v->payload);
+    if (z && n > 1 && !err) {
+        /* the compressed copy is in the chunks now: not kept until the
+         * first chunk's receipt (the pool would keep a buffer that size) */
+        free(head->zbuf);
+        head->zbuf = NULL;
+        head->zcap = 0;
     }
     /* one NUL-terminated copy of the key, in the first chunk's batch (it is
      * used while the chunks are framed, below) */
@@ -202,11 +212,29 @@ upulsar_err_t up_chunk_send(up_rp_t *rp, const up_smm_t *m, const up_rec_view_t 
         if (!err) {
             memcpy(head->kkey, m->key, m->key_len);
             head->kkey[m->key_len] = '\0';
+            head->kkey_len = m->key_len;
             key = head->kkey;
         }
     }
-    char uuid[UP_UUID_BOUND + 8];
-    snprintf(uuid, sizeof uuid, "%s-%llu", rp->name, (unsigned long long)m->sequence_id);
+    /* a message that goes whole keeps what its delivery report gives back:
+     * its payload (the entry's own bytes; with a codec, a copy in the
+     * compression buffer, which the compressed payload was copied out of)
+     * and its key (the copy above) */
+    if (!err && n == 1 && rp_conf(rp)->dr_cb) {
+        head->dr_len = cm.uncompressed;
+        head->dr_payload = head->buf + room;
+        if (z) {
+            head->dr_payload = up_batch_zreserve(head, cm.uncompressed, cm.uncompressed)
+                                   ? memcpy(head->zbuf, v->payload, cm.uncompressed)
+                                   : NULL;
+        }
+        if (head->dr_payload || !cm.uncompressed)
+            head->dr_flags = UP_DR_KEPT | (key ? UP_DR_KEY : 0) |
+                             (key && m->key_b64 ? UP_DR_B64 : 0) | (m->null_value ? UP_DR_NULL : 0);
+    }
+    char uuid[UP_UUID_BOUND + 8] = "";
+    if (n > 1)
+        snprintf(uuid, sizeof uuid, "%s-%llu", rp->name, (unsigned long long)m->sequence_id);
     cm.key = key;
     cm.uuid = uuid;
     uint64_t ring_start = rp->ring.ctail;

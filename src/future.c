@@ -575,9 +575,7 @@ static const uint8_t *batch_records(const up_batch_t *b)
 void up_dr_resolve_batch(up_rp_t *rp, up_batch_t *b, upulsar_err_t err, upulsar_msg_id_t *id,
                          up_detail_t *det)
 {
-    /* a batch's records, or the record a message sent whole kept */
-    const uint8_t *recs = b->chunk == UP_CHUNK_NONE ? batch_records(b) : b->dr_len ? b->zbuf : NULL;
-    size_t recs_len = b->chunk == UP_CHUNK_NONE ? b->rec_len : b->dr_len;
+    const uint8_t *recs = b->chunk == UP_CHUNK_NONE ? batch_records(b) : NULL;
     size_t off = 0;
     bool readable = recs != NULL;
     for (uint32_t i = 0; i < b->n; i++) {
@@ -588,7 +586,19 @@ void up_dr_resolve_batch(up_rp_t *rp, up_batch_t *b, upulsar_err_t err, upulsar_
         upulsar_delivery_report_t dr = {.sequence_id = (int64_t)(b->first_seq + i),
                                         .msg_opaque = d->opaque};
         up_rec_info_t ri;
-        if (readable && up_record_info(recs, recs_len, &off, &ri) == 1) {
+        if (b->chunk == UP_CHUNK_ONLY && (b->dr_flags & UP_DR_KEPT)) {
+            /* a message sent whole, as it kept itself (chunk.c) */
+            dr.payload = b->dr_len ? b->dr_payload : NULL;
+            dr.len = b->dr_len;
+            dr.payload_kept = 1;
+            dr.null_value = (b->dr_flags & UP_DR_NULL) != 0;
+            if (b->dr_flags & UP_DR_KEY) {
+                dr.key = b->kkey;
+                dr.key_len = b->kkey_len;
+                dr.key_b64 = (b->dr_flags & UP_DR_B64) != 0;
+            }
+            dr.sequence_id = (int64_t)b->first_seq;
+        } else if (readable && up_record_info(recs, b->rec_len, &off, &ri) == 1) {
             dr.payload = ri.payload_len ? ri.payload : NULL;
             dr.len = ri.payload_len;
             dr.payload_kept = 1;

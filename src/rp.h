@@ -72,8 +72,8 @@ struct up_batch {
     uint64_t mem_bytes;     /* what its messages count against
                                memory.limit.bytes (up_rec_mem()) */
     uint64_t payload_bytes; /* its messages' payloads (statistics) */
-    /* a message sent as an entry of its own (delayed, replicate_to): */
-    uint64_t deliver_at;    /* 0 = none */
+    /* a message with replicate_to, a batch of its own (a delayed message
+     * goes alone as a plain entry: chunk.c): */
     char *repl;             /* replicate_to names, NUL-separated */
     size_t repl_len, repl_cap;
     uint32_t nrepl;
@@ -88,10 +88,13 @@ struct up_batch {
      * UP_CHUNK_FIRST / _MIDDLE / _LAST of a chunked message, UP_CHUNK_ONLY
      * for one that fitted whole; 0 for a batch */
     uint8_t chunk;
-    /* UP_CHUNK_ONLY with a delivery report callback: the message's record
-     * ([size][SingleMessageMetadata][payload], as in a batch) in zbuf, for
-     * its report; 0: none */
+    /* UP_CHUNK_ONLY with a delivery report callback: what its report gives
+     * back (chunk.c): the payload (dr_len bytes: the entry's own, or a copy
+     * in zbuf when it was compressed), the key in kkey (kkey_len bytes),
+     * UP_DR_* flags; dr_flags 0: not kept */
+    const uint8_t *dr_payload;
     size_t dr_len;
+    uint8_t dr_flags;
     uint8_t checksum_resends; /* (loop) sent again after a ChecksumError */
     int outq_refs;     /* (loop) segments of connection queues pointing here */
     bool retired;      /* (loop) resolved: recycle once outq_refs is 0 */
@@ -114,6 +117,7 @@ void up_batch_pool_trim(up_loop_t *l);
 void up_batch_pool_free(up_loop_t *l);
 
 enum { UP_CHUNK_NONE = 0, UP_CHUNK_FIRST, UP_CHUNK_MIDDLE, UP_CHUNK_LAST, UP_CHUNK_ONLY };
+enum { UP_DR_KEPT = 1, UP_DR_KEY = 2, UP_DR_B64 = 4, UP_DR_NULL = 8 };
 
 #define UP_AGE_SAMPLES 16
 

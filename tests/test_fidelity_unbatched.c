@@ -197,7 +197,7 @@ Test(fidelity_unbatched, a_message_that_fits_one_entry_is_not_chunked)
     cr_assert_eq(upulsar_tb_snapshot_count(s), (size_t)n);
     for (int i = 0; i < n; i++) {
         const upulsar_tb_msg_t *m = upulsar_tb_snapshot_msg(s, (size_t)i);
-        cr_assert_eq(m->payload_len, (size_t)UB_MAX - 400 + 20 * (size_t)i);
+        cr_assert_eq(m->payload_len, (size_t)UB_MAX - 400 + 20 * (size_t)i, "message %d: %zu bytes", i, m->payload_len);
         cr_assert(m->num_chunks == 0 && m->batch_index == -1,
                   "a message of %zu bytes, which fits in an entry of %d, went in %u chunks",
                   m->payload_len, UB_MAX, m->num_chunks);

@@ -716,8 +716,8 @@ typedef struct upulsar_send_opts {
      *  sent first, then the message as an entry of its own, keeping the
      *  order of the producer's messages. A delayed message is a plain
      *  entry, as the official clients send it (its message id has
-     *  batch_index -1 and batch_size 0); one with replication clusters
-     *  only, a batch of one. */
+     *  batch_index -1 and batch_size 0); with batching on, one with
+     *  replication clusters only is a batch of one. */
     uint64_t deliver_after_ms;
     /** With the UPULSAR_SEND_SEQUENCE_ID flag: this message's sequence id
      *  (Java: TypedMessageBuilder.sequenceId), used by broker
@@ -824,8 +824,9 @@ typedef struct upulsar_send_opts {
  *    NULL): its chunks leave the producer one by one and only the last one
  *    resolves the message. Nothing is copied to keep it.
  * A message that could not be read back from its queue at all (out of
- * memory making a record that wraps the queue's end contiguous) has
- * payload_kept 0 as well.
+ * memory making a record that wraps the queue's end contiguous), and a
+ * compressed message sent alone as a plain entry when memory was short for
+ * the uncompressed copy its report needs, have payload_kept 0 as well.
  * Nothing is allocated per message for a report, and producers without a
  * report callback do no work for it.
  */
