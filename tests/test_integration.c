@@ -25,6 +25,10 @@
  *   official clients require for chunking), a message of three times the
  *   broker's default max_message_size (5 MiB) is acknowledged once, its id
  *   naming its first and last chunk.
+ * plain_entries_without_batching: with batching off, 20 messages (keys,
+ *   properties, an event time, lz4) and with batching a delayed one are
+ *   each acknowledged as a plain entry (batch_index -1, batch_size 0), in
+ *   order, as the official clients send them.
  * schema_is_declared_and_enforced: a producer declaring schema.type=string
  *   registers the topic's schema and sends; one declaring a JSON schema on
  *   that topic is refused with INCOMPATIBLE_SCHEMA.
@@ -313,6 +317,58 @@ static void chunked_round_trip(const char *url, const char *prefix)
 Test(integration, chunked_message_round_trip, .timeout = 120)
 {
     chunked_round_trip(service_url(), "upulsar-it-chunks");
+}
+
+/* Send @p n messages (keyed, with a property and an event time; the one at
+ * @p delayed, if any, delivered a minute later) through @p r and check each
+ * is acknowledged as a plain entry, in order. */
+static void plain_entries(it_run_t *r, int n, int delayed)
+{
+    upulsar_future_t *f[20];
+    cr_assert_leq(n, 20);
+    for (int i = 0; i < n; i++) {
+        char payload[64], key[16];
+        snprintf(payload, sizeof payload, "plain entry %d %s", i, "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxx");
+        snprintf(key, sizeof key, "k%d", i % 3);
+        upulsar_property_t prop = {"idx", payload};
+        upulsar_send_opts_t o = {.partition_key = key, .properties = &prop,
+                                 .properties_cnt = 1, .event_time_ms = 1000u + (uint64_t)i};
+        if (i == delayed)
+            o.deliver_after_ms = 60000;
+        cr_assert_eq(upulsar_send(r->p, payload, strlen(payload), &o, &f[i]), UPULSAR_OK, "%s",
+                     upulsar_last_error());
+    }
+    upulsar_msg_id_t prev = {0};
+    for (int i = 0; i < n; i++) {
+        upulsar_msg_id_t id;
+        cr_assert_eq(upulsar_future_wait(f[i], 30000, &id), UPULSAR_OK, "message %d: %s", i,
+                     upulsar_last_error());
+        upulsar_future_release(f[i]);
+        if (delayed < 0 || i == delayed)
+            cr_assert(id.batch_index == -1 && id.batch_size == 0,
+                      "message %d: batch index %d of %d, not a plain entry", i, id.batch_index,
+                      id.batch_size);
+        if (i)
+            cr_assert(id.ledger_id > prev.ledger_id ||
+                          (id.ledger_id == prev.ledger_id && id.entry_id >= prev.entry_id),
+                      "message %d acknowledged before the one sent before it", i);
+        prev = id;
+    }
+}
+
+Test(integration, plain_entries_without_batching, .timeout = 120)
+{
+    const char *url = service_url();
+    char topic[128];
+    snprintf(topic, sizeof topic, "upulsar-it-plain-%d", (int)getpid());
+    const char *off[] = {"batching.enabled", "false", "compression", "lz4", NULL};
+    it_run_t r = it_start(url, NULL, topic, off);
+    plain_entries(&r, 20, -1);
+    it_stop(&r);
+    snprintf(topic, sizeof topic, "upulsar-it-delayed-%d", (int)getpid());
+    it_run_t d = it_start(url, NULL, topic, NULL);
+    plain_entries(&d, 5, 2);
+    it_stop(&d);
 }
 
 /* A producer declaring a schema on a fresh topic registers it and sends;
