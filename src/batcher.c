@@ -279,8 +279,13 @@ void up_send_cmd(const up_rp_t *rp, const up_batch_t *b, int32_t n, up_cmd_t *cm
     cmd->send = send;
     send->producer_id = rp->producer_id;
     send->sequence_id = b->first_seq;
-    send->has_num_messages = 1;
-    send->num_messages = n;
+    /* a batch says how many messages it holds; a plain entry (a message
+     * sent alone, a chunk) leaves it out, meaning one, as the official
+     * clients do */
+    if (b->chunk == UP_CHUNK_NONE) {
+        send->has_num_messages = 1;
+        send->num_messages = n;
+    }
 }
 
 /* Frame entry @p b and append it to the pending queue (written at once when

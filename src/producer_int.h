@@ -185,7 +185,8 @@ static inline bool up_batch_reserve(up_batch_t *b, size_t total)
 /** Give @p b the key its entry carries: @p m's ordering key, else its
  *  partition key. False when out of memory. @thread loop */
 bool up_batch_key(up_batch_t *b, const up_smm_t *m);
-/** The SEND command of entry @p b holding @p n messages (a chunk: 1).
+/** The SEND command of entry @p b holding @p n messages (num_messages
+ *  for a batch only: a plain entry leaves it out, meaning 1).
  *  @thread loop */
 void up_send_cmd(const up_rp_t *rp, const up_batch_t *b, int32_t n, up_cmd_t *cmd,
                  Pulsar__Proto__CommandSend *send);

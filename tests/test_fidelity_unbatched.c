@@ -141,6 +141,12 @@ static void ub_case(const char *topic, const char *const *kv, int codec)
         }
     }
     upulsar_tb_snapshot_free(s);
+    /* every entry decoded, one message each, as its SEND said */
+    upulsar_tb_topic_stats_t ts;
+    cr_assert_eq(upulsar_tb_topic_stats(tb, topic, &ts), UPULSAR_OK);
+    cr_assert(ts.entries == UB_N && ts.messages == UB_N && ts.decode_errors == 0,
+              "%llu entries, %llu messages, %llu decode errors", (unsigned long long)ts.entries,
+              (unsigned long long)ts.messages, (unsigned long long)ts.decode_errors);
     cr_assert_eq(upulsar_producer_stop(p, FT_WAIT_MS), UPULSAR_OK);
     ft_stop_client_and_broker(tb, c);
 }
