@@ -18,7 +18,14 @@
 up_rp_t *up_rp_new(struct upulsar_producer *h, int partition, int index, const char *topic,
                    const char *name, upulsar_err_t *err)
 {
-    up_rp_t *rp = calloc(1, sizeof *rp);
+    /* aligned as its type says (the ring's lines, _Alignas(64) in
+     * up_ring_t, and mem_held's): calloc() gives 16 bytes, and lines the
+     * callers write per send would then share a line, or the line pair a
+     * core fetches together, with lines the loop writes per record */
+    size_t size = (sizeof(up_rp_t) + UP_RP_ALIGN - 1) & ~(size_t)(UP_RP_ALIGN - 1);
+    up_rp_t *rp = aligned_alloc(UP_RP_ALIGN, size);
+    if (rp)
+        memset(rp, 0, size);
     if (!rp) {
         *err = up_seterr(UPULSAR_ERR__NOMEM, "out of memory");
         return NULL;

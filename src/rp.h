@@ -121,6 +121,11 @@ enum { UP_DR_KEPT = 1, UP_DR_KEY = 2, UP_DR_B64 = 4, UP_DR_NULL = 8 };
 
 #define UP_AGE_SAMPLES 16
 
+/* Alignment of a real producer (up_rp_new()): a pair of cache lines, which
+ * x86 cores fetch together. */
+#define UP_RP_ALIGN 128
+_Static_assert(UP_RP_ALIGN >= _Alignof(up_ring_t), "a producer is aligned as its ring");
+
 struct up_rp {
     /* ---- immutable after creation ---- */
     struct upulsar_producer *handle;
