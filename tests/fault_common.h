@@ -91,6 +91,18 @@ static inline upulsar_tb_t *ft_broker(void)
     return tb;
 }
 
+/* A broker with Pulsar's defaults (de-duplication off) but a
+ * max_message_size of @p max bytes. */
+static inline upulsar_tb_t *ft_broker_max(int max)
+{
+    upulsar_tb_opts_t o;
+    upulsar_tb_opts_init(&o);
+    o.max_message_size = max;
+    upulsar_tb_t *tb = NULL;
+    cr_assert_eq(upulsar_tb_start(&o, &tb), UPULSAR_OK, "%s", upulsar_last_error());
+    return tb;
+}
+
 /* Set @p kv (NULL-terminated key, value pairs; NULL: none) on @p conf;
  * fails the test on a refused pair. */
 static inline void ft_conf_set_all(upulsar_conf_t *conf, const char *const *kv)

@@ -179,11 +179,7 @@ enum { UB_MAX = 65536 };
  * split only what does not fit), not in chunks. */
 Test(fidelity_unbatched, a_message_that_fits_one_entry_is_not_chunked)
 {
-    upulsar_tb_opts_t o;
-    upulsar_tb_opts_init(&o);
-    o.max_message_size = UB_MAX;
-    upulsar_tb_t *tb = NULL;
-    cr_assert_eq(upulsar_tb_start(&o, &tb), UPULSAR_OK, "%s", upulsar_last_error());
+    upulsar_tb_t *tb = ft_broker_max(UB_MAX);
     upulsar_client_t *c = ft_client(tb, NULL);
     const char *kv[] = {"batching.enabled", "false", "chunking.enabled", "true", NULL};
     upulsar_producer_t *p = ft_producer(c, "t", "near-limit", 0, kv);

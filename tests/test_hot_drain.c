@@ -238,19 +238,9 @@ static void dr_case(upulsar_tb_t *tb, upulsar_client_t *c, const char *topic, bo
     upulsar_tb_snapshot_free(s);
 }
 
-static upulsar_tb_t *dr_broker(void)
-{
-    upulsar_tb_opts_t o;
-    upulsar_tb_opts_init(&o);
-    o.max_message_size = DR_BROKER_MAX;
-    upulsar_tb_t *tb = NULL;
-    cr_assert_eq(upulsar_tb_start(&o, &tb), UPULSAR_OK, "%s", upulsar_last_error());
-    return tb;
-}
-
 static void dr_all(bool many)
 {
-    upulsar_tb_t *tb = dr_broker();
+    upulsar_tb_t *tb = ft_broker_max(DR_BROKER_MAX);
     upulsar_client_t *c = ft_client(tb, NULL);
     static const struct {
         const char *topic, *topic_many;

@@ -428,11 +428,7 @@ static void prop_run(void *(*send_fn)(void *), const char *what)
     fprintf(stderr, "prop_send: seed %" PRIu64 " (UPULSAR_PROP_SEED=%" PRIu64 " repeats it)\n",
             run_seed, run_seed);
 
-    upulsar_tb_opts_t bo;
-    upulsar_tb_opts_init(&bo);
-    bo.max_message_size = MAX;
-    upulsar_tb_t *tb = NULL;
-    cr_assert_eq(upulsar_tb_start(&bo, &tb), UPULSAR_OK, "%s", upulsar_last_error());
+    upulsar_tb_t *tb = ft_broker_max(MAX);
     upulsar_client_t *c = ft_client(tb, NULL);
     for (int k = 0; k < NPROD; k++) {
         const char *kv[] = {"queue.buffer.bytes", "4194304",
