@@ -44,16 +44,6 @@ static _Thread_local unsigned failed_allocs;
 
 /* ---- helpers ------------------------------------------------------------ */
 
-static upulsar_tb_t *broker_of(int max_message_size)
-{
-    upulsar_tb_opts_t o;
-    upulsar_tb_opts_init(&o);
-    o.max_message_size = max_message_size;
-    upulsar_tb_t *tb = NULL;
-    cr_assert_eq(upulsar_tb_start(&o, &tb), UPULSAR_OK, "%s", upulsar_last_error());
-    return tb;
-}
-
 static void fill(void *dst, size_t n, uint32_t seed, int printable)
 {
     uint8_t *p = dst;
@@ -152,7 +142,7 @@ static void wait_all_ok(upulsar_future_t **f, size_t n)
 
 Test(edges_sizes, a_1000_byte_key_does_not_fail_its_batch)
 {
-    upulsar_tb_t *tb = broker_of(0);
+    upulsar_tb_t *tb = ft_broker_max(0);
     upulsar_client_t *c = ft_client(tb, NULL);
     const char *kv[] = {"batch.max.delay.ms", "50", NULL};
     upulsar_producer_t *p = ft_producer(c, NULL, "key1000", 0, kv);
@@ -180,7 +170,7 @@ Test(edges_sizes, a_1000_byte_key_does_not_fail_its_batch)
 static void largest_keys_in(const char *topic, const char *const *kv, size_t big_len)
 {
     enum { MAX = 1 << 20 };
-    upulsar_tb_t *tb = broker_of(MAX);
+    upulsar_tb_t *tb = ft_broker_max(MAX);
     upulsar_client_t *c = ft_client(tb, NULL);
     upulsar_producer_t *p = ft_producer(c, NULL, topic, 0, kv);
     char *key = str_of(65535, 2), *okey = str_of(65535, 3), *pv = str_of(700, 4);
@@ -258,7 +248,7 @@ Test(edges_sizes, largest_keys_work_chunked)
 
 Test(edges_sizes, chunked_message_with_a_kilobyte_of_key_and_properties_is_stored)
 {
-    upulsar_tb_t *tb = broker_of(256 * 1024);
+    upulsar_tb_t *tb = ft_broker_max(256 * 1024);
     upulsar_client_t *c = ft_client(tb, NULL);
     const char *kv[] = {"chunking.enabled", "true", "batching.enabled", "false", NULL};
     upulsar_producer_t *p = ft_producer(c, NULL, "chunk-kib", 0, kv);
@@ -295,7 +285,7 @@ static int names_a_limit(const char *detail)
 Test(edges_sizes, message_that_cannot_fit_is_refused_at_send_and_alone)
 {
     enum { MAX = 64 * 1024 };
-    upulsar_tb_t *tb = broker_of(MAX);
+    upulsar_tb_t *tb = ft_broker_max(MAX);
     upulsar_client_t *c = ft_client(tb, NULL);
     for (int chunking = 0; chunking < 2; chunking++) {
         const char *topic = chunking ? "nofit-chunked" : "nofit";
@@ -335,7 +325,7 @@ Test(edges_sizes, message_that_cannot_fit_is_refused_at_send_and_alone)
 static void entries_at_the_limit(const char *topic, const char *compression)
 {
     enum { MAX = 64 * 1024 };
-    upulsar_tb_t *tb = broker_of(MAX);
+    upulsar_tb_t *tb = ft_broker_max(MAX);
     upulsar_client_t *c = ft_client(tb, NULL);
     const char *kv[] = {"compression", compression, "batch.max.delay.ms", "5",
                         "batch.max.bytes", "1048576", "block.if.queue.full", "true", NULL};
@@ -401,7 +391,7 @@ static void count_free(void *payload, void *opaque)
 
 Test(edges_sizes, payload_beyond_what_pulsar_can_carry_is_refused_at_send)
 {
-    upulsar_tb_t *tb = broker_of(0);
+    upulsar_tb_t *tb = ft_broker_max(0);
     upulsar_client_t *c = ft_client(tb, NULL);
     const char *kv[] = {"chunking.enabled", "true", "batching.enabled", "false", NULL};
     upulsar_producer_t *p = ft_producer(c, NULL, "huge", 0, kv);
@@ -435,7 +425,7 @@ Test(edges_sizes, payload_beyond_what_pulsar_can_carry_is_refused_at_send)
 
 Test(edges_sizes, payload_length_near_size_max_is_refused)
 {
-    upulsar_tb_t *tb = broker_of(0);
+    upulsar_tb_t *tb = ft_broker_max(0);
     upulsar_client_t *c = ft_client(tb, NULL);
     static char buf[64];
     char *key = str_of(1000, 14);
@@ -481,7 +471,7 @@ Test(edges_sizes, payload_length_near_size_max_is_refused)
 
 Test(edges_sizes, properties_across_the_ring_wrap_are_stored_without_allocating)
 {
-    upulsar_tb_t *tb = broker_of(0);
+    upulsar_tb_t *tb = ft_broker_max(0);
     upulsar_client_t *c = ft_client(tb, NULL);
     /* the smallest ring: 2048 cells of 32 bytes */
     const char *kv[] = {"queue.buffer.bytes", "65536", "block.if.queue.full", "true", NULL};

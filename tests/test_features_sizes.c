@@ -11,19 +11,9 @@ TestSuite(features_sizes, .timeout = 60);
 
 enum { BROKER_MAX = 64 * 1024 };
 
-static upulsar_tb_t *small_broker(void)
-{
-    upulsar_tb_opts_t o;
-    upulsar_tb_opts_init(&o);
-    o.max_message_size = BROKER_MAX;
-    upulsar_tb_t *tb = NULL;
-    cr_assert_eq(upulsar_tb_start(&o, &tb), UPULSAR_OK, "%s", upulsar_last_error());
-    return tb;
-}
-
 Test(features_sizes, batches_stay_within_the_brokers_max_message_size)
 {
-    upulsar_tb_t *tb = small_broker();
+    upulsar_tb_t *tb = ft_broker_max(BROKER_MAX);
     upulsar_client_t *c = ft_client(tb, NULL);
     /* batches of up to 1 MiB asked for, 64 KiB allowed by the broker */
     const char *kv[] = {"batch.max.bytes", "1048576", "batch.max.messages", "100000",
@@ -56,7 +46,7 @@ Test(features_sizes, batches_stay_within_the_brokers_max_message_size)
 
 Test(features_sizes, payload_plus_properties_beyond_the_maximum_is_refused_alone)
 {
-    upulsar_tb_t *tb = small_broker();
+    upulsar_tb_t *tb = ft_broker_max(BROKER_MAX);
     upulsar_client_t *c = ft_client(tb, NULL);
     upulsar_producer_t *p = ft_producer(c, NULL, "props", 0, NULL);
     ft_send_ok(p, NULL); /* learns the broker's max_message_size */
