@@ -166,10 +166,9 @@ upulsar_err_t up_chunk_send(up_rp_t *rp, const up_smm_t *m, const up_rec_view_t 
     }
     cm.n = (int32_t)n;
     cm.total = len;
-    /* the header never has to move the payload (a whole message's
-     * metadata is at most mdb - UP_UUID_BOUND, its payload at most
-     * max - that: room + payload stays within max + UP_HDR_FIXED + the
-     * uuid's bound) */
+    /* room for the largest header of its entries (a chunk's metadata is at
+     * most mdb, a whole message's at most mdb - UP_UUID_BOUND): the header
+     * never has to move the payload */
     size_t room = UP_HDR_FIXED + mdb;
     upulsar_err_t err = UPULSAR_OK;
     for (size_t i = 0; i < n; i++) {
