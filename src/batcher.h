@@ -40,8 +40,6 @@ typedef struct up_batcher {
     bool ids_at_close;
     /** records wait in the ring for the batch window (batch.max.delay.ms) */
     bool window;
-    /** every record closes into an entry of its own */
-    bool close_each;
     /** every message is sent alone as a plain entry, not a batch (chunk.c,
      *  as the official clients send a message without batching): the
      *  batcher's add is never asked */

@@ -59,7 +59,6 @@ const up_batcher_t up_batcher_default = {
 const up_batcher_t up_batcher_single = {
     .name = "single",
     .solo_flags = UP_META_SOLO,
-    .close_each = true,
     .plain_entries = true,
     .inline_add = true,
     .add = up_batcher_default_add,

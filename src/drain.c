@@ -396,8 +396,6 @@ bool up_rp_pump(up_rp_t *rp, uint64_t now, uint64_t *deadline)
         if (rp->open)
             rp->open->ring_end = r->ctail;
         consumed = true;
-        if (bt->close_each && rp->open)
-            bt->close(rp);
     }
     if (consumed)
         up_ring_release(r); /* R2 */
