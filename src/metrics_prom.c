@@ -155,12 +155,7 @@ static void connection_metrics(prom_t *p, struct upulsar_client *c)
 /* ---- per producer ---- */
 
 /* The labels of the producer being written (prom_rp_t), without braces. */
-static void rp_labels(prom_t *p, struct upulsar_producer *h, up_rp_t *rp)
-{
-    (void)h;
-    (void)rp;
-    pm(p, "%s", p->cur);
-}
+static void rp_labels(prom_t *p) { pm(p, "%s", p->cur); }
 
 /* The labels of @p rp of @p h: topic, partition and producer (its name;
  * "#<producer id>", unique in the client, while it has none; with
@@ -273,7 +268,7 @@ static void sample(prom_t *p, const char *name, struct upulsar_producer *h, up_r
                    uint64_t v)
 {
     pm(p, "%s{", name);
-    rp_labels(p, h, rp);
+    rp_labels(p);
     pm(p, "} %llu\n", (unsigned long long)v);
 }
 
@@ -331,7 +326,7 @@ static void f_info(prom_t *p, const char *n, struct upulsar_producer *h, up_rp_t
     snprintf(broker, sizeof broker, "%s", rp->broker);
     pthread_mutex_unlock(&rp->broker_lock);
     pm(p, "%s{", n);
-    rp_labels(p, h, rp);
+    rp_labels(p);
     pm(p, ",state=\"%s\",broker=\"", upulsar_state_name(up_rp_public_state(rp)));
     pm_value(p, broker);
     pm(p, "\",connection=\"%d\"} 1\n", rp->conn_slot);
@@ -344,7 +339,7 @@ static void f_errors(prom_t *p, const char *n, struct upulsar_producer *h, up_rp
         if (!v)
             continue;
         pm(p, "%s{", n);
-        rp_labels(p, h, rp);
+        rp_labels(p);
         pm(p, ",error=\"%s\"} %llu\n", s ? upulsar_err_name(up_stats_slot_err(s)) : "other",
            (unsigned long long)v);
     }
@@ -357,7 +352,7 @@ static void no_room(prom_t *p, const char *n, struct upulsar_producer *h, up_rp_
 {
     for (int r = 0; r < UP_ROOM_REASONS; r++) {
         pm(p, "%s{", n);
-        rp_labels(p, h, rp);
+        rp_labels(p);
         pm(p, ",reason=\"%s\"} %llu\n", room_reason[r],
            (unsigned long long)LOAD(rp->no_room[which][r]));
     }
@@ -388,20 +383,20 @@ static void f_latency(prom_t *p, const char *n, struct upulsar_producer *h, up_r
             for (; next <= idx; next++)
                 cum += cnt[next];
             pm(p, "%s_bucket{", n);
-            rp_labels(p, h, rp);
+            rp_labels(p);
             pm(p, ",le=\"");
             pm_seconds(p, up_stats_lat_upper(idx));
             pm(p, "\"} %llu\n", (unsigned long long)cum);
         }
     pm(p, "%s_bucket{", n);
-    rp_labels(p, h, rp);
+    rp_labels(p);
     pm(p, ",le=\"+Inf\"} %llu\n", (unsigned long long)total);
     pm(p, "%s_sum{", n);
-    rp_labels(p, h, rp);
+    rp_labels(p);
     pm(p, "} ");
     pm_seconds(p, LOAD(rp->lat_sum_us));
     pm(p, "\n%s_count{", n);
-    rp_labels(p, h, rp);
+    rp_labels(p);
     pm(p, "} %llu\n", (unsigned long long)total);
 }
 
