@@ -155,7 +155,6 @@ upulsar_err_t upulsar_client_new(const upulsar_conf_t *conf, upulsar_client_t **
         client_free(c);
         return err;
     }
-    up_fence_init();
     atomic_init(&c->next_producer_id, 1);
     atomic_init(&c->next_request_id, 1);
     atomic_init(&c->max_message_size, 5 * 1024 * 1024);

@@ -32,6 +32,19 @@ extern _Atomic int up_fault_close_nomem;
  * wraps around the ring's end cannot be allocated. */
 extern _Atomic int up_fault_rec_scratch_nomem;
 
+/* loop_main() in uring_loop.c, a switch rather than a countdown: while it
+ * is > 0, a sleep of the loop with no batch deadline lasts until something
+ * wakes it (an hour at most) instead of a tick (10 ms), so a record the
+ * sleep handshake (ring.h R6) let the loop sleep through waits for the
+ * test's bound, not for the next tick. */
+extern _Atomic int up_fault_loop_sleep_on;
+
+/* up_loop_tick_active() in producer.c, a switch: while it is > 0, the
+ * tick waits 50 us between finding a producer with nothing to do and
+ * taking it off the active list (act = 0), the window in which a caller
+ * that still reads act == 1 commits a record the tick must then see. */
+extern _Atomic int up_fault_tick_idle_pause;
+
 /* Whether this pass through the point @p n fails (and count it). */
 static inline bool up_fault_hit(_Atomic int *n)
 {

@@ -37,6 +37,12 @@ typedef struct up_op {
 
 enum { UP_AWAKE = 0, UP_SLEEP_IDLE = 1, UP_SLEEP_TIMED = 2 };
 
+/* What the loop finds when it looks again before sleeping (ring.h R6):
+ * nothing, work to do now, or only records reserved and not committed yet
+ * (their callers may not wake it: it sleeps at most UP_LOOP_RESERVED_US). */
+typedef enum { UP_WAIT_NONE = 0, UP_WAIT_WORK, UP_WAIT_RESERVED } up_wait_t;
+#define UP_LOOP_RESERVED_US 20u
+
 struct up_loop {
     const struct up_io_ops *io; /* its backend (io_backend.h), the client's */
     struct io_uring uring;      /* io_uring backend (io_uring.c) */
@@ -87,6 +93,9 @@ struct up_loop {
      * milliseconds, so sleeps teach nothing. */
     uint64_t wake_ahead_us;
     bool wait_coarse;
+    /* (loop; read by tests) sleeps cut to UP_LOOP_RESERVED_US because a
+     * record was reserved and not committed when the loop last looked */
+    _Atomic uint64_t reserved_naps;
     /* (loop) free batches of every producer of this loop: a retired batch
      * goes here while the pool holds at most pool_max bytes (buffers
      * included), else it is freed; every UP_POOL_TRIM_US the tick frees
@@ -120,12 +129,6 @@ upulsar_err_t up_loop_start(up_loop_t *l, struct upulsar_client *c, int index,
 void up_loop_stop(up_loop_t *l);
 /** Whether the calling thread is @p l's loop thread. @thread any */
 bool up_loop_is_current(const up_loop_t *l);
-/** Register for membarrier once per process. @thread application (client
- *  creation) */
-void up_fence_init(void);
-/** True when callers may use a compiler-only fence after committing a
- *  record (the loop then uses membarrier before it sleeps). @thread any */
-bool up_fence_light_ok(void);
 /** Take @p c (a reference the caller gives) into @p l's connections: the
  *  tick keeps it alive and drops it, with that reference, once it is dead
  *  and nothing is in flight on it. False when out of memory (nothing
@@ -138,11 +141,6 @@ bool up_loop_add_rp(up_loop_t *l, up_rp_t *rp);
 /** Take @p rp off @p l's producers in O(1) (the last one takes its place);
  *  nothing when it is not on them. (uring_loop.c) @thread loop */
 void up_loop_remove_rp(up_loop_t *l, up_rp_t *rp);
-/** A full fence on every thread of the process (membarrier when callers
- *  use compiler-only fences after committing, see up_fence_light_ok()).
- *  @thread loop */
-void up_fence_heavy(void);
-
 /* The most a batch deadline is taken early for the loop's wake-up delay. */
 #define UP_WAKE_AHEAD_MAX_US 100u
 

@@ -11,6 +11,7 @@
 
 #include "batcher.h"
 #include "crc32c.h"
+#include "fault.h"
 #include "producer_int.h"
 
 /* ---- creation ------------------------------------------------------------ */
@@ -756,11 +757,11 @@ void up_rp_fail_pending_why(up_rp_t *rp, upulsar_err_t err, const char *why)
  * otherwise); the loop moves it to its list, drains it, times it out, and
  * takes it off the list at a tick that finds nothing pending.
  *
- * Taking a producer off needs the sleep handshake's pairing (uring_loop.c):
- * a caller commits (R1), fences, then reads `act`; the tick stores act = 0,
- * fences (up_fence_heavy(): membarrier when callers use compiler-only
- * fences), then looks at the ring again. One of the two sees the other, so
- * a record is never left in an idle producer's ring. */
+ * Taking a producer off needs the sleep handshake's pairing (ring.h R6):
+ * a caller reserves (a seq_cst CAS on head), commits (R1), then reads
+ * `act`; the tick stores act = 0, fences, then loads head again. One of
+ * the two sees the other, so a record is never left in an idle producer's
+ * ring. */
 
 static void act_append(up_loop_t *l, up_rp_t *rp)
 {
@@ -792,6 +793,16 @@ static void act_unlink(up_loop_t *l, up_rp_t *rp)
     rp->act_prev = rp->act_next = NULL;
     rp->act_listed = false;
     l->nact--;
+}
+
+_Atomic int up_fault_tick_idle_pause;
+
+/* Busy for @p us microseconds (fault.h up_fault_tick_idle_pause). */
+static void up_spin_us(uint64_t us)
+{
+    uint64_t end = up_now_us() + us;
+    while (up_now_us() < end)
+        ;
 }
 
 void up_rp_activate(up_rp_t *rp)
@@ -834,14 +845,20 @@ bool up_loop_pump_active(up_loop_t *l, uint64_t now, uint64_t *deadline)
     return busy;
 }
 
-bool up_loop_active_waiting(up_loop_t *l)
+up_wait_t up_loop_active_waiting(up_loop_t *l)
 {
-    if (atomic_load_explicit(&l->act_in, memory_order_relaxed))
-        return true;
-    for (up_rp_t *rp = l->act_head; rp; rp = rp->act_next)
-        if (!rp->holding && (up_ring_peek(&rp->ring) || atomic_load(&rp->flush_req)))
-            return true;
-    return false;
+    if (atomic_load_explicit(&l->act_in, memory_order_seq_cst))
+        return UP_WAIT_WORK;
+    up_wait_t w = UP_WAIT_NONE;
+    for (up_rp_t *rp = l->act_head; rp; rp = rp->act_next) {
+        if (rp->holding)
+            continue;
+        if (up_ring_peek(&rp->ring) || atomic_load(&rp->flush_req))
+            return UP_WAIT_WORK;
+        if (up_ring_nonempty(&rp->ring))
+            w = UP_WAIT_RESERVED;
+    }
+    return w;
 }
 
 /* Work the loop still has for @p rp (reserved records count: their commit
@@ -870,6 +887,8 @@ void up_loop_tick_active(up_loop_t *l, uint64_t now)
         if (rel && atomic_load_explicit(&rp->ring.touched, memory_order_relaxed) > rp->ring.home)
             continue;
         act_unlink(l, rp);
+        if (atomic_load_explicit(&up_fault_tick_idle_pause, memory_order_relaxed) > 0)
+            up_spin_us(50);
         /* release: a caller that queues it again (acquire exchange) sees
          * the loop done with its links */
         atomic_store_explicit(&rp->act, 0, memory_order_release);
@@ -878,8 +897,8 @@ void up_loop_tick_active(up_loop_t *l, uint64_t now)
     }
     if (!idle)
         return;
+    /* act = 0 before has_work()'s load of head (ring.h R6) */
     atomic_thread_fence(memory_order_seq_cst);
-    up_fence_heavy();
     for (up_rp_t *rp = idle, *next; rp; rp = next) {
         next = rp->act_next;
         rp->act_next = NULL;

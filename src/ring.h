@@ -100,6 +100,19 @@
  *   The reader retries (yielding after a few tries) and never waits on the
  *   loop; a retry needs the senders to lap the ring, or a give-back,
  *   while it scans at most one lap of words.
+ *
+ * The io loop's sleep handshake (R6). A caller that commits a record must
+ * see that the loop sleeps (and wake it), or the loop must see the record.
+ * The reservation's CAS on head is seq_cst: on x86 a locked instruction,
+ * a full fence no later load passes. So a caller reserves (CAS), writes,
+ * commits, then loads the loop's `sleeping` (and the producer's `act`);
+ * the loop stores `sleeping` (or `act` = 0), fences, then loads head
+ * (up_ring_nonempty(), seq_cst). Either the caller's load sees the store,
+ * or the loop's load sees the reservation: then the record is committed or
+ * about to be, and the loop, finding head past its read position with no
+ * committed record there, sleeps only briefly and looks again. No send
+ * needs a fence of its own, and the loop needs no membarrier (whose IPIs
+ * would interrupt every thread of the application on every sleep).
  * @internal
  */
 #ifndef UP_RING_H
@@ -238,10 +251,11 @@ static inline up_ring_res_t up_ring_reserve_charged(up_ring_t *r, uint64_t n, ui
             *units = need;
             return UP_RING_CHARGE;
         }
-        /* The reservation itself publishes nothing (data is published by
-         * the commit store, R1); acquire so that a head written by a reset
-         * (R3) brings its tail with it. */
-        if (atomic_compare_exchange_weak_explicit(&r->head, &h, h + n, memory_order_acquire,
+        /* The reservation publishes no data (the commit store does, R1);
+         * acquire so that a head written by a reset (R3) brings its tail
+         * with it, and seq_cst because it is the caller's half of the io
+         * loop's sleep handshake (R6 above). */
+        if (atomic_compare_exchange_weak_explicit(&r->head, &h, h + n, memory_order_seq_cst,
                                                   memory_order_acquire)) {
             *pos = h;
             *units = need;
@@ -330,11 +344,13 @@ static inline uint64_t up_ring_used(up_ring_t *r)
     return h > t ? h - t : 0;
 }
 
-/** Non-zero if a committed record is waiting; callable from any thread
- *  (used by the loop before it sleeps). */
+/** Whether a record is reserved past the read position (committed or
+ *  not yet: its commit follows); the loop's half of R6. @thread loop */
 static inline bool up_ring_nonempty(up_ring_t *r)
 {
-    return (atomic_load_explicit(&r->head, memory_order_acquire) & ~UP_RING_RESET) != r->ctail;
+    /* seq_cst: the loop's half of the handshake R6 (after its store of
+     * `sleeping` or `act`), on x86 the same load as acquire */
+    return (atomic_load_explicit(&r->head, memory_order_seq_cst) & ~UP_RING_RESET) != r->ctail;
 }
 
 /** The work of up_ring_idle() when there may be some; its result.

@@ -413,17 +413,21 @@ void up_rp_activate(up_rp_t *rp);
  *  the send path. @thread any */
 static inline void up_rp_mark_active(up_rp_t *rp)
 {
-    if (!atomic_load_explicit(&rp->act, memory_order_relaxed))
+    /* seq_cst: after the reservation's CAS, against the tick's store of
+     * act = 0 (ring.h R6) */
+    if (!atomic_load_explicit(&rp->act, memory_order_seq_cst))
         up_rp_activate(rp);
 }
 /** Drain the rings of @p l's active producers (up_rp_pump()): true if one
  *  has more records waiting; *@p deadline lowered as up_rp_pump() does.
  *  @thread loop */
 bool up_loop_pump_active(up_loop_t *l, uint64_t now_us, uint64_t *deadline);
-/** Before sleeping (after the sleep fence): does an active producer have
- *  records to drain or a flush asked, or a producer wait to be listed?
- *  @thread loop */
-bool up_loop_active_waiting(up_loop_t *l);
+/** Before sleeping (after the sleep fence): UP_WAIT_WORK when an active
+ *  producer not holding its records has one committed at its read position
+ *  or a flush asked, or a producer waits to be listed; else
+ *  UP_WAIT_RESERVED when such a producer has a record reserved and not
+ *  committed yet (ring.h R6); else UP_WAIT_NONE. @thread loop */
+up_wait_t up_loop_active_waiting(up_loop_t *l);
 /** The tick's producer visit: send.timeout.ms of the active producers;
  *  those with nothing pending (no record in the ring, no open or pending
  *  batch, no flush asked) leave the active list. @thread loop */

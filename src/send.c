@@ -204,7 +204,7 @@ static upulsar_err_t wait_check(up_rp_t *rp)
  * ends), and wake it. */
 static void ask_drain(up_rp_t *rp)
 {
-    atomic_store_explicit(&rp->flush_req, 1, memory_order_relaxed);
+    atomic_store_explicit(&rp->flush_req, 1, memory_order_seq_cst); /* before `sleeping` */
     up_loop_wake(rp->loop);
 }
 

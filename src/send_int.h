@@ -7,8 +7,8 @@
  *   - validation and the record to write (up_send_build(), the size rule
  *     included), the sampled send time (up_send_stamp());
  *   - writing a reserved record and committing it (up_send_write()), and
- *     what follows the commits (up_send_publish(): the fence that pairs
- *     with the loop's sleep, the active list, the wake check).
+ *     what follows the commits (up_send_publish(): the active list and
+ *     the wake check, the caller's side of the loop's sleep handshake).
  * Everything here runs on caller threads. @internal
  */
 #ifndef UP_SEND_INT_H
@@ -403,35 +403,17 @@ static inline void up_send_write(up_ring_t *r, uint64_t pos, uint64_t ncells,
     up_ring_commit(r, pos); /* R1 */
 }
 
-/* up_fence_light_ok(), asked once per file: it is settled when the first
- * client is created (up_fence_init()), before any send, and never
- * changes */
-static _Atomic int up_send_fence_light_ok = -1;
-
-static inline bool up_send_fence_light(void)
-{
-    int v = atomic_load_explicit(&up_send_fence_light_ok, memory_order_relaxed);
-    if (__builtin_expect(v < 0, 0)) {
-        v = up_fence_light_ok();
-        atomic_store_explicit(&up_send_fence_light_ok, v, memory_order_relaxed);
-    }
-    return v;
-}
-
 /** After the commits of one or more records of @p rp: the fence that pairs
  *  with the loop's sleep, @p rp on its loop's active list, and the loop
  *  woken if it sleeps and should not. */
 static inline void up_send_publish(up_rp_t *rp)
 {
-    /* pairs with the loop's store of `sleeping` + heavy fence (uring_loop.c) */
-    if (up_send_fence_light())
-        atomic_signal_fence(memory_order_seq_cst);
-    else
-        atomic_thread_fence(memory_order_seq_cst);
+    /* no fence: the reservation's seq_cst CAS came before these loads
+     * (ring.h R6, the sleep handshake) */
     up_rp_mark_active(rp); /* an idle producer joins its loop's active list */
     /* a loop sleeping until a deadline is woken when that deadline is not
      * this producer's (`armed`, drain.c) or a full batch is waiting */
-    int s = atomic_load_explicit(&rp->loop->sleeping, memory_order_relaxed);
+    int s = atomic_load_explicit(&rp->loop->sleeping, memory_order_seq_cst);
     if (s == UP_SLEEP_IDLE ||
         (s == UP_SLEEP_TIMED && (!atomic_load_explicit(&rp->armed, memory_order_relaxed) ||
                                  up_ring_used(&rp->ring) >= rp->wake_cells)))

@@ -4,7 +4,6 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <linux/membarrier.h>
 #include <sys/prctl.h>
 #include <sys/eventfd.h>
 #include <sys/syscall.h>
@@ -17,37 +16,9 @@
 
 #define TICK_US 10000u
 
+_Atomic int up_fault_loop_sleep_on;
+
 static _Thread_local up_loop_t *current_loop;
-
-/* Asymmetric fence. Callers commit a record, then read `sleeping`; the loop
- * stores `sleeping`, then reads the rings. Each side needs a full fence
- * between its store and its load (Dekker). Instead of a seq_cst fence on
- * every send, callers use a compiler-only fence and the loop, on its rare
- * way to sleep, runs membarrier(PRIVATE_EXPEDITED), which executes a full
- * barrier on every running thread of the process. Without membarrier both
- * sides fall back to seq_cst fences. */
-static _Atomic int heavy_fence_ok = -1;
-
-void up_fence_init(void)
-{
-    if (atomic_load(&heavy_fence_ok) >= 0)
-        return;
-    int ok = !getenv("UPULSAR_NO_MEMBARRIER") &&
-             syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0;
-    atomic_store(&heavy_fence_ok, ok);
-}
-
-bool up_fence_light_ok(void)
-{
-    return atomic_load_explicit(&heavy_fence_ok, memory_order_relaxed) == 1;
-}
-
-void up_fence_heavy(void)
-{
-    if (up_fence_light_ok() && syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) == 0)
-        return;
-    atomic_thread_fence(memory_order_seq_cst);
-}
 
 bool up_loop_is_current(const up_loop_t *l) { return current_loop == l; }
 
@@ -65,11 +36,10 @@ void up_loop_wake(up_loop_t *l)
     /* with a write outstanding there is nothing to do, and no locked write
      * to the line every send reads `sleeping` from (each caller would
      * otherwise take it in turn while the loop sleeps). A 1 read here is
-     * never stale: the loop stores 0 before its sleep fence (membarrier,
-     * or a seq_cst fence paired with the caller's, as for `sleeping`), so
-     * a caller whose record that fence does not make the loop see reads
-     * the 0. */
-    if (atomic_load_explicit(&l->sleeping, memory_order_relaxed) != UP_AWAKE &&
+     * never stale: the loop stores 0 before its seq_cst store of
+     * `sleeping`, so a caller that reads that store (seq_cst, an acquire)
+     * reads the 0 or a later write. */
+    if (atomic_load_explicit(&l->sleeping, memory_order_seq_cst) != UP_AWAKE &&
         !atomic_load_explicit(&l->wake_pending, memory_order_relaxed))
         wake_force(l);
 }
@@ -152,10 +122,10 @@ static void run_tasks(up_loop_t *l)
     }
 }
 
-static bool work_waiting(up_loop_t *l)
+static up_wait_t work_waiting(up_loop_t *l)
 {
     if (atomic_load_explicit(&l->has_tasks, memory_order_relaxed))
-        return true;
+        return UP_WAIT_WORK;
     return up_loop_active_waiting(l); /* producer.c */
 }
 
@@ -255,14 +225,16 @@ static void *loop_main(void *arg)
         if (busy)
             continue;
 
-        /* Going to sleep. Callers check `sleeping` after committing a
-         * record (store R1, seq_cst fence, load); we store `sleeping`, fence,
-         * then look at the rings again, so one of the two sees the other. */
+        /* Going to sleep. Callers load `sleeping` after their reservation's
+         * seq_cst CAS on a ring's head; we store `sleeping`, fence, then look
+         * at the rings' heads again, so one of the two sees the other
+         * (ring.h R6; the fence also orders the store before the loads of
+         * has_tasks and flush_req, which their writers store seq_cst). */
         int mode = deadline == UINT64_MAX ? UP_SLEEP_IDLE : UP_SLEEP_TIMED;
-        atomic_store_explicit(&l->sleeping, mode, memory_order_relaxed);
+        atomic_store_explicit(&l->sleeping, mode, memory_order_seq_cst);
         atomic_thread_fence(memory_order_seq_cst);
-        up_fence_heavy();
-        if (work_waiting(l)) {
+        up_wait_t w = work_waiting(l);
+        if (w == UP_WAIT_WORK) {
             atomic_store_explicit(&l->sleeping, UP_AWAKE, memory_order_relaxed);
             continue;
         }
@@ -271,6 +243,9 @@ static void *loop_main(void *arg)
          * (drain.c), which each sleep toward one teaches (unless the
          * backend's timeouts are coarse: they say nothing of it) */
         uint64_t t0 = up_now_us(), wait_us = TICK_US;
+        if (deadline == UINT64_MAX && atomic_load_explicit(&up_fault_loop_sleep_on,
+                                                           memory_order_relaxed) > 0)
+            wait_us = UINT64_C(3600000000);
         bool timed = false;
         if (deadline != UINT64_MAX) {
             uint64_t d = deadline > t0 ? deadline - t0 : 0;
@@ -278,6 +253,14 @@ static void *loop_main(void *arg)
                 wait_us = d;
                 timed = !l->wait_coarse;
             }
+        }
+        /* a record reserved and not committed yet: its caller may have
+         * loaded `sleeping` before our store and will not wake us, so look
+         * again soon (it commits within a few stores unless preempted) */
+        if (w == UP_WAIT_RESERVED && wait_us > UP_LOOP_RESERVED_US) {
+            wait_us = UP_LOOP_RESERVED_US;
+            timed = false;
+            atomic_fetch_add_explicit(&l->reserved_naps, 1, memory_order_relaxed);
         }
         if (wait_us > 0) {
             io->wait(l, wait_us);
