@@ -18,6 +18,7 @@
  * timeouts, Linux 5.11) and fall back to epoll_wait (milliseconds, rounded
  * up) where that is missing or denied. */
 #include <errno.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -251,7 +252,7 @@ static void ep_wait(up_loop_t *l, uint64_t wait_us)
 #endif
     if (!l->ep_pwait2) {
         uint64_t ms = (wait_us + 999) / 1000;
-        n = epoll_wait(l->epfd, l->ep_ev, EP_EVENTS, (int)(ms > 1000 ? 1000 : ms));
+        n = epoll_wait(l->epfd, l->ep_ev, EP_EVENTS, (int)(ms > INT_MAX ? INT_MAX : ms));
     }
     l->ep_nev = n > 0 ? n : 0;
 }

@@ -39,7 +39,7 @@ enum { UP_AWAKE = 0, UP_SLEEP_IDLE = 1, UP_SLEEP_TIMED = 2 };
 
 /* What the loop finds when it looks again before sleeping (ring.h R6):
  * nothing, work to do now, or only records reserved and not committed yet
- * (their callers may not wake it: it sleeps at most UP_LOOP_RESERVED_US). */
+ * (their callers may not wake it: it naps, UP_LOOP_RESERVED_US at first). */
 typedef enum { UP_WAIT_NONE = 0, UP_WAIT_WORK, UP_WAIT_RESERVED } up_wait_t;
 #define UP_LOOP_RESERVED_US 20u
 
@@ -93,9 +93,12 @@ struct up_loop {
      * milliseconds, so sleeps teach nothing. */
     uint64_t wake_ahead_us;
     bool wait_coarse;
-    /* (loop; read by tests) sleeps cut to UP_LOOP_RESERVED_US because a
-     * record was reserved and not committed when the loop last looked */
+    /* (loop; read by tests) sleeps cut short (to nap_us) because a record
+     * was reserved and not committed when the loop last looked; nap_us
+     * (loop): the next such nap, UP_LOOP_RESERVED_US (0) doubling while
+     * looks find only such records */
     _Atomic uint64_t reserved_naps;
+    uint64_t nap_us;
     /* (loop) free batches of every producer of this loop: a retired batch
      * goes here while the pool holds at most pool_max bytes (buffers
      * included), else it is freed; every UP_POOL_TRIM_US the tick frees

@@ -753,8 +753,7 @@ void up_rp_fail_pending_why(up_rp_t *rp, upulsar_err_t err, const char *why)
 /* A loop visits only its active producers: those with records in their
  * ring, open or pending batches, or a flush asked. A caller that commits a
  * record to an idle producer puts it on the loop's act_in stack (one
- * exchange and one push per idle -> active change, a relaxed load
- * otherwise); the loop moves it to its list, drains it, times it out, and
+ * exchange and one push per idle -> active change, a load otherwise); the loop moves it to its list, drains it, times it out, and
  * takes it off the list at a tick that finds nothing pending.
  *
  * Taking a producer off needs the sleep handshake's pairing (ring.h R6):
@@ -807,7 +806,9 @@ static void up_spin_us(uint64_t us)
 
 void up_rp_activate(up_rp_t *rp)
 {
-    if (atomic_exchange_explicit(&rp->act, 1, memory_order_acq_rel))
+    /* seq_cst: a flush request's store of flush_req comes before it, the
+     * tick's act = 0 and fence before its look at flush_req (R6) */
+    if (atomic_exchange_explicit(&rp->act, 1, memory_order_seq_cst))
         return; /* listed, or queued for the loop already */
     up_loop_t *l = rp->loop;
     up_rp_t *top = atomic_load_explicit(&l->act_in, memory_order_relaxed);

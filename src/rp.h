@@ -405,12 +405,12 @@ void up_rp_fail_pending_why(up_rp_t *rp, upulsar_err_t err, const char *why);
 void up_rp_check_timeouts(up_rp_t *rp, uint64_t now_us);
 /* ---- activity (producer.c): which producers the loop visits ---- */
 /** Put @p rp on its loop's active list (unless it is there or queued for
- *  it): called after a record was committed (and after the fence that
- *  follows the commit), or when the loop must look at it (flush).
+ *  it): called after a record was committed (its reservation's CAS is the
+ *  fence, ring.h R6), or when the loop must look at it (flush).
  *  @thread any */
 void up_rp_activate(up_rp_t *rp);
-/** up_rp_activate() unless @p rp is already active: one relaxed load on
- *  the send path. @thread any */
+/** up_rp_activate() unless @p rp is already active: one load on the send
+ *  path (seq_cst, a plain load on x86). @thread any */
 static inline void up_rp_mark_active(up_rp_t *rp)
 {
     /* seq_cst: after the reservation's CAS, against the tick's store of

@@ -403,9 +403,10 @@ static inline void up_send_write(up_ring_t *r, uint64_t pos, uint64_t ncells,
     up_ring_commit(r, pos); /* R1 */
 }
 
-/** After the commits of one or more records of @p rp: the fence that pairs
- *  with the loop's sleep, @p rp on its loop's active list, and the loop
- *  woken if it sleeps and should not. */
+/** After the commits of one or more records of @p rp (their reservation's
+ *  CAS was the fence of the loop's sleep handshake, ring.h R6): @p rp on
+ *  its loop's active list, and the loop woken if it sleeps and should
+ *  not. */
 static inline void up_send_publish(up_rp_t *rp)
 {
     /* no fence: the reservation's seq_cst CAS came before these loads

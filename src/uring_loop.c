@@ -24,7 +24,7 @@ bool up_loop_is_current(const up_loop_t *l) { return current_loop == l; }
 
 static void wake_force(up_loop_t *l)
 {
-    if (!atomic_exchange_explicit(&l->wake_pending, 1, memory_order_acq_rel)) {
+    if (!atomic_exchange_explicit(&l->wake_pending, 1, memory_order_seq_cst)) {
         uint64_t one = 1;
         ssize_t w = write(l->efd, &one, sizeof one);
         (void)w;
@@ -254,13 +254,22 @@ static void *loop_main(void *arg)
                 timed = !l->wait_coarse;
             }
         }
-        /* a record reserved and not committed yet: its caller may have
-         * loaded `sleeping` before our store and will not wake us, so look
-         * again soon (it commits within a few stores unless preempted) */
-        if (w == UP_WAIT_RESERVED && wait_us > UP_LOOP_RESERVED_US) {
-            wait_us = UP_LOOP_RESERVED_US;
-            timed = false;
+        /* A record reserved and not committed yet: its caller, once it
+         * commits, loads `sleeping` and wakes us, unless that load was
+         * satisfied before our store (x86: while the commit still sat in
+         * its store buffer), so look again soon. A caller preempted before
+         * its commit keeps the record uncommitted for longer: the naps
+         * double, up to a tick, until a look finds something else. */
+        if (w == UP_WAIT_RESERVED) {
+            uint64_t nap = l->nap_us ? l->nap_us : UP_LOOP_RESERVED_US;
+            if (wait_us > nap) {
+                wait_us = nap;
+                timed = false;
+            }
+            l->nap_us = nap * 2 < TICK_US ? nap * 2 : TICK_US;
             atomic_fetch_add_explicit(&l->reserved_naps, 1, memory_order_relaxed);
+        } else {
+            l->nap_us = 0;
         }
         if (wait_us > 0) {
             io->wait(l, wait_us);
