@@ -13,13 +13,17 @@
  *     next to upulsar_send() one by one (the three take turns, burst by
  *     burst, so a change in the machine's load hits them alike); same
  *     setup and pauses as B.
+ *  D. upulsar_send() with a future per message, as B, and after each
+ *     burst's pause each future waited for (resolved by then) and
+ *     released: the sends and the releases are timed, per message.
  * Prints the median ns per message per thread over many samples, for
  * 1..N threads, from the sending thread's CPU time per burst
  * (CLOCK_THREAD_CPUTIME_ID): on a 2-core machine senders are regularly
  * preempted by the consumer, the loop and the broker, and that waiting is
  * not a cost of the call. (A producer that finds the ring full spins, and
  * that spinning is counted.)
- *  usage: ring-bench [max_threads (default 4)] [cases (default ABC)] */
+ *  usage: ring-bench [max_threads (default 4)] [cases (default ABC; D
+ *  on request)] */
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
@@ -167,6 +171,36 @@ static void *send_many_thread(void *a)
     return NULL;
 }
 
+/* ---- D: upulsar_send() with futures ---- */
+static void *future_thread(void *a)
+{
+    samples_t *sm = a;
+    char payload[100];
+    memset(payload, 'p', sizeof payload);
+    upulsar_future_t **f = calloc(BURST, sizeof *f);
+    for (int s = 0; s < SAMPLES; s++) {
+        uint64_t t = thread_ns();
+        for (int i = 0; i < BURST; i++)
+            if (upulsar_send(prod, payload, sizeof payload, NULL, &f[i])) {
+                errors++;
+                f[i] = NULL;
+            }
+        uint64_t sent = thread_ns() - t;
+        struct timespec pause = {0, 2000000}; /* the loop drains, the broker acks */
+        nanosleep(&pause, NULL);
+        t = thread_ns();
+        for (int i = 0; i < BURST; i++)
+            if (f[i]) {
+                if (upulsar_future_wait(f[i], 10000, NULL))
+                    errors++;
+                upulsar_future_release(f[i]);
+            }
+        sm->s[s] = (double)(sent + thread_ns() - t) / BURST;
+    }
+    free(f);
+    return NULL;
+}
+
 int main(int argc, char **argv)
 {
     int maxt = argc > 1 ? atoi(argv[1]) : 4;
@@ -192,7 +226,7 @@ int main(int argc, char **argv)
         up_ring_destroy(&ring);
     }
 
-    if (!strchr(cases, 'B') && !strchr(cases, 'C'))
+    if (!strchr(cases, 'B') && !strchr(cases, 'C') && !strchr(cases, 'D'))
         goto out;
     upulsar_tb_opts_t o;
     upulsar_tb_opts_init(&o);
@@ -241,6 +275,18 @@ int main(int argc, char **argv)
                        c_batch[k], median_of(&cm[k], 1));
         }
         free(cm);
+    }
+    if (strchr(cases, 'D'))
+        printf("D. upulsar_send() with a future per message, then each future waited for and "
+               "released (thread CPU time of both)\n");
+    for (int t = 1; t <= maxt && strchr(cases, 'D'); t++) {
+        for (int i = 0; i < t; i++)
+            pthread_create(&th[i], NULL, future_thread, &sm[i]);
+        for (int i = 0; i < t; i++)
+            pthread_join(th[i], NULL);
+        upulsar_producer_flush(prod, 10000);
+        printf("   %d sender thread(s): median %.1f ns per message per thread\n", t,
+               median_of(sm, t));
     }
     if (atomic_load(&errors))
         printf("   (%llu sends failed)\n", (unsigned long long)atomic_load(&errors));
