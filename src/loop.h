@@ -72,7 +72,7 @@ struct up_loop {
                               up_loop_remove_rp() only (each producer keeps
                               its index, up_rp.loop_pos) */
     size_t nrps, crps;
-    /* Producers with something to do, written only by producer.c's
+    /* Producers with something to do, written only by activity.c's
      * activity functions (up_rp_activate(), up_loop_pump_active(),
      * up_loop_tick_active(), up_loop_forget_active()): the loop drains,
      * times out and looks before sleeping at these only, so an idle

@@ -1,10 +1,11 @@
 /* rp.h -- the real producer (up_rp_t): one topic partition on one
  * connection of one loop, its ring, batches and pending queue, and its
  * lifecycle. Owned by producer.c (lifecycle, pending queue, receipts,
- * failures, timeouts, activity) with send.c (the caller's side),
- * batcher*.c and chunk.c (draining and batching), rp_state.c (the state
- * machine), establish.c (creation on a broker) and stats.c (its
- * histograms); what these files share besides is in producer_int.h.
+ * failures, timeouts) and activity.c (the loop's active list) with send.c
+ * (the caller's side), batcher*.c and chunk.c (draining and batching),
+ * rp_state.c (the state machine), establish.c (creation on a broker) and
+ * stats.c (its histograms); what these files share besides is in
+ * producer_int.h.
  * The fields of up_rp_t are grouped by the thread that may write them; each
  * function says which thread may call it (@thread).
  * @internal */
@@ -146,7 +147,7 @@ struct up_rp {
      * it changes. */
     _Atomic int armed;
     up_ring_t ring;
-    /* activity (producer.c): 1 while on its loop's active list or queued
+    /* activity (activity.c): 1 while on its loop's active list or queued
      * for it (act_in), 0 while idle. A caller that commits a record sets it
      * (up_rp_mark_active()); the loop clears it once nothing is pending. */
     _Atomic int act;
@@ -403,7 +404,7 @@ void up_rp_fail_pending_why(up_rp_t *rp, upulsar_err_t err, const char *why);
 /** send.timeout.ms: fail the messages of @p rp accepted longer ago than
  *  that, oldest first. @thread loop (its tick) */
 void up_rp_check_timeouts(up_rp_t *rp, uint64_t now_us);
-/* ---- activity (producer.c): which producers the loop visits ---- */
+/* ---- activity (activity.c): which producers the loop visits ---- */
 /** Put @p rp on its loop's active list (unless it is there or queued for
  *  it): called after a record was committed (its reservation's CAS is the
  *  fence, ring.h R6), or when the loop must look at it (flush).

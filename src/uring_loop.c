@@ -126,7 +126,7 @@ static up_wait_t work_waiting(up_loop_t *l)
 {
     if (atomic_load_explicit(&l->has_tasks, memory_order_relaxed))
         return UP_WAIT_WORK;
-    return up_loop_active_waiting(l); /* producer.c */
+    return up_loop_active_waiting(l); /* activity.c */
 }
 
 bool up_loop_add_conn(up_loop_t *l, up_conn_t *c)
@@ -178,7 +178,7 @@ static void tick(up_loop_t *l, uint64_t now)
 {
     for (size_t i = 0; i < l->nconns; i++)
         up_conn_tick(l->conns[i], now);
-    up_loop_tick_active(l, now); /* the active producers only (producer.c) */
+    up_loop_tick_active(l, now); /* the active producers only (activity.c) */
     /* batches that stayed in the pool since the last trim are not needed */
     if (now - l->pool_trim_us >= UP_POOL_TRIM_US) {
         up_batch_pool_trim(l);
@@ -214,7 +214,7 @@ static void *loop_main(void *arg)
             break;
         uint64_t now = up_now_us();
         uint64_t deadline = UINT64_MAX;
-        bool busy = up_loop_pump_active(l, now, &deadline); /* producer.c */
+        bool busy = up_loop_pump_active(l, now, &deadline); /* activity.c */
         for (size_t i = 0; i < l->nconns; i++)
             up_conn_flush(l->conns[i]);
         if (now - l->last_tick_us >= TICK_US) {
