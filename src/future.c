@@ -38,15 +38,28 @@ static up_fslot_t *slot(up_future_pool_t *p, uint32_t idx)
     return &seg[idx & (UP_FUT_SEG_SIZE - 1)];
 }
 
-/* Push the chain first..last (linked through next) onto the free list. */
-static void push_chain(up_future_pool_t *p, up_fslot_t *first, up_fslot_t *last)
+/* The calling thread's shard (assigned on its first use, round robin over
+ * the threads, of every pool alike). */
+static _Atomic unsigned next_shard;
+static _Thread_local unsigned my_shard; /* shard + 1, 0: not assigned yet */
+
+static up_fshard_t *own_shard(up_future_pool_t *p)
 {
-    uint64_t old = atomic_load_explicit(&p->head, memory_order_relaxed);
+    if (__builtin_expect(!my_shard, 0))
+        my_shard = atomic_fetch_add_explicit(&next_shard, 1, memory_order_relaxed) %
+                       UP_FUT_SHARDS + 1;
+    return &p->shard[my_shard - 1];
+}
+
+/* Push the chain first..last (linked through next) onto shard @p sh. */
+static void push_chain(up_fshard_t *sh, up_fslot_t *first, up_fslot_t *last)
+{
+    uint64_t old = atomic_load_explicit(&sh->head, memory_order_relaxed);
     for (;;) {
         atomic_store_explicit(&last->next, (uint32_t)old, memory_order_relaxed);
         uint64_t nw = (((old >> 32) + 1) << 32) | (uint64_t)(first->idx + 1);
         /* release: the chain's links and states are visible to the popper */
-        if (atomic_compare_exchange_weak_explicit(&p->head, &old, nw, memory_order_release,
+        if (atomic_compare_exchange_weak_explicit(&sh->head, &old, nw, memory_order_release,
                                                   memory_order_relaxed))
             return;
     }
@@ -60,8 +73,17 @@ static void put(up_fslot_t *f)
         up_detail_put(f->pool, f->res.detail);
         f->res.detail = NULL;
     }
-    atomic_fetch_sub_explicit(&f->pool->in_use, 1, memory_order_relaxed);
-    push_chain(f->pool, f, f);
+    up_fshard_t *sh = own_shard(f->pool);
+    atomic_fetch_sub_explicit(&sh->taken, 1, memory_order_relaxed);
+    push_chain(sh, f, f);
+}
+
+int64_t up_future_pool_in_use(up_future_pool_t *p)
+{
+    int64_t n = 0;
+    for (int i = 0; i < UP_FUT_SHARDS; i++)
+        n += atomic_load_explicit(&p->shard[i].taken, memory_order_relaxed);
+    return n;
 }
 
 /* ---- detail store (future.h) ------------------------------------------- */
@@ -169,9 +191,11 @@ int up_future_pool_init(up_future_pool_t *p, uint64_t max_futures)
     if (segs > UP_FUT_MAX_SEGS)
         segs = UP_FUT_MAX_SEGS;
     p->max_segs = (uint32_t)segs;
-    atomic_init(&p->head, 0);
+    for (int i = 0; i < UP_FUT_SHARDS; i++) {
+        atomic_init(&p->shard[i].head, 0);
+        atomic_init(&p->shard[i].taken, 0);
+    }
     atomic_init(&p->nsegs, 0);
-    atomic_init(&p->in_use, 0);
     atomic_init(&p->details.idle_hint, 0);
     if (pthread_mutex_init(&p->grow_lock, NULL))
         return -1;
@@ -196,13 +220,16 @@ void up_future_pool_destroy(up_future_pool_t *p)
     pthread_mutex_destroy(&p->details.lock);
 }
 
-static int grow(up_future_pool_t *p, uint64_t seen_head)
+/* Add a segment, its slots onto @p sh, unless a shard holds a slot by
+ * now (given back, or another thread grew): 0 (take again), or -1 (the
+ * pool is at its maximum, or out of memory). */
+static int grow(up_future_pool_t *p, up_fshard_t *sh)
 {
     pthread_mutex_lock(&p->grow_lock);
     int rc = 0;
-    /* someone else grew (or released) meanwhile: just retry */
-    if (atomic_load_explicit(&p->head, memory_order_acquire) != seen_head)
-        goto out;
+    for (int i = 0; i < UP_FUT_SHARDS; i++)
+        if ((uint32_t)atomic_load_explicit(&p->shard[i].head, memory_order_acquire))
+            goto out;
     uint32_t n = atomic_load_explicit(&p->nsegs, memory_order_relaxed);
     if (n >= p->max_segs) {
         rc = -1;
@@ -223,40 +250,59 @@ static int grow(up_future_pool_t *p, uint64_t seen_head)
     }
     atomic_store_explicit(&p->segs[n], seg, memory_order_release);
     atomic_store_explicit(&p->nsegs, n + 1, memory_order_release);
-    push_chain(p, &seg[0], &seg[UP_FUT_SEG_SIZE - 1]);
+    push_chain(sh, &seg[0], &seg[UP_FUT_SEG_SIZE - 1]);
 out:
     pthread_mutex_unlock(&p->grow_lock);
     return rc;
 }
 
-struct upulsar_future *up_future_alloc(up_future_pool_t *p)
+/* A slot just taken off a free list: a new generation, no flags; its
+ * handle. A slot on a free list has CLAIMED and RELEASED set, so no late
+ * release or resolution through an old handle writes the state meanwhile;
+ * after this store, such a handle names another generation and is refused.
+ * Relaxed: the new owner passes the handle on through its own
+ * synchronisation (the ring's commit). */
+static struct upulsar_future *renew(up_fslot_t *f)
 {
-    uint64_t old = atomic_load_explicit(&p->head, memory_order_acquire);
+    uint32_t gen =
+        (gen_of(atomic_load_explicit(&f->state, memory_order_relaxed)) + 1) & F_GEN_MASK;
+    atomic_store_explicit(&f->state, gen << F_GEN_SHIFT, memory_order_relaxed);
+    return &f->alias[gen];
+}
+
+/* Pop one slot off @p sh: NULL when it is empty. */
+static up_fslot_t *pop(up_future_pool_t *p, up_fshard_t *sh)
+{
+    uint64_t old = atomic_load_explicit(&sh->head, memory_order_acquire);
     for (;;) {
         uint32_t top = (uint32_t)old;
-        if (top == 0) {
-            if (grow(p, old))
-                return NULL;
-            old = atomic_load_explicit(&p->head, memory_order_acquire);
-            continue;
-        }
+        if (top == 0)
+            return NULL;
         up_fslot_t *f = slot(p, top - 1);
         uint32_t next = atomic_load_explicit(&f->next, memory_order_relaxed);
         uint64_t nw = (((old >> 32) + 1) << 32) | next;
-        if (atomic_compare_exchange_weak_explicit(&p->head, &old, nw, memory_order_acquire,
-                                                  memory_order_acquire)) {
-            /* a new generation, no flags. A slot on the free list has
-             * CLAIMED and RELEASED set, so no late release or resolution
-             * through an old handle writes the state meanwhile; after this
-             * store, such a handle names another generation and is
-             * refused. Relaxed: the new owner passes the handle on through
-             * its own synchronisation (the ring's commit) */
-            uint32_t gen = (gen_of(atomic_load_explicit(&f->state, memory_order_relaxed)) + 1) &
-                           F_GEN_MASK;
-            atomic_store_explicit(&f->state, gen << F_GEN_SHIFT, memory_order_relaxed);
-            atomic_fetch_add_explicit(&p->in_use, 1, memory_order_relaxed);
-            return &f->alias[gen];
+        if (atomic_compare_exchange_weak_explicit(&sh->head, &old, nw, memory_order_acquire,
+                                                  memory_order_acquire))
+            return f;
+    }
+}
+
+struct upulsar_future *up_future_alloc(up_future_pool_t *p)
+{
+    up_fshard_t *own = own_shard(p);
+    for (;;) {
+        /* the own shard first, then the others in turn */
+        up_fshard_t *sh = own;
+        for (int i = 0; i < UP_FUT_SHARDS; i++) {
+            up_fslot_t *f = pop(p, sh);
+            if (f) {
+                atomic_fetch_add_explicit(&sh->taken, 1, memory_order_relaxed);
+                return renew(f);
+            }
+            sh = sh + 1 == p->shard + UP_FUT_SHARDS ? p->shard : sh + 1;
         }
+        if (grow(p, own))
+            return NULL;
     }
 }
 
@@ -274,15 +320,16 @@ unsigned up_future_alloc_many(up_future_pool_t *p, struct upulsar_future **out, 
 {
     if (n == 0)
         return 0;
-    uint64_t old = atomic_load_explicit(&p->head, memory_order_acquire);
+    up_fshard_t *sh = own_shard(p);
+    uint64_t old = atomic_load_explicit(&sh->head, memory_order_acquire);
     for (int tries = 0;; tries++) {
         if (tries == 4) /* the list keeps changing under the walk */
             return alloc_each(p, out, n);
-        /* walk n slots down from the top: every change of head (push or
-         * pop) bumps its tag, so while the CAS below succeeds no slot of
-         * the walk was taken or put back meanwhile and the links read are
-         * the list's; a walk that raced with a change reads links that are
-         * still slot indices (or 0) and fails its CAS */
+        /* walk n slots down from the top of the own shard: every change of
+         * its head (push or pop) bumps the tag, so while the CAS below
+         * succeeds no slot of the walk was taken or put back meanwhile and
+         * the links read are the list's; a walk that raced with a change
+         * reads links that are still slot indices (or 0) and fails its CAS */
         uint32_t top = (uint32_t)old, next = top;
         up_fslot_t *first = NULL;
         unsigned k = 0;
@@ -293,24 +340,19 @@ unsigned up_future_alloc_many(up_future_pool_t *p, struct upulsar_future **out, 
             next = atomic_load_explicit(&f->next, memory_order_relaxed);
             k++;
         }
-        if (k < n) /* not enough on the list (it grows) */
+        if (k < n) /* not enough on the shard: one by one (others, growth) */
             return alloc_each(p, out, n);
         uint64_t nw = (((old >> 32) + 1) << 32) | next;
-        if (atomic_compare_exchange_weak_explicit(&p->head, &old, nw, memory_order_acquire,
+        if (atomic_compare_exchange_weak_explicit(&sh->head, &old, nw, memory_order_acquire,
                                                   memory_order_acquire)) {
-            /* as up_future_alloc(), each slot: a new generation, no flags */
             up_fslot_t *f = first;
             for (unsigned i = 0; i < n; i++) {
-                uint32_t gen =
-                    (gen_of(atomic_load_explicit(&f->state, memory_order_relaxed)) + 1) &
-                    F_GEN_MASK;
                 uint32_t nx = atomic_load_explicit(&f->next, memory_order_relaxed);
-                atomic_store_explicit(&f->state, gen << F_GEN_SHIFT, memory_order_relaxed);
-                out[i] = &f->alias[gen];
+                out[i] = renew(f);
                 if (i + 1 < n)
                     f = slot(p, nx - 1);
             }
-            atomic_fetch_add_explicit(&p->in_use, n, memory_order_relaxed);
+            atomic_fetch_add_explicit(&sh->taken, n, memory_order_relaxed);
             return n;
         }
     }

@@ -121,13 +121,31 @@ typedef struct up_detail_store {
     _Atomic int idle_hint; /* an entry's references dropped to 0 */
 } up_detail_store_t;
 
+/* The free list is cut into UP_FUT_SHARDS lists (shards), each a Treiber
+ * stack of slot indices: a thread takes from and gives back to its own
+ * shard (chosen once per thread), so threads that send with futures do not
+ * take turns on one head; a thread whose shard is empty takes from the
+ * others, and grows the pool only when all are empty. A shard is 128
+ * bytes, the pair of lines a core fetches together, so no two shards'
+ * words share one whatever the pool's alignment (it sits in the client,
+ * from calloc). */
+#define UP_FUT_SHARDS 8
+
+typedef struct up_fshard {
+    _Atomic uint64_t head; /* (tag << 32) | (index + 1); every change bumps the tag */
+    /* futures taken from this shard less those given back to it: their sum
+     * over the shards is the pool's in_use (one may go out of one shard and
+     * back into another, so one shard's count may be negative) */
+    _Atomic int64_t taken;
+    char pad[128 - 2 * sizeof(uint64_t)];
+} up_fshard_t;
+
 typedef struct up_future_pool {
-    _Atomic uint64_t head; /* (tag << 32) | (index + 1) */
+    up_fshard_t shard[UP_FUT_SHARDS];
     _Atomic(up_fslot_t *) segs[UP_FUT_MAX_SEGS];
     _Atomic uint32_t nsegs;
     uint32_t max_segs;
     pthread_mutex_t grow_lock;
-    _Atomic uint64_t in_use; /* statistics */
     /* where misuse (a future given back twice) is logged; NULL: nowhere */
     struct upulsar_client *client;
     up_detail_store_t details;
@@ -136,6 +154,10 @@ typedef struct up_future_pool {
 /** Pool that grows by segments of 4096 futures up to @p max_futures. */
 int up_future_pool_init(up_future_pool_t *p, uint64_t max_futures);
 void up_future_pool_destroy(up_future_pool_t *p);
+
+/** Futures taken and not back in the pool (statistics and tests; exact
+ *  when nothing takes or gives back meanwhile). @thread any */
+int64_t up_future_pool_in_use(up_future_pool_t *p);
 
 /** Take a fresh pending future, or NULL when the pool is at its maximum
  *  (or out of memory). @thread any. Allocates only when growing. */

@@ -140,7 +140,7 @@ Test(future, pool_survives_concurrent_alloc_and_release)
         pthread_create(&th[i], NULL, fut_worker, NULL);
     for (int i = 0; i < 4; i++)
         pthread_join(th[i], NULL);
-    cr_assert_eq(atomic_load(&pool.in_use), 0);
+    cr_assert_eq(up_future_pool_in_use(&pool), 0);
     up_future_pool_destroy(&pool);
 }
 

@@ -23,7 +23,7 @@ static upulsar_msg_id_t id_of(uint64_t n)
     return id;
 }
 
-static uint64_t in_use(void) { return atomic_load(&pool.in_use); }
+static int64_t in_use(void) { return up_future_pool_in_use(&pool); }
 
 /* The pool is sound: @p n futures taken at once are distinct, each resolves
  * with its own result, and once all are given back none is in use. */
@@ -309,4 +309,90 @@ Test(future_once, a_released_future_is_refused_by_poll_and_wait)
     up_future_resolve(g, UPULSAR_OK, &id);
     cr_assert_eq(in_use(), 0);
     assert_pool_sound(1000);
+}
+
+/* ---- the free list's shards (future.h UP_FUT_SHARDS) ---- */
+
+/* Take @p n futures on this thread (its own shard, then the others). */
+static void take_n(upulsar_future_t **fs, int n)
+{
+    for (int i = 0; i < n; i++) {
+        fs[i] = up_future_alloc(&pool);
+        cr_assert_not_null(fs[i], "future %d of %d", i, n);
+    }
+}
+
+typedef struct {
+    upulsar_future_t **fs;
+    int n;
+    bool resolve, release;
+} shard_job_t;
+
+static void *shard_worker(void *a)
+{
+    shard_job_t *j = a;
+    if (!j->resolve && !j->release) {
+        take_n(j->fs, j->n);
+        return NULL;
+    }
+    for (int i = 0; i < j->n; i++) {
+        if (j->resolve) {
+            upulsar_msg_id_t id = id_of((uint64_t)i);
+            up_future_resolve(j->fs[i], UPULSAR_OK, &id);
+        }
+        if (j->release)
+            upulsar_future_release(j->fs[i]);
+    }
+    return NULL;
+}
+
+static void on_thread(shard_job_t *j)
+{
+    pthread_t t;
+    cr_assert_eq(pthread_create(&t, NULL, shard_worker, j), 0);
+    pthread_join(t, NULL);
+}
+
+/* Scenario: one thread takes a whole segment's futures and gives them back
+ * (onto its shard), then other threads (other shards) take them again: they
+ * are taken from the first thread's shard, and the pool does not grow; the
+ * count in use is right whichever shard a future left and came back to. */
+Test(future_once, a_thread_takes_what_another_gave_back_before_the_pool_grows)
+{
+    int n = UP_FUT_SEG_SIZE;
+    upulsar_future_t **fs = calloc((size_t)n, sizeof *fs);
+    cr_assert_not_null(fs);
+    shard_job_t take = {fs, n, false, false}, give = {fs, n, true, true};
+    on_thread(&take);
+    cr_assert_eq(atomic_load(&pool.nsegs), 1);
+    cr_assert_eq(in_use(), n);
+    on_thread(&give);
+    cr_assert_eq(in_use(), 0, "taken on one shard, given back on another");
+    for (int round = 0; round < 3; round++) {
+        on_thread(&take); /* a new thread each time: another shard */
+        cr_assert_eq(atomic_load(&pool.nsegs), 1, "round %d: grew with %d futures free", round,
+                     n);
+        cr_assert_eq(in_use(), n);
+        for (int i = 0; i < n; i++)
+            for (int k = 1; k < 4 && i + k < n; k++)
+                cr_assert_neq(fs[i], fs[i + k]);
+        on_thread(&give);
+        cr_assert_eq(in_use(), 0);
+    }
+    /* one more than a segment: the pool grows, once */
+    take_n(fs, n);
+    upulsar_future_t *extra = up_future_alloc(&pool);
+    cr_assert_not_null(extra);
+    cr_assert_eq(atomic_load(&pool.nsegs), 2);
+    upulsar_future_release(extra);
+    upulsar_msg_id_t id = id_of(1);
+    up_future_resolve(extra, UPULSAR_OK, &id);
+    for (int i = 0; i < n; i++) {
+        up_future_resolve(fs[i], UPULSAR_OK, &id);
+        upulsar_future_release(fs[i]);
+    }
+    cr_assert_eq(in_use(), 0);
+    assert_pool_sound(2 * n);
+    cr_assert_eq(atomic_load(&pool.nsegs), 2);
+    free(fs);
 }
