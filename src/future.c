@@ -220,15 +220,19 @@ void up_future_pool_destroy(up_future_pool_t *p)
     pthread_mutex_destroy(&p->details.lock);
 }
 
-/* Add a segment, its slots onto @p sh, unless a shard holds a slot by
- * now (given back, or another thread grew): 0 (take again), or -1 (the
- * pool is at its maximum, or out of memory). */
-static int grow(up_future_pool_t *p, up_fshard_t *sh)
+/* Add a segment, its slots onto @p sh, unless a shard changed since the
+ * caller found it empty (its head then, tag included, in @p seen): 0 (take
+ * again), or -1 (the pool is at its maximum, or out of memory). A head
+ * unchanged since it was seen empty was empty the whole time in between
+ * (every push bumps its tag), so with all of them unchanged there was an
+ * instant with every shard empty: the pool was exhausted, not just
+ * looked so while slots moved from shard to shard. */
+static int grow(up_future_pool_t *p, up_fshard_t *sh, const uint64_t *seen)
 {
     pthread_mutex_lock(&p->grow_lock);
     int rc = 0;
     for (int i = 0; i < UP_FUT_SHARDS; i++)
-        if ((uint32_t)atomic_load_explicit(&p->shard[i].head, memory_order_acquire))
+        if (atomic_load_explicit(&p->shard[i].head, memory_order_acquire) != seen[i])
             goto out;
     uint32_t n = atomic_load_explicit(&p->nsegs, memory_order_relaxed);
     if (n >= p->max_segs) {
@@ -270,14 +274,16 @@ static struct upulsar_future *renew(up_fslot_t *f)
     return &f->alias[gen];
 }
 
-/* Pop one slot off @p sh: NULL when it is empty. */
-static up_fslot_t *pop(up_future_pool_t *p, up_fshard_t *sh)
+/* Pop one slot off @p sh: NULL when it is empty (*@p seen: its head then). */
+static up_fslot_t *pop(up_future_pool_t *p, up_fshard_t *sh, uint64_t *seen)
 {
     uint64_t old = atomic_load_explicit(&sh->head, memory_order_acquire);
     for (;;) {
         uint32_t top = (uint32_t)old;
-        if (top == 0)
+        if (top == 0) {
+            *seen = old;
             return NULL;
+        }
         up_fslot_t *f = slot(p, top - 1);
         uint32_t next = atomic_load_explicit(&f->next, memory_order_relaxed);
         uint64_t nw = (((old >> 32) + 1) << 32) | next;
@@ -290,18 +296,19 @@ static up_fslot_t *pop(up_future_pool_t *p, up_fshard_t *sh)
 struct upulsar_future *up_future_alloc(up_future_pool_t *p)
 {
     up_fshard_t *own = own_shard(p);
+    uint64_t seen[UP_FUT_SHARDS];
     for (;;) {
         /* the own shard first, then the others in turn */
         up_fshard_t *sh = own;
         for (int i = 0; i < UP_FUT_SHARDS; i++) {
-            up_fslot_t *f = pop(p, sh);
+            up_fslot_t *f = pop(p, sh, &seen[sh - p->shard]);
             if (f) {
                 atomic_fetch_add_explicit(&sh->taken, 1, memory_order_relaxed);
                 return renew(f);
             }
             sh = sh + 1 == p->shard + UP_FUT_SHARDS ? p->shard : sh + 1;
         }
-        if (grow(p, own))
+        if (grow(p, own, seen))
             return NULL;
     }
 }

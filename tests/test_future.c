@@ -353,10 +353,21 @@ static void on_thread(shard_job_t *j)
     pthread_join(t, NULL);
 }
 
+/* The shards holding free slots now: a bit each. */
+static unsigned nonempty_shards(void)
+{
+    unsigned m = 0;
+    for (int i = 0; i < UP_FUT_SHARDS; i++)
+        if ((uint32_t)atomic_load(&pool.shard[i].head))
+            m |= 1u << i;
+    return m;
+}
+
 /* Scenario: one thread takes a whole segment's futures and gives them back
  * (onto its shard), then other threads (other shards) take them again: they
- * are taken from the first thread's shard, and the pool does not grow; the
- * count in use is right whichever shard a future left and came back to. */
+ * are taken from the shard they were given back to, and the pool does not
+ * grow; each thread gives back onto a shard of its own; the count in use is
+ * right whichever shard a future left and came back to. */
 Test(future_once, a_thread_takes_what_another_gave_back_before_the_pool_grows)
 {
     int n = UP_FUT_SEG_SIZE;
@@ -368,16 +379,22 @@ Test(future_once, a_thread_takes_what_another_gave_back_before_the_pool_grows)
     cr_assert_eq(in_use(), n);
     on_thread(&give);
     cr_assert_eq(in_use(), 0, "taken on one shard, given back on another");
+    unsigned held = nonempty_shards(), shards_used = held;
+    cr_assert(held && !(held & (held - 1)), "given back onto one shard: %#x", held);
     for (int round = 0; round < 3; round++) {
         on_thread(&take); /* a new thread each time: another shard */
         cr_assert_eq(atomic_load(&pool.nsegs), 1, "round %d: grew with %d futures free", round,
                      n);
+        cr_assert_eq(nonempty_shards(), 0, "round %d: every free future taken", round);
         cr_assert_eq(in_use(), n);
-        for (int i = 0; i < n; i++)
-            for (int k = 1; k < 4 && i + k < n; k++)
-                cr_assert_neq(fs[i], fs[i + k]);
         on_thread(&give);
         cr_assert_eq(in_use(), 0);
+        held = nonempty_shards();
+        cr_assert(held && !(held & (held - 1)), "round %d: given back onto one shard: %#x",
+                  round, held);
+        cr_assert(!(shards_used & held), "round %d: a new thread gave back onto shard %#x, "
+                  "used by an earlier one", round, held);
+        shards_used |= held;
     }
     /* one more than a segment: the pool grows, once */
     take_n(fs, n);
