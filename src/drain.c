@@ -238,23 +238,23 @@ static unsigned drain_plain(up_rp_t *rp, up_batch_t *b, unsigned budget, uint64_
         memcpy(&h, cell, sizeof h);
         uint32_t flags = h.ncells_flags & 0xfu;
         uint64_t ncells = up_rec_cells(&h);
-        if ((flags & ~UP_REC_EXT) | h.key_len | h.okey_len | h.props_len)
+        /* no key, ordering key or properties, and an extension (if any)
+         * short: a callback and its opaque */
+        if ((flags & ~UP_REC_EXT) | h.key_len | h.okey_len ||
+            h.props_len != (flags ? UP_REC_X_SHORTEXT : 0u))
             break;
         uint32_t plen = up_rec_plen(&h);
         bool stamped = (h.payload_len & UP_REC_STAMPED) != 0;
-        size_t off = sizeof h + (flags ? sizeof(up_rec_ext_t) : 0);
+        size_t off = sizeof h + (flags ? UP_REC_SHORTEXT_BYTES : 0);
         /* whole inside its cells, which do not wrap (else drain_one(),
          * which copies a wrapped record out, or fails a malformed one) */
         if ((pos & r->mask) + ncells > r->cap ||
             off + plen + (stamped ? sizeof(uint64_t) : 0) > (size_t)ncells * UP_RING_CELL)
             break;
-        /* the extension's callback; a free_cb comes only with NOCOPY (a
-         * payload out of the ring), which the general way handles */
+        /* the short extension's callback and opaque */
         up_rec_ext_t x = {0};
         if (flags)
-            memcpy(&x, cell + sizeof h, sizeof x);
-        if (x.free_cb)
-            break;
+            memcpy(&x, cell + sizeof h, UP_REC_SHORTEXT_BYTES);
         /* [size][payload_size, event_time, sequence_id][payload], as
          * up_record_put_header_any() orders the fields */
         size_t smm = 2 + up_varint_size(plen) + up_varint_size(seq) +

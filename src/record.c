@@ -32,10 +32,10 @@ int up_rec_read_wrapped(const up_ring_t *r, uint64_t pos, uint64_t ncells, uint8
 void up_rec_read_head(const up_ring_t *r, uint64_t pos, up_rec_t *h, up_rec_ext_t *ext)
 {
     memcpy(h, up_ring_cell(r, pos), sizeof *h);
+    memset(ext, 0, sizeof *ext);
     if (h->ncells_flags & UP_REC_EXT)
-        up_ring_read(r, pos, sizeof *h, ext, sizeof *ext);
-    else
-        memset(ext, 0, sizeof *ext);
+        up_ring_read(r, pos, sizeof *h, ext,
+                     (h->props_len & UP_REC_X_SHORTEXT) ? UP_REC_SHORTEXT_BYTES : sizeof *ext);
 }
 
 size_t up_rec_b64_put(const void *src, size_t n, void (*put)(void *ctx, const void *p, size_t len),

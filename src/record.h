@@ -3,7 +3,10 @@
  *
  * Layout, from a cell boundary (the record takes whole UP_RING_CELL cells):
  *   up_rec_t          header, the first cell (never wraps)
- *   up_rec_ext_t      if UP_REC_EXT: callback, opaque, free_cb, payload ptr
+ *   up_rec_ext_t      if UP_REC_EXT: callback, opaque, free_cb, payload ptr;
+ *                     with UP_REC_X_SHORTEXT (in props_len) only callback
+ *                     and opaque (16 bytes), when free_cb and the payload
+ *                     pointer are NULL (no UP_REC_NOCOPY)
  *   up_rec_meta_t     if UP_REC_META: deliver_at, explicit sequence id,
  *                     replicate_to; followed by repl_len bytes of
  *                     NUL-terminated cluster names
@@ -64,6 +67,10 @@ static inline uint32_t up_rec_plen(const up_rec_t *h) { return h->payload_len & 
 #define UP_REC_PROPS_MASK 0x00ffffffu
 #define UP_REC_X_NULLV 0x01000000u  /* null_value (UPULSAR_SEND_NULL_VALUE) */
 #define UP_REC_X_KEYB64 0x02000000u /* the key is base64 (partition_key_b64_encoded) */
+#define UP_REC_X_SHORTEXT 0x04000000u /* the extension is its callback and opaque only */
+
+/* Bytes of a short extension: up_rec_ext_t's callback and opaque. */
+#define UP_REC_SHORTEXT_BYTES (2 * sizeof(void *))
 
 /** Append the base64 text of @p n bytes at @p src to what @p put writes
  *  (pieces of at most 64 bytes). Returns the text's length. record.c */
@@ -142,6 +149,14 @@ typedef struct up_rec_view {
                              names, NULL when none */
 } up_rec_view_t;
 
+/** Whether @p in's extension is written short (UP_REC_X_SHORTEXT): it has
+ *  one, and no free_cb or payload pointer. @thread any */
+static inline bool up_rec_short_ext(const up_rec_in_t *in)
+{
+    return (in->flags & (UP_REC_EXT | UP_REC_NOCOPY)) == UP_REC_EXT && !in->ext.free_cb &&
+           !in->ext.payload;
+}
+
 /** Bytes @p in takes in the ring (header included); its cells are
  *  up_ring_cells_for() of it. @thread any */
 
@@ -149,7 +164,7 @@ static inline size_t up_rec_size(const up_rec_in_t *in)
 {
     size_t n = sizeof(up_rec_t) + in->key_len + in->okey_len + in->props_len;
     if (in->flags & UP_REC_EXT)
-        n += sizeof(up_rec_ext_t);
+        n += up_rec_short_ext(in) ? UP_REC_SHORTEXT_BYTES : sizeof(up_rec_ext_t);
     if (in->flags & UP_REC_META)
         n += sizeof(up_rec_meta_t) + in->meta.repl_len;
     if (!(in->flags & UP_REC_NOCOPY))
@@ -202,15 +217,16 @@ static inline void up_rec_write(up_ring_t *r, uint64_t pos, uint64_t ncells, con
         memcpy(r->cells + (size_t)((pos + ncells - 1) & r->mask) * UP_RING_CELL + UP_RING_CELL -
                    sizeof in->sent_us,
                &in->sent_us, sizeof in->sent_us);
+    bool short_ext = up_rec_short_ext(in);
     h->key_len = (uint16_t)in->key_len;
     h->okey_len = (uint16_t)in->okey_len;
-    h->props_len = (uint32_t)in->props_len | in->xflags;
+    h->props_len = (uint32_t)in->props_len | in->xflags | (short_ext ? UP_REC_X_SHORTEXT : 0u);
     h->future = in->future;
     h->event_time = in->event_time;
     at += sizeof *h;
     up_rec_put_t w = {r->cells, total, at == total ? 0 : at};
     if (in->flags & UP_REC_EXT)
-        up_rec_put(&w, &in->ext, sizeof in->ext);
+        up_rec_put(&w, &in->ext, short_ext ? UP_REC_SHORTEXT_BYTES : sizeof in->ext);
     if (in->flags & UP_REC_META) {
         up_rec_put(&w, &in->meta, sizeof in->meta);
         for (size_t i = 0; i < in->meta.nrepl; i++)
@@ -239,8 +255,8 @@ static inline void up_rec_write(up_ring_t *r, uint64_t pos, uint64_t ncells, con
 /** A plain record: a message whose options need nothing past the record's
  *  header and extension (no key, ordering key, properties, meta or
  *  NOCOPY): its payload (copied into the ring), its event time, and, with
- *  @c ext, a callback and its opaque (flags UP_REC_EXT, free_cb and
- *  payload NULL in the extension). */
+ *  @c ext, a callback and its opaque (flags UP_REC_EXT, a short extension:
+ *  UP_REC_X_SHORTEXT). */
 typedef struct up_rec_plain {
     const void *payload;
     size_t len;
@@ -256,7 +272,7 @@ typedef struct up_rec_plain {
  *  up_rec_size()) of the same record. @thread any */
 static inline uint64_t up_rec_plain_cells_of(size_t len, bool ext, bool stamped)
 {
-    return up_ring_cells_for(sizeof(up_rec_t) + (ext ? sizeof(up_rec_ext_t) : 0) + len +
+    return up_ring_cells_for(sizeof(up_rec_t) + (ext ? UP_REC_SHORTEXT_BYTES : 0) + len +
                              (stamped ? sizeof(uint64_t) : 0));
 }
 
@@ -283,7 +299,7 @@ static inline void up_rec_write_plain(up_ring_t *r, uint64_t pos, uint64_t ncell
     h->payload_len = (uint32_t)len | (m->sent_us ? UP_REC_STAMPED : 0u);
     h->key_len = 0;
     h->okey_len = 0;
-    h->props_len = 0;
+    h->props_len = m->ext ? UP_REC_X_SHORTEXT : 0u;
     h->future = future;
     h->event_time = m->event_time;
     if (m->sent_us)
@@ -294,15 +310,11 @@ static inline void up_rec_write_plain(up_ring_t *r, uint64_t pos, uint64_t ncell
     if (at == total)
         at = 0;
     if (m->ext) {
-        /* one cell, at a cell boundary: never wraps */
+        /* short, at a cell boundary: never wraps */
         up_rec_ext_t *x = (up_rec_ext_t *)(void *)(r->cells + at);
         x->cb = m->cb;
         x->opaque = m->opaque;
-        x->free_cb = NULL;
-        x->payload = NULL;
-        at += sizeof *x;
-        if (at == total)
-            at = 0;
+        at += UP_REC_SHORTEXT_BYTES;
     }
     uint8_t *d = r->cells + at;
     const uint8_t *s = m->payload;
@@ -338,6 +350,9 @@ static inline int up_rec_parse(const uint8_t *rec, size_t len, up_rec_view_t *v)
     size_t room = (size_t)ncells * UP_RING_CELL, off = sizeof h;
     uint32_t xflags = h.props_len & ~UP_REC_PROPS_MASK;
     h.props_len &= UP_REC_PROPS_MASK;
+    /* a short extension holds no payload pointer: never with NOCOPY */
+    if ((xflags & UP_REC_X_SHORTEXT) && (flags & (UP_REC_EXT | UP_REC_NOCOPY)) != UP_REC_EXT)
+        return UPULSAR_ERR__DECODE;
     const uint8_t *p = rec + off;
     v->ncells = ncells;
     v->flags = flags;
@@ -351,10 +366,12 @@ static inline int up_rec_parse(const uint8_t *rec, size_t len, up_rec_view_t *v)
         room -= sizeof v->sent_us;
     }
     if (flags & UP_REC_EXT) {
-        if (room - off < sizeof v->ext)
+        size_t xl = (xflags & UP_REC_X_SHORTEXT) ? UP_REC_SHORTEXT_BYTES : sizeof v->ext;
+        if (room - off < xl)
             return UPULSAR_ERR__DECODE;
-        memcpy(&v->ext, p, sizeof v->ext);
-        off += sizeof v->ext;
+        memset(&v->ext, 0, sizeof v->ext);
+        memcpy(&v->ext, p, xl);
+        off += xl;
     } else {
         memset(&v->ext, 0, sizeof v->ext);
     }

@@ -284,9 +284,21 @@ Test(record, malformed_records_are_refused)
     h.payload_len = (uint32_t)n;
     memcpy(bad, &h, sizeof h);
     cr_assert_eq(up_rec_parse(bad, n, &v), UPULSAR_ERR__DECODE);
+    /* a short extension with NOCOPY (it holds no payload pointer), or
+     * without an extension */
+    memcpy(&h, buf, sizeof h);
+    cr_assert(h.props_len & UP_REC_X_SHORTEXT, "a callback alone: a short extension");
+    memcpy(bad, buf, n);
+    h.ncells_flags |= UP_REC_NOCOPY;
+    memcpy(bad, &h, sizeof h);
+    cr_assert_eq(up_rec_parse(bad, n, &v), UPULSAR_ERR__DECODE);
+    memcpy(&h, buf, sizeof h);
+    h.ncells_flags &= ~UP_REC_EXT;
+    memcpy(bad, &h, sizeof h);
+    cr_assert_eq(up_rec_parse(bad, n, &v), UPULSAR_ERR__DECODE);
     /* a cluster name without its NUL */
     memcpy(bad, buf, n);
-    size_t names_at = sizeof(up_rec_t) + sizeof(up_rec_ext_t) + sizeof(up_rec_meta_t);
+    size_t names_at = sizeof(up_rec_t) + UP_REC_SHORTEXT_BYTES + sizeof(up_rec_meta_t);
     cr_assert_eq(bad[names_at + strlen(names2[0])], 0);
     bad[names_at + strlen(names2[0])] = 'x';
     bad[names_at + in.meta.repl_len - 1] = 'y';
