@@ -41,8 +41,8 @@ typedef struct up_batcher {
     /** records wait in the ring for the batch window (batch.max.delay.ms) */
     bool window;
     /** every message is sent alone as a plain entry, not a batch (chunk.c,
-     *  as the official clients send a message without batching): the
-     *  batcher's add is never asked */
+     *  as the official clients send a message without batching): add and
+     *  would_close are never asked (NULL) */
     bool plain_entries;
     /** add is up_batcher_default_add(): the drain runs up_default_add()
      *  inline instead of calling it through the table */

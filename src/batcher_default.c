@@ -56,13 +56,13 @@ const up_batcher_t up_batcher_default = {
     .count = default_count,
 };
 
+/* never asked to add: the drain sends every message as a plain entry, so
+ * nothing is ever open (close and count stay for the drain's and the
+ * statistics' generic calls) */
 const up_batcher_t up_batcher_single = {
     .name = "single",
     .solo_flags = UP_META_SOLO,
     .plain_entries = true,
-    .inline_add = true,
-    .add = up_batcher_default_add,
-    .would_close = up_batcher_default_would_close,
     .close = up_batcher_default_close,
     .count = default_count,
 };
