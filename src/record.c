@@ -33,9 +33,11 @@ void up_rec_read_head(const up_ring_t *r, uint64_t pos, up_rec_t *h, up_rec_ext_
 {
     memcpy(h, up_ring_cell(r, pos), sizeof *h);
     memset(ext, 0, sizeof *ext);
+    /* short only without NOCOPY, as up_rec_parse() insists: a payload out
+     * of the ring always has its free_cb read */
+    bool short_ext = (h->props_len & UP_REC_X_SHORTEXT) && !(h->ncells_flags & UP_REC_NOCOPY);
     if (h->ncells_flags & UP_REC_EXT)
-        up_ring_read(r, pos, sizeof *h, ext,
-                     (h->props_len & UP_REC_X_SHORTEXT) ? UP_REC_SHORTEXT_BYTES : sizeof *ext);
+        up_ring_read(r, pos, sizeof *h, ext, short_ext ? UP_REC_SHORTEXT_BYTES : sizeof *ext);
 }
 
 size_t up_rec_b64_put(const void *src, size_t n, void (*put)(void *ctx, const void *p, size_t len),

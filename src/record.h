@@ -220,7 +220,8 @@ static inline void up_rec_write(up_ring_t *r, uint64_t pos, uint64_t ncells, con
     bool short_ext = up_rec_short_ext(in);
     h->key_len = (uint16_t)in->key_len;
     h->okey_len = (uint16_t)in->okey_len;
-    h->props_len = (uint32_t)in->props_len | in->xflags | (short_ext ? UP_REC_X_SHORTEXT : 0u);
+    h->props_len = (uint32_t)in->props_len | (in->xflags & ~UP_REC_X_SHORTEXT) |
+                   (short_ext ? UP_REC_X_SHORTEXT : 0u);
     h->future = in->future;
     h->event_time = in->event_time;
     at += sizeof *h;

@@ -237,6 +237,13 @@ Test(record, size_counts_each_part_once)
                  "a no-copy record carries no payload bytes");
     in = make_in(V_REPL | V_SEQ, 10);
     cr_assert_eq(up_rec_size(&in), base + sizeof(up_rec_meta_t) + in.meta.repl_len);
+    in = make_in(V_CB, 10);
+    cr_assert_eq(up_rec_size(&in), base + UP_REC_SHORTEXT_BYTES,
+                 "a callback alone takes the short extension");
+    cr_assert_eq(UP_REC_SHORTEXT_BYTES, 16);
+    in = make_in(V_CB | V_NOCOPY, 10);
+    cr_assert_eq(up_rec_size(&in), sizeof(up_rec_t) + sizeof(up_rec_ext_t),
+                 "a no-copy record keeps the whole extension");
 }
 
 /* The contiguous bytes of one valid record with every part. */

@@ -29,9 +29,15 @@ static void inside(const void *p, size_t n, const uint8_t *lo, size_t len)
     CHECK(q >= lo && q <= lo + len && n <= (size_t)(lo + len - q));
 }
 
-/* Every part of accepted record @p v lies within @p rec[0..len). */
+/* Every part of accepted record @p v lies within @p rec[0..len); a short
+ * extension reads back with no free_cb and no payload pointer. */
 static void check_view(const up_rec_view_t *v, const uint8_t *rec, size_t len)
 {
+    up_rec_t h;
+    memcpy(&h, rec, sizeof h);
+    if (h.props_len & UP_REC_X_SHORTEXT)
+        CHECK((v->flags & (UP_REC_EXT | UP_REC_NOCOPY)) == UP_REC_EXT && !v->ext.free_cb &&
+              !v->ext.payload);
     CHECK(v->ncells >= 1 && v->ncells <= len / UP_RING_CELL);
     CHECK(v->size >= sizeof(up_rec_t) && v->size <= v->ncells * UP_RING_CELL);
     inside(v->m.key, v->m.key_len, rec, v->size);
