@@ -201,6 +201,19 @@ static void *future_thread(void *a)
     return NULL;
 }
 
+/* Cases B and D: @p t threads of @p fn, then the median per message. */
+static void run_senders(void *(*fn)(void *), int t, samples_t *sm)
+{
+    pthread_t th[64];
+    for (int i = 0; i < t; i++)
+        pthread_create(&th[i], NULL, fn, &sm[i]);
+    for (int i = 0; i < t; i++)
+        pthread_join(th[i], NULL);
+    upulsar_producer_flush(prod, 10000);
+    printf("   %d sender thread(s): median %.1f ns per message per thread\n", t,
+           median_of(sm, t));
+}
+
 int main(int argc, char **argv)
 {
     int maxt = argc > 1 ? atoi(argv[1]) : 4;
@@ -250,15 +263,8 @@ int main(int argc, char **argv)
     if (strchr(cases, 'B'))
         printf("B. upulsar_send(), 100-byte messages, 4 partitions, embedded broker in-process "
                "(thread CPU time)\n");
-    for (int t = 1; t <= maxt && strchr(cases, 'B'); t++) {
-        for (int i = 0; i < t; i++)
-            pthread_create(&th[i], NULL, send_thread, &sm[i]);
-        for (int i = 0; i < t; i++)
-            pthread_join(th[i], NULL);
-        upulsar_producer_flush(prod, 10000);
-        printf("   %d sender thread(s): median %.1f ns per message per thread\n", t,
-               median_of(sm, t));
-    }
+    for (int t = 1; t <= maxt && strchr(cases, 'B'); t++)
+        run_senders(send_thread, t, sm);
     if (strchr(cases, 'C')) {
         printf("C. upulsar_send_many(), 100-byte messages, 1 sender thread, same setup (thread "
                "CPU time; the kinds take turns)\n");
@@ -279,15 +285,8 @@ int main(int argc, char **argv)
     if (strchr(cases, 'D'))
         printf("D. upulsar_send() with a future per message, then each future waited for and "
                "released (thread CPU time of both)\n");
-    for (int t = 1; t <= maxt && strchr(cases, 'D'); t++) {
-        for (int i = 0; i < t; i++)
-            pthread_create(&th[i], NULL, future_thread, &sm[i]);
-        for (int i = 0; i < t; i++)
-            pthread_join(th[i], NULL);
-        upulsar_producer_flush(prod, 10000);
-        printf("   %d sender thread(s): median %.1f ns per message per thread\n", t,
-               median_of(sm, t));
-    }
+    for (int t = 1; t <= maxt && strchr(cases, 'D'); t++)
+        run_senders(future_thread, t, sm);
     if (atomic_load(&errors))
         printf("   (%llu sends failed)\n", (unsigned long long)atomic_load(&errors));
     upulsar_producer_stop(prod, 10000);
