@@ -205,7 +205,9 @@ static inline void drain_prefetch(const up_ring_t *r, uint64_t pos, uint64_t pf_
 }
 
 /* The drain of plain records (what up_rec_write_plain() writes: no key,
- * ordering key, properties, meta or NOCOPY) into the default batcher's
+ * ordering key, properties, meta or NOCOPY), and of plain records with a
+ * partition key (text, UP_REC_KEY: the default batcher batches them alike,
+ * the entry carrying its first message's key), into the default batcher's
  * open batch @p b, up to @p budget records: each is appended as
  * up_default_add() appends it, from its header and extension, without the
  * general record view, while the batch has room for it. What it does not
@@ -238,33 +240,42 @@ static unsigned drain_plain(up_rp_t *rp, up_batch_t *b, unsigned budget, uint64_
         memcpy(&h, cell, sizeof h);
         uint32_t flags = h.ncells_flags & 0xfu;
         uint64_t ncells = up_rec_cells(&h);
-        /* no key, ordering key or properties, and an extension (if any)
-         * short: a callback and its opaque */
-        if ((flags & ~UP_REC_EXT) | h.key_len | h.okey_len ||
-            h.props_len != (flags ? UP_REC_X_SHORTEXT : 0u))
+        /* no ordering key or properties, a key (if any) as text, and an
+         * extension (if any) short: a callback and its opaque */
+        bool ext = flags & UP_REC_EXT, keyed = flags & UP_REC_KEY;
+        if ((flags & ~(UP_REC_EXT | UP_REC_KEY)) | h.okey_len | (keyed ? 0u : h.key_len) ||
+            h.props_len != (ext ? UP_REC_X_SHORTEXT : 0u))
             break;
         uint32_t plen = up_rec_plen(&h);
+        size_t klen = keyed ? h.key_len : 0;
         bool stamped = (h.payload_len & UP_REC_STAMPED) != 0;
-        size_t off = sizeof h + (flags ? UP_REC_SHORTEXT_BYTES : 0);
+        size_t off = sizeof h + (ext ? UP_REC_SHORTEXT_BYTES : 0);
         /* whole inside its cells, which do not wrap (else drain_one(),
          * which copies a wrapped record out, or fails a malformed one) */
         if ((pos & r->mask) + ncells > r->cap ||
-            off + plen + (stamped ? sizeof(uint64_t) : 0) > (size_t)ncells * UP_RING_CELL)
+            off + klen + plen + (stamped ? sizeof(uint64_t) : 0) > (size_t)ncells * UP_RING_CELL)
             break;
         /* the short extension's callback and opaque */
         up_rec_ext_t x = {0};
-        if (flags)
+        if (ext)
             memcpy(&x, cell + sizeof h, UP_REC_SHORTEXT_BYTES);
-        /* [size][payload_size, event_time, sequence_id][payload], as
-         * up_record_put_header_any() orders the fields */
+        /* [size][partition_key, payload_size, event_time, sequence_id]
+         * [payload], as up_record_put_header_any() orders the fields */
         size_t smm = 2 + up_varint_size(plen) + up_varint_size(seq) +
-                     (h.event_time ? 1 + up_varint_size(h.event_time) : 0);
+                     (h.event_time ? 1 + up_varint_size(h.event_time) : 0) +
+                     (keyed ? 1 + up_varint_size(klen) + klen : 0);
         size_t rs = 4 + smm + plen;
         if (b->rec_len > lim || rs > lim - b->rec_len ||
             !up_batch_reserve(b, HDR_ROOM + b->rec_len + rs))
             break; /* full: drain_one() closes it (or fails the record) */
         uint8_t *dst = b->buf + HDR_ROOM + b->rec_len, *p = dst + 4;
         up_put_be32(dst, (uint32_t)smm);
+        if (keyed) {
+            *p++ = 0x12; /* partition_key (2) */
+            p += up_put_varint(p, klen);
+            memcpy(p, cell + off, klen);
+            p += klen;
+        }
         *p++ = 0x18; /* payload_size (3) */
         p += up_put_varint(p, plen);
         if (h.event_time) {
@@ -273,7 +284,7 @@ static unsigned drain_plain(up_rp_t *rp, up_batch_t *b, unsigned budget, uint64_
         }
         *p++ = 0x40; /* sequence_id (8) */
         p += up_put_varint(p, seq);
-        memcpy(p, cell + off, plen);
+        memcpy(p, cell + off + klen, plen);
         b->rec_len += rs;
         b->last_seq = seq++;
         b->mem_bytes += up_rec_mem(ncells, flags, plen);

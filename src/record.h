@@ -254,13 +254,16 @@ static inline void up_rec_write(up_ring_t *r, uint64_t pos, uint64_t ncells, con
 }
 
 /** A plain record: a message whose options need nothing past the record's
- *  header and extension (no key, ordering key, properties, meta or
- *  NOCOPY): its payload (copied into the ring), its event time, and, with
- *  @c ext, a callback and its opaque (flags UP_REC_EXT, a short extension:
- *  UP_REC_X_SHORTEXT). */
+ *  header and extension, and its partition key as text (no binary key,
+ *  ordering key, properties, meta or NOCOPY): its payload (copied into the
+ *  ring), its event time, with @c ext a callback and its opaque (flags
+ *  UP_REC_EXT, a short extension: UP_REC_X_SHORTEXT), with @c key its
+ *  partition key (UP_REC_KEY; upulsar_send() only). */
 typedef struct up_rec_plain {
     const void *payload;
     size_t len;
+    const char *key; /**< NULL: none; else key_len bytes (at most 65535) */
+    size_t key_len;
     uint64_t sent_us;    /**< the send time it carries, 0 = none */
     uint64_t event_time;
     bool ext;
@@ -277,10 +280,11 @@ static inline uint64_t up_rec_plain_cells_of(size_t len, bool ext, bool stamped)
                              (stamped ? sizeof(uint64_t) : 0));
 }
 
-/** Cells of plain record @p m (up_rec_plain_cells_of()). @thread any */
+/** Cells of plain record @p m (up_rec_plain_cells_of(), and its key).
+ *  @thread any */
 static inline uint64_t up_rec_plain_cells(const up_rec_plain_t *m)
 {
-    return up_rec_plain_cells_of(m->len, m->ext, m->sent_us != 0);
+    return up_rec_plain_cells_of(m->len + m->key_len, m->ext, m->sent_us != 0);
 }
 
 /** up_rec_write() of plain record @p m with future @p future: the same
@@ -296,9 +300,10 @@ static inline void up_rec_write_plain(up_ring_t *r, uint64_t pos, uint64_t ncell
     size_t at = (size_t)(pos & r->mask) * UP_RING_CELL;
     size_t len = m->len;
     up_rec_t *h = (up_rec_t *)(void *)(r->cells + at);
-    h->ncells_flags = (uint32_t)(ncells << 4) | (m->ext ? UP_REC_EXT : 0u);
+    h->ncells_flags =
+        (uint32_t)(ncells << 4) | (m->ext ? UP_REC_EXT : 0u) | (m->key ? UP_REC_KEY : 0u);
     h->payload_len = (uint32_t)len | (m->sent_us ? UP_REC_STAMPED : 0u);
-    h->key_len = 0;
+    h->key_len = (uint16_t)m->key_len;
     h->okey_len = 0;
     h->props_len = m->ext ? UP_REC_X_SHORTEXT : 0u;
     h->future = future;
@@ -316,6 +321,11 @@ static inline void up_rec_write_plain(up_ring_t *r, uint64_t pos, uint64_t ncell
         x->cb = m->cb;
         x->opaque = m->opaque;
         at += UP_REC_SHORTEXT_BYTES;
+    }
+    if (m->key_len) { /* may wrap at the ring's end */
+        up_rec_put_t w = {r->cells, total, at};
+        up_rec_put(&w, m->key, m->key_len);
+        at = w.at;
     }
     uint8_t *d = r->cells + at;
     const uint8_t *s = m->payload;

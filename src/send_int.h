@@ -297,16 +297,20 @@ static inline void up_send_stamp(const struct upulsar_conf *cf, up_rec_in_t *in)
 
 /** Whether options @p o (as up_send_opts() gave them; NULL = none) make a
  *  plain record (record.h up_rec_plain_t): none, or nothing but a
- *  callback, an opaque and an event time. If so, *@p m is the record of
- *  @p payload, @p len as up_send_build() would make it (no send time yet:
- *  up_send_stamp_us()); its size rule is still to be checked
- *  (up_send_size_check() with no keys, properties or clusters). */
-static inline bool up_send_plain(const struct upulsar_conf *cf, const upulsar_send_opts_t *o,
-                                 const void *payload, size_t len, up_rec_plain_t *m)
+ *  callback, an opaque and an event time, and with @p key_ok a partition
+ *  key as text. If so, *@p m is the record of @p payload, @p len as
+ *  up_send_build() would make it (no send time yet: up_send_stamp_us());
+ *  its size rule is still to be checked (up_send_size_check() with
+ *  m->key_len of keys, no properties or clusters). */
+static inline bool up_send_plain_as(const struct upulsar_conf *cf, const upulsar_send_opts_t *o,
+                                    const void *payload, size_t len, up_rec_plain_t *m,
+                                    bool key_ok)
 {
     m->payload = payload;
     m->len = len;
     m->sent_us = 0;
+    m->key = NULL;
+    m->key_len = 0;
     if (!o) {
         m->event_time = 0;
         m->ext = false;
@@ -314,11 +318,18 @@ static inline bool up_send_plain(const struct upulsar_conf *cf, const upulsar_se
         m->opaque = NULL;
         return true;
     }
-    if (o->partition_key || o->partition_key_bytes || o->ordering_key || o->properties_cnt ||
-        o->flags ||
+    if ((o->partition_key && !key_ok) || o->partition_key_bytes || o->ordering_key ||
+        o->properties_cnt || o->flags ||
         (o->deliver_at_ms | o->deliver_after_ms | o->replication_clusters_cnt |
          (uint64_t)o->disable_replication))
         return false;
+    if (o->partition_key) {
+        /* as up_send_build() takes it; a longer one goes its way (refused) */
+        m->key_len = strnlen(o->partition_key, UPULSAR_MAX_KEY_BYTES + 1);
+        if (m->key_len > UPULSAR_MAX_KEY_BYTES)
+            return false;
+        m->key = o->partition_key;
+    }
     m->event_time = o->event_time_ms;
     /* a delivery report hands the message's opaque back: kept then (as
      * up_send_build()) */
@@ -328,14 +339,35 @@ static inline bool up_send_plain(const struct upulsar_conf *cf, const upulsar_se
     return true;
 }
 
+static inline bool up_send_plain(const struct upulsar_conf *cf, const upulsar_send_opts_t *o,
+                                 const void *payload, size_t len, up_rec_plain_t *m)
+{
+    return up_send_plain_as(cf, o, payload, len, m, false);
+}
+
+/** up_send_plain(), and also a message whose only option besides those is
+ *  a partition key as text (upulsar_send(): its size rule counts the key,
+ *  m->key_len). */
+static inline bool up_send_plain_keyed(const struct upulsar_conf *cf,
+                                       const upulsar_send_opts_t *o, const void *payload,
+                                       size_t len, up_rec_plain_t *m)
+{
+    return up_send_plain_as(cf, o, payload, len, m, true);
+}
+
 /** up_send_build() of plain record @p m (its size rule passed) into
  *  *@p in, stamped as @p m is. */
 static inline void up_send_plain_in(const struct upulsar_conf *cf, int32_t maxsz,
                                     const up_rec_plain_t *m, up_rec_in_t *in)
 {
     upulsar_err_t e = up_send_build(cf, maxsz, m->payload, m->len, NULL, in);
-    (void)e; /* the size rule passed */
+    (void)e; /* the size rule passed (with the key's bytes, if any) */
     in->event_time = m->event_time;
+    if (m->key) {
+        in->flags |= UP_REC_KEY;
+        in->key = m->key;
+        in->key_len = m->key_len;
+    }
     if (m->ext) {
         in->flags |= UP_REC_EXT;
         in->ext.cb = m->cb;

@@ -48,9 +48,10 @@ static void dr_cb(upulsar_err_t err, const upulsar_msg_id_t *id, void *opaque)
 /* Message @p i: 0 to 1500 bytes (empty, around a cache line and a cell,
  * the common size, and sizes that fill a batch of 2000 bytes in a few);
  * a callback on every third, an event time on every fourth (both still
- * plain records); properties on every eleventh and a partition key of up
- * to 38 bytes on every 29th (general records, and a keyed batch's entry
- * metadata is larger). */
+ * plain records); properties on every eleventh (general records) and a
+ * partition key of up to 38 bytes on every 29th (plain records through
+ * upulsar_send(), general ones through upulsar_send_many(); a keyed
+ * batch's entry metadata is larger). */
 static void dr_make(int i)
 {
     static const size_t lens[] = {0, 1, 31, 63, 64, 65, 100, 100, 127, 128, 129, 300, 700, 1500};

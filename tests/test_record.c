@@ -340,11 +340,12 @@ Test(record, a_cell_count_over_the_ring_is_refused_by_the_ring_reader)
 }
 
 /* up_rec_write_plain() (sends of messages without options, or with only a
- * callback, an opaque and an event time) writes the very bytes
- * up_rec_write() writes for the same record, and no others, at every cell
- * of the ring (the payload straddling its end), for lengths around a cell
- * and a cache line, with and without a send time, a callback and an event
- * time; up_rec_plain_cells() is the record's size in cells. */
+ * callback, an opaque, an event time and a partition key as text) writes
+ * the very bytes up_rec_write() writes for the same record, and no others,
+ * at every cell of the ring (the key and the payload straddling its end),
+ * for lengths around a cell and a cache line, with and without a send
+ * time, a callback, an event time and a key (empty, short, longer than a
+ * cell); up_rec_plain_cells() is the record's size in cells. */
 Test(record, a_plain_record_is_written_as_the_general_writer_writes_it)
 {
     for (size_t i = 0; i < sizeof payload_bytes; i++)
@@ -356,9 +357,12 @@ Test(record, a_plain_record_is_written_as_the_general_writer_writes_it)
     size_t total = (size_t)a.cap * UP_RING_CELL;
     struct upulsar_future *fut = (struct upulsar_future *)(uintptr_t)0x1234560;
     unsigned compared = 0;
+    /* no key, an empty one, a short one, one past a cell */
+    static const char *const keys[] = {NULL, "", "k-17", "a-partition-key-of-more-than-32-bytes"};
     for (size_t k = 0; k < sizeof lens / sizeof lens[0]; k++) {
-        for (int variant = 0; variant < 8; variant++) {
+        for (int variant = 0; variant < 32; variant++) {
             int stamped = variant & 1, ext = variant & 2, evt = variant & 4;
+            const char *key = keys[variant >> 3];
             up_rec_in_t in;
             memset(&in, 0, sizeof in);
             in.future = fut;
@@ -371,8 +375,15 @@ Test(record, a_plain_record_is_written_as_the_general_writer_writes_it)
                 in.ext.cb = dummy_cb;
                 in.ext.opaque = (void *)(uintptr_t)0xabcdef0;
             }
+            if (key) {
+                in.flags |= UP_REC_KEY;
+                in.key = key;
+                in.key_len = strlen(key);
+            }
             up_rec_plain_t m = {.payload = payload_bytes,
                                 .len = lens[k],
+                                .key = key,
+                                .key_len = key ? strlen(key) : 0,
                                 .sent_us = in.sent_us,
                                 .event_time = in.event_time,
                                 .ext = ext != 0,
@@ -394,7 +405,7 @@ Test(record, a_plain_record_is_written_as_the_general_writer_writes_it)
             }
         }
     }
-    cr_assert_eq(compared, 8 * (sizeof lens / sizeof lens[0]) * a.cap);
+    cr_assert_eq(compared, 32 * (sizeof lens / sizeof lens[0]) * a.cap);
     up_ring_destroy(&a);
     up_ring_destroy(&b);
 }
