@@ -222,8 +222,12 @@ static unsigned drain_plain(up_rp_t *rp, up_batch_t *b, unsigned budget, uint64_
     const struct upulsar_conf *cf = rp_conf(rp);
     up_ring_t *r = &rp->ring;
     /* the bytes of records the entry may hold: batch.max.bytes, and the
-     * broker's max_message_size less the entry's metadata (so a record
-     * that fits also fits alone: it never needs chunks) */
+     * broker's max_message_size less the entry's metadata (its first
+     * message's key; the entry never outgrows the broker's limit). A batch
+     * left empty (its first add ran out of memory) has no key yet: the
+     * general way opens it. */
+    if (b->n == 0)
+        return 0;
     size_t lim = (size_t)cf->batch_max_bytes, bmax = broker_max(rp), md = batch_md_bound(b);
     if (bmax <= md)
         return 0;

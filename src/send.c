@@ -597,8 +597,9 @@ upulsar_err_t up_rp_enqueue(up_rp_t *rp, const void *payload, size_t len,
     if (up_send_plain_keyed(cf, o, payload, len, &m) &&
         up_send_size_check(cf->chunking_enabled, maxsz > 0 ? (size_t)maxsz : 0, len, m.key_len, 0,
                            0) == UPULSAR_OK) {
-        /* no options but a callback: a plain record (record.h
-         * up_rec_write_plain()), unless its payload needs a private copy */
+        /* no options but a callback, an event time and a text key: a plain
+         * record (record.h up_rec_write_plain()), unless its payload needs
+         * a private copy */
         m.sent_us = up_send_stamp_us(cf);
         uint64_t ncells = up_rec_plain_cells(&m);
         if (__builtin_expect(ncells <= rp->ring.cap / 4, 1)) {

@@ -49,7 +49,8 @@ static void dr_cb(upulsar_err_t err, const upulsar_msg_id_t *id, void *opaque)
  * the common size, and sizes that fill a batch of 2000 bytes in a few);
  * a callback on every third, an event time on every fourth (both still
  * plain records); properties on every eleventh (general records) and a
- * partition key of up to 38 bytes on every 29th (plain records through
+ * partition key of up to 38 bytes (empty on every fourth of them) on
+ * every 29th (plain records through
  * upulsar_send(), general ones through upulsar_send_many(); a keyed
  * batch's entry metadata is larger). */
 static void dr_make(int i)
@@ -76,6 +77,8 @@ static void dr_make(int i)
         int n = snprintf(dr_key[i], sizeof dr_key[i], "key-%d-", i);
         memset(dr_key[i] + n, 'k', (size_t)(i % 31));
         dr_key[i][n + i % 31] = 0;
+        if ((i / 29) % 4 == 0)
+            dr_key[i][0] = 0; /* now and then an empty key: present, of 0 bytes */
         o->partition_key = dr_key[i];
     }
     bool opts = o->cb || o->event_time_ms || o->properties || o->partition_key;
