@@ -322,7 +322,7 @@ static inline void up_rec_write_plain(up_ring_t *r, uint64_t pos, uint64_t ncell
         x->opaque = m->opaque;
         at += UP_REC_SHORTEXT_BYTES;
     }
-    if (m->key_len) { /* may wrap at the ring's end */
+    if (m->key) { /* may wrap at the ring's end (an empty one writes nothing) */
         up_rec_put_t w = {r->cells, total, at};
         up_rec_put(&w, m->key, m->key_len);
         at = w.at;
