@@ -10,15 +10,7 @@
 #include <zstd.h>
 #endif
 
-/* Field tags: (field number << 3) | wire type. */
-#define TAG_PROPS 0x0a    /* 1, length-delimited */
-#define TAG_KEY 0x12      /* 2, length-delimited */
-#define TAG_PSIZE 0x18    /* 3, varint */
-#define TAG_EVTIME 0x28   /* 5, varint */
-#define TAG_OKEY 0x3a     /* 7, length-delimited */
-#define TAG_SEQ 0x40      /* 8, varint */
-#define TAG_KEYB64 0x30   /* 6, varint (bool) */
-#define TAG_NULLV 0x48    /* 9, varint (bool) */
+/* KeyValue field tags (the SingleMessageMetadata ones are in batch.h) */
 #define TAG_KV_KEY 0x0a   /* KeyValue.key */
 #define TAG_KV_VALUE 0x12 /* KeyValue.value */
 
@@ -47,34 +39,34 @@ size_t up_record_put_header_any(uint8_t *dst, const up_smm_t *m)
         p += m->props_len;
     }
     if (m->key) {
-        *p++ = TAG_KEY;
+        *p++ = UP_SMM_TAG_KEY;
         p += up_put_varint(p, m->key_len);
         memcpy(p, m->key, m->key_len);
         p += m->key_len;
     }
-    *p++ = TAG_PSIZE;
+    *p++ = UP_SMM_TAG_PSIZE;
     p += up_put_varint(p, m->payload_size);
     if (m->event_time) {
-        *p++ = TAG_EVTIME;
+        *p++ = UP_SMM_TAG_EVTIME;
         p += up_put_varint(p, m->event_time);
     }
     if (m->okey) {
-        *p++ = TAG_OKEY;
+        *p++ = UP_SMM_TAG_OKEY;
         p += up_put_varint(p, m->okey_len);
         memcpy(p, m->okey, m->okey_len);
         p += m->okey_len;
     }
     if (!m->no_seq) {
-        *p++ = TAG_SEQ;
+        *p++ = UP_SMM_TAG_SEQ;
         p += up_put_varint(p, m->sequence_id);
     }
     if (__builtin_expect(m->key_b64 | m->null_value, 0)) {
         if (m->key_b64 && m->key) {
-            *p++ = TAG_KEYB64;
+            *p++ = UP_SMM_TAG_KEYB64;
             *p++ = 1;
         }
         if (m->null_value) {
-            *p++ = TAG_NULLV;
+            *p++ = UP_SMM_TAG_NULLV;
             *p++ = 1;
         }
     }
@@ -117,22 +109,22 @@ int up_record_info(const uint8_t *buf, size_t len, size_t *off, up_rec_info_t *o
         case 0:
             if (!get_varint(p, sl, &i, &v))
                 return UPULSAR_ERR__DECODE;
-            if (tag == TAG_PSIZE) {
+            if (tag == UP_SMM_TAG_PSIZE) {
                 out->payload_len = (uint32_t)v;
                 have_size = v <= UINT32_MAX;
-            } else if (tag == TAG_SEQ) {
+            } else if (tag == UP_SMM_TAG_SEQ) {
                 out->seq = v;
                 out->has_seq = true;
-            } else if (tag == TAG_KEYB64) {
+            } else if (tag == UP_SMM_TAG_KEYB64) {
                 out->key_b64 = v != 0;
-            } else if (tag == TAG_NULLV) {
+            } else if (tag == UP_SMM_TAG_NULLV) {
                 out->null_value = v != 0;
             }
             break;
         case 2:
             if (!get_varint(p, sl, &i, &v) || v > sl - i)
                 return UPULSAR_ERR__DECODE;
-            if (tag == TAG_KEY) {
+            if (tag == UP_SMM_TAG_KEY) {
                 out->key = (const char *)p + i;
                 out->key_len = (uint32_t)v;
             }
@@ -187,9 +179,9 @@ static bool smm_payload_size(const uint8_t *p, size_t len, uint64_t *psize)
             if (v > len - i)
                 return false;
             i += (size_t)v;
-        } else if ((tag & 7) != 0 || tag == TAG_SEQ) {
+        } else if ((tag & 7) != 0 || tag == UP_SMM_TAG_SEQ) {
             return false;
-        } else if (tag == TAG_PSIZE) {
+        } else if (tag == UP_SMM_TAG_PSIZE) {
             *psize = v;
             have = true;
         }
@@ -226,7 +218,7 @@ size_t up_records_number(uint8_t *buf, size_t len, uint32_t n, uint64_t first, s
         dst -= body;
         memmove(buf + dst, buf + at + 4 + sl, body);
         uint8_t tagged[11];
-        tagged[0] = TAG_SEQ;
+        tagged[0] = UP_SMM_TAG_SEQ;
         up_put_varint(tagged + 1, seq);
         dst -= add;
         memcpy(buf + dst, tagged, add);
@@ -276,7 +268,7 @@ size_t up_props_encode_to(const upulsar_property_t *props, size_t n,
         size_t kl = strlen(props[i].key), vl = strlen(props[i].value);
         uint8_t pre[1 + 10 + 1 + 10], mid[1 + 10];
         size_t np = 0, nm = 0;
-        pre[np++] = TAG_PROPS;
+        pre[np++] = UP_SMM_TAG_PROPS;
         np += up_put_varint(pre + np, kv_body_size(kl, vl));
         pre[np++] = TAG_KV_KEY;
         np += up_put_varint(pre + np, kl);
@@ -296,7 +288,7 @@ size_t up_props_encode(uint8_t *dst, const upulsar_property_t *props, size_t n)
     uint8_t *p = dst;
     for (size_t i = 0; i < n; i++) {
         size_t kl = strlen(props[i].key), vl = strlen(props[i].value);
-        *p++ = TAG_PROPS;
+        *p++ = UP_SMM_TAG_PROPS;
         p += up_put_varint(p, kv_body_size(kl, vl));
         *p++ = TAG_KV_KEY;
         p += up_put_varint(p, kl);

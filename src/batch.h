@@ -17,6 +17,17 @@
 #include "pb.h"
 #include "upulsar/upulsar.h"
 
+/* SingleMessageMetadata field tags: (field number << 3) | wire type. The
+ * encoder (batch.c) and the drain's fast path (drain.c) write them. */
+#define UP_SMM_TAG_PROPS 0x0a  /* 1, length-delimited */
+#define UP_SMM_TAG_KEY 0x12    /* 2, length-delimited */
+#define UP_SMM_TAG_PSIZE 0x18  /* 3, varint */
+#define UP_SMM_TAG_EVTIME 0x28 /* 5, varint */
+#define UP_SMM_TAG_KEYB64 0x30 /* 6, varint (bool) */
+#define UP_SMM_TAG_OKEY 0x3a   /* 7, length-delimited */
+#define UP_SMM_TAG_SEQ 0x40    /* 8, varint */
+#define UP_SMM_TAG_NULLV 0x48  /* 9, varint (bool) */
+
 /** What goes into one SingleMessageMetadata. */
 typedef struct up_smm {
     const char *key;          /**< partition_key (2), NULL = none */

@@ -275,18 +275,18 @@ static unsigned drain_plain(up_rp_t *rp, up_batch_t *b, unsigned budget, uint64_
         uint8_t *dst = b->buf + HDR_ROOM + b->rec_len, *p = dst + 4;
         up_put_be32(dst, (uint32_t)smm);
         if (keyed) {
-            *p++ = 0x12; /* partition_key (2) */
+            *p++ = UP_SMM_TAG_KEY;
             p += up_put_varint(p, klen);
             memcpy(p, cell + off, klen);
             p += klen;
         }
-        *p++ = 0x18; /* payload_size (3) */
+        *p++ = UP_SMM_TAG_PSIZE;
         p += up_put_varint(p, plen);
         if (h.event_time) {
-            *p++ = 0x28; /* event_time (5) */
+            *p++ = UP_SMM_TAG_EVTIME;
             p += up_put_varint(p, h.event_time);
         }
-        *p++ = 0x40; /* sequence_id (8) */
+        *p++ = UP_SMM_TAG_SEQ;
         p += up_put_varint(p, seq);
         memcpy(p, cell + off + klen, plen);
         b->rec_len += rs;
