@@ -77,6 +77,14 @@ static inline int ft_wait_for(int (*cond)(void *), void *arg)
 
 /* ---- broker and client ------------------------------------------------- */
 
+/* A test broker started with @p o; fails the test if it does not start. */
+static inline upulsar_tb_t *ft_broker_of(const upulsar_tb_opts_t *o)
+{
+    upulsar_tb_t *tb = NULL;
+    cr_assert_eq(upulsar_tb_start(o, &tb), UPULSAR_OK, "%s", upulsar_last_error());
+    return tb;
+}
+
 static inline upulsar_tb_t *ft_broker(void)
 {
     upulsar_tb_opts_t o;
@@ -86,9 +94,7 @@ static inline upulsar_tb_t *ft_broker(void)
      * deployment that wants exactly once configures it (Pulsar's default
      * is off; see ft_broker_no_dedup()) */
     o.deduplication = 1;
-    upulsar_tb_t *tb = NULL;
-    cr_assert_eq(upulsar_tb_start(&o, &tb), UPULSAR_OK, "%s", upulsar_last_error());
-    return tb;
+    return ft_broker_of(&o);
 }
 
 /* A broker with Pulsar's defaults (de-duplication off) but a
@@ -98,9 +104,7 @@ static inline upulsar_tb_t *ft_broker_max(int max)
     upulsar_tb_opts_t o;
     upulsar_tb_opts_init(&o);
     o.max_message_size = max;
-    upulsar_tb_t *tb = NULL;
-    cr_assert_eq(upulsar_tb_start(&o, &tb), UPULSAR_OK, "%s", upulsar_last_error());
-    return tb;
+    return ft_broker_of(&o);
 }
 
 /* Set @p kv (NULL-terminated key, value pairs; NULL: none) on @p conf;

@@ -129,8 +129,7 @@ Test(fidelity_close, close_naming_the_new_owner_is_followed_at_once)
     upulsar_tb_opts_t o;
     upulsar_tb_opts_init(&o);
     o.shared_store_with = a;
-    upulsar_tb_t *b = NULL;
-    cr_assert_eq(upulsar_tb_start(&o, &b), UPULSAR_OK, "%s", upulsar_last_error());
+    upulsar_tb_t *b = ft_broker_of(&o);
     ft_passes_t passes;
     upulsar_client_t *c = never_client(upulsar_tb_url(a), &passes);
     upulsar_producer_t *p = ft_producer(c, "xf", "moved", 0, no_timeout);
