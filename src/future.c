@@ -51,13 +51,20 @@ static up_fshard_t *own_shard(up_future_pool_t *p)
     return &p->shard[my_shard - 1];
 }
 
+/* A shard's head after a change from @p old: its tag bumped (so a CAS
+ * holding an older head fails), its top @p top (index + 1, 0 = empty). */
+static inline uint64_t head_after(uint64_t old, uint32_t top)
+{
+    return (((old >> 32) + 1) << 32) | top;
+}
+
 /* Push the chain first..last (linked through next) onto shard @p sh. */
 static void push_chain(up_fshard_t *sh, up_fslot_t *first, up_fslot_t *last)
 {
     uint64_t old = atomic_load_explicit(&sh->head, memory_order_relaxed);
     for (;;) {
         atomic_store_explicit(&last->next, (uint32_t)old, memory_order_relaxed);
-        uint64_t nw = (((old >> 32) + 1) << 32) | (uint64_t)(first->idx + 1);
+        uint64_t nw = head_after(old, first->idx + 1);
         /* release: the chain's links and states are visible to the popper */
         if (atomic_compare_exchange_weak_explicit(&sh->head, &old, nw, memory_order_release,
                                                   memory_order_relaxed))
@@ -286,7 +293,7 @@ static up_fslot_t *pop(up_future_pool_t *p, up_fshard_t *sh, uint64_t *seen)
         }
         up_fslot_t *f = slot(p, top - 1);
         uint32_t next = atomic_load_explicit(&f->next, memory_order_relaxed);
-        uint64_t nw = (((old >> 32) + 1) << 32) | next;
+        uint64_t nw = head_after(old, next);
         if (atomic_compare_exchange_weak_explicit(&sh->head, &old, nw, memory_order_acquire,
                                                   memory_order_acquire))
             return f;
@@ -349,7 +356,7 @@ unsigned up_future_alloc_many(up_future_pool_t *p, struct upulsar_future **out, 
         }
         if (k < n) /* not enough on the shard: one by one (others, growth) */
             return alloc_each(p, out, n);
-        uint64_t nw = (((old >> 32) + 1) << 32) | next;
+        uint64_t nw = head_after(old, next);
         if (atomic_compare_exchange_weak_explicit(&sh->head, &old, nw, memory_order_acquire,
                                                   memory_order_acquire)) {
             up_fslot_t *f = first;
