@@ -585,6 +585,37 @@ upulsar_err_t up_rp_enqueue_in(up_rp_t *rp, up_rec_in_t *in, upulsar_future_t **
     return enqueue_in(rp, in, future);
 }
 
+/* up_rp_enqueue_plain() once the plain record is stamped */
+static inline __attribute__((always_inline)) upulsar_err_t
+enqueue_plain(up_rp_t *rp, int32_t maxsz, const up_rec_plain_t *m, upulsar_future_t **future)
+{
+    uint64_t ncells = up_rec_plain_cells(m);
+    if (__builtin_expect(ncells <= rp->ring.cap / 4, 1)) {
+        uint64_t pos;
+        struct upulsar_future *f = NULL;
+        upulsar_err_t e = enqueue_take(rp, ncells, 0, NULL, future != NULL, &f, &pos);
+        if (e)
+            return e;
+        up_send_prefetch_ahead(&rp->ring, pos, ncells);
+        up_rec_write_plain(&rp->ring, pos, ncells, m, f);
+        up_ring_commit(&rp->ring, pos); /* R1 */
+        up_send_publish(rp);
+        if (future)
+            *future = f;
+        return UPULSAR_OK;
+    }
+    /* its payload needs a private copy: the general way */
+    up_rec_in_t in;
+    up_send_plain_in(rp_conf(rp), maxsz, m, &in);
+    return enqueue_in(rp, &in, future);
+}
+
+upulsar_err_t up_rp_enqueue_plain(up_rp_t *rp, int32_t maxsz, const up_rec_plain_t *m,
+                                  upulsar_future_t **future)
+{
+    return enqueue_plain(rp, maxsz, m, future);
+}
+
 upulsar_err_t up_rp_enqueue(up_rp_t *rp, const void *payload, size_t len,
                             const upulsar_send_opts_t *o, upulsar_future_t **future)
 {
@@ -598,26 +629,9 @@ upulsar_err_t up_rp_enqueue(up_rp_t *rp, const void *payload, size_t len,
         up_send_size_check(cf->chunking_enabled, maxsz > 0 ? (size_t)maxsz : 0, len, m.key_len, 0,
                            0) == UPULSAR_OK) {
         /* no options but a callback, an event time and a text key: a plain
-         * record (record.h up_rec_write_plain()), unless its payload needs
-         * a private copy */
+         * record (record.h up_rec_write_plain()) */
         m.sent_us = up_send_stamp_us(cf);
-        uint64_t ncells = up_rec_plain_cells(&m);
-        if (__builtin_expect(ncells <= rp->ring.cap / 4, 1)) {
-            uint64_t pos;
-            struct upulsar_future *f = NULL;
-            if ((e = enqueue_take(rp, ncells, 0, NULL, future != NULL, &f, &pos)))
-                return e;
-            up_send_prefetch_ahead(&rp->ring, pos, ncells);
-            up_rec_write_plain(&rp->ring, pos, ncells, &m, f);
-            up_ring_commit(&rp->ring, pos); /* R1 */
-            up_send_publish(rp);
-            if (future)
-                *future = f;
-            return UPULSAR_OK;
-        }
-        up_rec_in_t in;
-        up_send_plain_in(cf, maxsz, &m, &in);
-        return enqueue_in(rp, &in, future);
+        return enqueue_plain(rp, maxsz, &m, future);
     }
     up_rec_in_t in;
     e = up_send_build(cf, maxsz, payload, len, o, &in);

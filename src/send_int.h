@@ -383,6 +383,13 @@ static inline void up_send_plain_in(const struct upulsar_conf *cf, int32_t maxsz
  *  on success only. */
 upulsar_err_t up_rp_enqueue_in(up_rp_t *rp, up_rec_in_t *in, upulsar_future_t **future);
 
+/** The rest of upulsar_send() for plain record @p m (record.h; its size
+ *  rule passed with the client's max_message_size @p maxsz, and stamped):
+ *  as up_rp_enqueue_in() of up_send_plain_in(), written with
+ *  up_rec_write_plain() unless its payload needs a private copy. */
+upulsar_err_t up_rp_enqueue_plain(up_rp_t *rp, int32_t maxsz, const up_rec_plain_t *m,
+                                  upulsar_future_t **future);
+
 /** Reserve @p n cells of @p rp's ring now, if the ring and the memory
  *  budget have room for them and for @p ext bytes of payload kept out of
  *  the ring: true and *@p pos, charged as up_rp_enqueue() charges; false

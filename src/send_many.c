@@ -20,13 +20,17 @@
  * too large to share a run (a private copy, or more than a sixteenth of
  * the ring) goes alone through that path too.
  *
- * A message without options, or with nothing but a callback, an opaque
- * and an event time, is a plain record (up_send_plain()): it is checked
- * (the size rule), stamped and counted into its run without a up_rec_in_t,
- * and written with up_rec_write_plain(), the same bytes as up_rec_write()
- * of the same message. A run holds plain messages or others, not both;
- * its producer's checks (up_send_prep(): failure, lazy start) run when the
- * run starts and for each message with options.
+ * A message without options, or with nothing but a callback, an opaque,
+ * an event time and a partition key as text, is a plain record
+ * (up_send_plain_keyed()): it is checked (the size rule, its key's bytes
+ * counted), stamped and counted into its run without a up_rec_in_t, and
+ * written with up_rec_write_plain(), the same bytes as up_rec_write() of
+ * the same message; a plain record that goes one by one takes
+ * upulsar_send()'s plain way (up_rp_enqueue_plain()). A run holds plain
+ * messages or others, not both; its producer's checks (up_send_prep():
+ * failure, lazy start) run when the run starts and for each message with
+ * options. Only keyless plain messages continue a run by the round robin
+ * (plain_more()).
  *
  * The first message refused ends the call: those before it are queued
  * (the run holding them is queued first), *accepted counts them, and
@@ -168,10 +172,9 @@ undo_pending:
         atomic_fetch_sub_explicit(&rp->lim_msgs, n, memory_order_relaxed);
 one_by_one:
     for (unsigned i = 0; i < n; i++) {
-        if (u->plain)
-            up_send_plain_in(rp_conf(rp), u->maxsz, &u->pl[i], &u->in[i]);
-        upulsar_err_t e =
-            up_rp_enqueue_in(rp, &u->in[i], futures ? &futures[u->first + i] : NULL);
+        upulsar_future_t **fut = futures ? &futures[u->first + i] : NULL;
+        upulsar_err_t e = u->plain ? up_rp_enqueue_plain(rp, u->maxsz, &u->pl[i], fut)
+                                   : up_rp_enqueue_in(rp, &u->in[i], fut);
         if (e)
             return e;
         ++*acc;
@@ -214,7 +217,7 @@ upulsar_err_t upulsar_send_many_sized(upulsar_producer_t *p, const upulsar_msg_t
         if (!rp)
             goto refused;
         up_rec_plain_t m;
-        bool plain = up_send_plain(rp_conf(rp), o, payload, len, &m);
+        bool plain = up_send_plain_keyed(rp_conf(rp), o, payload, len, &m);
         if (u.n && (rp != u.rp || u.n == RUN_MAX || plain != u.plain)) {
             if ((err = run_flush(&u, futures, &acc)))
                 goto failed;
@@ -231,7 +234,8 @@ upulsar_err_t upulsar_send_many_sized(upulsar_producer_t *p, const upulsar_msg_t
         uint64_t ncells;
         if (plain) {
             if ((err = up_send_size_check(cf->chunking_enabled,
-                                          u.maxsz > 0 ? (size_t)u.maxsz : 0, len, 0, 0, 0)))
+                                          u.maxsz > 0 ? (size_t)u.maxsz : 0, len, m.key_len,
+                                          0, 0)))
                 goto refused;
             m.sent_us = up_send_stamp_us(cf);
             ncells = up_rec_plain_cells(&m);
@@ -252,11 +256,15 @@ upulsar_err_t upulsar_send_many_sized(upulsar_producer_t *p, const upulsar_msg_t
                 if (plain && (err = up_send_prep(rp)))
                     goto refused;
             }
-            if (plain)
-                up_send_plain_in(cf, u.maxsz, &m, &u.in[0]);
-            else if (u.in != in) /* built in the slot after the run's last */
-                u.in[0] = *in;
-            if ((err = up_rp_enqueue_in(rp, &u.in[0], futures ? &futures[i] : NULL)))
+            upulsar_future_t **fut = futures ? &futures[i] : NULL;
+            if (plain) {
+                err = up_rp_enqueue_plain(rp, u.maxsz, &m, fut);
+            } else {
+                if (u.in != in) /* built in the slot after the run's last */
+                    u.in[0] = *in;
+                err = up_rp_enqueue_in(rp, &u.in[0], fut);
+            }
+            if (err)
                 goto failed;
             acc++;
             continue;
@@ -283,7 +291,7 @@ upulsar_err_t upulsar_send_many_sized(upulsar_producer_t *p, const upulsar_msg_t
         u.ncells[u.n] = (uint32_t)ncells;
         u.cells += ncells;
         u.n++;
-        if (plain && rr)
+        if (plain && rr && !m.key) /* routed by the round robin */
             i = plain_more(&u, p, rr, cf, msgs, i, n, opts_size);
     }
     if (u.n)

@@ -763,3 +763,87 @@ Test(send_many, an_invalid_message_among_messages_without_options_queues_exactly
     upulsar_tb_snapshot_free(s);
     ft_stop_client_and_broker(tb, c);
 }
+
+/* ---- keys in the size rule ------------------------------------------------------ */
+
+/* Scenario: a broker whose max_message_size is 8 KiB (M). One call of 4
+ * messages with nothing but a partition key each (plain records):
+ *  0. 100 bytes, key "a";
+ *  1. 100 bytes, key "b";
+ *  2. a payload that fits alone (M - 512 - 1000 bytes) with a key of 600
+ *     bytes: with the key counted twice (upulsar.h: len + 2 * K + 512 <= M)
+ *     it does not fit;
+ *  3. 100 bytes, key "c".
+ * The call returns MSG_TOO_LARGE, as upulsar_send() of message 2 does
+ * (checked first, on its own); *accepted is 2; the topic holds messages 0
+ * and 1, with their keys, and nothing else. Then message 2 with a key of
+ * 500 bytes (len + 2 * 500 + 512 = M) is accepted by both calls and
+ * stored with its whole key, twice. */
+Test(send_many, a_partition_key_counts_in_the_size_rule_as_for_upulsar_send)
+{
+    enum { M = 8192, BIG = M - UPULSAR_MSG_OVERHEAD - 1000 };
+    upulsar_tb_t *tb = ft_broker_max(M);
+    upulsar_client_t *c = ft_client(tb, NULL);
+    upulsar_producer_t *p = ft_producer(c, NULL, "keysize", 0, NULL);
+    static char small[100], big[BIG], longkey[601];
+    memset(small, 's', sizeof small);
+    memset(big, 'b', sizeof big);
+    memset(longkey, 'k', 600);
+    upulsar_send_opts_t o[4] = {{.partition_key = "a"},
+                                {.partition_key = "b"},
+                                {.partition_key = longkey},
+                                {.partition_key = "c"}};
+    upulsar_msg_t msgs[4] = {{small, sizeof small, &o[0]},
+                             {small, sizeof small, &o[1]},
+                             {big, sizeof big, &o[2]},
+                             {small, sizeof small, &o[3]}};
+    /* the oracle: upulsar_send() refuses message 2 */
+    upulsar_future_t *f1 = NULL;
+    cr_assert_eq(upulsar_send(p, big, sizeof big, &o[2], &f1), UPULSAR_ERR__MSG_TOO_LARGE, "%s",
+                 upulsar_last_error());
+    cr_assert_null(f1);
+    upulsar_future_t *futs[4];
+    size_t acc = 99;
+    upulsar_err_t e = upulsar_send_many(p, msgs, 4, futs, &acc);
+    cr_assert_eq(e, UPULSAR_ERR__MSG_TOO_LARGE, "%s: %s", upulsar_err_name(e),
+                 upulsar_last_error());
+    cr_assert_eq(acc, 2u);
+    cr_assert_null(futs[2]);
+    for (int i = 0; i < 2; i++) {
+        cr_assert_eq(upulsar_future_wait(futs[i], FT_WAIT_MS, NULL), UPULSAR_OK, "message %d", i);
+        upulsar_future_release(futs[i]);
+    }
+    /* at the limit exactly: accepted by both */
+    longkey[500] = '\0';
+    cr_assert_eq(upulsar_send_many(p, &msgs[2], 1, futs, &acc), UPULSAR_OK, "%s",
+                 upulsar_last_error());
+    cr_assert_eq(upulsar_send(p, big, sizeof big, &o[2], &f1), UPULSAR_OK, "%s",
+                 upulsar_last_error());
+    cr_assert_eq(upulsar_future_wait(futs[0], FT_WAIT_MS, NULL), UPULSAR_OK, "%s",
+                 upulsar_last_error());
+    cr_assert_eq(upulsar_future_wait(f1, FT_WAIT_MS, NULL), UPULSAR_OK, "%s",
+                 upulsar_last_error());
+    upulsar_future_release(futs[0]);
+    upulsar_future_release(f1);
+    cr_assert_eq(upulsar_producer_stop(p, 10000), UPULSAR_OK);
+    upulsar_tb_snapshot_t *s;
+    cr_assert_eq(upulsar_tb_snapshot(tb, "keysize", &s), UPULSAR_OK, "%s", upulsar_last_error());
+    cr_assert_eq(upulsar_tb_snapshot_count(s), 4u);
+    static const char *const want[2] = {"a", "b"};
+    for (size_t j = 0; j < 4; j++) {
+        const upulsar_tb_msg_t *sm = upulsar_tb_snapshot_msg(s, j);
+        if (j < 2) {
+            cr_assert(sm->payload_len == sizeof small && !memcmp(sm->payload, small, sizeof small),
+                      "#%zu: bytes", j);
+            cr_assert(sm->partition_key && !strcmp(sm->partition_key, want[j]), "#%zu: key", j);
+        } else {
+            cr_assert(sm->payload_len == sizeof big && !memcmp(sm->payload, big, sizeof big),
+                      "#%zu: bytes", j);
+            cr_assert(sm->partition_key && strlen(sm->partition_key) == 500 &&
+                          !strcmp(sm->partition_key, longkey),
+                      "#%zu: key", j);
+        }
+    }
+    upulsar_tb_snapshot_free(s);
+    ft_stop_client_and_broker(tb, c);
+}
