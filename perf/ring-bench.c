@@ -16,6 +16,9 @@
  *  D. upulsar_send() with a future per message, as B, and after each
  *     burst's pause each future waited for (resolved by then) and
  *     released: the sends and the releases are timed, per message.
+ *  E. as C, each message with a partition key (one of 1000, picked at
+ *     random as upulsar-perf --keyed picks them), so consecutive messages
+ *     of a call mostly go to different partitions.
  * Prints the median ns per message per thread over many samples, for
  * 1..N threads, from the sending thread's CPU time per burst
  * (CLOCK_THREAD_CPUTIME_ID): on a 2-core machine senders are regularly
@@ -23,7 +26,7 @@
  * not a cost of the call. (A producer that finds the ring full spins, and
  * that spinning is counted.)
  *  usage: ring-bench [max_threads (default 4)] [cases (default ABC; D
- *  on request)] */
+ *  and E on request)] */
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
@@ -142,21 +145,32 @@ static void *send_thread(void *a)
 #define C_KINDS 3
 static const int c_batch[C_KINDS] = {1, 16, 64}; /* 1: upulsar_send() */
 
+static bool e_keyed; /* case E: each message with a key */
+static char e_keys[1000][16];
+
 static void *send_many_thread(void *a)
 {
     samples_t *sm = a; /* C_KINDS of them */
     char payload[100];
     memset(payload, 'p', sizeof payload);
     upulsar_msg_t msgs[64];
+    upulsar_send_opts_t o[64];
+    uint32_t rnd = 1;
     for (int i = 0; i < 64; i++)
-        msgs[i] = (upulsar_msg_t){payload, sizeof payload, NULL};
+        msgs[i] = (upulsar_msg_t){payload, sizeof payload, e_keyed ? &o[i] : NULL};
     for (int s = 0; s < SAMPLES; s++)
         for (int k = 0; k < C_KINDS; k++) {
             int b = c_batch[k], calls = BURST / b; /* about BURST messages */
             uint64_t t = thread_ns();
             for (int i = 0; i < calls; i++) {
+                /* the keys of the call's messages (also timed, as an
+                 * application setting them would be) */
+                for (int j = 0; e_keyed && j < b; j++) {
+                    rnd = rnd * 1664525u + 1013904223u;
+                    o[j] = (upulsar_send_opts_t){.partition_key = e_keys[(rnd >> 8) % 1000]};
+                }
                 if (b == 1) {
-                    if (upulsar_send(prod, payload, sizeof payload, NULL, NULL))
+                    if (upulsar_send(prod, payload, sizeof payload, msgs[0].opts, NULL))
                         errors++;
                 } else {
                     size_t acc;
@@ -239,7 +253,7 @@ int main(int argc, char **argv)
         up_ring_destroy(&ring);
     }
 
-    if (!strchr(cases, 'B') && !strchr(cases, 'C') && !strchr(cases, 'D'))
+    if (!strpbrk(cases, "BCDE"))
         goto out;
     upulsar_tb_opts_t o;
     upulsar_tb_opts_init(&o);
@@ -247,6 +261,13 @@ int main(int argc, char **argv)
     o.max_retained_bytes = 16u << 20;
     upulsar_tb_t *tb;
     if (upulsar_tb_start(&o, &tb)) {
+        fprintf(stderr, "broker: %s\n", upulsar_last_error());
+        return 1;
+    }
+    /* the topic has the 4 partitions the producer is given (the broker
+     * would otherwise report it non-partitioned, and the producer would
+     * produce to it as one) */
+    if (upulsar_tb_set_partitions(tb, "ring-bench", 4)) {
         fprintf(stderr, "broker: %s\n", upulsar_last_error());
         return 1;
     }
@@ -265,9 +286,17 @@ int main(int argc, char **argv)
                "(thread CPU time)\n");
     for (int t = 1; t <= maxt && strchr(cases, 'B'); t++)
         run_senders(send_thread, t, sm);
-    if (strchr(cases, 'C')) {
-        printf("C. upulsar_send_many(), 100-byte messages, 1 sender thread, same setup (thread "
-               "CPU time; the kinds take turns)\n");
+    for (int i = 0; i < 1000; i++)
+        snprintf(e_keys[i], sizeof e_keys[i], "key-%d", i);
+    for (const char *c = "CE"; *c; c++) {
+        if (!strchr(cases, *c))
+            continue;
+        e_keyed = *c == 'E';
+        if (e_keyed)
+            printf("E. as C, each message with one of 1000 partition keys\n");
+        else
+            printf("C. upulsar_send_many(), 100-byte messages, 1 sender thread, same setup "
+                   "(thread CPU time; the kinds take turns)\n");
         samples_t *cm = calloc(C_KINDS, sizeof *cm);
         pthread_create(&th[0], NULL, send_many_thread, cm);
         pthread_join(th[0], NULL);
