@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "batcher.h"
+#include "copy.h"
 
 /* ---- the drain ---- */
 
@@ -277,7 +278,7 @@ static unsigned drain_plain(up_rp_t *rp, up_batch_t *b, unsigned budget, uint64_
         if (keyed) {
             *p++ = UP_SMM_TAG_KEY;
             p += up_put_varint(p, klen);
-            memcpy(p, cell + off, klen);
+            up_copy_short(p, cell + off, klen);
             p += klen;
         }
         *p++ = UP_SMM_TAG_PSIZE;

@@ -35,6 +35,7 @@
 #include <string.h>
 
 #include "batch.h"
+#include "copy.h"
 #include "ring.h"
 #include "upulsar/upulsar.h"
 
@@ -188,7 +189,7 @@ static inline void up_rec_put(up_rec_put_t *w, const void *p, size_t len)
         return; /* p may be NULL then */
     size_t first = w->total - w->at;
     if (len < first) {
-        memcpy(w->cells + w->at, p, len);
+        up_copy_short(w->cells + w->at, p, len); /* keys: mostly a few bytes */
         w->at += len;
         return;
     }

@@ -409,3 +409,25 @@ Test(record, a_plain_record_is_written_as_the_general_writer_writes_it)
     up_ring_destroy(&a);
     up_ring_destroy(&b);
 }
+
+/* up_copy_short() (copy.h, the keys' copy): for every length 0..80 and
+ * every offset 0..7 of source and destination, exactly the n bytes are
+ * copied and not a byte around them is written. */
+Test(record, short_copy_writes_exactly_its_bytes_at_every_length)
+{
+    uint8_t src[96], dst[128];
+    for (int i = 0; i < 96; i++)
+        src[i] = (uint8_t)(i * 7 + 1);
+    for (size_t n = 0; n <= 80; n++)
+        for (size_t so = 0; so < 8; so++)
+            for (size_t d0 = 0; d0 < 8; d0++) {
+                memset(dst, 0xee, sizeof dst);
+                up_copy_short(dst + 16 + d0, src + so, n);
+                for (size_t i = 0; i < sizeof dst; i++) {
+                    size_t at = 16 + d0;
+                    uint8_t want = i >= at && i < at + n ? src[so + i - at] : 0xee;
+                    cr_assert_eq(dst[i], want, "n %zu, offsets %zu/%zu: byte %zu is %u, not %u",
+                                 n, so, d0, i, dst[i], want);
+                }
+            }
+}
