@@ -2,6 +2,9 @@
  *
  * A partition key is a few bytes: memcpy() of a length known only at run
  * time is a call into the C library, which costs more than such a copy.
+ * Used for the pieces of a record the general writer puts into the ring
+ * (up_rec_put(): keys, extension, meta, properties, payload when it does
+ * not wrap) and the keys the drain's fast path puts into a batch.
  * up_copy_short() copies up to 32 bytes with two fixed-size moves that may
  * overlap in the middle (the compiler makes each a load and a store), and
  * calls memcpy() beyond that. Source and destination must not overlap.

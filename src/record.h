@@ -189,7 +189,7 @@ static inline void up_rec_put(up_rec_put_t *w, const void *p, size_t len)
         return; /* p may be NULL then */
     size_t first = w->total - w->at;
     if (len < first) {
-        up_copy_short(w->cells + w->at, p, len); /* keys: mostly a few bytes */
+        up_copy_short(w->cells + w->at, p, len); /* keys are mostly a few bytes */
         w->at += len;
         return;
     }
@@ -259,7 +259,7 @@ static inline void up_rec_write(up_ring_t *r, uint64_t pos, uint64_t ncells, con
  *  ordering key, properties, meta or NOCOPY): its payload (copied into the
  *  ring), its event time, with @c ext a callback and its opaque (flags
  *  UP_REC_EXT, a short extension: UP_REC_X_SHORTEXT), with @c key its
- *  partition key (UP_REC_KEY; upulsar_send() only). */
+ *  partition key (UP_REC_KEY). */
 typedef struct up_rec_plain {
     const void *payload;
     size_t len;
@@ -291,7 +291,7 @@ static inline uint64_t up_rec_plain_cells(const up_rec_plain_t *m)
 /** up_rec_write() of plain record @p m with future @p future: the same
  *  bytes in the same cells, without a up_rec_in_t to fill and read back
  *  (the sends of messages without options, or with only a callback, an
- *  opaque and an event time). @p ncells is up_rec_plain_cells(m). No
+ *  opaque, an event time and a partition key as text). @p ncells is up_rec_plain_cells(m). No
  *  allocation. @thread caller, between up_ring_reserve() and
  *  up_ring_commit() */
 static inline void up_rec_write_plain(up_ring_t *r, uint64_t pos, uint64_t ncells,

@@ -15,7 +15,8 @@
  * has its commit word, ring.h), and one fence and one wake check for the
  * run. When the run does not fit at once (ring, budget, pending count,
  * future pool), nothing is kept of the attempt and its messages go one by
- * one through upulsar_send()'s own path (up_rp_enqueue_in()), which waits
+ * one through upulsar_send()'s own path (up_rp_enqueue_in(), or
+ * up_rp_enqueue_plain() for plain records, below), which waits
  * with block.if.queue.full or refuses, as upulsar_send() would. A message
  * too large to share a run (a private copy, or more than a sixteenth of
  * the ring) goes alone through that path too.
@@ -28,8 +29,10 @@
  * the same message; a plain record that goes one by one takes
  * upulsar_send()'s plain way (up_rp_enqueue_plain()). A run holds plain
  * messages or others, not both; its producer's checks (up_send_prep():
- * failure, lazy start) run when the run starts and for each message with
- * options. Only keyless plain messages continue a run by the round robin
+ * failure, lazy start) run when the run starts and for each message that
+ * is not plain (a plain message joining a run, keyed or not, is not checked
+ * again: a failure during the call is seen by the next run, or by the
+ * loop). Only keyless plain messages continue a run by the round robin
  * (plain_more()).
  *
  * The first message refused ends the call: those before it are queued
