@@ -107,20 +107,44 @@ static inline uint64_t up_coarse_us(void)
  * Thread safety: @p st belongs to the calling thread. Allocates: no.
  * HOT PATH.
  */
-/* up_rr_route()'s rule without the clock (batching on, a delay): whether
- * a message of @p len bytes moves the cursor by count or size; *@p rec is
- * what its record counts in the ring. */
-static inline bool up_rr_full(const up_rr_t *st, const struct upulsar_conf *cf, size_t len,
-                              uint64_t *rec)
+/* What up_rr_full() reads of a producer's configuration, taken once for
+ * a run of messages (up_rr_limits()). */
+typedef struct up_rr_limits {
+    uint64_t max_bytes; /* batch.max.bytes */
+    uint64_t run;       /* the bytes of records a slot's run may take in the
+                           ring: half of it */
+    uint32_t max_msgs;  /* batch.max.messages */
+    bool timed;         /* batching on with a delay: the cursor stays */
+} up_rr_limits_t;
+
+static inline up_rr_limits_t up_rr_limits(const struct upulsar_conf *cf)
 {
-    uint64_t max_bytes = (uint64_t)cf->batch_max_bytes;
     /* the run's records in the ring: payloads plus about a header cell and
      * a cell's rounding each; a payload over a quarter of the ring is kept
      * out of it (send.c), its record only counts */
-    uint64_t run = cf->ring_bytes > 0 ? (uint64_t)cf->ring_bytes / 2 : UINT64_MAX;
-    *rec = ((uint64_t)len > run / 2 ? 0 : (uint64_t)len) + UP_RR_REC_BYTES;
-    return st->count >= (uint32_t)cf->batch_max_messages || (uint64_t)len >= max_bytes ||
-           st->bytes >= max_bytes - (uint64_t)len || st->rbytes + *rec > run;
+    return (up_rr_limits_t){
+        .max_bytes = (uint64_t)cf->batch_max_bytes,
+        .run = cf->ring_bytes > 0 ? (uint64_t)cf->ring_bytes / 2 : UINT64_MAX,
+        .max_msgs = (uint32_t)cf->batch_max_messages,
+        .timed = cf->batching_enabled && cf->batch_max_delay_us > 0};
+}
+
+/* up_rr_route()'s rule without the clock (batching on, a delay): whether
+ * a message of @p len bytes moves the cursor by count or size (limits
+ * @p l); *@p rec is what its record counts in the ring. */
+static inline bool up_rr_full_lim(const up_rr_t *st, const up_rr_limits_t *l, size_t len,
+                                  uint64_t *rec)
+{
+    *rec = ((uint64_t)len > l->run / 2 ? 0 : (uint64_t)len) + UP_RR_REC_BYTES;
+    return st->count >= l->max_msgs || (uint64_t)len >= l->max_bytes ||
+           st->bytes >= l->max_bytes - (uint64_t)len || st->rbytes + *rec > l->run;
+}
+
+static inline bool up_rr_full(const up_rr_t *st, const struct upulsar_conf *cf, size_t len,
+                              uint64_t *rec)
+{
+    up_rr_limits_t l = up_rr_limits(cf);
+    return up_rr_full_lim(st, &l, len, rec);
 }
 
 static inline uint32_t up_rr_route(up_rr_t *st, const struct upulsar_conf *cf, size_t len,
@@ -161,18 +185,21 @@ static inline uint32_t up_rr_route(up_rr_t *st, const struct upulsar_conf *cf, s
  * up_rr_route() does and returns true. False, with @p st unchanged, when
  * up_rr_route() would move the cursor or read the clock (the caller then
  * routes the message with up_rr_route()). For a caller that routes a run
- * of messages to the slot it already holds (upulsar_send_many()).
+ * of messages to the slot it already holds (upulsar_send_many()), with
+ * the limits @p l of the producer's configuration taken once for the run
+ * (up_rr_limits()).
  * Thread safety: @p st belongs to the calling thread. Allocates: no.
  */
-static inline bool up_rr_stay(up_rr_t *st, const struct upulsar_conf *cf, size_t len)
+static inline bool up_rr_stay_lim(up_rr_t *st, const up_rr_limits_t *l, size_t len)
 {
     uint64_t rec;
-    if (!cf->batching_enabled || cf->batch_max_delay_us <= 0 || up_rr_full(st, cf, len, &rec) ||
-        st->count < UP_RR_CLOCK_FIRST || st->count % UP_RR_CLOCK_EVERY == 0)
+    if (!l->timed || up_rr_full_lim(st, l, len, &rec) || st->count < UP_RR_CLOCK_FIRST ||
+        st->count % UP_RR_CLOCK_EVERY == 0)
         return false;
     st->count++;
     st->bytes += len;
     st->rbytes += rec;
     return true;
 }
+
 #endif

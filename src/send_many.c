@@ -69,7 +69,7 @@ typedef struct run {
  * record (its options, if any, in this library's layout: @p opts_size),
  * passes the checks of up_route_rr() and up_send_build() (payload, handle
  * open, size rule), fits the run and is kept on the run's producer by the
- * round robin (up_rr_stay()). Each is stamped and counted as the loop
+ * round robin (up_rr_stay_lim()). Each is stamped and counted as the loop
  * below would; the first that needs more is left to it. Returns the index
  * of the last message added. */
 static size_t plain_more(run_t *u, struct upulsar_producer *p, up_rr_t *rr,
@@ -78,7 +78,11 @@ static size_t plain_more(run_t *u, struct upulsar_producer *p, up_rr_t *rr,
 {
     up_ring_t *r = &u->rp->ring;
     size_t maxsz = u->maxsz > 0 ? (size_t)u->maxsz : 0;
+    /* the thread's count of sends since its last sampled one, and the
+     * round robin's limits, in locals for the run (up_send_stamp_us()) */
     unsigned every = cf->latency_sample_every > 0 ? (unsigned)cf->latency_sample_every : 0;
+    unsigned tick = up_lat_tick;
+    up_rr_limits_t lim = up_rr_limits(&p->conf);
     uint64_t alone = ALONE_CELLS(r), room = RUN_CELLS(r);
     for (; i + 1 < n && u->n < RUN_MAX; i++) {
         const upulsar_msg_t *m = &msgs[i + 1];
@@ -91,15 +95,22 @@ static size_t plain_more(run_t *u, struct upulsar_producer *p, up_rr_t *rr,
             break;
         /* its cells with the send time it would carry (counted only once
          * it joins), from what is in registers */
-        bool stamped = every && up_lat_tick + 1 >= every;
+        bool stamped = every && tick + 1 >= every;
         uint64_t ncells = up_rec_plain_cells_of(len, m->opts && pl->ext, stamped);
-        if (ncells > alone || u->cells + ncells > room || !up_rr_stay(rr, &p->conf, len))
+        if (ncells > alone || u->cells + ncells > room || !up_rr_stay_lim(rr, &lim, len))
             break;
-        pl->sent_us = up_send_stamp_us(cf);
+        pl->sent_us = 0;
+        if (stamped) {
+            tick = 0;
+            pl->sent_us = up_now_us();
+        } else if (every) {
+            tick++;
+        }
         u->ncells[u->n] = (uint32_t)ncells;
         u->cells += ncells;
         u->n++;
     }
+    up_lat_tick = tick;
     return i;
 }
 

@@ -125,6 +125,61 @@ Test(latency_stats, sample_every_n_counts_every_nth_send_of_a_thread)
     }
 }
 
+/* Send 100 messages from a new thread: 2 with upulsar_send(), 50 in one
+ * upulsar_send_many() call, 3 with upulsar_send(), 45 in one call; each
+ * waited for. */
+static void *send_mixed(void *a)
+{
+    sender_t *s = a;
+    static const char pay[] = "sampled";
+    upulsar_msg_t m[50];
+    upulsar_future_t *f[50];
+    for (int i = 0; i < 50; i++)
+        m[i] = (upulsar_msg_t){pay, sizeof pay - 1, NULL};
+    static const int steps[] = {-2, 50, -3, 45};
+    for (int k = 0; k < 4; k++) {
+        if (steps[k] < 0) {
+            for (int i = 0; i < -steps[k]; i++)
+                ft_send_ok(s->p, NULL);
+            continue;
+        }
+        size_t acc = 0;
+        cr_assert_eq(upulsar_send_many(s->p, m, (size_t)steps[k], f, &acc), UPULSAR_OK, "%s",
+                     upulsar_last_error());
+        cr_assert_eq(acc, (size_t)steps[k]);
+        for (int i = 0; i < steps[k]; i++) {
+            cr_assert_eq(upulsar_future_wait(f[i], FT_WAIT_MS, NULL), UPULSAR_OK);
+            upulsar_future_release(f[i]);
+        }
+    }
+    return NULL;
+}
+
+/* Scenario: as above, the 100 messages sent partly one at a time and
+ * partly in upulsar_send_many() calls (whose messages without options
+ * share reservations), latency.sample.every = 1, 4, 9 and 0: the histogram
+ * counts exactly 100, 25, 11 and 0 of them, the thread's count running on
+ * across both kinds of call. */
+Test(latency_stats, sample_every_n_counts_upulsar_send_many_messages_alike)
+{
+    static const struct {
+        const char *every;
+        unsigned long long want;
+    } cases[] = {{"1", 100}, {"4", 25}, {"9", 11}, {"0", 0}};
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        char topic[32];
+        snprintf(topic, sizeof topic, "sample-many-%s", cases[c].every);
+        upulsar_producer_t *p = producer(topic, cases[c].every);
+        sender_t s = {p, 100};
+        pthread_t t;
+        cr_assert_eq(pthread_create(&t, NULL, send_mixed, &s), 0);
+        pthread_join(t, NULL);
+        lat_t l = lat_of(p);
+        cr_assert_eq(l.count, cases[c].want, "every %s: %llu counted", cases[c].every, l.count);
+        cr_assert_eq(upulsar_producer_stop(p, 5000), UPULSAR_OK);
+    }
+}
+
 static uint64_t mono_us(void)
 {
     struct timespec ts;
