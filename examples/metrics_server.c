@@ -82,7 +82,8 @@ int main(int argc, char **argv)
     }
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
-    fprintf(stderr, "serving http://127.0.0.1:%d/metrics (Ctrl-C stops)\n", bound);
+    fprintf(stderr, "serving http://127.0.0.1:%d/metrics (%s)\n", bound,
+            check ? "--check: stops once it has scraped itself" : "Ctrl-C stops");
 
     long long sent = 0, scraped = -1;
     int self = -1;

@@ -120,7 +120,7 @@ static void usage(FILE *fp)
           "  --batch-delay-ms MS    (default 1; fractions allowed)\n"
           "  --batch-mode M         adaptive|linger (batch.mode; default: the library's, adaptive)\n"
           "  --set KEY=VALUE        any other configuration key (repeatable, up to 16)\n"
-          "  --compression C        none|lz4|zstd (default none)\n"
+          "  --compression C        none|lz4|zstd|zlib (default none)\n"
           "  --keyed                give each message one of 1000 keys\n"
           "  --producers-per-partition N (default 1)\n"
           "  --io-threads N         (default 1)\n"
@@ -287,6 +287,7 @@ static _Atomic int measuring;
 static _Atomic int stop_flag;
 static struct timespec t0;
 static upulsar_producer_t *producer;
+static char batch_mode_eff[16]; /* batch.mode in effect */
 
 static uint64_t now_ns(void)
 {
@@ -740,6 +741,11 @@ int main(int argc, char **argv)
     SET("io.threads", num);
     if (opt.queue_bytes)
         SET("queue.buffer.bytes", opt.queue_bytes);
+    /* the batch mode in effect (the library's default when not given),
+     * for the summary */
+    if (upulsar_conf_get(conf, "batch.mode", batch_mode_eff, sizeof batch_mode_eff) !=
+        UPULSAR_CONF_OK)
+        snprintf(batch_mode_eff, sizeof batch_mode_eff, "?");
     if (opt.partitions > 1024) { /* partitions.max's default */
         snprintf(num, sizeof num, "%d", opt.partitions);
         SET("partitions.max", num);
@@ -946,7 +952,7 @@ int main(int argc, char **argv)
                idle_cpu_s, opt.partitions,
                opt.threads, opt.size, opt.rate, opt.compression,
                opt.keyed ? "true" : "false", broker_pid ? "true" : "false", transport, io_backend,
-               opt.batch_mode ? opt.batch_mode : "default", opt.batch_delay_ms, opt.send_many, lib_lat_n,
+               batch_mode_eff, opt.batch_delay_ms, opt.send_many, lib_lat_n,
                lib_lat[0], lib_lat[1], lib_lat[2], lib_bm[0], lib_bm[1]);
     } else {
         printf("%% %" PRIu64 " messages produced (%" PRIu64 " bytes), %" PRIu64 " acked, %" PRIu64

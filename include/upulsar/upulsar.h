@@ -1459,7 +1459,11 @@ upulsar_err_t upulsar_client_set_log_record_cb(upulsar_client_t *client,
  */
 upulsar_err_t upulsar_client_set_log_level(upulsar_client_t *client, upulsar_log_level_t level);
 
-/** Number of partitions the handle currently routes over. */
+/** Number of partitions the handle currently routes over: the topic's
+ *  partition count, which grows while the producer runs
+ *  (partitions.update.interval.ms); 0 for a topic without partitions
+ *  (produced to as one topic, its messages' ids carrying partition -1).
+ *  Thread safety: any. Blocks: no. */
 int upulsar_producer_partitions(const upulsar_producer_t *p);
 
 /**
