@@ -172,6 +172,7 @@ typedef struct up_mreq {
     up_cmd_t *resp;
     upulsar_err_t err;
     char why[512];
+    char topic[256];      /* a PRODUCER request's topic (for why; cut), else "" */
 } up_mreq_t;
 /** Set up @p m to send @p cmd (carrying @p request_id) on @p conn. NOMEM
  *  (set) when the frame cannot be encoded. (conn_request.c) @thread any */

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "clock.h"
 #include "conn.h"
@@ -138,6 +139,25 @@ static void req_cancel_task(void *arg)
         }
 }
 
+/* The text of a broker's refusal @p err (an ERROR response with @p msg)
+ * of request @p name on @p c, into @p buf: the request, its topic (a
+ * PRODUCER's, or NULL), the broker, the error, and the broker's own message
+ * unless it only repeats the error ("Broker: producer busy" and "Producer
+ * with this name is already connected" both stay; the same words twice do
+ * not). */
+static void refusal_text(char *buf, size_t n, const char *name, const char *topic,
+                         const up_conn_t *c, upulsar_err_t err, const char *msg)
+{
+    const char *es = upulsar_err_str(err);
+    const char *bare = strncmp(es, "Broker: ", 8) ? es : es + 8;
+    if (topic && !*topic)
+        topic = NULL;
+    bool say = msg && *msg && strcasecmp(msg, bare);
+    snprintf(buf, n, "%s%s%s to %s:%d refused: %s%s%s%s", name, topic ? " for " : "",
+             topic ? topic : "", c->host, c->port, es, say ? " (the broker: " : "",
+             say ? msg : "", say ? ")" : "");
+}
+
 upulsar_err_t up_conn_request(up_conn_t *c, up_cmd_t *cmd, uint64_t request_id, int timeout_ms,
                               up_cmd_t **resp, void (*pre)(void *), void *pre_arg)
 {
@@ -203,9 +223,14 @@ upulsar_err_t up_conn_request(up_conn_t *c, up_cmd_t *cmd, uint64_t request_id, 
     if (r.err == UPULSAR_ERR__CONNECT)
         up_seterr(r.err, "connection to %s:%d lost during %s", c->host, c->port,
                   up_cmd_name(cmd->type));
-    else if (r.err && r.resp && r.resp->type == UP_CMD(ERROR))
-        up_seterr(r.err, "%s: %s (%s)", up_cmd_name(cmd->type), upulsar_err_str(r.err),
-                  r.resp->error->message ? r.resp->error->message : "");
+    else if (r.err && r.resp && r.resp->type == UP_CMD(ERROR)) {
+        char why[512];
+        refusal_text(why, sizeof why, up_cmd_name(cmd->type),
+                     cmd->type == UP_CMD(PRODUCER) && cmd->producer ? cmd->producer->topic
+                                                                     : NULL,
+                     c, r.err, r.resp->error->message);
+        up_seterr(r.err, "%s", why);
+    }
     else if (r.err == UPULSAR_ERR_SERVICE_NOT_READY && !r.resp)
         up_seterr(r.err, "%s to %s:%d: the topic migrated to another cluster",
                   up_cmd_name(cmd->type), c->host, c->port);
@@ -222,6 +247,8 @@ upulsar_err_t up_mreq_encode(up_mreq_t *m, up_conn_t *conn, const up_cmd_t *cmd,
     m->cmd_type = cmd->type;
     m->request_id = request_id;
     m->producer_id = cmd->type == UP_CMD(PRODUCER) ? (int64_t)cmd->producer->producer_id : -1;
+    if (cmd->type == UP_CMD(PRODUCER) && cmd->producer->topic)
+        snprintf(m->topic, sizeof m->topic, "%s", cmd->producer->topic);
     if (up_frame_put_cmd(&m->frame, cmd))
         return up_seterr(UPULSAR_ERR__NOMEM, "out of memory");
     return UPULSAR_OK;
@@ -405,8 +432,8 @@ void up_conn_request_all(up_mreq_t *m, size_t n, int timeout_ms)
             snprintf(m[i].why, sizeof m[i].why, "connection to %s:%d lost during %s", c->host,
                      c->port, name);
         else if (r->err && r->resp && r->resp->type == UP_CMD(ERROR))
-            snprintf(m[i].why, sizeof m[i].why, "%s: %s (%s)", name, upulsar_err_str(r->err),
-                     r->resp->error->message ? r->resp->error->message : "");
+            refusal_text(m[i].why, sizeof m[i].why, name, m[i].topic, c, r->err,
+                         r->resp->error->message);
         else if (r->err == UPULSAR_ERR_SERVICE_NOT_READY && !r->resp)
             snprintf(m[i].why, sizeof m[i].why, "%s to %s:%d: the topic migrated to another "
                      "cluster", name, c->host, c->port);

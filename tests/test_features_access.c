@@ -68,6 +68,15 @@ Test(features_access, exclusive_refused_at_start_gets_producer_busy)
     cr_assert_eq(upulsar_producer_start(client, NULL, "busy", 0, conf, &p),
                  UPULSAR_ERR_PRODUCER_BUSY);
     upulsar_conf_destroy(conf);
+    /* the detail names the request, its topic and the broker, and says the
+     * refusal once */
+    const char *why = upulsar_last_error();
+    cr_assert(strstr(why, "PRODUCER for persistent://public/default/busy to 127.0.0.1:"), "%s",
+              why);
+    cr_assert(strstr(why, "refused: Broker: "), "%s", why);
+    const char *es = upulsar_err_str(UPULSAR_ERR_PRODUCER_BUSY) + strlen("Broker: ");
+    const char *first = strcasestr(why, es);
+    cr_assert(first && !strcasestr(first + 1, es), "%s", why);
 }
 
 /* Unload the topic so the producer is re-created, with @p n refusals
