@@ -332,17 +332,47 @@ static void bud_free(void *payload, void *opaque)
     atomic_fetch_add(&bud_frees[(intptr_t)opaque], 1);
 }
 
-Test(send_many, memory_budget_reached_queues_exactly_the_prefix)
+/* A broker holding @p topic's receipts, a client of memory.limit.bytes
+ * 64 KiB failing fast, and its producer on @p topic. */
+static upulsar_producer_t *budget_producer(const char *topic, upulsar_tb_t **tb,
+                                           upulsar_client_t **c)
 {
-    upulsar_tb_t *tb = ft_broker();
+    *tb = ft_broker();
     const char *ckv[] = {"memory.limit.bytes", "65536", NULL};
-    upulsar_client_t *c = ft_client(tb, ckv);
+    *c = ft_client(*tb, ckv);
     /* queue.buffer.bytes set: a ring of its own size, not sized from the
      * small budget (the budget, not the ring, must refuse here) */
     const char *kv[] = {"block.if.queue.full", "false", "send.timeout.ms", "0",
                         "queue.buffer.bytes", "1048576", NULL};
-    upulsar_producer_t *p = ft_producer(c, NULL, "many-budget", 0, kv);
-    cr_assert_eq(upulsar_tb_hold_receipts(tb, "many-budget"), UPULSAR_OK);
+    upulsar_producer_t *p = ft_producer(*c, NULL, topic, 0, kv);
+    cr_assert_eq(upulsar_tb_hold_receipts(*tb, topic), UPULSAR_OK);
+    return p;
+}
+
+/* One upulsar_send_many() of the BUD_N @p msgs to budget_producer() @p p:
+ * QUEUE_FULL naming memory.limit.bytes, some accepted, not all; then the
+ * receipts released and the producer stopped, and *@p s the topic's log,
+ * holding as many entries as were accepted. Returns that count. */
+static size_t budget_run(upulsar_tb_t *tb, upulsar_producer_t *p, const char *topic,
+                         const upulsar_msg_t *msgs, upulsar_tb_snapshot_t **s)
+{
+    size_t acc = 0;
+    upulsar_err_t e = upulsar_send_many(p, msgs, BUD_N, NULL, &acc);
+    cr_assert_eq(e, UPULSAR_ERR__QUEUE_FULL, "%s", upulsar_err_name(e));
+    cr_assert(strstr(upulsar_last_error(), "memory.limit.bytes"), "%s", upulsar_last_error());
+    cr_assert(acc > 0 && acc < BUD_N, "accepted %zu", acc);
+    cr_assert_eq(upulsar_tb_release_receipts(tb, topic), UPULSAR_OK);
+    cr_assert_eq(upulsar_producer_stop(p, 10000), UPULSAR_OK);
+    cr_assert_eq(upulsar_tb_snapshot(tb, topic, s), UPULSAR_OK);
+    cr_assert_eq(upulsar_tb_snapshot_count(*s), acc);
+    return acc;
+}
+
+Test(send_many, memory_budget_reached_queues_exactly_the_prefix)
+{
+    upulsar_tb_t *tb;
+    upulsar_client_t *c;
+    upulsar_producer_t *p = budget_producer("many-budget", &tb, &c);
     char(*bufs)[100] = calloc(BUD_N, 100);
     upulsar_send_opts_t *o = calloc(BUD_N, sizeof *o);
     upulsar_msg_t *msgs = calloc(BUD_N, sizeof *msgs);
@@ -357,16 +387,8 @@ Test(send_many, memory_budget_reached_queues_exactly_the_prefix)
         }
         msgs[i] = (upulsar_msg_t){bufs[i], 100, &o[i]};
     }
-    size_t acc = 0;
-    upulsar_err_t e = upulsar_send_many(p, msgs, BUD_N, NULL, &acc);
-    cr_assert_eq(e, UPULSAR_ERR__QUEUE_FULL, "%s", upulsar_err_name(e));
-    cr_assert(strstr(upulsar_last_error(), "memory.limit.bytes"), "%s", upulsar_last_error());
-    cr_assert(acc > 0 && acc < BUD_N, "accepted %zu", acc);
-    cr_assert_eq(upulsar_tb_release_receipts(tb, "many-budget"), UPULSAR_OK);
-    cr_assert_eq(upulsar_producer_stop(p, 10000), UPULSAR_OK);
     upulsar_tb_snapshot_t *s;
-    cr_assert_eq(upulsar_tb_snapshot(tb, "many-budget", &s), UPULSAR_OK);
-    cr_assert_eq(upulsar_tb_snapshot_count(s), acc);
+    size_t acc = budget_run(tb, p, "many-budget", msgs, &s);
     for (size_t j = 0; j < acc; j++) {
         const upulsar_tb_msg_t *sm = upulsar_tb_snapshot_msg(s, j);
         cr_assert_eq(sm->event_time, j + 1, "#%zu is message %" PRIu64, j, sm->event_time - 1);
@@ -390,13 +412,9 @@ Test(send_many, memory_budget_reached_queues_exactly_the_prefix)
  * bytes. */
 Test(send_many, memory_budget_reached_with_keyed_runs_queues_exactly_the_prefix)
 {
-    upulsar_tb_t *tb = ft_broker();
-    const char *ckv[] = {"memory.limit.bytes", "65536", NULL};
-    upulsar_client_t *c = ft_client(tb, ckv);
-    const char *kv[] = {"block.if.queue.full", "false", "send.timeout.ms", "0",
-                        "queue.buffer.bytes", "1048576", NULL};
-    upulsar_producer_t *p = ft_producer(c, NULL, "many-budget-keyed", 0, kv);
-    cr_assert_eq(upulsar_tb_hold_receipts(tb, "many-budget-keyed"), UPULSAR_OK);
+    upulsar_tb_t *tb;
+    upulsar_client_t *c;
+    upulsar_producer_t *p = budget_producer("many-budget-keyed", &tb, &c);
     char(*bufs)[100] = calloc(BUD_N, 100);
     char(*keys)[16] = calloc(BUD_N, 16);
     upulsar_send_opts_t *o = calloc(BUD_N, sizeof *o);
@@ -409,15 +427,9 @@ Test(send_many, memory_budget_reached_with_keyed_runs_queues_exactly_the_prefix)
         o[i] = (upulsar_send_opts_t){.partition_key = keys[i], .event_time_ms = (uint64_t)i + 1};
         msgs[i] = (upulsar_msg_t){bufs[i], 100, &o[i]};
     }
-    size_t acc = 0;
-    upulsar_err_t e = upulsar_send_many(p, msgs, BUD_N, NULL, &acc);
-    cr_assert_eq(e, UPULSAR_ERR__QUEUE_FULL, "%s", upulsar_err_name(e));
-    cr_assert(acc > 64 && acc < BUD_N, "accepted %zu", acc);
-    cr_assert_eq(upulsar_tb_release_receipts(tb, "many-budget-keyed"), UPULSAR_OK);
-    cr_assert_eq(upulsar_producer_stop(p, 10000), UPULSAR_OK);
     upulsar_tb_snapshot_t *s;
-    cr_assert_eq(upulsar_tb_snapshot(tb, "many-budget-keyed", &s), UPULSAR_OK);
-    cr_assert_eq(upulsar_tb_snapshot_count(s), acc);
+    size_t acc = budget_run(tb, p, "many-budget-keyed", msgs, &s);
+    cr_assert_gt(acc, 64, "accepted %zu: not a whole run", acc);
     for (size_t j = 0; j < acc; j++) {
         const upulsar_tb_msg_t *sm = upulsar_tb_snapshot_msg(s, j);
         cr_assert_eq(sm->event_time, j + 1, "#%zu is message %" PRIu64, j, sm->event_time - 1);
