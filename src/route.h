@@ -107,8 +107,8 @@ static inline uint64_t up_coarse_us(void)
  * Thread safety: @p st belongs to the calling thread. Allocates: no.
  * HOT PATH.
  */
-/* What up_rr_full() reads of a producer's configuration, taken once for
- * a run of messages (up_rr_limits()). */
+/* What the round robin reads of a producer's configuration (per message
+ * in up_rr_route(), once for a run of messages in up_rr_stay_lim()). */
 typedef struct up_rr_limits {
     uint64_t max_bytes; /* batch.max.bytes */
     uint64_t run;       /* the bytes of records a slot's run may take in the
@@ -140,22 +140,16 @@ static inline bool up_rr_full_lim(const up_rr_t *st, const up_rr_limits_t *l, si
            st->bytes >= l->max_bytes - (uint64_t)len || st->rbytes + *rec > l->run;
 }
 
-static inline bool up_rr_full(const up_rr_t *st, const struct upulsar_conf *cf, size_t len,
-                              uint64_t *rec)
-{
-    up_rr_limits_t l = up_rr_limits(cf);
-    return up_rr_full_lim(st, &l, len, rec);
-}
-
 static inline uint32_t up_rr_route(up_rr_t *st, const struct upulsar_conf *cf, size_t len,
                                    uint32_t slots)
 {
     bool move;
     uint64_t now = 0, rec = 0;
-    if (!cf->batching_enabled || cf->batch_max_delay_us <= 0) {
+    up_rr_limits_t l = up_rr_limits(cf);
+    if (!l.timed) {
         move = true; /* every batch holds one message */
     } else {
-        move = up_rr_full(st, cf, len, &rec);
+        move = up_rr_full_lim(st, &l, len, &rec);
         if (move) {
             now = up_coarse_us();
         } else if (st->count < UP_RR_CLOCK_FIRST || st->count % UP_RR_CLOCK_EVERY == 0) {
