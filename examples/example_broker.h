@@ -69,6 +69,20 @@ static inline void example_broker_close(example_broker_t *b)
     b->embedded = NULL;
 }
 
+/* Say so when the broker given by URL has @p topic without the
+ * @p partitions partitions the example is about (the embedded broker is
+ * given them): the example then runs on a topic without partitions. */
+static inline void example_check_partitions(upulsar_producer_t *p, const char *topic,
+                                            int partitions)
+{
+    if (partitions > 0 && upulsar_producer_partitions(p) == 0)
+        fprintf(stderr,
+                "note: %s has no partitions on this broker, and this example is about %d: "
+                "start upulsar-testbroker with --partitions %s=%d (or create the topic with "
+                "%d partitions on a Pulsar cluster)\n",
+                topic, partitions, topic, partitions, partitions);
+}
+
 /* A client for @p url, or exit with the library's explanation. */
 static inline upulsar_client_t *example_client(const char *url)
 {

@@ -38,6 +38,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "producer: %s: %s\n", upulsar_err_name(err), upulsar_last_error());
         return 1;
     }
+    example_check_partitions(producer, topic, 4);
 
     static upulsar_future_t *futures[KEYS * PER_KEY];
     char keys[KEYS][32];

@@ -66,6 +66,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "producer: %s: %s\n", upulsar_err_name(err), upulsar_last_error());
         return 1;
     }
+    example_check_partitions(producer, topic, 4);
 
     static worker_t workers[THREADS];
     for (int t = 0; t < THREADS; t++) {
