@@ -30,6 +30,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "perf_ceiling.h"
 #include "perf_common.h"
 #include "upulsar/testbroker.h"
 #include "upulsar/upulsar.h"
@@ -92,8 +93,9 @@ static struct {
     const char *tls_ca; /* tls.ca.file for --url pulsar+ssl://... */
     double idle;        /* seconds of idling measured after the start, 0 = none */
     int send_many;      /* messages per upulsar_send_many() call, 0 = upulsar_send() */
+    int ceiling;        /* run upulsar-ceiling after, report the ratio */
 } opt = {NULL, "perf", 4, 2, 100, 0, 10, 0, 1000, 131072, "1", NULL, {NULL}, 0, "none", 0, 1, 1, NULL, 0, 0, 1.0,
-         0, NULL, 0, 0};
+         0, NULL, 0, 0, 0};
 
 static void usage(FILE *fp)
 {
@@ -129,6 +131,10 @@ static void usage(FILE *fp)
           "                         client's CPU time over them (then run as usual)\n"
           "  --send-many N          send in upulsar_send_many() calls of N messages (default:\n"
           "                         upulsar_send(), one message per call)\n"
+          "  --ceiling              then run upulsar-ceiling (the hand-rolled batch writer, next\n"
+          "                         to this program) on the same broker, partitions, size and\n"
+          "                         seconds, and report upulsar's rate as a share of its rate\n"
+          "                         (max rate only; it writes keyless, uncompressed batches)\n"
           "  --json                 print the summary as one JSON object\n"
           "  -q, --quiet            no progress lines\n",
           fp);
@@ -633,7 +639,7 @@ int main(int argc, char **argv)
         {"io-threads", 1, 0, 7},  {"json", 0, 0, 8},          {"quiet", 0, 0, 'q'},
         {"warmup", 1, 0, 9},      {"queue-bytes", 1, 0, 10},      {"help", 0, 0, 'h'},
         {"tls", 0, 0, 11},        {"tls-ca", 1, 0, 12},       {"batch-mode", 1, 0, 13}, {"set", 1, 0, 14},
-        {"idle", 1, 0, 15},       {"send-many", 1, 0, 16},
+        {"idle", 1, 0, 15},       {"send-many", 1, 0, 16},   {"ceiling", 0, 0, 17},
         {0, 0, 0, 0}};
     int c;
     while ((c = getopt_long(argc, argv, "p:t:s:r:d:n:qh", lo, NULL)) != -1) {
@@ -668,6 +674,7 @@ int main(int argc, char **argv)
         case 12: opt.tls_ca = optarg; break;
         case 15: opt.idle = atof(optarg); break;
         case 16: opt.send_many = atoi(optarg); break;
+        case 17: opt.ceiling = 1; break;
         case 'q': opt.quiet = 1; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
@@ -680,6 +687,11 @@ int main(int argc, char **argv)
         return 2;
     }
     bool url_tls = opt.url && strncmp(opt.url, "pulsar+ssl://", 13) == 0;
+    if (opt.ceiling && (opt.rate > 0 || opt.tls || url_tls)) {
+        fprintf(stderr, "upulsar-perf: --ceiling compares max rates over plain TCP: not with "
+                        "--rate, --tls or a pulsar+ssl:// URL\n");
+        return 2;
+    }
     if (opt.tls && opt.url) {
         fprintf(stderr, "upulsar-perf: --tls is for the embedded broker; with --url give a "
                         "pulsar+ssl:// URL (and --tls-ca FILE if needed)\n");
@@ -834,21 +846,28 @@ int main(int argc, char **argv)
             uint64_t a = atomic_load(&acked);
             double dt = (double)(t - last_ns) / 1e9;
             double rate = (double)(a - last_acked) / dt;
-            uint64_t pct[2] = {0, 0};
+            uint64_t pct[2] = {0, 0}, nlat = 0;
             if (m_start_ns) {
                 hist_snap(&lat, cur);
                 for (unsigned i = 0; i < POW * SUB; i++)
-                    diff[i] = cur[i] - prev[i];
+                    nlat += diff[i] = cur[i] - prev[i];
                 memcpy(prev, cur, sizeof prev);
                 const double q[2] = {0.5, 0.99};
                 hist_pct(diff, q, pct, 2);
             }
+            /* "-" for a second without receipts measured (the warm-up's
+             * are not recorded), not a latency of 0 */
+            char l50[24] = "-", l99[24] = "-";
+            if (nlat) {
+                snprintf(l50, sizeof l50, "%" PRIu64, pct[0]);
+                snprintf(l99, sizeof l99, "%" PRIu64, pct[1]);
+            }
             uint64_t s = sent_total();
             fprintf(stderr,
                     "%6.1fs  rate %9.0f msg/s  %7.2f MB/s  pending %8" PRIu64
-                    "  lat_us p50 %6" PRIu64 " p99 %7" PRIu64 "  err %" PRIu64 "%s\n",
+                    "  lat_us p50 %6s p99 %7s  err %" PRIu64 "%s\n",
                     (double)t / 1e9, rate, rate * opt.size / 1e6, s - a - atomic_load(&failed),
-                    pct[0], pct[1], atomic_load(&failed), m_start_ns ? "" : "  (warm-up)");
+                    l50, l99, atomic_load(&failed), m_start_ns ? "" : "  (warm-up)");
             last_ns = t;
             last_acked = a;
         }
@@ -924,6 +943,19 @@ int main(int argc, char **argv)
     for (int i = 0; i < opt.threads; i++)
         enq_total += snd[i].errors;
     bool ok = serr == UPULSAR_OK && total_failed == 0 && total_acked == total_sent;
+    /* the wire's own rate on the same broker, partitions, size and window */
+    ceiling_result_t cl = {0};
+    bool ceiling_ok = false;
+    if (opt.ceiling) {
+        char cerr[512];
+        if (ceiling_run(opt.url, opt.partitions, opt.size, opt.messages ? secs : opt.seconds,
+                        opt.warmup, &cl, cerr, sizeof cerr) == 0)
+            ceiling_ok = true;
+        else {
+            fprintf(stderr, "upulsar-perf: --ceiling: %s\n", cerr);
+            ok = false;
+        }
+    }
 
     if (opt.json) {
         printf("{\"messages_sent\":%" PRIu64 ",\"messages_acked\":%" PRIu64
@@ -943,7 +975,7 @@ int main(int argc, char **argv)
                "\"transport\":\"%s\",\"io_backend\":\"%s\",\"batch_mode\":\"%s\","
                "\"batch_delay_ms\":\"%s\",\"send_many\":%d,"
                "\"lib_latency_us\":{\"count\":%" PRIu64 ",\"p50\":%" PRIu64 ",\"p99\":%" PRIu64
-               ",\"p999\":%" PRIu64 "},\"batch_msgs\":{\"p50\":%" PRIu64 ",\"p99\":%" PRIu64 "}}\n",
+               ",\"p999\":%" PRIu64 "},\"batch_msgs\":{\"p50\":%" PRIu64 ",\"p99\":%" PRIu64 "}",
                total_sent, total_acked, total_failed, enq_total, secs, rate,
                rate * opt.size / 1e6, pct[0], pct[1], pct[2], pct[3], lmax, cpu_per_msg_ns,
                bcpu_per_msg_ns, m_cpu > 0 ? (double)m_acked / m_cpu : 0,
@@ -954,6 +986,15 @@ int main(int argc, char **argv)
                opt.keyed ? "true" : "false", broker_pid ? "true" : "false", transport, io_backend,
                batch_mode_eff, opt.batch_delay_ms, opt.send_many, lib_lat_n,
                lib_lat[0], lib_lat[1], lib_lat[2], lib_bm[0], lib_bm[1]);
+        if (ceiling_ok)
+            printf(",\"ceiling\":{\"msgs_per_sec\":%.0f,\"client_cpu_ns_per_msg\":%.1f,"
+                   "\"broker_cpu_ns_per_msg\":%.1f,\"measured_seconds\":%.3f,"
+                   "\"batch_messages\":%d,\"partitions\":%d,\"size\":%d},"
+                   "\"ratio_to_ceiling\":%.4f,\"client_cpu_to_ceiling\":%.3f",
+                   cl.msgs_per_sec, cl.client_ns, cl.broker_ns, cl.measured_seconds,
+                   cl.batch_messages, cl.partitions, cl.size, rate / cl.msgs_per_sec,
+                   cl.client_ns > 0 ? cpu_per_msg_ns / cl.client_ns : 0);
+        printf("}\n");
     } else {
         printf("%% %" PRIu64 " messages produced (%" PRIu64 " bytes), %" PRIu64 " acked, %" PRIu64
                " failed in %.3f s measured: %.0f msgs/s and %.2f MB/s, %s compression, %s "
@@ -997,6 +1038,12 @@ int main(int argc, char **argv)
                " us | %.0f ns | %.2f / %.2f |\n",
                opt.partitions, offered, start_ms, (double)rss_kb / 1024,
                (double)mem_budget / 1048576, rate, pct[2], cpu_per_msg_ns, load_start, load_end);
+        if (ceiling_ok)
+            printf("%% ceiling (upulsar-ceiling after this run, same broker, partitions, size and "
+                   "seconds, %d messages per frame): %.0f msgs/s at %.0f ns of client CPU per "
+                   "message; ratio upulsar/ceiling %.3f, client CPU %.2fx the ceiling's\n",
+                   cl.batch_messages, cl.msgs_per_sec, cl.client_ns, rate / cl.msgs_per_sec,
+                   cl.client_ns > 0 ? cpu_per_msg_ns / cl.client_ns : 0);
         printf("%% totals: sent %" PRIu64 ", acked %" PRIu64 ", failed %" PRIu64
                ", send errors %" PRIu64 ", stop: %s\n",
                total_sent, total_acked, total_failed, enq_total, upulsar_err_name(serr));
