@@ -740,7 +740,8 @@ typedef struct upulsar_send_opts {
      *  Overrides replication_clusters. */
     int disable_replication;
 
-    /* ---- since 0.3 (see "Growth of upulsar_send_opts_t" below) ---- */
+    /* ---- after the first layout, UPULSAR_SEND_OPTS_SIZE_0_2 (see "Growth of
+     * upulsar_send_opts_t" below) ---- */
 
     /** With the UPULSAR_SEND_PARTITION flag: the partition to send to, 0 ..
      *  upulsar_producer_partitions() - 1 (0 for a non-partitioned topic),
