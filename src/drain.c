@@ -192,6 +192,9 @@ out_fail:;
 #define PF_CELLS (512u / UP_RING_CELL)
 #define PF_LINE_CELLS (64u / UP_RING_CELL)
 
+/* How far ahead of its records the fast path asks for the batch's lines */
+#define DRAIN_PFW_AHEAD 1024
+
 /* Ask for the lines of the record PF_CELLS ahead of @p pos, when the
  * callers finished writing them before the drain began (@p pf_end). */
 static inline void drain_prefetch(const up_ring_t *r, uint64_t pos, uint64_t pf_end)
@@ -274,6 +277,14 @@ static unsigned drain_plain(up_rp_t *rp, up_batch_t *b, unsigned budget, uint64_
             !up_batch_reserve(b, HDR_ROOM + b->rec_len + rs))
             break; /* full: drain_one() closes it (or fails the record) */
         uint8_t *dst = b->buf + HDR_ROOM + b->rec_len, *p = dst + 4;
+        /* the batch's lines a few records ahead asked for writing: a
+         * buffer comes back from the pool after its receipt, when the
+         * batches in flight since (max.inflight.batches per producer) have
+         * pushed it out of the cache, and each record's first store would
+         * otherwise wait for its line (a prefetch never faults, past the
+         * buffer's end included) */
+        __builtin_prefetch(dst + DRAIN_PFW_AHEAD, 1);
+        __builtin_prefetch(dst + DRAIN_PFW_AHEAD + 64, 1);
         up_put_be32(dst, (uint32_t)smm);
         if (keyed) {
             *p++ = UP_SMM_TAG_KEY;
