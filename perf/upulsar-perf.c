@@ -294,6 +294,8 @@ static _Atomic int stop_flag;
 static struct timespec t0;
 static upulsar_producer_t *producer;
 static char batch_mode_eff[16]; /* batch.mode in effect */
+static char compression_eff[16], delay_eff[32]; /* compression, batch.max.delay.ms in effect */
+static _Atomic uint64_t last_ack_ns; /* -n: when the last of the messages was resolved */
 
 static uint64_t now_ns(void)
 {
@@ -303,6 +305,16 @@ static uint64_t now_ns(void)
            (uint64_t)t0.tv_nsec;
 }
 
+/* With -n: the time the last message was resolved (the measured window's
+ * end, not the next poll of the main loop). */
+static inline void note_last(void)
+{
+    if (opt.messages && atomic_load_explicit(&acked, memory_order_relaxed) +
+                                atomic_load_explicit(&failed, memory_order_relaxed) ==
+                            opt.messages)
+        atomic_store_explicit(&last_ack_ns, now_ns(), memory_order_relaxed);
+}
+
 /* Called on the io loop thread, in order, once per message. The clock is
  * read once per batch entry (batch_index 0) to keep the loop cheap. */
 static _Thread_local uint64_t cb_now;
@@ -310,6 +322,7 @@ static void on_delivery(upulsar_err_t err, const upulsar_msg_id_t *id, void *opa
 {
     if (err) {
         atomic_fetch_add_explicit(&failed, 1, memory_order_relaxed);
+        note_last();
         return;
     }
     if (id->batch_index <= 0 || !cb_now)
@@ -318,6 +331,7 @@ static void on_delivery(upulsar_err_t err, const upulsar_msg_id_t *id, void *opa
     if (sent_at && atomic_load_explicit(&measuring, memory_order_relaxed))
         hist_add(&lat, cb_now > sent_at ? (cb_now - sent_at) / 1000u : 0);
     bump(&acked);
+    note_last();
 }
 
 typedef struct sender {
@@ -680,10 +694,17 @@ int main(int argc, char **argv)
         default: usage(stderr); return 2;
         }
     }
-    if (opt.threads < 1 || opt.threads > 256 || opt.size < 0 || opt.partitions < 0 ||
-        opt.seconds <= 0 || opt.warmup < 0 || opt.idle < 0 || opt.send_many < 0 ||
-        opt.send_many > 1000000) {
-        usage(stderr);
+    const char *bad = opt.threads < 1 || opt.threads > 256 ? "-t/--threads must be 1 to 256"
+                      : opt.size < 0                       ? "-s/--size must be 0 or more"
+                      : opt.partitions < 0                 ? "-p/--partitions must be 0 or more"
+                      : !(opt.seconds > 0)                 ? "-d/--seconds must be more than 0"
+                      : !(opt.warmup >= 0)                 ? "--warmup must be 0 or more"
+                      : !(opt.idle >= 0)                   ? "--idle must be 0 or more"
+                      : opt.send_many < 0 || opt.send_many > 1000000
+                          ? "--send-many must be 0 to 1000000"
+                          : NULL;
+    if (bad) {
+        fprintf(stderr, "upulsar-perf: %s (see --help)\n", bad);
         return 2;
     }
     bool url_tls = opt.url && strncmp(opt.url, "pulsar+ssl://", 13) == 0;
@@ -724,10 +745,13 @@ int main(int argc, char **argv)
 
     upulsar_conf_t *conf = upulsar_conf_new();
     char err[256], num[32];
+    int fail_rc = 1;
+    /* a value the library refuses is a usage error (exit 2) */
 #define SET(k, v)                                                                    \
     do {                                                                             \
         if (upulsar_conf_set(conf, k, v, err, sizeof err) != UPULSAR_CONF_OK) {      \
-            fprintf(stderr, "%s\n", err);                                            \
+            fprintf(stderr, "upulsar-perf: %s\n", err);                              \
+            fail_rc = 2;                                                             \
             goto fail;                                                               \
         }                                                                            \
     } while (0)
@@ -737,12 +761,6 @@ int main(int argc, char **argv)
     SET("batch.max.delay.ms", opt.batch_delay_ms);
     if (opt.batch_mode)
         SET("batch.mode", opt.batch_mode);
-    for (int i = 0; i < opt.nsets; i++) {
-        char key[128];
-        const char *eq = strchr(opt.sets[i], '=');
-        snprintf(key, sizeof key, "%.*s", (int)(eq - opt.sets[i]), opt.sets[i]);
-        SET(key, eq + 1);
-    }
     snprintf(num, sizeof num, "%d", opt.batch_max_messages);
     SET("batch.max.messages", num);
     snprintf(num, sizeof num, "%d", opt.batch_max_bytes);
@@ -753,11 +771,6 @@ int main(int argc, char **argv)
     SET("io.threads", num);
     if (opt.queue_bytes)
         SET("queue.buffer.bytes", opt.queue_bytes);
-    /* the batch mode in effect (the library's default when not given),
-     * for the summary */
-    if (upulsar_conf_get(conf, "batch.mode", batch_mode_eff, sizeof batch_mode_eff) !=
-        UPULSAR_CONF_OK)
-        snprintf(batch_mode_eff, sizeof batch_mode_eff, "?");
     if (opt.partitions > 1024) { /* partitions.max's default */
         snprintf(num, sizeof num, "%d", opt.partitions);
         SET("partitions.max", num);
@@ -766,6 +779,24 @@ int main(int argc, char **argv)
         SET("tls.ca.file", cert_path[CERT_CA]);
     else if (opt.tls_ca)
         SET("tls.ca.file", opt.tls_ca);
+    /* --set last: it overrides the options above and the harness's own */
+    for (int i = 0; i < opt.nsets; i++) {
+        char key[128];
+        const char *eq = strchr(opt.sets[i], '=');
+        snprintf(key, sizeof key, "%.*s", (int)(eq - opt.sets[i]), opt.sets[i]);
+        SET(key, eq + 1);
+    }
+    /* what is in effect (the library's default when not given, or what
+     * --set made of it), for the summary */
+    if (upulsar_conf_get(conf, "batch.mode", batch_mode_eff, sizeof batch_mode_eff) !=
+        UPULSAR_CONF_OK)
+        snprintf(batch_mode_eff, sizeof batch_mode_eff, "?");
+    if (upulsar_conf_get(conf, "compression", compression_eff, sizeof compression_eff) !=
+        UPULSAR_CONF_OK)
+        snprintf(compression_eff, sizeof compression_eff, "?");
+    if (upulsar_conf_get(conf, "batch.max.delay.ms", delay_eff, sizeof delay_eff) !=
+        UPULSAR_CONF_OK)
+        snprintf(delay_eff, sizeof delay_eff, "?");
 
     upulsar_client_t *client;
     if (upulsar_client_new(conf, &client)) {
@@ -782,9 +813,12 @@ int main(int argc, char **argv)
     }
     double start_ms = (double)(now_ns() - start0) / 1e6;
     int nready = count_ready(producer);
+    /* the topic's partitions as the broker has them (0: none), what the
+     * figures and the ceiling are about */
+    int parts = (int)upulsar_producer_partitions(producer);
     if (!opt.quiet)
-        fprintf(stderr, "start: %d partitions, %d producers READY in %.1f ms\n",
-                upulsar_producer_partitions(producer), nready, start_ms);
+        fprintf(stderr, "start: %d partitions, %d producers READY in %.1f ms\n", parts, nready,
+                start_ms);
     /* idle cost: the client's CPU time while nothing is sent */
     double idle_cpu_s = 0;
     if (opt.idle > 0) {
@@ -811,31 +845,38 @@ int main(int argc, char **argv)
                                           ((uint64_t)i < opt.messages % (uint64_t)opt.threads)
                                     : 0;
     }
-    for (int i = 0; i < opt.threads; i++)
-        pthread_create(&th[i], NULL, sender_main, &snd[i]);
-
     /* warm-up, then measure */
     uint64_t warm_end = now_ns() + (uint64_t)(opt.warmup * 1e9); /* after start and --idle */
     uint64_t end = warm_end + (uint64_t)(opt.seconds * 1e9);
     uint64_t m_start_ns = 0, m_sent0 = 0, m_acked0 = 0, m_allocs0 = 0;
     double m_cpu0 = 0, m_bcpu0 = 0;
-    uint64_t last_ns = now_ns(), last_acked = 0;
     static uint64_t prev[POW * SUB], cur[POW * SUB], diff[POW * SUB];
+    /* the measured window begins (at time @p t, never 0) */
+#define MEASURE_BEGIN(t)                                                                 \
+    do {                                                                                 \
+        m_start_ns = (t) ? (t) : 1;                                                      \
+        m_sent0 = sent_total();                                                          \
+        m_acked0 = atomic_load(&acked);                                                  \
+        m_allocs0 = atomic_load(&n_allocs);                                              \
+        m_cpu0 = cpu_self();                                                             \
+        m_bcpu0 = broker_pid ? proc_cpu(broker_pid) : 0;                                 \
+        atomic_store(&measuring, 1);                                                     \
+        hist_snap(&lat, prev);                                                           \
+    } while (0)
+    /* without a warm-up, from the first send on (a short -n run may be
+     * over before the first look below) */
+    if (opt.warmup <= 0)
+        MEASURE_BEGIN(now_ns());
+    for (int i = 0; i < opt.threads; i++)
+        pthread_create(&th[i], NULL, sender_main, &snd[i]);
+    uint64_t last_ns = now_ns(), last_acked = 0;
     bool done = false;
     while (!done) {
-        struct timespec ts = {0, 100000000};
+        struct timespec ts = {0, opt.messages ? 10000000 : 100000000};
         nanosleep(&ts, NULL);
         uint64_t t = now_ns();
-        if (!m_start_ns && t >= warm_end) {
-            m_start_ns = t;
-            m_sent0 = sent_total();
-            m_acked0 = atomic_load(&acked);
-            m_allocs0 = atomic_load(&n_allocs);
-            m_cpu0 = cpu_self();
-            m_bcpu0 = broker_pid ? proc_cpu(broker_pid) : 0;
-            atomic_store(&measuring, 1);
-            hist_snap(&lat, prev);
-        }
+        if (!m_start_ns && t >= warm_end)
+            MEASURE_BEGIN(t);
         if (opt.messages) {
             uint64_t a = atomic_load(&acked) + atomic_load(&failed);
             done = a >= opt.messages;
@@ -874,6 +915,10 @@ int main(int argc, char **argv)
     }
     atomic_store(&stop_flag, 1);
     uint64_t m_end_ns = now_ns();
+    /* -n: the window ends with the last message's receipt */
+    uint64_t last = atomic_load(&last_ack_ns);
+    if (opt.messages && last && last < m_end_ns && last > m_start_ns)
+        m_end_ns = last;
     uint64_t m_sent = sent_total() - m_sent0;
     uint64_t m_acked = atomic_load(&acked) - m_acked0;
     uint64_t m_allocs = atomic_load(&n_allocs) - m_allocs0;
@@ -928,12 +973,16 @@ int main(int argc, char **argv)
     uint64_t pct[5];
     hist_pct(cur, q, pct, 5);
     uint64_t lmax = atomic_load(&lat.max);
+    /* a percentile is its bucket's bound: never past the largest seen */
+    for (int i = 0; i < 5; i++)
+        if (pct[i] > lmax)
+            pct[i] = lmax;
     char qb[32];
     upulsar_conf_get(conf, "queue.buffer.bytes", qb, sizeof qb);
     /* the rings' size: the library's (statistics), which may be less than
      * queue.buffer.bytes with many producers */
     double qbytes = ring_bytes > 0 ? (double)ring_bytes : atof(qb);
-    int nprod = (opt.partitions > 0 ? opt.partitions : 1) * opt.producers_per_partition;
+    int nprod = (parts > 0 ? parts : 1) * opt.producers_per_partition;
     /* what memory can grow to: the budget (messages held) plus the rings
      * at their most resident (1.25 x their size with the commit words) */
     double mem_bound = (double)mem_budget + nprod * 1.25 * qbytes;
@@ -943,12 +992,19 @@ int main(int argc, char **argv)
     for (int i = 0; i < opt.threads; i++)
         enq_total += snd[i].errors;
     bool ok = serr == UPULSAR_OK && total_failed == 0 && total_acked == total_sent;
+    if (!m_start_ns) {
+        fprintf(stderr,
+                "upulsar-perf: the run ended within the --warmup of %g s: nothing was measured "
+                "(send more messages with -n, or give --warmup 0)\n",
+                opt.warmup);
+        ok = false;
+    }
     /* the wire's own rate on the same broker, partitions, size and window */
     ceiling_result_t cl = {0};
     bool ceiling_ok = false;
-    if (opt.ceiling) {
+    if (opt.ceiling && m_start_ns) {
         char cerr[512];
-        if (ceiling_run(opt.url, opt.partitions, opt.size, opt.messages ? secs : opt.seconds,
+        if (ceiling_run(opt.url, parts, opt.size, opt.messages ? secs : opt.seconds,
                         opt.warmup, &cl, cerr, sizeof cerr) == 0)
             ceiling_ok = true;
         else {
@@ -957,10 +1013,12 @@ int main(int argc, char **argv)
         }
     }
 
-    if (opt.json) {
+    if (!m_start_ns) {
+        /* no figures (said above) */
+    } else if (opt.json) {
         printf("{\"messages_sent\":%" PRIu64 ",\"messages_acked\":%" PRIu64
                ",\"messages_failed\":%" PRIu64 ",\"send_errors\":%" PRIu64
-               ",\"measured_seconds\":%.3f,\"msgs_per_sec\":%.0f,\"mb_per_sec\":%.2f,"
+               ",\"measured_seconds\":%.6f,\"msgs_per_sec\":%.0f,\"mb_per_sec\":%.2f,"
                "\"latency_us\":{\"p50\":%" PRIu64 ",\"p95\":%" PRIu64 ",\"p99\":%" PRIu64
                ",\"p999\":%" PRIu64 ",\"max\":%" PRIu64 "},"
                "\"client_cpu_ns_per_msg\":%.1f,\"broker_cpu_ns_per_msg\":%.1f,"
@@ -981,10 +1039,10 @@ int main(int argc, char **argv)
                bcpu_per_msg_ns, m_cpu > 0 ? (double)m_acked / m_cpu : 0,
                m_acked ? (double)m_allocs / (double)m_acked : 0, rss_kb, broker_rss_kb, mem_bound,
                mem_budget, mem_peak, start_ms, nready, stop_ms, load_start, load_end, opt.idle,
-               idle_cpu_s, opt.partitions,
-               opt.threads, opt.size, opt.rate, opt.compression,
+               idle_cpu_s, parts,
+               opt.threads, opt.size, opt.rate, compression_eff,
                opt.keyed ? "true" : "false", broker_pid ? "true" : "false", transport, io_backend,
-               batch_mode_eff, opt.batch_delay_ms, opt.send_many, lib_lat_n,
+               batch_mode_eff, delay_eff, opt.send_many, lib_lat_n,
                lib_lat[0], lib_lat[1], lib_lat[2], lib_bm[0], lib_bm[1]);
         if (ceiling_ok)
             printf(",\"ceiling\":{\"msgs_per_sec\":%.0f,\"client_cpu_ns_per_msg\":%.1f,"
@@ -1000,7 +1058,7 @@ int main(int argc, char **argv)
                " failed in %.3f s measured: %.0f msgs/s and %.2f MB/s, %s compression, %s "
                "transport, %s io%s\n",
                m_sent, m_sent * (uint64_t)opt.size, m_acked, total_failed, secs, rate,
-               rate * opt.size / 1e6, opt.compression, transport, io_backend,
+               rate * opt.size / 1e6, compression_eff, transport, io_backend,
                opt.send_many ? ", upulsar_send_many()" : "");
         printf("%% latency send->receipt us: p50 %" PRIu64 "  p95 %" PRIu64 "  p99 %" PRIu64
                "  p99.9 %" PRIu64 "  max %" PRIu64 "\n",
@@ -1014,10 +1072,13 @@ int main(int argc, char **argv)
                broker_pid ? "" : " (external broker: not measured)");
         printf("%% allocations per message (client, measured part): %.4f\n",
                m_acked ? (double)m_allocs / (double)m_acked : 0);
-        printf("%% peak RSS: client %.1f MiB, broker %.1f MiB; client memory budget "
+        char brss[48] = "not measured (external)";
+        if (broker_pid)
+            snprintf(brss, sizeof brss, "%.1f MiB", (double)broker_rss_kb / 1024);
+        printf("%% peak RSS: client %.1f MiB, broker %s; client memory budget "
                "(memory.limit.bytes, messages in flight) %.1f MiB, peak taken %.1f MiB; rings "
                "%d x %.2f MiB\n",
-               (double)rss_kb / 1024, (double)broker_rss_kb / 1024,
+               (double)rss_kb / 1024, brss,
                (double)mem_budget / 1048576, (double)mem_peak / 1048576, nprod,
                (double)qbytes / 1048576);
         printf("%% start: %d producers READY in %.1f ms; stop took %.1f ms", nready, start_ms,
@@ -1036,7 +1097,7 @@ int main(int argc, char **argv)
             snprintf(offered, sizeof offered, "max rate");
         printf("%% row: | %d | %s | %.0f ms | %.1f MiB (%.0f MiB) | %.0f | %" PRIu64
                " us | %.0f ns | %.2f / %.2f |\n",
-               opt.partitions, offered, start_ms, (double)rss_kb / 1024,
+               parts, offered, start_ms, (double)rss_kb / 1024,
                (double)mem_budget / 1048576, rate, pct[2], cpu_per_msg_ns, load_start, load_end);
         if (ceiling_ok)
             printf("%% ceiling (upulsar-ceiling after this run, same broker, partitions, size and "
@@ -1044,6 +1105,10 @@ int main(int argc, char **argv)
                    "message; ratio upulsar/ceiling %.3f, client CPU %.2fx the ceiling's\n",
                    cl.batch_messages, cl.msgs_per_sec, cl.client_ns, rate / cl.msgs_per_sec,
                    cl.client_ns > 0 ? cpu_per_msg_ns / cl.client_ns : 0);
+        if (ceiling_ok && opt.url)
+            printf("%% (with --url the ceiling wrote to the broker after this run, on top of what "
+                   "this run left there; a broker that slows down as it fills makes the ratio "
+                   "too high)\n");
         printf("%% totals: sent %" PRIu64 ", acked %" PRIu64 ", failed %" PRIu64
                ", send errors %" PRIu64 ", stop: %s\n",
                total_sent, total_acked, total_failed, enq_total, upulsar_err_name(serr));
@@ -1055,5 +1120,5 @@ int main(int argc, char **argv)
 fail:
     upulsar_conf_destroy(conf);
     broker_stop(NULL);
-    return 1;
+    return fail_rc;
 }

@@ -62,3 +62,38 @@ Test(perf_harness, ceiling_is_refused_at_a_set_rate_with_a_reason)
     cr_assert(strstr(r.err, "--ceiling") && strstr(r.err, "--rate"), "stderr: %s", r.err);
     run_free(&r);
 }
+
+Test(perf_harness, a_count_run_without_warmup_measures_every_message)
+{
+    const char *args[] = {"-q", "--json", "-n", "1000", "--warmup", "0", NULL};
+    child_t c = spawn_cli(args);
+    run_t r = finish_cli(&c, NULL, 0, (run_t){0});
+    cr_assert_eq(r.status, 0, "status %d, stderr: %s", r.status, r.err);
+    cr_assert_eq(num_after(r.out, "messages_acked"), 1000);
+    cr_assert_gt(num_after(r.out, "measured_seconds"), 0, "%s", r.out);
+    cr_assert_gt(num_after(r.out, "msgs_per_sec"), 0, "%s", r.out);
+    run_free(&r);
+}
+
+Test(perf_harness, a_run_over_within_its_warmup_fails_instead_of_printing_figures)
+{
+    const char *args[] = {"-q", "--json", "-n", "10", "--warmup", "30", NULL};
+    child_t c = spawn_cli(args);
+    run_t r = finish_cli(&c, NULL, 0, (run_t){0});
+    cr_assert_eq(r.status, 1, "status %d", r.status);
+    cr_assert(strstr(r.err, "nothing was measured"), "stderr: %s", r.err);
+    cr_assert_null(strstr(r.out, "msgs_per_sec"), "figures printed: %s", r.out);
+    run_free(&r);
+}
+
+Test(perf_harness, set_overrides_the_harness_and_the_summary_shows_what_ran)
+{
+    const char *args[] = {"-q",    "--json", "-d", "0.3", "--warmup", "0.1", "--set",
+                          "compression=lz4", "--set", "batch.max.delay.ms=5", NULL};
+    child_t c = spawn_cli(args);
+    run_t r = finish_cli(&c, NULL, 0, (run_t){0});
+    cr_assert_eq(r.status, 0, "status %d, stderr: %s", r.status, r.err);
+    cr_assert(strstr(r.out, "\"compression\":\"lz4\""), "%s", r.out);
+    cr_assert(strstr(r.out, "\"batch_delay_ms\":\"5\""), "%s", r.out);
+    run_free(&r);
+}
