@@ -2,12 +2,15 @@
  * produce_opts.c -- the command line of upulsar-produce: usage text,
  * option parsing and its checks, escapes of -D and -K.
  */
+#include <ctype.h>
 #include <errno.h>
 #include <getopt.h>
 #include <math.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "produce.h"
@@ -29,7 +32,8 @@ static void usage(FILE *fp)
           "                          (default). With --embedded: the topic gets N partitions\n"
           "  -n, --name NAME         base producer name (default: chosen by the broker)\n"
           "      --token TOKEN       authentication token (auth.token)\n"
-          "      --token-file FILE   read the token from FILE (first line)\n"
+          "      --token-file FILE   the token in FILE (auth.token.file: read again at every\n"
+          "                          reconnection; a pipe is read once)\n"
           "      --tls-ca FILE       CA certificates (PEM) for pulsar+ssl:// URLs\n"
           "      --tls-cert FILE     client certificate (PEM) for mutual TLS\n"
           "      --tls-key FILE      its private key (PEM)\n"
@@ -193,27 +197,41 @@ static void free_secret(char *s)
     }
 }
 
-static char *read_token_file(const char *path)
+/* --token-file PATH: a regular file becomes auth.token.file (read again
+ * at every (re)connection, so a rotated token is picked up, whitespace
+ * around it ignored); anything else (a pipe, `<(cmd)`) can be read only
+ * once, so it is read here, the same way, into auth.token. NULL for a
+ * regular file, else the token (a secret: free_secret()). */
+static char *token_from(const char *path)
 {
     FILE *fp = fopen(path, "r");
     if (!fp)
         die(EXIT_USAGE, "--token-file %s: %s", path, strerror(errno));
-    char *line = NULL;
-    size_t cap = 0;
-    ssize_t n = getline(&line, &cap, fp);
+    struct stat sb;
+    if (fstat(fileno(fp), &sb) == 0 && S_ISREG(sb.st_mode)) {
+        fclose(fp);
+        return NULL;
+    }
+    char *tok = xmalloc(8192);
+    size_t n = fread(tok, 1, 8191, fp);
+    bool more = n == 8191 && fgetc(fp) != EOF;
     fclose(fp);
-    if (n < 0) {
-        free(line);
-        die(EXIT_USAGE, "--token-file %s: empty file", path);
+    tok[n] = '\0';
+    if (more) {
+        free_secret(tok);
+        die(EXIT_USAGE, "--token-file %s: longer than 8191 bytes", path);
     }
-    while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r' || line[n - 1] == ' ' ||
-                     line[n - 1] == '\t'))
-        line[--n] = '\0';
-    if (n == 0) {
-        free(line);
-        die(EXIT_USAGE, "--token-file %s: empty first line", path);
+    size_t a = 0;
+    while (a < n && isspace((unsigned char)tok[a]))
+        a++;
+    while (n > a && isspace((unsigned char)tok[n - 1]))
+        tok[--n] = '\0';
+    if (n == a) {
+        free_secret(tok);
+        die(EXIT_USAGE, "--token-file %s: no token in it", path);
     }
-    return line;
+    memmove(tok, tok + a, n - a + 1);
+    return tok;
 }
 
 enum {
@@ -282,11 +300,17 @@ static bool long_only_option(opts_t *o, int c, const char *arg)
     case O_TOKEN:
         add_conf(o, "auth.token", arg, "--token");
         break;
-    case O_TOKEN_FILE:
-        free_secret(o->token);
-        o->token = read_token_file(arg);
-        add_conf(o, "auth.token", o->token, "--token-file");
+    case O_TOKEN_FILE: {
+        char *tok = token_from(arg);
+        if (tok) {
+            free_secret(o->token);
+            o->token = tok;
+            add_conf(o, "auth.token", o->token, "--token-file");
+        } else {
+            add_conf(o, "auth.token.file", arg, "--token-file");
+        }
         break;
+    }
     case O_TLS_CA:
         add_conf(o, "tls.ca.file", arg, "--tls-ca");
         break;

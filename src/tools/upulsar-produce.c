@@ -45,6 +45,15 @@
 #define NS_PER_MS 1000000LL
 #define NS_PER_S 1000000000LL
 
+/* The exit status of a client or producer that could not start: the
+ * configuration (a value or a combination the library refuses: INVALID_ARG,
+ * INVALID_URL) is bad usage, anything else a failure to connect or create. */
+static int exit_for(upulsar_err_t err)
+{
+    return err == UPULSAR_ERR__INVALID_ARG || err == UPULSAR_ERR__INVALID_URL ? EXIT_USAGE
+                                                                              : EXIT_FAIL;
+}
+
 _Noreturn void die(int code, const char *fmt, ...)
 {
     va_list ap;
@@ -620,7 +629,7 @@ int main(int argc, char **argv)
     upulsar_client_t *client = NULL;
     upulsar_err_t err = upulsar_client_new(conf, &client);
     if (err != UPULSAR_OK)
-        die(EXIT_FAIL, "client for %s: %s: %s", url, upulsar_err_name(err),
+        die(exit_for(err), "client for %s: %s: %s", url, upulsar_err_name(err),
             upulsar_last_error());
     char stats_iv[32] = "";
     upulsar_conf_get(conf, "stats.interval.ms", stats_iv, sizeof stats_iv);
@@ -643,7 +652,7 @@ int main(int argc, char **argv)
             input_close(&in);
         opts_free(&o);
         close(g_wake_fd);
-        return EXIT_FAIL;
+        return exit_for(err);
     }
     set_signals_blocked(false, NULL);
     int nparts = upulsar_producer_partitions(st.p);
