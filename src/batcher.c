@@ -176,6 +176,7 @@ up_batch_t *up_batch_get(up_rp_t *rp)
     b->repl_len = 0;
     b->kkind = 0;
     b->kpk = false;
+    b->kpk_len = 0;
     b->chunk = UP_CHUNK_NONE;
     b->dr_flags = 0;
     b->checksum_resends = 0;
@@ -257,6 +258,7 @@ bool up_batch_key(up_batch_t *b, const up_smm_t *m)
     b->kkey_len = klen;
     b->kkind = kind;
     b->kpk = pk;
+    b->kpk_len = pk ? m->key_len : 0;
     b->kb64 = m->key && m->key_b64;
     return true;
 }

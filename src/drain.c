@@ -23,6 +23,15 @@ static bool no_room_after_close(const up_rp_t *rp, size_t max_inflight)
     return n >= max_inflight;
 }
 
+/* The key bytes an entry that @p m opens carries in its MessageMetadata:
+ * its ordering key and then its partition key too, else its partition
+ * key (up_batch_key()). */
+static inline size_t entry_keys_len(const up_smm_t *m)
+{
+    return m->okey ? m->okey_len + (m->key ? (size_t)m->key_len : 0)
+                   : m->key ? m->key_len : 0;
+}
+
 /* Is the message of @p v an entry of its own (not joining, or with
  * entry-level metadata), or chunks (by the size it would take alone; the
  * drain's chunk decision is the exact one)? Out of line: asked only when
@@ -32,8 +41,7 @@ static __attribute__((noinline)) bool own_entry(const up_rp_t *rp, const up_rec_
 {
     const up_smm_t *m = &v->m;
     return !joins || (v->meta.mflags & UP_META_SOLO) ||
-           md_bound(m->okey ? m->okey_len : m->key ? m->key_len : 0,
-                    (size_t)v->meta.repl_len + 2u * v->meta.nrepl) +
+           md_bound(entry_keys_len(m), (size_t)v->meta.repl_len + 2u * v->meta.nrepl) +
                    up_record_size(m) >
                broker_max(rp);
 }
@@ -97,8 +105,7 @@ static uint64_t drain_one(up_rp_t *rp, uint64_t now, bool *stall)
     size_t rs = up_record_size(m);
     size_t bmax = broker_max(rp);
     /* the entry this message would make on its own */
-    size_t alone = md_bound(m->okey ? m->okey_len : m->key ? m->key_len : 0,
-                            (size_t)v.meta.repl_len + 2u * v.meta.nrepl) + rs;
+    size_t alone = md_bound(entry_keys_len(m), (size_t)v.meta.repl_len + 2u * v.meta.nrepl) + rs;
 
     int failed = atomic_load_explicit(&rp->failed, memory_order_relaxed);
     if (failed) {

@@ -70,11 +70,12 @@ static inline size_t md_bound(size_t key_len, size_t repl_wire)
     return UP_MD_SCALARS + UP_NAME_BOUND + key_len + repl_wire;
 }
 
-/* The same for batch @p b as it is (its key and names are set when it
- * opens). */
+/* The same for batch @p b as it is (its keys and names are set when it
+ * opens): with an ordering key, the partition key the entry also carries
+ * counts too. */
 static inline size_t batch_md_bound(const up_batch_t *b)
 {
-    return md_bound(b->kkind ? b->kkey_len : 0, b->repl_len + 2u * b->nrepl);
+    return md_bound((b->kkind ? b->kkey_len : 0) + b->kpk_len, b->repl_len + 2u * b->nrepl);
 }
 
 /* ---- send.c: max.pending.messages, memory.limit.bytes ---- */

@@ -84,6 +84,7 @@ struct up_batch {
                                partition key follows it (NUL-terminated) */
     size_t kkey_len, kkey_cap;
     bool kpk;               /* kkind 2: the entry also carries a partition key */
+    size_t kpk_len;         /* ... of this many bytes (0 without kpk) */
     bool kb64;              /* that partition key is a binary key's base64 text */
     /* a plain entry (not a batch) of a message sent alone by chunk.c:
      * UP_CHUNK_FIRST / _MIDDLE / _LAST of a chunked message, UP_CHUNK_ONLY

@@ -70,3 +70,44 @@ Test(features_sizes, payload_plus_properties_beyond_the_maximum_is_refused_alone
     upulsar_client_destroy(c);
     upulsar_tb_stop(tb);
 }
+
+/* The first message of a batch with an ordering key and a long partition
+ * key: the entry's metadata carries both keys (as the official clients
+ * copy them from the first message), and the batch still closes before it
+ * outgrows the broker's limit. */
+Test(features_sizes, a_first_message_with_both_keys_keeps_its_batch_within_the_limit)
+{
+    upulsar_tb_t *tb = ft_broker_max(BROKER_MAX);
+    upulsar_client_t *c = ft_client(tb, NULL);
+    const char *kv[] = {"batch.max.bytes", "1048576", "batch.max.messages", "100000",
+                        "batch.max.delay.ms", "200", "send.timeout.ms", "10000", NULL};
+    upulsar_producer_t *p = ft_producer(c, NULL, "twokeys", 0, kv);
+    ft_send_ok(p, NULL); /* learns the broker's max_message_size */
+    enum { N = 600, SIZE = 100, KEY = 20000 };
+    static char key[KEY + 1], payload[SIZE];
+    memset(key, 'k', KEY);
+    memset(payload, 'p', sizeof payload);
+    static upulsar_future_t *f[N];
+    for (int i = 0; i < N; i++) {
+        upulsar_send_opts_t o = {0};
+        if (i == 0) {
+            o.partition_key = key;
+            o.ordering_key = "o";
+            o.ordering_key_len = 1;
+        }
+        cr_assert_eq(upulsar_send(p, payload, SIZE, i == 0 ? &o : NULL, &f[i]), UPULSAR_OK,
+                     "%s", upulsar_last_error());
+    }
+    for (int i = 0; i < N; i++) {
+        cr_assert_eq(upulsar_future_wait(f[i], FT_WAIT_MS, NULL), UPULSAR_OK, "message %d: %s",
+                     i, upulsar_last_error());
+        upulsar_future_release(f[i]);
+    }
+    upulsar_tb_stats_t st;
+    cr_assert_eq(upulsar_tb_stats(tb, &st), UPULSAR_OK);
+    cr_assert_eq(st.protocol_errors, 0, "the broker refused frames");
+    cr_assert_eq(ft_reconnects(p), 0);
+    cr_assert_eq(upulsar_producer_stop(p, 5000), UPULSAR_OK);
+    upulsar_client_destroy(c);
+    upulsar_tb_stop(tb);
+}
