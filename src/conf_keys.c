@@ -285,7 +285,7 @@ const conf_key_t up_conf_keys[] = {
      "(none)"},
     {"restart.period.ms", K_INT, FLD(restart_period_ms), "60000", 1, 86400000, NULL, 0, 'P',
      "ms", "Window over which restart.intensity is counted.", "(none)"},
-    {"initial.sequence.id", K_INT64, FLD(initial_sequence_id), "-1", -1, INT64_MAX, NULL, 0,
+    {"initial.sequence.id", K_INT64, FLD(initial_sequence_id), "-1", -1, INT64_MAX - 1, NULL, 0,
      'P', "",
      "Sequence id before the first message; -1 = continue from the broker's "
      "last_sequence_id.",

@@ -544,9 +544,13 @@ bool up_rp_attach(up_rp_t *rp, up_conn_t *c, int64_t last_seq, const uint8_t *sc
     pthread_mutex_lock(&rp->broker_lock);
     snprintf(rp->broker, sizeof rp->broker, "%s", broker);
     pthread_mutex_unlock(&rp->broker_lock);
+    /* the broker's last_sequence_id: -1 when it has none; a value below
+     * that means none too (nothing the protocol defines) */
+    if (last_seq < -1)
+        last_seq = -1;
     if (first) {
         rp->next_seq = cf->initial_sequence_id >= 0 ? (uint64_t)cf->initial_sequence_id + 1
-                                                    : (uint64_t)(last_seq + 1);
+                                                    : (uint64_t)last_seq + 1;
     } else if (last_seq >= 0 && (uint64_t)last_seq + 1 > rp->next_seq) {
         rp->next_seq = (uint64_t)last_seq + 1;
     }

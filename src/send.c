@@ -411,15 +411,31 @@ upulsar_err_t up_send_rec_meta(const upulsar_send_opts_t *o, up_rec_meta_t *m,
                          UP_REPL_MAX_BYTES);
     m->nrepl = (uint16_t)n;
     if (o->flags & UPULSAR_SEND_SEQUENCE_ID) {
-        if (o->sequence_id < 0)
-            return up_seterr(UPULSAR_ERR__INVALID_ARG, "sequence_id must be >= 0");
+        /* the ids after it continue from it: INT64_MAX would leave them
+         * none a broker reads as positive */
+        if (o->sequence_id < 0 || o->sequence_id == INT64_MAX)
+            return up_seterr(UPULSAR_ERR__INVALID_ARG,
+                             "sequence_id must be 0 to INT64_MAX - 1 (got %lld)",
+                             (long long)o->sequence_id);
         m->seq = (uint64_t)o->sequence_id;
         m->mflags |= UP_META_SEQ;
     }
-    if (o->deliver_at_ms)
+    /* deliver_at_time is a signed 64-bit count of ms on the wire: a time
+     * past it (or a delay that gets there) would read as one long past */
+    if (o->deliver_at_ms) {
+        if (o->deliver_at_ms > (uint64_t)INT64_MAX)
+            return up_seterr(UPULSAR_ERR__INVALID_ARG,
+                             "deliver_at_ms %llu is past the largest time Pulsar carries",
+                             (unsigned long long)o->deliver_at_ms);
         m->deliver_at = o->deliver_at_ms;
-    else if (o->deliver_after_ms)
-        m->deliver_at = up_wall_ms() + o->deliver_after_ms;
+    } else if (o->deliver_after_ms) {
+        uint64_t now = up_wall_ms();
+        if (o->deliver_after_ms > (uint64_t)INT64_MAX - now)
+            return up_seterr(UPULSAR_ERR__INVALID_ARG,
+                             "deliver_after_ms %llu is past the largest time Pulsar carries",
+                             (unsigned long long)o->deliver_after_ms);
+        m->deliver_at = now + o->deliver_after_ms;
+    }
     if (m->deliver_at || n)
         m->mflags |= UP_META_SOLO;
     return UPULSAR_OK;

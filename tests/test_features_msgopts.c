@@ -175,6 +175,70 @@ Test(features_msgopts, explicit_sequence_ids_must_increase)
     cr_assert_eq(upulsar_producer_stop(p, 5000), UPULSAR_OK);
 }
 
+Test(features_msgopts, sequence_ids_that_would_overflow_are_refused)
+{
+    upulsar_producer_t *p = start("seqmax", NULL, NULL);
+    upulsar_send_opts_t o = {.flags = UPULSAR_SEND_SEQUENCE_ID, .sequence_id = INT64_MAX};
+    cr_assert_eq(upulsar_send(p, "x", 1, &o, NULL), UPULSAR_ERR__INVALID_ARG);
+    cr_assert(strstr(upulsar_last_error(), "INT64_MAX - 1"), "%s", upulsar_last_error());
+    /* the largest that leaves the next id representable */
+    upulsar_msg_id_t id;
+    o.sequence_id = INT64_MAX - 1;
+    cr_assert_eq(send_wait(p, "a", &o, &id), UPULSAR_OK);
+    upulsar_tb_snapshot_t *s;
+    cr_assert_eq(upulsar_tb_snapshot(tb, "seqmax", &s), UPULSAR_OK);
+    cr_assert_eq(upulsar_tb_snapshot_count(s), 1);
+    cr_assert_eq(upulsar_tb_snapshot_msg(s, 0)->sequence_id, (uint64_t)INT64_MAX - 1);
+    upulsar_tb_snapshot_free(s);
+    cr_assert_eq(upulsar_producer_stop(p, 5000), UPULSAR_OK);
+    upulsar_conf_t *cf = upulsar_conf_new();
+    char err[256];
+    cr_assert_neq(upulsar_conf_set(cf, "initial.sequence.id", "9223372036854775807", err,
+                                   sizeof err),
+                  UPULSAR_CONF_OK);
+    cr_assert_eq(upulsar_conf_set(cf, "initial.sequence.id", "9223372036854775806", err,
+                                  sizeof err),
+                 UPULSAR_CONF_OK, "%s", err);
+    upulsar_conf_destroy(cf);
+}
+
+Test(features_msgopts, delivery_times_past_what_pulsar_carries_are_refused)
+{
+    upulsar_producer_t *p = start("delaymax", NULL, NULL);
+    upulsar_send_opts_t o = {.deliver_after_ms = UINT64_MAX - 1000};
+    cr_assert_eq(upulsar_send(p, "x", 1, &o, NULL), UPULSAR_ERR__INVALID_ARG);
+    cr_assert(strstr(upulsar_last_error(), "deliver_after_ms"), "%s", upulsar_last_error());
+    o = (upulsar_send_opts_t){.deliver_at_ms = (uint64_t)INT64_MAX + 10};
+    cr_assert_eq(upulsar_send(p, "x", 1, &o, NULL), UPULSAR_ERR__INVALID_ARG);
+    cr_assert(strstr(upulsar_last_error(), "deliver_at_ms"), "%s", upulsar_last_error());
+    /* a far but representable time goes as it is */
+    upulsar_msg_id_t id;
+    o = (upulsar_send_opts_t){.deliver_at_ms = (uint64_t)INT64_MAX};
+    cr_assert_eq(send_wait(p, "a", &o, &id), UPULSAR_OK);
+    upulsar_tb_snapshot_t *s;
+    cr_assert_eq(upulsar_tb_snapshot(tb, "delaymax", &s), UPULSAR_OK);
+    cr_assert_eq(upulsar_tb_snapshot_count(s), 1);
+    cr_assert_eq(upulsar_tb_snapshot_msg(s, 0)->deliver_at_time, INT64_MAX);
+    upulsar_tb_snapshot_free(s);
+    cr_assert_eq(upulsar_producer_stop(p, 5000), UPULSAR_OK);
+}
+
+Test(features_msgopts, a_last_sequence_id_below_minus_one_from_the_broker_means_none)
+{
+    cr_assert_eq(upulsar_tb_mangle_producers(tb, "lastseq", 1, UPULSAR_TB_MANGLE_LAST_SEQ),
+                 UPULSAR_OK);
+    upulsar_producer_t *p = start("lastseq", NULL, NULL);
+    upulsar_msg_id_t id;
+    cr_assert_eq(send_wait(p, "a", NULL, &id), UPULSAR_OK);
+    upulsar_tb_snapshot_t *s;
+    cr_assert_eq(upulsar_tb_snapshot(tb, "lastseq", &s), UPULSAR_OK);
+    cr_assert_eq(upulsar_tb_snapshot_count(s), 1);
+    cr_assert_eq(upulsar_tb_snapshot_msg(s, 0)->sequence_id, 0, "seq %llu",
+                 (unsigned long long)upulsar_tb_snapshot_msg(s, 0)->sequence_id);
+    upulsar_tb_snapshot_free(s);
+    cr_assert_eq(upulsar_producer_stop(p, 5000), UPULSAR_OK);
+}
+
 Test(features_msgopts, initial_sequence_id_is_honoured)
 {
     upulsar_producer_t *p = start("initseq", "initial.sequence.id", "1000");

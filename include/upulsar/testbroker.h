@@ -839,6 +839,8 @@ upulsar_err_t upulsar_tb_delay_producers(upulsar_tb_t *tb, const char *topic, in
 #define UPULSAR_TB_MANGLE_COMMAND 1        /**< SUCCESS instead of PRODUCER_SUCCESS */
 #define UPULSAR_TB_MANGLE_SCHEMA_VERSION 2 /**< PRODUCER_SUCCESS whose schema_version
                                                 has 17 bytes */
+#define UPULSAR_TB_MANGLE_LAST_SEQ 3       /**< PRODUCER_SUCCESS whose last_sequence_id
+                                                is -5 (below the protocol's -1) */
 
 /**
  * Test only (no Pulsar broker does this): the next @p n PRODUCER requests

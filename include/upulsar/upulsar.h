@@ -707,7 +707,9 @@ typedef struct upulsar_send_opts {
     /** Delayed delivery (Java: deliverAt / deliverAfter): deliver to
      *  consumers no earlier than this wall-clock time, ms since the epoch
      *  (MessageMetadata.deliver_at_time); 0 = unset. The broker honours it
-     *  for Shared and Key_Shared subscriptions only. */
+     *  for Shared and Key_Shared subscriptions only. At most INT64_MAX
+     *  (the field is signed on the wire): a later time, or a
+     *  deliver_after_ms that reaches past it, is INVALID_ARG. */
     uint64_t deliver_at_ms;
     /** Delayed delivery relative to now: deliver_at = the wall clock at
      *  upulsar_send() + this many ms. Ignored when deliver_at_ms is set.
@@ -720,7 +722,8 @@ typedef struct upulsar_send_opts {
      *  replication clusters only is a batch of one. */
     uint64_t deliver_after_ms;
     /** With the UPULSAR_SEND_SEQUENCE_ID flag: this message's sequence id
-     *  (Java: TypedMessageBuilder.sequenceId), used by broker
+     *  (Java: TypedMessageBuilder.sequenceId), 0 to INT64_MAX - 1 (the
+     *  next message's id must fit; else INVALID_ARG), used by broker
      *  de-duplication. Pulsar's rules apply per real producer: ids must
      *  increase; a message whose id is not larger than the last id that
      *  producer used (explicit or automatic) is not sent and resolves with
@@ -958,8 +961,9 @@ upulsar_err_t upulsar_conf_set_router(upulsar_conf_t *conf, upulsar_router_cb_t 
  *  UPULSAR_MAX_KEY_BYTES, properties over UPULSAR_MAX_PROPERTIES_BYTES,
  *  UPULSAR_SEND_PARTITION with a partition out of range, the router's
  *  answer out of range, UPULSAR_SEND_NULL_VALUE with len > 0,
- *  partition_key together with partition_key_bytes, options the library
- *  does not know: see "Growth of upulsar_send_opts_t"),
+ *  partition_key together with partition_key_bytes, a sequence_id or
+ *  delivery time out of range, options the library does not know: see
+ *  "Growth of upulsar_send_opts_t"),
  *  CLOSED (stopped producer), MSG_TOO_LARGE (see the size rule below), QUEUE_FULL
  *  (ring full, max.pending.messages or the client's memory.limit.bytes
  *  reached, and block.if.queue.full=false, or the wait for room exceeded

@@ -1304,7 +1304,8 @@ upulsar_err_t upulsar_tb_delay_producers(upulsar_tb_t *tb, const char *topic, in
 upulsar_err_t upulsar_tb_mangle_producers(upulsar_tb_t *tb, const char *topic, int n, int how)
 {
     if (!tb || !topic || n < 0 ||
-        (how != UPULSAR_TB_MANGLE_COMMAND && how != UPULSAR_TB_MANGLE_SCHEMA_VERSION))
+        (how != UPULSAR_TB_MANGLE_COMMAND && how != UPULSAR_TB_MANGLE_SCHEMA_VERSION &&
+         how != UPULSAR_TB_MANGLE_LAST_SEQ))
         return up_seterr(UPULSAR_ERR__INVALID_ARG, "upulsar_tb_mangle_producers: bad argument");
     upulsar_err_t err;
     tb_topic_t *t = topic_arg(tb, topic, true, &err);

@@ -907,6 +907,8 @@ static int answer_created(tb_conn_t *c, tb_topic_t *t, uint64_t request_id, cons
     if (how == UPULSAR_TB_MANGLE_SCHEMA_VERSION)
         return put_rc(put_producer_success_ver(&c->out, request_id, name, last_seq, epoch, ready,
                                                schema_ver < 0 ? 0 : schema_ver, 17));
+    if (how == UPULSAR_TB_MANGLE_LAST_SEQ)
+        last_seq = -5;
     return put_rc(
         put_producer_success(&c->out, request_id, name, last_seq, epoch, ready, schema_ver));
 }
