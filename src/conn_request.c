@@ -58,6 +58,10 @@ static void req_finish(up_req_t *r, up_cmd_t *resp, upulsar_err_t err)
 void up_conn_complete_req(up_conn_t *c, uint64_t request_id, up_cmd_t *resp,
                           upulsar_err_t err)
 {
+    /* an answer whose copy could not be made (up_decoder_steal(): out of
+     * memory) fails its request instead of completing it with nothing */
+    if (!resp && err == UPULSAR_OK)
+        err = UPULSAR_ERR__NOMEM;
     for (up_req_t **pp = &c->reqs; *pp; pp = &(*pp)->next) {
         up_req_t *r = *pp;
         if (r->request_id != request_id)

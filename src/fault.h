@@ -45,6 +45,10 @@ extern _Atomic int up_fault_loop_sleep_on;
  * that still reads act == 1 commits a record the tick must then see. */
 extern _Atomic int up_fault_tick_idle_pause;
 
+/* up_decoder_steal() in frame.c: the copy of a broker's reply to a
+ * request (the reply the requester gets) cannot be allocated. */
+extern _Atomic int up_fault_reply_copy_nomem;
+
 /* Whether this pass through the point @p n fails (and count it). */
 static inline bool up_fault_hit(_Atomic int *n)
 {

@@ -1,5 +1,6 @@
 /* frame.c -- Pulsar frame encoding and the incremental decoder. */
 #include "frame.h"
+#include "fault.h"
 
 #include <stdlib.h>
 
@@ -122,9 +123,11 @@ static void drop_cmd(up_decoder_t *d)
     d->arena_used = 0;
 }
 
+_Atomic int up_fault_reply_copy_nomem;
+
 up_cmd_t *up_decoder_steal(up_decoder_t *d)
 {
-    if (!d->cmd)
+    if (!d->cmd || up_fault_hit(&up_fault_reply_copy_nomem))
         return NULL;
     size_t n = protobuf_c_message_get_packed_size(&d->cmd->base);
     uint8_t stackbuf[1024];

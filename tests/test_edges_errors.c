@@ -176,6 +176,43 @@ Test(edges_errors, failed_loop_registration_fails_the_start)
     ft_stop_client_and_broker(tb, c);
 }
 
+/* Every reply a start needs (partition metadata, lookup, PRODUCER_SUCCESS)
+ * copied out of the connection's buffer, one at a time, with no memory
+ * for the copy: the request it answers fails with NOMEM (it used to
+ * complete with no reply, which the requester read through a NULL), and
+ * the next start works. */
+Test(edges_errors, a_reply_that_cannot_be_copied_fails_its_request_with_nomem)
+{
+    upulsar_tb_t *tb = ft_broker();
+    const char *kv[] = {"operation.timeout.ms", "10000", NULL};
+    upulsar_client_t *c = ft_client(tb, kv);
+    cr_assert_eq(upulsar_tb_set_partitions(tb, "copy", 2), UPULSAR_OK);
+    int nomem = 0;
+    for (int i = 0; i < 8; i++) {
+        atomic_store(&up_fault_reply_copy_nomem, 1);
+        upulsar_producer_t *p = NULL;
+        upulsar_err_t err = upulsar_producer_start(c, "copy", "copy", 2, NULL, &p);
+        int left = atomic_exchange(&up_fault_reply_copy_nomem, 0);
+        if (err == UPULSAR_OK) {
+            /* the failed copy was a request the start retried */
+            cr_assert_eq(upulsar_producer_stop(p, 10000), UPULSAR_OK);
+            continue;
+        }
+        cr_assert_eq(left, 0, "failed with %s without reaching the fault point",
+                     upulsar_err_name(err));
+        cr_assert_eq(err, UPULSAR_ERR__NOMEM, "%s (%s)", upulsar_err_name(err),
+                     upulsar_last_error());
+        cr_assert_null(p);
+        nomem++;
+    }
+    cr_assert_gt(nomem, 0, "no start saw the failed copy");
+    const char *pkv[] = {"batch.max.messages", "1", NULL}; /* two_per_partition()'s routing */
+    upulsar_producer_t *p = ft_producer(c, "copy", "copy", 2, pkv);
+    two_per_partition(tb, p, "copy", 2);
+    cr_assert_eq(upulsar_producer_stop(p, 10000), UPULSAR_OK);
+    ft_stop_client_and_broker(tb, c);
+}
+
 /* ---- item: copies of the token -------------------------------------------- */
 
 static int all_zero(const void *p, size_t n)
