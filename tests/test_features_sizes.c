@@ -11,6 +11,20 @@ TestSuite(features_sizes, .timeout = 60);
 
 enum { BROKER_MAX = 64 * 1024 };
 
+/* The broker refused no frame and the producer never reconnected (a frame
+ * over the limit costs both); then stop everything. */
+static void stop_with_no_frame_refused(upulsar_tb_t *tb, upulsar_client_t *c,
+                                       upulsar_producer_t *p)
+{
+    upulsar_tb_stats_t st;
+    cr_assert_eq(upulsar_tb_stats(tb, &st), UPULSAR_OK);
+    cr_assert_eq(st.protocol_errors, 0, "the broker refused frames");
+    cr_assert_eq(ft_reconnects(p), 0);
+    cr_assert_eq(upulsar_producer_stop(p, 5000), UPULSAR_OK);
+    upulsar_client_destroy(c);
+    upulsar_tb_stop(tb);
+}
+
 Test(features_sizes, batches_stay_within_the_brokers_max_message_size)
 {
     upulsar_tb_t *tb = ft_broker_max(BROKER_MAX);
@@ -35,13 +49,7 @@ Test(features_sizes, batches_stay_within_the_brokers_max_message_size)
                      id.batch_size);
         upulsar_future_release(f[i]);
     }
-    upulsar_tb_stats_t st;
-    cr_assert_eq(upulsar_tb_stats(tb, &st), UPULSAR_OK);
-    cr_assert_eq(st.protocol_errors, 0, "the broker refused frames");
-    cr_assert_eq(ft_reconnects(p), 0);
-    cr_assert_eq(upulsar_producer_stop(p, 5000), UPULSAR_OK);
-    upulsar_client_destroy(c);
-    upulsar_tb_stop(tb);
+    stop_with_no_frame_refused(tb, c, p);
 }
 
 Test(features_sizes, payload_plus_properties_beyond_the_maximum_is_refused_alone)
@@ -103,11 +111,5 @@ Test(features_sizes, a_first_message_with_both_keys_keeps_its_batch_within_the_l
                      i, upulsar_last_error());
         upulsar_future_release(f[i]);
     }
-    upulsar_tb_stats_t st;
-    cr_assert_eq(upulsar_tb_stats(tb, &st), UPULSAR_OK);
-    cr_assert_eq(st.protocol_errors, 0, "the broker refused frames");
-    cr_assert_eq(ft_reconnects(p), 0);
-    cr_assert_eq(upulsar_producer_stop(p, 5000), UPULSAR_OK);
-    upulsar_client_destroy(c);
-    upulsar_tb_stop(tb);
+    stop_with_no_frame_refused(tb, c, p);
 }
