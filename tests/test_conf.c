@@ -218,9 +218,9 @@ Test(conf, set_then_get_round_trips_every_type)
     cr_assert_eq(conf->queue_buffer_bytes, 1073741824);
     expect_get("queue.buffer.bytes", "1073741824");
 
-    expect_set_ok("initial.sequence.id", "9223372036854775807");
-    cr_assert_eq(conf->initial_sequence_id, INT64_MAX);
-    expect_get("initial.sequence.id", "9223372036854775807");
+    expect_set_ok("initial.sequence.id", "9223372036854775806");
+    cr_assert_eq(conf->initial_sequence_id, INT64_MAX - 1);
+    expect_get("initial.sequence.id", "9223372036854775806");
     expect_set_ok("initial.sequence.id", "0");
     cr_assert_eq(conf->initial_sequence_id, 0);
 
@@ -260,7 +260,9 @@ Test(conf, out_of_range_integers_are_invalid_with_the_range_in_errstr)
     expect_invalid("producers.per.partition", "0", NULL);
     expect_invalid("queue.buffer.bytes", "65535", "between 65536 and 1073741824");
     expect_invalid("queue.buffer.bytes", "1073741825", NULL);
-    expect_invalid("initial.sequence.id", "-2", "between -1 and 9223372036854775807");
+    expect_invalid("initial.sequence.id", "-2", "between -1 and 9223372036854775806");
+    /* the next id after it must fit */
+    expect_invalid("initial.sequence.id", "9223372036854775807", "9223372036854775806");
     expect_invalid("initial.sequence.id", "9223372036854775808", NULL);
     expect_invalid("max.inflight.batches", "0", NULL);
     expect_invalid("send.timeout.ms", "-1", NULL);

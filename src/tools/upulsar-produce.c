@@ -46,12 +46,12 @@
 #define NS_PER_S 1000000000LL
 
 /* The exit status of a client or producer that could not start: the
- * configuration (a value or a combination the library refuses: INVALID_ARG,
- * INVALID_URL) is bad usage, anything else a failure to connect or create. */
+ * configuration (a value or a combination the library refuses:
+ * INVALID_ARG) is bad usage, anything else (a broker that cannot be
+ * reached, or is not a Pulsar broker) a failure to connect or create. */
 static int exit_for(upulsar_err_t err)
 {
-    return err == UPULSAR_ERR__INVALID_ARG || err == UPULSAR_ERR__INVALID_URL ? EXIT_USAGE
-                                                                              : EXIT_FAIL;
+    return err == UPULSAR_ERR__INVALID_ARG ? EXIT_USAGE : EXIT_FAIL;
 }
 
 _Noreturn void die(int code, const char *fmt, ...)
