@@ -335,6 +335,13 @@ static void grow(struct upulsar_producer *h, int n)
     atomic_store_explicit(&h->nall, nall, memory_order_release);
     atomic_store_explicit(&h->ngroups, n, memory_order_release);
     atomic_store_explicit(&h->npart, n, memory_order_release);
+    /* the watchdog walks what it can see: a new producer that went to
+     * backoff while the others were being created (the broker closed it)
+     * raised its flag before the watchdog could see it, and the watchdog
+     * may have taken that flag down since; raise it again now that they
+     * are all published */
+    atomic_store_explicit(&h->wd_dirty, 1, memory_order_release);
+    up_watchdog_kick(h->client);
     up_log(h->client, UPULSAR_LOG_INFO, "%s: partitions %d -> %d", h->topic, oldn, n);
 }
 
