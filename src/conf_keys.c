@@ -276,7 +276,8 @@ const conf_key_t up_conf_keys[] = {
     {"send.timeout.ms", K_INT, FLD(send_timeout_ms), "30000", 0, 86400000, NULL, 0, 'P', "ms",
      "A message not acknowledged within this time fails with MSG_TIMED_OUT; 0 = never.",
      "sendTimeoutMs"},
-    {"restart.intensity", K_INT, FLD(restart_intensity), "0", 0, 1000000, NULL, 0, 'P',
+    {"restart.intensity", K_INT, FLD(restart_intensity), "0", 0, UP_RESTART_INTENSITY_MAX, NULL, 0,
+     'P',
      "restarts",
      "Re-creations of one producer allowed within restart.period.ms before its "
      "partition group fails; 0 = unlimited. The re-creation right after the broker closed "

@@ -238,7 +238,7 @@ struct up_rp {
                                      _GRACEFUL when the attempt was
                                      scheduled): not counted */
         bool attempt_failed;      /* the last re-creation attempt failed */
-        uint64_t restart_times[64];
+        uint64_t restart_times[UP_RESTART_INTENSITY_MAX + 1];
         int nrestarts;
         /* est_state is UP_EST_IDLE, _BUSY (queued or running: the worker
          * owns the producer's est part and est_why) or _DONE (est_err is
