@@ -350,6 +350,14 @@ bool up_rp_pump(up_rp_t *rp, uint64_t now, uint64_t *deadline)
      * ring, where send.timeout.ms still applies; the attach runs the pump. */
     rp->holding = !up_rp_created(rp);
     if (rp->holding) {
+        /* a producer that failed before it was ever created: what a sender
+         * committed after its failure emptied the ring (a send that was
+         * waiting for room) is failed too, not held for good */
+        int failed = atomic_load_explicit(&rp->failed, memory_order_relaxed);
+        if (failed && up_ring_peek(r)) {
+            up_rp_fail_all(rp, (upulsar_err_t)failed);
+            return true;
+        }
         set_armed(rp, 1);
         return false;
     }

@@ -328,6 +328,10 @@ static __attribute__((noinline)) upulsar_err_t reserve_slow(up_rp_t *rp, uint64_
                     sched_yield();
                 }
             }
+            /* the wait may have ended because the producer failed (its
+             * ring emptied): refuse rather than queue into it */
+            if ((e = wait_check(rp)))
+                return e;
             if (ext) { /* the payload is taken with the units, as above */
                 rc = UP_RING_CHARGE;
                 units = up_ring_units_entered(r, up_ring_head_pos(r), n);

@@ -231,3 +231,63 @@ Test(fault_intensity, failing_recreation_after_an_orderly_close_backs_off, .time
     ft_stop_client_and_broker(tb, client);
     close(dead_fd);
 }
+
+/* A lazily started producer that never gets created (every PRODUCER
+ * refused) fails its group while a sender waits for room in its full ring
+ * (block.if.queue.full): the send that waited is refused or its message
+ * fails; none is accepted into the failed producer and left unresolved. */
+enum { LAZY_MAX = 4096 };
+typedef struct {
+    upulsar_producer_t *p;
+    upulsar_future_t *f[LAZY_MAX];
+    int n;
+    upulsar_err_t last;
+} lazy_sender_t;
+
+static void *lazy_send(void *a)
+{
+    lazy_sender_t *s = a;
+    static char pl[2000];
+    memset(pl, 'x', sizeof pl);
+    for (s->n = 0; s->n < LAZY_MAX; s->n++) {
+        upulsar_err_t e = upulsar_send(s->p, pl, sizeof pl, NULL, &s->f[s->n]);
+        if (e) {
+            s->last = e;
+            break;
+        }
+    }
+    return NULL;
+}
+
+static int group0_failed(void *a) { return ft_group_state(a, 0) == UPULSAR_STATE_FAILED; }
+
+Test(fault_intensity, a_send_waiting_on_a_never_created_producer_is_resolved_when_it_fails,
+     .timeout = 60)
+{
+    upulsar_tb_t *tb = ft_broker();
+    cr_assert_eq(upulsar_tb_set_partitions(tb, "nf", 1), UPULSAR_OK);
+    upulsar_client_t *c = ft_client(tb, NULL);
+    const char *kv[] = {"lazy.start.partitions", "true", "restart.intensity", "1",
+                        "restart.period.ms", A_DAY_MS, "block.if.queue.full", "true",
+                        "queue.buffer.bytes", "65536", "send.timeout.ms", "0", NULL};
+    upulsar_producer_t *p = ft_producer(c, "nf", "nf", 0, kv);
+    cr_assert_eq(upulsar_tb_fail_producers(tb, "nf-partition-0", 1000000, 6), UPULSAR_OK);
+    static lazy_sender_t s;
+    s.p = p;
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, lazy_send, &s), 0);
+    pthread_join(th, NULL); /* the group failed: a send was refused */
+    cr_assert(ft_wait_for(group0_failed, p));
+    cr_assert_eq(s.last, UPULSAR_ERR__GROUP_FAILED, "%s", upulsar_err_name(s.last));
+    /* every accepted message resolves, with the group's failure */
+    for (int i = 0; i < s.n; i++) {
+        upulsar_err_t e = upulsar_future_wait(s.f[i], 10000, NULL);
+        cr_assert_neq(e, UPULSAR_ERR__TIMED_OUT, "message %d of %d accepted is unresolved", i,
+                      s.n);
+        cr_assert_neq(e, UPULSAR_OK, "message %d stored by a producer never created", i);
+        upulsar_future_release(s.f[i]);
+    }
+    cr_assert_eq(upulsar_producer_flush(p, 10000), UPULSAR_OK);
+    upulsar_producer_stop(p, 1000);
+    ft_stop_client_and_broker(tb, c);
+}
