@@ -51,7 +51,10 @@ struct upulsar_producer {
     _Atomic int closed;      /* a stop claimed the handle (set under the client
                                 lock, see up_producer_claim_stop) */
     _Atomic int freeing;     /* the stop's own flush is over: flushes still
-                                under way give up with CLOSED */
+                                under way give up with CLOSED, and the
+                                watchdog no longer supervises the handle
+                                (until then it re-creates its producers,
+                                which the stop's flush may need) */
     int flushing;            /* (client lock) upulsar_producer_flush() calls
                                 under way; the stop frees the handle only
                                 once they are over */

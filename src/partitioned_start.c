@@ -521,8 +521,10 @@ void up_starts_cancel_wait(struct upulsar_client *c)
             if (!j->done) {
                 pending = true;
                 atomic_store(&j->cancel, 1);
-                if (j->h) /* its establish attempts on the workers give up too */
+                if (j->h) { /* its establish attempts on the workers give up too */
                     atomic_store(&j->h->closed, 1);
+                    atomic_store(&j->h->freeing, 1);
+                }
             }
         if (!pending)
             break;

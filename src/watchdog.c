@@ -174,7 +174,8 @@ static void *est_main(void *arg)
         struct upulsar_producer *h = rp->handle;
         pthread_mutex_unlock(&c->lock);
         /* stop must not wait behind an attempt: it gives up once the
-         * handle is closed */
+         * stop's flush is over (until then the stop flushes, and a
+         * re-created producer is what lets it) */
         int timeout_ms = c->conf.operation_timeout_ms;
         if (rp->sup.est_deadline_us) {
             uint64_t now = up_now_us();
@@ -182,9 +183,9 @@ static void *est_main(void *arg)
                              ? (int)((rp->sup.est_deadline_us - now) / 1000u)
                              : 1;
         }
-        up_cancel_on(&h->closed);
-        upulsar_err_t err = atomic_load(&h->closed) ? up_seterr(UPULSAR_ERR__CLOSED, "stopping")
-                                                    : up_rp_establish(rp, timeout_ms);
+        up_cancel_on(&h->freeing);
+        upulsar_err_t err = atomic_load(&h->freeing) ? up_seterr(UPULSAR_ERR__CLOSED, "stopping")
+                                                     : up_rp_establish(rp, timeout_ms);
         up_cancel_on(NULL);
         if (err)
             snprintf(rp->sup.est_why, sizeof rp->sup.est_why, "%s", upulsar_last_error());
@@ -377,7 +378,8 @@ upulsar_err_t up_establish_all(up_rp_t **rps, int n, uint64_t deadline_us,
                     a[i].over = true;
                     left--;
                     if (cancel_on_failure) {
-                        atomic_store(&h->closed, 1); /* cancels the attempts in flight */
+                        atomic_store(&h->closed, 1);  /* refuses sends */
+                        atomic_store(&h->freeing, 1); /* cancels the attempts in flight */
                         up_watchdog_forget(h);       /* and the queued ones */
                     }
                     continue;
@@ -514,7 +516,7 @@ static void supervise(struct upulsar_producer *h, uint64_t now)
         }
         for (int i = 0; i < grp->nrps; i++) {
             up_rp_t *rp = grp->rps[i];
-            if (atomic_load(&h->closed) || atomic_load(&grp->failed))
+            if (atomic_load(&h->freeing) || atomic_load(&grp->failed))
                 return;
             int est = atomic_load_explicit(&rp->sup.est_state, memory_order_acquire);
             if (est == UP_EST_BUSY) {
@@ -594,11 +596,13 @@ static void *wd_main(void *arg)
          * wd_busy is clear (see upulsar_producer_stop), so walking the list
          * with the lock dropped around each pass is safe. */
         for (struct upulsar_producer *h = c->producers; h; h = h->next) {
-            if (atomic_load(&h->closed))
+            /* a handle being stopped is supervised until its stop's own
+             * flush is over (the flush needs its producers re-created) */
+            if (atomic_load(&h->freeing))
                 continue;
             c->wd_busy = h;
             pthread_mutex_unlock(&c->lock);
-            up_cancel_on(&h->closed); /* stop must not wait behind an attempt */
+            up_cancel_on(&h->freeing); /* stop must not wait behind an attempt */
             supervise(h, up_now_us());
             up_cancel_on(NULL);
             pthread_mutex_lock(&c->lock);

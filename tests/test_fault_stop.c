@@ -245,3 +245,52 @@ Test(fault_stop, stop_with_a_hung_broker_and_open_connections, .timeout = 60)
     ft_run_free(run);
     upulsar_tb_stop(tb);
 }
+
+static int one_backing_off(void *a)
+{
+    upulsar_producer_info_t pi[4];
+    size_t n = 0;
+    upulsar_producer_list(a, pi, 4, &n);
+    return n == 1 && pi[0].state == UPULSAR_STATE_BACKOFF;
+}
+
+/* Scenario: the connection drops, 10 messages are sent while the producer
+ * backs off (300 ms), and the stop (3 s) begins at once. The broker is up:
+ * the stop's flush re-creates the producer and delivers them (the handle
+ * is supervised until its stop's own flush is over); stop returns OK and
+ * each message is stored once, in order. */
+Test(fault_stop, stop_right_after_a_drop_flushes_through_the_reconnect, .timeout = 60)
+{
+    upulsar_tb_t *tb = ft_broker();
+    const char *ckv[] = {"backoff.initial.ms", "300", NULL};
+    upulsar_client_t *c = ft_client(tb, ckv);
+    const char *kv[] = {"send.timeout.ms", "0", NULL};
+    upulsar_producer_t *p = ft_producer(c, "sd", "stop-drop", 0, kv);
+    cr_assert_gt(upulsar_tb_drop_connections(tb, NULL), 0);
+    cr_assert(ft_wait_for(one_backing_off, p));
+    enum { M = 10 };
+    upulsar_future_t *f[M];
+    for (int i = 0; i < M; i++) {
+        char body[8];
+        int len = snprintf(body, sizeof body, "m%d", i);
+        cr_assert_eq(upulsar_send(p, body, (size_t)len, NULL, &f[i]), UPULSAR_OK);
+    }
+    upulsar_err_t e = upulsar_producer_stop(p, 3000);
+    cr_assert_eq(e, UPULSAR_OK, "stop: %s (%s)", upulsar_err_name(e), upulsar_last_error());
+    for (int i = 0; i < M; i++) {
+        cr_assert_eq(upulsar_future_poll(f[i], NULL), UPULSAR_OK, "message %d", i);
+        upulsar_future_release(f[i]);
+    }
+    upulsar_tb_snapshot_t *s;
+    cr_assert_eq(upulsar_tb_snapshot(tb, "stop-drop", &s), UPULSAR_OK);
+    cr_assert_eq(upulsar_tb_snapshot_count(s), M);
+    for (int i = 0; i < M; i++) {
+        char body[8];
+        int len = snprintf(body, sizeof body, "m%d", i);
+        const upulsar_tb_msg_t *m = upulsar_tb_snapshot_msg(s, (size_t)i);
+        cr_assert_eq(m->payload_len, (size_t)len, "message %d", i);
+        cr_assert_arr_eq(m->payload, body, (size_t)len, "message %d", i);
+    }
+    upulsar_tb_snapshot_free(s);
+    ft_stop_client_and_broker(tb, c);
+}
