@@ -502,8 +502,12 @@ static void supervise(struct upulsar_producer *h, uint64_t now)
         return;
     h->wd_more = true; /* until a walk goes to its end */
     bool more = false;
-    for (int g = 0; g < h->ngroups; g++) {
-        up_group_t *grp = &h->groups[g];
+    /* the groups as published (growth replaces the array on the poller:
+     * the count is stored after the array, so this count fits it) */
+    int ngroups = atomic_load_explicit(&h->ngroups, memory_order_acquire);
+    up_group_t *groups = atomic_load_explicit(&h->groups, memory_order_acquire);
+    for (int g = 0; g < ngroups; g++) {
+        up_group_t *grp = &groups[g];
         if (atomic_load(&grp->failed))
             continue;
         upulsar_err_t mf = member_failure(grp);
