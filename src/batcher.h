@@ -28,6 +28,8 @@ typedef struct up_add {
     size_t rs;   /**< up_record_size(&v->m) */
     size_t bmax; /**< the broker's max_message_size now */
     uint64_t now;
+    uint64_t pos; /**< the record's ring position: a batch it opens counts
+                       send.timeout.ms from up_rp_accepted_by() of it */
     bool solo; /**< an entry of its own (default path only) */
 } up_add_t;
 
@@ -120,7 +122,7 @@ static inline upulsar_err_t up_default_add(up_rp_t *rp, const up_add_t *a)
         if (!b)
             return UPULSAR_ERR__NOMEM;
         rp->open = b;
-        b->created_us = a->now;
+        b->created_us = up_rp_accepted_by(rp, a->pos, a->now);
         b->first_seq = m->sequence_id;
         rp->open_deadline_us = rp->window_end_us ? rp->window_end_us
                                                  : a->now + (uint64_t)cf->batch_max_delay_us;

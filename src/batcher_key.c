@@ -81,8 +81,10 @@ static up_batch_t *kb_find(const up_rp_t *rp, const up_smm_t *m)
 }
 
 /* The open batch for @p m's key (ordering key, else partition key, else
- * none), opened if needed. NULL on out of memory. */
-static up_batch_t *kb_batch(up_rp_t *rp, const up_smm_t *m, uint64_t now)
+ * none), opened if needed (for the record at ring position @p pos, whose
+ * send.timeout.ms it then counts from up_rp_accepted_by()). NULL on out of
+ * memory. */
+static up_batch_t *kb_batch(up_rp_t *rp, const up_smm_t *m, uint64_t now, uint64_t pos)
 {
     int kind = m->okey ? 2 : m->key ? 1 : 0;
     const char *k = kind == 2 ? (const char *)m->okey : m->key;
@@ -109,7 +111,7 @@ static up_batch_t *kb_batch(up_rp_t *rp, const up_smm_t *m, uint64_t now)
         up_batch_retire(rp, b);
         return NULL;
     }
-    b->created_us = now;
+    b->created_us = up_rp_accepted_by(rp, pos, now);
     b->first_seq = m->sequence_id;
     if (last) {
         last->next = b;
@@ -162,7 +164,7 @@ static upulsar_err_t kb_add(up_rp_t *rp, const up_add_t *a)
 {
     if (rp->open && kb_full_for(rp, a, kb_find(rp, &a->v->m)))
         kb_close(rp);
-    up_batch_t *b = kb_batch(rp, &a->v->m, a->now);
+    up_batch_t *b = kb_batch(rp, &a->v->m, a->now, a->pos);
     if (!b)
         return UPULSAR_ERR__NOMEM;
     if (!up_batch_reserve(b, HDR_ROOM + b->rec_len + a->rs))

@@ -131,7 +131,8 @@ static const uint8_t *compress_whole(up_rp_t *rp, up_batch_t *b, const void *pay
  * max_message_size; a message that fits in one entry once compressed
  * goes as one plain entry. All batches are taken first, so that nothing
  * is sent when memory runs out. */
-upulsar_err_t up_chunk_send(up_rp_t *rp, const up_smm_t *m, const up_rec_view_t *v, uint64_t now)
+upulsar_err_t up_chunk_send(up_rp_t *rp, const up_smm_t *m, const up_rec_view_t *v,
+                           uint64_t accepted_us)
 {
     const void *payload = v->payload;
     uint64_t ncells = v->ncells;
@@ -242,7 +243,7 @@ upulsar_err_t up_chunk_send(up_rp_t *rp, const up_smm_t *m, const up_rec_view_t 
         head = b->next;
         b->next = NULL;
         bool last = i == n - 1;
-        b->created_us = now;
+        b->created_us = accepted_us;
         b->first_seq = b->last_seq = m->sequence_id;
         b->chunk = n == 1 ? UP_CHUNK_ONLY
                    : last ? UP_CHUNK_LAST

@@ -133,7 +133,7 @@ static uint64_t drain_one(up_rp_t *rp, uint64_t now, bool *stall)
             if (!(v.meta.mflags & UP_META_SEQ))
                 m->sequence_id = rp->next_seq; /* key_based: ids given at close */
         }
-        err = up_chunk_send(rp, m, &v, now);
+        err = up_chunk_send(rp, m, &v, up_rp_accepted_by(rp, rp->ring.ctail, now));
         if (err == UPULSAR_ERR__MSG_TOO_LARGE && cf->chunking_enabled)
             det = up_rp_detail(rp, "message of %u bytes cannot be sent in chunks of the broker's "
                                 "max_message_size %zu (learnt after the message was accepted): "
@@ -152,7 +152,12 @@ static uint64_t drain_one(up_rp_t *rp, uint64_t now, bool *stall)
         return v.ncells;
     }
     bool solo = v.meta.mflags & UP_META_SOLO;
-    const up_add_t add = {.v = &v, .rs = rs, .bmax = bmax, .now = now, .solo = solo};
+    const up_add_t add = {.v = &v,
+                          .rs = rs,
+                          .bmax = bmax,
+                          .now = now,
+                          .pos = rp->ring.ctail,
+                          .solo = solo};
     /* closing what is open would reach max.inflight.batches: it closes (at
      * the end of the pump) and this record waits in the ring, without a
      * sequence id, for a receipt; an open batch never waits at the limit

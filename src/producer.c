@@ -694,6 +694,17 @@ static void expire_ring(up_rp_t *rp, uint64_t now, uint64_t limit)
         atomic_store_explicit(&rp->resolved_ring_pos, r->ctail, memory_order_release);
 }
 
+uint64_t up_rp_accepted_by(const up_rp_t *rp, uint64_t pos, uint64_t now)
+{
+    /* oldest first: the first sample past @p pos is the oldest such */
+    for (unsigned k = rp->age_n; k > 0; k--) {
+        unsigned i = (rp->age_last + UP_AGE_SAMPLES - (k - 1)) % UP_AGE_SAMPLES;
+        if (rp->age_pos[i] > pos)
+            return rp->age_us[i] < now ? rp->age_us[i] : now;
+    }
+    return now;
+}
+
 void up_rp_check_timeouts(up_rp_t *rp, uint64_t now)
 {
     int to = rp_conf(rp)->send_timeout_ms;

@@ -210,8 +210,9 @@ up_batch_t *up_batcher_take_open(up_rp_t *rp);
  *  @thread any */
 size_t up_chunk_md_bound(const up_smm_t *m, const up_rec_view_t *v);
 /** Send the message of record @p v (its metadata @p m) as chunks of the
- *  broker's max_message_size. OK, NOMEM (nothing sent) or MSG_TOO_LARGE.
- *  @thread loop */
+ *  broker's max_message_size, their send.timeout.ms counted from
+ *  @p accepted_us (up_rp_accepted_by()). OK, NOMEM (nothing sent) or
+ *  MSG_TOO_LARGE. @thread loop */
 upulsar_err_t up_chunk_send(up_rp_t *rp, const up_smm_t *m, const up_rec_view_t *v,
-                            uint64_t now);
+                            uint64_t accepted_us);
 #endif

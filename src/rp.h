@@ -405,6 +405,13 @@ void up_rp_fail_pending_why(up_rp_t *rp, upulsar_err_t err, const char *why);
 /** send.timeout.ms: fail the messages of @p rp accepted longer ago than
  *  that, oldest first. @thread loop (its tick) */
 void up_rp_check_timeouts(up_rp_t *rp, uint64_t now_us);
+/** A time by which the record at ring position @p pos was certainly
+ *  accepted (reserved): the oldest of the ring's age samples (taken for
+ *  send.timeout.ms) that found the head past it, else @p now. What a batch
+ *  opened by that record counts send.timeout.ms from, so time spent in the
+ *  ring counts too (at most about 1/8 of send.timeout.ms later than the
+ *  acceptance). @thread loop */
+uint64_t up_rp_accepted_by(const up_rp_t *rp, uint64_t pos, uint64_t now);
 /* ---- activity (activity.c): which producers the loop visits ---- */
 /** Put @p rp on its loop's active list (unless it is there or queued for
  *  it): called after a record was committed (its reservation's CAS is the

@@ -107,3 +107,31 @@ Test(fault_timeout, messages_waiting_in_the_ring_expire_too)
     cr_assert_eq(res.stored, (size_t)reached + N);
     ft_run_free(run);
 }
+
+/* Scenario: send.timeout.ms = 1000, one batch in flight at a time
+ * (max.inflight.batches = 1), every receipt 900 ms late. Message a goes at
+ * once; message b, sent 50 ms later, waits in the ring for a's receipt
+ * (900 ms), then goes and would be acknowledged 900 ms later still. Its
+ * timeout counts from its send, not from when it left the ring: b fails
+ * with MSG_TIMED_OUT (never before send.timeout.ms), and a succeeds. */
+Test(fault_timeout, time_spent_in_the_ring_counts_toward_the_send_timeout)
+{
+    const char *kv[] = {"send.timeout.ms", "1000", "max.inflight.batches", "1", NULL};
+    upulsar_producer_t *p = ft_producer(client, "tq", "ringage", 0, kv);
+    cr_assert_eq(upulsar_tb_delay_receipts(tb, 900), UPULSAR_OK);
+    upulsar_future_t *fa, *fb;
+    cr_assert_eq(upulsar_send(p, "a", 1, NULL, &fa), UPULSAR_OK);
+    ft_pause_ms(50);
+    uint64_t sent_b = ft_now_ms();
+    cr_assert_eq(upulsar_send(p, "b", 1, NULL, &fb), UPULSAR_OK);
+    upulsar_err_t eb = upulsar_future_wait(fb, 10000, NULL);
+    uint64_t took = ft_now_ms() - sent_b;
+    cr_assert_eq(eb, UPULSAR_ERR__MSG_TIMED_OUT, "b: %s after %llu ms", upulsar_err_name(eb),
+                 (unsigned long long)took);
+    cr_assert_geq(took, 1000, "b timed out %llu ms after its send", (unsigned long long)took);
+    cr_assert_eq(upulsar_future_wait(fa, 10000, NULL), UPULSAR_OK);
+    upulsar_future_release(fa);
+    upulsar_future_release(fb);
+    cr_assert_eq(upulsar_tb_delay_receipts(tb, 0), UPULSAR_OK);
+    cr_assert_eq(upulsar_producer_stop(p, 10000), UPULSAR_OK);
+}
