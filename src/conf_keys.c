@@ -60,7 +60,8 @@ const conf_key_t up_conf_keys[] = {
      "io_uring cannot be set up. epoll: epoll readiness and non-blocking sendmsg/recv, "
      "for containers and kernels that deny or lack io_uring (Docker's default seccomp "
      "profile denies it). auto: io_uring where it can be set up and has what the loop "
-     "needs, else epoll; the environment variable UPULSAR_IO_BACKEND (io_uring or epoll), "
+     "needs, else epoll (and epoll under valgrind, where an io_uring wait would stop "
+     "every thread); the environment variable UPULSAR_IO_BACKEND (io_uring or epoll), "
      "when set, replaces auto. The client logs once (info, at its first connection) which "
      "backend it uses and why; producer statistics name it (io_backend).",
      "(none)"},

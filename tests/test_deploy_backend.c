@@ -282,3 +282,55 @@ Test(deploy_backend, environment_variable_replaces_auto_but_not_an_explicit_choi
     cr_assert_null(bad);
     unsetenv("UPULSAR_IO_BACKEND");
 }
+
+Test(deploy_backend, under_valgrind_auto_runs_on_epoll_but_an_explicit_choice_stays)
+{
+    /* valgrind runs a program with its vgpreload_*.so in LD_PRELOAD; there
+     * an io_uring wait would hold valgrind's thread lock and hang every
+     * other thread. (Set here only for the client's creation: nothing is
+     * loaded or started from it in this process.) */
+    const char *old = getenv("LD_PRELOAD");
+    char *saved = old ? strdup(old) : NULL;
+    setenv("LD_PRELOAD", "/usr/libexec/valgrind/vgpreload_core-amd64-linux.so", 1);
+    log_reset();
+    upulsar_tb_t *tb = ft_broker();
+    upulsar_client_t *client = ft_client(tb, NULL);
+    const char *kv[] = {"io.backend", "io_uring", NULL};
+    upulsar_conf_t *conf = upulsar_conf_new();
+    cr_assert_eq(upulsar_conf_set(conf, "service.url", upulsar_tb_url(tb), NULL, 0),
+                 UPULSAR_CONF_OK);
+    cr_assert_eq(upulsar_conf_set(conf, kv[0], kv[1], NULL, 0), UPULSAR_CONF_OK);
+    upulsar_client_t *explicit_client = NULL;
+    upulsar_err_t ee = upulsar_client_new(conf, &explicit_client);
+    upulsar_conf_destroy(conf);
+    if (saved) {
+        setenv("LD_PRELOAD", saved, 1);
+        free(saved);
+    } else {
+        unsetenv("LD_PRELOAD");
+    }
+    cr_assert_eq(upulsar_client_set_log_cb(client, log_cb, NULL), UPULSAR_OK);
+    upulsar_producer_t *p = ft_producer(client, "vg", "valgrind-auto", 0, NULL);
+    ft_send_ok(p, NULL);
+    cr_assert_eq(upulsar_producer_stop(p, 10000), UPULSAR_OK);
+    upulsar_client_destroy(client);
+    pthread_mutex_lock(&log_mu);
+    cr_assert_eq(backend_lines, 1);
+    cr_assert(!strncmp(backend_line, "io backend: epoll (under valgrind", 33), "%s",
+              backend_line);
+    pthread_mutex_unlock(&log_mu);
+    /* io.backend=io_uring is not overridden: it runs on io_uring where the
+     * kernel allows it, or fails naming why */
+    if (ee == UPULSAR_OK) {
+        upulsar_producer_t *xp = ft_producer(explicit_client, "vgx", "valgrind-explicit", 0, NULL);
+        char *json = NULL;
+        cr_assert_eq(upulsar_producer_stats_json(xp, &json), UPULSAR_OK);
+        cr_assert(strstr(json, "\"io_backend\":\"io_uring\""), "%.300s", json);
+        free(json);
+        cr_assert_eq(upulsar_producer_stop(xp, 10000), UPULSAR_OK);
+        upulsar_client_destroy(explicit_client);
+    } else {
+        cr_assert_eq(ee, UPULSAR_ERR__IO, "%s", upulsar_err_name(ee));
+    }
+    upulsar_tb_stop(tb);
+}
