@@ -94,7 +94,11 @@ Test(broker_dedup, clients_numbering_batches_not_messages_are_not_deduplicated)
     upulsar_tb_stop(tb);
 }
 
-Test(broker_dedup, batches_with_highest_id_dedup_on_their_last_id)
+/* Pulsar's rule (MessageDeduplication.isDuplicateNormal): an entry is a
+ * duplicate when its sequence_id, its lowest id, is not past the highest
+ * id stored for the name, whatever its own highest id; the highest stored
+ * is then the entry's highest_sequence_id. */
+Test(broker_dedup, an_entry_is_a_duplicate_when_its_first_id_is_not_past_the_last_stored)
 {
     upulsar_tb_t *tb = bc_broker_dedup();
     upulsar_tb_client_t *c = bc_producer_on(tb, "t", 1, "p");
@@ -102,10 +106,12 @@ Test(broker_dedup, batches_with_highest_id_dedup_on_their_last_id)
     cr_assert_eq(send_entry(c, 1, "p", 0, 10, UPULSAR_TB_SEND_HIGHEST), 0);     /* [0..9] */
     cr_assert_eq(send_entry(c, 1, "p", 0, 10, UPULSAR_TB_SEND_HIGHEST), UINT64_MAX);
     cr_assert_eq(send_entry(c, 1, "p", 5, 5, UPULSAR_TB_SEND_HIGHEST), UINT64_MAX); /* [5..9] */
-    cr_assert_eq(send_entry(c, 1, "p", 5, 10, UPULSAR_TB_SEND_HIGHEST), 1); /* [5..14] */
+    /* straddles the last stored id: dropped whole, not stored */
+    cr_assert_eq(send_entry(c, 1, "p", 5, 10, UPULSAR_TB_SEND_HIGHEST), UINT64_MAX); /* [5..14] */
+    cr_assert_eq(send_entry(c, 1, "p", 10, 5, UPULSAR_TB_SEND_HIGHEST), 1); /* [10..14] */
     cr_assert_eq(send_entry(c, 1, "p", 15, 1, 0), 2);
     cr_assert_eq(send_entry(c, 1, "p", 14, 1, 0), UINT64_MAX);
-    assert_stored(tb, 3, 21, 3);
+    assert_stored(tb, 3, 16, 4);
     upulsar_tb_client_close(c);
     upulsar_tb_stop(tb);
 }

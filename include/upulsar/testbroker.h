@@ -79,11 +79,14 @@
  *    the topic's registry (refused with IncompatibleSchema, see "Schemas"
  *    below) before its access mode and name.
  *  - SEND -> SEND_RECEIPT{sequence_id, highest_sequence_id, (ledger, entry)}
- *    in arrival order; SEND_ERROR ChecksumError for a CRC mismatch,
+ *    in arrival order; SEND_ERROR (carrying the entry's highest sequence
+ *    id, as Pulsar's) ChecksumError for a CRC mismatch,
  *    NotAllowedError when metadata + payload exceed max_message_size;
- *    de-duplication by producer name: a SEND whose highest sequence id is
- *    <= the last stored one for that name is not stored and is answered with
- *    ledger = entry = UINT64_MAX (-1), as a Pulsar broker with dedup does.
+ *    de-duplication by producer name, as Pulsar's: a SEND whose
+ *    sequence_id (its lowest) is <= the highest id stored for that name is
+ *    not stored, whole, even when its own highest id is larger, and is
+ *    answered with ledger = entry = UINT64_MAX (-1), as a Pulsar broker with
+ *    dedup does.
  *    The highest sequence id of a SEND is CommandSend.highest_sequence_id
  *    when set (and >= sequence_id), else its sequence_id: like Pulsar, the
  *    broker infers nothing from num_messages (some clients number batches,

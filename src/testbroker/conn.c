@@ -466,7 +466,12 @@ static int emit_resp(tb_conn_t *c, const tb_resp_t *r)
             msg = "Error injected by the test broker";
             break;
         }
-        return tb_put_send_error(&c->out, r->producer_id, r->sequence_id, r->error, msg);
+        /* as Pulsar's publish context: the entry's highest id (the larger
+         * of highest_sequence_id and sequence_id), not its first */
+        return tb_put_send_error(&c->out, r->producer_id,
+                                 r->has_highest && r->highest_seq > r->sequence_id ? r->highest_seq
+                                                                                  : r->sequence_id,
+                                 r->error, msg);
     }
     return tb_put_receipt(&c->out, r->producer_id, r->sequence_id, r->highest_seq,
                           r->has_highest, r->ledger, r->entry);
@@ -1440,7 +1445,11 @@ static int on_send_store(tb_conn_t *c, tb_producer_t *p, tb_resp_t *rp, const ui
     bool dedup = tb_topic_dedup_locked(tb, t);
     if (chunk_role == TB_CHUNK_FIRST || chunk_role == TB_CHUNK_MIDDLE)
         dedup = false; /* and the name's last id stays: only a whole message counts */
-    if (dedup && d->last_seq >= 0 && (int64_t)dedup_high <= d->last_seq) {
+    /* as Pulsar's MessageDeduplication.isDuplicateNormal: the entry is a
+     * duplicate when its first (lowest) id is not past the highest stored,
+     * even if its highest id is: an entry that straddles the last stored
+     * id is dropped whole and answered as a duplicate */
+    if (dedup && d->last_seq >= 0 && (int64_t)r.sequence_id <= d->last_seq) {
         t->st.duplicates++;
         pthread_mutex_unlock(&t->mu);
         r.ledger = r.entry = TB_ID_NONE;
