@@ -305,6 +305,29 @@ Test(broker_access, a_queued_waiter_refuses_shared_and_exclusive_producers)
 /* ExclusiveWithFencing fences the queued waiters out first (ERROR
  * ProducerFenced on their pending request, so none is handed the topic when
  * the holder is closed), then the holder (CLOSE_PRODUCER). */
+/* A SEND for a producer still queued (WaitForExclusive, answered
+ * producer_ready = false) closes the connection, as Pulsar's
+ * ServerCnx.handleSend does for a producer whose creation is not done: a
+ * client must wait for producer_ready before it writes. */
+Test(broker_access, a_send_for_a_queued_producer_closes_its_connection)
+{
+    upulsar_tb_t *tb = start(NULL);
+    upulsar_tb_client_t *holder = bc_connect(tb), *waiter = bc_connect(tb);
+    hold_and_queue(holder, waiter, "sq", "waiter");
+    bc_send_one(waiter, 1, "waiter", 0);
+    upulsar_tb_frame_t f;
+    upulsar_err_t err;
+    do /* PINGs may come first */
+        err = upulsar_tb_client_read(waiter, WAIT_MS, &f);
+    while (err == UPULSAR_OK && f.type == UP_CMD(PING));
+    cr_assert_eq(err, UPULSAR_ERR__CLOSED, "%s (frame type %d)", upulsar_err_name(err),
+                 err == UPULSAR_OK ? f.type : -1);
+    cr_assert_eq(bc_topic_stats(tb, "sq").entries, 0);
+    upulsar_tb_client_close(waiter);
+    upulsar_tb_client_close(holder);
+    upulsar_tb_stop(tb);
+}
+
 Test(broker_access, fencing_producer_fails_the_waiters_then_closes_the_holder)
 {
     upulsar_tb_t *tb = start(NULL);

@@ -63,7 +63,9 @@
  *    producers (CLOSE_PRODUCER; their re-creation gets ProducerFenced);
  *    WaitForExclusive is answered
  *    PRODUCER_SUCCESS{producer_ready=false} while others are active and
- *    PRODUCER_SUCCESS again (same request id, ready) once it gets the topic.
+ *    PRODUCER_SUCCESS again (same request id, ready) once it gets the topic;
+ *    a SEND for it before then closes the connection, as Pulsar's
+ *    handleSend does for a producer whose creation is not done.
  *    A producer the broker closes (unload, move, fencing) leaves the topic
  *    at once, ending its exclusive hold; a WaitForExclusive producer still
  *    waiting when its topic is unloaded or moved gets ERROR ServiceNotReady

@@ -1428,6 +1428,13 @@ static int on_send_store(tb_conn_t *c, tb_producer_t *p, tb_resp_t *rp, const ui
     }
 
     pthread_mutex_lock(&t->mu);
+    if (p->waiting) {
+        /* queued for the topic (WaitForExclusive, answered producer_ready
+         * false): as Pulsar's ServerCnx.handleSend, whose producer future
+         * is not done yet, this closes the connection */
+        pthread_mutex_unlock(&t->mu);
+        return CLOSE;
+    }
     if (!p->active) { /* closed by the broker: ignored until re-created */
         pthread_mutex_unlock(&t->mu);
         return KEEP;
