@@ -77,6 +77,8 @@ upulsar_err_t up_parse_service_url(const char *url, char (*hosts)[256], int *por
     return UPULSAR_OK;
 }
 
+/* A topic's local name: not empty, no '/', and none of the characters
+ * that break its use in a lookup or the admin API's paths. */
 static bool name_ok(const char *s, size_t n)
 {
     if (n == 0)
@@ -84,7 +86,22 @@ static bool name_ok(const char *s, size_t n)
     for (size_t i = 0; i < n; i++) {
         unsigned char ch = (unsigned char)s[i];
         if (ch < 0x21 || ch == 0x7f || ch == '/' || ch == '\\' || ch == '"' || ch == '\'' ||
-            ch == '*' || ch == '?' || ch == '%' || ch == '&' || ch == '=' || ch == ':')
+            ch == '*' || ch == '?' || ch == '%' || ch == '&')
+            return false;
+    }
+    return true;
+}
+
+/* A tenant or namespace name as a Pulsar broker takes it
+ * (NamedEntity.checkName): letters, digits, '_' and "-=:." only. */
+static bool entity_ok(const char *s, size_t n)
+{
+    if (n == 0)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+              ch == '_' || ch == '-' || ch == '=' || ch == ':' || ch == '.'))
             return false;
     }
     return true;
@@ -130,9 +147,13 @@ upulsar_err_t up_topic_normalize(const char *in, char *out, size_t outsz)
             goto bad;
         n = snprintf(out, outsz, "%s://public/default/%.*s", domain, (int)lens[0], parts[0]);
     } else if (np == 3) {
-        for (int i = 0; i < 3; i++)
-            if (!name_ok(parts[i], lens[i]))
-                goto bad;
+        if (!entity_ok(parts[0], lens[0]) || !entity_ok(parts[1], lens[1]))
+            return up_seterr(UPULSAR_ERR__INVALID_TOPIC,
+                             "invalid topic name \"%.200s\": a tenant or namespace name has "
+                             "letters, digits and \"_-=:.\" only, as Pulsar allows",
+                             in);
+        if (!name_ok(parts[2], lens[2]))
+            goto bad;
         n = snprintf(out, outsz, "%s://%.*s/%.*s/%.*s", domain, (int)lens[0], parts[0],
                      (int)lens[1], parts[1], (int)lens[2], parts[2]);
     } else {

@@ -126,6 +126,13 @@ Test(broker_producer, invalid_topic_is_refused_with_invalid_topic_name)
     upulsar_tb_t *tb = bc_broker();
     upulsar_tb_client_t *c = bc_connect(tb);
     bc_create_producer_gets(c, "a/b", 1, NULL, UPULSAR_ERR_INVALID_TOPIC_NAME);
+    /* tenant and namespace names as Pulsar's NamedEntity.checkName takes
+     * them: letters, digits, '_' and "-=:." */
+    bc_create_producer_gets(c, "persistent://ten+ant/ns/t", 2, NULL,
+                            UPULSAR_ERR_INVALID_TOPIC_NAME);
+    bc_create_producer_gets(c, "persistent://tenant/n s/t", 3, NULL,
+                            UPULSAR_ERR_INVALID_TOPIC_NAME);
+    bc_create_producer(c, "persistent://te_n-a.n=t:1/ns/t", 4, NULL);
     /* the connection stays usable */
     bc_create_producer(c, "ok", 1, NULL);
     upulsar_tb_client_close(c);

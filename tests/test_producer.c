@@ -189,6 +189,16 @@ Test(producer, bad_input_gets_clear_errors_and_disturbs_nothing)
     upulsar_producer_t *p;
     cr_assert_eq(upulsar_producer_start(client, NULL, "bad/topic", 1, NULL, &p),
                  UPULSAR_ERR__INVALID_TOPIC);
+    /* a tenant or namespace a Pulsar broker would refuse is refused here,
+     * naming the rule; '=' and ':' are fine in a topic's own name */
+    cr_assert_eq(upulsar_producer_start(client, NULL, "my+tenant/ns/t", 1, NULL, &p),
+                 UPULSAR_ERR__INVALID_TOPIC);
+    cr_assert(strstr(upulsar_last_error(), "tenant or namespace"), "%s", upulsar_last_error());
+    cr_assert_eq(upulsar_producer_start(client, NULL, "public/d@fault/t", 1, NULL, &p),
+                 UPULSAR_ERR__INVALID_TOPIC);
+    cr_assert_eq(upulsar_producer_start(client, NULL, "k=v:1", 0, NULL, &p), UPULSAR_OK, "%s",
+                 upulsar_last_error());
+    cr_assert_eq(upulsar_producer_stop(p, 5000), UPULSAR_OK);
     cr_assert_eq(upulsar_producer_start(client, NULL, "good", -1, NULL, &p),
                  UPULSAR_ERR__INVALID_ARG);
     /* the broker declares the partitions start uses (it checks its count) */

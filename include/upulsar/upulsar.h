@@ -489,6 +489,10 @@ typedef struct upulsar_producer upulsar_producer_t;
  *                   producers.per.partition. 1 to 80 characters.
  * @param topic      "persistent://tenant/ns/topic" or a short name
  *                   ("my-topic" = persistent://public/default/my-topic).
+ *                   Tenant and namespace names have letters, digits and
+ *                   "_-=:." only (what a Pulsar broker accepts); the
+ *                   topic's own name has no '/', space, control character
+ *                   or any of \ " ' * ? % &. Else INVALID_TOPIC.
  * @param partitions the partition count the caller expects, or 0. The
  *                   count used is always the broker's (PARTITIONED_METADATA,
  *                   asked at every start, as the official clients do; its
