@@ -174,7 +174,10 @@ static void spawn_conn(upulsar_tb_t *tb, int fd)
     atomic_init(&c->phase, TB_PH_START);
     atomic_init(&c->phase_cmd, 0);
     atomic_init(&c->phase_ms, tb_now_ms());
-    up_decoder_init(&c->dec, (uint32_t)tb->opts.max_message_size + UP_FRAME_PADDING);
+    /* Pulsar's frame decoder (LengthFieldBasedFrameDecoder with
+     * max_message_size + 10 KiB) counts the 4-byte size word against the
+     * limit: the size it announces may be 4 bytes less */
+    up_decoder_init(&c->dec, (uint32_t)tb->opts.max_message_size + UP_FRAME_PADDING - 4u);
     pthread_mutex_lock(&tb->mu);
     c->serial = ++tb->conn_serial;
     c->next = tb->conns;

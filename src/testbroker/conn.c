@@ -1357,8 +1357,10 @@ static int on_send(tb_conn_t *c, const up_frame_t *f, bool bad_crc)
     pthread_mutex_lock(&t->mu);
     int pol = t->max_msg_policy;
     pthread_mutex_unlock(&t->mu);
-    bool too_big = !chunk && pol > 0 && pol < tb->opts.max_message_size &&
-                   f->metadata_len + f->payload_len > (size_t)pol;
+    /* measured as Pulsar measures headersAndPayload: the magic and
+     * checksum (when sent) and the metadata's size word count too */
+    size_t measured = (f->has_crc ? 6u : 0u) + 4u + f->metadata_len + f->payload_len;
+    bool too_big = !chunk && pol > 0 && pol < tb->opts.max_message_size && measured > (size_t)pol;
     if (bad_crc || too_big) {
         pthread_mutex_lock(&t->mu);
         bool ignore = !p->active;
