@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "engine.h"
+#include "entity_name.h"
 #include "err.h"
 
 upulsar_err_t up_parse_url(const char *url, char *host, size_t hostsz, int *port, bool *tls)
@@ -92,20 +93,7 @@ static bool name_ok(const char *s, size_t n)
     return true;
 }
 
-/* A tenant or namespace name as a Pulsar broker takes it
- * (NamedEntity.checkName): letters, digits, '_' and "-=:." only. */
-static bool entity_ok(const char *s, size_t n)
-{
-    if (n == 0)
-        return false;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char ch = (unsigned char)s[i];
-        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
-              ch == '_' || ch == '-' || ch == '=' || ch == ':' || ch == '.'))
-            return false;
-    }
-    return true;
-}
+
 
 upulsar_err_t up_topic_normalize(const char *in, char *out, size_t outsz)
 {
@@ -147,7 +135,7 @@ upulsar_err_t up_topic_normalize(const char *in, char *out, size_t outsz)
             goto bad;
         n = snprintf(out, outsz, "%s://public/default/%.*s", domain, (int)lens[0], parts[0]);
     } else if (np == 3) {
-        if (!entity_ok(parts[0], lens[0]) || !entity_ok(parts[1], lens[1]))
+        if (!up_entity_name_ok(parts[0], lens[0]) || !up_entity_name_ok(parts[1], lens[1]))
             return up_seterr(UPULSAR_ERR__INVALID_TOPIC,
                              "invalid topic name \"%.200s\": a tenant or namespace name has "
                              "letters, digits and \"_-=:.\" only, as Pulsar allows",

@@ -11,6 +11,7 @@
 #include <time.h>
 
 #include "batch.h"
+#include "entity_name.h"
 #include "err.h"
 #include "tb.h"
 
@@ -95,32 +96,16 @@ static bool valid_part(const char *s, size_t n)
     return true;
 }
 
-/* A tenant, cluster or namespace name as Pulsar's NamedEntity.checkName
- * takes it (NamespaceName checks both parts): letters, digits, '_' and
- * "-=:." only (and here at least one). */
-static bool valid_entity(const char *s, size_t n)
-{
-    if (n == 0)
-        return false;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char ch = (unsigned char)s[i];
-        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
-              ch == '_' || ch == '-' || ch == '=' || ch == ':' || ch == '.'))
-            return false;
-    }
-    return true;
-}
-
 /* "tenant/ns/topic" (or legacy "tenant/cluster/ns/topic") with non-empty
  * parts, tenant and namespace named as Pulsar allows; the topic part
  * itself may contain further '/'. */
 static bool valid_path(const char *p)
 {
     const char *s1 = strchr(p, '/');
-    if (!s1 || !valid_entity(p, (size_t)(s1 - p)))
+    if (!s1 || !up_entity_name_ok(p, (size_t)(s1 - p)))
         return false;
     const char *s2 = strchr(s1 + 1, '/');
-    if (!s2 || !valid_entity(s1 + 1, (size_t)(s2 - s1 - 1)))
+    if (!s2 || !up_entity_name_ok(s1 + 1, (size_t)(s2 - s1 - 1)))
         return false;
     return valid_part(s2 + 1, strlen(s2 + 1));
 }
