@@ -1,8 +1,8 @@
 /* perf_ceiling.h -- upulsar-perf --ceiling: run upulsar-ceiling, the
  * hand-rolled batch writer, right after upulsar-perf's own run, with the
  * same broker (the same URL, or its own embedded perf-mode broker started
- * as upulsar-perf starts one), partitions, message size, warm-up and
- * measured seconds, and read its figures back, so that one invocation
+ * as upulsar-perf starts one), topic, partitions, message size, warm-up
+ * and measured seconds, and read its figures back, so that one invocation
  * reports upulsar's rate as a share of the wire's.
  *
  * The program is looked up next to the running one (/proc/self/exe's
@@ -43,11 +43,19 @@ static inline double ceiling_json_num(const char *js, const char *key)
     return end == p + strlen(pat) ? 0.0 / 0.0 : v;
 }
 
+/* The same as a whole number, -1 when missing or out of an int's range. */
+static inline int ceiling_json_int(const char *js, const char *key)
+{
+    double v = ceiling_json_num(js, key);
+    return v >= -2147483648.0 && v <= 2147483647.0 ? (int)v : -1;
+}
+
 /* Run upulsar-ceiling as described above and fill @p out. 0 on success;
  * else -1 with the reason in @p err. Blocks for the ceiling's run (its
  * warm-up, @p seconds and its start and stop). */
-static inline int ceiling_run(const char *url, int partitions, int size, double seconds,
-                              double warmup, ceiling_result_t *out, char *err, size_t errlen)
+static inline int ceiling_run(const char *url, const char *topic, int partitions, int size,
+                              double seconds, double warmup, ceiling_result_t *out, char *err,
+                              size_t errlen)
 {
     char exe[4096];
     ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
@@ -67,8 +75,10 @@ static inline int ceiling_run(const char *url, int partitions, int size, double 
     snprintf(a_s, sizeof a_s, "%d", size);
     snprintf(a_d, sizeof a_d, "%.3f", seconds);
     snprintf(a_w, sizeof a_w, "%.3f", warmup);
-    const char *argv[16] = {exe, "-q", "--json", "-p", a_p, "-s", a_s, "-d", a_d, "--warmup", a_w};
-    int argc = 11;
+    const char *argv[16] = {exe,  "-q", "--json", "-p",      a_p, "-s",
+                            a_s,  "-d", a_d,      "--warmup", a_w, "--topic",
+                            topic};
+    int argc = 13;
     if (url) {
         argv[argc++] = "--url";
         argv[argc++] = url;
@@ -123,10 +133,12 @@ static inline int ceiling_run(const char *url, int partitions, int size, double 
     out->client_ns = ceiling_json_num(js, "client_cpu_ns_per_msg");
     out->broker_ns = ceiling_json_num(js, "broker_cpu_ns_per_msg");
     out->measured_seconds = ceiling_json_num(js, "measured_seconds");
-    out->batch_messages = (int)ceiling_json_num(js, "batch_messages");
-    out->partitions = (int)ceiling_json_num(js, "partitions");
-    out->size = (int)ceiling_json_num(js, "size");
-    if (!(out->msgs_per_sec > 0) || out->partitions != partitions || out->size != size) {
+    out->batch_messages = ceiling_json_int(js, "batch_messages");
+    out->partitions = ceiling_json_int(js, "partitions");
+    out->size = ceiling_json_int(js, "size");
+    if (!(out->msgs_per_sec > 0) || !(out->client_ns >= 0) || !(out->broker_ns >= 0) ||
+        !(out->measured_seconds > 0) || !(out->batch_messages > 0) ||
+        out->partitions != partitions || out->size != size) {
         snprintf(err, errlen, "%.200s: unexpected summary: %.200s", exe, js);
         return -1;
     }

@@ -132,8 +132,9 @@ static void usage(FILE *fp)
           "  --send-many N          send in upulsar_send_many() calls of N messages (default:\n"
           "                         upulsar_send(), one message per call)\n"
           "  --ceiling              then run upulsar-ceiling (the hand-rolled batch writer, next\n"
-          "                         to this program) on the same broker, partitions, size and\n"
-          "                         seconds, and report upulsar's rate as a share of its rate\n"
+          "                         to this program) on the same broker, topic, partitions,\n"
+          "                         size and seconds, and report upulsar's rate as a share of\n"
+          "                         its rate\n"
           "                         (max rate only; it writes keyless, uncompressed batches)\n"
           "  --json                 print the summary as one JSON object\n"
           "  -q, --quiet            no progress lines\n",
@@ -992,6 +993,10 @@ int main(int argc, char **argv)
     for (int i = 0; i < opt.threads; i++)
         enq_total += snd[i].errors;
     bool ok = serr == UPULSAR_OK && total_failed == 0 && total_acked == total_sent;
+    /* nothing measured: the run ended within the warm-up (or its last
+     * receipt came before the window began) */
+    if (m_start_ns && m_acked == 0 && m_sent == 0)
+        m_start_ns = 0;
     if (!m_start_ns) {
         fprintf(stderr,
                 "upulsar-perf: the run ended within the --warmup of %g s: nothing was measured "
@@ -1004,7 +1009,7 @@ int main(int argc, char **argv)
     bool ceiling_ok = false;
     if (opt.ceiling && m_start_ns) {
         char cerr[512];
-        if (ceiling_run(opt.url, parts, opt.size, opt.messages ? secs : opt.seconds,
+        if (ceiling_run(opt.url, opt.topic, parts, opt.size, opt.messages ? secs : opt.seconds,
                         opt.warmup, &cl, cerr, sizeof cerr) == 0)
             ceiling_ok = true;
         else {

@@ -138,7 +138,7 @@ void up_poller_stop(struct upulsar_client *c);
  *  @thread application (client destroy) */
 void up_watchdog_stop(struct upulsar_client *c);
 /** Take @p h's producers that wait in the establish queue out of it (their
- *  handle is stopping; running attempts are cancelled through h->closed).
+ *  handle is being freed; running attempts are cancelled through h->freeing).
  *  @thread any, holding the client lock */
 void up_watchdog_forget(struct upulsar_producer *h);
 /** The calling thread starts (+1) or ends (-1) a wait without timeout for a

@@ -102,6 +102,19 @@ static uint64_t drain_one(up_rp_t *rp, uint64_t now, bool *stall)
         }
         m->sequence_id = v.meta.seq;
     }
+    /* a broker reads sequence ids as signed 64-bit: one past INT64_MAX
+     * would be negative and, with de-duplication, every later message
+     * dropped as a duplicate while it reports success (ids near the end
+     * come only from explicit or initial ids, or the broker's last one);
+     * key_based numbers its open batches' messages first */
+    uint64_t id = m->no_seq ? rp->next_seq + rp->kb.n : m->sequence_id;
+    if (id > (uint64_t)INT64_MAX) {
+        err = UPULSAR_ERR__INVALID_ARG;
+        det = up_rp_detail(rp, "sequence id %llu is past INT64_MAX, which the broker cannot "
+                            "take: this producer has used up its sequence ids",
+                        (unsigned long long)id);
+        goto out_fail;
+    }
     size_t rs = up_record_size(m);
     size_t bmax = broker_max(rp);
     /* the entry this message would make on its own */
@@ -252,7 +265,8 @@ static unsigned drain_plain(up_rp_t *rp, up_batch_t *b, unsigned budget, uint64_
     uint32_t nmax = (uint32_t)cf->batch_max_messages;
     uint64_t seq = rp->next_seq;
     unsigned k = 0;
-    while (k < budget && b->n < nmax && up_ring_peek(r)) {
+    /* ids past INT64_MAX: the general way fails such records */
+    while (k < budget && b->n < nmax && seq <= (uint64_t)INT64_MAX && up_ring_peek(r)) {
         uint64_t pos = r->ctail;
         drain_prefetch(r, pos, pf_end);
         const uint8_t *cell = up_ring_cell(r, pos);

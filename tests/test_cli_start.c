@@ -33,6 +33,17 @@ Test(cli_start, a_configuration_the_library_refuses_at_start_is_a_usage_error)
     cr_assert_eq(r.status, 2, "status %d: %s", r.status, r.err);
     cr_assert(strstr(r.err, "partitions.max"), "%s", r.err);
     run_free(&r);
+    /* a tenant Pulsar refuses; a CA file that cannot be loaded */
+    const char *args3[] = {"-b", upulsar_tb_url(tb), "-t", "bad tenant/ns/x", NULL};
+    r = run_cli(args3, "m\n");
+    cr_assert_eq(r.status, 2, "status %d: %s", r.status, r.err);
+    run_free(&r);
+    const char *args4[] = {"-b", "pulsar+ssl://127.0.0.1:1", "-t", "x", "--tls-ca",
+                           "/nonexistent/ca.pem", NULL};
+    r = run_cli(args4, "m\n");
+    cr_assert_eq(r.status, 2, "status %d: %s", r.status, r.err);
+    cr_assert(strstr(r.err, "/nonexistent/ca.pem"), "%s", r.err);
+    run_free(&r);
 }
 
 Test(cli_start, an_unreachable_broker_is_a_failure_not_a_usage_error)
@@ -109,5 +120,80 @@ Test(cli_start, a_token_from_a_pipe_is_read_once_without_its_surrounding_whitesp
     rmdir(dir);
     cr_assert_eq(r.status, 0, "status %d: %s", r.status, r.err);
     cr_assert(strstr(r.err, "1 message acknowledged"), "%s", r.err);
+    run_free(&r);
+}
+
+Test(cli_start, the_last_token_option_wins)
+{
+    const char *t[] = {"tok-b"};
+    cr_assert_eq(upulsar_tb_set_tokens(tb, t, 1), UPULSAR_OK);
+    char fa[] = "/tmp/upulsar-cli-tok-a-XXXXXX", fb[] = "/tmp/upulsar-cli-tok-b-XXXXXX";
+    int da = mkstemp(fa), db = mkstemp(fb);
+    cr_assert(da >= 0 && db >= 0);
+    close(da);
+    close(db);
+    write_file(fa, "tok-a\n");
+    write_file(fb, "tok-b\n");
+    /* a file, then a token: the token */
+    const char *a1[] = {"-b", upulsar_tb_url(tb), "-t", "x", "--token-file", fa, "--token",
+                        "tok-b", NULL};
+    run_t r = run_cli(a1, "m\n");
+    cr_assert_eq(r.status, 0, "file then token: status %d: %s", r.status, r.err);
+    run_free(&r);
+    /* a token, then a file: the file */
+    const char *a2[] = {"-b", upulsar_tb_url(tb), "-t", "x", "--token", "tok-a", "--token-file",
+                        fb, NULL};
+    r = run_cli(a2, "m\n");
+    cr_assert_eq(r.status, 0, "token then file: status %d: %s", r.status, r.err);
+    run_free(&r);
+    /* and the wrong one last fails: the order is what decides */
+    const char *a3[] = {"-b", upulsar_tb_url(tb), "-t", "x", "--token-file", fb, "--token",
+                        "tok-a", "-X", "operation.timeout.ms=3000", NULL};
+    r = run_cli(a3, "m\n");
+    cr_assert_neq(r.status, 0, "a refused token was accepted");
+    run_free(&r);
+    unlink(fa);
+    unlink(fb);
+}
+
+typedef struct {
+    const char *path, *token;
+} fifo_job_t;
+
+static void *fifo_job(void *arg)
+{
+    fifo_job_t *j = arg;
+    int fd = open(j->path, O_WRONLY);
+    if (fd >= 0) {
+        (void)!write(fd, j->token, strlen(j->token));
+        close(fd);
+    }
+    return NULL;
+}
+
+Test(cli_start, two_token_pipes_the_second_is_used)
+{
+    const char *t[] = {"tok-second"};
+    cr_assert_eq(upulsar_tb_set_tokens(tb, t, 1), UPULSAR_OK);
+    char dir[] = "/tmp/upulsar-cli-fifo2-XXXXXX";
+    cr_assert(mkdtemp(dir));
+    char p1[64], p2[64];
+    snprintf(p1, sizeof p1, "%s/one", dir);
+    snprintf(p2, sizeof p2, "%s/two", dir);
+    cr_assert_eq(mkfifo(p1, 0600), 0);
+    cr_assert_eq(mkfifo(p2, 0600), 0);
+    fifo_job_t j1 = {p1, "tok-first\n"}, j2 = {p2, "tok-second\n"};
+    pthread_t t1, t2;
+    cr_assert_eq(pthread_create(&t1, NULL, fifo_job, &j1), 0);
+    cr_assert_eq(pthread_create(&t2, NULL, fifo_job, &j2), 0);
+    const char *args[] = {"-b", upulsar_tb_url(tb), "-t", "x", "--token-file", p1,
+                          "--token-file", p2, NULL};
+    run_t r = run_cli(args, "m\n");
+    pthread_join(t1, NULL);
+    pthread_join(t2, NULL);
+    unlink(p1);
+    unlink(p2);
+    rmdir(dir);
+    cr_assert_eq(r.status, 0, "status %d: %s", r.status, r.err);
     run_free(&r);
 }

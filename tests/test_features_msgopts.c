@@ -202,6 +202,33 @@ Test(features_msgopts, sequence_ids_that_would_overflow_are_refused)
     upulsar_conf_destroy(cf);
 }
 
+/* Ids the producer gives itself stop at INT64_MAX: the message that would
+ * take the next one fails with INVALID_ARG, naming why, instead of being
+ * sent with an id a broker reads as negative (and, de-duplicating, drops
+ * while it answers success). Three messages in one batch window. */
+Test(features_msgopts, messages_whose_ids_would_pass_int64_max_fail)
+{
+    upulsar_producer_t *p = start("seqend", "initial.sequence.id", "9223372036854775805");
+    upulsar_future_t *f[3];
+    for (int i = 0; i < 3; i++)
+        cr_assert_eq(upulsar_send(p, "m", 1, NULL, &f[i]), UPULSAR_OK);
+    upulsar_msg_id_t id;
+    cr_assert_eq(upulsar_future_wait(f[0], 10000, &id), UPULSAR_OK);
+    cr_assert_eq(upulsar_future_wait(f[1], 10000, &id), UPULSAR_OK);
+    cr_assert_eq(upulsar_future_wait(f[2], 10000, &id), UPULSAR_ERR__INVALID_ARG);
+    const char *why = upulsar_future_error_detail(f[2]);
+    cr_assert(why && strstr(why, "INT64_MAX"), "%s", why ? why : "(none)");
+    for (int i = 0; i < 3; i++)
+        upulsar_future_release(f[i]);
+    upulsar_tb_snapshot_t *s;
+    cr_assert_eq(upulsar_tb_snapshot(tb, "seqend", &s), UPULSAR_OK);
+    cr_assert_eq(upulsar_tb_snapshot_count(s), 2);
+    cr_assert_eq(upulsar_tb_snapshot_msg(s, 0)->sequence_id, (uint64_t)INT64_MAX - 1);
+    cr_assert_eq(upulsar_tb_snapshot_msg(s, 1)->sequence_id, (uint64_t)INT64_MAX);
+    upulsar_tb_snapshot_free(s);
+    cr_assert_eq(upulsar_producer_stop(p, 5000), UPULSAR_OK);
+}
+
 Test(features_msgopts, delivery_times_past_what_pulsar_carries_are_refused)
 {
     upulsar_producer_t *p = start("delaymax", NULL, NULL);

@@ -75,7 +75,9 @@ typedef struct opts {
     long timeout_ms;    /* -1: none */
     conf_op_t *conf;
     size_t nconf;
-    char *token; /* from --token-file, owned */
+    char *tokens[4]; /* read from --token-file pipes, owned (each stays
+                        until the end: the conf entries point at them) */
+    int ntokens;
 } opts_t;
 
 void parse_args(int argc, char **argv, opts_t *o);

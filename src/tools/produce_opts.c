@@ -297,16 +297,25 @@ static bool long_only_option(opts_t *o, int c, const char *arg)
     case O_EMBEDDED:
         o->embedded = true;
         break;
+    /* the last token option wins: each clears what the other set (the
+     * library prefers auth.token.file to auth.token when both are set) */
     case O_TOKEN:
+        add_conf(o, "auth.token.file", "", "--token");
         add_conf(o, "auth.token", arg, "--token");
         break;
     case O_TOKEN_FILE: {
         char *tok = token_from(arg);
         if (tok) {
-            free_secret(o->token);
-            o->token = tok;
-            add_conf(o, "auth.token", o->token, "--token-file");
+            if (o->ntokens == (int)(sizeof o->tokens / sizeof o->tokens[0])) {
+                free_secret(tok);
+                die(EXIT_USAGE, "--token-file: at most %d pipes",
+                    (int)(sizeof o->tokens / sizeof o->tokens[0]));
+            }
+            o->tokens[o->ntokens++] = tok;
+            add_conf(o, "auth.token.file", "", "--token-file");
+            add_conf(o, "auth.token", tok, "--token-file");
         } else {
+            add_conf(o, "auth.token", "", "--token-file");
             add_conf(o, "auth.token.file", arg, "--token-file");
         }
         break;
@@ -489,5 +498,6 @@ void opts_free(opts_t *o)
     free(o->conf);
     free(o->delim);
     free(o->key_delim);
-    free_secret(o->token);
+    for (int i = 0; i < o->ntokens; i++)
+        free_secret(o->tokens[i]);
 }

@@ -45,13 +45,19 @@
 #define NS_PER_MS 1000000LL
 #define NS_PER_S 1000000000LL
 
-/* The exit status of a client or producer that could not start: the
- * configuration (a value or a combination the library refuses:
- * INVALID_ARG) is bad usage, anything else (a broker that cannot be
- * reached, or is not a Pulsar broker) a failure to connect or create. */
-static int exit_for(upulsar_err_t err)
+/* The exit status of a client (@p client: upulsar_client_new(), which
+ * does no I/O) or producer that could not start: the configuration (a
+ * value or a combination the library refuses: INVALID_ARG; a topic name
+ * Pulsar refuses: INVALID_TOPIC; at client creation also TLS: a
+ * certificate or key file that cannot be loaded) is bad usage, anything
+ * else (a broker that cannot be reached, or is not a Pulsar broker) a
+ * failure to connect or create. */
+static int exit_for(upulsar_err_t err, bool client)
 {
-    return err == UPULSAR_ERR__INVALID_ARG ? EXIT_USAGE : EXIT_FAIL;
+    return err == UPULSAR_ERR__INVALID_ARG || err == UPULSAR_ERR__INVALID_TOPIC ||
+                   (client && err == UPULSAR_ERR__TLS)
+               ? EXIT_USAGE
+               : EXIT_FAIL;
 }
 
 _Noreturn void die(int code, const char *fmt, ...)
@@ -629,7 +635,7 @@ int main(int argc, char **argv)
     upulsar_client_t *client = NULL;
     upulsar_err_t err = upulsar_client_new(conf, &client);
     if (err != UPULSAR_OK)
-        die(exit_for(err), "client for %s: %s: %s", url, upulsar_err_name(err),
+        die(exit_for(err, true), "client for %s: %s: %s", url, upulsar_err_name(err),
             upulsar_last_error());
     char stats_iv[32] = "";
     upulsar_conf_get(conf, "stats.interval.ms", stats_iv, sizeof stats_iv);
@@ -652,7 +658,7 @@ int main(int argc, char **argv)
             input_close(&in);
         opts_free(&o);
         close(g_wake_fd);
-        return exit_for(err);
+        return exit_for(err, false);
     }
     set_signals_blocked(false, NULL);
     int nparts = upulsar_producer_partitions(st.p);
