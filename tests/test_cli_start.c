@@ -92,11 +92,17 @@ Test(cli_start, a_rotated_token_file_is_used_after_a_reconnection)
     run_free(&r);
 }
 
-static void *fifo_writer(void *arg)
+/* A token written into a pipe once the CLI opens it. */
+typedef struct {
+    const char *path, *token;
+} fifo_job_t;
+
+static void *fifo_job(void *arg)
 {
-    int fd = open(arg, O_WRONLY); /* waits for the CLI to open it */
+    fifo_job_t *j = arg;
+    int fd = open(j->path, O_WRONLY); /* waits for the CLI to open it */
     if (fd >= 0) {
-        (void)!write(fd, "  tok-pipe \n", 12);
+        (void)!write(fd, j->token, strlen(j->token));
         close(fd);
     }
     return NULL;
@@ -111,8 +117,9 @@ Test(cli_start, a_token_from_a_pipe_is_read_once_without_its_surrounding_whitesp
     char path[64];
     snprintf(path, sizeof path, "%s/token", dir);
     cr_assert_eq(mkfifo(path, 0600), 0);
+    fifo_job_t j = {path, "  tok-pipe \n"};
     pthread_t th;
-    cr_assert_eq(pthread_create(&th, NULL, fifo_writer, path), 0);
+    cr_assert_eq(pthread_create(&th, NULL, fifo_job, &j), 0);
     const char *args[] = {"-b", upulsar_tb_url(tb), "-t", "cli-pipe", "--token-file", path, NULL};
     run_t r = run_cli(args, "m\n");
     pthread_join(th, NULL);
@@ -154,21 +161,6 @@ Test(cli_start, the_last_token_option_wins)
     run_free(&r);
     unlink(fa);
     unlink(fb);
-}
-
-typedef struct {
-    const char *path, *token;
-} fifo_job_t;
-
-static void *fifo_job(void *arg)
-{
-    fifo_job_t *j = arg;
-    int fd = open(j->path, O_WRONLY);
-    if (fd >= 0) {
-        (void)!write(fd, j->token, strlen(j->token));
-        close(fd);
-    }
-    return NULL;
 }
 
 Test(cli_start, two_token_pipes_the_second_is_used)
