@@ -138,9 +138,12 @@ upulsar_err_t up_conf_producer_check(struct upulsar_conf *c, const char *topic);
 const char *up_schema_default_name(int type);
 
 #define UP_MAX_PRODUCER_PROPS 64
-/* restart.intensity's largest value: the watchdog keeps the times of the
- * last UP_RESTART_INTENSITY_MAX + 1 restarts of each producer (rp.h) */
-#define UP_RESTART_INTENSITY_MAX 63
+/* restart.intensity up to UP_RESTART_EXACT_MAX is counted exactly: the
+ * watchdog keeps the times of the last UP_RESTART_EXACT_MAX + 1 restarts
+ * of each producer (rp.h); a larger one is counted in UP_RESTART_SLICES
+ * slices of restart.period.ms (watchdog.c) */
+#define UP_RESTART_EXACT_MAX 63
+#define UP_RESTART_SLICES 64
 
 /** The conf a producer of a client uses: @p client_conf's keys (so
  *  producer keys set on the client's conf are the defaults of every

@@ -277,11 +277,12 @@ const conf_key_t up_conf_keys[] = {
     {"send.timeout.ms", K_INT, FLD(send_timeout_ms), "30000", 0, 86400000, NULL, 0, 'P', "ms",
      "A message not acknowledged within this time fails with MSG_TIMED_OUT; 0 = never.",
      "sendTimeoutMs"},
-    {"restart.intensity", K_INT, FLD(restart_intensity), "0", 0, UP_RESTART_INTENSITY_MAX, NULL, 0,
-     'P',
+    {"restart.intensity", K_INT, FLD(restart_intensity), "0", 0, 1000000, NULL, 0, 'P',
      "restarts",
      "Re-creations of one producer allowed within restart.period.ms before its "
-     "partition group fails; 0 = unlimited. The re-creation right after the broker closed "
+     "partition group fails; 0 = unlimited. Up to 63 they are counted exactly; a larger "
+     "value counts them in 64 slices of the period (a restart up to 1/64 of the period "
+     "older than it may still count). The re-creation right after the broker closed "
      "the producer in order (CLOSE_PRODUCER for an unload or a transfer, e.g. during a "
      "rolling broker restart) is not counted; the attempts after it, if it fails, are.",
      "(none)"},

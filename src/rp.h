@@ -238,8 +238,13 @@ struct up_rp {
                                      _GRACEFUL when the attempt was
                                      scheduled): not counted */
         bool attempt_failed;      /* the last re-creation attempt failed */
-        uint64_t restart_times[UP_RESTART_INTENSITY_MAX + 1];
+        /* restart.intensity <= UP_RESTART_EXACT_MAX: the times of the last
+         * restarts; above: restarts per slice of restart.period.ms, slice
+         * i holding those of slice number slice_no[i] */
+        uint64_t restart_times[UP_RESTART_EXACT_MAX + 1];
         int nrestarts;
+        uint32_t slice_n[UP_RESTART_SLICES + 1];
+        uint64_t slice_no[UP_RESTART_SLICES + 1];
         /* est_state is UP_EST_IDLE, _BUSY (queued or running: the worker
          * owns the producer's est part and est_why) or _DONE (est_err is
          * its result, published with release; the watchdog reads it and

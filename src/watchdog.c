@@ -426,11 +426,37 @@ upulsar_err_t up_establish_all(up_rp_t **rps, int n, uint64_t deadline_us,
     return UPULSAR_OK;
 }
 
+/* restart.intensity over UP_RESTART_EXACT_MAX: this restart counted in
+ * its slice of the period (1/UP_RESTART_SLICES of it), and the restarts of
+ * every slice that overlaps the last period summed: the current one and
+ * the UP_RESTART_SLICES before it, so none within the period is missed
+ * and one up to a slice older may count. */
+static bool over_intensity_sliced(const struct upulsar_conf *cf, up_rp_t *rp, uint64_t now)
+{
+    const unsigned nslots = UP_RESTART_SLICES + 1;
+    uint64_t window = (uint64_t)cf->restart_period_ms * 1000u;
+    uint64_t width = window / UP_RESTART_SLICES ? window / UP_RESTART_SLICES : 1;
+    uint64_t no = now / width;
+    unsigned i = (unsigned)(no % nslots);
+    if (rp->sup.slice_no[i] != no) { /* its last use was nslots slices ago */
+        rp->sup.slice_no[i] = no;
+        rp->sup.slice_n[i] = 0;
+    }
+    rp->sup.slice_n[i]++;
+    uint64_t sum = 0;
+    for (unsigned k = 0; k < nslots; k++)
+        if (rp->sup.slice_no[k] <= no && no - rp->sup.slice_no[k] <= UP_RESTART_SLICES)
+            sum += rp->sup.slice_n[k];
+    return sum > (uint64_t)cf->restart_intensity;
+}
+
 /* Restart intensity: more than N restarts within the period fails the group. */
 static bool over_intensity(const struct upulsar_conf *cf, up_rp_t *rp, uint64_t now)
 {
     if (cf->restart_intensity <= 0)
         return false;
+    if (cf->restart_intensity > UP_RESTART_EXACT_MAX)
+        return over_intensity_sliced(cf, rp, now);
     uint64_t window = (uint64_t)cf->restart_period_ms * 1000u;
     int keep = 0;
     for (int i = 0; i < rp->sup.nrestarts; i++)
