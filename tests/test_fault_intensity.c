@@ -292,13 +292,6 @@ Test(fault_intensity, a_send_waiting_on_a_never_created_producer_is_resolved_whe
     ft_stop_client_and_broker(tb, c);
 }
 
-typedef struct {
-    upulsar_tb_t *tb;
-    upulsar_producer_t *p;
-} ri_t;
-
-static int ri_failed(void *a) { return ft_group_state(((ri_t *)a)->p, 0) == UPULSAR_STATE_FAILED; }
-
 /* An intensity past the 63 counted one by one (70: counted in slices of the
  * period, here all in one) fails the group too, after that many
  * re-creations and not before: it used to never fail (the history held 64
@@ -314,8 +307,7 @@ Test(fault_intensity, a_large_intensity_still_fails_the_group_after_that_many_re
     cr_assert_eq(upulsar_tb_fail_producers(tb, "ri", 1000000, 6), UPULSAR_OK);
     int before = upulsar_tb_producer_answers(tb, "ri", NULL, 0);
     cr_assert_geq(upulsar_tb_unload_topic(tb, "ri"), 1);
-    ri_t r = {tb, p};
-    cr_assert(ft_wait_for(ri_failed, &r), "the group never failed");
+    cr_assert(ft_wait_for(group0_failed, p), "the group never failed");
     /* the re-creation right after the unload is not counted; then 70 are
      * allowed and the 71st fails the group */
     int attempts = upulsar_tb_producer_answers(tb, "ri", NULL, 0) - before;
