@@ -76,7 +76,8 @@ const conf_key_t up_conf_keys[] = {
      "Bound on lookups, producer creation and other request/response operations.",
      "operationTimeoutMs"},
     {"connection.timeout.ms", K_INT, FLD(connection_timeout_ms), "10000", 1, 3600000, NULL, 0,
-     'C', "ms", "Bound on TCP connect plus the CONNECT/CONNECTED handshake.",
+     'C', "ms", "Bound on resolving the broker's host name, TCP connect and the "
+     "CONNECT/CONNECTED handshake.",
      "connectionTimeoutMs"},
     {"keepalive.interval.ms", K_INT, FLD(keepalive_interval_ms), "30000", 0, 3600000, NULL, 0,
      'C', "ms",

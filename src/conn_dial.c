@@ -25,6 +25,7 @@
 #include "conn.h"
 #include "engine.h"
 #include "err.h"
+#include "resolve.h"
 #include "tls.h"
 
 #define CLIENT_VERSION "upulsar-" UPULSAR_VERSION_STR
@@ -55,12 +56,10 @@ int up_poll_until(struct pollfd *p, uint64_t deadline_us)
 static upulsar_err_t tcp_connect(const char *host, int port, uint64_t deadline, int timeout_ms,
                                  int *out)
 {
-    char ps[16];
-    snprintf(ps, sizeof ps, "%d", port);
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *res;
-    int rc = getaddrinfo(host, ps, &hints, &res);
-    if (rc)
-        return up_seterr(UPULSAR_ERR__CONNECT, "cannot resolve %s: %s", host, gai_strerror(rc));
+    struct addrinfo *res;
+    upulsar_err_t rerr = up_resolve(host, port, deadline, timeout_ms, &res);
+    if (rerr)
+        return rerr;
     upulsar_err_t err = UPULSAR_ERR__CONNECT;
     up_seterr(err, "cannot connect to %s:%d", host, port);
     for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {

@@ -49,6 +49,13 @@ extern _Atomic int up_fault_tick_idle_pause;
  * request (the reply the requester gets) cannot be allocated. */
 extern _Atomic int up_fault_reply_copy_nomem;
 
+/* Name resolution in resolve.c, a switch rather than a countdown: while
+ * it is > 0, each resolution of a broker's host name first sleeps that many
+ * milliseconds (a DNS server that does not answer), and counts itself in
+ * up_fault_resolve_stalls. */
+extern _Atomic int up_fault_resolve_stall_ms;
+extern _Atomic int up_fault_resolve_stalls;
+
 /* Whether this pass through the point @p n fails (and count it). */
 static inline bool up_fault_hit(_Atomic int *n)
 {

@@ -534,8 +534,13 @@ typedef struct upulsar_producer upulsar_producer_t;
  * last attempt's error, without waiting for the deadline (with the
  * defaults, attempts at 0, 0.1, 0.3 ... 12.7 and 25.5 s, then the error).
  * The last attempt may still run its own timeouts: one connection attempt
- * (TCP connect, TLS handshake and CONNECT/CONNECTED) is bounded by
- * connection.timeout.ms, a request by operation.timeout.ms. Each failed
+ * (resolving the host name, TCP connect, TLS handshake and
+ * CONNECT/CONNECTED) is bounded by connection.timeout.ms, a request by
+ * operation.timeout.ms. A host name is resolved on a thread of its own
+ * (getaddrinfo() cannot be interrupted): a resolution given up on at that
+ * bound, or at a stop or client destroy, finishes in the background when
+ * the DNS resolver answers, so a DNS outage delays no stop or destroy; do
+ * not unload the library (dlclose()) while one may still run. Each failed
  * connection attempt is logged when it fails (UPULSAR_LOG_WARNING, the
  * address and the reason, e.g. "Connection refused": see
  * upulsar_client_set_log_cb()), so a start that is retrying is never
