@@ -24,10 +24,10 @@ static upulsar_tb_t *start(upulsar_tb_t *share)
     return bc_start(&o);
 }
 
-/* Send PRODUCER{topic, producer_id, name, access mode} (no topic_epoch);
- * returns its request id. */
-static uint64_t send_producer(upulsar_tb_client_t *c, const char *topic, uint64_t pid,
-                              const char *name, int mode)
+/* Send PRODUCER{topic, producer_id, name, access mode, topic_epoch = @p epoch
+ * (< 0: none)}; returns its request id. */
+static uint64_t send_producer_epoch(upulsar_tb_client_t *c, const char *topic, uint64_t pid,
+                                    const char *name, int mode, int64_t epoch)
 {
     up_cmd_t cmd = PULSAR__PROTO__BASE_COMMAND__INIT;
     Pulsar__Proto__CommandProducer p = PULSAR__PROTO__COMMAND_PRODUCER__INIT;
@@ -39,12 +39,25 @@ static uint64_t send_producer(upulsar_tb_client_t *c, const char *topic, uint64_
     p.producer_name = (char *)name;
     p.has_producer_access_mode = 1;
     p.producer_access_mode = mode;
+    if (epoch >= 0) {
+        p.has_topic_epoch = 1;
+        p.topic_epoch = (uint64_t)epoch;
+    }
     cr_assert_eq(upulsar_tb_client_send_cmd(c, &cmd), UPULSAR_OK, "%s", upulsar_last_error());
     return p.request_id;
 }
 
-/* The next frame is PRODUCER_SUCCESS for @p rid with producer_ready = @p ready. */
-static void expect_success(upulsar_tb_client_t *c, uint64_t rid, int ready)
+/* Send PRODUCER{topic, producer_id, name, access mode} (no topic_epoch);
+ * returns its request id. */
+static uint64_t send_producer(upulsar_tb_client_t *c, const char *topic, uint64_t pid,
+                              const char *name, int mode)
+{
+    return send_producer_epoch(c, topic, pid, name, mode, -1);
+}
+
+/* The next frame is PRODUCER_SUCCESS for @p rid with producer_ready =
+ * @p ready; returns its topic_epoch (-1: none). */
+static int64_t expect_success(upulsar_tb_client_t *c, uint64_t rid, int ready)
 {
     upulsar_tb_frame_t f;
     upulsar_err_t err = upulsar_tb_client_expect(c, UP_CMD(PRODUCER_SUCCESS), WAIT_MS, &f);
@@ -58,6 +71,7 @@ static void expect_success(upulsar_tb_client_t *c, uint64_t rid, int ready)
     cr_assert_eq(ps->request_id, rid);
     cr_assert_eq(ps->has_producer_ready ? (int)ps->producer_ready : 1, ready,
                  "request %llu: producer_ready should be %d", (unsigned long long)rid, ready);
+    return ps->has_topic_epoch ? (int64_t)ps->topic_epoch : -1;
 }
 
 /* The next frame is ERROR @p server_error for @p rid. */
@@ -302,9 +316,6 @@ Test(broker_access, a_queued_waiter_refuses_shared_and_exclusive_producers)
     upulsar_tb_stop(tb);
 }
 
-/* ExclusiveWithFencing fences the queued waiters out first (ERROR
- * ProducerFenced on their pending request, so none is handed the topic when
- * the holder is closed), then the holder (CLOSE_PRODUCER). */
 /* A SEND for a producer still queued (WaitForExclusive, answered
  * producer_ready = false) closes the connection, as Pulsar's
  * ServerCnx.handleSend does for a producer whose creation is not done: a
@@ -328,7 +339,13 @@ Test(broker_access, a_send_for_a_queued_producer_closes_its_connection)
     upulsar_tb_stop(tb);
 }
 
-Test(broker_access, fencing_producer_fails_the_waiters_then_closes_the_holder)
+/* ExclusiveWithFencing fences the queued waiters out first (ERROR
+ * ProducerFenced on their pending request, so none is handed the topic when
+ * the holder goes), then the holder: silently, as Pulsar's
+ * AbstractTopic closes it (no CLOSE_PRODUCER). The holder learns it when
+ * its next SEND closes the connection (ServerCnx.handleSend: the producer
+ * is no longer on the connection), nothing of it stored. */
+Test(broker_access, fencing_fails_the_waiters_then_drops_the_holder_silently)
 {
     upulsar_tb_t *tb = start(NULL);
     upulsar_tb_client_t *holder = bc_connect(tb), *w1 = bc_connect(tb), *w2 = bc_connect(tb),
@@ -341,13 +358,45 @@ Test(broker_access, fencing_producer_fails_the_waiters_then_closes_the_holder)
     expect_success(fencer, send_producer(fencer, "fw", 1, "fencer", FENCING), 1);
     expect_error(w1, r1, UP_SERR(ProducerFenced));
     expect_error(w2, r2, UP_SERR(ProducerFenced));
-    expect_close_producer(holder, 1);
+    expect_quiet(holder);
     expect_quiet(w1);
     expect_quiet(w2);
     expect_producers(tb, "fw", 1);
+    bc_send_one(holder, 1, "holder", 0);
+    bc_assert_closed(holder);
+    cr_assert_eq(bc_topic_stats(tb, "fw").entries, 0);
     upulsar_tb_client_close(holder);
     upulsar_tb_client_close(w1);
     upulsar_tb_client_close(w2);
     upulsar_tb_client_close(fencer);
+    upulsar_tb_stop(tb);
+}
+
+/* Topic epochs as Pulsar's AbstractTopic keeps them: the first exclusive
+ * producer of a topic gets 0; a producer that brings its epoch back (a
+ * reconnection) keeps it; one that brings none gets the next; one that
+ * brings an older one than the topic's is refused ProducerFenced. */
+Test(broker_access, topic_epoch_starts_at_0_is_kept_on_reconnection_and_an_older_one_is_fenced)
+{
+    upulsar_tb_t *tb = start(NULL);
+    upulsar_tb_client_t *c = bc_connect(tb);
+    cr_assert_eq(expect_success(c, send_producer(c, "ep", 1, "a", EXCLUSIVE), 1), 0);
+    upulsar_tb_client_close(c);
+    bc_wait_no_producers(tb, "ep");
+    c = bc_connect(tb); /* a's reconnection */
+    cr_assert_eq(expect_success(c, send_producer_epoch(c, "ep", 1, "a", EXCLUSIVE, 0), 1), 0);
+    upulsar_tb_client_close(c);
+    bc_wait_no_producers(tb, "ep");
+    c = bc_connect(tb); /* another exclusive producer: the next epoch */
+    cr_assert_eq(expect_success(c, send_producer(c, "ep", 1, "b", FENCING), 1), 1);
+    upulsar_tb_client_close(c);
+    bc_wait_no_producers(tb, "ep");
+    c = bc_connect(tb); /* a comes back with its old epoch */
+    uint64_t rid = send_producer_epoch(c, "ep", 1, "a", EXCLUSIVE, 0);
+    expect_error(c, rid, UP_SERR(ProducerFenced));
+    rid = send_producer_epoch(c, "ep", 2, "a", WAIT_EXCL, 0);
+    expect_error(c, rid, UP_SERR(ProducerFenced));
+    cr_assert_eq(expect_success(c, send_producer_epoch(c, "ep", 3, "b", EXCLUSIVE, 1), 1), 1);
+    upulsar_tb_client_close(c);
     upulsar_tb_stop(tb);
 }

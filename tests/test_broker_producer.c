@@ -224,3 +224,25 @@ Test(broker_producer, many_producers_on_one_connection_keep_their_ids_through_cl
     }
     upulsar_tb_stop(tb);
 }
+
+/* As a Pulsar broker creating a topic (BrokerService's consistency check of
+ * a new topic against its partitioned metadata): a partition past the
+ * topic's partition count, and the base name of a partitioned topic, are
+ * refused with NotAllowedError; the partitions in range are served. */
+Test(broker_producer, a_partition_past_the_count_and_the_base_of_a_partitioned_topic_are_refused)
+{
+    upulsar_tb_t *tb = bc_broker();
+    cr_assert_eq(upulsar_tb_set_partitions(tb, "pc", 4), UPULSAR_OK);
+    upulsar_tb_client_t *c = bc_connect(tb);
+    bc_create_producer(c, "pc-partition-0", 1, NULL);
+    bc_create_producer(c, "pc-partition-3", 2, NULL);
+    bc_create_producer_gets(c, "pc-partition-4", 3, NULL, UPULSAR_ERR_NOT_ALLOWED);
+    cr_assert(strstr(upulsar_last_error(), "max allowed 4 partitions") != NULL, "%s",
+              upulsar_last_error());
+    bc_create_producer_gets(c, "pc-partition-17", 4, NULL, UPULSAR_ERR_NOT_ALLOWED);
+    bc_create_producer_gets(c, "pc", 5, NULL, UPULSAR_ERR_NOT_ALLOWED);
+    /* a topic without partitions stays a topic of its own */
+    bc_create_producer(c, "plain", 6, NULL);
+    upulsar_tb_client_close(c);
+    upulsar_tb_stop(tb);
+}

@@ -59,8 +59,10 @@
  *    producer holds the topic or a WaitForExclusive one waits for it;
  *    Exclusive is refused with ProducerFenced then, or while any other
  *    producer is active; ExclusiveWithFencing fails the waiting producers
- *    (ERROR ProducerFenced on their PRODUCER request) and closes the other
- *    producers (CLOSE_PRODUCER; their re-creation gets ProducerFenced);
+ *    (ERROR ProducerFenced on their PRODUCER request) and drops the other
+ *    producers silently, as Pulsar does (no CLOSE_PRODUCER: a dropped
+ *    producer's next SEND closes its connection, and its re-creation is
+ *    refused by the epoch or the new holder);
  *    WaitForExclusive is answered
  *    PRODUCER_SUCCESS{producer_ready=false} while others are active and
  *    PRODUCER_SUCCESS again (same request id, ready) once it gets the topic;
@@ -74,9 +76,15 @@
  *    connection with the same id, as a new producer would be
  *    (WaitForExclusive queues again); re-sending PRODUCER for a producer
  *    still waiting gets ServiceNotReady.
- *    Every exclusive grant bumps the topic's topic_epoch (returned in
- *    PRODUCER_SUCCESS); a request carrying an older topic_epoch gets
- *    ProducerFenced. The metadata of the last PRODUCER is kept for
+ *    Topic epochs as Pulsar keeps them: none until the first exclusive
+ *    grant, which gets 0; an exclusive grant takes the topic_epoch its
+ *    PRODUCER brings (a reconnection keeps its epoch) or the next one; an
+ *    exclusive request bringing an older one than the topic's gets
+ *    ProducerFenced (ExclusiveWithFencing after it has fenced the others,
+ *    as Pulsar orders it); PRODUCER_SUCCESS carries the topic's epoch once
+ *    it has one, to Shared producers too. A PRODUCER for a partition past
+ *    a partitioned topic's count (upulsar_tb_set_partitions()), or for the
+ *    base name of a partitioned topic, gets ERROR NotAllowedError. The metadata of the last PRODUCER is kept for
  *    upulsar_tb_producer_metadata(). A PRODUCER's schema is checked against
  *    the topic's registry (refused with IncompatibleSchema, see "Schemas"
  *    below) before its access mode and name.

@@ -211,11 +211,12 @@ static void promote_waiter(tb_topic_t *t)
     w->active = true;
     w->closed = false;
     t->excl = w;
-    t->topic_epoch++;
+    /* as Pulsar's handleProducerRemoved: the epoch it brought, else the next */
+    t->topic_epoch = w->wait_epoch >= 0 ? w->wait_epoch : t->topic_epoch + 1;
     up_buf_t b = UP_BUF_INIT;
     if (put_producer_success(&b, w->wait_rid, w->name,
                              tb_topic_dedup_locked(w->conn->tb, t) ? w->dedup->last_seq : -1,
-                             (int64_t)t->topic_epoch, true, w->schema_ver) ||
+                             t->topic_epoch, true, w->schema_ver) ||
         tb_conn_inject(w->conn, b.data, b.len))
         shutdown(w->conn->fd, SHUT_RDWR);
     up_buf_free(&b);
@@ -300,9 +301,12 @@ int tb_topic_close_producers_locked(upulsar_tb_t *tb, tb_topic_t *t, upulsar_tb_
  * connection, not on the topic; answered producer_ready=false now and
  * PRODUCER_SUCCESS again (request @p rid) when it gets the topic
  * (promote_waiter). Caller holds t->mu. */
-static void queue_waiter_locked(tb_topic_t *t, tb_producer_t *p, uint64_t rid)
+static void queue_waiter_locked(tb_topic_t *t, tb_producer_t *p, uint64_t rid,
+                                const Pulsar__Proto__CommandProducer *in)
 {
     p->waiting = true;
+    p->fenced = false;
+    p->wait_epoch = in->has_topic_epoch ? (int64_t)in->topic_epoch : -1;
     p->wait_rid = rid;
     p->wait_next = NULL;
     tb_producer_t **pp = &t->waiters;
@@ -334,29 +338,50 @@ static void topic_remove_producer(tb_topic_t *t, tb_producer_t *p)
 
 enum { ACC_OK = 0, ACC_WAIT = -1 };
 
+/* ExclusiveWithFencing takes the topic from @p q: as Pulsar's AbstractTopic
+ * (Producer.close without CommandCloseProducer), silently. It leaves the
+ * topic and its connection's view of it: its next SEND closes the
+ * connection, as ServerCnx.handleSend does for a producer no longer there.
+ * The caller takes it out of t->prods. Caller holds t->mu. */
+static void fence_locked(tb_topic_t *t, tb_producer_t *q)
+{
+    q->active = false;
+    q->closed = true;
+    q->fenced = true;
+    if (t->excl == q)
+        t->excl = NULL;
+}
+
+/* The request brings a topic_epoch older than the topic's (one past
+ * INT64_MAX is older than any). Caller holds t->mu. */
+static bool epoch_moved(const tb_topic_t *t, const Pulsar__Proto__CommandProducer *in,
+                        const char **why)
+{
+    if (!in->has_topic_epoch ||
+        (in->topic_epoch <= (uint64_t)INT64_MAX && (int64_t)in->topic_epoch >= t->topic_epoch))
+        return false;
+    *why = "Topic epoch has already moved";
+    return true;
+}
+
 /* Decide a PRODUCER request under @p mode against the topic's producers
- * (@p self: the producer being re-created, or NULL). Returns ACC_OK,
+ * (@p self: the producer being re-created, or NULL), in the order of
+ * Pulsar's AbstractTopic.incrementTopicEpochIfNeeded. Returns ACC_OK,
  * ACC_WAIT (WaitForExclusive must wait) or a ServerError to answer with.
- * ExclusiveWithFencing closes the other producers here. Caller holds t->mu. */
+ * ExclusiveWithFencing fences the other producers here, before its own
+ * epoch is looked at (as Pulsar does: a fencing producer with an old epoch
+ * fences the holder out and is refused itself). Caller holds t->mu. */
 static int access_check(upulsar_tb_t *tb, tb_topic_t *t, const Pulsar__Proto__CommandProducer *in,
                         tb_producer_t *self, const char **why)
 {
+    (void)tb;
     int mode = in->has_producer_access_mode ? (int)in->producer_access_mode : 0;
     bool others = false;
     for (size_t i = 0; i < t->nprods; i++)
         others |= t->prods[i] != self;
-    if (self && self->fenced) {
-        *why = "Producer was fenced by an exclusive producer";
-        return UP_SERR(ProducerFenced);
-    }
-    if (mode != PULSAR__PROTO__PRODUCER_ACCESS_MODE__Shared && in->has_topic_epoch &&
-        in->topic_epoch < t->topic_epoch) {
-        *why = "Producer's topic epoch is older than the topic's";
-        return UP_SERR(ProducerFenced);
-    }
-    /* as a Pulsar broker decides: an exclusive holder or a queued waiter
-     * refuses Shared (ProducerBusy) and Exclusive (ProducerFenced), shared
-     * producers refuse Exclusive (ProducerFenced) */
+    /* an exclusive holder or a queued waiter refuses Shared (ProducerBusy)
+     * and Exclusive (ProducerFenced), shared producers refuse Exclusive
+     * (ProducerFenced) */
     bool held = (t->excl && t->excl != self) || t->waiters;
     switch (mode) {
     case PULSAR__PROTO__PRODUCER_ACCESS_MODE__Shared:
@@ -374,45 +399,51 @@ static int access_check(upulsar_tb_t *tb, tb_topic_t *t, const Pulsar__Proto__Co
             *why = "Topic has existing shared producers";
             return UP_SERR(ProducerFenced);
         }
-        return ACC_OK;
+        return epoch_moved(t, in, why) ? UP_SERR(ProducerFenced) : ACC_OK;
     case PULSAR__PROTO__PRODUCER_ACCESS_MODE__WaitForExclusive:
-        return others ? ACC_WAIT : ACC_OK;
+        if ((t->excl && t->excl != self) || others)
+            return ACC_WAIT;
+        return epoch_moved(t, in, why) ? UP_SERR(ProducerFenced) : ACC_OK;
     case PULSAR__PROTO__PRODUCER_ACCESS_MODE__ExclusiveWithFencing:
-        /* the waiters are fenced out first (else closing the others would
-         * hand one of them the topic), then the others */
-        while (others && t->waiters) {
-            tb_producer_t *w = t->waiters;
-            t->waiters = w->wait_next;
-            fail_waiter_locked(w, UP_SERR(ProducerFenced), "Fenced out");
-        }
-        for (size_t i = 0; i < t->nprods;) {
-            tb_producer_t *q = t->prods[i];
-            if (q == self) {
-                i++;
-                continue;
+        if ((t->excl && t->excl != self) || others) {
+            /* the waiters are fenced out first (else the holder's going
+             * would hand one of them the topic), then the others */
+            while (t->waiters) {
+                tb_producer_t *w = t->waiters;
+                t->waiters = w->wait_next;
+                fail_waiter_locked(w, UP_SERR(ProducerFenced), "Fenced out");
             }
-            q->fenced = true;
-            close_active_locked(tb, t, q, NULL, false);
-            ptr_remove((void **)t->prods, &t->nprods, q);
+            for (size_t i = 0; i < t->nprods;) {
+                tb_producer_t *q = t->prods[i];
+                if (q == self) {
+                    i++;
+                    continue;
+                }
+                fence_locked(t, q);
+                ptr_remove((void **)t->prods, &t->nprods, q);
+            }
         }
-        return ACC_OK;
+        return epoch_moved(t, in, why) ? UP_SERR(ProducerFenced) : ACC_OK;
     default:
         *why = "Unknown access mode";
         return UP_SERR(NotAllowedError);
     }
 }
 
-/* A producer got the topic under an exclusive mode: the epoch it answers. */
+/* A producer was admitted: the topic_epoch it is answered (-1: none). A
+ * Shared one gets the topic's as it is; an exclusive one takes the topic,
+ * with the epoch it brought (a reconnection keeps its epoch) or the next
+ * (0 for the first), as Pulsar's AbstractTopic does. */
 static int64_t access_granted(tb_topic_t *t, const Pulsar__Proto__CommandProducer *in,
                               tb_producer_t *p)
 {
     int mode = in->has_producer_access_mode ? (int)in->producer_access_mode : 0;
+    p->fenced = false;
     if (mode == PULSAR__PROTO__PRODUCER_ACCESS_MODE__Shared)
-        return -1;
-    if (t->excl != p || !(in->has_topic_epoch && in->topic_epoch == t->topic_epoch))
-        t->topic_epoch++;
+        return t->topic_epoch;
+    t->topic_epoch = in->has_topic_epoch ? (int64_t)in->topic_epoch : t->topic_epoch + 1;
     t->excl = p;
-    return (int64_t)t->topic_epoch;
+    return t->topic_epoch;
 }
 
 static void producer_free(tb_producer_t *p)
@@ -978,6 +1009,38 @@ static char *served_topic(tb_conn_t *c, const char *topic, uint64_t rid, int *rc
     return norm;
 }
 
+/* As a Pulsar broker creating a topic checks it against its partitioned
+ * metadata (BrokerService.validateTopicConsistency): a partition past the
+ * partitioned topic's count, or the base name of a partitioned topic, is
+ * refused (NotAllowedError, the reason in @p why). */
+static bool partition_refused(upulsar_tb_t *tb, const char *norm, char *why, size_t n)
+{
+    static const char mark[] = "-partition-";
+    size_t bl = tb_partition_base_len(norm);
+    bool refused = false;
+    pthread_mutex_lock(&tb->store->mu);
+    if (bl) {
+        char *base = strndup(norm, bl);
+        tb_topic_t *b = base ? tb_topic_find_locked(tb, base, false) : NULL;
+        int parts = b ? b->partitions : 0;
+        long idx = strtol(norm + bl + sizeof mark - 1, NULL, 10);
+        if (parts > 0 && idx >= parts) {
+            snprintf(why, n, "Illegal topic partition name %s with max allowed %d partitions",
+                     norm, parts);
+            refused = true;
+        }
+        free(base);
+    } else {
+        tb_topic_t *t = tb_topic_find_locked(tb, norm, false);
+        if (t && t->partitions > 0) {
+            snprintf(why, n, "Found partitioned metadata for non-partitioned topic: %s", norm);
+            refused = true;
+        }
+    }
+    pthread_mutex_unlock(&tb->store->mu);
+    return refused;
+}
+
 /* caller holds t->mu */
 static bool name_busy(tb_topic_t *t, const char *name, const tb_producer_t *self)
 {
@@ -1131,6 +1194,11 @@ static int producer_run(tb_conn_t *c, const Pulsar__Proto__CommandProducer *in, 
     char *norm = served_topic(c, in->topic, rid, &rc);
     if (!norm)
         return rc;
+    char pwhy[400];
+    if (partition_refused(tb, norm, pwhy, sizeof pwhy)) {
+        free(norm);
+        return put_rc(tb_put_error(&c->out, rid, UP_SERR(NotAllowedError), pwhy));
+    }
     tb_topic_t *t = tb_topic_get(tb, norm, true);
     free(norm);
     if (!t)
@@ -1212,7 +1280,7 @@ static int producer_run(tb_conn_t *c, const Pulsar__Proto__CommandProducer *in, 
                                            "Producer with this name is already connected"));
             }
             if (acc == ACC_WAIT) {
-                queue_waiter_locked(t, p, rid);
+                queue_waiter_locked(t, p, rid, in);
                 int64_t last = tb_topic_dedup_locked(tb, t) ? p->dedup->last_seq : -1;
                 tb_topic_note_answer_locked(t, UPULSAR_TB_PRODUCER_QUEUED);
                 pthread_mutex_unlock(&t->mu);
@@ -1262,7 +1330,7 @@ static int producer_run(tb_conn_t *c, const Pulsar__Proto__CommandProducer *in, 
     p->dedup = d;
     p->schema_ver = sver;
     if (acc == ACC_WAIT) {
-        queue_waiter_locked(t, p, rid);
+        queue_waiter_locked(t, p, rid, in);
         int64_t last = tb_topic_dedup_locked(tb, t) ? d->last_seq : -1;
         tb_topic_note_answer_locked(t, UPULSAR_TB_PRODUCER_QUEUED);
         pthread_mutex_unlock(&t->mu);
@@ -1412,10 +1480,10 @@ static int on_send_store(tb_conn_t *c, tb_producer_t *p, tb_resp_t *rp, const ui
 
     if (atomic_load(&tb->fail_sends_any) > 0) {
         pthread_mutex_lock(&t->mu);
-        bool active = p->active;
+        bool active = p->active, fenced = p->fenced;
         pthread_mutex_unlock(&t->mu);
         if (!active)
-            return KEEP;
+            return fenced ? CLOSE : KEEP; /* fenced: see fence_locked() */
         bool fence = false;
         int e = tb_take_fail_send(tb, &fence);
         if (e >= 0) {
@@ -1437,9 +1505,13 @@ static int on_send_store(tb_conn_t *c, tb_producer_t *p, tb_resp_t *rp, const ui
         pthread_mutex_unlock(&t->mu);
         return CLOSE;
     }
-    if (!p->active) { /* closed by the broker: ignored until re-created */
+    if (!p->active) {
+        /* closed by the broker: ignored until re-created, as Pulsar ignores
+         * the SENDs of a producer it sent CLOSE_PRODUCER; fenced (no
+         * CLOSE_PRODUCER, gone from the connection): the connection closes */
+        bool fenced = p->fenced;
         pthread_mutex_unlock(&t->mu);
-        return KEEP;
+        return fenced ? CLOSE : KEEP;
     }
     if (t->fail_sends_n > 0) {
         t->fail_sends_n--;

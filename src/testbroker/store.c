@@ -215,6 +215,7 @@ tb_topic_t *tb_topic_find_locked(upulsar_tb_t *tb, const char *norm, bool create
     tb_topic_t *t = calloc(1, sizeof *t);
     if (!t)
         return NULL;
+    t->topic_epoch = -1;
     t->name = strdup(norm);
     if (!t->name || pthread_mutex_init(&t->mu, NULL)) {
         free(t->name);

@@ -142,8 +142,11 @@ typedef struct tb_producer {
     bool closed; /**< closed by the broker (unload, move; a waiter answered
                       ServiceNotReady); SENDs ignored (topic->mu) */
     /* access modes (topic->mu) */
-    bool fenced;  /**< closed by an ExclusiveWithFencing producer */
+    bool fenced;  /**< dropped by an ExclusiveWithFencing producer, silently
+                       (no CLOSE_PRODUCER): its next SEND closes the
+                       connection; cleared when it is re-created */
     bool waiting; /**< WaitForExclusive, in topic->waiters */
+    int64_t wait_epoch; /**< the topic_epoch its PRODUCER brought, -1 none */
     uint64_t wait_rid;
     struct tb_producer *wait_next;
 } tb_producer_t;
@@ -196,7 +199,8 @@ struct tb_topic {
     char last_producer_metadata[512]; /**< of the last PRODUCER: "k=v,k2=v2" */
     struct tb_producer *excl;    /**< the Exclusive* producer holding the topic */
     struct tb_producer *waiters; /**< WaitForExclusive producers, in order */
-    uint64_t topic_epoch;        /**< bumped at every exclusive grant */
+    int64_t topic_epoch;         /**< -1 until the first exclusive grant,
+                                      then as Pulsar keeps it (conn.c) */
     tb_producer_t **prods;
     size_t nprods, prods_cap;
     tb_consumer_t **cons;
