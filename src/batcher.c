@@ -114,9 +114,13 @@ void up_batch_unref(up_batch_t *b)
 {
     if (--b->outq_refs > 0 || !b->retired)
         return;
-    if (!b->rp) {
+    if (!b->rp) { /* its producer is gone, and gave back all it held */
         batch_free(b);
         return;
+    }
+    if (b->mem_deferred) {
+        up_rp_limits_release(b->rp, 0, b->mem_deferred);
+        b->mem_deferred = 0;
     }
     pool_put(b->loop, b);
 }
@@ -171,7 +175,7 @@ up_batch_t *up_batch_get(up_rp_t *rp)
     b->next = NULL;
     b->rec_len = 0;
     b->n = 0;
-    b->mem_bytes = b->payload_bytes = 0;
+    b->mem_bytes = b->payload_bytes = b->mem_deferred = 0;
     b->nrepl = 0;
     b->repl_len = 0;
     b->kkind = 0;

@@ -250,8 +250,12 @@ static void resolve_batch_at(up_rp_t *rp, up_batch_t *b, upulsar_err_t err, uint
             rp->chunk_err = UPULSAR_OK;
         }
     }
-    /* room first: once a message resolved, its room is back */
-    up_rp_limits_release(rp, b->n, b->mem_bytes);
+    /* room first: once a message resolved, its room is back; but its bytes
+     * stay counted while a connection's queue still holds the batch (not
+     * yet written: a broker that stopped reading), until the queue lets go
+     * of it (up_batch_unref()), so new sends cannot pile up more behind it */
+    b->mem_deferred = b->outq_refs > 0 ? b->mem_bytes : 0;
+    up_rp_limits_release(rp, b->n, b->mem_bytes - b->mem_deferred);
     uint64_t lat_now = err ? 0 : now_us;
     if (__builtin_expect(rp_conf(rp)->dr_cb != NULL, 0)) {
         for (uint32_t i = 0; lat_now && i < b->n; i++)

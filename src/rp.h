@@ -72,6 +72,10 @@ struct up_batch {
     up_done_t *done;        /* done_cap entries */
     uint64_t mem_bytes;     /* what its messages count against
                                memory.limit.bytes (up_rec_mem()) */
+    uint64_t mem_deferred;  /* (loop) of mem_bytes, what stays counted after
+                               its messages resolved, while a connection's
+                               queue still holds the batch: given back when
+                               the last queue lets go (up_batch_unref()) */
     uint64_t payload_bytes; /* its messages' payloads (statistics) */
     /* a message with replicate_to, a batch of its own (a delayed message
      * goes alone as a plain entry: chunk.c): */
