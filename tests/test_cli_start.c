@@ -189,3 +189,30 @@ Test(cli_start, two_token_pipes_the_second_is_used)
     cr_assert_eq(r.status, 0, "status %d: %s", r.status, r.err);
     run_free(&r);
 }
+
+/* Each token option takes two entries of the tool's configuration list
+ * from one word of the command line: forty of them (the last the broker's)
+ * are taken as given, the last winning, and the message is stored. */
+Test(cli_start, many_token_options_the_last_wins)
+{
+    const char *t[] = {"tok-last"};
+    cr_assert_eq(upulsar_tb_set_tokens(tb, t, 1), UPULSAR_OK);
+    enum { K = 40 };
+    const char *args[6 + K + 1];
+    int n = 0;
+    args[n++] = "-b";
+    args[n++] = upulsar_tb_url(tb);
+    args[n++] = "-t";
+    args[n++] = "cli-many-tokens";
+    for (int i = 0; i < K - 1; i++)
+        args[n++] = "--token=tok-wrong";
+    args[n++] = "--token=tok-last";
+    args[n] = NULL;
+    run_t r = run_cli(args, "m\n");
+    cr_assert_eq(r.status, 0, "status %d: %s", r.status, r.err);
+    run_free(&r);
+    upulsar_tb_snapshot_t *s;
+    cr_assert_eq(upulsar_tb_snapshot(tb, "cli-many-tokens", &s), UPULSAR_OK);
+    cr_assert_eq(upulsar_tb_snapshot_count(s), 1);
+    upulsar_tb_snapshot_free(s);
+}

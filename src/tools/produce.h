@@ -74,7 +74,7 @@ typedef struct opts {
     double rate;        /* --rate, messages per second; 0 = unlimited */
     long timeout_ms;    /* -1: none */
     conf_op_t *conf;
-    size_t nconf;
+    size_t nconf, conf_cap;
     char *tokens[4]; /* read from --token-file pipes, owned (each stays
                         until the end: the conf entries point at them) */
     int ntokens;

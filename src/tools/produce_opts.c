@@ -182,8 +182,14 @@ static void delimiter_arg(const char *opt, const char *arg, char **out, size_t *
         die(EXIT_USAGE, "%s: the delimiter must not be empty", opt);
 }
 
+/* Append a configuration entry (a word of the command line may add two:
+ * the token options), growing the list as needed. */
 static void add_conf(opts_t *o, const char *key, const char *value, const char *what)
 {
+    if (o->nconf == o->conf_cap) {
+        o->conf_cap = o->conf_cap ? o->conf_cap * 2 : 16;
+        o->conf = xrealloc(o->conf, o->conf_cap * sizeof *o->conf);
+    }
     o->conf[o->nconf++] = (conf_op_t){key, value, what};
 }
 
@@ -396,7 +402,6 @@ void parse_args(int argc, char **argv, opts_t *o)
     o->prefix = "msg-";
     o->timeout_ms = -1;
     size_t n = (size_t)argc + 4;
-    o->conf = xmalloc(n * sizeof *o->conf);
     o->sources = xmalloc(n * sizeof *o->sources);
     o->prop_names = xmalloc(n * sizeof *o->prop_names);
     o->prop_values = xmalloc(n * sizeof *o->prop_values);
