@@ -248,6 +248,7 @@ void upulsar_client_destroy(upulsar_client_t *c)
     up_watchdog_stop(c);
     for (int i = 0; i < c->nloops; i++)
         up_loop_stop(&c->loops[i]);
+    up_log_flush_held(c); /* before anything a callback may read is freed */
     pthread_mutex_lock(&c->pool_lock);
     for (size_t i = 0; i < c->npool; i++)
         up_conn_unref(c->pool[i]);

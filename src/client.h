@@ -192,6 +192,10 @@ void up_log_tick(struct upulsar_client *c, uint64_t now_us);
 /** Deliver every collapsed line still held, free what the log keeps, and
  *  destroy log_lock. @thread application (client destroy, at its end) */
 void up_log_close(struct upulsar_client *c);
+/** Deliver the lines the folding holds back now (client destroy, once the
+ *  library's threads are stopped and while the client is still whole, so
+ *  the log callback may call what callbacks may call). @thread application */
+void up_log_flush_held(struct upulsar_client *c);
 
 /* client.c */
 /** Log, once per client, which io backend it uses and why (info). Called

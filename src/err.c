@@ -146,12 +146,19 @@ const char *up_thread_role_name(int role)
     case UP_THREAD_WATCHDOG: return "watchdog";
     case UP_THREAD_WORKER: return "establish worker";
     case UP_THREAD_POLLER: return "partition poller";
+    case UP_THREAD_APP_CB: return "application (in a log callback)";
     default: return "application";
     }
 }
 
 upulsar_err_t up_refuse_in_callback(const char *fn)
 {
+    if (thread_role == UP_THREAD_APP_CB)
+        return up_seterr(UPULSAR_ERR__STATE,
+                         "%s() called from a upulsar log callback running inside a library "
+                         "call on the application's thread: refused, it would wait for that "
+                         "call or free what it uses; call it after that call returns",
+                         fn);
     return up_seterr(UPULSAR_ERR__STATE,
                      "%s() called from a upulsar callback (on the library's %s thread): "
                      "refused, it would wait for the thread running the callback; call it "

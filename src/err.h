@@ -17,14 +17,26 @@ const char *up_last_error_for(upulsar_err_t err);
 
 /** What the calling thread is: UP_THREAD_APP (0) for any thread the
  *  application made, else one of the library's threads, which run the
- *  application's callbacks (delivery, free_cb, statistics, log). */
-enum { UP_THREAD_APP = 0, UP_THREAD_LOOP, UP_THREAD_WATCHDOG, UP_THREAD_WORKER, UP_THREAD_POLLER };
+ *  application's callbacks (delivery, free_cb, statistics, log), or
+ *  UP_THREAD_APP_CB: an application thread while a log callback runs on it
+ *  from inside a library call (a failed connection attempt of
+ *  upulsar_producer_start(), a misuse reported), where the callback rules
+ *  apply as on a library thread (log.c). */
+enum {
+    UP_THREAD_APP = 0,
+    UP_THREAD_LOOP,
+    UP_THREAD_WATCHDOG,
+    UP_THREAD_WORKER,
+    UP_THREAD_POLLER,
+    UP_THREAD_APP_CB
+};
 
 /** Set by each library thread once, when it starts. */
 void up_thread_set_role(int role);
 /** The calling thread's UP_THREAD_*. Thread-local, no atomics. */
 int up_thread_role(void);
-/** "io loop", "watchdog", "establish worker" or "application". */
+/** "io loop", "watchdog", "establish worker", "partition poller",
+ *  "application (in a log callback)" or "application". */
 const char *up_thread_role_name(int role);
 
 /** UPULSAR_ERR__STATE with the detail that @p fn (a public function name)

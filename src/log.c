@@ -125,6 +125,11 @@ static void deliver(struct upulsar_client *c, const out_line_t *o)
     upulsar_log_record_cb_t rcb = c->log_rcb;
     void *opaque = c->log_opaque;
     pthread_mutex_unlock(&c->log_lock);
+    /* on an application thread the line comes from inside a library call
+     * (or client destroy): the callback rules apply there too */
+    int role = up_thread_role();
+    if (role == UP_THREAD_APP)
+        up_thread_set_role(UP_THREAD_APP_CB);
     if (rcb) {
         upulsar_log_record_t r = {o->level, o->err,       o->topic, o->partition,
                                   o->broker, o->line, o->collapsed};
@@ -134,6 +139,7 @@ static void deliver(struct upulsar_client *c, const out_line_t *o)
     } else if (o->level <= UPULSAR_LOG_WARNING) {
         fprintf(stderr, "upulsar: %s\n", o->line);
     }
+    up_thread_set_role(role);
 }
 
 /* The length of @p topic without a "-partition-<digits>" suffix. */
@@ -205,6 +211,11 @@ void up_log_tick(struct upulsar_client *c, uint64_t now_us)
     pthread_mutex_unlock(&c->log_lock);
     if (due)
         fold_flush(c, now_us);
+}
+
+void up_log_flush_held(struct upulsar_client *c)
+{
+    fold_flush(c, UINT64_MAX);
 }
 
 void up_log_close(struct upulsar_client *c)

@@ -341,9 +341,11 @@ typedef struct upulsar_future upulsar_future_t;
  * these, on an establish worker or on the partition poller (a library
  * thread that asks for partition counts and grows partitioned producers;
  * the rules of an establish worker apply there) (and,
- * for a misuse it reports, such as a future released twice, or a failed
- * connection attempt of upulsar_producer_start(), on the application
- * thread that made the call: there the rules of that thread apply). These are library threads, and while a callback runs its thread does
+ * for a misuse it reports, such as a future released twice, a failed
+ * connection attempt of upulsar_producer_start(), or lines still held
+ * back at upulsar_client_destroy(), on the application thread inside that
+ * call: there the rules below apply as on a library thread, since that
+ * call is not done). These are library threads, and while a callback runs its thread does
  * nothing else: on an io loop thread no message of any producer on that
  * loop is written, acknowledged or resolved. A callback should return
  * quickly. What it may call, decided by the calling thread (a library
@@ -1415,10 +1417,12 @@ typedef void (*upulsar_log_record_cb_t)(const upulsar_log_record_t *rec, void *o
  * @p cb runs on a library thread (io loop, watchdog, establish worker or
  * partition poller),
  * or on the application's thread for a misuse of the API it reports (a
- * future released twice) or for a failed connection attempt of
- * upulsar_producer_start() (which may open its first connection there),
- * and must return quickly; what it may call is in "Callbacks" (sends never
- * block there; flush, stop and client destroy are refused).
+ * future released twice), for a failed connection attempt of
+ * upulsar_producer_start() (which may open its first connection there) or
+ * for lines still held back when upulsar_client_destroy() runs (see
+ * "Repeats"), and must return quickly; what it may call is in "Callbacks",
+ * wherever it runs (sends never block there; start, flush, stop and
+ * client destroy are refused).
  * Thread safety: any; from a callback: yes. Errors: INVALID_ARG (NULL
  * client).
  *
