@@ -216,3 +216,41 @@ Test(cli_start, many_token_options_the_last_wins)
     cr_assert_eq(upulsar_tb_snapshot_count(s), 1);
     upulsar_tb_snapshot_free(s);
 }
+
+/* Ctrl-C while the producer is being started (a broker that refuses
+ * connections, retried for up to operation.timeout.ms) ends the tool at
+ * once with 130, as --help says; it used to be held until the start gave
+ * up, then exit 1. */
+Test(cli_start, ctrl_c_while_the_producer_starts_exits_130)
+{
+    const char *args[] = {"-b", "pulsar://127.0.0.1:1", "-t", "x", "-X",
+                          "operation.timeout.ms=30000", NULL};
+    child_t c = spawn_cli(args);
+    run_t r = {0};
+    cli_append(&r.err, &r.err_len, "", 0);
+    /* the start is under way once a failed attempt is reported */
+    for (int waited = 0; !strstr(r.err, "connecting to") && waited < CLI_HANG_GUARD_MS;
+         waited += 10) {
+        struct pollfd pf = {.fd = c.err, .events = POLLIN};
+        if (poll(&pf, 1, 10) > 0)
+            cr_assert(cli_drain(c.err, &r.err, &r.err_len), "the CLI ended: %s", r.err);
+    }
+    cr_assert(strstr(r.err, "connecting to"), "no connection attempt reported: %s", r.err);
+    cr_assert_eq(kill(c.pid, SIGINT), 0);
+    r = finish_cli(&c, "", 0, r);
+    cr_assert_eq(r.status, 130, "status %d: %s", r.status, r.err);
+    run_free(&r);
+}
+
+/* A -b that is no service URL is bad usage (exit 2), as an invalid -X
+ * value is: the library refuses it when the client is created. */
+Test(cli_start, a_broker_url_that_does_not_parse_is_a_usage_error)
+{
+    const char *bad[] = {"pulsar://h:abc", "pulsar://:6650", "pulsar://h:0", "pulsar://[::1"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        const char *args[] = {"-b", bad[i], "-t", "x", NULL};
+        run_t r = run_cli(args, "m\n");
+        cr_assert_eq(r.status, 2, "-b %s: status %d: %s", bad[i], r.status, r.err);
+        run_free(&r);
+    }
+}

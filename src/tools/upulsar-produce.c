@@ -49,13 +49,14 @@
  * does no I/O) or producer that could not start: the configuration (a
  * value or a combination the library refuses: INVALID_ARG; a topic name
  * Pulsar refuses: INVALID_TOPIC; at client creation also TLS: a
- * certificate or key file that cannot be loaded) is bad usage, anything
+ * certificate or key file that cannot be loaded, and INVALID_URL: a -b
+ * that is no service URL) is bad usage, anything
  * else (a broker that cannot be reached, or is not a Pulsar broker) a
  * failure to connect or create. */
 static int exit_for(upulsar_err_t err, bool client)
 {
     return err == UPULSAR_ERR__INVALID_ARG || err == UPULSAR_ERR__INVALID_TOPIC ||
-                   (client && err == UPULSAR_ERR__TLS)
+                   (client && (err == UPULSAR_ERR__TLS || err == UPULSAR_ERR__INVALID_URL))
                ? EXIT_USAGE
                : EXIT_FAIL;
 }
@@ -587,6 +588,67 @@ static void print_created(const opts_t *o, upulsar_producer_t *p, int nparts)
     fputs("}\n", stdout);
 }
 
+/* ---- starting the producer, Ctrl-C still heard --------------------------- */
+
+typedef struct {
+    _Atomic int done;
+    upulsar_err_t err;
+    upulsar_producer_t *p;
+    char why[512];
+} start_wait_t;
+
+static void on_started(upulsar_err_t err, upulsar_producer_t *p, void *opaque)
+{
+    start_wait_t *w = opaque;
+    w->err = err;
+    w->p = p;
+    if (err)
+        snprintf(w->why, sizeof w->why, "%s", upulsar_last_error());
+    atomic_store_explicit(&w->done, 1, memory_order_release);
+    uint64_t one = 1;
+    if (write(g_wake_fd, &one, sizeof one) < 0) {
+        /* a full eventfd still wakes the reader */
+    }
+}
+
+/* Start the producer on its own thread (upulsar_producer_start_async())
+ * while this thread waits with SIGINT/SIGTERM unblocked: a signal ends the
+ * wait with UPULSAR_ERR__CLOSED (the caller destroys the client, which
+ * cancels the start). Otherwise what the start ended with, its detail in
+ * @p why. Called, and returns, with the signals blocked (the start's
+ * thread inherits that). */
+static upulsar_err_t start_producer(upulsar_client_t *client, const opts_t *o,
+                                    const upulsar_conf_t *conf, upulsar_producer_t **out,
+                                    char *why, size_t why_len)
+{
+    static start_wait_t w;
+    memset(&w, 0, sizeof w);
+    upulsar_err_t err = upulsar_producer_start_async(client, o->name, o->topic,
+                                                     (int)o->partitions, conf, on_started, &w);
+    if (err) {
+        snprintf(why, why_len, "%s", upulsar_last_error());
+        return err;
+    }
+    sigset_t unblocked;
+    pthread_sigmask(SIG_BLOCK, NULL, &unblocked);
+    sigdelset(&unblocked, SIGINT);
+    sigdelset(&unblocked, SIGTERM);
+    while (!atomic_load_explicit(&w.done, memory_order_acquire)) {
+        if (g_signal)
+            return UPULSAR_ERR__CLOSED;
+        struct pollfd pf = {.fd = g_wake_fd, .events = POLLIN};
+        if (ppoll(&pf, 1, NULL, &unblocked) > 0) {
+            uint64_t v;
+            if (read(g_wake_fd, &v, sizeof v) < 0) {
+                /* nothing to read: look again */
+            }
+        }
+    }
+    *out = w.p;
+    snprintf(why, why_len, "%s", w.why);
+    return w.err;
+}
+
 int main(int argc, char **argv)
 {
     opts_t o;
@@ -644,10 +706,21 @@ int main(int argc, char **argv)
     state_t st;
     memset(&st, 0, sizeof st);
     st.o = &o;
-    err = upulsar_producer_start(client, o.name, o.topic, (int)o.partitions, conf, &st.p);
+    char why[512] = "";
+    err = start_producer(client, &o, conf, &st.p, why, sizeof why);
+    if (err == UPULSAR_ERR__CLOSED && g_signal) { /* Ctrl-C while starting */
+        upulsar_client_destroy(client);
+        upulsar_conf_destroy(conf);
+        upulsar_tb_stop(tb);
+        if (reading)
+            input_close(&in);
+        opts_free(&o);
+        close(g_wake_fd);
+        return 128 + g_signal;
+    }
     if (err != UPULSAR_OK) {
         fprintf(stderr, PROG ": cannot produce to '%s' at %s: %s: %s\n", o.topic, url,
-                upulsar_err_name(err), upulsar_last_error());
+                upulsar_err_name(err), why);
         if (!tb && (err == UPULSAR_ERR__CONNECT || err == UPULSAR_ERR__TIMED_OUT))
             fprintf(stderr, PROG ": is a broker running there? (--embedded starts a test "
                     "broker in this process)\n");
