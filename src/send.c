@@ -708,8 +708,16 @@ const upulsar_send_opts_t *up_send_opts_layout(const upulsar_send_opts_t *o, siz
 /* Checks of the options that decide the routing too. */
 upulsar_err_t up_send_opts_check(const upulsar_send_opts_t *o, size_t len)
 {
+    enum {
+        KNOWN = UPULSAR_SEND_NOCOPY | UPULSAR_SEND_SEQUENCE_ID | UPULSAR_SEND_PARTITION |
+                UPULSAR_SEND_NULL_VALUE
+    };
     if (!o)
         return UPULSAR_OK;
+    if (__builtin_expect((o->flags & ~KNOWN) != 0, 0))
+        return up_seterr(UPULSAR_ERR__INVALID_ARG,
+                         "send flags 0x%x: no UPULSAR_SEND_* of upulsar %s has these bits",
+                         (unsigned)(o->flags & ~KNOWN), UPULSAR_VERSION_STR);
     if (__builtin_expect(o->partition_key_bytes != NULL, 0)) {
         if (o->partition_key)
             return up_seterr(UPULSAR_ERR__INVALID_ARG,

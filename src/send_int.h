@@ -127,7 +127,10 @@ static inline upulsar_err_t up_send_opts(const upulsar_send_opts_t *opts, size_t
         if (!o)
             return err;
     }
-    if (__builtin_expect(o && (o->partition_key_bytes || (o->flags & UPULSAR_SEND_NULL_VALUE)),
+    /* what needs a look: a binary key, a null value, a flag bit nobody knows */
+    if (__builtin_expect(o && (o->partition_key_bytes ||
+                               (o->flags & ~(UPULSAR_SEND_NOCOPY | UPULSAR_SEND_SEQUENCE_ID |
+                                             UPULSAR_SEND_PARTITION))),
                          0) &&
         (err = up_send_opts_check(o, len)))
         return err;

@@ -596,3 +596,37 @@ Test(promises_send, a_key_stays_on_its_producer_across_recreation)
     ft_run_free(run);
     ft_stop_client_and_broker(tb, c);
 }
+
+/* ---- flags this library does not know ------------------------------------ */
+
+/* A flag bit no UPULSAR_SEND_* names is refused (INVALID_ARG, naming the
+ * bits), by upulsar_send() and by upulsar_send_many() (which stops before
+ * that message): "no option is ever silently dropped". Nothing refused is
+ * stored; the messages around it are. */
+Test(promises_send, unknown_send_flags_are_refused)
+{
+    upulsar_tb_t *tb = ft_broker();
+    upulsar_client_t *c = ft_client(tb, NULL);
+    upulsar_producer_t *p = ft_producer(c, "uf", "unknown-flags", 0, NULL);
+    upulsar_send_opts_t bad = {.flags = 0x100};
+    upulsar_future_t *f = NULL;
+    cr_assert_eq(upulsar_send(p, "bad", 3, &bad, &f), UPULSAR_ERR__INVALID_ARG);
+    cr_assert_null(f);
+    cr_assert(strstr(upulsar_last_error(), "0x100") != NULL, "%s", upulsar_last_error());
+    upulsar_msg_t m[3] = {{.payload = "a", .len = 1},
+                          {.payload = "bad", .len = 3, .opts = &bad},
+                          {.payload = "c", .len = 1}};
+    upulsar_future_t *fs[3] = {NULL, NULL, NULL};
+    size_t accepted = 9;
+    cr_assert_eq(upulsar_send_many(p, m, 3, fs, &accepted), UPULSAR_ERR__INVALID_ARG);
+    cr_assert_eq(accepted, 1);
+    cr_assert_eq(upulsar_future_wait(fs[0], 10000, NULL), UPULSAR_OK);
+    upulsar_future_release(fs[0]);
+    cr_assert_eq(upulsar_producer_stop(p, 5000), UPULSAR_OK);
+    upulsar_tb_snapshot_t *s;
+    cr_assert_eq(upulsar_tb_snapshot(tb, "unknown-flags", &s), UPULSAR_OK);
+    cr_assert_eq(upulsar_tb_snapshot_count(s), 1);
+    cr_assert_arr_eq(upulsar_tb_snapshot_msg(s, 0)->payload, "a", 1);
+    upulsar_tb_snapshot_free(s);
+    ft_stop_client_and_broker(tb, c);
+}

@@ -702,7 +702,8 @@ typedef struct upulsar_send_opts {
     size_t properties_cnt;
     /** Application event time, ms since the epoch; 0 = unset. */
     uint64_t event_time_ms;
-    /** UPULSAR_SEND_* flags. */
+    /** UPULSAR_SEND_* flags; a bit none of them names is refused
+     *  (UPULSAR_ERR__INVALID_ARG). */
     int flags;
     /** With UPULSAR_SEND_NOCOPY: releases the payload once it has been
      *  encoded into a batch (or the send failed); on an io loop thread it
