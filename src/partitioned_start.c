@@ -11,6 +11,7 @@
 #include "engine.h"
 #include "err.h"
 #include "rp_state.h"
+#include "utf8.h"
 
 /* The longest full topic name: with "-partition-" and any int it still
  * fits the topic buffers of groups and real producers. */
@@ -101,6 +102,9 @@ static upulsar_err_t start_prepare(struct upulsar_client *c, const char *name, c
         return up_seterr(UPULSAR_ERR__INVALID_ARG, "partitions must be >= 0 (0 = ask the broker)");
     if (name && (!*name || strlen(name) > 80))
         return up_seterr(UPULSAR_ERR__INVALID_ARG, "producer name must be 1 to 80 characters");
+    if (name && !up_utf8_valid(name, strlen(name)))
+        return up_seterr(UPULSAR_ERR__INVALID_ARG,
+                         "producer name is not valid UTF-8 (a broker reads names as UTF-8 text)");
     struct upulsar_producer *h = calloc(1, sizeof *h);
     if (!h)
         return up_seterr(UPULSAR_ERR__NOMEM, "out of memory");

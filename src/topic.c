@@ -7,6 +7,7 @@
 #include "engine.h"
 #include "entity_name.h"
 #include "err.h"
+#include "utf8.h"
 
 upulsar_err_t up_parse_url(const char *url, char *host, size_t hostsz, int *port, bool *tls)
 {
@@ -99,6 +100,9 @@ upulsar_err_t up_topic_normalize(const char *in, char *out, size_t outsz)
 {
     if (!in || !*in)
         return up_seterr(UPULSAR_ERR__INVALID_TOPIC, "topic name is empty");
+    if (!up_utf8_valid(in, strlen(in)))
+        return up_seterr(UPULSAR_ERR__INVALID_TOPIC,
+                         "topic name is not valid UTF-8 (a broker reads names as UTF-8 text)");
     const char *rest;
     const char *domain;
     if (!strncmp(in, "persistent://", 13)) {

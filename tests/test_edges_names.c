@@ -13,6 +13,9 @@
  * growth_over_partitions_max_is_not_followed: the broker grows the topic
  *   past partitions.max; after partition polls have seen it, the handle
  *   still routes over the old count and a warning names the cap.
+ * names_that_are_not_utf8_are_refused: a topic or producer name that is
+ *   not well-formed UTF-8 fails the start naming the rule; UTF-8 beyond
+ *   ASCII is stored under its exact bytes.
  * UPULSAR_TEST_LABEL_CONCURRENCY (also run under ThreadSanitizer) */
 #include <criterion/criterion.h>
 #include <stdatomic.h>
@@ -191,4 +194,35 @@ Test(edges_names, growth_over_partitions_max_is_not_followed)
     ft_send_ok(p, NULL);
     cr_assert_eq(upulsar_producer_stop(p, 10000), UPULSAR_OK);
     cr_assert_eq(upulsar_client_set_log_cb(client, NULL, NULL), UPULSAR_OK);
+}
+
+/* Names travel as protobuf strings, which a broker reads as UTF-8: a topic
+ * or producer name that is not valid UTF-8 would be stored under another
+ * name than the one given (and makes the statistics' JSON and the metrics'
+ * labels invalid). The start refuses it, naming the rule: INVALID_TOPIC
+ * for the topic, INVALID_ARG for the producer name; valid UTF-8 beyond
+ * ASCII is taken and stored under its exact bytes. */
+Test(edges_names, names_that_are_not_utf8_are_refused)
+{
+    const char *bad_topics[] = {"top\xc3ic", "t\xff", "over\xc0\xafong", "sur\xed\xa0\x80"};
+    for (size_t i = 0; i < sizeof bad_topics / sizeof bad_topics[0]; i++) {
+        upulsar_producer_t *p = NULL;
+        upulsar_err_t e = upulsar_producer_start(client, NULL, bad_topics[i], 0, NULL, &p);
+        cr_assert_eq(e, UPULSAR_ERR__INVALID_TOPIC, "topic %zu: %s", i, upulsar_err_name(e));
+        cr_assert(strstr(upulsar_last_error(), "UTF-8"), "%s", upulsar_last_error());
+        cr_assert_null(p);
+    }
+    upulsar_producer_t *p = NULL;
+    upulsar_err_t e = upulsar_producer_start(client, "na\xffme", "utf8-ok", 0, NULL, &p);
+    cr_assert_eq(e, UPULSAR_ERR__INVALID_ARG, "%s", upulsar_err_name(e));
+    cr_assert(strstr(upulsar_last_error(), "UTF-8"), "%s", upulsar_last_error());
+    cr_assert_null(p);
+    e = upulsar_producer_start(client, "n\xc3\xa4me", "t\xc3\xb3pico-\xe2\x82\xac", 0, NULL, &p);
+    cr_assert_eq(e, UPULSAR_OK, "%s", upulsar_last_error());
+    upulsar_future_t *f = NULL;
+    cr_assert_eq(upulsar_send(p, "u", 1, NULL, &f), UPULSAR_OK);
+    cr_assert_eq(upulsar_future_wait(f, 10000, NULL), UPULSAR_OK);
+    upulsar_future_release(f);
+    cr_assert_eq(upulsar_producer_stop(p, 5000), UPULSAR_OK);
+    cr_assert_eq(stored_on("t\xc3\xb3pico-\xe2\x82\xac"), 1);
 }
