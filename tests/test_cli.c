@@ -458,6 +458,9 @@ Test(cli, message_without_receipt_fails_and_exits_nonzero)
     run_t r = run_cli(args, "never acknowledged\n");
     cr_assert_eq(r.status, 1, "exit %d: %s", r.status, r.err);
     cr_assert(strstr(r.err, "message 0 failed: UPULSAR_ERR__MSG_TIMED_OUT"), "%s", r.err);
+    /* with the library's detail: the partition topic and the setting */
+    cr_assert(strstr(r.err, "persistent://public/default/cli-held"), "%s", r.err);
+    cr_assert(strstr(r.err, "send.timeout.ms"), "%s", r.err);
     cr_assert(strstr(r.err, "0 messages acknowledged, 1 failed"), "%s", r.err);
     cr_assert_eq(r.out_len, 0, "no id for a failed message: %s", r.out);
     run_free(&r);

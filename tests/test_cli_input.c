@@ -238,6 +238,19 @@ Test(cli_input, message_file_sends_each_file_whole_in_order_with_line_files)
     cr_assert_eq(r.status, 2, "exit %d: %s", r.status, r.err);
     cr_assert(strstr(r.err, "-F /nonexistent/upulsar: No such file"), "%s", r.err);
     run_free(&r);
+
+    /* a directory is refused before anything is connected or sent, also
+     * after a stdin source */
+    upulsar_tb_stats_t before, after;
+    cr_assert_eq(upulsar_tb_stats(tb, &before), UPULSAR_OK);
+    const char *a4[] = {"-b", upulsar_tb_url(tb), "-t", "cli-dir", "-f", "-", "-F", "/tmp", NULL};
+    r = run_cli(a4, "first\n");
+    cr_assert_eq(r.status, 2, "exit %d: %s", r.status, r.err);
+    cr_assert(strstr(r.err, "-F /tmp: Is a directory"), "%s", r.err);
+    cr_assert_eq(upulsar_tb_stats(tb, &after), UPULSAR_OK);
+    cr_assert_eq(after.connections_accepted, before.connections_accepted,
+                 "a connection was made before the usage error");
+    run_free(&r);
     unlink(f1);
     unlink(f2);
     unlink(f3);
@@ -449,5 +462,23 @@ Test(cli_input, help_lists_the_input_options_and_the_exit_codes)
                           "\"keyBase64\":true", "130 after Ctrl-C", "2 bad usage"};
     for (size_t i = 0; i < sizeof opts / sizeof opts[0]; i++)
         cr_assert(strstr(r.out, opts[i]), "help lacks %s", opts[i]);
+    run_free(&r);
+}
+
+/* A key with a NUL byte (-K) is not sent cut at the NUL (which would be
+ * another key): the message fails as INVALID_KEY, named, and the others
+ * are sent. */
+Test(cli_input, a_key_with_a_nul_byte_is_refused_not_cut)
+{
+    const char *args[] = {"-b", upulsar_tb_url(tb), "-t", "cli-key-nul", "-K", ":", NULL};
+    static const char in[] = "a\0b:v1\nk:v2\n";
+    run_t r = run_bytes(args, in, sizeof in - 1);
+    cr_assert_eq(r.status, 1, "exit %d: %s", r.status, r.err);
+    cr_assert(strstr(r.err, "message 0 not sent: INVALID_KEY"), "%s", r.err);
+    upulsar_tb_snapshot_t *s;
+    cr_assert_eq(upulsar_tb_snapshot(tb, "cli-key-nul", &s), UPULSAR_OK);
+    cr_assert_eq(upulsar_tb_snapshot_count(s), 1);
+    cr_assert_str_eq(upulsar_tb_snapshot_msg(s, 0)->partition_key, "k");
+    upulsar_tb_snapshot_free(s);
     run_free(&r);
 }

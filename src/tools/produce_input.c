@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "produce.h"
@@ -36,6 +37,11 @@ void input_open(input_t *in, const opts_t *o)
         in->fds[i] = open(s->name, O_RDONLY | O_CLOEXEC);
         if (in->fds[i] < 0)
             die(EXIT_USAGE, "%s %s: %s", s->whole ? "-F" : "-f", s->name, strerror(errno));
+        /* a directory opens, and fails only at its first read: say so now,
+         * before anything is connected or sent */
+        struct stat st;
+        if (fstat(in->fds[i], &st) == 0 && S_ISDIR(st.st_mode))
+            die(EXIT_USAGE, "%s %s: %s", s->whole ? "-F" : "-f", s->name, strerror(EISDIR));
     }
     in->n = n;
     in->delim = o->delim;

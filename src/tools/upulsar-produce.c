@@ -213,7 +213,11 @@ static void tick(state_t *st)
         st->next_tick += NS_PER_S;
 }
 
-static void report(state_t *st, inflight_t *m, upulsar_err_t err, const upulsar_msg_id_t *id)
+/* The result of message @p m: its id printed, or the failure with the
+ * library's detail (@p why: partition topic, broker, reason; NULL: the
+ * error's general text). */
+static void report(state_t *st, inflight_t *m, upulsar_err_t err, const upulsar_msg_id_t *id,
+                   const char *why)
 {
     const opts_t *o = st->o;
     if (err == UPULSAR_OK) {
@@ -223,10 +227,12 @@ static void report(state_t *st, inflight_t *m, upulsar_err_t err, const upulsar_
         print_id(o, &s, id);
     } else {
         st->t.failed++;
+        if (!why)
+            why = upulsar_err_str(err);
         fprintf(stderr, PROG ": message %" PRIu64 " failed: %s (%s)\n", m->index,
-                upulsar_err_name(err), upulsar_err_str(err));
+                upulsar_err_name(err), why);
         if (o->json && !o->quiet)
-            print_error_json(m->index, upulsar_err_name(err), upulsar_err_str(err));
+            print_error_json(m->index, upulsar_err_name(err), why);
     }
     free(m->payload);
     free(m->key);
@@ -297,8 +303,9 @@ static bool resolve_oldest(state_t *st, bool block)
         /* as above: q[head] is set. NOLINTNEXTLINE(clang-analyzer-core.CallAndMessage) */
         err = wait_oldest(st, m->f, &id);
     }
+    /* the detail lives until the future is released */
+    report(st, m, err, &id, err ? upulsar_future_error_detail(m->f) : NULL);
     upulsar_future_release(m->f);
-    report(st, m, err, &id);
     st->head = (st->head + 1) % WINDOW;
     st->len--;
     return true;
@@ -494,6 +501,12 @@ static bool send_input(state_t *st, input_t *in)
         /* -K splits delimited records, not whole files (-F) */
         if (o->key_delim && !in->whole) {
             const char *d = memmem(rec, len, o->key_delim, o->key_delim_len);
+            if (d && memchr(rec, '\0', (size_t)(d - rec))) {
+                /* a partition key is text: cut at the NUL it would be
+                 * another key, so the message is not sent */
+                refuse(st, index++, "INVALID_KEY", "its key holds a NUL byte");
+                continue;
+            }
             if (d) {
                 key_buf = xstrndup(rec, (size_t)(d - rec));
                 key = key_buf;
