@@ -12,6 +12,7 @@
 #include "conn.h"
 #include "engine.h"
 #include "err.h"
+#include "fault.h"
 #include "io_backend.h"
 #include "tls.h"
 
@@ -39,6 +40,8 @@ void up_conn_drop_outq(up_conn_t *c)
         seg_done(&c->outq[(c->oq_head + i) % c->oq_cap]);
     c->oq_len = c->oq_head = c->oq_sent = 0;
 }
+
+_Atomic size_t up_probe_tls_tx_peak;
 
 void up_conn_write(up_conn_t *c, const uint8_t *p, size_t len, uint8_t *owned,
                    up_batch_t *batch)
@@ -79,13 +82,19 @@ int up_conn_write_cmd(up_conn_t *c, const up_cmd_t *cmd)
     return 0;
 }
 
-/* TLS: encrypt everything queued into tls_tx (only while no send is in
- * flight, so tls_tx never moves under the kernel) and send it. */
+/* TLS: encrypt the queued frames into tls_tx (only while no send is in
+ * flight, so tls_tx never moves under the kernel) and send it: whole
+ * frames, until about UP_CONN_SEND_BYTES are encrypted (what a plain send
+ * hands the kernel at most), so a backlog is not copied whole beside the
+ * batches that still hold it; a buffer a large frame grew past twice that
+ * is given back once sent. */
 static void tls_flush(up_conn_t *c)
 {
     if (c->tls_tx_off >= c->tls_tx.len) {
         c->tls_tx.len = c->tls_tx_off = 0;
-        while (c->oq_len) {
+        if (c->tls_tx.cap > 2 * (size_t)UP_CONN_SEND_BYTES)
+            up_buf_free(&c->tls_tx);
+        while (c->oq_len && c->tls_tx.len < UP_CONN_SEND_BYTES) {
             up_seg_t *s = &c->outq[c->oq_head];
             int rc = up_tls_encrypt(c->tls, s->p + c->oq_sent, s->len - c->oq_sent, &c->tls_tx);
             seg_done(s); /* copied into the TLS records: the frame may go */
@@ -97,6 +106,9 @@ static void tls_flush(up_conn_t *c)
                 return;
             }
         }
+        size_t peak = atomic_load_explicit(&up_probe_tls_tx_peak, memory_order_relaxed);
+        if (c->tls_tx.cap > peak)
+            atomic_store_explicit(&up_probe_tls_tx_peak, c->tls_tx.cap, memory_order_relaxed);
         if (up_tls_drain(c->tls, &c->tls_tx)) { /* e.g. a key update answer */
             up_conn_fail(c, UPULSAR_ERR__NOMEM);
             return;

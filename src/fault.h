@@ -14,6 +14,7 @@
 #define UPULSAR_FAULT_H
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stddef.h>
 
 /* up_conn_pool_add() in conn_pool.c: posting the new connection's attach
  * task to its loop (up_loop_post) fails. */
@@ -55,6 +56,11 @@ extern _Atomic int up_fault_reply_copy_nomem;
  * up_fault_resolve_stalls. */
 extern _Atomic int up_fault_resolve_stall_ms;
 extern _Atomic int up_fault_resolve_stalls;
+
+/* Not a fault point, a probe: the largest allocation any connection's TLS
+ * send buffer (the records encrypted ahead of the socket) has had, kept
+ * by conn_io.c (a relaxed maximum, once per encryption pass). */
+extern _Atomic size_t up_probe_tls_tx_peak;
 
 /* Whether this pass through the point @p n fails (and count it). */
 static inline bool up_fault_hit(_Atomic int *n)
