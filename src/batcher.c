@@ -114,13 +114,13 @@ void up_batch_unref(up_batch_t *b)
 {
     if (--b->outq_refs > 0 || !b->retired)
         return;
-    if (!b->rp) { /* its producer is gone, and gave back all it held */
+    if (b->mem_deferred) { /* resolved while queued: counted until now */
+        up_client_mem_release(b->mem_client, b->mem_deferred);
+        b->mem_deferred = 0;
+    }
+    if (!b->rp) { /* its producer is gone */
         batch_free(b);
         return;
-    }
-    if (b->mem_deferred) {
-        up_rp_limits_release(b->rp, 0, b->mem_deferred);
-        b->mem_deferred = 0;
     }
     pool_put(b->loop, b);
 }

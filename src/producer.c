@@ -256,6 +256,10 @@ static void resolve_batch_at(up_rp_t *rp, up_batch_t *b, upulsar_err_t err, uint
      * of it (up_batch_unref()), so new sends cannot pile up more behind it */
     b->mem_deferred = b->outq_refs > 0 ? b->mem_bytes : 0;
     up_rp_limits_release(rp, b->n, b->mem_bytes - b->mem_deferred);
+    if (b->mem_deferred) {
+        up_rp_mem_to_client(rp, b->mem_deferred);
+        b->mem_client = rp->client;
+    }
     uint64_t lat_now = err ? 0 : now_us;
     if (__builtin_expect(rp_conf(rp)->dr_cb != NULL, 0)) {
         for (uint32_t i = 0; lat_now && i < b->n; i++)

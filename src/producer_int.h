@@ -94,6 +94,15 @@ static inline uint64_t up_rec_mem(uint64_t ncells, uint32_t flags, uint64_t payl
  *  nothing of the producer is counted and its ring is empty, also the
  *  charged rest of its ring's budget unit (send.c). @thread loop */
 void up_rp_limits_release(up_rp_t *rp, uint64_t n, uint64_t bytes);
+/** @p bytes that @p rp holds of the budget stop counting as the producer's
+ *  (its share) but stay counted client-wide, until
+ *  up_client_mem_release(): the memory of a resolved batch that a
+ *  connection's queue still holds, which may outlive the producer
+ *  (send.c). @thread loop */
+void up_rp_mem_to_client(up_rp_t *rp, uint64_t bytes);
+/** Give back @p bytes counted client-wide only (up_rp_mem_to_client()).
+ *  @thread loop, or the thread destroying the client */
+void up_client_mem_release(struct upulsar_client *c, uint64_t bytes);
 /** Set the budget unit of @p rp's ring from the client's
  *  memory.limit.bytes (send.c). @thread the creating one, before any send */
 void up_rp_mem_init(up_rp_t *rp);

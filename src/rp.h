@@ -74,8 +74,11 @@ struct up_batch {
                                memory.limit.bytes (up_rec_mem()) */
     uint64_t mem_deferred;  /* (loop) of mem_bytes, what stays counted after
                                its messages resolved, while a connection's
-                               queue still holds the batch: given back when
-                               the last queue lets go (up_batch_unref()) */
+                               queue still holds the batch: counted
+                               client-wide only (the producer may be freed
+                               first), given back to mem_client when the
+                               last queue lets go (up_batch_unref()) */
+    struct upulsar_client *mem_client;
     uint64_t payload_bytes; /* its messages' payloads (statistics) */
     /* a message with replicate_to, a batch of its own (a delayed message
      * goes alone as a plain entry: chunk.c): */

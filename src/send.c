@@ -102,6 +102,20 @@ void up_rp_mem_return_all(up_rp_t *rp)
         atomic_fetch_sub_explicit(&rp->client->mem_used, held, memory_order_relaxed);
 }
 
+void up_rp_mem_to_client(up_rp_t *rp, uint64_t bytes)
+{
+    int64_t left = atomic_fetch_sub_explicit(&rp->mem_held, (int64_t)bytes,
+                                             memory_order_relaxed) -
+                   (int64_t)bytes;
+    if (left < unit_bytes(rp))
+        mem_realign(rp, left);
+}
+
+void up_client_mem_release(struct upulsar_client *c, uint64_t bytes)
+{
+    atomic_fetch_sub_explicit(&c->mem_used, (int64_t)bytes, memory_order_relaxed);
+}
+
 void up_rp_limits_release(up_rp_t *rp, uint64_t n, uint64_t bytes)
 {
     if (rp->handle->conf.max_pending_messages > 0)
