@@ -18,11 +18,12 @@ const up_batcher_t *up_batcher_for(const struct upulsar_conf *cf)
 
 /* ---- batch objects ---- */
 
-/* A new batch's buffers: room for the head and a few KiB of records, and
- * for a few messages; they grow geometrically (up_batch_grow) up to what
- * the producer's batch limits need, and keep their size in the pool. */
-#define BATCH_BUF0 (HDR_ROOM + 4096u)
-#define BATCH_DONE0 16u
+/* A new batch has no buffers: the first record sizes them (exactly, so an
+ * entry of one small message, e.g. with batching off, holds little more
+ * than it), then they grow geometrically (up_batch_grow) up to what the
+ * producer's batch limits need, and keep their size in the pool. The done
+ * array starts at BATCH_DONE0 entries. */
+#define BATCH_DONE0 4u
 
 /* Bytes @p b holds (what the pool counts). */
 static size_t batch_bytes(const up_batch_t *b)
@@ -158,17 +159,9 @@ up_batch_t *up_batch_get(up_rp_t *rp)
             l->pool_low = l->pool_bytes;
         pool_publish(l);
     } else {
-        b = calloc(1, sizeof *b);
+        b = calloc(1, sizeof *b); /* no buffers yet: see BATCH_DONE0 */
         if (!b)
             return NULL;
-        b->cap = BATCH_BUF0;
-        b->done_cap = BATCH_DONE0;
-        b->buf = malloc(b->cap);
-        b->done = malloc((size_t)b->done_cap * sizeof *b->done);
-        if (!b->buf || !b->done) {
-            batch_free(b);
-            return NULL;
-        }
     }
     b->cap_hint = HDR_ROOM + (size_t)cf->batch_max_bytes + 1024;
     b->done_hint = (uint32_t)cf->batch_max_messages;
@@ -215,7 +208,8 @@ bool up_batch_zreserve(up_batch_t *b, size_t total, size_t hint)
 bool up_batch_grow(up_batch_t *b, size_t total)
 {
     if (b->n >= b->done_cap) {
-        size_t nd = grow_to(b->done_cap, (size_t)b->n + 1, b->done_hint);
+        size_t nd = b->done_cap ? grow_to(b->done_cap, (size_t)b->n + 1, b->done_hint)
+                                : (b->n < BATCH_DONE0 ? BATCH_DONE0 : (size_t)b->n + 1);
         up_done_t *d = realloc(b->done, nd * sizeof *d);
         if (!d)
             return false;
