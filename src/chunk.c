@@ -100,26 +100,27 @@ static upulsar_err_t close_chunk(up_rp_t *rp, up_batch_t *b, const up_smm_t *m,
                            b->rec_len);
 }
 
-/* The message's payload compressed with the producer's codec into the
- * compression buffer of batch @p b (kept with the batch in the pool: no
- * allocation per message once it is large enough), as the official clients
- * compress a message before they split it; NULL (send it as it is) when
- * there is no codec, the codec does not make it smaller, or memory is
- * short. */
-static const uint8_t *compress_whole(up_rp_t *rp, up_batch_t *b, const void *payload, size_t len,
-                                     size_t *zlen)
+/* The message's payload compressed with the producer's codec, as the
+ * official clients compress a message before they split it: straight into
+ * the entry buffer of batch @p b, at @p room (where a whole message's
+ * payload goes; reused from the pool: no allocation per message once it is
+ * large enough, and no second buffer kept). NULL (send it as it is, copied
+ * over what the try left) when there is no codec, the codec does not make
+ * it smaller, or memory is short. */
+static const uint8_t *compress_whole(up_rp_t *rp, up_batch_t *b, size_t room,
+                                     const void *payload, size_t len, size_t *zlen)
 {
     const struct upulsar_conf *cf = rp_conf(rp);
     if (cf->compression == UP_COMP_NONE || len == 0)
         return NULL;
     size_t bound = up_compress_bound(cf->compression, len);
-    if (bound == 0 || bound == SIZE_MAX || !up_batch_zreserve(b, bound, bound))
+    if (bound == 0 || bound > SIZE_MAX - room || !up_batch_reserve(b, room + bound))
         return NULL;
-    long cl = up_compress(cf->compression, payload, len, b->zbuf, bound);
+    long cl = up_compress(cf->compression, payload, len, b->buf + room, bound);
     if (cl <= 0 || (size_t)cl >= len)
         return NULL;
     *zlen = (size_t)cl;
-    return b->zbuf;
+    return b->buf + room;
 }
 
 /* Send one message alone: compressed first (the producer's codec), then,
@@ -143,8 +144,12 @@ upulsar_err_t up_chunk_send(up_rp_t *rp, const up_smm_t *m, const up_rec_view_t 
     up_batch_t *head = up_batch_get(rp), **tail = &head;
     if (!head)
         return UPULSAR_ERR__NOMEM;
+    /* room for the largest header of its entries (a chunk's metadata is at
+     * most mdb, a whole message's at most mdb - UP_UUID_BOUND): the header
+     * never has to move the payload */
+    size_t room = UP_HDR_FIXED + mdb;
     size_t zlen = 0;
-    const uint8_t *z = compress_whole(rp, head, payload, len, &zlen);
+    const uint8_t *z = compress_whole(rp, head, room, payload, len, &zlen);
     if (z) {
         payload = z;
         cm.codec = rp_conf(rp)->compression;
@@ -167,10 +172,6 @@ upulsar_err_t up_chunk_send(up_rp_t *rp, const up_smm_t *m, const up_rec_view_t 
     }
     cm.n = (int32_t)n;
     cm.total = len;
-    /* room for the largest header of its entries (a chunk's metadata is at
-     * most mdb, a whole message's at most mdb - UP_UUID_BOUND): the header
-     * never has to move the payload */
-    size_t room = UP_HDR_FIXED + mdb;
     upulsar_err_t err = UPULSAR_OK;
     for (size_t i = 0; i < n; i++) {
         up_batch_t *b = i ? up_batch_get(rp) : head;
@@ -185,16 +186,20 @@ upulsar_err_t up_chunk_send(up_rp_t *rp, const up_smm_t *m, const up_rec_view_t 
             err = UPULSAR_ERR__NOMEM;
             break;
         }
-        if (sl)
+        /* the first piece of a compressed message is in place already (the
+         * head's buffer, large enough: not moved by the reserve above) */
+        if (sl && b->buf + room != (const uint8_t *)payload + off)
             memcpy(b->buf + room, (const uint8_t *)payload + off, sl);
         b->rec_len = sl;
     }
-    if (z && n > 1 && !err) {
-        /* the compressed copy is in the chunks now: not kept until the
-         * first chunk's receipt (the pool would keep a buffer that size) */
-        free(head->zbuf);
-        head->zbuf = NULL;
-        head->zcap = 0;
+    if (z && n > 1 && !err && head->cap > room + cs) {
+        /* the other pieces are in their chunks now: the head's buffer need
+         * not keep the whole compressed message until the first receipt */
+        uint8_t *nb = realloc(head->buf, room + cs);
+        if (nb) {
+            head->buf = nb;
+            head->cap = room + cs;
+        }
     }
     /* one NUL-terminated copy of the key, in the first chunk's batch (it is
      * used while the chunks are framed, below) */

@@ -123,3 +123,39 @@ Test(features_codecs, zlib_decoder_accepts_sync_flush_streams)
     cr_assert_eq(memcmp(out, src, sizeof src), 0);
 #endif
 }
+
+/* A message sent alone (batching off) that the codec cannot shrink goes
+ * uncompressed; the compression buffer its try took (the codec's bound,
+ * larger than the message) is not kept with its entry: once the message
+ * is acknowledged, the io thread's batch pool holds about one copy of it
+ * ("batch_pool_bytes"), not two. The same for one the codec shrank: its
+ * compressed copy was moved into the entry. */
+static void alone_keeps_one_buffer(const char *codec, int compressible)
+{
+    enum { LEN = 1 << 20 };
+    const char *kv[] = {"compression", codec, "batching.enabled", "false", NULL};
+    upulsar_producer_t *p = ft_producer(client, NULL, compressible ? "zone-c" : "zone-r", 0, kv);
+    uint8_t *body = malloc(LEN);
+    cr_assert_not_null(body);
+    uint64_t x = 88172645463325252ull;
+    for (size_t i = 0; i < LEN; i++) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17; /* xorshift: incompressible */
+        body[i] = compressible ? (uint8_t)('a' + i % 7) : (uint8_t)x;
+    }
+    upulsar_future_t *f = NULL;
+    cr_assert_eq(upulsar_send(p, body, LEN, NULL, &f), UPULSAR_OK, "%s", upulsar_last_error());
+    cr_assert_eq(upulsar_future_wait(f, 20000, NULL), UPULSAR_OK);
+    upulsar_future_release(f);
+    long long pool = ft_mem_figure(p, "batch_pool_bytes");
+    cr_assert_lt(pool, (long long)LEN * 3 / 2, "%s: the pool holds %lld bytes for one %d-byte message",
+                 codec, pool, LEN);
+    cr_assert_eq(upulsar_producer_stop(p, 10000), UPULSAR_OK);
+    free(body);
+}
+
+Test(features_codecs, a_message_alone_keeps_one_buffer_not_the_codecs_too)
+{
+    alone_keeps_one_buffer("lz4", 0);
+    alone_keeps_one_buffer("lz4", 1);
+    alone_keeps_one_buffer("zstd", 0);
+}
