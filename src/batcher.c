@@ -104,6 +104,9 @@ void up_batch_pool_free(up_loop_t *l)
         l->pool = b->next;
         batch_free(b);
     }
+    free(l->spare);
+    l->spare = NULL;
+    l->spare_cap = 0;
     l->pool_bytes = l->pool_low = 0;
     /* connections of the client's pool outlive the loop: a batch their
      * queues give back from now on is freed, not pooled */
@@ -339,6 +342,51 @@ upulsar_err_t up_entry_frame(up_rp_t *rp, up_batch_t *b, const up_cmd_t *cmd, co
     return UPULSAR_OK;
 }
 
+/* The compression buffer for @p b: the loop's spare one when @p b has
+ * none. */
+static void zbuf_from_spare(up_loop_t *l, up_batch_t *b)
+{
+    if (b->zbuf || !l->spare)
+        return;
+    b->zbuf = l->spare;
+    b->zcap = l->spare_cap;
+    l->pool_bytes -= l->spare_cap;
+    if (l->pool_bytes < l->pool_low)
+        l->pool_low = l->pool_bytes;
+    l->spare = NULL;
+    l->spare_cap = 0;
+    pool_publish(l);
+}
+
+/* @p b was compressed and framed: it keeps the buffer its entry is in
+ * (swapped into b->buf when that is the compression buffer) and gives the
+ * other to the loop as its spare (freed if the loop has one, or the pool
+ * is full). Not when a delivery report will read the records back from
+ * b->buf (batch_records() in future.c). */
+static void zbuf_to_spare(up_loop_t *l, up_batch_t *b, bool framed_in_zbuf)
+{
+    if (framed_in_zbuf) {
+        uint8_t *t = b->buf;
+        size_t tc = b->cap;
+        b->buf = b->zbuf;
+        b->cap = b->zcap;
+        b->zbuf = t;
+        b->zcap = tc;
+    }
+    if (!b->zbuf)
+        return;
+    if (!l->spare && l->pool_bytes + b->zcap <= l->pool_max) {
+        l->spare = b->zbuf;
+        l->spare_cap = b->zcap;
+        l->pool_bytes += b->zcap;
+        pool_publish(l);
+    } else {
+        free(b->zbuf);
+    }
+    b->zbuf = NULL;
+    b->zcap = 0;
+}
+
 /* Close batch @p b: MessageMetadata (its key, replicate_to),
  * compression, frame, queue. */
 int up_batch_close(up_rp_t *rp, up_batch_t *b)
@@ -357,6 +405,7 @@ int up_batch_close(up_rp_t *rp, up_batch_t *b)
         }
         /* geometric, like the record buffer: up to what a full batch needs
          * (the bound of the records' buffer) */
+        zbuf_from_spare(rp->loop, b);
         if (!up_batch_zreserve(b, HDR_ROOM + bound,
                                HDR_ROOM + up_compress_bound(cf->compression, b->cap_hint))) {
             err = UPULSAR_ERR__NOMEM;
@@ -416,9 +465,13 @@ int up_batch_close(up_rp_t *rp, up_batch_t *b)
     send.has_highest_sequence_id = 1;
     send.highest_sequence_id = b->last_seq;
 
+    bool zframed = bufp == &b->zbuf;
     err = up_entry_frame(rp, b, &cmd, &md, NULL, 0, bufp, capp, HDR_ROOM, plen);
-    if (err == UPULSAR_OK)
+    if (err == UPULSAR_OK) {
+        if (cf->compression != UP_COMP_NONE && !cf->dr_cb)
+            zbuf_to_spare(rp->loop, b, zframed);
         return 0;
+    }
 fail:;
     up_detail_t *det =
         err == UPULSAR_ERR__COMPRESSION

@@ -112,6 +112,11 @@ struct up_loop {
     size_t pool_bytes, pool_low, pool_max;
     uint64_t pool_trim_us;
     _Atomic uint64_t pool_bytes_pub; /* (any) pool_bytes, for statistics */
+    /* (loop) the second buffer a batch needs only while it is compressed
+     * and framed (batcher.c, up_batch_close): one kept here for the next
+     * batch to close, counted in pool_bytes; freed with the pool */
+    uint8_t *spare;
+    size_t spare_cap;
 };
 
 /** Run @p fn(arg) on the loop thread, asynchronously. 0 or -1 (NOMEM).

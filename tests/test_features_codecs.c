@@ -159,3 +159,49 @@ Test(features_codecs, a_message_alone_keeps_one_buffer_not_the_codecs_too)
     alone_keeps_one_buffer("lz4", 1);
     alone_keeps_one_buffer("zstd", 0);
 }
+
+/* Batches with a codec: once a batch is compressed and framed, it keeps
+ * one buffer (the one its entry is in), not also the other (the records
+ * before compression, or the codec's output when that was no smaller,
+ * then sent uncompressed): 20 full batches of 64 KiB, held until their
+ * receipts and then back in the io thread's pool, take about 20 buffers
+ * there, not 40. */
+static void batches_keep_one_buffer(int compressible)
+{
+    enum { MSG = 1024, PER = 64, BATCHES = 20 };
+    const char *topic = compressible ? "zbatch-c" : "zbatch-r";
+    const char *kv[] = {"compression", "lz4", "batch.max.messages", "64", "batch.max.bytes", "70000",
+                        "send.timeout.ms", "0", "block.if.queue.full", "true", NULL};
+    upulsar_producer_t *p = ft_producer(client, NULL, topic, 0, kv);
+    cr_assert_eq(upulsar_tb_hold_receipts(tb, topic), UPULSAR_OK);
+    static uint8_t body[MSG];
+    uint64_t x = 88172645463325252ull;
+    static upulsar_future_t *f[PER * BATCHES + 1];
+    for (int i = 0; i < PER * BATCHES + 1; i++) {
+        for (size_t k = 0; k < MSG; k++) {
+            x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+            body[k] = compressible ? (uint8_t)('a' + (i + k) % 5) : (uint8_t)x;
+        }
+        cr_assert_eq(upulsar_send(p, body, MSG, NULL, &f[i]), UPULSAR_OK, "%s",
+                     upulsar_last_error());
+    }
+    cr_assert_eq(upulsar_tb_release_receipts(tb, topic), UPULSAR_OK);
+    for (int i = 0; i < PER * BATCHES + 1; i++) {
+        cr_assert_eq(upulsar_future_wait(f[i], 20000, NULL), UPULSAR_OK, "message %d", i);
+        upulsar_future_release(f[i]);
+    }
+    long long pool = ft_mem_figure(p, "batch_pool_bytes");
+    /* a batch's buffer grows to at most batch.max.bytes and head room
+     * (about 72 KiB here), plus its done slots and the batch itself */
+    long long one = 76 * 1024;
+    cr_assert_lt(pool, one * BATCHES * 3 / 2,
+                 "%s: the pool holds %lld bytes for %d batches of about %lld", topic, pool,
+                 BATCHES, one);
+    cr_assert_eq(upulsar_producer_stop(p, 10000), UPULSAR_OK);
+}
+
+Test(features_codecs, a_compressed_batch_keeps_one_buffer)
+{
+    batches_keep_one_buffer(1);
+    batches_keep_one_buffer(0);
+}
