@@ -36,7 +36,10 @@ struct upulsar_producer {
      * stores groups and all, then nall, ngroups and npart, each with
      * memory_order_release; readers load a count (acquire) before its array
      * (acquire), so an array is never shorter than the count read first.
-     * Replaced arrays stay allocated (retired) until the handle is freed. */
+     * Replaced arrays stay allocated (retired) until the handle is freed;
+     * growth writes in place, past the counts, while the arrays have room
+     * (groups_cap groups, groups_cap x producers.per.partition producers),
+     * and replaces them with arrays twice as large when they have not. */
     _Atomic int npart;       /* 0: non-partitioned (one group) */
     _Atomic int ngroups;
     up_group_t *_Atomic groups;
@@ -44,6 +47,7 @@ struct upulsar_producer {
     _Atomic int nall;
     void **retired;          /* (poller) replaced arrays */
     int nretired;
+    int groups_cap;          /* (poller; the starting thread before) room of groups */
     char base_name[96];      /* name given to upulsar_producer_start, "" = none */
     uint64_t next_poll_us;   /* (poller) next PARTITIONED_METADATA poll */
     int shrink_seen;         /* (poller) smaller count last reported */

@@ -3,6 +3,7 @@
  * then created on the brokers), blocking or on a thread of its own
  * (upulsar_producer_start_async), and starting the groups of partitions
  * added later (partitions.update.interval.ms). */
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -197,6 +198,7 @@ static upulsar_err_t start_build(struct upulsar_producer *h, int partitions, uin
     h->all = calloc((size_t)h->ngroups * (size_t)k, sizeof *h->all);
     if (!h->groups || !h->all)
         return up_seterr(UPULSAR_ERR__NOMEM, "out of memory");
+    h->groups_cap = h->ngroups;
     h->single_slot = rand() % (h->ngroups * k);
     /* every ring of the handle, also of partitions added later, the size
      * decided now (the round robin's runs follow it, up_rr_route) */
@@ -270,42 +272,57 @@ upulsar_err_t upulsar_producer_start(upulsar_client_t *c, const char *name, cons
 
 /* ---- partition growth -------------------------------------------------------------- */
 
-/* Start groups for partitions [ngroups, n): build larger copies of groups
- * and all, establish the new producers, then publish (see struct
- * upulsar_producer for the ordering). A new producer that cannot be
- * established yet is left in BACKOFF for the supervisor; messages routed to
- * it wait in its ring. Runs on the partition poller, while the watchdog
- * may fail a group of the array being copied: the copy reads `failed`
- * atomically, and a failure stored in the old array after it was read is
- * not lost for long, since the group's producers are failed as well
- * (fail_group) and the watchdog's next pass fails the group again in the
- * new array (member_failure). */
+/* Start groups for partitions [ngroups, n) and publish them (see struct
+ * upulsar_producer for the ordering). The new groups are written in place,
+ * past the published counts, while the arrays have room (groups_cap);
+ * else into copies of twice the size (at least n), the old arrays retired
+ * until the handle is freed: growing one partition at a time retires
+ * arrays of about as many entries as the last ones, not n^2 / 2. A new
+ * producer that cannot be established yet is left in BACKOFF for the
+ * supervisor; messages routed to it wait in its ring. Runs on the
+ * partition poller, while the watchdog may fail a group of the array
+ * being copied: the copy reads `failed` atomically, and a failure stored in
+ * the old array after it was read is not lost for long, since the group's
+ * producers are failed as well (fail_group) and the watchdog's next pass
+ * fails the group again in the new array (member_failure). */
 static void grow(struct upulsar_producer *h, int n)
 {
     int oldn = atomic_load_explicit(&h->ngroups, memory_order_relaxed);
     int oldall = atomic_load_explicit(&h->nall, memory_order_relaxed);
     int k = h->conf.producers_per_partition;
-    up_group_t *ng = calloc((size_t)n, sizeof *ng);
-    up_rp_t **na = calloc((size_t)n * (size_t)k, sizeof *na);
-    void **nr = realloc(h->retired, (size_t)(h->nretired + 2) * sizeof *nr);
-    if (nr)
-        h->retired = nr;
-    if (!ng || !na || !nr) {
-        free(ng);
-        free(na);
-        up_log(h->client, UPULSAR_LOG_ERR, "%s: out of memory starting partitions %d..%d",
-               h->topic, oldn, n - 1);
-        return;
+    bool in_place = n <= h->groups_cap;
+    int cap = h->groups_cap;
+    up_group_t *ng = atomic_load_explicit(&h->groups, memory_order_relaxed);
+    up_rp_t **na = atomic_load_explicit(&h->all, memory_order_relaxed);
+    if (!in_place) {
+        cap = h->groups_cap <= INT_MAX / 2 ? 2 * h->groups_cap : INT_MAX;
+        if (cap > h->conf.partitions_max)
+            cap = h->conf.partitions_max;
+        if (cap < n)
+            cap = n;
+        ng = calloc((size_t)cap, sizeof *ng);
+        na = calloc((size_t)cap * (size_t)k, sizeof *na);
+        void **nr = realloc(h->retired, (size_t)(h->nretired + 2) * sizeof *nr);
+        if (nr)
+            h->retired = nr;
+        if (!ng || !na || !nr) {
+            free(ng);
+            free(na);
+            up_log(h->client, UPULSAR_LOG_ERR, "%s: out of memory starting partitions %d..%d",
+                   h->topic, oldn, n - 1);
+            return;
+        }
+        const up_group_t *og = atomic_load_explicit(&h->groups, memory_order_relaxed);
+        for (int g = 0; g < oldn; g++) { /* field by field: failed is atomic */
+            memcpy(ng[g].topic, og[g].topic, sizeof ng[g].topic);
+            ng[g].partition = og[g].partition;
+            ng[g].rps = og[g].rps;
+            ng[g].nrps = og[g].nrps;
+            atomic_init(&ng[g].failed, atomic_load(&og[g].failed));
+        }
+        memcpy(na, atomic_load_explicit(&h->all, memory_order_relaxed),
+               (size_t)oldall * sizeof *na);
     }
-    for (int g = 0; g < oldn; g++) { /* field by field: failed is atomic */
-        const up_group_t *og = &h->groups[g];
-        memcpy(ng[g].topic, og->topic, sizeof ng[g].topic);
-        ng[g].partition = og->partition;
-        ng[g].rps = og->rps;
-        ng[g].nrps = og->nrps;
-        atomic_init(&ng[g].failed, atomic_load(&og->failed));
-    }
-    memcpy(na, h->all, (size_t)oldall * sizeof *na);
     int nall = oldall;
     for (int g = oldn; g < n; g++) {
         upulsar_err_t err = group_init(h, &ng[g], g, true, na, &nall);
@@ -313,12 +330,18 @@ static void grow(struct upulsar_producer *h, int n)
             up_log(h->client, UPULSAR_LOG_ERR, "%s: cannot start partition %d: %s", h->topic, g,
                    upulsar_last_error());
             up_rps_close(na + oldall, (size_t)(nall - oldall), up_now_us());
-            for (int i = oldall; i < nall; i++)
+            for (int i = oldall; i < nall; i++) {
                 up_rp_free(na[i]);
-            for (int j = oldn; j <= g; j++)
+                na[i] = NULL; /* in place: a slot past the published count again */
+            }
+            for (int j = oldn; j <= g; j++) {
                 free(ng[j].rps);
-            free(ng);
-            free(na);
+                memset(&ng[j], 0, sizeof ng[j]);
+            }
+            if (!in_place) {
+                free(ng);
+                free(na);
+            }
             return;
         }
     }
@@ -332,10 +355,13 @@ static void grow(struct upulsar_producer *h, int n)
             up_rp_transition(na[i], UP_RP_BIT(UP_RP_CONNECTING), UP_RP_BACKOFF,
                              "its first creation failed: left to the supervisor");
     }
-    h->retired[h->nretired++] = h->groups;
-    h->retired[h->nretired++] = h->all;
-    atomic_store_explicit(&h->groups, ng, memory_order_release);
-    atomic_store_explicit(&h->all, na, memory_order_release);
+    if (!in_place) {
+        h->retired[h->nretired++] = h->groups;
+        h->retired[h->nretired++] = h->all;
+        atomic_store_explicit(&h->groups, ng, memory_order_release);
+        atomic_store_explicit(&h->all, na, memory_order_release);
+        h->groups_cap = cap;
+    }
     atomic_store_explicit(&h->nall, nall, memory_order_release);
     atomic_store_explicit(&h->ngroups, n, memory_order_release);
     atomic_store_explicit(&h->npart, n, memory_order_release);

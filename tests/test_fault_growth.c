@@ -4,6 +4,7 @@
  * its messages are stored.
  * UPULSAR_TEST_LABEL_CONCURRENCY (also run under ThreadSanitizer) */
 #include "fault_common.h"
+#include "handle.h"
 
 TestSuite(fault_growth, .timeout = 120);
 
@@ -56,6 +57,56 @@ Test(fault_growth, a_partition_closed_while_the_growth_creates_the_others_is_rec
     cr_assert_eq(upulsar_tb_snapshot_count(s), 1);
     cr_assert_eq(upulsar_tb_snapshot_msg(s, 0)->payload[0], 'x');
     upulsar_tb_snapshot_free(s);
+    cr_assert_eq(upulsar_producer_stop(p, FT_WAIT_MS), UPULSAR_OK);
+    ft_stop_client_and_broker(tb, c);
+}
+
+static int has_partitions(void *a)
+{
+    const int *want = ((const int **)a)[1];
+    return upulsar_producer_partitions(((upulsar_producer_t **)a)[0]) == *want;
+}
+
+/* Scenario: a topic grows from 1 to 64 partitions one at a time, each
+ * step followed by the producer. The handle's arrays grow in place while
+ * they have room and double when they have not, so the arrays it replaced
+ * (kept until the handle is freed: senders may still read them) are few
+ * (2 per doubling: at most 14 here; one copy per step retired 126, and
+ * 10,000 partitions added one at a time held 10^8 group entries); then a
+ * message sent to each partition is stored there, once. */
+Test(fault_growth, growing_one_partition_at_a_time_retires_few_arrays)
+{
+    enum { N = 64 };
+    upulsar_tb_t *tb = ft_broker();
+    cr_assert_eq(upulsar_tb_set_partitions(tb, "g1", 1), UPULSAR_OK);
+    upulsar_client_t *c = ft_client(tb, NULL);
+    const char *kv[] = {"partitions.update.interval.ms", "5", NULL};
+    upulsar_producer_t *p = ft_producer(c, "g1p", "g1", 0, kv);
+    for (int n = 2; n <= N; n++) {
+        cr_assert_eq(upulsar_tb_set_partitions(tb, "g1", n), UPULSAR_OK);
+        const void *arg[2] = {p, &n};
+        cr_assert(ft_wait_for(has_partitions, arg), "the producer did not follow to %d", n);
+    }
+    cr_assert_leq(p->nretired, 14, "%d arrays retired", p->nretired);
+    for (int i = 0; i < N; i++) {
+        upulsar_send_opts_t o = {.flags = UPULSAR_SEND_PARTITION, .partition = i};
+        upulsar_future_t *f;
+        cr_assert_eq(upulsar_send(p, &i, sizeof i, &o, &f), UPULSAR_OK, "%d: %s", i,
+                     upulsar_last_error());
+        cr_assert_eq(upulsar_future_wait(f, 20000, NULL), UPULSAR_OK, "partition %d", i);
+        upulsar_future_release(f);
+    }
+    for (int i = 0; i < N; i++) {
+        char t[32];
+        snprintf(t, sizeof t, "g1-partition-%d", i);
+        upulsar_tb_snapshot_t *s;
+        cr_assert_eq(upulsar_tb_snapshot(tb, t, &s), UPULSAR_OK);
+        cr_assert_eq(upulsar_tb_snapshot_count(s), 1, "%s", t);
+        int got;
+        memcpy(&got, upulsar_tb_snapshot_msg(s, 0)->payload, sizeof got);
+        cr_assert_eq(got, i, "%s holds the message for %d", t, got);
+        upulsar_tb_snapshot_free(s);
+    }
     cr_assert_eq(upulsar_producer_stop(p, FT_WAIT_MS), UPULSAR_OK);
     ft_stop_client_and_broker(tb, c);
 }
