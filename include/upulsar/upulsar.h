@@ -1026,7 +1026,16 @@ upulsar_err_t upulsar_conf_set_router(upulsar_conf_t *conf, upulsar_router_cb_t 
  * queue.idle.release.ms of disuse, so under full load every ring may hold
  * all of its pages; the ring size below bounds that. The io threads keep
  * idle batch buffers for reuse only while the budget has room for them
- * (see "batch_pool_bytes" in upulsar_producer_stats_json()).
+ * (see "batch_pool_bytes" in upulsar_producer_stats_json()). A batch whose
+ * messages resolved while a connection still holds it unwritten (a broker
+ * that stopped reading) stays counted until the connection lets go of it.
+ * Not counted, and bounded otherwise: each entry in flight carries its
+ * bookkeeping (a few hundred bytes, and its buffer sized to what it holds:
+ * at most producers x max.inflight.batches entries); a TLS connection
+ * encrypts at most about 4 MiB ahead of its socket; a future is a 64-byte
+ * slot of the client's pool, which keeps its size; a chunked message's
+ * chunks are copied out of its payload as it is sent (one message at a
+ * time per io thread).
  *
  * Ring size. A real producer's ring is queue.buffer.bytes when that key is
  * set (on the client's or the producer's conf); left at its default, it is
