@@ -721,20 +721,12 @@ int main(int argc, char **argv)
     st.o = &o;
     char why[512] = "";
     err = start_producer(client, &o, conf, &st.p, why, sizeof why);
-    if (err == UPULSAR_ERR__CLOSED && g_signal) { /* Ctrl-C while starting */
-        upulsar_client_destroy(client);
-        upulsar_conf_destroy(conf);
-        upulsar_tb_stop(tb);
-        if (reading)
-            input_close(&in);
-        opts_free(&o);
-        close(g_wake_fd);
-        return 128 + g_signal;
-    }
     if (err != UPULSAR_OK) {
-        fprintf(stderr, PROG ": cannot produce to '%s' at %s: %s: %s\n", o.topic, url,
-                upulsar_err_name(err), why);
-        if (!tb && (err == UPULSAR_ERR__CONNECT || err == UPULSAR_ERR__TIMED_OUT))
+        bool interrupted = err == UPULSAR_ERR__CLOSED && g_signal; /* Ctrl-C while starting */
+        if (!interrupted)
+            fprintf(stderr, PROG ": cannot produce to '%s' at %s: %s: %s\n", o.topic, url,
+                    upulsar_err_name(err), why);
+        if (!interrupted && !tb && (err == UPULSAR_ERR__CONNECT || err == UPULSAR_ERR__TIMED_OUT))
             fprintf(stderr, PROG ": is a broker running there? (--embedded starts a test "
                     "broker in this process)\n");
         upulsar_client_destroy(client);
@@ -744,7 +736,7 @@ int main(int argc, char **argv)
             input_close(&in);
         opts_free(&o);
         close(g_wake_fd);
-        return exit_for(err, false);
+        return interrupted ? 128 + g_signal : exit_for(err, false);
     }
     set_signals_blocked(false, NULL);
     int nparts = upulsar_producer_partitions(st.p);
