@@ -188,7 +188,10 @@ upulsar_err_t up_chunk_send(up_rp_t *rp, const up_smm_t *m, const up_rec_view_t 
         }
         /* the first piece of a compressed message is in place already (the
          * head's buffer, large enough: not moved by the reserve above) */
-        if (sl && b->buf + room != (const uint8_t *)payload + off)
+        if (sl && !(z && i == 0))
+            /* up_batch_reserve() succeeded: b->buf holds room + sl bytes; and a
+             * payload of len > 0 bytes is not NULL (the record view's).
+             * NOLINTNEXTLINE(clang-analyzer-core.NonNullParamChecker) */
             memcpy(b->buf + room, (const uint8_t *)payload + off, sl);
         b->rec_len = sl;
     }
