@@ -6,6 +6,7 @@
 
 #include "batcher.h"
 #include "crc32c.h"
+#include "fault.h"
 
 const up_batcher_t *up_batcher_for(const struct upulsar_conf *cf)
 {
@@ -208,8 +209,12 @@ bool up_batch_zreserve(up_batch_t *b, size_t total, size_t hint)
     return grow_buf(&b->zbuf, &b->zcap, total, hint);
 }
 
+_Atomic int up_fault_batch_grow_nomem;
+
 bool up_batch_grow(up_batch_t *b, size_t total)
 {
+    if (up_fault_hit(&up_fault_batch_grow_nomem))
+        return false;
     if (b->n >= b->done_cap) {
         size_t nd = b->done_cap ? grow_to(b->done_cap, (size_t)b->n + 1, b->done_hint)
                                 : (b->n < BATCH_DONE0 ? BATCH_DONE0 : (size_t)b->n + 1);
@@ -391,6 +396,12 @@ static void zbuf_to_spare(up_loop_t *l, up_batch_t *b, bool framed_in_zbuf)
  * compression, frame, queue. */
 int up_batch_close(up_rp_t *rp, up_batch_t *b)
 {
+    if (b->n == 0) {
+        /* the add that opened it failed (out of memory) and left it empty,
+         * perhaps without buffers: there is nothing to send */
+        up_batch_retire(rp, b);
+        return -1;
+    }
     const struct upulsar_conf *cf = rp_conf(rp);
     uint8_t **bufp = &b->buf;
     size_t *capp = &b->cap;

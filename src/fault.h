@@ -57,6 +57,10 @@ extern _Atomic int up_fault_reply_copy_nomem;
 extern _Atomic int up_fault_resolve_stall_ms;
 extern _Atomic int up_fault_resolve_stalls;
 
+/* up_batch_grow() in batcher.c: growing a batch's buffers for the next
+ * record fails (the record fails with NOMEM). */
+extern _Atomic int up_fault_batch_grow_nomem;
+
 /* Not a fault point, a probe: the largest allocation any connection's TLS
  * send buffer (the records encrypted ahead of the socket) has had, kept
  * by conn_io.c (a relaxed maximum, once per encryption pass). */

@@ -439,3 +439,61 @@ Test(edges_errors, missing_tls_files_name_the_file_and_the_os_reason)
     }
     tls_certs_remove(&certs);
 }
+
+/* ---- item: a record whose batch cannot grow ------------------------------ */
+
+static int stored_one(void *a)
+{
+    upulsar_tb_snapshot_t *s = NULL;
+    if (upulsar_tb_snapshot(a, "grow-nomem", &s) != UPULSAR_OK)
+        return 0;
+    size_t n = upulsar_tb_snapshot_count(s);
+    upulsar_tb_snapshot_free(s);
+    return n >= 1;
+}
+
+/* Scenario: the buffer of the batch a record opens cannot be grown for it
+ * (out of memory, made so by the internal fault point
+ * up_fault_batch_grow_nomem): that message fails with NOMEM; the batch,
+ * left with nothing in it, is not sent (it has no buffer: framing it wrote
+ * near address 0 and killed the io thread), and the next message is
+ * stored, alone, byte for byte. For the default and the key_based
+ * batcher. */
+static void a_batch_that_cannot_grow(const char *batching)
+{
+    upulsar_tb_t *tb = ft_broker();
+    upulsar_client_t *c = ft_client(tb, NULL);
+    const char *kv[] = {"batching.type", batching, NULL};
+    upulsar_producer_t *p = ft_producer(c, "gn", "grow-nomem", 0, kv);
+    upulsar_send_opts_t o = {.partition_key = "k"};
+    atomic_store(&up_fault_batch_grow_nomem, 1);
+    upulsar_future_t *f = NULL;
+    cr_assert_eq(upulsar_send(p, "lost", 4, &o, &f), UPULSAR_OK);
+    upulsar_err_t e = upulsar_future_wait(f, FT_WAIT_MS, NULL);
+    upulsar_future_release(f);
+    cr_assert_eq(atomic_load(&up_fault_batch_grow_nomem), 0, "the fault point was not reached");
+    cr_assert_eq(e, UPULSAR_ERR__NOMEM, "%s", upulsar_err_name(e));
+    cr_assert_eq(upulsar_producer_flush(p, FT_WAIT_MS), UPULSAR_OK, "%s", upulsar_last_error());
+    cr_assert_eq(upulsar_send(p, "kept", 4, &o, &f), UPULSAR_OK);
+    e = upulsar_future_wait(f, FT_WAIT_MS, NULL);
+    upulsar_future_release(f);
+    cr_assert_eq(e, UPULSAR_OK, "%s", upulsar_err_name(e));
+    cr_assert(ft_wait_for(stored_one, tb));
+    upulsar_tb_snapshot_t *s;
+    cr_assert_eq(upulsar_tb_snapshot(tb, "grow-nomem", &s), UPULSAR_OK);
+    cr_assert_eq(upulsar_tb_snapshot_count(s), 1);
+    cr_assert_arr_eq(upulsar_tb_snapshot_msg(s, 0)->payload, "kept", 4);
+    upulsar_tb_snapshot_free(s);
+    cr_assert_eq(upulsar_producer_stop(p, FT_WAIT_MS), UPULSAR_OK);
+    ft_stop_client_and_broker(tb, c);
+}
+
+Test(edges_errors, a_batch_that_cannot_grow_fails_its_record_and_sends_nothing_empty)
+{
+    a_batch_that_cannot_grow("default");
+}
+
+Test(edges_errors, a_key_batch_that_cannot_grow_fails_its_record_and_sends_nothing_empty)
+{
+    a_batch_that_cannot_grow("key_based");
+}
