@@ -58,19 +58,26 @@ static void pool_publish(up_loop_t *l)
     atomic_store_explicit(&l->pool_bytes_pub, l->pool_bytes, memory_order_relaxed);
 }
 
-/* @p b (retired, no queue points at it) into @p l's pool, or freed. */
-static void pool_put(up_loop_t *l, up_batch_t *b)
+/* What @p l's pool may hold now: pool_max, but idle buffers are kept only
+ * while the memory budget has room for them too (under a full budget what
+ * batches free goes back to the heap, for the batches its messages are
+ * written into next). */
+static size_t pool_room(const up_loop_t *l)
 {
-    size_t sz = batch_bytes(b), max = l->pool_max;
-    /* idle buffers are kept only while the memory budget has room for them
-     * too: under a full budget what batches free goes back to the heap,
-     * for the batches its messages are written into next */
+    size_t max = l->pool_max;
     int64_t lim = l->client->conf.memory_limit_bytes;
     if (lim > 0) {
         int64_t room = lim - atomic_load_explicit(&l->client->mem_used, memory_order_relaxed);
         if (room < (int64_t)max)
             max = room > 0 ? (size_t)room : 0;
     }
+    return max;
+}
+
+/* @p b (retired, no queue points at it) into @p l's pool, or freed. */
+static void pool_put(up_loop_t *l, up_batch_t *b)
+{
+    size_t sz = batch_bytes(b), max = pool_room(l);
     if (l->pool_bytes + sz > max) {
         batch_free(b);
         return;
@@ -88,6 +95,14 @@ void up_batch_pool_trim(up_loop_t *l)
     size_t floor = l->pool_max / 4 < UP_POOL_FLOOR ? l->pool_max / 4 : UP_POOL_FLOOR;
     size_t unused = l->pool_low < l->pool_bytes ? l->pool_low : l->pool_bytes;
     size_t target = l->pool_bytes - (unused > floor ? unused - floor : 0);
+    /* the spare first: idle since the last trim when no close took it */
+    if (l->spare && !l->spare_taken && l->pool_bytes > target) {
+        l->pool_bytes -= l->spare_cap;
+        free(l->spare);
+        l->spare = NULL;
+        l->spare_cap = 0;
+    }
+    l->spare_taken = false;
     while (l->pool && l->pool_bytes > target) {
         up_batch_t *b = l->pool;
         l->pool = b->next;
@@ -355,6 +370,7 @@ static void zbuf_from_spare(up_loop_t *l, up_batch_t *b)
         return;
     b->zbuf = l->spare;
     b->zcap = l->spare_cap;
+    l->spare_taken = true;
     l->pool_bytes -= l->spare_cap;
     if (l->pool_bytes < l->pool_low)
         l->pool_low = l->pool_bytes;
@@ -380,7 +396,7 @@ static void zbuf_to_spare(up_loop_t *l, up_batch_t *b, bool framed_in_zbuf)
     }
     if (!b->zbuf)
         return;
-    if (!l->spare && l->pool_bytes + b->zcap <= l->pool_max) {
+    if (!l->spare && l->pool_bytes + b->zcap <= pool_room(l)) {
         l->spare = b->zbuf;
         l->spare_cap = b->zcap;
         l->pool_bytes += b->zcap;

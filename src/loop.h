@@ -114,9 +114,12 @@ struct up_loop {
     _Atomic uint64_t pool_bytes_pub; /* (any) pool_bytes, for statistics */
     /* (loop) the second buffer a batch needs only while it is compressed
      * and framed (batcher.c, up_batch_close): one kept here for the next
-     * batch to close, counted in pool_bytes; freed with the pool */
+     * batch to close while the pool has room (pool_max and the budget),
+     * counted in pool_bytes; freed by the pool's trim when no close took it
+     * since the last, and with the pool */
     uint8_t *spare;
     size_t spare_cap;
+    bool spare_taken; /* since the pool's last trim, which frees an idle one */
 };
 
 /** Run @p fn(arg) on the loop thread, asynchronously. 0 or -1 (NOMEM).

@@ -205,3 +205,38 @@ Test(features_codecs, a_compressed_batch_keeps_one_buffer)
     batches_keep_one_buffer(1);
     batches_keep_one_buffer(0);
 }
+
+typedef struct {
+    upulsar_producer_t *p;
+    long long at_most;
+} pool_wait_t;
+
+static int pool_at_most(void *a)
+{
+    pool_wait_t *w = a;
+    return ft_mem_figure(w->p, "batch_pool_bytes") <= w->at_most;
+}
+
+/* The io thread's spare compression buffer (a compressed batch's second
+ * buffer, kept for the next) is idle memory like the batch pool's: with
+ * nothing sent any more, the pool's trim gives it back too, down to the
+ * pool's floor (UP_POOL_FLOOR, 256 KiB). Batches of 4 MiB make it about
+ * 1 MiB here. */
+Test(features_codecs, the_spare_compression_buffer_is_given_back_when_idle, .timeout = 120)
+{
+    enum { MSG = 4096, N = 4096 };
+    const char *kv[] = {"compression", "lz4", "batch.max.bytes", "4194304",
+                        "batch.max.messages", "10000", "block.if.queue.full", "true", NULL};
+    upulsar_producer_t *p = ft_producer(client, NULL, "zspare", 0, kv);
+    static char body[MSG];
+    for (int i = 0; i < N; i++) {
+        memset(body, 'a' + i % 7, sizeof body);
+        cr_assert_eq(upulsar_send(p, body, MSG, NULL, NULL), UPULSAR_OK, "%s",
+                     upulsar_last_error());
+    }
+    cr_assert_eq(upulsar_producer_flush(p, 20000), UPULSAR_OK, "%s", upulsar_last_error());
+    pool_wait_t w = {p, 256 * 1024};
+    cr_assert(ft_wait_for(pool_at_most, &w), "the pool keeps %lld bytes while idle",
+              ft_mem_figure(p, "batch_pool_bytes"));
+    cr_assert_eq(upulsar_producer_stop(p, 10000), UPULSAR_OK);
+}
