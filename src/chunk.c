@@ -195,9 +195,10 @@ upulsar_err_t up_chunk_send(up_rp_t *rp, const up_smm_t *m, const up_rec_view_t 
             memcpy(b->buf + room, (const uint8_t *)payload + off, sl);
         b->rec_len = sl;
     }
-    if (z && n > 1 && !err && head->cap > room + cs) {
-        /* the other pieces are in their chunks now: the head's buffer need
-         * not keep the whole compressed message until the first receipt */
+    if (n > 1 && !err && head->cap > room + cs) {
+        /* the other pieces are in their chunks now: the head's buffer (the
+         * codec's try made it the whole message's size) need not keep that
+         * until the first receipt */
         uint8_t *nb = realloc(head->buf, room + cs);
         if (nb) {
             head->buf = nb;

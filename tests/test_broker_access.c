@@ -375,7 +375,8 @@ Test(broker_access, fencing_fails_the_waiters_then_drops_the_holder_silently)
 /* Topic epochs as Pulsar's AbstractTopic keeps them: the first exclusive
  * producer of a topic gets 0; a producer that brings its epoch back (a
  * reconnection) keeps it; one that brings none gets the next; one that
- * brings an older one than the topic's is refused ProducerFenced. */
+ * brings an older one than the topic's is refused ProducerFenced; a
+ * Shared producer is answered the topic's epoch as it is. */
 Test(broker_access, topic_epoch_starts_at_0_is_kept_on_reconnection_and_an_older_one_is_fenced)
 {
     upulsar_tb_t *tb = start(NULL);
@@ -397,6 +398,10 @@ Test(broker_access, topic_epoch_starts_at_0_is_kept_on_reconnection_and_an_older
     rid = send_producer_epoch(c, "ep", 2, "a", WAIT_EXCL, 0);
     expect_error(c, rid, UP_SERR(ProducerFenced));
     cr_assert_eq(expect_success(c, send_producer_epoch(c, "ep", 3, "b", EXCLUSIVE, 1), 1), 1);
+    upulsar_tb_client_close(c);
+    bc_wait_no_producers(tb, "ep");
+    c = bc_connect(tb); /* a Shared producer is answered the topic's epoch */
+    cr_assert_eq(expect_success(c, send_producer(c, "ep", 1, "s", SHARED), 1), 1);
     upulsar_tb_client_close(c);
     upulsar_tb_stop(tb);
 }

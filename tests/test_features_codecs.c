@@ -240,3 +240,40 @@ Test(features_codecs, the_spare_compression_buffer_is_given_back_when_idle, .tim
               ft_mem_figure(p, "batch_pool_bytes"));
     cr_assert_eq(upulsar_producer_stop(p, 10000), UPULSAR_OK);
 }
+
+/* A chunked message: its first chunk's buffer, which held the codec's try
+ * (the whole message's size), is brought down to its own chunk once the
+ * other chunks are copied out, compressible or not; once acknowledged the
+ * pool holds about one copy of the message in its chunks' buffers, not
+ * also a second whole one. */
+static void chunked_keeps_one_copy(int compressible)
+{
+    enum { LEN = 12 << 20 };
+    const char *kv[] = {"compression", "lz4", "batching.enabled", "false",
+                        "chunking.enabled", "true", NULL};
+    upulsar_producer_t *p = ft_producer(client, NULL, compressible ? "zchunk-c" : "zchunk-r", 0,
+                                        kv);
+    uint8_t *body = malloc(LEN);
+    cr_assert_not_null(body);
+    uint64_t x = 88172645463325252ull;
+    for (size_t i = 0; i < LEN; i++) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        /* compressible: 1 byte in 4 random, so it still needs chunks */
+        body[i] = compressible && i % 4 ? 'z' : (uint8_t)x;
+    }
+    upulsar_future_t *f = NULL;
+    cr_assert_eq(upulsar_send(p, body, LEN, NULL, &f), UPULSAR_OK, "%s", upulsar_last_error());
+    cr_assert_eq(upulsar_future_wait(f, 30000, NULL), UPULSAR_OK);
+    upulsar_future_release(f);
+    long long pool = ft_mem_figure(p, "batch_pool_bytes");
+    cr_assert_lt(pool, (long long)LEN * 3 / 2, "the pool holds %lld bytes for one %d-byte message",
+                 pool, LEN);
+    cr_assert_eq(upulsar_producer_stop(p, 10000), UPULSAR_OK);
+    free(body);
+}
+
+Test(features_codecs, a_chunked_message_keeps_one_copy)
+{
+    chunked_keeps_one_copy(0);
+    chunked_keeps_one_copy(1);
+}

@@ -1293,7 +1293,11 @@ upulsar_err_t upulsar_producer_list(upulsar_producer_t *p,
  * upulsar_send() describes, plus the unused rest of the ring unit each
  * producer writes into: less than 1/4096 of the budget and at most a page
  * each while some of their messages are in flight, none once all
- * resolved), "peak" the highest "in_use" since the
+ * resolved; plus the batches of resolved messages a connection still
+ * holds unwritten, a broker that stopped reading, until they are written
+ * or the connection closes, also after their producer stopped: see
+ * keepalive.interval.ms for how a dead connection is found), "peak" the
+ * highest "in_use" since the
  * client was created; neither exceeds "budget" but for a message larger
  * than the whole budget (see upulsar_send()). "batch_pool_bytes" is what
  * the io threads keep of batch buffers for reuse (free batches, their
