@@ -124,6 +124,17 @@ Test(features_codecs, zlib_decoder_accepts_sync_flush_streams)
 #endif
 }
 
+/* Send @p len bytes of @p body on @p p as one message and wait for its
+ * receipt: the io thread's batch pool's bytes then ("batch_pool_bytes"). */
+static long long sent_pool_bytes(upulsar_producer_t *p, const void *body, size_t len)
+{
+    upulsar_future_t *f = NULL;
+    cr_assert_eq(upulsar_send(p, body, len, NULL, &f), UPULSAR_OK, "%s", upulsar_last_error());
+    cr_assert_eq(upulsar_future_wait(f, 30000, NULL), UPULSAR_OK);
+    upulsar_future_release(f);
+    return ft_mem_figure(p, "batch_pool_bytes");
+}
+
 /* A message sent alone (batching off) that the codec cannot shrink goes
  * uncompressed; the compression buffer its try took (the codec's bound,
  * larger than the message) is not kept with its entry: once the message
@@ -142,11 +153,7 @@ static void alone_keeps_one_buffer(const char *codec, int compressible)
         x ^= x << 13, x ^= x >> 7, x ^= x << 17; /* xorshift: incompressible */
         body[i] = compressible ? (uint8_t)('a' + i % 7) : (uint8_t)x;
     }
-    upulsar_future_t *f = NULL;
-    cr_assert_eq(upulsar_send(p, body, LEN, NULL, &f), UPULSAR_OK, "%s", upulsar_last_error());
-    cr_assert_eq(upulsar_future_wait(f, 20000, NULL), UPULSAR_OK);
-    upulsar_future_release(f);
-    long long pool = ft_mem_figure(p, "batch_pool_bytes");
+    long long pool = sent_pool_bytes(p, body, LEN);
     cr_assert_lt(pool, (long long)LEN * 3 / 2, "%s: the pool holds %lld bytes for one %d-byte message",
                  codec, pool, LEN);
     cr_assert_eq(upulsar_producer_stop(p, 10000), UPULSAR_OK);
@@ -261,11 +268,7 @@ static void chunked_keeps_one_copy(int compressible)
         /* compressible: 1 byte in 4 random, so it still needs chunks */
         body[i] = compressible && i % 4 ? 'z' : (uint8_t)x;
     }
-    upulsar_future_t *f = NULL;
-    cr_assert_eq(upulsar_send(p, body, LEN, NULL, &f), UPULSAR_OK, "%s", upulsar_last_error());
-    cr_assert_eq(upulsar_future_wait(f, 30000, NULL), UPULSAR_OK);
-    upulsar_future_release(f);
-    long long pool = ft_mem_figure(p, "batch_pool_bytes");
+    long long pool = sent_pool_bytes(p, body, LEN);
     cr_assert_lt(pool, (long long)LEN * 3 / 2, "the pool holds %lld bytes for one %d-byte message",
                  pool, LEN);
     cr_assert_eq(upulsar_producer_stop(p, 10000), UPULSAR_OK);
