@@ -684,6 +684,19 @@ static inline long long ft_mem_figure(upulsar_producer_t *p, const char *name)
     return v;
 }
 
+/* For ft_wait_for(): @p p's memory figure @p figure is at most @p at_most. */
+typedef struct {
+    upulsar_producer_t *p;
+    const char *figure;
+    long long at_most;
+} ft_figure_wait_t;
+
+static inline int ft_figure_at_most(void *a)
+{
+    ft_figure_wait_t *w = a;
+    return ft_mem_figure(w->p, w->figure) <= w->at_most;
+}
+
 /* A key that @p p routes to partition @p part, written into @p key ("key-N"
  * for the first such N). */
 static inline void ft_key_for(upulsar_producer_t *p, int part, char *key, size_t size)

@@ -213,17 +213,6 @@ Test(features_codecs, a_compressed_batch_keeps_one_buffer)
     batches_keep_one_buffer(0);
 }
 
-typedef struct {
-    upulsar_producer_t *p;
-    long long at_most;
-} pool_wait_t;
-
-static int pool_at_most(void *a)
-{
-    pool_wait_t *w = a;
-    return ft_mem_figure(w->p, "batch_pool_bytes") <= w->at_most;
-}
-
 /* The io thread's spare compression buffer (a compressed batch's second
  * buffer, kept for the next) is idle memory like the batch pool's: with
  * nothing sent any more, the pool's trim gives it back too, down to the
@@ -242,8 +231,8 @@ Test(features_codecs, the_spare_compression_buffer_is_given_back_when_idle, .tim
                      upulsar_last_error());
     }
     cr_assert_eq(upulsar_producer_flush(p, 20000), UPULSAR_OK, "%s", upulsar_last_error());
-    pool_wait_t w = {p, 256 * 1024};
-    cr_assert(ft_wait_for(pool_at_most, &w), "the pool keeps %lld bytes while idle",
+    ft_figure_wait_t w = {p, "batch_pool_bytes", 256 * 1024};
+    cr_assert(ft_wait_for(ft_figure_at_most, &w), "the pool keeps %lld bytes while idle",
               ft_mem_figure(p, "batch_pool_bytes"));
     cr_assert_eq(upulsar_producer_stop(p, 10000), UPULSAR_OK);
 }
