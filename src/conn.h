@@ -246,6 +246,12 @@ void up_conn_attach(void *conn);
 /** Release every queued frame (free control frames, unreference batches).
  *  (conn_io.c) @thread loop, or the holder of the last reference */
 void up_conn_drop_outq(up_conn_t *c);
+/** Take out of @p c's queue the batch frames for which @p drop(batch, @p arg)
+ *  is true and that no send has started: a frame whose bytes are partly
+ *  written, or that the send in flight points at, stays (the broker may
+ *  still store it). Their batch references are dropped as if written.
+ *  Returns how many frames were taken out. (conn_io.c) @thread loop */
+size_t up_conn_unqueue(up_conn_t *c, bool (*drop)(const up_batch_t *b, void *arg), void *arg);
 
 /** Complete the request @p request_id with @p resp (taken; freed when no
  *  request has that id) and @p err. A PRODUCER_SUCCESS with producer_ready

@@ -41,6 +41,32 @@ void up_conn_drop_outq(up_conn_t *c)
     c->oq_len = c->oq_head = c->oq_sent = 0;
 }
 
+size_t up_conn_unqueue(up_conn_t *c, bool (*drop)(const up_batch_t *b, void *arg), void *arg)
+{
+    /* the frames a send has started on: with TLS none (a frame leaves the
+     * queue once encrypted); else those of the send in flight (c->iov
+     * points into them), or the head when its first bytes went out */
+    size_t keep = 0;
+    if (!c->tls)
+        keep = c->send_inflight ? (size_t)c->msg.msg_iovlen : c->oq_sent ? 1 : 0;
+    if (keep > c->oq_len)
+        keep = c->oq_len;
+    size_t w = keep, dropped = 0;
+    for (size_t k = keep; k < c->oq_len; k++) {
+        up_seg_t *s = &c->outq[(c->oq_head + k) % c->oq_cap];
+        if (s->batch && drop(s->batch, arg)) {
+            seg_done(s);
+            dropped++;
+            continue;
+        }
+        if (w != k)
+            c->outq[(c->oq_head + w) % c->oq_cap] = *s;
+        w++;
+    }
+    c->oq_len = w;
+    return dropped;
+}
+
 _Atomic size_t up_probe_tls_tx_peak;
 
 void up_conn_write(up_conn_t *c, const uint8_t *p, size_t len, uint8_t *owned,

@@ -2,6 +2,7 @@
  * waiting for what was sent to resolve, closing its real producers on the
  * brokers (all together, under one deadline) and freeing the handle. */
 #include <sched.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,7 +19,9 @@
  * task per loop and pass, however many producers it has):
  *  1. each producer fails what it still holds with CLOSED (CLOSING), so
  *     every future and callback has resolved before any wait for a broker;
- *  2. CLOSE_PRODUCER (answered by SUCCESS once the broker has finished the
+ *  2. the batches of what pass 1 failed that a connection still holds
+ *     unwritten are taken out of its queue (close_unqueue()), then
+ *     CLOSE_PRODUCER (answered by SUCCESS once the broker has finished the
  *     writes in progress) goes out for every producer whose connection is
  *     open, all at once, pipelined on the shared connections
  *     (up_conn_request_all()), and the answers are waited for together,
@@ -46,6 +49,68 @@ static void close_fail_task(void *a)
     }
 }
 
+/* Pointers in address order, for bsearch(). */
+static int ptr_cmp(const void *a, const void *b)
+{
+    uintptr_t x = (uintptr_t) * (void *const *)a, y = (uintptr_t) * (void *const *)b;
+    return x < y ? -1 : x > y;
+}
+
+typedef struct {
+    up_rp_t **sorted; /* the closing producers of one loop, in address order */
+    size_t n;
+} closing_set_t;
+
+/* up_conn_unqueue(): a batch of one of the closing producers. b->rp is only
+ * compared, never followed (a batch resolved earlier may outlive its
+ * producer in a queue). */
+static bool of_closing(const up_batch_t *b, void *arg)
+{
+    const closing_set_t *set = arg;
+    const void *key = b->rp;
+    return key && bsearch(&key, set->sorted, set->n, sizeof *set->sorted, ptr_cmp) != NULL;
+}
+
+/* What the stop failed with CLOSED and the connections have not started
+ * to write is never written: the broker would store messages the caller
+ * was told were not, and a broker that stopped reading would keep their
+ * memory counted for the connection's life. One pass over each connection
+ * of the loop's closing producers. */
+static void close_unqueue(close_pass_t *p)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < p->n; i++)
+        n += p->rps[i]->loop == p->loop;
+    up_rp_t **sorted = malloc((n ? n : 1) * sizeof *sorted);
+    up_conn_t **seen = malloc((n ? n : 1) * sizeof *seen);
+    size_t nseen = 0;
+    closing_set_t set = {sorted, 0};
+    for (size_t i = 0; sorted && i < p->n; i++)
+        if (p->rps[i]->loop == p->loop)
+            sorted[set.n++] = p->rps[i];
+    if (sorted)
+        qsort(sorted, set.n, sizeof *sorted, ptr_cmp);
+    for (size_t i = 0; i < p->n; i++) {
+        up_rp_t *rp = p->rps[i];
+        if (rp->loop != p->loop || !rp->conn)
+            continue;
+        if (!sorted || !seen) { /* out of memory: one producer at a time */
+            closing_set_t one = {&p->rps[i], 1};
+            up_conn_unqueue(rp->conn, of_closing, &one);
+            continue;
+        }
+        size_t k = 0;
+        while (k < nseen && seen[k] != rp->conn)
+            k++;
+        if (k < nseen)
+            continue;
+        seen[nseen++] = rp->conn;
+        up_conn_unqueue(rp->conn, of_closing, &set);
+    }
+    free(sorted);
+    free(seen);
+}
+
 static void close_conn_task(void *a)
 {
     close_pass_t *p = a;
@@ -56,6 +121,12 @@ static void close_conn_task(void *a)
         /* a send that passed its closed check before the stop may have
          * committed a record since pass 1 */
         up_rp_fail_all(rp, UPULSAR_ERR__CLOSED);
+    }
+    close_unqueue(p);
+    for (size_t i = 0; i < p->n; i++) {
+        up_rp_t *rp = p->rps[i];
+        if (rp->loop != p->loop)
+            continue;
         /* also when not READY: a PRODUCER abandoned by stop may still have
          * created it on the broker (closing an unknown id is harmless) */
         if (rp->conn && atomic_load(&rp->conn->state) == UP_CONN_OPEN) {

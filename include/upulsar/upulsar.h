@@ -1146,7 +1146,12 @@ upulsar_err_t upulsar_producer_flush(upulsar_producer_t *p, int timeout_ms);
  * unresolved with UPULSAR_ERR__CLOSED, close every real producer
  * (CLOSE_PRODUCER) and free the handle. When this returns, every future and
  * callback of @p p has resolved. Returns OK if everything was acknowledged,
- * TIMED_OUT if some messages had to be failed.
+ * TIMED_OUT if some messages had to be failed. A message failed with CLOSED
+ * is not written after that: the batches a connection still held unwritten
+ * (a broker that stopped reading) are taken out of its queue. It may still
+ * have been stored when its bytes had reached the socket before the stop
+ * (the broker stores what it read; up to the socket's buffers and one
+ * write of about 4 MiB per connection).
  * Each real producer is closed on its broker with CLOSE_PRODUCER, waiting for
  * the broker's confirmation (all of them together at most 1 s more).
  *
@@ -1295,8 +1300,9 @@ upulsar_err_t upulsar_producer_list(upulsar_producer_t *p,
  * each while some of their messages are in flight, none once all
  * resolved; plus the batches of resolved messages a connection still
  * holds unwritten, a broker that stopped reading, until they are written
- * or the connection closes, also after their producer stopped: see
- * keepalive.interval.ms for how a dead connection is found), "peak" the
+ * or the connection closes: see keepalive.interval.ms for how a dead
+ * connection is found; a stop takes its producers' batches out of the
+ * queues, but for those a write has started on), "peak" the
  * highest "in_use" since the
  * client was created; neither exceeds "budget" but for a message larger
  * than the whole budget (see upulsar_send()). "batch_pool_bytes" is what
