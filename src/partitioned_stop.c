@@ -18,10 +18,11 @@
 /* Closing producers, all together, in three passes over their loops (one
  * task per loop and pass, however many producers it has):
  *  1. each producer fails what it still holds with CLOSED (CLOSING), so
- *     every future and callback has resolved before any wait for a broker;
- *  2. the batches of what pass 1 failed that a connection still holds
- *     unwritten are taken out of its queue (close_unqueue()), then
- *     CLOSE_PRODUCER (answered by SUCCESS once the broker has finished the
+ *     every future and callback has resolved before any wait for a broker.
+ *     The batches of those messages that a connection still holds
+ *     unwritten are taken out of its queue in the same task
+ *     (close_unqueue());
+ *  2. CLOSE_PRODUCER (answered by SUCCESS once the broker has finished the
  *     writes in progress) goes out for every producer whose connection is
  *     open, all at once, pipelined on the shared connections
  *     (up_conn_request_all()), and the answers are waited for together,
@@ -37,6 +38,68 @@ typedef struct {
                           while its CLOSE_PRODUCER is in flight, or NULL */
 } close_pass_t;
 
+/* Pointers in address order, for bsearch(). */
+static int ptr_cmp(const void *a, const void *b)
+{
+    uintptr_t x = (uintptr_t) * (void *const *)a, y = (uintptr_t) * (void *const *)b;
+    return x < y ? -1 : x > y;
+}
+
+typedef struct {
+    up_rp_t *const *rps; /* the closing producers of one loop: in address
+                            order (sorted) or, out of memory, as they are */
+    size_t n;
+    bool sorted;
+} closing_set_t;
+
+/* up_conn_unqueue(): a batch of one of the closing producers. b->rp is only
+ * compared, never followed (a batch resolved earlier may outlive its
+ * producer in a queue). */
+static bool of_closing(const up_batch_t *b, void *arg)
+{
+    const closing_set_t *set = arg;
+    const void *key = b->rp;
+    if (!key)
+        return false;
+    if (set->sorted)
+        return bsearch(&key, set->rps, set->n, sizeof *set->rps, ptr_cmp) != NULL;
+    for (size_t i = 0; i < set->n; i++)
+        if (set->rps[i] == key)
+            return true;
+    return false;
+}
+
+_Atomic int up_fault_close_nomem;
+
+/* What the stop failed with CLOSED and the connections have not started
+ * to write is never written: the broker would store messages the caller
+ * was told were not, and a broker that stopped reading would keep their
+ * memory counted for the connection's life. Run in the same task as the
+ * failure, so the loop writes nothing of them in between (their callbacks
+ * have run by then); over every connection of the loop, once each (a
+ * producer's batches may still wait on a connection it has left). */
+static void close_unqueue(close_pass_t *p)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < p->n; i++)
+        n += p->rps[i]->loop == p->loop;
+    if (n == 0 || p->loop->nconns == 0)
+        return;
+    up_rp_t **sorted = up_fault_hit(&up_fault_close_nomem) ? NULL : malloc(n * sizeof *sorted);
+    closing_set_t set = {p->rps, p->n, false};
+    if (sorted) {
+        size_t k = 0;
+        for (size_t i = 0; i < p->n; i++)
+            if (p->rps[i]->loop == p->loop)
+                sorted[k++] = p->rps[i];
+        qsort(sorted, k, sizeof *sorted, ptr_cmp);
+        set = (closing_set_t){sorted, k, true};
+    }
+    for (size_t i = 0; i < p->loop->nconns; i++)
+        up_conn_unqueue(p->loop->conns[i], of_closing, &set);
+    free(sorted);
+}
+
 static void close_fail_task(void *a)
 {
     close_pass_t *p = a;
@@ -47,68 +110,7 @@ static void close_fail_task(void *a)
         up_rp_transition(rp, UP_RP_ANY, UP_RP_CLOSING, "stopping");
         up_rp_fail_all(rp, UPULSAR_ERR__CLOSED);
     }
-}
-
-/* Pointers in address order, for bsearch(). */
-static int ptr_cmp(const void *a, const void *b)
-{
-    uintptr_t x = (uintptr_t) * (void *const *)a, y = (uintptr_t) * (void *const *)b;
-    return x < y ? -1 : x > y;
-}
-
-typedef struct {
-    up_rp_t **sorted; /* the closing producers of one loop, in address order */
-    size_t n;
-} closing_set_t;
-
-/* up_conn_unqueue(): a batch of one of the closing producers. b->rp is only
- * compared, never followed (a batch resolved earlier may outlive its
- * producer in a queue). */
-static bool of_closing(const up_batch_t *b, void *arg)
-{
-    const closing_set_t *set = arg;
-    const void *key = b->rp;
-    return key && bsearch(&key, set->sorted, set->n, sizeof *set->sorted, ptr_cmp) != NULL;
-}
-
-/* What the stop failed with CLOSED and the connections have not started
- * to write is never written: the broker would store messages the caller
- * was told were not, and a broker that stopped reading would keep their
- * memory counted for the connection's life. One pass over each connection
- * of the loop's closing producers. */
-static void close_unqueue(close_pass_t *p)
-{
-    size_t n = 0;
-    for (size_t i = 0; i < p->n; i++)
-        n += p->rps[i]->loop == p->loop;
-    up_rp_t **sorted = malloc((n ? n : 1) * sizeof *sorted);
-    up_conn_t **seen = malloc((n ? n : 1) * sizeof *seen);
-    size_t nseen = 0;
-    closing_set_t set = {sorted, 0};
-    for (size_t i = 0; sorted && i < p->n; i++)
-        if (p->rps[i]->loop == p->loop)
-            sorted[set.n++] = p->rps[i];
-    if (sorted)
-        qsort(sorted, set.n, sizeof *sorted, ptr_cmp);
-    for (size_t i = 0; i < p->n; i++) {
-        up_rp_t *rp = p->rps[i];
-        if (rp->loop != p->loop || !rp->conn)
-            continue;
-        if (!sorted || !seen) { /* out of memory: one producer at a time */
-            closing_set_t one = {&p->rps[i], 1};
-            up_conn_unqueue(rp->conn, of_closing, &one);
-            continue;
-        }
-        size_t k = 0;
-        while (k < nseen && seen[k] != rp->conn)
-            k++;
-        if (k < nseen)
-            continue;
-        seen[nseen++] = rp->conn;
-        up_conn_unqueue(rp->conn, of_closing, &set);
-    }
-    free(sorted);
-    free(seen);
+    close_unqueue(p);
 }
 
 static void close_conn_task(void *a)
@@ -121,14 +123,10 @@ static void close_conn_task(void *a)
         /* a send that passed its closed check before the stop may have
          * committed a record since pass 1 */
         up_rp_fail_all(rp, UPULSAR_ERR__CLOSED);
-    }
-    close_unqueue(p);
-    for (size_t i = 0; i < p->n; i++) {
-        up_rp_t *rp = p->rps[i];
-        if (rp->loop != p->loop)
-            continue;
-        /* also when not READY: a PRODUCER abandoned by stop may still have
-         * created it on the broker (closing an unknown id is harmless) */
+        /* (a CLOSING producer queues nothing, so there is nothing more
+         * to take out of the queues) CLOSE_PRODUCER also when not READY:
+         * a PRODUCER abandoned by stop may still have created it on the
+         * broker (closing an unknown id is harmless) */
         if (rp->conn && atomic_load(&rp->conn->state) == UP_CONN_OPEN) {
             up_conn_ref(rp->conn);
             p->conns[i] = rp->conn;
@@ -194,8 +192,6 @@ static void close_chunk(up_rp_t **rps, size_t n, up_conn_t **conns, up_mreq_t *m
             up_conn_unref(conns[i]);
     close_pass(c, &p, close_end_task);
 }
-
-_Atomic int up_fault_close_nomem;
 
 void up_rps_close(up_rp_t **rps, size_t n, uint64_t close_by)
 {

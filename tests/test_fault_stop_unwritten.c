@@ -14,19 +14,27 @@
  * What the sockets had taken before the stop cannot be called back: the
  * broker may store that much. The oracle bounds the stored messages by
  * what loopback sockets hold, far below what was sent. */
+#include "fault.h"
 #include "fault_common.h"
 
 enum { MSG = 1024, N = 32768 }; /* 32 MiB: far more than the sockets hold */
 
-static int all_taken_into_batches(void *a)
+/* Messages of @p p taken from its rings into batches ("sent"), over all
+ * its producers. */
+static long long taken_into_batches(upulsar_producer_t *p)
 {
     char *json = NULL;
-    cr_assert_eq(upulsar_producer_stats_json(a, &json), UPULSAR_OK);
-    const char *s = strstr(json, "\"sent\":");
-    cr_assert_not_null(s, "no sent figure: %.200s", json);
-    long long sent = strtoll(s + 7, NULL, 10);
+    cr_assert_eq(upulsar_producer_stats_json(p, &json), UPULSAR_OK);
+    long long sent = 0;
+    for (const char *s = json; (s = strstr(s, "\"sent\":")); s += 7)
+        sent += strtoll(s + 7, NULL, 10);
     free(json);
-    return sent == N;
+    return sent;
+}
+
+static int all_taken_into_batches(void *a)
+{
+    return taken_into_batches(a) == N;
 }
 
 /* Scenario:
@@ -46,7 +54,7 @@ static int all_taken_into_batches(void *a)
  *     ahead of it has been read: the victim's topic holds at most what the
  *     sockets had taken (under half of what was sent), and "in_use" comes
  *     back to 0. */
-Test(fault_stop_unwritten, batches_a_stop_failed_are_not_written_later, .timeout = 120)
+static void stop_with_batches_queued(bool out_of_memory)
 {
     upulsar_tb_t *tb = ft_broker();
     const char *ckv[] = {"keepalive.interval.ms", "0", "memory.limit.bytes", "134217728", NULL};
@@ -65,8 +73,13 @@ Test(fault_stop_unwritten, batches_a_stop_failed_are_not_written_later, .timeout
                      upulsar_last_error());
     }
     cr_assert(ft_wait_for(all_taken_into_batches, victim), "messages still in the ring");
+    if (out_of_memory)
+        atomic_store(&up_fault_close_nomem, 1000000);
     cr_assert_eq(upulsar_producer_stop(victim, 300), UPULSAR_ERR__TIMED_OUT, "%s",
                  upulsar_last_error());
+    if (out_of_memory)
+        cr_assert_lt(atomic_exchange(&up_fault_close_nomem, 0), 1000000,
+                     "the stop never allocated");
     for (int i = 0; i < N; i++) {
         upulsar_err_t r = upulsar_future_poll(f[i], NULL);
         cr_assert_eq(r, UPULSAR_ERR__CLOSED, "message %d: %s", i, upulsar_err_name(r));
@@ -89,4 +102,92 @@ Test(fault_stop_unwritten, batches_a_stop_failed_are_not_written_later, .timeout
               ft_mem_figure(witness, "in_use"));
     cr_assert_eq(upulsar_producer_stop(witness, 10000), UPULSAR_OK, "%s", upulsar_last_error());
     ft_stop_client_and_broker(tb, client);
+}
+
+Test(fault_stop_unwritten, batches_a_stop_failed_are_not_written_later, .timeout = 120)
+{
+    stop_with_batches_queued(false);
+}
+
+/* The same when the stop cannot allocate its arrays: the producers are
+ * looked up one by one instead. */
+Test(fault_stop_unwritten, batches_are_taken_out_also_when_the_stop_runs_out_of_memory,
+     .timeout = 120)
+{
+    stop_with_batches_queued(true);
+}
+
+/* ---- the window between failing and taking out ---------------------------- */
+
+static upulsar_tb_t *win_tb;
+static _Atomic int win_resumed, win_slept;
+
+/* partition 0's messages (loop 0): the first CLOSED resumes the broker, so
+ * from then on loop 0's connection writes whatever it still holds */
+static void on_closed_resume(upulsar_err_t err, const upulsar_msg_id_t *id, void *opaque)
+{
+    (void)id;
+    (void)opaque;
+    if (err == UPULSAR_ERR__CLOSED && !atomic_exchange(&win_resumed, 1))
+        upulsar_tb_freeze(win_tb, 0); /* checked by its effect: the test reads what was stored */
+}
+
+/* partition 1's message (loop 1): its CLOSED callback takes a while, so
+ * the stop's pass over loop 1 does too, and loop 0 runs meanwhile */
+static void on_closed_linger(upulsar_err_t err, const upulsar_msg_id_t *id, void *opaque)
+{
+    (void)id;
+    (void)opaque;
+    if (err == UPULSAR_ERR__CLOSED && !atomic_exchange(&win_slept, 1))
+        ft_pause_ms(500);
+}
+
+/* Scenario (two io threads; partition i of the victim on loop i, and the
+ * witness, not partitioned, on loop 0 and its connection):
+ *  1. The broker freezes; 32 MiB go to partition 0 of the victim and one
+ *     message to partition 1 (its receipt held).
+ *  2. The stop fails the messages loop by loop. Loop 0's first CLOSED
+ *     callback resumes the broker; loop 1's callback lingers 500 ms.
+ *  3. Had loop 0 taken its batches out of the queue only later (after
+ *     every loop's failures), it would have written them to the reading
+ *     broker meanwhile. Once the witness's message is acknowledged (queued
+ *     behind all of that), partition 0 holds under half of what was sent. */
+Test(fault_stop_unwritten, nothing_failed_is_written_while_other_loops_are_failing_theirs,
+     .timeout = 120)
+{
+    win_tb = ft_broker();
+    const char *ckv[] = {"keepalive.interval.ms", "0", "memory.limit.bytes", "268435456",
+                         "io.threads", "2", NULL};
+    upulsar_client_t *client = ft_client(win_tb, ckv);
+    cr_assert_eq(upulsar_tb_set_partitions(win_tb, "su-window", 2), UPULSAR_OK);
+    const char *kv[] = {"send.timeout.ms", "60000", "max.inflight.batches", "1000",
+                        "block.if.queue.full", "true", NULL};
+    upulsar_producer_t *victim = ft_producer(client, "victim", "su-window", 2, kv);
+    upulsar_producer_t *witness = ft_producer(client, "witness", "su-window-witness", 0, kv);
+    char k0[32], k1[32];
+    ft_key_for(victim, 0, k0, sizeof k0);
+    ft_key_for(victim, 1, k1, sizeof k1);
+    cr_assert_eq(upulsar_tb_hold_receipts(win_tb, "su-window-partition-1"), UPULSAR_OK);
+    cr_assert_eq(upulsar_tb_freeze(win_tb, 1), UPULSAR_OK);
+    static char body[MSG];
+    memset(body, 'w', sizeof body);
+    upulsar_send_opts_t o0 = {.partition_key = k0, .cb = on_closed_resume};
+    upulsar_send_opts_t o1 = {.partition_key = k1, .cb = on_closed_linger};
+    cr_assert_eq(upulsar_send(victim, body, sizeof body, &o1, NULL), UPULSAR_OK, "%s",
+                 upulsar_last_error());
+    for (int i = 0; i < N - 1; i++)
+        cr_assert_eq(upulsar_send(victim, body, sizeof body, &o0, NULL), UPULSAR_OK,
+                     "message %d: %s", i, upulsar_last_error());
+    cr_assert(ft_wait_for(all_taken_into_batches, victim), "messages still in the rings");
+    cr_assert_eq(upulsar_producer_stop(victim, 300), UPULSAR_ERR__TIMED_OUT, "%s",
+                 upulsar_last_error());
+    cr_assert(atomic_load(&win_resumed) && atomic_load(&win_slept),
+              "the callbacks that open the window did not run");
+    ft_send_ok(witness, NULL); /* acknowledged: what was ahead of it was read */
+    uint64_t stored = ft_topic_messages(win_tb, "su-window-partition-0");
+    cr_assert_lt(stored, N / 2,
+                 "%llu of %d messages failed with CLOSED were stored after their failure",
+                 (unsigned long long)stored, N - 1);
+    cr_assert_eq(upulsar_producer_stop(witness, 10000), UPULSAR_OK, "%s", upulsar_last_error());
+    ft_stop_client_and_broker(win_tb, client);
 }
