@@ -572,6 +572,18 @@ static inline upulsar_msg_id_t ft_send_ok(upulsar_producer_t *p, const upulsar_s
     return id;
 }
 
+/* Send @p n messages of @p len bytes at @p body to @p p, the future of
+ * message i into @p f[i]; each must be accepted. */
+static inline void ft_send_n(upulsar_producer_t *p, const void *body, size_t len,
+                             upulsar_future_t **f, int n)
+{
+    for (int i = 0; i < n; i++) {
+        upulsar_err_t e = upulsar_send(p, body, len, NULL, &f[i]);
+        cr_assert_eq(e, UPULSAR_OK, "message %d: %s (%s)", i, upulsar_err_name(e),
+                     upulsar_last_error());
+    }
+}
+
 /* Messages [from, to) of thread 0 of @p run: ft_range_resolved() says
  * whether every one of them has resolved (polled, not waited for). */
 typedef struct {

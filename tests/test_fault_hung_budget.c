@@ -58,11 +58,7 @@ Test(fault_hung_budget, batches_a_hung_connection_still_holds_stay_counted, .tim
     static char body[MSG];
     memset(body, 'b', sizeof body);
     static upulsar_future_t *f[N];
-    for (int i = 0; i < N; i++) {
-        upulsar_err_t e = upulsar_send(p, body, sizeof body, NULL, &f[i]);
-        cr_assert_eq(e, UPULSAR_OK, "message %d: %s (%s)", i, upulsar_err_name(e),
-                     upulsar_last_error());
-    }
+    ft_send_n(p, body, sizeof body, f, N);
     futs_t fs = {f};
     cr_assert(ft_wait_for(all_resolved, &fs), "messages still pending");
     for (int i = 0; i < N; i++)

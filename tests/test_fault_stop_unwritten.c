@@ -67,11 +67,7 @@ static void stop_with_batches_queued(bool out_of_memory)
     static char body[MSG];
     memset(body, 'v', sizeof body);
     static upulsar_future_t *f[N];
-    for (int i = 0; i < N; i++) {
-        upulsar_err_t e = upulsar_send(victim, body, sizeof body, NULL, &f[i]);
-        cr_assert_eq(e, UPULSAR_OK, "message %d: %s (%s)", i, upulsar_err_name(e),
-                     upulsar_last_error());
-    }
+    ft_send_n(victim, body, sizeof body, f, N);
     cr_assert(ft_wait_for(all_taken_into_batches, victim), "messages still in the ring");
     if (out_of_memory)
         atomic_store(&up_fault_close_nomem, 1000000);
