@@ -794,7 +794,10 @@ upulsar_err_t upulsar_tb_refuse_connections(upulsar_tb_t *tb, int ms);
 
 /** Send every SEND_RECEIPT (and SEND_ERROR) at least @p ms milliseconds
  *  after the SEND arrived, keeping their order. 0 = no delay (default).
- *  Applies to SENDs arriving from now on. */
+ *  Applies to SENDs arriving from now on. A ChecksumError is never delayed
+ *  or withheld (here or by upulsar_tb_hold_receipts()): as a Pulsar broker,
+ *  which checks the checksum before it writes the entry, it is answered at
+ *  once, ahead of the receipts of earlier SENDs still queued. */
 upulsar_err_t upulsar_tb_delay_receipts(upulsar_tb_t *tb, int ms);
 
 /** Withhold the receipts of SENDs to @p topic (NULL = every topic) from now

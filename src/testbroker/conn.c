@@ -508,12 +508,17 @@ static int emit_resp(tb_conn_t *c, const tb_resp_t *r)
                           r->has_highest, r->ledger, r->entry);
 }
 
-/* Answer a SEND now, or queue the answer behind earlier ones (delay, hold). */
+/* Answer a SEND now, or queue the answer behind earlier ones (delay, hold).
+ * A ChecksumError goes at once, ahead of the answers queued: Pulsar checks
+ * the checksum before it writes anything (Producer.checkAndStartPublish)
+ * and answers it straight away, while the receipts of earlier SENDs wait
+ * for their ledger writes. */
 static int respond_send(tb_conn_t *c, const tb_resp_t *r0)
 {
     upulsar_tb_t *tb = c->tb;
     int delay = atomic_load(&tb->receipt_delay_ms);
-    if (c->qlen == 0 && delay <= 0 && !is_held(tb, r0->topic))
+    if (r0->error == PULSAR__PROTO__SERVER_ERROR__ChecksumError ||
+        (c->qlen == 0 && delay <= 0 && !is_held(tb, r0->topic)))
         return emit_resp(c, r0);
     if (c->qlen == c->qcap) {
         size_t nc = c->qcap ? c->qcap * 2 : 64;
