@@ -45,6 +45,7 @@ static size_t grow_to(size_t cur, size_t need, size_t hint)
 
 static void batch_free(up_batch_t *b)
 {
+    free(b->early_msg);
     free(b->buf);
     free(b->zbuf);
     free(b->done);
@@ -196,6 +197,9 @@ up_batch_t *up_batch_get(up_rp_t *rp)
     b->chunk = UP_CHUNK_NONE;
     b->dr_flags = 0;
     b->checksum_resends = 0;
+    free(b->early_msg);
+    b->early_msg = NULL;
+    b->early_err = 0;
     b->retired = false;
     b->outq_refs = 0;
     b->rp = rp;

@@ -292,6 +292,14 @@ void up_rp_resolve_batch(up_rp_t *rp, up_batch_t *b, upulsar_err_t err, uint64_t
     resolve_batch_at(rp, b, err, ledger, entry, det, 0);
 }
 
+/* Drop the SEND_ERROR kept for @p b (see up_batch_t early_err). */
+static void forget_early_error(up_batch_t *b)
+{
+    free(b->early_msg);
+    b->early_msg = NULL;
+    b->early_err = 0;
+}
+
 /* Pop the head of the pending queue, resolve it, recycle it. */
 static void complete_head(up_rp_t *rp, upulsar_err_t err, uint64_t ledger, uint64_t entry,
                           up_detail_t *det)
@@ -300,6 +308,7 @@ static void complete_head(up_rp_t *rp, upulsar_err_t err, uint64_t ledger, uint6
     rp->pend_head = b->next;
     if (!rp->pend_head)
         rp->pend_tail = NULL;
+    forget_early_error(b);
     if (rp->unsent == b)
         rp->unsent = b->next;
     rp->npend--;
@@ -326,6 +335,8 @@ static void complete_head(up_rp_t *rp, upulsar_err_t err, uint64_t ledger, uint6
 
 /* ---- loop side: receipts and errors -------------------------------------- */
 
+static void settle_early_errors(up_rp_t *rp);
+
 void up_rp_on_receipt(up_rp_t *rp, const Pulsar__Proto__CommandSendReceipt *r)
 {
     /* The head may be waiting for its resend (not READY, or READY and not
@@ -348,6 +359,7 @@ void up_rp_on_receipt(up_rp_t *rp, const Pulsar__Proto__CommandSendReceipt *r)
     uint64_t ledger = r->message_id ? r->message_id->ledgerid : UINT64_MAX;
     uint64_t entry = r->message_id ? r->message_id->entryid : UINT64_MAX;
     complete_head(rp, UPULSAR_OK, ledger, entry, NULL);
+    settle_early_errors(rp);
 }
 
 void up_rp_close_cmd(up_rp_t *rp, up_cmd_t *cmd, Pulsar__Proto__CommandCloseProducer *cp)
@@ -402,34 +414,27 @@ static bool resend_after_checksum_error(up_rp_t *rp, up_batch_t *b)
     return true;
 }
 
-void up_rp_on_send_error(up_rp_t *rp, const Pulsar__Proto__CommandSendError *e)
+/* The SEND_ERROR @p server_error (text @p message, or NULL) for the head
+ * entry @p b, written on the producer's connection while READY. */
+static void on_head_send_error(up_rp_t *rp, up_batch_t *b, int server_error, const char *message)
 {
-    up_batch_t *b = rp->pend_head;
-    if (!b || b == rp->unsent || e->sequence_id < b->first_seq || e->sequence_id > b->last_seq)
-        return;
-    /* not attached (closed, being re-created): everything pending is resent
-     * anyway, and the resend gets its own answer */
-    if (up_rp_st(rp) != UP_RP_READY)
-        return;
-    upulsar_err_t err = up_err_from_server(e->error);
+    upulsar_err_t err = up_err_from_server(server_error);
+    const char *name = up_server_error_name(server_error);
+    const char *sep = message && message[0] ? ": " : "";
+    message = message ? message : "";
     char why[UP_DETAIL_TEXT_MAX];
     switch (up_err_classify(err, UP_ERR_AT_SEND, rp_conf(rp)->access_mode != UP_ACCESS_SHARED)) {
     case UP_ERR_CLASS_ENTRY: {
         /* a checksum error: the entry is sent again, up to UP_CHECKSUM_RESENDS times */
         if (err == UPULSAR_ERR_CHECKSUM_ERROR && resend_after_checksum_error(rp, b))
             break;
-        up_detail_t *det = up_rp_detail(rp, "broker refused the send: %s%s%s",
-                                     up_server_error_name(e->error),
-                                     e->message && e->message[0] ? ": " : "",
-                                     e->message ? e->message : "");
+        up_detail_t *det = up_rp_detail(rp, "broker refused the send: %s%s%s", name, sep, message);
         complete_head(rp, err, 0, 0, det);
         up_detail_put(&rp->client->futures, det);
         break;
     }
     case UP_ERR_CLASS_TERMINAL:
-        snprintf(why, sizeof why, "broker refused the send: %s%s%s",
-                 up_server_error_name(e->error), e->message && e->message[0] ? ": " : "",
-                 e->message ? e->message : "");
+        snprintf(why, sizeof why, "broker refused the send: %s%s%s", name, sep, message);
         up_rp_fail_why(rp, err, why); /* the watchdog fails the group */
         up_watchdog_kick(rp->client);
         break;
@@ -439,6 +444,53 @@ void up_rp_on_send_error(up_rp_t *rp, const Pulsar__Proto__CommandSendError *e)
         up_conn_fail(rp->conn, err);
         break;
     }
+}
+
+/* Act on the SEND_ERRORs kept for entries that have since become the head
+ * (up_batch_t early_err), in order, as if each had come then: for the
+ * producer they answer in the order of its entries. */
+static void settle_early_errors(up_rp_t *rp)
+{
+    up_batch_t *b;
+    while ((b = rp->pend_head) && b->early_err && b != rp->unsent &&
+           up_rp_st(rp) == UP_RP_READY) {
+        int server_error = b->early_err - 1;
+        char *message = b->early_msg;
+        b->early_msg = NULL;
+        b->early_err = 0;
+        on_head_send_error(rp, b, server_error, message);
+        free(message);
+    }
+}
+
+void up_rp_on_send_error(up_rp_t *rp, const Pulsar__Proto__CommandSendError *e)
+{
+    /* not attached (closed, being re-created): everything pending is resent
+     * anyway, and the resend gets its own answer */
+    if (up_rp_st(rp) != UP_RP_READY)
+        return;
+    up_batch_t *b = rp->pend_head;
+    if (!b || b == rp->unsent || e->sequence_id < b->first_seq)
+        return; /* stale: already failed (timeout) or not ours */
+    if (e->sequence_id <= b->last_seq) {
+        on_head_send_error(rp, b, (int)e->error, e->message);
+        settle_early_errors(rp);
+        return;
+    }
+    /* An entry behind the head, written on this connection: a broker
+     * answers some refusals (a checksum error) at once, ahead of the
+     * receipts of the entries before it. Kept until the entry is the head:
+     * dropped, the entry would never be answered, and the receipt of a
+     * later one would find it at the head. */
+    for (b = b->next; b && b != rp->unsent; b = b->next)
+        if (e->sequence_id >= b->first_seq && e->sequence_id <= b->last_seq) {
+            if (!b->early_err) {
+                b->early_err = (int)e->error + 1;
+                /* out of memory: the error is kept, its text not */
+                b->early_msg = e->message ? strdup(e->message) : NULL;
+            }
+            return;
+        }
 }
 
 /* ---- loop side: attach / detach / fail ----------------------------------- */
@@ -456,6 +508,9 @@ static void unlink_conn(up_rp_t *rp)
         up_conn_unref(c);
     }
     rp->unsent = rp->pend_head;
+    /* everything pending is written again, and answered again */
+    for (up_batch_t *b = rp->pend_head; b; b = b->next)
+        forget_early_error(b);
 }
 
 /* Stop writing (what is pending is written again from its head once
@@ -727,6 +782,7 @@ void up_rp_check_timeouts(up_rp_t *rp, uint64_t now)
         complete_head(rp, UPULSAR_ERR__MSG_TIMED_OUT, 0, 0, det);
     }
     up_detail_put(&rp->client->futures, det);
+    settle_early_errors(rp);
     expire_ring(rp, now, limit);
 }
 

@@ -105,6 +105,14 @@ struct up_batch {
     size_t dr_len;
     uint8_t dr_flags;
     uint8_t checksum_resends; /* (loop) sent again after a ChecksumError */
+    /* (loop) a SEND_ERROR that named this entry, written on the current
+     * connection, while entries ahead of it still waited for their receipts
+     * (a broker answers a checksum error at once): acted on once the entry
+     * is the head (up_rp_on_send_error); cleared when it is to be written
+     * again. early_err is the ServerError + 1 (0: none), early_msg its
+     * text (malloc'd, or NULL). */
+    int early_err;
+    char *early_msg;
     int outq_refs;     /* (loop) segments of connection queues pointing here */
     bool retired;      /* (loop) resolved: recycle once outq_refs is 0 */
     up_rp_t *rp;       /* NULL once the producer is gone: free instead */
