@@ -114,8 +114,9 @@ const conf_key_t up_conf_keys[] = {
      "messages), over every producer of the client, so ring space and batch contents in "
      "flight are both under it. When reached, upulsar_send() fails with QUEUE_FULL, or "
      "waits (up to send.timeout.ms) with block.if.queue.full; room comes back as messages "
-     "are acknowledged or fail, except for the batches a connection still holds unwritten "
-     "(a broker that stopped reading), which count until written or the connection closes. "
+     "are acknowledged or fail, except for the batches of failed messages that a write of "
+     "their connection has started on (a broker that stopped reading; up to about 4 MiB per "
+     "connection), which count until the write completes or the connection closes. "
      "Fair share: a producer may take more of the budget only "
      "while what it would then hold is no more than what would be left free, so one busy "
      "partition holds at most half of it and k busy ones about 1/(k+1) each, leaving room "
@@ -278,7 +279,9 @@ const conf_key_t up_conf_keys[] = {
      "failing with QUEUE_FULL.",
      "blockIfQueueFull"},
     {"send.timeout.ms", K_INT, FLD(send_timeout_ms), "30000", 0, 86400000, NULL, 0, 'P', "ms",
-     "A message not acknowledged within this time fails with MSG_TIMED_OUT; 0 = never.",
+     "A message not acknowledged within this time fails with MSG_TIMED_OUT; 0 = never. "
+     "Its batch is then not written if its connection had not started to (a broker that "
+     "stopped reading); what had reached the socket may still be stored.",
      "sendTimeoutMs"},
     {"restart.intensity", K_INT, FLD(restart_intensity), "0", 0, 1000000, NULL, 0, 'P',
      "restarts",

@@ -96,6 +96,9 @@ struct up_conn {
     uint64_t last_rx_us;   /* last whole frame received, or last PING sent */
     uint64_t last_used_us; /* last seen carrying a producer or a request */
     bool ping_outstanding;
+    bool purge_resolved;   /* (loop) its queue may hold batches whose messages
+                              failed since: taken out at the end of the tick
+                              (up_conn_purge_resolved()) */
 };
 
 /* ---- for the rest of the engine ------------------------------------------- */
@@ -252,6 +255,10 @@ void up_conn_drop_outq(up_conn_t *c);
  *  still store it). Their batch references are dropped as if written.
  *  Returns how many frames were taken out. (conn_io.c) @thread loop */
 size_t up_conn_unqueue(up_conn_t *c, bool (*drop)(const up_batch_t *b, void *arg), void *arg);
+/** If purge_resolved is set: take out of @p c's queue the batches whose
+ *  messages have all resolved (failed: timed out, refused) that no send has
+ *  started on (up_conn_unqueue()), and clear it. (conn_io.c) @thread loop */
+void up_conn_purge_resolved(up_conn_t *c);
 
 /** Complete the request @p request_id with @p resp (taken; freed when no
  *  request has that id) and @p err. A PRODUCER_SUCCESS with producer_ready

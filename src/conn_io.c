@@ -67,6 +67,22 @@ size_t up_conn_unqueue(up_conn_t *c, bool (*drop)(const up_batch_t *b, void *arg
     return dropped;
 }
 
+/* up_conn_unqueue(): a batch whose messages have resolved (acknowledged
+ * batches are written, so: failed) */
+static bool is_resolved(const up_batch_t *b, void *arg)
+{
+    (void)arg;
+    return b->retired;
+}
+
+void up_conn_purge_resolved(up_conn_t *c)
+{
+    if (!c->purge_resolved)
+        return;
+    c->purge_resolved = false;
+    up_conn_unqueue(c, is_resolved, NULL);
+}
+
 _Atomic size_t up_probe_tls_tx_peak;
 
 void up_conn_write(up_conn_t *c, const uint8_t *p, size_t len, uint8_t *owned,

@@ -330,6 +330,11 @@ static void complete_head(up_rp_t *rp, upulsar_err_t err, uint64_t ledger, uint6
         }
     }
     resolve_batch_at(rp, b, err, ledger, entry, det, now);
+    /* failed while its connection's queue still holds it: taken out at
+     * the end of the loop's tick (a timeout), so that a broker which
+     * resumes does not store what was reported failed */
+    if (err && b->outq_refs > 0 && rp->conn)
+        rp->conn->purge_resolved = true;
     up_batch_retire(rp, b);
 }
 

@@ -178,6 +178,9 @@ static void tick(up_loop_t *l, uint64_t now)
     for (size_t i = 0; i < l->nconns; i++)
         up_conn_tick(l->conns[i], now);
     up_loop_tick_active(l, now); /* the active producers only (activity.c) */
+    /* what timed out there is not written after that */
+    for (size_t i = 0; i < l->nconns; i++)
+        up_conn_purge_resolved(l->conns[i]);
     /* batches that stayed in the pool since the last trim are not needed */
     if (now - l->pool_trim_us >= UP_POOL_TRIM_US) {
         up_batch_pool_trim(l);

@@ -1027,8 +1027,10 @@ upulsar_err_t upulsar_conf_set_router(upulsar_conf_t *conf, upulsar_router_cb_t 
  * all of its pages; the ring size below bounds that. The io threads keep
  * idle batch buffers for reuse only while the budget has room for them
  * (see "batch_pool_bytes" in upulsar_producer_stats_json()). A batch whose
- * messages resolved while a connection still holds it unwritten (a broker
- * that stopped reading) stays counted until the connection lets go of it.
+ * messages failed (timed out, stopped) while its connection still held it
+ * (a broker that stopped reading) is taken out of the connection's queue,
+ * unless a write has started on it: such a write (up to about 4 MiB per
+ * connection) stays counted until it completes or the connection closes.
  * Not counted, and bounded otherwise: each entry in flight carries its
  * bookkeeping (a few hundred bytes, and its buffer sized to what it holds:
  * at most producers x max.inflight.batches entries); a TLS connection
@@ -1299,11 +1301,10 @@ upulsar_err_t upulsar_producer_list(upulsar_producer_t *p,
  * upulsar_send() describes, plus the unused rest of the ring unit each
  * producer writes into: less than 1/4096 of the budget and at most a page
  * each while some of their messages are in flight, none once all
- * resolved; plus the batches of resolved messages a connection still
- * holds unwritten, a broker that stopped reading, until they are written
- * or the connection closes: see keepalive.interval.ms for how a dead
- * connection is found; a stop takes its producers' batches out of the
- * queues, but for those a write has started on), "peak" the
+ * resolved; plus the batches of failed messages a write of their
+ * connection has started on, a broker that stopped reading, until the
+ * write completes or the connection closes: see keepalive.interval.ms for
+ * how a dead connection is found), "peak" the
  * highest "in_use" since the
  * client was created; neither exceeds "budget" but for a message larger
  * than the whole budget (see upulsar_send()). "batch_pool_bytes" is what

@@ -1,19 +1,24 @@
-/* test_fault_stop_unwritten.c -- what a stop failed with CLOSED and its
- * connection had not written yet is never written: not stored later, and
- * not counted against memory.limit.bytes after the stop.
+/* test_fault_failed_unwritten.c -- what failed (a stop's CLOSED, a
+ * timeout) while its connection had not written it yet is never written
+ * after that: not stored later, and not counted against memory.limit.bytes
+ * after the failure.
  * UPULSAR_TEST_LABEL_CONCURRENCY (also run under ThreadSanitizer)
  *
  * A broker that stops reading with its connection open fills the socket's
  * buffers; the batches framed after that wait in the connection's queue.
- * A stop that gives up on them fails their messages with CLOSED. Were the
- * batches left in the queue, a broker that resumed would store messages
- * the application was told were not (it may send them again: stored
- * twice), and a broker that never resumed would keep their memory counted
- * for as long as the connection lives (keep-alive off here).
+ * A stop that gives up on them fails their messages with CLOSED, and
+ * send.timeout.ms with MSG_TIMED_OUT. Were the batches left in the queue,
+ * a broker that resumed would store messages the application was told
+ * were not (it may send them again: stored twice); a broker that never
+ * resumed would keep their memory counted for as long as the connection
+ * lives (keep-alive off here), and new sends would fill the budget again,
+ * time out, and queue more behind the same socket.
  *
- * What the sockets had taken before the stop cannot be called back: the
+ * What the sockets had taken before the failure cannot be called back: the
  * broker may store that much. The oracle bounds the stored messages by
- * what loopback sockets hold, far below what was sent. */
+ * what loopback sockets hold, far below what was sent. Outcomes are
+ * asserted by the client's own accounting ("memory" "in_use" in the
+ * statistics), the futures and the broker's store, never by timing. */
 #include "fault.h"
 #include "fault_common.h"
 
@@ -37,15 +42,31 @@ static int all_taken_into_batches(void *a)
     return taken_into_batches(a) == N;
 }
 
+typedef enum { BY_STOP, BY_STOP_OUT_OF_MEMORY, BY_TIMEOUT } failure_t;
+
+typedef struct {
+    upulsar_future_t **f;
+} futs_t;
+
+static int all_resolved(void *a)
+{
+    futs_t *fs = a;
+    for (int i = 0; i < N; i++)
+        if (upulsar_future_poll(fs->f[i], NULL) == UPULSAR_ERR__PENDING)
+            return 0;
+    return 1;
+}
+
 /* Scenario:
  *  1. Two producers on one client and so on one connection: "victim",
- *     stopped below, and "witness", which stays.
+ *     whose messages fail below, and "witness", which stays.
  *  2. The broker freezes (stops reading, connection open); 32 MiB of 1 KiB
  *     messages are sent to the victim and taken into batches: the sockets
  *     take a few MiB, the rest waits in the connection's queue (a budget
  *     of 128 MiB, so that the victim's fair share of it holds them all).
- *  3. upulsar_producer_stop(victim, 300): nothing can be acknowledged, so
- *     every message fails with CLOSED.
+ *  3. Every message fails: upulsar_producer_stop(victim, 300) (CLOSED; also
+ *     with the stop's allocations failing), or send.timeout.ms=300
+ *     (MSG_TIMED_OUT).
  *  4. Still frozen, the budget in use (client-wide, read through the
  *     witness) is at most what a send in progress holds (the queue's head,
  *     up to about UP_CONN_SEND_BYTES): not the 32 MiB.
@@ -53,64 +74,81 @@ static int all_taken_into_batches(void *a)
  *     whatever the connection still held, is acknowledged, so everything
  *     ahead of it has been read: the victim's topic holds at most what the
  *     sockets had taken (under half of what was sent), and "in_use" comes
- *     back to 0. */
-static void stop_with_batches_queued(bool out_of_memory)
+ *     back to 0 (nothing counted twice or left over). */
+static void failed_while_queued(failure_t how)
 {
     upulsar_tb_t *tb = ft_broker();
     const char *ckv[] = {"keepalive.interval.ms", "0", "memory.limit.bytes", "134217728", NULL};
     upulsar_client_t *client = ft_client(tb, ckv);
-    const char *kv[] = {"send.timeout.ms", "60000", "max.inflight.batches", "1000",
-                        "block.if.queue.full", "true", NULL};
-    upulsar_producer_t *victim = ft_producer(client, "victim", "su-victim", 0, kv);
-    upulsar_producer_t *witness = ft_producer(client, "witness", "su-witness", 0, kv);
+    const char *kv[] = {"send.timeout.ms", how == BY_TIMEOUT ? "300" : "60000",
+                        "max.inflight.batches", "1000", "block.if.queue.full", "true", NULL};
+    upulsar_producer_t *victim = ft_producer(client, "victim", "fu-victim", 0, kv);
+    upulsar_producer_t *witness = ft_producer(client, "witness", "fu-witness", 0, NULL);
     cr_assert_eq(upulsar_tb_freeze(tb, 1), UPULSAR_OK);
     static char body[MSG];
     memset(body, 'v', sizeof body);
     static upulsar_future_t *f[N];
     ft_send_n(victim, body, sizeof body, f, N);
-    cr_assert(ft_wait_for(all_taken_into_batches, victim), "messages still in the ring");
-    if (out_of_memory)
-        atomic_store(&up_fault_close_nomem, 1000000);
-    cr_assert_eq(upulsar_producer_stop(victim, 300), UPULSAR_ERR__TIMED_OUT, "%s",
-                 upulsar_last_error());
-    if (out_of_memory)
-        cr_assert_lt(atomic_exchange(&up_fault_close_nomem, 0), 1000000,
-                     "the stop never allocated");
+    upulsar_err_t want = UPULSAR_ERR__MSG_TIMED_OUT;
+    if (how == BY_TIMEOUT) {
+        futs_t fs = {f};
+        cr_assert(ft_wait_for(all_resolved, &fs), "messages still pending");
+    } else {
+        want = UPULSAR_ERR__CLOSED;
+        cr_assert(ft_wait_for(all_taken_into_batches, victim), "messages still in the ring");
+        if (how == BY_STOP_OUT_OF_MEMORY)
+            atomic_store(&up_fault_close_nomem, 1000000);
+        cr_assert_eq(upulsar_producer_stop(victim, 300), UPULSAR_ERR__TIMED_OUT, "%s",
+                     upulsar_last_error());
+        if (how == BY_STOP_OUT_OF_MEMORY)
+            cr_assert_lt(atomic_exchange(&up_fault_close_nomem, 0), 1000000,
+                         "the stop never allocated");
+    }
     for (int i = 0; i < N; i++) {
         upulsar_err_t r = upulsar_future_poll(f[i], NULL);
-        cr_assert_eq(r, UPULSAR_ERR__CLOSED, "message %d: %s", i, upulsar_err_name(r));
+        cr_assert_eq(r, want, "message %d: %s", i, upulsar_err_name(r));
         upulsar_future_release(f[i]);
     }
     long long in_use = ft_mem_figure(witness, "in_use");
     cr_assert_leq(in_use, 8ll << 20,
-                  "in_use %lld after the stop: batches whose messages failed with CLOSED are "
+                  "in_use %lld after the failures: batches whose messages failed with %s are "
                   "still queued on the connection",
-                  in_use);
+                  in_use, upulsar_err_name(want));
     cr_assert_eq(upulsar_tb_freeze(tb, 0), UPULSAR_OK);
     ft_send_ok(witness, NULL); /* acknowledged: what was ahead of it was read */
-    uint64_t stored = ft_topic_messages(tb, "su-victim");
+    uint64_t stored = ft_topic_messages(tb, "fu-victim");
     cr_assert_lt(stored, N / 2,
-                 "%llu of %d messages failed with CLOSED were stored after the stop: the "
-                 "connection wrote batches it still held",
-                 (unsigned long long)stored, N);
+                 "%llu of %d messages failed with %s were stored after that: the connection "
+                 "wrote batches it still held",
+                 (unsigned long long)stored, N, upulsar_err_name(want));
     ft_figure_wait_t none = {witness, "in_use", 0};
     cr_assert(ft_wait_for(ft_figure_at_most, &none), "in_use stays %lld",
               ft_mem_figure(witness, "in_use"));
+    if (how == BY_TIMEOUT)
+        cr_assert_eq(upulsar_producer_stop(victim, 10000), UPULSAR_OK, "%s",
+                     upulsar_last_error());
     cr_assert_eq(upulsar_producer_stop(witness, 10000), UPULSAR_OK, "%s", upulsar_last_error());
     ft_stop_client_and_broker(tb, client);
 }
 
-Test(fault_stop_unwritten, batches_a_stop_failed_are_not_written_later, .timeout = 120)
+Test(fault_failed_unwritten, batches_a_stop_failed_are_not_written_later, .timeout = 120)
 {
-    stop_with_batches_queued(false);
+    failed_while_queued(BY_STOP);
 }
 
 /* The same when the stop cannot allocate its arrays: the producers are
  * looked up one by one instead. */
-Test(fault_stop_unwritten, batches_are_taken_out_also_when_the_stop_runs_out_of_memory,
+Test(fault_failed_unwritten, batches_are_taken_out_also_when_the_stop_runs_out_of_memory,
      .timeout = 120)
 {
-    stop_with_batches_queued(true);
+    failed_while_queued(BY_STOP_OUT_OF_MEMORY);
+}
+
+/* send.timeout.ms: the failed batches are taken out at the end of the tick
+ * that failed them. */
+Test(fault_failed_unwritten, batches_that_timed_out_are_not_written_later, .timeout = 120)
+{
+    failed_while_queued(BY_TIMEOUT);
 }
 
 /* ---- the window between failing and taking out ---------------------------- */
@@ -148,22 +186,22 @@ static void on_closed_linger(upulsar_err_t err, const upulsar_msg_id_t *id, void
  *     every loop's failures), it would have written them to the reading
  *     broker meanwhile. Once the witness's message is acknowledged (queued
  *     behind all of that), partition 0 holds under half of what was sent. */
-Test(fault_stop_unwritten, nothing_failed_is_written_while_other_loops_are_failing_theirs,
+Test(fault_failed_unwritten, nothing_failed_is_written_while_other_loops_are_failing_theirs,
      .timeout = 120)
 {
     win_tb = ft_broker();
     const char *ckv[] = {"keepalive.interval.ms", "0", "memory.limit.bytes", "268435456",
                          "io.threads", "2", NULL};
     upulsar_client_t *client = ft_client(win_tb, ckv);
-    cr_assert_eq(upulsar_tb_set_partitions(win_tb, "su-window", 2), UPULSAR_OK);
+    cr_assert_eq(upulsar_tb_set_partitions(win_tb, "fu-window", 2), UPULSAR_OK);
     const char *kv[] = {"send.timeout.ms", "60000", "max.inflight.batches", "1000",
                         "block.if.queue.full", "true", NULL};
-    upulsar_producer_t *victim = ft_producer(client, "victim", "su-window", 2, kv);
-    upulsar_producer_t *witness = ft_producer(client, "witness", "su-window-witness", 0, kv);
+    upulsar_producer_t *victim = ft_producer(client, "victim", "fu-window", 2, kv);
+    upulsar_producer_t *witness = ft_producer(client, "witness", "fu-window-witness", 0, kv);
     char k0[32], k1[32];
     ft_key_for(victim, 0, k0, sizeof k0);
     ft_key_for(victim, 1, k1, sizeof k1);
-    cr_assert_eq(upulsar_tb_hold_receipts(win_tb, "su-window-partition-1"), UPULSAR_OK);
+    cr_assert_eq(upulsar_tb_hold_receipts(win_tb, "fu-window-partition-1"), UPULSAR_OK);
     cr_assert_eq(upulsar_tb_freeze(win_tb, 1), UPULSAR_OK);
     static char body[MSG];
     memset(body, 'w', sizeof body);
@@ -180,7 +218,7 @@ Test(fault_stop_unwritten, nothing_failed_is_written_while_other_loops_are_faili
     cr_assert(atomic_load(&win_resumed) && atomic_load(&win_slept),
               "the callbacks that open the window did not run");
     ft_send_ok(witness, NULL); /* acknowledged: what was ahead of it was read */
-    uint64_t stored = ft_topic_messages(win_tb, "su-window-partition-0");
+    uint64_t stored = ft_topic_messages(win_tb, "fu-window-partition-0");
     cr_assert_lt(stored, N / 2,
                  "%llu of %d messages failed with CLOSED were stored after their failure",
                  (unsigned long long)stored, N - 1);
