@@ -1,6 +1,13 @@
 # cmake -DLIB=path/to/libupulsar.so -P check_exports.cmake
 # Fails unless every symbol the shared library exports is upulsar_-prefixed
-# and the library has a SONAME.
+# and carries the version node that names the SONAME's version
+# (libupulsar.so.0.2: upulsar_x@@UPULSAR_0.2, cmake/upulsar.map), and the
+# library has a SONAME.
+execute_process(COMMAND objdump -p ${LIB} OUTPUT_VARIABLE dyn)
+if(NOT dyn MATCHES "SONAME +libupulsar\\.so\\.([0-9][0-9.]*)")
+  message(FATAL_ERROR "${LIB} has no libupulsar.so.N SONAME")
+endif()
+set(node "UPULSAR_${CMAKE_MATCH_1}")
 execute_process(COMMAND nm -D --defined-only ${LIB}
                 OUTPUT_VARIABLE out RESULT_VARIABLE rc)
 if(NOT rc EQUAL 0)
@@ -11,9 +18,12 @@ set(bad "")
 set(good 0)
 foreach(l IN LISTS lines)
   if(l MATCHES "^[0-9a-f]+ [A-Za-z] (.+)$")
-    set(sym "${CMAKE_MATCH_1}")
-    string(REGEX REPLACE "@.*" "" sym "${sym}")
+    set(full "${CMAKE_MATCH_1}")
+    string(REGEX REPLACE "@.*" "" sym "${full}")
     if(sym MATCHES "^upulsar_")
+      if(NOT full STREQUAL "${sym}@@${node}")
+        list(APPEND bad "${full} (not @@${node})")
+      endif()
       math(EXPR good "${good} + 1")
     elseif(NOT sym MATCHES "^UPULSAR_[0-9.]+$") # the version node itself
       list(APPEND bad "${sym}")
@@ -23,13 +33,9 @@ endforeach()
 if(bad)
   list(LENGTH bad n)
   list(SUBLIST bad 0 20 shown)
-  message(FATAL_ERROR "${LIB} exports ${n} non-upulsar_ symbol(s): ${shown}")
+  message(FATAL_ERROR "${LIB} exports ${n} symbol(s) outside upulsar_*@@${node}: ${shown}")
 endif()
 if(good LESS 10)
   message(FATAL_ERROR "${LIB} exports only ${good} upulsar_ symbols")
 endif()
-execute_process(COMMAND objdump -p ${LIB} OUTPUT_VARIABLE dyn)
-if(NOT dyn MATCHES "SONAME +libupulsar\\.so\\.[0-9]")
-  message(FATAL_ERROR "${LIB} has no libupulsar.so.N SONAME")
-endif()
-message(STATUS "${LIB}: ${good} exported symbols, all upulsar_*")
+message(STATUS "${LIB}: ${good} exported symbols, all upulsar_*@@${node}")

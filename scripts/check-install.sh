@@ -132,14 +132,6 @@ SONAME=$(readelf -d "$(find "$W/prefix" -name 'libupulsar.so' | head -n 1)" |
          sed -n 's/.*(SONAME).*\[\(.*\)\]/\1/p')
 [[ $SONAME == libupulsar.so.* ]] || fail "no SONAME in the installed libupulsar.so"
 SOVER=${SONAME#libupulsar.so.}
-# the exported symbols: the public API only, each with the version node
-# that names the SONAME's version (cmake/upulsar.map)
-LIBSO=$(find "$W/prefix" -name "$SONAME" | head -n 1)
-EXPORTS=$(readelf --dyn-syms -W "$LIBSO" | awk '$7 != "UND" && ($5 == "GLOBAL" || $5 == "WEAK") && $8 != "" {print $8}')
-[ -n "$EXPORTS" ] || fail "no exported symbols in $LIBSO"
-BAD=$(grep -v "^upulsar_[A-Za-z0-9_]*@@UPULSAR_$SOVER\$" <<<"$EXPORTS" | grep -v "^UPULSAR_$SOVER\$" || true)
-[ -z "$BAD" ] || fail "exported symbols without the version node UPULSAR_$SOVER or outside the API: $(head -n 5 <<<"$BAD" | tr '\n' ' ')"
-say "exports: $(grep -c "^upulsar_" <<<"$EXPORTS") symbols, all upulsar_*@@UPULSAR_$SOVER"
 RT=libupulsar$SOVER
 ARCH=$(dpkg --print-architecture)
 declare -A DEB=([runtime]=$D/${RT}_${VERSION}_$ARCH.deb
