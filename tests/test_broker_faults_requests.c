@@ -200,3 +200,50 @@ Test(broker_faults_requests, unload_closes_producers_and_ignores_their_sends_unt
     upulsar_tb_client_close(c);
     upulsar_tb_stop(tb);
 }
+
+/* A failed write (upulsar_tb_fail_writes()) fences the topic until its
+ * SEND_ERROR has gone out, as Pulsar's topic refuses producers until its
+ * failed writes have completed: with the answer withheld, a re-creation is
+ * refused with ServiceNotReady; once it is sent, the re-creation works.
+ * (Otherwise a client could re-create its producer, resend, and then take
+ * the old write's SEND_ERROR for the resend's answer.) */
+Test(broker_faults_requests, a_failed_write_fences_its_topic_until_its_answer_is_sent)
+{
+    upulsar_tb_client_t *c;
+    upulsar_tb_t *tb = broker_with_two_producers(&c, 7, 8);
+    upulsar_tb_frame_t f;
+    cr_assert_eq(upulsar_tb_hold_receipts(tb, "t"), UPULSAR_OK);
+    cr_assert_eq(upulsar_tb_fail_writes(tb, "t", 1, UP_SERR(PersistenceError)), UPULSAR_OK);
+    bc_send_one(c, 7, "p", 0);
+    cr_assert_eq(upulsar_tb_client_expect(c, UP_CMD(CLOSE_PRODUCER), WAIT_MS, &f), UPULSAR_OK);
+    cr_assert_eq(f.cmd->close_producer->producer_id, 7);
+    wait_queued(tb, 1); /* the SEND_ERROR, withheld */
+    bc_create_producer_gets(c, "t", 7, "p", UPULSAR_ERR_SERVICE_NOT_READY);
+    bc_create_producer(c, "u2", 9, "r"); /* other topics are not fenced */
+    cr_assert_eq(upulsar_tb_release_receipts(tb, "t"), UPULSAR_OK);
+    expect_send_error(c, 7, 0, UP_SERR(PersistenceError));
+    bc_create_producer(c, "t", 7, "p");
+    bc_send_one(c, 7, "p", 0);
+    cr_assert_eq(bc_receipt(c, &f)->producer_id, 7);
+    upulsar_tb_client_close(c);
+    upulsar_tb_stop(tb);
+}
+
+/* The fence also ends when the withheld answer dies with its connection. */
+Test(broker_faults_requests, a_fence_ends_when_its_withheld_answer_is_dropped)
+{
+    upulsar_tb_client_t *c;
+    upulsar_tb_t *tb = broker_with_two_producers(&c, 7, 8);
+    upulsar_tb_frame_t f;
+    cr_assert_eq(upulsar_tb_hold_receipts(tb, "t"), UPULSAR_OK);
+    cr_assert_eq(upulsar_tb_fail_writes(tb, "t", 1, UP_SERR(PersistenceError)), UPULSAR_OK);
+    bc_send_one(c, 7, "p", 0);
+    cr_assert_eq(upulsar_tb_client_expect(c, UP_CMD(CLOSE_PRODUCER), WAIT_MS, &f), UPULSAR_OK);
+    wait_queued(tb, 1);
+    upulsar_tb_client_close(c);
+    wait_queued(tb, 0);
+    cr_assert_eq(upulsar_tb_release_receipts(tb, "t"), UPULSAR_OK);
+    upulsar_tb_client_t *c2 = bc_producer_on(tb, "t", 7, "p");
+    upulsar_tb_client_close(c2);
+    upulsar_tb_stop(tb);
+}

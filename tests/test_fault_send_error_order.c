@@ -140,3 +140,36 @@ Test(fault_send_error_order, checksum_error_of_the_last_entry_is_answered, .time
     cr_assert_str_eq(log, "AB");
     ft_stop_client_and_broker(tb, client);
 }
+
+/* A failed write closes the producer (CLOSE_PRODUCER) and is answered
+ * with its SEND_ERROR later (withheld here). As on Pulsar, the topic takes
+ * no producer until that answer is out, so it reaches the client before
+ * the re-creation and is not taken for the answer to the resend: A is
+ * stored once and reported stored (de-duplication off, Pulsar's default). */
+Test(fault_send_error_order, an_old_writes_error_does_not_answer_the_resend, .timeout = 60)
+{
+    upulsar_tb_opts_t o;
+    upulsar_tb_opts_init(&o);
+    o.deduplication = 0;
+    upulsar_tb_t *tb = ft_broker_of(&o);
+    upulsar_client_t *client = ft_client(tb, NULL);
+    const char *t = "seo-old";
+    const char *kv[] = {"send.timeout.ms", "0", NULL};
+    upulsar_producer_t *p = ft_producer(client, "seo-old", t, 0, kv);
+    cr_assert_eq(upulsar_tb_hold_receipts(tb, t), UPULSAR_OK);
+    cr_assert_eq(upulsar_tb_fail_writes(tb, t, 1, 2 /* PersistenceError */), UPULSAR_OK);
+    upulsar_future_t *fa;
+    cr_assert_eq(upulsar_send(p, "A", 1, NULL, &fa), UPULSAR_OK);
+    wait_topic(tb, t, 0, 1);
+    ft_reconnects_wait_t w = {p, 1};
+    cr_assert(ft_wait_for(ft_reconnects_at_least, &w), "no re-creation was tried");
+    cr_assert_eq(upulsar_tb_release_receipts(tb, t), UPULSAR_OK);
+    cr_assert_eq(upulsar_future_wait(fa, FT_WAIT_MS, NULL), UPULSAR_OK, "%s",
+                 upulsar_future_error_detail(fa));
+    upulsar_future_release(fa);
+    cr_assert_eq(upulsar_producer_stop(p, 5000), UPULSAR_OK, "%s", upulsar_last_error());
+    char log[64];
+    stored_log(tb, t, log, sizeof log);
+    cr_assert_str_eq(log, "A");
+    ft_stop_client_and_broker(tb, client);
+}

@@ -825,7 +825,11 @@ upulsar_err_t upulsar_tb_fail_sends(upulsar_tb_t *tb, const char *topic, int n,
  *  (CLOSE_PRODUCER, as upulsar_tb_unload_topic()), so the SENDs already in
  *  flight behind the failed one are ignored, not stored, until the client
  *  re-creates its producer. (With upulsar_tb_fail_sends() they would be
- *  stored, ahead of the failed SEND's resend.) */
+ *  stored, ahead of the failed SEND's resend.) Until each such SEND_ERROR
+ *  has been sent (it may be withheld: upulsar_tb_hold_receipts()), the
+ *  topic is fenced: PRODUCER is refused with ServiceNotReady ("Topic is
+ *  temporarily unavailable"), as Pulsar refuses producers on a topic whose
+ *  failed writes have not all completed. */
 upulsar_err_t upulsar_tb_fail_writes(upulsar_tb_t *tb, const char *topic, int n,
                                      int server_error);
 

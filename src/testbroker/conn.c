@@ -482,7 +482,27 @@ static void consumer_detach_locked(tb_consumer_t *k)
 
 /* ---- answers ----------------------------------------------------------- */
 
+/* A fencing answer (tb_resp_t fence) is sent or dropped: the topic takes
+ * producers again once none is left. */
+static void fence_answer_done(const tb_resp_t *r)
+{
+    if (!r->fence)
+        return;
+    pthread_mutex_lock(&r->topic->mu);
+    r->topic->fence_answers--;
+    pthread_mutex_unlock(&r->topic->mu);
+}
+
+static int emit_resp_frame(tb_conn_t *c, const tb_resp_t *r);
+
 static int emit_resp(tb_conn_t *c, const tb_resp_t *r)
+{
+    int rc = emit_resp_frame(c, r);
+    fence_answer_done(r);
+    return rc;
+}
+
+static int emit_resp_frame(tb_conn_t *c, const tb_resp_t *r)
 {
     if (r->error >= 0) {
         const char *msg = "";
@@ -1259,6 +1279,15 @@ static int producer_run(tb_conn_t *c, const Pulsar__Proto__CommandProducer *in, 
     }
     if (p && p->topic == t)
         p->schema_ver = sver;
+    /* as Pulsar: a failed ledger write fences the topic, which refuses
+     * producers (TopicFencedException) until its writes in progress have
+     * failed and been answered */
+    if (t->fence_answers > 0) {
+        tb_topic_note_answer_locked(t, UP_SERR(ServiceNotReady));
+        pthread_mutex_unlock(&t->mu);
+        return put_rc(tb_put_error(&c->out, rid, UP_SERR(ServiceNotReady),
+                                   "Topic is temporarily unavailable"));
+    }
     /* closed by the broker (unload, move, a failed wait): re-created as a
      * new producer would be, so WaitForExclusive queues again */
     bool reopen = p && p->topic == t && !p->active;
@@ -1494,8 +1523,11 @@ static int on_send_store(tb_conn_t *c, tb_producer_t *p, tb_resp_t *rp, const ui
         if (e >= 0) {
             pthread_mutex_lock(&t->mu);
             t->st.send_errors++;
-            if (fence)
+            if (fence) {
                 tb_topic_close_producers_locked(tb, t, NULL, NULL, false);
+                t->fence_answers++;
+                r.fence = true;
+            }
             pthread_mutex_unlock(&t->mu);
             r.error = e;
             return put_rc(respond_send(c, &r));
@@ -1522,8 +1554,11 @@ static int on_send_store(tb_conn_t *c, tb_producer_t *p, tb_resp_t *rp, const ui
         t->fail_sends_n--;
         t->st.send_errors++;
         r.error = t->fail_sends_err;
-        if (t->fail_sends_fence)
+        if (t->fail_sends_fence) {
             tb_topic_close_producers_locked(tb, t, NULL, NULL, false);
+            t->fence_answers++;
+            r.fence = true;
+        }
         pthread_mutex_unlock(&t->mu);
         return put_rc(respond_send(c, &r));
     }
@@ -2297,6 +2332,8 @@ static void conn_cleanup(tb_conn_t *c)
     c->nhm = c->hm_cap = 0;
     if (c->qlen)
         atomic_fetch_sub(&c->tb->receipts_queued, c->qlen);
+    for (size_t i = 0; i < c->qlen; i++)
+        fence_answer_done(&c->q[i]);
     free(c->q);
     c->q = NULL;
     c->qlen = 0;

@@ -210,6 +210,9 @@ struct tb_topic {
     /* faults (topic->mu, hold is atomic) */
     int fail_sends_n, fail_sends_err;
     bool fail_sends_fence; /**< upulsar_tb_fail_writes(): close the producers */
+    int fence_answers;     /**< SEND_ERRORs of failed writes (fail_writes) not
+                                sent yet: until they are, the topic is fenced
+                                and refuses producers (conn.c) */
     tb_countdown_t fail_prods, delay_prods; /**< upulsar_tb_fail_producers(),
                                                  upulsar_tb_delay_producers() */
     tb_countdown_t mangle_prods;            /**< upulsar_tb_mangle_producers() */
@@ -257,6 +260,8 @@ typedef struct tb_resp {
     uint64_t producer_id, sequence_id, highest_seq, ledger, entry;
     int error;          /**< -1: SEND_RECEIPT, else SEND_ERROR ServerError */
     bool has_highest;
+    bool fence;         /**< the answer of a failed write that fenced its topic
+                             (counted in topic->fence_answers until sent) */
 } tb_resp_t;
 
 struct tb_conn {
