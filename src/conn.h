@@ -97,7 +97,8 @@ struct up_conn {
     uint64_t last_used_us; /* last seen carrying a producer or a request */
     bool ping_outstanding;
     bool purge_resolved;   /* (loop) its queue may hold batches whose messages
-                              failed since: taken out at the end of the tick
+                              failed since: taken out before the next write
+                              starts and at the end of the loop's tick
                               (up_conn_purge_resolved()) */
 };
 

@@ -169,6 +169,8 @@ static void tls_flush(up_conn_t *c)
 
 void up_conn_flush(up_conn_t *c)
 {
+    /* no write starts on a batch whose messages failed (purge_resolved) */
+    up_conn_purge_resolved(c);
     if (c->send_inflight || atomic_load_explicit(&c->state, memory_order_relaxed) != UP_CONN_OPEN)
         return;
     if (c->tls) {

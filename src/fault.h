@@ -29,6 +29,11 @@ extern _Atomic int up_fault_loop_list_nomem;
  * (and for sending many requests at once) fails. */
 extern _Atomic int up_fault_close_nomem;
 
+/* tick() in uring_loop.c: while set, the tick does not take failed
+ * batches out of its connections' queues (up_conn_purge_resolved()), so
+ * that a test sees what a connection's own writes take out. */
+extern _Atomic int up_fault_tick_purge_off;
+
 /* up_rec_read_wrapped() in record.c: the scratch buffer for a record that
  * wraps around the ring's end cannot be allocated. */
 extern _Atomic int up_fault_rec_scratch_nomem;

@@ -2,7 +2,6 @@
  * waiting for what was sent to resolve, closing its real producers on the
  * brokers (all together, under one deadline) and freeing the handle. */
 #include <sched.h>
-#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,8 +19,8 @@
  *  1. each producer fails what it still holds with CLOSED (CLOSING), so
  *     every future and callback has resolved before any wait for a broker.
  *     The batches of those messages that a connection still holds
- *     unwritten are taken out of its queue in the same task
- *     (close_unqueue());
+ *     unwritten are taken out of its queue before its next write
+ *     (up_conn_purge_resolved());
  *  2. CLOSE_PRODUCER (answered by SUCCESS once the broker has finished the
  *     writes in progress) goes out for every producer whose connection is
  *     open, all at once, pipelined on the shared connections
@@ -38,67 +37,7 @@ typedef struct {
                           while its CLOSE_PRODUCER is in flight, or NULL */
 } close_pass_t;
 
-/* Pointers in address order, for bsearch(). */
-static int ptr_cmp(const void *a, const void *b)
-{
-    uintptr_t x = (uintptr_t) * (void *const *)a, y = (uintptr_t) * (void *const *)b;
-    return x < y ? -1 : x > y;
-}
-
-typedef struct {
-    up_rp_t *const *rps; /* the closing producers of one loop: in address
-                            order (sorted) or, out of memory, as they are */
-    size_t n;
-    bool sorted;
-} closing_set_t;
-
-/* up_conn_unqueue(): a batch of one of the closing producers. b->rp is only
- * compared, never followed (a batch resolved earlier may outlive its
- * producer in a queue). */
-static bool of_closing(const up_batch_t *b, void *arg)
-{
-    const closing_set_t *set = arg;
-    const void *key = b->rp;
-    if (!key)
-        return false;
-    if (set->sorted)
-        return bsearch(&key, set->rps, set->n, sizeof *set->rps, ptr_cmp) != NULL;
-    for (size_t i = 0; i < set->n; i++)
-        if (set->rps[i] == key)
-            return true;
-    return false;
-}
-
 _Atomic int up_fault_close_nomem;
-
-/* What the stop failed with CLOSED and the connections have not started
- * to write is never written: the broker would store messages the caller
- * was told were not, and a broker that stopped reading would keep their
- * memory counted for the connection's life. Run in the same task as the
- * failure, so the loop writes nothing of them in between (their callbacks
- * have run by then); over every connection of the loop, once each (a
- * producer's batches may still wait on a connection it has left). */
-static void close_unqueue(close_pass_t *p)
-{
-    size_t n = 0;
-    for (size_t i = 0; i < p->n; i++)
-        n += p->rps[i]->loop == p->loop;
-    if (n == 0 || p->loop->nconns == 0)
-        return;
-    up_rp_t **sorted = up_fault_hit(&up_fault_close_nomem) ? NULL : malloc(n * sizeof *sorted);
-    closing_set_t set = {p->rps, p->n, false};
-    if (sorted) {
-        size_t k = 0;
-        for (size_t i = 0; i < p->n; i++)
-            if (p->rps[i]->loop == p->loop)
-                sorted[k++] = p->rps[i];
-        qsort(sorted, k, sizeof *sorted, ptr_cmp);
-        set = (closing_set_t){sorted, k, true};
-    }
-    for (size_t i = 0; i < p->loop->nconns; i++)
-        up_conn_unqueue(p->loop->conns[i], of_closing, &set);
-    free(sorted);
-}
 
 static void close_fail_task(void *a)
 {
@@ -109,8 +48,11 @@ static void close_fail_task(void *a)
             continue;
         up_rp_transition(rp, UP_RP_ANY, UP_RP_CLOSING, "stopping");
         up_rp_fail_all(rp, UPULSAR_ERR__CLOSED);
+        /* what failed that its connection has not started to write is
+         * never written now: the connection's next write takes it out of
+         * the queue first (up_conn_flush(), purge_resolved), as does the
+         * loop's tick for a connection that writes nothing */
     }
-    close_unqueue(p);
 }
 
 static void close_conn_task(void *a)

@@ -134,8 +134,13 @@ static void write_unsent(up_rp_t *rp)
 {
     if (!rp->conn || up_rp_st(rp) != UP_RP_READY)
         return;
-    for (up_batch_t *b = rp->unsent; b; b = b->next)
+    for (up_batch_t *b = rp->unsent; b; b = b->next) {
         up_conn_write(rp->conn, b->frame, b->frame_len, NULL, b);
+        /* out of memory for the queue: the connection failed and detached
+         * the producer, which rewound what is to be written again */
+        if (!rp->conn || up_rp_st(rp) != UP_RP_READY)
+            return;
+    }
     rp->unsent = NULL;
 }
 
@@ -415,7 +420,8 @@ static bool resend_after_checksum_error(up_rp_t *rp, up_batch_t *b)
     rp->unsent = b;
     atomic_fetch_add_explicit(&rp->resent_batches, 1, memory_order_relaxed);
     write_unsent(rp);
-    up_conn_flush(rp->conn);
+    if (rp->conn)
+        up_conn_flush(rp->conn);
     return true;
 }
 
@@ -500,6 +506,19 @@ void up_rp_on_send_error(up_rp_t *rp, const Pulsar__Proto__CommandSendError *e)
 
 /* ---- loop side: attach / detach / fail ----------------------------------- */
 
+/* Everything pending is to be written again (a reconnection, a
+ * re-creation): the SEND_ERRORs kept for entries answered writes that are
+ * gone. */
+static void rewind_unsent(up_rp_t *rp)
+{
+    rp->unsent = rp->pend_head;
+    for (up_batch_t *b = rp->pend_head; b; b = b->next)
+        forget_early_error(b);
+}
+
+/* up_conn_unqueue(): a batch of the producer @p arg */
+static bool of_producer(const up_batch_t *b, void *arg) { return b->rp == arg; }
+
 /* Let go of the connection @p rp is registered on, if any (its state is
  * the caller's business). */
 static void unlink_conn(up_rp_t *rp)
@@ -509,13 +528,13 @@ static void unlink_conn(up_rp_t *rp)
         up_conn_remove_rp(c, rp);
     rp->registered = false;
     if (c) {
+        /* what it has not started to write of ours goes on the next
+         * connection: not also on this one, for a broker that closed us */
+        up_conn_unqueue(c, of_producer, rp);
         rp->conn = NULL;
         up_conn_unref(c);
     }
-    rp->unsent = rp->pend_head;
-    /* everything pending is written again, and answered again */
-    for (up_batch_t *b = rp->pend_head; b; b = b->next)
-        forget_early_error(b);
+    rewind_unsent(rp);
 }
 
 /* Stop writing (what is pending is written again from its head once
@@ -524,7 +543,7 @@ static void unlink_conn(up_rp_t *rp)
  * in BACKOFF: it then stays as it is). */
 static void stop_writing(up_rp_t *rp, up_rp_st_t to, const char *why, bool kick)
 {
-    rp->unsent = rp->pend_head;
+    rewind_unsent(rp);
     up_rp_transition(rp, UP_RP_ANY, to, why);
     if (kick)
         up_watchdog_kick(rp->client);
@@ -628,7 +647,7 @@ bool up_rp_attach(up_rp_t *rp, up_conn_t *c, int64_t last_seq, const uint8_t *sc
      * ProducerImpl::resendMessages and Java recoverProcessOpSendMsgFrom
      * write each pending op's serialized command again, metadata
      * untouched). Only entries framed from now on carry the new version. */
-    rp->unsent = rp->pend_head;
+    rewind_unsent(rp);
     if (rp->pend_head)
         atomic_fetch_add(&rp->resent_batches, rp->npend);
     write_unsent(rp);

@@ -173,14 +173,19 @@ void up_loop_remove_rp(up_loop_t *l, up_rp_t *rp)
     rp->loop_pos = SIZE_MAX;
 }
 
+_Atomic int up_fault_tick_purge_off;
+
 static void tick(up_loop_t *l, uint64_t now)
 {
     for (size_t i = 0; i < l->nconns; i++)
         up_conn_tick(l->conns[i], now);
     up_loop_tick_active(l, now); /* the active producers only (activity.c) */
-    /* what timed out there is not written after that */
-    for (size_t i = 0; i < l->nconns; i++)
-        up_conn_purge_resolved(l->conns[i]);
+    /* what timed out there is not written after that, and a connection
+     * that writes nothing (a broker that stopped reading) gives its memory
+     * back */
+    if (!atomic_load_explicit(&up_fault_tick_purge_off, memory_order_relaxed))
+        for (size_t i = 0; i < l->nconns; i++)
+            up_conn_purge_resolved(l->conns[i]);
     /* batches that stayed in the pool since the last trim are not needed */
     if (now - l->pool_trim_us >= UP_POOL_TRIM_US) {
         up_batch_pool_trim(l);

@@ -495,6 +495,7 @@ static void fence_answer_done(const tb_resp_t *r)
 
 static int emit_resp_frame(tb_conn_t *c, const tb_resp_t *r);
 
+/* Send the answer @p r that is not (or no longer) queued. */
 static int emit_resp(tb_conn_t *c, const tb_resp_t *r)
 {
     int rc = emit_resp_frame(c, r);
@@ -543,8 +544,10 @@ static int respond_send(tb_conn_t *c, const tb_resp_t *r0)
     if (c->qlen == c->qcap) {
         size_t nc = c->qcap ? c->qcap * 2 : 64;
         tb_resp_t *nq = realloc(c->q, nc * sizeof *nq);
-        if (!nq)
+        if (!nq) {
+            fence_answer_done(r0); /* never sent: the connection closes */
             return UPULSAR_ERR__NOMEM;
+        }
         c->q = nq;
         c->qcap = nc;
     }
@@ -568,8 +571,9 @@ static int run_queue(tb_conn_t *c, int64_t now)
     for (size_t i = 0; i < c->qlen; i++) {
         tb_resp_t *r = &c->q[i];
         if (!rc && r->due_ms <= now && !is_held(c->tb, r->topic)) {
-            rc = emit_resp(c, r);
+            rc = emit_resp_frame(c, r); /* failed: stays queued until cleanup */
             if (!rc) {
+                fence_answer_done(r);
                 atomic_fetch_sub(&c->tb->receipts_queued, 1);
                 continue;
             }
@@ -2330,10 +2334,12 @@ static void conn_cleanup(tb_conn_t *c)
     c->hm_topic = NULL;
     c->hm_rid = NULL;
     c->nhm = c->hm_cap = 0;
-    if (c->qlen)
-        atomic_fetch_sub(&c->tb->receipts_queued, c->qlen);
+    /* the fences first: a caller that sees no answer queued may create a
+     * producer at once */
     for (size_t i = 0; i < c->qlen; i++)
         fence_answer_done(&c->q[i]);
+    if (c->qlen)
+        atomic_fetch_sub(&c->tb->receipts_queued, c->qlen);
     free(c->q);
     c->q = NULL;
     c->qlen = 0;
