@@ -201,6 +201,22 @@ Test(broker_faults_requests, unload_closes_producers_and_ignores_their_sends_unt
     upulsar_tb_stop(tb);
 }
 
+/* broker_with_two_producers() (7 "p" on "t", 8 "q" on "u") whose write of
+ * p's first SEND failed (upulsar_tb_fail_writes(), PersistenceError): p
+ * was closed (CLOSE_PRODUCER read), the SEND_ERROR is withheld. */
+static upulsar_tb_t *broker_with_a_failed_write(upulsar_tb_client_t **c)
+{
+    upulsar_tb_t *tb = broker_with_two_producers(c, 7, 8);
+    upulsar_tb_frame_t f;
+    cr_assert_eq(upulsar_tb_hold_receipts(tb, "t"), UPULSAR_OK);
+    cr_assert_eq(upulsar_tb_fail_writes(tb, "t", 1, UP_SERR(PersistenceError)), UPULSAR_OK);
+    bc_send_one(*c, 7, "p", 0);
+    cr_assert_eq(upulsar_tb_client_expect(*c, UP_CMD(CLOSE_PRODUCER), WAIT_MS, &f), UPULSAR_OK);
+    cr_assert_eq(f.cmd->close_producer->producer_id, 7);
+    wait_queued(tb, 1); /* the SEND_ERROR, withheld */
+    return tb;
+}
+
 /* A failed write (upulsar_tb_fail_writes()) fences the topic until its
  * SEND_ERROR has gone out, as Pulsar's topic refuses producers until its
  * failed writes have completed: with the answer withheld, a re-creation is
@@ -210,14 +226,8 @@ Test(broker_faults_requests, unload_closes_producers_and_ignores_their_sends_unt
 Test(broker_faults_requests, a_failed_write_fences_its_topic_until_its_answer_is_sent)
 {
     upulsar_tb_client_t *c;
-    upulsar_tb_t *tb = broker_with_two_producers(&c, 7, 8);
+    upulsar_tb_t *tb = broker_with_a_failed_write(&c);
     upulsar_tb_frame_t f;
-    cr_assert_eq(upulsar_tb_hold_receipts(tb, "t"), UPULSAR_OK);
-    cr_assert_eq(upulsar_tb_fail_writes(tb, "t", 1, UP_SERR(PersistenceError)), UPULSAR_OK);
-    bc_send_one(c, 7, "p", 0);
-    cr_assert_eq(upulsar_tb_client_expect(c, UP_CMD(CLOSE_PRODUCER), WAIT_MS, &f), UPULSAR_OK);
-    cr_assert_eq(f.cmd->close_producer->producer_id, 7);
-    wait_queued(tb, 1); /* the SEND_ERROR, withheld */
     bc_create_producer_gets(c, "t", 7, "p", UPULSAR_ERR_SERVICE_NOT_READY);
     bc_create_producer(c, "u2", 9, "r"); /* other topics are not fenced */
     cr_assert_eq(upulsar_tb_release_receipts(tb, "t"), UPULSAR_OK);
@@ -233,13 +243,7 @@ Test(broker_faults_requests, a_failed_write_fences_its_topic_until_its_answer_is
 Test(broker_faults_requests, a_fence_ends_when_its_withheld_answer_is_dropped)
 {
     upulsar_tb_client_t *c;
-    upulsar_tb_t *tb = broker_with_two_producers(&c, 7, 8);
-    upulsar_tb_frame_t f;
-    cr_assert_eq(upulsar_tb_hold_receipts(tb, "t"), UPULSAR_OK);
-    cr_assert_eq(upulsar_tb_fail_writes(tb, "t", 1, UP_SERR(PersistenceError)), UPULSAR_OK);
-    bc_send_one(c, 7, "p", 0);
-    cr_assert_eq(upulsar_tb_client_expect(c, UP_CMD(CLOSE_PRODUCER), WAIT_MS, &f), UPULSAR_OK);
-    wait_queued(tb, 1);
+    upulsar_tb_t *tb = broker_with_a_failed_write(&c);
     upulsar_tb_client_close(c);
     wait_queued(tb, 0);
     cr_assert_eq(upulsar_tb_release_receipts(tb, "t"), UPULSAR_OK);

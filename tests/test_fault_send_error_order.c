@@ -54,6 +54,36 @@ static void stored_log(upulsar_tb_t *tb, const char *topic, char *out, size_t si
     upulsar_tb_snapshot_free(s);
 }
 
+/* A broker (de-duplication @p dedup), a client, and a producer on topic
+ * @p t named as the topic, send.timeout.ms 0 (nothing fails by time). */
+static upulsar_producer_t *start(upulsar_tb_t **tb, upulsar_client_t **client, int dedup,
+                                 const char *t)
+{
+    upulsar_tb_opts_t o;
+    upulsar_tb_opts_init(&o);
+    o.deduplication = dedup;
+    *tb = ft_broker_of(&o);
+    *client = ft_client(*tb, NULL);
+    const char *kv[] = {"send.timeout.ms", "0", NULL};
+    return ft_producer(*client, t, t, 0, kv);
+}
+
+/* A stored with its receipt withheld, B refused with a ChecksumError
+ * (answered at once, ahead of A's receipt), C stored: their futures into
+ * @p f. */
+static void send_a_refused_b_c(upulsar_tb_t *tb, upulsar_producer_t *p, const char *t,
+                               upulsar_future_t *f[3])
+{
+    cr_assert_eq(upulsar_tb_hold_receipts(tb, t), UPULSAR_OK);
+    cr_assert_eq(upulsar_send(p, "A", 1, NULL, &f[0]), UPULSAR_OK);
+    wait_topic(tb, t, 1, 0);
+    cr_assert_eq(upulsar_tb_fail_sends(tb, t, 1, CHECKSUM_ERROR), UPULSAR_OK);
+    cr_assert_eq(upulsar_send(p, "B", 1, NULL, &f[1]), UPULSAR_OK);
+    wait_topic(tb, t, 1, 1);
+    cr_assert_eq(upulsar_send(p, "C", 1, NULL, &f[2]), UPULSAR_OK);
+    wait_topic(tb, t, 2, 1);
+}
+
 /* Scenario (send.timeout.ms 0: nothing fails by time):
  *  1. A is sent and stored; its receipt is withheld.
  *  2. B is refused with a ChecksumError (answered at once, ahead of A's
@@ -64,23 +94,12 @@ static void stored_log(upulsar_tb_t *tb, const char *topic, char *out, size_t si
  *  not reported OK unless stored. */
 static void checksum_error_ahead_of_receipts(int dedup)
 {
-    upulsar_tb_opts_t o;
-    upulsar_tb_opts_init(&o);
-    o.deduplication = dedup;
-    upulsar_tb_t *tb = ft_broker_of(&o);
-    upulsar_client_t *client = ft_client(tb, NULL);
+    upulsar_tb_t *tb;
+    upulsar_client_t *client;
     const char *t = dedup ? "seo-dedup" : "seo-plain";
-    const char *kv[] = {"send.timeout.ms", "0", NULL};
-    upulsar_producer_t *p = ft_producer(client, "seo", t, 0, kv);
-    cr_assert_eq(upulsar_tb_hold_receipts(tb, t), UPULSAR_OK);
+    upulsar_producer_t *p = start(&tb, &client, dedup, t);
     upulsar_future_t *f[3];
-    cr_assert_eq(upulsar_send(p, "A", 1, NULL, &f[0]), UPULSAR_OK);
-    wait_topic(tb, t, 1, 0);
-    cr_assert_eq(upulsar_tb_fail_sends(tb, t, 1, CHECKSUM_ERROR), UPULSAR_OK);
-    cr_assert_eq(upulsar_send(p, "B", 1, NULL, &f[1]), UPULSAR_OK);
-    wait_topic(tb, t, 1, 1);
-    cr_assert_eq(upulsar_send(p, "C", 1, NULL, &f[2]), UPULSAR_OK);
-    wait_topic(tb, t, 2, 1);
+    send_a_refused_b_c(tb, p, t, f);
     cr_assert_eq(upulsar_tb_release_receipts(tb, t), UPULSAR_OK);
     char ok[4] = "", log[64];
     upulsar_err_t e[3];
@@ -116,11 +135,10 @@ Test(fault_send_error_order, checksum_error_ahead_of_a_receipt_without_deduplica
  * again (nothing was written behind it) and stored. */
 Test(fault_send_error_order, checksum_error_of_the_last_entry_is_answered, .timeout = 60)
 {
-    upulsar_tb_t *tb = ft_broker();
-    upulsar_client_t *client = ft_client(tb, NULL);
+    upulsar_tb_t *tb;
+    upulsar_client_t *client;
     const char *t = "seo-last";
-    const char *kv[] = {"send.timeout.ms", "0", NULL};
-    upulsar_producer_t *p = ft_producer(client, "seo-last", t, 0, kv);
+    upulsar_producer_t *p = start(&tb, &client, 1, t);
     cr_assert_eq(upulsar_tb_hold_receipts(tb, t), UPULSAR_OK);
     upulsar_future_t *fa, *fb;
     cr_assert_eq(upulsar_send(p, "A", 1, NULL, &fa), UPULSAR_OK);
@@ -148,14 +166,10 @@ Test(fault_send_error_order, checksum_error_of_the_last_entry_is_answered, .time
  * stored once and reported stored (de-duplication off, Pulsar's default). */
 Test(fault_send_error_order, an_old_writes_error_does_not_answer_the_resend, .timeout = 60)
 {
-    upulsar_tb_opts_t o;
-    upulsar_tb_opts_init(&o);
-    o.deduplication = 0;
-    upulsar_tb_t *tb = ft_broker_of(&o);
-    upulsar_client_t *client = ft_client(tb, NULL);
+    upulsar_tb_t *tb;
+    upulsar_client_t *client;
     const char *t = "seo-old";
-    const char *kv[] = {"send.timeout.ms", "0", NULL};
-    upulsar_producer_t *p = ft_producer(client, "seo-old", t, 0, kv);
+    upulsar_producer_t *p = start(&tb, &client, 0, t);
     cr_assert_eq(upulsar_tb_hold_receipts(tb, t), UPULSAR_OK);
     cr_assert_eq(upulsar_tb_fail_writes(tb, t, 1, 2 /* PersistenceError */), UPULSAR_OK);
     upulsar_future_t *fa;
@@ -183,23 +197,12 @@ Test(fault_send_error_order, an_old_writes_error_does_not_answer_the_resend, .ti
 Test(fault_send_error_order, a_kept_error_is_forgotten_when_the_producer_is_recreated,
      .timeout = 60)
 {
-    upulsar_tb_opts_t o;
-    upulsar_tb_opts_init(&o);
-    o.deduplication = 0;
-    upulsar_tb_t *tb = ft_broker_of(&o);
-    upulsar_client_t *client = ft_client(tb, NULL);
+    upulsar_tb_t *tb;
+    upulsar_client_t *client;
     const char *t = "seo-recreated";
-    const char *kv[] = {"send.timeout.ms", "0", NULL};
-    upulsar_producer_t *p = ft_producer(client, "seo-recreated", t, 0, kv);
-    cr_assert_eq(upulsar_tb_hold_receipts(tb, t), UPULSAR_OK);
+    upulsar_producer_t *p = start(&tb, &client, 0, t);
     upulsar_future_t *f[3];
-    cr_assert_eq(upulsar_send(p, "A", 1, NULL, &f[0]), UPULSAR_OK);
-    wait_topic(tb, t, 1, 0);
-    cr_assert_eq(upulsar_tb_fail_sends(tb, t, 1, CHECKSUM_ERROR), UPULSAR_OK);
-    cr_assert_eq(upulsar_send(p, "B", 1, NULL, &f[1]), UPULSAR_OK);
-    wait_topic(tb, t, 1, 1);
-    cr_assert_eq(upulsar_send(p, "C", 1, NULL, &f[2]), UPULSAR_OK);
-    wait_topic(tb, t, 2, 1);
+    send_a_refused_b_c(tb, p, t, f);
     cr_assert_gt(upulsar_tb_unload_topic(tb, t), 0);
     wait_topic(tb, t, 5, 1); /* A C, then the resent A B C */
     cr_assert_eq(upulsar_tb_release_receipts(tb, t), UPULSAR_OK);
