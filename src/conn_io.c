@@ -41,16 +41,21 @@ void up_conn_drop_outq(up_conn_t *c)
     c->oq_len = c->oq_head = c->oq_sent = 0;
 }
 
-size_t up_conn_unqueue(up_conn_t *c, bool (*drop)(const up_batch_t *b, void *arg), void *arg)
+/* How many frames at the head of @p c's queue a send has started on: with
+ * TLS none (a frame leaves the queue once encrypted); else those of the
+ * send in flight (c->iov points into them), or the head when its first
+ * bytes went out. */
+static size_t started_frames(const up_conn_t *c)
 {
-    /* the frames a send has started on: with TLS none (a frame leaves the
-     * queue once encrypted); else those of the send in flight (c->iov
-     * points into them), or the head when its first bytes went out */
     size_t keep = 0;
     if (!c->tls)
         keep = c->send_inflight ? (size_t)c->msg.msg_iovlen : c->oq_sent ? 1 : 0;
-    if (keep > c->oq_len)
-        keep = c->oq_len;
+    return keep < c->oq_len ? keep : c->oq_len;
+}
+
+size_t up_conn_unqueue(up_conn_t *c, bool (*drop)(const up_batch_t *b, void *arg), void *arg)
+{
+    size_t keep = started_frames(c);
     size_t w = keep, dropped = 0;
     for (size_t k = keep; k < c->oq_len; k++) {
         up_seg_t *s = &c->outq[(c->oq_head + k) % c->oq_cap];
@@ -79,8 +84,16 @@ void up_conn_purge_resolved(up_conn_t *c)
 {
     if (!c->purge_resolved)
         return;
-    c->purge_resolved = false;
     up_conn_unqueue(c, is_resolved, NULL);
+    /* a send in flight may complete short: its frames past the one it
+     * ends in were never started, and the flag stays for the purge before
+     * the next write (which keeps only that one) */
+    c->purge_resolved = false;
+    size_t keep = started_frames(c);
+    for (size_t k = c->oq_sent ? 1 : 0; k < keep && !c->purge_resolved; k++) {
+        const up_seg_t *s = &c->outq[(c->oq_head + k) % c->oq_cap];
+        c->purge_resolved = s->batch && s->batch->retired;
+    }
 }
 
 _Atomic size_t up_probe_tls_tx_peak;
@@ -169,10 +182,10 @@ static void tls_flush(up_conn_t *c)
 
 void up_conn_flush(up_conn_t *c)
 {
-    /* no write starts on a batch whose messages failed (purge_resolved) */
-    up_conn_purge_resolved(c);
     if (c->send_inflight || atomic_load_explicit(&c->state, memory_order_relaxed) != UP_CONN_OPEN)
         return;
+    /* no write starts on a batch whose messages failed (purge_resolved) */
+    up_conn_purge_resolved(c);
     if (c->tls) {
         tls_flush(c);
         return;

@@ -529,8 +529,10 @@ static void unlink_conn(up_rp_t *rp)
     rp->registered = false;
     if (c) {
         /* what it has not started to write of ours goes on the next
-         * connection: not also on this one, for a broker that closed us */
-        up_conn_unqueue(c, of_producer, rp);
+         * connection: not also on this one, for a broker that closed us
+         * (a failed connection drops its whole queue anyway) */
+        if (atomic_load_explicit(&c->state, memory_order_relaxed) == UP_CONN_OPEN)
+            up_conn_unqueue(c, of_producer, rp);
         rp->conn = NULL;
         up_conn_unref(c);
     }
@@ -557,6 +559,10 @@ void up_rp_detach(up_rp_t *rp, bool kick)
 
 void up_rp_suspend(up_rp_t *rp, bool kick)
 {
+    /* closed by the broker: what is not started goes again once it is
+     * re-created, and would only be ignored before that */
+    if (rp->conn && atomic_load_explicit(&rp->conn->state, memory_order_relaxed) == UP_CONN_OPEN)
+        up_conn_unqueue(rp->conn, of_producer, rp);
     stop_writing(rp, UP_RP_BACKOFF, "closed on its connection", kick);
 }
 
