@@ -17,10 +17,10 @@
 /* Closing producers, all together, in three passes over their loops (one
  * task per loop and pass, however many producers it has):
  *  1. each producer fails what it still holds with CLOSED (CLOSING), so
- *     every future and callback has resolved before any wait for a broker.
- *     The batches of those messages that a connection still holds
- *     unwritten are taken out of its queue before its next write
- *     (up_conn_purge_resolved());
+ *     every future and callback has resolved before any wait for a broker
+ *     (and the batches of those messages that a connection has not started
+ *     to write are taken out of its queue before its next write:
+ *     up_conn_purge_resolved(), conn_io.c);
  *  2. CLOSE_PRODUCER (answered by SUCCESS once the broker has finished the
  *     writes in progress) goes out for every producer whose connection is
  *     open, all at once, pipelined on the shared connections
@@ -37,8 +37,6 @@ typedef struct {
                           while its CLOSE_PRODUCER is in flight, or NULL */
 } close_pass_t;
 
-_Atomic int up_fault_close_nomem;
-
 static void close_fail_task(void *a)
 {
     close_pass_t *p = a;
@@ -48,10 +46,6 @@ static void close_fail_task(void *a)
             continue;
         up_rp_transition(rp, UP_RP_ANY, UP_RP_CLOSING, "stopping");
         up_rp_fail_all(rp, UPULSAR_ERR__CLOSED);
-        /* what failed that its connection has not started to write is
-         * never written now: the connection's next write takes it out of
-         * the queue first (up_conn_flush(), purge_resolved), as does the
-         * loop's tick for a connection that writes nothing */
     }
 }
 
@@ -65,10 +59,8 @@ static void close_conn_task(void *a)
         /* a send that passed its closed check before the stop may have
          * committed a record since pass 1 */
         up_rp_fail_all(rp, UPULSAR_ERR__CLOSED);
-        /* (a CLOSING producer queues nothing, so there is nothing more
-         * to take out of the queues) CLOSE_PRODUCER also when not READY:
-         * a PRODUCER abandoned by stop may still have created it on the
-         * broker (closing an unknown id is harmless) */
+        /* also when not READY: a PRODUCER abandoned by stop may still have
+         * created it on the broker (closing an unknown id is harmless) */
         if (rp->conn && atomic_load(&rp->conn->state) == UP_CONN_OPEN) {
             up_conn_ref(rp->conn);
             p->conns[i] = rp->conn;
@@ -134,6 +126,8 @@ static void close_chunk(up_rp_t **rps, size_t n, up_conn_t **conns, up_mreq_t *m
             up_conn_unref(conns[i]);
     close_pass(c, &p, close_end_task);
 }
+
+_Atomic int up_fault_close_nomem;
 
 void up_rps_close(up_rp_t **rps, size_t n, uint64_t close_by)
 {

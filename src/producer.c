@@ -335,9 +335,10 @@ static void complete_head(up_rp_t *rp, upulsar_err_t err, uint64_t ledger, uint6
         }
     }
     resolve_batch_at(rp, b, err, ledger, entry, det, now);
-    /* failed while its connection's queue still holds it: taken out at
-     * the end of the loop's tick (a timeout), so that a broker which
-     * resumes does not store what was reported failed */
+    /* failed while its connection's queue still holds it: taken out
+     * before the connection's next write or at the end of the loop's tick
+     * (up_conn_purge_resolved()), so that a broker which resumes reading
+     * does not store what was reported failed */
     if (err && b->outq_refs > 0 && rp->conn)
         rp->conn->purge_resolved = true;
     up_batch_retire(rp, b);
@@ -519,6 +520,16 @@ static void rewind_unsent(up_rp_t *rp)
 /* up_conn_unqueue(): a batch of the producer @p arg */
 static bool of_producer(const up_batch_t *b, void *arg) { return b->rp == arg; }
 
+/* @p rp's frames that @p c (open) has not started to write are taken out
+ * of its queue: they are written again once @p rp is created anew, here or
+ * elsewhere, and a broker that closed it would only ignore them (a failed
+ * connection drops its whole queue anyway). */
+static void unqueue_unstarted(up_rp_t *rp, up_conn_t *c)
+{
+    if (c && atomic_load_explicit(&c->state, memory_order_relaxed) == UP_CONN_OPEN)
+        up_conn_unqueue(c, of_producer, rp);
+}
+
 /* Let go of the connection @p rp is registered on, if any (its state is
  * the caller's business). */
 static void unlink_conn(up_rp_t *rp)
@@ -528,11 +539,7 @@ static void unlink_conn(up_rp_t *rp)
         up_conn_remove_rp(c, rp);
     rp->registered = false;
     if (c) {
-        /* what it has not started to write of ours goes on the next
-         * connection: not also on this one, for a broker that closed us
-         * (a failed connection drops its whole queue anyway) */
-        if (atomic_load_explicit(&c->state, memory_order_relaxed) == UP_CONN_OPEN)
-            up_conn_unqueue(c, of_producer, rp);
+        unqueue_unstarted(rp, c);
         rp->conn = NULL;
         up_conn_unref(c);
     }
@@ -559,10 +566,7 @@ void up_rp_detach(up_rp_t *rp, bool kick)
 
 void up_rp_suspend(up_rp_t *rp, bool kick)
 {
-    /* closed by the broker: what is not started goes again once it is
-     * re-created, and would only be ignored before that */
-    if (rp->conn && atomic_load_explicit(&rp->conn->state, memory_order_relaxed) == UP_CONN_OPEN)
-        up_conn_unqueue(rp->conn, of_producer, rp);
+    unqueue_unstarted(rp, rp->conn);
     stop_writing(rp, UP_RP_BACKOFF, "closed on its connection", kick);
 }
 
