@@ -29,6 +29,11 @@ extern _Atomic int up_fault_loop_list_nomem;
  * (and for sending many requests at once) fails. */
 extern _Atomic int up_fault_close_nomem;
 
+/* log.c: when > 0, the window in which lines about partitions are folded
+ * (UP_LOG_FOLD_US) is this many milliseconds, so that a test can hold
+ * lines back for as long as its own steps take. */
+extern _Atomic int up_fault_log_fold_ms;
+
 /* tick() in uring_loop.c: while set, the tick does not take failed
  * batches out of its connections' queues (up_conn_purge_resolved()), so
  * that a test sees what a connection's own writes take out. */

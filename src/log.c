@@ -30,8 +30,18 @@
 
 #include "engine.h"
 #include "err.h"
+#include "fault.h"
 
 #define UP_LOG_FOLD_US 1000000u
+
+_Atomic int up_fault_log_fold_ms;
+
+/* The window: UP_LOG_FOLD_US, or what a test set (fault.h). */
+static uint64_t fold_us(void)
+{
+    int ms = atomic_load_explicit(&up_fault_log_fold_ms, memory_order_relaxed);
+    return ms > 0 ? (uint64_t)ms * 1000u : UP_LOG_FOLD_US;
+}
 #define UP_LOG_FOLD_SLOTS 16
 #define UP_LOG_FOLD_PARTS 4096 /* partitions told apart in a window */
 #define UP_LOG_LINE 512
@@ -183,7 +193,7 @@ static fold_slot_t *fold_expired(struct up_log_fold *f, uint64_t now)
     if (!f)
         return NULL;
     for (int i = 0; i < UP_LOG_FOLD_SLOTS; i++)
-        if (f->slot[i].used && now - f->slot[i].opened_us >= UP_LOG_FOLD_US)
+        if (f->slot[i].used && now - f->slot[i].opened_us >= fold_us())
             return &f->slot[i];
     return NULL;
 }
@@ -275,7 +285,7 @@ static bool fold_line(struct upulsar_client *c, const char *fmt, const out_line_
     }
     unsigned p = (unsigned)o->partition;
     bool known = p < UP_LOG_FOLD_PARTS;
-    if (s && now - s->opened_us < UP_LOG_FOLD_US && known && !(s->seen[p / 8] & (1u << (p % 8)))) {
+    if (s && now - s->opened_us < fold_us() && known && !(s->seen[p / 8] & (1u << (p % 8)))) {
         s->seen[p / 8] |= (uint8_t)(1u << (p % 8));
         if (!s->held++) {
             snprintf(s->line, sizeof s->line, "%.*s", UP_LOG_LINE - 1, o->line);

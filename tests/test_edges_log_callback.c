@@ -13,6 +13,7 @@
  * A call that never returns is caught by a hang guard (HANG_GUARD_MS): it
  * decides only "hung", never a pass.
  * UPULSAR_TEST_LABEL_CONCURRENCY (also run under ThreadSanitizer) */
+#include "fault.h"
 #include "fault_common.h"
 
 TestSuite(edges_log_callback, .timeout = 120);
@@ -133,7 +134,8 @@ static int all_ready(void *a)
 
 /* Scenario: 8 partitions; their connection drops and each producer is
  * re-created, which logs a line per partition, folded (the first goes
- * out, the others are held back as "and N more" for a second); the
+ * out, the others are held back as "and N more" for the fold window,
+ * made longer than the test here); the
  * client is destroyed once all are re-created, while the others are
  * held. The
  * destroy delivers them, and the callback's calls of
@@ -142,6 +144,9 @@ static int all_ready(void *a)
  * it a crash). */
 Test(edges_log_callback, lines_delivered_by_client_destroy_may_read_the_metrics)
 {
+    /* a fold window longer than the test's steps take, however loaded
+     * the machine: the lines are still held when the destroy comes */
+    atomic_store(&up_fault_log_fold_ms, 600000);
     upulsar_tb_t *tb = ft_broker();
     cr_assert_eq(upulsar_tb_set_partitions(tb, "late-log", 8), UPULSAR_OK);
     static late_t l;
