@@ -1150,11 +1150,12 @@ upulsar_err_t upulsar_producer_flush(upulsar_producer_t *p, int timeout_ms);
  * callback of @p p has resolved. Returns OK if everything was acknowledged,
  * TIMED_OUT if some messages had to be failed. Of the messages failed with
  * CLOSED, those whose batches a connection still held unwritten (a broker
- * that stopped reading) are taken out of its queue, on every connection,
- * in the same step that fails them, and never written. The rest may have
- * been stored: what had reached the socket's buffers before, and the
- * frames of the one write in progress per connection (up to about 4 MiB),
- * which the broker may still read after this returns.
+ * that stopped reading) are taken out of its queue before it writes
+ * anything more, and never written (the same holds for messages failed by
+ * send.timeout.ms). The rest may have been stored: what had reached the
+ * socket's buffers before, and the frames of the one write in progress
+ * per connection (up to about 4 MiB), which the broker may still read
+ * after this returns.
  * Each real producer is closed on its broker with CLOSE_PRODUCER, waiting for
  * the broker's confirmation (all of them together at most 1 s more).
  *
