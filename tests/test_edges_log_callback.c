@@ -135,10 +135,9 @@ static int all_ready(void *a)
 /* Scenario: 8 partitions; their connection drops and each producer is
  * re-created, which logs a line per partition, folded (the first goes
  * out, the others are held back as "and N more" for the fold window,
- * made longer than the test here); the
- * client is destroyed once all are re-created, while the others are
- * held. The
- * destroy delivers them, and the callback's calls of
+ * made longer than the test here); the client is destroyed once all are
+ * re-created and the watchdog has logged it, while the others are held.
+ * The destroy delivers them, and the callback's calls of
  * upulsar_client_metrics_prometheus() read a whole client (they read the
  * connection pool after it was freed, under ASan a use after free, without
  * it a crash). */
@@ -151,8 +150,11 @@ Test(edges_log_callback, lines_delivered_by_client_destroy_may_read_the_metrics)
     cr_assert_eq(upulsar_tb_set_partitions(tb, "late-log", 8), UPULSAR_OK);
     static late_t l;
     memset(&l, 0, sizeof l);
-    l.client = ft_client(tb, NULL);
+    const char *ckv[] = {"stats.interval.ms", "1", NULL}; /* ft_passes_watch() */
+    l.client = ft_client(tb, ckv);
     cr_assert_eq(upulsar_client_set_log_record_cb(l.client, late_log, &l), UPULSAR_OK);
+    static ft_passes_t passes;
+    ft_passes_watch(l.client, &passes);
     upulsar_producer_t *p = ft_producer(l.client, NULL, "late-log", 8, NULL);
     cr_assert_gt(upulsar_tb_drop_connections(tb, NULL), 0);
     uint64_t end = ft_now_ms() + HANG_GUARD_MS;
@@ -160,6 +162,9 @@ Test(edges_log_callback, lines_delivered_by_client_destroy_may_read_the_metrics)
         ft_pause_ms(1);
     cr_assert_gt(atomic_load(&l.recreated), 0, "no re-creation was logged");
     cr_assert(ft_wait_for(all_ready, p), "the producers were not all re-created");
+    /* a producer is READY before the watchdog takes its re-creation's
+     * result and logs it: two whole passes later every line is logged */
+    cr_assert(ft_passes_wait(&passes, 2), "the watchdog made no pass");
     int before = atomic_load(&l.lines);
     upulsar_client_destroy(l.client); /* stops p, delivers what was held */
     cr_assert_gt(atomic_load(&l.lines), before, "nothing was held back for the destroy");
